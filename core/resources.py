@@ -1,0 +1,36 @@
+"""Find bundled resources (presets, configs, icons, model weights).
+
+One helper for every way the program runs: a source checkout, an installed
+package (``resources`` is installed as a top-level package beside ``core``) and a
+PyInstaller bundle (files unpacked under ``sys._MEIPASS``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from core.errors import InputError
+
+
+def resources_root() -> Path:
+    frozen = getattr(sys, "_MEIPASS", None)
+    if frozen:
+        return Path(frozen) / "resources"
+    return Path(__file__).resolve().parent.parent / "resources"
+
+
+def resource_path(*parts: str, must_exist: bool = True) -> Path:
+    p = resources_root().joinpath(*parts)
+    if must_exist and not p.exists():
+        raise InputError(
+            f"Bundled resource '{'/'.join(parts)}' is missing (looked in {resources_root()}).",
+            "Reinstall Airway Studio, or run from a complete source checkout.",
+        )
+    return p
+
+
+def load_json_resource(*parts: str) -> dict:
+    with open(resource_path(*parts), encoding="utf-8") as f:
+        return json.load(f)

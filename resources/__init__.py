@@ -1,0 +1,1 @@
+# Data files shipped with Airway Studio; located through core.resources.
