@@ -266,7 +266,7 @@ def canonical_reorientation(geometry: Geometry, shape: Sequence[int]) -> tuple[R
     index_for_world = [world_of_index.index(w) for w in range(3)]
     # in array order: new array axis (z, y, x) <- old array axis
     axes_zyx = tuple(2 - index_for_world[2 - i] for i in range(3))
-    flips_xyz = [m[w, index_for_world[w]] < 0 for w in range(3)]
+    flips_xyz = [bool(m[w, index_for_world[w]] < 0) for w in range(3)]
     flips_zyx = (flips_xyz[2], flips_xyz[1], flips_xyz[0])
     reo = Reorientation(axes_zyx, flips_zyx)  # type: ignore[arg-type]
 
