@@ -114,13 +114,75 @@ def _read_image(path: str | Path, series_uid: str | None = None):
     if p.stat().st_size == 0:
         raise InputError("The file is empty (0 bytes).", "Copy it again from its source.", path=p)
     try:
-        return sitk.ReadImage(str(p))
+        image = sitk.ReadImage(str(p))
     except RuntimeError as exc:
         raise InputError(
             f"Could not read this file as an image: {_first_line(exc)}",
             f"The file may be corrupt or truncated, or of an unsupported format. {_FIX_FORMATS}",
             path=p,
         ) from None
+    if volume_suffix(p) in (".nii", ".nii.gz"):
+        # ITK's NIfTI reader zero-fills a truncated file without complaint: a
+        # silent wrong answer, so check the data is all there.
+        _check_nifti_complete(p)
+    return image
+
+
+def _nifti_expected_end(header: bytes) -> int | None:
+    """Byte offset where a NIfTI-1/2 file's voxel data ends, from its header."""
+    import struct
+
+    for endian in "<>":
+        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
+            dims = struct.unpack(endian + "8h", header[40:56])
+            bitpix = struct.unpack(endian + "h", header[72:74])[0]
+            vox_offset = int(struct.unpack(endian + "f", header[108:112])[0])
+            break
+        if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
+            dims = struct.unpack(endian + "8q", header[16:80])
+            bitpix = struct.unpack(endian + "h", header[14:16])[0]
+            vox_offset = struct.unpack(endian + "q", header[168:176])[0]
+            break
+    else:
+        return None
+    n = int(np.prod([max(int(d), 1) for d in dims[1 : dims[0] + 1]], dtype=np.int64))
+    return max(vox_offset, 348) + n * bitpix // 8
+
+
+def _check_nifti_complete(path: Path) -> None:
+    import gzip
+    import zlib
+
+    truncated = InputError(
+        "The file is truncated: its voxel data ends before the size its header declares.",
+        "Copy or download it again; the file on disk is incomplete.",
+        path=path,
+    )
+    gz = path.read_bytes()[:2] == b"\x1f\x8b"
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            expected = _nifti_expected_end(f.read(544))
+    except (OSError, EOFError):
+        raise truncated from None
+    if expected is None:
+        return
+    if not gz:
+        if path.stat().st_size < expected:
+            raise truncated
+        return
+    with open(path, "rb") as f:
+        f.seek(-4, os.SEEK_END)
+        isize = int.from_bytes(f.read(4), "little")
+    if isize == expected % 2**32:
+        return
+    # The gzip trailer disagrees: decompress the stream to be sure.
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    total = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            total += len(d.decompress(chunk))
+    if not d.eof or total < expected:
+        raise truncated
 
 
 def _to_volume_parts(image, path: str | Path) -> tuple[np.ndarray, Geometry]:
