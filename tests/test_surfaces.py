@@ -124,3 +124,12 @@ def test_world_to_voxel_snaps_to_mask():
         assert np.linalg.norm(g.index_to_world(v) - p) <= np.linalg.norm(g.spacing) + 1e-6
     # without a mask it is the rounded index
     assert world_to_voxel(g.index_to_world((3, 4, 5)), g, m.shape) == (3, 4, 5)
+
+
+def test_offset_crop_lands_where_the_full_volume_does():
+    g = Geometry((0.8, 0.6, 1.2), (5.0, 6.0, 7.0), (0, 1, 0, -1, 0, 0, 0, 0, 1))
+    m = _box_mask()
+    full = mask_surface(m, g, smoothing=False)
+    part = mask_surface(m[3:, 8:, 10:], g, offset=(3, 8, 10), smoothing=False)
+    np.testing.assert_allclose(np.array(full.bounds), np.array(part.bounds), atol=1e-9)
+    assert full.area == pytest.approx(part.area)
