@@ -1,0 +1,482 @@
+"""Sliding-window inference (method.md section 7), used by the CLI, the GUI and training validation.
+
+- The checkpoint's own preprocessing (HU window, scale, lung crop) is applied,
+  windows of ``window`` voxels (default 128^3) step ``step`` (default 64, 50%
+  overlap) cover the crop, the last window of each axis is snapped to the
+  border, and ``sigmoid(dec)`` is averaged over windows (paper and authors'
+  code: plain mean; ``gaussian=True``: nnU-Net-style Gaussian weights,
+  sigma = window / 8).
+- A crop smaller than a window is padded at its end with the window's lowest
+  value (air) and cut back after.
+- Because windows form a Cartesian grid and the Gaussian is separable, the
+  normaliser (sum of weights per voxel) is the outer product of three 1D sums:
+  only one float32 accumulator the size of the crop lives on the host.
+- Output on the CT's full grid: probabilities as uint8 (``round(255 p)``), and
+  the mask ``p > threshold`` (paper: 0.5) reduced to its largest connected
+  component (paper's evaluation post-processing; cc3d), optionally hole-filled.
+
+Memory, for a 512 x 512 x 400 CT (104.9 M voxels) with no crop (the worst
+case): the float32 input (0.42 GB) and accumulator (0.42 GB), the uint8
+probabilities and bool mask (0.10 GB each), cc3d's labels on the crop (up to
+0.42 GB, transient) plus the network's activations for one batch (about 1.5 GB
+per 128^3 window in fp32 eager PyTorch; see benchmarks/bench_inference_cpu.py):
+about 2.5-3 GB besides the CT itself with a batch of one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from core.errors import AirwayError, Cancelled, CheckpointError, ConfigError, InputError
+from core.preprocess import CropBox, Preprocessing, prepare_input
+from core.volume import IntensityVolume, LabelVolume
+
+Progress = Callable[[int, int, float], None]
+Say = Callable[[str], None]
+
+
+class CancelToken(Protocol):
+    def is_set(self) -> bool: ...
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# -- window grid ---------------------------------------------------------------
+
+def window_starts(size: int, window: int, step: int) -> list[int]:
+    """Start of each window along one axis; the last one snapped so it ends at the border.
+
+    ``size <= window`` gives ``[0]`` (the axis is padded up to ``window``).
+    """
+    if window < 1 or step < 1:
+        raise ConfigError(f"Window {window} and step {step} must be positive.")
+    if size <= window:
+        return [0]
+    starts = list(range(0, size - window, step))
+    starts.append(size - window)
+    return starts
+
+
+def window_slices(shape: Sequence[int], window: Sequence[int], step: Sequence[int]) -> list[tuple[slice, slice, slice]]:
+    """All windows of the grid, z-major."""
+    axes = [window_starts(s, w, st) for s, w, st in zip(shape, window, step)]
+    return [
+        (slice(z, z + window[0]), slice(y, y + window[1]), slice(x, x + window[2]))
+        for z in axes[0] for y in axes[1] for x in axes[2]
+    ]
+
+
+def gaussian_1d(window: int, sigma_scale: float = 1.0 / 8) -> np.ndarray:
+    """nnU-Net-style importance along one axis: peak 1 at the centre, sigma = window * sigma_scale."""
+    centre = (window - 1) / 2.0
+    sigma = max(window * sigma_scale, 1e-6)
+    g = np.exp(-0.5 * ((np.arange(window) - centre) / sigma) ** 2)
+    return np.maximum(g / g.max(), 1e-6).astype(np.float32)
+
+
+def axis_normaliser(size: int, window: int, step: int, weights: np.ndarray) -> np.ndarray:
+    """Sum of the 1D window weights covering each position of an axis of ``size`` (>= window)."""
+    total = np.zeros(size, np.float64)
+    for s in window_starts(size, window, step):
+        total[s:s + window] += weights
+    return total.astype(np.float32)
+
+
+# -- batch runner with CUDA out-of-memory handling ------------------------------
+
+def _is_oom(exc: BaseException) -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        return False
+    return isinstance(exc, torch.OutOfMemoryError)
+
+
+def _free_cuda_cache() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:
+        pass
+
+
+class BatchRunner:
+    """Runs windows through a backend ``batch_size`` at a time.
+
+    A CUDA out-of-memory error halves the batch and retries; at a batch of one
+    it switches to ``fallback()`` (the CPU) and says so. Without a fallback the
+    error is reported as an :class:`InputError` with what to try.
+    """
+
+    def __init__(self, backend: Callable[[np.ndarray], np.ndarray], batch_size: int = 1,
+                 fallback: Callable[[], Callable[[np.ndarray], np.ndarray]] | None = None, say: Say = _quiet):
+        if batch_size < 1:
+            raise ConfigError(f"Batch size {batch_size} must be at least 1.")
+        self.backend = backend
+        self.batch_size = int(batch_size)
+        self.fallback = fallback
+        self.say = say
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.backend, "name", type(self.backend).__name__))
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        """``windows`` (N, 1, D, H, W) float32 -> probabilities of the same shape."""
+        out = np.empty(windows.shape, np.float32)
+        i = 0
+        while i < len(windows):
+            n = min(self.batch_size, len(windows) - i)
+            try:
+                out[i:i + n] = self.backend(windows[i:i + n])
+            except Exception as exc:
+                if not _is_oom(exc):
+                    raise
+                _free_cuda_cache()
+                if self.batch_size > 1:
+                    self.batch_size = max(1, self.batch_size // 2)
+                    self.say(f"Out of GPU memory; retrying with a batch of {self.batch_size} window(s).")
+                    continue
+                if self.fallback is None:
+                    raise InputError(
+                        "Out of memory running one window.",
+                        "Use --device cpu, a smaller --window, or close other programs using the GPU.",
+                    ) from None
+                self.say("Out of GPU memory even with one window; continuing on the CPU (slower).")
+                self.backend = self.fallback()
+                self.fallback = None
+                continue
+            i += n
+        return out
+
+
+# -- the sliding-window loop -----------------------------------------------------
+
+def sliding_window(
+    array: np.ndarray,
+    run: Callable[[np.ndarray], np.ndarray],
+    window: int | Sequence[int] = 128,
+    step: int | Sequence[int] = 64,
+    batch_size: int = 1,
+    gaussian: bool = False,
+    pad_value: float = 0.0,
+    progress: Progress | None = None,
+    cancel: CancelToken | None = None,
+) -> np.ndarray:
+    """Probabilities (float32, shape of ``array``) averaged over a grid of windows.
+
+    ``run`` maps ``(N, 1, *window)`` float32 to probabilities of the same shape.
+    ``cancel`` is checked before every batch, so with ``batch_size=1`` a
+    cancellation takes effect within one window.
+    """
+    if array.ndim != 3:
+        raise InputError(f"Expected a 3D array, got shape {array.shape}.")
+    win = _triple(window, "window")
+    stp = _triple(step, "step")
+    if any(s > w for s, w in zip(stp, win)):
+        raise ConfigError(f"Step {stp} is larger than the window {win}: some voxels would get no prediction.",
+                          "Use a step no larger than the window (default: half of it).")
+    shape = array.shape
+    padded_shape = tuple(max(s, w) for s, w in zip(shape, win))
+    if padded_shape != shape:
+        pad = [(0, p - s) for p, s in zip(padded_shape, shape)]
+        array = np.pad(array, pad, mode="constant", constant_values=pad_value)
+    array = np.asarray(array, dtype=np.float32)
+
+    weights_1d = [gaussian_1d(w) if gaussian else np.ones(w, np.float32) for w in win]
+    weight_3d = (weights_1d[0][:, None, None] * weights_1d[1][None, :, None] * weights_1d[2][None, None, :]) if gaussian else None
+    slices = window_slices(padded_shape, win, stp)
+    total = len(slices)
+    acc = np.zeros(padded_shape, np.float32)
+    batch = np.empty((max(1, batch_size), 1, *win), np.float32)
+    t0 = time.perf_counter()
+    done = 0
+    for b0 in range(0, total, batch.shape[0]):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"Segmentation cancelled after {done} of {total} windows.")
+        chunk = slices[b0:b0 + batch.shape[0]]
+        for k, sl in enumerate(chunk):
+            batch[k, 0] = array[sl]
+        probs = run(batch[:len(chunk)])
+        for k, sl in enumerate(chunk):
+            if weight_3d is None:
+                acc[sl] += probs[k, 0]
+            else:
+                acc[sl] += probs[k, 0] * weight_3d
+        done += len(chunk)
+        if progress is not None:
+            elapsed = time.perf_counter() - t0
+            progress(done, total, elapsed / done * (total - done))
+    norm = [axis_normaliser(s, w, st, wt) for s, w, st, wt in zip(padded_shape, win, stp, weights_1d)]
+    # in place, one z-slab at a time, so no second volume-sized temporary exists
+    for z in range(padded_shape[0]):
+        acc[z] /= norm[0][z] * np.outer(norm[1], norm[2])
+    return acc[: shape[0], : shape[1], : shape[2]]
+
+
+def _triple(value: int | Sequence[int], what: str) -> tuple[int, int, int]:
+    t = (int(value),) * 3 if np.isscalar(value) else tuple(int(v) for v in value)  # type: ignore[arg-type]
+    if len(t) != 3 or min(t) < 1:
+        raise ConfigError(f"{what} must be a positive size or three of them, got {value}.")
+    return t  # type: ignore[return-value]
+
+
+# -- post-processing -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PostProcessing:
+    """Probabilities -> mask. Paper: threshold 0.5, then the largest connected component."""
+
+    threshold: float = 0.5
+    largest_component: bool = True
+    connectivity: int = 26
+    fill_holes: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold < 1.0:
+            raise ConfigError(f"Threshold {self.threshold} must be in [0, 1).", "Use 0.5 (the paper's).")
+        if self.connectivity not in (6, 18, 26):
+            raise ConfigError(f"Connectivity {self.connectivity} is not 6, 18 or 26.")
+
+    def apply(self, probabilities: np.ndarray) -> np.ndarray:
+        """``probabilities`` float (0..1) or uint8 (0..255) -> bool mask."""
+        if probabilities.dtype == np.uint8:
+            mask = probabilities > np.uint8(min(255, math.floor(self.threshold * 255)))
+        else:
+            mask = probabilities > self.threshold
+        if self.largest_component and mask.any():
+            import cc3d
+
+            mask = cc3d.largest_k(mask, k=1, connectivity=self.connectivity) > 0
+        if self.fill_holes and mask.any():
+            from scipy import ndimage
+
+            mask = ndimage.binary_fill_holes(mask)
+        return mask
+
+
+def quantise(probabilities: np.ndarray) -> np.ndarray:
+    """float 0..1 -> uint8 0..255 (``round(255 p)``), slab by slab to keep memory flat."""
+    out = np.empty(probabilities.shape, np.uint8)
+    for z in range(probabilities.shape[0]):
+        out[z] = np.clip(np.rint(probabilities[z] * 255.0), 0, 255)
+    return out
+
+
+# -- the predictor -----------------------------------------------------------------
+
+@dataclass
+class Prediction:
+    """Result on the CT's full grid: uint8 probabilities (255 = 1.0) and the post-processed mask."""
+
+    probabilities: IntensityVolume
+    mask: LabelVolume
+    crop: CropBox
+    backend: str
+    windows: int
+    seconds: float
+    messages: list[str] = field(default_factory=list)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is usable, else ``cpu``; checks ``cuda:N`` exists."""
+    import torch
+
+    d = (device or "auto").strip().lower()
+    if d == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if d == "cpu":
+        return "cpu"
+    if d == "cuda" or d.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"Device '{device}' was asked for but no CUDA GPU is usable here.",
+                              "Use --device cpu (or auto), or install a CUDA build of PyTorch and the NVIDIA driver.")
+        if ":" in d:
+            try:
+                index = int(d.split(":", 1)[1])
+            except ValueError:
+                raise ConfigError(f"Device '{device}' is not understood.", "Write it as cuda:0, cuda:1, ...") from None
+            if not 0 <= index < torch.cuda.device_count():
+                raise ConfigError(f"GPU {index} does not exist: {torch.cuda.device_count()} GPU(s) found.",
+                                  f"Use cuda:0..cuda:{torch.cuda.device_count() - 1}.")
+        return d
+    raise ConfigError(f"Unknown device '{device}'.", "Use auto, cpu, cuda or cuda:N.")
+
+
+def default_batch_size(device: str, window: tuple[int, int, int]) -> int:
+    """1 on the CPU (batching brings nothing there); on a GPU, as many windows as about half the free memory holds."""
+    if device == "cpu":
+        return 1
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    # about 2.5 GB per 128^3 window under autocast (activations of WingsNet plus the side outputs)
+    per_window = 2.5e9 * np.prod(window) / 128 ** 3
+    return int(max(1, min(8, (free * 0.5) // per_window)))
+
+
+def _load_checkpoint(checkpoint: Any) -> tuple[Any, dict, str]:
+    """(model on the CPU, header, hash key) from a path or a loaded checkpoint."""
+    from core.models.checkpoint import model_from_checkpoint
+
+    key = ""
+    if isinstance(checkpoint, (str, Path)):
+        path = Path(checkpoint)
+        if not path.exists():
+            raise CheckpointError(f"Model file '{path}' does not exist.",
+                                  "Check the path given with --model (a .pt checkpoint saved by `airway train`).")
+        if path.is_dir():
+            raise CheckpointError(f"'{path}' is a folder, not a model file.", "Give the .pt checkpoint inside it.")
+        key = _file_hash(path)
+    try:
+        model, header = model_from_checkpoint(checkpoint, device="cpu")
+    except AirwayError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"Could not load the model: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                              "The file is corrupt or not an Airway Studio checkpoint; train or download it again.",
+                              path=checkpoint if isinstance(checkpoint, (str, Path)) else None) from None
+    if not key:
+        from core.inference_backends import state_hash
+
+        key = state_hash(model)
+    return model, dict(header), key
+
+
+def _file_hash(path: Path) -> str:
+    from core.inference_backends import file_hash
+
+    return file_hash(path)
+
+
+class Predictor:
+    """A checkpoint ready to segment CTs on one device.
+
+    Args:
+        checkpoint: path of a ``.pt`` checkpoint, or a loaded checkpoint object.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        window, step: sliding-window size and stride in voxels (paper: 128, 64).
+        batch_size: windows per forward pass (default: 1 on CPU, by free memory on GPU).
+        gaussian: Gaussian window weighting instead of the paper's plain mean.
+        backend: see :data:`core.inference_backends.BACKENDS`; CPU only, "auto" picks the fastest installed.
+        postprocess: threshold / largest component / connectivity / hole filling.
+        say: receives one-line messages (fallbacks, conversions).
+    """
+
+    def __init__(self, checkpoint: Any, device: str = "auto", window: int = 128, step: int = 64,
+                 batch_size: int | None = None, gaussian: bool = False, backend: str = "auto",
+                 postprocess: PostProcessing | None = None, say: Say | None = None,
+                 cache: Path | None = None, threads: int | None = None, channels_last: bool = False):
+        model, header, key = _load_checkpoint(checkpoint)
+        prep = Preprocessing.from_dict(header.get("preprocessing"))
+        self._setup(model, prep, key, device, window, step, batch_size, gaussian, backend,
+                    postprocess, say, cache, threads, channels_last)
+        self.header = header
+
+    @classmethod
+    def from_model(cls, model: Any, preprocessing: Preprocessing, device: str = "auto", window: int = 128,
+                   step: int = 64, batch_size: int | None = None, gaussian: bool = False, backend: str = "torch",
+                   postprocess: PostProcessing | None = None, say: Say | None = None,
+                   cache: Path | None = None, threads: int | None = None, channels_last: bool = False) -> "Predictor":
+        """A predictor over a live module (training validation); the module is moved to ``device``."""
+        from core.inference_backends import state_hash
+
+        self = cls.__new__(cls)
+        key = state_hash(model) if backend not in ("torch",) else "live"
+        self._setup(model, preprocessing, key, device, window, step, batch_size, gaussian, backend,
+                    postprocess, say, cache, threads, channels_last)
+        self.header = {}
+        return self
+
+    def _setup(self, model: Any, prep: Preprocessing, key: str, device: str, window: int, step: int,
+               batch_size: int | None, gaussian: bool, backend: str, postprocess: PostProcessing | None,
+               say: Say | None, cache: Path | None, threads: int | None, channels_last: bool) -> None:
+        from core.inference_backends import BackendRequest, TorchBackend, make_backend, resolve_backend_name
+
+        self.messages: list[str] = []
+        outer = say or _quiet
+
+        def record(text: str) -> None:
+            self.messages.append(text)
+            outer(text)
+
+        self.say = record
+        self.preprocessing = prep
+        self.window = _triple(window, "window")
+        self.step = _triple(step, "step")
+        divisor = int(getattr(model, "divisor", 1) or 1)
+        if any(w % divisor for w in self.window):
+            raise ConfigError(f"Window {self.window} is not a multiple of {divisor}, which this model needs.",
+                              f"Use a window that is a multiple of {divisor}, e.g. 128.")
+        if any(s > w for s, w in zip(self.step, self.window)):
+            raise ConfigError(f"Step {self.step} is larger than the window {self.window}.",
+                              "Use a step no larger than the window (default: half of it).")
+        self.gaussian = bool(gaussian)
+        self.postprocess = postprocess or PostProcessing()
+        self.device = resolve_device(device)
+        name = resolve_backend_name(backend, "cpu" if self.device == "cpu" else self.device, record)
+        request = BackendRequest(name, self.device, self.window, key, cache, threads, channels_last)
+        self.model = model.eval()
+        engine = make_backend(model, request, record)
+        self.batch_size = int(batch_size) if batch_size else default_batch_size(self.device, self.window)
+        fallback = (lambda: TorchBackend(self.model, "cpu")) if self.device != "cpu" else None
+        self.runner = BatchRunner(engine, self.batch_size, fallback, record)
+
+    @property
+    def backend_name(self) -> str:
+        return self.runner.name
+
+    def predict(self, ct: IntensityVolume, progress: Progress | None = None,
+                cancel: CancelToken | None = None) -> Prediction:
+        """Segment ``ct``; results on its full grid. Raises :class:`Cancelled` if ``cancel`` is set."""
+        _check_ct(ct)
+        t0 = time.perf_counter()
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("Segmentation cancelled before it started.")
+        array, box = prepare_input(ct, self.preprocessing)
+        prob = sliding_window(array, self.runner, self.window, self.step, self.runner.batch_size,
+                              self.gaussian, pad_value=0.0, progress=progress, cancel=cancel)
+        del array
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("Segmentation cancelled while finishing.")
+        mask = self.postprocess.apply(prob)
+        prob_u8 = quantise(prob)
+        del prob
+        windows = len(window_slices(tuple(max(s, w) for s, w in zip(box.shape, self.window)), self.window, self.step))
+        name = ct.name or "ct"
+        return Prediction(
+            probabilities=IntensityVolume(box.uncrop(prob_u8, 0), ct.geometry, name=f"{name}_probabilities"),
+            mask=LabelVolume(box.uncrop(mask, False), ct.geometry, name=f"{name}_airway"),
+            crop=box,
+            backend=self.runner.name,
+            windows=windows,
+            seconds=time.perf_counter() - t0,
+            messages=list(self.messages),
+        )
+
+
+def _check_ct(ct: Any) -> None:
+    if not isinstance(ct, IntensityVolume):
+        raise InputError(f"Expected a CT volume (IntensityVolume), got {type(ct).__name__}.",
+                         "Read the CT with core.io.read_ct first.")
+    if ct.array.ndim != 3:
+        raise InputError(f"Expected a 3D CT, got an array of shape {ct.array.shape}.",
+                         "Give a 3D volume or a whole DICOM series, not a single slice.")
+    if min(ct.shape) < 2:
+        raise InputError(f"The CT has shape {ct.shape}: a single slice, not a volume.",
+                         "Give a 3D volume or a whole DICOM series, not a single slice.")
+    if ct.array.dtype.kind == "f" and not np.isfinite(ct.array).all():
+        bad = int((~np.isfinite(ct.array)).sum())
+        raise InputError(f"The CT has {bad} NaN or infinite voxels.", "Replace them (e.g. with -1024 HU) and try again.")
+    if ct.array.dtype.kind not in "iuf":
+        raise InputError(f"Unsupported CT voxel type {ct.array.dtype}.", "Give integer or float HU values.")

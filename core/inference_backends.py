@@ -1,0 +1,328 @@
+"""Ways to run a network on a batch of windows: PyTorch (CPU or CUDA), OpenVINO, ONNX Runtime.
+
+Every backend is a callable ``backend(batch) -> probabilities``: ``batch`` is a
+float32 array ``(N, 1, D, H, W)`` (already windowed/scaled), the result is
+``sigmoid(model(batch)[-1])`` as float32 of the same shape. The sliding-window
+loop (:mod:`core.inference`) knows nothing else about them.
+
+OpenVINO and ONNX Runtime are optional (``pip install airway-studio[fast-cpu]``);
+when one is asked for and missing, :func:`make_backend` falls back to PyTorch
+and says so through ``say``. Exported models are cached on disk, keyed by the
+checkpoint's hash, the window size and the backend, in :func:`cache_dir`.
+
+Only this module and :mod:`core.inference` import torch, and only when a
+backend is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from core.errors import ConfigError
+
+#: Backend names users can pass (``--backend``). "auto" picks per device, see :func:`resolve_backend_name`.
+BACKENDS = ("auto", "torch", "openvino", "openvino-fp32", "openvino-bf16", "onnxruntime")
+
+#: CPU preference for "auto", fastest first (from benchmarks/bench_inference_cpu.py; the
+#: bf16 entry is used only where the CPU has native bf16, see :func:`cpu_has_bf16`).
+CPU_AUTO_ORDER = ("openvino-bf16", "openvino-fp32", "torch")
+
+Say = Callable[[str], None]
+
+
+class Backend(Protocol):
+    name: str
+    device: str
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# -- cache ---------------------------------------------------------------------
+
+def cache_dir() -> Path:
+    """User cache folder for exported models: ``$AIRWAY_CACHE_DIR``, else the platform's cache dir."""
+    env = os.environ.get("AIRWAY_CACHE_DIR")
+    if env:
+        return Path(env)
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "airway-studio" / "inference"
+
+
+def file_hash(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def state_hash(model: Any) -> str:
+    """Hash of a module's class and weights, for models that did not come from a file."""
+    h = hashlib.sha256(type(model).__qualname__.encode())
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# -- PyTorch ---------------------------------------------------------------------
+
+class _ProbabilityHead:
+    """``sigmoid(model(x)[-1])``, built lazily as an ``nn.Module`` so it can be exported."""
+
+    @staticmethod
+    def wrap(model: Any):
+        import torch
+
+        class ProbabilityModel(torch.nn.Module):
+            def __init__(self, inner: torch.nn.Module):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return torch.sigmoid(self.inner(x)[-1].float())
+
+        return ProbabilityModel(model).eval()
+
+
+class TorchBackend:
+    """Plain PyTorch. On CUDA: inference mode, autocast (bf16 where supported, else fp16),
+    pinned host memory and non-blocking copies; channels-last 3D as an option."""
+
+    def __init__(self, model: Any, device: str = "cpu", autocast: bool | None = None,
+                 channels_last: bool = False, cpu_bf16: bool = False):
+        import torch
+
+        self.device = device
+        self.torch_device = torch.device(device)
+        self.is_cuda = self.torch_device.type == "cuda"
+        self.model = model.to(self.torch_device).eval()
+        self.channels_last = channels_last
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
+        use_autocast = self.is_cuda if autocast is None else autocast
+        if self.is_cuda and use_autocast:
+            self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            torch.backends.cudnn.benchmark = True  # fixed window shapes: pick the fastest kernels once
+        elif not self.is_cuda and cpu_bf16:
+            self.dtype = torch.bfloat16
+        else:
+            self.dtype = None
+        precision = "fp32" if self.dtype is None else str(self.dtype).replace("torch.", "")
+        self.name = f"torch-{self.torch_device.type}-{precision}" + ("-cl" if channels_last else "")
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        if self.is_cuda:
+            x = x.pin_memory().to(self.torch_device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        with torch.inference_mode():
+            if self.dtype is not None:
+                with torch.autocast(self.torch_device.type, dtype=self.dtype):
+                    logits = self.model(x)[-1]
+            else:
+                logits = self.model(x)[-1]
+            prob = torch.sigmoid(logits.float())
+            if self.is_cuda:
+                # half the bytes over PCIe; uint8 quantisation downstream loses more
+                return prob.half().cpu().numpy().astype(np.float32)
+            return prob.contiguous().numpy()
+
+
+# -- OpenVINO --------------------------------------------------------------------
+
+def _atomic_dir(final: Path, fill: Callable[[Path], None]) -> None:
+    """Fill a temporary folder next to ``final`` and rename it, so a crash never leaves half a cache entry."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        fill(tmp)
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process made it first: theirs is as good
+            pass
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin runs bf16 natively (AVX512-BF16 or AMX)."""
+    try:
+        import openvino as ov
+
+        return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:
+        return False
+
+
+class OpenVinoBackend:
+    """OpenVINO on the CPU, fp32 or bf16 inference precision; batch size is dynamic."""
+
+    def __init__(self, model: Any, model_key: str, window: tuple[int, int, int], precision: str = "bf16",
+                 cache: Path | None = None, threads: int | None = None, say: Say = _quiet):
+        import openvino as ov
+
+        if precision not in ("fp32", "bf16"):
+            raise ConfigError(f"Unknown OpenVINO precision '{precision}'.", "Use fp32 or bf16.")
+        self.device = "cpu"
+        self.name = f"openvino-{precision}"
+        root = (cache or cache_dir())
+        key = f"{model_key[:24]}-w{'x'.join(map(str, window))}-ov{ov.__version__.split('-')[0]}"
+        folder = root / "openvino" / key
+        xml = folder / "model.xml"
+        if not xml.exists():
+            say(f"Converting the model for OpenVINO (once per model and window size; cached in {folder.parent})...")
+
+            def export(tmp: Path) -> None:
+                import torch
+
+                head = _ProbabilityHead.wrap(model.to("cpu").eval())
+                example = torch.zeros((1, 1, *window), dtype=torch.float32)
+                with torch.no_grad():
+                    converted = ov.convert_model(head, example_input=example,
+                                                 input=[ov.PartialShape([-1, 1, *window])])
+                ov.save_model(converted, str(tmp / "model.xml"), compress_to_fp16=False)
+
+            _atomic_dir(folder, export)
+        core = ov.Core()
+        core.set_property({"CACHE_DIR": str(root / "openvino" / "blobs")})
+        config: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.compiled = core.compile_model(str(xml), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        out = self.request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+        return np.asarray(out[0], dtype=np.float32).copy()
+
+
+# -- ONNX Runtime ------------------------------------------------------------------
+
+class OnnxRuntimeBackend:
+    """ONNX Runtime CPU execution provider, fp32 (exported with the TorchScript ONNX exporter)."""
+
+    def __init__(self, model: Any, model_key: str, window: tuple[int, int, int],
+                 cache: Path | None = None, threads: int | None = None, say: Say = _quiet):
+        import onnxruntime as ort
+
+        self.device = "cpu"
+        self.name = "onnxruntime-fp32"
+        root = cache or cache_dir()
+        folder = root / "onnx" / f"{model_key[:24]}-w{'x'.join(map(str, window))}"
+        path = folder / "model.onnx"
+        if not path.exists():
+            say(f"Exporting the model to ONNX (once per model and window size; cached in {folder.parent})...")
+
+            def export(tmp: Path) -> None:
+                import torch
+
+                head = _ProbabilityHead.wrap(model.to("cpu").eval())
+                example = torch.zeros((1, 1, *window), dtype=torch.float32)
+                with torch.no_grad():
+                    torch.onnx.export(head, (example,), str(tmp / "model.onnx"), input_names=["x"],
+                                      output_names=["p"], dynamic_axes={"x": {0: "n"}, "p": {0: "n"}},
+                                      opset_version=17, dynamo=False)
+
+            _atomic_dir(folder, export)
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        (out,) = self.session.run(None, {"x": np.ascontiguousarray(batch, dtype=np.float32)})
+        return np.asarray(out, dtype=np.float32)
+
+
+# -- choosing ---------------------------------------------------------------------
+
+def available(name: str) -> bool:
+    """Whether the optional package behind backend ``name`` can be imported."""
+    module = {"openvino": "openvino", "onnxruntime": "onnxruntime"}.get(name.split("-")[0])
+    if module is None:
+        return True
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def resolve_backend_name(name: str, device: str, say: Say = _quiet) -> str:
+    """Concrete backend for ``name`` on ``device``; a missing optional package falls back to "torch"."""
+    if name not in BACKENDS:
+        raise ConfigError(f"Unknown inference backend '{name}'.", f"Use one of: {', '.join(BACKENDS)}.")
+    if device != "cpu":
+        if name not in ("auto", "torch"):
+            say(f"Backend '{name}' runs on the CPU only; using PyTorch on {device}.")
+        return "torch"
+    if name == "auto":
+        for candidate in CPU_AUTO_ORDER:
+            if not available(candidate):
+                continue
+            if candidate.endswith("bf16") and not cpu_has_bf16():
+                continue
+            return candidate
+        return "torch"
+    if name == "openvino":
+        name = "openvino-bf16" if available(name) and cpu_has_bf16() else "openvino-fp32"
+    if not available(name):
+        say(f"Backend '{name}' is not installed; using PyTorch instead "
+            "(pip install 'airway-studio[fast-cpu]' for the faster CPU backends).")
+        return "torch"
+    return name
+
+
+@dataclass(frozen=True)
+class BackendRequest:
+    """What to build: the resolved backend name and its inputs."""
+
+    name: str
+    device: str
+    window: tuple[int, int, int]
+    model_key: str
+    cache: Path | None = None
+    threads: int | None = None
+    channels_last: bool = False
+
+
+def make_backend(model: Any, request: BackendRequest, say: Say = _quiet) -> Backend:
+    """Build ``request.name``; an optional backend that fails to build falls back to PyTorch with a message."""
+    name = request.name
+    try:
+        if name.startswith("openvino"):
+            return OpenVinoBackend(model, request.model_key, request.window, name.split("-")[1],
+                                   request.cache, request.threads, say)
+        if name == "onnxruntime":
+            return OnnxRuntimeBackend(model, request.model_key, request.window, request.cache, request.threads, say)
+    except ImportError as exc:
+        say(f"Backend '{name}' could not be loaded ({exc}); using PyTorch instead.")
+    except Exception as exc:  # an exporter that cannot handle this model: PyTorch still can
+        say(f"Backend '{name}' failed to prepare the model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "using PyTorch instead.")
+    return TorchBackend(model, request.device, channels_last=request.channels_last)
