@@ -11,6 +11,10 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    import multiprocessing
+
+    # a frozen build re-executes itself for DataLoader workers and DDP ranks
+    multiprocessing.freeze_support()
     argv = list(sys.argv[1:] if argv is None else argv)
     from core.cli import build_parser
 

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install the unpacked bundle for the current user: ~/.local/opt/AirwayStudio,
+# a launcher in ~/.local/bin and a menu entry. Re-running upgrades in place.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+dest="${PREFIX:-$HOME/.local}"
+mkdir -p "$dest/opt" "$dest/bin" "$dest/share/applications"
+rm -rf "$dest/opt/AirwayStudio.new"
+cp -a "$here" "$dest/opt/AirwayStudio.new"
+[ -d "$dest/opt/AirwayStudio" ] && mv "$dest/opt/AirwayStudio" "$dest/opt/AirwayStudio.old"
+mv "$dest/opt/AirwayStudio.new" "$dest/opt/AirwayStudio"
+rm -rf "$dest/opt/AirwayStudio.old"
+ln -sf "$dest/opt/AirwayStudio/AirwayStudio" "$dest/bin/airway-studio"
+sed "s|^Exec=.*|Exec=$dest/opt/AirwayStudio/AirwayStudio %F|" "$here/airway-studio.desktop" > "$dest/share/applications/airway-studio.desktop"
+echo "Installed. Start it from the menu or with: airway-studio"
