@@ -1,0 +1,87 @@
+"""``airway prepare`` (dataset cache) and ``airway phantom-dataset`` (synthetic imagesTr/labelsTr)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "prepare", help="preprocess a training dataset once into a memory-mappable cache",
+        description="Window, crop, distance weights, skeleton and small-airway mask of every case, cached as .npy "
+                    "(rebuilt when the source files or the settings change). Bad cases are reported by name.")
+    p.add_argument("--data", required=True, help="dataset folder (imagesTr/ + labelsTr/) or CSV of image,label pairs")
+    p.add_argument("--config", help="training config (.toml) whose [preprocessing]/[data] settings to use")
+    p.add_argument("--preset", choices=("paper", "quick", "demo"), help="preset config (default: paper)")
+    p.add_argument("--cache", help="cache folder (default: DATA/.airway_cache or the config's data.cache_dir)")
+    p.add_argument("--skip-bad", action="store_true", help="leave bad cases out instead of stopping")
+    p.add_argument("--force", action="store_true", help="rebuild every case even if its cache is fresh")
+    p.set_defaults(func=run_prepare)
+
+    q = subparsers.add_parser(
+        "phantom-dataset", help="write N synthetic airway phantoms as imagesTr/ + labelsTr/",
+        description="Generated chest phantoms with exact airway labels, so training needs no download.")
+    q.add_argument("--n", type=int, required=True, help="number of phantoms")
+    q.add_argument("--size", type=int, default=64, help="side in voxels (default 64)")
+    q.add_argument("--out", required=True, help="output folder")
+    q.add_argument("--seed", type=int, default=0, help="phantom i uses seed + i (default 0)")
+    q.add_argument("--spacing", type=float, default=1.0, help="isotropic voxel size in mm (default 1.0)")
+    q.add_argument("--difficulty", default=None, help="phantom difficulty (see core.phantom; default its own)")
+    q.add_argument("--prepare", action="store_true", help="also build the training cache (paper preprocessing)")
+    q.set_defaults(func=run_phantom_dataset)
+
+
+def _settings_from(args):
+    from core.training.cache import CacheSettings
+    from core.training.config import load_config
+    from core.preprocess import Preprocessing
+
+    cfg = load_config(args.config, args.preset)
+    p = cfg.preprocessing
+    alphas = tuple(sorted({s.alpha for _, s in cfg.stages() if s.loss == "gul"}))
+    prep = Preprocessing(window=tuple(p.window), scale=p.scale, crop=p.crop, margin=p.margin)
+    return cfg, CacheSettings(prep.to_dict(), cfg.data.label_selector, alphas, cfg.sampling.small_diameter_mm)
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from core.training.cache import default_cache_dir, prepare_cases
+    from core.training.dataset import discover_cases
+
+    cfg, settings = _settings_from(args)
+    cases = discover_cases(args.data)
+    cache = Path(args.cache or cfg.data.cache_dir or default_cache_dir(args.data))
+    policy = "skip" if args.skip_bad else cfg.data.on_bad_case
+
+    def progress(done: int, total: int, name: str) -> None:
+        print(f"[{done}/{total}] {name}", file=sys.stderr, flush=True)
+
+    report = prepare_cases(cases, cache, settings, on_bad_case=policy, progress=progress, force=args.force)
+    for bad in report.bad:
+        print(f"skipped {bad.name}: {bad.reason}", file=sys.stderr)
+    print(f"{len(report.cases)} case(s) ready in {cache} ({len(report.built)} built, {len(report.reused)} reused, "
+          f"{len(report.bad)} skipped)")
+    return 0
+
+
+def run_phantom_dataset(args: argparse.Namespace) -> int:
+    from core.training.phantoms import write_phantom_dataset
+
+    difficulty = args.difficulty
+    if difficulty is not None:
+        try:
+            difficulty = float(difficulty)
+        except ValueError:
+            pass
+
+    def progress(done: int, total: int, name: str) -> None:
+        print(f"[{done}/{total}] {name}", file=sys.stderr, flush=True)
+
+    names = write_phantom_dataset(args.out, args.n, args.size, args.seed, args.spacing, difficulty, progress=progress)
+    print(f"wrote {len(names)} phantom(s) to {args.out}/imagesTr and {args.out}/labelsTr")
+    if args.prepare:
+        ns = argparse.Namespace(data=args.out, config=None, preset=None, cache=None, skip_bad=False, force=False)
+        return run_prepare(ns)
+    return 0

@@ -1,0 +1,55 @@
+"""``airway train``: staged training (Dice -> GUL -> fine-tune) with an event stream.
+
+Also runs under ``torchrun --nproc-per-node N main.py train ...`` (DDP).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train an airway model in stages (paper: Dice, GUL, fine-tune)",
+        description="Events go to RUN/events.jsonl and stdout, one JSON object per line (docs/events.md). "
+                    "Create RUN/stop.request (or send SIGTERM) to stop after the current step; "
+                    "continue with --resume.")
+    p.add_argument("--config", help="run configuration (.toml); overrides the preset's values")
+    p.add_argument("--preset", choices=("paper", "quick", "demo"), help="preset to start from (default: paper)")
+    p.add_argument("--data", help="dataset folder (imagesTr/ + labelsTr/) or CSV of image,label pairs")
+    p.add_argument("--out", required=True, help="run folder (created)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides run.device)")
+    p.add_argument("--workers", type=int, help="DataLoader worker processes (overrides run.num_workers)")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import sys
+
+    from core.errors import AirwayError, ConfigError
+    from core.training.config import load_config
+    from core.training.trainer import Trainer
+
+    if args.resume:
+        if args.config or args.preset:
+            raise ConfigError("--resume reads the run's own config.toml; --config/--preset cannot change it.",
+                              "Drop --config/--preset, or start a new run in another --out folder.")
+        cfg = None
+    else:
+        if not args.data:
+            raise ConfigError("No dataset given.", "Pass --data FOLDER (imagesTr/ + labelsTr/) or a CSV of image,label pairs.")
+        cfg = load_config(args.config, args.preset)
+        if args.workers is not None:
+            cfg.run.num_workers = args.workers
+    trainer = Trainer(cfg, args.out, data=args.data, resume=args.resume, device=args.device)
+    if args.resume and args.workers is not None:
+        trainer.cfg.run.num_workers = args.workers
+    try:
+        status = trainer.run()
+    except AirwayError:
+        raise  # the dispatcher prints it as one line (exit 2); the error event is already written
+    except Exception as exc:  # a crash: the error event holds the traceback
+        print(f"airway train: crashed: {type(exc).__name__}: {exc} (traceback in {args.out}/events.jsonl)", file=sys.stderr)
+        return 1
+    return 0 if status in ("finished", "stopped") else 1

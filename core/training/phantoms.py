@@ -1,0 +1,52 @@
+"""Synthetic training sets: phantoms (core.phantom) written in the ATM'22 / nnU-Net layout.
+
+``DATA/imagesTr/phantom_007_0000.nii.gz`` (CT in HU) and
+``DATA/labelsTr/phantom_007.nii.gz`` (airway mask), case ``i`` made with seed
+``seed + i``, so a dataset is reproduced from (n, size, seed, difficulty).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Callable
+
+from core.errors import Cancelled, ConfigError
+
+
+def write_phantom_dataset(out: str | Path, n: int, size: int = 64, seed: int = 0, spacing: float = 1.0,
+                          difficulty: str | float | None = None, generations: int | None = None,
+                          progress: Callable[[int, int, str], None] | None = None, cancel=None) -> list[str]:
+    """Write ``n`` phantoms of ``size^3`` voxels; returns the case names."""
+    from core.io import write_volume
+    from core.phantom import make_phantom
+
+    if n < 1:
+        raise ConfigError(f"--n {n}: at least one phantom is needed.", "Use --n 1 or more.")
+    if size < 16:
+        raise ConfigError(f"--size {size} is too small for a phantom airway tree.", "Use --size 32 or more.")
+    if spacing <= 0:
+        raise ConfigError(f"--spacing {spacing} must be positive.", "Use e.g. 1.0 (mm).")
+    out = Path(out)
+    kwargs: dict = {}
+    params = inspect.signature(make_phantom).parameters
+    if difficulty is not None and "difficulty" in params:
+        kwargs["difficulty"] = difficulty
+    if generations is not None and "generations" in params:
+        kwargs["generations"] = generations
+    names = []
+    for i in range(n):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("Writing phantoms was cancelled.")
+        name = f"phantom_{i:03d}"
+        ph = make_phantom(shape=(size, size, size), spacing=(spacing, spacing, spacing), seed=seed + i, **kwargs)
+        write_volume(ph.ct, out / "imagesTr" / f"{name}_0000.nii.gz")
+        write_volume(ph.label, out / "labelsTr" / f"{name}.nii.gz")
+        names.append(name)
+        if progress is not None:
+            progress(i + 1, n, name)
+    info = {"generator": "core.phantom.make_phantom", "n": n, "size": size, "seed": seed, "spacing": spacing,
+            "difficulty": difficulty, "generations": generations, "cases": names}
+    (out / "phantoms.json").write_text(json.dumps(info, indent=1))
+    return names

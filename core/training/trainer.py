@@ -1,0 +1,587 @@
+"""The staged trainer (method.md sec. 5-6): stage 0 Dice, stage 1 GUL, stage 2 fine-tune.
+
+Run folder (docs/CONTRACTS.md)::
+
+    RUN/config.toml          the whole run's configuration (resume reads it back)
+    RUN/events.jsonl         the event stream (docs/events.md), also on stdout
+    RUN/checkpoints/last.pt  weights + resume state (optimizer, scheduler, RNG, position)
+    RUN/checkpoints/best.pt  best validation score (``run.best_metric``) over the whole run
+    RUN/checkpoints/stage{0,1,2}.pt   weights at the end of each stage
+    RUN/hard/<case>.npy      stage-0 false-negative centreline voxels (hard skeleton sampling)
+    RUN/stop.request         created by the user/GUI: finish the step, save last.pt, stop
+
+Resume continues exactly where the run stopped: each patch is a pure function
+of (seed, stage, epoch, item), the DataLoader has its own generator (so it never
+draws from torch's global one), and the global torch/numpy/python RNG states,
+optimizer, scheduler and AMP scaler are saved with the position (stage, epoch,
+step). With deterministic algorithms on the CPU a stopped-and-resumed run ends
+with the same weights, bit for bit, as an uninterrupted one (tested).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any, Callable
+
+import numpy as np
+
+from core.errors import AirwayError, CheckpointError, ConfigError, InputError
+from core.training import ddp
+from core.training.cache import CacheSettings, CachedCase, default_cache_dir, prepare_cases
+from core.training.config import StageSection, TrainConfig, load_config, save_config
+from core.training.dataset import discover_cases, split_cases
+from core.training.events import EventLog
+from core.training.sampling import PatchDataset, PatchSpec
+
+StepHook = Callable[["Trainer"], None]
+
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint(self, kind: str) -> Path:
+        return self.checkpoints / f"{kind}.pt"
+
+    @property
+    def stop(self) -> Path:
+        return self.root / "stop.request"
+
+    @property
+    def hard(self) -> Path:
+        return self.root / "hard"
+
+
+@dataclass
+class TrainState:
+    """Where the run is; saved in ``last.pt`` as plain data."""
+
+    stage: int = -1            # stage in progress (-1: not started)
+    epoch: int = 0             # epochs finished in that stage
+    step: int = 0              # steps finished in the current epoch
+    global_step: int = 0
+    best_value: float = -math.inf
+    best_where: list[int] = field(default_factory=list)   # [stage, epoch]
+    metrics: dict[str, float] = field(default_factory=dict)  # last validation
+    train_cases: list[str] = field(default_factory=list)
+    val_cases: list[str] = field(default_factory=list)
+    hard_ready: bool = False
+    status: str = "running"
+
+
+def _worker_init(_: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # workers only slice and resample; leave the cores to the model
+
+
+def stage_loss(stage: StageSection):
+    """``f(p, g, w=None) -> scalar`` for a stage: Dice, GUL (distance weights) or RTL (method.md sec. 3)."""
+    from core import losses
+
+    if stage.loss == "dice":
+        return lambda p, g, w=None: losses.dice_loss(p, g)
+    if stage.loss == "rtl":
+        return lambda p, g, w=None: losses.root_tversky_loss(p, g, alpha=stage.alpha, r=stage.r)
+    return lambda p, g, w=None: losses.general_union_loss(p, g, w, alpha=stage.alpha, r=stage.r)
+
+
+def group_losses(loss_fn, logits: tuple, g, w, enc_weight: float):
+    """(total, encoder-group loss, decoder-group loss) through core.losses.group_loss.
+
+    Logits are cast to float32 first so that, under autocast, the sigmoid and
+    the sums run in full precision. The last output is the prediction (decoder
+    group); "encoder" reports the mean of the earlier outputs (WingsNet has one).
+    """
+    import torch
+
+    from core.losses import group_loss
+
+    result = group_loss(loss_fn, [l.float() for l in logits], g, w, enc_weight)
+    parts = list(result.parts.values())
+    dec = parts[-1]
+    enc = sum(parts[:-1]) / (len(parts) - 1) if len(parts) > 1 else torch.zeros((), device=dec.device)
+    return result.total, enc, dec
+
+
+class Trainer:
+    """One run: ``Trainer(cfg, run_dir).run()`` returns ``"finished"`` or ``"stopped"``.
+
+    ``resume=True`` reads ``RUN/config.toml`` and ``RUN/checkpoints/last.pt``.
+    ``on_step`` is called after every optimisation step (tests use it to ask
+    for a stop at a given step, as the GUI does by writing ``stop.request``).
+    """
+
+    def __init__(self, cfg: TrainConfig | None, run_dir: str | Path, *, data: str | Path | None = None,
+                 resume: bool = False, device: str | None = None, stdout: IO[str] | None = sys.stdout,
+                 on_step: StepHook | None = None):
+        self.paths = RunPaths(Path(run_dir))
+        self.resume = resume
+        if resume:
+            if not self.paths.config.is_file():
+                raise ConfigError(f"Cannot resume: {self.paths.config} does not exist.",
+                                  "Give the folder of an earlier run with --out, or start a new run without --resume.")
+            cfg = load_config(self.paths.config)
+        elif cfg is None:
+            raise ConfigError("No configuration given.", "Use --config FILE or --preset quick|paper|demo.")
+        assert cfg is not None
+        if data is not None:
+            cfg.data.path = str(Path(data).resolve())
+        if device is not None:
+            cfg.run.device = device
+        if not cfg.data.path:
+            raise ConfigError("No dataset given.", "Pass --data FOLDER (imagesTr/ + labelsTr/) or a CSV of image,label pairs.")
+        self.cfg = cfg
+        self.stdout = stdout
+        self.on_step = on_step
+        self.state = TrainState()
+        self.dist = ddp.env_dist_info()
+        self.events = EventLog(self.paths.root, stdout=stdout, enabled=self.dist.is_main)
+        self._sigterm = threading.Event()
+        self._tb = None
+        self.model = None
+        self.optimizer = None
+        self.scheduler = None
+        self.scaler = None
+        self.last_losses: dict[str, float] = {}
+
+    # -- setup -------------------------------------------------------------------
+    def _setup_torch(self) -> None:
+        import torch
+
+        from core.inference import resolve_device
+
+        if self.cfg.run.threads:
+            torch.set_num_threads(self.cfg.run.threads)
+        if self.cfg.run.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        device = resolve_device(self.cfg.run.device)
+        self.dist = ddp.init_distributed(device)
+        self.events.enabled = self.dist.is_main
+        self.device = ddp.rank_device(device, self.dist)
+        self.amp = self.device.startswith("cuda") and self.cfg.run.amp
+
+    def _setup_data(self) -> None:
+        cfg = self.cfg
+        cases = discover_cases(cfg.data.path)
+        cache_root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir(cfg.data.path)
+        alphas = tuple(sorted({s.alpha for _, s in cfg.stages() if s.loss == "gul"}))
+        settings = CacheSettings(self._preprocessing().to_dict(), cfg.data.label_selector, alphas,
+                                 cfg.sampling.small_diameter_mm)
+        if self.dist.is_main:
+            report = prepare_cases(cases, cache_root, settings, on_bad_case=cfg.data.on_bad_case)
+            for bad in report.bad:
+                self.events.emit("warning", message=f"Skipping bad case {bad.name}: {bad.reason}")
+        ddp.barrier(self.dist)
+        if not self.dist.is_main:
+            report = prepare_cases(cases, cache_root, settings, on_bad_case="skip")
+        self.cases = {c.name: c for c in report.cases}
+        if self.resume and self.state.train_cases:
+            missing = [n for n in self.state.train_cases + self.state.val_cases if n not in self.cases]
+            if missing:
+                raise InputError(f"Cases of the interrupted run are no longer usable: {', '.join(missing)}.",
+                                 "Restore them in the dataset, or start a new run.")
+            return
+        train, val = split_cases(list(self.cases), cfg.data.val_fraction, cfg.data.split_seed, cfg.data.val_cases or None)
+        self.state.train_cases, self.state.val_cases = train, val
+
+    def _preprocessing(self):
+        from core.preprocess import Preprocessing
+
+        p = self.cfg.preprocessing
+        return Preprocessing(window=tuple(p.window), scale=p.scale, crop=p.crop, margin=p.margin)
+
+    def _build_model(self, seed: int):
+        import torch
+
+        from core.models.registry import build_model
+
+        torch.manual_seed(seed)
+        model = build_model(self.cfg.model.architecture, **self.cfg.model.arch_args)
+        return model.to(self.device)
+
+    def _wrap(self, model):
+        if not self.dist.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [int(self.device.split(":")[1])] if self.device.startswith("cuda:") else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    # -- checkpoints ----------------------------------------------------------------
+    def _header(self, stage: int) -> dict:
+        return {"preprocessing": self._preprocessing().to_dict(), "training": self.cfg.to_dict(),
+                "stage": stage, "metrics": dict(self.state.metrics),
+                "train_cases": self.state.train_cases, "val_cases": self.state.val_cases}
+
+    def _save(self, kind: str, stage: int, epoch: int, with_state: bool = False) -> Path:
+        from core.models.checkpoint import capture_rng_state, save_checkpoint
+
+        extra = None
+        if with_state:
+            extra = {"train_state": asdict(self.state), "rng": capture_rng_state(),
+                     "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+                     "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                     "scaler": None if self.scaler is None else self.scaler.state_dict()}
+            extra["train_state"]["best_value"] = float(self.state.best_value) if math.isfinite(self.state.best_value) else None
+        path = save_checkpoint(self.paths.checkpoint(kind), self.model, self._header(stage), extra)
+        self.events.emit("checkpoint", stage=stage, epoch=epoch, path=str(path),
+                         kind="stage" if kind.startswith("stage") else kind)
+        return path
+
+    def _load_resume(self) -> dict:
+        from core.models.checkpoint import load_checkpoint
+
+        path = self.paths.checkpoint("last")
+        if not path.is_file():
+            raise CheckpointError(f"Cannot resume: {path} does not exist (the run never finished an epoch or a step).",
+                                  "Start the run again without --resume.")
+        ckpt = load_checkpoint(path)
+        if not ckpt.extra_state or "train_state" not in ckpt.extra_state:
+            raise CheckpointError("last.pt holds no resume state.", "Start the run again without --resume.", path=path)
+        st = dict(ckpt.extra_state["train_state"])
+        if st.get("best_value") is None:
+            st["best_value"] = -math.inf
+        self.state = TrainState(**st)
+        self.state.status = "running"
+        return {"ckpt": ckpt, "extra": ckpt.extra_state}
+
+    # -- the run -------------------------------------------------------------------
+    def run(self) -> str:
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, lambda *_: self._sigterm.set())
+        try:
+            return self._run()
+        except AirwayError as exc:
+            self.events.emit("error", message=str(exc), traceback="")
+            self.events.emit("run_end", status="failed", best_checkpoint=self._best_path())
+            raise
+        except BaseException as exc:
+            self.events.emit("error", message=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+            self.events.emit("run_end", status="failed", best_checkpoint=self._best_path())
+            raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            if self._tb is not None:
+                self._tb.close()
+            self.events.close()
+            ddp.cleanup(self.dist)
+
+    def _best_path(self) -> str | None:
+        p = self.paths.checkpoint("best")
+        return str(p) if p.is_file() else None
+
+    def _run(self) -> str:
+        import torch
+
+        from core.models.checkpoint import restore_rng_state, software_versions
+
+        cfg = self.cfg
+        if self.dist.is_main:
+            if not self.resume and self.paths.checkpoint("last").exists():
+                raise ConfigError(f"{self.paths.root} already holds a run.",
+                                  "Resume it with --resume, or choose another --out folder.")
+            self.paths.root.mkdir(parents=True, exist_ok=True)
+            self.paths.stop.unlink(missing_ok=True)  # a stale request must not stop the new run at once
+            if not self.resume:
+                save_config(cfg, self.paths.config)
+        self._setup_torch()
+        resume = self._load_resume() if self.resume else None
+        self._setup_data()
+        self.events.emit("run_start", config=cfg.to_dict(), versions=software_versions(), device=self.device,
+                         world_size=self.dist.world_size, resumed=bool(resume),
+                         train_cases=self.state.train_cases, val_cases=self.state.val_cases)
+        self._open_tensorboard()
+
+        first = cfg.stages()[0][0]
+        self.model = self._build_model(cfg.run.seed)
+        if resume is not None:
+            self.model.load_state_dict(resume["ckpt"].state_dict)
+        self.net = self._wrap(self.model)
+        for index, stage in cfg.stages():
+            if index < self.state.stage:
+                continue
+            in_progress = resume is not None and index == self.state.stage
+            if not in_progress:
+                self.state.stage, self.state.epoch, self.state.step = index, 0, 0
+                if index != first and stage.init == "scratch":
+                    self.model = self._build_model(cfg.run.seed + 1000 * index)
+                    self.net = self._wrap(self.model)
+            self._make_optimizer(stage)
+            if in_progress:
+                extra = resume["extra"]
+                if extra.get("optimizer") is not None:
+                    self.optimizer.load_state_dict(extra["optimizer"])
+                    self.scheduler.load_state_dict(extra["scheduler"])
+                if extra.get("scaler") is not None and self.scaler is not None:
+                    self.scaler.load_state_dict(extra["scaler"])
+                restore_rng_state(extra["rng"])
+            resume = None
+            status = self._run_stage(index, stage)
+            if status == "stopped":
+                self.events.emit("run_end", status="stopped", best_checkpoint=self._best_path())
+                return "stopped"
+        self.state.status = "finished"
+        if self.dist.is_main:
+            self._save("last", self.state.stage, self.state.epoch, with_state=True)
+        self.events.emit("run_end", status="finished", best_checkpoint=self._best_path())
+        return "finished"
+
+    def _make_optimizer(self, stage: StageSection) -> None:
+        import torch
+
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=stage.lr, momentum=stage.momentum,
+                                         weight_decay=stage.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=list(stage.milestones),
+                                                              gamma=stage.gamma)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+
+    def _stop_requested(self) -> bool:
+        flag = self._sigterm.is_set() or (self.dist.is_main and self.paths.stop.exists())
+        return ddp.any_rank(flag, self.dist)
+
+    def _patch_spec(self, index: int, stage: StageSection) -> PatchSpec:
+        s = self.cfg.sampling
+        return PatchSpec(size=s.patch_size, threshold=stage.threshold,
+                         alpha=stage.alpha if stage.loss == "gul" else None,
+                         p_hard=s.p_hard if (index > 0 and stage.hard_sampling) else 0.0,
+                         p_small=s.p_small, max_large_voxels=s.max_large_voxels,
+                         rotation_degrees=s.rotation_degrees, rotation_prob=s.rotation_prob)
+
+    def _hard_maps(self, index: int, stage: StageSection) -> dict[str, np.ndarray]:
+        if index == 0 or not stage.hard_sampling or self.cfg.sampling.p_hard <= 0:
+            return {}
+        out = {}
+        for name in self.state.train_cases:
+            p = self.paths.hard / f"{name}.npy"
+            if p.is_file():
+                out[name] = np.load(p, mmap_mode="r")
+        if not out and self.dist.is_main and not getattr(self, "_warned_hard", False):
+            self._warned_hard = True
+            self.events.emit("warning", message="No stage-0 false negatives are available (stage 0 disabled or it "
+                                                "missed nothing): hard skeleton sampling falls back to random patches.")
+        return out
+
+    def _loader(self, index: int, stage: StageSection, epoch: int, spec: PatchSpec, hard: dict):
+        import torch
+        from torch.utils.data import DataLoader
+
+        s = self.cfg.sampling
+        train = [self.cases[n] for n in self.state.train_cases]
+        n_items = len(train) * s.patches_per_case
+        mine = ddp.shard(np.arange(n_items), self.dist, s.batch_size)
+        mine = mine[self.state.step * s.batch_size:]
+        ds = PatchDataset(train, spec, self.cfg.run.seed, index, epoch, s.patches_per_case, hard, indices=mine)
+        gen = torch.Generator()
+        gen.manual_seed(self.cfg.run.seed * 7919 + index * 1009 + epoch)
+        workers = self.cfg.run.num_workers
+        return DataLoader(ds, batch_size=s.batch_size, shuffle=False, num_workers=workers, generator=gen,
+                          worker_init_fn=_worker_init if workers else None, drop_last=False,
+                          pin_memory=self.device.startswith("cuda"), persistent_workers=False)
+
+    def steps_per_epoch(self) -> int:
+        s = self.cfg.sampling
+        n = len(self.state.train_cases) * s.patches_per_case
+        return -(-n // (s.batch_size * self.dist.world_size))
+
+    def _eta(self, index: int, epoch_time: float) -> float:
+        remaining = self.cfg.stage(index).epochs - self.state.epoch
+        for j, st in self.cfg.stages():
+            if j > index:
+                remaining += st.epochs
+        return remaining * epoch_time
+
+    def _run_stage(self, index: int, stage: StageSection) -> str:
+        import torch
+
+        self.events.emit("stage", stage=index, name=stage.name, loss=stage.loss, epochs=stage.epochs,
+                         alpha=stage.alpha, threshold=stage.threshold)
+        loss_fn = stage_loss(stage)
+        spec = self._patch_spec(index, stage)
+        hard = self._hard_maps(index, stage) if spec.p_hard > 0 else {}
+        while self.state.epoch < stage.epochs:
+            epoch = self.state.epoch
+            t0 = time.perf_counter()
+            total, count = 0.0, 0
+            self.net.train()
+            for batch in self._loader(index, stage, epoch, spec, hard):
+                t_step = time.perf_counter()
+                loss, enc, dec = self._train_step(batch, loss_fn, stage)
+                self.state.step += 1
+                self.state.global_step += 1
+                total += loss
+                count += 1
+                n = batch["image"].shape[0] * self.dist.world_size
+                self.events.emit("step", stage=index, epoch=epoch, step=self.state.step,
+                                 global_step=self.state.global_step, loss=loss, loss_enc=enc, loss_dec=dec,
+                                 lr=self.optimizer.param_groups[0]["lr"],
+                                 patches_per_s=n / max(time.perf_counter() - t_step, 1e-9))
+                self._tb_scalar("loss/train", loss)
+                if self.on_step is not None:
+                    self.on_step(self)
+                if self._stop_requested():
+                    return self._stop(index, epoch)
+            self.scheduler.step()
+            self.state.epoch += 1
+            self.state.step = 0
+            elapsed = time.perf_counter() - t0
+            mean_loss = ddp.mean_across(total / max(count, 1), self.dist)
+            self.events.emit("epoch", stage=index, epoch=epoch, loss=mean_loss, time_s=elapsed,
+                             eta_s=self._eta(index, elapsed))
+            self._tb_scalar("loss/epoch", mean_loss)
+            last = self.state.epoch == stage.epochs
+            if self.state.val_cases and (last or self.state.epoch % self.cfg.validation.every == 0):
+                self._validate(index, epoch)
+            if self.dist.is_main:
+                self._save("last", index, epoch, with_state=True)
+            ddp.barrier(self.dist)
+            if self._stop_requested():
+                return self._stop(index, epoch, save=False)
+        if self.dist.is_main:
+            self._save(f"stage{index}", index, stage.epochs - 1)
+            if index == 0 and any(j > 0 and s.hard_sampling for j, s in self.cfg.stages()) and self.cfg.sampling.p_hard > 0:
+                self._compute_hard()
+        ddp.barrier(self.dist)
+        return "finished"
+
+    def _stop(self, index: int, epoch: int, save: bool = True) -> str:
+        if self.dist.is_main:
+            if save:
+                self._save("last", index, epoch, with_state=True)
+            self.paths.stop.unlink(missing_ok=True)
+        self.state.status = "stopped"
+        return "stopped"
+
+    def _train_step(self, batch: dict, loss_fn, stage: StageSection) -> tuple[float, float, float]:
+        import torch
+
+        x = batch["image"].to(self.device, non_blocking=True)
+        g = batch["label"].to(self.device, non_blocking=True)
+        w = batch["weight"].to(self.device, non_blocking=True) if "weight" in batch else None
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.amp:
+            with torch.autocast("cuda", dtype=torch.float16):
+                logits = self.net(x)
+            loss, enc, dec = group_losses(loss_fn, logits, g, w, stage.enc_weight)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            logits = self.net(x)
+            loss, enc, dec = group_losses(loss_fn, logits, g, w, stage.enc_weight)
+            loss.backward()
+            self.optimizer.step()
+        return float(loss.detach()), float(enc.detach()), float(dec.detach())
+
+    # -- validation and hard samples -------------------------------------------------------
+    def _predictor(self):
+        from core.inference import Predictor
+        from core.preprocess import Preprocessing
+
+        p = self.cfg.preprocessing
+        # cached cases are already cropped and windowed; predict on them as they are
+        prep = Preprocessing(window=tuple(p.window), scale=p.scale, crop="none")
+        v = self.cfg.validation
+        return Predictor.from_model(self.model, prep, device=self.device, window=v.window, step=v.step, backend="torch")
+
+    def _validate(self, index: int, epoch: int) -> None:
+        if self.dist.is_main:
+            from core.metrics import evaluate
+
+            names = self.state.val_cases[: self.cfg.validation.max_cases or None]
+            predictor = self._predictor()
+            rows = []
+            for name in names:
+                case = self.cases[name]
+                pred = predictor.predict(case.ct_volume())
+                m = evaluate(pred.mask.array, np.asarray(case.label).astype(bool), case.spacing_zyx)
+                rows.append(_metric_row(m))
+            self.net.train()
+            keys = ("td", "bd", "dsc", "precision")
+            means = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+            means["score"] = float(np.mean([means[k] for k in keys]))
+            self.state.metrics = means
+            self.events.emit("validation", stage=index, epoch=epoch, cases=len(rows), score=means["score"],
+                             **{k: means[k] for k in keys})
+            for k, v in means.items():
+                self._tb_scalar(f"val/{k}", v)
+            value = means[self.cfg.run.best_metric]
+            if value > self.state.best_value:
+                self.state.best_value = value
+                self.state.best_where = [index, epoch]
+                self._save("best", index, epoch)
+        ddp.barrier(self.dist)
+
+    def _compute_hard(self) -> None:
+        """Stage-0 model's false-negative centreline voxels on every training case (paper: hard skeleton sampling)."""
+        predictor = self._predictor()
+        self.paths.hard.mkdir(parents=True, exist_ok=True)
+        missed_total, skel_total = 0, 0
+        for name in self.state.train_cases:
+            case = self.cases[name]
+            pred = predictor.predict(case.ct_volume())
+            skel = np.asarray(case.skeleton).astype(bool)
+            fn = skel & ~pred.mask.array
+            tmp = self.paths.hard / f".{name}.tmp.npy"
+            np.save(tmp, fn.astype(np.uint8))
+            os.replace(tmp, self.paths.hard / f"{name}.npy")
+            missed_total += int(fn.sum())
+            skel_total += int(skel.sum())
+        self.net.train()
+        self.state.hard_ready = True
+        self.events.emit("warning", message=f"Stage 0 missed {missed_total} of {skel_total} centreline voxels "
+                                            f"({100.0 * missed_total / max(skel_total, 1):.1f} %) on the training cases: "
+                                            "these drive hard skeleton sampling.")
+
+    # -- tensorboard ---------------------------------------------------------------------------
+    def _open_tensorboard(self) -> None:
+        if not (self.cfg.run.tensorboard and self.dist.is_main):
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self.events.emit("warning", message="TensorBoard logging was asked for but tensorboard is not installed; "
+                                                "continuing without it (pip install tensorboard).")
+            return
+        self._tb = SummaryWriter(str(self.paths.root / "tensorboard"))
+
+    def _tb_scalar(self, tag: str, value: float) -> None:
+        if self._tb is not None:
+            self._tb.add_scalar(tag, value, self.state.global_step)
+
+
+def _metric_row(m: Any) -> dict[str, float]:
+    """TD, BD, DSC, precision in percent from core.metrics' result."""
+    d = m.as_dict() if hasattr(m, "as_dict") else dict(m)
+    low = {str(k).lower(): v for k, v in d.items()}
+    out = {}
+    for key, names in (("td", ("td", "tree_length_detected")), ("bd", ("bd", "branches_detected", "branch_detected")),
+                       ("dsc", ("dsc", "dice")), ("precision", ("precision",))):
+        for n in names:
+            if n in low and low[n] is not None:
+                out[key] = float(low[n])
+                break
+        else:
+            out[key] = float("nan")
+    return out
