@@ -1,0 +1,263 @@
+"""Anatomy of the airway phantom, in millimetres: a chest and a bronchial tree.
+
+Everything here is geometry in world coordinates (x, y, z) mm, LPS like ITK:
++x towards the patient's left, +y posterior, +z superior. Nothing here touches
+a voxel grid; :mod:`core.phantom_raster` turns the shapes into voxels.
+
+Numbers are textbook adult anatomy, jittered per seed:
+- trachea 15-18 mm wide, carina about 90 mm below the lung apices;
+- right main bronchus short and steep (~25 deg from the tracheal axis), left
+  main bronchus long and shallow (~45 deg);
+- below that, every bifurcation gives two children with Murray-consistent
+  asymmetric radii (major ~0.86, minor ~0.72 of the parent: 0.86^3 + 0.72^3 ~ 1,
+  mean ratio ~0.79 as Weibel/Horsfield), branching angles ~25-35 deg (major) and
+  ~38-52 deg (minor) to the parent axis, lengths ~3 x diameter, and the
+  branching plane turned about 90 deg per generation (as in real lungs);
+- walls 0.17 x diameter thick, at least 0.5 mm.
+Branches below the trachea's two main bronchi stay inside their lung (an
+ellipsoid with the heart carved out); growth stops at ``generations``, when a
+child would be thinner than ``min_radius_mm`` or would leave the lung.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Point = tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One airway segment: a straight tube (capsule) from ``start`` to ``end`` (world mm)."""
+
+    id: int
+    parent: int          # -1 for the trachea
+    generation: int      # trachea 0, main bronchi 1, lobar 2, ...
+    start: Point
+    end: Point
+    radius_mm: float     # lumen radius
+    wall_mm: float       # wall thickness
+    side: str = ""       # "R" or "L" (patient side), "" for the trachea
+
+    @property
+    def length_mm(self) -> float:
+        return float(np.linalg.norm(np.subtract(self.end, self.start)))
+
+    @property
+    def diameter_mm(self) -> float:
+        return 2.0 * self.radius_mm
+
+    @property
+    def midpoint(self) -> Point:
+        return tuple(float(v) for v in (np.add(self.start, self.end) / 2.0))  # type: ignore[return-value]
+
+    @property
+    def direction(self) -> np.ndarray:
+        d = np.subtract(self.end, self.start)
+        return d / max(float(np.linalg.norm(d)), 1e-12)
+
+
+@dataclass(frozen=True)
+class Ellipsoid:
+    centre: Point
+    semi: Point  # semi-axes along x, y, z (mm)
+
+    def level(self, p: np.ndarray, grow: float = 0.0) -> np.ndarray:
+        """sum(((p - c) / (semi + grow))^2): < 1 inside the ellipsoid grown by ``grow`` mm."""
+        q = (np.asarray(p, dtype=float) - np.asarray(self.centre)) / (np.asarray(self.semi) + grow)
+        return np.sum(q * q, axis=-1)
+
+
+@dataclass(frozen=True)
+class Chest:
+    """The body the tree lives in (world mm, chest centre near the origin)."""
+
+    body_semi: tuple[float, float]       # elliptic cylinder along z: semi-axes x, y
+    fat_mm: float                        # subcutaneous fat thickness
+    lungs: tuple[Ellipsoid, Ellipsoid]   # right (x < 0), left (x > 0)
+    heart: Ellipsoid                     # carved out of the lungs
+    spine_centre: tuple[float, float]    # x, y of the vertebral column (a cylinder along z)
+    spine_radius: float
+    carina: Point
+    trachea_radius: float
+    trachea_length: float
+
+    @staticmethod
+    def nominal_extent() -> tuple[float, float, float]:
+        """Box (x, y, z mm) that holds the body's width, depth and both lungs, whatever the seed."""
+        return (350.0, 250.0, 290.0)
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator) -> "Chest":
+        j = lambda s: float(1.0 + s * rng.uniform(-1.0, 1.0))  # noqa: E731 - tiny jitter helper
+        lung_semi = (58.0 * j(0.05), 84.0 * j(0.05), 122.0 * j(0.04))
+        lung_x = 72.0 * j(0.04)
+        lung_y = 8.0
+        carina = (rng.uniform(-2.0, 2.0), -6.0 + rng.uniform(-3.0, 3.0), 32.0 + rng.uniform(-4.0, 4.0))
+        lung_z = carina[2] - 34.0
+        lungs = (
+            Ellipsoid((-lung_x, lung_y, lung_z), lung_semi),
+            Ellipsoid((lung_x * j(0.02), lung_y, lung_z - 4.0), (lung_semi[0] * 0.95, lung_semi[1], lung_semi[2])),
+        )
+        heart = Ellipsoid((18.0, -38.0, lung_z - 42.0), (58.0 * j(0.05), 48.0 * j(0.05), 52.0 * j(0.05)))
+        return cls(
+            body_semi=(165.0 * j(0.03), 112.0 * j(0.03)),
+            fat_mm=12.0 * j(0.2),
+            lungs=lungs,
+            heart=heart,
+            spine_centre=(0.0, 78.0),
+            spine_radius=17.0,
+            carina=carina,
+            trachea_radius=8.2 * j(0.06),  # 15.4 - 17.4 mm wide
+            trachea_length=110.0,
+        )
+
+    def lung_depth(self, p: np.ndarray, side: str, margin: float) -> np.ndarray:
+        """> 0 where ``p`` lies inside lung ``side`` with ``margin`` mm to spare (heart excluded)."""
+        lung = self.lungs[0 if side == "R" else 1]
+        inside = 1.0 - lung.level(p, grow=-margin)
+        outside_heart = self.heart.level(p, grow=margin) - 1.0
+        return np.minimum(inside, outside_heart)
+
+
+def wall_thickness(radius_mm: float) -> float:
+    """0.17 x diameter, at least 0.5 mm (thin-section CT literature: 0.15-0.2 x D)."""
+    return max(0.5, 0.34 * radius_mm)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+def _perp(v: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Component of ``v`` perpendicular to unit ``d``, normalised (any perpendicular if degenerate)."""
+    w = v - np.dot(v, d) * d
+    if np.linalg.norm(w) < 1e-6:
+        w = np.cross(d, [1.0, 0.0, 0.0] if abs(d[0]) < 0.9 else [0.0, 1.0, 0.0])
+    return _unit(w)
+
+
+def _rotate(v: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rodrigues rotation of ``v`` about unit ``axis``."""
+    c, s = math.cos(angle), math.sin(angle)
+    return v * c + np.cross(axis, v) * s + axis * np.dot(axis, v) * (1.0 - c)
+
+
+@dataclass
+class _Grow:
+    branch: Branch
+    ref: np.ndarray  # in-plane vector of the bifurcation that made this branch (perpendicular to it)
+
+
+@dataclass
+class Tree:
+    branches: list[Branch]
+    normals: list[np.ndarray] = field(default_factory=list)  # per branch: normal of its own branching plane
+
+    def children(self) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {b.id: [] for b in self.branches}
+        for b in self.branches:
+            if b.parent >= 0:
+                out[b.parent].append(b.id)
+        return out
+
+    def terminals(self) -> list[int]:
+        ch = self.children()
+        return [b.id for b in self.branches if not ch[b.id]]
+
+
+def grow_tree(
+    chest: Chest,
+    rng: np.random.Generator,
+    generations: int,
+    min_radius_mm: float,
+    box: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Tree:
+    """Grow the bronchial tree breadth-first (ids increase with generation).
+
+    ``box`` (low, high corners, world mm) is the field of view: the trachea
+    starts no higher than its top, and only branches that end inside it get
+    children, so the part of the tree that is imaged stays one piece.
+    """
+    carina = np.asarray(chest.carina, dtype=float)
+    top = carina[2] + chest.trachea_length
+    if box is not None:
+        top = min(top, float(box[1][2]))
+    tilt = np.array([rng.uniform(-0.04, 0.04), rng.uniform(-0.04, 0.04), 1.0])
+    t_dir = _unit(tilt)
+    t_start = carina + t_dir * (top - carina[2]) / t_dir[2]
+    r0 = chest.trachea_radius
+    trachea = Branch(0, -1, 0, tuple(t_start), tuple(carina), r0, wall_thickness(r0), "")
+    branches: list[Branch] = [trachea]
+    normals: list[np.ndarray] = []
+    queue: list[_Grow] = []
+
+    def inside_box(p: np.ndarray) -> bool:
+        return box is None or bool(np.all(p >= box[0]) and np.all(p <= box[1]))
+
+    def add(parent: Branch, direction: np.ndarray, length: float, radius: float, side: str, ref: np.ndarray) -> None:
+        start = np.asarray(parent.end)
+        end = start + direction * length
+        b = Branch(len(branches), parent.id, parent.generation + 1, tuple(start), tuple(end), radius, wall_thickness(radius), side)
+        branches.append(b)
+        queue.append(_Grow(b, _perp(ref, direction)))
+
+    # Carina: right main bronchus steep and wide, left shallow and narrow (in the x-z plane, slightly tilted).
+    d = -t_dir
+    to_right = _perp(np.array([-1.0, rng.uniform(-0.1, 0.1), 0.0]), d)
+    normals.append(_unit(np.cross(d, to_right)))
+    if generations >= 1:
+        for side, angle, ratio, length in (
+            ("R", math.radians(rng.uniform(22, 30)), rng.uniform(0.84, 0.88), rng.uniform(24, 30)),
+            ("L", math.radians(rng.uniform(40, 48)), rng.uniform(0.72, 0.77), rng.uniform(44, 52)),
+        ):
+            sgn = 1.0 if side == "R" else -1.0
+            direction = _unit(math.cos(angle) * d + math.sin(angle) * sgn * to_right)
+            radius = r0 * ratio
+            if radius >= min_radius_mm:
+                add(trachea, direction, length, radius, side, to_right)
+
+    while queue:
+        g = queue.pop(0)
+        b = g.branch
+        d = b.direction
+        if b.generation >= generations or not inside_box(np.asarray(b.end)):
+            normals.append(_unit(np.cross(d, g.ref)))
+            continue
+        ratios = (rng.uniform(0.83, 0.89), rng.uniform(0.68, 0.76))
+        angles = (math.radians(rng.uniform(25, 35)), math.radians(rng.uniform(38, 52)))
+        lengths = tuple(3.0 * 2.0 * b.radius_mm * ratios[i] * rng.uniform(0.75, 1.25) for i in range(2))
+        base_roll = math.pi / 2 + rng.uniform(-0.35, 0.35)
+        start = np.asarray(b.end)
+        best = None
+        # Turn the branching plane ~90 deg from the parent's, but take another roll when that
+        # one would push a child out of the lung: the tree then fills its lung.
+        for k in range(8):
+            roll = base_roll + k * math.pi / 4
+            u = _rotate(g.ref, d, roll)
+            dirs = [_unit(math.cos(angles[0]) * d + math.sin(angles[0]) * u),
+                    _unit(math.cos(angles[1]) * d - math.sin(angles[1]) * u)]
+            depth = [float(chest.lung_depth(start + dirs[i] * lengths[i], b.side,
+                                            ratios[i] * b.radius_mm + wall_thickness(ratios[i] * b.radius_mm)))
+                     for i in range(2)]
+            score = min(depth) - 0.02 * min(k, 8 - k)
+            if best is None or score > best[0]:
+                best = (score, u, dirs, depth)
+        _, u, dirs, depth = best
+        normals.append(_unit(np.cross(d, u)))
+        for i in range(2):
+            radius = b.radius_mm * ratios[i]
+            if radius < min_radius_mm:
+                continue
+            length = lengths[i]
+            if depth[i] <= 0:  # try a shorter child before giving up on it
+                length *= 0.55
+                end = start + dirs[i] * length
+                if float(chest.lung_depth(end, b.side, radius + wall_thickness(radius))) <= 0:
+                    continue
+            add(b, dirs[i], length, radius, b.side, u)
+    # normals were appended in queue order, which is id order (breadth-first)
+    return Tree(branches, normals)
