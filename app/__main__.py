@@ -1,0 +1,114 @@
+"""GUI entry point: ``airway-studio [CT] [--reference R] [--prediction P ...]``.
+
+Also ``--demo`` (the phantom demo case), ``--project F`` and ``--screenshot
+FILE`` (open the case, render every view, save one PNG of the window, exit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import core
+
+    p = argparse.ArgumentParser(prog="airway-studio", description="Airway Studio: review airway segmentations of chest CT.")
+    p.add_argument("ct", nargs="?", metavar="CT", help="CT volume file or DICOM series folder")
+    p.add_argument("--reference", "-r", metavar="LABEL", help="reference airway label on the CT's grid")
+    p.add_argument("--prediction", "-p", metavar="PRED", nargs="+", default=[], action="extend",
+                   help="one or more predictions (masks or probability maps)")
+    p.add_argument("--demo", action="store_true", help="open the phantom demo case (simulated prediction)")
+    p.add_argument("--project", metavar="F", help="open a saved project (.json)")
+    p.add_argument("--screenshot", metavar="FILE", help="open the case, save a PNG of the whole window and exit")
+    p.add_argument("--size", metavar="WxH", default=None, help="window size, e.g. 1600x1000 (screenshots)")
+    p.add_argument("--version", action="version", version=f"Airway Studio {core.__version__}")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from app.dialogs import APP_NAME
+    from app.settings import Settings
+
+    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "airway-studio"])
+    app.setApplicationName(APP_NAME)
+    app.setOrganizationName("AirwayStudio")
+    app.setStyle("Fusion")
+    from app.main_window import MainWindow, apply_theme
+
+    apply_theme(app)
+    settings = Settings(ephemeral=bool(args.screenshot))
+    window = MainWindow(settings=settings)
+    if args.size:
+        try:
+            w, h = (int(v) for v in args.size.lower().split("x"))
+            window.resize(w, h)
+        except ValueError:
+            print(f"airway-studio: error: --size {args.size!r} is not WxH (e.g. 1600x1000)", file=sys.stderr)
+            return 2
+    elif args.screenshot:
+        window.resize(1600, 1000)
+    window.show()
+
+    job = None
+    if args.project:
+        job = window.open_project(args.project)
+    elif args.demo:
+        job = window.open_demo()
+    elif args.ct:
+        job = window.open_files(args.ct, args.reference, args.prediction)
+    elif args.reference or args.prediction:
+        print("airway-studio: error: give the CT first: airway-studio CT --reference R --prediction P", file=sys.stderr)
+        return 2
+
+    if args.screenshot:
+        return _screenshot(app, window, job, args.screenshot)
+    return app.exec()
+
+
+def _screenshot(app, window, job, path: str) -> int:
+    """Wait for loading and analysis, let views settle, grab, save, quit."""
+    import time
+
+    from PySide6.QtCore import QEventLoop
+
+    deadline = time.monotonic() + 300
+    failed = []
+    if job is not None:
+        job.error.connect(lambda exc, _tb: failed.append(exc))
+    # the error dialog of a failed job must not block a headless run
+    import app.dialogs as dialogs
+
+    def report(parent, exc, details=None, title=""):
+        # analysis errors are printed; only a failed load stops the screenshot
+        print(f"airway-studio: warning: {title + ': ' if title else ''}{exc}", file=sys.stderr)
+
+    dialogs.show_error = report  # type: ignore[assignment]
+    import app.main_window as mw
+
+    mw.show_error = report  # type: ignore[assignment]
+    while time.monotonic() < deadline:
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        if failed:
+            return 2
+        if (job is None or not job.running) and not window.busy and not window.case.busy:
+            break
+        time.sleep(0.02)
+    for _ in range(10):  # let layouts, panels and the 3D view settle
+        app.processEvents()
+        time.sleep(0.02)
+    out = window.save_screenshot(path)
+    print(f"Saved {out}")
+    window.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,776 @@
+"""The open case: CT, reference, predictions, analysis results and review state.
+
+Plain Python plus Qt signals, no widgets. Views read from the case and never
+compute: the case asks core (io, tree, metrics, regions) in background jobs
+(:mod:`app.workers`) and announces results through signals. Every volume is
+held in canonical LPS orientation (:func:`core.volume.to_canonical`), so array
+axis 0 runs inferior->superior, axis 1 anterior->posterior, axis 2
+right->left whatever the file's direction cosines.
+
+Loading and analysis functions are module-level and Qt-free (``load_*``,
+``analyse_*``) so scripts and tests can run them synchronously.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from core.errors import Cancelled, InputError
+from core.volume import IntensityVolume, LabelVolume, Reorientation, check_same_grid, to_canonical
+
+PROJECT_FORMAT = "airway-studio-project"
+PROJECT_VERSION = 1
+
+# Review statuses of an error region: (key, label). Keys are what project
+# files store; shortcuts map "status_<key>" actions to them.
+STATUSES: tuple[tuple[str, str], ...] = (
+    ("unreviewed", "Unreviewed"),
+    ("confirmed", "Confirmed error"),
+    ("reference_error", "Reference error"),
+    ("flagged", "Flagged"),
+)
+STATUS_KEYS = tuple(k for k, _ in STATUSES)
+STATUS_LABELS = dict(STATUSES)
+
+Progress = Callable[..., None]
+
+
+def _noop(*_a: Any, **_k: Any) -> None:
+    return None
+
+
+def _check_cancel(cancel: Any) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled()
+
+
+# -- data records ----------------------------------------------------------------
+
+@dataclass
+class PredictionEntry:
+    """One prediction of the case and what was computed from it."""
+
+    name: str
+    label: LabelVolume                      # canonical, bool mask
+    probabilities: IntensityVolume | None = None  # canonical, float in [0, 1]
+    path: str | None = None                 # file it came from (None: made in the app)
+    source: str = "file"                    # "file", "model:<checkpoint>", "simulated"
+    metrics: Any = None                     # core.metrics.AirwayMetrics
+    regions: list | None = None             # list[core.regions.ErrorRegion]
+    statuses: dict[int, str] = field(default_factory=dict)  # region index -> status key
+    analysis_error: str | None = None
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.label.mask
+
+    def status(self, region_index: int) -> str:
+        return self.statuses.get(region_index, "unreviewed")
+
+    def reviewed_count(self) -> int:
+        n = len(self.regions or [])
+        return sum(1 for i in range(n) if self.status(i) != "unreviewed")
+
+
+@dataclass
+class LoadedCase:
+    """What a loading job hands back to the GUI thread (all canonical)."""
+
+    ct: IntensityVolume | None = None
+    ct_path: str | None = None
+    reorientation: Reorientation | None = None
+    reference: LabelVolume | None = None
+    reference_path: str | None = None
+    predictions: list[PredictionEntry] = field(default_factory=list)
+    name: str = ""
+    demo: bool = False
+
+
+# -- loading (worker side, Qt-free) ------------------------------------------------
+
+def load_ct(path: str | os.PathLike) -> tuple[IntensityVolume, Reorientation]:
+    from core.io import read_ct
+
+    ct = read_ct(path)
+    canon, reo = to_canonical(ct)
+    return canon, reo  # type: ignore[return-value]
+
+
+def load_label(path: str | os.PathLike, ct: IntensityVolume | None, what: str = "label") -> LabelVolume:
+    """A label in canonical orientation on ``ct``'s grid.
+
+    Labels are compared with the CT *after* both are made canonical, so a
+    label stored with other (but equivalent) direction cosines still fits.
+    """
+    from core.io import read_label
+
+    label = read_label(path)
+    canon, _ = to_canonical(label)
+    if ct is not None:
+        canon.name = canon.name or what
+        check_same_grid(ct, canon)
+    return canon  # type: ignore[return-value]
+
+
+def load_prediction(path: str | os.PathLike, ct: IntensityVolume | None) -> PredictionEntry:
+    """A prediction file: a mask, or a probability map (floats in [0, 1], thresholded at 0.5)."""
+    from core.io import case_name, read_volume
+
+    vol = read_volume(path)
+    canon, _ = to_canonical(vol)
+    arr = canon.array
+    probs = None
+    if arr.dtype.kind == "f":
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0.0 or hi > 1.0:
+            raise InputError(
+                f"The prediction has float values from {lo:.3g} to {hi:.3g}, neither a mask nor probabilities.",
+                "Give a binary mask or a probability map with values in [0, 1].",
+                path=path,
+            )
+        if not np.isin(np.unique(arr[:: max(1, arr.shape[0] // 8)]), (0.0, 1.0)).all():
+            probs = IntensityVolume(arr.astype(np.float32, copy=False), canon.geometry, name=canon.name)
+        mask = arr >= 0.5
+    else:
+        mask = arr != 0
+    label = LabelVolume(np.ascontiguousarray(mask), canon.geometry, name=case_name(path))
+    if ct is not None:
+        check_same_grid(ct, label)
+    return PredictionEntry(name=case_name(path), label=label, probabilities=probs, path=str(path))
+
+
+def load_case(
+    ct_path: str | os.PathLike | None,
+    reference_path: str | os.PathLike | None = None,
+    prediction_paths: Sequence[str | os.PathLike] = (),
+    *,
+    current_ct: IntensityVolume | None = None,
+    progress: Progress = _noop,
+    cancel: Any = None,
+) -> LoadedCase:
+    """Read whatever is given; without ``ct_path`` labels are checked against ``current_ct``."""
+    steps = int(ct_path is not None) + int(reference_path is not None) + len(prediction_paths)
+    done = 0
+    out = LoadedCase()
+    ct = current_ct
+    if ct_path is not None:
+        progress(done, steps, f"Reading CT {Path(ct_path).name}")
+        ct, reo = load_ct(ct_path)
+        out.ct, out.ct_path, out.reorientation = ct, str(ct_path), reo
+        from core.io import case_name
+
+        out.name = case_name(ct_path)
+        done += 1
+        _check_cancel(cancel)
+    if reference_path is not None:
+        progress(done, steps, f"Reading reference {Path(reference_path).name}")
+        out.reference = load_label(reference_path, ct, "reference")
+        out.reference_path = str(reference_path)
+        done += 1
+        _check_cancel(cancel)
+    for p in prediction_paths:
+        progress(done, steps, f"Reading prediction {Path(p).name}")
+        out.predictions.append(load_prediction(p, ct))
+        done += 1
+        _check_cancel(cancel)
+    progress(steps, steps, "Loaded")
+    return out
+
+
+# -- analysis (worker side, Qt-free) ------------------------------------------------
+
+@dataclass
+class TreeResult:
+    tree: Any
+    branch_map: np.ndarray | None  # int32 branch id per voxel (0 outside), canonical grid
+    generations: dict[int, int]     # branch id -> generation
+
+
+def analyse_reference(reference: LabelVolume, *, progress: Progress = _noop, cancel: Any = None) -> TreeResult:
+    """Parse the reference tree (core.tree) and its branch label map."""
+    from core.tree import parse_tree
+
+    progress(0, 2, "Parsing the reference tree")
+    tree = parse_tree(reference.mask, reference.spacing_zyx)
+    _check_cancel(cancel)
+    progress(1, 2, "Labelling branches")
+    bmap = None
+    if hasattr(tree, "branch_label_map"):
+        bmap = np.asarray(tree.branch_label_map())
+        if bmap.shape != reference.shape:
+            bmap = None
+    gens: dict[int, int] = {}
+    for b in getattr(tree, "branches", []) or []:
+        bid = getattr(b, "id", getattr(b, "index", None))
+        gen = getattr(b, "generation", None)
+        if bid is not None and gen is not None:
+            gens[int(bid)] = int(gen)
+    progress(2, 2, "Tree ready")
+    return TreeResult(tree, bmap, gens)
+
+
+def analyse_prediction(
+    prediction: LabelVolume,
+    reference: LabelVolume,
+    tree: Any,
+    *,
+    progress: Progress = _noop,
+    cancel: Any = None,
+) -> tuple[Any, list]:
+    """Metrics (core.metrics) and FP/FN regions (core.regions) of one prediction."""
+    from core.metrics import evaluate
+    from core.regions import find_error_regions
+
+    spacing = reference.spacing_zyx
+    progress(0, 2, f"Metrics of {prediction.name or 'prediction'}")
+    metrics = _call_flexibly(evaluate, prediction.mask, reference.mask, spacing, tree=tree)
+    _check_cancel(cancel)
+    progress(1, 2, f"Error regions of {prediction.name or 'prediction'}")
+    regions = list(_call_flexibly(find_error_regions, prediction.mask, reference.mask, tree, spacing))
+    progress(2, 2, "Analysis ready")
+    return metrics, regions
+
+
+def _call_flexibly(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Pass optional keywords only when ``fn`` accepts them (engine signatures grow)."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return fn(*args)
+    accepts_var = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kw = {k: v for k, v in kwargs.items() if accepts_var or k in params}
+    return fn(*args, **kw)
+
+
+def segment_case(
+    ct: IntensityVolume,
+    checkpoint: str | os.PathLike,
+    device: str = "auto",
+    *,
+    name: str | None = None,
+    progress: Progress = _noop,
+    cancel: Any = None,
+) -> PredictionEntry:
+    """Run a checkpoint over the (canonical) CT with core.inference.Predictor.
+
+    torch is imported here only, when the user segments. Probabilities stay
+    uint8 (255 = 1.0) as the predictor returns them.
+    """
+    from core.inference import Predictor
+
+    progress(0, 1, f"Loading model {Path(checkpoint).name}")
+    predictor = Predictor(str(checkpoint), device=device)
+    _check_cancel(cancel)
+    result = predictor.predict(ct, progress=progress, cancel=cancel)
+    label = LabelVolume(np.ascontiguousarray(result.mask.mask), ct.geometry, name=name or Path(checkpoint).stem)
+    return PredictionEntry(
+        name=name or Path(checkpoint).stem,
+        label=label,
+        probabilities=result.probabilities,
+        path=None,
+        source=f"model:{checkpoint}",
+    )
+
+
+# -- region helpers ----------------------------------------------------------------
+
+def region_attr(region: Any, *names: str, default: Any = None) -> Any:
+    """First present attribute (or mapping key) of an ErrorRegion-like object."""
+    for n in names:
+        if isinstance(region, dict) and n in region:
+            return region[n]
+        if hasattr(region, n):
+            return getattr(region, n)
+    return default
+
+
+def region_centre(region: Any) -> tuple[int, int, int] | None:
+    """Voxel (z, y, x) to jump to for a region: its representative voxel, else its centroid."""
+    for name in ("focus", "seed", "representative", "centre", "center", "centroid"):
+        v = region_attr(region, name)
+        if v is not None:
+            arr = np.asarray(v, dtype=float).ravel()
+            if arr.size == 3:
+                return tuple(int(round(c)) for c in arr)  # type: ignore[return-value]
+    bbox = region_attr(region, "bbox", "box")
+    if bbox is not None:
+        start = getattr(bbox, "start", None)
+        stop = getattr(bbox, "stop", None)
+        if start is None:
+            b = np.asarray(bbox).ravel()
+            start, stop = b[:3], b[3:]
+        return tuple(int((a + b - 1) // 2) for a, b in zip(start, stop))  # type: ignore[return-value]
+    return None
+
+
+# -- the case ----------------------------------------------------------------------
+
+class Case(QObject):
+    """State of the open case, shared by every view.
+
+    Signals: ``ctChanged``, ``referenceChanged``, ``treeChanged``,
+    ``predictionsChanged``, ``activePredictionChanged(int)``,
+    ``cursorChanged(object)`` (a (z, y, x) tuple), ``metricsChanged(int)``,
+    ``regionsChanged(int)``, ``regionStatusChanged(int, int, str)``
+    (prediction, region, status), ``activeRegionChanged(int)``,
+    ``jobStarted(object)`` (an :class:`app.workers.Job`, for the window to
+    track) and ``modifiedChanged(bool)``.
+    """
+
+    ctChanged = Signal()
+    referenceChanged = Signal()
+    treeChanged = Signal()
+    predictionsChanged = Signal()
+    activePredictionChanged = Signal(int)
+    cursorChanged = Signal(object)
+    metricsChanged = Signal(int)
+    regionsChanged = Signal(int)
+    regionStatusChanged = Signal(int, int, str)
+    activeRegionChanged = Signal(int)
+    jobStarted = Signal(object)
+    modifiedChanged = Signal(bool)
+
+    def __init__(self, parent: QObject | None = None, auto_analyse: bool = True):
+        super().__init__(parent)
+        self.auto_analyse = auto_analyse
+        self._clear_state()
+
+    def _clear_state(self) -> None:
+        self.name = ""
+        self.ct: IntensityVolume | None = None
+        self.ct_path: str | None = None
+        self.reorientation: Reorientation | None = None
+        self.reference: LabelVolume | None = None
+        self.reference_path: str | None = None
+        self.tree: Any = None
+        self.branch_map: np.ndarray | None = None
+        self.generations: dict[int, int] = {}
+        self.tree_error: str | None = None
+        self.predictions: list[PredictionEntry] = []
+        self.active_index = -1
+        self.active_region = -1
+        self.cursor: tuple[int, int, int] = (0, 0, 0)
+        self.view_state: dict[str, Any] = {}
+        self.project_path: str | None = None
+        self.demo = False
+        self.modified = False
+        self._jobs: list[Any] = []
+
+    # -- simple accessors -------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int, int] | None:
+        return None if self.ct is None else self.ct.shape
+
+    @property
+    def is_empty(self) -> bool:
+        return self.ct is None
+
+    @property
+    def active(self) -> PredictionEntry | None:
+        if 0 <= self.active_index < len(self.predictions):
+            return self.predictions[self.active_index]
+        return None
+
+    def prediction(self, index: int) -> PredictionEntry:
+        return self.predictions[index]
+
+    def _set_modified(self, value: bool = True) -> None:
+        if self.modified != value:
+            self.modified = value
+            self.modifiedChanged.emit(value)
+
+    # -- changing the case (GUI thread) ----------------------------------------------
+    def clear(self) -> None:
+        self.cancel_jobs()
+        self._clear_state()
+        self.ctChanged.emit()
+        self.referenceChanged.emit()
+        self.predictionsChanged.emit()
+        self.activePredictionChanged.emit(-1)
+        self.cursorChanged.emit(self.cursor)
+
+    def set_ct(self, ct: IntensityVolume, path: str | None = None, reorientation: Reorientation | None = None,
+               name: str = "") -> None:
+        """A new CT starts a new case: labels of another grid are dropped."""
+        self.cancel_jobs()
+        self._clear_state()
+        self.ct, self.ct_path, self.reorientation = ct, path, reorientation
+        self.name = name or ct.name or (Path(path).name if path else "case")
+        self.cursor = tuple(int(s // 2) for s in ct.shape)  # type: ignore[assignment]
+        self.ctChanged.emit()
+        self.referenceChanged.emit()
+        self.predictionsChanged.emit()
+        self.activePredictionChanged.emit(-1)
+        self.cursorChanged.emit(self.cursor)
+
+    def set_reference(self, reference: LabelVolume | None, path: str | None = None) -> None:
+        if reference is not None and self.ct is not None:
+            check_same_grid(self.ct, reference)
+        self.reference, self.reference_path = reference, path
+        self.tree, self.branch_map, self.generations, self.tree_error = None, None, {}, None
+        for p in self.predictions:
+            p.metrics, p.regions, p.analysis_error = None, None, None
+        self.referenceChanged.emit()
+        self.treeChanged.emit()
+        for i in range(len(self.predictions)):
+            self.metricsChanged.emit(i)
+            self.regionsChanged.emit(i)
+        self._set_modified()
+        if self.auto_analyse and reference is not None:
+            self.start_reference_analysis()
+
+    def add_prediction(self, entry: PredictionEntry, make_active: bool = True) -> int:
+        if self.ct is not None:
+            check_same_grid(self.ct, entry.label)
+        names = {p.name for p in self.predictions}
+        base, k = entry.name or "prediction", 2
+        entry.name = base
+        while entry.name in names:
+            entry.name, k = f"{base} ({k})", k + 1
+        self.predictions.append(entry)
+        index = len(self.predictions) - 1
+        self.predictionsChanged.emit()
+        if make_active or self.active_index < 0:
+            self.set_active(index)
+        self._set_modified()
+        if self.auto_analyse:
+            self.start_prediction_analysis(index)
+        return index
+
+    def remove_prediction(self, index: int) -> None:
+        del self.predictions[index]
+        self.predictionsChanged.emit()
+        new = min(self.active_index, len(self.predictions) - 1)
+        self.active_index = -2  # force the signal
+        self.set_active(new)
+        self._set_modified()
+
+    def set_active(self, index: int) -> None:
+        index = int(index) if self.predictions else -1
+        if self.predictions:
+            index = max(0, min(index, len(self.predictions) - 1))
+        if index != self.active_index:
+            self.active_index = index
+            self.active_region = -1
+            self.activePredictionChanged.emit(index)
+
+    def set_cursor(self, zyx: Sequence[float]) -> None:
+        if self.ct is None:
+            return
+        c = tuple(int(np.clip(round(float(v)), 0, s - 1)) for v, s in zip(zyx, self.ct.shape))
+        if c != self.cursor:
+            self.cursor = c  # type: ignore[assignment]
+            self.cursorChanged.emit(c)
+
+    def apply_loaded(self, loaded: LoadedCase) -> None:
+        """Put a :class:`LoadedCase` into the case (GUI thread)."""
+        if loaded.ct is not None:
+            self.set_ct(loaded.ct, loaded.ct_path, loaded.reorientation, loaded.name)
+            self.demo = loaded.demo
+        if loaded.reference is not None:
+            self.set_reference(loaded.reference, loaded.reference_path)
+        for entry in loaded.predictions:
+            self.add_prediction(entry, make_active=False)
+        self._set_modified(False if loaded.ct is not None else True)
+
+    # -- values under a voxel --------------------------------------------------------
+    def probe(self, zyx: Sequence[int]) -> dict[str, Any]:
+        """Everything the status bar shows about one voxel."""
+        if self.ct is None:
+            return {}
+        z, y, x = (int(v) for v in zyx)
+        if not all(0 <= v < s for v, s in zip((z, y, x), self.ct.shape)):
+            return {}
+        out: dict[str, Any] = {
+            "voxel": (z, y, x),
+            "world": tuple(float(v) for v in self.ct.geometry.index_to_world((z, y, x))),
+            "hu": self.ct.array[z, y, x].item(),
+        }
+        ref = None if self.reference is None else bool(self.reference.mask[z, y, x])
+        out["reference"] = ref
+        act = self.active
+        if act is not None:
+            pred = bool(act.mask[z, y, x])
+            out["prediction"] = pred
+            if act.probabilities is not None:
+                v = act.probabilities.array[z, y, x]
+                out["probability"] = float(v) / 255.0 if act.probabilities.array.dtype == np.uint8 else float(v)
+            if ref is not None:
+                out["class"] = "TP" if pred and ref else "FP" if pred else "FN" if ref else "TN"
+        if self.branch_map is not None:
+            bid = int(self.branch_map[z, y, x])
+            if bid > 0:
+                out["branch"] = bid
+                if bid in self.generations:
+                    out["generation"] = self.generations[bid]
+        return out
+
+    # -- regions ---------------------------------------------------------------------
+    def regions(self, index: int | None = None) -> list:
+        i = self.active_index if index is None else index
+        if 0 <= i < len(self.predictions):
+            return self.predictions[i].regions or []
+        return []
+
+    def set_region_status(self, region_index: int, status: str, prediction_index: int | None = None) -> None:
+        if status not in STATUS_KEYS:
+            raise InputError(f"Unknown region status '{status}'.", f"Use one of {', '.join(STATUS_KEYS)}.")
+        i = self.active_index if prediction_index is None else prediction_index
+        entry = self.predictions[i]
+        if not 0 <= region_index < len(entry.regions or []):
+            return
+        if status == "unreviewed":
+            entry.statuses.pop(region_index, None)
+        else:
+            entry.statuses[region_index] = status
+        self.regionStatusChanged.emit(i, region_index, status)
+        self._set_modified()
+
+    def go_to_region(self, region_index: int) -> None:
+        regs = self.regions()
+        if not regs:
+            return
+        region_index %= len(regs)
+        self.active_region = region_index
+        centre = region_centre(regs[region_index])
+        self.activeRegionChanged.emit(region_index)
+        if centre is not None:
+            self.set_cursor(centre)
+
+    def step_region(self, step: int) -> int:
+        """Next (+1) / previous (-1) region of the active prediction, wrapping."""
+        regs = self.regions()
+        if not regs:
+            return -1
+        if self.active_region < 0:
+            target = 0 if step > 0 else len(regs) - 1
+        else:
+            target = (self.active_region + step) % len(regs)
+        self.go_to_region(target)
+        return target
+
+    # -- background analysis ---------------------------------------------------------
+    def _start(self, job: Any) -> Any:
+        self._jobs.append(job)
+        job.finished.connect(lambda: self._jobs.remove(job) if job in self._jobs else None)
+        self.jobStarted.emit(job)
+        return job.start()
+
+    def cancel_jobs(self) -> None:
+        for job in list(getattr(self, "_jobs", [])):
+            job.cancel()
+
+    @property
+    def busy(self) -> bool:
+        return any(j.running for j in self._jobs)
+
+    def start_reference_analysis(self) -> Any:
+        from app.workers import Job
+
+        ref = self.reference
+        if ref is None:
+            return None
+        job = Job(analyse_reference, ref, name="Reference tree")
+
+        def done(res: TreeResult) -> None:
+            if self.reference is not ref:  # superseded
+                return
+            self.tree, self.branch_map, self.generations = res.tree, res.branch_map, res.generations
+            self.treeChanged.emit()
+            if self.auto_analyse:
+                for i in range(len(self.predictions)):
+                    self.start_prediction_analysis(i)
+
+        def failed(exc: BaseException, _tb: str) -> None:
+            self.tree_error = str(exc)
+            self.treeChanged.emit()
+
+        job.result.connect(done)
+        job.error.connect(failed)
+        return self._start(job)
+
+    def start_prediction_analysis(self, index: int) -> Any:
+        """Metrics and regions of prediction ``index`` (needs the reference tree)."""
+        from app.workers import Job
+
+        if self.reference is None or not 0 <= index < len(self.predictions):
+            return None
+        if self.tree is None:
+            return None  # the reference job starts this when the tree is ready
+        entry, ref, tree = self.predictions[index], self.reference, self.tree
+        job = Job(analyse_prediction, entry.label, ref, tree, name=f"Analysis of {entry.name}")
+
+        def done(res: tuple[Any, list]) -> None:
+            if self.reference is not ref or entry not in self.predictions:
+                return
+            i = self.predictions.index(entry)
+            entry.metrics, entry.regions = res
+            entry.statuses = {k: v for k, v in entry.statuses.items() if k < len(entry.regions)}
+            entry.analysis_error = None
+            self.metricsChanged.emit(i)
+            self.regionsChanged.emit(i)
+
+        def failed(exc: BaseException, _tb: str) -> None:
+            entry.analysis_error = str(exc)
+            if entry in self.predictions:
+                self.metricsChanged.emit(self.predictions.index(entry))
+
+        job.result.connect(done)
+        job.error.connect(failed)
+        return self._start(job)
+
+    def open_files(self, ct_path: str | None, reference_path: str | None = None,
+                   prediction_paths: Sequence[str] = ()) -> Any:
+        """Load files in a job; the result is applied on the GUI thread."""
+        from app.workers import Job
+
+        job = Job(load_case, ct_path, reference_path, list(prediction_paths),
+                  current_ct=None if ct_path else self.ct, name="Loading")
+        job.result.connect(self.apply_loaded)
+        return self._start(job)
+
+    # -- project files ---------------------------------------------------------------
+    def to_project(self, project_path: str | os.PathLike | None = None) -> dict[str, Any]:
+        """The case as a JSON-able dict; paths relative to the project file when given."""
+        base = Path(project_path).resolve().parent if project_path else None
+
+        def rel(p: str | None) -> str | None:
+            if p is None:
+                return None
+            if base is not None:
+                try:
+                    return os.path.relpath(Path(p).resolve(), base)
+                except ValueError:  # other drive on Windows
+                    return str(Path(p).resolve())
+            return str(p)
+
+        preds = []
+        for p in self.predictions:
+            preds.append({
+                "name": p.name,
+                "path": rel(p.path),
+                "source": p.source,
+                "statuses": {str(k): v for k, v in sorted(p.statuses.items())},
+            })
+        return {
+            "format": PROJECT_FORMAT,
+            "version": PROJECT_VERSION,
+            "name": self.name,
+            "demo": self.demo,
+            "ct": rel(self.ct_path),
+            "reference": rel(self.reference_path),
+            "predictions": preds,
+            "active_prediction": self.active_index,
+            "cursor": list(self.cursor),
+            "view": self.view_state,
+        }
+
+    def save_project(self, path: str | os.PathLike) -> Path:
+        """Write the project JSON atomically; predictions made in the app are
+        written next to it first (a project only stores paths)."""
+        path = Path(path)
+        if path.suffix.lower() != ".json":
+            path = path.with_suffix(".json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.demo:
+            for p in self.predictions:
+                if p.path is None:
+                    from core.io import write_volume
+
+                    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in p.name)
+                    out = path.with_name(f"{path.stem}_{safe}.nii.gz")
+                    write_volume(LabelVolume(p.mask.astype(np.uint8), p.label.geometry, p.name), out)
+                    p.path = str(out)
+        data = self.to_project(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f, indent=2)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self.project_path = str(path)
+        self._set_modified(False)
+        return path
+
+
+def read_project(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse and check a project file; paths come back absolute."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise InputError("The project file does not exist.", "Check the path.", path=path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"The project file is not valid JSON ({exc}).", "Open an Airway Studio project (.json).", path=path) from None
+    if not isinstance(data, dict) or data.get("format") != PROJECT_FORMAT:
+        raise InputError("This JSON file is not an Airway Studio project.", "Open a project saved by Airway Studio.", path=path)
+    if int(data.get("version", 0)) > PROJECT_VERSION:
+        raise InputError(f"The project was saved by a newer Airway Studio (format {data.get('version')}).",
+                         "Update Airway Studio to open it.", path=path)
+    base = path.resolve().parent
+
+    def absolute(p: str | None) -> str | None:
+        if p is None:
+            return None
+        q = Path(p)
+        return str(q if q.is_absolute() else (base / q).resolve())
+
+    data["ct"] = absolute(data.get("ct"))
+    data["reference"] = absolute(data.get("reference"))
+    for p in data.get("predictions", []):
+        p["path"] = absolute(p.get("path"))
+    return data
+
+
+def load_project(path: str | os.PathLike, *, progress: Progress = _noop, cancel: Any = None) -> tuple[LoadedCase, dict]:
+    """Read a project and every file it names (worker side)."""
+    data = read_project(path)
+    if data.get("demo"):
+        from app.demo import load_demo_case
+
+        loaded = load_demo_case(progress=progress, cancel=cancel)
+        return loaded, data
+    if not data.get("ct"):
+        raise InputError("The project names no CT.", "Open the CT and save the project again.", path=path)
+    paths = [p["path"] for p in data.get("predictions", []) if p.get("path")]
+    loaded = load_case(data["ct"], data.get("reference"), paths, progress=progress, cancel=cancel)
+    named = [p for p in data.get("predictions", []) if p.get("path")]
+    for entry, meta in zip(loaded.predictions, named):
+        entry.name = meta.get("name") or entry.name
+        entry.source = meta.get("source", entry.source)
+    return loaded, data
+
+
+def apply_project(case: Case, loaded: LoadedCase, data: dict, project_path: str | None = None) -> None:
+    """Put a loaded project into ``case``: files, statuses, cursor and view state."""
+    case.apply_loaded(loaded)
+    metas = [p for p in data.get("predictions", []) if p.get("path") or data.get("demo")]
+    for entry, meta in zip(case.predictions, metas):
+        entry.statuses = {int(k): v for k, v in (meta.get("statuses") or {}).items() if v in STATUS_KEYS}
+    if case.predictions:
+        case.set_active(int(data.get("active_prediction", 0)))
+    cur = data.get("cursor")
+    if cur and len(cur) == 3:
+        case.set_cursor(cur)
+    case.view_state = dict(data.get("view") or {})
+    case.project_path = None if project_path is None else str(project_path)
+    case._set_modified(False)
+
+
+def run_in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Synchronous helper: call a job function with a fresh cancel event."""
+    return fn(*args, progress=_noop, cancel=threading.Event(), **kwargs)

@@ -1,0 +1,151 @@
+"""Dialogs: errors (one per failure, never a bare traceback), About, Help.
+
+Every error the GUI shows goes through :func:`show_error`, so tests can
+monkeypatch ``QMessageBox.exec`` (or this function) and the app goes on.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QLabel,
+    QMessageBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+    QAbstractItemView,
+    QHeaderView,
+)
+
+from core.errors import AirwayError
+
+APP_NAME = "Airway Studio"
+
+# Third-party components and their licences, shown in About. Versions are
+# read at run time; a missing package is simply skipped.
+LICENCES: tuple[tuple[str, str, str], ...] = (
+    ("PySide6 (Qt for Python)", "PySide6", "LGPL-3.0"),
+    ("VTK", "vtk", "BSD-3-Clause"),
+    ("PyVista", "pyvista", "MIT"),
+    ("pyvistaqt", "pyvistaqt", "MIT"),
+    ("PyTorch", "torch", "BSD-3-Clause"),
+    ("SimpleITK / ITK", "SimpleITK", "Apache-2.0"),
+    ("NumPy", "numpy", "BSD-3-Clause"),
+    ("SciPy", "scipy", "BSD-3-Clause"),
+    ("scikit-image", "scikit-image", "BSD-3-Clause"),
+    ("connected-components-3d", "connected-components-3d", "LGPL-3.0"),
+    ("edt", "edt", "GPL-3.0 (or commercial)"),
+    ("superqt", "superqt", "BSD-3-Clause"),
+)
+
+
+def error_text(exc: BaseException) -> tuple[str, str | None]:
+    """(message, details) for an exception: ours are one line, others get details."""
+    if isinstance(exc, AirwayError):
+        return str(exc), None
+    if isinstance(exc, MemoryError):
+        return "Out of memory. Close other programs, or crop or downsample the volume.", None
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    name = type(exc).__name__
+    return f"Unexpected error ({name}){': ' + first if first else ''}.", None
+
+
+def show_error(parent: QWidget | None, exc: BaseException | str, details: str | None = None,
+               title: str = "Airway Studio") -> QMessageBox:
+    """One dialog per error. Our errors: the message says what and how to fix;
+    other exceptions: a short message with the traceback under Show Details."""
+    if isinstance(exc, BaseException):
+        text, extra = error_text(exc)
+        if not isinstance(exc, AirwayError):
+            details = details or extra
+        else:
+            details = None  # a user error needs no traceback
+    else:
+        text = exc
+    box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, parent)
+    box.setObjectName("errorDialog")
+    if details:
+        box.setInformativeText("If this keeps happening, report it with the details below.")
+        box.setDetailedText(details)
+    box.exec()
+    return box
+
+
+def about_html() -> str:
+    from importlib import metadata
+
+    import core
+
+    rows = []
+    for label, dist, lic in LICENCES:
+        try:
+            ver = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+        rows.append(f"<tr><td>{label}</td><td>{ver}</td><td>{lic}</td></tr>")
+    return (
+        f"<h2>{APP_NAME} {core.__version__}</h2>"
+        "<p>Pulmonary airway segmentation and review in chest CT, implementing "
+        "Zheng et al., <i>Alleviating Class-wise Gradient Imbalance for Pulmonary Airway "
+        "Segmentation</i>, IEEE TMI 2021 (WingsNet, GUL), with ATM'22 airway metrics.</p>"
+        "<p>Airway Studio is MIT licensed. It uses:</p>"
+        "<table cellspacing='6'><tr><th align='left'>Component</th><th align='left'>Version</th>"
+        "<th align='left'>Licence</th></tr>" + "".join(rows) + "</table>"
+        "<p>PySide6/Qt are used under the LGPL-3.0 as dynamically linked libraries; "
+        "their source is available from qt.io.</p>"
+        f"<p style='color:gray'>Python {platform.python_version()} on {sys.platform}</p>"
+    )
+
+
+class AboutDialog(QDialog):
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle(f"About {APP_NAME}")
+        lay = QVBoxLayout(self)
+        text = QTextBrowser(self)
+        text.setOpenExternalLinks(True)
+        text.setHtml(about_html())
+        text.setMinimumSize(520, 420)
+        lay.addWidget(text)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
+        buttons.rejected.connect(self.reject)
+        lay.addWidget(buttons)
+
+
+class ShortcutsDialog(QDialog):
+    """Every binding of :mod:`app.shortcuts`, grouped."""
+
+    def __init__(self, parent: QWidget | None = None):
+        from app import shortcuts
+
+        super().__init__(parent)
+        self.setWindowTitle("Keyboard and mouse shortcuts")
+        lay = QVBoxLayout(self)
+        lay.addWidget(QLabel("Every key binding of Airway Studio:"))
+        rows = [(g, b) for g, bs in shortcuts.groups().items() for b in bs]
+        table = QTableWidget(len(rows), 3, self)
+        table.setObjectName("shortcutsTable")
+        table.setHorizontalHeaderLabels(["Group", "Keys", "Action"])
+        for r, (g, b) in enumerate(rows):
+            for c, text in enumerate((g, ", ".join(b.keys), b.description)):
+                item = QTableWidgetItem(text)
+                item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
+                table.setItem(r, c, item)
+        table.verticalHeader().setVisible(False)
+        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        table.horizontalHeader().setStretchLastSection(True)
+        table.setMinimumSize(640, 520)
+        lay.addWidget(table)
+        self.table = table
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
+        buttons.rejected.connect(self.reject)
+        lay.addWidget(buttons)

@@ -1,0 +1,855 @@
+"""The main window: menus, the Review and Training tabs, docks and the status bar.
+
+The window owns the QActions of every key in :mod:`app.shortcuts` that acts on
+the case (regions, overlay, window presets), so a key is bound exactly once;
+panels look actions up in ``window.actions`` instead of binding keys again.
+Panels of the other parts are installed by ``app.panels.install_panels(window)``
+when that module exists; they put the 3D view into ``window.view3d_slot`` (see
+:meth:`MainWindow.set_view3d`) and add docks.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QSlider,
+    QSplitter,
+    QTabWidget,
+    QToolBar,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+import core
+from app import shortcuts
+from app.case import STATUS_KEYS, STATUS_LABELS, Case, apply_project, load_project, segment_case
+from app.dialogs import APP_NAME, AboutDialog, ShortcutsDialog, show_error
+from app.settings import Settings
+from app.slice_view import ORIENTATIONS, DisplaySettings, DisplayState, SliceRenderer, SliceView
+from app.workers import Job
+
+VOLUME_FILTER = "Volumes (*.nii *.nii.gz *.mha *.mhd *.nrrd *.nhdr);;All files (*)"
+PROJECT_FILTER = "Airway Studio project (*.json)"
+REFERENCE_HINTS = ("label", "ref", "gt", "groundtruth", "ground_truth", "annotation", "lm-", "lm_")
+
+
+def demo_model_path() -> Path | None:
+    from core.resources import resource_path
+
+    p = resource_path("models", "demo_wingsnet.pt", must_exist=False)
+    return p if p.exists() else None
+
+
+class JobStatus(QWidget):
+    """Progress of the running background jobs with a Cancel button (status bar)."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.label = QLabel("")
+        self.bar = QProgressBar()
+        self.bar.setFixedWidth(180)
+        self.bar.setTextVisible(True)
+        self.cancel_button = QToolButton()
+        self.cancel_button.setText("Cancel")
+        self.cancel_button.setObjectName("cancelJobButton")
+        lay.addWidget(self.label)
+        lay.addWidget(self.bar)
+        lay.addWidget(self.cancel_button)
+        self.jobs: list[Job] = []
+        self.cancel_button.clicked.connect(self.cancel_all)
+        self.setVisible(False)
+
+    def add(self, job: Job) -> None:
+        self.jobs.append(job)
+        job.progress.connect(lambda d, t, m, j=job: self._progress(j, d, t, m))
+        job.finished.connect(lambda j=job: self._finished(j))
+        self.label.setText(job.name)
+        self.bar.setRange(0, 0)
+        self.setVisible(True)
+
+    def _progress(self, job: Job, done: int, total: int, message: str) -> None:
+        if self.jobs and job is not self.jobs[-1]:
+            return
+        if total > 0:
+            self.bar.setRange(0, total)
+            self.bar.setValue(min(done, total))
+        else:
+            self.bar.setRange(0, 0)
+        self.label.setText(f"{job.name}: {message}" if message else job.name)
+
+    def _finished(self, job: Job) -> None:
+        if job in self.jobs:
+            self.jobs.remove(job)
+        if self.jobs:
+            self.label.setText(self.jobs[-1].name)
+            self.bar.setRange(0, 0)
+        else:
+            self.setVisible(False)
+
+    def cancel_all(self) -> None:
+        for job in list(self.jobs):
+            job.cancel()
+
+
+class MainWindow(QMainWindow):
+    """Airway Studio's window over one :class:`Case`."""
+
+    caseLoaded = Signal()          # a loading job's result was applied
+    segmentationFinished = Signal(int)  # index of the new prediction
+
+    def __init__(self, case: Case | None = None, settings: Settings | None = None,
+                 install_panels: bool = True, training_tab: bool = True):
+        super().__init__()
+        self.case = case or Case(self)
+        self.settings = settings or Settings()
+        self.ephemeral = getattr(self.settings, "_tmp", None) is not None
+        self.display = DisplayState(DisplaySettings(), self)
+        self.renderer = SliceRenderer()
+        self.actions: dict[str, QAction] = {}
+        self.jobs: list[Job] = []
+        self.last_error: BaseException | None = None
+        self.setObjectName("MainWindow")
+        self.setAcceptDrops(True)
+        self.resize(1440, 920)
+        self.setMinimumSize(QSize(960, 640))
+
+        self._build_views()
+        self._build_actions()
+        self._build_menus()
+        self._build_toolbar()
+        self._build_status()
+        self._connect_case()
+        if training_tab:
+            self._add_training_tab()
+        if install_panels:
+            self._install_panels()
+        self._restore_settings()
+        self._update_title()
+        self._refresh_predictions()
+
+    # -- layout ------------------------------------------------------------------------
+    def _build_views(self) -> None:
+        self.tabs = QTabWidget(self)
+        self.tabs.setObjectName("mainTabs")
+        self.tabs.setDocumentMode(True)
+        self.review = QWidget()
+        self.review.setObjectName("reviewTab")
+        self.views: dict[str, SliceView] = {
+            o: SliceView(self.case, o, self.display, self.renderer) for o in ORIENTATIONS
+        }
+        for v in self.views.values():
+            v.hovered.connect(self._on_hover)
+        self.view3d_slot = QWidget()
+        self.view3d_slot.setObjectName("view3dSlot")
+        slot_lay = QVBoxLayout(self.view3d_slot)
+        slot_lay.setContentsMargins(0, 0, 0, 0)
+        self.view3d_placeholder = QLabel("3D view")
+        self.view3d_placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.view3d_placeholder.setStyleSheet("background:#0c0c0e; color:#82828c;")
+        slot_lay.addWidget(self.view3d_placeholder)
+
+        top = QSplitter(Qt.Orientation.Horizontal)
+        top.addWidget(self.views["axial"])
+        top.addWidget(self.views["coronal"])
+        bottom = QSplitter(Qt.Orientation.Horizontal)
+        bottom.addWidget(self.views["sagittal"])
+        bottom.addWidget(self.view3d_slot)
+        self.grid = QSplitter(Qt.Orientation.Vertical)
+        self.grid.addWidget(top)
+        self.grid.addWidget(bottom)
+        for s in (top, bottom, self.grid):
+            s.setHandleWidth(3)
+            s.setChildrenCollapsible(False)
+            s.setSizes([1000, 1000])
+        # keep the two columns aligned when either row's handle moves
+        top.splitterMoved.connect(lambda *_: bottom.setSizes(top.sizes()))
+        bottom.splitterMoved.connect(lambda *_: top.setSizes(bottom.sizes()))
+        lay = QVBoxLayout(self.review)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.grid)
+        self.tabs.addTab(self.review, "Review")
+        self.setCentralWidget(self.tabs)
+        self.setDockOptions(QMainWindow.DockOption.AnimatedDocks | QMainWindow.DockOption.AllowTabbedDocks)
+
+    def set_view3d(self, widget: QWidget) -> None:
+        """Put the 3D view in the bottom-right cell (replaces the placeholder)."""
+        lay = self.view3d_slot.layout()
+        self.view3d_placeholder.hide()
+        lay.removeWidget(self.view3d_placeholder)
+        lay.addWidget(widget)
+        self.view3d = widget
+
+    def _add_training_tab(self) -> None:
+        if importlib.util.find_spec("app.training_tab") is None:
+            return
+        try:
+            from app.training_tab import TrainingTab
+
+            self.training_tab = TrainingTab(self, settings=self.settings)
+        except Exception as exc:  # noqa: BLE001 - a broken tab must not take the review down
+            self.training_tab = None
+            self.statusBar().showMessage(f"Training tab unavailable: {exc}", 10000)
+            return
+        self.tabs.addTab(self.training_tab, "Training")
+        sig = getattr(self.training_tab, "openCheckpointRequested", None)
+        if sig is not None:
+            sig.connect(self._segment_with_checkpoint_from_training)
+
+    def _install_panels(self) -> None:
+        if importlib.util.find_spec("app.panels") is None:
+            return
+        try:
+            from app.panels import install_panels
+
+            install_panels(self)
+        except Exception as exc:  # noqa: BLE001
+            import traceback
+
+            show_error(self, exc, traceback.format_exc())
+
+    # -- actions -------------------------------------------------------------------------
+    def _act(self, name: str, text: str, slot: Callable[..., Any] | None = None,
+             checkable: bool = False, checked: bool = False) -> QAction:
+        a = shortcuts.make_action(self, name, text, slot, checkable)
+        if checkable:
+            a.setChecked(checked)
+        a.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        self.addAction(a)
+        self.actions[name] = a
+        return a
+
+    def _build_actions(self) -> None:
+        A = self._act
+        A("open_ct", "Open &CT...", self.open_ct_dialog)
+        A("open_reference", "Open &reference label...", self.open_reference_dialog)
+        A("open_prediction", "Open &prediction...", self.open_prediction_dialog)
+        A("open_project", "Open pro&ject...", self.open_project_dialog)
+        A("save_project", "&Save project", self.save_project)
+        A("save_project_as", "Save project &as...", lambda: self.save_project(ask=True))
+        A("open_demo", "Open &demo case", self.open_demo)
+        A("screenshot", "Save screens&hot...", self.screenshot_dialog)
+        A("quit", "&Quit", self.close)
+        for key, label in (("preset_lung", "lung"), ("preset_mediastinum", "mediastinum"), ("preset_bone", "bone")):
+            A(key, f"{label.capitalize()} window", lambda _=False, k=label: self.display.apply_preset(k))
+        A("preset_next", "Next window preset", lambda: self.display.next_preset())
+        A("reset_view", "&Fit views", self.reset_views)
+        A("zoom_in", "Zoom in", lambda: self._zoom_views(1.25))
+        A("zoom_out", "Zoom out", lambda: self._zoom_views(1 / 1.25))
+        A("centre_cursor", "&Centre on crosshair", lambda: [v.centre_on_cursor() for v in self.views.values()])
+        A("toggle_crosshair", "Cross&hair", lambda on: self.display.update(crosshair=on), True, True)
+        A("toggle_overlay", "&Overlay", lambda on: self.display.update(show_overlay=on), True, True)
+        A("toggle_outline", "Overlay as out&lines", lambda on: self.display.update(outline=on), True, False)
+        A("toggle_tp", "Show true positives", lambda on: self._set_visible("TP", on), True, True)
+        A("toggle_fp", "Show false positives", lambda on: self._set_visible("FP", on), True, True)
+        A("toggle_fn", "Show false negatives", lambda on: self._set_visible("FN", on), True, True)
+        A("toggle_heatmap", "Probability &heat map", lambda on: self.display.update(heatmap=on), True, False)
+        A("opacity_up", "More opacity", lambda: self._set_opacity(self.display.settings.opacity + 0.1))
+        A("opacity_down", "Less opacity", lambda: self._set_opacity(self.display.settings.opacity - 0.1))
+        A("next_prediction", "Next prediction", lambda: self._cycle_prediction(1))
+        A("previous_prediction", "Previous prediction", lambda: self._cycle_prediction(-1))
+        A("next_region", "&Next error region", lambda: self.case.step_region(1))
+        A("previous_region", "&Previous error region", lambda: self.case.step_region(-1))
+        for key in STATUS_KEYS:
+            A(f"status_{key}", f"Mark region: {STATUS_LABELS[key]}", lambda _=False, k=key: self.mark_region(k))
+        A("segment_demo", "Segment with the &demo model", self.segment_demo)
+        A("cancel_job", "Cancel background jobs", self.cancel_jobs)
+        A("help_shortcuts", "&Keyboard shortcuts", self.show_shortcuts)
+        self.about_action = QAction(f"&About {APP_NAME}", self)
+        self.about_action.triggered.connect(self.show_about)
+        self.actions["segment_demo"].setEnabled(demo_model_path() is not None)
+
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+        a = self.actions
+        self.file_menu = mb.addMenu("&File")
+        for n in ("open_ct", "open_reference", "open_prediction"):
+            self.file_menu.addAction(a[n])
+        self.file_menu.addSeparator()
+        for n in ("open_project", "save_project", "save_project_as"):
+            self.file_menu.addAction(a[n])
+        self.recent_menu = self.file_menu.addMenu("Open &recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        self.file_menu.addSeparator()
+        self.file_menu.addAction(a["open_demo"])
+        self.file_menu.addAction(a["screenshot"])
+        self.file_menu.addSeparator()
+        self.file_menu.addAction(a["quit"])
+
+        self.view_menu = mb.addMenu("&View")
+        wl = self.view_menu.addMenu("&Window / level")
+        for n in ("preset_lung", "preset_mediastinum", "preset_bone", "preset_next"):
+            wl.addAction(a[n])
+        ov = self.view_menu.addMenu("&Overlay")
+        for n in ("toggle_overlay", "toggle_outline", "toggle_tp", "toggle_fp", "toggle_fn", "toggle_heatmap",
+                  "opacity_up", "opacity_down", "next_prediction", "previous_prediction"):
+            ov.addAction(a[n])
+        self.view_menu.addSeparator()
+        for n in ("toggle_crosshair", "centre_cursor", "zoom_in", "zoom_out", "reset_view"):
+            self.view_menu.addAction(a[n])
+        self.view_menu.addSeparator()
+        self.panels_menu = self.view_menu.addMenu("&Panels")
+
+        self.regions_menu = mb.addMenu("&Regions")
+        for n in ("next_region", "previous_region"):
+            self.regions_menu.addAction(a[n])
+        self.regions_menu.addSeparator()
+        for key in STATUS_KEYS:
+            self.regions_menu.addAction(a[f"status_{key}"])
+
+        self.tools_menu = mb.addMenu("&Tools")
+        self.tools_menu.addAction(a["segment_demo"])
+        self.tools_menu.addAction(a["cancel_job"])
+
+        self.help_menu = mb.addMenu("&Help")
+        self.help_menu.addAction(a["help_shortcuts"])
+        self.help_menu.addAction(self.about_action)
+
+    def _build_toolbar(self) -> None:
+        tb = QToolBar("Display", self)
+        tb.setObjectName("displayToolbar")
+        tb.setMovable(False)
+        tb.setIconSize(QSize(16, 16))
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, tb)
+        tb.addWidget(QLabel(" Prediction "))
+        self.prediction_combo = QComboBox()
+        self.prediction_combo.setObjectName("predictionCombo")
+        self.prediction_combo.setMinimumWidth(180)
+        self.prediction_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.prediction_combo.currentIndexChanged.connect(self._on_prediction_combo)
+        tb.addWidget(self.prediction_combo)
+        tb.addSeparator()
+        tb.addWidget(QLabel(" Window "))
+        self.preset_combo = QComboBox()
+        self.preset_combo.setObjectName("presetCombo")
+        for p in self.display.presets:
+            self.preset_combo.addItem(f"{p.name} (W{p.window:.0f} / L{p.level:.0f})", p.key)
+        self.preset_combo.addItem("Custom", "custom")
+        self.preset_combo.activated.connect(self._on_preset_combo)
+        tb.addWidget(self.preset_combo)
+        tb.addSeparator()
+        tb.addWidget(QLabel(" Opacity "))
+        self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
+        self.opacity_slider.setObjectName("opacitySlider")
+        self.opacity_slider.setRange(0, 100)
+        self.opacity_slider.setFixedWidth(110)
+        self.opacity_slider.setValue(int(self.display.settings.opacity * 100))
+        self.opacity_slider.valueChanged.connect(lambda v: self._set_opacity(v / 100.0, from_slider=True))
+        tb.addWidget(self.opacity_slider)
+        self.class_boxes: dict[str, QCheckBox] = {}
+        colors = self.renderer.colors["classes"]
+        for key in ("TP", "FP", "FN"):
+            box = QCheckBox(key)
+            box.setObjectName(f"show{key}")
+            r, g, b = colors[key]["rgb"]
+            box.setStyleSheet(f"QCheckBox {{ color: rgb({r},{g},{b}); font-weight: bold; padding-left: 6px; }}")
+            box.setChecked(True)
+            box.setToolTip(f"{colors[key]['label']} ({shortcuts.key_text('toggle_' + key.lower())})")
+            box.toggled.connect(lambda on, k=key: self._set_visible(k, on))
+            self.class_boxes[key] = box
+            tb.addWidget(box)
+        tb.addSeparator()
+        for n, label in (("toggle_outline", "Outline"), ("toggle_heatmap", "Heat map")):
+            btn = QToolButton()
+            btn.setDefaultAction(self.actions[n])
+            btn.setText(label)
+            btn.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+            tb.addWidget(btn)
+        self.display_toolbar = tb
+        self.display.changed.connect(self._sync_display_controls)
+
+    def _build_status(self) -> None:
+        sb = self.statusBar()
+        self.readout = QLabel("")
+        self.readout.setObjectName("readout")
+        self.readout.setTextFormat(Qt.TextFormat.PlainText)
+        self.readout.setMinimumWidth(200)
+        sb.addWidget(self.readout, 1)
+        self.review_counter = QLabel("")
+        self.review_counter.setObjectName("reviewCounter")
+        sb.addPermanentWidget(self.review_counter)
+        self.job_status = JobStatus(self)
+        sb.addPermanentWidget(self.job_status)
+
+    def _connect_case(self) -> None:
+        c = self.case
+        c.jobStarted.connect(self.track_job)
+        c.predictionsChanged.connect(self._refresh_predictions)
+        c.activePredictionChanged.connect(self._refresh_predictions)
+        c.cursorChanged.connect(lambda *_: self._show_readout(None))
+        c.ctChanged.connect(self._update_title)
+        c.modifiedChanged.connect(lambda *_: self._update_title())
+        for sig in (c.regionsChanged, c.regionStatusChanged, c.activePredictionChanged):
+            sig.connect(lambda *_: self._update_review_counter())
+
+    # -- jobs -------------------------------------------------------------------------------
+    def track_job(self, job: Job) -> None:
+        """Show a job's progress and its errors (one dialog each)."""
+        self.jobs.append(job)
+        self.job_status.add(job)
+        job.error.connect(lambda exc, tb, j=job: self._job_failed(j, exc, tb))
+        job.cancelled.connect(lambda j=job: self.statusBar().showMessage(f"{j.name}: cancelled", 5000))
+        job.finished.connect(lambda j=job: self.jobs.remove(j) if j in self.jobs else None)
+
+    def _job_failed(self, job: Job, exc: BaseException, tb: str) -> None:
+        self.last_error = exc
+        self.statusBar().showMessage(f"{job.name} failed", 8000)
+        show_error(self, exc, tb, title=f"{APP_NAME}: {job.name}")
+
+    def start_job(self, fn: Callable[..., Any], *args: Any, name: str,
+                  on_result: Callable[[Any], None] | None = None, **kwargs: Any) -> Job:
+        job = Job(fn, *args, name=name, **kwargs)
+        if on_result is not None:
+            job.result.connect(on_result)
+        self.track_job(job)
+        return job.start()
+
+    def cancel_jobs(self) -> None:
+        for job in list(self.jobs):
+            job.cancel()
+
+    @property
+    def busy(self) -> bool:
+        return any(j.running for j in self.jobs)
+
+    # -- opening files -----------------------------------------------------------------------
+    def open_files(self, ct: str | None, reference: str | None = None,
+                   predictions: Sequence[str] = ()) -> Job | None:
+        """Load files in the background; the case updates when they are read."""
+        from app.case import load_case
+
+        for p in [ct, reference, *predictions]:
+            if p:
+                self.settings.set_last_dir(str(p))
+        if ct:
+            self.settings.add_recent(str(ct))
+
+        def apply(loaded: Any) -> None:
+            self.case.apply_loaded(loaded)
+            self.caseLoaded.emit()
+
+        current = None if ct else self.case.ct
+        if not ct and current is None:
+            show_error(self, "Open a CT first: references and predictions are drawn over a CT.")
+            return None
+        return self.start_job(load_case, ct, reference, list(predictions), current_ct=current,
+                              name="Loading", on_result=apply)
+
+    def open_project(self, path: str) -> Job:
+        self.settings.add_recent(str(path))
+        self.settings.set_last_dir(str(path))
+
+        def apply(res: Any) -> None:
+            loaded, data = res
+            apply_project(self.case, loaded, data, path)
+            view = data.get("view") or {}
+            self.apply_view_state(view)
+            self.caseLoaded.emit()
+
+        return self.start_job(load_project, path, name="Opening project", on_result=apply)
+
+    def open_demo(self) -> Job:
+        from app.demo import load_demo_case
+
+        def apply(loaded: Any) -> None:
+            self.case.apply_loaded(loaded)
+            self.caseLoaded.emit()
+
+        return self.start_job(load_demo_case, name="Building the demo case", on_result=apply)
+
+    def _ask_files(self, title: str, multi: bool = False) -> list[str]:
+        d = self.settings.last_dir()
+        if multi:
+            files, _ = QFileDialog.getOpenFileNames(self, title, d, VOLUME_FILTER)
+            return files
+        f, _ = QFileDialog.getOpenFileName(self, title, d, VOLUME_FILTER)
+        return [f] if f else []
+
+    def open_ct_dialog(self) -> None:
+        files = self._ask_files("Open CT (or pick a DICOM file inside a series folder)")
+        if files:
+            path = files[0]
+            if path.lower().endswith(".dcm") or Path(path).suffix == "":
+                path = str(Path(path).parent) if Path(path).is_file() and path.lower().endswith(".dcm") else path
+            self.open_files(path)
+
+    def open_reference_dialog(self) -> None:
+        files = self._ask_files("Open reference airway label")
+        if files:
+            self.open_files(None, files[0])
+
+    def open_prediction_dialog(self) -> None:
+        files = self._ask_files("Open predictions", multi=True)
+        if files:
+            self.open_files(None, None, files)
+
+    def open_project_dialog(self) -> None:
+        f, _ = QFileDialog.getOpenFileName(self, "Open project", self.settings.last_dir(), PROJECT_FILTER)
+        if f:
+            self.open_project(f)
+
+    def save_project(self, ask: bool = False) -> Path | None:
+        if self.case.is_empty:
+            show_error(self, "There is no case to save.")
+            return None
+        path = self.case.project_path
+        if ask or not path:
+            start = os.path.join(self.settings.last_dir(), f"{self.case.name or 'case'}.json")
+            path, _ = QFileDialog.getSaveFileName(self, "Save project", start, PROJECT_FILTER)
+            if not path:
+                return None
+        return self.save_project_to(path)
+
+    def save_project_to(self, path: str | os.PathLike) -> Path | None:
+        self.case.view_state = self.view_state()
+        try:
+            out = self.case.save_project(path)
+        except Exception as exc:  # noqa: BLE001 - one dialog, the app goes on
+            import traceback
+
+            show_error(self, exc, traceback.format_exc())
+            return None
+        self.settings.add_recent(str(out))
+        self.statusBar().showMessage(f"Saved {out}", 5000)
+        return out
+
+    def open_recent(self, path: str) -> None:
+        if path.lower().endswith(".json"):
+            self.open_project(path)
+        else:
+            self.open_files(path)
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        items = self.settings.recent()
+        for p in items:
+            act = self.recent_menu.addAction(p)
+            act.triggered.connect(lambda _=False, q=p: self.open_recent(q))
+        if not items:
+            self.recent_menu.addAction("(none)").setEnabled(False)
+        else:
+            self.recent_menu.addSeparator()
+            self.recent_menu.addAction("Clear list", self.settings.clear_recent)
+
+    # drag and drop
+    def dragEnterEvent(self, event: Any) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: Any) -> None:
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.open_dropped(paths)
+
+    def open_dropped(self, paths: Sequence[str]) -> Job | None:
+        """Files dropped (or given) in any order: a project opens as such; otherwise
+        the first file is the CT when none is open, a name like ``*label*``/``*ref*``/``*gt*``
+        is the reference, the rest are predictions."""
+        paths = list(paths)
+        projects = [p for p in paths if p.lower().endswith(".json")]
+        if projects:
+            return self.open_project(projects[0])
+        ct = None
+        if self.case.is_empty:
+            non_ref = [p for p in paths if not _looks_like_reference(p)]
+            ct = (non_ref or paths)[0]
+            paths.remove(ct)
+        reference = None
+        if self.case.reference is None:
+            refs = [p for p in paths if _looks_like_reference(p)]
+            if refs:
+                reference = refs[0]
+                paths.remove(reference)
+        if ct is None and reference is None and not paths:
+            return None
+        return self.open_files(ct, reference, paths)
+
+    # -- segmentation ------------------------------------------------------------------------
+    def segment_with(self, checkpoint: str | os.PathLike, device: str = "auto", name: str | None = None) -> Job | None:
+        """Run a checkpoint over the CT in a worker; the result becomes a prediction."""
+        if self.case.ct is None:
+            show_error(self, "Open a CT before segmenting.")
+            return None
+        ct = self.case.ct
+
+        def add(entry: Any) -> None:
+            if self.case.ct is not ct:
+                return  # the case changed meanwhile
+            i = self.case.add_prediction(entry)
+            self.segmentationFinished.emit(i)
+
+        return self.start_job(segment_case, ct, str(checkpoint), device, name=f"Segmenting with {Path(checkpoint).name}",
+                              on_result=add)
+
+    def segment_demo(self) -> Job | None:
+        path = demo_model_path()
+        if path is None:
+            show_error(self, "The demo model resources/models/demo_wingsnet.pt is not installed.")
+            return None
+        return self.segment_with(path, "cpu")
+
+    def _segment_with_checkpoint_from_training(self, path: str) -> None:
+        self.tabs.setCurrentWidget(self.review)
+        self.segment_with(path)
+
+    # -- review ------------------------------------------------------------------------------
+    def mark_region(self, status: str) -> None:
+        i = self.case.active_region
+        if i < 0 or self.case.active is None:
+            self.statusBar().showMessage("No region selected: press N to go to the next one.", 4000)
+            return
+        self.case.set_region_status(i, status)
+
+    def _update_review_counter(self) -> None:
+        act = self.case.active
+        if act is None or act.regions is None:
+            self.review_counter.setText("")
+            return
+        n = len(act.regions)
+        self.review_counter.setText(f"Reviewed {act.reviewed_count()}/{n} regions")
+
+    # -- display -----------------------------------------------------------------------------
+    def _set_visible(self, key: str, on: bool) -> None:
+        vis = dict(self.display.settings.visible)
+        if vis.get(key) == on:
+            return
+        vis[key] = on
+        self.display.update(visible=vis)
+
+    def _set_opacity(self, value: float, from_slider: bool = False) -> None:
+        value = float(min(1.0, max(0.0, value)))
+        if abs(value - self.display.settings.opacity) > 1e-6:
+            self.display.update(opacity=value)
+
+    def _sync_display_controls(self) -> None:
+        s = self.display.settings
+        for key, box in self.class_boxes.items():
+            if box.isChecked() != s.visible.get(key, True):
+                box.blockSignals(True)
+                box.setChecked(s.visible.get(key, True))
+                box.blockSignals(False)
+        for key, name in (("TP", "toggle_tp"), ("FP", "toggle_fp"), ("FN", "toggle_fn")):
+            self.actions[name].setChecked(s.visible.get(key, True))
+        for name, value in (("toggle_overlay", s.show_overlay), ("toggle_outline", s.outline),
+                            ("toggle_heatmap", s.heatmap), ("toggle_crosshair", s.crosshair)):
+            a = self.actions[name]
+            if a.isChecked() != value:
+                a.blockSignals(True)
+                a.setChecked(value)
+                a.blockSignals(False)
+        v = int(round(s.opacity * 100))
+        if self.opacity_slider.value() != v:
+            self.opacity_slider.blockSignals(True)
+            self.opacity_slider.setValue(v)
+            self.opacity_slider.blockSignals(False)
+        i = self.preset_combo.findData(s.preset)
+        self.preset_combo.setCurrentIndex(i if i >= 0 else self.preset_combo.count() - 1)
+
+    def _on_preset_combo(self, index: int) -> None:
+        key = self.preset_combo.itemData(index)
+        if key and key != "custom":
+            self.display.apply_preset(key)
+
+    def _zoom_views(self, factor: float) -> None:
+        for v in self.views.values():
+            v.zoom_by(factor)
+
+    def reset_views(self) -> None:
+        for v in self.views.values():
+            v.reset_view()
+
+    def _cycle_prediction(self, step: int) -> None:
+        n = len(self.case.predictions)
+        if n:
+            self.case.set_active((self.case.active_index + step) % n)
+
+    def _refresh_predictions(self, *_: Any) -> None:
+        combo = self.prediction_combo
+        combo.blockSignals(True)
+        combo.clear()
+        for p in self.case.predictions:
+            label = p.name + ("  [simulated]" if p.source == "simulated" else "")
+            combo.addItem(label)
+        if not self.case.predictions:
+            combo.addItem("(no prediction)")
+        combo.setCurrentIndex(max(0, self.case.active_index))
+        combo.setEnabled(bool(self.case.predictions))
+        combo.blockSignals(False)
+        has_prob = self.case.active is not None and self.case.active.probabilities is not None
+        self.actions["toggle_heatmap"].setEnabled(has_prob)
+        self._update_review_counter()
+
+    def _on_prediction_combo(self, index: int) -> None:
+        if self.case.predictions and index >= 0:
+            self.case.set_active(index)
+
+    def view_state(self) -> dict[str, Any]:
+        return {"display": self.display.settings.to_dict(),
+                "zoom": {o: v.zoom for o, v in self.views.items()},
+                "tab": self.tabs.currentIndex()}
+
+    def apply_view_state(self, view: dict[str, Any]) -> None:
+        if "display" in view:
+            self.display.settings = DisplaySettings.from_dict(view["display"])
+            self.display.changed.emit()
+        for o, z in (view.get("zoom") or {}).items():
+            if o in self.views:
+                self.views[o].zoom = float(z)
+                self.views[o].update()
+
+    # -- status bar --------------------------------------------------------------------------
+    def _on_hover(self, zyx: Any) -> None:
+        self._show_readout(zyx)
+
+    def _show_readout(self, zyx: Any) -> None:
+        self.readout.setText(format_probe(self.case.probe(zyx if zyx is not None else self.case.cursor),
+                                         under="mouse" if zyx is not None else "crosshair"))
+
+    def _update_title(self, *_: Any) -> None:
+        name = self.case.name if not self.case.is_empty else ""
+        demo = " (demo)" if self.case.demo else ""
+        self.setWindowTitle(f"{name}{demo}[*] - {APP_NAME}" if name else APP_NAME)
+        self.setWindowModified(bool(self.case.modified and name))
+
+    # -- dialogs, screenshots ------------------------------------------------------------------
+    def show_shortcuts(self) -> None:
+        ShortcutsDialog(self).exec()
+
+    def show_about(self) -> None:
+        AboutDialog(self).exec()
+
+    def screenshot_dialog(self) -> None:
+        f, _ = QFileDialog.getSaveFileName(self, "Save screenshot", os.path.join(self.settings.last_dir(), "airway_studio.png"),
+                                           "PNG image (*.png)")
+        if f:
+            self.save_screenshot(f)
+
+    def save_screenshot(self, path: str | os.PathLike) -> Path:
+        """Render every view and save the whole window as PNG (atomic write)."""
+        path = Path(path)
+        if path.suffix.lower() != ".png":
+            path = path.with_suffix(".png")
+        QApplication.processEvents()
+        for v in self.views.values():
+            v.repaint()
+        render3d = getattr(getattr(self, "view3d", None), "render", None)
+        if callable(render3d):
+            try:
+                render3d()
+            except Exception:  # noqa: BLE001 - a screenshot without 3D beats none
+                pass
+        pixmap = self.grab()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp.png")
+        if not pixmap.save(str(tmp), "PNG"):
+            from core.errors import InputError
+
+            raise InputError(f"Could not write the screenshot {path}.", "Check the folder is writable.")
+        os.replace(tmp, path)
+        return path
+
+    # -- settings -----------------------------------------------------------------------------
+    def _restore_settings(self) -> None:
+        geo, state = self.settings.window_state()
+        if geo is not None:
+            self.restoreGeometry(geo)
+        if state is not None:
+            self.restoreState(state)
+        d = self.settings.get("display/settings")
+        if isinstance(d, str):
+            import json
+
+            try:
+                self.display.settings = DisplaySettings.from_dict(json.loads(d))
+                self.display.changed.emit()
+            except (ValueError, TypeError):
+                pass
+        self._sync_display_controls()
+
+    def closeEvent(self, event: Any) -> None:
+        if self.case.modified and not self.case.is_empty and not self.case.demo and not self.ephemeral:
+            ans = QMessageBox.question(self, APP_NAME, "Save the review (region statuses, view) before closing?",
+                                       QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
+                                       | QMessageBox.StandardButton.Cancel)
+            if ans == QMessageBox.StandardButton.Cancel:
+                event.ignore()
+                return
+            if ans == QMessageBox.StandardButton.Save and self.save_project() is None:
+                event.ignore()
+                return
+        import json
+
+        self.cancel_jobs()
+        self.case.cancel_jobs()
+        self.settings.set_window_state(self.saveGeometry(), self.saveState())
+        self.settings.set("display/settings", json.dumps(self.display.settings.to_dict()))
+        self.settings.sync()
+        super().closeEvent(event)
+
+
+def apply_theme(app: QApplication) -> None:
+    """A dark Fusion palette: CT reads best on dark surroundings (as in ITK-SNAP and Slicer)."""
+    from PySide6.QtGui import QColor, QPalette
+
+    pal = QPalette()
+    base, window, text = QColor(30, 31, 34), QColor(43, 45, 48), QColor(222, 222, 226)
+    roles = {
+        QPalette.ColorRole.Window: window, QPalette.ColorRole.WindowText: text,
+        QPalette.ColorRole.Base: base, QPalette.ColorRole.AlternateBase: QColor(38, 39, 42),
+        QPalette.ColorRole.ToolTipBase: QColor(50, 52, 56), QPalette.ColorRole.ToolTipText: text,
+        QPalette.ColorRole.Text: text, QPalette.ColorRole.Button: window, QPalette.ColorRole.ButtonText: text,
+        QPalette.ColorRole.BrightText: QColor(255, 80, 80), QPalette.ColorRole.Highlight: QColor(52, 120, 200),
+        QPalette.ColorRole.HighlightedText: QColor(255, 255, 255), QPalette.ColorRole.Link: QColor(90, 160, 240),
+        QPalette.ColorRole.PlaceholderText: QColor(130, 130, 136),
+    }
+    for role, color in roles.items():
+        pal.setColor(role, color)
+    for role in (QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText, QPalette.ColorRole.WindowText):
+        pal.setColor(QPalette.ColorGroup.Disabled, role, QColor(120, 120, 126))
+    app.setPalette(pal)
+    app.setStyleSheet("QToolBar { spacing: 4px; } QStatusBar QLabel { padding: 0 4px; }"
+                      "QSplitter::handle { background: #1a1b1d; }")
+
+
+def _looks_like_reference(path: str) -> bool:
+    name = Path(path).name.lower()
+    return any(h in name for h in REFERENCE_HINTS)
+
+
+def format_probe(info: dict[str, Any], under: str = "mouse") -> str:
+    """The status-bar line for one voxel (see :meth:`Case.probe`)."""
+    if not info:
+        return ""
+    z, y, x = info["voxel"]
+    wx, wy, wz = info["world"]
+    parts = [f"voxel (x {x}, y {y}, z {z})", f"({wx:.1f}, {wy:.1f}, {wz:.1f}) mm", f"{info['hu']:.0f} HU"]
+    if info.get("reference") is not None:
+        parts.append(f"ref {int(info['reference'])}")
+    if "prediction" in info:
+        parts.append(f"pred {int(info['prediction'])}")
+    if "probability" in info:
+        parts.append(f"p {info['probability']:.2f}")
+    if "class" in info:
+        parts.append(info["class"])
+    if "branch" in info:
+        gen = f", generation {info['generation']}" if "generation" in info else ""
+        parts.append(f"branch {info['branch']}{gen}")
+    return f"{under}: " + "   ".join(parts)

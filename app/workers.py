@@ -1,0 +1,152 @@
+"""Background jobs with progress and cancel, so the window never freezes.
+
+A job is a plain function ``fn(*args, progress=..., cancel=..., **kwargs)``:
+``progress(done, total, message="")`` reports, ``cancel`` is a
+``threading.Event`` the function polls (``cancel.is_set()``) and answers by
+raising :class:`core.errors.Cancelled`. It runs on ``QThreadPool``; its result,
+error or cancellation come back as Qt signals on the GUI thread.
+
+Errors are shown once, by whoever tracks the job (the main window), through
+:func:`app.dialogs.show_error`: the project's own errors as one message,
+anything else as a short message with the traceback under "Show Details".
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+from core.errors import Cancelled
+
+ProgressFn = Callable[..., None]
+
+# Jobs stay referenced until they end: a QObject whose last Python reference
+# goes away while its runnable still emits would be deleted under it.
+_ACTIVE: set["Job"] = set()
+
+
+class _Runnable(QRunnable):
+    def __init__(self, job: "Job"):
+        super().__init__()
+        self.setAutoDelete(True)
+        self._job = job
+
+    def run(self) -> None:  # worker thread
+        self._job._execute()
+
+
+class Job(QObject):
+    """One function run off the GUI thread.
+
+    Signals (delivered on the GUI thread): ``progress(done, total, message)``,
+    ``result(value)``, ``error(exception, traceback_text)``, ``cancelled()``,
+    then always ``finished()``.
+    """
+
+    progress = Signal(int, int, str)
+    result = Signal(object)
+    error = Signal(object, str)
+    cancelled = Signal()
+    finished = Signal()
+
+    # Progress is throttled: a predictor reporting every window would
+    # otherwise flood the event loop with queued signals.
+    PROGRESS_INTERVAL_S = 0.05
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, name: str = "", **kwargs: Any):
+        super().__init__()
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.name = name or getattr(fn, "__name__", "job")
+        self.cancel_event = threading.Event()
+        self._done = threading.Event()
+        self._last_emit = 0.0
+        self.value: Any = None
+        self.exception: BaseException | None = None
+        self.state = "new"  # new, running, done, failed, cancelled
+
+    # -- control (GUI thread) -------------------------------------------------
+    def start(self, pool: QThreadPool | None = None) -> "Job":
+        if self.state != "new":
+            raise RuntimeError(f"Job '{self.name}' was already started")
+        self.state = "running"
+        _ACTIVE.add(self)
+        self.finished.connect(lambda: _ACTIVE.discard(self))
+        (pool or QThreadPool.globalInstance()).start(_Runnable(self))
+        return self
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until the function returned (signals may still be queued)."""
+        return self._done.wait(timeout_s)
+
+    # -- worker thread ---------------------------------------------------------
+    def _report(self, done: float, total: float = 0, message: Any = "") -> None:
+        now = time.monotonic()
+        final = total and done >= total
+        if not final and now - self._last_emit < self.PROGRESS_INTERVAL_S:
+            return
+        self._last_emit = now
+        if not isinstance(message, str):  # e.g. the predictor's ETA in seconds
+            message = f"about {float(message):.0f} s left" if message is not None else ""
+        self.progress.emit(int(done), int(total), message)
+
+    def _execute(self) -> None:
+        try:
+            value = self.fn(*self.args, progress=self._report, cancel=self.cancel_event, **self.kwargs)
+        except Cancelled as exc:
+            self.exception = exc
+            self.state = "cancelled"
+            self._done.set()
+            self.cancelled.emit()
+        except BaseException as exc:  # noqa: BLE001 - shown to the user, never swallowed
+            self.exception = exc
+            self.state = "failed"
+            self._done.set()
+            self.error.emit(exc, traceback.format_exc())
+        else:
+            self.value = value
+            self.state = "done"
+            self._done.set()
+            self.result.emit(value)
+        self.finished.emit()
+
+
+def run_job(
+    fn: Callable[..., Any],
+    *args: Any,
+    name: str = "",
+    on_result: Callable[[Any], None] | None = None,
+    on_error: Callable[[BaseException, str], None] | None = None,
+    on_cancelled: Callable[[], None] | None = None,
+    tracker: Callable[["Job"], None] | None = None,
+    **kwargs: Any,
+) -> Job:
+    """Create, connect and start a :class:`Job`; ``tracker`` (e.g. the main
+    window's ``track_job``) shows its progress and its errors."""
+    job = Job(fn, *args, name=name, **kwargs)
+    if on_result is not None:
+        job.result.connect(on_result)
+    if on_error is not None:
+        job.error.connect(on_error)
+    if on_cancelled is not None:
+        job.cancelled.connect(on_cancelled)
+    if tracker is not None:
+        tracker(job)
+    return job.start()
+
+
+def run_sync(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a job function on this thread (scripts, tests, ``--screenshot``)."""
+    return fn(*args, progress=lambda *a, **k: None, cancel=threading.Event(), **kwargs)
