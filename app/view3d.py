@@ -1,0 +1,669 @@
+"""The 3D view: airway surfaces (pyvistaqt) linked to the case's crosshair.
+
+Surfaces come from :mod:`core.surfaces` (VTK surface nets on the bounding box)
+and are built in a background job (:class:`app.workers.Job`); the GUI thread
+only hands finished meshes to VTK. Faces carry a ``label`` and are coloured
+through a lookup table, one scene per colouring:
+
+- ``outcome``: the skin of prediction ∪ reference, TP / FP / FN faces in the
+  overlay colours of ``resources/presets/overlay_colors.json``;
+- ``generation``: the reference tree by branch generation (core.tree);
+- ``detection``: reference branches detected / missed by the active
+  prediction (ATM'22 rule, core.metrics per-branch table).
+
+The active error region gets its own highlighted surface and the camera
+focuses on it. A left click (press and release without dragging) on a surface
+picks the point with a ``vtkCellPicker`` and moves the case cursor to the
+nearest airway voxel. VTK's event positions are in device pixels, as are the
+picker's, so picking is right on HiDPI screens whatever ``devicePixelRatio``.
+
+Without an OpenGL-capable platform (``QT_QPA_PLATFORM=offscreen``) the widget
+shows a note instead of the scene; everything else in the app keeps working.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QGuiApplication, QImage
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QToolButton, QVBoxLayout, QWidget
+
+from core.errors import InputError
+from core.surfaces import FN, FP, TP, Box, bounding_box, labels_surface, mask_surface, outcome_surface, relabel, world_to_voxel
+from core.volume import Geometry
+
+COLOUR_MODES: tuple[tuple[str, str], ...] = (
+    ("outcome", "TP / FP / FN"),
+    ("generation", "Branch generation"),
+    ("detection", "Detected / missed branches"),
+)
+MODE_KEYS = tuple(k for k, _ in COLOUR_MODES)
+CAMERA_PRESETS = ("reset", "anterior", "posterior", "left", "right", "superior")
+
+# Generations get evenly spaced hues; a 12-step cycle keeps neighbouring
+# generations apart while distal ones (rarely past 10) stay distinct.
+_GENERATION_CYCLE = 12
+_FALLBACK_COLOURS = {
+    "TP": (240, 228, 170), "FP": (40, 200, 60), "FN": (230, 40, 40),
+    "reference": (255, 196, 0), "prediction": (70, 150, 255),
+}
+
+
+def overlay_colours() -> dict[str, tuple[int, int, int]]:
+    """Class colours from the overlay preset file (shared with the slice views)."""
+    try:
+        from core.resources import load_json_resource
+
+        data = load_json_resource("presets", "overlay_colors.json")
+        out = {k: tuple(int(c) for c in v["rgb"]) for k, v in data.get("classes", {}).items()}
+        out["highlight"] = tuple(int(c) for c in data.get("region_highlight_rgb", (255, 0, 255)))
+        out["crosshair"] = tuple(int(c) for c in data.get("crosshair_rgb", (0, 190, 255)))
+        return {**_FALLBACK_COLOURS, **out}  # type: ignore[dict-item]
+    except Exception:  # noqa: BLE001 - a damaged preset file must not stop the 3D view
+        return {**_FALLBACK_COLOURS, "highlight": (255, 0, 255), "crosshair": (0, 190, 255)}
+
+
+def generation_colour(generation: int) -> tuple[int, int, int]:
+    h = (generation % _GENERATION_CYCLE) / _GENERATION_CYCLE
+    r, g, b = colorsys.hsv_to_rgb(h, 0.65, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+# -- scene building (worker side, Qt-free) --------------------------------------------
+
+@dataclass
+class SceneInput:
+    """What one scene is built from (arrays are shared, never modified)."""
+
+    geometry: Geometry
+    mode: str = "outcome"
+    prediction: np.ndarray | None = None
+    reference: np.ndarray | None = None
+    branch_map: np.ndarray | None = None
+    generations: dict[int, int] = field(default_factory=dict)
+    detected: dict[int, bool] | None = None
+
+
+@dataclass
+class Scene:
+    """A labelled surface and the colour of each label, plus what the legend says."""
+
+    surface: Any  # pyvista.PolyData
+    colours: dict[int, tuple[int, int, int]]
+    legend: list[tuple[str, tuple[int, int, int]]]
+    mode: str
+    note: str = ""
+
+    def face_rgb(self) -> np.ndarray:
+        """uint8 (n_faces, 3) colours through the label lookup table."""
+        labels = np.asarray(self.surface.cell_data["label"]) if self.surface.n_cells else np.zeros(0, int)
+        top = max([0, *self.colours.keys(), int(labels.max()) if labels.size else 0])
+        lut = np.full((top + 1, 3), 200, np.uint8)
+        for k, c in self.colours.items():
+            lut[k] = c
+        return lut[labels]
+
+
+def build_scene(inp: SceneInput, *, progress: Callable[..., None] | None = None, cancel: Any = None) -> Scene:
+    """The surface for one colouring mode; falls back to what the data allows (and says so)."""
+    colours = overlay_colours()
+
+    def step(done: int, total: int) -> None:
+        if progress:
+            progress(done, total, "Building 3D surfaces")
+
+    mode, note = inp.mode, ""
+    if mode in ("generation", "detection") and (inp.branch_map is None or inp.reference is None):
+        mode, note = "outcome", "branch colours need the reference tree; showing TP/FP/FN"
+    if mode == "detection" and not inp.detected:
+        mode, note = "generation", "no per-branch detection for this prediction yet; showing generations"
+
+    if mode == "outcome":
+        if inp.prediction is not None and inp.reference is not None:
+            surf = outcome_surface(inp.prediction, inp.reference, inp.geometry, progress=step, cancel=cancel)
+            cmap = {TP: colours["TP"], FP: colours["FP"], FN: colours["FN"]}
+            legend = [("TP", colours["TP"]), ("FP", colours["FP"]), ("FN", colours["FN"])]
+        elif inp.prediction is not None:
+            surf = mask_surface(inp.prediction, inp.geometry, progress=step, cancel=cancel)
+            cmap, legend = {1: colours["prediction"]}, [("prediction", colours["prediction"])]
+        elif inp.reference is not None:
+            surf = mask_surface(inp.reference, inp.geometry, progress=step, cancel=cancel)
+            cmap, legend = {1: colours["reference"]}, [("reference", colours["reference"])]
+        else:
+            import pyvista as pv
+
+            return Scene(pv.PolyData(), {}, [], "outcome", "no label to show")
+        return Scene(surf, cmap, legend, "outcome", note)
+
+    assert inp.branch_map is not None and inp.reference is not None
+    # work on the reference's box only: full-size int32 label maps would cost
+    # four bytes a voxel of the whole CT
+    box = bounding_box(inp.reference)
+    if box is None:
+        import pyvista as pv
+
+        return Scene(pv.PolyData(), {}, [], mode, "the reference is empty")
+    bmap, ref = inp.branch_map[box.slices], inp.reference[box.slices]
+    if mode == "generation":
+        # label = generation + 1; reference voxels without a branch id (pieces
+        # the tree parser dropped) show as generation 0
+        labels = relabel(bmap, {b: g + 1 for b, g in inp.generations.items()}, default=1)
+        labels[(labels == 0) & ref] = 1
+        labels[~ref] = 0
+        surf = labels_surface(labels, inp.geometry, offset=box.start, progress=step, cancel=cancel)
+        gens = sorted({int(v) - 1 for v in np.unique(np.asarray(surf.cell_data["label"]))}) if surf.n_cells else []
+        cmap = {g + 1: generation_colour(g) for g in gens}
+        legend = [(f"generation {g}", generation_colour(g)) for g in gens]
+        return Scene(surf, cmap, legend, "generation", note)
+
+    # detection: 1 detected, 2 missed
+    detected = inp.detected or {}
+    labels = relabel(bmap, {b: 1 if ok else 2 for b, ok in detected.items()}, default=2)
+    labels[(labels == 0) & ref] = 2
+    labels[~ref] = 0
+    surf = labels_surface(labels, inp.geometry, offset=box.start, progress=step, cancel=cancel)
+    cmap = {1: colours["TP"], 2: colours["FN"]}
+    return Scene(surf, cmap, [("detected", colours["TP"]), ("missed", colours["FN"])], "detection", note)
+
+
+def branch_detection(metrics: Any) -> dict[int, bool] | None:
+    """Branch id -> detected, from a metrics object's per-branch table (several shapes accepted)."""
+    if metrics is None:
+        return None
+    table = None
+    for name in ("branches", "per_branch", "branch_table", "branch_rows"):
+        table = getattr(metrics, name, None)
+        if table is None and isinstance(metrics, dict):
+            table = metrics.get(name)
+        if table is not None:
+            break
+    if table is None:
+        return None
+    if callable(table):
+        table = table()
+    out: dict[int, bool] = {}
+    for row in table:
+        get = row.get if isinstance(row, dict) else (lambda k, r=row: getattr(r, k, None))
+        bid = get("branch_id") if get("branch_id") is not None else get("id")
+        det = get("detected")
+        if det is None and get("detected_share") is not None:
+            det = float(get("detected_share")) >= 0.8  # ATM'22: >= 80% of the skeleton inside
+        if bid is not None and det is not None:
+            out[int(bid)] = bool(det)
+    return out or None
+
+
+def region_voxels(region: Any, shape: tuple[int, int, int], prediction: np.ndarray | None = None,
+                  reference: np.ndarray | None = None) -> tuple[Box, np.ndarray] | None:
+    """(box, mask within box) of an error region, from whatever the region carries.
+
+    core.regions keeps a region's voxels (``voxels``/``coords`` as (N, 3)
+    z, y, x) or a ``mask`` with its ``bbox``; failing both, the connected
+    component of the FP or FN map that holds the region's centre is used.
+    """
+    from app.case import region_attr, region_centre
+
+    coords = region_attr(region, "voxels", "coords", "indices", "points")
+    if coords is not None:
+        c = np.asarray(coords, dtype=np.int64).reshape(-1, 3)
+        if c.size:
+            lo, hi = c.min(axis=0), c.max(axis=0) + 1
+            box = Box(tuple(int(v) for v in lo), tuple(int(v) for v in hi))  # type: ignore[arg-type]
+            m = np.zeros(box.shape, bool)
+            m[tuple((c - lo).T)] = True
+            return box, m
+    mask = region_attr(region, "mask")
+    bbox = region_attr(region, "bbox", "box")
+    if mask is not None and bbox is not None:
+        start = getattr(bbox, "start", None)
+        stop = getattr(bbox, "stop", None)
+        if start is None:
+            if isinstance(bbox, (tuple, list)) and bbox and isinstance(bbox[0], slice):
+                start, stop = [s.start for s in bbox], [s.stop for s in bbox]
+            else:
+                b = np.asarray(bbox).ravel()
+                start, stop = b[:3], b[3:]
+        box = Box(tuple(int(v) for v in start), tuple(int(v) for v in stop))  # type: ignore[arg-type]
+        m = np.asarray(mask, bool)
+        if m.shape == tuple(shape):
+            m = m[box.slices]
+        return box, m
+    centre = region_centre(region)
+    if centre is None or prediction is None or reference is None:
+        return None
+    import cc3d
+
+    kind = str(region_attr(region, "kind", "type", default="")).upper()
+    error = (prediction & ~reference) if kind == "FP" else (reference & ~prediction) if kind == "FN" else (prediction ^ reference)
+    if not error[tuple(centre)]:
+        return None
+    bb = bounding_box(error)
+    assert bb is not None
+    labels = cc3d.connected_components(error[bb.slices], connectivity=26)
+    rel = tuple(int(c - s) for c, s in zip(centre, bb.start))
+    comp = labels == labels[rel]
+    inner = bounding_box(comp)
+    assert inner is not None
+    box = Box(tuple(a + b for a, b in zip(bb.start, inner.start)),  # type: ignore[arg-type]
+              tuple(a + b for a, b in zip(bb.start, inner.stop)))
+    return box, comp[inner.slices]
+
+
+def region_surface(region: Any, geometry: Geometry, shape: tuple[int, int, int], prediction: np.ndarray | None,
+                   reference: np.ndarray | None, *, progress: Any = None, cancel: Any = None) -> tuple[Any, np.ndarray, float]:
+    """(surface, world centre, world radius) of one error region, for highlighting and focusing."""
+    import pyvista as pv
+
+    got = region_voxels(region, shape, prediction, reference)
+    if got is None:
+        return pv.PolyData(), np.zeros(3), 0.0
+    box, m = got
+    surf = labels_surface(m.astype(np.uint8), geometry, offset=box.start, smoothing=False)
+    corners = geometry.index_to_world(np.array([box.start, np.asarray(box.stop) - 1], float))
+    centre = corners.mean(axis=0)
+    radius = float(np.linalg.norm(corners[1] - corners[0]) / 2 + max(geometry.spacing))
+    return surf, centre, radius
+
+
+# -- the widget ---------------------------------------------------------------------------
+
+def three_d_supported() -> bool:
+    """False where Qt cannot give VTK an OpenGL window (offscreen/minimal platforms)."""
+    if os.environ.get("AIRWAY_NO_3D"):
+        return False
+    app = QGuiApplication.instance()
+    name = app.platformName() if app is not None else ""
+    return name not in ("offscreen", "minimal", "vnc")
+
+
+class View3D(QWidget):
+    """pyvistaqt scene of the case. Signals: ``sceneReady(str)`` (mode) after each rebuild,
+    ``picked(object)`` (voxel z, y, x) after a pick moved the cursor."""
+
+    sceneReady = Signal(str)
+    picked = Signal(object)
+
+    def __init__(self, case: Any, parent: QWidget | None = None, track_job: Callable[[Any], None] | None = None):
+        super().__init__(parent)
+        self.setObjectName("view3d")
+        self.case = case
+        self.track_job = track_job
+        self.mode = "outcome"
+        self.scene: Scene | None = None
+        self.plotter: Any = None
+        self._surface_actor: Any = None
+        self._region_actor: Any = None
+        self._cursor_actor: Any = None
+        self._build_serial = 0
+        self._region_serial = 0
+        self._job: Any = None
+        self._camera_set = False
+        self._press: tuple[int, int] | None = None
+        self.colours = overlay_colours()
+
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
+        bar = QHBoxLayout()
+        bar.setContentsMargins(4, 2, 4, 0)
+        self.mode_combo = QComboBox(self)
+        self.mode_combo.setObjectName("colourMode")
+        for key, text in COLOUR_MODES:
+            self.mode_combo.addItem(text, key)
+        self.mode_combo.currentIndexChanged.connect(lambda i: self.set_colour_mode(self.mode_combo.itemData(i)))
+        bar.addWidget(QLabel("3D colour:"))
+        bar.addWidget(self.mode_combo)
+        for name, text in (("reset", "Reset"), ("anterior", "A"), ("posterior", "P"), ("left", "L"),
+                           ("right", "R"), ("superior", "S")):
+            b = QToolButton(self)
+            b.setText(text)
+            b.setToolTip(f"Camera: {name}")
+            b.clicked.connect(lambda _=False, n=name: self.camera_preset(n))
+            bar.addWidget(b)
+        self.legend = QLabel(self)
+        self.legend.setObjectName("legend3d")
+        bar.addWidget(self.legend, 1)
+        lay.addLayout(bar)
+
+        self.available = three_d_supported()
+        if self.available:
+            try:
+                from pyvistaqt import QtInteractor
+
+                self.plotter = QtInteractor(self, auto_update=False)
+                self.plotter.set_background("#1e1f24")
+                self.plotter.enable_trackball_style()
+                lay.addWidget(self.plotter.interactor, 1)
+                self._install_picking()
+            except Exception as exc:  # noqa: BLE001 - no GL: say so, keep the app
+                self.available = False
+                self.plotter = None
+                self._unavailable(lay, f"3D view unavailable: {exc}")
+        else:
+            self._unavailable(lay, "3D view unavailable on this display (no OpenGL); run under X11/Wayland.")
+
+        self._rebuild_timer = QTimer(self)
+        self._rebuild_timer.setSingleShot(True)
+        self._rebuild_timer.setInterval(30)
+        self._rebuild_timer.timeout.connect(self.rebuild)
+        case.ctChanged.connect(self._on_new_case)
+        for sig in (case.referenceChanged, case.predictionsChanged, case.activePredictionChanged, case.treeChanged):
+            sig.connect(self.schedule_rebuild)
+        case.metricsChanged.connect(lambda _i: self.mode == "detection" and self.schedule_rebuild())
+        case.cursorChanged.connect(self._move_cursor_marker)
+        case.activeRegionChanged.connect(self.focus_region)
+
+    def _unavailable(self, lay: QVBoxLayout, text: str) -> None:
+        note = QLabel(text, self)
+        note.setObjectName("view3dUnavailable")
+        note.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        note.setWordWrap(True)
+        lay.addWidget(note, 1)
+
+    # -- building ---------------------------------------------------------------------
+    def schedule_rebuild(self, *_: Any) -> None:
+        self._rebuild_timer.start()
+
+    def _on_new_case(self) -> None:
+        self._camera_set = False
+        self.schedule_rebuild()
+
+    def scene_input(self) -> SceneInput | None:
+        case = self.case
+        if case.ct is None:
+            return None
+        active = case.active
+        ref = case.reference
+        detected = branch_detection(active.metrics) if active is not None else None
+        return SceneInput(
+            geometry=case.ct.geometry,
+            mode=self.mode,
+            prediction=None if active is None else active.mask,
+            reference=None if ref is None else ref.mask,
+            branch_map=case.branch_map,
+            generations=dict(case.generations),
+            detected=detected,
+        )
+
+    def rebuild(self) -> None:
+        """Start building the scene in a worker; the newest request wins."""
+        from app.workers import Job
+
+        self._build_serial += 1
+        serial = self._build_serial
+        if self._job is not None and self._job.running:
+            self._job.cancel()
+        inp = self.scene_input()
+        if inp is None:
+            self._show_scene(None, serial)
+            return
+        job = Job(build_scene, inp, name="3D surfaces")
+        job.result.connect(lambda scene, s=serial: self._show_scene(scene, s))
+        self._job = job
+        if self.track_job is not None:
+            self.track_job(job)
+        job.start()
+
+    def _show_scene(self, scene: Scene | None, serial: int) -> None:
+        if serial != self._build_serial:
+            return  # superseded
+        self.scene = scene
+        self.legend.setText(self._legend_html(scene))
+        if self.plotter is not None:
+            p = self.plotter
+            if self._surface_actor is not None:
+                p.remove_actor(self._surface_actor, render=False)
+                self._surface_actor = None
+            if scene is not None and scene.surface.n_cells:
+                mesh = scene.surface.copy(deep=False)
+                mesh.cell_data["rgb"] = scene.face_rgb()
+                self._surface_actor = p.add_mesh(mesh, scalars="rgb", rgb=True, smooth_shading=True,
+                                                 name="airway", pickable=True, render=False,
+                                                 show_scalar_bar=False)
+                if not self._camera_set:
+                    self.camera_preset("anterior", render=False)
+                    self._camera_set = True
+            self._move_cursor_marker(self.case.cursor, render=False)
+            p.render()
+        self.sceneReady.emit(scene.mode if scene is not None else "")
+
+    def _legend_html(self, scene: Scene | None) -> str:
+        if scene is None:
+            return ""
+        items = " ".join(
+            f"<span style='color:rgb{tuple(c)}'>&#9632;</span>&nbsp;{name}" for name, c in scene.legend[:14]
+        )
+        return items + (f" <i>({scene.note})</i>" if scene.note else "")
+
+    # -- colour mode ---------------------------------------------------------------------
+    def set_colour_mode(self, mode: str) -> None:
+        if mode not in MODE_KEYS:
+            raise InputError(f"Unknown 3D colouring '{mode}'.", f"Use one of {', '.join(MODE_KEYS)}.")
+        if mode == self.mode:
+            return
+        self.mode = mode
+        i = MODE_KEYS.index(mode)
+        if self.mode_combo.currentIndex() != i:
+            self.mode_combo.blockSignals(True)
+            self.mode_combo.setCurrentIndex(i)
+            self.mode_combo.blockSignals(False)
+        self.schedule_rebuild()
+
+    def cycle_colour_mode(self) -> None:
+        self.set_colour_mode(MODE_KEYS[(MODE_KEYS.index(self.mode) + 1) % len(MODE_KEYS)])
+
+    # -- camera ----------------------------------------------------------------------------
+    def _scene_bounds(self) -> np.ndarray | None:
+        if self.scene is not None and self.scene.surface.n_cells:
+            return np.asarray(self.scene.surface.bounds, float).reshape(3, 2)
+        if self.case.ct is not None:
+            g, shape = self.case.ct.geometry, self.case.ct.shape
+            corners = g.index_to_world(np.array([(0, 0, 0), np.asarray(shape) - 1], float))
+            return np.sort(corners.T, axis=1)
+        return None
+
+    def camera_preset(self, name: str, render: bool = True) -> None:
+        """Views in LPS world: anterior looks from -y, left from +x, superior from +z."""
+        if name not in CAMERA_PRESETS:
+            raise InputError(f"Unknown camera preset '{name}'.", f"Use one of {', '.join(CAMERA_PRESETS)}.")
+        if self.plotter is None:
+            return
+        b = self._scene_bounds()
+        if b is None:
+            return
+        centre = b.mean(axis=1)
+        size = float(np.linalg.norm(b[:, 1] - b[:, 0])) or 100.0
+        direction, up = {
+            "reset": ((0.0, -1.0, 0.0), (0.0, 0.0, 1.0)),
+            "anterior": ((0.0, -1.0, 0.0), (0.0, 0.0, 1.0)),
+            "posterior": ((0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
+            "left": ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0)),
+            "right": ((-1.0, 0.0, 0.0), (0.0, 0.0, 1.0)),
+            "superior": ((0.0, 0.0, 1.0), (0.0, -1.0, 0.0)),
+        }[name]
+        cam = self.plotter.camera
+        cam.focal_point = tuple(centre)
+        cam.position = tuple(centre + np.asarray(direction) * size * 2.0)
+        cam.up = up
+        self.plotter.reset_camera_clipping_range()
+        self.plotter.renderer.ResetCamera(*b.ravel())
+        if render:
+            self.plotter.render()
+
+    def focus_point(self, world: np.ndarray, radius: float, render: bool = True) -> None:
+        """Keep the viewing direction, centre on ``world`` at a distance that frames ``radius`` mm."""
+        if self.plotter is None:
+            return
+        cam = self.plotter.camera
+        pos, foc = np.asarray(cam.position), np.asarray(cam.focal_point)
+        d = pos - foc
+        d = d / (np.linalg.norm(d) or 1.0)
+        angle = np.radians(cam.view_angle or 30.0)
+        distance = max(radius, 5.0) / np.tan(angle / 2) * 1.6
+        cam.focal_point = tuple(world)
+        cam.position = tuple(np.asarray(world) + d * distance)
+        self.plotter.reset_camera_clipping_range()
+        if render:
+            self.plotter.render()
+
+    def focus_cursor(self) -> None:
+        if self.case.ct is None:
+            return
+        world = self.case.ct.geometry.index_to_world(self.case.cursor)
+        self.focus_point(world, 20.0)
+
+    # -- regions ----------------------------------------------------------------------------
+    def focus_region(self, index: int) -> None:
+        """Highlight error region ``index`` of the active prediction and point the camera at it."""
+        from app.workers import Job
+
+        self._region_serial += 1
+        serial = self._region_serial
+        regions = self.case.regions()
+        if self.case.ct is None or not 0 <= index < len(regions):
+            self._show_region(None, serial)
+            return
+        act, ref = self.case.active, self.case.reference
+        job = Job(region_surface, regions[index], self.case.ct.geometry, self.case.ct.shape,
+                  None if act is None else act.mask, None if ref is None else ref.mask, name="Region surface")
+        job.result.connect(lambda res, s=serial: self._show_region(res, s))
+        job.start()
+
+    def _show_region(self, res: tuple[Any, np.ndarray, float] | None, serial: int) -> None:
+        if serial != self._region_serial or self.plotter is None:
+            return
+        p = self.plotter
+        if self._region_actor is not None:
+            p.remove_actor(self._region_actor, render=False)
+            self._region_actor = None
+        if res is not None:
+            surf, centre, radius = res
+            if surf.n_cells:
+                self._region_actor = p.add_mesh(surf, color=self.colours["highlight"], style="wireframe",
+                                                line_width=2, name="region", pickable=False, render=False)
+            if radius > 0:
+                self.focus_point(centre, radius, render=False)
+        p.render()
+
+    # -- crosshair ----------------------------------------------------------------------------
+    def _move_cursor_marker(self, zyx: Any, render: bool = True) -> None:
+        if self.plotter is None or self.case.ct is None:
+            return
+        import pyvista as pv
+
+        g = self.case.ct.geometry
+        world = g.index_to_world(np.asarray(zyx, float))
+        if self._cursor_actor is None:
+            sphere = pv.Sphere(radius=max(g.spacing) * 1.5, center=(0.0, 0.0, 0.0))
+            self._cursor_actor = self.plotter.add_mesh(sphere, color=self.colours["crosshair"], name="cursor",
+                                                       pickable=False, render=False)
+        self._cursor_actor.SetPosition(*world)
+        if render:
+            self.plotter.render()
+
+    # -- picking ------------------------------------------------------------------------------
+    def _install_picking(self) -> None:
+        from vtkmodules.vtkRenderingCore import vtkCellPicker
+
+        self._picker = vtkCellPicker()
+        self._picker.SetTolerance(0.0005)
+        iren = self.plotter.iren
+        iren.add_observer("LeftButtonPressEvent", self._on_press)
+        iren.add_observer("LeftButtonReleaseEvent", self._on_release)
+
+    def _on_press(self, obj: Any, _event: str) -> None:
+        self._press = tuple(self.plotter.iren.interactor.GetEventPosition())  # type: ignore[assignment]
+
+    def _on_release(self, obj: Any, _event: str) -> None:
+        pos = tuple(self.plotter.iren.interactor.GetEventPosition())
+        press, self._press = self._press, None
+        if press is None or abs(pos[0] - press[0]) + abs(pos[1] - press[1]) > 3:
+            return  # a drag rotated the camera: not a pick
+        self.pick_display(pos[0], pos[1])
+
+    def pick_display(self, x: float, y: float) -> tuple[int, int, int] | None:
+        """Pick the airway surface at display pixel (x, y) (VTK's device pixels, origin bottom-left)."""
+        if self.plotter is None or self._surface_actor is None:
+            return None
+        picker = self._picker
+        picker.InitializePickList()
+        picker.AddPickList(self._surface_actor)
+        picker.PickFromListOn()
+        if not picker.Pick(float(x), float(y), 0.0, self.plotter.renderer) or picker.GetCellId() < 0:
+            return None
+        return self.pick_world(np.asarray(picker.GetPickPosition(), float))
+
+    def pick_world(self, point_xyz: np.ndarray) -> tuple[int, int, int] | None:
+        """Move the cursor to the airway voxel nearest a world point on a surface."""
+        case = self.case
+        if case.ct is None:
+            return None
+        masks = [m for m in (None if case.active is None else case.active.mask,
+                             None if case.reference is None else case.reference.mask) if m is not None]
+        union = None
+        if len(masks) == 2:
+            union = _LazyUnion(masks[0], masks[1])
+        elif masks:
+            union = masks[0]
+        voxel = world_to_voxel(point_xyz, case.ct.geometry, case.ct.shape, mask=union)
+        case.set_cursor(voxel)
+        self.picked.emit(voxel)
+        return voxel
+
+    def display_of_world(self, point_xyz: np.ndarray) -> tuple[float, float]:
+        """Display pixel (device pixels, origin bottom-left) of a world point: the inverse of picking."""
+        r = self.plotter.renderer
+        r.SetWorldPoint(float(point_xyz[0]), float(point_xyz[1]), float(point_xyz[2]), 1.0)
+        r.WorldToDisplay()
+        x, y, _ = r.GetDisplayPoint()
+        return float(x), float(y)
+
+    # -- screenshot ---------------------------------------------------------------------------
+    def save_screenshot(self, path: str | os.PathLike) -> Path:
+        """Write the 3D view as PNG atomically (temp file + rename)."""
+        path = Path(path)
+        if path.suffix.lower() != ".png":
+            path = path.with_suffix(".png")
+        if self.plotter is None:
+            image = self.grab().toImage()
+        else:
+            self.plotter.render()
+            arr = np.ascontiguousarray(self.plotter.screenshot(return_img=True))
+            h, w = arr.shape[:2]
+            fmt = QImage.Format.Format_RGBA8888 if arr.shape[2] == 4 else QImage.Format.Format_RGB888
+            image = QImage(arr.data, w, h, arr.strides[0], fmt).copy()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+        os.close(fd)
+        try:
+            if not image.save(tmp, "PNG"):
+                raise InputError(f"Could not write the screenshot to {path}.", "Choose a writable folder.")
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
+        if self._job is not None:
+            self._job.cancel()
+        if self.plotter is not None:
+            self.plotter.close()
+        super().closeEvent(event)
+
+
+class _LazyUnion:
+    """``a | b`` evaluated only on the small window :func:`world_to_voxel` reads."""
+
+    def __init__(self, a: np.ndarray, b: np.ndarray):
+        self.a, self.b = a, b
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self.a[key] | self.b[key]

@@ -1,0 +1,178 @@
+"""The 3D view: surfaces coloured by class, picking moves the crosshair, regions, camera, screenshot.
+
+Runs under Xvfb (pytest-xvfb starts it when DISPLAY is unset): pyvistaqt's
+QtInteractor needs xcb, not the offscreen platform.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pyvistaqt")
+
+from app.case import Case, PredictionEntry  # noqa: E402
+from app.view3d import (  # noqa: E402
+    SceneInput,
+    View3D,
+    branch_detection,
+    build_scene,
+    overlay_colours,
+    region_voxels,
+    three_d_supported,
+)
+from core.surfaces import FN, FP, TP  # noqa: E402
+from core.volume import Geometry, IntensityVolume, LabelVolume  # noqa: E402
+
+SHAPE = (24, 32, 32)
+GEO = Geometry((0.8, 0.7, 1.25), (-10.0, 5.0, 100.0))
+
+
+def _masks() -> tuple[np.ndarray, np.ndarray]:
+    ref = np.zeros(SHAPE, bool)
+    ref[4:20, 12:20, 6:22] = True           # reference box
+    pred = np.zeros(SHAPE, bool)
+    pred[4:20, 12:20, 10:28] = True         # shifted in x: x 6..9 FN, 10..21 TP, 22..27 FP
+    return pred, ref
+
+
+def _case() -> Case:
+    case = Case(auto_analyse=False)
+    ct = IntensityVolume(np.full(SHAPE, -800, np.int16), GEO, name="ct")
+    case.set_ct(ct, name="ct")
+    pred, ref = _masks()
+    case.set_reference(LabelVolume(ref, GEO, name="reference"))
+    case.add_prediction(PredictionEntry("model", LabelVolume(pred, GEO, name="model")))
+    return case
+
+
+@pytest.fixture
+def view(qtbot):
+    if not three_d_supported():
+        pytest.skip("needs an X display (Xvfb), not the offscreen platform")
+    case = _case()
+    v = View3D(case)
+    qtbot.addWidget(v)
+    v.resize(500, 420)
+    with qtbot.waitSignal(v.sceneReady, timeout=20000):
+        v.show()
+        v.schedule_rebuild()
+    assert v.plotter is not None
+    return v
+
+
+def test_build_scene_outcome_colours_match_the_preset():
+    pred, ref = _masks()
+    scene = build_scene(SceneInput(GEO, "outcome", pred, ref))
+    labels = np.asarray(scene.surface.cell_data["label"])
+    assert set(np.unique(labels)) == {TP, FP, FN}
+    rgb = scene.face_rgb()
+    colours = overlay_colours()
+    assert tuple(rgb[labels == FP][0]) == colours["FP"]
+    assert tuple(rgb[labels == FN][0]) == colours["FN"]
+    assert tuple(rgb[labels == TP][0]) == colours["TP"]
+    # FP faces sit over the FP voxels (x index >= 21.5), in world mm
+    idx = GEO.world_to_index(np.asarray(scene.surface.cell_centers().points))
+    assert idx[labels == FP, 2].min() >= 21.5 - 1e-6
+    assert idx[labels == FN, 2].max() <= 9.5 + 1e-6
+
+
+def test_build_scene_generation_and_detection_modes():
+    pred, ref = _masks()
+    bmap = np.zeros(SHAPE, np.int32)
+    bmap[ref] = 1
+    bmap[4:20, 12:20, 14:22] = 2  # branch 2 = right half of the reference
+    gens = {1: 0, 2: 3}
+    scene = build_scene(SceneInput(GEO, "generation", pred, ref, bmap, gens))
+    assert scene.mode == "generation"
+    assert set(np.unique(scene.surface.cell_data["label"])) == {1, 4}  # generation + 1
+    scene = build_scene(SceneInput(GEO, "detection", pred, ref, bmap, gens, {1: False, 2: True}))
+    labels = np.asarray(scene.surface.cell_data["label"])
+    idx = GEO.world_to_index(np.asarray(scene.surface.cell_centers().points))
+    assert set(np.unique(labels)) == {1, 2}
+    assert idx[labels == 1, 2].min() >= 13.5 - 1e-6  # detected branch 2 lies at x >= 14
+    # no detection table yet: falls back and says so
+    scene = build_scene(SceneInput(GEO, "detection", pred, ref, bmap, gens, None))
+    assert scene.mode == "generation" and scene.note
+
+
+def test_branch_detection_reads_rows_and_shares():
+    m = SimpleNamespace(branches=[{"branch_id": 3, "detected": True}, SimpleNamespace(id=4, detected_share=0.5, detected=None)])
+    assert branch_detection(m) == {3: True, 4: False}
+    assert branch_detection(None) is None
+
+
+def test_region_voxels_from_coords_and_from_components():
+    pred, ref = _masks()
+    coords = np.argwhere(pred & ~ref)
+    box, m = region_voxels(SimpleNamespace(voxels=coords, kind="FP"), SHAPE)
+    assert m.sum() == len(coords) and box.start == (4, 12, 22)
+    # no voxels: the FN component holding the centre
+    box, m = region_voxels(SimpleNamespace(kind="FN", centroid=(10, 15, 7)), SHAPE, pred, ref)
+    assert int(m.sum()) == int((ref & ~pred).sum()) and box.start == (4, 12, 6) and box.stop == (20, 20, 10)
+
+
+def test_pick_on_the_fp_surface_moves_the_crosshair(view, qtbot):
+    case = view.case
+    view.camera_preset("superior")
+    scene = view.scene
+    labels = np.asarray(scene.surface.cell_data["label"])
+    centres = np.asarray(scene.surface.cell_centers().points)
+    normals = np.asarray(scene.surface.compute_normals(cell_normals=True, point_normals=False).cell_data["Normals"])
+    # an FP face on the top (superior, +z) cap, well inside it, facing the camera
+    top = (labels == FP) & (normals[:, 2] > 0.9)
+    target = centres[top][np.argmin(np.abs(centres[top, 0] - centres[top, 0].mean()) + np.abs(centres[top, 1] - centres[top, 1].mean()))]
+    x, y = view.display_of_world(target)
+    with qtbot.waitSignal(view.picked, timeout=5000):
+        voxel = view.pick_display(x, y)
+    assert voxel is not None and case.cursor == voxel
+    pred, ref = _masks()
+    assert pred[voxel] and not ref[voxel], "the pick must land in the FP voxels under the point"
+    expected = GEO.world_to_index(target)
+    assert np.all(np.abs(np.asarray(voxel) - expected) <= 1.0)
+
+
+def test_pick_world_snaps_to_the_airway(view):
+    # a point half a voxel outside the reference's first FN voxel column
+    point = GEO.index_to_world((10.0, 15.0, 5.5))
+    voxel = view.pick_world(point)
+    assert voxel == (10, 15, 6) and view.case.cursor == (10, 15, 6)
+
+
+def test_region_focus_and_camera_presets(view, qtbot):
+    case = view.case
+    pred, ref = _masks()
+    entry = case.active
+    entry.regions = [SimpleNamespace(kind="FP", voxels=np.argwhere(pred & ~ref), centroid=(12, 16, 25)),
+                     SimpleNamespace(kind="FN", voxels=np.argwhere(ref & ~pred), centroid=(12, 16, 8))]
+    case.go_to_region(1)
+    qtbot.waitUntil(lambda: view._region_actor is not None, timeout=5000)
+    focal = np.asarray(view.plotter.camera.focal_point)
+    fn_centre = GEO.index_to_world(((4 + 19) / 2, (12 + 19) / 2, (6 + 9) / 2))
+    assert np.linalg.norm(focal - fn_centre) < 1e-6
+    assert case.cursor == (12, 16, 8)
+    view.camera_preset("left")
+    cam = view.plotter.camera
+    assert cam.position[0] > cam.focal_point[0] + 1  # patient's left is +x in LPS
+    view.camera_preset("anterior")
+    cam = view.plotter.camera
+    assert cam.position[1] < cam.focal_point[1] - 1  # anterior is -y
+
+
+def test_colour_mode_cycle_and_screenshot(view, qtbot, tmp_path):
+    case = view.case
+    case.branch_map = np.where(case.reference.mask, 1, 0).astype(np.int32)
+    case.generations = {1: 0}
+    with qtbot.waitSignal(view.sceneReady, timeout=20000) as blocker:
+        view.cycle_colour_mode()
+    assert blocker.args == ["generation"] and view.mode_combo.currentData() == "generation"
+    out = view.save_screenshot(tmp_path / "shot.png")
+    from PySide6.QtGui import QImage
+
+    img = QImage(str(out))
+    assert not img.isNull() and img.width() > 100
+    # the airway is drawn: the image is not one flat colour
+    arr = np.frombuffer(img.convertToFormat(QImage.Format.Format_RGB888).constBits(), np.uint8)
+    assert len(np.unique(arr)) > 10
