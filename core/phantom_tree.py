@@ -8,15 +8,15 @@ Numbers are textbook adult anatomy, jittered per seed:
 - trachea 15-18 mm wide, carina about 90 mm below the lung apices;
 - right main bronchus short and steep (~25 deg from the tracheal axis), left
   main bronchus long and shallow (~45 deg);
-- below that, every bifurcation gives two children with Murray-consistent
-  asymmetric radii (major ~0.86, minor ~0.72 of the parent: 0.86^3 + 0.72^3 ~ 1,
-  mean ratio ~0.79 as Weibel/Horsfield), branching angles ~25-35 deg (major) and
-  ~38-52 deg (minor) to the parent axis, lengths ~3 x diameter, and the
-  branching plane turned about 90 deg per generation (as in real lungs);
+- below that, a space-filling tree (see :func:`grow_tree`): Murray-law radii
+  from each child's share of the lung (mean ratio ~0.79, as Weibel/Horsfield),
+  angles mostly 25-65 deg to the parent axis (median ~40), lengths 2.5-4 x
+  diameter, two children per bifurcation, asymmetric where the territory is;
 - walls 0.17 x diameter thick, at least 0.5 mm.
 Branches below the trachea's two main bronchi stay inside their lung (an
 ellipsoid with the heart carved out); growth stops at ``generations``, when a
-child would be thinner than ``min_radius_mm`` or would leave the lung.
+child would be thinner than ``min_radius_mm``, would leave the lung, or has no
+territory left.
 """
 
 from __future__ import annotations
@@ -93,8 +93,8 @@ class Chest:
     @classmethod
     def sample(cls, rng: np.random.Generator) -> "Chest":
         j = lambda s: float(1.0 + s * rng.uniform(-1.0, 1.0))  # noqa: E731 - tiny jitter helper
-        lung_semi = (58.0 * j(0.05), 84.0 * j(0.05), 122.0 * j(0.04))
-        lung_x = 72.0 * j(0.04)
+        lung_semi = (60.0 * j(0.04), 84.0 * j(0.05), 122.0 * j(0.04))
+        lung_x = 68.0 * j(0.03)
         lung_y = 8.0
         carina = (rng.uniform(-2.0, 2.0), -6.0 + rng.uniform(-3.0, 3.0), 32.0 + rng.uniform(-4.0, 4.0))
         lung_z = carina[2] - 34.0
@@ -102,7 +102,7 @@ class Chest:
             Ellipsoid((-lung_x, lung_y, lung_z), lung_semi),
             Ellipsoid((lung_x * j(0.02), lung_y, lung_z - 4.0), (lung_semi[0] * 0.95, lung_semi[1], lung_semi[2])),
         )
-        heart = Ellipsoid((18.0, -38.0, lung_z - 42.0), (58.0 * j(0.05), 48.0 * j(0.05), 52.0 * j(0.05)))
+        heart = Ellipsoid((22.0, -48.0, lung_z - 72.0), (55.0 * j(0.05), 45.0 * j(0.05), 50.0 * j(0.05)))
         return cls(
             body_semi=(165.0 * j(0.03), 112.0 * j(0.03)),
             fat_mm=12.0 * j(0.2),
@@ -149,7 +149,8 @@ def _rotate(v: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
 @dataclass
 class _Grow:
     branch: Branch
-    ref: np.ndarray  # in-plane vector of the bifurcation that made this branch (perpendicular to it)
+    ref: np.ndarray      # in-plane vector of the bifurcation that made this branch (perpendicular to it)
+    points: np.ndarray   # (n, 3) the lung territory this branch supplies
 
 
 @dataclass
@@ -169,6 +170,35 @@ class Tree:
         return [b.id for b in self.branches if not ch[b.id]]
 
 
+def lung_points(chest: Chest, side: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` points uniformly spread in lung ``side`` (heart excluded): the territory to supply."""
+    lung = chest.lungs[0 if side == "R" else 1]
+    c, s = np.asarray(lung.centre), np.asarray(lung.semi)
+    out: list[np.ndarray] = []
+    have = 0
+    while have < n:
+        p = c + s * rng.uniform(-1.0, 1.0, (2 * n, 3))
+        p = p[chest.lung_depth(p, side, 0.0) > 0]
+        out.append(p)
+        have += len(p)
+    return np.concatenate(out)[:n]
+
+
+MAX_ANGLE = math.radians(70.0)
+MIN_ANGLE = math.radians(20.0)
+
+
+def _child_direction(d: np.ndarray, target: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Unit vector towards ``target``, its angle to ``d`` kept within 20..70 degrees."""
+    v = _unit(target)
+    perp = v - np.dot(v, d) * d
+    if np.linalg.norm(perp) < 1e-6:
+        perp = fallback
+    perp = _unit(perp)
+    angle = min(max(math.acos(float(np.clip(np.dot(v, d), -1.0, 1.0))), MIN_ANGLE), MAX_ANGLE)
+    return _unit(math.cos(angle) * d + math.sin(angle) * perp)
+
+
 def grow_tree(
     chest: Chest,
     rng: np.random.Generator,
@@ -178,6 +208,14 @@ def grow_tree(
 ) -> Tree:
     """Grow the bronchial tree breadth-first (ids increase with generation).
 
+    Below the main bronchi the tree fills its lung like Tawhai et al.'s
+    space-filling algorithm (J Appl Physiol 2000): each branch supplies a cloud
+    of lung points; at its end the cloud is cut in two through its centroid
+    across its widest spread (perpendicular to the branch), each child heads
+    for its half's centroid (angle kept in 20..70 deg) and covers 40% of the
+    way (kept within 2.5..4 diameters: airway L/D ~ 3), and its radius follows
+    Murray's law from the share of the territory it supplies
+    (r_child = r * share^(1/3), kept within 0.55..0.92 of the parent).
     ``box`` (low, high corners, world mm) is the field of view: the trachea
     starts no higher than its top, and only branches that end inside it get
     children, so the part of the tree that is imaged stays one piece.
@@ -194,16 +232,17 @@ def grow_tree(
     branches: list[Branch] = [trachea]
     normals: list[np.ndarray] = []
     queue: list[_Grow] = []
+    n_points = int(min(200_000, max(3000, 6 * 2 ** generations)))
 
     def inside_box(p: np.ndarray) -> bool:
         return box is None or bool(np.all(p >= box[0]) and np.all(p <= box[1]))
 
-    def add(parent: Branch, direction: np.ndarray, length: float, radius: float, side: str, ref: np.ndarray) -> None:
+    def add(parent: Branch, direction: np.ndarray, length: float, radius: float, side: str, ref: np.ndarray, pts: np.ndarray) -> None:
         start = np.asarray(parent.end)
         end = start + direction * length
         b = Branch(len(branches), parent.id, parent.generation + 1, tuple(start), tuple(end), radius, wall_thickness(radius), side)
         branches.append(b)
-        queue.append(_Grow(b, _perp(ref, direction)))
+        queue.append(_Grow(b, _perp(ref, direction), pts))
 
     # Carina: right main bronchus steep and wide, left shallow and narrow (in the x-z plane, slightly tilted).
     d = -t_dir
@@ -211,53 +250,48 @@ def grow_tree(
     normals.append(_unit(np.cross(d, to_right)))
     if generations >= 1:
         for side, angle, ratio, length in (
-            ("R", math.radians(rng.uniform(22, 30)), rng.uniform(0.84, 0.88), rng.uniform(24, 30)),
+            ("R", math.radians(rng.uniform(22, 30)), rng.uniform(0.84, 0.88), rng.uniform(28, 34)),
             ("L", math.radians(rng.uniform(40, 48)), rng.uniform(0.72, 0.77), rng.uniform(44, 52)),
         ):
             sgn = 1.0 if side == "R" else -1.0
             direction = _unit(math.cos(angle) * d + math.sin(angle) * sgn * to_right)
             radius = r0 * ratio
+            pts = lung_points(chest, side, n_points, rng)
             if radius >= min_radius_mm:
-                add(trachea, direction, length, radius, side, to_right)
+                add(trachea, direction, length, radius, side, to_right, pts)
 
     while queue:
         g = queue.pop(0)
-        b = g.branch
+        b, pts = g.branch, g.points
         d = b.direction
-        if b.generation >= generations or not inside_box(np.asarray(b.end)):
+        start = np.asarray(b.end)
+        if b.generation >= generations or len(pts) < 2 or not inside_box(start):
             normals.append(_unit(np.cross(d, g.ref)))
             continue
-        ratios = (rng.uniform(0.83, 0.89), rng.uniform(0.68, 0.76))
-        angles = (math.radians(rng.uniform(25, 35)), math.radians(rng.uniform(38, 52)))
-        lengths = tuple(3.0 * 2.0 * b.radius_mm * ratios[i] * rng.uniform(0.75, 1.25) for i in range(2))
-        base_roll = math.pi / 2 + rng.uniform(-0.35, 0.35)
-        start = np.asarray(b.end)
-        best = None
-        # Turn the branching plane ~90 deg from the parent's, but take another roll when that
-        # one would push a child out of the lung: the tree then fills its lung.
-        for k in range(8):
-            roll = base_roll + k * math.pi / 4
-            u = _rotate(g.ref, d, roll)
-            dirs = [_unit(math.cos(angles[0]) * d + math.sin(angles[0]) * u),
-                    _unit(math.cos(angles[1]) * d - math.sin(angles[1]) * u)]
-            depth = [float(chest.lung_depth(start + dirs[i] * lengths[i], b.side,
-                                            ratios[i] * b.radius_mm + wall_thickness(ratios[i] * b.radius_mm)))
-                     for i in range(2)]
-            score = min(depth) - 0.02 * min(k, 8 - k)
-            if best is None or score > best[0]:
-                best = (score, u, dirs, depth)
-        _, u, dirs, depth = best
+        centred = pts - pts.mean(axis=0)
+        flat = centred - np.outer(centred @ d, d)
+        _, vecs = np.linalg.eigh(flat.T @ flat)
+        u = vecs[:, -1]  # widest spread of the territory across the branch
+        if abs(np.dot(u, d)) > 0.99:
+            u = g.ref
         normals.append(_unit(np.cross(d, u)))
-        for i in range(2):
-            radius = b.radius_mm * ratios[i]
+        side_of = centred @ u >= 0
+        for part in (pts[side_of], pts[~side_of]):
+            if len(part) == 0:
+                continue
+            share = len(part) / len(pts)
+            radius = b.radius_mm * float(np.clip(share ** (1.0 / 3.0), 0.55, 0.92))
             if radius < min_radius_mm:
                 continue
-            length = lengths[i]
-            if depth[i] <= 0:  # try a shorter child before giving up on it
-                length *= 0.55
-                end = start + dirs[i] * length
-                if float(chest.lung_depth(end, b.side, radius + wall_thickness(radius))) <= 0:
+            to_c = part.mean(axis=0) - start
+            direction = _child_direction(d, to_c, u if np.dot(to_c, u) >= 0 else -u)
+            length = float(np.clip(0.4 * np.linalg.norm(to_c), 5.0 * radius, 8.0 * radius))
+            length *= rng.uniform(0.85, 1.15)
+            margin = radius + wall_thickness(radius)
+            if float(chest.lung_depth(start + direction * length, b.side, margin)) <= 0:
+                length *= 0.5  # a shorter child before giving up on it
+                if float(chest.lung_depth(start + direction * length, b.side, margin)) <= 0:
                     continue
-            add(b, dirs[i], length, radius, b.side, u)
+            add(b, direction, length, radius, b.side, u, part)
     # normals were appended in queue order, which is id order (breadth-first)
     return Tree(branches, normals)
