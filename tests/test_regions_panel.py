@@ -1,0 +1,109 @@
+"""Error-region navigator: rows, sorting, going to a region, statuses and the counter."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from app.case import Case, PredictionEntry
+from app.regions_panel import COLUMNS, FILTERS, RegionsPanel, region_kind, region_volume_mm3
+from core.volume import Geometry, IntensityVolume, LabelVolume
+
+SHAPE = (20, 24, 24)
+GEO = Geometry((0.5, 0.5, 2.0))
+
+
+def _case_with_regions() -> Case:
+    case = Case(auto_analyse=False)
+    case.set_ct(IntensityVolume(np.zeros(SHAPE, np.int16), GEO, name="ct"))
+    ref = np.zeros(SHAPE, bool)
+    ref[2:18, 10:14, 10:14] = True
+    case.set_reference(LabelVolume(ref, GEO, name="reference"))
+    case.add_prediction(PredictionEntry("model", LabelVolume(ref.copy(), GEO, name="model")))
+    case.active.regions = [
+        SimpleNamespace(kind="FN", category="missed_branch", size_voxels=40, generation=3, centroid=(5, 6, 7)),
+        SimpleNamespace(kind="FP", category="leakage", size_voxels=200, generation=None, centroid=(10, 11, 12)),
+        SimpleNamespace(kind="FP", category="false_branch", size_voxels=8, generation=5, centroid=(15, 3, 4)),
+    ]
+    case.regionsChanged.emit(0)
+    return case
+
+
+@pytest.fixture
+def panel(qtbot):
+    case = _case_with_regions()
+    p = RegionsPanel(case)
+    qtbot.addWidget(p)
+    p.show()
+    return p
+
+
+def _column(panel: RegionsPanel, name: str) -> list[str]:
+    c = COLUMNS.index(name)
+    return [panel.proxy.index(r, c).data() for r in range(panel.proxy.rowCount())]
+
+
+def test_rows_show_kind_category_size_generation(panel):
+    assert panel.proxy.rowCount() == 3
+    assert _column(panel, "Kind") == ["FN", "FP", "FP"]
+    assert _column(panel, "Category") == ["missed branch", "leakage", "false branch"]
+    # mm3 = voxels x 0.5 x 0.5 x 2.0
+    assert _column(panel, "Size (mm³)") == ["20.0", "100.0", "4.0"]
+    assert _column(panel, "Generation") == ["3", "", "5"]
+    assert panel.counter.text().startswith("Reviewed 0 / 3")
+
+
+def test_sorting_by_size_is_numeric(panel):
+    panel.table.sortByColumn(COLUMNS.index("Size (mm³)"), Qt.SortOrder.DescendingOrder)
+    assert _column(panel, "#") == ["2", "1", "3"]
+    panel.table.sortByColumn(COLUMNS.index("Generation"), Qt.SortOrder.AscendingOrder)
+    assert _column(panel, "#") == ["2", "1", "3"]  # no generation sorts first
+
+
+def test_click_goes_to_region_and_next_previous_select_rows(panel, qtbot):
+    case = panel.case
+    panel.table.sortByColumn(COLUMNS.index("Size (mm³)"), Qt.SortOrder.AscendingOrder)  # rows: 3, 1, 2
+    row = panel.region_row(0)
+    rect = panel.table.visualRect(panel.proxy.index(row, 1))
+    qtbot.mouseClick(panel.table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    assert case.active_region == 0 and case.cursor == (5, 6, 7)
+    case.step_region(1)  # N
+    assert case.cursor == (10, 11, 12)
+    assert panel.table.selectionModel().selectedRows()[0].row() == panel.region_row(1)
+    case.step_region(-1)
+    case.step_region(-1)  # Shift+N wraps to the last region
+    assert case.active_region == 2 and case.cursor == (15, 3, 4)
+
+
+def test_statuses_update_table_counter_and_filter(panel):
+    case = panel.case
+    case.go_to_region(1)
+    panel.mark("confirmed")
+    assert case.active.status(1) == "confirmed"
+    assert _column(panel, "Status")[panel.region_row(1)] == "Confirmed error"
+    assert panel.counter.text().startswith("Reviewed 1 / 3")
+    case.set_region_status(2, "reference_error")  # as key 3 does through the main window
+    assert panel.counter.text().startswith("Reviewed 2 / 3")
+    panel.filter_combo.setCurrentIndex([k for k, _ in FILTERS].index("unreviewed"))
+    assert _column(panel, "#") == ["1"]
+    panel.filter_combo.setCurrentIndex(1)  # FP only
+    assert sorted(_column(panel, "#")) == ["2", "3"]
+
+
+def test_switching_prediction_reloads(panel):
+    case = panel.case
+    case.add_prediction(PredictionEntry("other", LabelVolume(case.reference.mask.copy(), GEO, name="other")))
+    assert case.active_index == 1
+    assert panel.proxy.rowCount() == 0
+    assert "Computing" in panel.counter.text() or "Needs" in panel.counter.text()
+    case.set_active(0)
+    assert panel.proxy.rowCount() == 3
+
+
+def test_region_helpers_accept_several_shapes():
+    assert region_kind({"kind": "fp"}) == "FP"
+    assert region_volume_mm3(SimpleNamespace(voxels=np.zeros((7, 3))), 2.0) == 14.0
+    assert region_volume_mm3(SimpleNamespace(volume_mm3=3.5), 2.0) == 3.5
