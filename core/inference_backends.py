@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -200,7 +201,8 @@ class OpenVinoBackend:
 
                 head = _ProbabilityHead.wrap(model.to("cpu").eval())
                 example = torch.zeros((1, 1, *window), dtype=torch.float32)
-                with torch.no_grad():
+                with torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # tracer chatter about shape checks, not actionable
                     converted = ov.convert_model(head, example_input=example,
                                                  input=[ov.PartialShape([-1, 1, *window])])
                 ov.save_model(converted, str(tmp / "model.xml"), compress_to_fp16=False)
@@ -244,7 +246,8 @@ class OnnxRuntimeBackend:
 
                 head = _ProbabilityHead.wrap(model.to("cpu").eval())
                 example = torch.zeros((1, 1, *window), dtype=torch.float32)
-                with torch.no_grad():
+                with torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
                     torch.onnx.export(head, (example,), str(tmp / "model.onnx"), input_names=["x"],
                                       output_names=["p"], dynamic_axes={"x": {0: "n"}, "p": {0: "n"}},
                                       opset_version=17, dynamo=False)

@@ -1,0 +1,267 @@
+"""``airway segment``: airway masks (and probability maps) for one CT, a DICOM folder or a folder of cases.
+
+Heavy modules (torch, SimpleITK, the backends) are imported inside the handler
+so ``airway --help`` stays fast. Outputs are written only after a case is fully
+segmented, atomically (core.io.write_volume), so a cancelled or failed run
+leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+DEMO_MODEL = ("models", "demo_wingsnet.pt")
+MASK_SUFFIX = "_airway.nii.gz"
+PROB_SUFFIX = "_probabilities.nii.gz"
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "segment",
+        help="segment the airway tree of one CT, a DICOM folder or a folder of cases",
+        description="Sliding-window airway segmentation (WingsNet; Zheng et al. 2021). Writes a mask "
+                    "(threshold, largest connected component) on the CT's grid and optionally the probability map "
+                    "(uint8, 255 = 1.0). With --reference, prints the airway metrics right after.",
+    )
+    p.add_argument("--model", metavar="CKPT", help="checkpoint (.pt); default: the bundled demo model")
+    p.add_argument("--input", "-i", required=True, metavar="CT",
+                   help="a CT file (.nii/.nii.gz/.mha/.nrrd), a DICOM series folder, or a folder of cases")
+    p.add_argument("--output", "-o", metavar="MASK",
+                   help=f"mask file (one case) or folder (several); default: CASE{MASK_SUFFIX} in the current folder")
+    p.add_argument("--probabilities", metavar="F", help="also write the probability map here (file, or folder for several cases)")
+    p.add_argument("--reference", metavar="LABEL", help="reference label (file, or folder of CASE files) to evaluate against")
+    p.add_argument("--label-selector", default=None, metavar="SEL",
+                   help="which reference values are airway: nonzero (default), value:N, bits:SHIFT:N")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--backend", default="auto",
+                   help="CPU engine: auto (fastest installed), torch, openvino, openvino-fp32, openvino-bf16, onnxruntime")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N", help="windows per forward pass (default: 1 on CPU, by memory on GPU)")
+    p.add_argument("--window", type=int, default=128, help="window side in voxels (default 128)")
+    p.add_argument("--step", type=int, default=64, help="window step in voxels (default 64)")
+    p.add_argument("--gaussian", action="store_true", help="Gaussian window weighting instead of the plain mean")
+    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
+    p.add_argument("--connectivity", type=int, default=26, choices=(6, 18, 26), help="for the largest component (default 26)")
+    p.add_argument("--all-components", action="store_true", help="keep every component, not only the largest")
+    p.add_argument("--fill-holes", action="store_true", help="fill enclosed holes of the mask")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (the old file is kept as .bak)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per case on stdout")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=handle)
+
+
+# -- cases -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    ct: Path
+    output: Path
+    probabilities: Path | None
+    reference: Path | None
+
+
+def find_cases(input_path: str | Path) -> list[tuple[str, Path]]:
+    """``(name, path)`` of each CT: a file, a DICOM folder, or the volumes/DICOM folders inside a folder."""
+    from core.errors import InputError
+    from core.io import VOLUME_SUFFIXES, case_name, list_dicom_series, volume_suffix
+
+    p = Path(input_path)
+    if not p.exists():
+        raise InputError("Input not found.", "Check the path given with --input.", path=p)
+    if p.is_file():
+        return [(case_name(p), p)]
+    if list_dicom_series(p):
+        return [(p.name, p)]
+    found: list[tuple[str, Path]] = []
+    for child in sorted(p.iterdir()):
+        if child.name.startswith("."):
+            continue
+        if child.is_file() and volume_suffix(child) in VOLUME_SUFFIXES and volume_suffix(child) not in (".nhdr", ".raw"):
+            found.append((case_name(child), child))
+        elif child.is_dir() and list_dicom_series(child):
+            found.append((child.name, child))
+    if not found:
+        raise InputError("No CT found in this folder (no volume files, no DICOM series).",
+                         "Give a CT file, a DICOM series folder, or a folder holding such cases.", path=p)
+    return found
+
+
+def plan_cases(args: argparse.Namespace) -> list[Case]:
+    """Where each case's outputs go; refuses existing outputs unless --overwrite."""
+    from core.errors import InputError
+    from core.io import VOLUME_SUFFIXES, case_name, volume_suffix
+
+    cases = find_cases(args.input)
+    several = len(cases) > 1 or (Path(args.input).is_dir() and len(cases) == 1 and cases[0][1] != Path(args.input))
+    plan: list[Case] = []
+    ref_dir = Path(args.reference) if args.reference and Path(args.reference).is_dir() else None
+    if args.reference and not Path(args.reference).exists():
+        raise InputError("Reference label not found.", "Check the path given with --reference.", path=args.reference)
+    for name, path in cases:
+        if several:
+            out_dir = Path(args.output) if args.output else Path.cwd()
+            output = out_dir / f"{name}{MASK_SUFFIX}"
+            prob = Path(args.probabilities) / f"{name}{PROB_SUFFIX}" if args.probabilities else None
+        else:
+            output = Path(args.output) if args.output else Path.cwd() / f"{name}{MASK_SUFFIX}"
+            prob = Path(args.probabilities) if args.probabilities else None
+        for target in (output, prob):
+            if target is not None and volume_suffix(target) not in VOLUME_SUFFIXES:
+                raise InputError(f"Cannot write '{target.name}': unknown volume format.",
+                                 "End output names with .nii.gz, .nii, .mha or .nrrd.", path=target)
+        reference = None
+        if ref_dir is not None:
+            matches = [f for f in sorted(ref_dir.iterdir()) if case_name(f) in (name, name.removesuffix("_0000"))]
+            reference = matches[0] if matches else None
+        elif args.reference:
+            if several:
+                raise InputError("--reference is a single file but the input holds several cases.",
+                                 "Give a folder of labels named like the cases, or segment one case.")
+            reference = Path(args.reference)
+        plan.append(Case(name, path, output, prob, reference))
+    if not args.overwrite:
+        existing = [str(t) for c in plan for t in (c.output, c.probabilities) if t is not None and t.exists()]
+        if existing:
+            raise InputError(f"Output already exists: {existing[0]}" + (f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""),
+                             "Choose another --output, or pass --overwrite (the old file is kept as .bak).")
+    return plan
+
+
+def model_path(args_model: str | None) -> Path:
+    """The checkpoint to use: --model, else the bundled demo model."""
+    from core.errors import CheckpointError
+    from core.resources import resource_path
+
+    if args_model:
+        return Path(args_model)
+    demo = resource_path(*DEMO_MODEL, must_exist=False)
+    if not demo.exists():
+        raise CheckpointError(
+            f"No --model given and the demo model is not installed ({demo} does not exist yet).",
+            "Pass a checkpoint with --model PATH (e.g. RUN/checkpoints/best.pt from `airway train`).",
+        )
+    return demo
+
+
+# -- one case ----------------------------------------------------------------------
+
+def _backup_then_write(volume: Any, path: Path) -> None:
+    import os
+
+    from core.io import write_volume
+
+    if path.exists():
+        os.replace(path, path.with_name(path.name + ".bak"))
+    write_volume(volume, path)
+
+
+def segment_case(predictor: Any, case: Case, selector: str | None = None,
+                 progress: Callable[[int, int, float], None] | None = None, cancel: Any = None) -> dict:
+    """Segment one case, write its outputs (only once all is done), evaluate if it has a reference."""
+    from core.io import read_ct, read_label
+
+    ct = read_ct(case.ct)
+    reference = read_label(case.reference, selector, reference=ct) if case.reference else None
+    pred = predictor.predict(ct, progress=progress, cancel=cancel)
+    _backup_then_write(pred.mask, case.output)
+    if case.probabilities is not None:
+        _backup_then_write(pred.probabilities, case.probabilities)
+    result: dict = {
+        "case": case.name,
+        "mask": str(case.output),
+        "probabilities": str(case.probabilities) if case.probabilities else None,
+        "voxels": int(pred.mask.array.sum()),
+        "volume_ml": round(float(pred.mask.array.sum()) * ct.geometry.voxel_volume_mm3 / 1000.0, 3),
+        "windows": pred.windows,
+        "backend": pred.backend,
+        "seconds": round(pred.seconds, 2),
+    }
+    if reference is not None:
+        result["metrics"] = evaluate_mask(pred.mask, reference, ct.spacing_zyx)
+    return result
+
+
+def evaluate_mask(mask: Any, reference: Any, spacing_zyx: Any) -> dict:
+    from core.errors import InputError
+
+    try:
+        from core.metrics import evaluate
+    except ImportError:
+        raise InputError("Metrics are not available in this installation (core.metrics is missing).",
+                         "Run without --reference, or update Airway Studio.") from None
+    return evaluate(mask.mask, reference.mask, spacing_zyx).as_dict()
+
+
+# -- progress bar ------------------------------------------------------------------
+
+class ProgressBar:
+    """Windows done / total and ETA on stderr; redrawn in place on a terminal, every 10% otherwise."""
+
+    def __init__(self, label: str, stream: TextIO | None = None, width: int = 30):
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last_decile = -1
+
+    def __call__(self, done: int, total: int, eta_s: float) -> None:
+        frac = done / max(total, 1)
+        filled = int(round(frac * self.width))
+        bar = "#" * filled + "-" * (self.width - filled)
+        eta = f"{int(eta_s) // 60}m{int(eta_s) % 60:02d}s" if eta_s == eta_s else "?"
+        text = f"{self.label} [{bar}] {done}/{total} windows, ETA {eta}"
+        if self.tty:
+            self.stream.write("\r" + text + ("\n" if done >= total else ""))
+            self.stream.flush()
+        else:
+            decile = int(frac * 10)
+            if decile != self._last_decile or done >= total:
+                self._last_decile = decile
+                self.stream.write(text + "\n")
+                self.stream.flush()
+
+
+def _print_result(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result), flush=True)
+        return
+    line = (f"{result['case']}: {result['voxels']} airway voxels ({result['volume_ml']} ml) -> {result['mask']}"
+            f" [{result['windows']} windows, {result['backend']}, {result['seconds']} s]")
+    print(line, flush=True)
+    metrics = result.get("metrics")
+    if metrics:
+        parts = [f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+                 if isinstance(v, (int, float))]
+        print(f"{result['case']}: " + ", ".join(parts), flush=True)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from core.inference import PostProcessing, Predictor
+
+    plan = plan_cases(args)
+    ckpt = model_path(args.model)
+
+    def say(text: str) -> None:
+        print(f"airway segment: {text}", file=sys.stderr, flush=True)
+
+    post = PostProcessing(threshold=args.threshold, largest_component=not args.all_components,
+                          connectivity=args.connectivity, fill_holes=args.fill_holes)
+    predictor = Predictor(ckpt, device=args.device, window=args.window, step=args.step,
+                          batch_size=args.batch_size, gaussian=args.gaussian, backend=args.backend,
+                          postprocess=post, say=say)
+    if not args.quiet:
+        say(f"{len(plan)} case(s), model {ckpt.name}, device {predictor.device}, backend {predictor.backend_name}")
+    t0 = time.perf_counter()
+    for i, case in enumerate(plan, 1):
+        bar = None if args.quiet else ProgressBar(f"[{i}/{len(plan)}] {case.name}")
+        result = segment_case(predictor, case, args.label_selector, progress=bar)
+        _print_result(result, args.json)
+    if not args.quiet and len(plan) > 1:
+        say(f"{len(plan)} cases in {time.perf_counter() - t0:.1f} s")
+    return 0
