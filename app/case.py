@@ -259,6 +259,7 @@ def segment_case(
     device: str = "auto",
     *,
     name: str | None = None,
+    predictor_options: dict[str, Any] | None = None,
     progress: Progress = _noop,
     cancel: Any = None,
 ) -> PredictionEntry:
@@ -270,7 +271,7 @@ def segment_case(
     from core.inference import Predictor
 
     progress(0, 1, f"Loading model {Path(checkpoint).name}")
-    predictor = Predictor(str(checkpoint), device=device)
+    predictor = Predictor(str(checkpoint), device=device, **(predictor_options or {}))
     _check_cancel(cancel)
     result = predictor.predict(ct, progress=progress, cancel=cancel)
     label = LabelVolume(np.ascontiguousarray(result.mask.mask), ct.geometry, name=name or Path(checkpoint).stem)

@@ -135,22 +135,32 @@ def make_demo(params: DemoParams = DemoParams(), *, progress: Progress | None = 
 
     # FP: a leak ball hanging off the end of another terminal branch
     leak_branch, leak_centre = None, None
-    rest = order[params.missed:]
-    if rest:
-        lb = rest[0]
-        d = lb.direction
-        centre = np.asarray(lb.end) + d * (params.leak_radius_mm * 0.8)
+    r_vox = params.leak_radius_mm / np.asarray(ph.ct.geometry.spacing_zyx)
+    # off the end of a terminal branch; on a small grid whose terminals run out
+    # of the volume, off the side of a bronchus instead
+    anchors = [(b, np.asarray(b.end), b.direction, 0.8 * params.leak_radius_mm) for b in order[params.missed:]]
+    for b in sorted(ph.branches, key=lambda b: (-b.generation, b.id)):
+        if b.generation >= 1 and b.id not in omitted and b not in missed:
+            side = np.cross(b.direction, (0.0, 0.0, 1.0))
+            if np.linalg.norm(side) < 0.3:
+                side = np.cross(b.direction, (1.0, 0.0, 0.0))
+            side = side / np.linalg.norm(side)
+            anchors.append((b, np.asarray(b.midpoint), side, b.radius_mm + 0.6 * params.leak_radius_mm))
+    for lb, point, direction, offset in anchors:
+        centre = point + direction * offset
         idx = ph.ct.geometry.world_to_index(centre)
-        r_vox = params.leak_radius_mm / np.asarray(ph.ct.geometry.spacing_zyx)
-        lo = np.maximum(np.floor(idx - r_vox).astype(int), 0)
-        hi = np.minimum(np.ceil(idx + r_vox).astype(int) + 1, np.asarray(pred.shape))
-        if np.all(hi > lo):
-            zz, yy, xx = np.ogrid[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-            ball = (((zz - idx[0]) / r_vox[0]) ** 2 + ((yy - idx[1]) / r_vox[1]) ** 2
-                    + ((xx - idx[2]) / r_vox[2]) ** 2) <= 1.0
-            pred[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] |= ball
-            leak_branch = lb.id
-            leak_centre = tuple(int(round(v)) for v in idx)
+        # the whole ball inside the grid, so the leak is what it says
+        if np.any(idx - r_vox < 0) or np.any(idx + r_vox > np.asarray(pred.shape) - 1):
+            continue
+        lo = np.floor(idx - r_vox).astype(int)
+        hi = np.ceil(idx + r_vox).astype(int) + 1
+        zz, yy, xx = np.ogrid[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        ball = (((zz - idx[0]) / r_vox[0]) ** 2 + ((yy - idx[1]) / r_vox[1]) ** 2
+                + ((xx - idx[2]) / r_vox[2]) ** 2) <= 1.0
+        pred[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] |= ball
+        leak_branch = lb.id
+        leak_centre = tuple(int(round(v)) for v in idx)
+        break
 
     reference = LabelVolume(ph.label.mask.copy(), ph.label.geometry, name="reference")
     prediction = LabelVolume(pred, ph.label.geometry, name=SIMULATED_NAME)

@@ -465,14 +465,15 @@ class MainWindow(QMainWindow):
 
         return self.start_job(load_project, path, name="Opening project", on_result=apply)
 
-    def open_demo(self) -> Job:
+    def open_demo(self, params: Any = None) -> Job:
+        """The phantom demo (``params``: :class:`app.demo.DemoParams`, default full chest)."""
         from app.demo import load_demo_case
 
         def apply(loaded: Any) -> None:
             self.case.apply_loaded(loaded)
             self.caseLoaded.emit()
 
-        return self.start_job(load_demo_case, name="Building the demo case", on_result=apply)
+        return self.start_job(load_demo_case, params, name="Building the demo case", on_result=apply)
 
     def _ask_files(self, title: str, multi: bool = False) -> list[str]:
         d = self.settings.last_dir()
@@ -583,8 +584,11 @@ class MainWindow(QMainWindow):
         return self.open_files(ct, reference, paths)
 
     # -- segmentation ------------------------------------------------------------------------
-    def segment_with(self, checkpoint: str | os.PathLike, device: str = "auto", name: str | None = None) -> Job | None:
-        """Run a checkpoint over the CT in a worker; the result becomes a prediction."""
+    def segment_with(self, checkpoint: str | os.PathLike, device: str = "auto", name: str | None = None,
+                     **predictor_options: Any) -> Job | None:
+        """Run a checkpoint over the CT in a worker; the result becomes a prediction.
+
+        ``predictor_options`` go to core.inference.Predictor (window, step, backend...)."""
         if self.case.ct is None:
             show_error(self, "Open a CT before segmenting.")
             return None
@@ -597,7 +601,7 @@ class MainWindow(QMainWindow):
             self.segmentationFinished.emit(i)
 
         return self.start_job(segment_case, ct, str(checkpoint), device, name=f"Segmenting with {Path(checkpoint).name}",
-                              on_result=add)
+                              on_result=add, predictor_options=predictor_options)
 
     def segment_demo(self) -> Job | None:
         path = demo_model_path()
@@ -686,7 +690,7 @@ class MainWindow(QMainWindow):
         combo.blockSignals(True)
         combo.clear()
         for p in self.case.predictions:
-            label = p.name + ("  [simulated]" if p.source == "simulated" else "")
+            label = p.name + ("  [simulated]" if p.source == "simulated" and "simulated" not in p.name.lower() else "")
             combo.addItem(label)
         if not self.case.predictions:
             combo.addItem("(no prediction)")

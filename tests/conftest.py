@@ -1,0 +1,25 @@
+"""Shared fixtures: kept small. Generated phantoms only; real data lives in ../shared/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (read-only real CTs); skips when a clone has none."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent (real data for tests is only on the developers' machines)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_demo():
+    """The demo case at test size (48 x 64 x 64): phantom, reference and simulated prediction."""
+    from app.demo import TEST_PARAMS, make_demo
+
+    return make_demo(TEST_PARAMS)

@@ -1,0 +1,272 @@
+"""The case model: loading in canonical orientation, probing, regions, project files, demo."""
+
+from __future__ import annotations
+
+import json
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from app.case import (
+    Case,
+    PredictionEntry,
+    apply_project,
+    load_case,
+    load_prediction,
+    load_project,
+    read_project,
+    region_centre,
+)
+from app.workers import Job, run_sync
+from core.errors import Cancelled, GeometryError, InputError
+from core.volume import Geometry, IntensityVolume, LabelVolume, to_canonical
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, tiny_demo):
+    """The tiny demo on disk, plus a copy of everything stored with flipped x and z axes."""
+    from core.io import write_volume
+
+    d = tmp_path_factory.mktemp("case")
+    ph = tiny_demo.phantom
+    out = {
+        "ct": write_volume(ph.ct, d / "ct.nii.gz"),
+        "ref": write_volume(LabelVolume(tiny_demo.reference.mask.astype(np.uint8), ph.ct.geometry), d / "ref_label.nii.gz"),
+        "pred": write_volume(LabelVolume(tiny_demo.prediction.mask.astype(np.uint8), ph.ct.geometry), d / "pred.nii.gz"),
+    }
+    # the same physical image stored with x and z index axes reversed (RAI-like)
+    g = ph.ct.geometry
+    n = ph.ct.shape
+    direction = np.diag([-1.0, 1.0, -1.0])
+    origin = np.asarray(g.origin) + np.array([(n[2] - 1) * g.spacing[0], 0.0, (n[0] - 1) * g.spacing[2]])
+    flipped = Geometry(g.spacing, tuple(origin), tuple(direction.ravel()))
+    out["ct_flipped"] = write_volume(IntensityVolume(ph.ct.array[::-1, :, ::-1].copy(), flipped), d / "ct_flipped.nii.gz")
+    out["ref_flipped"] = write_volume(LabelVolume(tiny_demo.reference.mask[::-1, :, ::-1].astype(np.uint8), flipped),
+                                      d / "ref_flipped.nii.gz")
+    small = IntensityVolume(np.zeros((4, 4, 4), np.float32), g)
+    out["wrong_grid"] = write_volume(LabelVolume(np.zeros((4, 4, 4), np.uint8), g), d / "wrong.nii.gz")
+    probs = np.where(tiny_demo.prediction.mask, 0.9, 0.1).astype(np.float32)
+    out["probs"] = write_volume(IntensityVolume(probs, g), d / "probs.nii.gz")
+    out["bad_float"] = write_volume(IntensityVolume(probs * 3, g), d / "bad_float.nii.gz")
+    del small
+    return out
+
+
+def test_load_case_is_canonical_whatever_the_storage(files, tiny_demo):
+    a = load_case(files["ct"], files["ref"], [files["pred"]])
+    b = load_case(files["ct_flipped"], files["ref_flipped"])
+    assert a.ct.geometry.orientation_code() == "LPS" == b.ct.geometry.orientation_code()
+    np.testing.assert_array_equal(a.ct.array, tiny_demo.phantom.ct.array)
+    np.testing.assert_array_equal(b.ct.array, a.ct.array)  # the flipped file looks the same
+    np.testing.assert_array_equal(b.reference.mask, tiny_demo.reference.mask)
+    assert b.ct.geometry.matches(a.ct.geometry)
+    assert not b.reorientation.is_identity and a.reorientation.is_identity
+    np.testing.assert_array_equal(a.predictions[0].mask, tiny_demo.prediction.mask)
+
+
+def test_flipped_real_file_shows_in_patient_orientation(shared_data):
+    from core.io import read_ct
+
+    path = shared_data / "totalseg" / "example_ct.nii.gz"
+    raw = read_ct(path)
+    ct, reo = load_case(path).ct, load_case(path).reorientation
+    assert raw.geometry.orientation_code() != "LPS"
+    assert ct.geometry.orientation_code() == "LPS"
+    # same physical point for the same voxel value: the first voxel of the canonical array
+    world = ct.geometry.index_to_world((0, 0, 0))
+    back = np.round(raw.geometry.world_to_index(world)).astype(int)
+    assert ct.array[0, 0, 0] == raw.array[tuple(back)]
+    np.testing.assert_array_equal(reo.invert(ct.array), raw.array)
+
+
+def test_labels_on_another_grid_are_refused(files):
+    with pytest.raises(GeometryError, match="not on the same grid"):
+        load_case(files["ct"], files["wrong_grid"])
+
+
+def test_probability_maps_and_bad_float_predictions(files, tiny_demo):
+    ct = load_case(files["ct"]).ct
+    entry = load_prediction(files["probs"], ct)
+    assert entry.probabilities is not None
+    np.testing.assert_array_equal(entry.mask, tiny_demo.prediction.mask)
+    with pytest.raises(InputError, match="neither a mask nor probabilities"):
+        load_prediction(files["bad_float"], ct)
+
+
+def test_missing_file_is_an_input_error(tmp_path):
+    with pytest.raises(InputError):
+        load_case(tmp_path / "nope.nii.gz")
+
+
+def test_loading_can_be_cancelled(files):
+    ev = threading.Event()
+    ev.set()
+    with pytest.raises(Cancelled):
+        load_case(files["ct"], files["ref"], progress=lambda *a: None, cancel=ev)
+
+
+def _hand_case() -> Case:
+    geo = Geometry((1.0, 1.0, 2.0), (10.0, 20.0, 30.0))
+    ct = IntensityVolume(np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6), geo, "ct")
+    ref = np.zeros((4, 5, 6), bool)
+    pred = np.zeros((4, 5, 6), bool)
+    ref[1, 1, 1] = ref[1, 1, 2] = True
+    pred[1, 1, 1] = pred[2, 3, 4] = True
+    case = Case(auto_analyse=False)
+    case.set_ct(ct)
+    case.set_reference(LabelVolume(ref, geo))
+    case.add_prediction(PredictionEntry("p", LabelVolume(pred, geo)))
+    return case
+
+
+def test_probe_reports_values_and_class(qtbot):
+    case = _hand_case()
+    info = case.probe((1, 1, 1))
+    assert info["class"] == "TP" and info["hu"] == 1 * 30 + 1 * 6 + 1
+    assert info["world"] == (11.0, 21.0, 32.0)  # origin + index * spacing (x, y, z)
+    assert case.probe((1, 1, 2))["class"] == "FN"
+    assert case.probe((2, 3, 4))["class"] == "FP"
+    assert case.probe((0, 0, 0))["class"] == "TN"
+    assert case.probe((9, 0, 0)) == {}
+    case.branch_map = np.zeros((4, 5, 6), np.int32)
+    case.branch_map[1, 1, 1] = 7
+    case.generations = {7: 3}
+    assert case.probe((1, 1, 1))["branch"] == 7 and case.probe((1, 1, 1))["generation"] == 3
+
+
+def test_cursor_is_clamped_and_signalled(qtbot):
+    case = _hand_case()
+    with qtbot.waitSignal(case.cursorChanged) as sig:
+        case.set_cursor((99, -3, 2.6))
+    assert case.cursor == (3, 0, 3) and sig.args == [(3, 0, 3)]
+
+
+def test_next_and_previous_region_wrap_and_move_the_cursor(qtbot):
+    case = _hand_case()
+    regs = [SimpleNamespace(centroid=(1.2, 1.0, 2.0)), SimpleNamespace(focus=(2, 3, 4)),
+            SimpleNamespace(bbox=((0, 0, 0), (3, 3, 3)))]
+    case.predictions[0].regions = regs
+    assert case.step_region(1) == 0 and case.cursor == (1, 1, 2)
+    assert case.step_region(1) == 1 and case.cursor == (2, 3, 4)
+    assert case.step_region(1) == 2 and case.cursor == (1, 1, 1)
+    assert case.step_region(1) == 0
+    assert case.step_region(-1) == 2
+    assert region_centre(regs[2]) == (1, 1, 1)
+
+
+def test_region_statuses_and_project_round_trip(qtbot, tmp_path, files):
+    loaded = load_case(files["ct"], files["ref"], [files["pred"]])
+    case = Case(auto_analyse=False)
+    case.apply_loaded(loaded)
+    entry = case.predictions[0]
+    entry.regions = [SimpleNamespace(centroid=(1, 1, 1))] * 3
+    case.active_region = 1
+    with qtbot.waitSignal(case.regionStatusChanged) as sig:
+        case.set_region_status(1, "reference_error")
+    assert sig.args == [0, 1, "reference_error"]
+    case.set_region_status(2, "flagged")
+    assert entry.reviewed_count() == 2
+    with pytest.raises(InputError):
+        case.set_region_status(0, "bogus")
+    case.set_cursor((5, 6, 7))
+    case.view_state = {"display": {"window": 350, "level": 40}}
+    proj = case.save_project(tmp_path / "sub" / "review.json")
+    assert [p.name for p in proj.parent.iterdir()] == ["review.json"]  # atomic: no temp left
+    data = json.loads(proj.read_text())
+    assert not data["ct"].startswith("/")  # relative to the project
+    assert data["predictions"][0]["statuses"] == {"1": "reference_error", "2": "flagged"}
+
+    loaded2, data2 = run_sync(load_project, proj)
+    case2 = Case(auto_analyse=False)
+    apply_project(case2, loaded2, data2, str(proj))
+    assert case2.cursor == (5, 6, 7)
+    assert case2.predictions[0].statuses == {1: "reference_error", 2: "flagged"}
+    assert case2.view_state["display"]["window"] == 350
+    np.testing.assert_array_equal(case2.predictions[0].mask, entry.mask)
+    assert not case2.modified
+
+
+def test_in_app_predictions_are_written_beside_the_project(qtbot, tmp_path, files):
+    case = Case(auto_analyse=False)
+    case.apply_loaded(load_case(files["ct"]))
+    made = PredictionEntry("model out", LabelVolume(np.ones(case.ct.shape, bool), case.ct.geometry), source="model:x.pt")
+    case.add_prediction(made)
+    proj = case.save_project(tmp_path / "p.json")
+    data = read_project(proj)
+    assert data["predictions"][0]["path"].endswith("p_model_out.nii.gz")
+    loaded, _ = run_sync(load_project, proj)
+    assert loaded.predictions[0].mask.all()
+
+
+@pytest.mark.parametrize("content,match", [("{not json", "not valid JSON"), ('{"a": 1}', "not an Airway Studio project")])
+def test_bad_project_files(tmp_path, content, match):
+    p = tmp_path / "x.json"
+    p.write_text(content)
+    with pytest.raises(InputError, match=match):
+        read_project(p)
+
+
+def test_demo_has_fp_and_fn_of_every_kind(tiny_demo):
+    d = tiny_demo
+    ref, pred = d.reference.mask, d.prediction.mask
+    fp, fn = pred & ~ref, ref & ~pred
+    assert fn.sum() > 0 and fp.sum() > 0
+    ph = d.phantom
+    omitted_only = ph.full_label.mask & ~ph.label.mask
+    assert omitted_only.any() and (pred[omitted_only]).all()  # omitted branches are FP (reference errors)
+    assert d.leak_centre_zyx is not None and fp[d.leak_centre_zyx]
+    assert len(d.missed) == 2 and d.thickened is not None
+    # every FN voxel lies in a missed branch's tube, and each missed branch adds some
+    from app.demo import _grid, _tube
+
+    by_id = {b.id: b for b in ph.branches}
+    union = np.zeros(ref.shape, bool)
+    for bid in d.missed:
+        sl, inside = _tube(_grid(ph), by_id[bid], 1.0)
+        tube = np.zeros(ref.shape, bool)
+        tube[sl] = inside
+        assert (fn & tube).sum() > 5
+        union |= tube
+    assert not (fn & ~union).any()
+    from app.demo import TEST_PARAMS, make_demo
+
+    again = make_demo(TEST_PARAMS)
+    np.testing.assert_array_equal(again.prediction.mask, pred)  # deterministic
+
+
+def test_job_reports_result_error_and_cancel(qtbot):
+    def ok(x, progress, cancel):
+        progress(1, 2, "half")
+        progress(2, 2, "done")
+        return x * 2
+
+    job = Job(ok, 21, name="ok")
+    with qtbot.waitSignal(job.finished, timeout=5000):
+        with qtbot.waitSignal(job.result) as res:
+            job.start()
+    assert res.args == [42] and job.state == "done"
+
+    def boom(progress, cancel):
+        raise ValueError("bad thing")
+
+    job = Job(boom)
+    with qtbot.waitSignal(job.error, timeout=5000) as err:
+        job.start()
+    assert isinstance(err.args[0], ValueError) and "bad thing" in err.args[1]
+
+    started = threading.Event()
+
+    def slow(progress, cancel):
+        started.set()
+        while not cancel.is_set():
+            cancel.wait(0.01)
+        raise Cancelled()
+
+    job = Job(slow)
+    with qtbot.waitSignal(job.cancelled, timeout=5000):
+        job.start()
+        started.wait(5)
+        job.cancel()
+    assert job.state == "cancelled"
