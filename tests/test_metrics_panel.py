@@ -1,0 +1,148 @@
+"""Metrics panel: one column per prediction, per-branch table (click to go), CSV/JSON export."""
+
+from __future__ import annotations
+
+import csv
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from app.case import Case, PredictionEntry
+from app.metrics_panel import (
+    MetricsPanel,
+    branch_centre,
+    branch_rows,
+    export_metrics,
+    metrics_dict,
+    summary_table,
+)
+from core.errors import InputError
+from core.tree import parse_tree
+from core.volume import Geometry, IntensityVolume, LabelVolume
+
+SHAPE = (40, 40, 40)
+GEO = Geometry((0.7, 0.7, 1.0))
+
+
+def _y_mask() -> np.ndarray:
+    """Trachea (z 20..37) splitting into two bronchi: three branches for the ATM'22 parse."""
+    c = np.zeros(SHAPE, bool)
+    c[20:38, 20, 20] = True
+    for k in range(1, 14):
+        c[20 - k, 20, 20 - k] = True
+        c[20 - k, 20, 20 + k] = True
+    return ndimage.binary_dilation(c, iterations=2)
+
+
+class FakeMetrics:
+    """Stands in for core.metrics.AirwayMetrics: ``as_dict()`` plus a per-branch table."""
+
+    def __init__(self, td: float, bd: float, dsc: float, precision: float, branches: list[dict]):
+        self._d = {"td": td, "bd": bd, "dsc": dsc, "precision": precision, "breakages": 0,
+                   "dsc_by_diameter": {"0-2mm": 50.0}, "branch_table": branches}
+        self.branches = branches
+
+    def as_dict(self) -> dict:
+        return dict(self._d)
+
+
+def _case() -> Case:
+    ref = _y_mask()
+    case = Case(auto_analyse=False)
+    case.set_ct(IntensityVolume(np.zeros(SHAPE, np.int16), GEO, name="ct"), name="ycase")
+    case.set_reference(LabelVolume(ref, GEO, name="reference"))
+    case.tree = parse_tree(ref, GEO.spacing_zyx)
+    ids = [b.id for b in case.tree.branches]
+    a = PredictionEntry("model A", LabelVolume(ref.copy(), GEO, name="a"))
+    b = PredictionEntry("model B", LabelVolume(ref.copy(), GEO, name="b"))
+    case.add_prediction(a)
+    case.add_prediction(b)
+    a.metrics = FakeMetrics(100.0, 100.0, 99.5, 98.25, [{"branch_id": i, "detected_share": 1.0} for i in ids])
+    b.metrics = FakeMetrics(61.3, 2 / 3 * 100, 80.0, 90.0,
+                            [{"branch_id": i, "detected_share": 0.5 if i == ids[0] else 0.9} for i in ids])
+    case.set_active(0)
+    case.metricsChanged.emit(0)
+    case.metricsChanged.emit(1)
+    return case
+
+
+@pytest.fixture
+def panel(qtbot):
+    p = MetricsPanel(_case())
+    qtbot.addWidget(p)
+    p.show()
+    return p
+
+
+def test_summary_has_one_column_per_prediction(panel):
+    s = panel.summary
+    assert [s.horizontalHeaderItem(c).text() for c in range(s.columnCount())] == ["model A", "model B"]
+    rows = [s.verticalHeaderItem(r).text() for r in range(s.rowCount())]
+    assert rows[:4] == ["TD (%)", "BD (%)", "DSC (%)", "Precision (%)"]
+    assert s.item(0, 1).text() == "61.30" and s.item(1, 1).text() == "66.67" and s.item(3, 0).text() == "98.25"
+    assert "dsc_by_diameter.0-2mm" in rows and "branch_table" not in rows  # tables are not scalars
+
+
+def test_branch_table_joins_tree_and_detection(panel):
+    case = panel.case
+    t = panel.branches
+    assert t.rowCount() == case.tree.n_branches == 3
+    case.set_active(1)
+    rows = branch_rows(case.tree, case.active.metrics)
+    first = case.tree.branches[0].id
+    det = {r["branch"]: r["detected"] for r in rows}
+    assert det[first] is False and all(v for k, v in det.items() if k != first)  # 80% rule
+    gens = {r["branch"]: r["generation"] for r in rows}
+    assert sorted(gens.values()) == [0, 1, 1]
+
+
+def test_click_on_a_branch_moves_the_cursor_to_its_centreline(panel, qtbot):
+    case = panel.case
+    t = panel.branches
+    for row in range(t.rowCount()):
+        bid = int(t.item(row, 0).value)
+        t.cellClicked.emit(row, 0)
+        expected = branch_centre(case.tree, bid)
+        assert case.cursor == expected
+        assert case.tree.centreline_mask()[expected]
+        assert int(case.tree.branch_label_map()[expected]) == bid
+
+
+def test_export_csv_and_json_round_trip(panel, tmp_path):
+    case = panel.case
+    files = export_metrics(case, tmp_path / "m.csv")
+    assert [f.name for f in files] == ["m.csv", "m_branches.csv"]
+    with open(files[0], newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["metric", "model A", "model B"]
+    by = {r[0]: r[1:] for r in rows[1:]}
+    assert float(by["td"][1]) == pytest.approx(61.3) and float(by["precision"][0]) == pytest.approx(98.25)
+    with open(files[1], newline="") as f:
+        brows = list(csv.DictReader(f))
+    assert len(brows) == 6 and {r["prediction"] for r in brows} == {"model A", "model B"}
+    out = export_metrics(case, tmp_path / "m.json")[0]
+    data = json.loads(out.read_text())
+    assert data["predictions"]["model B"]["metrics"]["bd"] == pytest.approx(200 / 3)
+    assert len(data["branches"]["model A"]) == 3
+    with pytest.raises(InputError):
+        export_metrics(case, tmp_path / "m.xlsx")
+
+
+def test_no_metrics_yet_says_so(qtbot):
+    case = Case(auto_analyse=False)
+    p = MetricsPanel(case)
+    qtbot.addWidget(p)
+    assert "reference" in p.status.text()
+    with pytest.raises(InputError):
+        export_metrics(case, "/tmp/never.csv")
+    assert not p.export_button.isEnabled()
+
+
+def test_metrics_dict_flattens_and_summary_orders():
+    m = SimpleNamespace(as_dict=lambda: {"zeta": 1, "dsc": np.float32(2.5), "td": 3.0, "nested": {"a": 1}, "rows": [1]})
+    assert metrics_dict(m) == {"zeta": 1, "dsc": 2.5, "td": 3.0, "nested.a": 1}
+    keys, cols, values = summary_table([SimpleNamespace(name="p", metrics=m)])
+    assert keys == ["td", "dsc", "nested.a", "zeta"] and cols == ["p"] and values[0] == [3.0]
