@@ -326,10 +326,14 @@ def default_batch_size(device: str, window: tuple[int, int, int]) -> int:
 
 
 def _load_checkpoint(checkpoint: Any) -> tuple[Any, dict, str]:
-    """(model on the CPU, header, hash key) from a path or a loaded checkpoint."""
+    """(model on the CPU, header, cache key) from a path or a loaded checkpoint.
+
+    The key hashes the weights (not the file), so the same network saved twice
+    reuses one exported model.
+    """
+    from core.inference_backends import state_hash
     from core.models.checkpoint import model_from_checkpoint
 
-    key = ""
     if isinstance(checkpoint, (str, Path)):
         path = Path(checkpoint)
         if not path.exists():
@@ -337,7 +341,6 @@ def _load_checkpoint(checkpoint: Any) -> tuple[Any, dict, str]:
                                   "Check the path given with --model (a .pt checkpoint saved by `airway train`).")
         if path.is_dir():
             raise CheckpointError(f"'{path}' is a folder, not a model file.", "Give the .pt checkpoint inside it.")
-        key = _file_hash(path)
     try:
         model, header = model_from_checkpoint(checkpoint, device="cpu")
     except AirwayError:
@@ -346,17 +349,7 @@ def _load_checkpoint(checkpoint: Any) -> tuple[Any, dict, str]:
         raise CheckpointError(f"Could not load the model: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                               "The file is corrupt or not an Airway Studio checkpoint; train or download it again.",
                               path=checkpoint if isinstance(checkpoint, (str, Path)) else None) from None
-    if not key:
-        from core.inference_backends import state_hash
-
-        key = state_hash(model)
-    return model, dict(header), key
-
-
-def _file_hash(path: Path) -> str:
-    from core.inference_backends import file_hash
-
-    return file_hash(path)
+    return model, dict(header), state_hash(model)
 
 
 class Predictor:

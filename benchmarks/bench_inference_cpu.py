@@ -1,0 +1,262 @@
+"""CPU inference: seconds per 128^3 WingsNet window for each backend, agreement with fp32, whole-case time.
+
+Baseline = the authors' procedure: plain fp32 eager PyTorch, one window at a
+time. Every backend runs the same real CT windows (from
+../shared/data/chest_ct_dicom, lung-cropped as at inference) in the same run,
+so ratios are comparable even on a busy machine.
+
+Agreement: Dice of each backend's mask (p > 0.5) with the fp32 PyTorch mask on
+the same windows. With a trained model (resources/models/demo_wingsnet.pt) this
+is the acceptance test (>= 0.995). Without one the weights are random, the
+masks at 0.5 mean little, and the script says so; it then also prints the Dice
+at the fp32 probabilities' median (half the voxels foreground) and the largest
+probability difference.
+
+Peak memory: the process's resident set sampled every 20 ms, minus what it was
+before each backend was built (model conversion included).
+
+Usage: .venv/bin/python benchmarks/bench_inference_cpu.py [--windows 2] [--threads 2]
+       [--backends torch,onnxruntime,openvino-fp32,openvino-bf16] [--extra] [--no-case]
+       (--extra adds torch channels-last, torch bf16 autocast and torch.compile)
+NOTE: on the development machine the 2 cores are shared with other engineers;
+the script prints the load average next to the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared" / "data"
+CASE = SHARED / "chest_ct_dicom"
+DEMO = ROOT / "resources" / "models" / "demo_wingsnet.pt"
+
+
+class PeakRSS:
+    """Peak resident memory (bytes) above the level at start, sampled in a thread."""
+
+    def __init__(self, interval: float = 0.02):
+        import psutil
+
+        self.proc = psutil.Process()
+        self.interval = interval
+
+    def __enter__(self):
+        self.base = self.proc.memory_info().rss
+        self.peak = self.base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    @property
+    def delta_gb(self) -> float:
+        return (self.peak - self.base) / 1e9
+
+
+def load_model():
+    import torch
+
+    from core.models.checkpoint import model_from_checkpoint
+    from core.models.registry import build_model
+    from core.preprocess import Preprocessing
+
+    if DEMO.exists():
+        model, header = model_from_checkpoint(DEMO)
+        return model, Preprocessing.from_dict(header.get("preprocessing")), f"trained ({DEMO.name})", DEMO
+    torch.manual_seed(0)
+    model = build_model("wingsnet").eval()
+    return model, Preprocessing(), "RANDOM weights (no resources/models/demo_wingsnet.pt yet)", None
+
+
+def real_windows(prep, n: int, window: int) -> np.ndarray:
+    """``n`` windows from the lung-cropped real CT, centred on the crop (trachea and main bronchi)."""
+    from core.inference import window_slices
+    from core.io import read_ct
+    from core.preprocess import prepare_input
+
+    arr, _ = prepare_input(read_ct(CASE), prep)
+    slices = window_slices(arr.shape, (window,) * 3, (window // 2,) * 3)
+    centre = np.array(arr.shape) / 2
+    order = sorted(slices, key=lambda s: np.linalg.norm([(x.start + x.stop) / 2 for x in s] - centre))
+    return np.stack([arr[s][None] for s in order[:n]]).astype(np.float32)
+
+
+class CompiledTorch:
+    """torch.compile with freezing under bf16 autocast (inductor, CPU)."""
+
+    def __init__(self, model):
+        import torch
+        import torch._inductor.config as cfg
+
+        cfg.freezing = True
+        self.name = "torch-compile-bf16"
+        self.device = "cpu"
+        self.model = model.eval()
+        self.compiled = torch.compile(self.model)
+
+    def __call__(self, batch):
+        import torch
+
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return torch.sigmoid(self.compiled(torch.from_numpy(batch))[-1].float()).numpy()
+
+
+def build(name: str, model, window: int, key: str, cache: Path, threads: int):
+    from core.inference_backends import BackendRequest, TorchBackend, make_backend
+
+    if name == "torch":
+        return TorchBackend(model, "cpu")
+    if name == "torch-cl":
+        return TorchBackend(model, "cpu", channels_last=True)
+    if name == "torch-bf16":
+        return TorchBackend(model, "cpu", cpu_bf16=True)
+    if name == "torch-compile":
+        return CompiledTorch(model)
+    messages: list[str] = []
+    backend = make_backend(model, BackendRequest(name, "cpu", (window,) * 3, key, cache, threads), messages.append)
+    for m in messages:
+        print(f"    ({m})")
+    return backend
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    s = a.sum() + b.sum()
+    return 1.0 if s == 0 else float(2 * np.logical_and(a, b).sum() / s)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--windows", type=int, default=2, help="timed windows per backend")
+    ap.add_argument("--window", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--backends", default="torch,onnxruntime,openvino-fp32,openvino-bf16")
+    ap.add_argument("--extra", action="store_true", help="also torch channels-last, torch bf16 autocast, torch.compile")
+    ap.add_argument("--no-case", action="store_true", help="skip the whole-case run")
+    ap.add_argument("--case-backend", default="auto")
+    args = ap.parse_args()
+    if not CASE.is_dir():
+        print(f"needs the real CT at {CASE} (../shared/data); not found", file=sys.stderr)
+        return 2
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from core.inference_backends import state_hash
+
+    print(f"CPU: {os.cpu_count()} logical cores, torch threads {args.threads}; load average at start "
+          f"{os.getloadavg()[0]:.2f} (the cores are shared with other engineers: figures are pessimistic)")
+    model, prep, weights, ckpt = load_model()
+    print(f"model: WingsNet, {weights}; window {args.window}^3")
+    key = state_hash(model)
+    windows = real_windows(prep, args.windows, args.window)
+    names = args.backends.split(",") + (["torch-cl", "torch-bf16", "torch-compile"] if args.extra else [])
+    cache = Path(tempfile.mkdtemp(prefix="airway-bench-cache-"))
+    rows = []
+    ref = None
+    for name in names:
+        t0 = time.perf_counter()
+        with PeakRSS() as mem:
+            try:
+                backend = build(name, model, args.window, key, cache, args.threads)
+            except Exception as exc:  # report, keep measuring the others
+                print(f"  {name}: not available ({type(exc).__name__}: {exc})")
+                continue
+            build_s = time.perf_counter() - t0
+            if name != "torch":  # warm-up (first inference compiles kernels); eager fp32 needs none
+                backend(windows[:1])
+            times, probs = [], []
+            for i in range(len(windows)):
+                t = time.perf_counter()
+                probs.append(backend(windows[i:i + 1])[0, 0])
+                times.append(time.perf_counter() - t)
+        p = np.stack(probs)
+        if ref is None:
+            ref = p
+        row = {
+            "backend": getattr(backend, "name", name), "build_s": build_s, "s_per_window": float(np.median(times)),
+            "peak_gb": mem.delta_gb, "dice05": dice(p > 0.5, ref > 0.5),
+            "dice_median": dice(p > np.median(ref), ref > np.median(ref)), "max_dp": float(np.abs(p - ref).max()),
+            "load": os.getloadavg()[0],
+        }
+        rows.append(row)
+        print(f"  {row['backend']:<20} {row['s_per_window']:7.2f} s/window  (build {build_s:5.1f} s, "
+              f"peak +{row['peak_gb']:.2f} GB, load {row['load']:.1f})", flush=True)
+        del backend
+
+    base = rows[0]["s_per_window"]
+    print(f"\nPer-window time on {args.windows} real {args.window}^3 window(s), {args.threads} threads; "
+          f"Dice vs fp32 PyTorch ({weights}):")
+    print(f"| backend | s / window | speed-up vs eager fp32 | Dice @0.5 | Dice @fp32 median | max |dp| | build s | peak RSS GB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['backend']} | {r['s_per_window']:.2f} | {base / r['s_per_window']:.2f}x | {r['dice05']:.4f} | "
+              f"{r['dice_median']:.4f} | {r['max_dp']:.4f} | {r['build_s']:.1f} | {r['peak_gb']:.2f} |")
+    if ckpt is None:
+        print("(random weights: Dice @0.5 is not the acceptance test; rerun once the demo model exists)")
+
+    if args.no_case:
+        return 0
+    from core.inference import Predictor
+    from core.io import read_ct
+
+    print(f"\nWhole case {CASE.name} (backend {args.case_backend}):", flush=True)
+    if ckpt is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            from core.models.checkpoint import save_checkpoint
+
+            ckpt_path = Path(tmp) / "random.pt"
+            save_checkpoint(ckpt_path, model, {"preprocessing": prep.to_dict()})
+            return whole_case(ckpt_path, args, cache, base)
+    return whole_case(ckpt, args, cache, base)
+
+
+def whole_case(ckpt: Path, args, cache: Path, base: float) -> int:
+    from core.inference import Predictor
+    from core.io import read_ct
+
+    t0 = time.perf_counter()
+    with PeakRSS() as mem:
+        ct = read_ct(CASE)
+        t_read = time.perf_counter() - t0
+        predictor = Predictor(ckpt, device="cpu", backend=args.case_backend, say=lambda m: print(f"    ({m})"),
+                              cache=cache, threads=args.threads)
+        t1 = time.perf_counter()
+        last = [0.0]
+
+        def progress(done, total, eta):
+            if time.perf_counter() - last[0] > 15 or done == total:
+                last[0] = time.perf_counter()
+                print(f"    {done}/{total} windows, ETA {eta:.0f} s", flush=True)
+
+        pred = predictor.predict(ct, progress=progress)
+        t2 = time.perf_counter()
+    print(f"  shape {ct.shape}, crop {pred.crop.shape}, {pred.windows} windows, backend {pred.backend}")
+    print(f"  read {t_read:.1f} s, model load/convert {t1 - t0 - t_read:.1f} s, predict {t2 - t1:.1f} s "
+          f"({(t2 - t1) / pred.windows:.2f} s/window incl. preprocessing), total {t2 - t0:.1f} s "
+          f"(goal < 180 s); eager fp32 estimate {pred.windows * base:.0f} s")
+    print(f"  peak RSS +{mem.delta_gb:.2f} GB; mask {int(pred.mask.array.sum())} voxels; load average {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
