@@ -143,9 +143,11 @@ class Phantom:
             "csv": out / "branches.csv",
             "json": out / "branches.json",
         }
-        _write_volume(self.ct, paths["ct"])
-        _write_volume(self.label.with_array(self.label.array.astype(np.uint8)), paths["label"])
-        _write_volume(self.centreline.with_array(self.centreline.array.astype(np.uint8)), paths["centreline"])
+        from core.io import write_volume
+
+        write_volume(self.ct, paths["ct"])
+        write_volume(self.label, paths["label"])
+        write_volume(self.centreline, paths["centreline"])
         _write_text(paths["csv"], self.to_csv())
         _write_text(paths["json"], self.to_json())
         return paths
@@ -158,30 +160,6 @@ def _write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_volume(volume: IntensityVolume | LabelVolume, path: Path) -> None:
-    try:
-        from core.io import write_volume  # the project's writer, once it exists
-    except ImportError:
-        write_volume = None
-    if write_volume is not None:
-        write_volume(volume, path)
-        return
-    import SimpleITK as sitk
-
-    img = sitk.GetImageFromArray(volume.array)
-    img.SetSpacing(volume.geometry.spacing)
-    img.SetOrigin(volume.geometry.origin)
-    img.SetDirection(volume.geometry.direction)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name.split('.')[0]}.", suffix=".nii.gz")
-    os.close(fd)
-    try:
-        sitk.WriteImage(img, tmp, True)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -421,3 +399,8 @@ def _one_piece(mask: np.ndarray, cc3d: Any) -> bool:
     crop = mask[idx[0]:idx[-1] + 1, iy[0]:iy[-1] + 1, ix[0]:ix[-1] + 1]
     _, n = cc3d.connected_components(crop, connectivity=26, return_N=True)
     return int(n) == 1
+
+
+from core.phantom_mask import phantom_from_mask  # noqa: E402  (re-exported: one import for both makers)
+
+__all__ = ["Difficulty", "Phantom", "Branch", "auto_spacing", "make_phantom", "phantom_from_mask"]
