@@ -1,0 +1,182 @@
+"""Live training curves with pyqtgraph: loss per group and total, learning rate,
+throughput and validation metrics, several runs on the same axes.
+
+Stays smooth over long runs: curves are set from views of the runs'
+preallocated columns (no copies), items clip to the visible range and
+downsample by peak, and redraws are throttled to a few per second however fast
+events arrive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from PySide6 import QtCore, QtWidgets  # imported first so pyqtgraph binds to PySide6
+
+import pyqtgraph as pg
+
+from app.training_qt_workarounds import install_refcount_guard
+from app.training_runs import RunHistory
+
+install_refcount_guard()  # PySide6 6.12 on Python 3.11 leaks references (see the module)
+
+RUN_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+_LOSS_STYLES = (("loss", "total", QtCore.Qt.PenStyle.SolidLine),
+                ("loss_enc", "encoder", QtCore.Qt.PenStyle.DashLine),
+                ("loss_dec", "decoder", QtCore.Qt.PenStyle.DotLine))
+_METRIC_STYLES = (("td", "TD", QtCore.Qt.PenStyle.SolidLine, "o"),
+                  ("bd", "BD", QtCore.Qt.PenStyle.DashLine, "t"),
+                  ("dsc", "DSC", QtCore.Qt.PenStyle.DotLine, "s"),
+                  ("precision", "precision", QtCore.Qt.PenStyle.DashDotLine, "d"))
+
+
+@dataclass
+class _RunItems:
+    history: RunHistory
+    colour: str
+    curves: dict[str, pg.PlotDataItem] = field(default_factory=dict)
+    stage_lines: list[tuple[int, list[pg.InfiniteLine]]] = field(default_factory=list)
+
+
+class TrainingPlots(QtWidgets.QWidget):
+    """Four linked plots (x = global step). ``show_run``/``hide_run`` pick the runs drawn."""
+
+    REDRAW_MS = 250
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        pg.setConfigOptions(antialias=False, background="w", foreground="k")
+        self._layout = pg.GraphicsLayoutWidget()
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self._layout)
+        self.loss_plot = self._add_plot("Loss", 0, 0)
+        self.lr_plot = self._add_plot("Learning rate", 0, 1)
+        self.lr_plot.setLogMode(y=True)
+        self.speed_plot = self._add_plot("Patches per second", 1, 0)
+        self.metric_plot = self._add_plot("Validation (%)", 1, 1)
+        for p in (self.lr_plot, self.speed_plot, self.metric_plot):
+            p.setXLink(self.loss_plot)
+        self.loss_legend = self.loss_plot.addLegend(offset=(-10, 10))
+        self.metric_legend = self.metric_plot.addLegend(offset=(-10, -10))
+        self._runs: dict[str, _RunItems] = {}
+        self._dirty: set[str] = set()
+        self.redraws = 0  # how many throttled redraws ran (for tests and benchmarks)
+        self._timer = QtCore.QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(self.REDRAW_MS)
+        self._timer.timeout.connect(self.redraw)
+
+    def _add_plot(self, title: str, row: int, col: int) -> pg.PlotItem:
+        plot = self._layout.addPlot(row=row, col=col, title=title)
+        plot.showGrid(x=True, y=True, alpha=0.2)
+        plot.setLabel("bottom", "global step")
+        plot.setClipToView(True)
+        plot.setDownsampling(auto=True, mode="peak")
+        return plot
+
+    # -- which runs are drawn ---------------------------------------------------------
+    def runs(self) -> list[str]:
+        return list(self._runs)
+
+    def history_of(self, key: str) -> RunHistory | None:
+        items = self._runs.get(key)
+        return None if items is None else items.history
+
+    def show_run(self, key: str, history: RunHistory, label: str | None = None) -> None:
+        if key in self._runs:
+            return
+        colour = RUN_COLOURS[len(self._runs) % len(RUN_COLOURS)]
+        used = {r.colour for r in self._runs.values()}
+        colour = next((c for c in RUN_COLOURS if c not in used), colour)
+        items = _RunItems(history, colour)
+        name = label or history.name or key
+        for column, what, style in _LOSS_STYLES:
+            items.curves[column] = self.loss_plot.plot(
+                pen=pg.mkPen(colour, width=1.5, style=style), name=f"{name} {what}", connect="finite")
+        items.curves["epoch_loss"] = self.loss_plot.plot(
+            pen=None, symbol="o", symbolSize=5, symbolBrush=colour, symbolPen=None)
+        items.curves["lr"] = self.lr_plot.plot(pen=pg.mkPen(colour, width=1.5), connect="finite")
+        items.curves["patches_per_s"] = self.speed_plot.plot(pen=pg.mkPen(colour, width=1), connect="finite")
+        for column, what, style, symbol in _METRIC_STYLES:
+            items.curves[column] = self.metric_plot.plot(
+                pen=pg.mkPen(colour, width=1.5, style=style), symbol=symbol, symbolSize=6,
+                symbolBrush=colour, symbolPen=None, name=f"{name} {what}", connect="finite")
+        self._runs[key] = items
+        self.mark_dirty(key)
+
+    def hide_run(self, key: str) -> None:
+        items = self._runs.pop(key, None)
+        if items is None:
+            return
+        plots = (self.loss_plot, self.lr_plot, self.speed_plot, self.metric_plot)
+        for curve in items.curves.values():
+            for plot in plots:
+                if curve in plot.items:
+                    plot.removeItem(curve)  # also drops its legend entry
+        for _, lines in items.stage_lines:
+            for plot, line in zip(plots, lines):
+                plot.removeItem(line)
+        self._dirty.discard(key)
+
+    # -- throttled redraw ---------------------------------------------------------------
+    def mark_dirty(self, key: str) -> None:
+        """Note that a run has new data; it is drawn within REDRAW_MS."""
+        if key in self._runs:
+            self._dirty.add(key)
+            if not self._timer.isActive():
+                self._timer.start()
+
+    def redraw(self) -> None:
+        for key in list(self._dirty):
+            items = self._runs.get(key)
+            if items is not None:
+                self._draw(items)
+        self._dirty.clear()
+        self.redraws += 1
+
+    def _draw(self, items: _RunItems) -> None:
+        h = items.history
+        x = h.steps.view("x")
+        for column in ("loss", "loss_enc", "loss_dec", "lr", "patches_per_s"):
+            y = h.steps.view(column)
+            if column == "lr":
+                # log axis: non-positive rates cannot be drawn
+                y = y.copy()
+                y[~(y > 0)] = float("nan")
+            items.curves[column].setData(x, y)
+        items.curves["epoch_loss"].setData(h.epochs.view("x"), h.epochs.view("loss"))
+        vx = h.validations.view("x")
+        for column, *_ in _METRIC_STYLES:
+            items.curves[column].setData(vx, h.validations.view(column))
+        drawn = {stage for stage, _ in items.stage_lines}
+        for mark in h.stages:
+            if mark.stage in drawn:
+                continue
+            if mark.x <= 0:  # the first stage starts at step 0: a line there marks nothing
+                items.stage_lines.append((mark.stage, []))
+                continue
+            lines = []
+            for plot in (self.loss_plot, self.lr_plot, self.speed_plot, self.metric_plot):
+                line = pg.InfiniteLine(pos=mark.x, angle=90, pen=pg.mkPen(items.colour, width=1,
+                                                                            style=QtCore.Qt.PenStyle.DashLine),
+                                       label=f"stage {mark.stage}" if plot is self.loss_plot else None,
+                                       labelOpts={"position": 0.9, "color": items.colour})
+                plot.addItem(line)
+                lines.append(line)
+            items.stage_lines.append((mark.stage, lines))
+
+    def stage_line_positions(self, key: str) -> dict[int, float]:
+        """Where each stage boundary of a run is drawn (x = global step)."""
+        items = self._runs.get(key)
+        if items is None:
+            return {}
+        return {stage: lines[0].value() for stage, lines in items.stage_lines if lines}
+
+    def curve_data(self, key: str, column: str):
+        """The (x, y) last given to a curve (before clipping and downsampling for display)."""
+        import numpy as np
+
+        curve = self._runs[key].curves[column]
+        empty = np.zeros(0)
+        return (empty if curve.xData is None else curve.xData), (empty if curve.yData is None else curve.yData)

@@ -1,0 +1,622 @@
+"""The training tab: launch ``main.py train`` in its own process and watch it learn.
+
+The trainer is started detached (``QProcess.startDetached``) with its output
+captured in ``RUN/trainer.log`` and its pid in ``RUN/trainer.pid``, so it keeps
+running when the app closes, and a reopened app reattaches to it exactly as it
+watches a run it has just started: by tailing ``RUN/events.jsonl`` (schema in
+docs/CONTRACTS.md) on a file-system watcher with a timer as fallback, and by
+checking the pid for liveness.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+from PySide6 import QtCore, QtGui, QtWidgets
+from PySide6.QtCore import Signal
+
+from app.training_launch import (
+    TrainSettings,
+    check_settings,
+    entry_command,
+    list_presets,
+    resume_args,
+    train_args,
+)
+from app.training_plots import TrainingPlots
+from app.training_qt_workarounds import install_refcount_guard
+from app.training_runs import (
+    CONFIG_FILE,
+    CRASHED,
+    ENDED,
+    EVENTS_FILE,
+    FAILED,
+    KILLED,
+    LOG_FILE,
+    NOT_STARTED,
+    RUNNING,
+    EventTail,
+    LineTail,
+    PidRecord,
+    RunHistory,
+    best_checkpoint_path,
+    parse_event_line,
+    clear_stop_request,
+    conclude_status,
+    crash_report,
+    find_process,
+    find_runs,
+    kill_process,
+    read_pid_file,
+    request_stop,
+    write_pid_file,
+)
+
+install_refcount_guard()  # PySide6 6.12 on Python 3.11 leaks references (see the module)
+
+Launcher = Callable[[list[str]], tuple[str, list[str]]]
+LOG_LINES = 5000
+
+
+class RunMonitor(QtCore.QObject):
+    """Follows one run folder: new events, the trainer's output, and whether it still runs."""
+
+    changed = Signal()             # history or status changed (plots, status line)
+    replaced = Signal()            # events.jsonl was replaced: ``history`` is a new object
+    logLines = Signal(list)        # new lines for the log pane
+    ended = Signal(str)            # the run reached an end state (finished, stopped, failed, crashed, killed)
+
+    POLL_MS = 500
+
+    def __init__(self, run_dir: str | Path, parent: QtCore.QObject | None = None):
+        super().__init__(parent)
+        self.run_dir = Path(run_dir).resolve()
+        self.history = RunHistory(name=self.run_dir.name)
+        self.log: deque[str] = deque(maxlen=LOG_LINES)
+        self.pid: PidRecord | None = read_pid_file(self.run_dir)
+        self.killed = False
+        self.status = NOT_STARTED
+        self._events = EventTail(self.run_dir / EVENTS_FILE)
+        self._output = LineTail(self.run_dir / LOG_FILE)
+        self._watcher = QtCore.QFileSystemWatcher(self)
+        # Writes come per step; coalesce the watcher's notifications into one poll.
+        self._kick = QtCore.QTimer(self)
+        self._kick.setSingleShot(True)
+        self._kick.setInterval(50)
+        self._kick.timeout.connect(self.poll)
+        self._watcher.fileChanged.connect(lambda _: self._kick.start() if not self._kick.isActive() else None)
+        self._watcher.directoryChanged.connect(self._watch_files)
+        self._timer = QtCore.QTimer(self)
+        self._timer.setInterval(self.POLL_MS)
+        self._timer.timeout.connect(self.poll)
+        self._watch_files()
+        self.poll()
+        if self.status == RUNNING or self.status == NOT_STARTED:
+            self._timer.start()
+
+    # -- following the folder ---------------------------------------------------------
+    def _watch_files(self) -> None:
+        if self.run_dir.is_dir() and str(self.run_dir) not in self._watcher.directories():
+            self._watcher.addPath(str(self.run_dir))
+        for name in (EVENTS_FILE, LOG_FILE):
+            path = self.run_dir / name
+            if path.is_file() and str(path) not in self._watcher.files():
+                self._watcher.addPath(str(path))
+        self.poll()
+
+    def poll(self) -> None:
+        """Read what is new and re-judge whether the process lives."""
+        # Liveness first: a process that wrote run_end and exited between the two
+        # checks must not look as if it died without one.
+        alive = self.pid.alive() if self.pid is not None else False
+        lines: list[str] = []
+        events = self._events.read_new()
+        if self._events.reset:  # the file was replaced: start over
+            self.history = RunHistory(name=self.run_dir.name)
+            self.replaced.emit()
+        for event in events:
+            line = self.history.apply(event)
+            if line:
+                lines.append(f"[{_clock(event.get('time'))}] {line}")
+        for raw in self._output.read_lines():
+            if raw.strip() and parse_event_line(raw) is None:
+                lines.append(f"[trainer] {raw}")
+        if self._events.more:  # a long backlog (reattaching): read on without blocking the GUI
+            self._emit(lines, bool(events))
+            QtCore.QTimer.singleShot(0, self.poll)
+            return
+        status = conclude_status(self.history, alive, launched=self.pid is not None)
+        if status == CRASHED and self.killed:
+            status = KILLED
+        previous, self.status = self.status, status
+        self._emit(lines, bool(events) or status != previous)
+        if status != previous and status in ENDED:
+            self._timer.stop()
+            self.ended.emit(status)
+        elif status == RUNNING and not self._timer.isActive():
+            self._timer.start()
+
+    def _emit(self, lines: list[str], changed: bool) -> None:
+        if lines:
+            self.log.extend(lines)
+            self.logLines.emit(lines)
+        if changed:
+            self.changed.emit()
+
+    # -- control --------------------------------------------------------------------
+    def attach_process(self, pid: int) -> None:
+        """A (re)started trainer now writes this folder."""
+        self.pid = write_pid_file(self.run_dir, pid)
+        self.killed = False
+        # Until its own events arrive, the new process is what the run is doing:
+        # an old run_end (stopped) must not end it, a death before run_start is a crash.
+        self.history.status = RUNNING
+        self.status = RUNNING
+        self._watch_files()
+        self._timer.start()
+        self.changed.emit()
+
+    def stop(self) -> None:
+        request_stop(self.run_dir)
+        self.log.append(f"[app] Stop requested ({self.run_dir / 'stop.request'}).")
+        self.logLines.emit([self.log[-1]])
+
+    def kill(self) -> bool:
+        if self.pid is None:
+            return False
+        self.killed = True
+        done = kill_process(self.pid)
+        self.log.append("[app] Training process killed." if done else "[app] The training process had already ended.")
+        self.logLines.emit([self.log[-1]])
+        self.poll()
+        return done
+
+    def crash_text(self) -> str:
+        return crash_report(self.history, self.run_dir)
+
+    def summary(self) -> str:
+        return self.history.summary(self.status)
+
+
+def _clock(t: object) -> str:
+    try:
+        return time.strftime("%H:%M:%S", time.localtime(float(t)))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "--:--:--"
+
+
+class TrainingTab(QtWidgets.QWidget):
+    """Choose data, config, output and device; start, stop, kill, resume; watch and compare runs.
+
+    ``openCheckpointRequested(path)`` asks the main window to open a checkpoint
+    in the review workspace and segment the current case with it.
+    ``launcher`` maps ``airway`` arguments to (program, arguments); it defaults
+    to relaunching this application's entry point (tests swap in a fake trainer).
+    """
+
+    openCheckpointRequested = Signal(str)
+    runStarted = Signal(str)
+    runEnded = Signal(str, str)  # run folder, status
+
+    SETTINGS_RUNS = "training/runs"
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None, *, settings=None,
+                 launcher: Launcher | None = None):
+        super().__init__(parent)
+        if settings is None:
+            from app.settings import Settings
+
+            settings = Settings()
+        self.settings = settings
+        self.launcher: Launcher = launcher or entry_command
+        self.monitors: dict[str, RunMonitor] = {}
+        self._build()
+        self._restore()
+        self._refresh_buttons()
+
+    # -- layout ------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.data_edit = QtWidgets.QLineEdit()
+        self.data_edit.setPlaceholderText("folder with imagesTr/ + labelsTr/, or dataset.csv")
+        self.config_combo = QtWidgets.QComboBox()
+        self.config_combo.setEditable(True)
+        self.config_combo.addItems(list_presets())
+        self.config_combo.setToolTip("A preset (paper, quick, demo) or the path of a .toml file")
+        self.out_edit = QtWidgets.QLineEdit()
+        self.out_edit.setPlaceholderText("a new folder for this run")
+        self.device_combo = QtWidgets.QComboBox()
+        self.device_combo.setEditable(True)
+        self.device_combo.addItems(["auto", "cpu", "cuda", "cuda:0", "cuda:1"])
+
+        form = QtWidgets.QFormLayout()
+        form.addRow("Dataset", self._with_browse(self.data_edit, self._browse_data))
+        form.addRow("Config", self._with_browse(self.config_combo, self._browse_config))
+        form.addRow("Output", self._with_browse(self.out_edit, self._browse_out))
+        form.addRow("Device", self.device_combo)
+
+        self.check_button = QtWidgets.QPushButton("Check")
+        self.start_button = QtWidgets.QPushButton("Start")
+        self.stop_button = QtWidgets.QPushButton("Stop")
+        self.stop_button.setToolTip("Finish the current step, save a checkpoint and exit")
+        self.kill_button = QtWidgets.QPushButton("Kill")
+        self.kill_button.setToolTip("End the training process now (progress since the last checkpoint is lost)")
+        self.resume_button = QtWidgets.QPushButton("Resume")
+        self.resume_button.setToolTip("Continue the selected run from its last checkpoint")
+        self.open_best_button = QtWidgets.QPushButton("Open best checkpoint")
+        self.open_best_button.setToolTip("Open the best checkpoint in the review workspace and segment the current case")
+        self.check_button.clicked.connect(self.check)
+        self.start_button.clicked.connect(self.start)
+        self.stop_button.clicked.connect(self.stop)
+        self.kill_button.clicked.connect(self.kill)
+        self.resume_button.clicked.connect(self.resume)
+        self.open_best_button.clicked.connect(self.open_best)
+        buttons = QtWidgets.QGridLayout()
+        for i, b in enumerate((self.check_button, self.start_button, self.stop_button,
+                               self.kill_button, self.resume_button, self.open_best_button)):
+            buttons.addWidget(b, i // 3, i % 3)
+
+        self.problems_label = QtWidgets.QLabel()
+        self.problems_label.setWordWrap(True)
+        self.problems_label.setStyleSheet("color: #b00020;")
+        self.problems_label.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status_label = QtWidgets.QLabel("No run selected.")
+        self.status_label.setWordWrap(True)
+
+        self.runs_list = QtWidgets.QListWidget()
+        self.runs_list.setToolTip("Tick runs to draw them; the selected run is the one the buttons act on")
+        self.runs_list.currentItemChanged.connect(lambda *_: self._select_changed())
+        self.runs_list.itemChanged.connect(self._item_checked)
+        self.add_runs_button = QtWidgets.QPushButton("Add runs…")
+        self.add_runs_button.setToolTip("Add a run folder, or every run inside a folder")
+        self.add_runs_button.clicked.connect(self._browse_runs)
+        self.remove_run_button = QtWidgets.QPushButton("Remove from list")
+        self.remove_run_button.clicked.connect(self.remove_current_run)
+        run_buttons = QtWidgets.QHBoxLayout()
+        run_buttons.addWidget(self.add_runs_button)
+        run_buttons.addWidget(self.remove_run_button)
+
+        left = QtWidgets.QWidget()
+        left_lay = QtWidgets.QVBoxLayout(left)
+        left_lay.addLayout(form)
+        left_lay.addLayout(buttons)
+        left_lay.addWidget(self.problems_label)
+        left_lay.addWidget(QtWidgets.QLabel("Runs"))
+        left_lay.addWidget(self.runs_list, 1)
+        left_lay.addLayout(run_buttons)
+        left_lay.addWidget(self.status_label)
+
+        self.plots = TrainingPlots()
+        self.log_view = QtWidgets.QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(LOG_LINES)
+        self.log_view.setFont(QtGui.QFontDatabase.systemFont(QtGui.QFontDatabase.SystemFont.FixedFont))
+        self.error_view = QtWidgets.QPlainTextEdit()
+        self.error_view.setReadOnly(True)
+        self.error_view.setStyleSheet("color: #b00020;")
+        self.error_view.setMaximumHeight(160)
+        self.error_view.hide()
+
+        right = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        right.addWidget(self.plots)
+        bottom = QtWidgets.QWidget()
+        bottom_lay = QtWidgets.QVBoxLayout(bottom)
+        bottom_lay.setContentsMargins(0, 0, 0, 0)
+        bottom_lay.addWidget(self.error_view)
+        bottom_lay.addWidget(self.log_view)
+        right.addWidget(bottom)
+        right.setStretchFactor(0, 3)
+        right.setStretchFactor(1, 1)
+
+        split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
+        split.addWidget(left)
+        split.addWidget(right)
+        split.setStretchFactor(1, 1)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.addWidget(split)
+
+        self._status_timer = QtCore.QTimer(self)  # ETA counts down between epochs
+        self._status_timer.setInterval(1000)
+        self._status_timer.timeout.connect(self._update_status)
+        self._status_timer.start()
+
+    def _with_browse(self, field: QtWidgets.QWidget, slot: Callable[[], None]) -> QtWidgets.QWidget:
+        box = QtWidgets.QWidget()
+        lay = QtWidgets.QHBoxLayout(box)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(field, 1)
+        button = QtWidgets.QToolButton()
+        button.setText("…")
+        button.clicked.connect(slot)
+        lay.addWidget(button)
+        return box
+
+    # -- the form --------------------------------------------------------------------------
+    def form(self) -> TrainSettings:
+        return TrainSettings(
+            data=self.data_edit.text().strip(),
+            config=self.config_combo.currentText().strip(),
+            out=self.out_edit.text().strip(),
+            device=self.device_combo.currentText().strip() or "auto",
+        )
+
+    def set_form(self, data: str | None = None, config: str | None = None,
+                 out: str | None = None, device: str | None = None) -> None:
+        if data is not None:
+            self.data_edit.setText(str(data))
+        if config is not None:
+            self.config_combo.setCurrentText(str(config))
+        if out is not None:
+            self.out_edit.setText(str(out))
+        if device is not None:
+            self.device_combo.setCurrentText(str(device))
+
+    def _browse_data(self) -> None:
+        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Dataset folder", self.data_edit.text())
+        if path:
+            self.data_edit.setText(path)
+
+    def _browse_config(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Training configuration", "", "TOML (*.toml)")
+        if path:
+            self.config_combo.setCurrentText(path)
+
+    def _browse_out(self) -> None:
+        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Output folder for the run", self.out_edit.text())
+        if path:
+            self.out_edit.setText(path)
+
+    def _browse_runs(self) -> None:
+        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Run folder, or a folder of runs")
+        if path:
+            self.add_runs(path)
+
+    def check(self) -> list[str]:
+        """Check the form; problems are shown under the buttons. Returns them."""
+        problems = check_settings(self.form())
+        self.problems_label.setText("\n".join(f"• {p}" for p in problems) if problems else "Ready to start.")
+        return problems
+
+    # -- actions ----------------------------------------------------------------------------
+    def start(self) -> str | None:
+        """Check the form and start a new run; returns its folder, or None (problems shown)."""
+        if self.check():
+            return None
+        s = self.form()
+        run = Path(s.out).expanduser().resolve()
+        run.mkdir(parents=True, exist_ok=True)
+        clear_stop_request(run)
+        monitor = self._monitor_for(run)
+        if not self._launch(monitor, train_args(TrainSettings(s.data, s.config, str(run), s.device))):
+            return None
+        self._save_form()
+        self.runStarted.emit(str(run))
+        return str(run)
+
+    def resume(self) -> bool:
+        monitor = self.current_monitor()
+        if monitor is None:
+            self._say("Select a run to resume.")
+            return False
+        if monitor.status == RUNNING:
+            self._say("This run is still running.")
+            return False
+        if not (monitor.run_dir / CONFIG_FILE).is_file():
+            self._say(f"{monitor.run_dir} has no {CONFIG_FILE}: it cannot be resumed. Start a new run instead.")
+            return False
+        clear_stop_request(monitor.run_dir)
+        device = self.device_combo.currentText().strip() or "auto"
+        return self._launch(monitor, resume_args(monitor.run_dir, device))
+
+    def stop(self) -> None:
+        monitor = self.current_monitor()
+        if monitor is not None and monitor.status == RUNNING:
+            monitor.stop()
+            self.status_label.setText(f"{monitor.run_dir.name}: stopping after this step…")
+
+    def kill(self) -> None:
+        monitor = self.current_monitor()
+        if monitor is not None:
+            monitor.kill()
+
+    def open_best(self) -> str | None:
+        monitor = self.current_monitor()
+        if monitor is None:
+            self._say("Select a run first.")
+            return None
+        path = best_checkpoint_path(monitor.history, monitor.run_dir)
+        if path is None:
+            self._say(f"{monitor.run_dir.name} has no checkpoint yet. Wait for the first validation, or pick another run.")
+            return None
+        self.openCheckpointRequested.emit(str(path))
+        return str(path)
+
+    def _launch(self, monitor: RunMonitor, args: list[str]) -> bool:
+        program, arguments = self.launcher(args)
+        proc = QtCore.QProcess()
+        proc.setProgram(program)
+        proc.setArguments(arguments)
+        proc.setWorkingDirectory(str(monitor.run_dir))
+        env = QtCore.QProcessEnvironment.systemEnvironment()
+        env.insert("PYTHONUNBUFFERED", "1")
+        proc.setProcessEnvironment(env)
+        proc.setProcessChannelMode(QtCore.QProcess.ProcessChannelMode.MergedChannels)
+        proc.setStandardOutputFile(str(monitor.run_dir / LOG_FILE), QtCore.QIODevice.OpenModeFlag.Append)
+        proc.setStandardInputFile(QtCore.QProcess.nullDevice())
+        # Detached: the trainer outlives this window, and the app reattaches through the run folder.
+        launched_at = time.time()
+        ok = proc.startDetached()
+        if isinstance(ok, tuple):  # bindings that return (ok, pid) as documented
+            ok, pid = ok
+        else:
+            pid = find_process(arguments, launched_at) if ok else None
+        if not ok or not pid:
+            self._say(f"Could not start the trainer ({program}): {proc.errorString()}. "
+                      "Check that the application is installed completely.")
+            return False
+        self.error_view.hide()
+        monitor.log.append(f"[app] Started: {program} {' '.join(arguments)} (pid {pid})")
+        if monitor is self.current_monitor():
+            self.log_view.appendPlainText(monitor.log[-1])
+        monitor.attach_process(pid)
+        self.problems_label.setText("")
+        self._refresh_buttons()
+        return True
+
+    def _say(self, text: str) -> None:
+        self.problems_label.setText(text)
+
+    # -- runs list ---------------------------------------------------------------------------
+    def add_runs(self, folder: str | Path) -> list[str]:
+        """Add a run folder (or each run inside a folder) to the list; returns the folders added."""
+        found = find_runs(folder)
+        if not found:
+            self._say(f"{folder} holds no training run (no {EVENTS_FILE}). Choose a run folder.")
+            return []
+        added = [str(self._monitor_for(p).run_dir) for p in found]
+        self._save_runs()
+        return added
+
+    def _monitor_for(self, run: str | Path) -> RunMonitor:
+        key = str(Path(run).resolve())
+        monitor = self.monitors.get(key)
+        if monitor is not None:
+            self._select(key)
+            return monitor
+        monitor = RunMonitor(key, self)
+        self.monitors[key] = monitor
+        item = QtWidgets.QListWidgetItem(monitor.run_dir.name)
+        item.setData(QtCore.Qt.ItemDataRole.UserRole, key)
+        item.setToolTip(key)
+        item.setFlags(item.flags() | QtCore.Qt.ItemFlag.ItemIsUserCheckable)
+        self.runs_list.blockSignals(True)
+        item.setCheckState(QtCore.Qt.CheckState.Checked)
+        self.runs_list.addItem(item)
+        self.runs_list.blockSignals(False)
+        self.plots.show_run(key, monitor.history, monitor.run_dir.name)
+        monitor.changed.connect(lambda k=key: self._run_changed(k))
+        monitor.logLines.connect(lambda lines, k=key: self._log_lines(k, lines))
+        monitor.ended.connect(lambda status, k=key: self._run_ended(k, status))
+        self._save_runs()
+        self._select(key)
+        return monitor
+
+    def remove_current_run(self) -> None:
+        monitor = self.current_monitor()
+        if monitor is None:
+            return
+        key = str(monitor.run_dir)
+        self.plots.hide_run(key)
+        row = self.runs_list.currentRow()
+        self.runs_list.takeItem(row)
+        self.monitors.pop(key).deleteLater()
+        self._save_runs()
+        self._select_changed()
+
+    def _select(self, key: str) -> None:
+        for i in range(self.runs_list.count()):
+            if self.runs_list.item(i).data(QtCore.Qt.ItemDataRole.UserRole) == key:
+                self.runs_list.setCurrentRow(i)
+                return
+
+    def current_monitor(self) -> RunMonitor | None:
+        item = self.runs_list.currentItem()
+        return None if item is None else self.monitors.get(item.data(QtCore.Qt.ItemDataRole.UserRole))
+
+    def _item_checked(self, item: QtWidgets.QListWidgetItem) -> None:
+        key = item.data(QtCore.Qt.ItemDataRole.UserRole)
+        monitor = self.monitors.get(key)
+        if monitor is None:
+            return
+        if item.checkState() == QtCore.Qt.CheckState.Checked:
+            self.plots.show_run(key, monitor.history, monitor.run_dir.name)
+        else:
+            self.plots.hide_run(key)
+
+    def _select_changed(self) -> None:
+        monitor = self.current_monitor()
+        self.log_view.setPlainText("\n".join(monitor.log) if monitor else "")
+        self.log_view.moveCursor(QtGui.QTextCursor.MoveOperation.End)
+        self._show_crash(monitor)
+        self._update_status()
+        self._refresh_buttons()
+
+    # -- monitor signals ------------------------------------------------------------------------
+    def _run_changed(self, key: str) -> None:
+        monitor = self.monitors.get(key)
+        if monitor is None:
+            return
+        if key in self.plots.runs() and self.plots.history_of(key) is not monitor.history:
+            # the events file was replaced: draw the new history
+            self.plots.hide_run(key)
+            self.plots.show_run(key, monitor.history, monitor.run_dir.name)
+        self.plots.mark_dirty(key)
+        if monitor is self.current_monitor():
+            self._update_status()
+            self._refresh_buttons()
+
+    def _log_lines(self, key: str, lines: list[str]) -> None:
+        monitor = self.monitors.get(key)
+        if monitor is not None and monitor is self.current_monitor():
+            self.log_view.appendPlainText("\n".join(lines))
+
+    def _run_ended(self, key: str, status: str) -> None:
+        monitor = self.monitors.get(key)
+        if monitor is None:
+            return
+        if monitor is self.current_monitor():
+            self._show_crash(monitor)
+            self._update_status()
+            self._refresh_buttons()
+        self.runEnded.emit(key, status)
+
+    def _show_crash(self, monitor: RunMonitor | None) -> None:
+        if monitor is not None and monitor.status in (FAILED, CRASHED):
+            self.error_view.setPlainText(f"Training {monitor.status}:\n{monitor.crash_text()}")
+            self.error_view.show()
+        else:
+            self.error_view.hide()
+
+    def _update_status(self) -> None:
+        monitor = self.current_monitor()
+        self.status_label.setText(f"{monitor.run_dir.name}: {monitor.summary()}" if monitor else "No run selected.")
+
+    def _refresh_buttons(self) -> None:
+        monitor = self.current_monitor()
+        running = monitor is not None and monitor.status == RUNNING
+        self.stop_button.setEnabled(running)
+        self.kill_button.setEnabled(running)
+        self.resume_button.setEnabled(monitor is not None and not running
+                                      and (monitor.run_dir / CONFIG_FILE).is_file())
+        self.open_best_button.setEnabled(monitor is not None)
+        self.remove_run_button.setEnabled(monitor is not None)
+
+    # -- remembering runs and the form -------------------------------------------------------------
+    def _save_runs(self) -> None:
+        self.settings.set(self.SETTINGS_RUNS, list(self.monitors))
+
+    def _save_form(self) -> None:
+        s = self.form()
+        for key, value in (("data", s.data), ("config", s.config), ("out", s.out), ("device", s.device)):
+            self.settings.set(f"training/{key}", value)
+
+    def _restore(self) -> None:
+        self.set_form(
+            data=self.settings.get("training/data", "") or "",
+            config=self.settings.get("training/config", "") or ("quick" if "quick" in list_presets() else ""),
+            out="",
+            device=self.settings.get("training/device", "auto") or "auto",
+        )
+        runs = self.settings.get(self.SETTINGS_RUNS, []) or []
+        if isinstance(runs, str):
+            runs = [runs]
+        for run in runs:
+            if Path(run).is_dir():
+                self._monitor_for(run)
+        self._save_runs()
+
+
+__all__ = ["TrainingTab", "RunMonitor"]

@@ -1,0 +1,401 @@
+"""The training tab: run-folder reading, settings checks, and the tab driving a trainer process.
+
+Most tab tests drive ``tests/fake_trainer.py`` (schema-conformant events, no
+torch, a second per run); one slow test drives the real ``main.py train
+--preset quick`` on tiny phantoms.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.training_launch import TrainSettings, check_settings, entry_command, list_presets, resume_args, train_args
+from app.training_runs import (
+    CRASHED,
+    FAILED,
+    FINISHED,
+    KILLED,
+    RUNNING,
+    STOPPED,
+    Columns,
+    EventTail,
+    RunHistory,
+    conclude_status,
+    find_runs,
+    format_duration,
+    log_tail,
+    read_pid_file,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+FAKE = Path(__file__).resolve().parent / "fake_trainer.py"
+
+
+def fake_launcher(args: list[str]) -> tuple[str, list[str]]:
+    return sys.executable, [str(FAKE), *args]
+
+
+class DictSettings:
+    """The tab's settings store, in memory (the tab only uses get/set)."""
+
+    def __init__(self):
+        self.values: dict = {}
+
+    def get(self, key, default=None, type_=None):
+        return self.values.get(key, default)
+
+    def set(self, key, value):
+        self.values[key] = value
+
+
+def make_names_dataset(folder: Path, n: int = 2) -> Path:
+    """A dataset layout with placeholder files: enough for the checks and the fake trainer."""
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir()
+    for i in range(n):
+        (folder / "imagesTr" / f"case_{i:03d}_0000.nii.gz").write_bytes(b"")
+        (folder / "labelsTr" / f"case_{i:03d}.nii.gz").write_bytes(b"")
+    return folder
+
+
+def ev(kind: str, **fields) -> dict:
+    return {"event": kind, "time": 1000.0, "run": "r", **fields}
+
+
+def step(g: int, stage: int = 1, epoch: int = 0, loss: float | None = 1.0) -> dict:
+    return ev("step", stage=stage, epoch=epoch, step=g, global_step=g, loss=loss, loss_enc=0.25,
+              loss_dec=0.75, lr=0.01, patches_per_s=8.0)
+
+
+# --------------------------------------------------------------------------- #
+# Qt-free: events, history, tails
+# --------------------------------------------------------------------------- #
+def test_history_folds_events_into_series_and_state():
+    h = RunHistory()
+    h.apply(ev("run_start", config={}, versions={}, device="cpu", world_size=1, resumed=False))
+    h.apply(ev("stage", stage=0, name="dice", loss="dice", epochs=2, alpha=0.5, threshold=0.8))
+    for g in (1, 2, 3):
+        assert h.apply(step(g, stage=0, loss=1.0 / g)) is None  # steps are plotted, not logged
+    h.apply(ev("epoch", stage=0, epoch=0, loss=0.6, time_s=3.0, eta_s=3725.0))
+    h.apply(ev("validation", stage=0, epoch=0, td=40.0, bd=30.0, dsc=80.0, precision=90.0, cases=2))
+    h.apply(ev("stage", stage=1, name="gul", loss="gul", epochs=100, alpha=0.1, threshold=0.8))
+    h.apply(step(4, stage=1, loss=None))  # a diverged (NaN) loss arrives as null
+    np.testing.assert_array_equal(h.steps.view("x"), [1, 2, 3, 4])
+    np.testing.assert_allclose(h.steps.view("loss")[:3], [1.0, 0.5, 1.0 / 3])
+    assert np.isnan(h.steps.view("loss")[3])
+    assert h.epochs.view("x").tolist() == [3.0]  # epoch points sit at the last step before them
+    assert h.validations.view("dsc").tolist() == [80.0]
+    assert [(m.stage, m.x) for m in h.stages] == [(0, 0.0), (1, 3.0)]
+    assert (h.stage, h.stage_name, h.stage_epochs, h.status) == (1, "gul", 100, RUNNING)
+    assert h.eta_now(now=1000.0 + 25.0) == 3700.0  # counts down from the epoch's estimate
+    assert h.summary(now=1025.0) == "running · stage 1 (gul) · epoch 0/100 · ETA 1h 01m"
+    line = h.apply(ev("run_end", status="stopped", best_checkpoint="/r/checkpoints/best.pt"))
+    assert h.status == STOPPED and h.best_checkpoint == "/r/checkpoints/best.pt" and "stopped" in line
+    assert h.eta_now() is None
+
+
+def test_resumed_run_drops_repeated_steps():
+    h = RunHistory()
+    for g in range(1, 11):
+        h.apply(step(g, loss=float(g)))
+        if g % 5 == 0:
+            h.apply(ev("epoch", stage=1, epoch=g // 5 - 1, loss=float(g), time_s=1.0, eta_s=1.0))
+    # resumed from the checkpoint of step 5: steps 6.. come again, with new values
+    h.apply(ev("run_start", config={}, versions={}, device="cpu", world_size=1, resumed=True))
+    h.apply(step(6, loss=60.0))
+    assert h.steps.view("x").tolist() == [1, 2, 3, 4, 5, 6]
+    assert h.steps.view("loss").tolist() == [1, 2, 3, 4, 5, 60.0]
+    assert h.epochs.view("x").tolist() == [5.0]
+    assert h.starts == 1 and h.status == RUNNING
+
+
+def test_columns_grow_by_doubling_and_keep_values():
+    c = Columns(("x", "y"), capacity=2)
+    for i in range(1000):
+        c.append({"x": i, "y": 2 * i})
+    assert len(c) == 1000 and c._data.shape[1] == 1024
+    np.testing.assert_array_equal(c.view("y"), 2 * np.arange(1000))
+    c.truncate(3)
+    assert c.view("x").tolist() == [0, 1, 2]
+
+
+def test_event_tail_reads_complete_lines_only(tmp_path):
+    path = tmp_path / "events.jsonl"
+    tail = EventTail(path)
+    assert tail.read_new() == []  # no file yet
+    line = json.dumps(step(1)) + "\n"
+    path.write_text(line + line[:20])  # a line still being written
+    assert [e["global_step"] for e in tail.read_new()] == [1]
+    with open(path, "a") as f:
+        f.write(line[20:] + "not json\n")
+    assert [e["global_step"] for e in tail.read_new()] == [1]
+    assert tail.bad_lines == 1 and tail.at_end
+    path.write_text(json.dumps(step(7)) + "\n")  # replaced by a new, shorter file
+    assert [e["global_step"] for e in tail.read_new()] == [7] and tail.reset
+
+
+def test_conclude_status_from_events_and_liveness():
+    h = RunHistory()
+    assert conclude_status(h, process_running=False) == "not started"
+    assert conclude_status(h, process_running=False, launched=True) == CRASHED  # died before its first event
+    h.apply(step(1))
+    assert conclude_status(h, process_running=True) == RUNNING
+    assert conclude_status(h, process_running=False) == CRASHED
+    h.apply(ev("run_end", status="finished", best_checkpoint=None))
+    assert conclude_status(h, process_running=True) == FINISHED  # exiting after run_end
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (None, 5, 65, 3725)] == ["?", "5s", "1m 05s", "1h 02m"]
+
+
+def test_fake_trainer_events_follow_the_contract(tmp_path):
+    from core.training.events import check_event, read_events
+
+    env = {**os.environ, "FAKE_DELAY_S": "0", "FAKE_EPOCHS": "[1, 1, 1]", "FAKE_STEPS_PER_EPOCH": "2"}
+    run = tmp_path / "run"
+    subprocess.run([sys.executable, str(FAKE), "train", "--preset", "quick", "--out", str(run)],
+                   check=True, env=env, capture_output=True, timeout=30)
+    events = read_events(run)
+    assert [e["event"] for e in events][0] == "run_start" and events[-1]["status"] == "finished"
+    assert all(check_event(e) == [] for e in events), [check_event(e) for e in events]
+
+
+# --------------------------------------------------------------------------- #
+# Launch command and settings checks
+# --------------------------------------------------------------------------- #
+def test_entry_command_from_source_and_frozen(monkeypatch):
+    program, args = entry_command(["train", "--out", "R"])
+    assert program == sys.executable and args == [str(ROOT / "main.py"), "train", "--out", "R"]
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    assert entry_command(["train", "--out", "R"]) == (sys.executable, ["train", "--out", "R"])
+
+
+def test_train_and_resume_arguments(tmp_path):
+    s = TrainSettings(str(tmp_path / "d"), "quick", str(tmp_path / "r"), "cpu")
+    if "quick" in list_presets():
+        assert train_args(s)[:5] == ["train", "--data", str(tmp_path / "d"), "--preset", "quick"]
+    s = TrainSettings("d", str(tmp_path / "c.toml"), "r", "auto")
+    assert train_args(s) == ["train", "--data", "d", "--config", str(tmp_path / "c.toml"), "--out", "r"]
+    assert resume_args(tmp_path, "cuda:1") == ["train", "--out", str(tmp_path), "--resume", "--device", "cuda:1"]
+
+
+def test_check_settings_names_each_problem(tmp_path):
+    good_cfg = tmp_path / "good.toml"
+    good_cfg.write_text("[run]\ndevice = \"cpu\"\n")
+    data = make_names_dataset(tmp_path / "data")
+    assert check_settings(TrainSettings(str(data), str(good_cfg), str(tmp_path / "runs" / "a"), "cpu")) == []
+
+    problems = check_settings(TrainSettings(str(tmp_path / "nope"), str(good_cfg), str(tmp_path / "r"), "cpu"))
+    assert len(problems) == 1 and "does not exist" in problems[0]
+
+    (tmp_path / "empty").mkdir()
+    problems = check_settings(TrainSettings(str(tmp_path / "empty"), str(good_cfg), str(tmp_path / "r"), "cpu"))
+    assert len(problems) == 1 and "imagesTr" in problems[0]
+
+    bad_cfg = tmp_path / "bad.toml"
+    bad_cfg.write_text("[sampling]\npatch_size = 100\n")
+    problems = check_settings(TrainSettings(str(data), str(bad_cfg), str(tmp_path / "r"), "cpu"))
+    assert len(problems) == 1 and "sampling.patch_size" in problems[0] and "multiple of 8" in problems[0]
+
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "events.jsonl").write_text("")
+    problems = check_settings(TrainSettings(str(data), str(good_cfg), str(tmp_path / "old"), "gpu"))
+    assert len(problems) == 2
+    assert "already holds a run" in problems[0] and "Device 'gpu'" in problems[1]
+
+    problems = check_settings(TrainSettings("", str(tmp_path / "missing.toml"), "", "cpu"))
+    assert len(problems) == 3 and "missing.toml does not exist" in problems[1]
+
+
+# --------------------------------------------------------------------------- #
+# The tab with the fake trainer
+# --------------------------------------------------------------------------- #
+@pytest.fixture
+def tab_factory(qtbot):
+    made = []
+
+    def make(settings=None, launcher=fake_launcher):
+        from app.training_tab import TrainingTab
+
+        tab = TrainingTab(settings=settings or DictSettings(), launcher=launcher)
+        qtbot.addWidget(tab)
+        made.append(tab)
+        return tab
+
+    yield make
+    from app.training_runs import kill_process
+
+    for tab in made:  # never leave a trainer behind
+        for monitor in list(getattr(tab, "monitors", {}).values()):
+            if monitor.pid is not None:
+                kill_process(monitor.pid)
+
+
+def fill_form(tab, tmp_path: Path, name: str = "run1") -> Path:
+    data = tmp_path / "data"
+    if not data.exists():
+        make_names_dataset(data)
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text("[run]\ndevice = \"cpu\"\n")
+    run = tmp_path / "runs" / name
+    tab.set_form(data=str(data), config=str(cfg), out=str(run), device="cpu")
+    return run
+
+
+def test_tab_start_stop_resume_finish_and_open_best(qtbot, tab_factory, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_DELAY_S", "0.05")
+    monkeypatch.setenv("FAKE_EPOCHS", "[1, 2, 2]")
+    tab = tab_factory()
+    run = fill_form(tab, tmp_path)
+    assert tab.start() == str(run.resolve())
+    monitor = tab.current_monitor()
+    assert read_pid_file(run).pid > 0
+    qtbot.waitUntil(lambda: monitor.history.steps.size >= 3, timeout=10000)
+    assert monitor.status == RUNNING and tab.stop_button.isEnabled() and not tab.resume_button.isEnabled()
+    key = str(run.resolve())
+    qtbot.waitUntil(lambda: len(tab.plots.curve_data(key, "loss")[0]) >= 3, timeout=5000)
+    assert re.match(r"run1: running · stage \d \(\w+\) · epoch \d/\d", tab.status_label.text())
+    assert "Run started" in tab.log_view.toPlainText()
+
+    tab.stop()
+    qtbot.waitUntil(lambda: monitor.status == STOPPED, timeout=10000)
+    stopped_at = monitor.history.steps.view("x")[-1]
+    assert (run / "checkpoints" / "last.pt").is_file() and not (run / "stop.request").exists()
+    assert tab.resume_button.isEnabled() and not tab.stop_button.isEnabled()
+
+    monkeypatch.setenv("FAKE_DELAY_S", "0.005")
+    assert tab.resume()
+    with qtbot.waitSignal(tab.runEnded, timeout=20000) as ended:
+        pass
+    assert ended.args == [key, FINISHED] and monitor.status == FINISHED
+    h = monitor.history
+    assert h.starts == 2 and h.steps.view("x")[-1] > stopped_at
+    assert np.all(np.diff(h.steps.view("x")) > 0)  # one curve, even across the resume
+    qtbot.waitUntil(lambda: set(tab.plots.stage_line_positions(key)) == {1, 2}, timeout=2000)
+    assert h.validations.size == 5 and "finished" in tab.status_label.text()
+    assert tab.error_view.isHidden()
+
+    with qtbot.waitSignal(tab.openCheckpointRequested, timeout=1000) as opened:
+        tab.open_best_button.click()
+    assert opened.args == [str(run / "checkpoints" / "best.pt")]
+
+
+def test_tab_shows_a_crash_and_can_start_again(qtbot, tab_factory, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_DELAY_S", "0")
+    monkeypatch.setenv("FAKE_CRASH_AT_STEP", "3")
+    tab = tab_factory()
+    fill_form(tab, tmp_path, "crashing")
+    tab.start()
+    qtbot.waitUntil(lambda: tab.current_monitor().status == FAILED, timeout=10000)
+    assert not tab.error_view.isHidden()
+    text = tab.error_view.toPlainText()
+    assert "fake failure at global step 3" in text and "RuntimeError" in text  # message and traceback
+    assert tab.start_button.isEnabled() and tab.resume_button.isEnabled()
+
+    monkeypatch.delenv("FAKE_CRASH_AT_STEP")
+    monkeypatch.setenv("FAKE_EPOCHS", "[1, 1, 1]")
+    run2 = fill_form(tab, tmp_path, "again")
+    assert tab.start() == str(run2.resolve())
+    assert tab.error_view.isHidden()
+    qtbot.waitUntil(lambda: tab.current_monitor().status == FINISHED, timeout=15000)
+    assert len(tab.monitors) == 2
+
+
+def test_tab_shows_last_lines_of_a_process_that_died_without_an_event(qtbot, tab_factory, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_DELAY_S", "0")
+    monkeypatch.setenv("FAKE_HARD_CRASH_AT_STEP", "2")
+    tab = tab_factory()
+    run = fill_form(tab, tmp_path, "segv")
+    tab.start()
+    qtbot.waitUntil(lambda: tab.current_monitor().status == CRASHED, timeout=10000)
+    assert "Segmentation fault (fake)" in tab.error_view.toPlainText()
+    assert log_tail(run)[-1].startswith("Segmentation fault (fake)")
+
+
+def test_bad_settings_are_shown_and_nothing_starts(qtbot, tab_factory, tmp_path):
+    tab = tab_factory()
+    tab.set_form(data=str(tmp_path / "missing"), config="no-such.toml", out="", device="cpu")
+    assert tab.start() is None
+    text = tab.problems_label.text()
+    assert "missing does not exist" in text and "no-such.toml" in text and "output folder" in text
+    assert tab.monitors == {}
+
+
+def test_reopened_tab_reattaches_to_a_running_run_and_kills_it(qtbot, tab_factory, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_DELAY_S", "0.05")
+    settings = DictSettings()
+    first = tab_factory(settings)
+    run = fill_form(first, tmp_path, "long")
+    first.start()
+    qtbot.waitUntil(lambda: first.current_monitor().history.steps.size >= 2, timeout=10000)
+    first.close()
+    # the trainer outlives the window
+    record = read_pid_file(run)
+    assert record.alive()
+
+    second = tab_factory(settings)
+    monitor = second.current_monitor()
+    assert monitor is not None and monitor.run_dir == run.resolve()
+    assert monitor.status == RUNNING and monitor.history.steps.size >= 2
+    n = monitor.history.steps.size
+    qtbot.waitUntil(lambda: monitor.history.steps.size > n, timeout=5000)  # still following
+    second.kill()
+    qtbot.waitUntil(lambda: monitor.status == KILLED, timeout=5000)
+    assert not record.alive()
+    assert "killed" in second.status_label.text()
+
+
+def test_several_runs_are_listed_and_drawn_together(qtbot, tab_factory, tmp_path, monkeypatch):
+    env = {**os.environ, "FAKE_DELAY_S": "0", "FAKE_EPOCHS": "[1, 1, 1]"}
+    for name in ("a", "b"):
+        subprocess.run([sys.executable, str(FAKE), "train", "--out", str(tmp_path / "runs" / name)],
+                       check=True, env=env, capture_output=True, timeout=30)
+    assert [p.name for p in find_runs(tmp_path / "runs")] == ["a", "b"]
+    tab = tab_factory()
+    added = tab.add_runs(tmp_path / "runs")
+    assert len(added) == 2 and tab.runs_list.count() == 2
+    tab.plots.redraw()
+    for key in added:
+        x, y = tab.plots.curve_data(key, "td")
+        assert len(x) == 3  # one validation per epoch, three stages
+        assert tab.monitors[key].status == FINISHED
+    tab.runs_list.item(0).setCheckState(tab.runs_list.item(0).checkState().Unchecked)
+    assert tab.plots.runs() == [added[1]]
+
+
+def test_redraws_are_throttled(qtbot, tmp_path):
+    from app.training_plots import TrainingPlots
+
+    plots = TrainingPlots()
+    qtbot.addWidget(plots)
+    h = RunHistory()
+    plots.show_run("r", h)
+    for g in range(1, 2001):
+        h.apply(step(g))
+        plots.mark_dirty("r")
+    qtbot.waitUntil(lambda: plots.redraws >= 1, timeout=2000)
+    qtbot.wait(plots.REDRAW_MS + 50)
+    assert plots.redraws == 1  # 2000 updates, one redraw
+    assert len(plots.curve_data("r", "loss")[0]) == 2000
+
+
+def test_refcount_guard_is_in_place_where_pyside_leaks(qtbot):
+    from app.training_qt_workarounds import install_refcount_guard, measure_leaks
+
+    installed = install_refcount_guard()
+    lost = measure_leaks()
+    if sys.version_info < (3, 12) and (lost["None"] > 0 or lost["True"] > 0):
+        assert installed
+        assert min(sys.getrefcount(None), sys.getrefcount(True), sys.getrefcount(False)) > 2**47
+    else:
+        assert not installed
