@@ -40,7 +40,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from core.errors import Cancelled, ConfigError
-from core.phantom_body import AIR_HU, LUNG_HU, SOFT_HU, fill_body
+from core.phantom_body import AIR_HU, LUNG_HU, SOFT_HU, body_box, fill_body
 from core.phantom_raster import Grid, centreline_voxels, coverage, segment_distance
 from core.phantom_tree import Branch, Chest, Tree, grow_tree
 from core.volume import Geometry, IntensityVolume, LabelVolume
@@ -357,7 +357,10 @@ def make_phantom(
         from scipy import ndimage
 
         sigma = [diff.blur_mm / s for s in grid.spacing[::-1]]
-        ndimage.gaussian_filter(ct, sigma, output=ct, mode="nearest", truncate=3.0)
+        # Outside the body the image is constant air, which a normalised blur leaves as it is:
+        # blur only the body's box (plus the kernel's reach), in place.
+        body = ct[body_box(grid, chest, pad_mm=3.0 * diff.blur_mm + 2.0 * max(grid.spacing))]
+        ndimage.gaussian_filter(body, sigma, output=body, mode="nearest", truncate=3.0)
     report(5)
 
     out = np.empty(shp, dtype=np.int16)

@@ -56,8 +56,30 @@ class Texture:
         return self._xy[i0] * (1 - w)[:, None, None] + self._xy[i1] * w[:, None, None]
 
 
+def body_box(grid: Grid, chest: Chest, pad_mm: float = 0.0) -> tuple[slice, slice, slice]:
+    """Index box (z, y, x) outside which the chest CT is plain air (all slices: the body is a cylinder)."""
+    a, b = chest.body_semi
+    z_lo, z_hi = grid.origin[2], grid.origin[2] + (grid.shape[0] - 1) * grid.spacing[2]
+    sl = grid.box(np.array([-a - pad_mm, -b - pad_mm, z_lo]), np.array([a + pad_mm, b + pad_mm, z_hi]))
+    return sl if sl is not None else (slice(0, 0), slice(0, 0), slice(0, 0))
+
+
+def _quadric(grid: Grid, e, sl: tuple[slice, slice, slice]) -> tuple[np.ndarray, np.ndarray]:
+    """An ellipsoid's (x, y) part (2D) and z part (1D) of sum(((p - c) / semi)^2) over box ``sl``."""
+    c, s = e.centre, e.semi
+    x = (grid.axis_mm(0, sl[2].start, sl[2].stop) - np.float32(c[0])) / np.float32(s[0])
+    y = (grid.axis_mm(1, sl[1].start, sl[1].stop) - np.float32(c[1])) / np.float32(s[1])
+    z = (grid.axis_mm(2, sl[0].start, sl[0].stop) - np.float32(c[2])) / np.float32(s[2])
+    return x[None, :] ** 2 + y[:, None] ** 2, z * z
+
+
 def fill_body(grid: Grid, chest: Chest, rng: np.random.Generator, slab: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """CT of the chest without airways or vessels (float32 HU) and the lung mask (bool)."""
+    """CT of the chest without airways or vessels (float32 HU) and the lung mask (bool).
+
+    The body is an elliptic cylinder, so one slice of it serves all; lung work
+    is confined to the lungs' bounding box and split into slabs of slices, with
+    each ellipsoid test done as a 2D (x, y) part compared against a 1D z part.
+    """
     nz, ny, nx = grid.shape
     x = grid.axis_mm(0, 0, nx)[None, :]
     y = grid.axis_mm(1, 0, ny)[:, None]
@@ -68,26 +90,35 @@ def fill_body(grid: Grid, chest: Chest, rng: np.random.Generator, slab: int = 16
     spine = (x - sx) ** 2 + (y - sy) ** 2 <= chest.spine_radius ** 2
     plane = np.where(body, np.where(inner, SOFT_HU, FAT_HU), AIR_HU).astype(np.float32)
     plane[spine & inner] = BONE_HU
-    texture = Texture(grid, rng)
     ct = np.empty(grid.shape, dtype=np.float32)
+    ct[...] = plane
     lungs = np.zeros(grid.shape, dtype=bool)
-    x3, y3 = x[None], y[None]
-    hc, hs = np.asarray(chest.heart.centre, np.float32), np.asarray(chest.heart.semi, np.float32)
-    for z0 in range(0, nz, slab):
-        z1 = min(nz, z0 + slab)
-        z3 = grid.axis_mm(2, z0, z1)[:, None, None]
-        heart = ((x3 - hc[0]) / hs[0]) ** 2 + ((y3 - hc[1]) / hs[1]) ** 2 + ((z3 - hc[2]) / hs[2]) ** 2 <= 1.0
-        lung = np.zeros((z1 - z0, ny, nx), dtype=bool)
-        depth = np.zeros((1, ny, 1), dtype=np.float32)
-        for e in chest.lungs:
-            c, s = np.asarray(e.centre, np.float32), np.asarray(e.semi, np.float32)
-            lung |= ((x3 - c[0]) / s[0]) ** 2 + ((y3 - c[1]) / s[1]) ** 2 + ((z3 - c[2]) / s[2]) ** 2 <= 1.0
-            depth = (y3 - c[1]) / s[1]  # -1 anterior .. +1 posterior (both lungs share y)
-        lung &= ~heart
-        lung &= inner[None]
-        block = np.broadcast_to(plane, lung.shape).copy()
-        paren = LUNG_HU + TEXTURE_HU * texture.slab(z0, z1) + np.float32(0.5 * GRAVITY_HU) * depth
-        block[lung] = paren[lung]
-        ct[z0:z1] = block
-        lungs[z0:z1] = lung
+    lo = np.min([np.subtract(e.centre, e.semi) for e in chest.lungs], axis=0)
+    hi = np.max([np.add(e.centre, e.semi) for e in chest.lungs], axis=0)
+    box = grid.box(lo, hi)
+    if box is None:
+        return ct, lungs
+    sub = Grid(tuple(s.stop - s.start for s in box), grid.spacing,  # type: ignore[arg-type]
+               tuple(o + s.start * d for o, s, d in zip(grid.origin, box[::-1], grid.spacing)))  # type: ignore[arg-type]
+    texture = Texture(sub, rng)
+    quads = [_quadric(grid, e, box) for e in (*chest.lungs, chest.heart)]
+    inner_box = inner[box[1], box[2]][None]
+    c0 = chest.lungs[0]
+    depth = ((grid.axis_mm(1, box[1].start, box[1].stop) - np.float32(c0.centre[1])) / np.float32(c0.semi[1]))[None, :, None]
+    gravity = np.float32(0.5 * GRAVITY_HU) * depth  # -1 anterior .. +1 posterior
+    z_start = box[0].start
+    for z0 in range(0, sub.shape[0], slab):
+        z1 = min(sub.shape[0], z0 + slab)
+        (rxy, rz), (lxy, lz), (hxy, hz) = quads
+        lung = rxy[None] <= (1.0 - rz[z0:z1])[:, None, None]
+        lung |= lxy[None] <= (1.0 - lz[z0:z1])[:, None, None]
+        lung &= ~(hxy[None] <= (1.0 - hz[z0:z1])[:, None, None])
+        lung &= inner_box
+        paren = texture.slab(z0, z1)
+        paren *= np.float32(TEXTURE_HU)
+        paren += gravity
+        paren += np.float32(LUNG_HU)
+        zs = slice(z_start + z0, z_start + z1)
+        np.copyto(ct[zs, box[1], box[2]], paren, where=lung)
+        lungs[zs, box[1], box[2]] = lung
     return ct, lungs
