@@ -26,8 +26,10 @@ def register(subparsers) -> None:
     q.add_argument("--size", type=int, default=64, help="side in voxels (default 64)")
     q.add_argument("--out", required=True, help="output folder")
     q.add_argument("--seed", type=int, default=0, help="phantom i uses seed + i (default 0)")
-    q.add_argument("--spacing", type=float, default=1.0, help="isotropic voxel size in mm (default 1.0)")
-    q.add_argument("--difficulty", default=None, help="phantom difficulty (see core.phantom; default its own)")
+    q.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), default=None,
+                   help="voxel size in mm (default: the whole chest fitted into the grid)")
+    q.add_argument("--difficulty", default=None, choices=("easy", "normal", "hard"),
+                   help="image quality of the phantoms (core.phantom; default normal)")
     q.add_argument("--prepare", action="store_true", help="also build the training cache (paper preprocessing)")
     q.set_defaults(func=run_phantom_dataset)
 
@@ -70,12 +72,6 @@ def run_phantom_dataset(args: argparse.Namespace) -> int:
     from core.training.phantoms import write_phantom_dataset
 
     difficulty = args.difficulty
-    if difficulty is not None:
-        try:
-            difficulty = float(difficulty)
-        except ValueError:
-            pass
-
     def progress(done: int, total: int, name: str) -> None:
         print(f"[{done}/{total}] {name}", file=sys.stderr, flush=True)
 

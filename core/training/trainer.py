@@ -508,14 +508,21 @@ class Trainer:
     def _validate(self, index: int, epoch: int) -> None:
         if self.dist.is_main:
             from core.metrics import evaluate
+            from core.tree import parse_tree
 
+            trees = getattr(self, "_trees", None)
+            if trees is None:
+                trees = self._trees = {}
             names = self.state.val_cases[: self.cfg.validation.max_cases or None]
             predictor = self._predictor()
             rows = []
             for name in names:
                 case = self.cases[name]
                 pred = predictor.predict(case.ct_volume())
-                m = evaluate(pred.mask.array, np.asarray(case.label).astype(bool), case.spacing_zyx)
+                ref = np.asarray(case.label).astype(bool)
+                if name not in trees:  # the reference tree is parsed once per run
+                    trees[name] = parse_tree(ref, case.spacing_zyx)
+                m = evaluate(pred.mask.array, ref, case.spacing_zyx, tree=trees[name])
                 rows.append(_metric_row(m))
             self.net.train()
             keys = ("td", "bd", "dsc", "precision")
@@ -572,16 +579,5 @@ class Trainer:
 
 
 def _metric_row(m: Any) -> dict[str, float]:
-    """TD, BD, DSC, precision in percent from core.metrics' result."""
-    d = m.as_dict() if hasattr(m, "as_dict") else dict(m)
-    low = {str(k).lower(): v for k, v in d.items()}
-    out = {}
-    for key, names in (("td", ("td", "tree_length_detected")), ("bd", ("bd", "branches_detected", "branch_detected")),
-                       ("dsc", ("dsc", "dice")), ("precision", ("precision",))):
-        for n in names:
-            if n in low and low[n] is not None:
-                out[key] = float(low[n])
-                break
-        else:
-            out[key] = float("nan")
-    return out
+    """TD, BD, DSC, precision (percent) from a core.metrics.AirwayMetrics."""
+    return {k: float(getattr(m, k)) for k in ("td", "bd", "dsc", "precision")}
