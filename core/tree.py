@@ -114,6 +114,14 @@ class AirwayTree:
     def max_generation(self) -> int:
         return max((b.generation for b in self.branches), default=0)
 
+    def centreline_segments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Edges (i, j, length_mm) of each branch's centreline, as summed in ``Branch.length_mm``.
+
+        A minimum spanning tree of the 26-neighbour graph of the skeleton voxels
+        of one branch, so corner triangles of the voxel path count once.
+        """
+        return centreline_mst(self.centreline_zyx, self.centreline_branch, self.spacing_zyx)
+
     # -- full-size arrays ----------------------------------------------------
     def branch_label_map(self) -> np.ndarray:
         """Full-size map of branch ids (0 = not airway), e.g. to save as a label file."""
@@ -275,7 +283,7 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
 
 
 def neighbour_pairs(coords: np.ndarray, shape: Sequence[int], offsets: np.ndarray = _OFFSETS26) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (i, j) of points of ``coords`` (sorted C order, unique) that are neighbours.
+    """Index pairs (i, j) of distinct points of ``coords`` (unique, any order) that are neighbours.
 
     Works on the sparse coordinates only (no volume pass): points are looked up
     by flat index in a grid padded by one so offsets never wrap.
@@ -628,19 +636,11 @@ def _measure_branches(
     spacing: tuple[float, float, float],
 ) -> list[Branch]:
     """Length (MST of the centreline's 26-graph, mm), diameters and volume per branch."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import minimum_spanning_tree
-    from scipy.spatial import cKDTree
-
     sp = np.asarray(spacing, dtype=float)
     length = np.zeros(n + 1)
     if len(skel):
-        i, j = neighbour_pairs(skel, box_shape)
-        same = skel_branch[i] == skel_branch[j]
-        i, j = i[same], j[same]
-        w = np.linalg.norm((skel[i] - skel[j]) * sp, axis=1)
-        mst = minimum_spanning_tree(coo_matrix((w, (i, j)), shape=(len(skel), len(skel)))).tocoo()
-        length = np.bincount(skel_branch[mst.row], weights=mst.data, minlength=n + 1)
+        mi, _, mw = centreline_mst(skel, skel_branch, spacing)
+        length = np.bincount(skel_branch[mi], weights=mw, minlength=n + 1)
 
     radius = _depth_mm(skel, lab_coords, box_shape, box, full_shape, sp)
     # On a digitised round tube of radius R voxels the axis voxel's nearest
@@ -677,6 +677,24 @@ def _measure_branches(
     return out
 
 
+def centreline_mst(coords: np.ndarray, branch: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Minimum spanning forest of 26-neighbour skeleton voxels of the same branch (mm weights)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import minimum_spanning_tree
+
+    coords = np.asarray(coords, dtype=np.int64)
+    if len(coords) < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    lo = coords.min(axis=0)
+    shape = coords.max(axis=0) - lo + 1
+    i, j = neighbour_pairs(coords - lo, shape)
+    same = branch[i] == branch[j]
+    i, j = i[same], j[same]
+    w = np.linalg.norm((coords[i] - coords[j]) * np.asarray(spacing, dtype=float), axis=1)
+    mst = minimum_spanning_tree(coo_matrix((w, (i, j)), shape=(len(coords), len(coords)))).tocoo()
+    return mst.row.astype(np.int64), mst.col.astype(np.int64), mst.data
+
+
 def _depth_mm(points: np.ndarray, lab_coords: np.ndarray, box_shape, box, full_shape, sp: np.ndarray) -> np.ndarray:
     """Distance (mm) from each point to the nearest background voxel centre.
 
@@ -695,9 +713,12 @@ def _depth_mm(points: np.ndarray, lab_coords: np.ndarray, box_shape, box, full_s
     inside = np.zeros(int(np.prod(padded)), dtype=bool)
     inside[flat] = True
     offs = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1) if (a, b, c) != (0, 0, 0)])
-    cand = np.unique((flat[:, None] + (offs @ strides)[None, :]).ravel())
-    cand = cand[~inside[cand]]
-    del inside
+    nb = (flat[:, None] + (offs @ strides)[None, :]).ravel()
+    nb = nb[~inside[nb]]
+    inside[:] = False  # reuse the buffer to mark the shell without a sort
+    inside[nb] = True
+    cand = np.flatnonzero(inside)
+    del inside, nb
     shell = np.stack(np.unravel_index(cand, tuple(padded)), axis=1) - 1 + np.array([lo for lo, _ in box])
     in_volume = ((shell >= 0) & (shell < np.asarray(full_shape))).all(axis=1)
     shell = shell[in_volume]

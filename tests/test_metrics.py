@@ -1,0 +1,205 @@
+"""Airway metrics: values computed by hand on a Y tree of round tubes, ATM'22 mode on the real pair."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.errors import GeometryError, InputError
+from core.metrics import evaluate
+from core.tree import parse_tree
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+Y_SEGMENTS = [
+    ((4, 40, 40), (26, 40, 40), 4.0),
+    ((26, 40, 40), (44, 40, 22), 3.0),
+    ((26, 40, 40), (44, 40, 58), 3.0),
+    ((44, 40, 22), (68, 24, 14), 2.5),  # terminal branch "A", cut in the tests
+    ((44, 40, 22), (68, 56, 14), 2.5),
+    ((44, 40, 58), (68, 24, 66), 2.5),
+    ((44, 40, 58), (68, 56, 66), 2.5),
+]
+SPACING = (0.5, 0.6, 0.6)
+
+
+def tube(shape, segments) -> np.ndarray:
+    grid = np.stack(np.indices(shape), axis=-1).astype(float)
+    out = np.zeros(shape, dtype=bool)
+    for p0, p1, r in segments:
+        p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
+        d = p1 - p0
+        t = np.clip(((grid - p0) @ d) / (d @ d), 0.0, 1.0)
+        out |= np.linalg.norm(grid - (p0 + t[..., None] * d), axis=-1) <= r
+    return out
+
+
+@pytest.fixture(scope="module")
+def ref() -> np.ndarray:
+    return tube((74, 80, 80), Y_SEGMENTS)
+
+
+@pytest.fixture(scope="module")
+def tree(ref):
+    t = parse_tree(ref, SPACING)
+    assert t.n_branches == 7
+    return t
+
+
+def region_a(shape, z_from: int, z_to: int = 10**6) -> np.ndarray:
+    """Voxels of branch A's tip only: other tubes have y > 40 or x > 40 at these depths."""
+    z, y, x = np.indices(shape)
+    return (z >= z_from) & (z < z_to) & (y < 40) & (x < 40)
+
+
+def branch_a_id(tree) -> int:
+    # the terminal branch whose centreline reaches the tip (68, 24, 14)
+    d = np.linalg.norm(tree.centreline_zyx - np.array([68, 24, 14]), axis=1)
+    return int(tree.centreline_branch[np.argmin(d)])
+
+
+def test_perfect_prediction_scores_100(ref, tree):
+    m = evaluate(ref, ref, SPACING, tree=tree)
+    for k in ("td", "bd", "dsc", "precision", "sensitivity", "specificity", "atm_score"):
+        assert getattr(m, k) == 100.0, k
+    assert m.leakage == 0 and m.missing_ratio == 0 and m.breakages == 0
+    assert m.n_detected == m.n_branches == 7
+    assert m.td_mm == pytest.approx(m.tree_length_mm)
+    assert m.tree_length_mm == pytest.approx(sum(b.length_mm for b in tree.branches))
+    assert all(b.detected and b.detected_share == 100.0 for b in m.branches)
+    assert sum(b.reference_voxels for b in m.dsc_by_diameter) == ref.sum()
+    assert all(b.dsc == 100.0 for b in m.dsc_by_diameter if b.reference_voxels)
+    assert [(g.generation, g.branches, g.detected) for g in m.per_generation] == [(0, 1, 1), (1, 2, 2), (2, 4, 4)]
+
+
+def test_cutting_most_of_a_terminal_branch(ref, tree):
+    cut = region_a(ref.shape, 56) & ref
+    pred = ref & ~cut
+    m = evaluate(pred, ref, SPACING, tree=tree)
+    # by hand: centreline voxels inside the cut region, all of them in branch A
+    cz = tree.centreline_zyx
+    removed = region_a(ref.shape, 56)[cz[:, 0], cz[:, 1], cz[:, 2]]
+    a = branch_a_id(tree)
+    assert set(tree.centreline_branch[removed]) == {a}
+    n_a = int((tree.centreline_branch == a).sum())
+    assert removed.sum() > 0.2 * n_a  # more than 20% of A is gone: A is missed
+    n = len(cz)
+    assert m.td == pytest.approx(100.0 * (n - removed.sum()) / n, abs=1e-12)
+    assert m.bd == pytest.approx(100.0 * 6 / 7, abs=1e-12)
+    c, r = int(cut.sum()), int(ref.sum())
+    assert m.dsc == pytest.approx(100.0 * 2 * (r - c) / (2 * r - c), abs=1e-12)
+    assert m.precision == 100.0
+    assert m.sensitivity == pytest.approx(100.0 * (r - c) / r, abs=1e-12)
+    assert m.missing_ratio == pytest.approx(100.0 * c / r, abs=1e-12)
+    assert m.leakage == 0.0 and m.breakages == 0
+    assert m.specificity == 100.0
+    row = next(b for b in m.branches if b.id == a)
+    assert not row.detected and row.detected_voxels == n_a - removed.sum()
+    assert [(g.generation, g.branches, g.detected) for g in m.per_generation] == [(0, 1, 1), (1, 2, 2), (2, 4, 3)]
+    assert m.td_mm < m.tree_length_mm
+
+
+def test_cutting_a_little_keeps_the_branch_detected(ref, tree):
+    cz = tree.centreline_zyx
+    a = branch_a_id(tree)
+    n_a = int((tree.centreline_branch == a).sum())
+    # pick the deepest cut that removes under 20% of A's centreline
+    z_cut = max(z for z in range(40, 74) if region_a(ref.shape, z)[cz[:, 0], cz[:, 1], cz[:, 2]].sum() >= 1)
+    removed = region_a(ref.shape, z_cut)[cz[:, 0], cz[:, 1], cz[:, 2]]
+    assert 0 < removed.sum() < 0.2 * n_a
+    m = evaluate(ref & ~region_a(ref.shape, z_cut), ref, SPACING, tree=tree)
+    assert m.bd == 100.0
+    assert m.td == pytest.approx(100.0 * (len(cz) - removed.sum()) / len(cz), abs=1e-12)
+
+
+def test_a_gap_disconnects_the_tip_and_counts_as_a_breakage(ref, tree):
+    pred = ref & ~region_a(ref.shape, 54, 57)
+    m = evaluate(pred, ref, SPACING, tree=tree)
+    assert m.breakages == 1
+    assert m.counts["prediction_components"] == 2
+    # the tip is not in the largest component: everything from z=54 on in A is missing
+    cz = tree.centreline_zyx
+    removed = region_a(ref.shape, 54)[cz[:, 0], cz[:, 1], cz[:, 2]]
+    assert m.td == pytest.approx(100.0 * (len(cz) - removed.sum()) / len(cz), abs=1e-12)
+    m_all = evaluate(pred, ref, SPACING, tree=tree, largest_component=False)
+    assert m_all.breakages == 0 and m_all.td > m.td
+
+
+def test_leakage_counts_false_positives_over_the_reference(ref, tree):
+    blob = np.zeros_like(ref)
+    blob[10:14, 43:47, 38:42] = True  # overlaps the trachea (radius 4 around y=40): a 4x4x4 cube, partly new
+    assert (blob & ref).any() and (blob & ~ref).any()
+    pred = ref | blob
+    m = evaluate(pred, ref, SPACING, tree=tree)
+    fp = int((blob & ~ref).sum())
+    assert m.counts["fp"] == fp
+    assert m.leakage == pytest.approx(100.0 * fp / ref.sum(), abs=1e-12)
+    assert m.precision == pytest.approx(100.0 * ref.sum() / (ref.sum() + fp), abs=1e-12)
+    n_total = ref.size
+    assert m.specificity == pytest.approx(100.0 * (n_total - ref.sum() - fp) / (n_total - ref.sum()), abs=1e-12)
+
+
+def test_atm22_mode_rounds_and_smooths_like_the_organisers(ref, tree):
+    pred = ref & ~region_a(ref.shape, 56)
+    m = evaluate(pred, ref, SPACING, tree=tree, atm22=True)
+    e = evaluate(pred, ref, SPACING, tree=tree)
+    c = e.counts
+    assert m.td == round((c["centreline_detected"] + 1e-5) / (c["centreline_voxels"] + 1e-5) * 100, 2)
+    assert m.bd == round(6 * 100 / 7, 2) == 85.71
+    assert m.dsc == round(e.dsc, 2)
+    assert m.sensitivity == round(100 - round((c["fn"] + 1e-5) * 100 / (c["reference_voxels"] + 1e-5), 3), 3)
+    assert m.mode == "atm22" and e.mode == "exact"
+
+
+def test_empty_prediction(ref, tree):
+    m = evaluate(np.zeros_like(ref), ref, SPACING, tree=tree)
+    assert (m.td, m.bd, m.dsc, m.precision, m.sensitivity) == (0.0, 0.0, 0.0, 0.0, 0.0)
+    assert m.missing_ratio == 100.0 and m.breakages == 0 and m.n_detected == 0
+    # ATM'22's smoothing turns 0/0 into 100% precision: reproduced in that mode only
+    assert evaluate(np.zeros_like(ref), ref, SPACING, tree=tree, atm22=True).precision == 100.0
+
+
+def test_reference_can_be_the_tree_and_tree_is_parsed_when_missing(ref, tree):
+    a = evaluate(ref, tree)
+    b = evaluate(ref, ref, SPACING)
+    assert a.summary() == b.summary()
+
+
+def test_bad_inputs(ref, tree):
+    with pytest.raises(GeometryError):
+        evaluate(ref[:-1], ref, SPACING, tree=tree)
+    with pytest.raises(InputError):
+        evaluate(ref, ref, SPACING, tree=tree, connectivity=8)
+    with pytest.raises(InputError):
+        evaluate(ref, ref, SPACING, tree=tree, detection_threshold=1.5)
+    with pytest.raises(InputError):
+        evaluate(ref, ref, SPACING, tree=tree, diameter_edges=(0, 4, 2))
+
+
+def test_dsc_by_diameter_intervals(ref, tree):
+    m = evaluate(ref & ~region_a(ref.shape, 56), ref, SPACING, tree=tree, diameter_edges=(0, 3.5))
+    assert [b.label for b in m.dsc_by_diameter] == ["0-3.5 mm", ">3.5 mm"]
+    small, big = m.dsc_by_diameter
+    # the trachea (about 4.4 mm) alone is above 3.5 mm and untouched; the cut lies in a thin branch
+    assert big.branches == 1 and big.dsc == 100.0
+    assert small.branches == 6 and small.dsc < 100.0
+    assert small.reference_voxels + big.reference_voxels == ref.sum()
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_real_pair_matches_the_atm22_organisers_numbers():
+    from core.io import read_label
+
+    ref_path = DATA / "atm22" / "preds_YangLab" / "ATM_305_0000.nii.gz"
+    pred_path = DATA / "atm22" / "preds_timi" / "ATM_305_0000.nii.gz"
+    if not ref_path.exists() or not pred_path.exists():
+        pytest.skip("needs ../shared/data/atm22 (real ATM'22 pair)")
+    ref = read_label(ref_path)
+    pred = read_label(pred_path)
+    m = evaluate(pred, ref, atm22=True)
+    assert (m.n_branches, m.n_detected) == (211, 195)
+    assert (m.td, m.bd, m.dsc) == (94.15, 92.42, 94.52)
+    assert (m.precision, m.sensitivity, m.specificity) == (94.312, 94.731, 99.992)
