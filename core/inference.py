@@ -286,6 +286,8 @@ class Prediction:
     windows: int
     seconds: float
     messages: list[str] = field(default_factory=list)
+    #: seconds spent in "prepare" (window, lung crop), "windows" (the network) and "postprocess"
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def resolve_device(device: str) -> str:
@@ -385,7 +387,7 @@ class Predictor:
         from core.inference_backends import state_hash
 
         self = cls.__new__(cls)
-        key = state_hash(model) if backend not in ("torch",) else "live"
+        key = state_hash(model)
         self._setup(model, preprocessing, key, device, window, step, batch_size, gaussian, backend,
                     postprocess, say, cache, threads, channels_last)
         self.header = {}
@@ -394,7 +396,7 @@ class Predictor:
     def _setup(self, model: Any, prep: Preprocessing, key: str, device: str, window: int, step: int,
                batch_size: int | None, gaussian: bool, backend: str, postprocess: PostProcessing | None,
                say: Say | None, cache: Path | None, threads: int | None, channels_last: bool) -> None:
-        from core.inference_backends import BackendRequest, TorchBackend, make_backend, resolve_backend_name
+        from core.inference_backends import BackendRequest, make_backend, resolve_backend_name
 
         self.messages: list[str] = []
         outer = say or _quiet
@@ -422,7 +424,12 @@ class Predictor:
         self.model = model.eval()
         engine = make_backend(model, request, record)
         self.batch_size = int(batch_size) if batch_size else default_batch_size(self.device, self.window)
-        fallback = (lambda: TorchBackend(self.model, "cpu")) if self.device != "cpu" else None
+        def cpu_fallback():
+            # the fastest CPU engine installed; the model leaves the GPU, freeing its memory
+            cpu_name = resolve_backend_name("auto", "cpu", record)
+            return make_backend(self.model.to("cpu"), BackendRequest(cpu_name, "cpu", self.window, key, cache, threads), record)
+
+        fallback = cpu_fallback if self.device != "cpu" else None
         self.runner = BatchRunner(engine, self.batch_size, fallback, record)
 
     @property
@@ -437,9 +444,11 @@ class Predictor:
         if cancel is not None and cancel.is_set():
             raise Cancelled("Segmentation cancelled before it started.")
         array, box = prepare_input(ct, self.preprocessing)
+        t1 = time.perf_counter()
         prob = sliding_window(array, self.runner, self.window, self.step, self.runner.batch_size,
                               self.gaussian, pad_value=0.0, progress=progress, cancel=cancel)
         del array
+        t2 = time.perf_counter()
         if cancel is not None and cancel.is_set():
             raise Cancelled("Segmentation cancelled while finishing.")
         mask = self.postprocess.apply(prob)
@@ -447,14 +456,18 @@ class Predictor:
         del prob
         windows = len(window_slices(tuple(max(s, w) for s, w in zip(box.shape, self.window)), self.window, self.step))
         name = ct.name or "ct"
+        probabilities = IntensityVolume(box.uncrop(prob_u8, 0), ct.geometry, name=f"{name}_probabilities")
+        full_mask = LabelVolume(box.uncrop(mask, False), ct.geometry, name=f"{name}_airway")
+        t3 = time.perf_counter()
         return Prediction(
-            probabilities=IntensityVolume(box.uncrop(prob_u8, 0), ct.geometry, name=f"{name}_probabilities"),
-            mask=LabelVolume(box.uncrop(mask, False), ct.geometry, name=f"{name}_airway"),
+            probabilities=probabilities,
+            mask=full_mask,
             crop=box,
             backend=self.runner.name,
             windows=windows,
-            seconds=time.perf_counter() - t0,
+            seconds=t3 - t0,
             messages=list(self.messages),
+            timings={"prepare": t1 - t0, "windows": t2 - t1, "postprocess": t3 - t2},
         )
 
 

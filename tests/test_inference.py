@@ -382,6 +382,27 @@ def test_segment_command_writes_mask_and_probabilities(checkpoint, tmp_path, cap
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_segment_command_with_reference_prints_metrics(checkpoint, tmp_path, capsys):
+    import json
+
+    from core.cli import main
+    from core.io import write_volume
+    from core.volume import LabelVolume
+
+    ct_path, ref_path = tmp_path / "ct.nii.gz", tmp_path / "ref.nii.gz"
+    write_volume(_ct((24, 16, 16)), ct_path)
+    label = np.zeros((24, 16, 16), np.uint8)
+    label[2:22, 6:10, 6:10] = 1  # a straight "trachea"
+    write_volume(LabelVolume(label, GEO), ref_path)
+    rc = main(["segment", "--model", str(checkpoint), "--input", str(ct_path), "--output", str(tmp_path / "m.nii.gz"),
+               "--reference", str(ref_path), "--backend", "torch", "--window", "16", "--step", "8", "--json", "-q"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    metrics = result["metrics"]
+    assert {"td", "bd", "dsc", "precision"} <= set(metrics)
+    assert 0.0 <= metrics["dsc"] <= 100.0
+
+
 def test_segment_command_bad_inputs_write_nothing(checkpoint, tmp_path, capsys):
     from core.cli import main
     from core.io import write_volume

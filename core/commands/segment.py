@@ -195,7 +195,7 @@ def evaluate_mask(mask: Any, reference: Any, spacing_zyx: Any) -> dict:
     except ImportError:
         raise InputError("Metrics are not available in this installation (core.metrics is missing).",
                          "Run without --reference, or update Airway Studio.") from None
-    return evaluate(mask.mask, reference.mask, spacing_zyx).as_dict()
+    return evaluate(mask.mask, reference.mask, spacing_zyx).as_dict(branches=False)
 
 
 # -- progress bar ------------------------------------------------------------------
