@@ -1,0 +1,318 @@
+"""Error regions: connected false-positive and false-negative components, sorted and categorised.
+
+Categories follow the error discussion of Zheng et al. (TMI 2021), which
+separates errors that barely change the tree from those that do:
+
+- FP ``boundary_dilation``: a thin shell on the reference surface (no voxel
+  farther than ``shell_mm`` from the reference);
+- FP ``candidate_branch``: an elongated component (principal extent at least
+  ``candidate_min_length_mm``, elongation at least ``elongation_min``) whose
+  nearest reference branch is terminal: likely an airway the annotation missed;
+- FP ``leakage``: any other component (a blob at a bifurcation or into the
+  lung parenchyma);
+- FN ``missed_branch``: the missed voxels cover at least
+  ``missed_centreline_min`` reference centreline voxels (the tree is broken
+  there);
+- FN ``boundary_miss``: the rest (a thinner lumen than the reference).
+
+These rules are this project's (the paper describes the kinds, not thresholds);
+every threshold is a parameter. Regions come sorted FN first, then FP, each by
+size (largest first), then position, and carry stable ids (``FN-0001``...) so
+"next/previous" in the GUI is reproducible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from core.errors import Cancelled, GeometryError, InputError
+from core.metrics import _as_mask, _prediction_component, _sl, branch_of_voxels
+from core.tree import AirwayTree, bounding_box
+
+KIND_ORDER = ("FN", "FP")
+FP_CATEGORIES = ("boundary_dilation", "candidate_branch", "leakage")
+FN_CATEGORIES = ("boundary_miss", "missed_branch")
+Progress = Callable[[int, int, str], None]
+
+_OFFSETS26 = np.array(
+    [(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1) if (a, b, c) != (0, 0, 0)], dtype=np.int64
+)
+
+
+@dataclass
+class ErrorRegion:
+    id: str
+    kind: str                      # "FP" or "FN"
+    category: str
+    voxels: int
+    volume_mm3: float
+    centroid_zyx: tuple[float, float, float]   # voxel index (z, y, x)
+    centroid_mm: tuple[float, float, float]    # world (x, y, z) in mm (file geometry when given)
+    bbox: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # half-open (z, y, x) ranges
+    nearest_branch: int | None
+    nearest_generation: int | None
+    max_distance_mm: float         # FP: farthest voxel from the reference; FN: deepest voxel below its surface
+    length_mm: float               # extent along the principal axis
+    elongation: float              # sqrt of the largest / second-largest principal variance
+    centreline_voxels: int         # reference centreline voxels inside the region
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["centroid_zyx"] = list(self.centroid_zyx)
+        d["centroid_mm"] = list(self.centroid_mm)
+        d["bbox"] = [list(b) for b in self.bbox]
+        return d
+
+
+def _check(cancel) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled()
+
+
+def find_error_regions(
+    prediction_mask,
+    reference_mask,
+    tree: AirwayTree,
+    spacing_zyx: Sequence[float] | None = None,
+    *,
+    geometry=None,
+    connectivity: int = 26,
+    largest_component: bool = True,
+    lcc_connectivity: int = 6,
+    shell_mm: float = 1.5,
+    elongation_min: float = 3.0,
+    candidate_min_length_mm: float = 3.0,
+    missed_centreline_min: int = 2,
+    min_voxels: int = 1,
+    progress: Progress | None = None,
+    cancel=None,
+) -> list[ErrorRegion]:
+    """FP and FN components of the evaluated prediction against the reference.
+
+    The prediction is reduced to its largest ``lcc_connectivity`` component as
+    in ``core.metrics.evaluate`` (``largest_component=False`` keeps it whole);
+    regions are ``connectivity``-connected (26 groups a shell into one region).
+    ``geometry`` (a ``core.volume.Geometry``) gives world centroids;
+    ``min_voxels`` drops smaller regions (after categorising).
+    """
+    pred, _ = _as_mask(prediction_mask, "prediction")
+    ref, ref_sp = _as_mask(reference_mask, "reference")
+    if geometry is None and hasattr(reference_mask, "geometry"):
+        geometry = reference_mask.geometry
+    if pred.shape != ref.shape or tree.shape != ref.shape:
+        raise GeometryError(
+            f"Prediction {pred.shape}, reference {ref.shape} and tree {tree.shape} must share one grid.",
+            "Use the prediction, label and tree of the same case.",
+        )
+    if connectivity not in (6, 18, 26):
+        raise InputError(f"Connectivity {connectivity} is not 6, 18 or 26.", "Use 26 (default), 18 or 6.")
+    sp = np.asarray(spacing_zyx or ref_sp or tree.spacing_zyx, dtype=float)
+    if geometry is None:
+        from core.volume import Geometry
+
+        geometry = Geometry(spacing=tuple(sp[::-1]))
+
+    def report(k: int, what: str) -> None:
+        _check(cancel)
+        if progress is not None:
+            progress(k, 3, what)
+
+    report(0, "components")
+    p_box, p_sub, _, _ = _prediction_component(pred, ref, lcc_connectivity, largest_component)
+    rbox = bounding_box(ref)
+    boxes = [b for b in (rbox, p_box) if b is not None]
+    if not boxes:
+        return []
+    ubox = tuple((max(0, min(b[k][0] for b in boxes) - 1), min(ref.shape[k], max(b[k][1] for b in boxes) + 1)) for k in range(3))
+    origin = np.array([lo for lo, _ in ubox])
+    r = ref[_sl(ubox)]
+    p = np.zeros(r.shape, dtype=bool)
+    if p_sub is not None:
+        p[tuple(slice(a - u, b - u) for (a, b), (u, _) in zip(p_box, ubox))] = p_sub
+
+    r_coords = np.argwhere(r)
+    inner, outer = _shells(r_coords, r.shape)
+    in_volume = ((outer + origin >= 0) & (outer + origin < np.asarray(ref.shape))).all(axis=1)
+    outer = outer[in_volume]  # beyond the volume's faces counts as airway (tubes cut by the field of view)
+    regions: list[ErrorRegion] = []
+    for kind, err, targets in (("FP", p & ~r, inner), ("FN", r & ~p, outer)):
+        report(1 if kind == "FP" else 2, f"{kind} regions")
+        regions += _regions_of(kind, err, targets, origin, tree, sp, geometry, connectivity,
+                               shell_mm, elongation_min, candidate_min_length_mm, missed_centreline_min)
+    if min_voxels > 1:
+        regions = [g for g in regions if g.voxels >= min_voxels]
+    report(3, "done")
+    return sort_regions(regions)
+
+
+def _regions_of(kind, err, targets, origin, tree, sp, geometry, connectivity,
+                shell_mm, elongation_min, candidate_min_length_mm, missed_centreline_min) -> list[ErrorRegion]:
+    import cc3d
+
+    labels, n = cc3d.connected_components(err, connectivity=connectivity, return_N=True)
+    if n == 0:
+        return []
+    idx = np.nonzero(labels)
+    lab = labels[idx].astype(np.int64)
+    local = np.stack(idx, axis=1)
+    coords = local + origin
+    count = np.bincount(lab, minlength=n + 1)
+
+    # FP: distance to the reference; FN: depth below its surface
+    dist = _nearest_distance(local, targets, sp)
+    maxd = np.zeros(n + 1)
+    np.maximum.at(maxd, lab, dist)
+
+    # principal axes per region (mm)
+    x = coords * sp
+    c = np.zeros((n + 1, 3))
+    for k in range(3):
+        c[:, k] = np.bincount(lab, weights=x[:, k], minlength=n + 1)
+    c /= np.maximum(count, 1)[:, None]
+    d = x - c[lab]
+    cov = np.zeros((n + 1, 3, 3))
+    for a in range(3):
+        for b in range(a, 3):
+            v = np.bincount(lab, weights=d[:, a] * d[:, b], minlength=n + 1) / np.maximum(count, 1)
+            cov[:, a, b] = cov[:, b, a] = v
+    w, vec = np.linalg.eigh(cov)  # ascending
+    axis = vec[:, :, 2]
+    proj = (d * axis[lab]).sum(axis=1)
+    pmin = np.zeros(n + 1)
+    pmax = np.zeros(n + 1)
+    np.minimum.at(pmin, lab, proj)
+    np.maximum.at(pmax, lab, proj)
+    length = pmax - pmin + sp.mean()
+    floor = (sp.min() ** 2) / 12.0  # variance of one voxel's width: keeps single voxels finite
+    elong = np.sqrt((w[:, 2] + floor) / (w[:, 1] + floor))
+
+    # nearest reference branch: majority over the region's voxels
+    br = branch_of_voxels(tree, coords)
+    nb = tree.n_branches + 1
+    pair = np.bincount(lab * nb + br, minlength=(n + 1) * nb).reshape(n + 1, nb)
+    pair[:, 0] = 0
+    nearest = pair.argmax(axis=1)
+
+    # reference centreline voxels inside each region
+    cl = tree.centreline_zyx - origin
+    ok = ((cl >= 0) & (cl < np.asarray(err.shape))).all(axis=1)
+    cl_lab = labels[cl[ok, 0], cl[ok, 1], cl[ok, 2]].astype(np.int64)
+    cl_count = np.bincount(cl_lab, minlength=n + 1)
+
+    lo = np.full((n + 1, 3), np.iinfo(np.int64).max)
+    hi = np.full((n + 1, 3), -1)
+    for k in range(3):
+        np.minimum.at(lo[:, k], lab, coords[:, k])
+        np.maximum.at(hi[:, k], lab, coords[:, k] + 1)
+    vv = float(np.prod(sp))
+    out = []
+    for k in range(1, n + 1):
+        if count[k] == 0:
+            continue
+        branch = int(nearest[k]) if pair[k].max() > 0 else None
+        gen = tree.branch(branch).generation if branch else None
+        if kind == "FP":
+            if maxd[k] <= shell_mm:
+                cat = "boundary_dilation"
+            elif (
+                elong[k] >= elongation_min
+                and length[k] >= candidate_min_length_mm
+                and branch is not None
+                and tree.branch(branch).is_terminal
+            ):
+                cat = "candidate_branch"
+            else:
+                cat = "leakage"
+        else:
+            cat = "missed_branch" if cl_count[k] >= missed_centreline_min else "boundary_miss"
+        cz = tuple(float(v) for v in (c[k] / sp))
+        bb = tuple((int(lo[k, a]), int(hi[k, a])) for a in range(3))
+        world = geometry.index_to_world(np.array(cz))
+        out.append(
+            ErrorRegion(
+                id="",
+                kind=kind,
+                category=cat,
+                voxels=int(count[k]),
+                volume_mm3=float(count[k]) * vv,
+                centroid_zyx=cz,  # type: ignore[arg-type]
+                centroid_mm=tuple(float(v) for v in world),  # type: ignore[arg-type]
+                bbox=bb,  # type: ignore[arg-type]
+                nearest_branch=branch,
+                nearest_generation=gen,
+                max_distance_mm=float(maxd[k]),
+                length_mm=float(length[k]),
+                elongation=float(elong[k]),
+                centreline_voxels=int(cl_count[k]),
+            )
+        )
+    return out
+
+
+def _shells(coords: np.ndarray, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Mask voxels with a 26-neighbour outside (inner), and outside voxels 26-adjacent to the mask (outer).
+
+    The nearest mask voxel to any outside point is on the inner shell, and the
+    nearest outside voxel to any mask voxel on the outer shell, so distance
+    queries need only these thin sets. Coordinates may reach -1 and ``shape``.
+    """
+    if len(coords) == 0:
+        return np.zeros((0, 3), np.int64), np.zeros((0, 3), np.int64)
+    padded = np.asarray(shape, dtype=np.int64) + 2
+    strides = np.array([padded[1] * padded[2], padded[2], 1], dtype=np.int64)
+    flat = (coords.astype(np.int64) + 1) @ strides
+    member = np.zeros(int(np.prod(padded)), dtype=bool)
+    member[flat] = True
+    nb = flat[:, None] + (_OFFSETS26 @ strides)[None, :]
+    outside = ~member[nb]
+    inner = coords[outside.any(axis=1)].astype(np.int64)
+    member[:] = False  # reuse the buffer to mark the outer shell without a sort
+    member[nb[outside]] = True
+    cand = np.flatnonzero(member)
+    outer = np.stack(np.unravel_index(cand, tuple(padded)), axis=1) - 1
+    return inner, outer
+
+
+def _nearest_distance(points: np.ndarray, targets: np.ndarray, sp: np.ndarray) -> np.ndarray:
+    from scipy.spatial import cKDTree
+
+    if len(points) == 0:
+        return np.zeros(0)
+    if len(targets) == 0:
+        return np.full(len(points), np.inf)
+    d, _ = cKDTree(targets * sp).query(points * sp)
+    return d
+
+
+def sort_regions(regions: list[ErrorRegion]) -> list[ErrorRegion]:
+    """Stable order (FN then FP, larger first, then by position) and ids ``FN-0001``, ``FP-0001``..."""
+    ordered = sorted(
+        regions,
+        key=lambda g: (KIND_ORDER.index(g.kind), -g.voxels, tuple(lo for lo, _ in g.bbox), g.centroid_zyx),
+    )
+    seen = {k: 0 for k in KIND_ORDER}
+    for g in ordered:
+        seen[g.kind] += 1
+        g.id = f"{g.kind}-{seen[g.kind]:04d}"
+    return ordered
+
+
+def step_region(regions: Sequence[ErrorRegion], current_id: str | None, step: int = 1) -> ErrorRegion | None:
+    """The region ``step`` places after (negative: before) ``current_id``, wrapping around; first if None."""
+    if not regions:
+        return None
+    ids = [g.id for g in regions]
+    if current_id not in ids:
+        return regions[0 if step >= 0 else -1]
+    return regions[(ids.index(current_id) + step) % len(regions)]
+
+
+def category_counts(regions: Sequence[ErrorRegion]) -> dict[str, int]:
+    out: dict[str, int] = {f"FP:{c}": 0 for c in FP_CATEGORIES}
+    out.update({f"FN:{c}": 0 for c in FN_CATEGORIES})
+    for g in regions:
+        out[f"{g.kind}:{g.category}"] += 1
+    return out
