@@ -42,7 +42,7 @@ Emit = Callable[[dict[str, Any]], None]
 
 def write_request(folder: str | os.PathLike, ct: IntensityVolume, checkpoint: str | os.PathLike, *,
                   device: str = "auto", window: int = 128, step: int = 64, gaussian: bool = False,
-                  backend: str = "auto", threads: int | None = None) -> Path:
+                  backend: str = "auto", threads: int | None = None, nice: int = 5) -> Path:
     """Save ``ct`` and a request in ``folder`` (created); returns the request path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -58,6 +58,7 @@ def write_request(folder: str | os.PathLike, ct: IntensityVolume, checkpoint: st
         "gaussian": bool(gaussian),
         "backend": backend,
         "threads": threads,
+        "nice": int(nice),
         "out": str(folder.resolve()),
     }
     path = folder / "request.json"
@@ -76,6 +77,12 @@ def run_request(request: dict[str, Any], emit: Emit, cancel: threading.Event) ->
     if not ct_path.exists():
         raise InputError(f"The CT handed to the segmentation process is missing ({ct_path}).",
                          "Run the segmentation again.")
+    if request.get("nice") and hasattr(os, "nice"):
+        # below the GUI's priority: on a busy CPU the window stays responsive
+        try:
+            os.nice(int(request["nice"]))
+        except OSError:
+            pass
     threads = request.get("threads")
     if threads:
         import torch

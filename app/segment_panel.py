@@ -1,0 +1,498 @@
+"""Segment from the app: choose a checkpoint and a device, run, watch, cancel.
+
+The predictor runs in a child process (:mod:`core.predict_process`), not a
+thread: importing torch and the Python parts of the sliding window hold the
+GIL for long stretches, and the window must never stall for more than 100 ms
+(``tests/test_segment_panel.py`` measures it with a QTimer heartbeat). The
+CT is handed over as an ``.npy`` file written by a worker thread, progress
+comes back as JSON lines read on the GUI thread, and the result is loaded by a
+worker before it becomes a new prediction of the case, whose metrics and
+regions the case then recomputes. Cancel asks the child to stop (a line on its
+stdin), kills it if it does not within a few seconds, and leaves the case as it
+was. In a frozen build (no ``python -m``) the run falls back to a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+import core.errors as errors
+from app.case import PredictionEntry
+from core.errors import AirwayError, CheckpointError, InputError
+from core.volume import IntensityVolume, LabelVolume
+
+KILL_AFTER_MS = 3000
+
+
+def demo_checkpoint() -> Path | None:
+    """The shipped demo model, when this installation has it."""
+    from core.resources import resource_path
+
+    p = resource_path("models", "demo_wingsnet.pt", must_exist=False)
+    return p if p.exists() else None
+
+
+def cuda_maybe_available() -> bool:
+    """Whether offering 'cuda' makes sense, without importing torch on the GUI thread."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            return bool(torch.cuda.is_available())
+        except Exception:  # noqa: BLE001
+            return False
+    return os.path.exists("/proc/driver/nvidia/version") or bool(os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def _error_from_event(event: dict[str, Any]) -> BaseException:
+    """Rebuild the child's error as the project's own type, so dialogs show it the same way."""
+    kind = str(event.get("kind", ""))
+    cls = getattr(errors, kind, None)
+    if isinstance(cls, type) and issubclass(cls, AirwayError) and event.get("what"):
+        if cls is errors.Cancelled:
+            return cls(event["what"])
+        return cls(event["what"], event.get("fix"))
+    if kind == "MemoryError":
+        return MemoryError(event.get("message", "out of memory"))
+    return RuntimeError(event.get("message") or f"The segmentation process failed ({kind or 'unknown error'}).")
+
+
+def load_result(mask_path: str, probabilities_path: str, ct: IntensityVolume, name: str, source: str, *,
+                progress: Any = None, cancel: Any = None) -> PredictionEntry:
+    """Read the child's arrays into a prediction on ``ct``'s grid (worker side)."""
+    mask = np.load(mask_path, allow_pickle=False)
+    probs = np.load(probabilities_path, allow_pickle=False)
+    if mask.shape != ct.shape or probs.shape != ct.shape:
+        raise InputError(f"The segmentation came back with shape {mask.shape}, not the CT's {ct.shape}.",
+                         "Run it again; if it persists, report it.")
+    label = LabelVolume(mask.astype(bool, copy=False), ct.geometry, name=name)
+    prob = IntensityVolume(probs, ct.geometry, name=f"{name} probabilities")
+    return PredictionEntry(name=name, label=label, probabilities=prob, path=None, source=source)
+
+
+def prepare_request(folder: str, ct: IntensityVolume, checkpoint: str, *, progress: Any = None, cancel: Any = None,
+                    **options: Any) -> Path:
+    """Write the CT and the request for the child (worker side)."""
+    from core.predict_process import write_request
+
+    return write_request(folder, ct, checkpoint, **options)
+
+
+def run_in_thread(ct: IntensityVolume, checkpoint: str, device: str, options: dict[str, Any], name: str, *,
+                  progress: Any = None, cancel: Any = None) -> PredictionEntry:
+    """The frozen-build fallback: the predictor in a worker thread."""
+    from core.inference import Predictor
+
+    predictor = Predictor(checkpoint, device=device, **options)
+    result = predictor.predict(ct, progress=progress, cancel=cancel)
+    label = LabelVolume(np.ascontiguousarray(result.mask.mask), ct.geometry, name=name)
+    return PredictionEntry(name=name, label=label, probabilities=result.probabilities, path=None,
+                           source=f"model:{checkpoint}")
+
+
+class SegmentationRun(QObject):
+    """One run: prepare (worker) -> child process -> load (worker) -> case.add_prediction.
+
+    Signals: ``progress(done, total, text)``, ``finished(int)`` (index of the
+    new prediction), ``failed(object)`` (an exception), ``cancelled()``, then
+    always ``ended()``.
+    """
+
+    progress = Signal(int, int, str)
+    finished = Signal(int)
+    failed = Signal(object)
+    cancelled = Signal()
+    ended = Signal()
+
+    def __init__(self, case: Any, checkpoint: str | os.PathLike, device: str = "auto", *, window: int = 128,
+                 step: int = 64, gaussian: bool = False, backend: str = "auto", threads: int | None = None,
+                 name: str | None = None, use_process: bool | None = None, parent: QObject | None = None):
+        super().__init__(parent)
+        self.case = case
+        self.ct = case.ct
+        self.checkpoint = str(checkpoint)
+        self.device = device
+        self.options = {"window": int(window), "step": int(step), "gaussian": bool(gaussian), "backend": backend}
+        self.threads = threads if threads is not None else max(1, (os.cpu_count() or 2) - 1)
+        self.name = name or Path(self.checkpoint).stem
+        self.use_process = (not getattr(sys, "frozen", False)) if use_process is None else use_process
+        self.folder: str | None = None
+        self.process: QProcess | None = None
+        self.job: Any = None
+        self.state = "new"  # new, preparing, running, loading, done, failed, cancelled
+        self.info: dict[str, Any] = {}
+        self._buffer = b""
+        self._cancel_requested = False
+        self._outcome: dict[str, Any] | None = None
+        self._kill_timer = QTimer(self)
+        self._kill_timer.setSingleShot(True)
+        self._kill_timer.timeout.connect(self._kill)
+
+    # -- control ---------------------------------------------------------------------------
+    def start(self) -> "SegmentationRun":
+        from app.workers import Job
+
+        if self.ct is None:
+            raise InputError("Open a CT before segmenting.")
+        if not Path(self.checkpoint).is_file():
+            raise CheckpointError(f"Model file '{self.checkpoint}' does not exist.",
+                                  "Choose a .pt checkpoint (trained with `airway train`, or the demo model).")
+        if not self.use_process:
+            self.state = "running"
+            self.job = Job(run_in_thread, self.ct, self.checkpoint, self.device, self.options, self.name,
+                           name="Segmentation")
+            self.job.progress.connect(self.progress)
+            self.job.result.connect(self._add)
+            self.job.error.connect(self._job_error)
+            self.job.cancelled.connect(self._cancelled)
+            self.job.start()
+            return self
+        self.state = "preparing"
+        self.folder = tempfile.mkdtemp(prefix="airway-segment-")
+        self.progress.emit(0, 0, "Preparing the CT")
+        self.job = Job(prepare_request, self.folder, self.ct, self.checkpoint, device=self.device,
+                       threads=self.threads, name="Preparing segmentation", **self.options)
+        self.job.result.connect(self._launch)
+        self.job.error.connect(self._job_error)
+        self.job.start()
+        return self
+
+    def cancel(self) -> None:
+        if self.state in ("done", "failed", "cancelled"):
+            return
+        self._cancel_requested = True
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+        if self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning:
+            self.process.write(b"cancel\n")
+            self._kill_timer.start(KILL_AFTER_MS)
+        elif self.state == "preparing":
+            pass  # _launch sees the request and stops there
+        elif self.state == "loading":
+            pass  # _add sees the request and drops the result
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("preparing", "running", "loading")
+
+    # -- process ---------------------------------------------------------------------------
+    def _launch(self, request_path: Any) -> None:
+        if self._cancel_requested:
+            self._cancelled()
+            return
+        self.state = "running"
+        proc = QProcess(self)
+        env = QProcessEnvironment.systemEnvironment()
+        # the child imports ``core`` from the same place as this process
+        root = str(Path(errors.__file__).resolve().parents[1])
+        env.insert("PYTHONPATH", os.pathsep.join(p for p in (root, env.value("PYTHONPATH")) if p))
+        env.insert("PYTHONUNBUFFERED", "1")
+        proc.setProcessEnvironment(env)
+        proc.setProcessChannelMode(QProcess.ProcessChannelMode.SeparateChannels)
+        proc.readyReadStandardOutput.connect(self._read)
+        proc.finished.connect(self._process_finished)
+        proc.errorOccurred.connect(self._process_error)
+        self.process = proc
+        self.progress.emit(0, 0, "Loading the model")
+        proc.start(sys.executable, ["-m", "core.predict_process", str(request_path)])
+
+    def _read(self) -> None:
+        assert self.process is not None
+        self._buffer += bytes(self.process.readAllStandardOutput().data())
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a library printing on stdout: not ours
+            self._event(event)
+
+    def _event(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "started":
+            self.info.update(event)
+            self.progress.emit(0, 0, f"Segmenting on {event.get('device')} ({event.get('backend')})")
+        elif kind == "progress":
+            eta = event.get("eta_s")
+            text = f"{event['done']}/{event['total']} windows" + (f", about {eta:.0f} s left" if eta else "")
+            self.progress.emit(int(event["done"]), int(event["total"]), text)
+        elif kind in ("done", "error", "cancelled"):
+            self._outcome = event
+
+    def _process_error(self, err: QProcess.ProcessError) -> None:
+        if err == QProcess.ProcessError.FailedToStart:
+            self._fail(RuntimeError(f"Could not start the segmentation process ({sys.executable})."))
+
+    def _process_finished(self, code: int, _status: Any) -> None:
+        self._kill_timer.stop()
+        if self.process is not None:
+            self._read()
+            self._buffer += b"\n"
+            self._read()
+            stderr = bytes(self.process.readAllStandardError().data()).decode("utf-8", "replace")
+        else:
+            stderr = ""
+        outcome = self._outcome or {}
+        kind = outcome.get("event")
+        if self._cancel_requested or kind == "cancelled":
+            self._cancelled()
+        elif kind == "done":
+            self.info.update(outcome)
+            self._load(outcome)
+        elif kind == "error":
+            self._fail(_error_from_event(outcome))
+        elif self.state in ("running", "preparing"):
+            last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {code}"
+            self._fail(RuntimeError(f"The segmentation process ended unexpectedly: {last}"))
+
+    def _kill(self) -> None:
+        if self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning:
+            self.process.kill()
+
+    def _load(self, done: dict[str, Any]) -> None:
+        from app.workers import Job
+
+        self.state = "loading"
+        self.progress.emit(1, 1, "Reading the result")
+        self.job = Job(load_result, done["mask"], done["probabilities"], self.ct, self.name,
+                       f"model:{self.checkpoint}", name="Reading segmentation")
+        self.job.result.connect(self._add)
+        self.job.error.connect(self._job_error)
+        self.job.start()
+
+    # -- endings -----------------------------------------------------------------------------
+    def _add(self, entry: PredictionEntry) -> None:
+        if self._cancel_requested:
+            self._cancelled()
+            return
+        if self.case.ct is not self.ct:  # another case was opened meanwhile
+            self._cancelled()
+            return
+        index = self.case.add_prediction(entry)
+        self.state = "done"
+        self._cleanup()
+        self.finished.emit(index)
+        self.ended.emit()
+
+    def _job_error(self, exc: BaseException, _traceback: str) -> None:
+        self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.state in ("done", "failed", "cancelled"):
+            return
+        self.state = "failed"
+        self._cleanup()
+        self.failed.emit(exc)
+        self.ended.emit()
+
+    def _cancelled(self) -> None:
+        if self.state in ("done", "failed", "cancelled"):
+            return
+        self.state = "cancelled"
+        self._cleanup()
+        self.cancelled.emit()
+        self.ended.emit()
+
+    def _cleanup(self) -> None:
+        if self.folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class SegmentPanel(QWidget):
+    """Checkpoint chooser, device, window options, Run with a progress bar and Cancel."""
+
+    segmentationFinished = Signal(int)
+
+    def __init__(self, case: Any, parent: QWidget | None = None, settings: Any = None,
+                 show_error: Any = None):
+        super().__init__(parent)
+        self.setObjectName("segmentPanel")
+        self.case = case
+        self.settings = settings
+        self._show_error = show_error
+        self.run: SegmentationRun | None = None
+        self.backend = "auto"
+        self.threads: int | None = None
+
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        form = QFormLayout()
+        row = QHBoxLayout()
+        self.checkpoint_edit = QLineEdit(self)
+        self.checkpoint_edit.setObjectName("checkpointEdit")
+        self.checkpoint_edit.setPlaceholderText("a .pt checkpoint")
+        remembered = settings.get("segment/checkpoint", None) if settings is not None else None
+        default = remembered if remembered and Path(str(remembered)).is_file() else demo_checkpoint()
+        if default:
+            self.checkpoint_edit.setText(str(default))
+        browse = QToolButton(self)
+        browse.setText("...")
+        browse.setToolTip("Choose a checkpoint")
+        browse.clicked.connect(self.browse)
+        row.addWidget(self.checkpoint_edit, 1)
+        row.addWidget(browse)
+        form.addRow("Model", row)
+
+        self.device_combo = QComboBox(self)
+        self.device_combo.setObjectName("deviceCombo")
+        self.device_combo.addItem("auto (GPU when available)", "auto")
+        self.device_combo.addItem("CPU", "cpu")
+        if cuda_maybe_available():
+            self.device_combo.addItem("CUDA GPU", "cuda")
+        form.addRow("Device", self.device_combo)
+
+        self.window_spin = QSpinBox(self)
+        self.window_spin.setRange(16, 512)
+        self.window_spin.setSingleStep(16)
+        self.window_spin.setValue(128)
+        self.window_spin.setToolTip("Sliding window side in voxels (paper: 128; a multiple of 8 for WingsNet)")
+        self.step_spin = QSpinBox(self)
+        self.step_spin.setRange(8, 512)
+        self.step_spin.setSingleStep(8)
+        self.step_spin.setValue(64)
+        self.step_spin.setToolTip("Window stride in voxels (paper: 64, i.e. 50% overlap)")
+        wrow = QHBoxLayout()
+        wrow.addWidget(self.window_spin)
+        wrow.addWidget(QLabel("step"))
+        wrow.addWidget(self.step_spin)
+        form.addRow("Window", wrow)
+        self.gaussian_check = QCheckBox("Gaussian window weighting", self)
+        form.addRow("", self.gaussian_check)
+        lay.addLayout(form)
+
+        brow = QHBoxLayout()
+        self.run_button = QPushButton("Run", self)
+        self.run_button.setObjectName("runSegmentation")
+        self.run_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel", self)
+        self.cancel_button.setObjectName("cancelSegmentation")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        brow.addWidget(self.run_button)
+        brow.addWidget(self.cancel_button)
+        lay.addLayout(brow)
+        self.progress_bar = QProgressBar(self)
+        self.progress_bar.setObjectName("segmentProgress")
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        lay.addWidget(self.progress_bar)
+        self.message = QLabel("", self)
+        self.message.setObjectName("segmentMessage")
+        self.message.setWordWrap(True)
+        lay.addWidget(self.message)
+        lay.addStretch(1)
+
+        case.ctChanged.connect(self._update_enabled)
+        self._update_enabled()
+
+    def _update_enabled(self) -> None:
+        busy = self.run is not None and self.run.running
+        self.run_button.setEnabled(not busy and self.case.ct is not None)
+        self.cancel_button.setEnabled(busy)
+
+    def browse(self) -> None:
+        start = self.checkpoint_edit.text() or os.path.expanduser("~")
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a model checkpoint", start, "Checkpoints (*.pt *.pth);;All files (*)")
+        if path:
+            self.checkpoint_edit.setText(path)
+
+    # -- running ------------------------------------------------------------------------------
+    def start(self) -> SegmentationRun | None:
+        """Run the chosen checkpoint over the case's CT; errors are shown, never raised."""
+        if self.run is not None and self.run.running:
+            return self.run
+        checkpoint = self.checkpoint_edit.text().strip()
+        try:
+            if not checkpoint:
+                raise CheckpointError("No model chosen.", "Choose a .pt checkpoint with the ... button.")
+            run = SegmentationRun(
+                self.case, checkpoint, self.device_combo.currentData(), window=self.window_spin.value(),
+                step=self.step_spin.value(), gaussian=self.gaussian_check.isChecked(), backend=self.backend,
+                threads=self.threads, parent=self,
+            )
+            run.progress.connect(self._on_progress)
+            run.finished.connect(self._on_finished)
+            run.failed.connect(self._on_failed)
+            run.cancelled.connect(self._on_cancelled)
+            run.ended.connect(self._update_enabled)
+            self.run = run
+            run.start()
+        except AirwayError as exc:
+            self.run = None
+            self._error(exc)
+            self._update_enabled()
+            return None
+        if self.settings is not None:
+            self.settings.set("segment/checkpoint", checkpoint)
+        self.message.setText(f"Segmenting with {Path(checkpoint).name}...")
+        self.progress_bar.setRange(0, 0)  # busy until the first window reports
+        self._update_enabled()
+        return run
+
+    def cancel(self) -> None:
+        if self.run is not None:
+            self.message.setText("Cancelling...")
+            self.run.cancel()
+
+    def _on_progress(self, done: int, total: int, text: str) -> None:
+        if total > 0:
+            self.progress_bar.setRange(0, total)
+            self.progress_bar.setValue(done)
+        else:
+            self.progress_bar.setRange(0, 0)
+        self.message.setText(text)
+
+    def _on_finished(self, index: int) -> None:
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(1)
+        info = self.run.info if self.run is not None else {}
+        secs = info.get("seconds")
+        name = self.case.predictions[index].name if 0 <= index < len(self.case.predictions) else ""
+        self.message.setText(f"Added prediction '{name}'" + (f" ({secs:.1f} s on {info.get('device')})" if secs else "")
+                             + "; metrics and regions follow.")
+        self.segmentationFinished.emit(index)
+
+    def _on_failed(self, exc: BaseException) -> None:
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.message.setText(f"Failed: {exc}")
+        self._error(exc)
+
+    def _on_cancelled(self) -> None:
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.message.setText("Cancelled; the case is unchanged.")
+
+    def _error(self, exc: BaseException) -> None:
+        if self._show_error is not None:
+            self._show_error(exc)
+            return
+        from app.dialogs import show_error
+
+        show_error(self, exc, title="Airway Studio: segmentation")

@@ -1,0 +1,171 @@
+"""Segment from the app: a tiny WingsNet runs in a child process, the GUI never stalls,
+the result becomes a prediction with metrics; cancel and bad models leave the case as it was."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QTimer
+
+from app.case import Case
+from app.segment_panel import SegmentationRun, SegmentPanel, _error_from_event
+from core.errors import CheckpointError, ConfigError
+
+STALL_LIMIT_S = 0.100
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    torch = pytest.importorskip("torch")
+    from core.models.checkpoint import save_checkpoint
+    from core.models.registry import build_model
+    from core.preprocess import Preprocessing
+
+    torch.manual_seed(0)
+    model = build_model("wingsnet", width=0.25)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_wingsnet.pt"
+    save_checkpoint(path, model, {"preprocessing": Preprocessing().to_dict()})
+    return path
+
+
+def _phantom_case(shape: int, auto_analyse: bool) -> Case:
+    from core.phantom import make_phantom
+    from core.volume import to_canonical
+
+    ph = make_phantom(shape=shape, seed=1, generations=3)
+    case = Case(auto_analyse=auto_analyse)
+    ct, _ = to_canonical(ph.ct)
+    ref, _ = to_canonical(ph.label)
+    case.set_ct(ct, name="phantom")
+    case.set_reference(ref)
+    return case
+
+
+class Heartbeat:
+    """A 10 ms QTimer; the longest gap between its ticks is how long the event loop stalled."""
+
+    def __init__(self) -> None:
+        self.timer = QTimer()
+        self.timer.setInterval(10)
+        self.timer.timeout.connect(self._tick)
+        self.last = 0.0
+        self.max_gap = 0.0
+        self.worst_at = 0.0
+        self.t0 = 0.0
+        self.ticks = 0
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        if self.last and now - self.last > self.max_gap:
+            self.max_gap, self.worst_at = now - self.last, self.last - self.t0
+        self.last = now
+        self.ticks += 1
+
+    def start(self) -> None:
+        self.last = self.t0 = time.perf_counter()
+        self.timer.start()
+
+    def stop(self) -> None:
+        self.timer.stop()
+
+
+def _panel(qtbot, case: Case, checkpoint: Path | None, errors: list) -> SegmentPanel:
+    panel = SegmentPanel(case, show_error=errors.append)
+    qtbot.addWidget(panel)
+    panel.backend = "torch"  # no OpenVINO conversion in tests
+    panel.threads = 1
+    if checkpoint is not None:
+        panel.checkpoint_edit.setText(str(checkpoint))
+    panel.window_spin.setValue(32)
+    panel.step_spin.setValue(16)
+    panel.show()
+    return panel
+
+
+def test_segmentation_finishes_adds_a_prediction_and_never_stalls_the_gui(qtbot, tiny_checkpoint):
+    case = _phantom_case(48, auto_analyse=True)
+    qtbot.waitUntil(lambda: case.tree is not None or case.tree_error is not None, timeout=30000)
+    errors: list = []
+    panel = _panel(qtbot, case, tiny_checkpoint, errors)
+    beat = Heartbeat()
+    progress: list[tuple[int, int]] = []
+    beat.start()
+    run = panel.start()
+    assert run is not None and run.running and not panel.run_button.isEnabled() and panel.cancel_button.isEnabled()
+    events: list[tuple[float, str]] = []
+    run.progress.connect(lambda d, t, m: (progress.append((d, t)), events.append((time.perf_counter() - beat.t0, m))))
+    finished: list[int] = []
+    panel.segmentationFinished.connect(finished.append)
+    with qtbot.waitSignal(run.ended, timeout=120000):
+        pass
+    beat.stop()
+    assert not errors and run.state == "done"
+    assert len(finished) == 1
+    index = finished[0]
+    entry = case.predictions[index]
+    assert entry.source == f"model:{tiny_checkpoint}" and entry.name == "tiny_wingsnet"
+    assert entry.mask.shape == case.ct.shape and entry.probabilities.array.dtype == np.uint8
+    assert case.active_index == index
+    assert (8, 8) in progress, "the 8 windows of a 48^3 phantom (window 32, step 16) were reported"
+    assert beat.ticks > 20
+    assert beat.max_gap < STALL_LIMIT_S, (
+        f"event loop stalled {beat.max_gap * 1000:.0f} ms at {beat.worst_at:.2f} s; events {events}")
+    assert run.folder is not None and not os.path.exists(run.folder)
+    assert panel.run_button.isEnabled() and not panel.cancel_button.isEnabled()
+    # the case recomputes metrics and regions of the new prediction
+    if importlib.util.find_spec("core.metrics") and importlib.util.find_spec("core.regions"):
+        qtbot.waitUntil(lambda: entry.metrics is not None or entry.analysis_error is not None, timeout=60000)
+        assert entry.analysis_error is None, entry.analysis_error
+        assert entry.regions is not None
+
+
+def test_cancel_leaves_the_case_as_it_was(qtbot, tiny_checkpoint):
+    case = _phantom_case(64, auto_analyse=False)
+    errors: list = []
+    panel = _panel(qtbot, case, tiny_checkpoint, errors)
+    panel.step_spin.setValue(8)  # many windows: time to cancel mid-run
+    before = list(case.predictions)
+    run = panel.start()
+    assert run is not None
+    qtbot.waitUntil(lambda: panel.progress_bar.maximum() > 0 and panel.progress_bar.value() >= 1, timeout=120000)
+    with qtbot.waitSignal(run.cancelled, timeout=20000):
+        panel.cancel_button.click()
+    assert case.predictions == before and not errors
+    assert run.state == "cancelled" and not os.path.exists(run.folder)
+    qtbot.waitUntil(lambda: run.process.state() == run.process.ProcessState.NotRunning, timeout=5000)
+    assert "unchanged" in panel.message.text()
+
+
+def test_a_bad_checkpoint_shows_an_error_and_the_case_goes_on(qtbot, tmp_path):
+    case = _phantom_case(48, auto_analyse=False)
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"this is not a checkpoint")
+    errors: list = []
+    panel = _panel(qtbot, case, bad, errors)
+    run = panel.start()
+    with qtbot.waitSignal(run.failed, timeout=60000):
+        pass
+    assert len(errors) == 1 and isinstance(errors[0], CheckpointError)
+    assert case.predictions == [] and panel.run_button.isEnabled()
+    # a missing file is refused before anything starts
+    panel.checkpoint_edit.setText(str(tmp_path / "missing.pt"))
+    assert panel.start() is None and isinstance(errors[-1], CheckpointError)
+
+
+def test_thread_fallback_runs_the_same_predictor(qtbot, tiny_checkpoint):
+    case = _phantom_case(48, auto_analyse=False)
+    run = SegmentationRun(case, tiny_checkpoint, "cpu", window=32, step=16, backend="torch", use_process=False)
+    with qtbot.waitSignal(run.finished, timeout=120000) as blocker:
+        run.start()
+    assert case.predictions[blocker.args[0]].mask.shape == case.ct.shape
+
+
+def test_child_errors_come_back_as_the_project_types():
+    exc = _error_from_event({"event": "error", "kind": "ConfigError", "what": "Window 30 is odd.", "fix": "Use 32."})
+    assert isinstance(exc, ConfigError) and str(exc) == "Window 30 is odd. Use 32."
+    assert isinstance(_error_from_event({"kind": "ValueError", "message": "boom"}), RuntimeError)
