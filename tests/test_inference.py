@@ -382,6 +382,22 @@ def test_segment_command_writes_mask_and_probabilities(checkpoint, tmp_path, cap
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_segment_command_on_a_folder_of_cases(checkpoint, tmp_path, capsys):
+    from core.cli import main
+    from core.io import write_volume
+
+    cases = tmp_path / "cases"
+    for i, shape in enumerate([(16, 16, 16), (12, 16, 20)]):
+        write_volume(_ct(shape, seed=i), cases / f"case{i}.mha")
+    out = tmp_path / "masks"
+    rc = main(["segment", "--model", str(checkpoint), "--input", str(cases), "--output", str(out),
+               "--backend", "torch", "--window", "16", "--step", "16"])
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == ["case0_airway.nii.gz", "case1_airway.nii.gz"]
+    err = capsys.readouterr().err
+    assert "2 case(s)" in err and "windows" in err  # the progress bar
+
+
 def test_segment_command_with_reference_prints_metrics(checkpoint, tmp_path, capsys):
     import json
 

@@ -82,7 +82,7 @@ def find_cases(input_path: str | Path) -> list[tuple[str, Path]]:
     for child in sorted(p.iterdir()):
         if child.name.startswith("."):
             continue
-        if child.is_file() and volume_suffix(child) in VOLUME_SUFFIXES and volume_suffix(child) not in (".nhdr", ".raw"):
+        if child.is_file() and volume_suffix(child) in VOLUME_SUFFIXES:
             found.append((case_name(child), child))
         elif child.is_dir() and list_dicom_series(child):
             found.append((child.name, child))
