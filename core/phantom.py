@@ -313,7 +313,11 @@ def make_phantom(
             break
         r_min *= 1.12  # a thin branch split off: regrow with thicker tips
     else:  # pragma: no cover - not seen in practice; keeps the promise explicit
-        raise ConfigError("Could not grow a connected airway tree on this grid.", "Use a finer spacing or fewer generations.")
+        raise ConfigError(
+            f"A {shp[2]} x {shp[1]} x {shp[0]} grid at {', '.join(f'{s:.3g}' for s in sp)} mm is too coarse for the airway "
+            f"tree (even the {2 * chest.trachea_radius:.0f} mm trachea does not come out as one connected piece).",
+            "Use a larger grid (e.g. --size 64) or a finer --spacing.",
+        )
     report(1)
 
     ct, lungs = fill_body(grid, chest, np.random.default_rng([seed, 3]))

@@ -94,7 +94,7 @@ def phantom_from_mask(
     from scipy import ndimage
 
     from core.phantom import Difficulty, Phantom, _check_cancel
-    from core.phantom_body import AIR_HU, LUNG_HU, SOFT_HU, fill_body
+    from core.phantom_body import AIR_HU, LUNG_HU, SOFT_HU, body_box, fill_body
     from core.phantom_raster import Grid, coverage, segment_distance
     from core.phantom_tree import wall_thickness
 
@@ -171,7 +171,8 @@ def phantom_from_mask(
     centre = np.zeros(mask.shape, dtype=bool)
     centre[box] = skeletonize(m).astype(bool)
     if diff.blur_mm > 0:
-        ndimage.gaussian_filter(ct, [diff.blur_mm / s for s in sz], output=ct, mode="nearest", truncate=3.0)
+        body = ct[body_box(grid, chest, pad_mm=3.0 * diff.blur_mm + 2.0 * max(spacing))]  # air outside stays air
+        ndimage.gaussian_filter(body, [diff.blur_mm / s for s in sz], output=body, mode="nearest", truncate=3.0)
     out = np.empty(mask.shape, dtype=np.int16)
     nrng = np.random.default_rng([seed, 14])
     for z0 in range(0, mask.shape[0], 16):
