@@ -399,3 +399,52 @@ def test_refcount_guard_is_in_place_where_pyside_leaks(qtbot):
         assert min(sys.getrefcount(None), sys.getrefcount(True), sys.getrefcount(False)) > 2**47
     else:
         assert not installed
+
+
+# --------------------------------------------------------------------------- #
+# End to end with the real trainer
+# --------------------------------------------------------------------------- #
+@pytest.mark.slow
+def test_real_trainer_crash_then_quick_run_stop_and_resume(qtbot, tab_factory, tmp_path):
+    """``main.py train`` for real: a config that crashes it, then ``--preset quick`` on two tiny phantoms.
+
+    The quick preset takes minutes to finish on a shared 2-core CPU, so this
+    test stops after the first step, resumes, sees the resumed run train on and
+    stops it again; finishing is covered with the fake trainer above.
+    """
+    from core.training.phantoms import write_phantom_dataset
+
+    data = tmp_path / "data"
+    write_phantom_dataset(data, 2, size=40, seed=0)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[model]\narchitecture = "nosuchnet"\n')
+    tab = tab_factory(launcher=entry_command)
+
+    tab.set_form(data=str(data), config=str(bad), out=str(tmp_path / "crash"), device="cpu")
+    assert tab.start()
+    qtbot.waitUntil(lambda: tab.current_monitor().status in (FAILED, CRASHED), timeout=60000)
+    assert "Unknown model architecture 'nosuchnet'" in tab.error_view.toPlainText()
+    assert not tab.error_view.isHidden() and tab.start_button.isEnabled()
+
+    run = tmp_path / "quick"
+    tab.set_form(config="quick", out=str(run))
+    assert tab.check() == []
+    assert tab.start() == str(run.resolve())
+    assert tab.error_view.isHidden()
+    monitor = tab.current_monitor()
+    key = str(run.resolve())
+    qtbot.waitUntil(lambda: monitor.history.steps.size >= 1, timeout=90000)
+    qtbot.waitUntil(lambda: len(tab.plots.curve_data(key, "loss")[0]) >= 1, timeout=5000)
+    assert monitor.history.stage == 0 and monitor.history.config["sampling"]["patch_size"] == 32
+    tab.stop()
+    qtbot.waitUntil(lambda: monitor.status == STOPPED, timeout=90000)
+    assert (run / "checkpoints" / "last.pt").is_file()
+    done = monitor.history.steps.view("x")[-1]
+
+    assert tab.resume()
+    qtbot.waitUntil(lambda: monitor.history.steps.size and monitor.history.steps.view("x")[-1] > done,
+                    timeout=90000)
+    assert monitor.history.starts == 2 and monitor.status == RUNNING
+    tab.stop()
+    qtbot.waitUntil(lambda: monitor.status == STOPPED, timeout=90000)
+    assert "stopped" in tab.status_label.text()
