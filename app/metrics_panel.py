@@ -42,15 +42,16 @@ from core.errors import InputError
 
 # Rows shown first, in this order (ATM'22 four, then the paper's extras);
 # any other scalar the engine reports follows alphabetically.
-PREFERRED = ("td", "bd", "dsc", "precision", "sensitivity", "specificity", "fpr", "score", "leakage",
-             "amr", "missing_ratio", "breakages", "tree_length_mm", "detected_length_mm", "branches",
-             "branches_detected", "skeleton_voxels")
+PREFERRED = ("td", "bd", "dsc", "precision", "sensitivity", "specificity", "atm_score", "td_mm",
+             "tree_length_mm", "leakage", "missing_ratio", "breakages", "n_branches", "n_detected")
 LABELS = {"td": "TD (%)", "bd": "BD (%)", "dsc": "DSC (%)", "precision": "Precision (%)",
-          "sensitivity": "Sensitivity (%)", "specificity": "Specificity (%)", "fpr": "FPR (%)",
-          "score": "Score (mean of TD, BD, DSC, precision)", "leakage": "Leakage (%)",
-          "amr": "Airway missing ratio (%)", "missing_ratio": "Airway missing ratio (%)",
-          "breakages": "Breakages"}
+          "sensitivity": "Sensitivity (%)", "specificity": "Specificity (%)",
+          "atm_score": "ATM'22 score (mean of TD, BD, DSC, precision)", "td_mm": "Tree length detected (mm)",
+          "tree_length_mm": "Reference tree length (mm)", "leakage": "Leakage (%)",
+          "missing_ratio": "Airway missing ratio (%)", "breakages": "Breakages", "n_branches": "Branches",
+          "n_detected": "Branches detected"}
 BRANCH_COLUMNS = ("branch", "generation", "parent", "length_mm", "mean_diameter_mm", "detected_share", "detected")
+# detected_share is in percent of the branch's centreline voxels (core.metrics)
 
 
 # -- tables (Qt-free) -------------------------------------------------------------------------
@@ -76,6 +77,15 @@ def metrics_dict(metrics: Any) -> dict[str, Any]:
         # lists/arrays are tables (per branch, per diameter bin): shown elsewhere
 
     put("", d)
+    # two tables read as rows of the summary: DSC per diameter interval (paper
+    # Fig. 6) and detected branches per generation
+    for b in d.get("dsc_by_diameter") or []:
+        if isinstance(b, dict) and "dsc" in b:
+            label = b.get("label") or f"{b.get('low_mm')}-{b.get('high_mm')} mm"
+            out[f"DSC {label} (%)"] = b["dsc"]
+    for g in d.get("per_generation") or []:
+        if isinstance(g, dict) and "generation" in g:
+            out[f"Generation {g['generation']} detected"] = f"{g.get('detected')}/{g.get('branches')}"
     return out
 
 
@@ -84,7 +94,10 @@ def summary_table(predictions: Sequence[Any]) -> tuple[list[str], list[str], lis
     dicts = [metrics_dict(p.metrics) for p in predictions]
     keys: list[str] = [k for k in PREFERRED if any(k in d for d in dicts)]
     others = sorted({k for d in dicts for k in d} - set(keys))
-    keys += others
+    # scalars first, then the per-diameter and per-generation rows in their own order
+    table_rows = [k for k in dict.fromkeys(k for d in dicts for k in d) if k.startswith(("DSC ", "Generation "))]
+    others = [k for k in others if k not in table_rows]
+    keys += others + table_rows
     cols = [p.name for p in predictions]
     values = [[d.get(k) for d in dicts] for k in keys]
     return keys, cols, values
@@ -133,8 +146,8 @@ def branch_rows(tree: Any, metrics: Any) -> list[dict[str, Any]]:
             continue
         share = _get(row, "detected_share", "detected_fraction", "share", "fraction")
         det = _get(row, "detected")
-        if det is None and share is not None:
-            det = float(share) >= 0.8
+        if det is None and share is not None:  # core.metrics reports the share in percent
+            det = float(share) >= 80.0
         detected[int(bid)] = {"detected_share": None if share is None else float(share),
                               "detected": None if det is None else bool(det)}
     rows: list[dict[str, Any]] = []
@@ -290,7 +303,7 @@ class MetricsPanel(QWidget):
         self.branches = QTableWidget(0, len(BRANCH_COLUMNS), bottom)
         self.branches.setObjectName("branchTable")
         self.branches.setHorizontalHeaderLabels(["Branch", "Gen.", "Parent", "Length (mm)", "Diameter (mm)",
-                                                 "Detected share", "Detected"])
+                                                 "Detected (%)", "Detected"])
         self.branches.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.branches.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.branches.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)

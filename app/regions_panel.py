@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 
 from app.case import STATUS_KEYS, STATUS_LABELS, region_attr
 
-COLUMNS = ("#", "Kind", "Category", "Size (mm³)", "Voxels", "Generation", "Status")
+COLUMNS = ("#", "ID", "Kind", "Category", "Size (mm³)", "Voxels", "Generation", "Status")
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 FILTERS = (("all", "All regions"), ("FP", "False positives"), ("FN", "False negatives"),
            ("unreviewed", "Unreviewed"), ("reviewed", "Reviewed"))
@@ -43,12 +43,15 @@ def region_kind(region: Any) -> str:
 
 
 def region_voxel_count(region: Any) -> int | None:
-    n = region_attr(region, "size_voxels", "n_voxels", "voxel_count", "size")
-    if n is not None and np.ndim(n) == 0:
-        return int(n)
-    v = region_attr(region, "voxels", "coords")
-    if v is not None and np.ndim(v) == 2:
-        return int(len(v))
+    """core.regions stores the count as ``voxels``; other shapes keep coordinates there."""
+    for name in ("voxels", "size_voxels", "n_voxels", "voxel_count", "size", "coords"):
+        v = region_attr(region, name)
+        if v is None:
+            continue
+        if np.ndim(v) == 0:
+            return int(v)
+        if np.ndim(v) == 2:
+            return int(len(v))
     return None
 
 
@@ -61,7 +64,7 @@ def region_volume_mm3(region: Any, voxel_volume: float) -> float | None:
 
 
 def region_generation(region: Any) -> int | None:
-    g = region_attr(region, "generation", "gen")
+    g = region_attr(region, "nearest_generation", "generation", "gen")
     return None if g is None or (isinstance(g, (int, float)) and g < 0) else int(g)
 
 
@@ -115,8 +118,9 @@ class RegionsModel(QAbstractTableModel):
         vv = self.case.ct.geometry.voxel_volume_mm3 if self.case.ct is not None else 1.0
         act = self.case.active
         status = act.status(row) if act is not None else "unreviewed"
-        return (row + 1, region_kind(r), region_category(r), region_volume_mm3(r, vv), region_voxel_count(r),
-                region_generation(r), status)
+        rid = region_attr(r, "id", default="")
+        return (row + 1, str(rid) if rid is not None else "", region_kind(r), region_category(r),
+                region_volume_mm3(r, vv), region_voxel_count(r), region_generation(r), status)
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
@@ -134,14 +138,15 @@ class RegionsModel(QAbstractTableModel):
             return str(v)
         if role == SORT_ROLE:
             if v is None:
-                return -1 if col != 1 and col != 2 else ""
+                return "" if COLUMNS[col] in ("ID", "Kind", "Category") else -1
             if COLUMNS[col] == "Status":
                 return STATUS_KEYS.index(v) if v in STATUS_KEYS else 0
             return v
         if role == Qt.ItemDataRole.TextAlignmentRole and isinstance(v, (int, float)):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.ForegroundRole and COLUMNS[col] == "Kind" and vals[1] in self._colours:
-            return QBrush(self._colours[vals[1]])
+        kind = vals[COLUMNS.index("Kind")]
+        if role == Qt.ItemDataRole.ForegroundRole and COLUMNS[col] == "Kind" and kind in self._colours:
+            return QBrush(self._colours[kind])
         return None
 
 
@@ -166,7 +171,7 @@ class _FilterProxy(QSortFilterProxyModel):
         m = self.sourceModel()
         vals = m.values(row)
         if self.mode in ("FP", "FN"):
-            return vals[1] == self.mode
+            return vals[COLUMNS.index("Kind")] == self.mode
         reviewed = vals[-1] != "unreviewed"
         return reviewed if self.mode == "reviewed" else not reviewed
 

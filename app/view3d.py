@@ -200,47 +200,80 @@ def branch_detection(metrics: Any) -> dict[int, bool] | None:
     return out or None
 
 
+def region_box(region: Any) -> Box | None:
+    """A region's half-open index box from ``bbox``: pairs ((z0, z1), (y0, y1), (x0, x1)) as
+    core.regions writes them, slices, a Box, or six numbers (starts then stops)."""
+    from app.case import region_attr
+
+    bbox = region_attr(region, "bbox", "box")
+    if bbox is None:
+        return None
+    if isinstance(bbox, Box):
+        return bbox
+    if isinstance(bbox, (tuple, list)) and len(bbox) == 3 and all(isinstance(b, slice) for b in bbox):
+        return Box(tuple(int(b.start) for b in bbox), tuple(int(b.stop) for b in bbox))  # type: ignore[arg-type]
+    b = np.asarray(bbox, dtype=np.int64)
+    if b.shape == (3, 2):
+        return Box(tuple(int(v) for v in b[:, 0]), tuple(int(v) for v in b[:, 1]))  # type: ignore[arg-type]
+    if b.size == 6:
+        b = b.ravel()
+        return Box(tuple(int(v) for v in b[:3]), tuple(int(v) for v in b[3:]))  # type: ignore[arg-type]
+    return None
+
+
+def _count(region: Any) -> int | None:
+    from app.case import region_attr
+
+    n = region_attr(region, "voxels", "size_voxels", "n_voxels", "voxel_count")
+    return int(n) if n is not None and np.ndim(n) == 0 else None
+
+
 def region_voxels(region: Any, shape: tuple[int, int, int], prediction: np.ndarray | None = None,
                   reference: np.ndarray | None = None) -> tuple[Box, np.ndarray] | None:
     """(box, mask within box) of an error region, from whatever the region carries.
 
-    core.regions keeps a region's voxels (``voxels``/``coords`` as (N, 3)
-    z, y, x) or a ``mask`` with its ``bbox``; failing both, the connected
-    component of the FP or FN map that holds the region's centre is used.
+    Explicit voxel coordinates ((N, 3) z, y, x) or a ``mask`` with its box are
+    used as they are. core.regions keeps only the box, kind and voxel count: the
+    region is then the 26-connected component of the FP (or FN) voxels in its
+    box whose size is the region's (the largest when none matches); failing a
+    box, the component holding the region's centre.
     """
     from app.case import region_attr, region_centre
 
-    coords = region_attr(region, "voxels", "coords", "indices", "points")
-    if coords is not None:
-        c = np.asarray(coords, dtype=np.int64).reshape(-1, 3)
-        if c.size:
-            lo, hi = c.min(axis=0), c.max(axis=0) + 1
-            box = Box(tuple(int(v) for v in lo), tuple(int(v) for v in hi))  # type: ignore[arg-type]
-            m = np.zeros(box.shape, bool)
-            m[tuple((c - lo).T)] = True
-            return box, m
+    for name in ("coords", "indices", "points", "voxels"):
+        coords = region_attr(region, name)
+        if coords is not None and np.ndim(coords) == 2:
+            c = np.asarray(coords, dtype=np.int64).reshape(-1, 3)
+            if c.size:
+                lo, hi = c.min(axis=0), c.max(axis=0) + 1
+                box = Box(tuple(int(v) for v in lo), tuple(int(v) for v in hi))  # type: ignore[arg-type]
+                m = np.zeros(box.shape, bool)
+                m[tuple((c - lo).T)] = True
+                return box, m
+    box = region_box(region)
     mask = region_attr(region, "mask")
-    bbox = region_attr(region, "bbox", "box")
-    if mask is not None and bbox is not None:
-        start = getattr(bbox, "start", None)
-        stop = getattr(bbox, "stop", None)
-        if start is None:
-            if isinstance(bbox, (tuple, list)) and bbox and isinstance(bbox[0], slice):
-                start, stop = [s.start for s in bbox], [s.stop for s in bbox]
-            else:
-                b = np.asarray(bbox).ravel()
-                start, stop = b[:3], b[3:]
-        box = Box(tuple(int(v) for v in start), tuple(int(v) for v in stop))  # type: ignore[arg-type]
+    if mask is not None and box is not None:
         m = np.asarray(mask, bool)
-        if m.shape == tuple(shape):
-            m = m[box.slices]
-        return box, m
-    centre = region_centre(region)
-    if centre is None or prediction is None or reference is None:
+        return box, (m[box.slices] if m.shape == tuple(shape) else m)
+    if prediction is None or reference is None:
         return None
     import cc3d
 
-    kind = str(region_attr(region, "kind", "type", default="")).upper()
+    kind = str(getattr(region_attr(region, "kind", "type", default=""), "value", region_attr(region, "kind", "type", default=""))).upper()
+    if box is not None:
+        p, r = prediction[box.slices], reference[box.slices]
+        error = (p & ~r) if kind == "FP" else (r & ~p) if kind == "FN" else (p ^ r)
+        labels, n = cc3d.connected_components(error, connectivity=26, return_N=True)
+        if n == 0:
+            return None
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+        want = _count(region)
+        exact = np.flatnonzero(sizes == want) if want is not None else np.zeros(0, int)
+        pick = int(exact[0]) + 1 if exact.size else int(np.argmax(sizes)) + 1
+        return box, labels == pick
+    centre = region_centre(region)
+    if centre is None:
+        return None
     error = (prediction & ~reference) if kind == "FP" else (reference & ~prediction) if kind == "FN" else (prediction ^ reference)
     if not error[tuple(centre)]:
         return None
@@ -251,9 +284,9 @@ def region_voxels(region: Any, shape: tuple[int, int, int], prediction: np.ndarr
     comp = labels == labels[rel]
     inner = bounding_box(comp)
     assert inner is not None
-    box = Box(tuple(a + b for a, b in zip(bb.start, inner.start)),  # type: ignore[arg-type]
-              tuple(a + b for a, b in zip(bb.start, inner.stop)))
-    return box, comp[inner.slices]
+    full = Box(tuple(a + b for a, b in zip(bb.start, inner.start)),  # type: ignore[arg-type]
+               tuple(a + b for a, b in zip(bb.start, inner.stop)))
+    return full, comp[inner.slices]
 
 
 def region_surface(region: Any, geometry: Geometry, shape: tuple[int, int, int], prediction: np.ndarray | None,

@@ -42,7 +42,7 @@ class FakeMetrics:
 
     def __init__(self, td: float, bd: float, dsc: float, precision: float, branches: list[dict]):
         self._d = {"td": td, "bd": bd, "dsc": dsc, "precision": precision, "breakages": 0,
-                   "dsc_by_diameter": {"0-2mm": 50.0}, "branch_table": branches}
+                   "counts": {"tp": 5}, "branch_table": branches}
         self.branches = branches
 
     def as_dict(self) -> dict:
@@ -60,9 +60,9 @@ def _case() -> Case:
     b = PredictionEntry("model B", LabelVolume(ref.copy(), GEO, name="b"))
     case.add_prediction(a)
     case.add_prediction(b)
-    a.metrics = FakeMetrics(100.0, 100.0, 99.5, 98.25, [{"branch_id": i, "detected_share": 1.0} for i in ids])
+    a.metrics = FakeMetrics(100.0, 100.0, 99.5, 98.25, [{"branch_id": i, "detected_share": 100.0} for i in ids])
     b.metrics = FakeMetrics(61.3, 2 / 3 * 100, 80.0, 90.0,
-                            [{"branch_id": i, "detected_share": 0.5 if i == ids[0] else 0.9} for i in ids])
+                            [{"branch_id": i, "detected_share": 50.0 if i == ids[0] else 90.0} for i in ids])
     case.set_active(0)
     case.metricsChanged.emit(0)
     case.metricsChanged.emit(1)
@@ -83,7 +83,7 @@ def test_summary_has_one_column_per_prediction(panel):
     rows = [s.verticalHeaderItem(r).text() for r in range(s.rowCount())]
     assert rows[:4] == ["TD (%)", "BD (%)", "DSC (%)", "Precision (%)"]
     assert s.item(0, 1).text() == "61.30" and s.item(1, 1).text() == "66.67" and s.item(3, 0).text() == "98.25"
-    assert "dsc_by_diameter.0-2mm" in rows and "branch_table" not in rows  # tables are not scalars
+    assert "counts.tp" in rows and "branch_table" not in rows  # tables are not scalars
 
 
 def test_branch_table_joins_tree_and_detection(panel):
@@ -146,3 +146,26 @@ def test_metrics_dict_flattens_and_summary_orders():
     assert metrics_dict(m) == {"zeta": 1, "dsc": 2.5, "td": 3.0, "nested.a": 1}
     keys, cols, values = summary_table([SimpleNamespace(name="p", metrics=m)])
     assert keys == ["td", "dsc", "nested.a", "zeta"] and cols == ["p"] and values[0] == [3.0]
+
+
+def test_real_engine_metrics_fill_the_tables(qtbot):
+    from core.metrics import evaluate
+
+    case = _case()
+    ref = case.reference.mask
+    pred = ref.copy()
+    pred[:20, :, 20 + 4:] = False  # drop most of one bronchus
+    entry = case.predictions[1]
+    entry.label = LabelVolume(pred, GEO, name="b")
+    entry.metrics = evaluate(pred, ref, GEO.spacing_zyx, tree=case.tree)
+    p = MetricsPanel(case)
+    qtbot.addWidget(p)
+    rows = [p.summary.verticalHeaderItem(r).text() for r in range(p.summary.rowCount())]
+    m = entry.metrics
+    for key, label in (("td", "TD (%)"), ("bd", "BD (%)"), ("atm_score", "ATM'22 score (mean of TD, BD, DSC, precision)")):
+        assert p.summary.item(rows.index(label), 1).text() == f"{getattr(m, key):.2f}"
+    assert any(r.startswith("DSC ") for r in rows) and any(r.startswith("Generation 1") for r in rows)
+    assert m.bd == pytest.approx(200 / 3)
+    case.set_active(1)
+    det = {r["branch"]: r["detected"] for r in branch_rows(case.tree, m)}
+    assert sorted(det.values()) == [False, True, True]

@@ -107,3 +107,48 @@ def test_region_helpers_accept_several_shapes():
     assert region_kind({"kind": "fp"}) == "FP"
     assert region_volume_mm3(SimpleNamespace(voxels=np.zeros((7, 3))), 2.0) == 14.0
     assert region_volume_mm3(SimpleNamespace(volume_mm3=3.5), 2.0) == 3.5
+
+
+def _engine_case() -> Case:
+    """A Y-shaped tree, a prediction missing one bronchus's tip and with a leak: real core.regions output."""
+    from scipy import ndimage
+
+    from core.metrics import evaluate
+    from core.regions import find_error_regions
+    from core.tree import parse_tree
+
+    shape, geo = (40, 40, 40), Geometry((0.7, 0.7, 1.0))
+    c = np.zeros(shape, bool)
+    c[20:38, 20, 20] = True
+    for k in range(1, 14):
+        c[20 - k, 20, 20 - k] = True
+        c[20 - k, 20, 20 + k] = True
+    ref = ndimage.binary_dilation(c, iterations=2)
+    pred = ref.copy()
+    pred[:12, :, 26:] = False           # FN: the tip of one bronchus
+    pred[28:32, 20:30, 20:23] = True    # FP: a leak off the trachea
+    case = Case(auto_analyse=False)
+    case.set_ct(IntensityVolume(np.zeros(shape, np.int16), geo, name="ct"))
+    case.set_reference(LabelVolume(ref, geo, name="reference"))
+    case.tree = parse_tree(ref, geo.spacing_zyx)
+    case.add_prediction(PredictionEntry("model", LabelVolume(pred, geo, name="model")))
+    case.active.metrics = evaluate(pred, ref, geo.spacing_zyx, tree=case.tree)
+    case.active.regions = find_error_regions(pred, ref, case.tree, geo.spacing_zyx, geometry=geo)
+    case.regionsChanged.emit(0)
+    return case
+
+
+def test_real_engine_regions_are_listed(qtbot):
+    case = _engine_case()
+    p = RegionsPanel(case)
+    qtbot.addWidget(p)
+    regions = case.active.regions
+    assert p.proxy.rowCount() == len(regions) >= 2
+    kinds = _column(p, "Kind")
+    assert "FN" in kinds and "FP" in kinds
+    assert _column(p, "ID") == [r.id for r in regions]
+    assert _column(p, "Voxels") == [str(r.voxels) for r in regions]
+    assert _column(p, "Size (mm³)") == [f"{r.volume_mm3:.1f}" for r in regions]
+    assert _column(p, "Category")[0] == regions[0].category.replace("_", " ")
+    case.step_region(1)
+    assert p.table.selectionModel().selectedRows()[0].row() == 0 and case.active_region == 0

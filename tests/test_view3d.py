@@ -176,3 +176,16 @@ def test_colour_mode_cycle_and_screenshot(view, qtbot, tmp_path):
     # the airway is drawn: the image is not one flat colour
     arr = np.frombuffer(img.convertToFormat(QImage.Format.Format_RGB888).constBits(), np.uint8)
     assert len(np.unique(arr)) > 10
+
+
+def test_region_voxels_of_engine_regions_match_their_size_and_kind():
+    from tests.test_regions_panel import _engine_case
+
+    case = _engine_case()
+    pred, ref = case.active.mask, case.reference.mask
+    for r in case.active.regions:
+        box, m = region_voxels(r, case.ct.shape, pred, ref)
+        assert int(m.sum()) == r.voxels
+        sub_p, sub_r = pred[box.slices], ref[box.slices]
+        kind_map = (sub_p & ~sub_r) if r.kind == "FP" else (sub_r & ~sub_p)
+        assert np.all(kind_map[m])
