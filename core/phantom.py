@@ -300,6 +300,8 @@ def make_phantom(
         dists = []
         ramp = float(np.mean(sp))
         for b in tree.branches:
+            if b.id % 64 == 0:
+                _check_cancel(cancel)
             hit = segment_distance(grid, np.asarray(b.start), np.asarray(b.end), b.radius_mm + b.wall_mm + ramp)
             dists.append(hit)
             if hit is None:
@@ -320,12 +322,14 @@ def make_phantom(
         )
     report(1)
 
-    ct, lungs = fill_body(grid, chest, np.random.default_rng([seed, 3]))
+    ct, lungs = fill_body(grid, chest, np.random.default_rng([seed, 3]), cancel=cancel)
     report(2)
 
     vessel_mask = np.zeros(shp, dtype=bool)
     if vessels:
-        for a, b, r in _vessel_segments(tree, chest, np.random.default_rng([seed, 4])):
+        for i, (a, b, r) in enumerate(_vessel_segments(tree, chest, np.random.default_rng([seed, 4]))):
+            if i % 64 == 0:
+                _check_cancel(cancel)
             hit = segment_distance(grid, a, b, r + ramp)
             if hit is None:
                 continue
@@ -370,6 +374,7 @@ def make_phantom(
     out = np.empty(shp, dtype=np.int16)
     rng = np.random.default_rng([seed, 5])
     for z0 in range(0, shp[0], 16):
+        _check_cancel(cancel)
         block = ct[z0:z0 + 16]
         if diff.noise_hu > 0:
             block += rng.standard_normal(block.shape, dtype=np.float32) * np.float32(diff.noise_hu)

@@ -7,9 +7,12 @@ fat -100, soft tissue and blood +40, lung parenchyma -850, bone +500.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy import ndimage
 
+from core.errors import Cancelled
 from core.phantom_raster import Grid
 from core.phantom_tree import Chest
 
@@ -73,7 +76,7 @@ def _quadric(grid: Grid, e, sl: tuple[slice, slice, slice]) -> tuple[np.ndarray,
     return x[None, :] ** 2 + y[:, None] ** 2, z * z
 
 
-def fill_body(grid: Grid, chest: Chest, rng: np.random.Generator, slab: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def fill_body(grid: Grid, chest: Chest, rng: np.random.Generator, slab: int = 16, cancel: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """CT of the chest without airways or vessels (float32 HU) and the lung mask (bool).
 
     The body is an elliptic cylinder, so one slice of it serves all; lung work
@@ -109,6 +112,8 @@ def fill_body(grid: Grid, chest: Chest, rng: np.random.Generator, slab: int = 16
     z_start = box[0].start
     for z0 in range(0, sub.shape[0], slab):
         z1 = min(sub.shape[0], z0 + slab)
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("Phantom generation cancelled.")
         (rxy, rz), (lxy, lz), (hxy, hz) = quads
         lung = rxy[None] <= (1.0 - rz[z0:z1])[:, None, None]
         lung |= lxy[None] <= (1.0 - lz[z0:z1])[:, None, None]

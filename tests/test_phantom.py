@@ -345,3 +345,19 @@ def test_phantom_from_a_real_atm22_tree():
     core = ndimage.binary_erosion(arr, iterations=2)
     assert core.sum() > 100 and p.ct.array[core].mean() < -850
     assert p.lungs.voxel_count() > 0.1 * arr.size
+
+
+def test_cancel_mid_way_stops_generation():
+    class Later:
+        """Reports 'set' from its n-th query on: cancels inside the work, not before it."""
+
+        def __init__(self, n: int):
+            self.n = n
+
+        def is_set(self) -> bool:
+            self.n -= 1
+            return self.n < 0
+
+    for n in (1, 3, 6):
+        with pytest.raises(Cancelled):
+            make_phantom(96, cancel=Later(n))
