@@ -347,7 +347,8 @@ def make_phantom(
         if hit is not None:
             sl, d = hit
             block = ct[sl]
-            block += coverage(d, b.radius_mm + b.wall_mm, ramp) * (wall_hu - block)
+            # a wall is tissue: it shows against lung, not against the mediastinum or a vessel
+            block += coverage(d, b.radius_mm + b.wall_mm, ramp) * (np.maximum(block, wall_hu) - block)
     for b, hit in zip(tree.branches, dists):
         if hit is not None:
             sl, d = hit

@@ -162,7 +162,7 @@ def phantom_from_mask(
     del r_in, d_out, r_near
     wall_hu = np.float32(LUNG_HU + diff.wall_contrast * (0.0 - LUNG_HU))
     block = ct[box]
-    block[wall] = wall_hu
+    block[wall] = np.maximum(block[wall], wall_hu)  # tissue: shows against lung only
     block[m] = np.float32(AIR_HU)
     report(3)
 
