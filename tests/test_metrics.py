@@ -203,3 +203,83 @@ def test_real_pair_matches_the_atm22_organisers_numbers():
     assert (m.n_branches, m.n_detected) == (211, 195)
     assert (m.td, m.bd, m.dsc) == (94.15, 92.42, 94.52)
     assert (m.precision, m.sensitivity, m.specificity) == (94.312, 94.731, 99.992)
+
+
+# -- command line ----------------------------------------------------------------
+
+def _write(mask: np.ndarray, path: Path, spacing=(0.6, 0.6, 0.5)) -> Path:
+    from core.io import write_volume
+    from core.volume import Geometry, LabelVolume
+
+    write_volume(LabelVolume(mask.astype(np.uint8), Geometry(spacing=spacing)), path)
+    return path
+
+
+def test_cli_single_pair_writes_every_file(tmp_path, ref, capsys):
+    import csv
+    import json
+
+    from core.cli import main
+
+    r = _write(ref, tmp_path / "ref.nii.gz")
+    p = _write(ref & ~region_a(ref.shape, 56), tmp_path / "pred.nii.gz")
+    out = {k: tmp_path / f"out.{k}" for k in ("json", "csv", "branches", "regions")}
+    argv = ["evaluate", "--reference", str(r), "--prediction", str(p), "--tree", str(tmp_path / "t.npz"),
+            "--branch-map", str(tmp_path / "branches.nii.gz")]
+    for k, v in out.items():
+        argv += [f"--{k}", str(v)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "TD%" in text and "85.714" in text  # BD = 6/7
+    doc = json.loads(out["json"].read_text())
+    assert doc["cases"][0]["bd"] == pytest.approx(600 / 7)
+    rows = list(csv.DictReader(out["csv"].open()))
+    assert len(rows) == 1 and float(rows[0]["bd"]) == pytest.approx(600 / 7)
+    branch_rows = list(csv.DictReader(out["branches"].open()))
+    assert len(branch_rows) == 7 and sum(int(b["detected"]) for b in branch_rows) == 6
+    regions = json.loads(out["regions"].read_text())["regions"]
+    assert any(g["kind"] == "FN" and g["category"] == "missed_branch" for g in regions)
+    assert (tmp_path / "t.npz").exists() and (tmp_path / "branches.nii.gz").exists()
+    from core.io import read_volume
+
+    bm = read_volume(tmp_path / "branches.nii.gz").array
+    assert set(np.unique(bm)) == set(range(8))
+    # second run reuses the saved tree
+    assert main(argv[:-8] + ["--atm22"]) == 0
+    assert "85.710" in capsys.readouterr().out
+
+
+def test_cli_folder_mode_matches_cases_and_reports_mean_and_std(tmp_path, ref, capsys):
+    import csv
+
+    from core.cli import main
+
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "pred").mkdir()
+    _write(ref, tmp_path / "ref" / "case_a.nii.gz")
+    _write(ref, tmp_path / "ref" / "case_b.nii.gz")
+    _write(ref, tmp_path / "ref" / "case_c.nii.gz")  # no prediction: warned and skipped
+    _write(ref, tmp_path / "pred" / "case_a_0000.nii.gz")
+    _write(ref & ~region_a(ref.shape, 56), tmp_path / "pred" / "case_b.nii.gz")
+    code = main(["evaluate", "--reference", str(tmp_path / "ref"), "--prediction", str(tmp_path / "pred"),
+                 "--csv", str(tmp_path / "s.csv")])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "case_c" in captured.err and "mean" in captured.out
+    rows = {row["case"]: row for row in csv.DictReader((tmp_path / "s.csv").open())}
+    assert set(rows) == {"case_a", "case_b", "mean", "std"}
+    bd = [100.0, 600 / 7]
+    assert float(rows["mean"]["bd"]) == pytest.approx(np.mean(bd))
+    assert float(rows["std"]["bd"]) == pytest.approx(np.std(bd))
+
+
+def test_cli_grid_mismatch_is_one_line_and_exit_2(tmp_path, ref, capsys):
+    from core.cli import main
+
+    r = _write(ref, tmp_path / "ref.nii.gz")
+    p = _write(ref, tmp_path / "pred.nii.gz", spacing=(0.7, 0.7, 0.5))
+    assert main(["evaluate", "--reference", str(r), "--prediction", str(p)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if "error" in line]
+    assert errors == [err[-1]] and "not on the same grid" in err[-1] and "resample" in err[-1]
+    assert main(["evaluate", "--reference", str(tmp_path / "nope.nii.gz"), "--prediction", str(p)]) == 2

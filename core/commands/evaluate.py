@@ -1,0 +1,333 @@
+"""``airway evaluate``: ATM'22 airway metrics of predictions against a reference, as a table and files.
+
+One reference file with one or more prediction files, or a reference folder
+with one or more prediction folders (cases matched by file name; per-case rows
+then the mean and standard deviation of each metric).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+COLUMNS = (
+    ("td", "TD%"), ("bd", "BD%"), ("dsc", "DSC%"), ("precision", "Prec%"), ("sensitivity", "Sens%"),
+    ("specificity", "Spec%"), ("atm_score", "Score"), ("td_mm", "TDmm"), ("leakage", "Leak%"),
+    ("missing_ratio", "Miss%"), ("breakages", "Breaks"), ("n_detected", "BrDet"), ("n_branches", "Br"),
+)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="airway metrics (TD, BD, DSC, precision, ...) of predictions against a reference",
+        description="Tree length and branches detected (ATM'22 definitions), DSC, precision, sensitivity, "
+                    "specificity and extras, on each prediction's largest connected component. "
+                    "Give files, or folders whose cases are matched by file name.",
+    )
+    p.add_argument("--reference", required=True, help="reference label file, or a folder of them")
+    p.add_argument("--prediction", required=True, nargs="+", help="prediction file(s), or folder(s) of them")
+    p.add_argument("--json", metavar="F", help="write all results (summary, per generation, per diameter) as JSON")
+    p.add_argument("--csv", metavar="F", help="write one row per case (plus mean and std rows) as CSV")
+    p.add_argument("--branches", metavar="F", help="write the per-branch table as CSV")
+    p.add_argument("--regions", metavar="F", help="write the FP/FN error regions as JSON")
+    p.add_argument("--atm22", action="store_true",
+                   help="reproduce the ATM'22 organisers' smoothing and rounding (to compare with published tables)")
+    p.add_argument("--label-selector", default=None,
+                   help="which reference values are airway: nonzero (default), value:N or bits:SHIFT:N")
+    p.add_argument("--prediction-selector", default=None, help="same for the predictions (default nonzero)")
+    p.add_argument("--connectivity", type=int, default=6, choices=(6, 18, 26),
+                   help="connectivity of the prediction's largest component (default 6, as ATM'22)")
+    p.add_argument("--threshold", type=float, default=0.8,
+                   help="share of a branch's centreline that must be predicted for it to count (default 0.8)")
+    p.add_argument("--diameter-edges", type=float, nargs="+", default=None, metavar="MM",
+                   help="diameter intervals for DSC per diameter (default 0 2 4 6 8)")
+    p.add_argument("--tree", metavar="PATH",
+                   help="reuse a parsed reference tree: loaded if it exists, else parsed and saved there "
+                        "(a folder of <case>.tree.npz in folder mode)")
+    p.add_argument("--branch-map", metavar="F",
+                   help="write the reference's branch-id label map (single reference; .nii.gz, .mha or .nrrd)")
+    p.set_defaults(func=run_evaluate)
+
+
+@dataclass
+class CaseResult:
+    case: str
+    method: str
+    metrics: object
+    regions: list = field(default_factory=list)
+
+
+def _atomic_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        _umask_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _umask_mode(path: str) -> None:
+    """mkstemp makes 0600 files; give the user's usual permissions instead."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
+def _strip_channel(name: str) -> str:
+    return name[:-5] if name.endswith("_0000") else name
+
+
+def _list_cases(folder: Path) -> dict[str, Path]:
+    from core.io import VOLUME_SUFFIXES, case_name
+
+    out = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES) and not p.name.startswith("."):
+            out[case_name(p)] = p
+    return out
+
+
+def match_cases(reference: Path, prediction: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
+    """(case, reference file, prediction file) pairs matched by name (a trailing ``_0000`` is ignored), and unmatched names."""
+    refs = _list_cases(reference)
+    preds = _list_cases(prediction)
+    by_stem = {_strip_channel(k): v for k, v in preds.items()}
+    pairs, missing = [], []
+    for name, rp in refs.items():
+        pp = preds.get(name) or by_stem.get(_strip_channel(name))
+        if pp is None:
+            missing.append(name)
+        else:
+            pairs.append((name, rp, pp))
+    return pairs, missing
+
+
+def _tree_for(ref_volume, tree_path: Path | None, progress):
+    from core.tree import AirwayTree, parse_tree
+
+    if tree_path is not None and tree_path.exists():
+        tree = AirwayTree.load(tree_path)
+        if tuple(tree.shape) != tuple(ref_volume.shape):
+            from core.errors import InputError
+
+            raise InputError(
+                f"The saved tree is for a {tree.shape} volume, the reference is {ref_volume.shape}.",
+                "Delete the tree file or give the matching reference.",
+                path=tree_path,
+            )
+        return tree
+    tree = parse_tree(ref_volume, progress=progress)
+    if tree_path is not None:
+        tree.save(tree_path)
+    return tree
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from core.errors import InputError
+    from core.io import case_name, read_label
+    from core.metrics import DEFAULT_DIAMETER_EDGES, evaluate
+    from core.regions import find_error_regions
+
+    ref_path = Path(args.reference)
+    pred_paths = [Path(p) for p in args.prediction]
+    if not ref_path.exists():
+        raise InputError("Reference not found.", "Give an existing label file or folder.", path=ref_path)
+    for p in pred_paths:
+        if not p.exists():
+            raise InputError("Prediction not found.", "Give existing prediction files or folders.", path=p)
+    folder_mode = ref_path.is_dir()
+    if folder_mode and not all(p.is_dir() for p in pred_paths):
+        raise InputError("The reference is a folder but a prediction is a file.",
+                         "Give prediction folders with a folder reference, or files with a file reference.")
+    if not folder_mode and any(p.is_dir() for p in pred_paths):
+        raise InputError("The reference is a file but a prediction is a folder.",
+                         "Give a reference folder to evaluate folders of cases.")
+    if args.branch_map and folder_mode:
+        raise InputError("--branch-map needs a single reference file.", "Give --reference FILE.")
+    edges = tuple(args.diameter_edges) if args.diameter_edges else DEFAULT_DIAMETER_EDGES
+
+    def progress(_k: int, _n: int, what: str) -> None:
+        print(f"  {what}...", file=sys.stderr, flush=True)
+
+    # (case, method, reference path, prediction path)
+    jobs: list[tuple[str, str, Path, Path]] = []
+    if folder_mode:
+        for pdir in pred_paths:
+            pairs, missing = match_cases(ref_path, pdir)
+            if missing:
+                print(f"warning: {pdir.name}: no prediction for {len(missing)} case(s): {', '.join(missing[:5])}"
+                      f"{' ...' if len(missing) > 5 else ''}", file=sys.stderr)
+            jobs += [(name, pdir.name, rp, pp) for name, rp, pp in pairs]
+        if not jobs:
+            raise InputError("No reference case has a prediction with the same file name.",
+                             "Name predictions like their labels (e.g. ATM_001.nii.gz in both folders).")
+    else:
+        names = [case_name(p) for p in pred_paths]
+        if len(set(names)) < len(names):  # same file name in several folders: tell them apart by folder
+            names = [f"{p.parent.name}/{n}" for p, n in zip(pred_paths, names)]
+        jobs = [(case_name(ref_path), n, ref_path, p) for n, p in zip(names, pred_paths)]
+
+    results: list[CaseResult] = []
+    by_ref: dict[Path, list[tuple[str, str, Path]]] = {}
+    for case, method, rp, pp in jobs:
+        by_ref.setdefault(rp, []).append((case, method, pp))
+    for rp, items in by_ref.items():
+        print(f"{case_name(rp)}: reading reference", file=sys.stderr, flush=True)
+        ref = read_label(rp, args.label_selector, allow_empty=False)
+        tree_path = None
+        if args.tree:
+            tree_path = Path(args.tree) / f"{case_name(rp)}.tree.npz" if folder_mode else Path(args.tree)
+        tree = _tree_for(ref, tree_path, progress)
+        if args.branch_map:
+            from core.io import write_volume
+            from core.volume import LabelVolume
+
+            write_volume(LabelVolume(tree.branch_label_map(), ref.geometry, name="branches"), args.branch_map)
+        for case, method, pp in items:
+            print(f"{case}: evaluating {pp.name}", file=sys.stderr, flush=True)
+            pred = read_label(pp, args.prediction_selector, reference=ref)
+            m = evaluate(pred, ref, tree=tree, atm22=args.atm22, connectivity=args.connectivity,
+                         detection_threshold=args.threshold, diameter_edges=edges)
+            regs = []
+            if args.regions:
+                regs = find_error_regions(pred, ref, tree, lcc_connectivity=args.connectivity)
+            results.append(CaseResult(case, method, m, regs))
+
+    print(format_table(results, folder_mode))
+    if args.csv:
+        _atomic_text(args.csv, summary_csv(results, folder_mode))
+    if args.json:
+        _atomic_text(args.json, json.dumps(results_json(results, args, folder_mode), indent=1, default=_json_default))
+    if args.branches:
+        _atomic_text(args.branches, branches_csv(results))
+    if args.regions:
+        doc = [_clean({"case": r.case, "prediction": r.method, "regions": [g.as_dict() for g in r.regions]}) for r in results]
+        _atomic_text(args.regions, json.dumps(doc if len(doc) > 1 else doc[0], indent=1, default=_json_default))
+    return 0
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(type(o).__name__)
+
+
+def _clean(v):
+    """JSON has no NaN/Infinity: undefined or unbounded values become null."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and population standard deviation (numpy's default, as the papers' scripts use)."""
+    import numpy as np
+
+    a = np.asarray(values, dtype=float)
+    return (float(a.mean()), float(a.std())) if a.size else (math.nan, math.nan)
+
+
+def _groups(results: list[CaseResult]) -> dict[str, list[CaseResult]]:
+    out: dict[str, list[CaseResult]] = {}
+    for r in results:
+        out.setdefault(r.method, []).append(r)
+    return out
+
+
+def format_table(results: list[CaseResult], folder_mode: bool) -> str:
+    head = ["case", "prediction"] + [h for _, h in COLUMNS]
+    rows = []
+    for r in results:
+        s = r.metrics.summary()
+        rows.append([r.case, r.method] + [_fmt(s[k]) for k, _ in COLUMNS])
+    if folder_mode:
+        for method, group in _groups(results).items():
+            if len(group) < 2:
+                continue
+            stats = {k: mean_std([g.metrics.summary()[k] for g in group]) for k, _ in COLUMNS}
+            rows.append(["mean", method] + [_fmt(stats[k][0]) for k, _ in COLUMNS])
+            rows.append(["std", method] + [_fmt(stats[k][1]) for k, _ in COLUMNS])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    lines = ["  ".join(str(x).rjust(w) if i > 1 else str(x).ljust(w) for i, (x, w) in enumerate(zip(line, widths)))
+             for line in [head] + rows]
+    mode = results[0].metrics.mode if results else "exact"
+    note = "ATM'22 rounding" if mode == "atm22" else "exact ratios"
+    return "\n".join(lines + [f"(percent; {note}; TDmm = detected centreline length in mm; std = population std)"])
+
+
+def _fmt(v) -> str:
+    if isinstance(v, int):
+        return str(v)
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v:.3f}" if abs(v) < 1000 else f"{v:.1f}"
+
+
+def summary_csv(results: list[CaseResult], folder_mode: bool = True) -> str:
+    buf = io.StringIO()
+    keys = [k for k, _ in COLUMNS] + ["tree_length_mm"]
+    w = csv.writer(buf)
+    w.writerow(["case", "prediction"] + keys)
+    for r in results:
+        s = r.metrics.summary()
+        w.writerow([r.case, r.method] + [_clean(s[k]) for k in keys])
+    for method, group in _groups(results).items():
+        if not folder_mode or len(group) < 2:
+            continue
+        stats = {k: mean_std([g.metrics.summary()[k] for g in group]) for k in keys}
+        w.writerow(["mean", method] + [stats[k][0] for k in keys])
+        w.writerow(["std", method] + [stats[k][1] for k in keys])
+    return buf.getvalue()
+
+
+def branches_csv(results: list[CaseResult]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["case", "prediction", "branch", "parent", "generation", "length_mm", "mean_diameter_mm",
+                "min_diameter_mm", "centreline_voxels", "detected_voxels", "detected_share", "detected"])
+    for r in results:
+        for b in r.metrics.branches:
+            w.writerow([r.case, r.method, b.id, b.parent if b.parent is not None else "", b.generation,
+                        f"{b.length_mm:.3f}", f"{b.mean_diameter_mm:.3f}", f"{b.min_diameter_mm:.3f}",
+                        b.centreline_voxels, b.detected_voxels, f"{b.detected_share:.2f}", int(b.detected)])
+    return buf.getvalue()
+
+
+def results_json(results: list[CaseResult], args, folder_mode: bool = True) -> dict:
+    cases = []
+    for r in results:
+        d = r.metrics.as_dict(branches=False)
+        cases.append({"case": r.case, "prediction": r.method, **_clean(d)})
+    keys = [k for k, _ in COLUMNS] + ["tree_length_mm"]
+    summary = {}
+    for method, group in _groups(results).items() if folder_mode else ():
+        summary[method] = {k: dict(zip(("mean", "std"), mean_std([g.metrics.summary()[k] for g in group]))) for k in keys}
+    return _clean({
+        "reference": str(args.reference),
+        "mode": "atm22" if args.atm22 else "exact",
+        "connectivity": args.connectivity,
+        "detection_threshold": args.threshold,
+        "cases": cases,
+        "summary": summary,
+    })
