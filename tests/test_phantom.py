@@ -109,7 +109,7 @@ def test_same_seed_same_arrays_other_seed_differs():
 def test_label_is_one_26_connected_piece(shape, spacing, seed):
     p = make_phantom(shape, spacing=spacing, seed=seed, omit_distal=2 if shape == 80 else 0)
     assert p.label.voxel_count() > 0
-    for m in (p.label.array, p.full_label.array):
+    for m in (p.label.array, p.full_label.array, p.centreline.array):
         _, n = cc3d.connected_components(m, connectivity=26, return_N=True)
         assert n == 1
 
