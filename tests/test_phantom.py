@@ -327,6 +327,21 @@ def test_phantom_from_mask_keeps_the_mask_as_label(fine):
         phantom_from_mask(mask.with_array(np.zeros_like(mask.array)))
 
 
+def test_phantom_from_mask_on_a_flipped_grid(fine):
+    from core.volume import Geometry
+
+    g = fine.label.geometry
+    # same tree stored with the x axis reversed (as RAS-like files are): the anatomy must follow the patient
+    flipped = LabelVolume(np.ascontiguousarray(fine.label.array[:, :, ::-1]),
+                          Geometry(g.spacing, (g.origin[0] + (fine.label.shape[2] - 1) * g.spacing[0], *g.origin[1:]),
+                                   (-1, 0, 0, 0, 1, 0, 0, 0, 1)))
+    a = phantom_from_mask(fine.label, seed=2, noise=0.0)
+    b = phantom_from_mask(flipped, seed=2, noise=0.0)
+    assert b.ct.geometry == flipped.geometry and np.array_equal(b.label.array, flipped.array)
+    assert np.array_equal(b.lungs.array[:, :, ::-1], a.lungs.array)
+    assert np.array_equal(b.ct.array[:, :, ::-1][a.label.array], a.ct.array[a.label.array])
+
+
 @pytest.mark.shared_data
 def test_phantom_from_a_real_atm22_tree():
     path = DATA / "atm22" / "preds_YangLab" / "ATM_305_0000.nii.gz"
