@@ -169,7 +169,10 @@ def _write_text(path: Path, text: str) -> None:
 # -- making ----------------------------------------------------------------------
 
 def _shape3(shape: int | Sequence[int]) -> tuple[int, int, int]:
-    s = (int(shape),) * 3 if np.isscalar(shape) else tuple(int(v) for v in shape)  # type: ignore[arg-type]
+    try:
+        s = (int(shape),) * 3 if np.isscalar(shape) else tuple(int(v) for v in shape)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        s = ()
     if len(s) != 3 or min(s) < 8 or max(s) > 2048:
         raise ConfigError(f"Phantom size {shape} is not three sides of 8..2048 voxels.", "Use e.g. --size 64 or --size 400 512 512 (z y x).")
     return s  # type: ignore[return-value]

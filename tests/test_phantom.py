@@ -273,7 +273,7 @@ def test_knobs_change_the_image():
 # -- errors, progress, cancel ------------------------------------------------------
 
 def test_bad_arguments_raise_config_errors():
-    for kwargs in (dict(shape=(4, 64, 64)), dict(shape=(64, 64)), dict(omit_distal=10_000), dict(omit_distal=-1),
+    for kwargs in (dict(shape=(4, 64, 64)), dict(shape=(64, 64)), dict(shape="big"), dict(omit_distal=10_000), dict(omit_distal=-1),
                    dict(spacing=(1.0, 0.0, 1.0)), dict(generations=40), dict(noise=-1.0), dict(blur=float("nan")),
                    dict(difficulty="insane"), dict(wall_contrast=5.0)):
         with pytest.raises(ConfigError):
