@@ -117,3 +117,22 @@ def test_bad_input_and_cancel():
     stop.set()
     with pytest.raises(Cancelled):
         distance_weights(mask, cancel=stop)
+
+
+DATA = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not (DATA / "cip" / "lm-64.nrrd").is_file(), reason="needs ../shared/data (real CIP label map)")
+def test_real_label_map():
+    from core.io import read_label
+
+    label = read_label(DATA / "cip" / "lm-64.nrrd", "bits:8:2")
+    mask = label.mask
+    assert mask.sum() == 555
+    skel = centreline(mask)
+    w = distance_weights(mask, spacing_zyx=label.spacing_zyx, skeleton=skel)
+    assert w.shape == mask.shape and w.dtype == np.float32
+    assert np.all(w[~mask] == 1.0) and np.all(w[skel] == 1.0)
+    assert w[mask].min() == pytest.approx(0.1, abs=1e-6)  # the voxel at d_max gets 1 - m
+    assert 0.1 <= w[mask].mean() < 1.0
