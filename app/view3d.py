@@ -539,7 +539,8 @@ class View3D(QWidget):
         d = pos - foc
         d = d / (np.linalg.norm(d) or 1.0)
         angle = np.radians(cam.view_angle or 30.0)
-        distance = max(radius, 5.0) / np.tan(angle / 2) * 1.6
+        # frame the region with its surroundings (at least 15 mm around it)
+        distance = max(radius * 1.5, 15.0) / np.tan(angle / 2)
         cam.focal_point = tuple(world)
         cam.position = tuple(np.asarray(world) + d * distance)
         self.plotter.reset_camera_clipping_range()
@@ -579,8 +580,15 @@ class View3D(QWidget):
         if res is not None:
             surf, centre, radius = res
             if surf.n_cells:
-                self._region_actor = p.add_mesh(surf, color=self.colours["highlight"], style="wireframe",
-                                                line_width=2, name="region", pickable=False, render=False)
+                # an outline box around the region: it marks the region without
+                # hiding its TP/FP/FN-coloured faces
+                import pyvista as pv
+
+                pad = max(self.case.ct.geometry.spacing) if self.case.ct is not None else 1.0
+                b = np.asarray(surf.bounds, float).reshape(3, 2) + np.array([-pad, pad])
+                self._region_actor = p.add_mesh(pv.Box(tuple(b.ravel())).outline(), color=self.colours["highlight"],
+                                                line_width=2, name="region", pickable=False, render=False,
+                                                lighting=False)
             if radius > 0:
                 self.focus_point(centre, radius, render=False)
         p.render()
@@ -594,9 +602,21 @@ class View3D(QWidget):
         g = self.case.ct.geometry
         world = g.index_to_world(np.asarray(zyx, float))
         if self._cursor_actor is None:
-            sphere = pv.Sphere(radius=max(g.spacing) * 1.5, center=(0.0, 0.0, 0.0))
-            self._cursor_actor = self.plotter.add_mesh(sphere, color=self.colours["crosshair"], name="cursor",
-                                                       pickable=False, render=False)
+            # three short axis lines, not a solid marker: they never hide the
+            # region being reviewed; a gap in the middle keeps the voxel itself visible
+            h, gap = max(g.spacing) * 5.0, max(g.spacing) * 1.5
+            pts = []
+            for axis in range(3):
+                for sign in (-1.0, 1.0):
+                    for d in (gap, h):
+                        p = [0.0, 0.0, 0.0]
+                        p[axis] = sign * d
+                        pts.append(p)
+            lines = np.array([[2, 2 * k, 2 * k + 1] for k in range(6)]).ravel()
+            cross = pv.PolyData(np.array(pts), lines=lines)
+            self._cursor_actor = self.plotter.add_mesh(cross, color=self.colours["crosshair"], line_width=2,
+                                                       name="cursor", pickable=False, render=False,
+                                                       lighting=False)
         self._cursor_actor.SetPosition(*world)
         if render:
             self.plotter.render()
@@ -657,6 +677,16 @@ class View3D(QWidget):
         r.WorldToDisplay()
         x, y, _ = r.GetDisplayPoint()
         return float(x), float(y)
+
+    @property
+    def busy(self) -> bool:
+        """A rebuild is scheduled or running (``--screenshot`` waits for it)."""
+        return self._rebuild_timer.isActive() or (self._job is not None and self._job.running)
+
+    def render(self) -> None:
+        """Draw the scene now (the window's screenshot calls this before grabbing)."""
+        if self.plotter is not None:
+            self.plotter.render()
 
     # -- screenshot ---------------------------------------------------------------------------
     def save_screenshot(self, path: str | os.PathLike) -> Path:

@@ -189,3 +189,55 @@ def test_region_voxels_of_engine_regions_match_their_size_and_kind():
         sub_p, sub_r = pred[box.slices], ref[box.slices]
         kind_map = (sub_p & ~sub_r) if r.kind == "FP" else (sub_r & ~sub_p)
         assert np.all(kind_map[m])
+
+
+def test_rendered_scene_shows_fp_green_and_fn_red(view, tmp_path):
+    from PySide6.QtGui import QImage
+
+    view.camera_preset("anterior")
+    img = QImage(str(view.save_screenshot(tmp_path / "a.png"))).convertToFormat(QImage.Format.Format_RGB888)
+    arr = np.frombuffer(img.constBits(), np.uint8).reshape(img.height(), img.bytesPerLine())[:, : img.width() * 3]
+    rgb = arr.reshape(img.height(), img.width(), 3).astype(int)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    green = (g > r + 60) & (g > b + 60)
+    red = (r > g + 80) & (r > b + 80)
+    assert green.sum() > 200 and red.sum() > 200
+    # patient's left (+x, the FP end) is on the screen's right when seen from the front
+    assert np.argwhere(green)[:, 1].mean() > np.argwhere(red)[:, 1].mean()
+
+
+def test_panels_install_into_the_main_window(qtbot, tmp_path):
+    if not three_d_supported():
+        pytest.skip("needs an X display (Xvfb)")
+    from app import shortcuts
+    from app.main_window import MainWindow
+    from app.settings import Settings
+
+    case = _case()
+    pred, ref = _masks()
+    case.active.regions = [SimpleNamespace(kind="FP", voxels=np.argwhere(pred & ~ref), centroid=(12, 16, 25))]
+    window = MainWindow(case=case, settings=Settings(ephemeral=True), training_tab=False)
+    qtbot.addWidget(window)
+    window.resize(1200, 800)
+    window.show()
+    panels = window.panels
+    assert window.view3d is panels.view3d and panels.view3d.parent() is not None
+    assert {d.objectName() for d in panels.docks.values()} == {"regionsDock", "metricsDock", "segmentDock"}
+    for name in ("camera_anterior", "colour_mode_next", "segment", "export_metrics", "screenshot_3d"):
+        assert name in window.actions
+    assert shortcuts.conflicts() == []
+    qtbot.waitUntil(lambda: panels.view3d.scene is not None and not panels.view3d.busy, timeout=20000)
+    # N (the window's action) goes to the region; the 3D camera focuses it
+    window.actions["next_region"].trigger()
+    qtbot.waitUntil(lambda: panels.view3d._region_actor is not None, timeout=5000)
+    assert case.active_region == 0 and case.cursor == (12, 16, 25)
+    focal = np.asarray(panels.view3d.plotter.camera.focal_point)
+    assert np.linalg.norm(focal - GEO.index_to_world(((4 + 19) / 2, (12 + 19) / 2, (22 + 27) / 2))) < 1e-6
+    # a pick in 3D moves the crosshair the slice views show
+    voxel = panels.view3d.pick_world(GEO.index_to_world((8.0, 14.0, 12.0)))
+    assert case.cursor == voxel == (8, 14, 12)
+    window.actions["camera_left"].trigger()
+    cam = panels.view3d.plotter.camera
+    assert cam.position[0] > cam.focal_point[0]
+    out = window.save_screenshot(tmp_path / "window.png")
+    assert out.exists() and out.stat().st_size > 10000

@@ -1,0 +1,159 @@
+"""Install the review panels into the main window.
+
+``install_panels(window)`` (called by :class:`app.main_window.MainWindow` at
+the end of its construction) puts the 3D view into ``window.view3d_slot`` and
+adds three docks, error regions, metrics and segmentation, with their toggles
+in ``window.panels_menu``. It owns the QActions of the 3D keys (``camera_*``,
+``colour_mode_next``, ``focus_cursor_3d``, ``screenshot_3d``) and of
+``segment`` and ``export_metrics``; every other key belongs to the window
+(``window.actions``) and is never bound twice.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QVBoxLayout, QWidget
+
+from app import shortcuts
+from app.metrics_panel import MetricsPanel
+from app.regions_panel import RegionsPanel
+from app.segment_panel import SegmentPanel
+from app.view3d import View3D
+
+CAMERA_ACTIONS = (
+    ("camera_reset", "reset", "Reset 3D camera"),
+    ("camera_anterior", "anterior", "3D: from the front"),
+    ("camera_posterior", "posterior", "3D: from the back"),
+    ("camera_left", "left", "3D: from the patient's left"),
+    ("camera_right", "right", "3D: from the patient's right"),
+    ("camera_superior", "superior", "3D: from above"),
+)
+
+
+@dataclass
+class Panels:
+    view3d: View3D
+    regions: RegionsPanel
+    metrics: MetricsPanel
+    segment: SegmentPanel
+    docks: dict[str, QDockWidget]
+    actions: dict[str, QAction]
+
+
+def _error_reporter(window: Any) -> Callable[[BaseException], None]:
+    """Errors go through the window's handler (a dialog, or stderr in --screenshot runs)."""
+
+    def report(exc: BaseException) -> None:
+        handler = getattr(window, "error_handler", None)
+        if handler is not None:
+            handler(window, exc, None, title="Airway Studio")
+            return
+        from app.dialogs import show_error
+
+        show_error(window, exc)
+
+    return report
+
+
+def _dock(window: Any, name: str, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+    dock = QDockWidget(title, window)
+    dock.setObjectName(name)  # saveState/restoreState key
+    dock.setWidget(widget)
+    dock.setAllowedAreas(Qt.DockWidgetArea.LeftDockWidgetArea | Qt.DockWidgetArea.RightDockWidgetArea
+                         | Qt.DockWidgetArea.BottomDockWidgetArea)
+    window.addDockWidget(area, dock)
+    menu = getattr(window, "panels_menu", None)
+    if menu is not None:
+        menu.addAction(dock.toggleViewAction())
+    return dock
+
+
+def install_panels(window: Any) -> Panels:
+    case = window.case
+    report = _error_reporter(window)
+    track = getattr(window, "track_job", None)
+
+    view3d = View3D(case, track_job=track)
+    if hasattr(window, "set_view3d"):
+        window.set_view3d(view3d)
+    else:
+        slot = window.view3d_slot
+        lay = slot.layout() or QVBoxLayout(slot)
+        lay.addWidget(view3d)
+        window.view3d = view3d
+
+    regions = RegionsPanel(case)
+    metrics = MetricsPanel(case)
+    segment = SegmentPanel(case, settings=getattr(window, "settings", None), show_error=report)
+    right = Qt.DockWidgetArea.RightDockWidgetArea
+    docks = {
+        "regions": _dock(window, "regionsDock", "Error regions", regions, right),
+        "metrics": _dock(window, "metricsDock", "Metrics", metrics, right),
+        "segment": _dock(window, "segmentDock", "Segment", segment, right),
+    }
+    window.tabifyDockWidget(docks["regions"], docks["metrics"])
+    docks["regions"].raise_()
+
+    finished = getattr(window, "segmentationFinished", None)
+    if finished is not None:
+        segment.segmentationFinished.connect(finished.emit)
+
+    existing: dict[str, QAction] = getattr(window, "actions", {})
+    actions: dict[str, QAction] = {}
+
+    def act(name: str, text: str, slot: Callable[..., Any]) -> QAction | None:
+        if name in existing:  # the window already binds it: never two actions on one key
+            return None
+        a = shortcuts.make_action(window, name, text, slot)
+        a.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        window.addAction(a)
+        actions[name] = a
+        existing[name] = a
+        return a
+
+    for name, preset, text in CAMERA_ACTIONS:
+        act(name, text, lambda _=False, p=preset: view3d.camera_preset(p))
+    act("colour_mode_next", "3D colouring: next mode", view3d.cycle_colour_mode)
+    act("focus_cursor_3d", "3D: focus on the crosshair", view3d.focus_cursor)
+
+    def screenshot_3d() -> None:
+        start = os.path.join(window.settings.last_dir() if hasattr(window, "settings") else os.path.expanduser("~"),
+                             "airway_3d.png")
+        path, _ = QFileDialog.getSaveFileName(window, "Save the 3D view", start, "PNG image (*.png)")
+        if path:
+            try:
+                view3d.save_screenshot(path)
+            except Exception as exc:  # noqa: BLE001 - shown, never raised into Qt
+                report(exc)
+
+    act("screenshot_3d", "Save the 3D view as PNG...", screenshot_3d)
+
+    def segment_now() -> None:
+        docks["segment"].show()
+        docks["segment"].raise_()
+        segment.start()
+
+    act("segment", "&Segment with a model...", segment_now)
+    act("export_metrics", "&Export metrics...", metrics.export_dialog)
+
+    view_menu = getattr(window, "view_menu", None)
+    if view_menu is not None:
+        m3d = view_menu.addMenu("&3D view")
+        for name in [n for n, _, _ in CAMERA_ACTIONS] + ["colour_mode_next", "focus_cursor_3d", "screenshot_3d"]:
+            if name in existing:
+                m3d.addAction(existing[name])
+    tools = getattr(window, "tools_menu", None)
+    if tools is not None:
+        first = tools.actions()[0] if tools.actions() else None
+        for name in ("segment", "export_metrics"):
+            if name in actions:
+                tools.insertAction(first, actions[name])
+
+    panels = Panels(view3d, regions, metrics, segment, docks, actions)
+    window.panels = panels
+    return panels
