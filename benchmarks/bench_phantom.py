@@ -8,7 +8,10 @@ against baselines measured in the same child: peak memory / one float32 copy of
 the volume, and total time / one ``standard_normal`` float32 draw of the volume
 (the cost of just making the noise).
 
-Usage: ``python benchmarks/bench_phantom.py [--sizes 64 256 400x512x512] [--generations 8]``.
+With ``--mask LABEL`` it also times ``phantom_from_mask`` on that airway mask
+(e.g. ``../shared/data/atm22/preds_YangLab/ATM_305_0000.nii.gz``, 388 x 512 x 512).
+
+Usage: ``python benchmarks/bench_phantom.py [--sizes 64 256 400x512x512] [--generations 8] [--mask LABEL]``.
 Timings on a shared CPU vary by several times; say so next to the figures.
 """
 
@@ -64,14 +67,34 @@ def child(shape: tuple[int, int, int], generations: int) -> dict:
     }
 
 
+def child_mask(path: str) -> dict:
+    import resource
+
+    sys.path.insert(0, str(ROOT))
+    from core.io import read_label
+    from core.phantom import phantom_from_mask
+
+    mask = read_label(path)
+    t0, c0 = time.perf_counter(), time.process_time()
+    p = phantom_from_mask(mask)
+    return {"shape": list(p.ct.shape), "total_s": round(time.perf_counter() - t0, 3), "cpu_s": round(time.process_time() - c0, 3),
+            "rss_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "float32_volume_mb": round(4 * p.ct.array.size / 2**20, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", nargs="+", default=["64", "256", "400x512x512"], help="N or ZxYxX")
     ap.add_argument("--generations", type=int, default=8)
+    ap.add_argument("--mask", help="also time phantom_from_mask on this airway mask")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--child-mask", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(_parse(args.child), args.generations)))
+        return
+    if args.child_mask:
+        print(json.dumps(child_mask(args.child_mask)))
         return
     print("make_phantom benchmark (shared CPU: other jobs run beside this one, timings vary several-fold)")
     try:
@@ -91,6 +114,12 @@ def main() -> None:
               f"({r['float32_volume_mb']:.0f} MB); peak RSS {r['rss_peak_mb']:.0f} MB")
         print(f"  baseline: one float32 normal draw of the volume {r['noise_draw_s']:.2f} s -> phantom = "
               f"{r['time_over_noise_draw']:.1f} x that")
+    if args.mask:
+        out = subprocess.run([sys.executable, __file__, "--child-mask", args.mask], capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        z, y, x = r["shape"]
+        print(f"\nphantom_from_mask {z} x {y} x {x}: {r['total_s']:.2f} s wall, {r['cpu_s']:.2f} s CPU, "
+              f"peak RSS {r['rss_peak_mb']:.0f} MB (one float32 volume {r['float32_volume_mb']:.0f} MB)")
 
 
 if __name__ == "__main__":
