@@ -283,11 +283,14 @@ def model_from_checkpoint(
             f"Known architectures: {', '.join(list_models())}. Update Airway Studio or use another checkpoint.",
             path=where,
         )
+    written_by = (ckpt.header.get("versions") or {}).get("airway_studio", "an unknown version")
+    other_version = (f"The checkpoint was written by Airway Studio {written_by}; this is {core.__version__}. "
+                     "Use the version that wrote it, or another checkpoint.")
     try:
         model = build_model(ckpt.architecture, **ckpt.arch_args)
     except ConfigError as exc:
         raise CheckpointError(f"The checkpoint's architecture arguments do not fit '{ckpt.architecture}': {exc.what}",
-                              "The checkpoint was written by another version of Airway Studio.", path=where) from None
+                              other_version, path=where) from None
     expected = model.state_dict()
     missing = sorted(set(expected) - set(ckpt.state_dict))
     unexpected = sorted(set(ckpt.state_dict) - set(expected))
@@ -303,7 +306,7 @@ def model_from_checkpoint(
             parts.append(f"{len(shapes)} of another shape (e.g. {k}: {tuple(ckpt.state_dict[k].shape)} vs {tuple(expected[k].shape)})")
         raise CheckpointError(
             f"The weights do not match a '{ckpt.architecture}' with {ckpt.arch_args}: " + "; ".join(parts) + ".",
-            "The checkpoint was written for another architecture or version.", path=where,
+            other_version, path=where,
         )
     model.load_state_dict(ckpt.state_dict)
     return model.to(device).eval(), ckpt.header
