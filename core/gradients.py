@@ -92,7 +92,6 @@ def probe_gradients(
     enc_weight: float = 1.0,
     loss_params: dict[str, Any] | None = None,
     train_mode: bool = False,
-    device: str = "cpu",
 ) -> GradientReport:
     """Per-block foreground/background gradient magnitudes for one patch.
 
@@ -104,6 +103,8 @@ def probe_gradients(
         weights: voxel weights for weighted losses (GUL); None = 1.
         enc_weight: weight of the auxiliary (encoder-group) outputs in :func:`core.losses.group_loss`.
         train_mode: run with dropout active (the gradient then varies between calls).
+
+    Runs on the device of the model's parameters.
     """
     import torch
     import torch.nn.functional as F
@@ -119,6 +120,8 @@ def probe_gradients(
     loss_fn = make_loss(loss, **(loss_params or {})) if isinstance(loss, str) else loss
     loss_name = loss if isinstance(loss, str) else getattr(loss, "__name__", "custom")
 
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
     x = torch.from_numpy(image)[None, None].to(device)
     g = torch.from_numpy(label.astype(np.float32))[None, None].to(device)
     w = None if weights is None else torch.from_numpy(np.asarray(weights, np.float32))[None, None].to(device)

@@ -79,7 +79,7 @@ def weighted_dice_loss(
     p: torch.Tensor, g: torch.Tensor, w: torch.Tensor | None = None,
     w_f: float = 1.0, w_b: float = 1.0, smooth: float = 1.0,
 ) -> torch.Tensor:
-    """Class-weighted Dice (paper eq. 8): each voxel weighted ``w_f`` if airway, ``w_b`` if background.
+    """Class-weighted Dice (the weighted Dice of the paper's eq. 8, in this form): each voxel weighted ``w_f`` if airway, ``w_b`` if background.
 
     ``1 - (2 sum c p g + s) / (sum c (p + g) + s)`` with ``c = w_f g + w_b (1 - g)``
     (times ``w`` if given). Only the ratio w_f / w_b matters when s = 0.
