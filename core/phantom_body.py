@@ -1,8 +1,8 @@
-"""The chest around the airways, in Hounsfield units: body, fat, spine, heart, textured lungs.
+"""The chest around the airways, in Hounsfield units: body, fat, spine, ribs, heart, textured lungs.
 
 Filled slab by slab (a few slices at a time) so peak memory stays near one
 float32 copy of the volume. HU values are the usual textbook ones: air -1000,
-fat -100, soft tissue and blood +40, lung parenchyma -850, bone +500.
+fat -100, soft tissue and blood +40, lung parenchyma -850, bone +400..+500.
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ BONE_HU = 500.0
 TEXTURE_HU = 25.0      # std of the smoothed parenchyma texture
 GRAVITY_HU = 30.0      # dependent (posterior) lung is denser: +30 HU across the lung's depth
 TEXTURE_CELL_MM = 4.0  # correlation length of the texture
+RIB_PITCH_MM = 26.0    # rib to rib, along z
+RIB_HEIGHT_MM = 9.0
+RIB_DROP_MM = 90.0     # ribs run down from the spine to the sternum
+RIB_HU = 400.0         # cortex and marrow, partial-volumed together
 
 
 def _lerp_weights(n_out: int, n_in: int, cell: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -76,6 +80,25 @@ def _quadric(grid: Grid, e, sl: tuple[slice, slice, slice]) -> tuple[np.ndarray,
     return x[None, :] ** 2 + y[:, None] ** 2, z * z
 
 
+def _paint_ribs(ct: np.ndarray, grid: Grid, chest: Chest, x: np.ndarray, y: np.ndarray, z_range: tuple[float, float]) -> None:
+    """Ribs: bands in the chest wall just inside the fat, sloping down from back to front, over the lungs' height."""
+    a, b = chest.body_semi
+    q = np.sqrt((x / (a - chest.fat_mm)) ** 2 + (y / (b - chest.fat_mm)) ** 2)
+    ring = (q >= 0.86) & (q <= 0.95)
+    if not ring.any():
+        return
+    back = np.arccos(np.clip(y / np.maximum(np.hypot(x, y), 1e-6), -1.0, 1.0))  # 0 at the spine .. pi at the sternum
+    offset = (np.float32(RIB_DROP_MM / np.pi) * back).astype(np.float32)
+    iy, ix = np.nonzero(ring)
+    off = offset[iy, ix]
+    for k in range(grid.shape[0]):
+        z = float(grid.origin[2] + k * grid.spacing[2])
+        if not (z_range[0] <= z <= z_range[1] + RIB_DROP_MM):
+            continue
+        on = np.mod(z + off - z_range[1], RIB_PITCH_MM) < RIB_HEIGHT_MM
+        ct[k, iy[on], ix[on]] = np.float32(RIB_HU)
+
+
 def fill_body(grid: Grid, chest: Chest, rng: np.random.Generator, slab: int = 16, cancel: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """CT of the chest without airways or vessels (float32 HU) and the lung mask (bool).
 
@@ -98,6 +121,7 @@ def fill_body(grid: Grid, chest: Chest, rng: np.random.Generator, slab: int = 16
     lungs = np.zeros(grid.shape, dtype=bool)
     lo = np.min([np.subtract(e.centre, e.semi) for e in chest.lungs], axis=0)
     hi = np.max([np.add(e.centre, e.semi) for e in chest.lungs], axis=0)
+    _paint_ribs(ct, grid, chest, x, y, (float(lo[2]), float(hi[2])))
     box = grid.box(lo, hi)
     if box is None:
         return ct, lungs
