@@ -57,6 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         window.resize(1600, 1000)
     window.show()
 
+    if args.screenshot:
+        # no dialog may block a headless run: errors are printed instead
+        def report(_parent, exc, details=None, title=""):
+            print(f"airway-studio: error: {title + ': ' if title else ''}{exc}", file=sys.stderr)
+
+        window.error_handler = report
     job = None
     if args.project:
         job = window.open_project(args.project)
@@ -80,23 +86,12 @@ def _screenshot(app, window, job, path: str) -> int:
     from PySide6.QtCore import QEventLoop
 
     deadline = time.monotonic() + 300
-    failed = []
-    if job is not None:
-        job.error.connect(lambda exc, _tb: failed.append(exc))
-    # the error dialog of a failed job must not block a headless run
-    import app.dialogs as dialogs
-
-    def report(parent, exc, details=None, title=""):
-        # analysis errors are printed; only a failed load stops the screenshot
-        print(f"airway-studio: warning: {title + ': ' if title else ''}{exc}", file=sys.stderr)
-
-    dialogs.show_error = report  # type: ignore[assignment]
-    import app.main_window as mw
-
-    mw.show_error = report  # type: ignore[assignment]
     while time.monotonic() < deadline:
         app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
-        if failed:
+        if job is not None and job.state in ("failed", "cancelled"):  # a failed load: nothing to show
+            print(f"airway-studio: error: {job.exception}", file=sys.stderr)
+            window.error_handler = lambda *a, **k: None  # said once
+            window.close()
             return 2
         if (job is None or not job.running) and not window.busy and not window.case.busy:
             break

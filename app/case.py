@@ -200,7 +200,7 @@ def analyse_reference(reference: LabelVolume, *, progress: Progress = _noop, can
     from core.tree import parse_tree
 
     progress(0, 2, "Parsing the reference tree")
-    tree = parse_tree(reference.mask, reference.spacing_zyx)
+    tree = _call_flexibly(parse_tree, reference.mask, reference.spacing_zyx, progress=progress, cancel=cancel)
     _check_cancel(cancel)
     progress(1, 2, "Labelling branches")
     bmap = None
@@ -296,23 +296,53 @@ def region_attr(region: Any, *names: str, default: Any = None) -> Any:
     return default
 
 
+def region_box(region: Any) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
+    """Half-open (start, stop) voxel box of a region, from ``bbox`` as per-axis
+    ``((z0, z1), (y0, y1), (x0, x1))`` (core.regions) or ``(start, stop)`` triples."""
+    bbox = region_attr(region, "bbox", "box")
+    if bbox is None:
+        return None
+    if hasattr(bbox, "start") and hasattr(bbox, "stop"):
+        return tuple(int(v) for v in bbox.start), tuple(int(v) for v in bbox.stop)  # type: ignore[return-value]
+    arr = np.asarray(bbox, dtype=int)
+    if arr.shape == (3, 2):
+        return tuple(arr[:, 0].tolist()), tuple(arr[:, 1].tolist())  # type: ignore[return-value]
+    if arr.shape == (2, 3):
+        return tuple(arr[0].tolist()), tuple(arr[1].tolist())  # type: ignore[return-value]
+    return None
+
+
 def region_centre(region: Any) -> tuple[int, int, int] | None:
-    """Voxel (z, y, x) to jump to for a region: its representative voxel, else its centroid."""
-    for name in ("focus", "seed", "representative", "centre", "center", "centroid"):
+    """Voxel (z, y, x) to jump to without the masks: a given focus voxel, else the
+    rounded centroid, else the middle of the box."""
+    for name in ("focus", "seed", "representative", "centroid_zyx", "centre", "center", "centroid"):
         v = region_attr(region, name)
         if v is not None:
             arr = np.asarray(v, dtype=float).ravel()
             if arr.size == 3:
                 return tuple(int(round(c)) for c in arr)  # type: ignore[return-value]
-    bbox = region_attr(region, "bbox", "box")
-    if bbox is not None:
-        start = getattr(bbox, "start", None)
-        stop = getattr(bbox, "stop", None)
-        if start is None:
-            b = np.asarray(bbox).ravel()
-            start, stop = b[:3], b[3:]
-        return tuple(int((a + b - 1) // 2) for a, b in zip(start, stop))  # type: ignore[return-value]
+    box = region_box(region)
+    if box is not None:
+        return tuple(int((a + b - 1) // 2) for a, b in zip(*box))  # type: ignore[return-value]
     return None
+
+
+def region_voxel(region: Any, prediction: np.ndarray, reference: np.ndarray) -> tuple[int, int, int] | None:
+    """A voxel *of* the region nearest its centroid: a shell's or a curved branch's
+    centroid often lies outside it (in the lumen), where the overlay shows nothing."""
+    centre = region_centre(region)
+    box = region_box(region)
+    kind = str(region_attr(region, "kind", default="")).upper()
+    if centre is None or box is None or kind not in ("FP", "FN"):
+        return centre
+    sl = tuple(slice(a, b) for a, b in zip(*box))
+    err = (prediction[sl] & ~reference[sl]) if kind == "FP" else (reference[sl] & ~prediction[sl])
+    pts = np.argwhere(err)
+    if len(pts) == 0:
+        return centre
+    rel = np.asarray(centre) - np.asarray(box[0])
+    best = pts[np.argmin(((pts - rel) ** 2).sum(axis=1))]
+    return tuple(int(v) for v in best + np.asarray(box[0]))  # type: ignore[return-value]
 
 
 # -- the case ----------------------------------------------------------------------
@@ -544,10 +574,20 @@ class Case(QObject):
             return
         region_index %= len(regs)
         self.active_region = region_index
-        centre = region_centre(regs[region_index])
+        centre = self.region_focus(region_index)
         self.activeRegionChanged.emit(region_index)
         if centre is not None:
             self.set_cursor(centre)
+
+    def region_focus(self, region_index: int, prediction_index: int | None = None) -> tuple[int, int, int] | None:
+        """The voxel N / Shift+N jump to for a region (see :func:`region_voxel`)."""
+        i = self.active_index if prediction_index is None else prediction_index
+        regs = self.regions(i)
+        if not 0 <= region_index < len(regs):
+            return None
+        if self.reference is None:
+            return region_centre(regs[region_index])
+        return region_voxel(regs[region_index], self.predictions[i].mask, self.reference.mask)
 
     def step_region(self, step: int) -> int:
         """Next (+1) / previous (-1) region of the active prediction, wrapping."""
@@ -563,8 +603,10 @@ class Case(QObject):
 
     # -- background analysis ---------------------------------------------------------
     def _start(self, job: Any) -> Any:
+        from app.workers import guarded
+
         self._jobs.append(job)
-        job.finished.connect(lambda: self._jobs.remove(job) if job in self._jobs else None)
+        job.finished.connect(guarded(self, lambda: self._jobs.remove(job) if job in self._jobs else None))
         self.jobStarted.emit(job)
         return job.start()
 
@@ -577,7 +619,7 @@ class Case(QObject):
         return any(j.running for j in self._jobs)
 
     def start_reference_analysis(self) -> Any:
-        from app.workers import Job
+        from app.workers import Job, guarded
 
         ref = self.reference
         if ref is None:
@@ -597,13 +639,13 @@ class Case(QObject):
             self.tree_error = str(exc)
             self.treeChanged.emit()
 
-        job.result.connect(done)
-        job.error.connect(failed)
+        job.result.connect(guarded(self, done))
+        job.error.connect(guarded(self, failed))
         return self._start(job)
 
     def start_prediction_analysis(self, index: int) -> Any:
         """Metrics and regions of prediction ``index`` (needs the reference tree)."""
-        from app.workers import Job
+        from app.workers import Job, guarded
 
         if self.reference is None or not 0 <= index < len(self.predictions):
             return None
@@ -627,18 +669,18 @@ class Case(QObject):
             if entry in self.predictions:
                 self.metricsChanged.emit(self.predictions.index(entry))
 
-        job.result.connect(done)
-        job.error.connect(failed)
+        job.result.connect(guarded(self, done))
+        job.error.connect(guarded(self, failed))
         return self._start(job)
 
     def open_files(self, ct_path: str | None, reference_path: str | None = None,
                    prediction_paths: Sequence[str] = ()) -> Any:
         """Load files in a job; the result is applied on the GUI thread."""
-        from app.workers import Job
+        from app.workers import Job, guarded
 
         job = Job(load_case, ct_path, reference_path, list(prediction_paths),
                   current_ct=None if ct_path else self.ct, name="Loading")
-        job.result.connect(self.apply_loaded)
+        job.result.connect(guarded(self, self.apply_loaded))
         return self._start(job)
 
     # -- project files ---------------------------------------------------------------

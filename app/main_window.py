@@ -42,11 +42,12 @@ from app.case import STATUS_KEYS, STATUS_LABELS, Case, apply_project, load_proje
 from app.dialogs import APP_NAME, AboutDialog, ShortcutsDialog, show_error
 from app.settings import Settings
 from app.slice_view import ORIENTATIONS, DisplaySettings, DisplayState, SliceRenderer, SliceView
-from app.workers import Job
+from app.workers import Job, guarded
 
 VOLUME_FILTER = "Volumes (*.nii *.nii.gz *.mha *.mhd *.nrrd *.nhdr);;All files (*)"
 PROJECT_FILTER = "Airway Studio project (*.json)"
 REFERENCE_HINTS = ("label", "ref", "gt", "groundtruth", "ground_truth", "annotation", "lm-", "lm_")
+PREDICTION_HINTS = ("pred", "seg", "mask", "prob", "output", "result", "airway")
 
 
 def demo_model_path() -> Path | None:
@@ -73,15 +74,19 @@ class JobStatus(QWidget):
         lay.addWidget(self.label)
         lay.addWidget(self.bar)
         lay.addWidget(self.cancel_button)
-        self.jobs: list[Job] = []
+        self.jobs: list[Any] = []
+        self.labels: dict[int, str] = {}
         self.cancel_button.clicked.connect(self.cancel_all)
         self.setVisible(False)
 
-    def add(self, job: Job) -> None:
+    def add(self, job: Any, ended: Any = None, label: str | None = None) -> None:
+        """Track anything with ``name``, ``cancel()``, a ``progress(int, int, str)`` signal
+        and an end signal (``finished`` for a Job, ``ended`` for a segmentation run)."""
         self.jobs.append(job)
-        job.progress.connect(lambda d, t, m, j=job: self._progress(j, d, t, m))
-        job.finished.connect(lambda j=job: self._finished(j))
-        self.label.setText(job.name)
+        job.progress.connect(guarded(self, lambda d, t, m, j=job: self._progress(j, d, t, m)))
+        (ended or job.finished).connect(guarded(self, lambda *_, j=job: self._finished(j)))
+        self.labels[id(job)] = label or job.name
+        self.label.setText(self.labels[id(job)])
         self.bar.setRange(0, 0)
         self.setVisible(True)
 
@@ -93,13 +98,15 @@ class JobStatus(QWidget):
             self.bar.setValue(min(done, total))
         else:
             self.bar.setRange(0, 0)
-        self.label.setText(f"{job.name}: {message}" if message else job.name)
+        name = self.labels.get(id(job), job.name)
+        self.label.setText(f"{name}: {message}" if message else name)
 
     def _finished(self, job: Job) -> None:
         if job in self.jobs:
             self.jobs.remove(job)
+        self.labels.pop(id(job), None)
         if self.jobs:
-            self.label.setText(self.jobs[-1].name)
+            self.label.setText(self.labels.get(id(self.jobs[-1]), self.jobs[-1].name))
             self.bar.setRange(0, 0)
         else:
             self.setVisible(False)
@@ -126,6 +133,8 @@ class MainWindow(QMainWindow):
         self.actions: dict[str, QAction] = {}
         self.jobs: list[Job] = []
         self.last_error: BaseException | None = None
+        # every error the window shows goes through here (one dialog); --screenshot swaps in a printer
+        self.error_handler: Callable[..., Any] = show_error
         self.setObjectName("MainWindow")
         self.setAcceptDrops(True)
         self.resize(1440, 920)
@@ -223,7 +232,7 @@ class MainWindow(QMainWindow):
         except Exception as exc:  # noqa: BLE001
             import traceback
 
-            show_error(self, exc, traceback.format_exc())
+            self.report_error(exc, traceback.format_exc())
 
     # -- actions -------------------------------------------------------------------------
     def _act(self, name: str, text: str, slot: Callable[..., Any] | None = None,
@@ -400,24 +409,27 @@ class MainWindow(QMainWindow):
             sig.connect(lambda *_: self._update_review_counter())
 
     # -- jobs -------------------------------------------------------------------------------
+    def report_error(self, exc: BaseException | str, details: str | None = None, title: str = APP_NAME) -> None:
+        self.last_error = exc if isinstance(exc, BaseException) else None
+        self.error_handler(self, exc, details, title=title)
+
     def track_job(self, job: Job) -> None:
         """Show a job's progress and its errors (one dialog each)."""
         self.jobs.append(job)
         self.job_status.add(job)
-        job.error.connect(lambda exc, tb, j=job: self._job_failed(j, exc, tb))
-        job.cancelled.connect(lambda j=job: self.statusBar().showMessage(f"{j.name}: cancelled", 5000))
-        job.finished.connect(lambda j=job: self.jobs.remove(j) if j in self.jobs else None)
+        job.error.connect(guarded(self, lambda exc, tb, j=job: self._job_failed(j, exc, tb)))
+        job.cancelled.connect(guarded(self, lambda j=job: self.statusBar().showMessage(f"{j.name}: cancelled", 5000)))
+        job.finished.connect(guarded(self, lambda j=job: self.jobs.remove(j) if j in self.jobs else None))
 
     def _job_failed(self, job: Job, exc: BaseException, tb: str) -> None:
-        self.last_error = exc
         self.statusBar().showMessage(f"{job.name} failed", 8000)
-        show_error(self, exc, tb, title=f"{APP_NAME}: {job.name}")
+        self.report_error(exc, tb, title=f"{APP_NAME}: {job.name}")
 
     def start_job(self, fn: Callable[..., Any], *args: Any, name: str,
                   on_result: Callable[[Any], None] | None = None, **kwargs: Any) -> Job:
         job = Job(fn, *args, name=name, **kwargs)
         if on_result is not None:
-            job.result.connect(on_result)
+            job.result.connect(guarded(self, on_result))
         self.track_job(job)
         return job.start()
 
@@ -447,7 +459,7 @@ class MainWindow(QMainWindow):
 
         current = None if ct else self.case.ct
         if not ct and current is None:
-            show_error(self, "Open a CT first: references and predictions are drawn over a CT.")
+            self.report_error("Open a CT first: references and predictions are drawn over a CT.")
             return None
         return self.start_job(load_case, ct, reference, list(predictions), current_ct=current,
                               name="Loading", on_result=apply)
@@ -508,7 +520,7 @@ class MainWindow(QMainWindow):
 
     def save_project(self, ask: bool = False) -> Path | None:
         if self.case.is_empty:
-            show_error(self, "There is no case to save.")
+            self.report_error("There is no case to save.")
             return None
         path = self.case.project_path
         if ask or not path:
@@ -525,7 +537,7 @@ class MainWindow(QMainWindow):
         except Exception as exc:  # noqa: BLE001 - one dialog, the app goes on
             import traceback
 
-            show_error(self, exc, traceback.format_exc())
+            self.report_error(exc, traceback.format_exc())
             return None
         self.settings.add_recent(str(out))
         self.statusBar().showMessage(f"Saved {out}", 5000)
@@ -570,8 +582,10 @@ class MainWindow(QMainWindow):
             return self.open_project(projects[0])
         ct = None
         if self.case.is_empty:
-            non_ref = [p for p in paths if not _looks_like_reference(p)]
-            ct = (non_ref or paths)[0]
+            # the CT: a DICOM folder, else the first name that hints at neither a label nor a prediction
+            ranked = sorted(paths, key=lambda p: (not os.path.isdir(p), _looks_like_reference(p),
+                                                  _looks_like_prediction(p)))
+            ct = ranked[0]
             paths.remove(ct)
         reference = None
         if self.case.reference is None:
@@ -585,14 +599,33 @@ class MainWindow(QMainWindow):
 
     # -- segmentation ------------------------------------------------------------------------
     def segment_with(self, checkpoint: str | os.PathLike, device: str = "auto", name: str | None = None,
-                     **predictor_options: Any) -> Job | None:
-        """Run a checkpoint over the CT in a worker; the result becomes a prediction.
+                     **predictor_options: Any) -> Any:
+        """Run a checkpoint over the CT off the GUI thread; the result becomes a prediction.
 
-        ``predictor_options`` go to core.inference.Predictor (window, step, backend...)."""
+        Uses the segmentation panel's child-process run (app.segment_panel.SegmentationRun:
+        torch never holds this process's GIL) when that module is there, else a worker
+        thread. ``predictor_options`` go to core.inference.Predictor (window, step, backend...)."""
         if self.case.ct is None:
-            show_error(self, "Open a CT before segmenting.")
+            self.report_error("Open a CT before segmenting.")
             return None
         ct = self.case.ct
+        if importlib.util.find_spec("app.segment_panel") is not None:
+            from app.segment_panel import SegmentationRun
+
+            run = SegmentationRun(self.case, checkpoint, device, name=name, parent=self, **predictor_options)
+            self.jobs.append(run)
+            self.job_status.add(run, run.ended, f"Segmenting with {Path(checkpoint).name}")
+            run.finished.connect(self.segmentationFinished)
+            run.failed.connect(guarded(self, lambda exc: self.report_error(exc, title=f"{APP_NAME}: segmentation")))
+            run.cancelled.connect(guarded(self, lambda: self.statusBar().showMessage("Segmentation cancelled", 5000)))
+            run.ended.connect(guarded(self, lambda r=run: self.jobs.remove(r) if r in self.jobs else None))
+            try:
+                return run.start()
+            except Exception as exc:  # noqa: BLE001 - e.g. a missing checkpoint: one dialog
+                run.state = "failed"
+                run.ended.emit()
+                self.report_error(exc)
+                return None
 
         def add(entry: Any) -> None:
             if self.case.ct is not ct:
@@ -606,7 +639,7 @@ class MainWindow(QMainWindow):
     def segment_demo(self) -> Job | None:
         path = demo_model_path()
         if path is None:
-            show_error(self, "The demo model resources/models/demo_wingsnet.pt is not installed.")
+            self.report_error("The demo model resources/models/demo_wingsnet.pt is not installed.")
             return None
         return self.segment_with(path, "cpu")
 
@@ -754,10 +787,10 @@ class MainWindow(QMainWindow):
         QApplication.processEvents()
         for v in self.views.values():
             v.repaint()
-        render3d = getattr(getattr(self, "view3d", None), "render", None)
-        if callable(render3d):
+        plotter = getattr(getattr(self, "view3d", None), "plotter", None)
+        if plotter is not None:
             try:
-                render3d()
+                plotter.render()  # VTK draws on demand; make sure the scene is current
             except Exception:  # noqa: BLE001 - a screenshot without 3D beats none
                 pass
         pixmap = self.grab()
@@ -831,6 +864,11 @@ def apply_theme(app: QApplication) -> None:
     app.setPalette(pal)
     app.setStyleSheet("QToolBar { spacing: 4px; } QStatusBar QLabel { padding: 0 4px; }"
                       "QSplitter::handle { background: #1a1b1d; }")
+
+
+def _looks_like_prediction(path: str) -> bool:
+    name = Path(path).name.lower()
+    return any(h in name for h in PREDICTION_HINTS)
 
 
 def _looks_like_reference(path: str) -> bool:

@@ -376,7 +376,7 @@ class SliceView(QWidget):
         case.cursorChanged.connect(self._on_cursor)
         for sig in (case.ctChanged, case.referenceChanged, case.predictionsChanged, case.activePredictionChanged):
             sig.connect(self.invalidate)
-        case.activeRegionChanged.connect(lambda *_: self.update())
+        case.activeRegionChanged.connect(self._on_cursor)
         display.changed.connect(self.invalidate)
 
     # -- state ------------------------------------------------------------------
@@ -531,20 +531,16 @@ class SliceView(QWidget):
         p.drawLine(QPointF(c.x(), c.y() + gap), QPointF(c.x(), rect.bottom()))
 
     def _paint_region(self, p: QPainter) -> None:
-        from app.case import region_attr
+        from app.case import region_box
 
         regs = self.case.regions()
         i = self.case.active_region
         if not 0 <= i < len(regs):
             return
-        bbox = region_attr(regs[i], "bbox", "box")
-        if bbox is None:
+        box = region_box(regs[i])
+        if box is None:
             return
-        start = getattr(bbox, "start", None)
-        stop = getattr(bbox, "stop", None)
-        if start is None:
-            b = np.asarray(bbox).ravel()
-            start, stop = b[:3], b[3:]
+        start, stop = box
         ax = AXIS_OF[self.orientation]
         if not start[ax] <= self.index < stop[ax]:
             return

@@ -100,7 +100,14 @@ class Job(QObject):
         self._last_emit = now
         if not isinstance(message, str):  # e.g. the predictor's ETA in seconds
             message = f"about {float(message):.0f} s left" if message is not None else ""
-        self.progress.emit(int(done), int(total), message)
+        self._emit(self.progress, int(done), int(total), message)
+
+    @staticmethod
+    def _emit(signal: Any, *args: Any) -> None:
+        try:
+            signal.emit(*args)
+        except RuntimeError:  # the QObject went away (window closed, app quitting): nobody listens
+            pass
 
     def _execute(self) -> None:
         try:
@@ -109,18 +116,34 @@ class Job(QObject):
             self.exception = exc
             self.state = "cancelled"
             self._done.set()
-            self.cancelled.emit()
+            self._emit(self.cancelled)
         except BaseException as exc:  # noqa: BLE001 - shown to the user, never swallowed
             self.exception = exc
             self.state = "failed"
             self._done.set()
-            self.error.emit(exc, traceback.format_exc())
+            self._emit(self.error, exc, traceback.format_exc())
         else:
             self.value = value
             self.state = "done"
             self._done.set()
-            self.result.emit(value)
-        self.finished.emit()
+            self._emit(self.result, value)
+        self._emit(self.finished)
+
+
+def guarded(owner: QObject, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` that does nothing once ``owner``'s C++ object is gone.
+
+    A job may end after the window or case that started it was closed; Qt
+    drops connections to *methods* of deleted QObjects but not to closures, so
+    every closure connected to a job's signals goes through this."""
+    import shiboken6
+
+    def call(*args: Any) -> Any:
+        if shiboken6.isValid(owner):
+            return fn(*args)
+        return None
+
+    return call
 
 
 def run_job(
