@@ -500,6 +500,7 @@ def parse_tree(
             "connectivity": connectivity,
             "min_piece_voxels": min_piece_voxels,
             "bifurcation_neighbours": bifurcation_neighbours,
+            "pieces": n_pieces,
         },
     )
 

@@ -219,3 +219,101 @@ def test_real_reference_parses_into_211_branches():
     assert t.branch(t.trachea).generation == 0
     assert t.max_generation >= 10
     assert not t.warnings
+
+
+def _reference_parse(label: np.ndarray) -> np.ndarray:
+    """The organisers' tree_parse.py procedure, re-typed plainly (whole-volume passes), for comparison."""
+    from skimage import measure
+    from skimage.morphology import skeletonize
+
+    cd, num = measure.label(label.astype(np.uint8), return_num=True, connectivity=1)
+    vol = np.array([(cd == k + 1).sum() for k in range(num)])
+    lab = ndimage.binary_fill_holes(cd == np.argsort(vol)[-1] + 1).astype(np.uint8)
+    skel = skeletonize(lab).astype(np.uint8)
+    filt = ndimage.convolve(skel, np.ones((3, 3, 3), np.uint8)) * skel
+    sp = skel.copy()
+    sp[filt > 3] = 0
+    cd, num = ndimage.label(sp, structure=np.ones((3, 3, 3)))
+    for i in range(num):
+        if (cd == i + 1).sum() < 5:
+            sp[cd == i + 1] = 0
+    cd, num = ndimage.label(sp, structure=np.ones((3, 3, 3)))
+    _, inds = ndimage.distance_transform_edt(1 - sp, return_indices=True)
+    tp = cd[inds[0], inds[1], inds[2]] * lab
+
+    def graph(tp, num):
+        tr = int(np.argsort(np.array([(tp == k + 1).sum() for k in range(num)], float))[-1]) + 1
+        ad = np.zeros((num, num), np.uint8)
+        for i in range(num):
+            cur = (tp == i + 1).astype(np.uint8)
+            ring = ndimage.binary_dilation(cur, ndimage.generate_binary_structure(3, 1)).astype(np.uint8) - cur
+            touching = ring * tp
+            for j in np.unique(touching[touching > 0]):
+                ad[i, j - 1] = 1
+        pm = np.zeros((num, num), np.uint8)
+        cm = np.zeros((num, num), np.uint8)
+        g = np.zeros(num, np.int64)
+        proc = [tr - 1]
+        pm[tr - 1, tr - 1] = 1
+        while proc:
+            it, proc = proc, []
+            while it:
+                cur = it.pop()
+                for ch in np.where(ad[cur] > 0)[0]:
+                    if pm[ch].sum() == 0:
+                        pm[ch, cur] = cm[cur, ch] = 1
+                        g[ch] = g[cur] + 1
+                        proc.append(ch)
+                    elif g[cur] + 1 == g[ch]:
+                        pm[ch, cur] = cm[cur, ch] = 1
+        return pm, cm, g
+
+    def merge(pm, cm, tp):
+        d = []
+        for w in np.where(pm.sum(1) > 1)[0]:
+            ps = np.where(pm[w] > 0)[0]
+            for p in ps[1:]:
+                tp[tp == p + 1] = ps[0] + 1
+                if p not in d:
+                    d.append(p)
+        for loc in np.where(cm.sum(1) == 1)[0]:
+            if loc not in d:
+                ch = np.where(cm[loc] == 1)[0][0]
+                if ch not in d:
+                    tp[tp == ch + 1] = loc + 1
+                    d.append(ch)
+        return d
+
+    pm, cm, g = graph(tp, num)
+    while merge(pm, cm, tp):
+        d = merge(pm, cm, tp)
+        for i in range(num):
+            if i not in d:
+                tp[tp == i + 1] = i + 1 - int(np.sum(np.array(d) < i))
+        num -= len(d)
+        pm, cm, g = graph(tp, num)
+    return tp
+
+
+@pytest.mark.parametrize("case", ["y", "noisy_y", "thin_y_through_faces", "tube_along_a_face"])
+def test_parse_equals_the_reference_procedure_voxel_for_voxel(case, y_label):
+    label = y_label.copy()
+    if case == "noisy_y":
+        # ragged surface with bumps: spurs and extra pieces that the merge rules must remove
+        rng = np.random.default_rng(1)
+        surface = label & ~ndimage.binary_erosion(label)
+        label &= ~(surface & (rng.random(label.shape) < 0.5))
+        label |= ndimage.binary_dilation(surface & (rng.random(label.shape) < 0.01))
+    elif case == "thin_y_through_faces":
+        # one-voxel-wide centrelines reach the volume's faces: scipy's reflect border counts there
+        label = tube((40, 40, 40), [((0, 20, 20), (20, 20, 20), 1.0), ((20, 20, 20), (39, 10, 10), 1.0),
+                                    ((20, 20, 20), (39, 30, 30), 1.0)])
+    elif case == "tube_along_a_face":
+        # a centreline lying in the face z = 0: the reflected slice adds neighbours there
+        label = tube((30, 30, 40), [((0, 10, 2), (0, 10, 37), 1.0), ((0, 10, 20), (25, 20, 20), 1.5)])
+    tree = parse_tree(label)
+    np.testing.assert_array_equal(tree.branch_label_map(), _reference_parse(label))
+    if case == "noisy_y":
+        assert tree.params["pieces"] > tree.n_branches  # merges happened
+    if case == "thin_y_through_faces":
+        assert tree.centreline_zyx[:, 0].min() == 0 and tree.centreline_zyx[:, 0].max() == 39
