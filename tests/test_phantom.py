@@ -257,6 +257,18 @@ def test_ct_lumen_parenchyma_wall_and_vessels(clean, fine):
     assert ct[shell].mean() > -600
 
 
+def test_body_layers_without_noise_or_blur():
+    p = make_phantom(96, seed=1, noise=0.0, blur=0.0, vessels=False)
+    ct = p.ct.array
+    mid = ct[ct.shape[0] // 2]
+    assert mid[0, 0] == -1000 and mid[0, -1] == -1000  # air around the body
+    values = set(np.unique(ct[~ndimage.binary_dilation(p.lungs.array | p.full_label.array, iterations=3)]).tolist())
+    assert {-1000, -100, 40, 400, 500} <= values  # air, fat, soft tissue, ribs, spine
+    assert p.lungs.voxel_count() > 0.05 * ct.size
+    assert not np.any(p.label.array & ~ndimage.binary_dilation(p.lungs.array, iterations=2)
+                      & (np.indices(ct.shape)[0] < int(np.rint(p.ct.geometry.world_to_index(p.branches[0].end)[0])) - 12))
+
+
 def test_knobs_change_the_image():
     base = make_phantom(seed=9, noise=0.0, blur=0.0)
     noisy = make_phantom(seed=9, noise=60.0, blur=0.0)
