@@ -392,6 +392,8 @@ class View3D(QWidget):
         case.metricsChanged.connect(lambda _i: self.mode == "detection" and self.schedule_rebuild())
         case.cursorChanged.connect(self._move_cursor_marker)
         case.activeRegionChanged.connect(self.focus_region)
+        if case.ct is not None:  # installed over an open case
+            self.schedule_rebuild()
 
     def _unavailable(self, lay: QVBoxLayout, text: str) -> None:
         note = QLabel(text, self)

@@ -13,6 +13,8 @@ import pytest
 
 pytest.importorskip("pyvistaqt")
 
+from PySide6.QtCore import Qt  # noqa: E402
+
 from app.case import Case, PredictionEntry  # noqa: E402
 from app.view3d import (  # noqa: E402
     SceneInput,
@@ -241,3 +243,87 @@ def test_panels_install_into_the_main_window(qtbot, tmp_path):
     assert cam.position[0] > cam.focal_point[0]
     out = window.save_screenshot(tmp_path / "window.png")
     assert out.exists() and out.stat().st_size > 10000
+
+
+def click_on_world_point(view, qtbot, point) -> None:
+    """A real left click (press + release, no drag) at the widget position showing ``point``."""
+    from PySide6.QtCore import QPoint
+
+    x, y = view.display_of_world(point)  # device pixels, origin bottom-left
+    widget = view.plotter.interactor
+    dpr = widget.devicePixelRatioF()
+    pos = QPoint(round(x / dpr), round(widget.height() - 1 - y / dpr))
+    qtbot.mousePress(widget, Qt.MouseButton.LeftButton, pos=pos)
+    qtbot.mouseRelease(widget, Qt.MouseButton.LeftButton, pos=pos)
+
+
+def test_mouse_click_on_the_surface_picks_through_qt_events(view, qtbot):
+    view.camera_preset("anterior")
+    scene = view.scene
+    labels = np.asarray(scene.surface.cell_data["label"])
+    normals = np.asarray(scene.surface.compute_normals(cell_normals=True, point_normals=False).cell_data["Normals"])
+    centres = np.asarray(scene.surface.cell_centers().points)
+    front = (labels == FN) & (normals[:, 1] < -0.9)  # FN faces looking at the camera (-y)
+    target = centres[front][len(centres[front]) // 2]
+    with qtbot.waitSignal(view.picked, timeout=5000) as blocker:
+        click_on_world_point(view, qtbot, target)
+    voxel = blocker.args[0]
+    pred, ref = _masks()
+    assert ref[voxel] and not pred[voxel]
+    assert np.all(np.abs(np.asarray(voxel) - GEO.world_to_index(target)) <= 1.0)
+
+
+def _hidpi_child() -> int:
+    """Run in a child with QT_SCALE_FACTOR=2: a click at logical coordinates picks the right voxel."""
+    import time
+
+    from PySide6.QtCore import QPoint
+    from PySide6.QtTest import QTest
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication([])
+    view = View3D(_case())
+    view.resize(400, 360)
+    view.show()
+    view.rebuild()
+    deadline = time.monotonic() + 30
+    while (view.scene is None or view.busy) and time.monotonic() < deadline:
+        app.processEvents()
+        time.sleep(0.01)
+    widget = view.plotter.interactor
+    dpr = widget.devicePixelRatioF()
+    view.camera_preset("anterior")
+    scene = view.scene
+    labels = np.asarray(scene.surface.cell_data["label"])
+    normals = np.asarray(scene.surface.compute_normals(cell_normals=True, point_normals=False).cell_data["Normals"])
+    centres = np.asarray(scene.surface.cell_centers().points)
+    front = (labels == FP) & (normals[:, 1] < -0.9)
+    target = centres[front][len(centres[front]) // 2]
+    x, y = view.display_of_world(target)
+    pos = QPoint(round(x / dpr), round(widget.height() - 1 - y / dpr))
+    QTest.mousePress(widget, Qt.MouseButton.LeftButton, pos=pos)
+    QTest.mouseRelease(widget, Qt.MouseButton.LeftButton, pos=pos)
+    app.processEvents()
+    voxel = view.case.cursor
+    pred, ref = _masks()
+    ok = dpr == 2.0 and bool(pred[voxel] and not ref[voxel]) and bool(
+        np.all(np.abs(np.asarray(voxel) - GEO.world_to_index(target)) <= 1.0))
+    print(f"dpr={dpr} voxel={voxel} ok={ok}", flush=True)
+    view.close()
+    return 0 if ok else 1
+
+
+def test_picking_is_right_on_a_hidpi_screen(qtbot):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if not three_d_supported() or not os.environ.get("DISPLAY"):
+        pytest.skip("needs an X display (Xvfb)")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "QT_SCALE_FACTOR": "2", "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-c", "import sys, tests.test_view3d as t; sys.exit(t._hidpi_child())"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert "dpr=2.0" in proc.stdout
