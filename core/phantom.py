@@ -235,7 +235,7 @@ def make_phantom(
     blur: float | None = None,
     omit_distal: int = 0,
     vessels: bool = True,
-    difficulty: str | Difficulty = "normal",
+    difficulty: str | Difficulty | None = "normal",
     min_radius_mm: float = 0.5,
     progress: Progress | None = None,
     cancel: Any = None,
@@ -259,7 +259,7 @@ def make_phantom(
             raise ConfigError(f"Spacing {tuple(spacing)} is not three positive millimetre values.", "Use e.g. --spacing 0.7 0.7 1.0 (x y z).")
     if not 0 <= int(generations) <= 16:
         raise ConfigError(f"{generations} generations is out of range.", "Use 0..16 (6 reaches segmental bronchi, 12 about 1 mm).")
-    diff = difficulty if isinstance(difficulty, Difficulty) else Difficulty.named(difficulty)
+    diff = difficulty if isinstance(difficulty, Difficulty) else Difficulty.named(difficulty or "normal")
     diff = replace(
         diff,
         noise_hu=diff.noise_hu if noise is None else float(noise),

@@ -101,7 +101,7 @@ def phantom_from_mask(
     mask0 = airway_mask.mask
     if not mask0.any():
         raise InputError("The airway mask is empty.", "Give a label with airway voxels (check the label selector).")
-    diff = difficulty if isinstance(difficulty, Difficulty) else Difficulty.named(difficulty)
+    diff = difficulty if isinstance(difficulty, Difficulty) else Difficulty.named(difficulty or "normal")
     diff = replace(diff,
                    noise_hu=diff.noise_hu if noise is None else float(noise),
                    wall_contrast=diff.wall_contrast if wall_contrast is None else float(wall_contrast),
