@@ -85,8 +85,15 @@ def run_ours(ref_mask, pred_mask, spacing, atm22: bool, label: str) -> dict:
 
     print(f"{label}: shape {ref_mask.shape}, {int(ref_mask.sum())} reference voxels")
     t0, c0 = time.perf_counter(), time.process_time()
+    marks: list[tuple[str, float, float]] = []
+
+    def progress(_k: int, _n: int, what: str) -> None:
+        marks.append((what, time.perf_counter(), time.process_time()))
+
     with Step("parse reference tree"):
-        tree = parse_tree(ref_mask, spacing)
+        tree = parse_tree(ref_mask, spacing, progress=progress)
+    for (what, t, c), (_, t2, c2) in zip(marks, marks[1:]):
+        print(f"      {what:<30} {t2 - t:6.2f} s wall {c2 - c:6.2f} s CPU")
     with Step("metrics (TD, BD, DSC, extras)"):
         m = evaluate(pred_mask, ref_mask, spacing, tree=tree, atm22=atm22)
     with Step("error regions"):

@@ -162,6 +162,10 @@ def evaluate(
     skip parsing. ``connectivity`` of the prediction's largest component
     (ATM'22: 6); ``largest_component=False`` evaluates the prediction as is.
     """
+    if hasattr(prediction_mask, "geometry") and hasattr(reference, "geometry") and hasattr(reference, "array"):
+        from core.volume import check_same_grid
+
+        check_same_grid(reference, prediction_mask)
     pred, pred_sp = _as_mask(prediction_mask, "prediction")
     if isinstance(reference, AirwayTree):
         tree = tree or reference

@@ -283,3 +283,14 @@ def test_cli_grid_mismatch_is_one_line_and_exit_2(tmp_path, ref, capsys):
     errors = [line for line in err if "error" in line]
     assert errors == [err[-1]] and "not on the same grid" in err[-1] and "resample" in err[-1]
     assert main(["evaluate", "--reference", str(tmp_path / "nope.nii.gz"), "--prediction", str(p)]) == 2
+
+
+def test_volumes_on_different_grids_are_refused(ref, tree):
+    from core.volume import Geometry, LabelVolume
+
+    a = LabelVolume(ref, Geometry(spacing=(0.6, 0.6, 0.5)))
+    b = LabelVolume(ref, Geometry(spacing=(0.6, 0.6, 0.5), origin=(5.0, 0.0, 0.0)))
+    with pytest.raises(GeometryError, match="same grid"):
+        evaluate(b, a, tree=tree)
+    m = evaluate(LabelVolume(ref, Geometry(spacing=(0.6, 0.6, 0.5))), a, tree=tree)
+    assert m.td == 100.0

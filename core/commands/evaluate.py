@@ -193,6 +193,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if args.tree:
             tree_path = Path(args.tree) / f"{case_name(rp)}.tree.npz" if folder_mode else Path(args.tree)
         tree = _tree_for(ref, tree_path, progress)
+        for w in tree.warnings:
+            print(f"warning: {case_name(rp)}: {w}", file=sys.stderr)
         if args.branch_map:
             from core.io import write_volume
             from core.volume import LabelVolume
