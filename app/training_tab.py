@@ -66,11 +66,11 @@ class RunMonitor(QtCore.QObject):
     """Follows one run folder: new events, the trainer's output, and whether it still runs."""
 
     changed = Signal()             # history or status changed (plots, status line)
-    replaced = Signal()            # events.jsonl was replaced: ``history`` is a new object
     logLines = Signal(list)        # new lines for the log pane
     ended = Signal(str)            # the run reached an end state (finished, stopped, failed, crashed, killed)
 
     POLL_MS = 500
+    STEP_LOG_EVERY_S = 10.0
 
     def __init__(self, run_dir: str | Path, parent: QtCore.QObject | None = None):
         super().__init__(parent)
@@ -80,6 +80,7 @@ class RunMonitor(QtCore.QObject):
         self.pid: PidRecord | None = read_pid_file(self.run_dir)
         self.killed = False
         self.status = NOT_STARTED
+        self._last_step_logged = float("-inf")
         self._events = EventTail(self.run_dir / EVENTS_FILE)
         self._output = LineTail(self.run_dir / LOG_FILE)
         self._watcher = QtCore.QFileSystemWatcher(self)
@@ -117,9 +118,8 @@ class RunMonitor(QtCore.QObject):
         events = self._events.read_new()
         if self._events.reset:  # the file was replaced: start over
             self.history = RunHistory(name=self.run_dir.name)
-            self.replaced.emit()
         for event in events:
-            line = self.history.apply(event)
+            line = self.history.apply(event) or self._step_line(event)
             if line:
                 lines.append(f"[{_clock(event.get('time'))}] {line}")
         for raw in self._output.read_lines():
@@ -139,6 +139,19 @@ class RunMonitor(QtCore.QObject):
             self.ended.emit(status)
         elif status == RUNNING and not self._timer.isActive():
             self._timer.start()
+
+    def _step_line(self, event: dict) -> str | None:
+        """A log line for a step now and then: steps are plotted, but a slow run should still show life."""
+        if event.get("event") != "step":
+            return None
+        t = event.get("time")
+        if not isinstance(t, (int, float)) or t - self._last_step_logged < self.STEP_LOG_EVERY_S:
+            return None
+        self._last_step_logged = t
+        return (f"Stage {event.get('stage')} epoch {event.get('epoch')} step {event.get('step')} "
+                f"(global {event.get('global_step')}): loss {_num(event.get('loss'))} "
+                f"(enc {_num(event.get('loss_enc'))}, dec {_num(event.get('loss_dec'))}), "
+                f"lr {_num(event.get('lr'))}, {_num(event.get('patches_per_s'), '.1f')} patches/s")
 
     def _emit(self, lines: list[str], changed: bool) -> None:
         if lines:
@@ -180,6 +193,10 @@ class RunMonitor(QtCore.QObject):
 
     def summary(self) -> str:
         return self.history.summary(self.status)
+
+
+def _num(value: object, spec: str = ".4g") -> str:
+    return format(value, spec) if isinstance(value, (int, float)) else "?"
 
 
 def _clock(t: object) -> str:

@@ -266,6 +266,7 @@ def test_tab_start_stop_resume_finish_and_open_best(qtbot, tab_factory, tmp_path
     qtbot.waitUntil(lambda: len(tab.plots.curve_data(key, "loss")[0]) >= 3, timeout=5000)
     assert re.match(r"run1: running · stage \d \(\w+\) · epoch \d/\d", tab.status_label.text())
     assert "Run started" in tab.log_view.toPlainText()
+    assert "step 0 (global 1): loss" in tab.log_view.toPlainText()  # the first step is logged, later ones throttled
 
     tab.stop()
     qtbot.waitUntil(lambda: monitor.status == STOPPED, timeout=10000)
