@@ -33,10 +33,22 @@ from typing import Any, Callable
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QImage
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QToolButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QToolButton, QVBoxLayout, QWidget
 
 from core.errors import InputError
-from core.surfaces import FN, FP, TP, Box, bounding_box, labels_surface, mask_surface, outcome_surface, relabel, world_to_voxel
+from core.surfaces import (
+    FN,
+    FP,
+    TP,
+    Box,
+    bounding_box,
+    labels_surface,
+    mask_surface,
+    outcome_surface,
+    relabel,
+    select_faces,
+    world_to_voxel,
+)
 from core.volume import Geometry
 
 COLOUR_MODES: tuple[tuple[str, str], ...] = (
@@ -101,14 +113,18 @@ class Scene:
     mode: str
     note: str = ""
 
-    def face_rgb(self) -> np.ndarray:
-        """uint8 (n_faces, 3) colours through the label lookup table."""
-        labels = np.asarray(self.surface.cell_data["label"]) if self.surface.n_cells else np.zeros(0, int)
+    def rgb_of(self, labels: np.ndarray) -> np.ndarray:
+        """uint8 (n, 3) colours of face labels through the lookup table (unknown labels grey)."""
+        labels = np.asarray(labels, dtype=np.int64)
         top = max([0, *self.colours.keys(), int(labels.max()) if labels.size else 0])
         lut = np.full((top + 1, 3), 200, np.uint8)
         for k, c in self.colours.items():
             lut[k] = c
         return lut[labels]
+
+    def face_rgb(self) -> np.ndarray:
+        """Colours of every face of the surface."""
+        return self.rgb_of(np.asarray(self.surface.cell_data["label"]) if self.surface.n_cells else np.zeros(0, int))
 
 
 def build_scene(inp: SceneInput, *, progress: Callable[..., None] | None = None, cancel: Any = None) -> Scene:
@@ -331,7 +347,8 @@ class View3D(QWidget):
         self.mode = "outcome"
         self.scene: Scene | None = None
         self.plotter: Any = None
-        self._surface_actor: Any = None
+        self._surface_actors: list[Any] = []
+        self.tp_opacity = 1.0
         self._region_actor: Any = None
         self._cursor_actor: Any = None
         self._build_serial = 0
@@ -360,6 +377,11 @@ class View3D(QWidget):
             b.setToolTip(f"Camera: {name}")
             b.clicked.connect(lambda _=False, n=name: self.camera_preset(n))
             bar.addWidget(b)
+        self.see_through = QCheckBox("TP see-through", self)
+        self.see_through.setObjectName("tpSeeThrough")
+        self.see_through.setToolTip("Draw true positives translucent so FP/FN components inside show")
+        self.see_through.toggled.connect(lambda on: self.set_tp_opacity(0.25 if on else 1.0))
+        bar.addWidget(self.see_through)
         self.legend = QLabel(self)
         self.legend.setObjectName("legend3d")
         bar.addWidget(self.legend, 1)
@@ -453,15 +475,24 @@ class View3D(QWidget):
         self.legend.setText(self._legend_html(scene))
         if self.plotter is not None:
             p = self.plotter
-            if self._surface_actor is not None:
-                p.remove_actor(self._surface_actor, render=False)
-                self._surface_actor = None
+            for actor in self._surface_actors:
+                p.remove_actor(actor, render=False)
+            self._surface_actors = []
             if scene is not None and scene.surface.n_cells:
-                mesh = scene.surface.copy(deep=False)
-                mesh.cell_data["rgb"] = scene.face_rgb()
-                self._surface_actor = p.add_mesh(mesh, scalars="rgb", rgb=True, smooth_shading=True,
-                                                 name="airway", pickable=True, render=False,
-                                                 show_scalar_bar=False)
+                mesh = scene.surface
+                if scene.mode == "outcome" and set(scene.colours) >= {TP, FP, FN}:
+                    # error components as their own opaque actor; the TP skin
+                    # can be made see-through to show errors inside the lumen
+                    parts = [("airway_tp", select_faces(mesh, [TP]), self.tp_opacity),
+                             ("airway_errors", select_faces(mesh, [FP, FN]), 1.0)]
+                else:
+                    parts = [("airway", mesh.copy(deep=False), 1.0)]
+                for name, part, opacity in parts:
+                    if part.n_cells:
+                        part.cell_data["rgb"] = scene.rgb_of(np.asarray(part.cell_data["label"]))
+                        self._surface_actors.append(p.add_mesh(
+                            part, scalars="rgb", rgb=True, smooth_shading=True, name=name, pickable=True,
+                            render=False, show_scalar_bar=False, opacity=opacity))
                 if not self._camera_set:
                     self.camera_preset("anterior", render=False)
                     self._camera_set = True
@@ -490,6 +521,15 @@ class View3D(QWidget):
             self.mode_combo.setCurrentIndex(i)
             self.mode_combo.blockSignals(False)
         self.schedule_rebuild()
+
+    def set_tp_opacity(self, opacity: float) -> None:
+        """Opacity of the TP skin in the TP/FP/FN colouring (errors stay opaque)."""
+        self.tp_opacity = float(min(1.0, max(0.05, opacity)))
+        for actor in self._surface_actors:
+            if self.plotter is not None and actor is self.plotter.actors.get("airway_tp"):
+                actor.GetProperty().SetOpacity(self.tp_opacity)
+        if self.plotter is not None:
+            self.plotter.render()
 
     def cycle_colour_mode(self) -> None:
         self.set_colour_mode(MODE_KEYS[(MODE_KEYS.index(self.mode) + 1) % len(MODE_KEYS)])
@@ -645,11 +685,12 @@ class View3D(QWidget):
 
     def pick_display(self, x: float, y: float) -> tuple[int, int, int] | None:
         """Pick the airway surface at display pixel (x, y) (VTK's device pixels, origin bottom-left)."""
-        if self.plotter is None or self._surface_actor is None:
+        if self.plotter is None or not self._surface_actors:
             return None
         picker = self._picker
         picker.InitializePickList()
-        picker.AddPickList(self._surface_actor)
+        for actor in self._surface_actors:
+            picker.AddPickList(actor)
         picker.PickFromListOn()
         if not picker.Pick(float(x), float(y), 0.0, self.plotter.renderer) or picker.GetCellId() < 0:
             return None

@@ -277,3 +277,26 @@ def world_to_voxel(
     d = ((hits + lo - idx) * np.asarray(geometry.spacing_zyx)) ** 2
     best = hits[int(np.argmin(d.sum(axis=1)))] + lo
     return tuple(int(v) for v in best)  # type: ignore[return-value]
+
+
+def select_faces(surface, labels: Sequence[int]):
+    """The faces of ``surface`` whose ``label`` is in ``labels``, as a new PolyData (points shared, not pruned).
+
+    Lets the 3D view draw error components as their own actors (opaque) over
+    a see-through TP skin without extracting surfaces twice.
+    """
+    import pyvista as pv
+
+    if surface.n_cells == 0:
+        return pv.PolyData()
+    lab = np.asarray(surface.cell_data["label"])
+    keep = np.isin(lab, np.asarray(list(labels)))
+    if not keep.any():
+        return pv.PolyData()
+    faces = np.asarray(surface.faces).reshape(-1, 4)
+    if faces.shape[0] != surface.n_cells or not np.all(faces[:, 0] == 3):
+        out = surface.extract_cells(np.flatnonzero(keep)).extract_surface()
+        return out
+    out = pv.PolyData(np.asarray(surface.points), faces[keep].ravel())
+    out.cell_data["label"] = lab[keep]
+    return out

@@ -133,3 +133,17 @@ def test_offset_crop_lands_where_the_full_volume_does():
     part = mask_surface(m[3:, 8:, 10:], g, offset=(3, 8, 10), smoothing=False)
     np.testing.assert_allclose(np.array(full.bounds), np.array(part.bounds), atol=1e-9)
     assert full.area == pytest.approx(part.area)
+
+
+def test_select_faces_splits_by_label():
+    from core.surfaces import select_faces
+
+    ref = _box_mask(x=(5, 20))
+    pred = _box_mask(x=(10, 30))
+    s = outcome_surface(pred, ref, Geometry(), smoothing=False)
+    errors = select_faces(s, [FP, FN])
+    tp = select_faces(s, [TP])
+    assert errors.n_cells + tp.n_cells == s.n_cells
+    assert set(np.unique(errors.cell_data["label"])) == {FP, FN}
+    assert errors.area + tp.area == pytest.approx(s.area)
+    assert select_faces(s, [99]).n_cells == 0

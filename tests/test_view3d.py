@@ -327,3 +327,16 @@ def test_picking_is_right_on_a_hidpi_screen(qtbot):
                           cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     assert "dpr=2.0" in proc.stdout
+
+
+def test_errors_are_their_own_actors_and_tp_can_be_see_through(view):
+    names = set(view.plotter.actors)
+    assert {"airway_tp", "airway_errors"} <= names
+    err = view.plotter.actors["airway_errors"].GetMapper().GetInput()
+    assert set(np.unique(np.asarray(err.GetCellData().GetArray("label")))) == {FP, FN}
+    view.see_through.setChecked(True)
+    assert view.plotter.actors["airway_tp"].GetProperty().GetOpacity() == pytest.approx(0.25)
+    assert view.plotter.actors["airway_errors"].GetProperty().GetOpacity() == pytest.approx(1.0)
+    # picking still reaches the TP skin
+    voxel = view.pick_display(*view.display_of_world(GEO.index_to_world((12.0, 11.5, 15.0))))
+    assert voxel is not None
