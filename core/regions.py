@@ -29,8 +29,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from core.errors import Cancelled, GeometryError, InputError
-from core.metrics import _as_mask, _prediction_component, _sl, branch_of_voxels
-from core.tree import AirwayTree, bounding_box
+from core.metrics import _as_mask, _lookup, _prediction_component, _sl, branch_of_voxels
+from core.tree import AirwayTree, bounding_box, neighbour_pairs, sparse_components
 
 KIND_ORDER = ("FN", "FP")
 FP_CATEGORIES = ("boundary_dilation", "candidate_branch", "leakage")
@@ -123,24 +123,26 @@ def find_error_regions(
     report(0, "components")
     p_box, p_sub, _, _ = _prediction_component(pred, ref, lcc_connectivity, largest_component)
     rbox = bounding_box(ref)
-    boxes = [b for b in (rbox, p_box) if b is not None]
-    if not boxes:
+    if rbox is None:
         return []
-    ubox = tuple((max(0, min(b[k][0] for b in boxes) - 1), min(ref.shape[k], max(b[k][1] for b in boxes) + 1)) for k in range(3))
-    origin = np.array([lo for lo, _ in ubox])
-    r = ref[_sl(ubox)]
-    p = np.zeros(r.shape, dtype=bool)
+    # Everything below works on voxel coordinates (a few hundred thousand), not on volumes.
+    r_lo = np.array([lo for lo, _ in rbox])
+    r_local = np.argwhere(ref[_sl(rbox)])
+    r_coords = r_local + r_lo
     if p_sub is not None:
-        p[tuple(slice(a - u, b - u) for (a, b), (u, _) in zip(p_box, ubox))] = p_sub
-
-    r_coords = np.argwhere(r)
-    inner, outer = _shells(r_coords, r.shape)
-    in_volume = ((outer + origin >= 0) & (outer + origin < np.asarray(ref.shape))).all(axis=1)
-    outer = outer[in_volume]  # beyond the volume's faces counts as airway (tubes cut by the field of view)
+        p_coords = np.argwhere(p_sub) + np.array([lo for lo, _ in p_box])
+        fp = p_coords[~ref[tuple(p_coords.T)]]
+    else:
+        fp = np.zeros((0, 3), np.int64)
+    fn = r_coords[~_lookup(p_sub, p_box, r_coords)]
+    inner, outer = _shells(r_local, [hi - lo for lo, hi in rbox])
+    inner, outer = inner + r_lo, outer + r_lo
+    # beyond the volume's faces counts as airway (tubes cut by the field of view)
+    outer = outer[((outer >= 0) & (outer < np.asarray(ref.shape))).all(axis=1)]
     regions: list[ErrorRegion] = []
-    for kind, err, targets in (("FP", p & ~r, inner), ("FN", r & ~p, outer)):
+    for kind, coords, targets in (("FP", fp, inner), ("FN", fn, outer)):
         report(1 if kind == "FP" else 2, f"{kind} regions")
-        regions += _regions_of(kind, err, targets, origin, tree, sp, geometry, connectivity,
+        regions += _regions_of(kind, coords, targets, ref.shape, tree, sp, geometry, connectivity,
                                shell_mm, elongation_min, candidate_min_length_mm, missed_centreline_min)
     if min_voxels > 1:
         regions = [g for g in regions if g.voxels >= min_voxels]
@@ -148,21 +150,25 @@ def find_error_regions(
     return sort_regions(regions)
 
 
-def _regions_of(kind, err, targets, origin, tree, sp, geometry, connectivity,
-                shell_mm, elongation_min, candidate_min_length_mm, missed_centreline_min) -> list[ErrorRegion]:
-    import cc3d
+def _forward_offsets(connectivity: int) -> np.ndarray:
+    """Half of the 6/18/26-neighbourhood (the other half are the negatives)."""
+    all26 = [(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1) if (a, b, c) > (0, 0, 0)]
+    limit = {6: 1, 18: 2, 26: 3}[connectivity]
+    return np.array([o for o in all26 if sum(map(abs, o)) <= limit], dtype=np.int64)
 
-    labels, n = cc3d.connected_components(err, connectivity=connectivity, return_N=True)
-    if n == 0:
+
+def _regions_of(kind, coords, targets, full_shape, tree, sp, geometry, connectivity,
+                shell_mm, elongation_min, candidate_min_length_mm, missed_centreline_min) -> list[ErrorRegion]:
+    if len(coords) == 0:
         return []
-    idx = np.nonzero(labels)
-    lab = labels[idx].astype(np.int64)
-    local = np.stack(idx, axis=1)
-    coords = local + origin
+    lo = coords.min(axis=0)
+    i, j = neighbour_pairs(coords - lo, coords.max(axis=0) - lo + 1, _forward_offsets(connectivity))
+    lab = sparse_components(len(coords), i, j)
+    n = int(lab.max())
     count = np.bincount(lab, minlength=n + 1)
 
     # FP: distance to the reference; FN: depth below its surface
-    dist = _nearest_distance(local, targets, sp)
+    dist = _nearest_distance(coords, targets, sp)
     maxd = np.zeros(n + 1)
     np.maximum.at(maxd, lab, dist)
 
@@ -196,22 +202,25 @@ def _regions_of(kind, err, targets, origin, tree, sp, geometry, connectivity,
     pair[:, 0] = 0
     nearest = pair.argmax(axis=1)
 
-    # reference centreline voxels inside each region
-    cl = tree.centreline_zyx - origin
-    ok = ((cl >= 0) & (cl < np.asarray(err.shape))).all(axis=1)
-    cl_lab = labels[cl[ok, 0], cl[ok, 1], cl[ok, 2]].astype(np.int64)
-    cl_count = np.bincount(cl_lab, minlength=n + 1)
+    # reference centreline voxels inside each region (coords are unique: match by flat index)
+    flat = np.ravel_multi_index(tuple(coords.T), full_shape)
+    order = np.argsort(flat)
+    cl = np.ravel_multi_index(tuple(tree.centreline_zyx.T), full_shape)
+    pos = np.minimum(np.searchsorted(flat[order], cl), len(flat) - 1)
+    hit = flat[order][pos] == cl
+    cl_count = np.bincount(lab[order][pos][hit], minlength=n + 1)
 
-    lo = np.full((n + 1, 3), np.iinfo(np.int64).max)
-    hi = np.full((n + 1, 3), -1)
+    lo_box = np.full((n + 1, 3), np.iinfo(np.int64).max)
+    hi_box = np.full((n + 1, 3), -1)
     for k in range(3):
-        np.minimum.at(lo[:, k], lab, coords[:, k])
-        np.maximum.at(hi[:, k], lab, coords[:, k] + 1)
+        np.minimum.at(lo_box[:, k], lab, coords[:, k])
+        np.maximum.at(hi_box[:, k], lab, coords[:, k] + 1)
+
     vv = float(np.prod(sp))
+    centroids = c / sp
+    world = geometry.index_to_world(centroids)
     out = []
     for k in range(1, n + 1):
-        if count[k] == 0:
-            continue
         branch = int(nearest[k]) if pair[k].max() > 0 else None
         gen = tree.branch(branch).generation if branch else None
         if kind == "FP":
@@ -228,9 +237,6 @@ def _regions_of(kind, err, targets, origin, tree, sp, geometry, connectivity,
                 cat = "leakage"
         else:
             cat = "missed_branch" if cl_count[k] >= missed_centreline_min else "boundary_miss"
-        cz = tuple(float(v) for v in (c[k] / sp))
-        bb = tuple((int(lo[k, a]), int(hi[k, a])) for a in range(3))
-        world = geometry.index_to_world(np.array(cz))
         out.append(
             ErrorRegion(
                 id="",
@@ -238,9 +244,9 @@ def _regions_of(kind, err, targets, origin, tree, sp, geometry, connectivity,
                 category=cat,
                 voxels=int(count[k]),
                 volume_mm3=float(count[k]) * vv,
-                centroid_zyx=cz,  # type: ignore[arg-type]
-                centroid_mm=tuple(float(v) for v in world),  # type: ignore[arg-type]
-                bbox=bb,  # type: ignore[arg-type]
+                centroid_zyx=tuple(float(v) for v in centroids[k]),  # type: ignore[arg-type]
+                centroid_mm=tuple(float(v) for v in world[k]),  # type: ignore[arg-type]
+                bbox=tuple((int(lo_box[k, a]), int(hi_box[k, a])) for a in range(3)),  # type: ignore[arg-type]
                 nearest_branch=branch,
                 nearest_generation=gen,
                 max_distance_mm=float(maxd[k]),

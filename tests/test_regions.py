@@ -166,3 +166,15 @@ def test_grid_mismatch_raises(case):
     ref, pred, tree, _ = case
     with pytest.raises(GeometryError):
         find_error_regions(pred[:-1], ref, tree, SPACING)
+
+
+@pytest.mark.parametrize("connectivity", [6, 18, 26])
+def test_components_match_cc3d(case, connectivity):
+    import cc3d
+
+    ref, pred, tree, _ = case
+    regs = find_error_regions(pred, ref, tree, SPACING, connectivity=connectivity)
+    for kind, err in (("FP", pred & ~ref), ("FN", ref & ~pred)):
+        labels, n = cc3d.connected_components(err, connectivity=connectivity, return_N=True)
+        sizes = sorted(np.bincount(labels.ravel())[1:].tolist(), reverse=True)
+        assert [g.voxels for g in regs if g.kind == kind] == sizes
