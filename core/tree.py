@@ -386,7 +386,6 @@ def parse_tree(
     component (ATM'22: 6); ``min_piece_voxels`` (5) and
     ``bifurcation_neighbours`` (3) are the reference's constants.
     """
-    from scipy import ndimage
     from skimage.morphology import skeletonize
 
     if hasattr(mask, "mask") and hasattr(mask, "geometry"):
@@ -427,7 +426,7 @@ def parse_tree(
     # Neighbour count as scipy.ndimage.convolve(mode="reflect") sees it: at a face of
     # the *volume* the outside repeats the face voxel, i.e. the voxel itself counts.
     nb = np.bincount(np.concatenate([i, j]), minlength=len(coords)) if len(coords) else np.zeros(0, np.int64)
-    nb = nb + _reflect_extra(coords, box, mask.shape, i, j)
+    nb = nb + _reflect_extra(coords, box, mask.shape)
     keep = nb < bifurcation_neighbours
     kc = coords[keep]
     piece = np.zeros(0, np.int64)
@@ -449,6 +448,8 @@ def parse_tree(
         else:
             # Thinning can remove everything (e.g. a thin box of even width): use the
             # voxels deepest inside the label as the centreline instead.
+            from scipy import ndimage
+
             warnings.append("The skeleton is empty (structure too thin for 3D thinning): the deepest voxels stand in for it.")
             d = ndimage.distance_transform_edt(lab)
             coords = np.argwhere(d >= d.max())
@@ -505,7 +506,7 @@ def parse_tree(
     )
 
 
-def _reflect_extra(coords: np.ndarray, box, shape, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+def _reflect_extra(coords: np.ndarray, box, shape) -> np.ndarray:
     """Extra neighbours that scipy's ``reflect`` border mode adds at the volume's faces.
 
     Beyond a face, mode ``reflect`` shows the face slice again, so the 3x3x3
