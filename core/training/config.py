@@ -40,6 +40,7 @@ class RunSection:
     deterministic: bool = False   # torch.use_deterministic_algorithms, for bit-exact resume
     num_workers: int = 2          # DataLoader worker processes (0 = in the main process)
     threads: int = 0              # torch.set_num_threads; 0 leaves torch's default
+    channels_last: bool = False   # channels_last_3d memory format (faster conv backward on CPU; see benchmarks)
     best_metric: str = "score"    # td | bd | dsc | precision | score (mean of the four, ATM'22)
     tensorboard: bool = False     # only if tensorboard is importable
 

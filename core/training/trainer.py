@@ -217,6 +217,8 @@ class Trainer:
 
         torch.manual_seed(seed)
         model = build_model(self.cfg.model.architecture, **self.cfg.model.arch_args)
+        if self.cfg.run.channels_last:
+            model = model.to(memory_format=torch.channels_last_3d)
         return model.to(self.device)
 
     def _wrap(self, model):
@@ -477,6 +479,8 @@ class Trainer:
         import torch
 
         x = batch["image"].to(self.device, non_blocking=True)
+        if self.cfg.run.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
         g = batch["label"].to(self.device, non_blocking=True)
         w = batch["weight"].to(self.device, non_blocking=True) if "weight" in batch else None
         self.optimizer.zero_grad(set_to_none=True)
