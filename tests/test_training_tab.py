@@ -254,7 +254,7 @@ def fill_form(tab, tmp_path: Path, name: str = "run1") -> Path:
 
 def test_tab_start_stop_resume_finish_and_open_best(qtbot, tab_factory, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_DELAY_S", "0.05")
-    monkeypatch.setenv("FAKE_EPOCHS", "[1, 2, 2]")
+    monkeypatch.setenv("FAKE_EPOCHS", "[30, 2, 2]")  # stage 0 lasts 6 s: the stop lands in it
     tab = tab_factory()
     run = fill_form(tab, tmp_path)
     assert tab.start() == str(run.resolve())
@@ -274,7 +274,8 @@ def test_tab_start_stop_resume_finish_and_open_best(qtbot, tab_factory, tmp_path
     assert (run / "checkpoints" / "last.pt").is_file() and not (run / "stop.request").exists()
     assert tab.resume_button.isEnabled() and not tab.stop_button.isEnabled()
 
-    monkeypatch.setenv("FAKE_DELAY_S", "0.005")
+    assert monitor.history.stage == 0
+    monkeypatch.setenv("FAKE_DELAY_S", "0.001")
     assert tab.resume()
     with qtbot.waitSignal(tab.runEnded, timeout=20000) as ended:
         pass
@@ -283,7 +284,7 @@ def test_tab_start_stop_resume_finish_and_open_best(qtbot, tab_factory, tmp_path
     assert h.starts == 2 and h.steps.view("x")[-1] > stopped_at
     assert np.all(np.diff(h.steps.view("x")) > 0)  # one curve, even across the resume
     qtbot.waitUntil(lambda: set(tab.plots.stage_line_positions(key)) == {1, 2}, timeout=2000)
-    assert h.validations.size == 5 and "finished" in tab.status_label.text()
+    assert h.validations.size == 34 and "finished" in tab.status_label.text()
     assert tab.error_view.isHidden()
 
     with qtbot.waitSignal(tab.openCheckpointRequested, timeout=1000) as opened:
@@ -334,6 +335,7 @@ def test_bad_settings_are_shown_and_nothing_starts(qtbot, tab_factory, tmp_path)
 
 def test_reopened_tab_reattaches_to_a_running_run_and_kills_it(qtbot, tab_factory, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_DELAY_S", "0.05")
+    monkeypatch.setenv("FAKE_EPOCHS", "[50, 1, 1]")  # 10 s: still running when killed
     settings = DictSettings()
     first = tab_factory(settings)
     run = fill_form(first, tmp_path, "long")
