@@ -104,6 +104,15 @@ class _ProbabilityHead:
         return ProbabilityModel(model).eval()
 
 
+def _example(model: Any, window: tuple[int, int, int]):
+    """A small input for tracing: twice the model's divisor per side (at least 16), at most the window."""
+    import torch
+
+    divisor = int(getattr(model, "divisor", 1) or 1)
+    side = max(16, 2 * divisor)
+    return torch.zeros((1, 1, *(min(w, side) for w in window)), dtype=torch.float32)
+
+
 class TorchBackend:
     """Plain PyTorch. On CUDA: inference mode, autocast (bf16 where supported, else fp16),
     pinned host memory and non-blocking copies; channels-last 3D as an option."""
@@ -205,11 +214,15 @@ class OpenVinoBackend:
                 import torch
 
                 head = _ProbabilityHead.wrap(model.to("cpu").eval())
-                example = torch.zeros((1, 1, *window), dtype=torch.float32)
                 with torch.no_grad(), warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # tracer chatter about shape checks, not actionable
-                    converted = ov.convert_model(head, example_input=example,
-                                                 input=[ov.PartialShape([-1, 1, *window])])
+                    try:
+                        # tracing runs one forward pass: a small example costs seconds, a 128^3 one minutes
+                        converted = ov.convert_model(head, example_input=_example(model, window),
+                                                     input=[ov.PartialShape([-1, 1, *window])])
+                    except Exception:
+                        converted = ov.convert_model(head, example_input=torch.zeros((1, 1, *window)),
+                                                     input=[ov.PartialShape([-1, 1, *window])])
                 ov.save_model(converted, str(tmp / "model.xml"), compress_to_fp16=False)
 
             _atomic_dir(folder, export)
@@ -250,11 +263,11 @@ class OnnxRuntimeBackend:
                 import torch
 
                 head = _ProbabilityHead.wrap(model.to("cpu").eval())
-                example = torch.zeros((1, 1, *window), dtype=torch.float32)
+                axes = {0: "n", 2: "d", 3: "h", 4: "w"}  # traced on a small example, run on any window
                 with torch.no_grad(), warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    torch.onnx.export(head, (example,), str(tmp / "model.onnx"), input_names=["x"],
-                                      output_names=["p"], dynamic_axes={"x": {0: "n"}, "p": {0: "n"}},
+                    torch.onnx.export(head, (_example(model, window),), str(tmp / "model.onnx"), input_names=["x"],
+                                      output_names=["p"], dynamic_axes={"x": axes, "p": axes},
                                       opset_version=17, dynamo=False)
 
             _atomic_dir(folder, export)

@@ -329,15 +329,16 @@ def test_missing_optional_backend_falls_back_to_pytorch(monkeypatch):
 def test_optional_backends_agree_with_pytorch_and_are_cached(backend, tmp_path):
     pytest.importorskip(backend.split("-")[0])
     model = TinyNet().eval()
-    ct = _ct()
-    ref = Predictor.from_model(model, NO_CROP, device="cpu", window=8, step=4).predict(ct)
-    fast = Predictor.from_model(model, NO_CROP, device="cpu", window=8, step=4, backend=backend, cache=tmp_path)
+    ct = _ct((30, 26, 28))
+    # window 24: traced on a 16^3 example, run on 24^3 windows
+    ref = Predictor.from_model(model, NO_CROP, device="cpu", window=24, step=12).predict(ct)
+    fast = Predictor.from_model(model, NO_CROP, device="cpu", window=24, step=12, backend=backend, cache=tmp_path)
     assert fast.backend_name.startswith(backend.split("-")[0]), fast.messages
     got = fast.predict(ct)
     assert np.abs(got.probabilities.array.astype(int) - ref.probabilities.array).max() <= 1
     cached = list(tmp_path.rglob("model.*"))
     assert cached, "the exported model is cached"
-    again = Predictor.from_model(model, NO_CROP, device="cpu", window=8, step=4, backend=backend, cache=tmp_path)
+    again = Predictor.from_model(model, NO_CROP, device="cpu", window=24, step=12, backend=backend, cache=tmp_path)
     assert not any("Convert" in m or "Export" in m for m in again.messages)
 
 
