@@ -24,13 +24,13 @@ from app.training_runs import RunHistory
 install_refcount_guard()  # PySide6 6.12 on Python 3.11 leaks references (see the module)
 
 RUN_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-_LOSS_STYLES = (("loss", "total", QtCore.Qt.PenStyle.SolidLine),
-                ("loss_enc", "encoder", QtCore.Qt.PenStyle.DashLine),
-                ("loss_dec", "decoder", QtCore.Qt.PenStyle.DotLine))
-_METRIC_STYLES = (("td", "TD", QtCore.Qt.PenStyle.SolidLine, "o"),
-                  ("bd", "BD", QtCore.Qt.PenStyle.DashLine, "t"),
-                  ("dsc", "DSC", QtCore.Qt.PenStyle.DotLine, "s"),
-                  ("precision", "precision", QtCore.Qt.PenStyle.DashDotLine, "d"))
+_LOSS_STYLES = (("loss", QtCore.Qt.PenStyle.SolidLine),
+                ("loss_enc", QtCore.Qt.PenStyle.DashLine),
+                ("loss_dec", QtCore.Qt.PenStyle.DotLine))
+_METRIC_STYLES = (("td", QtCore.Qt.PenStyle.SolidLine, "o"),
+                  ("bd", QtCore.Qt.PenStyle.DashLine, "t1"),
+                  ("dsc", QtCore.Qt.PenStyle.DotLine, "s"),
+                  ("precision", QtCore.Qt.PenStyle.DashDotLine, "d"))
 
 
 @dataclass
@@ -53,15 +53,15 @@ class TrainingPlots(QtWidgets.QWidget):
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self._layout)
-        self.loss_plot = self._add_plot("Loss", 0, 0)
+        # One legend entry per run; line styles are explained in the titles.
+        self.loss_plot = self._add_plot("Loss: total —, encoder – –, decoder ···, epoch mean ●", 0, 0)
         self.lr_plot = self._add_plot("Learning rate", 0, 1)
         self.lr_plot.setLogMode(y=True)
         self.speed_plot = self._add_plot("Patches per second", 1, 0)
-        self.metric_plot = self._add_plot("Validation (%)", 1, 1)
+        self.metric_plot = self._add_plot("Validation %: TD ● —, BD ▲ – –, DSC ■ ···, precision ◆ –·", 1, 1)
         for p in (self.lr_plot, self.speed_plot, self.metric_plot):
             p.setXLink(self.loss_plot)
         self.loss_legend = self.loss_plot.addLegend(offset=(-10, 10))
-        self.metric_legend = self.metric_plot.addLegend(offset=(-10, -10))
         self._runs: dict[str, _RunItems] = {}
         self._dirty: set[str] = set()
         self.redraws = 0  # how many throttled redraws ran (for tests and benchmarks)
@@ -89,22 +89,21 @@ class TrainingPlots(QtWidgets.QWidget):
     def show_run(self, key: str, history: RunHistory, label: str | None = None) -> None:
         if key in self._runs:
             return
-        colour = RUN_COLOURS[len(self._runs) % len(RUN_COLOURS)]
         used = {r.colour for r in self._runs.values()}
-        colour = next((c for c in RUN_COLOURS if c not in used), colour)
+        colour = next((c for c in RUN_COLOURS if c not in used), RUN_COLOURS[len(self._runs) % len(RUN_COLOURS)])
         items = _RunItems(history, colour)
         name = label or history.name or key
-        for column, what, style in _LOSS_STYLES:
+        for column, style in _LOSS_STYLES:
             items.curves[column] = self.loss_plot.plot(
-                pen=pg.mkPen(colour, style=style), name=f"{name} {what}", connect="finite")
+                pen=pg.mkPen(colour, style=style), name=name if column == "loss" else None, connect="finite")
         items.curves["epoch_loss"] = self.loss_plot.plot(
             pen=None, symbol="o", symbolSize=5, symbolBrush=colour, symbolPen=None)
         items.curves["lr"] = self.lr_plot.plot(pen=pg.mkPen(colour), connect="finite")
         items.curves["patches_per_s"] = self.speed_plot.plot(pen=pg.mkPen(colour), connect="finite")
-        for column, what, style, symbol in _METRIC_STYLES:
+        for column, style, symbol in _METRIC_STYLES:
             items.curves[column] = self.metric_plot.plot(
                 pen=pg.mkPen(colour, style=style), symbol=symbol, symbolSize=6,
-                symbolBrush=colour, symbolPen=None, name=f"{name} {what}", connect="finite")
+                symbolBrush=colour, symbolPen=None, connect="finite")
         self._runs[key] = items
         self.mark_dirty(key)
 

@@ -505,7 +505,7 @@ class TrainingTab(QtWidgets.QWidget):
             return monitor
         monitor = RunMonitor(key, self)
         self.monitors[key] = monitor
-        item = QtWidgets.QListWidgetItem(monitor.run_dir.name)
+        item = QtWidgets.QListWidgetItem(f"{monitor.run_dir.name} — {monitor.status}")
         item.setData(QtCore.Qt.ItemDataRole.UserRole, key)
         item.setToolTip(key)
         item.setFlags(item.flags() | QtCore.Qt.ItemFlag.ItemIsUserCheckable)
@@ -533,11 +533,17 @@ class TrainingTab(QtWidgets.QWidget):
         self._save_runs()
         self._select_changed()
 
-    def _select(self, key: str) -> None:
+    def _item(self, key: str) -> QtWidgets.QListWidgetItem | None:
         for i in range(self.runs_list.count()):
-            if self.runs_list.item(i).data(QtCore.Qt.ItemDataRole.UserRole) == key:
-                self.runs_list.setCurrentRow(i)
-                return
+            item = self.runs_list.item(i)
+            if item.data(QtCore.Qt.ItemDataRole.UserRole) == key:
+                return item
+        return None
+
+    def _select(self, key: str) -> None:
+        item = self._item(key)
+        if item is not None:
+            self.runs_list.setCurrentItem(item)
 
     def current_monitor(self) -> RunMonitor | None:
         item = self.runs_list.currentItem()
@@ -571,6 +577,10 @@ class TrainingTab(QtWidgets.QWidget):
             self.plots.hide_run(key)
             self.plots.show_run(key, monitor.history, monitor.run_dir.name)
         self.plots.mark_dirty(key)
+        item = self._item(key)
+        text = f"{monitor.run_dir.name} — {monitor.status}"
+        if item is not None and item.text() != text:
+            item.setText(text)
         if monitor is self.current_monitor():
             self._update_status()
             self._refresh_buttons()

@@ -117,9 +117,9 @@ def main(argv: list[str]) -> int:
                 remaining = (n_epochs - epoch - 1) * (time.time() - t0)
                 emit("epoch", stage=stage, epoch=epoch, loss=1.0 / (1.0 + 0.1 * g), time_s=time.time() - t0,
                      eta_s=remaining)
-                dsc = 50.0 + g
-                emit("validation", stage=stage, epoch=epoch, td=40.0 + g, bd=30.0 + g, dsc=dsc,
-                     precision=90.0 - 0.1 * g, cases=1)
+                dsc = 100.0 - 50.0 / (1.0 + 0.1 * g)
+                emit("validation", stage=stage, epoch=epoch, td=min(100.0, 40.0 + g), bd=min(100.0, 30.0 + g),
+                     dsc=dsc, precision=max(0.0, 90.0 - 0.1 * g), cases=1)
                 last.write_text(json.dumps({"stage": stage, "epoch": epoch + 1, "global_step": g}))
                 emit("checkpoint", stage=stage, epoch=epoch, path=str(last), kind="last")
                 if dsc > best_dsc:

@@ -367,6 +367,7 @@ def test_several_runs_are_listed_and_drawn_together(qtbot, tab_factory, tmp_path
     tab = tab_factory()
     added = tab.add_runs(tmp_path / "runs")
     assert len(added) == 2 and tab.runs_list.count() == 2
+    assert [tab.runs_list.item(i).text() for i in range(2)] == ["a — finished", "b — finished"]
     tab.plots.redraw()
     for key in added:
         x, y = tab.plots.curve_data(key, "td")
