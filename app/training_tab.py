@@ -10,7 +10,6 @@ checking the pid for liveness.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from pathlib import Path
@@ -44,13 +43,13 @@ from app.training_runs import (
     PidRecord,
     RunHistory,
     best_checkpoint_path,
-    parse_event_line,
     clear_stop_request,
     conclude_status,
     crash_report,
     find_process,
     find_runs,
     kill_process,
+    parse_event_line,
     read_pid_file,
     request_stop,
     write_pid_file,
@@ -94,8 +93,7 @@ class RunMonitor(QtCore.QObject):
         self._timer = QtCore.QTimer(self)
         self._timer.setInterval(self.POLL_MS)
         self._timer.timeout.connect(self.poll)
-        self._watch_files()
-        self.poll()
+        self._watch_files()  # and a first poll
         if self.status == RUNNING or self.status == NOT_STARTED:
             self._timer.start()
 
@@ -168,6 +166,7 @@ class RunMonitor(QtCore.QObject):
         # Until its own events arrive, the new process is what the run is doing:
         # an old run_end (stopped) must not end it, a death before run_start is a crash.
         self.history.status = RUNNING
+        self.history.error_message = self.history.error_traceback = None
         self.status = RUNNING
         self._watch_files()
         self._timer.start()
