@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
+from PySide6.QtCore import QCoreApplication, QObject, QProcess, QProcessEnvironment, QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -328,6 +328,7 @@ class SegmentPanel(QWidget):
     """Checkpoint chooser, device, window options, Run with a progress bar and Cancel."""
 
     segmentationFinished = Signal(int)
+    runStarted = Signal(object)  # the SegmentationRun, for the window's job display
 
     def __init__(self, case: Any, parent: QWidget | None = None, settings: Any = None,
                  show_error: Any = None):
@@ -409,7 +410,20 @@ class SegmentPanel(QWidget):
         lay.addStretch(1)
 
         case.ctChanged.connect(self._update_enabled)
+        app = QCoreApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.shutdown)
         self._update_enabled()
+
+    def shutdown(self) -> None:
+        """Quitting: stop the child now (no grace period) and remove its files."""
+        run = self.run
+        if run is not None and run.running:
+            run._cancel_requested = True
+            if run.process is not None:
+                run.process.kill()
+                run.process.waitForFinished(2000)
+            run._cancelled()
 
     def _update_enabled(self) -> None:
         busy = self.run is not None and self.run.running
@@ -443,6 +457,7 @@ class SegmentPanel(QWidget):
             run.ended.connect(self._update_enabled)
             self.run = run
             run.start()
+            self.runStarted.emit(run)
         except AirwayError as exc:
             self.run = None
             self._error(exc)
