@@ -188,6 +188,74 @@ def _window_lut(dtype: str, lo: float, window: float) -> np.ndarray:
     return lut
 
 
+_LUTS32: OrderedDict = OrderedDict()
+_GREY32 = (np.uint32(0xFF000000) | (np.arange(256, dtype=np.uint32) * np.uint32(0x010101))).astype(np.uint32)
+
+
+def _lut32(dtype: np.dtype, lo: float, window: float) -> np.ndarray:
+    """Opaque grey ARGB per stored value, indexed by the value's bits read as unsigned."""
+    key = (dtype.str, lo, window)
+    lut = _LUTS32.get(key)
+    if lut is None:
+        n = 1 << (8 * dtype.itemsize)
+        values = np.arange(n, dtype=np.dtype(f"u{dtype.itemsize}")).view(dtype).astype(np.float32)
+        grey = np.clip((values - np.float32(lo)) * np.float32(255.0 / window), 0, 255).astype(np.uint8)
+        lut = _GREY32[grey]
+        _LUTS32[key] = lut
+        while len(_LUTS32) > 8:
+            _LUTS32.popitem(last=False)
+    return lut
+
+
+def grey_argb(values: np.ndarray, window: float, level: float) -> np.ndarray:
+    """HU -> (H, W) uint32 opaque grey (Qt's RGB32), the window applied.
+
+    8/16-bit integer CTs take one gather through a 256/65536-entry table indexed
+    by the raw bits; other types go through :func:`window_slice`.
+    """
+    window = max(float(window), 1e-3)
+    if values.dtype.kind in "iu" and values.dtype.itemsize <= 2:
+        lut = _lut32(values.dtype, level - window / 2.0, window)
+        return lut[values.view(np.dtype(f"u{values.dtype.itemsize}"))]
+    return _GREY32[window_slice(values, window, level)]
+
+
+def argb_to_rgb(img: np.ndarray) -> np.ndarray:
+    """(H, W) uint32 RGB32 -> (H, W, 3) uint8 RGB (for tests and exports)."""
+    b = img.view(np.uint8).reshape(img.shape + (4,))  # little-endian: B, G, R, A
+    return np.ascontiguousarray(b[..., 2::-1]) if np.little_endian else np.ascontiguousarray(b[..., 1:])
+
+
+def _blend(region: np.ndarray, sel: np.ndarray, rgb: np.ndarray, alpha: np.ndarray) -> None:
+    """region[sel] = grey * (1 - alpha) + rgb * alpha, packed back to RGB32 (base pixels are grey)."""
+    grey = (region[sel] & np.uint32(0xFF)).astype(np.float32)[:, None]
+    a = alpha[:, None]
+    mixed = (grey * (1 - a) + rgb * a + 0.5).astype(np.uint32)
+    region[sel] = (np.uint32(0xFF000000) | (mixed[:, 0] << np.uint32(16)) | (mixed[:, 1] << np.uint32(8))
+                   | mixed[:, 2])
+
+
+def overlay_window(orientation: str, index: int, box: Any, shape: Sequence[int]):
+    """Where a volume box (per-axis (start, stop), z/y/x) meets slice ``index``.
+
+    Returns (array index tuple, flip_rows, (row0, col0) in the displayed slice),
+    or None when the slice misses the box: overlays then cost nothing.
+    """
+    (z0, z1), (y0, y1), (x0, x1) = box
+    nz = shape[0]
+    if orientation == "axial":
+        if not z0 <= index < z1:
+            return None
+        return (index, slice(y0, y1), slice(x0, x1)), False, (y0, x0)
+    if orientation == "coronal":
+        if not y0 <= index < y1:
+            return None
+        return (slice(z0, z1), index, slice(x0, x1)), True, (nz - z1, x0)
+    if not x0 <= index < x1:
+        return None
+    return (slice(z0, z1), slice(y0, y1), index), True, (nz - z1, y0)
+
+
 def class_codes(reference: np.ndarray | None, prediction: np.ndarray | None) -> np.ndarray | None:
     """Per-pixel overlay class: TP/FP/FN with both, else reference-only or prediction-only."""
     if reference is None and prediction is None:
@@ -254,13 +322,20 @@ class SliceRenderer:
         reference: np.ndarray | None = None,
         prediction: np.ndarray | None = None,
         probability: np.ndarray | None = None,
+        offset: tuple[int, int] = (0, 0),
     ) -> np.ndarray:
-        """(H, W, 3) uint8 RGB, C-contiguous."""
-        grey = window_slice(ct_slice, settings.window, settings.level)
-        out = np.repeat(grey[:, :, None], 3, axis=2)
+        """(H, W) uint32 RGB32 image of the slice.
+
+        ``reference``/``prediction``/``probability`` may cover a sub-rectangle
+        of the slice whose top-left is ``offset`` (row, col): overlays are only
+        computed where the airway can be.
+        """
+        out = grey_argb(ct_slice, settings.window, settings.level)
         if not settings.show_overlay:
             return out
         if settings.heatmap and probability is not None:
+            h, w = probability.shape
+            region = out[offset[0]:offset[0] + h, offset[1]:offset[1] + w]
             p = np.asarray(probability, dtype=np.float32)
             if probability.dtype == np.uint8:  # core.inference stores round(255 p)
                 p *= np.float32(1.0 / 255.0)
@@ -268,9 +343,7 @@ class SliceRenderer:
             if sel.any():
                 pv = p[sel]
                 col = _HEAT[np.clip(pv * 255, 0, 255).astype(np.uint8)].astype(np.float32)
-                a = (np.float32(settings.opacity) * np.clip(pv * 1.5, 0, 1))[:, None]
-                base = out[sel].astype(np.float32)
-                out[sel] = (base * (1 - a) + col * a + 0.5).astype(np.uint8)
+                _blend(region, sel, col, np.float32(settings.opacity) * np.clip(pv * 1.5, 0, 1))
             return out
         codes = class_codes(reference, prediction)
         if codes is None:
@@ -283,20 +356,20 @@ class SliceRenderer:
         sel = alpha[codes] > 0
         if not sel.any():
             return out
+        h, w = codes.shape
+        region = out[offset[0]:offset[0] + h, offset[1]:offset[1] + w]
         c = codes[sel]
-        a = alpha[c][:, None]
-        base = out[sel].astype(np.float32)
-        out[sel] = (base * (1 - a) + self.rgb[c] * a + 0.5).astype(np.uint8)
+        _blend(region, sel, self.rgb[c], alpha[c])
         return out
 
 
-def rgb_to_qimage(rgb: np.ndarray) -> QImage:
-    """Wrap an (H, W, 3) uint8 array; the QImage keeps a reference to the buffer."""
-    rgb = np.ascontiguousarray(rgb)
-    h, w, _ = rgb.shape
-    img = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888)
-    img._buffer = rgb  # type: ignore[attr-defined] - keep the numpy memory alive
-    return img
+def argb_to_qimage(img: np.ndarray) -> QImage:
+    """Wrap an (H, W) uint32 RGB32 array; the QImage keeps a reference to the buffer."""
+    img = np.ascontiguousarray(img)
+    h, w = img.shape
+    q = QImage(img.data, w, h, 4 * w, QImage.Format.Format_RGB32)
+    q._buffer = img  # type: ignore[attr-defined] - keep the numpy memory alive
+    return q
 
 
 # -- the shared display state -----------------------------------------------------------------
@@ -433,7 +506,7 @@ class SliceView(QWidget):
     def current_rgb(self) -> np.ndarray | None:
         """The rendered slice (H, W, 3) for the current cursor (cached)."""
         img = self._image()
-        return None if img is None else img._buffer  # type: ignore[attr-defined]
+        return None if img is None else argb_to_rgb(img._buffer)  # type: ignore[attr-defined]
 
     def _image(self) -> QImage | None:
         case = self.case
@@ -449,15 +522,29 @@ class SliceView(QWidget):
 
         t0 = time.perf_counter()
         o, i = self.orientation, self.index
-        ct = extract_slice(case.ct.array, o, i)
-        ref = None if case.reference is None else extract_slice(case.reference.mask, o, i)
-        pred = prob = None
-        if act is not None:
-            pred = extract_slice(act.mask, o, i)
-            if act.probabilities is not None:
+        ct = case.ct_slice(o, i)
+        s = self.display.settings
+        ref = pred = prob = None
+        offset = (0, 0)
+        if s.show_overlay:
+            if s.heatmap and act is not None and act.probabilities is not None:
                 prob = extract_slice(act.probabilities.array, o, i)
-        rgb = self.renderer.render(ct, self.display.settings, ref, pred, prob)
-        img = rgb_to_qimage(rgb)
+            else:
+                box = case.overlay_box()
+                win = None if box is None else overlay_window(o, i, box, case.ct.shape)
+                if box is None or win is not None:
+                    idx, flip, offset = win if win is not None else ((slice(None),) * 3, False, (0, 0))
+
+                    def cut(mask: np.ndarray) -> np.ndarray:
+                        if win is None:
+                            return extract_slice(mask, o, i)
+                        sub = mask[idx]
+                        return sub[::-1] if flip else sub
+
+                    ref = None if case.reference is None else cut(case.reference.mask)
+                    pred = None if act is None else cut(act.mask)
+        rgb = self.renderer.render(ct, s, ref, pred, prob, offset)
+        img = argb_to_qimage(rgb)
         self.last_render_ms = (time.perf_counter() - t0) * 1000
         self._cache[key] = img
         while len(self._cache) > 6:

@@ -270,3 +270,14 @@ def test_job_reports_result_error_and_cancel(qtbot):
         started.wait(5)
         job.cancel()
     assert job.state == "cancelled"
+
+
+def test_sagittal_slices_from_the_x_major_copy_are_the_same(qtbot, monkeypatch):
+    import app.case as case_mod
+    from app.slice_view import extract_slice
+
+    monkeypatch.setattr(case_mod, "SAGITTAL_COPY_MIN_BYTES", 0)
+    case = _hand_case()
+    qtbot.waitUntil(lambda: case._ct_by_x is not None, timeout=5000)
+    for i in range(case.ct.shape[2]):
+        np.testing.assert_array_equal(case.ct_slice("sagittal", i), extract_slice(case.ct.array, "sagittal", i))

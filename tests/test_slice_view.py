@@ -18,7 +18,10 @@ from app.slice_view import (
     DisplayState,
     SliceRenderer,
     SliceView,
+    argb_to_rgb,
     class_codes,
+    grey_argb,
+    overlay_window,
     display_shape,
     display_to_voxel,
     extract_slice,
@@ -81,6 +84,32 @@ def test_window_lut_end_points_and_float_path_agree():
     np.testing.assert_array_equal(f, g)
     u = window_slice(np.array([[0, 1000]], dtype=np.uint16), 1000, 500)
     assert u.tolist() == [[0, 255]]
+    # the 16-bit RGB32 table gives the same greys, for every dtype the views see
+    for arr in (hu, hu.astype(np.float32), hu.astype(np.int32)):
+        rgb = argb_to_rgb(grey_argb(arr, 1500, -600))
+        np.testing.assert_array_equal(rgb, np.repeat(g[:, :, None], 3, axis=2))
+    every = np.arange(-32768, 32768, dtype=np.int16).reshape(256, 256)
+    np.testing.assert_array_equal(argb_to_rgb(grey_argb(every, 700, 20))[..., 0], window_slice(every, 700, 20))
+
+
+@pytest.mark.parametrize("orientation", ["axial", "coronal", "sagittal"])
+def test_overlay_window_cuts_the_same_pixels_as_the_full_slice(orientation):
+    rng = np.random.default_rng(3)
+    mask = np.zeros(SHAPE, bool)
+    mask[2:7, 3:9, 4:12] = rng.random((5, 6, 8)) > 0.5
+    box = ((2, 7), (3, 9), (4, 12))
+    axis = {"axial": 0, "coronal": 1, "sagittal": 2}[orientation]
+    for index in range(SHAPE[axis]):
+        full = extract_slice(mask, orientation, index)
+        win = overlay_window(orientation, index, box, SHAPE)
+        if win is None:
+            assert not full.any()
+            continue
+        idx, flip, (r0, c0) = win
+        sub = mask[idx][::-1] if flip else mask[idx]
+        h, w = sub.shape
+        np.testing.assert_array_equal(full[r0:r0 + h, c0:c0 + w], sub)
+        assert full.sum() == sub.sum()
 
 
 def test_class_codes_and_outline():
@@ -113,14 +142,20 @@ def test_renderer_blends_class_colour_exactly():
     ct = np.zeros((1, 3), np.int16)  # grey 127
     ref = np.array([[1, 1, 0]], bool)
     pred = np.array([[1, 0, 1]], bool)
-    out = r.render(ct, s, ref, pred)
+    out = argb_to_rgb(r.render(ct, s, ref, pred))
     grey = 127
     for col, code in ((0, TP), (1, FN), (2, FP)):
         want = np.floor(grey * 0.75 + r.rgb[code] * 0.25 + 0.5).astype(np.uint8)
         np.testing.assert_array_equal(out[0, col], want)
     s.visible["FP"] = False
-    assert out[0, 2].tolist() != r.render(ct, s, ref, pred)[0, 2].tolist()
-    assert r.render(ct, s, ref, pred)[0, 2].tolist() == [grey] * 3
+    hidden = argb_to_rgb(r.render(ct, s, ref, pred))
+    assert out[0, 2].tolist() != hidden[0, 2].tolist()
+    assert hidden[0, 2].tolist() == [grey] * 3
+    # an overlay given for a sub-rectangle lands at its offset
+    s.visible["FP"] = True
+    ct3 = np.zeros((3, 4), np.int16)
+    sub = argb_to_rgb(r.render(ct3, s, np.array([[False]]), np.array([[True]]), offset=(2, 1)))
+    assert sub[2, 1].tolist() == out[0, 2].tolist() and sub[0, 0].tolist() == [grey] * 3
 
 
 def test_heatmap_uses_probabilities():
@@ -128,7 +163,7 @@ def test_heatmap_uses_probabilities():
     s = DisplaySettings(window=1000, level=0, opacity=1.0, heatmap=True)
     ct = np.zeros((1, 3), np.int16)
     prob = np.array([[0, 128, 255]], np.uint8)
-    out = r.render(ct, s, None, None, prob)
+    out = argb_to_rgb(r.render(ct, s, None, None, prob))
     assert out[0, 0].tolist() == [127, 127, 127]        # below min probability: untouched
     assert out[0, 2].tolist() == [255, 255, 255]         # p = 1 -> white end of 'hot', full alpha
 
@@ -175,6 +210,25 @@ def test_overlay_colour_at_known_fp_and_fn_voxels(view):
         np.testing.assert_array_equal(rgb[y, x], want, err_msg=kind)
     # a background pixel stays grey
     assert len(set(rgb[0, 0].tolist())) == 1
+
+
+def test_overlay_inside_the_airway_box_equals_the_full_slice(view, qtbot):
+    v, case, marks = view
+    qtbot.waitUntil(lambda: case.overlay_box() is not None, timeout=5000)
+    assert case.overlay_box() == ((5, 6), (3, 9), (4, 10))  # union of the FP, FN and TP voxels
+    for o in ("axial", "coronal", "sagittal"):
+        v.orientation = o
+        for idx in range(SHAPE[{"axial": 0, "coronal": 1, "sagittal": 2}[o]]):
+            cur = list(case.cursor)
+            cur[{"axial": 0, "coronal": 1, "sagittal": 2}[o]] = idx
+            case.set_cursor(cur)
+            v.invalidate()
+            boxed = v.current_rgb()
+            saved, case._boxes = case._boxes, {}
+            v.invalidate()
+            full = v.current_rgb()
+            case._boxes = saved
+            np.testing.assert_array_equal(boxed, full)
 
 
 def test_scroll_by_wheel_keys_and_pages(view, qtbot):
