@@ -188,15 +188,44 @@ class MainWindow(QMainWindow):
             s.setHandleWidth(3)
             s.setChildrenCollapsible(False)
             s.setSizes([1000, 1000])
-        # keep the two columns aligned when either row's handle moves
-        top.splitterMoved.connect(lambda *_: bottom.setSizes(top.sizes()))
-        bottom.splitterMoved.connect(lambda *_: top.setSizes(bottom.sizes()))
+        # keep the two columns aligned when either row's handle moves or the window resizes
+        self._rows = (top, bottom)
+        top.splitterMoved.connect(lambda *_: self._align_columns(top))
+        bottom.splitterMoved.connect(lambda *_: self._align_columns(bottom))
+        for w in (top, bottom, self.view3d_slot):
+            w.installEventFilter(self)
         lay = QVBoxLayout(self.review)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.grid)
         self.tabs.addTab(self.review, "Review")
         self.setCentralWidget(self.tabs)
         self.setDockOptions(QMainWindow.DockOption.AnimatedDocks | QMainWindow.DockOption.AllowTabbedDocks)
+
+    def _align_columns(self, leader: QSplitter | None = None) -> None:
+        """Give both rows the same column widths; a row whose widgets cannot shrink
+        that far (e.g. the 3D view's toolbar) leads."""
+        top, bottom = self._rows
+        if leader is None:  # after a resize: the row with the wider minimum on the right leads
+            leader = bottom if bottom.widget(1).minimumSizeHint().width() > top.widget(1).minimumSizeHint().width() else top
+        other = bottom if leader is top else top
+        other.setSizes(leader.sizes())
+        if other.sizes() != leader.sizes():
+            leader.setSizes(other.sizes())
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:
+        from PySide6.QtCore import QEvent
+
+        if event.type() in (QEvent.Type.Resize, QEvent.Type.LayoutRequest) and obj in (*self._rows, self.view3d_slot):
+            QTimer.singleShot(0, self._align_columns)
+        return super().eventFilter(obj, event)
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        QTimer.singleShot(0, self._align_columns)
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        QTimer.singleShot(0, self._align_columns)
 
     def set_view3d(self, widget: QWidget) -> None:
         """Put the 3D view in the bottom-right cell (replaces the placeholder)."""
@@ -402,7 +431,9 @@ class MainWindow(QMainWindow):
         c.jobStarted.connect(self.track_job)
         c.predictionsChanged.connect(self._refresh_predictions)
         c.activePredictionChanged.connect(self._refresh_predictions)
-        c.cursorChanged.connect(lambda *_: self._show_readout(None))
+        for sig in (c.cursorChanged, c.referenceChanged, c.treeChanged, c.activePredictionChanged,
+                    c.predictionsChanged):
+            sig.connect(lambda *_: self._show_readout(None))
         c.ctChanged.connect(self._update_title)
         c.modifiedChanged.connect(lambda *_: self._update_title())
         for sig in (c.regionsChanged, c.regionStatusChanged, c.activePredictionChanged):

@@ -641,6 +641,14 @@ class SliceView(QWidget):
         p.setBrush(Qt.BrushStyle.NoBrush)
         p.drawRect(r)
 
+    @staticmethod
+    def _text(p: QPainter, pos: QPointF, text: str, colour: QColor) -> None:
+        """Text with a dark shadow, readable over white bone and black air alike."""
+        p.setPen(QColor(0, 0, 0, 200))
+        p.drawText(pos + QPointF(1, 1), text)
+        p.setPen(colour)
+        p.drawText(pos, text)
+
     def _paint_labels(self, p: QPainter, rect: QRectF) -> None:
         f = QFont(self.font())
         f.setPointSizeF(max(8.0, f.pointSizeF()))
@@ -648,20 +656,20 @@ class SliceView(QWidget):
         fm = p.fontMetrics()
         shape = self.shape
         left, right, top, bottom = EDGE_LETTERS[self.orientation]
-        p.setPen(QColor(240, 200, 80))
+        letter, info = QColor(240, 200, 80), QColor(225, 225, 230)
         W, H = self.width(), self.height()
-        p.drawText(QPointF(6, H / 2 + fm.ascent() / 2), left)
-        p.drawText(QPointF(W - 6 - fm.horizontalAdvance(right), H / 2 + fm.ascent() / 2), right)
-        p.drawText(QPointF(W / 2 - fm.horizontalAdvance(top) / 2, fm.ascent() + 4), top)
-        p.drawText(QPointF(W / 2 - fm.horizontalAdvance(bottom) / 2, H - 6), bottom)
-        p.setPen(QColor(220, 220, 225))
+        mid = H / 2 - 8  # beside the horizontal crosshair line, not on it
+        self._text(p, QPointF(6, mid), left, letter)
+        self._text(p, QPointF(W - 6 - fm.horizontalAdvance(right), mid), right, letter)
+        self._text(p, QPointF(W / 2 + 6, fm.ascent() + 4), top, letter)
+        self._text(p, QPointF(W / 2 + 6, H - 6), bottom, letter)
         n = slice_count(self.orientation, shape)
-        p.drawText(QPointF(8, fm.ascent() + 4), f"{TITLES[self.orientation]}  {self.index + 1}/{n}")
+        self._text(p, QPointF(8, fm.ascent() + 4), f"{TITLES[self.orientation]}  {self.index + 1}/{n}", info)
         s = self.display.settings
-        p.drawText(QPointF(8, H - 6), f"W {s.window:.0f}  L {s.level:.0f}")
+        self._text(p, QPointF(8, H - 6), f"W {s.window:.0f}  L {s.level:.0f}", info)
         if abs(self.zoom - 1.0) > 1e-3:
             t = f"{self.zoom:.1f}x"
-            p.drawText(QPointF(W - 8 - fm.horizontalAdvance(t), fm.ascent() + 4), t)
+            self._text(p, QPointF(W - 8 - fm.horizontalAdvance(t), fm.ascent() + 4), t, info)
 
     # -- input -----------------------------------------------------------------------------
     def enterEvent(self, event: Any) -> None:
