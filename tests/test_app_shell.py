@@ -349,3 +349,34 @@ def test_screenshot_of_a_missing_file_fails_cleanly(qtbot, tmp_path, capsys, dia
     assert rc == 2 and not (tmp_path / "x.png").exists()
     assert "missing.nii.gz" in capsys.readouterr().err
     assert not dialogs
+
+
+def test_settings_are_remembered_between_runs(qtbot, tmp_path, dialogs):
+    ini = str(tmp_path / "settings.ini")
+    w = MainWindow(settings=Settings(path=ini), install_panels=False, training_tab=False)
+    qtbot.addWidget(w)
+    w.display.apply_preset("mediastinum")
+    w._set_opacity(0.8)
+    w.settings.add_recent(str(tmp_path / "a.nii.gz"))
+    w.close()
+    w2 = MainWindow(settings=Settings(path=ini), install_panels=False, training_tab=False)
+    qtbot.addWidget(w2)
+    s = w2.display.settings
+    assert (s.window, s.level, s.preset, s.opacity) == (350, 40, "mediastinum", 0.8)
+    assert w2.preset_combo.currentData() == "mediastinum" and w2.opacity_slider.value() == 80
+    assert w2.settings.recent() == [str(tmp_path / "a.nii.gz")]
+
+
+def test_overlay_keys_toggle_the_display(window, qtbot):
+    _open_demo(qtbot, window)
+    s = window.display.settings
+    qtbot.keyClick(window, Qt.Key.Key_O, Qt.KeyboardModifier.ShiftModifier)
+    assert s.outline
+    qtbot.keyClick(window, Qt.Key.Key_2, Qt.KeyboardModifier.ControlModifier)
+    assert not s.visible["FP"] and not window.class_boxes["FP"].isChecked()
+    qtbot.keyClick(window, Qt.Key.Key_3, Qt.KeyboardModifier.AltModifier)
+    assert (s.window, s.level) == (2000, 300) and window.preset_combo.currentData() == "bone"
+    fp = tuple(np.argwhere(window.case.active.mask & ~window.case.reference.mask)[0])
+    window.case.set_cursor(fp)
+    grey = window.views["axial"].current_rgb()[fp[1], fp[2]]
+    assert grey[0] == grey[1] == grey[2]  # FP hidden: plain grey under the crosshair

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
@@ -294,3 +296,40 @@ def test_views_are_linked_through_the_cursor(qtbot):
     views["sagittal"].step(3)
     assert views["sagittal"].index == case.cursor[2]
     assert views["axial"].index == case.cursor[0]
+
+
+HIDPI_SCRIPT = r"""
+import sys
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from app.case import Case
+from app.slice_view import DisplayState, SliceView
+from core.volume import Geometry, IntensityVolume
+case = Case(auto_analyse=False)
+case.set_ct(IntensityVolume(np.zeros((10, 12, 14), np.int16), Geometry((0.5, 0.8, 2.0))))
+v = SliceView(case, "coronal", DisplayState())
+v.resize(300, 260)
+v.show()
+QTest.qWaitForWindowExposed(v)
+target = (7, case.cursor[1], 11)
+QTest.mouseClick(v, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, v.voxel_to_widget(target).toPoint())
+print(v.devicePixelRatio(), case.cursor == target, case.cursor)
+"""
+
+
+def test_picking_is_right_on_hidpi_screens(tmp_path):
+    """With a device pixel ratio of 2 a click still lands on the voxel drawn under it."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, QT_SCALE_FACTOR="2", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    out = subprocess.run([sys.executable, "-c", HIDPI_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    ratio, ok, cursor = out.stdout.split(maxsplit=2)
+    assert float(ratio) == 2.0 and ok == "True", cursor
