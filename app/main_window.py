@@ -277,6 +277,7 @@ class MainWindow(QMainWindow):
     def _build_actions(self) -> None:
         A = self._act
         A("open_ct", "Open &CT...", self.open_ct_dialog)
+        A("open_dicom", "Open DICOM &folder...", self.open_dicom_dialog)
         A("open_reference", "Open &reference label...", self.open_reference_dialog)
         A("open_prediction", "Open &prediction...", self.open_prediction_dialog)
         A("open_project", "Open pro&ject...", self.open_project_dialog)
@@ -318,7 +319,7 @@ class MainWindow(QMainWindow):
         mb = self.menuBar()
         a = self.actions
         self.file_menu = mb.addMenu("&File")
-        for n in ("open_ct", "open_reference", "open_prediction"):
+        for n in ("open_ct", "open_dicom", "open_reference", "open_prediction"):
             self.file_menu.addAction(a[n])
         self.file_menu.addSeparator()
         for n in ("open_project", "save_project", "save_project_as"):
@@ -533,6 +534,11 @@ class MainWindow(QMainWindow):
             if path.lower().endswith(".dcm") or Path(path).suffix == "":
                 path = str(Path(path).parent) if Path(path).is_file() and path.lower().endswith(".dcm") else path
             self.open_files(path)
+
+    def open_dicom_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a DICOM series folder", self.settings.last_dir())
+        if folder:
+            self.open_files(folder)
 
     def open_reference_dialog(self) -> None:
         files = self._ask_files("Open reference airway label")

@@ -30,6 +30,7 @@ def _b(action: str, keys: str | tuple[str, ...], description: str, group: str, m
 KEYMAP: tuple[Binding, ...] = (
     # File
     _b("open_ct", "Ctrl+O", "Open a CT (file or DICOM folder)", "File"),
+    _b("open_dicom", "Ctrl+Alt+O", "Open a CT from a DICOM series folder", "File"),
     _b("open_reference", "Ctrl+R", "Open a reference airway label", "File"),
     _b("open_prediction", "Ctrl+Shift+P", "Open a prediction (mask or probability map)", "File"),
     _b("open_project", "Ctrl+Shift+O", "Open a project file", "File"),

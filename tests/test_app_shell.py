@@ -147,6 +147,11 @@ def test_next_previous_region_moves_the_crosshair(window, qtbot):
     grey = int(window_slice(c.ct.array[z, y, x][None, None], s.window, s.level)[0, 0])
     want = np.floor(grey * (1 - s.opacity) + window.renderer.rgb[code] * s.opacity + 0.5).astype(np.uint8)
     np.testing.assert_array_equal(window.views["axial"].current_rgb()[y, x], want)
+    # over the reference the status bar names the branch and its generation
+    vox = tuple(np.argwhere(c.branch_map > 0)[0])
+    bid = int(c.branch_map[vox])
+    window._on_hover(vox)
+    assert f"branch {bid}, generation {c.generations[bid]}" in window.readout.text()
     qtbot.keyClick(window, Qt.Key.Key_2)  # confirmed error
     assert window.case.active.status(0) == "confirmed"
     assert window.review_counter.text().startswith("Reviewed 1/")
@@ -297,8 +302,15 @@ def test_project_save_and_reopen_restores_review_state(window, qtbot, files, tmp
 
 
 def test_dropped_files_are_sorted_into_ct_reference_and_prediction(window, qtbot, files):
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(files[k]) for k in ("pred", "ref", "ct")])
+    event = QDropEvent(QPointF(100, 100), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
     with qtbot.waitSignal(window.caseLoaded, timeout=30000):
-        window.open_dropped([files["pred"], files["ref"], files["ct"]])
+        window.dropEvent(event)
     c = window.case
     assert Path(c.ct_path).name == "case_ct.nii.gz"
     assert Path(c.reference_path).name == "case_label.nii.gz"
