@@ -112,6 +112,9 @@ class Scene:
     legend: list[tuple[str, tuple[int, int, int]]]
     mode: str
     note: str = ""
+    # (actor name, mesh with per-face "rgb" and point normals, is the TP skin),
+    # made in the worker so the GUI thread only hands them to VTK
+    parts: list[tuple[str, Any, bool]] = field(default_factory=list)
 
     def rgb_of(self, labels: np.ndarray) -> np.ndarray:
         """uint8 (n, 3) colours of face labels through the lookup table (unknown labels grey)."""
@@ -128,7 +131,39 @@ class Scene:
 
 
 def build_scene(inp: SceneInput, *, progress: Callable[..., None] | None = None, cancel: Any = None) -> Scene:
-    """The surface for one colouring mode; falls back to what the data allows (and says so)."""
+    """The surface for one colouring mode, split into actors, normals computed (worker side)."""
+    scene = surface_scene(inp, progress=progress, cancel=cancel)
+    if cancel is not None and cancel.is_set():
+        from core.errors import Cancelled
+
+        raise Cancelled()
+    return prepare_parts(scene)
+
+
+def prepare_parts(scene: Scene) -> Scene:
+    """Point normals (smooth shading) and the actors: in TP/FP/FN colouring the error faces are
+    their own actor, drawn opaque over a TP skin that may be see-through."""
+    if not scene.surface.n_cells:
+        scene.parts = []
+        return scene
+    # surface nets wind boundary faces from the label to the background, so
+    # normals are already consistent: skip VTK's costly re-orientation pass
+    mesh = scene.surface.compute_normals(cell_normals=False, point_normals=True, split_vertices=False,
+                                         consistent_normals=False, auto_orient_normals=False)
+    if scene.mode == "outcome" and set(scene.colours) >= {TP, FP, FN}:
+        parts = [("airway_tp", select_faces(mesh, [TP]), True), ("airway_errors", select_faces(mesh, [FP, FN]), False)]
+    else:
+        parts = [("airway", mesh, False)]
+    scene.parts = []
+    for name, part, is_tp in parts:
+        if part.n_cells:
+            part.cell_data["rgb"] = scene.rgb_of(np.asarray(part.cell_data["label"]))
+            scene.parts.append((name, part, is_tp))
+    return scene
+
+
+def surface_scene(inp: SceneInput, *, progress: Callable[..., None] | None = None, cancel: Any = None) -> Scene:
+    """The labelled surface for one colouring mode; falls back to what the data allows (and says so)."""
     colours = overlay_colours()
 
     def step(done: int, total: int) -> None:
@@ -408,6 +443,13 @@ class View3D(QWidget):
         self._rebuild_timer.setSingleShot(True)
         self._rebuild_timer.setInterval(30)
         self._rebuild_timer.timeout.connect(self.rebuild)
+        # cursor moves (every wheel step in a slice view) are drawn once the
+        # scrolling pauses: a frame of a full tree costs a software renderer
+        # a few hundred ms
+        self._render_timer = QTimer(self)
+        self._render_timer.setSingleShot(True)
+        self._render_timer.setInterval(80)
+        self._render_timer.timeout.connect(self.render)
         case.ctChanged.connect(self._on_new_case)
         for sig in (case.referenceChanged, case.predictionsChanged, case.activePredictionChanged, case.treeChanged):
             sig.connect(self.schedule_rebuild)
@@ -479,20 +521,11 @@ class View3D(QWidget):
                 p.remove_actor(actor, render=False)
             self._surface_actors = []
             if scene is not None and scene.surface.n_cells:
-                mesh = scene.surface
-                if scene.mode == "outcome" and set(scene.colours) >= {TP, FP, FN}:
-                    # error components as their own opaque actor; the TP skin
-                    # can be made see-through to show errors inside the lumen
-                    parts = [("airway_tp", select_faces(mesh, [TP]), self.tp_opacity),
-                             ("airway_errors", select_faces(mesh, [FP, FN]), 1.0)]
-                else:
-                    parts = [("airway", mesh.copy(deep=False), 1.0)]
-                for name, part, opacity in parts:
-                    if part.n_cells:
-                        part.cell_data["rgb"] = scene.rgb_of(np.asarray(part.cell_data["label"]))
-                        self._surface_actors.append(p.add_mesh(
-                            part, scalars="rgb", rgb=True, smooth_shading=True, name=name, pickable=True,
-                            render=False, show_scalar_bar=False, opacity=opacity))
+                for name, part, is_tp in scene.parts:
+                    actor = p.add_mesh(part, scalars="rgb", rgb=True, name=name, pickable=True, render=False,
+                                       show_scalar_bar=False, opacity=self.tp_opacity if is_tp else 1.0)
+                    actor.GetProperty().SetInterpolationToGouraud()  # with the worker's point normals
+                    self._surface_actors.append(actor)
                 if not self._camera_set:
                     self.camera_preset("anterior", render=False)
                     self._camera_set = True
@@ -661,7 +694,7 @@ class View3D(QWidget):
                                                        lighting=False)
         self._cursor_actor.SetPosition(*world)
         if render:
-            self.plotter.render()
+            self._render_timer.start()
 
     # -- picking ------------------------------------------------------------------------------
     def _install_picking(self) -> None:
@@ -728,6 +761,7 @@ class View3D(QWidget):
 
     def render(self) -> None:
         """Draw the scene now (the window's screenshot calls this before grabbing)."""
+        self._render_timer.stop()
         if self.plotter is not None:
             self.plotter.render()
 

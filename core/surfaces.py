@@ -299,4 +299,8 @@ def select_faces(surface, labels: Sequence[int]):
         return out
     out = pv.PolyData(np.asarray(surface.points), faces[keep].ravel())
     out.cell_data["label"] = lab[keep]
+    for name in surface.point_data.keys():  # same points: per-point arrays (normals) carry over
+        out.point_data[name] = surface.point_data[name]
+    if surface.point_data.active_normals_name:
+        out.point_data.active_normals_name = surface.point_data.active_normals_name
     return out
