@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.training_runs import EVENTS_FILE, CONFIG_FILE
+from app.training_runs import CONFIG_FILE, EVENTS_FILE, read_pid_file
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -126,8 +126,13 @@ def check_settings(settings: TrainSettings) -> list[str]:
         problems.append("Choose an output folder for the run.")
     else:
         run = Path(out).expanduser()
+        record = read_pid_file(run) if run.is_dir() else None
         if run.exists() and not run.is_dir():
             problems.append(f"The output {out} is a file. Choose a folder.")
+        elif record is not None and record.alive():
+            # the trainer writes events.jsonl only after it has started up
+            problems.append(f"A training process (pid {record.pid}) is already running in {out}. "
+                            "Wait for it, stop it, or choose another folder.")
         elif (run / EVENTS_FILE).exists() or (run / CONFIG_FILE).exists():
             problems.append(
                 f"The output folder {out} already holds a run. Resume it, or choose a new folder."

@@ -212,6 +212,13 @@ def test_check_settings_names_each_problem(tmp_path):
     assert len(problems) == 2
     assert "already holds a run" in problems[0] and "Device 'gpu'" in problems[1]
 
+    from app.training_runs import write_pid_file
+
+    (tmp_path / "busy").mkdir()
+    write_pid_file(tmp_path / "busy", os.getpid())  # a live process, still starting up
+    problems = check_settings(TrainSettings(str(data), str(good_cfg), str(tmp_path / "busy"), "cpu"))
+    assert len(problems) == 1 and f"(pid {os.getpid()}) is already running" in problems[0]
+
     problems = check_settings(TrainSettings("", str(tmp_path / "missing.toml"), "", "cpu"))
     assert len(problems) == 3 and "missing.toml does not exist" in problems[1]
 
