@@ -923,8 +923,3 @@ def apply_project(case: Case, loaded: LoadedCase, data: dict, project_path: str 
     case.view_state = dict(data.get("view") or {})
     case.project_path = None if project_path is None else str(project_path)
     case._set_modified(False)
-
-
-def run_in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Synchronous helper: call a job function with a fresh cancel event."""
-    return fn(*args, progress=_noop, cancel=threading.Event(), **kwargs)
