@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 
 from app.case import STATUS_KEYS, STATUS_LABELS, region_attr
 
-COLUMNS = ("#", "ID", "Kind", "Category", "Size (mm³)", "Voxels", "Generation", "Status")
+COLUMNS = ("#", "ID", "Kind", "Category", "Size (mm³)", "Voxels", "Gen.", "Status")
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 FILTERS = (("all", "All regions"), ("FP", "False positives"), ("FN", "False negatives"),
            ("unreviewed", "Unreviewed"), ("reviewed", "Reviewed"))
@@ -142,6 +142,9 @@ class RegionsModel(QAbstractTableModel):
             if COLUMNS[col] == "Status":
                 return STATUS_KEYS.index(v) if v in STATUS_KEYS else 0
             return v
+        if role == Qt.ItemDataRole.ToolTipRole:
+            n = vals[COLUMNS.index("Voxels")]
+            return f"{vals[1] or 'region'}: {n} voxels" if n is not None else None
         if role == Qt.ItemDataRole.TextAlignmentRole and isinstance(v, (int, float)):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         kind = vals[COLUMNS.index("Kind")]
@@ -209,8 +212,15 @@ class RegionsPanel(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
+        header.setMinimumSectionSize(28)
+        # the ID (FN-0001...) already shows the case's order: the row number
+        # column stays in the model for sorting and tests, hidden on screen
+        self.table.setColumnHidden(COLUMNS.index("#"), True)
+        self.table.setColumnHidden(COLUMNS.index("Voxels"), True)
+        self.table.setToolTip("Click a region to go to it; sort by any column; the voxel count is in the tooltip")
         # focus stays with the slice views, so N and 1-4 keep working after a click
         self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.table.clicked.connect(self._on_clicked)

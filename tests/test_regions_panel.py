@@ -52,14 +52,14 @@ def test_rows_show_kind_category_size_generation(panel):
     assert _column(panel, "Category") == ["missed branch", "leakage", "false branch"]
     # mm3 = voxels x 0.5 x 0.5 x 2.0
     assert _column(panel, "Size (mm³)") == ["20.0", "100.0", "4.0"]
-    assert _column(panel, "Generation") == ["3", "", "5"]
+    assert _column(panel, "Gen.") == ["3", "", "5"]
     assert panel.counter.text().startswith("Reviewed 0 / 3")
 
 
 def test_sorting_by_size_is_numeric(panel):
     panel.table.sortByColumn(COLUMNS.index("Size (mm³)"), Qt.SortOrder.DescendingOrder)
     assert _column(panel, "#") == ["2", "1", "3"]
-    panel.table.sortByColumn(COLUMNS.index("Generation"), Qt.SortOrder.AscendingOrder)
+    panel.table.sortByColumn(COLUMNS.index("Gen."), Qt.SortOrder.AscendingOrder)
     assert _column(panel, "#") == ["2", "1", "3"]  # no generation sorts first
 
 
