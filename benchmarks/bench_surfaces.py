@@ -111,6 +111,11 @@ def main() -> None:
     print(f"surface nets, reference mask (smoothed):   {t_mask:6.3f} s  {s.n_cells:8d} faces  peak traced {m_mask:6.1f} MiB")
     t_out, m_out, s = timed(lambda: outcome_surface(pred, ref, geo), args.repeats)
     print(f"surface nets, TP/FP/FN outcome surface:    {t_out:6.3f} s  {s.n_cells:8d} faces  peak traced {m_out:6.1f} MiB")
+    from app.view3d import SceneInput, build_scene  # Qt-free part of the 3D view
+
+    t_scene, m_scene, sc = timed(lambda: build_scene(SceneInput(geo, "outcome", pred, ref)), args.repeats)
+    print(f"3D view scene job (surface + normals + actors): {t_scene:6.3f} s  {len(sc.parts)} actors  "
+          f"peak traced {m_scene:6.1f} MiB")
     t_raw, _, s = timed(lambda: mask_surface(ref, geo, smoothing=False), args.repeats)
     print(f"surface nets, reference, no smoothing:     {t_raw:6.3f} s  {s.n_cells:8d} faces")
 
@@ -137,7 +142,8 @@ def main() -> None:
     print(f"ratio smoothed surface nets / flying edges:     {t_mask / t_fe:5.2f}")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"process peak RSS {rss:.0f} MiB (includes the two 600 x 512 x 512 masks)")
-    print(f"target: < 3 s for the tree surface -> {'PASS' if t_out < 3 else 'FAIL'} ({t_out:.2f} s)")
+    print(f"target: < 3 s for the tree surface -> {'PASS' if t_scene < 3 else 'FAIL'} "
+          f"(surface {t_out:.2f} s, whole scene job {t_scene:.2f} s)")
 
 
 if __name__ == "__main__":
