@@ -383,6 +383,7 @@ class View3D(QWidget):
         self.scene: Scene | None = None
         self.plotter: Any = None
         self._surface_actors: list[Any] = []
+        self._scene_cache: list[tuple[SceneInput, Scene]] = []
         self.tp_opacity = 1.0
         self._region_actor: Any = None
         self._cursor_actor: Any = None
@@ -472,6 +473,7 @@ class View3D(QWidget):
 
     def _on_new_case(self) -> None:
         self._camera_set = False
+        self._scene_cache.clear()
         self.schedule_rebuild()
 
     def scene_input(self) -> SceneInput | None:
@@ -503,12 +505,23 @@ class View3D(QWidget):
         if inp is None:
             self._show_scene(None, serial)
             return
+        for key, cached in self._scene_cache:
+            if _same_input(key, inp):
+                self._show_scene(cached, serial)
+                return
         job = Job(build_scene, inp, name="3D surfaces")
-        job.result.connect(lambda scene, s=serial: self._show_scene(scene, s))
+        job.result.connect(lambda scene, s=serial, k=inp: self._scene_built(scene, s, k))
         self._job = job
         if self.track_job is not None:
             self.track_job(job)
         job.start()
+
+    def _scene_built(self, scene: Scene, serial: int, key: SceneInput) -> None:
+        # a few recent scenes: flipping between predictions (P) or colourings
+        # (G) shows them again without rebuilding
+        self._scene_cache = [(key, scene)] + [(k, c) for k, c in self._scene_cache if not _same_input(k, key)]
+        del self._scene_cache[SCENE_CACHE_SIZE:]
+        self._show_scene(scene, serial)
 
     def _show_scene(self, scene: Scene | None, serial: int) -> None:
         if serial != self._build_serial:
@@ -797,6 +810,16 @@ class View3D(QWidget):
         if self.plotter is not None:
             self.plotter.close()
         super().closeEvent(event)
+
+
+SCENE_CACHE_SIZE = 4
+
+
+def _same_input(a: SceneInput, b: SceneInput) -> bool:
+    """Same arrays (by identity: volumes are never modified in place) and options."""
+    return (a.mode == b.mode and a.prediction is b.prediction and a.reference is b.reference
+            and a.branch_map is b.branch_map and a.geometry == b.geometry
+            and a.generations == b.generations and a.detected == b.detected)
 
 
 class _LazyUnion:

@@ -340,3 +340,18 @@ def test_errors_are_their_own_actors_and_tp_can_be_see_through(view):
     # picking still reaches the TP skin
     voxel = view.pick_display(*view.display_of_world(GEO.index_to_world((12.0, 11.5, 15.0))))
     assert voxel is not None
+
+
+def test_flipping_between_predictions_reuses_built_scenes(view, qtbot):
+    case = view.case
+    pred, ref = _masks()
+    other = pred.copy()
+    other[:, :, 10:14] = False
+    first_scene = view.scene
+    with qtbot.waitSignal(view.sceneReady, timeout=20000):
+        case.add_prediction(PredictionEntry("other", LabelVolume(other, GEO, name="other")))
+    assert view.scene is not first_scene
+    job = view._job
+    with qtbot.waitSignal(view.sceneReady, timeout=5000):
+        case.set_active(0)
+    assert view.scene is first_scene and view._job is job  # shown from the cache, no new job
