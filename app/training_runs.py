@@ -432,6 +432,47 @@ def find_process(arguments: list[str], started_after: float = 0.0) -> int | None
     return None if best is None else best[1]
 
 
+def find_trainer(run_dir: str | Path) -> PidRecord | None:
+    """The process training into ``run_dir`` that this app did not start (``airway train --out RUN`` from a shell).
+
+    Matches ``train`` ... ``--out RUN`` on command lines, resolving a relative
+    RUN against the process's working folder. Under ``torchrun`` the launcher
+    and its workers all match; the topmost one is returned, so killing it ends all.
+    """
+    import psutil
+
+    target = Path(run_dir).resolve()
+    matches: dict[int, tuple[int, float]] = {}
+    for proc in psutil.process_iter(["pid", "ppid", "cmdline", "create_time"]):
+        cmd = proc.info.get("cmdline") or []
+        if "train" not in cmd:
+            continue
+        out = _option_value(cmd, "--out")
+        if out is None:
+            continue
+        path = Path(out)
+        try:
+            if not path.is_absolute():
+                path = Path(proc.cwd()) / path
+            if path.resolve() == target:
+                matches[proc.info["pid"]] = (proc.info.get("ppid") or 0, proc.info.get("create_time") or 0.0)
+        except (psutil.Error, OSError):
+            continue
+    for pid, (ppid, created) in sorted(matches.items(), key=lambda kv: kv[1][1]):
+        if ppid not in matches:
+            return PidRecord(pid, created)
+    return None
+
+
+def _option_value(cmd: list[str], option: str) -> str | None:
+    for i, arg in enumerate(cmd):
+        if arg == option and i + 1 < len(cmd):
+            return cmd[i + 1]
+        if arg.startswith(option + "="):
+            return arg[len(option) + 1:]
+    return None
+
+
 def kill_process(record: PidRecord) -> bool:
     """Kill the trainer and its children (data loader workers). True if something was killed."""
     import psutil

@@ -48,6 +48,7 @@ from app.training_runs import (
     crash_report,
     find_process,
     find_runs,
+    find_trainer,
     kill_process,
     parse_event_line,
     read_pid_file,
@@ -78,6 +79,7 @@ class RunMonitor(QtCore.QObject):
         self.log: deque[str] = deque(maxlen=LOG_LINES)
         self.pid: PidRecord | None = read_pid_file(self.run_dir)
         self.killed = False
+        self._searched = self.pid is not None  # looked for a trainer started outside the app
         self.status = NOT_STARTED
         self._last_step_logged = float("-inf")
         self._events = EventTail(self.run_dir / EVENTS_FILE)
@@ -123,6 +125,13 @@ class RunMonitor(QtCore.QObject):
         for raw in self._output.read_lines():
             if raw.strip() and parse_event_line(raw) is None:
                 lines.append(f"[trainer] {raw}")
+        if self.pid is None and not self._searched and self.history.status == RUNNING:
+            # events without an end and no pid file: a run started from a shell?
+            self._searched = True
+            self.pid = find_trainer(self.run_dir)
+            alive = self.pid.alive() if self.pid is not None else False
+            if self.pid is not None:
+                lines.append(f"[app] Found the training process of this run (pid {self.pid.pid}).")
         if self._events.more:  # a long backlog (reattaching): read on without blocking the GUI
             self._emit(lines, bool(events))
             QtCore.QTimer.singleShot(0, self.poll)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -458,3 +459,29 @@ def test_real_trainer_crash_then_quick_run_stop_and_resume(qtbot, tab_factory, t
     tab.stop()
     qtbot.waitUntil(lambda: monitor.status == STOPPED, timeout=90000)
     assert "stopped" in tab.status_label.text()
+
+
+def test_a_run_started_from_a_shell_is_found_and_can_be_killed(qtbot, tab_factory, tmp_path):
+    env = {**os.environ, "FAKE_DELAY_S": "0.05", "FAKE_EPOCHS": "[100, 1, 1]"}
+    # relative --out, as typed in a shell: the tab resolves it against the process's folder
+    proc = subprocess.Popen([sys.executable, str(FAKE), "train", "--out", "runs/shell"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        run = tmp_path / "runs" / "shell"
+        deadline = time.time() + 10
+        while not (run / "events.jsonl").is_file() and time.time() < deadline:
+            time.sleep(0.05)
+        tab = tab_factory()
+        tab.add_runs(run)
+        monitor = tab.current_monitor()
+        assert monitor.pid is not None and monitor.pid.pid == proc.pid
+        assert monitor.status == RUNNING and tab.kill_button.isEnabled()
+        assert "Found the training process of this run" in tab.log_view.toPlainText()
+        tab.kill()
+        proc.wait(timeout=10)  # (psutil reaped it already: no exit status to check here)
+        qtbot.waitUntil(lambda: monitor.status == KILLED, timeout=5000)
+        assert "run_end" not in (run / "events.jsonl").read_text()  # it did not finish on its own
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
