@@ -470,6 +470,17 @@ class SegmentPanel(QWidget):
         self._update_enabled()
         return run
 
+    def segment_with(self, checkpoint: str | os.PathLike, device: str | None = None) -> SegmentationRun | None:
+        """Run a given checkpoint (e.g. the demo model, or one the Training tab offers)."""
+        self.checkpoint_edit.setText(str(checkpoint))
+        if device is not None:
+            i = self.device_combo.findData(device)
+            if i < 0:
+                self.device_combo.addItem(device, device)
+                i = self.device_combo.count() - 1
+            self.device_combo.setCurrentIndex(i)
+        return self.start()
+
     def cancel(self) -> None:
         if self.run is not None:
             self.message.setText("Cancelling...")

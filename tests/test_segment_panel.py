@@ -177,3 +177,12 @@ def test_child_errors_come_back_as_the_project_types():
     exc = _error_from_event({"event": "error", "kind": "ConfigError", "what": "Window 30 is odd.", "fix": "Use 32."})
     assert isinstance(exc, ConfigError) and str(exc) == "Window 30 is odd. Use 32."
     assert isinstance(_error_from_event({"kind": "ValueError", "message": "boom"}), RuntimeError)
+
+
+def test_segment_with_sets_the_choice_and_refuses_a_missing_model(qtbot, tmp_path):
+    case = _phantom_case(48, auto_analyse=False)
+    errors: list = []
+    panel = _panel(qtbot, case, None, errors)
+    assert panel.segment_with(tmp_path / "nope.pt", "cpu") is None
+    assert panel.device_combo.currentData() == "cpu" and panel.checkpoint_edit.text().endswith("nope.pt")
+    assert len(errors) == 1 and isinstance(errors[0], CheckpointError) and case.predictions == []
