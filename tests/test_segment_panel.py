@@ -4,7 +4,6 @@ the result becomes a prediction with metrics; cancel and bad models leave the ca
 from __future__ import annotations
 
 import gc
-import importlib.util
 import os
 import time
 from pathlib import Path
@@ -14,6 +13,8 @@ import pytest
 from PySide6.QtCore import QTimer
 
 from app.case import Case
+from app.metrics_panel import MetricsPanel
+from app.regions_panel import RegionsPanel
 from app.segment_panel import SegmentationRun, SegmentPanel, _error_from_event
 from core.errors import CheckpointError, ConfigError
 
@@ -93,6 +94,9 @@ def test_segmentation_finishes_adds_a_prediction_and_never_stalls_the_gui(qtbot,
     qtbot.waitUntil(lambda: case.tree is not None or case.tree_error is not None, timeout=30000)
     errors: list = []
     panel = _panel(qtbot, case, tiny_checkpoint, errors)
+    metrics, regions = MetricsPanel(case), RegionsPanel(case)
+    qtbot.addWidget(metrics)
+    qtbot.addWidget(regions)
     beat = Heartbeat()
     progress: list[tuple[int, int]] = []
     # as the app does once its window is built (app.panels.freeze_startup_objects):
@@ -125,11 +129,15 @@ def test_segmentation_finishes_adds_a_prediction_and_never_stalls_the_gui(qtbot,
         f"event loop stalled {beat.max_gap * 1000:.0f} ms at {beat.worst_at:.2f} s; events {events}")
     assert run.folder is not None and not os.path.exists(run.folder)
     assert panel.run_button.isEnabled() and not panel.cancel_button.isEnabled()
-    # the case recomputes metrics and regions of the new prediction
-    if importlib.util.find_spec("core.metrics") and importlib.util.find_spec("core.regions"):
-        qtbot.waitUntil(lambda: entry.metrics is not None or entry.analysis_error is not None, timeout=60000)
-        assert entry.analysis_error is None, entry.analysis_error
-        assert entry.regions is not None
+    # the case recomputes metrics and regions of the new prediction; the panels follow
+    qtbot.waitUntil(lambda: entry.metrics is not None or entry.analysis_error is not None, timeout=60000)
+    assert entry.analysis_error is None, entry.analysis_error
+    qtbot.waitUntil(lambda: entry.regions is not None, timeout=30000)
+    s = metrics.summary
+    assert [s.horizontalHeaderItem(c).text() for c in range(s.columnCount())] == ["tiny_wingsnet"]
+    rows = [s.verticalHeaderItem(r).text() for r in range(s.rowCount())]
+    assert s.item(rows.index("TD (%)"), 0).text() == f"{entry.metrics.td:.2f}"
+    assert regions.proxy.rowCount() == len(entry.regions)
 
 
 def test_cancel_leaves_the_case_as_it_was(qtbot, tiny_checkpoint):
