@@ -33,18 +33,19 @@ STOP_FILE = "stop.request"
 CONFIG_FILE = "config.toml"
 
 # Run states shown to the user. "finished", "stopped" and "failed" come from the
-# trainer's run_end event; "killed" and "crashed" are what the app concludes when
-# the process is gone without one.
-RUNNING, FINISHED, STOPPED, FAILED, CRASHED, KILLED, NOT_STARTED = (
+# trainer's run_end event; "interrupted" (docs/events.md: SIGKILL, out of memory,
+# a segfault, power loss) and "killed" (by this app) are what the app concludes
+# when the process is gone without one.
+RUNNING, FINISHED, STOPPED, FAILED, INTERRUPTED, KILLED, NOT_STARTED = (
     "running",
     "finished",
     "stopped",
     "failed",
-    "crashed",
+    "interrupted",
     "killed",
     "not started",
 )
-ENDED = frozenset({FINISHED, STOPPED, FAILED, CRASHED, KILLED})
+ENDED = frozenset({FINISHED, STOPPED, FAILED, INTERRUPTED, KILLED})
 
 
 # --------------------------------------------------------------------------- #
@@ -539,7 +540,7 @@ def conclude_status(history: RunHistory, process_running: bool, launched: bool =
     if process_running:
         return RUNNING
     if history.status == RUNNING or history.events_seen or launched:
-        return CRASHED  # gone without run_end: killed from outside, segfault, out of memory, bad arguments
+        return INTERRUPTED  # gone without run_end
     return NOT_STARTED
 
 

@@ -30,7 +30,7 @@ from app.training_plots import TrainingPlots
 from app.training_qt_workarounds import install_refcount_guard
 from app.training_runs import (
     CONFIG_FILE,
-    CRASHED,
+    INTERRUPTED,
     ENDED,
     EVENTS_FILE,
     FAILED,
@@ -67,7 +67,7 @@ class RunMonitor(QtCore.QObject):
 
     changed = Signal()             # history or status changed (plots, status line)
     logLines = Signal(list)        # new lines for the log pane
-    ended = Signal(str)            # the run reached an end state (finished, stopped, failed, crashed, killed)
+    ended = Signal(str)            # the run reached an end state (training_runs.ENDED)
 
     POLL_MS = 500
     STEP_LOG_EVERY_S = 10.0
@@ -80,6 +80,7 @@ class RunMonitor(QtCore.QObject):
         self.pid: PidRecord | None = read_pid_file(self.run_dir)
         self.killed = False
         self._searched = self.pid is not None  # looked for a trainer started outside the app
+        self._starts_at_launch: int | None = None  # run_start count when this app last launched it
         self.status = NOT_STARTED
         self._last_step_logged = float("-inf")
         self._events = EventTail(self.run_dir / EVENTS_FILE)
@@ -137,8 +138,10 @@ class RunMonitor(QtCore.QObject):
             QtCore.QTimer.singleShot(0, self.poll)
             return
         status = conclude_status(self.history, alive, launched=self.pid is not None)
-        if status == CRASHED and self.killed:
+        if status == INTERRUPTED and self.killed:
             status = KILLED
+        elif status == INTERRUPTED and self._starts_at_launch == self.history.starts:
+            status = FAILED  # died before its run_start: bad arguments, a broken install (see its output)
         previous, self.status = self.status, status
         self._emit(lines, bool(events) or status != previous)
         if status != previous and status in ENDED:
@@ -176,6 +179,7 @@ class RunMonitor(QtCore.QObject):
         # an old run_end (stopped) must not end it, a death before run_start is a crash.
         self.history.status = RUNNING
         self.history.error_message = self.history.error_traceback = None
+        self._starts_at_launch = self.history.starts
         self.status = RUNNING
         self._watch_files()
         self._timer.start()
@@ -609,7 +613,7 @@ class TrainingTab(QtWidgets.QWidget):
         self.runEnded.emit(key, status)
 
     def _show_crash(self, monitor: RunMonitor | None) -> None:
-        if monitor is not None and monitor.status in (FAILED, CRASHED):
+        if monitor is not None and monitor.status in (FAILED, INTERRUPTED):
             self.error_view.setPlainText(f"Training {monitor.status}:\n{monitor.crash_text()}")
             self.error_view.show()
         else:

@@ -20,7 +20,7 @@ import pytest
 
 from app.training_launch import TrainSettings, check_settings, entry_command, list_presets, resume_args, train_args
 from app.training_runs import (
-    CRASHED,
+    INTERRUPTED,
     FAILED,
     FINISHED,
     KILLED,
@@ -146,10 +146,10 @@ def test_event_tail_reads_complete_lines_only(tmp_path):
 def test_conclude_status_from_events_and_liveness():
     h = RunHistory()
     assert conclude_status(h, process_running=False) == "not started"
-    assert conclude_status(h, process_running=False, launched=True) == CRASHED  # died before its first event
+    assert conclude_status(h, process_running=False, launched=True) == INTERRUPTED  # died before its first event
     h.apply(step(1))
     assert conclude_status(h, process_running=True) == RUNNING
-    assert conclude_status(h, process_running=False) == CRASHED
+    assert conclude_status(h, process_running=False) == INTERRUPTED
     h.apply(ev("run_end", status="finished", best_checkpoint=None))
     assert conclude_status(h, process_running=True) == FINISHED  # exiting after run_end
 
@@ -326,7 +326,7 @@ def test_tab_shows_last_lines_of_a_process_that_died_without_an_event(qtbot, tab
     tab = tab_factory()
     run = fill_form(tab, tmp_path, "segv")
     tab.start()
-    qtbot.waitUntil(lambda: tab.current_monitor().status == CRASHED, timeout=10000)
+    qtbot.waitUntil(lambda: tab.current_monitor().status == INTERRUPTED, timeout=10000)
     assert "Segmentation fault (fake)" in tab.error_view.toPlainText()
     assert log_tail(run)[-1].startswith("Segmentation fault (fake)")
 
@@ -433,7 +433,7 @@ def test_real_trainer_crash_then_quick_run_stop_and_resume(qtbot, tab_factory, t
 
     tab.set_form(data=str(data), config=str(bad), out=str(tmp_path / "crash"), device="cpu")
     assert tab.start()
-    qtbot.waitUntil(lambda: tab.current_monitor().status in (FAILED, CRASHED), timeout=60000)
+    qtbot.waitUntil(lambda: tab.current_monitor().status in (FAILED, INTERRUPTED), timeout=60000)
     assert "Unknown model architecture 'nosuchnet'" in tab.error_view.toPlainText()
     assert not tab.error_view.isHidden() and tab.start_button.isEnabled()
 
@@ -485,3 +485,14 @@ def test_a_run_started_from_a_shell_is_found_and_can_be_killed(qtbot, tab_factor
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_trainer_that_dies_before_its_first_event_has_failed_and_says_why(qtbot, tab_factory, tmp_path):
+    missing = tmp_path / "no_such_entry_point.py"
+    tab = tab_factory(launcher=lambda args: (sys.executable, [str(missing), *args]))
+    run = fill_form(tab, tmp_path, "broken")
+    tab.start()
+    qtbot.waitUntil(lambda: tab.current_monitor().status == FAILED, timeout=10000)
+    assert "no_such_entry_point.py" in tab.error_view.toPlainText()  # python's own message, from trainer.log
+    assert "failed" in tab.runs_list.currentItem().text() and tab.start_button.isEnabled()
+    assert not (run / "events.jsonl").exists()
