@@ -355,3 +355,29 @@ def test_flipping_between_predictions_reuses_built_scenes(view, qtbot):
     with qtbot.waitSignal(view.sceneReady, timeout=5000):
         case.set_active(0)
     assert view.scene is first_scene and view._job is job  # shown from the cache, no new job
+
+
+def test_real_cip_airway_surface_lies_in_the_ct_and_picks_back(shared_data):
+    """A real COPDGene label (bits:8:2) through the same path the app uses: canonical grid, surface, pick."""
+    from core.io import read_ct, read_label
+    from core.surfaces import world_to_voxel
+    from core.volume import to_canonical
+
+    ct, _ = to_canonical(read_ct(shared_data / "cip" / "ct-64.nrrd"))
+    label, _ = to_canonical(read_label(shared_data / "cip" / "lm-64.nrrd", "bits:8:2"))
+    mask = label.mask
+    assert mask.sum() == 555
+    scene = build_scene(SceneInput(ct.geometry, "outcome", None, mask))
+    assert scene.surface.n_cells > 0 and scene.legend[0][0] == "reference"
+    corners = ct.geometry.index_to_world(np.array([(0, 0, 0), np.asarray(ct.shape) - 1], float))
+    lo, hi = corners.min(axis=0), corners.max(axis=0)
+    pts = np.asarray(scene.surface.points)
+    half = np.asarray(ct.geometry.spacing) / 2 + 1e-6
+    assert np.all(pts >= lo - half) and np.all(pts <= hi + half)
+    # every surface point picks back to an airway voxel next to it
+    for p in pts[:: max(1, len(pts) // 40)]:
+        v = world_to_voxel(p, ct.geometry, ct.shape, mask=mask)
+        assert mask[v]
+    # the trachea is the top of the tree: its highest surface point is superior (+z in LPS)
+    top = pts[np.argmax(pts[:, 2])]
+    assert world_to_voxel(top, ct.geometry, ct.shape, mask=mask)[0] == int(np.argwhere(mask)[:, 0].max())
