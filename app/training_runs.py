@@ -333,7 +333,7 @@ class RunHistory:
             parts.append(f"stage {self.stage} ({self.stage_name})" if self.stage_name else f"stage {self.stage}")
         if self.epoch is not None:
             total = f"/{self.stage_epochs}" if self.stage_epochs else ""
-            parts.append(f"epoch {self.epoch}{total}")
+            parts.append(f"epoch {self.epoch + 1}{total}")  # events count epochs from 0
         eta = self.eta_now(now) if (status or self.status) == RUNNING else None
         if eta is not None:
             parts.append(f"ETA {format_duration(eta)}")

@@ -97,7 +97,7 @@ def test_history_folds_events_into_series_and_state():
     assert [(m.stage, m.x) for m in h.stages] == [(0, 0.0), (1, 3.0)]
     assert (h.stage, h.stage_name, h.stage_epochs, h.status) == (1, "gul", 100, RUNNING)
     assert h.eta_now(now=1000.0 + 25.0) == 3700.0  # counts down from the epoch's estimate
-    assert h.summary(now=1025.0) == "running · stage 1 (gul) · epoch 0/100 · ETA 1h 01m"
+    assert h.summary(now=1025.0) == "running · stage 1 (gul) · epoch 1/100 · ETA 1h 01m"
     line = h.apply(ev("run_end", status="stopped", best_checkpoint="/r/checkpoints/best.pt"))
     assert h.status == STOPPED and h.best_checkpoint == "/r/checkpoints/best.pt" and "stopped" in line
     assert h.eta_now() is None
