@@ -99,15 +99,21 @@ def install_panels(window: Any) -> Panels:
     window.tabifyDockWidget(docks["regions"], docks["metrics"])
     docks["regions"].raise_()
 
-    status = getattr(window, "job_status", None)
-    if status is not None and hasattr(status, "add"):
-        def show_run(run: Any) -> None:
-            try:  # progress and Cancel in the status bar, like the window's own jobs
+    def show_run(run: Any) -> None:
+        # like the window's own jobs: progress and Cancel in the status bar,
+        # Esc cancels it, and the window counts as busy while it runs
+        status = getattr(window, "job_status", None)
+        if status is not None and hasattr(status, "add"):
+            try:
                 status.add(run, ended=run.ended, label=f"Segmenting with {run.name}")
             except TypeError:  # an older status widget that only knows Jobs
                 pass
+        jobs = getattr(window, "jobs", None)
+        if isinstance(jobs, list):
+            jobs.append(run)
+            run.ended.connect(lambda r=run: jobs.remove(r) if r in jobs else None)
 
-        segment.runStarted.connect(show_run)
+    segment.runStarted.connect(show_run)
 
     finished = getattr(window, "segmentationFinished", None)
     if finished is not None:

@@ -194,3 +194,21 @@ def test_segment_with_sets_the_choice_and_refuses_a_missing_model(qtbot, tmp_pat
     assert panel.segment_with(tmp_path / "nope.pt", "cpu") is None
     assert panel.device_combo.currentData() == "cpu" and panel.checkpoint_edit.text().endswith("nope.pt")
     assert len(errors) == 1 and isinstance(errors[0], CheckpointError) and case.predictions == []
+
+
+def test_a_run_in_the_window_shows_in_its_jobs_and_esc_cancels_it(qtbot, tiny_checkpoint):
+    from app.main_window import MainWindow
+    from app.settings import Settings
+
+    case = _phantom_case(64, auto_analyse=False)
+    window = MainWindow(case=case, settings=Settings(ephemeral=True), training_tab=False)
+    qtbot.addWidget(window)
+    seg = window.panels.segment
+    seg.backend, seg.threads = "torch", 1
+    seg.window_spin.setValue(32)
+    seg.step_spin.setValue(8)
+    run = seg.segment_with(tiny_checkpoint, "cpu")
+    assert run is not None and run in window.jobs and window.busy
+    with qtbot.waitSignal(run.cancelled, timeout=30000):
+        window.actions["cancel_job"].trigger()
+    assert run not in window.jobs and case.predictions == []
