@@ -293,6 +293,7 @@ def segment_case(
     """
     from core.inference import Predictor
 
+    _check_cancel(cancel)
     progress(0, 1, f"Loading model {Path(checkpoint).name}")
     predictor = Predictor(str(checkpoint), device=device, **(predictor_options or {}))
     _check_cancel(cancel)
