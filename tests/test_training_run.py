@@ -73,7 +73,7 @@ def _same(a: dict, b: dict) -> bool:
 def test_quick_run_through_all_stages(phantoms, tmp_path):
     out = io.StringIO()
     run = tmp_path / "run"
-    status = Trainer(tiny_config(), run, data=phantoms, stdout=out).run()
+    status = Trainer(tiny_config(run={"tensorboard": True}), run, data=phantoms, stdout=out).run()
     assert status == "finished"
     for kind in ("last", "best", "stage0", "stage1", "stage2"):
         assert (run / "checkpoints" / f"{kind}.pt").is_file(), kind
@@ -97,6 +97,11 @@ def test_quick_run_through_all_stages(phantoms, tmp_path):
     vals = [e for e in events if e["event"] == "validation"]
     assert len(vals) == 4 and all(0 <= e[k] <= 100 for e in vals for k in ("td", "bd", "dsc", "precision"))
     assert all(e["cases"] == 1 for e in vals)
+    try:
+        import tensorboard  # noqa: F401
+        assert (run / "tensorboard").is_dir()
+    except ImportError:  # optional: a warning, and training goes on
+        assert any("TensorBoard" in e["message"] for e in events if e["event"] == "warning")
     epochs = [e for e in events if e["event"] == "epoch"]
     assert epochs[-1]["eta_s"] == 0 and all(e["time_s"] > 0 for e in epochs)
 

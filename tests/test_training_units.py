@@ -216,3 +216,30 @@ def test_event_log_writes_file_and_stdout(tmp_path):
     assert check_event({"event": "epoch", "time": 1, "run": "r"}) != []
     with pytest.raises(ValueError):
         EventLog(tmp_path / "r", stdout=None).emit("bogus")
+
+
+# -- command line ----------------------------------------------------------------------------
+
+def test_train_command_reports_config_errors_in_one_line(tmp_path, capsys):
+    from core.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[stage1]\nalpha = 2.0\n")
+    assert main(["train", "--config", str(bad), "--data", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stage1.alpha" in err[0]
+    assert main(["train", "--preset", "quick", "--out", str(tmp_path / "run")]) == 2
+    assert "No dataset given" in capsys.readouterr().err
+    assert main(["train", "--resume", "--preset", "quick", "--out", str(tmp_path / "run")]) == 2
+    assert "--resume reads the run's own config.toml" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(tmp_path / "nothing")]) == 2
+    assert "Cannot resume" in capsys.readouterr().err
+
+
+def test_prepare_command_names_bad_cases(tmp_path, capsys):
+    from core.cli import main
+
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "imagesTr" / "x_0000.nii.gz").write_bytes(b"junk")
+    assert main(["prepare", "--data", str(tmp_path), "--preset", "quick"]) == 2
+    assert "x: no label file" in capsys.readouterr().err
