@@ -269,6 +269,8 @@ class TrainingTab(QtWidgets.QWidget):
 
         self.check_button = QtWidgets.QPushButton("Check")
         self.start_button = QtWidgets.QPushButton("Start")
+        self.start_button.setToolTip("Check the settings and start training in its own process; it keeps running "
+                                     "if you close the app, and the app finds it again when reopened")
         self.stop_button = QtWidgets.QPushButton("Stop")
         self.stop_button.setToolTip("Finish the current step, save a checkpoint and exit")
         self.kill_button = QtWidgets.QPushButton("Kill")
