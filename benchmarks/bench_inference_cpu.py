@@ -88,6 +88,42 @@ def load_model():
     return model, Preprocessing(), "RANDOM weights (no resources/models/demo_wingsnet.pt yet)", None
 
 
+def quick_train(model, prep, steps: int, patch: int = 32, seed: int = 0):
+    """A few Adam steps of Dice + BCE on phantom patches, so the outputs are confident like a trained
+    model's (random weights give probabilities bunched near one value, where any rounding flips voxels).
+    Not the paper's training: a stand-in for the agreement check until the demo model exists."""
+    import torch
+
+    from core.losses import dice_loss
+    from core.phantom import make_phantom
+    from core.preprocess import window_hu
+
+    ph = make_phantom((96, 96, 96), seed=seed)
+    x_all = window_hu(ph.ct.array, prep.window, prep.scale)
+    g_all = ph.label.mask.astype(np.float32)
+    rng = np.random.default_rng(seed)
+    airway = np.argwhere(g_all > 0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    t0 = time.perf_counter()
+    for step in range(steps):
+        c = airway[rng.integers(len(airway))] if rng.random() < 0.7 else rng.integers(0, 96, 3)
+        s = [int(np.clip(v - patch // 2, 0, 96 - patch)) for v in c]
+        sl = tuple(slice(a, a + patch) for a in s)
+        x = torch.from_numpy(x_all[sl][None, None].copy())
+        g = torch.from_numpy(g_all[sl][None, None].copy())
+        logits = model(x)
+        loss = sum(dice_loss(torch.sigmoid(z), g) + torch.nn.functional.binary_cross_entropy_with_logits(z, g)
+                   for z in logits)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if (step + 1) % 25 == 0:
+            print(f"    quick-train step {step + 1}/{steps}: loss {float(loss):.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    model.eval()
+    return model, make_phantom((128, 128, 128), seed=seed + 1)
+
+
 def real_windows(prep, n: int, window: int) -> np.ndarray:
     """``n`` windows from the lung-cropped real CT, centred on the crop (trachea and main bronchi)."""
     from core.inference import window_slices
@@ -153,6 +189,9 @@ def main() -> int:
     ap.add_argument("--extra", action="store_true", help="also torch channels-last, torch bf16 autocast, torch.compile")
     ap.add_argument("--no-case", action="store_true", help="skip the whole-case run")
     ap.add_argument("--case-backend", default="auto")
+    ap.add_argument("--quick-train", type=int, default=0, metavar="STEPS",
+                    help="without the demo model: train the random WingsNet STEPS steps on phantom patches first, "
+                         "and add a phantom window to the agreement check")
     args = ap.parse_args()
     if not CASE.is_dir():
         print(f"needs the real CT at {CASE} (../shared/data); not found", file=sys.stderr)
@@ -167,8 +206,17 @@ def main() -> int:
           f"{os.getloadavg()[0]:.2f} (the cores are shared with other engineers: figures are pessimistic)")
     model, prep, weights, ckpt = load_model()
     print(f"model: WingsNet, {weights}; window {args.window}^3")
-    key = state_hash(model)
     windows = real_windows(prep, args.windows, args.window)
+    if ckpt is None and args.quick_train:
+        model, phantom = quick_train(model, prep, args.quick_train)
+        weights = f"random init + {args.quick_train} quick Dice+BCE steps on phantom 32^3 patches (NOT the demo model)"
+        from core.preprocess import window_hu
+
+        pw = window_hu(phantom.ct.array, prep.window, prep.scale)[None, None].astype(np.float32)
+        if args.window == 128:
+            windows = np.concatenate([pw, windows])
+        print(f"model: {weights}; agreement windows: {'1 phantom + ' if args.window == 128 else ''}{args.windows} real")
+    key = state_hash(model)
     names = args.backends.split(",") + (["torch-cl", "torch-bf16", "torch-compile"] if args.extra else [])
     cache = Path(tempfile.mkdtemp(prefix="airway-bench-cache-"))
     rows = []
