@@ -17,6 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="airway-studio", description="Airway Studio: review airway segmentations of chest CT.")
     p.add_argument("ct", nargs="?", metavar="CT", help="CT volume file or DICOM series folder")
     p.add_argument("--reference", "-r", metavar="LABEL", help="reference airway label on the CT's grid")
+    p.add_argument("--label-selector", metavar="SEL", default=None,
+                   help="which reference values are airway: nonzero (default), value:N, bits:SHIFT:N (CIP maps: bits:8:2)")
     p.add_argument("--prediction", "-p", metavar="PRED", nargs="+", default=[], action="extend",
                    help="one or more predictions (masks or probability maps)")
     p.add_argument("--demo", action="store_true", help="open the phantom demo case (simulated prediction)")
@@ -69,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.demo:
         job = window.open_demo()
     elif args.ct:
-        job = window.open_files(args.ct, args.reference, args.prediction)
+        job = window.open_files(args.ct, args.reference, args.prediction, args.label_selector)
     elif args.reference or args.prediction:
         print("airway-studio: error: give the CT first: airway-studio CT --reference R --prediction P", file=sys.stderr)
         return 2

@@ -90,6 +90,7 @@ class LoadedCase:
     reorientation: Reorientation | None = None
     reference: LabelVolume | None = None
     reference_path: str | None = None
+    reference_selector: str | None = None
     predictions: list[PredictionEntry] = field(default_factory=list)
     name: str = ""
     demo: bool = False
@@ -122,13 +123,23 @@ def as_bool_mask(arr: np.ndarray) -> np.ndarray:
     return arr != 0
 
 
-def load_label(path: str | os.PathLike, ct: IntensityVolume | None, what: str = "label") -> LabelVolume:
+def load_label(path: str | os.PathLike, ct: IntensityVolume | None, what: str = "label",
+               selector: str | None = None) -> LabelVolume:
     """A label in canonical orientation on ``ct``'s grid.
 
     Labels are compared with the CT *after* both are made canonical, so a
     label stored with other (but equivalent) direction cosines still fits.
+    ``selector`` picks the airway from a label map (core.volume.LabelSelector
+    text, e.g. ``bits:8:2`` for CIP maps); default: every non-zero voxel.
     """
-    from core.io import case_name, read_volume
+    from core.io import case_name, read_label, read_volume
+    from core.volume import LabelSelector
+
+    if selector and str(LabelSelector.parse(selector)) != "nonzero":
+        canon, _ = to_canonical(read_label(path, selector))
+        if ct is not None:
+            check_same_grid(ct, canon)
+        return canon  # type: ignore[return-value]
 
     # read_volume + as_bool_mask rather than read_label: the same 'nonzero' rule
     # without a full-volume comparison for the usual 0/1 uint8 files
@@ -177,6 +188,7 @@ def load_case(
     prediction_paths: Sequence[str | os.PathLike] = (),
     *,
     current_ct: IntensityVolume | None = None,
+    reference_selector: str | None = None,
     progress: Progress = _noop,
     cancel: Any = None,
 ) -> LoadedCase:
@@ -196,8 +208,9 @@ def load_case(
         _check_cancel(cancel)
     if reference_path is not None:
         progress(done, steps, f"Reading reference {Path(reference_path).name}")
-        out.reference = load_label(reference_path, ct, "reference")
+        out.reference = load_label(reference_path, ct, "reference", reference_selector)
         out.reference_path = str(reference_path)
+        out.reference_selector = reference_selector
         done += 1
         _check_cancel(cancel)
     for p in prediction_paths:
@@ -433,6 +446,7 @@ class Case(QObject):
         self.reorientation: Reorientation | None = None
         self.reference: LabelVolume | None = None
         self.reference_path: str | None = None
+        self.reference_selector: str | None = None
         self.tree: Any = None
         self.branch_map: np.ndarray | None = None
         self.generations: dict[int, int] = {}
@@ -577,6 +591,7 @@ class Case(QObject):
             self.demo = loaded.demo
         if loaded.reference is not None:
             self.set_reference(loaded.reference, loaded.reference_path)
+            self.reference_selector = loaded.reference_selector
         for entry in loaded.predictions:
             self.add_prediction(entry, make_active=False)
         self._set_modified(False if loaded.ct is not None else True)
@@ -728,7 +743,8 @@ class Case(QObject):
 
     @property
     def busy(self) -> bool:
-        return any(j.running for j in self._jobs)
+        """A job is running, or its result has not been applied yet (jobs leave the list on ``finished``)."""
+        return bool(self._jobs)
 
     def start_reference_analysis(self) -> Any:
         from app.workers import Job, guarded
@@ -786,12 +802,12 @@ class Case(QObject):
         return self._start(job)
 
     def open_files(self, ct_path: str | None, reference_path: str | None = None,
-                   prediction_paths: Sequence[str] = ()) -> Any:
+                   prediction_paths: Sequence[str] = (), reference_selector: str | None = None) -> Any:
         """Load files in a job; the result is applied on the GUI thread."""
         from app.workers import Job, guarded
 
         job = Job(load_case, ct_path, reference_path, list(prediction_paths),
-                  current_ct=None if ct_path else self.ct, name="Loading")
+                  current_ct=None if ct_path else self.ct, reference_selector=reference_selector, name="Loading")
         job.result.connect(guarded(self, self.apply_loaded))
         return self._start(job)
 
@@ -825,6 +841,7 @@ class Case(QObject):
             "demo": self.demo,
             "ct": rel(self.ct_path),
             "reference": rel(self.reference_path),
+            "reference_selector": self.reference_selector,
             "predictions": preds,
             "active_prediction": self.active_index,
             "cursor": list(self.cursor),
@@ -902,7 +919,8 @@ def load_project(path: str | os.PathLike, *, progress: Progress = _noop, cancel:
     if not data.get("ct"):
         raise InputError("The project names no CT.", "Open the CT and save the project again.", path=path)
     paths = [p["path"] for p in data.get("predictions", []) if p.get("path")]
-    loaded = load_case(data["ct"], data.get("reference"), paths, progress=progress, cancel=cancel)
+    loaded = load_case(data["ct"], data.get("reference"), paths, reference_selector=data.get("reference_selector"),
+                       progress=progress, cancel=cancel)
     named = [p for p in data.get("predictions", []) if p.get("path")]
     for entry, meta in zip(loaded.predictions, named):
         entry.name = meta.get("name") or entry.name

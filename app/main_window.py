@@ -471,11 +471,12 @@ class MainWindow(QMainWindow):
 
     @property
     def busy(self) -> bool:
-        return any(j.running for j in self.jobs)
+        """A job is running, or its result has not reached the GUI thread yet."""
+        return bool(self.jobs)
 
     # -- opening files -----------------------------------------------------------------------
     def open_files(self, ct: str | None, reference: str | None = None,
-                   predictions: Sequence[str] = ()) -> Job | None:
+                   predictions: Sequence[str] = (), reference_selector: str | None = None) -> Job | None:
         """Load files in the background; the case updates when they are read."""
         from app.case import load_case
 
@@ -494,7 +495,7 @@ class MainWindow(QMainWindow):
             self.report_error("Open a CT first: references and predictions are drawn over a CT.")
             return None
         return self.start_job(load_case, ct, reference, list(predictions), current_ct=current,
-                              name="Loading", on_result=apply)
+                              reference_selector=reference_selector, name="Loading", on_result=apply)
 
     def open_project(self, path: str) -> Job:
         self.settings.add_recent(str(path))

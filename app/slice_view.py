@@ -643,9 +643,10 @@ class SliceView(QWidget):
 
     @staticmethod
     def _text(p: QPainter, pos: QPointF, text: str, colour: QColor) -> None:
-        """Text with a dark shadow, readable over white bone and black air alike."""
-        p.setPen(QColor(0, 0, 0, 200))
-        p.drawText(pos + QPointF(1, 1), text)
+        """Text on a translucent dark plate, readable over white bone and black air alike."""
+        fm = p.fontMetrics()
+        plate = QRectF(pos.x() - 3, pos.y() - fm.ascent() - 1, fm.horizontalAdvance(text) + 6, fm.height() + 2)
+        p.fillRect(plate, QColor(0, 0, 0, 140))
         p.setPen(colour)
         p.drawText(pos, text)
 

@@ -281,3 +281,11 @@ def test_sagittal_slices_from_the_x_major_copy_are_the_same(qtbot, monkeypatch):
     qtbot.waitUntil(lambda: case._ct_by_x is not None, timeout=5000)
     for i in range(case.ct.shape[2]):
         np.testing.assert_array_equal(case.ct_slice("sagittal", i), extract_slice(case.ct.array, "sagittal", i))
+
+
+def test_label_selector_picks_the_airway_of_a_cip_map(shared_data):
+    cip = shared_data / "cip"
+    loaded = load_case(cip / "ct-64.nrrd", cip / "lm-64.nrrd", reference_selector="bits:8:2")
+    assert loaded.reference.voxel_count() == 555  # trachea, main and lobar bronchi (data README)
+    everything = load_case(cip / "ct-64.nrrd", cip / "lm-64.nrrd")
+    assert everything.reference.voxel_count() > 555  # nonzero: the whole lung label map
