@@ -116,11 +116,13 @@ def test_quick_run_through_all_stages(phantoms, tmp_path):
     # the stage-2 checkpoint is the final weights
     assert _same(_weights(run / "checkpoints" / "stage2.pt"), _weights(run / "checkpoints" / "last.pt"))
 
-    # a run folder is not silently overwritten
+    # a run folder is not silently overwritten, and a finished run is not resumed
     from core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="already holds a run"):
         Trainer(tiny_config(), run, data=phantoms, stdout=None).run()
+    with pytest.raises(ConfigError, match="already finished"):
+        Trainer(None, run, resume=True, stdout=None).run()
 
 
 # -- resume --------------------------------------------------------------------------------

@@ -264,6 +264,9 @@ class Trainer:
         if st.get("best_value") is None:
             st["best_value"] = -math.inf
         self.state = TrainState(**st)
+        if self.state.status == "finished":
+            raise ConfigError(f"The run in {self.paths.root} has already finished; there is nothing to resume.",
+                              "Start a new run with another --out folder (best model: checkpoints/best.pt).")
         self.state.status = "running"
         return {"ckpt": ckpt, "extra": ckpt.extra_state}
 
