@@ -106,6 +106,12 @@ def run_in_thread(ct: IntensityVolume, checkpoint: str, device: str, options: di
     """The frozen-build fallback: the predictor in a worker thread."""
     from core.inference import Predictor
 
+    if options.get("threads"):
+        import torch
+
+        # the PyTorch backend leaves its pool at every core: on a busy CPU a
+        # pool as big as the machine spins and runs several times slower
+        torch.set_num_threads(int(options["threads"]))
     predictor = Predictor(checkpoint, device=device, **options)
     result = predictor.predict(ct, progress=progress, cancel=cancel)
     label = LabelVolume(np.ascontiguousarray(result.mask.mask), ct.geometry, name=name)
@@ -162,7 +168,7 @@ class SegmentationRun(QObject):
                                   "Choose a .pt checkpoint (trained with `airway train`, or the demo model).")
         if not self.use_process:
             self.state = "running"
-            self.job = Job(run_in_thread, self.ct, self.checkpoint, self.device, self.options, self.name,
+            self.job = Job(run_in_thread, self.ct, self.checkpoint, self.device, {**self.options, "threads": self.threads}, self.name,
                            name="Segmentation")
             self.job.progress.connect(self.progress)
             self.job.result.connect(self._add)

@@ -175,7 +175,7 @@ def test_a_bad_checkpoint_shows_an_error_and_the_case_goes_on(qtbot, tmp_path):
 
 def test_thread_fallback_runs_the_same_predictor(qtbot, tiny_checkpoint):
     case = _phantom_case(48, auto_analyse=False)
-    run = SegmentationRun(case, tiny_checkpoint, "cpu", window=32, step=16, backend="torch", use_process=False)
+    run = SegmentationRun(case, tiny_checkpoint, "cpu", window=32, step=16, backend="torch", threads=1, use_process=False)
     with qtbot.waitSignal(run.finished, timeout=120000) as blocker:
         run.start()
     assert case.predictions[blocker.args[0]].mask.shape == case.ct.shape
