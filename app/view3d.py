@@ -11,8 +11,11 @@ through a lookup table, one scene per colouring:
 - ``detection``: reference branches detected / missed by the active
   prediction (ATM'22 rule, core.metrics per-branch table).
 
-The active error region gets its own highlighted surface and the camera
-focuses on it. A left click (press and release without dragging) on a surface
+In TP/FP/FN colouring the FP and FN faces are their own actor, drawn opaque
+over a TP skin that can be made see-through. The active error region is
+outlined and the camera focuses on it; the crosshair is three short lines.
+Normals and the actor split are computed in the worker too, and the last few
+scenes are cached, so flipping predictions or colourings is immediate. A left click (press and release without dragging) on a surface
 picks the point with a ``vtkCellPicker`` and moves the case cursor to the
 nearest airway voxel. VTK's event positions are in device pixels, as are the
 picker's, so picking is right on HiDPI screens whatever ``devicePixelRatio``.
