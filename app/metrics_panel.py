@@ -46,10 +46,15 @@ PREFERRED = ("td", "bd", "dsc", "precision", "sensitivity", "specificity", "atm_
              "tree_length_mm", "leakage", "missing_ratio", "breakages", "n_branches", "n_detected")
 LABELS = {"td": "TD (%)", "bd": "BD (%)", "dsc": "DSC (%)", "precision": "Precision (%)",
           "sensitivity": "Sensitivity (%)", "specificity": "Specificity (%)",
-          "atm_score": "ATM'22 score (mean of TD, BD, DSC, precision)", "td_mm": "Tree length detected (mm)",
-          "tree_length_mm": "Reference tree length (mm)", "leakage": "Leakage (%)",
-          "missing_ratio": "Airway missing ratio (%)", "breakages": "Breakages", "n_branches": "Branches",
+          "atm_score": "ATM'22 score", "td_mm": "Length detected (mm)",
+          "tree_length_mm": "Tree length (mm)", "leakage": "Leakage (%)",
+          "missing_ratio": "Missing ratio (%)", "breakages": "Breakages", "n_branches": "Branches",
           "n_detected": "Branches detected"}
+TOOLTIPS = {"td": "Tree length detected: share of reference centreline voxels inside the prediction (ATM'22)",
+            "bd": "Branches detected: share of branches with at least 80% of their centreline inside (ATM'22)",
+            "atm_score": "Mean of TD, BD, DSC and precision (ATM'22 challenge score)",
+            "leakage": "|prediction minus reference| / |reference|", "missing_ratio": "|reference minus prediction| / |reference|",
+            "breakages": "Prediction components touching the reference tree outside the largest component"}
 BRANCH_COLUMNS = ("branch", "generation", "parent", "length_mm", "mean_diameter_mm", "detected_share", "detected")
 # detected_share is in percent of the branch's centreline voxels (core.metrics)
 
@@ -292,8 +297,11 @@ class MetricsPanel(QWidget):
         self.summary = QTableWidget(0, 0, self)
         self.summary.setObjectName("metricsSummary")
         self.summary.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.summary.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.summary.horizontalHeader().setStretchLastSection(True)
+        # several models side by side: columns share the width, long names are
+        # elided (full name in the header's tooltip)
+        self.summary.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.summary.horizontalHeader().setMinimumSectionSize(60)
+        self.summary.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         split.addWidget(self.summary)
         bottom = QWidget(self)
         bl = QVBoxLayout(bottom)
@@ -309,6 +317,7 @@ class MetricsPanel(QWidget):
         self.branches.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.branches.verticalHeader().setVisible(False)
         self.branches.setSortingEnabled(True)
+        self.branches.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self.branches.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.branches.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.branches.cellClicked.connect(self._on_branch_clicked)
@@ -331,7 +340,11 @@ class MetricsPanel(QWidget):
         s.setRowCount(len(keys))
         s.setColumnCount(len(cols))
         s.setHorizontalHeaderLabels(cols)
+        for c, name in enumerate(cols):
+            s.horizontalHeaderItem(c).setToolTip(name)
         s.setVerticalHeaderLabels([LABELS.get(k, k) for k in keys])
+        for r, k in enumerate(keys):
+            s.verticalHeaderItem(r).setToolTip(TOOLTIPS.get(k, k))
         for r, row in enumerate(values):
             for c, v in enumerate(row):
                 s.setItem(r, c, _NumItem(v))

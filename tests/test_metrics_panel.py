@@ -162,7 +162,7 @@ def test_real_engine_metrics_fill_the_tables(qtbot):
     qtbot.addWidget(p)
     rows = [p.summary.verticalHeaderItem(r).text() for r in range(p.summary.rowCount())]
     m = entry.metrics
-    for key, label in (("td", "TD (%)"), ("bd", "BD (%)"), ("atm_score", "ATM'22 score (mean of TD, BD, DSC, precision)")):
+    for key, label in (("td", "TD (%)"), ("bd", "BD (%)"), ("atm_score", "ATM'22 score")):
         assert p.summary.item(rows.index(label), 1).text() == f"{getattr(m, key):.2f}"
     assert any(r.startswith("DSC ") for r in rows) and any(r.startswith("Generation 1") for r in rows)
     assert m.bd == pytest.approx(200 / 3)
