@@ -35,8 +35,8 @@ def dialogs(monkeypatch):
 
 @pytest.fixture
 def window(qtbot, dialogs):
+    # not qtbot.addWidget: pytest-qt would delete the window before this fixture's teardown
     w = MainWindow(settings=Settings(ephemeral=True), install_panels=False, training_tab=False)
-    qtbot.addWidget(w)
     w.resize(1100, 760)
     w.show()
     qtbot.waitExposed(w)
@@ -51,6 +51,8 @@ def _settle(qtbot, w):
     w.cancel_jobs()
     w.case.cancel_jobs()
     qtbot.waitUntil(lambda: not w.busy and not w.case.busy, timeout=30000)
+    w.close()
+    w.deleteLater()
     qtbot.wait(20)
 
 
@@ -289,7 +291,6 @@ def test_project_save_and_reopen_restores_review_state(window, qtbot, files, tmp
     assert out is not None and out.exists() and not dialogs
 
     w2 = MainWindow(settings=Settings(ephemeral=True), install_panels=False, training_tab=False)
-    qtbot.addWidget(w2)
     with qtbot.waitSignal(w2.caseLoaded, timeout=30000):
         w2.open_project(str(out))
     assert w2.case.cursor == (10, 20, 30)
