@@ -531,10 +531,9 @@ class MainWindow(QMainWindow):
     def open_ct_dialog(self) -> None:
         files = self._ask_files("Open CT (or pick a DICOM file inside a series folder)")
         if files:
-            path = files[0]
-            if path.lower().endswith(".dcm") or Path(path).suffix == "":
-                path = str(Path(path).parent) if Path(path).is_file() and path.lower().endswith(".dcm") else path
-            self.open_files(path)
+            path = Path(files[0])
+            # a DICOM slice stands for its series: read the folder
+            self.open_files(str(path.parent if path.suffix.lower() == ".dcm" else path))
 
     def open_dicom_dialog(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a DICOM series folder", self.settings.last_dir())
@@ -614,7 +613,8 @@ class MainWindow(QMainWindow):
         """Files dropped (or given) in any order: a project opens as such; otherwise
         the first file is the CT when none is open, a name like ``*label*``/``*ref*``/``*gt*``
         is the reference, the rest are predictions."""
-        paths = list(paths)
+        # DICOM slices stand for their series folder
+        paths = list(dict.fromkeys(str(Path(p).parent) if p.lower().endswith(".dcm") else p for p in paths))
         projects = [p for p in paths if p.lower().endswith(".json")]
         if projects:
             return self.open_project(projects[0])
