@@ -416,3 +416,12 @@ def test_in_thread_segmentation_fallback_and_its_cancel(tiny_demo, tiny_checkpoi
     with pytest.raises(Cancelled):
         segment_case(ct, tiny_checkpoint, "cpu", predictor_options={"window": 16, "step": 16, "backend": "torch"},
                      progress=lambda *a: None, cancel=ev)
+
+
+def test_a_dropped_dicom_slice_opens_its_series(window, qtbot, shared_data):
+    folder = shared_data / "chest_ct_dicom"
+    some = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".dcm")[:3]
+    with qtbot.waitSignal(window.caseLoaded, timeout=60000):
+        window.open_dropped([str(p) for p in some])
+    assert window.case.ct.shape == (141, 512, 512)
+    assert window.case.ct.geometry.orientation_code() == "LPS"
