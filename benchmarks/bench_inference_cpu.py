@@ -180,6 +180,38 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if s == 0 else float(2 * np.logical_and(a, b).sum() / s)
 
 
+def engine_memory(shape=(400, 512, 512)) -> None:
+    """Host memory of the engine itself (crop, accumulator, outputs, post-processing) on a 512 x 512 x 400
+    CT with no crop (the worst case), measured with tracemalloc; the network is a voxel-wise stand-in so
+    the figure excludes activations (printed per backend above)."""
+    import tracemalloc
+
+    import torch
+
+    from core.inference import Predictor
+    from core.preprocess import Preprocessing
+    from core.volume import IntensityVolume
+
+    class VoxelWise(torch.nn.Module):
+        divisor = 8
+
+        def forward(self, x):
+            return ((x - 100.0) / 20.0,)
+
+    rng = np.random.default_rng(0)
+    ct = IntensityVolume(rng.integers(-1024, 600, size=shape, dtype=np.int16))
+    predictor = Predictor.from_model(VoxelWise(), Preprocessing(crop="none"), device="cpu", backend="torch")
+    tracemalloc.start()
+    t = time.perf_counter()
+    pred = predictor.predict(ct)
+    seconds = time.perf_counter() - t
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(f"\nEngine host memory, {shape[2]} x {shape[1]} x {shape[0]} CT ({ct.array.nbytes / 1e9:.2f} GB int16), no crop, "
+          f"{pred.windows} windows: peak {peak / 1e9:.2f} GB above the CT (tracemalloc; network activations excluded), "
+          f"{seconds:.1f} s with a voxel-wise stand-in network")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--windows", type=int, default=2, help="timed windows per backend")
@@ -188,6 +220,7 @@ def main() -> int:
     ap.add_argument("--backends", default="torch,onnxruntime,openvino-fp32,openvino-bf16")
     ap.add_argument("--extra", action="store_true", help="also torch channels-last, torch bf16 autocast, torch.compile")
     ap.add_argument("--no-case", action="store_true", help="skip the whole-case run")
+    ap.add_argument("--memory-only", action="store_true", help="only the engine's host memory on 512 x 512 x 400")
     ap.add_argument("--case-backend", default="auto")
     ap.add_argument("--quick-train", type=int, default=0, metavar="STEPS",
                     help="without the demo model: train the random WingsNet STEPS steps on phantom patches first, "
@@ -200,6 +233,9 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.memory_only:
+        engine_memory()
+        return 0
     from core.inference_backends import state_hash
 
     print(f"CPU: {os.cpu_count()} logical cores, torch threads {args.threads}; load average at start "

@@ -132,8 +132,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = DEMO if DEMO.exists() else save_checkpoint(Path(tmp) / "random.pt", model,
                                                           {"preprocessing": Preprocessing().to_dict()})
-        for label, crop in (("lung crop", "lung"), ("no crop", "none")):
-            predictor = Predictor(ckpt, device=device, say=lambda m: print(f"  ({m})"))
+        for label, crop, on_device in (("lung crop, accumulator on the GPU", "lung", True),
+                                       ("lung crop, accumulator on the host", "lung", False),
+                                       ("no crop (worst case)", "none", None)):
+            predictor = Predictor(ckpt, device=device, say=lambda m: print(f"  ({m})"), device_accumulate=on_device)
             predictor.preprocessing = dataclasses.replace(predictor.preprocessing, crop=crop)
             predictor.predict(synthetic_chest((128, 128, 128)))  # warm-up: cuDNN autotuning
             torch.cuda.synchronize(device)

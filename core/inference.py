@@ -131,14 +131,26 @@ class BatchRunner:
     def name(self) -> str:
         return str(getattr(self.backend, "name", type(self.backend).__name__))
 
-    def __call__(self, windows: np.ndarray) -> np.ndarray:
-        """``windows`` (N, 1, D, H, W) float32 -> probabilities of the same shape."""
-        out = np.empty(windows.shape, np.float32)
+    def __call__(self, windows: Any) -> Any:
+        """``windows`` (N, 1, D, H, W) float32 -> probabilities of the same shape and kind
+        (a numpy array, or a torch tensor that stays on its device)."""
+        as_tensor = not isinstance(windows, np.ndarray)
+        if as_tensor:
+            import torch
+
+            out = torch.empty_like(windows, dtype=torch.float32)
+        else:
+            out = np.empty(windows.shape, np.float32)
         i = 0
         while i < len(windows):
             n = min(self.batch_size, len(windows) - i)
             try:
-                out[i:i + n] = self.backend(windows[i:i + n])
+                chunk = windows[i:i + n]
+                if as_tensor and not getattr(self.backend, "accepts_tensors", False):
+                    # e.g. the CPU fallback after a GPU out-of-memory error: numpy in, numpy out
+                    out[i:i + n] = torch.from_numpy(self.backend(chunk.cpu().numpy())).to(out.device)
+                else:
+                    out[i:i + n] = self.backend(chunk)
             except Exception as exc:
                 if not _is_oom(exc):
                     raise
@@ -221,6 +233,68 @@ def sliding_window(
     # in place, one z-slab at a time, so no second volume-sized temporary exists
     for z in range(padded_shape[0]):
         acc[z] /= norm[0][z] * np.outer(norm[1], norm[2])
+    return acc[: shape[0], : shape[1], : shape[2]]
+
+
+def sliding_window_tensor(
+    volume: Any,
+    run: Callable[[Any], Any],
+    window: int | Sequence[int] = 128,
+    step: int | Sequence[int] = 64,
+    batch_size: int = 1,
+    gaussian: bool = False,
+    pad_value: float = 0.0,
+    progress: Progress | None = None,
+    cancel: CancelToken | None = None,
+) -> Any:
+    """:func:`sliding_window` with the volume and accumulator as torch tensors on the model's device.
+
+    For a GPU when the crop fits in its memory: windows never cross PCIe, only
+    the final probabilities do. Same grid, weights and normalisation as the host version.
+    """
+    import torch
+
+    if volume.ndim != 3:
+        raise InputError(f"Expected a 3D array, got shape {tuple(volume.shape)}.")
+    win = _triple(window, "window")
+    stp = _triple(step, "step")
+    if any(s > w for s, w in zip(stp, win)):
+        raise ConfigError(f"Step {stp} is larger than the window {win}: some voxels would get no prediction.",
+                          "Use a step no larger than the window (default: half of it).")
+    shape = tuple(volume.shape)
+    padded_shape = tuple(max(s, w) for s, w in zip(shape, win))
+    x = volume.float()
+    if padded_shape != shape:
+        pad: list[int] = []
+        for p, s in reversed(list(zip(padded_shape, shape))):  # F.pad wants the last axis first
+            pad += [0, p - s]
+        x = torch.nn.functional.pad(x, pad, mode="constant", value=pad_value)
+    dev = x.device
+    weights_1d = [torch.from_numpy(gaussian_1d(w) if gaussian else np.ones(w, np.float32)).to(dev) for w in win]
+    weight_3d = (weights_1d[0][:, None, None] * weights_1d[1][None, :, None] * weights_1d[2][None, None, :]) if gaussian else None
+    slices = window_slices(padded_shape, win, stp)
+    total = len(slices)
+    acc = torch.zeros(padded_shape, dtype=torch.float32, device=dev)
+    t0 = time.perf_counter()
+    done = 0
+    bs = max(1, batch_size)
+    for b0 in range(0, total, bs):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"Segmentation cancelled after {done} of {total} windows.")
+        chunk = slices[b0:b0 + bs]
+        batch = torch.stack([x[sl] for sl in chunk])[:, None]
+        probs = run(batch)
+        for k, sl in enumerate(chunk):
+            acc[sl] += probs[k, 0] if weight_3d is None else probs[k, 0] * weight_3d
+        done += len(chunk)
+        if progress is not None:
+            elapsed = time.perf_counter() - t0
+            progress(done, total, elapsed / done * (total - done))
+    norm = [torch.from_numpy(axis_normaliser(s, w, st, wt.cpu().numpy())).to(dev)
+            for s, w, st, wt in zip(padded_shape, win, stp, weights_1d)]
+    # two in-place divisions by small broadcasts: no volume-sized temporary on the device
+    acc /= (norm[0][:, None] * norm[1][None, :])[:, :, None]
+    acc /= norm[2][None, None, :]
     return acc[: shape[0], : shape[1], : shape[2]]
 
 
@@ -371,18 +445,21 @@ class Predictor:
     def __init__(self, checkpoint: Any, device: str = "auto", window: int = 128, step: int = 64,
                  batch_size: int | None = None, gaussian: bool = False, backend: str = "auto",
                  postprocess: PostProcessing | None = None, say: Say | None = None,
-                 cache: Path | None = None, threads: int | None = None, channels_last: bool = False):
+                 cache: Path | None = None, threads: int | None = None, channels_last: bool = False,
+                 device_accumulate: bool | None = None):
         model, header, key = _load_checkpoint(checkpoint)
         prep = Preprocessing.from_dict(header.get("preprocessing"))
         self._setup(model, prep, key, device, window, step, batch_size, gaussian, backend,
                     postprocess, say, cache, threads, channels_last)
         self.header = header
+        self.device_accumulate = device_accumulate
 
     @classmethod
     def from_model(cls, model: Any, preprocessing: Preprocessing, device: str = "auto", window: int = 128,
                    step: int = 64, batch_size: int | None = None, gaussian: bool = False, backend: str = "torch",
                    postprocess: PostProcessing | None = None, say: Say | None = None,
-                   cache: Path | None = None, threads: int | None = None, channels_last: bool = False) -> "Predictor":
+                   cache: Path | None = None, threads: int | None = None, channels_last: bool = False,
+                   device_accumulate: bool | None = None) -> "Predictor":
         """A predictor over a live module (training validation); the module is moved to ``device``."""
         from core.inference_backends import state_hash
 
@@ -391,6 +468,7 @@ class Predictor:
         self._setup(model, preprocessing, key, device, window, step, batch_size, gaussian, backend,
                     postprocess, say, cache, threads, channels_last)
         self.header = {}
+        self.device_accumulate = device_accumulate
         return self
 
     def _setup(self, model: Any, prep: Preprocessing, key: str, device: str, window: int, step: int,
@@ -436,6 +514,21 @@ class Predictor:
     def backend_name(self) -> str:
         return self.runner.name
 
+    def _accumulate_on_device(self, shape: Sequence[int]) -> bool:
+        """Volume and accumulator on the GPU when both fit in a quarter of its free memory
+        (``device_accumulate`` forces either way; it is how the tests run this path on the CPU)."""
+        if not getattr(self.runner.backend, "accepts_tensors", False):
+            return False
+        if self.device_accumulate is not None:
+            return bool(self.device_accumulate)
+        if self.device == "cpu":
+            return False
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(torch.device(self.device))
+        voxels = float(np.prod([max(s, w) for s, w in zip(shape, self.window)]))
+        return 3 * 4 * voxels < 0.25 * free
+
     def predict(self, ct: IntensityVolume, progress: Progress | None = None,
                 cancel: CancelToken | None = None) -> Prediction:
         """Segment ``ct``; results on its full grid. Raises :class:`Cancelled` if ``cancel`` is set."""
@@ -445,9 +538,19 @@ class Predictor:
             raise Cancelled("Segmentation cancelled before it started.")
         array, box = prepare_input(ct, self.preprocessing)
         t1 = time.perf_counter()
-        prob = sliding_window(array, self.runner, self.window, self.step, self.runner.batch_size,
-                              self.gaussian, pad_value=0.0, progress=progress, cancel=cancel)
-        del array
+        if self._accumulate_on_device(array.shape):
+            import torch
+
+            volume = torch.from_numpy(array).to(self.device)
+            del array
+            prob = sliding_window_tensor(volume, self.runner, self.window, self.step, self.runner.batch_size,
+                                         self.gaussian, pad_value=0.0, progress=progress, cancel=cancel)
+            del volume
+            prob = prob.cpu().numpy()
+        else:
+            prob = sliding_window(array, self.runner, self.window, self.step, self.runner.batch_size,
+                                  self.gaussian, pad_value=0.0, progress=progress, cancel=cancel)
+            del array
         t2 = time.perf_counter()
         if cancel is not None and cancel.is_set():
             raise Cancelled("Segmentation cancelled while finishing.")

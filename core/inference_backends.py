@@ -140,9 +140,23 @@ class TorchBackend:
         precision = "fp32" if self.dtype is None else str(self.dtype).replace("torch.", "")
         self.name = f"torch-{self.torch_device.type}-{precision}" + ("-cl" if channels_last else "")
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    #: takes and returns torch tensors on its device as well as numpy arrays (see core.inference.sliding_window_tensor)
+    accepts_tensors = True
+
+    def __call__(self, batch: Any) -> Any:
         import torch
 
+        if isinstance(batch, torch.Tensor):  # already on the device: no copies either way
+            x = batch.to(self.torch_device)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last_3d)
+            with torch.inference_mode():
+                if self.dtype is not None:
+                    with torch.autocast(self.torch_device.type, dtype=self.dtype):
+                        logits = self.model(x)[-1]
+                else:
+                    logits = self.model(x)[-1]
+                return torch.sigmoid(logits.float())
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         if self.is_cuda:
             # one reusable page-locked staging buffer: pinning per call costs more than the copy

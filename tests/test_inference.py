@@ -191,6 +191,40 @@ def test_results_do_not_depend_on_the_batch_size():
     np.testing.assert_array_equal(masks[0], masks[1])
 
 
+@pytest.mark.parametrize("gaussian", [False, True])
+def test_device_side_accumulation_matches_the_host_loop(gaussian):
+    # the GPU path (volume and accumulator as tensors on the device), run here on the CPU
+    model = TinyNet().eval()
+    ct = _ct((21, 18, 13))
+    kw = dict(device="cpu", window=8, step=4, gaussian=gaussian, batch_size=3)
+    host = Predictor.from_model(model, NO_CROP, device_accumulate=False, **kw).predict(ct)
+    dev = Predictor.from_model(model, NO_CROP, device_accumulate=True, **kw).predict(ct)
+    assert np.abs(dev.probabilities.array.astype(int) - host.probabilities.array).max() <= 1
+    np.testing.assert_array_equal(dev.mask.array, host.mask.array)
+    arr = np.random.default_rng(2).normal(0, 2, (11, 9, 20)).astype(np.float32)
+    from core.inference import sliding_window_tensor
+
+    out = sliding_window_tensor(torch.from_numpy(arr), torch.sigmoid, window=8, step=3, batch_size=2, gaussian=gaussian)
+    np.testing.assert_allclose(out.numpy(), _sigmoid(arr), atol=2e-6)
+
+
+def test_out_of_memory_handling_on_device_tensors():
+    inner = TinyNet().eval()
+    flaky = FakeOOM(inner, max_batch=1)
+    ct = _ct()
+    kw = dict(device="cpu", window=8, step=4, device_accumulate=True)
+    got = Predictor.from_model(flaky, NO_CROP, batch_size=4, **kw).predict(ct)
+    ref = Predictor.from_model(inner, NO_CROP, batch_size=1, **kw).predict(ct)
+    np.testing.assert_array_equal(got.probabilities.array, ref.probabilities.array)
+    # at batch one, a numpy-only fallback (e.g. OpenVINO on the CPU) takes over the device tensors
+    runner = BatchRunner(TorchBackend(FakeOOM(inner, max_batch=0), "cpu"), batch_size=1,
+                         fallback=lambda: (lambda b: TorchBackend(inner, "cpu")(np.asarray(b))))
+    windows = torch.rand(2, 1, 8, 8, 8) * 255
+    out = runner(windows)
+    assert isinstance(out, torch.Tensor)
+    np.testing.assert_allclose(out.numpy(), TorchBackend(inner, "cpu")(windows.numpy()), atol=1e-6)
+
+
 def test_lung_crop_maps_back_to_the_full_grid():
     # a "chest": soft tissue with two air-filled lungs away from the border
     arr = np.full((24, 40, 40), 40, np.int16)
