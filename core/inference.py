@@ -15,12 +15,16 @@
   the mask ``p > threshold`` (paper: 0.5) reduced to its largest connected
   component (paper's evaluation post-processing; cc3d), optionally hole-filled.
 
-Memory, for a 512 x 512 x 400 CT (104.9 M voxels) with no crop (the worst
-case): the float32 input (0.42 GB) and accumulator (0.42 GB), the uint8
-probabilities and bool mask (0.10 GB each), cc3d's labels on the crop (up to
-0.42 GB, transient) plus the network's activations for one batch (about 1.5 GB
-per 128^3 window in fp32 eager PyTorch; see benchmarks/bench_inference_cpu.py):
-about 2.5-3 GB besides the CT itself with a batch of one.
+Memory, for a 512 x 512 x 400 CT (104.9 M voxels, 0.21 GB as int16) with no
+crop (the worst case), measured by benchmarks/bench_inference_cpu.py
+(``--memory-only``, tracemalloc): the engine's own host memory peaks at
+1.05 GB above the CT (float32 input and accumulator, uint8 probabilities, bool
+mask, cc3d labels on the crop). The network adds, per 128^3 window with a batch
+of one (resident set growth): 2.3 GB in eager fp32 PyTorch, 1.5 GB OpenVINO
+fp32, 0.76 GB OpenVINO bf16. So about 2-3.5 GB in all on the CPU; the whole
+real chest CT (141 x 512 x 512, lung crop) peaked at +1.0 GB with OpenVINO bf16.
+On a GPU the crop and accumulator live on the device when they fit in a
+quarter of its free memory (:func:`sliding_window_tensor`), else on the host.
 """
 
 from __future__ import annotations
