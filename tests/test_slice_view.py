@@ -333,3 +333,23 @@ def test_picking_is_right_on_hidpi_screens(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     ratio, ok, cursor = out.stdout.split(maxsplit=2)
     assert float(ratio) == 2.0 and ok == "True", cursor
+
+
+def test_middle_drag_pans_by_the_drag(view, qtbot):
+    from PySide6.QtCore import QEvent
+    from PySide6.QtGui import QMouseEvent
+
+    v, case, _ = view
+    before = v.image_rect()
+    cursor = case.cursor
+    start = QPoint(100, 100)
+    qtbot.mousePress(v, Qt.MouseButton.MiddleButton, pos=start)
+    end = QPointF(130, 85)
+    v.mouseMoveEvent(QMouseEvent(QEvent.Type.MouseMove, end, end, Qt.MouseButton.NoButton,
+                                 Qt.MouseButton.MiddleButton, Qt.KeyboardModifier.NoModifier))
+    qtbot.mouseRelease(v, Qt.MouseButton.MiddleButton, pos=end.toPoint())
+    after = v.image_rect()
+    assert (after.x() - before.x(), after.y() - before.y()) == pytest.approx((30, -15))
+    assert case.cursor == cursor  # panning never moves the crosshair
+    v.reset_view()
+    assert v.image_rect() == before
