@@ -119,7 +119,7 @@ def quick_train(model, prep, steps: int, patch: int = 32, seed: int = 0):
         loss.backward()
         opt.step()
         if (step + 1) % 25 == 0:
-            print(f"    quick-train step {step + 1}/{steps}: loss {float(loss):.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+            print(f"    quick-train step {step + 1}/{steps}: loss {loss.item():.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
     model.eval()
     return model, make_phantom((128, 128, 128), seed=seed + 1)
 

@@ -501,6 +501,10 @@ class Predictor:
         self.gaussian = bool(gaussian)
         self.postprocess = postprocess or PostProcessing()
         self.device = resolve_device(device)
+        if threads and self.device == "cpu":
+            import torch
+
+            torch.set_num_threads(int(threads))  # asked for explicitly; OpenVINO/ONNX Runtime get it too
         name = resolve_backend_name(backend, "cpu" if self.device == "cpu" else self.device, record)
         request = BackendRequest(name, self.device, self.window, key, cache, threads, channels_last)
         self.model = model.eval()

@@ -42,6 +42,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--backend", default="auto",
                    help="CPU engine: auto (fastest installed), torch, openvino, openvino-fp32, openvino-bf16, onnxruntime")
     p.add_argument("--batch-size", type=int, default=None, metavar="N", help="windows per forward pass (default: 1 on CPU, by memory on GPU)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
     p.add_argument("--window", type=int, default=128, help="window side in voxels (default 128)")
     p.add_argument("--step", type=int, default=64, help="window step in voxels (default 64)")
     p.add_argument("--gaussian", action="store_true", help="Gaussian window weighting instead of the plain mean")
@@ -254,7 +255,7 @@ def handle(args: argparse.Namespace) -> int:
                           connectivity=args.connectivity, fill_holes=args.fill_holes)
     predictor = Predictor(ckpt, device=args.device, window=args.window, step=args.step,
                           batch_size=args.batch_size, gaussian=args.gaussian, backend=args.backend,
-                          postprocess=post, say=say)
+                          postprocess=post, say=say, threads=args.threads)
     if not args.quiet:
         say(f"{len(plan)} case(s), model {ckpt.name}, device {predictor.device}, backend {predictor.backend_name}")
     t0 = time.perf_counter()
