@@ -38,7 +38,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from core.errors import AirwayError, Cancelled, CheckpointError, ConfigError, InputError
-from core.preprocess import CropBox, Preprocessing, prepare_input
+from core.preprocess import CropBox, Preprocessing, lung_mask, prepare_input, window_hu
 from core.volume import IntensityVolume, LabelVolume
 
 Progress = Callable[[int, int, float], None]
@@ -351,6 +351,39 @@ def quantise(probabilities: np.ndarray) -> np.ndarray:
     return out
 
 
+# -- input ---------------------------------------------------------------------------
+
+def fast_crop_box(ct: np.ndarray, prep: Preprocessing, stride: int = 4, min_side: int = 256) -> CropBox:
+    """The lung crop computed on every ``stride``-th row and column (16x fewer voxels, about 20x faster).
+
+    Only the box matters, not the mask: it is grown by ``stride`` voxels on each
+    side beyond the margin, so it covers the full-resolution box (a few voxels
+    larger). Volumes under ``min_side`` in-plane use the exact mask.
+    """
+    if prep.crop == "none":
+        return CropBox.full(ct.shape)
+    if min(ct.shape[1:]) < min_side or stride <= 1:
+        return CropBox.from_mask(lung_mask(ct, prep.lung_threshold), prep.margin)
+    small = lung_mask(ct[:, ::stride, ::stride], prep.lung_threshold)
+    if not small.any():
+        return CropBox.full(ct.shape)
+    coarse = CropBox.from_mask(small, 0)
+    start = [max(coarse.start[0] - prep.margin, 0)]
+    stop = [min(coarse.stop[0] + prep.margin, ct.shape[0])]
+    for axis in (1, 2):
+        start.append(max(coarse.start[axis] * stride - stride - prep.margin, 0))
+        stop.append(min(coarse.stop[axis] * stride + stride + prep.margin, ct.shape[axis]))
+    return CropBox(tuple(start), tuple(stop), tuple(ct.shape))  # type: ignore[arg-type]
+
+
+def prepare(ct: IntensityVolume, prep: Preprocessing, fast_crop: bool = True) -> tuple[np.ndarray, CropBox]:
+    """Network input: :func:`core.preprocess.prepare_input`, or with the subsampled lung crop."""
+    if not fast_crop:
+        return prepare_input(ct, prep)
+    box = fast_crop_box(ct.array, prep)
+    return window_hu(box.crop(ct.array), prep.window, prep.scale), box
+
+
 # -- the predictor -----------------------------------------------------------------
 
 @dataclass
@@ -489,6 +522,8 @@ class Predictor:
 
         self.say = record
         self.preprocessing = prep
+        #: lung crop from a 4x-subsampled plane (a box a few voxels larger, ~20x faster); False: exact
+        self.fast_crop = True
         self.window = _triple(window, "window")
         self.step = _triple(step, "step")
         divisor = int(getattr(model, "divisor", 1) or 1)
@@ -544,7 +579,7 @@ class Predictor:
         t0 = time.perf_counter()
         if cancel is not None and cancel.is_set():
             raise Cancelled("Segmentation cancelled before it started.")
-        array, box = prepare_input(ct, self.preprocessing)
+        array, box = prepare(ct, self.preprocessing, self.fast_crop)
         t1 = time.perf_counter()
         if self._accumulate_on_device(array.shape):
             import torch

@@ -243,6 +243,24 @@ def test_lung_crop_maps_back_to_the_full_grid():
     assert not pred.probabilities.array[~inside].any() and not pred.mask.array[~inside].any()
 
 
+def test_fast_lung_crop_covers_the_exact_one():
+    from core.inference import fast_crop_box
+    from core.preprocess import CropBox, lung_mask
+
+    z, y, x = np.ogrid[:20, :256, :256]
+    arr = np.full((20, 256, 256), -1024, np.int16)
+    arr[:, (((y - 128) / 100.0) ** 2 + ((x - 128) / 118.0) ** 2 <= 1)[0]] = 40  # body
+    for cx in (80, 177):
+        arr[(((z - 10) / 8.0) ** 2 + ((y - 125) / 70.0) ** 2 + ((x - cx) / 37.0) ** 2) <= 1] = -850  # lungs
+    prep = Preprocessing(margin=5)
+    exact = CropBox.from_mask(lung_mask(arr, prep.lung_threshold), prep.margin)
+    fast = fast_crop_box(arr, prep, stride=4)
+    for a in range(3):
+        assert fast.start[a] <= exact.start[a] and fast.stop[a] >= exact.stop[a]
+        assert exact.start[a] - fast.start[a] <= 8 and fast.stop[a] - exact.stop[a] <= 8
+    assert fast_crop_box(arr, Preprocessing(crop="none")) == CropBox.full(arr.shape)
+
+
 def test_ct_smaller_than_a_window_is_padded():
     ct = _ct((5, 7, 6))
     pred = Predictor.from_model(TinyNet(), NO_CROP, device="cpu", window=16, step=8).predict(ct)
