@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
     QApplication,
     QCheckBox,
@@ -36,7 +36,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-import core
 from app import shortcuts
 from app.case import STATUS_KEYS, STATUS_LABELS, Case, apply_project, load_project, segment_case
 from app.dialogs import APP_NAME, AboutDialog, ShortcutsDialog, show_error

@@ -3,7 +3,6 @@ errors as one dialog, projects, drag and drop, keymap, Help/About, --screenshot.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np

@@ -21,7 +21,7 @@ from app.case import (
 )
 from app.workers import Job, run_sync
 from core.errors import Cancelled, GeometryError, InputError
-from core.volume import Geometry, IntensityVolume, LabelVolume, to_canonical
+from core.volume import Geometry, IntensityVolume, LabelVolume
 
 
 @pytest.fixture(scope="module")
