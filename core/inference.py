@@ -332,6 +332,10 @@ class PostProcessing:
             mask = probabilities > np.uint8(min(255, math.floor(self.threshold * 255)))
         else:
             mask = probabilities > self.threshold
+        return self.clean(mask)
+
+    def clean(self, mask: np.ndarray) -> np.ndarray:
+        """The thresholded mask -> largest component (and holes filled) as configured."""
         if self.largest_component and mask.any():
             import cc3d
 
@@ -589,17 +593,24 @@ class Predictor:
             prob = sliding_window_tensor(volume, self.runner, self.window, self.step, self.runner.batch_size,
                                          self.gaussian, pad_value=0.0, progress=progress, cancel=cancel)
             del volume
-            prob = prob.cpu().numpy()
+            # threshold and quantise on the device: a quarter of the bytes come back
+            raw = (prob > self.postprocess.threshold).cpu().numpy()
+            prob_u8 = torch.round(prob * 255.0).clamp_(0, 255).to(torch.uint8).cpu().numpy()
+            del prob
+            t2 = time.perf_counter()
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("Segmentation cancelled while finishing.")
+            mask = self.postprocess.clean(raw)
         else:
             prob = sliding_window(array, self.runner, self.window, self.step, self.runner.batch_size,
                                   self.gaussian, pad_value=0.0, progress=progress, cancel=cancel)
             del array
-        t2 = time.perf_counter()
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("Segmentation cancelled while finishing.")
-        mask = self.postprocess.apply(prob)
-        prob_u8 = quantise(prob)
-        del prob
+            t2 = time.perf_counter()
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("Segmentation cancelled while finishing.")
+            mask = self.postprocess.apply(prob)
+            prob_u8 = quantise(prob)
+            del prob
         windows = len(window_slices(tuple(max(s, w) for s, w in zip(box.shape, self.window)), self.window, self.step))
         name = ct.name or "ct"
         probabilities = IntensityVolume(box.uncrop(prob_u8, 0), ct.geometry, name=f"{name}_probabilities")
