@@ -481,6 +481,12 @@ class Predictor:
         backend: see :data:`core.inference_backends.BACKENDS`; CPU only, "auto" picks the fastest installed.
         postprocess: threshold / largest component / connectivity / hole filling.
         say: receives one-line messages (fallbacks, conversions).
+        cache: folder for exported models (default :func:`core.inference_backends.cache_dir`).
+        threads: CPU threads for torch / OpenVINO / ONNX Runtime (default: theirs).
+        channels_last: channels-last 3D memory format for the PyTorch backend.
+        device_accumulate: keep the crop and accumulator on the GPU (default: when they fit).
+
+    ``fast_crop`` (attribute, default True): lung crop from a subsampled plane, see :func:`fast_crop_box`.
     """
 
     def __init__(self, checkpoint: Any, device: str = "auto", window: int = 128, step: int = 64,
