@@ -222,6 +222,10 @@ def main() -> None:
             ref = read_label(ref_p)
             pred = read_label(pred_p, reference=ref)
         ours = run_ours(ref.mask, pred.mask, ref.geometry.spacing_zyx, True, "ATM_305 (real pair, ATM'22 mode)")
+        import resource
+
+        print(f"  process peak RSS so far (both labels held, imports included): "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
         if args.baseline:
             print("baseline: the published procedure (volume-wide passes per branch)")
             with Step("reference procedure, parse + BD"):
