@@ -14,6 +14,8 @@ Figures: medians over repeats, each with a baseline measured in the same run:
 - redraw vs a naive float windowing + full-image float blend (no LUT, no
   sparse blend), and vs the slice extraction alone;
 - opening vs SimpleITK reading the three files alone (the I/O floor);
+- the longest event-loop stall (10 ms QTimer heartbeat) while the case opens and
+  its tree, metrics and regions are computed in workers, vs the idle loop;
 - peak RSS (resource.getrusage) after each stage.
 
 The CPU is shared with other engineers' jobs while this runs: times are noisy
@@ -173,6 +175,51 @@ def bench_redraw(files: dict[str, Path], repeats: int) -> None:
     print(f"full repaint of a 700x700 axial view: median {statistics.median(paints):.2f} ms")
 
 
+def bench_event_loop(files: dict[str, Path], timeout_s: float = 300.0) -> None:
+    """Longest event-loop stall (10 ms QTimer heartbeat) while a case opens and its
+    tree, metrics and regions are computed in workers, vs the same loop idle."""
+    from PySide6.QtCore import QElapsedTimer, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from app.case import Case
+
+    app = QApplication.instance() or QApplication([])
+    clock = QElapsedTimer()
+    clock.start()
+    gaps: list[int] = []
+    last = [0]
+
+    def beat() -> None:
+        now = clock.elapsed()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(beat)
+    timer.start()
+
+    def spin(until) -> float:
+        t0 = time.perf_counter()
+        while not until() and time.perf_counter() - t0 < timeout_s:
+            app.processEvents()
+            time.sleep(0.002)
+        return time.perf_counter() - t0
+
+    spin(lambda: len(gaps) > 100)
+    idle = max(gaps[1:])
+    gaps.clear()
+    case = Case()
+    case.open_files(str(files["ct"]), str(files["ref"]), [str(files["pred"])])
+    spent = spin(lambda: case.ct is not None and not case.busy and case.predictions
+                 and (case.predictions[0].metrics is not None or case.predictions[0].analysis_error))
+    timer.stop()
+    err = case.predictions[0].analysis_error if case.predictions else "not loaded"
+    print(f"open + tree + metrics + regions in workers: {spent:.1f} s{' (' + err + ')' if err else ''}; "
+          f"event loop max stall {max(gaps[1:] or [0])} ms, p99 {np.percentile(gaps[1:] or [0], 99):.0f} ms "
+          f"(idle loop max {idle} ms); regions {len(case.predictions[0].regions or []) if case.predictions else 0}")
+
+
 def bench_surface(files: dict[str, Path], repeats: int) -> None:
     from app.case import load_case
     from app.workers import run_sync
@@ -207,6 +254,7 @@ def main() -> int:
         bench_open(files, max(1, min(3, args.repeats)))
         bench_open(files, 1, "_gz")
         bench_redraw(files, args.repeats)
+        bench_event_loop(files)
         bench_surface(files, max(1, min(3, args.repeats)))
     return 0
 
