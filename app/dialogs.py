@@ -31,7 +31,7 @@ APP_NAME = "Airway Studio"
 # Third-party components and their licences, shown in About. Versions are
 # read at run time; a missing package is simply skipped.
 LICENCES: tuple[tuple[str, str, str], ...] = (
-    ("PySide6 (Qt for Python)", "PySide6", "LGPL-3.0"),
+    ("PySide6 (Qt for Python)", "PySide6|PySide6-Essentials|PySide6_Essentials", "LGPL-3.0"),
     ("VTK", "vtk", "BSD-3-Clause"),
     ("PyVista", "pyvista", "MIT"),
     ("pyvistaqt", "pyvistaqt", "MIT"),
@@ -84,10 +84,15 @@ def about_html() -> str:
     import core
 
     rows = []
-    for label, dist, lic in LICENCES:
-        try:
-            ver = metadata.version(dist)
-        except metadata.PackageNotFoundError:
+    for label, dists, lic in LICENCES:
+        ver = None
+        for dist in dists.split("|"):  # a component may ship under several distribution names
+            try:
+                ver = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+        if ver is None:
             continue
         rows.append(f"<tr><td>{label}</td><td>{ver}</td><td>{lic}</td></tr>")
     return (

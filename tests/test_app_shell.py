@@ -337,7 +337,10 @@ def test_help_lists_every_binding_and_about_names_licences(window):
     html = about_html()
     import core
 
-    for text in (core.__version__, "LGPL-3.0", "PySide6", "VTK", "PyTorch", "Apache-2.0"):
+    import PySide6
+
+    for text in (core.__version__, "VTK", "PyTorch", "Apache-2.0",
+                 f"<tr><td>PySide6 (Qt for Python)</td><td>{PySide6.__version__}</td><td>LGPL-3.0</td></tr>"):
         assert text in html
     AboutDialog(window).close()
 
