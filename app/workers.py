@@ -18,6 +18,7 @@ import time
 import traceback
 from typing import Any, Callable
 
+import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 from core.errors import Cancelled
@@ -168,6 +169,92 @@ def run_job(
     if tracker is not None:
         tracker(job)
     return job.start()
+
+
+# -- work in a child process ------------------------------------------------------------
+#
+# Some engine steps (cc3d labelling, scipy.ndimage hole filling) hold the GIL
+# for hundreds of milliseconds on a full-size case, which a worker *thread*
+# cannot hide from the event loop. Those run in one long-lived child process;
+# big arrays travel through shared memory, not pickles.
+
+_POOL: Any = None
+
+
+def _process_pool() -> Any:
+    global _POOL
+    if _POOL is None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    return _POOL
+
+
+def _kill_pool() -> None:
+    """Stop the child at once (a cancelled task cannot be interrupted otherwise)."""
+    global _POOL
+    pool, _POOL = _POOL, None
+    if pool is None:
+        return
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        proc.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def call_in_process(fn: Callable[..., Any], *args: Any, cancel: Any = None, poll_s: float = 0.05, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` in the shared child process; the calling (worker) thread
+    waits without the GIL. Setting ``cancel`` kills the child and raises Cancelled."""
+    from concurrent.futures import TimeoutError as FutureTimeout
+    from concurrent.futures.process import BrokenProcessPool
+
+    if cancel is not None and cancel.is_set():
+        raise Cancelled()
+    future = _process_pool().submit(fn, *args, **kwargs)
+    while True:
+        try:
+            return future.result(timeout=poll_s)
+        except FutureTimeout:
+            if cancel is not None and cancel.is_set():
+                _kill_pool()
+                raise Cancelled() from None
+        except BrokenProcessPool:
+            _kill_pool()
+            raise RuntimeError("The analysis process ended unexpectedly (out of memory?).") from None
+
+
+class SharedArray:
+    """A numpy array copied into shared memory for :func:`call_in_process`;
+    ``spec`` is what the child gets, :func:`attach_shared` its side."""
+
+    def __init__(self, array: np.ndarray):
+        from multiprocessing import shared_memory
+
+        self.shm = shared_memory.SharedMemory(create=True, size=max(1, array.nbytes))
+        view = np.ndarray(array.shape, dtype=array.dtype, buffer=self.shm.buf)
+        np.copyto(view, array)  # numpy copies without the GIL
+        del view
+        self.spec = (self.shm.name, tuple(array.shape), array.dtype.str)
+
+    def close(self) -> None:
+        self.shm.close()
+        self.shm.unlink()
+
+    def __enter__(self) -> "SharedArray":
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+
+def attach_shared(spec: tuple) -> tuple[Any, np.ndarray]:
+    """Child side: (handle to keep open while the array is used, array view)."""
+    from multiprocessing import shared_memory
+
+    # spawn children share the parent's resource tracker: the parent unlinks
+    name, shape, dtype = spec
+    shm = shared_memory.SharedMemory(name=name)
+    return shm, np.ndarray(shape, dtype=np.dtype(dtype), buffer=shm.buf)
 
 
 def run_sync(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

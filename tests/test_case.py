@@ -289,3 +289,32 @@ def test_label_selector_picks_the_airway_of_a_cip_map(shared_data):
     assert loaded.reference.voxel_count() == 555  # trachea, main and lobar bronchi (data README)
     everything = load_case(cip / "ct-64.nrrd", cip / "lm-64.nrrd")
     assert everything.reference.voxel_count() > 555  # nonzero: the whole lung label map
+
+
+def test_analysis_in_the_child_process_equals_the_thread_one(tiny_demo):
+    from app.case import analyse_prediction, analyse_reference
+
+    ref, pred = tiny_demo.reference, tiny_demo.prediction
+    here = analyse_reference(ref, in_process=False)
+    there = analyse_reference(ref, in_process=True)
+    assert there.generations == here.generations and len(here.generations) > 3
+    np.testing.assert_array_equal(there.branch_map, here.branch_map)
+    m1, r1 = analyse_prediction(pred, ref, here.tree, in_process=False)
+    m2, r2 = analyse_prediction(pred, ref, here.tree, in_process=True)
+    assert json.dumps(m1.as_dict(), sort_keys=True, default=str) == json.dumps(m2.as_dict(), sort_keys=True, default=str)
+    assert [r.id for r in r1] == [r.id for r in r2] and len(r1) >= 4
+
+
+def test_cancelling_work_in_the_child_process_kills_it_and_the_next_call_works(tiny_demo):
+    import time
+
+    from app.case import analyse_reference
+    from app.workers import call_in_process
+
+    ev = threading.Event()
+    threading.Timer(0.3, ev.set).start()
+    t0 = time.monotonic()
+    with pytest.raises(Cancelled):
+        call_in_process(time.sleep, 30, cancel=ev)
+    assert time.monotonic() - t0 < 10  # not the 30 s the child was asked to sleep
+    assert analyse_reference(tiny_demo.reference, in_process=True).generations
