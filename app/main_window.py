@@ -873,6 +873,10 @@ class MainWindow(QMainWindow):
 
         self.cancel_jobs()
         self.case.cancel_jobs()
+        if not any(isinstance(w, MainWindow) and w is not self and w.isVisible() for w in QApplication.topLevelWidgets()):
+            from app.workers import shutdown_process_pool
+
+            shutdown_process_pool()
         self.settings.set_window_state(self.saveGeometry(), self.saveState())
         self.settings.set("display/settings", json.dumps(self.display.settings.to_dict()))
         self.settings.sync()

@@ -202,6 +202,11 @@ def _kill_pool() -> None:
     pool.shutdown(wait=False, cancel_futures=True)
 
 
+def shutdown_process_pool() -> None:
+    """Stop the analysis child (on quit: a running task would otherwise hold the exit)."""
+    _kill_pool()
+
+
 def call_in_process(fn: Callable[..., Any], *args: Any, cancel: Any = None, poll_s: float = 0.05, **kwargs: Any) -> Any:
     """``fn(*args, **kwargs)`` in the shared child process; the calling (worker) thread
     waits without the GIL. Setting ``cancel`` kills the child and raises Cancelled."""
