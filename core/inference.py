@@ -358,26 +358,38 @@ def quantise(probabilities: np.ndarray) -> np.ndarray:
 # -- input ---------------------------------------------------------------------------
 
 def fast_crop_box(ct: np.ndarray, prep: Preprocessing, stride: int = 4, min_side: int = 256) -> CropBox:
-    """The lung crop computed on every ``stride``-th row and column (16x fewer voxels, about 20x faster).
+    """The lung crop with the lung mask computed on every ``stride``-th row and column (about 20x faster).
 
-    Only the box matters, not the mask: it is grown by ``stride`` voxels on each
-    side beyond the margin, so it covers the full-resolution box (a few voxels
-    larger). Volumes under ``min_side`` in-plane use the exact mask.
+    Only the box matters, not the mask: the coarse mask, grown by one coarse
+    voxel in-plane and brought back to full resolution, selects the full-resolution
+    air voxels (below the lung threshold) whose bounding box, plus the margin,
+    is the crop. That is the exact box up to a voxel or two; a loose box would
+    cost whole extra rows of windows. Volumes under ``min_side`` in-plane use
+    the exact mask.
     """
     if prep.crop == "none":
         return CropBox.full(ct.shape)
     if min(ct.shape[1:]) < min_side or stride <= 1:
         return CropBox.from_mask(lung_mask(ct, prep.lung_threshold), prep.margin)
+    from scipy import ndimage
+
     small = lung_mask(ct[:, ::stride, ::stride], prep.lung_threshold)
     if not small.any():
         return CropBox.full(ct.shape)
-    coarse = CropBox.from_mask(small, 0)
-    start = [max(coarse.start[0] - prep.margin, 0)]
-    stop = [min(coarse.stop[0] + prep.margin, ct.shape[0])]
-    for axis in (1, 2):
-        start.append(max(coarse.start[axis] * stride - stride - prep.margin, 0))
-        stop.append(min(coarse.stop[axis] * stride + stride + prep.margin, ct.shape[axis]))
-    return CropBox(tuple(start), tuple(stop), tuple(ct.shape))  # type: ignore[arg-type]
+    grown = ndimage.binary_dilation(small, structure=np.ones((1, 3, 3), bool))
+    coarse = CropBox.from_mask(grown, 0)
+    # full-resolution window of the grown coarse box
+    lo = [coarse.start[0], coarse.start[1] * stride, coarse.start[2] * stride]
+    hi = [coarse.stop[0], min(coarse.stop[1] * stride, ct.shape[1]), min(coarse.stop[2] * stride, ct.shape[2])]
+    up = np.repeat(np.repeat(grown[coarse.slices], stride, axis=1), stride, axis=2)[:, : hi[1] - lo[1], : hi[2] - lo[2]]
+    air = ct[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] < prep.lung_threshold
+    fine = up & air
+    if not fine.any():
+        return CropBox.full(ct.shape)
+    inner = CropBox.from_mask(fine, 0)
+    start = tuple(max(a + o - prep.margin, 0) for a, o in zip(inner.start, lo))
+    stop = tuple(min(b + o + prep.margin, n) for b, o, n in zip(inner.stop, lo, ct.shape))
+    return CropBox(start, stop, tuple(ct.shape))  # type: ignore[arg-type]
 
 
 def prepare(ct: IntensityVolume, prep: Preprocessing, fast_crop: bool = True) -> tuple[np.ndarray, CropBox]:
@@ -532,7 +544,7 @@ class Predictor:
 
         self.say = record
         self.preprocessing = prep
-        #: lung crop from a 4x-subsampled plane (a box a few voxels larger, ~20x faster); False: exact
+        #: lung crop from a 4x-subsampled plane (the same box up to a voxel or two, ~20x faster); False: exact
         self.fast_crop = True
         self.window = _triple(window, "window")
         self.step = _triple(step, "step")

@@ -243,7 +243,7 @@ def test_lung_crop_maps_back_to_the_full_grid():
     assert not pred.probabilities.array[~inside].any() and not pred.mask.array[~inside].any()
 
 
-def test_fast_lung_crop_covers_the_exact_one():
+def test_fast_lung_crop_matches_the_exact_one():
     from core.inference import fast_crop_box
     from core.preprocess import CropBox, lung_mask
 
@@ -255,9 +255,8 @@ def test_fast_lung_crop_covers_the_exact_one():
     prep = Preprocessing(margin=5)
     exact = CropBox.from_mask(lung_mask(arr, prep.lung_threshold), prep.margin)
     fast = fast_crop_box(arr, prep, stride=4)
-    for a in range(3):
-        assert fast.start[a] <= exact.start[a] and fast.stop[a] >= exact.stop[a]
-        assert exact.start[a] - fast.start[a] <= 8 and fast.stop[a] - exact.stop[a] <= 8
+    # a loose box would cost whole rows of windows: it must be the exact one, up to a voxel or two
+    assert max(abs(a - b) for a, b in zip(fast.start + fast.stop, exact.start + exact.stop)) <= 2
     assert fast_crop_box(arr, Preprocessing(crop="none")) == CropBox.full(arr.shape)
 
 
@@ -521,6 +520,17 @@ def test_without_model_the_demo_model_is_used_or_named(tmp_path):
     else:
         with pytest.raises(CheckpointError, match="--model"):
             model_path(None)
+
+
+@needs_shared
+def test_fast_lung_crop_on_a_real_ct():
+    from core.inference import fast_crop_box
+    from core.io import read_ct
+
+    ct = read_ct(SHARED / "chest_ct_dicom")
+    box = fast_crop_box(ct.array, Preprocessing())
+    # the exact crop (core.preprocess.prepare_input) is (0, 94, 90)-(141, 346, 415); 10 s vs 0.5 s here
+    assert max(abs(a - b) for a, b in zip(box.start + box.stop, (0, 94, 90, 141, 346, 415))) <= 2
 
 
 @needs_shared
