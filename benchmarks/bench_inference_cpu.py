@@ -296,7 +296,8 @@ def main() -> int:
         print(f"| {r['backend']} | {r['s_per_window']:.2f} | {base / r['s_per_window']:.2f}x | {r['dice05']:.4f} | "
               f"{r['dice_median']:.4f} | {r['max_dp']:.4f} | {r['build_s']:.1f} | {r['peak_gb']:.2f} |")
     if ckpt is None:
-        print("(random weights: Dice @0.5 is not the acceptance test; rerun once the demo model exists)")
+        print("(no demo model: the Dice is against a stand-in model, not the acceptance test; rerun once "
+              "resources/models/demo_wingsnet.pt exists)")
 
     if args.no_case:
         return 0
