@@ -136,6 +136,20 @@ def real_ct(args, folder: Path, train_spacing) -> None:
         zs = np.nonzero(mask.any(axis=(1, 2)))[0]
         print(f"  largest component spans slices {zs.min()}..{zs.max()} of {mask.shape[0]} "
               f"({(zs.max() - zs.min() + 1) * train_spacing[2]:.0f} mm head-foot)")
+        # axial profile from head to feet: a trachea is one round ~15-20 mm section near the midline,
+        # the main bronchi two sections left and right of it below the carina
+        world_z = vol.geometry.index_to_world(np.stack([zs, np.zeros_like(zs), np.zeros_like(zs)], 1))[:, 2]
+        order = zs[np.argsort(-world_z)]  # superior first
+        px = vol.geometry.spacing[0] * vol.geometry.spacing[1]
+        for z in order[:: max(1, len(order) // 10)]:
+            lab2 = cc3d.connected_components(mask[z], connectivity=8)
+            stats = cc3d.statistics(lab2)
+            parts = []
+            for i in range(1, int(lab2.max()) + 1):
+                area = stats["voxel_counts"][i] * px
+                cx = vol.geometry.index_to_world(np.array([z, *stats["centroids"][i]]))[0]
+                parts.append(f"{area:.0f} mm2 at x={cx:.0f}")
+            print(f"    slice {z}: {len(parts)} section(s): " + "; ".join(parts[:4]))
         try:
             tree = parse_tree(mask, vol.geometry.spacing_zyx)
             gens = sorted({b.generation for b in tree.branches})
