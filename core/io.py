@@ -158,7 +158,8 @@ def _check_nifti_complete(path: Path) -> None:
         "Copy or download it again; the file on disk is incomplete.",
         path=path,
     )
-    gz = path.read_bytes()[:2] == b"\x1f\x8b"
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
     try:
         with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
             expected = _nifti_expected_end(f.read(544))
