@@ -354,3 +354,25 @@ def test_ddp_two_cpu_processes(phantoms, tmp_path):
     assert ev[0]["world_size"] == 2 and ev[-1]["status"] == "finished"
     assert len([e for e in ev if e["event"] == "run_start"]) == 1  # only rank 0 writes events
     assert _same(_weights(run / "checkpoints" / "last.pt"), r0["state"])
+
+
+# -- real data ------------------------------------------------------------------------------------
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED / "cip" / "ct-64.nrrd").exists(), reason="../shared/data is absent")
+def test_prepare_a_real_ct_from_a_csv_with_a_label_selector(tmp_path):
+    """The CIP chest CT (79 x 64 x 64) and its label map, airway = (value >> 8) == 2 (555 voxels)."""
+    (tmp_path / "pairs.csv").write_text(f"image,label\n{SHARED / 'cip' / 'ct-64.nrrd'},{SHARED / 'cip' / 'lm-64.nrrd'}\n")
+    settings = CacheSettings({"window": [-1000.0, 600.0], "scale": 255.0, "crop": "lung", "margin": 5},
+                             label_selector="bits:8:2", alphas=(0.1, 0.2), small_diameter_mm=10.0)
+    (case,) = prepare_cases(discover_cases(tmp_path / "pairs.csv"), tmp_path / "cache", settings).cases
+    assert case.name == "ct-64"
+    assert case.meta["counts"]["label"] == 555  # the crop keeps every airway voxel
+    assert case.shape[0] <= 79 and case.meta["full_shape"] == [79, 64, 64]
+    assert 0 < case.meta["counts"]["skeleton"] < 555
+    w = np.asarray(case.weights(0.2))
+    lab = np.asarray(case.label).astype(bool)
+    assert (w[~lab] == 1).all() and w[lab].min() >= 0 and w[lab].max() <= 1 and w[lab].min() < 0.5
+    assert case.ct_volume().geometry.spacing == pytest.approx((4.17, 4.17, 3.99), rel=0.01)
