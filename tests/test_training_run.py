@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from core.errors import GeometryError, InputError  # noqa: E402
+from core.errors import InputError  # noqa: E402
 from core.io import write_volume  # noqa: E402
 from core.training.cache import CacheSettings, prepare_cases  # noqa: E402
 from core.training.config import load_config  # noqa: E402

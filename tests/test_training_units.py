@@ -14,7 +14,7 @@ from core.errors import ConfigError, InputError
 from core.training import ddp
 from core.training.augmentation import (Channel, extract_patch, position_in_patch, rotation_matrix,
                                         start_containing)
-from core.training.config import TrainConfig, load_config, save_config
+from core.training.config import load_config, save_config
 from core.training.dataset import discover_cases, split_cases
 from core.training.events import EventLog, check_event, read_events
 from core.training.sampling import epoch_order

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -36,7 +35,7 @@ import numpy as np
 
 from core.errors import AirwayError, CheckpointError, ConfigError, InputError
 from core.training import ddp
-from core.training.cache import CacheSettings, CachedCase, default_cache_dir, prepare_cases
+from core.training.cache import CacheSettings, default_cache_dir, prepare_cases
 from core.training.config import StageSection, TrainConfig, load_config, save_config
 from core.training.dataset import discover_cases, split_cases
 from core.training.events import EventLog
@@ -298,8 +297,6 @@ class Trainer:
         return str(p) if p.is_file() else None
 
     def _run(self) -> str:
-        import torch
-
         from core.models.checkpoint import restore_rng_state, software_versions
 
         cfg = self.cfg
@@ -418,8 +415,6 @@ class Trainer:
         return remaining * epoch_time
 
     def _run_stage(self, index: int, stage: StageSection) -> str:
-        import torch
-
         self.events.emit("stage", stage=index, name=stage.name, loss=stage.loss, epochs=stage.epochs,
                          alpha=stage.alpha, threshold=stage.threshold)
         loss_fn = stage_loss(stage)
