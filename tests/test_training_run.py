@@ -122,6 +122,7 @@ def test_quick_run_through_all_stages(phantoms, tmp_path):
         Trainer(tiny_config(), run, data=phantoms, stdout=None).run()
     with pytest.raises(ConfigError, match="already finished"):
         Trainer(None, run, resume=True, stdout=None).run()
+    assert read_events(run) == events  # refusals leave the finished run's stream alone
 
 
 # -- resume --------------------------------------------------------------------------------

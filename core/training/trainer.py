@@ -154,6 +154,7 @@ class Trainer:
         self.dist = ddp.env_dist_info()
         self.events = EventLog(self.paths.root, stdout=stdout, enabled=self.dist.is_main)
         self._sigterm = threading.Event()
+        self._emit_errors = False
         self._tb = None
         self.model = None
         self.optimizer = None
@@ -277,12 +278,14 @@ class Trainer:
         try:
             return self._run()
         except AirwayError as exc:
-            self.events.emit("error", message=str(exc), traceback="")
-            self.events.emit("run_end", status="failed", best_checkpoint=self._best_path())
+            if self._emit_errors:
+                self.events.emit("error", message=str(exc), traceback="")
+                self.events.emit("run_end", status="failed", best_checkpoint=self._best_path())
             raise
         except BaseException as exc:
-            self.events.emit("error", message=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
-            self.events.emit("run_end", status="failed", best_checkpoint=self._best_path())
+            if self._emit_errors:
+                self.events.emit("error", message=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+                self.events.emit("run_end", status="failed", best_checkpoint=self._best_path())
             raise
         finally:
             if previous is not None:
@@ -300,16 +303,19 @@ class Trainer:
         from core.models.checkpoint import restore_rng_state, software_versions
 
         cfg = self.cfg
+        # Refusals that concern another run's folder come first and write no event into it
+        # (a GUI watching that run must not see it fail).
+        if not self.resume and self.paths.checkpoint("last").exists():
+            raise ConfigError(f"{self.paths.root} already holds a run.",
+                              "Resume it with --resume, or choose another --out folder.")
+        resume = self._load_resume() if self.resume else None
+        self._emit_errors = True
         if self.dist.is_main:
-            if not self.resume and self.paths.checkpoint("last").exists():
-                raise ConfigError(f"{self.paths.root} already holds a run.",
-                                  "Resume it with --resume, or choose another --out folder.")
             self.paths.root.mkdir(parents=True, exist_ok=True)
             self.paths.stop.unlink(missing_ok=True)  # a stale request must not stop the new run at once
             if not self.resume:
                 save_config(cfg, self.paths.config)
         self._setup_torch()
-        resume = self._load_resume() if self.resume else None
         self._setup_data()
         self.events.emit("run_start", config=cfg.to_dict(), versions=software_versions(), device=self.device,
                          world_size=self.dist.world_size, resumed=bool(resume),
