@@ -243,3 +243,16 @@ def test_prepare_command_names_bad_cases(tmp_path, capsys):
     (tmp_path / "imagesTr" / "x_0000.nii.gz").write_bytes(b"junk")
     assert main(["prepare", "--data", str(tmp_path), "--preset", "quick"]) == 2
     assert "x: no label file" in capsys.readouterr().err
+
+
+def test_phantom_dataset_command_writes_the_atm_layout(tmp_path, capsys):
+    from core.cli import main
+
+    assert main(["phantom-dataset", "--n", "2", "--size", "32", "--spacing", "2", "2", "2.5", "--seed", "5",
+                 "--out", str(tmp_path)]) == 0
+    cases = discover_cases(tmp_path)
+    assert [c.name for c in cases] == ["phantom_000", "phantom_001"]
+    assert all(c.label is not None and c.label.name == f"{c.name}.nii.gz" for c in cases)
+    info = json.loads((tmp_path / "phantoms.json").read_text())
+    assert info["seed"] == 5 and info["spacing"] == [2.0, 2.0, 2.5]
+    assert main(["phantom-dataset", "--n", "0", "--out", str(tmp_path / "x")]) == 2
