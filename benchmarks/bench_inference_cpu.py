@@ -212,6 +212,29 @@ def engine_memory(shape=(400, 512, 512)) -> None:
           f"{seconds:.1f} s with a voxel-wise stand-in network")
 
 
+def case_agreement(ckpt: Path, backends: list[str], threads: int, cache: Path) -> None:
+    """Whole-case masks (threshold + largest component, as the CLI writes them) of each backend
+    against eager fp32 PyTorch: the acceptance check (Dice >= 0.995 with a trained model)."""
+    from core.inference import Predictor
+    from core.io import read_ct
+
+    ct = read_ct(CASE)
+    masks, rows = {}, []
+    for name in ["torch"] + [b for b in backends if b != "torch"]:
+        predictor = Predictor(ckpt, device="cpu", backend=name, cache=cache, threads=threads)
+        pred = predictor.predict(ct)
+        masks[name] = pred.mask.array
+        p = pred.probabilities.array
+        rows.append((pred.backend, pred.seconds, pred.windows, dice(masks[name], masks["torch"]),
+                     int(masks[name].sum()), p))
+        print(f"  {pred.backend}: {pred.seconds:.1f} s, {int(masks[name].sum())} voxels, "
+              f"Dice vs fp32 {rows[-1][3]:.4f}, load {os.getloadavg()[0]:.1f}", flush=True)
+    ref_p = rows[0][5]
+    print("\n| backend | whole case s | speed-up | mask voxels | Dice vs eager fp32 mask | max |dp| (of 255) |\n|---|---|---|---|---|---|")
+    for name, sec, n, d, vox, p in rows:
+        print(f"| {name} | {sec:.1f} | {rows[0][1] / sec:.2f}x | {vox} | {d:.4f} | {int(np.abs(p.astype(int) - ref_p).max())} |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--windows", type=int, default=2, help="timed windows per backend")
@@ -221,6 +244,8 @@ def main() -> int:
     ap.add_argument("--extra", action="store_true", help="also torch channels-last, torch bf16 autocast, torch.compile")
     ap.add_argument("--no-case", action="store_true", help="skip the whole-case run")
     ap.add_argument("--memory-only", action="store_true", help="only the engine's host memory on 512 x 512 x 400")
+    ap.add_argument("--case-agreement", action="store_true",
+                    help="only: whole-case masks of each backend vs eager fp32 (needs the demo model)")
     ap.add_argument("--case-backend", default="auto")
     ap.add_argument("--quick-train", type=int, default=0, metavar="STEPS",
                     help="without the demo model: train the random WingsNet STEPS steps on phantom patches first, "
@@ -235,6 +260,14 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     if args.memory_only:
         engine_memory()
+        return 0
+    if args.case_agreement:
+        if not DEMO.exists():
+            print("--case-agreement needs resources/models/demo_wingsnet.pt", file=sys.stderr)
+            return 2
+        print(f"Whole-case agreement on {CASE.name}, model {DEMO.name}; load average {os.getloadavg()[0]:.1f} "
+              "(shared cores)")
+        case_agreement(DEMO, args.backends.split(","), args.threads, Path(tempfile.mkdtemp(prefix="airway-bench-cache-")))
         return 0
     from core.inference_backends import state_hash
 

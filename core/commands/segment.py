@@ -40,7 +40,8 @@ def register(subparsers: Any) -> None:
                    help="which reference values are airway: nonzero (default), value:N, bits:SHIFT:N")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--backend", default="auto",
-                   help="CPU engine: auto (fastest installed), torch, openvino, openvino-fp32, openvino-bf16, onnxruntime")
+                   help="CPU engine: auto (fastest installed that agrees with fp32: onnxruntime, openvino-fp32, torch), "
+                        "torch, openvino (= openvino-fp32), openvino-bf16 (fastest, less exact), onnxruntime")
     p.add_argument("--batch-size", type=int, default=None, metavar="N", help="windows per forward pass (default: 1 on CPU, by memory on GPU)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
     p.add_argument("--window", type=int, default=128, help="window side in voxels (default 128)")
