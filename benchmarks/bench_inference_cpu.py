@@ -20,6 +20,26 @@ Usage: .venv/bin/python benchmarks/bench_inference_cpu.py [--windows 2] [--threa
        (--extra adds torch channels-last, torch bf16 autocast and torch.compile)
 NOTE: on the development machine the 2 cores are shared with other engineers;
 the script prints the load average next to the figures.
+
+Recorded 2026-11-26 (AMD EPYC with AVX512-BF16, 2 threads, load average 3.6-4.1
+from other engineers' work), demo model (WingsNet width 0.25, trained on phantoms),
+2 real 128^3 windows:
+
+| backend | s / window | speed-up vs eager fp32 | Dice @0.5 | max |dp| | peak RSS GB |
+|---|---|---|---|---|---|
+| torch-cpu-fp32 (authors' procedure) | 8.05 | 1.00x | 1.0000 | 0 | 1.16 |
+| onnxruntime-fp32 | 1.54 | 5.22x | 0.9997 | 0.009 | 0.73 |
+| openvino-fp32 | 1.45 | 5.55x | 0.9935 | 0.37 | 0.55 |
+| openvino-bf16 | 1.08 | 7.44x | 0.9913 | 0.32 | 0.27 |
+
+Whole real chest CT (141 x 512 x 512, lung crop 141 x 252 x 325, 30 windows),
+final masks (threshold + largest component) vs eager fp32 (--case-agreement, load ~4):
+eager fp32 328.8 s; onnxruntime-fp32 43.0 s (7.6x, Dice 0.9995); openvino-fp32
+45.7 s (7.2x, Dice 0.9977); openvino-bf16 33.0 s (10x, Dice 0.9944 < 0.995).
+So "auto" = ONNX Runtime fp32: whole case 45.3 s end to end (goal < 180 s).
+Full-width WingsNet (random weights, load 9-13): eager fp32 46-82 s/window,
+onnxruntime 30.6, openvino-fp32 19.7-24.7, openvino-bf16 9.1-10.7 s/window.
+Engine host memory on 512 x 512 x 400 without crop: 1.05 GB above the CT (--memory-only).
 """
 
 from __future__ import annotations
