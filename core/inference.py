@@ -20,9 +20,11 @@ crop (the worst case), measured by benchmarks/bench_inference_cpu.py
 (``--memory-only``, tracemalloc): the engine's own host memory peaks at
 1.05 GB above the CT (float32 input and accumulator, uint8 probabilities, bool
 mask, cc3d labels on the crop). The network adds, per 128^3 window with a batch
-of one (resident set growth): 2.3 GB in eager fp32 PyTorch, 1.5 GB OpenVINO
-fp32, 0.76 GB OpenVINO bf16. So about 2-3.5 GB in all on the CPU; the whole
-real chest CT (141 x 512 x 512, lung crop) peaked at +1.0 GB with OpenVINO bf16.
+of one (resident set growth, full-width WingsNet): 2.3 GB in eager fp32
+PyTorch, 3.7 GB ONNX Runtime fp32, 1.5-2.6 GB OpenVINO fp32, 0.76 GB OpenVINO
+bf16. So about 2.5-5 GB in all on the CPU; the whole real chest CT
+(141 x 512 x 512, lung crop) with the demo model (width 0.25) and ONNX Runtime
+peaked at +1.06 GB.
 On a GPU the crop and accumulator live on the device when they fit in a
 quarter of its free memory (:func:`sliding_window_tensor`), else on the host.
 """
