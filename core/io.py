@@ -122,34 +122,48 @@ def _read_image(path: str | Path, series_uid: str | None = None):
             path=p,
         ) from None
     if volume_suffix(p) in (".nii", ".nii.gz"):
-        # ITK's NIfTI reader zero-fills a truncated file without complaint: a
-        # silent wrong answer, so check the data is all there.
-        _check_nifti_complete(p)
+        _check_nifti_file(p)
     return image
 
 
-def _nifti_expected_end(header: bytes) -> int | None:
-    """Byte offset where a NIfTI-1/2 file's voxel data ends, from its header."""
+@dataclass(frozen=True)
+class _NiftiLayout:
+    data_start: int
+    data_end: int
+    float_dtype: str | None  # numpy dtype of float voxel data, None for integers
+
+
+def _nifti_layout(header: bytes) -> _NiftiLayout | None:
+    """Where a NIfTI-1/2 file's voxel data lies, from its header."""
     import struct
 
     for endian in "<>":
         if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
             dims = struct.unpack(endian + "8h", header[40:56])
+            datatype = struct.unpack(endian + "h", header[70:72])[0]
             bitpix = struct.unpack(endian + "h", header[72:74])[0]
             vox_offset = int(struct.unpack(endian + "f", header[108:112])[0])
             break
         if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
             dims = struct.unpack(endian + "8q", header[16:80])
+            datatype = struct.unpack(endian + "h", header[12:14])[0]
             bitpix = struct.unpack(endian + "h", header[14:16])[0]
             vox_offset = struct.unpack(endian + "q", header[168:176])[0]
             break
     else:
         return None
     n = int(np.prod([max(int(d), 1) for d in dims[1 : dims[0] + 1]], dtype=np.int64))
-    return max(vox_offset, 348) + n * bitpix // 8
+    start = max(vox_offset, 348)
+    floats = {16: endian + "f4", 64: endian + "f8"}
+    return _NiftiLayout(start, start + n * bitpix // 8, floats.get(datatype))
 
 
-def _check_nifti_complete(path: Path) -> None:
+def _check_nifti_file(path: Path) -> None:
+    """Refuse truncated NIfTI files and float NIfTI files holding NaN/inf.
+
+    ITK's NIfTI reader zero-fills missing data and turns NaN into 0 without a
+    word: both would be silent wrong answers.
+    """
     import gzip
     import zlib
 
@@ -160,21 +174,40 @@ def _check_nifti_complete(path: Path) -> None:
     )
     with open(path, "rb") as f:
         gz = f.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gz else open
     try:
-        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
-            expected = _nifti_expected_end(f.read(544))
+        with opener(path, "rb") as f:
+            layout = _nifti_layout(f.read(544))
     except (OSError, EOFError):
         raise truncated from None
-    if expected is None:
+    if layout is None:
+        return
+    if layout.float_dtype is not None:
+        # float data has to be read anyway to look for NaN; that also proves it complete
+        try:
+            with opener(path, "rb") as f:
+                f.seek(layout.data_start)
+                data = f.read(layout.data_end - layout.data_start)
+        except (OSError, EOFError, zlib.error):
+            raise truncated from None
+        if len(data) < layout.data_end - layout.data_start:
+            raise truncated
+        bad = int((~np.isfinite(np.frombuffer(data, dtype=layout.float_dtype))).sum())
+        if bad:
+            raise InputError(
+                f"The image has {bad} NaN or infinite voxels.",
+                "Replace them (for example with -1024 HU for a CT, 0 for a label) in the file and load it again.",
+                path=path,
+            )
         return
     if not gz:
-        if path.stat().st_size < expected:
+        if path.stat().st_size < layout.data_end:
             raise truncated
         return
     with open(path, "rb") as f:
         f.seek(-4, os.SEEK_END)
         isize = int.from_bytes(f.read(4), "little")
-    if isize == expected % 2**32:
+    if isize == layout.data_end % 2**32:
         return
     # The gzip trailer disagrees: decompress the stream to be sure.
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -182,7 +215,7 @@ def _check_nifti_complete(path: Path) -> None:
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             total += len(d.decompress(chunk))
-    if not d.eof or total < expected:
+    if not d.eof or total < layout.data_end:
         raise truncated
 
 

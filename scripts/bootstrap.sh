@@ -68,6 +68,6 @@ fi
 constraint="$VENV/torch-constraint.txt"
 echo "torch==$TORCH_VERSION" > "$constraint"
 say "installing Airway Studio and its dependencies"
-"${PIP[@]}" install -q -c "$constraint" -e ".[test]"
+"${PIP[@]}" install -q -c "$constraint" -e ".[test,fast-cpu]"
 echo "$want" > "$stamp"
 say "ready: $VENV/bin/airway-studio (GUI), $VENV/bin/airway (command line)"

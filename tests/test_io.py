@@ -114,16 +114,20 @@ def test_2d_image_refused(tmp_path: Path) -> None:
         IntensityVolume(np.zeros((4, 4)))
 
 
-def test_nan_ct_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("suffix", [".mha", ".nrrd", ".nii", ".nii.gz"])
+def test_nan_ct_refused(tmp_path: Path, suffix: str) -> None:
+    # ITK's NIfTI reader silently turns NaN into 0; we must still refuse the file
     arr = np.zeros((3, 4, 5), np.float32)
     arr[1, 2, 3] = np.nan
     import SimpleITK as sitk
 
-    path = tmp_path / "nan.mha"
+    path = tmp_path / f"nan{suffix}"
     sitk.WriteImage(sitk.GetImageFromArray(arr), str(path))
     with pytest.raises(InputError, match="NaN") as e:
         read_ct(path)
-    assert "nan.mha" in str(e.value)
+    assert path.name in str(e.value)
+    with pytest.raises(InputError, match="NaN"):
+        read_label(path)
 
 
 def test_folder_without_dicom(tmp_path: Path) -> None:
