@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -344,7 +345,13 @@ def test_ddp_two_cpu_processes(phantoms, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     run = tmp_path / "run"
-    mp.spawn(_ddp_worker, args=(2, port, str(phantoms), str(run), str(tmp_path)), nprocs=2, join=True)
+    ctx = mp.spawn(_ddp_worker, args=(2, port, str(phantoms), str(run), str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + 180  # a stuck rendezvous fails the test instead of hanging the suite
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("the two DDP processes did not finish within 180 s")
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert r0["status"] == r1["status"] == "finished"
