@@ -10,30 +10,9 @@ import pytest
 from core.errors import GeometryError, InputError
 from core.metrics import evaluate
 from core.tree import parse_tree
+from airway_shapes import SPACING, Y_SEGMENTS, tube
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-Y_SEGMENTS = [
-    ((4, 40, 40), (26, 40, 40), 4.0),
-    ((26, 40, 40), (44, 40, 22), 3.0),
-    ((26, 40, 40), (44, 40, 58), 3.0),
-    ((44, 40, 22), (68, 24, 14), 2.5),  # terminal branch "A", cut in the tests
-    ((44, 40, 22), (68, 56, 14), 2.5),
-    ((44, 40, 58), (68, 24, 66), 2.5),
-    ((44, 40, 58), (68, 56, 66), 2.5),
-]
-SPACING = (0.5, 0.6, 0.6)
-
-
-def tube(shape, segments) -> np.ndarray:
-    grid = np.stack(np.indices(shape), axis=-1).astype(float)
-    out = np.zeros(shape, dtype=bool)
-    for p0, p1, r in segments:
-        p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
-        d = p1 - p0
-        t = np.clip(((grid - p0) @ d) / (d @ d), 0.0, 1.0)
-        out |= np.linalg.norm(grid - (p0 + t[..., None] * d), axis=-1) <= r
-    return out
 
 
 @pytest.fixture(scope="module")

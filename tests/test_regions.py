@@ -11,29 +11,9 @@ from core.errors import GeometryError
 from core.regions import category_counts, find_error_regions, sort_regions, step_region
 from core.tree import parse_tree
 from core.volume import Geometry
+from airway_shapes import SPACING, Y_SEGMENTS, tube
 
-SPACING = (0.5, 0.6, 0.6)
-Y_SEGMENTS = [
-    ((4, 40, 40), (26, 40, 40), 4.0),
-    ((26, 40, 40), (44, 40, 22), 3.0),
-    ((26, 40, 40), (44, 40, 58), 3.0),
-    ((44, 40, 22), (68, 24, 14), 2.5),
-    ((44, 40, 22), (68, 56, 14), 2.5),
-    ((44, 40, 58), (68, 24, 66), 2.5),
-    ((44, 40, 58), (68, 56, 66), 2.5),
-]
 SHAPE = (84, 80, 80)
-
-
-def tube(shape, segments) -> np.ndarray:
-    grid = np.stack(np.indices(shape), axis=-1).astype(float)
-    out = np.zeros(shape, dtype=bool)
-    for p0, p1, r in segments:
-        p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
-        d = p1 - p0
-        t = np.clip(((grid - p0) @ d) / (d @ d), 0.0, 1.0)
-        out |= np.linalg.norm(grid - (p0 + t[..., None] * d), axis=-1) <= r
-    return out
 
 
 def make_case():

@@ -10,34 +10,9 @@ from scipy import ndimage
 
 from core.errors import InputError
 from core.tree import AirwayTree, fill_holes, largest_component, nearest_feature, parse_tree
+from airway_shapes import Y_SEGMENTS, Y_SHAPE, tube
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def tube(shape, segments, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
-    """Union of round tubes: each segment (p0, p1, radius) in voxel coords (z, y, x)."""
-    grid = np.stack(np.indices(shape), axis=-1).astype(float)
-    out = np.zeros(shape, dtype=bool)
-    for p0, p1, r in segments:
-        p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
-        d = p1 - p0
-        t = np.clip(((grid - p0) @ d) / (d @ d), 0.0, 1.0)
-        closest = p0 + t[..., None] * d
-        out |= np.linalg.norm(grid - closest, axis=-1) <= r
-    return out
-
-
-# Y tree: trachea (gen 0) -> 2 main bronchi (gen 1) -> 4 terminal branches (gen 2)
-Y_SEGMENTS = [
-    ((4, 40, 40), (26, 40, 40), 4.0),
-    ((26, 40, 40), (44, 40, 22), 3.0),
-    ((26, 40, 40), (44, 40, 58), 3.0),
-    ((44, 40, 22), (68, 24, 14), 2.5),
-    ((44, 40, 22), (68, 56, 14), 2.5),
-    ((44, 40, 58), (68, 24, 66), 2.5),
-    ((44, 40, 58), (68, 56, 66), 2.5),
-]
-Y_SHAPE = (74, 80, 80)
 
 
 @pytest.fixture(scope="module")
