@@ -133,15 +133,15 @@ class SegmentationRun(QObject):
     cancelled = Signal()
     ended = Signal()
 
-    def __init__(self, case: Any, checkpoint: str | os.PathLike, device: str = "auto", *, window: int = 128,
-                 step: int = 64, gaussian: bool = False, backend: str = "auto", threads: int | None = None,
+    def __init__(self, case: Any, checkpoint: str | os.PathLike, device: str = "auto", *, window: int | None = None,
+                 step: int | None = None, gaussian: bool = False, backend: str = "auto", threads: int | None = None,
                  name: str | None = None, use_process: bool | None = None, parent: QObject | None = None):
         super().__init__(parent)
         self.case = case
         self.ct = case.ct
         self.checkpoint = str(checkpoint)
         self.device = device
-        self.options = {"window": int(window), "step": int(step), "gaussian": bool(gaussian), "backend": backend}
+        self.options = {"window": int(window) if window else None, "step": int(step) if step else None, "gaussian": bool(gaussian), "backend": backend}
         self.threads = threads if threads is not None else max(1, (os.cpu_count() or 2) - 1)
         self.name = name or Path(self.checkpoint).stem
         self.use_process = (not getattr(sys, "frozen", False)) if use_process is None else use_process
@@ -374,16 +374,21 @@ class SegmentPanel(QWidget):
             self.device_combo.addItem("CUDA GPU", "cuda")
         form.addRow("Device", self.device_combo)
 
+        # 0 = "from model": the checkpoint's own window (InstanceNorm makes a model
+        # sensitive to the window it was validated with; the paper's is 128 / 64)
         self.window_spin = QSpinBox(self)
-        self.window_spin.setRange(16, 512)
+        self.window_spin.setRange(0, 512)
         self.window_spin.setSingleStep(16)
-        self.window_spin.setValue(128)
-        self.window_spin.setToolTip("Sliding window side in voxels (paper: 128; a multiple of 8 for WingsNet)")
+        self.window_spin.setSpecialValueText("from model")
+        self.window_spin.setValue(0)
+        self.window_spin.setToolTip("Sliding window side in voxels (paper: 128; a multiple of 8 for WingsNet); "
+                                    "'from model' uses the checkpoint's own")
         self.step_spin = QSpinBox(self)
-        self.step_spin.setRange(8, 512)
+        self.step_spin.setRange(0, 512)
         self.step_spin.setSingleStep(8)
-        self.step_spin.setValue(64)
-        self.step_spin.setToolTip("Window stride in voxels (paper: 64, i.e. 50% overlap)")
+        self.step_spin.setSpecialValueText("from model")
+        self.step_spin.setValue(0)
+        self.step_spin.setToolTip("Window stride in voxels (paper: 64, i.e. 50% overlap); 'from model' uses the checkpoint's own")
         wrow = QHBoxLayout()
         wrow.addWidget(self.window_spin)
         wrow.addWidget(QLabel("step"))
@@ -452,8 +457,8 @@ class SegmentPanel(QWidget):
             if not checkpoint:
                 raise CheckpointError("No model chosen.", "Choose a .pt checkpoint with the ... button.")
             run = SegmentationRun(
-                self.case, checkpoint, self.device_combo.currentData(), window=self.window_spin.value(),
-                step=self.step_spin.value(), gaussian=self.gaussian_check.isChecked(), backend=self.backend,
+                self.case, checkpoint, self.device_combo.currentData(), window=self.window_spin.value() or None,
+                step=self.step_spin.value() or None, gaussian=self.gaussian_check.isChecked(), backend=self.backend,
                 threads=self.threads, parent=self,
             )
             run.progress.connect(self._on_progress)

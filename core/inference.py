@@ -503,17 +503,19 @@ class Predictor:
     ``fast_crop`` (attribute, default True): lung crop from a subsampled plane, see :func:`fast_crop_box`.
     """
 
-    def __init__(self, checkpoint: Any, device: str = "auto", window: int = 128, step: int = 64,
+    def __init__(self, checkpoint: Any, device: str = "auto", window: int | None = None, step: int | None = None,
                  batch_size: int | None = None, gaussian: bool = False, backend: str = "auto",
                  postprocess: PostProcessing | None = None, say: Say | None = None,
                  cache: Path | None = None, threads: int | None = None, channels_last: bool = False,
-                 device_accumulate: bool | None = None):
+                 device_accumulate: bool | None = None, spacing: Any = None):
         model, header, key = _load_checkpoint(checkpoint)
         prep = Preprocessing.from_dict(header.get("preprocessing"))
+        window, step = recommended_window(header, window, step)
         self._setup(model, prep, key, device, window, step, batch_size, gaussian, backend,
                     postprocess, say, cache, threads, channels_last)
         self.header = header
         self.device_accumulate = device_accumulate
+        self.spacing = recommended_spacing(header, spacing)
 
     @classmethod
     def from_model(cls, model: Any, preprocessing: Preprocessing, device: str = "auto", window: int = 128,
@@ -530,6 +532,7 @@ class Predictor:
                     postprocess, say, cache, threads, channels_last)
         self.header = {}
         self.device_accumulate = device_accumulate
+        self.spacing = None
         return self
 
     def _setup(self, model: Any, prep: Preprocessing, key: str, device: str, window: int, step: int,
@@ -598,8 +601,49 @@ class Predictor:
 
     def predict(self, ct: IntensityVolume, progress: Progress | None = None,
                 cancel: CancelToken | None = None) -> Prediction:
-        """Segment ``ct``; results on its full grid. Raises :class:`Cancelled` if ``cancel`` is set."""
+        """Segment ``ct``; results on its full grid. Raises :class:`Cancelled` if ``cancel`` is set.
+
+        With a target ``spacing`` (asked for, or recommended by the checkpoint)
+        the CT is resampled linearly to it, segmented there, and the
+        probabilities are resampled back linearly before thresholding, so the
+        mask is made on the CT's own grid.
+        """
         _check_ct(ct)
+        if self.spacing is not None and not np.allclose(ct.geometry.spacing, self.spacing, rtol=0.02):
+            return self._predict_resampled(ct, progress, cancel)
+        return self._predict_native(ct, progress, cancel)
+
+    def _predict_resampled(self, ct: IntensityVolume, progress: Progress | None,
+                           cancel: CancelToken | None) -> Prediction:
+        from core.preprocess import resample_array, resample_ct
+
+        t0 = time.perf_counter()
+        small = resample_ct(ct, self.spacing)
+        self.say(f"resampled the CT from {_fmt_spacing(ct.geometry.spacing)} to {_fmt_spacing(self.spacing)} mm "
+                 f"({'x'.join(map(str, ct.shape))} -> {'x'.join(map(str, small.shape))} voxels), as the model expects")
+        inner = self._predict_native(small, progress, cancel)
+        t1 = time.perf_counter()
+        prob = resample_array(inner.probabilities.array.astype(np.float32) / np.float32(255.0), small.geometry,
+                              ct.shape, ct.geometry, linear=True, default=0.0)
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("Segmentation cancelled while finishing.")
+        mask = self.postprocess.apply(prob)
+        name = ct.name or "ct"
+        box = _map_box(inner.crop, small.geometry, ct)
+        t2 = time.perf_counter()
+        return Prediction(
+            probabilities=IntensityVolume(quantise(prob), ct.geometry, name=f"{name}_probabilities"),
+            mask=LabelVolume(mask, ct.geometry, name=f"{name}_airway"),
+            crop=box,
+            backend=inner.backend,
+            windows=inner.windows,
+            seconds=t2 - t0,
+            messages=list(self.messages),
+            timings={**inner.timings, "resample": (t2 - t0) - inner.seconds},
+        )
+
+    def _predict_native(self, ct: IntensityVolume, progress: Progress | None,
+                        cancel: CancelToken | None) -> Prediction:
         t0 = time.perf_counter()
         if cancel is not None and cancel.is_set():
             raise Cancelled("Segmentation cancelled before it started.")
@@ -646,6 +690,54 @@ class Predictor:
             messages=list(self.messages),
             timings={"prepare": t1 - t0, "windows": t2 - t1, "postprocess": t3 - t2},
         )
+
+
+def recommended_window(header: dict, window: int | None, step: int | None) -> tuple[int, int]:
+    """Window and step: as asked, else the checkpoint's own (``inference``, else its training
+    validation settings), else the paper's 128 / 64.
+
+    InstanceNorm normalises over the whole window, so a model is best run with
+    windows like those it was validated on.
+    """
+    rec = dict(header.get("inference") or {})
+    val = ((header.get("training") or {}).get("validation") or {})
+    w = window or rec.get("window") or val.get("window") or 128
+    s = step or rec.get("step") or val.get("step") or (64 if w == 128 else max(int(w) // 2, 1))
+    return int(w), int(s)
+
+
+def recommended_spacing(header: dict, spacing: Any) -> tuple[float, float, float] | None:
+    """Target voxel spacing (x, y, z mm), or None for the CT's native grid (the paper: no resampling).
+
+    ``spacing``: None = the checkpoint's recommendation (``inference.spacing``) if any;
+    ``"native"`` = never resample; three numbers = that spacing.
+    """
+    if isinstance(spacing, str):
+        if spacing != "native":
+            raise ConfigError(f"Unknown spacing '{spacing}'.", "Give three numbers (x y z mm) or 'native'.")
+        return None
+    if spacing is None:
+        spacing = (header.get("inference") or {}).get("spacing")
+        if spacing is None:
+            return None
+    values = tuple(float(v) for v in spacing)
+    if len(values) != 3 or any(not np.isfinite(v) or v <= 0 for v in values):
+        raise ConfigError(f"Target spacing {spacing} is not three positive numbers.", "Give x y z in mm, e.g. 1.0 1.0 1.0.")
+    return values  # type: ignore[return-value]
+
+
+def _fmt_spacing(sp: Sequence[float]) -> str:
+    return "x".join(f"{v:.3g}" for v in sp)
+
+
+def _map_box(box: CropBox, geometry: Any, ct: IntensityVolume) -> CropBox:
+    """A crop box on a resampled grid, expressed on the CT's own grid (rounded outwards, clamped)."""
+    corners = np.array([[z, y, x] for z in (box.start[0], box.stop[0] - 1) for y in (box.start[1], box.stop[1] - 1)
+                        for x in (box.start[2], box.stop[2] - 1)], float)
+    idx = ct.geometry.world_to_index(geometry.index_to_world(corners))
+    lo = np.clip(np.floor(idx.min(axis=0)), 0, np.asarray(ct.shape) - 1).astype(int)
+    hi = np.clip(np.ceil(idx.max(axis=0)) + 1, 1, np.asarray(ct.shape)).astype(int)
+    return CropBox(tuple(int(v) for v in lo), tuple(int(v) for v in hi), tuple(ct.shape))  # type: ignore[arg-type]
 
 
 def _check_ct(ct: Any) -> None:

@@ -41,7 +41,7 @@ Emit = Callable[[dict[str, Any]], None]
 
 
 def write_request(folder: str | os.PathLike, ct: IntensityVolume, checkpoint: str | os.PathLike, *,
-                  device: str = "auto", window: int = 128, step: int = 64, gaussian: bool = False,
+                  device: str = "auto", window: int | None = None, step: int | None = None, gaussian: bool = False,
                   backend: str = "auto", threads: int | None = None, nice: int = 5) -> Path:
     """Save ``ct`` and a request in ``folder`` (created); returns the request path."""
     folder = Path(folder)
@@ -53,8 +53,8 @@ def write_request(folder: str | os.PathLike, ct: IntensityVolume, checkpoint: st
         "name": ct.name,
         "checkpoint": str(Path(checkpoint).resolve()),
         "device": device,
-        "window": int(window),
-        "step": int(step),
+        "window": None if not window else int(window),  # None: the checkpoint's own
+        "step": None if not step else int(step),
         "gaussian": bool(gaussian),
         "backend": backend,
         "threads": threads,
@@ -91,7 +91,7 @@ def run_request(request: dict[str, Any], emit: Emit, cancel: threading.Event) ->
     array = np.load(ct_path, mmap_mode="r", allow_pickle=False)
     ct = IntensityVolume(np.asarray(array), Geometry.from_dict(request["geometry"]), name=request.get("name") or "ct")
     predictor = Predictor(request["checkpoint"], device=request.get("device", "auto"),
-                          window=int(request.get("window", 128)), step=int(request.get("step", 64)),
+                          window=request.get("window") or None, step=request.get("step") or None,
                           gaussian=bool(request.get("gaussian", False)),
                           backend=str(request.get("backend", "auto")))
     emit({"event": "started", "device": predictor.device, "backend": predictor.backend_name})

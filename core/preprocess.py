@@ -196,3 +196,41 @@ def prepare_input(ct: IntensityVolume, prep: Preprocessing | None = None) -> tup
     prep = prep or Preprocessing()
     box = crop_box_for(ct, prep)
     return window_hu(box.crop(ct.array), prep.window, prep.scale), box
+
+
+# -- optional resampling (off in the original method) ----------------------------
+
+def resampled_geometry(geometry, shape, spacing_xyz) -> tuple[tuple[int, int, int], "object"]:
+    """Grid covering the same extent as ``(geometry, shape)`` at ``spacing_xyz`` (x, y, z mm)."""
+    from core.volume import Geometry
+
+    old = np.asarray(geometry.spacing, float)
+    new = np.asarray(spacing_xyz, float)
+    size_xyz = np.maximum(np.rint(np.asarray(shape[::-1], float) * old / new), 1).astype(int)
+    geo = Geometry(tuple(new), geometry.origin, geometry.direction)
+    return (int(size_xyz[2]), int(size_xyz[1]), int(size_xyz[0])), geo
+
+
+def resample_array(array: np.ndarray, geometry, target_shape, target_geometry, linear: bool = True,
+                   default: float = 0.0) -> np.ndarray:
+    """``array`` on ``geometry`` -> ``target_geometry``/``target_shape`` (world-space, SimpleITK)."""
+    import SimpleITK as sitk
+
+    src = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    src.SetSpacing(geometry.spacing)
+    src.SetOrigin(geometry.origin)
+    src.SetDirection(geometry.direction)
+    ref = sitk.Image([int(s) for s in target_shape[::-1]], sitk.sitkUInt8)
+    ref.SetSpacing(target_geometry.spacing)
+    ref.SetOrigin(target_geometry.origin)
+    ref.SetDirection(target_geometry.direction)
+    interp = sitk.sitkLinear if linear else sitk.sitkNearestNeighbor
+    out = sitk.Resample(src, ref, sitk.Transform(), interp, float(default), src.GetPixelID())
+    return sitk.GetArrayFromImage(out)
+
+
+def resample_ct(ct: IntensityVolume, spacing_xyz, default: float = -1024.0) -> IntensityVolume:
+    """Linear resampling of a CT to ``spacing_xyz`` over the same extent (float32 HU)."""
+    shape, geo = resampled_geometry(ct.geometry, ct.shape, spacing_xyz)
+    arr = resample_array(ct.array.astype(np.float32, copy=False), ct.geometry, shape, geo, True, default)
+    return IntensityVolume(arr, geo, name=ct.name)

@@ -541,3 +541,43 @@ def test_folder_of_cases_and_dicom_folder_are_found():
     assert find_cases(dicom) == [("example_ct_dicom", dicom)]
     names = [n for n, _ in find_cases(SHARED / "totalseg")]
     assert {"aorta_ct_cropped", "example_ct", "example_ct_dicom"} <= set(names)
+
+
+# -- settings the checkpoint recommends -------------------------------------------
+
+def test_window_and_step_come_from_the_checkpoint_unless_given(tmp_path):
+    from core.inference import recommended_window
+    from core.models.checkpoint import save_checkpoint
+    from core.models.registry import build_model
+
+    assert recommended_window({}, None, None) == (128, 64)  # the paper's
+    assert recommended_window({"training": {"validation": {"window": 48, "step": 48}}}, None, None) == (48, 48)
+    assert recommended_window({"inference": {"window": 32, "step": 16},
+                               "training": {"validation": {"window": 48, "step": 48}}}, None, None) == (32, 16)
+    assert recommended_window({"inference": {"window": 32, "step": 16}}, 64, None) == (64, 16)
+    path = tmp_path / "rec.pt"
+    save_checkpoint(path, build_model("wingsnet", width=0.25),
+                    {"preprocessing": NO_CROP.to_dict(), "inference": {"window": 24, "step": 16}})
+    predictor = Predictor(path, device="cpu", backend="torch")
+    assert predictor.window == (24, 24, 24) and predictor.step == (16, 16, 16)
+    assert predictor.spacing is None  # no resampling unless recommended or asked (the paper resamples nothing)
+
+
+def test_resampling_to_a_target_spacing_predicts_on_the_ct_grid():
+    # a CT whose HU rise linearly along x: windowed values, and so IdentityNet's logits, are linear
+    shape = (20, 24, 30)
+    hu = np.broadcast_to(np.linspace(-1000, 600, shape[2]), shape).astype(np.float32)
+    geo = Geometry((0.8, 0.8, 1.0), (5.0, -3.0, 2.0))
+    ct = IntensityVolume(np.ascontiguousarray(hu), geo, "ramp")
+    native = Predictor.from_model(IdentityNet(), NO_CROP, device="cpu", window=8, step=8, backend="torch")
+    direct = native.predict(ct)
+    resampling = Predictor.from_model(IdentityNet(), NO_CROP, device="cpu", window=8, step=8, backend="torch")
+    resampling.spacing = (1.6, 1.6, 2.0)
+    out = resampling.predict(ct)
+    assert out.probabilities.shape == ct.shape and out.mask.shape == ct.shape
+    assert out.probabilities.geometry == ct.geometry and out.mask.geometry == ct.geometry
+    assert any("resampled the CT" in m for m in out.messages)
+    inner = (slice(2, -2), slice(2, -2), slice(2, -2))  # the grid's last voxels fall outside the coarse one
+    diff = np.abs(out.probabilities.array[inner].astype(int) - direct.probabilities.array[inner].astype(int))
+    assert diff.max() <= 0.05 * 255
+    assert out.crop.full_shape == ct.shape

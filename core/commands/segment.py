@@ -44,8 +44,12 @@ def register(subparsers: Any) -> None:
                         "torch, openvino (= openvino-fp32), openvino-bf16 (fastest, less exact), onnxruntime")
     p.add_argument("--batch-size", type=int, default=None, metavar="N", help="windows per forward pass (default: 1 on CPU, by memory on GPU)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
-    p.add_argument("--window", type=int, default=128, help="window side in voxels (default 128)")
-    p.add_argument("--step", type=int, default=64, help="window step in voxels (default 64)")
+    p.add_argument("--window", type=int, default=None,
+                   help="window side in voxels (default: the checkpoint's own, else the paper's 128)")
+    p.add_argument("--step", type=int, default=None, help="window step in voxels (default: the checkpoint's own, else 64)")
+    p.add_argument("--spacing", nargs="+", default=None, metavar="MM",
+                   help="resample to this spacing (x y z mm) before the network, or 'native' (default: the "
+                        "checkpoint's recommendation if it has one, else native as in the paper)")
     p.add_argument("--gaussian", action="store_true", help="Gaussian window weighting instead of the plain mean")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
     p.add_argument("--connectivity", type=int, default=26, choices=(6, 18, 26), help="for the largest component (default 26)")
@@ -243,6 +247,22 @@ def _print_result(result: dict, as_json: bool) -> None:
         print(f"{result['case']}: " + ", ".join(parts), flush=True)
 
 
+def _spacing_arg(values: list[str] | None):
+    if values is None:
+        return None
+    if values == ["native"]:
+        return "native"
+    try:
+        spacing = [float(v) for v in values]
+    except ValueError:
+        spacing = []
+    if len(spacing) != 3:
+        from core.errors import ConfigError
+
+        raise ConfigError(f"--spacing {' '.join(values)} is not three numbers.", "Give x y z in mm (e.g. --spacing 1 1 1) or 'native'.")
+    return spacing
+
+
 def handle(args: argparse.Namespace) -> int:
     from core.inference import PostProcessing, Predictor
 
@@ -256,7 +276,7 @@ def handle(args: argparse.Namespace) -> int:
                           connectivity=args.connectivity, fill_holes=args.fill_holes)
     predictor = Predictor(ckpt, device=args.device, window=args.window, step=args.step,
                           batch_size=args.batch_size, gaussian=args.gaussian, backend=args.backend,
-                          postprocess=post, say=say, threads=args.threads)
+                          postprocess=post, say=say, threads=args.threads, spacing=_spacing_arg(args.spacing))
     if not args.quiet:
         say(f"{len(plan)} case(s), model {ckpt.name}, device {predictor.device}, backend {predictor.backend_name}")
     t0 = time.perf_counter()

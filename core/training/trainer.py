@@ -231,7 +231,10 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------
     def _header(self, stage: int) -> dict:
+        v = self.cfg.validation
+        # inference should use windows like those the model was validated on (InstanceNorm statistics)
         return {"preprocessing": self._preprocessing().to_dict(), "training": self.cfg.to_dict(),
+                "inference": {"window": int(v.window), "step": int(v.step)},
                 "stage": stage, "metrics": dict(self.state.metrics),
                 "train_cases": self.state.train_cases, "val_cases": self.state.val_cases}
 
