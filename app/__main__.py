@@ -41,6 +41,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "airway-studio"])
     app.setApplicationName(APP_NAME)
     app.setOrganizationName("AirwayStudio")
+    app.setDesktopFileName("airway-studio")  # matches installer/linux/airway-studio.desktop
+    from PySide6.QtGui import QIcon
+
+    from core.resources import resource_path
+
+    app.setWindowIcon(QIcon(str(resource_path("icons", "airway_studio.svg"))))
     app.setStyle("Fusion")
     from app.main_window import MainWindow, apply_theme
 
