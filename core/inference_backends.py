@@ -146,20 +146,25 @@ class TorchBackend:
     #: takes and returns torch tensors on its device as well as numpy arrays (see core.inference.sliding_window_tensor)
     accepts_tensors = True
 
+    def _probabilities(self, x: Any) -> Any:
+        """``sigmoid`` of the prediction logit for a batch already on the device (under inference mode)."""
+        import torch
+
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        if self.dtype is not None:
+            with torch.autocast(self.torch_device.type, dtype=self.dtype):
+                logits = self.model(x)[-1]
+        else:
+            logits = self.model(x)[-1]
+        return torch.sigmoid(logits.float())
+
     def __call__(self, batch: Any) -> Any:
         import torch
 
         if isinstance(batch, torch.Tensor):  # already on the device: no copies either way
-            x = batch.to(self.torch_device)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last_3d)
             with torch.inference_mode():
-                if self.dtype is not None:
-                    with torch.autocast(self.torch_device.type, dtype=self.dtype):
-                        logits = self.model(x)[-1]
-                else:
-                    logits = self.model(x)[-1]
-                return torch.sigmoid(logits.float())
+                return self._probabilities(batch.to(self.torch_device))
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         if self.is_cuda:
             # one reusable page-locked staging buffer: pinning per call costs more than the copy
@@ -167,15 +172,8 @@ class TorchBackend:
                 self._pinned = torch.empty(x.shape, dtype=torch.float32, pin_memory=True)
             self._pinned.copy_(x)
             x = self._pinned.to(self.torch_device, non_blocking=True)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last_3d)
         with torch.inference_mode():
-            if self.dtype is not None:
-                with torch.autocast(self.torch_device.type, dtype=self.dtype):
-                    logits = self.model(x)[-1]
-            else:
-                logits = self.model(x)[-1]
-            prob = torch.sigmoid(logits.float())
+            prob = self._probabilities(x)
             if self.is_cuda:
                 # half the bytes over PCIe; uint8 quantisation downstream loses more
                 return prob.half().cpu().numpy().astype(np.float32)

@@ -40,7 +40,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from core.errors import Cancelled, ConfigError
-from core.phantom_body import AIR_HU, LUNG_HU, SOFT_HU, body_box, fill_body
+from core.phantom_body import AIR_HU, LUNG_HU, SOFT_HU, fill_body, finish_ct
 from core.phantom_raster import Grid, centreline_voxels, coverage, segment_distance
 from core.phantom_tree import Branch, Chest, Tree, grow_tree
 from core.volume import Geometry, IntensityVolume, LabelVolume
@@ -365,25 +365,8 @@ def make_phantom(
         v = centreline_voxels(grid, np.asarray(b.start), np.asarray(b.end), b.radius_mm)
         centre[v[:, 0], v[:, 1], v[:, 2]] = True
 
-    if diff.blur_mm > 0:
-        from scipy import ndimage
-
-        sigma = [diff.blur_mm / s for s in grid.spacing[::-1]]
-        # Outside the body the image is constant air, which a normalised blur leaves as it is:
-        # blur only the body's box (plus the kernel's reach), in place.
-        body = ct[body_box(grid, chest, pad_mm=3.0 * diff.blur_mm + 2.0 * max(grid.spacing))]
-        ndimage.gaussian_filter(body, sigma, output=body, mode="nearest", truncate=3.0)
     report(5)
-
-    out = np.empty(shp, dtype=np.int16)
-    rng = np.random.default_rng([seed, 5])
-    for z0 in range(0, shp[0], 16):
-        _check_cancel(cancel)
-        block = ct[z0:z0 + 16]
-        if diff.noise_hu > 0:
-            block += rng.standard_normal(block.shape, dtype=np.float32) * np.float32(diff.noise_hu)
-        np.clip(np.rint(block), -1024, 3071, out=block)
-        out[z0:z0 + 16] = block
+    out = finish_ct(ct, grid, chest, diff.blur_mm, diff.noise_hu, np.random.default_rng([seed, 5]), cancel=cancel)
     del ct
     report(6)
 

@@ -151,3 +151,27 @@ def fill_body(grid: Grid, chest: Chest, rng: np.random.Generator, slab: int = 16
         np.copyto(ct[zs, box[1], box[2]], paren, where=lung)
         lungs[zs, box[1], box[2]] = lung
     return ct, lungs
+
+
+def finish_ct(ct: np.ndarray, grid: Grid, chest: Chest, blur_mm: float, noise_hu: float,
+              rng: np.random.Generator, slab: int = 16, cancel: Any = None) -> np.ndarray:
+    """Partial-volume blur, then scanner noise, rounding and clipping to int16 HU.
+
+    Outside the body the image is constant air, which a normalised blur leaves
+    as it is, so only the body's box (plus the kernel's reach) is blurred, in
+    place. Noise is added slab by slab to keep memory flat.
+    """
+    if blur_mm > 0:
+        sigma = [blur_mm / s for s in grid.spacing[::-1]]
+        body = ct[body_box(grid, chest, pad_mm=3.0 * blur_mm + 2.0 * max(grid.spacing))]
+        ndimage.gaussian_filter(body, sigma, output=body, mode="nearest", truncate=3.0)
+    out = np.empty(ct.shape, dtype=np.int16)
+    for z0 in range(0, ct.shape[0], slab):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("Phantom generation cancelled.")
+        block = ct[z0:z0 + slab]
+        if noise_hu > 0:
+            block += rng.standard_normal(block.shape, dtype=np.float32) * np.float32(noise_hu)
+        np.clip(np.rint(block), -1024, 3071, out=block)
+        out[z0:z0 + slab] = block
+    return out

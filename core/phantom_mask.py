@@ -94,7 +94,7 @@ def phantom_from_mask(
     from scipy import ndimage
 
     from core.phantom import Difficulty, Phantom, _check_cancel
-    from core.phantom_body import AIR_HU, LUNG_HU, SOFT_HU, body_box, fill_body
+    from core.phantom_body import AIR_HU, LUNG_HU, SOFT_HU, fill_body, finish_ct
     from core.phantom_raster import Grid, coverage, segment_distance
     from core.phantom_tree import wall_thickness
 
@@ -170,17 +170,7 @@ def phantom_from_mask(
 
     centre = np.zeros(mask.shape, dtype=bool)
     centre[box] = skeletonize(m).astype(bool)
-    if diff.blur_mm > 0:
-        body = ct[body_box(grid, chest, pad_mm=3.0 * diff.blur_mm + 2.0 * max(spacing))]  # air outside stays air
-        ndimage.gaussian_filter(body, [diff.blur_mm / s for s in sz], output=body, mode="nearest", truncate=3.0)
-    out = np.empty(mask.shape, dtype=np.int16)
-    nrng = np.random.default_rng([seed, 14])
-    for z0 in range(0, mask.shape[0], 16):
-        blk = ct[z0:z0 + 16]
-        if diff.noise_hu > 0:
-            blk += nrng.standard_normal(blk.shape, dtype=np.float32) * np.float32(diff.noise_hu)
-        np.clip(np.rint(blk), -1024, 3071, out=blk)
-        out[z0:z0 + 16] = blk
+    out = finish_ct(ct, grid, chest, diff.blur_mm, diff.noise_hu, np.random.default_rng([seed, 14]))
     del ct
     report(4)
 
