@@ -1,0 +1,310 @@
+"""One prepared GPU session: inference speed, the AMP training path, and a short full-width training run.
+
+A lent GPU machine is short of time (minutes), so everything that needs it runs
+in this one script, each part time-boxed, and everything it measures is printed
+and written to ``--out`` (``summary.json``, the trained checkpoint, the run's
+config and events):
+
+1. ``gpu_inference.py`` on the paper's full-size WingsNet (random weights: the
+   speed is the same): ms per 128^3 window in fp32 / autocast / channels-last
+   and the whole 400 x 512 x 512 synthetic chest through the Predictor.
+2. The training step of ``core.training.trainer`` at the paper's size (width
+   1.0, batch 2 x 128^3, GUL on both outputs): fp32 against fp16 autocast with
+   a GradScaler (the trainer's AMP path), contiguous and channels-last.
+3. A short full-width run of ``airway train`` (the paper preset, three stages
+   shortened to fit the budget from the step time just measured) on phantoms
+   at a realistic resolution with randomised appearance, made on the spot.
+4. The trained checkpoint on held-out phantoms: TD, BD, DSC, precision.
+
+Usage: python benchmarks/gpu_session.py --out OUT [--budget 460]
+Without a CUDA GPU it says so and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+T0 = time.perf_counter()
+DEVICE = "cuda"
+SUMMARY: dict = {}
+
+
+def say(msg: str) -> None:
+    print(f"[{time.perf_counter() - T0:6.1f} s] {msg}", flush=True)
+
+
+def left(budget: float) -> float:
+    return budget - (time.perf_counter() - T0)
+
+
+# -- 1. inference -------------------------------------------------------------------------------
+def inference(timeout: float) -> None:
+    code = ("import sys; from pathlib import Path; sys.path.insert(0, 'benchmarks'); import gpu_inference as gi; "
+            "gi.DEMO = Path('/nonexistent'); sys.argv = ['gpu_inference.py', '--repeats', '5']; sys.exit(gi.main())")
+    say("1. inference: full-size WingsNet (random weights), gpu_inference.py")
+    try:
+        r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        print(r.stdout + r.stderr[-3000:], flush=True)
+        SUMMARY["inference_full_size"] = r.stdout
+    except subprocess.TimeoutExpired as exc:
+        print((exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or ""), flush=True)
+        say(f"inference benchmark stopped after {timeout:.0f} s")
+
+
+# -- 2. the AMP training step ---------------------------------------------------------------------
+def train_step_speed(steps: int = 8) -> float:
+    import torch
+
+    from core.losses import make_loss
+    from core.models.registry import build_model
+    from core.training.trainer import group_losses
+
+    say("2. training step: WingsNet width 1.0, batch 2 x 128^3, GUL")
+    dev = "cuda"
+    g = (torch.rand(2, 1, 128, 128, 128, device=dev) > 0.97).float()
+    x0 = torch.rand(2, 1, 128, 128, 128, device=dev) * 255
+    w = torch.rand(2, 1, 128, 128, 128, device=dev)
+    loss_fn = make_loss("gul", alpha=0.1)
+    rows = {}
+    for amp in (False, True):
+        for cl in (False, True):
+            torch.manual_seed(0)
+            model = build_model("wingsnet", width=1.0).to(dev)
+            x = x0
+            if cl:
+                model = model.to(memory_format=torch.channels_last_3d)
+                x = x0.contiguous(memory_format=torch.channels_last_3d)
+            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+            scaler = torch.amp.GradScaler("cuda") if amp else None
+            torch.cuda.reset_peak_memory_stats()
+            times = []
+            for i in range(steps + 2):
+                torch.cuda.synchronize()
+                t = time.perf_counter()
+                opt.zero_grad(set_to_none=True)
+                if amp:
+                    with torch.autocast("cuda", dtype=torch.float16):
+                        logits = model(x)
+                    loss, _, _ = group_losses(loss_fn, logits, g, w, 1.0)
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    logits = model(x)
+                    loss, _, _ = group_losses(loss_fn, logits, g, w, 1.0)
+                    loss.backward()
+                    opt.step()
+                torch.cuda.synchronize()
+                if i >= 2:
+                    times.append(time.perf_counter() - t)
+            name = f"{'amp fp16' if amp else 'fp32'}{' + channels_last' if cl else ''}"
+            rows[name] = {"median_step_s": float(np.median(times)), "peak_gb": torch.cuda.max_memory_allocated() / 1e9,
+                          "loss_finite": bool(torch.isfinite(loss).item())}
+            say(f"   {name:24s} median step {rows[name]['median_step_s'] * 1000:7.1f} ms  "
+                f"peak {rows[name]['peak_gb']:.1f} GB  loss finite: {rows[name]['loss_finite']}")
+            del model, opt
+            torch.cuda.empty_cache()
+    base = rows["fp32"]["median_step_s"]
+    for k, v in rows.items():
+        v["speedup_vs_fp32"] = base / v["median_step_s"]
+    SUMMARY["train_step"] = rows
+    return rows["amp fp16"]["median_step_s"]
+
+
+# -- 3. data --------------------------------------------------------------------------------------
+def _one_phantom(job: tuple) -> str:
+    from core.io import write_volume
+    from core.phantom import make_phantom
+
+    i, shape, spacing, folder = job
+    rng = np.random.default_rng(1000 + i)
+    ph = make_phantom(shape=shape, spacing=spacing, seed=500 + i,
+                      difficulty=("normal", "hard")[i % 2],
+                      noise=float(rng.uniform(10, 45)), blur=float(rng.uniform(0.3, 1.1)),
+                      wall_contrast=float(rng.uniform(0.3, 1.0)))
+    name = f"ph{i:03d}"
+    write_volume(ph.ct, Path(folder) / "imagesTr" / f"{name}_0000.nii.gz")
+    write_volume(ph.label, Path(folder) / "labelsTr" / f"{name}.nii.gz")
+    return name
+
+
+def _prepare_one(args: tuple) -> str:
+    from core.training.cache import prepare_cases
+
+    case, cache_root, settings = args
+    prepare_cases([case], cache_root, settings)
+    return case.name
+
+
+def build_data(folder: Path, cfg_path: Path, n_fine: int, n_whole: int, procs: int) -> None:
+    from core.preprocess import Preprocessing
+    from core.training.cache import CacheSettings, default_cache_dir
+    from core.training.config import load_config
+    from core.training.dataset import discover_cases
+
+    say(f"3a. {n_fine} phantoms 160 x 192 x 192 at 0.8 x 0.8 x 1.0 mm + {n_whole} whole chests 192^3 (auto spacing)")
+    jobs = [(i, (160, 192, 192), (0.8, 0.8, 1.0), str(folder)) for i in range(n_fine)]
+    jobs += [(n_fine + i, (192, 192, 192), None, str(folder)) for i in range(n_whole)]
+    with Pool(procs) as pool:
+        names = pool.map(_one_phantom, jobs)
+    say(f"    wrote {len(names)} phantoms")
+    cfg = load_config(cfg_path, "paper")
+    prep = Preprocessing(window=tuple(cfg.preprocessing.window), scale=cfg.preprocessing.scale,
+                         crop=cfg.preprocessing.crop, margin=cfg.preprocessing.margin)
+    alphas = tuple(sorted({s.alpha for _, s in cfg.stages() if s.loss == "gul"}))
+    settings = CacheSettings(prep.to_dict(), cfg.data.label_selector, alphas, cfg.sampling.small_diameter_mm)
+    cases = discover_cases(folder)
+    with Pool(procs) as pool:
+        pool.map(_prepare_one, [(c, default_cache_dir(folder), settings) for c in cases])
+    say("3b. training cache built")
+
+
+def write_config(path: Path, step_s: float, budget_s: float, n_train: int, workers: int) -> dict:
+    steps_per_epoch = n_train * 8 // 2
+    epoch_s = steps_per_epoch * step_s * 1.25 + 6.0  # data loading slack + validation
+    epochs = max(6, int(budget_s / epoch_s))
+    e0 = max(2, round(epochs * 0.15))
+    e2 = max(2, round(epochs * 0.2))
+    e1 = max(2, epochs - e0 - e2)
+    text = f"""# Short full-width run on a lent GPU (benchmarks/gpu_session.py): the paper preset with its
+# three stages shortened to fit the machine's minutes ({e0} + {e1} + {e2} epochs),
+# learning rate 0.02 in stages 0-1 (paper 0.01) to converge in few steps.
+[run]
+amp = true
+num_workers = {workers}
+[data]
+val_fraction = 0.12
+[sampling]
+patches_per_case = 8
+batch_size = 2
+[validation]
+every = 1
+window = 128
+step = 64
+[stage0]
+lr = 0.02
+epochs = {e0}
+milestones = [{max(1, e0 - 1)}]
+[stage1]
+lr = 0.02
+epochs = {e1}
+milestones = [{max(1, int(e1 * 0.6))}, {max(2, int(e1 * 0.9))}]
+[stage2]
+epochs = {e2}
+milestones = [{max(1, e2 - 1)}]
+"""
+    path.write_text(text)
+    plan = {"epochs": [e0, e1, e2], "steps_per_epoch": steps_per_epoch, "estimated_epoch_s": epoch_s}
+    SUMMARY["training_plan"] = plan
+    return plan
+
+
+def train(data: Path, cfg: Path, run: Path, deadline_s: float) -> None:
+    say(f"3c. airway train --preset paper (width 1.0, 128^3) on cuda; hard stop at {deadline_s:.0f} s")
+    log = open(run.parent / "train.log", "w")
+    proc = subprocess.Popen([sys.executable, "main.py", "train", "--preset", "paper", "--config", str(cfg), "--data", str(data),
+                             "--out", str(run), "--device", DEVICE], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    stopped = False
+    while proc.poll() is None:
+        time.sleep(2)
+        if not stopped and time.perf_counter() - T0 > deadline_s:
+            (run / "stop.request").touch()  # the trainer stops at the next step and keeps best.pt
+            stopped = True
+            say("    time budget reached: stop requested")
+        if time.perf_counter() - T0 > deadline_s + 60:
+            proc.kill()
+    log.close()
+    SUMMARY["train_exit"] = proc.returncode
+    SUMMARY["train_stopped_early"] = stopped
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines() if line.strip()]
+    SUMMARY["validation"] = [e for e in events if e.get("event") == "validation"][-12:]
+    SUMMARY["epochs"] = [{k: e.get(k) for k in ("stage", "epoch", "loss", "seconds")} for e in events if e.get("event") == "epoch"]
+    for e in events:
+        if e.get("event") in ("stage", "epoch", "run_end", "warning", "error", "validation"):
+            say(f"    {json.dumps({k: v for k, v in e.items() if k not in ('run', 'config')})[:300]}")
+    say(f"    train exit {proc.returncode}")
+
+
+def held_out(ckpt: Path, n: int = 3) -> None:
+    from core.inference import Predictor
+    from core.metrics import evaluate
+    from core.phantom import make_phantom
+
+    say(f"4. {ckpt.name} on {n} held-out phantoms (seeds 9000+, 160 x 192 x 192, 0.8 mm)")
+    predictor = Predictor(ckpt, device=DEVICE)
+    rows = []
+    for i in range(n):
+        ph = make_phantom(shape=(160, 192, 192), spacing=(0.8, 0.8, 1.0), seed=9000 + i, difficulty="normal")
+        pred = predictor.predict(ph.ct)
+        m = evaluate(pred.mask.array, ph.label.array, ph.label.geometry.spacing_zyx)
+        rows.append({"td": m.td, "bd": m.bd, "dsc": m.dsc, "precision": m.precision, "seconds": pred.seconds})
+        say(f"   seed {9000 + i}: TD {m.td:.1f} BD {m.bd:.1f} DSC {m.dsc:.1f} precision {m.precision:.1f} ({pred.seconds:.2f} s)")
+    SUMMARY["held_out_phantoms"] = rows
+    SUMMARY["held_out_mean"] = {k: float(np.mean([r[k] for r in rows])) for k in ("td", "bd", "dsc", "precision")}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--budget", type=float, default=460.0, help="seconds for the whole script")
+    ap.add_argument("--work", default="/tmp/airway_gpu")
+    args = ap.parse_args()
+    import torch
+
+    if not torch.cuda.is_available():
+        print("gpu_session.py: no CUDA GPU here (torch.cuda.is_available() is False).", file=sys.stderr)
+        return 2
+    out, work = Path(args.out), Path(args.work)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    props = torch.cuda.get_device_properties(0)
+    SUMMARY["gpu"] = f"{props.name}, {props.total_memory / 1e9:.0f} GB, torch {torch.__version__}, CUDA {torch.version.cuda}"
+    say(SUMMARY["gpu"] + f", {os.cpu_count()} CPUs")
+    procs = max(2, min(14, (os.cpu_count() or 4) - 2))
+    try:
+        cfg = work / "gpu_run.toml"
+        cfg.write_text("[run]\namp = true\n")
+        inference(timeout=min(120.0, left(args.budget) * 0.25))
+        step_s = train_step_speed()
+        build_data(work / "data", cfg, n_fine=22, n_whole=6, procs=procs)
+        n_train = int(round(28 * 0.88))
+        train_budget = left(args.budget) - 75  # held-out evaluation and copying
+        write_config(cfg, step_s, train_budget * 0.85, n_train, procs)
+        run = work / "run"
+        train(work / "data", cfg, run, deadline_s=(time.perf_counter() - T0) + train_budget)
+        if not (run / "checkpoints" / "best.pt").exists() and left(args.budget) > 150:
+            # e.g. DataLoader workers without enough shared memory in a sandbox: retry in-process
+            say("    no checkpoint: retrying with num_workers = 0")
+            cfg.write_text(cfg.read_text().replace(f"num_workers = {procs}", "num_workers = 0"))
+            run = work / "run_retry"
+            train(work / "data", cfg, run, deadline_s=(time.perf_counter() - T0) + left(args.budget) - 75)
+        best = run / "checkpoints" / "best.pt"
+        if best.exists():
+            shutil.copy(best, out / "wingsnet_full_best.pt")
+            held_out(best)
+        for name in ("config.toml", "events.jsonl"):
+            if (run / name).exists():
+                shutil.copy(run / name, out / name)
+        if (work / "train.log").exists():
+            shutil.copy(work / "train.log", out / "train.log")
+    finally:
+        (out / "summary.json").write_text(json.dumps(SUMMARY, indent=1, default=str))
+        say("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
