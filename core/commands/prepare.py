@@ -43,7 +43,8 @@ def _settings_from(args):
     p = cfg.preprocessing
     alphas = tuple(sorted({s.alpha for _, s in cfg.stages() if s.loss == "gul"}))
     prep = Preprocessing(window=tuple(p.window), scale=p.scale, crop=p.crop, margin=p.margin)
-    return cfg, CacheSettings(prep.to_dict(), cfg.data.label_selector, alphas, cfg.sampling.small_diameter_mm)
+    return cfg, CacheSettings(prep.to_dict(), cfg.data.label_selector, alphas, cfg.sampling.small_diameter_mm,
+                              ignore_value=cfg.data.ignore_value)
 
 
 def run_prepare(args: argparse.Namespace) -> int:

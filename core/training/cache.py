@@ -49,11 +49,14 @@ class CacheSettings:
     alphas: tuple[float, ...] = (0.1, 0.2)
     small_diameter_mm: float = 2.0
     r_d: float = 0.5
+    ignore_value: int = 0
 
     def key(self) -> str:
-        text = json.dumps({"v": CACHE_VERSION, "prep": self.preprocessing, "sel": self.label_selector,
-                           "alphas": sorted(round(a, 6) for a in self.alphas), "small": self.small_diameter_mm,
-                           "r_d": self.r_d}, sort_keys=True)
+        fields = {"v": CACHE_VERSION, "prep": self.preprocessing, "sel": self.label_selector,
+                  "alphas": sorted(round(a, 6) for a in self.alphas), "small": self.small_diameter_mm, "r_d": self.r_d}
+        if self.ignore_value:  # only when used, so caches made without it stay fresh
+            fields["ignore"] = int(self.ignore_value)
+        text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -86,6 +89,11 @@ class CachedCase:
 
     def weights(self, alpha: float) -> np.ndarray:
         return self.array(_weights_name(alpha))
+
+    @property
+    def ignore(self) -> np.ndarray | None:
+        """Voxels the losses leave out (uint8), or None when the dataset has no ignore label."""
+        return self.array("ignore") if (self.folder / "ignore.npy").is_file() else None
 
     @property
     def spacing_zyx(self) -> tuple[float, float, float]:
@@ -188,10 +196,17 @@ def _load_case(case: CaseFiles, settings: CacheSettings):
         raise GeometryError(f"label and image are on different grids (image {ct.shape}, {ct.geometry.describe()}; "
                             f"label {label.shape}, {label.geometry.describe()})",
                             "Use the label made for this CT, or resample it onto the CT grid first.")
+    ignore = None
+    if settings.ignore_value:
+        from core.io import read_volume
+        from core.volume import LabelVolume
+
+        ignore = np.asarray(read_volume(case.label).array) == settings.ignore_value
+        label = LabelVolume(label.mask & ~ignore, label.geometry, label.name)
     if not label.mask.any():
         raise InputError(f"the label is empty (no voxel matches '{settings.label_selector}')",
                          "Check the file or the label selector (data.label_selector).")
-    return ct, label
+    return ct, label, ignore
 
 
 def build_case(case: CaseFiles, settings: CacheSettings, folder: Path) -> CachedCase:
@@ -201,7 +216,7 @@ def build_case(case: CaseFiles, settings: CacheSettings, folder: Path) -> Cached
     from core.preprocess import Preprocessing, crop_box_for, window_hu
     from core.weights import distance_weights
 
-    ct, label = _load_case(case, settings)
+    ct, label, ignore = _load_case(case, settings)
     prep = Preprocessing.from_dict(settings.preprocessing)
     box = crop_box_for(ct, prep)
     mask = box.crop(label.mask)
@@ -230,6 +245,8 @@ def build_case(case: CaseFiles, settings: CacheSettings, folder: Path) -> Cached
         np.save(tmp / "label.npy", mask.astype(np.uint8))
         np.save(tmp / "skeleton.npy", skeleton.astype(np.uint8))
         np.save(tmp / "small.npy", small.astype(np.uint8))
+        if ignore is not None:
+            np.save(tmp / "ignore.npy", box.crop(ignore).astype(np.uint8))
         for a in settings.alphas:
             w = distance_weights(mask, spacing_zyx=spacing, alpha=a, r_d=settings.r_d)
             np.save(tmp / f"{_weights_name(a)}.npy", np.asarray(w, dtype=np.float32))
@@ -239,7 +256,8 @@ def build_case(case: CaseFiles, settings: CacheSettings, folder: Path) -> Cached
             "shape": list(mask.shape), "full_shape": list(ct.shape), "crop": box.to_dict(),
             "spacing_zyx": list(spacing), "geometry": geo.to_dict(),
             "alphas": list(settings.alphas), "small_diameter_mm": settings.small_diameter_mm,
-            "counts": {"label": int(mask.sum()), "skeleton": int(skeleton.sum()), "small": int(small.sum())},
+            "counts": {"label": int(mask.sum()), "skeleton": int(skeleton.sum()), "small": int(small.sum()),
+                       "ignore": 0 if ignore is None else int(box.crop(ignore).sum())},
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         old = None
@@ -266,6 +284,8 @@ def cached_case_if_fresh(case: CaseFiles, settings: CacheSettings, folder: Path)
     if meta.get("settings_key") != settings.key() or meta.get("source") != _source_fingerprint(case):
         return None
     needed = ["image", "label", "skeleton", "small"] + [_weights_name(a) for a in settings.alphas]
+    if settings.ignore_value:
+        needed.append("ignore")
     if not all((folder / f"{n}.npy").is_file() for n in needed):
         return None
     return CachedCase(case.name, folder, meta)

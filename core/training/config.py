@@ -54,6 +54,9 @@ class DataSection:
     on_bad_case: str = "stop"     # stop | skip
     label_selector: str = "nonzero"
     cache_dir: str = ""           # "" = DATA/.airway_cache
+    # label value whose voxels the losses leave out (pseudo-labels: lung voxels that may hold
+    # bronchi the label-maker missed); 0 = none. Those voxels are not airway either.
+    ignore_value: int = 0
 
 
 @dataclass

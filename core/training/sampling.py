@@ -64,6 +64,7 @@ class CaseSampler:
         self.image = case.image
         self.label = case.label
         self.small = case.small
+        self.ignore = case.ignore
         self._small_coords: np.ndarray | None = None
         self._hard_coords = None if hard is None else _coords(hard)
         self._weights: dict[float, np.ndarray] = {}
@@ -118,6 +119,8 @@ class CaseSampler:
         channels = [Channel(self.image, 1, 0.0), Channel(self.label, 1, 0.0)]
         if spec.alpha is not None:
             channels.append(Channel(self.weights(spec.alpha), 1, 1.0))
+        if self.ignore is not None:
+            channels.append(Channel(self.ignore, 1, 0.0))
         arrays = extract_patch(channels, start, spec.size, rot)
         image, label = arrays[0], arrays[1]
         # exact copies stay binary; rotated labels are interpolated floats (paper: threshold per stage)
@@ -127,6 +130,8 @@ class CaseSampler:
                "start": start, "rotation": rot.astype(np.float32)}
         if spec.alpha is not None:
             out["weight"] = np.clip(arrays[2], 0.0, 1.0)[None].astype(np.float32)
+        if self.ignore is not None:
+            out["ignore"] = (arrays[-1] >= 0.5).astype(np.float32)[None]
         return out
 
 

@@ -95,10 +95,13 @@ def stage_loss(stage: StageSection):
     """``f(p, g, w=None) -> scalar`` for a stage: Dice, GUL (distance weights) or RTL (method.md sec. 3)."""
     from core import losses
 
+    # ``w`` reaches Dice and RTL only as the ignore mask's 0/1 weights: a voxel of weight 0 drops
+    # out of every sum, and RTL with 0/1 weights is GUL with those weights.
     if stage.loss == "dice":
-        return lambda p, g, w=None: losses.dice_loss(p, g)
+        return lambda p, g, w=None: losses.dice_loss(p, g, w)
     if stage.loss == "rtl":
-        return lambda p, g, w=None: losses.root_tversky_loss(p, g, alpha=stage.alpha, r=stage.r)
+        return lambda p, g, w=None: (losses.root_tversky_loss(p, g, alpha=stage.alpha, r=stage.r) if w is None
+                                     else losses.general_union_loss(p, g, w, alpha=stage.alpha, r=stage.r))
     return lambda p, g, w=None: losses.general_union_loss(p, g, w, alpha=stage.alpha, r=stage.r)
 
 
@@ -186,7 +189,7 @@ class Trainer:
         cache_root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir(cfg.data.path)
         alphas = tuple(sorted({s.alpha for _, s in cfg.stages() if s.loss == "gul"}))
         settings = CacheSettings(self._preprocessing().to_dict(), cfg.data.label_selector, alphas,
-                                 cfg.sampling.small_diameter_mm)
+                                 cfg.sampling.small_diameter_mm, ignore_value=cfg.data.ignore_value)
         if self.dist.is_main:
             report = prepare_cases(cases, cache_root, settings, on_bad_case=cfg.data.on_bad_case)
             for bad in report.bad:
@@ -490,6 +493,9 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         g = batch["label"].to(self.device, non_blocking=True)
         w = batch["weight"].to(self.device, non_blocking=True) if "weight" in batch else None
+        if "ignore" in batch:
+            keep = 1.0 - batch["ignore"].to(self.device, non_blocking=True)
+            w = keep if w is None else w * keep
         self.optimizer.zero_grad(set_to_none=True)
         if self.amp:
             with torch.autocast("cuda", dtype=torch.float16):
