@@ -103,9 +103,10 @@ def run(args: argparse.Namespace, preds: dict[str, Path], models: dict[str, Path
     t0 = time.perf_counter()
     seg_failures = []
     sources = {m: str(p) for m, p in preds.items()}
+    seg_cache = Cache(cache_dir)
     if models:
         dirs, seg_failures = predict_folders(args.cts, models, out / "predictions", device=args.device,
-                                             backend=args.backend, threads=args.threads, cache=Cache(cache_dir),
+                                             backend=args.backend, threads=args.threads, cache=seg_cache,
                                              progress=progress, say=say)
         preds = {**preds, **dirs}
         sources.update({m: str(p) for m, p in models.items()})
@@ -114,6 +115,7 @@ def run(args: argparse.Namespace, preds: dict[str, Path], models: dict[str, Path
                                label_selector=args.label_selector, prediction_selector=args.prediction_selector)
     result = compare_folders(args.reference, preds, settings=settings, cache_dir=cache_dir, progress=progress)
     result.sources = sources
+    result.cache_stats.update(seg_cache.stats)
     seg_failed = {(f.case, f.model) for f in seg_failures}
     result.failures = seg_failures + [f for f in result.failures if (f.case, f.model) not in seg_failed]
     notes = write_outputs(result, out, snapshots=not args.no_snapshots, cache_dir=cache_dir, say=say)
