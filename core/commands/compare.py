@@ -115,6 +115,7 @@ def run(args: argparse.Namespace, preds: dict[str, Path], models: dict[str, Path
                                label_selector=args.label_selector, prediction_selector=args.prediction_selector)
     result = compare_folders(args.reference, preds, settings=settings, cache_dir=cache_dir, progress=progress)
     result.sources = sources
+    result.ct_dir = str(Path(args.cts).resolve()) if args.cts else ""
     result.cache_stats.update(seg_cache.stats)
     seg_failed = {(f.case, f.model) for f in seg_failures}
     result.failures = seg_failures + [f for f in result.failures if (f.case, f.model) not in seg_failed]

@@ -82,6 +82,7 @@ class CompareResult:
     cache_stats: dict = field(default_factory=dict)
     reference_dir: str = ""
     sources: dict = field(default_factory=dict)  # model -> folder or checkpoint
+    ct_dir: str = ""                               # CTs of the cases, when known (--cts)
 
     def row(self, case: str, model: str) -> CaseRow | None:
         for r in self.rows:
@@ -147,11 +148,11 @@ def compare_folders(
     settings = settings or CompareSettings()
     if not predictions:
         raise InputError("No model to compare.", "Give at least one NAME=DIR of predictions.")
-    ref_dir = Path(reference_dir)
+    ref_dir = Path(reference_dir).absolute()  # rows keep paths the app can reopen from anywhere
     if not ref_dir.is_dir():
         raise InputError("The reference folder does not exist.", "Give --reference REF_DIR (a folder of labels).",
                          path=ref_dir)
-    preds = {m: Path(d) for m, d in predictions.items()}
+    preds = {m: Path(d).absolute() for m, d in predictions.items()}
     for m, d in preds.items():
         if not d.is_dir():
             raise InputError(f"Predictions folder of model '{m}' does not exist.", "Give NAME=DIR with an existing folder.",

@@ -168,6 +168,7 @@ def result_json(result: CompareResult) -> dict:
         "cases": result.cases,
         "reference_dir": result.reference_dir,
         "sources": result.sources,
+        "ct_dir": result.ct_dir,
         "settings": asdict(result.settings),
         "cache_stats": result.cache_stats,
         "rows": [asdict(r) for r in result.rows],
@@ -193,5 +194,5 @@ def read_outputs(out: str | Path) -> CompareResult:
         models=list(d["models"]), cases=list(d["cases"]),
         rows=[CaseRow(**r) for r in d["rows"]], failures=[Failure(**f) for f in d["failures"]],
         settings=CompareSettings(**st), cache_stats=d.get("cache_stats", {}),
-        reference_dir=d.get("reference_dir", ""), sources=d.get("sources", {}),
+        reference_dir=d.get("reference_dir", ""), sources=d.get("sources", {}), ct_dir=d.get("ct_dir", ""),
     )
