@@ -171,3 +171,18 @@ def test_main_window_hook(qtbot, monkeypatch):
     assert w.tabs.currentWidget() is w.compare_tab
     assert [p.name for p in w.compare_tab.layout_view.state.predictions] == ["A", "B"]
     w.cancel_jobs()
+
+
+def test_sagittal_mask_reads_equal_the_plain_array():
+    from app.compare.state import SagittalMask
+
+    rng = np.random.default_rng(1)
+    m = np.zeros((30, 40, 50), bool)
+    m[5:25, 8:30, 10:40] = rng.random((20, 22, 30)) > 0.5
+    s = SagittalMask.wrap(m)
+    for key in [(slice(0, 30), slice(0, 40), 20), (slice(3, 27), slice(10, 35), 10), (slice(0, 30), slice(0, 40), 5),
+                (slice(6, 9), slice(0, 12), 39), (slice(0, 30), slice(0, 40), 45), (slice(None), slice(None), -11),
+                (4, slice(2, 30), slice(0, 50)), (slice(0, 30), 12, slice(3, 44))]:
+        np.testing.assert_array_equal(s[key], m[key])
+    np.testing.assert_array_equal(s[slice(0, 30, 2), slice(0, 40), 20], m[0:30:2, :, 20])
+    assert s.sum() == m.sum() and np.array_equal(np.asarray(s), m)

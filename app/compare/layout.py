@@ -21,6 +21,8 @@ from app.slice_view import ORIENTATIONS, DisplayState, SliceRenderer, SliceView
 class LinkedSliceView(SliceView):
     """A SliceView whose zoom and pan are copied to its peers."""
 
+    smooth_downscale = False  # four views redraw per slice change (30 ms budget)
+
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.peers: list["LinkedSliceView"] = []
