@@ -90,7 +90,7 @@ def layout_data():
     from scipy import ndimage
 
     from core.io import read_label
-    from core.volume import Geometry, IntensityVolume, LabelVolume
+    from core.volume import IntensityVolume, LabelVolume
 
     ref_p, pred_p = ATM / "preds_YangLab" / "ATM_305_0000.nii.gz", ATM / "preds_timi" / "ATM_305_0000.nii.gz"
     if ref_p.exists() and pred_p.exists():

@@ -18,7 +18,7 @@ from core.compare import CompareSettings, agreement, compare_folders, match_case
 from core.compare.batch import METRIC_COLUMNS, CaseRow, CompareResult
 from core.compare.stats import diameter_summary, generation_summary, paired_tests, summary_rows
 from core.io import write_volume
-from core.volume import Geometry, LabelVolume
+from core.volume import LabelVolume
 
 ROOT = Path(__file__).resolve().parents[1]
 ATM = ROOT.parent / "shared" / "data" / "atm22"

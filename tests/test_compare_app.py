@@ -152,7 +152,6 @@ def test_main_window_hook(qtbot, monkeypatch):
     from PySide6.QtWidgets import QMessageBox
 
     from app.case import Case, PredictionEntry
-    from app.compare import compare_case_predictions
     from app.main_window import MainWindow
     from app.settings import Settings
 
