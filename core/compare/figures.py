@@ -56,6 +56,7 @@ def dsc_by_diameter_png(summary: list[dict], models: list[str]) -> bytes:
         ax.errorbar(x + (k - (len(models) - 1) / 2) * 0.04, y, yerr=np.nan_to_num(e), marker="o", capsize=3,
                     label=model)
     ax.set_xticks(x, labels)
+    ax.set_xlim(-0.5, len(labels) - 0.5)
     ax.set_xlabel("airway diameter")
     ax.set_ylabel("DSC (%)")
     ax.set_ylim(0, 100)
