@@ -149,6 +149,7 @@ class MainWindow(QMainWindow):
             self._add_training_tab()
         if install_panels:
             self._install_panels()
+            self._install_compare()
         self._restore_settings()
         self._update_title()
         self._refresh_predictions()
@@ -249,6 +250,16 @@ class MainWindow(QMainWindow):
         sig = getattr(self.training_tab, "openCheckpointRequested", None)
         if sig is not None:
             sig.connect(self._segment_with_checkpoint_from_training)
+
+    def _install_compare(self) -> None:
+        try:
+            from app.compare import install_compare
+
+            install_compare(self)
+        except Exception as exc:  # noqa: BLE001 - a broken tab must not take the review down
+            import traceback
+
+            self.report_error(exc, traceback.format_exc())
 
     def _install_panels(self) -> None:
         if importlib.util.find_spec("app.panels") is None:

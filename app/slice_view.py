@@ -421,6 +421,9 @@ class SliceView(QWidget):
     sliceChanged = Signal(int)
 
     ZOOM_MIN, ZOOM_MAX = 0.25, 40.0
+    # filtered downscaling costs a few ms a frame; side-by-side layouts redrawing
+    # several views per slice change turn it off
+    smooth_downscale = True
 
     def __init__(self, case: Any, orientation: str, display: DisplayState,
                  renderer: SliceRenderer | None = None, parent: QWidget | None = None):
@@ -598,7 +601,7 @@ class SliceView(QWidget):
             p.end()
             return
         # nearest neighbour when zoomed in: voxels stay voxels
-        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, rect.width() < img.width())
+        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self.smooth_downscale and rect.width() < img.width())
         p.drawImage(rect, img)
         self._paint_region(p)
         if self.display.settings.crosshair:

@@ -137,10 +137,20 @@ def _tree_for(ref_volume, tree_path: Path | None, progress):
     return tree
 
 
+def evaluate_pair(pred, ref, tree, *, atm22: bool = False, connectivity: int = 6, threshold: float = 0.8,
+                  diameter_edges=None, cancel=None):
+    """One prediction against its reference and parsed tree, as ``airway evaluate`` scores it
+    (``airway compare`` calls this too, so both report the same numbers)."""
+    from core.metrics import DEFAULT_DIAMETER_EDGES, evaluate
+
+    return evaluate(pred, ref, tree=tree, atm22=atm22, connectivity=connectivity, detection_threshold=threshold,
+                    diameter_edges=tuple(diameter_edges) if diameter_edges else DEFAULT_DIAMETER_EDGES, cancel=cancel)
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from core.errors import InputError
     from core.io import case_name, read_label
-    from core.metrics import DEFAULT_DIAMETER_EDGES, evaluate
+    from core.metrics import DEFAULT_DIAMETER_EDGES
     from core.regions import find_error_regions
 
     ref_path = Path(args.reference)
@@ -203,8 +213,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         for case, method, pp in items:
             print(f"{case}: evaluating {pp.name}", file=sys.stderr, flush=True)
             pred = read_label(pp, args.prediction_selector, reference=ref)
-            m = evaluate(pred, ref, tree=tree, atm22=args.atm22, connectivity=args.connectivity,
-                         detection_threshold=args.threshold, diameter_edges=edges)
+            m = evaluate_pair(pred, ref, tree, atm22=args.atm22, connectivity=args.connectivity,
+                              threshold=args.threshold, diameter_edges=edges)
             regs = []
             if args.regions:
                 regs = find_error_regions(pred, ref, tree, lcc_connectivity=args.connectivity)

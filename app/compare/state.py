@@ -1,0 +1,303 @@
+"""What the comparison layout shows, and the per-pane adapters that let the review's
+SliceView and View3D draw one prediction each.
+
+:class:`CompareState` holds one case: a CT (or a blank stand-in on the masks'
+grid when the compare has no CT), the reference (may be None) and 2-4
+predictions, and the one cursor every pane follows. :class:`PaneCase` looks
+like ``app.case.Case`` to the views: its ``active`` prediction is the pane's
+own, its ``reference`` is what the pane is compared against (the reference,
+another prediction, or nothing), so the views' TP/FP/FN colours read
+"both / this only / the other only" for a prediction-vs-prediction difference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from core.volume import Geometry, LabelVolume
+
+MAX_PANES = 4
+AGAINST_REFERENCE = "reference"
+AGAINST_NOTHING = "none"
+
+
+@dataclass
+class PaneEntry:
+    """A prediction as the views read it (``app.case.PredictionEntry``'s fields they use)."""
+
+    name: str
+    label: LabelVolume
+    probabilities: Any = None
+    metrics: Any = None
+    regions: Any = None
+    path: str | None = None
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.label.mask
+
+
+class SagittalMask(np.ndarray):
+    """A bool mask whose sagittal cuts (``mask[z0:z1, y0:y1, x]``, what the slice views read)
+    come from an x-major copy of its bounding box: the plain read strides 512 bytes a voxel,
+    ~2 ms a mask on a 512 x 512 x 400 case, and four panes read eight masks per slice change.
+    Every other use is the plain array (views and slices of it drop the copy)."""
+
+    _by_x: np.ndarray | None = None
+    _box: tuple | None = None
+
+    @classmethod
+    def wrap(cls, mask: np.ndarray) -> "SagittalMask":
+        from core.tree import bounding_box
+
+        out = np.asarray(mask).view(cls)
+        box = bounding_box(np.asarray(mask))
+        if box is not None:
+            sub = np.asarray(mask)[tuple(slice(a, b) for a, b in box)]
+            out._by_x = np.ascontiguousarray(np.moveaxis(sub, 2, 0))
+            out._box = box
+        return out
+
+    def __array_finalize__(self, obj: Any) -> None:
+        self._by_x = None
+        self._box = None
+
+    def __getitem__(self, key: Any) -> Any:
+        bx = self._by_x
+        if (bx is not None and isinstance(key, tuple) and len(key) == 3 and isinstance(key[0], slice)
+                and isinstance(key[1], slice) and isinstance(key[2], (int, np.integer))):
+            z0, z1, zs = key[0].indices(self.shape[0])
+            y0, y1, ys = key[1].indices(self.shape[1])
+            if zs == 1 and ys == 1:
+                (bz0, bz1), (by0, by1), (bx0, bx1) = self._box
+                x = int(key[2]) % self.shape[2]
+                out = np.zeros((max(z1 - z0, 0), max(y1 - y0, 0)), bool)
+                if bx0 <= x < bx1:
+                    a0, a1 = max(z0, bz0), min(z1, bz1)
+                    c0, c1 = max(y0, by0), min(y1, by1)
+                    if a0 < a1 and c0 < c1:
+                        out[a0 - z0:a1 - z0, c0 - y0:c1 - y0] = bx[x - bx0, a0 - bz0:a1 - bz0, c0 - by0:c1 - by0]
+                return out
+        return np.asarray(self).__getitem__(key)
+
+
+def fast_label(label: LabelVolume) -> LabelVolume:
+    """The label with a :class:`SagittalMask` for large volumes (as the review's x-major CT copy)."""
+    import dataclasses
+
+    if label.array.size < 32e6 or isinstance(label.array, SagittalMask):
+        return label
+    return dataclasses.replace(label, array=SagittalMask.wrap(label.mask))
+
+
+class BlankCT:
+    """Stand-in CT (air everywhere) on the masks' grid when the compare has no CT: no volume-sized memory."""
+
+    def __init__(self, shape: Sequence[int], geometry: Geometry):
+        self.shape = tuple(int(s) for s in shape)
+        self.geometry = geometry
+        self.spacing_zyx = geometry.spacing_zyx
+        self.array = None
+        self.name = "no CT"
+
+    def slice(self, orientation: str) -> np.ndarray:
+        from app.slice_view import display_shape
+
+        return np.full(display_shape(orientation, self.shape), -1000, np.int16)
+
+
+class CompareState(QObject):
+    """One case of the comparison; emits ``caseChanged`` on new data and ``cursorChanged`` when it moves."""
+
+    caseChanged = Signal()
+    cursorChanged = Signal(object)
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.case_name = ""
+        self.ct: Any = None
+        self.reference: LabelVolume | None = None
+        self.predictions: list[PaneEntry] = []
+        self.cursor: tuple[int, int, int] = (0, 0, 0)
+        self._ct_by_x: np.ndarray | None = None
+        self._blank: dict[str, np.ndarray] = {}
+
+    def set_case(self, name: str, predictions: list[PaneEntry], reference: LabelVolume | None = None,
+                 ct: Any = None) -> None:
+        from core.errors import InputError
+
+        if not predictions:
+            raise InputError("No prediction to compare.", "Give 2 to 4 predictions of the case.")
+        grid = ct if ct is not None else (reference if reference is not None else predictions[0].label)
+        shape = tuple(grid.shape)
+        for p in predictions:
+            if tuple(p.label.shape) != shape:
+                raise InputError(f"Prediction '{p.name}' is {p.label.shape}, the case is {shape}.",
+                                 "Compare predictions made on the same CT grid.")
+        self.case_name = name
+        self.ct = ct if ct is not None else BlankCT(shape, grid.geometry)
+        self.reference = None if reference is None else fast_label(reference)
+        self.predictions = [PaneEntry(p.name, fast_label(p.label), p.probabilities, p.metrics, p.regions, p.path)
+                            for p in predictions[:MAX_PANES]]
+        self._blank = {}
+        # sagittal slices of a large CT are strided reads; an x-major copy makes them contiguous
+        arr = getattr(self.ct, "array", None)
+        self._ct_by_x = np.ascontiguousarray(np.moveaxis(arr, 2, 0)) if arr is not None and arr.size >= 32e6 else None
+        box_src = reference.mask if reference is not None else predictions[0].mask
+        nz = np.argwhere(box_src.any(axis=(1, 2)))
+        zc = int(nz[len(nz) // 2, 0]) if len(nz) else shape[0] // 2
+        self.cursor = (zc, shape[1] // 2, shape[2] // 2)
+        self.caseChanged.emit()
+
+    def set_cursor(self, zyx: Sequence[float]) -> None:
+        if self.ct is None:
+            return
+        c = tuple(int(np.clip(round(float(v)), 0, s - 1)) for v, s in zip(zyx, self.ct.shape))
+        if c != self.cursor:
+            self.cursor = c  # type: ignore[assignment]
+            self.cursorChanged.emit(c)
+
+    def ct_slice(self, orientation: str, index: int) -> np.ndarray:
+        from app.slice_view import extract_slice
+
+        if isinstance(self.ct, BlankCT):
+            if orientation not in self._blank:
+                self._blank[orientation] = self.ct.slice(orientation)
+            return self._blank[orientation]
+        if orientation == "sagittal" and self._ct_by_x is not None:
+            return self._ct_by_x[index, ::-1, :]
+        return extract_slice(self.ct.array, orientation, index)
+
+    def against_choices(self, pane: int) -> list[tuple[str, str]]:
+        """(key, text) of what pane ``pane`` can be compared with."""
+        out = []
+        if self.reference is not None:
+            out.append((AGAINST_REFERENCE, "reference"))
+        out += [(str(i), p.name) for i, p in enumerate(self.predictions) if i != pane]
+        out.append((AGAINST_NOTHING, "nothing"))
+        return out
+
+    def default_against(self, pane: int) -> str:
+        if self.reference is not None:
+            return AGAINST_REFERENCE
+        if len(self.predictions) > 1:
+            return str((pane + 1) % len(self.predictions))
+        return AGAINST_NOTHING
+
+
+class PaneCase(QObject):
+    """One pane's view of the :class:`CompareState` (duck-types ``app.case.Case`` for the views)."""
+
+    ctChanged = Signal()
+    referenceChanged = Signal()
+    treeChanged = Signal()
+    predictionsChanged = Signal()
+    activePredictionChanged = Signal(int)
+    cursorChanged = Signal(object)
+    metricsChanged = Signal(int)
+    regionsChanged = Signal(int)
+    activeRegionChanged = Signal(int)
+
+    def __init__(self, state: CompareState, index: int, parent: QObject | None = None):
+        super().__init__(parent)
+        self.state = state
+        self.index = index
+        self.against: str | None = None  # chosen on the first case; kept across cases while valid
+        self.active_index = 0
+        self.active_region = -1
+        self.branch_map = None
+        self.generations: dict[int, int] = {}
+        self.tree = None
+        self._boxes: dict[int, tuple[Any, Any]] = {}
+        state.cursorChanged.connect(self.cursorChanged)
+        state.caseChanged.connect(self._on_case)
+
+    def _on_case(self) -> None:
+        self._boxes.clear()
+        if self.against is None or self.against not in {k for k, _ in self.state.against_choices(self.index)}:
+            self.against = self.state.default_against(self.index)
+        self.ctChanged.emit()
+
+    # -- what the views read ----------------------------------------------------------
+    @property
+    def ct(self) -> Any:
+        return self.state.ct if self.index < len(self.state.predictions) else None
+
+    @property
+    def cursor(self) -> tuple[int, int, int]:
+        return self.state.cursor
+
+    @property
+    def active(self) -> PaneEntry | None:
+        p = self.state.predictions
+        return p[self.index] if self.index < len(p) else None
+
+    @property
+    def predictions(self) -> list[PaneEntry]:
+        a = self.active
+        return [] if a is None else [a]
+
+    @property
+    def reference(self) -> LabelVolume | None:
+        if self.against == AGAINST_REFERENCE:
+            return self.state.reference
+        if self.against is None or self.against == AGAINST_NOTHING:
+            return None
+        i = int(self.against)
+        p = self.state.predictions
+        return p[i].label if 0 <= i < len(p) and i != self.index else None
+
+    def against_name(self) -> str:
+        if self.against == AGAINST_REFERENCE:
+            return "reference"
+        ref = self.reference
+        return "" if ref is None else self.state.predictions[int(self.against)].name
+
+    def set_against(self, key: str) -> None:
+        if key != self.against:
+            self.against = key
+            self.referenceChanged.emit()
+
+    def set_cursor(self, zyx: Sequence[float]) -> None:
+        self.state.set_cursor(zyx)
+
+    def ct_slice(self, orientation: str, index: int) -> np.ndarray:
+        return self.state.ct_slice(orientation, index)
+
+    def regions(self, index: int | None = None) -> list:
+        return []
+
+    def _box(self, mask: np.ndarray | None):
+        from core.tree import bounding_box
+
+        if mask is None:
+            return None
+        hit = self._boxes.get(id(mask))
+        if hit is None or hit[0] is not mask:
+            hit = (mask, bounding_box(mask))
+            self._boxes[id(mask)] = hit
+        return hit[1]
+
+    def overlay_box(self, index: int | None = None):
+        from app.case import union_box
+
+        ref, act = self.reference, self.active
+        box = union_box(self._box(None if ref is None else ref.mask), self._box(None if act is None else act.mask))
+        return ((0, 0), (0, 0), (0, 0)) if box is None else box
+
+
+def pair_dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice (percent) of two masks, on their joint bounding box only."""
+    from core.tree import bounding_box
+
+    boxes = [x for x in (bounding_box(a), bounding_box(b)) if x is not None]
+    if not boxes:
+        return 100.0
+    sl = tuple(slice(min(bx[k][0] for bx in boxes), max(bx[k][1] for bx in boxes)) for k in range(3))
+    sa, sb = a[sl], b[sl]
+    na, nb = int(np.count_nonzero(sa)), int(np.count_nonzero(sb))
+    return 200.0 * int(np.count_nonzero(sa & sb)) / (na + nb) if na + nb else 100.0

@@ -1,0 +1,215 @@
+"""The Compare tab: open an `airway compare` output folder (or take the review case's
+predictions), pick a case and 2-4 models, see them side by side with the metrics
+table and plots, export CSV / PNG / the HTML report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
+                               QPushButton, QSplitter, QVBoxLayout, QWidget)
+
+from app.compare.layout import CompareLayout
+from app.compare.metrics import CompareMetrics
+from app.compare.state import MAX_PANES, PaneEntry
+from core.compare.batch import CompareResult
+
+
+def load_case_masks(result: CompareResult, case: str, models: list[str], *, progress: Any = None,
+                    cancel: Any = None) -> tuple[str, Any, list[PaneEntry], Any]:
+    """Job: (case, reference LabelVolume|None, entries, CT|None) of one case of a compare result,
+    all in canonical (LPS) orientation like the review's case."""
+    from core.errors import Cancelled, InputError
+    from core.io import read_ct, read_label
+    from core.volume import to_canonical
+
+    rows = [result.row(case, m) for m in models]
+    rows = [r for r in rows if r is not None]
+    if not rows:
+        raise InputError(f"No evaluated prediction of case '{case}' for these models.", "Choose other models.")
+    s = result.settings
+    steps = len(rows) + 2
+    ref_path = Path(rows[0].reference) if rows[0].reference else None
+    ref = None
+    if ref_path is not None and ref_path.exists():
+        ref = to_canonical(read_label(ref_path, s.label_selector))[0]
+    if progress:
+        progress(1, steps, "reference")
+    entries = []
+    for k, r in enumerate(rows):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        lab = read_label(r.prediction, s.prediction_selector)
+        entries.append(PaneEntry(r.model, to_canonical(lab)[0], path=r.prediction))
+        if progress:
+            progress(2 + k, steps, r.model)
+    ct = None
+    ct_dir = Path(result.ct_dir) if result.ct_dir else None
+    if ct_dir is not None and ct_dir.is_dir():
+        from core.compare.cases import list_cases
+
+        ct_path = list_cases(ct_dir).get(case)
+        if ct_path is not None:
+            ct = to_canonical(read_ct(ct_path))[0]
+    return case, ref, entries, ct
+
+
+class CompareTab(QWidget):
+    """``open_folder(path)``, ``show_case(case, models)``, ``set_case(name, predictions, reference, ct)``."""
+
+    caseShown = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None, *, track_job: Callable[[Any], None] | None = None,
+                 report_error: Callable[..., None] | None = None, with_3d: bool = True):
+        super().__init__(parent)
+        self.setObjectName("compareTab")
+        self.track_job = track_job
+        self.report_error = report_error
+        self.result: CompareResult | None = None
+        self.folder: Path | None = None
+        self._job: Any = None
+
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        bar = QHBoxLayout()
+        self.open_button = QPushButton("Open compare folder\u2026", self)
+        self.open_button.setObjectName("compareOpen")
+        self.open_button.clicked.connect(self._ask_folder)
+        bar.addWidget(self.open_button)
+        bar.addWidget(QLabel("Case:", self))
+        self.case_combo = QComboBox(self)
+        self.case_combo.setObjectName("compareCase")
+        self.case_combo.setMinimumWidth(140)
+        self.case_combo.activated.connect(lambda _i: self.show_selected())
+        bar.addWidget(self.case_combo)
+        self.folder_label = QLabel(self)
+        bar.addWidget(self.folder_label, 1)
+        for text, name, slot in (("Export CSV\u2026", "compareExportCsv", self._ask_export_csv),
+                                 ("Export PNG\u2026", "compareExportPng", self._ask_export_png),
+                                 ("Export report\u2026", "compareExportHtml", self._ask_export_html)):
+            b = QPushButton(text, self)
+            b.setObjectName(name)
+            b.clicked.connect(slot)
+            bar.addWidget(b)
+        lay.addLayout(bar)
+
+        split = QSplitter(Qt.Orientation.Horizontal, self)
+        side = QWidget(split)
+        sl = QVBoxLayout(side)
+        sl.setContentsMargins(0, 0, 0, 0)
+        sl.addWidget(QLabel(f"Models (2-{MAX_PANES} side by side):", side))
+        self.model_list = QListWidget(side)
+        self.model_list.setObjectName("compareModels")
+        self.model_list.itemChanged.connect(lambda _it: self.show_selected())
+        sl.addWidget(self.model_list, 1)
+        split.addWidget(side)
+        right = QSplitter(Qt.Orientation.Vertical, split)
+        self.layout_view = CompareLayout(with_3d=with_3d, track_job=track_job, parent=right)
+        self.metrics = CompareMetrics(right)
+        right.addWidget(self.layout_view)
+        right.addWidget(self.metrics)
+        right.setSizes([700, 300])
+        split.addWidget(right)
+        split.setSizes([160, 1200])
+        lay.addWidget(split, 1)
+
+    # -- opening ----------------------------------------------------------------------------
+    def open_folder(self, folder: str | Path) -> CompareResult:
+        """Restore a compare output folder: metrics, plots, cases and models (first case shown)."""
+        from core.compare import read_outputs
+
+        result = read_outputs(folder)
+        self.folder = Path(folder)
+        self.set_result(result)
+        self.folder_label.setText(str(self.folder))
+        return result
+
+    def set_result(self, result: CompareResult) -> None:
+        self.result = result
+        self.metrics.set_result(result)
+        self.case_combo.clear()
+        for c in result.cases:
+            if any(r.case == c for r in result.rows):
+                self.case_combo.addItem(c, c)
+        self.model_list.blockSignals(True)
+        self.model_list.clear()
+        for k, m in enumerate(result.models):
+            it = QListWidgetItem(m)
+            it.setFlags(it.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            it.setCheckState(Qt.CheckState.Checked if k < MAX_PANES else Qt.CheckState.Unchecked)
+            self.model_list.addItem(it)
+        self.model_list.blockSignals(False)
+        self.show_selected()
+
+    def selected_models(self) -> list[str]:
+        out = []
+        for i in range(self.model_list.count()):
+            it = self.model_list.item(i)
+            if it.checkState() == Qt.CheckState.Checked:
+                out.append(it.text())
+        return out[:MAX_PANES]
+
+    def show_selected(self) -> None:
+        case = self.case_combo.currentData()
+        models = self.selected_models()
+        if self.result is not None and case and models:
+            self.show_case(case, models)
+
+    def show_case(self, case: str, models: list[str]) -> Any:
+        """Load the masks of ``case`` for ``models`` in a job; the panes update when it ends."""
+        from app.workers import Job, guarded
+
+        if self._job is not None and self._job.running:
+            self._job.cancel()
+        job = Job(load_case_masks, self.result, case, list(models), name=f"Compare: loading {case}")
+        job.result.connect(guarded(self, self._loaded))
+        if self.report_error is not None:
+            job.error.connect(guarded(self, lambda exc, tb: self.report_error(exc, tb)))
+        self._job = job
+        if self.track_job is not None:
+            self.track_job(job)
+        return job.start()
+
+    def _loaded(self, value: tuple) -> None:
+        case, ref, entries, ct = value
+        self.set_case(case, entries, ref, ct)
+
+    def set_case(self, name: str, predictions: list[PaneEntry], reference: Any = None, ct: Any = None) -> None:
+        self.layout_view.state.set_case(name, predictions, reference, ct)
+        self.caseShown.emit(name)
+
+    # -- dialogs ------------------------------------------------------------------------------
+    def _ask_folder(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Open an `airway compare` output folder")
+        if d:
+            self._guard(lambda: self.open_folder(d))
+
+    def _ask_export_csv(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Export the tables (CSV) into")
+        if d:
+            self._guard(lambda: self.metrics.export_csv(d))
+
+    def _ask_export_png(self) -> None:
+        f, _ = QFileDialog.getSaveFileName(self, "Export the DSC-per-diameter plot", "dsc_by_diameter.png", "PNG (*.png)")
+        if f:
+            self._guard(lambda: (self.metrics.export_png(f, "dsc_by_diameter"),
+                                 self.metrics.export_png(str(Path(f).with_name(Path(f).stem + "_bd_by_generation.png")),
+                                                         "bd_by_generation")))
+
+    def _ask_export_html(self) -> None:
+        f, _ = QFileDialog.getSaveFileName(self, "Export the HTML report", "report.html", "HTML (*.html)")
+        if f:
+            snaps = self.folder / "snapshots" if self.folder is not None else None
+            self._guard(lambda: self.metrics.export_report(f, snaps))
+
+    def _guard(self, fn: Callable[[], Any]) -> None:
+        from core.errors import AirwayError
+
+        try:
+            fn()
+        except AirwayError as exc:
+            if self.report_error is None:
+                raise
+            self.report_error(exc)

@@ -1,0 +1,165 @@
+"""``airway compare``: several models over a folder of cases, with statistics and a report.
+
+    airway compare --reference REF_DIR --predictions NAME=DIR [NAME=DIR ...] --out OUT
+    airway compare --reference REF_DIR --cts CT_DIR --models NAME=CKPT [...] --out OUT
+    airway compare --agreement A B [--json F]       (two predictions of one case, no reference)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "compare",
+        help="compare models over a folder of cases: metrics, mean/sd, Wilcoxon tests, plots, HTML report",
+        description="Evaluate every case x model (ATM'22 definitions, as `airway evaluate`), cached by content so an "
+                    "unchanged rerun is near instant; write metrics.csv, summary.csv, tests.csv, DSC per diameter, "
+                    "BD per generation and report.html into --out. Cases are matched by file name "
+                    "(a trailing _0000 is ignored).",
+    )
+    p.add_argument("--reference", metavar="REF_DIR", help="folder of reference labels")
+    p.add_argument("--predictions", nargs="+", metavar="NAME=DIR", default=[], help="a folder of predictions per model")
+    p.add_argument("--cts", metavar="CT_DIR", help="folder of CTs to segment with --models")
+    p.add_argument("--models", nargs="+", metavar="NAME=CKPT", default=[], help="a checkpoint per model (with --cts)")
+    p.add_argument("--out", metavar="OUT", help="output folder")
+    p.add_argument("--cache", metavar="DIR", help="cache folder (default OUT/.cache)")
+    p.add_argument("--no-cache", action="store_true", help="evaluate everything again, store nothing")
+    p.add_argument("--no-snapshots", action="store_true", help="leave the 3D snapshots out of the report")
+    p.add_argument("--atm22", action="store_true", help="ATM'22 organisers' smoothing and rounding")
+    p.add_argument("--label-selector", default=None, help="which reference values are airway (default nonzero)")
+    p.add_argument("--prediction-selector", default=None, help="same for the predictions")
+    p.add_argument("--connectivity", type=int, default=6, choices=(6, 18, 26),
+                   help="connectivity of the prediction's largest component (default 6, as ATM'22)")
+    p.add_argument("--threshold", type=float, default=0.8, help="branch detection share (default 0.8)")
+    p.add_argument("--diameter-edges", type=float, nargs="+", default=None, metavar="MM",
+                   help="diameter intervals for DSC per diameter (default 0 2 4 6 8)")
+    p.add_argument("--device", default="auto", help="for --models: auto, cpu, cuda, cuda:N")
+    p.add_argument("--backend", default="auto", help="for --models: CPU engine (see airway segment)")
+    p.add_argument("--threads", type=int, default=None, help="for --models: CPU threads")
+    p.add_argument("--agreement", nargs=2, metavar=("A", "B"),
+                   help="two predictions of one case, no reference: Dice between them, branches one finds and the other misses")
+    p.add_argument("--json", metavar="F", help="with --agreement: write the result as JSON")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    p.set_defaults(func=handle)
+
+
+def _pairs(values: list[str], what: str) -> dict[str, Path]:
+    from core.errors import InputError
+
+    out: dict[str, Path] = {}
+    for v in values:
+        name, sep, path = v.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"'{v}' is not NAME=PATH.", f"Give {what} as NAME=PATH, e.g. dice=runs/dice/best.pt.")
+        if name in out:
+            raise InputError(f"Model name '{name}' is given twice.", "Give each model its own name.")
+        out[name] = Path(path)
+    return out
+
+
+def handle(args: argparse.Namespace) -> int:
+    from core.errors import InputError
+
+    if args.agreement:
+        return _agreement(args)
+    if not args.reference or not args.out:
+        raise InputError("--reference and --out are needed.",
+                         "airway compare --reference REF_DIR --predictions NAME=DIR ... --out OUT")
+    preds = _pairs(args.predictions, "--predictions")
+    models = _pairs(args.models, "--models")
+    if models and not args.cts:
+        raise InputError("--models needs --cts (the CTs to segment).", "Add --cts CT_DIR.")
+    if args.cts and not models:
+        raise InputError("--cts needs --models NAME=CKPT.", "Add --models NAME=CKPT ...")
+    clash = set(preds) & set(models)
+    if clash:
+        raise InputError(f"Model name(s) {', '.join(sorted(clash))} used twice.", "Give each model its own name.")
+    if not preds and not models:
+        raise InputError("No model to compare.", "Give --predictions NAME=DIR ... or --cts CT_DIR --models NAME=CKPT ...")
+    return run(args, preds, models)
+
+
+def run(args: argparse.Namespace, preds: dict[str, Path], models: dict[str, Path]) -> int:
+    from core.compare import CompareSettings, compare_folders, predict_folders, write_outputs
+    from core.compare.cache import Cache
+    from core.metrics import DEFAULT_DIAMETER_EDGES
+
+    out = Path(args.out)
+    cache_dir = None if args.no_cache else Path(args.cache) if args.cache else out / ".cache"
+
+    def say(text: str) -> None:
+        if not args.quiet:
+            print(f"airway compare: {text}", file=sys.stderr, flush=True)
+
+    def progress(done: int, total: int, what: str) -> None:
+        say(f"[{done}/{total}] {what}")
+
+    t0 = time.perf_counter()
+    seg_failures = []
+    sources = {m: str(p) for m, p in preds.items()}
+    seg_cache = Cache(cache_dir)
+    if models:
+        dirs, seg_failures = predict_folders(args.cts, models, out / "predictions", device=args.device,
+                                             backend=args.backend, threads=args.threads, cache=seg_cache,
+                                             progress=progress, say=say)
+        preds = {**preds, **dirs}
+        sources.update({m: str(p) for m, p in models.items()})
+    settings = CompareSettings(atm22=args.atm22, connectivity=args.connectivity, detection_threshold=args.threshold,
+                               diameter_edges=tuple(args.diameter_edges or DEFAULT_DIAMETER_EDGES),
+                               label_selector=args.label_selector, prediction_selector=args.prediction_selector)
+    result = compare_folders(args.reference, preds, settings=settings, cache_dir=cache_dir, progress=progress)
+    result.sources = sources
+    result.ct_dir = str(Path(args.cts).resolve()) if args.cts else ""
+    result.cache_stats.update(seg_cache.stats)
+    seg_failed = {(f.case, f.model) for f in seg_failures}
+    result.failures = seg_failures + [f for f in result.failures if (f.case, f.model) not in seg_failed]
+    notes = write_outputs(result, out, snapshots=not args.no_snapshots, cache_dir=cache_dir, say=say)
+    _print_summary(result)
+    for f in result.failures:
+        print(f"warning: {f.case} / {f.model}: {f.message}", file=sys.stderr)
+    for key in ("figures_note", "snapshots_note"):
+        if notes[key] and not (key == "snapshots_note" and args.no_snapshots):
+            print(f"note: {notes[key]}", file=sys.stderr)
+    hits = result.cache_stats.get("metrics_hits", 0)
+    say(f"{len(result.rows)} evaluation(s) ({hits} from the cache) in {time.perf_counter() - t0:.1f} s -> {out}")
+    return 0
+
+
+def _print_summary(result) -> None:
+    from core.compare.stats import summary_rows
+
+    keys = ("td", "bd", "dsc", "precision")
+    print("model".ljust(16) + "cases  " + "  ".join(f"{k.upper():>14}" for k in keys))
+    for r in summary_rows(result, keys):
+        cells = "  ".join(f"{r[f'{k}_mean']:6.2f} +- {r[f'{k}_sd']:5.2f}" for k in keys)
+        print(f"{r['model'][:16].ljust(16)}{r['cases']:5d}  {cells}")
+
+
+def _agreement(args: argparse.Namespace) -> int:
+    from core.compare.agreement import agreement
+    from core.io import case_name, read_label
+
+    pa, pb = (Path(p) for p in args.agreement)
+    a = read_label(pa, args.prediction_selector)
+    b = read_label(pb, args.prediction_selector, reference=a)
+    na, nb = case_name(pa), case_name(pb)
+    if na == nb:
+        na, nb = f"{pa.parent.name}/{na}", f"{pb.parent.name}/{nb}"
+    res = agreement(a, b, name_a=na, name_b=nb, connectivity=args.connectivity, detection_threshold=args.threshold)
+    print(f"Dice {res.dice:.2f}%  ({res.both_voxels} shared voxels, {res.a_only_voxels} only in {na}, "
+          f"{res.b_only_voxels} only in {nb})")
+    print(f"{na}: {res.a_branches} branches, {len(res.a_branches_missed_by_b)} missed by {nb}"
+          + (f" (by generation {dict(sorted(res.a_generations_missed_by_b.items()))})" if res.a_branches_missed_by_b else ""))
+    print(f"{nb}: {res.b_branches} branches, {len(res.b_branches_missed_by_a)} missed by {na}"
+          + (f" (by generation {dict(sorted(res.b_generations_missed_by_a.items()))})" if res.b_branches_missed_by_a else ""))
+    if args.json:
+        from core.compare.cache import atomic_write
+
+        atomic_write(Path(args.json), json.dumps(res.as_dict(), indent=1).encode())
+    return 0

@@ -1,0 +1,254 @@
+"""Every case x model evaluated against the reference, with ``airway evaluate``'s code
+path (:func:`core.commands.evaluate.evaluate_pair`), cached by content.
+
+The reference of a case is read and its tree parsed (or loaded from the cache)
+at most once, and only when some model of the case is not served from the
+cache. A case or model that fails is recorded as a :class:`Failure` and the
+rest go on; ``Cancelled`` stops the whole run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from core.compare.cache import Cache, mask_key, text_key
+from core.compare.cases import CaseFiles, match_cases
+from core.errors import AirwayError, Cancelled, InputError
+
+Progress = Callable[[int, int, str], None]
+
+# metrics.csv columns: (column, key in AirwayMetrics.summary())
+METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("td", "td"), ("bd", "bd"), ("dsc", "dsc"), ("precision", "precision"), ("sensitivity", "sensitivity"),
+    ("specificity", "specificity"), ("atm_score", "atm_score"), ("branches", "n_branches"),
+    ("detected", "n_detected"), ("td_mm", "td_mm"), ("tree_length_mm", "tree_length_mm"),
+    ("leakage", "leakage"), ("missing_ratio", "missing_ratio"), ("breakages", "breakages"),
+)
+# the metrics summarised per model and tested between models (percent)
+STAT_METRICS: tuple[str, ...] = ("td", "bd", "dsc", "precision", "sensitivity", "specificity", "atm_score",
+                                 "leakage", "missing_ratio", "td_mm")
+
+
+@dataclass
+class CompareSettings:
+    atm22: bool = False
+    connectivity: int = 6
+    detection_threshold: float = 0.8
+    diameter_edges: tuple[float, ...] = (0.0, 2.0, 4.0, 6.0, 8.0)
+    label_selector: str | None = None
+    prediction_selector: str | None = None
+
+    def evaluation_key(self) -> dict:
+        d = asdict(self)
+        d.pop("label_selector")  # part of the reference's own key
+        d.pop("prediction_selector")
+        d["diameter_edges"] = [float(e) for e in self.diameter_edges]
+        return d
+
+
+@dataclass
+class CaseRow:
+    case: str
+    model: str
+    metrics: dict          # summary scalars + per_generation + dsc_by_diameter + counts
+    reference: str = ""
+    prediction: str = ""
+    reference_key: str = ""
+    prediction_key: str = ""
+    cached: bool = False
+
+    def value(self, column: str) -> Any:
+        key = dict(METRIC_COLUMNS).get(column, column)
+        return self.metrics.get(key)
+
+
+@dataclass
+class Failure:
+    case: str
+    model: str
+    message: str
+
+
+@dataclass
+class CompareResult:
+    models: list[str]
+    cases: list[str]
+    rows: list[CaseRow] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    settings: CompareSettings = field(default_factory=CompareSettings)
+    cache_stats: dict = field(default_factory=dict)
+    reference_dir: str = ""
+    sources: dict = field(default_factory=dict)  # model -> folder or checkpoint
+    ct_dir: str = ""                               # CTs of the cases, when known (--cts)
+
+    def row(self, case: str, model: str) -> CaseRow | None:
+        for r in self.rows:
+            if r.case == case and r.model == model:
+                return r
+        return None
+
+    def by_model(self) -> dict[str, list[CaseRow]]:
+        out: dict[str, list[CaseRow]] = {m: [] for m in self.models}
+        for r in self.rows:
+            out.setdefault(r.model, []).append(r)
+        return out
+
+
+def metrics_record(m: Any) -> dict:
+    """What the compare keeps of an ``AirwayMetrics`` (JSON-able; inf/nan kept as floats)."""
+    d = m.summary()
+    d["mode"] = m.mode
+    d["counts"] = dict(m.counts)
+    d["per_generation"] = [asdict(g) for g in m.per_generation]
+    d["dsc_by_diameter"] = [{**asdict(b), "label": b.label} for b in m.dsc_by_diameter]
+    d["branches_detected"] = {str(b.id): bool(b.detected) for b in m.branches}
+    return d
+
+
+class _Reference:
+    """A case's reference, read and parsed on first use only."""
+
+    def __init__(self, path: Path, settings: CompareSettings, cache: Cache, progress: Progress | None):
+        self.path, self.settings, self.cache, self.progress = path, settings, cache, progress
+        self.volume = None
+        self.tree = None
+        self.key = cache.known_key(path, f"label:{settings.label_selector}")
+
+    def load(self) -> None:
+        if self.volume is not None:
+            return
+        from core.commands.evaluate import _tree_for
+        from core.io import read_label
+
+        self.volume = read_label(self.path, self.settings.label_selector, allow_empty=False)
+        self.key = mask_key(self.volume, self.settings.label_selector)
+        self.cache.remember_key(self.path, self.key, f"label:{self.settings.label_selector}")
+        tree_path = self.cache.path("trees", f"{self.key}.npz")
+        if tree_path is not None:
+            tree_path.parent.mkdir(parents=True, exist_ok=True)
+            self.cache.stats["trees_hits" if tree_path.exists() else "trees_parsed"] += 1
+        else:
+            self.cache.stats["trees_parsed"] += 1
+        self.tree = _tree_for(self.volume, tree_path, None)
+
+
+def compare_folders(
+    reference_dir: str | Path,
+    predictions: dict[str, str | Path],
+    *,
+    settings: CompareSettings | None = None,
+    cache_dir: str | Path | None = None,
+    progress: Progress | None = None,
+    cancel: Any = None,
+) -> CompareResult:
+    """Evaluate each model's predictions folder against ``reference_dir`` (cases matched by name)."""
+    settings = settings or CompareSettings()
+    if not predictions:
+        raise InputError("No model to compare.", "Give at least one NAME=DIR of predictions.")
+    ref_dir = Path(reference_dir).absolute()  # rows keep paths the app can reopen from anywhere
+    if not ref_dir.is_dir():
+        raise InputError("The reference folder does not exist.", "Give --reference REF_DIR (a folder of labels).",
+                         path=ref_dir)
+    preds = {m: Path(d).absolute() for m, d in predictions.items()}
+    for m, d in preds.items():
+        if not d.is_dir():
+            raise InputError(f"Predictions folder of model '{m}' does not exist.", "Give NAME=DIR with an existing folder.",
+                             path=d)
+    cases = match_cases(ref_dir, preds)
+    if not cases:
+        raise InputError("The reference folder holds no label volume.", "Give a folder of .nii.gz/.mha/.nrrd labels.",
+                         path=ref_dir)
+    cache = Cache(cache_dir)
+    result = CompareResult(models=list(preds), cases=[c.name for c in cases], settings=settings,
+                           reference_dir=str(ref_dir), sources={m: str(d) for m, d in preds.items()})
+    total = len(cases) * len(preds)
+    done = 0
+    try:
+        for case in cases:
+            done = _run_case(case, settings, cache, result, progress, cancel, done, total)
+    finally:
+        cache.save()
+    result.cache_stats = dict(cache.stats)
+    if not result.rows:
+        first = result.failures[0].message if result.failures else "no case"
+        raise InputError(f"No case could be evaluated ({first}).", "Check the names and grids of the files.")
+    return result
+
+
+def _run_case(case: CaseFiles, settings: CompareSettings, cache: Cache, result: CompareResult,
+              progress: Progress | None, cancel: Any, done: int, total: int) -> int:
+    ref = _Reference(case.reference, settings, cache, progress)
+    ref_error: str | None = None
+    eval_key = settings.evaluation_key()
+    for model, path in case.predictions.items():
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        if progress is not None:
+            progress(done, total, f"{case.name} / {model}")
+        done += 1
+        if path is None:
+            result.failures.append(Failure(case.name, model, "no prediction file for this case"))
+            continue
+        if ref_error is not None:
+            result.failures.append(Failure(case.name, model, f"reference: {ref_error}"))
+            continue
+        tag = f"label:{settings.prediction_selector}"
+        try:
+            pred_key = cache.known_key(path, tag)
+            record = None
+            if ref.key is not None and pred_key is not None:
+                record = cache.get_json("metrics", text_key("metrics", ref.key, pred_key, eval_key))
+            cached = record is not None
+            if record is None:
+                try:
+                    ref.load()
+                except Cancelled:
+                    raise
+                except (AirwayError, OSError, ValueError, MemoryError) as exc:
+                    ref_error = _message(exc)
+                    result.failures.append(Failure(case.name, model, f"reference: {ref_error}"))
+                    continue
+                record, pred_key, cached = _evaluate(ref, path, settings, cache, eval_key, cancel)
+            result.rows.append(CaseRow(case.name, model, record, str(case.reference), str(path),
+                                       ref.key or "", pred_key or "", cached))
+        except Cancelled:
+            raise
+        except (AirwayError, OSError, ValueError, MemoryError) as exc:
+            result.failures.append(Failure(case.name, model, _message(exc)))
+    if progress is not None:
+        progress(done, total, f"{case.name} done")
+    return done
+
+
+def _evaluate(ref: _Reference, path: Path, settings: CompareSettings, cache: Cache, eval_key: dict, cancel: Any):
+    from core.commands.evaluate import evaluate_pair
+    from core.io import read_label
+
+    pred = read_label(path, settings.prediction_selector, reference=ref.volume)
+    pred_key = mask_key(pred, settings.prediction_selector)
+    cache.remember_key(path, pred_key, f"label:{settings.prediction_selector}")
+    key = text_key("metrics", ref.key, pred_key, eval_key)
+    record = cache.get_json("metrics", key)  # same content under another name or date
+    if record is not None:
+        return record, pred_key, True
+    m = evaluate_pair(pred, ref.volume, ref.tree, atm22=settings.atm22, connectivity=settings.connectivity,
+                      threshold=settings.detection_threshold, diameter_edges=settings.diameter_edges, cancel=cancel)
+    record = metrics_record(m)
+    cache.put_json("metrics", key, record)
+    cache.stats["evaluated"] += 1
+    return record, pred_key, False
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, AirwayError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

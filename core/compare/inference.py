@@ -1,0 +1,106 @@
+"""Run each model's checkpoint over a folder of CTs (as ``airway segment`` does) and
+keep the masks, so the comparison can evaluate them like any predictions folder.
+
+A mask is reused when its CT file, checkpoint file and settings are unchanged:
+``OUT/predictions/<model>/.keys.json`` records the key each mask was made with.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from core.compare.batch import Failure
+from core.compare.cache import Cache, atomic_write, text_key
+from core.compare.cases import case_key
+from core.errors import AirwayError, Cancelled, InputError
+
+Progress = Callable[[int, int, str], None]
+
+
+def predict_folders(
+    ct_dir: str | Path,
+    models: dict[str, str | Path],
+    out_dir: str | Path,
+    *,
+    device: str = "auto",
+    backend: str = "auto",
+    threads: int | None = None,
+    cache: Cache | None = None,
+    progress: Progress | None = None,
+    cancel: Any = None,
+    say: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Path], list[Failure]]:
+    """``({model: folder of <case>.nii.gz masks}, failures)``; predictions go to ``out_dir/<model>/``."""
+    from core.commands.segment import find_cases
+
+    cts = find_cases(ct_dir)
+    if not Path(ct_dir).is_dir():
+        raise InputError("--cts must be a folder of CTs.", "Give a folder holding the cases' CT files.", path=ct_dir)
+    cache = cache or Cache(None)
+    out_dir = Path(out_dir)
+    dirs: dict[str, Path] = {}
+    failures: list[Failure] = []
+    total = len(cts) * len(models)
+    done = 0
+    for model, ckpt in models.items():
+        ckpt = Path(ckpt)
+        if not ckpt.is_file():
+            raise InputError(f"Checkpoint of model '{model}' not found.", "Give NAME=CKPT with an existing .pt file.",
+                             path=ckpt)
+        folder = out_dir / model
+        folder.mkdir(parents=True, exist_ok=True)
+        dirs[model] = folder
+        keys_path = folder / ".keys.json"
+        try:
+            keys = json.loads(keys_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            keys = {}
+        ck = cache.digest(ckpt)
+        predictor = None
+        for name, ct_path in cts:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            if progress is not None:
+                progress(done, total, f"segmenting {name} with {model}")
+            done += 1
+            target = folder / f"{case_key(name)}.nii.gz"
+            try:
+                ct_key = cache.digest(ct_path) if ct_path.is_file() else str(ct_path.resolve())
+                key = text_key("predict", ck, ct_key, device, backend)
+                if target.exists() and keys.get(target.name) == key:
+                    cache.stats["predictions_hits"] += 1
+                    continue
+                if predictor is None:
+                    predictor = _predictor(ckpt, device, backend, threads, say)
+                _segment(predictor, ct_path, target, cancel)
+                cache.stats["predictions_made"] += 1
+                keys[target.name] = key
+                atomic_write(keys_path, json.dumps(keys, indent=1).encode())
+            except Cancelled:
+                raise
+            except (AirwayError, OSError, ValueError, MemoryError) as exc:
+                from core.compare.batch import _message
+
+                failures.append(Failure(case_key(name), model, f"segmentation: {_message(exc)}"))
+                if target.exists() and keys.get(target.name) is None:
+                    target.unlink()
+    cache.save()
+    return dirs, failures
+
+
+def _predictor(ckpt: Path, device: str, backend: str, threads: int | None, say):
+    from core.inference import PostProcessing, Predictor
+
+    # airway segment's defaults: the checkpoint's own window/step, threshold 0.5, largest 26-component
+    return Predictor(ckpt, device=device, window=None, step=None, backend=backend, postprocess=PostProcessing(),
+                     say=say, threads=threads)
+
+
+def _segment(predictor: Any, ct_path: Path, target: Path, cancel: Any) -> None:
+    from core.io import read_ct, write_volume
+
+    ct = read_ct(ct_path)
+    pred = predictor.predict(ct, cancel=cancel)
+    write_volume(pred.mask, target)

@@ -1,0 +1,198 @@
+"""The compare output folder: CSV tables, ``compare.json`` (everything, for reopening
+in the app), 3D snapshots and ``report.html``.
+
+Files: ``metrics.csv`` (case x model), ``summary.csv`` (per model mean/sd),
+``tests.csv`` (paired Wilcoxon per model pair and metric),
+``dsc_by_diameter.csv`` + ``dsc_by_diameter_summary.csv``,
+``bd_by_generation.csv`` + ``bd_by_generation_summary.csv``, ``failures.csv``,
+``snapshots/<case>__<model>.png``, ``report.html``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+from core.compare import stats
+from core.compare.batch import METRIC_COLUMNS, CaseRow, CompareResult, CompareSettings, Failure
+from core.compare.cache import Cache, atomic_write, text_key
+from core.errors import InputError
+
+RESULT_FILE = "compare.json"
+FORMAT_VERSION = 1
+
+
+def _csv(rows: list[dict], columns: list[str] | None = None) -> bytes:
+    buf = io.StringIO()
+    columns = columns or (list(rows[0]) if rows else [])
+    w = csv.writer(buf)
+    w.writerow(columns)
+    for r in rows:
+        w.writerow([_cell(r.get(c)) for c in columns])
+    return buf.getvalue().encode()
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return "" if math.isnan(v) else v
+    return v
+
+
+def metrics_rows(result: CompareResult) -> list[dict]:
+    return [{"case": r.case, "model": r.model, **{c: r.value(c) for c, _ in METRIC_COLUMNS}} for r in result.rows]
+
+
+def tables(result: CompareResult) -> dict[str, list[dict]]:
+    """Every table of the output, by file stem."""
+    return {
+        "metrics": metrics_rows(result),
+        "summary": stats.summary_rows(result),
+        "tests": stats.paired_tests(result),
+        "dsc_by_diameter": stats.diameter_rows(result),
+        "dsc_by_diameter_summary": stats.diameter_summary(result),
+        "bd_by_generation": stats.generation_rows(result),
+        "bd_by_generation_summary": stats.generation_summary(result),
+        "failures": [asdict(f) for f in result.failures],
+    }
+
+
+def snapshot_name(case: str, model: str) -> str:
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{case}__{model}")
+    return f"{safe}.png"
+
+
+def write_outputs(result: CompareResult, out: str | Path, *, snapshots: bool = True, cache_dir: str | Path | None = None,
+                  report: bool = True, say: Callable[[str], None] | None = None) -> dict:
+    """Write every file; returns ``{"snapshots_note": str, "figures_note": str, "files": [...]}``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # an unchanged rerun rewrites nothing: the tests (scipy.stats), plots (matplotlib) and
+    # snapshots cost seconds of imports and rendering alone
+    key = outputs_key(result, snapshots, report)
+    marker = out / ".outputs.json"
+    try:
+        last = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        last = {}
+    if last.get("key") == key and all((out / f).exists() for f in last.get("files", [])):
+        result.cache_stats["outputs_hits"] = result.cache_stats.get("outputs_hits", 0) + 1
+        atomic_write(out / RESULT_FILE, json.dumps(result_json(result), indent=1).encode())
+        return last["notes"]
+    t = tables(result)
+    files = []
+    for stem, rows in t.items():
+        if stem == "failures":
+            atomic_write(out / "failures.csv", _csv(rows, ["case", "model", "message"]))
+        else:
+            atomic_write(out / f"{stem}.csv", _csv(rows))
+        files.append(f"{stem}.csv")
+    atomic_write(out / RESULT_FILE, json.dumps(result_json(result), indent=1).encode())
+    files.append(RESULT_FILE)
+    snap_note = ""
+    shots: dict[tuple[str, str], Path] = {}
+    if snapshots:
+        shots, snap_note = make_snapshots(result, out / "snapshots", Cache(cache_dir), say=say)
+    else:
+        snap_note = "3D snapshots were not asked for (--no-snapshots)."
+    fig_note = ""
+    if report:
+        from core.compare.report import build_report
+
+        html, fig_note = build_report(result, t, shots, snap_note)
+        atomic_write(out / "report.html", html.encode())
+        files.append("report.html")
+    files += [f"snapshots/{p.name}" for p in shots.values()]
+    notes = {"snapshots_note": snap_note, "figures_note": fig_note, "files": files,
+             "snapshots": {f"{c}|{m}": str(p) for (c, m), p in shots.items()}}
+    atomic_write(marker, json.dumps({"key": key, "files": files, "notes": notes}).encode())
+    return notes
+
+
+def outputs_key(result: CompareResult, snapshots: bool, report: bool) -> str:
+    """What the written files depend on: rows' content, failures, settings, order, options."""
+    rows = [(r.case, r.model, r.reference_key, r.prediction_key, r.reference, r.prediction) for r in result.rows]
+    return text_key("outputs", FORMAT_VERSION, result.models, result.cases, rows,
+                    [asdict(f) for f in result.failures], asdict(result.settings), result.reference_dir,
+                    result.sources, snapshots, report)
+
+
+def make_snapshots(result: CompareResult, folder: Path, cache: Cache,
+                   say: Callable[[str], None] | None = None) -> tuple[dict[tuple[str, str], Path], str]:
+    """One PNG per evaluated case x model, from the cache when the masks are unchanged."""
+    from core.compare.snapshot import SNAPSHOT_SIZE, render_jobs
+
+    folder.mkdir(parents=True, exist_ok=True)
+    s = result.settings
+    shots: dict[tuple[str, str], Path] = {}
+    jobs, pending = [], []
+    for r in result.rows:
+        target = folder / snapshot_name(r.case, r.model)
+        key = text_key("snapshot", r.reference_key, r.prediction_key, list(SNAPSHOT_SIZE))
+        cached = cache.path("snapshots", f"{key}.png")
+        if cached is not None and cached.exists():
+            cache.stats["snapshots_hits"] += 1
+            shutil.copyfile(cached, target)
+            shots[(r.case, r.model)] = target
+            continue
+        jobs.append({"reference": r.reference, "prediction": r.prediction, "label_selector": s.label_selector,
+                     "prediction_selector": s.prediction_selector, "out": str(target)})
+        pending.append((r, target, cached))
+    if jobs and say is not None:
+        say(f"rendering {len(jobs)} 3D snapshot(s)")
+    status, note = render_jobs(jobs)
+    errors = []
+    for r, target, cached in pending:
+        err = status.get(str(target))
+        if err == "" and target.exists():
+            shots[(r.case, r.model)] = target
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(target, cached)
+        elif err:
+            errors.append(f"{r.case}/{r.model}: {err}")
+    if errors and not note:
+        note = f"{len(errors)} snapshot(s) failed: " + "; ".join(errors[:3])
+    return shots, note
+
+
+def result_json(result: CompareResult) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "models": result.models,
+        "cases": result.cases,
+        "reference_dir": result.reference_dir,
+        "sources": result.sources,
+        "ct_dir": result.ct_dir,
+        "settings": asdict(result.settings),
+        "cache_stats": result.cache_stats,
+        "rows": [asdict(r) for r in result.rows],
+        "failures": [asdict(f) for f in result.failures],
+    }
+
+
+def read_outputs(out: str | Path) -> CompareResult:
+    """The :class:`CompareResult` saved in a compare output folder."""
+    path = Path(out) / RESULT_FILE if Path(out).is_dir() else Path(out)
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"Not a compare output folder ({exc}).",
+                         f"Open the folder written by `airway compare --out` (it holds {RESULT_FILE}).",
+                         path=path) from None
+    if d.get("format_version") != FORMAT_VERSION:
+        raise InputError("This compare output was written by another version.", "Run `airway compare` again.",
+                         path=path)
+    st = d.get("settings", {})
+    st["diameter_edges"] = tuple(st.get("diameter_edges", (0, 2, 4, 6, 8)))
+    return CompareResult(
+        models=list(d["models"]), cases=list(d["cases"]),
+        rows=[CaseRow(**r) for r in d["rows"]], failures=[Failure(**f) for f in d["failures"]],
+        settings=CompareSettings(**st), cache_stats=d.get("cache_stats", {}),
+        reference_dir=d.get("reference_dir", ""), sources=d.get("sources", {}), ct_dir=d.get("ct_dir", ""),
+    )
