@@ -49,6 +49,52 @@ def left(budget: float) -> float:
     return budget - (time.perf_counter() - T0)
 
 
+# -- volumes as .npz ------------------------------------------------------------------------------
+# SimpleITK (a 50 MB wheel) cannot travel to the GPU machine together with real CT data inside the
+# call's size limit, so there volumes travel and are written as .npz (array + geometry) and
+# core.io's readers are given that format for the session.
+def save_npz(volume, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, array=volume.array, geometry=json.dumps(volume.geometry.to_dict()), name=volume.name)
+
+
+def load_npz(path, kind: str = "ct"):
+    from core.volume import Geometry, IntensityVolume, LabelVolume
+
+    z = np.load(path)
+    geo = Geometry.from_dict(json.loads(str(z["geometry"])))
+    return (IntensityVolume if kind == "ct" else LabelVolume)(z["array"], geo, str(z["name"]))
+
+
+def npz_io() -> None:
+    import core.io as cio
+
+    read_ct, read_label, read_volume = cio.read_ct, cio.read_label, cio.read_volume
+
+    def ct(path, *a, **k):
+        return load_npz(path, "ct") if str(path).endswith(".npz") else read_ct(path, *a, **k)
+
+    def label(path, selector=None, *a, **k):
+        if not str(path).endswith(".npz"):
+            return read_label(path, selector, *a, **k)
+        assert selector in (None, "nonzero"), selector
+        lab = load_npz(path, "label")
+        return type(lab)(lab.array != 0, lab.geometry, lab.name)
+
+    def volume(path, *a, **k):
+        return load_npz(path, "ct") if str(path).endswith(".npz") else read_volume(path, *a, **k)
+
+    cio.read_ct, cio.read_label, cio.read_volume = ct, label, volume
+
+
+def have_sitk() -> bool:
+    try:
+        import SimpleITK  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
 # -- 1. inference -------------------------------------------------------------------------------
 def inference(timeout: float) -> None:
     code = ("import sys; from pathlib import Path; sys.path.insert(0, 'benchmarks'); import gpu_inference as gi; "
@@ -125,8 +171,10 @@ def train_step_speed(steps: int = 8) -> float:
 
 # -- 3. data --------------------------------------------------------------------------------------
 def _one_phantom(job: tuple) -> str:
-    from core.io import write_volume
     from core.phantom import make_phantom
+
+    if have_sitk():
+        from core.io import write_volume
 
     i, shape, spacing, folder = job
     rng = np.random.default_rng(1000 + i)
@@ -135,8 +183,12 @@ def _one_phantom(job: tuple) -> str:
                       noise=float(rng.uniform(10, 45)), blur=float(rng.uniform(0.3, 1.1)),
                       wall_contrast=float(rng.uniform(0.3, 1.0)))
     name = f"ph{i:03d}"
-    write_volume(ph.ct, Path(folder) / "imagesTr" / f"{name}_0000.nii.gz")
-    write_volume(ph.label, Path(folder) / "labelsTr" / f"{name}.nii.gz")
+    if have_sitk():
+        write_volume(ph.ct, Path(folder) / "imagesTr" / f"{name}_0000.nii.gz")
+        write_volume(ph.label, Path(folder) / "labelsTr" / f"{name}.nii.gz")
+    else:
+        save_npz(ph.ct, Path(folder) / "imagesTr" / f"{name}_0000.npz")
+        save_npz(ph.label, Path(folder) / "labelsTr" / f"{name}.npz")
     return name
 
 
@@ -148,7 +200,31 @@ def _prepare_one(args: tuple) -> str:
     return case.name
 
 
-def build_data(folder: Path, cfg_path: Path, n_fine: int, n_whole: int, procs: int) -> None:
+def dataset_csv(folder: Path, real: Path | None, copies: int) -> Path:
+    """imagesTr/labelsTr pairs (.nii.gz or .npz) plus each real pseudo-labelled case ``copies`` times."""
+    rows = []
+    for img in sorted((folder / "imagesTr").iterdir()):
+        stem = img.name.replace("_0000", "")
+        rows.append((img, folder / "labelsTr" / stem))
+    if real is not None:
+        for img in sorted(real.glob("train_*_0000.npz")):
+            lab = img.with_name(img.name.replace("_0000", ""))
+            for c in range(copies):
+                # one cache per copy: the real case is drawn ``copies`` times as often as a phantom
+                dup = folder / "real" / f"{img.stem.replace('_0000', '')}{'abcdefgh'[c]}_0000.npz"
+                dup.parent.mkdir(exist_ok=True)
+                if not dup.exists():
+                    # copies, not symbolic links: the CSV reader resolves those back to one name
+                    shutil.copy(img, dup)
+                    shutil.copy(lab, dup.with_name(dup.name.replace("_0000", "")))
+                rows.append((dup, dup.with_name(dup.name.replace("_0000", ""))))
+    csv = folder / "cases.csv"
+    csv.write_text("image,label\n" + "".join(f"{a},{b}\n" for a, b in rows))
+    return csv
+
+
+def build_data(folder: Path, cfg_path: Path, n_fine: int, n_whole: int, procs: int,
+               real: Path | None = None, real_copies: int = 3) -> list[str]:
     from core.preprocess import Preprocessing
     from core.training.cache import CacheSettings, default_cache_dir
     from core.training.config import load_config
@@ -164,14 +240,17 @@ def build_data(folder: Path, cfg_path: Path, n_fine: int, n_whole: int, procs: i
     prep = Preprocessing(window=tuple(cfg.preprocessing.window), scale=cfg.preprocessing.scale,
                          crop=cfg.preprocessing.crop, margin=cfg.preprocessing.margin)
     alphas = tuple(sorted({s.alpha for _, s in cfg.stages() if s.loss == "gul"}))
-    settings = CacheSettings(prep.to_dict(), cfg.data.label_selector, alphas, cfg.sampling.small_diameter_mm)
-    cases = discover_cases(folder)
+    settings = CacheSettings(prep.to_dict(), cfg.data.label_selector, alphas, cfg.sampling.small_diameter_mm,
+                             ignore_value=cfg.data.ignore_value)
+    cases = discover_cases(dataset_csv(folder, real, real_copies))
     with Pool(procs) as pool:
         pool.map(_prepare_one, [(c, default_cache_dir(folder), settings) for c in cases])
-    say("3b. training cache built")
+    say(f"3b. training cache built ({len(cases)} cases)")
+    return names
 
 
-def write_config(path: Path, step_s: float, budget_s: float, n_train: int, workers: int) -> dict:
+def write_config(path: Path, step_s: float, budget_s: float, n_train: int, workers: int,
+                 val_cases: list[str] | None = None, ignore_value: int = 0) -> dict:
     steps_per_epoch = n_train * 8 // 2
     epoch_s = steps_per_epoch * step_s * 1.25 + 6.0  # data loading slack + validation
     epochs = max(6, int(budget_s / epoch_s))
@@ -186,6 +265,8 @@ amp = true
 num_workers = {workers}
 [data]
 val_fraction = 0.12
+val_cases = {json.dumps(val_cases or [])}
+ignore_value = {ignore_value}
 [sampling]
 patches_per_case = 8
 batch_size = 2
@@ -214,8 +295,11 @@ milestones = [{max(1, e2 - 1)}]
 def train(data: Path, cfg: Path, run: Path, deadline_s: float) -> None:
     say(f"3c. airway train --preset paper (width 1.0, 128^3) on cuda; hard stop at {deadline_s:.0f} s")
     log = open(run.parent / "train.log", "w")
-    proc = subprocess.Popen([sys.executable, "main.py", "train", "--preset", "paper", "--config", str(cfg), "--data", str(data),
-                             "--out", str(run), "--device", DEVICE], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    argv = ["train", "--preset", "paper", "--config", str(cfg), "--data", str(data), "--out", str(run), "--device", DEVICE]
+    # the child reads .npz volumes as this process does when SimpleITK is not there
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import gpu_session as gs; gs.npz_io(); "
+            f"from core.cli import main; sys.exit(main({argv!r}))")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     stopped = False
     while proc.poll() is None:
         time.sleep(2)
@@ -255,11 +339,50 @@ def held_out(ckpt: Path, n: int = 3) -> None:
     SUMMARY["held_out_mean"] = {k: float(np.mean([r[k] for r in rows])) for k in ("td", "bd", "dsc", "precision")}
 
 
+def real_cases(real: Path, models: dict[str, Path], out: Path) -> None:
+    """Each model on each real CT (``eval_*`` and ``train_*`` in ``real``): time, volume, components, masks kept."""
+    import cc3d
+
+    from core.inference import Predictor
+    from core.preprocess import lung_mask
+
+    say(f"5. real CTs: {', '.join(models)}")
+    masks, rows = {}, []
+    for name, ckpt in models.items():
+        predictor = Predictor(ckpt, device=DEVICE)
+        for img in sorted(real.glob("*_0000.npz")):
+            case = img.name[: -len("_0000.npz")]
+            ct = load_npz(img, "ct")
+            pred = predictor.predict(ct)
+            m = pred.mask.array.astype(bool)
+            lab = img.with_name(case + ".npz")
+            row = {"model": name, "case": case, "seconds": pred.seconds, "windows": pred.windows,
+                   "ml": float(m.sum() * ct.geometry.voxel_volume_mm3 / 1000),
+                   "components": int(cc3d.connected_components(m, connectivity=26).max()) if m.any() else 0}
+            lungs = lung_mask(np.asarray(ct.array))
+            row["outside_lung_air_pct"] = float(100 * (m & ~lungs).sum() / max(m.sum(), 1))
+            if lab.exists():
+                ref = load_npz(lab, "label").array
+                ref1 = ref == 1
+                row["dice_vs_label1"] = float(200 * (m & ref1).sum() / max(m.sum() + ref1.sum(), 1))
+                row["label1_found_pct"] = float(100 * (m & ref1).sum() / max(ref1.sum(), 1))
+            rows.append(row)
+            masks[f"{name}__{case}"] = np.packbits(m)
+            masks[f"{name}__{case}__shape"] = np.asarray(m.shape)
+            say(f"   {json.dumps(row)}")
+    SUMMARY["real"] = rows
+    np.savez_compressed(out / "real_masks.npz", **masks)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--budget", type=float, default=460.0, help="seconds for the whole script")
     ap.add_argument("--work", default="/tmp/airway_gpu")
+    ap.add_argument("--real", help="folder of real CTs as .npz: train_* (pseudo-labelled, trained on), eval_* (evaluated only)")
+    ap.add_argument("--extra-model", action="append", default=[], metavar="NAME=CKPT",
+                    help="also run this checkpoint on the real CTs")
+    ap.add_argument("--skip-benchmarks", action="store_true", help="no inference / training-step timings")
     args = ap.parse_args()
     import torch
 
@@ -277,24 +400,36 @@ def main() -> int:
     try:
         cfg = work / "gpu_run.toml"
         cfg.write_text("[run]\namp = true\n")
-        inference(timeout=min(120.0, left(args.budget) * 0.25))
-        step_s = train_step_speed()
-        build_data(work / "data", cfg, n_fine=22, n_whole=6, procs=procs)
-        n_train = int(round(28 * 0.88))
-        train_budget = left(args.budget) - 75  # held-out evaluation and copying
-        write_config(cfg, step_s, train_budget * 0.85, n_train, procs)
+        if not have_sitk():
+            npz_io()
+        real = Path(args.real).resolve() if args.real else None
+        if args.skip_benchmarks:
+            step_s = 0.133  # amp fp16 step measured in the first session on an H200
+        else:
+            inference(timeout=min(120.0, left(args.budget) * 0.25))
+            step_s = train_step_speed()
+        names = build_data(work / "data", cfg, n_fine=22, n_whole=6, procs=procs, real=real)
+        n_real = 3 * len(list(real.glob("train_*_0000.npz"))) if real else 0
+        val = [names[i] for i in (0, 6, 12, 18)] if real else None  # pseudo-labels never validate: they leave bronchi out
+        n_train = (len(names) - 4 + n_real) if real else int(round(28 * 0.88))
+        train_budget = left(args.budget) - (150 if real else 75)  # evaluations and copying
+        write_config(cfg, step_s, train_budget * 0.85, n_train, procs, val_cases=val, ignore_value=2 if real else 0)
         run = work / "run"
-        train(work / "data", cfg, run, deadline_s=(time.perf_counter() - T0) + train_budget)
+        train(work / "data" / "cases.csv", cfg, run, deadline_s=(time.perf_counter() - T0) + train_budget)
         if not (run / "checkpoints" / "best.pt").exists() and left(args.budget) > 150:
             # e.g. DataLoader workers without enough shared memory in a sandbox: retry in-process
             say("    no checkpoint: retrying with num_workers = 0")
             cfg.write_text(cfg.read_text().replace(f"num_workers = {procs}", "num_workers = 0"))
             run = work / "run_retry"
-            train(work / "data", cfg, run, deadline_s=(time.perf_counter() - T0) + left(args.budget) - 75)
+            train(work / "data" / "cases.csv", cfg, run, deadline_s=(time.perf_counter() - T0) + left(args.budget) - 75)
         best = run / "checkpoints" / "best.pt"
         if best.exists():
             shutil.copy(best, out / "wingsnet_full_best.pt")
             held_out(best)
+            if real is not None:
+                models = {"trained": best}
+                models.update({k: Path(v) for k, v in (e.split("=", 1) for e in args.extra_model)})
+                real_cases(real, models, out)
         for name in ("config.toml", "events.jsonl"):
             if (run / name).exists():
                 shutil.copy(run / name, out / name)
