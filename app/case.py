@@ -25,6 +25,7 @@ from PySide6.QtCore import QObject, Signal
 
 from core.errors import Cancelled, InputError
 from core.volume import IntensityVolume, LabelVolume, Reorientation, check_same_grid, to_canonical
+from core.outputs import apply_umask
 
 PROJECT_FORMAT = "airway-studio-project"
 PROJECT_VERSION = 1
@@ -941,6 +942,7 @@ class Case(QObject):
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(data, f, indent=2)
+            apply_umask(tmp)  # mkstemp makes 0600 files
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

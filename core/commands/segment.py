@@ -55,7 +55,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--connectivity", type=int, default=26, choices=(6, 18, 26), help="for the largest component (default 26)")
     p.add_argument("--all-components", action="store_true", help="keep every component, not only the largest")
     p.add_argument("--fill-holes", action="store_true", help="fill enclosed holes of the mask")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (the old file is kept as .bak)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (the first original is kept as NAME.bak, never replaced later)")
     p.add_argument("--json", action="store_true", help="print one JSON object per case on stdout")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=handle)
@@ -131,12 +131,19 @@ def plan_cases(args: argparse.Namespace) -> list[Case]:
                                  "Give a folder of labels named like the cases, or segment one case.")
             reference = Path(args.reference)
         plan.append(Case(name, path, output, prob, reference))
-    if not args.overwrite:
-        existing = [str(t) for c in plan for t in (c.output, c.probabilities) if t is not None and t.exists()]
-        if existing:
-            raise InputError(f"Output already exists: {existing[0]}" + (f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""),
-                             "Choose another --output, or pass --overwrite (the old file is kept as .bak).")
+    check_outputs(plan, args.overwrite)
     return plan
+
+
+def check_outputs(plan: list[Case], overwrite: bool) -> None:
+    """Every case's outputs, checked before any model is loaded (core.outputs policy)."""
+    from core.outputs import OutputPlan
+
+    outputs = OutputPlan(overwrite, [p for c in plan for p in (c.ct, c.reference)])
+    for c in plan:
+        outputs.add(c.output, "--output")
+        outputs.add(c.probabilities, "--probabilities")
+    outputs.check()
 
 
 def model_path(args_model: str | None) -> Path:
@@ -157,27 +164,27 @@ def model_path(args_model: str | None) -> Path:
 
 # -- one case ----------------------------------------------------------------------
 
-def _backup_then_write(volume: Any, path: Path) -> None:
-    import os
-
-    from core.io import write_volume
-
-    if path.exists():
-        os.replace(path, path.with_name(path.name + ".bak"))
-    write_volume(volume, path)
-
-
 def segment_case(predictor: Any, case: Case, selector: str | None = None,
                  progress: Callable[[int, int, float], None] | None = None, cancel: Any = None) -> dict:
     """Segment one case, write its outputs (only once all is done), evaluate if it has a reference."""
     from core.io import read_ct, read_label
+    from core.outputs import OutputPlan
+    from core.sanity import check_ct, check_label, raise_errors
 
     ct = read_ct(case.ct)
-    reference = read_label(case.reference, selector, reference=ct) if case.reference else None
+    warnings = [f.message for f in raise_errors(check_ct(ct, case.ct))]
+    reference = None
+    if case.reference:
+        reference = read_label(case.reference, selector, reference=ct, allow_empty=False)
+        raise_errors(check_label(reference, "reference", case.reference))
     pred = predictor.predict(ct, progress=progress, cancel=cancel)
-    _backup_then_write(pred.mask, case.output)
-    if case.probabilities is not None:
-        _backup_then_write(pred.probabilities, case.probabilities)
+    warnings += [f.message for f in check_label(pred.mask, "prediction")]
+    # overwriting was allowed (or the outputs were new) when the run was planned; the mask and the
+    # probabilities land together, and the first original of each is kept as .bak
+    with OutputPlan(overwrite=True, inputs=[case.ct, case.reference]) as outputs:
+        outputs.write_volume(pred.mask, case.output)
+        if case.probabilities is not None:
+            outputs.write_volume(pred.probabilities, case.probabilities)
     result: dict = {
         "case": case.name,
         "mask": str(case.output),
@@ -187,6 +194,7 @@ def segment_case(predictor: Any, case: Case, selector: str | None = None,
         "windows": pred.windows,
         "backend": pred.backend,
         "seconds": round(pred.seconds, 2),
+        "warnings": warnings,
     }
     if reference is not None:
         result["metrics"] = evaluate_mask(pred.mask, reference, ct.spacing_zyx)
@@ -240,6 +248,8 @@ def _print_result(result: dict, as_json: bool) -> None:
     line = (f"{result['case']}: {result['voxels']} airway voxels ({result['volume_ml']} ml) -> {result['mask']}"
             f" [{result['windows']} windows, {result['backend']}, {result['seconds']} s]")
     print(line, flush=True)
+    for w in result.get("warnings") or ():
+        print(f"{result['case']}: warning: {w}", file=sys.stderr, flush=True)
     metrics = result.get("metrics")
     if metrics:
         parts = [f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()

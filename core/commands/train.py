@@ -6,6 +6,7 @@ Also runs under ``torchrun --nproc-per-node N main.py train ...`` (DDP).
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -42,6 +43,11 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.preset)
         if args.workers is not None:
             cfg.run.num_workers = args.workers
+    from core.outputs import check_writable_folder
+
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"The run folder {args.out} is a file.", "Give a folder with --out.")
+    check_writable_folder(args.out, flag="--out", what="The run folder")
     trainer = Trainer(cfg, args.out, data=args.data, resume=args.resume, device=args.device)
     if args.resume and args.workers is not None:
         trainer.cfg.run.num_workers = args.workers
