@@ -73,8 +73,12 @@ def check_ct(ct: Any, path: str | Path | None = None) -> list[Finding]:
     return out
 
 
-def check_label(label: Any, role: str = "reference", path: str | Path | None = None) -> list[Finding]:
-    """A reference must not fill the volume (error); a prediction that is empty or fills it is suspicious (warning)."""
+def check_label(label: Any, role: str = "reference", path: str | Path | None = None,
+                selector_flag: str | None = None) -> list[Finding]:
+    """A reference must not fill the volume (error); a prediction that is empty or fills it is suspicious (warning).
+
+    ``selector_flag``: the option that chose the label's values, named in the fix (none: not named).
+    """
     lim = limits()
     mask = _array(getattr(label, "mask", label))
     n = int(np.count_nonzero(mask))
@@ -83,14 +87,14 @@ def check_label(label: Any, role: str = "reference", path: str | Path | None = N
     out: list[Finding] = []
     if share >= lim["label_fills_share"]:
         level = "error" if role == "reference" else "warning"
-        fix = ("Check the label selector (--label-selector) and that this is the airway label, not a body or lung mask."
-               if role == "reference" else
-               "Check the prediction selector (--prediction-selector) and the threshold that made it; "
-               "its scores are meaningless.")
+        sel = f"the selector ({selector_flag}) and " if selector_flag else ""
+        fix = (f"Check {sel}that this is the airway label, not a body or lung mask." if role == "reference" else
+               f"Check {sel}the threshold or model that made it; its scores are meaningless.")
         out.append(Finding(level, f"The {role} fills {share:.0%} of the volume ({n} voxels): not an airway tree.", fix, path))
     elif n == 0 and role != "reference":
+        sel = f", the selector ({selector_flag})" if selector_flag else ""
         out.append(Finding("warning", f"The {role} is empty (no voxel selected): every score is 0.",
-                           "Check the file, the selector (--prediction-selector) and the model that made it.", path))
+                           f"Check the file{sel} and the model that made it.", path))
     return out
 
 

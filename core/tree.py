@@ -170,7 +170,7 @@ class AirwayTree:
     @classmethod
     def load(cls, path: str | Path) -> "AirwayTree":
         path = Path(path)
-        fix = "Parse the reference again (airway evaluate --branches FILE writes one)."
+        fix = "Parse the reference again (airway evaluate --reference LABEL --prediction P --tree FILE writes one)."
         if not path.is_file():
             raise InputError("Tree file not found.", fix, path=path)
         try:

@@ -214,7 +214,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         for rp, items in by_ref.items():
             print(f"{case_name(rp)}: reading reference", file=sys.stderr, flush=True)
             ref = read_label(rp, args.label_selector, allow_empty=False)
-            raise_errors(check_label(ref, "reference", rp))
+            raise_errors(check_label(ref, "reference", rp, "--label-selector"))
             tree_path = None
             if args.tree:
                 tree_path = Path(args.tree) / f"{case_name(rp)}.tree.npz" if folder_mode else Path(args.tree)
@@ -233,7 +233,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                     print(f"note: {case}: {pp.name} resampled onto the reference's grid (nearest neighbour)",
                           file=sys.stderr)
                 check_same_grid(ref, pred)
-                warnings = [f.message for f in raise_errors(check_label(pred, "prediction", pp))]
+                warnings = [f.message for f in raise_errors(check_label(pred, "prediction", pp, "--prediction-selector"))]
                 for w in warnings:
                     print(f"warning: {case}: {w}", file=sys.stderr)
                 m = evaluate(pred, ref, tree=tree, atm22=args.atm22, connectivity=args.connectivity,

@@ -38,6 +38,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--reference", metavar="LABEL", help="reference label (file, or folder of CASE files) to evaluate against")
     p.add_argument("--label-selector", default=None, metavar="SEL",
                    help="which reference values are airway: nonzero (default), value:N, bits:SHIFT:N")
+    p.add_argument("--resample-to-ct", action="store_true",
+                   help="resample a --reference on another grid onto the CT's (nearest neighbour); without it, an error")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--backend", default="auto",
                    help="CPU engine: auto (fastest installed that agrees with fp32: onnxruntime, openvino-fp32, torch), "
@@ -164,19 +166,41 @@ def model_path(args_model: str | None) -> Path:
 
 # -- one case ----------------------------------------------------------------------
 
-def segment_case(predictor: Any, case: Case, selector: str | None = None,
-                 progress: Callable[[int, int, float], None] | None = None, cancel: Any = None) -> dict:
-    """Segment one case, write its outputs (only once all is done), evaluate if it has a reference."""
-    from core.io import read_ct, read_label
-    from core.outputs import OutputPlan
+def read_case_inputs(case: Case, selector: str | None = None, resample: bool = False) -> tuple[Any, Any, list[str]]:
+    """The case's CT and reference, checked for sanity (core.sanity) before any segmentation.
+
+    ``resample``: a reference on another grid is resampled onto the CT's (nearest
+    neighbour, --resample-to-ct) instead of refused.
+    """
+    from core.io import read_ct, read_label, resample_label_to
     from core.sanity import check_ct, check_label, raise_errors
+    from core.volume import check_same_grid
 
     ct = read_ct(case.ct)
     warnings = [f.message for f in raise_errors(check_ct(ct, case.ct))]
     reference = None
     if case.reference:
-        reference = read_label(case.reference, selector, reference=ct, allow_empty=False)
-        raise_errors(check_label(reference, "reference", case.reference))
+        reference = read_label(case.reference, selector, allow_empty=False)
+        if resample and (reference.shape != ct.shape or not reference.geometry.matches(ct.geometry, 1e-3)):
+            reference = resample_label_to(reference, ct)
+            warnings.append(f"{case.reference}: resampled onto the CT's grid (nearest neighbour, --resample-to-ct).")
+        check_same_grid(ct, reference)
+        raise_errors(check_label(reference, "reference", case.reference, "--label-selector"))
+    return ct, reference, warnings
+
+
+def segment_case(predictor: Any, case: Case, selector: str | None = None,
+                 progress: Callable[[int, int, float], None] | None = None, cancel: Any = None,
+                 inputs: tuple[Any, Any, list[str]] | None = None, resample: bool = False) -> dict:
+    """Segment one case, write its outputs (only once all is done), evaluate if it has a reference.
+
+    ``inputs``: what :func:`read_case_inputs` returned, when the caller read them already.
+    """
+    from core.outputs import OutputPlan
+    from core.sanity import check_label
+
+    ct, reference, warnings = inputs if inputs is not None else read_case_inputs(case, selector, resample)
+    warnings = list(warnings)
     pred = predictor.predict(ct, progress=progress, cancel=cancel)
     warnings += [f.message for f in check_label(pred.mask, "prediction")]
     # overwriting was allowed (or the outputs were new) when the run was planned; the mask and the
@@ -278,6 +302,8 @@ def handle(args: argparse.Namespace) -> int:
 
     plan = plan_cases(args)
     ckpt = model_path(args.model)
+    # the first case's inputs are read and checked before the model is loaded or exported
+    first_inputs = read_case_inputs(plan[0], args.label_selector, args.resample_to_ct)
 
     def say(text: str) -> None:
         print(f"airway segment: {text}", file=sys.stderr, flush=True)
@@ -292,7 +318,9 @@ def handle(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     for i, case in enumerate(plan, 1):
         bar = None if args.quiet else ProgressBar(f"[{i}/{len(plan)}] {case.name}")
-        result = segment_case(predictor, case, args.label_selector, progress=bar)
+        result = segment_case(predictor, case, args.label_selector, progress=bar,
+                              inputs=first_inputs if i == 1 else None, resample=args.resample_to_ct)
+        first_inputs = None
         _print_result(result, args.json)
     if not args.quiet and len(plan) > 1:
         say(f"{len(plan)} cases in {time.perf_counter() - t0:.1f} s")
