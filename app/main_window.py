@@ -505,9 +505,11 @@ class MainWindow(QMainWindow):
 
             if resample_to_ct or not isinstance(exc, GeometryError) or not (reference or predictions):
                 return False
-            if not ask_resample(self, exc):
-                return False
-            self.open_files(ct, reference, predictions, reference_selector, resample_to_ct=True)
+            # the question shows the error itself: one dialog either way
+            if ask_resample(self, exc):
+                self.open_files(ct, reference, predictions, reference_selector, resample_to_ct=True)
+            else:
+                self.statusBar().showMessage("Not opened: the label is on another grid than the CT", 8000)
             return True
 
         return self.start_job(load_case, ct, reference, list(predictions), current_ct=current,

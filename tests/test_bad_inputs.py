@@ -312,3 +312,41 @@ def test_app_resamples_a_label_on_another_grid_when_asked(ws):
     assert loaded.predictions[0].label.shape == ct.shape
     # moved by 5 voxels along each axis, nearest neighbour: the same mask, shifted
     assert 0 < loaded.reference.mask.sum() <= ct.array.size
+
+
+@pytest.mark.parametrize("answer", ["Yes", "No"])
+def test_window_offers_resampling_when_a_reference_grid_differs(answer, ws, qtbot, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    from app.main_window import MainWindow
+    from app.settings import Settings
+
+    shown = []
+
+    def fake_exec(box):
+        shown.append(box)
+        return getattr(QMessageBox.StandardButton, answer if box.objectName() == "resampleDialog" else "Ok")
+
+    monkeypatch.setattr(QMessageBox, "exec", fake_exec)
+    w = MainWindow(settings=Settings(ephemeral=True), install_panels=False, training_tab=False)
+    try:
+        with qtbot.waitSignal(w.caseLoaded, timeout=60000):
+            w.open_files(str(ws / "ct.nii.gz"))
+        before = snapshot(ws)
+        if answer == "Yes":
+            with qtbot.waitSignal(w.caseLoaded, timeout=60000):
+                w.open_files(None, str(ws / "shifted.nii.gz"))
+            assert w.case.reference is not None and w.case.reference.shape == w.case.ct.shape
+        else:
+            w.open_files(None, str(ws / "shifted.nii.gz"))
+            qtbot.waitUntil(lambda: len(shown) == 1 and not w.busy, timeout=60000)
+            assert w.case.reference is None
+        assert [b.objectName() for b in shown] == ["resampleDialog"]  # one dialog, the question
+        assert "shifted" in shown[0].text() and "not on the same grid" in shown[0].text()
+        assert snapshot(ws) == before
+    finally:
+        w.cancel_jobs()
+        w.case.cancel_jobs()
+        qtbot.waitUntil(lambda: not w.busy and not w.case.busy, timeout=30000)
+        w.close()
+        w.deleteLater()
