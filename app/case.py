@@ -25,6 +25,7 @@ from PySide6.QtCore import QObject, Signal
 
 from core.errors import Cancelled, InputError
 from core.volume import IntensityVolume, LabelVolume, Reorientation, check_same_grid, to_canonical
+from core.outputs import apply_umask, refuse_input_as_output
 
 PROJECT_FORMAT = "airway-studio-project"
 PROJECT_VERSION = 1
@@ -103,6 +104,9 @@ def load_ct(path: str | os.PathLike) -> tuple[IntensityVolume, Reorientation]:
     from core.io import read_ct
 
     ct = read_ct(path)
+    from core.sanity import check_ct, raise_errors
+
+    raise_errors(check_ct(ct, path))  # a CT without air or body: one dialog, nothing shown
     arr = ct.array
     if arr.dtype.kind in "iu" and arr.dtype.itemsize > 2:
         lo, hi = int(arr.min()), int(arr.max())
@@ -122,8 +126,20 @@ def as_bool_mask(arr: np.ndarray) -> np.ndarray:
     return arr != 0
 
 
+def _on_ct_grid(label: LabelVolume, ct: IntensityVolume | None, resample: bool) -> LabelVolume:
+    """``label`` (canonical) on the CT's grid: checked, or resampled (nearest neighbour) when asked."""
+    if ct is None:
+        return label
+    if resample and (label.shape != ct.shape or not label.geometry.matches(ct.geometry, 1e-3)):
+        from core.io import resample_label_to
+
+        return resample_label_to(label, ct)
+    check_same_grid(ct, label)
+    return label
+
+
 def load_label(path: str | os.PathLike, ct: IntensityVolume | None, what: str = "label",
-               selector: str | None = None) -> LabelVolume:
+               selector: str | None = None, resample: bool = False) -> LabelVolume:
     """A label in canonical orientation on ``ct``'s grid.
 
     Labels are compared with the CT *after* both are made canonical, so a
@@ -134,10 +150,13 @@ def load_label(path: str | os.PathLike, ct: IntensityVolume | None, what: str = 
     from core.io import case_name, read_label, read_volume
     from core.volume import LabelSelector
 
+    from core.sanity import check_label, raise_errors
+
     if selector and str(LabelSelector.parse(selector)) != "nonzero":
         canon, _ = to_canonical(read_label(path, selector))
-        if ct is not None:
-            check_same_grid(ct, canon)
+        canon = _on_ct_grid(canon, ct, resample)  # type: ignore[arg-type]
+        if what == "reference":
+            raise_errors(check_label(canon, what, path))
         return canon  # type: ignore[return-value]
 
     # read_volume + as_bool_mask rather than read_label: the same 'nonzero' rule
@@ -148,13 +167,14 @@ def load_label(path: str | os.PathLike, ct: IntensityVolume | None, what: str = 
                          "Give an integer label map (airway voxels non-zero).", path=path)
     label = LabelVolume(np.ascontiguousarray(as_bool_mask(vol.array)), vol.geometry, name=case_name(path))
     canon, _ = to_canonical(label)
-    if ct is not None:
-        canon.name = canon.name or what
-        check_same_grid(ct, canon)
+    canon.name = canon.name or what
+    canon = _on_ct_grid(canon, ct, resample)  # type: ignore[arg-type]
+    if what == "reference":
+        raise_errors(check_label(canon, what, path))
     return canon  # type: ignore[return-value]
 
 
-def load_prediction(path: str | os.PathLike, ct: IntensityVolume | None) -> PredictionEntry:
+def load_prediction(path: str | os.PathLike, ct: IntensityVolume | None, resample: bool = False) -> PredictionEntry:
     """A prediction file: a mask, or a probability map (floats in [0, 1], thresholded at 0.5)."""
     from core.io import case_name, read_volume
 
@@ -176,8 +196,10 @@ def load_prediction(path: str | os.PathLike, ct: IntensityVolume | None) -> Pred
     else:
         mask = as_bool_mask(arr)
     label = LabelVolume(np.ascontiguousarray(mask), canon.geometry, name=case_name(path))
-    if ct is not None:
-        check_same_grid(ct, label)
+    if resample and ct is not None and (label.shape != ct.shape or not label.geometry.matches(ct.geometry, 1e-3)):
+        # probabilities cannot be resampled as a label; the mask is what the metrics use
+        label, probs = _on_ct_grid(label, ct, True), None
+    label = _on_ct_grid(label, ct, False)
     return PredictionEntry(name=case_name(path), label=label, probabilities=probs, path=str(path))
 
 
@@ -190,8 +212,13 @@ def load_case(
     reference_selector: str | None = None,
     progress: Progress = _noop,
     cancel: Any = None,
+    resample_to_ct: bool = False,
 ) -> LoadedCase:
-    """Read whatever is given; without ``ct_path`` labels are checked against ``current_ct``."""
+    """Read whatever is given; without ``ct_path`` labels are checked against ``current_ct``.
+
+    ``resample_to_ct``: labels on another grid are resampled onto the CT's
+    (nearest neighbour) instead of refused with a GeometryError.
+    """
     steps = int(ct_path is not None) + int(reference_path is not None) + len(prediction_paths)
     done = 0
     out = LoadedCase()
@@ -207,14 +234,14 @@ def load_case(
         _check_cancel(cancel)
     if reference_path is not None:
         progress(done, steps, f"Reading reference {Path(reference_path).name}")
-        out.reference = load_label(reference_path, ct, "reference", reference_selector)
+        out.reference = load_label(reference_path, ct, "reference", reference_selector, resample=resample_to_ct)
         out.reference_path = str(reference_path)
         out.reference_selector = reference_selector
         done += 1
         _check_cancel(cancel)
     for p in prediction_paths:
         progress(done, steps, f"Reading prediction {Path(p).name}")
-        out.predictions.append(load_prediction(p, ct))
+        out.predictions.append(load_prediction(p, ct, resample=resample_to_ct))
         done += 1
         _check_cancel(cancel)
     progress(steps, steps, "Loaded")
@@ -920,6 +947,10 @@ class Case(QObject):
             "view": self.view_state,
         }
 
+    def _input_paths(self) -> list[str]:
+        """Files this case was opened from: a save never writes over them (core.outputs)."""
+        return [p for p in (self.ct_path, self.reference_path, *(e.path for e in self.predictions)) if p]
+
     def save_project(self, path: str | os.PathLike) -> Path:
         """Write the project JSON atomically; predictions made in the app are
         written next to it first (a project only stores paths)."""
@@ -934,13 +965,16 @@ class Case(QObject):
 
                     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in p.name)
                     out = path.with_name(f"{path.stem}_{safe}.nii.gz")
+                    refuse_input_as_output(out, self._input_paths(), "prediction file")
                     write_volume(LabelVolume(p.mask.astype(np.uint8), p.label.geometry, p.name), out)
                     p.path = str(out)
+        refuse_input_as_output(path, self._input_paths(), "project file")
         data = self.to_project(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(data, f, indent=2)
+            apply_umask(tmp)  # mkstemp makes 0600 files
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

@@ -78,6 +78,16 @@ def show_error(parent: QWidget | None, exc: BaseException | str, details: str | 
     return box
 
 
+def ask_resample(parent: QWidget | None, exc: BaseException, title: str = "Airway Studio") -> bool:
+    """Offer to open a label on another grid resampled onto the CT's (the GUI's --resample-to-ct)."""
+    box = QMessageBox(QMessageBox.Icon.Question, title, str(exc),
+                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, parent)
+    box.setObjectName("resampleDialog")
+    box.setInformativeText("Resample it onto the CT's grid (nearest neighbour) and open it anyway?")
+    box.setDefaultButton(QMessageBox.StandardButton.No)  # an explicit choice: resampling changes the label
+    return box.exec() == QMessageBox.StandardButton.Yes
+
+
 def about_html() -> str:
     from importlib import metadata
 

@@ -38,7 +38,7 @@ from PySide6.QtWidgets import (
 
 from app import shortcuts
 from app.case import STATUS_KEYS, STATUS_LABELS, Case, apply_project, load_project, segment_case
-from app.dialogs import APP_NAME, AboutDialog, ShortcutsDialog, show_error
+from app.dialogs import APP_NAME, AboutDialog, ShortcutsDialog, ask_resample, show_error
 from app.settings import Settings
 from app.slice_view import ORIENTATIONS, DisplaySettings, DisplayState, SliceRenderer, SliceView
 from app.workers import Job, guarded
@@ -455,11 +455,12 @@ class MainWindow(QMainWindow):
         self.last_error = exc if isinstance(exc, BaseException) else None
         self.error_handler(self, exc, details, title=title)
 
-    def track_job(self, job: Job) -> None:
-        """Show a job's progress and its errors (one dialog each)."""
+    def track_job(self, job: Job, on_error: Callable[[BaseException], bool] | None = None) -> None:
+        """Show a job's progress and its errors (one dialog each; ``on_error`` returning True handled it)."""
         self.jobs.append(job)
         self.job_status.add(job)
-        job.error.connect(guarded(self, lambda exc, tb, j=job: self._job_failed(j, exc, tb)))
+        job.error.connect(guarded(self, lambda exc, tb, j=job: (on_error is not None and on_error(exc))
+                                  or self._job_failed(j, exc, tb)))
         job.cancelled.connect(guarded(self, lambda j=job: self.statusBar().showMessage(f"{j.name}: cancelled", 5000)))
         job.finished.connect(guarded(self, lambda j=job: self.jobs.remove(j) if j in self.jobs else None))
 
@@ -468,11 +469,12 @@ class MainWindow(QMainWindow):
         self.report_error(exc, tb, title=f"{APP_NAME}: {job.name}")
 
     def start_job(self, fn: Callable[..., Any], *args: Any, name: str,
-                  on_result: Callable[[Any], None] | None = None, **kwargs: Any) -> Job:
+                  on_result: Callable[[Any], None] | None = None,
+                  on_error: Callable[[BaseException], bool] | None = None, **kwargs: Any) -> Job:
         job = Job(fn, *args, name=name, **kwargs)
         if on_result is not None:
             job.result.connect(guarded(self, on_result))
-        self.track_job(job)
+        self.track_job(job, on_error)
         return job.start()
 
     def cancel_jobs(self) -> None:
@@ -486,8 +488,13 @@ class MainWindow(QMainWindow):
 
     # -- opening files -----------------------------------------------------------------------
     def open_files(self, ct: str | None, reference: str | None = None,
-                   predictions: Sequence[str] = (), reference_selector: str | None = None) -> Job | None:
-        """Load files in the background; the case updates when they are read."""
+                   predictions: Sequence[str] = (), reference_selector: str | None = None,
+                   resample_to_ct: bool = False) -> Job | None:
+        """Load files in the background; the case updates when they are read.
+
+        A label on another grid than the CT is refused, and the user is offered
+        to open it again resampled onto the CT's grid (nearest neighbour).
+        """
         from app.case import load_case
 
         for p in [ct, reference, *predictions]:
@@ -504,8 +511,21 @@ class MainWindow(QMainWindow):
         if not ct and current is None:
             self.report_error("Open a CT first: references and predictions are drawn over a CT.")
             return None
+        def offer_resampling(exc: BaseException) -> bool:
+            from core.errors import GeometryError
+
+            if resample_to_ct or not isinstance(exc, GeometryError) or not (reference or predictions):
+                return False
+            # the question shows the error itself: one dialog either way
+            if ask_resample(self, exc):
+                self.open_files(ct, reference, predictions, reference_selector, resample_to_ct=True)
+            else:
+                self.statusBar().showMessage("Not opened: the label is on another grid than the CT", 8000)
+            return True
+
         return self.start_job(load_case, ct, reference, list(predictions), current_ct=current,
-                              reference_selector=reference_selector, name="Loading", on_result=apply)
+                              reference_selector=reference_selector, resample_to_ct=resample_to_ct,
+                              name="Loading", on_result=apply, on_error=offer_resampling)
 
     def open_project(self, path: str) -> Job:
         self.settings.add_recent(str(path))

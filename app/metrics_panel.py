@@ -18,7 +18,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -192,15 +191,9 @@ def branch_centre(tree: Any, branch_id: int) -> tuple[int, int, int] | None:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from core.outputs import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def export_metrics(case: Any, path: str | os.PathLike) -> list[Path]:

@@ -47,6 +47,7 @@ from app.training_runs import (
     conclude_status,
     crash_report,
     find_process,
+    matching_processes,
     find_runs,
     find_trainer,
     kill_process,
@@ -60,6 +61,8 @@ install_refcount_guard()  # PySide6 6.12 on Python 3.11 leaks references (see th
 
 Launcher = Callable[[list[str]], tuple[str, list[str]]]
 LOG_LINES = 5000
+# A loaded machine may list a just-started process late; the trainer is only looked for this long.
+LAUNCH_FIND_TIMEOUT_S = 10.0
 
 
 class RunMonitor(QtCore.QObject):
@@ -479,11 +482,14 @@ class TrainingTab(QtWidgets.QWidget):
         proc.setStandardInputFile(QtCore.QProcess.nullDevice())
         # Detached: the trainer outlives this window, and the app reattaches through the run folder.
         launched_at = time.time()
+        before = set(matching_processes(arguments))
         ok = proc.startDetached()
         if isinstance(ok, tuple):  # bindings that return (ok, pid) as documented
             ok, pid = ok
         else:
-            pid = find_process(arguments, launched_at) if ok else None
+            # the pid record must exist before start() returns, so that a window closed at once
+            # can still reattach to and kill the trainer: wait (bounded) until the process is listed
+            pid = find_process(arguments, launched_at, exclude=before, timeout_s=LAUNCH_FIND_TIMEOUT_S) if ok else None
         if not ok or not pid:
             self._say(f"Could not start the trainer ({program}): {proc.errorString()}. "
                       "Check that the application is installed completely.")

@@ -801,6 +801,9 @@ class View3D(QWidget):
         try:
             if not image.save(tmp, "PNG"):
                 raise InputError(f"Could not write the screenshot to {path}.", "Choose a writable folder.")
+            from core.outputs import apply_umask
+
+            apply_umask(tmp)  # mkstemp makes 0600 files
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

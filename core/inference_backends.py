@@ -17,6 +17,7 @@ backend is built.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -81,6 +82,10 @@ def file_hash(path: str | Path) -> str:
 def state_hash(model: Any) -> str:
     """Hash of a module's class and weights, for models that did not come from a file."""
     h = hashlib.sha256(type(model).__qualname__.encode())
+    # parameter-free architecture choices (norm, activation, upsampling) change the
+    # exported graph without changing a weight: they belong to the key too
+    h.update(json.dumps([getattr(model, "arch_name", None), getattr(model, "arch_args", None)],
+                        sort_keys=True, default=str).encode())
     for name, tensor in model.state_dict().items():
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -197,6 +202,41 @@ def _atomic_dir(final: Path, fill: Callable[[Path], None]) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _cached_export(folder: Path, filename: str, source: dict, export: Callable[[Path], None], say: Say,
+                   what: str) -> Path:
+    """The exported model in ``folder``, (re)made unless its ``source.json`` names exactly this model and window.
+
+    The folder name holds a shortened key; the full record inside is checked so
+    that a shortened-key collision, an older export or a hand-copied folder is
+    exported again instead of being used.
+    """
+    path = folder / filename
+    record = folder / "source.json"
+    try:
+        fresh = path.is_file() and json.loads(record.read_text()) == source
+    except (OSError, ValueError):
+        fresh = False
+    if fresh:
+        return path
+    if folder.exists():
+        say(f"The cached {what} in {folder} was made from another model or setting; exporting again.")
+        stale = folder.with_name(f".{folder.name}.stale-{os.getpid()}")
+        try:
+            os.replace(folder, stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            pass
+    else:
+        say(f"Exporting the model for {what} (once per model and window size; cached in {folder.parent})...")
+
+    def fill(tmp: Path) -> None:
+        export(tmp)
+        (tmp / "source.json").write_text(json.dumps(source, sort_keys=True))
+
+    _atomic_dir(folder, fill)
+    return path
+
+
 def cpu_has_bf16() -> bool:
     """Whether OpenVINO's CPU plugin runs bf16 natively (AVX512-BF16 or AMX)."""
     try:
@@ -221,26 +261,24 @@ class OpenVinoBackend:
         root = (cache or cache_dir())
         key = f"{model_key[:24]}-w{'x'.join(map(str, window))}-ov{ov.__version__.split('-')[0]}"
         folder = root / "openvino" / key
-        xml = folder / "model.xml"
-        if not xml.exists():
-            say(f"Converting the model for OpenVINO (once per model and window size; cached in {folder.parent})...")
 
-            def export(tmp: Path) -> None:
-                import torch
+        def export(tmp: Path) -> None:
+            import torch
 
-                head = _ProbabilityHead.wrap(model.to("cpu").eval())
-                with torch.no_grad(), warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # tracer chatter about shape checks, not actionable
-                    try:
-                        # tracing runs one forward pass: a small example costs seconds, a 128^3 one minutes
-                        converted = ov.convert_model(head, example_input=_example(model, window),
-                                                     input=[ov.PartialShape([-1, 1, *window])])
-                    except Exception:
-                        converted = ov.convert_model(head, example_input=torch.zeros((1, 1, *window)),
-                                                     input=[ov.PartialShape([-1, 1, *window])])
-                ov.save_model(converted, str(tmp / "model.xml"), compress_to_fp16=False)
+            head = _ProbabilityHead.wrap(model.to("cpu").eval())
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer chatter about shape checks, not actionable
+                try:
+                    # tracing runs one forward pass: a small example costs seconds, a 128^3 one minutes
+                    converted = ov.convert_model(head, example_input=_example(model, window),
+                                                 input=[ov.PartialShape([-1, 1, *window])])
+                except Exception:
+                    converted = ov.convert_model(head, example_input=torch.zeros((1, 1, *window)),
+                                                 input=[ov.PartialShape([-1, 1, *window])])
+            ov.save_model(converted, str(tmp / "model.xml"), compress_to_fp16=False)
 
-            _atomic_dir(folder, export)
+        source = {"model_key": model_key, "window": list(window), "openvino": ov.__version__}
+        xml = _cached_export(folder, "model.xml", source, export, say, "OpenVINO")
         core = ov.Core()
         core.set_property({"CACHE_DIR": str(root / "openvino" / "blobs")})
         config: dict[str, Any] = {
@@ -270,22 +308,20 @@ class OnnxRuntimeBackend:
         self.name = "onnxruntime-fp32"
         root = cache or cache_dir()
         folder = root / "onnx" / f"{model_key[:24]}-w{'x'.join(map(str, window))}"
-        path = folder / "model.onnx"
-        if not path.exists():
-            say(f"Exporting the model to ONNX (once per model and window size; cached in {folder.parent})...")
 
-            def export(tmp: Path) -> None:
-                import torch
+        def export(tmp: Path) -> None:
+            import torch
 
-                head = _ProbabilityHead.wrap(model.to("cpu").eval())
-                axes = {0: "n", 2: "d", 3: "h", 4: "w"}  # traced on a small example, run on any window
-                with torch.no_grad(), warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    torch.onnx.export(head, (_example(model, window),), str(tmp / "model.onnx"), input_names=["x"],
-                                      output_names=["p"], dynamic_axes={"x": axes, "p": axes},
-                                      opset_version=17, dynamo=False)
+            head = _ProbabilityHead.wrap(model.to("cpu").eval())
+            axes = {0: "n", 2: "d", 3: "h", 4: "w"}  # traced on a small example, run on any window
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(head, (_example(model, window),), str(tmp / "model.onnx"), input_names=["x"],
+                                  output_names=["p"], dynamic_axes={"x": axes, "p": axes},
+                                  opset_version=17, dynamo=False)
 
-            _atomic_dir(folder, export)
+        source = {"model_key": model_key, "window": list(window), "opset": 17}
+        path = _cached_export(folder, "model.onnx", source, export, say, "ONNX")
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = int(threads)

@@ -323,12 +323,25 @@ def to_sitk(volume: IntensityVolume | LabelVolume):
     return img
 
 
+def write_volume_file(volume: IntensityVolume | LabelVolume, path: str | Path, suffix: str | None = None,
+                      compress: bool = True) -> None:
+    """Encode ``volume`` into exactly ``path`` (no atomicity; :func:`write_volume` and core.outputs add it)."""
+    sitk = _sitk()
+    suffix = suffix or volume_suffix(path)
+    try:
+        sitk.WriteImage(to_sitk(volume), str(path), useCompression=compress and suffix != ".nii")
+    except RuntimeError as exc:
+        raise InputError(f"Could not write the volume: {_first_line(exc)}", "Check the folder is writable and the disk has space.", path=path) from None
+
+
 def write_volume(volume: IntensityVolume | LabelVolume, path: str | Path, compress: bool = True) -> Path:
     """Write atomically: a temporary file in the same folder, then a rename.
 
-    A crash or a full disk never leaves a half-written file under ``path``.
+    A crash or a full disk never leaves a half-written file under ``path``; the
+    file gets the user's umask permissions (mkstemp alone would make it 0600).
     """
-    sitk = _sitk()
+    from core.outputs import apply_umask
+
     path = Path(path)
     suffix = volume_suffix(path)
     if suffix not in VOLUME_SUFFIXES:
@@ -341,10 +354,9 @@ def write_volume(volume: IntensityVolume | LabelVolume, path: str | Path, compre
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
     os.close(fd)
     try:
-        sitk.WriteImage(to_sitk(volume), tmp, useCompression=compress and suffix != ".nii")
+        write_volume_file(volume, tmp, suffix, compress)
+        apply_umask(tmp)
         os.replace(tmp, path)
-    except RuntimeError as exc:
-        raise InputError(f"Could not write the volume: {_first_line(exc)}", "Check the folder is writable and the disk has space.", path=path) from None
     except OSError as exc:
         raise InputError(f"Could not write the volume: {exc.strerror}", "Check the folder is writable and the disk has space.", path=path) from None
     finally:
@@ -354,6 +366,8 @@ def write_volume(volume: IntensityVolume | LabelVolume, path: str | Path, compre
 
 
 def _write_pair(volume, path: Path, suffix: str, compress: bool) -> Path:
+    from core.outputs import apply_umask
+
     sitk = _sitk()
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmpdir:
@@ -363,6 +377,7 @@ def _write_pair(volume, path: Path, suffix: str, compress: bool) -> Path:
         except RuntimeError as exc:
             raise InputError(f"Could not write the volume: {_first_line(exc)}", "Check the folder is writable.", path=path) from None
         for f in Path(tmpdir).iterdir():
+            apply_umask(f)
             if f.name != path.name:
                 os.replace(f, path.parent / f.name)
         os.replace(tmp_header, path)
@@ -389,4 +404,5 @@ __all__ = [
     "to_sitk",
     "volume_suffix",
     "write_volume",
+    "write_volume_file",
 ]

@@ -30,8 +30,6 @@ import csv
 import io as _io
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -132,38 +130,48 @@ class Phantom:
         }
         return json.dumps(doc, indent=1)
 
-    def save(self, out_dir: str | Path) -> dict[str, Path]:
-        """Write ``ct.nii.gz``, ``label.nii.gz``, ``centreline.nii.gz``, ``branches.csv``, ``branches.json`` (atomically)."""
+    @staticmethod
+    def file_paths(out_dir: str | Path) -> dict[str, Path]:
+        """Where :meth:`save` writes each file."""
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {
+        return {
             "ct": out / "ct.nii.gz",
             "label": out / "label.nii.gz",
             "centreline": out / "centreline.nii.gz",
             "csv": out / "branches.csv",
             "json": out / "branches.json",
         }
-        from core.io import write_volume
 
-        write_volume(self.ct, paths["ct"])
-        write_volume(self.label, paths["label"])
-        write_volume(self.centreline, paths["centreline"])
-        _write_text(paths["csv"], self.to_csv())
-        _write_text(paths["json"], self.to_json())
+    def save(self, out_dir: str | Path, plan=None) -> dict[str, Path]:
+        """Write ``ct.nii.gz``, ``label.nii.gz``, ``centreline.nii.gz``, ``branches.csv``, ``branches.json`` (atomically).
+
+        With a ``core.outputs.OutputPlan``, the files are staged in it and appear
+        together when the plan commits.
+        """
+        from core.outputs import OutputPlan
+
+        paths = self.file_paths(out_dir)
+        own = plan is None
+        if own:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            plan = OutputPlan(overwrite=True, backup=False)  # the library call replaces, as before
+        try:
+            plan.write_volume(self.ct, paths["ct"])
+            plan.write_volume(self.label, paths["label"])
+            plan.write_volume(self.centreline, paths["centreline"])
+            plan.write_text(paths["csv"], self.to_csv())
+            plan.write_text(paths["json"], self.to_json())
+            if own:
+                plan.commit()
+        except BaseException:
+            if own:
+                plan.abort()
+            raise
         return paths
 
 
 # -- writing -------------------------------------------------------------------
 
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # -- making ----------------------------------------------------------------------

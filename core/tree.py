@@ -170,7 +170,7 @@ class AirwayTree:
     @classmethod
     def load(cls, path: str | Path) -> "AirwayTree":
         path = Path(path)
-        fix = "Parse the reference again (airway evaluate --branches FILE writes one)."
+        fix = "Parse the reference again (airway evaluate --reference LABEL --prediction P --tree FILE writes one)."
         if not path.is_file():
             raise InputError("Tree file not found.", fix, path=path)
         try:
@@ -206,9 +206,9 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files
+        from core.outputs import apply_umask
+
+        apply_umask(tmp)  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

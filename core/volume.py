@@ -212,7 +212,8 @@ def check_same_grid(a: _Volume, b: _Volume, tol: float = 1e-3) -> None:
         raise GeometryError(
             f"{na} and {nb} are not on the same grid: {na} has shape {a.shape}, {a.geometry.describe()}; "
             f"{nb} has shape {b.shape}, {b.geometry.describe()}",
-            "Use the label made for this CT, or resample it onto the CT grid explicitly (--resample / core.io.resample_label_to).",
+            "Use the label made for this CT, or resample it onto the CT grid explicitly (nearest neighbour): "
+            "--resample-to-ct in airway evaluate and airway segment, or accept resampling when the app asks.",
         )
 
 

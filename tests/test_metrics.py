@@ -223,8 +223,9 @@ def test_cli_single_pair_writes_every_file(tmp_path, ref, capsys):
 
     bm = read_volume(tmp_path / "branches.nii.gz").array
     assert set(np.unique(bm)) == set(range(8))
-    # second run reuses the saved tree
-    assert main(argv[:-8] + ["--atm22"]) == 0
+    # second run reuses the saved tree (existing outputs are refused without --overwrite)
+    assert main(argv) == 2
+    assert main(argv[:7] + ["--atm22"]) == 0
     assert "85.710" in capsys.readouterr().out
 
 

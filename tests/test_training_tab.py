@@ -496,3 +496,20 @@ def test_a_trainer_that_dies_before_its_first_event_has_failed_and_says_why(qtbo
     assert "no_such_entry_point.py" in tab.error_view.toPlainText()  # python's own message, from trainer.log
     assert "failed" in tab.runs_list.currentItem().text() and tab.start_button.isEnabled()
     assert not (run / "events.jsonl").exists()
+
+
+def test_launched_trainer_is_found_even_when_start_times_look_older_than_the_launch(tmp_path):
+    """The pid record must not depend on psutil's start times (derived from a boot time psutil caches
+    once, so a clock adjustment shifts them): a process new since the snapshot is the launched one."""
+    from app.training_runs import find_process, matching_processes
+
+    args = ["-c", "import time; time.sleep(30)", str(tmp_path / "unique-run")]
+    before = set(matching_processes(args))
+    proc = subprocess.Popen([sys.executable, *args])
+    try:
+        future = time.time() + 3600  # as if the clock had jumped: every start time looks too old
+        assert find_process(args, future, timeout_s=0.0) is None
+        assert find_process(args, future, exclude=before, timeout_s=30.0) == proc.pid
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)

@@ -12,9 +12,7 @@ import csv
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +53,11 @@ def register(subparsers) -> None:
                         "(a folder of <case>.tree.npz in folder mode)")
     p.add_argument("--branch-map", metavar="F",
                    help="write the reference's branch-id label map (single reference; .nii.gz, .mha or .nrrd)")
+    p.add_argument("--resample-to-ct", action="store_true",
+                   help="resample predictions on another grid onto the reference's grid (nearest neighbour); "
+                        "without it a grid mismatch is an error")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing output files (the first original is kept as NAME.bak) and stale --tree caches")
     p.set_defaults(func=run_evaluate)
 
 
@@ -64,28 +67,7 @@ class CaseResult:
     method: str
     metrics: object
     regions: list = field(default_factory=list)
-
-
-def _atomic_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        _umask_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask_mode(path: str) -> None:
-    """mkstemp makes 0600 files; give the user's usual permissions instead."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
+    warnings: list = field(default_factory=list)
 
 
 def _strip_channel(name: str) -> str:
@@ -117,23 +99,33 @@ def match_cases(reference: Path, prediction: Path) -> tuple[list[tuple[str, Path
     return pairs, missing
 
 
-def _tree_for(ref_volume, tree_path: Path | None, progress):
+def _tree_for(ref_volume, tree_path: Path | None, progress, plan, overwrite: bool):
+    """The reference's parsed tree: from the ``--tree`` cache when it was made from this very reference.
+
+    The cache is keyed by the reference mask's content and grid (core.outputs.content_key):
+    a tree of another phantom of the same shape, or of this mask at another
+    origin or spacing, is refused (or parsed again and replaced with --overwrite), never used.
+    """
+    from core.errors import InputError
+    from core.outputs import content_key
     from core.tree import AirwayTree, parse_tree
 
+    key = content_key(ref_volume)
     if tree_path is not None and tree_path.exists():
         tree = AirwayTree.load(tree_path)
-        if tuple(tree.shape) != tuple(ref_volume.shape):
-            from core.errors import InputError
-
-            raise InputError(
-                f"The saved tree is for a {tree.shape} volume, the reference is {ref_volume.shape}.",
-                "Delete the tree file or give the matching reference.",
-                path=tree_path,
-            )
-        return tree
+        saved = tree.params.get("source_key")
+        if saved == key:
+            return tree
+        if not overwrite:
+            why = ("it has no record of the reference it came from (saved by an older version)" if saved is None else
+                   f"it was parsed from another reference (shape {tuple(tree.shape)}; the content or grid differ)")
+            raise InputError(f"The saved tree cannot be used: {why}.",
+                             "Delete it, give another --tree path, or pass --overwrite to parse again and replace it.",
+                             path=tree_path)
     tree = parse_tree(ref_volume, progress=progress)
+    tree.params["source_key"] = key
     if tree_path is not None:
-        tree.save(tree_path)
+        plan.stage(tree_path, tree.save)
     return tree
 
 
@@ -147,19 +139,29 @@ def evaluate_pair(pred, ref, tree, *, atm22: bool = False, connectivity: int = 6
                     diameter_edges=tuple(diameter_edges) if diameter_edges else DEFAULT_DIAMETER_EDGES, cancel=cancel)
 
 
+def _input_files(paths: list[Path]) -> list[Path]:
+    out = []
+    for p in paths:
+        out += sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
+    return out
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from core.errors import InputError
-    from core.io import case_name, read_label
+    from core.io import VOLUME_SUFFIXES, case_name, read_label, resample_label_to, volume_suffix
     from core.metrics import DEFAULT_DIAMETER_EDGES
+    from core.outputs import OutputPlan, check_writable_folder
     from core.regions import find_error_regions
+    from core.sanity import check_label, raise_errors
+    from core.volume import check_same_grid
 
     ref_path = Path(args.reference)
     pred_paths = [Path(p) for p in args.prediction]
     if not ref_path.exists():
-        raise InputError("Reference not found.", "Give an existing label file or folder.", path=ref_path)
+        raise InputError("Reference not found.", "Give an existing label file or folder with --reference.", path=ref_path)
     for p in pred_paths:
         if not p.exists():
-            raise InputError("Prediction not found.", "Give existing prediction files or folders.", path=p)
+            raise InputError("Prediction not found.", "Give existing prediction files or folders with --prediction.", path=p)
     folder_mode = ref_path.is_dir()
     if folder_mode and not all(p.is_dir() for p in pred_paths):
         raise InputError("The reference is a folder but a prediction is a file.",
@@ -169,7 +171,29 @@ def run_evaluate(args: argparse.Namespace) -> int:
                          "Give a reference folder to evaluate folders of cases.")
     if args.branch_map and folder_mode:
         raise InputError("--branch-map needs a single reference file.", "Give --reference FILE.")
+    if args.branch_map and volume_suffix(args.branch_map) not in VOLUME_SUFFIXES:
+        raise InputError("Unknown volume format for --branch-map.", "End the name with .nii.gz, .nii, .mha or .nrrd.",
+                         path=args.branch_map)
     edges = tuple(args.diameter_edges) if args.diameter_edges else DEFAULT_DIAMETER_EDGES
+
+    # Every output is checked before any reading or parsing (core.outputs).
+    inputs = _input_files([ref_path, *pred_paths])
+    plan = OutputPlan(args.overwrite, inputs)
+    for flag in ("json", "csv", "branches", "regions", "branch_map"):
+        plan.add(getattr(args, flag), "--" + flag.replace("_", "-"))
+    if args.tree:
+        tree_arg = Path(args.tree)
+        if folder_mode:
+            if tree_arg.exists() and not tree_arg.is_dir():
+                raise InputError("--tree must be a folder when the reference is a folder.",
+                                 "Give a folder for the <case>.tree.npz files.", path=tree_arg)
+            check_writable_folder(tree_arg, flag="--tree")
+        elif tree_arg.is_dir():
+            raise InputError("--tree is a folder, but the reference is one file.", "Give a file name (e.g. ref.tree.npz).",
+                             path=tree_arg)
+        elif not tree_arg.exists():
+            plan.add(tree_arg, "--tree")
+    plan.check()
 
     def progress(_k: int, _n: int, what: str) -> None:
         print(f"  {what}...", file=sys.stderr, flush=True)
@@ -196,40 +220,49 @@ def run_evaluate(args: argparse.Namespace) -> int:
     by_ref: dict[Path, list[tuple[str, str, Path]]] = {}
     for case, method, rp, pp in jobs:
         by_ref.setdefault(rp, []).append((case, method, pp))
-    for rp, items in by_ref.items():
-        print(f"{case_name(rp)}: reading reference", file=sys.stderr, flush=True)
-        ref = read_label(rp, args.label_selector, allow_empty=False)
-        tree_path = None
-        if args.tree:
-            tree_path = Path(args.tree) / f"{case_name(rp)}.tree.npz" if folder_mode else Path(args.tree)
-        tree = _tree_for(ref, tree_path, progress)
-        for w in tree.warnings:
-            print(f"warning: {case_name(rp)}: {w}", file=sys.stderr)
-        if args.branch_map:
-            from core.io import write_volume
-            from core.volume import LabelVolume
+    with plan:
+        for rp, items in by_ref.items():
+            print(f"{case_name(rp)}: reading reference", file=sys.stderr, flush=True)
+            ref = read_label(rp, args.label_selector, allow_empty=False)
+            raise_errors(check_label(ref, "reference", rp, "--label-selector"))
+            tree_path = None
+            if args.tree:
+                tree_path = Path(args.tree) / f"{case_name(rp)}.tree.npz" if folder_mode else Path(args.tree)
+            tree = _tree_for(ref, tree_path, progress, plan, args.overwrite)
+            for w in tree.warnings:
+                print(f"warning: {case_name(rp)}: {w}", file=sys.stderr)
+            if args.branch_map:
+                from core.volume import LabelVolume
 
-            write_volume(LabelVolume(tree.branch_label_map(), ref.geometry, name="branches"), args.branch_map)
-        for case, method, pp in items:
-            print(f"{case}: evaluating {pp.name}", file=sys.stderr, flush=True)
-            pred = read_label(pp, args.prediction_selector, reference=ref)
-            m = evaluate_pair(pred, ref, tree, atm22=args.atm22, connectivity=args.connectivity,
-                              threshold=args.threshold, diameter_edges=edges)
-            regs = []
-            if args.regions:
-                regs = find_error_regions(pred, ref, tree, lcc_connectivity=args.connectivity)
-            results.append(CaseResult(case, method, m, regs))
+                plan.write_volume(LabelVolume(tree.branch_label_map(), ref.geometry, name="branches"), args.branch_map)
+            for case, method, pp in items:
+                print(f"{case}: evaluating {pp.name}", file=sys.stderr, flush=True)
+                pred = read_label(pp, args.prediction_selector)
+                if args.resample_to_ct and (pred.shape != ref.shape or not pred.geometry.matches(ref.geometry, 1e-3)):
+                    pred = resample_label_to(pred, ref)
+                    print(f"note: {case}: {pp.name} resampled onto the reference's grid (nearest neighbour)",
+                          file=sys.stderr)
+                check_same_grid(ref, pred)
+                warnings = [f.message for f in raise_errors(check_label(pred, "prediction", pp, "--prediction-selector"))]
+                for w in warnings:
+                    print(f"warning: {case}: {w}", file=sys.stderr)
+                m = evaluate_pair(pred, ref, tree, atm22=args.atm22, connectivity=args.connectivity,
+                                  threshold=args.threshold, diameter_edges=edges)
+                regs = []
+                if args.regions:
+                    regs = find_error_regions(pred, ref, tree, lcc_connectivity=args.connectivity)
+                results.append(CaseResult(case, method, m, regs, warnings))
 
-    print(format_table(results, folder_mode))
-    if args.csv:
-        _atomic_text(args.csv, summary_csv(results, folder_mode))
-    if args.json:
-        _atomic_text(args.json, json.dumps(results_json(results, args, folder_mode), indent=1, default=_json_default))
-    if args.branches:
-        _atomic_text(args.branches, branches_csv(results))
-    if args.regions:
-        doc = [_clean({"case": r.case, "prediction": r.method, "regions": [g.as_dict() for g in r.regions]}) for r in results]
-        _atomic_text(args.regions, json.dumps(doc if len(doc) > 1 else doc[0], indent=1, default=_json_default))
+        print(format_table(results, folder_mode))
+        if args.csv:
+            plan.write_text(args.csv, summary_csv(results, folder_mode))
+        if args.json:
+            plan.write_text(args.json, json.dumps(results_json(results, args, folder_mode), indent=1, default=_json_default))
+        if args.branches:
+            plan.write_text(args.branches, branches_csv(results))
+        if args.regions:
+            doc = [_clean({"case": r.case, "prediction": r.method, "regions": [g.as_dict() for g in r.regions]}) for r in results]
+            plan.write_text(args.regions, json.dumps(doc if len(doc) > 1 else doc[0], indent=1, default=_json_default))
     return 0
 
 
@@ -330,7 +363,7 @@ def results_json(results: list[CaseResult], args, folder_mode: bool = True) -> d
     cases = []
     for r in results:
         d = r.metrics.as_dict(branches=False)
-        cases.append({"case": r.case, "prediction": r.method, **_clean(d)})
+        cases.append({"case": r.case, "prediction": r.method, **_clean(d), "warnings": list(r.warnings)})
     keys = [k for k, _ in COLUMNS] + ["tree_length_mm"]
     summary = {}
     for method, group in _groups(results).items() if folder_mode else ():

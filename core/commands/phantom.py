@@ -32,12 +32,20 @@ def register(subparsers) -> None:
     p.add_argument("--label-selector", default=None,
                    help="which values of --from-mask are airway: nonzero, value:N or bits:SHIFT:N")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the files of an earlier phantom in --out (the first originals are kept as NAME.bak)")
     p.set_defaults(func=run_phantom)
 
 
 def run_phantom(args: argparse.Namespace) -> int:
     from core.errors import ConfigError
-    from core.phantom import make_phantom, phantom_from_mask
+    from core.outputs import OutputPlan
+    from core.phantom import Phantom, make_phantom, phantom_from_mask
+
+    plan = OutputPlan(args.overwrite, inputs=[args.from_mask])
+    for path in Phantom.file_paths(args.out).values():
+        plan.add(path, "--out")
+    plan.check()
 
     def progress(done: int, total: int, eta_s: float | None) -> None:
         print(f"[{done}/{total}]", file=sys.stderr, flush=True)
@@ -56,7 +64,8 @@ def run_phantom(args: argparse.Namespace) -> int:
                           noise=args.noise, wall_contrast=args.wall_contrast, blur=args.blur,
                           omit_distal=args.omit_distal, vessels=not args.no_vessels, difficulty=args.difficulty,
                           progress=progress)
-    paths = ph.save(args.out)
+    with plan:
+        paths = ph.save(args.out, plan)
     g = ph.ct.geometry
     print(f"phantom {'x'.join(map(str, ph.ct.shape))} (z y x), {g.describe()}: {len(ph.branches)} branches, "
           f"{ph.label.voxel_count()} airway voxels, omitted {ph.omitted or 'none'}")

@@ -56,6 +56,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     cfg, settings = _settings_from(args)
     cases = discover_cases(args.data)
     cache = Path(args.cache or cfg.data.cache_dir or default_cache_dir(args.data))
+    _check_cache_folder(cache, args.data)
     policy = "skip" if args.skip_bad else cfg.data.on_bad_case
 
     def progress(done: int, total: int, name: str) -> None:
@@ -69,6 +70,23 @@ def run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_cache_folder(cache, data) -> None:
+    """Before any case is read: the cache folder can be written and is not the dataset's own files."""
+    from pathlib import Path
+
+    from core.errors import InputError
+    from core.outputs import check_writable_folder, same_file
+
+    if cache.exists() and not cache.is_dir():
+        raise InputError("The cache is a file, not a folder.", "Give a folder with --cache.", path=cache)
+    data = Path(data)
+    for sub in (data, data / "imagesTr", data / "labelsTr"):
+        if sub.exists() and same_file(cache, sub):
+            raise InputError("The cache folder is the dataset's own folder; its case folders would mix with the data.",
+                             "Give another folder with --cache (default: DATA/.airway_cache).", path=cache)
+    check_writable_folder(cache, flag="--cache", what="The cache folder")
+
+
 def run_phantom_dataset(args: argparse.Namespace) -> int:
     from core.training.phantoms import write_phantom_dataset
 
@@ -76,6 +94,16 @@ def run_phantom_dataset(args: argparse.Namespace) -> int:
     def progress(done: int, total: int, name: str) -> None:
         print(f"[{done}/{total}] {name}", file=sys.stderr, flush=True)
 
+    from pathlib import Path
+
+    from core.errors import InputError
+    from core.outputs import check_writable_folder
+
+    out = Path(args.out)
+    if (out / "imagesTr").exists() or (out / "labelsTr").exists():
+        raise InputError("The folder already holds a dataset (imagesTr/ or labelsTr/).",
+                         "Choose another --out folder, or delete the old dataset first.", path=out)
+    check_writable_folder(out, flag="--out")
     names = write_phantom_dataset(args.out, args.n, args.size, args.seed, args.spacing, difficulty, progress=progress)
     print(f"wrote {len(names)} phantom(s) to {args.out}/imagesTr and {args.out}/labelsTr")
     if args.prepare:

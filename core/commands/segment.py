@@ -38,6 +38,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--reference", metavar="LABEL", help="reference label (file, or folder of CASE files) to evaluate against")
     p.add_argument("--label-selector", default=None, metavar="SEL",
                    help="which reference values are airway: nonzero (default), value:N, bits:SHIFT:N")
+    p.add_argument("--resample-to-ct", action="store_true",
+                   help="resample a --reference on another grid onto the CT's (nearest neighbour); without it, an error")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--backend", default="auto",
                    help="CPU engine: auto (fastest installed that agrees with fp32: onnxruntime, openvino-fp32, torch), "
@@ -55,7 +57,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--connectivity", type=int, default=26, choices=(6, 18, 26), help="for the largest component (default 26)")
     p.add_argument("--all-components", action="store_true", help="keep every component, not only the largest")
     p.add_argument("--fill-holes", action="store_true", help="fill enclosed holes of the mask")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (the old file is kept as .bak)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (the first original is kept as NAME.bak, never replaced later)")
     p.add_argument("--json", action="store_true", help="print one JSON object per case on stdout")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=handle)
@@ -131,12 +133,19 @@ def plan_cases(args: argparse.Namespace) -> list[Case]:
                                  "Give a folder of labels named like the cases, or segment one case.")
             reference = Path(args.reference)
         plan.append(Case(name, path, output, prob, reference))
-    if not args.overwrite:
-        existing = [str(t) for c in plan for t in (c.output, c.probabilities) if t is not None and t.exists()]
-        if existing:
-            raise InputError(f"Output already exists: {existing[0]}" + (f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""),
-                             "Choose another --output, or pass --overwrite (the old file is kept as .bak).")
+    check_outputs(plan, args.overwrite)
     return plan
+
+
+def check_outputs(plan: list[Case], overwrite: bool) -> None:
+    """Every case's outputs, checked before any model is loaded (core.outputs policy)."""
+    from core.outputs import OutputPlan
+
+    outputs = OutputPlan(overwrite, [p for c in plan for p in (c.ct, c.reference)])
+    for c in plan:
+        outputs.add(c.output, "--output")
+        outputs.add(c.probabilities, "--probabilities")
+    outputs.check()
 
 
 def model_path(args_model: str | None) -> Path:
@@ -157,27 +166,49 @@ def model_path(args_model: str | None) -> Path:
 
 # -- one case ----------------------------------------------------------------------
 
-def _backup_then_write(volume: Any, path: Path) -> None:
-    import os
+def read_case_inputs(case: Case, selector: str | None = None, resample: bool = False) -> tuple[Any, Any, list[str]]:
+    """The case's CT and reference, checked for sanity (core.sanity) before any segmentation.
 
-    from core.io import write_volume
+    ``resample``: a reference on another grid is resampled onto the CT's (nearest
+    neighbour, --resample-to-ct) instead of refused.
+    """
+    from core.io import read_ct, read_label, resample_label_to
+    from core.sanity import check_ct, check_label, raise_errors
+    from core.volume import check_same_grid
 
-    if path.exists():
-        os.replace(path, path.with_name(path.name + ".bak"))
-    write_volume(volume, path)
+    ct = read_ct(case.ct)
+    warnings = [f.message for f in raise_errors(check_ct(ct, case.ct))]
+    reference = None
+    if case.reference:
+        reference = read_label(case.reference, selector, allow_empty=False)
+        if resample and (reference.shape != ct.shape or not reference.geometry.matches(ct.geometry, 1e-3)):
+            reference = resample_label_to(reference, ct)
+            warnings.append(f"{case.reference}: resampled onto the CT's grid (nearest neighbour, --resample-to-ct).")
+        check_same_grid(ct, reference)
+        raise_errors(check_label(reference, "reference", case.reference, "--label-selector"))
+    return ct, reference, warnings
 
 
 def segment_case(predictor: Any, case: Case, selector: str | None = None,
-                 progress: Callable[[int, int, float], None] | None = None, cancel: Any = None) -> dict:
-    """Segment one case, write its outputs (only once all is done), evaluate if it has a reference."""
-    from core.io import read_ct, read_label
+                 progress: Callable[[int, int, float], None] | None = None, cancel: Any = None,
+                 inputs: tuple[Any, Any, list[str]] | None = None, resample: bool = False) -> dict:
+    """Segment one case, write its outputs (only once all is done), evaluate if it has a reference.
 
-    ct = read_ct(case.ct)
-    reference = read_label(case.reference, selector, reference=ct) if case.reference else None
+    ``inputs``: what :func:`read_case_inputs` returned, when the caller read them already.
+    """
+    from core.outputs import OutputPlan
+    from core.sanity import check_label
+
+    ct, reference, warnings = inputs if inputs is not None else read_case_inputs(case, selector, resample)
+    warnings = list(warnings)
     pred = predictor.predict(ct, progress=progress, cancel=cancel)
-    _backup_then_write(pred.mask, case.output)
-    if case.probabilities is not None:
-        _backup_then_write(pred.probabilities, case.probabilities)
+    warnings += [f.message for f in check_label(pred.mask, "prediction")]
+    # overwriting was allowed (or the outputs were new) when the run was planned; the mask and the
+    # probabilities land together, and the first original of each is kept as .bak
+    with OutputPlan(overwrite=True, inputs=[case.ct, case.reference]) as outputs:
+        outputs.write_volume(pred.mask, case.output)
+        if case.probabilities is not None:
+            outputs.write_volume(pred.probabilities, case.probabilities)
     result: dict = {
         "case": case.name,
         "mask": str(case.output),
@@ -187,6 +218,7 @@ def segment_case(predictor: Any, case: Case, selector: str | None = None,
         "windows": pred.windows,
         "backend": pred.backend,
         "seconds": round(pred.seconds, 2),
+        "warnings": warnings,
     }
     if reference is not None:
         result["metrics"] = evaluate_mask(pred.mask, reference, ct.spacing_zyx)
@@ -240,6 +272,8 @@ def _print_result(result: dict, as_json: bool) -> None:
     line = (f"{result['case']}: {result['voxels']} airway voxels ({result['volume_ml']} ml) -> {result['mask']}"
             f" [{result['windows']} windows, {result['backend']}, {result['seconds']} s]")
     print(line, flush=True)
+    for w in result.get("warnings") or ():
+        print(f"{result['case']}: warning: {w}", file=sys.stderr, flush=True)
     metrics = result.get("metrics")
     if metrics:
         parts = [f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
@@ -268,6 +302,8 @@ def handle(args: argparse.Namespace) -> int:
 
     plan = plan_cases(args)
     ckpt = model_path(args.model)
+    # the first case's inputs are read and checked before the model is loaded or exported
+    first_inputs = read_case_inputs(plan[0], args.label_selector, args.resample_to_ct)
 
     def say(text: str) -> None:
         print(f"airway segment: {text}", file=sys.stderr, flush=True)
@@ -282,7 +318,9 @@ def handle(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     for i, case in enumerate(plan, 1):
         bar = None if args.quiet else ProgressBar(f"[{i}/{len(plan)}] {case.name}")
-        result = segment_case(predictor, case, args.label_selector, progress=bar)
+        result = segment_case(predictor, case, args.label_selector, progress=bar,
+                              inputs=first_inputs if i == 1 else None, resample=args.resample_to_ct)
+        first_inputs = None
         _print_result(result, args.json)
     if not args.quiet and len(plan) > 1:
         say(f"{len(plan)} cases in {time.perf_counter() - t0:.1f} s")

@@ -6,6 +6,7 @@ Also runs under ``torchrun --nproc-per-node N main.py train ...`` (DDP).
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -22,6 +23,18 @@ def register(subparsers) -> None:
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides run.device)")
     p.add_argument("--workers", type=int, help="DataLoader worker processes (overrides run.num_workers)")
     p.set_defaults(func=run_train)
+
+
+def _check_dataset(data: str) -> None:
+    """The dataset's layout before the run folder is made: a bad --data writes nothing (the tab checks the same)."""
+    from core.errors import InputError
+    from core.training.dataset import discover_cases
+
+    cases = discover_cases(data)
+    if cases and all(c.label is None for c in cases):
+        raise InputError("No case in the dataset has a label.",
+                         "Put the airway labels in labelsTr/ with the images' names (or give image,label pairs in a CSV).",
+                         path=data)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -42,7 +55,15 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.preset)
         if args.workers is not None:
             cfg.run.num_workers = args.workers
-    trainer = Trainer(cfg, args.out, data=args.data, resume=args.resume, device=args.device)
+    from core.outputs import check_writable_folder
+
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"The run folder {args.out} is a file.", "Give a folder with --out.")
+    check_writable_folder(args.out, flag="--out", what="The run folder")
+    if not args.resume:
+        _check_dataset(args.data)
+    # stdout given now: the default is bound when the trainer module loads (a replaced stream, in-process)
+    trainer = Trainer(cfg, args.out, data=args.data, resume=args.resume, device=args.device, stdout=sys.stdout)
     if args.resume and args.workers is not None:
         trainer.cfg.run.num_workers = args.workers
     try:

@@ -197,6 +197,9 @@ def save_checkpoint(
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        from core.outputs import apply_umask
+
+        apply_umask(tmp)  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         try:

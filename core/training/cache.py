@@ -12,7 +12,10 @@ One folder per case under the cache root::
 Arrays are read back with ``np.load(mmap_mode="r")`` so that DataLoader
 workers share the page cache instead of copying volumes. A case is rebuilt when
 its source files change (size + modification time) or when the settings that
-shape the cache change; otherwise it is reused across runs. Each case is built
+shape the cache change; otherwise it is reused across runs. The source
+fingerprint holds a content hash of the files, so a file replaced with one of
+the same size and time is still noticed (the grid lives in the file's header,
+so it is covered too). Each case is built
 in a temporary folder and moved into place, so an interrupted ``prepare`` never
 leaves a half-written case behind.
 
@@ -140,6 +143,17 @@ def _weights_name(alpha: float) -> str:
     return f"weights_a{alpha:g}"
 
 
+def _digest(files: list[Path]) -> str:
+    """Content hash of the source files: size and time alone miss a file replaced by ``cp -p`` or a restore."""
+    h = hashlib.blake2b(digest_size=16)
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
 def _source_fingerprint(case: CaseFiles) -> dict:
     def one(p: Path | None) -> dict | None:
         if p is None:
@@ -147,9 +161,10 @@ def _source_fingerprint(case: CaseFiles) -> dict:
         if p.is_dir():  # DICOM folder: every file counts
             files = sorted(f for f in p.iterdir() if f.is_file())
             return {"path": str(p.resolve()), "size": sum(f.stat().st_size for f in files),
-                    "mtime_ns": max((f.stat().st_mtime_ns for f in files), default=0), "n": len(files)}
+                    "mtime_ns": max((f.stat().st_mtime_ns for f in files), default=0), "n": len(files),
+                    "content": _digest(files)}
         st = p.stat()
-        return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "content": _digest([p])}
 
     return {"image": one(case.image), "label": one(case.label)}
 
@@ -282,6 +297,8 @@ def cached_case_if_fresh(case: CaseFiles, settings: CacheSettings, folder: Path)
     except (OSError, json.JSONDecodeError):
         return None
     if meta.get("settings_key") != settings.key() or meta.get("source") != _source_fingerprint(case):
+        return None
+    if meta.get("name") != case.name:  # a folder copied from another case
         return None
     needed = ["image", "label", "skeleton", "small"] + [_weights_name(a) for a in settings.alphas]
     if settings.ignore_value:

@@ -306,6 +306,9 @@ def save_config(cfg: TrainConfig, path: str | Path) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        from core.outputs import apply_umask
+
+        apply_umask(tmp)  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
