@@ -79,6 +79,9 @@ def _build_template(folder: Path) -> Path:
     shutil.copy(folder / "empty.nii.gz", ds / "labelsTr" / "case_000.nii.gz")
     (folder / "dataset_nolabels" / "imagesTr").mkdir(parents=True)
     shutil.copy(folder / "ct.nii.gz", folder / "dataset_nolabels" / "imagesTr" / "case_000_0000.nii.gz")
+    for sub, name in (("refs", "label.nii.gz"), ("preds", "label_other.nii.gz")):
+        (folder / sub).mkdir()
+        shutil.copy(folder / name, folder / sub / "case_000.nii.gz")
     Path(folder / "prior_phantom").mkdir()
     for name in ("ct.nii.gz", "label.nii.gz"):
         shutil.copy(folder / name, folder / "prior_phantom" / name)
@@ -128,6 +131,7 @@ def R(id, argv, names, fix):  # noqa: N802 - a table reads better with a short c
 
 EV = "evaluate --reference label.nii.gz --prediction label.nii.gz"
 SEG = "segment --input ct.nii.gz"
+CMP = "compare --reference refs --predictions a=preds"
 ROWS = [
     # info
     R("info-missing", "info nowhere.nii.gz", "nowhere.nii.gz", "Check the path"),
@@ -180,6 +184,14 @@ ROWS = [
     R("prepare-data-missing", "prepare --data nowhere --preset quick", "nowhere", "imagesTr"),
     R("prepare-cache-is-a-file", "prepare --data dataset_bad --preset quick --cache afile", "afile", "--cache"),
     R("prepare-empty-label", "prepare --data dataset_bad --preset quick --cache c", "case_000", "label selector"),
+    # compare
+    R("compare-out-is-a-file", f"{CMP} --out afile", "afile", "--out"),
+    R("compare-out-is-the-reference", f"{CMP} --out refs", "refs", "another --out"),
+    R("compare-out-holds-other-files", f"{CMP} --out no_dicom", "no_dicom", "--overwrite"),
+    R("compare-prediction-not-name-dir", "compare --reference refs --predictions preds --out cmp", "preds", "NAME=PATH"),
+    R("compare-models-without-cts", "compare --reference refs --models a=bad.pt --out cmp", "--models", "--cts"),
+    R("compare-agreement-json-exists", "compare --agreement label.nii.gz label_other.nii.gz --json results.json",
+      "results.json", "--overwrite"),
 ]
 
 

@@ -45,6 +45,8 @@ def register(subparsers) -> None:
     p.add_argument("--agreement", nargs=2, metavar=("A", "B"),
                    help="two predictions of one case, no reference: Dice between them, branches one finds and the other misses")
     p.add_argument("--json", metavar="F", help="with --agreement: write the result as JSON")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an --out folder that holds other files, or over an existing --json")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     p.set_defaults(func=handle)
 
@@ -82,7 +84,25 @@ def handle(args: argparse.Namespace) -> int:
         raise InputError(f"Model name(s) {', '.join(sorted(clash))} used twice.", "Give each model its own name.")
     if not preds and not models:
         raise InputError("No model to compare.", "Give --predictions NAME=DIR ... or --cts CT_DIR --models NAME=CKPT ...")
+    _check_out(args, [args.reference, args.cts, args.cache, *preds.values(), *models.values()])
     return run(args, preds, models)
+
+
+def _check_out(args: argparse.Namespace, inputs: list) -> None:
+    """--out before any work: a folder we may write, no input, new or an earlier compare's own output."""
+    from core.errors import InputError
+    from core.outputs import check_writable_folder, same_file
+
+    out = Path(args.out)
+    for inp in inputs:
+        if inp and (same_file(out, inp) or Path(inp).resolve().is_relative_to(out.resolve())):
+            raise InputError(f"--out {out} is (or holds) an input ({inp}); the results would mix with it.",
+                             "Choose another --out folder.", path=out)
+    # a rerun into the same folder is the cached path; someone else's files are not ours to replace
+    if out.is_dir() and any(out.iterdir()) and not (out / "compare.json").is_file() and not args.overwrite:
+        raise InputError(f"--out {out} holds other files, not an earlier airway compare output.",
+                         "Choose a new or empty --out folder, or pass --overwrite.", path=out)
+    check_writable_folder(out, flag="--out")
 
 
 def run(args: argparse.Namespace, preds: dict[str, Path], models: dict[str, Path]) -> int:
@@ -146,6 +166,10 @@ def _agreement(args: argparse.Namespace) -> int:
     from core.io import case_name, read_label
 
     pa, pb = (Path(p) for p in args.agreement)
+    if args.json:
+        from core.outputs import check_output
+
+        check_output(args.json, flag="--json", overwrite=args.overwrite, inputs=[pa, pb])
     a = read_label(pa, args.prediction_selector)
     b = read_label(pb, args.prediction_selector, reference=a)
     na, nb = case_name(pa), case_name(pb)

@@ -120,7 +120,6 @@ class _Reference:
     def load(self) -> None:
         if self.volume is not None:
             return
-        from core.commands.evaluate import _tree_for
         from core.io import read_label
 
         self.volume = read_label(self.path, self.settings.label_selector, allow_empty=False)
@@ -132,7 +131,25 @@ class _Reference:
             self.cache.stats["trees_hits" if tree_path.exists() else "trees_parsed"] += 1
         else:
             self.cache.stats["trees_parsed"] += 1
-        self.tree = _tree_for(self.volume, tree_path, None)
+        self.tree = _cached_tree(self.volume, tree_path)
+
+
+def _cached_tree(volume, tree_path: Path | None):
+    """The reference's tree, parsed once: the cache file is named by the mask's content key, and the
+    key recorded inside it (core.outputs.content_key) must match too, or it is parsed again."""
+    from core.outputs import content_key
+    from core.tree import AirwayTree, parse_tree
+
+    key = content_key(volume)
+    if tree_path is not None and tree_path.exists():
+        tree = AirwayTree.load(tree_path)
+        if tree.params.get("source_key") == key:
+            return tree
+    tree = parse_tree(volume)
+    tree.params["source_key"] = key
+    if tree_path is not None:
+        tree.save(tree_path)  # atomic
+    return tree
 
 
 def compare_folders(
