@@ -144,6 +144,27 @@ def _resize(arr: np.ndarray, positions: list[np.ndarray | None]) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
+def _body_by_slice(hu: np.ndarray, threshold: float) -> np.ndarray:
+    """Everything but the air connected to the in-plane border, slice by slice.
+
+    Unlike core.preprocess.body_mask (3D), a CT cropped inside the body keeps its
+    trachea: in 3D it connects through the bronchi to lungs cut by the crop's side.
+    """
+    import cc3d
+
+    out = np.ones(hu.shape, bool)
+    for z in range(hu.shape[0]):
+        air = hu[z] < threshold
+        if not air.any():
+            continue
+        lab = cc3d.connected_components(air, connectivity=4)
+        border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+        border = border[border != 0]
+        if len(border):
+            out[z] = ~np.isin(lab, border)
+    return out
+
+
 class _Work:
     """The CT in LPS orientation at about ``work_spacing_mm``, smoothed, with its body mask.
 
@@ -153,8 +174,6 @@ class _Work:
     """
 
     def __init__(self, ct: IntensityVolume, params: dict):
-        from core.preprocess import body_mask
-
         canon, reo = to_canonical(ct)
         self.ct = ct
         self.reo: Reorientation = reo
@@ -178,7 +197,7 @@ class _Work:
         # the body's outline at 2 voxels is plenty for a zone the airways never approach,
         # and labelling the outside air at full size is the slowest step of the whole method
         step = 2 if min(self.shape) >= 32 else 1
-        coarse = body_mask(self.hu[::step, ::step, ::step], float(params.get("body_threshold_hu", -500)))
+        coarse = _body_by_slice(self.hu[::step, ::step, ::step], float(params.get("body_threshold_hu", -500)))
         self.body = np.ascontiguousarray(
             coarse[np.ix_(*[np.minimum(np.arange(n) // step, c - 1) for n, c in zip(self.shape, coarse.shape)])])
 
@@ -201,6 +220,12 @@ class _Work:
             nlo = np.floor(lo * inv).astype(int)
             nhi = np.minimum(np.ceil((hi - 1) * inv).astype(int) + 1, np.asarray(self.native_shape))
             sub = mask[tuple(slice(a, b) for a, b in zip(lo, hi))].astype(np.float32)
+            for ax in range(3):
+                # a coarser CT voxel takes the share of its footprint that the mask covers,
+                # not the value at its centre: thin bronchi would fall between centres
+                size = int(round(1.0 / self._scale()[ax])) if self._scale()[ax] > 0 else 1
+                if size >= 2:
+                    sub = ndimage.uniform_filter1d(sub, size, axis=ax, mode="constant")
             positions = []
             for ax in range(3):
                 if self.shape[ax] == self.native_shape[ax]:
