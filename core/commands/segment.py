@@ -29,7 +29,14 @@ def register(subparsers: Any) -> None:
                     "(threshold, largest connected component) on the CT's grid and optionally the probability map "
                     "(uint8, 255 = 1.0). With --reference, prints the airway metrics right after.",
     )
-    p.add_argument("--model", metavar="CKPT", help="checkpoint (.pt); default: the bundled demo model")
+    p.add_argument("--method", default="auto", choices=("auto", "region-growing", "model"),
+                   help="region-growing: training-free (trachea detection and explosion-controlled growing, no model); "
+                        "model: a checkpoint (--model, else the demo model, which was trained on phantoms only). "
+                        "auto (default): model when --model is given, else region-growing")
+    p.add_argument("--model", metavar="CKPT", help="checkpoint (.pt) for --method model; default: the bundled demo model")
+    p.add_argument("--strict", action="store_true",
+                   help="a model mask that fails the output gate (misses the trachea, or > 5%% outside the lungs and "
+                        "central airways) is an error (exit status 3, nothing written) instead of a warning")
     p.add_argument("--input", "-i", required=True, metavar="CT",
                    help="a CT file (.nii/.nii.gz/.mha/.nrrd), a DICOM series folder, or a folder of cases")
     p.add_argument("--output", "-o", metavar="MASK",
@@ -168,13 +175,28 @@ def _backup_then_write(volume: Any, path: Path) -> None:
 
 
 def segment_case(predictor: Any, case: Case, selector: str | None = None,
-                 progress: Callable[[int, int, float], None] | None = None, cancel: Any = None) -> dict:
-    """Segment one case, write its outputs (only once all is done), evaluate if it has a reference."""
+                 progress: Callable[[int, int, float], None] | None = None, cancel: Any = None,
+                 gate: bool = True, strict: bool = False) -> dict:
+    """Segment one case, write its outputs (only once all is done), evaluate if it has a reference.
+
+    ``gate``: check the mask against the CT's trachea and lungs (core.gate); a failure
+    is a warning in the result, or with ``strict`` a QualityError before anything is written.
+    """
+    from core.gate import check_mask, enforce, require_air
     from core.io import read_ct, read_label
+    from core.models.card import card_summary
 
     ct = read_ct(case.ct)
+    require_air(ct)
     reference = read_label(case.reference, selector, reference=ct) if case.reference else None
     pred = predictor.predict(ct, progress=progress, cancel=cancel)
+    warnings: list[str] = []
+    gate_report = None
+    if gate:
+        gate_report = check_mask(ct, pred.mask.mask)
+        text = enforce(gate_report, card_summary(getattr(predictor, "header", None)), strict)
+        if text:
+            warnings.append(text)
     _backup_then_write(pred.mask, case.output)
     if case.probabilities is not None:
         _backup_then_write(pred.probabilities, case.probabilities)
@@ -187,9 +209,42 @@ def segment_case(predictor: Any, case: Case, selector: str | None = None,
         "windows": pred.windows,
         "backend": pred.backend,
         "seconds": round(pred.seconds, 2),
+        "method": "model",
+        "warnings": warnings,
     }
+    if gate_report is not None:
+        result["gate"] = gate_report.as_dict()
     if reference is not None:
         result["metrics"] = evaluate_mask(pred.mask, reference, ct.spacing_zyx)
+    return result
+
+
+def grow_case(case: Case, selector: str | None = None, progress: Callable[[int, int, str], None] | None = None,
+              cancel: Any = None) -> dict:
+    """The training-free method (core.growing) on one case; InputError (nothing written) without a trachea."""
+    from core.gate import require_air
+    from core.growing import grow_airway
+    from core.io import read_ct, read_label
+
+    ct = read_ct(case.ct)
+    require_air(ct)
+    reference = read_label(case.reference, selector, reference=ct) if case.reference else None
+    grown = grow_airway(ct, progress=progress, cancel=cancel)
+    _backup_then_write(grown.mask, case.output)
+    result: dict = {
+        "case": case.name,
+        "mask": str(case.output),
+        "probabilities": None,
+        "voxels": int(grown.mask.array.sum()),
+        "volume_ml": round(grown.volume_ml, 3),
+        "method": "region-growing",
+        "threshold_hu": grown.threshold_hu,
+        "trachea_mm": round(grown.trachea.length_mm, 1),
+        "seconds": round(grown.seconds, 2),
+        "warnings": [],
+    }
+    if reference is not None:
+        result["metrics"] = evaluate_mask(grown.mask, reference, ct.spacing_zyx)
     return result
 
 
@@ -209,19 +264,22 @@ def evaluate_mask(mask: Any, reference: Any, spacing_zyx: Any) -> dict:
 class ProgressBar:
     """Windows done / total and ETA on stderr; redrawn in place on a terminal, every 10% otherwise."""
 
-    def __init__(self, label: str, stream: TextIO | None = None, width: int = 30):
+    def __init__(self, label: str, stream: TextIO | None = None, width: int = 30, unit: str = "windows"):
         self.label = label
+        self.unit = unit
         self.stream = stream or sys.stderr
         self.width = width
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._last_decile = -1
 
-    def __call__(self, done: int, total: int, eta_s: float) -> None:
+    def __call__(self, done: int, total: int, eta_s: Any) -> None:
+        if isinstance(eta_s, str):  # core.growing reports a message, not an ETA
+            eta_s = float("nan")
         frac = done / max(total, 1)
         filled = int(round(frac * self.width))
         bar = "#" * filled + "-" * (self.width - filled)
         eta = f"{int(eta_s) // 60}m{int(eta_s) % 60:02d}s" if eta_s == eta_s else "?"
-        text = f"{self.label} [{bar}] {done}/{total} windows, ETA {eta}"
+        text = f"{self.label} [{bar}] {done}/{total} {self.unit}, ETA {eta}"
         if self.tty:
             self.stream.write("\r" + text + ("\n" if done >= total else ""))
             self.stream.flush()
@@ -237,9 +295,14 @@ def _print_result(result: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result), flush=True)
         return
-    line = (f"{result['case']}: {result['voxels']} airway voxels ({result['volume_ml']} ml) -> {result['mask']}"
-            f" [{result['windows']} windows, {result['backend']}, {result['seconds']} s]")
+    if result.get("method") == "region-growing":
+        how = f"region growing, {result['threshold_hu']:.0f} HU, {result['seconds']} s"
+    else:
+        how = f"{result['windows']} windows, {result['backend']}, {result['seconds']} s"
+    line = f"{result['case']}: {result['voxels']} airway voxels ({result['volume_ml']} ml) -> {result['mask']} [{how}]"
     print(line, flush=True)
+    for warning in result.get("warnings") or []:
+        print(f"{result['case']}: warning: {warning}", flush=True)
     metrics = result.get("metrics")
     if metrics:
         parts = [f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
@@ -263,14 +326,37 @@ def _spacing_arg(values: list[str] | None):
     return spacing
 
 
+def resolve_method(args: argparse.Namespace) -> str:
+    """auto -> model only when a checkpoint was named: the shipped demo model was trained on
+    phantoms and finds chest-wall air on real CT (issue 11), so it is never the silent default."""
+    method = getattr(args, "method", "auto") or "auto"
+    if method == "auto":
+        return "model" if args.model else "region-growing"
+    return method
+
+
 def handle(args: argparse.Namespace) -> int:
     from core.inference import PostProcessing, Predictor
 
     plan = plan_cases(args)
-    ckpt = model_path(args.model)
+    method = resolve_method(args)
 
     def say(text: str) -> None:
         print(f"airway segment: {text}", file=sys.stderr, flush=True)
+
+    if method == "region-growing":
+        if args.probabilities:
+            from core.errors import ConfigError
+
+            raise ConfigError("--probabilities needs a model: region growing makes no probability map.",
+                              "Drop --probabilities, or use --method model --model CKPT.")
+        if not args.quiet:
+            say(f"{len(plan)} case(s), training-free region growing (no model)")
+        for i, case in enumerate(plan, 1):
+            bar = None if args.quiet else ProgressBar(f"[{i}/{len(plan)}] {case.name}", unit="steps")
+            _print_result(grow_case(case, args.label_selector, progress=bar), args.json)
+        return 0
+    ckpt = model_path(args.model)
 
     post = PostProcessing(threshold=args.threshold, largest_component=not args.all_components,
                           connectivity=args.connectivity, fill_holes=args.fill_holes)
@@ -282,7 +368,7 @@ def handle(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     for i, case in enumerate(plan, 1):
         bar = None if args.quiet else ProgressBar(f"[{i}/{len(plan)}] {case.name}")
-        result = segment_case(predictor, case, args.label_selector, progress=bar)
+        result = segment_case(predictor, case, args.label_selector, progress=bar, strict=args.strict)
         _print_result(result, args.json)
     if not args.quiet and len(plan) > 1:
         say(f"{len(plan)} cases in {time.perf_counter() - t0:.1f} s")
