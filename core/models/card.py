@@ -127,3 +127,27 @@ def card_lines(header: dict | None) -> list[str]:
     if card.get("notes"):
         lines.append(f"notes: {card['notes']}")
     return lines
+
+
+def read_header(path: str | Path) -> dict | None:
+    """A checkpoint's header without torch (for the GUI thread): the JSON string stored under
+    ``header_json`` is read from the archive's pickle opcodes, nothing is unpickled."""
+    import pickletools
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            name = next((n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+            if name is None:
+                return None
+            data = z.read(name)
+        previous = None
+        for op, arg, _ in pickletools.genops(data):
+            if isinstance(arg, str):
+                if previous == "header_json":
+                    header = json.loads(arg)
+                    return header if isinstance(header, dict) else None
+                previous = arg
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+    return None
