@@ -68,6 +68,7 @@ class PredictionEntry:
     regions: list | None = None             # list[core.regions.ErrorRegion]
     statuses: dict[int, str] = field(default_factory=dict)  # region index -> status key
     analysis_error: str | None = None
+    warnings: list[str] = field(default_factory=list)  # e.g. core.gate: the mask does not look like this CT's airway
 
     @property
     def mask(self) -> np.ndarray:

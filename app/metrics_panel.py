@@ -333,15 +333,20 @@ class MetricsPanel(QWidget):
         s.setRowCount(len(keys))
         s.setColumnCount(len(cols))
         s.setHorizontalHeaderLabels(cols)
+        warned = {p.name: list(getattr(p, "warnings", None) or []) for p in preds}
         for c, name in enumerate(cols):
-            s.horizontalHeaderItem(c).setToolTip(name)
+            warn = warned.get(name) or []
+            s.horizontalHeaderItem(c).setToolTip(name + "".join(f"\n\u26a0 {w}" for w in warn))
         s.setVerticalHeaderLabels([LABELS.get(k, k) for k in keys])
         for r, k in enumerate(keys):
             s.verticalHeaderItem(r).setToolTip(TOOLTIPS.get(k, k))
         for r, row in enumerate(values):
             for c, v in enumerate(row):
                 s.setItem(r, c, _NumItem(v))
-        self.status.setText(self._status_text(preds))
+        status = self._status_text(preds)
+        # a gate warning (core.gate) stays visible next to that prediction's numbers
+        warnings = [f"\u26a0 {name}: {w[0]}" for name, w in warned.items() if w]
+        self.status.setText("\n".join(warnings + ([status] if status else [])))
         self.export_button.setEnabled(any(p.metrics is not None for p in preds))
         self._fill_branches()
 

@@ -10,6 +10,14 @@ worker before it becomes a new prediction of the case, whose metrics and
 regions the case then recomputes. Cancel asks the child to stop (a line on its
 stdin), kills it if it does not within a few seconds, and leaves the case as it
 was. In a frozen build (no ``python -m``) the run falls back to a worker thread.
+
+The method is a choice next to the checkpoint: a model, or the training-free
+region growing (core.growing, issue 11), which runs in a worker Job with the
+same progress and cancel. It is the default because the shipped demo model was
+trained on phantoms only and finds chest-wall air on real CT; choosing a
+checkpoint selects the model. Every model mask is checked by core.gate; a
+failure shows as a warning on that prediction naming what the model was
+trained on (its card, shown under the checkpoint with the whole card as tooltip).
 """
 
 from __future__ import annotations
@@ -80,8 +88,8 @@ def _error_from_event(event: dict[str, Any]) -> BaseException:
     return RuntimeError(event.get("message") or f"The segmentation process failed ({kind or 'unknown error'}).")
 
 
-def load_result(mask_path: str, probabilities_path: str, ct: IntensityVolume, name: str, source: str, *,
-                progress: Any = None, cancel: Any = None) -> PredictionEntry:
+def load_result(mask_path: str, probabilities_path: str, ct: IntensityVolume, name: str, source: str,
+                warnings: list[str] | None = None, *, progress: Any = None, cancel: Any = None) -> PredictionEntry:
     """Read the child's arrays into a prediction on ``ct``'s grid (worker side)."""
     mask = np.load(mask_path, allow_pickle=False)
     probs = np.load(probabilities_path, allow_pickle=False)
@@ -90,7 +98,8 @@ def load_result(mask_path: str, probabilities_path: str, ct: IntensityVolume, na
                          "Run it again; if it persists, report it.")
     label = LabelVolume(mask.astype(bool, copy=False), ct.geometry, name=name)
     prob = IntensityVolume(probs, ct.geometry, name=f"{name} probabilities")
-    return PredictionEntry(name=name, label=label, probabilities=prob, path=None, source=source)
+    return PredictionEntry(name=name, label=label, probabilities=prob, path=None, source=source,
+                           warnings=list(warnings or []))
 
 
 def prepare_request(folder: str, ct: IntensityVolume, checkpoint: str, *, progress: Any = None, cancel: Any = None,
@@ -114,9 +123,87 @@ def run_in_thread(ct: IntensityVolume, checkpoint: str, device: str, options: di
         torch.set_num_threads(int(options["threads"]))
     predictor = Predictor(checkpoint, device=device, **options)
     result = predictor.predict(ct, progress=progress, cancel=cancel)
+    from core.gate import check_mask
+    from core.models.card import card_summary
+
+    report = check_mask(ct, result.mask.mask)
     label = LabelVolume(np.ascontiguousarray(result.mask.mask), ct.geometry, name=name)
     return PredictionEntry(name=name, label=label, probabilities=result.probabilities, path=None,
-                           source=f"model:{checkpoint}")
+                           source=f"model:{checkpoint}",
+                           warnings=[] if report.passed else [report.warning(card_summary(predictor.header))])
+
+
+def grow_prediction(ct: IntensityVolume, name: str, *, progress: Any = None, cancel: Any = None) -> PredictionEntry:
+    """The training-free method (core.growing) on the case's CT (worker side)."""
+    from core.gate import require_air
+    from core.growing import grow_airway
+
+    require_air(ct)
+    result = grow_airway(ct, progress=progress, cancel=cancel)
+    label = LabelVolume(np.ascontiguousarray(result.mask.mask), ct.geometry, name=name)
+    return PredictionEntry(name=name, label=label, probabilities=None, path=None, source="region-growing")
+
+
+class GrowingRun(QObject):
+    """Region growing in a worker Job, with the signals of :class:`SegmentationRun`."""
+
+    progress = Signal(int, int, str)
+    finished = Signal(int)
+    failed = Signal(object)
+    cancelled = Signal()
+    ended = Signal()
+
+    def __init__(self, case: Any, name: str = "region growing", parent: QObject | None = None):
+        super().__init__(parent)
+        self.case = case
+        self.ct = case.ct
+        self.name = name
+        self.checkpoint = None
+        self.job: Any = None
+        self.state = "new"
+        self.info: dict[str, Any] = {"device": "cpu"}
+
+    def start(self) -> "GrowingRun":
+        from app.workers import Job
+
+        if self.ct is None:
+            raise InputError("Open a CT before segmenting.")
+        self.state = "running"
+        self.progress.emit(0, 0, "Region growing: resampling")
+        self.job = Job(grow_prediction, self.ct, self.name, name="Region growing")
+        self.job.progress.connect(self.progress)
+        self.job.result.connect(self._add)
+        self.job.error.connect(lambda exc, _tb: self._end("failed", exc))
+        self.job.cancelled.connect(lambda: self._end("cancelled"))
+        self.job.start()
+        return self
+
+    def cancel(self) -> None:
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def _add(self, entry: PredictionEntry) -> None:
+        if self.case.ct is not self.ct:  # another case was opened meanwhile
+            self._end("cancelled")
+            return
+        index = self.case.add_prediction(entry)
+        self.state = "done"
+        self.finished.emit(index)
+        self.ended.emit()
+
+    def _end(self, state: str, exc: BaseException | None = None) -> None:
+        if self.state in ("done", "failed", "cancelled"):
+            return
+        self.state = state
+        if exc is not None:
+            self.failed.emit(exc)
+        else:
+            self.cancelled.emit()
+        self.ended.emit()
 
 
 class SegmentationRun(QObject):
@@ -246,7 +333,8 @@ class SegmentationRun(QObject):
             self.progress.emit(0, 0, f"Segmenting on {event.get('device')} ({event.get('backend')})")
         elif kind == "progress":
             eta = event.get("eta_s")
-            text = f"{event['done']}/{event['total']} windows" + (f", about {eta:.0f} s left" if eta else "")
+            text = event.get("message") or (f"{event['done']}/{event['total']} windows"
+                                            + (f", about {eta:.0f} s left" if eta else ""))
             self.progress.emit(int(event["done"]), int(event["total"]), text)
         elif kind in ("done", "error", "cancelled"):
             self._outcome = event
@@ -287,7 +375,7 @@ class SegmentationRun(QObject):
         self.state = "loading"
         self.progress.emit(1, 1, "Reading the result")
         self.job = Job(load_result, done["mask"], done["probabilities"], self.ct, self.name,
-                       f"model:{self.checkpoint}", name="Reading segmentation")
+                       f"model:{self.checkpoint}", done.get("warnings") or [], name="Reading segmentation")
         self.job.result.connect(self._add)
         self.job.error.connect(self._job_error)
         self.job.start()
@@ -362,9 +450,27 @@ class SegmentPanel(QWidget):
         browse.setText("...")
         browse.setToolTip("Choose a checkpoint")
         browse.clicked.connect(self.browse)
+        self.method_combo = QComboBox(self)
+        self.method_combo.setObjectName("methodCombo")
+        self.method_combo.addItem("Region growing (no model)", "region-growing")
+        self.method_combo.addItem("Model", "model")
+        self.method_combo.setToolTip(
+            "Region growing: training-free, finds the trachea and grows the airway from it; works on any chest CT.\n"
+            "Model: the checkpoint on the right. The bundled demo model was trained on phantoms only and "
+            "fails on real CT.")
+        remembered_method = settings.get("segment/method", None) if settings is not None else None
+        self.method_combo.setCurrentIndex(max(self.method_combo.findData(remembered_method or "region-growing"), 0))
+        row.addWidget(self.method_combo)
         row.addWidget(self.checkpoint_edit, 1)
         row.addWidget(browse)
-        form.addRow("Model", row)
+        form.addRow("Method", row)
+        self.card_label = QLabel("", self)
+        self.card_label.setObjectName("modelCard")
+        self.card_label.setWordWrap(True)
+        form.addRow("", self.card_label)
+        self._update_card()
+        # choosing a checkpoint means: segment with it
+        self.checkpoint_edit.textChanged.connect(self._checkpoint_changed)
 
         self.device_combo = QComboBox(self)
         self.device_combo.setObjectName("deviceCombo")
@@ -441,6 +547,32 @@ class SegmentPanel(QWidget):
         self.run_button.setEnabled(not busy and self.case.ct is not None)
         self.cancel_button.setEnabled(busy)
 
+    def _checkpoint_changed(self, _text: str) -> None:
+        self._update_card()
+        self.method_combo.setCurrentIndex(self.method_combo.findData("model"))
+
+    def _update_card(self) -> None:
+        """One-line model card under the checkpoint, the whole card as tooltip (read without torch)."""
+        from core.models.card import card_lines, card_summary, read_header
+
+        path = self.checkpoint_edit.text().strip()
+        if not path or not Path(path).is_file():
+            self.card_label.setText("")
+            self.card_label.setToolTip("")
+            return
+        header = read_header(path)
+        if header is None:
+            self.card_label.setText("Not an Airway Studio checkpoint (no header)")
+            self.card_label.setToolTip("")
+            return
+        summary = card_summary(header)
+        self.card_label.setText(summary[0].upper() + summary[1:])
+        self.card_label.setToolTip("\n".join(card_lines(header)))
+
+    @property
+    def method(self) -> str:
+        return str(self.method_combo.currentData())
+
     def browse(self) -> None:
         start = self.checkpoint_edit.text() or os.path.expanduser("~")
         path, _ = QFileDialog.getOpenFileName(self, "Choose a model checkpoint", start, "Checkpoints (*.pt *.pth);;All files (*)")
@@ -452,6 +584,8 @@ class SegmentPanel(QWidget):
         """Run the chosen checkpoint over the case's CT; errors are shown, never raised."""
         if self.run is not None and self.run.running:
             return self.run
+        if self.method == "region-growing":
+            return self._start_growing()
         checkpoint = self.checkpoint_edit.text().strip()
         try:
             if not checkpoint:
@@ -476,14 +610,41 @@ class SegmentPanel(QWidget):
             return None
         if self.settings is not None:
             self.settings.set("segment/checkpoint", checkpoint)
+            self.settings.set("segment/method", "model")
         self.message.setText(f"Segmenting with {Path(checkpoint).name}...")
+        self.message.setStyleSheet("")
         self.progress_bar.setRange(0, 0)  # busy until the first window reports
+        self._update_enabled()
+        return run
+
+    def _start_growing(self) -> GrowingRun | None:
+        try:
+            run = GrowingRun(self.case, parent=self)
+            run.progress.connect(self._on_progress)
+            run.finished.connect(self._on_finished)
+            run.failed.connect(self._on_failed)
+            run.cancelled.connect(self._on_cancelled)
+            run.ended.connect(self._update_enabled)
+            self.run = run  # type: ignore[assignment]
+            run.start()
+            self.runStarted.emit(run)
+        except AirwayError as exc:
+            self.run = None
+            self._error(exc)
+            self._update_enabled()
+            return None
+        if self.settings is not None:
+            self.settings.set("segment/method", "region-growing")
+        self.message.setText("Region growing (no model)...")
+        self.message.setStyleSheet("")
+        self.progress_bar.setRange(0, 0)
         self._update_enabled()
         return run
 
     def segment_with(self, checkpoint: str | os.PathLike, device: str | None = None) -> SegmentationRun | None:
         """Run a given checkpoint (e.g. the demo model, or one the Training tab offers)."""
         self.checkpoint_edit.setText(str(checkpoint))
+        self.method_combo.setCurrentIndex(self.method_combo.findData("model"))
         if device is not None:
             i = self.device_combo.findData(device)
             if i < 0:
@@ -510,9 +671,22 @@ class SegmentPanel(QWidget):
         self.progress_bar.setValue(1)
         info = self.run.info if self.run is not None else {}
         secs = info.get("seconds")
-        name = self.case.predictions[index].name if 0 <= index < len(self.case.predictions) else ""
-        self.message.setText(f"Added prediction '{name}'" + (f" ({secs:.1f} s on {info.get('device')})" if secs else "")
-                             + "; metrics and regions follow.")
+        entry = self.case.predictions[index] if 0 <= index < len(self.case.predictions) else None
+        name = entry.name if entry is not None else ""
+        text = f"Added prediction '{name}'" + (f" ({secs:.1f} s on {info.get('device')})" if secs else "")
+        if self.case.reference is not None:
+            text += "; metrics and regions follow."
+        else:
+            text += "; no reference is loaded, so there are no metrics or error regions."
+        warnings = list(entry.warnings) if entry is not None else []
+        if warnings:
+            self.message.setText(f"\u26a0 Warning on '{name}': " + " ".join(warnings) + "\n" + text)
+            self.message.setStyleSheet("color: #b35900; font-weight: bold;")
+            self.message.setToolTip("\n".join(warnings))
+        else:
+            self.message.setText(text)
+            self.message.setStyleSheet("")
+            self.message.setToolTip("")
         self.segmentationFinished.emit(index)
 
     def _on_failed(self, exc: BaseException) -> None:

@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "airway") -> int:
         if debug:
             raise
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+        return int(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

@@ -53,3 +53,9 @@ class Cancelled(AirwayError):
 
     def __init__(self, what: str = "Cancelled by the user.", fix: str | None = None):
         super().__init__(what, fix)
+
+
+class QualityError(AirwayError):
+    """A result that failed a quality gate when the user asked for strictness (``--strict``): exit status 3."""
+
+    exit_code = 3

@@ -14,7 +14,7 @@ Protocol (``python -m core.predict_process REQUEST.json``):
 - stdout carries one JSON object per line: ``started`` (device, backend),
   ``progress`` (done, total, eta_s), then one of ``done`` (paths of
   ``mask.npy`` (bool) and ``probabilities.npy`` (uint8, 255 = 1.0), seconds,
-  windows, backend, messages), ``error`` (kind, message, what, fix) or
+  windows, backend, messages, ``warnings`` and ``gate`` from core.gate), ``error`` (kind, message, what, fix) or
   ``cancelled``;
 - a line ``cancel`` on stdin, or stdin closing, cancels the run.
 
@@ -107,12 +107,22 @@ def run_request(request: dict[str, Any], emit: Emit, cancel: threading.Event) ->
               "eta_s": None if eta_s is None else float(eta_s)})
 
     result = predictor.predict(ct, progress=progress, cancel=cancel)
+    warnings, gate = [], None
+    if request.get("gate", True):
+        from core.gate import check_mask
+        from core.models.card import card_summary
+
+        emit({"event": "progress", "done": 1, "total": 1, "eta_s": None, "message": "Checking the mask (trachea, lungs)"})
+        report = check_mask(ct, result.mask.mask)
+        gate = report.as_dict()
+        if not report.passed:
+            warnings.append(report.warning(card_summary(predictor.header)))
     np.save(out / "mask.npy", np.ascontiguousarray(result.mask.array, dtype=bool), allow_pickle=False)
     np.save(out / "probabilities.npy", np.ascontiguousarray(result.probabilities.array, dtype=np.uint8),
             allow_pickle=False)
     return {"event": "done", "mask": str(out / "mask.npy"), "probabilities": str(out / "probabilities.npy"),
             "seconds": float(result.seconds), "windows": int(result.windows), "backend": result.backend,
-            "device": predictor.device, "messages": list(result.messages)}
+            "device": predictor.device, "messages": list(result.messages), "warnings": warnings, "gate": gate}
 
 
 def _watch_stdin(cancel: threading.Event) -> None:

@@ -16,7 +16,25 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--size", type=int, default=128, help="patch side for the FLOP count (default 128)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--checkpoint", metavar="CKPT",
+                   help="print this checkpoint's model card instead (what it was trained on, held-out results)")
     p.set_defaults(func=run)
+
+
+def show_card(path: str, as_json: bool) -> int:
+    from core.models.card import card_lines, card_summary, get_card
+    from core.models.checkpoint import load_checkpoint
+
+    header = load_checkpoint(path).header
+    if as_json:
+        print(json.dumps({"checkpoint": str(path), "architecture": header.get("architecture"),
+                          "arch_args": header.get("arch_args"), "card": get_card(header),
+                          "summary": card_summary(header)}, indent=2))
+        return 0
+    print(f"{path}: {header.get('architecture')} {header.get('arch_args') or ''}")
+    for line in card_lines(header):
+        print(f"  {line}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from core.models.flops import model_summary
     from core.models.registry import get_spec, list_models
 
+    if args.checkpoint:
+        return show_card(args.checkpoint, args.json)
     if args.size <= 0:
         raise ConfigError(f"--size {args.size} must be positive.")
     rows = []

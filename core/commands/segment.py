@@ -29,7 +29,14 @@ def register(subparsers: Any) -> None:
                     "(threshold, largest connected component) on the CT's grid and optionally the probability map "
                     "(uint8, 255 = 1.0). With --reference, prints the airway metrics right after.",
     )
-    p.add_argument("--model", metavar="CKPT", help="checkpoint (.pt); default: the bundled demo model")
+    p.add_argument("--method", default="auto", choices=("auto", "region-growing", "model"),
+                   help="region-growing: training-free (trachea detection and explosion-controlled growing, no model); "
+                        "model: a checkpoint (--model, else the demo model, which was trained on phantoms only). "
+                        "auto (default): model when --model is given, else region-growing")
+    p.add_argument("--model", metavar="CKPT", help="checkpoint (.pt) for --method model; default: the bundled demo model")
+    p.add_argument("--strict", action="store_true",
+                   help="a model mask that fails the output gate (misses the trachea, or > 5%% outside the lungs and "
+                        "central airways) is an error (exit status 3, nothing written) instead of a warning")
     p.add_argument("--input", "-i", required=True, metavar="CT",
                    help="a CT file (.nii/.nii.gz/.mha/.nrrd), a DICOM series folder, or a folder of cases")
     p.add_argument("--output", "-o", metavar="MASK",
@@ -191,11 +198,16 @@ def read_case_inputs(case: Case, selector: str | None = None, resample: bool = F
 
 def segment_case(predictor: Any, case: Case, selector: str | None = None,
                  progress: Callable[[int, int, float], None] | None = None, cancel: Any = None,
-                 inputs: tuple[Any, Any, list[str]] | None = None, resample: bool = False) -> dict:
+                 inputs: tuple[Any, Any, list[str]] | None = None, resample: bool = False,
+                 gate: bool = True, strict: bool = False) -> dict:
     """Segment one case, write its outputs (only once all is done), evaluate if it has a reference.
 
     ``inputs``: what :func:`read_case_inputs` returned, when the caller read them already.
+    ``gate``: check the mask against the CT's trachea and lungs (core.gate); a failure
+    is a warning in the result, or with ``strict`` a QualityError before anything is written.
     """
+    from core.gate import check_mask, enforce
+    from core.models.card import card_summary
     from core.outputs import OutputPlan
     from core.sanity import check_label
 
@@ -203,6 +215,12 @@ def segment_case(predictor: Any, case: Case, selector: str | None = None,
     warnings = list(warnings)
     pred = predictor.predict(ct, progress=progress, cancel=cancel)
     warnings += [f.message for f in check_label(pred.mask, "prediction")]
+    gate_report = None
+    if gate:
+        gate_report = check_mask(ct, pred.mask.mask)
+        text = enforce(gate_report, card_summary(getattr(predictor, "header", None)), strict)
+        if text:
+            warnings.append(text)
     # overwriting was allowed (or the outputs were new) when the run was planned; the mask and the
     # probabilities land together, and the first original of each is kept as .bak
     with OutputPlan(overwrite=True, inputs=[case.ct, case.reference]) as outputs:
@@ -218,10 +236,40 @@ def segment_case(predictor: Any, case: Case, selector: str | None = None,
         "windows": pred.windows,
         "backend": pred.backend,
         "seconds": round(pred.seconds, 2),
+        "method": "model",
         "warnings": warnings,
     }
+    if gate_report is not None:
+        result["gate"] = gate_report.as_dict()
     if reference is not None:
         result["metrics"] = evaluate_mask(pred.mask, reference, ct.spacing_zyx)
+    return result
+
+
+def grow_case(case: Case, selector: str | None = None, progress: Callable[[int, int, str], None] | None = None,
+              cancel: Any = None, inputs: tuple[Any, Any, list[str]] | None = None, resample: bool = False) -> dict:
+    """The training-free method (core.growing) on one case; InputError (nothing written) without a trachea."""
+    from core.growing import grow_airway
+    from core.outputs import OutputPlan
+
+    ct, reference, warnings = inputs if inputs is not None else read_case_inputs(case, selector, resample)
+    grown = grow_airway(ct, progress=progress, cancel=cancel)
+    with OutputPlan(overwrite=True, inputs=[case.ct, case.reference]) as outputs:
+        outputs.write_volume(grown.mask, case.output)
+    result: dict = {
+        "case": case.name,
+        "mask": str(case.output),
+        "probabilities": None,
+        "voxels": int(grown.mask.array.sum()),
+        "volume_ml": round(grown.volume_ml, 3),
+        "method": "region-growing",
+        "threshold_hu": grown.threshold_hu,
+        "trachea_mm": round(grown.trachea.length_mm, 1),
+        "seconds": round(grown.seconds, 2),
+        "warnings": list(warnings),
+    }
+    if reference is not None:
+        result["metrics"] = evaluate_mask(grown.mask, reference, ct.spacing_zyx)
     return result
 
 
@@ -241,19 +289,22 @@ def evaluate_mask(mask: Any, reference: Any, spacing_zyx: Any) -> dict:
 class ProgressBar:
     """Windows done / total and ETA on stderr; redrawn in place on a terminal, every 10% otherwise."""
 
-    def __init__(self, label: str, stream: TextIO | None = None, width: int = 30):
+    def __init__(self, label: str, stream: TextIO | None = None, width: int = 30, unit: str = "windows"):
         self.label = label
+        self.unit = unit
         self.stream = stream or sys.stderr
         self.width = width
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._last_decile = -1
 
-    def __call__(self, done: int, total: int, eta_s: float) -> None:
+    def __call__(self, done: int, total: int, eta_s: Any) -> None:
+        if isinstance(eta_s, str):  # core.growing reports a message, not an ETA
+            eta_s = float("nan")
         frac = done / max(total, 1)
         filled = int(round(frac * self.width))
         bar = "#" * filled + "-" * (self.width - filled)
         eta = f"{int(eta_s) // 60}m{int(eta_s) % 60:02d}s" if eta_s == eta_s else "?"
-        text = f"{self.label} [{bar}] {done}/{total} windows, ETA {eta}"
+        text = f"{self.label} [{bar}] {done}/{total} {self.unit}, ETA {eta}"
         if self.tty:
             self.stream.write("\r" + text + ("\n" if done >= total else ""))
             self.stream.flush()
@@ -269,8 +320,11 @@ def _print_result(result: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result), flush=True)
         return
-    line = (f"{result['case']}: {result['voxels']} airway voxels ({result['volume_ml']} ml) -> {result['mask']}"
-            f" [{result['windows']} windows, {result['backend']}, {result['seconds']} s]")
+    if result.get("method") == "region-growing":
+        how = f"region growing, {result['threshold_hu']:.0f} HU, {result['seconds']} s"
+    else:
+        how = f"{result['windows']} windows, {result['backend']}, {result['seconds']} s"
+    line = f"{result['case']}: {result['voxels']} airway voxels ({result['volume_ml']} ml) -> {result['mask']} [{how}]"
     print(line, flush=True)
     for w in result.get("warnings") or ():
         print(f"{result['case']}: warning: {w}", file=sys.stderr, flush=True)
@@ -297,16 +351,41 @@ def _spacing_arg(values: list[str] | None):
     return spacing
 
 
+def resolve_method(args: argparse.Namespace) -> str:
+    """auto -> model only when a checkpoint was named: the shipped demo model was trained on
+    phantoms and finds chest-wall air on real CT (issue 11), so it is never the silent default."""
+    method = getattr(args, "method", "auto") or "auto"
+    if method == "auto":
+        return "model" if args.model else "region-growing"
+    return method
+
+
 def handle(args: argparse.Namespace) -> int:
     from core.inference import PostProcessing, Predictor
 
     plan = plan_cases(args)
-    ckpt = model_path(args.model)
+    method = resolve_method(args)
     # the first case's inputs are read and checked before the model is loaded or exported
     first_inputs = read_case_inputs(plan[0], args.label_selector, args.resample_to_ct)
 
     def say(text: str) -> None:
         print(f"airway segment: {text}", file=sys.stderr, flush=True)
+
+    if method == "region-growing":
+        if args.probabilities:
+            from core.errors import ConfigError
+
+            raise ConfigError("--probabilities needs a model: region growing makes no probability map.",
+                              "Drop --probabilities, or use --method model --model CKPT.")
+        if not args.quiet:
+            say(f"{len(plan)} case(s), training-free region growing (no model)")
+        for i, case in enumerate(plan, 1):
+            bar = None if args.quiet else ProgressBar(f"[{i}/{len(plan)}] {case.name}", unit="steps")
+            _print_result(grow_case(case, args.label_selector, progress=bar, inputs=first_inputs if i == 1 else None,
+                                    resample=args.resample_to_ct), args.json)
+            first_inputs = None
+        return 0
+    ckpt = model_path(args.model)
 
     post = PostProcessing(threshold=args.threshold, largest_component=not args.all_components,
                           connectivity=args.connectivity, fill_holes=args.fill_holes)
@@ -319,7 +398,8 @@ def handle(args: argparse.Namespace) -> int:
     for i, case in enumerate(plan, 1):
         bar = None if args.quiet else ProgressBar(f"[{i}/{len(plan)}] {case.name}")
         result = segment_case(predictor, case, args.label_selector, progress=bar,
-                              inputs=first_inputs if i == 1 else None, resample=args.resample_to_ct)
+                              inputs=first_inputs if i == 1 else None, resample=args.resample_to_ct,
+                              strict=args.strict)
         first_inputs = None
         _print_result(result, args.json)
     if not args.quiet and len(plan) > 1:

@@ -239,7 +239,18 @@ class Trainer:
         return {"preprocessing": self._preprocessing().to_dict(), "training": self.cfg.to_dict(),
                 "inference": {"window": int(v.window), "step": int(v.step)},
                 "stage": stage, "metrics": dict(self.state.metrics),
-                "train_cases": self.state.train_cases, "val_cases": self.state.val_cases}
+                "train_cases": self.state.train_cases, "val_cases": self.state.val_cases,
+                "card": self._card()}
+
+    def _card(self) -> dict:
+        """What this model is trained on, for every consumer of the checkpoint (core.models.card)."""
+        from core.models.card import card_from_dataset
+
+        names = self.state.train_cases + self.state.val_cases
+        spacings = [self.cases[n].spacing_zyx for n in names if n in getattr(self, "cases", {})]
+        metrics = {k: v for k, v in dict(self.state.metrics).items() if k in ("td", "bd", "dsc", "precision")}
+        return card_from_dataset(self.cfg.data.path, spacings, len(self.state.train_cases),
+                                 len(self.state.val_cases), metrics or None)
 
     def _save(self, kind: str, stage: int, epoch: int, with_state: bool = False) -> Path:
         from core.models.checkpoint import capture_rng_state, save_checkpoint

@@ -1,0 +1,113 @@
+"""The Segment panel's method choice (issue 11): region growing in a worker job, model cards, gate warnings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.case import Case, PredictionEntry
+from app.segment_panel import GrowingRun, SegmentPanel
+from core.volume import LabelVolume
+
+
+def _case(with_reference: bool = False) -> Case:
+    from core.phantom import make_phantom
+    from core.volume import to_canonical
+
+    ph = make_phantom((64, 64, 64), spacing=(1.5, 1.5, 2.0), seed=0)
+    case = Case(auto_analyse=False)
+    ct, _ = to_canonical(ph.ct)
+    case.set_ct(ct, name="phantom")
+    if with_reference:
+        ref, _ = to_canonical(ph.label)
+        case.set_reference(ref)
+    return case
+
+
+def _panel(qtbot, case: Case, errors: list) -> SegmentPanel:
+    panel = SegmentPanel(case, show_error=errors.append)
+    qtbot.addWidget(panel)
+    panel.show()
+    return panel
+
+
+def test_region_growing_is_the_default_and_choosing_a_checkpoint_selects_the_model(qtbot, tmp_path):
+    from app.segment_panel import demo_checkpoint
+
+    errors: list = []
+    panel = _panel(qtbot, _case(), errors)
+    assert panel.method == "region-growing"
+    demo = demo_checkpoint()
+    if demo is not None:
+        # the prefilled demo model shows what it was trained on, without importing torch
+        assert "synthetic" in panel.card_label.text() and "phantoms" in panel.card_label.text()
+        assert "held-out:" in panel.card_label.toolTip()
+    bogus = tmp_path / "x.pt"
+    bogus.write_bytes(b"not a zip")
+    panel.checkpoint_edit.setText(str(bogus))
+    assert panel.method == "model"
+    assert "no header" in panel.card_label.text()
+
+
+def test_region_growing_runs_in_a_job_and_adds_a_prediction(qtbot):
+    case = _case()
+    errors: list = []
+    panel = _panel(qtbot, case, errors)
+    progress: list[tuple[int, int, str]] = []
+    run = panel.start()
+    assert isinstance(run, GrowingRun) and run.running and panel.cancel_button.isEnabled()
+    run.progress.connect(lambda d, t, m: progress.append((d, t, m)))
+    with qtbot.waitSignal(run.ended, timeout=120000):
+        pass
+    assert not errors and run.state == "done"
+    entry = case.predictions[-1]
+    assert entry.source == "region-growing" and entry.probabilities is None and entry.warnings == []
+    assert entry.mask.shape == case.ct.shape and entry.mask.any()
+    assert any("growing" in m for _, _, m in progress)
+    text = panel.message.text()
+    assert "metrics and regions follow" not in text and "no reference" in text
+    assert panel.run_button.isEnabled() and not panel.cancel_button.isEnabled()
+
+
+def test_cancelled_growing_leaves_the_case_unchanged(qtbot):
+    case = _case()
+    errors: list = []
+    panel = _panel(qtbot, case, errors)
+    run = panel.start()
+    with qtbot.waitSignal(run.cancelled, timeout=60000):
+        panel.cancel_button.click()
+    assert case.predictions == [] and not errors and "unchanged" in panel.message.text()
+
+
+def test_a_ct_without_a_trachea_shows_one_error(qtbot):
+    from core.errors import InputError
+    from core.volume import IntensityVolume
+
+    case = Case(auto_analyse=False)
+    case.set_ct(IntensityVolume(np.zeros((32, 32, 32), np.int16)), name="flat")
+    errors: list = []
+    panel = _panel(qtbot, case, errors)
+    run = panel.start()
+    with qtbot.waitSignal(run.ended, timeout=60000):
+        pass
+    assert len(errors) == 1 and isinstance(errors[0], InputError) and case.predictions == []
+
+
+def test_a_gate_warning_shows_on_the_prediction(qtbot):
+    from app.metrics_panel import MetricsPanel
+
+    case = _case(with_reference=True)
+    errors: list = []
+    panel = _panel(qtbot, case, errors)
+    metrics = MetricsPanel(case)
+    qtbot.addWidget(metrics)
+    mask = np.zeros(case.ct.shape, bool)
+    mask[:, :3, 10:50] = True
+    warning = "this mask does not look like the CT's airway: its largest component misses the trachea"
+    index = case.add_prediction(PredictionEntry(name="demo", label=LabelVolume(mask, case.ct.geometry),
+                                                source="model:demo.pt", warnings=[warning]))
+    panel._on_finished(index)
+    assert "Warning on 'demo'" in panel.message.text() and warning in panel.message.text()
+    assert "metrics and regions follow" in panel.message.text()  # a reference is loaded
+    assert warning in metrics.status.text()
+    assert warning in metrics.summary.horizontalHeaderItem(0).toolTip()
