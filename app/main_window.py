@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import shortcuts
-from app.case import STATUS_KEYS, STATUS_LABELS, Case, apply_project, load_project, segment_case
+from app.case import STATUS_KEYS, STATUS_LABELS, Case, apply_project, is_blank_ct, load_project, segment_case
 from app.dialogs import APP_NAME, AboutDialog, ShortcutsDialog, show_error
 from app.settings import Settings
 from app.slice_view import ORIENTATIONS, DisplaySettings, DisplayState, SliceRenderer, SliceView
@@ -200,6 +200,18 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.tabs)
         self.setDockOptions(QMainWindow.DockOption.AnimatedDocks | QMainWindow.DockOption.AllowTabbedDocks)
 
+    def step_review(self, step: int) -> None:
+        """N / Shift+N: the navigator's next item (a review group or a region) when it is there."""
+        nav = getattr(getattr(self, "panels", None), "regions", None)
+        if nav is not None and hasattr(nav, "step"):
+            nav.step(step)
+        else:
+            self.case.step_region(step)
+
+    def _fit_views(self, box: Any) -> None:
+        for v in self.views.values():
+            v.fit_box(box)
+
     def _align_columns(self, leader: QSplitter | None = None) -> None:
         """Give both rows the same column widths; a row whose widgets cannot shrink
         that far (e.g. the 3D view's toolbar) leads."""
@@ -277,8 +289,8 @@ class MainWindow(QMainWindow):
         A = self._act
         A("open_ct", "Open &CT...", self.open_ct_dialog)
         A("open_dicom", "Open DICOM &folder...", self.open_dicom_dialog)
-        A("open_reference", "Open &reference label...", self.open_reference_dialog)
-        A("open_prediction", "Open &prediction...", self.open_prediction_dialog)
+        A("open_reference", "Open &reference label (CT optional)...", self.open_reference_dialog)
+        A("open_prediction", "Open &prediction (CT optional)...", self.open_prediction_dialog)
         A("open_project", "Open pro&ject...", self.open_project_dialog)
         A("save_project", "&Save project", self.save_project)
         A("save_project_as", "Save project &as...", lambda: self.save_project(ask=True))
@@ -303,8 +315,8 @@ class MainWindow(QMainWindow):
         A("opacity_down", "Less opacity", lambda: self._set_opacity(self.display.settings.opacity - 0.1))
         A("next_prediction", "Next prediction", lambda: self._cycle_prediction(1))
         A("previous_prediction", "Previous prediction", lambda: self._cycle_prediction(-1))
-        A("next_region", "&Next error region", lambda: self.case.step_region(1))
-        A("previous_region", "&Previous error region", lambda: self.case.step_region(-1))
+        A("next_region", "&Next error region", lambda: self.step_review(1))
+        A("previous_region", "&Previous error region", lambda: self.step_review(-1))
         for key in STATUS_KEYS:
             A(f"status_{key}", f"Mark region: {STATUS_LABELS[key]}", lambda _=False, k=key: self.mark_region(k))
         A("segment_demo", "Segment with the &demo model", self.segment_demo)
@@ -435,6 +447,7 @@ class MainWindow(QMainWindow):
                     c.predictionsChanged):
             sig.connect(lambda *_: self._show_readout(None))
         c.ctChanged.connect(self._update_title)
+        c.focusBoxRequested.connect(self._fit_views)
         c.modifiedChanged.connect(lambda *_: self._update_title())
         for sig in (c.regionsChanged, c.regionStatusChanged, c.activePredictionChanged):
             sig.connect(lambda *_: self._update_review_counter())
@@ -490,9 +503,7 @@ class MainWindow(QMainWindow):
             self.caseLoaded.emit()
 
         current = None if ct else self.case.ct
-        if not ct and current is None:
-            self.report_error("Open a CT first: references and predictions are drawn over a CT.")
-            return None
+        # without a CT the labels open alone, over a neutral background (load_case)
         return self.start_job(load_case, ct, reference, list(predictions), current_ct=current,
                               reference_selector=reference_selector, name="Loading", on_result=apply)
 
@@ -642,8 +653,8 @@ class MainWindow(QMainWindow):
         Uses the segmentation panel's child-process run (app.segment_panel.SegmentationRun:
         torch never holds this process's GIL) when that module is there, else a worker
         thread. ``predictor_options`` go to core.inference.Predictor (window, step, backend...)."""
-        if self.case.ct is None:
-            self.report_error("Open a CT before segmenting.")
+        if self.case.ct is None or is_blank_ct(self.case.ct):
+            self.report_error("Open a CT before segmenting: this case has labels only.")
             return None
         ct = self.case.ct
         if importlib.util.find_spec("app.segment_panel") is not None:
@@ -923,7 +934,9 @@ def format_probe(info: dict[str, Any], under: str = "mouse") -> str:
         return ""
     z, y, x = info["voxel"]
     wx, wy, wz = info["world"]
-    parts = [f"voxel (x {x}, y {y}, z {z})", f"({wx:.1f}, {wy:.1f}, {wz:.1f}) mm", f"{info['hu']:.0f} HU"]
+    parts = [f"voxel (x {x}, y {y}, z {z})", f"({wx:.1f}, {wy:.1f}, {wz:.1f}) mm"]
+    if info.get("hu") is not None:  # a label-only case has no HU
+        parts.append(f"{info['hu']:.0f} HU")
     if info.get("reference") is not None:
         parts.append(f"ref {int(info['reference'])}")
     if "prediction" in info:

@@ -50,7 +50,7 @@ class RegionGroup:
 
     @property
     def is_single(self) -> bool:
-        return self.category in SINGLE_CATEGORIES
+        return self.category not in BOUNDARY_CATEGORIES
 
     def title(self) -> str:
         what = CATEGORY_TEXT.get(self.category, self.category.replace("_", " "))
@@ -112,7 +112,7 @@ def group_regions(regions: Sequence[Any], boundary_review_min_mm3: float | None 
         centroid = tuple(float(v) for v in (cents * vox[:, None]).sum(axis=0) / max(vox.sum(), 1.0))
         branch = _attr(first, "nearest_branch")
         gens = [g for g in (_attr(r, "nearest_generation") for r in rs) if g is not None]
-        single = cat in SINGLE_CATEGORIES
+        single = cat not in BOUNDARY_CATEGORIES  # unknown categories are shown, never merged
         key = (f"{kind}:{cat}:{_region_key(first)}" if single
                else f"{kind}:{cat}:branch-{branch if branch is not None else 'none'}")
         groups.append(RegionGroup(
