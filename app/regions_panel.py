@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.case import STATUS_KEYS, STATUS_LABELS, region_attr, region_box, region_centre
+from core.regions import ErrorRegion
 
 COLUMNS = ("#", "ID", "Kind", "Category", "Size (mm³)", "Voxels", "Gen.", "Status")
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -109,9 +110,11 @@ class RegionsModel(QAbstractTableModel):
     def reload(self) -> None:
         self.beginResetModel()
         self._regions = list(self.case.regions())
+        self._cache: dict[int, tuple] = {}
         self.endResetModel()
 
     def status_changed(self, row: int) -> None:
+        self._cache.pop(row, None)
         if 0 <= row < len(self._regions):
             c = COLUMNS.index("Status")
             self.dataChanged.emit(self.index(row, c), self.index(row, c))
@@ -141,7 +144,13 @@ class RegionsModel(QAbstractTableModel):
         return True
 
     def values(self, row: int) -> tuple[Any, ...]:
-        """Sort keys of one row, column by column (None sorts first)."""
+        """Sort keys of one row, column by column (None sorts first); cached, sorting asks often."""
+        v = self._cache.get(row)
+        if v is None:
+            v = self._cache[row] = self._values(row)
+        return v
+
+    def _values(self, row: int) -> tuple[Any, ...]:
         r = self._regions[row]
         vv = voxel_volume(self.case)
         act = self.case.active
@@ -224,15 +233,16 @@ class GroupsModel(QAbstractTableModel):
             self._colours = {k: QColor(*c[k]) for k in ("FP", "FN")}
         except Exception:  # noqa: BLE001 - colours are a nicety
             pass
-        self.reload()
 
     def reload(self) -> None:
         from core.region_groups import group_regions
 
         self.beginResetModel()
         regions = list(self.case.regions())
-        vv = voxel_volume(self.case)
-        self.groups = group_regions([_core_view(r, i, vv) for i, r in enumerate(regions)]) if regions else []
+        if regions and not all(isinstance(r, ErrorRegion) for r in regions):
+            vv = voxel_volume(self.case)
+            regions = [_core_view(r, i, vv) for i, r in enumerate(regions)]
+        self.groups = group_regions(regions) if regions else []
         self._cache.clear()
         self.endResetModel()
 
@@ -512,6 +522,7 @@ class RegionsPanel(QWidget):
     def reload(self, *_: Any) -> None:
         self.model.reload()
         self.groups_model.reload()
+        self._loaded_regions = id(self.case.regions())
         self._group_row = -1
         self._fit_columns()
         self._update_counter()
@@ -539,6 +550,9 @@ class RegionsPanel(QWidget):
         self.table.setColumnHidden(5, not self.grouped)
 
     def _on_status(self, pred: int, region: int, _status: str) -> None:
+        if getattr(self, "_batch", False):
+            self.model.status_changed(region)
+            return
         if pred == self.case.active_index:
             self.model.status_changed(region)
             self.groups_model.status_changed(region)
@@ -634,8 +648,14 @@ class RegionsPanel(QWidget):
         if self.grouped and 0 <= self._group_row < len(self.groups_model.groups):
             g = self.groups_model.groups[self._group_row]
             if self.case.active_region in g.indices:
-                for i in g.indices:
-                    self.case.set_region_status(i, status)
+                # one table refresh for the group, not one per fragment (hundreds on real cases)
+                self._batch = True
+                try:
+                    for i in g.indices:
+                        self.case.set_region_status(i, status)
+                finally:
+                    self._batch = False
+                self._on_status(self.case.active_index, -1, status)
                 return
         self.case.set_region_status(self.case.active_region, status)
 
