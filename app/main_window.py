@@ -137,7 +137,7 @@ class MainWindow(QMainWindow):
         self.setObjectName("MainWindow")
         self.setAcceptDrops(True)
         self.resize(1440, 920)
-        self.setMinimumSize(QSize(960, 640))
+        self.setMinimumSize(QSize(900, 600))
 
         self._build_views()
         self._build_actions()
@@ -233,10 +233,51 @@ class MainWindow(QMainWindow):
     def resizeEvent(self, event: Any) -> None:
         super().resizeEvent(event)
         QTimer.singleShot(0, self._align_columns)
+        QTimer.singleShot(0, self._fit_docks)
 
     def showEvent(self, event: Any) -> None:
         super().showEvent(event)
+        self._fit_to_screen()
         QTimer.singleShot(0, self._align_columns)
+        first = not getattr(self, "_shown_once", False) and not getattr(self, "_state_restored", False)
+        self._shown_once = True
+        QTimer.singleShot(0, lambda: self._fit_docks(first=first))
+
+    # side docks: a default share of the width, never so much that the slice views get less than half
+    DOCK_SHARE, DOCK_MAX_SHARE, DOCK_MIN_PX = 0.27, 0.4, 330
+
+    def _side_docks(self) -> list[Any]:
+        from PySide6.QtWidgets import QDockWidget
+
+        return [d for d in self.findChildren(QDockWidget)
+                if d.isVisible() and not d.isFloating()
+                and self.dockWidgetArea(d) in (Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.LeftDockWidgetArea)]
+
+    def _fit_docks(self, first: bool = False) -> None:
+        docks = self._side_docks()
+        if not docks:
+            return
+        w = max(self.width(), 1)
+        widest = max(d.width() for d in docks)
+        cap = max(int(w * self.DOCK_MAX_SHARE), self.DOCK_MIN_PX)
+        if first or widest > cap:
+            target = max(int(w * self.DOCK_SHARE), self.DOCK_MIN_PX) if first else cap
+            self.resizeDocks(docks, [min(target, cap)] * len(docks), Qt.Orientation.Horizontal)
+
+    def _fit_to_screen(self) -> None:
+        """A restored or requested size never exceeds the screen's free area (the start hint stays visible)."""
+        screen = self.screen() or QApplication.primaryScreen()
+        if screen is None:
+            return
+        avail = screen.availableGeometry()
+        frame = self.frameGeometry()
+        extra_w, extra_h = frame.width() - self.width(), frame.height() - self.height()
+        w = min(self.width(), avail.width() - extra_w)
+        h = min(self.height(), avail.height() - extra_h)
+        if (w, h) != (self.width(), self.height()):
+            self.resize(max(w, self.minimumWidth()), max(h, self.minimumHeight()))
+        if not avail.contains(self.frameGeometry().topLeft()):
+            self.move(avail.topLeft())
 
     def set_view3d(self, widget: QWidget) -> None:
         """Put the 3D view in the bottom-right cell (replaces the placeholder)."""
@@ -857,7 +898,7 @@ class MainWindow(QMainWindow):
         if geo is not None:
             self.restoreGeometry(geo)
         if state is not None:
-            self.restoreState(state)
+            self._state_restored = bool(self.restoreState(state))
         d = self.settings.get("display/settings")
         if isinstance(d, str):
             import json

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QFrame, QScrollArea, QVBoxLayout, QWidget
 
 from app import shortcuts
 from app.metrics_panel import MetricsPanel
@@ -63,7 +63,15 @@ def _error_reporter(window: Any) -> Callable[[BaseException], None]:
 def _dock(window: Any, name: str, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
     dock = QDockWidget(title, window)
     dock.setObjectName(name)  # saveState/restoreState key
-    dock.setWidget(widget)
+    # a panel wider than its dock scrolls instead of widening the dock (and squeezing the slice views)
+    scroll = QScrollArea(dock)
+    scroll.setObjectName(f"{name}Scroll")
+    scroll.setWidget(widget)
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+    dock.setWidget(scroll)
+    dock.setMinimumWidth(220)
     dock.setAllowedAreas(Qt.DockWidgetArea.LeftDockWidgetArea | Qt.DockWidgetArea.RightDockWidgetArea
                          | Qt.DockWidgetArea.BottomDockWidgetArea)
     window.addDockWidget(area, dock)

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QCheckBox,
     QDoubleSpinBox,
+    QGridLayout,
     QLabel,
     QPushButton,
     QSpinBox,
@@ -279,7 +280,7 @@ class GroupsModel(QAbstractTableModel):
         v = self._cache.get(row)
         if v is None:
             g = self.groups[row]
-            v = (row + 1, g.title(), g.kind, g.category.replace("_", " "), g.volume_mm3, len(g.regions),
+            v = (row + 1, g.label(), g.kind, g.category.replace("_", " "), g.volume_mm3, len(g.regions),
                  g.generation, self.group_status(row))
             self._cache[row] = v
         return v
@@ -419,7 +420,7 @@ class RegionsPanel(QWidget):
         lay.addLayout(row2)
 
         row3 = QHBoxLayout()
-        self.small_switch = QCheckBox("Small boundary groups", self)
+        self.small_switch = QCheckBox("Small groups", self)
         self.small_switch.setObjectName("regionsSmallSwitch")
         self.small_switch.setToolTip("Also list boundary groups below the review size (resources/presets/review_groups.json)")
         self.small_switch.toggled.connect(lambda on: self.proxy.set_filters(all_groups=bool(on) or not self.grouped))
@@ -456,7 +457,8 @@ class RegionsPanel(QWidget):
         self.table.clicked.connect(self._on_clicked)
         lay.addWidget(self.table, 1)
 
-        buttons = QHBoxLayout()
+        buttons = QGridLayout()
+        buttons.setSpacing(4)
         self.status_buttons: dict[str, QPushButton] = {}
         from app import shortcuts
 
@@ -472,7 +474,8 @@ class RegionsPanel(QWidget):
             except KeyError:
                 b.setToolTip(STATUS_LABELS[key])
             b.clicked.connect(lambda _=False, k=key: self.mark(k))
-            buttons.addWidget(b)
+            n = len(self.status_buttons)
+            buttons.addWidget(b, n // 2, n % 2)
             self.status_buttons[key] = b
         lay.addLayout(buttons)
         self.hint = QLabel(self._hint_text(), self)
@@ -535,11 +538,13 @@ class RegionsPanel(QWidget):
         cols = self.source.columns
         fm = self.table.fontMetrics()
         n = min(self.proxy.rowCount(), 200)
+        caps = {"Category": 100, "ID": 90}  # longer text elides, the tooltip has it whole
         for c, name in enumerate(cols):
             if name == "Item":
                 continue
             texts = [name] + [str(self.proxy.index(r, c).data() or "") for r in range(n)]
-            header.resizeSection(c, max(fm.horizontalAdvance(t) for t in texts) + 18)
+            width = max(fm.horizontalAdvance(t) for t in texts) + 18
+            header.resizeSection(c, min(width, caps.get(name, width)))
         if "Item" in cols:
             header.setSectionResizeMode(cols.index("Item"), QHeaderView.ResizeMode.Stretch)
         for c in range(len(cols)):
@@ -547,7 +552,11 @@ class RegionsPanel(QWidget):
                 header.setSectionResizeMode(c, QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection("Item" not in cols)
         self.table.setColumnHidden(0, True)
-        self.table.setColumnHidden(5, not self.grouped)
+        self.table.setColumnHidden(5, True)  # voxels / parts: in the tooltip and the item's label
+        self.table.setColumnHidden(2, self.grouped)  # the kind leads the item's label
+        if "Item" in cols:
+            header.setMinimumSectionSize(28)
+            self.table.setMinimumWidth(0)
 
     def _on_status(self, pred: int, region: int, _status: str) -> None:
         if getattr(self, "_batch", False):

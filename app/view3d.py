@@ -36,7 +36,7 @@ from typing import Any, Callable
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QImage
-from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QToolButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QMenu, QSizePolicy, QToolButton, QVBoxLayout, QWidget
 
 from core.errors import InputError
 from core.surfaces import (
@@ -400,31 +400,50 @@ class View3D(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(2)
-        bar = QHBoxLayout()
+        # the toolbar never asks for width (Ignored): a narrow column clips it instead of
+        # squeezing the slice views; the legend wraps on its own row
+        self.toolbar = QWidget(self)
+        self.toolbar.setObjectName("toolbar3d")
+        self.toolbar.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.toolbar.setMinimumWidth(0)
+        bar = QHBoxLayout(self.toolbar)
         bar.setContentsMargins(4, 2, 4, 0)
         self.mode_combo = QComboBox(self)
         self.mode_combo.setObjectName("colourMode")
+        self.mode_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.mode_combo.setMinimumContentsLength(10)
         for key, text in COLOUR_MODES:
             self.mode_combo.addItem(text, key)
         self.mode_combo.currentIndexChanged.connect(lambda i: self.set_colour_mode(self.mode_combo.itemData(i)))
-        bar.addWidget(QLabel("3D colour:"))
+        bar.addWidget(QLabel("3D:"))
         bar.addWidget(self.mode_combo)
-        for name, text in (("reset", "Reset"), ("anterior", "A"), ("posterior", "P"), ("left", "L"),
-                           ("right", "R"), ("superior", "S")):
-            b = QToolButton(self)
-            b.setText(text)
-            b.setToolTip(f"Camera: {name}")
-            b.clicked.connect(lambda _=False, n=name: self.camera_preset(n))
-            bar.addWidget(b)
-        self.see_through = QCheckBox("TP see-through", self)
+        # camera presets and see-through in one menu: the bar fits a 1024-px window's column
+        self.camera_button = QToolButton(self)
+        self.camera_button.setObjectName("camera3d")
+        self.camera_button.setText("View")
+        self.camera_button.setToolTip("Camera presets and TP see-through")
+        self.camera_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(self.camera_button)
+        for name, text in (("reset", "Reset camera"), ("anterior", "Anterior"), ("posterior", "Posterior"),
+                           ("left", "Left"), ("right", "Right"), ("superior", "Superior")):
+            menu.addAction(text, lambda n=name: self.camera_preset(n))
+        menu.addSeparator()
+        self.see_through = menu.addAction("TP see-through")
         self.see_through.setObjectName("tpSeeThrough")
+        self.see_through.setCheckable(True)
         self.see_through.setToolTip("Draw true positives translucent so FP/FN components inside show")
         self.see_through.toggled.connect(lambda on: self.set_tp_opacity(0.25 if on else 1.0))
-        bar.addWidget(self.see_through)
+        self.camera_button.setMenu(menu)
+        bar.addWidget(self.camera_button)
+        bar.addStretch(1)
+        lay.addWidget(self.toolbar)
         self.legend = QLabel(self)
         self.legend.setObjectName("legend3d")
-        bar.addWidget(self.legend, 1)
-        lay.addLayout(bar)
+        self.legend.setWordWrap(True)
+        self.legend.setContentsMargins(6, 0, 4, 0)
+        self.legend.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.legend.setMinimumWidth(0)
+        lay.addWidget(self.legend)
 
         self.available = three_d_supported()
         if self.available:
@@ -513,7 +532,10 @@ class View3D(QWidget):
                 self._show_scene(cached, serial)
                 return
         job = Job(build_scene, inp, name="3D surfaces")
-        job.result.connect(lambda scene, s=serial, k=inp: self._scene_built(scene, s, k))
+        from app.workers import guarded
+
+        # guarded: a scene may finish after the view (and its legend) is gone
+        job.result.connect(guarded(self, lambda scene, s=serial, k=inp: self._scene_built(scene, s, k)))
         self._job = job
         if self.track_job is not None:
             self.track_job(job)

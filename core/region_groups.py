@@ -60,6 +60,13 @@ class RegionGroup:
         n = len(self.regions)
         return f"{self.kind} {what} of {where}: {n} fragment{'s' if n != 1 else ''}, {self.volume_mm3:.1f} mm³"
 
+    def label(self) -> str:
+        """Short text for a table cell (the title is the long form)."""
+        where = f"br. {self.branch}" if self.branch is not None else "no branch"
+        if self.is_single:
+            return f"{self.regions[0]} · {where}"
+        return f"{self.kind} {where} · {len(self.regions)} part{'s' if len(self.regions) != 1 else ''}"
+
     def as_dict(self) -> dict:
         return {
             "key": self.key, "kind": self.kind, "category": self.category, "voxels": self.voxels,

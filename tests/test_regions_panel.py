@@ -194,7 +194,7 @@ def test_groups_by_default_in_review_priority_with_filters(qtbot):
     cats = _column(p, "Category")
     assert cats == ["missed branch", "leakage", "boundary dilation"]  # the small boundary group is hidden
     assert _column(p, "Parts") == ["1", "1", "12"]
-    assert "12 fragments" in _column(p, "Item")[2]
+    assert "12 parts" in _column(p, "Item")[2]
     p.small_switch.setChecked(True)
     assert p.proxy.rowCount() == 4
     p.category_combo.setCurrentIndex([k for k, _ in CATEGORY_FILTERS].index("boundary"))
@@ -257,5 +257,6 @@ def test_n_in_the_window_zooms_every_slice_view_onto_the_item(qtbot, monkeypatch
         centre = v.voxel_to_widget(reg.centroid_zyx)
         assert abs(centre.x() - v.width() / 2) < v.width() * 0.1 and abs(centre.y() - v.height() / 2) < v.height() * 0.1, o
     assert case.cursor == tuple(int(c) for c in reg.centroid_zyx)
+    qtbot.waitUntil(lambda: not w.busy and not case.busy and not w.panels.view3d.busy, timeout=60000)
     case._set_modified(False)
     w.close()
