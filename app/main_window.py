@@ -299,9 +299,31 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Training tab unavailable: {exc}", 10000)
             return
         self.tabs.addTab(self.training_tab, "Training")
+        if hasattr(self.training_tab, "set_ct_available"):
+            def ct_changed() -> None:
+                self.training_tab.set_ct_available(self.case.ct is not None and not is_blank_ct(self.case.ct))
+
+            self.case.ctChanged.connect(ct_changed)
+            ct_changed()
+        self.tabs.currentChanged.connect(self._on_tab_changed)
         sig = getattr(self.training_tab, "openCheckpointRequested", None)
         if sig is not None:
             sig.connect(self._segment_with_checkpoint_from_training)
+
+    def _on_tab_changed(self, _index: int) -> None:
+        """The review docks belong to the Review tab: hidden on the others, back as they were."""
+        from PySide6.QtWidgets import QDockWidget
+
+        on_review = self.tabs.currentWidget() is self.review
+        if not on_review:
+            if getattr(self, "_hidden_docks", None) is None:
+                self._hidden_docks = [d for d in self.findChildren(QDockWidget) if d.isVisible()]
+                for d in self._hidden_docks:
+                    d.hide()
+        else:
+            for d in getattr(self, "_hidden_docks", None) or []:
+                d.show()
+            self._hidden_docks = None
 
     def _install_panels(self) -> None:
         if importlib.util.find_spec("app.panels") is None:
@@ -929,6 +951,9 @@ class MainWindow(QMainWindow):
             from app.workers import shutdown_process_pool
 
             shutdown_process_pool()
+        for d in getattr(self, "_hidden_docks", None) or []:  # saved as they are on the Review tab
+            d.show()
+        self._hidden_docks = None
         self.settings.set_window_state(self.saveGeometry(), self.saveState())
         self.settings.set("display/settings", json.dumps(self.display.settings.to_dict()))
         self.settings.sync()

@@ -75,3 +75,21 @@ def test_window_never_restores_larger_than_the_screen(qtbot, monkeypatch, tmp_pa
     qtbot.waitUntil(lambda: w.frameGeometry().height() <= avail.height() + 2, timeout=5000)
     assert w.frameGeometry().width() <= avail.width() + 2
     w.close()
+
+
+def test_review_docks_hide_on_the_training_tab(qtbot, monkeypatch):
+    monkeypatch.setattr(QMessageBox, "exec", lambda box: QMessageBox.StandardButton.Discard)
+    w = MainWindow(settings=Settings(ephemeral=True))
+    qtbot.addWidget(w)
+    w.resize(1200, 800)
+    w.show()
+    if getattr(w, "training_tab", None) is None:
+        pytest.skip("no training tab in this build")
+    docks = w.panels.docks
+    qtbot.waitUntil(lambda: docks["regions"].isVisible(), timeout=5000)
+    assert not w.training_tab.open_best_button.isEnabled()  # no CT open
+    w.tabs.setCurrentWidget(w.training_tab)
+    assert not any(d.isVisible() for d in docks.values())
+    w.tabs.setCurrentWidget(w.review)
+    assert docks["regions"].isVisible() and docks["segment"].isVisible()
+    w.close()
