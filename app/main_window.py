@@ -208,6 +208,15 @@ class MainWindow(QMainWindow):
         else:
             self.case.step_region(step)
 
+    def _reset_view_state(self) -> None:
+        """A new case starts unzoomed, and a custom window/level goes back to the default preset
+        (a project's saved view is applied after this)."""
+        for v in self.views.values():
+            v.reset_view()
+        if self.display.settings.preset == "custom":
+            self.display.apply_preset(DisplaySettings().preset)
+            self._sync_display_controls()
+
     def _fit_views(self, box: Any) -> None:
         for v in self.views.values():
             v.fit_box(box)
@@ -511,6 +520,7 @@ class MainWindow(QMainWindow):
             sig.connect(lambda *_: self._show_readout(None))
         c.ctChanged.connect(self._update_title)
         c.focusBoxRequested.connect(self._fit_views)
+        c.ctChanged.connect(self._reset_view_state)
         c.modifiedChanged.connect(lambda *_: self._update_title())
         for sig in (c.regionsChanged, c.regionStatusChanged, c.activePredictionChanged):
             sig.connect(lambda *_: self._update_review_counter())
@@ -555,6 +565,10 @@ class MainWindow(QMainWindow):
         """Load files in the background; the case updates when they are read."""
         from app.case import load_case
 
+        # a CT, or a reference over a label-only case, starts a new case
+        new_case = bool(ct) or (is_blank_ct(self.case.ct) and reference is not None)
+        if new_case and not self.maybe_save("opening another case"):
+            return None
         for p in [ct, reference, *predictions]:
             if p:
                 self.settings.set_last_dir(str(p))
@@ -565,12 +579,14 @@ class MainWindow(QMainWindow):
             self.case.apply_loaded(loaded)
             self.caseLoaded.emit()
 
-        current = None if ct else self.case.ct
+        current = None if new_case else self.case.ct
         # without a CT the labels open alone, over a neutral background (load_case)
         return self.start_job(load_case, ct, reference, list(predictions), current_ct=current,
                               reference_selector=reference_selector, name="Loading", on_result=apply)
 
     def open_project(self, path: str) -> Job:
+        if not self.maybe_save("opening another case"):
+            return None
         self.settings.add_recent(str(path))
         self.settings.set_last_dir(str(path))
 
@@ -586,6 +602,9 @@ class MainWindow(QMainWindow):
     def open_demo(self, params: Any = None) -> Job:
         """The phantom demo (``params``: :class:`app.demo.DemoParams`, default full chest)."""
         from app.demo import load_demo_case
+
+        if not self.maybe_save("opening the demo"):
+            return None
 
         def apply(loaded: Any) -> None:
             self.case.apply_loaded(loaded)
@@ -932,17 +951,22 @@ class MainWindow(QMainWindow):
                 pass
         self._sync_display_controls()
 
-    def closeEvent(self, event: Any) -> None:
-        if self.case.modified and not self.case.is_empty and not self.case.demo and not self.ephemeral:
-            ans = QMessageBox.question(self, APP_NAME, "Save the review (region statuses, view) before closing?",
+    def maybe_save(self, before: str = "closing") -> bool:
+        """Ask to save an edited review (the demo's too); False when the user cancels."""
+        if self.case.modified and not self.case.is_empty and not self.ephemeral:
+            ans = QMessageBox.question(self, APP_NAME, f"Save the review (region statuses, view) before {before}?",
                                        QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
                                        | QMessageBox.StandardButton.Cancel)
             if ans == QMessageBox.StandardButton.Cancel:
-                event.ignore()
-                return
+                return False
             if ans == QMessageBox.StandardButton.Save and self.save_project() is None:
-                event.ignore()
-                return
+                return False
+        return True
+
+    def closeEvent(self, event: Any) -> None:
+        if not self.maybe_save():
+            event.ignore()
+            return
         import json
 
         self.cancel_jobs()

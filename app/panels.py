@@ -60,6 +60,23 @@ def _error_reporter(window: Any) -> Callable[[BaseException], None]:
     return report
 
 
+def writable_folder(preferred: str | None) -> str:
+    """``preferred`` when it is a folder we may write to (data folders often are not), else
+    Pictures, else home."""
+    from PySide6.QtCore import QStandardPaths
+
+    candidates = [preferred] if preferred else []
+    candidates.append(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.PicturesLocation))
+    candidates.append(os.path.expanduser("~"))
+    for c in candidates:
+        if not c:
+            continue
+        folder = c if os.path.isdir(c) else os.path.dirname(c)
+        if folder and os.path.isdir(folder) and os.access(folder, os.W_OK):
+            return folder
+    return os.path.expanduser("~")
+
+
 def _dock(window: Any, name: str, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
     dock = QDockWidget(title, window)
     dock.setObjectName(name)  # saveState/restoreState key
@@ -146,7 +163,7 @@ def install_panels(window: Any) -> Panels:
     act("focus_cursor_3d", "3D: focus on the crosshair", view3d.focus_cursor)
 
     def screenshot_3d() -> None:
-        start = os.path.join(window.settings.last_dir() if hasattr(window, "settings") else os.path.expanduser("~"),
+        start = os.path.join(writable_folder(window.settings.last_dir() if hasattr(window, "settings") else None),
                              "airway_3d.png")
         path, _ = QFileDialog.getSaveFileName(window, "Save the 3D view", start, "PNG image (*.png)")
         if path:

@@ -630,7 +630,28 @@ class SliceView(QWidget):
         if self.display.settings.crosshair:
             self._paint_crosshair(p, rect)
         self._paint_labels(p, rect)
+        self._paint_heat_bar(p)
         p.end()
+
+    def _paint_heat_bar(self, p: QPainter) -> None:
+        """A colour scale for the probability heat map (0 at the bottom, 1 at the top)."""
+        s = self.display.settings
+        act = self.case.active
+        if not (s.show_overlay and s.heatmap and act is not None and act.probabilities is not None):
+            return
+        h = int(min(160, max(60, self.height() * 0.4)))
+        w = 10
+        x = self.width() - w - 30
+        y = (self.height() - h) // 2
+        lut = _HEAT[::-1]  # top = 1
+        bar = np.ascontiguousarray(np.repeat(lut[np.linspace(0, 255, h).astype(int)][:, None, :], w, axis=1))
+        img = QImage(bar.data, w, h, bar.strides[0], QImage.Format.Format_RGB888).copy()
+        p.drawImage(QRectF(x, y, w, h), img)
+        p.setPen(QColor(200, 200, 205))
+        p.drawRect(QRectF(x - 0.5, y - 0.5, w + 1, h + 1))
+        self._text(p, QPointF(x + w + 3, y + 8), "1", QColor(220, 220, 225))
+        self._text(p, QPointF(x + w + 3, y + h), "0", QColor(220, 220, 225))
+        self._text(p, QPointF(x - 4, y - 6), "p", QColor(220, 220, 225))
 
     def _paint_crosshair(self, p: QPainter, rect: QRectF) -> None:
         c = self.voxel_to_widget(self.case.cursor)

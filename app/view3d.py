@@ -804,8 +804,9 @@ class View3D(QWidget):
             self.plotter.render()
 
     # -- screenshot ---------------------------------------------------------------------------
-    def save_screenshot(self, path: str | os.PathLike) -> Path:
-        """Write the 3D view as PNG atomically (temp file + rename)."""
+    def save_screenshot(self, path: str | os.PathLike, scale: int = 2, legend: bool = True) -> Path:
+        """Write the 3D view as PNG atomically (temp file + rename): ``scale`` times the view's
+        device pixels (2: print quality), with the colour legend drawn in."""
         path = Path(path)
         if path.suffix.lower() != ".png":
             path = path.with_suffix(".png")
@@ -813,10 +814,16 @@ class View3D(QWidget):
             image = self.grab().toImage()
         else:
             self.plotter.render()
-            arr = np.ascontiguousarray(self.plotter.screenshot(return_img=True))
+            inter = self.plotter.interactor
+            ratio = inter.devicePixelRatioF() if hasattr(inter, "devicePixelRatioF") else 1.0
+            size = [max(1, int(round(inter.width() * ratio * scale))), max(1, int(round(inter.height() * ratio * scale)))]
+            arr = np.ascontiguousarray(self.plotter.screenshot(return_img=True, window_size=size))
             h, w = arr.shape[:2]
             fmt = QImage.Format.Format_RGBA8888 if arr.shape[2] == 4 else QImage.Format.Format_RGB888
             image = QImage(arr.data, w, h, arr.strides[0], fmt).copy()
+        scene = getattr(self, "scene", None)
+        if legend and scene is not None and scene.legend:
+            _draw_legend(image, scene)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
         os.close(fd)
@@ -838,6 +845,33 @@ class View3D(QWidget):
 
 
 SCENE_CACHE_SIZE = 4
+
+
+def _draw_legend(image: QImage, scene: Any) -> None:
+    """The scene's legend (colour squares and names) in the image's top-left corner."""
+    from PySide6.QtCore import QRectF
+    from PySide6.QtGui import QColor, QFont, QPainter
+
+    p = QPainter(image)
+    font = QFont()
+    font.setPixelSize(max(12, image.height() // 45))
+    p.setFont(font)
+    fm = p.fontMetrics()
+    items = list(scene.legend[:24])
+    line = fm.height() + 4
+    width = max(fm.horizontalAdvance(name) for name, _ in items) + line + 24
+    height = line * len(items) + (line if scene.note else 0) + 12
+    p.fillRect(QRectF(8, 8, width, height), QColor(20, 21, 25, 200))
+    y = 14
+    for name, c in items:
+        p.fillRect(QRectF(16, y + 3, line - 8, line - 8), QColor(*[int(v) for v in c[:3]]))
+        p.setPen(QColor(230, 230, 235))
+        p.drawText(int(16 + line), int(y + fm.ascent() + 2), name)
+        y += line
+    if scene.note:
+        p.setPen(QColor(170, 170, 180))
+        p.drawText(16, int(y + fm.ascent() + 2), str(scene.note))
+    p.end()
 
 
 def _same_input(a: SceneInput, b: SceneInput) -> bool:
