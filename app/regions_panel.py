@@ -521,6 +521,13 @@ class RegionsPanel(QWidget):
         if self.case.active_region >= 0:
             self._select_region(self.case.active_region)
 
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
+        super().resizeEvent(event)
+        narrow = self.table.viewport().width() < 480
+        if narrow != getattr(self, "_narrow", None):  # refit only when the caps change
+            self._narrow = narrow
+            self._fit_columns()
+
     # -- updates -------------------------------------------------------------------------
     def reload(self, *_: Any) -> None:
         self.model.reload()
@@ -537,8 +544,9 @@ class RegionsPanel(QWidget):
         header = self.table.horizontalHeader()
         cols = self.source.columns
         fm = self.table.fontMetrics()
-        n = min(self.proxy.rowCount(), 200)
-        caps = {"Category": 100, "ID": 90}  # longer text elides, the tooltip has it whole
+        n = min(self.proxy.rowCount(), 60)
+        # a narrow dock: longer texts elide (the tooltip has them whole); a wide one shows them
+        caps = {"Category": 100, "ID": 90} if self.table.viewport().width() < 480 else {}
         for c, name in enumerate(cols):
             if name == "Item":
                 continue
