@@ -1,4 +1,4 @@
-"""GUI entry point: ``airway-studio [CT] [--reference R] [--prediction P ...]``.
+"""GUI entry point: ``airway-studio [CT] [--reference R] [--prediction P ...]`` (the CT is optional).
 
 Also ``--demo`` (the phantom demo case), ``--project F`` and ``--screenshot
 FILE`` (open the case, render every view, save one PNG of the window, exit).
@@ -75,11 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         job = window.open_project(args.project)
     elif args.demo:
         job = window.open_demo()
-    elif args.ct:
+    elif args.ct or args.reference or args.prediction:
+        # no CT: a label-only case (neutral background; metrics, regions and 3D work)
         job = window.open_files(args.ct, args.reference, args.prediction, args.label_selector)
-    elif args.reference or args.prediction:
-        print("airway-studio: error: give the CT first: airway-studio CT --reference R --prediction P", file=sys.stderr)
-        return 2
 
     if args.screenshot:
         return _screenshot(app, window, job, args.screenshot)

@@ -204,6 +204,22 @@ def load_prediction(path: str | os.PathLike, ct: IntensityVolume | None, resampl
     return PredictionEntry(name=case_name(path), label=label, probabilities=probs, path=str(path))
 
 
+BLANK_CT_HU = -1000  # air: a neutral dark grey under every window preset
+
+
+def blank_ct(like: Any, name: str = "") -> IntensityVolume:
+    """The neutral background of a label-only case: air on the label's grid, without
+    memory (one broadcast value), flagged ``blank`` so no HU, no segmentation is offered."""
+    arr = np.broadcast_to(np.int16(BLANK_CT_HU), tuple(like.shape))
+    ct = IntensityVolume(arr, like.geometry, name=name or "no CT")
+    ct.blank = True  # type: ignore[attr-defined]
+    return ct
+
+
+def is_blank_ct(ct: Any) -> bool:
+    return ct is not None and bool(getattr(ct, "blank", False))
+
+
 def load_case(
     ct_path: str | os.PathLike | None,
     reference_path: str | os.PathLike | None = None,
@@ -215,7 +231,8 @@ def load_case(
     cancel: Any = None,
     resample_to_ct: bool = False,
 ) -> LoadedCase:
-    """Read whatever is given; without ``ct_path`` labels are checked against ``current_ct``.
+    """Read whatever is given; without ``ct_path`` labels are checked against ``current_ct``,
+    and without either they open as a label-only case over a blank CT (:func:`blank_ct`).
 
     ``resample_to_ct``: labels on another grid are resampled onto the CT's
     (nearest neighbour) instead of refused with a GeometryError.
@@ -224,6 +241,16 @@ def load_case(
     done = 0
     out = LoadedCase()
     ct = current_ct
+    if ct_path is None and ct is None and (reference_path is not None or prediction_paths):
+        from core.io import case_name
+
+        first = reference_path if reference_path is not None else prediction_paths[0]
+        # the first label gives the grid; it is read again below like any other
+        grid = load_label(first, None, "reference" if reference_path is not None else "prediction",
+                          reference_selector if reference_path is not None else None)
+        out.name = case_name(first)
+        ct = out.ct = blank_ct(grid, f"{out.name} (labels only)")
+        del grid
     if ct_path is not None:
         progress(done, steps, f"Reading CT {Path(ct_path).name}")
         ct, reo = load_ct(ct_path)
@@ -531,6 +558,7 @@ class Case(QObject):
     regionsChanged = Signal(int)
     regionStatusChanged = Signal(int, int, str)
     activeRegionChanged = Signal(int)
+    focusBoxRequested = Signal(object)   # ((z0, y0, x0), (z1, y1, x1)): slice views zoom to fit it
     jobStarted = Signal(object)
     modifiedChanged = Signal(bool)
 
@@ -606,7 +634,7 @@ class Case(QObject):
         self.ct, self.ct_path, self.reorientation = ct, path, reorientation
         self.name = name or ct.name or (Path(path).name if path else "case")
         self.cursor = tuple(int(s // 2) for s in ct.shape)  # type: ignore[assignment]
-        if ct.array.nbytes >= SAGITTAL_COPY_MIN_BYTES:
+        if ct.array.nbytes >= SAGITTAL_COPY_MIN_BYTES and not is_blank_ct(ct):
             from app.workers import Job, guarded
 
             job = Job(x_major_copy, ct.array, name="Sagittal copy")
@@ -751,7 +779,7 @@ class Case(QObject):
         out: dict[str, Any] = {
             "voxel": (z, y, x),
             "world": tuple(float(v) for v in self.ct.geometry.index_to_world((z, y, x))),
-            "hu": self.ct.array[z, y, x].item(),
+            "hu": None if is_blank_ct(self.ct) else self.ct.array[z, y, x].item(),
         }
         ref = None if self.reference is None else bool(self.reference.mask[z, y, x])
         out["reference"] = ref
@@ -793,7 +821,8 @@ class Case(QObject):
         self.regionStatusChanged.emit(i, region_index, status)
         self._set_modified()
 
-    def go_to_region(self, region_index: int) -> None:
+    def go_to_region(self, region_index: int, box: Any = None) -> None:
+        """Cursor on the region; views zoom to ``box`` (a review group's) or the region's own box."""
         regs = self.regions()
         if not regs:
             return
@@ -803,6 +832,9 @@ class Case(QObject):
         self.activeRegionChanged.emit(region_index)
         if centre is not None:
             self.set_cursor(centre)
+        box = box if box is not None else region_box(regs[region_index])
+        if box is not None:
+            self.focusBoxRequested.emit(box)
 
     def region_focus(self, region_index: int, prediction_index: int | None = None) -> tuple[int, int, int] | None:
         """The voxel N / Shift+N jump to for a region (see :func:`region_voxel`)."""

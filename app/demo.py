@@ -101,8 +101,10 @@ def make_demo(params: DemoParams = DemoParams(), *, progress: Progress | None = 
     order = [terminals[i] for i in rng.permutation(len(terminals))]
     vox = max(ph.ct.geometry.spacing)
 
-    # FN: whole terminal branches missing, minus what their parent's lumen covers
-    missed = order[: params.missed]
+    # FN: whole terminal branches missing, minus what their parent's lumen covers; branches
+    # at least one in-plane voxel in radius first, because a thinner one leaves only a few boundary
+    # voxels on the grid and would not be the missed branch it is announced as
+    missed = sorted(order, key=lambda b: b.radius_mm < min(ph.ct.geometry.spacing))[: params.missed]
     for b in missed:
         t = _tube(grid, b, 0.5 * vox)
         if t is None:
@@ -138,7 +140,7 @@ def make_demo(params: DemoParams = DemoParams(), *, progress: Progress | None = 
     r_vox = params.leak_radius_mm / np.asarray(ph.ct.geometry.spacing_zyx)
     # off the end of a terminal branch; on a small grid whose terminals run out
     # of the volume, off the side of a bronchus instead
-    anchors = [(b, np.asarray(b.end), b.direction, 0.8 * params.leak_radius_mm) for b in order[params.missed:]]
+    anchors = [(b, np.asarray(b.end), b.direction, 0.8 * params.leak_radius_mm) for b in order if b not in missed]
     for b in sorted(ph.branches, key=lambda b: (-b.generation, b.id)):
         if b.generation >= 1 and b.id not in omitted and b not in missed:
             side = np.cross(b.direction, (0.0, 0.0, 1.0))

@@ -41,7 +41,7 @@ LICENCES: tuple[tuple[str, str, str], ...] = (
     ("SciPy", "scipy", "BSD-3-Clause"),
     ("scikit-image", "scikit-image", "BSD-3-Clause"),
     ("connected-components-3d", "connected-components-3d", "LGPL-3.0"),
-    ("edt", "edt", "GPL-3.0 (or commercial)"),
+    ("edt", "edt", "LGPL-3.0-or-later"),
     ("superqt", "superqt", "BSD-3-Clause"),
 )
 

@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import shortcuts
-from app.case import STATUS_KEYS, STATUS_LABELS, Case, apply_project, load_project, segment_case
+from app.case import STATUS_KEYS, STATUS_LABELS, Case, apply_project, is_blank_ct, load_project, segment_case
 from app.dialogs import APP_NAME, AboutDialog, ShortcutsDialog, ask_resample, show_error
 from app.settings import Settings
 from app.slice_view import ORIENTATIONS, DisplaySettings, DisplayState, SliceRenderer, SliceView
@@ -137,7 +137,7 @@ class MainWindow(QMainWindow):
         self.setObjectName("MainWindow")
         self.setAcceptDrops(True)
         self.resize(1440, 920)
-        self.setMinimumSize(QSize(960, 640))
+        self.setMinimumSize(QSize(900, 600))
 
         self._build_views()
         self._build_actions()
@@ -201,6 +201,27 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.tabs)
         self.setDockOptions(QMainWindow.DockOption.AnimatedDocks | QMainWindow.DockOption.AllowTabbedDocks)
 
+    def step_review(self, step: int) -> None:
+        """N / Shift+N: the navigator's next item (a review group or a region) when it is there."""
+        nav = getattr(getattr(self, "panels", None), "regions", None)
+        if nav is not None and hasattr(nav, "step"):
+            nav.step(step)
+        else:
+            self.case.step_region(step)
+
+    def _reset_view_state(self) -> None:
+        """A new case starts unzoomed, and a custom window/level goes back to the default preset
+        (a project's saved view is applied after this)."""
+        for v in self.views.values():
+            v.reset_view()
+        if self.display.settings.preset == "custom":
+            self.display.apply_preset(DisplaySettings().preset)
+            self._sync_display_controls()
+
+    def _fit_views(self, box: Any) -> None:
+        for v in self.views.values():
+            v.fit_box(box)
+
     def _align_columns(self, leader: QSplitter | None = None) -> None:
         """Give both rows the same column widths; a row whose widgets cannot shrink
         that far (e.g. the 3D view's toolbar) leads."""
@@ -222,10 +243,51 @@ class MainWindow(QMainWindow):
     def resizeEvent(self, event: Any) -> None:
         super().resizeEvent(event)
         QTimer.singleShot(0, self._align_columns)
+        QTimer.singleShot(0, self._fit_docks)
 
     def showEvent(self, event: Any) -> None:
         super().showEvent(event)
+        self._fit_to_screen()
         QTimer.singleShot(0, self._align_columns)
+        first = not getattr(self, "_shown_once", False) and not getattr(self, "_state_restored", False)
+        self._shown_once = True
+        QTimer.singleShot(0, lambda: self._fit_docks(first=first))
+
+    # side docks: a default share of the width, never so much that the slice views get less than half
+    DOCK_SHARE, DOCK_MAX_SHARE, DOCK_MIN_PX = 0.27, 0.4, 330
+
+    def _side_docks(self) -> list[Any]:
+        from PySide6.QtWidgets import QDockWidget
+
+        return [d for d in self.findChildren(QDockWidget)
+                if d.isVisible() and not d.isFloating()
+                and self.dockWidgetArea(d) in (Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.LeftDockWidgetArea)]
+
+    def _fit_docks(self, first: bool = False) -> None:
+        docks = self._side_docks()
+        if not docks:
+            return
+        w = max(self.width(), 1)
+        widest = max(d.width() for d in docks)
+        cap = max(int(w * self.DOCK_MAX_SHARE), self.DOCK_MIN_PX)
+        if first or widest > cap:
+            target = max(int(w * self.DOCK_SHARE), self.DOCK_MIN_PX) if first else cap
+            self.resizeDocks(docks, [min(target, cap)] * len(docks), Qt.Orientation.Horizontal)
+
+    def _fit_to_screen(self) -> None:
+        """A restored or requested size never exceeds the screen's free area (the start hint stays visible)."""
+        screen = self.screen() or QApplication.primaryScreen()
+        if screen is None:
+            return
+        avail = screen.availableGeometry()
+        frame = self.frameGeometry()
+        extra_w, extra_h = frame.width() - self.width(), frame.height() - self.height()
+        w = min(self.width(), avail.width() - extra_w)
+        h = min(self.height(), avail.height() - extra_h)
+        if (w, h) != (self.width(), self.height()):
+            self.resize(max(w, self.minimumWidth()), max(h, self.minimumHeight()))
+        if not avail.contains(self.frameGeometry().topLeft()):
+            self.move(avail.topLeft())
 
     def set_view3d(self, widget: QWidget) -> None:
         """Put the 3D view in the bottom-right cell (replaces the placeholder)."""
@@ -247,6 +309,13 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Training tab unavailable: {exc}", 10000)
             return
         self.tabs.addTab(self.training_tab, "Training")
+        if hasattr(self.training_tab, "set_ct_available"):
+            def ct_changed() -> None:
+                self.training_tab.set_ct_available(self.case.ct is not None and not is_blank_ct(self.case.ct))
+
+            self.case.ctChanged.connect(ct_changed)
+            ct_changed()
+        self.tabs.currentChanged.connect(self._on_tab_changed)
         sig = getattr(self.training_tab, "openCheckpointRequested", None)
         if sig is not None:
             sig.connect(self._segment_with_checkpoint_from_training)
@@ -260,6 +329,21 @@ class MainWindow(QMainWindow):
             import traceback
 
             self.report_error(exc, traceback.format_exc())
+
+    def _on_tab_changed(self, _index: int) -> None:
+        """The review docks belong to the Review tab: hidden on the others, back as they were."""
+        from PySide6.QtWidgets import QDockWidget
+
+        on_review = self.tabs.currentWidget() is self.review
+        if not on_review:
+            if getattr(self, "_hidden_docks", None) is None:
+                self._hidden_docks = [d for d in self.findChildren(QDockWidget) if d.isVisible()]
+                for d in self._hidden_docks:
+                    d.hide()
+        else:
+            for d in getattr(self, "_hidden_docks", None) or []:
+                d.show()
+            self._hidden_docks = None
 
     def _install_panels(self) -> None:
         if importlib.util.find_spec("app.panels") is None:
@@ -288,8 +372,8 @@ class MainWindow(QMainWindow):
         A = self._act
         A("open_ct", "Open &CT...", self.open_ct_dialog)
         A("open_dicom", "Open DICOM &folder...", self.open_dicom_dialog)
-        A("open_reference", "Open &reference label...", self.open_reference_dialog)
-        A("open_prediction", "Open &prediction...", self.open_prediction_dialog)
+        A("open_reference", "Open &reference label (CT optional)...", self.open_reference_dialog)
+        A("open_prediction", "Open &prediction (CT optional)...", self.open_prediction_dialog)
         A("open_project", "Open pro&ject...", self.open_project_dialog)
         A("save_project", "&Save project", self.save_project)
         A("save_project_as", "Save project &as...", lambda: self.save_project(ask=True))
@@ -314,8 +398,8 @@ class MainWindow(QMainWindow):
         A("opacity_down", "Less opacity", lambda: self._set_opacity(self.display.settings.opacity - 0.1))
         A("next_prediction", "Next prediction", lambda: self._cycle_prediction(1))
         A("previous_prediction", "Previous prediction", lambda: self._cycle_prediction(-1))
-        A("next_region", "&Next error region", lambda: self.case.step_region(1))
-        A("previous_region", "&Previous error region", lambda: self.case.step_region(-1))
+        A("next_region", "&Next error region", lambda: self.step_review(1))
+        A("previous_region", "&Previous error region", lambda: self.step_review(-1))
         for key in STATUS_KEYS:
             A(f"status_{key}", f"Mark region: {STATUS_LABELS[key]}", lambda _=False, k=key: self.mark_region(k))
         A("segment_demo", "Segment with the &demo model", self.segment_demo)
@@ -446,6 +530,8 @@ class MainWindow(QMainWindow):
                     c.predictionsChanged):
             sig.connect(lambda *_: self._show_readout(None))
         c.ctChanged.connect(self._update_title)
+        c.focusBoxRequested.connect(self._fit_views)
+        c.ctChanged.connect(self._reset_view_state)
         c.modifiedChanged.connect(lambda *_: self._update_title())
         for sig in (c.regionsChanged, c.regionStatusChanged, c.activePredictionChanged):
             sig.connect(lambda *_: self._update_review_counter())
@@ -497,6 +583,10 @@ class MainWindow(QMainWindow):
         """
         from app.case import load_case
 
+        # a CT, or a reference over a label-only case, starts a new case
+        new_case = bool(ct) or (is_blank_ct(self.case.ct) and reference is not None)
+        if new_case and not self.maybe_save("opening another case"):
+            return None
         for p in [ct, reference, *predictions]:
             if p:
                 self.settings.set_last_dir(str(p))
@@ -507,10 +597,8 @@ class MainWindow(QMainWindow):
             self.case.apply_loaded(loaded)
             self.caseLoaded.emit()
 
-        current = None if ct else self.case.ct
-        if not ct and current is None:
-            self.report_error("Open a CT first: references and predictions are drawn over a CT.")
-            return None
+        current = None if new_case else self.case.ct
+        # without a CT the labels open alone, over a neutral background (load_case)
         def offer_resampling(exc: BaseException) -> bool:
             from core.errors import GeometryError
 
@@ -528,6 +616,8 @@ class MainWindow(QMainWindow):
                               name="Loading", on_result=apply, on_error=offer_resampling)
 
     def open_project(self, path: str) -> Job:
+        if not self.maybe_save("opening another case"):
+            return None
         self.settings.add_recent(str(path))
         self.settings.set_last_dir(str(path))
 
@@ -543,6 +633,9 @@ class MainWindow(QMainWindow):
     def open_demo(self, params: Any = None) -> Job:
         """The phantom demo (``params``: :class:`app.demo.DemoParams`, default full chest)."""
         from app.demo import load_demo_case
+
+        if not self.maybe_save("opening the demo"):
+            return None
 
         def apply(loaded: Any) -> None:
             self.case.apply_loaded(loaded)
@@ -673,8 +766,8 @@ class MainWindow(QMainWindow):
         Uses the segmentation panel's child-process run (app.segment_panel.SegmentationRun:
         torch never holds this process's GIL) when that module is there, else a worker
         thread. ``predictor_options`` go to core.inference.Predictor (window, step, backend...)."""
-        if self.case.ct is None:
-            self.report_error("Open a CT before segmenting.")
+        if self.case.ct is None or is_blank_ct(self.case.ct):
+            self.report_error("Open a CT before segmenting: this case has labels only.")
             return None
         ct = self.case.ct
         if importlib.util.find_spec("app.segment_panel") is not None:
@@ -877,7 +970,7 @@ class MainWindow(QMainWindow):
         if geo is not None:
             self.restoreGeometry(geo)
         if state is not None:
-            self.restoreState(state)
+            self._state_restored = bool(self.restoreState(state))
         d = self.settings.get("display/settings")
         if isinstance(d, str):
             import json
@@ -889,17 +982,22 @@ class MainWindow(QMainWindow):
                 pass
         self._sync_display_controls()
 
-    def closeEvent(self, event: Any) -> None:
-        if self.case.modified and not self.case.is_empty and not self.case.demo and not self.ephemeral:
-            ans = QMessageBox.question(self, APP_NAME, "Save the review (region statuses, view) before closing?",
+    def maybe_save(self, before: str = "closing") -> bool:
+        """Ask to save an edited review (the demo's too); False when the user cancels."""
+        if self.case.modified and not self.case.is_empty and not self.ephemeral:
+            ans = QMessageBox.question(self, APP_NAME, f"Save the review (region statuses, view) before {before}?",
                                        QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
                                        | QMessageBox.StandardButton.Cancel)
             if ans == QMessageBox.StandardButton.Cancel:
-                event.ignore()
-                return
+                return False
             if ans == QMessageBox.StandardButton.Save and self.save_project() is None:
-                event.ignore()
-                return
+                return False
+        return True
+
+    def closeEvent(self, event: Any) -> None:
+        if not self.maybe_save():
+            event.ignore()
+            return
         import json
 
         self.cancel_jobs()
@@ -908,6 +1006,9 @@ class MainWindow(QMainWindow):
             from app.workers import shutdown_process_pool
 
             shutdown_process_pool()
+        for d in getattr(self, "_hidden_docks", None) or []:  # saved as they are on the Review tab
+            d.show()
+        self._hidden_docks = None
         self.settings.set_window_state(self.saveGeometry(), self.saveState())
         self.settings.set("display/settings", json.dumps(self.display.settings.to_dict()))
         self.settings.sync()
@@ -954,7 +1055,9 @@ def format_probe(info: dict[str, Any], under: str = "mouse") -> str:
         return ""
     z, y, x = info["voxel"]
     wx, wy, wz = info["world"]
-    parts = [f"voxel (x {x}, y {y}, z {z})", f"({wx:.1f}, {wy:.1f}, {wz:.1f}) mm", f"{info['hu']:.0f} HU"]
+    parts = [f"voxel (x {x}, y {y}, z {z})", f"({wx:.1f}, {wy:.1f}, {wz:.1f}) mm"]
+    if info.get("hu") is not None:  # a label-only case has no HU
+        parts.append(f"{info['hu']:.0f} HU")
     if info.get("reference") is not None:
         parts.append(f"ref {int(info['reference'])}")
     if "prediction" in info:

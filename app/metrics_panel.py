@@ -295,6 +295,8 @@ class MetricsPanel(QWidget):
         self.summary.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.summary.horizontalHeader().setMinimumSectionSize(60)
         self.summary.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        # headers elide too (a centred, clipped name read "ted prediction (not a")
+        self.summary.horizontalHeader().setTextElideMode(Qt.TextElideMode.ElideMiddle)
         split.addWidget(self.summary)
         bottom = QWidget(self)
         bl = QVBoxLayout(bottom)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QFrame, QScrollArea, QVBoxLayout, QWidget
 
 from app import shortcuts
 from app.metrics_panel import MetricsPanel
@@ -60,10 +60,35 @@ def _error_reporter(window: Any) -> Callable[[BaseException], None]:
     return report
 
 
+def writable_folder(preferred: str | None) -> str:
+    """``preferred`` when it is a folder we may write to (data folders often are not), else
+    Pictures, else home."""
+    from PySide6.QtCore import QStandardPaths
+
+    candidates = [preferred] if preferred else []
+    candidates.append(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.PicturesLocation))
+    candidates.append(os.path.expanduser("~"))
+    for c in candidates:
+        if not c:
+            continue
+        folder = c if os.path.isdir(c) else os.path.dirname(c)
+        if folder and os.path.isdir(folder) and os.access(folder, os.W_OK):
+            return folder
+    return os.path.expanduser("~")
+
+
 def _dock(window: Any, name: str, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
     dock = QDockWidget(title, window)
     dock.setObjectName(name)  # saveState/restoreState key
-    dock.setWidget(widget)
+    # a panel wider than its dock scrolls instead of widening the dock (and squeezing the slice views)
+    scroll = QScrollArea(dock)
+    scroll.setObjectName(f"{name}Scroll")
+    scroll.setWidget(widget)
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+    dock.setWidget(scroll)
+    dock.setMinimumWidth(220)
     dock.setAllowedAreas(Qt.DockWidgetArea.LeftDockWidgetArea | Qt.DockWidgetArea.RightDockWidgetArea
                          | Qt.DockWidgetArea.BottomDockWidgetArea)
     window.addDockWidget(area, dock)
@@ -138,7 +163,7 @@ def install_panels(window: Any) -> Panels:
     act("focus_cursor_3d", "3D: focus on the crosshair", view3d.focus_cursor)
 
     def screenshot_3d() -> None:
-        start = os.path.join(window.settings.last_dir() if hasattr(window, "settings") else os.path.expanduser("~"),
+        start = os.path.join(writable_folder(window.settings.last_dir() if hasattr(window, "settings") else None),
                              "airway_3d.png")
         path, _ = QFileDialog.getSaveFileName(window, "Save the 3D view", start, "PNG image (*.png)")
         if path:

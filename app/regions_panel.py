@@ -1,12 +1,15 @@
 """The error-region navigator: FP and FN components of the active prediction.
 
-A sortable table (kind, category, size, generation, status) over
-``case.regions()`` (core.regions, computed by the case in a job). Clicking a
-row goes to the region (slices centre on it, the 3D view focuses it); the
-case's N / Shift+N and status keys 1-4 (bound once, by the main window) move
-and mark; this panel follows the case's signals and shows how many regions
-are reviewed. Row numbers are the case's region indices, which project files
-store statuses by.
+By default it lists review items (core.region_groups): boundary fragments of
+one kind along one reference branch are one item, missed branches, candidate
+branches and leakage one item each, in review priority; boundary groups below
+the preset size are hidden until asked for. A switch shows the raw regions
+(``case.regions()``, core.regions, computed by the case in a job). Filters:
+kind / status, category, minimum size, generation. Clicking a row or N /
+Shift+N (bound once, by the main window, which asks :meth:`RegionsPanel.step`)
+goes to the item: the slices centre on it and zoom to fit its box, the 3D view
+focuses it. Status keys 1-4 mark the item (every region of a group). Statuses
+are stored per region index, as project files keep them.
 """
 
 from __future__ import annotations
@@ -21,19 +24,33 @@ from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
     QHeaderView,
+    QCheckBox,
+    QDoubleSpinBox,
+    QGridLayout,
     QLabel,
     QPushButton,
+    QSpinBox,
     QTableView,
     QVBoxLayout,
     QWidget,
 )
 
-from app.case import STATUS_KEYS, STATUS_LABELS, region_attr
+from app.case import STATUS_KEYS, STATUS_LABELS, region_attr, region_box, region_centre
+from core.regions import ErrorRegion
 
 COLUMNS = ("#", "ID", "Kind", "Category", "Size (mm³)", "Voxels", "Gen.", "Status")
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
-FILTERS = (("all", "All regions"), ("FP", "False positives"), ("FN", "False negatives"),
+GROUP_COLUMNS = ("#", "Item", "Kind", "Category", "Size (mm³)", "Parts", "Gen.", "Status")
+FILTERS = (("all", "All kinds"), ("FP", "False positives"), ("FN", "False negatives"),
            ("unreviewed", "Unreviewed"), ("reviewed", "Reviewed"))
+CATEGORY_FILTERS = (("all", "All categories"), ("missed_branch", "Missed branch"),
+                    ("candidate_branch", "Candidate branch"), ("leakage", "Leakage"), ("boundary", "Boundary"))
+PARTLY = "partly_reviewed"
+COLUMN_TIPS = {"#": "Review order", "ID": "Region id", "Item": "Review item: a single error or the boundary fragments of one branch",
+               "Kind": "FP: predicted, not in the reference; FN: in the reference, not predicted",
+               "Category": "What the error does to the tree", "Size (mm³)": "Volume in mm³",
+               "Parts": "Regions in the item", "Voxels": "Voxels", "Gen.": "Generation of the nearest reference branch",
+               "Status": "Review status (keys 1-4)"}
 
 
 def region_kind(region: Any) -> str:
@@ -94,9 +111,11 @@ class RegionsModel(QAbstractTableModel):
     def reload(self) -> None:
         self.beginResetModel()
         self._regions = list(self.case.regions())
+        self._cache: dict[int, tuple] = {}
         self.endResetModel()
 
     def status_changed(self, row: int) -> None:
+        self._cache.pop(row, None)
         if 0 <= row < len(self._regions):
             c = COLUMNS.index("Status")
             self.dataChanged.emit(self.index(row, c), self.index(row, c))
@@ -107,15 +126,34 @@ class RegionsModel(QAbstractTableModel):
     def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802, B008
         return 0 if parent.isValid() else len(COLUMNS)
 
+    columns = COLUMNS
+
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return COLUMNS[section]
+        if orientation != Qt.Orientation.Horizontal:
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self.columns[section]
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return COLUMN_TIPS.get(self.columns[section])
         return None
 
+    def raw_category(self, row: int) -> str:
+        c = region_attr(self._regions[row], "category", "cause", "label", default="")
+        return str(getattr(c, "value", c))
+
+    def review(self, row: int) -> bool:
+        return True
+
     def values(self, row: int) -> tuple[Any, ...]:
-        """Sort keys of one row, column by column (None sorts first)."""
+        """Sort keys of one row, column by column (None sorts first); cached, sorting asks often."""
+        v = self._cache.get(row)
+        if v is None:
+            v = self._cache[row] = self._values(row)
+        return v
+
+    def _values(self, row: int) -> tuple[Any, ...]:
         r = self._regions[row]
-        vv = self.case.ct.geometry.voxel_volume_mm3 if self.case.ct is not None else 1.0
+        vv = voxel_volume(self.case)
         act = self.case.active
         status = act.status(row) if act is not None else "unreviewed"
         rid = region_attr(r, "id", default="")
@@ -153,55 +191,249 @@ class RegionsModel(QAbstractTableModel):
         return None
 
 
+def voxel_volume(case: Any) -> float:
+    """mm³ of one voxel: the CT's grid, else the reference's (label-only cases)."""
+    for vol in (case.ct, case.reference):
+        if vol is not None:
+            return float(vol.geometry.voxel_volume_mm3)
+    return 1.0
+
+
+def _core_view(region: Any, index: int, voxel_volume: float) -> dict:
+    """What core.region_groups needs of a region, from any of the shapes the panel accepts."""
+    box = region_box(region)
+    centre = region_centre(region) or (0, 0, 0)
+    n = region_voxel_count(region) or 0
+    vol = region_volume_mm3(region, voxel_volume)
+    return {
+        "id": str(region_attr(region, "id", default=None) or f"region-{index + 1}"),
+        "kind": region_kind(region), "category": str(getattr(region_attr(region, "category", default=""), "value",
+                                                          region_attr(region, "category", default=""))),
+        "voxels": n, "volume_mm3": float(vol if vol is not None else n * voxel_volume),
+        "bbox": [list(p) for p in zip(*box)] if box is not None else [[c, c + 1] for c in centre],
+        "centroid_zyx": list(centre), "nearest_branch": region_attr(region, "nearest_branch", "branch"),
+        "nearest_generation": region_generation(region), "key": region_attr(region, "key"),
+    }
+
+
+class GroupsModel(QAbstractTableModel):
+    """Rows = review groups (core.region_groups) of the active prediction's regions."""
+
+    columns = GROUP_COLUMNS
+
+    def __init__(self, case: Any, parent: Any = None):
+        super().__init__(parent)
+        self.case = case
+        self.groups: list[Any] = []
+        self._cache: dict[int, tuple] = {}
+        self._colours: dict[str, QColor] = {}
+        try:
+            from app.view3d import overlay_colours
+
+            c = overlay_colours()
+            self._colours = {k: QColor(*c[k]) for k in ("FP", "FN")}
+        except Exception:  # noqa: BLE001 - colours are a nicety
+            pass
+
+    def reload(self) -> None:
+        from core.region_groups import group_regions
+
+        self.beginResetModel()
+        regions = list(self.case.regions())
+        if regions and not all(isinstance(r, ErrorRegion) for r in regions):
+            vv = voxel_volume(self.case)
+            regions = [_core_view(r, i, vv) for i, r in enumerate(regions)]
+        self.groups = group_regions(regions) if regions else []
+        self._cache.clear()
+        self.endResetModel()
+
+    def status_changed(self, region_row: int) -> None:
+        self._cache.clear()
+        if self.groups:
+            c = self.columns.index("Status")
+            self.dataChanged.emit(self.index(0, c), self.index(len(self.groups) - 1, c))
+
+    def group_status(self, row: int) -> str:
+        act = self.case.active
+        if act is None:
+            return "unreviewed"
+        st = {act.status(i) for i in self.groups[row].indices}
+        if len(st) == 1:
+            return st.pop()
+        return PARTLY if st != {"unreviewed"} else "unreviewed"
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802, B008
+        return 0 if parent.isValid() else len(self.groups)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802, B008
+        return 0 if parent.isValid() else len(self.columns)
+
+    headerData = RegionsModel.headerData
+
+    def raw_category(self, row: int) -> str:
+        return self.groups[row].category
+
+    def review(self, row: int) -> bool:
+        return bool(self.groups[row].review)
+
+    def values(self, row: int) -> tuple[Any, ...]:
+        v = self._cache.get(row)
+        if v is None:
+            g = self.groups[row]
+            v = (row + 1, g.label(), g.kind, g.category.replace("_", " "), g.volume_mm3, len(g.regions),
+                 g.generation, self.group_status(row))
+            self._cache[row] = v
+        return v
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        row, col = index.row(), index.column()
+        vals = self.values(row)
+        v, name = vals[col], self.columns[col]
+        if role == Qt.ItemDataRole.DisplayRole:
+            if v is None:
+                return ""
+            if name == "Size (mm³)":
+                return f"{v:.1f}"
+            if name == "Status":
+                return "Partly reviewed" if v == PARTLY else STATUS_LABELS.get(v, v)
+            return str(v)
+        if role == SORT_ROLE:
+            if v is None:
+                return "" if name in ("Item", "Kind", "Category") else -1
+            if name == "Status":
+                return STATUS_KEYS.index(v) if v in STATUS_KEYS else 0.5
+            return v
+        if role == Qt.ItemDataRole.ToolTipRole:
+            g = self.groups[row]
+            ids = ", ".join(g.regions[:12]) + (" ..." if len(g.regions) > 12 else "")
+            return f"{g.title()}\n{g.voxels} voxels; regions {ids}"
+        if role == Qt.ItemDataRole.TextAlignmentRole and isinstance(v, (int, float)):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.ForegroundRole and name == "Kind" and vals[2] in self._colours:
+            return QBrush(self._colours[vals[2]])
+        return None
+
+
 class _FilterProxy(QSortFilterProxyModel):
     def __init__(self, parent: Any = None):
         super().__init__(parent)
         self.mode = "all"
+        self.category = "all"
+        self.min_mm3 = 0.0
+        self.max_generation = -1      # -1: any
+        self.all_groups = False       # groups mode: small boundary groups too
         self.setSortRole(SORT_ROLE)
 
-    def set_mode(self, mode: str) -> None:
+    def _change(self, **kw: Any) -> None:
         if hasattr(self, "beginFilterChange"):  # Qt >= 6.9; invalidateFilter is deprecated there
             self.beginFilterChange()
-            self.mode = mode
+            self.__dict__.update(kw)
             self.endFilterChange()
         else:
-            self.mode = mode
+            self.__dict__.update(kw)
             self.invalidateFilter()
 
+    def set_mode(self, mode: str) -> None:
+        self._change(mode=mode)
+
+    def set_filters(self, **kw: Any) -> None:
+        self._change(**kw)
+
     def filterAcceptsRow(self, row: int, parent: QModelIndex | QPersistentModelIndex) -> bool:  # noqa: N802
+        m = self.sourceModel()
+        if not self.all_groups and not m.review(row):
+            return False
+        vals = m.values(row)
+        if self.category != "all":
+            cat = m.raw_category(row)
+            if not (cat == self.category or (self.category == "boundary" and cat.startswith("boundary"))):
+                return False
+        if self.min_mm3 > 0 and (vals[4] or 0.0) < self.min_mm3:
+            return False
+        if self.max_generation >= 0 and (vals[6] is None or vals[6] > self.max_generation):
+            return False
         if self.mode == "all":
             return True
-        m = self.sourceModel()
-        vals = m.values(row)
         if self.mode in ("FP", "FN"):
-            return vals[COLUMNS.index("Kind")] == self.mode
+            return vals[2] == self.mode
         reviewed = vals[-1] != "unreviewed"
         return reviewed if self.mode == "reviewed" else not reviewed
 
 
 class RegionsPanel(QWidget):
-    """Table of the FP/FN regions with review statuses and a reviewed counter."""
+    """Review items (groups) or raw FP/FN regions, with filters, statuses and a reviewed counter."""
 
-    def __init__(self, case: Any, parent: QWidget | None = None):
+    def __init__(self, case: Any, parent: QWidget | None = None, grouped: bool = True):
         super().__init__(parent)
         self.setObjectName("regionsPanel")
         self.case = case
+        self.grouped = grouped
         self.model = RegionsModel(case, self)
+        self.groups_model = GroupsModel(case, self)
         self.proxy = _FilterProxy(self)
-        self.proxy.setSourceModel(self.model)
+        self.proxy.setSourceModel(self.groups_model if grouped else self.model)
+        self._group_row = -1     # the groups-model row last gone to
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
-        top = QHBoxLayout()
         self.counter = QLabel("", self)
         self.counter.setObjectName("regionsCounter")
-        top.addWidget(self.counter, 1)
+        self.counter.setWordWrap(True)
+        lay.addWidget(self.counter)
+
+        row1 = QHBoxLayout()
         self.filter_combo = QComboBox(self)
         for key, text in FILTERS:
             self.filter_combo.addItem(text, key)
+        self.filter_combo.setToolTip("Kind or review status")
         self.filter_combo.currentIndexChanged.connect(lambda i: self.proxy.set_mode(self.filter_combo.itemData(i)))
-        top.addWidget(self.filter_combo)
-        lay.addLayout(top)
+        row1.addWidget(self.filter_combo, 1)
+        self.category_combo = QComboBox(self)
+        for key, text in CATEGORY_FILTERS:
+            self.category_combo.addItem(text, key)
+        self.category_combo.setToolTip("Category")
+        self.category_combo.currentIndexChanged.connect(
+            lambda i: self.proxy.set_filters(category=self.category_combo.itemData(i)))
+        row1.addWidget(self.category_combo, 1)
+        lay.addLayout(row1)
+
+        row2 = QHBoxLayout()
+        self.min_size = QDoubleSpinBox(self)
+        self.min_size.setRange(0.0, 1e6)
+        self.min_size.setDecimals(1)
+        self.min_size.setSuffix(" mm³")
+        self.min_size.setPrefix("≥ ")
+        self.min_size.setToolTip("Minimum size of an item")
+        self.min_size.valueChanged.connect(lambda v: self.proxy.set_filters(min_mm3=float(v)))
+        row2.addWidget(self.min_size)
+        self.max_gen = QSpinBox(self)
+        self.max_gen.setRange(-1, 40)
+        self.max_gen.setValue(-1)
+        self.max_gen.setSpecialValueText("any gen.")
+        self.max_gen.setPrefix("gen. ≤ ")
+        self.max_gen.setToolTip("Only items near reference branches up to this generation (trachea = 0)")
+        self.max_gen.valueChanged.connect(lambda v: self.proxy.set_filters(max_generation=int(v)))
+        row2.addWidget(self.max_gen)
+        row2.addStretch(1)
+        lay.addLayout(row2)
+
+        row3 = QHBoxLayout()
+        self.small_switch = QCheckBox("Small groups", self)
+        self.small_switch.setObjectName("regionsSmallSwitch")
+        self.small_switch.setToolTip("Also list boundary groups below the review size (resources/presets/review_groups.json)")
+        self.small_switch.toggled.connect(lambda on: self.proxy.set_filters(all_groups=bool(on) or not self.grouped))
+        row3.addWidget(self.small_switch)
+        self.raw_switch = QCheckBox("Raw regions", self)
+        self.raw_switch.setObjectName("regionsRawSwitch")
+        self.raw_switch.setToolTip("List every connected error region instead of review items")
+        self.raw_switch.setChecked(not grouped)
+        self.raw_switch.toggled.connect(lambda on: self.set_grouped(not on))
+        row3.addWidget(self.raw_switch)
+        row3.addStretch(1)
+        lay.addLayout(row3)
+        self.proxy.all_groups = not grouped
 
         self.table = QTableView(self)
         self.table.setObjectName("regionsTable")
@@ -211,34 +443,39 @@ class RegionsPanel(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.table.setWordWrap(False)
         self.table.verticalHeader().setVisible(False)
         header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(False)
         header.setMinimumSectionSize(28)
-        # the ID (FN-0001...) already shows the case's order: the row number
-        # column stays in the model for sorting and tests, hidden on screen
-        self.table.setColumnHidden(COLUMNS.index("#"), True)
-        self.table.setColumnHidden(COLUMNS.index("Voxels"), True)
-        self.table.setToolTip("Click a region to go to it; sort by any column; the voxel count is in the tooltip")
+        header.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.table.setToolTip("Click an item to go to it; sort by any column; details in each row's tooltip")
         # focus stays with the slice views, so N and 1-4 keep working after a click
         self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.table.clicked.connect(self._on_clicked)
         lay.addWidget(self.table, 1)
 
-        buttons = QHBoxLayout()
+        buttons = QGridLayout()
+        buttons.setSpacing(4)
         self.status_buttons: dict[str, QPushButton] = {}
         from app import shortcuts
 
+        short = {"unreviewed": "Unreviewed", "confirmed": "Confirmed", "reference_error": "Ref. error",
+                 "flagged": "Flagged"}
         for key in STATUS_KEYS:
-            b = QPushButton(STATUS_LABELS[key], self)
+            b = QPushButton(short.get(key, STATUS_LABELS[key]), self)
             b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            b.setMinimumWidth(40)
             try:
-                b.setToolTip(f"{shortcuts.binding('status_' + key).description} ({shortcuts.key_text('status_' + key)})")
+                b.setToolTip(f"{STATUS_LABELS[key]}: {shortcuts.binding('status_' + key).description} "
+                             f"({shortcuts.key_text('status_' + key)})")
             except KeyError:
-                pass
+                b.setToolTip(STATUS_LABELS[key])
             b.clicked.connect(lambda _=False, k=key: self.mark(k))
-            buttons.addWidget(b)
+            n = len(self.status_buttons)
+            buttons.addWidget(b, n // 2, n % 2)
             self.status_buttons[key] = b
         lay.addLayout(buttons)
         self.hint = QLabel(self._hint_text(), self)
@@ -259,21 +496,83 @@ class RegionsPanel(QWidget):
         from app import shortcuts
 
         try:
-            return (f"{shortcuts.key_text('next_region')} / {shortcuts.key_text('previous_region')}: next / previous region; "
+            return (f"{shortcuts.key_text('next_region')} / {shortcuts.key_text('previous_region')}: next / previous item; "
                     + ", ".join(f"{shortcuts.key_text('status_' + k)}: {STATUS_LABELS[k].lower()}" for k in STATUS_KEYS))
         except KeyError:
             return ""
 
-    # -- updates -------------------------------------------------------------------------
-    def reload(self, *_: Any) -> None:
-        self.model.reload()
+    # -- mode ------------------------------------------------------------------------------
+    @property
+    def source(self) -> Any:
+        return self.groups_model if self.grouped else self.model
+
+    def set_grouped(self, grouped: bool) -> None:
+        """Review items (True, the default) or raw regions."""
+        if grouped == self.grouped:
+            return
+        self.grouped = grouped
+        if self.raw_switch.isChecked() == grouped:
+            self.raw_switch.setChecked(not grouped)
+        self.proxy.all_groups = self.small_switch.isChecked() or not grouped
+        self.proxy.setSourceModel(self.source)
+        self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+        self._fit_columns()
         self._update_counter()
         if self.case.active_region >= 0:
             self._select_region(self.case.active_region)
 
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
+        super().resizeEvent(event)
+        narrow = self.table.viewport().width() < 480
+        if narrow != getattr(self, "_narrow", None):  # refit only when the caps change
+            self._narrow = narrow
+            self._fit_columns()
+
+    # -- updates -------------------------------------------------------------------------
+    def reload(self, *_: Any) -> None:
+        self.model.reload()
+        self.groups_model.reload()
+        self._loaded_regions = id(self.case.regions())
+        self._group_row = -1
+        self._fit_columns()
+        self._update_counter()
+        if self.case.active_region >= 0:
+            self._select_region(self.case.active_region)
+
+    def _fit_columns(self) -> None:
+        """Columns fit their content (a sample of rows, cheap on thousands); the item title takes the rest."""
+        header = self.table.horizontalHeader()
+        cols = self.source.columns
+        fm = self.table.fontMetrics()
+        n = min(self.proxy.rowCount(), 60)
+        # a narrow dock: longer texts elide (the tooltip has them whole); a wide one shows them
+        caps = {"Category": 100, "ID": 90} if self.table.viewport().width() < 480 else {}
+        for c, name in enumerate(cols):
+            if name == "Item":
+                continue
+            texts = [name] + [str(self.proxy.index(r, c).data() or "") for r in range(n)]
+            width = max(fm.horizontalAdvance(t) for t in texts) + 18
+            header.resizeSection(c, min(width, caps.get(name, width)))
+        if "Item" in cols:
+            header.setSectionResizeMode(cols.index("Item"), QHeaderView.ResizeMode.Stretch)
+        for c in range(len(cols)):
+            if cols[c] != "Item":
+                header.setSectionResizeMode(c, QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection("Item" not in cols)
+        self.table.setColumnHidden(0, True)
+        self.table.setColumnHidden(5, True)  # voxels / parts: in the tooltip and the item's label
+        self.table.setColumnHidden(2, self.grouped)  # the kind leads the item's label
+        if "Item" in cols:
+            header.setMinimumSectionSize(28)
+            self.table.setMinimumWidth(0)
+
     def _on_status(self, pred: int, region: int, _status: str) -> None:
+        if getattr(self, "_batch", False):
+            self.model.status_changed(region)
+            return
         if pred == self.case.active_index:
             self.model.status_changed(region)
+            self.groups_model.status_changed(region)
             self.proxy.invalidate()
             self._update_counter()
 
@@ -289,30 +588,104 @@ class RegionsPanel(QWidget):
             return
         n = len(regions)
         fp = sum(1 for r in regions if region_kind(r) == "FP")
-        self.counter.setText(f"Reviewed {act.reviewed_count()} / {n}  ({fp} FP, {n - fp} FN)")
+        text = f"Reviewed {act.reviewed_count()} / {n}  ({fp} FP, {n - fp} FN)"
+        if self.grouped:
+            gm = self.groups_model
+            done = sum(1 for r in range(len(gm.groups)) if gm.group_status(r) not in ("unreviewed", PARTLY))
+            shown = sum(1 for g in gm.groups if g.review)
+            text = (f"Reviewed {act.reviewed_count()} / {n} regions ({fp} FP, {n - fp} FN); "
+                    f"items {done} / {len(gm.groups)} done, {shown} to review")
+        self.counter.setText(text)
 
-    def _select_region(self, index: int) -> None:
-        if not 0 <= index < self.model.rowCount():
+    def _select_row(self, source_row: int) -> None:
+        if not 0 <= source_row < self.source.rowCount():
             self.table.clearSelection()
             return
-        proxy_index = self.proxy.mapFromSource(self.model.index(index, 0))
+        proxy_index = self.proxy.mapFromSource(self.source.index(source_row, 0))
         if proxy_index.isValid():
             self.table.selectRow(proxy_index.row())
             self.table.scrollTo(proxy_index, QAbstractItemView.ScrollHint.EnsureVisible)
+        else:
+            self.table.clearSelection()
+
+    def _select_region(self, index: int) -> None:
+        if not self.grouped:
+            self._select_row(index)
+            return
+        if not (0 <= self._group_row < len(self.groups_model.groups)
+                and index in self.groups_model.groups[self._group_row].indices):
+            from core.region_groups import group_of_region
+
+            gi = group_of_region(self.groups_model.groups, index)
+            self._group_row = -1 if gi is None else gi
+        self._select_row(self._group_row)
 
     # -- user actions ----------------------------------------------------------------------
+    def go_to_group(self, row: int) -> None:
+        """Cursor on the group's largest region; the views fit the whole group's box."""
+        g = self.groups_model.groups[row]
+        self._group_row = row
+        box = tuple(lo for lo, _ in g.bbox), tuple(hi for _, hi in g.bbox)
+        self.case.go_to_region(g.indices[0], box=box)
+
     def _on_clicked(self, proxy_index: QModelIndex) -> None:
         src = self.proxy.mapToSource(proxy_index)
-        if src.isValid():
+        if not src.isValid():
+            return
+        if self.grouped:
+            self.go_to_group(src.row())
+        else:
             self.case.go_to_region(src.row())
 
+    def step(self, step: int) -> int:
+        """N / Shift+N: the next / previous item in the table's order (filters and sorting), wrapping."""
+        n = self.proxy.rowCount()
+        if not self.grouped and n == self.model.rowCount() and self.table.horizontalHeader().sortIndicatorSection() == 0:
+            return self.case.step_region(step)
+        if n == 0:
+            return -1
+        current = -1
+        if self.grouped and self._group_row >= 0:
+            p = self.proxy.mapFromSource(self.groups_model.index(self._group_row, 0))
+            current = p.row() if p.isValid() else -1
+        elif not self.grouped and self.case.active_region >= 0:
+            current = self.region_row(self.case.active_region)
+        target = (0 if step > 0 else n - 1) if current < 0 else (current + step) % n
+        src = self.proxy.mapToSource(self.proxy.index(target, 0)).row()
+        if self.grouped:
+            self.go_to_group(src)
+        else:
+            self.case.go_to_region(src)
+        return src
+
     def mark(self, status: str) -> None:
-        """Set the status of the selected (active) region."""
+        """Set the status of the selected item (every region of a group)."""
         if self.case.active is None or self.case.active_region < 0:
             return
+        if self.grouped and 0 <= self._group_row < len(self.groups_model.groups):
+            g = self.groups_model.groups[self._group_row]
+            if self.case.active_region in g.indices:
+                # one table refresh for the group, not one per fragment (hundreds on real cases)
+                self._batch = True
+                try:
+                    for i in g.indices:
+                        self.case.set_region_status(i, status)
+                finally:
+                    self._batch = False
+                self._on_status(self.case.active_index, -1, status)
+                return
         self.case.set_region_status(self.case.active_region, status)
 
     def region_row(self, index: int) -> int:
-        """The table row showing region ``index`` (after sorting/filtering), or -1."""
+        """The raw-regions table row showing region ``index`` (after sorting/filtering), or -1."""
+        if self.grouped:
+            return -1
         p = self.proxy.mapFromSource(self.model.index(index, 0))
+        return p.row() if p.isValid() else -1
+
+    def group_row(self, group_index: int) -> int:
+        """The table row showing review group ``group_index`` (groups mode), or -1."""
+        if not self.grouped:
+            return -1
+        p = self.proxy.mapFromSource(self.groups_model.index(group_index, 0))
         return p.row() if p.isValid() else -1

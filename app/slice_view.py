@@ -497,6 +497,32 @@ class SliceView(QWidget):
         self.zoom = new
         self.update()
 
+    def fit_box(self, box: Any, margin: float = 0.5, min_mm: float = 24.0) -> None:
+        """Centre on a (start, stop) voxel box and zoom so it fills the view with ``margin``
+        (a share of its size) around it; tiny boxes still show ``min_mm`` of context."""
+        shape = self.shape
+        if shape is None or box is None or self.width() < 2 or self.height() < 2:
+            return
+        lo, hi = (np.asarray(b, dtype=float) for b in box)
+        corners = [voxel_to_display(self.orientation, lo, shape),
+                   voxel_to_display(self.orientation, np.maximum(hi - 1, lo), shape)]
+        rows, cols = sorted(c[0] for c in corners), sorted(c[1] for c in corners)
+        pw, ph = pixel_mm(self.orientation, self.case.ct.spacing_zyx)
+        # box extent in mm, one voxel added (corners are voxel centres)
+        w_mm = max((cols[1] - cols[0] + 1) * pw * (1 + 2 * margin), min_mm)
+        h_mm = max((rows[1] - rows[0] + 1) * ph * (1 + 2 * margin), min_mm)
+        self.zoom, self.pan = 1.0, QPointF(0.0, 0.0)
+        rect = self.image_rect()
+        dh, dw = display_shape(self.orientation, shape)
+        scale = rect.width() / (dw * pw)  # widget pixels per mm at zoom 1
+        want = min(self.width() / (w_mm * scale), self.height() / (h_mm * scale))
+        self.zoom = float(np.clip(want, 1.0, self.ZOOM_MAX))
+        rect = self.image_rect()
+        cx = rect.x() + (cols[0] + cols[1]) / 2.0 / dw * rect.width()
+        cy = rect.y() + (rows[0] + rows[1]) / 2.0 / dh * rect.height()
+        self.pan = QPointF(self.width() / 2.0 - cx, self.height() / 2.0 - cy)
+        self.update()
+
     def centre_on_cursor(self) -> None:
         rect = self.image_rect()
         if rect is None:
@@ -607,7 +633,28 @@ class SliceView(QWidget):
         if self.display.settings.crosshair:
             self._paint_crosshair(p, rect)
         self._paint_labels(p, rect)
+        self._paint_heat_bar(p)
         p.end()
+
+    def _paint_heat_bar(self, p: QPainter) -> None:
+        """A colour scale for the probability heat map (0 at the bottom, 1 at the top)."""
+        s = self.display.settings
+        act = self.case.active
+        if not (s.show_overlay and s.heatmap and act is not None and act.probabilities is not None):
+            return
+        h = int(min(160, max(60, self.height() * 0.4)))
+        w = 10
+        x = self.width() - w - 30
+        y = (self.height() - h) // 2
+        lut = _HEAT[::-1]  # top = 1
+        bar = np.ascontiguousarray(np.repeat(lut[np.linspace(0, 255, h).astype(int)][:, None, :], w, axis=1))
+        img = QImage(bar.data, w, h, bar.strides[0], QImage.Format.Format_RGB888).copy()
+        p.drawImage(QRectF(x, y, w, h), img)
+        p.setPen(QColor(200, 200, 205))
+        p.drawRect(QRectF(x - 0.5, y - 0.5, w + 1, h + 1))
+        self._text(p, QPointF(x + w + 3, y + 8), "1", QColor(220, 220, 225))
+        self._text(p, QPointF(x + w + 3, y + h), "0", QColor(220, 220, 225))
+        self._text(p, QPointF(x - 4, y - 6), "p", QColor(220, 220, 225))
 
     def _paint_crosshair(self, p: QPainter, rect: QRectF) -> None:
         c = self.voxel_to_widget(self.case.cursor)

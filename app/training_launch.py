@@ -41,6 +41,22 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
 
 
+def preset_description(name: str) -> str:
+    """The leading comment of a bundled preset, as one paragraph (shown as its tooltip)."""
+    from core.resources import resources_root
+
+    path = resources_root() / "configs" / f"{name}.toml"
+    lines = []
+    try:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.startswith("#"):
+                break
+            lines.append(line.lstrip("#").strip())
+    except OSError:
+        return ""
+    return " ".join(lines)
+
+
 def entry_command(args: list[str]) -> tuple[str, list[str]]:
     """Program and arguments that run this application's own entry point with ``args``.
 

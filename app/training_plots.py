@@ -48,17 +48,36 @@ class TrainingPlots(QtWidgets.QWidget):
 
     def __init__(self, parent: QtWidgets.QWidget | None = None):
         super().__init__(parent)
-        pg.setConfigOptions(antialias=False, background="w", foreground="k")
+        # the app's theme: background and text from the palette (dark in Airway Studio)
+        pal = self.palette()
+        bg = pal.color(pal.ColorRole.Base)
+        fg = pal.color(pal.ColorRole.Text)
+        pg.setConfigOptions(antialias=False, background=bg, foreground=fg)
         self._layout = pg.GraphicsLayoutWidget()
+        self._layout.setBackground(bg)
+        # short titles: long ones set the plots' minimum width and clipped them on the right
+        self._layout.setMinimumWidth(0)
+        self._layout.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Expanding)
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self._layout)
-        # One legend entry per run; line styles are explained in the titles.
-        self.loss_plot = self._add_plot("Loss: total —, encoder – –, decoder ···, epoch mean ●", 0, 0)
+        lay.addWidget(self._layout, 1)
+        self.key_label = QtWidgets.QLabel(
+            "Loss: total —, encoder – –, decoder ···, epoch mean ●.  Validation: TD ● —, BD ▲ – –, DSC ■ ···, "
+            "precision ◆ –·.  Dashed vertical lines: stage starts.")
+        self.key_label.setWordWrap(True)
+        self.key_label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
+        lay.addWidget(self.key_label)
+        # One legend entry per run; line styles are explained in the key below.
+        self.loss_plot = self._add_plot("Loss", 0, 0)
         self.lr_plot = self._add_plot("Learning rate", 0, 1)
         self.lr_plot.setLogMode(y=True)
-        self.speed_plot = self._add_plot("Patches per second", 1, 0)
-        self.metric_plot = self._add_plot("Validation %: TD ● —, BD ▲ – –, DSC ■ ···, precision ◆ –·", 1, 1)
+        self.speed_plot = self._add_plot("Patches / s", 1, 0)
+        self.metric_plot = self._add_plot("Validation %", 1, 1)
+        # percentages: a fixed 0-100 axis (all-zero validation read -0.4..0.4 when auto-ranged)
+        self.metric_plot.setYRange(0, 100, padding=0.02)
+        self.metric_plot.enableAutoRange(axis="y", enable=False)
+        self.metric_plot.setLimits(yMin=-5, yMax=105)
+        self.speed_plot.setLimits(yMin=0)
         for p in (self.lr_plot, self.speed_plot, self.metric_plot):
             p.setXLink(self.loss_plot)
         self.loss_legend = self.loss_plot.addLegend(offset=(-10, 10))

@@ -34,6 +34,7 @@ from app.training_runs import (
     ENDED,
     EVENTS_FILE,
     FAILED,
+    FINISHED,
     KILLED,
     LOG_FILE,
     NOT_STARTED,
@@ -210,6 +211,21 @@ class RunMonitor(QtCore.QObject):
         return self.history.summary(self.status)
 
 
+# message colours readable on the dark theme (and on a light one)
+MESSAGE_COLOURS = {"error": "#ff6b6b", "warning": "#f0b429", "ok": "#5fd38d", "info": ""}
+
+
+def never_learned(history) -> bool:
+    """True when a run validated at least once and every TD, BD, DSC and precision stayed at 0."""
+    import numpy as np
+
+    v = history.validations
+    if v.size == 0:
+        return False
+    vals = np.concatenate([np.nan_to_num(np.asarray(v.view(c), dtype=float)) for c in ("td", "bd", "dsc", "precision")])
+    return bool(np.all(vals <= 0.0))
+
+
 def _num(value: object, spec: str = ".4g") -> str:
     return format(value, spec) if isinstance(value, (int, float)) else "?"
 
@@ -256,8 +272,13 @@ class TrainingTab(QtWidgets.QWidget):
         self.data_edit.setPlaceholderText("folder with imagesTr/ + labelsTr/, or dataset.csv")
         self.config_combo = QtWidgets.QComboBox()
         self.config_combo.setEditable(True)
-        self.config_combo.addItems(list_presets())
-        self.config_combo.setToolTip("A preset (paper, quick, demo) or the path of a .toml file")
+        from app.training_launch import preset_description
+
+        for i, name in enumerate(list_presets()):
+            self.config_combo.addItem(name)
+            self.config_combo.setItemData(i, preset_description(name), QtCore.Qt.ItemDataRole.ToolTipRole)
+        self.config_combo.setToolTip("A preset (paper, quick, demo) or the path of a .toml file; "
+                                     "hover a preset in the list for what it is for")
         self.out_edit = QtWidgets.QLineEdit()
         self.out_edit.setPlaceholderText("a new folder for this run")
         self.device_combo = QtWidgets.QComboBox()
@@ -274,14 +295,17 @@ class TrainingTab(QtWidgets.QWidget):
         self.start_button = QtWidgets.QPushButton("Start")
         self.start_button.setToolTip("Check the settings and start training in its own process; it keeps running "
                                      "if you close the app, and the app finds it again when reopened")
+        self._start_tip = self.start_button.toolTip()
         self.stop_button = QtWidgets.QPushButton("Stop")
         self.stop_button.setToolTip("Finish the current step, save a checkpoint and exit")
         self.kill_button = QtWidgets.QPushButton("Kill")
         self.kill_button.setToolTip("End the training process now (progress since the last checkpoint is lost)")
         self.resume_button = QtWidgets.QPushButton("Resume")
         self.resume_button.setToolTip("Continue the selected run from its last checkpoint")
-        self.open_best_button = QtWidgets.QPushButton("Open best checkpoint")
-        self.open_best_button.setToolTip("Open the best checkpoint in the review workspace and segment the current case")
+        self.open_best_button = QtWidgets.QPushButton("Segment CT with best")
+        self.open_best_button.setToolTip("Segment the CT open in the Review tab with the selected run's best "
+                                         "checkpoint (needs an open CT and a checkpoint)")
+        self.ct_available = False
         self.check_button.clicked.connect(self.check)
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
@@ -295,7 +319,7 @@ class TrainingTab(QtWidgets.QWidget):
 
         self.problems_label = QtWidgets.QLabel()
         self.problems_label.setWordWrap(True)
-        self.problems_label.setStyleSheet("color: #b00020;")
+
         self.problems_label.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
         self.status_label = QtWidgets.QLabel("No run selected.")
         self.status_label.setWordWrap(True)
@@ -330,7 +354,7 @@ class TrainingTab(QtWidgets.QWidget):
         self.log_view.setFont(QtGui.QFontDatabase.systemFont(QtGui.QFontDatabase.SystemFont.FixedFont))
         self.error_view = QtWidgets.QPlainTextEdit()
         self.error_view.setReadOnly(True)
-        self.error_view.setStyleSheet("color: #b00020;")
+        self.error_view.setStyleSheet(f"color: {MESSAGE_COLOURS['error']};")
         self.error_view.setMaximumHeight(160)
         self.error_view.hide()
 
@@ -411,8 +435,16 @@ class TrainingTab(QtWidgets.QWidget):
     def check(self) -> list[str]:
         """Check the form; problems are shown under the buttons. Returns them."""
         problems = check_settings(self.form())
-        self.problems_label.setText("\n".join(f"• {p}" for p in problems) if problems else "Ready to start.")
+        if problems:
+            self._say("\n".join(f"• {p}" for p in problems), "error")
+        else:
+            self._say("Ready to start.", "ok")
         return problems
+
+    def set_ct_available(self, available: bool) -> None:
+        """Whether the Review tab has a CT to segment (the best-checkpoint button needs one)."""
+        self.ct_available = bool(available)
+        self._refresh_buttons()
 
     # -- actions ----------------------------------------------------------------------------
     def start(self) -> str | None:
@@ -433,13 +465,13 @@ class TrainingTab(QtWidgets.QWidget):
     def resume(self) -> bool:
         monitor = self.current_monitor()
         if monitor is None:
-            self._say("Select a run to resume.")
+            self._say("Select a run to resume.", "warning")
             return False
         if monitor.status == RUNNING:
-            self._say("This run is still running.")
+            self._say("This run is still running.", "warning")
             return False
         if not (monitor.run_dir / CONFIG_FILE).is_file():
-            self._say(f"{monitor.run_dir} has no {CONFIG_FILE}: it cannot be resumed. Start a new run instead.")
+            self._say(f"{monitor.run_dir} has no {CONFIG_FILE}: it cannot be resumed. Start a new run instead.", "error")
             return False
         clear_stop_request(monitor.run_dir)
         device = self.device_combo.currentText().strip() or "auto"
@@ -459,11 +491,15 @@ class TrainingTab(QtWidgets.QWidget):
     def open_best(self) -> str | None:
         monitor = self.current_monitor()
         if monitor is None:
-            self._say("Select a run first.")
+            self._say("Select a run first.", "warning")
+            return None
+        if not self.ct_available:
+            self._say("Open a CT in the Review tab first: this segments it with the run's best checkpoint.", "warning")
             return None
         path = best_checkpoint_path(monitor.history, monitor.run_dir)
         if path is None:
-            self._say(f"{monitor.run_dir.name} has no checkpoint yet. Wait for the first validation, or pick another run.")
+            self._say(f"{monitor.run_dir.name} has no checkpoint yet. Wait for the first validation, or pick another run.",
+                      "warning")
             return None
         self.openCheckpointRequested.emit(str(path))
         return str(path)
@@ -503,7 +539,11 @@ class TrainingTab(QtWidgets.QWidget):
         self._refresh_buttons()
         return True
 
-    def _say(self, text: str) -> None:
+    def _say(self, text: str, kind: str = "info") -> None:
+        """A message under the buttons, coloured by meaning: error, warning, ok or info."""
+        colour = MESSAGE_COLOURS.get(kind)
+        self.problems_label.setStyleSheet(f"color: {colour};" if colour else "")
+        self.problems_label.setProperty("kind", kind)
         self.problems_label.setText(text)
 
     # -- runs list ---------------------------------------------------------------------------
@@ -603,7 +643,7 @@ class TrainingTab(QtWidgets.QWidget):
             item.setText(text)
         if monitor is self.current_monitor():
             self._update_status()
-            self._refresh_buttons()
+        self._refresh_buttons()  # Start depends on every run
 
     def _log_lines(self, key: str, lines: list[str]) -> None:
         monitor = self.monitors.get(key)
@@ -617,7 +657,11 @@ class TrainingTab(QtWidgets.QWidget):
         if monitor is self.current_monitor():
             self._show_crash(monitor)
             self._update_status()
-            self._refresh_buttons()
+        self._refresh_buttons()
+        if status == FINISHED and never_learned(monitor.history):
+            self._say(f"{monitor.run_dir.name} finished, but validation never rose above 0 %: the model learned "
+                      "nothing it can segment. Train longer or on more cases (the 'quick' preset only checks a setup; "
+                      "'demo' learns on phantoms).", "warning")
         self.runEnded.emit(key, status)
 
     def _show_crash(self, monitor: RunMonitor | None) -> None:
@@ -634,11 +678,14 @@ class TrainingTab(QtWidgets.QWidget):
     def _refresh_buttons(self) -> None:
         monitor = self.current_monitor()
         running = monitor is not None and monitor.status == RUNNING
+        any_running = any(m.status == RUNNING for m in self.monitors.values())
+        self.start_button.setEnabled(not any_running)  # one run at a time from this tab
+        self.start_button.setToolTip(self._start_tip if not any_running else "A run is going: stop it or wait for it to end")
         self.stop_button.setEnabled(running)
         self.kill_button.setEnabled(running)
-        self.resume_button.setEnabled(monitor is not None and not running
+        self.resume_button.setEnabled(monitor is not None and not running and not any_running
                                       and (monitor.run_dir / CONFIG_FILE).is_file())
-        self.open_best_button.setEnabled(monitor is not None)
+        self.open_best_button.setEnabled(monitor is not None and self.ct_available)
         self.remove_run_button.setEnabled(monitor is not None)
 
     # -- remembering runs and the form -------------------------------------------------------------

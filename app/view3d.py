@@ -36,7 +36,7 @@ from typing import Any, Callable
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QImage
-from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QToolButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QMenu, QSizePolicy, QToolButton, QVBoxLayout, QWidget
 
 from core.errors import InputError
 from core.surfaces import (
@@ -400,31 +400,50 @@ class View3D(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(2)
-        bar = QHBoxLayout()
+        # the toolbar never asks for width (Ignored): a narrow column clips it instead of
+        # squeezing the slice views; the legend wraps on its own row
+        self.toolbar = QWidget(self)
+        self.toolbar.setObjectName("toolbar3d")
+        self.toolbar.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.toolbar.setMinimumWidth(0)
+        bar = QHBoxLayout(self.toolbar)
         bar.setContentsMargins(4, 2, 4, 0)
         self.mode_combo = QComboBox(self)
         self.mode_combo.setObjectName("colourMode")
+        self.mode_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.mode_combo.setMinimumContentsLength(10)
         for key, text in COLOUR_MODES:
             self.mode_combo.addItem(text, key)
         self.mode_combo.currentIndexChanged.connect(lambda i: self.set_colour_mode(self.mode_combo.itemData(i)))
-        bar.addWidget(QLabel("3D colour:"))
+        bar.addWidget(QLabel("3D:"))
         bar.addWidget(self.mode_combo)
-        for name, text in (("reset", "Reset"), ("anterior", "A"), ("posterior", "P"), ("left", "L"),
-                           ("right", "R"), ("superior", "S")):
-            b = QToolButton(self)
-            b.setText(text)
-            b.setToolTip(f"Camera: {name}")
-            b.clicked.connect(lambda _=False, n=name: self.camera_preset(n))
-            bar.addWidget(b)
-        self.see_through = QCheckBox("TP see-through", self)
+        # camera presets and see-through in one menu: the bar fits a 1024-px window's column
+        self.camera_button = QToolButton(self)
+        self.camera_button.setObjectName("camera3d")
+        self.camera_button.setText("View")
+        self.camera_button.setToolTip("Camera presets and TP see-through")
+        self.camera_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(self.camera_button)
+        for name, text in (("reset", "Reset camera"), ("anterior", "Anterior"), ("posterior", "Posterior"),
+                           ("left", "Left"), ("right", "Right"), ("superior", "Superior")):
+            menu.addAction(text, lambda n=name: self.camera_preset(n))
+        menu.addSeparator()
+        self.see_through = menu.addAction("TP see-through")
         self.see_through.setObjectName("tpSeeThrough")
+        self.see_through.setCheckable(True)
         self.see_through.setToolTip("Draw true positives translucent so FP/FN components inside show")
         self.see_through.toggled.connect(lambda on: self.set_tp_opacity(0.25 if on else 1.0))
-        bar.addWidget(self.see_through)
+        self.camera_button.setMenu(menu)
+        bar.addWidget(self.camera_button)
+        bar.addStretch(1)
+        lay.addWidget(self.toolbar)
         self.legend = QLabel(self)
         self.legend.setObjectName("legend3d")
-        bar.addWidget(self.legend, 1)
-        lay.addLayout(bar)
+        self.legend.setWordWrap(True)
+        self.legend.setContentsMargins(6, 0, 4, 0)
+        self.legend.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.legend.setMinimumWidth(0)
+        lay.addWidget(self.legend)
 
         self.available = three_d_supported()
         if self.available:
@@ -513,7 +532,10 @@ class View3D(QWidget):
                 self._show_scene(cached, serial)
                 return
         job = Job(build_scene, inp, name="3D surfaces")
-        job.result.connect(lambda scene, s=serial, k=inp: self._scene_built(scene, s, k))
+        from app.workers import guarded
+
+        # guarded: a scene may finish after the view (and its legend) is gone
+        job.result.connect(guarded(self, lambda scene, s=serial, k=inp: self._scene_built(scene, s, k)))
         self._job = job
         if self.track_job is not None:
             self.track_job(job)
@@ -782,8 +804,9 @@ class View3D(QWidget):
             self.plotter.render()
 
     # -- screenshot ---------------------------------------------------------------------------
-    def save_screenshot(self, path: str | os.PathLike) -> Path:
-        """Write the 3D view as PNG atomically (temp file + rename)."""
+    def save_screenshot(self, path: str | os.PathLike, scale: int = 2, legend: bool = True) -> Path:
+        """Write the 3D view as PNG atomically (temp file + rename): ``scale`` times the view's
+        device pixels (2: print quality), with the colour legend drawn in."""
         path = Path(path)
         if path.suffix.lower() != ".png":
             path = path.with_suffix(".png")
@@ -791,10 +814,16 @@ class View3D(QWidget):
             image = self.grab().toImage()
         else:
             self.plotter.render()
-            arr = np.ascontiguousarray(self.plotter.screenshot(return_img=True))
+            inter = self.plotter.interactor
+            ratio = inter.devicePixelRatioF() if hasattr(inter, "devicePixelRatioF") else 1.0
+            size = [max(1, int(round(inter.width() * ratio * scale))), max(1, int(round(inter.height() * ratio * scale)))]
+            arr = np.ascontiguousarray(self.plotter.screenshot(return_img=True, window_size=size))
             h, w = arr.shape[:2]
             fmt = QImage.Format.Format_RGBA8888 if arr.shape[2] == 4 else QImage.Format.Format_RGB888
             image = QImage(arr.data, w, h, arr.strides[0], fmt).copy()
+        scene = getattr(self, "scene", None)
+        if legend and scene is not None and scene.legend:
+            _draw_legend(image, scene)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
         os.close(fd)
@@ -819,6 +848,33 @@ class View3D(QWidget):
 
 
 SCENE_CACHE_SIZE = 4
+
+
+def _draw_legend(image: QImage, scene: Any) -> None:
+    """The scene's legend (colour squares and names) in the image's top-left corner."""
+    from PySide6.QtCore import QRectF
+    from PySide6.QtGui import QColor, QFont, QPainter
+
+    p = QPainter(image)
+    font = QFont()
+    font.setPixelSize(max(12, image.height() // 45))
+    p.setFont(font)
+    fm = p.fontMetrics()
+    items = list(scene.legend[:24])
+    line = fm.height() + 4
+    width = max(fm.horizontalAdvance(name) for name, _ in items) + line + 24
+    height = line * len(items) + (line if scene.note else 0) + 12
+    p.fillRect(QRectF(8, 8, width, height), QColor(20, 21, 25, 200))
+    y = 14
+    for name, c in items:
+        p.fillRect(QRectF(16, y + 3, line - 8, line - 8), QColor(*[int(v) for v in c[:3]]))
+        p.setPen(QColor(230, 230, 235))
+        p.drawText(int(16 + line), int(y + fm.ascent() + 2), name)
+        y += line
+    if scene.note:
+        p.setPen(QColor(170, 170, 180))
+        p.drawText(16, int(y + fm.ascent() + 2), str(scene.note))
+    p.end()
 
 
 def _same_input(a: SceneInput, b: SceneInput) -> bool:

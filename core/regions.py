@@ -4,10 +4,12 @@ Categories follow the error discussion of Zheng et al. (TMI 2021), which
 separates errors that barely change the tree from those that do:
 
 - FP ``boundary_dilation``: a thin shell on the reference surface (no voxel
-  farther than ``shell_mm`` from the reference);
+  farther than ``shell_mm`` from the reference, and never less than one voxel's
+  largest extent: a one-voxel dilation across a 2.2 mm slice is still a shell);
 - FP ``candidate_branch``: an elongated component (principal extent at least
-  ``candidate_min_length_mm``, elongation at least ``elongation_min``) whose
-  nearest reference branch is terminal: likely an airway the annotation missed;
+  ``candidate_min_length_mm`` and two voxels, elongation at least
+  ``elongation_min``) whose nearest reference branch is terminal: likely an
+  airway the annotation missed;
 - FP ``leakage``: any other component (a blob at a bifurcation or into the
   lung parenchyma);
 - FN ``missed_branch``: the missed voxels cover at least
@@ -83,7 +85,7 @@ def find_error_regions(
     largest_component: bool = True,
     lcc_connectivity: int = 6,
     shell_mm: float = 1.5,
-    elongation_min: float = 3.0,
+    elongation_min: float = 2.0,
     candidate_min_length_mm: float = 3.0,
     missed_centreline_min: int = 2,
     min_voxels: int = 1,
@@ -219,6 +221,9 @@ def _regions_of(kind, coords, targets, full_shape, tree, sp, geometry, connectiv
     vv = float(np.prod(sp))
     centroids = c / sp
     world = geometry.index_to_world(centroids)
+    # mm thresholds below one voxel's extent would depend on the grid, not the error
+    shell_mm = max(shell_mm, float(sp.max()) * 1.001)
+    candidate_min_length_mm = max(candidate_min_length_mm, 2.0 * float(sp.max()))
     out = []
     for k in range(1, n + 1):
         branch = int(nearest[k]) if pair[k].max() > 0 else None

@@ -339,7 +339,7 @@ def test_help_lists_every_binding_and_about_names_licences(window):
 
     import PySide6
 
-    for text in (core.__version__, "VTK", "PyTorch", "Apache-2.0",
+    for text in (core.__version__, "VTK", "PyTorch", "Apache-2.0", "LGPL-3.0-or-later",
                  f"<tr><td>PySide6 (Qt for Python)</td><td>{PySide6.__version__}</td><td>LGPL-3.0</td></tr>"):
         assert text in html
     AboutDialog(window).close()

@@ -9,7 +9,8 @@ import pytest
 from PySide6.QtCore import Qt
 
 from app.case import Case, PredictionEntry
-from app.regions_panel import COLUMNS, FILTERS, RegionsPanel, region_kind, region_volume_mm3
+from app.case import STATUS_LABELS
+from app.regions_panel import CATEGORY_FILTERS, COLUMNS, FILTERS, RegionsPanel, region_kind, region_volume_mm3
 from core.volume import Geometry, IntensityVolume, LabelVolume
 
 SHAPE = (20, 24, 24)
@@ -35,14 +36,14 @@ def _case_with_regions() -> Case:
 @pytest.fixture
 def panel(qtbot):
     case = _case_with_regions()
-    p = RegionsPanel(case)
+    p = RegionsPanel(case, grouped=False)  # raw regions: these tests are about the region table
     qtbot.addWidget(p)
     p.show()
     return p
 
 
 def _column(panel: RegionsPanel, name: str) -> list[str]:
-    c = COLUMNS.index(name)
+    c = panel.source.columns.index(name)
     return [panel.proxy.index(r, c).data() for r in range(panel.proxy.rowCount())]
 
 
@@ -143,6 +144,9 @@ def test_real_engine_regions_are_listed(qtbot):
     p = RegionsPanel(case)
     qtbot.addWidget(p)
     regions = case.active.regions
+    assert p.grouped and p.proxy.rowCount() >= 2  # review items by default
+    p.raw_switch.setChecked(True)
+    assert not p.grouped
     assert p.proxy.rowCount() == len(regions) >= 2
     kinds = _column(p, "Kind")
     assert "FN" in kinds and "FP" in kinds
@@ -152,3 +156,107 @@ def test_real_engine_regions_are_listed(qtbot):
     assert _column(p, "Category")[0] == regions[0].category.replace("_", " ")
     case.step_region(1)
     assert p.table.selectionModel().selectedRows()[0].row() == 0 and case.active_region == 0
+
+
+def _fragment_case() -> Case:
+    """One missed branch, one leak and many one-voxel boundary fragments along two branches."""
+    from core.regions import ErrorRegion
+
+    case = Case(auto_analyse=False)
+    shape = (40, 40, 40)
+    geo = Geometry((1.0, 1.0, 1.0))
+    case.set_ct(IntensityVolume(np.zeros(shape, np.int16), geo, name="ct"))
+    ref = np.zeros(shape, bool)
+    ref[5:35, 18:22, 18:22] = True
+    case.set_reference(LabelVolume(ref, geo, name="reference"))
+    case.add_prediction(PredictionEntry("model", LabelVolume(ref.copy(), geo, name="model")))
+
+    def reg(kind, cat, branch, voxels, at):
+        box = tuple((a, a + 1) for a in at)
+        c = tuple(float(a) for a in at)
+        return ErrorRegion("", kind, cat, voxels, float(voxels), c, c, box, branch, branch, 1.0, 1.0, 1.0, 0)
+
+    regs = [reg("FN", "missed_branch", 3, 30, (30, 20, 20)), reg("FP", "leakage", 2, 50, (20, 25, 20))]
+    regs += [reg("FP", "boundary_dilation", 1, 2, (6 + k, 17, 20)) for k in range(12)]   # 24 mm³: shown
+    regs += [reg("FN", "boundary_miss", 2, 1, (10 + k, 18, 18)) for k in range(3)]        # 3 mm³: small
+    from core.regions import sort_regions
+
+    case.active.regions = sort_regions(regs)
+    case.regionsChanged.emit(0)
+    return case
+
+
+def test_groups_by_default_in_review_priority_with_filters(qtbot):
+    case = _fragment_case()
+    p = RegionsPanel(case)
+    qtbot.addWidget(p)
+    assert p.grouped
+    cats = _column(p, "Category")
+    assert cats == ["missed branch", "leakage", "boundary dilation"]  # the small boundary group is hidden
+    assert _column(p, "Parts") == ["1", "1", "12"]
+    assert "12 parts" in _column(p, "Item")[2]
+    p.small_switch.setChecked(True)
+    assert p.proxy.rowCount() == 4
+    p.category_combo.setCurrentIndex([k for k, _ in CATEGORY_FILTERS].index("boundary"))
+    assert _column(p, "Category") == ["boundary dilation", "boundary miss"]
+    p.min_size.setValue(10.0)
+    assert _column(p, "Category") == ["boundary dilation"]
+    p.category_combo.setCurrentIndex(0)
+    p.min_size.setValue(0.0)
+    p.max_gen.setValue(2)
+    assert "missed branch" not in _column(p, "Category")  # its branch is generation 3
+    p.max_gen.setValue(-1)
+    p.raw_switch.setChecked(True)
+    assert p.proxy.rowCount() == len(case.active.regions) == 17
+    assert "FP" in p.counter.text()
+
+
+def test_step_and_mark_go_through_items_and_mark_every_fragment(qtbot):
+    case = _fragment_case()
+    p = RegionsPanel(case)
+    qtbot.addWidget(p)
+    boxes = []
+    case.focusBoxRequested.connect(boxes.append)
+    p.step(1)
+    assert case.regions()[case.active_region].category == "missed_branch"
+    p.step(1)
+    p.step(1)
+    g = p.groups_model.groups[p._group_row]
+    assert g.category == "boundary_dilation" and case.active_region in g.indices
+    assert boxes[-1] == ((6, 17, 20), (18, 18, 21))  # the whole group's box, not one fragment's
+    p.mark("confirmed")
+    assert all(case.active.status(i) == "confirmed" for i in g.indices)
+    assert _column(p, "Status")[p.group_row(p._group_row)] == STATUS_LABELS["confirmed"]
+    case.set_region_status(g.indices[0], "unreviewed")
+    assert _column(p, "Status")[p.group_row(p._group_row)] == "Partly reviewed"
+    p.step(1)  # wraps to the first item
+    assert case.regions()[case.active_region].category == "missed_branch"
+    p.step(-1)
+    assert case.regions()[case.active_region].category == "boundary_dilation"
+
+
+def test_n_in_the_window_zooms_every_slice_view_onto_the_item(qtbot, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    from app.main_window import MainWindow
+    from app.settings import Settings
+
+    monkeypatch.setattr(QMessageBox, "exec", lambda box: QMessageBox.StandardButton.Discard)
+    case = _fragment_case()
+    w = MainWindow(case, settings=Settings(ephemeral=True), training_tab=False)
+    qtbot.addWidget(w)
+    w.resize(1280, 800)
+    w.show()
+    qtbot.waitUntil(lambda: w.views["axial"].width() > 100, timeout=10000)
+    w.actions["next_region"].trigger()
+    w.actions["next_region"].trigger()
+    reg = case.regions()[case.active_region]
+    assert reg.category == "leakage"  # the navigator's order: missed branch, then leakage
+    for o, v in w.views.items():
+        assert v.zoom > 1.0, o
+        centre = v.voxel_to_widget(reg.centroid_zyx)
+        assert abs(centre.x() - v.width() / 2) < v.width() * 0.1 and abs(centre.y() - v.height() / 2) < v.height() * 0.1, o
+    assert case.cursor == tuple(int(c) for c in reg.centroid_zyx)
+    qtbot.waitUntil(lambda: not w.busy and not case.busy and not w.panels.view3d.busy, timeout=60000)
+    case._set_modified(False)
+    w.close()

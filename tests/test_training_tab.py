@@ -294,6 +294,8 @@ def test_tab_start_stop_resume_finish_and_open_best(qtbot, tab_factory, tmp_path
     assert h.validations.size == 34 and "finished" in tab.status_label.text()
     assert tab.error_view.isHidden()
 
+    assert not tab.open_best_button.isEnabled()  # no CT to segment
+    tab.set_ct_available(True)
     with qtbot.waitSignal(tab.openCheckpointRequested, timeout=1000) as opened:
         tab.open_best_button.click()
     assert opened.args == [str(run / "checkpoints" / "best.pt")]
@@ -513,3 +515,41 @@ def test_launched_trainer_is_found_even_when_start_times_look_older_than_the_lau
     finally:
         proc.kill()
         proc.wait(timeout=30)
+
+
+def test_messages_are_coloured_by_meaning_and_flat_validation_has_a_sane_axis(qtbot, tab_factory, tmp_path):
+    from PySide6.QtCore import Qt
+
+    from app.training_tab import MESSAGE_COLOURS
+
+    tab = tab_factory()
+    fill_form(tab, tmp_path, "colours")
+    assert tab.check() == []
+    assert tab.problems_label.text() == "Ready to start." and tab.problems_label.property("kind") == "ok"
+    assert MESSAGE_COLOURS["ok"] in tab.problems_label.styleSheet()
+    tab.set_form(data=str(tmp_path / "missing"))
+    assert tab.check() and tab.problems_label.property("kind") == "error"
+    # the plots follow the palette (dark in the app), and percentages keep a 0-100 axis
+    bg = tab.plots._layout.backgroundBrush().color()
+    assert bg == tab.plots.palette().color(tab.plots.palette().ColorRole.Base)
+    lo, hi = tab.plots.metric_plot.viewRange()[1]
+    assert lo <= 0 and hi >= 100
+    # the presets say what they are for
+    quick = [i for i in range(tab.config_combo.count()) if tab.config_combo.itemText(i) == "quick"]
+    assert quick and "smoke test" in tab.config_combo.itemData(quick[0], Qt.ItemDataRole.ToolTipRole).lower()
+
+
+def test_run_with_zero_validation_warns_and_start_waits_for_the_run(qtbot, tab_factory, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_DELAY_S", "0.02")
+    monkeypatch.setenv("FAKE_EPOCHS", "[3, 1, 1]")
+    monkeypatch.setenv("FAKE_ZERO_VALIDATION", "1")
+    tab = tab_factory()
+    fill_form(tab, tmp_path, "flat")
+    tab.start()
+    monitor = tab.current_monitor()
+    qtbot.waitUntil(lambda: monitor.status == RUNNING, timeout=10000)
+    assert not tab.start_button.isEnabled()
+    with qtbot.waitSignal(tab.runEnded, timeout=30000):
+        pass
+    assert monitor.status == FINISHED and tab.start_button.isEnabled()
+    assert "never rose above 0" in tab.problems_label.text() and tab.problems_label.property("kind") == "warning"

@@ -175,6 +175,11 @@ def test_colour_mode_cycle_and_screenshot(view, qtbot, tmp_path):
 
     img = QImage(str(out))
     assert not img.isNull() and img.width() > 100
+    # at least the view's own resolution (twice by default), with the legend drawn in
+    inter = view.plotter.interactor
+    assert img.width() >= inter.width() and img.height() >= inter.height()
+    plain = QImage(str(view.save_screenshot(tmp_path / "plain.png", legend=False)))
+    assert plain.size() == img.size() and plain != img
     # the airway is drawn: the image is not one flat colour
     arr = np.frombuffer(img.convertToFormat(QImage.Format.Format_RGB888).constBits(), np.uint8)
     assert len(np.unique(arr)) > 10
@@ -197,7 +202,8 @@ def test_rendered_scene_shows_fp_green_and_fn_red(view, tmp_path):
     from PySide6.QtGui import QImage
 
     view.camera_preset("anterior")
-    img = QImage(str(view.save_screenshot(tmp_path / "a.png"))).convertToFormat(QImage.Format.Format_RGB888)
+    # without the legend: its colour squares would count as surface pixels here
+    img = QImage(str(view.save_screenshot(tmp_path / "a.png", legend=False))).convertToFormat(QImage.Format.Format_RGB888)
     arr = np.frombuffer(img.constBits(), np.uint8).reshape(img.height(), img.bytesPerLine())[:, : img.width() * 3]
     rgb = arr.reshape(img.height(), img.width(), 3).astype(int)
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]

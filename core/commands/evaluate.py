@@ -36,7 +36,7 @@ def register(subparsers) -> None:
     p.add_argument("--json", metavar="F", help="write all results (summary, per generation, per diameter) as JSON")
     p.add_argument("--csv", metavar="F", help="write one row per case (plus mean and std rows) as CSV")
     p.add_argument("--branches", metavar="F", help="write the per-branch table as CSV")
-    p.add_argument("--regions", metavar="F", help="write the FP/FN error regions as JSON")
+    p.add_argument("--regions", metavar="F", help="write the FP/FN error regions and their review groups as JSON")
     p.add_argument("--atm22", action="store_true",
                    help="reproduce the ATM'22 organisers' smoothing and rounding (to compare with published tables)")
     p.add_argument("--label-selector", default=None,
@@ -261,7 +261,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if args.branches:
             plan.write_text(args.branches, branches_csv(results))
         if args.regions:
-            doc = [_clean({"case": r.case, "prediction": r.method, "regions": [g.as_dict() for g in r.regions]}) for r in results]
+            from core.region_groups import group_regions
+
+            doc = [_clean({"case": r.case, "prediction": r.method, "regions": [g.as_dict() for g in r.regions],
+                           "groups": [g.as_dict() for g in group_regions(r.regions)]}) for r in results]
             plan.write_text(args.regions, json.dumps(doc if len(doc) > 1 else doc[0], indent=1, default=_json_default))
     return 0
 

@@ -1,0 +1,95 @@
+"""Window layout at small and large sizes: toolbars and legends never take width from the slice views."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from app.demo import TEST_PARAMS
+from app.main_window import MainWindow
+from app.settings import Settings
+
+
+@pytest.fixture
+def window(qtbot, monkeypatch):
+    monkeypatch.setattr(QMessageBox, "exec", lambda box: QMessageBox.StandardButton.Discard)
+    w = MainWindow(settings=Settings(ephemeral=True), training_tab=False)
+    qtbot.addWidget(w)
+    yield w
+    w.case.cancel_jobs()
+    qtbot.waitUntil(lambda: not w.busy and not w.case.busy, timeout=60000)
+    w.case._set_modified(False)
+    w.close()
+
+
+def _geometry(w):
+    return {o: (v.width(), v.height()) for o, v in w.views.items()}
+
+
+@pytest.mark.parametrize("size", [(1024, 700), (1920, 1080)])
+def test_slice_views_keep_their_share_at_common_sizes(window, qtbot, size):
+    screen = QApplication.primaryScreen().availableGeometry()
+    if screen.width() < size[0] or screen.height() < size[1]:
+        pytest.skip(f"virtual screen {screen.width()}x{screen.height()} is smaller than {size}")
+    w = window
+    w.resize(*size)
+    w.show()
+    with qtbot.waitSignal(w.caseLoaded, timeout=60000):
+        w.open_demo(TEST_PARAMS)
+    qtbot.waitUntil(lambda: w.case.active is not None and w.case.active.regions is not None, timeout=120000)
+    qtbot.waitUntil(lambda: not w.panels.view3d.busy, timeout=60000)
+    qtbot.wait(50)
+    ax, co, sa = (w.views[o] for o in ("axial", "coronal", "sagittal"))
+    width = w.width()
+    # the slice views' columns hold at least half the window; no column is squeezed
+    assert ax.width() + co.width() >= 0.5 * width
+    assert min(ax.width(), co.width(), sa.width()) >= 0.3 * (ax.width() + co.width())
+    assert abs(ax.width() - sa.width()) <= 4  # columns aligned
+    dock = w.panels.docks["regions"]
+    assert dock.width() <= 0.4 * width
+    before = _geometry(w)
+    # a long legend (one colour per generation) must not move anything
+    with qtbot.waitSignal(w.panels.view3d.sceneReady, timeout=60000):
+        w.panels.view3d.set_colour_mode("generation")
+    qtbot.wait(50)
+    assert _geometry(w) == before
+    legend = w.panels.view3d.legend
+    assert legend.width() <= w.view3d_slot.width()
+    # header texts fit or elide, and every header has a tooltip
+    table = w.panels.regions.table
+    model = table.model()
+    for c in range(model.columnCount()):
+        if not table.isColumnHidden(c):
+            assert model.headerData(c, Qt.Orientation.Horizontal, Qt.ItemDataRole.ToolTipRole)
+
+
+def test_window_never_restores_larger_than_the_screen(qtbot, monkeypatch, tmp_path):
+    monkeypatch.setattr(QMessageBox, "exec", lambda box: QMessageBox.StandardButton.Discard)
+    avail = QApplication.primaryScreen().availableGeometry()
+    w = MainWindow(settings=Settings(ephemeral=True), install_panels=False, training_tab=False)
+    qtbot.addWidget(w)
+    w.resize(avail.width() + 600, avail.height() + 400)
+    w.show()
+    qtbot.waitUntil(lambda: w.isVisible(), timeout=5000)
+    qtbot.waitUntil(lambda: w.frameGeometry().height() <= avail.height() + 2, timeout=5000)
+    assert w.frameGeometry().width() <= avail.width() + 2
+    w.close()
+
+
+def test_review_docks_hide_on_the_training_tab(qtbot, monkeypatch):
+    monkeypatch.setattr(QMessageBox, "exec", lambda box: QMessageBox.StandardButton.Discard)
+    w = MainWindow(settings=Settings(ephemeral=True))
+    qtbot.addWidget(w)
+    w.resize(1200, 800)
+    w.show()
+    if getattr(w, "training_tab", None) is None:
+        pytest.skip("no training tab in this build")
+    docks = w.panels.docks
+    qtbot.waitUntil(lambda: docks["regions"].isVisible(), timeout=5000)
+    assert not w.training_tab.open_best_button.isEnabled()  # no CT open
+    w.tabs.setCurrentWidget(w.training_tab)
+    assert not any(d.isVisible() for d in docks.values())
+    w.tabs.setCurrentWidget(w.review)
+    assert docks["regions"].isVisible() and docks["segment"].isVisible()
+    w.close()
