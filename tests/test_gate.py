@@ -191,7 +191,8 @@ def test_segment_with_a_failing_model_warns_and_strict_exits_3(phantom_file, ran
     out = tmp_path / "m.nii.gz"
     common = ["segment", "-i", str(phantom_file), "--model", str(random_model), "--backend", "torch", "-q"]
     assert main(common + ["-o", str(out)]) == 0
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out + captured.err  # warnings go to stderr, the result line to stdout
     assert "chest: warning: this mask does not look like the CT's airway" in text
     assert "no model card" in text
     assert main(common + ["-o", str(tmp_path / "j.nii.gz"), "--json"]) == 0
@@ -226,6 +227,7 @@ def test_segment_without_trachea_exits_2(tmp_path, capsys):
 
     arr = np.full((40, 48, 48), 40, np.int16)
     arr[5:35, 10:40, 8:40] = -850  # lung-like air, far wider than a trachea
+    arr[:, :, :4] = -1000  # air outside the body: the CT passes the input checks, then finds no trachea
     ct = tmp_path / "odd.nii.gz"
     write_volume(IntensityVolume(arr), ct)
     out = tmp_path / "m.nii.gz"
