@@ -640,16 +640,23 @@ def resolve_device(device: str) -> str:
     raise ConfigError(f"Unknown device '{device}'.", "Use auto, cpu, cuda or cuda:N.")
 
 
-def default_batch_size(device: str, window: tuple[int, int, int]) -> int:
-    """1 on the CPU (batching brings nothing there); on a GPU, as many windows as about half the free memory holds."""
+#: GPU memory per 128^3 window of the full-size WingsNet (activations and side outputs), inference mode;
+#: benchmarks/gpu_inference.py prints the measured peaks per batch size
+GPU_BYTES_PER_WINDOW = {"autocast": 2.5e9, "fp32": 5.0e9}
+#: more windows per pass bring nothing once a window fills the GPU (measured: see benchmarks/gpu_inference.py)
+MAX_GPU_BATCH = 8
+
+
+def default_batch_size(device: str, window: tuple[int, int, int], autocast: bool = True) -> int:
+    """1 on the CPU (batching brings nothing there); on a GPU, as many windows as about half the free memory
+    holds, at most :data:`MAX_GPU_BATCH`."""
     if device == "cpu":
         return 1
     import torch
 
     free, _ = torch.cuda.mem_get_info(torch.device(device))
-    # about 2.5 GB per 128^3 window under autocast (activations of WingsNet plus the side outputs)
-    per_window = 2.5e9 * np.prod(window) / 128 ** 3
-    return int(max(1, min(8, (free * 0.5) // per_window)))
+    per_window = GPU_BYTES_PER_WINDOW["autocast" if autocast else "fp32"] * np.prod(window) / 128 ** 3
+    return int(max(1, min(MAX_GPU_BATCH, (free * 0.5) // per_window)))
 
 
 def _load_checkpoint(checkpoint: Any) -> tuple[Any, dict, str]:
@@ -696,6 +703,9 @@ class Predictor:
         channels_last: channels-last 3D memory format for the PyTorch backend.
         device_accumulate: keep the crop and accumulator on the GPU (default: when they fit).
         spacing: target voxel spacing, see :func:`recommended_spacing`.
+        autocast: PyTorch on CUDA only: None/True = bf16 (else fp16) autocast, False = fp32 without TF32.
+        mode: "fast" or "exact" (:func:`mode_settings`): supplies step, weighting, region, CPU backend order and
+            GPU precision wherever those are not given; None: the arguments alone (the paper's defaults).
         region: airway-guided window selection: None / "none" runs every window (the paper); "lung"
             (:class:`LungRegion`), "coarse" (:class:`CoarseModelRegion`) or any :data:`RegionProvider`
             runs only the windows that touch the region.
@@ -704,45 +714,67 @@ class Predictor:
     """
 
     def __init__(self, checkpoint: Any, device: str = "auto", window: int | None = None, step: int | None = None,
-                 batch_size: int | None = None, gaussian: bool = False, backend: str = "auto",
+                 batch_size: int | None = None, gaussian: bool | None = None, backend: str = "auto",
                  postprocess: PostProcessing | None = None, say: Say | None = None,
                  cache: Path | None = None, threads: int | None = None, channels_last: bool = False,
                  device_accumulate: bool | None = None, spacing: Any = None,
-                 region: str | RegionProvider | None = None):
+                 region: str | RegionProvider | None = None, autocast: bool | None = None,
+                 mode: str | None = None):
         model, header, key = _load_checkpoint(checkpoint)
         prep = Preprocessing.from_dict(header.get("preprocessing"))
+        if mode is not None:
+            fraction = mode_settings(mode)["step_fraction"]
+            if step is None and fraction != 0.5:  # 0.5: the checkpoint's own step, as without a mode
+                window = recommended_window(header, window, None)[0]
+                step = max(1, int(round(window * fraction)))
         window, step = recommended_window(header, window, step)
         self._setup(model, prep, key, device, window, step, batch_size, gaussian, backend,
-                    postprocess, say, cache, threads, channels_last)
+                    postprocess, say, cache, threads, channels_last, autocast, mode, region)
         self.header = header
         self.device_accumulate = device_accumulate
         self.spacing = recommended_spacing(header, spacing)
-        self.region = region_provider(region)
 
     @classmethod
     def from_model(cls, model: Any, preprocessing: Preprocessing, device: str = "auto", window: int = 128,
-                   step: int = 64, batch_size: int | None = None, gaussian: bool = False, backend: str = "torch",
+                   step: int | None = None, batch_size: int | None = None, gaussian: bool | None = None,
+                   backend: str = "torch",
                    postprocess: PostProcessing | None = None, say: Say | None = None,
                    cache: Path | None = None, threads: int | None = None, channels_last: bool = False,
                    device_accumulate: bool | None = None,
-                   region: str | RegionProvider | None = None) -> "Predictor":
+                   region: str | RegionProvider | None = None, autocast: bool | None = None,
+                   mode: str | None = None) -> "Predictor":
         """A predictor over a live module (training validation); the module is moved to ``device``."""
         from core.inference_backends import state_hash
 
         self = cls.__new__(cls)
         key = state_hash(model)
-        self._setup(model, preprocessing, key, device, window, step, batch_size, gaussian, backend,
-                    postprocess, say, cache, threads, channels_last)
+        if mode is not None and step is None:
+            step = max(1, int(round(int(window) * mode_settings(mode)["step_fraction"])))
+        self._setup(model, preprocessing, key, device, window, step if step is not None else 64, batch_size,
+                    gaussian, backend, postprocess, say, cache, threads, channels_last, autocast, mode, region)
         self.header = {}
         self.device_accumulate = device_accumulate
         self.spacing = None
-        self.region = region_provider(region)
         return self
 
     def _setup(self, model: Any, prep: Preprocessing, key: str, device: str, window: int, step: int,
                batch_size: int | None, gaussian: bool, backend: str, postprocess: PostProcessing | None,
-               say: Say | None, cache: Path | None, threads: int | None, channels_last: bool) -> None:
+               say: Say | None, cache: Path | None, threads: int | None, channels_last: bool,
+               autocast: bool | None = None, mode: str | None = None,
+               region: str | RegionProvider | None = None) -> None:
         from core.inference_backends import BackendRequest, make_backend, resolve_backend_name
+
+        settings = mode_settings(mode) if mode is not None else {}
+        #: the mode asked for (None: plain arguments, the paper's defaults)
+        self.mode = mode
+        if gaussian is None:
+            gaussian = bool(settings.get("gaussian", False))
+        if region is None and settings.get("region") not in (None, "none"):
+            region = settings["region"]
+        if autocast is None and "gpu_autocast" in settings:
+            autocast = bool(settings["gpu_autocast"])
+        self.region = region_provider(region)
+        order = settings.get("cpu_backends")
 
         self.messages: list[str] = []
         outer = say or _quiet
@@ -771,11 +803,12 @@ class Predictor:
             import torch
 
             torch.set_num_threads(int(threads))  # asked for explicitly; OpenVINO/ONNX Runtime get it too
-        name = resolve_backend_name(backend, "cpu" if self.device == "cpu" else self.device, record)
-        request = BackendRequest(name, self.device, self.window, key, cache, threads, channels_last)
+        name = resolve_backend_name(backend, "cpu" if self.device == "cpu" else self.device, record, order)
+        request = BackendRequest(name, self.device, self.window, key, cache, threads, channels_last, autocast)
         self.model = model.eval()
         engine = make_backend(model, request, record)
-        self.batch_size = int(batch_size) if batch_size else default_batch_size(self.device, self.window)
+        self.batch_size = (int(batch_size) if batch_size
+                           else default_batch_size(self.device, self.window, autocast is not False))
         def cpu_fallback():
             # the fastest CPU engine installed; the model leaves the GPU, freeing its memory
             cpu_name = resolve_backend_name("auto", "cpu", record)
@@ -917,6 +950,26 @@ class Predictor:
             timings={"prepare": t_prep - t0, "region": t1 - t_prep, "windows": t2 - t1, "postprocess": t3 - t2},
             windows_total=len(grid),
         )
+
+
+#: ``exact``: the paper's procedure; ``fast``: the measured best (resources/presets/inference.json)
+INFERENCE_MODES = ("fast", "exact")
+
+
+def mode_settings(mode: str) -> dict:
+    """Step fraction, weighting, window region, CPU backends and GPU precision of an inference mode."""
+    from core.resources import load_json_resource
+
+    modes = load_json_resource("presets", "inference.json")["modes"]
+    if mode not in modes:
+        raise ConfigError(f"Unknown inference mode '{mode}'.", f"Use one of: {', '.join(modes)}.")
+    return dict(modes[mode])
+
+
+def default_mode() -> str:
+    from core.resources import load_json_resource
+
+    return str(load_json_resource("presets", "inference.json").get("default", "fast"))
 
 
 def recommended_window(header: dict, window: int | None, step: int | None) -> tuple[int, int]:

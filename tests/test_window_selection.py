@@ -205,3 +205,50 @@ def test_a_mask_from_elsewhere_plugs_in():
                              region=MaskRegion(trachea[:-1])).predict(ct)
     with pytest.raises(ConfigError):
         Predictor.from_model(ContextNet(), NO_CROP, device="cpu", window=16, step=16, region="nowhere")
+
+
+def test_device_accumulation_with_a_region_matches_the_host_loop():
+    ct = IntensityVolume(_chest(), GEO, "chest")
+    kw = dict(device="cpu", window=16, step=16, gaussian=True, region=LungRegion(margin_mm=1.0))
+    host = Predictor.from_model(ContextNet(), Preprocessing(margin=2), device_accumulate=False, **kw).predict(ct)
+    dev = Predictor.from_model(ContextNet(), Preprocessing(margin=2), device_accumulate=True, **kw).predict(ct)
+    assert host.windows == dev.windows < host.windows_total
+    assert np.abs(host.probabilities.array.astype(int) - dev.probabilities.array.astype(int)).max() <= 1
+
+
+def test_coarse_region_runs_the_network_at_half_resolution_and_keeps_the_central_airways():
+    from core.inference import CoarseModelRegion
+
+    arr = _chest()
+    ct = IntensityVolume(arr, GEO, "chest")
+    net = ContextNet()
+    pred = Predictor.from_model(net, NO_CROP, device="cpu", window=16, step=16, region=CoarseModelRegion(margin_mm=0.0))
+    box = CropBox.full(arr.shape)
+    from core.preprocess import window_hu
+
+    request = RegionRequest(ct, box, window_hu(arr), NO_CROP, (16,) * 3, pred.runner)
+    region = pred.region(request)
+    # half resolution (20 x 32 x 32) in 16^3 windows without overlap: 2 x 2 x 2 coarse windows
+    assert net.windows == 8
+    assert region.shape == arr.shape
+    trachea = np.zeros(arr.shape, bool)
+    trachea[0:22, 28:34, 29:35] = True
+    assert region[trachea].all()
+
+
+def test_modes_fill_in_what_is_not_given():
+    from core.inference import mode_settings
+
+    fast, exact = mode_settings("fast"), mode_settings("exact")
+    assert exact["step_fraction"] == 0.5 and exact["region"] == "none" and not exact["gaussian"]
+    p = Predictor.from_model(ContextNet(), NO_CROP, device="cpu", window=16, mode="fast")
+    assert p.step == (int(16 * fast["step_fraction"]),) * 3 and p.gaussian == fast["gaussian"]
+    assert (p.region is not None) == (fast["region"] != "none")
+    e = Predictor.from_model(ContextNet(), NO_CROP, device="cpu", window=16, mode="exact")
+    assert e.step == (8, 8, 8) and not e.gaussian and e.region is None
+    # what is given wins over the mode
+    g = Predictor.from_model(ContextNet(), NO_CROP, device="cpu", window=16, step=12, gaussian=False,
+                             region="none", mode="fast")
+    assert g.step == (12, 12, 12) and not g.gaussian and g.region is None
+    with pytest.raises(ConfigError):
+        mode_settings("fastest")
