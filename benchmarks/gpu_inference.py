@@ -362,7 +362,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = ckpt_path or save_checkpoint(Path(tmp) / "random.pt", model,
                                                 {"preprocessing": Preprocessing().to_dict()})
-            cases = [(synthetic_chest(tuple(args.shape)), None)]
+            cases = []
             if args.phantom:
                 try:
                     from core.phantom import make_phantom
@@ -379,7 +379,8 @@ def main() -> int:
                 if hasattr(data, "files"):  # .npz: the array as "ct", its spacing (x, y, z) as "spacing"
                     spacing = tuple(float(v) for v in data["spacing"]) if "spacing" in data.files else spacing
                     data = data["ct"]
-                cases.append((IntensityVolume(np.asarray(data), Geometry(spacing=spacing), Path(args.ct_npy).stem), None))
+                cases.insert(0, (IntensityVolume(np.asarray(data), Geometry(spacing=spacing), Path(args.ct_npy).stem), None))
+            cases.append((synthetic_chest(tuple(args.shape)), None))
             for ct, label in cases:
                 run_case(args, ckpt, ct, device, trained, results, label)
                 if args.json:  # after every case: a run cut short still leaves its figures
