@@ -12,7 +12,9 @@ eager fp32 per round (median), agreement with eager fp32 on the same windows: Di
 median (half the voxels foreground: meaningful with random weights too) and the largest probability difference.
 
 Part ``case``: whole cases through core.inference.Predictor, configurations in the same run, the first being
-the exact paper procedure (eager fp32, step 64, plain mean, every window): windows run / grid, wall and CPU
+the baseline: the exact paper procedure (eager fp32, step 64, plain mean, every window), or, to bound the run on
+a loaded machine, the same grid in OpenVINO fp32 (``exact-ov``) with ``--eager-sample K`` timing eager fp32 on K
+of its windows (and its distance to the proxy there) to extrapolate the eager time: windows run / grid, wall and CPU
 seconds, peak resident memory (sampled), Dice, TD and BD (trained model only) of the mask against the
 exact one, time ratio. Cases: the real chest CT (141 x 512 x 512) and a 400 x 512 x 512 phantom
 (core.phantom). ``--baseline-sub Z Y X`` restricts the cases to a centred sub-volume of that size so the
@@ -296,6 +298,8 @@ def part_engines(args, model, key, cache, weights) -> None:
 CONFIGS = {
     # name: (label, predictor options)
     "exact": ("exact: eager fp32, step 64, mean, all windows (paper)", {"mode": "exact"}),
+    "exact-ov": ("exact grid in OpenVINO fp32: step 64, mean, all windows (baseline proxy, see --eager-sample)",
+                 {"mode": "exact", "backend": "openvino-fp32"}),
     "engine": ("openvino-bf16, step 64, mean, all windows", {"mode": "exact", "backend": "openvino-bf16"}),
     "lung64": ("openvino-bf16, lung region, step 64, mean",
                {"mode": "exact", "backend": "openvino-bf16", "region": "lung"}),
@@ -391,6 +395,8 @@ def part_case(args, ckpt: Path, trained: bool, cache: Path) -> None:
                 + (f", TD {row['td']:.1f} BD {row['bd']:.1f} vs exact" if "td" in row else "")
                 + (f"; vs phantom label TD {row['ref_td']:.1f} BD {row['ref_bd']:.1f} DSC {row['ref_dsc']:.1f}"
                    if "ref_td" in row else "") + f" (load {os.getloadavg()[0]:.1f})")
+        if args.eager_sample and rows:
+            eager_sample(args, ckpt, ct, rows, base, cache)
         if rows:
             log(f"\n| {ct.name}: configuration | windows | wall s | CPU s | wall ratio | CPU ratio | peak GB | Dice | "
                 + ("TD/BD vs exact |" if trained else "Dice@median |"))
@@ -408,6 +414,45 @@ def part_case(args, ckpt: Path, trained: bool, cache: Path) -> None:
             log(f"  fast (default) on the whole {full.shape}: {pred.windows}/{pred.windows_total} windows, "
                 f"{pred.backend}, {c.wall:.1f} s wall ({', '.join(f'{k} {v:.1f}' for k, v in t.items())}), "
                 f"{c.cpu:.1f} s CPU, peak +{m.gb:.2f} GB (goal < 60 s; load {os.getloadavg()[0]:.1f})")
+
+
+def eager_sample(args, ckpt: Path, ct, rows: list, base, cache: Path) -> None:
+    """Eager fp32 PyTorch (the paper's engine) on ``--eager-sample`` windows of the exact grid: its seconds per
+    window, the whole-grid time that gives, and how far the first configuration's probabilities (the
+    baseline of the table) are from eager's on those windows."""
+    from core.inference import Predictor, prepare, window_slices
+    from core.inference_backends import TorchBackend
+
+    predictor = Predictor(ckpt, device="cpu", window=128, threads=args.threads, say=lambda m: None, mode="exact",
+                          backend="torch")
+    other = Predictor(ckpt, device="cpu", window=128, threads=args.threads, cache=cache, say=lambda m: None,
+                      **CONFIGS[rows[0]["name"]][1])
+    arr, box = prepare(ct, predictor.preprocessing)
+    padded = tuple(max(s, 128) for s, w in zip(arr.shape, (128,) * 3))
+    arr = np.pad(arr, [(0, p - s) for p, s in zip(padded, arr.shape)])
+    grid = window_slices(padded, (128,) * 3, predictor.step)
+    pick = [grid[i] for i in np.linspace(0, len(grid) - 1, args.eager_sample).round().astype(int)]
+    wall = cpu = 0.0
+    dp = 0.0
+    agree = []
+    for sl in pick:
+        x = np.ascontiguousarray(arr[sl])[None, None]
+        with Clock() as c:
+            p_eager = predictor.runner(x)
+        wall += c.wall
+        cpu += c.cpu
+        p_other = other.runner(x)
+        dp = max(dp, float(np.abs(p_eager - p_other).max()))
+        agree.append(dice(p_eager > 0.5, p_other > 0.5))
+    n = len(pick)
+    log(f"  eager fp32 PyTorch (the paper's engine) on {n} of the {len(grid)} exact windows: {wall / n:.1f} s wall, "
+        f"{cpu / n:.1f} s CPU per window -> whole exact grid {wall / n * len(grid):.0f} s wall, {cpu / n * len(grid):.0f} s "
+        f"CPU (estimated); vs '{rows[0]['name']}' on those windows: max |dp| {dp:.5f}, Dice@0.5 {min(agree):.5f}")
+    est_wall, est_cpu = wall / n * len(grid), cpu / n * len(grid)
+    for r in rows:
+        r["ratio_eager_wall"] = est_wall / r["wall"]
+        r["ratio_eager_cpu"] = est_cpu / max(r["cpu"], 1e-9)
+        log(f"    {r['name']}: x{r['ratio_eager_wall']:.1f} wall, x{r['ratio_eager_cpu']:.1f} CPU vs eager fp32 exact (estimated)")
 
 
 def _tiny(ct):
@@ -430,6 +475,8 @@ def main() -> int:
     ap.add_argument("--phantom-shape", type=int, nargs=3, default=(400, 512, 512))
     ap.add_argument("--baseline-sub", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"))
     ap.add_argument("--fast-full", action="store_true", help="also the fast configuration on the whole case")
+    ap.add_argument("--eager-sample", type=int, default=0, metavar="K",
+                    help="time eager fp32 on K windows of the exact grid and extrapolate (when the baseline is a proxy)")
     ap.add_argument("--cache", default=None, help="exported models (default: a temporary folder)")
     args = ap.parse_args()
 
