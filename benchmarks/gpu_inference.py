@@ -26,7 +26,19 @@ are, not how well airways are found, and the script says so). ``--width 0.25 --m
 resources/models/demo_wingsnet.pt`` runs the demo model.
 
 Goal: a whole chest CT in under 5 s on one current data-centre GPU.
-Without a CUDA GPU it prints why and exits with status 2.
+Without a CUDA GPU it prints why and exits with status 2 (``--device cpu`` runs it as a smoke test of the
+script only, e.g. ``--device cpu --model resources/models/demo_wingsnet.pt --no-windows --window 32
+--shape 48 96 96``).
+
+The whole run for issue 17 (about 5-8 minutes on an H200; the real CT as .npz made on a machine with
+../shared/data, since SimpleITK may be missing on the GPU machine):
+    python -c "from core.io import read_ct; import numpy as np; ct = read_ct('../shared/data/chest_ct_dicom'); \
+        np.savez_compressed('chest_ct.npz', ct=ct.array, spacing=np.array(ct.geometry.spacing))"
+    python benchmarks/gpu_inference.py --selection --phantom --ct-npy chest_ct.npz \
+        --model /work/gpu_out/wingsnet_full.pt --repeats 5 --case-repeats 1 --save-masks out --json out/gpu.json
+and TD/BD of each configuration against the exact one (and the phantom's label) from the saved masks, on any
+machine with core.metrics (no GPU needed): python benchmarks/gpu_inference.py --metrics-from out/masks_*.npz
+Not yet measured: the issue-17 session was lent no GPU.
 """
 
 from __future__ import annotations
@@ -284,6 +296,35 @@ def run_case(args, ckpt: Path, ct, device: str, trained: bool, results: dict, la
                 f"{r['ratio']:.2f}x | {r['dice']:.4f} | {r['max_dp']:.3f} |")
 
 
+def metrics_from(paths: list[str]) -> int:
+    """TD/BD/DSC of each saved configuration's mask against the exact one (m0) and the phantom label."""
+    ensure_cc3d()
+    from core.metrics import evaluate
+
+    for path in paths:
+        d = np.load(path)
+        shape = tuple(int(v) for v in d["shape"])
+        spacing_zyx = tuple(reversed([float(v) for v in d["spacing"]]))
+        n = int(np.prod(shape))
+
+        def unpack(key: str) -> np.ndarray:
+            return np.unpackbits(d[key])[:n].reshape(shape).astype(bool)
+
+        masks = [unpack(f"m{i}") for i in range(len(d["configs"]))]
+        label = unpack("label") if "label" in d.files else None
+        log(f"\n{path}: {shape}\n| configuration | voxels | TD / BD / DSC vs exact | TD / BD / DSC vs label |\n|---|---|---|---|")
+        for i, (name, m) in enumerate(zip(d["configs"], masks)):
+            vs_exact = vs_label = "-"
+            if i:
+                e = evaluate(m, masks[0], spacing_zyx).summary()
+                vs_exact = f"{e['td']:.2f} / {e['bd']:.2f} / {e['dsc']:.2f}"
+            if label is not None:
+                e = evaluate(m, label, spacing_zyx).summary()
+                vs_label = f"{e['td']:.2f} / {e['bd']:.2f} / {e['dsc']:.2f}"
+            log(f"| {name} | {int(m.sum())} | {vs_exact} | {vs_label} |")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
@@ -306,7 +347,11 @@ def main() -> int:
                     help="save each case's masks (bit-packed .npz) to compute TD/BD elsewhere")
     ap.add_argument("--window", type=int, default=128, help="window side for part 2 (steps scale with it)")
     ap.add_argument("--json", default=None, help="write all figures here")
+    ap.add_argument("--metrics-from", nargs="+", default=None, metavar="NPZ",
+                    help="no GPU needed: TD/BD from masks saved by --save-masks, then exit")
     args = ap.parse_args()
+    if args.metrics_from:
+        return metrics_from(args.metrics_from)
 
     import torch
 
