@@ -389,6 +389,11 @@ def part_case(args, ckpt: Path, trained: bool, cache: Path) -> None:
                 except Exception as exc:  # noqa: BLE001
                     row["ref_error"] = f"{type(exc).__name__}: {exc}"
             rows.append(row)
+            from core.inference import window_slices
+
+            exact_grid = len(window_slices(tuple(max(s, 128) for s in pred.crop.shape), (128,) * 3, (64,) * 3))
+            log(f"  {label_text}: crop {pred.crop.shape} (exact grid: {exact_grid} windows), "
+                f"timings {', '.join(f'{k} {v:.1f}' for k, v in pred.timings.items())} s")
             log(f"  {label_text}: {pred.windows}/{pred.windows_total} windows, {pred.backend}, {c.wall:.1f} s wall, "
                 f"{c.cpu:.1f} s CPU (x{row['ratio_wall']:.2f} wall, x{row['ratio_cpu']:.2f} CPU vs exact), "
                 f"peak +{m.gb:.2f} GB, Dice {row['dice']:.4f}, Dice@median {row['dmed']:.4f}, max|dp| {row['dp']:.3f}"
