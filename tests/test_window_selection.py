@@ -252,3 +252,34 @@ def test_modes_fill_in_what_is_not_given():
     assert g.step == (12, 12, 12) and not g.gaussian and g.region is None
     with pytest.raises(ConfigError):
         mode_settings("fastest")
+
+
+def _old_sliding_window(array, run, win, stp, gaussian):
+    """The sliding window as it was before window selection (main at a98167a), as a reference."""
+    shape = array.shape
+    padded_shape = tuple(max(s, w) for s, w in zip(shape, win))
+    if padded_shape != shape:
+        array = np.pad(array, [(0, p - s) for p, s in zip(padded_shape, shape)], mode="constant", constant_values=0.0)
+    array = np.asarray(array, dtype=np.float32)
+    weights_1d = [gaussian_1d(w) if gaussian else np.ones(w, np.float32) for w in win]
+    weight_3d = (weights_1d[0][:, None, None] * weights_1d[1][None, :, None] * weights_1d[2][None, None, :]) if gaussian else None
+    acc = np.zeros(padded_shape, np.float32)
+    batch = np.empty((1, 1, *win), np.float32)
+    for sl in window_slices(padded_shape, win, stp):
+        batch[0, 0] = array[sl]
+        probs = run(batch)
+        acc[sl] += probs[0, 0] if weight_3d is None else probs[0, 0] * weight_3d
+    norm = [axis_normaliser(s, w, st, wt) for s, w, st, wt in zip(padded_shape, win, stp, weights_1d)]
+    for z in range(padded_shape[0]):
+        acc[z] /= norm[0][z] * np.outer(norm[1], norm[2])
+    return acc[: shape[0], : shape[1], : shape[2]]
+
+
+@pytest.mark.parametrize("gaussian", [False, True])
+def test_selection_disabled_is_bit_for_bit_the_path_before_selection(gaussian):
+    rng = np.random.default_rng(4)
+    arr = rng.uniform(0, 255, (21, 40, 33)).astype(np.float32)
+    old = _old_sliding_window(arr, _run(ContextNet()), (16, 16, 16), (8, 12, 8), gaussian)
+    for windows in (None, window_slices((21, 40, 33), (16,) * 3, (8, 12, 8))):
+        new = sliding_window(arr, _run(ContextNet()), 16, (8, 12, 8), gaussian=gaussian, windows=windows)
+        assert np.array_equal(old, new)
