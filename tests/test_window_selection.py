@@ -283,3 +283,33 @@ def test_selection_disabled_is_bit_for_bit_the_path_before_selection(gaussian):
     for windows in (None, window_slices((21, 40, 33), (16,) * 3, (8, 12, 8))):
         new = sliding_window(arr, _run(ContextNet()), 16, (8, 12, 8), gaussian=gaussian, windows=windows)
         assert np.array_equal(old, new)
+
+
+def test_segment_command_fast_by_default_and_exact_on_request(tmp_path, capsys, monkeypatch):
+    import json
+
+    from core.cli import main
+    from core.io import write_volume
+    from core.models.checkpoint import save_checkpoint
+    from core.models.registry import build_model
+
+    monkeypatch.setenv("AIRWAY_CACHE_DIR", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "tiny.pt", build_model("wingsnet", width=0.25),
+                           {"preprocessing": NO_CROP.to_dict()})
+    arr = _chest((32, 64, 112))
+    arr[:, :, 60:] = 40  # no air on the right: the fast mode skips windows there
+    arr[:, :, -3:] = -1024
+    ct_path = tmp_path / "chest.nii.gz"
+    write_volume(IntensityVolume(arr, GEO, "chest"), ct_path)
+    results = {}
+    for flag in ([], ["--exact"]):
+        out = tmp_path / f"m{len(flag)}.nii.gz"
+        rc = main(["segment", "--model", str(ckpt), "--input", str(ct_path), "--output", str(out), "--device", "cpu",
+                   "--backend", "torch", "--window", "16", "--json", "--quiet", *flag])
+        assert rc == 0 and out.exists()
+        results[bool(flag)] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    exact, fast = results[True], results[False]
+    # exact: step 8 (half the window), every window; fast: step 16 and only windows touching air inside the body
+    assert exact["windows"] == exact["windows_total"] == 3 * 7 * 13
+    assert fast["windows_total"] == 2 * 4 * 7 and fast["windows"] < fast["windows_total"]
