@@ -24,6 +24,26 @@ Weights: /work/gpu_out/wingsnet_full.pt when present (or ``--model``), else rand
 weights TD/BD are meaningless and are not printed; Dice of the thresholded output and the median-threshold
 Dice are, and the script says so.
 
+Recorded 2026-11-29 (Intel Xeon with AMX/AVX512-BF16, 2 cores shared with other engineers, load average
+14-20 during the runs, so wall seconds are 3-5x an idle machine's; CPU seconds are the steadier figure),
+trained full-size WingsNet /work/gpu_out/wingsnet_full.pt (trained on phantoms; TD 97.9 / BD 95.2 on its
+phantom validation), 2 threads:
+
+engines (1 real-CT + 1 phantom 128^3 window, one round; Dice: worst window vs eager fp32):
+| engine | s / window wall | CPU s / window | CPU ratio vs eager | Dice @0.5 | Dice @median | max abs dp |
+|---|---|---|---|---|---|---|
+| torch eager fp32 (paper) | 70.3 | 20.25 | 1.00x | 1.0000 | 1.0000 | 0 |
+| torch channels-last fp32 | 75.6 | 20.69 | 0.98x | 1.0000 | 1.0000 | 0.000 |
+| torch channels-last bf16 autocast | 56.5 | 13.45 | 1.51x | 0.9988 | 0.9936 | 0.084 |
+| openvino-fp32 | 31.0 | 6.83 | 2.97x | 0.9997 | 0.9992 | 0.018 |
+| openvino-bf16 | 13.6 | 2.95 | 6.86x | 0.9988 | 0.9981 | 0.068 |
+| onnxruntime fp32 | 67.4 | 15.76 | 1.29x | 0.9998 | 0.9947 | 0.006 |
+| onnxruntime int8 (QDQ, static) | 39.7 | 8.65 | 2.34x | 0.9841 | 0.0294 | 0.900 |
+int8: all 18 InstanceNormalization nodes are fed by DequantizeLinear, i.e. the convolution outputs are
+quantised to 8 bits with one static range before InstanceNorm rescales them per window: the normalised
+activations lose their low bits and the output is wrong (median-threshold Dice 0.03). Rejected; OpenVINO
+bf16 is both faster and within Dice 0.998 of fp32. ORT int8 calibration: 12 windows of 64^3 (real CT and phantom).
+
 Usage: nice -n 10 .venv/bin/python benchmarks/bench_full_size.py [engines] [case] [--rounds 2] [--threads 2]
        [--engines torch,torch-cl,torch-bf16-cl,openvino-fp32,openvino-bf16,onnxruntime,onnxruntime-int8]
        [--cases real,phantom] [--configs exact,engine,lung64,lung96g,fast] [--baseline-sub 141 256 256]
