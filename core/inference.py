@@ -180,6 +180,29 @@ class BatchRunner:
 
 # -- the sliding-window loop -----------------------------------------------------
 
+def _window_weights(win: tuple[int, int, int], gaussian: bool) -> tuple[list[np.ndarray], np.ndarray | None]:
+    weights_1d = [gaussian_1d(w) if gaussian else np.ones(w, np.float32) for w in win]
+    weight_3d = (weights_1d[0][:, None, None] * weights_1d[1][None, :, None] * weights_1d[2][None, None, :]) if gaussian else None
+    return weights_1d, weight_3d
+
+
+def _window_key(sl: tuple[slice, slice, slice]) -> tuple[int, ...]:
+    return tuple(v for s in sl for v in (s.start, s.stop))  # slices are not hashable before Python 3.12
+
+
+def _check_windows(windows: Sequence[tuple[slice, slice, slice]] | None, grid: list) -> list | None:
+    """``windows`` as a list when it is a strict subset of ``grid`` (None: the whole grid)."""
+    if windows is None:
+        return None
+    chosen = list(windows)
+    if len(chosen) == len(grid):
+        return None  # every window: the separable normaliser, identical to the unselected path
+    known = {_window_key(sl) for sl in grid}
+    if any(_window_key(sl) not in known for sl in chosen):
+        raise ConfigError("Selected windows must come from the sliding-window grid of this volume.")
+    return chosen
+
+
 def sliding_window(
     array: np.ndarray,
     run: Callable[[np.ndarray], np.ndarray],
@@ -190,12 +213,16 @@ def sliding_window(
     pad_value: float = 0.0,
     progress: Progress | None = None,
     cancel: CancelToken | None = None,
+    windows: Sequence[tuple[slice, slice, slice]] | None = None,
 ) -> np.ndarray:
     """Probabilities (float32, shape of ``array``) averaged over a grid of windows.
 
     ``run`` maps ``(N, 1, *window)`` float32 to probabilities of the same shape.
     ``cancel`` is checked before every batch, so with ``batch_size=1`` a
     cancellation takes effect within one window.
+    ``windows``: run only these windows of the grid (:func:`select_windows`);
+    voxels no chosen window covers get probability 0. None (or the whole grid)
+    is the plain sliding window, bit for bit.
     """
     if array.ndim != 3:
         raise InputError(f"Expected a 3D array, got shape {array.shape}.")
@@ -211,11 +238,14 @@ def sliding_window(
         array = np.pad(array, pad, mode="constant", constant_values=pad_value)
     array = np.asarray(array, dtype=np.float32)
 
-    weights_1d = [gaussian_1d(w) if gaussian else np.ones(w, np.float32) for w in win]
-    weight_3d = (weights_1d[0][:, None, None] * weights_1d[1][None, :, None] * weights_1d[2][None, None, :]) if gaussian else None
-    slices = window_slices(padded_shape, win, stp)
+    weights_1d, weight_3d = _window_weights(win, gaussian)
+    grid = window_slices(padded_shape, win, stp)
+    subset = _check_windows(windows, grid)
+    slices = grid if subset is None else subset
     total = len(slices)
     acc = np.zeros(padded_shape, np.float32)
+    # a subset breaks the grid's separable normaliser: sum the weights per voxel instead
+    wsum = None if subset is None else np.zeros(padded_shape, np.float32)
     batch = np.empty((max(1, batch_size), 1, *win), np.float32)
     t0 = time.perf_counter()
     done = 0
@@ -231,10 +261,17 @@ def sliding_window(
                 acc[sl] += probs[k, 0]
             else:
                 acc[sl] += probs[k, 0] * weight_3d
+            if wsum is not None:
+                wsum[sl] += 1.0 if weight_3d is None else weight_3d
         done += len(chunk)
         if progress is not None:
             elapsed = time.perf_counter() - t0
             progress(done, total, elapsed / done * (total - done))
+    if wsum is not None:
+        for z in range(padded_shape[0]):
+            covered = wsum[z] > 0
+            acc[z][covered] /= wsum[z][covered]
+        return acc[: shape[0], : shape[1], : shape[2]]
     norm = [axis_normaliser(s, w, st, wt) for s, w, st, wt in zip(padded_shape, win, stp, weights_1d)]
     # in place, one z-slab at a time, so no second volume-sized temporary exists
     for z in range(padded_shape[0]):
@@ -252,11 +289,12 @@ def sliding_window_tensor(
     pad_value: float = 0.0,
     progress: Progress | None = None,
     cancel: CancelToken | None = None,
+    windows: Sequence[tuple[slice, slice, slice]] | None = None,
 ) -> Any:
     """:func:`sliding_window` with the volume and accumulator as torch tensors on the model's device.
 
     For a GPU when the crop fits in its memory: windows never cross PCIe, only
-    the final probabilities do. Same grid, weights and normalisation as the host version.
+    the final probabilities do. Same grid, weights, window selection and normalisation as the host version.
     """
     import torch
 
@@ -276,11 +314,15 @@ def sliding_window_tensor(
             pad += [0, p - s]
         x = torch.nn.functional.pad(x, pad, mode="constant", value=pad_value)
     dev = x.device
-    weights_1d = [torch.from_numpy(gaussian_1d(w) if gaussian else np.ones(w, np.float32)).to(dev) for w in win]
-    weight_3d = (weights_1d[0][:, None, None] * weights_1d[1][None, :, None] * weights_1d[2][None, None, :]) if gaussian else None
-    slices = window_slices(padded_shape, win, stp)
+    w1d, w3d = _window_weights(win, gaussian)
+    weights_1d = [torch.from_numpy(w).to(dev) for w in w1d]
+    weight_3d = None if w3d is None else torch.from_numpy(w3d).to(dev)
+    grid = window_slices(padded_shape, win, stp)
+    subset = _check_windows(windows, grid)
+    slices = grid if subset is None else subset
     total = len(slices)
     acc = torch.zeros(padded_shape, dtype=torch.float32, device=dev)
+    wsum = None if subset is None else torch.zeros(padded_shape, dtype=torch.float32, device=dev)
     t0 = time.perf_counter()
     done = 0
     bs = max(1, batch_size)
@@ -292,16 +334,167 @@ def sliding_window_tensor(
         probs = run(batch)
         for k, sl in enumerate(chunk):
             acc[sl] += probs[k, 0] if weight_3d is None else probs[k, 0] * weight_3d
+            if wsum is not None:
+                wsum[sl] += 1.0 if weight_3d is None else weight_3d
         done += len(chunk)
         if progress is not None:
             elapsed = time.perf_counter() - t0
             progress(done, total, elapsed / done * (total - done))
+    if wsum is not None:
+        acc /= wsum.clamp_(min=1e-12)  # uncovered voxels: 0 / tiny = 0
+        return acc[: shape[0], : shape[1], : shape[2]]
     norm = [torch.from_numpy(axis_normaliser(s, w, st, wt.cpu().numpy())).to(dev)
             for s, w, st, wt in zip(padded_shape, win, stp, weights_1d)]
     # two in-place divisions by small broadcasts: no volume-sized temporary on the device
     acc /= (norm[0][:, None] * norm[1][None, :])[:, :, None]
     acc /= norm[2][None, None, :]
     return acc[: shape[0], : shape[1], : shape[2]]
+
+
+# -- airway-guided window selection ----------------------------------------------
+
+@dataclass(frozen=True)
+class RegionRequest:
+    """What a region provider may look at to say where airway can be.
+
+    ``ct`` is the whole CT, ``box`` the crop the windows cover, ``array`` the
+    network input on that crop (windowed and scaled), ``run`` the predictor's
+    batch runner (for providers that run the network, e.g. at a lower
+    resolution), ``window`` the window size.
+    """
+
+    ct: IntensityVolume
+    box: CropBox
+    array: np.ndarray
+    preprocessing: Preprocessing
+    window: tuple[int, int, int]
+    run: Callable[[np.ndarray], np.ndarray] | None = None
+
+
+#: Anything that maps a :class:`RegionRequest` to a bool mask on the crop (``box.shape``) or on the whole
+#: CT (``ct.shape``), True where airway can be. Windows that touch no True voxel are not run. Another
+#: engine's mask (a trachea detector, region growing) plugs in through :class:`MaskRegion`.
+RegionProvider = Callable[[RegionRequest], np.ndarray]
+
+
+def _margin_voxels(margin_mm: float, spacing_zyx: Sequence[float], stride: Sequence[int]) -> tuple[int, int, int]:
+    return tuple(int(math.ceil(margin_mm / (sp * st))) for sp, st in zip(spacing_zyx, stride))  # type: ignore[return-value]
+
+
+def _dilate(mask: np.ndarray, radius: Sequence[int]) -> np.ndarray:
+    """Grow ``mask`` by a box of ``radius`` voxels per axis (separable maximum filter; a box over-covers
+    a ball, which only ever adds windows)."""
+    if not any(radius) or not mask.any():
+        return mask
+    from scipy import ndimage
+
+    return ndimage.maximum_filter(mask, size=tuple(2 * r + 1 for r in radius))
+
+
+def _upsample_to(coarse: np.ndarray, stride: Sequence[int], box: CropBox) -> np.ndarray:
+    """A mask computed on ``ct[::sz, ::sy, ::sx]`` brought to the crop's full-resolution grid (each
+    coarse voxel stands for the ``stride`` block it starts)."""
+    lo = [b // s for b, s in zip(box.start, stride)]
+    hi = [-(-e // s) for e, s in zip(box.stop, stride)]
+    part = coarse[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    for axis, s in enumerate(stride):
+        if s > 1:
+            part = np.repeat(part, s, axis=axis)
+    offset = [b - l * s for b, l, s in zip(box.start, lo, stride)]
+    shape = box.shape
+    return np.ascontiguousarray(part[offset[0]:offset[0] + shape[0], offset[1]:offset[1] + shape[1],
+                                     offset[2]:offset[2] + shape[2]])
+
+
+@dataclass(frozen=True)
+class LungRegion:
+    """Lungs and central airways (:func:`core.preprocess.lung_mask`: the air inside the body, trachea
+    included), from a subsampled CT, grown by ``margin_mm``. Training-free; ~0.2 s on a 512^2 x 400 CT."""
+
+    margin_mm: float = 10.0
+    stride: tuple[int, int, int] = (2, 4, 4)
+    name: str = "lung"
+
+    def __call__(self, request: RegionRequest) -> np.ndarray:
+        ct = request.ct
+        st = tuple(max(1, min(s, n // 32 or 1)) for s, n in zip(self.stride, ct.shape))
+        coarse = lung_mask(ct.array[::st[0], ::st[1], ::st[2]], request.preprocessing.lung_threshold)
+        if not coarse.any():
+            return np.ones(request.box.shape, bool)  # nothing found: do not guess, run every window
+        spacing_zyx = tuple(reversed(ct.geometry.spacing))
+        coarse = _dilate(coarse, _margin_voxels(self.margin_mm, spacing_zyx, st))
+        return _upsample_to(coarse, st, request.box)
+
+
+@dataclass(frozen=True)
+class CoarseModelRegion:
+    """The same network at 1/``factor`` resolution (windows without overlap), its probabilities above
+    ``threshold``, grown by ``margin_mm``, joined with the trachea-and-lung air so the central airways are
+    never lost. Costs about (crop / (factor * window))^3 windows."""
+
+    factor: int = 2
+    threshold: float = 0.1
+    margin_mm: float = 10.0
+    name: str = "coarse"
+
+    def __call__(self, request: RegionRequest) -> np.ndarray:
+        from scipy import ndimage
+
+        if request.run is None:
+            raise ConfigError("The coarse region needs the network; none was given.")
+        small = ndimage.zoom(request.array, 1.0 / self.factor, order=1)
+        prob = sliding_window(small, request.run, request.window, request.window, 1, False, 0.0)
+        coarse = prob > self.threshold
+        spacing_zyx = tuple(reversed(request.ct.geometry.spacing))
+        coarse = _dilate(coarse, _margin_voxels(self.margin_mm, spacing_zyx, (self.factor,) * 3))
+        full = _upsample_to(coarse, (self.factor,) * 3, CropBox((0, 0, 0), request.box.shape, request.box.shape))
+        return full | LungRegion(margin_mm=0.0)(request)
+
+
+@dataclass(frozen=True)
+class MaskRegion:
+    """A mask from elsewhere (e.g. a trachea detector and region growing) on the whole CT's grid, grown
+    by ``margin_mm``."""
+
+    mask: np.ndarray
+    margin_mm: float = 10.0
+    name: str = "mask"
+
+    def __call__(self, request: RegionRequest) -> np.ndarray:
+        if tuple(self.mask.shape) != tuple(request.ct.shape):
+            raise InputError(f"The region mask has shape {self.mask.shape}, the CT {request.ct.shape}.",
+                             "Give a mask on the CT's own grid.")
+        spacing_zyx = tuple(reversed(request.ct.geometry.spacing))
+        grown = _dilate(np.asarray(self.mask, bool), _margin_voxels(self.margin_mm, spacing_zyx, (1, 1, 1)))
+        return request.box.crop(grown)
+
+
+#: Built-in providers by name (``--region``); "none" runs every window (the paper).
+REGIONS: dict[str, Callable[[], RegionProvider | None]] = {
+    "none": lambda: None,
+    "lung": LungRegion,
+    "coarse": CoarseModelRegion,
+}
+
+
+def region_provider(region: str | RegionProvider | None) -> RegionProvider | None:
+    if region is None or callable(region):
+        return region  # type: ignore[return-value]
+    if region not in REGIONS:
+        raise ConfigError(f"Unknown window region '{region}'.", f"Use one of: {', '.join(REGIONS)}.")
+    return REGIONS[region]()
+
+
+def select_windows(region: np.ndarray, window: int | Sequence[int], step: int | Sequence[int]
+                   ) -> tuple[list[tuple[slice, slice, slice]], list[tuple[slice, slice, slice]]]:
+    """``(grid, chosen)``: every window of the grid over ``region``'s shape (padded up to a window), and
+    those that touch a True voxel of ``region`` (none for an empty region: the output is then all 0)."""
+    win = _triple(window, "window")
+    stp = _triple(step, "step")
+    padded = tuple(max(s, w) for s, w in zip(region.shape, win))
+    grid = window_slices(padded, win, stp)
+    chosen = [sl for sl in grid if region[sl].any()]  # slices past the end are clipped by numpy
+    return grid, chosen
 
 
 def _triple(value: int | Sequence[int], what: str) -> tuple[int, int, int]:
@@ -415,8 +608,11 @@ class Prediction:
     windows: int
     seconds: float
     messages: list[str] = field(default_factory=list)
-    #: seconds spent in "prepare" (window, lung crop), "windows" (the network) and "postprocess"
+    #: seconds spent in "prepare" (window, lung crop), "region" (window selection), "windows" (the network)
+    #: and "postprocess"
     timings: dict[str, float] = field(default_factory=dict)
+    #: windows of the whole grid; ``windows`` of them were run (fewer with a region, see :func:`select_windows`)
+    windows_total: int = 0
 
 
 def resolve_device(device: str) -> str:
@@ -444,16 +640,23 @@ def resolve_device(device: str) -> str:
     raise ConfigError(f"Unknown device '{device}'.", "Use auto, cpu, cuda or cuda:N.")
 
 
-def default_batch_size(device: str, window: tuple[int, int, int]) -> int:
-    """1 on the CPU (batching brings nothing there); on a GPU, as many windows as about half the free memory holds."""
+#: GPU memory per 128^3 window of the full-size WingsNet (activations and side outputs), inference mode;
+#: benchmarks/gpu_inference.py prints the measured peaks per batch size
+GPU_BYTES_PER_WINDOW = {"autocast": 2.5e9, "fp32": 5.0e9}
+#: more windows per pass bring nothing once a window fills the GPU (measured: see benchmarks/gpu_inference.py)
+MAX_GPU_BATCH = 8
+
+
+def default_batch_size(device: str, window: tuple[int, int, int], autocast: bool = True) -> int:
+    """1 on the CPU (batching brings nothing there); on a GPU, as many windows as about half the free memory
+    holds, at most :data:`MAX_GPU_BATCH`."""
     if device == "cpu":
         return 1
     import torch
 
     free, _ = torch.cuda.mem_get_info(torch.device(device))
-    # about 2.5 GB per 128^3 window under autocast (activations of WingsNet plus the side outputs)
-    per_window = 2.5e9 * np.prod(window) / 128 ** 3
-    return int(max(1, min(8, (free * 0.5) // per_window)))
+    per_window = GPU_BYTES_PER_WINDOW["autocast" if autocast else "fp32"] * np.prod(window) / 128 ** 3
+    return int(max(1, min(MAX_GPU_BATCH, (free * 0.5) // per_window)))
 
 
 def _load_checkpoint(checkpoint: Any) -> tuple[Any, dict, str]:
@@ -499,37 +702,56 @@ class Predictor:
         threads: CPU threads for torch / OpenVINO / ONNX Runtime (default: theirs).
         channels_last: channels-last 3D memory format for the PyTorch backend.
         device_accumulate: keep the crop and accumulator on the GPU (default: when they fit).
+        spacing: target voxel spacing, see :func:`recommended_spacing`.
+        autocast: PyTorch on CUDA only: None/True = bf16 (else fp16) autocast, False = fp32 without TF32.
+        mode: "fast" or "exact" (:func:`mode_settings`): supplies step, weighting, region, CPU backend order and
+            GPU precision wherever those are not given; None: the arguments alone (the paper's defaults).
+        region: airway-guided window selection: None / "none" runs every window (the paper); "lung"
+            (:class:`LungRegion`), "coarse" (:class:`CoarseModelRegion`) or any :data:`RegionProvider`
+            runs only the windows that touch the region.
 
     ``fast_crop`` (attribute, default True): lung crop from a subsampled plane, see :func:`fast_crop_box`.
     """
 
     def __init__(self, checkpoint: Any, device: str = "auto", window: int | None = None, step: int | None = None,
-                 batch_size: int | None = None, gaussian: bool = False, backend: str = "auto",
+                 batch_size: int | None = None, gaussian: bool | None = None, backend: str = "auto",
                  postprocess: PostProcessing | None = None, say: Say | None = None,
                  cache: Path | None = None, threads: int | None = None, channels_last: bool = False,
-                 device_accumulate: bool | None = None, spacing: Any = None):
+                 device_accumulate: bool | None = None, spacing: Any = None,
+                 region: str | RegionProvider | None = None, autocast: bool | None = None,
+                 mode: str | None = None):
         model, header, key = _load_checkpoint(checkpoint)
         prep = Preprocessing.from_dict(header.get("preprocessing"))
+        if mode is not None:
+            fraction = mode_settings(mode)["step_fraction"]
+            if step is None and fraction != 0.5:  # 0.5: the checkpoint's own step, as without a mode
+                window = recommended_window(header, window, None)[0]
+                step = max(1, int(round(window * fraction)))
         window, step = recommended_window(header, window, step)
         self._setup(model, prep, key, device, window, step, batch_size, gaussian, backend,
-                    postprocess, say, cache, threads, channels_last)
+                    postprocess, say, cache, threads, channels_last, autocast, mode, region)
         self.header = header
         self.device_accumulate = device_accumulate
         self.spacing = recommended_spacing(header, spacing)
 
     @classmethod
     def from_model(cls, model: Any, preprocessing: Preprocessing, device: str = "auto", window: int = 128,
-                   step: int = 64, batch_size: int | None = None, gaussian: bool = False, backend: str = "torch",
+                   step: int | None = None, batch_size: int | None = None, gaussian: bool | None = None,
+                   backend: str = "torch",
                    postprocess: PostProcessing | None = None, say: Say | None = None,
                    cache: Path | None = None, threads: int | None = None, channels_last: bool = False,
-                   device_accumulate: bool | None = None) -> "Predictor":
+                   device_accumulate: bool | None = None,
+                   region: str | RegionProvider | None = None, autocast: bool | None = None,
+                   mode: str | None = None) -> "Predictor":
         """A predictor over a live module (training validation); the module is moved to ``device``."""
         from core.inference_backends import state_hash
 
         self = cls.__new__(cls)
         key = state_hash(model)
-        self._setup(model, preprocessing, key, device, window, step, batch_size, gaussian, backend,
-                    postprocess, say, cache, threads, channels_last)
+        if mode is not None and step is None:
+            step = max(1, int(round(int(window) * mode_settings(mode)["step_fraction"])))
+        self._setup(model, preprocessing, key, device, window, step if step is not None else 64, batch_size,
+                    gaussian, backend, postprocess, say, cache, threads, channels_last, autocast, mode, region)
         self.header = {}
         self.device_accumulate = device_accumulate
         self.spacing = None
@@ -537,8 +759,22 @@ class Predictor:
 
     def _setup(self, model: Any, prep: Preprocessing, key: str, device: str, window: int, step: int,
                batch_size: int | None, gaussian: bool, backend: str, postprocess: PostProcessing | None,
-               say: Say | None, cache: Path | None, threads: int | None, channels_last: bool) -> None:
+               say: Say | None, cache: Path | None, threads: int | None, channels_last: bool,
+               autocast: bool | None = None, mode: str | None = None,
+               region: str | RegionProvider | None = None) -> None:
         from core.inference_backends import BackendRequest, make_backend, resolve_backend_name
+
+        settings = mode_settings(mode) if mode is not None else {}
+        #: the mode asked for (None: plain arguments, the paper's defaults)
+        self.mode = mode
+        if gaussian is None:
+            gaussian = bool(settings.get("gaussian", False))
+        if region is None and settings.get("region") not in (None, "none"):
+            region = settings["region"]
+        if autocast is None and "gpu_autocast" in settings:
+            autocast = bool(settings["gpu_autocast"])
+        self.region = region_provider(region)
+        order = settings.get("cpu_backends")
 
         self.messages: list[str] = []
         outer = say or _quiet
@@ -567,11 +803,12 @@ class Predictor:
             import torch
 
             torch.set_num_threads(int(threads))  # asked for explicitly; OpenVINO/ONNX Runtime get it too
-        name = resolve_backend_name(backend, "cpu" if self.device == "cpu" else self.device, record)
-        request = BackendRequest(name, self.device, self.window, key, cache, threads, channels_last)
+        name = resolve_backend_name(backend, "cpu" if self.device == "cpu" else self.device, record, order)
+        request = BackendRequest(name, self.device, self.window, key, cache, threads, channels_last, autocast)
         self.model = model.eval()
         engine = make_backend(model, request, record)
-        self.batch_size = int(batch_size) if batch_size else default_batch_size(self.device, self.window)
+        self.batch_size = (int(batch_size) if batch_size
+                           else default_batch_size(self.device, self.window, autocast is not False))
         def cpu_fallback():
             # the fastest CPU engine installed; the model leaves the GPU, freeing its memory
             cpu_name = resolve_backend_name("auto", "cpu", record)
@@ -598,6 +835,25 @@ class Predictor:
         free, _ = torch.cuda.mem_get_info(torch.device(self.device))
         voxels = float(np.prod([max(s, w) for s, w in zip(shape, self.window)]))
         return 3 * 4 * voxels < 0.25 * free
+
+    def plan_windows(self, ct: IntensityVolume, box: CropBox, array: np.ndarray
+                     ) -> tuple[list[tuple[slice, slice, slice]], list[tuple[slice, slice, slice]] | None]:
+        """``(grid, chosen)``: the windows over the crop, and those the region provider selects
+        (None without a provider: every window)."""
+        grid = window_slices(tuple(max(s, w) for s, w in zip(box.shape, self.window)), self.window, self.step)
+        if self.region is None:
+            return grid, None
+        request = RegionRequest(ct, box, array, self.preprocessing, self.window, self.runner)
+        region = np.asarray(self.region(request), bool)
+        if region.shape == tuple(ct.shape) and region.shape != tuple(box.shape):
+            region = box.crop(region)
+        if region.shape != tuple(box.shape):
+            raise InputError(f"The window region has shape {region.shape}; expected the crop {box.shape} "
+                             f"or the CT {ct.shape}.", "Fix the region provider.")
+        _, chosen = select_windows(region, self.window, self.step)
+        name = getattr(self.region, "name", type(self.region).__name__)
+        self.say(f"window selection ({name}): {len(chosen)} of {len(grid)} windows touch the region")
+        return grid, chosen
 
     def predict(self, ct: IntensityVolume, progress: Progress | None = None,
                 cancel: CancelToken | None = None) -> Prediction:
@@ -640,6 +896,7 @@ class Predictor:
             seconds=t2 - t0,
             messages=list(self.messages),
             timings={**inner.timings, "resample": (t2 - t0) - inner.seconds},
+            windows_total=inner.windows_total,
         )
 
     def _predict_native(self, ct: IntensityVolume, progress: Progress | None,
@@ -648,6 +905,8 @@ class Predictor:
         if cancel is not None and cancel.is_set():
             raise Cancelled("Segmentation cancelled before it started.")
         array, box = prepare(ct, self.preprocessing, self.fast_crop)
+        t_prep = time.perf_counter()
+        grid, chosen = self.plan_windows(ct, box, array)
         t1 = time.perf_counter()
         if self._accumulate_on_device(array.shape):
             import torch
@@ -655,7 +914,8 @@ class Predictor:
             volume = torch.from_numpy(array).to(self.device)
             del array
             prob = sliding_window_tensor(volume, self.runner, self.window, self.step, self.runner.batch_size,
-                                         self.gaussian, pad_value=0.0, progress=progress, cancel=cancel)
+                                         self.gaussian, pad_value=0.0, progress=progress, cancel=cancel,
+                                         windows=chosen)
             del volume
             # threshold and quantise on the device: a quarter of the bytes come back
             raw = (prob > self.postprocess.threshold).cpu().numpy()
@@ -667,7 +927,7 @@ class Predictor:
             mask = self.postprocess.clean(raw)
         else:
             prob = sliding_window(array, self.runner, self.window, self.step, self.runner.batch_size,
-                                  self.gaussian, pad_value=0.0, progress=progress, cancel=cancel)
+                                  self.gaussian, pad_value=0.0, progress=progress, cancel=cancel, windows=chosen)
             del array
             t2 = time.perf_counter()
             if cancel is not None and cancel.is_set():
@@ -675,7 +935,6 @@ class Predictor:
             mask = self.postprocess.apply(prob)
             prob_u8 = quantise(prob)
             del prob
-        windows = len(window_slices(tuple(max(s, w) for s, w in zip(box.shape, self.window)), self.window, self.step))
         name = ct.name or "ct"
         probabilities = IntensityVolume(box.uncrop(prob_u8, 0), ct.geometry, name=f"{name}_probabilities")
         full_mask = LabelVolume(box.uncrop(mask, False), ct.geometry, name=f"{name}_airway")
@@ -685,11 +944,32 @@ class Predictor:
             mask=full_mask,
             crop=box,
             backend=self.runner.name,
-            windows=windows,
+            windows=len(chosen) if chosen is not None else len(grid),
             seconds=t3 - t0,
             messages=list(self.messages),
-            timings={"prepare": t1 - t0, "windows": t2 - t1, "postprocess": t3 - t2},
+            timings={"prepare": t_prep - t0, "region": t1 - t_prep, "windows": t2 - t1, "postprocess": t3 - t2},
+            windows_total=len(grid),
         )
+
+
+#: ``exact``: the paper's procedure; ``fast``: the measured best (resources/presets/inference.json)
+INFERENCE_MODES = ("fast", "exact")
+
+
+def mode_settings(mode: str) -> dict:
+    """Step fraction, weighting, window region, CPU backends and GPU precision of an inference mode."""
+    from core.resources import load_json_resource
+
+    modes = load_json_resource("presets", "inference.json")["modes"]
+    if mode not in modes:
+        raise ConfigError(f"Unknown inference mode '{mode}'.", f"Use one of: {', '.join(modes)}.")
+    return dict(modes[mode])
+
+
+def default_mode() -> str:
+    from core.resources import load_json_resource
+
+    return str(load_json_resource("presets", "inference.json").get("default", "fast"))
 
 
 def recommended_window(header: dict, window: int | None, step: int | None) -> tuple[int, int]:

@@ -160,6 +160,10 @@ class TorchBackend:
         if self.dtype is not None:
             with torch.autocast(self.torch_device.type, dtype=self.dtype):
                 logits = self.model(x)[-1]
+        elif self.is_cuda:
+            # fp32 asked for on a GPU means fp32: cuDNN would otherwise use TF32 (10-bit mantissa) for convolutions
+            with torch.backends.cudnn.flags(enabled=True, benchmark=True, allow_tf32=False):
+                logits = self.model(x)[-1]
         else:
             logits = self.model(x)[-1]
         return torch.sigmoid(logits.float())
@@ -346,8 +350,9 @@ def available(name: str) -> bool:
     return all(importlib.util.find_spec(m) is not None for m in modules)
 
 
-def resolve_backend_name(name: str, device: str, say: Say = _quiet) -> str:
-    """Concrete backend for ``name`` on ``device``; a missing optional package falls back to "torch"."""
+def resolve_backend_name(name: str, device: str, say: Say = _quiet, order: tuple[str, ...] | list[str] | None = None) -> str:
+    """Concrete backend for ``name`` on ``device``; a missing optional package falls back to "torch".
+    ``order``: what "auto" tries on the CPU (default :data:`CPU_AUTO_ORDER`)."""
     if name not in BACKENDS:
         raise ConfigError(f"Unknown inference backend '{name}'.", f"Use one of: {', '.join(BACKENDS)}.")
     if device != "cpu":
@@ -355,7 +360,7 @@ def resolve_backend_name(name: str, device: str, say: Say = _quiet) -> str:
             say(f"Backend '{name}' runs on the CPU only; using PyTorch on {device}.")
         return "torch"
     if name == "auto":
-        for candidate in CPU_AUTO_ORDER:
+        for candidate in (order or CPU_AUTO_ORDER):
             if not available(candidate):
                 continue
             if candidate.endswith("bf16") and not cpu_has_bf16():
@@ -382,6 +387,8 @@ class BackendRequest:
     cache: Path | None = None
     threads: int | None = None
     channels_last: bool = False
+    #: PyTorch on CUDA: autocast (None = yes, bf16 where supported); False = true fp32 (TF32 off)
+    autocast: bool | None = None
 
 
 def make_backend(model: Any, request: BackendRequest, say: Say = _quiet) -> Backend:
@@ -398,4 +405,4 @@ def make_backend(model: Any, request: BackendRequest, say: Say = _quiet) -> Back
     except Exception as exc:  # an exporter that cannot handle this model: PyTorch still can
         say(f"Backend '{name}' failed to prepare the model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
             "using PyTorch instead.")
-    return TorchBackend(model, request.device, channels_last=request.channels_last)
+    return TorchBackend(model, request.device, autocast=request.autocast, channels_last=request.channels_last)

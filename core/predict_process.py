@@ -41,8 +41,9 @@ Emit = Callable[[dict[str, Any]], None]
 
 
 def write_request(folder: str | os.PathLike, ct: IntensityVolume, checkpoint: str | os.PathLike, *,
-                  device: str = "auto", window: int | None = None, step: int | None = None, gaussian: bool = False,
-                  backend: str = "auto", threads: int | None = None, nice: int = 5) -> Path:
+                  device: str = "auto", window: int | None = None, step: int | None = None,
+                  gaussian: bool | None = None, backend: str = "auto", threads: int | None = None, nice: int = 5,
+                  mode: str | None = "fast", region: str | None = None) -> Path:
     """Save ``ct`` and a request in ``folder`` (created); returns the request path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -55,7 +56,9 @@ def write_request(folder: str | os.PathLike, ct: IntensityVolume, checkpoint: st
         "device": device,
         "window": None if not window else int(window),  # None: the checkpoint's own
         "step": None if not step else int(step),
-        "gaussian": bool(gaussian),
+        "gaussian": None if gaussian is None else bool(gaussian),  # None: the mode's
+        "mode": mode,  # "fast" (default), "exact" (the paper's procedure) or None (plain arguments)
+        "region": region,
         "backend": backend,
         "threads": threads,
         "nice": int(nice),
@@ -92,8 +95,8 @@ def run_request(request: dict[str, Any], emit: Emit, cancel: threading.Event) ->
     ct = IntensityVolume(np.asarray(array), Geometry.from_dict(request["geometry"]), name=request.get("name") or "ct")
     predictor = Predictor(request["checkpoint"], device=request.get("device", "auto"),
                           window=request.get("window") or None, step=request.get("step") or None,
-                          gaussian=bool(request.get("gaussian", False)),
-                          backend=str(request.get("backend", "auto")))
+                          gaussian=request.get("gaussian"), backend=str(request.get("backend", "auto")),
+                          mode=request.get("mode"), region=request.get("region") or None)
     emit({"event": "started", "device": predictor.device, "backend": predictor.backend_name})
     last = [0.0]
 

@@ -59,7 +59,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--spacing", nargs="+", default=None, metavar="MM",
                    help="resample to this spacing (x y z mm) before the network, or 'native' (default: the "
                         "checkpoint's recommendation if it has one, else native as in the paper)")
-    p.add_argument("--gaussian", action="store_true", help="Gaussian window weighting instead of the plain mean")
+    p.add_argument("--gaussian", action="store_true", default=None,
+                   help="Gaussian window weighting instead of the plain mean (default: on, off with --exact)")
+    p.add_argument("--exact", action="store_true",
+                   help="the paper's procedure: step of half a window (the checkpoint's own), plain mean, every window, "
+                        "fp32 (eager PyTorch on the CPU, no autocast on a GPU); slower. Default: the measured fastest "
+                        "that agrees with it (windows without overlap touching the lungs and trachea, Gaussian "
+                        "weighting, bf16 where the CPU or GPU has it); see resources/presets/inference.json")
+    p.add_argument("--region", default=None, choices=("none", "lung", "coarse"),
+                   help="which windows run: none = all (paper), lung = those touching the lungs and trachea "
+                        "(default), coarse = those where a half-resolution pass of the network finds airway")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
     p.add_argument("--connectivity", type=int, default=26, choices=(6, 18, 26), help="for the largest component (default 26)")
     p.add_argument("--all-components", action="store_true", help="keep every component, not only the largest")
@@ -234,6 +243,7 @@ def segment_case(predictor: Any, case: Case, selector: str | None = None,
         "voxels": int(pred.mask.array.sum()),
         "volume_ml": round(float(pred.mask.array.sum()) * ct.geometry.voxel_volume_mm3 / 1000.0, 3),
         "windows": pred.windows,
+        "windows_total": pred.windows_total,
         "backend": pred.backend,
         "seconds": round(pred.seconds, 2),
         "method": "model",
@@ -391,9 +401,14 @@ def handle(args: argparse.Namespace) -> int:
                           connectivity=args.connectivity, fill_holes=args.fill_holes)
     predictor = Predictor(ckpt, device=args.device, window=args.window, step=args.step,
                           batch_size=args.batch_size, gaussian=args.gaussian, backend=args.backend,
-                          postprocess=post, say=say, threads=args.threads, spacing=_spacing_arg(args.spacing))
+                          postprocess=post, say=say, threads=args.threads, spacing=_spacing_arg(args.spacing),
+                          region=args.region, mode="exact" if args.exact else "fast")
     if not args.quiet:
-        say(f"{len(plan)} case(s), model {ckpt.name}, device {predictor.device}, backend {predictor.backend_name}")
+        say(f"{len(plan)} case(s), model {ckpt.name}, device {predictor.device}, backend {predictor.backend_name}, "
+            f"{'exact (paper) procedure' if args.exact else 'fast mode (--exact for the paper procedure)'}: "
+            f"window {predictor.window[0]}, step {predictor.step[0]}, "
+            f"{'Gaussian' if predictor.gaussian else 'mean'} weighting, "
+            f"region {getattr(predictor.region, 'name', 'none') if predictor.region is not None else 'none'}")
     t0 = time.perf_counter()
     for i, case in enumerate(plan, 1):
         bar = None if args.quiet else ProgressBar(f"[{i}/{len(plan)}] {case.name}")
