@@ -20,13 +20,13 @@ exact one, time ratio. Cases: the real chest CT (141 x 512 x 512) and a 400 x 51
 (core.phantom). ``--baseline-sub Z Y X`` restricts the cases to a centred sub-volume of that size so the
 exact baseline stays bounded; ``--fast-full`` also times the fast configuration on the whole case.
 
-Weights: /work/gpu_out/wingsnet_full.pt when present (or ``--model``), else random (seed 0). With random
+Weights: resources/models/wingsnet_full.pt when present (or ``--model``), else random (seed 0). With random
 weights TD/BD are meaningless and are not printed; Dice of the thresholded output and the median-threshold
 Dice are, and the script says so.
 
 Recorded 2026-11-29 (Intel Xeon with AMX/AVX512-BF16, 2 cores shared with other engineers, load average
 14-20 during the runs, so wall seconds are 3-5x an idle machine's; CPU seconds are the steadier figure),
-trained full-size WingsNet /work/gpu_out/wingsnet_full.pt (trained on phantoms; TD 97.9 / BD 95.2 on its
+trained full-size WingsNet resources/models/wingsnet_full.pt (trained on phantoms; TD 97.9 / BD 95.2 on its
 phantom validation), 2 threads:
 
 engines (1 real-CT + 1 phantom 128^3 window, one round; Dice: worst window vs eager fp32):
@@ -69,7 +69,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
 CASE = SHARED / "chest_ct_dicom"
-TRAINED_FULL = Path("/work/gpu_out/wingsnet_full.pt")
+TRAINED_FULL = Path(__file__).resolve().parents[1] / "resources" / "models" / "wingsnet_full.pt"
 
 
 def log(text: str = "") -> None:

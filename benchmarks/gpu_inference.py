@@ -20,7 +20,7 @@ crop, accumulator on the GPU. Configurations, in the same run:
 Each: windows run / grid, batch, seconds (prepare + region + windows + post-processing), peak GPU memory,
 Dice of the mask and largest probability difference against exact, ratio of times.
 
-Weights: ``--model CKPT``, else /work/gpu_out/wingsnet_full.pt if present, else a full-size WingsNet with
+Weights: ``--model CKPT``, else resources/models/wingsnet_full.pt if present, else a full-size WingsNet with
 random weights (seed 0; the speed is the same; agreement figures then only say how close the numerics
 are, not how well airways are found, and the script says so). ``--width 0.25 --model
 resources/models/demo_wingsnet.pt`` runs the demo model.
@@ -35,7 +35,7 @@ The whole run for issue 17 (about 5-8 minutes on an H200; the real CT as .npz ma
     python -c "from core.io import read_ct; import numpy as np; ct = read_ct('../shared/data/chest_ct_dicom'); \
         np.savez_compressed('chest_ct.npz', ct=ct.array, spacing=np.array(ct.geometry.spacing))"
     python benchmarks/gpu_inference.py --selection --phantom --ct-npy chest_ct.npz \
-        --model /work/gpu_out/wingsnet_full.pt --repeats 5 --case-repeats 1 --save-masks out --json out/gpu.json
+        --model resources/models/wingsnet_full.pt --repeats 5 --case-repeats 1 --save-masks out --json out/gpu.json
 and TD/BD of each configuration against the exact one (and the phantom's label) from the saved masks, on any
 machine with core.metrics (no GPU needed): python benchmarks/gpu_inference.py --metrics-from out/masks_*.npz
 Not yet measured: the issue-17 session was lent no GPU.
@@ -57,7 +57,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-TRAINED_FULL = Path("/work/gpu_out/wingsnet_full.pt")
+TRAINED_FULL = Path(__file__).resolve().parents[1] / "resources" / "models" / "wingsnet_full.pt"
 
 
 def log(text: str = "") -> None:
