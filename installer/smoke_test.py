@@ -11,7 +11,9 @@ PASS/FAIL/SKIP with its time; the last line is ``N passed, N failed, N skipped``
 
 Exit status: 0 only when every check passed; 1 when one failed; 3 when none failed but
 one was skipped (a feature this build does not have), unless ``--allow-skip`` is given.
-``--app main.py`` runs the same checks on a source checkout (with this Python).
+``--app main.py`` runs the same checks on a source checkout (with this Python). On
+Windows the GUI executable is windowed (no console): the CLI checks run the bundle's
+console twin ``airway.exe`` beside it (``--cli``).
 """
 
 from __future__ import annotations
@@ -62,9 +64,15 @@ def default_app() -> Path:
     return ROOT / "dist" / "AirwayStudio" / name
 
 
+def default_cli(app: Path) -> Path:
+    twin = app.with_name("airway.exe")
+    return twin if app.suffix.lower() == ".exe" and twin.is_file() else app
+
+
 class Runner:
-    def __init__(self, app: Path, work: Path, timeout: float, verbose: bool):
+    def __init__(self, app: Path, work: Path, timeout: float, verbose: bool, cli: Path | None = None):
         self.app = app
+        self.cli = cli or app
         self.work = work
         self.timeout = timeout
         self.verbose = verbose
@@ -73,14 +81,15 @@ class Runner:
         self.env["AIRWAY_CACHE_DIR"] = str(work / "cache")
         self.env.setdefault("PYTHONUTF8", "1")
 
-    def command(self, args: list[str]) -> list[str]:
-        if self.app.suffix == ".py":
-            return [sys.executable, str(self.app), *args]
-        return [str(self.app), *args]
+    def command(self, args: list[str], gui: bool = False) -> list[str]:
+        exe = self.app if gui else self.cli
+        if exe.suffix == ".py":
+            return [sys.executable, str(exe), *args]
+        return [str(exe), *args]
 
     def run(self, args: list[str], wrap: list[str] | None = None, timeout: float | None = None,
-            expect: int = 0) -> subprocess.CompletedProcess:
-        cmd = [*(wrap or []), *self.command(args)]
+            expect: int = 0, gui: bool = False) -> subprocess.CompletedProcess:
+        cmd = [*(wrap or []), *self.command(args, gui)]
         if self.verbose:
             print("    $", " ".join(cmd), flush=True)
         try:
@@ -237,7 +246,7 @@ def gui_wrapper() -> list[str]:
 def check_gui(r: Runner) -> str:
     shot = r.work / "gui.png"
     t0 = time.perf_counter()
-    r.run(["--demo", "--screenshot", str(shot), "--size", "1280x800"], wrap=gui_wrapper())
+    r.run(["--demo", "--screenshot", str(shot), "--size", "1280x800"], wrap=gui_wrapper(), gui=True)
     seconds = time.perf_counter() - t0
     if not shot.is_file():
         raise Failure("no screenshot written")
@@ -251,6 +260,8 @@ def check_gui(r: Runner) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--app", type=Path, default=default_app(), help="the frozen executable (default: %(default)s)")
+    p.add_argument("--cli", type=Path, default=None,
+                   help="executable for the subcommands (default: airway.exe beside a Windows --app, else --app)")
     p.add_argument("--allow-skip", action="store_true", help="exit 0 when checks were skipped but none failed")
     p.add_argument("--expect-backend", default="onnxruntime",
                    help="CPU engine the bundled model must run on (default onnxruntime; 'any' to accept a fallback)")
@@ -259,12 +270,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the work folder")
     p.add_argument("--verbose", "-v", action="store_true", help="print each command")
     args = p.parse_args(argv)
-    app = args.app.resolve()
-    if not app.is_file():
-        print(f"smoke test: no executable at {app}", file=sys.stderr)
-        return 2
+    # absolute, not resolved: /usr/bin/airway-studio -> /opt/... is tested through the symlink
+    app = args.app.absolute()
+    cli = (args.cli or default_cli(app)).absolute()
+    for exe in {app, cli}:
+        if not exe.is_file():
+            print(f"smoke test: no executable at {exe}", file=sys.stderr)
+            return 2
     work = Path(tempfile.mkdtemp(prefix="airway-smoke-"))
-    r = Runner(app, work, args.timeout, args.verbose)
+    r = Runner(app, work, args.timeout, args.verbose, cli)
     checks = [
         ("version", lambda: check_version(r)),
         ("phantom", lambda: check_phantom(r)),
@@ -278,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = set(args.only or [name for name, _ in checks])
     if wanted & {"info", "segment-model", "segment-region-growing"}:
         wanted.add("phantom")
-    print(f"smoke test of {app} (work folder {work})", flush=True)
+    print(f"smoke test of {app}{f' (CLI {cli})' if cli != app else ''}, work folder {work}", flush=True)
     results = {"PASS": 0, "FAIL": 0, "SKIP": 0}
     for name, check in checks:
         if name not in wanted:
