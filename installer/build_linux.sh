@@ -29,8 +29,10 @@ if [ "$bootstrap" = 1 ]; then
 fi
 t0=$(date +%s)
 "$py" -m PyInstaller --noconfirm --clean --distpath "$dist" --workpath "$work" installer/airway_studio.spec
-t1=$(date +%s)
 bundle="$dist/AirwayStudio"
+# symbol tables (libtorch_cpu 434 -> 345 MB, cc3d 19 -> 2.5 MB), not where that would break a library
+"$py" installer/linux/strip_bundle.py "$bundle"
+t1=$(date +%s)
 install -m 0644 installer/linux/airway-studio.desktop "$bundle/"
 install -m 0755 installer/linux/install.sh "$bundle/"
 install -m 0644 "$bundle/_internal/resources/THIRD_PARTY_NOTICES.txt" "$bundle/THIRD_PARTY_NOTICES.txt"

@@ -90,7 +90,8 @@ def requirement_closure(roots: list[str]) -> list[metadata.Distribution]:
 
 def distributions_for_modules(top_levels: set[str]) -> list[metadata.Distribution]:
     """Installed distributions that provide any of the top-level module names."""
-    names = {d for m in top_levels for d in metadata.packages_distributions().get(m, [])}
+    owners = metadata.packages_distributions()  # one scan of every RECORD: slow, so once
+    names = {d for m in top_levels for d in owners.get(m, [])}
     dists = {}
     for n in names:
         try:
