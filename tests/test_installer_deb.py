@@ -101,3 +101,51 @@ def test_libc_floor_is_the_newest_glibc_symbol_version_in_the_bundle(bundle):
     assert make_deb.glibc_floor(bundle) == "2.34"
     fields = parse_control(make_deb.control_text("0.1.0", 1, glibc="2.34"))
     assert fields["Depends"].startswith("libc6 (>= 2.34), ")
+
+
+def _elf64(loads: list[tuple[int, int, int]]) -> bytes:
+    """A minimal ELF64 LSB header with PT_LOAD program headers (offset, vaddr, align)."""
+    import struct
+
+    phoff, phentsize = 64, 56
+    head = bytearray(64)
+    head[:6] = b"\x7fELF\x02\x01"
+    struct.pack_into("<Q", head, 0x20, phoff)
+    struct.pack_into("<HH", head, 0x36, phentsize, len(loads))
+    phdrs = b"".join(struct.pack("<IIQQQQQQ", 1, 5, off, va, va, 0, 0, align) for off, va, align in loads)
+    return bytes(head) + phdrs
+
+
+def test_stripper_refuses_files_the_loader_would_reject(tmp_path):
+    sys.path.insert(0, str(ROOT / "installer" / "linux"))
+    import strip_bundle
+
+    good = tmp_path / "good.so"
+    good.write_bytes(_elf64([(0, 0, 0x1000), (0x2000, 0x402000, 0x1000)]))
+    bad = tmp_path / "bad.so"  # what `strip` makes of a patchelf'd library: offset and address out of step
+    bad.write_bytes(_elf64([(0, 0, 0x1000), (0x2100, 0x402000, 0x1000)]))
+    assert strip_bundle.is_elf(good) and strip_bundle.loads_aligned(good)
+    assert not strip_bundle.loads_aligned(bad)
+
+
+@pytest.mark.skipif(shutil.which("strip") is None or shutil.which("cc") is None, reason="needs binutils and a C compiler")
+def test_stripper_shrinks_a_real_library_and_leaves_the_executable(tmp_path):
+    sys.path.insert(0, str(ROOT / "installer" / "linux"))
+    import strip_bundle
+
+    bundle = tmp_path / "AirwayStudio"
+    (bundle / "_internal").mkdir(parents=True)
+    src = tmp_path / "a.c"
+    src.write_text("int answer(void) { return 42; }\n" + "".join(f"static int f{i}(void) {{ return {i}; }}\n"
+                                                                    f"int g{i}(void) {{ return f{i}(); }}\n"
+                                                                    for i in range(200)))
+    lib = bundle / "_internal" / "liba.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-g", "-o", str(lib), str(src)], check=True)
+    exe = bundle / "AirwayStudio"
+    shutil.copy2(lib, exe)  # stands in for the bootloader + archive, which must never be stripped
+    before, exe_before = lib.stat().st_size, exe.read_bytes()
+    stripped, kept, saved = strip_bundle.strip_bundle(bundle)
+    assert stripped == 1 and saved == before - lib.stat().st_size > 0
+    assert exe.read_bytes() == exe_before
+    dyn = subprocess.run(["nm", "-D", str(lib)], capture_output=True, text=True, check=True).stdout
+    assert " T answer" in dyn  # what linking needs stays

@@ -187,7 +187,7 @@ def stage(bundle: Path, root: Path, version: str, notices: Path | None = None) -
     return root
 
 
-def build(root: Path, out_dir: Path, version: str, compression: str = "xz", level: int | None = None) -> Path:
+def build(root: Path, out_dir: Path, version: str, compression: str = "zstd", level: int | None = None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     deb = out_dir / f"{PACKAGE}_{debian_version(version)}_amd64.deb"
     cmd = ["dpkg-deb", "--root-owner-group", f"-Z{compression}"]
@@ -225,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "dist", help="folder for the .deb (default dist/)")
     p.add_argument("--version", help="package version (default: core.__version__)")
     p.add_argument("--work", type=Path, help="staging folder (default OUT/deb-root; removed afterwards)")
-    p.add_argument("--compression", default="xz", choices=("xz", "gzip", "zstd", "none"))
+    # zstd (dpkg >= 1.21.18 and Ubuntu's since 21.10 read it): fast; xz had packed 100 MB of 1.4 GB after
+    # 12 minutes on the shared 2-core VM
+    p.add_argument("--compression", default="zstd", choices=("zstd", "xz", "gzip", "none"))
     p.add_argument("--level", type=int, default=None, help="compression level (dpkg-deb -z)")
     p.add_argument("--scan", action="store_true", help="print the system libraries the bundle needs, by package")
     args = p.parse_args(argv)
