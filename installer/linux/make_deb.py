@@ -32,10 +32,12 @@ PACKAGE = "airway-studio"
 PREFIX = "/opt/airway-studio"
 EXECUTABLE = "AirwayStudio"
 #: Runtime libraries from the system, by Debian/Ubuntu package name (libc6 is added with the
-#: version the bundle's binaries need, :func:`glibc_floor`) (the same on Debian 12 and
-#: Ubuntu 22.04/24.04). From ``--scan`` on the bundle: Qt's xcb platform plugin (xcb-*, xkbcommon,
-#: X11-xcb), Qt GUI/VTK (GL, EGL, fontconfig, freetype), Qt core (GLib, D-Bus); the mesa DRI drivers
-#: are loaded by libGL at run time and so are not in ldd's list but are needed to draw.
+#: version the bundle's binaries need, :func:`glibc_floor`). ``--scan`` on the bundle shows that
+#: PyInstaller copies most of the X11/xcb/xkbcommon/fontconfig/GLib/D-Bus libraries into it and
+#: leaves out only libc, GL/EGL/GLX (driver-specific), libxcb and libwayland-client; the mesa DRI
+#: drivers are loaded by libGL at run time and are not in ldd's list at all. The rest of the list
+#: is the Qt xcb platform plugin's documented set: their config files and the fonts that the
+#: bundled copies read come with these packages, and a trimmed bundle may drop a copy.
 DEPENDS = (
     "libgl1",
     "libegl1",
@@ -213,8 +215,13 @@ def scan(bundle: Path) -> dict[str, set[str]]:
                 system.add(os.path.realpath(m.group(2)))
     packages: dict[str, set[str]] = {}
     for lib in sorted(system):
-        res = subprocess.run(["dpkg", "-S", lib], capture_output=True, text=True)
-        pkg = res.stdout.split(":")[0] if res.returncode == 0 else "?"
+        pkg = "?"
+        # merged /usr: dpkg may know /lib/... for what resolves to /usr/lib/...
+        for cand in (lib, lib.replace("/usr/lib/", "/lib/", 1)):
+            res = subprocess.run(["dpkg", "-S", cand], capture_output=True, text=True)
+            if res.returncode == 0:
+                pkg = res.stdout.split(":")[0]
+                break
         packages.setdefault(pkg, set()).add(Path(lib).name)
     return packages
 
