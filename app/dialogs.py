@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import platform
 import sys
+from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
@@ -15,6 +16,8 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QLabel,
     QMessageBox,
+    QPlainTextEdit,
+    QPushButton,
     QTableWidget,
     QTableWidgetItem,
     QTextBrowser,
@@ -25,8 +28,11 @@ from PySide6.QtWidgets import (
 )
 
 from core.errors import AirwayError
+from core.resources import resource_path
 
 APP_NAME = "Airway Studio"
+#: written by installer/make_notices.py into every bundle's resources (not kept in the source tree)
+NOTICES_FILE = "THIRD_PARTY_NOTICES.txt"
 
 # Third-party components and their licences, shown in About. Versions are
 # read at run time; a missing package is simply skipped.
@@ -40,7 +46,7 @@ LICENCES: tuple[tuple[str, str, str], ...] = (
     ("NumPy", "numpy", "BSD-3-Clause"),
     ("SciPy", "scipy", "BSD-3-Clause"),
     ("scikit-image", "scikit-image", "BSD-3-Clause"),
-    ("connected-components-3d", "connected-components-3d", "LGPL-3.0"),
+    ("connected-components-3d", "connected-components-3d", "LGPL-3.0-or-later"),
     ("edt", "edt", "LGPL-3.0-or-later"),
     ("superqt", "superqt", "BSD-3-Clause"),
 )
@@ -88,6 +94,12 @@ def ask_resample(parent: QWidget | None, exc: BaseException, title: str = "Airwa
     return box.exec() == QMessageBox.StandardButton.Yes
 
 
+def notices_path() -> Path | None:
+    """The bundle's THIRD_PARTY_NOTICES.txt; None in a source checkout, where it is not generated."""
+    path = resource_path(NOTICES_FILE, must_exist=False)
+    return path if path.is_file() else None
+
+
 def about_html() -> str:
     from importlib import metadata
 
@@ -115,6 +127,10 @@ def about_html() -> str:
         "<th align='left'>Licence</th></tr>" + "".join(rows) + "</table>"
         "<p>PySide6/Qt are used under the LGPL-3.0 as dynamically linked libraries; "
         "their source is available from qt.io.</p>"
+        + ("<p>The licence texts of every bundled component: <b>Third-party notices</b> below.</p>"
+           if notices_path() else
+           "<p>Installed builds list every bundled component with its licence text under "
+           "<b>Third-party notices</b> (written by <tt>installer/make_notices.py</tt>).</p>") +
         f"<p style='color:gray'>Python {platform.python_version()} on {sys.platform}</p>"
     )
 
@@ -129,6 +145,33 @@ class AboutDialog(QDialog):
         text.setHtml(about_html())
         text.setMinimumSize(520, 420)
         lay.addWidget(text)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
+        buttons.rejected.connect(self.reject)
+        self.notices_button: QPushButton | None = None
+        if notices_path():
+            self.notices_button = buttons.addButton("Third-party notices…", QDialogButtonBox.ButtonRole.ActionRole)
+            self.notices_button.clicked.connect(lambda: NoticesDialog(self).exec())
+        lay.addWidget(buttons)
+
+
+class NoticesDialog(QDialog):
+    """THIRD_PARTY_NOTICES.txt as plain text (about 1.5 MB: QPlainTextEdit handles it, QTextBrowser is slow)."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Third-party notices")
+        lay = QVBoxLayout(self)
+        self.text = QPlainTextEdit(self)
+        self.text.setReadOnly(True)
+        self.text.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        font = self.text.font()
+        font.setFamily("monospace")
+        font.setStyleHint(font.StyleHint.Monospace)
+        self.text.setFont(font)
+        path = notices_path()
+        self.text.setPlainText(path.read_text(encoding="utf-8", errors="replace") if path else "")
+        self.text.setMinimumSize(760, 520)
+        lay.addWidget(self.text)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
         buttons.rejected.connect(self.reject)
         lay.addWidget(buttons)
@@ -161,6 +204,33 @@ class ShortcutsDialog(QDialog):
         table.setMinimumSize(640, 520)
         lay.addWidget(table)
         self.table = table
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
+        buttons.rejected.connect(self.reject)
+        self.notices_button: QPushButton | None = None
+        if notices_path():
+            self.notices_button = buttons.addButton("Third-party notices…", QDialogButtonBox.ButtonRole.ActionRole)
+            self.notices_button.clicked.connect(lambda: NoticesDialog(self).exec())
+        lay.addWidget(buttons)
+
+
+class NoticesDialog(QDialog):
+    """THIRD_PARTY_NOTICES.txt as plain text (about 1.5 MB: QPlainTextEdit handles it, QTextBrowser is slow)."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Third-party notices")
+        lay = QVBoxLayout(self)
+        self.text = QPlainTextEdit(self)
+        self.text.setReadOnly(True)
+        self.text.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        font = self.text.font()
+        font.setFamily("monospace")
+        font.setStyleHint(font.StyleHint.Monospace)
+        self.text.setFont(font)
+        path = notices_path()
+        self.text.setPlainText(path.read_text(encoding="utf-8", errors="replace") if path else "")
+        self.text.setMinimumSize(760, 520)
+        lay.addWidget(self.text)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
         buttons.rejected.connect(self.reject)
         lay.addWidget(buttons)
