@@ -110,8 +110,14 @@ def check_mask(ct: IntensityVolume, mask: np.ndarray, trachea: Any = None, param
         return GateReport(False, ["the mask is empty"], voxels=0)
     problems: list[str] = []
     if trachea is None:
+        from core.growing import load_params
+
+        # the gate needs the trachea's position, not its finest outline: no upsampling of
+        # coarse CTs (a 5 mm phantom upsampled to 1 mm costs a hundred times more)
+        tp = load_params()
+        tp["work_spacing_mm"] = max(float(tp.get("work_spacing_mm", 1.0)), min(ct.geometry.spacing))
         try:
-            trachea = find_trachea(ct)
+            trachea = find_trachea(ct, tp)
         except InputError as exc:
             trachea = None
             problems.append(f"{exc.what}, so the mask cannot be checked against it")
