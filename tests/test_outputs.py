@@ -252,6 +252,10 @@ def test_sanity_refuses_air_free_and_body_free_cts(phantoms):
     assert [f.level for f in check_label(np.ones(ct.shape, bool), "reference")] == ["error"]
     assert [f.level for f in check_label(np.ones(ct.shape, bool), "prediction")] == ["warning"]
     assert [f.level for f in check_label(np.zeros(ct.shape, bool), "prediction")] == ["warning"]
+    no_lungs = ct.array.copy()
+    no_lungs[phantoms[0].lungs.mask | phantoms[0].label.mask] = 40  # soft tissue where the lungs were
+    assert [(f.level, "No lungs" in f.what) for f in check_ct(no_lungs)] == [("warning", True)]
+    assert check_ct(no_lungs, lungs=False) == []
 
 
 def test_evaluate_resamples_to_the_reference_grid_only_when_asked(files, capsys):
