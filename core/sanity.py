@@ -82,8 +82,11 @@ def check_ct(ct: Any, path: str | Path | None = None, lungs: bool = True) -> lis
 
 def _has_inner_air(ct: np.ndarray, threshold: float = -350.0, min_fraction: float = 0.002) -> bool:
     """Air not connected to the in-plane border (lungs, airways), as core.preprocess.lung_mask finds it,
-    without its hole filling (the costly part, and irrelevant to whether there is any). A crop so
-    tight that the lungs touch the border reads as none: a warning, not an error, for that reason."""
+    without its hole filling (the costly part, and irrelevant to whether there is any).
+
+    In a crop so tight that the lungs touch the border, the border's air is lung
+    parenchyma (about -850 HU), not the outside air (about -1000 HU): that also counts.
+    """
     import cc3d
 
     air = ct < threshold
@@ -96,7 +99,14 @@ def _has_inner_air(ct: np.ndarray, threshold: float = -350.0, min_fraction: floa
     keep = counts >= max(min_fraction * ct.size, 1)
     keep[0] = False
     keep[border] = False
-    return bool(keep.any())
+    if keep.any():
+        return True
+    big_border = [int(b) for b in border if b and counts[b] >= max(min_fraction * ct.size, 1)]
+    if not big_border:
+        return False
+    sums = np.bincount(labels.ravel(), weights=ct.ravel().astype(np.float64))
+    mean_hu = sums[big_border].sum() / counts[big_border].sum()
+    return bool(mean_hu > limits()["outside_air_hu"])
 
 
 def check_label(label: Any, role: str = "reference", path: str | Path | None = None,

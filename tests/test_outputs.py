@@ -252,8 +252,12 @@ def test_sanity_refuses_air_free_and_body_free_cts(phantoms):
     assert [f.level for f in check_label(np.ones(ct.shape, bool), "reference")] == ["error"]
     assert [f.level for f in check_label(np.ones(ct.shape, bool), "prediction")] == ["warning"]
     assert [f.level for f in check_label(np.zeros(ct.shape, bool), "prediction")] == ["warning"]
-    no_lungs = ct.array.copy()
-    no_lungs[phantoms[0].lungs.mask | phantoms[0].label.mask] = 40  # soft tissue where the lungs were
+    from core.phantom import make_phantom
+
+    whole = make_phantom(40)  # the whole chest in the grid: air around the body
+    assert check_ct(whole.ct) == []
+    no_lungs = whole.ct.array.copy()
+    no_lungs[whole.lungs.mask | whole.label.mask] = 40  # soft tissue where the lungs were
     assert [(f.level, "No lungs" in f.what) for f in check_ct(no_lungs)] == [("warning", True)]
     assert check_ct(no_lungs, lungs=False) == []
 
