@@ -326,3 +326,20 @@ def test_every_hint_names_a_real_flag():
     wrong = [(where, flag) for where, text in _hint_texts() for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text)
              if flag not in flags]
     assert wrong == []
+
+
+def test_library_tree_cache_replaces_a_stale_tree_instead_of_refusing(files):
+    """Callers whose tree path is their own cache (airway compare) get a fresh parse, never the stale tree."""
+    from core.commands.evaluate import _tree_for
+    from core.io import read_label
+    from core.tree import AirwayTree
+
+    ref, other = read_label(files / "ref.nii.gz"), read_label(files / "other.nii.gz")
+    path = files / "cache" / "t.npz"
+    path.parent.mkdir()
+    first = _tree_for(other, path, None)
+    again = _tree_for(ref, path, None)
+    assert again.params["source_key"] == content_key(ref) != first.params["source_key"]
+    assert AirwayTree.load(path).params["source_key"] == content_key(ref)
+    with pytest.raises(InputError, match="--overwrite"):
+        _tree_for(other, path, None, OutputPlan(), False)
