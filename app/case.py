@@ -107,7 +107,7 @@ def load_ct(path: str | os.PathLike) -> tuple[IntensityVolume, Reorientation]:
     ct = read_ct(path)
     from core.sanity import check_ct, raise_errors
 
-    raise_errors(check_ct(ct, path))  # a CT without air or body: one dialog, nothing shown
+    raise_errors(check_ct(ct, path, lungs=False))  # a CT without air or body: one dialog, nothing shown
     arr = ct.array
     if arr.dtype.kind in "iu" and arr.dtype.itemsize > 2:
         lo, hi = int(arr.min()), int(arr.max())

@@ -252,6 +252,14 @@ def test_sanity_refuses_air_free_and_body_free_cts(phantoms):
     assert [f.level for f in check_label(np.ones(ct.shape, bool), "reference")] == ["error"]
     assert [f.level for f in check_label(np.ones(ct.shape, bool), "prediction")] == ["warning"]
     assert [f.level for f in check_label(np.zeros(ct.shape, bool), "prediction")] == ["warning"]
+    from core.phantom import make_phantom
+
+    whole = make_phantom(40)  # the whole chest in the grid: air around the body
+    assert check_ct(whole.ct) == []
+    no_lungs = whole.ct.array.copy()
+    no_lungs[whole.lungs.mask | whole.label.mask] = 40  # soft tissue where the lungs were
+    assert [(f.level, "No lungs" in f.what) for f in check_ct(no_lungs)] == [("warning", True)]
+    assert check_ct(no_lungs, lungs=False) == []
 
 
 def test_evaluate_resamples_to_the_reference_grid_only_when_asked(files, capsys):
@@ -318,3 +326,20 @@ def test_every_hint_names_a_real_flag():
     wrong = [(where, flag) for where, text in _hint_texts() for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text)
              if flag not in flags]
     assert wrong == []
+
+
+def test_library_tree_cache_replaces_a_stale_tree_instead_of_refusing(files):
+    """Callers whose tree path is their own cache (airway compare) get a fresh parse, never the stale tree."""
+    from core.commands.evaluate import _tree_for
+    from core.io import read_label
+    from core.tree import AirwayTree
+
+    ref, other = read_label(files / "ref.nii.gz"), read_label(files / "other.nii.gz")
+    path = files / "cache" / "t.npz"
+    path.parent.mkdir()
+    first = _tree_for(other, path, None)
+    again = _tree_for(ref, path, None)
+    assert again.params["source_key"] == content_key(ref) != first.params["source_key"]
+    assert AirwayTree.load(path).params["source_key"] == content_key(ref)
+    with pytest.raises(InputError, match="--overwrite"):
+        _tree_for(other, path, None, OutputPlan(), False)

@@ -99,18 +99,22 @@ def match_cases(reference: Path, prediction: Path) -> tuple[list[tuple[str, Path
     return pairs, missing
 
 
-def _tree_for(ref_volume, tree_path: Path | None, progress, plan, overwrite: bool):
+def _tree_for(ref_volume, tree_path: Path | None, progress, plan=None, overwrite: bool | None = None):
     """The reference's parsed tree: from the ``--tree`` cache when it was made from this very reference.
 
     The cache is keyed by the reference mask's content and grid (core.outputs.content_key):
     a tree of another phantom of the same shape, or of this mask at another
-    origin or spacing, is refused (or parsed again and replaced with --overwrite), never used.
+    origin or spacing, is never used. The command line (``plan`` given) refuses
+    it unless --overwrite; a library caller whose ``tree_path`` is its own cache
+    (``plan`` None, e.g. airway compare) gets it parsed again and replaced.
     """
     from core.errors import InputError
     from core.outputs import content_key
     from core.tree import AirwayTree, parse_tree
 
     key = content_key(ref_volume)
+    if overwrite is None:
+        overwrite = plan is None
     if tree_path is not None and tree_path.exists():
         tree = AirwayTree.load(tree_path)
         saved = tree.params.get("source_key")
@@ -125,7 +129,10 @@ def _tree_for(ref_volume, tree_path: Path | None, progress, plan, overwrite: boo
     tree = parse_tree(ref_volume, progress=progress)
     tree.params["source_key"] = key
     if tree_path is not None:
-        plan.stage(tree_path, tree.save)
+        if plan is None:
+            tree.save(tree_path)  # atomic on its own
+        else:
+            plan.stage(tree_path, tree.save)
     return tree
 
 
