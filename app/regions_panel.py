@@ -28,7 +28,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.case import STATUS_KEYS, STATUS_LABELS, region_attr
+from app.case import STATUS_KEYS, STATUS_LABELS
+from core.regions import ErrorRegion
 
 COLUMNS = ("#", "ID", "Kind", "Category", "Size (mm³)", "Voxels", "Gen.", "Status")
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -36,42 +37,24 @@ FILTERS = (("all", "All regions"), ("FP", "False positives"), ("FN", "False nega
            ("unreviewed", "Unreviewed"), ("reviewed", "Reviewed"))
 
 
-def region_kind(region: Any) -> str:
-    k = region_attr(region, "kind", "type", "error", default="")
-    k = getattr(k, "value", k)  # enums
-    return str(k).upper() if str(k).upper() in ("FP", "FN") else str(k)
+def region_kind(region: ErrorRegion) -> str:
+    return region.kind
 
 
-def region_voxel_count(region: Any) -> int | None:
-    """core.regions stores the count as ``voxels``; other shapes keep coordinates there."""
-    for name in ("voxels", "size_voxels", "n_voxels", "voxel_count", "size", "coords"):
-        v = region_attr(region, name)
-        if v is None:
-            continue
-        if np.ndim(v) == 0:
-            return int(v)
-        if np.ndim(v) == 2:
-            return int(len(v))
-    return None
+def region_voxel_count(region: ErrorRegion) -> int:
+    return int(region.voxels)
 
 
-def region_volume_mm3(region: Any, voxel_volume: float) -> float | None:
-    v = region_attr(region, "volume_mm3", "size_mm3")
-    if v is not None:
-        return float(v)
-    n = region_voxel_count(region)
-    return None if n is None else n * voxel_volume
+def region_volume_mm3(region: ErrorRegion, voxel_volume: float) -> float:
+    return float(region.volume_mm3)
 
 
-def region_generation(region: Any) -> int | None:
-    g = region_attr(region, "nearest_generation", "generation", "gen")
-    return None if g is None or (isinstance(g, (int, float)) and g < 0) else int(g)
+def region_generation(region: ErrorRegion) -> int | None:
+    return region.nearest_generation
 
 
-def region_category(region: Any) -> str:
-    c = region_attr(region, "category", "cause", "label", default="")
-    c = getattr(c, "value", c)
-    return str(c).replace("_", " ") if c is not None else ""
+def region_category(region: ErrorRegion) -> str:
+    return region.category.replace("_", " ")
 
 
 class RegionsModel(QAbstractTableModel):
@@ -118,8 +101,7 @@ class RegionsModel(QAbstractTableModel):
         vv = self.case.ct.geometry.voxel_volume_mm3 if self.case.ct is not None else 1.0
         act = self.case.active
         status = act.status(row) if act is not None else "unreviewed"
-        rid = region_attr(r, "id", default="")
-        return (row + 1, str(rid) if rid is not None else "", region_kind(r), region_category(r),
+        return (row + 1, r.id, region_kind(r), region_category(r),
                 region_volume_mm3(r, vv), region_voxel_count(r), region_generation(r), status)
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:

@@ -449,6 +449,7 @@ class SliceView(QWidget):
         case.cursorChanged.connect(self._on_cursor)
         for sig in (case.ctChanged, case.referenceChanged, case.predictionsChanged, case.activePredictionChanged):
             sig.connect(self.invalidate)
+        case.labelChanged.connect(self._on_label_changed)
         case.activeRegionChanged.connect(self._on_cursor)
         display.changed.connect(self.invalidate)
 
@@ -467,6 +468,12 @@ class SliceView(QWidget):
 
     def _on_cursor(self, *_: Any) -> None:
         self.update()
+
+    def _on_label_changed(self, _layer: str, box: Any) -> None:
+        # slices outside the edited box keep their cached images (keys hold the revisions)
+        ax = AXIS_OF[self.orientation]
+        if box is None or box[ax][0] <= self.index < box[ax][1]:
+            self.update()
 
     def set_slice(self, index: int) -> None:
         shape = self.shape
@@ -513,7 +520,9 @@ class SliceView(QWidget):
         if case.ct is None:
             return None
         act = case.active
-        key = (self.index, case.active_index, id(act), id(case.reference), self.display.settings.key())
+        # revisions: labels are edited in place, the arrays' identity alone would show stale slices
+        key = (self.index, case.active_index, id(act), id(case.reference), case.revision("reference"),
+               0 if act is None else case.revision(act.name), self.display.settings.key())
         img = self._cache.get(key)
         if img is not None:
             self._cache.move_to_end(key)
