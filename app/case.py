@@ -770,6 +770,15 @@ class Case(QObject):
             return None
         return region_centre(regs[region_index])
 
+    def region_at(self, zyx: Sequence[int]) -> int:
+        """Index of the active prediction's region holding voxel ``zyx``, or -1."""
+        v = np.asarray(zyx, dtype=np.int64)
+        for i, g in enumerate(self.regions()):
+            if all(lo <= c < hi for c, (lo, hi) in zip(v, g.bbox)) and g.coords is not None:
+                if (g.coords.astype(np.int64) == v).all(axis=1).any():
+                    return i
+        return -1
+
     def step_region(self, step: int) -> int:
         """Next (+1) / previous (-1) region of the active prediction, wrapping."""
         regs = self.regions()

@@ -163,8 +163,12 @@ class MainWindow(QMainWindow):
         self.views: dict[str, SliceView] = {
             o: SliceView(self.case, o, self.display, self.renderer) for o in ORIENTATIONS
         }
+        from app.edit_tools import EditTools
+
+        self.edit_tools = EditTools(self.case, self)
         for v in self.views.values():
             v.hovered.connect(self._on_hover)
+            v.tools = self.edit_tools
         self.view3d_slot = QWidget()
         self.view3d_slot.setObjectName("view3dSlot")
         slot_lay = QVBoxLayout(self.view3d_slot)
@@ -233,6 +237,14 @@ class MainWindow(QMainWindow):
         lay.removeWidget(self.view3d_placeholder)
         lay.addWidget(widget)
         self.view3d = widget
+        # a pick on an error region selects it, so A / R correct it from the 3D view too
+        widget.picked.connect(self._select_region_at)
+
+    def _select_region_at(self, voxel: Any) -> None:
+        i = self.case.region_at(voxel)
+        if i >= 0 and i != self.case.active_region:
+            self.case.active_region = i
+            self.case.activeRegionChanged.emit(i)
 
     def _add_training_tab(self) -> None:
         if importlib.util.find_spec("app.training_tab") is None:
@@ -307,6 +319,19 @@ class MainWindow(QMainWindow):
         A("previous_region", "&Previous error region", lambda: self.case.step_region(-1))
         for key in STATUS_KEYS:
             A(f"status_{key}", f"Mark region: {STATUS_LABELS[key]}", lambda _=False, k=key: self.mark_region(k))
+        A("add_to_reference", "&Add region to the reference", lambda: self.correct_region("FP"))
+        A("remove_from_reference", "Re&move region from the reference", lambda: self.correct_region("FN"))
+        A("undo", "&Undo", lambda: self.case.undo())
+        A("redo", "&Redo", lambda: self.case.redo())
+        A("tool_brush", "&Brush", lambda: self.edit_tools.set_mode("brush"))
+        A("tool_eraser", "&Eraser", lambda: self.edit_tools.set_mode("eraser"))
+        A("tool_fill", "&Flood fill", lambda: self.edit_tools.set_mode("fill"))
+        A("brush_larger", "Larger brush", lambda: self.edit_tools.resize(1))
+        A("brush_smaller", "Smaller brush", lambda: self.edit_tools.resize(-1))
+        A("brush_form", "Brush disc / sphere", lambda: self.edit_tools.toggle_form())
+        A("brush_hu_limit", "Brush limited to its HU range", lambda: self.edit_tools.toggle_hu_limit())
+        A("edit_target", "Edit reference / prediction", lambda: self.edit_tools.toggle_target())
+        A("save_reference", "&Save edited reference", self.save_reference)
         A("segment_demo", "Segment with the &demo model", self.segment_demo)
         A("cancel_job", "Cancel background jobs", self.cancel_jobs)
         A("help_shortcuts", "&Keyboard shortcuts", self.show_shortcuts)
@@ -351,6 +376,15 @@ class MainWindow(QMainWindow):
         self.regions_menu.addSeparator()
         for key in STATUS_KEYS:
             self.regions_menu.addAction(a[f"status_{key}"])
+
+        self.edit_menu = mb.addMenu("&Edit")
+        for n in ("undo", "redo", None, "add_to_reference", "remove_from_reference", None, "tool_brush", "tool_eraser",
+                  "tool_fill", "brush_larger", "brush_smaller", "brush_form", "brush_hu_limit", "edit_target", None,
+                  "save_reference"):
+            if n is None:
+                self.edit_menu.addSeparator()
+            else:
+                self.edit_menu.addAction(a[n])
 
         self.tools_menu = mb.addMenu("&Tools")
         self.tools_menu.addAction(a["segment_demo"])
@@ -420,6 +454,9 @@ class MainWindow(QMainWindow):
         self.readout.setTextFormat(Qt.TextFormat.PlainText)
         self.readout.setMinimumWidth(200)
         sb.addWidget(self.readout, 1)
+        self.edit_status = QLabel("")
+        self.edit_status.setObjectName("editStatus")
+        sb.addPermanentWidget(self.edit_status)
         self.review_counter = QLabel("")
         self.review_counter.setObjectName("reviewCounter")
         sb.addPermanentWidget(self.review_counter)
@@ -436,8 +473,18 @@ class MainWindow(QMainWindow):
             sig.connect(lambda *_: self._show_readout(None))
         c.ctChanged.connect(self._update_title)
         c.modifiedChanged.connect(lambda *_: self._update_title())
-        for sig in (c.regionsChanged, c.regionStatusChanged, c.activePredictionChanged):
+        for sig in (c.regionsChanged, c.regionStatusChanged, c.activePredictionChanged, c.staleChanged):
             sig.connect(lambda *_: self._update_review_counter())
+        c.historyChanged.connect(self._update_edit_actions)
+        c.referenceChanged.connect(self._update_edit_actions)
+        self.edit_tools.changed.connect(self._update_edit_status)
+        self.edit_tools.failed.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        self._update_edit_actions()
+        # edits go to a recovery file now and then; a save or a clean close removes it
+        self._autosave_timer = QTimer(self)
+        self._autosave_timer.setInterval(int(self.edit_tools.presets.get("autosave_interval_s", 20) * 1000))
+        self._autosave_timer.timeout.connect(self._autosave)
+        self._autosave_timer.start()
 
     # -- jobs -------------------------------------------------------------------------------
     def report_error(self, exc: BaseException | str, details: str | None = None, title: str = APP_NAME) -> None:
@@ -698,7 +745,59 @@ class MainWindow(QMainWindow):
             self.review_counter.setText("")
             return
         n = len(act.regions)
-        self.review_counter.setText(f"Reviewed {act.reviewed_count()}/{n} regions")
+        stale = " (stale: updating after edits)" if self.case.stale else ""
+        self.review_counter.setText(f"Reviewed {act.reviewed_count()}/{n} regions{stale}")
+
+    # -- corrections -------------------------------------------------------------------------
+    def correct_region(self, kind: str) -> None:
+        """A (FP: add to the reference) / R (FN: remove from it) on the selected region."""
+        regs = self.case.regions()
+        i = self.case.active_region
+        if not 0 <= i < len(regs):
+            self.statusBar().showMessage("No region selected: press N to go to the next one.", 4000)
+            return
+        if regs[i].kind != kind:
+            other = "A adds FP regions" if kind == "FN" else "R removes FN regions"
+            self.statusBar().showMessage(f"{regs[i].id} is an {regs[i].kind} region: {other}.", 5000)
+            return
+        if not self.case.accept_region(i, kind):
+            self.statusBar().showMessage(f"{regs[i].id}: the reference already holds this correction.", 4000)
+
+    def _update_edit_actions(self) -> None:
+        s = self.case.session
+        self.actions["undo"].setEnabled(s.can_undo())
+        self.actions["redo"].setEnabled(s.can_redo())
+        self.actions["save_reference"].setEnabled(self.case.reference is not None)
+
+    def _update_edit_status(self) -> None:
+        self.edit_status.setText(self.edit_tools.describe())
+
+    def _autosave(self) -> None:
+        try:
+            self.case.autosave()
+        except OSError as exc:
+            self.statusBar().showMessage(f"Autosave failed: {exc}", 8000)
+
+    def save_reference(self, path: str | os.PathLike | None = None) -> Path | None:
+        """Write the edited reference over its file (the original kept once as *.orig.*)."""
+        if self.case.reference is None:
+            return None
+        if path is None and not self.case.reference_path:
+            from PySide6.QtWidgets import QFileDialog
+
+            path, _ = QFileDialog.getSaveFileName(self, "Save reference", self.settings.last_dir(),
+                                                  "NIfTI (*.nii.gz *.nii);;All files (*)")
+            if not path:
+                return None
+        try:
+            out = self.case.save_reference(path)
+        except Exception as exc:  # noqa: BLE001 - one dialog, the app goes on
+            import traceback
+
+            self.report_error(exc, traceback.format_exc())
+            return None
+        self.statusBar().showMessage(f"Saved the reference to {out} (edit log beside it)", 6000)
+        return out
 
     # -- display -----------------------------------------------------------------------------
     def _set_visible(self, key: str, on: bool) -> None:

@@ -430,6 +430,7 @@ class SliceView(QWidget):
         self.case = case
         self.orientation = orientation
         self.display = display
+        self.tools: Any = None  # app.edit_tools.EditTools, set by the window
         self.renderer = renderer or SliceRenderer()
         self.zoom = 1.0
         self.pan = QPointF(0.0, 0.0)  # logical pixels
@@ -697,7 +698,9 @@ class SliceView(QWidget):
         dy = event.angleDelta().y()
         if dy == 0:
             return
-        if event.modifiers() & Qt.KeyboardModifier.ControlModifier:
+        if self.tools is not None and self.tools.painting and event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+            self.tools.resize(1 if dy > 0 else -1)
+        elif event.modifiers() & Qt.KeyboardModifier.ControlModifier:
             self.zoom_by(1.15 if dy > 0 else 1 / 1.15, event.position())
         else:
             steps = int(dy / 120) or (1 if dy > 0 else -1)
@@ -712,6 +715,11 @@ class SliceView(QWidget):
         elif button == Qt.MouseButton.RightButton:
             s = self.display.settings
             self._drag = ("window", pos, (s.window, s.level))
+        elif button == Qt.MouseButton.LeftButton and self.tools is not None and self.tools.mode != "navigate":
+            v = self.widget_to_voxel(pos)
+            if v is not None:
+                self._drag = ("paint", pos, None)
+                self.tools.press(v, self.orientation)
         elif button == Qt.MouseButton.LeftButton:
             self._drag = ("cursor", pos, None)
             self._move_cursor(pos)
@@ -734,8 +742,14 @@ class SliceView(QWidget):
             self.display.set_window(w0 + d.x() * scale, l0 - d.y() * scale)
         elif kind == "cursor":
             self._move_cursor(pos)
+        elif kind == "paint":
+            v = self.widget_to_voxel(pos)
+            if v is not None:
+                self.tools.drag(v, self.orientation)
 
     def mouseReleaseEvent(self, event: Any) -> None:
+        if self._drag is not None and self._drag[0] == "paint":
+            self.tools.release()
         self._drag = None
         event.accept()
 

@@ -442,7 +442,9 @@ class View3D(QWidget):
                 self._show_scene(cached, serial)
                 return
         job = Job(build_scene, inp, name="3D surfaces")
-        job.result.connect(lambda scene, s=serial, k=inp: self._scene_built(scene, s, k))
+        from app.workers import guarded
+
+        job.result.connect(guarded(self, lambda scene, s=serial, k=inp: self._scene_built(scene, s, k)))
         self._job = job
         if self.track_job is not None:
             self.track_job(job)

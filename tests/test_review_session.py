@@ -340,3 +340,19 @@ def test_regions_keep_their_voxels_and_keys_are_content_based():
     again = find_error_regions(pred, ref, tree, SPACING, min_voxels=50)
     keys = {g.key: g.id for g in regions}
     assert all(keys[g.key] for g in again)
+
+
+def test_a_stroke_of_many_dabs_is_one_undo_step():
+    layer = LabelLayer("reference", LabelVolume(np.zeros((30, 30, 30), bool)), role="reference")
+    s = Session(reference=layer)
+    s.begin_stroke()
+    for x in range(5, 25):
+        s.brush("reference", (15, 15, x), 2, True, form="sphere")
+    s.end_stroke()
+    assert len(s.history.undo_stack) == 1 and layer.array.sum() > 0
+    assert [e["tool"] for e in s.edit_log] == ["brush"]
+    assert s.edit_log[0]["added"] == int(layer.array.sum())
+    s.undo()
+    assert not layer.array.any()
+    s.redo()
+    assert s.edit_log[-1]["tool"] == "redo brush" and layer.array.sum() == s.edit_log[0]["added"]

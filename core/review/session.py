@@ -170,6 +170,7 @@ class Session:
         self._last_autosave = 0.0
         self._recovery_dirty = False
         self._subscribers: list[Callable[[str, Any], None]] = []
+        self._stroke: list[Edit] | None = None  # open stroke: its dabs make one undo step
         self.reference: LabelLayer | None = None
         self.predictions: list[LabelLayer] = []
         self.tree = None
@@ -446,12 +447,40 @@ class Session:
         box, mask = flood_fill(self.ct.array, seed, hu_range, max_voxels=max_voxels, max_radius=max_radius)
         return self._write(target, box, mask, True, tool="fill", seed=[int(v) for v in seed], hu_range=list(hu_range))
 
+    def begin_stroke(self) -> None:
+        """Until :meth:`end_stroke`, writes of the same layer and tool join one undo step
+        (a brush drag is one edit, however many dabs it took)."""
+        self._stroke = []
+
+    def end_stroke(self) -> Edit | None:
+        stroke, self._stroke = self._stroke, None
+        if not stroke:
+            return None
+        for edit in stroke:
+            self._log(edit, edit.deltas[0].layer, edit.tool)
+        self._emit("history", None)
+        self._maybe_autosave()
+        return stroke[-1]
+
     def _write(self, layer: LabelLayer, box: Box, mask: np.ndarray, value: bool, *, tool: str,
                region_key: str | None = None, **extra: Any) -> Edit | None:
         delta = layer.write(box, mask, value)
         if delta is None:
             return None
         n = delta.count
+        if self._stroke is not None:
+            last = self._stroke[-1] if self._stroke else None
+            if (last is not None and last.tool == tool and last.deltas[0].layer == layer.name
+                    and self.history.undo_stack and self.history.undo_stack[-1] is last):
+                last.deltas.append(delta)
+                last.added += n if value else 0
+                last.removed += 0 if value else n
+                return last
+            edit = Edit(tool, [delta], region_key, added=n if value else 0, removed=0 if value else n,
+                        time=time.time(), extra=dict(extra))
+            self.history.push(edit)
+            self._stroke.append(edit)
+            return edit
         edit = Edit(tool, [delta], region_key, added=n if value else 0, removed=0 if value else n,
                     time=time.time(), extra=dict(extra))
         self.history.push(edit)
