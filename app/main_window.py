@@ -42,6 +42,7 @@ from app.dialogs import APP_NAME, AboutDialog, ShortcutsDialog, show_error
 from app.settings import Settings
 from app.slice_view import ORIENTATIONS, DisplaySettings, DisplayState, SliceRenderer, SliceView
 from app.workers import Job, guarded
+from core.errors import InputError
 
 VOLUME_FILTER = "Volumes (*.nii *.nii.gz *.mha *.mhd *.nrrd *.nhdr);;All files (*)"
 PROJECT_FILTER = "Airway Studio project (*.json)"
@@ -139,6 +140,7 @@ class MainWindow(QMainWindow):
         self.resize(1440, 920)
         self.setMinimumSize(QSize(960, 640))
 
+        self._recovery_offered = False
         self._build_views()
         self._build_actions()
         self._build_menus()
@@ -227,6 +229,9 @@ class MainWindow(QMainWindow):
         QTimer.singleShot(0, self._align_columns)
 
     def showEvent(self, event: Any) -> None:
+        if not self._recovery_offered and not self.ephemeral:
+            self._recovery_offered = True
+            QTimer.singleShot(0, self.offer_recovery)
         super().showEvent(event)
         QTimer.singleShot(0, self._align_columns)
 
@@ -778,6 +783,54 @@ class MainWindow(QMainWindow):
         except OSError as exc:
             self.statusBar().showMessage(f"Autosave failed: {exc}", 8000)
 
+    # -- crash recovery ----------------------------------------------------------------------
+    def offer_recovery(self) -> None:
+        """After a crash: offer to reopen the files of a recovery file and replay its edits."""
+        from datetime import datetime
+
+        from core.review import list_recoveries
+
+        found = list_recoveries()
+        if not found:
+            return
+        path, meta = found[0]
+        ref = next((m for m in meta["layers"] if m["role"] == "reference"), None)
+        name = Path(ref["file"]["path"]).name if ref and ref.get("file") else "a case"
+        when = datetime.fromtimestamp(meta.get("written", 0)).strftime("%Y-%m-%d %H:%M")
+        ans = QMessageBox.question(
+            self, APP_NAME, f"Airway Studio stopped with unsaved edits of {name} ({when}).\n\nRecover them?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No | QMessageBox.StandardButton.Discard)
+        if ans == QMessageBox.StandardButton.Yes:
+            self.recover_edits(path)
+        elif ans == QMessageBox.StandardButton.Discard:
+            path.unlink(missing_ok=True)
+
+    def recover_edits(self, path: str | os.PathLike) -> Job | None:
+        """Open the recovery file's inputs, then replay its voxels, statuses and edit log."""
+        from core.review import check_recovery, recovery_inputs
+
+        try:
+            meta, arrays = check_recovery(path)
+            inputs = recovery_inputs(meta)
+            if inputs["ct"] is None:
+                raise InputError("The recovery file names no CT.", "Recover it with core.review.Session.recover in a script.")
+        except InputError as exc:
+            self.report_error(exc)
+            return None
+
+        def replay() -> None:
+            self.caseLoaded.disconnect(replay)
+            try:
+                self.case.session.apply_recovery(meta, arrays)
+                self.case.session.recovery_path = Path(path)
+            except InputError as exc:
+                self.report_error(exc)
+                return
+            self.statusBar().showMessage("Recovered the unsaved edits; save the reference to keep them.", 8000)
+
+        self.caseLoaded.connect(replay)
+        return self.open_files(inputs["ct"], inputs["reference"], inputs["predictions"], inputs["reference_selector"])
+
     def save_reference(self, path: str | os.PathLike | None = None) -> Path | None:
         """Write the edited reference over its file (the original kept once as *.orig.*)."""
         if self.case.reference is None:
@@ -958,6 +1011,16 @@ class MainWindow(QMainWindow):
         self._sync_display_controls()
 
     def closeEvent(self, event: Any) -> None:
+        if self.case.session.modified and not self.ephemeral and self.case.reference is not None:
+            ans = QMessageBox.question(self, APP_NAME, "Save the edited reference before closing?",
+                                       QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
+                                       | QMessageBox.StandardButton.Cancel)
+            if ans == QMessageBox.StandardButton.Cancel or (
+                    ans == QMessageBox.StandardButton.Save and self.save_reference() is None):
+                event.ignore()
+                return
+            if ans == QMessageBox.StandardButton.Discard:
+                self.case.session.discard_recovery()
         if self.case.modified and not self.case.is_empty and not self.case.demo and not self.ephemeral:
             ans = QMessageBox.question(self, APP_NAME, "Save the review (region statuses, view) before closing?",
                                        QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard

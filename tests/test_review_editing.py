@@ -138,3 +138,35 @@ def test_statuses_follow_regions_through_reanalysis(qtbot, tiny_demo):
     i = [g.key for g in new].index(kept)
     assert case.active.status(i) == "confirmed"
     assert case.active.reviewed_count() == 1
+
+
+def test_the_window_replays_a_recovery_file(qtbot, tmp_path, tiny_demo):
+    from app.main_window import MainWindow
+    from app.settings import Settings
+    from core.io import write_volume
+    from core.review import Session
+
+    ph = tiny_demo.phantom
+    ct = write_volume(ph.ct, tmp_path / "ct.nii.gz")
+    ref = write_volume(LabelVolume(tiny_demo.reference.mask.astype(np.uint8), ph.ct.geometry), tmp_path / "ref.nii.gz")
+    pred = write_volume(LabelVolume(tiny_demo.prediction.mask.astype(np.uint8), ph.ct.geometry), tmp_path / "pred.nii.gz")
+    s = Session.load(ct, ref, [pred], recovery_dir=tmp_path / "rec")
+    s.analyse()
+    first = s.regions(0)[0]
+    key = first.key
+    s.accept(key)
+    s.brush("reference", tuple(n // 2 for n in ph.ct.shape), 3, True, form="sphere")
+    path = s.autosave()
+    edited = s.reference.array.copy()
+
+    w = MainWindow(settings=Settings(ephemeral=True), install_panels=False, training_tab=False)
+    qtbot.addWidget(w)
+    w.recover_edits(path)
+    qtbot.waitUntil(lambda: w.case.reference is not None and w.case.session.modified, timeout=60000)
+    assert np.array_equal(w.case.reference.mask, edited)
+    tool = "add_to_reference" if first.kind == "FP" else "remove_from_reference"
+    assert [e["tool"] for e in w.case.session.edit_log] == [tool, "brush"]
+    qtbot.waitUntil(lambda: bool(w.case.regions()) and not w.case.stale and not w.case.busy, timeout=60000)
+    assert w.case.session.status(0, key) == "reference_error"
+    out = w.save_reference()
+    assert out == ref and not path.exists() and (tmp_path / "ref.orig.nii.gz").exists()

@@ -11,10 +11,10 @@ own voxels and stable keys, analysis, safe saves and crash recovery.
 from core.review.layers import Change, Delta, Edit, History, LabelLayer
 from core.review.persist import backup_path, default_recovery_dir, edit_log_path, list_recoveries
 from core.review.session import (METRIC_KEYS, STATUS_KEYS, STATUSES, AnalysisJob, AnalysisResult, ReviewRegion,
-                                 Session)
+                                 Session, check_recovery, recovery_inputs)
 
 __all__ = [
     "AnalysisJob", "AnalysisResult", "Change", "Delta", "Edit", "History", "LabelLayer", "METRIC_KEYS",
     "ReviewRegion", "STATUSES", "STATUS_KEYS", "Session", "backup_path", "default_recovery_dir",
-    "edit_log_path", "list_recoveries",
+    "check_recovery", "edit_log_path", "list_recoveries", "recovery_inputs",
 ]

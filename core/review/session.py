@@ -617,31 +617,54 @@ class Session:
         indices would land on other data. The recovered edits cannot be undone
         one by one (the history was in the killed process); the next save
         records them in the edit log as they were logged."""
-        meta, arrays = persist.read_recovery(recovery_path)
-        files = [m for m in meta["layers"] if m.get("file")]
-        for m in files + ([meta["ct"]] if meta.get("ct") else []):
-            f = m["file"] if "file" in m else m
-            now = persist.file_identity(f["path"])
-            if now["size"] != f["size"] or now["mtime_ns"] != f["mtime_ns"]:
-                raise InputError(f"{Path(f['path']).name} changed (or vanished) after the recovery file was written.",
-                                 "The edits cannot be replayed on other data; delete the recovery file.",
-                                 path=recovery_path)
-        ref = next((m for m in meta["layers"] if m["role"] == "reference"), None)
-        preds = [m for m in meta["layers"] if m["role"] != "reference"]
-        if ref is None or ref.get("file") is None or any(m.get("file") is None for m in preds):
-            raise InputError("The recovery file names layers that were never saved to a file.",
-                             "Only edits on layers loaded from files can be recovered.", path=recovery_path)
+        meta, arrays = check_recovery(recovery_path)
+        inputs = recovery_inputs(meta)
         options.setdefault("recovery_path", recovery_path)
-        s = cls.load(meta["ct"]["path"] if meta.get("ct") else None, ref["file"]["path"],
-                     [m["file"]["path"] for m in preds], reference_selector=ref.get("selector"), **options)
-        for n, (lyr, m) in enumerate(zip(s.layers(), meta["layers"])):
-            if m["role"] != "reference":
+        s = cls.load(inputs["ct"], inputs["reference"], inputs["predictions"],
+                     reference_selector=inputs["reference_selector"], **options)
+        s.apply_recovery(meta, arrays)
+        return s
+
+    def apply_recovery(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Replay a recovery file's voxels, statuses and edit log on the same inputs, loaded afresh."""
+        layers = self.layers()
+        if len(layers) != len(meta["layers"]):
+            raise InputError("The open case has other layers than the recovery file.",
+                             "Open the same reference and predictions, then recover.")
+        for n, (lyr, m) in enumerate(zip(layers, meta["layers"])):
+            if m["role"] != "reference" and lyr.name != m["name"]:
+                self._statuses[m["name"]] = self._statuses.pop(lyr.name, {})
                 lyr.name = m["name"]
             lyr.restore_touched(arrays[f"index_{n}"], arrays[f"values_{n}"])
-        s._statuses = {k: dict(v) for k, v in meta.get("statuses", {}).items()}
-        s.edit_log = list(meta.get("edit_log", []))
-        s._recovery_dirty = False
-        return s
+        for name, table in meta.get("statuses", {}).items():
+            self._statuses.setdefault(name, {}).clear()
+            self._statuses[name].update(table)
+        self.edit_log = list(meta.get("edit_log", []))
+        self._recovery_dirty = False
+
+
+def check_recovery(recovery_path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read a recovery file and check its inputs are unchanged (InputError otherwise)."""
+    meta, arrays = persist.read_recovery(recovery_path)
+    files = [m["file"] for m in meta["layers"] if m.get("file")] + ([meta["ct"]] if meta.get("ct") else [])
+    for f in files:
+        now = persist.file_identity(f["path"])
+        if now["size"] != f["size"] or now["mtime_ns"] != f["mtime_ns"]:
+            raise InputError(f"{Path(f['path']).name} changed (or vanished) after the recovery file was written.",
+                             "The edits cannot be replayed on other data; delete the recovery file.",
+                             path=recovery_path)
+    return meta, arrays
+
+
+def recovery_inputs(meta: dict) -> dict:
+    """The files to open before :meth:`Session.apply_recovery`: ct, reference, predictions, reference_selector."""
+    ref = next((m for m in meta["layers"] if m["role"] == "reference"), None)
+    preds = [m for m in meta["layers"] if m["role"] != "reference"]
+    if ref is None or ref.get("file") is None or any(m.get("file") is None for m in preds):
+        raise InputError("The recovery file names layers that were never saved to a file.",
+                         "Only edits on layers loaded from files can be recovered.")
+    return {"ct": meta["ct"]["path"] if meta.get("ct") else None, "reference": ref["file"]["path"],
+            "predictions": [m["file"]["path"] for m in preds], "reference_selector": ref.get("selector")}
 
 
 def _as_bool(volume: LabelVolume) -> LabelVolume:
