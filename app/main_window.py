@@ -51,10 +51,9 @@ PREDICTION_HINTS = ("pred", "seg", "mask", "prob", "output", "result", "airway")
 
 
 def demo_model_path() -> Path | None:
-    from core.resources import resource_path
+    from core.resources import shipped_model_path
 
-    p = resource_path("models", "demo_wingsnet.pt", must_exist=False)
-    return p if p.exists() else None
+    return shipped_model_path()
 
 
 class JobStatus(QWidget):
