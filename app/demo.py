@@ -67,14 +67,14 @@ class DemoCase:
 
 
 def _grid(phantom: Any):
-    from core.phantom_raster import Grid
+    from core.phantom.raster import Grid
 
     g = phantom.ct.geometry
     return Grid(phantom.ct.shape, g.spacing, g.origin)
 
 
 def _tube(grid: Any, branch: Any, extra_mm: float) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
-    from core.phantom_raster import segment_distance
+    from core.phantom.raster import segment_distance
 
     res = segment_distance(grid, np.asarray(branch.start), np.asarray(branch.end), branch.radius_mm + extra_mm)
     if res is None:
@@ -111,7 +111,7 @@ def make_demo(params: DemoParams = DemoParams(), *, progress: Progress | None = 
         keep = np.zeros_like(inside)
         parent = by_id.get(b.parent)
         if parent is not None:
-            from core.phantom_raster import segment_distance
+            from core.phantom.raster import segment_distance
 
             res = segment_distance(grid, np.asarray(parent.start), np.asarray(parent.end), parent.radius_mm + 3 * vox)
             if res is not None:
