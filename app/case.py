@@ -1038,12 +1038,25 @@ def read_project(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+def load_demo_case(params: Any = None, *, progress: Progress | None = None, cancel: Any = None):
+    """The demo (app.demo) as a :class:`LoadedCase` (a job function)."""
+    from app.demo import DEMO_NAME, SIMULATED_NAME, DemoParams, make_demo
+
+    demo = make_demo(params or DemoParams(), progress=progress, cancel=cancel)
+    ct = demo.phantom.ct
+    ct.name = DEMO_NAME
+    entry = PredictionEntry(name=SIMULATED_NAME, label=demo.prediction, source="simulated")
+    out = LoadedCase(ct=ct, reference=demo.reference, predictions=[entry], name=DEMO_NAME, demo=True)
+    out.reorientation = None
+    out.description = demo.describe()  # type: ignore[attr-defined]
+    out.demo_case = demo  # type: ignore[attr-defined]
+    return out
+
+
 def load_project(path: str | os.PathLike, *, progress: Progress = _noop, cancel: Any = None) -> tuple[LoadedCase, dict]:
     """Read a project and every file it names (worker side)."""
     data = read_project(path)
     if data.get("demo"):
-        from app.demo import load_demo_case
-
         loaded = load_demo_case(progress=progress, cancel=cancel)
         return loaded, data
     if not data.get("ct"):

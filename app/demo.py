@@ -166,18 +166,3 @@ def make_demo(params: DemoParams = DemoParams(), *, progress: Progress | None = 
     prediction = LabelVolume(pred, ph.label.geometry, name=SIMULATED_NAME)
     return DemoCase(ph, reference, prediction, [b.id for b in missed],
                     None if thick is None else thick.id, leak_branch, leak_centre)  # type: ignore[arg-type]
-
-
-def load_demo_case(params: DemoParams | None = None, *, progress: Progress | None = None, cancel: Any = None):
-    """The demo as a :class:`app.case.LoadedCase` (a job function)."""
-    from app.case import LoadedCase, PredictionEntry
-
-    demo = make_demo(params or DemoParams(), progress=progress, cancel=cancel)
-    ct = demo.phantom.ct
-    ct.name = DEMO_NAME
-    entry = PredictionEntry(name=SIMULATED_NAME, label=demo.prediction, source="simulated")
-    out = LoadedCase(ct=ct, reference=demo.reference, predictions=[entry], name=DEMO_NAME, demo=True)
-    out.reorientation = None
-    out.description = demo.describe()  # type: ignore[attr-defined]
-    out.demo_case = demo  # type: ignore[attr-defined]
-    return out

@@ -562,7 +562,7 @@ class MainWindow(QMainWindow):
 
     def open_demo(self, params: Any = None) -> Job:
         """The phantom demo (``params``: :class:`app.demo.DemoParams`, default full chest)."""
-        from app.demo import load_demo_case
+        from app.case import load_demo_case
 
         def apply(loaded: Any) -> None:
             self.case.apply_loaded(loaded)

@@ -628,16 +628,12 @@ class SliceView(QWidget):
         p.drawLine(QPointF(c.x(), c.y() + gap), QPointF(c.x(), rect.bottom()))
 
     def _paint_region(self, p: QPainter) -> None:
-        from app.case import region_box
-
         regs = self.case.regions()
         i = self.case.active_region
         if not 0 <= i < len(regs):
             return
-        box = region_box(regs[i])
-        if box is None:
-            return
-        start, stop = box
+        start = [lo for lo, _ in regs[i].bbox]
+        stop = [hi for _, hi in regs[i].bbox]
         ax = AXIS_OF[self.orientation]
         if not start[ax] <= self.index < stop[ax]:
             return

@@ -400,6 +400,4 @@ def _one_piece(mask: np.ndarray, cc3d: Any) -> bool:
     return int(n) == 1
 
 
-from core.phantom.mask import phantom_from_mask  # noqa: E402  (re-exported: one import for both makers)
-
-__all__ = ["Difficulty", "Phantom", "Branch", "auto_spacing", "make_phantom", "phantom_from_mask"]
+__all__ = ["Difficulty", "Phantom", "Branch", "auto_spacing", "make_phantom"]
