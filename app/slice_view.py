@@ -235,6 +235,17 @@ def _blend(region: np.ndarray, sel: np.ndarray, rgb: np.ndarray, alpha: np.ndarr
                    | mixed[:, 2])
 
 
+def display_rect(orientation: str, box: Any, shape: Sequence[int]) -> tuple[int, int, int, int]:
+    """Rows (r0, r1) and columns (c0, c1), half-open, that a volume box covers in a displayed slice."""
+    (z0, z1), (y0, y1), (x0, x1) = box
+    nz = shape[0]
+    if orientation == "axial":
+        return y0, y1, x0, x1
+    if orientation == "coronal":
+        return nz - z1, nz - z0, x0, x1
+    return nz - z1, nz - z0, y0, y1
+
+
 def overlay_window(orientation: str, index: int, box: Any, shape: Sequence[int]):
     """Where a volume box (per-axis (start, stop), z/y/x) meets slice ``index``.
 
@@ -435,6 +446,7 @@ class SliceView(QWidget):
         self.zoom = 1.0
         self.pan = QPointF(0.0, 0.0)  # logical pixels
         self._cache: OrderedDict[tuple, QImage] = OrderedDict()
+        self._last: tuple[tuple, QImage] | None = None  # the image shown last, patched by edits
         self._drag: tuple[str, QPointF, Any] | None = None
         self._space = False
         self.last_render_ms = 0.0
@@ -465,6 +477,7 @@ class SliceView(QWidget):
 
     def invalidate(self, *_: Any) -> None:
         self._cache.clear()
+        self._last = None
         self.update()
 
     def _on_cursor(self, *_: Any) -> None:
@@ -474,7 +487,51 @@ class SliceView(QWidget):
         # slices outside the edited box keep their cached images (keys hold the revisions)
         ax = AXIS_OF[self.orientation]
         if box is None or box[ax][0] <= self.index < box[ax][1]:
+            if box is not None:
+                self._patch(box)
             self.update()
+        else:
+            self._patch(None)  # the shown slice did not change: its image holds for the new revision
+
+    def _key(self) -> tuple:
+        case = self.case
+        act = case.active
+        # revisions: labels are edited in place, the arrays' identity alone would show stale slices
+        return (self.index, case.active_index, id(act), id(case.reference), case.revision("reference"),
+                0 if act is None else case.revision(act.name), self.display.settings.key())
+
+    def _patch(self, box: Any) -> None:
+        """Re-render only the edited box of the image shown last (a brush dab repaints a
+        few hundred pixels, not the slice), when that image is exactly one edit old;
+        ``box=None``: the edit missed this slice, the image is kept as it is."""
+        if self._last is None or self.case.ct is None:
+            return
+        old_key, old_img = self._last
+        key = self._key()
+        s = self.display.settings
+        steps = [b - a for a, b in zip(old_key[4:6], key[4:6])]
+        if old_key[:4] != key[:4] or old_key[6] != key[6] or sorted(steps) != [0, 1] or (s.show_overlay and s.heatmap):
+            return
+        if box is None:
+            self._cache[key] = old_img
+            self._last = (key, old_img)
+            return
+        case, o, i = self.case, self.orientation, self.index
+        h, w = display_shape(o, case.ct.shape)
+        r0, r1, c0, c1 = display_rect(o, box, case.ct.shape)
+        # outlines depend on the 4-neighbours: paste one pixel around the box, render one more
+        pr0, pr1, pc0, pc1 = max(r0 - 1, 0), min(r1 + 1, h), max(c0 - 1, 0), min(c1 + 1, w)
+        rr0, rr1, rc0, rc1 = max(pr0 - 1, 0), min(pr1 + 1, h), max(pc0 - 1, 0), min(pc1 + 1, w)
+        win = (slice(rr0, rr1), slice(rc0, rc1))
+        act = case.active
+        ref = None if case.reference is None else extract_slice(case.reference.mask, o, i)[win]
+        pred = None if act is None else extract_slice(act.mask, o, i)[win]
+        sub = self.renderer.render(case.ct_slice(o, i)[win], s, ref, pred)
+        buf = old_img._buffer.copy()  # type: ignore[attr-defined]
+        buf[pr0:pr1, pc0:pc1] = sub[pr0 - rr0:pr1 - rr0, pc0 - rc0:pc1 - rc0]
+        img = argb_to_qimage(buf)
+        self._cache[key] = img
+        self._last = (key, img)
 
     def set_slice(self, index: int) -> None:
         shape = self.shape
@@ -521,12 +578,11 @@ class SliceView(QWidget):
         if case.ct is None:
             return None
         act = case.active
-        # revisions: labels are edited in place, the arrays' identity alone would show stale slices
-        key = (self.index, case.active_index, id(act), id(case.reference), case.revision("reference"),
-               0 if act is None else case.revision(act.name), self.display.settings.key())
+        key = self._key()
         img = self._cache.get(key)
         if img is not None:
             self._cache.move_to_end(key)
+            self._last = (key, img)
             return img
         import time
 
@@ -557,6 +613,7 @@ class SliceView(QWidget):
         img = argb_to_qimage(rgb)
         self.last_render_ms = (time.perf_counter() - t0) * 1000
         self._cache[key] = img
+        self._last = (key, img)
         while len(self._cache) > 6:
             self._cache.popitem(last=False)
         return img

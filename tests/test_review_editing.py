@@ -170,3 +170,21 @@ def test_the_window_replays_a_recovery_file(qtbot, tmp_path, tiny_demo):
     assert w.case.session.status(0, key) == "reference_error"
     out = w.save_reference()
     assert out == ref and not path.exists() and (tmp_path / "ref.orig.nii.gz").exists()
+
+
+@pytest.mark.parametrize("orientation", ["axial", "coronal", "sagittal"])
+@pytest.mark.parametrize("outline", [False, True])
+def test_a_patched_slice_equals_a_full_render(qtbot, tiny_demo, orientation, outline):
+    case = _case(qtbot, tiny_demo)
+    display = DisplayState()
+    display.update(outline=outline)
+    view = SliceView(case, orientation, display)
+    qtbot.addWidget(view)
+    view.current_rgb()
+    centre = case.cursor
+    for k, (layer, value) in enumerate([("reference", True), ("model", True), ("reference", False), ("model", False)]):
+        case.session.brush(layer, tuple(c + k for c in centre), 3, value, form="sphere")
+        assert view._key() in view._cache  # patched in place of a full render
+        fresh = SliceView(case, orientation, display)
+        qtbot.addWidget(fresh)
+        assert np.array_equal(view.current_rgb(), fresh.current_rgb())
