@@ -251,8 +251,6 @@ class MainWindow(QMainWindow):
             self.case.activeRegionChanged.emit(i)
 
     def _add_training_tab(self) -> None:
-        if importlib.util.find_spec("app.training_tab") is None:
-            return
         try:
             from app.training_tab import TrainingTab
 
@@ -262,13 +260,9 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Training tab unavailable: {exc}", 10000)
             return
         self.tabs.addTab(self.training_tab, "Training")
-        sig = getattr(self.training_tab, "openCheckpointRequested", None)
-        if sig is not None:
-            sig.connect(self._segment_with_checkpoint_from_training)
+        self.training_tab.openCheckpointRequested.connect(self._segment_with_checkpoint_from_training)
 
     def _install_panels(self) -> None:
-        if importlib.util.find_spec("app.panels") is None:
-            return
         try:
             from app.panels import install_panels
 
