@@ -40,6 +40,10 @@ def test_accepting_a_region_never_shows_a_stale_slice(qtbot, tiny_demo):
     fp = next(i for i, g in enumerate(case.regions()) if g.kind == "FP")
     case.go_to_region(fp)
     view = _view(qtbot, case)
+    from app.metrics_panel import MetricsPanel
+
+    panel = MetricsPanel(case)
+    qtbot.addWidget(panel)
     before = view.current_rgb().copy()
     region = case.regions()[fp]
     with qtbot.waitSignal(case.labelChanged) as sig:
@@ -51,7 +55,9 @@ def test_accepting_a_region_never_shows_a_stale_slice(qtbot, tiny_demo):
     assert np.array_equal(after, fresh.current_rgb())
     assert case.reference.mask[tuple(region.coords.astype(int).T)].all()
     assert case.stale  # metrics and regions lag until the debounced re-analysis
+    assert "Stale" in panel.status.text()
     qtbot.waitUntil(lambda: not case.stale and not case.busy, timeout=60000)
+    assert "Stale" not in panel.status.text()
     scratch = evaluate(case.active.mask, case.reference.mask, case.reference.spacing_zyx)
     assert case.active.metrics.summary() == scratch.summary()
     assert region.key not in {g.key for g in case.regions()}
