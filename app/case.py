@@ -17,9 +17,7 @@ here are module-level and Qt-free so scripts and tests can run them synchronousl
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from dataclasses import replace as dataclasses_replace
 from pathlib import Path
@@ -31,12 +29,9 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from core.errors import Cancelled, InputError
 from core.regions import ErrorRegion
 from core.review import STATUS_KEYS, STATUSES, AnalysisJob, AnalysisResult, LabelLayer, Session
-from core.review.loading import Source, as_bool_mask, load_ct, read_label_canonical, read_prediction_canonical
+from core.review.loading import Source, as_bool_mask, load_ct, read_label_canonical, read_prediction_canonical  # noqa: F401
+from core.review.project import PROJECT_FORMAT, PROJECT_VERSION, read_project, write_project  # noqa: F401
 from core.volume import IntensityVolume, LabelVolume, Reorientation, check_same_grid
-
-PROJECT_FORMAT = "airway-studio-project"
-# 2: region statuses keyed by the regions' content keys (1: by list position)
-PROJECT_VERSION = 2
 
 STATUS_LABELS = dict(STATUSES)
 # Edits wait this long for the next stroke before metrics and regions are recomputed.
@@ -994,48 +989,10 @@ class Case(QObject):
                     out = path.with_name(f"{path.stem}_{safe}.nii.gz")
                     write_volume(LabelVolume(p.mask.astype(np.uint8), p.label.geometry, p.name), out)
                     p.path = str(out)
-        data = self.to_project(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=2)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_project(path, self.to_project(path))
         self.project_path = str(path)
         self._set_modified(False)
         return path
-
-
-def read_project(path: str | os.PathLike) -> dict[str, Any]:
-    """Parse and check a project file; paths come back absolute."""
-    path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise InputError("The project file does not exist.", "Check the path.", path=path) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"The project file is not valid JSON ({exc}).", "Open an Airway Studio project (.json).", path=path) from None
-    if not isinstance(data, dict) or data.get("format") != PROJECT_FORMAT:
-        raise InputError("This JSON file is not an Airway Studio project.", "Open a project saved by Airway Studio.", path=path)
-    if int(data.get("version", 0)) > PROJECT_VERSION:
-        raise InputError(f"The project was saved by a newer Airway Studio (format {data.get('version')}).",
-                         "Update Airway Studio to open it.", path=path)
-    base = path.resolve().parent
-
-    def absolute(p: str | None) -> str | None:
-        if p is None:
-            return None
-        q = Path(p)
-        return str(q if q.is_absolute() else (base / q).resolve())
-
-    data["ct"] = absolute(data.get("ct"))
-    data["reference"] = absolute(data.get("reference"))
-    for p in data.get("predictions", []):
-        p["path"] = absolute(p.get("path"))
-    return data
 
 
 def load_demo_case(params: Any = None, *, progress: Progress | None = None, cancel: Any = None):

@@ -194,3 +194,25 @@ def test_a_patched_slice_equals_a_full_render(qtbot, tiny_demo, orientation, out
         fresh = SliceView(case, orientation, display)
         qtbot.addWidget(fresh)
         assert np.array_equal(view.current_rgb(), fresh.current_rgb())
+
+
+def test_a_format_1_project_maps_statuses_by_position_once(qtbot, tmp_path, tiny_demo):
+    import json
+
+    from app.case import apply_project, load_project
+    from app.workers import run_sync
+    from core.io import write_volume
+
+    ph = tiny_demo.phantom
+    write_volume(ph.ct, tmp_path / "ct.nii.gz")
+    write_volume(LabelVolume(tiny_demo.reference.mask.astype(np.uint8), ph.ct.geometry), tmp_path / "ref.nii.gz")
+    write_volume(LabelVolume(tiny_demo.prediction.mask.astype(np.uint8), ph.ct.geometry), tmp_path / "pred.nii.gz")
+    (tmp_path / "old.json").write_text(json.dumps({
+        "format": "airway-studio-project", "version": 1, "ct": "ct.nii.gz", "reference": "ref.nii.gz",
+        "predictions": [{"name": "pred", "path": "pred.nii.gz", "statuses": {"1": "flagged"}}]}))
+    loaded, data = run_sync(load_project, tmp_path / "old.json")
+    case = Case(auto_analyse=True)
+    apply_project(case, loaded, data, str(tmp_path / "old.json"))
+    qtbot.waitUntil(lambda: bool(case.regions()) and not case.busy, timeout=60000)
+    assert [case.active.status(i) for i in range(3)] == ["unreviewed", "flagged", "unreviewed"]
+    assert case.active.statuses == {case.regions()[1].key: "flagged"}
