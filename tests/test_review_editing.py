@@ -216,3 +216,17 @@ def test_a_format_1_project_maps_statuses_by_position_once(qtbot, tmp_path, tiny
     qtbot.waitUntil(lambda: bool(case.regions()) and not case.busy, timeout=60000)
     assert [case.active.status(i) for i in range(3)] == ["unreviewed", "flagged", "unreviewed"]
     assert case.active.statuses == {case.regions()[1].key: "flagged"}
+
+
+def test_review_analysis_in_a_child_process_equals_in_process(tiny_demo):
+    from app.case import run_review_analysis
+    from core.review import Session
+
+    g = tiny_demo.phantom.ct.geometry
+    s = Session(reference=LabelVolume(tiny_demo.reference.mask.copy(), g),
+                predictions=[LabelVolume(tiny_demo.prediction.mask.copy(), g, name="p")])
+    here, tree_here = run_review_analysis(s.analysis_job(copy=True), in_process=False)
+    there, tree_there = run_review_analysis(s.analysis_job(copy=True), in_process=True)
+    assert here.predictions["p"].metrics.summary() == there.predictions["p"].metrics.summary()
+    assert [r.key for r in here.predictions["p"].regions] == [r.key for r in there.predictions["p"].regions]
+    assert np.array_equal(tree_here.branch_map, tree_there.branch_map)
