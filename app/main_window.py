@@ -1004,7 +1004,8 @@ class MainWindow(QMainWindow):
         self._sync_display_controls()
 
     def closeEvent(self, event: Any) -> None:
-        if self.case.session.modified and not self.ephemeral and self.case.reference is not None:
+        ref_layer = self.case.session.reference
+        if ref_layer is not None and ref_layer.modified and not self.ephemeral:
             ans = QMessageBox.question(self, APP_NAME, "Save the edited reference before closing?",
                                        QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
                                        | QMessageBox.StandardButton.Cancel)
