@@ -603,7 +603,7 @@ class Case(QObject):
                                  probabilities=entry.probabilities)
         self.session.add_prediction(entry.layer)
         entry.name = entry.layer.name  # made unique by the session
-        entry.statuses = self.session._statuses.setdefault(entry.name, {})
+        entry.statuses = self.session.status_table(len(self.session.predictions) - 1)
         self.predictions.append(entry)
         self._start_box_job(entry.mask)
         index = len(self.predictions) - 1

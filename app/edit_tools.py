@@ -92,7 +92,7 @@ class EditTools(QObject):
             self.failed.emit(str(exc))
 
     def drag(self, voxel: Sequence[int], orientation: str) -> None:
-        if not self.painting or self.case.session._stroke is None:
+        if not self.painting or not self.case.session.stroke_open:
             return
         layer = self.case.edit_layer_name(self.target)
         hu = tuple(self.presets["brush_hu_range"]) if self.hu_limit else None
@@ -107,6 +107,6 @@ class EditTools(QObject):
         self._last = tuple(int(v) for v in voxel)  # type: ignore[assignment]
 
     def release(self) -> None:
-        if self.case.session._stroke is not None:
+        if self.case.session.stroke_open:
             self.case.session.end_stroke()
         self._last = None

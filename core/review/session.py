@@ -388,6 +388,10 @@ class Session:
     def statuses(self, prediction: int) -> dict[str, str]:
         return dict(self._statuses.get(self.predictions[prediction].name, {}))
 
+    def status_table(self, prediction: int) -> dict[str, str]:
+        """The live {region key: status} dict of a prediction (shared, not a copy: the app shows it)."""
+        return self._statuses.setdefault(self.predictions[prediction].name, {})
+
     def set_status(self, prediction: int, key: str, status: str) -> None:
         if status not in STATUS_KEYS:
             raise InputError(f"Unknown review status '{status}'.", f"Use one of {', '.join(STATUS_KEYS)}.")
@@ -446,6 +450,10 @@ class Session:
         target = layer if isinstance(layer, LabelLayer) else self.layer(layer)
         box, mask = flood_fill(self.ct.array, seed, hu_range, max_voxels=max_voxels, max_radius=max_radius)
         return self._write(target, box, mask, True, tool="fill", seed=[int(v) for v in seed], hu_range=list(hu_range))
+
+    @property
+    def stroke_open(self) -> bool:
+        return self._stroke is not None
 
     def begin_stroke(self) -> None:
         """Until :meth:`end_stroke`, writes of the same layer and tool join one undo step
