@@ -7,39 +7,36 @@ held in canonical LPS orientation (:func:`core.volume.to_canonical`), so array
 axis 0 runs inferior->superior, axis 1 anterior->posterior, axis 2
 right->left whatever the file's direction cosines.
 
-Loading and analysis functions are module-level and Qt-free (``load_*``,
-``analyse_*``) so scripts and tests can run them synchronously.
+The voxels, their edits (undo/redo), region keys and review statuses live in a
+headless :class:`core.review.Session` (``case.session``); the case adapts its
+events to signals, runs its analysis in background jobs (debounced after
+edits) and keeps what only views need (cursor, active prediction, overlay
+bounds). Loading lives in :mod:`core.review.loading`; the analysis functions
+here are module-level and Qt-free so scripts and tests can run them synchronously.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from dataclasses import dataclass, field
+from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from core.errors import Cancelled, InputError
-from core.volume import IntensityVolume, LabelVolume, Reorientation, check_same_grid, to_canonical
-from core.outputs import apply_umask, refuse_input_as_output
+from core.regions import ErrorRegion
+from core.review import STATUS_KEYS, STATUSES, AnalysisJob, AnalysisResult, LabelLayer, Session
+from core.review.loading import Source, as_bool_mask, load_ct, read_label_canonical, read_prediction_canonical  # noqa: F401
+from core.review.project import PROJECT_FORMAT, PROJECT_VERSION, read_project, write_project  # noqa: F401
+from core.outputs import refuse_input_as_output
+from core.volume import IntensityVolume, LabelVolume, Reorientation, check_same_grid
 
-PROJECT_FORMAT = "airway-studio-project"
-PROJECT_VERSION = 1
-
-# Review statuses of an error region: (key, label). Keys are what project
-# files store; shortcuts map "status_<key>" actions to them.
-STATUSES: tuple[tuple[str, str], ...] = (
-    ("unreviewed", "Unreviewed"),
-    ("confirmed", "Confirmed error"),
-    ("reference_error", "Reference error"),
-    ("flagged", "Flagged"),
-)
-STATUS_KEYS = tuple(k for k, _ in STATUSES)
 STATUS_LABELS = dict(STATUSES)
+# Edits wait this long for the next stroke before metrics and regions are recomputed.
+REANALYSIS_DELAY_MS = 700
 
 Progress = Callable[..., None]
 
@@ -65,21 +62,25 @@ class PredictionEntry:
     path: str | None = None                 # file it came from (None: made in the app)
     source: str = "file"                    # "file", "model:<checkpoint>", "simulated"
     metrics: Any = None                     # core.metrics.AirwayMetrics
-    regions: list | None = None             # list[core.regions.ErrorRegion]
-    statuses: dict[int, str] = field(default_factory=dict)  # region index -> status key
+    regions: list[ErrorRegion] | None = None
+    statuses: dict[str, str] = field(default_factory=dict)  # region key -> status key (the session's table)
     analysis_error: str | None = None
     warnings: list[str] = field(default_factory=list)  # e.g. core.gate: the mask does not look like this CT's airway
+    origin: Source | None = None            # file geometry/orientation, for saving edits back
+    layer: LabelLayer | None = None         # set when the case adds it to its session
 
     @property
     def mask(self) -> np.ndarray:
         return self.label.mask
 
     def status(self, region_index: int) -> str:
-        return self.statuses.get(region_index, "unreviewed")
+        regions = self.regions or []
+        if not 0 <= region_index < len(regions):
+            return "unreviewed"
+        return self.statuses.get(regions[region_index].key, "unreviewed")
 
     def reviewed_count(self) -> int:
-        n = len(self.regions or [])
-        return sum(1 for i in range(n) if self.status(i) != "unreviewed")
+        return sum(1 for g in self.regions or [] if self.statuses.get(g.key, "unreviewed") != "unreviewed")
 
 
 @dataclass
@@ -92,6 +93,7 @@ class LoadedCase:
     reference: LabelVolume | None = None
     reference_path: str | None = None
     reference_selector: str | None = None
+    reference_source: Source | None = None
     predictions: list[PredictionEntry] = field(default_factory=list)
     name: str = ""
     demo: bool = False
@@ -99,109 +101,16 @@ class LoadedCase:
 
 # -- loading (worker side, Qt-free) ------------------------------------------------
 
-def load_ct(path: str | os.PathLike) -> tuple[IntensityVolume, Reorientation]:
-    """A CT in canonical orientation; 32/64-bit integer HU that fit are stored as int16
-    (half the memory, and the slice views' 16-bit lookup table applies)."""
-    from core.io import read_ct
-
-    ct = read_ct(path)
-    from core.sanity import check_ct, raise_errors
-
-    raise_errors(check_ct(ct, path, lungs=False))  # a CT without air or body: one dialog, nothing shown
-    arr = ct.array
-    if arr.dtype.kind in "iu" and arr.dtype.itemsize > 2:
-        lo, hi = int(arr.min()), int(arr.max())
-        if -32768 <= lo and hi <= 32767:
-            ct = ct.with_array(arr.astype(np.int16))
-    canon, reo = to_canonical(ct)
-    return canon, reo  # type: ignore[return-value]
-
-
-def as_bool_mask(arr: np.ndarray) -> np.ndarray:
-    """Non-zero voxels as bool; 0/1 bytes are reinterpreted in place (no copy, no pass
-    over a 150 MB volume but the max), everything else is compared."""
-    if arr.dtype == bool:
-        return arr
-    if arr.dtype.itemsize == 1 and arr.dtype.kind in "iu" and arr.size and int(arr.max()) <= 1 and int(arr.min()) >= 0:
-        return arr.view(np.bool_)
-    return arr != 0
-
-
-def _on_ct_grid(label: LabelVolume, ct: IntensityVolume | None, resample: bool) -> LabelVolume:
-    """``label`` (canonical) on the CT's grid: checked, or resampled (nearest neighbour) when asked."""
-    if ct is None:
-        return label
-    if resample and (label.shape != ct.shape or not label.geometry.matches(ct.geometry, 1e-3)):
-        from core.io import resample_label_to
-
-        return resample_label_to(label, ct)
-    check_same_grid(ct, label)
-    return label
-
-
 def load_label(path: str | os.PathLike, ct: IntensityVolume | None, what: str = "label",
                selector: str | None = None, resample: bool = False) -> LabelVolume:
-    """A label in canonical orientation on ``ct``'s grid.
-
-    Labels are compared with the CT *after* both are made canonical, so a
-    label stored with other (but equivalent) direction cosines still fits.
-    ``selector`` picks the airway from a label map (core.volume.LabelSelector
-    text, e.g. ``bits:8:2`` for CIP maps); default: every non-zero voxel.
-    """
-    from core.io import case_name, read_label, read_volume
-    from core.volume import LabelSelector
-
-    from core.sanity import check_label, raise_errors
-
-    if selector and str(LabelSelector.parse(selector)) != "nonzero":
-        canon, _ = to_canonical(read_label(path, selector))
-        canon = _on_ct_grid(canon, ct, resample)  # type: ignore[arg-type]
-        if what == "reference":
-            raise_errors(check_label(canon, what, path))
-        return canon  # type: ignore[return-value]
-
-    # read_volume + as_bool_mask rather than read_label: the same 'nonzero' rule
-    # without a full-volume comparison for the usual 0/1 uint8 files
-    vol = read_volume(path)
-    if vol.array.dtype.kind == "f" and not np.isin(np.unique(vol.array[:: max(1, vol.shape[0] // 8)]), (0.0, 1.0)).all():
-        raise InputError(f"The {what} has fractional values, not a label.",
-                         "Give an integer label map (airway voxels non-zero).", path=path)
-    label = LabelVolume(np.ascontiguousarray(as_bool_mask(vol.array)), vol.geometry, name=case_name(path))
-    canon, _ = to_canonical(label)
-    canon.name = canon.name or what
-    canon = _on_ct_grid(canon, ct, resample)  # type: ignore[arg-type]
-    if what == "reference":
-        raise_errors(check_label(canon, what, path))
-    return canon  # type: ignore[return-value]
+    """A label in canonical orientation on ``ct``'s grid (see core.review.loading)."""
+    return read_label_canonical(path, ct, what, selector, resample)[0]
 
 
 def load_prediction(path: str | os.PathLike, ct: IntensityVolume | None, resample: bool = False) -> PredictionEntry:
     """A prediction file: a mask, or a probability map (floats in [0, 1], thresholded at 0.5)."""
-    from core.io import case_name, read_volume
-
-    vol = read_volume(path)
-    canon, _ = to_canonical(vol)
-    arr = canon.array
-    probs = None
-    if arr.dtype.kind == "f":
-        lo, hi = float(arr.min()), float(arr.max())
-        if lo < 0.0 or hi > 1.0:
-            raise InputError(
-                f"The prediction has float values from {lo:.3g} to {hi:.3g}, neither a mask nor probabilities.",
-                "Give a binary mask or a probability map with values in [0, 1].",
-                path=path,
-            )
-        if not np.isin(np.unique(arr[:: max(1, arr.shape[0] // 8)]), (0.0, 1.0)).all():
-            probs = IntensityVolume(arr.astype(np.float32, copy=False), canon.geometry, name=canon.name)
-        mask = arr >= 0.5
-    else:
-        mask = as_bool_mask(arr)
-    label = LabelVolume(np.ascontiguousarray(mask), canon.geometry, name=case_name(path))
-    if resample and ct is not None and (label.shape != ct.shape or not label.geometry.matches(ct.geometry, 1e-3)):
-        # probabilities cannot be resampled as a label; the mask is what the metrics use
-        label, probs = _on_ct_grid(label, ct, True), None
-    label = _on_ct_grid(label, ct, False)
-    return PredictionEntry(name=case_name(path), label=label, probabilities=probs, path=str(path))
+    label, probs, src = read_prediction_canonical(path, ct, resample)
+    return PredictionEntry(name=label.name, label=label, probabilities=probs, path=str(path), origin=src)
 
 
 BLANK_CT_HU = -1000  # air: a neutral dark grey under every window preset
@@ -262,7 +171,8 @@ def load_case(
         _check_cancel(cancel)
     if reference_path is not None:
         progress(done, steps, f"Reading reference {Path(reference_path).name}")
-        out.reference = load_label(reference_path, ct, "reference", reference_selector, resample=resample_to_ct)
+        out.reference, out.reference_source = read_label_canonical(reference_path, ct, "reference", reference_selector,
+                                                                   resample=resample_to_ct)
         out.reference_path = str(reference_path)
         out.reference_selector = reference_selector
         done += 1
@@ -292,19 +202,13 @@ PROCESS_ANALYSIS_MIN_VOXELS = 32_000_000
 
 
 def _generations(tree: Any) -> dict[int, int]:
-    gens: dict[int, int] = {}
-    for b in getattr(tree, "branches", []) or []:
-        bid = getattr(b, "id", getattr(b, "index", None))
-        gen = getattr(b, "generation", None)
-        if bid is not None and gen is not None:
-            gens[int(bid)] = int(gen)
-    return gens
+    return {int(b.id): int(b.generation) for b in tree.branches}
 
 
 def _parse_tree(mask: np.ndarray, spacing: Sequence[float], progress: Progress = _noop, cancel: Any = None) -> Any:
     from core.tree import parse_tree
 
-    return _call_flexibly(parse_tree, mask, tuple(spacing), progress=progress, cancel=cancel)
+    return parse_tree(mask, tuple(spacing), progress=progress, cancel=cancel)
 
 
 def _metrics_and_regions(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], tree: Any,
@@ -313,10 +217,10 @@ def _metrics_and_regions(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[fl
     from core.regions import find_error_regions
 
     progress(0, 2, f"Metrics of {name}")
-    metrics = _call_flexibly(evaluate, pred, ref, tuple(spacing), tree=tree)
+    metrics = evaluate(pred, ref, tuple(spacing), tree=tree, cancel=cancel)
     _check_cancel(cancel)
     progress(1, 2, f"Error regions of {name}")
-    regions = list(_call_flexibly(find_error_regions, pred, ref, tree, tuple(spacing)))
+    regions = find_error_regions(pred, ref, tree, tuple(spacing), cancel=cancel)
     return metrics, regions
 
 
@@ -369,11 +273,7 @@ def analyse_reference(reference: LabelVolume, *, in_process: bool | None = None,
         tree = _parse_tree(reference.mask, reference.spacing_zyx, progress, cancel)
     _check_cancel(cancel)
     progress(1, 2, "Labelling branches")
-    bmap = None
-    if hasattr(tree, "branch_label_map"):
-        bmap = np.asarray(tree.branch_label_map())
-        if bmap.shape != reference.shape:
-            bmap = None
+    bmap = np.asarray(tree.branch_label_map())
     progress(2, 2, "Tree ready")
     return TreeResult(tree, bmap, _generations(tree))
 
@@ -403,17 +303,47 @@ def analyse_prediction(
     return out
 
 
-def _call_flexibly(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Pass optional keywords only when ``fn`` accepts them (engine signatures grow)."""
-    import inspect
+def _job_in_child(job: AnalysisJob, ref_spec: tuple, pred_specs: list) -> AnalysisResult:
+    from app.workers import attach_shared
 
+    held = []
     try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return fn(*args)
-    accepts_var = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    kw = {k: v for k, v in kwargs.items() if accepts_var or k in params}
-    return fn(*args, **kw)
+        shm, job.reference = attach_shared(ref_spec)
+        held.append(shm)
+        preds = []
+        for (name, _, rev), spec in zip(job.predictions, pred_specs):
+            shm, arr = attach_shared(spec)
+            held.append(shm)
+            preds.append((name, arr, rev))
+        job.predictions = preds
+        return job.run()
+    finally:
+        job.reference, job.predictions = None, []  # type: ignore[assignment]
+        for shm in held:
+            shm.close()
+
+
+def run_review_analysis(job: AnalysisJob, *, in_process: bool | None = None, progress: Progress = _noop,
+                        cancel: Any = None) -> tuple[AnalysisResult, TreeResult | None]:
+    """A session's analysis job (its arrays are copies: edits may go on meanwhile),
+    in a child process for large volumes; with the branch map when the tree is new."""
+    from contextlib import ExitStack
+
+    from app.workers import SharedArray, call_in_process
+
+    if _use_process(LabelVolume(job.reference), in_process) and (job.predictions or job.tree is None):
+        with ExitStack() as stack:
+            ref = stack.enter_context(SharedArray(job.reference))
+            preds = [stack.enter_context(SharedArray(a)) for _, a, _ in job.predictions]
+            light = AnalysisJob(None, job.ref_revision, job.geometry, job.tree,  # type: ignore[arg-type]
+                                [(n, None, r) for n, _, r in job.predictions])  # type: ignore[misc]
+            result = call_in_process(_job_in_child, light, ref.spec, [p.spec for p in preds], cancel=cancel)
+    else:
+        result = job.run(progress, cancel)
+    tree = None
+    if job.tree is None:
+        tree = TreeResult(result.tree, np.asarray(result.tree.branch_label_map()), _generations(result.tree))
+    return result, tree
 
 
 def segment_case(
@@ -451,16 +381,6 @@ def segment_case(
 
 # -- region helpers ----------------------------------------------------------------
 
-def region_attr(region: Any, *names: str, default: Any = None) -> Any:
-    """First present attribute (or mapping key) of an ErrorRegion-like object."""
-    for n in names:
-        if isinstance(region, dict) and n in region:
-            return region[n]
-        if hasattr(region, n):
-            return getattr(region, n)
-    return default
-
-
 def mask_box(mask: np.ndarray, *, progress: Progress = _noop, cancel: Any = None) -> tuple | None:
     """Per-axis half-open (start, stop) of a mask's non-zero voxels, or None when empty."""
     from core.surfaces import bounding_box
@@ -486,53 +406,17 @@ def union_box(a: tuple | None, b: tuple | None) -> tuple | None:
     return tuple((min(p[0], q[0]), max(p[1], q[1])) for p, q in zip(a, b))
 
 
-def region_box(region: Any) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
-    """Half-open (start, stop) voxel box of a region, from ``bbox`` as per-axis
-    ``((z0, z1), (y0, y1), (x0, x1))`` (core.regions) or ``(start, stop)`` triples."""
-    bbox = region_attr(region, "bbox", "box")
-    if bbox is None:
-        return None
-    if hasattr(bbox, "start") and hasattr(bbox, "stop"):
-        return tuple(int(v) for v in bbox.start), tuple(int(v) for v in bbox.stop)  # type: ignore[return-value]
-    arr = np.asarray(bbox, dtype=int)
-    if arr.shape == (3, 2):
-        return tuple(arr[:, 0].tolist()), tuple(arr[:, 1].tolist())  # type: ignore[return-value]
-    if arr.shape == (2, 3):
-        return tuple(arr[0].tolist()), tuple(arr[1].tolist())  # type: ignore[return-value]
-    return None
+def region_box(region: ErrorRegion) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """Half-open (start, stop) voxel box of a region (``bbox`` is per-axis pairs)."""
+    return tuple(lo for lo, _ in region.bbox), tuple(hi for _, hi in region.bbox)  # type: ignore[return-value]
 
 
-def region_centre(region: Any) -> tuple[int, int, int] | None:
-    """Voxel (z, y, x) to jump to without the masks: a given focus voxel, else the
-    rounded centroid, else the middle of the box."""
-    for name in ("focus", "seed", "representative", "centroid_zyx", "centre", "center", "centroid"):
-        v = region_attr(region, name)
-        if v is not None:
-            arr = np.asarray(v, dtype=float).ravel()
-            if arr.size == 3:
-                return tuple(int(round(c)) for c in arr)  # type: ignore[return-value]
-    box = region_box(region)
-    if box is not None:
-        return tuple(int((a + b - 1) // 2) for a, b in zip(*box))  # type: ignore[return-value]
-    return None
-
-
-def region_voxel(region: Any, prediction: np.ndarray, reference: np.ndarray) -> tuple[int, int, int] | None:
-    """A voxel *of* the region nearest its centroid: a shell's or a curved branch's
-    centroid often lies outside it (in the lumen), where the overlay shows nothing."""
-    centre = region_centre(region)
-    box = region_box(region)
-    kind = str(region_attr(region, "kind", default="")).upper()
-    if centre is None or box is None or kind not in ("FP", "FN"):
-        return centre
-    sl = tuple(slice(a, b) for a, b in zip(*box))
-    err = (prediction[sl] & ~reference[sl]) if kind == "FP" else (reference[sl] & ~prediction[sl])
-    pts = np.argwhere(err)
-    if len(pts) == 0:
-        return centre
-    rel = np.asarray(centre) - np.asarray(box[0])
-    best = pts[np.argmin(((pts - rel) ** 2).sum(axis=1))]
-    return tuple(int(v) for v in best + np.asarray(box[0]))  # type: ignore[return-value]
+def region_centre(region: ErrorRegion) -> tuple[int, int, int]:
+    """The voxel to jump to: the region's own voxel nearest its centroid (a shell's or
+    a curved branch's centroid often lies outside it, where the overlay shows nothing)."""
+    if region.focus_zyx is not None:
+        return tuple(int(v) for v in region.focus_zyx)  # type: ignore[return-value]
+    return tuple(int(round(c)) for c in region.centroid_zyx)  # type: ignore[return-value]
 
 
 # -- the case ----------------------------------------------------------------------
@@ -547,6 +431,12 @@ class Case(QObject):
     (prediction, region, status), ``activeRegionChanged(int)``,
     ``jobStarted(object)`` (an :class:`app.workers.Job`, for the window to
     track) and ``modifiedChanged(bool)``.
+
+    Editing (through ``case.session``): ``labelChanged(str layer, object box)``
+    after every voxel change (box: half-open (z, y, x) pairs), with the layer's
+    new revision in ``case.revision(layer)``: views key their caches by it;
+    ``historyChanged()`` (undo/redo availability); ``staleChanged(bool)``
+    (metrics/regions lag behind the edits until the debounced re-analysis).
     """
 
     ctChanged = Signal()
@@ -562,10 +452,17 @@ class Case(QObject):
     focusBoxRequested = Signal(object)   # ((z0, y0, x0), (z1, y1, x1)): slice views zoom to fit it
     jobStarted = Signal(object)
     modifiedChanged = Signal(bool)
+    labelChanged = Signal(str, object)
+    historyChanged = Signal()
+    staleChanged = Signal(bool)
 
     def __init__(self, parent: QObject | None = None, auto_analyse: bool = True):
         super().__init__(parent)
         self.auto_analyse = auto_analyse
+        self._analysis_timer = QTimer(self)
+        self._analysis_timer.setSingleShot(True)
+        self._analysis_timer.timeout.connect(self.start_analysis)
+        self._unsubscribe: Any = None
         self._clear_state()
 
     def _clear_state(self) -> None:
@@ -593,6 +490,58 @@ class Case(QObject):
         # slice views draw overlays only inside them
         self._boxes: dict[int, tuple[np.ndarray, tuple | None]] = {}
         self._ct_by_x: np.ndarray | None = None  # x-major CT copy for sagittal slices (large CTs)
+        self._analysis_job: Any = None
+        self._analysis_again = False
+        self._stale = False
+        self._pending_index_statuses: dict[str, dict[int, str]] = {}  # v1 projects: by position
+        self._new_session(None)
+
+    def _new_session(self, ct: IntensityVolume | None, **options: Any) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self._analysis_timer.stop()
+        self.session = Session(ct, **options)
+        self._unsubscribe = self.session.subscribe(self._on_session)
+
+    # -- session events ------------------------------------------------------------
+    def _on_session(self, kind: str, payload: Any) -> None:
+        if kind == "change":
+            layer = self.session.layer(payload.layer)
+            hit = self._boxes.get(id(layer.array))
+            if hit is not None and hit[0] is layer.array and payload.box is not None:
+                # grow only: an eraser leaves the box a little loose, never too small
+                self._boxes[id(layer.array)] = (layer.array, union_box(hit[1], payload.box))
+            self.labelChanged.emit(payload.layer, payload.box)
+            self._set_modified()
+            self._set_stale(True)
+            if self.auto_analyse and self.reference is not None:
+                self._analysis_timer.start(REANALYSIS_DELAY_MS)
+        elif kind == "history":
+            self.historyChanged.emit()
+        elif kind == "status":
+            pred, key, status = payload
+            regs = self.predictions[pred].regions or []
+            for i, g in enumerate(regs):
+                if g.key == key:
+                    self.regionStatusChanged.emit(pred, i, status)
+            self._set_modified()
+
+    def _set_stale(self, value: bool) -> None:
+        if value != self._stale:
+            self._stale = value
+            self.staleChanged.emit(value)
+
+    @property
+    def stale(self) -> bool:
+        """Metrics and regions lag behind edits (a re-analysis is pending or running)."""
+        return self._stale
+
+    def revision(self, layer: str = "reference") -> int:
+        """Edit counter of ``"reference"`` or a prediction's name (0 when absent)."""
+        try:
+            return self.session.layer(layer).revision
+        except InputError:
+            return 0
 
     # -- simple accessors -------------------------------------------------------
     @property
@@ -633,6 +582,8 @@ class Case(QObject):
         self.cancel_jobs()
         self._clear_state()
         self.ct, self.ct_path, self.reorientation = ct, path, reorientation
+        self._new_session(ct)
+        self.session.ct_path = path
         self.name = name or ct.name or (Path(path).name if path else "case")
         self.cursor = tuple(int(s // 2) for s in ct.shape)  # type: ignore[assignment]
         if ct.array.nbytes >= SAGITTAL_COPY_MIN_BYTES and not is_blank_ct(ct):
@@ -647,13 +598,25 @@ class Case(QObject):
         self.activePredictionChanged.emit(-1)
         self.cursorChanged.emit(self.cursor)
 
-    def set_reference(self, reference: LabelVolume | None, path: str | None = None) -> None:
+    def set_reference(self, reference: LabelVolume | None, path: str | None = None,
+                      source: Source | None = None) -> None:
         if reference is not None and reference.array.dtype != bool:
             reference = LabelVolume(reference.mask, reference.geometry, reference.name)
         if reference is not None and self.ct is not None:
             check_same_grid(self.ct, reference)
+        if self._analysis_job is not None:
+            self._analysis_job.cancel()
         self.reference, self.reference_path = reference, path
         if reference is not None:
+            if source is None and path is not None:
+                from core.review.loading import in_memory_source
+
+                source = dataclasses_replace(in_memory_source(reference), path=str(path))
+            self.session.set_reference(LabelLayer("reference", reference, source, role="reference"))
+            if path is not None:
+                from core.review.persist import default_recovery_dir, recovery_name
+
+                self.session.recovery_path = default_recovery_dir() / recovery_name(path)
             self._start_box_job(reference.mask)
         self.tree, self.branch_map, self.generations, self.tree_error = None, None, {}, None
         for p in self.predictions:
@@ -664,19 +627,20 @@ class Case(QObject):
             self.metricsChanged.emit(i)
             self.regionsChanged.emit(i)
         self._set_modified()
+        self.historyChanged.emit()
         if self.auto_analyse and reference is not None:
-            self.start_reference_analysis()
+            self.start_analysis()
 
     def add_prediction(self, entry: PredictionEntry, make_active: bool = True) -> int:
         if entry.label.array.dtype != bool:  # views and boxes rely on one bool array per mask
             entry.label = LabelVolume(entry.label.mask, entry.label.geometry, entry.label.name)
         if self.ct is not None:
             check_same_grid(self.ct, entry.label)
-        names = {p.name for p in self.predictions}
-        base, k = entry.name or "prediction", 2
-        entry.name = base
-        while entry.name in names:
-            entry.name, k = f"{base} ({k})", k + 1
+        entry.layer = LabelLayer(entry.name or "prediction", entry.label, entry.origin,
+                                 probabilities=entry.probabilities)
+        self.session.add_prediction(entry.layer)
+        entry.name = entry.layer.name  # made unique by the session
+        entry.statuses = self.session.status_table(len(self.session.predictions) - 1)
         self.predictions.append(entry)
         self._start_box_job(entry.mask)
         index = len(self.predictions) - 1
@@ -685,16 +649,18 @@ class Case(QObject):
             self.set_active(index)
         self._set_modified()
         if self.auto_analyse:
-            self.start_prediction_analysis(index)
+            self.start_analysis()
         return index
 
     def remove_prediction(self, index: int) -> None:
         del self.predictions[index]
+        self.session.remove_prediction(index)
         self.predictionsChanged.emit()
         new = min(self.active_index, len(self.predictions) - 1)
         self.active_index = -2  # force the signal
         self.set_active(new)
         self._set_modified()
+        self.historyChanged.emit()
 
     def set_active(self, index: int) -> None:
         index = int(index) if self.predictions else -1
@@ -719,7 +685,7 @@ class Case(QObject):
             self.set_ct(loaded.ct, loaded.ct_path, loaded.reorientation, loaded.name)
             self.demo = loaded.demo
         if loaded.reference is not None:
-            self.set_reference(loaded.reference, loaded.reference_path)
+            self.set_reference(loaded.reference, loaded.reference_path, loaded.reference_source)
             self.reference_selector = loaded.reference_selector
         for entry in loaded.predictions:
             self.add_prediction(entry, make_active=False)
@@ -815,12 +781,7 @@ class Case(QObject):
         entry = self.predictions[i]
         if not 0 <= region_index < len(entry.regions or []):
             return
-        if status == "unreviewed":
-            entry.statuses.pop(region_index, None)
-        else:
-            entry.statuses[region_index] = status
-        self.regionStatusChanged.emit(i, region_index, status)
-        self._set_modified()
+        self.session.set_status(i, entry.regions[region_index].key, status)  # type: ignore[index]
 
     def go_to_region(self, region_index: int, box: Any = None) -> None:
         """Cursor on the region; views zoom to ``box`` (a review group's) or the region's own box."""
@@ -838,14 +799,21 @@ class Case(QObject):
             self.focusBoxRequested.emit(box)
 
     def region_focus(self, region_index: int, prediction_index: int | None = None) -> tuple[int, int, int] | None:
-        """The voxel N / Shift+N jump to for a region (see :func:`region_voxel`)."""
+        """The voxel N / Shift+N jump to for a region (see :func:`region_centre`)."""
         i = self.active_index if prediction_index is None else prediction_index
         regs = self.regions(i)
         if not 0 <= region_index < len(regs):
             return None
-        if self.reference is None:
-            return region_centre(regs[region_index])
-        return region_voxel(regs[region_index], self.predictions[i].mask, self.reference.mask)
+        return region_centre(regs[region_index])
+
+    def region_at(self, zyx: Sequence[int]) -> int:
+        """Index of the active prediction's region holding voxel ``zyx``, or -1."""
+        v = np.asarray(zyx, dtype=np.int64)
+        for i, g in enumerate(self.regions()):
+            if all(lo <= c < hi for c, (lo, hi) in zip(v, g.bbox)) and g.coords is not None:
+                if (g.coords.astype(np.int64) == v).all(axis=1).any():
+                    return i
+        return -1
 
     def step_region(self, step: int) -> int:
         """Next (+1) / previous (-1) region of the active prediction, wrapping."""
@@ -880,59 +848,124 @@ class Case(QObject):
         return bool(self._jobs)
 
     def start_reference_analysis(self) -> Any:
-        from app.workers import Job, guarded
-
-        ref = self.reference
-        if ref is None:
-            return None
-        job = Job(analyse_reference, ref, name="Reference tree")
-
-        def done(res: TreeResult) -> None:
-            if self.reference is not ref:  # superseded
-                return
-            self.tree, self.branch_map, self.generations = res.tree, res.branch_map, res.generations
-            self.treeChanged.emit()
-            if self.auto_analyse:
-                for i in range(len(self.predictions)):
-                    self.start_prediction_analysis(i)
-
-        def failed(exc: BaseException, _tb: str) -> None:
-            self.tree_error = str(exc)
-            self.treeChanged.emit()
-
-        job.result.connect(guarded(self, done))
-        job.error.connect(guarded(self, failed))
-        return self._start(job)
+        """Tree, metrics and regions of whatever changed (one job for everything)."""
+        return self.start_analysis()
 
     def start_prediction_analysis(self, index: int) -> Any:
-        """Metrics and regions of prediction ``index`` (needs the reference tree)."""
+        return self.start_analysis()
+
+    def start_analysis(self) -> Any:
+        """Analyse, in a job, what changed since the last analysis; a run already going
+        is followed by another when edits came meanwhile (results stay marked stale)."""
         from app.workers import Job, guarded
 
-        if self.reference is None or not 0 <= index < len(self.predictions):
+        self._analysis_timer.stop()
+        if self.reference is None:
             return None
-        if self.tree is None:
-            return None  # the reference job starts this when the tree is ready
-        entry, ref, tree = self.predictions[index], self.reference, self.tree
-        job = Job(analyse_prediction, entry.label, ref, tree, name=f"Analysis of {entry.name}")
+        if self._analysis_job is not None:
+            self._analysis_again = True
+            return self._analysis_job
+        job_input = self.session.analysis_job(copy=True)
+        if job_input.tree is not None and not job_input.predictions:
+            self._set_stale(False)
+            return None
+        session = self.session
+        job = Job(run_review_analysis, job_input, name="Analysis")
+        self._analysis_job = job
+        self._analysis_again = False
 
-        def done(res: tuple[Any, list]) -> None:
-            if self.reference is not ref or entry not in self.predictions:
+        def done(res: tuple[AnalysisResult, TreeResult | None]) -> None:
+            if self.session is not session:
                 return
-            i = self.predictions.index(entry)
-            entry.metrics, entry.regions = res
-            entry.statuses = {k: v for k, v in entry.statuses.items() if k < len(entry.regions)}
-            entry.analysis_error = None
-            self.metricsChanged.emit(i)
-            self.regionsChanged.emit(i)
+            result, tree = res
+            if tree is not None:
+                self.tree, self.branch_map, self.generations, self.tree_error = tree.tree, tree.branch_map, tree.generations, None
+            session.apply_analysis(result)
+            for i, entry in enumerate(self.predictions):
+                if entry.name in result.predictions:
+                    a = result.predictions[entry.name]
+                    entry.metrics, entry.regions, entry.analysis_error = a.metrics, a.regions, None
+                    self._apply_pending_statuses(i)
+            if tree is not None:
+                self.treeChanged.emit()
+            for i, entry in enumerate(self.predictions):
+                if entry.name in result.predictions:
+                    self.metricsChanged.emit(i)
+                    self.regionsChanged.emit(i)
 
         def failed(exc: BaseException, _tb: str) -> None:
-            entry.analysis_error = str(exc)
-            if entry in self.predictions:
-                self.metricsChanged.emit(self.predictions.index(entry))
+            if self.session is not session:
+                return
+            if self.tree is None:
+                self.tree_error = str(exc)
+                self.treeChanged.emit()
+            for i, entry in enumerate(self.predictions):
+                if entry.metrics is None or session.is_stale(i):
+                    entry.analysis_error = str(exc)
+                    self.metricsChanged.emit(i)
+
+        def finished() -> None:
+            if self._analysis_job is not job:
+                return
+            self._analysis_job = None
+            if self.session is not session:
+                return
+            if self._analysis_again or (job.state == "done" and session.is_stale()):
+                self.start_analysis()
+            else:
+                self._set_stale(False)
 
         job.result.connect(guarded(self, done))
         job.error.connect(guarded(self, failed))
+        job.finished.connect(guarded(self, finished))
         return self._start(job)
+
+    def _apply_pending_statuses(self, index: int) -> None:
+        entry = self.predictions[index]
+        pending = self._pending_index_statuses.pop(entry.name, None)
+        if pending and entry.regions:
+            for k, status in pending.items():
+                if 0 <= k < len(entry.regions) and status in STATUS_KEYS and status != "unreviewed":
+                    entry.statuses[entry.regions[k].key] = status
+
+    # -- edits (through the session; every one undoable) ---------------------------------
+    def accept_region(self, region_index: int | None = None, kind: str | None = None) -> bool:
+        """Correct the reference by a region of the active prediction: an FP is added
+        ("add to reference"), an FN removed ("remove from reference"). ``kind`` limits
+        the action to regions of that kind; False when nothing was done."""
+        i = self.active_region if region_index is None else region_index
+        regs = self.regions()
+        if not 0 <= i < len(regs) or self.reference is None:
+            return False
+        if kind is not None and regs[i].kind != kind:
+            return False
+        return self.session.accept(regs[i].key, self.active_index) is not None
+
+    def edit_layer_name(self, target: str) -> str:
+        """``"reference"`` or ``"prediction"`` (the active one) as a session layer name."""
+        if target == "reference":
+            if self.reference is None:
+                raise InputError("There is no reference to edit.", "Open a reference label first.")
+            return "reference"
+        if self.active is None:
+            raise InputError("There is no prediction to edit.", "Open or make a prediction first.")
+        return self.active.name
+
+    def undo(self) -> bool:
+        return self.session.undo() is not None
+
+    def redo(self) -> bool:
+        return self.session.redo() is not None
+
+    def save_reference(self, path: str | os.PathLike | None = None) -> Path:
+        """Write the edited reference (atomic, one backup of the original, edit log beside it)."""
+        out = self.session.save_reference(path)
+        if path is not None:
+            self.reference_path = str(out)
+        return out
+
+    def autosave(self) -> Path | None:
+        return self.session.autosave()
 
     def open_files(self, ct_path: str | None, reference_path: str | None = None,
                    prediction_paths: Sequence[str] = (), reference_selector: str | None = None) -> Any:
@@ -965,7 +998,7 @@ class Case(QObject):
                 "name": p.name,
                 "path": rel(p.path),
                 "source": p.source,
-                "statuses": {str(k): v for k, v in sorted(p.statuses.items())},
+                "statuses": dict(sorted(p.statuses.items())),
             })
         return {
             "format": PROJECT_FORMAT,
@@ -1003,57 +1036,31 @@ class Case(QObject):
                     write_volume(LabelVolume(p.mask.astype(np.uint8), p.label.geometry, p.name), out)
                     p.path = str(out)
         refuse_input_as_output(path, self._input_paths(), "project file")
-        data = self.to_project(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=2)
-            apply_umask(tmp)  # mkstemp makes 0600 files
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_project(path, self.to_project(path))
         self.project_path = str(path)
         self._set_modified(False)
         return path
 
 
-def read_project(path: str | os.PathLike) -> dict[str, Any]:
-    """Parse and check a project file; paths come back absolute."""
-    path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise InputError("The project file does not exist.", "Check the path.", path=path) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"The project file is not valid JSON ({exc}).", "Open an Airway Studio project (.json).", path=path) from None
-    if not isinstance(data, dict) or data.get("format") != PROJECT_FORMAT:
-        raise InputError("This JSON file is not an Airway Studio project.", "Open a project saved by Airway Studio.", path=path)
-    if int(data.get("version", 0)) > PROJECT_VERSION:
-        raise InputError(f"The project was saved by a newer Airway Studio (format {data.get('version')}).",
-                         "Update Airway Studio to open it.", path=path)
-    base = path.resolve().parent
+def load_demo_case(params: Any = None, *, progress: Progress | None = None, cancel: Any = None):
+    """The demo (app.demo) as a :class:`LoadedCase` (a job function)."""
+    from app.demo import DEMO_NAME, SIMULATED_NAME, DemoParams, make_demo
 
-    def absolute(p: str | None) -> str | None:
-        if p is None:
-            return None
-        q = Path(p)
-        return str(q if q.is_absolute() else (base / q).resolve())
-
-    data["ct"] = absolute(data.get("ct"))
-    data["reference"] = absolute(data.get("reference"))
-    for p in data.get("predictions", []):
-        p["path"] = absolute(p.get("path"))
-    return data
+    demo = make_demo(params or DemoParams(), progress=progress, cancel=cancel)
+    ct = demo.phantom.ct
+    ct.name = DEMO_NAME
+    entry = PredictionEntry(name=SIMULATED_NAME, label=demo.prediction, source="simulated")
+    out = LoadedCase(ct=ct, reference=demo.reference, predictions=[entry], name=DEMO_NAME, demo=True)
+    out.reorientation = None
+    out.description = demo.describe()  # type: ignore[attr-defined]
+    out.demo_case = demo  # type: ignore[attr-defined]
+    return out
 
 
 def load_project(path: str | os.PathLike, *, progress: Progress = _noop, cancel: Any = None) -> tuple[LoadedCase, dict]:
     """Read a project and every file it names (worker side)."""
     data = read_project(path)
     if data.get("demo"):
-        from app.demo import load_demo_case
-
         loaded = load_demo_case(progress=progress, cancel=cancel)
         return loaded, data
     if not data.get("ct"):
@@ -1073,7 +1080,15 @@ def apply_project(case: Case, loaded: LoadedCase, data: dict, project_path: str 
     case.apply_loaded(loaded)
     metas = [p for p in data.get("predictions", []) if p.get("path") or data.get("demo")]
     for entry, meta in zip(case.predictions, metas):
-        entry.statuses = {int(k): v for k, v in (meta.get("statuses") or {}).items() if v in STATUS_KEYS}
+        table = {k: v for k, v in (meta.get("statuses") or {}).items() if v in STATUS_KEYS}
+        if int(data.get("version", 1)) < 2:
+            # by position in the region list of that time: the same files give the same order
+            case._pending_index_statuses[entry.name] = {int(k): v for k, v in table.items()}
+            if entry.regions:
+                case._apply_pending_statuses(case.predictions.index(entry))
+        else:
+            entry.statuses.clear()
+            entry.statuses.update(table)
     if case.predictions:
         case.set_active(int(data.get("active_prediction", 0)))
     cur = data.get("cursor")

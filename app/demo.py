@@ -67,14 +67,14 @@ class DemoCase:
 
 
 def _grid(phantom: Any):
-    from core.phantom_raster import Grid
+    from core.phantom.raster import Grid
 
     g = phantom.ct.geometry
     return Grid(phantom.ct.shape, g.spacing, g.origin)
 
 
 def _tube(grid: Any, branch: Any, extra_mm: float) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
-    from core.phantom_raster import segment_distance
+    from core.phantom.raster import segment_distance
 
     res = segment_distance(grid, np.asarray(branch.start), np.asarray(branch.end), branch.radius_mm + extra_mm)
     if res is None:
@@ -113,7 +113,7 @@ def make_demo(params: DemoParams = DemoParams(), *, progress: Progress | None = 
         keep = np.zeros_like(inside)
         parent = by_id.get(b.parent)
         if parent is not None:
-            from core.phantom_raster import segment_distance
+            from core.phantom.raster import segment_distance
 
             res = segment_distance(grid, np.asarray(parent.start), np.asarray(parent.end), parent.radius_mm + 3 * vox)
             if res is not None:
@@ -168,18 +168,3 @@ def make_demo(params: DemoParams = DemoParams(), *, progress: Progress | None = 
     prediction = LabelVolume(pred, ph.label.geometry, name=SIMULATED_NAME)
     return DemoCase(ph, reference, prediction, [b.id for b in missed],
                     None if thick is None else thick.id, leak_branch, leak_centre)  # type: ignore[arg-type]
-
-
-def load_demo_case(params: DemoParams | None = None, *, progress: Progress | None = None, cancel: Any = None):
-    """The demo as a :class:`app.case.LoadedCase` (a job function)."""
-    from app.case import LoadedCase, PredictionEntry
-
-    demo = make_demo(params or DemoParams(), progress=progress, cancel=cancel)
-    ct = demo.phantom.ct
-    ct.name = DEMO_NAME
-    entry = PredictionEntry(name=SIMULATED_NAME, label=demo.prediction, source="simulated")
-    out = LoadedCase(ct=ct, reference=demo.reference, predictions=[entry], name=DEMO_NAME, demo=True)
-    out.reorientation = None
-    out.description = demo.describe()  # type: ignore[attr-defined]
-    out.demo_case = demo  # type: ignore[attr-defined]
-    return out

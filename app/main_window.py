@@ -42,6 +42,7 @@ from app.dialogs import APP_NAME, AboutDialog, ShortcutsDialog, ask_resample, sh
 from app.settings import Settings
 from app.slice_view import ORIENTATIONS, DisplaySettings, DisplayState, SliceRenderer, SliceView
 from app.workers import Job, guarded
+from core.errors import InputError
 
 VOLUME_FILTER = "Volumes (*.nii *.nii.gz *.mha *.mhd *.nrrd *.nhdr);;All files (*)"
 PROJECT_FILTER = "Airway Studio project (*.json)"
@@ -50,10 +51,9 @@ PREDICTION_HINTS = ("pred", "seg", "mask", "prob", "output", "result", "airway")
 
 
 def demo_model_path() -> Path | None:
-    from core.resources import resource_path
+    from core.resources import shipped_model_path
 
-    p = resource_path("models", "demo_wingsnet.pt", must_exist=False)
-    return p if p.exists() else None
+    return shipped_model_path()
 
 
 class JobStatus(QWidget):
@@ -139,6 +139,7 @@ class MainWindow(QMainWindow):
         self.resize(1440, 920)
         self.setMinimumSize(QSize(900, 600))
 
+        self._recovery_offered = False
         self._build_views()
         self._build_actions()
         self._build_menus()
@@ -164,8 +165,12 @@ class MainWindow(QMainWindow):
         self.views: dict[str, SliceView] = {
             o: SliceView(self.case, o, self.display, self.renderer) for o in ORIENTATIONS
         }
+        from app.edit_tools import EditTools
+
+        self.edit_tools = EditTools(self.case, self)
         for v in self.views.values():
             v.hovered.connect(self._on_hover)
+            v.tools = self.edit_tools
         self.view3d_slot = QWidget()
         self.view3d_slot.setObjectName("view3dSlot")
         slot_lay = QVBoxLayout(self.view3d_slot)
@@ -246,6 +251,9 @@ class MainWindow(QMainWindow):
         QTimer.singleShot(0, self._fit_docks)
 
     def showEvent(self, event: Any) -> None:
+        if not self._recovery_offered and not self.ephemeral:
+            self._recovery_offered = True
+            QTimer.singleShot(0, self.offer_recovery)
         super().showEvent(event)
         self._fit_to_screen()
         QTimer.singleShot(0, self._align_columns)
@@ -296,10 +304,16 @@ class MainWindow(QMainWindow):
         lay.removeWidget(self.view3d_placeholder)
         lay.addWidget(widget)
         self.view3d = widget
+        # a pick on an error region selects it, so A / R correct it from the 3D view too
+        widget.picked.connect(self._select_region_at)
+
+    def _select_region_at(self, voxel: Any) -> None:
+        i = self.case.region_at(voxel)
+        if i >= 0 and i != self.case.active_region:
+            self.case.active_region = i
+            self.case.activeRegionChanged.emit(i)
 
     def _add_training_tab(self) -> None:
-        if importlib.util.find_spec("app.training_tab") is None:
-            return
         try:
             from app.training_tab import TrainingTab
 
@@ -309,16 +323,13 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Training tab unavailable: {exc}", 10000)
             return
         self.tabs.addTab(self.training_tab, "Training")
-        if hasattr(self.training_tab, "set_ct_available"):
-            def ct_changed() -> None:
-                self.training_tab.set_ct_available(self.case.ct is not None and not is_blank_ct(self.case.ct))
+        def ct_changed() -> None:
+            self.training_tab.set_ct_available(self.case.ct is not None and not is_blank_ct(self.case.ct))
 
-            self.case.ctChanged.connect(ct_changed)
-            ct_changed()
+        self.case.ctChanged.connect(ct_changed)
+        ct_changed()
         self.tabs.currentChanged.connect(self._on_tab_changed)
-        sig = getattr(self.training_tab, "openCheckpointRequested", None)
-        if sig is not None:
-            sig.connect(self._segment_with_checkpoint_from_training)
+        self.training_tab.openCheckpointRequested.connect(self._segment_with_checkpoint_from_training)
 
     def _install_compare(self) -> None:
         try:
@@ -346,8 +357,6 @@ class MainWindow(QMainWindow):
             self._hidden_docks = None
 
     def _install_panels(self) -> None:
-        if importlib.util.find_spec("app.panels") is None:
-            return
         try:
             from app.panels import install_panels
 
@@ -402,6 +411,19 @@ class MainWindow(QMainWindow):
         A("previous_region", "&Previous error region", lambda: self.step_review(-1))
         for key in STATUS_KEYS:
             A(f"status_{key}", f"Mark region: {STATUS_LABELS[key]}", lambda _=False, k=key: self.mark_region(k))
+        A("add_to_reference", "&Add region to the reference", lambda: self.correct_region("FP"))
+        A("remove_from_reference", "Re&move region from the reference", lambda: self.correct_region("FN"))
+        A("undo", "&Undo", lambda: self.case.undo())
+        A("redo", "&Redo", lambda: self.case.redo())
+        A("tool_brush", "&Brush", lambda: self.edit_tools.set_mode("brush"))
+        A("tool_eraser", "&Eraser", lambda: self.edit_tools.set_mode("eraser"))
+        A("tool_fill", "&Flood fill", lambda: self.edit_tools.set_mode("fill"))
+        A("brush_larger", "Larger brush", lambda: self.edit_tools.resize(1))
+        A("brush_smaller", "Smaller brush", lambda: self.edit_tools.resize(-1))
+        A("brush_form", "Brush disc / sphere", lambda: self.edit_tools.toggle_form())
+        A("brush_hu_limit", "Brush limited to its HU range", lambda: self.edit_tools.toggle_hu_limit())
+        A("edit_target", "Edit reference / prediction", lambda: self.edit_tools.toggle_target())
+        A("save_reference", "&Save edited reference", self.save_reference)
         A("segment_demo", "Segment with the &demo model", self.segment_demo)
         A("cancel_job", "Cancel background jobs", self.cancel_jobs)
         A("help_shortcuts", "&Keyboard shortcuts", self.show_shortcuts)
@@ -446,6 +468,15 @@ class MainWindow(QMainWindow):
         self.regions_menu.addSeparator()
         for key in STATUS_KEYS:
             self.regions_menu.addAction(a[f"status_{key}"])
+
+        self.edit_menu = mb.addMenu("&Edit")
+        for n in ("undo", "redo", None, "add_to_reference", "remove_from_reference", None, "tool_brush", "tool_eraser",
+                  "tool_fill", "brush_larger", "brush_smaller", "brush_form", "brush_hu_limit", "edit_target", None,
+                  "save_reference"):
+            if n is None:
+                self.edit_menu.addSeparator()
+            else:
+                self.edit_menu.addAction(a[n])
 
         self.tools_menu = mb.addMenu("&Tools")
         self.tools_menu.addAction(a["segment_demo"])
@@ -515,6 +546,9 @@ class MainWindow(QMainWindow):
         self.readout.setTextFormat(Qt.TextFormat.PlainText)
         self.readout.setMinimumWidth(200)
         sb.addWidget(self.readout, 1)
+        self.edit_status = QLabel("")
+        self.edit_status.setObjectName("editStatus")
+        sb.addPermanentWidget(self.edit_status)
         self.review_counter = QLabel("")
         self.review_counter.setObjectName("reviewCounter")
         sb.addPermanentWidget(self.review_counter)
@@ -533,8 +567,18 @@ class MainWindow(QMainWindow):
         c.focusBoxRequested.connect(self._fit_views)
         c.ctChanged.connect(self._reset_view_state)
         c.modifiedChanged.connect(lambda *_: self._update_title())
-        for sig in (c.regionsChanged, c.regionStatusChanged, c.activePredictionChanged):
+        for sig in (c.regionsChanged, c.regionStatusChanged, c.activePredictionChanged, c.staleChanged):
             sig.connect(lambda *_: self._update_review_counter())
+        c.historyChanged.connect(self._update_edit_actions)
+        c.referenceChanged.connect(self._update_edit_actions)
+        self.edit_tools.changed.connect(self._update_edit_status)
+        self.edit_tools.failed.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        self._update_edit_actions()
+        # edits go to a recovery file now and then; a save or a clean close removes it
+        self._autosave_timer = QTimer(self)
+        self._autosave_timer.setInterval(int(self.edit_tools.presets.get("autosave_interval_s", 20) * 1000))
+        self._autosave_timer.timeout.connect(self._autosave)
+        self._autosave_timer.start()
 
     # -- jobs -------------------------------------------------------------------------------
     def report_error(self, exc: BaseException | str, details: str | None = None, title: str = APP_NAME) -> None:
@@ -632,7 +676,7 @@ class MainWindow(QMainWindow):
 
     def open_demo(self, params: Any = None) -> Job:
         """The phantom demo (``params``: :class:`app.demo.DemoParams`, default full chest)."""
-        from app.demo import load_demo_case
+        from app.case import load_demo_case
 
         if not self.maybe_save("opening the demo"):
             return None
@@ -822,7 +866,107 @@ class MainWindow(QMainWindow):
             self.review_counter.setText("")
             return
         n = len(act.regions)
-        self.review_counter.setText(f"Reviewed {act.reviewed_count()}/{n} regions")
+        stale = " (stale: updating after edits)" if self.case.stale else ""
+        self.review_counter.setText(f"Reviewed {act.reviewed_count()}/{n} regions{stale}")
+
+    # -- corrections -------------------------------------------------------------------------
+    def correct_region(self, kind: str) -> None:
+        """A (FP: add to the reference) / R (FN: remove from it) on the selected region."""
+        regs = self.case.regions()
+        i = self.case.active_region
+        if not 0 <= i < len(regs):
+            self.statusBar().showMessage("No region selected: press N to go to the next one.", 4000)
+            return
+        if regs[i].kind != kind:
+            other = "A adds FP regions" if kind == "FN" else "R removes FN regions"
+            self.statusBar().showMessage(f"{regs[i].id} is an {regs[i].kind} region: {other}.", 5000)
+            return
+        if not self.case.accept_region(i, kind):
+            self.statusBar().showMessage(f"{regs[i].id}: the reference already holds this correction.", 4000)
+
+    def _update_edit_actions(self) -> None:
+        s = self.case.session
+        self.actions["undo"].setEnabled(s.can_undo())
+        self.actions["redo"].setEnabled(s.can_redo())
+        self.actions["save_reference"].setEnabled(self.case.reference is not None)
+
+    def _update_edit_status(self) -> None:
+        self.edit_status.setText(self.edit_tools.describe())
+
+    def _autosave(self) -> None:
+        try:
+            self.case.autosave()
+        except OSError as exc:
+            self.statusBar().showMessage(f"Autosave failed: {exc}", 8000)
+
+    # -- crash recovery ----------------------------------------------------------------------
+    def offer_recovery(self) -> None:
+        """After a crash: offer to reopen the files of a recovery file and replay its edits."""
+        from datetime import datetime
+
+        from core.review import list_recoveries
+
+        found = list_recoveries()
+        if not found:
+            return
+        path, meta = found[0]
+        ref = next((m for m in meta["layers"] if m["role"] == "reference"), None)
+        name = Path(ref["file"]["path"]).name if ref and ref.get("file") else "a case"
+        when = datetime.fromtimestamp(meta.get("written", 0)).strftime("%Y-%m-%d %H:%M")
+        ans = QMessageBox.question(
+            self, APP_NAME, f"Airway Studio stopped with unsaved edits of {name} ({when}).\n\nRecover them?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No | QMessageBox.StandardButton.Discard)
+        if ans == QMessageBox.StandardButton.Yes:
+            self.recover_edits(path)
+        elif ans == QMessageBox.StandardButton.Discard:
+            path.unlink(missing_ok=True)
+
+    def recover_edits(self, path: str | os.PathLike) -> Job | None:
+        """Open the recovery file's inputs, then replay its voxels, statuses and edit log."""
+        from core.review import check_recovery, recovery_inputs
+
+        try:
+            meta, arrays = check_recovery(path)
+            inputs = recovery_inputs(meta)
+            if inputs["ct"] is None:
+                raise InputError("The recovery file names no CT.", "Recover it with core.review.Session.recover in a script.")
+        except InputError as exc:
+            self.report_error(exc)
+            return None
+
+        def replay() -> None:
+            self.caseLoaded.disconnect(replay)
+            try:
+                self.case.session.apply_recovery(meta, arrays)
+                self.case.session.recovery_path = Path(path)
+            except InputError as exc:
+                self.report_error(exc)
+                return
+            self.statusBar().showMessage("Recovered the unsaved edits; save the reference to keep them.", 8000)
+
+        self.caseLoaded.connect(replay)
+        return self.open_files(inputs["ct"], inputs["reference"], inputs["predictions"], inputs["reference_selector"])
+
+    def save_reference(self, path: str | os.PathLike | None = None) -> Path | None:
+        """Write the edited reference over its file (the original kept once as *.orig.*)."""
+        if self.case.reference is None:
+            return None
+        if path is None and not self.case.reference_path:
+            from PySide6.QtWidgets import QFileDialog
+
+            path, _ = QFileDialog.getSaveFileName(self, "Save reference", self.settings.last_dir(),
+                                                  "NIfTI (*.nii.gz *.nii);;All files (*)")
+            if not path:
+                return None
+        try:
+            out = self.case.save_reference(path)
+        except Exception as exc:  # noqa: BLE001 - one dialog, the app goes on
+            import traceback
+
+            self.report_error(exc, traceback.format_exc())
+            return None
+        self.statusBar().showMessage(f"Saved the reference to {out} (edit log beside it)", 6000)
+        return out
 
     # -- display -----------------------------------------------------------------------------
     def _set_visible(self, key: str, on: bool) -> None:
@@ -983,7 +1127,17 @@ class MainWindow(QMainWindow):
         self._sync_display_controls()
 
     def maybe_save(self, before: str = "closing") -> bool:
-        """Ask to save an edited review (the demo's too); False when the user cancels."""
+        """Ask to save an edited reference, then an edited review (the demo's too); False when the user cancels."""
+        ref_layer = self.case.session.reference
+        if ref_layer is not None and ref_layer.modified and not self.ephemeral:
+            ans = QMessageBox.question(self, APP_NAME, f"Save the edited reference before {before}?",
+                                       QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
+                                       | QMessageBox.StandardButton.Cancel)
+            if ans == QMessageBox.StandardButton.Cancel or (
+                    ans == QMessageBox.StandardButton.Save and self.save_reference() is None):
+                return False
+            if ans == QMessageBox.StandardButton.Discard:
+                self.case.session.discard_recovery()
         if self.case.modified and not self.case.is_empty and not self.ephemeral:
             ans = QMessageBox.question(self, APP_NAME, f"Save the review (region statuses, view) before {before}?",
                                        QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard

@@ -322,7 +322,7 @@ class MetricsPanel(QWidget):
 
         for sig in (case.metricsChanged, case.activePredictionChanged):
             sig.connect(lambda *_: self.refresh())
-        for sig in (case.predictionsChanged, case.treeChanged, case.referenceChanged, case.ctChanged):
+        for sig in (case.predictionsChanged, case.treeChanged, case.referenceChanged, case.ctChanged, case.staleChanged):
             sig.connect(self.refresh)
         self.refresh()
 
@@ -358,11 +358,11 @@ class MetricsPanel(QWidget):
             return "Open a reference label to compute metrics."
         if not preds:
             return "Open or compute a prediction to compare with the reference."
-        if getattr(case, "tree_error", None):
+        if case.tree_error:
             return f"Reference tree: {case.tree_error}"
         pending = [p.name for p in preds if p.metrics is None and not p.analysis_error]
         failed = [f"{p.name}: {p.analysis_error}" for p in preds if p.analysis_error]
-        parts = []
+        parts = ["Stale: the labels were edited, updating..."] if case.stale else []
         if pending:
             parts.append("Computing: " + ", ".join(pending))
         parts += failed

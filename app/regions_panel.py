@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.case import STATUS_KEYS, STATUS_LABELS, region_attr, region_box, region_centre
+from app.case import STATUS_KEYS, STATUS_LABELS, region_box, region_centre
 from core.regions import ErrorRegion
 
 COLUMNS = ("#", "ID", "Kind", "Category", "Size (mm³)", "Voxels", "Gen.", "Status")
@@ -53,42 +53,24 @@ COLUMN_TIPS = {"#": "Review order", "ID": "Region id", "Item": "Review item: a s
                "Status": "Review status (keys 1-4)"}
 
 
-def region_kind(region: Any) -> str:
-    k = region_attr(region, "kind", "type", "error", default="")
-    k = getattr(k, "value", k)  # enums
-    return str(k).upper() if str(k).upper() in ("FP", "FN") else str(k)
+def region_kind(region: ErrorRegion) -> str:
+    return region.kind
 
 
-def region_voxel_count(region: Any) -> int | None:
-    """core.regions stores the count as ``voxels``; other shapes keep coordinates there."""
-    for name in ("voxels", "size_voxels", "n_voxels", "voxel_count", "size", "coords"):
-        v = region_attr(region, name)
-        if v is None:
-            continue
-        if np.ndim(v) == 0:
-            return int(v)
-        if np.ndim(v) == 2:
-            return int(len(v))
-    return None
+def region_voxel_count(region: ErrorRegion) -> int:
+    return int(region.voxels)
 
 
-def region_volume_mm3(region: Any, voxel_volume: float) -> float | None:
-    v = region_attr(region, "volume_mm3", "size_mm3")
-    if v is not None:
-        return float(v)
-    n = region_voxel_count(region)
-    return None if n is None else n * voxel_volume
+def region_volume_mm3(region: ErrorRegion, voxel_volume: float) -> float:
+    return float(region.volume_mm3)
 
 
-def region_generation(region: Any) -> int | None:
-    g = region_attr(region, "nearest_generation", "generation", "gen")
-    return None if g is None or (isinstance(g, (int, float)) and g < 0) else int(g)
+def region_generation(region: ErrorRegion) -> int | None:
+    return region.nearest_generation
 
 
-def region_category(region: Any) -> str:
-    c = region_attr(region, "category", "cause", "label", default="")
-    c = getattr(c, "value", c)
-    return str(c).replace("_", " ") if c is not None else ""
+def region_category(region: ErrorRegion) -> str:
+    return region.category.replace("_", " ")
 
 
 class RegionsModel(QAbstractTableModel):
@@ -138,8 +120,7 @@ class RegionsModel(QAbstractTableModel):
         return None
 
     def raw_category(self, row: int) -> str:
-        c = region_attr(self._regions[row], "category", "cause", "label", default="")
-        return str(getattr(c, "value", c))
+        return self._regions[row].category
 
     def review(self, row: int) -> bool:
         return True
@@ -156,8 +137,7 @@ class RegionsModel(QAbstractTableModel):
         vv = voxel_volume(self.case)
         act = self.case.active
         status = act.status(row) if act is not None else "unreviewed"
-        rid = region_attr(r, "id", default="")
-        return (row + 1, str(rid) if rid is not None else "", region_kind(r), region_category(r),
+        return (row + 1, r.id, region_kind(r), region_category(r),
                 region_volume_mm3(r, vv), region_voxel_count(r), region_generation(r), status)
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -199,20 +179,14 @@ def voxel_volume(case: Any) -> float:
     return 1.0
 
 
-def _core_view(region: Any, index: int, voxel_volume: float) -> dict:
-    """What core.region_groups needs of a region, from any of the shapes the panel accepts."""
+def _core_view(region: ErrorRegion, index: int, voxel_volume: float) -> dict:
+    """What core.region_groups needs of a region."""
     box = region_box(region)
-    centre = region_centre(region) or (0, 0, 0)
-    n = region_voxel_count(region) or 0
-    vol = region_volume_mm3(region, voxel_volume)
     return {
-        "id": str(region_attr(region, "id", default=None) or f"region-{index + 1}"),
-        "kind": region_kind(region), "category": str(getattr(region_attr(region, "category", default=""), "value",
-                                                          region_attr(region, "category", default=""))),
-        "voxels": n, "volume_mm3": float(vol if vol is not None else n * voxel_volume),
-        "bbox": [list(p) for p in zip(*box)] if box is not None else [[c, c + 1] for c in centre],
-        "centroid_zyx": list(centre), "nearest_branch": region_attr(region, "nearest_branch", "branch"),
-        "nearest_generation": region_generation(region), "key": region_attr(region, "key"),
+        "id": str(region.id or f"region-{index + 1}"), "kind": region.kind, "category": region.category,
+        "voxels": int(region.voxels), "volume_mm3": float(region.volume_mm3),
+        "bbox": [list(p) for p in zip(*box)], "centroid_zyx": list(region_centre(region)),
+        "nearest_branch": region.nearest_branch, "nearest_generation": region.nearest_generation, "key": region.key,
     }
 
 

@@ -58,10 +58,9 @@ KILL_AFTER_MS = 3000
 
 def demo_checkpoint() -> Path | None:
     """The shipped demo model, when this installation has it."""
-    from core.resources import resource_path
+    from core.resources import shipped_model_path
 
-    p = resource_path("models", "demo_wingsnet.pt", must_exist=False)
-    return p if p.exists() else None
+    return shipped_model_path()
 
 
 def cuda_maybe_available() -> bool:

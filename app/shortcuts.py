@@ -72,6 +72,19 @@ KEYMAP: tuple[Binding, ...] = (
     _b("status_confirmed", "2", "Mark the region a confirmed error", "Regions"),
     _b("status_reference_error", "3", "Mark the region a reference error", "Regions"),
     _b("status_flagged", "4", "Flag the region for discussion", "Regions"),
+    _b("add_to_reference", "A", "Add the FP region to the reference (the annotators missed an airway)", "Regions"),
+    _b("remove_from_reference", "R", "Remove the FN region from the reference (not an airway)", "Regions"),
+    _b("undo", "Ctrl+Z", "Undo the last edit", "Edit"),
+    _b("redo", "Ctrl+Shift+Z", "Redo the edit", "Edit"),
+    _b("tool_brush", "B", "Brush tool (paint label voxels; again: back to the crosshair)", "Edit"),
+    _b("tool_eraser", "E", "Eraser tool (again: back to the crosshair)", "Edit"),
+    _b("tool_fill", "F", "Flood fill: grow a lumen from the clicked voxel within an HU range", "Edit"),
+    _b("brush_larger", "Alt+]", "Larger brush", "Edit"),
+    _b("brush_smaller", "Alt+[", "Smaller brush", "Edit"),
+    _b("brush_form", "Shift+B", "Brush shape: disc (one slice) or sphere", "Edit"),
+    _b("brush_hu_limit", "Alt+H", "Limit the brush to its HU range", "Edit"),
+    _b("edit_target", "T", "Edit the reference or the active prediction", "Edit"),
+    _b("save_reference", "Ctrl+Alt+S", "Save the edited reference (backup of the original, edit log)", "Edit"),
     # 3D
     _b("camera_reset", "Ctrl+Alt+0", "3D: reset the camera", "3D view"),
     _b("camera_anterior", "Ctrl+Alt+1", "3D: view from the front", "3D view"),
@@ -96,6 +109,8 @@ KEYMAP: tuple[Binding, ...] = (
     _b("mouse_pan", ("Middle drag", "Space+drag"), "Pan", "Mouse", True),
     _b("mouse_window", "Right drag", "Window (left/right) and level (up/down)", "Mouse", True),
     _b("mouse_pick3d", "Left click on a surface", "3D: move the crosshair to the point", "Mouse", True),
+    _b("mouse_paint", "Left drag (brush / eraser)", "Paint or erase label voxels", "Mouse", True),
+    _b("mouse_brush_size", "Shift+Wheel (brush / eraser)", "Brush size", "Mouse", True),
 )
 
 _BY_ACTION = {b.action: b for b in KEYMAP}

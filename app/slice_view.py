@@ -235,6 +235,17 @@ def _blend(region: np.ndarray, sel: np.ndarray, rgb: np.ndarray, alpha: np.ndarr
                    | mixed[:, 2])
 
 
+def display_rect(orientation: str, box: Any, shape: Sequence[int]) -> tuple[int, int, int, int]:
+    """Rows (r0, r1) and columns (c0, c1), half-open, that a volume box covers in a displayed slice."""
+    (z0, z1), (y0, y1), (x0, x1) = box
+    nz = shape[0]
+    if orientation == "axial":
+        return y0, y1, x0, x1
+    if orientation == "coronal":
+        return nz - z1, nz - z0, x0, x1
+    return nz - z1, nz - z0, y0, y1
+
+
 def overlay_window(orientation: str, index: int, box: Any, shape: Sequence[int]):
     """Where a volume box (per-axis (start, stop), z/y/x) meets slice ``index``.
 
@@ -433,10 +444,12 @@ class SliceView(QWidget):
         self.case = case
         self.orientation = orientation
         self.display = display
+        self.tools: Any = None  # app.edit_tools.EditTools, set by the window
         self.renderer = renderer or SliceRenderer()
         self.zoom = 1.0
         self.pan = QPointF(0.0, 0.0)  # logical pixels
         self._cache: OrderedDict[tuple, QImage] = OrderedDict()
+        self._last: tuple[tuple, QImage] | None = None  # the image shown last, patched by edits
         self._drag: tuple[str, QPointF, Any] | None = None
         self._space = False
         self.last_render_ms = 0.0
@@ -452,6 +465,7 @@ class SliceView(QWidget):
         case.cursorChanged.connect(self._on_cursor)
         for sig in (case.ctChanged, case.referenceChanged, case.predictionsChanged, case.activePredictionChanged):
             sig.connect(self.invalidate)
+        case.labelChanged.connect(self._on_label_changed)
         case.activeRegionChanged.connect(self._on_cursor)
         display.changed.connect(self.invalidate)
 
@@ -466,10 +480,61 @@ class SliceView(QWidget):
 
     def invalidate(self, *_: Any) -> None:
         self._cache.clear()
+        self._last = None
         self.update()
 
     def _on_cursor(self, *_: Any) -> None:
         self.update()
+
+    def _on_label_changed(self, _layer: str, box: Any) -> None:
+        # slices outside the edited box keep their cached images (keys hold the revisions)
+        ax = AXIS_OF[self.orientation]
+        if box is None or box[ax][0] <= self.index < box[ax][1]:
+            if box is not None:
+                self._patch(box)
+            self.update()
+        else:
+            self._patch(None)  # the shown slice did not change: its image holds for the new revision
+
+    def _key(self) -> tuple:
+        case = self.case
+        act = case.active
+        # revisions: labels are edited in place, the arrays' identity alone would show stale slices
+        return (self.index, case.active_index, id(act), id(case.reference), case.revision("reference"),
+                0 if act is None else case.revision(act.name), self.display.settings.key())
+
+    def _patch(self, box: Any) -> None:
+        """Re-render only the edited box of the image shown last (a brush dab repaints a
+        few hundred pixels, not the slice), when that image is exactly one edit old;
+        ``box=None``: the edit missed this slice, the image is kept as it is."""
+        if self._last is None or self.case.ct is None:
+            return
+        old_key, old_img = self._last
+        key = self._key()
+        s = self.display.settings
+        steps = [b - a for a, b in zip(old_key[4:6], key[4:6])]
+        if old_key[:4] != key[:4] or old_key[6] != key[6] or sorted(steps) != [0, 1] or (s.show_overlay and s.heatmap):
+            return
+        if box is None:
+            self._cache[key] = old_img
+            self._last = (key, old_img)
+            return
+        case, o, i = self.case, self.orientation, self.index
+        h, w = display_shape(o, case.ct.shape)
+        r0, r1, c0, c1 = display_rect(o, box, case.ct.shape)
+        # outlines depend on the 4-neighbours: paste one pixel around the box, render one more
+        pr0, pr1, pc0, pc1 = max(r0 - 1, 0), min(r1 + 1, h), max(c0 - 1, 0), min(c1 + 1, w)
+        rr0, rr1, rc0, rc1 = max(pr0 - 1, 0), min(pr1 + 1, h), max(pc0 - 1, 0), min(pc1 + 1, w)
+        win = (slice(rr0, rr1), slice(rc0, rc1))
+        act = case.active
+        ref = None if case.reference is None else extract_slice(case.reference.mask, o, i)[win]
+        pred = None if act is None else extract_slice(act.mask, o, i)[win]
+        sub = self.renderer.render(case.ct_slice(o, i)[win], s, ref, pred)
+        buf = old_img._buffer.copy()  # type: ignore[attr-defined]
+        buf[pr0:pr1, pc0:pc1] = sub[pr0 - rr0:pr1 - rr0, pc0 - rc0:pc1 - rc0]
+        img = argb_to_qimage(buf)
+        self._cache[key] = img
+        self._last = (key, img)
 
     def set_slice(self, index: int) -> None:
         shape = self.shape
@@ -542,10 +607,11 @@ class SliceView(QWidget):
         if case.ct is None:
             return None
         act = case.active
-        key = (self.index, case.active_index, id(act), id(case.reference), self.display.settings.key())
+        key = self._key()
         img = self._cache.get(key)
         if img is not None:
             self._cache.move_to_end(key)
+            self._last = (key, img)
             return img
         import time
 
@@ -576,6 +642,7 @@ class SliceView(QWidget):
         img = argb_to_qimage(rgb)
         self.last_render_ms = (time.perf_counter() - t0) * 1000
         self._cache[key] = img
+        self._last = (key, img)
         while len(self._cache) > 6:
             self._cache.popitem(last=False)
         return img
@@ -668,16 +735,12 @@ class SliceView(QWidget):
         p.drawLine(QPointF(c.x(), c.y() + gap), QPointF(c.x(), rect.bottom()))
 
     def _paint_region(self, p: QPainter) -> None:
-        from app.case import region_box
-
         regs = self.case.regions()
         i = self.case.active_region
         if not 0 <= i < len(regs):
             return
-        box = region_box(regs[i])
-        if box is None:
-            return
-        start, stop = box
+        start = [lo for lo, _ in regs[i].bbox]
+        stop = [hi for _, hi in regs[i].bbox]
         ax = AXIS_OF[self.orientation]
         if not start[ax] <= self.index < stop[ax]:
             return
@@ -738,7 +801,9 @@ class SliceView(QWidget):
         dy = event.angleDelta().y()
         if dy == 0:
             return
-        if event.modifiers() & Qt.KeyboardModifier.ControlModifier:
+        if self.tools is not None and self.tools.painting and event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+            self.tools.resize(1 if dy > 0 else -1)
+        elif event.modifiers() & Qt.KeyboardModifier.ControlModifier:
             self.zoom_by(1.15 if dy > 0 else 1 / 1.15, event.position())
         else:
             steps = int(dy / 120) or (1 if dy > 0 else -1)
@@ -753,6 +818,11 @@ class SliceView(QWidget):
         elif button == Qt.MouseButton.RightButton:
             s = self.display.settings
             self._drag = ("window", pos, (s.window, s.level))
+        elif button == Qt.MouseButton.LeftButton and self.tools is not None and self.tools.mode != "navigate":
+            v = self.widget_to_voxel(pos)
+            if v is not None:
+                self._drag = ("paint", pos, None)
+                self.tools.press(v, self.orientation)
         elif button == Qt.MouseButton.LeftButton:
             self._drag = ("cursor", pos, None)
             self._move_cursor(pos)
@@ -775,8 +845,14 @@ class SliceView(QWidget):
             self.display.set_window(w0 + d.x() * scale, l0 - d.y() * scale)
         elif kind == "cursor":
             self._move_cursor(pos)
+        elif kind == "paint":
+            v = self.widget_to_voxel(pos)
+            if v is not None:
+                self.tools.drag(v, self.orientation)
 
     def mouseReleaseEvent(self, event: Any) -> None:
+        if self._drag is not None and self._drag[0] == "paint":
+            self.tools.release()
         self._drag = None
         event.accept()
 

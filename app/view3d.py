@@ -39,6 +39,7 @@ from PySide6.QtGui import QGuiApplication, QImage
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QMenu, QSizePolicy, QToolButton, QVBoxLayout, QWidget
 
 from core.errors import InputError
+from core.regions import ErrorRegion
 from core.surfaces import (
     FN,
     FP,
@@ -104,6 +105,9 @@ class SceneInput:
     branch_map: np.ndarray | None = None
     generations: dict[int, int] = field(default_factory=dict)
     detected: dict[int, bool] | None = None
+    # (reference, prediction) edit revisions: arrays are edited in place, so the
+    # cache tells scenes apart by these, not by the arrays' identity alone
+    revisions: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -254,104 +258,21 @@ def branch_detection(metrics: Any) -> dict[int, bool] | None:
     return out or None
 
 
-def region_box(region: Any) -> Box | None:
-    """A region's half-open index box from ``bbox``: pairs ((z0, z1), (y0, y1), (x0, x1)) as
-    core.regions writes them, slices, a Box, or six numbers (starts then stops)."""
-    from app.case import region_attr
-
-    bbox = region_attr(region, "bbox", "box")
-    if bbox is None:
-        return None
-    if isinstance(bbox, Box):
-        return bbox
-    if isinstance(bbox, (tuple, list)) and len(bbox) == 3 and all(isinstance(b, slice) for b in bbox):
-        return Box(tuple(int(b.start) for b in bbox), tuple(int(b.stop) for b in bbox))  # type: ignore[arg-type]
-    b = np.asarray(bbox, dtype=np.int64)
-    if b.shape == (3, 2):
-        return Box(tuple(int(v) for v in b[:, 0]), tuple(int(v) for v in b[:, 1]))  # type: ignore[arg-type]
-    if b.size == 6:
-        b = b.ravel()
-        return Box(tuple(int(v) for v in b[:3]), tuple(int(v) for v in b[3:]))  # type: ignore[arg-type]
-    return None
+def region_box(region: ErrorRegion) -> Box:
+    """A region's half-open index box (core.regions writes per-axis pairs)."""
+    return Box(tuple(lo for lo, _ in region.bbox), tuple(hi for _, hi in region.bbox))  # type: ignore[arg-type]
 
 
-def _count(region: Any) -> int | None:
-    from app.case import region_attr
-
-    n = region_attr(region, "voxels", "size_voxels", "n_voxels", "voxel_count")
-    return int(n) if n is not None and np.ndim(n) == 0 else None
-
-
-def region_voxels(region: Any, shape: tuple[int, int, int], prediction: np.ndarray | None = None,
-                  reference: np.ndarray | None = None) -> tuple[Box, np.ndarray] | None:
-    """(box, mask within box) of an error region, from whatever the region carries.
-
-    Explicit voxel coordinates ((N, 3) z, y, x) or a ``mask`` with its box are
-    used as they are. core.regions keeps only the box, kind and voxel count: the
-    region is then the 26-connected component of the FP (or FN) voxels in its
-    box whose size is the region's (the largest when none matches); failing a
-    box, the component holding the region's centre.
-    """
-    from app.case import region_attr, region_centre
-
-    for name in ("coords", "indices", "points", "voxels"):
-        coords = region_attr(region, name)
-        if coords is not None and np.ndim(coords) == 2:
-            c = np.asarray(coords, dtype=np.int64).reshape(-1, 3)
-            if c.size:
-                lo, hi = c.min(axis=0), c.max(axis=0) + 1
-                box = Box(tuple(int(v) for v in lo), tuple(int(v) for v in hi))  # type: ignore[arg-type]
-                m = np.zeros(box.shape, bool)
-                m[tuple((c - lo).T)] = True
-                return box, m
-    box = region_box(region)
-    mask = region_attr(region, "mask")
-    if mask is not None and box is not None:
-        m = np.asarray(mask, bool)
-        return box, (m[box.slices] if m.shape == tuple(shape) else m)
-    if prediction is None or reference is None:
-        return None
-    import cc3d
-
-    kind = str(getattr(region_attr(region, "kind", "type", default=""), "value", region_attr(region, "kind", "type", default=""))).upper()
-    if box is not None:
-        p, r = prediction[box.slices], reference[box.slices]
-        error = (p & ~r) if kind == "FP" else (r & ~p) if kind == "FN" else (p ^ r)
-        labels, n = cc3d.connected_components(error, connectivity=26, return_N=True)
-        if n == 0:
-            return None
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-        want = _count(region)
-        exact = np.flatnonzero(sizes == want) if want is not None else np.zeros(0, int)
-        pick = int(exact[0]) + 1 if exact.size else int(np.argmax(sizes)) + 1
-        return box, labels == pick
-    centre = region_centre(region)
-    if centre is None:
-        return None
-    error = (prediction & ~reference) if kind == "FP" else (reference & ~prediction) if kind == "FN" else (prediction ^ reference)
-    if not error[tuple(centre)]:
-        return None
-    bb = bounding_box(error)
-    assert bb is not None
-    labels = cc3d.connected_components(error[bb.slices], connectivity=26)
-    rel = tuple(int(c - s) for c, s in zip(centre, bb.start))
-    comp = labels == labels[rel]
-    inner = bounding_box(comp)
-    assert inner is not None
-    full = Box(tuple(a + b for a, b in zip(bb.start, inner.start)),  # type: ignore[arg-type]
-               tuple(a + b for a, b in zip(bb.start, inner.stop)))
-    return full, comp[inner.slices]
+def region_voxels(region: ErrorRegion, shape: tuple[int, int, int] | None = None, prediction: np.ndarray | None = None,
+                  reference: np.ndarray | None = None) -> tuple[Box, np.ndarray]:
+    """(box, mask within box) of an error region: the voxels core.regions kept (never recomputed)."""
+    return region_box(region), region.mask()
 
 
-def region_surface(region: Any, geometry: Geometry, shape: tuple[int, int, int], prediction: np.ndarray | None,
-                   reference: np.ndarray | None, *, progress: Any = None, cancel: Any = None) -> tuple[Any, np.ndarray, float]:
+def region_surface(region: ErrorRegion, geometry: Geometry, *, progress: Any = None,
+                   cancel: Any = None) -> tuple[Any, np.ndarray, float]:
     """(surface, world centre, world radius) of one error region, for highlighting and focusing."""
-    import pyvista as pv
-
-    got = region_voxels(region, shape, prediction, reference)
-    if got is None:
-        return pv.PolyData(), np.zeros(3), 0.0
-    box, m = got
+    box, m = region_voxels(region)
     surf = labels_surface(m.astype(np.uint8), geometry, offset=box.start, smoothing=False)
     corners = geometry.index_to_world(np.array([box.start, np.asarray(box.stop) - 1], float))
     centre = corners.mean(axis=0)
@@ -477,6 +398,8 @@ class View3D(QWidget):
         for sig in (case.referenceChanged, case.predictionsChanged, case.activePredictionChanged, case.treeChanged):
             sig.connect(self.schedule_rebuild)
         case.metricsChanged.connect(lambda _i: self.mode == "detection" and self.schedule_rebuild())
+        case.labelChanged.connect(self._on_label_changed)
+        case.regionsChanged.connect(lambda i: i == case.active_index and self.focus_region(case.active_region))
         case.cursorChanged.connect(self._move_cursor_marker)
         case.activeRegionChanged.connect(self.focus_region)
         if case.ct is not None:  # installed over an open case
@@ -492,6 +415,11 @@ class View3D(QWidget):
     # -- building ---------------------------------------------------------------------
     def schedule_rebuild(self, *_: Any) -> None:
         self._rebuild_timer.start()
+
+    def _on_label_changed(self, layer: str, _box: Any) -> None:
+        act = self.case.active
+        if layer == "reference" or (act is not None and layer == act.name):
+            self.schedule_rebuild()
 
     def _on_new_case(self) -> None:
         self._camera_set = False
@@ -513,6 +441,7 @@ class View3D(QWidget):
             branch_map=case.branch_map,
             generations=dict(case.generations),
             detected=detected,
+            revisions=(case.revision("reference"), 0 if active is None else case.revision(active.name)),
         )
 
     def rebuild(self) -> None:
@@ -677,9 +606,7 @@ class View3D(QWidget):
         if self.case.ct is None or not 0 <= index < len(regions):
             self._show_region(None, serial)
             return
-        act, ref = self.case.active, self.case.reference
-        job = Job(region_surface, regions[index], self.case.ct.geometry, self.case.ct.shape,
-                  None if act is None else act.mask, None if ref is None else ref.mask, name="Region surface")
+        job = Job(region_surface, regions[index], self.case.ct.geometry, name="Region surface")
         job.result.connect(lambda res, s=serial: self._show_region(res, s))
         job.start()
 
@@ -878,9 +805,9 @@ def _draw_legend(image: QImage, scene: Any) -> None:
 
 
 def _same_input(a: SceneInput, b: SceneInput) -> bool:
-    """Same arrays (by identity: volumes are never modified in place) and options."""
+    """Same arrays (by identity and edit revision) and options."""
     return (a.mode == b.mode and a.prediction is b.prediction and a.reference is b.reference
-            and a.branch_map is b.branch_map and a.geometry == b.geometry
+            and a.revisions == b.revisions and a.branch_map is b.branch_map and a.geometry == b.geometry
             and a.generations == b.generations and a.detected == b.detected)
 
 

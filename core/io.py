@@ -340,7 +340,7 @@ def write_volume(volume: IntensityVolume | LabelVolume, path: str | Path, compre
     A crash or a full disk never leaves a half-written file under ``path``; the
     file gets the user's umask permissions (mkstemp alone would make it 0600).
     """
-    from core.outputs import apply_umask
+    from core.filemodes import apply_umask
 
     path = Path(path)
     suffix = volume_suffix(path)
@@ -366,7 +366,7 @@ def write_volume(volume: IntensityVolume | LabelVolume, path: str | Path, compre
 
 
 def _write_pair(volume, path: Path, suffix: str, compress: bool) -> Path:
-    from core.outputs import apply_umask
+    from core.filemodes import apply_umask
 
     sitk = _sitk()
     path.parent.mkdir(parents=True, exist_ok=True)

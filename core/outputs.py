@@ -24,19 +24,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from core.errors import InputError
+from core.filemodes import apply_umask, umask_mode  # noqa: F401  (re-exported: callers import them from here)
 
 BACKUP_SUFFIX = ".bak"
-
-
-def umask_mode() -> int:
-    """``0666 & ~umask``: the mode ``open()`` would give a new file."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def apply_umask(path: str | Path) -> None:
-    os.chmod(path, umask_mode())
 
 
 def backup_path(path: str | Path) -> Path:

@@ -25,7 +25,8 @@ size (largest first), then position, and carry stable ids (``FN-0001``...) so
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import hashlib
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -60,13 +61,47 @@ class ErrorRegion:
     length_mm: float               # extent along the principal axis
     elongation: float              # sqrt of the largest / second-largest principal variance
     centreline_voxels: int         # reference centreline voxels inside the region
+    # The region's own voxels, kept from the component labelling so that nobody
+    # recomputes them: (n, 3) zyx indices in C order (int16 when the grid allows).
+    coords: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # Content key (kind + voxel set): the same region gets the same key in every
+    # analysis, whatever the sort order, so review decisions can be keyed by it.
+    key: str = ""
+    focus_zyx: tuple[int, int, int] | None = None  # the region's voxel nearest its centroid
+
+    def mask(self) -> np.ndarray:
+        """The region as a bool mask over ``bbox`` (box-local)."""
+        shape = tuple(hi - lo for lo, hi in self.bbox)
+        out = np.zeros(shape, dtype=bool)
+        if self.coords is not None and len(self.coords):
+            lo = np.array([lo for lo, _ in self.bbox])
+            out[tuple((self.coords.astype(np.int64) - lo).T)] = True
+        return out
 
     def as_dict(self) -> dict:
-        d = asdict(self)
+        d = asdict(replace_coords(self))
+        d.pop("coords", None)
+        d["focus_zyx"] = None if self.focus_zyx is None else list(self.focus_zyx)
         d["centroid_zyx"] = list(self.centroid_zyx)
         d["centroid_mm"] = list(self.centroid_mm)
         d["bbox"] = [list(b) for b in self.bbox]
         return d
+
+
+def replace_coords(region: ErrorRegion) -> ErrorRegion:
+    """A shallow copy without the voxel array (asdict would deep-copy it)."""
+    import dataclasses
+
+    return dataclasses.replace(region, coords=None)
+
+
+def region_key(kind: str, coords: np.ndarray, shape: Sequence[int]) -> str:
+    """``FP:<hash>`` of the region's voxel set on a grid of ``shape``; independent of the voxels' order."""
+    flat = np.sort(np.ravel_multi_index(tuple(np.asarray(coords, dtype=np.int64).T), tuple(shape)).astype(np.int64))
+    h = hashlib.blake2b(digest_size=10)
+    h.update(np.asarray(shape, dtype=np.int64).tobytes())
+    h.update(flat.tobytes())
+    return f"{kind}:{h.hexdigest()}"
 
 
 def _check(cancel) -> None:
@@ -224,8 +259,16 @@ def _regions_of(kind, coords, targets, full_shape, tree, sp, geometry, connectiv
     # mm thresholds below one voxel's extent would depend on the grid, not the error
     shell_mm = max(shell_mm, float(sp.max()) * 1.001)
     candidate_min_length_mm = max(candidate_min_length_mm, 2.0 * float(sp.max()))
+    # each region's voxels as one slice of a label-sorted copy (stable: C order kept)
+    by_label = np.argsort(lab, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(count[1:])])
+    small = max(full_shape) < np.iinfo(np.int16).max
+    near = ((x - c[lab]) ** 2).sum(axis=1)
     out = []
     for k in range(1, n + 1):
+        members = by_label[starts[k - 1]:starts[k]]
+        own = coords[members]
+        focus = tuple(int(v) for v in own[int(np.argmin(near[members]))])
         branch = int(nearest[k]) if pair[k].max() > 0 else None
         gen = tree.branch(branch).generation if branch else None
         if kind == "FP":
@@ -258,6 +301,9 @@ def _regions_of(kind, coords, targets, full_shape, tree, sp, geometry, connectiv
                 length_mm=float(length[k]),
                 elongation=float(elong[k]),
                 centreline_voxels=int(cl_count[k]),
+                coords=own.astype(np.int16 if small else np.int32),
+                key=region_key(kind, own, full_shape),
+                focus_zyx=focus,  # type: ignore[arg-type]
             )
         )
     return out

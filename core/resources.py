@@ -34,3 +34,14 @@ def resource_path(*parts: str, must_exist: bool = True) -> Path:
 def load_json_resource(*parts: str) -> dict:
     with open(resource_path(*parts), encoding="utf-8") as f:
         return json.load(f)
+
+
+SHIPPED_MODEL = ("models", "demo_wingsnet.pt")
+
+
+def shipped_model_path() -> Path | None:
+    """The demo WingsNet checkpoint shipped with Airway Studio, or None when this
+    installation lacks it. The one place that knows where it lives: the CLI,
+    the segment panel and the window all ask here."""
+    p = resource_path(*SHIPPED_MODEL, must_exist=False)
+    return p if p.exists() else None

@@ -9,6 +9,15 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def pytest_configure(config):
+    # autosaves of the tests' edits go to a private folder, never the user's
+    # cache (where a window would offer to recover them)
+    import os
+    import tempfile
+
+    os.environ.setdefault("AIRWAY_STUDIO_RECOVERY_DIR", tempfile.mkdtemp(prefix="airway-recovery-"))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` (read-only real CTs); skips when a clone has none."""

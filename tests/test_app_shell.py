@@ -285,7 +285,9 @@ def test_project_save_and_reopen_restores_review_state(window, qtbot, files, tmp
     c.set_cursor((10, 20, 30))
     window.display.apply_preset("bone")
     window.actions["toggle_outline"].trigger()
-    c.predictions[0].statuses = {0: "flagged"}
+    qtbot.waitUntil(lambda: bool(c.predictions[0].regions), timeout=60000)
+    c.set_region_status(0, "flagged")
+    key = c.predictions[0].regions[0].key
     out = window.save_project_to(tmp_path / "review.json")
     assert out is not None and out.exists() and not dialogs
 
@@ -293,7 +295,7 @@ def test_project_save_and_reopen_restores_review_state(window, qtbot, files, tmp
     with qtbot.waitSignal(w2.caseLoaded, timeout=30000):
         w2.open_project(str(out))
     assert w2.case.cursor == (10, 20, 30)
-    assert w2.case.predictions[0].statuses == {0: "flagged"}
+    assert w2.case.predictions[0].statuses == {key: "flagged"}  # by content key: survives re-sorting
     s = w2.display.settings
     assert (s.window, s.level, s.outline) == (2000, 300, True)
     assert w2.actions["toggle_outline"].isChecked()

@@ -21,6 +21,7 @@ from app.case import (
 )
 from app.workers import Job, run_sync
 from core.errors import Cancelled, GeometryError, InputError
+from core.regions import ErrorRegion
 from core.volume import Geometry, IntensityVolume, LabelVolume
 
 
@@ -143,17 +144,23 @@ def test_cursor_is_clamped_and_signalled(qtbot):
     assert case.cursor == (3, 0, 3) and sig.args == [(3, 0, 3)]
 
 
+def _region(key: str, centroid=(1.0, 1.0, 1.0), focus=None, kind="FP") -> ErrorRegion:
+    return ErrorRegion(id=key, kind=kind, category="leakage", voxels=1, volume_mm3=1.0, centroid_zyx=centroid,
+                       centroid_mm=(0.0, 0.0, 0.0), bbox=((0, 3), (0, 3), (0, 3)), nearest_branch=None,
+                       nearest_generation=None, max_distance_mm=0.0, length_mm=1.0, elongation=1.0,
+                       centreline_voxels=0, key=key, focus_zyx=focus)
+
+
 def test_next_and_previous_region_wrap_and_move_the_cursor(qtbot):
     case = _hand_case()
-    regs = [SimpleNamespace(centroid=(1.2, 1.0, 2.0)), SimpleNamespace(focus=(2, 3, 4)),
-            SimpleNamespace(bbox=((0, 0, 0), (3, 3, 3)))]
+    regs = [_region("a", centroid=(1.2, 1.0, 2.0)), _region("b", focus=(2, 3, 4)), _region("c", focus=(1, 1, 1))]
     case.predictions[0].regions = regs
     assert case.step_region(1) == 0 and case.cursor == (1, 1, 2)
     assert case.step_region(1) == 1 and case.cursor == (2, 3, 4)
     assert case.step_region(1) == 2 and case.cursor == (1, 1, 1)
     assert case.step_region(1) == 0
     assert case.step_region(-1) == 2
-    assert region_centre(regs[2]) == (1, 1, 1)
+    assert region_centre(regs[1]) == (2, 3, 4)
 
 
 def test_region_statuses_and_project_round_trip(qtbot, tmp_path, files):
@@ -161,7 +168,7 @@ def test_region_statuses_and_project_round_trip(qtbot, tmp_path, files):
     case = Case(auto_analyse=False)
     case.apply_loaded(loaded)
     entry = case.predictions[0]
-    entry.regions = [SimpleNamespace(centroid=(1, 1, 1))] * 3
+    entry.regions = [_region(k) for k in "abc"]
     case.active_region = 1
     with qtbot.waitSignal(case.regionStatusChanged) as sig:
         case.set_region_status(1, "reference_error")
@@ -176,13 +183,13 @@ def test_region_statuses_and_project_round_trip(qtbot, tmp_path, files):
     assert [p.name for p in proj.parent.iterdir()] == ["review.json"]  # atomic: no temp left
     data = json.loads(proj.read_text())
     assert not data["ct"].startswith("/")  # relative to the project
-    assert data["predictions"][0]["statuses"] == {"1": "reference_error", "2": "flagged"}
+    assert data["predictions"][0]["statuses"] == {"b": "reference_error", "c": "flagged"}
 
     loaded2, data2 = run_sync(load_project, proj)
     case2 = Case(auto_analyse=False)
     apply_project(case2, loaded2, data2, str(proj))
     assert case2.cursor == (5, 6, 7)
-    assert case2.predictions[0].statuses == {1: "reference_error", 2: "flagged"}
+    assert case2.predictions[0].statuses == {"b": "reference_error", "c": "flagged"}
     assert case2.view_state["display"]["window"] == 350
     np.testing.assert_array_equal(case2.predictions[0].mask, entry.mask)
     assert not case2.modified

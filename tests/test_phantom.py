@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from core.errors import Cancelled, ConfigError, InputError
 from core.phantom import Phantom, auto_spacing, make_phantom, phantom_from_mask
-from core.phantom_tree import Chest
+from core.phantom.tree import Chest
 from core.volume import LabelVolume
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
@@ -12,6 +10,7 @@ from app.case import Case, PredictionEntry
 from app.case import STATUS_LABELS
 from app.regions_panel import CATEGORY_FILTERS, COLUMNS, FILTERS, RegionsPanel, region_kind, region_volume_mm3
 from core.volume import Geometry, IntensityVolume, LabelVolume
+from airway_shapes import error_region
 
 SHAPE = (20, 24, 24)
 GEO = Geometry((0.5, 0.5, 2.0))
@@ -25,9 +24,9 @@ def _case_with_regions() -> Case:
     case.set_reference(LabelVolume(ref, GEO, name="reference"))
     case.add_prediction(PredictionEntry("model", LabelVolume(ref.copy(), GEO, name="model")))
     case.active.regions = [
-        SimpleNamespace(kind="FN", category="missed_branch", size_voxels=40, generation=3, centroid=(5, 6, 7)),
-        SimpleNamespace(kind="FP", category="leakage", size_voxels=200, generation=None, centroid=(10, 11, 12)),
-        SimpleNamespace(kind="FP", category="false_branch", size_voxels=8, generation=5, centroid=(15, 3, 4)),
+        error_region("FN-a", "FN", "missed_branch", 40, voxel_mm3=0.5, generation=3, centroid=(5, 6, 7)),
+        error_region("FP-b", "FP", "leakage", 200, voxel_mm3=0.5, centroid=(10, 11, 12)),
+        error_region("FP-c", "FP", "false_branch", 8, voxel_mm3=0.5, generation=5, centroid=(15, 3, 4)),
     ]
     case.regionsChanged.emit(0)
     return case
@@ -104,10 +103,9 @@ def test_switching_prediction_reloads(panel):
     assert panel.proxy.rowCount() == 3
 
 
-def test_region_helpers_accept_several_shapes():
-    assert region_kind({"kind": "fp"}) == "FP"
-    assert region_volume_mm3(SimpleNamespace(voxels=np.zeros((7, 3))), 2.0) == 14.0
-    assert region_volume_mm3(SimpleNamespace(volume_mm3=3.5), 2.0) == 3.5
+def test_region_helpers_read_core_regions():
+    assert region_kind(error_region("x", "FN")) == "FN"
+    assert region_volume_mm3(error_region("x", voxels=7, voxel_mm3=0.5), 2.0) == 3.5
 
 
 def _engine_case() -> Case:
@@ -174,7 +172,9 @@ def _fragment_case() -> Case:
     def reg(kind, cat, branch, voxels, at):
         box = tuple((a, a + 1) for a in at)
         c = tuple(float(a) for a in at)
-        return ErrorRegion("", kind, cat, voxels, float(voxels), c, c, box, branch, branch, 1.0, 1.0, 1.0, 0)
+        # statuses are kept by region key (core.review): every hand-made region gets its own
+        return ErrorRegion("", kind, cat, voxels, float(voxels), c, c, box, branch, branch, 1.0, 1.0, 1.0, 0,
+                           key=f"{kind}-{cat}-{at}")
 
     regs = [reg("FN", "missed_branch", 3, 30, (30, 20, 20)), reg("FP", "leakage", 2, 50, (20, 25, 20))]
     regs += [reg("FP", "boundary_dilation", 1, 2, (6 + k, 17, 20)) for k in range(12)]   # 24 mm³: shown

@@ -106,16 +106,6 @@ def test_branch_detection_reads_rows_and_shares():
     assert branch_detection(None) is None
 
 
-def test_region_voxels_from_coords_and_from_components():
-    pred, ref = _masks()
-    coords = np.argwhere(pred & ~ref)
-    box, m = region_voxels(SimpleNamespace(voxels=coords, kind="FP"), SHAPE)
-    assert m.sum() == len(coords) and box.start == (4, 12, 22)
-    # no voxels: the FN component holding the centre
-    box, m = region_voxels(SimpleNamespace(kind="FN", centroid=(10, 15, 7)), SHAPE, pred, ref)
-    assert int(m.sum()) == int((ref & ~pred).sum()) and box.start == (4, 12, 6) and box.stop == (20, 20, 10)
-
-
 def test_pick_on_the_fp_surface_moves_the_crosshair(view, qtbot):
     case = view.case
     view.camera_preset("superior")
@@ -147,8 +137,12 @@ def test_region_focus_and_camera_presets(view, qtbot):
     case = view.case
     pred, ref = _masks()
     entry = case.active
-    entry.regions = [SimpleNamespace(kind="FP", voxels=np.argwhere(pred & ~ref), centroid=(12, 16, 25)),
-                     SimpleNamespace(kind="FN", voxels=np.argwhere(ref & ~pred), centroid=(12, 16, 8))]
+    from airway_shapes import error_region
+
+    fp, fn = np.argwhere(pred & ~ref), np.argwhere(ref & ~pred)
+    entry.regions = [error_region("fp", "FP", voxels=len(fp), focus=(12, 16, 25), bbox=((4, 20), (12, 20), (22, 28))),
+                     error_region("fn", "FN", voxels=len(fn), focus=(12, 16, 8), bbox=((4, 20), (12, 20), (6, 10)))]
+    entry.regions[0].coords, entry.regions[1].coords = fp, fn
     case.go_to_region(1)
     qtbot.waitUntil(lambda: view._region_actor is not None, timeout=5000)
     focal = np.asarray(view.plotter.camera.focal_point)
@@ -223,7 +217,11 @@ def test_panels_install_into_the_main_window(qtbot, tmp_path):
 
     case = _case()
     pred, ref = _masks()
-    case.active.regions = [SimpleNamespace(kind="FP", voxels=np.argwhere(pred & ~ref), centroid=(12, 16, 25))]
+    from airway_shapes import error_region
+
+    fp = np.argwhere(pred & ~ref)
+    case.active.regions = [error_region("fp", "FP", voxels=len(fp), focus=(12, 16, 25), bbox=((4, 20), (12, 20), (22, 28)))]
+    case.active.regions[0].coords = fp
     window = MainWindow(case=case, settings=Settings(ephemeral=True), training_tab=False)
     qtbot.addWidget(window)
     window.resize(1200, 800)

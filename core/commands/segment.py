@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-DEMO_MODEL = ("models", "demo_wingsnet.pt")
+from core.resources import SHIPPED_MODEL as DEMO_MODEL
+
 MASK_SUFFIX = "_airway.nii.gz"
 PROB_SUFFIX = "_probabilities.nii.gz"
 
@@ -167,14 +168,15 @@ def check_outputs(plan: list[Case], overwrite: bool) -> None:
 def model_path(args_model: str | None) -> Path:
     """The checkpoint to use: --model, else the bundled demo model."""
     from core.errors import CheckpointError
-    from core.resources import resource_path
+    from core.resources import resource_path, shipped_model_path
 
     if args_model:
         return Path(args_model)
-    demo = resource_path(*DEMO_MODEL, must_exist=False)
-    if not demo.exists():
+    demo = shipped_model_path()
+    if demo is None:
+        missing = resource_path(*DEMO_MODEL, must_exist=False)
         raise CheckpointError(
-            f"No --model given and the demo model is not installed ({demo} does not exist yet).",
+            f"No --model given and the demo model is not installed ({missing} does not exist yet).",
             "Pass a checkpoint with --model PATH (e.g. RUN/checkpoints/best.pt from `airway train`).",
         )
     return demo

@@ -1,7 +1,7 @@
 """A CT made around a given airway mask: real topology, exact label.
 
 :func:`phantom_from_mask` keeps the mask as the label and paints a chest
-around it (:mod:`core.phantom_body`): two lung ellipsoids that enclose the
+around it (:mod:`core.phantom.body`): two lung ellipsoids that enclose the
 tree's two sides, a body and spine around them, a wall around every airway
 (0.17 x the local diameter, at least 0.5 mm), free vessels in the lungs, blur
 and noise. The centreline is the mask's skeleton (scikit-image
@@ -32,7 +32,7 @@ def _bbox(mask: np.ndarray, pad: tuple[int, int, int]) -> tuple[slice, slice, sl
 
 def _chest_around(mask: np.ndarray, spacing_xyz: tuple[float, float, float]):
     """A Chest whose lungs enclose the tree, in a local frame centred on the body; returns (chest, origin)."""
-    from core.phantom_tree import Chest, Ellipsoid
+    from core.phantom.tree import Chest, Ellipsoid
 
     sx, sy, sz = spacing_xyz
     zz, yy, xx = np.nonzero(mask)
@@ -93,10 +93,10 @@ def phantom_from_mask(
     """
     from scipy import ndimage
 
-    from core.phantom import Difficulty, Phantom, _check_cancel
-    from core.phantom_body import AIR_HU, LUNG_HU, SOFT_HU, fill_body, finish_ct
-    from core.phantom_raster import Grid, coverage, segment_distance
-    from core.phantom_tree import wall_thickness
+    from core.phantom.maker import Difficulty, Phantom, _check_cancel
+    from core.phantom.body import AIR_HU, LUNG_HU, SOFT_HU, fill_body, finish_ct
+    from core.phantom.raster import Grid, coverage, segment_distance
+    from core.phantom.tree import wall_thickness
 
     mask0 = airway_mask.mask
     if not mask0.any():

@@ -1,8 +1,8 @@
 """Synthetic airway CTs with an exact reference label and a branch table.
 
 :func:`make_phantom` lays an adult chest and a bronchial tree out in
-millimetres (:mod:`core.phantom_tree`), then renders them on a voxel grid
-(:mod:`core.phantom_raster`, :mod:`core.phantom_body`):
+millimetres (:mod:`core.phantom.tree`), then renders them on a voxel grid
+(:mod:`core.phantom.raster`, :mod:`core.phantom.body`):
 
 - ``label`` is exactly the set of voxels whose centres lie inside a lumen tube
   (distance to the branch's axis segment <= its radius), minus the voxels that
@@ -38,9 +38,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from core.errors import Cancelled, ConfigError
-from core.phantom_body import AIR_HU, LUNG_HU, SOFT_HU, fill_body, finish_ct
-from core.phantom_raster import Grid, centreline_voxels, coverage, segment_distance
-from core.phantom_tree import Branch, Chest, Tree, grow_tree
+from core.phantom.body import AIR_HU, LUNG_HU, SOFT_HU, fill_body, finish_ct
+from core.phantom.raster import Grid, centreline_voxels, coverage, segment_distance
+from core.phantom.tree import Branch, Chest, Tree, grow_tree
 from core.volume import Geometry, IntensityVolume, LabelVolume
 
 Progress = Callable[[int, int, float | None], None]
@@ -408,6 +408,4 @@ def _one_piece(mask: np.ndarray, cc3d: Any) -> bool:
     return int(n) == 1
 
 
-from core.phantom_mask import phantom_from_mask  # noqa: E402  (re-exported: one import for both makers)
-
-__all__ = ["Difficulty", "Phantom", "Branch", "auto_spacing", "make_phantom", "phantom_from_mask"]
+__all__ = ["Difficulty", "Phantom", "Branch", "auto_spacing", "make_phantom"]

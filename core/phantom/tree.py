@@ -2,7 +2,7 @@
 
 Everything here is geometry in world coordinates (x, y, z) mm, LPS like ITK:
 +x towards the patient's left, +y posterior, +z superior. Nothing here touches
-a voxel grid; :mod:`core.phantom_raster` turns the shapes into voxels.
+a voxel grid; :mod:`core.phantom.raster` turns the shapes into voxels.
 
 Numbers are textbook adult anatomy, jittered per seed:
 - trachea 15-18 mm wide, carina about 90 mm below the lung apices;

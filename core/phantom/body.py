@@ -13,8 +13,8 @@ import numpy as np
 from scipy import ndimage
 
 from core.errors import Cancelled
-from core.phantom_raster import Grid
-from core.phantom_tree import Chest
+from core.phantom.raster import Grid
+from core.phantom.tree import Chest
 
 AIR_HU = -1000.0
 FAT_HU = -100.0

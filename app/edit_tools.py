@@ -1,0 +1,112 @@
+"""State of the correction tools shared by the slice views (brush, eraser, fill).
+
+The voxel work is core's (:mod:`core.review.tools` through the case's session);
+this holds what the user chose: tool, target layer, brush size and shape, the
+HU limit. Defaults and bounds come from ``resources/presets/edit_tools.json``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from core.errors import InputError
+from core.resources import load_json_resource
+
+MODES = ("navigate", "brush", "eraser", "fill")
+TARGETS = ("reference", "prediction")
+
+
+class EditTools(QObject):
+    """``changed()`` after any choice; ``failed(str)`` when an edit was refused (e.g. a fill too large)."""
+
+    changed = Signal()
+    failed = Signal(str)
+
+    def __init__(self, case: Any, parent: QObject | None = None):
+        super().__init__(parent)
+        self.case = case
+        self.presets = load_json_resource("presets", "edit_tools.json")
+        self.mode = "navigate"
+        self.target = "reference"
+        self.radius = float(self.presets["brush_radius"])
+        self.form = str(self.presets["brush_form"])
+        self.hu_limit = False
+        self._last: tuple[int, int, int] | None = None
+
+    # -- choices -----------------------------------------------------------------
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(mode)
+        # choosing the active tool again goes back to moving the crosshair
+        self.mode = "navigate" if mode == self.mode and mode != "navigate" else mode
+        self.changed.emit()
+
+    def toggle_target(self) -> None:
+        self.target = TARGETS[(TARGETS.index(self.target) + 1) % len(TARGETS)]
+        self.changed.emit()
+
+    def toggle_form(self) -> None:
+        self.form = "sphere" if self.form == "disc" else "disc"
+        self.changed.emit()
+
+    def toggle_hu_limit(self) -> None:
+        self.hu_limit = not self.hu_limit
+        self.changed.emit()
+
+    def resize(self, steps: int) -> None:
+        lo, hi = float(self.presets["brush_radius_min"]), float(self.presets["brush_radius_max"])
+        self.radius = float(np.clip(self.radius + steps, lo, hi))
+        self.changed.emit()
+
+    @property
+    def painting(self) -> bool:
+        return self.mode in ("brush", "eraser")
+
+    def describe(self) -> str:
+        if self.mode == "navigate":
+            return ""
+        what = "reference" if self.target == "reference" else "active prediction"
+        if self.mode == "fill":
+            lo, hi = self.presets["fill_hu_range"]
+            return f"Fill on the {what} ({lo}..{hi} HU)"
+        hu = " HU-limited" if self.hu_limit else ""
+        return f"{self.mode.capitalize()} {self.form} r={self.radius:g}{hu} on the {what}"
+
+    # -- edits (GUI thread; a stroke is one undo step) ---------------------------------
+    def press(self, voxel: Sequence[int], orientation: str) -> None:
+        session = self.case.session
+        try:
+            layer = self.case.edit_layer_name(self.target)
+            if self.mode == "fill":
+                lo, hi = self.presets["fill_hu_range"]
+                session.flood_fill(layer, voxel, (float(lo), float(hi)), max_voxels=int(self.presets["fill_max_voxels"]),
+                                   max_radius=int(self.presets["fill_max_radius"]))
+                return
+            session.begin_stroke()
+            self._last = None
+            self.drag(voxel, orientation)
+        except InputError as exc:
+            self.failed.emit(str(exc))
+
+    def drag(self, voxel: Sequence[int], orientation: str) -> None:
+        if not self.painting or not self.case.session.stroke_open:
+            return
+        layer = self.case.edit_layer_name(self.target)
+        hu = tuple(self.presets["brush_hu_range"]) if self.hu_limit else None
+        end = np.asarray(voxel, dtype=float)
+        # dabs every half radius along the drag: fast mouse moves leave no gaps
+        start = end if self._last is None else np.asarray(self._last, dtype=float)
+        n = max(1, int(np.ceil(np.abs(end - start).max() / max(self.radius / 2, 0.5))))
+        for t in np.linspace(0.0, 1.0, n + 1)[1 if self._last is not None else n:]:
+            c = tuple(int(round(v)) for v in start + t * (end - start))
+            self.case.session.brush(layer, c, self.radius, self.mode == "brush", form=self.form,
+                                    orientation=orientation, hu_range=hu)
+        self._last = tuple(int(v) for v in voxel)  # type: ignore[assignment]
+
+    def release(self) -> None:
+        if self.case.session.stroke_open:
+            self.case.session.end_stroke()
+        self._last = None

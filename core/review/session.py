@@ -1,0 +1,681 @@
+"""The review session: a case's label layers, their analysis, and every edit.
+
+Headless (no Qt): the app adapts it to signals, scripts and tests drive it
+directly. Arrays are canonical LPS ``(z, y, x)`` (see :mod:`core.review.loading`);
+saves write them back on the input file's own grid.
+
+Analysis comes from core.tree, core.metrics and core.regions. Results are
+tagged with the layer revisions they were computed from, so "stale" is a
+comparison of integers, and a background run (``analysis_job()`` in the
+caller's thread of choice, then ``apply_analysis()``) never needs a lock: the
+job works on copies taken when it was made.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from core.errors import Cancelled, InputError
+from core.review import persist
+from core.review.layers import Box, Change, Delta, Edit, History, LabelLayer, box_slices
+from core.review.loading import Source, in_memory_source, load_ct, read_label_canonical, read_prediction_canonical
+from core.volume import IntensityVolume, LabelVolume, check_same_grid
+
+# Review statuses of an error region: (key, label). Project files store the keys.
+STATUSES: tuple[tuple[str, str], ...] = (
+    ("unreviewed", "Unreviewed"),
+    ("confirmed", "Confirmed error"),
+    ("reference_error", "Reference error"),
+    ("flagged", "Flagged"),
+)
+STATUS_KEYS = tuple(k for k, _ in STATUSES)
+METRIC_KEYS = ("td", "bd", "dsc", "precision")
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class ReviewRegion:
+    """An error region of one prediction, with its own voxels.
+
+    ``voxels``: (n, 3) zyx indices (C order) on the session's canonical grid;
+    ``count`` their number; ``error`` the full core.regions.ErrorRegion.
+    """
+
+    error: Any  # core.regions.ErrorRegion
+    prediction: int
+
+    @property
+    def key(self) -> str:
+        return self.error.key
+
+    @property
+    def id(self) -> str:
+        return self.error.id
+
+    @property
+    def kind(self) -> str:
+        return self.error.kind
+
+    @property
+    def category(self) -> str:
+        return self.error.category
+
+    @property
+    def voxels(self) -> np.ndarray:
+        return self.error.coords.astype(np.intp)
+
+    @property
+    def count(self) -> int:
+        return int(self.error.voxels)
+
+    @property
+    def box(self) -> Box:
+        return self.error.bbox
+
+    @property
+    def focus(self) -> tuple[int, int, int]:
+        return self.error.focus_zyx
+
+    def mask(self) -> np.ndarray:
+        """Box-local bool mask over :attr:`box`."""
+        return self.error.mask()
+
+
+@dataclass
+class PredictionAnalysis:
+    ref_revision: int
+    revision: int
+    metrics: Any   # core.metrics.AirwayMetrics
+    regions: list  # core.regions.ErrorRegion
+
+
+@dataclass
+class AnalysisJob:
+    """Copies of what an analysis needs; :meth:`run` is safe in any thread or process."""
+
+    reference: np.ndarray
+    ref_revision: int
+    geometry: Any
+    tree: Any                       # reused when the reference did not change
+    predictions: list[tuple[str, np.ndarray, int]]  # (layer name, mask, revision)
+
+    def run(self, progress: Progress | None = None, cancel: Any = None) -> "AnalysisResult":
+        from core.metrics import evaluate
+        from core.regions import find_error_regions
+        from core.tree import parse_tree
+
+        sp = self.geometry.spacing_zyx
+        steps = 1 + 2 * len(self.predictions)
+
+        def report(k: int, what: str) -> None:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            if progress is not None:
+                progress(k, steps, what)
+
+        tree = self.tree
+        if tree is None:
+            report(0, "Parsing the reference tree")
+            tree = parse_tree(self.reference, sp, cancel=cancel)
+        out: dict[str, PredictionAnalysis] = {}
+        for n, (name, mask, rev) in enumerate(self.predictions):
+            report(1 + 2 * n, f"Metrics of {name}")
+            metrics = evaluate(mask, self.reference, sp, tree=tree, cancel=cancel)
+            report(2 + 2 * n, f"Error regions of {name}")
+            regions = find_error_regions(mask, self.reference, tree, sp, geometry=self.geometry, cancel=cancel)
+            out[name] = PredictionAnalysis(self.ref_revision, rev, metrics, regions)
+        if progress is not None:
+            progress(steps, steps, "Analysis ready")
+        return AnalysisResult(self.ref_revision, tree, out)
+
+
+@dataclass
+class AnalysisResult:
+    ref_revision: int
+    tree: Any
+    predictions: dict[str, PredictionAnalysis] = field(default_factory=dict)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Session:
+    """CT (optional), reference and predictions as editable label layers.
+
+    ``undo_depth`` bounds the undo steps, ``undo_bytes`` (optional) their memory;
+    ``history.nbytes`` states what they hold. ``recovery_path``: where
+    :meth:`autosave` writes (None: no recovery file); ``autosave_interval_s``:
+    after an edit, autosave when at least this long passed since the last one
+    (0: after every edit; None: only when :meth:`autosave` is called).
+    """
+
+    def __init__(self, ct: IntensityVolume | None = None, reference: LabelVolume | LabelLayer | None = None,
+                 predictions: Sequence[LabelVolume | LabelLayer] = (), *, undo_depth: int = 100,
+                 undo_bytes: int | None = None, recovery_path: str | os.PathLike | None = None,
+                 autosave_interval_s: float | None = None):
+        self.ct = ct
+        self.history = History(undo_depth, undo_bytes)
+        self.edit_log: list[dict] = []
+        self.recovery_path = Path(recovery_path) if recovery_path is not None else None
+        self.autosave_interval_s = autosave_interval_s
+        self._last_autosave = 0.0
+        self._recovery_dirty = False
+        self._subscribers: list[Callable[[str, Any], None]] = []
+        self._stroke: list[Edit] | None = None  # open stroke: its dabs make one undo step
+        self.reference: LabelLayer | None = None
+        self.predictions: list[LabelLayer] = []
+        self.tree = None
+        self.tree_revision: int | None = None
+        self._analysis: dict[str, PredictionAnalysis] = {}
+        self._statuses: dict[str, dict[str, str]] = {}
+        if reference is not None:
+            self.set_reference(reference)
+        for p in predictions:
+            self.add_prediction(p)
+
+    # -- building ------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, ct: str | os.PathLike | None = None, reference: str | os.PathLike | None = None,
+             predictions: Sequence[str | os.PathLike] = (), *, reference_selector: str | None = None,
+             recovery_dir: str | os.PathLike | None = None, progress: Progress | None = None,
+             cancel: Any = None, **options: Any) -> "Session":
+        """Read the files (canonical orientation; labels must lie on the CT's grid).
+
+        With a reference file, autosave goes to a recovery file named after it
+        in ``recovery_dir`` (default :func:`core.review.persist.default_recovery_dir`)
+        unless ``recovery_path`` is given in ``options``."""
+        steps = int(ct is not None) + int(reference is not None) + len(predictions)
+        done = 0
+
+        def step(what: str) -> None:
+            nonlocal done
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            if progress is not None:
+                progress(done, steps, what)
+            done += 1
+
+        ct_vol = None
+        ct_source = None
+        if ct is not None:
+            step(f"Reading CT {Path(ct).name}")
+            ct_vol, reo = load_ct(ct)
+            ct_source = str(ct)
+        ref_layer = None
+        if reference is not None:
+            step(f"Reading reference {Path(reference).name}")
+            vol, src = read_label_canonical(reference, ct_vol, "reference", reference_selector)
+            ref_layer = LabelLayer("reference", vol, src, role="reference")
+        layers = []
+        for p in predictions:
+            step(f"Reading prediction {Path(p).name}")
+            vol, probs, src = read_prediction_canonical(p, ct_vol)
+            layers.append(LabelLayer(vol.name or Path(p).name, vol, src, probabilities=probs))
+        if "recovery_path" not in options and reference is not None:
+            options["recovery_path"] = Path(recovery_dir or persist.default_recovery_dir()) / persist.recovery_name(reference)
+        s = cls(ct_vol, ref_layer, layers, **options)
+        s.ct_path = ct_source
+        if progress is not None:
+            progress(steps, steps, "Loaded")
+        return s
+
+    ct_path: str | None = None
+
+    def _check_grid(self, volume: LabelVolume) -> None:
+        other = self.ct if self.ct is not None else (self.reference.volume if self.reference is not None else None)
+        if other is not None:
+            check_same_grid(other, volume)
+
+    def set_reference(self, reference: LabelVolume | LabelLayer) -> LabelLayer:
+        layer = reference if isinstance(reference, LabelLayer) else LabelLayer("reference", _as_bool(reference), role="reference")
+        layer.name, layer.role = "reference", "reference"
+        if self.ct is not None:
+            check_same_grid(self.ct, layer.volume)
+        for p in self.predictions:
+            check_same_grid(p.volume, layer.volume)
+        self.reference = layer
+        layer.subscribe(self._forward)
+        self.tree, self.tree_revision = None, None
+        self._analysis.clear()
+        self.history.clear()
+        self._emit("reference", layer)
+        return layer
+
+    def add_prediction(self, prediction: LabelVolume | LabelLayer, name: str | None = None) -> int:
+        layer = prediction if isinstance(prediction, LabelLayer) else LabelLayer(
+            name or prediction.name or "prediction", _as_bool(prediction))
+        self._check_grid(layer.volume)
+        names = {p.name for p in self.predictions} | {"reference"}
+        base, k = layer.name, 2
+        while layer.name in names:
+            layer.name = f"{base} ({k})"
+            k += 1
+        self.predictions.append(layer)
+        self._statuses.setdefault(layer.name, {})
+        layer.subscribe(self._forward)
+        self._emit("predictions", len(self.predictions) - 1)
+        return len(self.predictions) - 1
+
+    def remove_prediction(self, index: int) -> None:
+        layer = self.predictions.pop(index)
+        self._analysis.pop(layer.name, None)
+        self._statuses.pop(layer.name, None)
+        # its deltas cannot be undone any more; drop only those
+        for stack in (self.history.undo_stack, self.history.redo_stack):
+            stack[:] = [e for e in stack if all(d.layer != layer.name for d in e.deltas)]
+        self._emit("predictions", index)
+
+    def layers(self) -> list[LabelLayer]:
+        return ([self.reference] if self.reference is not None else []) + list(self.predictions)
+
+    def layer(self, name_or_index: str | int) -> LabelLayer:
+        """``"reference"``, a prediction's name, or a prediction index."""
+        if isinstance(name_or_index, int):
+            return self.predictions[name_or_index]
+        for layer in self.layers():
+            if layer.name == name_or_index:
+                return layer
+        raise InputError(f"No layer '{name_or_index}' in the session.", "Choose the reference or one of the predictions.")
+
+    # -- events --------------------------------------------------------------------
+
+    def subscribe(self, fn: Callable[[str, Any], None]) -> Callable[[], None]:
+        """``fn(kind, payload)``: ``("change", Change)`` after every voxel change,
+        ``("analysis", [prediction indices])``, ``("status", (pred, key, status))``,
+        ``("reference", layer)``, ``("predictions", index)``, ``("history", None)``."""
+        self._subscribers.append(fn)
+        return lambda: self._subscribers.remove(fn) if fn in self._subscribers else None
+
+    def _emit(self, kind: str, payload: Any) -> None:
+        for fn in list(self._subscribers):
+            fn(kind, payload)
+
+    def _forward(self, change: Change) -> None:
+        self._recovery_dirty = True
+        self._emit("change", change)
+
+    # -- analysis ------------------------------------------------------------------
+
+    def analysis_job(self, *, copy: bool = True, only_stale: bool = True) -> AnalysisJob:
+        """What a (background) analysis needs; ``copy=False`` shares the live arrays (blocking use only)."""
+        if self.reference is None:
+            raise InputError("There is no reference to analyse against.", "Load a reference label first.")
+        ref = self.reference
+        reuse = self.tree is not None and self.tree_revision == ref.revision
+        preds = []
+        for p in self.predictions:
+            a = self._analysis.get(p.name)
+            if only_stale and a is not None and a.ref_revision == ref.revision and a.revision == p.revision:
+                continue
+            preds.append((p.name, p.array.copy() if copy else p.array, p.revision))
+        return AnalysisJob(ref.array.copy() if copy and (preds or not reuse) else ref.array, ref.revision,
+                           ref.geometry, self.tree if reuse else None, preds)
+
+    def apply_analysis(self, result: AnalysisResult) -> list[int]:
+        """Take a finished job's results (also when edits came since: they stay marked stale)."""
+        if self.reference is None:
+            return []
+        self.tree, self.tree_revision = result.tree, result.ref_revision
+        updated = []
+        for i, p in enumerate(self.predictions):
+            a = result.predictions.get(p.name)
+            if a is not None:
+                self._analysis[p.name] = a
+                updated.append(i)
+        self._emit("analysis", updated)
+        return updated
+
+    def analyse(self, progress: Progress | None = None, cancel: Any = None) -> list[int]:
+        """Tree, metrics and regions of every prediction that changed since its last analysis (blocking)."""
+        return self.apply_analysis(self.analysis_job(copy=False).run(progress, cancel))
+
+    def is_stale(self, index: int | None = None) -> bool:
+        """True when the prediction (any, for None) has edits after its last analysis, or none yet."""
+        if self.reference is None:
+            return False
+        idx = range(len(self.predictions)) if index is None else [index]
+        for i in idx:
+            p = self.predictions[i]
+            a = self._analysis.get(p.name)
+            if a is None or a.ref_revision != self.reference.revision or a.revision != p.revision:
+                return True
+        return False
+
+    def analysed(self, index: int) -> bool:
+        return self.predictions[index].name in self._analysis
+
+    def _result(self, index: int) -> PredictionAnalysis:
+        a = self._analysis.get(self.predictions[index].name)
+        if a is None:
+            raise InputError(f"Prediction {index} has not been analysed.", "Call analyse() first.")
+        return a
+
+    def metrics_result(self, index: int):
+        """The full core.metrics.AirwayMetrics of the last analysis."""
+        return self._result(index).metrics
+
+    def metrics(self, index: int) -> dict:
+        """td, bd, dsc, precision (percent) and the other scalar metrics of the last analysis."""
+        return self._result(index).metrics.summary()
+
+    def regions(self, index: int) -> list[ReviewRegion]:
+        return [ReviewRegion(g, index) for g in self._result(index).regions]
+
+    def find_region(self, key: str, prediction: int | None = None) -> ReviewRegion:
+        idx = range(len(self.predictions)) if prediction is None else [prediction]
+        for i in idx:
+            a = self._analysis.get(self.predictions[i].name)
+            for g in (a.regions if a is not None else []):
+                if g.key == key:
+                    return ReviewRegion(g, i)
+        raise InputError(f"No error region with key {key}.", "Analyse again; the region may have been corrected.")
+
+    # -- statuses --------------------------------------------------------------------
+
+    def status(self, prediction: int, key: str) -> str:
+        return self._statuses.get(self.predictions[prediction].name, {}).get(key, "unreviewed")
+
+    def statuses(self, prediction: int) -> dict[str, str]:
+        return dict(self._statuses.get(self.predictions[prediction].name, {}))
+
+    def status_table(self, prediction: int) -> dict[str, str]:
+        """The live {region key: status} dict of a prediction (shared, not a copy: the app shows it)."""
+        return self._statuses.setdefault(self.predictions[prediction].name, {})
+
+    def set_status(self, prediction: int, key: str, status: str) -> None:
+        if status not in STATUS_KEYS:
+            raise InputError(f"Unknown review status '{status}'.", f"Use one of {', '.join(STATUS_KEYS)}.")
+        table = self._statuses.setdefault(self.predictions[prediction].name, {})
+        if status == "unreviewed":
+            table.pop(key, None)
+        else:
+            table[key] = status
+        self._recovery_dirty = True
+        self._emit("status", (prediction, key, status))
+
+    # -- edits ---------------------------------------------------------------------
+
+    def accept(self, key: str, prediction: int | None = None) -> Edit | None:
+        """Correct the reference by a region: FP voxels are added to it (the annotators
+        missed an airway), FN voxels removed (the reference holds no airway there).
+        The region's status becomes ``reference_error``. None when nothing changed."""
+        region = self.find_region(key, prediction)
+        if self.reference is None:
+            raise InputError("There is no reference to correct.", "Load a reference label first.")
+        value = region.kind == "FP"
+        before = self.status(region.prediction, key)
+        edit = self._write(self.reference, region.box, region.mask(), value,
+                           tool="add_to_reference" if value else "remove_from_reference", region_key=key)
+        if edit is not None:
+            edit.status = (region.prediction, key, before, "reference_error")
+            self.set_status(region.prediction, key, "reference_error")
+        return edit
+
+    def paint(self, layer: str | int | LabelLayer, box: Box, mask: np.ndarray, value: bool, *,
+              tool: str = "brush", region_key: str | None = None, **extra: Any) -> Edit | None:
+        """Set the voxels of ``mask`` (box-local) on a layer, as one undoable edit."""
+        target = layer if isinstance(layer, LabelLayer) else self.layer(layer)
+        return self._write(target, box, mask, bool(value), tool=tool, region_key=region_key, **extra)
+
+    def brush(self, layer: str | int | LabelLayer, centre: Sequence[int], radius: float, value: bool = True, *,
+              form: str = "disc", orientation: str = "axial", hu_range: tuple[float, float] | None = None) -> Edit | None:
+        from core.review.tools import brush
+
+        target = layer if isinstance(layer, LabelLayer) else self.layer(layer)
+        if hu_range is not None and self.ct is None:
+            raise InputError("An HU range needs the CT.", "Load the CT, or paint without the HU range.")
+        shaped = brush(target.shape, centre, radius, form=form, orientation=orientation,
+                       spacing_zyx=target.geometry.spacing_zyx, ct=None if self.ct is None else self.ct.array,
+                       hu_range=hu_range)
+        if shaped is None:
+            return None
+        return self._write(target, shaped[0], shaped[1], value, tool="brush" if value else "eraser")
+
+    def flood_fill(self, layer: str | int | LabelLayer, seed: Sequence[int], hu_range: tuple[float, float], *,
+                   max_voxels: int = 200_000, max_radius: int = 40) -> Edit | None:
+        from core.review.tools import flood_fill
+
+        if self.ct is None:
+            raise InputError("The flood fill grows within an HU range of the CT.", "Load the CT first.")
+        target = layer if isinstance(layer, LabelLayer) else self.layer(layer)
+        box, mask = flood_fill(self.ct.array, seed, hu_range, max_voxels=max_voxels, max_radius=max_radius)
+        return self._write(target, box, mask, True, tool="fill", seed=[int(v) for v in seed], hu_range=list(hu_range))
+
+    @property
+    def stroke_open(self) -> bool:
+        return self._stroke is not None
+
+    def begin_stroke(self) -> None:
+        """Until :meth:`end_stroke`, writes of the same layer and tool join one undo step
+        (a brush drag is one edit, however many dabs it took)."""
+        self._stroke = []
+
+    def end_stroke(self) -> Edit | None:
+        stroke, self._stroke = self._stroke, None
+        if not stroke:
+            return None
+        for edit in stroke:
+            self._log(edit, edit.deltas[0].layer, edit.tool)
+        self._emit("history", None)
+        self._maybe_autosave()
+        return stroke[-1]
+
+    def _write(self, layer: LabelLayer, box: Box, mask: np.ndarray, value: bool, *, tool: str,
+               region_key: str | None = None, **extra: Any) -> Edit | None:
+        delta = layer.write(box, mask, value)
+        if delta is None:
+            return None
+        n = delta.count
+        if self._stroke is not None:
+            last = self._stroke[-1] if self._stroke else None
+            if (last is not None and last.tool == tool and last.deltas[0].layer == layer.name
+                    and self.history.undo_stack and self.history.undo_stack[-1] is last):
+                last.deltas.append(delta)
+                last.added += n if value else 0
+                last.removed += 0 if value else n
+                return last
+            edit = Edit(tool, [delta], region_key, added=n if value else 0, removed=0 if value else n,
+                        time=time.time(), extra=dict(extra))
+            self.history.push(edit)
+            self._stroke.append(edit)
+            return edit
+        edit = Edit(tool, [delta], region_key, added=n if value else 0, removed=0 if value else n,
+                    time=time.time(), extra=dict(extra))
+        self.history.push(edit)
+        self._log(edit, layer.name, tool)
+        self._emit("history", None)
+        self._maybe_autosave()
+        return edit
+
+    def _log(self, edit: Edit, layer: str, tool: str, added: int | None = None, removed: int | None = None) -> None:
+        entry = {"time": _now(), "tool": tool, "layer": layer, "region_key": edit.region_key,
+                 "added": edit.added if added is None else added, "removed": edit.removed if removed is None else removed}
+        entry.update(edit.extra)
+        self.edit_log.append(entry)
+
+    def can_undo(self) -> bool:
+        return self.history.can_undo()
+
+    def can_redo(self) -> bool:
+        return self.history.can_redo()
+
+    def undo(self) -> Edit | None:
+        if not self.history.undo_stack:
+            return None
+        edit = self.history.undo_stack.pop()
+        self._swap(edit, "undo")
+        self.history.redo_stack.append(edit)
+        if edit.status is not None:
+            self._set_status_quiet(edit.status[0], edit.status[1], edit.status[2])
+        self._log(edit, edit.deltas[0].layer, f"undo {edit.tool}", added=edit.removed, removed=edit.added)
+        self._emit("history", None)
+        self._maybe_autosave()
+        return edit
+
+    def redo(self) -> Edit | None:
+        if not self.history.redo_stack:
+            return None
+        edit = self.history.redo_stack.pop()
+        self._swap(edit, "redo")
+        self.history.undo_stack.append(edit)
+        if edit.status is not None:
+            self._set_status_quiet(edit.status[0], edit.status[1], edit.status[3])
+        self._log(edit, edit.deltas[0].layer, f"redo {edit.tool}")
+        self._emit("history", None)
+        self._maybe_autosave()
+        return edit
+
+    def _set_status_quiet(self, prediction: int, key: str, status: str) -> None:
+        if prediction < len(self.predictions):
+            self.set_status(prediction, key, status)
+
+    def _swap(self, edit: Edit, reason: str) -> None:
+        for d in reversed(edit.deltas) if reason == "undo" else edit.deltas:
+            self.layer(d.layer).apply_swap(d, reason)
+
+    # -- saving --------------------------------------------------------------------
+
+    def save_reference(self, path: str | os.PathLike | None = None, *, backup: bool = True, log: bool = True) -> Path:
+        """Write the reference atomically on the input's grid and orientation (uint8 0/1).
+
+        An existing file at ``path`` is first kept once as ``<name>.orig<suffix>``;
+        the edit log is appended to ``<name>.edits.json``. Default path: the input."""
+        if self.reference is None:
+            raise InputError("There is no reference to save.", "Load a reference label first.")
+        return self.save_layer(self.reference, path, backup=backup, log=log)
+
+    def save_layer(self, layer: LabelLayer, path: str | os.PathLike | None = None, *, backup: bool = True,
+                   log: bool = True) -> Path:
+        from core.io import write_volume
+
+        target = Path(path) if path is not None else (Path(layer.path) if layer.path else None)
+        if target is None:
+            raise InputError(f"The layer '{layer.name}' has no file yet.", "Choose a file name to save it to.")
+        if backup:
+            persist.backup_once(target)
+        src = layer.source
+        vol = LabelVolume(src.to_file_array(layer.array).astype(np.uint8), src.geometry, name=layer.name)
+        write_volume(vol, target)
+        if log:
+            entries = [e for e in self.edit_log if e["layer"] == layer.name and not e.get("saved")]
+            if entries:
+                persist.append_edit_log(persist.edit_log_path(target), entries, target)
+                for e in entries:
+                    e["saved"] = True
+        layer.saved_revision = layer.revision
+        if not any(lyr.modified for lyr in self.layers()):
+            self.discard_recovery()
+        return target
+
+    @property
+    def modified(self) -> bool:
+        return any(lyr.modified for lyr in self.layers())
+
+    # -- recovery ------------------------------------------------------------------
+
+    def _maybe_autosave(self) -> None:
+        if self.recovery_path is None or self.autosave_interval_s is None:
+            return
+        if time.monotonic() - self._last_autosave >= self.autosave_interval_s:
+            self.autosave()
+
+    def autosave(self) -> Path | None:
+        """Write the recovery file (edited voxels only) if anything changed since the last one."""
+        if self.recovery_path is None or not self._recovery_dirty:
+            return None
+        meta = {
+            "ct": persist.file_identity(self.ct_path),
+            "layers": [
+                {"name": lyr.name, "role": lyr.role, "selector": lyr.source.selector,
+                 "file": persist.file_identity(lyr.path), "revision": lyr.revision}
+                for lyr in self.layers()
+            ],
+            "statuses": self._statuses,
+            "edit_log": self.edit_log,
+        }
+        arrays = {}
+        for n, lyr in enumerate(self.layers()):
+            arrays[f"index_{n}"] = lyr.touched
+            arrays[f"values_{n}"] = lyr.touched_values()
+        persist.write_recovery(self.recovery_path, meta, arrays)
+        self._last_autosave = time.monotonic()
+        self._recovery_dirty = False
+        return self.recovery_path
+
+    def discard_recovery(self) -> None:
+        if self.recovery_path is not None and self.recovery_path.exists():
+            self.recovery_path.unlink()
+        self._recovery_dirty = False
+
+    @classmethod
+    def recover(cls, recovery_path: str | os.PathLike, **options: Any) -> "Session":
+        """Reopen the files a recovery file was written for and replay its edits.
+
+        Refuses (InputError) when an input file changed since: the stored voxel
+        indices would land on other data. The recovered edits cannot be undone
+        one by one (the history was in the killed process); the next save
+        records them in the edit log as they were logged."""
+        meta, arrays = check_recovery(recovery_path)
+        inputs = recovery_inputs(meta)
+        options.setdefault("recovery_path", recovery_path)
+        s = cls.load(inputs["ct"], inputs["reference"], inputs["predictions"],
+                     reference_selector=inputs["reference_selector"], **options)
+        s.apply_recovery(meta, arrays)
+        return s
+
+    def apply_recovery(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Replay a recovery file's voxels, statuses and edit log on the same inputs, loaded afresh."""
+        layers = self.layers()
+        if len(layers) != len(meta["layers"]):
+            raise InputError("The open case has other layers than the recovery file.",
+                             "Open the same reference and predictions, then recover.")
+        for n, (lyr, m) in enumerate(zip(layers, meta["layers"])):
+            if m["role"] != "reference" and lyr.name != m["name"]:
+                self._statuses[m["name"]] = self._statuses.pop(lyr.name, {})
+                lyr.name = m["name"]
+            lyr.restore_touched(arrays[f"index_{n}"], arrays[f"values_{n}"])
+        for name, table in meta.get("statuses", {}).items():
+            self._statuses.setdefault(name, {}).clear()
+            self._statuses[name].update(table)
+        self.edit_log = list(meta.get("edit_log", []))
+        self._recovery_dirty = False
+
+
+def check_recovery(recovery_path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read a recovery file and check its inputs are unchanged (InputError otherwise)."""
+    meta, arrays = persist.read_recovery(recovery_path)
+    files = [m["file"] for m in meta["layers"] if m.get("file")] + ([meta["ct"]] if meta.get("ct") else [])
+    for f in files:
+        now = persist.file_identity(f["path"])
+        if now["size"] != f["size"] or now["mtime_ns"] != f["mtime_ns"]:
+            raise InputError(f"{Path(f['path']).name} changed (or vanished) after the recovery file was written.",
+                             "The edits cannot be replayed on other data; delete the recovery file.",
+                             path=recovery_path)
+    return meta, arrays
+
+
+def recovery_inputs(meta: dict) -> dict:
+    """The files to open before :meth:`Session.apply_recovery`: ct, reference, predictions, reference_selector."""
+    ref = next((m for m in meta["layers"] if m["role"] == "reference"), None)
+    preds = [m for m in meta["layers"] if m["role"] != "reference"]
+    if ref is None or ref.get("file") is None or any(m.get("file") is None for m in preds):
+        raise InputError("The recovery file names layers that were never saved to a file.",
+                         "Only edits on layers loaded from files can be recovered.")
+    return {"ct": meta["ct"]["path"] if meta.get("ct") else None, "reference": ref["file"]["path"],
+            "predictions": [m["file"]["path"] for m in preds], "reference_selector": ref.get("selector")}
+
+
+def _as_bool(volume: LabelVolume) -> LabelVolume:
+    if volume.array.dtype == bool and volume.array.flags.c_contiguous:
+        return volume
+    return volume.with_array(np.ascontiguousarray(volume.mask))
