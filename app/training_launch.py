@@ -169,3 +169,31 @@ def _writable(folder: Path) -> bool:
     import os
 
     return os.access(folder, os.W_OK | os.X_OK)
+
+
+def launch_detached(program: str, arguments: list[str], cwd: str | Path, log_path: str | Path) -> int | str:
+    """Start the trainer in its own session, its output appended to ``log_path``; its pid, or why it failed.
+
+    The pid comes from the start itself, before this returns, so the tab writes
+    its pid record at once and a window closed right after Start can still
+    reattach to and kill the trainer. (``QProcess.startDetached()`` in PySide6
+    drops the pid; finding it again by command line lost trainers that had
+    already exited, or that were listed late on a loaded machine.)
+    The new session keeps the trainer alive when the window closes.
+    """
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    kwargs: dict = {}
+    if sys.platform == "win32":
+        kwargs["creationflags"] = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP
+    else:
+        kwargs["start_new_session"] = True
+    try:
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen([program, *arguments], cwd=str(cwd), env=env, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT, close_fds=True, **kwargs)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return proc.pid

@@ -412,52 +412,6 @@ def process_alive(pid: int, create_time: float | None = None) -> bool:
         return False
 
 
-def matching_processes(arguments: list[str]) -> dict[int, float]:
-    """``{pid: create_time}`` of every process whose command line ends with ``arguments``."""
-    import psutil
-
-    n = len(arguments)
-    found: dict[int, float] = {}
-    if not n:
-        return found
-    for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
-        cmd = proc.info.get("cmdline") or []
-        if len(cmd) >= n and cmd[-n:] == arguments:
-            found[proc.info["pid"]] = proc.info.get("create_time") or 0.0
-    return found
-
-
-def find_process(arguments: list[str], started_after: float = 0.0, *, exclude: Iterable[int] | None = None,
-                 timeout_s: float = 0.0, poll_s: float = 0.02) -> int | None:
-    """The pid of the newest process whose command line ends with ``arguments``.
-
-    PySide6's ``QProcess.startDetached()`` member drops the pid it should
-    return (the static overload returns it but cannot redirect output), so the
-    tab finds its trainer by its arguments, which name the unique run folder.
-
-    ``exclude``: pids that matched before the launch. When given, a new match
-    is any other pid, whatever its start time: psutil derives start times from
-    a boot time it caches once, so after the clock is adjusted they can land
-    before ``started_after`` (the tab then found no trainer and wrote no pid
-    file). Without it, ``started_after`` (unix s, 1 s slack) filters old ones.
-    ``timeout_s``: keep looking that long, for a loaded machine where the new
-    process is not listed at once.
-    """
-    deadline = time.monotonic() + max(timeout_s, 0.0)
-    while True:
-        found = matching_processes(arguments)
-        if exclude is not None:
-            old = set(exclude)
-            new = {pid: created for pid, created in found.items() if pid not in old}
-        else:
-            new = {pid: created for pid, created in found.items() if created >= started_after - 1.0}
-        if new:
-            return max(new, key=lambda pid: new[pid])
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(poll_s)
-
-
 def find_trainer(run_dir: str | Path) -> PidRecord | None:
     """The process training into ``run_dir`` that this app did not start (``airway train --out RUN`` from a shell).
 

@@ -1,6 +1,6 @@
 """The training tab: launch ``main.py train`` in its own process and watch it learn.
 
-The trainer is started detached (``QProcess.startDetached``) with its output
+The trainer is started detached (its own session, app.training_launch.launch_detached) with its output
 captured in ``RUN/trainer.log`` and its pid in ``RUN/trainer.pid``, so it keeps
 running when the app closes, and a reopened app reattaches to it exactly as it
 watches a run it has just started: by tailing ``RUN/events.jsonl`` (schema in
@@ -22,6 +22,7 @@ from app.training_launch import (
     TrainSettings,
     check_settings,
     entry_command,
+    launch_detached,
     list_presets,
     resume_args,
     train_args,
@@ -47,8 +48,6 @@ from app.training_runs import (
     clear_stop_request,
     conclude_status,
     crash_report,
-    find_process,
-    matching_processes,
     find_runs,
     find_trainer,
     kill_process,
@@ -62,8 +61,6 @@ install_refcount_guard()  # PySide6 6.12 on Python 3.11 leaks references (see th
 
 Launcher = Callable[[list[str]], tuple[str, list[str]]]
 LOG_LINES = 5000
-# A loaded machine may list a just-started process late; the trainer is only looked for this long.
-LAUNCH_FIND_TIMEOUT_S = 10.0
 
 
 class RunMonitor(QtCore.QObject):
@@ -506,28 +503,9 @@ class TrainingTab(QtWidgets.QWidget):
 
     def _launch(self, monitor: RunMonitor, args: list[str]) -> bool:
         program, arguments = self.launcher(args)
-        proc = QtCore.QProcess()
-        proc.setProgram(program)
-        proc.setArguments(arguments)
-        proc.setWorkingDirectory(str(monitor.run_dir))
-        env = QtCore.QProcessEnvironment.systemEnvironment()
-        env.insert("PYTHONUNBUFFERED", "1")
-        proc.setProcessEnvironment(env)
-        proc.setProcessChannelMode(QtCore.QProcess.ProcessChannelMode.MergedChannels)
-        proc.setStandardOutputFile(str(monitor.run_dir / LOG_FILE), QtCore.QIODevice.OpenModeFlag.Append)
-        proc.setStandardInputFile(QtCore.QProcess.nullDevice())
-        # Detached: the trainer outlives this window, and the app reattaches through the run folder.
-        launched_at = time.time()
-        before = set(matching_processes(arguments))
-        ok = proc.startDetached()
-        if isinstance(ok, tuple):  # bindings that return (ok, pid) as documented
-            ok, pid = ok
-        else:
-            # the pid record must exist before start() returns, so that a window closed at once
-            # can still reattach to and kill the trainer: wait (bounded) until the process is listed
-            pid = find_process(arguments, launched_at, exclude=before, timeout_s=LAUNCH_FIND_TIMEOUT_S) if ok else None
-        if not ok or not pid:
-            self._say(f"Could not start the trainer ({program}): {proc.errorString()}. "
+        pid = launch_detached(program, arguments, monitor.run_dir, monitor.run_dir / LOG_FILE)
+        if isinstance(pid, str):
+            self._say(f"Could not start the trainer ({program}): {pid}. "
                       "Check that the application is installed completely.")
             return False
         self.error_view.hide()
