@@ -324,11 +324,14 @@ CONFIGS = {
     "lung64": ("openvino-bf16, lung region, step 64, mean",
                {"mode": "exact", "backend": "openvino-bf16", "region": "lung"}),
     "lung96g": ("openvino-bf16, lung region, step 96, Gaussian",
-                {"mode": "fast", "backend": "openvino-bf16", "step": 96}),
-    "fast": ("fast (default): openvino-bf16, lung region, step 128, Gaussian", {"mode": "fast"}),
-    "fast-fp32": ("openvino-fp32, lung region, step 128, Gaussian", {"mode": "fast", "backend": "openvino-fp32"}),
-    "torch128g": ("eager fp32, lung region, step 128, Gaussian", {"mode": "fast", "backend": "torch"}),
-    "coarse": ("openvino-bf16, coarse-pass region, step 128, Gaussian", {"mode": "fast", "region": "coarse"}),
+                {"mode": "fast", "backend": "openvino-bf16", "step": 96, "gaussian": True}),
+    "lung128g": ("openvino-bf16, lung region, step 128, Gaussian",
+                 {"mode": "fast", "backend": "openvino-bf16", "step": 128, "gaussian": True}),
+    "fast": ("fast (the default mode, resources/presets/inference.json)", {"mode": "fast"}),
+    "torch128g": ("eager fp32, lung region, step 128, Gaussian",
+                  {"mode": "fast", "backend": "torch", "step": 128, "gaussian": True}),
+    "coarse": ("openvino-bf16, coarse-pass region, step 128, Gaussian",
+               {"mode": "fast", "region": "coarse", "step": 128, "gaussian": True}),
 }
 
 
