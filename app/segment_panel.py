@@ -504,15 +504,13 @@ class SegmentPanel(QWidget):
         wrow.addWidget(self.step_spin)
         form.addRow("Window", wrow)
         self.gaussian_check = QCheckBox("Gaussian window weighting", self)
-        self.gaussian_check.setTristate(False)
-        self.gaussian_check.setChecked(True)
-        self.gaussian_check.setToolTip("nnU-Net-style weights where windows overlap (default of the fast mode)")
+        self.gaussian_check.setToolTip("nnU-Net-style weights where windows overlap instead of the paper's mean")
         form.addRow("", self.gaussian_check)
         self.exact_check = QCheckBox("Exact paper procedure (full overlap, fp32; slower)", self)
         self.exact_check.setObjectName("exactCheck")
-        self.exact_check.setToolTip("Off: windows only where the lungs and trachea are, without overlap, bf16 where "
-                                    "the hardware has it (measured to agree with the paper's procedure). "
-                                    "On: every window, step of half a window, plain mean, fp32.")
+        self.exact_check.setToolTip("Off: only the windows that touch the lungs and trachea, bf16 where the "
+                                    "hardware has it (measured to agree with the paper's procedure). "
+                                    "On: every window, fp32.")
         self.exact_check.toggled.connect(lambda on: self.gaussian_check.setEnabled(not on))
         form.addRow("", self.exact_check)
         lay.addLayout(form)

@@ -61,12 +61,12 @@ def register(subparsers: Any) -> None:
                    help="resample to this spacing (x y z mm) before the network, or 'native' (default: the "
                         "checkpoint's recommendation if it has one, else native as in the paper)")
     p.add_argument("--gaussian", action="store_true", default=None,
-                   help="Gaussian window weighting instead of the plain mean (default: on, off with --exact)")
+                   help="Gaussian window weighting instead of the plain mean")
     p.add_argument("--exact", action="store_true",
                    help="the paper's procedure: step of half a window (the checkpoint's own), plain mean, every window, "
                         "fp32 (eager PyTorch on the CPU, no autocast on a GPU); slower. Default: the measured fastest "
-                        "that agrees with it (windows without overlap touching the lungs and trachea, Gaussian "
-                        "weighting, bf16 where the CPU or GPU has it); see resources/presets/inference.json")
+                        "that agrees with it (the same grid, only windows touching the lungs and trachea, bf16 "
+                        "where the CPU or GPU has it); see resources/presets/inference.json")
     p.add_argument("--region", default=None, choices=("none", "lung", "coarse"),
                    help="which windows run: none = all (paper), lung = those touching the lungs and trachea "
                         "(default), coarse = those where a half-resolution pass of the network finds airway")
