@@ -206,31 +206,4 @@ class ShortcutsDialog(QDialog):
         self.table = table
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
         buttons.rejected.connect(self.reject)
-        self.notices_button: QPushButton | None = None
-        if notices_path():
-            self.notices_button = buttons.addButton("Third-party notices…", QDialogButtonBox.ButtonRole.ActionRole)
-            self.notices_button.clicked.connect(lambda: NoticesDialog(self).exec())
-        lay.addWidget(buttons)
-
-
-class NoticesDialog(QDialog):
-    """THIRD_PARTY_NOTICES.txt as plain text (about 1.5 MB: QPlainTextEdit handles it, QTextBrowser is slow)."""
-
-    def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.setWindowTitle("Third-party notices")
-        lay = QVBoxLayout(self)
-        self.text = QPlainTextEdit(self)
-        self.text.setReadOnly(True)
-        self.text.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
-        font = self.text.font()
-        font.setFamily("monospace")
-        font.setStyleHint(font.StyleHint.Monospace)
-        self.text.setFont(font)
-        path = notices_path()
-        self.text.setPlainText(path.read_text(encoding="utf-8", errors="replace") if path else "")
-        self.text.setMinimumSize(760, 520)
-        lay.addWidget(self.text)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
-        buttons.rejected.connect(self.reject)
         lay.addWidget(buttons)
