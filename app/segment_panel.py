@@ -598,15 +598,34 @@ class SegmentPanel(QWidget):
         if self.method == "region-growing":
             return self._start_growing()
         checkpoint = self.checkpoint_edit.text().strip()
-        try:
+
+        def make() -> SegmentationRun:
             if not checkpoint:
                 raise CheckpointError("No model chosen.", "Choose a .pt checkpoint with the ... button.")
-            run = SegmentationRun(
+            return SegmentationRun(
                 self.case, checkpoint, self.device_combo.currentData(), window=self.window_spin.value() or None,
                 step=self.step_spin.value() or None,
                 gaussian=None if self.exact_check.isChecked() else self.gaussian_check.isChecked(),
                 backend=self.backend, threads=self.threads, parent=self, exact=self.exact_check.isChecked(),
             )
+
+        run = self._launch(make)
+        if run is None:
+            return None
+        if self.settings is not None:
+            self.settings.set("segment/checkpoint", checkpoint)
+            self.settings.set("segment/method", "model")
+        self.message.setText(f"Segmenting with {Path(checkpoint).name}...")
+        self.message.setStyleSheet("")
+        self.progress_bar.setRange(0, 0)  # busy until the first window reports
+        self._update_enabled()
+        return run
+
+    def _launch(self, make: Any) -> Any:
+        """Build a run (SegmentationRun or GrowingRun: the same signals), wire it to the panel and start it;
+        an AirwayError is shown in the panel and gives None."""
+        try:
+            run = make()
             run.progress.connect(self._on_progress)
             run.finished.connect(self._on_finished)
             run.failed.connect(self._on_failed)
@@ -620,30 +639,11 @@ class SegmentPanel(QWidget):
             self._error(exc)
             self._update_enabled()
             return None
-        if self.settings is not None:
-            self.settings.set("segment/checkpoint", checkpoint)
-            self.settings.set("segment/method", "model")
-        self.message.setText(f"Segmenting with {Path(checkpoint).name}...")
-        self.message.setStyleSheet("")
-        self.progress_bar.setRange(0, 0)  # busy until the first window reports
-        self._update_enabled()
         return run
 
     def _start_growing(self) -> GrowingRun | None:
-        try:
-            run = GrowingRun(self.case, parent=self)
-            run.progress.connect(self._on_progress)
-            run.finished.connect(self._on_finished)
-            run.failed.connect(self._on_failed)
-            run.cancelled.connect(self._on_cancelled)
-            run.ended.connect(self._update_enabled)
-            self.run = run  # type: ignore[assignment]
-            run.start()
-            self.runStarted.emit(run)
-        except AirwayError as exc:
-            self.run = None
-            self._error(exc)
-            self._update_enabled()
+        run = self._launch(lambda: GrowingRun(self.case, parent=self))
+        if run is None:
             return None
         if self.settings is not None:
             self.settings.set("segment/method", "region-growing")
