@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the .deb with dpkg, check what it put where, run the smoke test through the
-# commands on PATH, remove it with dpkg -r and check that nothing it installed is left.
+# commands on PATH, remove it with dpkg -r, check that nothing it installed is left, purge it.
 # Needs root and the package's Depends installed (dpkg -i does not fetch them).
 #   sudo bash installer/linux/test_deb.sh dist/airway-studio_<version>_amd64.deb [--quick]
 # --quick: only --version, phantom, info and segment (not train and the GUI).
@@ -57,4 +57,7 @@ done < "$files"
 rm -f "$files"
 [ "$left" -eq 0 ] || fail "$left paths left after dpkg -r"
 [ ! -e /opt/airway-studio ] || fail "/opt/airway-studio left after dpkg -r"
+# dpkg -r keeps the package's record ("config-files": it has a postrm); purging drops that too
+dpkg -P "$pkg" 2>&1 | grep -v "not empty so not removed" || true
+dpkg-query -W "$pkg" >/dev/null 2>&1 && fail "dpkg still has a record of $pkg after dpkg -P"
 echo "test_deb: PASS (installed, smoke-tested from PATH, removed cleanly)"
