@@ -201,6 +201,8 @@ class PaneCase(QObject):
     metricsChanged = Signal(int)
     regionsChanged = Signal(int)
     activeRegionChanged = Signal(int)
+    # the review's edit signal: the views connect to it; compared labels are never edited, so it never fires
+    labelChanged = Signal(str, object)
 
     def __init__(self, state: CompareState, index: int, parent: QObject | None = None):
         super().__init__(parent)
@@ -223,6 +225,10 @@ class PaneCase(QObject):
         self.ctChanged.emit()
 
     # -- what the views read ----------------------------------------------------------
+    def revision(self, layer: str = "reference") -> int:
+        """Edit counter of a layer (app.case.Case): compared labels are read-only, always 0."""
+        return 0
+
     @property
     def ct(self) -> Any:
         return self.state.ct if self.index < len(self.state.predictions) else None
