@@ -59,6 +59,11 @@ mode keeps the paper's step. The lung+trachea region skips no window of this CT 
 are large next to its lungs); on the 400 x 512 x 512 phantom (lung crop 291 x 250 x 377, 60 windows at step
 64) step 128 ran 18 windows in 53.2 s CPU (242 s wall at load 19) with TD 80.3 / BD 62.2 against the phantom's
 own label.
+Same phantom, same run, the fast mode as shipped (OpenVINO bf16, step 64, mean, lung region: keeps all 60
+windows) against the exact grid in OpenVINO fp32 (60 windows, 388.8 s CPU, 1333 s wall at load 6-14): 196.5 s
+CPU, 288 s wall (load 3-6), Dice 0.9997, TD / BD 100 / 100 vs exact (both TD 76.4 / BD 56.7 vs the label);
+eager fp32 estimated 60 x 18.2 = 1092 s CPU, i.e. 5.6x in CPU time. The < 60 s goal on 2 cores is not met
+with a configuration that agrees: it needs <= ~12 windows, and the steps that give that disagree.
 
 Usage: nice -n 10 .venv/bin/python benchmarks/bench_full_size.py [engines] [case] [--rounds 2] [--threads 2]
        [--engines torch,torch-cl,torch-bf16-cl,openvino-fp32,openvino-bf16,onnxruntime,onnxruntime-int8]
