@@ -346,39 +346,6 @@ def run_review_analysis(job: AnalysisJob, *, in_process: bool | None = None, pro
     return result, tree
 
 
-def segment_case(
-    ct: IntensityVolume,
-    checkpoint: str | os.PathLike,
-    device: str = "auto",
-    *,
-    name: str | None = None,
-    predictor_options: dict[str, Any] | None = None,
-    progress: Progress = _noop,
-    cancel: Any = None,
-) -> PredictionEntry:
-    """Run a checkpoint over the (canonical) CT with core.inference.Predictor.
-
-    torch is imported here only, when the user segments. Probabilities stay
-    uint8 (255 = 1.0) as the predictor returns them.
-    """
-    from core.inference import Predictor
-
-    _check_cancel(cancel)
-    progress(0, 1, f"Loading model {Path(checkpoint).name}")
-    # the app's default is the measured fastest that agrees with the paper (issue 17); "exact" on request
-    predictor = Predictor(str(checkpoint), device=device, **{"mode": "fast", **(predictor_options or {})})
-    _check_cancel(cancel)
-    result = predictor.predict(ct, progress=progress, cancel=cancel)
-    label = LabelVolume(np.ascontiguousarray(result.mask.mask), ct.geometry, name=name or Path(checkpoint).stem)
-    return PredictionEntry(
-        name=name or Path(checkpoint).stem,
-        label=label,
-        probabilities=result.probabilities,
-        path=None,
-        source=f"model:{checkpoint}",
-    )
-
-
 # -- region helpers ----------------------------------------------------------------
 
 def mask_box(mask: np.ndarray, *, progress: Progress = _noop, cancel: Any = None) -> tuple | None:

@@ -10,7 +10,6 @@ when that module exists; they put the 3D view into ``window.view3d_slot`` (see
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -37,7 +36,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import shortcuts
-from app.case import STATUS_KEYS, STATUS_LABELS, Case, apply_project, is_blank_ct, load_project, segment_case
+from app.case import STATUS_KEYS, STATUS_LABELS, Case, apply_project, is_blank_ct, load_project
 from app.dialogs import APP_NAME, AboutDialog, ShortcutsDialog, ask_resample, show_error
 from app.settings import Settings
 from app.slice_view import ORIENTATIONS, DisplaySettings, DisplayState, SliceRenderer, SliceView
@@ -805,41 +804,31 @@ class MainWindow(QMainWindow):
     # -- segmentation ------------------------------------------------------------------------
     def segment_with(self, checkpoint: str | os.PathLike, device: str = "auto", name: str | None = None,
                      **predictor_options: Any) -> Any:
-        """Run a checkpoint over the CT off the GUI thread; the result becomes a prediction.
+        """Run a checkpoint over the CT; the result becomes a prediction.
 
-        Uses the segmentation panel's child-process run (app.segment_panel.SegmentationRun:
-        torch never holds this process's GIL) when that module is there, else a worker
-        thread. ``predictor_options`` go to core.inference.Predictor (window, step, backend...)."""
+        The one route of the app (the Segment panel and the training tab's "Segment CT with best"
+        take it too): app.segment_panel.SegmentationRun, a child process (torch never holds this
+        process's GIL) that applies the output gate. ``predictor_options`` go to
+        core.inference.Predictor (window, step, backend...)."""
+        from app.segment_panel import SegmentationRun
+
         if self.case.ct is None or is_blank_ct(self.case.ct):
             self.report_error("Open a CT before segmenting: this case has labels only.")
             return None
-        ct = self.case.ct
-        if importlib.util.find_spec("app.segment_panel") is not None:
-            from app.segment_panel import SegmentationRun
-
-            run = SegmentationRun(self.case, checkpoint, device, name=name, parent=self, **predictor_options)
-            self.jobs.append(run)
-            self.job_status.add(run, run.ended, f"Segmenting with {Path(checkpoint).name}")
-            run.finished.connect(self.segmentationFinished)
-            run.failed.connect(guarded(self, lambda exc: self.report_error(exc, title=f"{APP_NAME}: segmentation")))
-            run.cancelled.connect(guarded(self, lambda: self.statusBar().showMessage("Segmentation cancelled", 5000)))
-            run.ended.connect(guarded(self, lambda r=run: self.jobs.remove(r) if r in self.jobs else None))
-            try:
-                return run.start()
-            except Exception as exc:  # noqa: BLE001 - e.g. a missing checkpoint: one dialog
-                run.state = "failed"
-                run.ended.emit()
-                self.report_error(exc)
-                return None
-
-        def add(entry: Any) -> None:
-            if self.case.ct is not ct:
-                return  # the case changed meanwhile
-            i = self.case.add_prediction(entry)
-            self.segmentationFinished.emit(i)
-
-        return self.start_job(segment_case, ct, str(checkpoint), device, name=f"Segmenting with {Path(checkpoint).name}",
-                              on_result=add, predictor_options=predictor_options)
+        run = SegmentationRun(self.case, checkpoint, device, name=name, parent=self, **predictor_options)
+        self.jobs.append(run)
+        self.job_status.add(run, run.ended, f"Segmenting with {Path(checkpoint).name}")
+        run.finished.connect(self.segmentationFinished)
+        run.failed.connect(guarded(self, lambda exc: self.report_error(exc, title=f"{APP_NAME}: segmentation")))
+        run.cancelled.connect(guarded(self, lambda: self.statusBar().showMessage("Segmentation cancelled", 5000)))
+        run.ended.connect(guarded(self, lambda r=run: self.jobs.remove(r) if r in self.jobs else None))
+        try:
+            return run.start()
+        except Exception as exc:  # noqa: BLE001 - e.g. a missing checkpoint: one dialog
+            run.state = "failed"
+            run.ended.emit()
+            self.report_error(exc)
+            return None
 
     def segment_demo(self) -> Job | None:
         path = demo_model_path()

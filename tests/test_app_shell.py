@@ -399,29 +399,6 @@ def test_overlay_keys_toggle_the_display(window, qtbot):
     assert grey[0] == grey[1] == grey[2]  # FP hidden: plain grey under the crosshair
 
 
-def test_in_thread_segmentation_fallback_and_its_cancel(tiny_demo, tiny_checkpoint):
-    """segment_case: what the window runs when no child-process runner is available."""
-    import threading
-
-    from app.case import segment_case
-    from app.workers import run_sync
-    from core.errors import Cancelled
-
-    from core.volume import IntensityVolume
-
-    ct = IntensityVolume(tiny_demo.phantom.ct.array[16:32, 16:48, 16:48].copy(), tiny_demo.phantom.ct.geometry, "crop")
-    entry = run_sync(segment_case, ct, tiny_checkpoint, "cpu", predictor_options={"window": 16, "step": 16, "backend": "torch"})
-    assert entry.mask.shape == ct.shape and entry.mask.dtype == bool
-    assert entry.probabilities.array.dtype == np.uint8 and entry.source == f"model:{tiny_checkpoint}"
-    # the mask is the thresholded probability map (largest component of p > 0.5)
-    assert not (entry.mask & (entry.probabilities.array <= 127)).any()
-    ev = threading.Event()
-    ev.set()
-    with pytest.raises(Cancelled):
-        segment_case(ct, tiny_checkpoint, "cpu", predictor_options={"window": 16, "step": 16, "backend": "torch"},
-                     progress=lambda *a: None, cancel=ev)
-
-
 def test_a_dropped_dicom_slice_opens_its_series(window, qtbot, shared_data):
     folder = shared_data / "chest_ct_dicom"
     some = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".dcm")[:3]
