@@ -3,7 +3,7 @@
 The window owns the QActions of every key in :mod:`app.shortcuts` that acts on
 the case (regions, overlay, window presets), so a key is bound exactly once;
 panels look actions up in ``window.actions`` instead of binding keys again.
-Panels of the other parts are installed by ``app.panels.install_panels(window)``
+Panels of the other parts are installed by ``app.review.panels.install_panels(window)``
 when that module exists; they put the 3D view into ``window.view3d_slot`` (see
 :meth:`MainWindow.set_view3d`) and add docks.
 """
@@ -36,10 +36,10 @@ from PySide6.QtWidgets import (
 )
 
 from app import shortcuts
-from app.case import STATUS_KEYS, STATUS_LABELS, Case, apply_project, is_blank_ct, load_project
+from app.review.case import STATUS_KEYS, STATUS_LABELS, Case, apply_project, is_blank_ct, load_project
 from app.dialogs import APP_NAME, AboutDialog, ShortcutsDialog, ask_resample, show_error
 from app.settings import Settings
-from app.slice_view import ORIENTATIONS, DisplaySettings, DisplayState, SliceRenderer, SliceView
+from app.review.slice_view import ORIENTATIONS, DisplaySettings, DisplayState, SliceRenderer, SliceView
 from app.workers import Job, guarded
 from core.errors import InputError
 
@@ -164,7 +164,7 @@ class MainWindow(QMainWindow):
         self.views: dict[str, SliceView] = {
             o: SliceView(self.case, o, self.display, self.renderer) for o in ORIENTATIONS
         }
-        from app.edit_tools import EditTools
+        from app.review.edit_tools import EditTools
 
         self.edit_tools = EditTools(self.case, self)
         for v in self.views.values():
@@ -314,7 +314,7 @@ class MainWindow(QMainWindow):
 
     def _add_training_tab(self) -> None:
         try:
-            from app.training_tab import TrainingTab
+            from app.training.tab import TrainingTab
 
             self.training_tab = TrainingTab(self, settings=self.settings)
         except Exception as exc:  # noqa: BLE001 - a broken tab must not take the review down
@@ -357,7 +357,7 @@ class MainWindow(QMainWindow):
 
     def _install_panels(self) -> None:
         try:
-            from app.panels import install_panels
+            from app.review.panels import install_panels
 
             install_panels(self)
         except Exception as exc:  # noqa: BLE001
@@ -624,7 +624,7 @@ class MainWindow(QMainWindow):
         A label on another grid than the CT is refused, and the user is offered
         to open it again resampled onto the CT's grid (nearest neighbour).
         """
-        from app.case import load_case
+        from app.review.case import load_case
 
         # a CT, or a reference over a label-only case, starts a new case
         new_case = bool(ct) or (is_blank_ct(self.case.ct) and reference is not None)
@@ -675,7 +675,7 @@ class MainWindow(QMainWindow):
 
     def open_demo(self, params: Any = None) -> Job:
         """The phantom demo (``params``: :class:`app.demo.DemoParams`, default full chest)."""
-        from app.case import load_demo_case
+        from app.review.case import load_demo_case
 
         if not self.maybe_save("opening the demo"):
             return None
@@ -807,10 +807,10 @@ class MainWindow(QMainWindow):
         """Run a checkpoint over the CT; the result becomes a prediction.
 
         The one route of the app (the Segment panel and the training tab's "Segment CT with best"
-        take it too): app.segment_panel.SegmentationRun, a child process (torch never holds this
+        take it too): app.review.segment_panel.SegmentationRun, a child process (torch never holds this
         process's GIL) that applies the output gate. ``predictor_options`` go to
         core.inference.Predictor (window, step, backend...)."""
-        from app.segment_panel import SegmentationRun
+        from app.review.segment_panel import SegmentationRun
 
         if self.case.ct is None or is_blank_ct(self.case.ct):
             self.report_error("Open a CT before segmenting: this case has labels only.")

@@ -72,7 +72,7 @@ def build_case(folder: Path) -> dict[str, Path]:
 def bench_open(files: dict[str, Path], repeats: int, suffix: str = "") -> None:
     import SimpleITK as sitk
 
-    from app.case import Case, load_case
+    from app.review.case import Case, load_case
     from app.workers import run_sync
 
     paths = [files["ct" + suffix], files["ref" + suffix], files["pred" + suffix]]
@@ -109,8 +109,8 @@ def naive_render(ct: np.ndarray, ref: np.ndarray, pred: np.ndarray, window: floa
 def bench_redraw(files: dict[str, Path], repeats: int) -> None:
     from PySide6.QtWidgets import QApplication
 
-    from app.case import Case, load_case
-    from app.slice_view import DisplaySettings, DisplayState, SliceView, extract_slice
+    from app.review.case import Case, load_case
+    from app.review.slice_view import DisplaySettings, DisplayState, SliceView, extract_slice
     from app.workers import run_sync
 
     app = QApplication.instance() or QApplication([])
@@ -181,7 +181,7 @@ def bench_event_loop(files: dict[str, Path], timeout_s: float = 300.0) -> None:
     from PySide6.QtCore import QElapsedTimer, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from app.case import Case
+    from app.review.case import Case
 
     app = QApplication.instance() or QApplication([])
     clock = QElapsedTimer()
@@ -221,7 +221,7 @@ def bench_event_loop(files: dict[str, Path], timeout_s: float = 300.0) -> None:
 
 
 def bench_surface(files: dict[str, Path], repeats: int) -> None:
-    from app.case import load_case
+    from app.review.case import load_case
     from app.workers import run_sync
     from core.surfaces import outcome_surface
 

@@ -24,8 +24,8 @@ def main() -> int:
         return 2
     from PySide6.QtWidgets import QApplication
 
-    from app.case import Case, PredictionEntry
-    from app.regions_panel import RegionsPanel
+    from app.review.case import Case, PredictionEntry
+    from app.review.regions_panel import RegionsPanel
     from core.io import read_label
     from core.metrics import evaluate
     from core.region_groups import group_regions

@@ -63,8 +63,8 @@ def main() -> None:
     os.environ.setdefault("AIRWAY_STUDIO_RECOVERY_DIR", tempfile.mkdtemp(prefix="bench-recovery-"))
     from PySide6.QtWidgets import QApplication
 
-    from app.case import Case, PredictionEntry, run_review_analysis
-    from app.slice_view import DisplayState, SliceView
+    from app.review.case import Case, PredictionEntry, run_review_analysis
+    from app.review.slice_view import DisplayState, SliceView
     from core.review import LabelLayer, Session
     from core.volume import LabelVolume
 

@@ -113,7 +113,7 @@ def main() -> None:
     print(f"surface nets, reference mask (smoothed):   {t_mask:6.3f} s  {s.n_cells:8d} faces  peak traced {m_mask:6.1f} MiB")
     t_out, m_out, s = timed(lambda: outcome_surface(pred, ref, geo), args.repeats)
     print(f"surface nets, TP/FP/FN outcome surface:    {t_out:6.3f} s  {s.n_cells:8d} faces  peak traced {m_out:6.1f} MiB")
-    from app.view3d import SceneInput, build_scene  # Qt-free part of the 3D view
+    from app.review.view3d import SceneInput, build_scene  # Qt-free part of the 3D view
 
     t_scene, m_scene, sc = timed(lambda: build_scene(SceneInput(geo, "outcome", pred, ref)), args.repeats)
     print(f"3D view scene job (surface + normals + actors): {t_scene:6.3f} s  {len(sc.parts)} actors  "

@@ -35,7 +35,7 @@ def step_event(g: int) -> dict:
 
 
 def bench_fold(n: int, redraws: int = 100) -> None:
-    from app.training_runs import RunHistory
+    from app.training.runs import RunHistory
 
     events = [step_event(g) for g in range(1, n + 1)]
     tracemalloc.start()
@@ -69,7 +69,7 @@ def bench_fold(n: int, redraws: int = 100) -> None:
 
 
 def bench_tail(n: int, chunks: int = 200) -> None:
-    from app.training_runs import EventTail
+    from app.training.runs import EventTail
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "events.jsonl"
@@ -97,8 +97,8 @@ def bench_redraw(n: int, repeats: int = 3) -> None:
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     import pyqtgraph as pg
 
-    from app.training_plots import TrainingPlots
-    from app.training_runs import RunHistory
+    from app.training.plots import TrainingPlots
+    from app.training.runs import RunHistory
 
     h = RunHistory()
     for g in range(1, n + 1):

@@ -12,7 +12,7 @@ from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QMessageBox
 
 from app import shortcuts
-from app.case import region_box
+from app.review.case import region_box
 from app.demo import TEST_PARAMS
 from app.main_window import MainWindow
 from app.settings import Settings
@@ -140,7 +140,7 @@ def test_next_previous_region_moves_the_crosshair(window, qtbot):
     assert c.active_region == 0
     on_region(0)
     # the slice shows the region's class colour at the crosshair (FP green, FN red)
-    from app.slice_view import window_slice
+    from app.review.slice_view import window_slice
 
     z, y, x = c.cursor
     s = window.display.settings

@@ -272,7 +272,7 @@ class AppRow:
 
 def _load(ct=None, reference=None, predictions=(), resample=False):
     def call(ws: Path):
-        from app.case import load_case, load_ct
+        from app.review.case import load_case, load_ct
 
         current = None
         if ct is None:
@@ -327,7 +327,7 @@ def test_app_open_path_shows_one_dialog_naming_the_file(row, ws, qtbot, dialogs)
 
 def test_app_resamples_a_label_on_another_grid_when_asked(ws):
     loaded = _load(reference="shifted.nii.gz", predictions=["shifted.nii.gz"], resample=True)(ws)
-    from app.case import load_ct
+    from app.review.case import load_ct
 
     ct, _ = load_ct(ws / "ct.nii.gz")
     assert loaded.reference.shape == ct.shape and loaded.reference.geometry.matches(ct.geometry)

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from app.case import (
+from app.review.case import (
     Case,
     PredictionEntry,
     apply_project,
@@ -280,8 +280,8 @@ def test_job_reports_result_error_and_cancel(qtbot):
 
 
 def test_sagittal_slices_from_the_x_major_copy_are_the_same(qtbot, monkeypatch):
-    import app.case as case_mod
-    from app.slice_view import extract_slice
+    import app.review.case as case_mod
+    from app.review.slice_view import extract_slice
 
     monkeypatch.setattr(case_mod, "SAGITTAL_COPY_MIN_BYTES", 0)
     case = _hand_case()
@@ -299,7 +299,7 @@ def test_label_selector_picks_the_airway_of_a_cip_map(shared_data):
 
 
 def test_analysis_in_the_child_process_equals_the_thread_one(tiny_demo):
-    from app.case import analyse_prediction, analyse_reference
+    from app.review.case import analyse_prediction, analyse_reference
 
     ref, pred = tiny_demo.reference, tiny_demo.prediction
     here = analyse_reference(ref, in_process=False)
@@ -315,7 +315,7 @@ def test_analysis_in_the_child_process_equals_the_thread_one(tiny_demo):
 def test_cancelling_work_in_the_child_process_kills_it_and_the_next_call_works(tiny_demo):
     import time
 
-    from app.case import analyse_reference
+    from app.review.case import analyse_reference
     from app.workers import call_in_process
 
     ev = threading.Event()

@@ -9,8 +9,8 @@ import pytest
 from PySide6.QtCore import QPointF
 
 from app.compare import CompareTab, PaneEntry
-from app.slice_view import extract_slice
-from app.view3d import three_d_supported
+from app.review.slice_view import extract_slice
+from app.review.view3d import three_d_supported
 from core.io import write_volume
 from core.volume import Geometry, IntensityVolume, LabelVolume
 
@@ -151,7 +151,7 @@ def test_opening_a_compare_folder_restores_it_and_exports(tab, qtbot, tmp_path):
 def test_main_window_hook(qtbot, monkeypatch):
     from PySide6.QtWidgets import QMessageBox
 
-    from app.case import Case, PredictionEntry
+    from app.review.case import Case, PredictionEntry
     from app.main_window import MainWindow
     from app.settings import Settings
 

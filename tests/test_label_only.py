@@ -7,7 +7,7 @@ import pytest
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QMessageBox
 
-from app.case import BLANK_CT_HU, is_blank_ct, load_case
+from app.review.case import BLANK_CT_HU, is_blank_ct, load_case
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from app.case import Case, PredictionEntry
-from app.metrics_panel import (
+from app.review.case import Case, PredictionEntry
+from app.review.metrics_panel import (
     MetricsPanel,
     branch_centre,
     branch_rows,

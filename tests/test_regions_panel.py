@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
-from app.case import Case, PredictionEntry
-from app.case import STATUS_LABELS
-from app.regions_panel import CATEGORY_FILTERS, COLUMNS, FILTERS, RegionsPanel, region_kind, region_volume_mm3
+from app.review.case import Case, PredictionEntry
+from app.review.case import STATUS_LABELS
+from app.review.regions_panel import CATEGORY_FILTERS, COLUMNS, FILTERS, RegionsPanel, region_kind, region_volume_mm3
 from core.volume import Geometry, IntensityVolume, LabelVolume
 from airway_shapes import error_region
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPointF, Qt
 
-from app.case import Case, PredictionEntry
-from app.slice_view import DisplayState, SliceView, voxel_to_display
+from app.review.case import Case, PredictionEntry
+from app.review.slice_view import DisplayState, SliceView, voxel_to_display
 from core.metrics import evaluate
 from core.volume import LabelVolume
 
@@ -40,7 +40,7 @@ def test_accepting_a_region_never_shows_a_stale_slice(qtbot, tiny_demo):
     fp = next(i for i, g in enumerate(case.regions()) if g.kind == "FP")
     case.go_to_region(fp)
     view = _view(qtbot, case)
-    from app.metrics_panel import MetricsPanel
+    from app.review.metrics_panel import MetricsPanel
 
     panel = MetricsPanel(case)
     qtbot.addWidget(panel)
@@ -84,7 +84,7 @@ def test_undo_redo_restore_bytes_and_refresh_views(qtbot, tiny_demo):
 
 
 def test_scene_input_changes_with_every_edit(qtbot, tiny_demo):
-    from app.view3d import View3D, _same_input
+    from app.review.view3d import View3D, _same_input
 
     case = _case(qtbot, tiny_demo)
     view = View3D(case)
@@ -99,7 +99,7 @@ def test_scene_input_changes_with_every_edit(qtbot, tiny_demo):
 
 
 def test_brush_stroke_in_a_slice_view_is_one_undo_step(qtbot, tiny_demo):
-    from app.edit_tools import EditTools
+    from app.review.edit_tools import EditTools
 
     case = _case(qtbot, tiny_demo)
     view = _view(qtbot, case)
@@ -199,7 +199,7 @@ def test_a_patched_slice_equals_a_full_render(qtbot, tiny_demo, orientation, out
 def test_a_format_1_project_maps_statuses_by_position_once(qtbot, tmp_path, tiny_demo):
     import json
 
-    from app.case import apply_project, load_project
+    from app.review.case import apply_project, load_project
     from app.workers import run_sync
     from core.io import write_volume
 
@@ -219,7 +219,7 @@ def test_a_format_1_project_maps_statuses_by_position_once(qtbot, tmp_path, tiny
 
 
 def test_review_analysis_in_a_child_process_equals_in_process(tiny_demo):
-    from app.case import run_review_analysis
+    from app.review.case import run_review_analysis
     from core.review import Session
 
     g = tiny_demo.phantom.ct.geometry

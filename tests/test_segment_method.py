@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.case import Case, PredictionEntry
-from app.segment_panel import GrowingRun, SegmentPanel
+from app.review.case import Case, PredictionEntry
+from app.review.segment_panel import GrowingRun, SegmentPanel
 from core.volume import LabelVolume
 
 
@@ -32,7 +32,7 @@ def _panel(qtbot, case: Case, errors: list) -> SegmentPanel:
 
 
 def test_region_growing_is_the_default_and_choosing_a_checkpoint_selects_the_model(qtbot, tmp_path):
-    from app.segment_panel import demo_checkpoint
+    from app.review.segment_panel import demo_checkpoint
 
     errors: list = []
     panel = _panel(qtbot, _case(), errors)
@@ -94,7 +94,7 @@ def test_a_ct_without_a_trachea_shows_one_error(qtbot):
 
 
 def test_a_gate_warning_shows_on_the_prediction(qtbot):
-    from app.metrics_panel import MetricsPanel
+    from app.review.metrics_panel import MetricsPanel
 
     case = _case(with_reference=True)
     errors: list = []

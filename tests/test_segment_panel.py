@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QTimer
 
-from app.case import Case
-from app.metrics_panel import MetricsPanel
-from app.regions_panel import RegionsPanel
-from app.segment_panel import SegmentationRun, SegmentPanel, _error_from_event
+from app.review.case import Case
+from app.review.metrics_panel import MetricsPanel
+from app.review.regions_panel import RegionsPanel
+from app.review.segment_panel import SegmentationRun, SegmentPanel, _error_from_event
 from core.errors import CheckpointError, ConfigError
 
 STALL_LIMIT_S = 0.100
@@ -99,7 +99,7 @@ def test_segmentation_finishes_adds_a_prediction_and_never_stalls_the_gui(qtbot,
     qtbot.addWidget(regions)
     beat = Heartbeat()
     progress: list[tuple[int, int]] = []
-    # as the app does once its window is built (app.panels.freeze_startup_objects):
+    # as the app does once its window is built (app.review.panels.freeze_startup_objects):
     # a full cyclic-GC pass over torch's and VTK's objects alone takes 0.2-0.5 s
     gc.collect()
     gc.freeze()

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
 
-from app.case import Case, PredictionEntry
-from app.slice_view import (
+from app.review.case import Case, PredictionEntry
+from app.review.slice_view import (
     FN,
     FP,
     NONE,
@@ -307,8 +307,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 app = QApplication([])
-from app.case import Case
-from app.slice_view import DisplayState, SliceView
+from app.review.case import Case
+from app.review.slice_view import DisplayState, SliceView
 from core.volume import Geometry, IntensityVolume
 case = Case(auto_analyse=False)
 case.set_ct(IntensityVolume(np.zeros((10, 12, 14), np.int16), Geometry((0.5, 0.8, 2.0))))

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.training_launch import TrainSettings, check_settings, entry_command, list_presets, resume_args, train_args
-from app.training_runs import (
+from app.training.launch import TrainSettings, check_settings, entry_command, list_presets, resume_args, train_args
+from app.training.runs import (
     INTERRUPTED,
     FAILED,
     FINISHED,
@@ -213,7 +213,7 @@ def test_check_settings_names_each_problem(tmp_path):
     assert len(problems) == 2
     assert "already holds a run" in problems[0] and "Device 'gpu'" in problems[1]
 
-    from app.training_runs import write_pid_file
+    from app.training.runs import write_pid_file
 
     (tmp_path / "busy").mkdir()
     write_pid_file(tmp_path / "busy", os.getpid())  # a live process, still starting up
@@ -232,7 +232,7 @@ def tab_factory(qtbot):
     made = []
 
     def make(settings=None, launcher=fake_launcher):
-        from app.training_tab import TrainingTab
+        from app.training.tab import TrainingTab
 
         tab = TrainingTab(settings=settings or DictSettings(), launcher=launcher)
         qtbot.addWidget(tab)
@@ -240,7 +240,7 @@ def tab_factory(qtbot):
         return tab
 
     yield make
-    from app.training_runs import kill_process
+    from app.training.runs import kill_process
 
     for tab in made:  # never leave a trainer behind
         for monitor in list(getattr(tab, "monitors", {}).values()):
@@ -387,7 +387,7 @@ def test_several_runs_are_listed_and_drawn_together(qtbot, tab_factory, tmp_path
 
 
 def test_redraws_are_throttled(qtbot, tmp_path):
-    from app.training_plots import TrainingPlots
+    from app.training.plots import TrainingPlots
 
     plots = TrainingPlots()
     qtbot.addWidget(plots)
@@ -403,7 +403,7 @@ def test_redraws_are_throttled(qtbot, tmp_path):
 
 
 def test_refcount_guard_is_in_place_where_pyside_leaks(qtbot):
-    from app.training_qt_workarounds import install_refcount_guard, measure_leaks
+    from app.training.qt_workarounds import install_refcount_guard, measure_leaks
 
     installed = install_refcount_guard()
     lost = measure_leaks()
@@ -503,7 +503,7 @@ def test_a_trainer_that_dies_before_its_first_event_has_failed_and_says_why(qtbo
 def test_messages_are_coloured_by_meaning_and_flat_validation_has_a_sane_axis(qtbot, tab_factory, tmp_path):
     from PySide6.QtCore import Qt
 
-    from app.training_tab import MESSAGE_COLOURS
+    from app.training.tab import MESSAGE_COLOURS
 
     tab = tab_factory()
     fill_form(tab, tmp_path, "colours")

@@ -15,8 +15,8 @@ pytest.importorskip("pyvistaqt")
 
 from PySide6.QtCore import Qt  # noqa: E402
 
-from app.case import Case, PredictionEntry  # noqa: E402
-from app.view3d import (  # noqa: E402
+from app.review.case import Case, PredictionEntry  # noqa: E402
+from app.review.view3d import (  # noqa: E402
     SceneInput,
     View3D,
     branch_detection,

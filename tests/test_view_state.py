@@ -38,8 +38,8 @@ def test_new_case_resets_zoom_and_custom_window_and_edits_ask_to_save(qtbot, tmp
 
 
 def test_heat_map_has_a_colour_bar(qtbot):
-    from app.case import Case, PredictionEntry
-    from app.slice_view import DisplayState, DisplaySettings, SliceView
+    from app.review.case import Case, PredictionEntry
+    from app.review.slice_view import DisplayState, DisplaySettings, SliceView
     from core.volume import Geometry, IntensityVolume, LabelVolume
 
     shape, geo = (20, 40, 40), Geometry((1.0, 1.0, 1.0))

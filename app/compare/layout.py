@@ -15,7 +15,7 @@ from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget)
 
 from app.compare.state import MAX_PANES, CompareState, PaneCase, pair_dice
-from app.slice_view import ORIENTATIONS, DisplayState, SliceRenderer, SliceView
+from app.review.slice_view import ORIENTATIONS, DisplayState, SliceRenderer, SliceView
 
 
 class LinkedSliceView(SliceView):
@@ -83,7 +83,7 @@ class ComparePane(QWidget):
         split.addWidget(self.slice_view)
         self.view3d = None
         if with_3d:
-            from app.view3d import View3D
+            from app.review.view3d import View3D
 
             self.view3d = View3D(self.case, track_job=track_job)
             split.addWidget(self.view3d)

@@ -4,7 +4,7 @@ SliceView and View3D draw one prediction each.
 :class:`CompareState` holds one case: a CT (or a blank stand-in on the masks'
 grid when the compare has no CT), the reference (may be None) and 2-4
 predictions, and the one cursor every pane follows. :class:`PaneCase` looks
-like ``app.case.Case`` to the views: its ``active`` prediction is the pane's
+like ``app.review.case.Case`` to the views: its ``active`` prediction is the pane's
 own, its ``reference`` is what the pane is compared against (the reference,
 another prediction, or nothing), so the views' TP/FP/FN colours read
 "both / this only / the other only" for a prediction-vs-prediction difference.
@@ -27,7 +27,7 @@ AGAINST_NOTHING = "none"
 
 @dataclass
 class PaneEntry:
-    """A prediction as the views read it (``app.case.PredictionEntry``'s fields they use)."""
+    """A prediction as the views read it (``app.review.case.PredictionEntry``'s fields they use)."""
 
     name: str
     label: LabelVolume
@@ -105,7 +105,7 @@ class BlankCT:
         self.name = "no CT"
 
     def slice(self, orientation: str) -> np.ndarray:
-        from app.slice_view import display_shape
+        from app.review.slice_view import display_shape
 
         return np.full(display_shape(orientation, self.shape), -1000, np.int16)
 
@@ -162,7 +162,7 @@ class CompareState(QObject):
             self.cursorChanged.emit(c)
 
     def ct_slice(self, orientation: str, index: int) -> np.ndarray:
-        from app.slice_view import extract_slice
+        from app.review.slice_view import extract_slice
 
         if isinstance(self.ct, BlankCT):
             if orientation not in self._blank:
@@ -190,7 +190,7 @@ class CompareState(QObject):
 
 
 class PaneCase(QObject):
-    """One pane's view of the :class:`CompareState` (duck-types ``app.case.Case`` for the views)."""
+    """One pane's view of the :class:`CompareState` (duck-types ``app.review.case.Case`` for the views)."""
 
     ctChanged = Signal()
     referenceChanged = Signal()
@@ -226,7 +226,7 @@ class PaneCase(QObject):
 
     # -- what the views read ----------------------------------------------------------
     def revision(self, layer: str = "reference") -> int:
-        """Edit counter of a layer (app.case.Case): compared labels are read-only, always 0."""
+        """Edit counter of a layer (app.review.case.Case): compared labels are read-only, always 0."""
         return 0
 
     @property
@@ -289,7 +289,7 @@ class PaneCase(QObject):
         return hit[1]
 
     def overlay_box(self, index: int | None = None):
-        from app.case import union_box
+        from app.review.case import union_box
 
         ref, act = self.reference, self.active
         box = union_box(self._box(None if ref is None else ref.mask), self._box(None if act is None else act.mask))

@@ -1,6 +1,6 @@
 """The training tab: launch ``main.py train`` in its own process and watch it learn.
 
-The trainer is started detached (its own session, app.training_launch.launch_detached) with its output
+The trainer is started detached (its own session, app.training.launch.launch_detached) with its output
 captured in ``RUN/trainer.log`` and its pid in ``RUN/trainer.pid``, so it keeps
 running when the app closes, and a reopened app reattaches to it exactly as it
 watches a run it has just started: by tailing ``RUN/events.jsonl`` (schema in
@@ -18,7 +18,7 @@ from typing import Callable
 from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtCore import Signal
 
-from app.training_launch import (
+from app.training.launch import (
     TrainSettings,
     check_settings,
     entry_command,
@@ -27,9 +27,9 @@ from app.training_launch import (
     resume_args,
     train_args,
 )
-from app.training_plots import TrainingPlots
-from app.training_qt_workarounds import install_refcount_guard
-from app.training_runs import (
+from app.training.plots import TrainingPlots
+from app.training.qt_workarounds import install_refcount_guard
+from app.training.runs import (
     CONFIG_FILE,
     INTERRUPTED,
     ENDED,
@@ -269,7 +269,7 @@ class TrainingTab(QtWidgets.QWidget):
         self.data_edit.setPlaceholderText("folder with imagesTr/ + labelsTr/, or dataset.csv")
         self.config_combo = QtWidgets.QComboBox()
         self.config_combo.setEditable(True)
-        from app.training_launch import preset_description
+        from app.training.launch import preset_description
 
         for i, name in enumerate(list_presets()):
             self.config_combo.addItem(name)

@@ -18,8 +18,8 @@ from PySide6 import QtCore, QtWidgets  # imported first so pyqtgraph binds to Py
 
 import pyqtgraph as pg
 
-from app.training_qt_workarounds import install_refcount_guard
-from app.training_runs import RunHistory
+from app.training.qt_workarounds import install_refcount_guard
+from app.training.runs import RunHistory
 
 install_refcount_guard()  # PySide6 6.12 on Python 3.11 leaks references (see the module)
 

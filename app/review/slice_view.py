@@ -444,7 +444,7 @@ class SliceView(QWidget):
         self.case = case
         self.orientation = orientation
         self.display = display
-        self.tools: Any = None  # app.edit_tools.EditTools, set by the window
+        self.tools: Any = None  # app.review.edit_tools.EditTools, set by the window
         self.renderer = renderer or SliceRenderer()
         self.zoom = 1.0
         self.pan = QPointF(0.0, 0.0)  # logical pixels

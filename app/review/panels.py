@@ -20,10 +20,10 @@ from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QFrame, QScrollArea, QVBoxLayout, QWidget
 
 from app import shortcuts
-from app.metrics_panel import MetricsPanel
-from app.regions_panel import RegionsPanel
-from app.segment_panel import SegmentPanel
-from app.view3d import View3D
+from app.review.metrics_panel import MetricsPanel
+from app.review.regions_panel import RegionsPanel
+from app.review.segment_panel import SegmentPanel
+from app.review.view3d import View3D
 
 CAMERA_ACTIONS = (
     ("camera_reset", "reset", "Reset 3D camera"),

@@ -659,8 +659,8 @@ class Case(QObject):
         self._set_modified(False if loaded.ct is not None else True)
 
     def ct_slice(self, orientation: str, index: int) -> np.ndarray:
-        """A CT slice as displayed (see app.slice_view.extract_slice)."""
-        from app.slice_view import extract_slice
+        """A CT slice as displayed (see app.review.slice_view.extract_slice)."""
+        from app.review.slice_view import extract_slice
 
         if orientation == "sagittal" and self._ct_by_x is not None:
             return self._ct_by_x[index, ::-1, :]

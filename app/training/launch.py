@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.training_runs import CONFIG_FILE, EVENTS_FILE, read_pid_file
+from app.training.runs import CONFIG_FILE, EVENTS_FILE, read_pid_file
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -65,7 +65,7 @@ def entry_command(args: list[str]) -> tuple[str, list[str]]:
     """
     if getattr(sys, "frozen", False):
         return sys.executable, list(args)
-    main_py = Path(__file__).resolve().parent.parent / "main.py"
+    main_py = Path(__file__).resolve().parents[2] / "main.py"
     return sys.executable, [str(main_py), *args]
 
 

@@ -49,7 +49,7 @@ from PySide6.QtWidgets import (
 )
 
 import core.errors as errors
-from app.case import PredictionEntry
+from app.review.case import PredictionEntry
 from core.errors import AirwayError, CheckpointError, InputError
 from core.volume import IntensityVolume, LabelVolume
 

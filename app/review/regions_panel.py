@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.case import STATUS_KEYS, STATUS_LABELS, region_box, region_centre
+from app.review.case import STATUS_KEYS, STATUS_LABELS, region_box, region_centre
 from core.regions import ErrorRegion
 
 COLUMNS = ("#", "ID", "Kind", "Category", "Size (mm³)", "Voxels", "Gen.", "Status")
@@ -82,7 +82,7 @@ class RegionsModel(QAbstractTableModel):
         self._regions: list[Any] = []
         self._colours: dict[str, QColor] = {}
         try:
-            from app.view3d import overlay_colours
+            from app.review.view3d import overlay_colours
 
             c = overlay_colours()
             self._colours = {k: QColor(*c[k]) for k in ("FP", "FN")}
@@ -202,7 +202,7 @@ class GroupsModel(QAbstractTableModel):
         self._cache: dict[int, tuple] = {}
         self._colours: dict[str, QColor] = {}
         try:
-            from app.view3d import overlay_colours
+            from app.review.view3d import overlay_colours
 
             c = overlay_colours()
             self._colours = {k: QColor(*c[k]) for k in ("FP", "FN")}
