@@ -73,6 +73,14 @@ def region_category(region: ErrorRegion) -> str:
     return region.category.replace("_", " ")
 
 
+def _kind_colours() -> dict[str, QColor]:
+    """The overlay's FP/FN colours for the Kind column (one preset with the views)."""
+    from app.review.view3d import overlay_colours
+
+    c = overlay_colours()
+    return {k: QColor(*c[k]) for k in ("FP", "FN")}
+
+
 class RegionsModel(QAbstractTableModel):
     """Rows = regions of the active prediction, in the case's order."""
 
@@ -80,14 +88,7 @@ class RegionsModel(QAbstractTableModel):
         super().__init__(parent)
         self.case = case
         self._regions: list[Any] = []
-        self._colours: dict[str, QColor] = {}
-        try:
-            from app.review.view3d import overlay_colours
-
-            c = overlay_colours()
-            self._colours = {k: QColor(*c[k]) for k in ("FP", "FN")}
-        except Exception:  # noqa: BLE001 - colours are a nicety
-            pass
+        self._colours = _kind_colours()
         self.reload()
 
     def reload(self) -> None:
@@ -200,14 +201,7 @@ class GroupsModel(QAbstractTableModel):
         self.case = case
         self.groups: list[Any] = []
         self._cache: dict[int, tuple] = {}
-        self._colours: dict[str, QColor] = {}
-        try:
-            from app.review.view3d import overlay_colours
-
-            c = overlay_colours()
-            self._colours = {k: QColor(*c[k]) for k in ("FP", "FN")}
-        except Exception:  # noqa: BLE001 - colours are a nicety
-            pass
+        self._colours = _kind_colours()
 
     def reload(self) -> None:
         from core.region_groups import group_regions
