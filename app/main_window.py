@@ -129,6 +129,7 @@ class MainWindow(QMainWindow):
         self.display = DisplayState(DisplaySettings(), self)
         self.renderer = SliceRenderer()
         self.actions: dict[str, QAction] = {}
+        self.panels: Any = None  # app.review.panels.Panels once installed (tests may run without)
         self.jobs: list[Job] = []
         self.last_error: BaseException | None = None
         # every error the window shows goes through here (one dialog); --screenshot swaps in a printer
@@ -207,9 +208,8 @@ class MainWindow(QMainWindow):
 
     def step_review(self, step: int) -> None:
         """N / Shift+N: the navigator's next item (a review group or a region) when it is there."""
-        nav = getattr(getattr(self, "panels", None), "regions", None)
-        if nav is not None and hasattr(nav, "step"):
-            nav.step(step)
+        if self.panels is not None:
+            self.panels.regions.step(step)
         else:
             self.case.step_region(step)
 

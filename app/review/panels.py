@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QFrame, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QFrame, QScrollArea, QWidget
 
 from app import shortcuts
 from app.review.metrics_panel import MetricsPanel
 from app.review.regions_panel import RegionsPanel
 from app.review.segment_panel import SegmentPanel
 from app.review.view3d import View3D
+
+if TYPE_CHECKING:  # the window installs the panels; a runtime import would be a circle
+    from app.main_window import MainWindow
 
 CAMERA_ACTIONS = (
     ("camera_reset", "reset", "Reset 3D camera"),
@@ -45,17 +48,11 @@ class Panels:
     actions: dict[str, QAction]
 
 
-def _error_reporter(window: Any) -> Callable[[BaseException], None]:
+def _error_reporter(window: MainWindow) -> Callable[[BaseException], None]:
     """Errors go through the window's handler (a dialog, or stderr in --screenshot runs)."""
 
     def report(exc: BaseException) -> None:
-        handler = getattr(window, "error_handler", None)
-        if handler is not None:
-            handler(window, exc, None, title="Airway Studio")
-            return
-        from app.dialogs import show_error
-
-        show_error(window, exc)
+        window.error_handler(window, exc, None, title="Airway Studio")
 
     return report
 
@@ -77,7 +74,7 @@ def writable_folder(preferred: str | None) -> str:
     return os.path.expanduser("~")
 
 
-def _dock(window: Any, name: str, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+def _dock(window: MainWindow, name: str, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
     dock = QDockWidget(title, window)
     dock.setObjectName(name)  # saveState/restoreState key
     # a panel wider than its dock scrolls instead of widening the dock (and squeezing the slice views)
@@ -92,29 +89,20 @@ def _dock(window: Any, name: str, title: str, widget: QWidget, area: Qt.DockWidg
     dock.setAllowedAreas(Qt.DockWidgetArea.LeftDockWidgetArea | Qt.DockWidgetArea.RightDockWidgetArea
                          | Qt.DockWidgetArea.BottomDockWidgetArea)
     window.addDockWidget(area, dock)
-    menu = getattr(window, "panels_menu", None)
-    if menu is not None:
-        menu.addAction(dock.toggleViewAction())
+    window.panels_menu.addAction(dock.toggleViewAction())
     return dock
 
 
-def install_panels(window: Any) -> Panels:
+def install_panels(window: MainWindow) -> Panels:
     case = window.case
     report = _error_reporter(window)
-    track = getattr(window, "track_job", None)
 
-    view3d = View3D(case, track_job=track)
-    if hasattr(window, "set_view3d"):
-        window.set_view3d(view3d)
-    else:
-        slot = window.view3d_slot
-        lay = slot.layout() or QVBoxLayout(slot)
-        lay.addWidget(view3d)
-        window.view3d = view3d
+    view3d = View3D(case, track_job=window.track_job)
+    window.set_view3d(view3d)
 
     regions = RegionsPanel(case)
     metrics = MetricsPanel(case)
-    segment = SegmentPanel(case, settings=getattr(window, "settings", None), show_error=report)
+    segment = SegmentPanel(case, settings=window.settings, show_error=report)
     right = Qt.DockWidgetArea.RightDockWidgetArea
     docks = {
         "regions": _dock(window, "regionsDock", "Error regions", regions, right),
@@ -127,24 +115,16 @@ def install_panels(window: Any) -> Panels:
     def show_run(run: Any) -> None:
         # like the window's own jobs: progress and Cancel in the status bar,
         # Esc cancels it, and the window counts as busy while it runs
-        status = getattr(window, "job_status", None)
-        if status is not None and hasattr(status, "add"):
-            try:
-                status.add(run, ended=run.ended, label=f"Segmenting with {run.name}")
-            except TypeError:  # an older status widget that only knows Jobs
-                pass
-        jobs = getattr(window, "jobs", None)
-        if isinstance(jobs, list):
-            jobs.append(run)
-            run.ended.connect(lambda r=run: jobs.remove(r) if r in jobs else None)
+        window.job_status.add(run, ended=run.ended, label=f"Segmenting with {run.name}")
+        jobs = window.jobs
+        jobs.append(run)
+        run.ended.connect(lambda r=run: jobs.remove(r) if r in jobs else None)
 
     segment.runStarted.connect(show_run)
 
-    finished = getattr(window, "segmentationFinished", None)
-    if finished is not None:
-        segment.segmentationFinished.connect(finished.emit)
+    segment.segmentationFinished.connect(window.segmentationFinished.emit)
 
-    existing: dict[str, QAction] = getattr(window, "actions", {})
+    existing: dict[str, QAction] = window.actions
     actions: dict[str, QAction] = {}
 
     def act(name: str, text: str, slot: Callable[..., Any]) -> QAction | None:
@@ -163,7 +143,7 @@ def install_panels(window: Any) -> Panels:
     act("focus_cursor_3d", "3D: focus on the crosshair", view3d.focus_cursor)
 
     def screenshot_3d() -> None:
-        start = os.path.join(writable_folder(window.settings.last_dir() if hasattr(window, "settings") else None),
+        start = os.path.join(writable_folder(window.settings.last_dir()),
                              "airway_3d.png")
         path, _ = QFileDialog.getSaveFileName(window, "Save the 3D view", start, "PNG image (*.png)")
         if path:
@@ -182,13 +162,13 @@ def install_panels(window: Any) -> Panels:
     act("segment", "&Segment with a model...", segment_now)
     act("export_metrics", "&Export metrics...", metrics.export_dialog)
 
-    view_menu = getattr(window, "view_menu", None)
+    view_menu = window.view_menu
     if view_menu is not None:
         m3d = view_menu.addMenu("&3D view")
         for name in [n for n, _, _ in CAMERA_ACTIONS] + ["colour_mode_next", "focus_cursor_3d", "screenshot_3d"]:
             if name in existing:
                 m3d.addAction(existing[name])
-    tools = getattr(window, "tools_menu", None)
+    tools = window.tools_menu
     if tools is not None:
         first = tools.actions()[0] if tools.actions() else None
         for name in ("segment", "export_metrics"):
