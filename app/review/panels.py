@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Protocol
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction
@@ -25,8 +25,28 @@ from app.review.regions_panel import RegionsPanel
 from app.review.segment_panel import SegmentPanel
 from app.review.view3d import View3D
 
-if TYPE_CHECKING:  # the window installs the panels; a runtime import would be a circle
-    from app.main_window import MainWindow
+
+class MainWindow(Protocol):
+    """What the panels use of app.main_window.MainWindow, which installs them (importing it
+    here would close an import circle)."""
+
+    case: Any
+    settings: Any
+    actions: dict[str, QAction]
+    jobs: list
+    job_status: Any
+    panels: Any
+    panels_menu: Any
+    view_menu: Any
+    tools_menu: Any
+    segmentationFinished: Any
+    error_handler: Callable[..., Any]
+
+    def track_job(self, job: Any, on_error: Callable[[BaseException], bool] | None = None) -> None: ...
+    def set_view3d(self, widget: QWidget) -> None: ...
+    def addDockWidget(self, area: Qt.DockWidgetArea, dock: QDockWidget) -> None: ...  # noqa: N802 - Qt's name
+    def tabifyDockWidget(self, a: QDockWidget, b: QDockWidget) -> None: ...  # noqa: N802 - Qt's name
+    def addAction(self, action: QAction) -> None: ...  # noqa: N802 - Qt's name
 
 CAMERA_ACTIONS = (
     ("camera_reset", "reset", "Reset 3D camera"),
