@@ -57,14 +57,12 @@ class GateReport:
         return text + ". Try --method region-growing, or a model trained on CT like this one."
 
 
-def require_air(ct: IntensityVolume, params: dict | None = None) -> None:
-    """InputError for a CT with no air at all (all 0, all 1...): nothing to segment, nothing to write."""
-    p = params or load_gate_params()
-    arr = ct.array
-    if arr.size == 0 or not (arr < p["min_air_hu"]).any():
-        name = ct.name or "this CT"
-        raise InputError(f"no air in {name} (no voxel below {p['min_air_hu']} HU): it cannot be a chest CT",
-                         "Check that the file is a CT in Hounsfield units (lungs and airway are about -1000 to -500 HU).")
+def require_air(ct: IntensityVolume) -> None:
+    """InputError for a CT that cannot hold an airway (no air, no body: all 0, all 1...), by
+    core.sanity's rule, the one the loaders and the CLI apply too: nothing to segment, nothing written."""
+    from core.sanity import check_ct, raise_errors
+
+    raise_errors(check_ct(ct, ct.name or None, lungs=False))
 
 
 def inner_air(ct: np.ndarray, threshold: float = -350.0, outside_hu: float = -900.0) -> np.ndarray:
