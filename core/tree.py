@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -164,7 +162,9 @@ class AirwayTree:
             centreline_branch=self.centreline_branch.astype(np.int32),
             meta=np.array(json.dumps(meta)),
         )
-        _atomic_write_bytes(path, buf.getvalue())
+        from core.outputs import atomic_write_bytes
+
+        atomic_write_bytes(path, buf.getvalue())
         return path
 
     @classmethod
@@ -199,24 +199,6 @@ class AirwayTree:
             params=dict(meta.get("params", {})),
         )
 
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        from core.outputs import apply_umask
-
-        apply_umask(tmp)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-# -- small array helpers (shared with metrics/regions) -------------------------
 
 def bounding_box(mask: np.ndarray) -> tuple[tuple[int, int], ...] | None:
     """Half-open index ranges of the True voxels per axis, None when empty."""
