@@ -1,6 +1,10 @@
 """Time and peak memory of the training-free airway extraction (core.growing) on the real chest CT.
 
     .venv/bin/python benchmarks/bench_growing.py [--threads 2] [--no-tubes] [--case PATH]
+        [--reference LABEL [--selector bits:8:2]]
+
+e.g. the CIP case: --case ../shared/data/cip/ct-64.nrrd --reference ../shared/data/cip/lm-64.nrrd
+--selector bits:8:2 (issue 11's goal there: Dice >= 0.60).
 
 Goal of issue 11: < 30 s and < 3 GB on 2 CPU cores for ../shared/data/chest_ct_dicom.
 Prints the wall time of every stage, the process's peak resident set size
@@ -27,6 +31,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="threads for BLAS/OpenMP (default 2, the goal's cores)")
     ap.add_argument("--no-tubes", action="store_true", help="growing stage only")
     ap.add_argument("--case", default=str(CASE), help="CT file or DICOM folder (default: chest_ct_dicom)")
+    ap.add_argument("--reference", help="airway label on the CT's grid: prints Dice, precision, sensitivity")
+    ap.add_argument("--selector", default="nonzero", help="which label voxels are airway (e.g. bits:8:2 for CIP)")
     args = ap.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
@@ -48,7 +54,16 @@ def main() -> int:
     print(f"extraction: {result.seconds:.1f} s wall, peak RSS {peak:.0f} MB "
           f"({', '.join(f'{k} {v:.1f} s' for k, v in result.timings.items())})")
     print(f"result: {result.volume_ml:.1f} mL, threshold {result.threshold_hu:.0f} HU, grown {result.grown_ml:.1f} mL, "
-          f"tubes {result.tube_ml:.1f} mL; {tree.n_branches} branches, generation {tree.max_generation}")
+          f"tubes {result.tube_ml:.1f} mL, rim {result.rim_ml:.1f} mL; {tree.n_branches} branches, "
+          f"generation {tree.max_generation}")
+    if args.reference:
+        from core.io import read_label
+
+        ref = read_label(args.reference, args.selector, reference=ct).mask
+        mask = result.mask.mask
+        both = int((mask & ref).sum())
+        print(f"against {Path(args.reference).name} ({args.selector}): Dice {2 * both / (mask.sum() + ref.sum()):.3f}, "
+              f"precision {both / max(mask.sum(), 1):.3f}, sensitivity {both / max(ref.sum(), 1):.3f}")
     print(f"goal: < 30 s -> {'met' if result.seconds < 30 else 'NOT met'}; < 3 GB -> {'met' if peak < 3072 else 'NOT met'}")
     print(f"load average while running: {os.getloadavg()[0]:.2f}")
     return 0

@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from core.errors import Cancelled, InputError
 from core.growing import find_trachea, grow_airway, load_params
@@ -154,10 +155,11 @@ def test_cip_dice(shared_data):
     ref = read_label(shared_data / "cip" / "lm-64.nrrd", "bits:8:2", reference=ct).mask
     mask = grow_airway(ct).mask.mask
     dice = 2 * (mask & ref).sum() / (mask.sum() + ref.sum())
-    assert (mask & ref).sum() / mask.sum() > 0.9, "what is found is airway"
-    assert dice > 0.33, f"Dice {dice:.2f} fell below what the method reached when this test was written"
-    if dice < 0.60:
-        pytest.xfail(f"Dice {dice:.2f}: the issue's goal of 0.60 is not reached yet (at 4 mm only the trachea grows)")
+    assert dice >= 0.60, f"Dice {dice:.2f} against the CIP airway label (issue 11's goal: 0.60)"
+    # what the label does not hold is its edge at 4 mm (partial volume), not a leak into the lung
+    near = ndimage.binary_dilation(ref, np.ones((3, 3, 3), bool))
+    assert not (mask & ~near).any()
+    assert (mask & ref).sum() / mask.sum() > 0.7
 
 
 def test_aorta_crop_trachea_and_main_bronchi_without_leak(shared_data):
