@@ -95,6 +95,35 @@ def test_cache_keeps_the_ignore_label_apart_and_the_sampler_returns_it(tmp_path)
     assert np.array_equal(sample["ignore"][0].astype(bool), (lab == 2)[sl])
 
 
+def test_a_real_negative_is_cached_and_an_empty_label_still_refused(tmp_path):
+    """A pseudo-label without airway (abdomen, lower thorax) is a negative; a plain empty label is a mistake."""
+    from core.errors import InputError
+    from core.preprocess import Preprocessing
+    from core.training.cache import CacheSettings, build_case
+    from core.training.dataset import discover_cases
+
+    zone = np.zeros((32, 32, 32), bool)
+    zone[5:25, 5:25, 5:25] = True
+    _write_case(tmp_path, zone)
+    from core.io import read_volume, write_volume
+    from core.volume import LabelVolume
+
+    path = tmp_path / "labelsTr" / "c.nii.gz"
+    lab = np.asarray(read_volume(path).array)
+    lab[lab == 1] = 0  # no airway left: background and ignored voxels only
+    write_volume(LabelVolume(lab, read_volume(path).geometry), path)
+    prep = Preprocessing(crop="none").to_dict()
+    case = discover_cases(tmp_path)[0]
+    cached = build_case(case, CacheSettings(prep, "nonzero", (0.1,), 2.0, ignore_value=2), tmp_path / "neg")
+    assert cached.meta["counts"]["label"] == 0
+    assert np.array_equal(np.asarray(cached.ignore).astype(bool), zone)
+    assert np.asarray(cached.weights(0.1)).min() == 1.0  # no airway, no distance weighting
+    lab[:] = 0
+    write_volume(LabelVolume(lab, read_volume(path).geometry), path)
+    with pytest.raises(InputError, match="the label is empty"):
+        build_case(case, CacheSettings(prep, "nonzero", (0.1,), 2.0, ignore_value=2), tmp_path / "empty")
+
+
 def test_a_cache_without_ignore_has_none(tmp_path):
     from core.training.cache import CachedCase
 

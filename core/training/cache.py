@@ -218,7 +218,9 @@ def _load_case(case: CaseFiles, settings: CacheSettings):
 
         ignore = np.asarray(read_volume(case.label).array) == settings.ignore_value
         label = LabelVolume(label.mask & ~ignore, label.geometry, label.name)
-    if not label.mask.any():
+    # a pseudo-label with ignored voxels and no airway is a real negative (abdomen, lower thorax):
+    # what it does not ignore is trusted background, the lesson a phantom-only model lacks
+    if not label.mask.any() and not (ignore is not None and ignore.any()):
         raise InputError(f"the label is empty (no voxel matches '{settings.label_selector}')",
                          "Check the file or the label selector (data.label_selector).")
     return ct, label, ignore
