@@ -247,6 +247,19 @@ def test_chest_wall_air_on_real_ct_is_flagged(shared_data):
     assert report.touches_trachea is False and report.outside_fraction > 0.9
 
 
+def test_the_gate_finds_the_trachea_of_a_cropped_15_mm_ct(shared_data):
+    """The aorta crop (1.5 mm, lungs cut by the crop): the gate works on the CT's own grid there,
+    and a body outline picked at 3 mm once opened the trachea's wall and lost it."""
+    from core.gate import check_mask
+    from core.growing import grow_airway
+    from core.io import read_ct
+
+    ct = read_ct(shared_data / "totalseg" / "aorta_ct_cropped.nii.gz")
+    report = check_mask(ct, grow_airway(ct).mask.mask)
+    assert report.trachea_found and report.touches_trachea
+    assert report.passed, report.problems
+
+
 def test_demo_model_finds_the_trachea_of_the_demo_case_with_its_defaults():
     """Issue 11: with the app's defaults (the checkpoint's own window, step and spacing) the shipped
     model must find the demo case's trachea; on the native 1.4 mm grid it covered 38 % of it."""
