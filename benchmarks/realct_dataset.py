@@ -7,15 +7,17 @@ Writes DIR/imagesTr + DIR/labelsTr (NIfTI) and DIR/cases.csv for ``airway train 
 
 - ``--phantoms`` generated phantoms of 48^3 at the spacing (the demo model's recipe);
 - the real chest CT ``chest_ct_dicom``: its training-free extraction (core.growing) as label 1,
-  its lungs and a 1.5 mm shell around that tree as label 2 (ignored by the losses,
-  ``data.ignore_value = 2``), everything else trusted background; listed ``--real-copies`` times so
-  that it is drawn as often as that many phantoms;
+  a 1.5 mm shell around that tree and the lung voxels that look like dark tubes as label 2 (ignored
+  by the losses, ``data.ignore_value = 2``), everything else trusted background, lung parenchyma
+  included (``--lungs tubes``, core.training.pseudo_labels; ``--lungs ignore`` ignores the whole
+  lung, which let a model leak into it); listed ``--real-copies`` times so that it is drawn as
+  often as that many phantoms;
 - real negatives without a usable trachea: TotalSegmentator ``example_ct`` (abdomen with lung bases,
-  bowel gas, table) and ``example_ct_dicom`` (20 slices of the lower thorax): lungs ignored, the rest
-  background.
+  bowel gas, table) and ``example_ct_dicom`` (20 slices of the lower thorax), with the chest CT's
+  tube threshold.
 
-Real CTs are resampled to the spacing (linear for HU, nearest for labels), as the model's header
-makes the Predictor do at inference. Held out, never read here: CIP ``ct-64`` and TotalSegmentator
+Real CTs and the extracted tree are resampled to the spacing first (linear for HU, nearest for the
+mask), as the model's header makes the Predictor do at inference, and labelled there. Held out, never read here: CIP ``ct-64`` and TotalSegmentator
 ``aorta_ct_cropped`` (the issue's real test cases). The real volumes are written under ``--out``
 only, never into the repository.
 """
@@ -35,16 +37,14 @@ DATA = ROOT.parent / "shared" / "data"
 HELD_OUT = ("ct-64", "aorta_ct_cropped")
 
 
-def _resampled(ct, label, spacing):
+def _resampled(ct, mask, spacing):
     from core.preprocess import resample_array, resample_ct, resampled_geometry
     from core.volume import LabelVolume
 
-    if spacing is None:
-        return ct, label
     small = resample_ct(ct, spacing)
     shape, geo = resampled_geometry(ct.geometry, ct.shape, spacing)
-    lab = resample_array(label.array.astype(np.uint8), label.geometry, shape, geo, linear=False)
-    return small, LabelVolume(lab, small.geometry, label.name)
+    lab = resample_array(mask.array.astype(np.uint8), mask.geometry, shape, geo, linear=False)
+    return small, LabelVolume(lab.astype(bool), small.geometry, mask.name)
 
 
 def main() -> int:
@@ -54,11 +54,13 @@ def main() -> int:
     ap.add_argument("--phantoms", type=int, default=15)
     ap.add_argument("--real-copies", type=int, default=4)
     ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--lungs", choices=("tubes", "ignore"), default="tubes",
+                    help="which lung voxels the losses ignore (default: those that look like dark tubes)")
     args = ap.parse_args()
     from core.growing import grow_airway
     from core.io import read_ct, write_volume
     from core.phantom import make_phantom
-    from core.training.pseudo_labels import pseudo_label
+    from core.training.pseudo_labels import dark_tubeness, pseudo_label, tube_threshold
     from core.volume import LabelVolume
 
     out, data = Path(args.out), Path(args.data)
@@ -79,25 +81,29 @@ def main() -> int:
     print(f"{args.phantoms} phantoms in {time.perf_counter() - t0:.1f} s")
 
     chest = data / "chest_ct_dicom"
+    level = None
     if not chest.exists():
         print(f"{chest} is absent: phantoms only")
     else:
         ct = read_ct(chest)
         grown = grow_airway(ct)
-        lab = pseudo_label(ct, grown.mask)
-        small, lab = _resampled(ct, lab, args.spacing)
+        small, tree = _resampled(ct, grown.mask, args.spacing)
+        tubes = dark_tubeness(small) if args.lungs == "tubes" else None
+        level = tube_threshold(tubes, tree.mask) if tubes is not None else None
+        lab = pseudo_label(small, tree, lungs=args.lungs, tubeness=tubes, tube_min=level)
         print(f"chest_ct_dicom: {grown.volume_ml:.1f} mL airway; at {tuple(args.spacing)} mm {small.shape}, "
-              f"airway {int((lab.array == 1).sum())} voxels, ignored {int((lab.array == 2).sum())}")
+              f"airway {int((lab.array == 1).sum())} voxels, ignored {int((lab.array == 2).sum())}"
+              + (f" (tube threshold {level:.4g})" if level is not None else ""))
         for c in range(args.real_copies):
             # one file per copy: the dataset reader gives each listed case its own cache and draws
             rows.append(put(f"chest{'abcdefgh'[c]}", small, lab))
     for name, path in (("abdomen", data / "totalseg" / "example_ct.nii.gz"),
                        ("lowthorax", data / "totalseg" / "example_ct_dicom")):
-        if not path.exists():
+        if not path.exists() or (args.lungs == "tubes" and level is None):
             continue
         ct = read_ct(path)
-        empty = LabelVolume(np.zeros(ct.shape, bool), ct.geometry, name)
-        small, lab = _resampled(ct, pseudo_label(ct, empty), args.spacing)
+        small, empty = _resampled(ct, LabelVolume(np.zeros(ct.shape, bool), ct.geometry, name), args.spacing)
+        lab = pseudo_label(small, empty, lungs=args.lungs, tube_min=level)
         print(f"{name}: negative, {small.shape}, ignored {int((lab.array == 2).sum())} voxels")
         rows.append(put(name, small, lab))
     assert not any(h in str(p) for p, _ in rows for h in HELD_OUT)

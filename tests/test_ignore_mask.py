@@ -143,3 +143,29 @@ def test_pseudo_label_marks_airway_lungs_and_trusted_background():
     assert np.all(lab[lungs & ~ph.label.mask] == IGNORE_VALUE)  # uncertain: may hold unlabelled bronchi
     # air outside the body and the soft tissue far from the lungs stay trusted background
     assert lab[0, 0, 0] == 0 and (lab == 0).sum() > 0.2 * lab.size
+
+
+def test_pseudo_label_with_tubes_trusts_parenchyma_and_leaves_missed_bronchi_uncertain():
+    """lungs="tubes": a model must learn that lung parenchyma is not airway (ignoring the whole lung let one
+    leak into it), while bronchi the extraction missed stay out of the loss."""
+    from scipy import ndimage
+
+    from core.phantom import make_phantom
+    from core.training.pseudo_labels import IGNORE_VALUE, dark_tubeness, pseudo_label, tube_threshold
+
+    ph = make_phantom((64, 64, 64), spacing=(2.5, 2.5, 3.0), seed=2, omit_distal=6)
+    lab = pseudo_label(ph.ct, ph.label, lungs="tubes").array
+    assert np.array_equal(lab == 1, ph.label.mask)
+    missed = ph.full_label.mask & ~ph.label.mask  # in the CT, not in the extraction
+    assert missed.sum() > 20
+    assert (lab[missed] == IGNORE_VALUE).mean() > 0.6
+    parenchyma = ph.lungs.mask & ~ndimage.binary_dilation(ph.full_label.mask, iterations=2)
+    assert (lab[parenchyma] == 0).mean() > 0.6
+    assert (pseudo_label(ph.ct, ph.label).array[parenchyma] == IGNORE_VALUE).mean() > 0.95  # the old policy
+    # a CT without airway takes a threshold from another: the same label as this one's own threshold
+    tubes = dark_tubeness(ph.ct)
+    level = tube_threshold(tubes, ph.label.mask)
+    again = pseudo_label(ph.ct, ph.label, lungs="tubes", tubeness=tubes, tube_min=level).array
+    assert np.array_equal(again, lab)
+    with pytest.raises(ValueError, match="lungs must be"):
+        pseudo_label(ph.ct, ph.label, lungs="all")
