@@ -130,13 +130,17 @@ class CropBox:
         return cls(tuple(d["start"]), tuple(d["stop"]), tuple(d["full_shape"]))  # type: ignore[arg-type]
 
 
-def lung_mask(ct: np.ndarray, threshold: float = -350.0, min_fraction: float = 0.002) -> np.ndarray:
+def lung_mask(ct: np.ndarray, threshold: float = -350.0, min_fraction: float = 0.002,
+              outside_hu: float = -900.0) -> np.ndarray:
     """Air inside the body: the lungs and airways (authors' code, simplified and vectorised).
 
     Voxels below ``threshold`` HU, minus the air connected to the volume's
     border (outside the body; also the field-of-view floor below -1024), keeping
     the components larger than ``min_fraction`` of the volume; holes (vessels,
-    airway walls) filled slice by slice and in 3D.
+    airway walls) filled slice by slice and in 3D. A border component whose mean
+    is above ``outside_hu`` is not outside air but lungs cut by a tight crop
+    (parenchyma is about -850 HU, air -1000): dropping those lost the trachea of
+    TotalSegmentator's aorta crop and with it the model's whole input.
     """
     import cc3d
 
@@ -153,6 +157,8 @@ def lung_mask(ct: np.ndarray, threshold: float = -350.0, min_fraction: float = 0
     counts = np.asarray(stats["voxel_counts"])
     keep = counts >= max(min_fraction * ct.size, 1)
     keep[0] = False
+    sums = np.bincount(labels.ravel(), weights=ct.ravel().astype(np.float64), minlength=len(counts))
+    border = border[sums[border] / np.maximum(counts[border], 1) < outside_hu]
     keep[border] = False
     mask = keep[labels]
     if not mask.any():

@@ -243,6 +243,25 @@ def test_lung_crop_maps_back_to_the_full_grid():
     assert not pred.probabilities.array[~inside].any() and not pred.mask.array[~inside].any()
 
 
+def test_lungs_cut_by_a_tight_crop_are_lungs_and_outside_air_is_not():
+    """A crop around the mediastinum (TotalSegmentator's aorta crop): the lungs and the trachea joined to them
+    touch the border but are parenchyma (-850 HU); air at -1000 touching the border is outside the body."""
+    from core.inference import fast_crop_box
+    from core.preprocess import lung_mask
+
+    arr = np.full((32, 48, 48), 40, np.int16)
+    arr[:, :, :3] = -1000                     # outside air along one side, beyond the chest wall
+    arr[:20, 0:40, 6:14] = -850               # right lung, cut by the crop's front edge
+    arr[:20, 0:40, 34:44] = -850              # left lung, likewise
+    arr[16:32, 20:26, 21:27] = -1000          # trachea above the carina ...
+    arr[16:20, 20:26, 14:34] = -1000          # ... and main bronchi into both lungs
+    mask = lung_mask(arr)
+    assert mask[25, 22, 23] and mask[10, 20, 40] and mask[10, 20, 8]
+    assert not mask[:, :, :3].any()
+    box = fast_crop_box(arr, Preprocessing(margin=0), stride=2)
+    assert box.stop[0] >= 31, "the trachea stays in the model's input"
+
+
 def test_fast_lung_crop_matches_the_exact_one():
     from core.inference import fast_crop_box
     from core.preprocess import CropBox, lung_mask
