@@ -423,7 +423,7 @@ class MainWindow(QMainWindow):
         A("brush_hu_limit", "Brush limited to its HU range", lambda: self.edit_tools.toggle_hu_limit())
         A("edit_target", "Edit reference / prediction", lambda: self.edit_tools.toggle_target())
         A("save_reference", "&Save edited reference", self.save_reference)
-        A("segment_demo", "Segment with the &demo model", self.segment_demo)
+        A("segment_demo", "Segment with the &shipped model", self.segment_demo)
         A("cancel_job", "Cancel background jobs", self.cancel_jobs)
         A("help_shortcuts", "&Keyboard shortcuts", self.show_shortcuts)
         self.about_action = QAction(f"&About {APP_NAME}", self)
@@ -833,7 +833,9 @@ class MainWindow(QMainWindow):
     def segment_demo(self) -> Job | None:
         path = demo_model_path()
         if path is None:
-            self.report_error("The demo model resources/models/demo_wingsnet.pt is not installed.")
+            from core.resources import SHIPPED_MODEL
+
+            self.report_error(f"The shipped model resources/{'/'.join(SHIPPED_MODEL)} is not installed.")
             return None
         return self.segment_with(path, "cpu")
 

@@ -97,7 +97,7 @@ KEYMAP: tuple[Binding, ...] = (
     _b("screenshot_3d", "Shift+F12", "3D: save the 3D view as PNG", "3D view"),
     # Tools
     _b("segment", "Ctrl+G", "Segment the CT with a model", "Tools"),
-    _b("segment_demo", "Ctrl+Shift+G", "Segment the demo CT with the shipped demo model", "Tools"),
+    _b("segment_demo", "Ctrl+Shift+G", "Segment the CT with the shipped model", "Tools"),
     _b("cancel_job", "Esc", "Cancel the running background job", "Tools"),
     _b("export_metrics", "Ctrl+E", "Export metrics to CSV/JSON", "Tools"),
     # Help

@@ -36,7 +36,7 @@ def load_json_resource(*parts: str) -> dict:
         return json.load(f)
 
 
-SHIPPED_MODEL = ("models", "demo_wingsnet.pt")
+SHIPPED_MODEL = ("models", "realct_wingsnet.pt")
 
 
 def shipped_model_path() -> Path | None:

@@ -533,7 +533,7 @@ def test_without_model_the_demo_model_is_used_or_named(tmp_path):
     from core.commands.segment import model_path
     from core.resources import resource_path
 
-    demo = resource_path("models", "demo_wingsnet.pt", must_exist=False)
+    demo = resource_path("models", "realct_wingsnet.pt", must_exist=False)
     if demo.exists():
         assert model_path(None) == demo
     else:

@@ -39,8 +39,8 @@ def test_region_growing_is_the_default_and_choosing_a_checkpoint_selects_the_mod
     assert panel.method == "region-growing"
     demo = demo_checkpoint()
     if demo is not None:
-        # the prefilled demo model shows what it was trained on, without importing torch
-        assert "synthetic" in panel.card_label.text() and "phantoms" in panel.card_label.text()
+        # the prefilled shipped model shows what it was trained on, without importing torch
+        assert "mixed" in panel.card_label.text() and "real chest CT" in panel.card_label.text()
         assert "held-out:" in panel.card_label.toolTip()
     bogus = tmp_path / "x.pt"
     bogus.write_bytes(b"not a zip")

@@ -13,9 +13,9 @@ was. In a frozen build (no ``python -m``) the run falls back to a worker thread.
 
 The method is a choice next to the checkpoint: a model, or the training-free
 region growing (core.growing, issue 11), which runs in a worker Job with the
-same progress and cancel. It is the default because the shipped demo model was
-trained on phantoms only and finds chest-wall air on real CT; choosing a
-checkpoint selects the model. Every model mask is checked by core.gate; a
+same progress and cancel. It is the default because the shipped model
+(phantoms plus one pseudo-labelled real chest CT) finds fewer branches than it
+on that CT; choosing a checkpoint selects the model. Every model mask is checked by core.gate; a
 failure shows as a warning on that prediction naming what the model was
 trained on (its card, shown under the checkpoint with the whole card as tooltip).
 """
@@ -57,7 +57,7 @@ KILL_AFTER_MS = 3000
 
 
 def demo_checkpoint() -> Path | None:
-    """The shipped demo model, when this installation has it."""
+    """The shipped model, when this installation has it."""
     from core.resources import shipped_model_path
 
     return shipped_model_path()
@@ -459,8 +459,8 @@ class SegmentPanel(QWidget):
         self.method_combo.addItem("Model", "model")
         self.method_combo.setToolTip(
             "Region growing: training-free, finds the trachea and grows the airway from it; works on any chest CT.\n"
-            "Model: the checkpoint on the right. The bundled demo model was trained on phantoms only and "
-            "fails on real CT.")
+            "Model: the checkpoint on the right. The bundled model was trained on phantoms and one "
+            "pseudo-labelled real chest CT at 2.5 mm (its card is shown below).")
         remembered_method = settings.get("segment/method", None) if settings is not None else None
         self.method_combo.setCurrentIndex(max(self.method_combo.findData(remembered_method or "region-growing"), 0))
         row.addWidget(self.method_combo)

@@ -32,9 +32,10 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--method", default="auto", choices=("auto", "region-growing", "model"),
                    help="region-growing: training-free (trachea detection and explosion-controlled growing, no model); "
-                        "model: a checkpoint (--model, else the demo model, which was trained on phantoms only). "
+                        "model: a checkpoint (--model, else the bundled model: phantoms plus one pseudo-labelled real chest CT, "
+                        "at 2.5 mm). "
                         "auto (default): model when --model is given, else region-growing")
-    p.add_argument("--model", metavar="CKPT", help="checkpoint (.pt) for --method model; default: the bundled demo model")
+    p.add_argument("--model", metavar="CKPT", help="checkpoint (.pt) for --method model; default: the bundled model (resources/models/realct_wingsnet.pt)")
     p.add_argument("--strict", action="store_true",
                    help="a model mask that fails the output gate (misses the trachea, or > 5%% outside the lungs and "
                         "central airways) is an error (exit status 3, nothing written) instead of a warning")
@@ -166,7 +167,7 @@ def check_outputs(plan: list[Case], overwrite: bool) -> None:
 
 
 def model_path(args_model: str | None) -> Path:
-    """The checkpoint to use: --model, else the bundled demo model."""
+    """The checkpoint to use: --model, else the bundled model (core.resources.SHIPPED_MODEL)."""
     from core.errors import CheckpointError
     from core.resources import resource_path, shipped_model_path
 
@@ -176,7 +177,7 @@ def model_path(args_model: str | None) -> Path:
     if demo is None:
         missing = resource_path(*DEMO_MODEL, must_exist=False)
         raise CheckpointError(
-            f"No --model given and the demo model is not installed ({missing} does not exist yet).",
+            f"No --model given and the bundled model is not installed ({missing} does not exist yet).",
             "Pass a checkpoint with --model PATH (e.g. RUN/checkpoints/best.pt from `airway train`).",
         )
     return demo
@@ -364,8 +365,8 @@ def _spacing_arg(values: list[str] | None):
 
 
 def resolve_method(args: argparse.Namespace) -> str:
-    """auto -> model only when a checkpoint was named: the shipped demo model was trained on
-    phantoms and finds chest-wall air on real CT (issue 11), so it is never the silent default."""
+    """auto -> model only when a checkpoint was named: the shipped model finds fewer branches than
+    region growing on the real chest CT and has seen one real CT (issue 11), so it is not the silent default."""
     method = getattr(args, "method", "auto") or "auto"
     if method == "auto":
         return "model" if args.model else "region-growing"
