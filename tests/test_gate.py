@@ -329,7 +329,18 @@ def test_real_ct_model_finds_the_airway_of_the_real_chest_ct(shared_data, realct
     trachea = find_trachea(ct).mask.mask
     assert (mask & trachea).sum() / trachea.sum() > 0.9
     tree = parse_tree(cc3d.largest_k(mask, 1, connectivity=26) > 0, ct.spacing_zyx, connectivity=26)
-    assert len(tree.branch(tree.trachea).children) == 2 and tree.n_branches >= 12
+    trachea_branch = tree.branch(tree.trachea)
+    assert len(trachea_branch.children) == 2 and tree.n_branches >= 12
+
+    def world_x(branch_id: int) -> float:
+        pts = tree.centreline_zyx[tree.centreline_branch == branch_id]
+        return float(ct.geometry.index_to_world(pts.mean(0))[0])
+
+    right, left = sorted(trachea_branch.children, key=world_x)  # LPS: x grows to the patient's left
+    assert len(tree.branch(left).children) >= 2, "left upper and lower lobe bronchi"
+    right_children = tree.branch(right).children
+    assert len(right_children) >= 2, "right upper lobe bronchus and bronchus intermedius"
+    assert max(len(tree.branch(c).children) for c in right_children) >= 2, "right middle and lower lobe bronchi"
 
 
 def test_real_ct_model_on_held_out_real_cts(shared_data, realct_predictor):
