@@ -74,7 +74,7 @@ def pseudo_label(ct: IntensityVolume, airway: LabelVolume, *, lung_margin_mm: fl
     """uint8 label on the CT's grid: 1 airway, ``ignore_value`` uncertain, 0 background.
 
     ``lungs="ignore"``: the lungs (grown by ``lung_margin_mm``) and a ``shell_mm`` shell around the
-    airway (at least the voxels touching it) are uncertain. ``lungs="tubes"``: only lung voxels with ``tubeness >= tube_min`` (grown by
+    airway are uncertain. ``lungs="tubes"``: only lung voxels with ``tubeness >= tube_min`` (grown by
     one voxel) and the shell are; ``tubeness`` defaults to :func:`dark_tubeness` of ``ct`` and
     ``tube_min`` to :func:`tube_threshold` of this airway (give it for a CT without one).
     """
@@ -98,12 +98,6 @@ def pseudo_label(ct: IntensityVolume, airway: LabelVolume, *, lung_margin_mm: fl
         level = tube_threshold(tubes, air) if tube_min is None else float(tube_min)
         lung &= ndimage.binary_dilation((tubes >= level) & (tubes > 0), np.ones((3, 3, 3), bool))
     uncertain = lung | _within_mm(air, spacing, shell_mm)
-    if shell_mm > 0 and air.any():
-        from scipy import ndimage
-
-        # at least the voxels touching the airway: on a model's 2.5 mm grid a 1.5 mm shell is empty,
-        # and the extraction's edge (its partial-volume rim) would be taught as exact
-        uncertain |= ndimage.binary_dilation(air, np.ones((3, 3, 3), bool))
     out = np.zeros(ct.shape, np.uint8)
     out[uncertain] = ignore_value
     out[air] = 1
