@@ -31,7 +31,7 @@ import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-#: the bundled demo model's own spacing: at it the model finds the phantom's tree (DSC ~95)
+#: the bundled model's own spacing: at it the model finds the phantom's tree (DSC ~92; realct_wingsnet.pt, 91.5)
 PHANTOM_ARGS = ["--size", "48", "--spacing", "2.5", "2.5", "3.0", "--seed", "100"]
 #: a 1-epoch run: the quick preset with stage 0 only, on three 32^3 phantoms, two DataLoader workers
 TRAIN_CONFIG = """\
@@ -218,7 +218,7 @@ def check_segment(r: Runner, expect_backend: str) -> str:
     res = _segment(r, ["--method", "model"] if "model" in r.segment_methods() else [], "seg_model.nii.gz")
     dsc = res["metrics"]["dsc"]
     if dsc < 80:
-        raise Failure(f"DSC {dsc:.1f} with the bundled model (about 95 expected on this phantom)")
+        raise Failure(f"DSC {dsc:.1f} with the bundled model (about 92 expected on this phantom)")
     wanted = ("onnxruntime", "openvino") if expect_backend == "fast-cpu" else (expect_backend,)
     if expect_backend != "any" and not str(res.get("backend", "")).startswith(wanted):
         raise Failure(f"ran on backend {res.get('backend')}, not {' or '.join(wanted)} "
