@@ -608,7 +608,7 @@ def _tubes(work: _Work, tree: np.ndarray, t: dict, cancel: Any) -> np.ndarray:
     return out
 
 
-def _rim(work: _Work, native: np.ndarray, low_hu: float, high_hu: float) -> np.ndarray:
+def _rim(work: _Work, native: np.ndarray, body: np.ndarray, low_hu: float, high_hu: float) -> np.ndarray:
     """Native voxels touching the mask whose HU lies between the growing threshold and ``high_hu``.
 
     The grown lumen stops at the threshold that kept it out of the lung, well inside the
@@ -631,7 +631,7 @@ def _rim(work: _Work, native: np.ndarray, low_hu: float, high_hu: float) -> np.n
     out = np.zeros(canon.shape, bool)
     out[box] = ring
     out = np.ascontiguousarray(work.reo.invert(out))
-    out &= work.body_native()
+    out &= body
     return out
 
 
@@ -693,13 +693,14 @@ def grow_airway(ct: IntensityVolume, params: dict | None = None, progress: Progr
     report("mapping back to the CT grid")
     thr_back = float(p.get("map_back_threshold", 0.5))
     native = work.to_native(tree, thr_back)
-    native &= work.body_native()
+    body = work.body_native()
+    native &= body
     if native.any():
         native = cc3d.largest_k(native, k=1, connectivity=26) > 0
     rim_ml = 0.0
     rim = p.get("rim", {})
     if rim.get("enabled", False):
-        ring = _rim(work, native, thr, float(rim["max_hu"]))
+        ring = _rim(work, native, body, thr, float(rim["max_hu"]))
         rim_ml = float(ring.sum()) * ct.geometry.voxel_volume_mm3 / 1000.0
         native |= ring
     trachea = _trachea_result(work, tmask, info, thr_back)
