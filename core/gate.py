@@ -71,8 +71,9 @@ def inner_air(ct: np.ndarray, threshold: float = -350.0, outside_hu: float = -90
     Per axial slice, an air region touching the border is outside air when its
     mean is below ``outside_hu`` (air, -1000 HU); a lung cut by a tight field of
     view also touches the border but is brighter (parenchyma, about -850 HU), so
-    it stays. (core.preprocess.lung_mask drops such lungs and then falls back to
-    all air, which would let any mask pass.)
+    it stays. (core.preprocess.lung_mask applies the same rule to whole 3D
+    components; per slice, as here, a lung that is air-dark in one slice only
+    still counts as inside.)
     """
     import cc3d
 
