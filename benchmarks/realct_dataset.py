@@ -37,16 +37,6 @@ DATA = ROOT.parent / "shared" / "data"
 HELD_OUT = ("ct-64", "aorta_ct_cropped")
 
 
-def _resampled(ct, mask, spacing):
-    from core.preprocess import resample_array, resample_ct, resampled_geometry
-    from core.volume import LabelVolume
-
-    small = resample_ct(ct, spacing)
-    shape, geo = resampled_geometry(ct.geometry, ct.shape, spacing)
-    lab = resample_array(mask.array.astype(np.uint8), mask.geometry, shape, geo, linear=False)
-    return small, LabelVolume(lab.astype(bool), small.geometry, mask.name)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
@@ -58,8 +48,9 @@ def main() -> int:
                     help="which lung voxels the losses ignore (default: those that look like dark tubes)")
     args = ap.parse_args()
     from core.growing import grow_airway
-    from core.io import read_ct, write_volume
+    from core.io import read_ct, resample_label_to, write_volume
     from core.phantom import make_phantom
+    from core.preprocess import resample_ct
     from core.training.pseudo_labels import dark_tubeness, pseudo_label, tube_threshold
     from core.volume import LabelVolume
 
@@ -87,7 +78,8 @@ def main() -> int:
     else:
         ct = read_ct(chest)
         grown = grow_airway(ct)
-        small, tree = _resampled(ct, grown.mask, args.spacing)
+        small = resample_ct(ct, args.spacing)
+        tree = resample_label_to(grown.mask, small)
         tubes = dark_tubeness(small) if args.lungs == "tubes" else None
         level = tube_threshold(tubes, tree.mask) if tubes is not None else None
         lab = pseudo_label(small, tree, lungs=args.lungs, tubeness=tubes, tube_min=level)
@@ -102,7 +94,8 @@ def main() -> int:
         if not path.exists() or (args.lungs == "tubes" and level is None):
             continue
         ct = read_ct(path)
-        small, empty = _resampled(ct, LabelVolume(np.zeros(ct.shape, bool), ct.geometry, name), args.spacing)
+        small = resample_ct(ct, args.spacing)
+        empty = LabelVolume(np.zeros(small.shape, bool), small.geometry, name)
         lab = pseudo_label(small, empty, lungs=args.lungs, tube_min=level)
         print(f"{name}: negative, {small.shape}, ignored {int((lab.array == 2).sum())} voxels")
         rows.append(put(name, small, lab))

@@ -85,14 +85,14 @@ def main() -> int:
             t, c = time.perf_counter(), time.process_time()
             grown = grow_airway(ct)
             describe("region growing", ct, grown.mask.mask, time.perf_counter() - t, time.process_time() - c, ref)
+        trachea = find_trachea(ct).mask.mask if title == "chest_ct_dicom" and predictors else None
         for name, pred in predictors.items():
             t, c = time.perf_counter(), time.process_time()
             out = pred.predict(ct)
             mask = np.asarray(out.mask.array).astype(bool)
             describe(name, ct, mask, time.perf_counter() - t, time.process_time() - c, ref)
-            if title == "chest_ct_dicom":
-                tr = find_trachea(ct).mask.mask
-                print(f"  {'':28s} covers {100 * (mask & tr).sum() / max(tr.sum(), 1):.0f} % of the detected trachea")
+            if trachea is not None:
+                print(f"  {'':28s} covers {100 * (mask & trachea).sum() / max(trachea.sum(), 1):.0f} % of the detected trachea")
     print(f"load average: {os.getloadavg()[0]:.2f}")
     return 0
 
