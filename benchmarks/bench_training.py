@@ -104,21 +104,16 @@ def demo_eval(args) -> None:
 
 def real_ct(args, folder: Path, train_spacing) -> None:
     import cc3d
-    import SimpleITK as sitk
 
     from core.inference import Predictor
-    from core.io import read_ct, to_sitk
+    from core.io import read_ct
+    from core.preprocess import resample_ct
     from core.tree import parse_tree
-    from core.volume import Geometry, IntensityVolume
 
     ct = read_ct(folder)
     # the demo model saw 2.5 x 2.5 x 3 mm voxels; resample the CT to that grid (linear) so airways have the size it knows
-    img = to_sitk(ct)
-    size = [int(round(n * s / t)) for n, s, t in zip(img.GetSize(), img.GetSpacing(), train_spacing)]
-    res = sitk.Resample(img, size, sitk.Transform(), sitk.sitkLinear, img.GetOrigin(), train_spacing,
-                        img.GetDirection(), -1024.0, sitk.sitkFloat32)
-    arr = sitk.GetArrayFromImage(res)
-    vol = IntensityVolume(arr, Geometry(res.GetSpacing(), res.GetOrigin(), res.GetDirection()), name="chest_ct")
+    vol = resample_ct(ct, train_spacing)
+    arr = vol.array
     predictor = Predictor(args.model, device="cpu", window=args.window, step=args.step, backend="torch")
     t0 = time.perf_counter()
     pred = predictor.predict(vol)

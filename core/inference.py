@@ -871,7 +871,8 @@ class Predictor:
 
     def _predict_resampled(self, ct: IntensityVolume, progress: Progress | None,
                            cancel: CancelToken | None) -> Prediction:
-        from core.preprocess import resample_array, resample_ct
+        from core.preprocess import resample_ct
+        from core.resample import resample_array
 
         t0 = time.perf_counter()
         small = resample_ct(ct, self.spacing)

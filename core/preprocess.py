@@ -217,26 +217,10 @@ def resampled_geometry(geometry, shape, spacing_xyz) -> tuple[tuple[int, int, in
     return (int(size_xyz[2]), int(size_xyz[1]), int(size_xyz[0])), geo
 
 
-def resample_array(array: np.ndarray, geometry, target_shape, target_geometry, linear: bool = True,
-                   default: float = 0.0) -> np.ndarray:
-    """``array`` on ``geometry`` -> ``target_geometry``/``target_shape`` (world-space, SimpleITK)."""
-    import SimpleITK as sitk
-
-    src = sitk.GetImageFromArray(np.ascontiguousarray(array))
-    src.SetSpacing(geometry.spacing)
-    src.SetOrigin(geometry.origin)
-    src.SetDirection(geometry.direction)
-    ref = sitk.Image([int(s) for s in target_shape[::-1]], sitk.sitkUInt8)
-    ref.SetSpacing(target_geometry.spacing)
-    ref.SetOrigin(target_geometry.origin)
-    ref.SetDirection(target_geometry.direction)
-    interp = sitk.sitkLinear if linear else sitk.sitkNearestNeighbor
-    out = sitk.Resample(src, ref, sitk.Transform(), interp, float(default), src.GetPixelID())
-    return sitk.GetArrayFromImage(out)
-
-
 def resample_ct(ct: IntensityVolume, spacing_xyz, default: float = -1024.0) -> IntensityVolume:
     """Linear resampling of a CT to ``spacing_xyz`` over the same extent (float32 HU)."""
+    from core.resample import resample_array
+
     shape, geo = resampled_geometry(ct.geometry, ct.shape, spacing_xyz)
     arr = resample_array(ct.array.astype(np.float32, copy=False), ct.geometry, shape, geo, True, default)
     return IntensityVolume(arr, geo, name=ct.name)
