@@ -13,7 +13,7 @@ folder. Nothing from ../shared is needed.
 Figures: medians over repeats, each with a baseline measured in the same run:
 - redraw vs a naive float windowing + full-image float blend (no LUT, no
   sparse blend), and vs the slice extraction alone;
-- opening vs SimpleITK reading the three files alone (the I/O floor);
+- opening vs core.io reading the three files alone (the I/O floor);
 - the longest event-loop stall (10 ms QTimer heartbeat) while the case opens and
   its tree, metrics and regions are computed in workers, vs the idle loop;
 - peak RSS (resource.getrusage) after each stage.
@@ -70,9 +70,8 @@ def build_case(folder: Path) -> dict[str, Path]:
 
 
 def bench_open(files: dict[str, Path], repeats: int, suffix: str = "") -> None:
-    import SimpleITK as sitk
-
     from app.review.case import Case, load_case
+    from core.io import read_volume
     from app.workers import run_sync
 
     paths = [files["ct" + suffix], files["ref" + suffix], files["pred" + suffix]]
@@ -80,7 +79,7 @@ def bench_open(files: dict[str, Path], repeats: int, suffix: str = "") -> None:
     for _ in range(repeats):
         t0 = time.perf_counter()
         for p in paths:
-            sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
+            read_volume(p)
         io_t.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         loaded = run_sync(load_case, paths[0], paths[1], [paths[2]])
@@ -90,7 +89,7 @@ def bench_open(files: dict[str, Path], repeats: int, suffix: str = "") -> None:
         del loaded, case
     label = "nii.gz" if suffix else "nii"
     mo, mi = statistics.median(open_t), statistics.median(io_t)
-    print(f"open case ({label}): median {mo:.2f} s (target < 5 s), SimpleITK read alone {mi:.2f} s, "
+    print(f"open case ({label}): median {mo:.2f} s (target < 5 s), core.io read alone {mi:.2f} s, "
           f"ratio {mo / mi:.2f}; peak RSS {rss_mb():.0f} MB")
 
 

@@ -3,7 +3,7 @@ and (``--selection``) the airway-guided window selection of issue 17 against the
 
 One command: ``python benchmarks/gpu_inference.py --selection`` (add ``--json FILE`` to keep the figures).
 Needs only torch, numpy, scipy and this checkout's ``core/``: the case is a synthetic chest made here
-(no SimpleITK), and when ``cc3d`` is missing a scipy stand-in is used for the connected components
+(no volume IO packages), and when ``cc3d`` is missing a scipy stand-in is used for the connected components
 (said in the output; same results, slower post-processing).
 
 Part 1, windows: fp32 (TF32 off), autocast (bf16 where supported, else fp16) and autocast + channels-last 3D,
@@ -31,7 +31,7 @@ script only, e.g. ``--device cpu --model resources/models/demo_wingsnet.pt --no-
 --shape 48 96 96``).
 
 The whole run for issue 17 (about 5-8 minutes on an H200; the real CT as .npz made on a machine with
-../shared/data, since SimpleITK may be missing on the GPU machine):
+../shared/data, since the volume IO packages may be missing on the GPU machine):
     python -c "from core.io import read_ct; import numpy as np; ct = read_ct('../shared/data/chest_ct_dicom'); \
         np.savez_compressed('chest_ct.npz', ct=ct.array, spacing=np.array(ct.geometry.spacing))"
     python benchmarks/gpu_inference.py --selection --phantom --ct-npy chest_ct.npz \

@@ -50,8 +50,8 @@ def left(budget: float) -> float:
 
 
 # -- volumes as .npz ------------------------------------------------------------------------------
-# SimpleITK (a 50 MB wheel) cannot travel to the GPU machine together with real CT data inside the
-# call's size limit, so there volumes travel and are written as .npz (array + geometry) and
+# The volume IO packages (nibabel, pydicom, pynrrd, python-gdcm) may be missing on the GPU machine,
+# which reaches no package index, and cannot all travel with real CT data inside the call's size limit, so there volumes travel and are written as .npz (array + geometry) and
 # core.io's readers are given that format for the session.
 def save_npz(volume, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,9 +87,12 @@ def npz_io() -> None:
     cio.read_ct, cio.read_label, cio.read_volume = ct, label, volume
 
 
-def have_sitk() -> bool:
+def have_volume_io() -> bool:
     try:
-        import SimpleITK  # noqa: F401
+        import gdcm  # noqa: F401
+        import nibabel  # noqa: F401
+        import nrrd  # noqa: F401
+        import pydicom  # noqa: F401
         return True
     except ImportError:
         return False
@@ -173,7 +176,7 @@ def train_step_speed(steps: int = 8) -> float:
 def _one_phantom(job: tuple) -> str:
     from core.phantom import make_phantom
 
-    if have_sitk():
+    if have_volume_io():
         from core.io import write_volume
 
     i, shape, spacing, folder = job
@@ -183,7 +186,7 @@ def _one_phantom(job: tuple) -> str:
                       noise=float(rng.uniform(10, 45)), blur=float(rng.uniform(0.3, 1.1)),
                       wall_contrast=float(rng.uniform(0.3, 1.0)))
     name = f"ph{i:03d}"
-    if have_sitk():
+    if have_volume_io():
         write_volume(ph.ct, Path(folder) / "imagesTr" / f"{name}_0000.nii.gz")
         write_volume(ph.label, Path(folder) / "labelsTr" / f"{name}.nii.gz")
     else:
@@ -296,7 +299,7 @@ def train(data: Path, cfg: Path, run: Path, deadline_s: float) -> None:
     say(f"3c. airway train --preset paper (width 1.0, 128^3) on cuda; hard stop at {deadline_s:.0f} s")
     log = open(run.parent / "train.log", "w")
     argv = ["train", "--preset", "paper", "--config", str(cfg), "--data", str(data), "--out", str(run), "--device", DEVICE]
-    # the child reads .npz volumes as this process does when SimpleITK is not there
+    # the child reads .npz volumes as this process does when the volume IO packages are not there
     code = ("import sys; sys.path.insert(0, 'benchmarks'); import gpu_session as gs; gs.npz_io(); "
             f"from core.cli import main; sys.exit(main({argv!r}))")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -400,7 +403,7 @@ def main() -> int:
     try:
         cfg = work / "gpu_run.toml"
         cfg.write_text("[run]\namp = true\n")
-        if not have_sitk():
+        if not have_volume_io():
             npz_io()
         real = Path(args.real).resolve() if args.real else None
         if args.skip_benchmarks:

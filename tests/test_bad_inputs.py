@@ -32,9 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # workspace: one set of good and bad files, copied fresh for every row
 
 def _build_template(folder: Path) -> Path:
-    import SimpleITK as sitk
-
-    from core.io import write_volume
+    from core.io import nifti_file, write_volume
     from core.phantom import make_phantom
     from core.tree import parse_tree
     from core.volume import Geometry, IntensityVolume, LabelVolume
@@ -56,11 +54,11 @@ def _build_template(folder: Path) -> Path:
     write_volume(probs, folder / "not_probs.nii.gz")
     nan = ph.label.mask.astype(np.float32)
     nan[0, 0, 0] = np.nan
-    img = sitk.GetImageFromArray(nan)  # written by SimpleITK: the volume classes refuse NaN themselves
-    img.SetSpacing(g.spacing)
-    img.SetOrigin(g.origin)
-    sitk.WriteImage(img, str(folder / "nan_label.nii.gz"))
-    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((8, 8), np.int16)), str(folder / "flat.nii.gz"))
+    # written by the format module: the volume classes refuse NaN themselves
+    nifti_file.write(nan, g.spacing, g.origin, g.direction_matrix, folder / "nan_label.nii.gz", True)
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.zeros((8, 8), np.int16), np.eye(4)), str(folder / "flat.nii.gz"))
     (folder / "corrupt.nii.gz").write_text("this is not an image\n")
     (folder / "zero_bytes.nii.gz").write_bytes(b"")
     data = (folder / "ct.nii.gz").read_bytes()

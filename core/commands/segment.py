@@ -1,6 +1,6 @@
 """``airway segment``: airway masks (and probability maps) for one CT, a DICOM folder or a folder of cases.
 
-Heavy modules (torch, SimpleITK, the backends) are imported inside the handler
+Heavy modules (torch, the volume IO packages, the backends) are imported inside the handler
 so ``airway --help`` stays fast. Outputs are written only after a case is fully
 segmented, atomically (core.io.write_volume), so a cancelled or failed run
 leaves no partial file.

@@ -2,30 +2,28 @@
 
 Formats: NIfTI (``.nii``, ``.nii.gz``), MetaImage (``.mha``, ``.mhd``), NRRD
 (``.nrrd``, ``.nhdr``) and DICOM series (a folder; several series in one
-folder: pick one by UID, by default the one with the most slices). SimpleITK
-does the decoding; this module adds the checks and messages users need.
+folder: pick one by UID, by default the one with the most slices). One module
+per format decodes (nibabel, pynrrd, pydicom, and MetaImage here); this package
+adds the checks and messages users need. SimpleITK did this before; it is no
+longer a dependency (272 MB of the installed app) and the tests hold these
+readers to SimpleITK's geometry on the same files.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from core.errors import GeometryError, InputError
+from core.io.decoded import FIX_FORMATS as _FIX_FORMATS
+from core.io.decoded import Decoded, to_volume_parts
+from core.io.dicom_series import DicomSeries, list_dicom_series
 from core.volume import Geometry, IntensityVolume, LabelSelector, LabelVolume, check_same_grid
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
-_FIX_FORMATS = "Use a NIfTI (.nii/.nii.gz), MetaImage (.mha/.mhd), NRRD (.nrrd/.nhdr) file or a DICOM series folder."
-
-
-def _sitk():
-    import SimpleITK as sitk  # lazy: keeps `airway --help` fast
-
-    return sitk
 
 
 def volume_suffix(path: str | Path) -> str:
@@ -45,28 +43,9 @@ def case_name(path: str | Path) -> str:
 
 # -- DICOM ---------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class DicomSeries:
-    uid: str
-    files: tuple[str, ...]
+def _read_dicom(folder: Path, series_uid: str | None) -> Decoded:
+    from core.io.dicom_series import read_series
 
-    @property
-    def n_slices(self) -> int:
-        return len(self.files)
-
-
-def list_dicom_series(folder: str | Path) -> list[DicomSeries]:
-    """The DICOM series in ``folder``, largest first."""
-    sitk = _sitk()
-    folder = Path(folder)
-    reader = sitk.ImageSeriesReader()
-    uids = reader.GetGDCMSeriesIDs(str(folder)) or ()
-    series = [DicomSeries(uid, tuple(reader.GetGDCMSeriesFileNames(str(folder), uid))) for uid in uids]
-    return sorted(series, key=lambda s: (-s.n_slices, s.uid))
-
-
-def _read_dicom(folder: Path, series_uid: str | None):
-    sitk = _sitk()
     series = list_dicom_series(folder)
     if not series:
         raise InputError(
@@ -82,30 +61,25 @@ def _read_dicom(folder: Path, series_uid: str | None):
             listed = ", ".join(f"{s.uid} ({s.n_slices} slices)" for s in series)
             raise InputError(f"No DICOM series with UID {series_uid} here; found {listed}.", "Pass one of these UIDs.", path=folder)
         chosen = match[0]
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(list(chosen.files))
-    try:
-        return reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(
-            f"Could not read DICOM series {chosen.uid}: {_first_line(exc)}",
-            "Check that the slices are complete and not truncated.",
-            path=folder,
-        ) from None
+    return read_series(chosen, folder)
 
 
 # -- reading -------------------------------------------------------------------
 
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    # ITK puts the useful description last
-    useful = [ln for ln in lines if "Description" in ln or "ERROR" in ln.upper()]
-    text = (useful or lines or [type(exc).__name__])[-1]
-    return text.replace("Description:", "").strip()[:200]
+def _reader(suffix: str):
+    # imported per format: `airway --help` and a NIfTI-only session never load pydicom
+    if suffix in (".nii", ".nii.gz"):
+        from core.io import nifti_file as module
+    elif suffix in (".nrrd", ".nhdr"):
+        from core.io import nrrd_file as module
+    elif suffix in (".mha", ".mhd"):
+        from core.io import metaimage_file as module
+    else:
+        return None
+    return module
 
 
-def _read_image(path: str | Path, series_uid: str | None = None):
-    sitk = _sitk()
+def _read_image(path: str | Path, series_uid: str | None = None) -> Decoded:
     p = Path(path)
     if not p.exists():
         raise InputError("File or folder not found.", "Check the path and spelling.", path=p)
@@ -113,132 +87,21 @@ def _read_image(path: str | Path, series_uid: str | None = None):
         return _read_dicom(p, series_uid)
     if p.stat().st_size == 0:
         raise InputError("The file is empty (0 bytes).", "Copy it again from its source.", path=p)
-    try:
-        image = sitk.ReadImage(str(p))
-    except RuntimeError as exc:
+    module = _reader(volume_suffix(p))
+    if module is None:
+        raise InputError(f"Unknown volume format '{volume_suffix(p) or p.name}'.", _FIX_FORMATS, path=p)
+    return module.read(p)
+
+
+def _to_volume_parts(image: Decoded, path: str | Path) -> tuple[np.ndarray, Geometry]:
+    arr, geo = to_volume_parts(image, path)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).sum())
         raise InputError(
-            f"Could not read this file as an image: {_first_line(exc)}",
-            f"The file may be corrupt or truncated, or of an unsupported format. {_FIX_FORMATS}",
-            path=p,
-        ) from None
-    if volume_suffix(p) in (".nii", ".nii.gz"):
-        _check_nifti_file(p)
-    return image
-
-
-@dataclass(frozen=True)
-class _NiftiLayout:
-    data_start: int
-    data_end: int
-    float_dtype: str | None  # numpy dtype of float voxel data, None for integers
-
-
-def _nifti_layout(header: bytes) -> _NiftiLayout | None:
-    """Where a NIfTI-1/2 file's voxel data lies, from its header."""
-    import struct
-
-    for endian in "<>":
-        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
-            dims = struct.unpack(endian + "8h", header[40:56])
-            datatype = struct.unpack(endian + "h", header[70:72])[0]
-            bitpix = struct.unpack(endian + "h", header[72:74])[0]
-            vox_offset = int(struct.unpack(endian + "f", header[108:112])[0])
-            break
-        if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
-            dims = struct.unpack(endian + "8q", header[16:80])
-            datatype = struct.unpack(endian + "h", header[12:14])[0]
-            bitpix = struct.unpack(endian + "h", header[14:16])[0]
-            vox_offset = struct.unpack(endian + "q", header[168:176])[0]
-            break
-    else:
-        return None
-    n = int(np.prod([max(int(d), 1) for d in dims[1 : dims[0] + 1]], dtype=np.int64))
-    start = max(vox_offset, 348)
-    floats = {16: endian + "f4", 64: endian + "f8"}
-    return _NiftiLayout(start, start + n * bitpix // 8, floats.get(datatype))
-
-
-def _check_nifti_file(path: Path) -> None:
-    """Refuse truncated NIfTI files and float NIfTI files holding NaN/inf.
-
-    ITK's NIfTI reader zero-fills missing data and turns NaN into 0 without a
-    word: both would be silent wrong answers.
-    """
-    import gzip
-    import zlib
-
-    truncated = InputError(
-        "The file is truncated: its voxel data ends before the size its header declares.",
-        "Copy or download it again; the file on disk is incomplete.",
-        path=path,
-    )
-    with open(path, "rb") as f:
-        gz = f.read(2) == b"\x1f\x8b"
-    opener = gzip.open if gz else open
-    try:
-        with opener(path, "rb") as f:
-            layout = _nifti_layout(f.read(544))
-    except (OSError, EOFError):
-        raise truncated from None
-    if layout is None:
-        return
-    if layout.float_dtype is not None:
-        # float data has to be read anyway to look for NaN; that also proves it complete
-        try:
-            with opener(path, "rb") as f:
-                f.seek(layout.data_start)
-                data = f.read(layout.data_end - layout.data_start)
-        except (OSError, EOFError, zlib.error):
-            raise truncated from None
-        if len(data) < layout.data_end - layout.data_start:
-            raise truncated
-        bad = int((~np.isfinite(np.frombuffer(data, dtype=layout.float_dtype))).sum())
-        if bad:
-            raise InputError(
-                f"The image has {bad} NaN or infinite voxels.",
-                "Replace them (for example with -1024 HU for a CT, 0 for a label) in the file and load it again.",
-                path=path,
-            )
-        return
-    if not gz:
-        if path.stat().st_size < layout.data_end:
-            raise truncated
-        return
-    with open(path, "rb") as f:
-        f.seek(-4, os.SEEK_END)
-        isize = int.from_bytes(f.read(4), "little")
-    if isize == layout.data_end % 2**32:
-        return
-    # The gzip trailer disagrees: decompress the stream to be sure.
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    total = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            total += len(d.decompress(chunk))
-    if not d.eof or total < layout.data_end:
-        raise truncated
-
-
-def _to_volume_parts(image, path: str | Path) -> tuple[np.ndarray, Geometry]:
-    sitk = _sitk()
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(
-            f"The image has {image.GetNumberOfComponentsPerPixel()} components per voxel (colour or vector image).",
-            "Give a scalar (grey-value) CT or label volume.",
+            f"The image has {bad} NaN or infinite voxels.",
+            "Replace them (for example with -1024 HU for a CT, 0 for a label) in the file and load it again.",
             path=path,
         )
-    dim = image.GetDimension()
-    if dim == 4 and image.GetSize()[3] == 1:
-        image = image[:, :, :, 0]
-        dim = 3
-    if dim != 3 or min(image.GetSize()) < 1:
-        raise InputError(
-            f"Expected a 3D volume, got a {dim}D image of size {tuple(image.GetSize())}.",
-            "Give a 3D volume (a NIfTI/MHA/NRRD volume or a whole DICOM series folder), not a single slice.",
-            path=path,
-        )
-    arr = sitk.GetArrayFromImage(image)
-    geo = Geometry(image.GetSpacing(), image.GetOrigin(), image.GetDirection())
     return arr, geo
 
 
@@ -253,13 +116,6 @@ def read_ct(path: str | Path, series_uid: str | None = None) -> IntensityVolume:
     """A CT in HU. Float images with NaN/inf are refused (see IntensityVolume)."""
     img = _read_image(path, series_uid)
     arr, geo = _to_volume_parts(img, path)
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        bad = int((~np.isfinite(arr)).sum())
-        raise InputError(
-            f"The CT has {bad} NaN or infinite voxels.",
-            "Replace them (for example with -1024 HU) in the file and load it again.",
-            path=path,
-        )
     if arr.dtype.kind not in "iuf":
         raise InputError(f"Unsupported voxel type {arr.dtype}.", "Save the CT as integer or float HU values.", path=path)
     return IntensityVolume(arr, geo, name=case_name(path))
@@ -280,11 +136,8 @@ def read_label(
     sel = selector if isinstance(selector, LabelSelector) else LabelSelector.parse(selector)
     img = _read_image(path)
     arr, geo = _to_volume_parts(img, path)
-    if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all():
-            raise InputError("The label has NaN values.", "Save labels as integers.", path=path)
-        if sel.mode == "bits":
-            arr = arr.astype(np.int64)
+    if arr.dtype.kind == "f" and sel.mode == "bits":
+        arr = arr.astype(np.int64)
     mask = np.ascontiguousarray(sel.apply(arr))
     label = LabelVolume(mask, geo, name=case_name(path))
     if reference is not None:
@@ -300,38 +153,43 @@ def read_label(
 
 def resample_label_to(label: LabelVolume, reference: IntensityVolume | LabelVolume) -> LabelVolume:
     """Nearest-neighbour resampling of ``label`` onto ``reference``'s grid (explicit, opt-in)."""
-    sitk = _sitk()
-    src = to_sitk(LabelVolume(label.mask.astype(np.uint8), label.geometry))
-    ref = to_sitk(IntensityVolume(np.zeros(reference.shape, np.uint8), reference.geometry))
-    out = sitk.Resample(src, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    return LabelVolume(sitk.GetArrayFromImage(out).astype(bool), reference.geometry, name=label.name)
+    from core.resample import resample_array
+
+    mask = resample_array(label.mask, label.geometry, reference.shape, reference.geometry, linear=False)
+    return LabelVolume(mask, reference.geometry, name=label.name)
 
 
 # -- writing -------------------------------------------------------------------
 
-def to_sitk(volume: IntensityVolume | LabelVolume):
-    sitk = _sitk()
+def _storable(volume: IntensityVolume | LabelVolume) -> np.ndarray:
     arr = volume.array
     if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    elif arr.dtype == np.float16:
-        arr = arr.astype(np.float32)
-    img = sitk.GetImageFromArray(np.ascontiguousarray(arr))
-    img.SetSpacing(volume.geometry.spacing)
-    img.SetOrigin(volume.geometry.origin)
-    img.SetDirection(volume.geometry.direction)
-    return img
+        return arr.view(np.uint8)
+    if arr.dtype == np.float16:
+        return arr.astype(np.float32)
+    return arr
 
 
 def write_volume_file(volume: IntensityVolume | LabelVolume, path: str | Path, suffix: str | None = None,
                       compress: bool = True) -> None:
-    """Encode ``volume`` into exactly ``path`` (no atomicity; :func:`write_volume` and core.outputs add it)."""
-    sitk = _sitk()
+    """Encode ``volume`` into exactly ``path`` (no atomicity; :func:`write_volume` and core.outputs add it).
+
+    ``.nii`` is never compressed (its name says so); the detached formats write
+    their data file beside ``path``.
+    """
+    path = Path(path)
     suffix = suffix or volume_suffix(path)
+    module = _reader(suffix)
+    if module is None:
+        raise InputError(f"Cannot write '{path.name}': unknown volume format.", _FIX_FORMATS, path=path)
+    g = volume.geometry
+    kwargs = {"detached": True} if suffix == ".mhd" else {}
     try:
-        sitk.WriteImage(to_sitk(volume), str(path), useCompression=compress and suffix != ".nii")
-    except RuntimeError as exc:
-        raise InputError(f"Could not write the volume: {_first_line(exc)}", "Check the folder is writable and the disk has space.", path=path) from None
+        module.write(_storable(volume), g.spacing, g.origin, g.direction_matrix, path,
+                     compress and suffix != ".nii", **kwargs)
+    except OSError as exc:
+        raise InputError(f"Could not write the volume: {exc.strerror or exc}",
+                         "Check the folder is writable and the disk has space.", path=path) from None
 
 
 def write_volume(volume: IntensityVolume | LabelVolume, path: str | Path, compress: bool = True) -> Path:
@@ -368,14 +226,10 @@ def write_volume(volume: IntensityVolume | LabelVolume, path: str | Path, compre
 def _write_pair(volume, path: Path, suffix: str, compress: bool) -> Path:
     from core.filemodes import apply_umask
 
-    sitk = _sitk()
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmpdir:
         tmp_header = Path(tmpdir) / path.name
-        try:
-            sitk.WriteImage(to_sitk(volume), str(tmp_header), useCompression=compress)
-        except RuntimeError as exc:
-            raise InputError(f"Could not write the volume: {_first_line(exc)}", "Check the folder is writable.", path=path) from None
+        write_volume_file(volume, tmp_header, suffix, compress)
         for f in Path(tmpdir).iterdir():
             apply_umask(f)
             if f.name != path.name:
@@ -401,7 +255,6 @@ __all__ = [
     "read_label",
     "read_volume",
     "resample_label_to",
-    "to_sitk",
     "volume_suffix",
     "write_volume",
     "write_volume_file",
