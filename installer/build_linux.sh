@@ -46,5 +46,15 @@ t3=$(date +%s)
 echo "pyinstaller $((t1 - t0)) s, tar.gz $((t2 - t1)) s, .deb $((t3 - t2)) s"
 echo "bundle $(du -sh "$bundle" | cut -f1); $(ls -l "$tarball" "$dist"/airway-studio_*_amd64.deb | awk '{printf "%s %d MiB; ", $NF, $5 / 1048576}')"
 if [ "$smoke" = 1 ]; then
-  "$py" installer/smoke_test.py --app "$bundle/AirwayStudio"
+  # compressed series (GDCM, from this venv) the frozen decoder must read exactly; the real
+  # JPEG 2000 series too when ../shared/data is beside the checkout
+  series=$(mktemp -d)
+  trap 'rm -rf "$series"' EXIT
+  dicom=()
+  for syntax in jpeg-lossless jpeg2000; do
+    "$py" installer/compress_dicom.py "$series/$syntax" --syntax "$syntax" >/dev/null
+    dicom+=("$series/$syntax")
+  done
+  [ -d ../shared/data/totalseg/example_ct_dicom ] && dicom+=(../shared/data/totalseg/example_ct_dicom)
+  "$py" installer/smoke_test.py --app "$bundle/AirwayStudio" --dicom "${dicom[@]}"
 fi

@@ -3,7 +3,8 @@
     python installer/smoke_test.py [--app dist/AirwayStudio/AirwayStudio[.exe]] [--allow-skip]
 
 Runs the bundle's own executable the way users and the GUI do: ``--version``, a
-generated phantom, ``info`` on it, ``segment`` with the bundled model (and with the
+generated phantom, ``info`` on it and on a DICOM series written here (and on the
+series given with ``--dicom``: compressed ones test the frozen GDCM decoder), ``segment`` with the bundled model (and with the
 training-free ``--method region-growing`` when the build has it), a 1-epoch ``train``
 with DataLoader worker processes (the frozen executable re-launches itself for them),
 and the GUI ``--demo --screenshot`` whose PNG must not be blank. Each check prints
@@ -201,6 +202,102 @@ def check_info(r: Runner) -> str:
     return f"shape {info['shape_zyx']}, spacing {info['spacing_xyz']}"
 
 
+#: a small axial CT series written here (standard library): 6 slices of 16 x 20 pixels
+DICOM_SHAPE = (6, 16, 20)
+DICOM_SPACING = (0.75, 0.7, 2.5)  # x (between columns), y (between rows), z (slice step), mm
+DICOM_ORIGIN = (-120.0, -80.0, -300.0)
+
+
+def _dicom_element(group: int, element: int, vr: str, value: bytes) -> bytes:
+    """One explicit-VR little-endian data element, value padded to even length."""
+    if len(value) % 2:
+        value += b"\0" if vr in ("UI", "OB") else b" "
+    head = struct.pack("<HH", group, element) + vr.encode("ascii")
+    if vr in ("OB", "OW", "SQ", "UN", "UT"):
+        return head + b"\0\0" + struct.pack("<I", len(value)) + value
+    return head + struct.pack("<H", len(value)) + value
+
+
+def write_dicom_series(folder: Path) -> tuple[int, int]:
+    """A valid Part 10 CT series in ``folder``, files named against slice order; (min, max) HU stored."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ct, explicit_le = "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1"
+    nz, ny, nx = DICOM_SHAPE
+    stored: list[int] = []
+    for z in range(nz):
+        uid = f"1.2.826.0.1.3680043.8.498.{z + 1}"
+        pixels = [(x * 7 + y * 13 + z * 101) % 2000 for y in range(ny) for x in range(nx)]
+        stored += pixels
+        ds = b"".join([
+            _dicom_element(0x0008, 0x0016, "UI", ct.encode()),
+            _dicom_element(0x0008, 0x0018, "UI", uid.encode()),
+            _dicom_element(0x0008, 0x0060, "CS", b"CT"),
+            _dicom_element(0x0020, 0x000D, "UI", b"1.2.826.0.1.3680043.8.498.100"),
+            _dicom_element(0x0020, 0x000E, "UI", b"1.2.826.0.1.3680043.8.498.200"),
+            _dicom_element(0x0020, 0x0013, "IS", str(z + 1).encode()),
+            _dicom_element(0x0020, 0x0032, "DS", "\\".join(
+                str(v) for v in (DICOM_ORIGIN[0], DICOM_ORIGIN[1], DICOM_ORIGIN[2] + z * DICOM_SPACING[2])).encode()),
+            _dicom_element(0x0020, 0x0037, "DS", b"1\\0\\0\\0\\1\\0"),
+            _dicom_element(0x0028, 0x0002, "US", struct.pack("<H", 1)),
+            _dicom_element(0x0028, 0x0004, "CS", b"MONOCHROME2"),
+            _dicom_element(0x0028, 0x0010, "US", struct.pack("<H", ny)),
+            _dicom_element(0x0028, 0x0011, "US", struct.pack("<H", nx)),
+            _dicom_element(0x0028, 0x0030, "DS", f"{DICOM_SPACING[1]}\\{DICOM_SPACING[0]}".encode()),
+            _dicom_element(0x0028, 0x0100, "US", struct.pack("<H", 16)),
+            _dicom_element(0x0028, 0x0101, "US", struct.pack("<H", 16)),
+            _dicom_element(0x0028, 0x0102, "US", struct.pack("<H", 15)),
+            _dicom_element(0x0028, 0x0103, "US", struct.pack("<H", 0)),
+            _dicom_element(0x0028, 0x1052, "DS", b"-1024"),
+            _dicom_element(0x0028, 0x1053, "DS", b"1"),
+            _dicom_element(0x7FE0, 0x0010, "OW", struct.pack(f"<{len(pixels)}H", *pixels)),
+        ])
+        meta = b"".join([
+            _dicom_element(0x0002, 0x0001, "OB", b"\0\1"),
+            _dicom_element(0x0002, 0x0002, "UI", ct.encode()),
+            _dicom_element(0x0002, 0x0003, "UI", uid.encode()),
+            _dicom_element(0x0002, 0x0010, "UI", explicit_le.encode()),
+        ])
+        meta = _dicom_element(0x0002, 0x0000, "UL", struct.pack("<I", len(meta))) + meta
+        # names run against the slice order: the reader must sort by position, not by name
+        (folder / f"IM{nz - z:03d}.dcm").write_bytes(b"\0" * 128 + b"DICM" + meta + ds)
+    return min(stored) - 1024, max(stored) - 1024
+
+
+def dicom_expectation(lo: int, hi: int) -> dict:
+    """What ``info --json`` must report for the series write_dicom_series wrote."""
+    return {"shape_zyx": list(DICOM_SHAPE), "spacing_xyz": list(DICOM_SPACING), "origin_xyz": list(DICOM_ORIGIN),
+            "min": lo, "max": hi}
+
+
+def check_dicom(r: Runner) -> str:
+    expect = dicom_expectation(*write_dicom_series(r.work / "dicom"))
+    info = json.loads(r.run(["info", "dicom", "--json"]).stdout)
+    got = {k: info.get(k) for k in expect}
+    if got != expect:
+        raise Failure(f"DICOM series read as {got}, written as {expect}")
+    return f"{DICOM_SHAPE[0]} slices, spacing {info['spacing_xyz']}, HU {expect['min']}..{expect['max']}"
+
+
+def check_dicom_given(r: Runner, folders: list[Path]) -> str:
+    """Each folder must read as a 3D CT; one with an ``expected.json`` (compress_dicom.py) exactly as that says."""
+    notes = []
+    for folder in folders:
+        info = json.loads(r.run(["info", str(folder), "--json"]).stdout)
+        shape = info.get("shape_zyx") or []
+        if len(shape) != 3 or min(shape) < 2 or not info.get("max", 0) > info.get("min", 0):
+            raise Failure(f"{folder} read as shape {shape}, values {info.get('min')}..{info.get('max')}")
+        expected = folder / "expected.json"
+        if expected.is_file():
+            expect = json.loads(expected.read_text(encoding="utf-8"))
+            got = {k: info.get(k) for k in expect if k != "transfer_syntax"}
+            if got != {k: v for k, v in expect.items() if k != "transfer_syntax"}:
+                raise Failure(f"{folder} ({expect.get('transfer_syntax')}) read as {got}, written as {expect}")
+            notes.append(f"{folder.name}: {expect.get('transfer_syntax')} exact")
+        else:
+            notes.append(f"{folder.name}: shape {shape}, HU {info['min']:g}..{info['max']:g}")
+    return "; ".join(notes)
+
+
 def _segment(r: Runner, extra: list[str], out: str) -> dict:
     proc = r.run(["segment", "-q", "--input", "phantom/ct.nii.gz", "--output", out,
                   "--reference", "phantom/label.nii.gz", "--json", *extra])
@@ -278,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="CPU engine the bundled model must run on: fast-cpu (default: ONNX Runtime or OpenVINO, "
                         "not the PyTorch fallback), onnxruntime, openvino, or any")
     p.add_argument("--only", nargs="+", metavar="CHECK", help="run only these checks (names as printed)")
+    p.add_argument("--dicom", type=Path, nargs="+", help="also read these DICOM series folders: compressed ones "
+                   "(installer/compress_dicom.py, real data) prove the frozen GDCM decoder")
     p.add_argument("--timeout", type=float, default=300, help="seconds per command (default 300)")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
     p.add_argument("--verbose", "-v", action="store_true", help="print each command")
@@ -295,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         ("version", lambda: check_version(r)),
         ("phantom", lambda: check_phantom(r)),
         ("info", lambda: check_info(r)),
+        ("dicom", lambda: check_dicom(r)),
+        *([("dicom-given", lambda: check_dicom_given(r, [d.absolute() for d in args.dicom]))] if args.dicom else []),
         ("segment-model", lambda: check_segment(r, args.expect_backend)),
         ("segment-region-growing", lambda: check_region_growing(r)),
         ("train", lambda: check_train(r)),
