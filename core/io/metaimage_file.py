@@ -60,6 +60,27 @@ def _floats(fields: dict[str, str], keys: tuple[str, ...], n: int, default: floa
     return [default] * n
 
 
+def _inflate_into(f, target: memoryview, path: Path) -> int:
+    """Decompress the zlib stream from ``f`` into ``target``; the number of bytes filled."""
+    inflater = zlib.decompressobj()
+    pos = 0
+    while pos < len(target):
+        chunk = f.read(16 << 20)
+        if not chunk:
+            break
+        try:
+            piece = inflater.decompress(chunk, len(target) - pos)
+            while True:
+                target[pos:pos + len(piece)] = piece
+                pos += len(piece)
+                if not inflater.unconsumed_tail or pos >= len(target):
+                    break
+                piece = inflater.decompress(inflater.unconsumed_tail, len(target) - pos)
+        except zlib.error:
+            raise truncated(path) from None
+    return pos
+
+
 def read(path: Path) -> Decoded:
     with open(path, "rb") as f:
         head = f.read(_MAX_HEADER)
@@ -101,23 +122,23 @@ def read(path: Path) -> Decoded:
                              "Keep the .mhd header and its data file together in one folder.", path=path)
     header_size = int(fields.get("HeaderSize", "0"))
     compressed = fields.get("CompressedData", "False").lower() == "true"
+    # decoded straight into the array: one copy of the volume in memory, not three
+    data = np.empty(count, dtype=dtype)
+    target = memoryview(data).cast("B")
     with open(source, "rb") as f:
         if header_size == -1 and not compressed:
             f.seek(0, 2)
             offset = f.tell() - nbytes
         else:
             offset += max(header_size, 0)
-        f.seek(max(offset, 0))
-        blob = f.read() if compressed else f.read(nbytes)
-    if compressed:
-        d = zlib.decompressobj()
-        try:
-            blob = d.decompress(blob, nbytes)
-        except zlib.error:
-            raise truncated(path) from None
-    if len(blob) < nbytes or offset < 0:
+        if offset < 0:
+            raise truncated(path)
+        f.seek(offset)
+        filled = _inflate_into(f, target, path) if compressed else f.readinto(target)
+    if filled < nbytes:
         raise truncated(path)
-    data = np.frombuffer(blob, dtype=dtype, count=count).astype(dtype.newbyteorder("="), copy=True)
+    if not dtype.isnative:
+        data = data.byteswap().view(dtype.newbyteorder("="))
     shape = sizes[::-1] + ([components] if components > 1 else [])
     array = data.reshape(shape)
     if components > 1:
@@ -142,9 +163,16 @@ def write(array: np.ndarray, spacing, origin, direction: np.ndarray, path: Path,
     dtype = array.dtype.newbyteorder("<")
     if dtype.newbyteorder("=") not in _NAMES:
         raise InputError(f"MetaImage cannot store {array.dtype} voxels.", "Save as NIfTI or NRRD instead.", path=path)
-    payload = array.astype(dtype, copy=False).tobytes()
+    data = array.astype(dtype, copy=False)
     if compress:
-        payload = zlib.compress(payload, COMPRESS_LEVEL)
+        # slab by slab from the array's own memory: no second copy of the volume as bytes
+        packer = zlib.compressobj(COMPRESS_LEVEL)
+        step = max(1, (64 << 20) // max(data[:1].nbytes, 1))
+        payload = [packer.compress(memoryview(data[z:z + step]).cast("B")) for z in range(0, data.shape[0], step)]
+        payload.append(packer.flush())
+    else:
+        payload = [memoryview(data).cast("B")]
+    size = sum(len(chunk) for chunk in payload)
     matrix = np.asarray(direction, float).T.ravel()
     data_name = path.with_suffix(".zraw" if compress else ".raw").name if detached else "LOCAL"
 
@@ -157,7 +185,7 @@ def write(array: np.ndarray, spacing, origin, direction: np.ndarray, path: Path,
         "BinaryData = True",
         "BinaryDataByteOrderMSB = False",
         f"CompressedData = {compress}",
-        *( [f"CompressedDataSize = {len(payload)}"] if compress else []),
+        *([f"CompressedDataSize = {size}"] if compress else []),
         f"TransformMatrix = {nums(matrix)}",
         f"Offset = {nums(origin)}",
         "CenterOfRotation = 0 0 0",
@@ -168,9 +196,10 @@ def write(array: np.ndarray, spacing, origin, direction: np.ndarray, path: Path,
     ]
     header = ("\n".join(lines) + "\n").encode("ascii")
     if detached:
-        (path.parent / data_name).write_bytes(payload)
+        with open(path.parent / data_name, "wb") as f:
+            f.writelines(payload)
         path.write_bytes(header)
     else:
         with open(path, "wb") as f:
             f.write(header)
-            f.write(payload)
+            f.writelines(payload)
