@@ -68,6 +68,14 @@ def _build_template(folder: Path) -> Path:
     (folder / "bad.pt").write_bytes(b"not a checkpoint")
     (folder / "bad.tree.npz").write_bytes(b"not a tree")
     parse_tree(other.label).save(folder / "other.tree.npz")  # same shape, another phantom
+    # DICOM series that cannot make one regular grid (the smoke test's series, standard library)
+    sys.path.insert(0, str(ROOT / "installer"))
+    from smoke_test import write_dicom_series
+
+    write_dicom_series(folder / "dicom_gap")
+    (folder / "dicom_gap" / "IM003.dcm").unlink()  # a slice in the middle is missing
+    write_dicom_series(folder / "dicom_twice")
+    shutil.copy(folder / "dicom_twice" / "IM003.dcm", folder / "dicom_twice" / "IM003_copy.dcm")
     (folder / "no_dicom").mkdir()
     (folder / "no_dicom" / "readme.txt").write_text("no slices here\n")
     ds = folder / "dataset_bad"
@@ -138,6 +146,8 @@ ROWS = [
     R("info-truncated", "info truncated.nii.gz", "truncated.nii.gz", "again"),
     R("info-2d", "info flat.nii.gz", "flat.nii.gz", "3D volume"),
     R("info-folder-without-dicom", "info no_dicom", "no_dicom", "folder that holds"),
+    R("info-dicom-missing-slice", "info dicom_gap", "dicom_gap", "whole series"),
+    R("info-dicom-slice-twice", "info dicom_twice", "dicom_twice", "reconstruction alone"),
     # evaluate: outputs
     R("evaluate-json-is-the-reference", f"{EV} --json label.nii.gz", "label.nii.gz", "another --json"),
     R("evaluate-csv-is-a-prediction", f"{EV} --csv label.nii.gz --overwrite", "label.nii.gz", "another --csv"),
@@ -169,6 +179,7 @@ ROWS = [
     R("segment-corrupt-model", f"{SEG} -o m.nii.gz --model bad.pt", "bad.pt", "checkpoint"),
     R("segment-input-missing", "segment --input nowhere.nii.gz", "nowhere.nii.gz", "--input"),
     R("segment-input-truncated", "segment --input truncated.nii.gz -o m.nii.gz", "truncated.nii.gz", "again"),
+    R("segment-dicom-missing-slice", "segment --input dicom_gap -o m.nii.gz", "dicom_gap", "whole series"),
     # phantom
     R("phantom-out-holds-a-phantom", "phantom --size 32 --out prior_phantom", "prior_phantom", "--overwrite"),
     R("phantom-out-is-a-file", "phantom --size 32 --out afile", "afile", "--out"),
@@ -285,6 +296,7 @@ APP_ROWS = [
     AppRow("app-ct-without-body", _load("air_ct.nii.gz"), "air_ct.nii.gz", "Hounsfield"),
     AppRow("app-ct-corrupt", _load("corrupt.nii.gz"), "corrupt.nii.gz", "corrupt"),
     AppRow("app-ct-missing", _load("nowhere.nii.gz"), "nowhere.nii.gz", "Check the path"),
+    AppRow("app-ct-dicom-missing-slice", _load("dicom_gap"), "dicom_gap", "whole series"),
     AppRow("app-reference-full", _load(reference="full.nii.gz"), "full.nii.gz", "airway label"),
     AppRow("app-reference-other-grid", _load(reference="shifted.nii.gz"), "shifted", "resampl"),
     AppRow("app-prediction-not-probabilities", _load(predictions=["not_probs.nii.gz"]), "not_probs.nii.gz", "[0, 1]"),
