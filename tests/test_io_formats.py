@@ -453,3 +453,19 @@ def test_real_files_read_as_itk_reads_them(name: str) -> None:
 @pytest.mark.shared_data
 def test_real_label_with_selector_unchanged() -> None:
     assert read_label(SHARED / "cip" / "crop_ct_partialLungLabelMap.nrrd", "bits:8:2").voxel_count() == 162_675
+
+
+def test_rescaling_never_wraps_and_keeps_integers_small() -> None:
+    from core.io.decoded import rescaled
+
+    stored = np.array([0, 1, 4095], np.uint16)
+    out = rescaled(stored, 1.0, -1024.0)
+    assert out.dtype == np.int16 and out.tolist() == [-1024, -1023, 3071]
+    out = rescaled(np.array([0, 65535], np.uint16), 1.0, -1024.0)  # does not fit int16
+    assert out.dtype == np.int32 and out.tolist() == [-1024, 64511]
+    out = rescaled(np.array([0, 200, 255], np.uint8), -1.0, 255.0)  # a negative slope
+    assert out.dtype == np.int16 and out.tolist() == [255, 55, 0]
+    out = rescaled(np.array([0, 3], np.int16), 0.5, -1000.0)
+    assert out.dtype == np.float32 and out.tolist() == [-1000.0, -998.5]
+    same = np.array([1, 2], np.int16)
+    assert rescaled(same, 1.0, 0.0) is same
