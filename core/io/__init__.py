@@ -66,7 +66,8 @@ def _read_dicom(folder: Path, series_uid: str | None) -> Decoded:
 
 # -- reading -------------------------------------------------------------------
 
-def _reader(suffix: str):
+def _format_module(suffix: str):
+    """The module that reads and writes ``suffix`` (None for DICOM and unknown suffixes)."""
     # imported per format: `airway --help` and a NIfTI-only session never load pydicom
     if suffix in (".nii", ".nii.gz"):
         from core.io import nifti_file as module
@@ -87,7 +88,7 @@ def _read_image(path: str | Path, series_uid: str | None = None) -> Decoded:
         return _read_dicom(p, series_uid)
     if p.stat().st_size == 0:
         raise InputError("The file is empty (0 bytes).", "Copy it again from its source.", path=p)
-    module = _reader(volume_suffix(p))
+    module = _format_module(volume_suffix(p))
     if module is None:
         raise InputError(f"Unknown volume format '{volume_suffix(p) or p.name}'.", _FIX_FORMATS, path=p)
     return module.read(p)
@@ -179,14 +180,12 @@ def write_volume_file(volume: IntensityVolume | LabelVolume, path: str | Path, s
     """
     path = Path(path)
     suffix = suffix or volume_suffix(path)
-    module = _reader(suffix)
+    module = _format_module(suffix)
     if module is None:
         raise InputError(f"Cannot write '{path.name}': unknown volume format.", _FIX_FORMATS, path=path)
     g = volume.geometry
-    kwargs = {"detached": True} if suffix == ".mhd" else {}
     try:
-        module.write(_storable(volume), g.spacing, g.origin, g.direction_matrix, path,
-                     compress and suffix != ".nii", **kwargs)
+        module.write(_storable(volume), g.spacing, g.origin, g.direction_matrix, path, compress and suffix != ".nii")
     except OSError as exc:
         raise InputError(f"Could not write the volume: {exc.strerror or exc}",
                          "Check the folder is writable and the disk has space.", path=path) from None

@@ -96,4 +96,4 @@ def rescaled(array: np.ndarray, slope: float, intercept: float) -> np.ndarray:
                 if intercept != 0:
                     out += t(intercept)
                 return out
-    return (array.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
+    return array.astype(np.float32) * np.float32(slope) + np.float32(intercept)

@@ -221,10 +221,6 @@ def _stack(slices: list[_Slice], uid: str, folder: Path) -> Decoded:
     else:
         spacing, direction = split_spacing(np.column_stack([row * dx, col * dy, normal]))
         spacing = (spacing[0], spacing[1], 1.0)
-    same_scale = all(s.slope == first.slope and s.intercept == first.intercept for s in slices)
-    if same_scale:
-        array = rescaled(np.stack([s.pixels for s in slices]), first.slope, first.intercept)
-    else:
-        array = np.stack([s.pixels.astype(np.float32) * np.float32(s.slope) + np.float32(s.intercept)
-                          for s in slices])
+    # per slice (DICOM lets each slice have its own rescale); stacking promotes to the type all fit in
+    array = np.stack([rescaled(s.pixels, s.slope, s.intercept) for s in slices])
     return Decoded(array, spacing, tuple(float(v) for v in slices[0].position), direction)

@@ -156,9 +156,9 @@ def read(path: Path) -> Decoded:
     return Decoded(array, spacing3, origin3, direction, components)
 
 
-def write(array: np.ndarray, spacing, origin, direction: np.ndarray, path: Path, compress: bool,
-          detached: bool = False) -> None:
-    """``detached``: ``.mhd`` style, the data goes to ``<name>.raw`` / ``.zraw`` beside ``path``."""
+def write(array: np.ndarray, spacing, origin, direction: np.ndarray, path: Path, compress: bool) -> None:
+    """A ``.mhd`` path gets its data in ``<name>.raw`` / ``.zraw`` beside it (as pynrrd does for ``.nhdr``)."""
+    detached = path.suffix.lower() == ".mhd"
     array = np.ascontiguousarray(array)
     dtype = array.dtype.newbyteorder("<")
     if dtype.newbyteorder("=") not in _NAMES:
