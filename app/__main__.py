@@ -8,19 +8,32 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
     import core
 
-    p = argparse.ArgumentParser(prog="airway-studio", description="Airway Studio: review airway segmentations of chest CT.")
+    p = argparse.ArgumentParser(
+        prog="airway-studio", description="Airway Studio: review airway segmentations of chest CT."
+    )
     p.add_argument("ct", nargs="?", metavar="CT", help="CT volume file or DICOM series folder")
     p.add_argument("--reference", "-r", metavar="LABEL", help="reference airway label on the CT's grid")
-    p.add_argument("--label-selector", metavar="SEL", default=None,
-                   help="which reference values are airway: nonzero (default), value:N, bits:SHIFT:N (CIP maps: bits:8:2)")
-    p.add_argument("--prediction", "-p", metavar="PRED", nargs="+", default=[], action="extend",
-                   help="one or more predictions (masks or probability maps)")
+    p.add_argument(
+        "--label-selector",
+        metavar="SEL",
+        default=None,
+        help="which reference values are airway: nonzero (default), value:N, bits:SHIFT:N (CIP maps: bits:8:2)",
+    )
+    p.add_argument(
+        "--prediction",
+        "-p",
+        metavar="PRED",
+        nargs="+",
+        default=[],
+        action="extend",
+        help="one or more predictions (masks or probability maps)",
+    )
     p.add_argument("--demo", action="store_true", help="open the phantom demo case (simulated prediction)")
     p.add_argument("--project", metavar="F", help="open a saved project (.json)")
     p.add_argument("--screenshot", metavar="FILE", help="open the case, save a PNG of the whole window and exit")

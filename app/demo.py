@@ -21,8 +21,9 @@ status bar and tests.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ SIMULATED_NAME = "Simulated prediction (not a model)"
 
 @dataclass(frozen=True)
 class DemoParams:
-    shape: tuple[int, int, int] = (160, 224, 224)   # whole chest, ~1.6 x 1.6 x 2.2 mm
+    shape: tuple[int, int, int] = (160, 224, 224)  # whole chest, ~1.6 x 1.6 x 2.2 mm
     spacing: tuple[float, float, float] | None = None
     seed: int = 7
     generations: int = 9
@@ -46,8 +47,9 @@ class DemoParams:
 
 
 # Small variant for tests: central airways at ~1.4 mm in under a second.
-TEST_PARAMS = DemoParams(shape=(48, 64, 64), spacing=(1.4, 1.4, 1.8), seed=7, generations=6,
-                         omit_distal=2, missed=2, leak_radius_mm=4.0)
+TEST_PARAMS = DemoParams(
+    shape=(48, 64, 64), spacing=(1.4, 1.4, 1.8), seed=7, generations=6, omit_distal=2, missed=2, leak_radius_mm=4.0
+)
 
 
 @dataclass
@@ -55,15 +57,17 @@ class DemoCase:
     phantom: Any
     reference: LabelVolume
     prediction: LabelVolume
-    missed: list[int] = field(default_factory=list)        # branch ids removed (FN)
-    thickened: int | None = None                            # branch id dilated (FP)
-    leak_branch: int | None = None                          # branch id the leak hangs from (FP)
+    missed: list[int] = field(default_factory=list)  # branch ids removed (FN)
+    thickened: int | None = None  # branch id dilated (FP)
+    leak_branch: int | None = None  # branch id the leak hangs from (FP)
     leak_centre_zyx: tuple[int, int, int] | None = None
 
     def describe(self) -> str:
-        return (f"Simulated prediction: missed branches {self.missed} (FN), reference omits {self.phantom.omitted} "
-                f"(FP that are reference errors), branch {self.thickened} thickened and a leak at branch "
-                f"{self.leak_branch} (FP).")
+        return (
+            f"Simulated prediction: missed branches {self.missed} (FN), reference omits {self.phantom.omitted} "
+            f"(FP that are reference errors), branch {self.thickened} thickened and a leak at branch "
+            f"{self.leak_branch} (FP)."
+        )
 
 
 def _grid(phantom: Any):
@@ -88,8 +92,15 @@ def make_demo(params: DemoParams = DemoParams(), *, progress: Progress | None = 
 
     from core.phantom import make_phantom
 
-    ph = make_phantom(params.shape, spacing=params.spacing, seed=params.seed, generations=params.generations,
-                      omit_distal=params.omit_distal, progress=progress, cancel=cancel)
+    ph = make_phantom(
+        params.shape,
+        spacing=params.spacing,
+        seed=params.seed,
+        generations=params.generations,
+        omit_distal=params.omit_distal,
+        progress=progress,
+        cancel=cancel,
+    )
     full = ph.full_label if ph.full_label is not None else ph.label
     pred = full.mask.copy()
     grid = _grid(ph)
@@ -156,15 +167,17 @@ def make_demo(params: DemoParams = DemoParams(), *, progress: Progress | None = 
             continue
         lo = np.floor(idx - r_vox).astype(int)
         hi = np.ceil(idx + r_vox).astype(int) + 1
-        zz, yy, xx = np.ogrid[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-        ball = (((zz - idx[0]) / r_vox[0]) ** 2 + ((yy - idx[1]) / r_vox[1]) ** 2
-                + ((xx - idx[2]) / r_vox[2]) ** 2) <= 1.0
-        pred[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] |= ball
+        zz, yy, xx = np.ogrid[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+        ball = (
+            ((zz - idx[0]) / r_vox[0]) ** 2 + ((yy - idx[1]) / r_vox[1]) ** 2 + ((xx - idx[2]) / r_vox[2]) ** 2
+        ) <= 1.0
+        pred[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] |= ball
         leak_branch = lb.id
         leak_centre = tuple(int(round(v)) for v in idx)
         break
 
     reference = LabelVolume(ph.label.mask.copy(), ph.label.geometry, name="reference")
     prediction = LabelVolume(pred, ph.label.geometry, name=SIMULATED_NAME)
-    return DemoCase(ph, reference, prediction, [b.id for b in missed],
-                    None if thick is None else thick.id, leak_branch, leak_centre)  # type: ignore[arg-type]
+    return DemoCase(
+        ph, reference, prediction, [b.id for b in missed], None if thick is None else thick.id, leak_branch, leak_centre
+    )  # type: ignore[arg-type]

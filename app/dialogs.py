@@ -12,8 +12,10 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QDialog,
     QDialogButtonBox,
+    QHeaderView,
     QLabel,
     QMessageBox,
     QPlainTextEdit,
@@ -23,8 +25,6 @@ from PySide6.QtWidgets import (
     QTextBrowser,
     QVBoxLayout,
     QWidget,
-    QAbstractItemView,
-    QHeaderView,
 )
 
 from core.errors import AirwayError
@@ -66,8 +66,9 @@ def error_text(exc: BaseException) -> tuple[str, str | None]:
     return f"Unexpected error ({name}){': ' + first if first else ''}.", None
 
 
-def show_error(parent: QWidget | None, exc: BaseException | str, details: str | None = None,
-               title: str = "Airway Studio") -> QMessageBox:
+def show_error(
+    parent: QWidget | None, exc: BaseException | str, details: str | None = None, title: str = "Airway Studio"
+) -> QMessageBox:
     """One dialog per error. Our errors: the message says what and how to fix;
     other exceptions: a short message with the traceback under Show Details."""
     if isinstance(exc, BaseException):
@@ -89,8 +90,13 @@ def show_error(parent: QWidget | None, exc: BaseException | str, details: str | 
 
 def ask_resample(parent: QWidget | None, exc: BaseException, title: str = "Airway Studio") -> bool:
     """Offer to open a label on another grid resampled onto the CT's (the GUI's --resample-to-ct)."""
-    box = QMessageBox(QMessageBox.Icon.Question, title, str(exc),
-                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, parent)
+    box = QMessageBox(
+        QMessageBox.Icon.Question,
+        title,
+        str(exc),
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        parent,
+    )
     box.setObjectName("resampleDialog")
     box.setInformativeText("Resample it onto the CT's grid (nearest neighbour) and open it anyway?")
     box.setDefaultButton(QMessageBox.StandardButton.No)  # an explicit choice: resampling changes the label
@@ -130,11 +136,13 @@ def about_html() -> str:
         "<th align='left'>Licence</th></tr>" + "".join(rows) + "</table>"
         "<p>PySide6/Qt are used under the LGPL-3.0 as dynamically linked libraries; "
         "their source is available from qt.io.</p>"
-        + ("<p>The licence texts of every bundled component: <b>Third-party notices</b> below.</p>"
-           if notices_path() else
-           "<p>Installed builds list every bundled component with its licence text under "
-           "<b>Third-party notices</b> (written by <tt>installer/make_notices.py</tt>).</p>") +
-        f"<p style='color:gray'>Python {platform.python_version()} on {sys.platform}</p>"
+        + (
+            "<p>The licence texts of every bundled component: <b>Third-party notices</b> below.</p>"
+            if notices_path()
+            else "<p>Installed builds list every bundled component with its licence text under "
+            "<b>Third-party notices</b> (written by <tt>installer/make_notices.py</tt>).</p>"
+        )
+        + f"<p style='color:gray'>Python {platform.python_version()} on {sys.platform}</p>"
     )
 
 

@@ -11,8 +11,9 @@ when that module exists; they put the 3D view into ``window.view3d_slot`` (see
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction
@@ -36,10 +37,10 @@ from PySide6.QtWidgets import (
 )
 
 from app import shortcuts
-from app.review.case import STATUS_KEYS, STATUS_LABELS, Case, apply_project, is_blank_ct, load_project
 from app.dialogs import APP_NAME, AboutDialog, ShortcutsDialog, ask_resample, show_error
-from app.settings import Settings
+from app.review.case import STATUS_KEYS, STATUS_LABELS, Case, apply_project, is_blank_ct, load_project
 from app.review.slice_view import ORIENTATIONS, DisplaySettings, DisplayState, SliceRenderer, SliceView
+from app.settings import Settings
 from app.workers import Job, guarded
 from core.errors import InputError
 
@@ -117,11 +118,16 @@ class JobStatus(QWidget):
 class MainWindow(QMainWindow):
     """Airway Studio's window over one :class:`Case`."""
 
-    caseLoaded = Signal()          # a loading job's result was applied
+    caseLoaded = Signal()  # a loading job's result was applied
     segmentationFinished = Signal(int)  # index of the new prediction
 
-    def __init__(self, case: Case | None = None, settings: Settings | None = None,
-                 install_panels: bool = True, training_tab: bool = True):
+    def __init__(
+        self,
+        case: Case | None = None,
+        settings: Settings | None = None,
+        install_panels: bool = True,
+        training_tab: bool = True,
+    ):
         super().__init__()
         self.case = case or Case(self)
         self.settings = settings or Settings()
@@ -231,7 +237,9 @@ class MainWindow(QMainWindow):
         that far (e.g. the 3D view's toolbar) leads."""
         top, bottom = self._rows
         if leader is None:  # after a resize: the row with the wider minimum on the right leads
-            leader = bottom if bottom.widget(1).minimumSizeHint().width() > top.widget(1).minimumSizeHint().width() else top
+            leader = (
+                bottom if bottom.widget(1).minimumSizeHint().width() > top.widget(1).minimumSizeHint().width() else top
+            )
         other = bottom if leader is top else top
         other.setSizes(leader.sizes())
         if other.sizes() != leader.sizes():
@@ -266,9 +274,13 @@ class MainWindow(QMainWindow):
     def _side_docks(self) -> list[Any]:
         from PySide6.QtWidgets import QDockWidget
 
-        return [d for d in self.findChildren(QDockWidget)
-                if d.isVisible() and not d.isFloating()
-                and self.dockWidgetArea(d) in (Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.LeftDockWidgetArea)]
+        return [
+            d
+            for d in self.findChildren(QDockWidget)
+            if d.isVisible()
+            and not d.isFloating()
+            and self.dockWidgetArea(d) in (Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.LeftDockWidgetArea)
+        ]
 
     def _fit_docks(self, first: bool = False) -> None:
         docks = self._side_docks()
@@ -322,6 +334,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Training tab unavailable: {exc}", 10000)
             return
         self.tabs.addTab(self.training_tab, "Training")
+
         def ct_changed() -> None:
             self.training_tab.set_ct_available(self.case.ct is not None and not is_blank_ct(self.case.ct))
 
@@ -366,8 +379,14 @@ class MainWindow(QMainWindow):
             self.report_error(exc, traceback.format_exc())
 
     # -- actions -------------------------------------------------------------------------
-    def _act(self, name: str, text: str, slot: Callable[..., Any] | None = None,
-             checkable: bool = False, checked: bool = False) -> QAction:
+    def _act(
+        self,
+        name: str,
+        text: str,
+        slot: Callable[..., Any] | None = None,
+        checkable: bool = False,
+        checked: bool = False,
+    ) -> QAction:
         a = shortcuts.make_action(self, name, text, slot, checkable)
         if checkable:
             a.setChecked(checked)
@@ -452,8 +471,18 @@ class MainWindow(QMainWindow):
         for n in ("preset_lung", "preset_mediastinum", "preset_bone", "preset_next"):
             wl.addAction(a[n])
         ov = self.view_menu.addMenu("&Overlay")
-        for n in ("toggle_overlay", "toggle_outline", "toggle_tp", "toggle_fp", "toggle_fn", "toggle_heatmap",
-                  "opacity_up", "opacity_down", "next_prediction", "previous_prediction"):
+        for n in (
+            "toggle_overlay",
+            "toggle_outline",
+            "toggle_tp",
+            "toggle_fp",
+            "toggle_fn",
+            "toggle_heatmap",
+            "opacity_up",
+            "opacity_down",
+            "next_prediction",
+            "previous_prediction",
+        ):
             ov.addAction(a[n])
         self.view_menu.addSeparator()
         for n in ("toggle_crosshair", "centre_cursor", "zoom_in", "zoom_out", "reset_view"):
@@ -469,9 +498,24 @@ class MainWindow(QMainWindow):
             self.regions_menu.addAction(a[f"status_{key}"])
 
         self.edit_menu = mb.addMenu("&Edit")
-        for n in ("undo", "redo", None, "add_to_reference", "remove_from_reference", None, "tool_brush", "tool_eraser",
-                  "tool_fill", "brush_larger", "brush_smaller", "brush_form", "brush_hu_limit", "edit_target", None,
-                  "save_reference"):
+        for n in (
+            "undo",
+            "redo",
+            None,
+            "add_to_reference",
+            "remove_from_reference",
+            None,
+            "tool_brush",
+            "tool_eraser",
+            "tool_fill",
+            "brush_larger",
+            "brush_smaller",
+            "brush_form",
+            "brush_hu_limit",
+            "edit_target",
+            None,
+            "save_reference",
+        ):
             if n is None:
                 self.edit_menu.addSeparator()
             else:
@@ -559,8 +603,13 @@ class MainWindow(QMainWindow):
         c.jobStarted.connect(self.track_job)
         c.predictionsChanged.connect(self._refresh_predictions)
         c.activePredictionChanged.connect(self._refresh_predictions)
-        for sig in (c.cursorChanged, c.referenceChanged, c.treeChanged, c.activePredictionChanged,
-                    c.predictionsChanged):
+        for sig in (
+            c.cursorChanged,
+            c.referenceChanged,
+            c.treeChanged,
+            c.activePredictionChanged,
+            c.predictionsChanged,
+        ):
             sig.connect(lambda *_: self._show_readout(None))
         c.ctChanged.connect(self._update_title)
         c.focusBoxRequested.connect(self._fit_views)
@@ -588,8 +637,11 @@ class MainWindow(QMainWindow):
         """Show a job's progress and its errors (one dialog each; ``on_error`` returning True handled it)."""
         self.jobs.append(job)
         self.job_status.add(job)
-        job.error.connect(guarded(self, lambda exc, tb, j=job: (on_error is not None and on_error(exc))
-                                  or self._job_failed(j, exc, tb)))
+        job.error.connect(
+            guarded(
+                self, lambda exc, tb, j=job: (on_error is not None and on_error(exc)) or self._job_failed(j, exc, tb)
+            )
+        )
         job.cancelled.connect(guarded(self, lambda j=job: self.statusBar().showMessage(f"{j.name}: cancelled", 5000)))
         job.finished.connect(guarded(self, lambda j=job: self.jobs.remove(j) if j in self.jobs else None))
 
@@ -597,9 +649,15 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"{job.name} failed", 8000)
         self.report_error(exc, tb, title=f"{APP_NAME}: {job.name}")
 
-    def start_job(self, fn: Callable[..., Any], *args: Any, name: str,
-                  on_result: Callable[[Any], None] | None = None,
-                  on_error: Callable[[BaseException], bool] | None = None, **kwargs: Any) -> Job:
+    def start_job(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        name: str,
+        on_result: Callable[[Any], None] | None = None,
+        on_error: Callable[[BaseException], bool] | None = None,
+        **kwargs: Any,
+    ) -> Job:
         job = Job(fn, *args, name=name, **kwargs)
         if on_result is not None:
             job.result.connect(guarded(self, on_result))
@@ -616,9 +674,14 @@ class MainWindow(QMainWindow):
         return bool(self.jobs)
 
     # -- opening files -----------------------------------------------------------------------
-    def open_files(self, ct: str | None, reference: str | None = None,
-                   predictions: Sequence[str] = (), reference_selector: str | None = None,
-                   resample_to_ct: bool = False) -> Job | None:
+    def open_files(
+        self,
+        ct: str | None,
+        reference: str | None = None,
+        predictions: Sequence[str] = (),
+        reference_selector: str | None = None,
+        resample_to_ct: bool = False,
+    ) -> Job | None:
         """Load files in the background; the case updates when they are read.
 
         A label on another grid than the CT is refused, and the user is offered
@@ -641,6 +704,7 @@ class MainWindow(QMainWindow):
             self.caseLoaded.emit()
 
         current = None if new_case else self.case.ct
+
         # without a CT the labels open alone, over a neutral background (load_case)
         def offer_resampling(exc: BaseException) -> bool:
             from core.errors import GeometryError
@@ -654,9 +718,18 @@ class MainWindow(QMainWindow):
                 self.statusBar().showMessage("Not opened: the label is on another grid than the CT", 8000)
             return True
 
-        return self.start_job(load_case, ct, reference, list(predictions), current_ct=current,
-                              reference_selector=reference_selector, resample_to_ct=resample_to_ct,
-                              name="Loading", on_result=apply, on_error=offer_resampling)
+        return self.start_job(
+            load_case,
+            ct,
+            reference,
+            list(predictions),
+            current_ct=current,
+            reference_selector=reference_selector,
+            resample_to_ct=resample_to_ct,
+            name="Loading",
+            on_result=apply,
+            on_error=offer_resampling,
+        )
 
     def open_project(self, path: str) -> Job:
         if not self.maybe_save("opening another case"):
@@ -787,8 +860,9 @@ class MainWindow(QMainWindow):
         ct = None
         if self.case.is_empty:
             # the CT: a DICOM folder, else the first name that hints at neither a label nor a prediction
-            ranked = sorted(paths, key=lambda p: (not os.path.isdir(p), _looks_like_reference(p),
-                                                  _looks_like_prediction(p)))
+            ranked = sorted(
+                paths, key=lambda p: (not os.path.isdir(p), _looks_like_reference(p), _looks_like_prediction(p))
+            )
             ct = ranked[0]
             paths.remove(ct)
         reference = None
@@ -802,8 +876,9 @@ class MainWindow(QMainWindow):
         return self.open_files(ct, reference, paths)
 
     # -- segmentation ------------------------------------------------------------------------
-    def segment_with(self, checkpoint: str | os.PathLike, device: str = "auto", name: str | None = None,
-                     **predictor_options: Any) -> Any:
+    def segment_with(
+        self, checkpoint: str | os.PathLike, device: str = "auto", name: str | None = None, **predictor_options: Any
+    ) -> Any:
         """Run a checkpoint over the CT; the result becomes a prediction.
 
         The one route of the app (the Segment panel and the training tab's "Segment CT with best"
@@ -905,8 +980,11 @@ class MainWindow(QMainWindow):
         name = Path(ref["file"]["path"]).name if ref and ref.get("file") else "a case"
         when = datetime.fromtimestamp(meta.get("written", 0)).strftime("%Y-%m-%d %H:%M")
         ans = QMessageBox.question(
-            self, APP_NAME, f"Airway Studio stopped with unsaved edits of {name} ({when}).\n\nRecover them?",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No | QMessageBox.StandardButton.Discard)
+            self,
+            APP_NAME,
+            f"Airway Studio stopped with unsaved edits of {name} ({when}).\n\nRecover them?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No | QMessageBox.StandardButton.Discard,
+        )
         if ans == QMessageBox.StandardButton.Yes:
             self.recover_edits(path)
         elif ans == QMessageBox.StandardButton.Discard:
@@ -920,7 +998,9 @@ class MainWindow(QMainWindow):
             meta, arrays = check_recovery(path)
             inputs = recovery_inputs(meta)
             if inputs["ct"] is None:
-                raise InputError("The recovery file names no CT.", "Recover it with core.review.Session.recover in a script.")
+                raise InputError(
+                    "The recovery file names no CT.", "Recover it with core.review.Session.recover in a script."
+                )
         except InputError as exc:
             self.report_error(exc)
             return None
@@ -945,8 +1025,9 @@ class MainWindow(QMainWindow):
         if path is None and not self.case.reference_path:
             from PySide6.QtWidgets import QFileDialog
 
-            path, _ = QFileDialog.getSaveFileName(self, "Save reference", self.settings.last_dir(),
-                                                  "NIfTI (*.nii.gz *.nii);;All files (*)")
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Save reference", self.settings.last_dir(), "NIfTI (*.nii.gz *.nii);;All files (*)"
+            )
             if not path:
                 return None
         try:
@@ -981,8 +1062,12 @@ class MainWindow(QMainWindow):
                 box.blockSignals(False)
         for key, name in (("TP", "toggle_tp"), ("FP", "toggle_fp"), ("FN", "toggle_fn")):
             self.actions[name].setChecked(s.visible.get(key, True))
-        for name, value in (("toggle_overlay", s.show_overlay), ("toggle_outline", s.outline),
-                            ("toggle_heatmap", s.heatmap), ("toggle_crosshair", s.crosshair)):
+        for name, value in (
+            ("toggle_overlay", s.show_overlay),
+            ("toggle_outline", s.outline),
+            ("toggle_heatmap", s.heatmap),
+            ("toggle_crosshair", s.crosshair),
+        ):
             a = self.actions[name]
             if a.isChecked() != value:
                 a.blockSignals(True)
@@ -1035,9 +1120,11 @@ class MainWindow(QMainWindow):
             self.case.set_active(index)
 
     def view_state(self) -> dict[str, Any]:
-        return {"display": self.display.settings.to_dict(),
-                "zoom": {o: v.zoom for o, v in self.views.items()},
-                "tab": self.tabs.currentIndex()}
+        return {
+            "display": self.display.settings.to_dict(),
+            "zoom": {o: v.zoom for o, v in self.views.items()},
+            "tab": self.tabs.currentIndex(),
+        }
 
     def apply_view_state(self, view: dict[str, Any]) -> None:
         if "display" in view:
@@ -1053,8 +1140,12 @@ class MainWindow(QMainWindow):
         self._show_readout(zyx)
 
     def _show_readout(self, zyx: Any) -> None:
-        self.readout.setText(format_probe(self.case.probe(zyx if zyx is not None else self.case.cursor),
-                                         under="mouse" if zyx is not None else "crosshair"))
+        self.readout.setText(
+            format_probe(
+                self.case.probe(zyx if zyx is not None else self.case.cursor),
+                under="mouse" if zyx is not None else "crosshair",
+            )
+        )
 
     def _update_title(self, *_: Any) -> None:
         name = self.case.name if not self.case.is_empty else ""
@@ -1070,8 +1161,9 @@ class MainWindow(QMainWindow):
         AboutDialog(self).exec()
 
     def screenshot_dialog(self) -> None:
-        f, _ = QFileDialog.getSaveFileName(self, "Save screenshot", os.path.join(self.settings.last_dir(), "airway_studio.png"),
-                                           "PNG image (*.png)")
+        f, _ = QFileDialog.getSaveFileName(
+            self, "Save screenshot", os.path.join(self.settings.last_dir(), "airway_studio.png"), "PNG image (*.png)"
+        )
         if f:
             self.save_screenshot(f)
 
@@ -1121,18 +1213,29 @@ class MainWindow(QMainWindow):
         """Ask to save an edited reference, then an edited review (the demo's too); False when the user cancels."""
         ref_layer = self.case.session.reference
         if ref_layer is not None and ref_layer.modified and not self.ephemeral:
-            ans = QMessageBox.question(self, APP_NAME, f"Save the edited reference before {before}?",
-                                       QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
-                                       | QMessageBox.StandardButton.Cancel)
+            ans = QMessageBox.question(
+                self,
+                APP_NAME,
+                f"Save the edited reference before {before}?",
+                QMessageBox.StandardButton.Save
+                | QMessageBox.StandardButton.Discard
+                | QMessageBox.StandardButton.Cancel,
+            )
             if ans == QMessageBox.StandardButton.Cancel or (
-                    ans == QMessageBox.StandardButton.Save and self.save_reference() is None):
+                ans == QMessageBox.StandardButton.Save and self.save_reference() is None
+            ):
                 return False
             if ans == QMessageBox.StandardButton.Discard:
                 self.case.session.discard_recovery()
         if self.case.modified and not self.case.is_empty and not self.ephemeral:
-            ans = QMessageBox.question(self, APP_NAME, f"Save the review (region statuses, view) before {before}?",
-                                       QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
-                                       | QMessageBox.StandardButton.Cancel)
+            ans = QMessageBox.question(
+                self,
+                APP_NAME,
+                f"Save the review (region statuses, view) before {before}?",
+                QMessageBox.StandardButton.Save
+                | QMessageBox.StandardButton.Discard
+                | QMessageBox.StandardButton.Cancel,
+            )
             if ans == QMessageBox.StandardButton.Cancel:
                 return False
             if ans == QMessageBox.StandardButton.Save and self.save_project() is None:
@@ -1147,7 +1250,9 @@ class MainWindow(QMainWindow):
 
         self.cancel_jobs()
         self.case.cancel_jobs()
-        if not any(isinstance(w, MainWindow) and w is not self and w.isVisible() for w in QApplication.topLevelWidgets()):
+        if not any(
+            isinstance(w, MainWindow) and w is not self and w.isVisible() for w in QApplication.topLevelWidgets()
+        ):
             from app.workers import shutdown_process_pool
 
             shutdown_process_pool()
@@ -1167,12 +1272,19 @@ def apply_theme(app: QApplication) -> None:
     pal = QPalette()
     base, window, text = QColor(30, 31, 34), QColor(43, 45, 48), QColor(222, 222, 226)
     roles = {
-        QPalette.ColorRole.Window: window, QPalette.ColorRole.WindowText: text,
-        QPalette.ColorRole.Base: base, QPalette.ColorRole.AlternateBase: QColor(38, 39, 42),
-        QPalette.ColorRole.ToolTipBase: QColor(50, 52, 56), QPalette.ColorRole.ToolTipText: text,
-        QPalette.ColorRole.Text: text, QPalette.ColorRole.Button: window, QPalette.ColorRole.ButtonText: text,
-        QPalette.ColorRole.BrightText: QColor(255, 80, 80), QPalette.ColorRole.Highlight: QColor(52, 120, 200),
-        QPalette.ColorRole.HighlightedText: QColor(255, 255, 255), QPalette.ColorRole.Link: QColor(90, 160, 240),
+        QPalette.ColorRole.Window: window,
+        QPalette.ColorRole.WindowText: text,
+        QPalette.ColorRole.Base: base,
+        QPalette.ColorRole.AlternateBase: QColor(38, 39, 42),
+        QPalette.ColorRole.ToolTipBase: QColor(50, 52, 56),
+        QPalette.ColorRole.ToolTipText: text,
+        QPalette.ColorRole.Text: text,
+        QPalette.ColorRole.Button: window,
+        QPalette.ColorRole.ButtonText: text,
+        QPalette.ColorRole.BrightText: QColor(255, 80, 80),
+        QPalette.ColorRole.Highlight: QColor(52, 120, 200),
+        QPalette.ColorRole.HighlightedText: QColor(255, 255, 255),
+        QPalette.ColorRole.Link: QColor(90, 160, 240),
         QPalette.ColorRole.PlaceholderText: QColor(130, 130, 136),
     }
     for role, color in roles.items():
@@ -1180,8 +1292,9 @@ def apply_theme(app: QApplication) -> None:
     for role in (QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText, QPalette.ColorRole.WindowText):
         pal.setColor(QPalette.ColorGroup.Disabled, role, QColor(120, 120, 126))
     app.setPalette(pal)
-    app.setStyleSheet("QToolBar { spacing: 4px; } QStatusBar QLabel { padding: 0 4px; }"
-                      "QSplitter::handle { background: #1a1b1d; }")
+    app.setStyleSheet(
+        "QToolBar { spacing: 4px; } QStatusBar QLabel { padding: 0 4px; }QSplitter::handle { background: #1a1b1d; }"
+    )
 
 
 def _looks_like_prediction(path: str) -> bool:

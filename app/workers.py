@@ -16,7 +16,8 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
@@ -27,11 +28,11 @@ ProgressFn = Callable[..., None]
 
 # Jobs stay referenced until they end: a QObject whose last Python reference
 # goes away while its runnable still emits would be deleted under it.
-_ACTIVE: set["Job"] = set()
+_ACTIVE: set[Job] = set()
 
 
 class _Runnable(QRunnable):
-    def __init__(self, job: "Job"):
+    def __init__(self, job: Job):
         super().__init__()
         self.setAutoDelete(True)
         self._job = job
@@ -72,7 +73,7 @@ class Job(QObject):
         self.state = "new"  # new, running, done, failed, cancelled
 
     # -- control (GUI thread) -------------------------------------------------
-    def start(self, pool: QThreadPool | None = None) -> "Job":
+    def start(self, pool: QThreadPool | None = None) -> Job:
         if self.state != "new":
             raise RuntimeError(f"Job '{self.name}' was already started")
         self.state = "running"
@@ -154,7 +155,7 @@ def run_job(
     on_result: Callable[[Any], None] | None = None,
     on_error: Callable[[BaseException, str], None] | None = None,
     on_cancelled: Callable[[], None] | None = None,
-    tracker: Callable[["Job"], None] | None = None,
+    tracker: Callable[[Job], None] | None = None,
     **kwargs: Any,
 ) -> Job:
     """Create, connect and start a :class:`Job`; ``tracker`` (e.g. the main
@@ -245,7 +246,7 @@ class SharedArray:
         self.shm.close()
         self.shm.unlink()
 
-    def __enter__(self) -> "SharedArray":
+    def __enter__(self) -> SharedArray:
         return self
 
     def __exit__(self, *_: Any) -> None:

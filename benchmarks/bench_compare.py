@@ -59,7 +59,7 @@ def make_compare_data(root: Path, size: int) -> None:
         write_volume(LabelVolume(ndimage.binary_dilation(m), g), root / "dilated" / f"case_{i:03d}.nii.gz")
         cut = m.copy()
         zs = np.flatnonzero(m.any(axis=(1, 2)))
-        cut[zs[-len(zs) // 5:]] = False
+        cut[zs[-len(zs) // 5 :]] = False
         write_volume(LabelVolume(cut, g), root / "cut" / f"case_{i:03d}.nii.gz")
         write_volume(LabelVolume(np.roll(m, 1, axis=2), g), root / "shifted" / f"case_{i:03d}.nii.gz")
 
@@ -70,11 +70,24 @@ def bench_rerun(size: int) -> None:
         t0 = time.perf_counter()
         make_compare_data(root, size)
         print(f"data: 4 cases of {size}^3, 4 models, made in {time.perf_counter() - t0:.1f} s")
-        cmd = [sys.executable, str(ROOT / "main.py"), "compare", "--reference", str(root / "ref"), "--predictions",
-               *(f"{m}={root / m}" for m in ("eroded", "dilated", "cut", "shifted")), "--out", str(root / "out"), "-q"]
+        cmd = [
+            sys.executable,
+            str(ROOT / "main.py"),
+            "compare",
+            "--reference",
+            str(root / "ref"),
+            "--predictions",
+            *(f"{m}={root / m}" for m in ("eroded", "dilated", "cut", "shifted")),
+            "--out",
+            str(root / "out"),
+            "-q",
+        ]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        for label in ("first run (cold: trees, metrics, snapshots, report)", "rerun, unchanged inputs",
-                      "rerun, unchanged inputs (again)"):
+        for label in (
+            "first run (cold: trees, metrics, snapshots, report)",
+            "rerun, unchanged inputs",
+            "rerun, unchanged inputs (again)",
+        ):
             t = time.perf_counter()
             r = subprocess.run(cmd, capture_output=True, text=True, env=env)
             dt = time.perf_counter() - t
@@ -111,10 +124,18 @@ def layout_data():
     rng = np.random.default_rng(0)
     ct = rng.integers(-1000, 200, size=r.shape, dtype=np.int16)
     ct[r] = -950
-    preds = {"timi": p, "dilated": ndimage.binary_dilation(r), "eroded": ndimage.binary_erosion(r),
-             "shifted": np.roll(p, 2, axis=2)}
-    return (IntensityVolume(ct, geo, name="ct"), LabelVolume(r, geo, name="reference"),
-            {k: LabelVolume(v, geo, name=k) for k, v in preds.items()}, source)
+    preds = {
+        "timi": p,
+        "dilated": ndimage.binary_dilation(r),
+        "eroded": ndimage.binary_erosion(r),
+        "shifted": np.roll(p, 2, axis=2),
+    }
+    return (
+        IntensityVolume(ct, geo, name="ct"),
+        LabelVolume(r, geo, name="reference"),
+        {k: LabelVolume(v, geo, name=k) for k, v in preds.items()},
+        source,
+    )
 
 
 def bench_layout(repeats: int) -> None:
@@ -145,7 +166,7 @@ def bench_layout(repeats: int) -> None:
         lay.state.set_cursor(cur)
         lay.redraw_all()  # warm-up (LUTs, boxes)
         times, cpu = [], []
-        for k in range(repeats):
+        for _k in range(repeats):
             cur = list(lay.state.cursor)
             cur[axis] = cur[axis] + 1  # a new slice each time: no cached image is reused
             t, c = time.perf_counter(), time.process_time()
@@ -155,9 +176,11 @@ def bench_layout(repeats: int) -> None:
             cpu.append((time.process_time() - c) * 1000)
         per_view = statistics.median(v.last_render_ms for v in views)
         # CPU time of this process: what the redraw costs without other jobs' share of the cores
-        print(f"{orientation}: linked slice change, 4 views redrawn: median {statistics.median(times):.1f} ms wall "
-              f"(p90 {np.percentile(times, 90):.1f}), {statistics.median(cpu):.1f} ms CPU; "
-              f"numpy render per view {per_view:.1f} ms; load average {os.getloadavg()[0]:.1f}")
+        print(
+            f"{orientation}: linked slice change, 4 views redrawn: median {statistics.median(times):.1f} ms wall "
+            f"(p90 {np.percentile(times, 90):.1f}), {statistics.median(cpu):.1f} ms CPU; "
+            f"numpy render per view {per_view:.1f} ms; load average {os.getloadavg()[0]:.1f}"
+        )
     print("goal: < 30 ms median")
     lay.close()
 

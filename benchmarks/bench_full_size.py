@@ -80,7 +80,6 @@ Usage: nice -n 10 .venv/bin/python benchmarks/bench_full_size.py [engines] [case
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import resource
 import statistics
@@ -184,13 +183,14 @@ def windows_from(ct, n: int, window: int, seed: int) -> np.ndarray:
     out = np.empty((n, 1, window, window, window), np.float32)
     for i in range(n):
         lo = [int(rng.integers(0, max(s - window, 0) + 1)) for s in arr.shape]
-        part = arr[lo[0]:lo[0] + window, lo[1]:lo[1] + window, lo[2]:lo[2] + window]
+        part = arr[lo[0] : lo[0] + window, lo[1] : lo[1] + window, lo[2] : lo[2] + window]
         out[i, 0] = 0.0
-        out[i, 0, :part.shape[0], :part.shape[1], :part.shape[2]] = part
+        out[i, 0, : part.shape[0], : part.shape[1], : part.shape[2]] = part
     return out
 
 
 # -- int8: ONNX Runtime static quantisation -----------------------------------------------
+
 
 def build_int8(model, key: str, cache: Path, calib: np.ndarray, threads: int):
     """An ONNX Runtime int8 (QDQ) backend calibrated on ``calib`` windows, and a note on what stayed float."""
@@ -216,27 +216,39 @@ def build_int8(model, key: str, cache: Path, calib: np.ndarray, threads: int):
 
         class Reader(CalibrationDataReader):
             def __init__(self):
-                self.items = iter([{"x": calib[i:i + 1]} for i in range(len(calib))])
+                self.items = iter([{"x": calib[i : i + 1]} for i in range(len(calib))])
 
             def get_next(self):
                 return next(self.items, None)
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            extra_options={"ActivationSymmetric": False})
+            quantize_static(
+                str(pre),
+                str(out),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                extra_options={"ActivationSymmetric": False},
+            )
     graph = onnx.load(str(out)).graph
     ops: dict[str, int] = {}
     for node in graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
     producers = {o: n for n in graph.node for o in n.output}
     inorm = [n for n in graph.node if n.op_type == "InstanceNormalization"]
-    fed_by_dq = sum(1 for n in inorm if n.input and producers.get(n.input[0]) is not None
-                    and producers[n.input[0]].op_type == "DequantizeLinear")
-    note = (f"int8 graph: {ops.get('QuantizeLinear', 0)} QuantizeLinear, {ops.get('DequantizeLinear', 0)} "
-            f"DequantizeLinear, {ops.get('Conv', 0)} Conv, {len(inorm)} InstanceNormalization "
-            f"({fed_by_dq} fed by DequantizeLinear: they run in float on dequantised int8 input)")
+    fed_by_dq = sum(
+        1
+        for n in inorm
+        if n.input and producers.get(n.input[0]) is not None and producers[n.input[0]].op_type == "DequantizeLinear"
+    )
+    note = (
+        f"int8 graph: {ops.get('QuantizeLinear', 0)} QuantizeLinear, {ops.get('DequantizeLinear', 0)} "
+        f"DequantizeLinear, {ops.get('Conv', 0)} Conv, {len(inorm)} InstanceNormalization "
+        f"({fed_by_dq} fed by DequantizeLinear: they run in float on dequantised int8 input)"
+    )
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -310,7 +322,7 @@ def part_engines(args, model, key, cache, weights) -> None:
             wall = cpu = 0.0
             for i in range(len(windows)):
                 with Clock() as c:
-                    p = np.asarray(eng(windows[i:i + 1]), np.float32)
+                    p = np.asarray(eng(windows[i : i + 1]), np.float32)
                 wall += c.wall
                 cpu += c.cpu
                 if name == names[0] and i not in ref:
@@ -324,21 +336,29 @@ def part_engines(args, model, key, cache, weights) -> None:
             rows[name]["wall"].append(wall / len(windows))
             rows[name]["cpu"].append(cpu / len(windows))
             per_round[name] = cpu / len(windows)
-            log(f"  round {r}: {name}: {wall / len(windows):.2f} s wall, {cpu / len(windows):.2f} s CPU per window "
-                f"(load {os.getloadavg()[0]:.1f})")
+            log(
+                f"  round {r}: {name}: {wall / len(windows):.2f} s wall, {cpu / len(windows):.2f} s CPU per window "
+                f"(load {os.getloadavg()[0]:.1f})"
+            )
         for name in engines:
             if names[0] in per_round:
                 ratios[name].append(per_round[names[0]] / per_round[name])
-    log(f"\n| engine | s / window wall (median) | CPU s / window (median) | CPU-time ratio vs {names[0]} | "
-        "Dice @0.5 | Dice @median | max abs dp |")
+    log(
+        f"\n| engine | s / window wall (median) | CPU s / window (median) | CPU-time ratio vs {names[0]} | "
+        "Dice @0.5 | Dice @median | max abs dp |"
+    )
     log("|---|---|---|---|---|---|---|")
     for name, v in rows.items():
-        log(f"| {name} | {statistics.median(v['wall']):.2f} | {statistics.median(v['cpu']):.2f} | "
+        log(
+            f"| {name} | {statistics.median(v['wall']):.2f} | {statistics.median(v['cpu']):.2f} | "
             f"{statistics.median(ratios[name]) if ratios[name] else float('nan'):.2f}x | "
             f"{min(v['d05']) if v['d05'] else float('nan'):.4f} | {min(v['dmed']) if v['dmed'] else float('nan'):.4f} | "
-            f"{max(v['dp']) if v['dp'] else float('nan'):.3f} |")
-    log(f"(Dice: the worst window of {len(windows)}; windows: {len(windows) - (len(cases[-1]))} real CT + "
-        f"{len(cases[-1])} phantom; load average {os.getloadavg()})")
+            f"{max(v['dp']) if v['dp'] else float('nan'):.3f} |"
+        )
+    log(
+        f"(Dice: the worst window of {len(windows)}; windows: {len(windows) - (len(cases[-1]))} real CT + "
+        f"{len(cases[-1])} phantom; load average {os.getloadavg()})"
+    )
 
 
 # -- whole cases ---------------------------------------------------------------------------------
@@ -346,20 +366,32 @@ def part_engines(args, model, key, cache, weights) -> None:
 CONFIGS = {
     # name: (label, predictor options)
     "exact": ("exact: eager fp32, step 64, mean, all windows (paper)", {"mode": "exact"}),
-    "exact-ov": ("exact grid in OpenVINO fp32: step 64, mean, all windows (baseline proxy, see --eager-sample)",
-                 {"mode": "exact", "backend": "openvino-fp32"}),
+    "exact-ov": (
+        "exact grid in OpenVINO fp32: step 64, mean, all windows (baseline proxy, see --eager-sample)",
+        {"mode": "exact", "backend": "openvino-fp32"},
+    ),
     "engine": ("openvino-bf16, step 64, mean, all windows", {"mode": "exact", "backend": "openvino-bf16"}),
-    "lung64": ("openvino-bf16, lung region, step 64, mean",
-               {"mode": "exact", "backend": "openvino-bf16", "region": "lung"}),
-    "lung96g": ("openvino-bf16, lung region, step 96, Gaussian",
-                {"mode": "fast", "backend": "openvino-bf16", "step": 96, "gaussian": True}),
-    "lung128g": ("openvino-bf16, lung region, step 128, Gaussian",
-                 {"mode": "fast", "backend": "openvino-bf16", "step": 128, "gaussian": True}),
+    "lung64": (
+        "openvino-bf16, lung region, step 64, mean",
+        {"mode": "exact", "backend": "openvino-bf16", "region": "lung"},
+    ),
+    "lung96g": (
+        "openvino-bf16, lung region, step 96, Gaussian",
+        {"mode": "fast", "backend": "openvino-bf16", "step": 96, "gaussian": True},
+    ),
+    "lung128g": (
+        "openvino-bf16, lung region, step 128, Gaussian",
+        {"mode": "fast", "backend": "openvino-bf16", "step": 128, "gaussian": True},
+    ),
     "fast": ("fast (the default mode, resources/presets/inference.json)", {"mode": "fast"}),
-    "torch128g": ("eager fp32, lung region, step 128, Gaussian",
-                  {"mode": "fast", "backend": "torch", "step": 128, "gaussian": True}),
-    "coarse": ("openvino-bf16, coarse-pass region, step 128, Gaussian",
-               {"mode": "fast", "region": "coarse", "step": 128, "gaussian": True}),
+    "torch128g": (
+        "eager fp32, lung region, step 128, Gaussian",
+        {"mode": "fast", "backend": "torch", "step": 128, "gaussian": True},
+    ),
+    "coarse": (
+        "openvino-bf16, coarse-pass region, step 128, Gaussian",
+        {"mode": "fast", "region": "coarse", "step": 128, "gaussian": True},
+    ),
 }
 
 
@@ -370,8 +402,9 @@ def centred_sub(ct, label, size):
     lo = [max(0, (s - n) // 2) for s, n in zip(ct.shape, size)]
     sl = tuple(slice(a, a + n) for a, n in zip(lo, size))
     # keep the geometry's spacing; the origin moves with the crop but nothing here needs world positions
-    sub = IntensityVolume(np.ascontiguousarray(ct.array[sl]), ct.geometry.__class__(spacing=ct.geometry.spacing),
-                          ct.name + "_sub")
+    sub = IntensityVolume(
+        np.ascontiguousarray(ct.array[sl]), ct.geometry.__class__(spacing=ct.geometry.spacing), ct.name + "_sub"
+    )
     lab = None if label is None else LabelVolume(np.ascontiguousarray(label.array[sl]), sub.geometry, "label_sub")
     return sub, lab
 
@@ -395,16 +428,19 @@ def part_case(args, ckpt: Path, trained: bool, cache: Path) -> None:
         full = ct
         if args.baseline_sub:
             ct, label = centred_sub(ct, label, args.baseline_sub)
-        log(f"\n== case {ct.name}: {ct.shape} (z, y, x), spacing {ct.geometry.spacing} mm"
-            f"{' (centred sub-volume of ' + str(full.shape) + ')' if ct is not full else ''} ==")
+        log(
+            f"\n== case {ct.name}: {ct.shape} (z, y, x), spacing {ct.geometry.spacing} mm"
+            f"{' (centred sub-volume of ' + str(full.shape) + ')' if ct is not full else ''} =="
+        )
         spacing_zyx = tuple(reversed(ct.geometry.spacing))
         base = None
         rows = []
         for name in args.configs.split(","):
             label_text, opts = CONFIGS[name]
             try:
-                predictor = Predictor(ckpt, device="cpu", window=128, threads=args.threads, cache=cache,
-                                      say=lambda m: None, **opts)
+                predictor = Predictor(
+                    ckpt, device="cpu", window=128, threads=args.threads, cache=cache, say=lambda m: None, **opts
+                )
                 predictor.predict(_tiny(ct))  # engine warm-up (OpenVINO compiles on first use)
                 with Clock() as c, PeakRSS() as m:
                     pred = predictor.predict(ct)
@@ -412,17 +448,30 @@ def part_case(args, ckpt: Path, trained: bool, cache: Path) -> None:
                 log(f"  {name}: FAILED {type(exc).__name__}: {exc}")
                 continue
             mask = pred.mask.array
-            row = {"name": name, "label": label_text, "windows": pred.windows, "grid": pred.windows_total,
-                   "wall": c.wall, "cpu": c.cpu, "gb": m.gb, "backend": pred.backend, "voxels": int(mask.sum()),
-                   "step": predictor.step[0]}
+            row = {
+                "name": name,
+                "label": label_text,
+                "windows": pred.windows,
+                "grid": pred.windows_total,
+                "wall": c.wall,
+                "cpu": c.cpu,
+                "gb": m.gb,
+                "backend": pred.backend,
+                "voxels": int(mask.sum()),
+                "step": predictor.step[0],
+            }
             if base is None:
                 base = (mask, pred.probabilities.array, c.wall, c.cpu)
                 row.update(dice=1.0, ratio_wall=1.0, ratio_cpu=1.0, dp=0.0, dmed=1.0)
             else:
                 med = np.median(base[1][base[1] > 0]) if (base[1] > 0).any() else 127
-                row.update(dice=dice(mask, base[0]), ratio_wall=base[2] / c.wall, ratio_cpu=base[3] / max(c.cpu, 1e-9),
-                           dp=float(np.abs(pred.probabilities.array.astype(np.int16) - base[1].astype(np.int16)).max()) / 255,
-                           dmed=dice(pred.probabilities.array > med, base[1] > med))
+                row.update(
+                    dice=dice(mask, base[0]),
+                    ratio_wall=base[2] / c.wall,
+                    ratio_cpu=base[3] / max(c.cpu, 1e-9),
+                    dp=float(np.abs(pred.probabilities.array.astype(np.int16) - base[1].astype(np.int16)).max()) / 255,
+                    dmed=dice(pred.probabilities.array > med, base[1] > med),
+                )
                 if trained:
                     from core.metrics import evaluate
 
@@ -443,33 +492,48 @@ def part_case(args, ckpt: Path, trained: bool, cache: Path) -> None:
             from core.inference import window_slices
 
             exact_grid = len(window_slices(tuple(max(s, 128) for s in pred.crop.shape), (128,) * 3, (64,) * 3))
-            log(f"  {label_text}: crop {pred.crop.shape} (exact grid: {exact_grid} windows), "
-                f"timings {', '.join(f'{k} {v:.1f}' for k, v in pred.timings.items())} s")
-            log(f"  {label_text}: {pred.windows}/{pred.windows_total} windows, {pred.backend}, {c.wall:.1f} s wall, "
+            log(
+                f"  {label_text}: crop {pred.crop.shape} (exact grid: {exact_grid} windows), "
+                f"timings {', '.join(f'{k} {v:.1f}' for k, v in pred.timings.items())} s"
+            )
+            log(
+                f"  {label_text}: {pred.windows}/{pred.windows_total} windows, {pred.backend}, {c.wall:.1f} s wall, "
                 f"{c.cpu:.1f} s CPU (x{row['ratio_wall']:.2f} wall, x{row['ratio_cpu']:.2f} CPU vs exact), "
                 f"peak +{m.gb:.2f} GB, Dice {row['dice']:.4f}, Dice@median {row['dmed']:.4f}, max|dp| {row['dp']:.3f}"
                 + (f", TD {row['td']:.1f} BD {row['bd']:.1f} vs exact" if "td" in row else "")
-                + (f"; vs phantom label TD {row['ref_td']:.1f} BD {row['ref_bd']:.1f} DSC {row['ref_dsc']:.1f}"
-                   if "ref_td" in row else "") + f" (load {os.getloadavg()[0]:.1f})")
+                + (
+                    f"; vs phantom label TD {row['ref_td']:.1f} BD {row['ref_bd']:.1f} DSC {row['ref_dsc']:.1f}"
+                    if "ref_td" in row
+                    else ""
+                )
+                + f" (load {os.getloadavg()[0]:.1f})"
+            )
         if args.eager_sample and rows:
             eager_sample(args, ckpt, ct, rows, base, cache)
         if rows:
-            log(f"\n| {ct.name}: configuration | windows | wall s | CPU s | wall ratio | CPU ratio | peak GB | Dice | "
-                + ("TD/BD vs exact |" if trained else "Dice@median |"))
+            log(
+                f"\n| {ct.name}: configuration | windows | wall s | CPU s | wall ratio | CPU ratio | peak GB | Dice | "
+                + ("TD/BD vs exact |" if trained else "Dice@median |")
+            )
             log("|---|---|---|---|---|---|---|---|---|")
             for r in rows:
-                extra = (f"{r.get('td', 100):.1f}/{r.get('bd', 100):.1f}" if trained else f"{r['dmed']:.4f}")
-                log(f"| {r['label']} | {r['windows']}/{r['grid']} | {r['wall']:.1f} | {r['cpu']:.1f} | "
-                    f"{r['ratio_wall']:.2f}x | {r['ratio_cpu']:.2f}x | {r['gb']:.2f} | {r['dice']:.4f} | {extra} |")
+                extra = f"{r.get('td', 100):.1f}/{r.get('bd', 100):.1f}" if trained else f"{r['dmed']:.4f}"
+                log(
+                    f"| {r['label']} | {r['windows']}/{r['grid']} | {r['wall']:.1f} | {r['cpu']:.1f} | "
+                    f"{r['ratio_wall']:.2f}x | {r['ratio_cpu']:.2f}x | {r['gb']:.2f} | {r['dice']:.4f} | {extra} |"
+                )
         if args.fast_full and ct is not full:
-            predictor = Predictor(ckpt, device="cpu", window=128, threads=args.threads, cache=cache,
-                                  say=lambda m: None, mode="fast")
+            predictor = Predictor(
+                ckpt, device="cpu", window=128, threads=args.threads, cache=cache, say=lambda m: None, mode="fast"
+            )
             with Clock() as c, PeakRSS() as m:
                 pred = predictor.predict(full)
             t = pred.timings
-            log(f"  fast (default) on the whole {full.shape}: {pred.windows}/{pred.windows_total} windows, "
+            log(
+                f"  fast (default) on the whole {full.shape}: {pred.windows}/{pred.windows_total} windows, "
                 f"{pred.backend}, {c.wall:.1f} s wall ({', '.join(f'{k} {v:.1f}' for k, v in t.items())}), "
-                f"{c.cpu:.1f} s CPU, peak +{m.gb:.2f} GB (goal < 60 s; load {os.getloadavg()[0]:.1f})")
+                f"{c.cpu:.1f} s CPU, peak +{m.gb:.2f} GB (goal < 60 s; load {os.getloadavg()[0]:.1f})"
+            )
 
 
 def eager_sample(args, ckpt: Path, ct, rows: list, base, cache: Path) -> None:
@@ -477,12 +541,19 @@ def eager_sample(args, ckpt: Path, ct, rows: list, base, cache: Path) -> None:
     window, the whole-grid time that gives, and how far the first configuration's probabilities (the
     baseline of the table) are from eager's on those windows."""
     from core.inference import Predictor, prepare, window_slices
-    from core.inference_backends import TorchBackend
 
-    predictor = Predictor(ckpt, device="cpu", window=128, threads=args.threads, say=lambda m: None, mode="exact",
-                          backend="torch")
-    other = Predictor(ckpt, device="cpu", window=128, threads=args.threads, cache=cache, say=lambda m: None,
-                      **CONFIGS[rows[0]["name"]][1])
+    predictor = Predictor(
+        ckpt, device="cpu", window=128, threads=args.threads, say=lambda m: None, mode="exact", backend="torch"
+    )
+    other = Predictor(
+        ckpt,
+        device="cpu",
+        window=128,
+        threads=args.threads,
+        cache=cache,
+        say=lambda m: None,
+        **CONFIGS[rows[0]["name"]][1],
+    )
     arr, box = prepare(ct, predictor.preprocessing)
     padded = tuple(max(s, 128) for s, w in zip(arr.shape, (128,) * 3))
     arr = np.pad(arr, [(0, p - s) for p, s in zip(padded, arr.shape)])
@@ -501,14 +572,18 @@ def eager_sample(args, ckpt: Path, ct, rows: list, base, cache: Path) -> None:
         dp = max(dp, float(np.abs(p_eager - p_other).max()))
         agree.append(dice(p_eager > 0.5, p_other > 0.5))
     n = len(pick)
-    log(f"  eager fp32 PyTorch (the paper's engine) on {n} of the {len(grid)} exact windows: {wall / n:.1f} s wall, "
+    log(
+        f"  eager fp32 PyTorch (the paper's engine) on {n} of the {len(grid)} exact windows: {wall / n:.1f} s wall, "
         f"{cpu / n:.1f} s CPU per window -> whole exact grid {wall / n * len(grid):.0f} s wall, {cpu / n * len(grid):.0f} s "
-        f"CPU (estimated); vs '{rows[0]['name']}' on those windows: max |dp| {dp:.5f}, Dice@0.5 {min(agree):.5f}")
+        f"CPU (estimated); vs '{rows[0]['name']}' on those windows: max |dp| {dp:.5f}, Dice@0.5 {min(agree):.5f}"
+    )
     est_wall, est_cpu = wall / n * len(grid), cpu / n * len(grid)
     for r in rows:
         r["ratio_eager_wall"] = est_wall / r["wall"]
         r["ratio_eager_cpu"] = est_cpu / max(r["cpu"], 1e-9)
-        log(f"    {r['name']}: x{r['ratio_eager_wall']:.1f} wall, x{r['ratio_eager_cpu']:.1f} CPU vs eager fp32 exact (estimated)")
+        log(
+            f"    {r['name']}: x{r['ratio_eager_wall']:.1f} wall, x{r['ratio_eager_cpu']:.1f} CPU vs eager fp32 exact (estimated)"
+        )
 
 
 def _tiny(ct):
@@ -532,8 +607,10 @@ def part_reach(args) -> None:
     box = crop_box_for(ct, Preprocessing())
     tree = box.crop(label.mask)
     spacing_zyx = tuple(reversed(ct.geometry.spacing))
-    log(f"\nreach: phantom {'x'.join(map(str, ct.shape))}, lung crop {'x'.join(map(str, box.shape))}, "
-        f"airway {int(tree.sum())} voxels")
+    log(
+        f"\nreach: phantom {'x'.join(map(str, ct.shape))}, lung crop {'x'.join(map(str, box.shape))}, "
+        f"airway {int(tree.sum())} voxels"
+    )
     for step in (64, 96, 128):
         row = []
         for mm in (0, 10, 20):
@@ -548,16 +625,25 @@ def main() -> int:
     ap.add_argument("parts", nargs="*", default=["engines", "case"], choices=["engines", "case", "reach"])
     ap.add_argument("--model", default=None)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--windows", type=int, default=2, help="real-CT windows per engine and round (plus half as many phantom)")
+    ap.add_argument(
+        "--windows", type=int, default=2, help="real-CT windows per engine and round (plus half as many phantom)"
+    )
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--engines", default="torch,torch-cl,torch-bf16-cl,openvino-fp32,openvino-bf16,onnxruntime,onnxruntime-int8")
+    ap.add_argument(
+        "--engines", default="torch,torch-cl,torch-bf16-cl,openvino-fp32,openvino-bf16,onnxruntime,onnxruntime-int8"
+    )
     ap.add_argument("--cases", default="real,phantom")
     ap.add_argument("--configs", default="exact,engine,lung64,lung96g,fast")
     ap.add_argument("--phantom-shape", type=int, nargs=3, default=(400, 512, 512))
     ap.add_argument("--baseline-sub", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"))
     ap.add_argument("--fast-full", action="store_true", help="also the fast configuration on the whole case")
-    ap.add_argument("--eager-sample", type=int, default=0, metavar="K",
-                    help="time eager fp32 on K windows of the exact grid and extrapolate (when the baseline is a proxy)")
+    ap.add_argument(
+        "--eager-sample",
+        type=int,
+        default=0,
+        metavar="K",
+        help="time eager fp32 on K windows of the exact grid and extrapolate (when the baseline is a proxy)",
+    )
     ap.add_argument("--cache", default=None, help="exported models (default: a temporary folder)")
     args = ap.parse_args()
 
@@ -571,11 +657,15 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     model, ckpt_path, _, weights = load_model(args.model)
     key = state_hash(model)
-    log(f"full-size WingsNet: {weights}, {sum(p.numel() for p in model.parameters()):,} parameters; "
-        f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, load {os.getloadavg()}")
+    log(
+        f"full-size WingsNet: {weights}, {sum(p.numel() for p in model.parameters()):,} parameters; "
+        f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, load {os.getloadavg()}"
+    )
     if ckpt_path is None:
-        log("NOTE: random weights: TD/BD against the exact result are meaningless and are not computed; Dice of the "
-            "thresholded output and Dice at the median probability are given.")
+        log(
+            "NOTE: random weights: TD/BD against the exact result are meaningless and are not computed; Dice of the "
+            "thresholded output and Dice at the median probability are given."
+        )
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(args.cache) if args.cache else Path(tmp)
         if "engines" in args.parts:
@@ -584,8 +674,9 @@ def main() -> int:
             from core.models.checkpoint import save_checkpoint
             from core.preprocess import Preprocessing
 
-            ckpt = ckpt_path or save_checkpoint(Path(tmp) / "random_full.pt", model,
-                                                {"preprocessing": Preprocessing().to_dict()})
+            ckpt = ckpt_path or save_checkpoint(
+                Path(tmp) / "random_full.pt", model, {"preprocessing": Preprocessing().to_dict()}
+            )
             part_case(args, ckpt, ckpt_path is not None, cache)
     log(f"\npeak RSS of the whole run {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")
     return 0

@@ -50,21 +50,31 @@ def main() -> int:
     result = grow_airway(ct, tubes=False if args.no_tubes else None)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     tree = parse_tree(result.mask, connectivity=26)
-    print(f"case {Path(args.case).name}: {'x'.join(map(str, ct.shape))} voxels, read in {t_read:.1f} s ({rss_read:.0f} MB)")
-    print(f"extraction: {result.seconds:.1f} s wall, peak RSS {peak:.0f} MB "
-          f"({', '.join(f'{k} {v:.1f} s' for k, v in result.timings.items())})")
-    print(f"result: {result.volume_ml:.1f} mL, threshold {result.threshold_hu:.0f} HU, grown {result.grown_ml:.1f} mL, "
-          f"tubes {result.tube_ml:.1f} mL, rim {result.rim_ml:.1f} mL; {tree.n_branches} branches, "
-          f"generation {tree.max_generation}")
+    print(
+        f"case {Path(args.case).name}: {'x'.join(map(str, ct.shape))} voxels, read in {t_read:.1f} s ({rss_read:.0f} MB)"
+    )
+    print(
+        f"extraction: {result.seconds:.1f} s wall, peak RSS {peak:.0f} MB "
+        f"({', '.join(f'{k} {v:.1f} s' for k, v in result.timings.items())})"
+    )
+    print(
+        f"result: {result.volume_ml:.1f} mL, threshold {result.threshold_hu:.0f} HU, grown {result.grown_ml:.1f} mL, "
+        f"tubes {result.tube_ml:.1f} mL, rim {result.rim_ml:.1f} mL; {tree.n_branches} branches, "
+        f"generation {tree.max_generation}"
+    )
     if args.reference:
         from core.io import read_label
 
         ref = read_label(args.reference, args.selector, reference=ct).mask
         mask = result.mask.mask
         both = int((mask & ref).sum())
-        print(f"against {Path(args.reference).name} ({args.selector}): Dice {2 * both / (mask.sum() + ref.sum()):.3f}, "
-              f"precision {both / max(mask.sum(), 1):.3f}, sensitivity {both / max(ref.sum(), 1):.3f}")
-    print(f"goal: < 30 s -> {'met' if result.seconds < 30 else 'NOT met'}; < 3 GB -> {'met' if peak < 3072 else 'NOT met'}")
+        print(
+            f"against {Path(args.reference).name} ({args.selector}): Dice {2 * both / (mask.sum() + ref.sum()):.3f}, "
+            f"precision {both / max(mask.sum(), 1):.3f}, sensitivity {both / max(ref.sum(), 1):.3f}"
+        )
+    print(
+        f"goal: < 30 s -> {'met' if result.seconds < 30 else 'NOT met'}; < 3 GB -> {'met' if peak < 3072 else 'NOT met'}"
+    )
     print(f"load average while running: {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -60,8 +60,10 @@ def build_case(folder: Path) -> dict[str, Path]:
     ct = IntensityVolume(up(demo.phantom.ct.array), geo, "ct")
     ref = LabelVolume(up(demo.reference.mask).astype(np.uint8), geo, "ref")
     pred = LabelVolume(up(demo.prediction.mask).astype(np.uint8), geo, "pred")
-    print(f"built {ct.shape} case in {time.perf_counter() - t0:.1f} s "
-          f"(reference {int(ref.array.sum())} voxels, prediction {int(pred.array.sum())})")
+    print(
+        f"built {ct.shape} case in {time.perf_counter() - t0:.1f} s "
+        f"(reference {int(ref.array.sum())} voxels, prediction {int(pred.array.sum())})"
+    )
     out = {}
     for key, vol in (("ct", ct), ("ref", ref), ("pred", pred)):
         out[key] = write_volume(vol, folder / f"{key}.nii", compress=False)
@@ -71,8 +73,8 @@ def build_case(folder: Path) -> dict[str, Path]:
 
 def bench_open(files: dict[str, Path], repeats: int, suffix: str = "") -> None:
     from app.review.case import Case, load_case
-    from core.io import read_volume
     from app.workers import run_sync
+    from core.io import read_volume
 
     paths = [files["ct" + suffix], files["ref" + suffix], files["pred" + suffix]]
     io_t, open_t = [], []
@@ -89,12 +91,15 @@ def bench_open(files: dict[str, Path], repeats: int, suffix: str = "") -> None:
         del loaded, case
     label = "nii.gz" if suffix else "nii"
     mo, mi = statistics.median(open_t), statistics.median(io_t)
-    print(f"open case ({label}): median {mo:.2f} s (target < 5 s), core.io read alone {mi:.2f} s, "
-          f"ratio {mo / mi:.2f}; peak RSS {rss_mb():.0f} MB")
+    print(
+        f"open case ({label}): median {mo:.2f} s (target < 5 s), core.io read alone {mi:.2f} s, "
+        f"ratio {mo / mi:.2f}; peak RSS {rss_mb():.0f} MB"
+    )
 
 
-def naive_render(ct: np.ndarray, ref: np.ndarray, pred: np.ndarray, window: float, level: float,
-                 rgb: np.ndarray, opacity: float) -> np.ndarray:
+def naive_render(
+    ct: np.ndarray, ref: np.ndarray, pred: np.ndarray, window: float, level: float, rgb: np.ndarray, opacity: float
+) -> np.ndarray:
     """Baseline: float windowing and a blend of every pixel."""
     lo = level - window / 2
     grey = np.clip((ct.astype(np.float32) - lo) / window * 255, 0, 255)
@@ -120,8 +125,10 @@ def bench_redraw(files: dict[str, Path], repeats: int) -> None:
     while (case.overlay_box() is None or case._ct_by_x is None) and time.perf_counter() - t0 < 60:
         app.processEvents()
         time.sleep(0.005)
-    print(f"overlay bounds and sagittal copy ready {time.perf_counter() - t0:.2f} s after opening "
-          f"(box {case.overlay_box()})")
+    print(
+        f"overlay bounds and sagittal copy ready {time.perf_counter() - t0:.2f} s after opening "
+        f"(box {case.overlay_box()})"
+    )
     display = DisplayState(DisplaySettings())
     s = display.settings
     views = {o: SliceView(case, o, display) for o in ("axial", "coronal", "sagittal")}
@@ -153,8 +160,10 @@ def bench_redraw(files: dict[str, Path], repeats: int) -> None:
             naive.append((time.perf_counter() - t0) * 1000 + extract[-1])
         m, n, e = statistics.median(times), statistics.median(naive), statistics.median(extract)
         h, w = img.height(), img.width()
-        print(f"redraw {o:8s} {h}x{w}: median {m:.2f} ms, p95 {np.percentile(times, 95):.2f} ms (target < 10 ms); "
-              f"naive float blend {n:.2f} ms (ratio {m / n:.2f}); full-slice extraction of CT and masks {e:.2f} ms")
+        print(
+            f"redraw {o:8s} {h}x{w}: median {m:.2f} ms, p95 {np.percentile(times, 95):.2f} ms (target < 10 ms); "
+            f"naive float blend {n:.2f} ms (ratio {m / n:.2f}); full-slice extraction of CT and masks {e:.2f} ms"
+        )
     # cache hit: scrolling back to a slice already drawn
     v = views["axial"]
     v._image()
@@ -210,13 +219,21 @@ def bench_event_loop(files: dict[str, Path], timeout_s: float = 300.0) -> None:
     gaps.clear()
     case = Case()
     case.open_files(str(files["ct"]), str(files["ref"]), [str(files["pred"])])
-    spent = spin(lambda: case.ct is not None and not case.busy and case.predictions
-                 and (case.predictions[0].metrics is not None or case.predictions[0].analysis_error))
+    spent = spin(
+        lambda: (
+            case.ct is not None
+            and not case.busy
+            and case.predictions
+            and (case.predictions[0].metrics is not None or case.predictions[0].analysis_error)
+        )
+    )
     timer.stop()
     err = case.predictions[0].analysis_error if case.predictions else "not loaded"
-    print(f"open + tree + metrics + regions in workers: {spent:.1f} s{' (' + err + ')' if err else ''}; "
-          f"event loop max stall {max(gaps[1:] or [0])} ms, p99 {np.percentile(gaps[1:] or [0], 99):.0f} ms "
-          f"(idle loop max {idle} ms); regions {len(case.predictions[0].regions or []) if case.predictions else 0}")
+    print(
+        f"open + tree + metrics + regions in workers: {spent:.1f} s{' (' + err + ')' if err else ''}; "
+        f"event loop max stall {max(gaps[1:] or [0])} ms, p99 {np.percentile(gaps[1:] or [0], 99):.0f} ms "
+        f"(idle loop max {idle} ms); regions {len(case.predictions[0].regions or []) if case.predictions else 0}"
+    )
 
 
 def bench_surface(files: dict[str, Path], repeats: int) -> None:
@@ -232,8 +249,10 @@ def bench_surface(files: dict[str, Path], repeats: int) -> None:
         mesh = outcome_surface(pred, ref, loaded.ct.geometry)
         times.append(time.perf_counter() - t0)
     n = getattr(mesh, "n_cells", None) or getattr(getattr(mesh, "mesh", None), "n_cells", "?")
-    print(f"3D TP/FP/FN surface of the full tree: median {statistics.median(times):.2f} s (target < 3 s), "
-          f"{n} faces; peak RSS {rss_mb():.0f} MB")
+    print(
+        f"3D TP/FP/FN surface of the full tree: median {statistics.median(times):.2f} s (target < 3 s), "
+        f"{n} faces; peak RSS {rss_mb():.0f} MB"
+    )
 
 
 def main() -> int:
@@ -247,8 +266,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-gui-") as tmp:
         folder = Path(args.keep or tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        names = {k: folder / f"{k.replace('_gz', '')}.nii{'.gz' if k.endswith('_gz') else ''}"
-                 for k in ("ct", "ref", "pred", "ct_gz", "ref_gz", "pred_gz")}
+        names = {
+            k: folder / f"{k.replace('_gz', '')}.nii{'.gz' if k.endswith('_gz') else ''}"
+            for k in ("ct", "ref", "pred", "ct_gz", "ref_gz", "pred_gz")
+        }
         files = names if all(p.exists() for p in names.values()) else build_case(folder)
         bench_open(files, max(1, min(3, args.repeats)))
         bench_open(files, 1, "_gz")

@@ -133,13 +133,17 @@ def quick_train(model, prep, steps: int, patch: int = 32, seed: int = 0):
         x = torch.from_numpy(x_all[sl][None, None].copy())
         g = torch.from_numpy(g_all[sl][None, None].copy())
         logits = model(x)
-        loss = sum(dice_loss(torch.sigmoid(z), g) + torch.nn.functional.binary_cross_entropy_with_logits(z, g)
-                   for z in logits)
+        loss = sum(
+            dice_loss(torch.sigmoid(z), g) + torch.nn.functional.binary_cross_entropy_with_logits(z, g) for z in logits
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
         if (step + 1) % 25 == 0:
-            print(f"    quick-train step {step + 1}/{steps}: loss {loss.item():.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+            print(
+                f"    quick-train step {step + 1}/{steps}: loss {loss.item():.3f} ({time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
     model.eval()
     return model, make_phantom((128, 128, 128), seed=seed + 1)
 
@@ -227,9 +231,11 @@ def engine_memory(shape=(400, 512, 512)) -> None:
     seconds = time.perf_counter() - t
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    print(f"\nEngine host memory, {shape[2]} x {shape[1]} x {shape[0]} CT ({ct.array.nbytes / 1e9:.2f} GB int16), no crop, "
-          f"{pred.windows} windows: peak {peak / 1e9:.2f} GB above the CT (tracemalloc; network activations excluded), "
-          f"{seconds:.1f} s with a voxel-wise stand-in network")
+    print(
+        f"\nEngine host memory, {shape[2]} x {shape[1]} x {shape[0]} CT ({ct.array.nbytes / 1e9:.2f} GB int16), no crop, "
+        f"{pred.windows} windows: peak {peak / 1e9:.2f} GB above the CT (tracemalloc; network activations excluded), "
+        f"{seconds:.1f} s with a voxel-wise stand-in network"
+    )
 
 
 def case_agreement(ckpt: Path, backends: list[str], threads: int, cache: Path) -> None:
@@ -245,14 +251,22 @@ def case_agreement(ckpt: Path, backends: list[str], threads: int, cache: Path) -
         pred = predictor.predict(ct)
         masks[name] = pred.mask.array
         p = pred.probabilities.array
-        rows.append((pred.backend, pred.seconds, pred.windows, dice(masks[name], masks["torch"]),
-                     int(masks[name].sum()), p))
-        print(f"  {pred.backend}: {pred.seconds:.1f} s, {int(masks[name].sum())} voxels, "
-              f"Dice vs fp32 {rows[-1][3]:.4f}, load {os.getloadavg()[0]:.1f}", flush=True)
+        rows.append(
+            (pred.backend, pred.seconds, pred.windows, dice(masks[name], masks["torch"]), int(masks[name].sum()), p)
+        )
+        print(
+            f"  {pred.backend}: {pred.seconds:.1f} s, {int(masks[name].sum())} voxels, "
+            f"Dice vs fp32 {rows[-1][3]:.4f}, load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
     ref_p = rows[0][5]
-    print("\n| backend | whole case s | speed-up | mask voxels | Dice vs eager fp32 mask | max |dp| (of 255) |\n|---|---|---|---|---|---|")
-    for name, sec, n, d, vox, p in rows:
-        print(f"| {name} | {sec:.1f} | {rows[0][1] / sec:.2f}x | {vox} | {d:.4f} | {int(np.abs(p.astype(int) - ref_p).max())} |")
+    print(
+        "\n| backend | whole case s | speed-up | mask voxels | Dice vs eager fp32 mask | max |dp| (of 255) |\n|---|---|---|---|---|---|"
+    )
+    for name, sec, _n, d, vox, p in rows:
+        print(
+            f"| {name} | {sec:.1f} | {rows[0][1] / sec:.2f}x | {vox} | {d:.4f} | {int(np.abs(p.astype(int) - ref_p).max())} |"
+        )
 
 
 def main() -> int:
@@ -264,12 +278,20 @@ def main() -> int:
     ap.add_argument("--extra", action="store_true", help="also torch channels-last, torch bf16 autocast, torch.compile")
     ap.add_argument("--no-case", action="store_true", help="skip the whole-case run")
     ap.add_argument("--memory-only", action="store_true", help="only the engine's host memory on 512 x 512 x 400")
-    ap.add_argument("--case-agreement", action="store_true",
-                    help="only: whole-case masks of each backend vs eager fp32 (needs the demo model)")
+    ap.add_argument(
+        "--case-agreement",
+        action="store_true",
+        help="only: whole-case masks of each backend vs eager fp32 (needs the demo model)",
+    )
     ap.add_argument("--case-backend", default="auto")
-    ap.add_argument("--quick-train", type=int, default=0, metavar="STEPS",
-                    help="without the demo model: train the random WingsNet STEPS steps on phantom patches first, "
-                         "and add a phantom window to the agreement check")
+    ap.add_argument(
+        "--quick-train",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="without the demo model: train the random WingsNet STEPS steps on phantom patches first, "
+        "and add a phantom window to the agreement check",
+    )
     args = ap.parse_args()
     if not CASE.is_dir():
         print(f"needs the real CT at {CASE} (../shared/data); not found", file=sys.stderr)
@@ -285,14 +307,20 @@ def main() -> int:
         if not DEMO.exists():
             print("--case-agreement needs resources/models/demo_wingsnet.pt", file=sys.stderr)
             return 2
-        print(f"Whole-case agreement on {CASE.name}, model {DEMO.name}; load average {os.getloadavg()[0]:.1f} "
-              "(shared cores)")
-        case_agreement(DEMO, args.backends.split(","), args.threads, Path(tempfile.mkdtemp(prefix="airway-bench-cache-")))
+        print(
+            f"Whole-case agreement on {CASE.name}, model {DEMO.name}; load average {os.getloadavg()[0]:.1f} "
+            "(shared cores)"
+        )
+        case_agreement(
+            DEMO, args.backends.split(","), args.threads, Path(tempfile.mkdtemp(prefix="airway-bench-cache-"))
+        )
         return 0
     from core.inference_backends import state_hash
 
-    print(f"CPU: {os.cpu_count()} logical cores, torch threads {args.threads}; load average at start "
-          f"{os.getloadavg()[0]:.2f} (the cores are shared with other engineers: figures are pessimistic)")
+    print(
+        f"CPU: {os.cpu_count()} logical cores, torch threads {args.threads}; load average at start "
+        f"{os.getloadavg()[0]:.2f} (the cores are shared with other engineers: figures are pessimistic)"
+    )
     model, prep, weights, ckpt = load_model()
     print(f"model: WingsNet, {weights}; window {args.window}^3")
     windows = real_windows(prep, args.windows, args.window)
@@ -324,38 +352,51 @@ def main() -> int:
             times, probs = [], []
             for i in range(len(windows)):
                 t = time.perf_counter()
-                probs.append(backend(windows[i:i + 1])[0, 0])
+                probs.append(backend(windows[i : i + 1])[0, 0])
                 times.append(time.perf_counter() - t)
         p = np.stack(probs)
         if ref is None:
             ref = p
         row = {
-            "backend": getattr(backend, "name", name), "build_s": build_s, "s_per_window": float(np.median(times)),
-            "peak_gb": mem.delta_gb, "dice05": dice(p > 0.5, ref > 0.5),
-            "dice_median": dice(p > np.median(ref), ref > np.median(ref)), "max_dp": float(np.abs(p - ref).max()),
+            "backend": getattr(backend, "name", name),
+            "build_s": build_s,
+            "s_per_window": float(np.median(times)),
+            "peak_gb": mem.delta_gb,
+            "dice05": dice(p > 0.5, ref > 0.5),
+            "dice_median": dice(p > np.median(ref), ref > np.median(ref)),
+            "max_dp": float(np.abs(p - ref).max()),
             "load": os.getloadavg()[0],
         }
         rows.append(row)
-        print(f"  {row['backend']:<20} {row['s_per_window']:7.2f} s/window  (build {build_s:5.1f} s, "
-              f"peak +{row['peak_gb']:.2f} GB, load {row['load']:.1f})", flush=True)
+        print(
+            f"  {row['backend']:<20} {row['s_per_window']:7.2f} s/window  (build {build_s:5.1f} s, "
+            f"peak +{row['peak_gb']:.2f} GB, load {row['load']:.1f})",
+            flush=True,
+        )
         del backend
 
     base = rows[0]["s_per_window"]
-    print(f"\nPer-window time on {args.windows} real {args.window}^3 window(s), {args.threads} threads; "
-          f"Dice vs fp32 PyTorch ({weights}):")
-    print(f"| backend | s / window | speed-up vs eager fp32 | Dice @0.5 | Dice @fp32 median | max |dp| | build s | peak RSS GB |")
+    print(
+        f"\nPer-window time on {args.windows} real {args.window}^3 window(s), {args.threads} threads; "
+        f"Dice vs fp32 PyTorch ({weights}):"
+    )
+    print(
+        "| backend | s / window | speed-up vs eager fp32 | Dice @0.5 | Dice @fp32 median | max |dp| | build s | peak RSS GB |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['backend']} | {r['s_per_window']:.2f} | {base / r['s_per_window']:.2f}x | {r['dice05']:.4f} | "
-              f"{r['dice_median']:.4f} | {r['max_dp']:.4f} | {r['build_s']:.1f} | {r['peak_gb']:.2f} |")
+        print(
+            f"| {r['backend']} | {r['s_per_window']:.2f} | {base / r['s_per_window']:.2f}x | {r['dice05']:.4f} | "
+            f"{r['dice_median']:.4f} | {r['max_dp']:.4f} | {r['build_s']:.1f} | {r['peak_gb']:.2f} |"
+        )
     if ckpt is None:
-        print("(no demo model: the Dice is against a stand-in model, not the acceptance test; rerun once "
-              "resources/models/demo_wingsnet.pt exists)")
+        print(
+            "(no demo model: the Dice is against a stand-in model, not the acceptance test; rerun once "
+            "resources/models/demo_wingsnet.pt exists)"
+        )
 
     if args.no_case:
         return 0
-    from core.inference import Predictor
-    from core.io import read_ct
 
     print(f"\nWhole case {CASE.name} (backend {args.case_backend}):", flush=True)
     if ckpt is None:
@@ -376,8 +417,14 @@ def whole_case(ckpt: Path, args, cache: Path, base: float) -> int:
     with PeakRSS() as mem:
         ct = read_ct(CASE)
         t_read = time.perf_counter() - t0
-        predictor = Predictor(ckpt, device="cpu", backend=args.case_backend, say=lambda m: print(f"    ({m})"),
-                              cache=cache, threads=args.threads)
+        predictor = Predictor(
+            ckpt,
+            device="cpu",
+            backend=args.case_backend,
+            say=lambda m: print(f"    ({m})"),
+            cache=cache,
+            threads=args.threads,
+        )
         t1 = time.perf_counter()
         last = [0.0]
 
@@ -389,10 +436,14 @@ def whole_case(ckpt: Path, args, cache: Path, base: float) -> int:
         pred = predictor.predict(ct, progress=progress)
         t2 = time.perf_counter()
     print(f"  shape {ct.shape}, crop {pred.crop.shape}, {pred.windows} windows, backend {pred.backend}")
-    print(f"  read {t_read:.1f} s, model load/convert {t1 - t0 - t_read:.1f} s, predict {t2 - t1:.1f} s "
-          f"({(t2 - t1) / pred.windows:.2f} s/window incl. preprocessing), total {t2 - t0:.1f} s "
-          f"(goal < 180 s); eager fp32 estimate {pred.windows * base:.0f} s")
-    print(f"  peak RSS +{mem.delta_gb:.2f} GB; mask {int(pred.mask.array.sum())} voxels; load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"  read {t_read:.1f} s, model load/convert {t1 - t0 - t_read:.1f} s, predict {t2 - t1:.1f} s "
+        f"({(t2 - t1) / pred.windows:.2f} s/window incl. preprocessing), total {t2 - t0:.1f} s "
+        f"(goal < 180 s); eager fp32 estimate {pred.windows * base:.0f} s"
+    )
+    print(
+        f"  peak RSS +{mem.delta_gb:.2f} GB; mask {int(pred.mask.array.sum())} voxels; load average {os.getloadavg()[0]:.1f}"
+    )
     return 0
 
 

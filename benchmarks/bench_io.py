@@ -30,12 +30,13 @@ sys.path.insert(0, str(ROOT))
 DICOM = ROOT.parent / "shared" / "data" / "chest_ct_dicom"
 FORMATS = [".nii.gz", ".nii", ".nrrd", ".mha"]
 
+
 # each step runs in its own interpreter so its peak RSS is its own
 def _child(step: str, args: dict) -> dict:
     code = f"""
 import json, resource, sys, time
 sys.path.insert(0, {str(ROOT)!r})
-sys.path.insert(0, {str(ROOT / 'benchmarks')!r})
+sys.path.insert(0, {str(ROOT / "benchmarks")!r})
 import bench_io
 out = bench_io.run_step({step!r}, json.loads({json.dumps(json.dumps(args))}))
 out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -108,9 +109,11 @@ def run_step(step: str, args: dict) -> dict:
         rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
         rotated = Geometry(ct.geometry.spacing, ct.geometry.origin, tuple(rot.ravel()))
         mask = arr > -500
-        jobs = [("down", arr, ct.geometry, small_shape, small_geo, True, -1024.0),
-                ("up", prob, small_geo, ct.shape, ct.geometry, True, 0.0),
-                ("mask-rotated", mask, ct.geometry, ct.shape, rotated, False, 0.0)]
+        jobs = [
+            ("down", arr, ct.geometry, small_shape, small_geo, True, -1024.0),
+            ("up", prob, small_geo, ct.shape, ct.geometry, True, 0.0),
+            ("mask-rotated", mask, ct.geometry, ct.shape, rotated, False, 0.0),
+        ]
         times = {}
         for name, a, g, shape, tg, linear, default in jobs:
             t = time.perf_counter()
@@ -129,8 +132,9 @@ def run_step(step: str, args: dict) -> dict:
                 ref.SetSpacing(tg.spacing)
                 ref.SetOrigin(tg.origin)
                 ref.SetDirection(tg.direction)
-                out = sitk.Resample(src, ref, sitk.Transform(), sitk.sitkLinear if linear else sitk.sitkNearestNeighbor,
-                                    default)
+                out = sitk.Resample(
+                    src, ref, sitk.Transform(), sitk.sitkLinear if linear else sitk.sitkNearestNeighbor, default
+                )
                 sitk.GetArrayFromImage(out)
             times[name] = time.perf_counter() - t
         return {"seconds": times}
@@ -161,8 +165,10 @@ def main() -> int:
         source = tmp / "source.nii"
         ct = _ct(args.slices)
         write_volume(ct, source, compress=False)
-        print(f"CT {ct.shape[2]} x {ct.shape[1]} x {ct.shape[0]} int16 ({ct.array.nbytes / 1e6:.0f} MB); "
-              f"{'slices of the real chest CT' if DICOM.is_dir() else 'random values'}; median of {args.repeats}")
+        print(
+            f"CT {ct.shape[2]} x {ct.shape[1]} x {ct.shape[0]} int16 ({ct.array.nbytes / 1e6:.0f} MB); "
+            f"{'slices of the real chest CT' if DICOM.is_dir() else 'random values'}; median of {args.repeats}"
+        )
         del ct
         print(f"{'step':28s} " + " ".join(f"{lib:>16s}" for lib in libs) + "   ratio   file MB")
         for suffix in args.formats:

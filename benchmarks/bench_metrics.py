@@ -73,8 +73,11 @@ class Step:
         _, tpeak = tracemalloc.get_traced_memory()
         row = (self.name, dt, cpu, (self.peak - self.base) / 2**20, (tpeak - self.traced0) / 2**20)
         Step.rows.append(row)
-        print(f"  {row[0]:<34} {row[1]:7.2f} s wall {row[2]:7.2f} s CPU   peak RSS +{row[3]:6.0f} MiB"
-              f"   allocations peak +{row[4]:6.0f} MiB", flush=True)
+        print(
+            f"  {row[0]:<34} {row[1]:7.2f} s wall {row[2]:7.2f} s CPU   peak RSS +{row[3]:6.0f} MiB"
+            f"   allocations peak +{row[4]:6.0f} MiB",
+            flush=True,
+        )
         return False
 
 
@@ -100,8 +103,10 @@ def run_ours(ref_mask, pred_mask, spacing, atm22: bool, label: str) -> dict:
         regions = find_error_regions(pred_mask, ref_mask, tree, spacing)
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
     print(f"  {'total (parse + metrics + regions)':<34} {total:7.2f} s wall {cpu:7.2f} s CPU")
-    print(f"  -> {tree.n_branches} branches, {m.n_detected} detected, TD {m.td}, BD {m.bd}, DSC {m.dsc}, "
-          f"precision {m.precision}, {len(regions)} error regions")
+    print(
+        f"  -> {tree.n_branches} branches, {m.n_detected} detected, TD {m.td}, BD {m.bd}, DSC {m.dsc}, "
+        f"precision {m.precision}, {len(regions)} error regions"
+    )
     return {"total": total, "cpu": cpu, "branches": tree.n_branches, "detected": m.n_detected}
 
 
@@ -224,18 +229,24 @@ def main() -> None:
         ours = run_ours(ref.mask, pred.mask, ref.geometry.spacing_zyx, True, "ATM_305 (real pair, ATM'22 mode)")
         import resource
 
-        print(f"  process peak RSS so far (both labels held, imports included): "
-              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+        print(
+            f"  process peak RSS so far (both labels held, imports included): "
+            f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+        )
         if args.baseline:
             print("baseline: the published procedure (volume-wide passes per branch)")
             with Step("reference procedure, parse + BD"):
                 nb, det = baseline_reference_procedure(ref.mask, pred.mask)
             _, base_wall, base_cpu, _, _ = Step.rows[-1]
-            print(f"  -> {nb} branches, {det} detected; ours (parse + metrics + regions) takes "
-                  f"1/{base_wall / ours['total']:.0f} of its wall time and 1/{base_cpu / ours['cpu']:.0f} of its CPU time "
-                  f"in this run")
+            print(
+                f"  -> {nb} branches, {det} detected; ours (parse + metrics + regions) takes "
+                f"1/{base_wall / ours['total']:.0f} of its wall time and 1/{base_cpu / ours['cpu']:.0f} of its CPU time "
+                f"in this run"
+            )
         else:
-            print("  (reference procedure, quoted from the issue on this machine: 325 s and 7.2 GB peak; --baseline reruns it)")
+            print(
+                "  (reference procedure, quoted from the issue on this machine: 325 s and 7.2 GB peak; --baseline reruns it)"
+            )
         del ref, pred
     else:
         print(f"skipped the real pair: {DATA} not found")
@@ -249,8 +260,13 @@ def main() -> None:
             with Step("make 400x512x512 phantom (not timed below)"):
                 full = make_phantom(shape=(400, 512, 512), seed=0, generations=6)
                 part = make_phantom(shape=(400, 512, 512), seed=0, generations=6, omit_distal=8)
-            run_ours(full.label.mask, part.label.mask, full.label.geometry.spacing_zyx, False,
-                     "phantom 400x512x512 (distal branches omitted in the prediction)")
+            run_ours(
+                full.label.mask,
+                part.label.mask,
+                full.label.geometry.spacing_zyx,
+                False,
+                "phantom 400x512x512 (distal branches omitted in the prediction)",
+            )
 
 
 if __name__ == "__main__":

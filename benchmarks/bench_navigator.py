@@ -44,7 +44,9 @@ def main() -> int:
     print(f"regions: {time.perf_counter() - t:.2f} s ({len(regions)} regions)")
     t = time.perf_counter()
     groups = group_regions(regions)
-    print(f"grouping alone: {time.perf_counter() - t:.3f} s ({len(groups)} items, {sum(g.review for g in groups)} shown)")
+    print(
+        f"grouping alone: {time.perf_counter() - t:.3f} s ({len(groups)} items, {sum(g.review for g in groups)} shown)"
+    )
 
     case = Case(auto_analyse=False)
     case.set_reference(ref)

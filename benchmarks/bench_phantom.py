@@ -45,7 +45,9 @@ def child(shape: tuple[int, int, int], generations: int) -> dict:
     tracemalloc.start()
     t0 = time.perf_counter()
     c0 = time.process_time()
-    p = make_phantom(shape, generations=generations, progress=lambda d, n, e: stages.append((d, time.perf_counter() - t0)))
+    p = make_phantom(
+        shape, generations=generations, progress=lambda d, n, e: stages.append((d, time.perf_counter() - t0))
+    )
     total = time.perf_counter() - t0
     cpu = time.process_time() - c0
     traced = tracemalloc.get_traced_memory()[1]
@@ -58,12 +60,19 @@ def child(shape: tuple[int, int, int], generations: int) -> dict:
     noise_s = time.perf_counter() - t1
     names = ["tree+label", "body", "vessels", "walls+lumen", "centreline+blur", "noise+int16"]
     return {
-        "shape": list(shape), "spacing": list(p.ct.geometry.spacing), "branches": len(p.branches),
-        "airway_voxels": p.label.voxel_count(), "total_s": round(total, 3), "cpu_s": round(cpu, 3),
+        "shape": list(shape),
+        "spacing": list(p.ct.geometry.spacing),
+        "branches": len(p.branches),
+        "airway_voxels": p.label.voxel_count(),
+        "total_s": round(total, 3),
+        "cpu_s": round(cpu, 3),
         "stages_s": {names[i]: round(stages[i + 1][1] - stages[i][1], 3) for i in range(len(names))},
-        "traced_peak_mb": round(traced / 2**20, 1), "rss_peak_mb": round(rss / 2**20, 1),
-        "float32_volume_mb": round(4 * n / 2**20, 1), "peak_over_float32": round(traced / (4 * n), 2),
-        "noise_draw_s": round(noise_s, 3), "time_over_noise_draw": round(total / max(noise_s, 1e-9), 2),
+        "traced_peak_mb": round(traced / 2**20, 1),
+        "rss_peak_mb": round(rss / 2**20, 1),
+        "float32_volume_mb": round(4 * n / 2**20, 1),
+        "peak_over_float32": round(traced / (4 * n), 2),
+        "noise_draw_s": round(noise_s, 3),
+        "time_over_noise_draw": round(total / max(noise_s, 1e-9), 2),
     }
 
 
@@ -77,9 +86,13 @@ def child_mask(path: str) -> dict:
     mask = read_label(path)
     t0, c0 = time.perf_counter(), time.process_time()
     p = phantom_from_mask(mask)
-    return {"shape": list(p.ct.shape), "total_s": round(time.perf_counter() - t0, 3), "cpu_s": round(time.process_time() - c0, 3),
-            "rss_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "float32_volume_mb": round(4 * p.ct.array.size / 2**20, 1)}
+    return {
+        "shape": list(p.ct.shape),
+        "total_s": round(time.perf_counter() - t0, 3),
+        "cpu_s": round(time.process_time() - c0, 3),
+        "rss_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "float32_volume_mb": round(4 * p.ct.array.size / 2**20, 1),
+    }
 
 
 def main() -> None:
@@ -104,22 +117,39 @@ def main() -> None:
     except OSError:
         pass
     for size in args.sizes:
-        out = subprocess.run([sys.executable, __file__, "--child", size, "--generations", str(args.generations)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", size, "--generations", str(args.generations)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         r = json.loads(out.stdout.strip().splitlines()[-1])
         z, y, x = r["shape"]
-        print(f"\n{z} x {y} x {x} (z y x), spacing {r['spacing']} mm, {r['branches']} branches, {r['airway_voxels']} airway voxels")
-        print(f"  total {r['total_s']:.2f} s wall, {r['cpu_s']:.2f} s CPU   " + "  ".join(f"{k} {v:.2f}" for k, v in r["stages_s"].items()))
-        print(f"  peak traced {r['traced_peak_mb']:.0f} MB = {r['peak_over_float32']:.2f} x one float32 volume "
-              f"({r['float32_volume_mb']:.0f} MB); peak RSS {r['rss_peak_mb']:.0f} MB")
-        print(f"  baseline: one float32 normal draw of the volume {r['noise_draw_s']:.2f} s -> phantom = "
-              f"{r['time_over_noise_draw']:.1f} x that")
+        print(
+            f"\n{z} x {y} x {x} (z y x), spacing {r['spacing']} mm, {r['branches']} branches, {r['airway_voxels']} airway voxels"
+        )
+        print(
+            f"  total {r['total_s']:.2f} s wall, {r['cpu_s']:.2f} s CPU   "
+            + "  ".join(f"{k} {v:.2f}" for k, v in r["stages_s"].items())
+        )
+        print(
+            f"  peak traced {r['traced_peak_mb']:.0f} MB = {r['peak_over_float32']:.2f} x one float32 volume "
+            f"({r['float32_volume_mb']:.0f} MB); peak RSS {r['rss_peak_mb']:.0f} MB"
+        )
+        print(
+            f"  baseline: one float32 normal draw of the volume {r['noise_draw_s']:.2f} s -> phantom = "
+            f"{r['time_over_noise_draw']:.1f} x that"
+        )
     if args.mask:
-        out = subprocess.run([sys.executable, __file__, "--child-mask", args.mask], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child-mask", args.mask], capture_output=True, text=True, check=True
+        )
         r = json.loads(out.stdout.strip().splitlines()[-1])
         z, y, x = r["shape"]
-        print(f"\nphantom_from_mask {z} x {y} x {x}: {r['total_s']:.2f} s wall, {r['cpu_s']:.2f} s CPU, "
-              f"peak RSS {r['rss_peak_mb']:.0f} MB (one float32 volume {r['float32_volume_mb']:.0f} MB)")
+        print(
+            f"\nphantom_from_mask {z} x {y} x {x}: {r['total_s']:.2f} s wall, {r['cpu_s']:.2f} s CPU, "
+            f"peak RSS {r['rss_peak_mb']:.0f} MB (one float32 volume {r['float32_volume_mb']:.0f} MB)"
+        )
 
 
 if __name__ == "__main__":

@@ -107,8 +107,10 @@ def main() -> None:
         case.session.brush("reference", (z, y, x + (k % 10) - 5), 5, k % 2 == 0, form="disc")
         ax.current_rgb()
         stroke.append((time.perf_counter() - t0) * 1000)
-    print(f"brush dab + axial repaint: median {statistics.median(stroke):.1f} ms, max {max(stroke):.1f} ms "
-          f"(repaint alone {statistics.median(repaint):.1f} ms) [target < 16 ms]")
+    print(
+        f"brush dab + axial repaint: median {statistics.median(stroke):.1f} ms, max {max(stroke):.1f} ms "
+        f"(repaint alone {statistics.median(repaint):.1f} ms) [target < 16 ms]"
+    )
     while case.session.undo():
         pass
 
@@ -126,8 +128,10 @@ def main() -> None:
             v.current_rgb()
         accept.append((time.perf_counter() - t0) * 1000)
     sizes = [entry.regions[i].voxels for i in fps[: args.repeats]]
-    print(f"accept FP region + 3 views repainted: median {statistics.median(accept):.1f} ms, max {max(accept):.1f} ms "
-          f"over {len(accept)} regions of {min(sizes)}..{max(sizes)} voxels [target < 100 ms]")
+    print(
+        f"accept FP region + 3 views repainted: median {statistics.median(accept):.1f} ms, max {max(accept):.1f} ms "
+        f"over {len(accept)} regions of {min(sizes)}..{max(sizes)} voxels [target < 100 ms]"
+    )
 
     # background refresh after the accepts (reference changed: the tree is parsed again)
     t0 = time.perf_counter()
@@ -141,8 +145,10 @@ def main() -> None:
     t0 = time.perf_counter()
     result, _ = run_review_analysis(case.session.analysis_job(copy=True), in_process=False)
     pred_refresh = time.perf_counter() - t0
-    print(f"background refresh after reference edits: {ref_refresh:.1f} s (+ {copy_s * 1000:.0f} ms snapshot on the GUI "
-          f"thread); after a prediction edit (tree reused): {pred_refresh:.1f} s [target < 10 s]")
+    print(
+        f"background refresh after reference edits: {ref_refresh:.1f} s (+ {copy_s * 1000:.0f} ms snapshot on the GUI "
+        f"thread); after a prediction edit (tree reused): {pred_refresh:.1f} s [target < 10 s]"
+    )
 
     # undo memory
     layer = LabelLayer("reference", LabelVolume(np.zeros(ct.shape, bool)), role="reference")

@@ -72,8 +72,8 @@ def load_pair() -> tuple[np.ndarray, np.ndarray, Geometry, str]:
         full = (600,) + ref.shape[1:]
         r = np.zeros(full, bool)
         p = np.zeros(full, bool)
-        r[100:100 + ref.shape[0]] = ref.mask
-        p[100:100 + ref.shape[0]] = pred.mask
+        r[100 : 100 + ref.shape[0]] = ref.mask
+        p[100 : 100 + ref.shape[0]] = pred.mask
         return p, r, ref.geometry, "ATM'22 case 305 (two teams' trees), embedded in 600 x 512 x 512"
     tree = synthetic_tree()
     pred = np.roll(tree, 2, axis=2)
@@ -97,8 +97,11 @@ def timed(fn, repeats: int) -> tuple[float, float, object]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--gui", action="store_true",
-                    help="also time the GUI-thread hand-off to VTK and the first render (needs a display, e.g. xvfb-run)")
+    ap.add_argument(
+        "--gui",
+        action="store_true",
+        help="also time the GUI-thread hand-off to VTK and the first render (needs a display, e.g. xvfb-run)",
+    )
     args = ap.parse_args()
 
     import pyvista as pv
@@ -110,14 +113,20 @@ def main() -> None:
     print("note: CPU shared with other engineers' jobs; figures are noisy")
 
     t_mask, m_mask, s = timed(lambda: mask_surface(ref, geo), args.repeats)
-    print(f"surface nets, reference mask (smoothed):   {t_mask:6.3f} s  {s.n_cells:8d} faces  peak traced {m_mask:6.1f} MiB")
+    print(
+        f"surface nets, reference mask (smoothed):   {t_mask:6.3f} s  {s.n_cells:8d} faces  peak traced {m_mask:6.1f} MiB"
+    )
     t_out, m_out, s = timed(lambda: outcome_surface(pred, ref, geo), args.repeats)
-    print(f"surface nets, TP/FP/FN outcome surface:    {t_out:6.3f} s  {s.n_cells:8d} faces  peak traced {m_out:6.1f} MiB")
+    print(
+        f"surface nets, TP/FP/FN outcome surface:    {t_out:6.3f} s  {s.n_cells:8d} faces  peak traced {m_out:6.1f} MiB"
+    )
     from app.review.view3d import SceneInput, build_scene  # Qt-free part of the 3D view
 
     t_scene, m_scene, sc = timed(lambda: build_scene(SceneInput(geo, "outcome", pred, ref)), args.repeats)
-    print(f"3D view scene job (surface + normals + actors): {t_scene:6.3f} s  {len(sc.parts)} actors  "
-          f"peak traced {m_scene:6.1f} MiB")
+    print(
+        f"3D view scene job (surface + normals + actors): {t_scene:6.3f} s  {len(sc.parts)} actors  "
+        f"peak traced {m_scene:6.1f} MiB"
+    )
     t_raw, _, s = timed(lambda: mask_surface(ref, geo, smoothing=False), args.repeats)
     print(f"surface nets, reference, no smoothing:     {t_raw:6.3f} s  {s.n_cells:8d} faces")
 
@@ -146,8 +155,10 @@ def main() -> None:
         gui_figures(sc)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"process peak RSS {rss:.0f} MiB (includes the two 600 x 512 x 512 masks)")
-    print(f"target: < 3 s for the tree surface -> {'PASS' if t_scene < 3 else 'FAIL'} "
-          f"(surface {t_out:.2f} s, whole scene job {t_scene:.2f} s)")
+    print(
+        f"target: < 3 s for the tree surface -> {'PASS' if t_scene < 3 else 'FAIL'} "
+        f"(surface {t_out:.2f} s, whole scene job {t_scene:.2f} s)"
+    )
 
 
 def gui_figures(scene) -> None:
@@ -176,8 +187,10 @@ def gui_figures(scene) -> None:
 
     info = plotter.render_window.ReportCapabilities().splitlines()
     renderer = next((ln.split(":", 1)[1].strip() for ln in info if "OpenGL renderer" in ln), "unknown")
-    print(f"GUI thread: add actors {t_add * 1000:6.1f} ms, first render {t_first:5.2f} s, next render {t_next:5.2f} s "
-          f"(OpenGL renderer: {renderer}; VTK {vtk.vtkVersion.GetVTKVersion()})")
+    print(
+        f"GUI thread: add actors {t_add * 1000:6.1f} ms, first render {t_first:5.2f} s, next render {t_next:5.2f} s "
+        f"(OpenGL renderer: {renderer}; VTK {vtk.vtkVersion.GetVTKVersion()})"
+    )
     plotter.close()
 
 

@@ -40,7 +40,7 @@ def speed(args) -> None:
     torch.set_num_threads(args.threads)
     x0 = torch.rand(args.batch, 1, args.patch, args.patch, args.patch, generator=torch.Generator().manual_seed(0))
     results = {}
-    for rep in range(2):  # interleaved, so both see the same load
+    for _rep in range(2):  # interleaved, so both see the same load
         for cl in (False, True):
             torch.manual_seed(0)
             model = build_model("wingsnet", width=args.width)
@@ -82,7 +82,11 @@ def demo_eval(args) -> None:
 
     torch.set_num_threads(args.threads)
     predictor = Predictor(args.model, device="cpu", window=args.window, step=args.step, backend="torch")
-    info = json.loads((Path(args.model).with_suffix(".json")).read_text()) if Path(args.model).with_suffix(".json").exists() else {}
+    info = (
+        json.loads((Path(args.model).with_suffix(".json")).read_text())
+        if Path(args.model).with_suffix(".json").exists()
+        else {}
+    )
     ph = info.get("phantoms", {"size": 48, "spacing": [2.5, 2.5, 3.0], "difficulty": "normal"})
     rows = []
     t0 = time.perf_counter()
@@ -92,8 +96,11 @@ def demo_eval(args) -> None:
         rows.append({k: float(getattr(m, k)) for k in ("td", "bd", "dsc", "precision")})
         print(f"  phantom seed {args.seed + i}: " + ", ".join(f"{k} {v:.1f}" for k, v in rows[-1].items()), flush=True)
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-    print(f"held-out phantoms ({args.n}, {ph['size']}^3, spacing {ph['spacing']} mm, {ph['difficulty']}), mean %: "
-          + ", ".join(f"{k.upper()} {v:.1f}" for k, v in mean.items()) + f"  ({time.perf_counter() - t0:.0f} s)")
+    print(
+        f"held-out phantoms ({args.n}, {ph['size']}^3, spacing {ph['spacing']} mm, {ph['difficulty']}), mean %: "
+        + ", ".join(f"{k.upper()} {v:.1f}" for k, v in mean.items())
+        + f"  ({time.perf_counter() - t0:.0f} s)"
+    )
 
     data = ROOT.parent / "shared" / "data" / "chest_ct_dicom"
     if not data.exists():
@@ -123,14 +130,20 @@ def real_ct(args, folder: Path, train_spacing) -> None:
     n_raw = int(cc3d.connected_components(raw, connectivity=26).max())
     mask = pred.mask.array
     ml = mask.sum() * vol.geometry.voxel_volume_mm3 / 1000.0
-    print(f"real chest CT {ct.shape} at {ct.geometry.spacing} mm, resampled to {arr.shape} at {train_spacing} mm; "
-          f"{pred.windows} windows, {seconds:.0f} s")
-    print(f"  thresholded mask: {raw.sum()} voxels in {n_raw} components (26-conn.); largest component kept: "
-          f"{int(mask.sum())} voxels = {ml:.1f} mL")
+    print(
+        f"real chest CT {ct.shape} at {ct.geometry.spacing} mm, resampled to {arr.shape} at {train_spacing} mm; "
+        f"{pred.windows} windows, {seconds:.0f} s"
+    )
+    print(
+        f"  thresholded mask: {raw.sum()} voxels in {n_raw} components (26-conn.); largest component kept: "
+        f"{int(mask.sum())} voxels = {ml:.1f} mL"
+    )
     if mask.any():
         zs = np.nonzero(mask.any(axis=(1, 2)))[0]
-        print(f"  largest component spans slices {zs.min()}..{zs.max()} of {mask.shape[0]} "
-              f"({(zs.max() - zs.min() + 1) * train_spacing[2]:.0f} mm head-foot)")
+        print(
+            f"  largest component spans slices {zs.min()}..{zs.max()} of {mask.shape[0]} "
+            f"({(zs.max() - zs.min() + 1) * train_spacing[2]:.0f} mm head-foot)"
+        )
         # axial profile from head to feet: a trachea is one round ~15-20 mm section near the midline,
         # the main bronchi two sections left and right of it below the carina
         world_z = vol.geometry.index_to_world(np.stack([zs, np.zeros_like(zs), np.zeros_like(zs)], 1))[:, 2]

@@ -29,9 +29,20 @@ import numpy as np  # noqa: E402
 
 def step_event(g: int) -> dict:
     loss = 1.0 / (1.0 + 1e-3 * g) + 0.05 * np.sin(g)
-    return {"event": "step", "time": 1e9 + g, "run": "bench", "stage": 1, "epoch": g // 100, "step": g % 100,
-            "global_step": g, "loss": loss, "loss_enc": 0.4 * loss, "loss_dec": 0.6 * loss, "lr": 0.01,
-            "patches_per_s": 8.0 + (g % 7)}
+    return {
+        "event": "step",
+        "time": 1e9 + g,
+        "run": "bench",
+        "stage": 1,
+        "epoch": g // 100,
+        "step": g % 100,
+        "global_step": g,
+        "loss": loss,
+        "loss_enc": 0.4 * loss,
+        "loss_dec": 0.6 * loss,
+        "lr": 0.01,
+        "patches_per_s": 8.0 + (g % 7),
+    }
 
 
 def bench_fold(n: int, redraws: int = 100) -> None:
@@ -63,9 +74,11 @@ def bench_fold(n: int, redraws: int = 100) -> None:
     t_list = time.perf_counter() - t0
     peak_list = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    print(f"fold {n:>9,} steps ({redraws} redraws): columns {t_cols:6.2f} s ({n / t_cols:,.0f} events/s, "
-          f"peak {peak_cols / 2**20:6.1f} MiB) | lists+asarray {t_list:6.2f} s "
-          f"(peak {peak_list / 2**20:6.1f} MiB) | time ratio lists/columns {t_list / t_cols:4.2f}")
+    print(
+        f"fold {n:>9,} steps ({redraws} redraws): columns {t_cols:6.2f} s ({n / t_cols:,.0f} events/s, "
+        f"peak {peak_cols / 2**20:6.1f} MiB) | lists+asarray {t_list:6.2f} s "
+        f"(peak {peak_list / 2**20:6.1f} MiB) | time ratio lists/columns {t_list / t_cols:4.2f}"
+    )
 
 
 def bench_tail(n: int, chunks: int = 200) -> None:
@@ -80,15 +93,16 @@ def bench_tail(n: int, chunks: int = 200) -> None:
         got = 0
         with open(path, "w") as f:
             for start in range(0, n, per):
-                f.write("".join(lines[start:start + per]))
+                f.write("".join(lines[start : start + per]))
                 f.flush()
                 t0 = time.perf_counter()
                 got += len(tail.read_new())
                 t_read += time.perf_counter() - t0
         assert got == n
         size = path.stat().st_size
-    print(f"tail {n:>9,} events ({size / 2**20:.1f} MiB) in {chunks} polls: {t_read:6.2f} s "
-          f"({n / t_read:,.0f} events/s)")
+    print(
+        f"tail {n:>9,} events ({size / 2**20:.1f} MiB) in {chunks} polls: {t_read:6.2f} s ({n / t_read:,.0f} events/s)"
+    )
 
 
 def bench_redraw(n: int, repeats: int = 3) -> None:
@@ -133,8 +147,10 @@ def bench_redraw(n: int, repeats: int = 3) -> None:
         plots.deleteLater()
         app.processEvents()
     fast, slow = results["clip+downsample"], results["every point, 1.5 px"]
-    print(f"redraw+paint {n:>9,} steps (view on the last 10%): tab's plots {fast * 1e3:7.1f} ms | "
-          f"every point, 1.5 px solid pens {slow * 1e3:7.1f} ms | ratio {slow / fast:5.1f}")
+    print(
+        f"redraw+paint {n:>9,} steps (view on the last 10%): tab's plots {fast * 1e3:7.1f} ms | "
+        f"every point, 1.5 px solid pens {slow * 1e3:7.1f} ms | ratio {slow / fast:5.1f}"
+    )
 
 
 def main(argv: list[str]) -> None:

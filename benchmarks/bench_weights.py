@@ -50,7 +50,7 @@ def synthetic_tree(shape=SHAPE, seed: int = 0) -> np.ndarray:
         ab = (b - a).astype(np.float32)
         t = np.clip(((p - a) @ ab) / float(ab @ ab), 0, 1)
         d = np.linalg.norm(p - (a + t[..., None] * ab), axis=-1)
-        mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] |= d <= r
+        mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] |= d <= r
 
     start = np.array([360.0, 256, 256])
     stack = [(start, np.array([-1.0, 0, 0]), 9.0, 100.0, 0)]
@@ -107,14 +107,29 @@ def _worker(method: str, path: str) -> None:
     _, traced_peak = tracemalloc.get_traced_memory()
     sampler.done.set()
     sampler.join()
-    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "traced_peak_mb": traced_peak / 2**20,
-                      "rss_growth_mb": (sampler.peak - sampler.start_rss) / 2**20, "rss_peak_mb": sampler.peak / 2**20,
-                      "mean_airway_weight": float(w[label].mean())}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
+                "traced_peak_mb": traced_peak / 2**20,
+                "rss_growth_mb": (sampler.peak - sampler.start_rss) / 2**20,
+                "rss_peak_mb": sampler.peak / 2**20,
+                "mean_airway_weight": float(w[label].mean()),
+            }
+        )
+    )
 
 
 def _run(method: str, path: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", method, path], capture_output=True, text=True,
-                         check=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", method, path],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -146,11 +161,15 @@ def main() -> None:
 
         ph = make_phantom(SHAPE, spacing=SPACING_ZYX[::-1], seed=0, generations=args.generations)
         label, source = ph.label.mask, f"core.phantom, {args.generations} generations"
-    print(f"label: {source}, shape {label.shape}, spacing (z, y, x) {tuple(round(v, 4) for v in spacing)} mm, "
-          f"{int(label.sum()):,} airway voxels "
-          f"(ready in {time.perf_counter() - t:.1f} s)")
-    print(f"machine: {os.cpu_count()} CPUs visible, shared with other jobs; wall times are indicative, "
-          "CPU time (this process) is steadier")
+    print(
+        f"label: {source}, shape {label.shape}, spacing (z, y, x) {tuple(round(v, 4) for v in spacing)} mm, "
+        f"{int(label.sum()):,} airway voxels "
+        f"(ready in {time.perf_counter() - t:.1f} s)"
+    )
+    print(
+        f"machine: {os.cpu_count()} CPUs visible, shared with other jobs; wall times are indicative, "
+        "CPU time (this process) is steadier"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "label.npy")
         np.save(path, label)
@@ -159,12 +178,16 @@ def main() -> None:
         if not args.no_baseline:
             rows.append(("baseline (full volume, scipy EDT)", _run("baseline", path)))
     for name, r in rows:
-        print(f"{name:48s} {r['seconds']:7.2f} s wall ({r['cpu_seconds']:6.2f} s CPU)   numpy peak {r['traced_peak_mb']:7.0f} MB   "
-              f"RSS +{r['rss_growth_mb']:6.0f} MB (peak {r['rss_peak_mb']:.0f} MB)   mean airway w {r['mean_airway_weight']:.4f}")
+        print(
+            f"{name:48s} {r['seconds']:7.2f} s wall ({r['cpu_seconds']:6.2f} s CPU)   numpy peak {r['traced_peak_mb']:7.0f} MB   "
+            f"RSS +{r['rss_growth_mb']:6.0f} MB (peak {r['rss_peak_mb']:.0f} MB)   mean airway w {r['mean_airway_weight']:.4f}"
+        )
     if len(rows) == 2:
         a, b = rows[0][1], rows[1][1]
-        print(f"speed-up vs baseline: {b['seconds'] / a['seconds']:.1f}x, RSS growth ratio: "
-              f"{a['rss_growth_mb'] / max(b['rss_growth_mb'], 1):.2f}")
+        print(
+            f"speed-up vs baseline: {b['seconds'] / a['seconds']:.1f}x, RSS growth ratio: "
+            f"{a['rss_growth_mb'] / max(b['rss_growth_mb'], 1):.2f}"
+        )
     goal = rows[0][1]["seconds"] < 30
     print(f"goal (< 30 s for 512x512x400): {'met' if goal else 'NOT met'}")
 

@@ -44,7 +44,6 @@ Not yet measured: the issue-17 session was lent no GPU.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -112,10 +111,13 @@ def synthetic_chest(shape=(400, 512, 512), seed: int = 0):
     body = ((y - cy) / (0.40 * shape[1])) ** 2 + ((x - cx) / (0.46 * shape[2])) ** 2 <= 1
     arr[:, body[0]] = 40
     for side in (-1, 1):
-        lung = (((z - cz) / (0.45 * shape[0])) ** 2 + ((y - cy) / (0.30 * shape[1])) ** 2
-                + ((x - cx - side * 0.2 * shape[2]) / (0.15 * shape[2])) ** 2) <= 1
+        lung = (
+            ((z - cz) / (0.45 * shape[0])) ** 2
+            + ((y - cy) / (0.30 * shape[1])) ** 2
+            + ((x - cx - side * 0.2 * shape[2]) / (0.15 * shape[2])) ** 2
+        ) <= 1
         arr[lung] = -860
-    trachea = ((y - cy + 0.1 * shape[1]) ** 2 + (x - cx) ** 2 <= 12 ** 2) & (z > cz)
+    trachea = ((y - cy + 0.1 * shape[1]) ** 2 + (x - cx) ** 2 <= 12**2) & (z > cz)
     arr[np.broadcast_to(trachea, shape)] = -1000
     rng = np.random.default_rng(seed)
     arr += rng.integers(-20, 20, size=shape, dtype=np.int16)
@@ -205,22 +207,63 @@ def tree_metrics(mask: np.ndarray, ref: np.ndarray, spacing_zyx) -> dict:
 
 def case_configs(args) -> list[dict]:
     configs = [
-        {"label": "exact: fp32, step 64, mean, all windows", "autocast": False, "step": 64, "gaussian": False, "region": None},
-        {"label": "autocast, step 64, mean, all windows", "autocast": True, "step": 64, "gaussian": False, "region": None},
+        {
+            "label": "exact: fp32, step 64, mean, all windows",
+            "autocast": False,
+            "step": 64,
+            "gaussian": False,
+            "region": None,
+        },
+        {
+            "label": "autocast, step 64, mean, all windows",
+            "autocast": True,
+            "step": 64,
+            "gaussian": False,
+            "region": None,
+        },
     ]
     if args.selection:
         configs += [
-            {"label": "autocast, lung region, step 64, mean", "autocast": True, "step": 64, "gaussian": False, "region": "lung"},
-            {"label": "autocast, lung region, step 96, gaussian", "autocast": True, "step": 96, "gaussian": True, "region": "lung"},
-            {"label": "autocast, lung region, step 128, gaussian", "autocast": True, "step": 128, "gaussian": True, "region": "lung"},
-            {"label": "autocast, all windows, step 128, gaussian", "autocast": True, "step": 128, "gaussian": True, "region": None},
-            {"label": "autocast, coarse-pass region, step 128, gaussian", "autocast": True, "step": 128, "gaussian": True, "region": "coarse"},
+            {
+                "label": "autocast, lung region, step 64, mean",
+                "autocast": True,
+                "step": 64,
+                "gaussian": False,
+                "region": "lung",
+            },
+            {
+                "label": "autocast, lung region, step 96, gaussian",
+                "autocast": True,
+                "step": 96,
+                "gaussian": True,
+                "region": "lung",
+            },
+            {
+                "label": "autocast, lung region, step 128, gaussian",
+                "autocast": True,
+                "step": 128,
+                "gaussian": True,
+                "region": "lung",
+            },
+            {
+                "label": "autocast, all windows, step 128, gaussian",
+                "autocast": True,
+                "step": 128,
+                "gaussian": True,
+                "region": None,
+            },
+            {
+                "label": "autocast, coarse-pass region, step 128, gaussian",
+                "autocast": True,
+                "step": 128,
+                "gaussian": True,
+                "region": "coarse",
+            },
         ]
     return configs
 
 
 def run_case(args, ckpt: Path, ct, device: str, trained: bool, results: dict, label=None) -> None:
-    import torch
 
     from core.inference import Predictor
 
@@ -231,10 +274,20 @@ def run_case(args, ckpt: Path, ct, device: str, trained: bool, results: dict, la
     masks = []
     for cfg in case_configs(args):
         try:
-            predictor = Predictor(ckpt, device=device, window=args.window, step=cfg["step"] * args.window // 128, gaussian=cfg["gaussian"],
-                                  region=cfg["region"], autocast=cfg["autocast"], batch_size=args.case_batch or None,
-                                  say=lambda m: None)
-            predictor.predict(synthetic_chest(tuple(min(a, b) for a, b in zip((128, 160, 160), ct.shape))))  # warm-up: cuDNN autotuning for this batch size
+            predictor = Predictor(
+                ckpt,
+                device=device,
+                window=args.window,
+                step=cfg["step"] * args.window // 128,
+                gaussian=cfg["gaussian"],
+                region=cfg["region"],
+                autocast=cfg["autocast"],
+                batch_size=args.case_batch or None,
+                say=lambda m: None,
+            )
+            predictor.predict(
+                synthetic_chest(tuple(min(a, b) for a, b in zip((128, 160, 160), ct.shape)))
+            )  # warm-up: cuDNN autotuning for this batch size
             times = []
             for _ in range(max(1, args.case_repeats)):
                 _sync(device)
@@ -249,18 +302,29 @@ def run_case(args, ckpt: Path, ct, device: str, trained: bool, results: dict, la
             _empty_cache(device)
             continue
         t = pred.timings
-        row = {"config": cfg["label"], "windows": pred.windows, "grid": pred.windows_total,
-               "batch": predictor.runner.batch_size, "backend": pred.backend, "seconds": min(times),
-               "seconds_all": times, "timings": t, "peak_gpu_gb": peak, "crop": list(pred.crop.shape)}
+        row = {
+            "config": cfg["label"],
+            "windows": pred.windows,
+            "grid": pred.windows_total,
+            "batch": predictor.runner.batch_size,
+            "backend": pred.backend,
+            "seconds": min(times),
+            "seconds_all": times,
+            "timings": t,
+            "peak_gpu_gb": peak,
+            "crop": list(pred.crop.shape),
+        }
         mask = pred.mask.array
         prob = pred.probabilities.array
         if base is None:
             base = (mask, prob, min(times))
             row.update(dice=1.0, max_dp=0.0, ratio=1.0)
         else:
-            row.update(dice=dice(mask, base[0]),
-                       max_dp=float(np.abs(prob.astype(np.int16) - base[1].astype(np.int16)).max()) / 255.0,
-                       ratio=base[2] / min(times))
+            row.update(
+                dice=dice(mask, base[0]),
+                max_dp=float(np.abs(prob.astype(np.int16) - base[1].astype(np.int16)).max()) / 255.0,
+                ratio=base[2] / min(times),
+            )
             if trained and args.metrics:
                 row["metrics_vs_exact"] = tree_metrics(mask, base[0], spacing_zyx)
         row["mask_voxels"] = int(mask.sum())
@@ -269,12 +333,15 @@ def run_case(args, ckpt: Path, ct, device: str, trained: bool, results: dict, la
             masks.append(np.ascontiguousarray(mask, bool))
         if label is not None:
             row["dice_vs_label"] = dice(mask, label)
-        log(f"  {cfg['label']}: {pred.windows}/{pred.windows_total} windows, batch {row['batch']}, {pred.backend}: "
+        log(
+            f"  {cfg['label']}: {pred.windows}/{pred.windows_total} windows, batch {row['batch']}, {pred.backend}: "
             f"{min(times):.2f} s (runs: {', '.join(f'{v:.2f}' for v in times)}) = prepare {t.get('prepare', 0):.2f} "
             f"+ region {t.get('region', 0):.2f} + windows {t.get('windows', 0):.2f} + post {t.get('postprocess', 0):.2f}; "
             f"peak GPU {peak:.2f} GB; vs exact: {row['ratio']:.2f}x, Dice {row['dice']:.4f}, max |dp| {row['max_dp']:.3f}, "
-            f"mask {row['mask_voxels']} voxels" + (f", {row['metrics_vs_exact']}" if "metrics_vs_exact" in row else "")
-            + (f", Dice vs phantom label {row['dice_vs_label']:.4f}" if "dice_vs_label" in row else ""))
+            f"mask {row['mask_voxels']} voxels"
+            + (f", {row['metrics_vs_exact']}" if "metrics_vs_exact" in row else "")
+            + (f", Dice vs phantom label {row['dice_vs_label']:.4f}" if "dice_vs_label" in row else "")
+        )
         del predictor, pred
         _empty_cache(device)
     results.setdefault("cases", {})[ct.name] = rows
@@ -284,16 +351,25 @@ def run_case(args, ckpt: Path, ct, device: str, trained: bool, results: dict, la
         packed = {f"m{i}": np.packbits(m) for i, m in enumerate(masks)}
         if label is not None:
             packed["label"] = np.packbits(label)
-        np.savez_compressed(target, shape=np.array(ct.shape), spacing=np.array(ct.geometry.spacing),
-                            configs=np.array([r["config"] for r in rows]), **packed)
-        log(f"  masks (exact first, then each configuration{', and the phantom label' if label is not None else ''}) "
-            f"saved to {target} ({target.stat().st_size / 1e6:.1f} MB)")
+        np.savez_compressed(
+            target,
+            shape=np.array(ct.shape),
+            spacing=np.array(ct.geometry.spacing),
+            configs=np.array([r["config"] for r in rows]),
+            **packed,
+        )
+        log(
+            f"  masks (exact first, then each configuration{', and the phantom label' if label is not None else ''}) "
+            f"saved to {target} ({target.stat().st_size / 1e6:.1f} MB)"
+        )
     if rows:
         log(f"\n| {ct.name}: configuration | windows | s | peak GPU GB | vs exact | Dice vs exact | max abs dp |")
         log("|---|---|---|---|---|---|---|")
         for r in rows:
-            log(f"| {r['config']} | {r['windows']}/{r['grid']} | {r['seconds']:.2f} | {r['peak_gpu_gb']:.1f} | "
-                f"{r['ratio']:.2f}x | {r['dice']:.4f} | {r['max_dp']:.3f} |")
+            log(
+                f"| {r['config']} | {r['windows']}/{r['grid']} | {r['seconds']:.2f} | {r['peak_gpu_gb']:.1f} | "
+                f"{r['ratio']:.2f}x | {r['dice']:.4f} | {r['max_dp']:.3f} |"
+            )
 
 
 def metrics_from(paths: list[str]) -> int:
@@ -308,11 +384,13 @@ def metrics_from(paths: list[str]) -> int:
         n = int(np.prod(shape))
 
         def unpack(key: str) -> np.ndarray:
-            return np.unpackbits(d[key])[:n].reshape(shape).astype(bool)
+            return np.unpackbits(d[key])[:n].reshape(shape).astype(bool)  # noqa: B023 - called in this iteration
 
         masks = [unpack(f"m{i}") for i in range(len(d["configs"]))]
         label = unpack("label") if "label" in d.files else None
-        log(f"\n{path}: {shape}\n| configuration | voxels | TD / BD / DSC vs exact | TD / BD / DSC vs label |\n|---|---|---|---|")
+        log(
+            f"\n{path}: {shape}\n| configuration | voxels | TD / BD / DSC vs exact | TD / BD / DSC vs label |\n|---|---|---|---|"
+        )
         for i, (name, m) in enumerate(zip(d["configs"], masks)):
             vs_exact = vs_label = "-"
             if i:
@@ -333,22 +411,38 @@ def main() -> int:
     ap.add_argument("--no-windows", action="store_true", help="skip part 1 (per-window timings)")
     ap.add_argument("--no-case", action="store_true", help="skip part 2 (whole case)")
     ap.add_argument("--selection", action="store_true", help="also the window-selection configurations")
-    ap.add_argument("--model", default=None, help="checkpoint (default: the trained full-size one if present, else random)")
+    ap.add_argument(
+        "--model", default=None, help="checkpoint (default: the trained full-size one if present, else random)"
+    )
     ap.add_argument("--width", type=float, default=1.0, help="WingsNet width for random weights (1.0 = the paper's)")
     ap.add_argument("--shape", type=int, nargs=3, default=(400, 512, 512), metavar=("Z", "Y", "X"))
-    ap.add_argument("--ct-npy", default=None,
-                    help="also a real CT: int16 .npy (z, y, x), or .npz with 'ct' and 'spacing' (x, y, z mm)")
+    ap.add_argument(
+        "--ct-npy",
+        default=None,
+        help="also a real CT: int16 .npy (z, y, x), or .npz with 'ct' and 'spacing' (x, y, z mm)",
+    )
     ap.add_argument("--spacing", type=float, nargs=3, default=(0.977, 0.977, 2.0), help="of --ct-npy, x y z mm")
     ap.add_argument("--case-repeats", type=int, default=2)
     ap.add_argument("--case-batch", type=int, default=0, help="windows per pass in part 2 (default: by free memory)")
     ap.add_argument("--metrics", action="store_true", help="TD/BD vs exact (trained model only; slow on CPU)")
-    ap.add_argument("--phantom", action="store_true", help="also a core.phantom case of --shape (with its airway label)")
-    ap.add_argument("--save-masks", default=None, metavar="DIR",
-                    help="save each case's masks (bit-packed .npz) to compute TD/BD elsewhere")
+    ap.add_argument(
+        "--phantom", action="store_true", help="also a core.phantom case of --shape (with its airway label)"
+    )
+    ap.add_argument(
+        "--save-masks",
+        default=None,
+        metavar="DIR",
+        help="save each case's masks (bit-packed .npz) to compute TD/BD elsewhere",
+    )
     ap.add_argument("--window", type=int, default=128, help="window side for part 2 (steps scale with it)")
     ap.add_argument("--json", default=None, help="write all figures here")
-    ap.add_argument("--metrics-from", nargs="+", default=None, metavar="NPZ",
-                    help="no GPU needed: TD/BD from masks saved by --save-masks, then exit")
+    ap.add_argument(
+        "--metrics-from",
+        nargs="+",
+        default=None,
+        metavar="NPZ",
+        help="no GPU needed: TD/BD from masks saved by --save-masks, then exit",
+    )
     args = ap.parse_args()
     if args.metrics_from:
         return metrics_from(args.metrics_from)
@@ -358,9 +452,11 @@ def main() -> int:
     if args.device == "cpu":
         log("gpu_inference.py: --device cpu is a smoke test of this script only (tiny shapes make sense there).")
     elif not torch.cuda.is_available():
-        log("gpu_inference.py: no CUDA GPU is usable here (torch.cuda.is_available() is False; "
+        log(
+            "gpu_inference.py: no CUDA GPU is usable here (torch.cuda.is_available() is False; "
             f"torch {torch.__version__}, CUDA build: {torch.version.cuda}). Run it on a machine with an NVIDIA GPU "
-            "and a CUDA build of PyTorch.")
+            "and a CUDA build of PyTorch."
+        )
         return 2
     cc = ensure_cc3d()
     device = args.device
@@ -369,9 +465,11 @@ def main() -> int:
     else:
         props = torch.cuda.get_device_properties(torch.device(device))
         gpu_name = f"{props.name}, {props.total_memory / 1e9:.0f} GB"
-    log(f"GPU: {gpu_name}; torch {torch.__version__}, CUDA {torch.version.cuda}, "
+    log(
+        f"GPU: {gpu_name}; torch {torch.__version__}, CUDA {torch.version.cuda}, "
         f"cuDNN {torch.backends.cudnn.version()}, bf16 {'yes' if device != 'cpu' and torch.cuda.is_bf16_supported() else 'no'}; "
-        f"host CPUs {os.cpu_count()}; connected components: {cc}")
+        f"host CPUs {os.cpu_count()}; connected components: {cc}"
+    )
     model, ckpt_path, weights = load_model(args)
     trained = ckpt_path is not None
     log(f"model: WingsNet ({weights})")
@@ -382,9 +480,13 @@ def main() -> int:
 
     if not args.no_windows:
         auto_batch = default_batch_size(device, (128, 128, 128))
-        log(f"\n| mode | batch | ms / window | peak GPU GB |\n|---|---|---|---|")
+        log("\n| mode | batch | ms / window | peak GPU GB |\n|---|---|---|---|")
         batches = sorted({int(b) for b in args.batches.split(",") if b} | {auto_batch})
-        for mode, autocast, cl in (("fp32", False, False), ("autocast", True, False), ("autocast+channels_last", True, True)):
+        for mode, autocast, cl in (
+            ("fp32", False, False),
+            ("autocast", True, False),
+            ("autocast+channels_last", True, True),
+        ):
             for batch in batches:
                 try:
                     ms, gb = time_windows(model, device, batch, autocast, cl, args.repeats)
@@ -405,8 +507,9 @@ def main() -> int:
         from core.volume import Geometry, IntensityVolume
 
         with tempfile.TemporaryDirectory() as tmp:
-            ckpt = ckpt_path or save_checkpoint(Path(tmp) / "random.pt", model,
-                                                {"preprocessing": Preprocessing().to_dict()})
+            ckpt = ckpt_path or save_checkpoint(
+                Path(tmp) / "random.pt", model, {"preprocessing": Preprocessing().to_dict()}
+            )
             cases = []
             if args.phantom:
                 try:
@@ -414,8 +517,12 @@ def main() -> int:
 
                     t0 = time.perf_counter()
                     ph = make_phantom(tuple(args.shape), seed=0, generations=8)
-                    log(f"\nphantom {ph.ct.shape} (core.phantom, seed 0, 8 generations) made in {time.perf_counter() - t0:.1f} s")
-                    cases.append((IntensityVolume(ph.ct.array, ph.ct.geometry, "phantom"), np.asarray(ph.label.array, bool)))
+                    log(
+                        f"\nphantom {ph.ct.shape} (core.phantom, seed 0, 8 generations) made in {time.perf_counter() - t0:.1f} s"
+                    )
+                    cases.append(
+                        (IntensityVolume(ph.ct.array, ph.ct.geometry, "phantom"), np.asarray(ph.label.array, bool))
+                    )
                 except Exception as exc:  # noqa: BLE001 - e.g. a package the phantom needs is missing
                     log(f"\nphantom: could not be made ({type(exc).__name__}: {exc}); skipped")
             if args.ct_npy:
@@ -424,7 +531,9 @@ def main() -> int:
                 if hasattr(data, "files"):  # .npz: the array as "ct", its spacing (x, y, z) as "spacing"
                     spacing = tuple(float(v) for v in data["spacing"]) if "spacing" in data.files else spacing
                     data = data["ct"]
-                cases.insert(0, (IntensityVolume(np.asarray(data), Geometry(spacing=spacing), Path(args.ct_npy).stem), None))
+                cases.insert(
+                    0, (IntensityVolume(np.asarray(data), Geometry(spacing=spacing), Path(args.ct_npy).stem), None)
+                )
             cases.append((synthetic_chest(tuple(args.shape)), None))
             for ct, label in cases:
                 run_case(args, ckpt, ct, device, trained, results, label)

@@ -93,6 +93,7 @@ def have_volume_io() -> bool:
         import nibabel  # noqa: F401
         import nrrd  # noqa: F401
         import pydicom  # noqa: F401
+
         return True
     except ImportError:
         return False
@@ -100,15 +101,20 @@ def have_volume_io() -> bool:
 
 # -- 1. inference -------------------------------------------------------------------------------
 def inference(timeout: float) -> None:
-    code = ("import sys; from pathlib import Path; sys.path.insert(0, 'benchmarks'); import gpu_inference as gi; "
-            "gi.DEMO = Path('/nonexistent'); sys.argv = ['gpu_inference.py', '--repeats', '5']; sys.exit(gi.main())")
+    code = (
+        "import sys; from pathlib import Path; sys.path.insert(0, 'benchmarks'); import gpu_inference as gi; "
+        "gi.DEMO = Path('/nonexistent'); sys.argv = ['gpu_inference.py', '--repeats', '5']; sys.exit(gi.main())"
+    )
     say("1. inference: full-size WingsNet (random weights), gpu_inference.py")
     try:
         r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
         print(r.stdout + r.stderr[-3000:], flush=True)
         SUMMARY["inference_full_size"] = r.stdout
     except subprocess.TimeoutExpired as exc:
-        print((exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or ""), flush=True)
+        print(
+            (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or ""),
+            flush=True,
+        )
         say(f"inference benchmark stopped after {timeout:.0f} s")
 
 
@@ -159,14 +165,19 @@ def train_step_speed(steps: int = 8) -> float:
                 if i >= 2:
                     times.append(time.perf_counter() - t)
             name = f"{'amp fp16' if amp else 'fp32'}{' + channels_last' if cl else ''}"
-            rows[name] = {"median_step_s": float(np.median(times)), "peak_gb": torch.cuda.max_memory_allocated() / 1e9,
-                          "loss_finite": bool(torch.isfinite(loss).item())}
-            say(f"   {name:24s} median step {rows[name]['median_step_s'] * 1000:7.1f} ms  "
-                f"peak {rows[name]['peak_gb']:.1f} GB  loss finite: {rows[name]['loss_finite']}")
+            rows[name] = {
+                "median_step_s": float(np.median(times)),
+                "peak_gb": torch.cuda.max_memory_allocated() / 1e9,
+                "loss_finite": bool(torch.isfinite(loss).item()),
+            }
+            say(
+                f"   {name:24s} median step {rows[name]['median_step_s'] * 1000:7.1f} ms  "
+                f"peak {rows[name]['peak_gb']:.1f} GB  loss finite: {rows[name]['loss_finite']}"
+            )
             del model, opt
             torch.cuda.empty_cache()
     base = rows["fp32"]["median_step_s"]
-    for k, v in rows.items():
+    for _k, v in rows.items():
         v["speedup_vs_fp32"] = base / v["median_step_s"]
     SUMMARY["train_step"] = rows
     return rows["amp fp16"]["median_step_s"]
@@ -181,10 +192,15 @@ def _one_phantom(job: tuple) -> str:
 
     i, shape, spacing, folder = job
     rng = np.random.default_rng(1000 + i)
-    ph = make_phantom(shape=shape, spacing=spacing, seed=500 + i,
-                      difficulty=("normal", "hard")[i % 2],
-                      noise=float(rng.uniform(10, 45)), blur=float(rng.uniform(0.3, 1.1)),
-                      wall_contrast=float(rng.uniform(0.3, 1.0)))
+    ph = make_phantom(
+        shape=shape,
+        spacing=spacing,
+        seed=500 + i,
+        difficulty=("normal", "hard")[i % 2],
+        noise=float(rng.uniform(10, 45)),
+        blur=float(rng.uniform(0.3, 1.1)),
+        wall_contrast=float(rng.uniform(0.3, 1.0)),
+    )
     name = f"ph{i:03d}"
     if have_volume_io():
         write_volume(ph.ct, Path(folder) / "imagesTr" / f"{name}_0000.nii.gz")
@@ -226,8 +242,9 @@ def dataset_csv(folder: Path, real: Path | None, copies: int) -> Path:
     return csv
 
 
-def build_data(folder: Path, cfg_path: Path, n_fine: int, n_whole: int, procs: int,
-               real: Path | None = None, real_copies: int = 3) -> list[str]:
+def build_data(
+    folder: Path, cfg_path: Path, n_fine: int, n_whole: int, procs: int, real: Path | None = None, real_copies: int = 3
+) -> list[str]:
     from core.preprocess import Preprocessing
     from core.training.cache import CacheSettings, default_cache_dir
     from core.training.config import load_config
@@ -240,11 +257,20 @@ def build_data(folder: Path, cfg_path: Path, n_fine: int, n_whole: int, procs: i
         names = pool.map(_one_phantom, jobs)
     say(f"    wrote {len(names)} phantoms")
     cfg = load_config(cfg_path, "paper")
-    prep = Preprocessing(window=tuple(cfg.preprocessing.window), scale=cfg.preprocessing.scale,
-                         crop=cfg.preprocessing.crop, margin=cfg.preprocessing.margin)
+    prep = Preprocessing(
+        window=tuple(cfg.preprocessing.window),
+        scale=cfg.preprocessing.scale,
+        crop=cfg.preprocessing.crop,
+        margin=cfg.preprocessing.margin,
+    )
     alphas = tuple(sorted({s.alpha for _, s in cfg.stages() if s.loss == "gul"}))
-    settings = CacheSettings(prep.to_dict(), cfg.data.label_selector, alphas, cfg.sampling.small_diameter_mm,
-                             ignore_value=cfg.data.ignore_value)
+    settings = CacheSettings(
+        prep.to_dict(),
+        cfg.data.label_selector,
+        alphas,
+        cfg.sampling.small_diameter_mm,
+        ignore_value=cfg.data.ignore_value,
+    )
     cases = discover_cases(dataset_csv(folder, real, real_copies))
     with Pool(procs) as pool:
         pool.map(_prepare_one, [(c, default_cache_dir(folder), settings) for c in cases])
@@ -252,8 +278,15 @@ def build_data(folder: Path, cfg_path: Path, n_fine: int, n_whole: int, procs: i
     return names
 
 
-def write_config(path: Path, step_s: float, budget_s: float, n_train: int, workers: int,
-                 val_cases: list[str] | None = None, ignore_value: int = 0) -> dict:
+def write_config(
+    path: Path,
+    step_s: float,
+    budget_s: float,
+    n_train: int,
+    workers: int,
+    val_cases: list[str] | None = None,
+    ignore_value: int = 0,
+) -> dict:
     steps_per_epoch = n_train * 8 // 2
     epoch_s = steps_per_epoch * step_s * 1.25 + 6.0  # data loading slack + validation
     epochs = max(6, int(budget_s / epoch_s))
@@ -298,10 +331,24 @@ milestones = [{max(1, e2 - 1)}]
 def train(data: Path, cfg: Path, run: Path, deadline_s: float) -> None:
     say(f"3c. airway train --preset paper (width 1.0, 128^3) on cuda; hard stop at {deadline_s:.0f} s")
     log = open(run.parent / "train.log", "w")
-    argv = ["train", "--preset", "paper", "--config", str(cfg), "--data", str(data), "--out", str(run), "--device", DEVICE]
+    argv = [
+        "train",
+        "--preset",
+        "paper",
+        "--config",
+        str(cfg),
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--device",
+        DEVICE,
+    ]
     # the child reads .npz volumes as this process does when the volume IO packages are not there
-    code = ("import sys; sys.path.insert(0, 'benchmarks'); import gpu_session as gs; gs.npz_io(); "
-            f"from core.cli import main; sys.exit(main({argv!r}))")
+    code = (
+        "import sys; sys.path.insert(0, 'benchmarks'); import gpu_session as gs; gs.npz_io(); "
+        f"from core.cli import main; sys.exit(main({argv!r}))"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     stopped = False
     while proc.poll() is None:
@@ -317,7 +364,9 @@ def train(data: Path, cfg: Path, run: Path, deadline_s: float) -> None:
     SUMMARY["train_stopped_early"] = stopped
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines() if line.strip()]
     SUMMARY["validation"] = [e for e in events if e.get("event") == "validation"][-12:]
-    SUMMARY["epochs"] = [{k: e.get(k) for k in ("stage", "epoch", "loss", "seconds")} for e in events if e.get("event") == "epoch"]
+    SUMMARY["epochs"] = [
+        {k: e.get(k) for k in ("stage", "epoch", "loss", "seconds")} for e in events if e.get("event") == "epoch"
+    ]
     for e in events:
         if e.get("event") in ("stage", "epoch", "run_end", "warning", "error", "validation"):
             say(f"    {json.dumps({k: v for k, v in e.items() if k not in ('run', 'config')})[:300]}")
@@ -337,7 +386,9 @@ def held_out(ckpt: Path, n: int = 3) -> None:
         pred = predictor.predict(ph.ct)
         m = evaluate(pred.mask.array, ph.label.array, ph.label.geometry.spacing_zyx)
         rows.append({"td": m.td, "bd": m.bd, "dsc": m.dsc, "precision": m.precision, "seconds": pred.seconds})
-        say(f"   seed {9000 + i}: TD {m.td:.1f} BD {m.bd:.1f} DSC {m.dsc:.1f} precision {m.precision:.1f} ({pred.seconds:.2f} s)")
+        say(
+            f"   seed {9000 + i}: TD {m.td:.1f} BD {m.bd:.1f} DSC {m.dsc:.1f} precision {m.precision:.1f} ({pred.seconds:.2f} s)"
+        )
     SUMMARY["held_out_phantoms"] = rows
     SUMMARY["held_out_mean"] = {k: float(np.mean([r[k] for r in rows])) for k in ("td", "bd", "dsc", "precision")}
 
@@ -359,9 +410,14 @@ def real_cases(real: Path, models: dict[str, Path], out: Path) -> None:
             pred = predictor.predict(ct)
             m = pred.mask.array.astype(bool)
             lab = img.with_name(case + ".npz")
-            row = {"model": name, "case": case, "seconds": pred.seconds, "windows": pred.windows,
-                   "ml": float(m.sum() * ct.geometry.voxel_volume_mm3 / 1000),
-                   "components": int(cc3d.connected_components(m, connectivity=26).max()) if m.any() else 0}
+            row = {
+                "model": name,
+                "case": case,
+                "seconds": pred.seconds,
+                "windows": pred.windows,
+                "ml": float(m.sum() * ct.geometry.voxel_volume_mm3 / 1000),
+                "components": int(cc3d.connected_components(m, connectivity=26).max()) if m.any() else 0,
+            }
             lungs = lung_mask(np.asarray(ct.array))
             row["outside_lung_air_pct"] = float(100 * (m & ~lungs).sum() / max(m.sum(), 1))
             if lab.exists():
@@ -382,9 +438,16 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--budget", type=float, default=460.0, help="seconds for the whole script")
     ap.add_argument("--work", default="/tmp/airway_gpu")
-    ap.add_argument("--real", help="folder of real CTs as .npz: train_* (pseudo-labelled, trained on), eval_* (evaluated only)")
-    ap.add_argument("--extra-model", action="append", default=[], metavar="NAME=CKPT",
-                    help="also run this checkpoint on the real CTs")
+    ap.add_argument(
+        "--real", help="folder of real CTs as .npz: train_* (pseudo-labelled, trained on), eval_* (evaluated only)"
+    )
+    ap.add_argument(
+        "--extra-model",
+        action="append",
+        default=[],
+        metavar="NAME=CKPT",
+        help="also run this checkpoint on the real CTs",
+    )
     ap.add_argument("--skip-benchmarks", action="store_true", help="no inference / training-step timings")
     args = ap.parse_args()
     import torch
@@ -397,7 +460,9 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     props = torch.cuda.get_device_properties(0)
-    SUMMARY["gpu"] = f"{props.name}, {props.total_memory / 1e9:.0f} GB, torch {torch.__version__}, CUDA {torch.version.cuda}"
+    SUMMARY["gpu"] = (
+        f"{props.name}, {props.total_memory / 1e9:.0f} GB, torch {torch.__version__}, CUDA {torch.version.cuda}"
+    )
     say(SUMMARY["gpu"] + f", {os.cpu_count()} CPUs")
     procs = max(2, min(14, (os.cpu_count() or 4) - 2))
     try:
@@ -413,7 +478,9 @@ def main() -> int:
             step_s = train_step_speed()
         names = build_data(work / "data", cfg, n_fine=22, n_whole=6, procs=procs, real=real)
         n_real = 3 * len(list(real.glob("train_*_0000.npz"))) if real else 0
-        val = [names[i] for i in (0, 6, 12, 18)] if real else None  # pseudo-labels never validate: they leave bronchi out
+        val = (
+            [names[i] for i in (0, 6, 12, 18)] if real else None
+        )  # pseudo-labels never validate: they leave bronchi out
         n_train = (len(names) - 4 + n_real) if real else int(round(28 * 0.88))
         train_budget = left(args.budget) - (150 if real else 75)  # evaluations and copying
         write_config(cfg, step_s, train_budget * 0.85, n_train, procs, val_cases=val, ignore_value=2 if real else 0)

@@ -44,8 +44,12 @@ def main() -> int:
     ap.add_argument("--phantoms", type=int, default=15)
     ap.add_argument("--real-copies", type=int, default=4)
     ap.add_argument("--data", default=str(DATA))
-    ap.add_argument("--lungs", choices=("tubes", "ignore"), default="tubes",
-                    help="which lung voxels the losses ignore (default: those that look like dark tubes)")
+    ap.add_argument(
+        "--lungs",
+        choices=("tubes", "ignore"),
+        default="tubes",
+        help="which lung voxels the losses ignore (default: those that look like dark tubes)",
+    )
     args = ap.parse_args()
     from core.growing import grow_airway
     from core.io import read_ct, resample_label_to, write_volume
@@ -83,14 +87,18 @@ def main() -> int:
         tubes = dark_tubeness(small) if args.lungs == "tubes" else None
         level = tube_threshold(tubes, tree.mask) if tubes is not None else None
         lab = pseudo_label(small, tree, lungs=args.lungs, tubeness=tubes, tube_min=level)
-        print(f"chest_ct_dicom: {grown.volume_ml:.1f} mL airway; at {tuple(args.spacing)} mm {small.shape}, "
-              f"airway {int((lab.array == 1).sum())} voxels, ignored {int((lab.array == 2).sum())}"
-              + (f" (tube threshold {level:.4g})" if level is not None else ""))
+        print(
+            f"chest_ct_dicom: {grown.volume_ml:.1f} mL airway; at {tuple(args.spacing)} mm {small.shape}, "
+            f"airway {int((lab.array == 1).sum())} voxels, ignored {int((lab.array == 2).sum())}"
+            + (f" (tube threshold {level:.4g})" if level is not None else "")
+        )
         for c in range(args.real_copies):
             # one file per copy: the dataset reader gives each listed case its own cache and draws
             rows.append(put(f"chest{'abcdefgh'[c]}", small, lab))
-    for name, path in (("abdomen", data / "totalseg" / "example_ct.nii.gz"),
-                       ("lowthorax", data / "totalseg" / "example_ct_dicom")):
+    for name, path in (
+        ("abdomen", data / "totalseg" / "example_ct.nii.gz"),
+        ("lowthorax", data / "totalseg" / "example_ct_dicom"),
+    ):
         if not path.exists() or (args.lungs == "tubes" and level is None):
             continue
         ct = read_ct(path)

@@ -41,8 +41,10 @@ def describe(name: str, ct, mask: np.ndarray, seconds: float, cpu: float, ref: n
     line = f"  {name:28s} {seconds:6.1f} s ({cpu:6.1f} CPU s)  {ml:6.1f} mL  {comps:3d} comp."
     try:
         gate = check_mask(ct, mask)
-        line += (f"  gate {'pass' if gate.passed else 'FAIL'} (trachea {'hit' if gate.touches_trachea else 'missed'}, "
-                 f"outside {100 * gate.outside_fraction:.1f} %)")
+        line += (
+            f"  gate {'pass' if gate.passed else 'FAIL'} (trachea {'hit' if gate.touches_trachea else 'missed'}, "
+            f"outside {100 * gate.outside_fraction:.1f} %)"
+        )
     except Exception as exc:  # e.g. a crop without a trachea the gate can find
         line += f"  gate: {exc}"
     if mask.any():
@@ -53,8 +55,10 @@ def describe(name: str, ct, mask: np.ndarray, seconds: float, cpu: float, ref: n
         line += f", median HU {float(np.median(ct.array[mask])):.0f}"
     if ref is not None:
         both = int((mask & ref).sum())
-        line += (f"  Dice {2 * both / max(mask.sum() + ref.sum(), 1):.3f} (precision {both / max(mask.sum(), 1):.2f}, "
-                 f"sensitivity {both / max(ref.sum(), 1):.2f})")
+        line += (
+            f"  Dice {2 * both / max(mask.sum() + ref.sum(), 1):.3f} (precision {both / max(mask.sum(), 1):.2f}, "
+            f"sensitivity {both / max(ref.sum(), 1):.2f})"
+        )
     print(line, flush=True)
 
 
@@ -73,9 +77,11 @@ def main() -> int:
     from core.inference import Predictor
     from core.io import read_ct, read_label
 
-    cases = [("chest_ct_dicom", DATA / "chest_ct_dicom", None),
-             ("CIP ct-64 (held out)", DATA / "cip" / "ct-64.nrrd", DATA / "cip" / "lm-64.nrrd"),
-             ("aorta crop (held out)", DATA / "totalseg" / "aorta_ct_cropped.nii.gz", None)]
+    cases = [
+        ("chest_ct_dicom", DATA / "chest_ct_dicom", None),
+        ("CIP ct-64 (held out)", DATA / "cip" / "ct-64.nrrd", DATA / "cip" / "lm-64.nrrd"),
+        ("aorta crop (held out)", DATA / "totalseg" / "aorta_ct_cropped.nii.gz", None),
+    ]
     predictors = {Path(c).name: Predictor(c, device="cpu", threads=args.threads) for c in args.checkpoints}
     for title, path, lab in cases:
         ct = read_ct(path)
@@ -92,7 +98,9 @@ def main() -> int:
             mask = np.asarray(out.mask.array).astype(bool)
             describe(name, ct, mask, time.perf_counter() - t, time.process_time() - c, ref)
             if trachea is not None:
-                print(f"  {'':28s} covers {100 * (mask & trachea).sum() / max(trachea.sum(), 1):.0f} % of the detected trachea")
+                print(
+                    f"  {'':28s} covers {100 * (mask & trachea).sum() / max(trachea.sum(), 1):.0f} % of the detected trachea"
+                )
     print(f"load average: {os.getloadavg()[0]:.2f}")
     return 0
 

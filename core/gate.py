@@ -42,10 +42,14 @@ class GateReport:
     voxels: int = 0
 
     def as_dict(self) -> dict:
-        return {"passed": self.passed, "problems": list(self.problems), "trachea_found": self.trachea_found,
-                "touches_trachea": self.touches_trachea,
-                "outside_fraction": None if self.outside_fraction is None else round(self.outside_fraction, 4),
-                "voxels": self.voxels}
+        return {
+            "passed": self.passed,
+            "problems": list(self.problems),
+            "trachea_found": self.trachea_found,
+            "touches_trachea": self.touches_trachea,
+            "outside_fraction": None if self.outside_fraction is None else round(self.outside_fraction, 4),
+            "voxels": self.voxels,
+        }
 
     def warning(self, trained_on: str | None = None) -> str:
         """One line for the CLI and the app; empty when the mask passed."""
@@ -142,8 +146,10 @@ def check_mask(ct: IntensityVolume, mask: np.ndarray, trachea: Any = None, param
         allowed = ndimage.binary_dilation(allowed, iterations=k)
     outside = float((mask & ~allowed).sum()) / voxels
     if outside > float(p["max_outside_fraction"]):
-        problems.append(f"{100 * outside:.0f} % of it lies outside the lungs and central airways "
-                        f"(allowed {100 * float(p['max_outside_fraction']):.0f} %)")
+        problems.append(
+            f"{100 * outside:.0f} % of it lies outside the lungs and central airways "
+            f"(allowed {100 * float(p['max_outside_fraction']):.0f} %)"
+        )
     return GateReport(not problems, problems, trachea is not None, touches, outside, voxels)
 
 

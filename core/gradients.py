@@ -19,8 +19,9 @@ Choices (not fixed by the paper; named here):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,13 +31,13 @@ from core.errors import InputError
 @dataclass
 class BlockGradient:
     name: str
-    scale: int            # downsampling factor of the block's resolution
+    scale: int  # downsampling factor of the block's resolution
     channels: int
     fg_voxels: int
     bg_voxels: int
-    fg_mean: float        # mean over airway voxels of the per-voxel gradient magnitude
+    fg_mean: float  # mean over airway voxels of the per-voxel gradient magnitude
     bg_mean: float
-    fg_total: float       # sums: the share of gradient that airway voxels carry
+    fg_total: float  # sums: the share of gradient that airway voxels carry
     bg_total: float
 
     @property
@@ -64,11 +65,18 @@ class GradientReport:
 
     def table(self) -> str:
         head = f"{'block':6s} {'scale':>5s} {'ch':>4s} {'fg vox':>8s} {'bg vox':>9s} {'|g| fg':>10s} {'|g| bg':>10s} {'fg/bg':>8s} {'fg share':>8s}"
-        lines = [f"loss {self.loss} = {self.loss_value:.6g}  (" + ", ".join(f"{k} {v:.4g}" for k, v in self.parts.items()) + ")",
-                 head, "-" * len(head)]
+        lines = [
+            f"loss {self.loss} = {self.loss_value:.6g}  ("
+            + ", ".join(f"{k} {v:.4g}" for k, v in self.parts.items())
+            + ")",
+            head,
+            "-" * len(head),
+        ]
         for r in self.rows:
-            lines.append(f"{r.name:6s} {'1/' + str(r.scale):>5s} {r.channels:4d} {r.fg_voxels:8d} {r.bg_voxels:9d} "
-                         f"{r.fg_mean:10.3e} {r.bg_mean:10.3e} {r.ratio:8.3g} {r.fg_share:8.3f}")
+            lines.append(
+                f"{r.name:6s} {'1/' + str(r.scale):>5s} {r.channels:4d} {r.fg_voxels:8d} {r.bg_voxels:9d} "
+                f"{r.fg_mean:10.3e} {r.bg_mean:10.3e} {r.ratio:8.3g} {r.fg_share:8.3f}"
+            )
         return "\n".join(lines)
 
 
@@ -78,8 +86,10 @@ def probe_points(model) -> list[tuple[str, Any, int]]:
 
     net = unwrap_model(model)
     if not hasattr(net, "probe_points"):
-        raise InputError(f"{type(net).__name__} does not name its blocks (no probe_points()).",
-                         "Use a model from core.models.registry.")
+        raise InputError(
+            f"{type(net).__name__} does not name its blocks (no probe_points()).",
+            "Use a model from core.models.registry.",
+        )
     return list(net.probe_points())
 
 
@@ -135,6 +145,7 @@ def probe_gradients(
             feat = output[0] if isinstance(output, (tuple, list)) else output
             if feat.requires_grad:
                 feat.register_hook(lambda grad: grads.__setitem__(name, grad.detach()))
+
         return hook
 
     was_training = model.training
@@ -146,8 +157,14 @@ def probe_gradients(
         with torch.enable_grad():
             logits = model(x)
             names = getattr(model, "output_names", None)
-            result = group_loss(loss_fn, logits, g, w, enc_weight=enc_weight,
-                                names=names if names is not None and len(names) == len(logits) else None)
+            result = group_loss(
+                loss_fn,
+                logits,
+                g,
+                w,
+                enc_weight=enc_weight,
+                names=names if names is not None and len(names) == len(logits) else None,
+            )
             result.total.backward()
     finally:
         for h in handles:
@@ -163,18 +180,32 @@ def probe_gradients(
         magnitude = grad.abs().mean(dim=1)[0]  # (d, h, w)
         fg = F.max_pool3d(g, factor)[0, 0] > 0 if factor > 1 else g[0, 0] > 0
         if fg.shape != magnitude.shape:
-            raise InputError(f"Block {name}: label at 1/{factor} is {tuple(fg.shape)}, features {tuple(magnitude.shape)}.")
+            raise InputError(
+                f"Block {name}: label at 1/{factor} is {tuple(fg.shape)}, features {tuple(magnitude.shape)}."
+            )
         n_fg = int(fg.sum())
         n_bg = int(fg.numel() - n_fg)
         fg_total = float(magnitude[fg].sum()) if n_fg else 0.0
         bg_total = float(magnitude[~fg].sum()) if n_bg else 0.0
-        rows.append(BlockGradient(
-            name=name, scale=int(factor), channels=int(grad.shape[1]), fg_voxels=n_fg, bg_voxels=n_bg,
-            fg_mean=fg_total / n_fg if n_fg else float("nan"), bg_mean=bg_total / n_bg if n_bg else float("nan"),
-            fg_total=fg_total, bg_total=bg_total,
-        ))
-    return GradientReport(loss=str(loss_name), loss_value=float(result.total.detach()),
-                          parts={k: float(v.detach()) for k, v in result.parts.items()}, rows=rows)
+        rows.append(
+            BlockGradient(
+                name=name,
+                scale=int(factor),
+                channels=int(grad.shape[1]),
+                fg_voxels=n_fg,
+                bg_voxels=n_bg,
+                fg_mean=fg_total / n_fg if n_fg else float("nan"),
+                bg_mean=bg_total / n_bg if n_bg else float("nan"),
+                fg_total=fg_total,
+                bg_total=bg_total,
+            )
+        )
+    return GradientReport(
+        loss=str(loss_name),
+        loss_value=float(result.total.detach()),
+        parts={k: float(v.detach()) for k, v in result.parts.items()},
+        rows=rows,
+    )
 
 
 def patch_around(

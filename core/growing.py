@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -44,6 +45,7 @@ PRESET = ("presets", "region_growing.json")
 
 # -- parameters ----------------------------------------------------------------------
 
+
 def load_params(path: str | Path | None = None, overrides: dict | None = None) -> dict:
     """The growing preset (bundled JSON, or ``path``), with ``overrides`` merged one level deep."""
     from core.resources import resource_path
@@ -52,8 +54,10 @@ def load_params(path: str | Path | None = None, overrides: dict | None = None) -
     try:
         params = json.loads(Path(src).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"Cannot read the region-growing preset {src}: {exc}",
-                          "Give a JSON file shaped like resources/presets/region_growing.json.") from None
+        raise ConfigError(
+            f"Cannot read the region-growing preset {src}: {exc}",
+            "Give a JSON file shaped like resources/presets/region_growing.json.",
+        ) from None
     for key, value in (overrides or {}).items():
         if isinstance(value, dict) and isinstance(params.get(key), dict):
             params[key] = {**params[key], **value}
@@ -61,12 +65,15 @@ def load_params(path: str | Path | None = None, overrides: dict | None = None) -
             params[key] = value
     for section in ("trachea", "growing", "tubes"):
         if not isinstance(params.get(section), dict):
-            raise ConfigError(f"The region-growing preset {src} has no '{section}' section.",
-                              "Start from resources/presets/region_growing.json.")
+            raise ConfigError(
+                f"The region-growing preset {src} has no '{section}' section.",
+                "Start from resources/presets/region_growing.json.",
+            )
     return params
 
 
 # -- results -------------------------------------------------------------------------
+
 
 @dataclass
 class Trachea:
@@ -100,13 +107,13 @@ class GrowingResult:
     mask: LabelVolume
     trachea: Trachea
     threshold_hu: float
-    steps: list[tuple[float, float]]        # (threshold HU, grown mL) for every step tried
+    steps: list[tuple[float, float]]  # (threshold HU, grown mL) for every step tried
     grown_ml: float
     tube_ml: float
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
-    rim_ml: float = 0.0                     # partial-volume edge voxels added on the CT's grid
+    rim_ml: float = 0.0  # partial-volume edge voxels added on the CT's grid
 
     @property
     def volume_ml(self) -> float:
@@ -114,6 +121,7 @@ class GrowingResult:
 
 
 # -- the working grid ------------------------------------------------------------------
+
 
 def _positions(n_in: int, n_out: int) -> np.ndarray:
     """Input coordinates of the output voxel centres when the corner voxels coincide."""
@@ -206,7 +214,8 @@ class _Work:
         step = 2 if min(self.shape) >= 32 and 2 * float(self.spacing.max()) <= 2.5 else 1
         coarse = _body_by_slice(self.hu[::step, ::step, ::step], float(params.get("body_threshold_hu", -500)))
         self.body = np.ascontiguousarray(
-            coarse[np.ix_(*[np.minimum(np.arange(n) // step, c - 1) for n, c in zip(self.shape, coarse.shape)])])
+            coarse[np.ix_(*[np.minimum(np.arange(n) // step, c - 1) for n, c in zip(self.shape, coarse.shape)])]
+        )
 
     @property
     def voxel_ml(self) -> float:
@@ -245,8 +254,10 @@ class _Work:
 
     def body_native(self) -> np.ndarray:
         """The body mask on the CT's own grid (nearest neighbour), original orientation."""
-        idx = [np.minimum(np.rint(np.arange(n) * s).astype(int), o - 1)
-               for n, s, o in zip(self.native_shape, self._scale(), self.shape)]
+        idx = [
+            np.minimum(np.rint(np.arange(n) * s).astype(int), o - 1)
+            for n, s, o in zip(self.native_shape, self._scale(), self.shape)
+        ]
         return np.ascontiguousarray(self.reo.invert(self.body[np.ix_(*idx)]))
 
     def point_to_native(self, zyx: np.ndarray) -> np.ndarray:
@@ -266,12 +277,15 @@ def _check(cancel: Any) -> None:
 
 def _no_trachea(ct: IntensityVolume, why: str) -> InputError:
     name = ct.name or "this CT"
-    return InputError(f"no trachea found in {name} ({why})",
-                      "Region growing needs a chest CT that shows the trachea (lung apices to the carina at least); "
-                      "use a model (--method model --model CKPT) for other scans.")
+    return InputError(
+        f"no trachea found in {name} ({why})",
+        "Region growing needs a chest CT that shows the trachea (lung apices to the carina at least); "
+        "use a model (--method model --model CKPT) for other scans.",
+    )
 
 
 # -- trachea -------------------------------------------------------------------------
+
 
 def _detect_trachea(work: _Work, ct: IntensityVolume, p: dict) -> tuple[np.ndarray, list[tuple[int, int]], dict]:
     """Working-grid trachea mask, its track ``[(z, label)]`` from top to bottom, and figures."""
@@ -360,8 +374,14 @@ def _detect_trachea(work: _Work, ct: IntensityVolume, p: dict) -> tuple[np.ndarr
     return mask, [(t[0], t[1]) for t in track], {**info, "centres": np.asarray([(t[0], t[2], t[3]) for t in track])}
 
 
-def _extend_up(track: list[tuple[int, int, float, float, float]], labels: np.ndarray, counts: np.ndarray,
-               pix: float, p: dict, max_gap: int) -> list[tuple[int, int, float, float, float]]:
+def _extend_up(
+    track: list[tuple[int, int, float, float, float]],
+    labels: np.ndarray,
+    counts: np.ndarray,
+    pix: float,
+    p: dict,
+    max_gap: int,
+) -> list[tuple[int, int, float, float, float]]:
     """Follow the trachea's lumen upwards from the track's top, blob by overlapping blob.
 
     The detector wants round blobs of a trachea's size; on a coarse CT (4 mm) the part of the
@@ -402,12 +422,17 @@ def _trachea_result(work: _Work, wmask: np.ndarray, info: dict, threshold: float
     if not native.any():  # a very thin trachea on a coarse grid: keep its nearest voxels
         native = work.to_native(wmask, 0.01)
     name = work.ct.name or "ct"
-    return Trachea(LabelVolume(native, work.ct.geometry, name=f"{name}_trachea"),
-                   work.point_to_native(info["centres"]), info["length_mm"], info["mean_area_mm2"])
+    return Trachea(
+        LabelVolume(native, work.ct.geometry, name=f"{name}_trachea"),
+        work.point_to_native(info["centres"]),
+        info["length_mm"],
+        info["mean_area_mm2"],
+    )
 
 
-def find_trachea(ct: IntensityVolume, params: dict | None = None, progress: Progress | None = None,
-                 cancel: Any = None) -> Trachea:
+def find_trachea(
+    ct: IntensityVolume, params: dict | None = None, progress: Progress | None = None, cancel: Any = None
+) -> Trachea:
     """Detect the trachea of ``ct`` (any orientation and spacing); InputError "no trachea found in ..." if none."""
     p = params or load_params()
     _check_input(ct)
@@ -430,6 +455,7 @@ def _check_input(ct: Any) -> None:
 
 # -- growing --------------------------------------------------------------------------
 
+
 def _box(mask: np.ndarray, margin: int) -> tuple[slice, slice, slice]:
     idx = np.argwhere(mask)
     lo = np.maximum(idx.min(0) - margin, 0)
@@ -437,8 +463,9 @@ def _box(mask: np.ndarray, margin: int) -> tuple[slice, slice, slice]:
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))  # type: ignore[return-value]
 
 
-def _grow(work: _Work, seed: np.ndarray, g: dict, report: Callable[[str], None], cancel: Any,
-          say: Callable[[str], None]) -> tuple[np.ndarray, float, list[tuple[float, float]]]:
+def _grow(
+    work: _Work, seed: np.ndarray, g: dict, report: Callable[[str], None], cancel: Any, say: Callable[[str], None]
+) -> tuple[np.ndarray, float, list[tuple[float, float]]]:
     """Grow from ``seed`` with a rising threshold; returns the last region before the explosion.
 
     Thresholds rise by ``coarse_step_hu``; after an explosion the interval is retried in
@@ -448,13 +475,13 @@ def _grow(work: _Work, seed: np.ndarray, g: dict, report: Callable[[str], None],
 
     top = int(np.flatnonzero(seed.any(axis=(1, 2))).max())
     zone = work.body.copy()
-    zone[top + 1:] = False
+    zone[top + 1 :] = False
     m = [max(int(round(g["edge_margin_mm"] / s)), 1) for s in work.spacing]
-    zone[:m[0]] = False
-    zone[:, :m[1]] = False
-    zone[:, -m[1]:] = False
-    zone[:, :, :m[2]] = False
-    zone[:, :, -m[2]:] = False
+    zone[: m[0]] = False
+    zone[:, : m[1]] = False
+    zone[:, -m[1] :] = False
+    zone[:, :, : m[2]] = False
+    zone[:, :, -m[2] :] = False
     zone |= seed
     # everything the growing may reach lies in the air of the lungs and mediastinum: box it once
     box = _box(((work.hu < g["stop_hu"]) & zone) | seed, 2)
@@ -501,7 +528,9 @@ def _grow(work: _Work, seed: np.ndarray, g: dict, report: Callable[[str], None],
         for tf in np.arange(t + fine, nxt - 1e-6, fine):
             region, ml = region_at(float(tf))
             if explodes(ml, prev_ml):
-                say(f"region growing: explosion at {tf:.0f} HU ({prev_ml:.1f} -> {ml:.1f} mL); kept {accepted_t:.0f} HU")
+                say(
+                    f"region growing: explosion at {tf:.0f} HU ({prev_ml:.1f} -> {ml:.1f} mL); kept {accepted_t:.0f} HU"
+                )
                 stopped = True
                 break
             accepted, accepted_t, prev_ml = region, float(tf), ml
@@ -521,8 +550,9 @@ def _elongation(coords: np.ndarray) -> float:
     return float(np.sqrt(ev[0] / max(ev[1], 1e-6)))
 
 
-def _dark_tubeness(smooth: np.ndarray, points: np.ndarray, spacing: np.ndarray, sigma_mm: float,
-                   alpha: float, beta: float, c_hu: float) -> np.ndarray:
+def _dark_tubeness(
+    smooth: np.ndarray, points: np.ndarray, spacing: np.ndarray, sigma_mm: float, alpha: float, beta: float, c_hu: float
+) -> np.ndarray:
     """Frangi's vesselness for dark tubes at the flat indices ``points`` of the smoothed box.
 
     Second derivatives by central differences at those points only (the image is
@@ -537,11 +567,15 @@ def _dark_tubeness(smooth: np.ndarray, points: np.ndarray, spacing: np.ndarray, 
     for i in range(3):
         h[:, i, i] = (f[points + st[i]] - 2 * c + f[points - st[i]]) / spacing[i] ** 2
         for j in range(i + 1, 3):
-            v = (f[points + st[i] + st[j]] - f[points + st[i] - st[j]]
-                 - f[points - st[i] + st[j]] + f[points - st[i] - st[j]]) / (4 * spacing[i] * spacing[j])
+            v = (
+                f[points + st[i] + st[j]]
+                - f[points + st[i] - st[j]]
+                - f[points - st[i] + st[j]]
+                + f[points - st[i] - st[j]]
+            ) / (4 * spacing[i] * spacing[j])
             h[:, i, j] = v
             h[:, j, i] = v
-    h *= sigma_mm ** 2
+    h *= sigma_mm**2
     ev = np.linalg.eigvalsh(h)
     del h
     order = np.argsort(np.abs(ev), axis=1)
@@ -549,8 +583,8 @@ def _dark_tubeness(smooth: np.ndarray, points: np.ndarray, spacing: np.ndarray, 
     l1, l2, l3 = np.abs(ev[:, 0]), ev[:, 1], ev[:, 2]
     ra = np.abs(l2) / np.maximum(np.abs(l3), 1e-6)
     rb = l1 / np.sqrt(np.maximum(np.abs(l2 * l3), 1e-12))
-    s2 = (ev ** 2).sum(1)
-    v = (1 - np.exp(-ra ** 2 / (2 * alpha ** 2))) * np.exp(-rb ** 2 / (2 * beta ** 2)) * (1 - np.exp(-s2 / (2 * c_hu ** 2)))
+    s2 = (ev**2).sum(1)
+    v = (1 - np.exp(-(ra**2) / (2 * alpha**2))) * np.exp(-(rb**2) / (2 * beta**2)) * (1 - np.exp(-s2 / (2 * c_hu**2)))
     v[(l2 <= 0) | (l3 <= 0)] = 0  # bright tubes (vessels) and sheets
     return v.astype(np.float32)
 
@@ -571,7 +605,7 @@ def _tubes(work: _Work, tree: np.ndarray, t: dict, cancel: Any) -> np.ndarray:
     dist = edt.edt(~tree_b, anisotropy=tuple(float(s) for s in work.spacing), parallel=1)
     cand = (dist <= t["shell_mm"]) & (sub < t["max_hu"]) & work.body[box] & ~tree_b
     del dist
-    cand[max(top + 1 - int(lo[0]), 0):] = False
+    cand[max(top + 1 - int(lo[0]), 0) :] = False
     # central differences need a neighbour on each side
     cand[[0, -1]] = False
     cand[:, [0, -1]] = False
@@ -581,8 +615,11 @@ def _tubes(work: _Work, tree: np.ndarray, t: dict, cancel: Any) -> np.ndarray:
     for s in t["sigmas_mm"]:
         _check(cancel)
         smooth = ndimage.gaussian_filter(sub, float(s) / work.spacing, output=np.float32, truncate=3.0)
-        np.maximum(best, _dark_tubeness(smooth, points, work.spacing, float(s), t["alpha"], t["beta"],
-                                        t["structureness_hu"]), out=best)
+        np.maximum(
+            best,
+            _dark_tubeness(smooth, points, work.spacing, float(s), t["alpha"], t["beta"], t["structureness_hu"]),
+            out=best,
+        )
         del smooth
     keep = np.zeros(sub.shape, bool)
     keep.ravel()[points[best > t["min_vesselness"]]] = True
@@ -627,7 +664,7 @@ def _rim(work: _Work, native: np.ndarray, body: np.ndarray, low_hu: float, high_
     ring = ndimage.binary_dilation(sub, np.ones((3, 3, 3), bool)) & ~sub
     ring &= (hu >= low_hu) & (hu < high_hu)
     top = int(np.flatnonzero(sub.any(axis=(1, 2))).max())
-    ring[top + 1:] = False
+    ring[top + 1 :] = False
     out = np.zeros(canon.shape, bool)
     out[box] = ring
     out = np.ascontiguousarray(work.reo.invert(out))
@@ -635,8 +672,14 @@ def _rim(work: _Work, native: np.ndarray, body: np.ndarray, low_hu: float, high_
     return out
 
 
-def grow_airway(ct: IntensityVolume, params: dict | None = None, progress: Progress | None = None,
-                cancel: Any = None, tubes: bool | None = None, say: Callable[[str], None] | None = None) -> GrowingResult:
+def grow_airway(
+    ct: IntensityVolume,
+    params: dict | None = None,
+    progress: Progress | None = None,
+    cancel: Any = None,
+    tubes: bool | None = None,
+    say: Callable[[str], None] | None = None,
+) -> GrowingResult:
     """Airway mask of ``ct`` without a model (module doc); on the CT's grid, one 26-connected component.
 
     ``progress(done, total, message)``; ``cancel.is_set()`` -> :class:`Cancelled`;
@@ -708,8 +751,20 @@ def grow_airway(ct: IntensityVolume, params: dict | None = None, progress: Progr
     if progress:
         progress(total, total, "done")
     name = ct.name or "ct"
-    note(f"region growing: {trachea.describe()}; threshold {thr:.0f} HU, {grown_ml:.1f} mL grown"
-         + (f", {tube_ml:.1f} mL from the tube filter" if use_tubes else "")
-         + (f", {rim_ml:.1f} mL of partial-volume rim" if rim_ml else ""))
-    return GrowingResult(LabelVolume(native, ct.geometry, name=f"{name}_airway"), trachea, thr, steps,
-                         grown_ml, tube_ml, time.perf_counter() - t0, timings, messages, rim_ml)
+    note(
+        f"region growing: {trachea.describe()}; threshold {thr:.0f} HU, {grown_ml:.1f} mL grown"
+        + (f", {tube_ml:.1f} mL from the tube filter" if use_tubes else "")
+        + (f", {rim_ml:.1f} mL of partial-volume rim" if rim_ml else "")
+    )
+    return GrowingResult(
+        LabelVolume(native, ct.geometry, name=f"{name}_airway"),
+        trachea,
+        thr,
+        steps,
+        grown_ml,
+        tube_ml,
+        time.perf_counter() - t0,
+        timings,
+        messages,
+        rim_ml,
+    )

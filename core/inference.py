@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -57,6 +58,7 @@ def _quiet(_: str) -> None:
 
 # -- window grid ---------------------------------------------------------------
 
+
 def window_starts(size: int, window: int, step: int) -> list[int]:
     """Start of each window along one axis; the last one snapped so it ends at the border.
 
@@ -76,7 +78,9 @@ def window_slices(shape: Sequence[int], window: Sequence[int], step: Sequence[in
     axes = [window_starts(s, w, st) for s, w, st in zip(shape, window, step)]
     return [
         (slice(z, z + window[0]), slice(y, y + window[1]), slice(x, x + window[2]))
-        for z in axes[0] for y in axes[1] for x in axes[2]
+        for z in axes[0]
+        for y in axes[1]
+        for x in axes[2]
     ]
 
 
@@ -92,11 +96,12 @@ def axis_normaliser(size: int, window: int, step: int, weights: np.ndarray) -> n
     """Sum of the 1D window weights covering each position of an axis of ``size`` (>= window)."""
     total = np.zeros(size, np.float64)
     for s in window_starts(size, window, step):
-        total[s:s + window] += weights
+        total[s : s + window] += weights
     return total.astype(np.float32)
 
 
 # -- batch runner with CUDA out-of-memory handling ------------------------------
+
 
 def _is_oom(exc: BaseException) -> bool:
     try:
@@ -124,8 +129,13 @@ class BatchRunner:
     error is reported as an :class:`InputError` with what to try.
     """
 
-    def __init__(self, backend: Callable[[np.ndarray], np.ndarray], batch_size: int = 1,
-                 fallback: Callable[[], Callable[[np.ndarray], np.ndarray]] | None = None, say: Say = _quiet):
+    def __init__(
+        self,
+        backend: Callable[[np.ndarray], np.ndarray],
+        batch_size: int = 1,
+        fallback: Callable[[], Callable[[np.ndarray], np.ndarray]] | None = None,
+        say: Say = _quiet,
+    ):
         if batch_size < 1:
             raise ConfigError(f"Batch size {batch_size} must be at least 1.")
         self.backend = backend
@@ -151,12 +161,12 @@ class BatchRunner:
         while i < len(windows):
             n = min(self.batch_size, len(windows) - i)
             try:
-                chunk = windows[i:i + n]
+                chunk = windows[i : i + n]
                 if as_tensor and not getattr(self.backend, "accepts_tensors", False):
                     # e.g. the CPU fallback after a GPU out-of-memory error: numpy in, numpy out
-                    out[i:i + n] = torch.from_numpy(self.backend(chunk.cpu().numpy())).to(out.device)
+                    out[i : i + n] = torch.from_numpy(self.backend(chunk.cpu().numpy())).to(out.device)
                 else:
-                    out[i:i + n] = self.backend(chunk)
+                    out[i : i + n] = self.backend(chunk)
             except Exception as exc:
                 if not _is_oom(exc):
                     raise
@@ -180,9 +190,14 @@ class BatchRunner:
 
 # -- the sliding-window loop -----------------------------------------------------
 
+
 def _window_weights(win: tuple[int, int, int], gaussian: bool) -> tuple[list[np.ndarray], np.ndarray | None]:
     weights_1d = [gaussian_1d(w) if gaussian else np.ones(w, np.float32) for w in win]
-    weight_3d = (weights_1d[0][:, None, None] * weights_1d[1][None, :, None] * weights_1d[2][None, None, :]) if gaussian else None
+    weight_3d = (
+        (weights_1d[0][:, None, None] * weights_1d[1][None, :, None] * weights_1d[2][None, None, :])
+        if gaussian
+        else None
+    )
     return weights_1d, weight_3d
 
 
@@ -229,8 +244,10 @@ def sliding_window(
     win = _triple(window, "window")
     stp = _triple(step, "step")
     if any(s > w for s, w in zip(stp, win)):
-        raise ConfigError(f"Step {stp} is larger than the window {win}: some voxels would get no prediction.",
-                          "Use a step no larger than the window (default: half of it).")
+        raise ConfigError(
+            f"Step {stp} is larger than the window {win}: some voxels would get no prediction.",
+            "Use a step no larger than the window (default: half of it).",
+        )
     shape = array.shape
     padded_shape = tuple(max(s, w) for s, w in zip(shape, win))
     if padded_shape != shape:
@@ -252,10 +269,10 @@ def sliding_window(
     for b0 in range(0, total, batch.shape[0]):
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"Segmentation cancelled after {done} of {total} windows.")
-        chunk = slices[b0:b0 + batch.shape[0]]
+        chunk = slices[b0 : b0 + batch.shape[0]]
         for k, sl in enumerate(chunk):
             batch[k, 0] = array[sl]
-        probs = run(batch[:len(chunk)])
+        probs = run(batch[: len(chunk)])
         for k, sl in enumerate(chunk):
             if weight_3d is None:
                 acc[sl] += probs[k, 0]
@@ -303,8 +320,10 @@ def sliding_window_tensor(
     win = _triple(window, "window")
     stp = _triple(step, "step")
     if any(s > w for s, w in zip(stp, win)):
-        raise ConfigError(f"Step {stp} is larger than the window {win}: some voxels would get no prediction.",
-                          "Use a step no larger than the window (default: half of it).")
+        raise ConfigError(
+            f"Step {stp} is larger than the window {win}: some voxels would get no prediction.",
+            "Use a step no larger than the window (default: half of it).",
+        )
     shape = tuple(volume.shape)
     padded_shape = tuple(max(s, w) for s, w in zip(shape, win))
     x = volume.float()
@@ -329,7 +348,7 @@ def sliding_window_tensor(
     for b0 in range(0, total, bs):
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"Segmentation cancelled after {done} of {total} windows.")
-        chunk = slices[b0:b0 + bs]
+        chunk = slices[b0 : b0 + bs]
         batch = torch.stack([x[sl] for sl in chunk])[:, None]
         probs = run(batch)
         for k, sl in enumerate(chunk):
@@ -343,8 +362,10 @@ def sliding_window_tensor(
     if wsum is not None:
         acc /= wsum.clamp_(min=1e-12)  # uncovered voxels: 0 / tiny = 0
         return acc[: shape[0], : shape[1], : shape[2]]
-    norm = [torch.from_numpy(axis_normaliser(s, w, st, wt.cpu().numpy())).to(dev)
-            for s, w, st, wt in zip(padded_shape, win, stp, weights_1d)]
+    norm = [
+        torch.from_numpy(axis_normaliser(s, w, st, wt.cpu().numpy())).to(dev)
+        for s, w, st, wt in zip(padded_shape, win, stp, weights_1d)
+    ]
     # two in-place divisions by small broadcasts: no volume-sized temporary on the device
     acc /= (norm[0][:, None] * norm[1][None, :])[:, :, None]
     acc /= norm[2][None, None, :]
@@ -352,6 +373,7 @@ def sliding_window_tensor(
 
 
 # -- airway-guided window selection ----------------------------------------------
+
 
 @dataclass(frozen=True)
 class RegionRequest:
@@ -396,14 +418,15 @@ def _upsample_to(coarse: np.ndarray, stride: Sequence[int], box: CropBox) -> np.
     coarse voxel stands for the ``stride`` block it starts)."""
     lo = [b // s for b, s in zip(box.start, stride)]
     hi = [-(-e // s) for e, s in zip(box.stop, stride)]
-    part = coarse[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    part = coarse[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
     for axis, s in enumerate(stride):
         if s > 1:
             part = np.repeat(part, s, axis=axis)
     offset = [b - l * s for b, l, s in zip(box.start, lo, stride)]
     shape = box.shape
-    return np.ascontiguousarray(part[offset[0]:offset[0] + shape[0], offset[1]:offset[1] + shape[1],
-                                     offset[2]:offset[2] + shape[2]])
+    return np.ascontiguousarray(
+        part[offset[0] : offset[0] + shape[0], offset[1] : offset[1] + shape[1], offset[2] : offset[2] + shape[2]]
+    )
 
 
 @dataclass(frozen=True)
@@ -418,7 +441,7 @@ class LungRegion:
     def __call__(self, request: RegionRequest) -> np.ndarray:
         ct = request.ct
         st = tuple(max(1, min(s, n // 32 or 1)) for s, n in zip(self.stride, ct.shape))
-        coarse = lung_mask(ct.array[::st[0], ::st[1], ::st[2]], request.preprocessing.lung_threshold)
+        coarse = lung_mask(ct.array[:: st[0], :: st[1], :: st[2]], request.preprocessing.lung_threshold)
         if not coarse.any():
             return np.ones(request.box.shape, bool)  # nothing found: do not guess, run every window
         spacing_zyx = tuple(reversed(ct.geometry.spacing))
@@ -462,8 +485,10 @@ class MaskRegion:
 
     def __call__(self, request: RegionRequest) -> np.ndarray:
         if tuple(self.mask.shape) != tuple(request.ct.shape):
-            raise InputError(f"The region mask has shape {self.mask.shape}, the CT {request.ct.shape}.",
-                             "Give a mask on the CT's own grid.")
+            raise InputError(
+                f"The region mask has shape {self.mask.shape}, the CT {request.ct.shape}.",
+                "Give a mask on the CT's own grid.",
+            )
         spacing_zyx = tuple(reversed(request.ct.geometry.spacing))
         grown = _dilate(np.asarray(self.mask, bool), _margin_voxels(self.margin_mm, spacing_zyx, (1, 1, 1)))
         return request.box.crop(grown)
@@ -485,8 +510,9 @@ def region_provider(region: str | RegionProvider | None) -> RegionProvider | Non
     return REGIONS[region]()
 
 
-def select_windows(region: np.ndarray, window: int | Sequence[int], step: int | Sequence[int]
-                   ) -> tuple[list[tuple[slice, slice, slice]], list[tuple[slice, slice, slice]]]:
+def select_windows(
+    region: np.ndarray, window: int | Sequence[int], step: int | Sequence[int]
+) -> tuple[list[tuple[slice, slice, slice]], list[tuple[slice, slice, slice]]]:
     """``(grid, chosen)``: every window of the grid over ``region``'s shape (padded up to a window), and
     those that touch a True voxel of ``region`` (none for an empty region: the output is then all 0)."""
     win = _triple(window, "window")
@@ -505,6 +531,7 @@ def _triple(value: int | Sequence[int], what: str) -> tuple[int, int, int]:
 
 
 # -- post-processing -------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class PostProcessing:
@@ -552,6 +579,7 @@ def quantise(probabilities: np.ndarray) -> np.ndarray:
 
 # -- input ---------------------------------------------------------------------------
 
+
 def fast_crop_box(ct: np.ndarray, prep: Preprocessing, stride: int = 4, min_side: int = 256) -> CropBox:
     """The lung crop with the lung mask computed on every ``stride``-th row and column (about 20x faster).
 
@@ -577,7 +605,7 @@ def fast_crop_box(ct: np.ndarray, prep: Preprocessing, stride: int = 4, min_side
     lo = [coarse.start[0], coarse.start[1] * stride, coarse.start[2] * stride]
     hi = [coarse.stop[0], min(coarse.stop[1] * stride, ct.shape[1]), min(coarse.stop[2] * stride, ct.shape[2])]
     up = np.repeat(np.repeat(grown[coarse.slices], stride, axis=1), stride, axis=2)[:, : hi[1] - lo[1], : hi[2] - lo[2]]
-    air = ct[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] < prep.lung_threshold
+    air = ct[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] < prep.lung_threshold
     fine = up & air
     if not fine.any():
         return CropBox.full(ct.shape)
@@ -596,6 +624,7 @@ def prepare(ct: IntensityVolume, prep: Preprocessing, fast_crop: bool = True) ->
 
 
 # -- the predictor -----------------------------------------------------------------
+
 
 @dataclass
 class Prediction:
@@ -626,16 +655,20 @@ def resolve_device(device: str) -> str:
         return "cpu"
     if d == "cuda" or d.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"Device '{device}' was asked for but no CUDA GPU is usable here.",
-                              "Use --device cpu (or auto), or install a CUDA build of PyTorch and the NVIDIA driver.")
+            raise ConfigError(
+                f"Device '{device}' was asked for but no CUDA GPU is usable here.",
+                "Use --device cpu (or auto), or install a CUDA build of PyTorch and the NVIDIA driver.",
+            )
         if ":" in d:
             try:
                 index = int(d.split(":", 1)[1])
             except ValueError:
                 raise ConfigError(f"Device '{device}' is not understood.", "Write it as cuda:0, cuda:1, ...") from None
             if not 0 <= index < torch.cuda.device_count():
-                raise ConfigError(f"GPU {index} does not exist: {torch.cuda.device_count()} GPU(s) found.",
-                                  f"Use cuda:0..cuda:{torch.cuda.device_count() - 1}.")
+                raise ConfigError(
+                    f"GPU {index} does not exist: {torch.cuda.device_count()} GPU(s) found.",
+                    f"Use cuda:0..cuda:{torch.cuda.device_count() - 1}.",
+                )
         return d
     raise ConfigError(f"Unknown device '{device}'.", "Use auto, cpu, cuda or cuda:N.")
 
@@ -655,7 +688,7 @@ def default_batch_size(device: str, window: tuple[int, int, int], autocast: bool
     import torch
 
     free, _ = torch.cuda.mem_get_info(torch.device(device))
-    per_window = GPU_BYTES_PER_WINDOW["autocast" if autocast else "fp32"] * np.prod(window) / 128 ** 3
+    per_window = GPU_BYTES_PER_WINDOW["autocast" if autocast else "fp32"] * np.prod(window) / 128**3
     return int(max(1, min(MAX_GPU_BATCH, (free * 0.5) // per_window)))
 
 
@@ -671,8 +704,10 @@ def _load_checkpoint(checkpoint: Any) -> tuple[Any, dict, str]:
     if isinstance(checkpoint, (str, Path)):
         path = Path(checkpoint)
         if not path.exists():
-            raise CheckpointError(f"Model file '{path}' does not exist.",
-                                  "Check the path given with --model (a .pt checkpoint saved by `airway train`).")
+            raise CheckpointError(
+                f"Model file '{path}' does not exist.",
+                "Check the path given with --model (a .pt checkpoint saved by `airway train`).",
+            )
         if path.is_dir():
             raise CheckpointError(f"'{path}' is a folder, not a model file.", "Give the .pt checkpoint inside it.")
     try:
@@ -680,9 +715,11 @@ def _load_checkpoint(checkpoint: Any) -> tuple[Any, dict, str]:
     except AirwayError:
         raise
     except Exception as exc:
-        raise CheckpointError(f"Could not load the model: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                              "The file is corrupt or not an Airway Studio checkpoint; train or download it again.",
-                              path=checkpoint if isinstance(checkpoint, (str, Path)) else None) from None
+        raise CheckpointError(
+            f"Could not load the model: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            "The file is corrupt or not an Airway Studio checkpoint; train or download it again.",
+            path=checkpoint if isinstance(checkpoint, (str, Path)) else None,
+        ) from None
     return model, dict(header), state_hash(model)
 
 
@@ -713,13 +750,26 @@ class Predictor:
     ``fast_crop`` (attribute, default True): lung crop from a subsampled plane, see :func:`fast_crop_box`.
     """
 
-    def __init__(self, checkpoint: Any, device: str = "auto", window: int | None = None, step: int | None = None,
-                 batch_size: int | None = None, gaussian: bool | None = None, backend: str = "auto",
-                 postprocess: PostProcessing | None = None, say: Say | None = None,
-                 cache: Path | None = None, threads: int | None = None, channels_last: bool = False,
-                 device_accumulate: bool | None = None, spacing: Any = None,
-                 region: str | RegionProvider | None = None, autocast: bool | None = None,
-                 mode: str | None = None):
+    def __init__(
+        self,
+        checkpoint: Any,
+        device: str = "auto",
+        window: int | None = None,
+        step: int | None = None,
+        batch_size: int | None = None,
+        gaussian: bool | None = None,
+        backend: str = "auto",
+        postprocess: PostProcessing | None = None,
+        say: Say | None = None,
+        cache: Path | None = None,
+        threads: int | None = None,
+        channels_last: bool = False,
+        device_accumulate: bool | None = None,
+        spacing: Any = None,
+        region: str | RegionProvider | None = None,
+        autocast: bool | None = None,
+        mode: str | None = None,
+    ):
         model, header, key = _load_checkpoint(checkpoint)
         prep = Preprocessing.from_dict(header.get("preprocessing"))
         if mode is not None:
@@ -728,21 +778,50 @@ class Predictor:
                 window = recommended_window(header, window, None)[0]
                 step = max(1, int(round(window * fraction)))
         window, step = recommended_window(header, window, step)
-        self._setup(model, prep, key, device, window, step, batch_size, gaussian, backend,
-                    postprocess, say, cache, threads, channels_last, autocast, mode, region)
+        self._setup(
+            model,
+            prep,
+            key,
+            device,
+            window,
+            step,
+            batch_size,
+            gaussian,
+            backend,
+            postprocess,
+            say,
+            cache,
+            threads,
+            channels_last,
+            autocast,
+            mode,
+            region,
+        )
         self.header = header
         self.device_accumulate = device_accumulate
         self.spacing = recommended_spacing(header, spacing)
 
     @classmethod
-    def from_model(cls, model: Any, preprocessing: Preprocessing, device: str = "auto", window: int = 128,
-                   step: int | None = None, batch_size: int | None = None, gaussian: bool | None = None,
-                   backend: str = "torch",
-                   postprocess: PostProcessing | None = None, say: Say | None = None,
-                   cache: Path | None = None, threads: int | None = None, channels_last: bool = False,
-                   device_accumulate: bool | None = None,
-                   region: str | RegionProvider | None = None, autocast: bool | None = None,
-                   mode: str | None = None) -> "Predictor":
+    def from_model(
+        cls,
+        model: Any,
+        preprocessing: Preprocessing,
+        device: str = "auto",
+        window: int = 128,
+        step: int | None = None,
+        batch_size: int | None = None,
+        gaussian: bool | None = None,
+        backend: str = "torch",
+        postprocess: PostProcessing | None = None,
+        say: Say | None = None,
+        cache: Path | None = None,
+        threads: int | None = None,
+        channels_last: bool = False,
+        device_accumulate: bool | None = None,
+        region: str | RegionProvider | None = None,
+        autocast: bool | None = None,
+        mode: str | None = None,
+    ) -> Predictor:
         """A predictor over a live module (training validation); the module is moved to ``device``."""
         from core.inference_backends import state_hash
 
@@ -750,18 +829,50 @@ class Predictor:
         key = state_hash(model)
         if mode is not None and step is None:
             step = max(1, int(round(int(window) * mode_settings(mode)["step_fraction"])))
-        self._setup(model, preprocessing, key, device, window, step if step is not None else 64, batch_size,
-                    gaussian, backend, postprocess, say, cache, threads, channels_last, autocast, mode, region)
+        self._setup(
+            model,
+            preprocessing,
+            key,
+            device,
+            window,
+            step if step is not None else 64,
+            batch_size,
+            gaussian,
+            backend,
+            postprocess,
+            say,
+            cache,
+            threads,
+            channels_last,
+            autocast,
+            mode,
+            region,
+        )
         self.header = {}
         self.device_accumulate = device_accumulate
         self.spacing = None
         return self
 
-    def _setup(self, model: Any, prep: Preprocessing, key: str, device: str, window: int, step: int,
-               batch_size: int | None, gaussian: bool, backend: str, postprocess: PostProcessing | None,
-               say: Say | None, cache: Path | None, threads: int | None, channels_last: bool,
-               autocast: bool | None = None, mode: str | None = None,
-               region: str | RegionProvider | None = None) -> None:
+    def _setup(
+        self,
+        model: Any,
+        prep: Preprocessing,
+        key: str,
+        device: str,
+        window: int,
+        step: int,
+        batch_size: int | None,
+        gaussian: bool,
+        backend: str,
+        postprocess: PostProcessing | None,
+        say: Say | None,
+        cache: Path | None,
+        threads: int | None,
+        channels_last: bool,
+        autocast: bool | None = None,
+        mode: str | None = None,
+        region: str | RegionProvider | None = None,
+    ) -> None:
         from core.inference_backends import BackendRequest, make_backend, resolve_backend_name
 
         settings = mode_settings(mode) if mode is not None else {}
@@ -791,11 +902,15 @@ class Predictor:
         self.step = _triple(step, "step")
         divisor = int(getattr(model, "divisor", 1) or 1)
         if any(w % divisor for w in self.window):
-            raise ConfigError(f"Window {self.window} is not a multiple of {divisor}, which this model needs.",
-                              f"Use a window that is a multiple of {divisor}, e.g. 128.")
+            raise ConfigError(
+                f"Window {self.window} is not a multiple of {divisor}, which this model needs.",
+                f"Use a window that is a multiple of {divisor}, e.g. 128.",
+            )
         if any(s > w for s, w in zip(self.step, self.window)):
-            raise ConfigError(f"Step {self.step} is larger than the window {self.window}.",
-                              "Use a step no larger than the window (default: half of it).")
+            raise ConfigError(
+                f"Step {self.step} is larger than the window {self.window}.",
+                "Use a step no larger than the window (default: half of it).",
+            )
         self.gaussian = bool(gaussian)
         self.postprocess = postprocess or PostProcessing()
         self.device = resolve_device(device)
@@ -807,12 +922,16 @@ class Predictor:
         request = BackendRequest(name, self.device, self.window, key, cache, threads, channels_last, autocast)
         self.model = model.eval()
         engine = make_backend(model, request, record)
-        self.batch_size = (int(batch_size) if batch_size
-                           else default_batch_size(self.device, self.window, autocast is not False))
+        self.batch_size = (
+            int(batch_size) if batch_size else default_batch_size(self.device, self.window, autocast is not False)
+        )
+
         def cpu_fallback():
             # the fastest CPU engine installed; the model leaves the GPU, freeing its memory
             cpu_name = resolve_backend_name("auto", "cpu", record)
-            return make_backend(self.model.to("cpu"), BackendRequest(cpu_name, "cpu", self.window, key, cache, threads), record)
+            return make_backend(
+                self.model.to("cpu"), BackendRequest(cpu_name, "cpu", self.window, key, cache, threads), record
+            )
 
         fallback = cpu_fallback if self.device != "cpu" else None
         self.runner = BatchRunner(engine, self.batch_size, fallback, record)
@@ -836,8 +955,9 @@ class Predictor:
         voxels = float(np.prod([max(s, w) for s, w in zip(shape, self.window)]))
         return 3 * 4 * voxels < 0.25 * free
 
-    def plan_windows(self, ct: IntensityVolume, box: CropBox, array: np.ndarray
-                     ) -> tuple[list[tuple[slice, slice, slice]], list[tuple[slice, slice, slice]] | None]:
+    def plan_windows(
+        self, ct: IntensityVolume, box: CropBox, array: np.ndarray
+    ) -> tuple[list[tuple[slice, slice, slice]], list[tuple[slice, slice, slice]] | None]:
         """``(grid, chosen)``: the windows over the crop, and those the region provider selects
         (None without a provider: every window)."""
         grid = window_slices(tuple(max(s, w) for s, w in zip(box.shape, self.window)), self.window, self.step)
@@ -848,15 +968,18 @@ class Predictor:
         if region.shape == tuple(ct.shape) and region.shape != tuple(box.shape):
             region = box.crop(region)
         if region.shape != tuple(box.shape):
-            raise InputError(f"The window region has shape {region.shape}; expected the crop {box.shape} "
-                             f"or the CT {ct.shape}.", "Fix the region provider.")
+            raise InputError(
+                f"The window region has shape {region.shape}; expected the crop {box.shape} or the CT {ct.shape}.",
+                "Fix the region provider.",
+            )
         _, chosen = select_windows(region, self.window, self.step)
         name = getattr(self.region, "name", type(self.region).__name__)
         self.say(f"window selection ({name}): {len(chosen)} of {len(grid)} windows touch the region")
         return grid, chosen
 
-    def predict(self, ct: IntensityVolume, progress: Progress | None = None,
-                cancel: CancelToken | None = None) -> Prediction:
+    def predict(
+        self, ct: IntensityVolume, progress: Progress | None = None, cancel: CancelToken | None = None
+    ) -> Prediction:
         """Segment ``ct``; results on its full grid. Raises :class:`Cancelled` if ``cancel`` is set.
 
         With a target ``spacing`` (asked for, or recommended by the checkpoint)
@@ -869,19 +992,28 @@ class Predictor:
             return self._predict_resampled(ct, progress, cancel)
         return self._predict_native(ct, progress, cancel)
 
-    def _predict_resampled(self, ct: IntensityVolume, progress: Progress | None,
-                           cancel: CancelToken | None) -> Prediction:
+    def _predict_resampled(
+        self, ct: IntensityVolume, progress: Progress | None, cancel: CancelToken | None
+    ) -> Prediction:
         from core.preprocess import resample_ct
         from core.resample import resample_array
 
         t0 = time.perf_counter()
         small = resample_ct(ct, self.spacing)
-        self.say(f"resampled the CT from {_fmt_spacing(ct.geometry.spacing)} to {_fmt_spacing(self.spacing)} mm "
-                 f"({'x'.join(map(str, ct.shape))} -> {'x'.join(map(str, small.shape))} voxels), as the model expects")
+        self.say(
+            f"resampled the CT from {_fmt_spacing(ct.geometry.spacing)} to {_fmt_spacing(self.spacing)} mm "
+            f"({'x'.join(map(str, ct.shape))} -> {'x'.join(map(str, small.shape))} voxels), as the model expects"
+        )
         inner = self._predict_native(small, progress, cancel)
-        t1 = time.perf_counter()
-        prob = resample_array(inner.probabilities.array.astype(np.float32) / np.float32(255.0), small.geometry,
-                              ct.shape, ct.geometry, linear=True, default=0.0)
+        time.perf_counter()
+        prob = resample_array(
+            inner.probabilities.array.astype(np.float32) / np.float32(255.0),
+            small.geometry,
+            ct.shape,
+            ct.geometry,
+            linear=True,
+            default=0.0,
+        )
         if cancel is not None and cancel.is_set():
             raise Cancelled("Segmentation cancelled while finishing.")
         mask = self.postprocess.apply(prob)
@@ -900,8 +1032,7 @@ class Predictor:
             windows_total=inner.windows_total,
         )
 
-    def _predict_native(self, ct: IntensityVolume, progress: Progress | None,
-                        cancel: CancelToken | None) -> Prediction:
+    def _predict_native(self, ct: IntensityVolume, progress: Progress | None, cancel: CancelToken | None) -> Prediction:
         t0 = time.perf_counter()
         if cancel is not None and cancel.is_set():
             raise Cancelled("Segmentation cancelled before it started.")
@@ -914,9 +1045,18 @@ class Predictor:
 
             volume = torch.from_numpy(array).to(self.device)
             del array
-            prob = sliding_window_tensor(volume, self.runner, self.window, self.step, self.runner.batch_size,
-                                         self.gaussian, pad_value=0.0, progress=progress, cancel=cancel,
-                                         windows=chosen)
+            prob = sliding_window_tensor(
+                volume,
+                self.runner,
+                self.window,
+                self.step,
+                self.runner.batch_size,
+                self.gaussian,
+                pad_value=0.0,
+                progress=progress,
+                cancel=cancel,
+                windows=chosen,
+            )
             del volume
             # threshold and quantise on the device: a quarter of the bytes come back
             raw = (prob > self.postprocess.threshold).cpu().numpy()
@@ -927,8 +1067,18 @@ class Predictor:
                 raise Cancelled("Segmentation cancelled while finishing.")
             mask = self.postprocess.clean(raw)
         else:
-            prob = sliding_window(array, self.runner, self.window, self.step, self.runner.batch_size,
-                                  self.gaussian, pad_value=0.0, progress=progress, cancel=cancel, windows=chosen)
+            prob = sliding_window(
+                array,
+                self.runner,
+                self.window,
+                self.step,
+                self.runner.batch_size,
+                self.gaussian,
+                pad_value=0.0,
+                progress=progress,
+                cancel=cancel,
+                windows=chosen,
+            )
             del array
             t2 = time.perf_counter()
             if cancel is not None and cancel.is_set():
@@ -981,7 +1131,7 @@ def recommended_window(header: dict, window: int | None, step: int | None) -> tu
     windows like those it was validated on.
     """
     rec = dict(header.get("inference") or {})
-    val = ((header.get("training") or {}).get("validation") or {})
+    val = (header.get("training") or {}).get("validation") or {}
     w = window or rec.get("window") or val.get("window") or 128
     s = step or rec.get("step") or val.get("step") or (64 if w == 128 else max(int(w) // 2, 1))
     return int(w), int(s)
@@ -1003,7 +1153,9 @@ def recommended_spacing(header: dict, spacing: Any) -> tuple[float, float, float
             return None
     values = tuple(float(v) for v in spacing)
     if len(values) != 3 or any(not np.isfinite(v) or v <= 0 for v in values):
-        raise ConfigError(f"Target spacing {spacing} is not three positive numbers.", "Give x y z in mm, e.g. 1.0 1.0 1.0.")
+        raise ConfigError(
+            f"Target spacing {spacing} is not three positive numbers.", "Give x y z in mm, e.g. 1.0 1.0 1.0."
+        )
     return values  # type: ignore[return-value]
 
 
@@ -1013,8 +1165,15 @@ def _fmt_spacing(sp: Sequence[float]) -> str:
 
 def _map_box(box: CropBox, geometry: Any, ct: IntensityVolume) -> CropBox:
     """A crop box on a resampled grid, expressed on the CT's own grid (rounded outwards, clamped)."""
-    corners = np.array([[z, y, x] for z in (box.start[0], box.stop[0] - 1) for y in (box.start[1], box.stop[1] - 1)
-                        for x in (box.start[2], box.stop[2] - 1)], float)
+    corners = np.array(
+        [
+            [z, y, x]
+            for z in (box.start[0], box.stop[0] - 1)
+            for y in (box.start[1], box.stop[1] - 1)
+            for x in (box.start[2], box.stop[2] - 1)
+        ],
+        float,
+    )
     idx = ct.geometry.world_to_index(geometry.index_to_world(corners))
     lo = np.clip(np.floor(idx.min(axis=0)), 0, np.asarray(ct.shape) - 1).astype(int)
     hi = np.clip(np.ceil(idx.max(axis=0)) + 1, 1, np.asarray(ct.shape)).astype(int)
@@ -1023,16 +1182,24 @@ def _map_box(box: CropBox, geometry: Any, ct: IntensityVolume) -> CropBox:
 
 def _check_ct(ct: Any) -> None:
     if not isinstance(ct, IntensityVolume):
-        raise InputError(f"Expected a CT volume (IntensityVolume), got {type(ct).__name__}.",
-                         "Read the CT with core.io.read_ct first.")
+        raise InputError(
+            f"Expected a CT volume (IntensityVolume), got {type(ct).__name__}.",
+            "Read the CT with core.io.read_ct first.",
+        )
     if ct.array.ndim != 3:
-        raise InputError(f"Expected a 3D CT, got an array of shape {ct.array.shape}.",
-                         "Give a 3D volume or a whole DICOM series, not a single slice.")
+        raise InputError(
+            f"Expected a 3D CT, got an array of shape {ct.array.shape}.",
+            "Give a 3D volume or a whole DICOM series, not a single slice.",
+        )
     if min(ct.shape) < 2:
-        raise InputError(f"The CT has shape {ct.shape}: a single slice, not a volume.",
-                         "Give a 3D volume or a whole DICOM series, not a single slice.")
+        raise InputError(
+            f"The CT has shape {ct.shape}: a single slice, not a volume.",
+            "Give a 3D volume or a whole DICOM series, not a single slice.",
+        )
     if ct.array.dtype.kind == "f" and not np.isfinite(ct.array).all():
         bad = int((~np.isfinite(ct.array)).sum())
-        raise InputError(f"The CT has {bad} NaN or infinite voxels.", "Replace them (e.g. with -1024 HU) and try again.")
+        raise InputError(
+            f"The CT has {bad} NaN or infinite voxels.", "Replace them (e.g. with -1024 HU) and try again."
+        )
     if ct.array.dtype.kind not in "iuf":
         raise InputError(f"Unsupported CT voxel type {ct.array.dtype}.", "Give integer or float HU values.")

@@ -23,9 +23,10 @@ import shutil
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -57,6 +58,7 @@ def _quiet(_: str) -> None:
 
 # -- cache ---------------------------------------------------------------------
 
+
 def cache_dir() -> Path:
     """User cache folder for exported models: ``$AIRWAY_CACHE_DIR``, else the platform's cache dir."""
     env = os.environ.get("AIRWAY_CACHE_DIR")
@@ -84,8 +86,11 @@ def state_hash(model: Any) -> str:
     h = hashlib.sha256(type(model).__qualname__.encode())
     # parameter-free architecture choices (norm, activation, upsampling) change the
     # exported graph without changing a weight: they belong to the key too
-    h.update(json.dumps([getattr(model, "arch_name", None), getattr(model, "arch_args", None)],
-                        sort_keys=True, default=str).encode())
+    h.update(
+        json.dumps(
+            [getattr(model, "arch_name", None), getattr(model, "arch_args", None)], sort_keys=True, default=str
+        ).encode()
+    )
     for name, tensor in model.state_dict().items():
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -93,6 +98,7 @@ def state_hash(model: Any) -> str:
 
 
 # -- PyTorch ---------------------------------------------------------------------
+
 
 class _ProbabilityHead:
     """``sigmoid(model(x)[-1])``, built lazily as an ``nn.Module`` so it can be exported."""
@@ -125,8 +131,14 @@ class TorchBackend:
     """Plain PyTorch. On CUDA: inference mode, autocast (bf16 where supported, else fp16),
     pinned host memory and non-blocking copies; channels-last 3D as an option."""
 
-    def __init__(self, model: Any, device: str = "cpu", autocast: bool | None = None,
-                 channels_last: bool = False, cpu_bf16: bool = False):
+    def __init__(
+        self,
+        model: Any,
+        device: str = "cpu",
+        autocast: bool | None = None,
+        channels_last: bool = False,
+        cpu_bf16: bool = False,
+    ):
         import torch
 
         self.device = device
@@ -191,6 +203,7 @@ class TorchBackend:
 
 # -- OpenVINO --------------------------------------------------------------------
 
+
 def _atomic_dir(final: Path, fill: Callable[[Path], None]) -> None:
     """Fill a temporary folder next to ``final`` and rename it, so a crash never leaves half a cache entry."""
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -206,8 +219,9 @@ def _atomic_dir(final: Path, fill: Callable[[Path], None]) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _cached_export(folder: Path, filename: str, source: dict, export: Callable[[Path], None], say: Say,
-                   what: str) -> Path:
+def _cached_export(
+    folder: Path, filename: str, source: dict, export: Callable[[Path], None], say: Say, what: str
+) -> Path:
     """The exported model in ``folder``, (re)made unless its ``source.json`` names exactly this model and window.
 
     The folder name holds a shortened key; the full record inside is checked so
@@ -254,15 +268,23 @@ def cpu_has_bf16() -> bool:
 class OpenVinoBackend:
     """OpenVINO on the CPU, fp32 or bf16 inference precision; batch size is dynamic."""
 
-    def __init__(self, model: Any, model_key: str, window: tuple[int, int, int], precision: str = "bf16",
-                 cache: Path | None = None, threads: int | None = None, say: Say = _quiet):
+    def __init__(
+        self,
+        model: Any,
+        model_key: str,
+        window: tuple[int, int, int],
+        precision: str = "bf16",
+        cache: Path | None = None,
+        threads: int | None = None,
+        say: Say = _quiet,
+    ):
         import openvino as ov
 
         if precision not in ("fp32", "bf16"):
             raise ConfigError(f"Unknown OpenVINO precision '{precision}'.", "Use fp32 or bf16.")
         self.device = "cpu"
         self.name = f"openvino-{precision}"
-        root = (cache or cache_dir())
+        root = cache or cache_dir()
         key = f"{model_key[:24]}-w{'x'.join(map(str, window))}-ov{ov.__version__.split('-')[0]}"
         folder = root / "openvino" / key
 
@@ -274,11 +296,13 @@ class OpenVinoBackend:
                 warnings.simplefilter("ignore")  # tracer chatter about shape checks, not actionable
                 try:
                     # tracing runs one forward pass: a small example costs seconds, a 128^3 one minutes
-                    converted = ov.convert_model(head, example_input=_example(model, window),
-                                                 input=[ov.PartialShape([-1, 1, *window])])
+                    converted = ov.convert_model(
+                        head, example_input=_example(model, window), input=[ov.PartialShape([-1, 1, *window])]
+                    )
                 except Exception:
-                    converted = ov.convert_model(head, example_input=torch.zeros((1, 1, *window)),
-                                                 input=[ov.PartialShape([-1, 1, *window])])
+                    converted = ov.convert_model(
+                        head, example_input=torch.zeros((1, 1, *window)), input=[ov.PartialShape([-1, 1, *window])]
+                    )
             ov.save_model(converted, str(tmp / "model.xml"), compress_to_fp16=False)
 
         source = {"model_key": model_key, "window": list(window), "openvino": ov.__version__}
@@ -301,11 +325,19 @@ class OpenVinoBackend:
 
 # -- ONNX Runtime ------------------------------------------------------------------
 
+
 class OnnxRuntimeBackend:
     """ONNX Runtime CPU execution provider, fp32 (exported with the TorchScript ONNX exporter)."""
 
-    def __init__(self, model: Any, model_key: str, window: tuple[int, int, int],
-                 cache: Path | None = None, threads: int | None = None, say: Say = _quiet):
+    def __init__(
+        self,
+        model: Any,
+        model_key: str,
+        window: tuple[int, int, int],
+        cache: Path | None = None,
+        threads: int | None = None,
+        say: Say = _quiet,
+    ):
         import onnxruntime as ort
 
         self.device = "cpu"
@@ -320,9 +352,16 @@ class OnnxRuntimeBackend:
             axes = {0: "n", 2: "d", 3: "h", 4: "w"}  # traced on a small example, run on any window
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                torch.onnx.export(head, (_example(model, window),), str(tmp / "model.onnx"), input_names=["x"],
-                                  output_names=["p"], dynamic_axes={"x": axes, "p": axes},
-                                  opset_version=17, dynamo=False)
+                torch.onnx.export(
+                    head,
+                    (_example(model, window),),
+                    str(tmp / "model.onnx"),
+                    input_names=["x"],
+                    output_names=["p"],
+                    dynamic_axes={"x": axes, "p": axes},
+                    opset_version=17,
+                    dynamo=False,
+                )
 
         source = {"model_key": model_key, "window": list(window), "opset": 17}
         path = _cached_export(folder, "model.onnx", source, export, say, "ONNX")
@@ -339,6 +378,7 @@ class OnnxRuntimeBackend:
 
 # -- choosing ---------------------------------------------------------------------
 
+
 def available(name: str) -> bool:
     """Whether the optional package behind backend ``name`` can be imported."""
     # exporting to ONNX needs the onnx package besides the runtime
@@ -350,7 +390,9 @@ def available(name: str) -> bool:
     return all(importlib.util.find_spec(m) is not None for m in modules)
 
 
-def resolve_backend_name(name: str, device: str, say: Say = _quiet, order: tuple[str, ...] | list[str] | None = None) -> str:
+def resolve_backend_name(
+    name: str, device: str, say: Say = _quiet, order: tuple[str, ...] | list[str] | None = None
+) -> str:
     """Concrete backend for ``name`` on ``device``; a missing optional package falls back to "torch".
     ``order``: what "auto" tries on the CPU (default :data:`CPU_AUTO_ORDER`)."""
     if name not in BACKENDS:
@@ -360,7 +402,7 @@ def resolve_backend_name(name: str, device: str, say: Say = _quiet, order: tuple
             say(f"Backend '{name}' runs on the CPU only; using PyTorch on {device}.")
         return "torch"
     if name == "auto":
-        for candidate in (order or CPU_AUTO_ORDER):
+        for candidate in order or CPU_AUTO_ORDER:
             if not available(candidate):
                 continue
             if candidate.endswith("bf16") and not cpu_has_bf16():
@@ -370,8 +412,10 @@ def resolve_backend_name(name: str, device: str, say: Say = _quiet, order: tuple
     if name == "openvino":
         name = "openvino-fp32"  # bf16 disagreed with fp32 beyond Dice 0.995 on the demo model: opt-in only
     if not available(name):
-        say(f"Backend '{name}' is not installed; using PyTorch instead "
-            "(pip install 'airway-studio[fast-cpu]' for the faster CPU backends).")
+        say(
+            f"Backend '{name}' is not installed; using PyTorch instead "
+            "(pip install 'airway-studio[fast-cpu]' for the faster CPU backends)."
+        )
         return "torch"
     return name
 
@@ -396,13 +440,16 @@ def make_backend(model: Any, request: BackendRequest, say: Say = _quiet) -> Back
     name = request.name
     try:
         if name.startswith("openvino"):
-            return OpenVinoBackend(model, request.model_key, request.window, name.split("-")[1],
-                                   request.cache, request.threads, say)
+            return OpenVinoBackend(
+                model, request.model_key, request.window, name.split("-")[1], request.cache, request.threads, say
+            )
         if name == "onnxruntime":
             return OnnxRuntimeBackend(model, request.model_key, request.window, request.cache, request.threads, say)
     except ImportError as exc:
         say(f"Backend '{name}' could not be loaded ({exc}); using PyTorch instead.")
     except Exception as exc:  # an exporter that cannot handle this model: PyTorch still can
-        say(f"Backend '{name}' failed to prepare the model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-            "using PyTorch instead.")
+        say(
+            f"Backend '{name}' failed to prepare the model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "using PyTorch instead."
+        )
     return TorchBackend(model, request.device, autocast=request.autocast, channels_last=request.channels_last)

@@ -35,8 +35,8 @@ The tests check exactly these inequalities on random inputs.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
@@ -76,8 +76,12 @@ def dice_loss(p: torch.Tensor, g: torch.Tensor, w: torch.Tensor | None = None, s
 
 
 def weighted_dice_loss(
-    p: torch.Tensor, g: torch.Tensor, w: torch.Tensor | None = None,
-    w_f: float = 1.0, w_b: float = 1.0, smooth: float = 1.0,
+    p: torch.Tensor,
+    g: torch.Tensor,
+    w: torch.Tensor | None = None,
+    w_f: float = 1.0,
+    w_b: float = 1.0,
+    smooth: float = 1.0,
 ) -> torch.Tensor:
     """Class-weighted Dice (the weighted Dice of the paper's eq. 8, in this form): each voxel weighted ``w_f`` if airway, ``w_b`` if background.
 
@@ -92,8 +96,14 @@ def weighted_dice_loss(
 
 
 def general_union_loss(
-    p: torch.Tensor, g: torch.Tensor, w: torch.Tensor | None = None,
-    alpha: float = 0.1, beta: float | None = None, r: float = 0.7, eps: float = 1e-4, smooth: float = 1.0,
+    p: torch.Tensor,
+    g: torch.Tensor,
+    w: torch.Tensor | None = None,
+    alpha: float = 0.1,
+    beta: float | None = None,
+    r: float = 0.7,
+    eps: float = 1e-4,
+    smooth: float = 1.0,
 ) -> torch.Tensor:
     """GUL (paper eq. 16): ``1 - (sum w (p+eps)^r g + s) / (sum w (alpha p + beta g) + s)``.
 
@@ -110,16 +120,25 @@ def general_union_loss(
 
 
 def root_tversky_loss(
-    p: torch.Tensor, g: torch.Tensor,
-    alpha: float = 0.1, beta: float | None = None, r: float = 0.7, eps: float = 1e-4, smooth: float = 1.0,
+    p: torch.Tensor,
+    g: torch.Tensor,
+    alpha: float = 0.1,
+    beta: float | None = None,
+    r: float = 0.7,
+    eps: float = 1e-4,
+    smooth: float = 1.0,
 ) -> torch.Tensor:
     """RTL (paper eq. 12): ``1 - (sum (p+eps)^r g + s) / (sum (alpha p + beta g) + s)``; gradient eq. 13."""
     return general_union_loss(p, g, None, alpha=alpha, beta=beta, r=r, eps=eps, smooth=smooth)
 
 
 def tversky_loss(
-    p: torch.Tensor, g: torch.Tensor, w: torch.Tensor | None = None,
-    alpha: float = 0.1, beta: float | None = None, smooth: float = 1.0,
+    p: torch.Tensor,
+    g: torch.Tensor,
+    w: torch.Tensor | None = None,
+    alpha: float = 0.1,
+    beta: float | None = None,
+    smooth: float = 1.0,
 ) -> torch.Tensor:
     """Tversky (paper eq. 10): ``1 - (sum w p g + s) / (sum w (alpha p + beta g) + s)``, alpha + beta = 1.
 
@@ -129,8 +148,11 @@ def tversky_loss(
 
 
 def weighted_bce_loss(
-    p: torch.Tensor, g: torch.Tensor, w: torch.Tensor | None = None,
-    pos_weight: float | str = "balanced", clamp: float = 1e-6,
+    p: torch.Tensor,
+    g: torch.Tensor,
+    w: torch.Tensor | None = None,
+    pos_weight: float | str = "balanced",
+    clamp: float = 1e-6,
 ) -> torch.Tensor:
     """Class-weighted binary cross entropy on probabilities, the paper's Fig. 7 baseline.
 
@@ -157,8 +179,12 @@ def weighted_bce_loss(
 
 
 def dice_wbce_loss(
-    p: torch.Tensor, g: torch.Tensor, w: torch.Tensor | None = None,
-    bce_weight: float = 1.0, smooth: float = 1.0, pos_weight: float | str = "balanced",
+    p: torch.Tensor,
+    g: torch.Tensor,
+    w: torch.Tensor | None = None,
+    bce_weight: float = 1.0,
+    smooth: float = 1.0,
+    pos_weight: float | str = "balanced",
 ) -> torch.Tensor:
     """Dice + ``bce_weight`` x weighted BCE (Fig. 7 baseline); ``w`` weights both terms."""
     return dice_loss(p, g, w, smooth=smooth) + bce_weight * weighted_bce_loss(p, g, w, pos_weight=pos_weight)
@@ -201,6 +227,7 @@ def make_loss(name: str, **params) -> Callable[[torch.Tensor, torch.Tensor, torc
 
 
 # -- group supervision ------------------------------------------------------------
+
 
 @dataclass
 class GroupLoss:

@@ -26,8 +26,8 @@ diameter interval (Zheng et al. 2021, Fig. 6) and a per-branch table.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -283,9 +283,14 @@ def evaluate(
         n_branches=nb,
         n_detected=n_detected,
         counts={
-            "tp": tp, "fp": fp, "fn": fn, "tn": tn,
-            "prediction_voxels": n_pred, "reference_voxels": n_ref,
-            "centreline_voxels": n_skel, "centreline_detected": n_hit,
+            "tp": tp,
+            "fp": fp,
+            "fn": fn,
+            "tn": tn,
+            "prediction_voxels": n_pred,
+            "reference_voxels": n_ref,
+            "centreline_voxels": n_skel,
+            "centreline_detected": n_hit,
             "prediction_components": n_components,
         },
         per_generation=per_generation,
@@ -363,7 +368,9 @@ def _dsc_by_diameter(tree: AirwayTree, ref: np.ndarray, p_sub, p_box, edges: lis
     a branch's interval is that of its mean centreline diameter.
     """
     diam = np.array([b.mean_diameter_mm for b in tree.branches], dtype=float)
-    bin_of_branch = np.concatenate([[-1], np.clip(np.searchsorted(edges, np.nan_to_num(diam), side="right") - 1, 0, None)])
+    bin_of_branch = np.concatenate(
+        [[-1], np.clip(np.searchsorted(edges, np.nan_to_num(diam), side="right") - 1, 0, None)]
+    )
     nbins = len(edges)
     rbox = bounding_box(ref)
     boxes = [b for b in (rbox, p_box) if b is not None]

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from core.errors import InputError
 from core.filemodes import apply_umask, umask_mode  # noqa: F401  (re-exported: callers import them from here)
@@ -87,8 +88,13 @@ class OutputPlan:
     when the block raises.
     """
 
-    def __init__(self, overwrite: bool = False, inputs: Iterable[str | Path | None] = (),
-                 overwrite_flag: str = "--overwrite", backup: bool = True):
+    def __init__(
+        self,
+        overwrite: bool = False,
+        inputs: Iterable[str | Path | None] = (),
+        overwrite_flag: str = "--overwrite",
+        backup: bool = True,
+    ):
         self.overwrite = overwrite
         self.backup = backup
         self.overwrite_flag = overwrite_flag
@@ -113,8 +119,13 @@ class OutputPlan:
     def check(self) -> None:
         """Raise the first problem of any declared output, before any work is done."""
         for entry in self.entries.values():
-            check_output(entry.path, flag=entry.flag, overwrite=self.overwrite, inputs=self.inputs,
-                         overwrite_flag=self.overwrite_flag)
+            check_output(
+                entry.path,
+                flag=entry.flag,
+                overwrite=self.overwrite,
+                inputs=self.inputs,
+                overwrite_flag=self.overwrite_flag,
+            )
 
     # -- staging ----------------------------------------------------------------
     def _entry(self, path: str | Path) -> _Entry:
@@ -123,8 +134,9 @@ class OutputPlan:
         if entry is None:  # written without being declared: check it now, still before writing
             self.add(path)
             entry = self.entries[key]
-            check_output(entry.path, flag=None, overwrite=self.overwrite, inputs=self.inputs,
-                         overwrite_flag=self.overwrite_flag)
+            check_output(
+                entry.path, flag=None, overwrite=self.overwrite, inputs=self.inputs, overwrite_flag=self.overwrite_flag
+            )
         return entry
 
     def stage(self, path: str | Path, writer: Callable[[Path], Any], tmp_suffix: str = "") -> Path:
@@ -143,9 +155,12 @@ class OutputPlan:
         try:
             writer(out)
         except OSError as exc:
-            raise InputError(f"Could not write the output: {exc.strerror or exc}",
-                             "Check the folder is writable and the disk has space.", path=target) from None
-        for f in ([*entry.tmp.iterdir()] if entry.tmp.is_dir() else [entry.tmp]):
+            raise InputError(
+                f"Could not write the output: {exc.strerror or exc}",
+                "Check the folder is writable and the disk has space.",
+                path=target,
+            ) from None
+        for f in [*entry.tmp.iterdir()] if entry.tmp.is_dir() else [entry.tmp]:
             apply_umask(f)
         return out
 
@@ -200,7 +215,7 @@ class OutputPlan:
                     break
             entry.created_dirs = []
 
-    def __enter__(self) -> "OutputPlan":
+    def __enter__(self) -> OutputPlan:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -234,25 +249,34 @@ def _keep_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def check_output(path: str | Path, *, flag: str | None = None, overwrite: bool = False,
-                 inputs: Iterable[str | Path] = (), overwrite_flag: str = "--overwrite") -> Path:
+def check_output(
+    path: str | Path,
+    *,
+    flag: str | None = None,
+    overwrite: bool = False,
+    inputs: Iterable[str | Path] = (),
+    overwrite_flag: str = "--overwrite",
+) -> Path:
     """Raise an :class:`InputError` naming ``path`` and the fix when it cannot be an output."""
     p = Path(os.path.expanduser(str(path)))
     other = f"another {flag}" if flag else "another output path"
     for inp in inputs:
         inp = Path(inp)
         if same_file(p, inp):
-            raise InputError(f"This output is also an input ({inp}); writing it would destroy the input.",
-                             f"Choose {other}.", path=p)
+            raise InputError(
+                f"This output is also an input ({inp}); writing it would destroy the input.", f"Choose {other}.", path=p
+            )
     if p.is_dir():
-        raise InputError("This output is a folder, not a file.", f"Give a file name ({flag or 'output'} FOLDER/NAME).",
-                         path=p)
+        raise InputError(
+            "This output is a folder, not a file.", f"Give a file name ({flag or 'output'} FOLDER/NAME).", path=p
+        )
     if p.exists() and not overwrite:
-        raise InputError("Output already exists.",
-                         f"Choose {other}, or pass {overwrite_flag} (the first original is kept as {p.name}{BACKUP_SUFFIX}).",
-                         path=p)
-    check_writable_folder(p.parent if str(p.parent) else Path("."), flag=flag,
-                          what="The output's folder")
+        raise InputError(
+            "Output already exists.",
+            f"Choose {other}, or pass {overwrite_flag} (the first original is kept as {p.name}{BACKUP_SUFFIX}).",
+            path=p,
+        )
+    check_writable_folder(p.parent if str(p.parent) else Path("."), flag=flag, what="The output's folder")
     return p
 
 
@@ -281,8 +305,11 @@ def refuse_input_as_output(path: str | Path, inputs: Iterable[str | Path | None]
     """For the app's save dialogs: never write over a file the case was opened from."""
     for inp in inputs:
         if inp and same_file(path, inp):
-            raise InputError(f"This {what} is one of the opened inputs ({inp}); saving would destroy it.",
-                             "Save under another name.", path=path)
+            raise InputError(
+                f"This {what} is one of the opened inputs ({inp}); saving would destroy it.",
+                "Save under another name.",
+                path=path,
+            )
 
 
 def content_key(volume: Any) -> str:

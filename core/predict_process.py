@@ -29,8 +29,9 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -40,10 +41,21 @@ from core.volume import Geometry, IntensityVolume
 Emit = Callable[[dict[str, Any]], None]
 
 
-def write_request(folder: str | os.PathLike, ct: IntensityVolume, checkpoint: str | os.PathLike, *,
-                  device: str = "auto", window: int | None = None, step: int | None = None,
-                  gaussian: bool | None = None, backend: str = "auto", threads: int | None = None, nice: int = 5,
-                  mode: str | None = "fast", region: str | None = None) -> Path:
+def write_request(
+    folder: str | os.PathLike,
+    ct: IntensityVolume,
+    checkpoint: str | os.PathLike,
+    *,
+    device: str = "auto",
+    window: int | None = None,
+    step: int | None = None,
+    gaussian: bool | None = None,
+    backend: str = "auto",
+    threads: int | None = None,
+    nice: int = 5,
+    mode: str | None = "fast",
+    region: str | None = None,
+) -> Path:
     """Save ``ct`` and a request in ``folder`` (created); returns the request path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -78,8 +90,9 @@ def run_request(request: dict[str, Any], emit: Emit, cancel: threading.Event) ->
     if not ct_path.is_absolute():
         ct_path = out / ct_path
     if not ct_path.exists():
-        raise InputError(f"The CT handed to the segmentation process is missing ({ct_path}).",
-                         "Run the segmentation again.")
+        raise InputError(
+            f"The CT handed to the segmentation process is missing ({ct_path}).", "Run the segmentation again."
+        )
     if request.get("nice") and hasattr(os, "nice"):
         # below the GUI's priority: on a busy CPU the window stays responsive
         try:
@@ -93,10 +106,16 @@ def run_request(request: dict[str, Any], emit: Emit, cancel: threading.Event) ->
         torch.set_num_threads(int(threads))
     array = np.load(ct_path, mmap_mode="r", allow_pickle=False)
     ct = IntensityVolume(np.asarray(array), Geometry.from_dict(request["geometry"]), name=request.get("name") or "ct")
-    predictor = Predictor(request["checkpoint"], device=request.get("device", "auto"),
-                          window=request.get("window") or None, step=request.get("step") or None,
-                          gaussian=request.get("gaussian"), backend=str(request.get("backend", "auto")),
-                          mode=request.get("mode"), region=request.get("region") or None)
+    predictor = Predictor(
+        request["checkpoint"],
+        device=request.get("device", "auto"),
+        window=request.get("window") or None,
+        step=request.get("step") or None,
+        gaussian=request.get("gaussian"),
+        backend=str(request.get("backend", "auto")),
+        mode=request.get("mode"),
+        region=request.get("region") or None,
+    )
     emit({"event": "started", "device": predictor.device, "backend": predictor.backend_name})
     last = [0.0]
 
@@ -106,8 +125,14 @@ def run_request(request: dict[str, Any], emit: Emit, cancel: threading.Event) ->
         if done < total and now - last[0] < 0.05:
             return
         last[0] = now
-        emit({"event": "progress", "done": int(done), "total": int(total),
-              "eta_s": None if eta_s is None else float(eta_s)})
+        emit(
+            {
+                "event": "progress",
+                "done": int(done),
+                "total": int(total),
+                "eta_s": None if eta_s is None else float(eta_s),
+            }
+        )
 
     result = predictor.predict(ct, progress=progress, cancel=cancel)
     warnings, gate = [], None
@@ -115,17 +140,29 @@ def run_request(request: dict[str, Any], emit: Emit, cancel: threading.Event) ->
         from core.gate import check_mask
         from core.models.card import card_summary
 
-        emit({"event": "progress", "done": 1, "total": 1, "eta_s": None, "message": "Checking the mask (trachea, lungs)"})
+        emit(
+            {"event": "progress", "done": 1, "total": 1, "eta_s": None, "message": "Checking the mask (trachea, lungs)"}
+        )
         report = check_mask(ct, result.mask.mask)
         gate = report.as_dict()
         if not report.passed:
             warnings.append(report.warning(card_summary(predictor.header)))
     np.save(out / "mask.npy", np.ascontiguousarray(result.mask.array, dtype=bool), allow_pickle=False)
-    np.save(out / "probabilities.npy", np.ascontiguousarray(result.probabilities.array, dtype=np.uint8),
-            allow_pickle=False)
-    return {"event": "done", "mask": str(out / "mask.npy"), "probabilities": str(out / "probabilities.npy"),
-            "seconds": float(result.seconds), "windows": int(result.windows), "backend": result.backend,
-            "device": predictor.device, "messages": list(result.messages), "warnings": warnings, "gate": gate}
+    np.save(
+        out / "probabilities.npy", np.ascontiguousarray(result.probabilities.array, dtype=np.uint8), allow_pickle=False
+    )
+    return {
+        "event": "done",
+        "mask": str(out / "mask.npy"),
+        "probabilities": str(out / "probabilities.npy"),
+        "seconds": float(result.seconds),
+        "windows": int(result.windows),
+        "backend": result.backend,
+        "device": predictor.device,
+        "messages": list(result.messages),
+        "warnings": warnings,
+        "gate": gate,
+    }
 
 
 def _watch_stdin(cancel: threading.Event) -> None:
@@ -163,12 +200,23 @@ def main(argv: list[str] | None = None) -> int:
         emit({"event": "error", "kind": type(exc).__name__, "message": str(exc), "what": exc.what, "fix": exc.fix})
         return 2
     except MemoryError:
-        emit({"event": "error", "kind": "MemoryError",
-              "message": "Out of memory while segmenting. Use a smaller window, the CPU, or close other programs."})
+        emit(
+            {
+                "event": "error",
+                "kind": "MemoryError",
+                "message": "Out of memory while segmenting. Use a smaller window, the CPU, or close other programs.",
+            }
+        )
         return 2
     except Exception as exc:  # noqa: BLE001 - reported to the GUI with its traceback
-        emit({"event": "error", "kind": type(exc).__name__, "message": f"{type(exc).__name__}: {exc}",
-              "traceback": traceback.format_exc()})
+        emit(
+            {
+                "event": "error",
+                "kind": type(exc).__name__,
+                "message": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(),
+            }
+        )
         return 1
 
 

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -43,13 +43,18 @@ class Preprocessing:
     def __post_init__(self) -> None:
         object.__setattr__(self, "window", (float(self.window[0]), float(self.window[1])))
         if not self.window[0] < self.window[1]:
-            raise ConfigError(f"HU window {self.window} is empty.", "Give the window as [low, high] with low < high, e.g. [-1000, 600].")
+            raise ConfigError(
+                f"HU window {self.window} is empty.",
+                "Give the window as [low, high] with low < high, e.g. [-1000, 600].",
+            )
         if self.scale <= 0:
             raise ConfigError(f"Scale {self.scale} must be positive.", "Use 255 (authors' code) or 1.")
         if self.crop not in ("lung", "none"):
             raise ConfigError(f"Unknown crop mode '{self.crop}'.", "Use 'lung' or 'none'.")
         if self.margin < 0:
-            raise ConfigError(f"Crop margin {self.margin} is negative.", "Use a margin of 0 or more voxels (default 5).")
+            raise ConfigError(
+                f"Crop margin {self.margin} is negative.", "Use a margin of 0 or more voxels (default 5)."
+            )
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -57,7 +62,7 @@ class Preprocessing:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "Preprocessing":
+    def from_dict(cls, d: dict | None) -> Preprocessing:
         if not d:
             return cls()
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
@@ -84,12 +89,12 @@ class CropBox:
     full_shape: tuple[int, int, int]
 
     @classmethod
-    def full(cls, shape) -> "CropBox":
+    def full(cls, shape) -> CropBox:
         shape = tuple(int(s) for s in shape)
         return cls((0, 0, 0), shape, shape)  # type: ignore[arg-type]
 
     @classmethod
-    def from_mask(cls, mask: np.ndarray, margin: int = 5) -> "CropBox":
+    def from_mask(cls, mask: np.ndarray, margin: int = 5) -> CropBox:
         """Bounding box of ``mask`` grown by ``margin`` voxels; the whole volume if empty."""
         if not mask.any():
             return cls.full(mask.shape)
@@ -126,12 +131,13 @@ class CropBox:
         return {"start": list(self.start), "stop": list(self.stop), "full_shape": list(self.full_shape)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CropBox":
+    def from_dict(cls, d: dict) -> CropBox:
         return cls(tuple(d["start"]), tuple(d["stop"]), tuple(d["full_shape"]))  # type: ignore[arg-type]
 
 
-def lung_mask(ct: np.ndarray, threshold: float = -350.0, min_fraction: float = 0.002,
-              outside_hu: float = -900.0) -> np.ndarray:
+def lung_mask(
+    ct: np.ndarray, threshold: float = -350.0, min_fraction: float = 0.002, outside_hu: float = -900.0
+) -> np.ndarray:
     """Air inside the body: the lungs and airways (authors' code, simplified and vectorised).
 
     Voxels below ``threshold`` HU, minus the air connected to the volume's
@@ -150,9 +156,16 @@ def lung_mask(ct: np.ndarray, threshold: float = -350.0, min_fraction: float = 0
     labels = cc3d.connected_components(air, connectivity=6)
     # Components touching the in-plane border are outside air. The top and
     # bottom slices cut through the lungs and trachea, so they do not count.
-    border = np.unique(np.concatenate([
-        labels[:, 0, :].ravel(), labels[:, -1, :].ravel(), labels[:, :, 0].ravel(), labels[:, :, -1].ravel(),
-    ]))
+    border = np.unique(
+        np.concatenate(
+            [
+                labels[:, 0, :].ravel(),
+                labels[:, -1, :].ravel(),
+                labels[:, :, 0].ravel(),
+                labels[:, :, -1].ravel(),
+            ]
+        )
+    )
     stats = cc3d.statistics(labels)
     counts = np.asarray(stats["voxel_counts"])
     keep = counts >= max(min_fraction * ct.size, 1)
@@ -175,9 +188,16 @@ def body_mask(ct: np.ndarray, threshold: float = -500.0) -> np.ndarray:
 
     outside = ct < threshold
     labels = cc3d.connected_components(outside, connectivity=6)
-    border = np.unique(np.concatenate([
-        labels[:, 0, :].ravel(), labels[:, -1, :].ravel(), labels[:, :, 0].ravel(), labels[:, :, -1].ravel(),
-    ]))
+    border = np.unique(
+        np.concatenate(
+            [
+                labels[:, 0, :].ravel(),
+                labels[:, -1, :].ravel(),
+                labels[:, :, 0].ravel(),
+                labels[:, :, -1].ravel(),
+            ]
+        )
+    )
     border = border[border != 0]
     out_air = np.isin(labels, border)
     return ~out_air
@@ -206,7 +226,8 @@ def prepare_input(ct: IntensityVolume, prep: Preprocessing | None = None) -> tup
 
 # -- optional resampling (off in the original method) ----------------------------
 
-def resampled_geometry(geometry, shape, spacing_xyz) -> tuple[tuple[int, int, int], "object"]:
+
+def resampled_geometry(geometry, shape, spacing_xyz) -> tuple[tuple[int, int, int], object]:
     """Grid covering the same extent as ``(geometry, shape)`` at ``spacing_xyz`` (x, y, z mm)."""
     from core.volume import Geometry
 

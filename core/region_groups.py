@@ -16,8 +16,9 @@ candidate branch, leakage, then boundary groups by size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -42,11 +43,11 @@ class RegionGroup:
     volume_mm3: float
     branch: int | None
     generation: int | None
-    regions: list[str]                  # region ids, largest first
+    regions: list[str]  # region ids, largest first
     review: bool
-    bbox: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]   # union, half-open (z, y, x)
-    centroid_zyx: tuple[float, float, float]                          # voxel-weighted
-    indices: list[int] = field(default_factory=list)                  # positions in the regions list
+    bbox: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # union, half-open (z, y, x)
+    centroid_zyx: tuple[float, float, float]  # voxel-weighted
+    indices: list[int] = field(default_factory=list)  # positions in the regions list
 
     @property
     def is_single(self) -> bool:
@@ -69,10 +70,18 @@ class RegionGroup:
 
     def as_dict(self) -> dict:
         return {
-            "key": self.key, "kind": self.kind, "category": self.category, "voxels": self.voxels,
-            "volume_mm3": self.volume_mm3, "branch": self.branch, "generation": self.generation,
-            "regions": list(self.regions), "review": self.review, "title": self.title(),
-            "bbox": [list(b) for b in self.bbox], "centroid_zyx": list(self.centroid_zyx),
+            "key": self.key,
+            "kind": self.kind,
+            "category": self.category,
+            "voxels": self.voxels,
+            "volume_mm3": self.volume_mm3,
+            "branch": self.branch,
+            "generation": self.generation,
+            "regions": list(self.regions),
+            "review": self.review,
+            "title": self.title(),
+            "bbox": [list(b) for b in self.bbox],
+            "centroid_zyx": list(self.centroid_zyx),
         }
 
 
@@ -106,7 +115,7 @@ def group_regions(regions: Sequence[Any], boundary_review_min_mm3: float | None 
             k = ("single", i)
         buckets.setdefault(k, []).append(i)
     groups = []
-    for k, idx in buckets.items():
+    for idx in buckets.values():
         members = sorted(idx, key=lambda i: -int(_attr(regions[i], "voxels")))
         rs = [regions[i] for i in members]
         first = rs[0]
@@ -120,14 +129,27 @@ def group_regions(regions: Sequence[Any], boundary_review_min_mm3: float | None 
         branch = _attr(first, "nearest_branch")
         gens = [g for g in (_attr(r, "nearest_generation") for r in rs) if g is not None]
         single = cat not in BOUNDARY_CATEGORIES  # unknown categories are shown, never merged
-        key = (f"{kind}:{cat}:{_region_key(first)}" if single
-               else f"{kind}:{cat}:branch-{branch if branch is not None else 'none'}")
-        groups.append(RegionGroup(
-            key=key, kind=kind, category=cat, voxels=int(vox.sum()), volume_mm3=vol,
-            branch=None if branch is None else int(branch), generation=min(gens) if gens else None,
-            regions=[str(_attr(r, "id")) for r in rs], review=single or vol >= boundary_review_min_mm3,
-            bbox=box, centroid_zyx=centroid, indices=members,  # type: ignore[arg-type]
-        ))
+        key = (
+            f"{kind}:{cat}:{_region_key(first)}"
+            if single
+            else f"{kind}:{cat}:branch-{branch if branch is not None else 'none'}"
+        )
+        groups.append(
+            RegionGroup(
+                key=key,
+                kind=kind,
+                category=cat,
+                voxels=int(vox.sum()),
+                volume_mm3=vol,
+                branch=None if branch is None else int(branch),
+                generation=min(gens) if gens else None,
+                regions=[str(_attr(r, "id")) for r in rs],
+                review=single or vol >= boundary_review_min_mm3,
+                bbox=box,
+                centroid_zyx=centroid,
+                indices=members,  # type: ignore[arg-type]
+            )
+        )
     return sort_groups(groups)
 
 
@@ -144,5 +166,8 @@ def group_of_region(groups: Sequence[RegionGroup], region_index: int) -> int | N
 
 
 def review_counts(groups: Sequence[RegionGroup]) -> dict[str, int]:
-    return {"groups": len(groups), "review": sum(g.review for g in groups),
-            "regions": sum(len(g.regions) for g in groups)}
+    return {
+        "groups": len(groups),
+        "review": sum(g.review for g in groups),
+        "regions": sum(len(g.regions) for g in groups),
+    }

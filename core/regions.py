@@ -26,8 +26,8 @@ size (largest first), then position, and carry stable ids (``FN-0001``...) so
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -48,19 +48,19 @@ _OFFSETS26 = np.array(
 @dataclass
 class ErrorRegion:
     id: str
-    kind: str                      # "FP" or "FN"
+    kind: str  # "FP" or "FN"
     category: str
     voxels: int
     volume_mm3: float
-    centroid_zyx: tuple[float, float, float]   # voxel index (z, y, x)
-    centroid_mm: tuple[float, float, float]    # world (x, y, z) in mm (file geometry when given)
+    centroid_zyx: tuple[float, float, float]  # voxel index (z, y, x)
+    centroid_mm: tuple[float, float, float]  # world (x, y, z) in mm (file geometry when given)
     bbox: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # half-open (z, y, x) ranges
     nearest_branch: int | None
     nearest_generation: int | None
-    max_distance_mm: float         # FP: farthest voxel from the reference; FN: deepest voxel below its surface
-    length_mm: float               # extent along the principal axis
-    elongation: float              # sqrt of the largest / second-largest principal variance
-    centreline_voxels: int         # reference centreline voxels inside the region
+    max_distance_mm: float  # FP: farthest voxel from the reference; FN: deepest voxel below its surface
+    length_mm: float  # extent along the principal axis
+    elongation: float  # sqrt of the largest / second-largest principal variance
+    centreline_voxels: int  # reference centreline voxels inside the region
     # The region's own voxels, kept from the component labelling so that nobody
     # recomputes them: (n, 3) zyx indices in C order (int16 when the grid allows).
     coords: np.ndarray | None = field(default=None, repr=False, compare=False)
@@ -179,8 +179,20 @@ def find_error_regions(
     regions: list[ErrorRegion] = []
     for kind, coords, targets in (("FP", fp, inner), ("FN", fn, outer)):
         report(1 if kind == "FP" else 2, f"{kind} regions")
-        regions += _regions_of(kind, coords, targets, ref.shape, tree, sp, geometry, connectivity,
-                               shell_mm, elongation_min, candidate_min_length_mm, missed_centreline_min)
+        regions += _regions_of(
+            kind,
+            coords,
+            targets,
+            ref.shape,
+            tree,
+            sp,
+            geometry,
+            connectivity,
+            shell_mm,
+            elongation_min,
+            candidate_min_length_mm,
+            missed_centreline_min,
+        )
     if min_voxels > 1:
         regions = [g for g in regions if g.voxels >= min_voxels]
     report(3, "done")
@@ -194,8 +206,20 @@ def _forward_offsets(connectivity: int) -> np.ndarray:
     return np.array([o for o in all26 if sum(map(abs, o)) <= limit], dtype=np.int64)
 
 
-def _regions_of(kind, coords, targets, full_shape, tree, sp, geometry, connectivity,
-                shell_mm, elongation_min, candidate_min_length_mm, missed_centreline_min) -> list[ErrorRegion]:
+def _regions_of(
+    kind,
+    coords,
+    targets,
+    full_shape,
+    tree,
+    sp,
+    geometry,
+    connectivity,
+    shell_mm,
+    elongation_min,
+    candidate_min_length_mm,
+    missed_centreline_min,
+) -> list[ErrorRegion]:
     if len(coords) == 0:
         return []
     lo = coords.min(axis=0)
@@ -266,7 +290,7 @@ def _regions_of(kind, coords, targets, full_shape, tree, sp, geometry, connectiv
     near = ((x - c[lab]) ** 2).sum(axis=1)
     out = []
     for k in range(1, n + 1):
-        members = by_label[starts[k - 1]:starts[k]]
+        members = by_label[starts[k - 1] : starts[k]]
         own = coords[members]
         focus = tuple(int(v) for v in own[int(np.argmin(near[members]))])
         branch = int(nearest[k]) if pair[k].max() > 0 else None

@@ -16,7 +16,7 @@ data. Other pairs go through ``scipy.ndimage.affine_transform``.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -33,8 +33,14 @@ def index_map(source: Geometry, target: Geometry) -> tuple[np.ndarray, np.ndarra
     return inv @ dt, inv @ (np.asarray(target.origin) - np.asarray(source.origin))
 
 
-def resample_array(array: np.ndarray, geometry: Geometry, target_shape: Shape3, target_geometry: Geometry,
-                   linear: bool = True, default: float = 0.0) -> np.ndarray:
+def resample_array(
+    array: np.ndarray,
+    geometry: Geometry,
+    target_shape: Shape3,
+    target_geometry: Geometry,
+    linear: bool = True,
+    default: float = 0.0,
+) -> np.ndarray:
     """``array`` on ``geometry`` -> an array of ``target_shape`` (z, y, x) on ``target_geometry``.
 
     The result has the input's dtype; linear results for integer inputs are
@@ -72,8 +78,9 @@ def _axis_positions(n_src: int, n_out: int, scale: float, shift: float) -> tuple
     return c, (c >= -0.5) & (c < n_src - 0.5)
 
 
-def _separable(array: np.ndarray, out_shape: tuple[int, ...], scale: np.ndarray, shift: np.ndarray,
-               linear: bool, default: float) -> np.ndarray:
+def _separable(
+    array: np.ndarray, out_shape: tuple[int, ...], scale: np.ndarray, shift: np.ndarray, linear: bool, default: float
+) -> np.ndarray:
     pos = [_axis_positions(array.shape[ax], out_shape[ax], scale[ax], shift[ax]) for ax in range(3)]
     if not linear:
         idx = [np.clip(np.floor(c + 0.5), 0, array.shape[ax] - 1).astype(np.intp) for ax, (c, _) in enumerate(pos)]
@@ -109,8 +116,15 @@ def _linear_along(array: np.ndarray, axis: int, c: np.ndarray) -> np.ndarray:
     return a0
 
 
-def _affine(array: np.ndarray, matrix: np.ndarray, offset: np.ndarray, out_shape: tuple[int, ...], order: int,
-            mode: str, cval: float = 0.0) -> np.ndarray:
+def _affine(
+    array: np.ndarray,
+    matrix: np.ndarray,
+    offset: np.ndarray,
+    out_shape: tuple[int, ...],
+    order: int,
+    mode: str,
+    cval: float = 0.0,
+) -> np.ndarray:
     """``scipy.ndimage.affine_transform`` over slabs of the output in threads (it releases the GIL:
     2 cores give 2x, the way ITK's filter is threaded)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -123,22 +137,31 @@ def _affine(array: np.ndarray, matrix: np.ndarray, offset: np.ndarray, out_shape
 
     def slab(i: int) -> None:
         z0, z1 = bounds[i], bounds[i + 1]
-        ndimage.affine_transform(array, matrix, offset + matrix @ np.array([z0, 0.0, 0.0]),
-                                 output_shape=(z1 - z0, *out_shape[1:]), output=out[z0:z1], order=order, mode=mode,
-                                 cval=cval)
+        ndimage.affine_transform(
+            array,
+            matrix,
+            offset + matrix @ np.array([z0, 0.0, 0.0]),
+            output_shape=(z1 - z0, *out_shape[1:]),
+            output=out[z0:z1],
+            order=order,
+            mode=mode,
+            cval=cval,
+        )
 
     with ThreadPoolExecutor(n) as pool:
         list(pool.map(slab, range(n)))
     return out
 
 
-def _general(array: np.ndarray, out_shape: tuple[int, ...], matrix: np.ndarray, offset: np.ndarray,
-             linear: bool, default: float) -> np.ndarray:
+def _general(
+    array: np.ndarray, out_shape: tuple[int, ...], matrix: np.ndarray, offset: np.ndarray, linear: bool, default: float
+) -> np.ndarray:
     # 'grid-constant' at order 0 is ITK's rule exactly: the rounded index must lie in the array, i.e.
     # the point within the half-voxel border ('constant' would cut the border off)
     if not linear:
-        return _affine(array, matrix, offset, out_shape, 0, "grid-constant",
-                       np.asarray(default).astype(array.dtype).item())
+        return _affine(
+            array, matrix, offset, out_shape, 0, "grid-constant", np.asarray(default).astype(array.dtype).item()
+        )
     # linear: 'nearest' extends the edge voxel into the half-voxel border as ITK's interpolator does,
     # and the points beyond the border get `default`
     src = array if array.dtype.kind == "f" else array.astype(np.float32)

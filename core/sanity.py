@@ -65,18 +65,35 @@ def check_ct(ct: Any, path: str | Path | None = None, lungs: bool = True) -> lis
     body = float(np.count_nonzero(sample > lim["body_hu"])) / sample.size
     out: list[Finding] = []
     if air < lim["min_air_share"]:
-        out.append(Finding("error", f"The CT has no air (no voxel below {lim['air_hu']} HU; values "
-                                    f"{arr.min():g}..{arr.max():g}): it cannot hold lungs or airways.",
-                           "Check it is a chest CT in Hounsfield units (not a label, mask or rescaled image).", path))
+        out.append(
+            Finding(
+                "error",
+                f"The CT has no air (no voxel below {lim['air_hu']} HU; values "
+                f"{arr.min():g}..{arr.max():g}): it cannot hold lungs or airways.",
+                "Check it is a chest CT in Hounsfield units (not a label, mask or rescaled image).",
+                path,
+            )
+        )
     if body < lim["min_body_share"]:
-        out.append(Finding("error", f"The CT has no body (no voxel above {lim['body_hu']} HU; values "
-                                    f"{arr.min():g}..{arr.max():g}).",
-                           "Check it is a chest CT in Hounsfield units (not an empty or all-air volume).", path))
+        out.append(
+            Finding(
+                "error",
+                f"The CT has no body (no voxel above {lim['body_hu']} HU; values {arr.min():g}..{arr.max():g}).",
+                "Check it is a chest CT in Hounsfield units (not an empty or all-air volume).",
+                path,
+            )
+        )
     if not out and lungs:
         if not _has_inner_air(sample):
-            out.append(Finding("warning", "No lungs found in the CT (no air inside the body).",
-                               "Check the scan covers the chest (a crop that cuts through the lungs reads as none); "
-                               "the result may be empty.", path))
+            out.append(
+                Finding(
+                    "warning",
+                    "No lungs found in the CT (no air inside the body).",
+                    "Check the scan covers the chest (a crop that cuts through the lungs reads as none); "
+                    "the result may be empty.",
+                    path,
+                )
+            )
     return out
 
 
@@ -93,8 +110,11 @@ def _has_inner_air(ct: np.ndarray, threshold: float = -350.0, min_fraction: floa
     if not air.any():
         return False
     labels = cc3d.connected_components(air, connectivity=6)
-    border = np.unique(np.concatenate([labels[:, 0, :].ravel(), labels[:, -1, :].ravel(),
-                                       labels[:, :, 0].ravel(), labels[:, :, -1].ravel()]))
+    border = np.unique(
+        np.concatenate(
+            [labels[:, 0, :].ravel(), labels[:, -1, :].ravel(), labels[:, :, 0].ravel(), labels[:, :, -1].ravel()]
+        )
+    )
     counts = np.bincount(labels.ravel())
     keep = counts >= max(min_fraction * ct.size, 1)
     keep[0] = False
@@ -109,8 +129,9 @@ def _has_inner_air(ct: np.ndarray, threshold: float = -350.0, min_fraction: floa
     return bool(mean_hu > limits()["outside_air_hu"])
 
 
-def check_label(label: Any, role: str = "reference", path: str | Path | None = None,
-                selector_flag: str | None = None) -> list[Finding]:
+def check_label(
+    label: Any, role: str = "reference", path: str | Path | None = None, selector_flag: str | None = None
+) -> list[Finding]:
     """A reference must not fill the volume (error); a prediction that is empty or fills it is suspicious (warning).
 
     ``selector_flag``: the option that chose the label's values, named in the fix (none: not named).
@@ -124,13 +145,24 @@ def check_label(label: Any, role: str = "reference", path: str | Path | None = N
     if share >= lim["label_fills_share"]:
         level = "error" if role == "reference" else "warning"
         sel = f"the selector ({selector_flag}) and " if selector_flag else ""
-        fix = (f"Check {sel}that this is the airway label, not a body or lung mask." if role == "reference" else
-               f"Check {sel}the threshold or model that made it; its scores are meaningless.")
-        out.append(Finding(level, f"The {role} fills {share:.0%} of the volume ({n} voxels): not an airway tree.", fix, path))
+        fix = (
+            f"Check {sel}that this is the airway label, not a body or lung mask."
+            if role == "reference"
+            else f"Check {sel}the threshold or model that made it; its scores are meaningless."
+        )
+        out.append(
+            Finding(level, f"The {role} fills {share:.0%} of the volume ({n} voxels): not an airway tree.", fix, path)
+        )
     elif n == 0 and role != "reference":
         sel = f", the selector ({selector_flag})" if selector_flag else ""
-        out.append(Finding("warning", f"The {role} is empty (no voxel selected): every score is 0.",
-                           f"Check the file{sel} and the model that made it.", path))
+        out.append(
+            Finding(
+                "warning",
+                f"The {role} is empty (no voxel selected): every score is 0.",
+                f"Check the file{sel} and the model that made it.",
+                path,
+            )
+        )
     return out
 
 

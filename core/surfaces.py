@@ -13,8 +13,9 @@ Headless: pyvista/VTK and numpy only, never Qt.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -270,7 +271,7 @@ def world_to_voxel(
         return tuple(int(v) for v in voxel)  # type: ignore[return-value]
     lo = np.maximum(voxel - radius, 0)
     hi = np.minimum(voxel + radius + 1, np.asarray(shape))
-    window = mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    window = mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
     hits = np.argwhere(window)
     if hits.size == 0:
         return tuple(int(v) for v in voxel)  # type: ignore[return-value]

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -86,9 +86,9 @@ class AirwayTree:
     shape: tuple[int, int, int]
     spacing_zyx: tuple[float, float, float]
     box: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
-    branch_map: np.ndarray            # box-sized, branch id per voxel of the (largest, filled) label, 0 outside
-    centreline_zyx: np.ndarray        # (N, 3) int, full-volume indices of skeleton voxels, C order
-    centreline_branch: np.ndarray     # (N,) branch id of each skeleton voxel
+    branch_map: np.ndarray  # box-sized, branch id per voxel of the (largest, filled) label, 0 outside
+    centreline_zyx: np.ndarray  # (N, 3) int, full-volume indices of skeleton voxels, C order
+    centreline_branch: np.ndarray  # (N,) branch id of each skeleton voxel
     branches: list[Branch]
     trachea: int
     warnings: list[str] = field(default_factory=list)
@@ -168,7 +168,7 @@ class AirwayTree:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "AirwayTree":
+    def load(cls, path: str | Path) -> AirwayTree:
         path = Path(path)
         fix = "Parse the reference again (airway evaluate --reference LABEL --prediction P --tree FILE writes one)."
         if not path.is_file():
@@ -183,9 +183,7 @@ class AirwayTree:
             raise InputError(f"Not a saved airway tree ({exc.__class__.__name__}: {exc}).", fix, path=path) from None
         if meta.get("format_version") != FORMAT_VERSION:
             raise InputError(f"Tree file format {meta.get('format_version')} is not {FORMAT_VERSION}.", fix, path=path)
-        branches = [
-            Branch(**{**b, "children": tuple(b["children"])}) for b in meta["branches"]
-        ]
+        branches = [Branch(**{**b, "children": tuple(b["children"])}) for b in meta["branches"]]
         return cls(
             shape=tuple(meta["shape"]),
             spacing_zyx=tuple(meta["spacing_zyx"]),
@@ -267,7 +265,9 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return mask | hole[bg]
 
 
-def neighbour_pairs(coords: np.ndarray, shape: Sequence[int], offsets: np.ndarray = _OFFSETS26) -> tuple[np.ndarray, np.ndarray]:
+def neighbour_pairs(
+    coords: np.ndarray, shape: Sequence[int], offsets: np.ndarray = _OFFSETS26
+) -> tuple[np.ndarray, np.ndarray]:
     """Index pairs (i, j) of distinct points of ``coords`` (unique, any order) that are neighbours.
 
     Works on the sparse coordinates only (no volume pass): points are looked up
@@ -346,6 +346,7 @@ def nearest_feature(points: np.ndarray, features: np.ndarray, k: int = 8) -> np.
 
 # -- the parse -----------------------------------------------------------------
 
+
 def _check(cancel) -> None:
     if cancel is not None and cancel.is_set():
         raise Cancelled()
@@ -389,7 +390,9 @@ def parse_tree(
     report(0, "largest component")
     found = largest_component_in_box(mask, connectivity)
     if found is None:
-        raise InputError("The reference label is empty (no airway voxel).", "Check the label file and the --label-selector.")
+        raise InputError(
+            "The reference label is empty (no airway voxel).", "Check the label file and the --label-selector."
+        )
     inner, sub = found
     box = grow_box(inner, 1, mask.shape)  # one empty voxel around keeps hole filling and neighbour counts exact
     lab = np.zeros(tuple(hi - lo for lo, hi in box), dtype=bool)
@@ -424,7 +427,7 @@ def parse_tree(
     if len(kc) == 0:
         if len(coords):
             warnings.append(
-                "No skeleton piece of %d voxels or more between bifurcations: the whole skeleton is one branch." % min_piece_voxels
+                f"No skeleton piece of {min_piece_voxels} voxels or more between bifurcations: the whole skeleton is one branch."
             )
             kc, piece = coords, np.ones(len(coords), np.int64)
         else:
@@ -432,7 +435,9 @@ def parse_tree(
             # voxels deepest inside the label as the centreline instead.
             from scipy import ndimage
 
-            warnings.append("The skeleton is empty (structure too thin for 3D thinning): the deepest voxels stand in for it.")
+            warnings.append(
+                "The skeleton is empty (structure too thin for 3D thinning): the deepest voxels stand in for it."
+            )
             d = ndimage.distance_transform_edt(lab)
             coords = np.argwhere(d >= d.max())
             kc, piece = coords, np.ones(len(coords), np.int64)
@@ -464,7 +469,17 @@ def parse_tree(
     branch_map[lab_idx] = branch_of_voxel
     skel_branch = branch_map[tuple(coords.T)].astype(np.int64)
     branches = _measure_branches(
-        n_branch, parent, generation, coords, skel_branch, lab_coords, branch_of_voxel, lab.shape, box, mask.shape, spacing
+        n_branch,
+        parent,
+        generation,
+        coords,
+        skel_branch,
+        lab_coords,
+        branch_of_voxel,
+        lab.shape,
+        box,
+        mask.shape,
+        spacing,
     )
     report(7, "done")
     origin = np.array([lo for lo, _ in box], dtype=np.int64)

@@ -11,8 +11,8 @@ order for distance transforms and the like.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -77,7 +77,7 @@ class Geometry:
             code += _AXIS_LETTERS[world][0 if v[world] > 0 else 1]
         return code
 
-    def matches(self, other: "Geometry", tol: float = 1e-3) -> bool:
+    def matches(self, other: Geometry, tol: float = 1e-3) -> bool:
         """Same grid within ``tol`` (relative for spacing, mm for origin, absolute for cosines)."""
         sp = np.allclose(self.spacing, other.spacing, rtol=tol, atol=0)
         org = np.allclose(self.origin, other.origin, atol=max(tol, tol * max(self.spacing)))
@@ -93,7 +93,7 @@ class Geometry:
         return {"spacing": list(self.spacing), "origin": list(self.origin), "direction": list(self.direction)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Geometry":
+    def from_dict(cls, d: dict) -> Geometry:
         return cls(tuple(d["spacing"]), tuple(d["origin"]), tuple(d["direction"]))
 
 
@@ -150,7 +150,9 @@ class LabelVolume(_Volume):
         super().__post_init__()
         if self.array.dtype.kind == "f":
             if not np.isfinite(self.array).all():
-                raise InputError(f"The label{' ' + self.name if self.name else ''} has NaN values.", "Use an integer label map.")
+                raise InputError(
+                    f"The label{' ' + self.name if self.name else ''} has NaN values.", "Use an integer label map."
+                )
 
     @property
     def mask(self) -> np.ndarray:
@@ -174,7 +176,7 @@ class LabelSelector:
     shift: int = 0
 
     @classmethod
-    def parse(cls, text: str | None) -> "LabelSelector":
+    def parse(cls, text: str | None) -> LabelSelector:
         if text is None or text == "" or text == "nonzero":
             return cls()
         parts = text.split(":")
@@ -219,11 +221,12 @@ def check_same_grid(a: _Volume, b: _Volume, tol: float = 1e-3) -> None:
 
 # -- display orientation -------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Reorientation:
     """How an array was permuted/flipped to canonical orientation, so it can be undone."""
 
-    axes: tuple[int, int, int]      # new array axis i takes old axis axes[i]
+    axes: tuple[int, int, int]  # new array axis i takes old axis axes[i]
     flips: tuple[bool, bool, bool]  # flip applied along each *new* axis
 
     def apply(self, array: np.ndarray) -> np.ndarray:

@@ -19,7 +19,8 @@ Source notes:
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -53,8 +54,8 @@ def centreline(mask: np.ndarray) -> np.ndarray:
     Lee's thinning can erase thin even-width objects entirely; then the voxels
     farthest from the boundary (the maxima of the distance transform) stand in.
     """
-    from skimage.morphology import skeletonize
     import edt
+    from skimage.morphology import skeletonize
 
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
@@ -106,8 +107,10 @@ def distance_weights(
     mask = mask.astype(bool, copy=False)
     m = (1.0 - alpha) if m is None else float(m)
     if not np.isfinite(m) or r_d <= 0:
-        raise ConfigError(f"Distance weights need a finite m and r_d > 0 (got m={m}, r_d={r_d}).",
-                          "The paper uses r_d = 0.5 and m = 1 - alpha.")
+        raise ConfigError(
+            f"Distance weights need a finite m and r_d > 0 (got m={m}, r_d={r_d}).",
+            "The paper uses r_d = 0.5 and m = 1 - alpha.",
+        )
     if spacing_zyx is not None and (len(spacing_zyx) != 3 or min(spacing_zyx) <= 0):
         raise InputError(f"spacing_zyx must be 3 positive numbers, got {spacing_zyx}.")
     if skeleton is not None and skeleton.shape != mask.shape:

@@ -41,16 +41,24 @@ _LICENCE_NAME = re.compile(r"^(licen[cs]e|copying|notice|authors|third[-_]?party
 _TEXT_SUFFIXES = {"", ".txt", ".md", ".rst"}
 # classifier "License :: OSI Approved :: X" -> SPDX id, for the wheels with neither License-Expression nor a short License
 _CLASSIFIERS = {
-    "BSD License": "BSD", "MIT License": "MIT", "Apache Software License": "Apache-2.0",
-    "Python Software Foundation License": "PSF-2.0", "Mozilla Public License 2.0 (MPL 2.0)": "MPL-2.0",
+    "BSD License": "BSD",
+    "MIT License": "MIT",
+    "Apache Software License": "Apache-2.0",
+    "Python Software Foundation License": "PSF-2.0",
+    "Mozilla Public License 2.0 (MPL 2.0)": "MPL-2.0",
     "GNU Lesser General Public License v3 (LGPLv3)": "LGPL-3.0",
     "GNU Lesser General Public License v3 or later (LGPLv3+)": "LGPL-3.0-or-later",
-    "GNU General Public License v2 (GPLv2)": "GPL-2.0", "ISC License (ISCL)": "ISC",
-    "The Unlicense (Unlicense)": "Unlicense", "zlib/libpng License": "Zlib",
+    "GNU General Public License v2 (GPLv2)": "GPL-2.0",
+    "ISC License (ISCL)": "ISC",
+    "The Unlicense (Unlicense)": "Unlicense",
+    "zlib/libpng License": "Zlib",
 }
 # declared licence -> standard texts to add when the distribution ships none
-_FALLBACK_TEXTS = (("LGPL-3.0", ("LGPL-3.0.txt", "GPL-3.0.txt")), ("GPL-3.0", ("GPL-3.0.txt",)),
-                   ("APACHE", ("Apache-2.0.txt",)))
+_FALLBACK_TEXTS = (
+    ("LGPL-3.0", ("LGPL-3.0.txt", "GPL-3.0.txt")),
+    ("GPL-3.0", ("GPL-3.0.txt",)),
+    ("APACHE", ("Apache-2.0.txt",)),
+)
 
 
 @dataclass
@@ -61,7 +69,9 @@ class Notice:
     texts: list[tuple[str, str]] = field(default_factory=list)  # (file name, text)
 
 
-def project_requirements(pyproject: Path = ROOT / "pyproject.toml", extras: tuple[str, ...] = BUNDLED_EXTRAS) -> list[str]:
+def project_requirements(
+    pyproject: Path = ROOT / "pyproject.toml", extras: tuple[str, ...] = BUNDLED_EXTRAS
+) -> list[str]:
     """The project's runtime requirement names plus ``extras`` (distribution names)."""
     deps = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]
     return [Requirement(d).name for d in deps] + list(extras)
@@ -110,8 +120,11 @@ def licence_of(dist: metadata.Distribution) -> str:
     lic = (md.get("License") or "").strip()
     if lic and "\n" not in lic and len(lic) <= 120 and lic.upper() not in ("UNKNOWN", "LICENSE", "LICENSE.TXT"):
         return lic
-    found = [_CLASSIFIERS.get(c.split(" :: ")[-1], c.split(" :: ")[-1])
-             for c in md.get_all("Classifier") or [] if c.startswith("License :: ")]
+    found = [
+        _CLASSIFIERS.get(c.split(" :: ")[-1], c.split(" :: ")[-1])
+        for c in md.get_all("Classifier") or []
+        if c.startswith("License :: ")
+    ]
     return " AND ".join(found) if found else "not declared (see the text below)"
 
 
@@ -120,8 +133,12 @@ def _licence_files(dist: metadata.Distribution) -> list:
     files = list(dist.files or [])
     if listed:
         # PEP 639: .dist-info/licenses/<path>; older setuptools put them at the .dist-info root
-        md_files = [f for f in files if ".dist-info/" in str(f).replace("\\", "/")
-                    and any(str(f).replace("\\", "/").endswith("/" + name) for name in listed)]
+        md_files = [
+            f
+            for f in files
+            if ".dist-info/" in str(f).replace("\\", "/")
+            and any(str(f).replace("\\", "/").endswith("/" + name) for name in listed)
+        ]
     if not listed or not md_files:
         md_files = [f for f in files if _LICENCE_NAME.match(f.name) and Path(f.name).suffix.lower() in _TEXT_SUFFIXES]
     return sorted(set(md_files), key=lambda f: (str(f).count("/"), str(f)))
@@ -145,8 +162,13 @@ def notice_for(dist: metadata.Distribution) -> Notice:
         else:
             for spdx, texts in _FALLBACK_TEXTS:
                 if spdx in notice.licence.upper():
-                    notice.texts += [(f"{t} (standard text of the declared licence)",
-                                      (TEXTS / t).read_text(encoding="utf-8").strip()) for t in texts]
+                    notice.texts += [
+                        (
+                            f"{t} (standard text of the declared licence)",
+                            (TEXTS / t).read_text(encoding="utf-8").strip(),
+                        )
+                        for t in texts
+                    ]
                     break
     return notice
 
@@ -156,23 +178,33 @@ def python_notice() -> Notice:
     version = ".".join(map(str, sys.version_info[:3]))
     notice = Notice("Python", version, "PSF-2.0")
     base = Path(sys.base_prefix)
-    for cand in (base / "LICENSE.txt", base / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "LICENSE.txt"):
+    for cand in (
+        base / "LICENSE.txt",
+        base / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "LICENSE.txt",
+    ):
         if cand.is_file():
             notice.texts.append(("LICENSE.txt", cand.read_text(encoding="utf-8", errors="replace").strip()))
             break
     if not notice.texts:
-        notice.texts.append(("LICENSE", "Python Software Foundation License Version 2: https://docs.python.org/3/license.html"))
+        notice.texts.append(
+            ("LICENSE", "Python Software Foundation License Version 2: https://docs.python.org/3/license.html")
+        )
     return notice
 
 
 def render(notices: list[Notice], title: str = "Airway Studio") -> str:
     width = max([len(n.name) for n in notices] + [9])
     vwidth = max([len(n.version) for n in notices] + [7])
-    out = [f"THIRD-PARTY NOTICES for {title}", "",
-           f"{title} is MIT licensed. It ships the following third-party components, each under its own",
-           "licence, reproduced below. The LGPL components (Qt/PySide6, shiboken6, connected-components-3d,",
-           "edt) are dynamically linked libraries in the installation folder and may be replaced by the user.",
-           "", f"{'Component':<{width}}  {'Version':<{vwidth}}  Licence", f"{'-' * width}  {'-' * vwidth}  -------"]
+    out = [
+        f"THIRD-PARTY NOTICES for {title}",
+        "",
+        f"{title} is MIT licensed. It ships the following third-party components, each under its own",
+        "licence, reproduced below. The LGPL components (Qt/PySide6, shiboken6, connected-components-3d,",
+        "edt) are dynamically linked libraries in the installation folder and may be replaced by the user.",
+        "",
+        f"{'Component':<{width}}  {'Version':<{vwidth}}  Licence",
+        f"{'-' * width}  {'-' * vwidth}  -------",
+    ]
     out += [f"{n.name:<{width}}  {n.version:<{vwidth}}  {n.licence}" for n in notices]
     for n in notices:
         out += ["", "=" * 78, f"{n.name} {n.version}", f"Licence: {n.licence}", "=" * 78]

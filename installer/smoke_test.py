@@ -97,14 +97,28 @@ class Runner:
             return [sys.executable, str(exe), *args]
         return [str(exe), *args]
 
-    def run(self, args: list[str], wrap: list[str] | None = None, timeout: float | None = None,
-            expect: int = 0, gui: bool = False) -> subprocess.CompletedProcess:
+    def run(
+        self,
+        args: list[str],
+        wrap: list[str] | None = None,
+        timeout: float | None = None,
+        expect: int = 0,
+        gui: bool = False,
+    ) -> subprocess.CompletedProcess:
         cmd = [*(wrap or []), *self.command(args, gui)]
         if self.verbose:
             print("    $", " ".join(cmd), flush=True)
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace",
-                                  env=self.env, cwd=self.work, timeout=timeout or self.timeout)
+            proc = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+                env=self.env,
+                cwd=self.work,
+                timeout=timeout or self.timeout,
+            )
         except subprocess.TimeoutExpired as exc:
             raise Failure(f"timed out after {exc.timeout:.0f} s: {' '.join(cmd)}") from None
         if proc.returncode != expect:
@@ -115,6 +129,7 @@ class Runner:
 
 # -- PNG check (no Pillow in a bare CI Python) ----------------------------------------
 
+
 def png_pixels(path: Path) -> tuple[int, int, int, list[bytes]]:
     """(width, height, bytes per pixel, rows) of an 8-bit non-interlaced RGB/RGBA/grey PNG."""
     data = path.read_bytes()
@@ -122,9 +137,9 @@ def png_pixels(path: Path) -> tuple[int, int, int, list[bytes]]:
         raise Failure(f"{path.name} is not a PNG")
     pos, idat, header = 8, [], None
     while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind = data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + length]
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", body)
         elif kind == b"IDAT":
@@ -143,7 +158,7 @@ def png_pixels(path: Path) -> tuple[int, int, int, list[bytes]]:
     rows, prev = [], bytearray(stride)
     for y in range(height):
         start = y * (stride + 1)
-        kind, line = raw[start], bytearray(raw[start + 1:start + 1 + stride])
+        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
         if kind == 1:
             for i in range(channels, stride):
                 line[i] = (line[i] + line[i - channels]) & 0xFF
@@ -173,12 +188,13 @@ def image_stats(path: Path) -> tuple[int, float]:
     counts: dict[bytes, int] = {}
     for row in rows:
         for i in range(0, len(row), channels):
-            px = row[i:i + min(channels, 3)]
+            px = row[i : i + min(channels, 3)]
             counts[px] = counts.get(px, 0) + 1
     return len(counts), max(counts.values()) / (width * height)
 
 
 # -- the checks -------------------------------------------------------------------------
+
 
 def check_version(r: Runner) -> str:
     out = r.run(["--version"]).stdout.strip()
@@ -228,35 +244,45 @@ def write_dicom_series(folder: Path) -> tuple[int, int]:
         uid = f"1.2.826.0.1.3680043.8.498.{z + 1}"
         pixels = [(x * 7 + y * 13 + z * 101) % 2000 for y in range(ny) for x in range(nx)]
         stored += pixels
-        ds = b"".join([
-            _dicom_element(0x0008, 0x0016, "UI", ct.encode()),
-            _dicom_element(0x0008, 0x0018, "UI", uid.encode()),
-            _dicom_element(0x0008, 0x0060, "CS", b"CT"),
-            _dicom_element(0x0020, 0x000D, "UI", b"1.2.826.0.1.3680043.8.498.100"),
-            _dicom_element(0x0020, 0x000E, "UI", b"1.2.826.0.1.3680043.8.498.200"),
-            _dicom_element(0x0020, 0x0013, "IS", str(z + 1).encode()),
-            _dicom_element(0x0020, 0x0032, "DS", "\\".join(
-                str(v) for v in (DICOM_ORIGIN[0], DICOM_ORIGIN[1], DICOM_ORIGIN[2] + z * DICOM_SPACING[2])).encode()),
-            _dicom_element(0x0020, 0x0037, "DS", b"1\\0\\0\\0\\1\\0"),
-            _dicom_element(0x0028, 0x0002, "US", struct.pack("<H", 1)),
-            _dicom_element(0x0028, 0x0004, "CS", b"MONOCHROME2"),
-            _dicom_element(0x0028, 0x0010, "US", struct.pack("<H", ny)),
-            _dicom_element(0x0028, 0x0011, "US", struct.pack("<H", nx)),
-            _dicom_element(0x0028, 0x0030, "DS", f"{DICOM_SPACING[1]}\\{DICOM_SPACING[0]}".encode()),
-            _dicom_element(0x0028, 0x0100, "US", struct.pack("<H", 16)),
-            _dicom_element(0x0028, 0x0101, "US", struct.pack("<H", 16)),
-            _dicom_element(0x0028, 0x0102, "US", struct.pack("<H", 15)),
-            _dicom_element(0x0028, 0x0103, "US", struct.pack("<H", 0)),
-            _dicom_element(0x0028, 0x1052, "DS", b"-1024"),
-            _dicom_element(0x0028, 0x1053, "DS", b"1"),
-            _dicom_element(0x7FE0, 0x0010, "OW", struct.pack(f"<{len(pixels)}H", *pixels)),
-        ])
-        meta = b"".join([
-            _dicom_element(0x0002, 0x0001, "OB", b"\0\1"),
-            _dicom_element(0x0002, 0x0002, "UI", ct.encode()),
-            _dicom_element(0x0002, 0x0003, "UI", uid.encode()),
-            _dicom_element(0x0002, 0x0010, "UI", explicit_le.encode()),
-        ])
+        ds = b"".join(
+            [
+                _dicom_element(0x0008, 0x0016, "UI", ct.encode()),
+                _dicom_element(0x0008, 0x0018, "UI", uid.encode()),
+                _dicom_element(0x0008, 0x0060, "CS", b"CT"),
+                _dicom_element(0x0020, 0x000D, "UI", b"1.2.826.0.1.3680043.8.498.100"),
+                _dicom_element(0x0020, 0x000E, "UI", b"1.2.826.0.1.3680043.8.498.200"),
+                _dicom_element(0x0020, 0x0013, "IS", str(z + 1).encode()),
+                _dicom_element(
+                    0x0020,
+                    0x0032,
+                    "DS",
+                    "\\".join(
+                        str(v) for v in (DICOM_ORIGIN[0], DICOM_ORIGIN[1], DICOM_ORIGIN[2] + z * DICOM_SPACING[2])
+                    ).encode(),
+                ),
+                _dicom_element(0x0020, 0x0037, "DS", b"1\\0\\0\\0\\1\\0"),
+                _dicom_element(0x0028, 0x0002, "US", struct.pack("<H", 1)),
+                _dicom_element(0x0028, 0x0004, "CS", b"MONOCHROME2"),
+                _dicom_element(0x0028, 0x0010, "US", struct.pack("<H", ny)),
+                _dicom_element(0x0028, 0x0011, "US", struct.pack("<H", nx)),
+                _dicom_element(0x0028, 0x0030, "DS", f"{DICOM_SPACING[1]}\\{DICOM_SPACING[0]}".encode()),
+                _dicom_element(0x0028, 0x0100, "US", struct.pack("<H", 16)),
+                _dicom_element(0x0028, 0x0101, "US", struct.pack("<H", 16)),
+                _dicom_element(0x0028, 0x0102, "US", struct.pack("<H", 15)),
+                _dicom_element(0x0028, 0x0103, "US", struct.pack("<H", 0)),
+                _dicom_element(0x0028, 0x1052, "DS", b"-1024"),
+                _dicom_element(0x0028, 0x1053, "DS", b"1"),
+                _dicom_element(0x7FE0, 0x0010, "OW", struct.pack(f"<{len(pixels)}H", *pixels)),
+            ]
+        )
+        meta = b"".join(
+            [
+                _dicom_element(0x0002, 0x0001, "OB", b"\0\1"),
+                _dicom_element(0x0002, 0x0002, "UI", ct.encode()),
+                _dicom_element(0x0002, 0x0003, "UI", uid.encode()),
+                _dicom_element(0x0002, 0x0010, "UI", explicit_le.encode()),
+            ]
+        )
         meta = _dicom_element(0x0002, 0x0000, "UL", struct.pack("<I", len(meta))) + meta
         # names run against the slice order: the reader must sort by position, not by name
         (folder / f"IM{nz - z:03d}.dcm").write_bytes(b"\0" * 128 + b"DICM" + meta + ds)
@@ -265,8 +291,13 @@ def write_dicom_series(folder: Path) -> tuple[int, int]:
 
 def dicom_expectation(lo: int, hi: int) -> dict:
     """What ``info --json`` must report for the series write_dicom_series wrote."""
-    return {"shape_zyx": list(DICOM_SHAPE), "spacing_xyz": list(DICOM_SPACING), "origin_xyz": list(DICOM_ORIGIN),
-            "min": lo, "max": hi}
+    return {
+        "shape_zyx": list(DICOM_SHAPE),
+        "spacing_xyz": list(DICOM_SPACING),
+        "origin_xyz": list(DICOM_ORIGIN),
+        "min": lo,
+        "max": hi,
+    }
 
 
 def check_dicom(r: Runner) -> str:
@@ -299,8 +330,20 @@ def check_dicom_given(r: Runner, folders: list[Path]) -> str:
 
 
 def _segment(r: Runner, extra: list[str], out: str) -> dict:
-    proc = r.run(["segment", "-q", "--input", "phantom/ct.nii.gz", "--output", out,
-                  "--reference", "phantom/label.nii.gz", "--json", *extra])
+    proc = r.run(
+        [
+            "segment",
+            "-q",
+            "--input",
+            "phantom/ct.nii.gz",
+            "--output",
+            out,
+            "--reference",
+            "phantom/label.nii.gz",
+            "--json",
+            *extra,
+        ]
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if not lines:
         raise Failure(f"segment printed no JSON: {proc.stdout.strip()[-200:]}")
@@ -318,8 +361,10 @@ def check_segment(r: Runner, expect_backend: str) -> str:
         raise Failure(f"DSC {dsc:.1f} with the bundled model (about 92 expected on this phantom)")
     wanted = ("onnxruntime", "openvino") if expect_backend == "fast-cpu" else (expect_backend,)
     if expect_backend != "any" and not str(res.get("backend", "")).startswith(wanted):
-        raise Failure(f"ran on backend {res.get('backend')}, not {' or '.join(wanted)} "
-                      "(a missing engine falls back to PyTorch silently)")
+        raise Failure(
+            f"ran on backend {res.get('backend')}, not {' or '.join(wanted)} "
+            "(a missing engine falls back to PyTorch silently)"
+        )
     return f"{res['voxels']} voxels, DSC {dsc:.1f}, backend {res['backend']}"
 
 
@@ -333,8 +378,22 @@ def check_region_growing(r: Runner) -> str:
 def check_train(r: Runner) -> str:
     r.run(["phantom-dataset", "--n", "3", "--size", "32", "--out", "train_data"])
     (r.work / "smoke.toml").write_text(TRAIN_CONFIG, encoding="utf-8")
-    r.run(["train", "--preset", "quick", "--config", "smoke.toml", "--data", "train_data", "--out", "run",
-           "--device", "cpu"], timeout=max(r.timeout, 600))
+    r.run(
+        [
+            "train",
+            "--preset",
+            "quick",
+            "--config",
+            "smoke.toml",
+            "--data",
+            "train_data",
+            "--out",
+            "run",
+            "--device",
+            "cpu",
+        ],
+        timeout=max(r.timeout, 600),
+    )
     ckpts = sorted(p.name for p in (r.work / "run" / "checkpoints").glob("*.pt"))
     if "last.pt" not in ckpts:
         raise Failure(f"train wrote no checkpoints/last.pt (found {ckpts})")
@@ -368,15 +427,27 @@ def check_gui(r: Runner) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--app", type=Path, default=default_app(), help="the frozen executable (default: %(default)s)")
-    p.add_argument("--cli", type=Path, default=None,
-                   help="executable for the subcommands (default: airway.exe beside a Windows --app, else --app)")
+    p.add_argument(
+        "--cli",
+        type=Path,
+        default=None,
+        help="executable for the subcommands (default: airway.exe beside a Windows --app, else --app)",
+    )
     p.add_argument("--allow-skip", action="store_true", help="exit 0 when checks were skipped but none failed")
-    p.add_argument("--expect-backend", default="fast-cpu",
-                   help="CPU engine the bundled model must run on: fast-cpu (default: ONNX Runtime or OpenVINO, "
-                        "not the PyTorch fallback), onnxruntime, openvino, or any")
+    p.add_argument(
+        "--expect-backend",
+        default="fast-cpu",
+        help="CPU engine the bundled model must run on: fast-cpu (default: ONNX Runtime or OpenVINO, "
+        "not the PyTorch fallback), onnxruntime, openvino, or any",
+    )
     p.add_argument("--only", nargs="+", metavar="CHECK", help="run only these checks (names as printed)")
-    p.add_argument("--dicom", type=Path, nargs="+", help="also read these DICOM series folders: compressed ones "
-                   "(installer/compress_dicom.py, real data) prove the frozen GDCM decoder")
+    p.add_argument(
+        "--dicom",
+        type=Path,
+        nargs="+",
+        help="also read these DICOM series folders: compressed ones "
+        "(installer/compress_dicom.py, real data) prove the frozen GDCM decoder",
+    )
     p.add_argument("--timeout", type=float, default=300, help="seconds per command (default 300)")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
     p.add_argument("--verbose", "-v", action="store_true", help="print each command")

@@ -35,13 +35,36 @@ def tube(shape, segments) -> np.ndarray:
     return out
 
 
-def error_region(key: str, kind: str = "FP", category: str = "leakage", voxels: int = 1, *,
-                 voxel_mm3: float = 1.0, generation: int | None = None, centroid=(1.0, 1.0, 1.0),
-                 focus=None, bbox=((0, 3), (0, 3), (0, 3))):
+def error_region(
+    key: str,
+    kind: str = "FP",
+    category: str = "leakage",
+    voxels: int = 1,
+    *,
+    voxel_mm3: float = 1.0,
+    generation: int | None = None,
+    centroid=(1.0, 1.0, 1.0),
+    focus=None,
+    bbox=((0, 3), (0, 3), (0, 3)),
+):
     """A hand-made core.regions.ErrorRegion (for views and panels that only read its fields)."""
     from core.regions import ErrorRegion
 
-    return ErrorRegion(id=key, kind=kind, category=category, voxels=voxels, volume_mm3=voxels * voxel_mm3,
-                       centroid_zyx=tuple(float(v) for v in centroid), centroid_mm=(0.0, 0.0, 0.0), bbox=bbox,
-                       nearest_branch=None, nearest_generation=generation, max_distance_mm=0.0, length_mm=1.0,
-                       elongation=1.0, centreline_voxels=0, key=key, focus_zyx=focus)
+    return ErrorRegion(
+        id=key,
+        kind=kind,
+        category=category,
+        voxels=voxels,
+        volume_mm3=voxels * voxel_mm3,
+        centroid_zyx=tuple(float(v) for v in centroid),
+        centroid_mm=(0.0, 0.0, 0.0),
+        bbox=bbox,
+        nearest_branch=None,
+        nearest_generation=generation,
+        max_distance_mm=0.0,
+        length_mm=1.0,
+        elongation=1.0,
+        centreline_voxels=0,
+        key=key,
+        focus_zyx=focus,
+    )

@@ -29,8 +29,14 @@ STAGES = [(0, "dice", "dice", 0.0, 0.5), (1, "gul", "gul", 0.1, 0.8), (2, "rtl",
 
 
 def _settings(config: dict) -> dict:
-    s = {"steps_per_epoch": 4, "epochs": [1, 2, 2], "delay_s": 0.01, "crash_at_step": 0, "hard_crash_at_step": 0,
-         "zero_validation": 0}
+    s = {
+        "steps_per_epoch": 4,
+        "epochs": [1, 2, 2],
+        "delay_s": 0.01,
+        "crash_at_step": 0,
+        "hard_crash_at_step": 0,
+        "zero_validation": 0,
+    }
     s.update(config.get("fake", {}))
     for key in list(s):
         env = os.environ.get(f"FAKE_{key.upper()}")
@@ -106,8 +112,18 @@ def main(argv: list[str]) -> int:
                         raise RuntimeError(f"fake failure at global step {g}: CUDA out of memory (simulated)")
                     loss = 1.0 / (1.0 + 0.1 * g)
                     lr = 0.01 * (0.1 if epoch >= max(1, n_epochs - 1) and n_epochs > 1 else 1.0)
-                    emit("step", stage=stage, epoch=epoch, step=step, global_step=g, loss=loss,
-                         loss_enc=0.4 * loss, loss_dec=0.6 * loss, lr=lr, patches_per_s=10.0 + (g % 3))
+                    emit(
+                        "step",
+                        stage=stage,
+                        epoch=epoch,
+                        step=step,
+                        global_step=g,
+                        loss=loss,
+                        loss_enc=0.4 * loss,
+                        loss_dec=0.6 * loss,
+                        lr=lr,
+                        patches_per_s=10.0 + (g % 3),
+                    )
                     time.sleep(float(s["delay_s"]))
                     if stop_file.exists():
                         last.write_text(json.dumps({"stage": stage, "epoch": epoch, "global_step": g}))
@@ -116,14 +132,28 @@ def main(argv: list[str]) -> int:
                         stop_file.unlink()
                         return 0
                 remaining = (n_epochs - epoch - 1) * (time.time() - t0)
-                emit("epoch", stage=stage, epoch=epoch, loss=1.0 / (1.0 + 0.1 * g), time_s=time.time() - t0,
-                     eta_s=remaining)
+                emit(
+                    "epoch",
+                    stage=stage,
+                    epoch=epoch,
+                    loss=1.0 / (1.0 + 0.1 * g),
+                    time_s=time.time() - t0,
+                    eta_s=remaining,
+                )
                 dsc = 100.0 - 50.0 / (1.0 + 0.1 * g)
                 if s["zero_validation"]:  # a run that learns nothing (as 'quick' on tiny phantoms)
                     emit("validation", stage=stage, epoch=epoch, td=0.0, bd=0.0, dsc=0.0, precision=0.0, cases=1)
                 else:
-                    emit("validation", stage=stage, epoch=epoch, td=min(100.0, 40.0 + g), bd=min(100.0, 30.0 + g),
-                         dsc=dsc, precision=max(0.0, 90.0 - 0.1 * g), cases=1)
+                    emit(
+                        "validation",
+                        stage=stage,
+                        epoch=epoch,
+                        td=min(100.0, 40.0 + g),
+                        bd=min(100.0, 30.0 + g),
+                        dsc=dsc,
+                        precision=max(0.0, 90.0 - 0.1 * g),
+                        cases=1,
+                    )
                 last.write_text(json.dumps({"stage": stage, "epoch": epoch + 1, "global_step": g}))
                 emit("checkpoint", stage=stage, epoch=epoch, path=str(last), kind="last")
                 if dsc > best_dsc:

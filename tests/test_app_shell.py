@@ -12,9 +12,9 @@ from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QMessageBox
 
 from app import shortcuts
-from app.review.case import region_box
 from app.demo import TEST_PARAMS
 from app.main_window import MainWindow
+from app.review.case import region_box
 from app.settings import Settings
 from core.volume import LabelVolume
 
@@ -63,8 +63,10 @@ def _open_demo(qtbot, w):
 def _wait_analysis(qtbot, w, index=0):
     pytest.importorskip("core.metrics")
     pytest.importorskip("core.regions")
-    qtbot.waitUntil(lambda: w.case.predictions[index].regions is not None
-                    or w.case.predictions[index].analysis_error is not None, timeout=60000)
+    qtbot.waitUntil(
+        lambda: w.case.predictions[index].regions is not None or w.case.predictions[index].analysis_error is not None,
+        timeout=60000,
+    )
     assert w.case.predictions[index].analysis_error is None
 
 
@@ -309,8 +311,9 @@ def test_dropped_files_are_sorted_into_ct_reference_and_prediction(window, qtbot
 
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(files[k]) for k in ("pred", "ref", "ct")])
-    event = QDropEvent(QPointF(100, 100), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                       Qt.KeyboardModifier.NoModifier)
+    event = QDropEvent(
+        QPointF(100, 100), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    )
     with qtbot.waitSignal(window.caseLoaded, timeout=30000):
         window.dropEvent(event)
     c = window.case
@@ -323,8 +326,16 @@ def test_keymap_is_one_table_without_conflicts(window):
     assert shortcuts.conflicts() == []
     for name, action in window.actions.items():
         assert [k.toString() for k in action.shortcuts()] == [k.toString() for k in shortcuts.keys(name)]
-    for needed in ("next_region", "previous_region", "status_unreviewed", "status_confirmed",
-                   "status_reference_error", "status_flagged", "camera_reset", "segment"):
+    for needed in (
+        "next_region",
+        "previous_region",
+        "status_unreviewed",
+        "status_confirmed",
+        "status_reference_error",
+        "status_flagged",
+        "camera_reset",
+        "segment",
+    ):
         shortcuts.binding(needed)
     assert shortcuts.key_text("next_region") == "N" and shortcuts.key_text("previous_region") == "Shift+N"
 
@@ -337,12 +348,18 @@ def test_help_lists_every_binding_and_about_names_licences(window):
     descriptions = {d.table.item(r, 2).text() for r in range(d.table.rowCount())}
     assert all(b.description in descriptions for b in shortcuts.KEYMAP)
     html = about_html()
-    import core
-
     import PySide6
 
-    for text in (core.__version__, "VTK", "PyTorch", "Apache-2.0", "LGPL-3.0-or-later",
-                 f"<tr><td>PySide6 (Qt for Python)</td><td>{PySide6.__version__}</td><td>LGPL-3.0</td></tr>"):
+    import core
+
+    for text in (
+        core.__version__,
+        "VTK",
+        "PyTorch",
+        "Apache-2.0",
+        "LGPL-3.0-or-later",
+        f"<tr><td>PySide6 (Qt for Python)</td><td>{PySide6.__version__}</td><td>LGPL-3.0</td></tr>",
+    ):
         assert text in html
     AboutDialog(window).close()
 
@@ -351,8 +368,19 @@ def test_screenshot_option_writes_a_png_of_the_window(qtbot, files, tmp_path, di
     from app.__main__ import main
 
     out = tmp_path / "shot.png"
-    rc = main([files["ct"], "--reference", files["ref"], "--prediction", files["pred"],
-               "--screenshot", str(out), "--size", "1000x700"])
+    rc = main(
+        [
+            files["ct"],
+            "--reference",
+            files["ref"],
+            "--prediction",
+            files["pred"],
+            "--screenshot",
+            str(out),
+            "--size",
+            "1000x700",
+        ]
+    )
     assert rc == 0 and out.exists()
     img = QImage(str(out))
     assert img.width() >= 1000 * 0.9 and img.height() >= 700 * 0.9

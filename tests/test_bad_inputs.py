@@ -18,9 +18,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # --------------------------------------------------------------------------- #
 # workspace: one set of good and bad files, copied fresh for every row
+
 
 def _build_template(folder: Path) -> Path:
     from core.io import nifti_file, write_volume
@@ -122,13 +123,14 @@ def snapshot(folder: Path) -> dict[str, tuple]:
 # --------------------------------------------------------------------------- #
 # the table
 
+
 @dataclass(frozen=True)
 class Row:
     id: str
     command: str
     argv: tuple[str, ...]
     names: str  # the file (or option) the one line must name
-    fix: str    # a word of the fix it must give
+    fix: str  # a word of the fix it must give
 
 
 def R(id, argv, names, fix):  # noqa: N802 - a table reads better with a short constructor
@@ -159,19 +161,59 @@ ROWS = [
     # evaluate: caches and inputs
     R("evaluate-tree-of-another-phantom", f"{EV} --tree other.tree.npz", "other.tree.npz", "--overwrite"),
     R("evaluate-tree-corrupt", f"{EV} --tree bad.tree.npz", "bad.tree.npz", "--tree"),
-    R("evaluate-reference-empty", "evaluate --reference empty.nii.gz --prediction label.nii.gz", "empty.nii.gz", "selector"),
-    R("evaluate-reference-full", "evaluate --reference full.nii.gz --prediction label.nii.gz", "full.nii.gz", "--label-selector"),
-    R("evaluate-prediction-other-grid", "evaluate --reference label.nii.gz --prediction shifted.nii.gz", "shifted", "--resample-to-ct"),
-    R("evaluate-reference-missing", "evaluate --reference nowhere.nii.gz --prediction label.nii.gz", "nowhere.nii.gz", "--reference"),
-    R("evaluate-prediction-missing", "evaluate --reference label.nii.gz --prediction nowhere.nii.gz", "nowhere.nii.gz", "--prediction"),
-    R("evaluate-folder-vs-file", "evaluate --reference no_dicom --prediction label.nii.gz", "folder", "prediction folders"),
-    R("evaluate-nan-label", "evaluate --reference nan_label.nii.gz --prediction label.nii.gz", "nan_label.nii.gz", "Replace them"),
+    R(
+        "evaluate-reference-empty",
+        "evaluate --reference empty.nii.gz --prediction label.nii.gz",
+        "empty.nii.gz",
+        "selector",
+    ),
+    R(
+        "evaluate-reference-full",
+        "evaluate --reference full.nii.gz --prediction label.nii.gz",
+        "full.nii.gz",
+        "--label-selector",
+    ),
+    R(
+        "evaluate-prediction-other-grid",
+        "evaluate --reference label.nii.gz --prediction shifted.nii.gz",
+        "shifted",
+        "--resample-to-ct",
+    ),
+    R(
+        "evaluate-reference-missing",
+        "evaluate --reference nowhere.nii.gz --prediction label.nii.gz",
+        "nowhere.nii.gz",
+        "--reference",
+    ),
+    R(
+        "evaluate-prediction-missing",
+        "evaluate --reference label.nii.gz --prediction nowhere.nii.gz",
+        "nowhere.nii.gz",
+        "--prediction",
+    ),
+    R(
+        "evaluate-folder-vs-file",
+        "evaluate --reference no_dicom --prediction label.nii.gz",
+        "folder",
+        "prediction folders",
+    ),
+    R(
+        "evaluate-nan-label",
+        "evaluate --reference nan_label.nii.gz --prediction label.nii.gz",
+        "nan_label.nii.gz",
+        "Replace them",
+    ),
     # segment
     R("segment-ct-without-air", "segment --input zero_ct.nii.gz -o m.nii.gz", "zero_ct.nii.gz", "Hounsfield"),
     R("segment-ct-without-body", "segment --input air_ct.nii.gz -o m.nii.gz", "air_ct.nii.gz", "Hounsfield"),
     R("segment-output-is-the-input", f"{SEG} -o ct.nii.gz --overwrite", "ct.nii.gz", "another --output"),
     R("segment-output-exists", f"{SEG} -o label.nii.gz", "label.nii.gz", "--overwrite"),
-    R("segment-probabilities-under-a-file", f"{SEG} -o m.nii.gz --probabilities afile/p.nii.gz", "afile", "--probabilities"),
+    R(
+        "segment-probabilities-under-a-file",
+        f"{SEG} -o m.nii.gz --probabilities afile/p.nii.gz",
+        "afile",
+        "--probabilities",
+    ),
     R("segment-output-format", f"{SEG} -o m.txt", "m.txt", ".nii.gz"),
     R("segment-reference-empty", f"{SEG} -o m.nii.gz --reference empty.nii.gz", "empty.nii.gz", "selector"),
     R("segment-reference-other-grid", f"{SEG} -o m.nii.gz --reference shifted.nii.gz", "shifted", "--resample-to-ct"),
@@ -197,13 +239,32 @@ ROWS = [
     R("compare-out-is-a-file", f"{CMP} --out afile", "afile", "--out"),
     R("compare-out-is-the-reference", f"{CMP} --out refs", "refs", "another --out"),
     R("compare-out-holds-other-files", f"{CMP} --out no_dicom", "no_dicom", "--overwrite"),
-    R("compare-prediction-not-name-dir", "compare --reference refs --predictions preds --out cmp", "preds", "NAME=PATH"),
+    R(
+        "compare-prediction-not-name-dir",
+        "compare --reference refs --predictions preds --out cmp",
+        "preds",
+        "NAME=PATH",
+    ),
     R("compare-models-without-cts", "compare --reference refs --models a=bad.pt --out cmp", "--models", "--cts"),
-    R("compare-agreement-json-exists", "compare --agreement label.nii.gz label_other.nii.gz --json results.json",
-      "results.json", "--overwrite"),
+    R(
+        "compare-agreement-json-exists",
+        "compare --agreement label.nii.gz label_other.nii.gz --json results.json",
+        "results.json",
+        "--overwrite",
+    ),
     R("compare-needs-reference-and-out", "compare --predictions a=no_dicom", "--reference", "--out"),
-    R("compare-pair-without-name", "compare --reference no_dicom --predictions no_dicom --out o", "no_dicom", "NAME=PATH"),
-    R("compare-agreement-missing", "compare --agreement nowhere.nii.gz label.nii.gz", "nowhere.nii.gz", "Check the path"),
+    R(
+        "compare-pair-without-name",
+        "compare --reference no_dicom --predictions no_dicom --out o",
+        "no_dicom",
+        "NAME=PATH",
+    ),
+    R(
+        "compare-agreement-missing",
+        "compare --agreement nowhere.nii.gz label.nii.gz",
+        "nowhere.nii.gz",
+        "Check the path",
+    ),
     R("compare-agreement-other-grid", "compare --agreement label.nii.gz shifted.nii.gz", "shifted", "--resample-to-ct"),
 ]
 
@@ -237,8 +298,12 @@ def test_bad_input_gives_one_line_exit_2_and_writes_nothing(row, ws, capsys):
     assert snapshot(ws) == before
 
 
-SUBPROCESS_ROWS = ["evaluate-json-is-the-reference", "segment-ct-without-air", "train-out-is-a-file",
-                   "prepare-cache-is-a-file"]
+SUBPROCESS_ROWS = [
+    "evaluate-json-is-the-reference",
+    "segment-ct-without-air",
+    "train-out-is-a-file",
+    "prepare-cache-is-a-file",
+]
 
 
 @pytest.mark.parametrize("row_id", SUBPROCESS_ROWS)
@@ -246,8 +311,9 @@ def test_real_process_exits_2_without_traceback(row_id, ws):
     row = next(r for r in ROWS if r.id == row_id)
     before = snapshot(ws)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), *row.argv], cwd=ws, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), *row.argv], cwd=ws, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 2, proc.stderr
     _check_one_line(proc.stderr, row)
     assert snapshot(ws) == before
@@ -271,6 +337,7 @@ def test_every_file_command_has_bad_input_rows():
 # --------------------------------------------------------------------------- #
 # the app's open path: the loading function, then the one dialog it ends in
 
+
 @dataclass(frozen=True)
 class AppRow:
     id: str
@@ -286,8 +353,14 @@ def _load(ct=None, reference=None, predictions=(), resample=False):
         current = None
         if ct is None:
             current, _ = load_ct(ws / "ct.nii.gz")
-        return load_case(None if ct is None else ws / ct, None if reference is None else ws / reference,
-                         [ws / p for p in predictions], current_ct=current, resample_to_ct=resample)
+        return load_case(
+            None if ct is None else ws / ct,
+            None if reference is None else ws / reference,
+            [ws / p for p in predictions],
+            current_ct=current,
+            resample_to_ct=resample,
+        )
+
     return call
 
 

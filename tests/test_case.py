@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -34,8 +33,12 @@ def files(tmp_path_factory, tiny_demo):
     ph = tiny_demo.phantom
     out = {
         "ct": write_volume(ph.ct, d / "ct.nii.gz"),
-        "ref": write_volume(LabelVolume(tiny_demo.reference.mask.astype(np.uint8), ph.ct.geometry), d / "ref_label.nii.gz"),
-        "pred": write_volume(LabelVolume(tiny_demo.prediction.mask.astype(np.uint8), ph.ct.geometry), d / "pred.nii.gz"),
+        "ref": write_volume(
+            LabelVolume(tiny_demo.reference.mask.astype(np.uint8), ph.ct.geometry), d / "ref_label.nii.gz"
+        ),
+        "pred": write_volume(
+            LabelVolume(tiny_demo.prediction.mask.astype(np.uint8), ph.ct.geometry), d / "pred.nii.gz"
+        ),
     }
     # the same physical image stored with x and z index axes reversed (RAI-like)
     g = ph.ct.geometry
@@ -43,9 +46,12 @@ def files(tmp_path_factory, tiny_demo):
     direction = np.diag([-1.0, 1.0, -1.0])
     origin = np.asarray(g.origin) + np.array([(n[2] - 1) * g.spacing[0], 0.0, (n[0] - 1) * g.spacing[2]])
     flipped = Geometry(g.spacing, tuple(origin), tuple(direction.ravel()))
-    out["ct_flipped"] = write_volume(IntensityVolume(ph.ct.array[::-1, :, ::-1].copy(), flipped), d / "ct_flipped.nii.gz")
-    out["ref_flipped"] = write_volume(LabelVolume(tiny_demo.reference.mask[::-1, :, ::-1].astype(np.uint8), flipped),
-                                      d / "ref_flipped.nii.gz")
+    out["ct_flipped"] = write_volume(
+        IntensityVolume(ph.ct.array[::-1, :, ::-1].copy(), flipped), d / "ct_flipped.nii.gz"
+    )
+    out["ref_flipped"] = write_volume(
+        LabelVolume(tiny_demo.reference.mask[::-1, :, ::-1].astype(np.uint8), flipped), d / "ref_flipped.nii.gz"
+    )
     small = IntensityVolume(np.zeros((4, 4, 4), np.float32), g)
     out["wrong_grid"] = write_volume(LabelVolume(np.zeros((4, 4, 4), np.uint8), g), d / "wrong.nii.gz")
     probs = np.where(tiny_demo.prediction.mask, 0.9, 0.1).astype(np.float32)
@@ -145,10 +151,24 @@ def test_cursor_is_clamped_and_signalled(qtbot):
 
 
 def _region(key: str, centroid=(1.0, 1.0, 1.0), focus=None, kind="FP") -> ErrorRegion:
-    return ErrorRegion(id=key, kind=kind, category="leakage", voxels=1, volume_mm3=1.0, centroid_zyx=centroid,
-                       centroid_mm=(0.0, 0.0, 0.0), bbox=((0, 3), (0, 3), (0, 3)), nearest_branch=None,
-                       nearest_generation=None, max_distance_mm=0.0, length_mm=1.0, elongation=1.0,
-                       centreline_voxels=0, key=key, focus_zyx=focus)
+    return ErrorRegion(
+        id=key,
+        kind=kind,
+        category="leakage",
+        voxels=1,
+        volume_mm3=1.0,
+        centroid_zyx=centroid,
+        centroid_mm=(0.0, 0.0, 0.0),
+        bbox=((0, 3), (0, 3), (0, 3)),
+        nearest_branch=None,
+        nearest_generation=None,
+        max_distance_mm=0.0,
+        length_mm=1.0,
+        elongation=1.0,
+        centreline_voxels=0,
+        key=key,
+        focus_zyx=focus,
+    )
 
 
 def test_next_and_previous_region_wrap_and_move_the_cursor(qtbot):
@@ -198,7 +218,9 @@ def test_region_statuses_and_project_round_trip(qtbot, tmp_path, files):
 def test_in_app_predictions_are_written_beside_the_project(qtbot, tmp_path, files):
     case = Case(auto_analyse=False)
     case.apply_loaded(load_case(files["ct"]))
-    made = PredictionEntry("model out", LabelVolume(np.ones(case.ct.shape, bool), case.ct.geometry), source="model:x.pt")
+    made = PredictionEntry(
+        "model out", LabelVolume(np.ones(case.ct.shape, bool), case.ct.geometry), source="model:x.pt"
+    )
     case.add_prediction(made)
     proj = case.save_project(tmp_path / "p.json")
     data = read_project(proj)
@@ -207,7 +229,9 @@ def test_in_app_predictions_are_written_beside_the_project(qtbot, tmp_path, file
     assert loaded.predictions[0].mask.all()
 
 
-@pytest.mark.parametrize("content,match", [("{not json", "not valid JSON"), ('{"a": 1}', "not an Airway Studio project")])
+@pytest.mark.parametrize(
+    "content,match", [("{not json", "not valid JSON"), ('{"a": 1}', "not an Airway Studio project")]
+)
 def test_bad_project_files(tmp_path, content, match):
     p = tmp_path / "x.json"
     p.write_text(content)
@@ -308,7 +332,9 @@ def test_analysis_in_the_child_process_equals_the_thread_one(tiny_demo):
     np.testing.assert_array_equal(there.branch_map, here.branch_map)
     m1, r1 = analyse_prediction(pred, ref, here.tree, in_process=False)
     m2, r2 = analyse_prediction(pred, ref, here.tree, in_process=True)
-    assert json.dumps(m1.as_dict(), sort_keys=True, default=str) == json.dumps(m2.as_dict(), sort_keys=True, default=str)
+    assert json.dumps(m1.as_dict(), sort_keys=True, default=str) == json.dumps(
+        m2.as_dict(), sort_keys=True, default=str
+    )
     assert [r.id for r in r1] == [r.id for r in r2] and len(r1) >= 4
 
 

@@ -36,10 +36,16 @@ def small():
 
 
 def test_round_trip_weights_and_header(tmp_path, small):
-    path = save_checkpoint(tmp_path / "ckpt" / "best.pt", small, {
-        "preprocessing": PREP, "training": {"loss": "gul", "alpha": 0.1}, "stage": 1,
-        "metrics": {"td": 81.5, "dsc": np.float64(90.25)},
-    })
+    path = save_checkpoint(
+        tmp_path / "ckpt" / "best.pt",
+        small,
+        {
+            "preprocessing": PREP,
+            "training": {"loss": "gul", "alpha": 0.1},
+            "stage": 1,
+            "metrics": {"td": 81.5, "dsc": np.float64(90.25)},
+        },
+    )
     ckpt = load_checkpoint(path)
     h = ckpt.header
     assert set(HEADER_KEYS) <= set(h)
@@ -74,10 +80,19 @@ def test_resume_state_round_trip(tmp_path, small):
     random.seed(7)
     rng = capture_rng_state()
     expected = (torch.rand(3), np.random.rand(3), random.random())
-    path = save_checkpoint(tmp_path / "last.pt", small, {"stage": 1}, extra_state={
-        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng, "epoch": 4, "global_step": 17,
-        "best": {"td": np.float32(0.5)},
-    })
+    path = save_checkpoint(
+        tmp_path / "last.pt",
+        small,
+        {"stage": 1},
+        extra_state={
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "rng": rng,
+            "epoch": 4,
+            "global_step": 17,
+            "best": {"td": np.float32(0.5)},
+        },
+    )
     extra = load_checkpoint(path).extra_state
     assert extra["epoch"] == 4 and extra["best"]["td"] == pytest.approx(0.5)
     opt2 = torch.optim.SGD(small.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
@@ -125,7 +140,7 @@ def test_missing_empty_truncated_and_random_files(tmp_path, small):
     # a zip whose middle is zeroed: either refused as CheckpointError or still a checkpoint, never a raw exception
     damaged = bytearray(good)
     mid = len(damaged) // 2
-    damaged[mid:mid + 64] = bytes(64)
+    damaged[mid : mid + 64] = bytes(64)
     (tmp_path / "damaged.pt").write_bytes(bytes(damaged))
     try:
         ckpt = load_checkpoint(tmp_path / "damaged.pt")
@@ -165,7 +180,9 @@ def test_foreign_files(tmp_path, small):
     torch.save({"epoch": 3, "weights": [1, 2]}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not an Airway Studio checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
-    torch.save({"airway_studio_checkpoint": FORMAT_VERSION + 1, "header_json": "{}", "state_dict": {}}, tmp_path / "future.pt")
+    torch.save(
+        {"airway_studio_checkpoint": FORMAT_VERSION + 1, "header_json": "{}", "state_dict": {}}, tmp_path / "future.pt"
+    )
     with pytest.raises(CheckpointError, match=f"format version {FORMAT_VERSION + 1}"):
         load_checkpoint(tmp_path / "future.pt")
     torch.save({"airway_studio_checkpoint": 1, "header_json": "{not json", "state_dict": {}}, tmp_path / "badjson.pt")
@@ -188,11 +205,14 @@ def test_other_architecture_is_named(tmp_path, small):
         model_from_checkpoint(foreign)
 
     # header says width 0.5 but the weights are width 0.25
-    lying = save_checkpoint(tmp_path / "lying.pt", small.state_dict(),
-                            {"architecture": "wingsnet", "arch_args": {"width": 0.5}})
+    lying = save_checkpoint(
+        tmp_path / "lying.pt", small.state_dict(), {"architecture": "wingsnet", "arch_args": {"width": 0.5}}
+    )
     with pytest.raises(CheckpointError, match="do not match a 'wingsnet'.*another shape"):
         model_from_checkpoint(lying)
-    bad_args = save_checkpoint(tmp_path / "args.pt", small.state_dict(), {"architecture": "wingsnet", "arch_args": {"depth": 3}})
+    bad_args = save_checkpoint(
+        tmp_path / "args.pt", small.state_dict(), {"architecture": "wingsnet", "arch_args": {"depth": 3}}
+    )
     with pytest.raises(CheckpointError, match="arguments do not fit.*written by Airway Studio 0"):
         model_from_checkpoint(bad_args)
 

@@ -28,8 +28,13 @@ def test_error_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_debug_shows_traceback(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "main.py", "--debug", "info", str(tmp_path / "x.nii")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "main.py", "--debug", "info", str(tmp_path / "x.nii")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode != 0 and "Traceback" in r.stderr
 
 
@@ -56,8 +61,13 @@ def test_info_image_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 @needs_shared
 def test_info_real_dicom_series() -> None:
-    r = subprocess.run([sys.executable, "main.py", "info", str(SHARED / "chest_ct_dicom"), "--json"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "main.py", "info", str(SHARED / "chest_ct_dicom"), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["shape_zyx"] == [141, 512, 512]

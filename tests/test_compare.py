@@ -61,9 +61,11 @@ def _read_csv(path: Path) -> list[dict]:
 
 
 def test_case_matching_atm22_and_nnunet_names(tmp_path):
-    for d, names in {"ref": ["ATM_305_0000.nii.gz", "case.nii.gz", "other.nii.gz"],
-                     "a": ["ATM_305_0000.nii.gz", "case_0000.nii.gz"],
-                     "b": ["ATM_305.nii.gz", "case.nii.gz", ".hidden.nii.gz", "notes.txt"]}.items():
+    for d, names in {
+        "ref": ["ATM_305_0000.nii.gz", "case.nii.gz", "other.nii.gz"],
+        "a": ["ATM_305_0000.nii.gz", "case_0000.nii.gz"],
+        "b": ["ATM_305.nii.gz", "case.nii.gz", ".hidden.nii.gz", "notes.txt"],
+    }.items():
         (tmp_path / d).mkdir()
         for n in names:
             (tmp_path / d / n).write_bytes(b"")
@@ -77,21 +79,58 @@ def test_case_matching_atm22_and_nnunet_names(tmp_path):
 
 def test_metrics_csv_equals_airway_evaluate(folders, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(["compare", "--reference", str(folders / "ref"), "--predictions", f"eroded={folders / 'eroded'}",
-               f"dilated={folders / 'dilated'}", "--out", str(out), "--no-snapshots", "-q"])
+    rc = main(
+        [
+            "compare",
+            "--reference",
+            str(folders / "ref"),
+            "--predictions",
+            f"eroded={folders / 'eroded'}",
+            f"dilated={folders / 'dilated'}",
+            "--out",
+            str(out),
+            "--no-snapshots",
+            "-q",
+        ]
+    )
     assert rc == 0
     ev_csv = tmp_path / "evaluate.csv"
-    assert main(["evaluate", "--reference", str(folders / "ref"), "--prediction", str(folders / "eroded"),
-                 str(folders / "dilated"), "--csv", str(ev_csv)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--reference",
+                str(folders / "ref"),
+                "--prediction",
+                str(folders / "eroded"),
+                str(folders / "dilated"),
+                "--csv",
+                str(ev_csv),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     evaluated = {(r["case"], r["prediction"]): r for r in _read_csv(ev_csv) if r["case"] not in ("mean", "std")}
     compared = _read_csv(out / "metrics.csv")
     assert len(compared) == 6 == len(evaluated)
     # evaluate names cases by the reference file (with _0000), compare by the matched case key
-    ev_key = {"td": "td", "bd": "bd", "dsc": "dsc", "precision": "precision", "sensitivity": "sensitivity",
-              "specificity": "specificity", "atm_score": "atm_score", "branches": "n_branches",
-              "detected": "n_detected", "td_mm": "td_mm", "tree_length_mm": "tree_length_mm", "leakage": "leakage",
-              "missing_ratio": "missing_ratio", "breakages": "breakages"}
+    ev_key = {
+        "td": "td",
+        "bd": "bd",
+        "dsc": "dsc",
+        "precision": "precision",
+        "sensitivity": "sensitivity",
+        "specificity": "specificity",
+        "atm_score": "atm_score",
+        "branches": "n_branches",
+        "detected": "n_detected",
+        "td_mm": "td_mm",
+        "tree_length_mm": "tree_length_mm",
+        "leakage": "leakage",
+        "missing_ratio": "missing_ratio",
+        "breakages": "breakages",
+    }
     assert set(ev_key) == {c for c, _ in METRIC_COLUMNS}
     for row in compared:
         e = evaluated[(row["case"] + "_0000", row["model"])]
@@ -106,8 +145,14 @@ def test_metrics_csv_equals_airway_evaluate(folders, tmp_path, capsys):
     assert float(summary["eroded"]["dsc_sd"]) == pytest.approx(np.std(vals))
     tests = _read_csv(out / "tests.csv")
     assert {(t["model_a"], t["model_b"]) for t in tests} == {("eroded", "dilated")}
-    for name in ("dsc_by_diameter.csv", "dsc_by_diameter_summary.csv", "bd_by_generation.csv",
-                 "bd_by_generation_summary.csv", "report.html", "compare.json"):
+    for name in (
+        "dsc_by_diameter.csv",
+        "dsc_by_diameter_summary.csv",
+        "bd_by_generation.csv",
+        "bd_by_generation_summary.csv",
+        "report.html",
+        "compare.json",
+    ):
         assert (out / name).stat().st_size > 0, name
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "data:image/png;base64," in html and "src='http" not in html and 'src="http' not in html
@@ -157,15 +202,19 @@ def test_failing_cases_are_named_and_the_rest_go_on(folders, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     lab = _phantom_label(0)
-    write_volume(LabelVolume(lab.array[:, :-3], lab.geometry), bad / "case_000.nii.gz")   # wrong grid
-    (bad / "case_001.nii.gz").write_bytes(b"not a volume")                                  # corrupt
-    write_volume(_phantom_label(2), bad / "case_002.nii.gz")                                 # fine
+    write_volume(LabelVolume(lab.array[:, :-3], lab.geometry), bad / "case_000.nii.gz")  # wrong grid
+    (bad / "case_001.nii.gz").write_bytes(b"not a volume")  # corrupt
+    write_volume(_phantom_label(2), bad / "case_002.nii.gz")  # fine
     res = compare_folders(folders / "ref", {"eroded": folders / "eroded", "bad": bad}, cache_dir=None)
     failed = {(f.case, f.model): f.message for f in res.failures}
     assert set(failed) == {("case_000", "bad"), ("case_001", "bad")}
     assert all(m for m in failed.values())
-    assert {(r.case, r.model) for r in res.rows} == {("case_000", "eroded"), ("case_001", "eroded"),
-                                                       ("case_002", "eroded"), ("case_002", "bad")}
+    assert {(r.case, r.model) for r in res.rows} == {
+        ("case_000", "eroded"),
+        ("case_001", "eroded"),
+        ("case_002", "eroded"),
+        ("case_002", "bad"),
+    }
     assert res.row("case_002", "bad").metrics["dsc"] == 100.0
 
 
@@ -183,8 +232,12 @@ def test_progress_and_cancel(folders):
             cancel.set()
 
     with pytest.raises(Cancelled):
-        compare_folders(folders / "ref", {"eroded": folders / "eroded", "dilated": folders / "dilated"},
-                        progress=progress, cancel=cancel)
+        compare_folders(
+            folders / "ref",
+            {"eroded": folders / "eroded", "dilated": folders / "dilated"},
+            progress=progress,
+            cancel=cancel,
+        )
     assert seen[0] == (0, 6) and all(t == 6 for _, t in seen)
 
 
@@ -195,11 +248,32 @@ def _result(values: dict[str, list[float]]) -> CompareResult:
     rows = []
     for m, vs in values.items():
         for c, v in zip(cases, vs):
-            rows.append(CaseRow(c, m, {"dsc": v, "td": 50.0, "per_generation": [
-                {"generation": 0, "branches": 1, "detected": 1}, {"generation": 1, "branches": 4, "detected": int(v > 80)}],
-                "dsc_by_diameter": [{"label": "0-2 mm", "low_mm": 0.0, "high_mm": 2.0, "branches": 3,
-                                     "reference_voxels": 10, "prediction_voxels": 10, "overlap_voxels": int(v // 10),
-                                     "dsc": v}]}))
+            rows.append(
+                CaseRow(
+                    c,
+                    m,
+                    {
+                        "dsc": v,
+                        "td": 50.0,
+                        "per_generation": [
+                            {"generation": 0, "branches": 1, "detected": 1},
+                            {"generation": 1, "branches": 4, "detected": int(v > 80)},
+                        ],
+                        "dsc_by_diameter": [
+                            {
+                                "label": "0-2 mm",
+                                "low_mm": 0.0,
+                                "high_mm": 2.0,
+                                "branches": 3,
+                                "reference_voxels": 10,
+                                "prediction_voxels": 10,
+                                "overlap_voxels": int(v // 10),
+                                "dsc": v,
+                            }
+                        ],
+                    },
+                )
+            )
     return CompareResult(models, cases, rows)
 
 
@@ -229,8 +303,8 @@ def test_agreement_of_two_predictions_without_reference():
     res = agreement(LabelVolume(a, lab.geometry), LabelVolume(b, lab.geometry), name_a="full", name_b="cut")
     assert res.dice == pytest.approx(200.0 * b.sum() / (a.sum() + b.sum()))
     assert res.b_only_voxels == 0 and res.a_only_voxels == int(a.sum() - b.sum())
-    assert len(res.a_branches_missed_by_b) >= 1          # the cut-off branches of A
-    assert res.b_branches_missed_by_a == []              # everything B has, A has
+    assert len(res.a_branches_missed_by_b) >= 1  # the cut-off branches of A
+    assert res.b_branches_missed_by_a == []  # everything B has, A has
     same = agreement(LabelVolume(a, lab.geometry), LabelVolume(a, lab.geometry))
     assert same.dice == 100.0 and same.a_branches_missed_by_b == [] == same.b_branches_missed_by_a
 
@@ -239,16 +313,31 @@ def test_agreement_cli(tmp_path, capsys):
     lab = _phantom_label(3)
     write_volume(lab, tmp_path / "a.nii.gz")
     write_volume(LabelVolume(_drop_distal(lab.array, 6), lab.geometry), tmp_path / "b.nii.gz")
-    assert main(["compare", "--agreement", str(tmp_path / "a.nii.gz"), str(tmp_path / "b.nii.gz"),
-                 "--json", str(tmp_path / "agree.json")]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--agreement",
+                str(tmp_path / "a.nii.gz"),
+                str(tmp_path / "b.nii.gz"),
+                "--json",
+                str(tmp_path / "agree.json"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "Dice" in out and "missed by b" in out
     assert json.loads((tmp_path / "agree.json").read_text())["a_only_voxels"] > 0
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    assert main(["compare", "--reference", str(tmp_path), "--predictions", "nonsense", "--out", str(tmp_path / "o")]) == 2
-    assert main(["compare", "--reference", str(tmp_path), "--models", f"m={tmp_path}/x.pt", "--out", str(tmp_path)]) == 2
+    assert (
+        main(["compare", "--reference", str(tmp_path), "--predictions", "nonsense", "--out", str(tmp_path / "o")]) == 2
+    )
+    assert (
+        main(["compare", "--reference", str(tmp_path), "--models", f"m={tmp_path}/x.pt", "--out", str(tmp_path)]) == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "NAME=PATH" in err[0] and "--cts" in err[1]
 

@@ -22,9 +22,9 @@ def _masks():
     ref = np.zeros(SHAPE, bool)
     ref[4:20, 12:20, 6:22] = True
     a = np.zeros(SHAPE, bool)
-    a[4:20, 12:20, 10:28] = True        # x 10..21 with ref, 22..27 A only
+    a[4:20, 12:20, 10:28] = True  # x 10..21 with ref, 22..27 A only
     b = np.zeros(SHAPE, bool)
-    b[4:20, 12:20, 2:16] = True         # x 2..9 B only (vs A), 10..15 both
+    b[4:20, 12:20, 2:16] = True  # x 2..9 B only (vs A), 10..15 both
     c = ref.copy()
     return ref, {"A": a, "B": b, "C": c}
 
@@ -151,8 +151,8 @@ def test_opening_a_compare_folder_restores_it_and_exports(tab, qtbot, tmp_path):
 def test_main_window_hook(qtbot, monkeypatch):
     from PySide6.QtWidgets import QMessageBox
 
-    from app.review.case import Case, PredictionEntry
     from app.main_window import MainWindow
+    from app.review.case import Case, PredictionEntry
     from app.settings import Settings
 
     monkeypatch.setattr(QMessageBox, "exec", lambda box: QMessageBox.StandardButton.Ok)
@@ -179,9 +179,16 @@ def test_sagittal_mask_reads_equal_the_plain_array():
     m = np.zeros((30, 40, 50), bool)
     m[5:25, 8:30, 10:40] = rng.random((20, 22, 30)) > 0.5
     s = SagittalMask.wrap(m)
-    for key in [(slice(0, 30), slice(0, 40), 20), (slice(3, 27), slice(10, 35), 10), (slice(0, 30), slice(0, 40), 5),
-                (slice(6, 9), slice(0, 12), 39), (slice(0, 30), slice(0, 40), 45), (slice(None), slice(None), -11),
-                (4, slice(2, 30), slice(0, 50)), (slice(0, 30), 12, slice(3, 44))]:
+    for key in [
+        (slice(0, 30), slice(0, 40), 20),
+        (slice(3, 27), slice(10, 35), 10),
+        (slice(0, 30), slice(0, 40), 5),
+        (slice(6, 9), slice(0, 12), 39),
+        (slice(0, 30), slice(0, 40), 45),
+        (slice(None), slice(None), -11),
+        (4, slice(2, 30), slice(0, 50)),
+        (slice(0, 30), 12, slice(3, 44)),
+    ]:
         np.testing.assert_array_equal(s[key], m[key])
     np.testing.assert_array_equal(s[slice(0, 30, 2), slice(0, 40), 20], m[0:30:2, :, 20])
     assert s.sum() == m.sum() and np.array_equal(np.asarray(s), m)

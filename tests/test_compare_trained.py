@@ -48,8 +48,22 @@ def test_dice_and_gul_models_compared_end_to_end(tmp_path, capsys):
     gul = _train(data, tmp_path / "run_gul", "gul")
     out = tmp_path / "out"
     # labelsTr/phantom_000.nii.gz against imagesTr/phantom_000_0000.nii.gz: nnU-Net names
-    args = ["compare", "--reference", str(data / "labelsTr"), "--cts", str(data / "imagesTr"),
-            "--models", f"dice={dice}", f"gul={gul}", "--out", str(out), "--device", "cpu", "--backend", "torch"]
+    args = [
+        "compare",
+        "--reference",
+        str(data / "labelsTr"),
+        "--cts",
+        str(data / "imagesTr"),
+        "--models",
+        f"dice={dice}",
+        f"gul={gul}",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--backend",
+        "torch",
+    ]
     rc = main(args)
     captured = capsys.readouterr()
     assert rc == 0, captured.err
@@ -59,8 +73,14 @@ def test_dice_and_gul_models_compared_end_to_end(tmp_path, capsys):
     # an untrained-looking tiny model may predict nothing on a case: then it is named, not hidden
     assert len(rows) + len(failures) == 6
     assert {r["model"] for r in rows} <= {"dice", "gul"} and rows
-    for name in ("predictions/dice/phantom_000.nii.gz", "predictions/gul/phantom_001.nii.gz", "summary.csv",
-                 "tests.csv", "dsc_by_diameter_summary.csv", "bd_by_generation_summary.csv"):
+    for name in (
+        "predictions/dice/phantom_000.nii.gz",
+        "predictions/gul/phantom_001.nii.gz",
+        "summary.csv",
+        "tests.csv",
+        "dsc_by_diameter_summary.csv",
+        "bd_by_generation_summary.csv",
+    ):
         assert (out / name).exists(), name
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "DSC per airway diameter" in html and html.count("data:image/png;base64,") >= 2

@@ -98,6 +98,7 @@ def test_ct_without_air_is_refused(value):
 
 # -- model cards ---------------------------------------------------------------------------
 
+
 def test_card_text_and_summary(tmp_path):
     from core.models.card import card_from_dataset, card_lines, card_summary, get_card
 
@@ -146,6 +147,7 @@ def test_models_command_prints_the_card(capsys):
 
 # -- airway segment --------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def phantom_file(phantom, tmp_path_factory):
     from core.io import write_volume
@@ -168,8 +170,9 @@ def random_model(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model("unet3d", base_channels=2, levels=2)
     path = tmp_path_factory.mktemp("ckpt") / "untrained.pt"
-    save_checkpoint(path, model, {"preprocessing": Preprocessing(crop="none").to_dict(),
-                                  "inference": {"window": 64, "step": 64}})
+    save_checkpoint(
+        path, model, {"preprocessing": Preprocessing(crop="none").to_dict(), "inference": {"window": 64, "step": 64}}
+    )
     return path
 
 

@@ -143,8 +143,22 @@ def case_files(tmp_path_factory):
 
 def test_gradients_command(case_files, tmp_path, capsys):
     ct, label = case_files
-    code = main(["gradients", "--model", "wingsnet", "--arch-args", '{"width": 0.25}', "--ct", str(ct),
-                 "--label", str(label), "--patch", "16", "--json"])
+    code = main(
+        [
+            "gradients",
+            "--model",
+            "wingsnet",
+            "--arch-args",
+            '{"width": 0.25}',
+            "--ct",
+            str(ct),
+            "--label",
+            str(label),
+            "--patch",
+            "16",
+            "--json",
+        ]
+    )
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out["blocks"]) == 18 and out["loss"] == "gul" and out["patch"] == 16
@@ -153,8 +167,26 @@ def test_gradients_command(case_files, tmp_path, capsys):
 
     torch.manual_seed(0)
     ckpt = save_checkpoint(tmp_path / "m.pt", build_model("wingsnet", width=0.25), {"preprocessing": {"scale": 1.0}})
-    assert main(["gradients", "--model", str(ckpt), "--ct", str(ct), "--label", str(label),
-                 "--patch", "16", "--loss", "rtl", "--alpha", "0.2"]) == 0
+    assert (
+        main(
+            [
+                "gradients",
+                "--model",
+                str(ckpt),
+                "--ct",
+                str(ct),
+                "--label",
+                str(label),
+                "--patch",
+                "16",
+                "--loss",
+                "rtl",
+                "--alpha",
+                "0.2",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "loss rtl" in text and "d6" in text
 

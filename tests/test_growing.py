@@ -45,7 +45,7 @@ def test_phantom_tree_is_grown_from_its_trachea(phantom, phantom_result):
     assert (mask & label).sum() / label.sum() > 0.4
     # never above the trachea's top (z grows towards the head in this phantom)
     top = int(round(phantom_result.trachea.top_zyx[0]))
-    assert not mask[top + 1:].any()
+    assert not mask[top + 1 :].any()
 
 
 def test_phantom_result_does_not_depend_on_orientation(phantom, phantom_result):
@@ -108,6 +108,7 @@ def test_preset_is_data_and_overridable(tmp_path):
 
 
 # -- real CT (goals of issue 11) ---------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def chest(shared_data):

@@ -86,8 +86,16 @@ def test_cache_keeps_the_ignore_label_apart_and_the_sampler_returns_it(tmp_path)
     assert cached_case_if_fresh(cases[0], with_ignore, tmp_path / "cache" / "c") is not None
 
     sampler = CaseSampler(case)
-    spec = PatchSpec(size=16, threshold=0.8, alpha=0.1, p_hard=0.0, p_small=0.0, max_large_voxels=10**6,
-                     rotation_degrees=0.0, rotation_prob=0.0)
+    spec = PatchSpec(
+        size=16,
+        threshold=0.8,
+        alpha=0.1,
+        p_hard=0.0,
+        p_small=0.0,
+        max_large_voxels=10**6,
+        rotation_degrees=0.0,
+        rotation_prob=0.0,
+    )
     sample = sampler.draw(spec, np.random.default_rng(1))
     start = sample["start"]
     sl = tuple(slice(int(a), int(a) + 16) for a in start)

@@ -106,4 +106,5 @@ def test_no_import_circles_in_core_and_app():
     assert "core.review.session" in graph and "core.review" in graph["core.review.session"] | {"core.review"}
     cycles = find_cycles(graph)
     assert cycles == [], "import circles (break them by moving the shared part down):\n" + "\n".join(
-        " <-> ".join(c) for c in cycles)
+        " <-> ".join(c) for c in cycles
+    )

@@ -30,7 +30,9 @@ from core.preprocess import Preprocessing, window_hu
 from core.volume import Geometry, IntensityVolume
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is absent (real CT data is not in the repo)")
+needs_shared = pytest.mark.skipif(
+    not SHARED.is_dir(), reason="../shared/data is absent (real CT data is not in the repo)"
+)
 NO_CROP = Preprocessing(crop="none")
 GEO = Geometry(spacing=(0.8, 0.7, 1.5), origin=(-10.0, 20.0, -300.0))
 
@@ -44,6 +46,7 @@ def _private_cache(tmp_path_factory, monkeypatch):
 
 
 # -- tiny models following the contract: tuple of logits, last = prediction, `divisor` --
+
 
 class TinyNet(nn.Module):
     """Conv -> pool -> conv -> upsample -> conv: windows see context and a divisor matters."""
@@ -122,6 +125,7 @@ def _sigmoid(a: np.ndarray) -> np.ndarray:
 
 # -- the window grid ------------------------------------------------------------
 
+
 def test_window_starts_snap_the_last_window_to_the_border():
     assert window_starts(300, 128, 64) == [0, 64, 128, 172]
     assert window_starts(256, 128, 64) == [0, 64, 128]
@@ -148,15 +152,22 @@ def test_sliding_window_puts_every_voxel_back_where_it_came_from(gaussian, shape
     # whatever the overlap, padding or weighting
     rng = np.random.default_rng(1)
     arr = rng.normal(0, 2, size=shape).astype(np.float32)
-    out = sliding_window(arr, lambda b: _sigmoid(b).astype(np.float32), window=8, step=3, batch_size=4, gaussian=gaussian)
+    out = sliding_window(
+        arr, lambda b: _sigmoid(b).astype(np.float32), window=8, step=3, batch_size=4, gaussian=gaussian
+    )
     assert out.shape == shape and out.dtype == np.float32
     np.testing.assert_allclose(out, _sigmoid(arr), atol=2e-6)
 
 
 @pytest.mark.parametrize("gaussian", [False, True])
 def test_average_of_a_constant_is_that_constant(gaussian):
-    out = sliding_window(np.zeros((19, 23, 10), np.float32), lambda b: np.full(b.shape, 0.3, np.float32),
-                         window=8, step=5, gaussian=gaussian)
+    out = sliding_window(
+        np.zeros((19, 23, 10), np.float32),
+        lambda b: np.full(b.shape, 0.3, np.float32),
+        window=8,
+        step=5,
+        gaussian=gaussian,
+    )
     np.testing.assert_allclose(out, 0.3, rtol=1e-6)
 
 
@@ -166,6 +177,7 @@ def test_step_larger_than_window_is_refused():
 
 
 # -- the predictor ---------------------------------------------------------------
+
 
 def test_single_window_equals_one_whole_volume_forward_pass():
     model = TinyNet().eval()
@@ -186,8 +198,10 @@ def test_results_do_not_depend_on_the_batch_size():
     results = [sliding_window(arr, TorchBackend(model, "cpu"), window=8, step=4, batch_size=b) for b in (1, 3, 8)]
     for other in results[1:]:
         np.testing.assert_allclose(other, results[0], atol=1e-6)
-    masks = [Predictor.from_model(model, NO_CROP, device="cpu", window=8, step=4, batch_size=b).predict(_ct()).mask.array
-             for b in (1, 5)]
+    masks = [
+        Predictor.from_model(model, NO_CROP, device="cpu", window=8, step=4, batch_size=b).predict(_ct()).mask.array
+        for b in (1, 5)
+    ]
     np.testing.assert_array_equal(masks[0], masks[1])
 
 
@@ -217,8 +231,11 @@ def test_out_of_memory_handling_on_device_tensors():
     ref = Predictor.from_model(inner, NO_CROP, batch_size=1, **kw).predict(ct)
     np.testing.assert_array_equal(got.probabilities.array, ref.probabilities.array)
     # at batch one, a numpy-only fallback (e.g. OpenVINO on the CPU) takes over the device tensors
-    runner = BatchRunner(TorchBackend(FakeOOM(inner, max_batch=0), "cpu"), batch_size=1,
-                         fallback=lambda: (lambda b: TorchBackend(inner, "cpu")(np.asarray(b))))
+    runner = BatchRunner(
+        TorchBackend(FakeOOM(inner, max_batch=0), "cpu"),
+        batch_size=1,
+        fallback=lambda: lambda b: TorchBackend(inner, "cpu")(np.asarray(b)),
+    )
     windows = torch.rand(2, 1, 8, 8, 8) * 255
     out = runner(windows)
     assert isinstance(out, torch.Tensor)
@@ -250,11 +267,11 @@ def test_lungs_cut_by_a_tight_crop_are_lungs_and_outside_air_is_not():
     from core.preprocess import lung_mask
 
     arr = np.full((32, 48, 48), 40, np.int16)
-    arr[:, :, :3] = -1000                     # outside air along one side, beyond the chest wall
-    arr[:20, 0:40, 6:14] = -850               # right lung, cut by the crop's front edge
-    arr[:20, 0:40, 34:44] = -850              # left lung, likewise
-    arr[16:32, 20:26, 21:27] = -1000          # trachea above the carina ...
-    arr[16:20, 20:26, 14:34] = -1000          # ... and main bronchi into both lungs
+    arr[:, :, :3] = -1000  # outside air along one side, beyond the chest wall
+    arr[:20, 0:40, 6:14] = -850  # right lung, cut by the crop's front edge
+    arr[:20, 0:40, 34:44] = -850  # left lung, likewise
+    arr[16:32, 20:26, 21:27] = -1000  # trachea above the carina ...
+    arr[16:20, 20:26, 14:34] = -1000  # ... and main bronchi into both lungs
     mask = lung_mask(arr)
     assert mask[25, 22, 23] and mask[10, 20, 40] and mask[10, 20, 8]
     assert not mask[:, :, :3].any()
@@ -291,16 +308,17 @@ def test_postprocessing_keeps_the_largest_component_and_fills_holes():
     p[4, 4, 4] = 0.1  # a hole
     p[10:12, 10:12, 10:12] = 0.8  # a small separate blob
     mask = PostProcessing().apply(p)
-    assert mask.sum() == 7 ** 3 - 1 and not mask[10:, 10:, 10:].any()
-    assert PostProcessing(fill_holes=True).apply(p).sum() == 7 ** 3
-    assert PostProcessing(largest_component=False).apply(p).sum() == 7 ** 3 - 1 + 8
+    assert mask.sum() == 7**3 - 1 and not mask[10:, 10:, 10:].any()
+    assert PostProcessing(fill_holes=True).apply(p).sum() == 7**3
+    assert PostProcessing(largest_component=False).apply(p).sum() == 7**3 - 1 + 8
     np.testing.assert_array_equal(PostProcessing().apply(quantise(p)), mask)
 
 
 def test_progress_reports_windows_and_eta():
     seen: list[tuple[int, int, float]] = []
     Predictor.from_model(TinyNet(), NO_CROP, device="cpu", window=8, step=8).predict(
-        _ct((16, 16, 8)), progress=lambda d, t, e: seen.append((d, t, e)))
+        _ct((16, 16, 8)), progress=lambda d, t, e: seen.append((d, t, e))
+    )
     assert [(d, t) for d, t, _ in seen] == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert all(e >= 0 for *_, e in seen) and seen[-1][2] == 0
 
@@ -321,6 +339,7 @@ def test_cancellation_stops_within_one_window():
 
 # -- CUDA out-of-memory handling (faked on the CPU) ---------------------------------
 
+
 def test_out_of_memory_halves_the_batch_and_gives_the_same_result():
     inner = TinyNet().eval()
     flaky = FakeOOM(inner, max_batch=1)
@@ -337,8 +356,12 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_result():
 def test_out_of_memory_at_batch_one_falls_back_to_the_cpu_with_a_message():
     inner = TinyNet().eval()
     messages: list[str] = []
-    runner = BatchRunner(TorchBackend(FakeOOM(inner, max_batch=0), "cpu"), batch_size=2,
-                         fallback=lambda: TorchBackend(inner, "cpu"), say=messages.append)
+    runner = BatchRunner(
+        TorchBackend(FakeOOM(inner, max_batch=0), "cpu"),
+        batch_size=2,
+        fallback=lambda: TorchBackend(inner, "cpu"),
+        say=messages.append,
+    )
     windows = np.random.default_rng(0).uniform(0, 255, (3, 1, 8, 8, 8)).astype(np.float32)
     out = runner(windows)
     np.testing.assert_allclose(out, TorchBackend(inner, "cpu")(windows), atol=1e-6)
@@ -348,6 +371,7 @@ def test_out_of_memory_at_batch_one_falls_back_to_the_cpu_with_a_message():
 
 
 # -- bad inputs -------------------------------------------------------------------
+
 
 def test_bad_cts_are_refused_clearly():
     predictor = Predictor.from_model(TinyNet(), NO_CROP, device="cpu", window=8, step=4)
@@ -414,6 +438,7 @@ def test_optional_backends_agree_with_pytorch_and_are_cached(backend, tmp_path):
 
 # -- checkpoints and the command line ------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     from core.models.checkpoint import save_checkpoint
@@ -440,9 +465,28 @@ def test_segment_command_writes_mask_and_probabilities(checkpoint, tmp_path, cap
     ct_path = tmp_path / "case_0000.nii.gz"
     write_volume(_ct((16, 16, 16)), ct_path)
     out, prob = tmp_path / "out" / "mask.nii.gz", tmp_path / "prob.nrrd"
-    rc = main(["segment", "--model", str(checkpoint), "--input", str(ct_path), "--output", str(out),
-               "--probabilities", str(prob), "--device", "cpu", "--backend", "torch",
-               "--window", "16", "--step", "16", "--json"])
+    rc = main(
+        [
+            "segment",
+            "--model",
+            str(checkpoint),
+            "--input",
+            str(ct_path),
+            "--output",
+            str(out),
+            "--probabilities",
+            str(prob),
+            "--device",
+            "cpu",
+            "--backend",
+            "torch",
+            "--window",
+            "16",
+            "--step",
+            "16",
+            "--json",
+        ]
+    )
     assert rc == 0
     mask, p = read_volume(out), read_volume(prob)
     assert mask.shape == p.shape == (16, 16, 16) and p.array.dtype == np.uint8
@@ -461,8 +505,23 @@ def test_segment_command_on_a_folder_of_cases(checkpoint, tmp_path, capsys):
     for i, shape in enumerate([(16, 16, 16), (12, 16, 20)]):
         write_volume(_ct(shape, seed=i), cases / f"case{i}.mha")
     out = tmp_path / "masks"
-    rc = main(["segment", "--model", str(checkpoint), "--input", str(cases), "--output", str(out),
-               "--backend", "torch", "--window", "16", "--step", "16"])
+    rc = main(
+        [
+            "segment",
+            "--model",
+            str(checkpoint),
+            "--input",
+            str(cases),
+            "--output",
+            str(out),
+            "--backend",
+            "torch",
+            "--window",
+            "16",
+            "--step",
+            "16",
+        ]
+    )
     assert rc == 0
     assert sorted(p.name for p in out.iterdir()) == ["case0_airway.nii.gz", "case1_airway.nii.gz"]
     err = capsys.readouterr().err
@@ -481,8 +540,27 @@ def test_segment_command_with_reference_prints_metrics(checkpoint, tmp_path, cap
     label = np.zeros((24, 16, 16), np.uint8)
     label[2:22, 6:10, 6:10] = 1  # a straight "trachea"
     write_volume(LabelVolume(label, GEO), ref_path)
-    rc = main(["segment", "--model", str(checkpoint), "--input", str(ct_path), "--output", str(tmp_path / "m.nii.gz"),
-               "--reference", str(ref_path), "--backend", "torch", "--window", "16", "--step", "8", "--json", "-q"])
+    rc = main(
+        [
+            "segment",
+            "--model",
+            str(checkpoint),
+            "--input",
+            str(ct_path),
+            "--output",
+            str(tmp_path / "m.nii.gz"),
+            "--reference",
+            str(ref_path),
+            "--backend",
+            "torch",
+            "--window",
+            "16",
+            "--step",
+            "8",
+            "--json",
+            "-q",
+        ]
+    )
     assert rc == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     metrics = result["metrics"]
@@ -497,7 +575,9 @@ def test_segment_command_bad_inputs_write_nothing(checkpoint, tmp_path, capsys):
     out = tmp_path / "mask.nii.gz"
     ct_path = tmp_path / "ct.nii.gz"
     write_volume(_ct((10, 10, 10)), ct_path)
-    assert main(["segment", "--model", str(tmp_path / "missing.pt"), "--input", str(ct_path), "--output", str(out)]) == 2
+    assert (
+        main(["segment", "--model", str(tmp_path / "missing.pt"), "--input", str(ct_path), "--output", str(out)]) == 2
+    )
     assert "--model" in capsys.readouterr().err
     from core.io import metaimage_file
 
@@ -505,13 +585,29 @@ def test_segment_command_bad_inputs_write_nothing(checkpoint, tmp_path, capsys):
     nan[3, 4, 5] = np.nan
     nan_path = tmp_path / "nan.mha"  # the format module writes what the volume classes refuse
     metaimage_file.write(nan, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3), nan_path, True)
-    assert main(["segment", "--model", str(checkpoint), "--input", str(nan_path), "--output", str(out),
-                 "--backend", "torch"]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                "--model",
+                str(checkpoint),
+                "--input",
+                str(nan_path),
+                "--output",
+                str(out),
+                "--backend",
+                "torch",
+            ]
+        )
+        == 2
+    )
     assert "NaN" in capsys.readouterr().err
     flat = tmp_path / "slice.nii.gz"
     write_volume(IntensityVolume(np.zeros((1, 10, 10), np.int16)), flat)
-    assert main(["segment", "--model", str(checkpoint), "--input", str(flat), "--output", str(out),
-                 "--backend", "torch"]) == 2
+    assert (
+        main(["segment", "--model", str(checkpoint), "--input", str(flat), "--output", str(out), "--backend", "torch"])
+        == 2
+    )
     assert not out.exists() and not list(tmp_path.glob(".mask*"))
 
 
@@ -564,6 +660,7 @@ def test_folder_of_cases_and_dicom_folder_are_found():
 
 # -- settings the checkpoint recommends -------------------------------------------
 
+
 def test_window_and_step_come_from_the_checkpoint_unless_given(tmp_path):
     from core.inference import recommended_window
     from core.models.checkpoint import save_checkpoint
@@ -571,12 +668,16 @@ def test_window_and_step_come_from_the_checkpoint_unless_given(tmp_path):
 
     assert recommended_window({}, None, None) == (128, 64)  # the paper's
     assert recommended_window({"training": {"validation": {"window": 48, "step": 48}}}, None, None) == (48, 48)
-    assert recommended_window({"inference": {"window": 32, "step": 16},
-                               "training": {"validation": {"window": 48, "step": 48}}}, None, None) == (32, 16)
+    assert recommended_window(
+        {"inference": {"window": 32, "step": 16}, "training": {"validation": {"window": 48, "step": 48}}}, None, None
+    ) == (32, 16)
     assert recommended_window({"inference": {"window": 32, "step": 16}}, 64, None) == (64, 16)
     path = tmp_path / "rec.pt"
-    save_checkpoint(path, build_model("wingsnet", width=0.25),
-                    {"preprocessing": NO_CROP.to_dict(), "inference": {"window": 24, "step": 16}})
+    save_checkpoint(
+        path,
+        build_model("wingsnet", width=0.25),
+        {"preprocessing": NO_CROP.to_dict(), "inference": {"window": 24, "step": 16}},
+    )
     predictor = Predictor(path, device="cpu", backend="torch")
     assert predictor.window == (24, 24, 24) and predictor.step == (16, 16, 16)
     assert predictor.spacing is None  # no resampling unless recommended or asked (the paper resamples nothing)

@@ -54,8 +54,10 @@ def test_control_file_has_the_required_fields_and_gl_xcb_depends():
     assert "\n .\n" in fields["Description"]
 
 
-@pytest.mark.parametrize("pep440, deb", [("0.1.0", "0.1.0"), ("1.2.0rc1", "1.2.0~rc1"), ("1.2.0.dev3", "1.2.0~dev3"),
-                                         ("1.0+cpu", "1.0+local.cpu")])
+@pytest.mark.parametrize(
+    "pep440, deb",
+    [("0.1.0", "0.1.0"), ("1.2.0rc1", "1.2.0~rc1"), ("1.2.0.dev3", "1.2.0~dev3"), ("1.0+cpu", "1.0+local.cpu")],
+)
 def test_versions_sort_like_debian_expects(pep440, deb):
     assert make_deb.debian_version(pep440) == deb
 
@@ -87,8 +89,9 @@ def test_dpkg_deb_builds_a_package_with_that_content(bundle, tmp_path):
     root = make_deb.stage(bundle, tmp_path / "root", "0.1.0")
     deb = make_deb.build(root, tmp_path / "out", "0.1.0", compression="gzip")
     assert deb.name == "airway-studio_0.1.0_amd64.deb"
-    info = subprocess.run(["dpkg-deb", "--field", str(deb), "Package", "Version", "Depends"],
-                          capture_output=True, text=True, check=True).stdout
+    info = subprocess.run(
+        ["dpkg-deb", "--field", str(deb), "Package", "Version", "Depends"], capture_output=True, text=True, check=True
+    ).stdout
     assert "Package: airway-studio" in info and "libxcb-cursor0" in info
     listing = subprocess.run(["dpkg-deb", "--contents", str(deb)], capture_output=True, text=True, check=True).stdout
     assert "./usr/bin/airway -> /opt/airway-studio/AirwayStudio" in listing
@@ -128,7 +131,9 @@ def test_stripper_refuses_files_the_loader_would_reject(tmp_path):
     assert not strip_bundle.loads_aligned(bad)
 
 
-@pytest.mark.skipif(shutil.which("strip") is None or shutil.which("cc") is None, reason="needs binutils and a C compiler")
+@pytest.mark.skipif(
+    shutil.which("strip") is None or shutil.which("cc") is None, reason="needs binutils and a C compiler"
+)
 def test_stripper_shrinks_a_real_library_and_leaves_the_executable(tmp_path):
     sys.path.insert(0, str(ROOT / "installer" / "linux"))
     import strip_bundle
@@ -136,9 +141,10 @@ def test_stripper_shrinks_a_real_library_and_leaves_the_executable(tmp_path):
     bundle = tmp_path / "AirwayStudio"
     (bundle / "_internal").mkdir(parents=True)
     src = tmp_path / "a.c"
-    src.write_text("int answer(void) { return 42; }\n" + "".join(f"static int f{i}(void) {{ return {i}; }}\n"
-                                                                    f"int g{i}(void) {{ return f{i}(); }}\n"
-                                                                    for i in range(200)))
+    src.write_text(
+        "int answer(void) { return 42; }\n"
+        + "".join(f"static int f{i}(void) {{ return {i}; }}\nint g{i}(void) {{ return f{i}(); }}\n" for i in range(200))
+    )
     lib = bundle / "_internal" / "liba.so"
     subprocess.run(["cc", "-shared", "-fPIC", "-g", "-o", str(lib), str(src)], check=True)
     exe = bundle / "AirwayStudio"

@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 import yaml  # a test extra (pyproject.toml)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,8 +69,11 @@ def test_scripts_the_workflow_names_exist():
 def test_windows_build_checks_native_exit_codes_and_installs_the_default_engine():
     ps1 = (ROOT / "installer" / "build_windows.ps1").read_text(encoding="utf-8")
     # $ErrorActionPreference = "Stop" ignores a failing pip/pyinstaller/iscc: each goes through Invoke-Checked
-    calls = [ln.strip() for ln in ps1.splitlines()
-             if re.search(r"pip install|pyinstaller\.exe|\$iscc\s+\"/D", ln) and not ln.strip().startswith("#")]
+    calls = [
+        ln.strip()
+        for ln in ps1.splitlines()
+        if re.search(r"pip install|pyinstaller\.exe|\$iscc\s+\"/D", ln) and not ln.strip().startswith("#")
+    ]
     assert len(calls) >= 4
     assert all(ln.startswith("Invoke-Checked ") for ln in calls), calls
     assert '".[fast-cpu]"' in ps1  # ONNX Runtime, the CPU default

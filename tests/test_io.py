@@ -13,7 +13,9 @@ from core.io import read_ct, read_label, read_volume, resample_label_to, write_v
 from core.volume import Geometry, IntensityVolume, LabelSelector, LabelVolume, check_same_grid, to_canonical
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is absent (real CT data is not in the repo)")
+needs_shared = pytest.mark.skipif(
+    not SHARED.is_dir(), reason="../shared/data is absent (real CT data is not in the repo)"
+)
 
 FORMATS = [".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr"]
 OBLIQUE = Geometry(
@@ -70,6 +72,7 @@ def test_label_selectors() -> None:
 
 # -- bad inputs: our error type, a message naming the file and the fix, nothing written
 
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InputError) as e:
         read_ct(tmp_path / "nope.nii.gz")
@@ -81,7 +84,9 @@ def test_truncated_file(tmp_path: Path, suffix: str) -> None:
     # big enough that half the file cuts into the voxel data, not the header
     ct = IntensityVolume(np.random.default_rng(1).integers(-1024, 2000, size=(20, 30, 40)).astype(np.int16), OBLIQUE)
     good = write_volume(ct, tmp_path / f"ct{suffix}")
-    data_file = good.with_suffix(".raw") if suffix == ".mhd" else good.with_suffix(".raw.gz") if suffix == ".nhdr" else good
+    data_file = (
+        good.with_suffix(".raw") if suffix == ".mhd" else good.with_suffix(".raw.gz") if suffix == ".nhdr" else good
+    )
     data_file = data_file if data_file.exists() else next(p for p in tmp_path.iterdir() if p != good)
     data = data_file.read_bytes()
     data_file.write_bytes(data[: len(data) // 2])
@@ -171,6 +176,7 @@ def test_errors_are_one_family() -> None:
 
 # -- geometry and orientation
 
+
 def test_index_world_round_trip() -> None:
     pts = np.array([[0, 0, 0], [6, 8, 10], [3.5, 2.25, 1.0]])
     w = OBLIQUE.index_to_world(pts)
@@ -203,7 +209,9 @@ def test_flipped_direction_file_is_shown_in_lps() -> None:
     can, _ = to_canonical(ct)
     assert can.geometry.orientation_code() == "LPS"
     # world position of the first voxel of the canonical array is the most right/anterior/inferior corner
-    corners = np.array([[z, y, x] for z in (0, ct.shape[0] - 1) for y in (0, ct.shape[1] - 1) for x in (0, ct.shape[2] - 1)])
+    corners = np.array(
+        [[z, y, x] for z in (0, ct.shape[0] - 1) for y in (0, ct.shape[1] - 1) for x in (0, ct.shape[2] - 1)]
+    )
     world = ct.geometry.index_to_world(corners)
     np.testing.assert_allclose(can.geometry.origin, world.min(axis=0), atol=1e-3)
 

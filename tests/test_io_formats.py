@@ -23,7 +23,9 @@ from core.volume import Geometry, IntensityVolume, LabelVolume
 sitk = pytest.importorskip("SimpleITK", reason="SimpleITK is the reference (pip install -e '.[test]')")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is absent (real CT data is not in the repo)")
+needs_shared = pytest.mark.skipif(
+    not SHARED.is_dir(), reason="../shared/data is absent (real CT data is not in the repo)"
+)
 FORMATS = [".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr"]
 
 
@@ -94,8 +96,10 @@ def test_we_read_itk_files_as_itk_does(tmp_path: Path, suffix: str, compress: bo
 
 # -- NIfTI headers as other tools write them -----------------------------------------
 
-def _nifti(path: Path, data: np.ndarray, *, sform=None, sform_code=0, qform=None, qform_code=0,
-           slope=None, inter=None) -> Path:
+
+def _nifti(
+    path: Path, data: np.ndarray, *, sform=None, sform_code=0, qform=None, qform_code=0, slope=None, inter=None
+) -> Path:
     import nibabel as nib
 
     image = nib.Nifti1Image(data, None)
@@ -128,11 +132,16 @@ def _ras_affine(spacing=(0.9, 1.1, 2.5), origin=(10.0, -20.0, 30.0), rotation=No
 NIFTI_HEADERS = {
     "sform aligned only": dict(sform=_ras_affine(rotation=_rotation(0.1, 0.2, -0.3)), sform_code=2),
     "qform only": dict(qform=_ras_affine(rotation=_rotation(-0.2, 0.0, 0.4)), qform_code=1),
-    "both, sform wins": dict(sform=_ras_affine(origin=(1.0, 2.0, 3.0)), sform_code=1,
-                             qform=_ras_affine(origin=(4.0, 5.0, 6.0)), qform_code=1),
+    "both, sform wins": dict(
+        sform=_ras_affine(origin=(1.0, 2.0, 3.0)), sform_code=1, qform=_ras_affine(origin=(4.0, 5.0, 6.0)), qform_code=1
+    ),
     "no transform": dict(),
-    "sform with shear, qform kept": dict(sform=_ras_affine() + np.array([[0, 0.4, 0, 0], [0] * 4, [0] * 4, [0] * 4]),
-                                         sform_code=2, qform=_ras_affine(origin=(7.0, 8.0, 9.0)), qform_code=1),
+    "sform with shear, qform kept": dict(
+        sform=_ras_affine() + np.array([[0, 0.4, 0, 0], [0] * 4, [0] * 4, [0] * 4]),
+        sform_code=2,
+        qform=_ras_affine(origin=(7.0, 8.0, 9.0)),
+        qform_code=1,
+    ),
 }
 
 
@@ -166,13 +175,19 @@ def test_nifti_vector_image_refused(tmp_path: Path) -> None:
 
 # -- NRRD and MetaImage headers as other tools write them -----------------------------
 
+
 @pytest.mark.parametrize("space", ["right-anterior-superior", "left-anterior-superior", "left-posterior-superior"])
 def test_nrrd_spaces_as_itk_reads_them(tmp_path: Path, space: str) -> None:
     import nrrd
 
     data = np.arange(3 * 4 * 5, dtype=np.int16).reshape(3, 4, 5)
-    header = {"space": space, "space directions": _rotation(0.3, 0.1, 0.2).T * [[0.5], [0.6], [2.0]],
-              "space origin": np.array([5.0, -6.0, 7.0]), "kinds": ["domain"] * 3, "encoding": "gzip"}
+    header = {
+        "space": space,
+        "space directions": _rotation(0.3, 0.1, 0.2).T * [[0.5], [0.6], [2.0]],
+        "space origin": np.array([5.0, -6.0, 7.0]),
+        "kinds": ["domain"] * 3,
+        "encoding": "gzip",
+    }
     path = tmp_path / "s.nrrd"
     nrrd.write(str(path), data, header, index_order="C")
     _assert_same(read_volume(path), sitk.ReadImage(str(path)))
@@ -182,8 +197,9 @@ def test_nrrd_with_spacings_only(tmp_path: Path) -> None:
     import nrrd
 
     path = tmp_path / "plain.nrrd"
-    nrrd.write(str(path), np.ones((3, 4, 5), np.uint8), {"spacings": [0.5, 0.75, 3.0], "encoding": "raw"},
-               index_order="C")
+    nrrd.write(
+        str(path), np.ones((3, 4, 5), np.uint8), {"spacings": [0.5, 0.75, 3.0], "encoding": "raw"}, index_order="C"
+    )
     ours = read_volume(path)
     assert ours.geometry.spacing == (0.5, 0.75, 3.0) and ours.geometry.origin == (0.0, 0.0, 0.0)
     _assert_same(ours, sitk.ReadImage(str(path)))
@@ -192,8 +208,11 @@ def test_nrrd_with_spacings_only(tmp_path: Path) -> None:
 def test_nrrd_vector_image_refused(tmp_path: Path) -> None:
     import nrrd
 
-    header = {"space": "left-posterior-superior", "kinds": ["vector", "domain", "domain", "domain"],
-              "space directions": np.array([[np.nan] * 3, [1, 0, 0], [0, 1, 0], [0, 0, 1]], float)}
+    header = {
+        "space": "left-posterior-superior",
+        "kinds": ["vector", "domain", "domain", "domain"],
+        "space directions": np.array([[np.nan] * 3, [1, 0, 0], [0, 1, 0], [0, 0, 1]], float),
+    }
     path = tmp_path / "vec.nrrd"
     nrrd.write(str(path), np.zeros((3, 4, 5, 3), np.float32), header, index_order="F")
     with pytest.raises(InputError, match="3 components"):
@@ -210,7 +229,8 @@ def test_metaimage_detached_and_big_endian(tmp_path: Path, msb: bool) -> None:
         f"BinaryDataByteOrderMSB = {msb}\nCompressedData = False\n"
         f"TransformMatrix = {' '.join(str(v) for v in rot.T.ravel())}\n"
         "Offset = 1.5 -2.5 3.5\nElementSpacing = 0.5 0.6 2\nDimSize = 5 4 3\n"
-        "ElementType = MET_SHORT\nElementDataFile = d.raw\n")
+        "ElementType = MET_SHORT\nElementDataFile = d.raw\n"
+    )
     path = tmp_path / "d.mhd"
     ours = read_volume(path)
     np.testing.assert_array_equal(ours.array, data)
@@ -219,17 +239,31 @@ def test_metaimage_detached_and_big_endian(tmp_path: Path, msb: bool) -> None:
 
 def test_metaimage_slice_list_refused(tmp_path: Path) -> None:
     path = tmp_path / "list.mhd"
-    path.write_text("ObjectType = Image\nNDims = 3\nDimSize = 2 2 2\nElementType = MET_SHORT\n"
-                    "ElementDataFile = LIST\na.raw\nb.raw\n")
+    path.write_text(
+        "ObjectType = Image\nNDims = 3\nDimSize = 2 2 2\nElementType = MET_SHORT\n"
+        "ElementDataFile = LIST\na.raw\nb.raw\n"
+    )
     with pytest.raises(InputError, match="one data file per slice"):
         read_volume(path)
 
 
 # -- DICOM series ------------------------------------------------------------------
 
-def _dicom_series(folder: Path, n: int = 6, orientation=(1, 0, 0, 0, 1, 0), step: float = 2.5,
-                  spacing=(0.7, 0.6), intercept: float = -1024.0, uid: str = "1.2.3.4.5", rows: int = 8,
-                  cols: int = 10, seed: int = 0, positions=None, names=None) -> np.ndarray:
+
+def _dicom_series(
+    folder: Path,
+    n: int = 6,
+    orientation=(1, 0, 0, 0, 1, 0),
+    step: float = 2.5,
+    spacing=(0.7, 0.6),
+    intercept: float = -1024.0,
+    uid: str = "1.2.3.4.5",
+    rows: int = 8,
+    cols: int = 10,
+    seed: int = 0,
+    positions=None,
+    names=None,
+) -> np.ndarray:
     """Write a CT series; returns the stored pixel values in slice order (z, y, x)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -278,8 +312,14 @@ def _itk_series(folder: Path):
     return reader.Execute()
 
 
-@pytest.mark.parametrize("orientation", [(1, 0, 0, 0, 1, 0), (1, 0, 0, 0, 0, -1),
-                                         tuple(np.r_[_rotation(0.2, 0.1, 0.3)[:, 0], _rotation(0.2, 0.1, 0.3)[:, 1]])])
+@pytest.mark.parametrize(
+    "orientation",
+    [
+        (1, 0, 0, 0, 1, 0),
+        (1, 0, 0, 0, 0, -1),
+        tuple(np.r_[_rotation(0.2, 0.1, 0.3)[:, 0], _rotation(0.2, 0.1, 0.3)[:, 1]]),
+    ],
+)
 def test_dicom_series_as_itk_reads_it(tmp_path: Path, orientation) -> None:
     pixels = _dicom_series(tmp_path / "s", orientation=orientation)
     ours = read_ct(tmp_path / "s")
@@ -345,15 +385,24 @@ def test_dicom_enhanced_multiframe_equals_the_single_frame_series(tmp_path: Path
             setattr(d, k, v)
         return d
 
-    shared = item(PixelMeasuresSequence=Sequence([item(PixelSpacing=[0.7, 0.6], SliceThickness=1.5)]),
-                  PlaneOrientationSequence=Sequence([item(ImageOrientationPatient=list(orientation))]),
-                  PixelValueTransformationSequence=Sequence([item(RescaleIntercept=-1024, RescaleSlope=1)]))
+    shared = item(
+        PixelMeasuresSequence=Sequence([item(PixelSpacing=[0.7, 0.6], SliceThickness=1.5)]),
+        PlaneOrientationSequence=Sequence([item(ImageOrientationPatient=list(orientation))]),
+        PixelValueTransformationSequence=Sequence([item(RescaleIntercept=-1024, RescaleSlope=1)]),
+    )
     ds.SharedFunctionalGroupsSequence = Sequence([shared])
     start = np.array([-50.0, 20.0, 100.0])
     frames = list(reversed(range(len(pixels))))  # frames stored top down: order must come from positions
-    ds.PerFrameFunctionalGroupsSequence = Sequence([
-        item(PlanePositionSequence=Sequence([item(ImagePositionPatient=[float(v) for v in start + k * 1.5 * normal])]))
-        for k in frames])
+    ds.PerFrameFunctionalGroupsSequence = Sequence(
+        [
+            item(
+                PlanePositionSequence=Sequence(
+                    [item(ImagePositionPatient=[float(v) for v in start + k * 1.5 * normal])]
+                )
+            )
+            for k in frames
+        ]
+    )
     ds.PixelData = pixels[frames].tobytes()
     (tmp_path / "multi").mkdir()
     ds.save_as(tmp_path / "multi" / "enhanced.dcm", enforce_file_format=True)
@@ -393,21 +442,33 @@ def test_dicom_without_position_refused(tmp_path: Path) -> None:
 
 # -- resampling --------------------------------------------------------------------
 
+
 def _itk_resample(arr, geometry, shape, target, linear, default):
     ref = sitk.Image([int(s) for s in shape[::-1]], sitk.sitkUInt8)
     ref.SetSpacing(target.spacing)
     ref.SetOrigin(target.origin)
     ref.SetDirection(target.direction)
-    out = sitk.Resample(_to_itk(IntensityVolume(arr, geometry)), ref, sitk.Transform(),
-                        sitk.sitkLinear if linear else sitk.sitkNearestNeighbor, float(default))
+    out = sitk.Resample(
+        _to_itk(IntensityVolume(arr, geometry)),
+        ref,
+        sitk.Transform(),
+        sitk.sitkLinear if linear else sitk.sitkNearestNeighbor,
+        float(default),
+    )
     return sitk.GetArrayFromImage(out)
 
 
 RESAMPLE_TARGETS = {
     "finer, shifted": ((50, 23, 17), Geometry((0.55, 1.1, 0.5), (-119.0, 34.2, -401.0), OBLIQUE.direction)),
     "coarser, larger": ((12, 40, 60), Geometry((1.9, 0.33, 2.2), (-125.0, 30.0, -399.0), OBLIQUE.direction)),
-    "rotated grid": ((25, 35, 45), Geometry((0.6, 0.7, 1.0), (-130.0, 25.0, -405.0),
-                                            tuple((np.asarray(OBLIQUE.direction_matrix) @ _rotation(0, 0, 0.35)).ravel()))),
+    "rotated grid": (
+        (25, 35, 45),
+        Geometry(
+            (0.6, 0.7, 1.0),
+            (-130.0, 25.0, -405.0),
+            tuple((np.asarray(OBLIQUE.direction_matrix) @ _rotation(0, 0, 0.35)).ravel()),
+        ),
+    ),
 }
 
 
@@ -435,9 +496,18 @@ def test_mask_resampling_equals_itk(case: str) -> None:
 
 # -- every real file -------------------------------------------------------------
 
-REAL = ["chest_ct_dicom", "totalseg/example_ct_dicom", "totalseg/example_ct.nii.gz", "totalseg/aorta_ct_cropped.nii.gz",
-        "cip/ct-64.nrrd", "cip/lm-64.nrrd", "cip/crop_ct_2slices.nrrd", "cip/crop_ct_partialLungLabelMap.nrrd",
-        "atm22/preds_YangLab/ATM_305_0000.nii.gz", "atm22/preds_timi/ATM_305_0000.nii.gz"]
+REAL = [
+    "chest_ct_dicom",
+    "totalseg/example_ct_dicom",
+    "totalseg/example_ct.nii.gz",
+    "totalseg/aorta_ct_cropped.nii.gz",
+    "cip/ct-64.nrrd",
+    "cip/lm-64.nrrd",
+    "cip/crop_ct_2slices.nrrd",
+    "cip/crop_ct_partialLungLabelMap.nrrd",
+    "atm22/preds_YangLab/ATM_305_0000.nii.gz",
+    "atm22/preds_timi/ATM_305_0000.nii.gz",
+]
 
 
 @needs_shared

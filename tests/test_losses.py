@@ -26,6 +26,7 @@ T = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
 
 # -- values on hand-computed cases ------------------------------------------------
 
+
 def test_dice_hand_case():
     p, g = T(1, 0, 0.5, 0.5), T(1, 0, 1, 0)
     # inter 1.5, sum p 2, sum g 2: 1 - (3 + 1) / (4 + 1)
@@ -99,9 +100,10 @@ def test_weighted_bce_hand_case():
 
 # -- gradients: autograd vs closed forms (eq. 13 RTL, eq. 17 GUL), s = 0, float64 ----
 
+
 def _random_case(seed: int, n: int = 400):
     gen = torch.Generator().manual_seed(seed)
-    p = (0.01 + 0.98 * torch.rand(n, generator=gen, dtype=torch.float64))
+    p = 0.01 + 0.98 * torch.rand(n, generator=gen, dtype=torch.float64)
     g = (torch.rand(n, generator=gen) < 0.15).double()
     g[0], g[1] = 1.0, 0.0  # both classes present
     w = torch.where(g > 0, torch.rand(n, generator=gen, dtype=torch.float64), torch.ones(n, dtype=torch.float64))
@@ -143,6 +145,7 @@ def test_tversky_gradient_closed_form():
 
 
 # -- gradient-ratio bounds (eqs. 11, 14, 18; see core.losses docstring) -------------
+
 
 def _grads(loss_fn, p, g, w=None, **kw):
     p = p.clone().requires_grad_(True)
@@ -192,6 +195,7 @@ def test_rtl_ratio_can_fall_below_tversky_bound_so_bounds_differ():
 
 
 # -- group supervision and by-name construction ------------------------------------
+
 
 def test_group_loss_combines_with_encoder_weight():
     gen = torch.Generator().manual_seed(3)

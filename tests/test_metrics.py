@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from airway_shapes import SPACING, Y_SEGMENTS, tube
 
 from core.errors import GeometryError, InputError
 from core.metrics import evaluate
 from core.tree import parse_tree
-from airway_shapes import SPACING, Y_SEGMENTS, tube
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -186,6 +186,7 @@ def test_real_pair_matches_the_atm22_organisers_numbers():
 
 # -- command line ----------------------------------------------------------------
 
+
 def _write(mask: np.ndarray, path: Path, spacing=(0.6, 0.6, 0.5)) -> Path:
     from core.io import write_volume
     from core.volume import Geometry, LabelVolume
@@ -203,8 +204,17 @@ def test_cli_single_pair_writes_every_file(tmp_path, ref, capsys):
     r = _write(ref, tmp_path / "ref.nii.gz")
     p = _write(ref & ~region_a(ref.shape, 56), tmp_path / "pred.nii.gz")
     out = {k: tmp_path / f"out.{k}" for k in ("json", "csv", "branches", "regions")}
-    argv = ["evaluate", "--reference", str(r), "--prediction", str(p), "--tree", str(tmp_path / "t.npz"),
-            "--branch-map", str(tmp_path / "branches.nii.gz")]
+    argv = [
+        "evaluate",
+        "--reference",
+        str(r),
+        "--prediction",
+        str(p),
+        "--tree",
+        str(tmp_path / "t.npz"),
+        "--branch-map",
+        str(tmp_path / "branches.nii.gz"),
+    ]
     for k, v in out.items():
         argv += [f"--{k}", str(v)]
     assert main(argv) == 0
@@ -241,8 +251,17 @@ def test_cli_folder_mode_matches_cases_and_reports_mean_and_std(tmp_path, ref, c
     _write(ref, tmp_path / "ref" / "case_c.nii.gz")  # no prediction: warned and skipped
     _write(ref, tmp_path / "pred" / "case_a_0000.nii.gz")
     _write(ref & ~region_a(ref.shape, 56), tmp_path / "pred" / "case_b.nii.gz")
-    code = main(["evaluate", "--reference", str(tmp_path / "ref"), "--prediction", str(tmp_path / "pred"),
-                 "--csv", str(tmp_path / "s.csv")])
+    code = main(
+        [
+            "evaluate",
+            "--reference",
+            str(tmp_path / "ref"),
+            "--prediction",
+            str(tmp_path / "pred"),
+            "--csv",
+            str(tmp_path / "s.csv"),
+        ]
+    )
     assert code == 0
     captured = capsys.readouterr()
     assert "case_c" in captured.err and "mean" in captured.out

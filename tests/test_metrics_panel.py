@@ -41,8 +41,15 @@ class FakeMetrics:
     """Stands in for core.metrics.AirwayMetrics: ``as_dict()`` plus a per-branch table."""
 
     def __init__(self, td: float, bd: float, dsc: float, precision: float, branches: list[dict]):
-        self._d = {"td": td, "bd": bd, "dsc": dsc, "precision": precision, "breakages": 0,
-                   "counts": {"tp": 5}, "branch_table": branches}
+        self._d = {
+            "td": td,
+            "bd": bd,
+            "dsc": dsc,
+            "precision": precision,
+            "breakages": 0,
+            "counts": {"tp": 5},
+            "branch_table": branches,
+        }
         self.branches = branches
 
     def as_dict(self) -> dict:
@@ -61,8 +68,9 @@ def _case() -> Case:
     case.add_prediction(a)
     case.add_prediction(b)
     a.metrics = FakeMetrics(100.0, 100.0, 99.5, 98.25, [{"branch_id": i, "detected_share": 100.0} for i in ids])
-    b.metrics = FakeMetrics(61.3, 2 / 3 * 100, 80.0, 90.0,
-                            [{"branch_id": i, "detected_share": 50.0 if i == ids[0] else 90.0} for i in ids])
+    b.metrics = FakeMetrics(
+        61.3, 2 / 3 * 100, 80.0, 90.0, [{"branch_id": i, "detected_share": 50.0 if i == ids[0] else 90.0} for i in ids]
+    )
     case.set_active(0)
     case.metricsChanged.emit(0)
     case.metricsChanged.emit(1)
@@ -154,7 +162,7 @@ def test_real_engine_metrics_fill_the_tables(qtbot):
     case = _case()
     ref = case.reference.mask
     pred = ref.copy()
-    pred[:20, :, 20 + 4:] = False  # drop most of one bronchus
+    pred[:20, :, 20 + 4 :] = False  # drop most of one bronchus
     entry = case.predictions[1]
     entry.label = LabelVolume(pred, GEO, name="b")
     entry.metrics = evaluate(pred, ref, GEO.spacing_zyx, tree=case.tree)

@@ -23,8 +23,19 @@ def notices() -> dict[str, make_notices.Notice]:
 
 
 def test_closure_covers_the_runtime_requirements_and_their_dependencies(notices):
-    for direct in ("torch", "numpy", "nibabel", "pynrrd", "pydicom", "python-gdcm", "pyside6_essentials", "vtk", "edt",
-                   "connected-components-3d", "onnxruntime"):
+    for direct in (
+        "torch",
+        "numpy",
+        "nibabel",
+        "pynrrd",
+        "pydicom",
+        "python-gdcm",
+        "pyside6_essentials",
+        "vtk",
+        "edt",
+        "connected-components-3d",
+        "onnxruntime",
+    ):
         assert direct in notices, direct
     # reached only through other packages' Requires-Dist: shiboken6 (PySide6), pooch (pyvista)
     assert "shiboken6" in notices and "pooch" in notices
@@ -61,8 +72,11 @@ def test_licence_comes_from_expression_then_short_field_then_classifier():
 
         def read_text(self, filename):
             if filename == "METADATA":
-                return "".join(f"{k}: {v}\n" for k, vals in self.headers.items()
-                               for v in (vals if isinstance(vals, list) else [vals]))
+                return "".join(
+                    f"{k}: {v}\n"
+                    for k, vals in self.headers.items()
+                    for v in (vals if isinstance(vals, list) else [vals])
+                )
             return None
 
         def locate_file(self, path):

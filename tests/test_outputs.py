@@ -37,6 +37,7 @@ def files(phantoms, tmp_path):
 
 # -- the plan -------------------------------------------------------------------------------
 
+
 def test_a_failure_leaves_no_partial_output(tmp_path):
     plan = OutputPlan()
     plan.add(tmp_path / "sub" / "a.txt")
@@ -122,6 +123,7 @@ def test_modes_follow_the_umask(umask, tmp_path, phantoms):
 
 # -- caches ---------------------------------------------------------------------------------
 
+
 def _evaluate(*argv) -> int:
     from core.cli import main
 
@@ -143,12 +145,17 @@ def test_tree_cache_is_keyed_by_content_and_grid(files, capsys):
     # the same mask moved: refused too
     lab = read_label(ref)
     g = lab.geometry
-    write_volume(LabelVolume(lab.mask, Geometry(g.spacing, tuple(o + 1 for o in g.origin), g.direction)),
-                 files / "moved.nii.gz")
+    write_volume(
+        LabelVolume(lab.mask, Geometry(g.spacing, tuple(o + 1 for o in g.origin), g.direction)), files / "moved.nii.gz"
+    )
     assert _evaluate("--reference", files / "moved.nii.gz", "--prediction", files / "moved.nii.gz", "--tree", tree) == 2
     # --overwrite parses again and replaces it; the result is the right one
-    assert _evaluate("--reference", other, "--prediction", other, "--tree", tree, "--overwrite",
-                     "--json", files / "r.json") == 0
+    assert (
+        _evaluate(
+            "--reference", other, "--prediction", other, "--tree", tree, "--overwrite", "--json", files / "r.json"
+        )
+        == 0
+    )
     doc = json.loads((files / "r.json").read_text())
     assert doc["cases"][0]["td"] == pytest.approx(100.0) and doc["cases"][0]["bd"] == pytest.approx(100.0)
     assert (files / "t.npz.bak").exists()
@@ -216,6 +223,7 @@ def test_state_hash_sees_parameter_free_architecture_choices():
 
 # -- input sanity -----------------------------------------------------------------------------
 
+
 def test_full_and_empty_predictions_are_warned_in_text_and_json(files, phantoms, capsys):
     from core.io import write_volume
     from core.volume import LabelVolume
@@ -224,8 +232,18 @@ def test_full_and_empty_predictions_are_warned_in_text_and_json(files, phantoms,
     shape = phantoms[0].label.shape
     write_volume(LabelVolume(np.ones(shape, bool), g), files / "ones.nii.gz")
     write_volume(LabelVolume(np.zeros(shape, bool), g), files / "zeros.nii.gz")
-    assert _evaluate("--reference", files / "ref.nii.gz", "--prediction", files / "ones.nii.gz",
-                     files / "zeros.nii.gz", "--json", files / "r.json") == 0
+    assert (
+        _evaluate(
+            "--reference",
+            files / "ref.nii.gz",
+            "--prediction",
+            files / "ones.nii.gz",
+            files / "zeros.nii.gz",
+            "--json",
+            files / "r.json",
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "fills 100% of the volume" in err and "is empty" in err
     cases = json.loads((files / "r.json").read_text())["cases"]
@@ -268,8 +286,10 @@ def test_evaluate_resamples_to_the_reference_grid_only_when_asked(files, capsys)
 
     lab = read_label(files / "ref.nii.gz")
     g = lab.geometry
-    write_volume(LabelVolume(lab.mask, Geometry(g.spacing, tuple(o + 3 for o in g.origin), g.direction)),
-                 files / "shifted.nii.gz")
+    write_volume(
+        LabelVolume(lab.mask, Geometry(g.spacing, tuple(o + 3 for o in g.origin), g.direction)),
+        files / "shifted.nii.gz",
+    )
     args = ["--reference", files / "ref.nii.gz", "--prediction", files / "shifted.nii.gz"]
     assert _evaluate(*args) == 2
     assert "--resample-to-ct" in capsys.readouterr().err
@@ -278,6 +298,7 @@ def test_evaluate_resamples_to_the_reference_grid_only_when_asked(files, capsys)
 
 
 # -- hints ------------------------------------------------------------------------------------
+
 
 def _all_flags() -> set[str]:
     import argparse
@@ -323,8 +344,12 @@ def test_every_hint_names_a_real_flag():
     flags = _all_flags()
     texts = _hint_texts()
     assert sum("--" in t for _, t in texts) > 20  # the scan finds the hints at all
-    wrong = [(where, flag) for where, text in _hint_texts() for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text)
-             if flag not in flags]
+    wrong = [
+        (where, flag)
+        for where, text in _hint_texts()
+        for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text)
+        if flag not in flags
+    ]
     assert wrong == []
 
 

@@ -75,6 +75,7 @@ def _capsule_union(p: Phantom, ids: list[int]) -> np.ndarray:
 
 # -- shapes, types, determinism ---------------------------------------------------
 
+
 def test_default_is_64_cube_with_anisotropic_spacing_fitting_the_chest(default):
     p = default
     assert p.ct.shape == p.label.shape == p.centreline.shape == (64, 64, 64)
@@ -87,8 +88,14 @@ def test_default_is_64_cube_with_anisotropic_spacing_fitting_the_chest(default):
     assert all(f >= e - 0.1 for f, e in zip(fov, Chest.nominal_extent()))  # the chest fits...
     assert min(f / e for f, e in zip(fov, Chest.nominal_extent())) < 1.001  # ...tightly
     # the whole body fits: the outer rows and columns of every slice are air
-    border = np.concatenate([p.ct.array[:, 0, :].ravel(), p.ct.array[:, -1, :].ravel(),
-                             p.ct.array[:, :, 0].ravel(), p.ct.array[:, :, -1].ravel()])
+    border = np.concatenate(
+        [
+            p.ct.array[:, 0, :].ravel(),
+            p.ct.array[:, -1, :].ravel(),
+            p.ct.array[:, :, 0].ravel(),
+            p.ct.array[:, :, -1].ravel(),
+        ]
+    )
     assert np.median(border) < -950
     assert p.label.voxel_count() > 0 and len(p.branches) >= 3
 
@@ -104,8 +111,10 @@ def test_same_seed_same_arrays_other_seed_differs():
     assert a.to_table() != c.to_table()
 
 
-@pytest.mark.parametrize("shape, spacing, seed", [(64, None, 0), (64, None, 1), (96, None, 2),
-                                                  ((48, 64, 56), (1.2, 1.2, 1.5), 3), (80, (2.0, 2.0, 2.5), 5)])
+@pytest.mark.parametrize(
+    "shape, spacing, seed",
+    [(64, None, 0), (64, None, 1), (96, None, 2), ((48, 64, 56), (1.2, 1.2, 1.5), 3), (80, (2.0, 2.0, 2.5), 5)],
+)
 def test_label_is_one_26_connected_piece(shape, spacing, seed):
     p = make_phantom(shape, spacing=spacing, seed=seed, omit_distal=2 if shape == 80 else 0)
     assert p.label.voxel_count() > 0
@@ -115,6 +124,7 @@ def test_label_is_one_26_connected_piece(shape, spacing, seed):
 
 
 # -- the label is exactly the lumen ------------------------------------------------
+
 
 def test_label_equals_union_of_lumen_tubes_minus_omitted(fine):
     p = fine
@@ -153,10 +163,11 @@ def test_centreline_lies_inside_the_full_tree_and_follows_each_branch(fine):
     for b in p.branches:
         k = np.rint(geo.world_to_index(b.midpoint)).astype(int)
         if np.all(k >= 1) and np.all(k < np.asarray(cl.shape) - 1):
-            assert cl[k[0] - 1:k[0] + 2, k[1] - 1:k[1] + 2, k[2] - 1:k[2] + 2].any()
+            assert cl[k[0] - 1 : k[0] + 2, k[1] - 1 : k[1] + 2, k[2] - 1 : k[2] + 2].any()
 
 
 # -- branch table --------------------------------------------------------------------
+
 
 def test_branch_table_is_consistent_with_the_label(fine):
     p = fine
@@ -194,7 +205,10 @@ def test_anatomy_numbers():
     assert 0.74 <= np.mean(ratios) <= 0.84
     assert np.mean(radii[gens == 4]) < np.mean(radii[gens == 2]) < np.mean(radii[gens == 1])
     # angles to the parent axis: mostly 20..70 deg, typically 30..45
-    ang = [math.degrees(math.acos(np.clip(np.dot(b.direction, p.branches[b.parent].direction), -1, 1))) for b in p.branches[3:]]
+    ang = [
+        math.degrees(math.acos(np.clip(np.dot(b.direction, p.branches[b.parent].direction), -1, 1)))
+        for b in p.branches[3:]
+    ]
     assert 30.0 <= np.median(ang) <= 50.0 and max(ang) <= 70.5
     # lengths ~3 x diameter; walls 0.15-0.2 x diameter, at least 0.5 mm
     ld = [b.length_mm / b.diameter_mm for b in p.branches[3:]]
@@ -226,6 +240,7 @@ def test_tables_csv_json_agree(fine):
 
 
 # -- CT intensities ------------------------------------------------------------------
+
 
 def test_ct_lumen_parenchyma_wall_and_vessels(clean, fine):
     for p in (clean, fine):
@@ -265,8 +280,11 @@ def test_body_layers_without_noise_or_blur():
     values = set(np.unique(ct[~ndimage.binary_dilation(p.lungs.array | p.full_label.array, iterations=3)]).tolist())
     assert {-1000, -100, 40, 400, 500} <= values  # air, fat, soft tissue, ribs, spine
     assert p.lungs.voxel_count() > 0.05 * ct.size
-    assert not np.any(p.label.array & ~ndimage.binary_dilation(p.lungs.array, iterations=2)
-                      & (np.indices(ct.shape)[0] < int(np.rint(p.ct.geometry.world_to_index(p.branches[0].end)[0])) - 12))
+    assert not np.any(
+        p.label.array
+        & ~ndimage.binary_dilation(p.lungs.array, iterations=2)
+        & (np.indices(ct.shape)[0] < int(np.rint(p.ct.geometry.world_to_index(p.branches[0].end)[0])) - 12)
+    )
 
 
 def test_knobs_change_the_image():
@@ -275,7 +293,10 @@ def test_knobs_change_the_image():
     lung = ndimage.binary_erosion(base.lungs.array, iterations=1)
     assert np.std(noisy.ct.array[lung].astype(float) - base.ct.array[lung]) == pytest.approx(60.0, rel=0.1)
     blurred = make_phantom(seed=9, noise=0.0, blur=3.0)
-    assert np.abs(np.diff(blurred.ct.array.astype(float), axis=2)).mean() < np.abs(np.diff(base.ct.array.astype(float), axis=2)).mean()
+    assert (
+        np.abs(np.diff(blurred.ct.array.astype(float), axis=2)).mean()
+        < np.abs(np.diff(base.ct.array.astype(float), axis=2)).mean()
+    )
     no_vessels = make_phantom(seed=9, vessels=False)
     assert no_vessels.vessels.voxel_count() == 0
     hard = make_phantom(seed=9, difficulty="hard")
@@ -284,10 +305,21 @@ def test_knobs_change_the_image():
 
 # -- errors, progress, cancel ------------------------------------------------------
 
+
 def test_bad_arguments_raise_config_errors():
-    for kwargs in (dict(shape=(4, 64, 64)), dict(shape=(64, 64)), dict(shape="big"), dict(omit_distal=10_000), dict(omit_distal=-1),
-                   dict(spacing=(1.0, 0.0, 1.0)), dict(generations=40), dict(noise=-1.0), dict(blur=float("nan")),
-                   dict(difficulty="insane"), dict(wall_contrast=5.0)):
+    for kwargs in (
+        dict(shape=(4, 64, 64)),
+        dict(shape=(64, 64)),
+        dict(shape="big"),
+        dict(omit_distal=10_000),
+        dict(omit_distal=-1),
+        dict(spacing=(1.0, 0.0, 1.0)),
+        dict(generations=40),
+        dict(noise=-1.0),
+        dict(blur=float("nan")),
+        dict(difficulty="insane"),
+        dict(wall_contrast=5.0),
+    ):
         with pytest.raises(ConfigError):
             make_phantom(**kwargs)
 
@@ -304,13 +336,33 @@ def test_progress_and_cancel():
 
 # -- files and CLI ---------------------------------------------------------------------
 
+
 def test_cli_writes_volumes_and_tables(tmp_path):
     from core.cli import main
     from core.io import read_ct, read_label
 
     out = tmp_path / "ph"
-    rc = main(["phantom", "--size", "40", "48", "56", "--spacing", "2", "2", "2.5", "--seed", "2", "--omit-distal", "1",
-               "--noise", "5", "--out", str(out)])
+    rc = main(
+        [
+            "phantom",
+            "--size",
+            "40",
+            "48",
+            "56",
+            "--spacing",
+            "2",
+            "2",
+            "2.5",
+            "--seed",
+            "2",
+            "--omit-distal",
+            "1",
+            "--noise",
+            "5",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     p = make_phantom((40, 48, 56), spacing=(2, 2, 2.5), seed=2, omit_distal=1, noise=5.0)
     ct = read_ct(out / "ct.nii.gz")
@@ -325,6 +377,7 @@ def test_cli_writes_volumes_and_tables(tmp_path):
 
 # -- phantom_from_mask ------------------------------------------------------------------
 
+
 def test_phantom_from_mask_keeps_the_mask_as_label(fine):
     mask = fine.label
     p = phantom_from_mask(mask, seed=1, noise=0.0)
@@ -334,7 +387,18 @@ def test_phantom_from_mask_keeps_the_mask_as_label(fine):
     inner = ndimage.binary_erosion(mask.array, iterations=2)
     assert p.ct.array[inner].mean() < -900
     assert not np.any(p.vessels.array & mask.array)
-    assert abs(np.mean(p.ct.array[ndimage.binary_erosion(p.lungs.array, iterations=3) & ~ndimage.binary_dilation(mask.array | p.vessels.array, iterations=3)]) + 850) < 30
+    assert (
+        abs(
+            np.mean(
+                p.ct.array[
+                    ndimage.binary_erosion(p.lungs.array, iterations=3)
+                    & ~ndimage.binary_dilation(mask.array | p.vessels.array, iterations=3)
+                ]
+            )
+            + 850
+        )
+        < 30
+    )
     with pytest.raises(InputError):
         phantom_from_mask(mask.with_array(np.zeros_like(mask.array)))
 
@@ -344,9 +408,14 @@ def test_phantom_from_mask_on_a_flipped_grid(fine):
 
     g = fine.label.geometry
     # same tree stored with the x axis reversed (as RAS-like files are): the anatomy must follow the patient
-    flipped = LabelVolume(np.ascontiguousarray(fine.label.array[:, :, ::-1]),
-                          Geometry(g.spacing, (g.origin[0] + (fine.label.shape[2] - 1) * g.spacing[0], *g.origin[1:]),
-                                   (-1, 0, 0, 0, 1, 0, 0, 0, 1)))
+    flipped = LabelVolume(
+        np.ascontiguousarray(fine.label.array[:, :, ::-1]),
+        Geometry(
+            g.spacing,
+            (g.origin[0] + (fine.label.shape[2] - 1) * g.spacing[0], *g.origin[1:]),
+            (-1, 0, 0, 0, 1, 0, 0, 0, 1),
+        ),
+    )
     a = phantom_from_mask(fine.label, seed=2, noise=0.0)
     b = phantom_from_mask(flipped, seed=2, noise=0.0)
     assert b.ct.geometry == flipped.geometry and np.array_equal(b.label.array, flipped.array)

@@ -157,6 +157,7 @@ def test_atm_pair_review_items_are_few_and_cover_every_error_voxel(atm_pair):
 
 def test_cli_regions_file_has_groups(tmp_path):
     from airway_shapes import Y_SEGMENTS, tube
+
     from core.cli import main
     from core.io import write_volume
     from core.volume import Geometry, LabelVolume
@@ -168,8 +169,20 @@ def test_cli_regions_file_has_groups(tmp_path):
     write_volume(LabelVolume(ref, g), tmp_path / "r.nii.gz")
     write_volume(LabelVolume(pred, g), tmp_path / "p.nii.gz")
     out = tmp_path / "regions.json"
-    assert main(["evaluate", "--reference", str(tmp_path / "r.nii.gz"), "--prediction",
-                 str(tmp_path / "p.nii.gz"), "--regions", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--reference",
+                str(tmp_path / "r.nii.gz"),
+                "--prediction",
+                str(tmp_path / "p.nii.gz"),
+                "--regions",
+                str(out),
+            ]
+        )
+        == 0
+    )
     doc = json.loads(out.read_text())
     ids = sorted(r for grp in doc["groups"] for r in grp["regions"])
     assert ids == sorted(r["id"] for r in doc["regions"])

@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from airway_shapes import SPACING, Y_SEGMENTS, tube
 
 from core.errors import GeometryError
 from core.regions import category_counts, find_error_regions, sort_regions, step_region
 from core.tree import parse_tree
 from core.volume import Geometry
-from airway_shapes import SPACING, Y_SEGMENTS, tube
 
 SHAPE = (84, 80, 80)
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from airway_shapes import error_region
 from PySide6.QtCore import Qt
 
-from app.review.case import Case, PredictionEntry
-from app.review.case import STATUS_LABELS
+from app.review.case import STATUS_LABELS, Case, PredictionEntry
 from app.review.regions_panel import CATEGORY_FILTERS, COLUMNS, FILTERS, RegionsPanel, region_kind, region_volume_mm3
 from core.volume import Geometry, IntensityVolume, LabelVolume
-from airway_shapes import error_region
 
 SHAPE = (20, 24, 24)
 GEO = Geometry((0.5, 0.5, 2.0))
@@ -124,8 +123,8 @@ def _engine_case() -> Case:
         c[20 - k, 20, 20 + k] = True
     ref = ndimage.binary_dilation(c, iterations=2)
     pred = ref.copy()
-    pred[:12, :, 26:] = False           # FN: the tip of one bronchus
-    pred[28:32, 20:30, 20:23] = True    # FP: a leak off the trachea
+    pred[:12, :, 26:] = False  # FN: the tip of one bronchus
+    pred[28:32, 20:30, 20:23] = True  # FP: a leak off the trachea
     case = Case(auto_analyse=False)
     case.set_ct(IntensityVolume(np.zeros(shape, np.int16), geo, name="ct"))
     case.set_reference(LabelVolume(ref, geo, name="reference"))
@@ -173,12 +172,13 @@ def _fragment_case() -> Case:
         box = tuple((a, a + 1) for a in at)
         c = tuple(float(a) for a in at)
         # statuses are kept by region key (core.review): every hand-made region gets its own
-        return ErrorRegion("", kind, cat, voxels, float(voxels), c, c, box, branch, branch, 1.0, 1.0, 1.0, 0,
-                           key=f"{kind}-{cat}-{at}")
+        return ErrorRegion(
+            "", kind, cat, voxels, float(voxels), c, c, box, branch, branch, 1.0, 1.0, 1.0, 0, key=f"{kind}-{cat}-{at}"
+        )
 
     regs = [reg("FN", "missed_branch", 3, 30, (30, 20, 20)), reg("FP", "leakage", 2, 50, (20, 25, 20))]
-    regs += [reg("FP", "boundary_dilation", 1, 2, (6 + k, 17, 20)) for k in range(12)]   # 24 mm³: shown
-    regs += [reg("FN", "boundary_miss", 2, 1, (10 + k, 18, 18)) for k in range(3)]        # 3 mm³: small
+    regs += [reg("FP", "boundary_dilation", 1, 2, (6 + k, 17, 20)) for k in range(12)]  # 24 mm³: shown
+    regs += [reg("FN", "boundary_miss", 2, 1, (10 + k, 18, 18)) for k in range(3)]  # 3 mm³: small
     from core.regions import sort_regions
 
     case.active.regions = sort_regions(regs)
@@ -255,7 +255,9 @@ def test_n_in_the_window_zooms_every_slice_view_onto_the_item(qtbot, monkeypatch
     for o, v in w.views.items():
         assert v.zoom > 1.0, o
         centre = v.voxel_to_widget(reg.centroid_zyx)
-        assert abs(centre.x() - v.width() / 2) < v.width() * 0.1 and abs(centre.y() - v.height() / 2) < v.height() * 0.1, o
+        assert (
+            abs(centre.x() - v.width() / 2) < v.width() * 0.1 and abs(centre.y() - v.height() / 2) < v.height() * 0.1
+        ), o
     assert case.cursor == tuple(int(c) for c in reg.centroid_zyx)
     qtbot.waitUntil(lambda: not w.busy and not case.busy and not w.panels.view3d.busy, timeout=60000)
     case._set_modified(False)

@@ -21,8 +21,9 @@ def _case(qtbot, tiny_demo) -> Case:
     ph = tiny_demo.phantom
     case.set_ct(ph.ct, name="ct")
     case.set_reference(LabelVolume(tiny_demo.reference.mask.copy(), ph.ct.geometry, name="reference"))
-    case.add_prediction(PredictionEntry("model", LabelVolume(tiny_demo.prediction.mask.copy(), ph.ct.geometry,
-                                                             name="model")))
+    case.add_prediction(
+        PredictionEntry("model", LabelVolume(tiny_demo.prediction.mask.copy(), ph.ct.geometry, name="model"))
+    )
     qtbot.waitUntil(lambda: bool(case.active.regions) and not case.busy, timeout=60000)
     return case
 
@@ -93,7 +94,7 @@ def test_scene_input_changes_with_every_edit(qtbot, tiny_demo):
     case.session.brush("reference", case.cursor, 2, True, form="sphere")
     second = view.scene_input()
     assert second.reference is first.reference  # edited in place...
-    assert not _same_input(first, second)       # ...yet never taken for the cached scene
+    assert not _same_input(first, second)  # ...yet never taken for the cached scene
     assert view._rebuild_timer.isActive() or view.busy
     qtbot.waitUntil(lambda: not view.busy, timeout=60000)
 
@@ -155,7 +156,9 @@ def test_the_window_replays_a_recovery_file(qtbot, tmp_path, tiny_demo):
     ph = tiny_demo.phantom
     ct = write_volume(ph.ct, tmp_path / "ct.nii.gz")
     ref = write_volume(LabelVolume(tiny_demo.reference.mask.astype(np.uint8), ph.ct.geometry), tmp_path / "ref.nii.gz")
-    pred = write_volume(LabelVolume(tiny_demo.prediction.mask.astype(np.uint8), ph.ct.geometry), tmp_path / "pred.nii.gz")
+    pred = write_volume(
+        LabelVolume(tiny_demo.prediction.mask.astype(np.uint8), ph.ct.geometry), tmp_path / "pred.nii.gz"
+    )
     s = Session.load(ct, ref, [pred], recovery_dir=tmp_path / "rec")
     s.analyse()
     first = s.regions(0)[0]
@@ -207,9 +210,17 @@ def test_a_format_1_project_maps_statuses_by_position_once(qtbot, tmp_path, tiny
     write_volume(ph.ct, tmp_path / "ct.nii.gz")
     write_volume(LabelVolume(tiny_demo.reference.mask.astype(np.uint8), ph.ct.geometry), tmp_path / "ref.nii.gz")
     write_volume(LabelVolume(tiny_demo.prediction.mask.astype(np.uint8), ph.ct.geometry), tmp_path / "pred.nii.gz")
-    (tmp_path / "old.json").write_text(json.dumps({
-        "format": "airway-studio-project", "version": 1, "ct": "ct.nii.gz", "reference": "ref.nii.gz",
-        "predictions": [{"name": "pred", "path": "pred.nii.gz", "statuses": {"1": "flagged"}}]}))
+    (tmp_path / "old.json").write_text(
+        json.dumps(
+            {
+                "format": "airway-studio-project",
+                "version": 1,
+                "ct": "ct.nii.gz",
+                "reference": "ref.nii.gz",
+                "predictions": [{"name": "pred", "path": "pred.nii.gz", "statuses": {"1": "flagged"}}],
+            }
+        )
+    )
     loaded, data = run_sync(load_project, tmp_path / "old.json")
     case = Case(auto_analyse=True)
     apply_project(case, loaded, data, str(tmp_path / "old.json"))
@@ -223,8 +234,10 @@ def test_review_analysis_in_a_child_process_equals_in_process(tiny_demo):
     from core.review import Session
 
     g = tiny_demo.phantom.ct.geometry
-    s = Session(reference=LabelVolume(tiny_demo.reference.mask.copy(), g),
-                predictions=[LabelVolume(tiny_demo.prediction.mask.copy(), g, name="p")])
+    s = Session(
+        reference=LabelVolume(tiny_demo.reference.mask.copy(), g),
+        predictions=[LabelVolume(tiny_demo.prediction.mask.copy(), g, name="p")],
+    )
     here, tree_here = run_review_analysis(s.analysis_job(copy=True), in_process=False)
     there, tree_there = run_review_analysis(s.analysis_job(copy=True), in_process=True)
     assert here.predictions["p"].metrics.summary() == there.predictions["p"].metrics.summary()

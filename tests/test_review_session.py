@@ -13,19 +13,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_regions import SPACING, make_case
 
-from core.io import read_label, read_volume, write_volume
+from core.io import read_volume, write_volume
 from core.metrics import evaluate
 from core.regions import find_error_regions
 from core.review import Session, backup_path, edit_log_path, list_recoveries
 from core.review.layers import History, LabelLayer
 from core.review.tools import brush, flood_fill
 from core.volume import Geometry, IntensityVolume, LabelVolume
-from test_regions import SPACING, make_case
 
 # A file geometry that is not canonical (x flipped, y flipped): saves must come back on it.
-FILE_GEOMETRY = Geometry(spacing=tuple(SPACING[::-1]), origin=(12.0, -7.5, 30.0),
-                         direction=(-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0))
+FILE_GEOMETRY = Geometry(
+    spacing=tuple(SPACING[::-1]), origin=(12.0, -7.5, 30.0), direction=(-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0)
+)
 
 
 def _digest(a: np.ndarray) -> str:
@@ -105,8 +106,9 @@ def test_metrics_after_reanalysis_equal_metrics_from_scratch(files, tmp_path):
     assert s.metrics(0)["precision"] > before["precision"]
     from core.tree import parse_tree
 
-    fresh = find_error_regions(pred, edited, parse_tree(edited, s.reference.geometry.spacing_zyx),
-                               s.reference.geometry.spacing_zyx)
+    fresh = find_error_regions(
+        pred, edited, parse_tree(edited, s.reference.geometry.spacing_zyx), s.reference.geometry.spacing_zyx
+    )
     assert [g.key for g in s.regions(0)] == [g.key for g in fresh]
 
 
@@ -140,7 +142,9 @@ def test_statuses_survive_a_reanalysis_that_reorders_regions():
     s = Session(reference=LabelVolume(ref, geo), predictions=[LabelVolume(pred, geo, name="pred")])
     s.analyse()
     regions = s.regions(0)
-    chosen = {g.key: status for g, status in zip(regions, ["confirmed", "flagged", "reference_error", "confirmed", "flagged"])}
+    chosen = {
+        g.key: status for g, status in zip(regions, ["confirmed", "flagged", "reference_error", "confirmed", "flagged"])
+    }
     for key, status in chosen.items():
         s.set_status(0, key, status)
     ids_before = {g.key: g.id for g in regions}
@@ -177,7 +181,7 @@ def test_undo_memory_of_100_edits_of_10k_voxels_stays_under_50_mb():
     layer = LabelLayer("reference", LabelVolume(np.zeros(shape, bool)), role="reference")
     s = Session(reference=layer, undo_depth=200)
     rng = np.random.default_rng(0)
-    for k in range(100):
+    for _k in range(100):
         z, y, x = rng.integers(0, 170), rng.integers(0, 230), rng.integers(0, 230)
         box = ((z, z + 25), (y, y + 20), (x, x + 20))
         assert s.paint("reference", box, np.ones((25, 20, 20), bool), True, tool="test") is not None
@@ -228,9 +232,11 @@ def test_save_keeps_one_backup_and_writes_an_edit_log(files, tmp_path):
     assert (work / "ref.orig.nii.gz").read_bytes() == original
     log = json.loads(edit_log_path(work / "ref.nii.gz").read_text())
     tools = [(e["tool"], e["region_key"], e["added"], e["removed"]) for e in log["edits"]]
-    assert tools == [("add_to_reference", fp[0].key, fp[0].count, 0),
-                     ("add_to_reference", fp[1].key, fp[1].count, 0),
-                     ("undo add_to_reference", fp[1].key, 0, fp[1].count)]
+    assert tools == [
+        ("add_to_reference", fp[0].key, fp[0].count, 0),
+        ("add_to_reference", fp[1].key, fp[1].count, 0),
+        ("undo add_to_reference", fp[1].key, 0, fp[1].count),
+    ]
     assert all("time" in e for e in log["edits"])
     assert np.array_equal(_canonical_label(work / "ref.nii.gz"), s.reference.array)
     assert not list(work.glob(".*tmp*"))
@@ -258,8 +264,13 @@ _CHILD = textwrap.dedent("""
 def test_a_killed_process_recovers_its_edits_from_the_recovery_file(files, tmp_path):
     rec = tmp_path / "recovery"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(files), str(rec)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(files), str(rec)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         line = proc.stdout.readline()
         assert line, proc.stderr.read()

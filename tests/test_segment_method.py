@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from app.review.case import Case, PredictionEntry
 from app.review.segment_panel import GrowingRun, SegmentPanel
@@ -104,8 +103,11 @@ def test_a_gate_warning_shows_on_the_prediction(qtbot):
     mask = np.zeros(case.ct.shape, bool)
     mask[:, :3, 10:50] = True
     warning = "this mask does not look like the CT's airway: its largest component misses the trachea"
-    index = case.add_prediction(PredictionEntry(name="demo", label=LabelVolume(mask, case.ct.geometry),
-                                                source="model:demo.pt", warnings=[warning]))
+    index = case.add_prediction(
+        PredictionEntry(
+            name="demo", label=LabelVolume(mask, case.ct.geometry), source="model:demo.pt", warnings=[warning]
+        )
+    )
     panel._on_finished(index)
     assert "Warning on 'demo'" in panel.message.text() and warning in panel.message.text()
     assert "metrics and regions follow" in panel.message.text()  # a reference is loaded

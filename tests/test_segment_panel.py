@@ -126,7 +126,8 @@ def test_segmentation_finishes_adds_a_prediction_and_never_stalls_the_gui(qtbot,
     assert (8, 8) in progress, "the 8 windows of a 48^3 phantom (window 32, step 16) were reported"
     assert beat.ticks > 20
     assert beat.max_gap < STALL_LIMIT_S, (
-        f"event loop stalled {beat.max_gap * 1000:.0f} ms at {beat.worst_at:.2f} s; events {events}")
+        f"event loop stalled {beat.max_gap * 1000:.0f} ms at {beat.worst_at:.2f} s; events {events}"
+    )
     assert run.folder is not None and not os.path.exists(run.folder)
     assert panel.run_button.isEnabled() and not panel.cancel_button.isEnabled()
     # the case recomputes metrics and regions of the new prediction; the panels follow
@@ -175,7 +176,9 @@ def test_a_bad_checkpoint_shows_an_error_and_the_case_goes_on(qtbot, tmp_path):
 
 def test_thread_fallback_runs_the_same_predictor(qtbot, tiny_checkpoint):
     case = _phantom_case(48, auto_analyse=False)
-    run = SegmentationRun(case, tiny_checkpoint, "cpu", window=32, step=16, backend="torch", threads=1, use_process=False)
+    run = SegmentationRun(
+        case, tiny_checkpoint, "cpu", window=32, step=16, backend="torch", threads=1, use_process=False
+    )
     with qtbot.waitSignal(run.finished, timeout=120000) as blocker:
         run.start()
     assert case.predictions[blocker.args[0]].mask.shape == case.ct.shape

@@ -22,14 +22,14 @@ from app.review.slice_view import (
     SliceView,
     argb_to_rgb,
     class_codes,
-    grey_argb,
-    overlay_window,
     display_shape,
     display_to_voxel,
     extract_slice,
+    grey_argb,
     load_overlay_colors,
     load_window_presets,
     outline_of,
+    overlay_window,
     pixel_mm,
     voxel_to_display,
     window_slice,
@@ -41,6 +41,7 @@ SPACING_XYZ = (0.5, 0.8, 2.0)
 
 
 # -- pure functions -----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("orientation", ["axial", "coronal", "sagittal"])
 def test_display_voxel_round_trip(orientation):
@@ -66,7 +67,7 @@ def test_radiological_layout():
     co = extract_slice(arr, "coronal", 0)
     assert co[0, -1] == 1  # superior at the top
     sa = extract_slice(arr, "sagittal", SHAPE[2] - 1)
-    assert sa[0, 0] == 1   # superior at the top, anterior on the left
+    assert sa[0, 0] == 1  # superior at the top, anterior on the left
 
 
 def test_pixel_aspect_from_spacing():
@@ -110,7 +111,7 @@ def test_overlay_window_cuts_the_same_pixels_as_the_full_slice(orientation):
         idx, flip, (r0, c0) = win
         sub = mask[idx][::-1] if flip else mask[idx]
         h, w = sub.shape
-        np.testing.assert_array_equal(full[r0:r0 + h, c0:c0 + w], sub)
+        np.testing.assert_array_equal(full[r0 : r0 + h, c0 : c0 + w], sub)
         assert full.sum() == sub.sum()
 
 
@@ -166,11 +167,12 @@ def test_heatmap_uses_probabilities():
     ct = np.zeros((1, 3), np.int16)
     prob = np.array([[0, 128, 255]], np.uint8)
     out = argb_to_rgb(r.render(ct, s, None, None, prob))
-    assert out[0, 0].tolist() == [127, 127, 127]        # below min probability: untouched
-    assert out[0, 2].tolist() == [255, 255, 255]         # p = 1 -> white end of 'hot', full alpha
+    assert out[0, 0].tolist() == [127, 127, 127]  # below min probability: untouched
+    assert out[0, 2].tolist() == [255, 255, 255]  # p = 1 -> white end of 'hot', full alpha
 
 
 # -- the widget ---------------------------------------------------------------------------
+
 
 def _case(qtbot) -> tuple[Case, dict]:
     rng = np.random.default_rng(1)
@@ -239,8 +241,16 @@ def test_scroll_by_wheel_keys_and_pages(view, qtbot):
     from PySide6.QtCore import QPointF as P
     from PySide6.QtGui import QWheelEvent
 
-    ev = QWheelEvent(P(50, 50), P(50, 50), QPoint(0, 0), QPoint(0, 120), Qt.MouseButton.NoButton,
-                     Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    ev = QWheelEvent(
+        P(50, 50),
+        P(50, 50),
+        QPoint(0, 0),
+        QPoint(0, 120),
+        Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+        Qt.ScrollPhase.NoScrollPhase,
+        False,
+    )
     v.wheelEvent(ev)
     assert case.cursor == (6, 6, 7)
     v.setFocus()
@@ -274,11 +284,17 @@ def test_zoom_keeps_point_under_mouse_and_right_drag_windows(view, qtbot):
     w0, l0 = s.window, s.level
     centre = QPoint(v.width() // 2, v.height() // 2)
     qtbot.mousePress(v, Qt.MouseButton.RightButton, pos=centre)
-    from PySide6.QtGui import QMouseEvent
     from PySide6.QtCore import QEvent
+    from PySide6.QtGui import QMouseEvent
 
-    move = QMouseEvent(QEvent.Type.MouseMove, QPointF(centre + QPoint(40, -20)), QPointF(centre + QPoint(40, -20)),
-                       Qt.MouseButton.NoButton, Qt.MouseButton.RightButton, Qt.KeyboardModifier.NoModifier)
+    move = QMouseEvent(
+        QEvent.Type.MouseMove,
+        QPointF(centre + QPoint(40, -20)),
+        QPointF(centre + QPoint(40, -20)),
+        Qt.MouseButton.NoButton,
+        Qt.MouseButton.RightButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
     v.mouseMoveEvent(move)
     qtbot.mouseRelease(v, Qt.MouseButton.RightButton, pos=centre + QPoint(40, -20))
     assert s.window > w0 and s.level > l0 and s.preset == "custom"
@@ -345,8 +361,16 @@ def test_middle_drag_pans_by_the_drag(view, qtbot):
     start = QPoint(100, 100)
     qtbot.mousePress(v, Qt.MouseButton.MiddleButton, pos=start)
     end = QPointF(130, 85)
-    v.mouseMoveEvent(QMouseEvent(QEvent.Type.MouseMove, end, end, Qt.MouseButton.NoButton,
-                                 Qt.MouseButton.MiddleButton, Qt.KeyboardModifier.NoModifier))
+    v.mouseMoveEvent(
+        QMouseEvent(
+            QEvent.Type.MouseMove,
+            end,
+            end,
+            Qt.MouseButton.NoButton,
+            Qt.MouseButton.MiddleButton,
+            Qt.KeyboardModifier.NoModifier,
+        )
+    )
     qtbot.mouseRelease(v, Qt.MouseButton.MiddleButton, pos=end.toPoint())
     after = v.image_rect()
     assert (after.x() - before.x(), after.y() - before.y()) == pytest.approx((30, -15))

@@ -27,7 +27,7 @@ from core.volume import Geometry
 
 def _box_mask(shape=(20, 30, 40), z=(5, 10), y=(10, 20), x=(15, 30)) -> np.ndarray:
     m = np.zeros(shape, bool)
-    m[z[0]:z[1], y[0]:y[1], x[0]:x[1]] = True
+    m[z[0] : z[1], y[0] : y[1], x[0] : x[1]] = True
     return m
 
 
@@ -92,7 +92,9 @@ def test_components_surface_numbers_each_component():
     shape = (12, 12, 12)
     a = np.zeros((2, 2, 2), bool) | True
     b = np.ones((3, 3, 3), bool)
-    s = components_surface([(Box((1, 1, 1), (3, 3, 3)), a), (Box((6, 6, 6), (9, 9, 9)), b)], shape=shape, geometry=g, smoothing=False)
+    s = components_surface(
+        [(Box((1, 1, 1), (3, 3, 3)), a), (Box((6, 6, 6), (9, 9, 9)), b)], shape=shape, geometry=g, smoothing=False
+    )
     labels = np.asarray(s.cell_data["label"])
     assert set(np.unique(labels)) == {1, 2}
     areas = s.compute_cell_sizes(length=False, volume=False)["Area"]

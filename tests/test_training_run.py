@@ -70,6 +70,7 @@ def _same(a: dict, b: dict) -> bool:
 
 # -- the full quick run -------------------------------------------------------------------
 
+
 def test_quick_run_through_all_stages(phantoms, tmp_path):
     out = io.StringIO()
     run = tmp_path / "run"
@@ -87,8 +88,11 @@ def test_quick_run_through_all_stages(phantoms, tmp_path):
     assert events[-1] == {**events[-1], "event": "run_end", "status": "finished"}
     assert events[-1]["best_checkpoint"].endswith("best.pt")
     stages = [e for e in events if e["event"] == "stage"]
-    assert [(e["stage"], e["loss"], e["alpha"], e["threshold"]) for e in stages] == \
-        [(0, "dice", 0.5, 0.8), (1, "gul", 0.1, 0.8), (2, "gul", 0.2, 0.9)]
+    assert [(e["stage"], e["loss"], e["alpha"], e["threshold"]) for e in stages] == [
+        (0, "dice", 0.5, 0.8),
+        (1, "gul", 0.1, 0.8),
+        (2, "gul", 0.2, 0.9),
+    ]
     steps = [e for e in events if e["event"] == "step"]
     assert [e["global_step"] for e in steps] == list(range(1, 9))  # (1 + 2 + 1) epochs x 2 steps
     assert all(e["loss"] is not None and e["loss"] >= 0 for e in steps)
@@ -99,6 +103,7 @@ def test_quick_run_through_all_stages(phantoms, tmp_path):
     assert all(e["cases"] == 1 for e in vals)
     try:
         import tensorboard  # noqa: F401
+
         assert (run / "tensorboard").is_dir()
     except ImportError:  # optional: a warning, and training goes on
         assert any("TensorBoard" in e["message"] for e in events if e["event"] == "warning")
@@ -128,7 +133,12 @@ def test_quick_run_through_all_stages(phantoms, tmp_path):
 
 # -- resume --------------------------------------------------------------------------------
 
-RESUME_CFG = {"stage0": {"epochs": 1}, "stage1": {"epochs": 2}, "stage2": {"enabled": False}, "data": {"val_cases": [], "val_fraction": 0.0}}
+RESUME_CFG = {
+    "stage0": {"epochs": 1},
+    "stage1": {"epochs": 2},
+    "stage2": {"enabled": False},
+    "data": {"val_cases": [], "val_fraction": 0.0},
+}
 
 
 def test_stopped_and_resumed_run_ends_bit_identical(phantoms, tmp_path):
@@ -141,7 +151,10 @@ def test_stopped_and_resumed_run_ends_bit_identical(phantoms, tmp_path):
             trainer.paths.stop.write_text("")
 
     broken = tmp_path / "broken"
-    assert Trainer(tiny_config(**RESUME_CFG), broken, data=phantoms, stdout=None, on_step=stop_mid_epoch).run() == "stopped"
+    assert (
+        Trainer(tiny_config(**RESUME_CFG), broken, data=phantoms, stdout=None, on_step=stop_mid_epoch).run()
+        == "stopped"
+    )
     ev = read_events(broken)
     assert ev[-1]["event"] == "run_end" and ev[-1]["status"] == "stopped"
     assert not (broken / "stop.request").exists()
@@ -184,8 +197,14 @@ def test_sigterm_stops_the_command_gracefully(phantoms, tmp_path):
     save_config(c, cfg)
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "core.cli", "train", "--config", str(cfg), "--data", str(phantoms),
-                             "--out", str(run)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "train", "--config", str(cfg), "--data", str(phantoms), "--out", str(run)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for line in proc.stdout:
             if json.loads(line)["event"] == "step":
@@ -202,6 +221,7 @@ def test_sigterm_stops_the_command_gracefully(phantoms, tmp_path):
 
 
 # -- bad datasets and the cache ----------------------------------------------------------------
+
 
 def _bad_dataset(root: Path, phantoms: Path) -> Path:
     import shutil
@@ -285,27 +305,30 @@ def test_small_airway_mask_by_diameter():
 
     label = np.zeros((40, 40, 60), bool)
     zz, yy = np.mgrid[:40, :40]
-    thick = (zz - 20) ** 2 + (yy - 20) ** 2 <= 36          # radius 6 voxels
-    thin = (zz - 20) ** 2 + (yy - 20) ** 2 <= 1            # radius 1
+    thick = (zz - 20) ** 2 + (yy - 20) ** 2 <= 36  # radius 6 voxels
+    thin = (zz - 20) ** 2 + (yy - 20) ** 2 <= 1  # radius 1
     label[:, :, 5:30] = thick[..., None]
     label[:, :, 30:55] = thin[..., None]
     skel = np.zeros_like(label)
     skel[20, 20, 5:55] = True
     small = small_airway_mask(label, skel, (1.0, 1.0, 1.0), max_diameter_mm=5.0)
-    assert small[:, :, 35:50].sum() == label[:, :, 35:50].sum()    # the thin tube, 2r ~ 3-4 mm
-    assert small[:, :, 8:25].sum() == 0                               # the thick one, 2r ~ 13 mm
+    assert small[:, :, 35:50].sum() == label[:, :, 35:50].sum()  # the thin tube, 2r ~ 3-4 mm
+    assert small[:, :, 8:25].sum() == 0  # the thick one, 2r ~ 13 mm
     assert not (small & ~label).any()
 
 
 def test_hard_draws_contain_their_centreline_voxel(phantoms, tmp_path):
     from core.training.sampling import CaseSampler, PatchSpec
 
-    settings = CacheSettings({"window": [-1000.0, 600.0], "scale": 255.0, "crop": "none", "margin": 5}, alphas=(0.1,),
-                             small_diameter_mm=12.0)  # coarse phantom: its thinner bronchi count as "small"
+    settings = CacheSettings(
+        {"window": [-1000.0, 600.0], "scale": 255.0, "crop": "none", "margin": 5}, alphas=(0.1,), small_diameter_mm=12.0
+    )  # coarse phantom: its thinner bronchi count as "small"
     (case, *_) = prepare_cases(discover_cases(phantoms), tmp_path / "c", settings).cases
     hard = np.asarray(case.skeleton).astype(bool)
     sampler = CaseSampler(case, hard)
-    spec = PatchSpec(16, 0.8, 0.1, p_hard=1.0, p_small=0.0, max_large_voxels=0, rotation_degrees=15.0, rotation_prob=1.0)
+    spec = PatchSpec(
+        16, 0.8, 0.1, p_hard=1.0, p_small=0.0, max_large_voxels=0, rotation_degrees=15.0, rotation_prob=1.0
+    )
     rng = np.random.default_rng(0)
     from core.training.augmentation import position_in_patch
 
@@ -316,7 +339,9 @@ def test_hard_draws_contain_their_centreline_voxel(phantoms, tmp_path):
         assert ((x >= 0) & (x <= 15)).all()
         assert set(np.unique(s["label"])) <= {0.0, 1.0}
         assert (s["weight"] >= 0).all() and (s["weight"] <= 1).all()
-    mixed = PatchSpec(16, 0.8, None, p_hard=0.5, p_small=0.25, max_large_voxels=4096, rotation_degrees=0.0, rotation_prob=0.0)
+    mixed = PatchSpec(
+        16, 0.8, None, p_hard=0.5, p_small=0.25, max_large_voxels=4096, rotation_degrees=0.0, rotation_prob=0.0
+    )
     assert case.meta["counts"]["small"] > 0
     kinds = [sampler.draw(mixed, rng)["kind"] for _ in range(400)]
     share = np.bincount(kinds, minlength=3) / 400
@@ -325,9 +350,11 @@ def test_hard_draws_contain_their_centreline_voxel(phantoms, tmp_path):
 
 # -- DDP ------------------------------------------------------------------------------------------
 
+
 def _ddp_worker(rank: int, world: int, port: int, data: str, run: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     cfg = tiny_config(stage1={"enabled": False}, stage2={"enabled": False}, data={"val_cases": [], "val_fraction": 0.0})
     trainer = Trainer(cfg, run, data=data, stdout=None)
@@ -371,9 +398,15 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 @pytest.mark.skipif(not (SHARED / "cip" / "ct-64.nrrd").exists(), reason="../shared/data is absent")
 def test_prepare_a_real_ct_from_a_csv_with_a_label_selector(tmp_path):
     """The CIP chest CT (79 x 64 x 64) and its label map, airway = (value >> 8) == 2 (555 voxels)."""
-    (tmp_path / "pairs.csv").write_text(f"image,label\n{SHARED / 'cip' / 'ct-64.nrrd'},{SHARED / 'cip' / 'lm-64.nrrd'}\n")
-    settings = CacheSettings({"window": [-1000.0, 600.0], "scale": 255.0, "crop": "lung", "margin": 5},
-                             label_selector="bits:8:2", alphas=(0.1, 0.2), small_diameter_mm=10.0)
+    (tmp_path / "pairs.csv").write_text(
+        f"image,label\n{SHARED / 'cip' / 'ct-64.nrrd'},{SHARED / 'cip' / 'lm-64.nrrd'}\n"
+    )
+    settings = CacheSettings(
+        {"window": [-1000.0, 600.0], "scale": 255.0, "crop": "lung", "margin": 5},
+        label_selector="bits:8:2",
+        alphas=(0.1, 0.2),
+        small_diameter_mm=10.0,
+    )
     (case,) = prepare_cases(discover_cases(tmp_path / "pairs.csv"), tmp_path / "cache", settings).cases
     assert case.name == "ct-64"
     assert case.meta["counts"]["label"] == 555  # the crop keeps every airway voxel

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +20,9 @@ import pytest
 
 from app.training.launch import TrainSettings, check_settings, entry_command, list_presets, resume_args, train_args
 from app.training.runs import (
-    INTERRUPTED,
     FAILED,
     FINISHED,
+    INTERRUPTED,
     KILLED,
     RUNNING,
     STOPPED,
@@ -72,8 +72,18 @@ def ev(kind: str, **fields) -> dict:
 
 
 def step(g: int, stage: int = 1, epoch: int = 0, loss: float | None = 1.0) -> dict:
-    return ev("step", stage=stage, epoch=epoch, step=g, global_step=g, loss=loss, loss_enc=0.25,
-              loss_dec=0.75, lr=0.01, patches_per_s=8.0)
+    return ev(
+        "step",
+        stage=stage,
+        epoch=epoch,
+        step=g,
+        global_step=g,
+        loss=loss,
+        loss_enc=0.25,
+        loss_dec=0.75,
+        lr=0.01,
+        patches_per_s=8.0,
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -163,8 +173,13 @@ def test_fake_trainer_events_follow_the_contract(tmp_path):
 
     env = {**os.environ, "FAKE_DELAY_S": "0", "FAKE_EPOCHS": "[1, 1, 1]", "FAKE_STEPS_PER_EPOCH": "2"}
     run = tmp_path / "run"
-    subprocess.run([sys.executable, str(FAKE), "train", "--preset", "quick", "--out", str(run)],
-                   check=True, env=env, capture_output=True, timeout=30)
+    subprocess.run(
+        [sys.executable, str(FAKE), "train", "--preset", "quick", "--out", str(run)],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=30,
+    )
     events = read_events(run)
     assert [e["event"] for e in events][0] == "run_start" and events[-1]["status"] == "finished"
     assert all(check_event(e) == [] for e in events), [check_event(e) for e in events]
@@ -191,7 +206,7 @@ def test_train_and_resume_arguments(tmp_path):
 
 def test_check_settings_names_each_problem(tmp_path):
     good_cfg = tmp_path / "good.toml"
-    good_cfg.write_text("[run]\ndevice = \"cpu\"\n")
+    good_cfg.write_text('[run]\ndevice = "cpu"\n')
     data = make_names_dataset(tmp_path / "data")
     assert check_settings(TrainSettings(str(data), str(good_cfg), str(tmp_path / "runs" / "a"), "cpu")) == []
 
@@ -253,7 +268,7 @@ def fill_form(tab, tmp_path: Path, name: str = "run1") -> Path:
     if not data.exists():
         make_names_dataset(data)
     cfg = tmp_path / "cfg.toml"
-    cfg.write_text("[run]\ndevice = \"cpu\"\n")
+    cfg.write_text('[run]\ndevice = "cpu"\n')
     run = tmp_path / "runs" / name
     tab.set_form(data=str(data), config=str(cfg), out=str(run), device="cpu")
     return run
@@ -370,8 +385,13 @@ def test_reopened_tab_reattaches_to_a_running_run_and_kills_it(qtbot, tab_factor
 def test_several_runs_are_listed_and_drawn_together(qtbot, tab_factory, tmp_path, monkeypatch):
     env = {**os.environ, "FAKE_DELAY_S": "0", "FAKE_EPOCHS": "[1, 1, 1]"}
     for name in ("a", "b"):
-        subprocess.run([sys.executable, str(FAKE), "train", "--out", str(tmp_path / "runs" / name)],
-                       check=True, env=env, capture_output=True, timeout=30)
+        subprocess.run(
+            [sys.executable, str(FAKE), "train", "--out", str(tmp_path / "runs" / name)],
+            check=True,
+            env=env,
+            capture_output=True,
+            timeout=30,
+        )
     assert [p.name for p in find_runs(tmp_path / "runs")] == ["a", "b"]
     tab = tab_factory()
     added = tab.add_runs(tmp_path / "runs")
@@ -455,8 +475,7 @@ def test_real_trainer_crash_then_quick_run_stop_and_resume(qtbot, tab_factory, t
     done = monitor.history.steps.view("x")[-1]
 
     assert tab.resume()
-    qtbot.waitUntil(lambda: monitor.history.steps.size and monitor.history.steps.view("x")[-1] > done,
-                    timeout=90000)
+    qtbot.waitUntil(lambda: monitor.history.steps.size and monitor.history.steps.view("x")[-1] > done, timeout=90000)
     assert monitor.history.starts == 2 and monitor.status == RUNNING
     tab.stop()
     qtbot.waitUntil(lambda: monitor.status == STOPPED, timeout=90000)
@@ -466,8 +485,13 @@ def test_real_trainer_crash_then_quick_run_stop_and_resume(qtbot, tab_factory, t
 def test_a_run_started_from_a_shell_is_found_and_can_be_killed(qtbot, tab_factory, tmp_path):
     env = {**os.environ, "FAKE_DELAY_S": "0.05", "FAKE_EPOCHS": "[100, 1, 1]"}
     # relative --out, as typed in a shell: the tab resolves it against the process's folder
-    proc = subprocess.Popen([sys.executable, str(FAKE), "train", "--out", "runs/shell"], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(FAKE), "train", "--out", "runs/shell"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         run = tmp_path / "runs" / "shell"
         deadline = time.time() + 10

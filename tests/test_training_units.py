@@ -12,15 +12,14 @@ import pytest
 
 from core.errors import ConfigError, InputError
 from core.training import ddp
-from core.training.augmentation import (Channel, extract_patch, position_in_patch, rotation_matrix,
-                                        start_containing)
+from core.training.augmentation import Channel, extract_patch, position_in_patch, rotation_matrix, start_containing
 from core.training.config import load_config, save_config
 from core.training.dataset import discover_cases, split_cases
 from core.training.events import EventLog, check_event, read_events
 from core.training.sampling import epoch_order
 
-
 # -- config ---------------------------------------------------------------------------
+
 
 def test_paper_preset_has_the_papers_numbers():
     cfg = load_config(preset="paper")
@@ -57,20 +56,23 @@ def test_user_file_overrides_preset(tmp_path):
     assert cfg.stage2.epochs == 30  # untouched preset value
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("[stage1]\nalpha = 1.5\n", "stage1.alpha"),
-    ("[stage1]\nepochs = 0\n", "stage1.epochs"),
-    ("[stage2]\nmilestones = [25, 15]\n", "stage2.milestones"),
-    ("[sampling]\npatch_size = 30\n", "multiple of 8"),
-    ("[sampling]\np_hard = 0.8\np_small = 0.5\n", "p_small"),
-    ("[stage1]\nloss = \"focal\"\n", "stage1.loss"),
-    ("[stage1]\nepochs = \"ten\"\n", "whole number"),
-    ("[stage1]\nepoch = 3\n", "Did you mean 'stage1.epochs'"),
-    ("[data]\non_bad_case = \"ignore\"\n", "data.on_bad_case"),
-    ("[run]\nbest_metric = \"loss\"\n", "run.best_metric"),
-    ("[stage0]\nenabled = false\n[stage1]\nenabled = false\n[stage2]\nenabled = false\n", "disabled"),
-    ("this is = = not toml", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("[stage1]\nalpha = 1.5\n", "stage1.alpha"),
+        ("[stage1]\nepochs = 0\n", "stage1.epochs"),
+        ("[stage2]\nmilestones = [25, 15]\n", "stage2.milestones"),
+        ("[sampling]\npatch_size = 30\n", "multiple of 8"),
+        ("[sampling]\np_hard = 0.8\np_small = 0.5\n", "p_small"),
+        ('[stage1]\nloss = "focal"\n', "stage1.loss"),
+        ('[stage1]\nepochs = "ten"\n', "whole number"),
+        ("[stage1]\nepoch = 3\n", "Did you mean 'stage1.epochs'"),
+        ('[data]\non_bad_case = "ignore"\n', "data.on_bad_case"),
+        ('[run]\nbest_metric = "loss"\n', "run.best_metric"),
+        ("[stage0]\nenabled = false\n[stage1]\nenabled = false\n[stage2]\nenabled = false\n", "disabled"),
+        ("this is = = not toml", "not valid TOML"),
+    ],
+)
 def test_bad_values_give_clear_config_errors(tmp_path, text, needle):
     (tmp_path / "c.toml").write_text(text)
     with pytest.raises(ConfigError) as err:
@@ -87,6 +89,7 @@ def test_missing_config_file_and_unknown_preset(tmp_path):
 
 # -- dataset layouts and split ------------------------------------------------------------
 
+
 def _touch(p: Path) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_bytes(b"x")
@@ -95,10 +98,10 @@ def _touch(p: Path) -> Path:
 
 def test_imagestr_labelstr_matching_both_styles(tmp_path):
     _touch(tmp_path / "imagesTr" / "ATM_001_0000.nii.gz")
-    _touch(tmp_path / "labelsTr" / "ATM_001_0000.nii.gz")      # same name (ATM'22)
+    _touch(tmp_path / "labelsTr" / "ATM_001_0000.nii.gz")  # same name (ATM'22)
     _touch(tmp_path / "imagesTr" / "case_0000.nii.gz")
-    _touch(tmp_path / "labelsTr" / "case.nii.gz")              # nnU-Net: no channel suffix
-    _touch(tmp_path / "imagesTr" / "lonely_0000.mha")          # no label
+    _touch(tmp_path / "labelsTr" / "case.nii.gz")  # nnU-Net: no channel suffix
+    _touch(tmp_path / "imagesTr" / "lonely_0000.mha")  # no label
     cases = {c.name: c for c in discover_cases(tmp_path)}
     assert set(cases) == {"ATM_001", "case", "lonely"}
     assert cases["ATM_001"].label.name == "ATM_001_0000.nii.gz"
@@ -137,6 +140,7 @@ def test_split_is_seeded_and_respects_user_lists():
 
 # -- patch extraction -------------------------------------------------------------------------
 
+
 def test_unrotated_patch_is_an_exact_copy_with_padding():
     vol = np.arange(10 * 11 * 12, dtype=np.float32).reshape(10, 11, 12)
     (p,) = extract_patch([Channel(vol, 1, -5.0)], np.array([2, 3, 4]), 4)
@@ -161,7 +165,7 @@ def test_rotated_label_threshold():
     (p,) = extract_patch([Channel(vol, 1)], np.array([4, 4, 4]), 32, rotation_matrix((0, 2), 12.0))
     assert 0 < p.min() + 1 and p.max() <= 1.0 and ((p > 0) & (p < 1)).any()  # interpolated edge
     vol_count = (p >= 0.5).sum()
-    assert abs(int(vol_count) - 20 ** 3) < 0.05 * 20 ** 3  # rotation keeps the volume
+    assert abs(int(vol_count) - 20**3) < 0.05 * 20**3  # rotation keeps the volume
 
 
 @pytest.mark.parametrize("degrees", [0.0, 15.0, -15.0])
@@ -200,12 +204,23 @@ def test_shard_gives_disjoint_equal_batches():
 
 # -- events ---------------------------------------------------------------------------------
 
+
 def test_event_log_writes_file_and_stdout(tmp_path):
     out = io.StringIO()
     with EventLog(tmp_path / "run7", stdout=out) as log:
         log.emit("warning", message="hello")
-        log.emit("step", stage=1, epoch=0, step=1, global_step=1, loss=float("nan"), loss_enc=0.5,
-                 loss_dec=np.float32(0.25), lr=0.01, patches_per_s=3.0)
+        log.emit(
+            "step",
+            stage=1,
+            epoch=0,
+            step=1,
+            global_step=1,
+            loss=float("nan"),
+            loss_enc=0.5,
+            loss_dec=np.float32(0.25),
+            lr=0.01,
+            patches_per_s=3.0,
+        )
     lines = out.getvalue().splitlines()
     assert len(lines) == 2
     events = read_events(tmp_path / "run7")
@@ -219,6 +234,7 @@ def test_event_log_writes_file_and_stdout(tmp_path):
 
 
 # -- command line ----------------------------------------------------------------------------
+
 
 def test_train_command_reports_config_errors_in_one_line(tmp_path, capsys):
     from core.cli import main
@@ -248,8 +264,26 @@ def test_prepare_command_names_bad_cases(tmp_path, capsys):
 def test_phantom_dataset_command_writes_the_atm_layout(tmp_path, capsys):
     from core.cli import main
 
-    assert main(["phantom-dataset", "--n", "2", "--size", "32", "--spacing", "2", "2", "2.5", "--seed", "5",
-                 "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "phantom-dataset",
+                "--n",
+                "2",
+                "--size",
+                "32",
+                "--spacing",
+                "2",
+                "2",
+                "2.5",
+                "--seed",
+                "5",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     cases = discover_cases(tmp_path)
     assert [c.name for c in cases] == ["phantom_000", "phantom_001"]
     assert all(c.label is not None and c.label.name == f"{c.name}.nii.gz" for c in cases)

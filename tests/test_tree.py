@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from airway_shapes import Y_SEGMENTS, Y_SHAPE, tube
 from scipy import ndimage
 
 from core.errors import InputError
 from core.tree import AirwayTree, fill_holes, largest_component, nearest_feature, parse_tree
-from airway_shapes import Y_SEGMENTS, Y_SHAPE, tube
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -282,8 +282,10 @@ def test_parse_equals_the_reference_procedure_voxel_for_voxel(case, y_label):
         label |= ndimage.binary_dilation(surface & (rng.random(label.shape) < 0.01))
     elif case == "thin_y_through_faces":
         # one-voxel-wide centrelines reach the volume's faces: scipy's reflect border counts there
-        label = tube((40, 40, 40), [((0, 20, 20), (20, 20, 20), 1.0), ((20, 20, 20), (39, 10, 10), 1.0),
-                                    ((20, 20, 20), (39, 30, 30), 1.0)])
+        label = tube(
+            (40, 40, 40),
+            [((0, 20, 20), (20, 20, 20), 1.0), ((20, 20, 20), (39, 10, 10), 1.0), ((20, 20, 20), (39, 30, 30), 1.0)],
+        )
     elif case == "tube_along_a_face":
         # a centreline lying in the face z = 0: the reflected slice adds neighbours there
         label = tube((30, 30, 40), [((0, 10, 2), (0, 10, 37), 1.0), ((0, 10, 20), (25, 20, 20), 1.5)])

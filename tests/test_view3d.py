@@ -34,9 +34,9 @@ GEO = Geometry((0.8, 0.7, 1.25), (-10.0, 5.0, 100.0))
 
 def _masks() -> tuple[np.ndarray, np.ndarray]:
     ref = np.zeros(SHAPE, bool)
-    ref[4:20, 12:20, 6:22] = True           # reference box
+    ref[4:20, 12:20, 6:22] = True  # reference box
     pred = np.zeros(SHAPE, bool)
-    pred[4:20, 12:20, 10:28] = True         # shifted in x: x 6..9 FN, 10..21 TP, 22..27 FP
+    pred[4:20, 12:20, 10:28] = True  # shifted in x: x 6..9 FN, 10..21 TP, 22..27 FP
     return pred, ref
 
 
@@ -101,7 +101,9 @@ def test_build_scene_generation_and_detection_modes():
 
 
 def test_branch_detection_reads_rows_and_shares():
-    m = SimpleNamespace(branches=[{"branch_id": 3, "detected": True}, SimpleNamespace(id=4, detected_share=0.5, detected=None)])
+    m = SimpleNamespace(
+        branches=[{"branch_id": 3, "detected": True}, SimpleNamespace(id=4, detected_share=0.5, detected=None)]
+    )
     assert branch_detection(m) == {3: True, 4: False}
     assert branch_detection(None) is None
 
@@ -115,7 +117,9 @@ def test_pick_on_the_fp_surface_moves_the_crosshair(view, qtbot):
     normals = np.asarray(scene.surface.compute_normals(cell_normals=True, point_normals=False).cell_data["Normals"])
     # an FP face on the top (superior, +z) cap, well inside it, facing the camera
     top = (labels == FP) & (normals[:, 2] > 0.9)
-    target = centres[top][np.argmin(np.abs(centres[top, 0] - centres[top, 0].mean()) + np.abs(centres[top, 1] - centres[top, 1].mean()))]
+    target = centres[top][
+        np.argmin(np.abs(centres[top, 0] - centres[top, 0].mean()) + np.abs(centres[top, 1] - centres[top, 1].mean()))
+    ]
     x, y = view.display_of_world(target)
     with qtbot.waitSignal(view.picked, timeout=5000):
         voxel = view.pick_display(x, y)
@@ -140,8 +144,10 @@ def test_region_focus_and_camera_presets(view, qtbot):
     from airway_shapes import error_region
 
     fp, fn = np.argwhere(pred & ~ref), np.argwhere(ref & ~pred)
-    entry.regions = [error_region("fp", "FP", voxels=len(fp), focus=(12, 16, 25), bbox=((4, 20), (12, 20), (22, 28))),
-                     error_region("fn", "FN", voxels=len(fn), focus=(12, 16, 8), bbox=((4, 20), (12, 20), (6, 10)))]
+    entry.regions = [
+        error_region("fp", "FP", voxels=len(fp), focus=(12, 16, 25), bbox=((4, 20), (12, 20), (22, 28))),
+        error_region("fn", "FN", voxels=len(fn), focus=(12, 16, 8), bbox=((4, 20), (12, 20), (6, 10))),
+    ]
     entry.regions[0].coords, entry.regions[1].coords = fp, fn
     case.go_to_region(1)
     qtbot.waitUntil(lambda: view._region_actor is not None, timeout=5000)
@@ -197,7 +203,9 @@ def test_rendered_scene_shows_fp_green_and_fn_red(view, tmp_path):
 
     view.camera_preset("anterior")
     # without the legend: its colour squares would count as surface pixels here
-    img = QImage(str(view.save_screenshot(tmp_path / "a.png", legend=False))).convertToFormat(QImage.Format.Format_RGB888)
+    img = QImage(str(view.save_screenshot(tmp_path / "a.png", legend=False))).convertToFormat(
+        QImage.Format.Format_RGB888
+    )
     arr = np.frombuffer(img.constBits(), np.uint8).reshape(img.height(), img.bytesPerLine())[:, : img.width() * 3]
     rgb = arr.reshape(img.height(), img.width(), 3).astype(int)
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
@@ -220,7 +228,9 @@ def test_panels_install_into_the_main_window(qtbot, tmp_path):
     from airway_shapes import error_region
 
     fp = np.argwhere(pred & ~ref)
-    case.active.regions = [error_region("fp", "FP", voxels=len(fp), focus=(12, 16, 25), bbox=((4, 20), (12, 20), (22, 28)))]
+    case.active.regions = [
+        error_region("fp", "FP", voxels=len(fp), focus=(12, 16, 25), bbox=((4, 20), (12, 20), (22, 28)))
+    ]
     case.active.regions[0].coords = fp
     window = MainWindow(case=case, settings=Settings(ephemeral=True), training_tab=False)
     qtbot.addWidget(window)
@@ -310,8 +320,11 @@ def _hidpi_child() -> int:
     app.processEvents()
     voxel = view.case.cursor
     pred, ref = _masks()
-    ok = dpr == 2.0 and bool(pred[voxel] and not ref[voxel]) and bool(
-        np.all(np.abs(np.asarray(voxel) - GEO.world_to_index(target)) <= 1.0))
+    ok = (
+        dpr == 2.0
+        and bool(pred[voxel] and not ref[voxel])
+        and bool(np.all(np.abs(np.asarray(voxel) - GEO.world_to_index(target)) <= 1.0))
+    )
     print(f"dpr={dpr} voxel={voxel} ok={ok}", flush=True)
     view.close()
     return 0 if ok else 1
@@ -327,8 +340,14 @@ def test_picking_is_right_on_a_hidpi_screen(qtbot):
         pytest.skip("needs an X display (Xvfb)")
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "QT_SCALE_FACTOR": "2", "PYTHONPATH": str(root)}
-    proc = subprocess.run([sys.executable, "-c", "import sys, tests.test_view3d as t; sys.exit(t._hidpi_child())"],
-                          cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys, tests.test_view3d as t; sys.exit(t._hidpi_child())"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     assert "dpr=2.0" in proc.stdout
 

@@ -12,8 +12,11 @@ from app.settings import Settings
 
 def test_new_case_resets_zoom_and_custom_window_and_edits_ask_to_save(qtbot, tmp_path, monkeypatch):
     asked = []
-    monkeypatch.setattr(QMessageBox, "question",
-                        lambda *a, **k: asked.append(a[2] if len(a) > 2 else "") or QMessageBox.StandardButton.Discard)
+    monkeypatch.setattr(
+        QMessageBox,
+        "question",
+        lambda *a, **k: asked.append(a[2] if len(a) > 2 else "") or QMessageBox.StandardButton.Discard,
+    )
     monkeypatch.setattr(QMessageBox, "exec", lambda box: QMessageBox.StandardButton.Ok)
     w = MainWindow(settings=Settings(path=str(tmp_path / "s.ini")), install_panels=False, training_tab=False)
     qtbot.addWidget(w)
@@ -39,7 +42,7 @@ def test_new_case_resets_zoom_and_custom_window_and_edits_ask_to_save(qtbot, tmp
 
 def test_heat_map_has_a_colour_bar(qtbot):
     from app.review.case import Case, PredictionEntry
-    from app.review.slice_view import DisplayState, DisplaySettings, SliceView
+    from app.review.slice_view import DisplaySettings, DisplayState, SliceView
     from core.volume import Geometry, IntensityVolume, LabelVolume
 
     shape, geo = (20, 40, 40), Geometry((1.0, 1.0, 1.0))

@@ -50,6 +50,7 @@ def _run(net: nn.Module):
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return torch.sigmoid(net(torch.from_numpy(batch))[-1]).numpy()
+
     return run
 
 
@@ -129,8 +130,9 @@ def test_weights_sum_correctly_over_a_subset_of_windows(gaussian):
     np.testing.assert_allclose(p[covered], expected, rtol=1e-5)
     assert not p[~covered].any()
     # the same on the tensor path
-    t = sliding_window_tensor(torch.from_numpy(arr), lambda b: torch.sigmoid(torch.ones_like(b)), 16, 8,
-                              gaussian=gaussian, windows=chosen).numpy()
+    t = sliding_window_tensor(
+        torch.from_numpy(arr), lambda b: torch.sigmoid(torch.ones_like(b)), 16, 8, gaussian=gaussian, windows=chosen
+    ).numpy()
     np.testing.assert_allclose(t, p, rtol=1e-5, atol=1e-7)
 
 
@@ -157,7 +159,9 @@ def test_gaussian_weighted_mean_over_a_subset_matches_a_direct_sum():
     for sl in grid:
         full[sl] += w3
     norm = [axis_normaliser(s, 16, st, g) for s, st in zip(shape, (8, 8, 12))]
-    np.testing.assert_allclose(norm[0][:, None, None] * norm[1][None, :, None] * norm[2][None, None, :], full, rtol=1e-5)
+    np.testing.assert_allclose(
+        norm[0][:, None, None] * norm[1][None, :, None] * norm[2][None, None, :], full, rtol=1e-5
+    )
 
 
 def test_windows_not_from_the_grid_are_refused():
@@ -194,15 +198,17 @@ def test_a_mask_from_elsewhere_plugs_in():
     trachea = np.zeros(arr.shape, bool)
     trachea[0:22, 28:34, 29:35] = True
     net = ContextNet()
-    pred = Predictor.from_model(net, NO_CROP, device="cpu", window=16, step=16,
-                                region=MaskRegion(trachea, margin_mm=0.0))
+    pred = Predictor.from_model(
+        net, NO_CROP, device="cpu", window=16, step=16, region=MaskRegion(trachea, margin_mm=0.0)
+    )
     out = pred.predict(ct)
     _, expected = select_windows(trachea, 16, 16)
     assert out.windows == len(expected) == net.windows
     assert (out.probabilities.array[trachea] > 0).all()
     with pytest.raises(Exception):
-        Predictor.from_model(ContextNet(), NO_CROP, device="cpu", window=16, step=16,
-                             region=MaskRegion(trachea[:-1])).predict(ct)
+        Predictor.from_model(
+            ContextNet(), NO_CROP, device="cpu", window=16, step=16, region=MaskRegion(trachea[:-1])
+        ).predict(ct)
     with pytest.raises(ConfigError):
         Predictor.from_model(ContextNet(), NO_CROP, device="cpu", window=16, step=16, region="nowhere")
 
@@ -247,8 +253,9 @@ def test_modes_fill_in_what_is_not_given():
     e = Predictor.from_model(ContextNet(), NO_CROP, device="cpu", window=16, mode="exact")
     assert e.step == (8, 8, 8) and not e.gaussian and e.region is None
     # what is given wins over the mode
-    g = Predictor.from_model(ContextNet(), NO_CROP, device="cpu", window=16, step=12, gaussian=False,
-                             region="none", mode="fast")
+    g = Predictor.from_model(
+        ContextNet(), NO_CROP, device="cpu", window=16, step=12, gaussian=False, region="none", mode="fast"
+    )
     assert g.step == (12, 12, 12) and not g.gaussian and g.region is None
     with pytest.raises(ConfigError):
         mode_settings("fastest")
@@ -262,7 +269,11 @@ def _old_sliding_window(array, run, win, stp, gaussian):
         array = np.pad(array, [(0, p - s) for p, s in zip(padded_shape, shape)], mode="constant", constant_values=0.0)
     array = np.asarray(array, dtype=np.float32)
     weights_1d = [gaussian_1d(w) if gaussian else np.ones(w, np.float32) for w in win]
-    weight_3d = (weights_1d[0][:, None, None] * weights_1d[1][None, :, None] * weights_1d[2][None, None, :]) if gaussian else None
+    weight_3d = (
+        (weights_1d[0][:, None, None] * weights_1d[1][None, :, None] * weights_1d[2][None, None, :])
+        if gaussian
+        else None
+    )
     acc = np.zeros(padded_shape, np.float32)
     batch = np.empty((1, 1, *win), np.float32)
     for sl in window_slices(padded_shape, win, stp):
@@ -295,8 +306,9 @@ def test_segment_command_fast_by_default_and_exact_on_request(tmp_path, capsys, 
 
     monkeypatch.setenv("AIRWAY_CACHE_DIR", str(tmp_path / "cache"))
     torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp_path / "tiny.pt", build_model("wingsnet", width=0.25),
-                           {"preprocessing": NO_CROP.to_dict()})
+    ckpt = save_checkpoint(
+        tmp_path / "tiny.pt", build_model("wingsnet", width=0.25), {"preprocessing": NO_CROP.to_dict()}
+    )
     arr = _chest((32, 64, 112))
     arr[:, :, 60:] = 40  # no air on the right: the fast mode skips windows there
     arr[:, :, -3:] = -1024
@@ -305,8 +317,26 @@ def test_segment_command_fast_by_default_and_exact_on_request(tmp_path, capsys, 
     results = {}
     for flag in ([], ["--exact"]):
         out = tmp_path / f"m{len(flag)}.nii.gz"
-        rc = main(["segment", "--model", str(ckpt), "--input", str(ct_path), "--output", str(out), "--device", "cpu",
-                   "--backend", "torch", "--window", "16", "--json", "--quiet", *flag])
+        rc = main(
+            [
+                "segment",
+                "--model",
+                str(ckpt),
+                "--input",
+                str(ct_path),
+                "--output",
+                str(out),
+                "--device",
+                "cpu",
+                "--backend",
+                "torch",
+                "--window",
+                "16",
+                "--json",
+                "--quiet",
+                *flag,
+            ]
+        )
         assert rc == 0 and out.exists()
         results[bool(flag)] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     exact, fast = results[True], results[False]

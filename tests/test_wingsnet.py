@@ -34,8 +34,20 @@ def test_block_table(net):
     assert names == [f"e{i}" for i in range(1, 13)] + [f"d{i}" for i in range(1, 7)]
     one_gate = {"e1", "e2", "e3", "d5", "d6"}
     dilated = {"e3", "e5", "e6", "e8", "e9"}
-    channels = {"e1": (1, 8), "e2": (8, 16), "e3": (16, 32), "e4": (32, 32), "e6": (32, 64), "e10": (64, 64),
-                "d1": (128, 64), "d2": (64, 64), "d3": (128, 64), "d4": (64, 32), "d5": (64, 32), "d6": (32, 16)}
+    channels = {
+        "e1": (1, 8),
+        "e2": (8, 16),
+        "e3": (16, 32),
+        "e4": (32, 32),
+        "e6": (32, 64),
+        "e10": (64, 64),
+        "d1": (128, 64),
+        "d2": (64, 64),
+        "d3": (128, 64),
+        "d4": (64, 32),
+        "d5": (64, 32),
+        "d6": (32, 16),
+    }
     for name, block in net.blocks.items():
         assert len(block.gates) == (1 if name in one_gate else 2), name
         assert block.conv.dilation == ((2,) * 3 if name in dilated else (1,) * 3), name

@@ -14,8 +14,18 @@ from app.compare.metrics import CompareMetrics
 from app.compare.state import BlankCT, CompareState, PaneCase, PaneEntry
 from app.compare.tab import CompareTab
 
-__all__ = ["BlankCT", "CompareLayout", "CompareMetrics", "ComparePane", "CompareState", "CompareTab", "LinkedSliceView",
-           "PaneCase", "PaneEntry", "install_compare"]
+__all__ = [
+    "BlankCT",
+    "CompareLayout",
+    "CompareMetrics",
+    "ComparePane",
+    "CompareState",
+    "CompareTab",
+    "LinkedSliceView",
+    "PaneCase",
+    "PaneEntry",
+    "install_compare",
+]
 
 
 def install_compare(window: Any) -> CompareTab:
@@ -61,11 +71,11 @@ def compare_case_predictions(window: Any) -> bool:
 
     case = window.case
     if case.ct is None or len(case.predictions) < 2 and case.reference is None or not case.predictions:
-        window.report_error(InputError("Nothing to compare yet.",
-                                       "Open a CT with two or more predictions (or one and a reference)."))
+        window.report_error(
+            InputError("Nothing to compare yet.", "Open a CT with two or more predictions (or one and a reference).")
+        )
         return False
-    entries = [PaneEntry(p.name, p.label, p.probabilities, p.metrics, p.regions, p.path)
-               for p in case.predictions[:4]]
+    entries = [PaneEntry(p.name, p.label, p.probabilities, p.metrics, p.regions, p.path) for p in case.predictions[:4]]
     tab = window.compare_tab
     tab.set_case(case.ct.name if getattr(case.ct, "name", "") else "case", entries, case.reference, case.ct)
     window.tabs.setCurrentWidget(tab)

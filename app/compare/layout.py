@@ -9,10 +9,11 @@ overlay look are one :class:`DisplayState` for all panes.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from PySide6.QtCore import QPointF, Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget
 
 from app.compare.state import MAX_PANES, CompareState, PaneCase, pair_dice
 from app.review.slice_view import ORIENTATIONS, DisplayState, SliceRenderer, SliceView
@@ -25,7 +26,7 @@ class LinkedSliceView(SliceView):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.peers: list["LinkedSliceView"] = []
+        self.peers: list[LinkedSliceView] = []
 
     def _sync(self) -> None:
         for p in self.peers:
@@ -54,8 +55,17 @@ class LinkedSliceView(SliceView):
 class ComparePane(QWidget):
     """One prediction: title, 'compared with' choice, slice view, 3D view."""
 
-    def __init__(self, state: CompareState, index: int, display: DisplayState, renderer: SliceRenderer,
-                 orientation: str, with_3d: bool, track_job: Callable[[Any], None] | None, parent: QWidget | None = None):
+    def __init__(
+        self,
+        state: CompareState,
+        index: int,
+        display: DisplayState,
+        renderer: SliceRenderer,
+        orientation: str,
+        with_3d: bool,
+        track_job: Callable[[Any], None] | None,
+        parent: QWidget | None = None,
+    ):
         super().__init__(parent)
         self.setObjectName(f"comparePane{index}")
         self.state = state
@@ -118,14 +128,18 @@ class ComparePane(QWidget):
         if not other:
             self.legend.setText("prediction only")
         elif other == "reference":
-            self.legend.setText("<span style='color:#f0e4aa'>&#9632;</span> TP  "
-                                "<span style='color:#28c83c'>&#9632;</span> FP  "
-                                "<span style='color:#e62828'>&#9632;</span> FN")
+            self.legend.setText(
+                "<span style='color:#f0e4aa'>&#9632;</span> TP  "
+                "<span style='color:#28c83c'>&#9632;</span> FP  "
+                "<span style='color:#e62828'>&#9632;</span> FN"
+            )
         else:
             d = pair_dice(act.mask, self.case.reference.mask) if act is not None else float("nan")
-            self.legend.setText(f"<span style='color:#f0e4aa'>&#9632;</span> both  "
-                                f"<span style='color:#28c83c'>&#9632;</span> {act.name} only  "
-                                f"<span style='color:#e62828'>&#9632;</span> {other} only  (Dice {d:.2f}%)")
+            self.legend.setText(
+                f"<span style='color:#f0e4aa'>&#9632;</span> both  "
+                f"<span style='color:#28c83c'>&#9632;</span> {act.name} only  "
+                f"<span style='color:#e62828'>&#9632;</span> {other} only  (Dice {d:.2f}%)"
+            )
 
 
 class CompareLayout(QWidget):
@@ -133,8 +147,13 @@ class CompareLayout(QWidget):
 
     orientationChanged = Signal(str)
 
-    def __init__(self, state: CompareState | None = None, with_3d: bool = True,
-                 track_job: Callable[[Any], None] | None = None, parent: QWidget | None = None):
+    def __init__(
+        self,
+        state: CompareState | None = None,
+        with_3d: bool = True,
+        track_job: Callable[[Any], None] | None = None,
+        parent: QWidget | None = None,
+    ):
         super().__init__(parent)
         self.setObjectName("compareLayout")
         self.state = state or CompareState(self)
@@ -154,7 +173,8 @@ class CompareLayout(QWidget):
         for o in ORIENTATIONS:
             self.orientation_combo.addItem(o.capitalize(), o)
         self.orientation_combo.currentIndexChanged.connect(
-            lambda i: self.set_orientation(self.orientation_combo.itemData(i)))
+            lambda i: self.set_orientation(self.orientation_combo.itemData(i))
+        )
         bar.addWidget(self.orientation_combo)
         self.info = QLabel(self)
         self.info.setObjectName("compareInfo")
@@ -172,9 +192,11 @@ class CompareLayout(QWidget):
         n = len(self.state.predictions)
         if n != len(self.panes):
             self._build_panes(n)
-        self.info.setText(f"{self.state.case_name}: {n} prediction(s)"
-                          + ("" if self.state.reference is not None else " (no reference: differences between predictions)")
-                          + ("" if getattr(self.state.ct, "array", None) is not None else "; no CT"))
+        self.info.setText(
+            f"{self.state.case_name}: {n} prediction(s)"
+            + ("" if self.state.reference is not None else " (no reference: differences between predictions)")
+            + ("" if getattr(self.state.ct, "array", None) is not None else "; no CT")
+        )
 
     def _build_panes(self, n: int) -> None:
         for p in self.panes:
@@ -186,8 +208,16 @@ class CompareLayout(QWidget):
         self._camera_linked = False
         cols = n if n <= 3 else 2
         for i in range(min(n, MAX_PANES)):
-            pane = ComparePane(self.state, i, self.display, self.renderer, self.orientation, self.with_3d,
-                               self.track_job, self.grid_host)
+            pane = ComparePane(
+                self.state,
+                i,
+                self.display,
+                self.renderer,
+                self.orientation,
+                self.with_3d,
+                self.track_job,
+                self.grid_host,
+            )
             self.grid.addWidget(pane, i // cols, i % cols)
             self.panes.append(pane)
             pane.case._on_case()  # built after caseChanged: take the case now

@@ -9,8 +9,16 @@ from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QPixmap
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QScrollArea, QTableWidget, QTableWidgetItem, QTabWidget,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QScrollArea,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from core.compare.batch import METRIC_COLUMNS, STAT_METRICS, CompareResult
 
@@ -87,20 +95,27 @@ class CompareMetrics(QWidget):
         self.result = result
         self.tables = tables(result)
         header = ["model", "cases"] + [k for k in STAT_METRICS]
-        rows = [[r["model"], r["cases"]] + [f"{_fmt(r[f'{k}_mean'])} \u00b1 {_fmt(r[f'{k}_sd'])}" for k in STAT_METRICS]
-                for r in self.tables["summary"]]
+        rows = [
+            [r["model"], r["cases"]] + [f"{_fmt(r[f'{k}_mean'])} \u00b1 {_fmt(r[f'{k}_sd'])}" for k in STAT_METRICS]
+            for r in self.tables["summary"]
+        ]
         _fill(self.summary, header, rows)
         cols = [c for c, _ in METRIC_COLUMNS]
-        _fill(self.per_case, ["case", "model"] + cols,
-              [[r["case"], r["model"]] + [r[c] for c in cols] for r in self.tables["metrics"]])
+        _fill(
+            self.per_case,
+            ["case", "model"] + cols,
+            [[r["case"], r["model"]] + [r[c] for c in cols] for r in self.tables["metrics"]],
+        )
         tcols = ["model_a", "model_b", "metric", "cases", "mean_a", "mean_b", "mean_difference", "p_value", "note"]
         _fill(self.tests, tcols, [[r[c] for c in tcols] for r in self.tables["tests"]])
         self.plots = {}
         if figures.available():
-            self.plots["dsc_by_diameter"] = figures.dsc_by_diameter_png(self.tables["dsc_by_diameter_summary"],
-                                                                        result.models)
-            self.plots["bd_by_generation"] = figures.bd_by_generation_png(self.tables["bd_by_generation_summary"],
-                                                                          result.models)
+            self.plots["dsc_by_diameter"] = figures.dsc_by_diameter_png(
+                self.tables["dsc_by_diameter_summary"], result.models
+            )
+            self.plots["bd_by_generation"] = figures.bd_by_generation_png(
+                self.tables["bd_by_generation_summary"], result.models
+            )
             self.note.setText("")
         else:
             self.note.setText("Plots need matplotlib (pip install matplotlib).")
@@ -110,8 +125,10 @@ class CompareMetrics(QWidget):
                 pm.loadFromData(self.plots[key], "PNG")
             lab.setPixmap(pm)
         if result.failures:
-            self.note.setText(f"{len(result.failures)} case/model pair(s) failed: "
-                              + "; ".join(f"{f.case}/{f.model}: {f.message}" for f in result.failures[:3]))
+            self.note.setText(
+                f"{len(result.failures)} case/model pair(s) failed: "
+                + "; ".join(f"{f.case}/{f.model}: {f.message}" for f in result.failures[:3])
+            )
 
     # -- exports ------------------------------------------------------------------------
     def export_csv(self, folder: str | Path) -> list[Path]:
@@ -159,4 +176,3 @@ class CompareMetrics(QWidget):
         path = Path(path)
         atomic_write(path, html.encode())
         return path
-

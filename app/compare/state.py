@@ -12,8 +12,9 @@ another prediction, or nothing), so the views' TP/FP/FN colours read
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
@@ -51,7 +52,7 @@ class SagittalMask(np.ndarray):
     _box: tuple | None = None
 
     @classmethod
-    def wrap(cls, mask: np.ndarray) -> "SagittalMask":
+    def wrap(cls, mask: np.ndarray) -> SagittalMask:
         from core.tree import bounding_box
 
         out = np.asarray(mask).view(cls)
@@ -68,8 +69,14 @@ class SagittalMask(np.ndarray):
 
     def __getitem__(self, key: Any) -> Any:
         bx = self._by_x
-        if (bx is not None and isinstance(key, tuple) and len(key) == 3 and isinstance(key[0], slice)
-                and isinstance(key[1], slice) and isinstance(key[2], (int, np.integer))):
+        if (
+            bx is not None
+            and isinstance(key, tuple)
+            and len(key) == 3
+            and isinstance(key[0], slice)
+            and isinstance(key[1], slice)
+            and isinstance(key[2], (int, np.integer))
+        ):
             z0, z1, zs = key[0].indices(self.shape[0])
             y0, y1, ys = key[1].indices(self.shape[1])
             if zs == 1 and ys == 1:
@@ -80,7 +87,9 @@ class SagittalMask(np.ndarray):
                     a0, a1 = max(z0, bz0), min(z1, bz1)
                     c0, c1 = max(y0, by0), min(y1, by1)
                     if a0 < a1 and c0 < c1:
-                        out[a0 - z0:a1 - z0, c0 - y0:c1 - y0] = bx[x - bx0, a0 - bz0:a1 - bz0, c0 - by0:c1 - by0]
+                        out[a0 - z0 : a1 - z0, c0 - y0 : c1 - y0] = bx[
+                            x - bx0, a0 - bz0 : a1 - bz0, c0 - by0 : c1 - by0
+                        ]
                 return out
         return np.asarray(self).__getitem__(key)
 
@@ -126,8 +135,9 @@ class CompareState(QObject):
         self._ct_by_x: np.ndarray | None = None
         self._blank: dict[str, np.ndarray] = {}
 
-    def set_case(self, name: str, predictions: list[PaneEntry], reference: LabelVolume | None = None,
-                 ct: Any = None) -> None:
+    def set_case(
+        self, name: str, predictions: list[PaneEntry], reference: LabelVolume | None = None, ct: Any = None
+    ) -> None:
         from core.errors import InputError
 
         if not predictions:
@@ -136,13 +146,17 @@ class CompareState(QObject):
         shape = tuple(grid.shape)
         for p in predictions:
             if tuple(p.label.shape) != shape:
-                raise InputError(f"Prediction '{p.name}' is {p.label.shape}, the case is {shape}.",
-                                 "Compare predictions made on the same CT grid.")
+                raise InputError(
+                    f"Prediction '{p.name}' is {p.label.shape}, the case is {shape}.",
+                    "Compare predictions made on the same CT grid.",
+                )
         self.case_name = name
         self.ct = ct if ct is not None else BlankCT(shape, grid.geometry)
         self.reference = None if reference is None else fast_label(reference)
-        self.predictions = [PaneEntry(p.name, fast_label(p.label), p.probabilities, p.metrics, p.regions, p.path)
-                            for p in predictions[:MAX_PANES]]
+        self.predictions = [
+            PaneEntry(p.name, fast_label(p.label), p.probabilities, p.metrics, p.regions, p.path)
+            for p in predictions[:MAX_PANES]
+        ]
         self._blank = {}
         # sagittal slices of a large CT are strided reads; an x-major copy makes them contiguous
         arr = getattr(self.ct, "array", None)

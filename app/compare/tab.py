@@ -4,12 +4,23 @@ table and plots, export CSV / PNG / the HTML report."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
-                               QPushButton, QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.compare.layout import CompareLayout
 from app.compare.metrics import CompareMetrics
@@ -17,8 +28,9 @@ from app.compare.state import MAX_PANES, PaneEntry
 from core.compare.batch import CompareResult
 
 
-def load_case_masks(result: CompareResult, case: str, models: list[str], *, progress: Any = None,
-                    cancel: Any = None) -> tuple[str, Any, list[PaneEntry], Any]:
+def load_case_masks(
+    result: CompareResult, case: str, models: list[str], *, progress: Any = None, cancel: Any = None
+) -> tuple[str, Any, list[PaneEntry], Any]:
     """Job: (case, reference LabelVolume|None, entries, CT|None) of one case of a compare result,
     all in canonical (LPS) orientation like the review's case."""
     from core.errors import Cancelled, InputError
@@ -61,8 +73,14 @@ class CompareTab(QWidget):
 
     caseShown = Signal(str)
 
-    def __init__(self, parent: QWidget | None = None, *, track_job: Callable[[Any], None] | None = None,
-                 report_error: Callable[..., None] | None = None, with_3d: bool = True):
+    def __init__(
+        self,
+        parent: QWidget | None = None,
+        *,
+        track_job: Callable[[Any], None] | None = None,
+        report_error: Callable[..., None] | None = None,
+        with_3d: bool = True,
+    ):
         super().__init__(parent)
         self.setObjectName("compareTab")
         self.track_job = track_job
@@ -86,9 +104,11 @@ class CompareTab(QWidget):
         bar.addWidget(self.case_combo)
         self.folder_label = QLabel(self)
         bar.addWidget(self.folder_label, 1)
-        for text, name, slot in (("Export CSV\u2026", "compareExportCsv", self._ask_export_csv),
-                                 ("Export PNG\u2026", "compareExportPng", self._ask_export_png),
-                                 ("Export report\u2026", "compareExportHtml", self._ask_export_html)):
+        for text, name, slot in (
+            ("Export CSV\u2026", "compareExportCsv", self._ask_export_csv),
+            ("Export PNG\u2026", "compareExportPng", self._ask_export_png),
+            ("Export report\u2026", "compareExportHtml", self._ask_export_html),
+        ):
             b = QPushButton(text, self)
             b.setObjectName(name)
             b.clicked.connect(slot)
@@ -192,11 +212,18 @@ class CompareTab(QWidget):
             self._guard(lambda: self.metrics.export_csv(d))
 
     def _ask_export_png(self) -> None:
-        f, _ = QFileDialog.getSaveFileName(self, "Export the DSC-per-diameter plot", "dsc_by_diameter.png", "PNG (*.png)")
+        f, _ = QFileDialog.getSaveFileName(
+            self, "Export the DSC-per-diameter plot", "dsc_by_diameter.png", "PNG (*.png)"
+        )
         if f:
-            self._guard(lambda: (self.metrics.export_png(f, "dsc_by_diameter"),
-                                 self.metrics.export_png(str(Path(f).with_name(Path(f).stem + "_bd_by_generation.png")),
-                                                         "bd_by_generation")))
+            self._guard(
+                lambda: (
+                    self.metrics.export_png(f, "dsc_by_diameter"),
+                    self.metrics.export_png(
+                        str(Path(f).with_name(Path(f).stem + "_bd_by_generation.png")), "bd_by_generation"
+                    ),
+                )
+            )
 
     def _ask_export_html(self) -> None:
         f, _ = QFileDialog.getSaveFileName(self, "Export the HTML report", "report.html", "HTML (*.html)")

@@ -18,20 +18,21 @@ here are module-level and Qt-free so scripts and tests can run them synchronousl
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from dataclasses import replace as dataclasses_replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from core.errors import Cancelled, InputError
+from core.outputs import refuse_input_as_output
 from core.regions import ErrorRegion
 from core.review import STATUS_KEYS, STATUSES, AnalysisJob, AnalysisResult, LabelLayer, Session
 from core.review.loading import Source, as_bool_mask, load_ct, read_label_canonical, read_prediction_canonical  # noqa: F401
 from core.review.project import PROJECT_FORMAT, PROJECT_VERSION, read_project, write_project  # noqa: F401
-from core.outputs import refuse_input_as_output
 from core.volume import IntensityVolume, LabelVolume, Reorientation, check_same_grid
 
 STATUS_LABELS = dict(STATUSES)
@@ -52,22 +53,23 @@ def _check_cancel(cancel: Any) -> None:
 
 # -- data records ----------------------------------------------------------------
 
+
 @dataclass
 class PredictionEntry:
     """One prediction of the case and what was computed from it."""
 
     name: str
-    label: LabelVolume                      # canonical, bool mask
+    label: LabelVolume  # canonical, bool mask
     probabilities: IntensityVolume | None = None  # canonical, float in [0, 1]
-    path: str | None = None                 # file it came from (None: made in the app)
-    source: str = "file"                    # "file", "model:<checkpoint>", "simulated"
-    metrics: Any = None                     # core.metrics.AirwayMetrics
+    path: str | None = None  # file it came from (None: made in the app)
+    source: str = "file"  # "file", "model:<checkpoint>", "simulated"
+    metrics: Any = None  # core.metrics.AirwayMetrics
     regions: list[ErrorRegion] | None = None
     statuses: dict[str, str] = field(default_factory=dict)  # region key -> status key (the session's table)
     analysis_error: str | None = None
     warnings: list[str] = field(default_factory=list)  # e.g. core.gate: the mask does not look like this CT's airway
-    origin: Source | None = None            # file geometry/orientation, for saving edits back
-    layer: LabelLayer | None = None         # set when the case adds it to its session
+    origin: Source | None = None  # file geometry/orientation, for saving edits back
+    layer: LabelLayer | None = None  # set when the case adds it to its session
 
     @property
     def mask(self) -> np.ndarray:
@@ -101,8 +103,14 @@ class LoadedCase:
 
 # -- loading (worker side, Qt-free) ------------------------------------------------
 
-def load_label(path: str | os.PathLike, ct: IntensityVolume | None, what: str = "label",
-               selector: str | None = None, resample: bool = False) -> LabelVolume:
+
+def load_label(
+    path: str | os.PathLike,
+    ct: IntensityVolume | None,
+    what: str = "label",
+    selector: str | None = None,
+    resample: bool = False,
+) -> LabelVolume:
     """A label in canonical orientation on ``ct``'s grid (see core.review.loading)."""
     return read_label_canonical(path, ct, what, selector, resample)[0]
 
@@ -155,8 +163,12 @@ def load_case(
 
         first = reference_path if reference_path is not None else prediction_paths[0]
         # the first label gives the grid; it is read again below like any other
-        grid = load_label(first, None, "reference" if reference_path is not None else "prediction",
-                          reference_selector if reference_path is not None else None)
+        grid = load_label(
+            first,
+            None,
+            "reference" if reference_path is not None else "prediction",
+            reference_selector if reference_path is not None else None,
+        )
         out.name = case_name(first)
         ct = out.ct = blank_ct(grid, f"{out.name} (labels only)")
         del grid
@@ -171,8 +183,9 @@ def load_case(
         _check_cancel(cancel)
     if reference_path is not None:
         progress(done, steps, f"Reading reference {Path(reference_path).name}")
-        out.reference, out.reference_source = read_label_canonical(reference_path, ct, "reference", reference_selector,
-                                                                   resample=resample_to_ct)
+        out.reference, out.reference_source = read_label_canonical(
+            reference_path, ct, "reference", reference_selector, resample=resample_to_ct
+        )
         out.reference_path = str(reference_path)
         out.reference_selector = reference_selector
         done += 1
@@ -188,11 +201,12 @@ def load_case(
 
 # -- analysis (worker side, Qt-free) ------------------------------------------------
 
+
 @dataclass
 class TreeResult:
     tree: Any
     branch_map: np.ndarray | None  # int32 branch id per voxel (0 outside), canonical grid
-    generations: dict[int, int]     # branch id -> generation
+    generations: dict[int, int]  # branch id -> generation
 
 
 # Volumes at least this large are analysed in a child process (see
@@ -211,8 +225,15 @@ def _parse_tree(mask: np.ndarray, spacing: Sequence[float], progress: Progress =
     return parse_tree(mask, tuple(spacing), progress=progress, cancel=cancel)
 
 
-def _metrics_and_regions(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], tree: Any,
-                         progress: Progress = _noop, cancel: Any = None, name: str = "prediction") -> tuple[Any, list]:
+def _metrics_and_regions(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    spacing: Sequence[float],
+    tree: Any,
+    progress: Progress = _noop,
+    cancel: Any = None,
+    name: str = "prediction",
+) -> tuple[Any, list]:
     from core.metrics import evaluate
     from core.regions import find_error_regions
 
@@ -258,8 +279,9 @@ def _use_process(volume: Any, in_process: bool | None) -> bool:
     return not getattr(sys, "frozen", False) and volume.array.size >= PROCESS_ANALYSIS_MIN_VOXELS
 
 
-def analyse_reference(reference: LabelVolume, *, in_process: bool | None = None,
-                      progress: Progress = _noop, cancel: Any = None) -> TreeResult:
+def analyse_reference(
+    reference: LabelVolume, *, in_process: bool | None = None, progress: Progress = _noop, cancel: Any = None
+) -> TreeResult:
     """Parse the reference tree (core.tree) and its branch label map.
 
     ``in_process``: parse in the child process (default: for large volumes)."""
@@ -323,8 +345,9 @@ def _job_in_child(job: AnalysisJob, ref_spec: tuple, pred_specs: list) -> Analys
             shm.close()
 
 
-def run_review_analysis(job: AnalysisJob, *, in_process: bool | None = None, progress: Progress = _noop,
-                        cancel: Any = None) -> tuple[AnalysisResult, TreeResult | None]:
+def run_review_analysis(
+    job: AnalysisJob, *, in_process: bool | None = None, progress: Progress = _noop, cancel: Any = None
+) -> tuple[AnalysisResult, TreeResult | None]:
     """A session's analysis job (its arrays are copies: edits may go on meanwhile),
     in a child process for large volumes; with the branch map when the tree is new."""
     from contextlib import ExitStack
@@ -335,8 +358,13 @@ def run_review_analysis(job: AnalysisJob, *, in_process: bool | None = None, pro
         with ExitStack() as stack:
             ref = stack.enter_context(SharedArray(job.reference))
             preds = [stack.enter_context(SharedArray(a)) for _, a, _ in job.predictions]
-            light = AnalysisJob(None, job.ref_revision, job.geometry, job.tree,  # type: ignore[arg-type]
-                                [(n, None, r) for n, _, r in job.predictions])  # type: ignore[misc]
+            light = AnalysisJob(
+                None,
+                job.ref_revision,
+                job.geometry,
+                job.tree,  # type: ignore[arg-type]
+                [(n, None, r) for n, _, r in job.predictions],
+            )  # type: ignore[misc]
             result = call_in_process(_job_in_child, light, ref.spec, [p.spec for p in preds], cancel=cancel)
     else:
         result = job.run(progress, cancel)
@@ -347,6 +375,7 @@ def run_review_analysis(job: AnalysisJob, *, in_process: bool | None = None, pro
 
 
 # -- region helpers ----------------------------------------------------------------
+
 
 def mask_box(mask: np.ndarray, *, progress: Progress = _noop, cancel: Any = None) -> tuple | None:
     """Per-axis half-open (start, stop) of a mask's non-zero voxels, or None when empty."""
@@ -388,6 +417,7 @@ def region_centre(region: ErrorRegion) -> tuple[int, int, int]:
 
 # -- the case ----------------------------------------------------------------------
 
+
 class Case(QObject):
     """State of the open case, shared by every view.
 
@@ -416,7 +446,7 @@ class Case(QObject):
     regionsChanged = Signal(int)
     regionStatusChanged = Signal(int, int, str)
     activeRegionChanged = Signal(int)
-    focusBoxRequested = Signal(object)   # ((z0, y0, x0), (z1, y1, x1)): slice views zoom to fit it
+    focusBoxRequested = Signal(object)  # ((z0, y0, x0), (z1, y1, x1)): slice views zoom to fit it
     jobStarted = Signal(object)
     modifiedChanged = Signal(bool)
     labelChanged = Signal(str, object)
@@ -543,8 +573,9 @@ class Case(QObject):
         self.activePredictionChanged.emit(-1)
         self.cursorChanged.emit(self.cursor)
 
-    def set_ct(self, ct: IntensityVolume, path: str | None = None, reorientation: Reorientation | None = None,
-               name: str = "") -> None:
+    def set_ct(
+        self, ct: IntensityVolume, path: str | None = None, reorientation: Reorientation | None = None, name: str = ""
+    ) -> None:
         """A new CT starts a new case: labels of another grid are dropped."""
         self.cancel_jobs()
         self._clear_state()
@@ -557,7 +588,9 @@ class Case(QObject):
             from app.workers import Job, guarded
 
             job = Job(x_major_copy, ct.array, name="Sagittal copy")
-            job.result.connect(guarded(self, lambda arr, c=ct: setattr(self, "_ct_by_x", arr) if self.ct is c else None))
+            job.result.connect(
+                guarded(self, lambda arr, c=ct: setattr(self, "_ct_by_x", arr) if self.ct is c else None)
+            )
             self._start(job, silent=True)
         self.ctChanged.emit()
         self.referenceChanged.emit()
@@ -565,8 +598,9 @@ class Case(QObject):
         self.activePredictionChanged.emit(-1)
         self.cursorChanged.emit(self.cursor)
 
-    def set_reference(self, reference: LabelVolume | None, path: str | None = None,
-                      source: Source | None = None) -> None:
+    def set_reference(
+        self, reference: LabelVolume | None, path: str | None = None, source: Source | None = None
+    ) -> None:
         if reference is not None and reference.array.dtype != bool:
             reference = LabelVolume(reference.mask, reference.geometry, reference.name)
         if reference is not None and self.ct is not None:
@@ -603,8 +637,9 @@ class Case(QObject):
             entry.label = LabelVolume(entry.label.mask, entry.label.geometry, entry.label.name)
         if self.ct is not None:
             check_same_grid(self.ct, entry.label)
-        entry.layer = LabelLayer(entry.name or "prediction", entry.label, entry.origin,
-                                 probabilities=entry.probabilities)
+        entry.layer = LabelLayer(
+            entry.name or "prediction", entry.label, entry.origin, probabilities=entry.probabilities
+        )
         self.session.add_prediction(entry.layer)
         entry.name = entry.layer.name  # made unique by the session
         entry.statuses = self.session.status_table(len(self.session.predictions) - 1)
@@ -846,7 +881,12 @@ class Case(QObject):
                 return
             result, tree = res
             if tree is not None:
-                self.tree, self.branch_map, self.generations, self.tree_error = tree.tree, tree.branch_map, tree.generations, None
+                self.tree, self.branch_map, self.generations, self.tree_error = (
+                    tree.tree,
+                    tree.branch_map,
+                    tree.generations,
+                    None,
+                )
             session.apply_analysis(result)
             for i, entry in enumerate(self.predictions):
                 if entry.name in result.predictions:
@@ -934,13 +974,25 @@ class Case(QObject):
     def autosave(self) -> Path | None:
         return self.session.autosave()
 
-    def open_files(self, ct_path: str | None, reference_path: str | None = None,
-                   prediction_paths: Sequence[str] = (), reference_selector: str | None = None) -> Any:
+    def open_files(
+        self,
+        ct_path: str | None,
+        reference_path: str | None = None,
+        prediction_paths: Sequence[str] = (),
+        reference_selector: str | None = None,
+    ) -> Any:
         """Load files in a job; the result is applied on the GUI thread."""
         from app.workers import Job, guarded
 
-        job = Job(load_case, ct_path, reference_path, list(prediction_paths),
-                  current_ct=None if ct_path else self.ct, reference_selector=reference_selector, name="Loading")
+        job = Job(
+            load_case,
+            ct_path,
+            reference_path,
+            list(prediction_paths),
+            current_ct=None if ct_path else self.ct,
+            reference_selector=reference_selector,
+            name="Loading",
+        )
         job.result.connect(guarded(self, self.apply_loaded))
         return self._start(job)
 
@@ -961,12 +1013,14 @@ class Case(QObject):
 
         preds = []
         for p in self.predictions:
-            preds.append({
-                "name": p.name,
-                "path": rel(p.path),
-                "source": p.source,
-                "statuses": dict(sorted(p.statuses.items())),
-            })
+            preds.append(
+                {
+                    "name": p.name,
+                    "path": rel(p.path),
+                    "source": p.source,
+                    "statuses": dict(sorted(p.statuses.items())),
+                }
+            )
         return {
             "format": PROJECT_FORMAT,
             "version": PROJECT_VERSION,
@@ -1033,8 +1087,14 @@ def load_project(path: str | os.PathLike, *, progress: Progress = _noop, cancel:
     if not data.get("ct"):
         raise InputError("The project names no CT.", "Open the CT and save the project again.", path=path)
     paths = [p["path"] for p in data.get("predictions", []) if p.get("path")]
-    loaded = load_case(data["ct"], data.get("reference"), paths, reference_selector=data.get("reference_selector"),
-                       progress=progress, cancel=cancel)
+    loaded = load_case(
+        data["ct"],
+        data.get("reference"),
+        paths,
+        reference_selector=data.get("reference_selector"),
+        progress=progress,
+        cancel=cancel,
+    )
     named = [p for p in data.get("predictions", []) if p.get("path")]
     for entry, meta in zip(loaded.predictions, named):
         entry.name = meta.get("name") or entry.name

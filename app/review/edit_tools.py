@@ -7,7 +7,8 @@ HU limit. Defaults and bounds come from ``resources/presets/edit_tools.json``.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
@@ -82,8 +83,13 @@ class EditTools(QObject):
             layer = self.case.edit_layer_name(self.target)
             if self.mode == "fill":
                 lo, hi = self.presets["fill_hu_range"]
-                session.flood_fill(layer, voxel, (float(lo), float(hi)), max_voxels=int(self.presets["fill_max_voxels"]),
-                                   max_radius=int(self.presets["fill_max_radius"]))
+                session.flood_fill(
+                    layer,
+                    voxel,
+                    (float(lo), float(hi)),
+                    max_voxels=int(self.presets["fill_max_voxels"]),
+                    max_radius=int(self.presets["fill_max_radius"]),
+                )
                 return
             session.begin_stroke()
             self._last = None
@@ -100,10 +106,11 @@ class EditTools(QObject):
         # dabs every half radius along the drag: fast mouse moves leave no gaps
         start = end if self._last is None else np.asarray(self._last, dtype=float)
         n = max(1, int(np.ceil(np.abs(end - start).max() / max(self.radius / 2, 0.5))))
-        for t in np.linspace(0.0, 1.0, n + 1)[1 if self._last is not None else n:]:
+        for t in np.linspace(0.0, 1.0, n + 1)[1 if self._last is not None else n :]:
             c = tuple(int(round(v)) for v in start + t * (end - start))
-            self.case.session.brush(layer, c, self.radius, self.mode == "brush", form=self.form,
-                                    orientation=orientation, hu_range=hu)
+            self.case.session.brush(
+                layer, c, self.radius, self.mode == "brush", form=self.form, orientation=orientation, hu_range=hu
+            )
         self._last = tuple(int(v) for v in voxel)  # type: ignore[assignment]
 
     def release(self) -> None:

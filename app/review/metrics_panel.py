@@ -18,8 +18,9 @@ import io
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PySide6.QtCore import Qt
@@ -41,24 +42,52 @@ from core.errors import InputError
 
 # Rows shown first, in this order (ATM'22 four, then the paper's extras);
 # any other scalar the engine reports follows alphabetically.
-PREFERRED = ("td", "bd", "dsc", "precision", "sensitivity", "specificity", "atm_score", "td_mm",
-             "tree_length_mm", "leakage", "missing_ratio", "breakages", "n_branches", "n_detected")
-LABELS = {"td": "TD (%)", "bd": "BD (%)", "dsc": "DSC (%)", "precision": "Precision (%)",
-          "sensitivity": "Sensitivity (%)", "specificity": "Specificity (%)",
-          "atm_score": "ATM'22 score", "td_mm": "Length detected (mm)",
-          "tree_length_mm": "Tree length (mm)", "leakage": "Leakage (%)",
-          "missing_ratio": "Missing ratio (%)", "breakages": "Breakages", "n_branches": "Branches",
-          "n_detected": "Branches detected"}
-TOOLTIPS = {"td": "Tree length detected: share of reference centreline voxels inside the prediction (ATM'22)",
-            "bd": "Branches detected: share of branches with at least 80% of their centreline inside (ATM'22)",
-            "atm_score": "Mean of TD, BD, DSC and precision (ATM'22 challenge score)",
-            "leakage": "|prediction minus reference| / |reference|", "missing_ratio": "|reference minus prediction| / |reference|",
-            "breakages": "Prediction components touching the reference tree outside the largest component"}
+PREFERRED = (
+    "td",
+    "bd",
+    "dsc",
+    "precision",
+    "sensitivity",
+    "specificity",
+    "atm_score",
+    "td_mm",
+    "tree_length_mm",
+    "leakage",
+    "missing_ratio",
+    "breakages",
+    "n_branches",
+    "n_detected",
+)
+LABELS = {
+    "td": "TD (%)",
+    "bd": "BD (%)",
+    "dsc": "DSC (%)",
+    "precision": "Precision (%)",
+    "sensitivity": "Sensitivity (%)",
+    "specificity": "Specificity (%)",
+    "atm_score": "ATM'22 score",
+    "td_mm": "Length detected (mm)",
+    "tree_length_mm": "Tree length (mm)",
+    "leakage": "Leakage (%)",
+    "missing_ratio": "Missing ratio (%)",
+    "breakages": "Breakages",
+    "n_branches": "Branches",
+    "n_detected": "Branches detected",
+}
+TOOLTIPS = {
+    "td": "Tree length detected: share of reference centreline voxels inside the prediction (ATM'22)",
+    "bd": "Branches detected: share of branches with at least 80% of their centreline inside (ATM'22)",
+    "atm_score": "Mean of TD, BD, DSC and precision (ATM'22 challenge score)",
+    "leakage": "|prediction minus reference| / |reference|",
+    "missing_ratio": "|reference minus prediction| / |reference|",
+    "breakages": "Prediction components touching the reference tree outside the largest component",
+}
 BRANCH_COLUMNS = ("branch", "generation", "parent", "length_mm", "mean_diameter_mm", "detected_share", "detected")
 # detected_share is in percent of the branch's centreline voxels (core.metrics)
 
 
 # -- tables (Qt-free) -------------------------------------------------------------------------
+
 
 def metrics_dict(metrics: Any) -> dict[str, Any]:
     """Scalar metrics as a flat dict (nested dicts become ``outer.inner``; lists are per-row tables, left out)."""
@@ -152,29 +181,40 @@ def branch_rows(tree: Any, metrics: Any) -> list[dict[str, Any]]:
         det = _get(row, "detected")
         if det is None and share is not None:  # core.metrics reports the share in percent
             det = float(share) >= 80.0
-        detected[int(bid)] = {"detected_share": None if share is None else float(share),
-                              "detected": None if det is None else bool(det)}
+        detected[int(bid)] = {
+            "detected_share": None if share is None else float(share),
+            "detected": None if det is None else bool(det),
+        }
     rows: list[dict[str, Any]] = []
     branches = list(getattr(tree, "branches", None) or [])
     if branches:
         for b in branches:
             bid = int(_get(b, "id"))
-            rows.append({
-                "branch": bid,
-                "generation": _get(b, "generation"),
-                "parent": _get(b, "parent"),
-                "length_mm": _get(b, "length_mm"),
-                "mean_diameter_mm": _get(b, "mean_diameter_mm"),
-                **detected.get(bid, {"detected_share": None, "detected": None}),
-            })
+            rows.append(
+                {
+                    "branch": bid,
+                    "generation": _get(b, "generation"),
+                    "parent": _get(b, "parent"),
+                    "length_mm": _get(b, "length_mm"),
+                    "mean_diameter_mm": _get(b, "mean_diameter_mm"),
+                    **detected.get(bid, {"detected_share": None, "detected": None}),
+                }
+            )
     else:  # no tree object (e.g. loaded results only): the metrics rows alone
         for row in per_branch_table(metrics) or []:
             bid = _get(row, "branch_id", "id", "branch")
             if bid is None:
                 continue
-            rows.append({"branch": int(bid), "generation": _get(row, "generation"), "parent": _get(row, "parent"),
-                         "length_mm": _get(row, "length_mm"), "mean_diameter_mm": _get(row, "mean_diameter_mm"),
-                         **detected.get(int(bid), {})})
+            rows.append(
+                {
+                    "branch": int(bid),
+                    "generation": _get(row, "generation"),
+                    "parent": _get(row, "parent"),
+                    "length_mm": _get(row, "length_mm"),
+                    "mean_diameter_mm": _get(row, "mean_diameter_mm"),
+                    **detected.get(int(bid), {}),
+                }
+            )
     return rows
 
 
@@ -209,8 +249,10 @@ def export_metrics(case: Any, path: str | os.PathLike) -> list[Path]:
         raise InputError(f"Cannot export metrics as '{path.suffix or path.name}'.", "Use a .csv or .json file name.")
     preds = [p for p in case.predictions if p.metrics is not None]
     if not preds:
-        raise InputError("No metrics to export yet.",
-                         "Open a reference and at least one prediction, and wait for the analysis to finish.")
+        raise InputError(
+            "No metrics to export yet.",
+            "Open a reference and at least one prediction, and wait for the analysis to finish.",
+        )
     keys, cols, values = summary_table(preds)
     tree = getattr(case, "tree", None)
     per_branch = {p.name: branch_rows(tree, p.metrics) for p in preds}
@@ -218,7 +260,9 @@ def export_metrics(case: Any, path: str | os.PathLike) -> list[Path]:
         data = {
             "case": getattr(case, "name", ""),
             "reference": getattr(case, "reference_path", None),
-            "predictions": {p.name: {"source": p.source, "path": p.path, "metrics": metrics_dict(p.metrics)} for p in preds},
+            "predictions": {
+                p.name: {"source": p.source, "path": p.path, "metrics": metrics_dict(p.metrics)} for p in preds
+            },
             "branches": per_branch,
         }
         _atomic_write_text(path, json.dumps(data, indent=2, default=_json_default))
@@ -249,6 +293,7 @@ def _json_default(o: Any) -> Any:
 
 
 # -- the widget -------------------------------------------------------------------------------
+
 
 class _NumItem(QTableWidgetItem):
     """Sorts by the number it shows (empty first)."""
@@ -305,8 +350,9 @@ class MetricsPanel(QWidget):
         bl.addWidget(self.branch_title)
         self.branches = QTableWidget(0, len(BRANCH_COLUMNS), bottom)
         self.branches.setObjectName("branchTable")
-        self.branches.setHorizontalHeaderLabels(["Branch", "Gen.", "Parent", "Length (mm)", "Diameter (mm)",
-                                                 "Detected (%)", "Detected"])
+        self.branches.setHorizontalHeaderLabels(
+            ["Branch", "Gen.", "Parent", "Length (mm)", "Diameter (mm)", "Detected (%)", "Detected"]
+        )
         self.branches.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.branches.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.branches.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -322,7 +368,13 @@ class MetricsPanel(QWidget):
 
         for sig in (case.metricsChanged, case.activePredictionChanged):
             sig.connect(lambda *_: self.refresh())
-        for sig in (case.predictionsChanged, case.treeChanged, case.referenceChanged, case.ctChanged, case.staleChanged):
+        for sig in (
+            case.predictionsChanged,
+            case.treeChanged,
+            case.referenceChanged,
+            case.ctChanged,
+            case.staleChanged,
+        ):
             sig.connect(self.refresh)
         self.refresh()
 
@@ -370,7 +422,11 @@ class MetricsPanel(QWidget):
 
     def _fill_branches(self) -> None:
         act = self.case.active
-        rows = branch_rows(self.case.tree, act.metrics if act is not None else None) if self.case.tree is not None or act is not None else []
+        rows = (
+            branch_rows(self.case.tree, act.metrics if act is not None else None)
+            if self.case.tree is not None or act is not None
+            else []
+        )
         t = self.branches
         t.setSortingEnabled(False)
         t.clearContents()
@@ -380,7 +436,9 @@ class MetricsPanel(QWidget):
                 t.setItem(r, c, _NumItem(row.get(key)))
         t.setSortingEnabled(True)
         name = act.name if act is not None else ""
-        self.branch_title.setText(f"Branches of the reference ({len(rows)}){' vs ' + name if name else ''}: click to go")
+        self.branch_title.setText(
+            f"Branches of the reference ({len(rows)}){' vs ' + name if name else ''}: click to go"
+        )
 
     def _on_branch_clicked(self, row: int, _col: int) -> None:
         item = self.branches.item(row, 0)

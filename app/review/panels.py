@@ -12,8 +12,9 @@ in ``window.panels_menu``. It owns the QActions of the 3D keys (``camera_*``,
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction
@@ -47,6 +48,7 @@ class MainWindow(Protocol):
     def addDockWidget(self, area: Qt.DockWidgetArea, dock: QDockWidget) -> None: ...  # noqa: N802 - Qt's name
     def tabifyDockWidget(self, a: QDockWidget, b: QDockWidget) -> None: ...  # noqa: N802 - Qt's name
     def addAction(self, action: QAction) -> None: ...  # noqa: N802 - Qt's name
+
 
 CAMERA_ACTIONS = (
     ("camera_reset", "reset", "Reset 3D camera"),
@@ -106,8 +108,11 @@ def _dock(window: MainWindow, name: str, title: str, widget: QWidget, area: Qt.D
     scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
     dock.setWidget(scroll)
     dock.setMinimumWidth(220)
-    dock.setAllowedAreas(Qt.DockWidgetArea.LeftDockWidgetArea | Qt.DockWidgetArea.RightDockWidgetArea
-                         | Qt.DockWidgetArea.BottomDockWidgetArea)
+    dock.setAllowedAreas(
+        Qt.DockWidgetArea.LeftDockWidgetArea
+        | Qt.DockWidgetArea.RightDockWidgetArea
+        | Qt.DockWidgetArea.BottomDockWidgetArea
+    )
     window.addDockWidget(area, dock)
     window.panels_menu.addAction(dock.toggleViewAction())
     return dock
@@ -163,8 +168,7 @@ def install_panels(window: MainWindow) -> Panels:
     act("focus_cursor_3d", "3D: focus on the crosshair", view3d.focus_cursor)
 
     def screenshot_3d() -> None:
-        start = os.path.join(writable_folder(window.settings.last_dir()),
-                             "airway_3d.png")
+        start = os.path.join(writable_folder(window.settings.last_dir()), "airway_3d.png")
         path, _ = QFileDialog.getSaveFileName(window, "Save the 3D view", start, "PNG image (*.png)")
         if path:
             try:

@@ -16,17 +16,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QComboBox,
-    QHBoxLayout,
-    QHeaderView,
     QCheckBox,
+    QComboBox,
     QDoubleSpinBox,
     QGridLayout,
+    QHBoxLayout,
+    QHeaderView,
     QLabel,
     QPushButton,
     QSpinBox,
@@ -41,16 +40,33 @@ from core.regions import ErrorRegion
 COLUMNS = ("#", "ID", "Kind", "Category", "Size (mm³)", "Voxels", "Gen.", "Status")
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 GROUP_COLUMNS = ("#", "Item", "Kind", "Category", "Size (mm³)", "Parts", "Gen.", "Status")
-FILTERS = (("all", "All kinds"), ("FP", "False positives"), ("FN", "False negatives"),
-           ("unreviewed", "Unreviewed"), ("reviewed", "Reviewed"))
-CATEGORY_FILTERS = (("all", "All categories"), ("missed_branch", "Missed branch"),
-                    ("candidate_branch", "Candidate branch"), ("leakage", "Leakage"), ("boundary", "Boundary"))
+FILTERS = (
+    ("all", "All kinds"),
+    ("FP", "False positives"),
+    ("FN", "False negatives"),
+    ("unreviewed", "Unreviewed"),
+    ("reviewed", "Reviewed"),
+)
+CATEGORY_FILTERS = (
+    ("all", "All categories"),
+    ("missed_branch", "Missed branch"),
+    ("candidate_branch", "Candidate branch"),
+    ("leakage", "Leakage"),
+    ("boundary", "Boundary"),
+)
 PARTLY = "partly_reviewed"
-COLUMN_TIPS = {"#": "Review order", "ID": "Region id", "Item": "Review item: a single error or the boundary fragments of one branch",
-               "Kind": "FP: predicted, not in the reference; FN: in the reference, not predicted",
-               "Category": "What the error does to the tree", "Size (mm³)": "Volume in mm³",
-               "Parts": "Regions in the item", "Voxels": "Voxels", "Gen.": "Generation of the nearest reference branch",
-               "Status": "Review status (keys 1-4)"}
+COLUMN_TIPS = {
+    "#": "Review order",
+    "ID": "Region id",
+    "Item": "Review item: a single error or the boundary fragments of one branch",
+    "Kind": "FP: predicted, not in the reference; FN: in the reference, not predicted",
+    "Category": "What the error does to the tree",
+    "Size (mm³)": "Volume in mm³",
+    "Parts": "Regions in the item",
+    "Voxels": "Voxels",
+    "Gen.": "Generation of the nearest reference branch",
+    "Status": "Review status (keys 1-4)",
+}
 
 
 def region_kind(region: ErrorRegion) -> str:
@@ -138,8 +154,16 @@ class RegionsModel(QAbstractTableModel):
         vv = voxel_volume(self.case)
         act = self.case.active
         status = act.status(row) if act is not None else "unreviewed"
-        return (row + 1, r.id, region_kind(r), region_category(r),
-                region_volume_mm3(r, vv), region_voxel_count(r), region_generation(r), status)
+        return (
+            row + 1,
+            r.id,
+            region_kind(r),
+            region_category(r),
+            region_volume_mm3(r, vv),
+            region_voxel_count(r),
+            region_generation(r),
+            status,
+        )
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
@@ -184,10 +208,16 @@ def _core_view(region: ErrorRegion, index: int, voxel_volume: float) -> dict:
     """What core.region_groups needs of a region."""
     box = region_box(region)
     return {
-        "id": str(region.id or f"region-{index + 1}"), "kind": region.kind, "category": region.category,
-        "voxels": int(region.voxels), "volume_mm3": float(region.volume_mm3),
-        "bbox": [list(p) for p in zip(*box)], "centroid_zyx": list(region_centre(region)),
-        "nearest_branch": region.nearest_branch, "nearest_generation": region.nearest_generation, "key": region.key,
+        "id": str(region.id or f"region-{index + 1}"),
+        "kind": region.kind,
+        "category": region.category,
+        "voxels": int(region.voxels),
+        "volume_mm3": float(region.volume_mm3),
+        "bbox": [list(p) for p in zip(*box)],
+        "centroid_zyx": list(region_centre(region)),
+        "nearest_branch": region.nearest_branch,
+        "nearest_generation": region.nearest_generation,
+        "key": region.key,
     }
 
 
@@ -248,8 +278,16 @@ class GroupsModel(QAbstractTableModel):
         v = self._cache.get(row)
         if v is None:
             g = self.groups[row]
-            v = (row + 1, g.label(), g.kind, g.category.replace("_", " "), g.volume_mm3, len(g.regions),
-                 g.generation, self.group_status(row))
+            v = (
+                row + 1,
+                g.label(),
+                g.kind,
+                g.category.replace("_", " "),
+                g.volume_mm3,
+                len(g.regions),
+                g.generation,
+                self.group_status(row),
+            )
             self._cache[row] = v
         return v
 
@@ -290,8 +328,8 @@ class _FilterProxy(QSortFilterProxyModel):
         self.mode = "all"
         self.category = "all"
         self.min_mm3 = 0.0
-        self.max_generation = -1      # -1: any
-        self.all_groups = False       # groups mode: small boundary groups too
+        self.max_generation = -1  # -1: any
+        self.all_groups = False  # groups mode: small boundary groups too
         self.setSortRole(SORT_ROLE)
 
     def _change(self, **kw: Any) -> None:
@@ -342,7 +380,7 @@ class RegionsPanel(QWidget):
         self.groups_model = GroupsModel(case, self)
         self.proxy = _FilterProxy(self)
         self.proxy.setSourceModel(self.groups_model if grouped else self.model)
-        self._group_row = -1     # the groups-model row last gone to
+        self._group_row = -1  # the groups-model row last gone to
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
@@ -363,7 +401,8 @@ class RegionsPanel(QWidget):
             self.category_combo.addItem(text, key)
         self.category_combo.setToolTip("Category")
         self.category_combo.currentIndexChanged.connect(
-            lambda i: self.proxy.set_filters(category=self.category_combo.itemData(i)))
+            lambda i: self.proxy.set_filters(category=self.category_combo.itemData(i))
+        )
         row1.addWidget(self.category_combo, 1)
         lay.addLayout(row1)
 
@@ -390,7 +429,9 @@ class RegionsPanel(QWidget):
         row3 = QHBoxLayout()
         self.small_switch = QCheckBox("Small groups", self)
         self.small_switch.setObjectName("regionsSmallSwitch")
-        self.small_switch.setToolTip("Also list boundary groups below the review size (resources/presets/review_groups.json)")
+        self.small_switch.setToolTip(
+            "Also list boundary groups below the review size (resources/presets/review_groups.json)"
+        )
         self.small_switch.toggled.connect(lambda on: self.proxy.set_filters(all_groups=bool(on) or not self.grouped))
         row3.addWidget(self.small_switch)
         self.raw_switch = QCheckBox("Raw regions", self)
@@ -430,15 +471,21 @@ class RegionsPanel(QWidget):
         self.status_buttons: dict[str, QPushButton] = {}
         from app import shortcuts
 
-        short = {"unreviewed": "Unreviewed", "confirmed": "Confirmed", "reference_error": "Ref. error",
-                 "flagged": "Flagged"}
+        short = {
+            "unreviewed": "Unreviewed",
+            "confirmed": "Confirmed",
+            "reference_error": "Ref. error",
+            "flagged": "Flagged",
+        }
         for key in STATUS_KEYS:
             b = QPushButton(short.get(key, STATUS_LABELS[key]), self)
             b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
             b.setMinimumWidth(40)
             try:
-                b.setToolTip(f"{STATUS_LABELS[key]}: {shortcuts.binding('status_' + key).description} "
-                             f"({shortcuts.key_text('status_' + key)})")
+                b.setToolTip(
+                    f"{STATUS_LABELS[key]}: {shortcuts.binding('status_' + key).description} "
+                    f"({shortcuts.key_text('status_' + key)})"
+                )
             except KeyError:
                 b.setToolTip(STATUS_LABELS[key])
             b.clicked.connect(lambda _=False, k=key: self.mark(k))
@@ -464,8 +511,10 @@ class RegionsPanel(QWidget):
         from app import shortcuts
 
         try:
-            return (f"{shortcuts.key_text('next_region')} / {shortcuts.key_text('previous_region')}: next / previous item; "
-                    + ", ".join(f"{shortcuts.key_text('status_' + k)}: {STATUS_LABELS[k].lower()}" for k in STATUS_KEYS))
+            return (
+                f"{shortcuts.key_text('next_region')} / {shortcuts.key_text('previous_region')}: next / previous item; "
+                + ", ".join(f"{shortcuts.key_text('status_' + k)}: {STATUS_LABELS[k].lower()}" for k in STATUS_KEYS)
+            )
         except KeyError:
             return ""
 
@@ -551,7 +600,9 @@ class RegionsPanel(QWidget):
             self.counter.setText("No prediction")
             return
         if act.regions is None:
-            text = act.analysis_error or ("Computing regions..." if self.case.reference is not None else "Needs a reference")
+            text = act.analysis_error or (
+                "Computing regions..." if self.case.reference is not None else "Needs a reference"
+            )
             self.counter.setText(text)
             return
         n = len(regions)
@@ -561,8 +612,10 @@ class RegionsPanel(QWidget):
             gm = self.groups_model
             done = sum(1 for r in range(len(gm.groups)) if gm.group_status(r) not in ("unreviewed", PARTLY))
             shown = sum(1 for g in gm.groups if g.review)
-            text = (f"Reviewed {act.reviewed_count()} / {n} regions ({fp} FP, {n - fp} FN); "
-                    f"items {done} / {len(gm.groups)} done, {shown} to review")
+            text = (
+                f"Reviewed {act.reviewed_count()} / {n} regions ({fp} FP, {n - fp} FN); "
+                f"items {done} / {len(gm.groups)} done, {shown} to review"
+            )
         self.counter.setText(text)
 
     def _select_row(self, source_row: int) -> None:
@@ -580,8 +633,10 @@ class RegionsPanel(QWidget):
         if not self.grouped:
             self._select_row(index)
             return
-        if not (0 <= self._group_row < len(self.groups_model.groups)
-                and index in self.groups_model.groups[self._group_row].indices):
+        if not (
+            0 <= self._group_row < len(self.groups_model.groups)
+            and index in self.groups_model.groups[self._group_row].indices
+        ):
             from core.region_groups import group_of_region
 
             gi = group_of_region(self.groups_model.groups, index)
@@ -608,7 +663,11 @@ class RegionsPanel(QWidget):
     def step(self, step: int) -> int:
         """N / Shift+N: the next / previous item in the table's order (filters and sorting), wrapping."""
         n = self.proxy.rowCount()
-        if not self.grouped and n == self.model.rowCount() and self.table.horizontalHeader().sortIndicatorSection() == 0:
+        if (
+            not self.grouped
+            and n == self.model.rowCount()
+            and self.table.horizontalHeader().sortIndicatorSection() == 0
+        ):
             return self.case.step_region(step)
         if n == 0:
             return -1

@@ -87,30 +87,51 @@ def _error_from_event(event: dict[str, Any]) -> BaseException:
     return RuntimeError(event.get("message") or f"The segmentation process failed ({kind or 'unknown error'}).")
 
 
-def load_result(mask_path: str, probabilities_path: str, ct: IntensityVolume, name: str, source: str,
-                warnings: list[str] | None = None, *, progress: Any = None, cancel: Any = None) -> PredictionEntry:
+def load_result(
+    mask_path: str,
+    probabilities_path: str,
+    ct: IntensityVolume,
+    name: str,
+    source: str,
+    warnings: list[str] | None = None,
+    *,
+    progress: Any = None,
+    cancel: Any = None,
+) -> PredictionEntry:
     """Read the child's arrays into a prediction on ``ct``'s grid (worker side)."""
     mask = np.load(mask_path, allow_pickle=False)
     probs = np.load(probabilities_path, allow_pickle=False)
     if mask.shape != ct.shape or probs.shape != ct.shape:
-        raise InputError(f"The segmentation came back with shape {mask.shape}, not the CT's {ct.shape}.",
-                         "Run it again; if it persists, report it.")
+        raise InputError(
+            f"The segmentation came back with shape {mask.shape}, not the CT's {ct.shape}.",
+            "Run it again; if it persists, report it.",
+        )
     label = LabelVolume(mask.astype(bool, copy=False), ct.geometry, name=name)
     prob = IntensityVolume(probs, ct.geometry, name=f"{name} probabilities")
-    return PredictionEntry(name=name, label=label, probabilities=prob, path=None, source=source,
-                           warnings=list(warnings or []))
+    return PredictionEntry(
+        name=name, label=label, probabilities=prob, path=None, source=source, warnings=list(warnings or [])
+    )
 
 
-def prepare_request(folder: str, ct: IntensityVolume, checkpoint: str, *, progress: Any = None, cancel: Any = None,
-                    **options: Any) -> Path:
+def prepare_request(
+    folder: str, ct: IntensityVolume, checkpoint: str, *, progress: Any = None, cancel: Any = None, **options: Any
+) -> Path:
     """Write the CT and the request for the child (worker side)."""
     from core.predict_process import write_request
 
     return write_request(folder, ct, checkpoint, **options)
 
 
-def run_in_thread(ct: IntensityVolume, checkpoint: str, device: str, options: dict[str, Any], name: str, *,
-                  progress: Any = None, cancel: Any = None) -> PredictionEntry:
+def run_in_thread(
+    ct: IntensityVolume,
+    checkpoint: str,
+    device: str,
+    options: dict[str, Any],
+    name: str,
+    *,
+    progress: Any = None,
+    cancel: Any = None,
+) -> PredictionEntry:
     """The frozen-build fallback: the predictor in a worker thread."""
     from core.inference import Predictor
 
@@ -127,9 +148,14 @@ def run_in_thread(ct: IntensityVolume, checkpoint: str, device: str, options: di
 
     report = check_mask(ct, result.mask.mask)
     label = LabelVolume(np.ascontiguousarray(result.mask.mask), ct.geometry, name=name)
-    return PredictionEntry(name=name, label=label, probabilities=result.probabilities, path=None,
-                           source=f"model:{checkpoint}",
-                           warnings=[] if report.passed else [report.warning(card_summary(predictor.header))])
+    return PredictionEntry(
+        name=name,
+        label=label,
+        probabilities=result.probabilities,
+        path=None,
+        source=f"model:{checkpoint}",
+        warnings=[] if report.passed else [report.warning(card_summary(predictor.header))],
+    )
 
 
 def grow_prediction(ct: IntensityVolume, name: str, *, progress: Any = None, cancel: Any = None) -> PredictionEntry:
@@ -162,7 +188,7 @@ class GrowingRun(QObject):
         self.state = "new"
         self.info: dict[str, Any] = {"device": "cpu"}
 
-    def start(self) -> "GrowingRun":
+    def start(self) -> GrowingRun:
         from app.workers import Job
 
         if self.ct is None:
@@ -219,19 +245,35 @@ class SegmentationRun(QObject):
     cancelled = Signal()
     ended = Signal()
 
-    def __init__(self, case: Any, checkpoint: str | os.PathLike, device: str = "auto", *, window: int | None = None,
-                 step: int | None = None, gaussian: bool | None = None, backend: str = "auto", threads: int | None = None,
-                 name: str | None = None, use_process: bool | None = None, parent: QObject | None = None,
-                 exact: bool = False):
+    def __init__(
+        self,
+        case: Any,
+        checkpoint: str | os.PathLike,
+        device: str = "auto",
+        *,
+        window: int | None = None,
+        step: int | None = None,
+        gaussian: bool | None = None,
+        backend: str = "auto",
+        threads: int | None = None,
+        name: str | None = None,
+        use_process: bool | None = None,
+        parent: QObject | None = None,
+        exact: bool = False,
+    ):
         super().__init__(parent)
         self.case = case
         self.ct = case.ct
         self.checkpoint = str(checkpoint)
         self.device = device
         # mode "fast" (issue 17's measured best) unless the paper's exact procedure is asked for
-        self.options = {"window": int(window) if window else None, "step": int(step) if step else None,
-                        "gaussian": None if gaussian is None else bool(gaussian), "backend": backend,
-                        "mode": "exact" if exact else "fast"}
+        self.options = {
+            "window": int(window) if window else None,
+            "step": int(step) if step else None,
+            "gaussian": None if gaussian is None else bool(gaussian),
+            "backend": backend,
+            "mode": "exact" if exact else "fast",
+        }
         self.threads = threads if threads is not None else max(1, (os.cpu_count() or 2) - 1)
         self.name = name or Path(self.checkpoint).stem
         self.use_process = (not getattr(sys, "frozen", False)) if use_process is None else use_process
@@ -248,18 +290,27 @@ class SegmentationRun(QObject):
         self._kill_timer.timeout.connect(self._kill)
 
     # -- control ---------------------------------------------------------------------------
-    def start(self) -> "SegmentationRun":
+    def start(self) -> SegmentationRun:
         from app.workers import Job
 
         if self.ct is None:
             raise InputError("Open a CT before segmenting.")
         if not Path(self.checkpoint).is_file():
-            raise CheckpointError(f"Model file '{self.checkpoint}' does not exist.",
-                                  "Choose a .pt checkpoint (trained with `airway train`, or the demo model).")
+            raise CheckpointError(
+                f"Model file '{self.checkpoint}' does not exist.",
+                "Choose a .pt checkpoint (trained with `airway train`, or the demo model).",
+            )
         if not self.use_process:
             self.state = "running"
-            self.job = Job(run_in_thread, self.ct, self.checkpoint, self.device, {**self.options, "threads": self.threads}, self.name,
-                           name="Segmentation")
+            self.job = Job(
+                run_in_thread,
+                self.ct,
+                self.checkpoint,
+                self.device,
+                {**self.options, "threads": self.threads},
+                self.name,
+                name="Segmentation",
+            )
             self.job.progress.connect(self.progress)
             self.job.result.connect(self._add)
             self.job.error.connect(self._job_error)
@@ -269,8 +320,16 @@ class SegmentationRun(QObject):
         self.state = "preparing"
         self.folder = tempfile.mkdtemp(prefix="airway-segment-")
         self.progress.emit(0, 0, "Preparing the CT")
-        self.job = Job(prepare_request, self.folder, self.ct, self.checkpoint, device=self.device,
-                       threads=self.threads, name="Preparing segmentation", **self.options)
+        self.job = Job(
+            prepare_request,
+            self.folder,
+            self.ct,
+            self.checkpoint,
+            device=self.device,
+            threads=self.threads,
+            name="Preparing segmentation",
+            **self.options,
+        )
         self.job.result.connect(self._launch)
         self.job.error.connect(self._job_error)
         self.job.start()
@@ -336,8 +395,9 @@ class SegmentationRun(QObject):
             self.progress.emit(0, 0, f"Segmenting on {event.get('device')} ({event.get('backend')})")
         elif kind == "progress":
             eta = event.get("eta_s")
-            text = event.get("message") or (f"{event['done']}/{event['total']} windows"
-                                            + (f", about {eta:.0f} s left" if eta else ""))
+            text = event.get("message") or (
+                f"{event['done']}/{event['total']} windows" + (f", about {eta:.0f} s left" if eta else "")
+            )
             self.progress.emit(int(event["done"]), int(event["total"]), text)
         elif kind in ("done", "error", "cancelled"):
             self._outcome = event
@@ -377,8 +437,16 @@ class SegmentationRun(QObject):
 
         self.state = "loading"
         self.progress.emit(1, 1, "Reading the result")
-        self.job = Job(load_result, done["mask"], done["probabilities"], self.ct, self.name,
-                       f"model:{self.checkpoint}", done.get("warnings") or [], name="Reading segmentation")
+        self.job = Job(
+            load_result,
+            done["mask"],
+            done["probabilities"],
+            self.ct,
+            self.name,
+            f"model:{self.checkpoint}",
+            done.get("warnings") or [],
+            name="Reading segmentation",
+        )
         self.job.result.connect(self._add)
         self.job.error.connect(self._job_error)
         self.job.start()
@@ -427,8 +495,7 @@ class SegmentPanel(QWidget):
     segmentationFinished = Signal(int)
     runStarted = Signal(object)  # the SegmentationRun, for the window's job display
 
-    def __init__(self, case: Any, parent: QWidget | None = None, settings: Any = None,
-                 show_error: Any = None):
+    def __init__(self, case: Any, parent: QWidget | None = None, settings: Any = None, show_error: Any = None):
         super().__init__(parent)
         self.setObjectName("segmentPanel")
         self.case = case
@@ -460,7 +527,8 @@ class SegmentPanel(QWidget):
         self.method_combo.setToolTip(
             "Region growing: training-free, finds the trachea and grows the airway from it; works on any chest CT.\n"
             "Model: the checkpoint on the right. The bundled model was trained on phantoms and one "
-            "pseudo-labelled real chest CT at 2.5 mm (its card is shown below).")
+            "pseudo-labelled real chest CT at 2.5 mm (its card is shown below)."
+        )
         remembered_method = settings.get("segment/method", None) if settings is not None else None
         self.method_combo.setCurrentIndex(max(self.method_combo.findData(remembered_method or "region-growing"), 0))
         row.addWidget(self.method_combo)
@@ -490,14 +558,18 @@ class SegmentPanel(QWidget):
         self.window_spin.setSingleStep(16)
         self.window_spin.setSpecialValueText("from model")
         self.window_spin.setValue(0)
-        self.window_spin.setToolTip("Sliding window side in voxels (paper: 128; a multiple of 8 for WingsNet); "
-                                    "'from model' uses the checkpoint's own")
+        self.window_spin.setToolTip(
+            "Sliding window side in voxels (paper: 128; a multiple of 8 for WingsNet); "
+            "'from model' uses the checkpoint's own"
+        )
         self.step_spin = QSpinBox(self)
         self.step_spin.setRange(0, 512)
         self.step_spin.setSingleStep(8)
         self.step_spin.setSpecialValueText("from model")
         self.step_spin.setValue(0)
-        self.step_spin.setToolTip("Window stride in voxels (paper: 64, i.e. 50% overlap); 'from model' uses the checkpoint's own")
+        self.step_spin.setToolTip(
+            "Window stride in voxels (paper: 64, i.e. 50% overlap); 'from model' uses the checkpoint's own"
+        )
         wrow = QHBoxLayout()
         wrow.addWidget(self.window_spin)
         wrow.addWidget(QLabel("step"))
@@ -508,9 +580,11 @@ class SegmentPanel(QWidget):
         form.addRow("", self.gaussian_check)
         self.exact_check = QCheckBox("Exact paper procedure (full overlap, fp32; slower)", self)
         self.exact_check.setObjectName("exactCheck")
-        self.exact_check.setToolTip("Off: only the windows that touch the lungs and trachea, bf16 where the "
-                                    "hardware has it (measured to agree with the paper's procedure). "
-                                    "On: every window, fp32.")
+        self.exact_check.setToolTip(
+            "Off: only the windows that touch the lungs and trachea, bf16 where the "
+            "hardware has it (measured to agree with the paper's procedure). "
+            "On: every window, fp32."
+        )
         self.exact_check.toggled.connect(lambda on: self.gaussian_check.setEnabled(not on))
         form.addRow("", self.exact_check)
         lay.addLayout(form)
@@ -586,7 +660,9 @@ class SegmentPanel(QWidget):
 
     def browse(self) -> None:
         start = self.checkpoint_edit.text() or os.path.expanduser("~")
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a model checkpoint", start, "Checkpoints (*.pt *.pth);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Choose a model checkpoint", start, "Checkpoints (*.pt *.pth);;All files (*)"
+        )
         if path:
             self.checkpoint_edit.setText(path)
 
@@ -603,10 +679,16 @@ class SegmentPanel(QWidget):
             if not checkpoint:
                 raise CheckpointError("No model chosen.", "Choose a .pt checkpoint with the ... button.")
             return SegmentationRun(
-                self.case, checkpoint, self.device_combo.currentData(), window=self.window_spin.value() or None,
+                self.case,
+                checkpoint,
+                self.device_combo.currentData(),
+                window=self.window_spin.value() or None,
                 step=self.step_spin.value() or None,
                 gaussian=None if self.exact_check.isChecked() else self.gaussian_check.isChecked(),
-                backend=self.backend, threads=self.threads, parent=self, exact=self.exact_check.isChecked(),
+                backend=self.backend,
+                threads=self.threads,
+                parent=self,
+                exact=self.exact_check.isChecked(),
             )
 
         run = self._launch(make)

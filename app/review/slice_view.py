@@ -20,13 +20,14 @@ screens; the image itself is drawn at device resolution by Qt.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal, QObject
+from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QKeySequence, QPainter, QPen
-from PySide6.QtWidgets import QApplication, QLineEdit, QAbstractSpinBox, QWidget
+from PySide6.QtWidgets import QAbstractSpinBox, QApplication, QLineEdit, QWidget
 
 from core.resources import load_json_resource
 
@@ -47,6 +48,7 @@ CLASS_KEYS = {TP: "TP", FP: "FP", FN: "FN", REF_ONLY: "reference", PRED_ONLY: "p
 
 # -- presets (data files) ---------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class WindowPreset:
     key: str
@@ -65,6 +67,7 @@ def load_overlay_colors() -> dict[str, Any]:
 
 
 # -- geometry of the three orientations (pure) -------------------------------------------
+
 
 def slice_count(orientation: str, shape: Sequence[int]) -> int:
     return int(shape[AXIS_OF[orientation]])
@@ -96,7 +99,9 @@ def pixel_mm(orientation: str, spacing_zyx: Sequence[float]) -> tuple[float, flo
     return {"axial": (sx, sy), "coronal": (sx, sz), "sagittal": (sy, sz)}[orientation]
 
 
-def display_to_voxel(orientation: str, index: int, row: float, col: float, shape: Sequence[int]) -> tuple[int, int, int]:
+def display_to_voxel(
+    orientation: str, index: int, row: float, col: float, shape: Sequence[int]
+) -> tuple[int, int, int]:
     """Displayed (row, col) of slice ``index`` -> voxel (z, y, x), clamped into the volume."""
     z_n, y_n, x_n = shape
     r, c = int(np.floor(row)), int(np.floor(col))
@@ -122,34 +127,55 @@ def voxel_to_display(orientation: str, zyx: Sequence[float], shape: Sequence[int
 
 # -- rendering (pure numpy) ---------------------------------------------------------------
 
+
 @dataclass
 class DisplaySettings:
     """What every slice view shares: window/level and the overlay's look."""
 
     window: float = 1500.0
     level: float = -600.0
-    preset: str = "lung"           # preset key, or "custom"
+    preset: str = "lung"  # preset key, or "custom"
     show_overlay: bool = True
     outline: bool = False
     opacity: float = 0.5
-    visible: dict[str, bool] = field(default_factory=lambda: {"TP": True, "FP": True, "FN": True,
-                                                               "reference": True, "prediction": True})
+    visible: dict[str, bool] = field(
+        default_factory=lambda: {"TP": True, "FP": True, "FN": True, "reference": True, "prediction": True}
+    )
     heatmap: bool = False
     crosshair: bool = True
 
     def key(self) -> tuple:
-        return (self.window, self.level, self.show_overlay, self.outline, round(self.opacity, 3),
-                tuple(sorted(self.visible.items())), self.heatmap)
+        return (
+            self.window,
+            self.level,
+            self.show_overlay,
+            self.outline,
+            round(self.opacity, 3),
+            tuple(sorted(self.visible.items())),
+            self.heatmap,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"window": self.window, "level": self.level, "preset": self.preset,
-                "show_overlay": self.show_overlay, "outline": self.outline, "opacity": self.opacity,
-                "visible": dict(self.visible), "heatmap": self.heatmap, "crosshair": self.crosshair}
+        return {
+            "window": self.window,
+            "level": self.level,
+            "preset": self.preset,
+            "show_overlay": self.show_overlay,
+            "outline": self.outline,
+            "opacity": self.opacity,
+            "visible": dict(self.visible),
+            "heatmap": self.heatmap,
+            "crosshair": self.crosshair,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DisplaySettings":
+    def from_dict(cls, d: dict[str, Any]) -> DisplaySettings:
         base = cls()
-        kw = {k: d[k] for k in ("window", "level", "preset", "show_overlay", "outline", "opacity", "heatmap", "crosshair") if k in d}
+        kw = {
+            k: d[k]
+            for k in ("window", "level", "preset", "show_overlay", "outline", "opacity", "heatmap", "crosshair")
+            if k in d
+        }
         out = replace(base, **kw)
         out.visible = {**base.visible, **(d.get("visible") or {})}
         return out
@@ -231,8 +257,7 @@ def _blend(region: np.ndarray, sel: np.ndarray, rgb: np.ndarray, alpha: np.ndarr
     grey = (region[sel] & np.uint32(0xFF)).astype(np.float32)[:, None]
     a = alpha[:, None]
     mixed = (grey * (1 - a) + rgb * a + 0.5).astype(np.uint32)
-    region[sel] = (np.uint32(0xFF000000) | (mixed[:, 0] << np.uint32(16)) | (mixed[:, 1] << np.uint32(8))
-                   | mixed[:, 2])
+    region[sel] = np.uint32(0xFF000000) | (mixed[:, 0] << np.uint32(16)) | (mixed[:, 1] << np.uint32(8)) | mixed[:, 2]
 
 
 def display_rect(orientation: str, box: Any, shape: Sequence[int]) -> tuple[int, int, int, int]:
@@ -346,7 +371,7 @@ class SliceRenderer:
             return out
         if settings.heatmap and probability is not None:
             h, w = probability.shape
-            region = out[offset[0]:offset[0] + h, offset[1]:offset[1] + w]
+            region = out[offset[0] : offset[0] + h, offset[1] : offset[1] + w]
             p = np.asarray(probability, dtype=np.float32)
             if probability.dtype == np.uint8:  # core.inference stores round(255 p)
                 p *= np.float32(1.0 / 255.0)
@@ -368,7 +393,7 @@ class SliceRenderer:
         if not sel.any():
             return out
         h, w = codes.shape
-        region = out[offset[0]:offset[0] + h, offset[1]:offset[1] + w]
+        region = out[offset[0] : offset[0] + h, offset[1] : offset[1] + w]
         c = codes[sel]
         _blend(region, sel, self.rgb[c], alpha[c])
         return out
@@ -384,6 +409,7 @@ def argb_to_qimage(img: np.ndarray) -> QImage:
 
 
 # -- the shared display state -----------------------------------------------------------------
+
 
 class DisplayState(QObject):
     """:class:`DisplaySettings` plus a ``changed`` signal, shared by the three views."""
@@ -425,10 +451,11 @@ class DisplayState(QObject):
 
 # -- the widget ---------------------------------------------------------------------------------
 
+
 class SliceView(QWidget):
     """One orientation of the case; the cursor's component along its axis is its slice."""
 
-    hovered = Signal(object)      # (z, y, x) under the mouse, or None
+    hovered = Signal(object)  # (z, y, x) under the mouse, or None
     sliceChanged = Signal(int)
 
     ZOOM_MIN, ZOOM_MAX = 0.25, 40.0
@@ -436,8 +463,14 @@ class SliceView(QWidget):
     # several views per slice change turn it off
     smooth_downscale = True
 
-    def __init__(self, case: Any, orientation: str, display: DisplayState,
-                 renderer: SliceRenderer | None = None, parent: QWidget | None = None):
+    def __init__(
+        self,
+        case: Any,
+        orientation: str,
+        display: DisplayState,
+        renderer: SliceRenderer | None = None,
+        parent: QWidget | None = None,
+    ):
         super().__init__(parent)
         if orientation not in ORIENTATIONS:
             raise ValueError(orientation)
@@ -500,8 +533,15 @@ class SliceView(QWidget):
         case = self.case
         act = case.active
         # revisions: labels are edited in place, the arrays' identity alone would show stale slices
-        return (self.index, case.active_index, id(act), id(case.reference), case.revision("reference"),
-                0 if act is None else case.revision(act.name), self.display.settings.key())
+        return (
+            self.index,
+            case.active_index,
+            id(act),
+            id(case.reference),
+            case.revision("reference"),
+            0 if act is None else case.revision(act.name),
+            self.display.settings.key(),
+        )
 
     def _patch(self, box: Any) -> None:
         """Re-render only the edited box of the image shown last (a brush dab repaints a
@@ -531,7 +571,7 @@ class SliceView(QWidget):
         pred = None if act is None else extract_slice(act.mask, o, i)[win]
         sub = self.renderer.render(case.ct_slice(o, i)[win], s, ref, pred)
         buf = old_img._buffer.copy()  # type: ignore[attr-defined]
-        buf[pr0:pr1, pc0:pc1] = sub[pr0 - rr0:pr1 - rr0, pc0 - rc0:pc1 - rc0]
+        buf[pr0:pr1, pc0:pc1] = sub[pr0 - rr0 : pr1 - rr0, pc0 - rc0 : pc1 - rc0]
         img = argb_to_qimage(buf)
         self._cache[key] = img
         self._last = (key, img)
@@ -569,8 +609,10 @@ class SliceView(QWidget):
         if shape is None or box is None or self.width() < 2 or self.height() < 2:
             return
         lo, hi = (np.asarray(b, dtype=float) for b in box)
-        corners = [voxel_to_display(self.orientation, lo, shape),
-                   voxel_to_display(self.orientation, np.maximum(hi - 1, lo), shape)]
+        corners = [
+            voxel_to_display(self.orientation, lo, shape),
+            voxel_to_display(self.orientation, np.maximum(hi - 1, lo), shape),
+        ]
         rows, cols = sorted(c[0] for c in corners), sorted(c[1] for c in corners)
         pw, ph = pixel_mm(self.orientation, self.case.ct.spacing_zyx)
         # box extent in mm, one voxel added (corners are voxel centres)
@@ -689,8 +731,11 @@ class SliceView(QWidget):
         rect = self.image_rect()
         if img is None or rect is None:
             p.setPen(QColor(130, 130, 140))
-            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter,
-                       f"{TITLES[self.orientation]}\nOpen a CT (File > Open) or drop files here")
+            p.drawText(
+                self.rect(),
+                Qt.AlignmentFlag.AlignCenter,
+                f"{TITLES[self.orientation]}\nOpen a CT (File > Open) or drop files here",
+            )
             p.end()
             return
         # nearest neighbour when zoomed in: voxels stay voxels
@@ -868,8 +913,12 @@ class SliceView(QWidget):
             self._space = True
             return
         seq = QKeySequence(event.keyCombination())
-        for action, delta in (("slice_next", 1), ("slice_previous", -1),
-                              ("slice_page_next", 10), ("slice_page_previous", -10)):
+        for action, delta in (
+            ("slice_next", 1),
+            ("slice_previous", -1),
+            ("slice_page_next", 10),
+            ("slice_page_previous", -10),
+        ):
             if any(seq.matches(k) == QKeySequence.SequenceMatch.ExactMatch for k in shortcuts.keys(action)):
                 self.step(delta)
                 event.accept()

@@ -29,9 +29,10 @@ from __future__ import annotations
 import colorsys
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -67,8 +68,11 @@ CAMERA_PRESETS = ("reset", "anterior", "posterior", "left", "right", "superior")
 # generations apart while distal ones (rarely past 10) stay distinct.
 _GENERATION_CYCLE = 12
 _FALLBACK_COLOURS = {
-    "TP": (240, 228, 170), "FP": (40, 200, 60), "FN": (230, 40, 40),
-    "reference": (255, 196, 0), "prediction": (70, 150, 255),
+    "TP": (240, 228, 170),
+    "FP": (40, 200, 60),
+    "FN": (230, 40, 40),
+    "reference": (255, 196, 0),
+    "prediction": (70, 150, 255),
 }
 
 
@@ -93,6 +97,7 @@ def generation_colour(generation: int) -> tuple[int, int, int]:
 
 
 # -- scene building (worker side, Qt-free) --------------------------------------------
+
 
 @dataclass
 class SceneInput:
@@ -155,8 +160,13 @@ def prepare_parts(scene: Scene) -> Scene:
         return scene
     # surface nets wind boundary faces from the label to the background, so
     # normals are already consistent: skip VTK's costly re-orientation pass
-    mesh = scene.surface.compute_normals(cell_normals=False, point_normals=True, split_vertices=False,
-                                         consistent_normals=False, auto_orient_normals=False)
+    mesh = scene.surface.compute_normals(
+        cell_normals=False,
+        point_normals=True,
+        split_vertices=False,
+        consistent_normals=False,
+        auto_orient_normals=False,
+    )
     if scene.mode == "outcome" and set(scene.colours) >= {TP, FP, FN}:
         parts = [("airway_tp", select_faces(mesh, [TP]), True), ("airway_errors", select_faces(mesh, [FP, FN]), False)]
     else:
@@ -263,14 +273,19 @@ def region_box(region: ErrorRegion) -> Box:
     return Box(tuple(lo for lo, _ in region.bbox), tuple(hi for _, hi in region.bbox))  # type: ignore[arg-type]
 
 
-def region_voxels(region: ErrorRegion, shape: tuple[int, int, int] | None = None, prediction: np.ndarray | None = None,
-                  reference: np.ndarray | None = None) -> tuple[Box, np.ndarray]:
+def region_voxels(
+    region: ErrorRegion,
+    shape: tuple[int, int, int] | None = None,
+    prediction: np.ndarray | None = None,
+    reference: np.ndarray | None = None,
+) -> tuple[Box, np.ndarray]:
     """(box, mask within box) of an error region: the voxels core.regions kept (never recomputed)."""
     return region_box(region), region.mask()
 
 
-def region_surface(region: ErrorRegion, geometry: Geometry, *, progress: Any = None,
-                   cancel: Any = None) -> tuple[Any, np.ndarray, float]:
+def region_surface(
+    region: ErrorRegion, geometry: Geometry, *, progress: Any = None, cancel: Any = None
+) -> tuple[Any, np.ndarray, float]:
     """(surface, world centre, world radius) of one error region, for highlighting and focusing."""
     box, m = region_voxels(region)
     surf = labels_surface(m.astype(np.uint8), geometry, offset=box.start, smoothing=False)
@@ -281,6 +296,7 @@ def region_surface(region: ErrorRegion, geometry: Geometry, *, progress: Any = N
 
 
 # -- the widget ---------------------------------------------------------------------------
+
 
 def three_d_supported() -> bool:
     """False where Qt cannot give VTK an OpenGL window (offscreen/minimal platforms)."""
@@ -345,8 +361,14 @@ class View3D(QWidget):
         self.camera_button.setToolTip("Camera presets and TP see-through")
         self.camera_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         menu = QMenu(self.camera_button)
-        for name, text in (("reset", "Reset camera"), ("anterior", "Anterior"), ("posterior", "Posterior"),
-                           ("left", "Left"), ("right", "Right"), ("superior", "Superior")):
+        for name, text in (
+            ("reset", "Reset camera"),
+            ("anterior", "Anterior"),
+            ("posterior", "Posterior"),
+            ("left", "Left"),
+            ("right", "Right"),
+            ("superior", "Superior"),
+        ):
             menu.addAction(text, lambda n=name: self.camera_preset(n))
         menu.addSeparator()
         self.see_through = menu.addAction("TP see-through")
@@ -489,8 +511,16 @@ class View3D(QWidget):
             self._surface_actors = []
             if scene is not None and scene.surface.n_cells:
                 for name, part, is_tp in scene.parts:
-                    actor = p.add_mesh(part, scalars="rgb", rgb=True, name=name, pickable=True, render=False,
-                                       show_scalar_bar=False, opacity=self.tp_opacity if is_tp else 1.0)
+                    actor = p.add_mesh(
+                        part,
+                        scalars="rgb",
+                        rgb=True,
+                        name=name,
+                        pickable=True,
+                        render=False,
+                        show_scalar_bar=False,
+                        opacity=self.tp_opacity if is_tp else 1.0,
+                    )
                     actor.GetProperty().SetInterpolationToGouraud()  # with the worker's point normals
                     self._surface_actors.append(actor)
                 if not self._camera_set:
@@ -626,9 +656,15 @@ class View3D(QWidget):
 
                 pad = max(self.case.ct.geometry.spacing) if self.case.ct is not None else 1.0
                 b = np.asarray(surf.bounds, float).reshape(3, 2) + np.array([-pad, pad])
-                self._region_actor = p.add_mesh(pv.Box(tuple(b.ravel())).outline(), color=self.colours["highlight"],
-                                                line_width=2, name="region", pickable=False, render=False,
-                                                lighting=False)
+                self._region_actor = p.add_mesh(
+                    pv.Box(tuple(b.ravel())).outline(),
+                    color=self.colours["highlight"],
+                    line_width=2,
+                    name="region",
+                    pickable=False,
+                    render=False,
+                    lighting=False,
+                )
             if radius > 0:
                 self.focus_point(centre, radius, render=False)
         p.render()
@@ -654,9 +690,15 @@ class View3D(QWidget):
                         pts.append(p)
             lines = np.array([[2, 2 * k, 2 * k + 1] for k in range(6)]).ravel()
             cross = pv.PolyData(np.array(pts), lines=lines)
-            self._cursor_actor = self.plotter.add_mesh(cross, color=self.colours["crosshair"], line_width=2,
-                                                       name="cursor", pickable=False, render=False,
-                                                       lighting=False)
+            self._cursor_actor = self.plotter.add_mesh(
+                cross,
+                color=self.colours["crosshair"],
+                line_width=2,
+                name="cursor",
+                pickable=False,
+                render=False,
+                lighting=False,
+            )
         self._cursor_actor.SetPosition(*world)
         if render:
             self._render_timer.start()
@@ -699,8 +741,14 @@ class View3D(QWidget):
         case = self.case
         if case.ct is None:
             return None
-        masks = [m for m in (None if case.active is None else case.active.mask,
-                             None if case.reference is None else case.reference.mask) if m is not None]
+        masks = [
+            m
+            for m in (
+                None if case.active is None else case.active.mask,
+                None if case.reference is None else case.reference.mask,
+            )
+            if m is not None
+        ]
         union = None
         if len(masks) == 2:
             union = _LazyUnion(masks[0], masks[1])
@@ -743,7 +791,10 @@ class View3D(QWidget):
             self.plotter.render()
             inter = self.plotter.interactor
             ratio = inter.devicePixelRatioF() if hasattr(inter, "devicePixelRatioF") else 1.0
-            size = [max(1, int(round(inter.width() * ratio * scale))), max(1, int(round(inter.height() * ratio * scale)))]
+            size = [
+                max(1, int(round(inter.width() * ratio * scale))),
+                max(1, int(round(inter.height() * ratio * scale))),
+            ]
             arr = np.ascontiguousarray(self.plotter.screenshot(return_img=True, window_size=size))
             h, w = arr.shape[:2]
             fmt = QImage.Format.Format_RGBA8888 if arr.shape[2] == 4 else QImage.Format.Format_RGB888
@@ -806,9 +857,16 @@ def _draw_legend(image: QImage, scene: Any) -> None:
 
 def _same_input(a: SceneInput, b: SceneInput) -> bool:
     """Same arrays (by identity and edit revision) and options."""
-    return (a.mode == b.mode and a.prediction is b.prediction and a.reference is b.reference
-            and a.revisions == b.revisions and a.branch_map is b.branch_map and a.geometry == b.geometry
-            and a.generations == b.generations and a.detected == b.detected)
+    return (
+        a.mode == b.mode
+        and a.prediction is b.prediction
+        and a.reference is b.reference
+        and a.revisions == b.revisions
+        and a.branch_map is b.branch_map
+        and a.geometry == b.geometry
+        and a.generations == b.generations
+        and a.detected == b.detected
+    )
 
 
 class _LazyUnion:

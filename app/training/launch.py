@@ -131,7 +131,9 @@ def check_settings(settings: TrainSettings) -> list[str]:
                 path = Path(config).expanduser()
                 if not path.is_file():
                     presets = ", ".join(list_presets()) or "none found"
-                    problems.append(f"The configuration file {config} does not exist. Choose a file or a preset ({presets}).")
+                    problems.append(
+                        f"The configuration file {config} does not exist. Choose a file or a preset ({presets})."
+                    )
                 else:
                     load_config(path=path)
         except AirwayError as exc:
@@ -147,12 +149,12 @@ def check_settings(settings: TrainSettings) -> list[str]:
             problems.append(f"The output {out} is a file. Choose a folder.")
         elif record is not None and record.alive():
             # the trainer writes events.jsonl only after it has started up
-            problems.append(f"A training process (pid {record.pid}) is already running in {out}. "
-                            "Wait for it, stop it, or choose another folder.")
-        elif (run / EVENTS_FILE).exists() or (run / CONFIG_FILE).exists():
             problems.append(
-                f"The output folder {out} already holds a run. Resume it, or choose a new folder."
+                f"A training process (pid {record.pid}) is already running in {out}. "
+                "Wait for it, stop it, or choose another folder."
             )
+        elif (run / EVENTS_FILE).exists() or (run / CONFIG_FILE).exists():
+            problems.append(f"The output folder {out} already holds a run. Resume it, or choose a new folder.")
         else:
             parent = next((p for p in [run, *run.parents] if p.exists()), None)
             if parent is None or not parent.is_dir():
@@ -192,8 +194,16 @@ def launch_detached(program: str, arguments: list[str], cwd: str | Path, log_pat
         kwargs["start_new_session"] = True
     try:
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen([program, *arguments], cwd=str(cwd), env=env, stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT, close_fds=True, **kwargs)
+            proc = subprocess.Popen(
+                [program, *arguments],
+                cwd=str(cwd),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                close_fds=True,
+                **kwargs,
+            )
     except OSError as exc:
         return exc.strerror or str(exc)
     return proc.pid

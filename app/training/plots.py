@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from PySide6 import QtCore, QtWidgets  # imported first so pyqtgraph binds to PySide6
-
 import pyqtgraph as pg
+from PySide6 import QtCore, QtWidgets  # imported first so pyqtgraph binds to PySide6
 
 from app.training.qt_workarounds import install_refcount_guard
 from app.training.runs import RunHistory
@@ -24,13 +23,17 @@ from app.training.runs import RunHistory
 install_refcount_guard()  # PySide6 6.12 on Python 3.11 leaks references (see the module)
 
 RUN_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-_LOSS_STYLES = (("loss", QtCore.Qt.PenStyle.SolidLine),
-                ("loss_enc", QtCore.Qt.PenStyle.DashLine),
-                ("loss_dec", QtCore.Qt.PenStyle.DotLine))
-_METRIC_STYLES = (("td", QtCore.Qt.PenStyle.SolidLine, "o"),
-                  ("bd", QtCore.Qt.PenStyle.DashLine, "t1"),
-                  ("dsc", QtCore.Qt.PenStyle.DotLine, "s"),
-                  ("precision", QtCore.Qt.PenStyle.DashDotLine, "d"))
+_LOSS_STYLES = (
+    ("loss", QtCore.Qt.PenStyle.SolidLine),
+    ("loss_enc", QtCore.Qt.PenStyle.DashLine),
+    ("loss_dec", QtCore.Qt.PenStyle.DotLine),
+)
+_METRIC_STYLES = (
+    ("td", QtCore.Qt.PenStyle.SolidLine, "o"),
+    ("bd", QtCore.Qt.PenStyle.DashLine, "t1"),
+    ("dsc", QtCore.Qt.PenStyle.DotLine, "s"),
+    ("precision", QtCore.Qt.PenStyle.DashDotLine, "d"),
+)
 
 
 @dataclass
@@ -63,7 +66,8 @@ class TrainingPlots(QtWidgets.QWidget):
         lay.addWidget(self._layout, 1)
         self.key_label = QtWidgets.QLabel(
             "Loss: total —, encoder – –, decoder ···, epoch mean ●.  Validation: TD ● —, BD ▲ – –, DSC ■ ···, "
-            "precision ◆ –·.  Dashed vertical lines: stage starts.")
+            "precision ◆ –·.  Dashed vertical lines: stage starts."
+        )
         self.key_label.setWordWrap(True)
         self.key_label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
         lay.addWidget(self.key_label)
@@ -114,15 +118,22 @@ class TrainingPlots(QtWidgets.QWidget):
         name = label or history.name or key
         for column, style in _LOSS_STYLES:
             items.curves[column] = self.loss_plot.plot(
-                pen=pg.mkPen(colour, style=style), name=name if column == "loss" else None, connect="finite")
+                pen=pg.mkPen(colour, style=style), name=name if column == "loss" else None, connect="finite"
+            )
         items.curves["epoch_loss"] = self.loss_plot.plot(
-            pen=None, symbol="o", symbolSize=5, symbolBrush=colour, symbolPen=None)
+            pen=None, symbol="o", symbolSize=5, symbolBrush=colour, symbolPen=None
+        )
         items.curves["lr"] = self.lr_plot.plot(pen=pg.mkPen(colour), connect="finite")
         items.curves["patches_per_s"] = self.speed_plot.plot(pen=pg.mkPen(colour), connect="finite")
         for column, style, symbol in _METRIC_STYLES:
             items.curves[column] = self.metric_plot.plot(
-                pen=pg.mkPen(colour, style=style), symbol=symbol, symbolSize=6,
-                symbolBrush=colour, symbolPen=None, connect="finite")
+                pen=pg.mkPen(colour, style=style),
+                symbol=symbol,
+                symbolSize=6,
+                symbolBrush=colour,
+                symbolPen=None,
+                connect="finite",
+            )
         self._runs[key] = items
         self.mark_dirty(key)
 
@@ -179,10 +190,13 @@ class TrainingPlots(QtWidgets.QWidget):
                 continue
             lines = []
             for plot in (self.loss_plot, self.lr_plot, self.speed_plot, self.metric_plot):
-                line = pg.InfiniteLine(pos=mark.x, angle=90, pen=pg.mkPen(items.colour,
-                                                                            style=QtCore.Qt.PenStyle.DashLine),
-                                       label=f"stage {mark.stage}" if plot is self.loss_plot else None,
-                                       labelOpts={"position": 0.9, "color": items.colour})
+                line = pg.InfiniteLine(
+                    pos=mark.x,
+                    angle=90,
+                    pen=pg.mkPen(items.colour, style=QtCore.Qt.PenStyle.DashLine),
+                    label=f"stage {mark.stage}" if plot is self.loss_plot else None,
+                    labelOpts={"position": 0.9, "color": items.colour},
+                )
                 plot.addItem(line)
                 lines.append(line)
             items.stage_lines.append((mark.stage, lines))

@@ -20,9 +20,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -449,7 +450,7 @@ def _option_value(cmd: list[str], option: str) -> str | None:
         if arg == option and i + 1 < len(cmd):
             return cmd[i + 1]
         if arg.startswith(option + "="):
-            return arg[len(option) + 1:]
+            return arg[len(option) + 1 :]
     return None
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtCore import Signal
@@ -31,11 +31,11 @@ from app.training.plots import TrainingPlots
 from app.training.qt_workarounds import install_refcount_guard
 from app.training.runs import (
     CONFIG_FILE,
-    INTERRUPTED,
     ENDED,
     EVENTS_FILE,
     FAILED,
     FINISHED,
+    INTERRUPTED,
     KILLED,
     LOG_FILE,
     NOT_STARTED,
@@ -66,9 +66,9 @@ LOG_LINES = 5000
 class RunMonitor(QtCore.QObject):
     """Follows one run folder: new events, the trainer's output, and whether it still runs."""
 
-    changed = Signal()             # history or status changed (plots, status line)
-    logLines = Signal(list)        # new lines for the log pane
-    ended = Signal(str)            # the run reached an end state (training_runs.ENDED)
+    changed = Signal()  # history or status changed (plots, status line)
+    logLines = Signal(list)  # new lines for the log pane
+    ended = Signal(str)  # the run reached an end state (training_runs.ENDED)
 
     POLL_MS = 500
     STEP_LOG_EVERY_S = 10.0
@@ -159,10 +159,12 @@ class RunMonitor(QtCore.QObject):
         if not isinstance(t, (int, float)) or t - self._last_step_logged < self.STEP_LOG_EVERY_S:
             return None
         self._last_step_logged = t
-        return (f"Stage {event.get('stage')} epoch {event.get('epoch')} step {event.get('step')} "
-                f"(global {event.get('global_step')}): loss {_num(event.get('loss'))} "
-                f"(enc {_num(event.get('loss_enc'))}, dec {_num(event.get('loss_dec'))}), "
-                f"lr {_num(event.get('lr'))}, {_num(event.get('patches_per_s'), '.1f')} patches/s")
+        return (
+            f"Stage {event.get('stage')} epoch {event.get('epoch')} step {event.get('step')} "
+            f"(global {event.get('global_step')}): loss {_num(event.get('loss'))} "
+            f"(enc {_num(event.get('loss_enc'))}, dec {_num(event.get('loss_dec'))}), "
+            f"lr {_num(event.get('lr'))}, {_num(event.get('patches_per_s'), '.1f')} patches/s"
+        )
 
     def _emit(self, lines: list[str], changed: bool) -> None:
         if lines:
@@ -249,8 +251,7 @@ class TrainingTab(QtWidgets.QWidget):
 
     SETTINGS_RUNS = "training/runs"
 
-    def __init__(self, parent: QtWidgets.QWidget | None = None, *, settings=None,
-                 launcher: Launcher | None = None):
+    def __init__(self, parent: QtWidgets.QWidget | None = None, *, settings=None, launcher: Launcher | None = None):
         super().__init__(parent)
         if settings is None:
             from app.settings import Settings
@@ -274,8 +275,9 @@ class TrainingTab(QtWidgets.QWidget):
         for i, name in enumerate(list_presets()):
             self.config_combo.addItem(name)
             self.config_combo.setItemData(i, preset_description(name), QtCore.Qt.ItemDataRole.ToolTipRole)
-        self.config_combo.setToolTip("A preset (paper, quick, demo) or the path of a .toml file; "
-                                     "hover a preset in the list for what it is for")
+        self.config_combo.setToolTip(
+            "A preset (paper, quick, demo) or the path of a .toml file; hover a preset in the list for what it is for"
+        )
         self.out_edit = QtWidgets.QLineEdit()
         self.out_edit.setPlaceholderText("a new folder for this run")
         self.device_combo = QtWidgets.QComboBox()
@@ -290,8 +292,10 @@ class TrainingTab(QtWidgets.QWidget):
 
         self.check_button = QtWidgets.QPushButton("Check")
         self.start_button = QtWidgets.QPushButton("Start")
-        self.start_button.setToolTip("Check the settings and start training in its own process; it keeps running "
-                                     "if you close the app, and the app finds it again when reopened")
+        self.start_button.setToolTip(
+            "Check the settings and start training in its own process; it keeps running "
+            "if you close the app, and the app finds it again when reopened"
+        )
         self._start_tip = self.start_button.toolTip()
         self.stop_button = QtWidgets.QPushButton("Stop")
         self.stop_button.setToolTip("Finish the current step, save a checkpoint and exit")
@@ -300,8 +304,10 @@ class TrainingTab(QtWidgets.QWidget):
         self.resume_button = QtWidgets.QPushButton("Resume")
         self.resume_button.setToolTip("Continue the selected run from its last checkpoint")
         self.open_best_button = QtWidgets.QPushButton("Segment CT with best")
-        self.open_best_button.setToolTip("Segment the CT open in the Review tab with the selected run's best "
-                                         "checkpoint (needs an open CT and a checkpoint)")
+        self.open_best_button.setToolTip(
+            "Segment the CT open in the Review tab with the selected run's best "
+            "checkpoint (needs an open CT and a checkpoint)"
+        )
         self.ct_available = False
         self.check_button.clicked.connect(self.check)
         self.start_button.clicked.connect(self.start)
@@ -310,8 +316,16 @@ class TrainingTab(QtWidgets.QWidget):
         self.resume_button.clicked.connect(self.resume)
         self.open_best_button.clicked.connect(self.open_best)
         buttons = QtWidgets.QGridLayout()
-        for i, b in enumerate((self.check_button, self.start_button, self.stop_button,
-                               self.kill_button, self.resume_button, self.open_best_button)):
+        for i, b in enumerate(
+            (
+                self.check_button,
+                self.start_button,
+                self.stop_button,
+                self.kill_button,
+                self.resume_button,
+                self.open_best_button,
+            )
+        ):
             buttons.addWidget(b, i // 3, i % 3)
 
         self.problems_label = QtWidgets.QLabel()
@@ -398,8 +412,9 @@ class TrainingTab(QtWidgets.QWidget):
             device=self.device_combo.currentText().strip() or "auto",
         )
 
-    def set_form(self, data: str | None = None, config: str | None = None,
-                 out: str | None = None, device: str | None = None) -> None:
+    def set_form(
+        self, data: str | None = None, config: str | None = None, out: str | None = None, device: str | None = None
+    ) -> None:
         if data is not None:
             self.data_edit.setText(str(data))
         if config is not None:
@@ -468,7 +483,9 @@ class TrainingTab(QtWidgets.QWidget):
             self._say("This run is still running.", "warning")
             return False
         if not (monitor.run_dir / CONFIG_FILE).is_file():
-            self._say(f"{monitor.run_dir} has no {CONFIG_FILE}: it cannot be resumed. Start a new run instead.", "error")
+            self._say(
+                f"{monitor.run_dir} has no {CONFIG_FILE}: it cannot be resumed. Start a new run instead.", "error"
+            )
             return False
         clear_stop_request(monitor.run_dir)
         device = self.device_combo.currentText().strip() or "auto"
@@ -495,8 +512,10 @@ class TrainingTab(QtWidgets.QWidget):
             return None
         path = best_checkpoint_path(monitor.history, monitor.run_dir)
         if path is None:
-            self._say(f"{monitor.run_dir.name} has no checkpoint yet. Wait for the first validation, or pick another run.",
-                      "warning")
+            self._say(
+                f"{monitor.run_dir.name} has no checkpoint yet. Wait for the first validation, or pick another run.",
+                "warning",
+            )
             return None
         self.openCheckpointRequested.emit(str(path))
         return str(path)
@@ -505,8 +524,9 @@ class TrainingTab(QtWidgets.QWidget):
         program, arguments = self.launcher(args)
         pid = launch_detached(program, arguments, monitor.run_dir, monitor.run_dir / LOG_FILE)
         if isinstance(pid, str):
-            self._say(f"Could not start the trainer ({program}): {pid}. "
-                      "Check that the application is installed completely.")
+            self._say(
+                f"Could not start the trainer ({program}): {pid}. Check that the application is installed completely."
+            )
             return False
         self.error_view.hide()
         monitor.log.append(f"[app] Started: {program} {' '.join(arguments)} (pid {pid})")
@@ -637,9 +657,12 @@ class TrainingTab(QtWidgets.QWidget):
             self._update_status()
         self._refresh_buttons()
         if status == FINISHED and never_learned(monitor.history):
-            self._say(f"{monitor.run_dir.name} finished, but validation never rose above 0 %: the model learned "
-                      "nothing it can segment. Train longer or on more cases (the 'quick' preset only checks a setup; "
-                      "'demo' learns on phantoms).", "warning")
+            self._say(
+                f"{monitor.run_dir.name} finished, but validation never rose above 0 %: the model learned "
+                "nothing it can segment. Train longer or on more cases (the 'quick' preset only checks a setup; "
+                "'demo' learns on phantoms).",
+                "warning",
+            )
         self.runEnded.emit(key, status)
 
     def _show_crash(self, monitor: RunMonitor | None) -> None:
@@ -658,11 +681,14 @@ class TrainingTab(QtWidgets.QWidget):
         running = monitor is not None and monitor.status == RUNNING
         any_running = any(m.status == RUNNING for m in self.monitors.values())
         self.start_button.setEnabled(not any_running)  # one run at a time from this tab
-        self.start_button.setToolTip(self._start_tip if not any_running else "A run is going: stop it or wait for it to end")
+        self.start_button.setToolTip(
+            self._start_tip if not any_running else "A run is going: stop it or wait for it to end"
+        )
         self.stop_button.setEnabled(running)
         self.kill_button.setEnabled(running)
-        self.resume_button.setEnabled(monitor is not None and not running and not any_running
-                                      and (monitor.run_dir / CONFIG_FILE).is_file())
+        self.resume_button.setEnabled(
+            monitor is not None and not running and not any_running and (monitor.run_dir / CONFIG_FILE).is_file()
+        )
         self.open_best_button.setEnabled(monitor is not None and self.ct_available)
         self.remove_run_button.setEnabled(monitor is not None)
 

@@ -1,8 +1,8 @@
 """``airway compare``: several models over a folder of cases, with statistics and a report.
 
-    airway compare --reference REF_DIR --predictions NAME=DIR [NAME=DIR ...] --out OUT
-    airway compare --reference REF_DIR --cts CT_DIR --models NAME=CKPT [...] --out OUT
-    airway compare --agreement A B [--json F]       (two predictions of one case, no reference)
+airway compare --reference REF_DIR --predictions NAME=DIR [NAME=DIR ...] --out OUT
+airway compare --reference REF_DIR --cts CT_DIR --models NAME=CKPT [...] --out OUT
+airway compare --agreement A B [--json F]       (two predictions of one case, no reference)
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ def register(subparsers) -> None:
         "compare",
         help="compare models over a folder of cases: metrics, mean/sd, Wilcoxon tests, plots, HTML report",
         description="Evaluate every case x model (ATM'22 definitions, as `airway evaluate`), cached by content so an "
-                    "unchanged rerun is near instant; write metrics.csv, summary.csv, tests.csv, DSC per diameter, "
-                    "BD per generation and report.html into --out. Cases are matched by file name "
-                    "(a trailing _0000 is ignored).",
+        "unchanged rerun is near instant; write metrics.csv, summary.csv, tests.csv, DSC per diameter, "
+        "BD per generation and report.html into --out. Cases are matched by file name "
+        "(a trailing _0000 is ignored).",
     )
     p.add_argument("--reference", metavar="REF_DIR", help="folder of reference labels")
     p.add_argument("--predictions", nargs="+", metavar="NAME=DIR", default=[], help="a folder of predictions per model")
@@ -34,19 +34,37 @@ def register(subparsers) -> None:
     p.add_argument("--atm22", action="store_true", help="ATM'22 organisers' smoothing and rounding")
     p.add_argument("--label-selector", default=None, help="which reference values are airway (default nonzero)")
     p.add_argument("--prediction-selector", default=None, help="same for the predictions")
-    p.add_argument("--connectivity", type=int, default=6, choices=(6, 18, 26),
-                   help="connectivity of the prediction's largest component (default 6, as ATM'22)")
+    p.add_argument(
+        "--connectivity",
+        type=int,
+        default=6,
+        choices=(6, 18, 26),
+        help="connectivity of the prediction's largest component (default 6, as ATM'22)",
+    )
     p.add_argument("--threshold", type=float, default=0.8, help="branch detection share (default 0.8)")
-    p.add_argument("--diameter-edges", type=float, nargs="+", default=None, metavar="MM",
-                   help="diameter intervals for DSC per diameter (default 0 2 4 6 8)")
+    p.add_argument(
+        "--diameter-edges",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="MM",
+        help="diameter intervals for DSC per diameter (default 0 2 4 6 8)",
+    )
     p.add_argument("--device", default="auto", help="for --models: auto, cpu, cuda, cuda:N")
     p.add_argument("--backend", default="auto", help="for --models: CPU engine (see airway segment)")
     p.add_argument("--threads", type=int, default=None, help="for --models: CPU threads")
-    p.add_argument("--agreement", nargs=2, metavar=("A", "B"),
-                   help="two predictions of one case, no reference: Dice between them, branches one finds and the other misses")
+    p.add_argument(
+        "--agreement",
+        nargs=2,
+        metavar=("A", "B"),
+        help="two predictions of one case, no reference: Dice between them, branches one finds and the other misses",
+    )
     p.add_argument("--json", metavar="F", help="with --agreement: write the result as JSON")
-    p.add_argument("--overwrite", action="store_true",
-                   help="write into an --out folder that holds other files, or over an existing --json")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an --out folder that holds other files, or over an existing --json",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     p.set_defaults(func=handle)
 
@@ -71,8 +89,10 @@ def handle(args: argparse.Namespace) -> int:
     if args.agreement:
         return _agreement(args)
     if not args.reference or not args.out:
-        raise InputError("--reference and --out are needed.",
-                         "airway compare --reference REF_DIR --predictions NAME=DIR ... --out OUT")
+        raise InputError(
+            "--reference and --out are needed.",
+            "airway compare --reference REF_DIR --predictions NAME=DIR ... --out OUT",
+        )
     preds = _pairs(args.predictions, "--predictions")
     models = _pairs(args.models, "--models")
     if models and not args.cts:
@@ -83,7 +103,9 @@ def handle(args: argparse.Namespace) -> int:
     if clash:
         raise InputError(f"Model name(s) {', '.join(sorted(clash))} used twice.", "Give each model its own name.")
     if not preds and not models:
-        raise InputError("No model to compare.", "Give --predictions NAME=DIR ... or --cts CT_DIR --models NAME=CKPT ...")
+        raise InputError(
+            "No model to compare.", "Give --predictions NAME=DIR ... or --cts CT_DIR --models NAME=CKPT ..."
+        )
     _check_out(args, [args.reference, args.cts, args.cache, *preds.values(), *models.values()])
     return run(args, preds, models)
 
@@ -96,12 +118,18 @@ def _check_out(args: argparse.Namespace, inputs: list) -> None:
     out = Path(args.out)
     for inp in inputs:
         if inp and (same_file(out, inp) or Path(inp).resolve().is_relative_to(out.resolve())):
-            raise InputError(f"--out {out} is (or holds) an input ({inp}); the results would mix with it.",
-                             "Choose another --out folder.", path=out)
+            raise InputError(
+                f"--out {out} is (or holds) an input ({inp}); the results would mix with it.",
+                "Choose another --out folder.",
+                path=out,
+            )
     # a rerun into the same folder is the cached path; someone else's files are not ours to replace
     if out.is_dir() and any(out.iterdir()) and not (out / "compare.json").is_file() and not args.overwrite:
-        raise InputError(f"--out {out} holds other files, not an earlier airway compare output.",
-                         "Choose a new or empty --out folder, or pass --overwrite.", path=out)
+        raise InputError(
+            f"--out {out} holds other files, not an earlier airway compare output.",
+            "Choose a new or empty --out folder, or pass --overwrite.",
+            path=out,
+        )
     check_writable_folder(out, flag="--out")
 
 
@@ -125,14 +153,27 @@ def run(args: argparse.Namespace, preds: dict[str, Path], models: dict[str, Path
     sources = {m: str(p) for m, p in preds.items()}
     seg_cache = Cache(cache_dir)
     if models:
-        dirs, seg_failures = predict_folders(args.cts, models, out / "predictions", device=args.device,
-                                             backend=args.backend, threads=args.threads, cache=seg_cache,
-                                             progress=progress, say=say)
+        dirs, seg_failures = predict_folders(
+            args.cts,
+            models,
+            out / "predictions",
+            device=args.device,
+            backend=args.backend,
+            threads=args.threads,
+            cache=seg_cache,
+            progress=progress,
+            say=say,
+        )
         preds = {**preds, **dirs}
         sources.update({m: str(p) for m, p in models.items()})
-    settings = CompareSettings(atm22=args.atm22, connectivity=args.connectivity, detection_threshold=args.threshold,
-                               diameter_edges=tuple(args.diameter_edges or DEFAULT_DIAMETER_EDGES),
-                               label_selector=args.label_selector, prediction_selector=args.prediction_selector)
+    settings = CompareSettings(
+        atm22=args.atm22,
+        connectivity=args.connectivity,
+        detection_threshold=args.threshold,
+        diameter_edges=tuple(args.diameter_edges or DEFAULT_DIAMETER_EDGES),
+        label_selector=args.label_selector,
+        prediction_selector=args.prediction_selector,
+    )
     result = compare_folders(args.reference, preds, settings=settings, cache_dir=cache_dir, progress=progress)
     result.sources = sources
     result.ct_dir = str(Path(args.cts).resolve()) if args.cts else ""
@@ -176,12 +217,26 @@ def _agreement(args: argparse.Namespace) -> int:
     if na == nb:
         na, nb = f"{pa.parent.name}/{na}", f"{pb.parent.name}/{nb}"
     res = agreement(a, b, name_a=na, name_b=nb, connectivity=args.connectivity, detection_threshold=args.threshold)
-    print(f"Dice {res.dice:.2f}%  ({res.both_voxels} shared voxels, {res.a_only_voxels} only in {na}, "
-          f"{res.b_only_voxels} only in {nb})")
-    print(f"{na}: {res.a_branches} branches, {len(res.a_branches_missed_by_b)} missed by {nb}"
-          + (f" (by generation {dict(sorted(res.a_generations_missed_by_b.items()))})" if res.a_branches_missed_by_b else ""))
-    print(f"{nb}: {res.b_branches} branches, {len(res.b_branches_missed_by_a)} missed by {na}"
-          + (f" (by generation {dict(sorted(res.b_generations_missed_by_a.items()))})" if res.b_branches_missed_by_a else ""))
+    print(
+        f"Dice {res.dice:.2f}%  ({res.both_voxels} shared voxels, {res.a_only_voxels} only in {na}, "
+        f"{res.b_only_voxels} only in {nb})"
+    )
+    print(
+        f"{na}: {res.a_branches} branches, {len(res.a_branches_missed_by_b)} missed by {nb}"
+        + (
+            f" (by generation {dict(sorted(res.a_generations_missed_by_b.items()))})"
+            if res.a_branches_missed_by_b
+            else ""
+        )
+    )
+    print(
+        f"{nb}: {res.b_branches} branches, {len(res.b_branches_missed_by_a)} missed by {na}"
+        + (
+            f" (by generation {dict(sorted(res.b_generations_missed_by_a.items()))})"
+            if res.b_branches_missed_by_a
+            else ""
+        )
+    )
     if args.json:
         from core.compare.cache import atomic_write
 

@@ -17,9 +17,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 COLUMNS = (
-    ("td", "TD%"), ("bd", "BD%"), ("dsc", "DSC%"), ("precision", "Prec%"), ("sensitivity", "Sens%"),
-    ("specificity", "Spec%"), ("atm_score", "Score"), ("td_mm", "TDmm"), ("leakage", "Leak%"),
-    ("missing_ratio", "Miss%"), ("breakages", "Breaks"), ("n_detected", "BrDet"), ("n_branches", "Br"),
+    ("td", "TD%"),
+    ("bd", "BD%"),
+    ("dsc", "DSC%"),
+    ("precision", "Prec%"),
+    ("sensitivity", "Sens%"),
+    ("specificity", "Spec%"),
+    ("atm_score", "Score"),
+    ("td_mm", "TDmm"),
+    ("leakage", "Leak%"),
+    ("missing_ratio", "Miss%"),
+    ("breakages", "Breaks"),
+    ("n_detected", "BrDet"),
+    ("n_branches", "Br"),
 )
 
 
@@ -28,8 +38,8 @@ def register(subparsers) -> None:
         "evaluate",
         help="airway metrics (TD, BD, DSC, precision, ...) of predictions against a reference",
         description="Tree length and branches detected (ATM'22 definitions), DSC, precision, sensitivity, "
-                    "specificity and extras, on each prediction's largest connected component. "
-                    "Give files, or folders whose cases are matched by file name.",
+        "specificity and extras, on each prediction's largest connected component. "
+        "Give files, or folders whose cases are matched by file name.",
     )
     p.add_argument("--reference", required=True, help="reference label file, or a folder of them")
     p.add_argument("--prediction", required=True, nargs="+", help="prediction file(s), or folder(s) of them")
@@ -37,27 +47,60 @@ def register(subparsers) -> None:
     p.add_argument("--csv", metavar="F", help="write one row per case (plus mean and std rows) as CSV")
     p.add_argument("--branches", metavar="F", help="write the per-branch table as CSV")
     p.add_argument("--regions", metavar="F", help="write the FP/FN error regions and their review groups as JSON")
-    p.add_argument("--atm22", action="store_true",
-                   help="reproduce the ATM'22 organisers' smoothing and rounding (to compare with published tables)")
-    p.add_argument("--label-selector", default=None,
-                   help="which reference values are airway: nonzero (default), value:N or bits:SHIFT:N")
+    p.add_argument(
+        "--atm22",
+        action="store_true",
+        help="reproduce the ATM'22 organisers' smoothing and rounding (to compare with published tables)",
+    )
+    p.add_argument(
+        "--label-selector",
+        default=None,
+        help="which reference values are airway: nonzero (default), value:N or bits:SHIFT:N",
+    )
     p.add_argument("--prediction-selector", default=None, help="same for the predictions (default nonzero)")
-    p.add_argument("--connectivity", type=int, default=6, choices=(6, 18, 26),
-                   help="connectivity of the prediction's largest component (default 6, as ATM'22)")
-    p.add_argument("--threshold", type=float, default=0.8,
-                   help="share of a branch's centreline that must be predicted for it to count (default 0.8)")
-    p.add_argument("--diameter-edges", type=float, nargs="+", default=None, metavar="MM",
-                   help="diameter intervals for DSC per diameter (default 0 2 4 6 8)")
-    p.add_argument("--tree", metavar="PATH",
-                   help="reuse a parsed reference tree: loaded if it exists, else parsed and saved there "
-                        "(a folder of <case>.tree.npz in folder mode)")
-    p.add_argument("--branch-map", metavar="F",
-                   help="write the reference's branch-id label map (single reference; .nii.gz, .mha or .nrrd)")
-    p.add_argument("--resample-to-ct", action="store_true",
-                   help="resample predictions on another grid onto the reference's grid (nearest neighbour); "
-                        "without it a grid mismatch is an error")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace existing output files (the first original is kept as NAME.bak) and stale --tree caches")
+    p.add_argument(
+        "--connectivity",
+        type=int,
+        default=6,
+        choices=(6, 18, 26),
+        help="connectivity of the prediction's largest component (default 6, as ATM'22)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.8,
+        help="share of a branch's centreline that must be predicted for it to count (default 0.8)",
+    )
+    p.add_argument(
+        "--diameter-edges",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="MM",
+        help="diameter intervals for DSC per diameter (default 0 2 4 6 8)",
+    )
+    p.add_argument(
+        "--tree",
+        metavar="PATH",
+        help="reuse a parsed reference tree: loaded if it exists, else parsed and saved there "
+        "(a folder of <case>.tree.npz in folder mode)",
+    )
+    p.add_argument(
+        "--branch-map",
+        metavar="F",
+        help="write the reference's branch-id label map (single reference; .nii.gz, .mha or .nrrd)",
+    )
+    p.add_argument(
+        "--resample-to-ct",
+        action="store_true",
+        help="resample predictions on another grid onto the reference's grid (nearest neighbour); "
+        "without it a grid mismatch is an error",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing output files (the first original is kept as NAME.bak) and stale --tree caches",
+    )
     p.set_defaults(func=run_evaluate)
 
 
@@ -121,11 +164,16 @@ def _tree_for(ref_volume, tree_path: Path | None, progress, plan=None, overwrite
         if saved == key:
             return tree
         if not overwrite:
-            why = ("it has no record of the reference it came from (saved by an older version)" if saved is None else
-                   f"it was parsed from another reference (shape {tuple(tree.shape)}; the content or grid differ)")
-            raise InputError(f"The saved tree cannot be used: {why}.",
-                             "Delete it, give another --tree path, or pass --overwrite to parse again and replace it.",
-                             path=tree_path)
+            why = (
+                "it has no record of the reference it came from (saved by an older version)"
+                if saved is None
+                else f"it was parsed from another reference (shape {tuple(tree.shape)}; the content or grid differ)"
+            )
+            raise InputError(
+                f"The saved tree cannot be used: {why}.",
+                "Delete it, give another --tree path, or pass --overwrite to parse again and replace it.",
+                path=tree_path,
+            )
     tree = parse_tree(ref_volume, progress=progress)
     tree.params["source_key"] = key
     if tree_path is not None:
@@ -136,14 +184,31 @@ def _tree_for(ref_volume, tree_path: Path | None, progress, plan=None, overwrite
     return tree
 
 
-def evaluate_pair(pred, ref, tree, *, atm22: bool = False, connectivity: int = 6, threshold: float = 0.8,
-                  diameter_edges=None, cancel=None):
+def evaluate_pair(
+    pred,
+    ref,
+    tree,
+    *,
+    atm22: bool = False,
+    connectivity: int = 6,
+    threshold: float = 0.8,
+    diameter_edges=None,
+    cancel=None,
+):
     """One prediction against its reference and parsed tree, as ``airway evaluate`` scores it
     (``airway compare`` calls this too, so both report the same numbers)."""
     from core.metrics import DEFAULT_DIAMETER_EDGES, evaluate
 
-    return evaluate(pred, ref, tree=tree, atm22=atm22, connectivity=connectivity, detection_threshold=threshold,
-                    diameter_edges=tuple(diameter_edges) if diameter_edges else DEFAULT_DIAMETER_EDGES, cancel=cancel)
+    return evaluate(
+        pred,
+        ref,
+        tree=tree,
+        atm22=atm22,
+        connectivity=connectivity,
+        detection_threshold=threshold,
+        diameter_edges=tuple(diameter_edges) if diameter_edges else DEFAULT_DIAMETER_EDGES,
+        cancel=cancel,
+    )
 
 
 def _input_files(paths: list[Path]) -> list[Path]:
@@ -165,22 +230,33 @@ def run_evaluate(args: argparse.Namespace) -> int:
     ref_path = Path(args.reference)
     pred_paths = [Path(p) for p in args.prediction]
     if not ref_path.exists():
-        raise InputError("Reference not found.", "Give an existing label file or folder with --reference.", path=ref_path)
+        raise InputError(
+            "Reference not found.", "Give an existing label file or folder with --reference.", path=ref_path
+        )
     for p in pred_paths:
         if not p.exists():
-            raise InputError("Prediction not found.", "Give existing prediction files or folders with --prediction.", path=p)
+            raise InputError(
+                "Prediction not found.", "Give existing prediction files or folders with --prediction.", path=p
+            )
     folder_mode = ref_path.is_dir()
     if folder_mode and not all(p.is_dir() for p in pred_paths):
-        raise InputError("The reference is a folder but a prediction is a file.",
-                         "Give prediction folders with a folder reference, or files with a file reference.")
+        raise InputError(
+            "The reference is a folder but a prediction is a file.",
+            "Give prediction folders with a folder reference, or files with a file reference.",
+        )
     if not folder_mode and any(p.is_dir() for p in pred_paths):
-        raise InputError("The reference is a file but a prediction is a folder.",
-                         "Give a reference folder to evaluate folders of cases.")
+        raise InputError(
+            "The reference is a file but a prediction is a folder.",
+            "Give a reference folder to evaluate folders of cases.",
+        )
     if args.branch_map and folder_mode:
         raise InputError("--branch-map needs a single reference file.", "Give --reference FILE.")
     if args.branch_map and volume_suffix(args.branch_map) not in VOLUME_SUFFIXES:
-        raise InputError("Unknown volume format for --branch-map.", "End the name with .nii.gz, .nii, .mha or .nrrd.",
-                         path=args.branch_map)
+        raise InputError(
+            "Unknown volume format for --branch-map.",
+            "End the name with .nii.gz, .nii, .mha or .nrrd.",
+            path=args.branch_map,
+        )
     edges = tuple(args.diameter_edges) if args.diameter_edges else DEFAULT_DIAMETER_EDGES
 
     # Every output is checked before any reading or parsing (core.outputs).
@@ -192,12 +268,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
         tree_arg = Path(args.tree)
         if folder_mode:
             if tree_arg.exists() and not tree_arg.is_dir():
-                raise InputError("--tree must be a folder when the reference is a folder.",
-                                 "Give a folder for the <case>.tree.npz files.", path=tree_arg)
+                raise InputError(
+                    "--tree must be a folder when the reference is a folder.",
+                    "Give a folder for the <case>.tree.npz files.",
+                    path=tree_arg,
+                )
             check_writable_folder(tree_arg, flag="--tree")
         elif tree_arg.is_dir():
-            raise InputError("--tree is a folder, but the reference is one file.", "Give a file name (e.g. ref.tree.npz).",
-                             path=tree_arg)
+            raise InputError(
+                "--tree is a folder, but the reference is one file.",
+                "Give a file name (e.g. ref.tree.npz).",
+                path=tree_arg,
+            )
         elif not tree_arg.exists():
             plan.add(tree_arg, "--tree")
     plan.check()
@@ -211,12 +293,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
         for pdir in pred_paths:
             pairs, missing = match_cases(ref_path, pdir)
             if missing:
-                print(f"warning: {pdir.name}: no prediction for {len(missing)} case(s): {', '.join(missing[:5])}"
-                      f"{' ...' if len(missing) > 5 else ''}", file=sys.stderr)
+                print(
+                    f"warning: {pdir.name}: no prediction for {len(missing)} case(s): {', '.join(missing[:5])}"
+                    f"{' ...' if len(missing) > 5 else ''}",
+                    file=sys.stderr,
+                )
             jobs += [(name, pdir.name, rp, pp) for name, rp, pp in pairs]
         if not jobs:
-            raise InputError("No reference case has a prediction with the same file name.",
-                             "Name predictions like their labels (e.g. ATM_001.nii.gz in both folders).")
+            raise InputError(
+                "No reference case has a prediction with the same file name.",
+                "Name predictions like their labels (e.g. ATM_001.nii.gz in both folders).",
+            )
     else:
         names = [case_name(p) for p in pred_paths]
         if len(set(names)) < len(names):  # same file name in several folders: tell them apart by folder
@@ -247,14 +334,25 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 pred = read_label(pp, args.prediction_selector)
                 if args.resample_to_ct and (pred.shape != ref.shape or not pred.geometry.matches(ref.geometry, 1e-3)):
                     pred = resample_label_to(pred, ref)
-                    print(f"note: {case}: {pp.name} resampled onto the reference's grid (nearest neighbour)",
-                          file=sys.stderr)
+                    print(
+                        f"note: {case}: {pp.name} resampled onto the reference's grid (nearest neighbour)",
+                        file=sys.stderr,
+                    )
                 check_same_grid(ref, pred)
-                warnings = [f.message for f in raise_errors(check_label(pred, "prediction", pp, "--prediction-selector"))]
+                warnings = [
+                    f.message for f in raise_errors(check_label(pred, "prediction", pp, "--prediction-selector"))
+                ]
                 for w in warnings:
                     print(f"warning: {case}: {w}", file=sys.stderr)
-                m = evaluate_pair(pred, ref, tree, atm22=args.atm22, connectivity=args.connectivity,
-                                  threshold=args.threshold, diameter_edges=edges)
+                m = evaluate_pair(
+                    pred,
+                    ref,
+                    tree,
+                    atm22=args.atm22,
+                    connectivity=args.connectivity,
+                    threshold=args.threshold,
+                    diameter_edges=edges,
+                )
                 regs = []
                 if args.regions:
                     regs = find_error_regions(pred, ref, tree, lcc_connectivity=args.connectivity)
@@ -264,14 +362,25 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if args.csv:
             plan.write_text(args.csv, summary_csv(results, folder_mode))
         if args.json:
-            plan.write_text(args.json, json.dumps(results_json(results, args, folder_mode), indent=1, default=_json_default))
+            plan.write_text(
+                args.json, json.dumps(results_json(results, args, folder_mode), indent=1, default=_json_default)
+            )
         if args.branches:
             plan.write_text(args.branches, branches_csv(results))
         if args.regions:
             from core.region_groups import group_regions
 
-            doc = [_clean({"case": r.case, "prediction": r.method, "regions": [g.as_dict() for g in r.regions],
-                           "groups": [g.as_dict() for g in group_regions(r.regions)]}) for r in results]
+            doc = [
+                _clean(
+                    {
+                        "case": r.case,
+                        "prediction": r.method,
+                        "regions": [g.as_dict() for g in r.regions],
+                        "groups": [g.as_dict() for g in group_regions(r.regions)],
+                    }
+                )
+                for r in results
+            ]
             plan.write_text(args.regions, json.dumps(doc if len(doc) > 1 else doc[0], indent=1, default=_json_default))
     return 0
 
@@ -324,8 +433,10 @@ def format_table(results: list[CaseResult], folder_mode: bool) -> str:
             rows.append(["mean", method] + [_fmt(stats[k][0]) for k, _ in COLUMNS])
             rows.append(["std", method] + [_fmt(stats[k][1]) for k, _ in COLUMNS])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    lines = ["  ".join(str(x).rjust(w) if i > 1 else str(x).ljust(w) for i, (x, w) in enumerate(zip(line, widths)))
-             for line in [head] + rows]
+    lines = [
+        "  ".join(str(x).rjust(w) if i > 1 else str(x).ljust(w) for i, (x, w) in enumerate(zip(line, widths)))
+        for line in [head] + rows
+    ]
     mode = results[0].metrics.mode if results else "exact"
     note = "ATM'22 rounding" if mode == "atm22" else "exact ratios"
     return "\n".join(lines + [f"(percent; {note}; TDmm = detected centreline length in mm; std = population std)"])
@@ -359,13 +470,40 @@ def summary_csv(results: list[CaseResult], folder_mode: bool = True) -> str:
 def branches_csv(results: list[CaseResult]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["case", "prediction", "branch", "parent", "generation", "length_mm", "mean_diameter_mm",
-                "min_diameter_mm", "centreline_voxels", "detected_voxels", "detected_share", "detected"])
+    w.writerow(
+        [
+            "case",
+            "prediction",
+            "branch",
+            "parent",
+            "generation",
+            "length_mm",
+            "mean_diameter_mm",
+            "min_diameter_mm",
+            "centreline_voxels",
+            "detected_voxels",
+            "detected_share",
+            "detected",
+        ]
+    )
     for r in results:
         for b in r.metrics.branches:
-            w.writerow([r.case, r.method, b.id, b.parent if b.parent is not None else "", b.generation,
-                        f"{b.length_mm:.3f}", f"{b.mean_diameter_mm:.3f}", f"{b.min_diameter_mm:.3f}",
-                        b.centreline_voxels, b.detected_voxels, f"{b.detected_share:.2f}", int(b.detected)])
+            w.writerow(
+                [
+                    r.case,
+                    r.method,
+                    b.id,
+                    b.parent if b.parent is not None else "",
+                    b.generation,
+                    f"{b.length_mm:.3f}",
+                    f"{b.mean_diameter_mm:.3f}",
+                    f"{b.min_diameter_mm:.3f}",
+                    b.centreline_voxels,
+                    b.detected_voxels,
+                    f"{b.detected_share:.2f}",
+                    int(b.detected),
+                ]
+            )
     return buf.getvalue()
 
 
@@ -377,12 +515,16 @@ def results_json(results: list[CaseResult], args, folder_mode: bool = True) -> d
     keys = [k for k, _ in COLUMNS] + ["tree_length_mm"]
     summary = {}
     for method, group in _groups(results).items() if folder_mode else ():
-        summary[method] = {k: dict(zip(("mean", "std"), mean_std([g.metrics.summary()[k] for g in group]))) for k in keys}
-    return _clean({
-        "reference": str(args.reference),
-        "mode": "atm22" if args.atm22 else "exact",
-        "connectivity": args.connectivity,
-        "detection_threshold": args.threshold,
-        "cases": cases,
-        "summary": summary,
-    })
+        summary[method] = {
+            k: dict(zip(("mean", "std"), mean_std([g.metrics.summary()[k] for g in group]))) for k in keys
+        }
+    return _clean(
+        {
+            "reference": str(args.reference),
+            "mode": "atm22" if args.atm22 else "exact",
+            "connectivity": args.connectivity,
+            "detection_threshold": args.threshold,
+            "cases": cases,
+            "summary": summary,
+        }
+    )

@@ -84,8 +84,11 @@ def run(args: argparse.Namespace) -> int:
         rows += [
             ("label selector", info["selector"]),
             ("label voxels", f"{info['voxels']} ({info['volume_mm3']:g} mm^3)"),
-            ("components", f"{info['components_26']} (26-connected), {info['components_6']} (6-connected); "
-                           f"largest {info['largest_component_voxels']} voxels"),
+            (
+                "components",
+                f"{info['components_26']} (26-connected), {info['components_6']} (6-connected); "
+                f"largest {info['largest_component_voxels']} voxels",
+            ),
         ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
@@ -97,8 +100,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe a volume file or DICOM folder (shape, geometry, values, components)")
     p.add_argument("path", help="a .nii/.nii.gz/.mha/.mhd/.nrrd/.nhdr file or a DICOM series folder")
     p.add_argument("--label", action="store_true", help="treat it as a label map (default: guessed)")
-    p.add_argument("--label-selector", default=None, metavar="SEL",
-                   help="which values are airway: nonzero (default), value:N or bits:SHIFT:N (CIP maps: bits:8:2)")
+    p.add_argument(
+        "--label-selector",
+        default=None,
+        metavar="SEL",
+        help="which values are airway: nonzero (default), value:N or bits:SHIFT:N (CIP maps: bits:8:2)",
+    )
     p.add_argument("--series-uid", default=None, help="DICOM series to read when a folder holds several")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)

@@ -12,12 +12,15 @@ def register(subparsers: Any) -> None:
         "models",
         help="list the network architectures, their parameters and GFLOPs per 128^3 patch",
         description="Lists the registered architectures and their named variants. GFLOPs are counted from the "
-                    "layer shapes (convolutions, 2 FLOPs per multiply-add) on torch's meta device; nothing runs.",
+        "layer shapes (convolutions, 2 FLOPs per multiply-add) on torch's meta device; nothing runs.",
     )
     p.add_argument("--size", type=int, default=128, help="patch side for the FLOP count (default 128)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--checkpoint", metavar="CKPT",
-                   help="print this checkpoint's model card instead (what it was trained on, held-out results)")
+    p.add_argument(
+        "--checkpoint",
+        metavar="CKPT",
+        help="print this checkpoint's model card instead (what it was trained on, held-out results)",
+    )
     p.set_defaults(func=run)
 
 
@@ -27,9 +30,18 @@ def show_card(path: str, as_json: bool) -> int:
 
     header = load_checkpoint(path).header
     if as_json:
-        print(json.dumps({"checkpoint": str(path), "architecture": header.get("architecture"),
-                          "arch_args": header.get("arch_args"), "card": get_card(header),
-                          "summary": card_summary(header)}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "checkpoint": str(path),
+                    "architecture": header.get("architecture"),
+                    "arch_args": header.get("arch_args"),
+                    "card": get_card(header),
+                    "summary": card_summary(header),
+                },
+                indent=2,
+            )
+        )
         return 0
     print(f"{path}: {header.get('architecture')} {header.get('arch_args') or ''}")
     for line in card_lines(header):
@@ -57,10 +69,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'architecture':12s} {'variant':11s} {'parameters':>11s} {f'GFLOP/{args.size}^3':>12s} {'divisor':>7s}  outputs")
+    print(
+        f"{'architecture':12s} {'variant':11s} {'parameters':>11s} {f'GFLOP/{args.size}^3':>12s} {'divisor':>7s}  outputs"
+    )
     for r in rows:
-        print(f"{r['name']:12s} {r['variant']:11s} {r['parameters']:11,d} {r['gflops']:12.1f} {r['divisor']:7d}  "
-              f"{', '.join(r['outputs'])}")
+        print(
+            f"{r['name']:12s} {r['variant']:11s} {r['parameters']:11,d} {r['gflops']:12.1f} {r['divisor']:7d}  "
+            f"{', '.join(r['outputs'])}"
+        )
     for name in list_models():
         print(f"  {name}: {get_spec(name).description}")
     return 0

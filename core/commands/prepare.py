@@ -8,9 +8,11 @@ import sys
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "prepare", help="preprocess a training dataset once into a memory-mappable cache",
+        "prepare",
+        help="preprocess a training dataset once into a memory-mappable cache",
         description="Window, crop, distance weights, skeleton and small-airway mask of every case, cached as .npy "
-                    "(rebuilt when the source files or the settings change). Bad cases are reported by name.")
+        "(rebuilt when the source files or the settings change). Bad cases are reported by name.",
+    )
     p.add_argument("--data", required=True, help="dataset folder (imagesTr/ + labelsTr/) or CSV of image,label pairs")
     p.add_argument("--config", help="training config (.toml) whose [preprocessing]/[data] settings to use")
     p.add_argument("--preset", choices=("paper", "quick", "demo"), help="preset config (default: paper)")
@@ -20,31 +22,48 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_prepare)
 
     q = subparsers.add_parser(
-        "phantom-dataset", help="write N synthetic airway phantoms as imagesTr/ + labelsTr/",
-        description="Generated chest phantoms with exact airway labels, so training needs no download.")
+        "phantom-dataset",
+        help="write N synthetic airway phantoms as imagesTr/ + labelsTr/",
+        description="Generated chest phantoms with exact airway labels, so training needs no download.",
+    )
     q.add_argument("--n", type=int, required=True, help="number of phantoms")
     q.add_argument("--size", type=int, default=64, help="side in voxels (default 64)")
     q.add_argument("--out", required=True, help="output folder")
     q.add_argument("--seed", type=int, default=0, help="phantom i uses seed + i (default 0)")
-    q.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), default=None,
-                   help="voxel size in mm (default: the whole chest fitted into the grid)")
-    q.add_argument("--difficulty", default=None, choices=("easy", "normal", "hard"),
-                   help="image quality of the phantoms (core.phantom; default normal)")
+    q.add_argument(
+        "--spacing",
+        type=float,
+        nargs=3,
+        metavar=("X", "Y", "Z"),
+        default=None,
+        help="voxel size in mm (default: the whole chest fitted into the grid)",
+    )
+    q.add_argument(
+        "--difficulty",
+        default=None,
+        choices=("easy", "normal", "hard"),
+        help="image quality of the phantoms (core.phantom; default normal)",
+    )
     q.add_argument("--prepare", action="store_true", help="also build the training cache (paper preprocessing)")
     q.set_defaults(func=run_phantom_dataset)
 
 
 def _settings_from(args):
+    from core.preprocess import Preprocessing
     from core.training.cache import CacheSettings
     from core.training.config import load_config
-    from core.preprocess import Preprocessing
 
     cfg = load_config(args.config, args.preset)
     p = cfg.preprocessing
     alphas = tuple(sorted({s.alpha for _, s in cfg.stages() if s.loss == "gul"}))
     prep = Preprocessing(window=tuple(p.window), scale=p.scale, crop=p.crop, margin=p.margin)
-    return cfg, CacheSettings(prep.to_dict(), cfg.data.label_selector, alphas, cfg.sampling.small_diameter_mm,
-                              ignore_value=cfg.data.ignore_value)
+    return cfg, CacheSettings(
+        prep.to_dict(),
+        cfg.data.label_selector,
+        alphas,
+        cfg.sampling.small_diameter_mm,
+        ignore_value=cfg.data.ignore_value,
+    )
 
 
 def run_prepare(args: argparse.Namespace) -> int:
@@ -65,8 +84,10 @@ def run_prepare(args: argparse.Namespace) -> int:
     report = prepare_cases(cases, cache, settings, on_bad_case=policy, progress=progress, force=args.force)
     for bad in report.bad:
         print(f"skipped {bad.name}: {bad.reason}", file=sys.stderr)
-    print(f"{len(report.cases)} case(s) ready in {cache} ({len(report.built)} built, {len(report.reused)} reused, "
-          f"{len(report.bad)} skipped)")
+    print(
+        f"{len(report.cases)} case(s) ready in {cache} ({len(report.built)} built, {len(report.reused)} reused, "
+        f"{len(report.bad)} skipped)"
+    )
     return 0
 
 
@@ -82,8 +103,11 @@ def _check_cache_folder(cache, data) -> None:
     data = Path(data)
     for sub in (data, data / "imagesTr", data / "labelsTr"):
         if sub.exists() and same_file(cache, sub):
-            raise InputError("The cache folder is the dataset's own folder; its case folders would mix with the data.",
-                             "Give another folder with --cache (default: DATA/.airway_cache).", path=cache)
+            raise InputError(
+                "The cache folder is the dataset's own folder; its case folders would mix with the data.",
+                "Give another folder with --cache (default: DATA/.airway_cache).",
+                path=cache,
+            )
     check_writable_folder(cache, flag="--cache", what="The cache folder")
 
 
@@ -91,6 +115,7 @@ def run_phantom_dataset(args: argparse.Namespace) -> int:
     from core.training.phantoms import write_phantom_dataset
 
     difficulty = args.difficulty
+
     def progress(done: int, total: int, name: str) -> None:
         print(f"[{done}/{total}] {name}", file=sys.stderr, flush=True)
 
@@ -101,8 +126,11 @@ def run_phantom_dataset(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if (out / "imagesTr").exists() or (out / "labelsTr").exists():
-        raise InputError("The folder already holds a dataset (imagesTr/ or labelsTr/).",
-                         "Choose another --out folder, or delete the old dataset first.", path=out)
+        raise InputError(
+            "The folder already holds a dataset (imagesTr/ or labelsTr/).",
+            "Choose another --out folder, or delete the old dataset first.",
+            path=out,
+        )
     check_writable_folder(out, flag="--out")
     names = write_phantom_dataset(args.out, args.n, args.size, args.seed, args.spacing, difficulty, progress=progress)
     print(f"wrote {len(names)} phantom(s) to {args.out}/imagesTr and {args.out}/labelsTr")

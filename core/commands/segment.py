@@ -12,9 +12,10 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from core.resources import SHIPPED_MODEL as DEMO_MODEL
 
@@ -27,61 +28,127 @@ def register(subparsers: Any) -> None:
         "segment",
         help="segment the airway tree of one CT, a DICOM folder or a folder of cases",
         description="Sliding-window airway segmentation (WingsNet; Zheng et al. 2021). Writes a mask "
-                    "(threshold, largest connected component) on the CT's grid and optionally the probability map "
-                    "(uint8, 255 = 1.0). With --reference, prints the airway metrics right after.",
+        "(threshold, largest connected component) on the CT's grid and optionally the probability map "
+        "(uint8, 255 = 1.0). With --reference, prints the airway metrics right after.",
     )
-    p.add_argument("--method", default="auto", choices=("auto", "region-growing", "model"),
-                   help="region-growing: training-free (trachea detection and explosion-controlled growing, no model); "
-                        "model: a checkpoint (--model, else the bundled model: phantoms plus one pseudo-labelled real chest CT, "
-                        "at 2.5 mm). "
-                        "auto (default): model when --model is given, else region-growing")
-    p.add_argument("--model", metavar="CKPT", help="checkpoint (.pt) for --method model; default: the bundled model (resources/models/realct_wingsnet.pt)")
-    p.add_argument("--strict", action="store_true",
-                   help="a model mask that fails the output gate (misses the trachea, or > 5%% outside the lungs and "
-                        "central airways) is an error (exit status 3, nothing written) instead of a warning")
-    p.add_argument("--input", "-i", required=True, metavar="CT",
-                   help="a CT file (.nii/.nii.gz/.mha/.nrrd), a DICOM series folder, or a folder of cases")
-    p.add_argument("--output", "-o", metavar="MASK",
-                   help=f"mask file (one case) or folder (several); default: CASE{MASK_SUFFIX} in the current folder")
-    p.add_argument("--probabilities", metavar="F", help="also write the probability map here (file, or folder for several cases)")
-    p.add_argument("--reference", metavar="LABEL", help="reference label (file, or folder of CASE files) to evaluate against")
-    p.add_argument("--label-selector", default=None, metavar="SEL",
-                   help="which reference values are airway: nonzero (default), value:N, bits:SHIFT:N")
-    p.add_argument("--resample-to-ct", action="store_true",
-                   help="resample a --reference on another grid onto the CT's (nearest neighbour); without it, an error")
+    p.add_argument(
+        "--method",
+        default="auto",
+        choices=("auto", "region-growing", "model"),
+        help="region-growing: training-free (trachea detection and explosion-controlled growing, no model); "
+        "model: a checkpoint (--model, else the bundled model: phantoms plus one pseudo-labelled real chest CT, "
+        "at 2.5 mm). "
+        "auto (default): model when --model is given, else region-growing",
+    )
+    p.add_argument(
+        "--model",
+        metavar="CKPT",
+        help="checkpoint (.pt) for --method model; default: the bundled model (resources/models/realct_wingsnet.pt)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="a model mask that fails the output gate (misses the trachea, or > 5%% outside the lungs and "
+        "central airways) is an error (exit status 3, nothing written) instead of a warning",
+    )
+    p.add_argument(
+        "--input",
+        "-i",
+        required=True,
+        metavar="CT",
+        help="a CT file (.nii/.nii.gz/.mha/.nrrd), a DICOM series folder, or a folder of cases",
+    )
+    p.add_argument(
+        "--output",
+        "-o",
+        metavar="MASK",
+        help=f"mask file (one case) or folder (several); default: CASE{MASK_SUFFIX} in the current folder",
+    )
+    p.add_argument(
+        "--probabilities", metavar="F", help="also write the probability map here (file, or folder for several cases)"
+    )
+    p.add_argument(
+        "--reference", metavar="LABEL", help="reference label (file, or folder of CASE files) to evaluate against"
+    )
+    p.add_argument(
+        "--label-selector",
+        default=None,
+        metavar="SEL",
+        help="which reference values are airway: nonzero (default), value:N, bits:SHIFT:N",
+    )
+    p.add_argument(
+        "--resample-to-ct",
+        action="store_true",
+        help="resample a --reference on another grid onto the CT's (nearest neighbour); without it, an error",
+    )
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--backend", default="auto",
-                   help="CPU engine: auto (fastest installed that agrees with fp32: onnxruntime, openvino-fp32, torch), "
-                        "torch, openvino (= openvino-fp32), openvino-bf16 (fastest, less exact), onnxruntime")
-    p.add_argument("--batch-size", type=int, default=None, metavar="N", help="windows per forward pass (default: 1 on CPU, by memory on GPU)")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        help="CPU engine: auto (fastest installed that agrees with fp32: onnxruntime, openvino-fp32, torch), "
+        "torch, openvino (= openvino-fp32), openvino-bf16 (fastest, less exact), onnxruntime",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="windows per forward pass (default: 1 on CPU, by memory on GPU)",
+    )
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
-    p.add_argument("--window", type=int, default=None,
-                   help="window side in voxels (default: the checkpoint's own, else the paper's 128)")
-    p.add_argument("--step", type=int, default=None, help="window step in voxels (default: the checkpoint's own, else 64)")
-    p.add_argument("--spacing", nargs="+", default=None, metavar="MM",
-                   help="resample to this spacing (x y z mm) before the network, or 'native' (default: the "
-                        "checkpoint's recommendation if it has one, else native as in the paper)")
-    p.add_argument("--gaussian", action="store_true", default=None,
-                   help="Gaussian window weighting instead of the plain mean")
-    p.add_argument("--exact", action="store_true",
-                   help="the paper's procedure: step of half a window (the checkpoint's own), plain mean, every window, "
-                        "fp32 (eager PyTorch on the CPU, no autocast on a GPU); slower. Default: the measured fastest "
-                        "that agrees with it (the same grid, only windows touching the lungs and trachea, bf16 "
-                        "where the CPU or GPU has it); see resources/presets/inference.json")
-    p.add_argument("--region", default=None, choices=("none", "lung", "coarse"),
-                   help="which windows run: none = all (paper), lung = those touching the lungs and trachea "
-                        "(default), coarse = those where a half-resolution pass of the network finds airway")
+    p.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help="window side in voxels (default: the checkpoint's own, else the paper's 128)",
+    )
+    p.add_argument(
+        "--step", type=int, default=None, help="window step in voxels (default: the checkpoint's own, else 64)"
+    )
+    p.add_argument(
+        "--spacing",
+        nargs="+",
+        default=None,
+        metavar="MM",
+        help="resample to this spacing (x y z mm) before the network, or 'native' (default: the "
+        "checkpoint's recommendation if it has one, else native as in the paper)",
+    )
+    p.add_argument(
+        "--gaussian", action="store_true", default=None, help="Gaussian window weighting instead of the plain mean"
+    )
+    p.add_argument(
+        "--exact",
+        action="store_true",
+        help="the paper's procedure: step of half a window (the checkpoint's own), plain mean, every window, "
+        "fp32 (eager PyTorch on the CPU, no autocast on a GPU); slower. Default: the measured fastest "
+        "that agrees with it (the same grid, only windows touching the lungs and trachea, bf16 "
+        "where the CPU or GPU has it); see resources/presets/inference.json",
+    )
+    p.add_argument(
+        "--region",
+        default=None,
+        choices=("none", "lung", "coarse"),
+        help="which windows run: none = all (paper), lung = those touching the lungs and trachea "
+        "(default), coarse = those where a half-resolution pass of the network finds airway",
+    )
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
-    p.add_argument("--connectivity", type=int, default=26, choices=(6, 18, 26), help="for the largest component (default 26)")
+    p.add_argument(
+        "--connectivity", type=int, default=26, choices=(6, 18, 26), help="for the largest component (default 26)"
+    )
     p.add_argument("--all-components", action="store_true", help="keep every component, not only the largest")
     p.add_argument("--fill-holes", action="store_true", help="fill enclosed holes of the mask")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (the first original is kept as NAME.bak, never replaced later)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing outputs (the first original is kept as NAME.bak, never replaced later)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object per case on stdout")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=handle)
 
 
 # -- cases -----------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Case:
@@ -113,8 +180,11 @@ def find_cases(input_path: str | Path) -> list[tuple[str, Path]]:
         elif child.is_dir() and list_dicom_series(child):
             found.append((child.name, child))
     if not found:
-        raise InputError("No CT found in this folder (no volume files, no DICOM series).",
-                         "Give a CT file, a DICOM series folder, or a folder holding such cases.", path=p)
+        raise InputError(
+            "No CT found in this folder (no volume files, no DICOM series).",
+            "Give a CT file, a DICOM series folder, or a folder holding such cases.",
+            path=p,
+        )
     return found
 
 
@@ -139,16 +209,21 @@ def plan_cases(args: argparse.Namespace) -> list[Case]:
             prob = Path(args.probabilities) if args.probabilities else None
         for target in (output, prob):
             if target is not None and volume_suffix(target) not in VOLUME_SUFFIXES:
-                raise InputError(f"Cannot write '{target.name}': unknown volume format.",
-                                 "End output names with .nii.gz, .nii, .mha or .nrrd.", path=target)
+                raise InputError(
+                    f"Cannot write '{target.name}': unknown volume format.",
+                    "End output names with .nii.gz, .nii, .mha or .nrrd.",
+                    path=target,
+                )
         reference = None
         if ref_dir is not None:
             matches = [f for f in sorted(ref_dir.iterdir()) if case_name(f) in (name, name.removesuffix("_0000"))]
             reference = matches[0] if matches else None
         elif args.reference:
             if several:
-                raise InputError("--reference is a single file but the input holds several cases.",
-                                 "Give a folder of labels named like the cases, or segment one case.")
+                raise InputError(
+                    "--reference is a single file but the input holds several cases.",
+                    "Give a folder of labels named like the cases, or segment one case.",
+                )
             reference = Path(args.reference)
         plan.append(Case(name, path, output, prob, reference))
     check_outputs(plan, args.overwrite)
@@ -185,6 +260,7 @@ def model_path(args_model: str | None) -> Path:
 
 # -- one case ----------------------------------------------------------------------
 
+
 def read_case_inputs(case: Case, selector: str | None = None, resample: bool = False) -> tuple[Any, Any, list[str]]:
     """The case's CT and reference, checked for sanity (core.sanity) before any segmentation.
 
@@ -208,10 +284,17 @@ def read_case_inputs(case: Case, selector: str | None = None, resample: bool = F
     return ct, reference, warnings
 
 
-def segment_case(predictor: Any, case: Case, selector: str | None = None,
-                 progress: Callable[[int, int, float], None] | None = None, cancel: Any = None,
-                 inputs: tuple[Any, Any, list[str]] | None = None, resample: bool = False,
-                 gate: bool = True, strict: bool = False) -> dict:
+def segment_case(
+    predictor: Any,
+    case: Case,
+    selector: str | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+    cancel: Any = None,
+    inputs: tuple[Any, Any, list[str]] | None = None,
+    resample: bool = False,
+    gate: bool = True,
+    strict: bool = False,
+) -> dict:
     """Segment one case, write its outputs (only once all is done), evaluate if it has a reference.
 
     ``inputs``: what :func:`read_case_inputs` returned, when the caller read them already.
@@ -259,8 +342,14 @@ def segment_case(predictor: Any, case: Case, selector: str | None = None,
     return result
 
 
-def grow_case(case: Case, selector: str | None = None, progress: Callable[[int, int, str], None] | None = None,
-              cancel: Any = None, inputs: tuple[Any, Any, list[str]] | None = None, resample: bool = False) -> dict:
+def grow_case(
+    case: Case,
+    selector: str | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+    cancel: Any = None,
+    inputs: tuple[Any, Any, list[str]] | None = None,
+    resample: bool = False,
+) -> dict:
     """The training-free method (core.growing) on one case; InputError (nothing written) without a trachea."""
     from core.growing import grow_airway
     from core.outputs import OutputPlan
@@ -292,12 +381,15 @@ def evaluate_mask(mask: Any, reference: Any, spacing_zyx: Any) -> dict:
     try:
         from core.metrics import evaluate
     except ImportError:
-        raise InputError("Metrics are not available in this installation (core.metrics is missing).",
-                         "Run without --reference, or update Airway Studio.") from None
+        raise InputError(
+            "Metrics are not available in this installation (core.metrics is missing).",
+            "Run without --reference, or update Airway Studio.",
+        ) from None
     return evaluate(mask.mask, reference.mask, spacing_zyx).as_dict(branches=False)
 
 
 # -- progress bar ------------------------------------------------------------------
+
 
 class ProgressBar:
     """Windows done / total and ETA on stderr; redrawn in place on a terminal, every 10% otherwise."""
@@ -343,8 +435,11 @@ def _print_result(result: dict, as_json: bool) -> None:
         print(f"{result['case']}: warning: {w}", file=sys.stderr, flush=True)
     metrics = result.get("metrics")
     if metrics:
-        parts = [f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
-                 if isinstance(v, (int, float))]
+        parts = [
+            f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in metrics.items()
+            if isinstance(v, (int, float))
+        ]
         print(f"{result['case']}: " + ", ".join(parts), flush=True)
 
 
@@ -360,7 +455,10 @@ def _spacing_arg(values: list[str] | None):
     if len(spacing) != 3:
         from core.errors import ConfigError
 
-        raise ConfigError(f"--spacing {' '.join(values)} is not three numbers.", "Give x y z in mm (e.g. --spacing 1 1 1) or 'native'.")
+        raise ConfigError(
+            f"--spacing {' '.join(values)} is not three numbers.",
+            "Give x y z in mm (e.g. --spacing 1 1 1) or 'native'.",
+        )
     return spacing
 
 
@@ -388,36 +486,69 @@ def handle(args: argparse.Namespace) -> int:
         if args.probabilities:
             from core.errors import ConfigError
 
-            raise ConfigError("--probabilities needs a model: region growing makes no probability map.",
-                              "Drop --probabilities, or use --method model --model CKPT.")
+            raise ConfigError(
+                "--probabilities needs a model: region growing makes no probability map.",
+                "Drop --probabilities, or use --method model --model CKPT.",
+            )
         if not args.quiet:
             say(f"{len(plan)} case(s), training-free region growing (no model)")
         for i, case in enumerate(plan, 1):
             bar = None if args.quiet else ProgressBar(f"[{i}/{len(plan)}] {case.name}", unit="steps")
-            _print_result(grow_case(case, args.label_selector, progress=bar, inputs=first_inputs if i == 1 else None,
-                                    resample=args.resample_to_ct), args.json)
+            _print_result(
+                grow_case(
+                    case,
+                    args.label_selector,
+                    progress=bar,
+                    inputs=first_inputs if i == 1 else None,
+                    resample=args.resample_to_ct,
+                ),
+                args.json,
+            )
             first_inputs = None
         return 0
     ckpt = model_path(args.model)
 
-    post = PostProcessing(threshold=args.threshold, largest_component=not args.all_components,
-                          connectivity=args.connectivity, fill_holes=args.fill_holes)
-    predictor = Predictor(ckpt, device=args.device, window=args.window, step=args.step,
-                          batch_size=args.batch_size, gaussian=args.gaussian, backend=args.backend,
-                          postprocess=post, say=say, threads=args.threads, spacing=_spacing_arg(args.spacing),
-                          region=args.region, mode="exact" if args.exact else "fast")
+    post = PostProcessing(
+        threshold=args.threshold,
+        largest_component=not args.all_components,
+        connectivity=args.connectivity,
+        fill_holes=args.fill_holes,
+    )
+    predictor = Predictor(
+        ckpt,
+        device=args.device,
+        window=args.window,
+        step=args.step,
+        batch_size=args.batch_size,
+        gaussian=args.gaussian,
+        backend=args.backend,
+        postprocess=post,
+        say=say,
+        threads=args.threads,
+        spacing=_spacing_arg(args.spacing),
+        region=args.region,
+        mode="exact" if args.exact else "fast",
+    )
     if not args.quiet:
-        say(f"{len(plan)} case(s), model {ckpt.name}, device {predictor.device}, backend {predictor.backend_name}, "
+        say(
+            f"{len(plan)} case(s), model {ckpt.name}, device {predictor.device}, backend {predictor.backend_name}, "
             f"{'exact (paper) procedure' if args.exact else 'fast mode (--exact for the paper procedure)'}: "
             f"window {predictor.window[0]}, step {predictor.step[0]}, "
             f"{'Gaussian' if predictor.gaussian else 'mean'} weighting, "
-            f"region {getattr(predictor.region, 'name', 'none') if predictor.region is not None else 'none'}")
+            f"region {getattr(predictor.region, 'name', 'none') if predictor.region is not None else 'none'}"
+        )
     t0 = time.perf_counter()
     for i, case in enumerate(plan, 1):
         bar = None if args.quiet else ProgressBar(f"[{i}/{len(plan)}] {case.name}")
-        result = segment_case(predictor, case, args.label_selector, progress=bar,
-                              inputs=first_inputs if i == 1 else None, resample=args.resample_to_ct,
-                              strict=args.strict)
+        result = segment_case(
+            predictor,
+            case,
+            args.label_selector,
+            progress=bar,
+            inputs=first_inputs if i == 1 else None,
+            resample=args.resample_to_ct,
+            strict=args.strict,
+        )
         first_inputs = None
         _print_result(result, args.json)
     if not args.quiet and len(plan) > 1:

@@ -11,10 +11,12 @@ from pathlib import Path
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "train", help="train an airway model in stages (paper: Dice, GUL, fine-tune)",
+        "train",
+        help="train an airway model in stages (paper: Dice, GUL, fine-tune)",
         description="Events go to RUN/events.jsonl and stdout, one JSON object per line (docs/events.md). "
-                    "Create RUN/stop.request (or send SIGTERM) to stop after the current step; "
-                    "continue with --resume.")
+        "Create RUN/stop.request (or send SIGTERM) to stop after the current step; "
+        "continue with --resume.",
+    )
     p.add_argument("--config", help="run configuration (.toml); overrides the preset's values")
     p.add_argument("--preset", choices=("paper", "quick", "demo"), help="preset to start from (default: paper)")
     p.add_argument("--data", help="dataset folder (imagesTr/ + labelsTr/) or CSV of image,label pairs")
@@ -32,9 +34,11 @@ def _check_dataset(data: str) -> None:
 
     cases = discover_cases(data)
     if cases and all(c.label is None for c in cases):
-        raise InputError("No case in the dataset has a label.",
-                         "Put the airway labels in labelsTr/ with the images' names (or give image,label pairs in a CSV).",
-                         path=data)
+        raise InputError(
+            "No case in the dataset has a label.",
+            "Put the airway labels in labelsTr/ with the images' names (or give image,label pairs in a CSV).",
+            path=data,
+        )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -46,12 +50,16 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.resume:
         if args.config or args.preset:
-            raise ConfigError("--resume reads the run's own config.toml; --config/--preset cannot change it.",
-                              "Drop --config/--preset, or start a new run in another --out folder.")
+            raise ConfigError(
+                "--resume reads the run's own config.toml; --config/--preset cannot change it.",
+                "Drop --config/--preset, or start a new run in another --out folder.",
+            )
         cfg = None
     else:
         if not args.data:
-            raise ConfigError("No dataset given.", "Pass --data FOLDER (imagesTr/ + labelsTr/) or a CSV of image,label pairs.")
+            raise ConfigError(
+                "No dataset given.", "Pass --data FOLDER (imagesTr/ + labelsTr/) or a CSV of image,label pairs."
+            )
         cfg = load_config(args.config, args.preset)
         if args.workers is not None:
             cfg.run.num_workers = args.workers
@@ -71,6 +79,9 @@ def run_train(args: argparse.Namespace) -> int:
     except AirwayError:
         raise  # the dispatcher prints it as one line (exit 2); the error event is already written
     except Exception as exc:  # a crash: the error event holds the traceback
-        print(f"airway train: crashed: {type(exc).__name__}: {exc} (traceback in {args.out}/events.jsonl)", file=sys.stderr)
+        print(
+            f"airway train: crashed: {type(exc).__name__}: {exc} (traceback in {args.out}/events.jsonl)",
+            file=sys.stderr,
+        )
         return 1
     return 0 if status in ("finished", "stopped") else 1

@@ -13,6 +13,17 @@ from core.compare.inference import predict_folders
 from core.compare.output import read_outputs, write_outputs
 
 __all__ = [
-    "Agreement", "CaseRow", "CompareResult", "CompareSettings", "Failure", "agreement", "case_key",
-    "compare_folders", "list_cases", "match_cases", "predict_folders", "read_outputs", "write_outputs",
+    "Agreement",
+    "CaseRow",
+    "CompareResult",
+    "CompareSettings",
+    "Failure",
+    "agreement",
+    "case_key",
+    "compare_folders",
+    "list_cases",
+    "match_cases",
+    "predict_folders",
+    "read_outputs",
+    "write_outputs",
 ]

@@ -8,8 +8,9 @@ component), and with ``both_trees`` the same the other way round.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -18,14 +19,14 @@ import numpy as np
 class Agreement:
     name_a: str
     name_b: str
-    dice: float                     # percent
+    dice: float  # percent
     a_voxels: int
     b_voxels: int
     both_voxels: int
     a_branches: int
-    a_branches_missed_by_b: list[int] = field(default_factory=list)   # branch ids of A's tree
+    a_branches_missed_by_b: list[int] = field(default_factory=list)  # branch ids of A's tree
     b_branches: int | None = None
-    b_branches_missed_by_a: list[int] = field(default_factory=list)   # branch ids of B's tree
+    b_branches_missed_by_a: list[int] = field(default_factory=list)  # branch ids of B's tree
     a_generations_missed_by_b: dict[int, int] = field(default_factory=dict)
     b_generations_missed_by_a: dict[int, int] = field(default_factory=dict)
 
@@ -51,10 +52,14 @@ def _mask(x: Any) -> tuple[np.ndarray, Any]:
     return (arr if arr.dtype == bool else arr != 0), None
 
 
-def _missed(pred: np.ndarray, tree: Any, spacing, connectivity: int, threshold: float, cancel) -> tuple[list[int], dict]:
+def _missed(
+    pred: np.ndarray, tree: Any, spacing, connectivity: int, threshold: float, cancel
+) -> tuple[list[int], dict]:
     from core.metrics import evaluate
 
-    m = evaluate(pred, tree, spacing, tree=tree, connectivity=connectivity, detection_threshold=threshold, cancel=cancel)
+    m = evaluate(
+        pred, tree, spacing, tree=tree, connectivity=connectivity, detection_threshold=threshold, cancel=cancel
+    )
     missed = [b.id for b in m.branches if not b.detected]
     gens: dict[int, int] = {}
     for b in m.branches:
@@ -63,9 +68,19 @@ def _missed(pred: np.ndarray, tree: Any, spacing, connectivity: int, threshold: 
     return missed, gens
 
 
-def agreement(a: Any, b: Any, spacing_zyx: Sequence[float] | None = None, *, name_a: str = "A", name_b: str = "B",
-              both_trees: bool = True, connectivity: int = 6, detection_threshold: float = 0.8,
-              progress: Callable[[int, int, str], None] | None = None, cancel: Any = None) -> Agreement:
+def agreement(
+    a: Any,
+    b: Any,
+    spacing_zyx: Sequence[float] | None = None,
+    *,
+    name_a: str = "A",
+    name_b: str = "B",
+    both_trees: bool = True,
+    connectivity: int = 6,
+    detection_threshold: float = 0.8,
+    progress: Callable[[int, int, str], None] | None = None,
+    cancel: Any = None,
+) -> Agreement:
     """Agreement of predictions ``a`` and ``b`` (masks or ``LabelVolume`` s on one grid)."""
     from core.errors import GeometryError, InputError
     from core.tree import parse_tree
@@ -77,8 +92,10 @@ def agreement(a: Any, b: Any, spacing_zyx: Sequence[float] | None = None, *, nam
     ma, sa = _mask(a)
     mb, sb = _mask(b)
     if ma.shape != mb.shape:
-        raise GeometryError(f"The predictions' shapes differ: {ma.shape} and {mb.shape}.",
-                            "Compare predictions made on the same CT grid.")
+        raise GeometryError(
+            f"The predictions' shapes differ: {ma.shape} and {mb.shape}.",
+            "Compare predictions made on the same CT grid.",
+        )
     if not ma.any() or (both_trees and not mb.any()):
         raise InputError("A prediction is empty: there is no tree to compare.", "Check the prediction files.")
     spacing = tuple(spacing_zyx or sa or sb or (1.0, 1.0, 1.0))
@@ -95,14 +112,14 @@ def agreement(a: Any, b: Any, spacing_zyx: Sequence[float] | None = None, *, nam
     tree_a = parse_tree(ma, spacing, cancel=cancel)
     report(1, f"branches of {name_a} in {name_b}")
     a_missed, a_gens = _missed(mb, tree_a, spacing, connectivity, detection_threshold, cancel)
-    out = Agreement(name_a, name_b, dice, na, nb, both, tree_a.n_branches, a_missed,
-                    a_generations_missed_by_b=a_gens)
+    out = Agreement(name_a, name_b, dice, na, nb, both, tree_a.n_branches, a_missed, a_generations_missed_by_b=a_gens)
     if both_trees:
         report(2, f"tree of {name_b}")
         tree_b = parse_tree(mb, spacing, cancel=cancel)
         report(3, f"branches of {name_b} in {name_a}")
         out.b_branches = tree_b.n_branches
-        out.b_branches_missed_by_a, out.b_generations_missed_by_a = _missed(ma, tree_b, spacing, connectivity,
-                                                                           detection_threshold, cancel)
+        out.b_branches_missed_by_a, out.b_generations_missed_by_a = _missed(
+            ma, tree_b, spacing, connectivity, detection_threshold, cancel
+        )
     report(steps, "done")
     return out

@@ -10,9 +10,10 @@ rest go on; ``Cancelled`` stops the whole run.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from core.compare.cache import Cache, mask_key, text_key
 from core.compare.cases import CaseFiles, match_cases
@@ -22,14 +23,34 @@ Progress = Callable[[int, int, str], None]
 
 # metrics.csv columns: (column, key in AirwayMetrics.summary())
 METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("td", "td"), ("bd", "bd"), ("dsc", "dsc"), ("precision", "precision"), ("sensitivity", "sensitivity"),
-    ("specificity", "specificity"), ("atm_score", "atm_score"), ("branches", "n_branches"),
-    ("detected", "n_detected"), ("td_mm", "td_mm"), ("tree_length_mm", "tree_length_mm"),
-    ("leakage", "leakage"), ("missing_ratio", "missing_ratio"), ("breakages", "breakages"),
+    ("td", "td"),
+    ("bd", "bd"),
+    ("dsc", "dsc"),
+    ("precision", "precision"),
+    ("sensitivity", "sensitivity"),
+    ("specificity", "specificity"),
+    ("atm_score", "atm_score"),
+    ("branches", "n_branches"),
+    ("detected", "n_detected"),
+    ("td_mm", "td_mm"),
+    ("tree_length_mm", "tree_length_mm"),
+    ("leakage", "leakage"),
+    ("missing_ratio", "missing_ratio"),
+    ("breakages", "breakages"),
 )
 # the metrics summarised per model and tested between models (percent)
-STAT_METRICS: tuple[str, ...] = ("td", "bd", "dsc", "precision", "sensitivity", "specificity", "atm_score",
-                                 "leakage", "missing_ratio", "td_mm")
+STAT_METRICS: tuple[str, ...] = (
+    "td",
+    "bd",
+    "dsc",
+    "precision",
+    "sensitivity",
+    "specificity",
+    "atm_score",
+    "leakage",
+    "missing_ratio",
+    "td_mm",
+)
 
 
 @dataclass
@@ -53,7 +74,7 @@ class CompareSettings:
 class CaseRow:
     case: str
     model: str
-    metrics: dict          # summary scalars + per_generation + dsc_by_diameter + counts
+    metrics: dict  # summary scalars + per_generation + dsc_by_diameter + counts
     reference: str = ""
     prediction: str = ""
     reference_key: str = ""
@@ -82,7 +103,7 @@ class CompareResult:
     cache_stats: dict = field(default_factory=dict)
     reference_dir: str = ""
     sources: dict = field(default_factory=dict)  # model -> folder or checkpoint
-    ct_dir: str = ""                               # CTs of the cases, when known (--cts)
+    ct_dir: str = ""  # CTs of the cases, when known (--cts)
 
     def row(self, case: str, model: str) -> CaseRow | None:
         for r in self.rows:
@@ -167,20 +188,28 @@ def compare_folders(
         raise InputError("No model to compare.", "Give at least one NAME=DIR of predictions.")
     ref_dir = Path(reference_dir).absolute()  # rows keep paths the app can reopen from anywhere
     if not ref_dir.is_dir():
-        raise InputError("The reference folder does not exist.", "Give --reference REF_DIR (a folder of labels).",
-                         path=ref_dir)
+        raise InputError(
+            "The reference folder does not exist.", "Give --reference REF_DIR (a folder of labels).", path=ref_dir
+        )
     preds = {m: Path(d).absolute() for m, d in predictions.items()}
     for m, d in preds.items():
         if not d.is_dir():
-            raise InputError(f"Predictions folder of model '{m}' does not exist.", "Give NAME=DIR with an existing folder.",
-                             path=d)
+            raise InputError(
+                f"Predictions folder of model '{m}' does not exist.", "Give NAME=DIR with an existing folder.", path=d
+            )
     cases = match_cases(ref_dir, preds)
     if not cases:
-        raise InputError("The reference folder holds no label volume.", "Give a folder of .nii.gz/.mha/.nrrd labels.",
-                         path=ref_dir)
+        raise InputError(
+            "The reference folder holds no label volume.", "Give a folder of .nii.gz/.mha/.nrrd labels.", path=ref_dir
+        )
     cache = Cache(cache_dir)
-    result = CompareResult(models=list(preds), cases=[c.name for c in cases], settings=settings,
-                           reference_dir=str(ref_dir), sources={m: str(d) for m, d in preds.items()})
+    result = CompareResult(
+        models=list(preds),
+        cases=[c.name for c in cases],
+        settings=settings,
+        reference_dir=str(ref_dir),
+        sources={m: str(d) for m, d in preds.items()},
+    )
     total = len(cases) * len(preds)
     done = 0
     try:
@@ -195,8 +224,16 @@ def compare_folders(
     return result
 
 
-def _run_case(case: CaseFiles, settings: CompareSettings, cache: Cache, result: CompareResult,
-              progress: Progress | None, cancel: Any, done: int, total: int) -> int:
+def _run_case(
+    case: CaseFiles,
+    settings: CompareSettings,
+    cache: Cache,
+    result: CompareResult,
+    progress: Progress | None,
+    cancel: Any,
+    done: int,
+    total: int,
+) -> int:
     ref = _Reference(case.reference, settings, cache, progress)
     ref_error: str | None = None
     eval_key = settings.evaluation_key()
@@ -229,8 +266,9 @@ def _run_case(case: CaseFiles, settings: CompareSettings, cache: Cache, result: 
                     result.failures.append(Failure(case.name, model, f"reference: {ref_error}"))
                     continue
                 record, pred_key, cached = _evaluate(ref, path, settings, cache, eval_key, cancel)
-            result.rows.append(CaseRow(case.name, model, record, str(case.reference), str(path),
-                                       ref.key or "", pred_key or "", cached))
+            result.rows.append(
+                CaseRow(case.name, model, record, str(case.reference), str(path), ref.key or "", pred_key or "", cached)
+            )
         except Cancelled:
             raise
         except (AirwayError, OSError, ValueError, MemoryError) as exc:
@@ -251,8 +289,16 @@ def _evaluate(ref: _Reference, path: Path, settings: CompareSettings, cache: Cac
     record = cache.get_json("metrics", key)  # same content under another name or date
     if record is not None:
         return record, pred_key, True
-    m = evaluate_pair(pred, ref.volume, ref.tree, atm22=settings.atm22, connectivity=settings.connectivity,
-                      threshold=settings.detection_threshold, diameter_edges=settings.diameter_edges, cancel=cancel)
+    m = evaluate_pair(
+        pred,
+        ref.volume,
+        ref.tree,
+        atm22=settings.atm22,
+        connectivity=settings.connectivity,
+        threshold=settings.detection_threshold,
+        diameter_edges=settings.diameter_edges,
+        cancel=cancel,
+    )
     record = metrics_record(m)
     cache.put_json("metrics", key, record)
     cache.stats["evaluated"] += 1

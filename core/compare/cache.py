@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from core.outputs import atomic_write_bytes as atomic_write  # one atomic writer (umask modes); compare imports it from here
+from core.outputs import (
+    atomic_write_bytes as atomic_write,  # one atomic writer (umask modes); compare imports it from here
+)
 
 CACHE_VERSION = 1  # bump when what a cached entry holds changes
 
@@ -33,8 +35,15 @@ def mask_key(volume: Any, selector: str | None = None) -> str:
     h.update(repr((CACHE_VERSION, mask.shape, str(selector))).encode())
     g = getattr(volume, "geometry", None)
     if g is not None:
-        h.update(repr((tuple(round(v, 6) for v in g.spacing), tuple(round(v, 4) for v in g.origin),
-                       tuple(round(v, 6) for v in g.direction))).encode())
+        h.update(
+            repr(
+                (
+                    tuple(round(v, 6) for v in g.spacing),
+                    tuple(round(v, 4) for v in g.origin),
+                    tuple(round(v, 6) for v in g.direction),
+                )
+            ).encode()
+        )
     h.update(np.packbits(np.ascontiguousarray(mask), axis=None).tobytes())
     return h.hexdigest()[:32]
 
@@ -118,6 +127,8 @@ class Cache:
 
     def save(self) -> None:
         if self.root is not None and self._dirty:
-            atomic_write(self.root / "files.json",
-                         json.dumps({"version": CACHE_VERSION, "files": self._files}, indent=0).encode())
+            atomic_write(
+                self.root / "files.json",
+                json.dumps({"version": CACHE_VERSION, "files": self._files}, indent=0).encode(),
+            )
             self._dirty = False

@@ -53,8 +53,9 @@ def dsc_by_diameter_png(summary: list[dict], models: list[str]) -> bytes:
         rows = {r["interval"]: r for r in summary if r["model"] == model}
         y = np.array([rows[l]["dsc_mean"] if l in rows else math.nan for l in labels], float)
         e = np.array([rows[l]["dsc_sd"] if l in rows else math.nan for l in labels], float)
-        ax.errorbar(x + (k - (len(models) - 1) / 2) * 0.04, y, yerr=np.nan_to_num(e), marker="o", capsize=3,
-                    label=model)
+        ax.errorbar(
+            x + (k - (len(models) - 1) / 2) * 0.04, y, yerr=np.nan_to_num(e), marker="o", capsize=3, label=model
+        )
     ax.set_xticks(x, labels)
     ax.set_xlim(-0.5, len(labels) - 0.5)
     ax.set_xlabel("airway diameter")
@@ -77,8 +78,14 @@ def bd_by_generation_png(summary: list[dict], models: list[str]) -> bytes:
         rows = {r["generation"]: r for r in summary if r["model"] == model}
         y = np.array([rows[g]["bd_mean"] if g in rows else math.nan for g in gens], float)
         e = np.array([rows[g]["bd_sd"] if g in rows else 0.0 for g in gens], float)
-        ax.bar(x + (k - (len(models) - 1) / 2) * width, np.nan_to_num(y), width, yerr=np.nan_to_num(e),
-               capsize=2, label=model)
+        ax.bar(
+            x + (k - (len(models) - 1) / 2) * width,
+            np.nan_to_num(y),
+            width,
+            yerr=np.nan_to_num(e),
+            capsize=2,
+            label=model,
+        )
     ax.set_xticks(x, [str(g) for g in gens])
     ax.set_xlabel("generation (trachea 0)")
     ax.set_ylabel("BD (%)")

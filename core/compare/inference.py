@@ -8,8 +8,9 @@ A mask is reused when its CT file, checkpoint file and settings are unchanged:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from core.compare.batch import Failure
 from core.compare.cache import Cache, atomic_write, text_key
@@ -47,8 +48,9 @@ def predict_folders(
     for model, ckpt in models.items():
         ckpt = Path(ckpt)
         if not ckpt.is_file():
-            raise InputError(f"Checkpoint of model '{model}' not found.", "Give NAME=CKPT with an existing .pt file.",
-                             path=ckpt)
+            raise InputError(
+                f"Checkpoint of model '{model}' not found.", "Give NAME=CKPT with an existing .pt file.", path=ckpt
+            )
         folder = out_dir / model
         folder.mkdir(parents=True, exist_ok=True)
         dirs[model] = folder
@@ -94,8 +96,16 @@ def _predictor(ckpt: Path, device: str, backend: str, threads: int | None, say):
     from core.inference import PostProcessing, Predictor
 
     # airway segment's defaults: the checkpoint's own window/step, threshold 0.5, largest 26-component
-    return Predictor(ckpt, device=device, window=None, step=None, backend=backend, postprocess=PostProcessing(),
-                     say=say, threads=threads)
+    return Predictor(
+        ckpt,
+        device=device,
+        window=None,
+        step=None,
+        backend=backend,
+        postprocess=PostProcessing(),
+        say=say,
+        threads=threads,
+    )
 
 
 def _segment(predictor: Any, ct_path: Path, target: Path, cancel: Any) -> None:

@@ -15,9 +15,10 @@ import io
 import json
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from core.compare import stats
 from core.compare.batch import METRIC_COLUMNS, CaseRow, CompareResult, CompareSettings, Failure
@@ -67,8 +68,15 @@ def snapshot_name(case: str, model: str) -> str:
     return f"{safe}.png"
 
 
-def write_outputs(result: CompareResult, out: str | Path, *, snapshots: bool = True, cache_dir: str | Path | None = None,
-                  report: bool = True, say: Callable[[str], None] | None = None) -> dict:
+def write_outputs(
+    result: CompareResult,
+    out: str | Path,
+    *,
+    snapshots: bool = True,
+    cache_dir: str | Path | None = None,
+    report: bool = True,
+    say: Callable[[str], None] | None = None,
+) -> dict:
     """Write every file; returns ``{"snapshots_note": str, "figures_note": str, "files": [...]}``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,8 +116,12 @@ def write_outputs(result: CompareResult, out: str | Path, *, snapshots: bool = T
         atomic_write(out / "report.html", html.encode())
         files.append("report.html")
     files += [f"snapshots/{p.name}" for p in shots.values()]
-    notes = {"snapshots_note": snap_note, "figures_note": fig_note, "files": files,
-             "snapshots": {f"{c}|{m}": str(p) for (c, m), p in shots.items()}}
+    notes = {
+        "snapshots_note": snap_note,
+        "figures_note": fig_note,
+        "files": files,
+        "snapshots": {f"{c}|{m}": str(p) for (c, m), p in shots.items()},
+    }
     atomic_write(marker, json.dumps({"key": key, "files": files, "notes": notes}).encode())
     return notes
 
@@ -117,13 +129,24 @@ def write_outputs(result: CompareResult, out: str | Path, *, snapshots: bool = T
 def outputs_key(result: CompareResult, snapshots: bool, report: bool) -> str:
     """What the written files depend on: rows' content, failures, settings, order, options."""
     rows = [(r.case, r.model, r.reference_key, r.prediction_key, r.reference, r.prediction) for r in result.rows]
-    return text_key("outputs", FORMAT_VERSION, result.models, result.cases, rows,
-                    [asdict(f) for f in result.failures], asdict(result.settings), result.reference_dir,
-                    result.sources, snapshots, report)
+    return text_key(
+        "outputs",
+        FORMAT_VERSION,
+        result.models,
+        result.cases,
+        rows,
+        [asdict(f) for f in result.failures],
+        asdict(result.settings),
+        result.reference_dir,
+        result.sources,
+        snapshots,
+        report,
+    )
 
 
-def make_snapshots(result: CompareResult, folder: Path, cache: Cache,
-                   say: Callable[[str], None] | None = None) -> tuple[dict[tuple[str, str], Path], str]:
+def make_snapshots(
+    result: CompareResult, folder: Path, cache: Cache, say: Callable[[str], None] | None = None
+) -> tuple[dict[tuple[str, str], Path], str]:
     """One PNG per evaluated case x model, from the cache when the masks are unchanged."""
     from core.compare.snapshot import SNAPSHOT_SIZE, render_jobs
 
@@ -140,8 +163,15 @@ def make_snapshots(result: CompareResult, folder: Path, cache: Cache,
             shutil.copyfile(cached, target)
             shots[(r.case, r.model)] = target
             continue
-        jobs.append({"reference": r.reference, "prediction": r.prediction, "label_selector": s.label_selector,
-                     "prediction_selector": s.prediction_selector, "out": str(target)})
+        jobs.append(
+            {
+                "reference": r.reference,
+                "prediction": r.prediction,
+                "label_selector": s.label_selector,
+                "prediction_selector": s.prediction_selector,
+                "out": str(target),
+            }
+        )
         pending.append((r, target, cached))
     if jobs and say is not None:
         say(f"rendering {len(jobs)} 3D snapshot(s)")
@@ -182,17 +212,25 @@ def read_outputs(out: str | Path) -> CompareResult:
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise InputError(f"Not a compare output folder ({exc}).",
-                         f"Open the folder written by `airway compare --out` (it holds {RESULT_FILE}).",
-                         path=path) from None
+        raise InputError(
+            f"Not a compare output folder ({exc}).",
+            f"Open the folder written by `airway compare --out` (it holds {RESULT_FILE}).",
+            path=path,
+        ) from None
     if d.get("format_version") != FORMAT_VERSION:
-        raise InputError("This compare output was written by another version.", "Run `airway compare` again.",
-                         path=path)
+        raise InputError(
+            "This compare output was written by another version.", "Run `airway compare` again.", path=path
+        )
     st = d.get("settings", {})
     st["diameter_edges"] = tuple(st.get("diameter_edges", (0, 2, 4, 6, 8)))
     return CompareResult(
-        models=list(d["models"]), cases=list(d["cases"]),
-        rows=[CaseRow(**r) for r in d["rows"]], failures=[Failure(**f) for f in d["failures"]],
-        settings=CompareSettings(**st), cache_stats=d.get("cache_stats", {}),
-        reference_dir=d.get("reference_dir", ""), sources=d.get("sources", {}), ct_dir=d.get("ct_dir", ""),
+        models=list(d["models"]),
+        cases=list(d["cases"]),
+        rows=[CaseRow(**r) for r in d["rows"]],
+        failures=[Failure(**f) for f in d["failures"]],
+        settings=CompareSettings(**st),
+        cache_stats=d.get("cache_stats", {}),
+        reference_dir=d.get("reference_dir", ""),
+        sources=d.get("sources", {}),
+        ct_dir=d.get("ct_dir", ""),
     )

@@ -56,19 +56,22 @@ def _img(data: bytes, cls: str, alt: str) -> str:
     return f"<img class='{cls}' alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(data).decode()}'>"
 
 
-def build_report(result: CompareResult, t: dict[str, list[dict]], shots: dict[tuple[str, str], Path],
-                 snapshot_note: str) -> tuple[str, str]:
+def build_report(
+    result: CompareResult, t: dict[str, list[dict]], shots: dict[tuple[str, str], Path], snapshot_note: str
+) -> tuple[str, str]:
     """(HTML text, note on the figures: empty when they are in)."""
     s = result.settings
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Airway model comparison</title>"
-             f"<style>{_CSS}</style></head><body>",
-             "<h1>Airway model comparison</h1>",
-             f"<p>{len(result.cases)} case(s) x {len(result.models)} model(s): "
-             f"{', '.join(html.escape(m) for m in result.models)}. Reference: {html.escape(result.reference_dir)}. "
-             f"Metrics: ATM'22 definitions ({'ATM22 rounding' if s.atm22 else 'exact ratios'}), "
-             f"prediction's largest {s.connectivity}-connected component, branch detected at "
-             f"{s.detection_threshold:g} of its centreline. Percent; sd = population sd. "
-             f"<span class='small'>Written {_dt.datetime.now().isoformat(timespec='seconds')}.</span></p>"]
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Airway model comparison</title>"
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>Airway model comparison</h1>",
+        f"<p>{len(result.cases)} case(s) x {len(result.models)} model(s): "
+        f"{', '.join(html.escape(m) for m in result.models)}. Reference: {html.escape(result.reference_dir)}. "
+        f"Metrics: ATM'22 definitions ({'ATM22 rounding' if s.atm22 else 'exact ratios'}), "
+        f"prediction's largest {s.connectivity}-connected component, branch detected at "
+        f"{s.detection_threshold:g} of its centreline. Percent; sd = population sd. "
+        f"<span class='small'>Written {_dt.datetime.now().isoformat(timespec='seconds')}.</span></p>",
+    ]
     if result.failures:
         parts.append("<h2>Failed cases</h2>")
         parts.append(_table(t["failures"], [("case", "case"), ("model", "model"), ("message", "why")]))
@@ -85,9 +88,23 @@ def build_report(result: CompareResult, t: dict[str, list[dict]], shots: dict[tu
     parts.append(_table(rows, cols).replace("&amp;plusmn;", "&plusmn;"))
 
     parts.append("<h2>Paired tests (Wilcoxon signed-rank, two-sided, over cases)</h2>")
-    parts.append(_table(t["tests"], [("model_a", "A"), ("model_b", "B"), ("metric", "metric"), ("cases", "cases"),
-                                     ("mean_a", "mean A"), ("mean_b", "mean B"), ("mean_difference", "A - B"),
-                                     ("p_value", "p"), ("note", "note")], digits=4))
+    parts.append(
+        _table(
+            t["tests"],
+            [
+                ("model_a", "A"),
+                ("model_b", "B"),
+                ("metric", "metric"),
+                ("cases", "cases"),
+                ("mean_a", "mean A"),
+                ("mean_b", "mean B"),
+                ("mean_difference", "A - B"),
+                ("p_value", "p"),
+                ("note", "note"),
+            ],
+            digits=4,
+        )
+    )
 
     fig_note = ""
     if figures.available():
@@ -99,16 +116,37 @@ def build_report(result: CompareResult, t: dict[str, list[dict]], shots: dict[tu
     parts.append("<h2>DSC per airway diameter (Zheng et al. 2021, Fig. 6)</h2>")
     if dia:
         parts.append(_img(dia, "fig", "DSC per diameter"))
-    parts.append(_table(t["dsc_by_diameter_summary"], [("model", "model"), ("interval", "diameter"), ("cases", "cases"),
-                                                       ("dsc_mean", "DSC mean"), ("dsc_sd", "sd"),
-                                                       ("dsc_pooled", "DSC pooled")]))
+    parts.append(
+        _table(
+            t["dsc_by_diameter_summary"],
+            [
+                ("model", "model"),
+                ("interval", "diameter"),
+                ("cases", "cases"),
+                ("dsc_mean", "DSC mean"),
+                ("dsc_sd", "sd"),
+                ("dsc_pooled", "DSC pooled"),
+            ],
+        )
+    )
     parts.append("<h2>Branches detected per generation</h2>")
     if gen:
         parts.append(_img(gen, "fig", "BD per generation"))
-    parts.append(_table(t["bd_by_generation_summary"], [("model", "model"), ("generation", "generation"),
-                                                        ("cases", "cases"), ("branches", "branches"),
-                                                        ("detected", "detected"), ("bd_mean", "BD mean"),
-                                                        ("bd_sd", "sd"), ("bd_pooled", "BD pooled")]))
+    parts.append(
+        _table(
+            t["bd_by_generation_summary"],
+            [
+                ("model", "model"),
+                ("generation", "generation"),
+                ("cases", "cases"),
+                ("branches", "branches"),
+                ("detected", "detected"),
+                ("bd_mean", "BD mean"),
+                ("bd_sd", "sd"),
+                ("bd_pooled", "BD pooled"),
+            ],
+        )
+    )
     if fig_note:
         parts.append(f"<p class='note'>{html.escape(fig_note)}</p>")
 
@@ -119,8 +157,11 @@ def build_report(result: CompareResult, t: dict[str, list[dict]], shots: dict[tu
     if snapshot_note:
         parts.append(f"<p class='note'>{html.escape(snapshot_note)}</p>")
     if shots:
-        grid = ["<table class='grid'><tr><th>case</th>" + "".join(f"<th>{html.escape(m)}</th>" for m in result.models)
-                + "</tr>"]
+        grid = [
+            "<table class='grid'><tr><th>case</th>"
+            + "".join(f"<th>{html.escape(m)}</th>" for m in result.models)
+            + "</tr>"
+        ]
         for case in result.cases:
             cells = []
             for m in result.models:

@@ -34,8 +34,13 @@ def render_jobs(jobs: list[dict], size=SNAPSHOT_SIZE, timeout_s: float = 600.0) 
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else root
         try:
-            proc = subprocess.run([sys.executable, "-m", "core.compare.snapshot", str(req)], capture_output=True,
-                                  text=True, timeout=timeout_s, env=env)
+            proc = subprocess.run(
+                [sys.executable, "-m", "core.compare.snapshot", str(req)],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                env=env,
+            )
         except subprocess.TimeoutExpired:
             return {}, f"3D snapshots timed out after {timeout_s:.0f} s"
     status: dict[str, str] = {}
@@ -48,8 +53,10 @@ def render_jobs(jobs: list[dict], size=SNAPSHOT_SIZE, timeout_s: float = 600.0) 
             status[d["out"]] = d.get("error", "")
     if proc.returncode != 0 and not any(v == "" for v in status.values()):
         tail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        return status, ("3D snapshots unavailable: the off-screen renderer failed "
-                        f"({tail[:200]}). Run under a display or Xvfb, or install EGL (libegl1).")
+        return status, (
+            "3D snapshots unavailable: the off-screen renderer failed "
+            f"({tail[:200]}). Run under a display or Xvfb, or install EGL (libegl1)."
+        )
     return status, ""
 
 

@@ -46,11 +46,18 @@ def paired_tests(result: CompareResult, metrics: tuple[str, ...] = STAT_METRICS)
             xa = np.array([p[0] for p in pairs], float)
             xb = np.array([p[1] for p in pairs], float)
             d = xa - xb
-            row = {"model_a": a, "model_b": b, "metric": k, "cases": len(pairs),
-                   "mean_a": float(xa.mean()) if len(pairs) else math.nan,
-                   "mean_b": float(xb.mean()) if len(pairs) else math.nan,
-                   "mean_difference": float(d.mean()) if len(pairs) else math.nan,
-                   "statistic": math.nan, "p_value": math.nan, "note": ""}
+            row = {
+                "model_a": a,
+                "model_b": b,
+                "metric": k,
+                "cases": len(pairs),
+                "mean_a": float(xa.mean()) if len(pairs) else math.nan,
+                "mean_b": float(xb.mean()) if len(pairs) else math.nan,
+                "mean_difference": float(d.mean()) if len(pairs) else math.nan,
+                "statistic": math.nan,
+                "p_value": math.nan,
+                "note": "",
+            }
             if len(pairs) == 0:
                 row["note"] = "no paired case"
             elif not np.any(d != 0):
@@ -71,10 +78,20 @@ def diameter_rows(result: CompareResult) -> list[dict]:
     out = []
     for r in result.rows:
         for b in r.metrics.get("dsc_by_diameter", []):
-            out.append({"case": r.case, "model": r.model, "interval": b["label"], "low_mm": b["low_mm"],
-                        "high_mm": b["high_mm"], "branches": b["branches"], "reference_voxels": b["reference_voxels"],
-                        "prediction_voxels": b["prediction_voxels"], "overlap_voxels": b["overlap_voxels"],
-                        "dsc": b["dsc"]})
+            out.append(
+                {
+                    "case": r.case,
+                    "model": r.model,
+                    "interval": b["label"],
+                    "low_mm": b["low_mm"],
+                    "high_mm": b["high_mm"],
+                    "branches": b["branches"],
+                    "reference_voxels": b["reference_voxels"],
+                    "prediction_voxels": b["prediction_voxels"],
+                    "overlap_voxels": b["overlap_voxels"],
+                    "dsc": b["dsc"],
+                }
+            )
     return out
 
 
@@ -90,9 +107,18 @@ def diameter_summary(result: CompareResult) -> list[dict]:
             m, s = mean_sd([r["dsc"] for r in sel])
             den = sum(r["reference_voxels"] + r["prediction_voxels"] for r in sel)
             pooled = 200.0 * sum(r["overlap_voxels"] for r in sel) / den if den else math.nan
-            out.append({"model": model, "interval": label, "low_mm": sel[0]["low_mm"], "high_mm": sel[0]["high_mm"],
-                        "cases": sum(1 for r in sel if finite(r["dsc"])), "dsc_mean": m, "dsc_sd": s,
-                        "dsc_pooled": pooled})
+            out.append(
+                {
+                    "model": model,
+                    "interval": label,
+                    "low_mm": sel[0]["low_mm"],
+                    "high_mm": sel[0]["high_mm"],
+                    "cases": sum(1 for r in sel if finite(r["dsc"])),
+                    "dsc_mean": m,
+                    "dsc_sd": s,
+                    "dsc_pooled": pooled,
+                }
+            )
     return out
 
 
@@ -101,8 +127,16 @@ def generation_rows(result: CompareResult) -> list[dict]:
     for r in result.rows:
         for g in r.metrics.get("per_generation", []):
             n, k = g["branches"], g["detected"]
-            out.append({"case": r.case, "model": r.model, "generation": g["generation"], "branches": n,
-                        "detected": k, "bd": 100.0 * k / n if n else math.nan})
+            out.append(
+                {
+                    "case": r.case,
+                    "model": r.model,
+                    "generation": g["generation"],
+                    "branches": n,
+                    "detected": k,
+                    "bd": 100.0 * k / n if n else math.nan,
+                }
+            )
     return out
 
 
@@ -117,6 +151,16 @@ def generation_summary(result: CompareResult) -> list[dict]:
             m, s = mean_sd([r["bd"] for r in sel])
             n = sum(r["branches"] for r in sel)
             k = sum(r["detected"] for r in sel)
-            out.append({"model": model, "generation": gen, "cases": len(sel), "branches": n, "detected": k,
-                        "bd_mean": m, "bd_sd": s, "bd_pooled": 100.0 * k / n if n else math.nan})
+            out.append(
+                {
+                    "model": model,
+                    "generation": gen,
+                    "cases": len(sel),
+                    "branches": n,
+                    "detected": k,
+                    "bd_mean": m,
+                    "bd_sd": s,
+                    "bd_pooled": 100.0 * k / n if n else math.nan,
+                }
+            )
     return out

@@ -43,6 +43,7 @@ def case_name(path: str | Path) -> str:
 
 # -- DICOM ---------------------------------------------------------------------
 
+
 def _read_dicom(folder: Path, series_uid: str | None) -> Decoded:
     from core.io.dicom_series import read_series
 
@@ -59,12 +60,15 @@ def _read_dicom(folder: Path, series_uid: str | None) -> Decoded:
         match = [s for s in series if s.uid == series_uid]
         if not match:
             listed = ", ".join(f"{s.uid} ({s.n_slices} slices)" for s in series)
-            raise InputError(f"No DICOM series with UID {series_uid} here; found {listed}.", "Pass one of these UIDs.", path=folder)
+            raise InputError(
+                f"No DICOM series with UID {series_uid} here; found {listed}.", "Pass one of these UIDs.", path=folder
+            )
         chosen = match[0]
     return read_series(chosen, folder)
 
 
 # -- reading -------------------------------------------------------------------
+
 
 def _format_module(suffix: str):
     """The module that reads and writes ``suffix`` (None for DICOM and unknown suffixes)."""
@@ -118,7 +122,9 @@ def read_ct(path: str | Path, series_uid: str | None = None) -> IntensityVolume:
     img = _read_image(path, series_uid)
     arr, geo = _to_volume_parts(img, path)
     if arr.dtype.kind not in "iuf":
-        raise InputError(f"Unsupported voxel type {arr.dtype}.", "Save the CT as integer or float HU values.", path=path)
+        raise InputError(
+            f"Unsupported voxel type {arr.dtype}.", "Save the CT as integer or float HU values.", path=path
+        )
     return IntensityVolume(arr, geo, name=case_name(path))
 
 
@@ -162,6 +168,7 @@ def resample_label_to(label: LabelVolume, reference: IntensityVolume | LabelVolu
 
 # -- writing -------------------------------------------------------------------
 
+
 def _storable(volume: IntensityVolume | LabelVolume) -> np.ndarray:
     arr = volume.array
     if arr.dtype == bool:
@@ -171,8 +178,9 @@ def _storable(volume: IntensityVolume | LabelVolume) -> np.ndarray:
     return arr
 
 
-def write_volume_file(volume: IntensityVolume | LabelVolume, path: str | Path, suffix: str | None = None,
-                      compress: bool = True) -> None:
+def write_volume_file(
+    volume: IntensityVolume | LabelVolume, path: str | Path, suffix: str | None = None, compress: bool = True
+) -> None:
     """Encode ``volume`` into exactly ``path`` (no atomicity; :func:`write_volume` and core.outputs add it).
 
     ``.nii`` is never compressed (its name says so); the detached formats write
@@ -187,8 +195,11 @@ def write_volume_file(volume: IntensityVolume | LabelVolume, path: str | Path, s
     try:
         module.write(_storable(volume), g.spacing, g.origin, g.direction_matrix, path, compress and suffix != ".nii")
     except OSError as exc:
-        raise InputError(f"Could not write the volume: {exc.strerror or exc}",
-                         "Check the folder is writable and the disk has space.", path=path) from None
+        raise InputError(
+            f"Could not write the volume: {exc.strerror or exc}",
+            "Check the folder is writable and the disk has space.",
+            path=path,
+        ) from None
 
 
 def write_volume(volume: IntensityVolume | LabelVolume, path: str | Path, compress: bool = True) -> Path:
@@ -215,7 +226,11 @@ def write_volume(volume: IntensityVolume | LabelVolume, path: str | Path, compre
         apply_umask(tmp)
         os.replace(tmp, path)
     except OSError as exc:
-        raise InputError(f"Could not write the volume: {exc.strerror}", "Check the folder is writable and the disk has space.", path=path) from None
+        raise InputError(
+            f"Could not write the volume: {exc.strerror}",
+            "Check the folder is writable and the disk has space.",
+            path=path,
+        ) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

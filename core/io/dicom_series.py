@@ -24,8 +24,16 @@ from core.io.decoded import Decoded, rescaled, split_spacing
 
 # the tags a file needs to be placed in a series; reading only these keeps the
 # listing of a 600-file folder well under a second
-_LISTING_TAGS = ["SeriesInstanceUID", "ImagePositionPatient", "ImageOrientationPatient", "InstanceNumber",
-                 "Rows", "Columns", "NumberOfFrames", "SOPClassUID"]
+_LISTING_TAGS = [
+    "SeriesInstanceUID",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "InstanceNumber",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "SOPClassUID",
+]
 _GAP_TOLERANCE = 0.1  # a gap this far (relative) from the mean step means a missing or extra slice
 
 
@@ -79,7 +87,9 @@ def list_dicom_series(folder: str | Path) -> list[DicomSeries]:
         position = ds.get("ImagePositionPatient")
         orientation = ds.get("ImageOrientationPatient")
         try:
-            along = float(np.dot(_normal(orientation), [float(v) for v in position])) if position and orientation else 0.0
+            along = (
+                float(np.dot(_normal(orientation), [float(v) for v in position])) if position and orientation else 0.0
+            )
         except (TypeError, ValueError):
             along = 0.0
         number = ds.get("InstanceNumber")
@@ -118,15 +128,25 @@ def _frames(ds, path: str) -> list[_Slice]:
     pixels = ds.pixel_array
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-        raise InputError(f"The series has {ds.SamplesPerPixel} samples per pixel (a colour image).",
-                         "Give a grey-value CT series.", path=path)
+        raise InputError(
+            f"The series has {ds.SamplesPerPixel} samples per pixel (a colour image).",
+            "Give a grey-value CT series.",
+            path=path,
+        )
     if frames == 1:
         if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
             raise _no_geometry(path)
-        return [_Slice(np.asarray(ds.ImagePositionPatient, float), np.asarray(ds.ImageOrientationPatient, float),
-                       _pixel_spacing(ds.get("PixelSpacing"), path),
-                       float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0),
-                       pixels, path)]
+        return [
+            _Slice(
+                np.asarray(ds.ImagePositionPatient, float),
+                np.asarray(ds.ImageOrientationPatient, float),
+                _pixel_spacing(ds.get("PixelSpacing"), path),
+                float(ds.get("RescaleSlope", 1) or 1),
+                float(ds.get("RescaleIntercept", 0) or 0),
+                pixels,
+                path,
+            )
+        ]
     shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") or [None] * frames
     out = []
@@ -134,31 +154,43 @@ def _frames(ds, path: str) -> list[_Slice]:
         own = per_frame[i]
 
         def look(sequence: str, tag: str, default=None):
-            value = _first(own, sequence, tag)
+            value = _first(own, sequence, tag)  # noqa: B023 - called in this iteration
             return value if value is not None else _first(shared, sequence, tag, default)
 
         position = look("PlanePositionSequence", "ImagePositionPatient")
         orientation = look("PlaneOrientationSequence", "ImageOrientationPatient")
         if position is None or orientation is None:
             raise _no_geometry(path)
-        out.append(_Slice(np.asarray(position, float), np.asarray(orientation, float),
-                          _pixel_spacing(look("PixelMeasuresSequence", "PixelSpacing"), path),
-                          float(look("PixelValueTransformationSequence", "RescaleSlope", 1) or 1),
-                          float(look("PixelValueTransformationSequence", "RescaleIntercept", 0) or 0),
-                          pixels[i], f"{path} (frame {i + 1})"))
+        out.append(
+            _Slice(
+                np.asarray(position, float),
+                np.asarray(orientation, float),
+                _pixel_spacing(look("PixelMeasuresSequence", "PixelSpacing"), path),
+                float(look("PixelValueTransformationSequence", "RescaleSlope", 1) or 1),
+                float(look("PixelValueTransformationSequence", "RescaleIntercept", 0) or 0),
+                pixels[i],
+                f"{path} (frame {i + 1})",
+            )
+        )
     return out
 
 
 def _no_geometry(path: str) -> InputError:
-    return InputError("A DICOM file of this series has no image position or orientation, so the slices cannot "
-                      "be placed in space (a screenshot or a secondary capture).",
-                      "Export the original CT series from the scanner or PACS.", path=path)
+    return InputError(
+        "A DICOM file of this series has no image position or orientation, so the slices cannot "
+        "be placed in space (a screenshot or a secondary capture).",
+        "Export the original CT series from the scanner or PACS.",
+        path=path,
+    )
 
 
 def _pixel_spacing(value, path: str) -> tuple[float, float]:
     if value is None or len(value) < 2:
-        raise InputError("A DICOM file of this series has no PixelSpacing.",
-                         "Export the original CT series from the scanner or PACS.", path=path)
+        raise InputError(
+            "A DICOM file of this series has no PixelSpacing.",
+            "Export the original CT series from the scanner or PACS.",
+            path=path,
+        )
     return float(value[0]), float(value[1])
 
 
@@ -173,10 +205,14 @@ def read_series(series: DicomSeries, folder: Path) -> Decoded:
         except InputError:
             raise
         except Exception as exc:  # pydicom raises many types for a broken or undecodable file
-            hint = ("Install GDCM's Python package (pip install python-gdcm), or export the series uncompressed." if "decod" in str(exc).lower() or "plugin" in str(exc).lower()
-                    else "Check that the slices are complete and not truncated.")
-            raise InputError(f"Could not read DICOM series {series.uid}: {str(exc).splitlines()[0][:200]}", hint,
-                             path=path) from None
+            hint = (
+                "Install GDCM's Python package (pip install python-gdcm), or export the series uncompressed."
+                if "decod" in str(exc).lower() or "plugin" in str(exc).lower()
+                else "Check that the slices are complete and not truncated."
+            )
+            raise InputError(
+                f"Could not read DICOM series {series.uid}: {str(exc).splitlines()[0][:200]}", hint, path=path
+            ) from None
     return _stack(slices, series.uid, folder)
 
 
@@ -185,13 +221,18 @@ def _stack(slices: list[_Slice], uid: str, folder: Path) -> Decoded:
     shape = first.pixels.shape
     for s in slices[1:]:
         if s.pixels.shape != shape:
-            raise InputError(f"DICOM series {uid} mixes slice sizes ({shape[1]}x{shape[0]} and "
-                             f"{s.pixels.shape[1]}x{s.pixels.shape[0]} pixels).",
-                             "Select one series of one acquisition (e.g. with --series-uid) or re-export it.",
-                             path=s.source)
+            raise InputError(
+                f"DICOM series {uid} mixes slice sizes ({shape[1]}x{shape[0]} and "
+                f"{s.pixels.shape[1]}x{s.pixels.shape[0]} pixels).",
+                "Select one series of one acquisition (e.g. with --series-uid) or re-export it.",
+                path=s.source,
+            )
         if not np.allclose(s.orientation, first.orientation, atol=1e-3):
-            raise InputError(f"DICOM series {uid} mixes slice orientations (a localizer or several stacks in one series).",
-                             "Remove the scout/localizer images or export the axial stack alone.", path=s.source)
+            raise InputError(
+                f"DICOM series {uid} mixes slice orientations (a localizer or several stacks in one series).",
+                "Remove the scout/localizer images or export the axial stack alone.",
+                path=s.source,
+            )
     normal = _normal(first.orientation)
     along = np.array([float(np.dot(normal, s.position)) for s in slices])
     order = np.argsort(along, kind="stable")
@@ -208,13 +249,17 @@ def _stack(slices: list[_Slice], uid: str, folder: Path) -> Decoded:
             raise InputError(
                 f"DICOM series {uid} has two slices at the same position ({z:.2f} mm along the slice normal): "
                 "it holds several acquisitions or reconstructions.",
-                "Export one reconstruction alone, or split the series by acquisition in a DICOM tool.", path=folder)
+                "Export one reconstruction alone, or split the series by acquisition in a DICOM tool.",
+                path=folder,
+            )
         worst = int(np.argmax(np.abs(steps - mean)))
         if abs(steps[worst] - mean) > _GAP_TOLERANCE * mean:
             raise InputError(
                 f"DICOM series {uid} is not evenly spaced: the gap after slice {worst + 1} of {len(slices)} is "
                 f"{steps[worst]:.3g} mm where the others average {mean:.3g} mm (a missing or extra slice).",
-                "Check that the whole series was copied, or export it again.", path=folder)
+                "Check that the whole series was copied, or export it again.",
+                path=folder,
+            )
         # the third axis runs from the first slice to the last, as ITK reads it (a tilted gantry stays tilted)
         third = slices[-1].position - slices[0].position
         spacing, direction = split_spacing(np.column_stack([row * dx, col * dy, third / (len(slices) - 1)]))

@@ -20,9 +20,18 @@ from core.io.decoded import Decoded, truncated, unreadable
 
 COMPRESS_LEVEL = 1  # as core.io.nifti_file: fast saves of large volumes
 _TYPES = {
-    "MET_CHAR": np.int8, "MET_UCHAR": np.uint8, "MET_SHORT": np.int16, "MET_USHORT": np.uint16,
-    "MET_INT": np.int32, "MET_UINT": np.uint32, "MET_LONG": np.int32, "MET_ULONG": np.uint32,
-    "MET_LONG_LONG": np.int64, "MET_ULONG_LONG": np.uint64, "MET_FLOAT": np.float32, "MET_DOUBLE": np.float64,
+    "MET_CHAR": np.int8,
+    "MET_UCHAR": np.uint8,
+    "MET_SHORT": np.int16,
+    "MET_USHORT": np.uint16,
+    "MET_INT": np.int32,
+    "MET_UINT": np.uint32,
+    "MET_LONG": np.int32,
+    "MET_ULONG": np.uint32,
+    "MET_LONG_LONG": np.int64,
+    "MET_ULONG_LONG": np.uint64,
+    "MET_FLOAT": np.float32,
+    "MET_DOUBLE": np.float64,
 }
 _NAMES = {np.dtype(t): name for name, t in reversed(list(_TYPES.items()))}
 _MAX_HEADER = 1 << 16
@@ -71,7 +80,7 @@ def _inflate_into(f, target: memoryview, path: Path) -> int:
         try:
             piece = inflater.decompress(chunk, len(target) - pos)
             while True:
-                target[pos:pos + len(piece)] = piece
+                target[pos : pos + len(piece)] = piece
                 pos += len(piece)
                 if not inflater.unconsumed_tail or pos >= len(target):
                     break
@@ -118,8 +127,11 @@ def read(path: Path) -> Decoded:
         source = (path.parent / data_file) if not Path(data_file).is_absolute() else Path(data_file)
         offset = 0
         if not source.is_file():
-            raise InputError(f"The data file '{data_file}' named by this MetaImage header is missing.",
-                             "Keep the .mhd header and its data file together in one folder.", path=path)
+            raise InputError(
+                f"The data file '{data_file}' named by this MetaImage header is missing.",
+                "Keep the .mhd header and its data file together in one folder.",
+                path=path,
+            )
     header_size = int(fields.get("HeaderSize", "0"))
     compressed = fields.get("CompressedData", "False").lower() == "true"
     # decoded straight into the array: one copy of the volume in memory, not three
@@ -168,7 +180,7 @@ def write(array: np.ndarray, spacing, origin, direction: np.ndarray, path: Path,
         # slab by slab from the array's own memory: no second copy of the volume as bytes
         packer = zlib.compressobj(COMPRESS_LEVEL)
         step = max(1, (64 << 20) // max(data[:1].nbytes, 1))
-        payload = [packer.compress(memoryview(data[z:z + step]).cast("B")) for z in range(0, data.shape[0], step)]
+        payload = [packer.compress(memoryview(data[z : z + step]).cast("B")) for z in range(0, data.shape[0], step)]
         payload.append(packer.flush())
     else:
         payload = [memoryview(data).cast("B")]

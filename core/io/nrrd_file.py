@@ -16,10 +16,14 @@ from core.io.decoded import Decoded, split_spacing, truncated, unreadable
 
 COMPRESS_LEVEL = 1  # as core.io.nifti_file: fast saves of large volumes
 _FLIPS = {
-    "right-anterior-superior": (-1.0, -1.0, 1.0), "ras": (-1.0, -1.0, 1.0),
-    "left-anterior-superior": (1.0, -1.0, 1.0), "las": (1.0, -1.0, 1.0),
-    "right-anterior-superior-time": (-1.0, -1.0, 1.0), "rast": (-1.0, -1.0, 1.0),
-    "left-anterior-superior-time": (1.0, -1.0, 1.0), "last": (1.0, -1.0, 1.0),
+    "right-anterior-superior": (-1.0, -1.0, 1.0),
+    "ras": (-1.0, -1.0, 1.0),
+    "left-anterior-superior": (1.0, -1.0, 1.0),
+    "las": (1.0, -1.0, 1.0),
+    "right-anterior-superior-time": (-1.0, -1.0, 1.0),
+    "rast": (-1.0, -1.0, 1.0),
+    "left-anterior-superior-time": (1.0, -1.0, 1.0),
+    "last": (1.0, -1.0, 1.0),
 }
 _SPATIAL_KINDS = {"domain", "space", "time"}
 
@@ -47,10 +51,9 @@ def read(path: Path) -> Decoded:
     # file axis i is array axis ndim-1-i; component axes are moved to the front
     others = [i for i in range(ndim) if i not in spatial]
     components = int(np.prod([data.shape[ndim - 1 - i] for i in others], dtype=np.int64)) if others else 1
-    array = data if not others else np.moveaxis(data, [ndim - 1 - i for i in others],
-                                                 list(range(len(others))))
+    array = data if not others else np.moveaxis(data, [ndim - 1 - i for i in others], list(range(len(others))))
     if components == 1 and others:
-        array = array.reshape(array.shape[len(others):])
+        array = array.reshape(array.shape[len(others) :])
     n = min(len(spatial), 3)
     flips = np.asarray(_FLIPS.get(str(header.get("space", "")).lower(), (1.0, 1.0, 1.0)))
     if directions is not None and n:
@@ -62,8 +65,9 @@ def read(path: Path) -> Decoded:
         spacing = spacing[:n] + (1.0,) * (3 - n)
     else:
         raw = header.get("spacings")
-        spacing = tuple(float(raw[i]) if raw is not None and np.isfinite(raw[i]) and raw[i] > 0 else 1.0
-                        for i in spatial[:3]) + (1.0,) * (3 - n)
+        spacing = tuple(
+            float(raw[i]) if raw is not None and np.isfinite(raw[i]) and raw[i] > 0 else 1.0 for i in spatial[:3]
+        ) + (1.0,) * (3 - n)
         direction = np.eye(3)
     origin = header.get("space origin")
     if origin is None:

@@ -13,17 +13,24 @@ Card keys: ``data`` (one line describing the data), ``kind`` (``synthetic``,
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
 
 import numpy as np
 
 KINDS = ("synthetic", "real", "mixed")
 
 
-def make_card(data: str, kind: str, train_cases: int, val_cases: int = 0,
-              spacing_xyz: Sequence[float] | None = None, validation: dict | None = None,
-              held_out: dict | None = None, notes: str = "") -> dict:
+def make_card(
+    data: str,
+    kind: str,
+    train_cases: int,
+    val_cases: int = 0,
+    spacing_xyz: Sequence[float] | None = None,
+    validation: dict | None = None,
+    held_out: dict | None = None,
+    notes: str = "",
+) -> dict:
     from core.errors import ConfigError
 
     if kind not in KINDS:
@@ -42,12 +49,20 @@ def make_card(data: str, kind: str, train_cases: int, val_cases: int = 0,
 def _metrics(d: dict | None) -> dict | None:
     if not d:
         return None
-    return {k: round(float(v), 1) for k, v in d.items() if isinstance(v, (int, float)) and k in
-            ("td", "bd", "dsc", "precision", "sensitivity", "score")} | {k: v for k, v in d.items() if k == "cases"}
+    return {
+        k: round(float(v), 1)
+        for k, v in d.items()
+        if isinstance(v, (int, float)) and k in ("td", "bd", "dsc", "precision", "sensitivity", "score")
+    } | {k: v for k, v in d.items() if k == "cases"}
 
 
-def card_from_dataset(data_path: str | Path, spacings_zyx: Sequence[Sequence[float]], train_cases: int,
-                      val_cases: int, validation: dict | None = None) -> dict:
+def card_from_dataset(
+    data_path: str | Path,
+    spacings_zyx: Sequence[Sequence[float]],
+    train_cases: int,
+    val_cases: int,
+    validation: dict | None = None,
+) -> dict:
     """The card ``airway train`` writes: data described from the dataset folder.
 
     A folder written by ``airway phantom-dataset`` (it holds ``phantoms.json``)
@@ -142,7 +157,7 @@ def read_header(path: str | Path) -> dict | None:
                 return None
             data = z.read(name)
         previous = None
-        for op, arg, _ in pickletools.genops(data):
+        for _op, arg, _ in pickletools.genops(data):
             if isinstance(arg, str):
                 if previous == "header_json":
                     header = json.loads(arg)

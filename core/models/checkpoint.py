@@ -27,9 +27,10 @@ import pickle
 import platform
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,8 +40,17 @@ from core.errors import CheckpointError
 
 FORMAT_VERSION = 1
 _MAGIC = "airway_studio_checkpoint"
-HEADER_KEYS = ("architecture", "arch_args", "preprocessing", "training", "stage", "metrics",
-               "versions", "created", "format_version")
+HEADER_KEYS = (
+    "architecture",
+    "arch_args",
+    "preprocessing",
+    "training",
+    "stage",
+    "metrics",
+    "versions",
+    "created",
+    "format_version",
+)
 
 
 @dataclass
@@ -111,16 +121,19 @@ def _check_safe(obj: Any, where: str = "extra_state") -> Any:
         out = {}
         for k, v in obj.items():
             if not isinstance(k, (str, int)):
-                raise CheckpointError(f"{where} has a key of type {type(k).__name__} ({k!r}).",
-                                      "Use string or integer keys.")
+                raise CheckpointError(
+                    f"{where} has a key of type {type(k).__name__} ({k!r}).", "Use string or integer keys."
+                )
             out[k] = _check_safe(v, f"{where}[{k!r}]")
         return out
     if isinstance(obj, (list, tuple)):
         items = [_check_safe(v, f"{where}[{i}]") for i, v in enumerate(obj)]
         return items if isinstance(obj, list) else tuple(items)
     if isinstance(obj, np.ndarray):
-        raise CheckpointError(f"{where} is a numpy array, which weights-only loading refuses.",
-                              "Store torch.from_numpy(array) or array.tolist() instead.")
+        raise CheckpointError(
+            f"{where} is a numpy array, which weights-only loading refuses.",
+            "Store torch.from_numpy(array) or array.tolist() instead.",
+        )
     raise CheckpointError(
         f"{where} is a {type(obj).__name__}, which weights-only loading refuses.",
         "Keep resume state to tensors, numbers, strings, lists and dicts (e.g. optimizer.state_dict(), capture_rng_state()).",
@@ -152,7 +165,7 @@ def make_header(model: torch.nn.Module | None = None, header: Mapping[str, Any] 
     if out.get("arch_args") is None:
         out["arch_args"] = {}
     out["versions"] = {**software_versions(), **(out.get("versions") or {})}
-    out["created"] = out.get("created") or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    out["created"] = out.get("created") or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     out["format_version"] = FORMAT_VERSION
     return out
 
@@ -182,8 +195,10 @@ def save_checkpoint(
     try:
         header_json = json.dumps(full_header, default=_json_default, allow_nan=True, sort_keys=True)
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"The checkpoint header cannot be written as JSON: {exc}.",
-                              "Keep header values to numbers, strings, lists and dicts.") from None
+        raise CheckpointError(
+            f"The checkpoint header cannot be written as JSON: {exc}.",
+            "Keep header values to numbers, strings, lists and dicts.",
+        ) from None
     payload = {
         _MAGIC: FORMAT_VERSION,
         "header_json": header_json,
@@ -225,32 +240,50 @@ def load_checkpoint(path: str | os.PathLike, expect_architecture: str | None = N
     if path.stat().st_size == 0:
         raise _refuse(path, "The checkpoint file is empty.", "The save was interrupted; use another checkpoint.")
     if not zipfile.is_zipfile(path):
-        raise _refuse(path, "This is not a readable checkpoint: it is not a PyTorch archive, or it is truncated.",
-                      "Use a .pt file saved by Airway Studio; re-copy it if the transfer was interrupted.")
+        raise _refuse(
+            path,
+            "This is not a readable checkpoint: it is not a PyTorch archive, or it is truncated.",
+            "Use a .pt file saved by Airway Studio; re-copy it if the transfer was interrupted.",
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
-            raise _refuse(path, "The checkpoint contains Python objects other than tensors and plain data; "
-                                "they were not loaded because opening them could run code.",
-                          "Use a checkpoint saved by Airway Studio, or re-save the weights from a trusted source.") from None
+            raise _refuse(
+                path,
+                "The checkpoint contains Python objects other than tensors and plain data; "
+                "they were not loaded because opening them could run code.",
+                "Use a checkpoint saved by Airway Studio, or re-save the weights from a trusted source.",
+            ) from None
         raise _refuse(path, f"The checkpoint is corrupt ({exc}).", "Use another copy of the file.") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise _refuse(path, f"The checkpoint is corrupt or truncated ({first}).",
-                      "Use another copy of the file (a save may have been interrupted).") from None
+        raise _refuse(
+            path,
+            f"The checkpoint is corrupt or truncated ({first}).",
+            "Use another copy of the file (a save may have been interrupted).",
+        ) from None
 
     if not isinstance(payload, dict) or _MAGIC not in payload:
         if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
-            raise _refuse(path, "This is a bare PyTorch state dict, not an Airway Studio checkpoint (no header).",
-                          "Load it into a model from core.models.registry and save it with core.models.checkpoint.save_checkpoint, "
-                          "giving the preprocessing it was trained with.")
-        raise _refuse(path, "This PyTorch file is not an Airway Studio checkpoint.",
-                      "Use a model saved by Airway Studio (airway train writes RUN/checkpoints/*.pt).")
+            raise _refuse(
+                path,
+                "This is a bare PyTorch state dict, not an Airway Studio checkpoint (no header).",
+                "Load it into a model from core.models.registry and save it with core.models.checkpoint.save_checkpoint, "
+                "giving the preprocessing it was trained with.",
+            )
+        raise _refuse(
+            path,
+            "This PyTorch file is not an Airway Studio checkpoint.",
+            "Use a model saved by Airway Studio (airway train writes RUN/checkpoints/*.pt).",
+        )
     version = payload[_MAGIC]
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise _refuse(path, f"The checkpoint has format version {version}; this Airway Studio ({core.__version__}) reads up to {FORMAT_VERSION}.",
-                      "Update Airway Studio to open it.")
+        raise _refuse(
+            path,
+            f"The checkpoint has format version {version}; this Airway Studio ({core.__version__}) reads up to {FORMAT_VERSION}.",
+            "Update Airway Studio to open it.",
+        )
     try:
         header = json.loads(payload["header_json"])
         state = payload["state_dict"]
@@ -259,11 +292,16 @@ def load_checkpoint(path: str | os.PathLike, expect_architecture: str | None = N
         if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
             raise TypeError("state_dict holds non-tensor entries")
     except (KeyError, TypeError, ValueError) as exc:
-        raise _refuse(path, f"The checkpoint's header or weights are damaged ({exc}).", "Use another copy of the file.") from None
+        raise _refuse(
+            path, f"The checkpoint's header or weights are damaged ({exc}).", "Use another copy of the file."
+        ) from None
     ckpt = Checkpoint(header=header, state_dict=state, extra_state=payload.get("extra_state"), path=str(path))
     if expect_architecture is not None and ckpt.architecture.lower() != expect_architecture.lower():
-        raise _refuse(path, f"The checkpoint is a '{ckpt.architecture}' model, not '{expect_architecture}'.",
-                      f"Choose a {expect_architecture} checkpoint, or select architecture '{ckpt.architecture}'.")
+        raise _refuse(
+            path,
+            f"The checkpoint is a '{ckpt.architecture}' model, not '{expect_architecture}'.",
+            f"Choose a {expect_architecture} checkpoint, or select architecture '{ckpt.architecture}'.",
+        )
     return ckpt
 
 
@@ -279,7 +317,9 @@ def model_from_checkpoint(
     ckpt = path_or_ckpt if isinstance(path_or_ckpt, Checkpoint) else load_checkpoint(path_or_ckpt, expect_architecture)
     where = ckpt.path or "checkpoint"
     if expect_architecture is not None and ckpt.architecture.lower() != expect_architecture.lower():
-        raise CheckpointError(f"The checkpoint is a '{ckpt.architecture}' model, not '{expect_architecture}'.", path=where)
+        raise CheckpointError(
+            f"The checkpoint is a '{ckpt.architecture}' model, not '{expect_architecture}'.", path=where
+        )
     if ckpt.architecture.lower() not in list_models():
         raise CheckpointError(
             f"The checkpoint's architecture '{ckpt.architecture}' is unknown to this Airway Studio ({core.__version__}).",
@@ -287,17 +327,24 @@ def model_from_checkpoint(
             path=where,
         )
     written_by = (ckpt.header.get("versions") or {}).get("airway_studio", "an unknown version")
-    other_version = (f"The checkpoint was written by Airway Studio {written_by}; this is {core.__version__}. "
-                     "Use the version that wrote it, or another checkpoint.")
+    other_version = (
+        f"The checkpoint was written by Airway Studio {written_by}; this is {core.__version__}. "
+        "Use the version that wrote it, or another checkpoint."
+    )
     try:
         model = build_model(ckpt.architecture, **ckpt.arch_args)
     except ConfigError as exc:
-        raise CheckpointError(f"The checkpoint's architecture arguments do not fit '{ckpt.architecture}': {exc.what}",
-                              other_version, path=where) from None
+        raise CheckpointError(
+            f"The checkpoint's architecture arguments do not fit '{ckpt.architecture}': {exc.what}",
+            other_version,
+            path=where,
+        ) from None
     expected = model.state_dict()
     missing = sorted(set(expected) - set(ckpt.state_dict))
     unexpected = sorted(set(ckpt.state_dict) - set(expected))
-    shapes = [k for k in expected if k in ckpt.state_dict and tuple(expected[k].shape) != tuple(ckpt.state_dict[k].shape)]
+    shapes = [
+        k for k in expected if k in ckpt.state_dict and tuple(expected[k].shape) != tuple(ckpt.state_dict[k].shape)
+    ]
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -306,16 +353,20 @@ def model_from_checkpoint(
             parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
         if shapes:
             k = shapes[0]
-            parts.append(f"{len(shapes)} of another shape (e.g. {k}: {tuple(ckpt.state_dict[k].shape)} vs {tuple(expected[k].shape)})")
+            parts.append(
+                f"{len(shapes)} of another shape (e.g. {k}: {tuple(ckpt.state_dict[k].shape)} vs {tuple(expected[k].shape)})"
+            )
         raise CheckpointError(
             f"The weights do not match a '{ckpt.architecture}' with {ckpt.arch_args}: " + "; ".join(parts) + ".",
-            other_version, path=where,
+            other_version,
+            path=where,
         )
     model.load_state_dict(ckpt.state_dict)
     return model.to(device).eval(), ckpt.header
 
 
 # -- resume state helpers ------------------------------------------------------
+
 
 def capture_rng_state() -> dict[str, Any]:
     """torch (CPU and CUDA), numpy's global and Python's ``random`` states as weights-only-safe data."""
@@ -324,8 +375,13 @@ def capture_rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "numpy": {
+            "kind": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "gauss": float(np_state[4]),
+        },
         "python": random.getstate(),
     }
     if torch.cuda.is_available():

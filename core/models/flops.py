@@ -22,8 +22,9 @@ def parameter_count(model: torch.nn.Module, trainable_only: bool = False) -> int
     return int(sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only))
 
 
-def forward_flops(name: str, arch_args: dict[str, Any] | None = None, size: int | tuple[int, int, int] = 128,
-                  batch: int = 1) -> int:
+def forward_flops(
+    name: str, arch_args: dict[str, Any] | None = None, size: int | tuple[int, int, int] = 128, batch: int = 1
+) -> int:
     """FLOPs of one forward pass of architecture ``name`` on a ``(batch, C, *size)`` input."""
     shape = (size, size, size) if isinstance(size, int) else tuple(size)
     with torch.device("meta"):

@@ -42,18 +42,22 @@ def register_model(spec: ModelSpec) -> None:
     _REGISTRY[key] = spec
 
 
-register_model(ModelSpec(
-    "wingsnet",
-    "core.models.wingsnet:WingsNet",
-    "WingsNet (Zheng et al. 2021): 18 gated dilated blocks, encoder/decoder group supervision",
-    {"width=1": {"width": 1.0}, "width=0.5": {"width": 0.5}, "width=0.25": {"width": 0.25}},
-))
-register_model(ModelSpec(
-    "unet3d",
-    "core.models.unet:UNet3D",
-    "plain 3D U-Net baseline (two convs per level, InstanceNorm, deep supervision)",
-    {"base=16": {"base_channels": 16}, "base=32": {"base_channels": 32}},
-))
+register_model(
+    ModelSpec(
+        "wingsnet",
+        "core.models.wingsnet:WingsNet",
+        "WingsNet (Zheng et al. 2021): 18 gated dilated blocks, encoder/decoder group supervision",
+        {"width=1": {"width": 1.0}, "width=0.5": {"width": 0.5}, "width=0.25": {"width": 0.25}},
+    )
+)
+register_model(
+    ModelSpec(
+        "unet3d",
+        "core.models.unet:UNet3D",
+        "plain 3D U-Net baseline (two convs per level, InstanceNorm, deep supervision)",
+        {"base=16": {"base_channels": 16}, "base=32": {"base_channels": 32}},
+    )
+)
 
 
 def list_models() -> list[str]:

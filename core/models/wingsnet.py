@@ -28,6 +28,7 @@ from torch import nn
 
 from core.errors import InputError
 
+
 #: Spec table: name, input channels (or source), output channels, dilation, scale (1 = full), gates.
 #: Input channels of the first block and of the decoder blocks are derived in ``WingsNet.__init__``.
 @dataclass(frozen=True)

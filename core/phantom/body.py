@@ -21,13 +21,13 @@ FAT_HU = -100.0
 SOFT_HU = 40.0
 LUNG_HU = -850.0
 BONE_HU = 500.0
-TEXTURE_HU = 25.0      # std of the smoothed parenchyma texture
-GRAVITY_HU = 30.0      # dependent (posterior) lung is denser: +30 HU across the lung's depth
+TEXTURE_HU = 25.0  # std of the smoothed parenchyma texture
+GRAVITY_HU = 30.0  # dependent (posterior) lung is denser: +30 HU across the lung's depth
 TEXTURE_CELL_MM = 4.0  # correlation length of the texture
-RIB_PITCH_MM = 26.0    # rib to rib, along z
+RIB_PITCH_MM = 26.0  # rib to rib, along z
 RIB_HEIGHT_MM = 9.0
-RIB_DROP_MM = 90.0     # ribs run down from the spine to the sternum
-RIB_HU = 400.0         # cortex and marrow, partial-volumed together
+RIB_DROP_MM = 90.0  # ribs run down from the spine to the sternum
+RIB_HU = 400.0  # cortex and marrow, partial-volumed together
 
 
 def _lerp_weights(n_out: int, n_in: int, cell: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -80,7 +80,9 @@ def _quadric(grid: Grid, e, sl: tuple[slice, slice, slice]) -> tuple[np.ndarray,
     return x[None, :] ** 2 + y[:, None] ** 2, z * z
 
 
-def _paint_ribs(ct: np.ndarray, grid: Grid, chest: Chest, x: np.ndarray, y: np.ndarray, z_range: tuple[float, float]) -> None:
+def _paint_ribs(
+    ct: np.ndarray, grid: Grid, chest: Chest, x: np.ndarray, y: np.ndarray, z_range: tuple[float, float]
+) -> None:
     """Ribs: bands in the chest wall just inside the fat, sloping down from back to front, over the lungs' height."""
     a, b = chest.body_semi
     q = np.sqrt((x / (a - chest.fat_mm)) ** 2 + (y / (b - chest.fat_mm)) ** 2)
@@ -99,7 +101,9 @@ def _paint_ribs(ct: np.ndarray, grid: Grid, chest: Chest, x: np.ndarray, y: np.n
         ct[k, iy[on], ix[on]] = np.float32(RIB_HU)
 
 
-def fill_body(grid: Grid, chest: Chest, rng: np.random.Generator, slab: int = 16, cancel: Any = None) -> tuple[np.ndarray, np.ndarray]:
+def fill_body(
+    grid: Grid, chest: Chest, rng: np.random.Generator, slab: int = 16, cancel: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
     """CT of the chest without airways or vessels (float32 HU) and the lung mask (bool).
 
     The body is an elliptic cylinder, so one slice of it serves all; lung work
@@ -113,7 +117,7 @@ def fill_body(grid: Grid, chest: Chest, rng: np.random.Generator, slab: int = 16
     body = (x / a) ** 2 + (y / b) ** 2 <= 1.0
     inner = (x / (a - chest.fat_mm)) ** 2 + (y / (b - chest.fat_mm)) ** 2 <= 1.0
     sx, sy = chest.spine_centre
-    spine = (x - sx) ** 2 + (y - sy) ** 2 <= chest.spine_radius ** 2
+    spine = (x - sx) ** 2 + (y - sy) ** 2 <= chest.spine_radius**2
     plane = np.where(body, np.where(inner, SOFT_HU, FAT_HU), AIR_HU).astype(np.float32)
     plane[spine & inner] = BONE_HU
     ct = np.empty(grid.shape, dtype=np.float32)
@@ -125,13 +129,18 @@ def fill_body(grid: Grid, chest: Chest, rng: np.random.Generator, slab: int = 16
     box = grid.box(lo, hi)
     if box is None:
         return ct, lungs
-    sub = Grid(tuple(s.stop - s.start for s in box), grid.spacing,  # type: ignore[arg-type]
-               tuple(o + s.start * d for o, s, d in zip(grid.origin, box[::-1], grid.spacing)))  # type: ignore[arg-type]
+    sub = Grid(
+        tuple(s.stop - s.start for s in box),
+        grid.spacing,  # type: ignore[arg-type]
+        tuple(o + s.start * d for o, s, d in zip(grid.origin, box[::-1], grid.spacing)),
+    )  # type: ignore[arg-type]
     texture = Texture(sub, rng)
     quads = [_quadric(grid, e, box) for e in (*chest.lungs, chest.heart)]
     inner_box = inner[box[1], box[2]][None]
     c0 = chest.lungs[0]
-    depth = ((grid.axis_mm(1, box[1].start, box[1].stop) - np.float32(c0.centre[1])) / np.float32(c0.semi[1]))[None, :, None]
+    depth = ((grid.axis_mm(1, box[1].start, box[1].stop) - np.float32(c0.centre[1])) / np.float32(c0.semi[1]))[
+        None, :, None
+    ]
     gravity = np.float32(0.5 * GRAVITY_HU) * depth  # -1 anterior .. +1 posterior
     z_start = box[0].start
     for z0 in range(0, sub.shape[0], slab):
@@ -153,8 +162,16 @@ def fill_body(grid: Grid, chest: Chest, rng: np.random.Generator, slab: int = 16
     return ct, lungs
 
 
-def finish_ct(ct: np.ndarray, grid: Grid, chest: Chest, blur_mm: float, noise_hu: float,
-              rng: np.random.Generator, slab: int = 16, cancel: Any = None) -> np.ndarray:
+def finish_ct(
+    ct: np.ndarray,
+    grid: Grid,
+    chest: Chest,
+    blur_mm: float,
+    noise_hu: float,
+    rng: np.random.Generator,
+    slab: int = 16,
+    cancel: Any = None,
+) -> np.ndarray:
     """Partial-volume blur, then scanner noise, rounding and clipping to int16 HU.
 
     Outside the body the image is constant air, which a normalised blur leaves
@@ -169,9 +186,9 @@ def finish_ct(ct: np.ndarray, grid: Grid, chest: Chest, blur_mm: float, noise_hu
     for z0 in range(0, ct.shape[0], slab):
         if cancel is not None and cancel.is_set():
             raise Cancelled("Phantom generation cancelled.")
-        block = ct[z0:z0 + slab]
+        block = ct[z0 : z0 + slab]
         if noise_hu > 0:
             block += rng.standard_normal(block.shape, dtype=np.float32) * np.float32(noise_hu)
         np.clip(np.rint(block), -1024, 3071, out=block)
-        out[z0:z0 + slab] = block
+        out[z0 : z0 + slab] = block
     return out

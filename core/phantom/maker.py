@@ -31,9 +31,10 @@ import io as _io
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,12 +53,12 @@ DEFAULT_SPACING = (0.7, 0.7, 1.0)  # x, y, z mm before scaling to fit the chest
 class Difficulty:
     """Image-quality knobs. ``wall_contrast`` 1 puts the wall at 0 HU, 0 makes it lung-grey."""
 
-    noise_hu: float = 20.0       # std of white noise added last
-    wall_contrast: float = 0.9   # wall HU = -850 + 850 * wall_contrast
-    blur_mm: float = 0.5         # Gaussian sigma of the scanner's point spread
+    noise_hu: float = 20.0  # std of white noise added last
+    wall_contrast: float = 0.9  # wall HU = -850 + 850 * wall_contrast
+    blur_mm: float = 0.5  # Gaussian sigma of the scanner's point spread
 
     @classmethod
-    def named(cls, name: str) -> "Difficulty":
+    def named(cls, name: str) -> Difficulty:
         presets = {
             "easy": cls(8.0, 1.0, 0.3),
             "normal": cls(),
@@ -71,9 +72,13 @@ class Difficulty:
         if not (math.isfinite(self.noise_hu) and self.noise_hu >= 0):
             raise ConfigError(f"Noise {self.noise_hu} HU is not a non-negative number.", "Use e.g. --noise 20.")
         if not (math.isfinite(self.wall_contrast) and 0.0 <= self.wall_contrast <= 1.5):
-            raise ConfigError(f"Wall contrast {self.wall_contrast} is out of range.", "Use a value in 0..1.5 (1 = wall at 0 HU).")
+            raise ConfigError(
+                f"Wall contrast {self.wall_contrast} is out of range.", "Use a value in 0..1.5 (1 = wall at 0 HU)."
+            )
         if not (math.isfinite(self.blur_mm) and 0.0 <= self.blur_mm <= 10.0):
-            raise ConfigError(f"Blur {self.blur_mm} mm is out of range.", "Use a Gaussian sigma in 0..10 mm (e.g. 0.5).")
+            raise ConfigError(
+                f"Blur {self.blur_mm} mm is out of range.", "Use a Gaussian sigma in 0..10 mm (e.g. 0.5)."
+            )
 
 
 @dataclass
@@ -85,8 +90,8 @@ class Phantom:
     centreline: LabelVolume
     branches: list[Branch]
     omitted: list[int] = field(default_factory=list)
-    full_label: LabelVolume | None = None   # every branch's lumen, omitted ones included
-    vessels: LabelVolume | None = None      # vessel voxels (never airway)
+    full_label: LabelVolume | None = None  # every branch's lumen, omitted ones included
+    vessels: LabelVolume | None = None  # vessel voxels (never airway)
     lungs: LabelVolume | None = None
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -97,10 +102,15 @@ class Phantom:
         rows = []
         for b in self.branches:
             row: dict[str, Any] = {
-                "id": b.id, "parent": b.parent, "generation": b.generation, "side": b.side,
+                "id": b.id,
+                "parent": b.parent,
+                "generation": b.generation,
+                "side": b.side,
                 "omitted": b.id in omitted,
-                "length_mm": round(b.length_mm, 4), "radius_mm": round(b.radius_mm, 4),
-                "diameter_mm": round(b.diameter_mm, 4), "wall_mm": round(b.wall_mm, 4),
+                "length_mm": round(b.length_mm, 4),
+                "radius_mm": round(b.radius_mm, 4),
+                "diameter_mm": round(b.diameter_mm, 4),
+                "wall_mm": round(b.wall_mm, 4),
             }
             for name, p in (("start", b.start), ("end", b.end)):
                 for axis, v in zip("xyz", p):
@@ -173,8 +183,8 @@ class Phantom:
 # -- writing -------------------------------------------------------------------
 
 
-
 # -- making ----------------------------------------------------------------------
+
 
 def _shape3(shape: int | Sequence[int]) -> tuple[int, int, int]:
     try:
@@ -182,7 +192,10 @@ def _shape3(shape: int | Sequence[int]) -> tuple[int, int, int]:
     except (TypeError, ValueError):
         s = ()
     if len(s) != 3 or min(s) < 8 or max(s) > 2048:
-        raise ConfigError(f"Phantom size {shape} is not three sides of 8..2048 voxels.", "Use e.g. --size 64 or --size 400 512 512 (z y x).")
+        raise ConfigError(
+            f"Phantom size {shape} is not three sides of 8..2048 voxels.",
+            "Use e.g. --size 64 or --size 400 512 512 (z y x).",
+        )
     return s  # type: ignore[return-value]
 
 
@@ -264,9 +277,14 @@ def make_phantom(
     else:
         sp = tuple(float(v) for v in spacing)
         if len(sp) != 3 or not all(math.isfinite(v) and v > 0 for v in sp):
-            raise ConfigError(f"Spacing {tuple(spacing)} is not three positive millimetre values.", "Use e.g. --spacing 0.7 0.7 1.0 (x y z).")
+            raise ConfigError(
+                f"Spacing {tuple(spacing)} is not three positive millimetre values.",
+                "Use e.g. --spacing 0.7 0.7 1.0 (x y z).",
+            )
     if not 0 <= int(generations) <= 16:
-        raise ConfigError(f"{generations} generations is out of range.", "Use 0..16 (6 reaches segmental bronchi, 12 about 1 mm).")
+        raise ConfigError(
+            f"{generations} generations is out of range.", "Use 0..16 (6 reaches segmental bronchi, 12 about 1 mm)."
+        )
     diff = difficulty if isinstance(difficulty, Difficulty) else Difficulty.named(difficulty or "normal")
     diff = replace(
         diff,
@@ -276,9 +294,12 @@ def make_phantom(
     )
     diff.validate()
     if int(omit_distal) < 0:
-        raise ConfigError(f"omit_distal={omit_distal} is negative.", "Give the number of terminal branches to leave out (0 or more).")
+        raise ConfigError(
+            f"omit_distal={omit_distal} is negative.", "Give the number of terminal branches to leave out (0 or more)."
+        )
 
     total = 6
+
     def report(step: int) -> None:
         _check_cancel(cancel)
         if progress is not None:
@@ -295,7 +316,7 @@ def make_phantom(
 
     import cc3d
 
-    for attempt in range(8):
+    for _attempt in range(8):
         tree = grow_tree(chest, np.random.default_rng([seed, 1]), int(generations), r_min, box)
         terminals = [i for i in tree.terminals() if tree.branches[i].generation >= 2]
         k = int(omit_distal)
@@ -304,7 +325,11 @@ def make_phantom(
                 f"Cannot omit {k} distal branches: this tree has {len(terminals)} terminal branches below the lobar level.",
                 "Lower --omit-distal, or raise --generations / the grid's resolution.",
             )
-        omitted = sorted(int(i) for i in np.random.default_rng([seed, 2]).choice(terminals, size=k, replace=False)) if k else []
+        omitted = (
+            sorted(int(i) for i in np.random.default_rng([seed, 2]).choice(terminals, size=k, replace=False))
+            if k
+            else []
+        )
         om = set(omitted)
         full = np.zeros(shp, dtype=bool)
         label = np.zeros(shp, dtype=bool)
@@ -380,9 +405,15 @@ def make_phantom(
 
     geo = Geometry(grid.spacing, grid.origin)
     params = {
-        "seed": int(seed), "generations": int(generations), "omit_distal": int(omit_distal),
-        "vessels": bool(vessels), "noise_hu": diff.noise_hu, "wall_contrast": diff.wall_contrast,
-        "blur_mm": diff.blur_mm, "min_radius_mm": round(r_min, 4), "spacing": list(grid.spacing),
+        "seed": int(seed),
+        "generations": int(generations),
+        "omit_distal": int(omit_distal),
+        "vessels": bool(vessels),
+        "noise_hu": diff.noise_hu,
+        "wall_contrast": diff.wall_contrast,
+        "blur_mm": diff.blur_mm,
+        "min_radius_mm": round(r_min, 4),
+        "spacing": list(grid.spacing),
     }
     return Phantom(
         ct=IntensityVolume(out, geo, "phantom CT"),
@@ -403,7 +434,7 @@ def _one_piece(mask: np.ndarray, cc3d: Any) -> bool:
         return False
     iy = np.nonzero(mask.any(axis=(0, 2)))[0]
     ix = np.nonzero(mask.any(axis=(0, 1)))[0]
-    crop = mask[idx[0]:idx[-1] + 1, iy[0]:iy[-1] + 1, ix[0]:ix[-1] + 1]
+    crop = mask[idx[0] : idx[-1] + 1, iy[0] : iy[-1] + 1, ix[0] : ix[-1] + 1]
     _, n = cc3d.connected_components(crop, connectivity=26, return_N=True)
     return int(n) == 1
 

@@ -64,12 +64,20 @@ def _chest_around(mask: np.ndarray, spacing_xyz: tuple[float, float, float]):
     half = (hi - lo) / 2
     lung_c = np.mean([e.centre for e in lungs], axis=0)
     lung_s = np.mean([e.semi for e in lungs], axis=0)
-    heart = Ellipsoid((lung_c[0] + 0.3 * lung_s[0], lung_c[1] - 0.45 * lung_s[1], lung_c[2] - 0.6 * lung_s[2]),
-                      (0.8 * lung_s[0], 0.5 * lung_s[1], 0.35 * lung_s[2]))
+    heart = Ellipsoid(
+        (lung_c[0] + 0.3 * lung_s[0], lung_c[1] - 0.45 * lung_s[1], lung_c[2] - 0.6 * lung_s[2]),
+        (0.8 * lung_s[0], 0.5 * lung_s[1], 0.35 * lung_s[2]),
+    )
     chest = Chest(
-        body_semi=(half[0] + 40.0, half[1] + 35.0), fat_mm=12.0, lungs=(lungs[0], lungs[1]), heart=heart,
-        spine_centre=(0.0, half[1] + 10.0), spine_radius=17.0,
-        carina=(x_t - shift[0], y_t - shift[1], float(pts[:, 2].min())), trachea_radius=r_t, trachea_length=0.0,
+        body_semi=(half[0] + 40.0, half[1] + 35.0),
+        fat_mm=12.0,
+        lungs=(lungs[0], lungs[1]),
+        heart=heart,
+        spine_centre=(0.0, half[1] + 10.0),
+        spine_radius=17.0,
+        carina=(x_t - shift[0], y_t - shift[1], float(pts[:, 2].min())),
+        trachea_radius=r_t,
+        trachea_length=0.0,
     )
     return chest, (-shift[0], -shift[1], 0.0)
 
@@ -93,8 +101,8 @@ def phantom_from_mask(
     """
     from scipy import ndimage
 
-    from core.phantom.maker import Difficulty, Phantom, _check_cancel
     from core.phantom.body import AIR_HU, LUNG_HU, SOFT_HU, fill_body, finish_ct
+    from core.phantom.maker import Difficulty, Phantom, _check_cancel
     from core.phantom.raster import Grid, coverage, segment_distance
     from core.phantom.tree import wall_thickness
 
@@ -102,10 +110,12 @@ def phantom_from_mask(
     if not mask0.any():
         raise InputError("The airway mask is empty.", "Give a label with airway voxels (check the label selector).")
     diff = difficulty if isinstance(difficulty, Difficulty) else Difficulty.named(difficulty or "normal")
-    diff = replace(diff,
-                   noise_hu=diff.noise_hu if noise is None else float(noise),
-                   wall_contrast=diff.wall_contrast if wall_contrast is None else float(wall_contrast),
-                   blur_mm=diff.blur_mm if blur is None else float(blur))
+    diff = replace(
+        diff,
+        noise_hu=diff.noise_hu if noise is None else float(noise),
+        wall_contrast=diff.wall_contrast if wall_contrast is None else float(wall_contrast),
+        blur_mm=diff.blur_mm if blur is None else float(blur),
+    )
     diff.validate()
     total = 4
 
@@ -182,9 +192,16 @@ def phantom_from_mask(
         return np.ascontiguousarray(reo.invert(a))
 
     label = back(mask)
-    params = {"seed": int(seed), "source": "mask", "noise_hu": diff.noise_hu, "wall_contrast": diff.wall_contrast,
-              "blur_mm": diff.blur_mm, "vessels": bool(vessels), "wall_rule_mm": "max(0.5, 0.34 * local radius)",
-              "min_wall_mm": wall_thickness(0.0)}
+    params = {
+        "seed": int(seed),
+        "source": "mask",
+        "noise_hu": diff.noise_hu,
+        "wall_contrast": diff.wall_contrast,
+        "blur_mm": diff.blur_mm,
+        "vessels": bool(vessels),
+        "wall_rule_mm": "max(0.5, 0.34 * local radius)",
+        "min_wall_mm": wall_thickness(0.0),
+    }
     return Phantom(
         ct=IntensityVolume(back(out), geo, "phantom CT"),
         label=LabelVolume(label, geo, "phantom label"),

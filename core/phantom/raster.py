@@ -16,9 +16,9 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Grid:
-    shape: tuple[int, int, int]          # (z, y, x)
+    shape: tuple[int, int, int]  # (z, y, x)
     spacing: tuple[float, float, float]  # (x, y, z) mm
-    origin: tuple[float, float, float]   # (x, y, z) mm, centre of voxel (0, 0, 0)
+    origin: tuple[float, float, float]  # (x, y, z) mm, centre of voxel (0, 0, 0)
 
     def axis_mm(self, axis_xyz: int, lo: int, hi: int) -> np.ndarray:
         """World coordinates (float32) of voxel centres ``lo..hi-1`` along x (0), y (1) or z (2)."""
@@ -42,7 +42,9 @@ class Grid:
         return tuple(sl)  # type: ignore[return-value]
 
 
-def segment_distance(grid: Grid, a: np.ndarray, b: np.ndarray, reach: float) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
+def segment_distance(
+    grid: Grid, a: np.ndarray, b: np.ndarray, reach: float
+) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
     """Distance (mm, float32) from voxel centres to segment ``a``-``b``, in the box ``reach`` mm around it.
 
     Returns the box's slices and the distances, or None when the box misses the grid.

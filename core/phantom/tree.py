@@ -34,13 +34,13 @@ class Branch:
     """One airway segment: a straight tube (capsule) from ``start`` to ``end`` (world mm)."""
 
     id: int
-    parent: int          # -1 for the trachea
-    generation: int      # trachea 0, main bronchi 1, lobar 2, ...
+    parent: int  # -1 for the trachea
+    generation: int  # trachea 0, main bronchi 1, lobar 2, ...
     start: Point
     end: Point
-    radius_mm: float     # lumen radius
-    wall_mm: float       # wall thickness
-    side: str = ""       # "R" or "L" (patient side), "" for the trachea
+    radius_mm: float  # lumen radius
+    wall_mm: float  # wall thickness
+    side: str = ""  # "R" or "L" (patient side), "" for the trachea
 
     @property
     def length_mm(self) -> float:
@@ -75,11 +75,11 @@ class Ellipsoid:
 class Chest:
     """The body the tree lives in (world mm, chest centre near the origin)."""
 
-    body_semi: tuple[float, float]       # elliptic cylinder along z: semi-axes x, y
-    fat_mm: float                        # subcutaneous fat thickness
-    lungs: tuple[Ellipsoid, Ellipsoid]   # right (x < 0), left (x > 0)
-    heart: Ellipsoid                     # carved out of the lungs
-    spine_centre: tuple[float, float]    # x, y of the vertebral column (a cylinder along z)
+    body_semi: tuple[float, float]  # elliptic cylinder along z: semi-axes x, y
+    fat_mm: float  # subcutaneous fat thickness
+    lungs: tuple[Ellipsoid, Ellipsoid]  # right (x < 0), left (x > 0)
+    heart: Ellipsoid  # carved out of the lungs
+    spine_centre: tuple[float, float]  # x, y of the vertebral column (a cylinder along z)
     spine_radius: float
     carina: Point
     trachea_radius: float
@@ -91,7 +91,7 @@ class Chest:
         return (350.0, 250.0, 290.0)
 
     @classmethod
-    def sample(cls, rng: np.random.Generator) -> "Chest":
+    def sample(cls, rng: np.random.Generator) -> Chest:
         j = lambda s: float(1.0 + s * rng.uniform(-1.0, 1.0))  # noqa: E731 - tiny jitter helper
         lung_semi = (60.0 * j(0.04), 84.0 * j(0.05), 122.0 * j(0.04))
         lung_x = 68.0 * j(0.03)
@@ -149,8 +149,8 @@ def _rotate(v: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
 @dataclass
 class _Grow:
     branch: Branch
-    ref: np.ndarray      # in-plane vector of the bifurcation that made this branch (perpendicular to it)
-    points: np.ndarray   # (n, 3) the lung territory this branch supplies
+    ref: np.ndarray  # in-plane vector of the bifurcation that made this branch (perpendicular to it)
+    points: np.ndarray  # (n, 3) the lung territory this branch supplies
 
 
 @dataclass
@@ -232,15 +232,26 @@ def grow_tree(
     branches: list[Branch] = [trachea]
     normals: list[np.ndarray] = []
     queue: list[_Grow] = []
-    n_points = int(min(200_000, max(3000, 6 * 2 ** generations)))
+    n_points = int(min(200_000, max(3000, 6 * 2**generations)))
 
     def inside_box(p: np.ndarray) -> bool:
         return box is None or bool(np.all(p >= box[0]) and np.all(p <= box[1]))
 
-    def add(parent: Branch, direction: np.ndarray, length: float, radius: float, side: str, ref: np.ndarray, pts: np.ndarray) -> None:
+    def add(
+        parent: Branch, direction: np.ndarray, length: float, radius: float, side: str, ref: np.ndarray, pts: np.ndarray
+    ) -> None:
         start = np.asarray(parent.end)
         end = start + direction * length
-        b = Branch(len(branches), parent.id, parent.generation + 1, tuple(start), tuple(end), radius, wall_thickness(radius), side)
+        b = Branch(
+            len(branches),
+            parent.id,
+            parent.generation + 1,
+            tuple(start),
+            tuple(end),
+            radius,
+            wall_thickness(radius),
+            side,
+        )
         branches.append(b)
         queue.append(_Grow(b, _perp(ref, direction), pts))
 

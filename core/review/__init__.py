@@ -10,11 +10,35 @@ own voxels and stable keys, analysis, safe saves and crash recovery.
 
 from core.review.layers import Change, Delta, Edit, History, LabelLayer
 from core.review.persist import backup_path, default_recovery_dir, edit_log_path, list_recoveries
-from core.review.session import (METRIC_KEYS, STATUS_KEYS, STATUSES, AnalysisJob, AnalysisResult, ReviewRegion,
-                                 Session, check_recovery, recovery_inputs)
+from core.review.session import (
+    METRIC_KEYS,
+    STATUS_KEYS,
+    STATUSES,
+    AnalysisJob,
+    AnalysisResult,
+    ReviewRegion,
+    Session,
+    check_recovery,
+    recovery_inputs,
+)
 
 __all__ = [
-    "AnalysisJob", "AnalysisResult", "Change", "Delta", "Edit", "History", "LabelLayer", "METRIC_KEYS",
-    "ReviewRegion", "STATUSES", "STATUS_KEYS", "Session", "backup_path", "default_recovery_dir",
-    "check_recovery", "edit_log_path", "list_recoveries", "recovery_inputs",
+    "AnalysisJob",
+    "AnalysisResult",
+    "Change",
+    "Delta",
+    "Edit",
+    "History",
+    "LabelLayer",
+    "METRIC_KEYS",
+    "ReviewRegion",
+    "STATUSES",
+    "STATUS_KEYS",
+    "Session",
+    "backup_path",
+    "default_recovery_dir",
+    "check_recovery",
+    "edit_log_path",
+    "list_recoveries",
+    "recovery_inputs",
 ]

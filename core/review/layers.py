@@ -9,8 +9,8 @@ box; undo swaps the stored values back, so no full-volume copy is ever made.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -55,8 +55,8 @@ class Delta:
 
     layer: str
     box: Box
-    index: np.ndarray    # uint32 box-local flat indices
-    values: np.ndarray   # the layer's dtype
+    index: np.ndarray  # uint32 box-local flat indices
+    values: np.ndarray  # the layer's dtype
 
     @property
     def nbytes(self) -> int:
@@ -89,8 +89,9 @@ class Change:
 class LabelLayer:
     """A label volume (canonical orientation) that can be edited with undo."""
 
-    def __init__(self, name: str, volume: LabelVolume, source: Source | None = None, role: str = "prediction",
-                 probabilities=None):
+    def __init__(
+        self, name: str, volume: LabelVolume, source: Source | None = None, role: str = "prediction", probabilities=None
+    ):
         self.name = name
         self.role = role  # "reference" or "prediction"
         self.volume = volume

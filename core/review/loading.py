@@ -14,7 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.errors import InputError
-from core.volume import Geometry, IntensityVolume, LabelSelector, LabelVolume, Reorientation, check_same_grid, to_canonical
+from core.volume import (
+    Geometry,
+    IntensityVolume,
+    LabelSelector,
+    LabelVolume,
+    Reorientation,
+    check_same_grid,
+    to_canonical,
+)
 
 
 @dataclass
@@ -22,7 +30,7 @@ class Source:
     """Where a layer came from: enough to write it back on the file's own grid."""
 
     path: str | None
-    geometry: Geometry            # the file's geometry (before canonical reorientation)
+    geometry: Geometry  # the file's geometry (before canonical reorientation)
     reorientation: Reorientation  # file array -> canonical array
     selector: str | None = None
 
@@ -38,7 +46,6 @@ def load_ct(path: str | os.PathLike) -> tuple[IntensityVolume, Reorientation]:
     """A CT in canonical orientation; 32/64-bit integer HU that fit are stored as int16
     (half the memory, and the slice views' 16-bit lookup table applies)."""
     from core.io import read_ct
-
     from core.sanity import check_ct, raise_errors
 
     ct = read_ct(path)
@@ -71,8 +78,13 @@ def _resampled(label: LabelVolume, ct: IntensityVolume) -> LabelVolume | None:
     return resample_label_to(label, ct)  # type: ignore[return-value]
 
 
-def read_label_canonical(path: str | os.PathLike, ct: IntensityVolume | None, what: str = "label",
-                         selector: str | None = None, resample: bool = False) -> tuple[LabelVolume, Source]:
+def read_label_canonical(
+    path: str | os.PathLike,
+    ct: IntensityVolume | None,
+    what: str = "label",
+    selector: str | None = None,
+    resample: bool = False,
+) -> tuple[LabelVolume, Source]:
     """A label in canonical orientation on ``ct``'s grid, and where it came from.
 
     Labels are compared with the CT *after* both are made canonical, so a
@@ -88,9 +100,15 @@ def read_label_canonical(path: str | os.PathLike, ct: IntensityVolume | None, wh
         # read_volume + as_bool_mask rather than read_label: the same 'nonzero' rule
         # without a full-volume comparison for the usual 0/1 uint8 files
         vol = read_volume(path)
-        if vol.array.dtype.kind == "f" and not np.isin(np.unique(vol.array[:: max(1, vol.shape[0] // 8)]), (0.0, 1.0)).all():
-            raise InputError(f"The {what} has fractional values, not a label.",
-                             "Give an integer label map (airway voxels non-zero).", path=path)
+        if (
+            vol.array.dtype.kind == "f"
+            and not np.isin(np.unique(vol.array[:: max(1, vol.shape[0] // 8)]), (0.0, 1.0)).all()
+        ):
+            raise InputError(
+                f"The {what} has fractional values, not a label.",
+                "Give an integer label map (airway voxels non-zero).",
+                path=path,
+            )
         raw = LabelVolume(np.ascontiguousarray(as_bool_mask(vol.array)), vol.geometry, name=case_name(path))
     canon, reo = to_canonical(raw)
     canon.name = canon.name or what
@@ -108,8 +126,9 @@ def read_label_canonical(path: str | os.PathLike, ct: IntensityVolume | None, wh
     return canon, source  # type: ignore[return-value]
 
 
-def read_prediction_canonical(path: str | os.PathLike, ct: IntensityVolume | None, resample: bool = False
-                              ) -> tuple[LabelVolume, IntensityVolume | None, Source]:
+def read_prediction_canonical(
+    path: str | os.PathLike, ct: IntensityVolume | None, resample: bool = False
+) -> tuple[LabelVolume, IntensityVolume | None, Source]:
     """A prediction file: a mask, or a probability map (floats in [0, 1], thresholded at 0.5).
 
     Returns the mask, the probabilities (None for a mask) and the source."""

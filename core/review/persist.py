@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -69,8 +68,11 @@ def append_edit_log(path: str | os.PathLike, entries: list[dict], label_path: st
         try:
             data = json.loads(log.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"The edit log {log.name} cannot be read ({exc}).",
-                             "Move it away; a new log is started on the next save.", path=log) from None
+            raise InputError(
+                f"The edit log {log.name} cannot be read ({exc}).",
+                "Move it away; a new log is started on the next save.",
+                path=log,
+            ) from None
     data.setdefault("edits", []).extend(entries)
     atomic_write_bytes(log, (json.dumps(data, indent=1) + "\n").encode())
     return log
@@ -118,7 +120,9 @@ def read_recovery(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]
             meta = json.loads(bytes(z["meta"]).decode())
             arrays = {k: z[k] for k in z.files if k != "meta"}
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-        raise InputError(f"The recovery file cannot be read ({exc}).", "Delete it; the edits in it are lost.", path=path) from None
+        raise InputError(
+            f"The recovery file cannot be read ({exc}).", "Delete it; the edits in it are lost.", path=path
+        ) from None
     if meta.get("format") != RECOVERY_FORMAT:
         raise InputError("Not an Airway Studio recovery file.", "Choose a *.recovery.npz file.", path=path)
     return meta, arrays

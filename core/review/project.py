@@ -34,12 +34,19 @@ def read_project(path: str | os.PathLike) -> dict[str, Any]:
     except FileNotFoundError:
         raise InputError("The project file does not exist.", "Check the path.", path=path) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"The project file is not valid JSON ({exc}).", "Open an Airway Studio project (.json).", path=path) from None
+        raise InputError(
+            f"The project file is not valid JSON ({exc}).", "Open an Airway Studio project (.json).", path=path
+        ) from None
     if not isinstance(data, dict) or data.get("format") != PROJECT_FORMAT:
-        raise InputError("This JSON file is not an Airway Studio project.", "Open a project saved by Airway Studio.", path=path)
+        raise InputError(
+            "This JSON file is not an Airway Studio project.", "Open a project saved by Airway Studio.", path=path
+        )
     if int(data.get("version", 0)) > PROJECT_VERSION:
-        raise InputError(f"The project was saved by a newer Airway Studio (format {data.get('version')}).",
-                         "Update Airway Studio to open it.", path=path)
+        raise InputError(
+            f"The project was saved by a newer Airway Studio (format {data.get('version')}).",
+            "Update Airway Studio to open it.",
+            path=path,
+        )
     base = path.resolve().parent
 
     def absolute(p: str | None) -> str | None:

@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from core.errors import Cancelled, InputError
 from core.review import persist
-from core.review.layers import Box, Change, Delta, Edit, History, LabelLayer, box_slices
-from core.review.loading import Source, in_memory_source, load_ct, read_label_canonical, read_prediction_canonical
+from core.review.layers import Box, Change, Edit, History, LabelLayer
+from core.review.loading import load_ct, read_label_canonical, read_prediction_canonical
 from core.volume import IntensityVolume, LabelVolume, check_same_grid
 
 # Review statuses of an error region: (key, label). Project files store the keys.
@@ -93,7 +94,7 @@ class ReviewRegion:
 class PredictionAnalysis:
     ref_revision: int
     revision: int
-    metrics: Any   # core.metrics.AirwayMetrics
+    metrics: Any  # core.metrics.AirwayMetrics
     regions: list  # core.regions.ErrorRegion
 
 
@@ -104,10 +105,10 @@ class AnalysisJob:
     reference: np.ndarray
     ref_revision: int
     geometry: Any
-    tree: Any                       # reused when the reference did not change
+    tree: Any  # reused when the reference did not change
     predictions: list[tuple[str, np.ndarray, int]]  # (layer name, mask, revision)
 
-    def run(self, progress: Progress | None = None, cancel: Any = None) -> "AnalysisResult":
+    def run(self, progress: Progress | None = None, cancel: Any = None) -> AnalysisResult:
         from core.metrics import evaluate
         from core.regions import find_error_regions
         from core.tree import parse_tree
@@ -145,7 +146,7 @@ class AnalysisResult:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class Session:
@@ -158,10 +159,17 @@ class Session:
     (0: after every edit; None: only when :meth:`autosave` is called).
     """
 
-    def __init__(self, ct: IntensityVolume | None = None, reference: LabelVolume | LabelLayer | None = None,
-                 predictions: Sequence[LabelVolume | LabelLayer] = (), *, undo_depth: int = 100,
-                 undo_bytes: int | None = None, recovery_path: str | os.PathLike | None = None,
-                 autosave_interval_s: float | None = None):
+    def __init__(
+        self,
+        ct: IntensityVolume | None = None,
+        reference: LabelVolume | LabelLayer | None = None,
+        predictions: Sequence[LabelVolume | LabelLayer] = (),
+        *,
+        undo_depth: int = 100,
+        undo_bytes: int | None = None,
+        recovery_path: str | os.PathLike | None = None,
+        autosave_interval_s: float | None = None,
+    ):
         self.ct = ct
         self.history = History(undo_depth, undo_bytes)
         self.edit_log: list[dict] = []
@@ -185,10 +193,18 @@ class Session:
     # -- building ------------------------------------------------------------------
 
     @classmethod
-    def load(cls, ct: str | os.PathLike | None = None, reference: str | os.PathLike | None = None,
-             predictions: Sequence[str | os.PathLike] = (), *, reference_selector: str | None = None,
-             recovery_dir: str | os.PathLike | None = None, progress: Progress | None = None,
-             cancel: Any = None, **options: Any) -> "Session":
+    def load(
+        cls,
+        ct: str | os.PathLike | None = None,
+        reference: str | os.PathLike | None = None,
+        predictions: Sequence[str | os.PathLike] = (),
+        *,
+        reference_selector: str | None = None,
+        recovery_dir: str | os.PathLike | None = None,
+        progress: Progress | None = None,
+        cancel: Any = None,
+        **options: Any,
+    ) -> Session:
         """Read the files (canonical orientation; labels must lie on the CT's grid).
 
         With a reference file, autosave goes to a recovery file named after it
@@ -222,7 +238,9 @@ class Session:
             vol, probs, src = read_prediction_canonical(p, ct_vol)
             layers.append(LabelLayer(vol.name or Path(p).name, vol, src, probabilities=probs))
         if "recovery_path" not in options and reference is not None:
-            options["recovery_path"] = Path(recovery_dir or persist.default_recovery_dir()) / persist.recovery_name(reference)
+            options["recovery_path"] = Path(recovery_dir or persist.default_recovery_dir()) / persist.recovery_name(
+                reference
+            )
         s = cls(ct_vol, ref_layer, layers, **options)
         s.ct_path = ct_source
         if progress is not None:
@@ -237,7 +255,11 @@ class Session:
             check_same_grid(other, volume)
 
     def set_reference(self, reference: LabelVolume | LabelLayer) -> LabelLayer:
-        layer = reference if isinstance(reference, LabelLayer) else LabelLayer("reference", _as_bool(reference), role="reference")
+        layer = (
+            reference
+            if isinstance(reference, LabelLayer)
+            else LabelLayer("reference", _as_bool(reference), role="reference")
+        )
         layer.name, layer.role = "reference", "reference"
         if self.ct is not None:
             check_same_grid(self.ct, layer.volume)
@@ -252,8 +274,11 @@ class Session:
         return layer
 
     def add_prediction(self, prediction: LabelVolume | LabelLayer, name: str | None = None) -> int:
-        layer = prediction if isinstance(prediction, LabelLayer) else LabelLayer(
-            name or prediction.name or "prediction", _as_bool(prediction))
+        layer = (
+            prediction
+            if isinstance(prediction, LabelLayer)
+            else LabelLayer(name or prediction.name or "prediction", _as_bool(prediction))
+        )
         self._check_grid(layer.volume)
         names = {p.name for p in self.predictions} | {"reference"}
         base, k = layer.name, 2
@@ -285,7 +310,9 @@ class Session:
         for layer in self.layers():
             if layer.name == name_or_index:
                 return layer
-        raise InputError(f"No layer '{name_or_index}' in the session.", "Choose the reference or one of the predictions.")
+        raise InputError(
+            f"No layer '{name_or_index}' in the session.", "Choose the reference or one of the predictions."
+        )
 
     # -- events --------------------------------------------------------------------
 
@@ -318,8 +345,13 @@ class Session:
             if only_stale and a is not None and a.ref_revision == ref.revision and a.revision == p.revision:
                 continue
             preds.append((p.name, p.array.copy() if copy else p.array, p.revision))
-        return AnalysisJob(ref.array.copy() if copy and (preds or not reuse) else ref.array, ref.revision,
-                           ref.geometry, self.tree if reuse else None, preds)
+        return AnalysisJob(
+            ref.array.copy() if copy and (preds or not reuse) else ref.array,
+            ref.revision,
+            ref.geometry,
+            self.tree if reuse else None,
+            preds,
+        )
 
     def apply_analysis(self, result: AnalysisResult) -> list[int]:
         """Take a finished job's results (also when edits came since: they stay marked stale)."""
@@ -375,7 +407,7 @@ class Session:
         idx = range(len(self.predictions)) if prediction is None else [prediction]
         for i in idx:
             a = self._analysis.get(self.predictions[i].name)
-            for g in (a.regions if a is not None else []):
+            for g in a.regions if a is not None else []:
                 if g.key == key:
                     return ReviewRegion(g, i)
         raise InputError(f"No error region with key {key}.", "Analyse again; the region may have been corrected.")
@@ -414,35 +446,73 @@ class Session:
             raise InputError("There is no reference to correct.", "Load a reference label first.")
         value = region.kind == "FP"
         before = self.status(region.prediction, key)
-        edit = self._write(self.reference, region.box, region.mask(), value,
-                           tool="add_to_reference" if value else "remove_from_reference", region_key=key)
+        edit = self._write(
+            self.reference,
+            region.box,
+            region.mask(),
+            value,
+            tool="add_to_reference" if value else "remove_from_reference",
+            region_key=key,
+        )
         if edit is not None:
             edit.status = (region.prediction, key, before, "reference_error")
             self.set_status(region.prediction, key, "reference_error")
         return edit
 
-    def paint(self, layer: str | int | LabelLayer, box: Box, mask: np.ndarray, value: bool, *,
-              tool: str = "brush", region_key: str | None = None, **extra: Any) -> Edit | None:
+    def paint(
+        self,
+        layer: str | int | LabelLayer,
+        box: Box,
+        mask: np.ndarray,
+        value: bool,
+        *,
+        tool: str = "brush",
+        region_key: str | None = None,
+        **extra: Any,
+    ) -> Edit | None:
         """Set the voxels of ``mask`` (box-local) on a layer, as one undoable edit."""
         target = layer if isinstance(layer, LabelLayer) else self.layer(layer)
         return self._write(target, box, mask, bool(value), tool=tool, region_key=region_key, **extra)
 
-    def brush(self, layer: str | int | LabelLayer, centre: Sequence[int], radius: float, value: bool = True, *,
-              form: str = "disc", orientation: str = "axial", hu_range: tuple[float, float] | None = None) -> Edit | None:
+    def brush(
+        self,
+        layer: str | int | LabelLayer,
+        centre: Sequence[int],
+        radius: float,
+        value: bool = True,
+        *,
+        form: str = "disc",
+        orientation: str = "axial",
+        hu_range: tuple[float, float] | None = None,
+    ) -> Edit | None:
         from core.review.tools import brush
 
         target = layer if isinstance(layer, LabelLayer) else self.layer(layer)
         if hu_range is not None and self.ct is None:
             raise InputError("An HU range needs the CT.", "Load the CT, or paint without the HU range.")
-        shaped = brush(target.shape, centre, radius, form=form, orientation=orientation,
-                       spacing_zyx=target.geometry.spacing_zyx, ct=None if self.ct is None else self.ct.array,
-                       hu_range=hu_range)
+        shaped = brush(
+            target.shape,
+            centre,
+            radius,
+            form=form,
+            orientation=orientation,
+            spacing_zyx=target.geometry.spacing_zyx,
+            ct=None if self.ct is None else self.ct.array,
+            hu_range=hu_range,
+        )
         if shaped is None:
             return None
         return self._write(target, shaped[0], shaped[1], value, tool="brush" if value else "eraser")
 
-    def flood_fill(self, layer: str | int | LabelLayer, seed: Sequence[int], hu_range: tuple[float, float], *,
-                   max_voxels: int = 200_000, max_radius: int = 40) -> Edit | None:
+    def flood_fill(
+        self,
+        layer: str | int | LabelLayer,
+        seed: Sequence[int],
+        hu_range: tuple[float, float],
+        *,
+        max_voxels: int = 200_000,
+        max_radius: int = 40,
+    ) -> Edit | None:
         from core.review.tools import flood_fill
 
         if self.ct is None:
@@ -470,27 +540,55 @@ class Session:
         self._maybe_autosave()
         return stroke[-1]
 
-    def _write(self, layer: LabelLayer, box: Box, mask: np.ndarray, value: bool, *, tool: str,
-               region_key: str | None = None, **extra: Any) -> Edit | None:
+    def _write(
+        self,
+        layer: LabelLayer,
+        box: Box,
+        mask: np.ndarray,
+        value: bool,
+        *,
+        tool: str,
+        region_key: str | None = None,
+        **extra: Any,
+    ) -> Edit | None:
         delta = layer.write(box, mask, value)
         if delta is None:
             return None
         n = delta.count
         if self._stroke is not None:
             last = self._stroke[-1] if self._stroke else None
-            if (last is not None and last.tool == tool and last.deltas[0].layer == layer.name
-                    and self.history.undo_stack and self.history.undo_stack[-1] is last):
+            if (
+                last is not None
+                and last.tool == tool
+                and last.deltas[0].layer == layer.name
+                and self.history.undo_stack
+                and self.history.undo_stack[-1] is last
+            ):
                 last.deltas.append(delta)
                 last.added += n if value else 0
                 last.removed += 0 if value else n
                 return last
-            edit = Edit(tool, [delta], region_key, added=n if value else 0, removed=0 if value else n,
-                        time=time.time(), extra=dict(extra))
+            edit = Edit(
+                tool,
+                [delta],
+                region_key,
+                added=n if value else 0,
+                removed=0 if value else n,
+                time=time.time(),
+                extra=dict(extra),
+            )
             self.history.push(edit)
             self._stroke.append(edit)
             return edit
-        edit = Edit(tool, [delta], region_key, added=n if value else 0, removed=0 if value else n,
-                    time=time.time(), extra=dict(extra))
+        edit = Edit(
+            tool,
+            [delta],
+            region_key,
+            added=n if value else 0,
+            removed=0 if value else n,
+            time=time.time(),
+            extra=dict(extra),
+        )
         self.history.push(edit)
         self._log(edit, layer.name, tool)
         self._emit("history", None)
@@ -498,8 +596,14 @@ class Session:
         return edit
 
     def _log(self, edit: Edit, layer: str, tool: str, added: int | None = None, removed: int | None = None) -> None:
-        entry = {"time": _now(), "tool": tool, "layer": layer, "region_key": edit.region_key,
-                 "added": edit.added if added is None else added, "removed": edit.removed if removed is None else removed}
+        entry = {
+            "time": _now(),
+            "tool": tool,
+            "layer": layer,
+            "region_key": edit.region_key,
+            "added": edit.added if added is None else added,
+            "removed": edit.removed if removed is None else removed,
+        }
         entry.update(edit.extra)
         self.edit_log.append(entry)
 
@@ -554,8 +658,9 @@ class Session:
             raise InputError("There is no reference to save.", "Load a reference label first.")
         return self.save_layer(self.reference, path, backup=backup, log=log)
 
-    def save_layer(self, layer: LabelLayer, path: str | os.PathLike | None = None, *, backup: bool = True,
-                   log: bool = True) -> Path:
+    def save_layer(
+        self, layer: LabelLayer, path: str | os.PathLike | None = None, *, backup: bool = True, log: bool = True
+    ) -> Path:
         from core.io import write_volume
 
         target = Path(path) if path is not None else (Path(layer.path) if layer.path else None)
@@ -596,8 +701,13 @@ class Session:
         meta = {
             "ct": persist.file_identity(self.ct_path),
             "layers": [
-                {"name": lyr.name, "role": lyr.role, "selector": lyr.source.selector,
-                 "file": persist.file_identity(lyr.path), "revision": lyr.revision}
+                {
+                    "name": lyr.name,
+                    "role": lyr.role,
+                    "selector": lyr.source.selector,
+                    "file": persist.file_identity(lyr.path),
+                    "revision": lyr.revision,
+                }
                 for lyr in self.layers()
             ],
             "statuses": self._statuses,
@@ -618,7 +728,7 @@ class Session:
         self._recovery_dirty = False
 
     @classmethod
-    def recover(cls, recovery_path: str | os.PathLike, **options: Any) -> "Session":
+    def recover(cls, recovery_path: str | os.PathLike, **options: Any) -> Session:
         """Reopen the files a recovery file was written for and replay its edits.
 
         Refuses (InputError) when an input file changed since: the stored voxel
@@ -628,8 +738,13 @@ class Session:
         meta, arrays = check_recovery(recovery_path)
         inputs = recovery_inputs(meta)
         options.setdefault("recovery_path", recovery_path)
-        s = cls.load(inputs["ct"], inputs["reference"], inputs["predictions"],
-                     reference_selector=inputs["reference_selector"], **options)
+        s = cls.load(
+            inputs["ct"],
+            inputs["reference"],
+            inputs["predictions"],
+            reference_selector=inputs["reference_selector"],
+            **options,
+        )
         s.apply_recovery(meta, arrays)
         return s
 
@@ -637,8 +752,10 @@ class Session:
         """Replay a recovery file's voxels, statuses and edit log on the same inputs, loaded afresh."""
         layers = self.layers()
         if len(layers) != len(meta["layers"]):
-            raise InputError("The open case has other layers than the recovery file.",
-                             "Open the same reference and predictions, then recover.")
+            raise InputError(
+                "The open case has other layers than the recovery file.",
+                "Open the same reference and predictions, then recover.",
+            )
         for n, (lyr, m) in enumerate(zip(layers, meta["layers"])):
             if m["role"] != "reference" and lyr.name != m["name"]:
                 self._statuses[m["name"]] = self._statuses.pop(lyr.name, {})
@@ -658,9 +775,11 @@ def check_recovery(recovery_path: str | os.PathLike) -> tuple[dict, dict[str, np
     for f in files:
         now = persist.file_identity(f["path"])
         if now["size"] != f["size"] or now["mtime_ns"] != f["mtime_ns"]:
-            raise InputError(f"{Path(f['path']).name} changed (or vanished) after the recovery file was written.",
-                             "The edits cannot be replayed on other data; delete the recovery file.",
-                             path=recovery_path)
+            raise InputError(
+                f"{Path(f['path']).name} changed (or vanished) after the recovery file was written.",
+                "The edits cannot be replayed on other data; delete the recovery file.",
+                path=recovery_path,
+            )
     return meta, arrays
 
 
@@ -669,10 +788,16 @@ def recovery_inputs(meta: dict) -> dict:
     ref = next((m for m in meta["layers"] if m["role"] == "reference"), None)
     preds = [m for m in meta["layers"] if m["role"] != "reference"]
     if ref is None or ref.get("file") is None or any(m.get("file") is None for m in preds):
-        raise InputError("The recovery file names layers that were never saved to a file.",
-                         "Only edits on layers loaded from files can be recovered.")
-    return {"ct": meta["ct"]["path"] if meta.get("ct") else None, "reference": ref["file"]["path"],
-            "predictions": [m["file"]["path"] for m in preds], "reference_selector": ref.get("selector")}
+        raise InputError(
+            "The recovery file names layers that were never saved to a file.",
+            "Only edits on layers loaded from files can be recovered.",
+        )
+    return {
+        "ct": meta["ct"]["path"] if meta.get("ct") else None,
+        "reference": ref["file"]["path"],
+        "predictions": [m["file"]["path"] for m in preds],
+        "reference_selector": ref.get("selector"),
+    }
 
 
 def _as_bool(volume: LabelVolume) -> LabelVolume:

@@ -6,7 +6,7 @@ function. Sizes are radii in voxels (in-plane for the disc).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -16,9 +16,17 @@ from core.review.layers import Box, box_slices, clip_box
 AXES = {"axial": 0, "coronal": 1, "sagittal": 2}
 
 
-def brush(shape: Sequence[int], centre: Sequence[int], radius: float, *, form: str = "disc",
-          orientation: str = "axial", spacing_zyx: Sequence[float] | None = None,
-          ct: np.ndarray | None = None, hu_range: tuple[float, float] | None = None) -> tuple[Box, np.ndarray] | None:
+def brush(
+    shape: Sequence[int],
+    centre: Sequence[int],
+    radius: float,
+    *,
+    form: str = "disc",
+    orientation: str = "axial",
+    spacing_zyx: Sequence[float] | None = None,
+    ct: np.ndarray | None = None,
+    hu_range: tuple[float, float] | None = None,
+) -> tuple[Box, np.ndarray] | None:
     """The voxels a brush covers: a disc in the slice of ``orientation`` or a sphere.
 
     ``radius`` is in voxels of the finest axis; with ``spacing_zyx`` the shape
@@ -45,8 +53,14 @@ def brush(shape: Sequence[int], centre: Sequence[int], radius: float, *, form: s
     return box, mask
 
 
-def flood_fill(ct: np.ndarray, seed: Sequence[int], hu_range: tuple[float, float], *,
-               max_voxels: int = 200_000, max_radius: int = 40) -> tuple[Box, np.ndarray]:
+def flood_fill(
+    ct: np.ndarray,
+    seed: Sequence[int],
+    hu_range: tuple[float, float],
+    *,
+    max_voxels: int = 200_000,
+    max_radius: int = 40,
+) -> tuple[Box, np.ndarray]:
     """The 6-connected region around ``seed`` whose HU lies in ``hu_range``.
 
     Bounded twice so a click in a leaking lumen cannot flood the lung: only a
@@ -63,12 +77,16 @@ def flood_fill(ct: np.ndarray, seed: Sequence[int], hu_range: tuple[float, float
     inside = (sub >= hu_range[0]) & (sub <= hu_range[1])
     local = tuple(int(a - lo) for a, (lo, _) in zip(c, box))
     if not inside[local]:
-        raise InputError(f"The clicked voxel ({int(sub[local])} HU) is outside the fill range {hu_range[0]:g}..{hu_range[1]:g} HU.",
-                         "Click inside the lumen, or widen the HU range.")
+        raise InputError(
+            f"The clicked voxel ({int(sub[local])} HU) is outside the fill range {hu_range[0]:g}..{hu_range[1]:g} HU.",
+            "Click inside the lumen, or widen the HU range.",
+        )
     labels = cc3d.connected_components(inside, connectivity=6)
     mask = labels == labels[local]
     n = int(mask.sum())
     if n > max_voxels:
-        raise InputError(f"The fill would cover {n} voxels (limit {max_voxels}).",
-                         "Lower the HU threshold (the lumen leaks into the lung) or paint with the brush.")
+        raise InputError(
+            f"The fill would cover {n} voxels (limit {max_voxels}).",
+            "Lower the HU threshold (the lumen leaks into the lung) or paint with the brush.",
+        )
     return box, mask

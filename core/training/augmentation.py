@@ -57,13 +57,15 @@ def _read_box(array: np.ndarray, lo: np.ndarray, hi: np.ndarray, cval: float) ->
     if np.all(src_hi > src_lo):
         dst_lo = src_lo - lo
         dst_hi = dst_lo + (src_hi - src_lo)
-        out[tuple(slice(a, b) for a, b in zip(dst_lo, dst_hi))] = \
-            array[tuple(slice(a, b) for a, b in zip(src_lo, src_hi))]
+        out[tuple(slice(a, b) for a, b in zip(dst_lo, dst_hi))] = array[
+            tuple(slice(a, b) for a, b in zip(src_lo, src_hi))
+        ]
     return out
 
 
-def extract_patch(channels: list[Channel], start: np.ndarray, size: int,
-                  rotation: np.ndarray | None = None) -> list[np.ndarray]:
+def extract_patch(
+    channels: list[Channel], start: np.ndarray, size: int, rotation: np.ndarray | None = None
+) -> list[np.ndarray]:
     """Cut a ``size^3`` patch whose unrotated corner is ``start`` (integer zyx) from every channel.
 
     With ``rotation`` (3x3), the patch is turned about its centre. Identity (or
@@ -83,13 +85,24 @@ def extract_patch(channels: list[Channel], start: np.ndarray, size: int,
     out = []
     for ch in channels:
         box = _read_box(ch.array, lo, hi, ch.cval)
-        out.append(ndimage.affine_transform(box, rotation, offset=offset, output_shape=(size,) * 3,
-                                            order=ch.order, mode="constant", cval=ch.cval, prefilter=False))
+        out.append(
+            ndimage.affine_transform(
+                box,
+                rotation,
+                offset=offset,
+                output_shape=(size,) * 3,
+                order=ch.order,
+                mode="constant",
+                cval=ch.cval,
+                prefilter=False,
+            )
+        )
     return out
 
 
-def start_containing(voxel: np.ndarray, size: int, rotation: np.ndarray, rng: np.random.Generator,
-                     margin: int = 1) -> np.ndarray:
+def start_containing(
+    voxel: np.ndarray, size: int, rotation: np.ndarray, rng: np.random.Generator, margin: int = 1
+) -> np.ndarray:
     """An integer patch corner such that ``voxel`` lands inside the (rotated) patch, at a random place.
 
     A target position ``x`` is drawn uniformly in the patch (``margin`` voxels

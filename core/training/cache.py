@@ -30,9 +30,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -55,8 +55,14 @@ class CacheSettings:
     ignore_value: int = 0
 
     def key(self) -> str:
-        fields = {"v": CACHE_VERSION, "prep": self.preprocessing, "sel": self.label_selector,
-                  "alphas": sorted(round(a, 6) for a in self.alphas), "small": self.small_diameter_mm, "r_d": self.r_d}
+        fields = {
+            "v": CACHE_VERSION,
+            "prep": self.preprocessing,
+            "sel": self.label_selector,
+            "alphas": sorted(round(a, 6) for a in self.alphas),
+            "small": self.small_diameter_mm,
+            "r_d": self.r_d,
+        }
         if self.ignore_value:  # only when used, so caches made without it stay fresh
             fields["ignore"] = int(self.ignore_value)
         text = json.dumps(fields, sort_keys=True)
@@ -160,9 +166,13 @@ def _source_fingerprint(case: CaseFiles) -> dict:
             return None
         if p.is_dir():  # DICOM folder: every file counts
             files = sorted(f for f in p.iterdir() if f.is_file())
-            return {"path": str(p.resolve()), "size": sum(f.stat().st_size for f in files),
-                    "mtime_ns": max((f.stat().st_mtime_ns for f in files), default=0), "n": len(files),
-                    "content": _digest(files)}
+            return {
+                "path": str(p.resolve()),
+                "size": sum(f.stat().st_size for f in files),
+                "mtime_ns": max((f.stat().st_mtime_ns for f in files), default=0),
+                "n": len(files),
+                "content": _digest(files),
+            }
         st = p.stat()
         return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "content": _digest([p])}
 
@@ -198,7 +208,9 @@ def _load_case(case: CaseFiles, settings: CacheSettings):
     from core.io import read_ct, read_label
 
     if case.label is None:
-        raise InputError("no label file found for this image", "Add the label to labelsTr/ with the same name (or without _0000).")
+        raise InputError(
+            "no label file found for this image", "Add the label to labelsTr/ with the same name (or without _0000)."
+        )
     try:
         ct = read_ct(case.image)
     except AirwayError as exc:
@@ -208,9 +220,11 @@ def _load_case(case: CaseFiles, settings: CacheSettings):
     except AirwayError as exc:
         raise InputError(f"unreadable label: {exc}") from None
     if label.shape != ct.shape or not ct.geometry.matches(label.geometry):
-        raise GeometryError(f"label and image are on different grids (image {ct.shape}, {ct.geometry.describe()}; "
-                            f"label {label.shape}, {label.geometry.describe()})",
-                            "Use the label made for this CT, or resample it onto the CT grid first.")
+        raise GeometryError(
+            f"label and image are on different grids (image {ct.shape}, {ct.geometry.describe()}; "
+            f"label {label.shape}, {label.geometry.describe()})",
+            "Use the label made for this CT, or resample it onto the CT grid first.",
+        )
     ignore = None
     if settings.ignore_value:
         from core.io import read_volume
@@ -221,8 +235,10 @@ def _load_case(case: CaseFiles, settings: CacheSettings):
     # a pseudo-label with ignored voxels and no airway is a real negative (abdomen, lower thorax):
     # what it does not ignore is trusted background, the lesson a phantom-only model lacks
     if not label.mask.any() and not (ignore is not None and ignore.any()):
-        raise InputError(f"the label is empty (no voxel matches '{settings.label_selector}')",
-                         "Check the file or the label selector (data.label_selector).")
+        raise InputError(
+            f"the label is empty (no voxel matches '{settings.label_selector}')",
+            "Check the file or the label selector (data.label_selector).",
+        )
     return ct, label, ignore
 
 
@@ -268,13 +284,24 @@ def build_case(case: CaseFiles, settings: CacheSettings, folder: Path) -> Cached
             w = distance_weights(mask, spacing_zyx=spacing, alpha=a, r_d=settings.r_d)
             np.save(tmp / f"{_weights_name(a)}.npy", np.asarray(w, dtype=np.float32))
         meta = {
-            "name": case.name, "cache_version": CACHE_VERSION, "settings_key": settings.key(),
-            "source": _source_fingerprint(case), "preprocessing": settings.preprocessing,
-            "shape": list(mask.shape), "full_shape": list(ct.shape), "crop": box.to_dict(),
-            "spacing_zyx": list(spacing), "geometry": geo.to_dict(),
-            "alphas": list(settings.alphas), "small_diameter_mm": settings.small_diameter_mm,
-            "counts": {"label": int(mask.sum()), "skeleton": int(skeleton.sum()), "small": int(small.sum()),
-                       "ignore": 0 if ignore is None else int(box.crop(ignore).sum())},
+            "name": case.name,
+            "cache_version": CACHE_VERSION,
+            "settings_key": settings.key(),
+            "source": _source_fingerprint(case),
+            "preprocessing": settings.preprocessing,
+            "shape": list(mask.shape),
+            "full_shape": list(ct.shape),
+            "crop": box.to_dict(),
+            "spacing_zyx": list(spacing),
+            "geometry": geo.to_dict(),
+            "alphas": list(settings.alphas),
+            "small_diameter_mm": settings.small_diameter_mm,
+            "counts": {
+                "label": int(mask.sum()),
+                "skeleton": int(skeleton.sum()),
+                "small": int(small.sum()),
+                "ignore": 0 if ignore is None else int(box.crop(ignore).sum()),
+            },
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         old = None
@@ -310,9 +337,15 @@ def cached_case_if_fresh(case: CaseFiles, settings: CacheSettings, folder: Path)
     return CachedCase(case.name, folder, meta)
 
 
-def prepare_cases(cases: list[CaseFiles], cache_root: str | Path, settings: CacheSettings,
-                  on_bad_case: str = "stop", progress: ProgressFn | None = None, cancel=None,
-                  force: bool = False) -> PrepareReport:
+def prepare_cases(
+    cases: list[CaseFiles],
+    cache_root: str | Path,
+    settings: CacheSettings,
+    on_bad_case: str = "stop",
+    progress: ProgressFn | None = None,
+    cancel=None,
+    force: bool = False,
+) -> PrepareReport:
     """Build (or reuse) the cache of every case; bad cases are listed by name.
 
     ``on_bad_case="stop"`` raises one :class:`InputError` naming every bad case
@@ -339,10 +372,14 @@ def prepare_cases(cases: list[CaseFiles], cache_root: str | Path, settings: Cach
             progress(i + 1, len(cases), case.name)
     if report.bad and on_bad_case == "stop":
         lines = "; ".join(f"{b.name}: {b.reason}" for b in report.bad)
-        raise InputError(f"{len(report.bad)} bad case(s) in the dataset: {lines}",
-                         "Fix or remove them, or set data.on_bad_case = \"skip\" to train without them.")
+        raise InputError(
+            f"{len(report.bad)} bad case(s) in the dataset: {lines}",
+            'Fix or remove them, or set data.on_bad_case = "skip" to train without them.',
+        )
     if not report.cases:
-        raise InputError("No usable case is left in the dataset.", "Check the images and labels (see the reasons above).")
+        raise InputError(
+            "No usable case is left in the dataset.", "Check the images and labels (see the reasons above)."
+        )
     return report
 
 

@@ -35,25 +35,25 @@ METRICS = ("td", "bd", "dsc", "precision", "score")
 @dataclass
 class RunSection:
     seed: int = 0
-    device: str = "auto"          # auto | cpu | cuda | cuda:N
-    amp: bool = True              # mixed precision, only ever used on CUDA
-    deterministic: bool = False   # torch.use_deterministic_algorithms, for bit-exact resume
-    num_workers: int = 2          # DataLoader worker processes (0 = in the main process)
-    threads: int = 0              # torch.set_num_threads; 0 leaves torch's default
-    channels_last: bool = False   # channels_last_3d memory format (faster conv backward on CPU; see benchmarks)
-    best_metric: str = "score"    # td | bd | dsc | precision | score (mean of the four, ATM'22)
-    tensorboard: bool = False     # only if tensorboard is importable
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # mixed precision, only ever used on CUDA
+    deterministic: bool = False  # torch.use_deterministic_algorithms, for bit-exact resume
+    num_workers: int = 2  # DataLoader worker processes (0 = in the main process)
+    threads: int = 0  # torch.set_num_threads; 0 leaves torch's default
+    channels_last: bool = False  # channels_last_3d memory format (faster conv backward on CPU; see benchmarks)
+    best_metric: str = "score"  # td | bd | dsc | precision | score (mean of the four, ATM'22)
+    tensorboard: bool = False  # only if tensorboard is importable
 
 
 @dataclass
 class DataSection:
-    path: str = ""                # dataset folder or CSV (set by --data; kept so --resume needs no --data)
+    path: str = ""  # dataset folder or CSV (set by --data; kept so --resume needs no --data)
     val_fraction: float = 0.2
     split_seed: int = 0
     val_cases: list[str] = field(default_factory=list)  # explicit names override the fraction
-    on_bad_case: str = "stop"     # stop | skip
+    on_bad_case: str = "stop"  # stop | skip
     label_selector: str = "nonzero"
-    cache_dir: str = ""           # "" = DATA/.airway_cache
+    cache_dir: str = ""  # "" = DATA/.airway_cache
     # label value whose voxels the losses leave out (pseudo-labels: lung voxels that may hold
     # bronchi the label-maker missed); 0 = none. Those voxels are not airway either.
     ignore_value: int = 0
@@ -63,7 +63,7 @@ class DataSection:
 class PreprocessingSection:
     window: list[float] = field(default_factory=lambda: [-1000.0, 600.0])  # paper; authors' code: [-1000, 400]
     scale: float = 255.0
-    crop: str = "lung"            # lung | none
+    crop: str = "lung"  # lung | none
     margin: int = 5
 
 
@@ -77,21 +77,21 @@ class ModelSection:
 class SamplingSection:
     patch_size: int = 128
     patches_per_case: int = 16
-    batch_size: int = 2           # not given by the paper
-    p_hard: float = 0.5           # paper: hard skeleton sampling probability p_s
-    p_small: float = 0.25         # authors' code draws "small airway" patches too
+    batch_size: int = 2  # not given by the paper
+    p_hard: float = 0.5  # paper: hard skeleton sampling probability p_s
+    p_small: float = 0.25  # authors' code draws "small airway" patches too
     small_diameter_mm: float = 2.0
-    max_large_voxels: int = 200   # authors' code: small-airway patches hold at most 200 large-airway voxels
+    max_large_voxels: int = 200  # authors' code: small-airway patches hold at most 200 large-airway voxels
     rotation_degrees: float = 15.0
     rotation_prob: float = 1.0
 
 
 @dataclass
 class ValidationSection:
-    every: int = 1                # epochs between validations (the last epoch of a stage is always validated)
+    every: int = 1  # epochs between validations (the last epoch of a stage is always validated)
     window: int = 128
     step: int = 64
-    max_cases: int = 0            # 0 = all validation cases
+    max_cases: int = 0  # 0 = all validation cases
 
 
 @dataclass
@@ -107,10 +107,10 @@ class StageSection:
     gamma: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    init: str = "previous"        # previous | scratch (stage 0 always starts from scratch)
-    enc_weight: float = 1.0       # weight of the encoder group's loss
-    r: float = 0.7                # GUL / RTL root
-    hard_sampling: bool = True    # use stage-0 false-negative centrelines (stages 1, 2)
+    init: str = "previous"  # previous | scratch (stage 0 always starts from scratch)
+    enc_weight: float = 1.0  # weight of the encoder group's loss
+    r: float = 0.7  # GUL / RTL root
+    hard_sampling: bool = True  # use stage-0 false-negative centrelines (stages 1, 2)
 
 
 @dataclass
@@ -121,12 +121,21 @@ class TrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
     sampling: SamplingSection = field(default_factory=SamplingSection)
     validation: ValidationSection = field(default_factory=ValidationSection)
-    stage0: StageSection = field(default_factory=lambda: StageSection(
-        name="dice", loss="dice", alpha=0.5, threshold=0.8, epochs=60, milestones=[40], hard_sampling=False))
-    stage1: StageSection = field(default_factory=lambda: StageSection(
-        name="gul", loss="gul", alpha=0.1, threshold=0.8, epochs=100, milestones=[60, 90]))
-    stage2: StageSection = field(default_factory=lambda: StageSection(
-        name="finetune", loss="gul", alpha=0.2, threshold=0.9, epochs=30, milestones=[15, 25]))
+    stage0: StageSection = field(
+        default_factory=lambda: StageSection(
+            name="dice", loss="dice", alpha=0.5, threshold=0.8, epochs=60, milestones=[40], hard_sampling=False
+        )
+    )
+    stage1: StageSection = field(
+        default_factory=lambda: StageSection(
+            name="gul", loss="gul", alpha=0.1, threshold=0.8, epochs=100, milestones=[60, 90]
+        )
+    )
+    stage2: StageSection = field(
+        default_factory=lambda: StageSection(
+            name="finetune", loss="gul", alpha=0.2, threshold=0.9, epochs=30, milestones=[15, 25]
+        )
+    )
 
     def stages(self) -> list[tuple[int, StageSection]]:
         """Enabled stages in order."""
@@ -139,7 +148,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict) -> TrainConfig:
         cfg = cls()
         _merge_into(cfg, data, "")
         validate(cfg)
@@ -148,10 +157,13 @@ class TrainConfig:
 
 # -- reading and merging ---------------------------------------------------------
 
+
 def _merge_into(obj: Any, data: dict, prefix: str) -> None:
     if not isinstance(data, dict):
-        raise ConfigError(f"'{prefix.rstrip('.') or 'config'}' must be a table, got {data!r}.",
-                          "Write it as a [section] with key = value lines.")
+        raise ConfigError(
+            f"'{prefix.rstrip('.') or 'config'}' must be a table, got {data!r}.",
+            "Write it as a [section] with key = value lines.",
+        )
     names = {f.name: f for f in dataclasses.fields(obj)}
     for key, value in data.items():
         if key not in names:
@@ -198,30 +210,44 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
 
 def _check(ok: bool, key: str, value: Any, rule: str) -> None:
     if not ok:
-        raise ConfigError(f"'{key}' = {value!r} is out of range: it must be {rule}.",
-                          "Fix it in the configuration file (or the training tab) and start again.")
+        raise ConfigError(
+            f"'{key}' = {value!r} is out of range: it must be {rule}.",
+            "Fix it in the configuration file (or the training tab) and start again.",
+        )
 
 
 def validate(cfg: TrainConfig) -> None:
     """Raise :class:`ConfigError` on the first value that cannot work."""
     r, d, p, s, v = cfg.run, cfg.data, cfg.preprocessing, cfg.sampling, cfg.validation
-    _check(r.device == "auto" or r.device == "cpu" or r.device.startswith("cuda"), "run.device", r.device,
-           "'auto', 'cpu', 'cuda' or 'cuda:N'")
+    _check(
+        r.device == "auto" or r.device == "cpu" or r.device.startswith("cuda"),
+        "run.device",
+        r.device,
+        "'auto', 'cpu', 'cuda' or 'cuda:N'",
+    )
     _check(r.num_workers >= 0, "run.num_workers", r.num_workers, ">= 0")
     _check(r.threads >= 0, "run.threads", r.threads, ">= 0")
     _check(r.best_metric in METRICS, "run.best_metric", r.best_metric, f"one of {', '.join(METRICS)}")
     _check(0.0 <= d.val_fraction < 1.0, "data.val_fraction", d.val_fraction, "in [0, 1)")
     _check(d.on_bad_case in ("stop", "skip"), "data.on_bad_case", d.on_bad_case, "'stop' or 'skip'")
     _check(all(isinstance(n, str) for n in d.val_cases), "data.val_cases", d.val_cases, "a list of case names")
-    _check(len(p.window) == 2 and all(isinstance(x, (int, float)) for x in p.window) and p.window[0] < p.window[1],
-           "preprocessing.window", p.window, "[low, high] HU with low < high")
+    _check(
+        len(p.window) == 2 and all(isinstance(x, (int, float)) for x in p.window) and p.window[0] < p.window[1],
+        "preprocessing.window",
+        p.window,
+        "[low, high] HU with low < high",
+    )
     p.window = [float(x) for x in p.window]
     _check(p.scale > 0, "preprocessing.scale", p.scale, "> 0")
     _check(p.crop in ("lung", "none"), "preprocessing.crop", p.crop, "'lung' or 'none'")
     _check(p.margin >= 0, "preprocessing.margin", p.margin, ">= 0")
     _check(bool(cfg.model.architecture), "model.architecture", cfg.model.architecture, "a model name (airway models)")
-    _check(s.patch_size >= 8 and s.patch_size % 8 == 0, "sampling.patch_size", s.patch_size,
-           "a multiple of 8 (WingsNet pools three times), at least 8")
+    _check(
+        s.patch_size >= 8 and s.patch_size % 8 == 0,
+        "sampling.patch_size",
+        s.patch_size,
+        "a multiple of 8 (WingsNet pools three times), at least 8",
+    )
     _check(s.patches_per_case >= 1, "sampling.patches_per_case", s.patches_per_case, ">= 1")
     _check(s.batch_size >= 1, "sampling.batch_size", s.batch_size, ">= 1")
     _check(0.0 <= s.p_hard <= 1.0, "sampling.p_hard", s.p_hard, "in [0, 1]")
@@ -244,9 +270,13 @@ def validate(cfg: TrainConfig) -> None:
         _check(0.0 < st.threshold <= 1.0, k + "threshold", st.threshold, "in (0, 1]")
         _check(st.epochs >= 1, k + "epochs", st.epochs, ">= 1")
         _check(st.lr > 0, k + "lr", st.lr, "> 0")
-        _check(all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in st.milestones)
-               and list(st.milestones) == sorted(st.milestones), k + "milestones", st.milestones,
-               "increasing whole epoch numbers >= 1")
+        _check(
+            all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in st.milestones)
+            and list(st.milestones) == sorted(st.milestones),
+            k + "milestones",
+            st.milestones,
+            "increasing whole epoch numbers >= 1",
+        )
         _check(0.0 < st.gamma <= 1.0, k + "gamma", st.gamma, "in (0, 1]")
         _check(0.0 <= st.momentum < 1.0, k + "momentum", st.momentum, "in [0, 1)")
         _check(st.weight_decay >= 0, k + "weight_decay", st.weight_decay, ">= 0")
@@ -260,12 +290,16 @@ def validate(cfg: TrainConfig) -> None:
 def read_toml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"Configuration file {path} does not exist.", "Give the path of a .toml file, or use --preset.")
+        raise ConfigError(
+            f"Configuration file {path} does not exist.", "Give the path of a .toml file, or use --preset."
+        )
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}.", "Fix the syntax (key = value lines, [sections]).") from exc
+        raise ConfigError(
+            f"{path} is not valid TOML: {exc}.", "Fix the syntax (key = value lines, [sections])."
+        ) from exc
 
 
 def preset_dict(name: str) -> dict:
@@ -276,8 +310,9 @@ def preset_dict(name: str) -> dict:
     return read_toml(resource_path("configs", f"{name}.toml"))
 
 
-def load_config(path: str | Path | None = None, preset: str | None = None,
-                overrides: dict | None = None) -> TrainConfig:
+def load_config(
+    path: str | Path | None = None, preset: str | None = None, overrides: dict | None = None
+) -> TrainConfig:
     """Defaults <- preset <- file <- overrides, validated.
 
     With neither a preset nor a file the result is the ``paper`` preset.

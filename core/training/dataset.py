@@ -66,8 +66,11 @@ def _from_csv(path: Path) -> list[CaseFiles]:
         rows = rows[1:]
     for i, row in enumerate(rows, 1):
         if len(row) < 2:
-            raise InputError(f"Row {i} of {path.name} has {len(row)} column(s): {row}.",
-                             "Write one 'image,label' pair per line.", path=path)
+            raise InputError(
+                f"Row {i} of {path.name} has {len(row)} column(s): {row}.",
+                "Write one 'image,label' pair per line.",
+                path=path,
+            )
         img = (base / row[0].strip()).resolve()
         lab = (base / row[1].strip()).resolve() if row[1].strip() else None
         cases.append(CaseFiles(_CHANNEL.sub("", case_name(img)), img, lab if lab is None or lab.exists() else None))
@@ -78,30 +81,40 @@ def discover_cases(data: str | Path) -> list[CaseFiles]:
     """The cases of a dataset folder or CSV file, sorted by name; raises if there are none."""
     data = Path(data)
     if not data.exists():
-        raise InputError(f"Dataset {data} does not exist.",
-                         "Give a folder with imagesTr/ and labelsTr/, or a CSV of image,label pairs.")
+        raise InputError(
+            f"Dataset {data} does not exist.",
+            "Give a folder with imagesTr/ and labelsTr/, or a CSV of image,label pairs.",
+        )
     if data.is_file():
         if data.suffix.lower() != ".csv":
-            raise InputError(f"Dataset {data} is a file but not a CSV.", "Give a .csv of image,label pairs, or a folder with imagesTr/ and labelsTr/.")
+            raise InputError(
+                f"Dataset {data} is a file but not a CSV.",
+                "Give a .csv of image,label pairs, or a folder with imagesTr/ and labelsTr/.",
+            )
         cases = _from_csv(data)
     elif (data / "imagesTr").is_dir():
         cases = _from_folders(data)
     elif (data / "dataset.csv").is_file():
         cases = _from_csv(data / "dataset.csv")
     else:
-        raise InputError(f"Dataset folder {data} has no imagesTr/ folder and no dataset.csv.",
-                         "Use the ATM'22/nnU-Net layout (imagesTr/ + labelsTr/) or a CSV of image,label pairs.")
+        raise InputError(
+            f"Dataset folder {data} has no imagesTr/ folder and no dataset.csv.",
+            "Use the ATM'22/nnU-Net layout (imagesTr/ + labelsTr/) or a CSV of image,label pairs.",
+        )
     if not cases:
         raise InputError(f"Dataset {data} holds no images.", "Put .nii.gz/.mha/.nrrd images in imagesTr/.")
     names = [c.name for c in cases]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise InputError(f"Dataset {data} has several images named {', '.join(dup)}.", "Give every case a unique file name.")
+        raise InputError(
+            f"Dataset {data} has several images named {', '.join(dup)}.", "Give every case a unique file name."
+        )
     return sorted(cases, key=lambda c: c.name)
 
 
-def split_cases(names: list[str], val_fraction: float = 0.2, seed: int = 0,
-                val_cases: list[str] | None = None) -> tuple[list[str], list[str]]:
+def split_cases(
+    names: list[str], val_fraction: float = 0.2, seed: int = 0, val_cases: list[str] | None = None
+) -> tuple[list[str], list[str]]:
     """(train, validation) names: the user's list, or a seeded shuffle (same seed, same split).
 
     At least one case stays in training; with two or more cases and a
@@ -111,8 +124,10 @@ def split_cases(names: list[str], val_fraction: float = 0.2, seed: int = 0,
     if val_cases:
         unknown = sorted(set(val_cases) - set(names))
         if unknown:
-            raise ConfigError(f"Validation case(s) {', '.join(unknown)} are not in the dataset.",
-                              f"Use names from: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''}.")
+            raise ConfigError(
+                f"Validation case(s) {', '.join(unknown)} are not in the dataset.",
+                f"Use names from: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''}.",
+            )
         val = sorted(set(val_cases))
         train = [n for n in names if n not in val]
         if not train:

@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from core.errors import Cancelled, ConfigError
 
 
-def write_phantom_dataset(out: str | Path, n: int, size: int = 64, seed: int = 0, spacing: tuple[float, float, float] | None = None,
-                          difficulty: str | float | None = None, generations: int | None = None,
-                          progress: Callable[[int, int, str], None] | None = None, cancel=None) -> list[str]:
+def write_phantom_dataset(
+    out: str | Path,
+    n: int,
+    size: int = 64,
+    seed: int = 0,
+    spacing: tuple[float, float, float] | None = None,
+    difficulty: str | float | None = None,
+    generations: int | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+    cancel=None,
+) -> list[str]:
     """Write ``n`` phantoms of ``size^3`` voxels; returns the case names.
 
     ``spacing`` (x, y, z) mm; None lets core.phantom fit the whole chest into
@@ -34,7 +42,9 @@ def write_phantom_dataset(out: str | Path, n: int, size: int = 64, seed: int = 0
     if spacing is not None:
         spacing = tuple(float(v) for v in spacing)  # type: ignore[assignment]
         if len(spacing) != 3 or min(spacing) <= 0:
-            raise ConfigError(f"--spacing {spacing} must be three positive values (x y z, mm).", "Use e.g. --spacing 2 2 2.5.")
+            raise ConfigError(
+                f"--spacing {spacing} must be three positive values (x y z, mm).", "Use e.g. --spacing 2 2 2.5."
+            )
     out = Path(out)
     kwargs: dict = {}
     params = inspect.signature(make_phantom).parameters
@@ -53,7 +63,15 @@ def write_phantom_dataset(out: str | Path, n: int, size: int = 64, seed: int = 0
         names.append(name)
         if progress is not None:
             progress(i + 1, n, name)
-    info = {"generator": "core.phantom.make_phantom", "n": n, "size": size, "seed": seed, "spacing": None if spacing is None else list(spacing),
-            "difficulty": difficulty, "generations": generations, "cases": names}
+    info = {
+        "generator": "core.phantom.make_phantom",
+        "n": n,
+        "size": size,
+        "seed": seed,
+        "spacing": None if spacing is None else list(spacing),
+        "difficulty": difficulty,
+        "generations": generations,
+        "cases": names,
+    }
     (out / "phantoms.json").write_text(json.dumps(info, indent=1))
     return names

@@ -68,9 +68,17 @@ def tube_threshold(tubeness: np.ndarray, airway: np.ndarray, coverage: float = 0
     return float(np.quantile(vals, 1.0 - coverage))
 
 
-def pseudo_label(ct: IntensityVolume, airway: LabelVolume, *, lung_margin_mm: float = 3.0,
-                 shell_mm: float = 1.5, ignore_value: int = IGNORE_VALUE, lungs: str = "ignore",
-                 tubeness: np.ndarray | None = None, tube_min: float | None = None) -> LabelVolume:
+def pseudo_label(
+    ct: IntensityVolume,
+    airway: LabelVolume,
+    *,
+    lung_margin_mm: float = 3.0,
+    shell_mm: float = 1.5,
+    ignore_value: int = IGNORE_VALUE,
+    lungs: str = "ignore",
+    tubeness: np.ndarray | None = None,
+    tube_min: float | None = None,
+) -> LabelVolume:
     """uint8 label on the CT's grid: 1 airway, ``ignore_value`` uncertain, 0 background.
 
     ``lungs="ignore"``: the lungs (grown by ``lung_margin_mm``) and a ``shell_mm`` shell around the

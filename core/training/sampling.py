@@ -31,8 +31,8 @@ KINDS = ("random", "small", "hard")
 @dataclass(frozen=True)
 class PatchSpec:
     size: int
-    threshold: float              # label threshold after rotation (stage's)
-    alpha: float | None           # GUL weights of this alpha; None: no weights
+    threshold: float  # label threshold after rotation (stage's)
+    alpha: float | None  # GUL weights of this alpha; None: no weights
     p_hard: float
     p_small: float
     max_large_voxels: int
@@ -125,9 +125,14 @@ class CaseSampler:
         image, label = arrays[0], arrays[1]
         # exact copies stay binary; rotated labels are interpolated floats (paper: threshold per stage)
         label = (label >= spec.threshold - 1e-6).astype(np.float32)
-        out = {"image": image[None], "label": label[None], "kind": KINDS.index(kind),
-               "target": np.asarray(target if target is not None else (-1, -1, -1), dtype=np.int64),
-               "start": start, "rotation": rot.astype(np.float32)}
+        out = {
+            "image": image[None],
+            "label": label[None],
+            "kind": KINDS.index(kind),
+            "target": np.asarray(target if target is not None else (-1, -1, -1), dtype=np.int64),
+            "start": start,
+            "rotation": rot.astype(np.float32),
+        }
         if spec.alpha is not None:
             out["weight"] = np.clip(arrays[2], 0.0, 1.0)[None].astype(np.float32)
         if self.ignore is not None:
@@ -143,8 +148,17 @@ class PatchDataset:
     Memory maps are opened lazily in each worker process.
     """
 
-    def __init__(self, cases: list[CachedCase], spec: PatchSpec, seed: int, stage: int, epoch: int,
-                 per_case: int, hard: dict[str, np.ndarray] | None = None, indices: np.ndarray | None = None):
+    def __init__(
+        self,
+        cases: list[CachedCase],
+        spec: PatchSpec,
+        seed: int,
+        stage: int,
+        epoch: int,
+        per_case: int,
+        hard: dict[str, np.ndarray] | None = None,
+        indices: np.ndarray | None = None,
+    ):
         self.cases = cases
         self.spec = spec
         self.seed, self.stage, self.epoch = seed, stage, epoch

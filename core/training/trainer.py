@@ -27,9 +27,10 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 import numpy as np
 
@@ -72,12 +73,12 @@ class RunPaths:
 class TrainState:
     """Where the run is; saved in ``last.pt`` as plain data."""
 
-    stage: int = -1            # stage in progress (-1: not started)
-    epoch: int = 0             # epochs finished in that stage
-    step: int = 0              # steps finished in the current epoch
+    stage: int = -1  # stage in progress (-1: not started)
+    epoch: int = 0  # epochs finished in that stage
+    step: int = 0  # steps finished in the current epoch
     global_step: int = 0
     best_value: float = -math.inf
-    best_where: list[int] = field(default_factory=list)   # [stage, epoch]
+    best_where: list[int] = field(default_factory=list)  # [stage, epoch]
     metrics: dict[str, float] = field(default_factory=dict)  # last validation
     train_cases: list[str] = field(default_factory=list)
     val_cases: list[str] = field(default_factory=list)
@@ -100,8 +101,11 @@ def stage_loss(stage: StageSection):
     if stage.loss == "dice":
         return lambda p, g, w=None: losses.dice_loss(p, g, w)
     if stage.loss == "rtl":
-        return lambda p, g, w=None: (losses.root_tversky_loss(p, g, alpha=stage.alpha, r=stage.r) if w is None
-                                     else losses.general_union_loss(p, g, w, alpha=stage.alpha, r=stage.r))
+        return lambda p, g, w=None: (
+            losses.root_tversky_loss(p, g, alpha=stage.alpha, r=stage.r)
+            if w is None
+            else losses.general_union_loss(p, g, w, alpha=stage.alpha, r=stage.r)
+        )
     return lambda p, g, w=None: losses.general_union_loss(p, g, w, alpha=stage.alpha, r=stage.r)
 
 
@@ -131,15 +135,25 @@ class Trainer:
     for a stop at a given step, as the GUI does by writing ``stop.request``).
     """
 
-    def __init__(self, cfg: TrainConfig | None, run_dir: str | Path, *, data: str | Path | None = None,
-                 resume: bool = False, device: str | None = None, stdout: IO[str] | None = sys.stdout,
-                 on_step: StepHook | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig | None,
+        run_dir: str | Path,
+        *,
+        data: str | Path | None = None,
+        resume: bool = False,
+        device: str | None = None,
+        stdout: IO[str] | None = sys.stdout,
+        on_step: StepHook | None = None,
+    ):
         self.paths = RunPaths(Path(run_dir))
         self.resume = resume
         if resume:
             if not self.paths.config.is_file():
-                raise ConfigError(f"Cannot resume: {self.paths.config} does not exist.",
-                                  "Give the folder of an earlier run with --out, or start a new run without --resume.")
+                raise ConfigError(
+                    f"Cannot resume: {self.paths.config} does not exist.",
+                    "Give the folder of an earlier run with --out, or start a new run without --resume.",
+                )
             cfg = load_config(self.paths.config)
         elif cfg is None:
             raise ConfigError("No configuration given.", "Use --config FILE or --preset quick|paper|demo.")
@@ -149,7 +163,9 @@ class Trainer:
         if device is not None:
             cfg.run.device = device
         if not cfg.data.path:
-            raise ConfigError("No dataset given.", "Pass --data FOLDER (imagesTr/ + labelsTr/) or a CSV of image,label pairs.")
+            raise ConfigError(
+                "No dataset given.", "Pass --data FOLDER (imagesTr/ + labelsTr/) or a CSV of image,label pairs."
+            )
         self.cfg = cfg
         self.stdout = stdout
         self.on_step = on_step
@@ -188,8 +204,13 @@ class Trainer:
         cases = discover_cases(cfg.data.path)
         cache_root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir(cfg.data.path)
         alphas = tuple(sorted({s.alpha for _, s in cfg.stages() if s.loss == "gul"}))
-        settings = CacheSettings(self._preprocessing().to_dict(), cfg.data.label_selector, alphas,
-                                 cfg.sampling.small_diameter_mm, ignore_value=cfg.data.ignore_value)
+        settings = CacheSettings(
+            self._preprocessing().to_dict(),
+            cfg.data.label_selector,
+            alphas,
+            cfg.sampling.small_diameter_mm,
+            ignore_value=cfg.data.ignore_value,
+        )
         if self.dist.is_main:
             report = prepare_cases(cases, cache_root, settings, on_bad_case=cfg.data.on_bad_case)
             for bad in report.bad:
@@ -201,10 +222,14 @@ class Trainer:
         if self.resume and self.state.train_cases:
             missing = [n for n in self.state.train_cases + self.state.val_cases if n not in self.cases]
             if missing:
-                raise InputError(f"Cases of the interrupted run are no longer usable: {', '.join(missing)}.",
-                                 "Restore them in the dataset, or start a new run.")
+                raise InputError(
+                    f"Cases of the interrupted run are no longer usable: {', '.join(missing)}.",
+                    "Restore them in the dataset, or start a new run.",
+                )
             return
-        train, val = split_cases(list(self.cases), cfg.data.val_fraction, cfg.data.split_seed, cfg.data.val_cases or None)
+        train, val = split_cases(
+            list(self.cases), cfg.data.val_fraction, cfg.data.split_seed, cfg.data.val_cases or None
+        )
         self.state.train_cases, self.state.val_cases = train, val
 
     def _preprocessing(self):
@@ -236,11 +261,16 @@ class Trainer:
     def _header(self, stage: int) -> dict:
         v = self.cfg.validation
         # inference should use windows like those the model was validated on (InstanceNorm statistics)
-        return {"preprocessing": self._preprocessing().to_dict(), "training": self.cfg.to_dict(),
-                "inference": {"window": int(v.window), "step": int(v.step)},
-                "stage": stage, "metrics": dict(self.state.metrics),
-                "train_cases": self.state.train_cases, "val_cases": self.state.val_cases,
-                "card": self._card()}
+        return {
+            "preprocessing": self._preprocessing().to_dict(),
+            "training": self.cfg.to_dict(),
+            "inference": {"window": int(v.window), "step": int(v.step)},
+            "stage": stage,
+            "metrics": dict(self.state.metrics),
+            "train_cases": self.state.train_cases,
+            "val_cases": self.state.val_cases,
+            "card": self._card(),
+        }
 
     def _card(self) -> dict:
         """What this model is trained on, for every consumer of the checkpoint (core.models.card)."""
@@ -249,22 +279,29 @@ class Trainer:
         names = self.state.train_cases + self.state.val_cases
         spacings = [self.cases[n].spacing_zyx for n in names if n in getattr(self, "cases", {})]
         metrics = {k: v for k, v in dict(self.state.metrics).items() if k in ("td", "bd", "dsc", "precision")}
-        return card_from_dataset(self.cfg.data.path, spacings, len(self.state.train_cases),
-                                 len(self.state.val_cases), metrics or None)
+        return card_from_dataset(
+            self.cfg.data.path, spacings, len(self.state.train_cases), len(self.state.val_cases), metrics or None
+        )
 
     def _save(self, kind: str, stage: int, epoch: int, with_state: bool = False) -> Path:
         from core.models.checkpoint import capture_rng_state, save_checkpoint
 
         extra = None
         if with_state:
-            extra = {"train_state": asdict(self.state), "rng": capture_rng_state(),
-                     "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
-                     "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-                     "scaler": None if self.scaler is None else self.scaler.state_dict()}
-            extra["train_state"]["best_value"] = float(self.state.best_value) if math.isfinite(self.state.best_value) else None
+            extra = {
+                "train_state": asdict(self.state),
+                "rng": capture_rng_state(),
+                "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                "scaler": None if self.scaler is None else self.scaler.state_dict(),
+            }
+            extra["train_state"]["best_value"] = (
+                float(self.state.best_value) if math.isfinite(self.state.best_value) else None
+            )
         path = save_checkpoint(self.paths.checkpoint(kind), self.model, self._header(stage), extra)
-        self.events.emit("checkpoint", stage=stage, epoch=epoch, path=str(path),
-                         kind="stage" if kind.startswith("stage") else kind)
+        self.events.emit(
+            "checkpoint", stage=stage, epoch=epoch, path=str(path), kind="stage" if kind.startswith("stage") else kind
+        )
         return path
 
     def _load_resume(self) -> dict:
@@ -272,8 +309,10 @@ class Trainer:
 
         path = self.paths.checkpoint("last")
         if not path.is_file():
-            raise CheckpointError(f"Cannot resume: {path} does not exist (the run never finished an epoch or a step).",
-                                  "Start the run again without --resume.")
+            raise CheckpointError(
+                f"Cannot resume: {path} does not exist (the run never finished an epoch or a step).",
+                "Start the run again without --resume.",
+            )
         ckpt = load_checkpoint(path)
         if not ckpt.extra_state or "train_state" not in ckpt.extra_state:
             raise CheckpointError("last.pt holds no resume state.", "Start the run again without --resume.", path=path)
@@ -282,8 +321,10 @@ class Trainer:
             st["best_value"] = -math.inf
         self.state = TrainState(**st)
         if self.state.status == "finished":
-            raise ConfigError(f"The run in {self.paths.root} has already finished; there is nothing to resume.",
-                              "Start a new run with another --out folder (best model: checkpoints/best.pt).")
+            raise ConfigError(
+                f"The run in {self.paths.root} has already finished; there is nothing to resume.",
+                "Start a new run with another --out folder (best model: checkpoints/best.pt).",
+            )
         self.state.status = "running"
         return {"ckpt": ckpt, "extra": ckpt.extra_state}
 
@@ -323,8 +364,9 @@ class Trainer:
         # Refusals that concern another run's folder come first and write no event into it
         # (a GUI watching that run must not see it fail).
         if not self.resume and self.paths.checkpoint("last").exists():
-            raise ConfigError(f"{self.paths.root} already holds a run.",
-                              "Resume it with --resume, or choose another --out folder.")
+            raise ConfigError(
+                f"{self.paths.root} already holds a run.", "Resume it with --resume, or choose another --out folder."
+            )
         resume = self._load_resume() if self.resume else None
         self._emit_errors = True
         if self.dist.is_main:
@@ -334,9 +376,16 @@ class Trainer:
                 save_config(cfg, self.paths.config)
         self._setup_torch()
         self._setup_data()
-        self.events.emit("run_start", config=cfg.to_dict(), versions=software_versions(), device=self.device,
-                         world_size=self.dist.world_size, resumed=bool(resume),
-                         train_cases=self.state.train_cases, val_cases=self.state.val_cases)
+        self.events.emit(
+            "run_start",
+            config=cfg.to_dict(),
+            versions=software_versions(),
+            device=self.device,
+            world_size=self.dist.world_size,
+            resumed=bool(resume),
+            train_cases=self.state.train_cases,
+            val_cases=self.state.val_cases,
+        )
         self._open_tensorboard()
 
         first = cfg.stages()[0][0]
@@ -376,10 +425,12 @@ class Trainer:
     def _make_optimizer(self, stage: StageSection) -> None:
         import torch
 
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=stage.lr, momentum=stage.momentum,
-                                         weight_decay=stage.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=list(stage.milestones),
-                                                              gamma=stage.gamma)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=stage.lr, momentum=stage.momentum, weight_decay=stage.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=list(stage.milestones), gamma=stage.gamma
+        )
         self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
 
     def _stop_requested(self) -> bool:
@@ -388,11 +439,16 @@ class Trainer:
 
     def _patch_spec(self, index: int, stage: StageSection) -> PatchSpec:
         s = self.cfg.sampling
-        return PatchSpec(size=s.patch_size, threshold=stage.threshold,
-                         alpha=stage.alpha if stage.loss == "gul" else None,
-                         p_hard=s.p_hard if (index > 0 and stage.hard_sampling) else 0.0,
-                         p_small=s.p_small, max_large_voxels=s.max_large_voxels,
-                         rotation_degrees=s.rotation_degrees, rotation_prob=s.rotation_prob)
+        return PatchSpec(
+            size=s.patch_size,
+            threshold=stage.threshold,
+            alpha=stage.alpha if stage.loss == "gul" else None,
+            p_hard=s.p_hard if (index > 0 and stage.hard_sampling) else 0.0,
+            p_small=s.p_small,
+            max_large_voxels=s.max_large_voxels,
+            rotation_degrees=s.rotation_degrees,
+            rotation_prob=s.rotation_prob,
+        )
 
     def _hard_maps(self, index: int, stage: StageSection) -> dict[str, np.ndarray]:
         if index == 0 or not stage.hard_sampling or self.cfg.sampling.p_hard <= 0:
@@ -404,8 +460,11 @@ class Trainer:
                 out[name] = np.load(p, mmap_mode="r")
         if not out and self.dist.is_main and not getattr(self, "_warned_hard", False):
             self._warned_hard = True
-            self.events.emit("warning", message="No stage-0 false negatives are available (stage 0 disabled or it "
-                                                "missed nothing): hard skeleton sampling falls back to random patches.")
+            self.events.emit(
+                "warning",
+                message="No stage-0 false negatives are available (stage 0 disabled or it "
+                "missed nothing): hard skeleton sampling falls back to random patches.",
+            )
         return out
 
     def _loader(self, index: int, stage: StageSection, epoch: int, spec: PatchSpec, hard: dict):
@@ -416,14 +475,22 @@ class Trainer:
         train = [self.cases[n] for n in self.state.train_cases]
         n_items = len(train) * s.patches_per_case
         mine = ddp.shard(np.arange(n_items), self.dist, s.batch_size)
-        mine = mine[self.state.step * s.batch_size:]
+        mine = mine[self.state.step * s.batch_size :]
         ds = PatchDataset(train, spec, self.cfg.run.seed, index, epoch, s.patches_per_case, hard, indices=mine)
         gen = torch.Generator()
         gen.manual_seed(self.cfg.run.seed * 7919 + index * 1009 + epoch)
         workers = self.cfg.run.num_workers
-        return DataLoader(ds, batch_size=s.batch_size, shuffle=False, num_workers=workers, generator=gen,
-                          worker_init_fn=_worker_init if workers else None, drop_last=False,
-                          pin_memory=self.device.startswith("cuda"), persistent_workers=False)
+        return DataLoader(
+            ds,
+            batch_size=s.batch_size,
+            shuffle=False,
+            num_workers=workers,
+            generator=gen,
+            worker_init_fn=_worker_init if workers else None,
+            drop_last=False,
+            pin_memory=self.device.startswith("cuda"),
+            persistent_workers=False,
+        )
 
     def steps_per_epoch(self) -> int:
         s = self.cfg.sampling
@@ -438,8 +505,15 @@ class Trainer:
         return remaining * epoch_time
 
     def _run_stage(self, index: int, stage: StageSection) -> str:
-        self.events.emit("stage", stage=index, name=stage.name, loss=stage.loss, epochs=stage.epochs,
-                         alpha=stage.alpha, threshold=stage.threshold)
+        self.events.emit(
+            "stage",
+            stage=index,
+            name=stage.name,
+            loss=stage.loss,
+            epochs=stage.epochs,
+            alpha=stage.alpha,
+            threshold=stage.threshold,
+        )
         loss_fn = stage_loss(stage)
         spec = self._patch_spec(index, stage)
         hard = self._hard_maps(index, stage) if spec.p_hard > 0 else {}
@@ -456,10 +530,18 @@ class Trainer:
                 total += loss
                 count += 1
                 n = batch["image"].shape[0] * self.dist.world_size
-                self.events.emit("step", stage=index, epoch=epoch, step=self.state.step,
-                                 global_step=self.state.global_step, loss=loss, loss_enc=enc, loss_dec=dec,
-                                 lr=self.optimizer.param_groups[0]["lr"],
-                                 patches_per_s=n / max(time.perf_counter() - t_step, 1e-9))
+                self.events.emit(
+                    "step",
+                    stage=index,
+                    epoch=epoch,
+                    step=self.state.step,
+                    global_step=self.state.global_step,
+                    loss=loss,
+                    loss_enc=enc,
+                    loss_dec=dec,
+                    lr=self.optimizer.param_groups[0]["lr"],
+                    patches_per_s=n / max(time.perf_counter() - t_step, 1e-9),
+                )
                 self._tb_scalar("loss/train", loss)
                 if self.on_step is not None:
                     self.on_step(self)
@@ -470,8 +552,9 @@ class Trainer:
             self.state.step = 0
             elapsed = time.perf_counter() - t0
             mean_loss = ddp.mean_across(total / max(count, 1), self.dist)
-            self.events.emit("epoch", stage=index, epoch=epoch, loss=mean_loss, time_s=elapsed,
-                             eta_s=self._eta(index, elapsed))
+            self.events.emit(
+                "epoch", stage=index, epoch=epoch, loss=mean_loss, time_s=elapsed, eta_s=self._eta(index, elapsed)
+            )
             self._tb_scalar("loss/epoch", mean_loss)
             last = self.state.epoch == stage.epochs
             if self.state.val_cases and (last or self.state.epoch % self.cfg.validation.every == 0):
@@ -483,7 +566,11 @@ class Trainer:
                 return self._stop(index, epoch, save=False)
         if self.dist.is_main:
             self._save(f"stage{index}", index, stage.epochs - 1)
-            if index == 0 and any(j > 0 and s.hard_sampling for j, s in self.cfg.stages()) and self.cfg.sampling.p_hard > 0:
+            if (
+                index == 0
+                and any(j > 0 and s.hard_sampling for j, s in self.cfg.stages())
+                and self.cfg.sampling.p_hard > 0
+            ):
                 self._compute_hard()
         ddp.barrier(self.dist)
         return "finished"
@@ -557,8 +644,14 @@ class Trainer:
             means = {k: float(np.mean([r[k] for r in rows])) for k in keys}
             means["score"] = float(np.mean([means[k] for k in keys]))
             self.state.metrics = means
-            self.events.emit("validation", stage=index, epoch=epoch, cases=len(rows), score=means["score"],
-                             **{k: means[k] for k in keys})
+            self.events.emit(
+                "validation",
+                stage=index,
+                epoch=epoch,
+                cases=len(rows),
+                score=means["score"],
+                **{k: means[k] for k in keys},
+            )
             for k, v in means.items():
                 self._tb_scalar(f"val/{k}", v)
             value = means[self.cfg.run.best_metric]
@@ -585,9 +678,12 @@ class Trainer:
             skel_total += int(skel.sum())
         self.net.train()
         self.state.hard_ready = True
-        self.events.emit("warning", message=f"Stage 0 missed {missed_total} of {skel_total} centreline voxels "
-                                            f"({100.0 * missed_total / max(skel_total, 1):.1f} %) on the training cases: "
-                                            "these drive hard skeleton sampling.")
+        self.events.emit(
+            "warning",
+            message=f"Stage 0 missed {missed_total} of {skel_total} centreline voxels "
+            f"({100.0 * missed_total / max(skel_total, 1):.1f} %) on the training cases: "
+            "these drive hard skeleton sampling.",
+        )
 
     # -- tensorboard ---------------------------------------------------------------------------
     def _open_tensorboard(self) -> None:
@@ -596,8 +692,11 @@ class Trainer:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            self.events.emit("warning", message="TensorBoard logging was asked for but tensorboard is not installed; "
-                                                "continuing without it (pip install tensorboard).")
+            self.events.emit(
+                "warning",
+                message="TensorBoard logging was asked for but tensorboard is not installed; "
+                "continuing without it (pip install tensorboard).",
+            )
             return
         self._tb = SummaryWriter(str(self.paths.root / "tensorboard"))
 

@@ -114,8 +114,9 @@ def glibc_floor(bundle: Path) -> str:
     return f"{best[0]}.{best[1]}"
 
 
-def control_text(version: str, installed_kib: int, arch: str = "amd64", depends: tuple[str, ...] = DEPENDS,
-                 glibc: str = "2.17") -> str:
+def control_text(
+    version: str, installed_kib: int, arch: str = "amd64", depends: tuple[str, ...] = DEPENDS, glibc: str = "2.17"
+) -> str:
     fields = {
         "Package": PACKAGE,
         "Version": debian_version(version),
@@ -160,8 +161,10 @@ def stage(bundle: Path, root: Path, version: str, notices: Path | None = None) -
     apps.mkdir(parents=True)
     (apps / "airway-studio.desktop").write_text(desktop_entry(), encoding="utf-8")
     icons = ROOT / "resources" / "icons"
-    for sub, src, name in (("scalable", "airway_studio.svg", "airway-studio.svg"),
-                           ("256x256", "airway_studio.png", "airway-studio.png")):
+    for sub, src, name in (
+        ("scalable", "airway_studio.svg", "airway-studio.svg"),
+        ("256x256", "airway_studio.png", "airway-studio.png"),
+    ):
         dest = root / "usr" / "share" / "icons" / "hicolor" / sub / "apps"
         dest.mkdir(parents=True)
         shutil.copy2(icons / src, dest / name)

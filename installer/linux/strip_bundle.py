@@ -35,7 +35,7 @@ def loads_aligned(path: Path) -> bool:
     data = path.read_bytes()
     if data[4] != 2 or data[5] != 1:  # only ELF64 LSB (x86-64, aarch64) is built here
         return False
-    phoff, = struct.unpack_from("<Q", data, 0x20)
+    (phoff,) = struct.unpack_from("<Q", data, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
     for i in range(phnum):
         p_type, _, p_offset, p_vaddr, _, _, _, p_align = struct.unpack_from("<IIQQQQQQ", data, phoff + i * phentsize)
