@@ -36,6 +36,12 @@ class InputError(AirwayError):
     """A file or argument that cannot be used as given (missing, corrupt, wrong shape, NaN...)."""
 
 
+class WriteError(InputError, OSError):
+    """A file that could not be written (disk full, no permission). The message names the file the
+    user asked for, never a hidden temporary one. It is an ``OSError`` too, so code that handled the
+    raw error from a write still handles it."""
+
+
 class GeometryError(AirwayError):
     """Two volumes that should share a grid do not."""
 

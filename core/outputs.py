@@ -7,7 +7,9 @@
 - Outputs are staged under hidden temporary names next to their targets and
   renamed into place together at :meth:`OutputPlan.commit`; a failure before
   that (or :meth:`OutputPlan.abort`) removes every staged file, so no partial
-  result remains.
+  result remains. The hidden names carry the writer's pid (:mod:`core.staging`):
+  what a killed writer left is removed by the next write into that folder, and
+  a failed write's message names the output, not the hidden file.
 - Overwriting keeps the *first* original as ``NAME.bak``; a later overwrite
   never replaces that backup.
 - Files get the user's usual permissions (``0666 & ~umask``): ``mkstemp``
@@ -22,10 +24,23 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
-from core.errors import InputError
+from core.errors import AirwayError, InputError
 from core.filemodes import apply_umask, umask_mode  # noqa: F401  (re-exported: callers import them from here)
+from core.staging import (  # noqa: F401  (re-exported: every atomic writer is imported from here)
+    STAGED_MARK,
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_text,
+    clean_stale,
+    new_staged_file,
+    new_staged_folder,
+    retarget,
+    staged_prefix,
+    write_error,
+)
 
 BACKUP_SUFFIX = ".bak"
 
@@ -64,7 +79,9 @@ def check_writable_folder(folder: str | Path, *, flag: str | None = None, what: 
     if existing is None or not existing.is_dir():
         raise InputError(f"{what} cannot be created: {existing} is a file, not a folder.", fix, path=folder)
     try:
-        fd, probe = tempfile.mkstemp(prefix=".airway-write-test.", dir=existing)
+        fd, probe = tempfile.mkstemp(
+            prefix=staged_prefix(existing / "airway-write-test"), suffix=STAGED_MARK, dir=existing
+        )
     except OSError as exc:
         raise InputError(f"{what} is not writable ({exc.strerror}: {existing}).", fix, path=folder) from None
     os.close(fd)
@@ -143,25 +160,24 @@ class OutputPlan:
         """Run ``writer(tmp)`` to write the output's content under a hidden temporary name."""
         entry = self._entry(path)
         target = entry.path
-        entry.created_dirs = _make_parents(target.parent)
-        if tmp_suffix in (".mhd", ".nhdr"):
-            # a header names its data file: write the pair under the final names in a hidden folder
-            entry.tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-            out = entry.tmp / target.name
-        else:
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial" + tmp_suffix, dir=target.parent)
-            os.close(fd)
-            entry.tmp = out = Path(tmp)
         try:
-            writer(out)
+            entry.created_dirs = _make_parents(target.parent)
+            clean_stale(target.parent)
+            if tmp_suffix in (".mhd", ".nhdr"):
+                # a header names its data file: write the pair under the final names in a hidden folder
+                entry.tmp = tmp = new_staged_folder(target)
+                out = tmp / target.name
+            else:
+                entry.tmp = tmp = out = new_staged_file(target, tmp_suffix)
+            try:
+                writer(out)
+            except AirwayError as err:
+                retarget(err, tmp, target)
+                raise
+            for f in [*tmp.iterdir()] if tmp.is_dir() else [tmp]:
+                apply_umask(f)
         except OSError as exc:
-            raise InputError(
-                f"Could not write the output: {exc.strerror or exc}",
-                "Check the folder is writable and the disk has space.",
-                path=target,
-            ) from None
-        for f in [*entry.tmp.iterdir()] if entry.tmp.is_dir() else [entry.tmp]:
-            apply_umask(f)
+            raise write_error(target, exc) from None
         return out
 
     def write_text(self, path: str | Path, text: str) -> None:
@@ -179,20 +195,27 @@ class OutputPlan:
     # -- finishing --------------------------------------------------------------
     def commit(self) -> list[Path]:
         """Rename every staged file into place (backing up originals first); returns the paths written."""
-        staged = [e for e in self.entries.values() if e.tmp is not None]
-        for entry in staged:
+        staged = [(e, e.tmp) for e in self.entries.values() if e.tmp is not None]
+        for entry, _ in staged:
             bak = backup_path(entry.path)
             if self.backup and entry.path.is_file() and not bak.exists():
                 # only the first original is kept: a .bak is never replaced by a later version
-                _keep_copy(entry.path, bak)
+                try:
+                    _keep_copy(entry.path, bak)
+                except OSError as exc:
+                    raise write_error(bak, exc) from None
                 self.backups.append(bak)
-        for entry in staged:
-            if entry.tmp.is_dir():  # a header + data pair (.mhd/.nhdr): data files first, the header last
-                for f in sorted(entry.tmp.iterdir(), key=lambda f: f.name == entry.path.name):
-                    os.replace(f, entry.path.parent / f.name)
-                entry.tmp.rmdir()
-            else:
-                os.replace(entry.tmp, entry.path)
+        for entry, tmp in staged:
+            try:
+                if tmp.is_dir():  # a header + data pair (.mhd/.nhdr): data files first, the header last
+                    name = entry.path.name
+                    for f in sorted(tmp.iterdir(), key=lambda f: f.name == name):
+                        os.replace(f, entry.path.parent / f.name)
+                    tmp.rmdir()
+                else:
+                    os.replace(tmp, entry.path)
+            except OSError as exc:
+                raise write_error(entry.path, exc) from None
             entry.tmp = None
             self.written.append(entry.path)
         return list(self.written)
@@ -218,7 +241,9 @@ class OutputPlan:
     def __enter__(self) -> OutputPlan:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None:
             try:
                 self.commit()
@@ -278,27 +303,6 @@ def check_output(
         )
     check_writable_folder(p.parent if str(p.parent) else Path("."), flag=flag, what="The output's folder")
     return p
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write one text file atomically with umask permissions (no existence policy: app save dialogs ask)."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        apply_umask(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def refuse_input_as_output(path: str | Path, inputs: Iterable[str | Path | None], what: str = "file") -> None:

@@ -208,7 +208,7 @@ def write_volume(volume: IntensityVolume | LabelVolume, path: str | Path, compre
     A crash or a full disk never leaves a half-written file under ``path``; the
     file gets the user's umask permissions (mkstemp alone would make it 0600).
     """
-    from core.filemodes import apply_umask
+    from core.staging import atomic_write
 
     path = Path(path)
     suffix = volume_suffix(path)
@@ -218,23 +218,8 @@ def write_volume(volume: IntensityVolume | LabelVolume, path: str | Path, compre
         # header + data file pairs cannot be renamed as one unit; write them in
         # a temporary folder and move the data file first, the header last
         return _write_pair(volume, path, suffix, compress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write_volume_file(volume, tmp, suffix, compress)
-        apply_umask(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise InputError(
-            f"Could not write the volume: {exc.strerror}",
-            "Check the folder is writable and the disk has space.",
-            path=path,
-        ) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    # core.staging: a pid-tagged hidden file (a killed writer's is cleaned later), errors name ``path``
+    return atomic_write(path, lambda tmp: write_volume_file(volume, tmp, suffix, compress), suffix)
 
 
 def _write_pair(volume, path: Path, suffix: str, compress: bool) -> Path:
