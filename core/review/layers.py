@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from core.review.loading import Source, in_memory_source
-from core.volume import Geometry, LabelVolume
+from core.volume import Geometry, IntensityVolume, LabelVolume
 
 Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # half-open (z, y, x)
 # Bookkeeping per delta beyond its two arrays (object headers, box, tuple): a
@@ -43,7 +44,7 @@ def union_box(a: Box | None, b: Box | None) -> Box | None:
     return tuple((min(p[0], q[0]), max(p[1], q[1])) for p, q in zip(a, b))  # type: ignore[return-value]
 
 
-def clip_box(box: Box, shape) -> Box | None:
+def clip_box(box: Box, shape: tuple[int, ...]) -> Box | None:
     out = tuple((max(0, lo), min(int(n), hi)) for (lo, hi), n in zip(box, shape))
     return None if any(lo >= hi for lo, hi in out) else out  # type: ignore[return-value]
 
@@ -90,9 +91,16 @@ class LabelLayer:
     """A label volume (canonical orientation) that can be edited with undo."""
 
     def __init__(
-        self, name: str, volume: LabelVolume, source: Source | None = None, role: str = "prediction", probabilities=None
+        self,
+        name: str,
+        volume: LabelVolume,
+        source: Source | None = None,
+        role: str = "prediction",
+        probabilities: IntensityVolume | None = None,
     ):
         self.name = name
+        # the name before the session made it distinct (e.g. a folder prefix for two files of one name)
+        self.base_name = name
         self.role = role  # "reference" or "prediction"
         self.volume = volume
         self.source = source or in_memory_source(volume)
@@ -135,7 +143,7 @@ class LabelLayer:
         for fn in list(self._subscribers):
             fn(change)
 
-    def write(self, box: Box, mask: np.ndarray, value) -> Delta | None:
+    def write(self, box: Box, mask: np.ndarray, value: bool) -> Delta | None:
         """Set the voxels of ``mask`` (box-local bool) to ``value``; the delta, or None if nothing changed."""
         sub = self.array[box_slices(box)]
         if mask.shape != sub.shape:
@@ -194,10 +202,11 @@ class Edit:
     region_key: str | None = None
     added: int = 0
     removed: int = 0
-    # (prediction index, region key, status before, status after) when the edit set a status
-    status: tuple[int, str, str, str] | None = None
+    # (prediction index, region key, status before, status after) of every status the edit set
+    statuses: list[tuple[int, str, str, str]] = field(default_factory=list)
+    regions: int = 0  # error regions whose voxels the edit changed (accept_many)
     time: float = 0.0
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:

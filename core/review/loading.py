@@ -8,12 +8,13 @@ label can be written back exactly as it came (see :mod:`core.review.persist`).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from core.errors import InputError
+from core.review.persist import FileKey, PathArg, file_key
 from core.volume import (
     Geometry,
     IntensityVolume,
@@ -33,6 +34,9 @@ class Source:
     geometry: Geometry  # the file's geometry (before canonical reorientation)
     reorientation: Reorientation  # file array -> canonical array
     selector: str | None = None
+    # size + hash of the file when it was read: a save checks the file still holds it
+    # (core.review.persist.SaveConflictError otherwise)
+    disk_key: FileKey | None = None
 
     def to_file_array(self, canonical: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(self.reorientation.invert(canonical))
@@ -42,21 +46,22 @@ def _identity() -> Reorientation:
     return Reorientation((0, 1, 2), (False, False, False))
 
 
-def load_ct(path: str | os.PathLike) -> tuple[IntensityVolume, Reorientation]:
+def load_ct(path: PathArg) -> tuple[IntensityVolume, Reorientation]:
     """A CT in canonical orientation; 32/64-bit integer HU that fit are stored as int16
     (half the memory, and the slice views' 16-bit lookup table applies)."""
     from core.io import read_ct
     from core.sanity import check_ct, raise_errors
 
-    ct = read_ct(path)
-    raise_errors(check_ct(ct, path, lungs=False))  # a CT without air or body: one clear error, nothing shown
+    ct = read_ct(Path(path))
+    raise_errors(check_ct(ct, Path(path), lungs=False))  # a CT without air or body: one clear error, nothing shown
     arr = ct.array
     if arr.dtype.kind in "iu" and arr.dtype.itemsize > 2:
         lo, hi = int(arr.min()), int(arr.max())
         if -32768 <= lo and hi <= 32767:
             ct = ct.with_array(arr.astype(np.int16))
     canon, reo = to_canonical(ct)
-    return canon, reo  # type: ignore[return-value]
+    assert isinstance(canon, IntensityVolume)  # to_canonical keeps the volume's class
+    return canon, reo
 
 
 def as_bool_mask(arr: np.ndarray) -> np.ndarray:
@@ -66,7 +71,8 @@ def as_bool_mask(arr: np.ndarray) -> np.ndarray:
         return arr
     if arr.dtype.itemsize == 1 and arr.dtype.kind in "iu" and arr.size and int(arr.max()) <= 1 and int(arr.min()) >= 0:
         return arr.view(np.bool_)
-    return arr != 0
+    out: np.ndarray = arr != 0
+    return out
 
 
 def _resampled(label: LabelVolume, ct: IntensityVolume) -> LabelVolume | None:
@@ -75,11 +81,13 @@ def _resampled(label: LabelVolume, ct: IntensityVolume) -> LabelVolume | None:
         return None
     from core.io import resample_label_to
 
-    return resample_label_to(label, ct)  # type: ignore[return-value]
+    moved = resample_label_to(label, ct)
+    assert isinstance(moved, LabelVolume)  # a label resampled stays a label
+    return moved
 
 
 def read_label_canonical(
-    path: str | os.PathLike,
+    path: PathArg,
     ct: IntensityVolume | None,
     what: str = "label",
     selector: str | None = None,
@@ -94,6 +102,8 @@ def read_label_canonical(
     """
     from core.io import case_name, read_label, read_volume
 
+    path = Path(path)
+    key = file_key(path)
     if selector and str(LabelSelector.parse(selector)) != "nonzero":
         raw = read_label(path, selector)
     else:
@@ -112,28 +122,31 @@ def read_label_canonical(
         raw = LabelVolume(np.ascontiguousarray(as_bool_mask(vol.array)), vol.geometry, name=case_name(path))
     canon, reo = to_canonical(raw)
     canon.name = canon.name or what
-    source = Source(str(path), raw.geometry, reo, selector)
+    assert isinstance(canon, LabelVolume)  # to_canonical keeps the volume's class
+    source = Source(str(path), raw.geometry, reo, selector, key)
     if ct is not None:
-        moved = _resampled(canon, ct) if resample else None  # type: ignore[arg-type]
+        moved = _resampled(canon, ct) if resample else None
         if moved is not None:
             # edits of a resampled label are saved on the CT's grid: the file's own grid is gone
-            canon, source = moved, Source(str(path), moved.geometry, _identity(), selector)
+            canon, source = moved, Source(str(path), moved.geometry, _identity(), selector, key)
         check_same_grid(ct, canon)
     if what == "reference":
         from core.sanity import check_label, raise_errors
 
         raise_errors(check_label(canon, what, path))
-    return canon, source  # type: ignore[return-value]
+    return canon, source
 
 
 def read_prediction_canonical(
-    path: str | os.PathLike, ct: IntensityVolume | None, resample: bool = False
+    path: PathArg, ct: IntensityVolume | None, resample: bool = False
 ) -> tuple[LabelVolume, IntensityVolume | None, Source]:
     """A prediction file: a mask, or a probability map (floats in [0, 1], thresholded at 0.5).
 
     Returns the mask, the probabilities (None for a mask) and the source."""
     from core.io import case_name, read_volume
 
+    path = Path(path)
+    key = file_key(path)
     vol = read_volume(path)
     canon, reo = to_canonical(vol)
     arr = canon.array
@@ -152,12 +165,12 @@ def read_prediction_canonical(
     else:
         mask = as_bool_mask(arr)
     label = LabelVolume(np.ascontiguousarray(mask), canon.geometry, name=case_name(path))
-    source = Source(str(path), vol.geometry, reo)
+    source = Source(str(path), vol.geometry, reo, None, key)
     if ct is not None:
         moved = _resampled(label, ct) if resample else None
         if moved is not None:
             # probabilities cannot be resampled as a label; the mask is what the metrics use
-            label, probs, source = moved, None, Source(str(path), moved.geometry, _identity())
+            label, probs, source = moved, None, Source(str(path), moved.geometry, _identity(), None, key)
         check_same_grid(ct, label)
     return label, probs, source
 

@@ -13,7 +13,7 @@ job works on copies taken when it was made.
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,8 +25,9 @@ import numpy as np
 
 from core.errors import Cancelled, InputError
 from core.review import persist
-from core.review.layers import Box, Change, Edit, History, LabelLayer
+from core.review.layers import Box, Change, Edit, History, LabelLayer, box_slices
 from core.review.loading import load_ct, read_label_canonical, read_prediction_canonical
+from core.review.persist import PathArg
 from core.volume import IntensityVolume, LabelVolume, check_same_grid
 
 # Review statuses of an error region: (key, label). Project files store the keys.
@@ -55,23 +56,23 @@ class ReviewRegion:
 
     @property
     def key(self) -> str:
-        return self.error.key
+        return str(self.error.key)
 
     @property
     def id(self) -> str:
-        return self.error.id
+        return str(self.error.id)
 
     @property
     def kind(self) -> str:
-        return self.error.kind
+        return str(self.error.kind)
 
     @property
     def category(self) -> str:
-        return self.error.category
+        return str(self.error.category)
 
     @property
     def voxels(self) -> np.ndarray:
-        return self.error.coords.astype(np.intp)
+        return np.asarray(self.error.coords, dtype=np.intp)
 
     @property
     def count(self) -> int:
@@ -79,15 +80,17 @@ class ReviewRegion:
 
     @property
     def box(self) -> Box:
-        return self.error.bbox
+        (z0, z1), (y0, y1), (x0, x1) = self.error.bbox
+        return (int(z0), int(z1)), (int(y0), int(y1)), (int(x0), int(x1))
 
     @property
     def focus(self) -> tuple[int, int, int]:
-        return self.error.focus_zyx
+        z, y, x = self.error.focus_zyx
+        return int(z), int(y), int(x)
 
     def mask(self) -> np.ndarray:
         """Box-local bool mask over :attr:`box`."""
-        return self.error.mask()
+        return np.asarray(self.error.mask(), dtype=bool)
 
 
 @dataclass
@@ -95,7 +98,7 @@ class PredictionAnalysis:
     ref_revision: int
     revision: int
     metrics: Any  # core.metrics.AirwayMetrics
-    regions: list  # core.regions.ErrorRegion
+    regions: list[Any]  # core.regions.ErrorRegion
 
 
 @dataclass
@@ -167,12 +170,12 @@ class Session:
         *,
         undo_depth: int = 100,
         undo_bytes: int | None = None,
-        recovery_path: str | os.PathLike | None = None,
+        recovery_path: PathArg | None = None,
         autosave_interval_s: float | None = None,
     ):
         self.ct = ct
         self.history = History(undo_depth, undo_bytes)
-        self.edit_log: list[dict] = []
+        self.edit_log: list[dict[str, Any]] = []
         self.recovery_path = Path(recovery_path) if recovery_path is not None else None
         self.autosave_interval_s = autosave_interval_s
         self._last_autosave = 0.0
@@ -195,12 +198,12 @@ class Session:
     @classmethod
     def load(
         cls,
-        ct: str | os.PathLike | None = None,
-        reference: str | os.PathLike | None = None,
-        predictions: Sequence[str | os.PathLike] = (),
+        ct: PathArg | None = None,
+        reference: PathArg | None = None,
+        predictions: Sequence[PathArg] = (),
         *,
         reference_selector: str | None = None,
-        recovery_dir: str | os.PathLike | None = None,
+        recovery_dir: PathArg | None = None,
         progress: Progress | None = None,
         cancel: Any = None,
         **options: Any,
@@ -280,16 +283,43 @@ class Session:
             else LabelLayer(name or prediction.name or "prediction", _as_bool(prediction))
         )
         self._check_grid(layer.volume)
-        names = {p.name for p in self.predictions} | {"reference"}
-        base, k = layer.name, 2
-        while layer.name in names:
-            layer.name = f"{base} ({k})"
-            k += 1
         self.predictions.append(layer)
+        self._rename_distinct()
         self._statuses.setdefault(layer.name, {})
         layer.subscribe(self._forward)
         self._emit("predictions", len(self.predictions) - 1)
         return len(self.predictions) - 1
+
+    def _rename_distinct(self) -> None:
+        """Predictions of one file name get their folders as a prefix
+        (:func:`core.review.naming.distinct_names`); statuses, results and undo steps follow."""
+        from core.review.naming import distinct_names
+
+        names = distinct_names([(p.base_name, p.path) for p in self.predictions], taken=("reference",))
+        for layer, name in zip(self.predictions, names):
+            if layer.name != name:
+                self.rename_layer(layer, name)
+
+    def rename_layer(self, layer: LabelLayer, name: str) -> None:
+        """Give a prediction layer another name; everything keyed by its name follows."""
+        old = layer.name
+        if old == name:
+            return
+        if any(p is not layer and p.name == name for p in self.layers()):
+            raise InputError(f"A layer is already named '{name}'.", "Choose another name.")
+        layer.name = name
+        if old in self._statuses:
+            self._statuses[name] = self._statuses.pop(old)
+        if old in self._analysis:
+            self._analysis[name] = self._analysis.pop(old)
+        for stack in (self.history.undo_stack, self.history.redo_stack):
+            for edit in stack:
+                for d in edit.deltas:
+                    if d.layer == old:
+                        d.layer = name
+        for entry in self.edit_log:
+            if entry.get("layer") == old:
+                entry["layer"] = name
 
     def remove_prediction(self, index: int) -> None:
         layer = self.predictions.pop(index)
@@ -392,13 +422,13 @@ class Session:
             raise InputError(f"Prediction {index} has not been analysed.", "Call analyse() first.")
         return a
 
-    def metrics_result(self, index: int):
+    def metrics_result(self, index: int) -> Any:
         """The full core.metrics.AirwayMetrics of the last analysis."""
         return self._result(index).metrics
 
-    def metrics(self, index: int) -> dict:
+    def metrics(self, index: int) -> dict[str, Any]:
         """td, bd, dsc, precision (percent) and the other scalar metrics of the last analysis."""
-        return self._result(index).metrics.summary()
+        return dict(self._result(index).metrics.summary())
 
     def regions(self, index: int) -> list[ReviewRegion]:
         return [ReviewRegion(g, index) for g in self._result(index).regions]
@@ -441,22 +471,54 @@ class Session:
         """Correct the reference by a region: FP voxels are added to it (the annotators
         missed an airway), FN voxels removed (the reference holds no airway there).
         The region's status becomes ``reference_error``. None when nothing changed."""
-        region = self.find_region(key, prediction)
+        return self.accept_many([key], prediction)
+
+    def accept_many(self, keys: Sequence[str], prediction: int | None = None) -> Edit | None:
+        """:meth:`accept` for several regions of one kind (a review group: "FN br. 25, 72 parts")
+        as ONE undoable edit; every region's status becomes ``reference_error``.
+        ``edit.regions`` counts the regions whose voxels changed. None when nothing changed."""
+        from core.review.layers import union_box
+
         if self.reference is None:
             raise InputError("There is no reference to correct.", "Load a reference label first.")
-        value = region.kind == "FP"
-        before = self.status(region.prediction, key)
+        regions = [self.find_region(k, prediction) for k in dict.fromkeys(keys)]
+        if not regions:
+            return None
+        kinds = {r.kind for r in regions}
+        if len(kinds) > 1:
+            raise InputError(
+                "The regions to accept are of different kinds (FP and FN).",
+                "Accept the FP regions (add) and the FN regions (remove) separately.",
+            )
+        value = regions[0].kind == "FP"
+        box: Box | None = None
+        for r in regions:
+            box = union_box(box, r.box)
+        assert box is not None
+        mask = np.zeros(tuple(hi - lo for lo, hi in box), dtype=bool)
+        changed = 0
+        current = self.reference.array[box_slices(box)]
+        for r in regions:
+            sl = tuple(slice(lo - blo, hi - blo) for (lo, hi), (blo, _) in zip(r.box, box))
+            m = r.mask()
+            if (m & (current[sl] != value)).any():
+                changed += 1
+            mask[sl] |= m
+        before = [(r.prediction, r.key, self.status(r.prediction, r.key)) for r in regions]
         edit = self._write(
             self.reference,
-            region.box,
-            region.mask(),
+            box,
+            mask,
             value,
             tool="add_to_reference" if value else "remove_from_reference",
-            region_key=key,
+            region_key=regions[0].key if len(regions) == 1 else None,
+            **({} if len(regions) == 1 else {"region_keys": [r.key for r in regions]}),
         )
         if edit is not None:
-            edit.status = (region.prediction, key, before, "reference_error")
-            self.set_status(region.prediction, key, "reference_error")
+            edit.regions = changed
+            edit.statuses = [(p, k, b, "reference_error") for p, k, b in before]
+            for p, k, _ in before:
+                self.set_status(p, k, "reference_error")
         return edit
 
     def paint(
@@ -619,8 +681,8 @@ class Session:
         edit = self.history.undo_stack.pop()
         self._swap(edit, "undo")
         self.history.redo_stack.append(edit)
-        if edit.status is not None:
-            self._set_status_quiet(edit.status[0], edit.status[1], edit.status[2])
+        for pred, key, before, _after in reversed(edit.statuses):
+            self._set_status_quiet(pred, key, before)
         self._log(edit, edit.deltas[0].layer, f"undo {edit.tool}", added=edit.removed, removed=edit.added)
         self._emit("history", None)
         self._maybe_autosave()
@@ -632,8 +694,8 @@ class Session:
         edit = self.history.redo_stack.pop()
         self._swap(edit, "redo")
         self.history.undo_stack.append(edit)
-        if edit.status is not None:
-            self._set_status_quiet(edit.status[0], edit.status[1], edit.status[3])
+        for pred, key, _before, after in edit.statuses:
+            self._set_status_quiet(pred, key, after)
         self._log(edit, edit.deltas[0].layer, f"redo {edit.tool}")
         self._emit("history", None)
         self._maybe_autosave()
@@ -649,23 +711,70 @@ class Session:
 
     # -- saving --------------------------------------------------------------------
 
-    def save_reference(self, path: str | os.PathLike | None = None, *, backup: bool = True, log: bool = True) -> Path:
+    def save_reference(
+        self,
+        path: PathArg | None = None,
+        *,
+        backup: bool = True,
+        log: bool = True,
+        on_conflict: str = "raise",
+    ) -> Path:
         """Write the reference atomically on the input's grid and orientation (uint8 0/1).
 
         An existing file at ``path`` is first kept once as ``<name>.orig<suffix>``;
-        the edit log is appended to ``<name>.edits.json``. Default path: the input."""
+        the edit log is appended to ``<name>.edits.json``. Default path: the input.
+        ``on_conflict``: see :meth:`save_layer`."""
         if self.reference is None:
             raise InputError("There is no reference to save.", "Load a reference label first.")
-        return self.save_layer(self.reference, path, backup=backup, log=log)
+        return self.save_layer(self.reference, path, backup=backup, log=log, on_conflict=on_conflict)
+
+    def save_prediction(
+        self, index: int, path: PathArg | None = None, *, backup: bool = True, on_conflict: str = "raise"
+    ) -> Path:
+        """Write prediction ``index`` as a 0/1 label on its source's grid (atomic, like the reference)."""
+        return self.save_layer(self.predictions[index], path, backup=backup, on_conflict=on_conflict)
+
+    def changed_on_disk(self, layer: LabelLayer, path: PathArg | None = None) -> bool:
+        """True when the file ``layer`` was read from (or last saved to) holds other bytes now:
+        another window, person or program saved it since. Other paths never conflict."""
+        target = Path(path) if path is not None else (Path(layer.path) if layer.path else None)
+        if target is None or layer.path is None or layer.source.disk_key is None:
+            return False
+        if target.resolve() != Path(layer.path).resolve():
+            return False
+        return persist.file_key(target) != layer.source.disk_key
 
     def save_layer(
-        self, layer: LabelLayer, path: str | os.PathLike | None = None, *, backup: bool = True, log: bool = True
+        self,
+        layer: LabelLayer,
+        path: PathArg | None = None,
+        *,
+        backup: bool = True,
+        log: bool = True,
+        on_conflict: str = "raise",
     ) -> Path:
+        """Write ``layer`` atomically on its source's grid (uint8 0/1); the layer belongs to the written
+        file afterwards (the next save without a path goes there).
+
+        When the file is no longer what this session read (:meth:`changed_on_disk`),
+        ``on_conflict`` decides: ``"raise"`` (:class:`core.review.persist.SaveConflictError`,
+        nothing written), ``"overwrite"`` (the other version is first copied aside as
+        ``<name>.other-<time><suffix>``) or ``"merge"`` (the file is read again and this
+        session's edited voxels are applied over it, as one undoable edit, then written)."""
         from core.io import write_volume
 
+        if on_conflict not in ("raise", "overwrite", "merge"):
+            raise ValueError(f"on_conflict must be raise, overwrite or merge, not {on_conflict!r}")
         target = Path(path) if path is not None else (Path(layer.path) if layer.path else None)
         if target is None:
             raise InputError(f"The layer '{layer.name}' has no file yet.", "Choose a file name to save it to.")
+        if self.changed_on_disk(layer, target):
+            if on_conflict == "raise":
+                raise persist.SaveConflictError(target, layer.name)
+            if on_conflict == "overwrite":
+                persist.keep_other_version(target)
+            else:
+                self.merge_from_disk(layer)
         if backup:
             persist.backup_once(target)
         src = layer.source
@@ -677,10 +786,85 @@ class Session:
                 persist.append_edit_log(persist.edit_log_path(target), entries, target)
                 for e in entries:
                     e["saved"] = True
+        layer.source = dataclasses.replace(src, path=str(target), disk_key=persist.file_key(target))
         layer.saved_revision = layer.revision
         if not any(lyr.modified for lyr in self.layers()):
             self.discard_recovery()
         return target
+
+    def merge_from_disk(self, layer: LabelLayer) -> Edit | None:
+        """Read ``layer``'s file again and put this session's edited voxels over it: the other
+        version's edits and these both survive (a voxel both changed keeps this session's value).
+        One undoable edit; the layer then counts as read from the file as it is now."""
+        from core.review.loading import read_label_canonical
+
+        if layer.path is None:
+            raise InputError(f"The layer '{layer.name}' has no file to merge with.", "Save it to a file first.")
+        disk, src = read_label_canonical(layer.path, None, "label", layer.source.selector)
+        if disk.shape != layer.shape:
+            raise InputError(
+                f"{Path(layer.path).name} on disk now has another size than the one opened here.",
+                "Save your version to a new file instead.",
+                path=layer.path,
+            )
+        merged = np.array(disk.array, dtype=bool, copy=True)
+        flat = layer.touched
+        if flat.size:
+            merged.reshape(-1)[flat] = layer.array.reshape(-1)[flat]
+        edit = self.replace_voxels(layer, merged, tool="merge", source=str(layer.path))
+        layer.source = dataclasses.replace(layer.source, disk_key=src.disk_key)
+        return edit
+
+    def replace_voxels(self, layer: LabelLayer, array: np.ndarray, *, tool: str, **extra: Any) -> Edit | None:
+        """Make ``layer`` hold ``array`` (bool, same shape) as ONE undoable edit
+        (two deltas: voxels set, voxels cleared); None when they are equal."""
+        if array.shape != layer.shape:
+            raise InputError(
+                f"A {array.shape} mask cannot replace the {layer.shape} layer '{layer.name}'.",
+                "Use a mask on the same grid.",
+            )
+        from core.review.layers import box_of_coords
+
+        current = layer.array
+        diff = np.argwhere(current != array)
+        box = box_of_coords(diff)
+        if box is None:
+            return None
+        sl = box_slices(box)
+        new = np.asarray(array[sl], dtype=bool)
+        old = current[sl]
+        deltas = []
+        added = removed = 0
+        d = layer.write(box, new & ~old, True)
+        if d is not None:
+            deltas.append(d)
+            added = d.count
+        d = layer.write(box, ~new & layer.array[sl], False)
+        if d is not None:
+            deltas.append(d)
+            removed = d.count
+        if not deltas:
+            return None
+        edit = Edit(tool, deltas, None, added=added, removed=removed, time=time.time(), extra=dict(extra))
+        self.history.push(edit)
+        self._log(edit, layer.name, tool)
+        self._emit("history", None)
+        self._maybe_autosave()
+        return edit
+
+    def use_prediction_as_reference(self, index: int) -> Edit | None:
+        """Make prediction ``index`` the reference (e.g. region growing's mask as the starting
+        reference). With a reference open this is ONE undoable edit of the reference layer:
+        its file on disk is untouched until it is saved (and then kept once as ``.orig``).
+        Without one, the prediction's copy becomes a new reference with no file (saving asks
+        for a name); that cannot be undone. None when the reference already equals it."""
+        pred = self.predictions[index]
+        if self.reference is None:
+            vol = LabelVolume(pred.array.copy(), pred.geometry, name="reference")
+            src = dataclasses.replace(pred.source, path=None, disk_key=None)
+            self.set_reference(LabelLayer("reference", vol, src, role="reference"))
+            return None
+        return self.replace_voxels(self.reference, pred.array, tool="use_prediction", prediction=pred.name)
 
     @property
     def modified(self) -> bool:
@@ -728,7 +912,7 @@ class Session:
         self._recovery_dirty = False
 
     @classmethod
-    def recover(cls, recovery_path: str | os.PathLike, **options: Any) -> Session:
+    def recover(cls, recovery_path: PathArg, **options: Any) -> Session:
         """Reopen the files a recovery file was written for and replay its edits.
 
         Refuses (InputError) when an input file changed since: the stored voxel
@@ -748,7 +932,7 @@ class Session:
         s.apply_recovery(meta, arrays)
         return s
 
-    def apply_recovery(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    def apply_recovery(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         """Replay a recovery file's voxels, statuses and edit log on the same inputs, loaded afresh."""
         layers = self.layers()
         if len(layers) != len(meta["layers"]):
@@ -768,22 +952,22 @@ class Session:
         self._recovery_dirty = False
 
 
-def check_recovery(recovery_path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+def check_recovery(recovery_path: PathArg) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read a recovery file and check its inputs are unchanged (InputError otherwise)."""
     meta, arrays = persist.read_recovery(recovery_path)
     files = [m["file"] for m in meta["layers"] if m.get("file")] + ([meta["ct"]] if meta.get("ct") else [])
     for f in files:
-        now = persist.file_identity(f["path"])
-        if now["size"] != f["size"] or now["mtime_ns"] != f["mtime_ns"]:
+        now = persist.file_identity(f["path"]) or {}
+        if now.get("size") != f["size"] or now.get("mtime_ns") != f["mtime_ns"]:
             raise InputError(
                 f"{Path(f['path']).name} changed (or vanished) after the recovery file was written.",
                 "The edits cannot be replayed on other data; delete the recovery file.",
-                path=recovery_path,
+                path=str(recovery_path),
             )
     return meta, arrays
 
 
-def recovery_inputs(meta: dict) -> dict:
+def recovery_inputs(meta: dict[str, Any]) -> dict[str, Any]:
     """The files to open before :meth:`Session.apply_recovery`: ct, reference, predictions, reference_selector."""
     ref = next((m for m in meta["layers"] if m["role"] == "reference"), None)
     preds = [m for m in meta["layers"] if m["role"] != "reference"]
@@ -803,4 +987,6 @@ def recovery_inputs(meta: dict) -> dict:
 def _as_bool(volume: LabelVolume) -> LabelVolume:
     if volume.array.dtype == bool and volume.array.flags.c_contiguous:
         return volume
-    return volume.with_array(np.ascontiguousarray(volume.mask))
+    out = volume.with_array(np.ascontiguousarray(volume.mask))
+    assert isinstance(out, LabelVolume)
+    return out
