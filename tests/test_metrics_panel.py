@@ -20,6 +20,7 @@ from app.review.metrics_panel import (
     summary_table,
 )
 from core.errors import InputError
+from core.metrics import AirwayMetrics, BranchResult
 from core.tree import parse_tree
 from core.volume import Geometry, IntensityVolume, LabelVolume
 
@@ -37,23 +38,41 @@ def _y_mask() -> np.ndarray:
     return ndimage.binary_dilation(c, iterations=2)
 
 
-class FakeMetrics:
-    """Stands in for core.metrics.AirwayMetrics: ``as_dict()`` plus a per-branch table."""
-
-    def __init__(self, td: float, bd: float, dsc: float, precision: float, branches: list[dict]):
-        self._d = {
-            "td": td,
-            "bd": bd,
-            "dsc": dsc,
-            "precision": precision,
-            "breakages": 0,
-            "counts": {"tp": 5},
-            "branch_table": branches,
-        }
-        self.branches = branches
-
-    def as_dict(self) -> dict:
-        return dict(self._d)
+def _metrics(tree, td: float, bd: float, dsc: float, precision: float, shares: dict[int, float]) -> AirwayMetrics:
+    """Engine result types with chosen numbers: the per-branch rows are core.metrics.BranchResult."""
+    rows = [
+        BranchResult(
+            id=b.id,
+            parent=b.parent,
+            generation=b.generation,
+            length_mm=b.length_mm,
+            mean_diameter_mm=b.mean_diameter_mm,
+            min_diameter_mm=b.min_diameter_mm,
+            centreline_voxels=b.centreline_voxels,
+            detected_voxels=round(b.centreline_voxels * shares[b.id] / 100),
+            detected_share=shares[b.id],
+            detected=shares[b.id] >= 100 * AirwayMetrics.detection_threshold,
+        )
+        for b in tree.branches
+    ]
+    return AirwayMetrics(
+        td=td,
+        bd=bd,
+        dsc=dsc,
+        precision=precision,
+        sensitivity=90.0,
+        specificity=99.9,
+        atm_score=(td + bd + dsc + precision) / 4,
+        td_mm=10.0,
+        tree_length_mm=12.0,
+        leakage=1.0,
+        missing_ratio=2.0,
+        breakages=0,
+        n_branches=len(rows),
+        n_detected=sum(r.detected for r in rows),
+        counts={"tp": 5},
+        branches=rows,
+    )
 
 
 def _case() -> Case:
@@ -67,10 +86,8 @@ def _case() -> Case:
     b = PredictionEntry("model B", LabelVolume(ref.copy(), GEO, name="b"))
     case.add_prediction(a)
     case.add_prediction(b)
-    a.metrics = FakeMetrics(100.0, 100.0, 99.5, 98.25, [{"branch_id": i, "detected_share": 100.0} for i in ids])
-    b.metrics = FakeMetrics(
-        61.3, 2 / 3 * 100, 80.0, 90.0, [{"branch_id": i, "detected_share": 50.0 if i == ids[0] else 90.0} for i in ids]
-    )
+    a.metrics = _metrics(case.tree, 100.0, 100.0, 99.5, 98.25, {i: 100.0 for i in ids})
+    b.metrics = _metrics(case.tree, 61.3, 2 / 3 * 100, 80.0, 90.0, {i: 50.0 if i == ids[0] else 90.0 for i in ids})
     case.set_active(0)
     case.metricsChanged.emit(0)
     case.metricsChanged.emit(1)
@@ -91,13 +108,13 @@ def test_summary_has_one_column_per_prediction(panel):
     rows = [s.verticalHeaderItem(r).text() for r in range(s.rowCount())]
     assert rows[:4] == ["TD (%)", "BD (%)", "DSC (%)", "Precision (%)"]
     assert s.item(0, 1).text() == "61.30" and s.item(1, 1).text() == "66.67" and s.item(3, 0).text() == "98.25"
-    assert "counts.tp" in rows and "branch_table" not in rows  # tables are not scalars
+    assert "counts.tp" in rows and "branches" not in rows  # tables are not scalars
 
 
-def test_branch_table_joins_tree_and_detection(panel):
+def test_branch_table_joins_tree_and_detection(panel, qtbot):
     case = panel.case
     t = panel.branches
-    assert t.rowCount() == case.tree.n_branches == 3
+    qtbot.waitUntil(lambda: t.rowCount() == case.tree.n_branches == 3)
     case.set_active(1)
     rows = branch_rows(case.tree, case.active.metrics)
     first = case.tree.branches[0].id
@@ -110,9 +127,10 @@ def test_branch_table_joins_tree_and_detection(panel):
 def test_click_on_a_branch_moves_the_cursor_to_its_centreline(panel, qtbot):
     case = panel.case
     t = panel.branches
+    qtbot.waitUntil(lambda: t.rowCount() == 3)
     for row in range(t.rowCount()):
         bid = int(t.item(row, 0).value)
-        t.cellClicked.emit(row, 0)
+        t.clicked.emit(t.model().index(row, 1))
         expected = branch_centre(case.tree, bid)
         assert case.cursor == expected
         assert case.tree.centreline_mask()[expected]
@@ -177,3 +195,57 @@ def test_real_engine_metrics_fill_the_tables(qtbot):
     case.set_active(1)
     det = {r["branch"]: r["detected"] for r in branch_rows(case.tree, m)}
     assert sorted(det.values()) == [False, True, True]
+
+
+def _count_model_signals(view) -> dict[str, int]:
+    counts = {"reset": 0, "changed": 0, "rows": 0}
+    m = view.model()
+    m.modelReset.connect(lambda: counts.__setitem__("reset", counts["reset"] + 1))
+    m.dataChanged.connect(lambda *_: counts.__setitem__("changed", counts["changed"] + 1))
+    m.rowsInserted.connect(lambda *_: counts.__setitem__("rows", counts["rows"] + 1))
+    return counts
+
+
+def test_hidden_branch_table_is_not_rebuilt_until_shown(qtbot):
+    """Issue 22: the branch table was rebuilt on every edit while its tab was hidden (5.9 s on ATM'22)."""
+    from PySide6.QtWidgets import QLabel, QTabWidget
+
+    case = _case()
+    tabs = QTabWidget()
+    qtbot.addWidget(tabs)
+    tabs.addTab(QLabel("navigator"), "Regions")
+    panel = MetricsPanel(case)
+    tabs.addTab(panel, "Metrics")
+    tabs.show()
+    qtbot.waitExposed(tabs)
+    counts = _count_model_signals(panel.branches)
+    for _ in range(5):  # what each edit and re-analysis sends
+        case.staleChanged.emit(True)
+        case.metricsChanged.emit(0)
+        case.staleChanged.emit(False)
+    qtbot.wait(20)
+    assert counts == {"reset": 0, "changed": 0, "rows": 0}
+    tabs.setCurrentWidget(panel)  # shown: it catches up, once
+    qtbot.waitUntil(lambda: panel.branches.rowCount() == 3)
+    assert counts["reset"] + counts["rows"] + counts["changed"] >= 1
+
+
+def test_reanalysis_updates_branch_cells_in_place_and_keeps_the_selection(panel, qtbot):
+    case = panel.case
+    t = panel.branches
+    qtbot.waitUntil(lambda: t.rowCount() == 3)
+    t.selectRow(1)
+    selected = t.item(1, 0).value
+    counts = _count_model_signals(t)
+    ids = [b.id for b in case.tree.branches]
+    # a re-analysis of the same tree: one branch's detection changes
+    case.predictions[0].metrics = _metrics(
+        case.tree, 90.0, 66.7, 99.0, 98.0, {i: 10.0 if i == ids[2] else 100.0 for i in ids}
+    )
+    case.metricsChanged.emit(0)
+    qtbot.waitUntil(lambda: counts["changed"] > 0)
+    assert counts["reset"] == 0 and counts["rows"] == 0
+    rows = t.selectionModel().selectedRows()
+    assert len(rows) == 1 and t.item(rows[0].row(), 0).value == selected
+    shown = {t.item(r, 0).value: t.item(r, 6).text() for r in range(t.rowCount())}
+    assert shown[ids[2]] == "no" and shown[ids[0]] == "yes"

@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import Qt
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+    QTimer,
+)
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -32,13 +40,14 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QSplitter,
-    QTableWidget,
-    QTableWidgetItem,
+    QTableView,
     QVBoxLayout,
     QWidget,
 )
 
 from core.errors import InputError
+from core.metrics import AirwayMetrics, BranchResult
+from core.tree import AirwayTree
 
 # Rows shown first, in this order (ATM'22 four, then the paper's extras);
 # any other scalar the engine reports follows alphabetically.
@@ -76,7 +85,10 @@ LABELS = {
 }
 TOOLTIPS = {
     "td": "Tree length detected: share of reference centreline voxels inside the prediction (ATM'22)",
-    "bd": "Branches detected: share of branches with at least 80% of their centreline inside (ATM'22)",
+    "bd": (
+        f"Branches detected: share of branches with at least {AirwayMetrics.detection_threshold:.0%} "
+        "of their centreline inside (ATM'22)"
+    ),
     "atm_score": "Mean of TD, BD, DSC and precision (ATM'22 challenge score)",
     "leakage": "|prediction minus reference| / |reference|",
     "missing_ratio": "|reference minus prediction| / |reference|",
@@ -148,86 +160,54 @@ def format_value(v: Any) -> str:
     return str(v)
 
 
-def _get(row: Any, *names: str) -> Any:
-    for n in names:
-        if isinstance(row, dict) and n in row:
-            return row[n]
-        if not isinstance(row, dict) and hasattr(row, n):
-            return getattr(row, n)
-    return None
+BranchRow = dict[str, Any]
 
 
-def per_branch_table(metrics: Any) -> list[Any] | None:
-    """The metrics object's per-branch rows, whatever it names them."""
-    if metrics is None:
-        return None
-    for name in ("branches", "per_branch", "branch_table", "branch_rows"):
-        t = metrics.get(name) if isinstance(metrics, dict) else getattr(metrics, name, None)
-        if t is not None:
-            t = t() if callable(t) else t
-            if isinstance(t, (list, tuple)):
-                return list(t)
-    return None
+def branch_rows(tree: AirwayTree | None, metrics: AirwayMetrics | None) -> list[BranchRow]:
+    """One row per reference branch: tree facts joined with the prediction's detection.
 
-
-def branch_rows(tree: Any, metrics: Any) -> list[dict[str, Any]]:
-    """One row per reference branch: tree facts joined with the prediction's detection."""
-    detected: dict[int, dict[str, Any]] = {}
-    for row in per_branch_table(metrics) or []:
-        bid = _get(row, "branch_id", "id", "branch")
-        if bid is None:
-            continue
-        share = _get(row, "detected_share", "detected_fraction", "share", "fraction")
-        det = _get(row, "detected")
-        if det is None and share is not None:  # core.metrics reports the share in percent
-            det = float(share) >= 80.0
-        detected[int(bid)] = {
-            "detected_share": None if share is None else float(share),
-            "detected": None if det is None else bool(det),
-        }
-    rows: list[dict[str, Any]] = []
-    branches = list(getattr(tree, "branches", None) or [])
-    if branches:
-        for b in branches:
-            bid = int(_get(b, "id"))
+    Detection is the metrics' own (``BranchResult.detected``, decided by
+    core.metrics with its ``detection_threshold``): the panel never re-decides it."""
+    results: dict[int, BranchResult] = {b.id: b for b in metrics.branches} if metrics is not None else {}
+    rows: list[BranchRow] = []
+    if tree is not None and tree.branches:
+        for b in tree.branches:
+            r = results.get(b.id)
             rows.append(
                 {
-                    "branch": bid,
-                    "generation": _get(b, "generation"),
-                    "parent": _get(b, "parent"),
-                    "length_mm": _get(b, "length_mm"),
-                    "mean_diameter_mm": _get(b, "mean_diameter_mm"),
-                    **detected.get(bid, {"detected_share": None, "detected": None}),
+                    "branch": b.id,
+                    "generation": b.generation,
+                    "parent": b.parent,
+                    "length_mm": b.length_mm,
+                    "mean_diameter_mm": b.mean_diameter_mm,
+                    "detected_share": None if r is None else float(r.detected_share),
+                    "detected": None if r is None else bool(r.detected),
                 }
             )
-    else:  # no tree object (e.g. loaded results only): the metrics rows alone
-        for row in per_branch_table(metrics) or []:
-            bid = _get(row, "branch_id", "id", "branch")
-            if bid is None:
-                continue
-            rows.append(
-                {
-                    "branch": int(bid),
-                    "generation": _get(row, "generation"),
-                    "parent": _get(row, "parent"),
-                    "length_mm": _get(row, "length_mm"),
-                    "mean_diameter_mm": _get(row, "mean_diameter_mm"),
-                    **detected.get(int(bid), {}),
-                }
-            )
+        return rows
+    # no tree object (e.g. loaded results only): the metrics rows alone
+    for r in results.values():
+        rows.append(
+            {
+                "branch": r.id,
+                "generation": r.generation,
+                "parent": r.parent,
+                "length_mm": r.length_mm,
+                "mean_diameter_mm": r.mean_diameter_mm,
+                "detected_share": float(r.detected_share),
+                "detected": bool(r.detected),
+            }
+        )
     return rows
 
 
-def branch_centre(tree: Any, branch_id: int) -> tuple[int, int, int] | None:
+def branch_centre(tree: AirwayTree, branch_id: int) -> tuple[int, int, int] | None:
     """Middle voxel (z, y, x) of a branch's centreline, in full-volume indices."""
-    zyx = getattr(tree, "centreline_zyx", None)
-    ids = getattr(tree, "centreline_branch", None)
-    if zyx is None or ids is None:
-        return None
-    pts = np.asarray(zyx)[np.asarray(ids) == branch_id]
+    pts = np.asarray(tree.centreline_zyx)[np.asarray(tree.centreline_branch) == branch_id]
     if len(pts) == 0:
         return None
-    return tuple(int(v) for v in pts[len(pts) // 2])  # type: ignore[return-value]
+    z, y, x = (int(v) for v in pts[len(pts) // 2])
+    return z, y, x
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -294,30 +274,195 @@ def _json_default(o: Any) -> Any:
 
 # -- the widget -------------------------------------------------------------------------------
 
+SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+VALUE_ROLE = Qt.ItemDataRole.UserRole + 2
+BRANCH_HEADERS = ("Branch", "Gen.", "Parent", "Length (mm)", "Diameter (mm)", "Detected (%)", "Detected")
+Index = QModelIndex | QPersistentModelIndex
 
-class _NumItem(QTableWidgetItem):
-    """Sorts by the number it shows (empty first)."""
 
-    def __init__(self, value: Any):
-        super().__init__(format_value(value))
-        self.value = value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            self.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+def _sort_key(v: Any) -> tuple[int, float, str]:
+    """Numbers by value, empty first, text after numbers."""
+    if v is None:
+        return (0, 0.0, "")
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return (1, float(v), "")
+    return (2, 0.0, str(v))
 
-    def __lt__(self, other: QTableWidgetItem) -> bool:  # type: ignore[override]
-        a, b = self.value, getattr(other, "value", None)
-        ka = (0, 0.0) if a is None else (1, float(a)) if isinstance(a, (int, float)) else (2, str(a))
-        kb = (0, 0.0) if b is None else (1, float(b)) if isinstance(b, (int, float)) else (2, str(b))
-        return ka < kb
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+class SummaryModel(QAbstractTableModel):
+    """Metric per row, prediction per column; updated in place (``dataChanged``) while the
+    rows and columns stay the same, reset only when they change."""
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.keys: list[str] = []
+        self.cols: list[str] = []
+        self.values: list[list[Any]] = []
+        self.col_tips: list[str] = []
+        self.resets = 0  # times the rows or columns really changed (tests, benchmarks)
+
+    def set_table(self, keys: list[str], cols: list[str], values: list[list[Any]], col_tips: list[str]) -> None:
+        if keys != self.keys or cols != self.cols:
+            self.beginResetModel()
+            self.keys, self.cols, self.values, self.col_tips = keys, cols, values, col_tips
+            self.resets += 1
+            self.endResetModel()
+            return
+        changed = [r for r in range(len(keys)) if values[r] != self.values[r]]
+        self.values = values
+        if col_tips != self.col_tips:
+            self.col_tips = col_tips
+            self.headerDataChanged.emit(Qt.Orientation.Horizontal, 0, max(len(cols) - 1, 0))
+        if changed and cols:
+            self.dataChanged.emit(self.index(changed[0], 0), self.index(changed[-1], len(cols) - 1))
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: N802, B008 - Qt's names
+        return 0 if parent.isValid() else len(self.keys)
+
+    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: N802, B008 - Qt's names
+        return 0 if parent.isValid() else len(self.cols)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
+        if orientation == Qt.Orientation.Horizontal and 0 <= section < len(self.cols):
+            if role == Qt.ItemDataRole.DisplayRole:
+                return self.cols[section]
+            if role == Qt.ItemDataRole.ToolTipRole:
+                return self.col_tips[section] if section < len(self.col_tips) else self.cols[section]
+        if orientation == Qt.Orientation.Vertical and 0 <= section < len(self.keys):
+            k = self.keys[section]
+            if role == Qt.ItemDataRole.DisplayRole:
+                return LABELS.get(k, k)
+            if role == Qt.ItemDataRole.ToolTipRole:
+                return TOOLTIPS.get(k, k)
+        return None
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        v = self.values[index.row()][index.column()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return format_value(v)
+        if role == VALUE_ROLE:
+            return v
+        if role == Qt.ItemDataRole.TextAlignmentRole and _is_number(v):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+
+class BranchModel(QAbstractTableModel):
+    """One row per reference branch (:func:`branch_rows`). A new analysis of the same
+    tree changes cells in place; only another tree (other branch ids) resets the model."""
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.rows: list[tuple[Any, ...]] = []
+        self.resets = 0
+
+    def set_rows(self, rows: list[BranchRow]) -> None:
+        new = [tuple(r.get(c) for c in BRANCH_COLUMNS) for r in rows]
+        if [r[0] for r in new] != [r[0] for r in self.rows]:
+            self.beginResetModel()
+            self.rows = new
+            self.resets += 1
+            self.endResetModel()
+            return
+        changed = [i for i, (a, b) in enumerate(zip(new, self.rows)) if a != b]
+        self.rows = new
+        if changed:
+            self.dataChanged.emit(self.index(changed[0], 0), self.index(changed[-1], len(BRANCH_COLUMNS) - 1))
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: N802, B008 - Qt's names
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: N802, B008 - Qt's names
+        return 0 if parent.isValid() else len(BRANCH_COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return BRANCH_HEADERS[section]
+        return None
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        v = self.rows[index.row()][index.column()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return format_value(v)
+        if role == SORT_ROLE:
+            return _sort_key(v)
+        if role == VALUE_ROLE:
+            return v
+        if role == Qt.ItemDataRole.TextAlignmentRole and _is_number(v):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+
+class _SortProxy(QSortFilterProxyModel):
+    def lessThan(self, a: Index, b: Index) -> bool:  # noqa: N802 - Qt's name
+        ka, kb = a.data(SORT_ROLE), b.data(SORT_ROLE)
+        return bool(ka < kb)
+
+
+class Cell:
+    """What ``SummaryView.item()`` gives: one cell's text, value and tooltip, read from the model."""
+
+    def __init__(self, text: str, value: Any = None, tooltip: str = ""):
+        self._text, self.value, self._tip = text, value, tooltip
+
+    def text(self) -> str:
+        return self._text
+
+    def toolTip(self) -> str:  # noqa: N802 - read like a QTableWidgetItem
+        return self._tip
+
+
+class ReadableTableView(QTableView):
+    """A table view that scripts and tests read like a QTableWidget (``item``, header items,
+    ``rowCount``), through its model."""
+
+    def rowCount(self) -> int:  # noqa: N802 - QTableWidget's name
+        return self.model().rowCount()
+
+    def columnCount(self) -> int:  # noqa: N802 - QTableWidget's name
+        return self.model().columnCount()
+
+    def item(self, row: int, col: int) -> Cell | None:
+        ix = self.model().index(row, col)
+        if not ix.isValid():
+            return None
+        return Cell(str(ix.data() or ""), ix.data(VALUE_ROLE), str(ix.data(Qt.ItemDataRole.ToolTipRole) or ""))
+
+    def _header(self, section: int, orientation: Qt.Orientation) -> Cell:
+        m = self.model()
+        text = m.headerData(section, orientation, Qt.ItemDataRole.DisplayRole)
+        tip = m.headerData(section, orientation, Qt.ItemDataRole.ToolTipRole)
+        return Cell(str(text or ""), None, str(tip or ""))
+
+    def horizontalHeaderItem(self, col: int) -> Cell:  # noqa: N802 - QTableWidget's name
+        return self._header(col, Qt.Orientation.Horizontal)
+
+    def verticalHeaderItem(self, row: int) -> Cell:  # noqa: N802 - QTableWidget's name
+        return self._header(row, Qt.Orientation.Vertical)
 
 
 class MetricsPanel(QWidget):
-    """Summary table (one column per prediction) over the per-branch table of the active one."""
+    """Summary table (one column per prediction) over the per-branch table of the active one.
+
+    Both are item models updated in place. The summary is small and follows every
+    change at once; the per-branch table is filled only while the panel is shown
+    (a hidden tab costs nothing; it catches up when shown), once per burst of
+    signals (a re-analysis sends several)."""
 
     def __init__(self, case: Any, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("metricsPanel")
         self.case = case
+        self._branches_dirty = True
+        self.branch_fills = 0  # how often the per-branch rows were computed (tests, benchmarks)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         top = QHBoxLayout()
@@ -332,8 +477,10 @@ class MetricsPanel(QWidget):
         lay.addLayout(top)
 
         split = QSplitter(Qt.Orientation.Vertical, self)
-        self.summary = QTableWidget(0, 0, self)
+        self.summary_model = SummaryModel(self)
+        self.summary = ReadableTableView(self)
         self.summary.setObjectName("metricsSummary")
+        self.summary.setModel(self.summary_model)
         self.summary.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         # several models side by side: columns share the width, long names are
         # elided (full name in the header's tooltip)
@@ -348,11 +495,12 @@ class MetricsPanel(QWidget):
         bl.setContentsMargins(0, 0, 0, 0)
         self.branch_title = QLabel("Branches", bottom)
         bl.addWidget(self.branch_title)
-        self.branches = QTableWidget(0, len(BRANCH_COLUMNS), bottom)
+        self.branch_model = BranchModel(self)
+        self.branch_proxy = _SortProxy(self)
+        self.branch_proxy.setSourceModel(self.branch_model)
+        self.branches = ReadableTableView(bottom)
         self.branches.setObjectName("branchTable")
-        self.branches.setHorizontalHeaderLabels(
-            ["Branch", "Gen.", "Parent", "Length (mm)", "Diameter (mm)", "Detected (%)", "Detected"]
-        )
+        self.branches.setModel(self.branch_proxy)
         self.branches.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.branches.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.branches.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -360,11 +508,24 @@ class MetricsPanel(QWidget):
         self.branches.setSortingEnabled(True)
         self.branches.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self.branches.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.branches.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.branches.cellClicked.connect(self._on_branch_clicked)
+        # widths from the header texts, once: ResizeToContents measured every cell on every
+        # change (1,519 setItem calls, 5.9 s on a 211-branch tree)
+        header = self.branches.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        fm = self.branches.fontMetrics()
+        for c, text in enumerate(BRANCH_HEADERS):
+            header.resizeSection(c, max(fm.horizontalAdvance(text), fm.horizontalAdvance("000.00")) + 20)
+        header.setStretchLastSection(True)
+        self.branches.clicked.connect(self._on_branch_clicked)
         bl.addWidget(self.branches, 1)
         split.addWidget(bottom)
         lay.addWidget(split, 1)
+
+        # a burst of signals (a re-analysis sends several) fills the branch table once
+        self._branch_timer = QTimer(self)
+        self._branch_timer.setSingleShot(True)
+        self._branch_timer.setInterval(0)
+        self._branch_timer.timeout.connect(self._fill_branches)
 
         for sig in (case.metricsChanged, case.activePredictionChanged):
             sig.connect(lambda *_: self.refresh())
@@ -382,27 +543,22 @@ class MetricsPanel(QWidget):
         case = self.case
         preds = list(case.predictions)
         keys, cols, values = summary_table(preds)
-        s = self.summary
-        s.clear()
-        s.setRowCount(len(keys))
-        s.setColumnCount(len(cols))
-        s.setHorizontalHeaderLabels(cols)
         warned = {p.name: list(getattr(p, "warnings", None) or []) for p in preds}
-        for c, name in enumerate(cols):
-            warn = warned.get(name) or []
-            s.horizontalHeaderItem(c).setToolTip(name + "".join(f"\n\u26a0 {w}" for w in warn))
-        s.setVerticalHeaderLabels([LABELS.get(k, k) for k in keys])
-        for r, k in enumerate(keys):
-            s.verticalHeaderItem(r).setToolTip(TOOLTIPS.get(k, k))
-        for r, row in enumerate(values):
-            for c, v in enumerate(row):
-                s.setItem(r, c, _NumItem(v))
+        tips = [name + "".join(f"\n\u26a0 {w}" for w in warned.get(name) or []) for name in cols]
+        self.summary_model.set_table(keys, cols, values, tips)
         status = self._status_text(preds)
         # a gate warning (core.gate) stays visible next to that prediction's numbers
         warnings = [f"\u26a0 {name}: {w[0]}" for name, w in warned.items() if w]
         self.status.setText("\n".join(warnings + ([status] if status else [])))
         self.export_button.setEnabled(any(p.metrics is not None for p in preds))
-        self._fill_branches()
+        self._branches_dirty = True
+        if self.isVisible():
+            self._branch_timer.start()
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        if self._branches_dirty:
+            self._branch_timer.start()
 
     def _status_text(self, preds: list[Any]) -> str:
         case = self.case
@@ -421,30 +577,24 @@ class MetricsPanel(QWidget):
         return "; ".join(parts)
 
     def _fill_branches(self) -> None:
+        if not self.isVisible():
+            return  # caught up by showEvent
+        self._branches_dirty = False
+        self.branch_fills += 1
         act = self.case.active
-        rows = (
-            branch_rows(self.case.tree, act.metrics if act is not None else None)
-            if self.case.tree is not None or act is not None
-            else []
-        )
-        t = self.branches
-        t.setSortingEnabled(False)
-        t.clearContents()
-        t.setRowCount(len(rows))
-        for r, row in enumerate(rows):
-            for c, key in enumerate(BRANCH_COLUMNS):
-                t.setItem(r, c, _NumItem(row.get(key)))
-        t.setSortingEnabled(True)
+        metrics = act.metrics if act is not None and isinstance(act.metrics, AirwayMetrics) else None
+        rows = branch_rows(self.case.tree, metrics)
+        self.branch_model.set_rows(rows)
         name = act.name if act is not None else ""
         self.branch_title.setText(
             f"Branches of the reference ({len(rows)}){' vs ' + name if name else ''}: click to go"
         )
 
-    def _on_branch_clicked(self, row: int, _col: int) -> None:
-        item = self.branches.item(row, 0)
-        if item is None or self.case.tree is None:
+    def _on_branch_clicked(self, index: QModelIndex) -> None:
+        bid = index.siblingAtColumn(0).data(VALUE_ROLE)
+        if bid is None or self.case.tree is None:
             return
-        centre = branch_centre(self.case.tree, int(item.value))
+        centre = branch_centre(self.case.tree, int(bid))
         if centre is not None:
             self.case.set_cursor(centre)
 

@@ -1,0 +1,170 @@
+"""A GUI-thread watchdog for tests and benchmarks.
+
+A 20 ms heartbeat ``QTimer`` on the GUI thread records every gap between two
+ticks; a gap much longer than the interval is a stall (the event loop was
+busy). Each gap is tagged with the phase the caller named (``with
+dog.phase("open"): ...``), so a test can say "no stall above 250 ms while
+opening". A sampler thread takes the GUI thread's Python stack while a stall
+is going on, so a benchmark can say *what* blocked (``dog.report()``).
+
+Usage::
+
+    dog = Watchdog()
+    dog.start()
+    with dog.phase("navigate") as ph:
+        QTest.keyClick(window, Qt.Key_N)
+        qtbot.waitUntil(...)
+    assert ph.longest_ms < 250, dog.report()
+    dog.stop()
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import traceback
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from PySide6.QtCore import QObject, Qt, QTimer
+
+
+@dataclass
+class Gap:
+    phase: str
+    start_s: float  # monotonic time of the tick before the gap
+    ms: float  # time between the two ticks, less the interval
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    gaps: list[Gap] = field(default_factory=list)
+    started_s: float = 0.0
+    ended_s: float = 0.0
+
+    @property
+    def longest_ms(self) -> float:
+        return max((g.ms for g in self.gaps), default=0.0)
+
+    @property
+    def seconds(self) -> float:
+        return (self.ended_s or time.monotonic()) - self.started_s
+
+
+class Watchdog(QObject):
+    """Heartbeat on the GUI thread, stall sampler beside it.
+
+    ``sample_after_ms``: the sampler records the GUI thread's stack once a
+    tick is this late (every ``sample_every_ms`` while the stall lasts);
+    0 turns sampling off.
+    """
+
+    def __init__(
+        self,
+        interval_ms: int = 20,
+        sample_after_ms: float = 80.0,
+        sample_every_ms: float = 25.0,
+        parent: QObject | None = None,
+    ):
+        super().__init__(parent)
+        self.interval_ms = interval_ms
+        self.sample_after_ms = sample_after_ms
+        self.sample_every_ms = sample_every_ms
+        self.gaps: list[Gap] = []
+        self.phase_name = "idle"
+        self.phases: list[PhaseResult] = []
+        self._current: list[PhaseResult] = []
+        self._timer = QTimer(self)
+        self._timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self._timer.setInterval(interval_ms)
+        self._timer.timeout.connect(self._tick)
+        self._last = 0.0
+        self._gui_thread = threading.get_ident()
+        self._stop = threading.Event()
+        self._sampler: threading.Thread | None = None
+        # (phase, stack text) -> samples; a sample is ``sample_every_ms`` of stall
+        self.samples: Counter[tuple[str, str]] = Counter()
+
+    # -- heartbeat (GUI thread) ----------------------------------------------------------
+    def start(self) -> Watchdog:
+        self._gui_thread = threading.get_ident()
+        self._last = time.monotonic()
+        self._timer.start()
+        if self.sample_after_ms > 0 and self._sampler is None:
+            self._stop.clear()
+            self._sampler = threading.Thread(target=self._sample_loop, name="watchdog-sampler", daemon=True)
+            self._sampler.start()
+        return self
+
+    def stop(self) -> None:
+        self._timer.stop()
+        self._stop.set()
+        if self._sampler is not None:
+            self._sampler.join(timeout=1.0)
+            self._sampler = None
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        gap = Gap(self.phase_name, self._last, max(0.0, (now - self._last) * 1000.0 - self.interval_ms))
+        self._last = now
+        self.gaps.append(gap)
+        for ph in self._current:
+            ph.gaps.append(gap)
+
+    def flush(self) -> None:
+        """Count the time since the last tick as a gap (call before reading a phase's result)."""
+        self._tick()
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[PhaseResult]:
+        """Gaps during the block are tagged ``name`` and collected in the yielded result."""
+        res = PhaseResult(name, started_s=time.monotonic())
+        outer = self.phase_name
+        self.phase_name = name
+        self._current.append(res)
+        try:
+            yield res
+        finally:
+            self.flush()
+            self._current.remove(res)
+            self.phase_name = outer
+            res.ended_s = time.monotonic()
+            self.phases.append(res)
+
+    def longest(self, phase: str | None = None) -> float:
+        return max((g.ms for g in self.gaps if phase is None or g.phase == phase), default=0.0)
+
+    # -- stack sampler (its own thread) ------------------------------------------------------
+    def _sample_loop(self) -> None:
+        every = self.sample_every_ms / 1000.0
+        while not self._stop.wait(every):
+            late_ms = (time.monotonic() - self._last) * 1000.0 - self.interval_ms
+            if late_ms < self.sample_after_ms:
+                continue
+            frame = sys._current_frames().get(self._gui_thread)
+            if frame is None:
+                continue
+            stack = traceback.extract_stack(frame)
+            # the innermost frames of the project (or the last ones), short enough to read
+            lines = [f"{fs.filename.rsplit('/', 2)[-1]}:{fs.lineno} {fs.name}" for fs in stack[-14:]]
+            self.samples[(self.phase_name, "\n    ".join(lines))] += 1
+
+    def report(self, top: int = 6, min_ms: float = 100.0) -> str:
+        """The longest gaps per phase and the stacks sampled most often during stalls."""
+        out = []
+        by_phase: dict[str, list[Gap]] = {}
+        for g in self.gaps:
+            by_phase.setdefault(g.phase, []).append(g)
+        for name, gaps in by_phase.items():
+            long = sorted((g.ms for g in gaps if g.ms >= min_ms), reverse=True)
+            out.append(
+                f"{name}: longest {max(g.ms for g in gaps):.0f} ms; "
+                f"{len(long)} gaps >= {min_ms:.0f} ms: {', '.join(f'{v:.0f}' for v in long[:10])}"
+            )
+        for (name, stack), n in self.samples.most_common(top):
+            out.append(f"[{name}] ~{n * self.sample_every_ms:.0f} ms in\n    {stack}")
+        return "\n".join(out)
