@@ -77,7 +77,7 @@ def _held_out(n: int, size: int, spacing, difficulty: str, seed: int):
 def demo_eval(args) -> None:
     import torch
 
-    from core.inference import Predictor
+    from core.segmentation import Predictor
     from core.metrics import evaluate
 
     torch.set_num_threads(args.threads)
@@ -112,7 +112,7 @@ def demo_eval(args) -> None:
 def real_ct(args, folder: Path, train_spacing) -> None:
     import cc3d
 
-    from core.inference import Predictor
+    from core.segmentation import Predictor
     from core.io import read_ct
     from core.preprocess import resample_ct
     from core.tree import parse_tree

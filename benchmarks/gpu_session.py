@@ -374,7 +374,7 @@ def train(data: Path, cfg: Path, run: Path, deadline_s: float) -> None:
 
 
 def held_out(ckpt: Path, n: int = 3) -> None:
-    from core.inference import Predictor
+    from core.segmentation import Predictor
     from core.metrics import evaluate
     from core.phantom import make_phantom
 
@@ -397,7 +397,7 @@ def real_cases(real: Path, models: dict[str, Path], out: Path) -> None:
     """Each model on each real CT (``eval_*`` and ``train_*`` in ``real``): time, volume, components, masks kept."""
     import cc3d
 
-    from core.inference import Predictor
+    from core.segmentation import Predictor
     from core.preprocess import lung_mask
 
     say(f"5. real CTs: {', '.join(models)}")

@@ -74,7 +74,7 @@ def main() -> int:
         print(f"skipped: {DATA} is absent")
         return 0
     from core.growing import find_trachea, grow_airway
-    from core.inference import Predictor
+    from core.segmentation import Predictor
     from core.io import read_ct, read_label
 
     cases = [

@@ -223,3 +223,175 @@ def test_header_architecture_must_match_model(tmp_path, small):
     with pytest.raises(CheckpointError, match="not built by core.models.registry"):
         save_checkpoint(tmp_path / "x.pt", torch.nn.Linear(2, 2))
     assert not os.path.exists(tmp_path / "x.pt")
+
+
+# -- header fields checked when loaded (issue 27 item 8) ----------------------------------------
+
+BAD_FIELDS = [
+    (("preprocessing", "window"), "x", "preprocessing.window"),
+    (("preprocessing", "window"), [600, -1000], "preprocessing.window"),
+    (("preprocessing", "window"), [-1000, float("nan")], "preprocessing.window"),
+    (("preprocessing", "scale"), 0, "preprocessing.scale"),
+    (("preprocessing", "scale"), "255", "preprocessing.scale"),
+    (("preprocessing", "crop"), "lungs", "preprocessing.crop"),
+    (("preprocessing", "margin"), -1, "preprocessing.margin"),
+    (("preprocessing", "margin"), 2.5, "preprocessing.margin"),
+    (("preprocessing", "lung_threshold"), "air", "preprocessing.lung_threshold"),
+    (("preprocessing",), "lung", "preprocessing"),
+    (("inference", "window"), 0, "inference.window"),
+    (("inference", "window"), "48", "inference.window"),
+    (("inference", "step"), -24, "inference.step"),
+    (("inference", "spacing"), [2.5, 2.5], "inference.spacing"),
+    (("inference", "spacing"), [2.5, 0, 3.0], "inference.spacing"),
+    (("inference", "spacing"), "2.5", "inference.spacing"),
+    (("training", "validation"), {"window": "big"}, "training.validation.window"),
+    (("arch_args", "width"), "x", "arch_args.width"),
+    (("arch_args", "in_channels"), 1.5, "arch_args.in_channels"),
+    (("arch_args", "dropout"), True, "arch_args.dropout"),
+    (("architecture",), 7, "architecture"),
+    (("stage",), "one", "stage"),
+    (("stage",), 5, "stage"),
+    (("metrics", "td"), "high", "metrics.td"),
+    (("versions", "airway_studio"), 1, "versions.airway_studio"),
+    (("train_cases",), "ph000", "train_cases"),
+    (("card",), "phantoms", "card"),
+    (("card", "spacing_mm"), ["a", 1, 1], "card.spacing_mm"),
+    (("card", "held_out"), {"td": "95"}, "card.held_out.td"),
+    (("card", "input"), {"extent_mm": [1, 2]}, "card.input.extent_mm"),
+    (("card", "kind"), "imaginary", "card.kind"),
+]
+
+
+def _with_field(header: dict, keys: tuple, value) -> dict:
+    out = json.loads(json.dumps(header))
+    node = out
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    node[keys[-1]] = value
+    return out
+
+
+def _write_raw(path: Path, small, header: dict) -> Path:
+    """A checkpoint whose header is exactly ``header`` (save_checkpoint would complete it), as an
+    edited or foreign file would be."""
+    from core.models.checkpoint import _MAGIC
+
+    payload = {
+        _MAGIC: FORMAT_VERSION,
+        "header_json": json.dumps(header),
+        "state_dict": {k: v.detach().clone() for k, v in small.state_dict().items()},
+        "extra_state": None,
+    }
+    torch.save(payload, path)
+    return path
+
+
+@pytest.fixture()
+def good_header(tmp_path, small):
+    path = save_checkpoint(
+        tmp_path / "good.pt",
+        small,
+        {
+            "preprocessing": PREP,
+            "inference": {"window": 32, "step": 16, "spacing": [2.5, 2.5, 3.0]},
+            "stage": 1,
+            "metrics": {"td": 90.0},
+            "card": {"data": "2 phantoms", "kind": "synthetic", "spacing_mm": [2.5, 2.5, 3.0]},
+            "train_cases": ["a"],
+        },
+    )
+    return load_checkpoint(path).header
+
+
+@pytest.mark.parametrize(("keys", "value", "field"), BAD_FIELDS, ids=[f"{f}={v!r}" for _, v, f in BAD_FIELDS])
+def test_each_bad_header_field_is_named_when_loaded(tmp_path, small, good_header, keys, value, field):
+    from core.models.card import checkpoint_card_text
+
+    path = _write_raw(tmp_path / "bad.pt", small, _with_field(good_header, keys, value))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert f"'{field}'" in message and "save_checkpoint" in message, message
+    # the Segment panel's description (read without torch) says the same, instead of a summary
+    summary, lines = checkpoint_card_text(path)
+    assert summary.startswith("damaged checkpoint header") and f"'{field}'" in summary
+
+
+def test_good_and_shipped_headers_pass(tmp_path, small, good_header):
+    from core.models.card import read_header
+    from core.models.header import header_problems
+    from core.resources import resources_root
+
+    assert header_problems(good_header) == []
+    shipped = sorted((resources_root() / "models").glob("*.pt"))
+    for path in shipped:
+        assert header_problems(read_header(path)) == [], path.name
+
+
+def test_all_bad_fields_are_listed_at_once(tmp_path, small, good_header):
+    header = _with_field(_with_field(good_header, ("preprocessing", "window"), "x"), ("inference", "step"), 0)
+    path = _write_raw(tmp_path / "bad.pt", small, header)
+    with pytest.raises(CheckpointError, match=r"2 fields .*'preprocessing.window'.*'inference.step'"):
+        load_checkpoint(path)
+
+
+def test_window_x_is_one_clear_line_in_models_and_segment_not_a_traceback(tmp_path, small, good_header):
+    """Issue 27 item 8: ``preprocessing.window = "x"`` gave a ValueError traceback in ``segment``
+    while ``models --checkpoint`` said nothing; both now refuse it with the same message (exit 2)."""
+    import subprocess
+    import sys
+
+    import SimpleITK as sitk
+
+    root = Path(__file__).resolve().parents[1]
+    path = _write_raw(tmp_path / "bad.pt", small, _with_field(good_header, ("preprocessing", "window"), "x"))
+    ct = tmp_path / "ct.nii.gz"
+    image = sitk.GetImageFromArray(np.full((16, 16, 16), -1000, np.int16))
+    sitk.WriteImage(image, str(ct))
+    for argv in (
+        ["models", "--checkpoint", str(path)],
+        [
+            "segment",
+            "--method",
+            "model",
+            "--model",
+            str(path),
+            "--input",
+            str(ct),
+            "--output",
+            str(tmp_path / "m.nii.gz"),
+        ],
+    ):
+        proc = subprocess.run(
+            [sys.executable, str(root / "main.py"), *argv], capture_output=True, text=True, cwd=root, timeout=300
+        )
+        assert proc.returncode == 2, (argv[0], proc.stdout, proc.stderr)
+        assert "'preprocessing.window'" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "m.nii.gz").exists()
+
+
+def test_the_apps_predictor_refuses_a_bad_header_with_the_same_message(tmp_path, small, good_header):
+    from core.segmentation import Predictor
+
+    path = _write_raw(tmp_path / "bad.pt", small, _with_field(good_header, ("inference", "spacing"), "2.5"))
+    with pytest.raises(CheckpointError, match="'inference.spacing'"):
+        Predictor(path, device="cpu", backend="torch")
+
+
+def test_out_of_range_architecture_arguments_name_the_field(tmp_path, small, good_header):
+    path = _write_raw(tmp_path / "bad.pt", small, _with_field(good_header, ("arch_args", "width"), -1.0))
+    with pytest.raises(CheckpointError, match="'arch_args'.*width"):
+        model_from_checkpoint(path)
+
+
+def test_malicious_checkpoint_is_still_refused_before_the_header_is_read(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        torch.save({"airway_studio_checkpoint": 1, "header_json": "{}", "state_dict": {}, "extra_state": Evil()}, f)
+    with pytest.raises(CheckpointError, match="could run code"):
+        load_checkpoint(path)
+    assert not (tmp_path / "pwned").exists()

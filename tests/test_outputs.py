@@ -191,7 +191,7 @@ def test_dataset_cache_notices_a_file_replaced_with_the_same_size_and_time(tmp_p
 
 
 def test_exported_model_cache_is_checked_against_its_full_source(tmp_path):
-    from core.inference_backends import _cached_export
+    from core.segmentation.backends import _cached_export
 
     calls = []
 
@@ -212,7 +212,7 @@ def test_exported_model_cache_is_checked_against_its_full_source(tmp_path):
 
 def test_state_hash_sees_parameter_free_architecture_choices():
     torch = pytest.importorskip("torch")
-    from core.inference_backends import state_hash
+    from core.segmentation.backends import state_hash
 
     a, b = torch.nn.Conv3d(1, 1, 3), torch.nn.Conv3d(1, 1, 3)
     b.load_state_dict(a.state_dict())

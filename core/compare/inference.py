@@ -93,7 +93,7 @@ def predict_folders(
 
 
 def _predictor(ckpt: Path, device: str, backend: str, threads: int | None, say):
-    from core.inference import PostProcessing, Predictor
+    from core.segmentation import PostProcessing, Predictor
 
     # airway segment's defaults: the checkpoint's own window/step, threshold 0.5, largest 26-component
     return Predictor(

@@ -37,6 +37,7 @@ import torch
 
 import core
 from core.errors import CheckpointError
+from core.models.header import validate_header
 
 FORMAT_VERSION = 1
 _MAGIC = "airway_studio_checkpoint"
@@ -295,6 +296,7 @@ def load_checkpoint(path: str | os.PathLike, expect_architecture: str | None = N
         raise _refuse(
             path, f"The checkpoint's header or weights are damaged ({exc}).", "Use another copy of the file."
         ) from None
+    validate_header(header, path)
     ckpt = Checkpoint(header=header, state_dict=state, extra_state=payload.get("extra_state"), path=str(path))
     if expect_architecture is not None and ckpt.architecture.lower() != expect_architecture.lower():
         raise _refuse(
@@ -311,10 +313,14 @@ def model_from_checkpoint(
     expect_architecture: str | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the network a checkpoint describes, load its weights, and return ``(model.eval(), header)``."""
-    from core.errors import ConfigError
+    from core.errors import ConfigError, InputError
     from core.models.registry import build_model, list_models
 
-    ckpt = path_or_ckpt if isinstance(path_or_ckpt, Checkpoint) else load_checkpoint(path_or_ckpt, expect_architecture)
+    if isinstance(path_or_ckpt, Checkpoint):
+        ckpt = path_or_ckpt
+        validate_header(ckpt.header, ckpt.path)  # built in memory: not checked by load_checkpoint
+    else:
+        ckpt = load_checkpoint(path_or_ckpt, expect_architecture)
     where = ckpt.path or "checkpoint"
     if expect_architecture is not None and ckpt.architecture.lower() != expect_architecture.lower():
         raise CheckpointError(
@@ -333,9 +339,11 @@ def model_from_checkpoint(
     )
     try:
         model = build_model(ckpt.architecture, **ckpt.arch_args)
-    except ConfigError as exc:
+    except (ConfigError, InputError) as exc:
+        # InputError: a value out of the network's range (e.g. arch_args.width = -1)
         raise CheckpointError(
-            f"The checkpoint's architecture arguments do not fit '{ckpt.architecture}': {exc.what}",
+            f"The checkpoint's architecture arguments do not fit '{ckpt.architecture}' "
+            f"(header field 'arch_args'): {exc.what}",
             other_version,
             path=where,
         ) from None

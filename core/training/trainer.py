@@ -185,7 +185,7 @@ class Trainer:
     def _setup_torch(self) -> None:
         import torch
 
-        from core.inference import resolve_device
+        from core.segmentation import resolve_device
 
         if self.cfg.run.threads:
             torch.set_num_threads(self.cfg.run.threads)
@@ -611,7 +611,7 @@ class Trainer:
 
     # -- validation and hard samples -------------------------------------------------------
     def _predictor(self):
-        from core.inference import Predictor
+        from core.segmentation import Predictor
         from core.preprocess import Preprocessing
 
         p = self.cfg.preprocessing
