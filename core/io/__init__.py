@@ -2,11 +2,13 @@
 
 Formats: NIfTI (``.nii``, ``.nii.gz``), MetaImage (``.mha``, ``.mhd``), NRRD
 (``.nrrd``, ``.nhdr``) and DICOM series (a folder; several series in one
-folder: pick one by UID, by default the one with the most slices). One module
-per format decodes (nibabel, pynrrd, pydicom, and MetaImage here); this package
-adds the checks and messages users need. SimpleITK did this before; it is no
-longer a dependency (272 MB of the installed app) and the tests hold these
-readers to SimpleITK's geometry on the same files.
+folder: pick one by UID, by default the one with the most slices). SimpleITK
+reads and writes every one of them (:mod:`core.io.itk` holds the conversion
+between ``sitk.Image`` and our volumes); one module per format adds what ITK
+leaves to its users, and this package the checks and messages users need:
+headers checked against the file size and the free memory before any voxel is
+read, direction matrices that are no rotation refused, NaN refused, DICOM
+series that make no regular grid refused.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from core.errors import GeometryError, InputError
 from core.io.decoded import FIX_FORMATS as _FIX_FORMATS
-from core.io.decoded import Decoded, to_volume_parts
-from core.io.dicom_series import DicomSeries, list_dicom_series
+from core.io.decoded import Decoded, DicomSeries, nonfinite_refused, to_volume_parts
 from core.volume import Geometry, IntensityVolume, LabelSelector, LabelVolume, check_same_grid
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
@@ -42,6 +44,13 @@ def case_name(path: str | Path) -> str:
 
 
 # -- DICOM ---------------------------------------------------------------------
+
+
+def list_dicom_series(folder: str | Path) -> list[DicomSeries]:
+    """The DICOM image series in ``folder`` (not its subfolders), largest first, files in slice order."""
+    from core.io import dicom_series
+
+    return dicom_series.list_dicom_series(folder)
 
 
 def _read_dicom(folder: Path, series_uid: str | None) -> Decoded:
@@ -70,9 +79,24 @@ def _read_dicom(folder: Path, series_uid: str | None) -> Decoded:
 # -- reading -------------------------------------------------------------------
 
 
-def _format_module(suffix: str):
+class _FormatModule(Protocol):
+    def read(self, path: Path) -> Decoded: ...
+
+    def write(
+        self,
+        array: np.ndarray,
+        spacing: tuple[float, ...],
+        origin: tuple[float, ...],
+        direction: np.ndarray,
+        path: Path,
+        compress: bool,
+    ) -> None: ...
+
+
+def _format_module(suffix: str) -> _FormatModule | None:
     """The module that reads and writes ``suffix`` (None for DICOM and unknown suffixes)."""
-    # imported per format: `airway --help` and a NIfTI-only session never load pydicom
+    # imported on first use: `airway --help` never loads SimpleITK
+    module: _FormatModule
     if suffix in (".nii", ".nii.gz"):
         from core.io import nifti_file as module
     elif suffix in (".nrrd", ".nhdr"):
@@ -101,12 +125,7 @@ def _read_image(path: str | Path, series_uid: str | None = None) -> Decoded:
 def _to_volume_parts(image: Decoded, path: str | Path) -> tuple[np.ndarray, Geometry]:
     arr, geo = to_volume_parts(image, path)
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        bad = int((~np.isfinite(arr)).sum())
-        raise InputError(
-            f"The image has {bad} NaN or infinite voxels.",
-            "Replace them (for example with -1024 HU for a CT, 0 for a label) in the file and load it again.",
-            path=path,
-        )
+        raise nonfinite_refused(int((~np.isfinite(arr)).sum()), path)
     return arr, geo
 
 
@@ -222,7 +241,7 @@ def write_volume(volume: IntensityVolume | LabelVolume, path: str | Path, compre
     return atomic_write(path, lambda tmp: write_volume_file(volume, tmp, suffix, compress), suffix)
 
 
-def _write_pair(volume, path: Path, suffix: str, compress: bool) -> Path:
+def _write_pair(volume: IntensityVolume | LabelVolume, path: Path, suffix: str, compress: bool) -> Path:
     from core.filemodes import apply_umask
 
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,12 +4,15 @@ Readers return the voxel array with the file's axes reversed, so a 3D volume is
 indexed ``(z, y, x)`` like every array in the project, plus the geometry of the
 first three file axes in ITK's convention (LPS world, direction columns are the
 axis directions). A voxel with several components (colour, vectors) is refused
-here, and singleton extra axes (a 4D file with one time point) are dropped.
+here, singleton extra axes (a 4D file with one time point) are dropped, and a
+direction that is no rotation or a spacing that is not positive is refused with
+the file's name, before a volume is made of it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -17,6 +20,8 @@ from core.errors import InputError
 from core.volume import Geometry
 
 FIX_FORMATS = "Use a NIfTI (.nii/.nii.gz), MetaImage (.mha/.mhd), NRRD (.nrrd/.nhdr) file or a DICOM series folder."
+#: how far ``D^T D`` may be from the identity (cosines written with 4-6 decimals pass; a shear does not)
+ORTHONORMAL_TOL = 1e-3
 
 
 @dataclass(frozen=True)
@@ -24,11 +29,23 @@ class Decoded:
     array: np.ndarray  # file axes reversed: (..., z, y, x)
     spacing: tuple[float, ...]  # per file axis, x first
     origin: tuple[float, ...]
-    direction: np.ndarray  # columns: world directions of the file axes (3 x 3 once 3D)
+    direction: np.ndarray  # columns: world directions of the file axes (3 x 3)
     components: int = 1
 
 
-def truncated(path) -> InputError:
+@dataclass(frozen=True)
+class DicomSeries:
+    """One DICOM series in a folder: its UID (``''`` when blank) and its files in slice order."""
+
+    uid: str
+    files: tuple[str, ...]
+
+    @property
+    def n_slices(self) -> int:
+        return len(self.files)
+
+
+def truncated(path: Path | str) -> InputError:
     return InputError(
         "The file is truncated: its voxel data ends before the size its header declares.",
         "Copy or download it again; the file on disk is incomplete.",
@@ -36,7 +53,7 @@ def truncated(path) -> InputError:
     )
 
 
-def unreadable(path, detail: str) -> InputError:
+def unreadable(path: Path | str, detail: str) -> InputError:
     return InputError(
         f"Could not read this file as an image: {detail[:200]}",
         f"The file may be corrupt or truncated, or of an unsupported format. {FIX_FORMATS}",
@@ -44,13 +61,40 @@ def unreadable(path, detail: str) -> InputError:
     )
 
 
-def to_volume_parts(image: Decoded, path) -> tuple[np.ndarray, Geometry]:
+def components_refused(components: int, path: Path | str) -> InputError:
+    return InputError(
+        f"The image has {components} components per voxel (colour or vector image).",
+        "Give a scalar (grey-value) CT or label volume.",
+        path=path,
+    )
+
+
+def nonfinite_refused(count: int, path: Path | str) -> InputError:
+    return InputError(
+        f"The image has {count} NaN or infinite voxels.",
+        "Replace them (for example with -1024 HU for a CT, 0 for a label) in the file and load it again.",
+        path=path,
+    )
+
+
+def check_direction(direction: np.ndarray, path: Path | str) -> None:
+    """Refuse a direction matrix that is not finite and orthonormal (within ``ORTHONORMAL_TOL``)."""
+    d = np.asarray(direction, dtype=float).reshape(3, 3)
+    if np.isfinite(d).all() and np.abs(d.T @ d - np.eye(3)).max() <= ORTHONORMAL_TOL:
+        return
+    shown = ", ".join(f"{v:.4g}" for v in d.ravel())
+    raise InputError(
+        f"The image's direction matrix ({shown}) is not a rotation (finite, with orthogonal unit axes), "
+        "so its voxels have no place in space.",
+        "Fix the orientation in the header (NIfTI sform/qform, NRRD space directions, MetaImage TransformMatrix) "
+        "with the tool that wrote it, or export the image again.",
+        path=path,
+    )
+
+
+def to_volume_parts(image: Decoded, path: Path | str) -> tuple[np.ndarray, Geometry]:
     if image.components != 1:
-        raise InputError(
-            f"The image has {image.components} components per voxel (colour or vector image).",
-            "Give a scalar (grey-value) CT or label volume.",
-            path=path,
-        )
+        raise components_refused(image.components, path)
     arr = image.array
     while arr.ndim > 3 and arr.shape[0] == 1:
         arr = arr[0]
@@ -61,39 +105,33 @@ def to_volume_parts(image: Decoded, path) -> tuple[np.ndarray, Geometry]:
             "Give a 3D volume (a NIfTI/MHA/NRRD volume or a whole DICOM series folder), not a single slice.",
             path=path,
         )
+    spacing = tuple(float(s) for s in image.spacing[:3])
+    if any(not np.isfinite(s) or s <= 0 for s in spacing):
+        raise InputError(
+            f"The voxel spacing {spacing} is not positive.",
+            "Fix the voxel size in the header (pixel spacing) with the tool that wrote it, or export the image again.",
+            path=path,
+        )
     direction = np.asarray(image.direction, dtype=float)[:3, :3]
-    geometry = Geometry(tuple(image.spacing[:3]), tuple(image.origin[:3]), tuple(direction.ravel()))
+    check_direction(direction, path)
+    d = [float(v) for v in direction.ravel()]
+    o = [float(v) for v in image.origin[:3]]
+    geometry = Geometry(
+        (spacing[0], spacing[1], spacing[2]), (o[0], o[1], o[2]), (d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8])
+    )
     return np.ascontiguousarray(arr), geometry
 
 
-def split_spacing(vectors: np.ndarray) -> tuple[tuple[float, ...], np.ndarray]:
-    """Axis vectors as *columns* of ``vectors`` (mm per voxel step) -> spacings and unit directions."""
-    vectors = np.asarray(vectors, dtype=float)
-    spacing = np.linalg.norm(vectors, axis=0)
-    spacing = np.where(spacing > 0, spacing, 1.0)
-    return tuple(float(s) for s in spacing), vectors / spacing
+def smallest_integers(array: np.ndarray) -> np.ndarray:
+    """Whole-numbered voxels in the smallest signed type that holds them (int16, int32, int64).
 
-
-def rescaled(array: np.ndarray, slope: float, intercept: float) -> np.ndarray:
-    """``array * slope + intercept`` in a type that holds it.
-
-    Integers stay integers when slope and intercept are whole (a CT stored as
-    unsigned with intercept -1024 becomes int16, not a float volume twice the
-    size); the signed type is chosen to hold the stored values, every product
-    and every result, so no step wraps around.
+    ITK widens rescaled stored integers (GDCM: int32 for a 16-bit CT with intercept -1024;
+    NIfTI: float32 for a whole scl_slope/scl_inter); a CT whose values fit stays int16,
+    half the memory of int32, a quarter of float. Float input must hold whole numbers.
     """
-    if slope == 1 and intercept == 0:
-        return array
-    if float(slope).is_integer() and float(intercept).is_integer() and array.dtype.kind in "iub":
-        lo, hi = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
-        values = [lo, hi, lo * slope, hi * slope, lo * slope + intercept, hi * slope + intercept]
-        for t in (np.int16, np.int32, np.int64):
-            info = np.iinfo(t)
-            if info.min <= min(values) and max(values) <= info.max:
-                out = array.astype(t)
-                if slope != 1:
-                    out *= t(slope)
-                if intercept != 0:
-                    out += t(intercept)
-                return out
-    return array.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    lo, hi = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    for t in (np.int16, np.int32, np.int64):
+        info = np.iinfo(t)
+        if info.min <= lo and hi <= info.max:
+            return array if array.dtype == t else array.astype(t)
+    return array

@@ -1,9 +1,11 @@
-"""NIfTI-1/2 (``.nii``, ``.nii.gz``) through nibabel.
+"""NIfTI-1/2 (``.nii``, ``.nii.gz``) through SimpleITK's NiftiImageIO.
 
-NIfTI stores a RAS affine; the project's world is LPS (as ITK, DICOM and the
-other formats), so x and y flip on the way in and out. Which affine to trust
-follows ITK, so a file opens where 3D Slicer and ITK-SNAP put it: the sform
-when it is set and free of shear, else the qform, else the voxel sizes alone.
+ITK chooses the transform (the sform when it is set and free of shear, else the
+qform, else the voxel sizes alone), turns NIfTI's RAS into LPS and applies
+scl_slope/scl_inter, so a file opens where 3D Slicer and ITK-SNAP put it. On top:
+stored integers scaled by whole numbers stay integers (ITK gives float32; a CT
+stays int16), a vector image (NIfTI keeps components on its 5th axis) is
+refused, and a truncated ``.nii.gz``, which ITK would fill silently, is refused.
 """
 
 from __future__ import annotations
@@ -14,77 +16,90 @@ from pathlib import Path
 
 import numpy as np
 
-from core.io.decoded import Decoded, rescaled, split_spacing, truncated, unreadable
+from core.io import itk
+from core.io.decoded import Decoded, components_refused, nonfinite_refused, smallest_integers, truncated
 
-_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
-# zlib level 1: a 600-slice CT saves in seconds; the files are ~10 % larger than at 6
-COMPRESS_LEVEL = 1
+# NIfTI datatype codes of integer and float voxels
+_INTEGER_TYPES = {2, 4, 8, 256, 512, 768, 1024, 1280}
+_FLOAT_TYPES = {16: "f4", 64: "f8"}
+_CHUNK_VOXELS = 1 << 22
 
 
-def _lps_affine(header) -> np.ndarray:
-    """The 3 x 4 voxel-to-LPS matrix ITK would use for this header."""
-    sform_code = int(header["sform_code"])
-    qform_code = int(header["qform_code"])
-    if sform_code > 0:
-        sform = header.get_sform()
-        _, unit = split_spacing(sform[:3, :3])
-        if np.allclose(unit.T @ unit, np.eye(3), atol=1e-4) or qform_code == 0:
-            return _RAS_TO_LPS @ sform[:3]
-    if qform_code > 0:
-        return _RAS_TO_LPS @ header.get_qform()[:3]
-    zooms = [float(z) if z > 0 else 1.0 for z in header.get_zooms()[:3]]
-    zooms += [1.0] * (3 - len(zooms))
-    # no transform at all: ITK takes the voxel sizes along its own (LPS) axes, origin 0
-    affine = np.zeros((3, 4))
-    affine[:3, :3] = np.diag(zooms)
-    return affine
+def _check_finite(path: Path, compressed: bool, offset: int, voxels: int, kind: str) -> None:
+    """Refuse NaN or infinite voxels, streaming through the file (no volume-sized allocation).
+
+    Also proves a ``.nii.gz`` holds all its voxels (a truncated one ends the stream early).
+    """
+    opener = gzip.open if compressed else open
+    bad = seen = 0
+    try:
+        with opener(path, "rb") as f:
+            header = f.read(offset)
+            # sizeof_hdr (348 for NIfTI-1, 540 for NIfTI-2) tells the byte order
+            order = "<" if int.from_bytes(header[:4], "little") in (348, 540) else ">"
+            dtype = np.dtype(order + kind)
+            while seen < voxels:
+                chunk = f.read(min(_CHUNK_VOXELS, voxels - seen) * dtype.itemsize)
+                if len(chunk) < dtype.itemsize:
+                    break
+                values = np.frombuffer(chunk[: len(chunk) - len(chunk) % dtype.itemsize], dtype=dtype)
+                bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+                seen += values.size
+    except (EOFError, OSError, gzip.BadGzipFile, zlib.error):
+        raise truncated(path) from None
+    if seen < voxels:
+        raise truncated(path)
+    if bad:
+        raise nonfinite_refused(bad, path)
+
+
+def _meta(reader: itk.sitk.ImageFileReader, key: str, default: str) -> str:
+    return str(reader.GetMetaData(key)) if reader.HasMetaDataKey(key) else default
 
 
 def read(path: Path) -> Decoded:
-    import nibabel as nib
-    from nibabel.filebasedimages import ImageFileError
+    suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
+    reader = itk.read_header(path, suffix)
+    size = tuple(int(s) for s in reader.GetSize())
+    if len(size) >= 5 and size[4] > 1:
+        # the 5th NIfTI axis holds vector components; ITK reads them as a 5D scalar image
+        raise components_refused(size[4], path)
+    bitpix = int(_meta(reader, "bitpix", "8"))
+    itk.check_header(reader, path, suffix, max(bitpix // 8, 1))
+    with open(path, "rb") as f:
+        compressed = f.read(2) == b"\x1f\x8b"
+    offset = int(float(_meta(reader, "vox_offset", "352")))
+    voxels = int(np.prod(size, dtype=np.int64))
+    datatype = int(_meta(reader, "datatype", "0"))
+    if datatype in _FLOAT_TYPES:
+        # ITK's NIfTI library turns NaN into 0 without a word: count them in the file itself
+        _check_finite(path, compressed, offset, voxels, _FLOAT_TYPES[datatype])
+    elif compressed:
+        itk.check_gzip_length(path, offset + voxels * bitpix // 8)
+    decoded = itk.read_pixels(reader, path)
+    slope = float(_meta(reader, "scl_slope", "1"))
+    inter = float(_meta(reader, "scl_inter", "0"))
+    scaled = slope != 0 and (slope, inter) != (1.0, 0.0)
+    if (
+        scaled
+        and decoded.array.dtype.kind == "f"
+        and int(_meta(reader, "datatype", "0")) in _INTEGER_TYPES
+        and slope.is_integer()
+        and inter.is_integer()
+    ):
+        decoded = Decoded(
+            smallest_integers(decoded.array), decoded.spacing, decoded.origin, decoded.direction, decoded.components
+        )
+    return decoded
 
-    try:
-        image = nib.load(str(path), mmap=False)
-    except (ImageFileError, ValueError, OSError, EOFError, zlib.error) as exc:
-        if isinstance(exc, (EOFError, zlib.error)):
-            raise truncated(path) from None
-        raise unreadable(path, str(exc)) from None
-    header = image.header
-    try:
-        raw = np.asanyarray(image.dataobj.get_unscaled())
-    except (EOFError, zlib.error, gzip.BadGzipFile):
-        raise truncated(path) from None
-    except (OSError, ValueError) as exc:
-        text = str(exc)
-        if "bytes" in text or "mmap" in text or "length" in text or "buffer" in text:
-            raise truncated(path) from None
-        raise unreadable(path, text) from None
-    # nibabel moves scl_slope/scl_inter from the header into the array proxy on loading
-    slope, inter = float(image.dataobj.slope), float(image.dataobj.inter)
-    data = rescaled(np.asarray(raw), slope, inter)
-    affine = _lps_affine(header)
-    spacing, direction = split_spacing(affine[:, :3])
-    components = 1
-    if data.ndim >= 5 and data.shape[4] > 1:  # NIfTI keeps vector components on the 5th axis
-        components = int(data.shape[4])
-    return Decoded(data.T, spacing, tuple(float(v) for v in affine[:, 3]), direction, components)
 
-
-def write(array: np.ndarray, spacing, origin, direction: np.ndarray, path: Path, compress: bool) -> None:
-    import nibabel as nib
-
-    affine = np.eye(4)
-    affine[:3, :3] = _RAS_TO_LPS @ (np.asarray(direction, float) * np.asarray(spacing, float))
-    affine[:3, 3] = _RAS_TO_LPS @ np.asarray(origin, float)
-    image = nib.Nifti1Image(array.T, affine, dtype=array.dtype)
-    # both transforms "scanner", as ITK writes them: every reader agrees on them
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
-    image.header.set_xyzt_units("mm", "sec")
-    with open(path, "wb") as raw:
-        if compress:
-            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=COMPRESS_LEVEL, mtime=0) as gz:
-                image.to_file_map({"image": nib.FileHolder(fileobj=gz), "header": nib.FileHolder(fileobj=gz)})
-        else:
-            image.to_file_map({"image": nib.FileHolder(fileobj=raw), "header": nib.FileHolder(fileobj=raw)})
+def write(
+    array: np.ndarray,
+    spacing: tuple[float, ...],
+    origin: tuple[float, ...],
+    direction: np.ndarray,
+    path: Path,
+    compress: bool,
+) -> None:
+    # ITK writes both transforms "scanner" (qform and sform codes 1): every reader agrees on them
+    itk.write_file(array, spacing, origin, direction, path, compress)
