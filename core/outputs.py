@@ -28,8 +28,8 @@ from types import TracebackType
 from typing import Any
 
 from core.errors import AirwayError, InputError
-from core.filemodes import apply_umask, umask_mode  # noqa: F401  (re-exported: callers import them from here)
-from core.staging import (  # noqa: F401  (re-exported: every atomic writer is imported from here)
+from core.filemodes import apply_umask, umask_mode
+from core.staging import (
     STAGED_MARK,
     atomic_write,
     atomic_write_bytes,
@@ -41,6 +41,30 @@ from core.staging import (  # noqa: F401  (re-exported: every atomic writer is i
     staged_prefix,
     write_error,
 )
+
+# the writers and checks every command and the app import from here (core.staging and core.filemodes
+# sit below this module so that core.io can use them without an import circle)
+__all__ = [
+    "BACKUP_SUFFIX",
+    "OutputPlan",
+    "apply_umask",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "backup_path",
+    "check_output",
+    "check_writable_folder",
+    "clean_stale",
+    "content_key",
+    "new_staged_file",
+    "new_staged_folder",
+    "refuse_input_as_output",
+    "retarget",
+    "same_file",
+    "staged_prefix",
+    "umask_mode",
+    "write_error",
+]
 
 BACKUP_SUFFIX = ".bak"
 

@@ -1,39 +1,62 @@
-"""The open case: CT, reference, predictions, analysis results and review state.
+"""The open case as the window shows it: a thin Qt adapter over a :class:`core.review.Session`.
 
-Plain Python plus Qt signals, no widgets. Views read from the case and never
-compute: the case asks core (io, tree, metrics, regions) in background jobs
-(:mod:`app.workers`) and announces results through signals. Every volume is
-held in canonical LPS orientation (:func:`core.volume.to_canonical`), so array
-axis 0 runs inferior->superior, axis 1 anterior->posterior, axis 2
-right->left whatever the file's direction cosines.
+The session (``case.session``) is the one source of truth: the CT, the reference and
+prediction layers with their voxels, edits (undo/redo), analysis results (tree,
+metrics, error regions), review statuses keyed by region content keys, saves and
+recovery. The case adds what only a window needs: Qt signals for the session's
+events, the cursor, the active prediction and region, a blank background for a
+label-only case, overlay bounds, and background jobs. Everything else it shows it
+reads from the session when asked (``case.reference``, ``entry.metrics``,
+``entry.regions``, ``entry.statuses`` are views, never copies).
 
-The voxels, their edits (undo/redo), region keys and review statuses live in a
-headless :class:`core.review.Session` (``case.session``); the case adapts its
-events to signals, runs its analysis in background jobs (debounced after
-edits) and keeps what only views need (cursor, active prediction, overlay
-bounds). Loading lives in :mod:`core.review.loading`; the analysis functions
-here are module-level and Qt-free so scripts and tests can run them synchronously.
+Every volume is canonical LPS (:func:`core.volume.to_canonical`): axis 0 runs
+inferior->superior, axis 1 anterior->posterior, axis 2 right->left whatever the
+file's direction cosines. Loading is core's (:meth:`core.review.Session.load`, in a
+job); the analysis runner is :mod:`app.review.analysis_runner`; project files are
+:mod:`core.review.project`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from dataclasses import replace as dataclasses_replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from core.errors import Cancelled, InputError
+from app.review.analysis_runner import TreeResult, run_review_analysis
+from core.errors import InputError
 from core.outputs import refuse_input_as_output
 from core.regions import ErrorRegion
-from core.review import STATUS_KEYS, STATUSES, AnalysisJob, AnalysisResult, LabelLayer, Session
-from core.review.loading import Source, as_bool_mask, load_ct, read_label_canonical, read_prediction_canonical  # noqa: F401
-from core.review.project import PROJECT_FORMAT, PROJECT_VERSION, read_project, write_project  # noqa: F401
-from core.volume import IntensityVolume, LabelVolume, Reorientation, check_same_grid
+from core.review import STATUS_KEYS, STATUSES, AnalysisResult, Edit, LabelLayer, Session
+from core.review.loading import Source, load_ct, read_prediction_canonical
+from core.review.project import PROJECT_FORMAT, PROJECT_VERSION, read_project, write_project
+from core.volume import IntensityVolume, LabelVolume, Reorientation
+
+__all__ = [
+    "BLANK_CT_HU",
+    "Case",
+    "LoadedCase",
+    "PredictionEntry",
+    "STATUS_KEYS",
+    "STATUS_LABELS",
+    "TreeResult",
+    "apply_project",
+    "blank_ct",
+    "is_blank_ct",
+    "load_case",
+    "load_ct",
+    "load_demo_case",
+    "load_prediction",
+    "load_project",
+    "read_project",
+    "region_box",
+    "region_centre",
+    "run_review_analysis",
+]
 
 STATUS_LABELS = dict(STATUSES)
 # Edits wait this long for the next stroke before metrics and regions are recomputed.
@@ -46,34 +69,131 @@ def _noop(*_a: Any, **_k: Any) -> None:
     return None
 
 
-def _check_cancel(cancel: Any) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Cancelled()
+# -- a prediction as the window shows it ------------------------------------------------
 
 
-# -- data records ----------------------------------------------------------------
-
-
-@dataclass
 class PredictionEntry:
-    """One prediction of the case and what was computed from it."""
+    """One prediction: before it joins a case, what it is made of; once added, a view
+    over its session layer (name, voxels, probabilities, file) and the session's
+    results for it (``metrics``, ``regions``, ``statuses``). It keeps only what the
+    session does not know: where it came from (``source``: ``file``,
+    ``model:<checkpoint>``, ``simulated``, ``region-growing``), the output gate's
+    ``warnings`` and the last ``analysis_error``."""
 
-    name: str
-    label: LabelVolume  # canonical, bool mask
-    probabilities: IntensityVolume | None = None  # canonical, float in [0, 1]
-    path: str | None = None  # file it came from (None: made in the app)
-    source: str = "file"  # "file", "model:<checkpoint>", "simulated"
-    metrics: Any = None  # core.metrics.AirwayMetrics
-    regions: list[ErrorRegion] | None = None
-    statuses: dict[str, str] = field(default_factory=dict)  # region key -> status key (the session's table)
-    analysis_error: str | None = None
-    warnings: list[str] = field(default_factory=list)  # e.g. core.gate: the mask does not look like this CT's airway
-    origin: Source | None = None  # file geometry/orientation, for saving edits back
-    layer: LabelLayer | None = None  # set when the case adds it to its session
+    def __init__(
+        self,
+        name: str,
+        label: LabelVolume,
+        probabilities: IntensityVolume | None = None,
+        path: str | None = None,
+        source: str = "file",
+        warnings: Sequence[str] = (),
+        origin: Source | None = None,
+    ):
+        self._name = name
+        self._label = label
+        self._probabilities = probabilities
+        self._path = path
+        self.source = source
+        self.warnings = list(warnings)
+        self.origin = origin  # file geometry/orientation, for saving edits back
+        self.analysis_error: str | None = None
+        self.layer: LabelLayer | None = None
+        self.session: Session | None = None
+
+    @classmethod
+    def of_layer(cls, layer: LabelLayer, source: str = "file") -> PredictionEntry:
+        entry = cls(layer.name, layer.volume, layer.probabilities, layer.path, source, origin=layer.source)
+        entry.layer = layer
+        return entry
+
+    def bind(self, session: Session, layer: LabelLayer) -> None:
+        self.session, self.layer = session, layer
+
+    @property
+    def index(self) -> int:
+        """Position in the session's predictions (-1 before it joins one)."""
+        if self.session is None or self.layer is None:
+            return -1
+        for i, p in enumerate(self.session.predictions):
+            if p is self.layer:
+                return i
+        return -1
+
+    @property
+    def name(self) -> str:
+        return self.layer.name if self.layer is not None else self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        if self.layer is not None and self.session is not None and self.index >= 0:
+            self.session.rename_layer(self.layer, value)
+        elif self.layer is not None:
+            self.layer.name = self.layer.base_name = value
+        self._name = value
+
+    @property
+    def label(self) -> LabelVolume:
+        return self.layer.volume if self.layer is not None else self._label
+
+    @label.setter
+    def label(self, value: LabelVolume) -> None:
+        if self.layer is not None:
+            self.layer.volume = value
+        self._label = value
 
     @property
     def mask(self) -> np.ndarray:
-        return self.label.mask
+        return self.label.array if self.label.array.dtype == bool else self.label.mask
+
+    @property
+    def probabilities(self) -> IntensityVolume | None:
+        return self.layer.probabilities if self.layer is not None else self._probabilities
+
+    @property
+    def path(self) -> str | None:
+        return self.layer.path if self.layer is not None else self._path
+
+    @path.setter
+    def path(self, value: str | None) -> None:
+        import dataclasses
+
+        if self.layer is not None:
+            self.layer.source = dataclasses.replace(self.layer.source, path=value, disk_key=None)
+        self._path = value
+
+    def _result(self) -> Any:
+        i = self.index
+        return None if i < 0 or self.session is None else self.session.result(i)
+
+    @property
+    def metrics(self) -> Any:
+        """core.metrics.AirwayMetrics of the last analysis (None before the first)."""
+        r = self._result()
+        return None if r is None else r.metrics
+
+    @metrics.setter
+    def metrics(self, value: Any) -> None:
+        if self.session is not None and self.index >= 0:
+            self.session.put_analysis(self.index, metrics=value)
+
+    @property
+    def regions(self) -> list[ErrorRegion] | None:
+        """The error regions of the last analysis (the same list object until the next one)."""
+        r = self._result()
+        return None if r is None else r.regions
+
+    @regions.setter
+    def regions(self, value: list[ErrorRegion]) -> None:
+        if self.session is not None and self.index >= 0:
+            self.session.put_analysis(self.index, regions=list(value))
+
+    @property
+    def statuses(self) -> dict[str, str]:
+        """{region key: status} (the session's live table)."""
+        if self.session is None or self.index < 0:
+            return {}
+        return self.session.status_table(self.index)
 
     def status(self, region_index: int) -> str:
         regions = self.regions or []
@@ -82,44 +202,11 @@ class PredictionEntry:
         return self.statuses.get(regions[region_index].key, "unreviewed")
 
     def reviewed_count(self) -> int:
-        return sum(1 for g in self.regions or [] if self.statuses.get(g.key, "unreviewed") != "unreviewed")
+        table = self.statuses
+        return sum(1 for g in self.regions or [] if table.get(g.key, "unreviewed") != "unreviewed")
 
 
-@dataclass
-class LoadedCase:
-    """What a loading job hands back to the GUI thread (all canonical)."""
-
-    ct: IntensityVolume | None = None
-    ct_path: str | None = None
-    reorientation: Reorientation | None = None
-    reference: LabelVolume | None = None
-    reference_path: str | None = None
-    reference_selector: str | None = None
-    reference_source: Source | None = None
-    predictions: list[PredictionEntry] = field(default_factory=list)
-    name: str = ""
-    demo: bool = False
-
-
-# -- loading (worker side, Qt-free) ------------------------------------------------
-
-
-def load_label(
-    path: str | os.PathLike,
-    ct: IntensityVolume | None,
-    what: str = "label",
-    selector: str | None = None,
-    resample: bool = False,
-) -> LabelVolume:
-    """A label in canonical orientation on ``ct``'s grid (see core.review.loading)."""
-    return read_label_canonical(path, ct, what, selector, resample)[0]
-
-
-def load_prediction(path: str | os.PathLike, ct: IntensityVolume | None, resample: bool = False) -> PredictionEntry:
-    """A prediction file: a mask, or a probability map (floats in [0, 1], thresholded at 0.5)."""
-    label, probs, src = read_prediction_canonical(path, ct, resample)
-    return PredictionEntry(name=label.name, label=label, probabilities=probs, path=str(path), origin=src)
-
+# -- loading (worker side, Qt-free) ------------------------------------------------------
 
 BLANK_CT_HU = -1000  # air: a neutral dark grey under every window preset
 
@@ -129,7 +216,7 @@ def blank_ct(like: Any, name: str = "") -> IntensityVolume:
     memory (one broadcast value), flagged ``blank`` so no HU, no segmentation is offered."""
     arr = np.broadcast_to(np.int16(BLANK_CT_HU), tuple(like.shape))
     ct = IntensityVolume(arr, like.geometry, name=name or "no CT")
-    ct.blank = True  # type: ignore[attr-defined]
+    ct.blank = True  # type: ignore[attr-defined]  # a flag the views read; IntensityVolume has no slot for it
     return ct
 
 
@@ -137,10 +224,48 @@ def is_blank_ct(ct: Any) -> bool:
     return ct is not None and bool(getattr(ct, "blank", False))
 
 
+@dataclass
+class LoadedCase:
+    """What a loading job hands to the GUI thread: a session read by core
+    (:meth:`core.review.Session.load`), and whether it is a case of its own
+    (``new_case``) or layers that join the open one."""
+
+    session: Session
+    ct: IntensityVolume | None = None  # shown: the CT, a blank one for labels only; None when joining
+    name: str = ""
+    demo: bool = False
+    new_case: bool = True
+    prediction_sources: tuple[str, ...] = ()  # per prediction; "file" when not given
+    description: str = ""
+    demo_case: Any = None
+
+    @property
+    def reference(self) -> LabelVolume | None:
+        return None if self.session.reference is None else self.session.reference.volume
+
+    @property
+    def reference_path(self) -> str | None:
+        return None if self.session.reference is None else self.session.reference.path
+
+    @property
+    def ct_path(self) -> str | None:
+        return self.session.ct_path
+
+    @property
+    def reorientation(self) -> Reorientation | None:
+        reo: Reorientation | None = self.session.ct_reorientation
+        return reo
+
+    @property
+    def predictions(self) -> list[PredictionEntry]:
+        sources = list(self.prediction_sources) + ["file"] * len(self.session.predictions)
+        return [PredictionEntry.of_layer(p, s) for p, s in zip(self.session.predictions, sources)]
+
+
 def load_case(
-    ct_path: str | os.PathLike | None,
-    reference_path: str | os.PathLike | None = None,
-    prediction_paths: Sequence[str | os.PathLike] = (),
+    ct_path: str | os.PathLike[str] | None,
+    reference_path: str | os.PathLike[str] | None = None,
+    prediction_paths: Sequence[str | os.PathLike[str]] = (),
     *,
     current_ct: IntensityVolume | None = None,
     reference_selector: str | None = None,
@@ -148,230 +273,63 @@ def load_case(
     cancel: Any = None,
     resample_to_ct: bool = False,
 ) -> LoadedCase:
-    """Read whatever is given; without ``ct_path`` labels are checked against ``current_ct``,
-    and without either they open as a label-only case over a blank CT (:func:`blank_ct`).
+    """Read whatever is given through :meth:`core.review.Session.load`.
 
+    Without ``ct_path`` the labels join an open case on ``current_ct``'s grid; without
+    either they open as a label-only case over a blank CT (:func:`blank_ct`).
     ``resample_to_ct``: labels on another grid are resampled onto the CT's
-    (nearest neighbour) instead of refused with a GeometryError.
-    """
-    steps = int(ct_path is not None) + int(reference_path is not None) + len(prediction_paths)
-    done = 0
-    out = LoadedCase()
-    ct = current_ct
-    if ct_path is None and ct is None and (reference_path is not None or prediction_paths):
-        from core.io import case_name
+    (nearest neighbour) instead of refused with a GeometryError."""
+    from core.io import case_name
 
-        first = reference_path if reference_path is not None else prediction_paths[0]
-        # the first label gives the grid; it is read again below like any other
-        grid = load_label(
-            first,
-            None,
-            "reference" if reference_path is not None else "prediction",
-            reference_selector if reference_path is not None else None,
-        )
-        out.name = case_name(first)
-        ct = out.ct = blank_ct(grid, f"{out.name} (labels only)")
-        del grid
-    if ct_path is not None:
-        progress(done, steps, f"Reading CT {Path(ct_path).name}")
-        ct, reo = load_ct(ct_path)
-        out.ct, out.ct_path, out.reorientation = ct, str(ct_path), reo
-        from core.io import case_name
-
-        out.name = case_name(ct_path)
-        done += 1
-        _check_cancel(cancel)
-    if reference_path is not None:
-        progress(done, steps, f"Reading reference {Path(reference_path).name}")
-        out.reference, out.reference_source = read_label_canonical(
-            reference_path, ct, "reference", reference_selector, resample=resample_to_ct
-        )
-        out.reference_path = str(reference_path)
-        out.reference_selector = reference_selector
-        done += 1
-        _check_cancel(cancel)
-    for p in prediction_paths:
-        progress(done, steps, f"Reading prediction {Path(p).name}")
-        out.predictions.append(load_prediction(p, ct, resample=resample_to_ct))
-        done += 1
-        _check_cancel(cancel)
-    progress(steps, steps, "Loaded")
+    session = Session.load(
+        ct_path,
+        reference_path,
+        list(prediction_paths),
+        reference_selector=reference_selector,
+        grid=None if ct_path is not None else current_ct,
+        resample_to_ct=resample_to_ct,
+        progress=progress,
+        cancel=cancel,
+    )
+    joining = ct_path is None and current_ct is not None
+    out = LoadedCase(session, new_case=not joining)
+    if session.ct is not None:
+        out.ct, out.name = session.ct, case_name(str(ct_path))
+    elif not joining:
+        layers = session.layers()
+        if layers:
+            first = reference_path if reference_path is not None else prediction_paths[0]
+            out.name = case_name(str(first))
+            out.ct = blank_ct(layers[0].volume, f"{out.name} (labels only)")
     return out
 
 
-# -- analysis (worker side, Qt-free) ------------------------------------------------
+def load_prediction(
+    path: str | os.PathLike[str], ct: IntensityVolume | None, resample: bool = False
+) -> PredictionEntry:
+    """A prediction file: a mask, or a probability map (floats in [0, 1], thresholded at 0.5)."""
+    label, probs, src = read_prediction_canonical(path, ct, resample)
+    return PredictionEntry(name=label.name, label=label, probabilities=probs, path=str(path), origin=src)
 
 
-@dataclass
-class TreeResult:
-    tree: Any
-    branch_map: np.ndarray | None  # int32 branch id per voxel (0 outside), canonical grid
-    generations: dict[int, int]  # branch id -> generation
+def load_demo_case(params: Any = None, *, progress: Progress | None = None, cancel: Any = None) -> LoadedCase:
+    """The demo (app.demo) as a :class:`LoadedCase` (a job function)."""
+    from app.demo import DEMO_NAME, SIMULATED_NAME, DemoParams, make_demo
 
-
-# Volumes at least this large are analysed in a child process (see
-# app.workers.call_in_process): the engine's GIL-holding steps would otherwise
-# stall the window for 0.2-0.6 s each on a 512 x 512 x 600 case.
-PROCESS_ANALYSIS_MIN_VOXELS = 32_000_000
-
-
-def _generations(tree: Any) -> dict[int, int]:
-    return {int(b.id): int(b.generation) for b in tree.branches}
-
-
-def _parse_tree(mask: np.ndarray, spacing: Sequence[float], progress: Progress = _noop, cancel: Any = None) -> Any:
-    from core.tree import parse_tree
-
-    return parse_tree(mask, tuple(spacing), progress=progress, cancel=cancel)
-
-
-def _metrics_and_regions(
-    pred: np.ndarray,
-    ref: np.ndarray,
-    spacing: Sequence[float],
-    tree: Any,
-    progress: Progress = _noop,
-    cancel: Any = None,
-    name: str = "prediction",
-) -> tuple[Any, list]:
-    from core.metrics import evaluate
-    from core.regions import find_error_regions
-
-    progress(0, 2, f"Metrics of {name}")
-    metrics = evaluate(pred, ref, tuple(spacing), tree=tree, cancel=cancel)
-    _check_cancel(cancel)
-    progress(1, 2, f"Error regions of {name}")
-    regions = find_error_regions(pred, ref, tree, tuple(spacing), cancel=cancel)
-    return metrics, regions
-
-
-def _tree_in_child(ref_spec: tuple, spacing: Sequence[float]) -> Any:
-    from app.workers import attach_shared
-
-    shm, ref = attach_shared(ref_spec)
-    try:
-        return _parse_tree(ref, spacing)
-    finally:
-        del ref
-        shm.close()
-
-
-def _analysis_in_child(pred_spec: tuple, ref_spec: tuple, spacing: Sequence[float], tree: Any) -> tuple[Any, list]:
-    from app.workers import attach_shared
-
-    shm_p, pred = attach_shared(pred_spec)
-    shm_r, ref = attach_shared(ref_spec)
-    try:
-        return _metrics_and_regions(pred, ref, spacing, tree)
-    finally:
-        del pred, ref
-        shm_p.close()
-        shm_r.close()
-
-
-def _use_process(volume: Any, in_process: bool | None) -> bool:
-    import sys
-
-    if in_process is not None:
-        return bool(in_process)
-    # a frozen build would need multiprocessing.freeze_support() in its entry point
-    # before a spawned child could run anything but the GUI again: threads there
-    return not getattr(sys, "frozen", False) and volume.array.size >= PROCESS_ANALYSIS_MIN_VOXELS
-
-
-def analyse_reference(
-    reference: LabelVolume, *, in_process: bool | None = None, progress: Progress = _noop, cancel: Any = None
-) -> TreeResult:
-    """Parse the reference tree (core.tree) and its branch label map.
-
-    ``in_process``: parse in the child process (default: for large volumes)."""
-    from app.workers import SharedArray, call_in_process
-
-    progress(0, 2, "Parsing the reference tree")
-    if _use_process(reference, in_process):
-        with SharedArray(reference.mask) as shared:
-            tree = call_in_process(_tree_in_child, shared.spec, reference.spacing_zyx, cancel=cancel)
-    else:
-        tree = _parse_tree(reference.mask, reference.spacing_zyx, progress, cancel)
-    _check_cancel(cancel)
-    progress(1, 2, "Labelling branches")
-    bmap = np.asarray(tree.branch_label_map())
-    progress(2, 2, "Tree ready")
-    return TreeResult(tree, bmap, _generations(tree))
-
-
-def analyse_prediction(
-    prediction: LabelVolume,
-    reference: LabelVolume,
-    tree: Any,
-    *,
-    in_process: bool | None = None,
-    progress: Progress = _noop,
-    cancel: Any = None,
-) -> tuple[Any, list]:
-    """Metrics (core.metrics) and FP/FN regions (core.regions) of one prediction.
-
-    ``in_process``: compute in the child process (default: for large volumes)."""
-    from app.workers import SharedArray, call_in_process
-
-    name = prediction.name or "prediction"
-    if _use_process(reference, in_process):
-        progress(0, 1, f"Metrics and error regions of {name}")
-        with SharedArray(prediction.mask) as p, SharedArray(reference.mask) as r:
-            out = call_in_process(_analysis_in_child, p.spec, r.spec, reference.spacing_zyx, tree, cancel=cancel)
-    else:
-        out = _metrics_and_regions(prediction.mask, reference.mask, reference.spacing_zyx, tree, progress, cancel, name)
-    progress(2, 2, "Analysis ready")
-    return out
-
-
-def _job_in_child(job: AnalysisJob, ref_spec: tuple, pred_specs: list) -> AnalysisResult:
-    from app.workers import attach_shared
-
-    held = []
-    try:
-        shm, job.reference = attach_shared(ref_spec)
-        held.append(shm)
-        preds = []
-        for (name, _, rev), spec in zip(job.predictions, pred_specs):
-            shm, arr = attach_shared(spec)
-            held.append(shm)
-            preds.append((name, arr, rev))
-        job.predictions = preds
-        return job.run()
-    finally:
-        job.reference, job.predictions = None, []  # type: ignore[assignment]
-        for shm in held:
-            shm.close()
-
-
-def run_review_analysis(
-    job: AnalysisJob, *, in_process: bool | None = None, progress: Progress = _noop, cancel: Any = None
-) -> tuple[AnalysisResult, TreeResult | None]:
-    """A session's analysis job (its arrays are copies: edits may go on meanwhile),
-    in a child process for large volumes; with the branch map when the tree is new."""
-    from contextlib import ExitStack
-
-    from app.workers import SharedArray, call_in_process
-
-    if _use_process(LabelVolume(job.reference), in_process) and (job.predictions or job.tree is None):
-        with ExitStack() as stack:
-            ref = stack.enter_context(SharedArray(job.reference))
-            preds = [stack.enter_context(SharedArray(a)) for _, a, _ in job.predictions]
-            light = AnalysisJob(
-                None,
-                job.ref_revision,
-                job.geometry,
-                job.tree,  # type: ignore[arg-type]
-                [(n, None, r) for n, _, r in job.predictions],
-            )  # type: ignore[misc]
-            result = call_in_process(_job_in_child, light, ref.spec, [p.spec for p in preds], cancel=cancel)
-    else:
-        result = job.run(progress, cancel)
-    tree = None
-    if job.tree is None:
-        tree = TreeResult(result.tree, np.asarray(result.tree.branch_label_map()), _generations(result.tree))
-    return result, tree
+    demo = make_demo(params or DemoParams(), progress=progress, cancel=cancel)
+    ct = demo.phantom.ct
+    ct.name = DEMO_NAME
+    session = Session(ct, demo.reference)
+    session.add_prediction(demo.prediction, name=SIMULATED_NAME)
+    return LoadedCase(
+        session,
+        ct=ct,
+        name=DEMO_NAME,
+        demo=True,
+        prediction_sources=("simulated",),
+        description=demo.describe(),
+        demo_case=demo,
+    )
 
 
 # -- region helpers ----------------------------------------------------------------
@@ -419,7 +377,8 @@ def region_centre(region: ErrorRegion) -> tuple[int, int, int]:
 
 
 class Case(QObject):
-    """State of the open case, shared by every view.
+    """The open case, shared by every view: the session's events as signals, plus the
+    cursor, the active prediction and region.
 
     Signals: ``ctChanged``, ``referenceChanged``, ``treeChanged``,
     ``predictionsChanged``, ``activePredictionChanged(int)``,
@@ -459,20 +418,14 @@ class Case(QObject):
         self._analysis_timer = QTimer(self)
         self._analysis_timer.setSingleShot(True)
         self._analysis_timer.timeout.connect(self.start_analysis)
-        self._unsubscribe: Any = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._jobs: list[Any] = []
         self._clear_state()
 
     def _clear_state(self) -> None:
         self.name = ""
-        self.ct: IntensityVolume | None = None
-        self.ct_path: str | None = None
-        self.reorientation: Reorientation | None = None
-        self.reference: LabelVolume | None = None
-        self.reference_path: str | None = None
-        self.reference_selector: str | None = None
-        self.tree: Any = None
-        self.branch_map: np.ndarray | None = None
-        self.generations: dict[int, int] = {}
+        self._blank: IntensityVolume | None = None  # the background of a label-only case
+        self._tree_view: TreeResult | None = None  # the branch map of session.tree, for the views
         self.tree_error: str | None = None
         self.predictions: list[PredictionEntry] = []
         self.active_index = -1
@@ -482,23 +435,71 @@ class Case(QObject):
         self.project_path: str | None = None
         self.demo = False
         self.modified = False
-        self._jobs: list[Any] = []
+        self._jobs = []
         # bounding boxes of masks (keyed by id, the array kept alive beside its box):
         # slice views draw overlays only inside them
-        self._boxes: dict[int, tuple[np.ndarray, tuple | None]] = {}
+        self._boxes: dict[int, tuple[np.ndarray, tuple[Any, ...] | None]] = {}
         self._ct_by_x: np.ndarray | None = None  # x-major CT copy for sagittal slices (large CTs)
         self._analysis_job: Any = None
         self._analysis_again = False
         self._stale = False
         self._pending_index_statuses: dict[str, dict[int, str]] = {}  # v1 projects: by position
-        self._new_session(None)
+        self._use_session(Session())
 
-    def _new_session(self, ct: IntensityVolume | None, **options: Any) -> None:
+    def _use_session(self, session: Session) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
         self._analysis_timer.stop()
-        self.session = Session(ct, **options)
-        self._unsubscribe = self.session.subscribe(self._on_session)
+        self.session = session
+        self._unsubscribe = session.subscribe(self._on_session)
+
+    # -- what the session holds, as the views read it ---------------------------------
+    @property
+    def ct(self) -> IntensityVolume | None:
+        """The CT, or the blank background of a label-only case (:func:`is_blank_ct`)."""
+        return self.session.ct if self.session.ct is not None else self._blank
+
+    @property
+    def ct_path(self) -> str | None:
+        return self.session.ct_path
+
+    @property
+    def reorientation(self) -> Reorientation | None:
+        reo: Reorientation | None = self.session.ct_reorientation
+        return reo
+
+    @property
+    def reference(self) -> LabelVolume | None:
+        layer = self.session.reference
+        return None if layer is None else layer.volume
+
+    @property
+    def reference_path(self) -> str | None:
+        layer = self.session.reference
+        return None if layer is None else layer.path
+
+    @property
+    def reference_selector(self) -> str | None:
+        layer = self.session.reference
+        return None if layer is None else layer.source.selector
+
+    @property
+    def tree(self) -> Any:
+        return self.session.tree
+
+    def _tree_result(self) -> TreeResult | None:
+        tv = self._tree_view
+        return tv if tv is not None and tv.tree is self.session.tree and tv.tree is not None else None
+
+    @property
+    def branch_map(self) -> np.ndarray | None:
+        tv = self._tree_result()
+        return None if tv is None else tv.branch_map
+
+    @property
+    def generations(self) -> dict[int, int]:
+        tv = self._tree_result()
+        return {} if tv is None else tv.generations
 
     # -- session events ------------------------------------------------------------
     def _on_session(self, kind: str, payload: Any) -> None:
@@ -517,11 +518,20 @@ class Case(QObject):
             self.historyChanged.emit()
         elif kind == "status":
             pred, key, status = payload
-            regs = self.predictions[pred].regions or []
+            regs = self.regions(pred)
             for i, g in enumerate(regs):
                 if g.key == key:
                     self.regionStatusChanged.emit(pred, i, status)
             self._set_modified()
+        elif kind == "analysis":
+            for i in payload:
+                if 0 <= i < len(self.predictions):
+                    self.predictions[i].analysis_error = None
+                    self._apply_pending_statuses(i)
+            for i in payload:
+                if 0 <= i < len(self.predictions):
+                    self.metricsChanged.emit(i)
+                    self.regionsChanged.emit(i)
 
     def _set_stale(self, value: bool) -> None:
         if value != self._stale:
@@ -543,7 +553,8 @@ class Case(QObject):
     # -- simple accessors -------------------------------------------------------
     @property
     def shape(self) -> tuple[int, int, int] | None:
-        return None if self.ct is None else self.ct.shape
+        ct = self.ct
+        return None if ct is None else ct.shape
 
     @property
     def is_empty(self) -> bool:
@@ -577,19 +588,23 @@ class Case(QObject):
         self, ct: IntensityVolume, path: str | None = None, reorientation: Reorientation | None = None, name: str = ""
     ) -> None:
         """A new CT starts a new case: labels of another grid are dropped."""
+        session = Session(None if is_blank_ct(ct) else ct)
+        session.ct_path, session.ct_reorientation = path, reorientation
+        self._start_case(session, ct, name or ct.name or (Path(path).name if path else "case"))
+
+    def _start_case(self, session: Session, shown_ct: IntensityVolume, name: str, demo: bool = False) -> None:
         self.cancel_jobs()
         self._clear_state()
-        self.ct, self.ct_path, self.reorientation = ct, path, reorientation
-        self._new_session(ct)
-        self.session.ct_path = path
-        self.name = name or ct.name or (Path(path).name if path else "case")
-        self.cursor = tuple(int(s // 2) for s in ct.shape)  # type: ignore[assignment]
-        if ct.array.nbytes >= SAGITTAL_COPY_MIN_BYTES and not is_blank_ct(ct):
+        self._use_session(session)
+        self._blank = shown_ct if is_blank_ct(shown_ct) else None
+        self.name, self.demo = name, demo
+        self.cursor = tuple(int(s // 2) for s in shown_ct.shape)  # type: ignore[assignment]
+        if shown_ct.array.nbytes >= SAGITTAL_COPY_MIN_BYTES and not is_blank_ct(shown_ct):
             from app.workers import Job, guarded
 
-            job = Job(x_major_copy, ct.array, name="Sagittal copy")
+            job = Job(x_major_copy, shown_ct.array, name="Sagittal copy")
             job.result.connect(
-                guarded(self, lambda arr, c=ct: setattr(self, "_ct_by_x", arr) if self.ct is c else None)
+                guarded(self, lambda arr, c=shown_ct: setattr(self, "_ct_by_x", arr) if self.ct is c else None)
             )
             self._start(job, silent=True)
         self.ctChanged.emit()
@@ -599,29 +614,34 @@ class Case(QObject):
         self.cursorChanged.emit(self.cursor)
 
     def set_reference(
-        self, reference: LabelVolume | None, path: str | None = None, source: Source | None = None
+        self, reference: LabelVolume | LabelLayer | None, path: str | None = None, source: Source | None = None
     ) -> None:
-        if reference is not None and reference.array.dtype != bool:
-            reference = LabelVolume(reference.mask, reference.geometry, reference.name)
-        if reference is not None and self.ct is not None:
-            check_same_grid(self.ct, reference)
+        """Make ``reference`` (a volume, or a layer read by core) the reference; None removes it."""
+        import dataclasses
+
         if self._analysis_job is not None:
             self._analysis_job.cancel()
-        self.reference, self.reference_path = reference, path
-        if reference is not None:
-            if source is None and path is not None:
-                from core.review.loading import in_memory_source
+        if reference is None:
+            self.session.clear_reference()
+        else:
+            if isinstance(reference, LabelLayer):
+                layer = reference
+            else:
+                vol = reference if reference.array.dtype == bool else LabelVolume(reference.mask, reference.geometry)
+                if source is None:
+                    from core.review.loading import in_memory_source
 
-                source = dataclasses_replace(in_memory_source(reference), path=str(path))
-            self.session.set_reference(LabelLayer("reference", reference, source, role="reference"))
-            if path is not None:
+                    source = dataclasses.replace(in_memory_source(vol), path=None if path is None else str(path))
+                layer = LabelLayer("reference", vol, source, role="reference")
+            self.session.set_reference(layer)
+            if layer.path is not None:
                 from core.review.persist import default_recovery_dir, recovery_name
 
-                self.session.recovery_path = default_recovery_dir() / recovery_name(path)
-            self._start_box_job(reference.mask)
-        self.tree, self.branch_map, self.generations, self.tree_error = None, None, {}, None
+                self.session.recovery_path = default_recovery_dir() / recovery_name(layer.path)
+            self._start_box_job(layer.array)
+        self._tree_view, self.tree_error = None, None
         for p in self.predictions:
-            p.metrics, p.regions, p.analysis_error = None, None, None
+            p.analysis_error = None
         self.referenceChanged.emit()
         self.treeChanged.emit()
         for i in range(len(self.predictions)):
@@ -633,18 +653,25 @@ class Case(QObject):
             self.start_analysis()
 
     def add_prediction(self, entry: PredictionEntry, make_active: bool = True) -> int:
-        if entry.label.array.dtype != bool:  # views and boxes rely on one bool array per mask
-            entry.label = LabelVolume(entry.label.mask, entry.label.geometry, entry.label.name)
-        if self.ct is not None:
-            check_same_grid(self.ct, entry.label)
-        entry.layer = LabelLayer(
-            entry.name or "prediction", entry.label, entry.origin, probabilities=entry.probabilities
-        )
-        self.session.add_prediction(entry.layer)
-        entry.name = entry.layer.name  # made unique by the session
-        entry.statuses = self.session.status_table(len(self.session.predictions) - 1)
+        layer = entry.layer
+        if layer is None:
+            label = entry.label
+            if label.array.dtype != bool:  # views and boxes rely on one bool array per mask
+                label = LabelVolume(label.mask, label.geometry, label.name)
+            layer = LabelLayer(entry.name or "prediction", label, entry.origin, probabilities=entry.probabilities)
+            if entry.path is not None and layer.path is None:
+                import dataclasses
+
+                layer.source = dataclasses.replace(layer.source, path=entry.path)
+        grid = self.ct
+        if grid is not None and not self.session.layers() and self.session.ct is None:
+            from core.volume import check_same_grid
+
+            check_same_grid(grid, layer.volume)  # a label-only case: the blank background's grid
+        self.session.add_prediction(layer)
+        entry.bind(self.session, layer)
         self.predictions.append(entry)
-        self._start_box_job(entry.mask)
+        self._start_box_job(layer.array)
         index = len(self.predictions) - 1
         self.predictionsChanged.emit()
         if make_active or self.active_index < 0:
@@ -674,24 +701,45 @@ class Case(QObject):
             self.activePredictionChanged.emit(index)
 
     def set_cursor(self, zyx: Sequence[float]) -> None:
-        if self.ct is None:
+        shape = self.shape
+        if shape is None:
             return
-        c = tuple(int(np.clip(round(float(v)), 0, s - 1)) for v, s in zip(zyx, self.ct.shape))
+        c = tuple(int(np.clip(round(float(v)), 0, s - 1)) for v, s in zip(zyx, shape))
         if c != self.cursor:
             self.cursor = c  # type: ignore[assignment]
             self.cursorChanged.emit(c)
 
     def apply_loaded(self, loaded: LoadedCase) -> None:
-        """Put a :class:`LoadedCase` into the case (GUI thread)."""
-        if loaded.ct is not None:
-            self.set_ct(loaded.ct, loaded.ct_path, loaded.reorientation, loaded.name)
-            self.demo = loaded.demo
-        if loaded.reference is not None:
-            self.set_reference(loaded.reference, loaded.reference_path, loaded.reference_source)
-            self.reference_selector = loaded.reference_selector
-        for entry in loaded.predictions:
-            self.add_prediction(entry, make_active=False)
-        self._set_modified(False if loaded.ct is not None else True)
+        """Put what a loading job read into the case (GUI thread): a case of its own, or
+        layers that join the open one."""
+        if loaded.new_case and loaded.ct is not None:
+            session = loaded.session
+            self._start_case(session, loaded.ct, loaded.name, loaded.demo)
+            if session.reference is not None:
+                self._start_box_job(session.reference.array)
+            sources = list(loaded.prediction_sources)
+            for i, layer in enumerate(session.predictions):
+                entry = PredictionEntry.of_layer(layer, sources[i] if i < len(sources) else "file")
+                entry.bind(session, layer)
+                self.predictions.append(entry)
+                self._start_box_job(layer.array)
+            if session.reference is not None:
+                self.referenceChanged.emit()
+            if self.predictions:
+                self.predictionsChanged.emit()
+                self.set_active(0)
+            self.historyChanged.emit()
+            if self.auto_analyse and session.reference is not None:
+                self.start_analysis()
+            self._set_modified(False)
+            return
+        layers = loaded.session.release_layers()
+        for layer in layers:
+            if layer.role == "reference":
+                self.set_reference(layer)
+            else:
+                self.add_prediction(PredictionEntry.of_layer(layer), make_active=False)
+        self._set_modified(True)
 
     def ct_slice(self, orientation: str, index: int) -> np.ndarray:
         """A CT slice as displayed (see app.review.slice_view.extract_slice)."""
@@ -699,10 +747,12 @@ class Case(QObject):
 
         if orientation == "sagittal" and self._ct_by_x is not None:
             return self._ct_by_x[index, ::-1, :]
-        return extract_slice(self.ct.array, orientation, index)
+        ct = self.ct
+        assert ct is not None
+        return extract_slice(ct.array, orientation, index)
 
     # -- overlay bounds ----------------------------------------------------------------
-    def _box_of(self, mask: np.ndarray | None) -> tuple[bool, tuple | None]:
+    def _box_of(self, mask: np.ndarray | None) -> tuple[bool, tuple[Any, ...] | None]:
         if mask is None:
             return True, None
         hit = self._boxes.get(id(mask))
@@ -710,11 +760,11 @@ class Case(QObject):
             return True, hit[1]
         return False, None
 
-    def overlay_box(self, index: int | None = None) -> tuple | None:
+    def overlay_box(self, index: int | None = None) -> tuple[Any, ...] | None:
         """Box holding every reference and prediction voxel of the active (or given)
         prediction; None while not computed yet (views then draw the whole slice)."""
         i = self.active_index if index is None else index
-        ref_mask = None if self.reference is None else self.reference.mask
+        ref_mask = None if self.session.reference is None else self.session.reference.array
         pred_mask = self.predictions[i].mask if 0 <= i < len(self.predictions) else None
         ok_r, box_r = self._box_of(ref_mask)
         ok_p, box_p = self._box_of(pred_mask)
@@ -731,7 +781,7 @@ class Case(QObject):
             return
         job = Job(mask_box, mask, name="Overlay bounds")
 
-        def done(box: tuple | None) -> None:
+        def done(box: tuple[Any, ...] | None) -> None:
             self._boxes[id(mask)] = (mask, box)
 
         job.result.connect(guarded(self, done))
@@ -739,51 +789,80 @@ class Case(QObject):
 
     # -- values under a voxel --------------------------------------------------------
     def probe(self, zyx: Sequence[int]) -> dict[str, Any]:
-        """Everything the status bar shows about one voxel."""
-        if self.ct is None:
+        """Everything the status bar shows about one voxel (read from the layers now)."""
+        ct = self.ct
+        if ct is None:
             return {}
         z, y, x = (int(v) for v in zyx)
-        if not all(0 <= v < s for v, s in zip((z, y, x), self.ct.shape)):
+        if not all(0 <= v < s for v, s in zip((z, y, x), ct.shape)):
             return {}
         out: dict[str, Any] = {
             "voxel": (z, y, x),
-            "world": tuple(float(v) for v in self.ct.geometry.index_to_world((z, y, x))),
-            "hu": None if is_blank_ct(self.ct) else self.ct.array[z, y, x].item(),
+            "world": tuple(float(v) for v in ct.geometry.index_to_world((z, y, x))),
+            "hu": None if is_blank_ct(ct) else ct.array[z, y, x].item(),
         }
-        ref = None if self.reference is None else bool(self.reference.mask[z, y, x])
+        ref_layer = self.session.reference
+        ref = None if ref_layer is None else bool(ref_layer.array[z, y, x])
         out["reference"] = ref
         act = self.active
         if act is not None:
             pred = bool(act.mask[z, y, x])
             out["prediction"] = pred
-            if act.probabilities is not None:
-                v = act.probabilities.array[z, y, x]
-                out["probability"] = float(v) / 255.0 if act.probabilities.array.dtype == np.uint8 else float(v)
+            probs = act.probabilities
+            if probs is not None:
+                v = probs.array[z, y, x]
+                out["probability"] = float(v) / 255.0 if probs.array.dtype == np.uint8 else float(v)
             if ref is not None:
                 out["class"] = "TP" if pred and ref else "FP" if pred else "FN" if ref else "TN"
-        if self.branch_map is not None:
-            bid = int(self.branch_map[z, y, x])
+        bmap = self.branch_map
+        if bmap is not None:
+            bid = int(bmap[z, y, x])
             if bid > 0:
                 out["branch"] = bid
-                if bid in self.generations:
-                    out["generation"] = self.generations[bid]
+                gens = self.generations
+                if bid in gens:
+                    out["generation"] = gens[bid]
         return out
 
-    # -- regions ---------------------------------------------------------------------
-    def regions(self, index: int | None = None) -> list:
+    # -- regions (addressed by index in the active list, or by content key) ------------------
+    def regions(self, index: int | None = None) -> list[ErrorRegion]:
         i = self.active_index if index is None else index
         if 0 <= i < len(self.predictions):
             return self.predictions[i].regions or []
         return []
 
+    def region_index(self, key: str, prediction_index: int | None = None) -> int:
+        """Position of the region with content key ``key`` in the (active) prediction's list, or -1."""
+        for i, g in enumerate(self.regions(prediction_index)):
+            if g.key == key:
+                return i
+        return -1
+
+    @property
+    def active_region_key(self) -> str | None:
+        regs = self.regions()
+        return regs[self.active_region].key if 0 <= self.active_region < len(regs) else None
+
+    def group_of(self, region_index: int, prediction_index: int | None = None) -> list[int]:
+        """Indices of every region in the review group of ``region_index`` (core.region_groups:
+        boundary fragments of one kind at one branch form a group; other regions stand alone)."""
+        from core.region_groups import group_of_region, group_regions
+
+        regs = self.regions(prediction_index)
+        if not 0 <= region_index < len(regs):
+            return []
+        groups = group_regions(regs)
+        gi = group_of_region(groups, region_index)
+        return [region_index] if gi is None else list(groups[gi].indices)
+
     def set_region_status(self, region_index: int, status: str, prediction_index: int | None = None) -> None:
         if status not in STATUS_KEYS:
             raise InputError(f"Unknown region status '{status}'.", f"Use one of {', '.join(STATUS_KEYS)}.")
         i = self.active_index if prediction_index is None else prediction_index
-        entry = self.predictions[i]
-        if not 0 <= region_index < len(entry.regions or []):
+        regs = self.regions(i)
+        if not 0 <= region_index < len(regs):
             return
-        self.session.set_status(i, entry.regions[region_index].key, status)  # type: ignore[index]
+        self.session.set_status(i, regs[region_index].key, status)
 
     def go_to_region(self, region_index: int, box: Any = None) -> None:
         """Cursor on the region; views zoom to ``box`` (a review group's) or the region's own box."""
@@ -802,8 +881,7 @@ class Case(QObject):
 
     def region_focus(self, region_index: int, prediction_index: int | None = None) -> tuple[int, int, int] | None:
         """The voxel N / Shift+N jump to for a region (see :func:`region_centre`)."""
-        i = self.active_index if prediction_index is None else prediction_index
-        regs = self.regions(i)
+        regs = self.regions(prediction_index)
         if not 0 <= region_index < len(regs):
             return None
         return region_centre(regs[region_index])
@@ -841,7 +919,7 @@ class Case(QObject):
         return job.start()
 
     def cancel_jobs(self) -> None:
-        for job in list(getattr(self, "_jobs", [])):
+        for job in list(self._jobs):
             job.cancel()
 
     @property
@@ -849,20 +927,13 @@ class Case(QObject):
         """A job is running, or its result has not been applied yet (jobs leave the list on ``finished``)."""
         return bool(self._jobs)
 
-    def start_reference_analysis(self) -> Any:
-        """Tree, metrics and regions of whatever changed (one job for everything)."""
-        return self.start_analysis()
-
-    def start_prediction_analysis(self, index: int) -> Any:
-        return self.start_analysis()
-
     def start_analysis(self) -> Any:
         """Analyse, in a job, what changed since the last analysis; a run already going
         is followed by another when edits came meanwhile (results stay marked stale)."""
         from app.workers import Job, guarded
 
         self._analysis_timer.stop()
-        if self.reference is None:
+        if self.session.reference is None:
             return None
         if self._analysis_job is not None:
             self._analysis_again = True
@@ -880,25 +951,12 @@ class Case(QObject):
             if self.session is not session:
                 return
             result, tree = res
+            new_tree = tree is not None
             if tree is not None:
-                self.tree, self.branch_map, self.generations, self.tree_error = (
-                    tree.tree,
-                    tree.branch_map,
-                    tree.generations,
-                    None,
-                )
-            session.apply_analysis(result)
-            for i, entry in enumerate(self.predictions):
-                if entry.name in result.predictions:
-                    a = result.predictions[entry.name]
-                    entry.metrics, entry.regions, entry.analysis_error = a.metrics, a.regions, None
-                    self._apply_pending_statuses(i)
-            if tree is not None:
+                self._tree_view, self.tree_error = tree, None
+            session.apply_analysis(result)  # -> "analysis": metricsChanged / regionsChanged
+            if new_tree:
                 self.treeChanged.emit()
-            for i, entry in enumerate(self.predictions):
-                if entry.name in result.predictions:
-                    self.metricsChanged.emit(i)
-                    self.regionsChanged.emit(i)
 
         def failed(exc: BaseException, _tb: str) -> None:
             if self.session is not session:
@@ -930,10 +988,11 @@ class Case(QObject):
     def _apply_pending_statuses(self, index: int) -> None:
         entry = self.predictions[index]
         pending = self._pending_index_statuses.pop(entry.name, None)
-        if pending and entry.regions:
+        regions = entry.regions
+        if pending and regions:
             for k, status in pending.items():
-                if 0 <= k < len(entry.regions) and status in STATUS_KEYS and status != "unreviewed":
-                    entry.statuses[entry.regions[k].key] = status
+                if 0 <= k < len(regions) and status in STATUS_KEYS and status != "unreviewed":
+                    entry.statuses[regions[k].key] = status
 
     # -- edits (through the session; every one undoable) ---------------------------------
     def accept_region(self, region_index: int | None = None, kind: str | None = None) -> bool:
@@ -942,21 +1001,30 @@ class Case(QObject):
         the action to regions of that kind; False when nothing was done."""
         i = self.active_region if region_index is None else region_index
         regs = self.regions()
-        if not 0 <= i < len(regs) or self.reference is None:
+        if not 0 <= i < len(regs) or self.session.reference is None:
             return False
         if kind is not None and regs[i].kind != kind:
             return False
         return self.session.accept(regs[i].key, self.active_index) is not None
 
+    def accept_regions(self, region_indices: Sequence[int], kind: str) -> Edit | None:
+        """Accept every region of ``kind`` among ``region_indices`` (a review group) as ONE undo step."""
+        regs = self.regions()
+        keys = [regs[i].key for i in region_indices if 0 <= i < len(regs) and regs[i].kind == kind]
+        if not keys or self.session.reference is None:
+            return None
+        return self.session.accept_many(keys, self.active_index)
+
     def edit_layer_name(self, target: str) -> str:
         """``"reference"`` or ``"prediction"`` (the active one) as a session layer name."""
         if target == "reference":
-            if self.reference is None:
+            if self.session.reference is None:
                 raise InputError("There is no reference to edit.", "Open a reference label first.")
             return "reference"
-        if self.active is None:
+        act = self.active
+        if act is None:
             raise InputError("There is no prediction to edit.", "Open or make a prediction first.")
-        return self.active.name
+        return act.name
 
     def undo(self) -> bool:
         return self.session.undo() is not None
@@ -964,40 +1032,42 @@ class Case(QObject):
     def redo(self) -> bool:
         return self.session.redo() is not None
 
-    def save_reference(self, path: str | os.PathLike | None = None) -> Path:
-        """Write the edited reference (atomic, one backup of the original, edit log beside it)."""
-        out = self.session.save_reference(path)
-        if path is not None:
-            self.reference_path = str(out)
+    def save_reference(self, path: str | os.PathLike[str] | None = None, on_conflict: str = "raise") -> Path:
+        """Write the edited reference (atomic, one backup of the original, edit log beside it);
+        :class:`core.review.persist.SaveConflictError` when another save changed the file."""
+        out = self.session.save_reference(path, on_conflict=on_conflict)
+        self.referenceChanged.emit()  # its file may be another now (save as)
         return out
+
+    def save_prediction(
+        self, index: int | None = None, path: str | os.PathLike[str] | None = None, on_conflict: str = "raise"
+    ) -> Path:
+        """Write a prediction (default: the active one) as a 0/1 label on its source's grid."""
+        i = self.active_index if index is None else index
+        if not 0 <= i < len(self.predictions):
+            raise InputError("There is no prediction to save.", "Open or make a prediction first.")
+        out = self.session.save_prediction(i, path, on_conflict=on_conflict)
+        self.predictions[i].source = "file"
+        self.predictionsChanged.emit()
+        return out
+
+    def use_prediction_as_reference(self, index: int | None = None) -> Edit | None:
+        """The (active) prediction becomes the reference: one undo step when a reference is
+        open (its file stays as it is until saved); a new reference layer otherwise."""
+        i = self.active_index if index is None else index
+        if not 0 <= i < len(self.predictions):
+            raise InputError("There is no prediction to use.", "Open or make a prediction first.")
+        had = self.session.reference is not None
+        edit = self.session.use_prediction_as_reference(i)
+        if not had:
+            self.set_reference(self.session.reference)
+        return edit
 
     def autosave(self) -> Path | None:
         return self.session.autosave()
 
-    def open_files(
-        self,
-        ct_path: str | None,
-        reference_path: str | None = None,
-        prediction_paths: Sequence[str] = (),
-        reference_selector: str | None = None,
-    ) -> Any:
-        """Load files in a job; the result is applied on the GUI thread."""
-        from app.workers import Job, guarded
-
-        job = Job(
-            load_case,
-            ct_path,
-            reference_path,
-            list(prediction_paths),
-            current_ct=None if ct_path else self.ct,
-            reference_selector=reference_selector,
-            name="Loading",
-        )
-        job.result.connect(guarded(self, self.apply_loaded))
-        return self._start(job)
-
     # -- project files ---------------------------------------------------------------
-    def to_project(self, project_path: str | os.PathLike | None = None) -> dict[str, Any]:
+    def to_project(self, project_path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         """The case as a JSON-able dict; paths relative to the project file when given."""
         base = Path(project_path).resolve().parent if project_path else None
 
@@ -1039,7 +1109,7 @@ class Case(QObject):
         """Files this case was opened from: a save never writes over them (core.outputs)."""
         return [p for p in (self.ct_path, self.reference_path, *(e.path for e in self.predictions)) if p]
 
-    def save_project(self, path: str | os.PathLike) -> Path:
+    def save_project(self, path: str | os.PathLike[str]) -> Path:
         """Write the project JSON atomically; predictions made in the app are
         written next to it first (a project only stores paths)."""
         path = Path(path)
@@ -1047,15 +1117,12 @@ class Case(QObject):
             path = path.with_suffix(".json")
         path.parent.mkdir(parents=True, exist_ok=True)
         if not self.demo:
-            for p in self.predictions:
+            for i, p in enumerate(self.predictions):
                 if p.path is None:
-                    from core.io import write_volume
-
                     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in p.name)
                     out = path.with_name(f"{path.stem}_{safe}.nii.gz")
                     refuse_input_as_output(out, self._input_paths(), "prediction file")
-                    write_volume(LabelVolume(p.mask.astype(np.uint8), p.label.geometry, p.name), out)
-                    p.path = str(out)
+                    self.session.save_prediction(i, out)
         refuse_input_as_output(path, self._input_paths(), "project file")
         write_project(path, self.to_project(path))
         self.project_path = str(path)
@@ -1063,32 +1130,19 @@ class Case(QObject):
         return path
 
 
-def load_demo_case(params: Any = None, *, progress: Progress | None = None, cancel: Any = None):
-    """The demo (app.demo) as a :class:`LoadedCase` (a job function)."""
-    from app.demo import DEMO_NAME, SIMULATED_NAME, DemoParams, make_demo
-
-    demo = make_demo(params or DemoParams(), progress=progress, cancel=cancel)
-    ct = demo.phantom.ct
-    ct.name = DEMO_NAME
-    entry = PredictionEntry(name=SIMULATED_NAME, label=demo.prediction, source="simulated")
-    out = LoadedCase(ct=ct, reference=demo.reference, predictions=[entry], name=DEMO_NAME, demo=True)
-    out.reorientation = None
-    out.description = demo.describe()  # type: ignore[attr-defined]
-    out.demo_case = demo  # type: ignore[attr-defined]
-    return out
-
-
-def load_project(path: str | os.PathLike, *, progress: Progress = _noop, cancel: Any = None) -> tuple[LoadedCase, dict]:
+def load_project(
+    path: str | os.PathLike[str], *, progress: Progress = _noop, cancel: Any = None
+) -> tuple[LoadedCase, dict[str, Any]]:
     """Read a project and every file it names (worker side)."""
     data = read_project(path)
     if data.get("demo"):
         loaded = load_demo_case(progress=progress, cancel=cancel)
         return loaded, data
-    if not data.get("ct"):
-        raise InputError("The project names no CT.", "Open the CT and save the project again.", path=path)
     paths = [p["path"] for p in data.get("predictions", []) if p.get("path")]
+    if not data.get("ct") and not data.get("reference") and not paths:
+        raise InputError("The project names no file.", "Open the files and save the project again.", path=str(path))
     loaded = load_case(
-        data["ct"],
+        data.get("ct"),
         data.get("reference"),
         paths,
         reference_selector=data.get("reference_selector"),
@@ -1096,26 +1150,28 @@ def load_project(path: str | os.PathLike, *, progress: Progress = _noop, cancel:
         cancel=cancel,
     )
     named = [p for p in data.get("predictions", []) if p.get("path")]
-    for entry, meta in zip(loaded.predictions, named):
-        entry.name = meta.get("name") or entry.name
-        entry.source = meta.get("source", entry.source)
+    loaded.prediction_sources = tuple(str(meta.get("source", "file")) for meta in named)
+    for layer, meta in zip(loaded.session.predictions, named):
+        if meta.get("name") and meta["name"] != layer.name:
+            loaded.session.rename_layer(layer, str(meta["name"]))
     return loaded, data
 
 
-def apply_project(case: Case, loaded: LoadedCase, data: dict, project_path: str | None = None) -> None:
+def apply_project(case: Case, loaded: LoadedCase, data: dict[str, Any], project_path: str | None = None) -> None:
     """Put a loaded project into ``case``: files, statuses, cursor and view state."""
     case.apply_loaded(loaded)
     metas = [p for p in data.get("predictions", []) if p.get("path") or data.get("demo")]
-    for entry, meta in zip(case.predictions, metas):
+    for i, (entry, meta) in enumerate(zip(case.predictions, metas)):
         table = {k: v for k, v in (meta.get("statuses") or {}).items() if v in STATUS_KEYS}
         if int(data.get("version", 1)) < 2:
             # by position in the region list of that time: the same files give the same order
             case._pending_index_statuses[entry.name] = {int(k): v for k, v in table.items()}
             if entry.regions:
-                case._apply_pending_statuses(case.predictions.index(entry))
+                case._apply_pending_statuses(i)
         else:
-            entry.statuses.clear()
-            entry.statuses.update(table)
+            live = case.session.status_table(i)
+            live.clear()
+            live.update(table)
     if case.predictions:
         case.set_active(int(data.get("active_prediction", 0)))
     cur = data.get("cursor")
