@@ -111,38 +111,26 @@ def test_metrics_csv_equals_airway_evaluate(folders, tmp_path, capsys):
         == 0
     )
     capsys.readouterr()
-    evaluated = {(r["case"], r["prediction"]): r for r in _read_csv(ev_csv) if r["case"] not in ("mean", "std")}
+    # one vocabulary (docs/vocabulary.md): the same case ids (no _0000), the same column names
+    evaluated = {(r["case"], r["model"]): r for r in _read_csv(ev_csv) if r["case"] not in ("mean", "sd")}
     compared = _read_csv(out / "metrics.csv")
     assert len(compared) == 6 == len(evaluated)
-    # evaluate names cases by the reference file (with _0000), compare by the matched case key
-    ev_key = {
-        "td": "td",
-        "bd": "bd",
-        "dsc": "dsc",
-        "precision": "precision",
-        "sensitivity": "sensitivity",
-        "specificity": "specificity",
-        "atm_score": "atm_score",
-        "branches": "n_branches",
-        "detected": "n_detected",
-        "td_mm": "td_mm",
-        "tree_length_mm": "tree_length_mm",
-        "leakage": "leakage",
-        "missing_ratio": "missing_ratio",
-        "breakages": "breakages",
-    }
-    assert set(ev_key) == {c for c, _ in METRIC_COLUMNS}
+    assert {c for c, _ in METRIC_COLUMNS} <= set(_read_csv(ev_csv)[0])
+    assert {"n_branches", "n_detected"} <= set(compared[0]) and "detected" not in compared[0]
     for row in compared:
-        e = evaluated[(row["case"] + "_0000", row["model"])]
-        for col, k in ev_key.items():
-            assert float(row[col]) == float(e[k]), (row["case"], row["model"], col)
+        e = evaluated[(row["case"], row["model"])]
+        for col, _ in METRIC_COLUMNS:
+            assert float(row[col]) == float(e[col]), (row["case"], row["model"], col)
     # the two models really differ, so the comparison is not vacuous
     dsc = {(r["case"], r["model"]): float(r["dsc"]) for r in compared}
     assert any(dsc[(c, "eroded")] != dsc[(c, "dilated")] for c in ("case_000", "case_001", "case_002"))
     summary = {r["model"]: r for r in _read_csv(out / "summary.csv")}
     vals = [float(r["dsc"]) for r in compared if r["model"] == "eroded"]
     assert float(summary["eroded"]["dsc_mean"]) == pytest.approx(np.mean(vals))
-    assert float(summary["eroded"]["dsc_sd"]) == pytest.approx(np.std(vals))
+    assert float(summary["eroded"]["dsc_sd"]) == pytest.approx(np.std(vals, ddof=1))
+    assert summary["eroded"]["n"] == "3"
+    ev_rows = {(r["case"], r["model"]): r for r in _read_csv(ev_csv)}
+    assert float(ev_rows[("sd", "eroded")]["dsc"]) == pytest.approx(float(summary["eroded"]["dsc_sd"]))
     tests = _read_csv(out / "tests.csv")
     assert {(t["model_a"], t["model_b"]) for t in tests} == {("eroded", "dilated")}
     for name in (
@@ -285,15 +273,71 @@ def test_statistics_match_scipy_and_numpy():
     res = _result({"A": a, "B": b})
     tests = {t["metric"]: t for t in paired_tests(res, ("dsc", "td"))}
     expected = wilcoxon(a, b)
-    assert tests["dsc"]["p_value"] == pytest.approx(expected.pvalue)
+    assert tests["dsc"]["p_value"] == pytest.approx(expected.pvalue) and tests["dsc"]["n"] == 7
     assert tests["dsc"]["mean_difference"] == pytest.approx(np.mean(np.subtract(a, b)))
     assert math.isnan(tests["td"]["p_value"]) and tests["td"]["note"] == "all differences are zero"
+    # one test defined in the family: Holm leaves it as it is
+    assert tests["dsc"]["p_holm"] == pytest.approx(expected.pvalue)
     s = {r["model"]: r for r in summary_rows(res, ("dsc",))}
-    assert s["A"]["dsc_mean"] == pytest.approx(np.mean(a)) and s["A"]["dsc_sd"] == pytest.approx(np.std(a))
+    # the sample sd (n - 1), and n per model
+    assert s["A"]["dsc_mean"] == pytest.approx(np.mean(a)) and s["A"]["dsc_sd"] == pytest.approx(np.std(a, ddof=1))
+    assert s["A"]["n"] == 7 and s["A"]["dsc_n"] == 7
     gen = {(r["model"], r["generation"]): r for r in generation_summary(res)}
-    assert gen[("A", 1)]["branches"] == 28 and gen[("A", 1)]["detected"] == sum(v > 80 for v in a)
+    assert gen[("A", 1)]["n_branches"] == 28 and gen[("A", 1)]["n_detected"] == sum(v > 80 for v in a)
+    assert gen[("A", 1)]["bd_sd"] == pytest.approx(np.std([100.0 * (v > 80) / 4 for v in a], ddof=1))
     dia = {r["model"]: r for r in diameter_summary(res)}
-    assert dia["B"]["dsc_mean"] == pytest.approx(np.mean(b))
+    assert dia["B"]["dsc_mean"] == pytest.approx(np.mean(b)) and dia["B"]["n"] == 7
+
+
+def test_small_n_says_na_and_holm_corrects_the_family():
+    """Why (issue 24): n = 1 printed "p 1.0000" and "+- 0.00"; thirty tests were listed without a word
+    about multiple comparisons."""
+    from scipy.stats import wilcoxon
+
+    from core.compare.output import tables
+    from core.compare.report import build_report
+    from core.compare.stats import holm
+
+    one = _result({"A": [80.0], "B": [70.0]})
+    t = {r["metric"]: r for r in paired_tests(one, ("dsc",))}
+    assert math.isnan(t["dsc"]["p_value"]) and t["dsc"]["note"] == "n/a (n = 1)"
+    s = {r["model"]: r for r in summary_rows(one, ("dsc",))}
+    assert s["A"]["dsc_mean"] == 80.0 and math.isnan(s["A"]["dsc_sd"])
+    four = _result({"A": [80.0, 82.0, 84.0, 90.0], "B": [70.0, 71.0, 72.0, 73.0]})
+    assert paired_tests(four, ("dsc",))[0]["note"] == "n/a (n = 4)"
+    html = build_report(one, tables(one), {}, "")[0]
+    assert "n/a (n = 1)" in html and "80.00 &plusmn; n/a" in html and "1.0000" not in html
+    assert "&plusmn; 0.00" not in html
+
+    # Holm-Bonferroni (step-down): pinned on a textbook example and on scipy's p-values
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert math.isnan(holm([0.2, math.nan])[1]) and holm([0.2, math.nan])[0] == 0.2
+    rng = np.random.default_rng(7)
+    base = rng.uniform(60, 90, 9)
+    res = _result({"A": list(base), "B": list(base - rng.uniform(0, 6, 9)), "C": list(base + rng.normal(0, 1, 9))})
+    rows = paired_tests(res, ("dsc",))
+    raw = [
+        wilcoxon(
+            [r.metrics["dsc"] for r in res.rows if r.model == x["model_a"]],
+            [r.metrics["dsc"] for r in res.rows if r.model == x["model_b"]],
+        ).pvalue
+        for x in rows
+    ]
+    assert [x["p_value"] for x in rows] == pytest.approx(raw)
+    m = len(raw)
+    order = np.argsort(raw)
+    expected = np.empty(m)
+    running = 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (m - k) * raw[i]))
+        expected[i] = running
+    assert [x["p_holm"] for x in rows] == pytest.approx(list(expected))
+    assert all(x["significant"] == ("yes" if x["p_holm"] < 0.05 else "no") for x in rows)
+    assert any(x["p_holm"] > x["p_value"] for x in rows)  # the correction is not a no-op here
+    html = build_report(res, tables(res), {}, "")[0]
+    assert "Holm-corrected" in html and "significant after correction" in html
+    sig = [x for x in rows if x["significant"] == "yes"]
+    assert f"{len(sig)} significant after correction" in html
 
 
 def test_agreement_of_two_predictions_without_reference():

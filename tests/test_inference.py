@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from core.errors import Cancelled, CheckpointError, ConfigError, InputError
-from core.inference import (
+from core.preprocess import Preprocessing, window_hu
+from core.segmentation import (
     BatchRunner,
     PostProcessing,
     Predictor,
@@ -25,8 +26,7 @@ from core.inference import (
     window_slices,
     window_starts,
 )
-from core.inference_backends import TorchBackend, resolve_backend_name
-from core.preprocess import Preprocessing, window_hu
+from core.segmentation.backends import TorchBackend, resolve_backend_name
 from core.volume import Geometry, IntensityVolume
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -216,9 +216,7 @@ def test_device_side_accumulation_matches_the_host_loop(gaussian):
     assert np.abs(dev.probabilities.array.astype(int) - host.probabilities.array).max() <= 1
     np.testing.assert_array_equal(dev.mask.array, host.mask.array)
     arr = np.random.default_rng(2).normal(0, 2, (11, 9, 20)).astype(np.float32)
-    from core.inference import sliding_window_tensor
-
-    out = sliding_window_tensor(torch.from_numpy(arr), torch.sigmoid, window=8, step=3, batch_size=2, gaussian=gaussian)
+    out = sliding_window(torch.from_numpy(arr), torch.sigmoid, window=8, step=3, batch_size=2, gaussian=gaussian)
     np.testing.assert_allclose(out.numpy(), _sigmoid(arr), atol=2e-6)
 
 
@@ -263,8 +261,8 @@ def test_lung_crop_maps_back_to_the_full_grid():
 def test_lungs_cut_by_a_tight_crop_are_lungs_and_outside_air_is_not():
     """A crop around the mediastinum (TotalSegmentator's aorta crop): the lungs and the trachea joined to them
     touch the border but are parenchyma (-850 HU); air at -1000 touching the border is outside the body."""
-    from core.inference import fast_crop_box
     from core.preprocess import lung_mask
+    from core.segmentation import fast_crop_box
 
     arr = np.full((32, 48, 48), 40, np.int16)
     arr[:, :, :3] = -1000  # outside air along one side, beyond the chest wall
@@ -280,8 +278,8 @@ def test_lungs_cut_by_a_tight_crop_are_lungs_and_outside_air_is_not():
 
 
 def test_fast_lung_crop_matches_the_exact_one():
-    from core.inference import fast_crop_box
     from core.preprocess import CropBox, lung_mask
+    from core.segmentation import fast_crop_box
 
     z, y, x = np.ogrid[:20, :256, :256]
     arr = np.full((20, 256, 256), -1024, np.int16)
@@ -315,12 +313,14 @@ def test_postprocessing_keeps_the_largest_component_and_fills_holes():
 
 
 def test_progress_reports_windows_and_eta():
-    seen: list[tuple[int, int, float]] = []
+    # one progress vocabulary (core.progress): (done, total, message), the ETA in the message
+    seen: list[tuple[float, float, str]] = []
     Predictor.from_model(TinyNet(), NO_CROP, device="cpu", window=8, step=8).predict(
-        _ct((16, 16, 8)), progress=lambda d, t, e: seen.append((d, t, e))
+        _ct((16, 16, 8)), progress=lambda d, t, m: seen.append((d, t, m))
     )
     assert [(d, t) for d, t, _ in seen] == [(1, 4), (2, 4), (3, 4), (4, 4)]
-    assert all(e >= 0 for *_, e in seen) and seen[-1][2] == 0
+    assert all(m.startswith(f"{d}/{t} windows") for d, t, m in seen)
+    assert all(m.endswith(" s left") for *_, m in seen[:-1]) and seen[-1][2] == "4/4 windows"
 
 
 def test_cancellation_stops_within_one_window():
@@ -409,7 +409,7 @@ def test_missing_or_corrupt_model_files(tmp_path):
 
 
 def test_missing_optional_backend_falls_back_to_pytorch(monkeypatch):
-    import core.inference_backends as ib
+    import core.segmentation.backends as ib
 
     monkeypatch.setattr(ib, "available", lambda name: not name.startswith(("openvino", "onnxruntime")))
     messages: list[str] = []
@@ -523,7 +523,7 @@ def test_segment_command_on_a_folder_of_cases(checkpoint, tmp_path, capsys):
         ]
     )
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == ["case0_airway.nii.gz", "case1_airway.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["case0.nii.gz", "case1.nii.gz"]
     err = capsys.readouterr().err
     assert "2 case(s)" in err and "windows" in err  # the progress bar
 
@@ -639,8 +639,8 @@ def test_without_model_the_demo_model_is_used_or_named(tmp_path):
 
 @needs_shared
 def test_fast_lung_crop_on_a_real_ct():
-    from core.inference import fast_crop_box
     from core.io import read_ct
+    from core.segmentation import fast_crop_box
 
     ct = read_ct(SHARED / "chest_ct_dicom")
     box = fast_crop_box(ct.array, Preprocessing())
@@ -662,9 +662,9 @@ def test_folder_of_cases_and_dicom_folder_are_found():
 
 
 def test_window_and_step_come_from_the_checkpoint_unless_given(tmp_path):
-    from core.inference import recommended_window
     from core.models.checkpoint import save_checkpoint
     from core.models.registry import build_model
+    from core.segmentation import recommended_window
 
     assert recommended_window({}, None, None) == (128, 64)  # the paper's
     assert recommended_window({"training": {"validation": {"window": 48, "step": 48}}}, None, None) == (48, 48)

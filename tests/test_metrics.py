@@ -266,10 +266,10 @@ def test_cli_folder_mode_matches_cases_and_reports_mean_and_std(tmp_path, ref, c
     captured = capsys.readouterr()
     assert "case_c" in captured.err and "mean" in captured.out
     rows = {row["case"]: row for row in csv.DictReader((tmp_path / "s.csv").open())}
-    assert set(rows) == {"case_a", "case_b", "mean", "std"}
+    assert set(rows) == {"case_a", "case_b", "mean", "sd"}
     bd = [100.0, 600 / 7]
     assert float(rows["mean"]["bd"]) == pytest.approx(np.mean(bd))
-    assert float(rows["std"]["bd"]) == pytest.approx(np.std(bd))
+    assert float(rows["sd"]["bd"]) == pytest.approx(np.std(bd, ddof=1))  # sample sd, as airway compare
 
 
 def test_cli_grid_mismatch_is_one_line_and_exit_2(tmp_path, ref, capsys):

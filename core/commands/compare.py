@@ -20,8 +20,9 @@ def register(subparsers) -> None:
         help="compare models over a folder of cases: metrics, mean/sd, Wilcoxon tests, plots, HTML report",
         description="Evaluate every case x model (ATM'22 definitions, as `airway evaluate`), cached by content so an "
         "unchanged rerun is near instant; write metrics.csv, summary.csv, tests.csv, DSC per diameter, "
-        "BD per generation and report.html into --out. Cases are matched by file name "
-        "(a trailing _0000 is ignored).",
+        "BD per generation and report.html into --out, as one set (staged, then renamed into place). "
+        "Cases are matched by name: the image CASE_0000.nii.gz, the label CASE.nii.gz and the prediction "
+        "CASE.nii.gz (also CASE_airway.nii.gz or CASE_0000.nii.gz, as earlier versions and ATM'22 teams wrote).",
     )
     p.add_argument("--reference", metavar="REF_DIR", help="folder of reference labels")
     p.add_argument("--predictions", nargs="+", metavar="NAME=DIR", default=[], help="a folder of predictions per model")
@@ -63,7 +64,13 @@ def register(subparsers) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="write into an --out folder that holds other files, or over an existing --json",
+        help="write into an --out folder that holds other files or another comparison (kept as OUT.bak), "
+        "or over an existing --json",
+    )
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="go on when a model has no prediction for any reference case (an error otherwise)",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     p.set_defaults(func=handle)
@@ -106,66 +113,27 @@ def handle(args: argparse.Namespace) -> int:
         raise InputError(
             "No model to compare.", "Give --predictions NAME=DIR ... or --cts CT_DIR --models NAME=CKPT ..."
         )
-    _check_out(args, [args.reference, args.cts, args.cache, *preds.values(), *models.values()])
     return run(args, preds, models)
 
 
-def _check_out(args: argparse.Namespace, inputs: list) -> None:
-    """--out before any work: a folder we may write, no input, new or an earlier compare's own output."""
-    from core.errors import InputError
-    from core.outputs import check_writable_folder, same_file
-
-    out = Path(args.out)
-    for inp in inputs:
-        if inp and (same_file(out, inp) or Path(inp).resolve().is_relative_to(out.resolve())):
-            raise InputError(
-                f"--out {out} is (or holds) an input ({inp}); the results would mix with it.",
-                "Choose another --out folder.",
-                path=out,
-            )
-    # a rerun into the same folder is the cached path; someone else's files are not ours to replace
-    if out.is_dir() and any(out.iterdir()) and not (out / "compare.json").is_file() and not args.overwrite:
-        raise InputError(
-            f"--out {out} holds other files, not an earlier airway compare output.",
-            "Choose a new or empty --out folder, or pass --overwrite.",
-            path=out,
-        )
-    check_writable_folder(out, flag="--out")
-
-
 def run(args: argparse.Namespace, preds: dict[str, Path], models: dict[str, Path]) -> int:
-    from core.compare import CompareSettings, compare_folders, predict_folders, write_outputs
+    from dataclasses import asdict
+
+    from core.compare import CompareSettings, compare_folders, predict_folders
     from core.compare.cache import Cache
+    from core.compare.output import write_set
+    from core.compare.outset import CompareFolder, identity
     from core.metrics import DEFAULT_DIAMETER_EDGES
 
     out = Path(args.out)
-    cache_dir = None if args.no_cache else Path(args.cache) if args.cache else out / ".cache"
 
     def say(text: str) -> None:
-        if not args.quiet:
-            print(f"airway compare: {text}", file=sys.stderr, flush=True)
+        if not args.quiet or text.startswith("note:"):
+            print(text if text.startswith("note:") else f"airway compare: {text}", file=sys.stderr, flush=True)
 
     def progress(done: int, total: int, what: str) -> None:
         say(f"[{done}/{total}] {what}")
 
-    t0 = time.perf_counter()
-    seg_failures = []
-    sources = {m: str(p) for m, p in preds.items()}
-    seg_cache = Cache(cache_dir)
-    if models:
-        dirs, seg_failures = predict_folders(
-            args.cts,
-            models,
-            out / "predictions",
-            device=args.device,
-            backend=args.backend,
-            threads=args.threads,
-            cache=seg_cache,
-            progress=progress,
-            say=say,
-        )
-        preds = {**preds, **dirs}
-        sources.update({m: str(p) for m, p in models.items()})
     settings = CompareSettings(
         atm22=args.atm22,
         connectivity=args.connectivity,
@@ -174,16 +142,65 @@ def run(args: argparse.Namespace, preds: dict[str, Path], models: dict[str, Path
         label_selector=args.label_selector,
         prediction_selector=args.prediction_selector,
     )
-    result = compare_folders(args.reference, preds, settings=settings, cache_dir=cache_dir, progress=progress)
-    result.sources = sources
-    result.ct_dir = str(Path(args.cts).resolve()) if args.cts else ""
-    result.cache_stats.update(seg_cache.stats)
-    seg_failed = {(f.case, f.model) for f in seg_failures}
-    result.failures = seg_failures + [f for f in result.failures if (f.case, f.model) not in seg_failed]
-    notes = write_outputs(result, out, snapshots=not args.no_snapshots, cache_dir=cache_dir, say=say)
+    ref_dir = str(Path(args.reference).absolute())
+    sources = {m: str(p.absolute()) for m, p in preds.items()}
+    sources.update({m: str(p) for m, p in models.items()})
+    ct_dir = str(Path(args.cts).resolve()) if args.cts else ""
+    inputs = [args.reference, args.cts, args.cache, *preds.values(), *models.values()]
+    t0 = time.perf_counter()
+    with CompareFolder(
+        out,
+        overwrite=args.overwrite,
+        identity=identity(ref_dir, sources, ct_dir, asdict(settings)),
+        inputs=inputs,
+        say=say,
+    ) as folder:
+        cache_dir = None if args.no_cache else Path(args.cache) if args.cache else folder.staging / ".cache"
+        seg_failures = []
+        gate: dict[str, dict[str, dict]] = {}
+        seg_cache = Cache(cache_dir)
+        if models:
+            dirs, seg_failures = predict_folders(
+                args.cts,
+                models,
+                folder.staging / "predictions",
+                device=args.device,
+                backend=args.backend,
+                threads=args.threads,
+                cache=seg_cache,
+                progress=progress,
+                say=say,
+                gate=gate,
+            )
+            preds = {**preds, **dirs}
+        result = compare_folders(
+            args.reference,
+            preds,
+            settings=settings,
+            cache_dir=cache_dir,
+            progress=progress,
+            allow_missing=args.allow_missing or bool(seg_failures),  # a failed segmentation is named already
+        )
+        result.sources = sources
+        result.ct_dir = ct_dir
+        result.gate = gate
+        result.cache_stats.update(seg_cache.stats)
+        seg_failed = {(f.case, f.model) for f in seg_failures}
+        result.failures = seg_failures + [f for f in result.failures if (f.case, f.model) not in seg_failed]
+        notes = write_set(result, folder, snapshots=not args.no_snapshots, cache_dir=cache_dir, say=say)
+        if folder.backed_up:
+            print(f"note: the earlier contents of {out} are kept in {folder.backup}", file=sys.stderr)
     _print_summary(result)
+    for note in result.notes:
+        print(f"warning: {note}", file=sys.stderr)
     for f in result.failures:
         print(f"warning: {f.case} / {f.model}: {f.message}", file=sys.stderr)
+    for m in result.gate_failed_everywhere():
+        print(
+            f"warning: {m}: every mask failed the output gate (it does not look like these CTs' airway); "
+            "see the 'gate' column of metrics.csv and gate.csv",
+            file=sys.stderr,
+        )
     for key in ("figures_note", "snapshots_note"):
         if notes[key] and not (key == "snapshots_note" and args.no_snapshots):
             print(f"note: {notes[key]}", file=sys.stderr)
@@ -193,13 +210,35 @@ def run(args: argparse.Namespace, preds: dict[str, Path], models: dict[str, Path
 
 
 def _print_summary(result) -> None:
+    from core.compare.output import gate_text
+    from core.compare.report import gate_counts
     from core.compare.stats import summary_rows
 
     keys = ("td", "bd", "dsc", "precision")
-    print("model".ljust(16) + "cases  " + "  ".join(f"{k.upper():>14}" for k in keys))
+
+    def cell(mean: float, sd: float) -> str:
+        if mean != mean:  # nan
+            return f"{'-':>14}"
+        return f"{mean:6.2f} +- {sd:5.2f}" if sd == sd else f"{mean:6.2f} +-   n/a"
+
+    gate_col = bool(result.gate)
+    print(
+        "model".ljust(16)
+        + "    n  "
+        + "  ".join(f"{k.upper():>14}" for k in keys)
+        + ("  output gate" if gate_col else "")
+    )
     for r in summary_rows(result, keys):
-        cells = "  ".join(f"{r[f'{k}_mean']:6.2f} +- {r[f'{k}_sd']:5.2f}" for k in keys)
-        print(f"{r['model'][:16].ljust(16)}{r['cases']:5d}  {cells}")
+        cells = "  ".join(cell(r[f"{k}_mean"], r[f"{k}_sd"]) for k in keys)
+        gate = ""
+        if gate_col:
+            ok, seen = gate_counts(result, r["model"])
+            gate = f"  passed {ok} of {seen}" if seen else "  -"
+        print(f"{r['model'][:16].ljust(16)}{r['n']:5d}  {cells}{gate}")
+    for model, per in result.gate.items():
+        for case, g in per.items():
+            if not g.get("passed"):
+                print(f"gate: {case} / {model}: {gate_text(g)}")
 
 
 def _agreement(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
 """``airway evaluate``: ATM'22 airway metrics of predictions against a reference, as a table and files.
 
 One reference file with one or more prediction files, or a reference folder
-with one or more prediction folders (cases matched by file name; per-case rows
-then the mean and standard deviation of each metric).
+with one or more prediction folders (cases matched by :mod:`core.casenames`, as
+``airway compare`` matches them; per-case rows then the mean and the sample sd
+of each metric). Column and case names: docs/vocabulary.md.
 """
 
 from __future__ import annotations
@@ -113,33 +114,15 @@ class CaseResult:
     warnings: list = field(default_factory=list)
 
 
-def _strip_channel(name: str) -> str:
-    return name[:-5] if name.endswith("_0000") else name
-
-
-def _list_cases(folder: Path) -> dict[str, Path]:
-    from core.io import VOLUME_SUFFIXES, case_name
-
-    out = {}
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES) and not p.name.startswith("."):
-            out[case_name(p)] = p
-    return out
-
-
 def match_cases(reference: Path, prediction: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
-    """(case, reference file, prediction file) pairs matched by name (a trailing ``_0000`` is ignored), and unmatched names."""
-    refs = _list_cases(reference)
-    preds = _list_cases(prediction)
-    by_stem = {_strip_channel(k): v for k, v in preds.items()}
-    pairs, missing = [], []
-    for name, rp in refs.items():
-        pp = preds.get(name) or by_stem.get(_strip_channel(name))
-        if pp is None:
-            missing.append(name)
-        else:
-            pairs.append((name, rp, pp))
-    return pairs, missing
+    """(case id, reference file, prediction file) pairs matched by core.casenames, and the case ids
+    without a prediction."""
+    from core.casenames import list_predictions, list_references
+
+    refs = list_references(reference)
+    preds = list_predictions(prediction)
+    pairs = [(name, rp, preds[name]) for name, rp in refs.items() if name in preds]
+    return pairs, [name for name in refs if name not in preds]
 
 
 def _tree_for(ref_volume, tree_path: Path | None, progress, plan=None, overwrite: bool | None = None):
@@ -184,33 +167,6 @@ def _tree_for(ref_volume, tree_path: Path | None, progress, plan=None, overwrite
     return tree
 
 
-def evaluate_pair(
-    pred,
-    ref,
-    tree,
-    *,
-    atm22: bool = False,
-    connectivity: int = 6,
-    threshold: float = 0.8,
-    diameter_edges=None,
-    cancel=None,
-):
-    """One prediction against its reference and parsed tree, as ``airway evaluate`` scores it
-    (``airway compare`` calls this too, so both report the same numbers)."""
-    from core.metrics import DEFAULT_DIAMETER_EDGES, evaluate
-
-    return evaluate(
-        pred,
-        ref,
-        tree=tree,
-        atm22=atm22,
-        connectivity=connectivity,
-        detection_threshold=threshold,
-        diameter_edges=tuple(diameter_edges) if diameter_edges else DEFAULT_DIAMETER_EDGES,
-        cancel=cancel,
-    )
-
-
 def _input_files(paths: list[Path]) -> list[Path]:
     out = []
     for p in paths:
@@ -219,6 +175,8 @@ def _input_files(paths: list[Path]) -> list[Path]:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from core.casenames import case_id
+    from core.compare.pair import evaluate_pair  # the scoring airway compare runs too
     from core.errors import InputError
     from core.io import VOLUME_SUFFIXES, case_name, read_label, resample_label_to, volume_suffix
     from core.metrics import DEFAULT_DIAMETER_EDGES
@@ -290,25 +248,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
     # (case, method, reference path, prediction path)
     jobs: list[tuple[str, str, Path, Path]] = []
     if folder_mode:
+        from core.casenames import list_references, match_folder, missing_message, no_match_error
+
+        refs = list_references(ref_path)
+        names = list(refs)
         for pdir in pred_paths:
-            pairs, missing = match_cases(ref_path, pdir)
-            if missing:
-                print(
-                    f"warning: {pdir.name}: no prediction for {len(missing)} case(s): {', '.join(missing[:5])}"
-                    f"{' ...' if len(missing) > 5 else ''}",
-                    file=sys.stderr,
-                )
-            jobs += [(name, pdir.name, rp, pp) for name, rp, pp in pairs]
-        if not jobs:
-            raise InputError(
-                "No reference case has a prediction with the same file name.",
-                "Name predictions like their labels (e.g. ATM_001.nii.gz in both folders).",
-            )
+            match = match_folder(pdir.name, pdir, names)
+            if match.matched == 0:
+                raise no_match_error(match)
+            if match.missing:
+                print(f"warning: {missing_message(match)}", file=sys.stderr)
+            jobs += [(name, pdir.name, refs[name], match.files[name]) for name in names if name in match.files]
     else:
         names = [case_name(p) for p in pred_paths]
         if len(set(names)) < len(names):  # same file name in several folders: tell them apart by folder
             names = [f"{p.parent.name}/{n}" for p, n in zip(pred_paths, names)]
-        jobs = [(case_name(ref_path), n, ref_path, p) for n, p in zip(names, pred_paths)]
+        jobs = [(case_id(ref_path), n, ref_path, p) for n, p in zip(names, pred_paths)]
 
     results: list[CaseResult] = []
     by_ref: dict[Path, list[tuple[str, str, Path]]] = {}
@@ -374,7 +329,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 _clean(
                     {
                         "case": r.case,
-                        "prediction": r.method,
+                        "model": r.method,
                         "regions": [g.as_dict() for g in r.regions],
                         "groups": [g.as_dict() for g in group_regions(r.regions)],
                     }
@@ -405,11 +360,10 @@ def _clean(v):
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and population standard deviation (numpy's default, as the papers' scripts use)."""
-    import numpy as np
+    """Mean and sample sd (ddof = 1; nan for one case), as ``airway compare`` reports them."""
+    from core.compare.stats import mean_sd
 
-    a = np.asarray(values, dtype=float)
-    return (float(a.mean()), float(a.std())) if a.size else (math.nan, math.nan)
+    return mean_sd(values)
 
 
 def _groups(results: list[CaseResult]) -> dict[str, list[CaseResult]]:
@@ -420,7 +374,7 @@ def _groups(results: list[CaseResult]) -> dict[str, list[CaseResult]]:
 
 
 def format_table(results: list[CaseResult], folder_mode: bool) -> str:
-    head = ["case", "prediction"] + [h for _, h in COLUMNS]
+    head = ["case", "model"] + [h for _, h in COLUMNS]
     rows = []
     for r in results:
         s = r.metrics.summary()
@@ -431,7 +385,7 @@ def format_table(results: list[CaseResult], folder_mode: bool) -> str:
                 continue
             stats = {k: mean_std([g.metrics.summary()[k] for g in group]) for k, _ in COLUMNS}
             rows.append(["mean", method] + [_fmt(stats[k][0]) for k, _ in COLUMNS])
-            rows.append(["std", method] + [_fmt(stats[k][1]) for k, _ in COLUMNS])
+            rows.append(["sd", method] + [_fmt(stats[k][1]) for k, _ in COLUMNS])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     lines = [
         "  ".join(str(x).rjust(w) if i > 1 else str(x).ljust(w) for i, (x, w) in enumerate(zip(line, widths)))
@@ -439,7 +393,7 @@ def format_table(results: list[CaseResult], folder_mode: bool) -> str:
     ]
     mode = results[0].metrics.mode if results else "exact"
     note = "ATM'22 rounding" if mode == "atm22" else "exact ratios"
-    return "\n".join(lines + [f"(percent; {note}; TDmm = detected centreline length in mm; std = population std)"])
+    return "\n".join(lines + [f"(percent; {note}; TDmm = detected centreline length in mm; sd = sample sd)"])
 
 
 def _fmt(v) -> str:
@@ -454,7 +408,7 @@ def summary_csv(results: list[CaseResult], folder_mode: bool = True) -> str:
     buf = io.StringIO()
     keys = [k for k, _ in COLUMNS] + ["tree_length_mm"]
     w = csv.writer(buf)
-    w.writerow(["case", "prediction"] + keys)
+    w.writerow(["case", "model"] + keys)
     for r in results:
         s = r.metrics.summary()
         w.writerow([r.case, r.method] + [_clean(s[k]) for k in keys])
@@ -462,8 +416,8 @@ def summary_csv(results: list[CaseResult], folder_mode: bool = True) -> str:
         if not folder_mode or len(group) < 2:
             continue
         stats = {k: mean_std([g.metrics.summary()[k] for g in group]) for k in keys}
-        w.writerow(["mean", method] + [stats[k][0] for k in keys])
-        w.writerow(["std", method] + [stats[k][1] for k in keys])
+        w.writerow(["mean", method] + [_clean(stats[k][0]) for k in keys])
+        w.writerow(["sd", method] + [_clean(stats[k][1]) for k in keys])
     return buf.getvalue()
 
 
@@ -473,7 +427,7 @@ def branches_csv(results: list[CaseResult]) -> str:
     w.writerow(
         [
             "case",
-            "prediction",
+            "model",
             "branch",
             "parent",
             "generation",
@@ -511,12 +465,13 @@ def results_json(results: list[CaseResult], args, folder_mode: bool = True) -> d
     cases = []
     for r in results:
         d = r.metrics.as_dict(branches=False)
-        cases.append({"case": r.case, "prediction": r.method, **_clean(d), "warnings": list(r.warnings)})
+        cases.append({"case": r.case, "model": r.method, **_clean(d), "warnings": list(r.warnings)})
     keys = [k for k, _ in COLUMNS] + ["tree_length_mm"]
     summary = {}
     for method, group in _groups(results).items() if folder_mode else ():
         summary[method] = {
-            k: dict(zip(("mean", "std"), mean_std([g.metrics.summary()[k] for g in group]))) for k in keys
+            k: {**dict(zip(("mean", "sd"), mean_std([g.metrics.summary()[k] for g in group]))), "n": len(group)}
+            for k in keys
         }
     return _clean(
         {

@@ -12,12 +12,19 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from core.progress import Cancellable, Progress
 from core.resources import SHIPPED_MODEL as DEMO_MODEL
+
+if TYPE_CHECKING:
+    from core.segmentation import PredictOptions, Predictor
+    from core.volume import IntensityVolume, LabelVolume
+
+#: a case's CT, its reference (or None) and the warnings found reading them
+CaseInputs = tuple["IntensityVolume", "LabelVolume | None", list[str]]
 
 MASK_SUFFIX = "_airway.nii.gz"
 PROB_SUFFIX = "_probabilities.nii.gz"
@@ -62,7 +69,8 @@ def register(subparsers: Any) -> None:
         "--output",
         "-o",
         metavar="MASK",
-        help=f"mask file (one case) or folder (several); default: CASE{MASK_SUFFIX} in the current folder",
+        help=f"mask file (one case; default CASE{MASK_SUFFIX} in the current folder) or folder (several: "
+        "CASE.nii.gz for the image CASE_0000.nii.gz, as airway compare and evaluate match them)",
     )
     p.add_argument(
         "--probabilities", metavar="F", help="also write the probability map here (file, or folder for several cases)"
@@ -190,8 +198,9 @@ def find_cases(input_path: str | Path) -> list[tuple[str, Path]]:
 
 def plan_cases(args: argparse.Namespace) -> list[Case]:
     """Where each case's outputs go; refuses existing outputs unless --overwrite."""
+    from core.casenames import case_id, list_references, mask_name, probabilities_name
     from core.errors import InputError
-    from core.io import VOLUME_SUFFIXES, case_name, volume_suffix
+    from core.io import VOLUME_SUFFIXES, volume_suffix
 
     cases = find_cases(args.input)
     several = len(cases) > 1 or (Path(args.input).is_dir() and len(cases) == 1 and cases[0][1] != Path(args.input))
@@ -201,9 +210,10 @@ def plan_cases(args: argparse.Namespace) -> list[Case]:
         raise InputError("Reference label not found.", "Check the path given with --reference.", path=args.reference)
     for name, path in cases:
         if several:
+            # core.casenames: the image CASE_0000 gets the mask CASE.nii.gz, what compare and evaluate match
             out_dir = Path(args.output) if args.output else Path.cwd()
-            output = out_dir / f"{name}{MASK_SUFFIX}"
-            prob = Path(args.probabilities) / f"{name}{PROB_SUFFIX}" if args.probabilities else None
+            output = out_dir / mask_name(name)
+            prob = Path(args.probabilities) / probabilities_name(name) if args.probabilities else None
         else:
             output = Path(args.output) if args.output else Path.cwd() / f"{name}{MASK_SUFFIX}"
             prob = Path(args.probabilities) if args.probabilities else None
@@ -216,8 +226,7 @@ def plan_cases(args: argparse.Namespace) -> list[Case]:
                 )
         reference = None
         if ref_dir is not None:
-            matches = [f for f in sorted(ref_dir.iterdir()) if case_name(f) in (name, name.removesuffix("_0000"))]
-            reference = matches[0] if matches else None
+            reference = list_references(ref_dir).get(case_id(name))
         elif args.reference:
             if several:
                 raise InputError(
@@ -261,7 +270,7 @@ def model_path(args_model: str | None) -> Path:
 # -- one case ----------------------------------------------------------------------
 
 
-def read_case_inputs(case: Case, selector: str | None = None, resample: bool = False) -> tuple[Any, Any, list[str]]:
+def read_case_inputs(case: Case, selector: str | None = None, resample: bool = False) -> CaseInputs:
     """The case's CT and reference, checked for sanity (core.sanity) before any segmentation.
 
     ``resample``: a reference on another grid is resampled onto the CT's (nearest
@@ -285,44 +294,35 @@ def read_case_inputs(case: Case, selector: str | None = None, resample: bool = F
 
 
 def segment_case(
-    predictor: Any,
+    predictor: Predictor,
     case: Case,
     selector: str | None = None,
-    progress: Callable[[int, int, float], None] | None = None,
-    cancel: Any = None,
-    inputs: tuple[Any, Any, list[str]] | None = None,
+    progress: Progress | None = None,
+    cancel: Cancellable | None = None,
+    inputs: CaseInputs | None = None,
     resample: bool = False,
     gate: bool = True,
     strict: bool = False,
-) -> dict:
+) -> dict[str, Any]:
     """Segment one case, write its outputs (only once all is done), evaluate if it has a reference.
 
     ``inputs``: what :func:`read_case_inputs` returned, when the caller read them already.
-    ``gate``: check the mask against the CT's trachea and lungs (core.gate); a failure
-    is a warning in the result, or with ``strict`` a QualityError before anything is written.
+    ``gate``: check the mask against the CT's trachea and lungs (core.segmentation.segment_and_gate); a
+    failure is a warning in the result, or with ``strict`` a QualityError before anything is written.
     """
-    from core.gate import check_mask, enforce
-    from core.models.card import card_summary
     from core.outputs import OutputPlan
-    from core.sanity import check_label
+    from core.segmentation import segment_and_gate
 
     ct, reference, warnings = inputs if inputs is not None else read_case_inputs(case, selector, resample)
-    warnings = list(warnings)
-    pred = predictor.predict(ct, progress=progress, cancel=cancel)
-    warnings += [f.message for f in check_label(pred.mask, "prediction")]
-    gate_report = None
-    if gate:
-        gate_report = check_mask(ct, pred.mask.mask)
-        text = enforce(gate_report, card_summary(getattr(predictor, "header", None)), strict)
-        if text:
-            warnings.append(text)
+    done = segment_and_gate(predictor, ct, gate=gate, strict=strict, progress=progress, cancel=cancel)
+    pred = done.prediction
     # overwriting was allowed (or the outputs were new) when the run was planned; the mask and the
     # probabilities land together, and the first original of each is kept as .bak
     with OutputPlan(overwrite=True, inputs=[case.ct, case.reference]) as outputs:
         outputs.write_volume(pred.mask, case.output)
         if case.probabilities is not None:
             outputs.write_volume(pred.probabilities, case.probabilities)
-    result: dict = {
+    result: dict[str, Any] = {
         "case": case.name,
         "mask": str(case.output),
         "probabilities": str(case.probabilities) if case.probabilities else None,
@@ -333,10 +333,10 @@ def segment_case(
         "backend": pred.backend,
         "seconds": round(pred.seconds, 2),
         "method": "model",
-        "warnings": warnings,
+        "warnings": [*warnings, *done.warnings],
     }
-    if gate_report is not None:
-        result["gate"] = gate_report.as_dict()
+    if done.gate is not None:
+        result["gate"] = done.gate_dict()
     if reference is not None:
         result["metrics"] = evaluate_mask(pred.mask, reference, ct.spacing_zyx)
     return result
@@ -345,11 +345,11 @@ def segment_case(
 def grow_case(
     case: Case,
     selector: str | None = None,
-    progress: Callable[[int, int, str], None] | None = None,
-    cancel: Any = None,
-    inputs: tuple[Any, Any, list[str]] | None = None,
+    progress: Progress | None = None,
+    cancel: Cancellable | None = None,
+    inputs: CaseInputs | None = None,
     resample: bool = False,
-) -> dict:
+) -> dict[str, Any]:
     """The training-free method (core.growing) on one case; InputError (nothing written) without a trachea."""
     from core.growing import grow_airway
     from core.outputs import OutputPlan
@@ -392,9 +392,11 @@ def evaluate_mask(mask: Any, reference: Any, spacing_zyx: Any) -> dict:
 
 
 class ProgressBar:
-    """Windows done / total and ETA on stderr; redrawn in place on a terminal, every 10% otherwise."""
+    """A :data:`core.progress.Progress` on stderr: a bar and the job's message (the predictor's says how many
+    windows are done and about how long the rest takes); ``unit``: also "done/total unit" before the message.
+    Redrawn in place on a terminal, every 10 % otherwise."""
 
-    def __init__(self, label: str, stream: TextIO | None = None, width: int = 30, unit: str = "windows"):
+    def __init__(self, label: str, stream: TextIO | None = None, width: int = 30, unit: str | None = None):
         self.label = label
         self.unit = unit
         self.stream = stream or sys.stderr
@@ -402,14 +404,12 @@ class ProgressBar:
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._last_decile = -1
 
-    def __call__(self, done: int, total: int, eta_s: Any) -> None:
-        if isinstance(eta_s, str):  # core.growing reports a message, not an ETA
-            eta_s = float("nan")
+    def __call__(self, done: float, total: float, message: str = "") -> None:
         frac = done / max(total, 1)
         filled = int(round(frac * self.width))
         bar = "#" * filled + "-" * (self.width - filled)
-        eta = f"{int(eta_s) // 60}m{int(eta_s) % 60:02d}s" if eta_s == eta_s else "?"
-        text = f"{self.label} [{bar}] {done}/{total} {self.unit}, ETA {eta}"
+        count = f"{int(done)}/{int(total)} {self.unit}" if self.unit else ""
+        text = f"{self.label} [{bar}] " + ": ".join(t for t in (count, message) if t)
         if self.tty:
             self.stream.write("\r" + text + ("\n" if done >= total else ""))
             self.stream.flush()
@@ -471,8 +471,32 @@ def resolve_method(args: argparse.Namespace) -> str:
     return method
 
 
+def predict_options(args: argparse.Namespace) -> PredictOptions:
+    """The command line's choices as the predictor's options."""
+    from core.segmentation import PostProcessing, PredictOptions
+
+    return PredictOptions(
+        device=args.device,
+        window=args.window,
+        step=args.step,
+        batch_size=args.batch_size,
+        gaussian=args.gaussian,
+        backend=args.backend,
+        mode="exact" if args.exact else "fast",
+        region=args.region,
+        postprocess=PostProcessing(
+            threshold=args.threshold,
+            largest_component=not args.all_components,
+            connectivity=args.connectivity,
+            fill_holes=args.fill_holes,
+        ),
+        spacing=_spacing_arg(args.spacing),
+        threads=args.threads,
+    )
+
+
 def handle(args: argparse.Namespace) -> int:
-    from core.inference import PostProcessing, Predictor
+    from core.segmentation import Predictor
 
     plan = plan_cases(args)
     method = resolve_method(args)
@@ -508,34 +532,11 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     ckpt = model_path(args.model)
 
-    post = PostProcessing(
-        threshold=args.threshold,
-        largest_component=not args.all_components,
-        connectivity=args.connectivity,
-        fill_holes=args.fill_holes,
-    )
-    predictor = Predictor(
-        ckpt,
-        device=args.device,
-        window=args.window,
-        step=args.step,
-        batch_size=args.batch_size,
-        gaussian=args.gaussian,
-        backend=args.backend,
-        postprocess=post,
-        say=say,
-        threads=args.threads,
-        spacing=_spacing_arg(args.spacing),
-        region=args.region,
-        mode="exact" if args.exact else "fast",
-    )
+    predictor = Predictor(ckpt, predict_options(args), say=say)
     if not args.quiet:
         say(
-            f"{len(plan)} case(s), model {ckpt.name}, device {predictor.device}, backend {predictor.backend_name}, "
-            f"{'exact (paper) procedure' if args.exact else 'fast mode (--exact for the paper procedure)'}: "
-            f"window {predictor.window[0]}, step {predictor.step[0]}, "
-            f"{'Gaussian' if predictor.gaussian else 'mean'} weighting, "
-            f"region {getattr(predictor.region, 'name', 'none') if predictor.region is not None else 'none'}"
+            f"{len(plan)} case(s), model {ckpt.name}, {predictor.describe()}, "
+            f"{'exact (paper) procedure' if args.exact else 'fast mode (--exact for the paper procedure)'}"
         )
     t0 = time.perf_counter()
     for i, case in enumerate(plan, 1):

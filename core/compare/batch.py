@@ -1,5 +1,5 @@
 """Every case x model evaluated against the reference, with ``airway evaluate``'s code
-path (:func:`core.commands.evaluate.evaluate_pair`), cached by content.
+path (:func:`core.compare.pair.evaluate_pair`), cached by content.
 
 The reference of a case is read and its tree parsed (or loaded from the cache)
 at most once, and only when some model of the case is not served from the
@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.casenames import expected_names, missing_message, no_match_error
 from core.compare.cache import Cache, mask_key, text_key
-from core.compare.cases import CaseFiles, match_cases
+from core.compare.cases import CaseFiles, match_cases, match_models
 from core.errors import AirwayError, Cancelled, InputError
 
 Progress = Callable[[int, int, str], None]
@@ -30,8 +31,8 @@ METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
     ("sensitivity", "sensitivity"),
     ("specificity", "specificity"),
     ("atm_score", "atm_score"),
-    ("branches", "n_branches"),
-    ("detected", "n_detected"),
+    ("n_branches", "n_branches"),
+    ("n_detected", "n_detected"),
     ("td_mm", "td_mm"),
     ("tree_length_mm", "tree_length_mm"),
     ("leakage", "leakage"),
@@ -104,12 +105,19 @@ class CompareResult:
     reference_dir: str = ""
     sources: dict = field(default_factory=dict)  # model -> folder or checkpoint
     ct_dir: str = ""  # CTs of the cases, when known (--cts)
+    notes: list[str] = field(default_factory=list)  # e.g. which names a model's folder was missing
+    # the output gate (core.gate) of each model run here: model -> case -> GateReport.as_dict()
+    gate: dict[str, dict[str, dict]] = field(default_factory=dict)
 
     def row(self, case: str, model: str) -> CaseRow | None:
         for r in self.rows:
             if r.case == case and r.model == model:
                 return r
         return None
+
+    def gate_failed_everywhere(self) -> list[str]:
+        """Models whose masks failed the output gate on every case the gate saw."""
+        return [m for m, per in self.gate.items() if per and not any(g.get("passed") for g in per.values())]
 
     def by_model(self) -> dict[str, list[CaseRow]]:
         out: dict[str, list[CaseRow]] = {m: [] for m in self.models}
@@ -181,8 +189,11 @@ def compare_folders(
     cache_dir: str | Path | None = None,
     progress: Progress | None = None,
     cancel: Any = None,
+    allow_missing: bool = False,
 ) -> CompareResult:
-    """Evaluate each model's predictions folder against ``reference_dir`` (cases matched by name)."""
+    """Evaluate each model's predictions folder against ``reference_dir`` (cases matched by
+    :mod:`core.casenames`). A model matching no case is an InputError naming the names expected
+    and found, unless ``allow_missing``; a model matching only some cases gets a note."""
     settings = settings or CompareSettings()
     if not predictions:
         raise InputError("No model to compare.", "Give at least one NAME=DIR of predictions.")
@@ -202,6 +213,12 @@ def compare_folders(
         raise InputError(
             "The reference folder holds no label volume.", "Give a folder of .nii.gz/.mha/.nrrd labels.", path=ref_dir
         )
+    notes = []
+    for match in match_models(ref_dir, preds).values():
+        if match.matched == 0 and not allow_missing:
+            raise no_match_error(match)
+        if match.missing:
+            notes.append(missing_message(match))
     cache = Cache(cache_dir)
     result = CompareResult(
         models=list(preds),
@@ -209,6 +226,7 @@ def compare_folders(
         settings=settings,
         reference_dir=str(ref_dir),
         sources={m: str(d) for m, d in preds.items()},
+        notes=notes,
     )
     total = len(cases) * len(preds)
     done = 0
@@ -244,7 +262,8 @@ def _run_case(
             progress(done, total, f"{case.name} / {model}")
         done += 1
         if path is None:
-            result.failures.append(Failure(case.name, model, "no prediction file for this case"))
+            names = " or ".join(expected_names(case.name))
+            result.failures.append(Failure(case.name, model, f"no prediction file for this case (expected {names})"))
             continue
         if ref_error is not None:
             result.failures.append(Failure(case.name, model, f"reference: {ref_error}"))
@@ -279,7 +298,7 @@ def _run_case(
 
 
 def _evaluate(ref: _Reference, path: Path, settings: CompareSettings, cache: Cache, eval_key: dict, cancel: Any):
-    from core.commands.evaluate import evaluate_pair
+    from core.compare.pair import evaluate_pair
     from core.io import read_label
 
     pred = read_label(path, settings.prediction_selector, reference=ref.volume)

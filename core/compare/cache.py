@@ -2,9 +2,10 @@
 
 A volume's key is the SHA-256 of its mask bits, shape, geometry and label
 selector, so a renamed or re-saved but unchanged file is still a hit. To make
-an unchanged rerun near instant without reading any volume, the key of each
-file is remembered against its (path, size, mtime) in ``files.json``; a file
-that changed on disk is read and hashed again.
+an unchanged rerun fast without decoding any volume, the key of each file is
+remembered against the SHA-256 of the file's bytes in ``files.json``: never
+against its path, size or modification time, so a file replaced by another of
+the same size and date is hashed to a new key and scored again.
 
 Layout: ``ROOT/files.json``, ``ROOT/trees/<ref key>.npz`` (parsed reference
 trees), ``ROOT/metrics/<key>.json``, ``ROOT/snapshots/<key>.png``.
@@ -24,7 +25,7 @@ from core.outputs import (
     atomic_write_bytes as atomic_write,  # one atomic writer (umask modes); compare imports it from here
 )
 
-CACHE_VERSION = 1  # bump when what a cached entry holds changes
+CACHE_VERSION = 2  # bump when what a cached entry holds changes
 
 
 def mask_key(volume: Any, selector: str | None = None) -> str:
@@ -68,6 +69,7 @@ class Cache:
         self.root = None if root is None else Path(root)
         self.stats: Counter = Counter()
         self._files: dict[str, str] = {}
+        self._digests: dict[Path, str] = {}
         self._dirty = False
         if self.root is not None:
             try:
@@ -78,32 +80,31 @@ class Cache:
                 pass
 
     # -- file -> content key ---------------------------------------------------------
-    @staticmethod
-    def _stat_id(path: Path, tag: str) -> str:
-        st = path.stat()
-        return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{tag}"
+    def _bytes_id(self, path: Path, tag: str) -> str:
+        """The file's bytes digest (hashed once per path and run) with the tag."""
+        p = Path(path).resolve()
+        d = self._digests.get(p)
+        if d is None:
+            d = self._digests[p] = file_digest(p)
+        return f"{d}|{tag}"
 
     def known_key(self, path: Path, tag: str = "") -> str | None:
         if self.root is None:
             return None
         try:
-            return self._files.get(self._stat_id(Path(path), tag))
+            return self._files.get(self._bytes_id(Path(path), tag))
         except OSError:
             return None
 
     def remember_key(self, path: Path, key: str, tag: str = "") -> None:
         if self.root is None:
             return
-        self._files[self._stat_id(Path(path), tag)] = key
+        self._files[self._bytes_id(Path(path), tag)] = key
         self._dirty = True
 
     def digest(self, path: Path, tag: str = "bytes") -> str:
-        """File-bytes digest, remembered by stat."""
-        key = self.known_key(path, tag)
-        if key is None:
-            key = file_digest(path)
-            self.remember_key(path, key, tag)
-        return key
+        """File-bytes digest (checkpoints, CTs)."""
+        return self._bytes_id(Path(path), tag).partition("|")[0]
 
     # -- entries --------------------------------------------------------------------------
     def get_json(self, kind: str, key: str) -> Any:

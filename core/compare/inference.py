@@ -2,7 +2,10 @@
 keep the masks, so the comparison can evaluate them like any predictions folder.
 
 A mask is reused when its CT file, checkpoint file and settings are unchanged:
-``OUT/predictions/<model>/.keys.json`` records the key each mask was made with.
+``OUT/predictions/<model>/.keys.json`` records the key each mask was made with,
+and the output gate's verdict on it (core.gate, as ``airway segment`` applies it:
+does the mask touch the CT's trachea and stay inside the lungs?). Masks are named
+by :mod:`core.casenames` (``CASE_0000.nii.gz`` -> ``CASE.nii.gz``).
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from core.casenames import case_id, mask_name
 from core.compare.batch import Failure
 from core.compare.cache import Cache, atomic_write, text_key
-from core.compare.cases import case_key
 from core.errors import AirwayError, Cancelled, InputError
 
 Progress = Callable[[int, int, str], None]
@@ -32,13 +35,13 @@ def predict_folders(
     progress: Progress | None = None,
     cancel: Any = None,
     say: Callable[[str], None] | None = None,
+    gate: dict[str, dict[str, dict]] | None = None,
 ) -> tuple[dict[str, Path], list[Failure]]:
-    """``({model: folder of <case>.nii.gz masks}, failures)``; predictions go to ``out_dir/<model>/``."""
-    from core.commands.segment import find_cases
+    """``({model: folder of <case>.nii.gz masks}, failures)``; predictions go to ``out_dir/<model>/``.
+    ``gate`` (filled when given): model -> case -> the output gate's ``GateReport.as_dict()``."""
+    from core.casenames import find_images
 
-    cts = find_cases(ct_dir)
-    if not Path(ct_dir).is_dir():
-        raise InputError("--cts must be a folder of CTs.", "Give a folder holding the cases' CT files.", path=ct_dir)
+    cts = find_images(ct_dir)
     cache = cache or Cache(None)
     out_dir = Path(out_dir)
     dirs: dict[str, Path] = {}
@@ -67,25 +70,30 @@ def predict_folders(
             if progress is not None:
                 progress(done, total, f"segmenting {name} with {model}")
             done += 1
-            target = folder / f"{case_key(name)}.nii.gz"
+            target = folder / mask_name(name)
             try:
                 ct_key = cache.digest(ct_path) if ct_path.is_file() else str(ct_path.resolve())
                 key = text_key("predict", ck, ct_key, device, backend)
-                if target.exists() and keys.get(target.name) == key:
+                known = keys.get(target.name)
+                if target.exists() and isinstance(known, dict) and known.get("key") == key and "gate" in known:
                     cache.stats["predictions_hits"] += 1
+                    if gate is not None:
+                        gate.setdefault(model, {})[case_id(name)] = known["gate"]
                     continue
                 if predictor is None:
                     predictor = _predictor(ckpt, device, backend, threads, say)
-                _segment(predictor, ct_path, target, cancel)
+                verdict = _segment(predictor, ct_path, target, cancel)
                 cache.stats["predictions_made"] += 1
-                keys[target.name] = key
+                keys[target.name] = {"key": key, "gate": verdict}
+                if gate is not None:
+                    gate.setdefault(model, {})[case_id(name)] = verdict
                 atomic_write(keys_path, json.dumps(keys, indent=1).encode())
             except Cancelled:
                 raise
             except (AirwayError, OSError, ValueError, MemoryError) as exc:
                 from core.compare.batch import _message
 
-                failures.append(Failure(case_key(name), model, f"segmentation: {_message(exc)}"))
+                failures.append(Failure(case_id(name), model, f"segmentation: {_message(exc)}"))
                 if target.exists() and keys.get(target.name) is None:
                     target.unlink()
     cache.save()
@@ -108,9 +116,12 @@ def _predictor(ckpt: Path, device: str, backend: str, threads: int | None, say):
     )
 
 
-def _segment(predictor: Any, ct_path: Path, target: Path, cancel: Any) -> None:
+def _segment(predictor: Any, ct_path: Path, target: Path, cancel: Any) -> dict:
+    """Segment one CT into ``target``; the output gate's verdict on the mask (as ``airway segment``)."""
+    from core.gate import check_mask
     from core.io import read_ct, write_volume
 
     ct = read_ct(ct_path)
     pred = predictor.predict(ct, cancel=cancel)
     write_volume(pred.mask, target)
+    return check_mask(ct, pred.mask.mask).as_dict()

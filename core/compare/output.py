@@ -5,7 +5,9 @@ Files: ``metrics.csv`` (case x model), ``summary.csv`` (per model mean/sd),
 ``tests.csv`` (paired Wilcoxon per model pair and metric),
 ``dsc_by_diameter.csv`` + ``dsc_by_diameter_summary.csv``,
 ``bd_by_generation.csv`` + ``bd_by_generation_summary.csv``, ``failures.csv``,
-``snapshots/<case>__<model>.png``, ``report.html``.
+``gate.csv`` (the output gate of models run by the compare), ``snapshots/<case>__<model>.png``,
+``report.html``. Column names: docs/vocabulary.md. The set is written as one
+(core.compare.outset): staged beside ``OUT`` and renamed into place.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from core.compare.cache import Cache, atomic_write, text_key
 from core.errors import InputError
 
 RESULT_FILE = "compare.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the vocabulary of docs/vocabulary.md (n, n_branches, n_detected), gate, notes
 
 
 def _csv(rows: list[dict], columns: list[str] | None = None) -> bytes:
@@ -45,13 +47,46 @@ def _cell(v: Any) -> Any:
     return v
 
 
+def gate_text(g: dict | None) -> str:
+    if not g:
+        return ""
+    return "passed" if g.get("passed") else "failed: " + "; ".join(g.get("problems", []))
+
+
 def metrics_rows(result: CompareResult) -> list[dict]:
-    return [{"case": r.case, "model": r.model, **{c: r.value(c) for c, _ in METRIC_COLUMNS}} for r in result.rows]
+    rows = []
+    for r in result.rows:
+        d: dict[str, Any] = {"case": r.case, "model": r.model}
+        if result.gate:
+            d["gate"] = gate_text(result.gate.get(r.model, {}).get(r.case))
+        d.update({c: r.value(c) for c, _ in METRIC_COLUMNS})
+        rows.append(d)
+    return rows
+
+
+def gate_rows(result: CompareResult) -> list[dict]:
+    """The output gate of every case x model the compare ran (``--models``)."""
+    out = []
+    for model, per in result.gate.items():
+        for case in result.cases:
+            g = per.get(case)
+            if g is not None:
+                out.append(
+                    {
+                        "case": case,
+                        "model": model,
+                        "passed": bool(g.get("passed")),
+                        "problems": "; ".join(g.get("problems", [])),
+                        "outside_fraction": g.get("outside_fraction"),
+                        "touches_trachea": g.get("touches_trachea"),
+                    }
+                )
+    return out
 
 
 def tables(result: CompareResult) -> dict[str, list[dict]]:
     """Every table of the output, by file stem."""
-    return {
+    t = {
         "metrics": metrics_rows(result),
         "summary": stats.summary_rows(result),
         "tests": stats.paired_tests(result),
@@ -61,11 +96,21 @@ def tables(result: CompareResult) -> dict[str, list[dict]]:
         "bd_by_generation_summary": stats.generation_summary(result),
         "failures": [asdict(f) for f in result.failures],
     }
+    if result.gate:
+        t["gate"] = gate_rows(result)
+    return t
 
 
 def snapshot_name(case: str, model: str) -> str:
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{case}__{model}")
     return f"{safe}.png"
+
+
+PathMap = Callable[[str], str]
+
+
+def _same(path: str) -> str:
+    return path
 
 
 def write_outputs(
@@ -76,13 +121,41 @@ def write_outputs(
     cache_dir: str | Path | None = None,
     report: bool = True,
     say: Callable[[str], None] | None = None,
+    overwrite: bool = True,
 ) -> dict:
-    """Write every file; returns ``{"snapshots_note": str, "figures_note": str, "files": [...]}``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    # an unchanged rerun rewrites nothing: the tests (scipy.stats), plots (matplotlib) and
-    # snapshots cost seconds of imports and rendering alone
-    key = outputs_key(result, snapshots, report)
+    """Write every file into ``out`` as one set (staged, locked, swapped in: core.compare.outset);
+    returns ``{"snapshots_note": str, "figures_note": str, "files": [...]}``.
+
+    ``overwrite=False`` applies the CLI's policy (an ``out`` holding anything but this same
+    comparison is refused); the library default replaces it, keeping the first original as ``OUT.bak``.
+    """
+    from core.compare.outset import CompareFolder
+
+    with CompareFolder(out, overwrite=overwrite, identity=run_identity(result), say=say) as folder:
+        return write_set(result, folder, snapshots=snapshots, cache_dir=cache_dir, report=report, say=say)
+
+
+def run_identity(result: CompareResult) -> dict:
+    from core.compare.outset import identity
+
+    return identity(result.reference_dir, result.sources, result.ct_dir, asdict(result.settings))
+
+
+def write_set(
+    result: CompareResult,
+    folder: Any,
+    *,
+    snapshots: bool = True,
+    cache_dir: str | Path | None = None,
+    report: bool = True,
+    say: Callable[[str], None] | None = None,
+) -> dict:
+    """Write the files into ``folder.staging`` and commit it; an unchanged rerun rewrites nothing
+    but ``compare.json``'s cache figures (the tests, plots and snapshots cost seconds of imports
+    and rendering alone)."""
+    out, staging = folder.out, folder.staging
+    final: PathMap = folder.final
+    key = outputs_key(result, snapshots, report, final)
     marker = out / ".outputs.json"
     try:
         last = json.loads(marker.read_text(encoding="utf-8"))
@@ -90,22 +163,41 @@ def write_outputs(
         last = {}
     if last.get("key") == key and all((out / f).exists() for f in last.get("files", [])):
         result.cache_stats["outputs_hits"] = result.cache_stats.get("outputs_hits", 0) + 1
-        atomic_write(out / RESULT_FILE, json.dumps(result_json(result), indent=1).encode())
-        return last["notes"]
+        # one file, and the same rows: the set stays consistent
+        atomic_write(out / RESULT_FILE, json.dumps(result_json(result, final), indent=1).encode())
+        return dict(last["notes"])
+    notes = write_files(result, staging, snapshots=snapshots, cache_dir=cache_dir, report=report, say=say, final=final)
+    atomic_write(staging / ".outputs.json", json.dumps({"key": key, "files": notes["files"], "notes": notes}).encode())
+    folder.commit()
+    return notes
+
+
+def write_files(
+    result: CompareResult,
+    target: Path,
+    *,
+    snapshots: bool = True,
+    cache_dir: str | Path | None = None,
+    report: bool = True,
+    say: Callable[[str], None] | None = None,
+    final: PathMap = _same,
+) -> dict:
+    """Every file of the set into ``target`` (a staging folder)."""
+    target.mkdir(parents=True, exist_ok=True)
     t = tables(result)
     files = []
     for stem, rows in t.items():
         if stem == "failures":
-            atomic_write(out / "failures.csv", _csv(rows, ["case", "model", "message"]))
+            atomic_write(target / "failures.csv", _csv(rows, ["case", "model", "message"]))
         else:
-            atomic_write(out / f"{stem}.csv", _csv(rows))
+            atomic_write(target / f"{stem}.csv", _csv(rows))
         files.append(f"{stem}.csv")
-    atomic_write(out / RESULT_FILE, json.dumps(result_json(result), indent=1).encode())
+    atomic_write(target / RESULT_FILE, json.dumps(result_json(result, final), indent=1).encode())
     files.append(RESULT_FILE)
     snap_note = ""
     shots: dict[tuple[str, str], Path] = {}
     if snapshots:
-        shots, snap_note = make_snapshots(result, out / "snapshots", Cache(cache_dir), say=say)
+        shots, snap_note = make_snapshots(result, target / "snapshots", Cache(cache_dir), say=say)
     else:
         snap_note = "3D snapshots were not asked for (--no-snapshots)."
     fig_note = ""
@@ -113,22 +205,23 @@ def write_outputs(
         from core.compare.report import build_report
 
         html, fig_note = build_report(result, t, shots, snap_note)
-        atomic_write(out / "report.html", html.encode())
+        atomic_write(target / "report.html", html.encode())
         files.append("report.html")
     files += [f"snapshots/{p.name}" for p in shots.values()]
-    notes = {
+    return {
         "snapshots_note": snap_note,
         "figures_note": fig_note,
         "files": files,
-        "snapshots": {f"{c}|{m}": str(p) for (c, m), p in shots.items()},
+        "snapshots": {f"{c}|{m}": final(str(p)) for (c, m), p in shots.items()},
     }
-    atomic_write(marker, json.dumps({"key": key, "files": files, "notes": notes}).encode())
-    return notes
 
 
-def outputs_key(result: CompareResult, snapshots: bool, report: bool) -> str:
-    """What the written files depend on: rows' content, failures, settings, order, options."""
-    rows = [(r.case, r.model, r.reference_key, r.prediction_key, r.reference, r.prediction) for r in result.rows]
+def outputs_key(result: CompareResult, snapshots: bool, report: bool, final: PathMap = _same) -> str:
+    """What the written files depend on: rows' content, failures, settings, order, options, gate, notes."""
+    rows = [
+        (r.case, r.model, r.reference_key, r.prediction_key, final(r.reference), final(r.prediction))
+        for r in result.rows
+    ]
     return text_key(
         "outputs",
         FORMAT_VERSION,
@@ -141,6 +234,8 @@ def outputs_key(result: CompareResult, snapshots: bool, report: bool) -> str:
         result.sources,
         snapshots,
         report,
+        result.gate,
+        result.notes,
     )
 
 
@@ -191,7 +286,12 @@ def make_snapshots(
     return shots, note
 
 
-def result_json(result: CompareResult) -> dict:
+def result_json(result: CompareResult, final: PathMap = _same) -> dict:
+    rows = []
+    for r in result.rows:
+        d = asdict(r)
+        d["reference"], d["prediction"] = final(r.reference), final(r.prediction)
+        rows.append(d)
     return {
         "format_version": FORMAT_VERSION,
         "models": result.models,
@@ -201,8 +301,10 @@ def result_json(result: CompareResult) -> dict:
         "ct_dir": result.ct_dir,
         "settings": asdict(result.settings),
         "cache_stats": result.cache_stats,
-        "rows": [asdict(r) for r in result.rows],
+        "rows": rows,
         "failures": [asdict(f) for f in result.failures],
+        "notes": list(result.notes),
+        "gate": result.gate,
     }
 
 
@@ -233,4 +335,6 @@ def read_outputs(out: str | Path) -> CompareResult:
         reference_dir=d.get("reference_dir", ""),
         sources=d.get("sources", {}),
         ct_dir=d.get("ct_dir", ""),
+        notes=list(d.get("notes", [])),
+        gate=dict(d.get("gate", {})),
     )

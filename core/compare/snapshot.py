@@ -106,4 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from core.child_process import die_with_parent
+
+    die_with_parent()  # a killed app or CLI leaves no renderer behind
     sys.exit(main())

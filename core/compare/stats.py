@@ -1,6 +1,13 @@
 """Statistics over cases: per-model mean and sd, paired Wilcoxon signed-rank tests
 between models, DSC per airway diameter (Zheng et al. 2021, Fig. 6) and BD per
-generation. Standard deviations are the population sd, as ``airway evaluate``."""
+generation.
+
+Honest at small n: sd is the sample sd (ddof = 1; undefined for one case);
+with fewer than :data:`MIN_PAIRED_CASES` paired cases a test is not run and says
+``n/a (n = k)`` (four pairs give a two-sided exact p of at least 0.125, so
+"p 1.0000" only looked like an answer); the p-values of all tests of a
+comparison are Holm-corrected together (the family: every model pair x metric),
+and ``significant`` says which stay below :data:`ALPHA` after the correction."""
 
 from __future__ import annotations
 
@@ -13,27 +20,48 @@ import numpy as np
 
 from core.compare.batch import STAT_METRICS, CompareResult, finite
 
+MIN_PAIRED_CASES = 5
+ALPHA = 0.05
 
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    from core.commands.evaluate import mean_std
 
-    return mean_std([v for v in values if finite(v)])
+def mean_sd(values: list[Any]) -> tuple[float, float]:
+    """Mean and sample sd (ddof = 1) of the finite values; sd is nan for one value, both for none."""
+    a = np.asarray([v for v in values if finite(v)], dtype=float)
+    if a.size == 0:
+        return math.nan, math.nan
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else math.nan
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1); nan stays nan and is not counted."""
+    idx = [i for i, p in enumerate(p_values) if finite(p)]
+    m = len(idx)
+    out = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(sorted(idx, key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        out[i] = running
+    return out
 
 
 def summary_rows(result: CompareResult, metrics: tuple[str, ...] = STAT_METRICS) -> list[dict]:
-    """Per model: ``cases`` and ``<metric>_mean`` / ``<metric>_sd``."""
+    """Per model: ``n`` (cases evaluated), ``<metric>_n`` (cases with a finite value) and
+    ``<metric>_mean`` / ``<metric>_sd``."""
     out = []
     for model, rows in result.by_model().items():
-        d: dict[str, Any] = {"model": model, "cases": len(rows)}
+        d: dict[str, Any] = {"model": model, "n": len(rows)}
         for k in metrics:
-            d[f"{k}_mean"], d[f"{k}_sd"] = mean_sd([r.metrics.get(k) for r in rows])
+            values = [r.metrics.get(k) for r in rows]
+            d[f"{k}_n"] = sum(1 for v in values if finite(v))
+            d[f"{k}_mean"], d[f"{k}_sd"] = mean_sd(values)
         out.append(d)
     return out
 
 
 def paired_tests(result: CompareResult, metrics: tuple[str, ...] = STAT_METRICS) -> list[dict]:
-    """Each pair of models and metric: paired over the cases both have, mean difference (a - b)
-    and the two-sided Wilcoxon signed-rank p-value (nan with a note where it is undefined)."""
+    """Each pair of models and metric: paired over the cases both have, mean difference (a - b),
+    the two-sided Wilcoxon signed-rank p-value (nan with a note where it is undefined or n < 5),
+    the Holm-adjusted p over all rows (``p_holm``) and ``significant`` ("yes"/"no"/"" at ALPHA)."""
     from scipy.stats import wilcoxon
 
     by = {m: {r.case: r for r in rows} for m, rows in result.by_model().items()}
@@ -50,16 +78,20 @@ def paired_tests(result: CompareResult, metrics: tuple[str, ...] = STAT_METRICS)
                 "model_a": a,
                 "model_b": b,
                 "metric": k,
-                "cases": len(pairs),
+                "n": len(pairs),
                 "mean_a": float(xa.mean()) if len(pairs) else math.nan,
                 "mean_b": float(xb.mean()) if len(pairs) else math.nan,
                 "mean_difference": float(d.mean()) if len(pairs) else math.nan,
                 "statistic": math.nan,
                 "p_value": math.nan,
+                "p_holm": math.nan,
+                "significant": "",
                 "note": "",
             }
             if len(pairs) == 0:
                 row["note"] = "no paired case"
+            elif len(pairs) < MIN_PAIRED_CASES:
+                row["note"] = f"n/a (n = {len(pairs)})"
             elif not np.any(d != 0):
                 row["note"] = "all differences are zero"
             else:
@@ -67,9 +99,11 @@ def paired_tests(result: CompareResult, metrics: tuple[str, ...] = STAT_METRICS)
                     warnings.simplefilter("ignore")  # small-sample notes; the case count is in the row
                     res = wilcoxon(xa, xb, zero_method="wilcox", alternative="two-sided")
                 row["statistic"], row["p_value"] = float(res.statistic), float(res.pvalue)
-                if len(pairs) < 6:
-                    row["note"] = f"only {len(pairs)} cases: p cannot be small"
             out.append(row)
+    for row, adjusted in zip(out, holm([r["p_value"] for r in out])):
+        row["p_holm"] = adjusted
+        if finite(adjusted):
+            row["significant"] = "yes" if adjusted < ALPHA else "no"
     return out
 
 
@@ -85,7 +119,7 @@ def diameter_rows(result: CompareResult) -> list[dict]:
                     "interval": b["label"],
                     "low_mm": b["low_mm"],
                     "high_mm": b["high_mm"],
-                    "branches": b["branches"],
+                    "n_branches": b["branches"],
                     "reference_voxels": b["reference_voxels"],
                     "prediction_voxels": b["prediction_voxels"],
                     "overlap_voxels": b["overlap_voxels"],
@@ -113,7 +147,7 @@ def diameter_summary(result: CompareResult) -> list[dict]:
                     "interval": label,
                     "low_mm": sel[0]["low_mm"],
                     "high_mm": sel[0]["high_mm"],
-                    "cases": sum(1 for r in sel if finite(r["dsc"])),
+                    "n": sum(1 for r in sel if finite(r["dsc"])),
                     "dsc_mean": m,
                     "dsc_sd": s,
                     "dsc_pooled": pooled,
@@ -132,8 +166,8 @@ def generation_rows(result: CompareResult) -> list[dict]:
                     "case": r.case,
                     "model": r.model,
                     "generation": g["generation"],
-                    "branches": n,
-                    "detected": k,
+                    "n_branches": n,
+                    "n_detected": k,
                     "bd": 100.0 * k / n if n else math.nan,
                 }
             )
@@ -149,15 +183,15 @@ def generation_summary(result: CompareResult) -> list[dict]:
         for gen in sorted({r["generation"] for r in mine}):
             sel = [r for r in mine if r["generation"] == gen]
             m, s = mean_sd([r["bd"] for r in sel])
-            n = sum(r["branches"] for r in sel)
-            k = sum(r["detected"] for r in sel)
+            n = sum(r["n_branches"] for r in sel)
+            k = sum(r["n_detected"] for r in sel)
             out.append(
                 {
                     "model": model,
                     "generation": gen,
-                    "cases": len(sel),
-                    "branches": n,
-                    "detected": k,
+                    "n": len(sel),
+                    "n_branches": n,
+                    "n_detected": k,
                     "bd_mean": m,
                     "bd_sd": s,
                     "bd_pooled": 100.0 * k / n if n else math.nan,
