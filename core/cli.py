@@ -1,13 +1,16 @@
 """The ``airway`` command line: a thin dispatcher over ``core.commands``.
 
 Errors of the project's family print one line (what is wrong and how to fix
-it) and exit with status 2; ``--debug`` shows the traceback instead.
+it) and exit with status 2; ``--debug`` shows the traceback instead. A reader
+that closes the pipe early (``airway models --json | head -1``) ends the
+command quietly with status 141 (128 + SIGPIPE, as other Unix tools).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -42,7 +45,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "airway") -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not as a traceback at interpreter exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
     except Cancelled as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 130
@@ -59,6 +67,16 @@ def main(argv: Sequence[str] | None = None, prog: str = "airway") -> int:
             raise
         print(f"{prog}: error: out of memory. Close other programs, or crop/downsample the volume.", file=sys.stderr)
         return 2
+
+
+def _silence_stdout() -> None:
+    """The reader is gone: point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a file descriptor (captured in tests)
+        pass
 
 
 def entry() -> None:  # console script `airway`

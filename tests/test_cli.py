@@ -73,3 +73,19 @@ def test_info_real_dicom_series() -> None:
     assert info["shape_zyx"] == [141, 512, 512]
     assert info["spacing_xyz"] == pytest.approx([0.977, 0.977, 2.0], abs=1e-3)
     assert info["kind"] == "image"
+
+
+def test_a_closed_pipe_ends_quietly() -> None:
+    """Why (issue 24): `airway models --json | head` ended in a BrokenPipeError traceback."""
+    p = subprocess.Popen(
+        [sys.executable, "main.py", "models", "--json"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.close()  # the reader is gone before the first line is written
+    err = p.stderr.read().decode()
+    rc = p.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err, err
+    assert rc == 141
