@@ -33,7 +33,7 @@ from core.outputs import refuse_input_as_output
 from core.regions import ErrorRegion
 from core.review import STATUS_KEYS, STATUSES, AnalysisResult, Edit, LabelLayer, Session
 from core.review.loading import Source, load_ct, read_prediction_canonical
-from core.review.project import PROJECT_FORMAT, PROJECT_VERSION, read_project, write_project
+from core.review.project import PROJECT_FORMAT, PROJECT_VERSION, read_project, side_file_targets, write_project
 from core.volume import IntensityVolume, LabelVolume, Reorientation
 
 __all__ = [
@@ -1117,12 +1117,11 @@ class Case(QObject):
             path = path.with_suffix(".json")
         path.parent.mkdir(parents=True, exist_ok=True)
         if not self.demo:
-            for i, p in enumerate(self.predictions):
-                if p.path is None:
-                    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in p.name)
-                    out = path.with_name(f"{path.stem}_{safe}.nii.gz")
-                    refuse_input_as_output(out, self._input_paths(), "prediction file")
-                    self.session.save_prediction(i, out)
+            unsaved = [i for i, p in enumerate(self.predictions) if p.path is None]
+            # all checked before any is written: never over a file already there, never an input
+            outs = side_file_targets(path, [self.predictions[i].name for i in unsaved], self._input_paths())
+            for i, out in zip(unsaved, outs):
+                self.session.save_prediction(i, out)
         refuse_input_as_output(path, self._input_paths(), "project file")
         write_project(path, self.to_project(path))
         self.project_path = str(path)

@@ -10,7 +10,7 @@ case half-opened. Unknown fields are ignored (a newer version may add some).
 
 Predictions made in the app are written beside the project as side files
 (``PROJECT_NAME.nii.gz``); those never replace a file that is already there
-(:func:`write_side_files`).
+(:func:`side_file_targets`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from core.errors import InputError
-from core.outputs import OutputPlan, atomic_write_bytes, same_file
-from core.volume import LabelVolume
+from core.outputs import atomic_write_bytes, same_file
 
 PROJECT_FORMAT = "airway-studio-project"
 PROJECT_VERSION = 2
@@ -248,27 +247,27 @@ def side_file_path(project_path: str | os.PathLike[str], prediction_name: str) -
     return project_path.with_name(f"{project_path.stem}_{safe}.nii.gz")
 
 
-def write_side_files(
+def side_file_targets(
     project_path: str | os.PathLike[str],
-    volumes: Sequence[LabelVolume],
+    names: Sequence[str],
     inputs: Iterable[str | os.PathLike[str] | None] = (),
 ) -> list[Path]:
-    """Write ``volumes`` (predictions made in the app) beside the project; their paths, in order.
+    """The files predictions made in the app (``names``) are saved to beside the project, checked.
 
-    Every target is checked before anything is written, and they appear
-    together: a file of that name that is already there is refused, never
-    replaced (it is not one of this project's files: a project stores only
-    paths, so nothing says what the file is, and a ``.bak`` could only keep one
-    version of it), and an input of the case is never written over. Two
-    predictions whose names give one file name get ``-2``, ``-3``...
+    Every target is checked before the caller writes any: a file of that name
+    that is already there is refused, never replaced (it is not one of this
+    project's files: a project stores only paths, so nothing says what the file
+    is, and a ``.bak`` could keep only one version of it), and an input of the
+    case is never written over. Two predictions whose names give one file name
+    get ``-2``, ``-3``...
     """
     targets: list[Path] = []
-    for vol in volumes:
-        target = side_file_path(project_path, vol.name or "prediction")
+    for name in names:
+        target = side_file_path(project_path, name or "prediction")
         n = 1
         while target in targets:
             n += 1
-            target = side_file_path(project_path, f"{vol.name or 'prediction'}-{n}")
+            target = side_file_path(project_path, f"{name or 'prediction'}-{n}")
         targets.append(target)
     given = [Path(p) for p in inputs if p]
     for target in targets:
@@ -286,7 +285,4 @@ def write_side_files(
                 f"Save the project under another name, or move {target.name} away.",
                 path=target,
             )
-    with OutputPlan(overwrite=False, inputs=given, backup=False) as plan:
-        for vol, target in zip(volumes, targets):
-            plan.write_volume(vol, target)
     return targets
