@@ -12,6 +12,11 @@ environment variables (``FAKE_<KEY>`` upper-case), for instance::
     delay_s = 0.01            # per step
     crash_at_step = 0         # > 0: raise at that global step (error event, exit 1)
     hard_crash_at_step = 0    # > 0: die without an event (exit 3), message on stderr
+    mark_everything = 0       # 1: a model that marks the whole volume (TD/BD 100, DSC 0.3) and its warning
+
+Epochs are numbered from 1 in the events, as the real trainer does (``epoch_base: 1``).
+``--resume`` of a finished run is refused (exit 2, no event) unless ``--more-epochs N``
+adds N epochs to the last stage, as the real trainer does.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ def _settings(config: dict) -> dict:
         "crash_at_step": 0,
         "hard_crash_at_step": 0,
         "zero_validation": 0,
+        "mark_everything": 0,
     }
     s.update(config.get("fake", {}))
     for key in list(s):
@@ -68,6 +74,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="cpu")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--more-epochs", type=int)
     args, _ = p.parse_known_args(argv)
     run = Path(args.out)
     run.mkdir(parents=True, exist_ok=True)
@@ -90,7 +97,27 @@ def main(argv: list[str]) -> int:
     last = run / "checkpoints" / "last.pt"
     if args.resume and last.is_file():
         start = json.loads(last.read_text())
-    emit("run_start", config=config, versions={"fake": "1"}, device=args.device, world_size=1, resumed=args.resume)
+    if start.get("finished"):
+        if not args.more_epochs:
+            print(f"airway: error: The run in {run} has already finished; there is nothing to resume.", file=sys.stderr)
+            return 2
+        extra = json.loads((run / "more_epochs.json").read_text()) if (run / "more_epochs.json").is_file() else 0
+        extra += args.more_epochs
+        (run / "more_epochs.json").write_text(json.dumps(extra))
+        s["epochs"][2] = int(s["epochs"][2]) + extra
+        start = {"stage": 2, "epoch": start["epochs_done"], "global_step": start["global_step"]}
+    elif (run / "more_epochs.json").is_file():
+        s["epochs"][2] = int(s["epochs"][2]) + json.loads((run / "more_epochs.json").read_text())
+    emit(
+        "run_start",
+        config=config,
+        versions={"fake": "1"},
+        device=args.device,
+        world_size=1,
+        resumed=args.resume,
+        more_epochs=args.more_epochs or 0,
+        epoch_base=1,
+    )
     g = start["global_step"]
     best_dsc = -1.0
     best_path = None
@@ -115,8 +142,8 @@ def main(argv: list[str]) -> int:
                     emit(
                         "step",
                         stage=stage,
-                        epoch=epoch,
-                        step=step,
+                        epoch=epoch + 1,
+                        step=step + 1,
                         global_step=g,
                         loss=loss,
                         loss_enc=0.4 * loss,
@@ -127,7 +154,7 @@ def main(argv: list[str]) -> int:
                     time.sleep(float(s["delay_s"]))
                     if stop_file.exists():
                         last.write_text(json.dumps({"stage": stage, "epoch": epoch, "global_step": g}))
-                        emit("checkpoint", stage=stage, epoch=epoch, path=str(last), kind="last")
+                        emit("checkpoint", stage=stage, epoch=epoch + 1, path=str(last), kind="last")
                         emit("run_end", status="stopped", best_checkpoint=best_path)
                         stop_file.unlink()
                         return 0
@@ -135,19 +162,39 @@ def main(argv: list[str]) -> int:
                 emit(
                     "epoch",
                     stage=stage,
-                    epoch=epoch,
+                    epoch=epoch + 1,
                     loss=1.0 / (1.0 + 0.1 * g),
                     time_s=time.time() - t0,
                     eta_s=remaining,
                 )
                 dsc = 100.0 - 50.0 / (1.0 + 0.1 * g)
                 if s["zero_validation"]:  # a run that learns nothing (as 'quick' on tiny phantoms)
-                    emit("validation", stage=stage, epoch=epoch, td=0.0, bd=0.0, dsc=0.0, precision=0.0, cases=1)
+                    emit("validation", stage=stage, epoch=epoch + 1, td=0.0, bd=0.0, dsc=0.0, precision=0.0, cases=1)
+                elif s["mark_everything"]:  # the real trainer's rule decides the warning
+                    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # launched from the run folder
+                    from core.training.feedback import Marked, oversegmentation_warning
+
+                    marked = Marked(0.8, 300.0)
+                    emit(
+                        "validation",
+                        stage=stage,
+                        epoch=epoch + 1,
+                        td=100.0,
+                        bd=100.0,
+                        dsc=0.3,
+                        precision=0.15,
+                        marked_percent=80.0,
+                        marked_to_label=300.0,
+                        cases=1,
+                    )
+                    warning = oversegmentation_warning(stage, epoch + 1, marked, 0.3)
+                    if warning:
+                        emit("warning", message=warning, kind="oversegmentation")
                 else:
                     emit(
                         "validation",
                         stage=stage,
-                        epoch=epoch,
+                        epoch=epoch + 1,
                         td=min(100.0, 40.0 + g),
                         bd=min(100.0, 30.0 + g),
                         dsc=dsc,
@@ -155,14 +202,15 @@ def main(argv: list[str]) -> int:
                         cases=1,
                     )
                 last.write_text(json.dumps({"stage": stage, "epoch": epoch + 1, "global_step": g}))
-                emit("checkpoint", stage=stage, epoch=epoch, path=str(last), kind="last")
+                emit("checkpoint", stage=stage, epoch=epoch + 1, path=str(last), kind="last")
                 if dsc > best_dsc:
                     best_dsc = dsc
                     best_path = str(run / "checkpoints" / "best.pt")
                     Path(best_path).write_text(json.dumps({"global_step": g}))
-                    emit("checkpoint", stage=stage, epoch=epoch, path=best_path, kind="best")
+                    emit("checkpoint", stage=stage, epoch=epoch + 1, path=best_path, kind="best")
             start = {"stage": stage + 1, "epoch": 0, "global_step": g}
             last.write_text(json.dumps(start))
+        last.write_text(json.dumps({"finished": True, "epochs_done": int(s["epochs"][2]), "global_step": g}))
     except Exception as exc:
         emit("error", message=str(exc), traceback=traceback.format_exc())
         emit("run_end", status="failed", best_checkpoint=best_path)

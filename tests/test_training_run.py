@@ -126,9 +126,51 @@ def test_quick_run_through_all_stages(phantoms, tmp_path):
 
     with pytest.raises(ConfigError, match="already holds a run"):
         Trainer(tiny_config(), run, data=phantoms, stdout=None).run()
-    with pytest.raises(ConfigError, match="already finished"):
+    with pytest.raises(ConfigError, match="already finished.*--more-epochs N"):
         Trainer(None, run, resume=True, stdout=None).run()
     assert read_events(run) == events  # refusals leave the finished run's stream alone
+
+    # one epoch numbering for users: events count from 1, as the tab's log and status line
+    assert events[0]["epoch_base"] == 1
+    assert [e["epoch"] for e in epochs if e["stage"] == 1] == [1, 2]
+    assert [e["epoch"] for e in vals if e["stage"] == 1] == [1, 2]
+    assert {e["epoch"] for e in steps if e["stage"] == 1} == {1, 2} and min(e["step"] for e in steps) == 1
+    assert load_checkpoint(run / "checkpoints" / "stage1.pt").header["epoch"] == 2
+    assert all(0 <= e["marked_percent"] <= 100 and e["marked_to_label"] >= 0 for e in vals)
+
+    # a finished run is trained further: more epochs of its last stage, from where it ended
+    status = Trainer(None, run, resume=True, more_epochs=2, stdout=None).run()
+    assert status == "finished"
+    more = read_events(run)[len(events) :]
+    assert more[0]["event"] == "run_start" and more[0]["resumed"] and more[0]["more_epochs"] == 2
+    assert [(e["stage"], e["epoch"]) for e in more if e["event"] == "epoch"] == [(2, 2), (2, 3)]
+    assert [e["global_step"] for e in more if e["event"] == "step"] == [9, 10, 11, 12]
+    assert load_config(run / "config.toml").stage2.epochs == 3
+    assert more[-1]["event"] == "run_end" and more[-1]["status"] == "finished"
+    with pytest.raises(ConfigError, match="1 or more"):
+        Trainer(None, run, resume=True, more_epochs=0, stdout=None)
+
+
+def test_a_model_that_marks_everything_is_flagged_at_validation(phantoms, tmp_path):
+    """Issue 24: a model marking everything scored TD/BD 100 % (DSC 0.3 %) and the plot looked like success.
+    The validation event now says how much of the volume it marks, and a warning says what it means."""
+    hooked = []
+
+    def mark_everything(trainer):
+        if not hooked:  # logits + 50 everywhere: every voxel above threshold, gradients still flow
+            hooked.append(trainer.model.register_forward_hook(lambda _m, _i, out: tuple(o + 50.0 for o in out)))
+
+    cfg = tiny_config(stage1={"enabled": False}, stage2={"enabled": False})
+    run = tmp_path / "run"
+    assert Trainer(cfg, run, data=phantoms, stdout=None, on_step=mark_everything).run() == "finished"
+    events = read_events(run)
+    (val,) = [e for e in events if e["event"] == "validation"]
+    assert val["td"] > 95 and val["dsc"] < 20 and val["marked_percent"] > 50
+    warnings = [e for e in events if e["event"] == "warning" and e.get("kind") == "oversegmentation"]
+    assert len(warnings) == 1
+    text = warnings[0]["message"]
+    assert "stage 0, epoch 1" in text and "marks" in text and "TD and BD near 100 % mean nothing" in text
+    assert "lower the learning rate" in text  # says what to do
 
 
 # -- resume --------------------------------------------------------------------------------

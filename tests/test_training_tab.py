@@ -107,7 +107,10 @@ def test_history_folds_events_into_series_and_state():
     assert [(m.stage, m.x) for m in h.stages] == [(0, 0.0), (1, 3.0)]
     assert (h.stage, h.stage_name, h.stage_epochs, h.status) == (1, "gul", 100, RUNNING)
     assert h.eta_now(now=1000.0 + 25.0) == 3700.0  # counts down from the epoch's estimate
-    assert h.summary(now=1025.0) == "running · stage 1 (gul) · epoch 1/100 · ETA 1h 01m"
+    # events without epoch_base (older trainers) count from 0: shown from 1 as everywhere else
+    assert h.summary(now=1025.0) == (
+        "running · stage 1 (gul) · epoch 1/100 · ETA 1h 01m · validation TD 40.0%, BD 30.0%, DSC 80.0%, precision 90.0%"
+    )
     line = h.apply(ev("run_end", status="stopped", best_checkpoint="/r/checkpoints/best.pt"))
     assert h.status == STOPPED and h.best_checkpoint == "/r/checkpoints/best.pt" and "stopped" in line
     assert h.eta_now() is None
@@ -288,7 +291,7 @@ def test_tab_start_stop_resume_finish_and_open_best(qtbot, tab_factory, tmp_path
     qtbot.waitUntil(lambda: len(tab.plots.curve_data(key, "loss")[0]) >= 3, timeout=5000)
     assert re.match(r"run1: running · stage \d \(\w+\) · epoch \d/\d", tab.status_label.text())
     assert "Run started" in tab.log_view.toPlainText()
-    assert "step 0 (global 1): loss" in tab.log_view.toPlainText()  # the first step is logged, later ones throttled
+    assert "step 1 (global 1): loss" in tab.log_view.toPlainText()  # the first step is logged, later ones throttled
 
     tab.stop()
     qtbot.waitUntil(lambda: monitor.status == STOPPED, timeout=10000)
@@ -318,15 +321,16 @@ def test_tab_start_stop_resume_finish_and_open_best(qtbot, tab_factory, tmp_path
 
 def test_tab_shows_a_crash_and_can_start_again(qtbot, tab_factory, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_DELAY_S", "0")
-    monkeypatch.setenv("FAKE_CRASH_AT_STEP", "3")
+    monkeypatch.setenv("FAKE_CRASH_AT_STEP", "6")  # after stage 0's one epoch: last.pt exists
     tab = tab_factory()
     fill_form(tab, tmp_path, "crashing")
     tab.start()
     qtbot.waitUntil(lambda: tab.current_monitor().status == FAILED, timeout=10000)
     assert not tab.error_view.isHidden()
     text = tab.error_view.toPlainText()
-    assert "fake failure at global step 3" in text and "RuntimeError" in text  # message and traceback
+    assert "fake failure at global step 6" in text and "RuntimeError" in text  # message and traceback
     assert tab.start_button.isEnabled() and tab.resume_button.isEnabled()
+    assert not tab.further_button.isEnabled()  # a crashed run is resumed, not trained further
 
     monkeypatch.delenv("FAKE_CRASH_AT_STEP")
     monkeypatch.setenv("FAKE_EPOCHS", "[1, 1, 1]")
@@ -572,3 +576,57 @@ def test_the_pid_record_exists_when_start_returns_even_for_a_trainer_that_ends_a
     record = read_pid_file(run)
     assert record is not None and record.pid > 0
     qtbot.waitUntil(lambda: tab.current_monitor().status == FAILED, timeout=20000)
+
+
+def test_a_finished_run_is_trained_further_never_resumed_into_failure(qtbot, tab_factory, tmp_path, monkeypatch):
+    """Issue 24: Resume was enabled on a finished run and clicking it marked the run "failed" with a red
+    box. A finished run offers "Train further" with new epochs; Resume is for runs that ended early."""
+    monkeypatch.setenv("FAKE_DELAY_S", "0")
+    monkeypatch.setenv("FAKE_EPOCHS", "[1, 1, 2]")
+    tab = tab_factory()
+    run = fill_form(tab, tmp_path, "done")
+    tab.start()
+    monitor = tab.current_monitor()
+    qtbot.waitUntil(lambda: monitor.status == FINISHED, timeout=15000)
+    assert not tab.resume_button.isEnabled()
+    assert tab.further_button.isEnabled() and tab.more_epochs_spin.isEnabled()
+
+    assert tab.resume() is False  # called anyway (a stale click): nothing starts, nothing fails
+    assert monitor.status == FINISHED and tab.error_view.isHidden()
+    assert "Train further" in tab.problems_label.text() and tab.problems_label.property("kind") == "warning"
+
+    tab.more_epochs_spin.setValue(3)
+    with qtbot.waitSignal(tab.runEnded, timeout=20000) as ended:
+        tab.further_button.click()
+    assert ended.args == [str(run.resolve()), FINISHED] and tab.error_view.isHidden()
+    h = monitor.history
+    assert h.starts == 2 and h.stage == 2 and h.stage_epochs == 5 and h.epoch == 5
+    assert np.all(np.diff(h.steps.view("x")) > 0)
+    log = tab.log_view.toPlainText()
+    assert "trained further: 3 more epochs" in log
+    # one epoch numbering: the log's last epoch line and the status line both say 5 of 5
+    assert "Stage 2 epoch 5/5" in log and "epoch 5/5" in tab.status_label.text()
+    assert "Stage 0 epoch 1/1" in log and "epoch 0" not in log
+
+
+def test_a_model_that_marks_everything_warns_in_the_tab(qtbot, tab_factory, tmp_path, monkeypatch):
+    """Issue 24: validation TD/BD 100 % with DSC 0.3 % looked like success. DSC, precision and the share
+    of the volume marked are plotted beside TD/BD, the status line gives them, and the warning is shown."""
+    monkeypatch.setenv("FAKE_DELAY_S", "0")
+    monkeypatch.setenv("FAKE_EPOCHS", "[1, 1, 1]")
+    monkeypatch.setenv("FAKE_MARK_EVERYTHING", "1")
+    tab = tab_factory()
+    run = fill_form(tab, tmp_path, "everything")
+    tab.start()
+    monitor = tab.current_monitor()
+    qtbot.waitUntil(lambda: monitor.status == FINISHED, timeout=15000)
+    key = str(run.resolve())
+    tab.plots.redraw()
+    for column, value in (("td", 100.0), ("bd", 100.0), ("dsc", 0.3), ("precision", 0.15), ("marked_percent", 80)):
+        x, y = tab.plots.curve_data(key, column)
+        assert len(x) == 3 and np.allclose(y, value), column
+    assert "DSC 0.3%" in tab.status_label.text() and "TD 100.0%" in tab.status_label.text()
+    assert not tab.warning_label.isHidden()
+    text = tab.warning_label.text()
+    assert "marks 80 % of the validation volumes as airway" in text and "lower the learning rate" in text
+    assert "80.0% of the volume marked as airway" in tab.log_view.toPlainText()

@@ -233,6 +233,117 @@ def test_event_log_writes_file_and_stdout(tmp_path):
         EventLog(tmp_path / "r", stdout=None).emit("bogus")
 
 
+# -- feedback: ETA, warnings ---------------------------------------------------------------------
+
+
+def _noisy_epoch_times(n: int = 60, base: float = 10.0, seed: int = 3) -> list[float]:
+    """Epoch times as a shared machine gives them: +-40 % noise, a validation every 2nd epoch (+30 %),
+    and a few epochs 3-4x slower (another job, the stage-0 hard-sample pass)."""
+    rng = np.random.default_rng(seed)
+    times = base * rng.uniform(0.6, 1.4, n) * np.where(np.arange(n) % 2 == 1, 1.3, 1.0)
+    for i in (7, 19, 20, 41):
+        times[i] *= 3.5
+    return [float(t) for t in times]
+
+
+def _etas(times: list[float], estimate) -> list[tuple[float, float]]:
+    """(ETA reported after epoch i, what that ETA has counted down to when epoch i+1 ends)."""
+    out = []
+    n = len(times)
+    for i, t in enumerate(times):
+        out.append(estimate(i, t, n - i - 1))
+    return [(out[i], out[i] - times[i + 1]) for i in range(n - 1)] + [(out[-1], out[-1])]
+
+
+def test_eta_is_smoothed_over_noisy_epoch_times():
+    """Issue 24: the ETA jumped (2m47s -> 5m17s). It was the last epoch's time x the epochs left; now a
+    median of recent epochs, smoothed, so a slow epoch does not double it and it falls steadily."""
+    from core.training.feedback import EtaEstimator
+
+    times = _noisy_epoch_times()
+    est = EtaEstimator()
+    smoothed = _etas(times, lambda i, t, left: (est.add(t), est.eta(left))[1])
+    old = _etas(times, lambda i, t, left: t * left)
+
+    def worst_rise(pairs: list[tuple[float, float]]) -> float:
+        """Largest ETA rise after an epoch, relative to where the previous ETA had counted down to."""
+        return max(pairs[i + 1][0] / max(pairs[i][1], 1e-9) for i in range(5, len(pairs) - 5))
+
+    assert worst_rise(old) > 2.0  # the old estimate jumped like the one reported
+    assert worst_rise(smoothed) < 1.35
+    # monotone-ish: from one epoch to the next the ETA itself rises by 10 % at most (the old one doubled)
+    assert max(smoothed[i + 1][0] / smoothed[i][0] for i in range(5, len(smoothed) - 1)) < 1.10
+    assert max(old[i + 1][0] / old[i][0] for i in range(5, len(old) - 1)) > 2.0
+    # and it is right: within 30 % of the time really left while 10 or more epochs remain
+    for i in range(5, len(times) - 10):
+        truth = sum(times[i + 1 :])
+        assert abs(smoothed[i][0] - truth) / truth < 0.30, (i, smoothed[i][0], truth)
+    assert smoothed[-1][0] == 0.0
+
+
+def test_eta_follows_a_lasting_change_of_speed():
+    from core.training.feedback import EtaEstimator
+
+    est = EtaEstimator()
+    for _ in range(10):
+        est.add(10.0)
+    for _ in range(8):  # the machine got twice as slow for good
+        est.add(20.0)
+    assert est.eta(10) == pytest.approx(200.0, rel=0.15)
+    assert EtaEstimator().eta(5) == 0.0  # nothing known yet: no made-up figure
+
+
+def test_stage0_misses_are_reported_in_words_and_not_at_zero():
+    """Issue 24: "Stage 0 missed 0 of 37 centreline voxels (0.0 %)" was a warning nobody could read."""
+    from core.training.feedback import hard_sampling_message
+
+    assert hard_sampling_message(0, 37) is None
+    assert hard_sampling_message(5, 0) is None
+    kind, text = hard_sampling_message(4, 40)
+    assert kind == "info" and "10.0 %" in text and "hard skeleton sampling draws patches around" in text
+    kind, text = hard_sampling_message(97, 115, next_stage=1)
+    assert kind == "warning" and "84 %" in text and "Train stage 0 longer (stage0.epochs)" in text
+
+
+def test_oversegmentation_rule():
+    from core.training.feedback import MAX_LABEL_MULTIPLE, Marked, oversegmentation_warning
+
+    assert oversegmentation_warning(1, 3, Marked(0.02, 1.1), 85.0) is None
+    assert oversegmentation_warning(1, 3, Marked(0.6, 4.0), 10.0) is not None  # more than half the volume
+    assert oversegmentation_warning(1, 3, Marked(0.1, MAX_LABEL_MULTIPLE + 1), 5.0) is not None  # > 10x the label
+    text = oversegmentation_warning(1, 3, Marked(0.63, 27.0), 0.3)
+    assert "63 %" in text and "27 times the labelled airway" in text and "DSC 0.3 %" in text
+
+
+# -- the run folder's file names ------------------------------------------------------------------
+
+
+def test_trainer_and_tab_name_the_run_folder_files_from_one_module(tmp_path):
+    """Issue 23 item 4: events.jsonl, stop.request, trainer.pid ... were spelled in core/training and
+    app/training separately."""
+    import app.training.runs as runs
+    from app.training.launch import check_settings  # noqa: F401  (imports the names too)
+    from core.training import run_files
+    from core.training.trainer import Trainer
+
+    for name in ("EVENTS_FILE", "STOP_FILE", "PID_FILE", "LOG_FILE", "CONFIG_FILE"):
+        assert getattr(runs, name) is getattr(run_files, name)
+    cfg = load_config(preset="quick")
+    trainer = Trainer(cfg, tmp_path / "run", data=tmp_path, stdout=None)
+    files = run_files.RunFiles.of(tmp_path / "run")
+    assert trainer.paths == files
+    assert runs.request_stop(tmp_path / "run") == trainer.paths.stop  # what the tab writes, the trainer reads
+    assert runs.best_checkpoint_path(runs.RunHistory(), tmp_path / "run") is None
+    trainer.events.close()
+    root = Path(__file__).resolve().parents[1]
+    for path in [*(root / "core" / "training").glob("*.py"), *(root / "app" / "training").glob("*.py")]:
+        if path.name == "run_files.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        for literal in ('"events.jsonl"', '"stop.request"', '"trainer.pid"', '"trainer.log"', '"config.toml"'):
+            assert literal not in text, (path.name, literal)
+
+
 # -- command line ----------------------------------------------------------------------------
 
 

@@ -14,7 +14,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.training.runs import CONFIG_FILE, EVENTS_FILE, read_pid_file
+from app.training.runs import read_pid_file
+from core.training.run_files import RunFiles
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -82,9 +83,12 @@ def train_args(settings: TrainSettings) -> list[str]:
     return args
 
 
-def resume_args(run_dir: str | Path, device: str | None = None) -> list[str]:
-    """Arguments of ``airway train`` that resume a run from its last checkpoint (config from RUN/config.toml)."""
+def resume_args(run_dir: str | Path, device: str | None = None, more_epochs: int | None = None) -> list[str]:
+    """Arguments of ``airway train`` that resume a run from its last checkpoint (config from RUN/config.toml);
+    ``more_epochs``: train a (finished) run further by that many epochs of its last stage."""
     args = ["train", "--out", str(Path(run_dir)), "--resume"]
+    if more_epochs is not None:
+        args += ["--more-epochs", str(int(more_epochs))]
     if device and device != "auto":
         args += ["--device", device]
     return args
@@ -153,7 +157,7 @@ def check_settings(settings: TrainSettings) -> list[str]:
                 f"A training process (pid {record.pid}) is already running in {out}. "
                 "Wait for it, stop it, or choose another folder."
             )
-        elif (run / EVENTS_FILE).exists() or (run / CONFIG_FILE).exists():
+        elif RunFiles.of(run).events.exists() or RunFiles.of(run).config.exists():
             problems.append(f"The output folder {out} already holds a run. Resume it, or choose a new folder.")
         else:
             parent = next((p for p in [run, *run.parents] if p.exists()), None)
@@ -187,7 +191,7 @@ def launch_detached(program: str, arguments: list[str], cwd: str | Path, log_pat
     import subprocess
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    kwargs: dict = {}
+    kwargs: dict[str, int | bool] = {}
     if sys.platform == "win32":
         kwargs["creationflags"] = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP
     else:

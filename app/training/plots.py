@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets  # imported first so pyqtgraph binds to PySide6
 
@@ -28,11 +29,14 @@ _LOSS_STYLES = (
     ("loss_enc", QtCore.Qt.PenStyle.DashLine),
     ("loss_dec", QtCore.Qt.PenStyle.DotLine),
 )
+# TD and BD alone look like success for a model that marks everything as airway (both 100 %);
+# DSC, precision and the share of the volume marked as airway beside them show it is not.
 _METRIC_STYLES = (
     ("td", QtCore.Qt.PenStyle.SolidLine, "o"),
     ("bd", QtCore.Qt.PenStyle.DashLine, "t1"),
     ("dsc", QtCore.Qt.PenStyle.DotLine, "s"),
     ("precision", QtCore.Qt.PenStyle.DashDotLine, "d"),
+    ("marked_percent", QtCore.Qt.PenStyle.DashDotDotLine, "x"),
 )
 
 
@@ -66,7 +70,7 @@ class TrainingPlots(QtWidgets.QWidget):
         lay.addWidget(self._layout, 1)
         self.key_label = QtWidgets.QLabel(
             "Loss: total —, encoder – –, decoder ···, epoch mean ●.  Validation: TD ● —, BD ▲ – –, DSC ■ ···, "
-            "precision ◆ –·.  Dashed vertical lines: stage starts."
+            "precision ◆ –·, volume marked as airway ✕ –··.  Dashed vertical lines: stage starts."
         )
         self.key_label.setWordWrap(True)
         self.key_label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
@@ -208,10 +212,8 @@ class TrainingPlots(QtWidgets.QWidget):
             return {}
         return {stage: lines[0].value() for stage, lines in items.stage_lines if lines}
 
-    def curve_data(self, key: str, column: str):
+    def curve_data(self, key: str, column: str) -> tuple[np.ndarray, np.ndarray]:
         """The (x, y) last given to a curve (before clipping and downsampling for display)."""
-        import numpy as np
-
         curve = self._runs[key].curves[column]
         empty = np.zeros(0)
         return (empty if curve.xData is None else curve.xData), (empty if curve.yData is None else curve.yData)

@@ -27,11 +27,9 @@ from typing import Any
 
 import numpy as np
 
-EVENTS_FILE = "events.jsonl"
-PID_FILE = "trainer.pid"
-LOG_FILE = "trainer.log"
-STOP_FILE = "stop.request"
-CONFIG_FILE = "config.toml"
+from core.training.run_files import CONFIG_FILE, EVENTS_FILE, LOG_FILE, PID_FILE, STOP_FILE, RunFiles
+
+__all__ = ["CONFIG_FILE", "EVENTS_FILE", "LOG_FILE", "PID_FILE", "STOP_FILE", "RunFiles"]
 
 # Run states shown to the user. "finished", "stopped" and "failed" come from the
 # trainer's run_end event; "interrupted" (docs/events.md: SIGKILL, out of memory,
@@ -183,7 +181,7 @@ def _as_float(value: Any) -> float:
 # --------------------------------------------------------------------------- #
 STEP_COLUMNS = ("x", "stage", "epoch", "loss", "loss_enc", "loss_dec", "lr", "patches_per_s", "time")
 EPOCH_COLUMNS = ("x", "stage", "epoch", "loss", "time_s", "eta_s")
-VALIDATION_COLUMNS = ("x", "stage", "epoch", "td", "bd", "dsc", "precision")
+VALIDATION_COLUMNS = ("x", "stage", "epoch", "td", "bd", "dsc", "precision", "marked_percent")
 
 
 @dataclass
@@ -226,9 +224,17 @@ class RunHistory:
     error_message: str | None = None
     error_traceback: str | None = None
     warnings: list[str] = field(default_factory=list)
+    latest_validation: dict[str, float] = field(default_factory=dict)
+    #: what the events' ``epoch`` counts from: 1 (run_start says ``epoch_base: 1``) or 0 (older trainers)
+    epoch_base: int = 0
     starts: int = 0
     events_seen: int = 0
     _x: float = 0.0
+
+    def shown_epoch(self, event: dict[str, Any]) -> int | None:
+        """The event's epoch as users count it, from 1 (older trainers wrote it from 0)."""
+        raw = _int_or(event.get("epoch"), None)
+        return None if raw is None else raw + 1 - self.epoch_base
 
     def apply(self, event: dict[str, Any]) -> str | None:
         """Fold one event in; returns a log line for it (None for per-step events)."""
@@ -244,9 +250,9 @@ class RunHistory:
             if self.steps.size and x <= self.steps.view("x")[-1]:
                 self._drop_from(x)
             self._x = x
-            self.steps.append({**event, "x": x, "time": t})
+            self.steps.append({**event, "x": x, "time": t, "epoch": self.shown_epoch(event)})
             self.stage = _int_or(event.get("stage"), self.stage)
-            self.epoch = _int_or(event.get("epoch"), self.epoch)
+            self.epoch = self.shown_epoch(event) or self.epoch
             self.status = RUNNING
             return None
         if kind == "run_start":
@@ -257,10 +263,14 @@ class RunHistory:
             if isinstance(event.get("config"), dict):
                 self.config = event["config"]
             self.name = str(event.get("run") or self.name)
-            resumed = " (resumed)" if event.get("resumed") else ""
+            self.epoch_base = _int_or(event.get("epoch_base"), 0) or 0
+            more = _int_or(event.get("more_epochs"), 0) or 0
+            resumed = (
+                f" (trained further: {more} more epochs)" if more else (" (resumed)" if event.get("resumed") else "")
+            )
             return f"Run started{resumed} on {event.get('device', '?')}, world size {event.get('world_size', 1)}."
         if kind == "stage":
-            stage = _int_or(event.get("stage"), 0)
+            stage = _int_or(event.get("stage"), 0) or 0
             self.stage, self.stage_name = stage, str(event.get("name") or f"stage {stage}")
             self.stage_epochs = _int_or(event.get("epochs"), None)
             mark = StageMark(stage, self.stage_name, self._x, self.stage_epochs, event.get("loss"))
@@ -272,21 +282,29 @@ class RunHistory:
                 f"alpha {event.get('alpha')}, threshold {event.get('threshold')}."
             )
         if kind == "epoch":
-            self.epochs.append({**event, "x": self._x})
+            shown = self.shown_epoch(event)
+            self.epochs.append({**event, "x": self._x, "epoch": shown})
             self.stage = _int_or(event.get("stage"), self.stage)
-            self.epoch = _int_or(event.get("epoch"), self.epoch)
+            self.epoch = shown or self.epoch
             eta = _as_float(event.get("eta_s"))
             self.eta_s, self.eta_time = (None, None) if math.isnan(eta) else (eta, t)
+            total = f"/{self.stage_epochs}" if self.stage_epochs else ""
             return (
-                f"Stage {event.get('stage')} epoch {event.get('epoch')}: loss {_fmt(event.get('loss'))}, "
+                f"Stage {event.get('stage')} epoch {shown}{total}: loss {_fmt(event.get('loss'))}, "
                 f"{_fmt(event.get('time_s'), '.1f')} s, ETA {format_duration(self.eta_s)}."
             )
         if kind == "validation":
-            self.validations.append({**event, "x": self._x})
+            shown = self.shown_epoch(event)
+            self.validations.append({**event, "x": self._x, "epoch": shown})
+            self.latest_validation = {
+                k: _as_float(event.get(k)) for k in ("td", "bd", "dsc", "precision", "marked_percent") if k in event
+            }
+            marked = _as_float(event.get("marked_percent"))
+            marked_text = "" if math.isnan(marked) else f", {marked:.1f}% of the volume marked as airway"
             return (
-                f"Validation stage {event.get('stage')} epoch {event.get('epoch')}: TD {_fmt(event.get('td'), '.1f')}%, "
+                f"Validation stage {event.get('stage')} epoch {shown}: TD {_fmt(event.get('td'), '.1f')}%, "
                 f"BD {_fmt(event.get('bd'), '.1f')}%, DSC {_fmt(event.get('dsc'), '.1f')}%, "
-                f"precision {_fmt(event.get('precision'), '.1f')}% ({event.get('cases')} cases)."
+                f"precision {_fmt(event.get('precision'), '.1f')}% ({event.get('cases')} cases{marked_text})."
             )
         if kind == "checkpoint":
             path = str(event.get("path") or "")
@@ -299,6 +317,8 @@ class RunHistory:
             msg = str(event.get("message") or "")
             self.warnings.append(msg)
             return f"Warning: {msg}"
+        if kind == "info":
+            return f"Note: {event.get('message') or ''}"
         if kind == "error":
             self.error_message = str(event.get("message") or "unknown error")
             self.error_traceback = str(event.get("traceback") or "") or None
@@ -334,10 +354,18 @@ class RunHistory:
             parts.append(f"stage {self.stage} ({self.stage_name})" if self.stage_name else f"stage {self.stage}")
         if self.epoch is not None:
             total = f"/{self.stage_epochs}" if self.stage_epochs else ""
-            parts.append(f"epoch {self.epoch + 1}{total}")  # events count epochs from 0
+            parts.append(f"epoch {self.epoch}{total}")  # from 1, as in the log
         eta = self.eta_now(now) if (status or self.status) == RUNNING else None
         if eta is not None:
             parts.append(f"ETA {format_duration(eta)}")
+        v = self.latest_validation
+        if v:
+            figures = ", ".join(
+                f"{name} {v[k]:.1f}%"
+                for k, name in (("td", "TD"), ("bd", "BD"), ("dsc", "DSC"), ("precision", "precision"))
+                if k in v and not math.isnan(v[k])
+            )
+            parts.append(f"validation {figures}")
         return " · ".join(parts)
 
 
@@ -524,6 +552,24 @@ def conclude_status(history: RunHistory, process_running: bool, launched: bool =
     return NOT_STARTED
 
 
+RESUMABLE = frozenset({STOPPED, FAILED, INTERRUPTED, KILLED})
+
+
+def can_resume(status: str, run_dir: str | Path) -> bool:
+    """A run that ended before its end (stopped, crashed, killed) with a checkpoint to go on from.
+
+    A finished run is not resumed (the trainer refuses it): it can be trained further instead.
+    """
+    files = RunFiles.of(run_dir)
+    return status in RESUMABLE and files.config.is_file() and files.checkpoint("last").is_file()
+
+
+def can_train_further(status: str, run_dir: str | Path) -> bool:
+    """A finished run, which ``airway train --resume --more-epochs N`` continues with N more epochs."""
+    files = RunFiles.of(run_dir)
+    return status == FINISHED and files.config.is_file() and files.checkpoint("last").is_file()
+
+
 def crash_report(history: RunHistory, run_dir: str | Path, lines: int = 15) -> str:
     """What to show when a run failed: the error event, else the last lines the process printed."""
     parts: list[str] = []
@@ -574,7 +620,8 @@ def best_checkpoint_path(history: RunHistory, run_dir: str | Path) -> Path | Non
     if history.best_checkpoint:
         p = Path(history.best_checkpoint)
         candidates.append(p if p.is_absolute() else run_dir / p)
-    candidates += [run_dir / "checkpoints" / "best.pt", run_dir / "checkpoints" / "last.pt"]
+    files = RunFiles.of(run_dir)
+    candidates += [files.checkpoint("best"), files.checkpoint("last")]
     for c in candidates:
         if c.is_file():
             return c

@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtCore import Signal
@@ -30,14 +31,11 @@ from app.training.launch import (
 from app.training.plots import TrainingPlots
 from app.training.qt_workarounds import install_refcount_guard
 from app.training.runs import (
-    CONFIG_FILE,
     ENDED,
-    EVENTS_FILE,
     FAILED,
     FINISHED,
     INTERRUPTED,
     KILLED,
-    LOG_FILE,
     NOT_STARTED,
     RUNNING,
     EventTail,
@@ -45,6 +43,8 @@ from app.training.runs import (
     PidRecord,
     RunHistory,
     best_checkpoint_path,
+    can_resume,
+    can_train_further,
     clear_stop_request,
     conclude_status,
     crash_report,
@@ -56,6 +56,10 @@ from app.training.runs import (
     request_stop,
     write_pid_file,
 )
+from core.training.run_files import EVENTS_FILE, LOG_FILE, RunFiles
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 install_refcount_guard()  # PySide6 6.12 on Python 3.11 leaks references (see the module)
 
@@ -151,7 +155,7 @@ class RunMonitor(QtCore.QObject):
         elif status == RUNNING and not self._timer.isActive():
             self._timer.start()
 
-    def _step_line(self, event: dict) -> str | None:
+    def _step_line(self, event: dict[str, object]) -> str | None:
         """A log line for a step now and then: steps are plotted, but a slow run should still show life."""
         if event.get("event") != "step":
             return None
@@ -160,7 +164,7 @@ class RunMonitor(QtCore.QObject):
             return None
         self._last_step_logged = t
         return (
-            f"Stage {event.get('stage')} epoch {event.get('epoch')} step {event.get('step')} "
+            f"Stage {event.get('stage')} epoch {self.history.shown_epoch(event)} step {event.get('step')} "
             f"(global {event.get('global_step')}): loss {_num(event.get('loss'))} "
             f"(enc {_num(event.get('loss_enc'))}, dec {_num(event.get('loss_dec'))}), "
             f"lr {_num(event.get('lr'))}, {_num(event.get('patches_per_s'), '.1f')} patches/s"
@@ -190,7 +194,7 @@ class RunMonitor(QtCore.QObject):
 
     def stop(self) -> None:
         request_stop(self.run_dir)
-        self.log.append(f"[app] Stop requested ({self.run_dir / 'stop.request'}).")
+        self.log.append(f"[app] Stop requested ({RunFiles.of(self.run_dir).stop}).")
         self.logLines.emit([self.log[-1]])
 
     def kill(self) -> bool:
@@ -214,7 +218,7 @@ class RunMonitor(QtCore.QObject):
 MESSAGE_COLOURS = {"error": "#ff6b6b", "warning": "#f0b429", "ok": "#5fd38d", "info": ""}
 
 
-def never_learned(history) -> bool:
+def never_learned(history: RunHistory) -> bool:
     """True when a run validated at least once and every TD, BD, DSC and precision stayed at 0."""
     import numpy as np
 
@@ -251,7 +255,13 @@ class TrainingTab(QtWidgets.QWidget):
 
     SETTINGS_RUNS = "training/runs"
 
-    def __init__(self, parent: QtWidgets.QWidget | None = None, *, settings=None, launcher: Launcher | None = None):
+    def __init__(
+        self,
+        parent: QtWidgets.QWidget | None = None,
+        *,
+        settings: Settings | None = None,
+        launcher: Launcher | None = None,
+    ):
         super().__init__(parent)
         if settings is None:
             from app.settings import Settings
@@ -302,7 +312,19 @@ class TrainingTab(QtWidgets.QWidget):
         self.kill_button = QtWidgets.QPushButton("Kill")
         self.kill_button.setToolTip("End the training process now (progress since the last checkpoint is lost)")
         self.resume_button = QtWidgets.QPushButton("Resume")
-        self.resume_button.setToolTip("Continue the selected run from its last checkpoint")
+        self.resume_button.setToolTip(
+            "Continue the selected run from its last checkpoint (a run that was stopped, crashed or killed)"
+        )
+        self.further_button = QtWidgets.QPushButton("Train further")
+        self.further_button.setToolTip(
+            "Train the selected finished run for more epochs of its last stage (its learning-rate schedule "
+            "goes on where it ended); the number of epochs is set beside the button"
+        )
+        self.more_epochs_spin = QtWidgets.QSpinBox()
+        self.more_epochs_spin.setRange(1, 10000)
+        self.more_epochs_spin.setValue(10)
+        self.more_epochs_spin.setSuffix(" more epochs")
+        self.more_epochs_spin.setToolTip("How many epochs 'Train further' adds to a finished run's last stage")
         self.open_best_button = QtWidgets.QPushButton("Segment CT with best")
         self.open_best_button.setToolTip(
             "Segment the CT open in the Review tab with the selected run's best "
@@ -314,6 +336,7 @@ class TrainingTab(QtWidgets.QWidget):
         self.stop_button.clicked.connect(self.stop)
         self.kill_button.clicked.connect(self.kill)
         self.resume_button.clicked.connect(self.resume)
+        self.further_button.clicked.connect(self.train_further)
         self.open_best_button.clicked.connect(self.open_best)
         buttons = QtWidgets.QGridLayout()
         for i, b in enumerate(
@@ -327,6 +350,8 @@ class TrainingTab(QtWidgets.QWidget):
             )
         ):
             buttons.addWidget(b, i // 3, i % 3)
+        buttons.addWidget(self.further_button, 2, 0)
+        buttons.addWidget(self.more_epochs_spin, 2, 1)
 
         self.problems_label = QtWidgets.QLabel()
         self.problems_label.setWordWrap(True)
@@ -334,6 +359,12 @@ class TrainingTab(QtWidgets.QWidget):
         self.problems_label.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
         self.status_label = QtWidgets.QLabel("No run selected.")
         self.status_label.setWordWrap(True)
+        # the selected run's latest warning from the trainer (e.g. a model that marks everything as airway)
+        self.warning_label = QtWidgets.QLabel()
+        self.warning_label.setWordWrap(True)
+        self.warning_label.setStyleSheet(f"color: {MESSAGE_COLOURS['warning']};")
+        self.warning_label.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.warning_label.hide()
 
         self.runs_list = QtWidgets.QListWidget()
         self.runs_list.setToolTip("Tick runs to draw them; the selected run is the one the buttons act on")
@@ -357,6 +388,7 @@ class TrainingTab(QtWidgets.QWidget):
         left_lay.addWidget(self.runs_list, 1)
         left_lay.addLayout(run_buttons)
         left_lay.addWidget(self.status_label)
+        left_lay.addWidget(self.warning_label)
 
         self.plots = TrainingPlots()
         self.log_view = QtWidgets.QPlainTextEdit()
@@ -475,6 +507,7 @@ class TrainingTab(QtWidgets.QWidget):
         return str(run)
 
     def resume(self) -> bool:
+        """Continue a run that ended early (stopped, crashed, killed) from its last checkpoint."""
         monitor = self.current_monitor()
         if monitor is None:
             self._say("Select a run to resume.", "warning")
@@ -482,14 +515,41 @@ class TrainingTab(QtWidgets.QWidget):
         if monitor.status == RUNNING:
             self._say("This run is still running.", "warning")
             return False
-        if not (monitor.run_dir / CONFIG_FILE).is_file():
+        if monitor.status == FINISHED:
             self._say(
-                f"{monitor.run_dir} has no {CONFIG_FILE}: it cannot be resumed. Start a new run instead.", "error"
+                f"{monitor.run_dir.name} has finished: there is nothing to resume. To train it longer, set the "
+                "number of epochs and press 'Train further'.",
+                "warning",
+            )
+            return False
+        if not can_resume(monitor.status, monitor.run_dir):
+            self._say(
+                f"{monitor.run_dir.name} has no checkpoint to resume from (it ended before its first epoch, or "
+                "its config.toml is missing). Start a new run instead.",
+                "error",
             )
             return False
         clear_stop_request(monitor.run_dir)
         device = self.device_combo.currentText().strip() or "auto"
         return self._launch(monitor, resume_args(monitor.run_dir, device))
+
+    def train_further(self) -> bool:
+        """Train a finished run for ``more_epochs_spin`` more epochs of its last stage."""
+        monitor = self.current_monitor()
+        if monitor is None:
+            self._say("Select a finished run to train further.", "warning")
+            return False
+        if not can_train_further(monitor.status, monitor.run_dir):
+            self._say(
+                f"{monitor.run_dir.name} is {monitor.status}: only a finished run is trained further. "
+                + ("Resume it to finish it first." if can_resume(monitor.status, monitor.run_dir) else ""),
+                "warning",
+            )
+            return False
+        clear_stop_request(monitor.run_dir)
+        device = self.device_combo.currentText().strip() or "auto"
+        more = int(self.more_epochs_spin.value())
+        return self._launch(monitor, resume_args(monitor.run_dir, device, more_epochs=more))
 
     def stop(self) -> None:
         monitor = self.current_monitor()
@@ -675,6 +735,11 @@ class TrainingTab(QtWidgets.QWidget):
     def _update_status(self) -> None:
         monitor = self.current_monitor()
         self.status_label.setText(f"{monitor.run_dir.name}: {monitor.summary()}" if monitor else "No run selected.")
+        warnings = monitor.history.warnings if monitor is not None else []
+        text = f"Warning from the trainer: {warnings[-1]}" if warnings else ""
+        if self.warning_label.text() != text:
+            self.warning_label.setText(text)
+        self.warning_label.setVisible(bool(text))
 
     def _refresh_buttons(self) -> None:
         monitor = self.current_monitor()
@@ -686,9 +751,11 @@ class TrainingTab(QtWidgets.QWidget):
         )
         self.stop_button.setEnabled(running)
         self.kill_button.setEnabled(running)
-        self.resume_button.setEnabled(
-            monitor is not None and not running and not any_running and (monitor.run_dir / CONFIG_FILE).is_file()
-        )
+        idle = monitor is not None and not running and not any_running
+        self.resume_button.setEnabled(idle and monitor is not None and can_resume(monitor.status, monitor.run_dir))
+        further = idle and monitor is not None and can_train_further(monitor.status, monitor.run_dir)
+        self.further_button.setEnabled(further)
+        self.more_epochs_spin.setEnabled(further)
         self.open_best_button.setEnabled(monitor is not None and self.ct_available)
         self.remove_run_button.setEnabled(monitor is not None)
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 
-def register(subparsers) -> None:
+def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "train",
         help="train an airway model in stages (paper: Dice, GUL, fine-tune)",
@@ -22,6 +23,13 @@ def register(subparsers) -> None:
     p.add_argument("--data", help="dataset folder (imagesTr/ + labelsTr/) or CSV of image,label pairs")
     p.add_argument("--out", required=True, help="run folder (created)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    p.add_argument(
+        "--more-epochs",
+        type=int,
+        metavar="N",
+        help="with --resume: train the run further, N more epochs of its last stage (the learning-rate "
+        "schedule goes on where it ended); the way to continue a finished run",
+    )
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides run.device)")
     p.add_argument("--workers", type=int, help="DataLoader worker processes (overrides run.num_workers)")
     p.set_defaults(func=run_train)
@@ -48,6 +56,10 @@ def run_train(args: argparse.Namespace) -> int:
     from core.training.config import load_config
     from core.training.trainer import Trainer
 
+    if args.more_epochs is not None and not args.resume:
+        raise ConfigError(
+            "--more-epochs trains an earlier run further.", "Add --resume and give that run's folder with --out."
+        )
     if args.resume:
         if args.config or args.preset:
             raise ConfigError(
@@ -71,7 +83,15 @@ def run_train(args: argparse.Namespace) -> int:
     if not args.resume:
         _check_dataset(args.data)
     # stdout given now: the default is bound when the trainer module loads (a replaced stream, in-process)
-    trainer = Trainer(cfg, args.out, data=args.data, resume=args.resume, device=args.device, stdout=sys.stdout)
+    trainer = Trainer(
+        cfg,
+        args.out,
+        data=args.data,
+        resume=args.resume,
+        more_epochs=args.more_epochs,
+        device=args.device,
+        stdout=sys.stdout,
+    )
     if args.resume and args.workers is not None:
         trainer.cfg.run.num_workers = args.workers
     try:

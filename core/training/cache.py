@@ -112,6 +112,11 @@ class CachedCase:
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.meta["shape"])  # type: ignore[return-value]
 
+    @property
+    def full_shape(self) -> tuple[int, int, int]:
+        """The CT's shape before the lung crop (what a user gives the model)."""
+        return tuple(self.meta.get("full_shape") or self.meta["shape"])  # type: ignore[return-value]
+
     def geometry(self):
         from core.volume import Geometry
 

@@ -14,7 +14,22 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-EVENT_TYPES = ("run_start", "stage", "step", "epoch", "validation", "checkpoint", "warning", "error", "run_end")
+from core.training.run_files import EVENTS_FILE
+
+Event = dict[str, Any]
+
+EVENT_TYPES = (
+    "run_start",
+    "stage",
+    "step",
+    "epoch",
+    "validation",
+    "checkpoint",
+    "info",
+    "warning",
+    "error",
+    "run_end",
+)
 
 #: Fields each event carries besides ``event``, ``time`` and ``run`` (the contract).
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
@@ -24,6 +39,7 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "epoch": ("stage", "epoch", "loss", "time_s", "eta_s"),
     "validation": ("stage", "epoch", "td", "bd", "dsc", "precision", "cases"),
     "checkpoint": ("stage", "epoch", "path", "kind"),
+    "info": ("message",),
     "warning": ("message",),
     "error": ("message", "traceback"),
     "run_end": ("status", "best_checkpoint"),
@@ -59,12 +75,12 @@ class EventLog:
         self._file: IO[str] | None = None
         if enabled:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.run_dir / "events.jsonl", "a", encoding="utf-8")
+            self._file = open(self.run_dir / EVENTS_FILE, "a", encoding="utf-8")
 
-    def emit(self, event: str, **fields: Any) -> dict:
+    def emit(self, event: str, **fields: Any) -> Event:
         if event not in EVENT_TYPES:
             raise ValueError(f"unknown event type {event!r}")
-        record = {"event": event, "time": round(time.time(), 3), "run": self.run}
+        record: Event = {"event": event, "time": round(time.time(), 3), "run": self.run}
         record.update(_clean(fields))
         if not self.enabled:
             return record
@@ -89,11 +105,11 @@ class EventLog:
         self.close()
 
 
-def read_events(path: str | Path) -> list[dict]:
+def read_events(path: str | Path) -> list[Event]:
     """All events of a run folder's ``events.jsonl`` (or the file itself); a torn last line is skipped."""
     path = Path(path)
     if path.is_dir():
-        path = path / "events.jsonl"
+        path = path / EVENTS_FILE
     out = []
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -107,7 +123,7 @@ def read_events(path: str | Path) -> list[dict]:
     return out
 
 
-def check_event(record: dict) -> list[str]:
+def check_event(record: Event) -> list[str]:
     """Problems with one event against the contract (empty list = well-formed)."""
     problems = []
     for key in ("event", "time", "run"):

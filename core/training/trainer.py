@@ -1,6 +1,7 @@
 """The staged trainer (method.md sec. 5-6): stage 0 Dice, stage 1 GUL, stage 2 fine-tune.
 
-Run folder (docs/CONTRACTS.md)::
+Run folder (docs/CONTRACTS.md; the file names live in ``core.training.run_files``,
+shared with the app's training tab)::
 
     RUN/config.toml          the whole run's configuration (resume reads it back)
     RUN/events.jsonl         the event stream (docs/events.md), also on stdout
@@ -9,6 +10,11 @@ Run folder (docs/CONTRACTS.md)::
     RUN/checkpoints/stage{0,1,2}.pt   weights at the end of each stage
     RUN/hard/<case>.npy      stage-0 false-negative centreline voxels (hard skeleton sampling)
     RUN/stop.request         created by the user/GUI: finish the step, save last.pt, stop
+
+Epochs are numbered from 1 in every event, log line and header (docs/events.md);
+``TrainState.epoch`` counts the epochs finished in the stage.
+A finished run can be trained further (``more_epochs``): its last stage gets
+more epochs and continues with the optimizer and learning-rate schedule where it ended.
 
 Resume continues exactly where the run stopped: each patch is a pure function
 of (seed, stage, epoch, item), the DataLoader has its own generator (so it never
@@ -27,46 +33,38 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from core.errors import AirwayError, CheckpointError, ConfigError, InputError
 from core.training import ddp
-from core.training.cache import CacheSettings, default_cache_dir, prepare_cases
+from core.training.cache import CachedCase, CacheSettings, default_cache_dir, prepare_cases
 from core.training.config import StageSection, TrainConfig, load_config, save_config
 from core.training.dataset import discover_cases, split_cases
 from core.training.events import EventLog
+from core.training.feedback import EtaEstimator, Marked, hard_sampling_message, oversegmentation_warning
+from core.training.run_files import BEST, LAST, RunFiles
 from core.training.sampling import PatchDataset, PatchSpec
 
+if TYPE_CHECKING:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from core.preprocess import Preprocessing
+    from core.segmentation import Predictor
+    from core.tree import AirwayTree
+
 StepHook = Callable[["Trainer"], None]
+#: ``f(p, g, w=None) -> scalar`` (core.losses)
+LossFn = Callable[..., "torch.Tensor"]
+Batch = Mapping[str, "torch.Tensor"]
 
-
-@dataclass
-class RunPaths:
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.toml"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    def checkpoint(self, kind: str) -> Path:
-        return self.checkpoints / f"{kind}.pt"
-
-    @property
-    def stop(self) -> Path:
-        return self.root / "stop.request"
-
-    @property
-    def hard(self) -> Path:
-        return self.root / "hard"
+#: the resume state kept in last.pt besides the weights
+ResumeState = dict[str, Any]
 
 
 @dataclass
@@ -78,7 +76,7 @@ class TrainState:
     step: int = 0  # steps finished in the current epoch
     global_step: int = 0
     best_value: float = -math.inf
-    best_where: list[int] = field(default_factory=list)  # [stage, epoch]
+    best_where: list[int] = field(default_factory=list)  # [stage, epoch from 1]
     metrics: dict[str, float] = field(default_factory=dict)  # last validation
     train_cases: list[str] = field(default_factory=list)
     val_cases: list[str] = field(default_factory=list)
@@ -92,7 +90,7 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # workers only slice and resample; leave the cores to the model
 
 
-def stage_loss(stage: StageSection):
+def stage_loss(stage: StageSection) -> LossFn:
     """``f(p, g, w=None) -> scalar`` for a stage: Dice, GUL (distance weights) or RTL (method.md sec. 3)."""
     from core import losses
 
@@ -109,7 +107,13 @@ def stage_loss(stage: StageSection):
     return lambda p, g, w=None: losses.general_union_loss(p, g, w, alpha=stage.alpha, r=stage.r)
 
 
-def group_losses(loss_fn, logits: tuple, g, w, enc_weight: float):
+def group_losses(
+    loss_fn: LossFn,
+    logits: Iterable[torch.Tensor],
+    g: torch.Tensor,
+    w: torch.Tensor | None,
+    enc_weight: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, encoder-group loss, decoder-group loss) through core.losses.group_loss.
 
     Logits are cast to float32 first so that, under autocast, the sigmoid and
@@ -120,10 +124,10 @@ def group_losses(loss_fn, logits: tuple, g, w, enc_weight: float):
 
     from core.losses import group_loss
 
-    result = group_loss(loss_fn, [l.float() for l in logits], g, w, enc_weight)
+    result = group_loss(loss_fn, [out.float() for out in logits], g, w, enc_weight)
     parts = list(result.parts.values())
     dec = parts[-1]
-    enc = sum(parts[:-1]) / (len(parts) - 1) if len(parts) > 1 else torch.zeros((), device=dec.device)
+    enc = torch.stack(parts[:-1]).mean() if len(parts) > 1 else torch.zeros((), device=dec.device)
     return result.total, enc, dec
 
 
@@ -131,9 +135,21 @@ class Trainer:
     """One run: ``Trainer(cfg, run_dir).run()`` returns ``"finished"`` or ``"stopped"``.
 
     ``resume=True`` reads ``RUN/config.toml`` and ``RUN/checkpoints/last.pt``.
+    ``more_epochs`` (with ``resume``): add that many epochs to the run's last
+    stage, which is how a finished run is trained further.
     ``on_step`` is called after every optimisation step (tests use it to ask
     for a stop at a given step, as the GUI does by writing ``stop.request``).
     """
+
+    # set up by run(); declared here so that every method sees them typed
+    model: torch.nn.Module
+    net: torch.nn.Module
+    optimizer: torch.optim.SGD
+    scheduler: torch.optim.lr_scheduler.MultiStepLR
+    scaler: torch.amp.GradScaler | None
+    device: str
+    amp: bool
+    cases: dict[str, CachedCase]
 
     def __init__(
         self,
@@ -142,12 +158,19 @@ class Trainer:
         *,
         data: str | Path | None = None,
         resume: bool = False,
+        more_epochs: int | None = None,
         device: str | None = None,
         stdout: IO[str] | None = sys.stdout,
         on_step: StepHook | None = None,
     ):
-        self.paths = RunPaths(Path(run_dir))
+        self.paths = RunFiles(Path(run_dir))
         self.resume = resume
+        if more_epochs is not None and (not resume or more_epochs < 1):
+            raise ConfigError(
+                f"--more-epochs {more_epochs}: more epochs are added to an earlier run.",
+                "Give a number of 1 or more together with --resume and the run's --out folder.",
+            )
+        self.more_epochs = more_epochs
         if resume:
             if not self.paths.config.is_file():
                 raise ConfigError(
@@ -157,7 +180,6 @@ class Trainer:
             cfg = load_config(self.paths.config)
         elif cfg is None:
             raise ConfigError("No configuration given.", "Use --config FILE or --preset quick|paper|demo.")
-        assert cfg is not None
         if data is not None:
             cfg.data.path = str(Path(data).resolve())
         if device is not None:
@@ -174,10 +196,11 @@ class Trainer:
         self.events = EventLog(self.paths.root, stdout=stdout, enabled=self.dist.is_main)
         self._sigterm = threading.Event()
         self._emit_errors = False
-        self._tb = None
-        self.model = None
-        self.optimizer = None
-        self.scheduler = None
+        self._tb: Any = None  # torch.utils.tensorboard.SummaryWriter, optional dependency
+        self._trees: dict[str, AirwayTree] = {}
+        self._warned_hard = False
+        self._eta = EtaEstimator()
+        self._epoch_mark: float | None = None  # when the last epoch event was emitted (perf_counter)
         self.scaler = None
         self.last_losses: dict[str, float] = {}
 
@@ -214,7 +237,11 @@ class Trainer:
         if self.dist.is_main:
             report = prepare_cases(cases, cache_root, settings, on_bad_case=cfg.data.on_bad_case)
             for bad in report.bad:
-                self.events.emit("warning", message=f"Skipping bad case {bad.name}: {bad.reason}")
+                self.events.emit(
+                    "warning",
+                    message=f"Case {bad.name} is left out of training: {bad.reason}. "
+                    "The run goes on without it; fix the file and start a new run to include it.",
+                )
         ddp.barrier(self.dist)
         if not self.dist.is_main:
             report = prepare_cases(cases, cache_root, settings, on_bad_case="skip")
@@ -232,24 +259,27 @@ class Trainer:
         )
         self.state.train_cases, self.state.val_cases = train, val
 
-    def _preprocessing(self):
+    def _preprocessing(self, crop: str | None = None) -> Preprocessing:
         from core.preprocess import Preprocessing
 
         p = self.cfg.preprocessing
-        return Preprocessing(window=tuple(p.window), scale=p.scale, crop=p.crop, margin=p.margin)
+        lo, hi = p.window
+        return Preprocessing(
+            window=(float(lo), float(hi)), scale=p.scale, crop=p.crop if crop is None else crop, margin=p.margin
+        )
 
-    def _build_model(self, seed: int):
+    def _build_model(self, seed: int) -> torch.nn.Module:
         import torch
 
         from core.models.registry import build_model
 
         torch.manual_seed(seed)
-        model = build_model(self.cfg.model.architecture, **self.cfg.model.arch_args)
+        model: torch.nn.Module = build_model(self.cfg.model.architecture, **self.cfg.model.arch_args)
         if self.cfg.run.channels_last:
-            model = model.to(memory_format=torch.channels_last_3d)
+            model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # torch's stub lacks it
         return model.to(self.device)
 
-    def _wrap(self, model):
+    def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         if not self.dist.enabled:
             return model
         from torch.nn.parallel import DistributedDataParallel
@@ -258,7 +288,7 @@ class Trainer:
         return DistributedDataParallel(model, device_ids=ids)
 
     # -- checkpoints ----------------------------------------------------------------
-    def _header(self, stage: int) -> dict:
+    def _header(self, stage: int, epoch: int) -> dict[str, Any]:
         v = self.cfg.validation
         # inference should use windows like those the model was validated on (InstanceNorm statistics)
         return {
@@ -266,67 +296,90 @@ class Trainer:
             "training": self.cfg.to_dict(),
             "inference": {"window": int(v.window), "step": int(v.step)},
             "stage": stage,
+            "epoch": epoch,
             "metrics": dict(self.state.metrics),
             "train_cases": self.state.train_cases,
             "val_cases": self.state.val_cases,
             "card": self._card(),
         }
 
-    def _card(self) -> dict:
-        """What this model is trained on, for every consumer of the checkpoint (core.models.card)."""
+    def _card(self) -> dict[str, Any]:
+        """What this model is trained on and expects, for every consumer of the checkpoint (core.models.card)."""
         from core.models.card import card_from_dataset
 
-        names = self.state.train_cases + self.state.val_cases
-        spacings = [self.cases[n].spacing_zyx for n in names if n in getattr(self, "cases", {})]
+        cases = getattr(self, "cases", {})
+        train = [cases[n] for n in self.state.train_cases + self.state.val_cases if n in cases]
+        val = [cases[n] for n in self.state.val_cases if n in cases]
         metrics = {k: v for k, v in dict(self.state.metrics).items() if k in ("td", "bd", "dsc", "precision")}
         return card_from_dataset(
-            self.cfg.data.path, spacings, len(self.state.train_cases), len(self.state.val_cases), metrics or None
+            self.cfg.data.path,
+            [c.spacing_zyx for c in train],
+            len(self.state.train_cases),
+            len(self.state.val_cases),
+            metrics or None,
+            shapes_zyx=[c.full_shape for c in train],
+            val_shapes_zyx=[c.full_shape for c in val],
+            val_spacings_zyx=[c.spacing_zyx for c in val],
         )
 
     def _save(self, kind: str, stage: int, epoch: int, with_state: bool = False) -> Path:
+        """Write a checkpoint; ``epoch`` counts from 1 (0: before the stage's first epoch)."""
         from core.models.checkpoint import capture_rng_state, save_checkpoint
 
-        extra = None
+        extra: ResumeState | None = None
         if with_state:
+            train_state = asdict(self.state)
+            train_state["best_value"] = float(self.state.best_value) if math.isfinite(self.state.best_value) else None
             extra = {
-                "train_state": asdict(self.state),
+                "train_state": train_state,
                 "rng": capture_rng_state(),
-                "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
-                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                "optimizer": self.optimizer.state_dict() if hasattr(self, "optimizer") else None,
+                "scheduler": self.scheduler.state_dict() if hasattr(self, "scheduler") else None,
                 "scaler": None if self.scaler is None else self.scaler.state_dict(),
             }
-            extra["train_state"]["best_value"] = (
-                float(self.state.best_value) if math.isfinite(self.state.best_value) else None
-            )
-        path = save_checkpoint(self.paths.checkpoint(kind), self.model, self._header(stage), extra)
+        path = save_checkpoint(self.paths.checkpoint(kind), self.model, self._header(stage, epoch), extra)
         self.events.emit(
             "checkpoint", stage=stage, epoch=epoch, path=str(path), kind="stage" if kind.startswith("stage") else kind
         )
         return path
 
-    def _load_resume(self) -> dict:
-        from core.models.checkpoint import load_checkpoint
+    def _load_resume(self) -> ResumeState:
+        from core.models.checkpoint import Checkpoint, load_checkpoint
 
-        path = self.paths.checkpoint("last")
+        path = self.paths.checkpoint(LAST)
         if not path.is_file():
             raise CheckpointError(
                 f"Cannot resume: {path} does not exist (the run never finished an epoch or a step).",
                 "Start the run again without --resume.",
             )
-        ckpt = load_checkpoint(path)
+        ckpt: Checkpoint = load_checkpoint(path)
         if not ckpt.extra_state or "train_state" not in ckpt.extra_state:
             raise CheckpointError("last.pt holds no resume state.", "Start the run again without --resume.", path=path)
         st = dict(ckpt.extra_state["train_state"])
         if st.get("best_value") is None:
             st["best_value"] = -math.inf
         self.state = TrainState(**st)
-        if self.state.status == "finished":
+        if self.state.status == "finished" and not self.more_epochs:
             raise ConfigError(
                 f"The run in {self.paths.root} has already finished; there is nothing to resume.",
-                "Start a new run with another --out folder (best model: checkpoints/best.pt).",
+                f"To train it further, add --more-epochs N (airway train --out {self.paths.root} --resume "
+                "--more-epochs 10), or use 'Train further' in the Training tab; or start a new run in another "
+                "--out folder (best model: checkpoints/best.pt).",
             )
+        if self.more_epochs:
+            self._extend_last_stage(self.more_epochs)
         self.state.status = "running"
         return {"ckpt": ckpt, "extra": ckpt.extra_state}
+
+    def _extend_last_stage(self, epochs: int) -> None:
+        """Train further: the last stage gets ``epochs`` more, written to the run's config (resume reads it)."""
+        last = self.cfg.stages()[-1][0]
+        if self.state.stage > last:
+            raise ConfigError(f"The run's last stage ({self.state.stage}) is no longer enabled in its config.")
+        # a run stopped in an earlier stage runs the rest as planned and the last stage longer
+        self.cfg.stage(last).epochs += epochs
+        if self.dist.is_main:
+            save_config(self.cfg, self.paths.config)
 
     # -- the run -------------------------------------------------------------------
     def run(self) -> str:
@@ -354,7 +407,7 @@ class Trainer:
             ddp.cleanup(self.dist)
 
     def _best_path(self) -> str | None:
-        p = self.paths.checkpoint("best")
+        p = self.paths.checkpoint(BEST)
         return str(p) if p.is_file() else None
 
     def _run(self) -> str:
@@ -363,7 +416,7 @@ class Trainer:
         cfg = self.cfg
         # Refusals that concern another run's folder come first and write no event into it
         # (a GUI watching that run must not see it fail).
-        if not self.resume and self.paths.checkpoint("last").exists():
+        if not self.resume and self.paths.checkpoint(LAST).exists():
             raise ConfigError(
                 f"{self.paths.root} already holds a run.", "Resume it with --resume, or choose another --out folder."
             )
@@ -383,6 +436,8 @@ class Trainer:
             device=self.device,
             world_size=self.dist.world_size,
             resumed=bool(resume),
+            more_epochs=self.more_epochs or 0,
+            epoch_base=1,
             train_cases=self.state.train_cases,
             val_cases=self.state.val_cases,
         )
@@ -403,7 +458,7 @@ class Trainer:
                     self.model = self._build_model(cfg.run.seed + 1000 * index)
                     self.net = self._wrap(self.model)
             self._make_optimizer(stage)
-            if in_progress:
+            if in_progress and resume is not None:
                 extra = resume["extra"]
                 if extra.get("optimizer") is not None:
                     self.optimizer.load_state_dict(extra["optimizer"])
@@ -418,7 +473,7 @@ class Trainer:
                 return "stopped"
         self.state.status = "finished"
         if self.dist.is_main:
-            self._save("last", self.state.stage, self.state.epoch, with_state=True)
+            self._save(LAST, self.state.stage, self.state.epoch, with_state=True)
         self.events.emit("run_end", status="finished", best_checkpoint=self._best_path())
         return "finished"
 
@@ -458,16 +513,20 @@ class Trainer:
             p = self.paths.hard / f"{name}.npy"
             if p.is_file():
                 out[name] = np.load(p, mmap_mode="r")
-        if not out and self.dist.is_main and not getattr(self, "_warned_hard", False):
+        if not out and self.dist.is_main and not self._warned_hard:
             self._warned_hard = True
             self.events.emit(
                 "warning",
-                message="No stage-0 false negatives are available (stage 0 disabled or it "
-                "missed nothing): hard skeleton sampling falls back to random patches.",
+                message=f"Stage {index} asks for hard skeleton sampling, but there are no stage-0 misses to draw "
+                "from (stage 0 is disabled in this run's config), so its patches are drawn at random. "
+                "To use hard sampling, enable stage 0 ([stage0] enabled = true) in a new run; "
+                f"otherwise set stage{index}.hard_sampling = false to silence this.",
             )
         return out
 
-    def _loader(self, index: int, stage: StageSection, epoch: int, spec: PatchSpec, hard: dict):
+    def _loader(
+        self, index: int, stage: StageSection, epoch: int, spec: PatchSpec, hard: dict[str, np.ndarray]
+    ) -> DataLoader[dict[str, torch.Tensor]]:
         import torch
         from torch.utils.data import DataLoader
 
@@ -481,7 +540,7 @@ class Trainer:
         gen.manual_seed(self.cfg.run.seed * 7919 + index * 1009 + epoch)
         workers = self.cfg.run.num_workers
         return DataLoader(
-            ds,
+            ds,  # type: ignore[arg-type]  # a map-style dataset by protocol (__len__/__getitem__), not a subclass
             batch_size=s.batch_size,
             shuffle=False,
             num_workers=workers,
@@ -497,12 +556,30 @@ class Trainer:
         n = len(self.state.train_cases) * s.patches_per_case
         return -(-n // (s.batch_size * self.dist.world_size))
 
-    def _eta(self, index: int, epoch_time: float) -> float:
+    def _epochs_left(self, index: int) -> int:
+        """Epochs of the run still to do after the current one (state.epoch = epochs finished in the stage)."""
         remaining = self.cfg.stage(index).epochs - self.state.epoch
         for j, st in self.cfg.stages():
             if j > index:
                 remaining += st.epochs
-        return remaining * epoch_time
+        return remaining
+
+    def _epoch_eta(self, steps_time: float, steps_done: int) -> float:
+        """Smoothed ETA after an epoch (core.training.feedback.EtaEstimator).
+
+        One sample per epoch: the time since the previous epoch event (this
+        epoch's steps plus the previous one's validation and checkpoints), or,
+        for the first epoch of this process, its steps' time scaled up to a whole
+        epoch when it started mid-epoch (a resume).
+        """
+        now = time.perf_counter()
+        if self._epoch_mark is None:
+            sample = steps_time * self.steps_per_epoch() / max(steps_done, 1)
+        else:
+            sample = now - self._epoch_mark
+        self._epoch_mark = now
+        self._eta.add(sample)
+        return self._eta.eta(self._epochs_left(self.state.stage))
 
     def _run_stage(self, index: int, stage: StageSection) -> str:
         self.events.emit(
@@ -518,7 +595,8 @@ class Trainer:
         spec = self._patch_spec(index, stage)
         hard = self._hard_maps(index, stage) if spec.p_hard > 0 else {}
         while self.state.epoch < stage.epochs:
-            epoch = self.state.epoch
+            epoch = self.state.epoch  # 0-based index for seeding; events say epoch + 1
+            shown = epoch + 1
             t0 = time.perf_counter()
             total, count = 0.0, 0
             self.net.train()
@@ -533,7 +611,7 @@ class Trainer:
                 self.events.emit(
                     "step",
                     stage=index,
-                    epoch=epoch,
+                    epoch=shown,
                     step=self.state.step,
                     global_step=self.state.global_step,
                     loss=loss,
@@ -546,26 +624,31 @@ class Trainer:
                 if self.on_step is not None:
                     self.on_step(self)
                 if self._stop_requested():
-                    return self._stop(index, epoch)
+                    return self._stop(index, shown)
             self.scheduler.step()
             self.state.epoch += 1
             self.state.step = 0
             elapsed = time.perf_counter() - t0
             mean_loss = ddp.mean_across(total / max(count, 1), self.dist)
             self.events.emit(
-                "epoch", stage=index, epoch=epoch, loss=mean_loss, time_s=elapsed, eta_s=self._eta(index, elapsed)
+                "epoch",
+                stage=index,
+                epoch=shown,
+                loss=mean_loss,
+                time_s=elapsed,
+                eta_s=self._epoch_eta(elapsed, count),
             )
             self._tb_scalar("loss/epoch", mean_loss)
             last = self.state.epoch == stage.epochs
             if self.state.val_cases and (last or self.state.epoch % self.cfg.validation.every == 0):
-                self._validate(index, epoch)
+                self._validate(index, shown)
             if self.dist.is_main:
-                self._save("last", index, epoch, with_state=True)
+                self._save(LAST, index, shown, with_state=True)
             ddp.barrier(self.dist)
             if self._stop_requested():
-                return self._stop(index, epoch, save=False)
+                return self._stop(index, shown, save=False)
         if self.dist.is_main:
-            self._save(f"stage{index}", index, stage.epochs - 1)
+            self._save(f"stage{index}", index, stage.epochs)
             if (
                 index == 0
                 and any(j > 0 and s.hard_sampling for j, s in self.cfg.stages())
@@ -578,12 +661,12 @@ class Trainer:
     def _stop(self, index: int, epoch: int, save: bool = True) -> str:
         if self.dist.is_main:
             if save:
-                self._save("last", index, epoch, with_state=True)
+                self._save(LAST, index, epoch, with_state=True)
             self.paths.stop.unlink(missing_ok=True)
         self.state.status = "stopped"
         return "stopped"
 
-    def _train_step(self, batch: dict, loss_fn, stage: StageSection) -> tuple[float, float, float]:
+    def _train_step(self, batch: Batch, loss_fn: LossFn, stage: StageSection) -> tuple[float, float, float]:
         import torch
 
         x = batch["image"].to(self.device, non_blocking=True)
@@ -595,7 +678,7 @@ class Trainer:
             keep = 1.0 - batch["ignore"].to(self.device, non_blocking=True)
             w = keep if w is None else w * keep
         self.optimizer.zero_grad(set_to_none=True)
-        if self.amp:
+        if self.scaler is not None:  # AMP on CUDA
             with torch.autocast("cuda", dtype=torch.float16):
                 logits = self.net(x)
             loss, enc, dec = group_losses(loss_fn, logits, g, w, stage.enc_weight)
@@ -610,55 +693,69 @@ class Trainer:
         return float(loss.detach()), float(enc.detach()), float(dec.detach())
 
     # -- validation and hard samples -------------------------------------------------------
-    def _predictor(self):
+    def _predictor(self) -> Predictor:
         from core.segmentation import Predictor
-        from core.preprocess import Preprocessing
 
-        p = self.cfg.preprocessing
         # cached cases are already cropped and windowed; predict on them as they are
-        prep = Preprocessing(window=tuple(p.window), scale=p.scale, crop="none")
         v = self.cfg.validation
-        return Predictor.from_model(self.model, prep, device=self.device, window=v.window, step=v.step, backend="torch")
+        return Predictor.from_model(
+            self.model,
+            self._preprocessing(crop="none"),
+            device=self.device,
+            window=v.window,
+            step=v.step,
+            backend="torch",
+        )
 
     def _validate(self, index: int, epoch: int) -> None:
+        """Score the validation cases; ``epoch`` counts from 1."""
         if self.dist.is_main:
             from core.metrics import evaluate
             from core.tree import parse_tree
 
-            trees = getattr(self, "_trees", None)
-            if trees is None:
-                trees = self._trees = {}
             names = self.state.val_cases[: self.cfg.validation.max_cases or None]
             predictor = self._predictor()
             rows = []
+            marked: list[Marked] = []
             for name in names:
                 case = self.cases[name]
                 pred = predictor.predict(case.ct_volume())
                 ref = np.asarray(case.label).astype(bool)
-                if name not in trees:  # the reference tree is parsed once per run
-                    trees[name] = parse_tree(ref, case.spacing_zyx)
-                m = evaluate(pred.mask.array, ref, case.spacing_zyx, tree=trees[name])
+                if name not in self._trees:  # the reference tree is parsed once per run
+                    self._trees[name] = parse_tree(ref, case.spacing_zyx)
+                mask = pred.mask.array
+                m = evaluate(mask, ref, case.spacing_zyx, tree=self._trees[name])
                 rows.append(_metric_row(m))
+                marked.append(Marked.of(int(np.count_nonzero(mask)), int(np.count_nonzero(ref)), int(mask.size)))
             self.net.train()
             keys = ("td", "bd", "dsc", "precision")
             means = {k: float(np.mean([r[k] for r in rows])) for k in keys}
             means["score"] = float(np.mean([means[k] for k in keys]))
             self.state.metrics = means
+            mean_marked = Marked(
+                float(np.mean([m.fraction for m in marked])), float(np.mean([m.to_label for m in marked]))
+            )
             self.events.emit(
                 "validation",
                 stage=index,
                 epoch=epoch,
                 cases=len(rows),
                 score=means["score"],
+                marked_percent=100.0 * mean_marked.fraction,
+                marked_to_label=mean_marked.to_label,
                 **{k: means[k] for k in keys},
             )
+            worst = max(marked, key=lambda m: (m.fraction, m.to_label))
+            warning = oversegmentation_warning(index, epoch, worst, means["dsc"])
+            if warning is not None:
+                self.events.emit("warning", message=warning, kind="oversegmentation")
             for k, v in means.items():
                 self._tb_scalar(f"val/{k}", v)
             value = means[self.cfg.run.best_metric]
             if value > self.state.best_value:
                 self.state.best_value = value
                 self.state.best_where = [index, epoch]
-                self._save("best", index, epoch)
+                self._save(BEST, index, epoch)
         ddp.barrier(self.dist)
 
     def _compute_hard(self) -> None:
@@ -678,12 +775,10 @@ class Trainer:
             skel_total += int(skel.sum())
         self.net.train()
         self.state.hard_ready = True
-        self.events.emit(
-            "warning",
-            message=f"Stage 0 missed {missed_total} of {skel_total} centreline voxels "
-            f"({100.0 * missed_total / max(skel_total, 1):.1f} %) on the training cases: "
-            "these drive hard skeleton sampling.",
-        )
+        later = [j for j, s in self.cfg.stages() if j > 0 and s.hard_sampling]
+        said = hard_sampling_message(missed_total, skel_total, later[0] if later else 1)
+        if said is not None:
+            self.events.emit(said[0], message=said[1])
 
     # -- tensorboard ---------------------------------------------------------------------------
     def _open_tensorboard(self) -> None:
@@ -698,7 +793,7 @@ class Trainer:
                 "continuing without it (pip install tensorboard).",
             )
             return
-        self._tb = SummaryWriter(str(self.paths.root / "tensorboard"))
+        self._tb = SummaryWriter(str(self.paths.tensorboard))
 
     def _tb_scalar(self, tag: str, value: float) -> None:
         if self._tb is not None:
