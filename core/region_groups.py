@@ -171,3 +171,44 @@ def review_counts(groups: Sequence[RegionGroup]) -> dict[str, int]:
         "review": sum(g.review for g in groups),
         "regions": sum(len(g.regions) for g in groups),
     }
+
+
+class StableIds:
+    """Region ids that survive re-analyses: ``FN-0003`` stays ``FN-0003``.
+
+    core.regions numbers the regions of one analysis by size; after an edit the
+    next analysis numbers them again, so an id named another region ("after R,
+    FN-0003 becomes FN-0002"). Here an id belongs to a region's content key: a
+    key seen before keeps its id, a new key takes the next free number of its
+    kind. The first analysis keeps core's numbering (ids in list order).
+    One instance per prediction and session.
+    """
+
+    def __init__(self) -> None:
+        self._ids: dict[str, str] = {}  # content key -> id
+        self._next: dict[str, int] = {}  # kind -> next number
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def id_of(self, key: str, kind: str) -> str:
+        known = self._ids.get(key)
+        if known is not None:
+            return known
+        n = self._next.get(kind, 1)
+        self._next[kind] = n + 1
+        new = f"{kind}-{n:04d}"
+        self._ids[key] = new
+        return new
+
+    def assign(self, regions: Sequence[Any]) -> None:
+        """Set each region's ``id`` (ErrorRegion, or a dict) to its stable id, in place."""
+        for r in regions:
+            key = str(_attr(r, "key") or "")
+            if not key:
+                continue  # no content key: nothing to keep an id by
+            new = self.id_of(key, str(_attr(r, "kind")))
+            if isinstance(r, dict):
+                r["id"] = new
+            else:
+                r.id = new

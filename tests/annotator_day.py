@@ -118,7 +118,11 @@ def press(w: Any, key: Qt.Key, mods: Qt.KeyboardModifier = Qt.KeyboardModifier.N
 
 
 def step_to_kind(w: Any, kind: str, dog: Watchdog, day: Day, tries: int = 40) -> bool:
-    """N until the selected item is an FP (or FN) item that A (or R) applies to."""
+    """The navigator's kind filter on FP (or FN), as a user picks it, then N until the
+    selected item is one that A (or R) applies to."""
+    combo = w.panels.regions.filter_combo
+    combo.setCurrentIndex(combo.findData(kind))
+    QApplication.processEvents()
     for _ in range(tries):
         day.n_ms.append(press(w, Qt.Key.Key_N))
         regs = w.case.regions()

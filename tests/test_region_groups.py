@@ -189,3 +189,23 @@ def test_cli_regions_file_has_groups(tmp_path):
     for grp in doc["groups"]:
         assert {"key", "kind", "category", "voxels", "volume_mm3", "branch", "regions", "review"} <= set(grp)
     assert any(grp["category"] == "missed_branch" and grp["review"] for grp in doc["groups"])
+
+
+def test_stable_ids_follow_content_keys():
+    from core.region_groups import StableIds
+
+    ids = StableIds()
+    first = [
+        {"key": k, "kind": kind, "id": f"{kind}-{i:04d}"}
+        for i, (k, kind) in enumerate([("a", "FN"), ("b", "FN"), ("c", "FN")], 1)
+    ]
+    first.append({"key": "p", "kind": "FP", "id": "FP-0001"})
+    ids.assign(first)
+    assert [r["id"] for r in first] == ["FN-0001", "FN-0002", "FN-0003", "FP-0001"]  # core's numbering kept
+    # the next analysis: "b" is gone (corrected), "d" is new, and the list is re-sorted and renumbered
+    second = [{"key": k, "kind": "FN", "id": f"FN-{i:04d}"} for i, k in enumerate(["d", "c", "a"], 1)]
+    ids.assign(second)
+    assert {r["key"]: r["id"] for r in second} == {"d": "FN-0004", "c": "FN-0003", "a": "FN-0001"}
+    third = [{"key": "b", "kind": "FN", "id": "FN-0009"}]  # undone: the same voxels, the same id
+    ids.assign(third)
+    assert third[0]["id"] == "FN-0002"

@@ -248,8 +248,8 @@ def test_n_in_the_window_zooms_every_slice_view_onto_the_item(qtbot, monkeypatch
     w.resize(1280, 800)
     w.show()
     qtbot.waitUntil(lambda: w.views["axial"].width() > 100, timeout=10000)
-    w.actions["next_region"].trigger()
-    w.actions["next_region"].trigger()
+    w.action_table["next_region"].trigger()
+    w.action_table["next_region"].trigger()
     reg = case.regions()[case.active_region]
     assert reg.category == "leakage"  # the navigator's order: missed branch, then leakage
     for o, v in w.views.items():
@@ -262,3 +262,81 @@ def test_n_in_the_window_zooms_every_slice_view_onto_the_item(qtbot, monkeypatch
     qtbot.waitUntil(lambda: not w.busy and not case.busy and not w.panels.view3d.busy, timeout=60000)
     case._set_modified(False)
     w.close()
+
+
+# -- ids and selection across re-analyses (issue 22) ---------------------------------------------
+
+
+def _three_cuts_window(qtbot):
+    """A Y-shaped reference; the prediction misses three slabs of different sizes (three FN
+    missed-branch items: the trachea's largest, then the left, then the right bronchus)."""
+    from airway_shapes import Y_SEGMENTS, tube
+
+    from app.main_window import MainWindow
+    from app.settings import Settings
+
+    shape = (48, 80, 80)
+    geo = Geometry((0.6, 0.6, 0.5))
+    ref = tube(shape, Y_SEGMENTS)
+    pred = ref.copy()
+    pred[10:14] = False  # trachea
+    pred[33:36, :, :36] = False  # left bronchus
+    pred[38:40, :, 45:] = False  # right bronchus
+    case = Case()
+    case.set_ct(IntensityVolume(np.full(shape, -900, np.int16), geo, name="ct"))
+    case.set_reference(LabelVolume(ref, geo, name="reference"))
+    case.add_prediction(PredictionEntry("model", LabelVolume(pred, geo, name="model")))
+    w = MainWindow(case=case, settings=Settings(ephemeral=True), training_tab=False)
+    qtbot.addWidget(w)
+    w.resize(1280, 800)
+    w.show()
+    qtbot.waitExposed(w)
+    w.activateWindow()
+    qtbot.waitUntil(w.isActiveWindow)
+    _wait_analysed(qtbot, w)
+    return w
+
+
+def _wait_analysed(qtbot, w):
+    qtbot.waitUntil(lambda: w.case.active.regions is not None and not w.case.stale and not w.case.busy, timeout=60000)
+
+
+def _fn_ids(case) -> list[str]:
+    return sorted(r.id for r in case.regions() if r.kind == "FN" and r.category == "missed_branch")
+
+
+def _selected_item(panel) -> str:
+    rows = panel.table.selectionModel().selectedRows()
+    if not rows:
+        return ""
+    return str(panel.proxy.index(rows[0].row(), panel.source.columns.index("Item")).data())
+
+
+def test_ids_and_the_selected_row_survive_a_re_analysis(qtbot):
+    """After R, FN-0003 stayed FN-0003 (it became FN-0002, and the highlighted row was another item)."""
+    from PySide6.QtCore import Qt
+
+    w = _three_cuts_window(qtbot)
+    case, panel = w.case, w.panels.regions
+    assert _fn_ids(case) == ["FN-0001", "FN-0002", "FN-0003"]
+    w.views["axial"].setFocus()
+    qtbot.keyClick(w, Qt.Key.Key_N)
+    qtbot.keyClick(w, Qt.Key.Key_N)
+    assert case.regions()[case.active_region].id == "FN-0002"
+    assert _selected_item(panel).startswith("FN-0002")
+    qtbot.keyClick(w, Qt.Key.Key_R)  # remove it from the reference: the next analysis finds it no more
+    qtbot.waitUntil(lambda: case.stale)
+    _wait_analysed(qtbot, w)
+    assert _fn_ids(case) == ["FN-0001", "FN-0003"]
+    assert _selected_item(panel) == "" and case.active_region == -1  # the corrected item is gone
+    qtbot.keyClick(w, Qt.Key.Key_N)  # N goes on with the item after it
+    assert case.regions()[case.active_region].id == "FN-0003"
+    assert _selected_item(panel).startswith("FN-0003")
+    qtbot.keyClick(w, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # undo: FN-0002 is back
+    qtbot.waitUntil(lambda: case.stale)
+    _wait_analysed(qtbot, w)
+    assert _fn_ids(case) == ["FN-0001", "FN-0002", "FN-0003"]  # the same voxels, the same id
+    assert _selected_item(panel).startswith("FN-0003")  # the highlighted row is still that item
+    assert case.regions()[case.active_region].id == "FN-0003"  # and A / R / 1-4 act on it
+    w.case.auto_analyse = False
+    w.case.modified = False

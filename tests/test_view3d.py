@@ -6,8 +6,6 @@ QtInteractor needs xcb, not the offscreen platform.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 
@@ -100,11 +98,22 @@ def test_build_scene_generation_and_detection_modes():
     assert scene.mode == "generation" and scene.note
 
 
-def test_branch_detection_reads_rows_and_shares():
-    m = SimpleNamespace(
-        branches=[{"branch_id": 3, "detected": True}, SimpleNamespace(id=4, detected_share=0.5, detected=None)]
-    )
-    assert branch_detection(m) == {3: True, 4: False}
+def test_branch_detection_is_the_metrics_own():
+    """The 3D view shows core.metrics' own decision (its detection threshold), no second rule."""
+    from core.metrics import evaluate
+    from core.tree import parse_tree
+
+    ref = np.zeros((40, 40, 40), bool)
+    ref[20:38, 19:22, 19:22] = True  # trachea
+    for k in range(1, 14):
+        ref[20 - k, 19:22, 19 - k : 22 - k] = True
+        ref[20 - k, 19:22, 19 + k : 22 + k] = True
+    tree = parse_tree(ref, (1.0, 1.0, 1.0))
+    pred = ref.copy()
+    pred[:14, :, 20:] = False  # most of one bronchus missed
+    m = evaluate(pred, ref, (1.0, 1.0, 1.0), tree=tree)
+    assert branch_detection(m) == {b.id: b.detected for b in m.branches}
+    assert sorted(branch_detection(m).values()) == [False, True, True]
     assert branch_detection(None) is None
 
 
@@ -240,11 +249,11 @@ def test_panels_install_into_the_main_window(qtbot, tmp_path):
     assert window.view3d is panels.view3d and panels.view3d.parent() is not None
     assert {d.objectName() for d in panels.docks.values()} == {"regionsDock", "metricsDock", "segmentDock"}
     for name in ("camera_anterior", "colour_mode_next", "segment", "export_metrics", "screenshot_3d"):
-        assert name in window.actions
+        assert name in window.action_table
     assert shortcuts.conflicts() == []
     qtbot.waitUntil(lambda: panels.view3d.scene is not None and not panels.view3d.busy, timeout=20000)
     # N (the window's action) goes to the region; the 3D camera focuses it
-    window.actions["next_region"].trigger()
+    window.action_table["next_region"].trigger()
     qtbot.waitUntil(lambda: panels.view3d._region_actor is not None, timeout=5000)
     assert case.active_region == 0 and case.cursor == (12, 16, 25)
     focal = np.asarray(panels.view3d.plotter.camera.focal_point)
@@ -252,7 +261,7 @@ def test_panels_install_into_the_main_window(qtbot, tmp_path):
     # a pick in 3D moves the crosshair the slice views show
     voxel = panels.view3d.pick_world(GEO.index_to_world((8.0, 14.0, 12.0)))
     assert case.cursor == voxel == (8, 14, 12)
-    window.actions["camera_left"].trigger()
+    window.action_table["camera_left"].trigger()
     cam = panels.view3d.plotter.camera
     assert cam.position[0] > cam.focal_point[0]
     out = window.save_screenshot(tmp_path / "window.png")

@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.review.case import STATUS_KEYS, STATUS_LABELS, region_box, region_centre
+from core.region_groups import StableIds
 from core.regions import ErrorRegion
 
 COLUMNS = ("#", "ID", "Kind", "Category", "Size (mm³)", "Voxels", "Gen.", "Status")
@@ -104,14 +105,31 @@ class RegionsModel(QAbstractTableModel):
         super().__init__(parent)
         self.case = case
         self._regions: list[Any] = []
+        self._cache: dict[int, tuple] = {}
         self._colours = _kind_colours()
         self.reload()
 
     def reload(self) -> None:
+        regions = list(self.case.regions())
+        if [r.key for r in regions] == [r.key for r in self._regions] and regions:
+            # a re-analysis that found the same regions: cells change, rows stay
+            self._regions = regions
+            self._cache = {}
+            self.dataChanged.emit(self.index(0, 0), self.index(len(regions) - 1, len(COLUMNS) - 1))
+            return
         self.beginResetModel()
-        self._regions = list(self.case.regions())
-        self._cache: dict[int, tuple] = {}
+        self._regions = regions
+        self._cache = {}
         self.endResetModel()
+
+    def key(self, row: int) -> str:
+        return str(self._regions[row].key) if 0 <= row < len(self._regions) else ""
+
+    def row_of_key(self, key: str) -> int:
+        for i, r in enumerate(self._regions):
+            if r.key == key:
+                return i
+        return -1
 
     def status_changed(self, row: int) -> None:
         self._cache.pop(row, None)
@@ -236,14 +254,30 @@ class GroupsModel(QAbstractTableModel):
     def reload(self) -> None:
         from core.region_groups import group_regions
 
-        self.beginResetModel()
         regions = list(self.case.regions())
         if regions and not all(isinstance(r, ErrorRegion) for r in regions):
             vv = voxel_volume(self.case)
             regions = [_core_view(r, i, vv) for i, r in enumerate(regions)]
-        self.groups = group_regions(regions) if regions else []
+        groups = group_regions(regions) if regions else []
+        if groups and [g.key for g in groups] == [g.key for g in self.groups]:
+            # the same items (a re-analysis that changed nothing here): cells change in place
+            self.groups = groups
+            self._cache.clear()
+            self.dataChanged.emit(self.index(0, 0), self.index(len(groups) - 1, len(self.columns) - 1))
+            return
+        self.beginResetModel()
+        self.groups = groups
         self._cache.clear()
         self.endResetModel()
+
+    def key(self, row: int) -> str:
+        return self.groups[row].key if 0 <= row < len(self.groups) else ""
+
+    def row_of_key(self, key: str) -> int:
+        for i, g in enumerate(self.groups):
+            if g.key == key:
+                return i
+        return -1
 
     def status_changed(self, region_row: int) -> None:
         self._cache.clear()
@@ -381,6 +415,12 @@ class RegionsPanel(QWidget):
         self.proxy = _FilterProxy(self)
         self.proxy.setSourceModel(self.groups_model if grouped else self.model)
         self._group_row = -1  # the groups-model row last gone to
+        # The item gone to, by content key (a group's key, or a region's in raw mode): a
+        # re-analysis re-sorts and renumbers rows, the key finds the item again.
+        self._item_key = ""
+        self._region_key = ""  # the case's active region, by key
+        self._resume_row = -1  # table row of an item that vanished (A/R): N goes on from there
+        self._ids: dict[str, StableIds] = {}  # per prediction name: ids kept across re-analyses
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
@@ -501,7 +541,7 @@ class RegionsPanel(QWidget):
         case.regionsChanged.connect(lambda i: i == case.active_index and self.reload())
         case.activePredictionChanged.connect(lambda _i: self.reload())
         case.predictionsChanged.connect(self.reload)
-        case.ctChanged.connect(self.reload)
+        case.ctChanged.connect(self._new_case)
         case.regionStatusChanged.connect(self._on_status)
         case.activeRegionChanged.connect(self._select_region)
         self.reload()
@@ -546,15 +586,68 @@ class RegionsPanel(QWidget):
             self._fit_columns()
 
     # -- updates -------------------------------------------------------------------------
+    def _new_case(self) -> None:
+        self._ids.clear()
+        self._item_key = self._region_key = ""
+        self._resume_row = -1
+        self.reload()
+
     def reload(self, *_: Any) -> None:
+        """New regions of the active prediction: rows follow, ids and the selected item stay."""
+        act = self.case.active
+        if act is not None and act.regions:
+            self._ids.setdefault(act.name, StableIds()).assign(act.regions)
+        key, row = self._item_key, self._current_row()
         self.model.reload()
         self.groups_model.reload()
-        self._loaded_regions = id(self.case.regions())
         self._group_row = -1
         self._fit_columns()
         self._update_counter()
-        if self.case.active_region >= 0:
+        if key:
+            self._restore(key, row)
+        elif self.case.active_region >= 0:
             self._select_region(self.case.active_region)
+
+    def _current_row(self) -> int:
+        """Table (proxy) row of the item gone to, or -1."""
+        if not self._item_key:
+            return -1
+        src = self.source.row_of_key(self._item_key)
+        if src < 0:
+            return -1
+        p = self.proxy.mapFromSource(self.source.index(src, 0))
+        return p.row() if p.isValid() else -1
+
+    def _restore(self, key: str, old_row: int) -> None:
+        """Select the item ``key`` again after a re-analysis; the case's active region
+        follows it (its index in the new list). An item that is gone (corrected by A/R)
+        leaves nothing selected, and N goes on from its row."""
+        src = self.source.row_of_key(key)
+        regions = self.case.regions()
+        if src < 0:
+            self._item_key = self._region_key = ""
+            self._resume_row = old_row
+            self.table.clearSelection()
+            self._set_active_region(-1)
+            return
+        self._resume_row = -1
+        if self.grouped:
+            self._group_row = src
+            indices = self.groups_model.groups[src].indices
+            same = [i for i in indices if regions[i].key == self._region_key]
+            index = same[0] if same else indices[0]
+        else:
+            index = src
+        self._region_key = regions[index].key
+        self._select_row(src)
+        self._set_active_region(index)
+
+    def _set_active_region(self, index: int) -> None:
+        """The case's active region is an index into the list a re-analysis replaced: point
+        it at the same region (views highlight it, A / R / 1-4 act on it)."""
+        if self.case.active_region != index:
+            self.case.active_region = index
+            self.case.activeRegionChanged.emit(index)
 
     def _fit_columns(self) -> None:
         """Columns fit their content (a sample of rows, cheap on thousands); the item title takes the rest."""
@@ -630,7 +723,15 @@ class RegionsPanel(QWidget):
             self.table.clearSelection()
 
     def _select_region(self, index: int) -> None:
+        regions = self.case.regions()
+        if not 0 <= index < len(regions):
+            if index < 0 and not self._item_key:
+                self.table.clearSelection()
+            return
+        self._region_key = regions[index].key
+        self._resume_row = -1
         if not self.grouped:
+            self._item_key = self._region_key
             self._select_row(index)
             return
         if not (
@@ -641,6 +742,7 @@ class RegionsPanel(QWidget):
 
             gi = group_of_region(self.groups_model.groups, index)
             self._group_row = -1 if gi is None else gi
+        self._item_key = self.groups_model.key(self._group_row)
         self._select_row(self._group_row)
 
     # -- user actions ----------------------------------------------------------------------
@@ -648,6 +750,7 @@ class RegionsPanel(QWidget):
         """Cursor on the group's largest region; the views fit the whole group's box."""
         g = self.groups_model.groups[row]
         self._group_row = row
+        self._item_key = g.key
         box = tuple(lo for lo, _ in g.bbox), tuple(hi for _, hi in g.bbox)
         self.case.go_to_region(g.indices[0], box=box)
 
@@ -663,12 +766,6 @@ class RegionsPanel(QWidget):
     def step(self, step: int) -> int:
         """N / Shift+N: the next / previous item in the table's order (filters and sorting), wrapping."""
         n = self.proxy.rowCount()
-        if (
-            not self.grouped
-            and n == self.model.rowCount()
-            and self.table.horizontalHeader().sortIndicatorSection() == 0
-        ):
-            return self.case.step_region(step)
         if n == 0:
             return -1
         current = -1
@@ -677,7 +774,12 @@ class RegionsPanel(QWidget):
             current = p.row() if p.isValid() else -1
         elif not self.grouped and self.case.active_region >= 0:
             current = self.region_row(self.case.active_region)
-        target = (0 if step > 0 else n - 1) if current < 0 else (current + step) % n
+        if current < 0 and self._resume_row >= 0:
+            # the item gone to was corrected away: its successor now holds its row
+            target = (self._resume_row if step > 0 else self._resume_row - 1) % n
+        else:
+            target = (0 if step > 0 else n - 1) if current < 0 else (current + step) % n
+        self._resume_row = -1
         src = self.proxy.mapToSource(self.proxy.index(target, 0)).row()
         if self.grouped:
             self.go_to_group(src)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import colorsys
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from PySide6.QtGui import QGuiApplication, QImage
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QMenu, QSizePolicy, QToolButton, QVBoxLayout, QWidget
 
 from core.errors import InputError
+from core.metrics import AirwayMetrics
 from core.regions import ErrorRegion
 from core.surfaces import (
     FN,
@@ -142,6 +143,13 @@ class Scene:
         return self.rgb_of(np.asarray(self.surface.cell_data["label"]) if self.surface.n_cells else np.zeros(0, int))
 
 
+# Faces drawn at most, about: a software renderer (llvmpipe, VMs, remote desktops) draws
+# roughly 1 M faces a second, and every frame of the GUI thread counts (issue 22: a
+# 251,000-face ATM'22 tree cost 100-250 ms a frame). Larger surfaces are coarsened
+# in the worker; ``scene.surface`` itself (picking, tests) keeps every face.
+RENDER_FACE_BUDGET = 120_000
+
+
 def build_scene(inp: SceneInput, *, progress: Callable[..., None] | None = None, cancel: Any = None) -> Scene:
     """The surface for one colouring mode, split into actors, normals computed (worker side)."""
     scene = surface_scene(inp, progress=progress, cancel=cancel)
@@ -149,18 +157,42 @@ def build_scene(inp: SceneInput, *, progress: Callable[..., None] | None = None,
         from core.errors import Cancelled
 
         raise Cancelled()
-    return prepare_parts(scene)
+    return prepare_parts(scene, voxel_mm=min(inp.geometry.spacing))
 
 
-def prepare_parts(scene: Scene) -> Scene:
+def coarsen(mesh: Any, voxel_mm: float, budget: int = RENDER_FACE_BUDGET) -> Any:
+    """``mesh`` with about ``budget`` faces or fewer: vertices clustered on a grid of 1.5, then
+    2, 3... voxels (quadric clustering keeps the shape and the faces' labels)."""
+    import pyvista as pv
+    from vtkmodules.vtkFiltersCore import vtkQuadricClustering
+
+    if mesh.n_cells <= budget or voxel_mm <= 0:
+        return mesh
+    b = np.asarray(mesh.bounds, float).reshape(3, 2)
+    out = mesh
+    for factor in (1.5, 2.0, 3.0, 4.0):
+        q = vtkQuadricClustering()
+        q.SetAutoAdjustNumberOfDivisions(False)
+        q.SetInputData(mesh)
+        q.SetNumberOfDivisions(*[max(1, int((hi - lo) / (factor * voxel_mm))) for lo, hi in b])
+        q.SetCopyCellData(True)
+        q.Update()
+        out = pv.wrap(q.GetOutput())
+        if out.n_cells <= budget:
+            break
+    return out
+
+
+def prepare_parts(scene: Scene, voxel_mm: float = 0.0) -> Scene:
     """Point normals (smooth shading) and the actors: in TP/FP/FN colouring the error faces are
-    their own actor, drawn opaque over a TP skin that may be see-through."""
+    their own actor, drawn opaque over a TP skin that may be see-through. Surfaces above
+    :data:`RENDER_FACE_BUDGET` faces are drawn coarsened (:func:`coarsen`)."""
     if not scene.surface.n_cells:
         scene.parts = []
         return scene
     # surface nets wind boundary faces from the label to the background, so
     # normals are already consistent: skip VTK's costly re-orientation pass
-    mesh = scene.surface.compute_normals(
+    mesh = coarsen(scene.surface, voxel_mm).compute_normals(
         cell_normals=False,
         point_normals=True,
         split_vertices=False,
@@ -241,31 +273,12 @@ def surface_scene(inp: SceneInput, *, progress: Callable[..., None] | None = Non
     return Scene(surf, cmap, [("detected", colours["TP"]), ("missed", colours["FN"])], "detection", note)
 
 
-def branch_detection(metrics: Any) -> dict[int, bool] | None:
-    """Branch id -> detected, from a metrics object's per-branch table (several shapes accepted)."""
-    if metrics is None:
+def branch_detection(metrics: AirwayMetrics | None) -> dict[int, bool] | None:
+    """Branch id -> detected, as core.metrics decided it (``BranchResult.detected``, with the
+    metrics' own ``detection_threshold``): the view never re-decides detection."""
+    if metrics is None or not metrics.branches:
         return None
-    table = None
-    for name in ("branches", "per_branch", "branch_table", "branch_rows"):
-        table = getattr(metrics, name, None)
-        if table is None and isinstance(metrics, dict):
-            table = metrics.get(name)
-        if table is not None:
-            break
-    if table is None:
-        return None
-    if callable(table):
-        table = table()
-    out: dict[int, bool] = {}
-    for row in table:
-        get = row.get if isinstance(row, dict) else (lambda k, r=row: getattr(r, k, None))
-        bid = get("branch_id") if get("branch_id") is not None else get("id")
-        det = get("detected")
-        if det is None and get("detected_share") is not None:
-            det = float(get("detected_share")) >= 0.8  # ATM'22: >= 80% of the skeleton inside
-        if bid is not None and det is not None:
-            out[int(bid)] = bool(det)
-    return out or None
+    return {int(b.id): bool(b.detected) for b in metrics.branches}
 
 
 def region_box(region: ErrorRegion) -> Box:
@@ -293,6 +306,93 @@ def region_surface(
     centre = corners.mean(axis=0)
     radius = float(np.linalg.norm(corners[1] - corners[0]) / 2 + max(geometry.spacing))
     return surf, centre, radius
+
+
+def _view_directions() -> np.ndarray:
+    """Unit view directions (LPS world, from the target towards the camera): the six axes and
+    the twelve edge diagonals; anterior first (the default view)."""
+    dirs = [(0, -1, 0), (0, 1, 0), (1, 0, 0), (-1, 0, 0), (0, 0, 1), (0, 0, -1)]
+    for a in (-1, 1):
+        for b in (-1, 1):
+            dirs += [(a, b, 0), (a, 0, b), (0, a, b)]
+    d = np.asarray(dirs, float)
+    return d / np.linalg.norm(d, axis=1, keepdims=True)
+
+
+VIEW_DIRECTIONS = _view_directions()
+
+
+def occluders(
+    start_zyx: Sequence[float],
+    direction: np.ndarray,
+    masks: Sequence[np.ndarray],
+    geometry: Geometry,
+    own: ErrorRegion | None = None,
+    reach_mm: float = 200.0,
+) -> int:
+    """How many airway walls a ray from voxel ``start_zyx`` towards ``direction`` (world)
+    crosses before it leaves the volume: entries into any of ``masks`` outside the
+    region ``own``. 0: the camera sees the region unhidden from that side."""
+    step = 0.5 * min(geometry.spacing)
+    t = np.arange(1, int(reach_mm / step)) * step
+    start = geometry.index_to_world(np.asarray(start_zyx, float))
+    idx = np.rint(geometry.world_to_index(start[None, :] + t[:, None] * direction[None, :])).astype(np.int64)
+    shape = np.asarray(masks[0].shape)
+    inside = np.all((idx >= 0) & (idx < shape), axis=1)
+    if not inside.all():
+        idx = idx[: int(np.argmin(inside))]  # up to where the ray leaves the volume
+    if not len(idx):
+        return 0
+    z, y, x = idx.T
+    fg = np.zeros(len(idx), bool)
+    for m in masks:
+        fg |= m[z, y, x]
+    if own is not None:
+        lo = np.array([a for a, _ in own.bbox])
+        hi = np.array([b for _, b in own.bbox])
+        in_box = np.all((idx >= lo) & (idx < hi), axis=1)
+        if in_box.any():
+            local = own.mask()
+            k = idx[in_box] - lo
+            mine = np.zeros(len(idx), bool)
+            mine[in_box] = local[k[:, 0], k[:, 1], k[:, 2]]
+            fg &= ~mine
+    return int(fg[0]) + int(np.count_nonzero(fg[1:] & ~fg[:-1]))
+
+
+def clear_view_direction(
+    region: ErrorRegion,
+    masks: Sequence[np.ndarray],
+    geometry: Geometry,
+    current: np.ndarray | None = None,
+) -> np.ndarray:
+    """The view direction (world, target to camera) in which the fewest airway walls hide
+    ``region``; among equally clear ones, the nearest to ``current`` (the camera moves
+    as little as it can)."""
+    start = region.focus_zyx if region.focus_zyx is not None else region.centroid_zyx
+    counts = np.array([occluders(start, d, masks, geometry, region) for d in VIEW_DIRECTIONS])
+    best = np.flatnonzero(counts == counts.min())
+    if current is None or not np.linalg.norm(current):
+        return VIEW_DIRECTIONS[best[0]]
+    cur = np.asarray(current, float) / np.linalg.norm(current)
+    if occluders(start, cur, masks, geometry, region) <= counts.min():
+        return cur
+    return VIEW_DIRECTIONS[best[int(np.argmax(VIEW_DIRECTIONS[best] @ cur))]]
+
+
+def region_view(
+    region: ErrorRegion,
+    geometry: Geometry,
+    masks: Sequence[np.ndarray],
+    current: np.ndarray | None = None,
+    *,
+    progress: Any = None,
+    cancel: Any = None,
+) -> tuple[Any, np.ndarray, float, np.ndarray]:
+    """:func:`region_surface` plus the clearest view direction (worker side)."""
+    surf, centre, radius = region_surface(region, geometry)
+    direction = clear_view_direction(region, masks, geometry, current) if masks else current
+    return surf, centre, radius, np.asarray(direction if direction is not None else VIEW_DIRECTIONS[0], float)
 
 
 # -- the widget ---------------------------------------------------------------------------
@@ -329,6 +429,7 @@ class View3D(QWidget):
         self._cursor_actor: Any = None
         self._build_serial = 0
         self._region_serial = 0
+        self._focus_key = ""  # content key of the region the camera follows
         self._job: Any = None
         self._camera_set = False
         self._press: tuple[int, int] | None = None
@@ -421,7 +522,9 @@ class View3D(QWidget):
             sig.connect(self.schedule_rebuild)
         case.metricsChanged.connect(lambda _i: self.mode == "detection" and self.schedule_rebuild())
         case.labelChanged.connect(self._on_label_changed)
-        case.regionsChanged.connect(lambda i: i == case.active_index and self.focus_region(case.active_region))
+        # a re-analysis: the region list is new; the panel points the active region at the same
+        # region again (activeRegionChanged), and a region gone (corrected) loses its outline
+        case.regionsChanged.connect(lambda i: i == case.active_index and self._refocus())
         case.cursorChanged.connect(self._move_cursor_marker)
         case.activeRegionChanged.connect(self.focus_region)
         if case.ct is not None:  # installed over an open case
@@ -445,6 +548,7 @@ class View3D(QWidget):
 
     def _on_new_case(self) -> None:
         self._camera_set = False
+        self._focus_key = ""
         self._scene_cache.clear()
         self.schedule_rebuild()
 
@@ -454,7 +558,8 @@ class View3D(QWidget):
             return None
         active = case.active
         ref = case.reference
-        detected = branch_detection(active.metrics) if active is not None else None
+        metrics = active.metrics if active is not None and isinstance(active.metrics, AirwayMetrics) else None
+        detected = branch_detection(metrics)
         return SceneInput(
             geometry=case.ct.geometry,
             mode=self.mode,
@@ -473,7 +578,7 @@ class View3D(QWidget):
         self._build_serial += 1
         serial = self._build_serial
         if self._job is not None and self._job.running:
-            self._job.cancel()
+            self._supersede(self._job)
         inp = self.scene_input()
         if inp is None:
             self._show_scene(None, serial)
@@ -491,6 +596,17 @@ class View3D(QWidget):
         if self.track_job is not None:
             self.track_job(job)
         job.start()
+
+    @staticmethod
+    def _supersede(job: Any) -> None:
+        """Stop a rebuild a newer one replaces. Not a cancel the user asked for: the window's
+        "<job>: cancelled" message is disconnected first (issue 22: "3D surfaces: cancelled"
+        in the status bar after every edit)."""
+        try:
+            job.cancelled.disconnect()
+        except (RuntimeError, TypeError):  # nothing connected
+            pass
+        job.cancel()
 
     def _scene_built(self, scene: Scene, serial: int, key: SceneInput) -> None:
         # a few recent scenes: flipping between predictions (P) or colourings
@@ -527,7 +643,7 @@ class View3D(QWidget):
                     self.camera_preset("anterior", render=False)
                     self._camera_set = True
             self._move_cursor_marker(self.case.cursor, render=False)
-            p.render()
+            self._render_timer.start()  # one frame for the scene and the region's outline
         self.sceneReady.emit(scene.mode if scene is not None else "")
 
     def _legend_html(self, scene: Scene | None) -> str:
@@ -593,29 +709,50 @@ class View3D(QWidget):
             "right": ((-1.0, 0.0, 0.0), (0.0, 0.0, 1.0)),
             "superior": ((0.0, 0.0, 1.0), (0.0, -1.0, 0.0)),
         }[name]
-        cam = self.plotter.camera
-        cam.focal_point = tuple(centre)
-        cam.position = tuple(centre + np.asarray(direction) * size * 2.0)
-        cam.up = up
-        self.plotter.reset_camera_clipping_range()
+        # the renderer's camera: pyvista's ``plotter.camera`` renders a frame first when unset
+        cam = self.plotter.renderer.GetActiveCamera()
+        cam.SetFocalPoint(*centre)
+        cam.SetPosition(*(centre + np.asarray(direction) * size * 2.0))
+        cam.SetViewUp(*up)
         self.plotter.renderer.ResetCamera(*b.ravel())
+        self.plotter.renderer.ResetCameraClippingRange()
+        self.plotter.camera_set = True  # pyvista would otherwise reset it on the next read
         if render:
             self.plotter.render()
 
-    def focus_point(self, world: np.ndarray, radius: float, render: bool = True) -> None:
-        """Keep the viewing direction, centre on ``world`` at a distance that frames ``radius`` mm."""
+    def view_direction(self) -> np.ndarray | None:
+        """Unit vector from the focal point to the camera (world), or None without 3D."""
+        if self.plotter is None:
+            return None
+        cam = self.plotter.renderer.GetActiveCamera()
+        d = np.asarray(cam.GetPosition(), float) - np.asarray(cam.GetFocalPoint(), float)
+        n = float(np.linalg.norm(d))
+        return d / n if n else None
+
+    def focus_point(
+        self, world: np.ndarray, radius: float, render: bool = True, direction: np.ndarray | None = None
+    ) -> None:
+        """Centre on ``world`` at a distance that frames ``radius`` mm, looking along
+        ``direction`` (target to camera; default: the current one)."""
         if self.plotter is None:
             return
-        cam = self.plotter.camera
-        pos, foc = np.asarray(cam.position), np.asarray(cam.focal_point)
-        d = pos - foc
-        d = d / (np.linalg.norm(d) or 1.0)
-        angle = np.radians(cam.view_angle or 30.0)
+        cam = self.plotter.renderer.GetActiveCamera()
+        d = np.asarray(direction, float) if direction is not None else self.view_direction()
+        if d is None or not np.linalg.norm(d):
+            d = VIEW_DIRECTIONS[0]
+        d = d / np.linalg.norm(d)
+        angle = np.radians(cam.GetViewAngle() or 30.0)
         # frame the region with its surroundings (at least 15 mm around it)
         distance = max(radius * 1.5, 15.0) / np.tan(angle / 2)
-        cam.focal_point = tuple(world)
-        cam.position = tuple(np.asarray(world) + d * distance)
-        self.plotter.reset_camera_clipping_range()
+        up = np.asarray(cam.GetViewUp(), float)
+        if abs(float(up @ d)) > 0.95:  # looking along the old up: take another
+            up = np.array([0.0, -1.0, 0.0]) if abs(d[2]) > 0.9 else np.array([0.0, 0.0, 1.0])
+        cam.SetFocalPoint(*np.asarray(world, float))
+        cam.SetPosition(*(np.asarray(world, float) + d * distance))
+        cam.SetViewUp(*up)
+        cam.OrthogonalizeViewUp()
+        self.plotter.renderer.ResetCameraClippingRange()
+        self.plotter.camera_set = True
         if render:
             self.plotter.render()
 
@@ -628,19 +765,37 @@ class View3D(QWidget):
     # -- regions ----------------------------------------------------------------------------
     def focus_region(self, index: int) -> None:
         """Highlight error region ``index`` of the active prediction and point the camera at it."""
-        from app.workers import Job
+        from app.workers import Job, guarded
 
+        regions = self.case.regions()
+        key = regions[index].key if 0 <= index < len(regions) else ""
+        if key and key == self._focus_key:
+            return  # the same region (a re-analysis renumbered it): nothing moves
+        self._focus_key = key
         self._region_serial += 1
         serial = self._region_serial
-        regions = self.case.regions()
-        if self.case.ct is None or not 0 <= index < len(regions):
+        if self.case.ct is None or not key:
             self._show_region(None, serial)
             return
-        job = Job(region_surface, regions[index], self.case.ct.geometry, name="Region surface")
-        job.result.connect(lambda res, s=serial: self._show_region(res, s))
+        case = self.case
+        masks = [
+            m
+            for m in (
+                None if case.reference is None else case.reference.mask,
+                None if case.active is None else case.active.mask,
+            )
+            if m is not None
+        ]
+        job = Job(region_view, regions[index], case.ct.geometry, masks, self.view_direction(), name="Region view")
+        job.result.connect(guarded(self, lambda res, s=serial: self._show_region(res, s)))
         job.start()
 
-    def _show_region(self, res: tuple[Any, np.ndarray, float] | None, serial: int) -> None:
+    def _refocus(self) -> None:
+        keys = {r.key for r in self.case.regions()}
+        if self._focus_key and self._focus_key not in keys:
+            self.focus_region(-1)
+
+    def _show_region(self, res: tuple[Any, np.ndarray, float, np.ndarray] | None, serial: int) -> None:
         if serial != self._region_serial or self.plotter is None:
             return
         p = self.plotter
@@ -648,7 +803,7 @@ class View3D(QWidget):
             p.remove_actor(self._region_actor, render=False)
             self._region_actor = None
         if res is not None:
-            surf, centre, radius = res
+            surf, centre, radius, direction = res
             if surf.n_cells:
                 # an outline box around the region: it marks the region without
                 # hiding its TP/FP/FN-coloured faces
@@ -666,8 +821,9 @@ class View3D(QWidget):
                     lighting=False,
                 )
             if radius > 0:
-                self.focus_point(centre, radius, render=False)
-        p.render()
+                # from the side where no other branch hides it (issue 22)
+                self.focus_point(centre, radius, render=False, direction=direction)
+        self._render_timer.start()
 
     # -- crosshair ----------------------------------------------------------------------------
     def _move_cursor_marker(self, zyx: Any, render: bool = True) -> None:
