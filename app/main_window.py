@@ -884,7 +884,7 @@ class MainWindow(QMainWindow):
         The one route of the app (the Segment panel and the training tab's "Segment CT with best"
         take it too): app.review.segment_panel.SegmentationRun, a child process (torch never holds this
         process's GIL) that applies the output gate. ``predictor_options`` go to
-        core.inference.Predictor (window, step, backend...)."""
+        core.segmentation.PredictOptions (window, step, backend...)."""
         from app.review.segment_panel import SegmentationRun
 
         if self.case.ct is None or is_blank_ct(self.case.ct):

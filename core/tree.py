@@ -33,13 +33,25 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from core.errors import Cancelled, InputError
 
 FORMAT_VERSION = 1
 Progress = Callable[[int, int, str], None]
+Box = tuple[tuple[int, int], ...]  # half-open (lo, hi) index range per axis
+Mask = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
+
+
+class CancelFlag(Protocol):
+    """What ``cancel=`` takes: a ``threading.Event`` or anything with ``is_set()``."""
+
+    def is_set(self) -> bool: ...
+
 
 # 13 "forward" offsets of the 26-neighbourhood (the other 13 are their negatives).
 _OFFSETS26 = np.array(
@@ -68,7 +80,7 @@ class Branch:
     def is_terminal(self) -> bool:
         return not self.children
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["children"] = list(self.children)
         return d
@@ -92,7 +104,7 @@ class AirwayTree:
     branches: list[Branch]
     trachea: int
     warnings: list[str] = field(default_factory=list)
-    params: dict = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
 
     # -- lookups -------------------------------------------------------------
     @property
@@ -106,7 +118,8 @@ class AirwayTree:
 
     @property
     def slices(self) -> tuple[slice, slice, slice]:
-        return tuple(slice(lo, hi) for lo, hi in self.box)  # type: ignore[return-value]
+        (z0, z1), (y0, y1), (x0, x1) = self.box
+        return slice(z0, z1), slice(y0, y1), slice(x0, x1)
 
     @property
     def max_generation(self) -> int:
@@ -184,10 +197,13 @@ class AirwayTree:
         if meta.get("format_version") != FORMAT_VERSION:
             raise InputError(f"Tree file format {meta.get('format_version')} is not {FORMAT_VERSION}.", fix, path=path)
         branches = [Branch(**{**b, "children": tuple(b["children"])}) for b in meta["branches"]]
+        (z0, z1), (y0, y1), (x0, x1) = meta["box"]
+        nz, ny, nx = meta["shape"]
+        sz, sy, sx = meta["spacing_zyx"]
         return cls(
-            shape=tuple(meta["shape"]),
-            spacing_zyx=tuple(meta["spacing_zyx"]),
-            box=tuple(tuple(b) for b in meta["box"]),  # type: ignore[arg-type]
+            shape=(int(nz), int(ny), int(nx)),
+            spacing_zyx=(float(sz), float(sy), float(sx)),
+            box=((int(z0), int(z1)), (int(y0), int(y1)), (int(x0), int(x1))),
             branch_map=branch_map,
             centreline_zyx=cz,
             centreline_branch=cb,
@@ -198,7 +214,7 @@ class AirwayTree:
         )
 
 
-def bounding_box(mask: np.ndarray) -> tuple[tuple[int, int], ...] | None:
+def bounding_box(mask: npt.NDArray[Any]) -> Box | None:
     """Half-open index ranges of the True voxels per axis, None when empty."""
     out = []
     for ax in range(mask.ndim):
@@ -210,11 +226,11 @@ def bounding_box(mask: np.ndarray) -> tuple[tuple[int, int], ...] | None:
     return tuple(out)
 
 
-def grow_box(box, margin: int, shape: Sequence[int]) -> tuple[tuple[int, int], ...]:
+def grow_box(box: Box, margin: int, shape: Sequence[int]) -> Box:
     return tuple((max(0, lo - margin), min(int(n), hi + margin)) for (lo, hi), n in zip(box, shape))
 
 
-def largest_component_in_box(mask: np.ndarray, connectivity: int = 6):
+def largest_component_in_box(mask: Mask, connectivity: int = 6) -> tuple[Box, Mask] | None:
     """(box, sub-mask) of the largest connected component, without a full-size copy; None if empty.
 
     ``connectivity`` is 6 (faces, ATM'22), 18 or 26. Ties (two components of
@@ -228,7 +244,7 @@ def largest_component_in_box(mask: np.ndarray, connectivity: int = 6):
     if box is None:
         return None
     sl = tuple(slice(lo, hi) for lo, hi in box)
-    labels = cc3d.connected_components(mask[sl], connectivity=connectivity)
+    labels = cc3d.connected_components(mask[sl], connectivity=cast(Any, connectivity))  # checked above: 6/18/26
     counts = np.bincount(labels.ravel())
     counts[0] = 0
     sub = labels == int(np.argmax(counts))
@@ -238,19 +254,19 @@ def largest_component_in_box(mask: np.ndarray, connectivity: int = 6):
     return box, sub[tuple(slice(a, b) for a, b in inner)]
 
 
-def largest_component(mask: np.ndarray, connectivity: int = 6) -> np.ndarray:
-    """Full-size mask of the largest connected component (see ``largest_component_in_box``)."""
-    mask = np.asarray(mask)
-    mask = mask if mask.dtype == bool else mask != 0
-    out = np.zeros(mask.shape, dtype=bool)
-    found = largest_component_in_box(mask, connectivity)
-    if found is not None:
-        box, sub = found
-        out[tuple(slice(lo, hi) for lo, hi in box)] = sub
-    return out
+def skeleton(mask: Mask) -> Mask:
+    """3D thinning (Lee et al., scikit-image ``skeletonize``) as a bool mask.
+
+    The one typed door to scikit-image's untyped function: core.weights and the
+    phantom maker call it too.
+    """
+    from skimage.morphology import skeletonize
+
+    thin: Callable[[Mask], npt.NDArray[Any]] = skeletonize
+    return np.asarray(thin(mask), dtype=bool)
 
 
-def fill_holes(mask: np.ndarray) -> np.ndarray:
+def fill_holes(mask: Mask) -> Mask:
     """Same result as ``scipy.ndimage.binary_fill_holes`` (6-connected background), via cc3d."""
     import cc3d
 
@@ -291,7 +307,7 @@ def neighbour_pairs(
     return np.concatenate(ii), np.concatenate(jj)
 
 
-def sparse_components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+def sparse_components(n: int, i: IntArray, j: IntArray) -> IntArray:
     """Component id (1..k, numbered by first point in input order) of n points joined by pairs (i, j)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -304,7 +320,8 @@ def sparse_components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     _, first = np.unique(lab, return_index=True)
     rank = np.empty(len(first), dtype=np.int64)
     rank[np.argsort(first)] = np.arange(1, len(first) + 1)
-    return rank[lab]
+    out: IntArray = rank[lab]
+    return out
 
 
 def nearest_feature(points: np.ndarray, features: np.ndarray, k: int = 8) -> np.ndarray:
@@ -347,20 +364,20 @@ def nearest_feature(points: np.ndarray, features: np.ndarray, k: int = 8) -> np.
 # -- the parse -----------------------------------------------------------------
 
 
-def _check(cancel) -> None:
+def _check(cancel: CancelFlag | None) -> None:
     if cancel is not None and cancel.is_set():
         raise Cancelled()
 
 
 def parse_tree(
-    mask,
+    mask: Any,
     spacing_zyx: Sequence[float] | None = None,
     *,
     connectivity: int = 6,
     min_piece_voxels: int = 5,
     bifurcation_neighbours: int = 3,
     progress: Progress | None = None,
-    cancel=None,
+    cancel: CancelFlag | None = None,
 ) -> AirwayTree:
     """Parse a reference airway label into branches (ATM'22 definition, see module doc).
 
@@ -369,8 +386,6 @@ def parse_tree(
     component (ATM'22: 6); ``min_piece_voxels`` (5) and
     ``bifurcation_neighbours`` (3) are the reference's constants.
     """
-    from skimage.morphology import skeletonize
-
     if hasattr(mask, "mask") and hasattr(mask, "geometry"):
         if spacing_zyx is None:
             spacing_zyx = mask.geometry.spacing_zyx
@@ -379,7 +394,8 @@ def parse_tree(
     if mask.ndim != 3:
         raise InputError(f"The reference label must be 3D, got shape {mask.shape}.", "Give a 3D label volume.")
     mask = mask if mask.dtype == bool else mask != 0
-    spacing = tuple(float(s) for s in (spacing_zyx or (1.0, 1.0, 1.0)))
+    sz, sy, sx = (float(s) for s in (spacing_zyx or (1.0, 1.0, 1.0)))
+    spacing = (sz, sy, sx)
     steps = 7
 
     def report(k: int, what: str) -> None:
@@ -402,7 +418,7 @@ def parse_tree(
     warnings: list[str] = []
 
     report(1, "skeleton")
-    skel = skeletonize(lab).astype(bool)
+    skel = skeleton(lab)
     coords = np.argwhere(skel)  # C order, as ndimage.label scans
     del skel
 
@@ -422,7 +438,7 @@ def parse_tree(
         big = sizes >= min_piece_voxels
         big[0] = False
         new_id = np.cumsum(big) * big
-        piece = new_id[piece]
+        piece = np.asarray(new_id[piece], dtype=np.int64)
         kc, piece = kc[piece > 0], piece[piece > 0]
     if len(kc) == 0:
         if len(coords):
@@ -483,10 +499,12 @@ def parse_tree(
     )
     report(7, "done")
     origin = np.array([lo for lo, _ in box], dtype=np.int64)
+    nz, ny, nx = (int(n) for n in mask.shape)
+    (z0, z1), (y0, y1), (x0, x1) = box
     return AirwayTree(
-        shape=tuple(int(s) for s in mask.shape),  # type: ignore[arg-type]
-        spacing_zyx=spacing,  # type: ignore[arg-type]
-        box=tuple((int(lo), int(hi)) for lo, hi in box),  # type: ignore[arg-type]
+        shape=(nz, ny, nx),
+        spacing_zyx=spacing,
+        box=((z0, z1), (y0, y1), (x0, x1)),
         branch_map=branch_map,
         centreline_zyx=coords + origin,
         centreline_branch=skel_branch,
@@ -503,7 +521,7 @@ def parse_tree(
     )
 
 
-def _reflect_extra(coords: np.ndarray, box, shape) -> np.ndarray:
+def _reflect_extra(coords: IntArray, box: Box, shape: Sequence[int]) -> IntArray:
     """Extra neighbours that scipy's ``reflect`` border mode adds at the volume's faces.
 
     Beyond a face, mode ``reflect`` shows the face slice again, so the 3x3x3
@@ -535,7 +553,7 @@ def _reflect_extra(coords: np.ndarray, box, shape) -> np.ndarray:
     return extra
 
 
-def _refine(piece_volume: np.ndarray, piece_adj: np.ndarray):
+def _refine(piece_volume: IntArray, piece_adj: Mask) -> tuple[IntArray, int, IntArray, IntArray, int, int]:
     """Steps 5-6 on the piece graph; returns (lut piece->branch, n, parent, generation, trachea, ghosts).
 
     ``lut`` holds, for each piece id (index 0 = background), the value the
@@ -545,7 +563,7 @@ def _refine(piece_volume: np.ndarray, piece_adj: np.ndarray):
     lut = np.arange(n0 + 1, dtype=np.int64)
     num = n0
 
-    def region_graph(num: int):
+    def region_graph(num: int) -> tuple[int, Mask]:
         vol = np.bincount(lut[1:], weights=piece_volume, minlength=num + 1)[1 : num + 1]
         trachea = int(np.argsort(vol.astype(float))[-1]) + 1
         m = np.zeros((n0, num), dtype=bool)
@@ -555,7 +573,9 @@ def _refine(piece_volume: np.ndarray, piece_adj: np.ndarray):
         np.fill_diagonal(ad, False)
         return trachea, ad
 
-    def parents_children(ad: np.ndarray, trachea: int, num: int):
+    def parents_children(
+        ad: Mask, trachea: int, num: int
+    ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], IntArray]:
         pm = np.zeros((num, num), dtype=np.uint8)
         cm = np.zeros((num, num), dtype=np.uint8)
         gen = np.zeros(num, dtype=np.int64)
@@ -577,7 +597,7 @@ def _refine(piece_volume: np.ndarray, piece_adj: np.ndarray):
                         cm[cur, child] = 1
         return pm, cm, gen
 
-    def merge(pm: np.ndarray, cm: np.ndarray) -> list[int]:
+    def merge(pm: npt.NDArray[np.uint8], cm: npt.NDArray[np.uint8]) -> list[int]:
         # The reference applies these in place and calls it twice per round
         # (once to test, once to refine); ``lut`` is mutated the same way.
         delete: list[int] = []
@@ -633,16 +653,16 @@ def _measure_branches(
     lab_coords: np.ndarray,
     lab_branch: np.ndarray,
     box_shape: Sequence[int],
-    box,
+    box: Box,
     full_shape: Sequence[int],
     spacing: tuple[float, float, float],
 ) -> list[Branch]:
     """Length (MST of the centreline's 26-graph, mm), diameters and volume per branch."""
     sp = np.asarray(spacing, dtype=float)
-    length = np.zeros(n + 1)
+    length: npt.NDArray[np.float64] = np.zeros(n + 1)
     if len(skel):
         mi, _, mw = centreline_mst(skel, skel_branch, spacing)
-        length = np.bincount(skel_branch[mi], weights=mw, minlength=n + 1)
+        length = np.bincount(skel_branch[mi], weights=mw, minlength=n + 1).astype(np.float64)
 
     radius = _depth_mm(skel, lab_coords, box_shape, box, full_shape, sp)
     # On a digitised round tube of radius R voxels the axis voxel's nearest
@@ -679,7 +699,9 @@ def _measure_branches(
     return out
 
 
-def centreline_mst(coords: np.ndarray, branch: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def centreline_mst(
+    coords: npt.NDArray[np.integer[Any]], branch: IntArray, spacing: Sequence[float]
+) -> tuple[IntArray, IntArray, npt.NDArray[np.float64]]:
     """Minimum spanning forest of 26-neighbour skeleton voxels of the same branch (mm weights)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import minimum_spanning_tree
@@ -697,7 +719,14 @@ def centreline_mst(coords: np.ndarray, branch: np.ndarray, spacing) -> tuple[np.
     return mst.row.astype(np.int64), mst.col.astype(np.int64), mst.data
 
 
-def _depth_mm(points: np.ndarray, lab_coords: np.ndarray, box_shape, box, full_shape, sp: np.ndarray) -> np.ndarray:
+def _depth_mm(
+    points: IntArray,
+    lab_coords: IntArray,
+    box_shape: Sequence[int],
+    box: Box,
+    full_shape: Sequence[int],
+    sp: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]:
     """Distance (mm) from each point to the nearest background voxel centre.
 
     The nearest background voxel is always 26-adjacent to the label, so a
@@ -728,4 +757,4 @@ def _depth_mm(points: np.ndarray, lab_coords: np.ndarray, box_shape, box, full_s
         return np.full(len(points), np.inf)
     tree = cKDTree(shell * sp)
     d, _ = tree.query((points + np.array([lo for lo, _ in box])) * sp)
-    return d
+    return np.asarray(d, dtype=np.float64)

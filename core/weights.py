@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from core.errors import Cancelled, ConfigError, InputError
 
@@ -55,16 +56,18 @@ def centreline(mask: np.ndarray) -> np.ndarray:
     farthest from the boundary (the maxima of the distance transform) stand in.
     """
     import edt
-    from skimage.morphology import skeletonize
+
+    from core.tree import skeleton
 
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return np.zeros_like(mask)
-    skel = skeletonize(mask).astype(bool, copy=False)
+    skel = skeleton(mask)
     if skel.any():
         return skel
-    inside = edt.edt(mask, black_border=True)
-    return inside >= inside.max()
+    inside = np.asarray(edt.edt(mask, black_border=True))
+    deepest: npt.NDArray[np.bool_] = inside >= inside.max()
+    return deepest
 
 
 def distance_to_centreline(

@@ -33,7 +33,7 @@ from packaging.utils import canonicalize_name
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TEXTS = HERE / "licence_texts"
-#: optional engines the bundle ships (core.inference_backends: ONNX Runtime is the CPU default, onnx exports to it)
+#: optional engines the bundle ships (core.segmentation.backends: ONNX Runtime is the CPU default, onnx exports to it)
 BUNDLED_EXTRAS = ("onnxruntime", "onnx")
 #: the frozen program also contains the PyInstaller bootloader (GPL-2.0-or-later with the bootloader exception)
 BUILD_TOOLS = ("pyinstaller",)

@@ -10,7 +10,7 @@ from airway_shapes import Y_SEGMENTS, Y_SHAPE, tube
 from scipy import ndimage
 
 from core.errors import InputError
-from core.tree import AirwayTree, fill_holes, largest_component, nearest_feature, parse_tree
+from core.tree import AirwayTree, fill_holes, largest_component_in_box, nearest_feature, parse_tree
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -125,7 +125,12 @@ def test_fill_holes_and_largest_component_match_scipy():
     np.testing.assert_array_equal(fill_holes(m), ndimage.binary_fill_holes(m))
     lab, n = ndimage.label(m)
     sizes = np.bincount(lab.ravel())[1:]
-    np.testing.assert_array_equal(largest_component(m, 6), lab == np.argmax(sizes) + 1)
+    found = largest_component_in_box(m, 6)
+    assert found is not None
+    box, sub = found
+    largest = np.zeros(m.shape, bool)
+    largest[tuple(slice(lo, hi) for lo, hi in box)] = sub
+    np.testing.assert_array_equal(largest, lab == np.argmax(sizes) + 1)
 
 
 def test_single_tube_is_one_branch_and_touching_the_volume_face_is_fine():

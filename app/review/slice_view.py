@@ -373,7 +373,7 @@ class SliceRenderer:
             h, w = probability.shape
             region = out[offset[0] : offset[0] + h, offset[1] : offset[1] + w]
             p = np.asarray(probability, dtype=np.float32)
-            if probability.dtype == np.uint8:  # core.inference stores round(255 p)
+            if probability.dtype == np.uint8:  # core.segmentation stores round(255 p)
                 p *= np.float32(1.0 / 255.0)
             sel = p >= self.min_probability
             if sel.any():

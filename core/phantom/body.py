@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from core.errors import Cancelled
 from core.phantom.raster import Grid
-from core.phantom.tree import Chest
+from core.phantom.tree import Chest, Ellipsoid
 
 AIR_HU = -1000.0
 FAT_HU = -100.0
@@ -60,7 +60,8 @@ class Texture:
 
     def slab(self, z0: int, z1: int) -> np.ndarray:
         i0, i1, w = (v[z0:z1] for v in self._z)
-        return self._xy[i0] * (1 - w)[:, None, None] + self._xy[i1] * w[:, None, None]
+        out: np.ndarray = self._xy[i0] * (1 - w)[:, None, None] + self._xy[i1] * w[:, None, None]
+        return out
 
 
 def body_box(grid: Grid, chest: Chest, pad_mm: float = 0.0) -> tuple[slice, slice, slice]:
@@ -71,7 +72,7 @@ def body_box(grid: Grid, chest: Chest, pad_mm: float = 0.0) -> tuple[slice, slic
     return sl if sl is not None else (slice(0, 0), slice(0, 0), slice(0, 0))
 
 
-def _quadric(grid: Grid, e, sl: tuple[slice, slice, slice]) -> tuple[np.ndarray, np.ndarray]:
+def _quadric(grid: Grid, e: Ellipsoid, sl: tuple[slice, slice, slice]) -> tuple[np.ndarray, np.ndarray]:
     """An ellipsoid's (x, y) part (2D) and z part (1D) of sum(((p - c) / semi)^2) over box ``sl``."""
     c, s = e.centre, e.semi
     x = (grid.axis_mm(0, sl[2].start, sl[2].stop) - np.float32(c[0])) / np.float32(s[0])
@@ -129,11 +130,13 @@ def fill_body(
     box = grid.box(lo, hi)
     if box is None:
         return ct, lungs
+    zs, ys, xs = box
+    (ox, oy, oz), (dx, dy, dz) = grid.origin, grid.spacing
     sub = Grid(
-        tuple(s.stop - s.start for s in box),
-        grid.spacing,  # type: ignore[arg-type]
-        tuple(o + s.start * d for o, s, d in zip(grid.origin, box[::-1], grid.spacing)),
-    )  # type: ignore[arg-type]
+        (zs.stop - zs.start, ys.stop - ys.start, xs.stop - xs.start),
+        grid.spacing,
+        (ox + xs.start * dx, oy + ys.start * dy, oz + zs.start * dz),
+    )
     texture = Texture(sub, rng)
     quads = [_quadric(grid, e, box) for e in (*chest.lungs, chest.heart)]
     inner_box = inner[box[1], box[2]][None]

@@ -31,10 +31,10 @@ import io as _io
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, SupportsInt, cast
 
 import numpy as np
 
@@ -43,6 +43,9 @@ from core.phantom.body import AIR_HU, LUNG_HU, SOFT_HU, fill_body, finish_ct
 from core.phantom.raster import Grid, centreline_voxels, coverage, segment_distance
 from core.phantom.tree import Branch, Chest, Tree, grow_tree
 from core.volume import Geometry, IntensityVolume, LabelVolume
+
+if TYPE_CHECKING:
+    from core.outputs import OutputPlan
 
 Progress = Callable[[int, int, float | None], None]
 
@@ -152,7 +155,7 @@ class Phantom:
             "json": out / "branches.json",
         }
 
-    def save(self, out_dir: str | Path, plan=None) -> dict[str, Path]:
+    def save(self, out_dir: str | Path, plan: OutputPlan | None = None) -> dict[str, Path]:
         """Write ``ct.nii.gz``, ``label.nii.gz``, ``centreline.nii.gz``, ``branches.csv``, ``branches.json`` (atomically).
 
         With a ``core.outputs.OutputPlan``, the files are staged in it and appear
@@ -162,7 +165,7 @@ class Phantom:
 
         paths = self.file_paths(out_dir)
         own = plan is None
-        if own:
+        if plan is None:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             plan = OutputPlan(overwrite=True, backup=False)  # the library call replaces, as before
         try:
@@ -187,8 +190,14 @@ class Phantom:
 
 
 def _shape3(shape: int | Sequence[int]) -> tuple[int, int, int]:
+    s: tuple[int, ...]
     try:
-        s = (int(shape),) * 3 if np.isscalar(shape) else tuple(int(v) for v in shape)  # type: ignore[arg-type]
+        # np.isscalar narrows nothing for mypy: the casts say what each branch holds
+        s = (
+            (int(cast(SupportsInt, shape)),) * 3
+            if np.isscalar(shape)
+            else tuple(int(v) for v in cast(Iterable[Any], shape))
+        )
     except (TypeError, ValueError):
         s = ()
     if len(s) != 3 or min(s) < 8 or max(s) > 2048:
@@ -196,7 +205,7 @@ def _shape3(shape: int | Sequence[int]) -> tuple[int, int, int]:
             f"Phantom size {shape} is not three sides of 8..2048 voxels.",
             "Use e.g. --size 64 or --size 400 512 512 (z y x).",
         )
-    return s  # type: ignore[return-value]
+    return s[0], s[1], s[2]
 
 
 def auto_spacing(shape: tuple[int, int, int]) -> tuple[float, float, float]:
@@ -275,12 +284,13 @@ def make_phantom(
     if spacing is None:
         sp = auto_spacing(shp)
     else:
-        sp = tuple(float(v) for v in spacing)
-        if len(sp) != 3 or not all(math.isfinite(v) and v > 0 for v in sp):
+        given = tuple(float(v) for v in spacing)
+        if len(given) != 3 or not all(math.isfinite(v) and v > 0 for v in given):
             raise ConfigError(
                 f"Spacing {tuple(spacing)} is not three positive millimetre values.",
                 "Use e.g. --spacing 0.7 0.7 1.0 (x y z).",
             )
+        sp = (given[0], given[1], given[2])
     if not 0 <= int(generations) <= 16:
         raise ConfigError(
             f"{generations} generations is out of range.", "Use 0..16 (6 reaches segmental bronchi, 12 about 1 mm)."
@@ -308,7 +318,7 @@ def make_phantom(
 
     report(0)
     chest = Chest.sample(np.random.default_rng([seed, 0]))
-    grid = _grid_for(shp, sp, chest)  # type: ignore[arg-type]
+    grid = _grid_for(shp, sp, chest)
     hi_corner = np.asarray(grid.origin) + (np.asarray(shp[::-1]) - 1) * np.asarray(sp)
     box = (np.asarray(grid.origin), hi_corner)
     two = sorted(sp)[1:]
@@ -363,10 +373,10 @@ def make_phantom(
 
     vessel_mask = np.zeros(shp, dtype=bool)
     if vessels:
-        for i, (a, b, r) in enumerate(_vessel_segments(tree, chest, np.random.default_rng([seed, 4]))):
+        for i, (v0, v1, r) in enumerate(_vessel_segments(tree, chest, np.random.default_rng([seed, 4]))):
             if i % 64 == 0:
                 _check_cancel(cancel)
-            hit = segment_distance(grid, a, b, r + ramp)
+            hit = segment_distance(grid, v0, v1, r + ramp)
             if hit is None:
                 continue
             sl, d = hit

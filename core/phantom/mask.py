@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from core.errors import InputError
 from core.volume import LabelVolume, to_canonical
+
+if TYPE_CHECKING:  # for annotations; phantom_from_mask imports them where it uses them
+    from core.phantom.maker import Phantom
+    from core.phantom.tree import Chest
 
 
 def _bbox(mask: np.ndarray, pad: tuple[int, int, int]) -> tuple[slice, slice, slice]:
@@ -30,7 +34,9 @@ def _bbox(mask: np.ndarray, pad: tuple[int, int, int]) -> tuple[slice, slice, sl
     return tuple(sl)  # type: ignore[return-value]
 
 
-def _chest_around(mask: np.ndarray, spacing_xyz: tuple[float, float, float]):
+def _chest_around(
+    mask: np.ndarray, spacing_xyz: tuple[float, float, float]
+) -> tuple[Chest, tuple[float, float, float]]:
     """A Chest whose lungs enclose the tree, in a local frame centred on the body; returns (chest, origin)."""
     from core.phantom.tree import Chest, Ellipsoid
 
@@ -79,7 +85,7 @@ def _chest_around(mask: np.ndarray, spacing_xyz: tuple[float, float, float]):
         trachea_radius=r_t,
         trachea_length=0.0,
     )
-    return chest, (-shift[0], -shift[1], 0.0)
+    return chest, (float(-shift[0]), float(-shift[1]), 0.0)
 
 
 def phantom_from_mask(
@@ -92,7 +98,7 @@ def phantom_from_mask(
     vessels: bool = True,
     progress: Any = None,
     cancel: Any = None,
-):
+) -> Phantom:
     """A phantom CT around ``airway_mask`` (real tree topology), with the mask as its exact label.
 
     Anatomy is laid out in the mask's canonical (LPS) orientation and the
@@ -130,7 +136,8 @@ def phantom_from_mask(
     mask = np.ascontiguousarray(canon.array)
     spacing = canon.geometry.spacing
     chest, origin = _chest_around(mask, spacing)
-    grid = Grid(mask.shape, spacing, origin)  # type: ignore[arg-type]
+    nz, ny, nx = mask.shape
+    grid = Grid((nz, ny, nx), spacing, origin)
     rng = np.random.default_rng([seed, 13])
     ct, lungs = fill_body(grid, chest, rng)
     report(1)
@@ -176,10 +183,10 @@ def phantom_from_mask(
     block[m] = np.float32(AIR_HU)
     report(3)
 
-    from skimage.morphology import skeletonize
+    from core.tree import skeleton
 
     centre = np.zeros(mask.shape, dtype=bool)
-    centre[box] = skeletonize(m).astype(bool)
+    centre[box] = skeleton(m)
     out = finish_ct(ct, grid, chest, diff.blur_mm, diff.noise_hu, np.random.default_rng([seed, 14]))
     del ct
     report(4)

@@ -82,7 +82,8 @@ def point_segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.nd
     d = np.asarray(b, dtype=float) - a
     dd = float(np.dot(d, d))
     t = np.zeros(p.shape[:-1]) if dd < 1e-12 else np.clip(((p - a) @ d) / dd, 0.0, 1.0)
-    return np.linalg.norm(p - a - t[..., None] * d, axis=-1)
+    out: np.ndarray = np.linalg.norm(p - a - t[..., None] * d, axis=-1)
+    return out
 
 
 def coverage(distance: np.ndarray, radius: float, ramp_mm: float) -> np.ndarray:

@@ -68,7 +68,8 @@ class Ellipsoid:
     def level(self, p: np.ndarray, grow: float = 0.0) -> np.ndarray:
         """sum(((p - c) / (semi + grow))^2): < 1 inside the ellipsoid grown by ``grow`` mm."""
         q = (np.asarray(p, dtype=float) - np.asarray(self.centre)) / (np.asarray(self.semi) + grow)
-        return np.sum(q * q, axis=-1)
+        out: np.ndarray = np.sum(q * q, axis=-1)
+        return out
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,10 @@ class Chest:
 
     @classmethod
     def sample(cls, rng: np.random.Generator) -> Chest:
-        j = lambda s: float(1.0 + s * rng.uniform(-1.0, 1.0))  # noqa: E731 - tiny jitter helper
+
+        def j(s: float) -> float:  # a tiny jitter: 1 +- s
+            return float(1.0 + s * rng.uniform(-1.0, 1.0))
+
         lung_semi = (60.0 * j(0.04), 84.0 * j(0.05), 122.0 * j(0.04))
         lung_x = 68.0 * j(0.03)
         lung_y = 8.0
@@ -143,7 +147,8 @@ def _perp(v: np.ndarray, d: np.ndarray) -> np.ndarray:
 def _rotate(v: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
     """Rodrigues rotation of ``v`` about unit ``axis``."""
     c, s = math.cos(angle), math.sin(angle)
-    return v * c + np.cross(axis, v) * s + axis * np.dot(axis, v) * (1.0 - c)
+    out: np.ndarray = v * c + np.cross(axis, v) * s + axis * np.dot(axis, v) * (1.0 - c)
+    return out
 
 
 @dataclass
