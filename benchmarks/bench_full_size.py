@@ -11,7 +11,7 @@ float, InstanceNormalization in particular). Wall and CPU seconds (time.process_
 eager fp32 per round (median), agreement with eager fp32 on the same windows: Dice at 0.5, Dice at the fp32
 median (half the voxels foreground: meaningful with random weights too) and the largest probability difference.
 
-Part ``case``: whole cases through core.inference.Predictor, configurations in the same run, the first being
+Part ``case``: whole cases through core.segmentation.Predictor, configurations in the same run, the first being
 the baseline: the exact paper procedure (eager fp32, step 64, plain mean, every window), or, to bound the run on
 a loaded machine, the same grid in OpenVINO fp32 (``exact-ov``) with ``--eager-sample K`` timing eager fp32 on K
 of its windows (and its distance to the proxy there) to extrapolate the eager time: windows run / grid, wall and CPU
@@ -175,8 +175,8 @@ def phantom_ct(shape=(400, 512, 512)):
 
 def windows_from(ct, n: int, window: int, seed: int) -> np.ndarray:
     """``n`` windows of the network input from inside the lung crop of ``ct``."""
-    from core.inference import prepare
     from core.preprocess import Preprocessing
+    from core.segmentation import prepare
 
     arr, _ = prepare(ct, Preprocessing())
     rng = np.random.default_rng(seed)
@@ -198,7 +198,7 @@ def build_int8(model, key: str, cache: Path, calib: np.ndarray, threads: int):
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from core.inference_backends import OnnxRuntimeBackend
+    from core.segmentation.backends import OnnxRuntimeBackend
 
     OnnxRuntimeBackend(model, key, (128, 128, 128), cache, threads)  # makes the fp32 export
     fp32 = cache / "onnx" / f"{key[:24]}-w128x128x128" / "model.onnx"
@@ -265,7 +265,7 @@ def build_int8(model, key: str, cache: Path, calib: np.ndarray, threads: int):
 def build_engine(name: str, model, key: str, cache: Path, threads: int, calib: np.ndarray | None):
     import copy
 
-    from core.inference_backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend
+    from core.segmentation.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend
 
     if name == "torch":
         return TorchBackend(copy.deepcopy(model), "cpu"), ""
@@ -410,7 +410,7 @@ def centred_sub(ct, label, size):
 
 
 def part_case(args, ckpt: Path, trained: bool, cache: Path) -> None:
-    from core.inference import Predictor
+    from core.segmentation import Predictor
 
     todo = []
     if "real" in args.cases:
@@ -489,7 +489,7 @@ def part_case(args, ckpt: Path, trained: bool, cache: Path) -> None:
                 except Exception as exc:  # noqa: BLE001
                     row["ref_error"] = f"{type(exc).__name__}: {exc}"
             rows.append(row)
-            from core.inference import window_slices
+            from core.segmentation import window_slices
 
             exact_grid = len(window_slices(tuple(max(s, 128) for s in pred.crop.shape), (128,) * 3, (64,) * 3))
             log(
@@ -540,7 +540,7 @@ def eager_sample(args, ckpt: Path, ct, rows: list, base, cache: Path) -> None:
     """Eager fp32 PyTorch (the paper's engine) on ``--eager-sample`` windows of the exact grid: its seconds per
     window, the whole-grid time that gives, and how far the first configuration's probabilities (the
     baseline of the table) are from eager's on those windows."""
-    from core.inference import Predictor, prepare, window_slices
+    from core.segmentation import Predictor, prepare, window_slices
 
     predictor = Predictor(
         ckpt, device="cpu", window=128, threads=args.threads, say=lambda m: None, mode="exact", backend="torch"
@@ -600,8 +600,10 @@ def part_reach(args) -> None:
     selection from a cheap first pass can only keep more windows than these, never fewer, if the
     voxels it keeps are to be exact (a window that touches an airway voxel contributes to it).
     """
-    from core.inference import _dilate, _margin_voxels, select_windows
     from core.preprocess import Preprocessing, crop_box_for
+    from core.segmentation import select_windows
+    from core.segmentation.selection import dilate as _dilate
+    from core.segmentation.selection import margin_voxels as _margin_voxels
 
     ct, label = phantom_ct(tuple(args.phantom_shape))
     box = crop_box_for(ct, Preprocessing())
@@ -652,7 +654,7 @@ def main() -> int:
         return 0
     import torch
 
-    from core.inference_backends import state_hash
+    from core.segmentation.backends import state_hash
 
     torch.set_num_threads(args.threads)
     model, ckpt_path, _, weights = load_model(args.model)

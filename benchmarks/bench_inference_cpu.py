@@ -150,9 +150,9 @@ def quick_train(model, prep, steps: int, patch: int = 32, seed: int = 0):
 
 def real_windows(prep, n: int, window: int) -> np.ndarray:
     """``n`` windows from the lung-cropped real CT, centred on the crop (trachea and main bronchi)."""
-    from core.inference import window_slices
     from core.io import read_ct
     from core.preprocess import prepare_input
+    from core.segmentation import window_slices
 
     arr, _ = prepare_input(read_ct(CASE), prep)
     slices = window_slices(arr.shape, (window,) * 3, (window // 2,) * 3)
@@ -182,7 +182,7 @@ class CompiledTorch:
 
 
 def build(name: str, model, window: int, key: str, cache: Path, threads: int):
-    from core.inference_backends import BackendRequest, TorchBackend, make_backend
+    from core.segmentation.backends import BackendRequest, TorchBackend, make_backend
 
     if name == "torch":
         return TorchBackend(model, "cpu")
@@ -212,8 +212,8 @@ def engine_memory(shape=(400, 512, 512)) -> None:
 
     import torch
 
-    from core.inference import Predictor
     from core.preprocess import Preprocessing
+    from core.segmentation import Predictor
     from core.volume import IntensityVolume
 
     class VoxelWise(torch.nn.Module):
@@ -241,8 +241,8 @@ def engine_memory(shape=(400, 512, 512)) -> None:
 def case_agreement(ckpt: Path, backends: list[str], threads: int, cache: Path) -> None:
     """Whole-case masks (threshold + largest component, as the CLI writes them) of each backend
     against eager fp32 PyTorch: the acceptance check (Dice >= 0.995 with a trained model)."""
-    from core.inference import Predictor
     from core.io import read_ct
+    from core.segmentation import Predictor
 
     ct = read_ct(CASE)
     masks, rows = {}, []
@@ -315,7 +315,7 @@ def main() -> int:
             DEMO, args.backends.split(","), args.threads, Path(tempfile.mkdtemp(prefix="airway-bench-cache-"))
         )
         return 0
-    from core.inference_backends import state_hash
+    from core.segmentation.backends import state_hash
 
     print(
         f"CPU: {os.cpu_count()} logical cores, torch threads {args.threads}; load average at start "
@@ -410,8 +410,8 @@ def main() -> int:
 
 
 def whole_case(ckpt: Path, args, cache: Path, base: float) -> int:
-    from core.inference import Predictor
     from core.io import read_ct
+    from core.segmentation import Predictor
 
     t0 = time.perf_counter()
     with PeakRSS() as mem:
@@ -428,10 +428,10 @@ def whole_case(ckpt: Path, args, cache: Path, base: float) -> int:
         t1 = time.perf_counter()
         last = [0.0]
 
-        def progress(done, total, eta):
+        def progress(done: float, total: float, message: str = "") -> None:
             if time.perf_counter() - last[0] > 15 or done == total:
                 last[0] = time.perf_counter()
-                print(f"    {done}/{total} windows, ETA {eta:.0f} s", flush=True)
+                print(f"    {message}", flush=True)
 
         pred = predictor.predict(ct, progress=progress)
         t2 = time.perf_counter()

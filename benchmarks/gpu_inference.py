@@ -11,7 +11,7 @@ each at the batch sizes of ``--batches`` (default 1, 2, 4, 8, 16) and the one th
 by free memory; ms per window include the copies to and from the host, as in real use.
 
 Part 2, whole case: a synthetic chest (body, two lungs, trachea; ``--shape``, default 400 x 512 x 512,
-0.7 x 0.7 x 0.8 mm; or ``--ct-npy FILE`` with ``--spacing``) through core.inference.Predictor with the lung
+0.7 x 0.7 x 0.8 mm; or ``--ct-npy FILE`` with ``--spacing``) through core.segmentation.Predictor with the lung
 crop, accumulator on the GPU. Configurations, in the same run:
 - exact: the paper's procedure, fp32, step 64, plain mean, every window (the baseline);
 - autocast, step 64, every window (the GPU default before issue 17);
@@ -172,7 +172,7 @@ def time_windows(model, device: str, batch: int, autocast: bool, channels_last: 
     """(ms per window, peak GPU memory GB) for ``repeats`` batches of 128^3 windows, after warm-up."""
     import torch
 
-    from core.inference_backends import TorchBackend
+    from core.segmentation.backends import TorchBackend
 
     backend = TorchBackend(model, device, autocast=autocast, channels_last=channels_last)
     x = np.random.default_rng(0).uniform(0, 255, (batch, 1, 128, 128, 128)).astype(np.float32)
@@ -265,7 +265,7 @@ def case_configs(args) -> list[dict]:
 
 def run_case(args, ckpt: Path, ct, device: str, trained: bool, results: dict, label=None) -> None:
 
-    from core.inference import Predictor
+    from core.segmentation import Predictor
 
     log(f"\nWhole case: {ct.name} {ct.shape} (z, y, x), spacing {ct.geometry.spacing} mm")
     spacing_zyx = tuple(reversed(ct.geometry.spacing))
@@ -476,7 +476,7 @@ def main() -> int:
     if not trained:
         log("NOTE: random weights: Dice/max |dp| below measure numerical agreement only, not segmentation quality.")
     results: dict = {"gpu": gpu_name, "torch": torch.__version__, "weights": weights, "windows": [], "cases": {}}
-    from core.inference import default_batch_size
+    from core.segmentation import default_batch_size
 
     if not args.no_windows:
         auto_batch = default_batch_size(device, (128, 128, 128))

@@ -1,4 +1,5 @@
-"""Run :class:`core.inference.Predictor` in a child process, talking JSON lines.
+"""Run the one segmentation route (:func:`core.segmentation.segment_and_gate`) in a child process,
+talking JSON lines.
 
 The GUI segments in a child process rather than a thread: importing torch and
 the Python parts of the sliding window hold the GIL for long stretches (about
@@ -9,13 +10,14 @@ case half-changed.
 Protocol (``python -m core.predict_process REQUEST.json``):
 
 - the request names the CT as an ``.npy`` file (array in the order the case
-  holds it) plus its geometry, the checkpoint, the device and window options
-  and an output folder;
-- stdout carries one JSON object per line: ``started`` (device, backend),
-  ``progress`` (done, total, eta_s), then one of ``done`` (paths of
+  holds it) plus its geometry, the checkpoint, the predictor's options
+  (:meth:`core.segmentation.PredictOptions.to_json`) and an output folder;
+- stdout carries one JSON object per line: ``started`` (device, backend,
+  ``export_seconds``: what exporting the model for its engine took, 0 when
+  cached), ``progress`` (done, total, message), then one of ``done`` (paths of
   ``mask.npy`` (bool) and ``probabilities.npy`` (uint8, 255 = 1.0), seconds,
-  windows, backend, messages, ``warnings`` and ``gate`` from core.gate), ``error`` (kind, message, what, fix) or
-  ``cancelled``;
+  export_seconds, windows, backend, messages, ``warnings`` and ``gate`` from
+  core.gate), ``error`` (kind, message, what, fix) or ``cancelled``;
 - a line ``cancel`` on stdin, or stdin closing, cancels the run.
 
 Exit status: 0 done, 2 error of the project's family, 130 cancelled, 1 crash.
@@ -27,7 +29,6 @@ import json
 import os
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -36,25 +37,24 @@ from typing import Any
 import numpy as np
 
 from core.errors import AirwayError, Cancelled, InputError
+from core.progress import CancelToken, throttled
+from core.segmentation.options import PredictOptions
 from core.volume import Geometry, IntensityVolume
 
 Emit = Callable[[dict[str, Any]], None]
 
+#: at most 20 progress lines a second: the GUI reads every one on its thread
+PROGRESS_INTERVAL_S = 0.05
+
 
 def write_request(
-    folder: str | os.PathLike,
+    folder: str | os.PathLike[str],
     ct: IntensityVolume,
-    checkpoint: str | os.PathLike,
+    checkpoint: str | os.PathLike[str],
+    options: PredictOptions,
     *,
-    device: str = "auto",
-    window: int | None = None,
-    step: int | None = None,
-    gaussian: bool | None = None,
-    backend: str = "auto",
-    threads: int | None = None,
     nice: int = 5,
-    mode: str | None = "fast",
-    region: str | None = None,
+    gate: bool = True,
 ) -> Path:
     """Save ``ct`` and a request in ``folder`` (created); returns the request path."""
     folder = Path(folder)
@@ -65,14 +65,8 @@ def write_request(
         "geometry": ct.geometry.to_dict(),
         "name": ct.name,
         "checkpoint": str(Path(checkpoint).resolve()),
-        "device": device,
-        "window": None if not window else int(window),  # None: the checkpoint's own
-        "step": None if not step else int(step),
-        "gaussian": None if gaussian is None else bool(gaussian),  # None: the mode's
-        "mode": mode,  # "fast" (default), "exact" (the paper's procedure) or None (plain arguments)
-        "region": region,
-        "backend": backend,
-        "threads": threads,
+        "options": options.to_json(),
+        "gate": bool(gate),
         "nice": int(nice),
         "out": str(folder.resolve()),
     }
@@ -83,7 +77,7 @@ def write_request(
 
 def run_request(request: dict[str, Any], emit: Emit, cancel: threading.Event) -> dict[str, Any]:
     """Carry out one request; emits ``started``/``progress`` and returns the ``done`` event."""
-    from core.inference import Predictor
+    from core.segmentation import Predictor, segment_and_gate
 
     out = Path(request["out"])
     ct_path = Path(request["ct"])
@@ -99,69 +93,45 @@ def run_request(request: dict[str, Any], emit: Emit, cancel: threading.Event) ->
             os.nice(int(request["nice"]))
         except OSError:
             pass
-    threads = request.get("threads")
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
     array = np.load(ct_path, mmap_mode="r", allow_pickle=False)
     ct = IntensityVolume(np.asarray(array), Geometry.from_dict(request["geometry"]), name=request.get("name") or "ct")
-    predictor = Predictor(
-        request["checkpoint"],
-        device=request.get("device", "auto"),
-        window=request.get("window") or None,
-        step=request.get("step") or None,
-        gaussian=request.get("gaussian"),
-        backend=str(request.get("backend", "auto")),
-        mode=request.get("mode"),
-        region=request.get("region") or None,
+    predictor = Predictor(request["checkpoint"], PredictOptions.from_json(request.get("options") or {}))
+    emit(
+        {
+            "event": "started",
+            "device": predictor.device,
+            "backend": predictor.backend_name,
+            "export_seconds": predictor.export_seconds,
+        }
     )
-    emit({"event": "started", "device": predictor.device, "backend": predictor.backend_name})
-    last = [0.0]
 
-    def progress(done: int, total: int, eta_s: float | None = None) -> None:
-        now = time.monotonic()
-        # at most 20 lines a second: the GUI reads every one on its thread
-        if done < total and now - last[0] < 0.05:
-            return
-        last[0] = now
-        emit(
-            {
-                "event": "progress",
-                "done": int(done),
-                "total": int(total),
-                "eta_s": None if eta_s is None else float(eta_s),
-            }
-        )
+    def progress(done: float, total: float, message: str = "") -> None:
+        emit({"event": "progress", "done": int(done), "total": int(total), "message": message})
 
-    result = predictor.predict(ct, progress=progress, cancel=cancel)
-    warnings, gate = [], None
-    if request.get("gate", True):
-        from core.gate import check_mask
-        from core.models.card import card_summary
-
-        emit(
-            {"event": "progress", "done": 1, "total": 1, "eta_s": None, "message": "Checking the mask (trachea, lungs)"}
-        )
-        report = check_mask(ct, result.mask.mask)
-        gate = report.as_dict()
-        if not report.passed:
-            warnings.append(report.warning(card_summary(predictor.header)))
-    np.save(out / "mask.npy", np.ascontiguousarray(result.mask.array, dtype=bool), allow_pickle=False)
+    result = segment_and_gate(
+        predictor,
+        ct,
+        gate=bool(request.get("gate", True)),
+        progress=throttled(progress, PROGRESS_INTERVAL_S),
+        cancel=cancel,
+    )
+    pred = result.prediction
+    np.save(out / "mask.npy", np.ascontiguousarray(pred.mask.array, dtype=bool), allow_pickle=False)
     np.save(
-        out / "probabilities.npy", np.ascontiguousarray(result.probabilities.array, dtype=np.uint8), allow_pickle=False
+        out / "probabilities.npy", np.ascontiguousarray(pred.probabilities.array, dtype=np.uint8), allow_pickle=False
     )
     return {
         "event": "done",
         "mask": str(out / "mask.npy"),
         "probabilities": str(out / "probabilities.npy"),
-        "seconds": float(result.seconds),
-        "windows": int(result.windows),
-        "backend": result.backend,
+        "seconds": float(pred.seconds),
+        "export_seconds": float(predictor.export_seconds),
+        "windows": int(pred.windows),
+        "backend": pred.backend,
         "device": predictor.device,
-        "messages": list(result.messages),
-        "warnings": warnings,
-        "gate": gate,
+        "messages": list(pred.messages),
+        "warnings": result.warnings,
+        "gate": result.gate_dict(),
     }
 
 
@@ -187,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         emit({"event": "error", "kind": "InputError", "message": "usage: python -m core.predict_process REQUEST.json"})
         return 2
-    cancel = threading.Event()
+    cancel = CancelToken()
     threading.Thread(target=_watch_stdin, args=(cancel,), daemon=True).start()
     try:
         request = json.loads(Path(argv[0]).read_text(encoding="utf-8"))

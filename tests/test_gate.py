@@ -268,8 +268,8 @@ def test_demo_model_finds_the_trachea_of_the_demo_case_with_its_defaults(name):
     """Issue 11: with the app's defaults (the checkpoint's own window, step and spacing) the shipped
     models must find the demo case's trachea; on the native 1.4 mm grid it covered 38 % of it."""
     from app.demo import TEST_PARAMS, make_demo
-    from core.inference import Predictor
     from core.resources import resource_path
+    from core.segmentation import Predictor
     from core.volume import to_canonical
 
     path = resource_path("models", name, must_exist=False)
@@ -306,8 +306,8 @@ def test_shipped_model_is_the_real_ct_one_and_says_what_it_saw():
 
 @pytest.fixture(scope="module")
 def realct_predictor():
-    from core.inference import Predictor
     from core.resources import resource_path
+    from core.segmentation import Predictor
 
     path = resource_path("models", "realct_wingsnet.pt", must_exist=False)
     if not path.exists():

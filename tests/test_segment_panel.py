@@ -190,16 +190,21 @@ def test_child_errors_come_back_as_the_project_types():
     assert isinstance(_error_from_event({"kind": "ValueError", "message": "boom"}), RuntimeError)
 
 
-def test_segment_with_sets_the_choice_and_refuses_a_missing_model(qtbot, tmp_path):
+def test_run_with_a_missing_model_chosen_in_the_panel_shows_one_error(qtbot, tmp_path):
+    from PySide6.QtCore import Qt
+
     case = _phantom_case(48, auto_analyse=False)
     errors: list = []
     panel = _panel(qtbot, case, None, errors)
-    assert panel.segment_with(tmp_path / "nope.pt", "cpu") is None
-    assert panel.device_combo.currentData() == "cpu" and panel.checkpoint_edit.text().endswith("nope.pt")
+    panel.checkpoint_edit.setText(str(tmp_path / "nope.pt"))  # choosing a checkpoint selects the model
+    panel.device_combo.setCurrentIndex(panel.device_combo.findData("cpu"))
+    assert panel.method == "model" and panel.run_button.isEnabled()
+    qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
     assert len(errors) == 1 and isinstance(errors[0], CheckpointError) and case.predictions == []
+    assert panel.run is None and panel.run_button.isEnabled()
 
 
-def test_a_run_in_the_window_shows_in_its_jobs_and_esc_cancels_it(qtbot, tiny_checkpoint):
+def test_the_segment_action_runs_the_panel_shows_in_the_jobs_and_esc_cancels_it(qtbot, tiny_checkpoint):
     from app.main_window import MainWindow
     from app.settings import Settings
 
@@ -208,10 +213,99 @@ def test_a_run_in_the_window_shows_in_its_jobs_and_esc_cancels_it(qtbot, tiny_ch
     qtbot.addWidget(window)
     seg = window.panels.segment
     seg.backend, seg.threads = "torch", 1
+    seg.checkpoint_edit.setText(str(tiny_checkpoint))
+    seg.device_combo.setCurrentIndex(seg.device_combo.findData("cpu"))
     seg.window_spin.setValue(32)
     seg.step_spin.setValue(8)
-    run = seg.segment_with(tiny_checkpoint, "cpu")
-    assert run is not None and run in window.jobs and window.busy
+    with qtbot.waitSignal(seg.runStarted, timeout=10000) as started:
+        window.action_table["segment"].trigger()  # Tools > Segment with a model... (Ctrl+G)
+    run = started.args[0]
+    assert run is seg.run and run.running and run in window.jobs and window.busy
     with qtbot.waitSignal(run.cancelled, timeout=30000):
-        window.actions["cancel_job"].trigger()
+        window.action_table["cancel_job"].trigger()
     assert run not in window.jobs and case.predictions == []
+
+
+def _label_only_case() -> Case:
+    from app.review.case import blank_ct
+    from core.phantom import make_phantom
+    from core.volume import to_canonical
+
+    ref, _ = to_canonical(make_phantom(shape=32, seed=1, generations=2).label)
+    case = Case(auto_analyse=False)
+    case.set_ct(blank_ct(ref), name="labels only")
+    case.set_reference(ref)
+    return case
+
+
+def test_without_a_ct_run_is_off_and_says_open_a_ct(qtbot, tiny_checkpoint):
+    """Issue 22: on a label-only case Run was enabled and answered "The CT has no body..."."""
+    from app.main_window import MainWindow
+    from app.settings import Settings
+
+    case = _label_only_case()
+    window = MainWindow(case=case, settings=Settings(ephemeral=True), training_tab=False)
+    qtbot.addWidget(window)
+    seg = window.panels.segment
+    errors: list = []
+    seg._show_error = errors.append
+    for method in ("region-growing", "model"):
+        seg.method_combo.setCurrentIndex(seg.method_combo.findData(method))
+        assert not seg.run_button.isEnabled()
+        assert seg.message.text() == "Open a CT to segment" and seg.run_button.toolTip() == "Open a CT to segment"
+        window.action_table["segment"].trigger()  # the menu action says the same, starts nothing
+        assert seg.run is None and not window.jobs and not errors
+        assert seg.message.text() == "Open a CT to segment"
+    # a real CT turns Run on and the notice goes
+    ct = _phantom_case(32, auto_analyse=False).ct
+    case.set_ct(ct, name="phantom")
+    assert seg.run_button.isEnabled() and seg.message.text() == ""
+
+
+def test_model_options_show_only_for_the_model_method(qtbot):
+    case = _phantom_case(32, auto_analyse=False)
+    panel = _panel(qtbot, case, None, [])
+    model_only = [
+        panel.checkpoint_edit,
+        panel.device_combo,
+        panel.window_spin,
+        panel.step_spin,
+        panel.gaussian_check,
+        panel.exact_check,
+    ]
+    panel.method_combo.setCurrentIndex(panel.method_combo.findData("region-growing"))
+    assert not any(w.isVisible() for w in model_only)
+    assert panel.run_button.isVisible() and panel.method_combo.isVisible()
+    panel.method_combo.setCurrentIndex(panel.method_combo.findData("model"))
+    assert all(w.isVisible() for w in model_only)
+
+
+@pytest.mark.slow
+def test_the_time_shown_is_the_wall_time_with_the_engine_export_named(qtbot, tiny_checkpoint, tmp_path, monkeypatch):
+    """Issue 22: "(14.6 s on cpu)" after a 43 s wait: the first run's model export was not counted."""
+    import re
+
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    monkeypatch.setenv("AIRWAY_CACHE_DIR", str(tmp_path / "cache"))  # the child exports into an empty cache
+    case = _phantom_case(48, auto_analyse=False)
+    errors: list = []
+    panel = _panel(qtbot, case, tiny_checkpoint, errors)
+    panel.backend = "onnxruntime"
+    panel.device_combo.setCurrentIndex(panel.device_combo.findData("cpu"))
+    texts = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        with qtbot.waitSignal(panel.segmentationFinished, timeout=180000):
+            assert panel.start() is not None
+        waited = time.perf_counter() - t0
+        texts.append(panel.message.text())
+        assert not errors, errors
+        found = re.search(
+            r"\((\d+\.\d) s \((?:engine export (\d+\.\d) s, )?inference (\d+\.\d) s on cpu\)\)", texts[-1]
+        )
+        assert found, texts[-1]
+        wall, export, inference = float(found[1]), float(found[2] or 0), float(found[3])
+        assert abs(wall - waited) < 1.0 and wall >= export + inference - 0.1
+    assert "engine export" in texts[0], texts[0]  # the first run exported the model ...
+    assert "engine export" not in texts[1], texts[1]  # ... the second found it cached

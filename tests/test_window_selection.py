@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from core.errors import ConfigError
-from core.inference import (
+from core.preprocess import CropBox, Preprocessing
+from core.segmentation import (
     LungRegion,
     MaskRegion,
     Predictor,
@@ -17,10 +18,8 @@ from core.inference import (
     gaussian_1d,
     select_windows,
     sliding_window,
-    sliding_window_tensor,
     window_slices,
 )
-from core.preprocess import CropBox, Preprocessing
 from core.volume import Geometry, IntensityVolume
 
 GEO = Geometry(spacing=(1.0, 1.0, 1.0))
@@ -130,7 +129,7 @@ def test_weights_sum_correctly_over_a_subset_of_windows(gaussian):
     np.testing.assert_allclose(p[covered], expected, rtol=1e-5)
     assert not p[~covered].any()
     # the same on the tensor path
-    t = sliding_window_tensor(
+    t = sliding_window(
         torch.from_numpy(arr), lambda b: torch.sigmoid(torch.ones_like(b)), 16, 8, gaussian=gaussian, windows=chosen
     ).numpy()
     np.testing.assert_allclose(t, p, rtol=1e-5, atol=1e-7)
@@ -223,7 +222,7 @@ def test_device_accumulation_with_a_region_matches_the_host_loop():
 
 
 def test_coarse_region_runs_the_network_at_half_resolution_and_keeps_the_central_airways():
-    from core.inference import CoarseModelRegion
+    from core.segmentation import CoarseModelRegion
 
     arr = _chest()
     ct = IntensityVolume(arr, GEO, "chest")
@@ -243,7 +242,7 @@ def test_coarse_region_runs_the_network_at_half_resolution_and_keeps_the_central
 
 
 def test_modes_fill_in_what_is_not_given():
-    from core.inference import mode_settings
+    from core.segmentation import mode_settings
 
     fast, exact = mode_settings("fast"), mode_settings("exact")
     assert exact["step_fraction"] == 0.5 and exact["region"] == "none" and not exact["gaussian"]

@@ -27,6 +27,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +50,14 @@ from PySide6.QtWidgets import (
 )
 
 import core.errors as errors
-from app.review.case import PredictionEntry
+from app.review.case import PredictionEntry, is_blank_ct
 from core.errors import AirwayError, CheckpointError, InputError
+from core.progress import Cancellable, Progress
 from core.volume import IntensityVolume, LabelVolume
 
 KILL_AFTER_MS = 3000
+#: why Run is off on a case without a CT (labels only, or nothing open)
+NO_CT_TEXT = "Open a CT to segment"
 
 
 def demo_checkpoint() -> Path | None:
@@ -114,59 +118,78 @@ def load_result(
 
 
 def prepare_request(
-    folder: str, ct: IntensityVolume, checkpoint: str, *, progress: Any = None, cancel: Any = None, **options: Any
+    folder: str,
+    ct: IntensityVolume,
+    checkpoint: str,
+    options: dict[str, Any],
+    *,
+    progress: Any = None,
+    cancel: Any = None,
 ) -> Path:
     """Write the CT and the request for the child (worker side)."""
     from core.predict_process import write_request
+    from core.segmentation import PredictOptions
 
-    return write_request(folder, ct, checkpoint, **options)
+    return write_request(folder, ct, checkpoint, PredictOptions(**options))
 
 
 def run_in_thread(
     ct: IntensityVolume,
     checkpoint: str,
-    device: str,
     options: dict[str, Any],
     name: str,
     *,
-    progress: Any = None,
-    cancel: Any = None,
-) -> PredictionEntry:
-    """The frozen-build fallback: the predictor in a worker thread."""
-    from core.inference import Predictor
+    progress: Progress | None = None,
+    cancel: Cancellable | None = None,
+) -> tuple[PredictionEntry, float]:
+    """The frozen-build fallback: the one segmentation route in a worker thread; the prediction and the
+    seconds its engine export took."""
+    from core.segmentation import PredictOptions, Predictor, segment_and_gate
 
-    if options.get("threads"):
-        import torch
-
-        # the PyTorch backend leaves its pool at every core: on a busy CPU a
-        # pool as big as the machine spins and runs several times slower
-        torch.set_num_threads(int(options["threads"]))
-    predictor = Predictor(checkpoint, device=device, **options)
-    result = predictor.predict(ct, progress=progress, cancel=cancel)
-    from core.gate import check_mask
-    from core.models.card import card_summary
-
-    report = check_mask(ct, result.mask.mask)
-    label = LabelVolume(np.ascontiguousarray(result.mask.mask), ct.geometry, name=name)
-    return PredictionEntry(
+    # threads (in options): the PyTorch backend leaves its pool at every core, and on a busy CPU a
+    # pool as big as the machine spins and runs several times slower
+    predictor = Predictor(checkpoint, PredictOptions(**options))
+    result = segment_and_gate(predictor, ct, progress=progress, cancel=cancel)
+    label = LabelVolume(np.ascontiguousarray(result.prediction.mask.mask), ct.geometry, name=name)
+    entry = PredictionEntry(
         name=name,
         label=label,
-        probabilities=result.probabilities,
+        probabilities=result.prediction.probabilities,
         path=None,
         source=f"model:{checkpoint}",
-        warnings=[] if report.passed else [report.warning(card_summary(predictor.header))],
+        warnings=result.warnings,
     )
+    return entry, predictor.export_seconds
 
 
-def grow_prediction(ct: IntensityVolume, name: str, *, progress: Any = None, cancel: Any = None) -> PredictionEntry:
-    """The training-free method (core.growing) on the case's CT (worker side)."""
+def grow_prediction(
+    ct: IntensityVolume, name: str, *, progress: Progress | None = None, cancel: Cancellable | None = None
+) -> tuple[PredictionEntry, float]:
+    """The training-free method (core.growing) on the case's CT (worker side); the prediction and the
+    seconds the growing took."""
     from core.gate import require_air
     from core.growing import grow_airway
 
     require_air(ct)
     result = grow_airway(ct, progress=progress, cancel=cancel)
     label = LabelVolume(np.ascontiguousarray(result.mask.mask), ct.geometry, name=name)
-    return PredictionEntry(name=name, label=label, probabilities=None, path=None, source="region-growing")
+    entry = PredictionEntry(name=name, label=label, probabilities=None, path=None, source="region-growing")
+    return entry, result.seconds
+
+
+def timing_text(wall_s: float, info: dict[str, Any]) -> str:
+    """What a run cost as the user waited for it: the wall time, then its parts (the first run of a model
+    exports it for its engine, which can take longer than the inference itself), e.g.
+    ``43.1 s (engine export 28.5 s, inference 14.6 s on cpu)``."""
+    parts = []
+    export = float(info.get("export_seconds") or 0.0)
+    if export >= 0.05:
+        parts.append(f"engine export {export:.1f} s")
+    work = info.get("seconds")
+    if work:
+        device = info.get("device")
+        parts.append(f"{info.get('work', 'inference')} {float(work):.1f} s" + (f" on {device}" if device else ""))
+    return f"{wall_s:.1f} s" + (f" ({', '.join(parts)})" if parts else "")
 
 
 class GrowingRun(QObject):
@@ -186,14 +209,18 @@ class GrowingRun(QObject):
         self.checkpoint = None
         self.job: Any = None
         self.state = "new"
-        self.info: dict[str, Any] = {"device": "cpu"}
+        self.info: dict[str, Any] = {"device": "cpu", "work": "region growing"}
+        self.started_at = 0.0
+        #: seconds from start() to the prediction being added (what the user waited)
+        self.wall_seconds = 0.0
 
     def start(self) -> GrowingRun:
         from app.workers import Job
 
-        if self.ct is None:
-            raise InputError("Open a CT before segmenting.")
+        if self.ct is None or is_blank_ct(self.ct):
+            raise InputError(NO_CT_TEXT + ".")
         self.state = "running"
+        self.started_at = time.perf_counter()
         self.progress.emit(0, 0, "Region growing: resampling")
         self.job = Job(grow_prediction, self.ct, self.name, name="Region growing")
         self.job.progress.connect(self.progress)
@@ -211,11 +238,14 @@ class GrowingRun(QObject):
     def running(self) -> bool:
         return self.state == "running"
 
-    def _add(self, entry: PredictionEntry) -> None:
+    def _add(self, value: tuple[PredictionEntry, float]) -> None:
+        entry, seconds = value
         if self.case.ct is not self.ct:  # another case was opened meanwhile
             self._end("cancelled")
             return
+        self.info["seconds"] = seconds
         index = self.case.add_prediction(entry)
+        self.wall_seconds = time.perf_counter() - self.started_at
         self.state = "done"
         self.finished.emit(index)
         self.ended.emit()
@@ -234,6 +264,11 @@ class GrowingRun(QObject):
 class SegmentationRun(QObject):
     """One run: prepare (worker) -> child process -> load (worker) -> case.add_prediction.
 
+    ``options``: :class:`core.segmentation.PredictOptions` fields by name (window, step, gaussian, backend,
+    threads...); ``exact`` picks the paper's procedure (mode "exact"), else the measured fast mode. They
+    stay a plain dict on the GUI thread (building the dataclass imports scipy: 0.4 s) and become
+    PredictOptions in the worker.
+
     Signals: ``progress(done, total, text)``, ``finished(int)`` (index of the
     new prediction), ``failed(object)`` (an exception), ``cancelled()``, then
     always ``ended()``.
@@ -248,33 +283,28 @@ class SegmentationRun(QObject):
     def __init__(
         self,
         case: Any,
-        checkpoint: str | os.PathLike,
+        checkpoint: str | os.PathLike[str],
         device: str = "auto",
         *,
-        window: int | None = None,
-        step: int | None = None,
-        gaussian: bool | None = None,
-        backend: str = "auto",
-        threads: int | None = None,
         name: str | None = None,
         use_process: bool | None = None,
         parent: QObject | None = None,
         exact: bool = False,
+        **options: Any,
     ):
         super().__init__(parent)
         self.case = case
         self.ct = case.ct
         self.checkpoint = str(checkpoint)
         self.device = device
-        # mode "fast" (issue 17's measured best) unless the paper's exact procedure is asked for
-        self.options = {
-            "window": int(window) if window else None,
-            "step": int(step) if step else None,
-            "gaussian": None if gaussian is None else bool(gaussian),
-            "backend": backend,
+        threads = options.pop("threads", None)
+        # falsy window / step: the checkpoint's own
+        self.options: dict[str, Any] = {
+            **{k: v for k, v in options.items() if not (k in ("window", "step") and not v)},
+            "device": device,
             "mode": "exact" if exact else "fast",
+            "threads": threads if threads is not None else max(1, (os.cpu_count() or 2) - 1),
         }
-        self.threads = threads if threads is not None else max(1, (os.cpu_count() or 2) - 1)
         self.name = name or Path(self.checkpoint).stem
         self.use_process = (not getattr(sys, "frozen", False)) if use_process is None else use_process
         self.folder: str | None = None
@@ -282,6 +312,9 @@ class SegmentationRun(QObject):
         self.job: Any = None
         self.state = "new"  # new, preparing, running, loading, done, failed, cancelled
         self.info: dict[str, Any] = {}
+        self.started_at = 0.0
+        #: seconds from start() to the prediction being added (what the user waited)
+        self.wall_seconds = 0.0
         self._buffer = b""
         self._cancel_requested = False
         self._outcome: dict[str, Any] | None = None
@@ -289,30 +322,28 @@ class SegmentationRun(QObject):
         self._kill_timer.setSingleShot(True)
         self._kill_timer.timeout.connect(self._kill)
 
+    @property
+    def threads(self) -> int:
+        return int(self.options["threads"])
+
     # -- control ---------------------------------------------------------------------------
     def start(self) -> SegmentationRun:
         from app.workers import Job
 
-        if self.ct is None:
-            raise InputError("Open a CT before segmenting.")
+        if self.ct is None or is_blank_ct(self.ct):
+            raise InputError(NO_CT_TEXT + ".")
         if not Path(self.checkpoint).is_file():
             raise CheckpointError(
                 f"Model file '{self.checkpoint}' does not exist.",
                 "Choose a .pt checkpoint (trained with `airway train`, or the demo model).",
             )
+        self.started_at = time.perf_counter()
         if not self.use_process:
             self.state = "running"
-            self.job = Job(
-                run_in_thread,
-                self.ct,
-                self.checkpoint,
-                self.device,
-                {**self.options, "threads": self.threads},
-                self.name,
-                name="Segmentation",
-            )
+            self.info["device"] = self.device
+            self.job = Job(run_in_thread, self.ct, self.checkpoint, self.options, self.name, name="Segmentation")
             self.job.progress.connect(self.progress)
-            self.job.result.connect(self._add)
+            self.job.result.connect(self._thread_done)
             self.job.error.connect(self._job_error)
             self.job.cancelled.connect(self._cancelled)
             self.job.start()
@@ -321,14 +352,7 @@ class SegmentationRun(QObject):
         self.folder = tempfile.mkdtemp(prefix="airway-segment-")
         self.progress.emit(0, 0, "Preparing the CT")
         self.job = Job(
-            prepare_request,
-            self.folder,
-            self.ct,
-            self.checkpoint,
-            device=self.device,
-            threads=self.threads,
-            name="Preparing segmentation",
-            **self.options,
+            prepare_request, self.folder, self.ct, self.checkpoint, self.options, name="Preparing segmentation"
         )
         self.job.result.connect(self._launch)
         self.job.error.connect(self._job_error)
@@ -394,11 +418,7 @@ class SegmentationRun(QObject):
             self.info.update(event)
             self.progress.emit(0, 0, f"Segmenting on {event.get('device')} ({event.get('backend')})")
         elif kind == "progress":
-            eta = event.get("eta_s")
-            text = event.get("message") or (
-                f"{event['done']}/{event['total']} windows" + (f", about {eta:.0f} s left" if eta else "")
-            )
-            self.progress.emit(int(event["done"]), int(event["total"]), text)
+            self.progress.emit(int(event["done"]), int(event["total"]), str(event.get("message") or ""))
         elif kind in ("done", "error", "cancelled"):
             self._outcome = event
 
@@ -452,6 +472,11 @@ class SegmentationRun(QObject):
         self.job.start()
 
     # -- endings -----------------------------------------------------------------------------
+    def _thread_done(self, value: tuple[PredictionEntry, float]) -> None:
+        entry, export_seconds = value
+        self.info["export_seconds"] = export_seconds
+        self._add(entry)
+
     def _add(self, entry: PredictionEntry) -> None:
         if self._cancel_requested:
             self._cancelled()
@@ -460,6 +485,7 @@ class SegmentationRun(QObject):
             self._cancelled()
             return
         index = self.case.add_prediction(entry)
+        self.wall_seconds = time.perf_counter() - self.started_at
         self.state = "done"
         self._cleanup()
         self.finished.emit(index)
@@ -535,6 +561,7 @@ class SegmentPanel(QWidget):
         row.addWidget(self.checkpoint_edit, 1)
         row.addWidget(browse)
         form.addRow("Method", row)
+        self.browse_button = browse
         self.card_label = QLabel("", self)
         self.card_label.setObjectName("modelCard")
         self.card_label.setWordWrap(True)
@@ -588,6 +615,17 @@ class SegmentPanel(QWidget):
         self.exact_check.toggled.connect(lambda on: self.gaussian_check.setEnabled(not on))
         form.addRow("", self.exact_check)
         lay.addLayout(form)
+        self.form = form
+        # what only the model method uses: hidden while region growing is chosen
+        self._model_rows: list[QWidget | QHBoxLayout] = [
+            self.card_label,
+            self.device_combo,
+            wrow,
+            self.gaussian_check,
+            self.exact_check,
+        ]
+        self.method_combo.currentIndexChanged.connect(self._show_method_options)
+        self._show_method_options()
 
         brow = QHBoxLayout()
         self.run_button = QPushButton("Run", self)
@@ -627,10 +665,28 @@ class SegmentPanel(QWidget):
                 run.process.waitForFinished(2000)
             run._cancelled()
 
+    def has_ct(self) -> bool:
+        """Whether the case has a CT to segment (a label-only case shows a blank one: no)."""
+        return self.case.ct is not None and not is_blank_ct(self.case.ct)
+
     def _update_enabled(self) -> None:
         busy = self.run is not None and self.run.running
-        self.run_button.setEnabled(not busy and self.case.ct is not None)
+        has_ct = self.has_ct()
+        self.run_button.setEnabled(not busy and has_ct)
+        self.run_button.setToolTip("" if has_ct else NO_CT_TEXT)
         self.cancel_button.setEnabled(busy)
+        if not has_ct and not busy:
+            self.message.setText(NO_CT_TEXT)
+            self.message.setStyleSheet("")
+        elif self.message.text() == NO_CT_TEXT:
+            self.message.setText("")
+
+    def _show_method_options(self) -> None:
+        model = self.method == "model"
+        self.checkpoint_edit.setVisible(model)
+        self.browse_button.setVisible(model)
+        for row in self._model_rows:
+            self.form.setRowVisible(row, model)
 
     def _checkpoint_changed(self, _text: str) -> None:
         self._update_card()
@@ -671,6 +727,9 @@ class SegmentPanel(QWidget):
         """Run the chosen checkpoint over the case's CT; errors are shown, never raised."""
         if self.run is not None and self.run.running:
             return self.run
+        if not self.has_ct():
+            self._update_enabled()  # says why: "Open a CT to segment"
+            return None
         if self.method == "region-growing":
             return self._start_growing()
         checkpoint = self.checkpoint_edit.text().strip()
@@ -735,18 +794,6 @@ class SegmentPanel(QWidget):
         self._update_enabled()
         return run
 
-    def segment_with(self, checkpoint: str | os.PathLike, device: str | None = None) -> SegmentationRun | None:
-        """Run a given checkpoint (e.g. the demo model, or one the Training tab offers)."""
-        self.checkpoint_edit.setText(str(checkpoint))
-        self.method_combo.setCurrentIndex(self.method_combo.findData("model"))
-        if device is not None:
-            i = self.device_combo.findData(device)
-            if i < 0:
-                self.device_combo.addItem(device, device)
-                i = self.device_combo.count() - 1
-            self.device_combo.setCurrentIndex(i)
-        return self.start()
-
     def cancel(self) -> None:
         if self.run is not None:
             self.message.setText("Cancelling...")
@@ -763,11 +810,12 @@ class SegmentPanel(QWidget):
     def _on_finished(self, index: int) -> None:
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1)
-        info = self.run.info if self.run is not None else {}
-        secs = info.get("seconds")
+        run = self.run
         entry = self.case.predictions[index] if 0 <= index < len(self.case.predictions) else None
         name = entry.name if entry is not None else ""
-        text = f"Added prediction '{name}'" + (f" ({secs:.1f} s on {info.get('device')})" if secs else "")
+        text = f"Added prediction '{name}'"
+        if run is not None and run.wall_seconds:
+            text += f" ({timing_text(run.wall_seconds, run.info)})"
         if self.case.reference is not None:
             text += "; metrics and regions follow."
         else:

@@ -3,15 +3,16 @@
 Every backend is a callable ``backend(batch) -> probabilities``: ``batch`` is a
 float32 array ``(N, 1, D, H, W)`` (already windowed/scaled), the result is
 ``sigmoid(model(batch)[-1])`` as float32 of the same shape. The sliding-window
-loop (:mod:`core.inference`) knows nothing else about them.
+loop (:mod:`core.segmentation.loop`) knows nothing else about them.
 
 OpenVINO and ONNX Runtime are optional (``pip install airway-studio[fast-cpu]``);
 when one is asked for and missing, :func:`make_backend` falls back to PyTorch
 and says so through ``say``. Exported models are cached on disk, keyed by the
 checkpoint's hash, the window size and the backend, in :func:`cache_dir`.
 
-Only this module and :mod:`core.inference` import torch, and only when a
-backend is built.
+Only this package (:mod:`core.segmentation`) imports torch, and only when a
+backend is built. A backend that exported a model says how long that took
+(``export_seconds``): the first run of a model is slower by that much.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,7 +106,7 @@ class _ProbabilityHead:
     """``sigmoid(model(x)[-1])``, built lazily as an ``nn.Module`` so it can be exported."""
 
     @staticmethod
-    def wrap(model: Any):
+    def wrap(model: Any) -> Any:
         import torch
 
         class ProbabilityModel(torch.nn.Module):
@@ -118,7 +120,7 @@ class _ProbabilityHead:
         return ProbabilityModel(model).eval()
 
 
-def _example(model: Any, window: tuple[int, int, int]):
+def _example(model: Any, window: tuple[int, int, int]) -> Any:
     """A small input for tracing: twice the model's divisor per side (at least 16), at most the window."""
     import torch
 
@@ -146,12 +148,12 @@ class TorchBackend:
         self.is_cuda = self.torch_device.type == "cuda"
         self.model = model.to(self.torch_device).eval()
         self.channels_last = channels_last
-        self._pinned = None
+        self._pinned: Any = None  # a torch tensor once the first CUDA batch came
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         use_autocast = self.is_cuda if autocast is None else autocast
         if self.is_cuda and use_autocast:
-            self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            self.dtype: torch.dtype | None = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             torch.backends.cudnn.benchmark = True  # fixed window shapes: pick the fastest kernels once
         elif not self.is_cuda and cpu_bf16:
             self.dtype = torch.bfloat16
@@ -160,7 +162,7 @@ class TorchBackend:
         precision = "fp32" if self.dtype is None else str(self.dtype).replace("torch.", "")
         self.name = f"torch-{self.torch_device.type}-{precision}" + ("-cl" if channels_last else "")
 
-    #: takes and returns torch tensors on its device as well as numpy arrays (see core.inference.sliding_window_tensor)
+    #: takes and returns torch tensors on its device as well as numpy arrays (see core.segmentation.loop)
     accepts_tensors = True
 
     def _probabilities(self, x: Any) -> Any:
@@ -220,7 +222,7 @@ def _atomic_dir(final: Path, fill: Callable[[Path], None]) -> None:
 
 
 def _cached_export(
-    folder: Path, filename: str, source: dict, export: Callable[[Path], None], say: Say, what: str
+    folder: Path, filename: str, source: dict[str, Any], export: Callable[[Path], None], say: Say, what: str
 ) -> Path:
     """The exported model in ``folder``, (re)made unless its ``source.json`` names exactly this model and window.
 
@@ -255,6 +257,21 @@ def _cached_export(
     return path
 
 
+class _Exported:
+    """A backend that runs an exported model: ``export_seconds`` is what exporting took in this process
+    (0 when the export was found in the cache)."""
+
+    export_seconds = 0.0
+
+    def _timed(self, export: Callable[[Path], None]) -> Callable[[Path], None]:
+        def run(tmp: Path) -> None:
+            t0 = time.perf_counter()
+            export(tmp)
+            self.export_seconds = time.perf_counter() - t0
+
+        return run
+
+
 def cpu_has_bf16() -> bool:
     """Whether OpenVINO's CPU plugin runs bf16 natively (AVX512-BF16 or AMX)."""
     try:
@@ -265,7 +282,7 @@ def cpu_has_bf16() -> bool:
         return False
 
 
-class OpenVinoBackend:
+class OpenVinoBackend(_Exported):
     """OpenVINO on the CPU, fp32 or bf16 inference precision; batch size is dynamic."""
 
     def __init__(
@@ -306,7 +323,7 @@ class OpenVinoBackend:
             ov.save_model(converted, str(tmp / "model.xml"), compress_to_fp16=False)
 
         source = {"model_key": model_key, "window": list(window), "openvino": ov.__version__}
-        xml = _cached_export(folder, "model.xml", source, export, say, "OpenVINO")
+        xml = _cached_export(folder, "model.xml", source, self._timed(export), say, "OpenVINO")
         core = ov.Core()
         core.set_property({"CACHE_DIR": str(root / "openvino" / "blobs")})
         config: dict[str, Any] = {
@@ -326,7 +343,7 @@ class OpenVinoBackend:
 # -- ONNX Runtime ------------------------------------------------------------------
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(_Exported):
     """ONNX Runtime CPU execution provider, fp32 (exported with the TorchScript ONNX exporter)."""
 
     def __init__(
@@ -364,7 +381,7 @@ class OnnxRuntimeBackend:
                 )
 
         source = {"model_key": model_key, "window": list(window), "opset": 17}
-        path = _cached_export(folder, "model.onnx", source, export, say, "ONNX")
+        path = _cached_export(folder, "model.onnx", source, self._timed(export), say, "ONNX")
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = int(threads)
