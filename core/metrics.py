@@ -28,11 +28,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from core.errors import Cancelled, GeometryError, InputError
-from core.tree import AirwayTree, bounding_box, parse_tree
+from core.tree import AirwayTree, Box, CancelFlag, IntArray, Mask, bounding_box, checked_connectivity, parse_tree
 
 DEFAULT_DIAMETER_EDGES: tuple[float, ...] = (0.0, 2.0, 4.0, 6.0, 8.0)
 SMOOTH = 1e-5  # ATM'22 evaluation_atm_22.py
@@ -91,7 +93,7 @@ class AirwayMetrics:
     breakages: int
     n_branches: int
     n_detected: int
-    counts: dict
+    counts: dict[str, int]
     per_generation: list[GenerationCount] = field(default_factory=list)
     dsc_by_diameter: list[DiameterBin] = field(default_factory=list)
     branches: list[BranchResult] = field(default_factory=list)
@@ -102,11 +104,11 @@ class AirwayMetrics:
     MAIN = ("td", "bd", "dsc", "precision", "sensitivity", "specificity", "atm_score")
     EXTRA = ("td_mm", "tree_length_mm", "leakage", "missing_ratio", "breakages", "n_branches", "n_detected")
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         """The scalar metrics (percent, mm, counts) as a flat dict."""
         return {k: getattr(self, k) for k in self.MAIN + self.EXTRA}
 
-    def as_dict(self, branches: bool = True) -> dict:
+    def as_dict(self, branches: bool = True) -> dict[str, Any]:
         d = self.summary()
         d.update(
             mode=self.mode,
@@ -121,12 +123,12 @@ class AirwayMetrics:
         return d
 
 
-def _check(cancel) -> None:
+def _check(cancel: CancelFlag | None) -> None:
     if cancel is not None and cancel.is_set():
         raise Cancelled()
 
 
-def _as_mask(x, what: str) -> tuple[np.ndarray, tuple[float, float, float] | None]:
+def _as_mask(x: Any, what: str) -> tuple[Mask, tuple[float, float, float] | None]:
     if hasattr(x, "geometry") and hasattr(x, "array"):
         arr = x.array
         return (arr if arr.dtype == bool else arr != 0), x.geometry.spacing_zyx
@@ -141,8 +143,8 @@ def _ratio(num: float, den: float) -> float:
 
 
 def evaluate(
-    prediction_mask,
-    reference,
+    prediction_mask: Any,
+    reference: Any,
     spacing_zyx: Sequence[float] | None = None,
     *,
     tree: AirwayTree | None = None,
@@ -152,7 +154,7 @@ def evaluate(
     detection_threshold: float = 0.8,
     diameter_edges: Sequence[float] = DEFAULT_DIAMETER_EDGES,
     progress: Progress | None = None,
-    cancel=None,
+    cancel: CancelFlag | None = None,
 ) -> AirwayMetrics:
     """Compare a predicted airway mask with a reference.
 
@@ -167,6 +169,7 @@ def evaluate(
 
         check_same_grid(reference, prediction_mask)
     pred, pred_sp = _as_mask(prediction_mask, "prediction")
+    ref_sp: tuple[float, float, float] | None
     if isinstance(reference, AirwayTree):
         tree = tree or reference
         ref = reference.label_mask()
@@ -207,7 +210,7 @@ def evaluate(
     report(2, "overlap")
     n_ref = int(np.count_nonzero(ref))
     n_pred = int(np.count_nonzero(p_sub)) if p_sub is not None else 0
-    tp = int(np.count_nonzero(p_sub & ref[_sl(p_box)])) if p_sub is not None else 0
+    tp = int(np.count_nonzero(p_sub & ref[_sl(p_box)])) if p_sub is not None and p_box is not None else 0
     fp, fn = n_pred - tp, n_ref - tp
     tn = int(ref.size) - tp - fp - fn
 
@@ -302,21 +305,22 @@ def evaluate(
     )
 
 
-def _sl(box) -> tuple[slice, ...]:
+def _sl(box: Box) -> tuple[slice, ...]:
     return tuple(slice(lo, hi) for lo, hi in box)
 
 
-def _prediction_component(pred: np.ndarray, ref: np.ndarray, connectivity: int, largest: bool):
+def _prediction_component(
+    pred: Mask, ref: Mask, connectivity: int, largest: bool
+) -> tuple[Box | None, Mask | None, int, int]:
     """(box, mask on box, breakages, components) of the evaluated prediction; (None, None, 0, 0) if empty."""
     import cc3d
 
-    if connectivity not in (6, 18, 26):
-        raise InputError(f"Connectivity {connectivity} is not 6, 18 or 26.", "Use 6 (faces, ATM'22), 18 or 26.")
+    conn = checked_connectivity(connectivity)
     box = bounding_box(pred)
     if box is None:
         return None, None, 0, 0
     sl = _sl(box)
-    labels, n = cc3d.connected_components(pred[sl], connectivity=connectivity, return_N=True)
+    labels, n = cc3d.connected_components(pred[sl], connectivity=conn, return_N=True)
     if not largest:
         return box, labels > 0, 0, int(n)
     counts = np.bincount(labels.ravel())
@@ -327,10 +331,10 @@ def _prediction_component(pred: np.ndarray, ref: np.ndarray, connectivity: int, 
     return box, labels == keep, breakages, int(n)
 
 
-def _lookup(sub: np.ndarray | None, box, coords: np.ndarray) -> np.ndarray:
+def _lookup(sub: Mask | None, box: Box | None, coords: IntArray) -> Mask:
     """Values of a box-sized bool mask at full-volume coordinates (False outside the box)."""
     out = np.zeros(len(coords), dtype=bool)
-    if sub is None or len(coords) == 0:
+    if sub is None or box is None or len(coords) == 0:
         return out
     lo = np.array([a for a, _ in box])
     hi = np.array([b for _, b in box])
@@ -340,7 +344,7 @@ def _lookup(sub: np.ndarray | None, box, coords: np.ndarray) -> np.ndarray:
     return out
 
 
-def branch_of_voxels(tree: AirwayTree, coords: np.ndarray) -> np.ndarray:
+def branch_of_voxels(tree: AirwayTree, coords: npt.NDArray[np.integer[Any]]) -> IntArray:
     """Reference branch of each voxel: its branch in the parse, else the branch of the nearest centreline voxel (mm)."""
     from scipy.spatial import cKDTree
 
@@ -361,7 +365,9 @@ def branch_of_voxels(tree: AirwayTree, coords: np.ndarray) -> np.ndarray:
     return out
 
 
-def _dsc_by_diameter(tree: AirwayTree, ref: np.ndarray, p_sub, p_box, edges: list[float]) -> list[DiameterBin]:
+def _dsc_by_diameter(
+    tree: AirwayTree, ref: Mask, p_sub: Mask | None, p_box: Box | None, edges: list[float]
+) -> list[DiameterBin]:
     """DSC of the voxels belonging to branches whose mean diameter falls in each interval.
 
     Every reference and predicted voxel is given a branch (``branch_of_voxels``);
@@ -382,7 +388,7 @@ def _dsc_by_diameter(tree: AirwayTree, ref: np.ndarray, p_sub, p_box, edges: lis
         usl = _sl(ubox)
         r = ref[usl]
         p = np.zeros(r.shape, dtype=bool)
-        if p_sub is not None:
+        if p_sub is not None and p_box is not None:
             p[tuple(slice(a - u, b - u) for (a, b), (u, _) in zip(p_box, ubox))] = p_sub
         union = r | p
         idx = np.nonzero(union)

@@ -33,7 +33,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -230,6 +230,17 @@ def grow_box(box: Box, margin: int, shape: Sequence[int]) -> Box:
     return tuple((max(0, lo - margin), min(int(n), hi + margin)) for (lo, hi), n in zip(box, shape))
 
 
+def checked_connectivity(connectivity: int) -> Literal[6, 18, 26]:
+    """``connectivity`` as cc3d takes it, or an InputError for anything but 6, 18 or 26."""
+    if connectivity == 6:
+        return 6
+    if connectivity == 18:
+        return 18
+    if connectivity == 26:
+        return 26
+    raise InputError(f"Connectivity {connectivity} is not 6, 18 or 26.", "Use 6 (faces, ATM'22), 18 or 26.")
+
+
 def largest_component_in_box(mask: Mask, connectivity: int = 6) -> tuple[Box, Mask] | None:
     """(box, sub-mask) of the largest connected component, without a full-size copy; None if empty.
 
@@ -238,13 +249,12 @@ def largest_component_in_box(mask: Mask, connectivity: int = 6) -> tuple[Box, Ma
     """
     import cc3d
 
-    if connectivity not in (6, 18, 26):
-        raise InputError(f"Connectivity {connectivity} is not 6, 18 or 26.", "Use 6 (faces, ATM'22), 18 or 26.")
+    conn = checked_connectivity(connectivity)
     box = bounding_box(mask)
     if box is None:
         return None
     sl = tuple(slice(lo, hi) for lo, hi in box)
-    labels = cc3d.connected_components(mask[sl], connectivity=cast(Any, connectivity))  # checked above: 6/18/26
+    labels = cc3d.connected_components(mask[sl], connectivity=conn)
     counts = np.bincount(labels.ravel())
     counts[0] = 0
     sub = labels == int(np.argmax(counts))
