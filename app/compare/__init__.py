@@ -13,6 +13,7 @@ from app.compare.layout import CompareLayout, ComparePane, LinkedSliceView
 from app.compare.metrics import CompareMetrics
 from app.compare.state import BlankCT, CompareState, PaneCase, PaneEntry
 from app.compare.tab import CompareTab
+from core.compare.batch import CompareResult
 
 __all__ = [
     "BlankCT",
@@ -65,8 +66,32 @@ def install_compare(window: Any) -> CompareTab:
     return tab
 
 
+def review_result(window: Any, case_name: str) -> CompareResult:
+    """The review's computed metrics as a one-case :class:`CompareResult` (the numbers `airway evaluate`
+    gives for these files: one scoring, core.metrics with the commands' defaults). A prediction whose
+    metrics are not computed yet, or are stale after an edit, is named in ``notes``, not shown empty."""
+    from core.compare.batch import CaseRow, metrics_record
+
+    case = window.case
+    preds = case.predictions[:4]
+    result = CompareResult(models=[p.name for p in preds], cases=[case_name])
+    ref_path = str(getattr(case, "reference_path", "") or "")
+    session = getattr(case, "session", None)
+    for i, p in enumerate(preds):
+        stale = bool(session is not None and hasattr(session, "is_stale") and session.is_stale(i))
+        if p.metrics is None or stale:
+            why = p.analysis_error or ("edited since it was analysed" if stale else "not analysed yet")
+            result.notes.append(f"{p.name}: no metrics ({why}); the review shows them once the analysis ends.")
+            continue
+        result.rows.append(CaseRow(case_name, p.name, metrics_record(p.metrics), ref_path, str(p.path or "")))
+    if case.reference is None:
+        result.notes.append("No reference: the panes show where the predictions differ; there are no metrics.")
+    return result
+
+
 def compare_case_predictions(window: Any) -> bool:
-    """Put the review case's CT, reference and first 4 predictions into the Compare tab."""
+    """Put the review case's CT, reference and first 4 predictions into the Compare tab, with the
+    metrics the review computed (tables, plots, cases and models listed)."""
     from core.errors import InputError
 
     case = window.case
@@ -76,7 +101,8 @@ def compare_case_predictions(window: Any) -> bool:
         )
         return False
     entries = [PaneEntry(p.name, p.label, p.probabilities, p.metrics, p.regions, p.path) for p in case.predictions[:4]]
+    name = case.ct.name if getattr(case.ct, "name", "") else "case"
     tab = window.compare_tab
-    tab.set_case(case.ct.name if getattr(case.ct, "name", "") else "case", entries, case.reference, case.ct)
+    tab.set_review(name, entries, case.reference, case.ct, review_result(window, name))
     window.tabs.setCurrentWidget(tab)
     return True

@@ -123,7 +123,8 @@ class ComparePane(QWidget):
 
     def refresh_text(self) -> None:
         act = self.case.active
-        self.title.setText(f"<b>{act.name}</b>" if act is not None else "")
+        note = f" <span style='color:#ff6060'>{act.note}</span>" if act is not None and act.note else ""
+        self.title.setText(f"<b>{act.name}</b>{note}" if act is not None else "")
         other = self.case.against_name()
         if not other:
             self.legend.setText("prediction only")
@@ -219,12 +220,14 @@ class CompareLayout(QWidget):
                 self.grid_host,
             )
             self.grid.addWidget(pane, i // cols, i % cols)
+            pane.show()  # a child added to a shown widget is shown only at the next event loop turn
             self.panes.append(pane)
             pane.case._on_case()  # built after caseChanged: take the case now
             pane.refresh()
         views = [p.slice_view for p in self.panes]
         for v in views:
             v.peers = views
+        self.grid.activate()  # their geometry now, so the first zoom to the airway fits the real size
         self._link_cameras()
 
     def set_orientation(self, orientation: str) -> None:
@@ -237,6 +240,21 @@ class CompareLayout(QWidget):
         if i >= 0 and i != self.orientation_combo.currentIndex():
             self.orientation_combo.setCurrentIndex(i)
         self.orientationChanged.emit(orientation)
+
+    def zoom_to_airway(self, margin: float = 0.15) -> None:
+        """Zoom every slice view (they are linked) to the airway: the reference and predictions' box."""
+        from PySide6.QtCore import QTimer
+
+        box = self.state.airway_box()
+        views = self.slice_views()
+        if box is None or not views:
+            return
+        v = views[0]
+        if v.width() < 2 or v.height() < 2:  # not laid out yet: once it is
+            QTimer.singleShot(0, lambda: self.zoom_to_airway(margin) if self.slice_views() else None)
+            return
+        v.fit_box(box, margin=margin)
+        v._sync()
 
     def slice_views(self) -> list[LinkedSliceView]:
         return [p.slice_view for p in self.panes]

@@ -1,5 +1,10 @@
 """Metrics over cases and models (mean +- sd, per case, paired tests) and the paper's
-plots, with exports: the CSV tables, the plots as PNG, the HTML report."""
+plots, with exports: the CSV tables, the plots as PNG, the HTML report.
+
+The plots are live pyqtgraph items that resize with the panel (app.compare.plots);
+a click on a per-case row asks the tab to open that case (``caseActivated``).
+Figures of files that changed since the comparison are never shown beside the
+new masks: their cells read "changed since the comparison: rerun"."""
 
 from __future__ import annotations
 
@@ -7,12 +12,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QPixmap
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QHBoxLayout,
+    QAbstractItemView,
     QLabel,
-    QScrollArea,
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
@@ -20,17 +23,27 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.compare.batch import METRIC_COLUMNS, STAT_METRICS, CompareResult
+from app.compare.plots import ComparePlots
+from core.compare.batch import METRIC_COLUMNS, STAT_METRICS, CompareResult, finite
 
 PLOTS = ("dsc_by_diameter", "bd_by_generation")
+STALE_TEXT = "changed since the comparison: rerun"
 
 
 def _fmt(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, float):
         return f"{v:.4g}" if abs(v) < 0.01 and v else f"{v:.2f}"
     return str(v)
+
+
+def _mean_sd(mean: Any, sd: Any) -> str:
+    if not finite(mean):
+        return "-"
+    return f"{_fmt(mean)} \u00b1 {_fmt(sd) if finite(sd) else 'n/a'}"
 
 
 def _fill(table: QTableWidget, header: list[str], rows: list[list[Any]]) -> None:
@@ -51,84 +64,147 @@ def _fill(table: QTableWidget, header: list[str], rows: list[list[Any]]) -> None
 class CompareMetrics(QWidget):
     """Tables and plots of a :class:`CompareResult`."""
 
+    caseActivated = Signal(str)  # a per-case row was clicked: open that case in the panes
+
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("compareMetrics")
         self.result: CompareResult | None = None
         self.tables: dict[str, list[dict]] = {}
         self.plots: dict[str, bytes] = {}
+        self.stale: set[tuple[str, str]] = set()
+        self._case_of_row: list[str] = []
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
+        self.banner = QLabel(self)
+        self.banner.setObjectName("compareBanner")
+        self.banner.setWordWrap(True)
+        self.banner.setStyleSheet("QLabel{background:#5a1e1e;color:#ffd8d8;padding:4px;border-radius:3px}")
+        self.banner.hide()
+        lay.addWidget(self.banner)
         self.tabs = QTabWidget(self)
         self.summary = QTableWidget(self)
         self.summary.setObjectName("compareSummary")
         self.per_case = QTableWidget(self)
         self.per_case.setObjectName("comparePerCase")
+        self.per_case.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.per_case.setToolTip("Click a row to open that case in the panes")
+        self.per_case.cellClicked.connect(self._row_clicked)
         self.tests = QTableWidget(self)
         self.tests.setObjectName("compareTests")
         self.tabs.addTab(self.summary, "Mean \u00b1 sd")
         self.tabs.addTab(self.per_case, "Per case")
         self.tabs.addTab(self.tests, "Wilcoxon tests")
-        plots = QWidget(self)
-        pl = QHBoxLayout(plots)
-        self.plot_labels: dict[str, QLabel] = {}
-        for key in PLOTS:
-            lab = QLabel(plots)
-            lab.setObjectName(f"plot_{key}")
-            lab.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            pl.addWidget(lab)
-            self.plot_labels[key] = lab
-        scroll = QScrollArea(self)
-        scroll.setWidget(plots)
-        scroll.setWidgetResizable(True)
-        self.tabs.addTab(scroll, "Plots")
+        self.plot_view = ComparePlots(self)
+        self.tabs.addTab(self.plot_view, "Plots")
         self.note = QLabel(self)
         self.note.setObjectName("compareNote")
         self.note.setWordWrap(True)
         lay.addWidget(self.tabs, 1)
         lay.addWidget(self.note)
 
+    def _row_clicked(self, row: int, _col: int) -> None:
+        if 0 <= row < len(self._case_of_row):
+            self.caseActivated.emit(self._case_of_row[row])
+
     def set_result(self, result: CompareResult) -> None:
-        from core.compare import figures
         from core.compare.output import tables
 
         self.result = result
+        self.stale = set()
         self.tables = tables(result)
-        header = ["model", "cases"] + [k for k in STAT_METRICS]
-        rows = [
-            [r["model"], r["cases"]] + [f"{_fmt(r[f'{k}_mean'])} \u00b1 {_fmt(r[f'{k}_sd'])}" for k in STAT_METRICS]
-            for r in self.tables["summary"]
-        ]
+        self.plots = {}
+        self._fill_tables()
+        self.plot_view.set_tables(self.tables, result.models)
+        self._refresh_banner()
+
+    def _fill_tables(self) -> None:
+        result = self.result
+        if result is None:
+            return
+        header = ["model", "n"] + [k for k in STAT_METRICS]
+        if result.gate:
+            header.insert(2, "output gate")
+        rows = []
+        for r in self.tables["summary"]:
+            row: list[Any] = [r["model"], r["n"]]
+            if result.gate:
+                per = result.gate.get(r["model"], {})
+                row.append(f"passed {sum(1 for g in per.values() if g.get('passed'))} of {len(per)}" if per else "-")
+            row += [_mean_sd(r[f"{k}_mean"], r[f"{k}_sd"]) for k in STAT_METRICS]
+            rows.append(row)
         _fill(self.summary, header, rows)
         cols = [c for c, _ in METRIC_COLUMNS]
-        _fill(
-            self.per_case,
-            ["case", "model"] + cols,
-            [[r["case"], r["model"]] + [r[c] for c in cols] for r in self.tables["metrics"]],
-        )
-        tcols = ["model_a", "model_b", "metric", "cases", "mean_a", "mean_b", "mean_difference", "p_value", "note"]
+        gate_col = ["gate"] if result.gate else []
+        case_rows = []
+        self._case_of_row = []
+        for r in self.tables["metrics"]:
+            if (r["case"], r["model"]) in self.stale:
+                values: list[Any] = [STALE_TEXT] + ["" for _ in cols[1:]]
+            else:
+                values = [r[c] for c in cols]
+            case_rows.append([r["case"], r["model"]] + [r.get(g, "") for g in gate_col] + values)
+            self._case_of_row.append(r["case"])
+        _fill(self.per_case, ["case", "model"] + gate_col + cols, case_rows)
+        tcols = [
+            "model_a",
+            "model_b",
+            "metric",
+            "n",
+            "mean_a",
+            "mean_b",
+            "mean_difference",
+            "p_value",
+            "p_holm",
+            "significant",
+            "note",
+        ]
         _fill(self.tests, tcols, [[r[c] for c in tcols] for r in self.tables["tests"]])
-        self.plots = {}
-        if figures.available():
+
+    def set_stale(self, pairs: set[tuple[str, str]]) -> None:
+        """(case, model) pairs whose files changed since the comparison: their figures are withdrawn."""
+        if pairs == self.stale:
+            return
+        self.stale = set(pairs)
+        self._fill_tables()
+        self._refresh_banner()
+
+    def _refresh_banner(self) -> None:
+        result = self.result
+        lines = []
+        if result is not None:
+            for m in result.gate_failed_everywhere():
+                lines.append(f"{m}: every mask failed the output gate (it does not look like the CT's airway).")
+        if self.stale:
+            names = ", ".join(f"{c}/{m}" for c, m in sorted(self.stale))
+            lines.append(
+                f"{names}: {STALE_TEXT} (`airway compare` again). Their figures are withdrawn; "
+                "the means, tests and plots still describe the files as they were compared."
+            )
+        self.banner.setText("\n".join(lines))
+        self.banner.setVisible(bool(lines))
+        notes = []
+        if result is not None:
+            notes += list(result.notes)
+            if result.failures:
+                notes.append(
+                    f"{len(result.failures)} case/model pair(s) failed: "
+                    + "; ".join(f"{f.case}/{f.model}: {f.message}" for f in result.failures[:3])
+                )
+        self.note.setText("\n".join(notes))
+
+    def figures_png(self) -> dict[str, bytes]:
+        """The plots as PNG (matplotlib, as the report draws them): made on first export only."""
+        from core.compare import figures
+
+        if not self.plots and self.result is not None and figures.available():
             self.plots["dsc_by_diameter"] = figures.dsc_by_diameter_png(
-                self.tables["dsc_by_diameter_summary"], result.models
+                self.tables["dsc_by_diameter_summary"], self.result.models
             )
             self.plots["bd_by_generation"] = figures.bd_by_generation_png(
-                self.tables["bd_by_generation_summary"], result.models
+                self.tables["bd_by_generation_summary"], self.result.models
             )
-            self.note.setText("")
-        else:
-            self.note.setText("Plots need matplotlib (pip install matplotlib).")
-        for key, lab in self.plot_labels.items():
-            pm = QPixmap()
-            if key in self.plots:
-                pm.loadFromData(self.plots[key], "PNG")
-            lab.setPixmap(pm)
-        if result.failures:
-            self.note.setText(
-                f"{len(result.failures)} case/model pair(s) failed: "
-                + "; ".join(f"{f.case}/{f.model}: {f.message}" for f in result.failures[:3])
-            )
+        return self.plots
 
     # -- exports ------------------------------------------------------------------------
     def export_csv(self, folder: str | Path) -> list[Path]:
@@ -149,10 +225,11 @@ class CompareMetrics(QWidget):
         from core.compare.cache import atomic_write
         from core.errors import InputError
 
-        if which not in self.plots:
+        plots = self.figures_png()
+        if which not in plots:
             raise InputError("This plot is not available.", "Install matplotlib, or open a compare result first.")
         path = Path(path)
-        atomic_write(path, self.plots[which])
+        atomic_write(path, plots[which])
         return path
 
     def export_report(self, path: str | Path, snapshots_dir: str | Path | None = None) -> Path:

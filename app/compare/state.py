@@ -36,6 +36,7 @@ class PaneEntry:
     metrics: Any = None
     regions: Any = None
     path: str | None = None
+    note: str = ""  # shown in the pane's title, e.g. "changed since the comparison: rerun"
 
     @property
     def mask(self) -> np.ndarray:
@@ -154,7 +155,7 @@ class CompareState(QObject):
         self.ct = ct if ct is not None else BlankCT(shape, grid.geometry)
         self.reference = None if reference is None else fast_label(reference)
         self.predictions = [
-            PaneEntry(p.name, fast_label(p.label), p.probabilities, p.metrics, p.regions, p.path)
+            PaneEntry(p.name, fast_label(p.label), p.probabilities, p.metrics, p.regions, p.path, p.note)
             for p in predictions[:MAX_PANES]
         ]
         self._blank = {}
@@ -164,8 +165,27 @@ class CompareState(QObject):
         box_src = reference.mask if reference is not None else predictions[0].mask
         nz = np.argwhere(box_src.any(axis=(1, 2)))
         zc = int(nz[len(nz) // 2, 0]) if len(nz) else shape[0] // 2
-        self.cursor = (zc, shape[1] // 2, shape[2] // 2)
+        # y and x through the airway's middle, so coronal and sagittal slices cut it too
+        box = self.airway_box()
+        yc, xc = ((box[0][1] + box[1][1]) // 2, (box[0][2] + box[1][2]) // 2) if box else (shape[1] // 2, shape[2] // 2)
+        self.cursor = (zc, int(yc), int(xc))
         self.caseChanged.emit()
+
+    def airway_box(self) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
+        """(start, stop) voxel box of the reference and every prediction together; None when all are empty."""
+        from core.tree import bounding_box
+
+        boxes = []
+        for m in [None if self.reference is None else self.reference.mask, *(p.mask for p in self.predictions)]:
+            if m is not None:
+                b = bounding_box(np.asarray(m))
+                if b is not None:
+                    boxes.append(b)
+        if not boxes:
+            return None
+        lo = tuple(int(min(b[k][0] for b in boxes)) for k in range(3))
+        hi = tuple(int(max(b[k][1] for b in boxes)) for k in range(3))
+        return lo, hi  # type: ignore[return-value]
 
     def set_cursor(self, zyx: Sequence[float]) -> None:
         if self.ct is None:

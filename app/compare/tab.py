@@ -23,16 +23,20 @@ from PySide6.QtWidgets import (
 )
 
 from app.compare.layout import CompareLayout
-from app.compare.metrics import CompareMetrics
+from app.compare.metrics import STALE_TEXT, CompareMetrics
 from app.compare.state import MAX_PANES, PaneEntry
 from core.compare.batch import CompareResult
 
 
 def load_case_masks(
     result: CompareResult, case: str, models: list[str], *, progress: Any = None, cancel: Any = None
-) -> tuple[str, Any, list[PaneEntry], Any]:
-    """Job: (case, reference LabelVolume|None, entries, CT|None) of one case of a compare result,
-    all in canonical (LPS) orientation like the review's case."""
+) -> tuple[str, Any, list[PaneEntry], Any, set[tuple[str, str]]]:
+    """Job: (case, reference LabelVolume|None, entries, CT|None, stale pairs) of one case of a compare
+    result, all in canonical (LPS) orientation like the review's case.
+
+    Every mask is keyed by its content as the compare keyed it (core.compare.cache.mask_key); a
+    file whose key differs from the one its figures came from is a stale (case, model) pair."""
+    from core.compare.cache import mask_key
     from core.errors import Cancelled, InputError
     from core.io import read_ct, read_label
     from core.volume import to_canonical
@@ -45,8 +49,12 @@ def load_case_masks(
     steps = len(rows) + 2
     ref_path = Path(rows[0].reference) if rows[0].reference else None
     ref = None
+    stale: set[tuple[str, str]] = set()
     if ref_path is not None and ref_path.exists():
-        ref = to_canonical(read_label(ref_path, s.label_selector))[0]
+        raw_ref = read_label(ref_path, s.label_selector)
+        if rows[0].reference_key and mask_key(raw_ref, s.label_selector) != rows[0].reference_key:
+            stale |= {(case, r.model) for r in rows}  # every figure of the case came from the old reference
+        ref = to_canonical(raw_ref)[0]
     if progress:
         progress(1, steps, "reference")
     entries = []
@@ -54,7 +62,10 @@ def load_case_masks(
         if cancel is not None and cancel.is_set():
             raise Cancelled()
         lab = read_label(r.prediction, s.prediction_selector)
-        entries.append(PaneEntry(r.model, to_canonical(lab)[0], path=r.prediction))
+        if r.prediction_key and mask_key(lab, s.prediction_selector) != r.prediction_key:
+            stale.add((case, r.model))
+        note = STALE_TEXT if (case, r.model) in stale else ""
+        entries.append(PaneEntry(r.model, to_canonical(lab)[0], path=r.prediction, note=note))
         if progress:
             progress(2 + k, steps, r.model)
     ct = None
@@ -65,7 +76,7 @@ def load_case_masks(
         ct_path = list_cases(ct_dir).get(case)
         if ct_path is not None:
             ct = to_canonical(read_ct(ct_path))[0]
-    return case, ref, entries, ct
+    return case, ref, entries, ct, stale
 
 
 class CompareTab(QWidget):
@@ -88,6 +99,7 @@ class CompareTab(QWidget):
         self.result: CompareResult | None = None
         self.folder: Path | None = None
         self._job: Any = None
+        self._stale: set[tuple[str, str]] = set()
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
@@ -128,9 +140,10 @@ class CompareTab(QWidget):
         right = QSplitter(Qt.Orientation.Vertical, split)
         self.layout_view = CompareLayout(with_3d=with_3d, track_job=track_job, parent=right)
         self.metrics = CompareMetrics(right)
+        self.metrics.caseActivated.connect(self.open_case)
         right.addWidget(self.layout_view)
         right.addWidget(self.metrics)
-        right.setSizes([700, 300])
+        right.setSizes([600, 400])  # tables and plots need room to be read at 1024x700
         split.addWidget(right)
         split.setSizes([160, 1200])
         lay.addWidget(split, 1)
@@ -146,8 +159,9 @@ class CompareTab(QWidget):
         self.folder_label.setText(str(self.folder))
         return result
 
-    def set_result(self, result: CompareResult) -> None:
+    def set_result(self, result: CompareResult, show: bool = True) -> None:
         self.result = result
+        self._stale = set()
         self.metrics.set_result(result)
         self.case_combo.clear()
         for c in result.cases:
@@ -161,7 +175,25 @@ class CompareTab(QWidget):
             it.setCheckState(Qt.CheckState.Checked if k < MAX_PANES else Qt.CheckState.Unchecked)
             self.model_list.addItem(it)
         self.model_list.blockSignals(False)
+        if show:
+            self.show_selected()
+
+    def open_case(self, case: str) -> None:
+        """Show ``case`` in the linked panes (a click on its per-case row)."""
+        i = self.case_combo.findData(case)
+        if i < 0:
+            return
+        self.case_combo.setCurrentIndex(i)
         self.show_selected()
+
+    def set_review(
+        self, name: str, predictions: list[PaneEntry], reference: Any, ct: Any, result: CompareResult
+    ) -> None:
+        """The review's case: its masks in the panes and its computed metrics in the tables (no reload)."""
+        self.folder = None
+        self.folder_label.setText(f"from the review: {name}")
+        self.set_result(result, show=False)
+        self.set_case(name, predictions, reference, ct)
 
     def selected_models(self) -> list[str]:
         out = []
@@ -193,11 +225,15 @@ class CompareTab(QWidget):
         return job.start()
 
     def _loaded(self, value: tuple) -> None:
-        case, ref, entries, ct = value
+        case, ref, entries, ct, stale = value
+        shown = {(case, e.name) for e in entries}
+        self._stale = (self._stale - shown) | stale
+        self.metrics.set_stale(self._stale)
         self.set_case(case, entries, ref, ct)
 
     def set_case(self, name: str, predictions: list[PaneEntry], reference: Any = None, ct: Any = None) -> None:
         self.layout_view.state.set_case(name, predictions, reference, ct)
+        self.layout_view.zoom_to_airway()
         self.caseShown.emit(name)
 
     # -- dialogs ------------------------------------------------------------------------------
