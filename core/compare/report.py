@@ -113,7 +113,16 @@ def verdict(result: CompareResult, summary: list[dict], tests: list[dict]) -> st
     if len(ranked) > 1:
         second = ranked[1]
         lead = best["atm_score_mean"] - second["atm_score_mean"]
-        parts.append(f"It leads {html.escape(second['model'])} by {_fmt(lead)} points.")
+        diffs = []
+        for k in ("td", "bd", "dsc", "precision"):
+            a, b = best.get(f"{k}_mean"), second.get(f"{k}_mean")
+            if finite(a) and finite(b) and abs(a - b) >= 0.005:
+                diffs.append((abs(a - b), k, a - b))
+        why = ", ".join(
+            f"{'ahead' if d > 0 else 'behind'} on {k.upper() if len(k) <= 3 else k} ({d:+.2f})"
+            for _, k, d in sorted(diffs, reverse=True)
+        )
+        parts.append(f"It leads {html.escape(second['model'])} by {_fmt(lead)} points" + (f": {why}." if why else "."))
         pair = [
             t
             for t in tests
