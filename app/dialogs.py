@@ -42,10 +42,7 @@ LICENCES: tuple[tuple[str, str, str], ...] = (
     ("PyVista", "pyvista", "MIT"),
     ("pyvistaqt", "pyvistaqt", "MIT"),
     ("PyTorch", "torch", "BSD-3-Clause"),
-    ("nibabel", "nibabel", "MIT"),
-    ("pynrrd", "pynrrd", "MIT"),
-    ("pydicom", "pydicom", "MIT"),
-    ("GDCM (python-gdcm)", "python-gdcm", "Apache-2.0"),
+    ("SimpleITK (ITK, GDCM)", "SimpleITK", "Apache-2.0"),
     ("NumPy", "numpy", "BSD-3-Clause"),
     ("SciPy", "scipy", "BSD-3-Clause"),
     ("scikit-image", "scikit-image", "BSD-3-Clause"),
@@ -101,6 +98,31 @@ def ask_resample(parent: QWidget | None, exc: BaseException, title: str = "Airwa
     box.setInformativeText("Resample it onto the CT's grid (nearest neighbour) and open it anyway?")
     box.setDefaultButton(QMessageBox.StandardButton.No)  # an explicit choice: resampling changes the label
     return box.exec() == QMessageBox.StandardButton.Yes
+
+
+SAVE_CONFLICT_CHOICES = ("new", "merge", "overwrite")
+
+
+def ask_save_conflict(parent: QWidget | None, exc: BaseException, title: str = "Airway Studio") -> str | None:
+    """Another save changed the file this window would overwrite: the user chooses.
+
+    ``"new"`` (save to another file), ``"merge"`` (read the file again and put this window's
+    edits over it), ``"overwrite"`` (keep the other version as a backup, then overwrite), or
+    None (cancel: nothing is written)."""
+    box = QMessageBox(QMessageBox.Icon.Warning, title, str(exc), QMessageBox.StandardButton.Cancel, parent)
+    box.setObjectName("saveConflictDialog")
+    box.setInformativeText(
+        "Merge: your edits go over the version on disk (both kept; where both changed a voxel, yours).\n"
+        "Overwrite: the other version is kept beside it as NAME.other-TIME, then yours replaces it."
+    )
+    buttons = {
+        box.addButton("Save as a new file...", QMessageBox.ButtonRole.AcceptRole): "new",
+        box.addButton("Merge into the file", QMessageBox.ButtonRole.AcceptRole): "merge",
+        box.addButton("Overwrite (keep a backup)", QMessageBox.ButtonRole.DestructiveRole): "overwrite",
+    }
+    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+    box.exec()
+    return buttons.get(box.clickedButton())
 
 
 def notices_path() -> Path | None:

@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import SimpleITK as sitk
 
-from core.io.itk import to_image
+from core.io.itk import sitk, to_image
 from core.volume import Geometry
 
 Shape3 = Sequence[int]
@@ -72,7 +71,8 @@ def _cast(out: np.ndarray, dtype: np.dtype) -> np.ndarray:
         return out >= 0.5 if out.dtype.kind == "f" else out.astype(bool)
     if dtype.kind in "iu" and out.dtype.kind == "f":
         info = np.iinfo(dtype)
-        return np.clip(np.rint(out), info.min, info.max).astype(dtype)
+        rounded: np.ndarray = np.clip(np.rint(out), info.min, info.max)
+        return rounded.astype(dtype)
     return out.astype(dtype)
 
 

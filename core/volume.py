@@ -11,8 +11,9 @@ order for distance transforms and the like.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Self
 
 import numpy as np
 
@@ -22,6 +23,23 @@ Vec3 = tuple[float, float, float]
 Mat3 = tuple[float, float, float, float, float, float, float, float, float]
 
 IDENTITY: Mat3 = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def vec3(values: Iterable[float] | np.ndarray) -> Vec3:
+    """Three floats (spacing or origin) from any sequence or array of three numbers."""
+    v = [float(x) for x in np.asarray(values, dtype=float).ravel()]
+    if len(v) != 3:
+        raise InputError(f"Expected 3 values (x, y, z), got {len(v)}.")
+    return (v[0], v[1], v[2])
+
+
+def mat3(values: Iterable[float] | np.ndarray) -> Mat3:
+    """A row-major 3x3 direction from any sequence of nine numbers or a 3x3 array."""
+    v = [float(x) for x in np.asarray(values, dtype=float).ravel()]
+    if len(v) != 9:
+        raise InputError(f"Expected a 3x3 direction (9 values), got {len(v)}.")
+    return (v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8])
+
 
 # Letters of the LPS world axes, +direction first (ITK's "RAI" code naming is
 # confusing; we print the letter each index axis points *towards*).
@@ -59,12 +77,13 @@ class Geometry:
     def index_to_world(self, zyx: Sequence[float] | np.ndarray) -> np.ndarray:
         """Array index(es) ``(..., 3)`` in (z, y, x) order -> world points (x, y, z) in mm."""
         idx = np.asarray(zyx, dtype=float)[..., ::-1]  # to (x, y, z)
-        return np.asarray(self.origin) + (idx * np.asarray(self.spacing)) @ self.direction_matrix.T
+        world: np.ndarray = np.asarray(self.origin) + (idx * np.asarray(self.spacing)) @ self.direction_matrix.T
+        return world
 
     def world_to_index(self, xyz: Sequence[float] | np.ndarray) -> np.ndarray:
         """World points (x, y, z) in mm -> continuous array indices in (z, y, x) order."""
         p = np.asarray(xyz, dtype=float) - np.asarray(self.origin)
-        idx = (p @ np.linalg.inv(self.direction_matrix).T) / np.asarray(self.spacing)
+        idx: np.ndarray = (p @ np.linalg.inv(self.direction_matrix).T) / np.asarray(self.spacing)
         return idx[..., ::-1]
 
     def orientation_code(self) -> str:
@@ -89,12 +108,12 @@ class Geometry:
         og = ", ".join(f"{v:.4g}" for v in self.origin)
         return f"spacing ({sp}) mm, origin ({og}) mm, orientation {self.orientation_code()}"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, list[float]]:
         return {"spacing": list(self.spacing), "origin": list(self.origin), "direction": list(self.direction)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> Geometry:
-        return cls(tuple(d["spacing"]), tuple(d["origin"]), tuple(d["direction"]))
+    def from_dict(cls, d: Mapping[str, Sequence[float]]) -> Geometry:
+        return cls(vec3(d["spacing"]), vec3(d["origin"]), mat3(d["direction"]))
 
 
 @dataclass
@@ -115,13 +134,14 @@ class _Volume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.array.shape)  # type: ignore[return-value]
+        s = self.array.shape
+        return (int(s[0]), int(s[1]), int(s[2]))
 
     @property
     def spacing_zyx(self) -> Vec3:
         return self.geometry.spacing_zyx
 
-    def with_array(self, array: np.ndarray, name: str | None = None):
+    def with_array(self, array: np.ndarray, name: str | None = None) -> Self:
         """Same geometry, another array of the same shape."""
         if array.shape != self.array.shape:
             raise GeometryError(f"Array shape {array.shape} differs from the volume's {self.array.shape}.")
@@ -200,11 +220,14 @@ class LabelSelector:
         return "nonzero"
 
     def apply(self, array: np.ndarray) -> np.ndarray:
+        selected: np.ndarray
         if self.mode == "value":
-            return array == self.value
-        if self.mode == "bits":
-            return (array.astype(np.int64, copy=False) >> self.shift) == self.value
-        return array != 0
+            selected = array == self.value
+        elif self.mode == "bits":
+            selected = (array.astype(np.int64, copy=False) >> self.shift) == self.value
+        else:
+            selected = array != 0
+        return selected
 
 
 def check_same_grid(a: _Volume, b: _Volume, tol: float = 1e-3) -> None:
@@ -286,7 +309,7 @@ def canonical_reorientation(geometry: Geometry, shape: Sequence[int]) -> tuple[R
             origin = origin + col * geometry.spacing[c] * (n - 1)
             col = -col
         new_dir[:, w] = col
-    return reo, Geometry(tuple(sp), tuple(origin), tuple(new_dir.ravel()))
+    return reo, Geometry(vec3(sp), vec3(origin), mat3(new_dir))
 
 
 def to_canonical(volume: _Volume) -> tuple[_Volume, Reorientation]:

@@ -61,6 +61,12 @@ def _build_template(folder: Path) -> Path:
 
     nib.save(nib.Nifti1Image(np.zeros((8, 8), np.int16), np.eye(4)), str(folder / "flat.nii.gz"))
     (folder / "corrupt.nii.gz").write_text("this is not an image\n")
+    # hostile headers (issue 27): a direction that is no rotation, 1000^3 voxels declared in 2 KB
+    from hostile_files import hostile_direction_file, huge_header_file
+
+    hostile_direction_file(folder, "zero.mha")
+    hostile_direction_file(folder, "nan.nii")
+    huge_header_file(folder, ".nii")
     (folder / "zero_bytes.nii.gz").write_bytes(b"")
     data = (folder / "ct.nii.gz").read_bytes()
     (folder / "truncated.nii.gz").write_bytes(data[: len(data) // 2])
@@ -150,6 +156,9 @@ ROWS = [
     R("info-folder-without-dicom", "info no_dicom", "no_dicom", "folder that holds"),
     R("info-dicom-missing-slice", "info dicom_gap", "dicom_gap", "whole series"),
     R("info-dicom-slice-twice", "info dicom_twice", "dicom_twice", "reconstruction alone"),
+    R("info-direction-zero", "info zero_direction.mha", "zero_direction.mha", "Fix the orientation"),
+    R("info-direction-nan", "info nan_direction.nii", "nan_direction.nii", "Fix the orientation"),
+    R("info-header-larger-than-the-file", "info huge.nii", "huge.nii", "again"),
     # evaluate: outputs
     R("evaluate-json-is-the-reference", f"{EV} --json label.nii.gz", "label.nii.gz", "another --json"),
     R("evaluate-csv-is-a-prediction", f"{EV} --csv label.nii.gz --overwrite", "label.nii.gz", "another --csv"),
@@ -222,6 +231,13 @@ ROWS = [
     R("segment-input-missing", "segment --input nowhere.nii.gz", "nowhere.nii.gz", "--input"),
     R("segment-input-truncated", "segment --input truncated.nii.gz -o m.nii.gz", "truncated.nii.gz", "again"),
     R("segment-dicom-missing-slice", "segment --input dicom_gap -o m.nii.gz", "dicom_gap", "whole series"),
+    R("segment-direction-nan", "segment --input nan_direction.nii -o m.nii.gz", "nan_direction.nii", "orientation"),
+    R(
+        "evaluate-reference-direction-zero",
+        "evaluate --reference zero_direction.mha --prediction label.nii.gz",
+        "zero_direction.mha",
+        "orientation",
+    ),
     # phantom
     R("phantom-out-holds-a-phantom", "phantom --size 32 --out prior_phantom", "prior_phantom", "--overwrite"),
     R("phantom-out-is-a-file", "phantom --size 32 --out afile", "afile", "--out"),
@@ -300,6 +316,7 @@ def test_bad_input_gives_one_line_exit_2_and_writes_nothing(row, ws, capsys):
 
 SUBPROCESS_ROWS = [
     "evaluate-json-is-the-reference",
+    "info-direction-nan",
     "segment-ct-without-air",
     "train-out-is-a-file",
     "prepare-cache-is-a-file",
@@ -370,6 +387,8 @@ APP_ROWS = [
     AppRow("app-ct-corrupt", _load("corrupt.nii.gz"), "corrupt.nii.gz", "corrupt"),
     AppRow("app-ct-missing", _load("nowhere.nii.gz"), "nowhere.nii.gz", "Check the path"),
     AppRow("app-ct-dicom-missing-slice", _load("dicom_gap"), "dicom_gap", "whole series"),
+    AppRow("app-ct-direction-nan", _load("nan_direction.nii"), "nan_direction.nii", "Fix the orientation"),
+    AppRow("app-ct-header-larger-than-the-file", _load("huge.nii"), "huge.nii", "again"),
     AppRow("app-reference-full", _load(reference="full.nii.gz"), "full.nii.gz", "airway label"),
     AppRow("app-reference-other-grid", _load(reference="shifted.nii.gz"), "shifted", "resampl"),
     AppRow("app-prediction-not-probabilities", _load(predictions=["not_probs.nii.gz"]), "not_probs.nii.gz", "[0, 1]"),

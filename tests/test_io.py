@@ -220,3 +220,91 @@ def test_flipped_direction_file_is_shown_in_lps() -> None:
 def test_cip_label_with_bit_selector() -> None:
     lab = read_label(SHARED / "cip" / "lm-64.nrrd", "bits:8:2")
     assert lab.voxel_count() == 555
+
+
+# -- hostile headers (issue 27): refused with the file's name and a fix, before any voxel is read
+
+from hostile_files import hostile_direction_file, huge_header_file  # noqa: E402 - tests/ is on sys.path
+
+
+@pytest.mark.parametrize("kind", ["zero.mha", "nan.mha", "shear.mha", "nan.nrrd", "shear.nrrd", "zero.nii", "nan.nii"])
+def test_direction_that_is_no_rotation_refused(tmp_path: Path, kind: str) -> None:
+    path = hostile_direction_file(tmp_path, kind)
+    with pytest.raises(InputError) as e:
+        read_volume(path)
+    msg = str(e.value)
+    assert path.name in msg and "not a rotation" in msg and "Fix the orientation" in msg
+    with pytest.raises(InputError, match="not a rotation"):
+        read_label(path)
+
+
+def test_direction_within_tolerance_accepted(tmp_path: Path) -> None:
+    # cosines written with 4 decimals (as many scanners do) are a rotation within 1e-3
+    c, s = round(float(np.cos(0.3)), 4), round(float(np.sin(0.3)), 4)
+    geo = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0))
+    path = write_volume(IntensityVolume(np.zeros((2, 3, 4), np.int16), geo), tmp_path / "rounded.mha")
+    assert read_volume(path).geometry.direction == pytest.approx(geo.direction, abs=1e-6)
+
+
+@pytest.fixture
+def no_voxel_reads(monkeypatch):
+    """Fails a test that reads voxels: ITK's pixel reads, recorded."""
+    import SimpleITK as sitk
+
+    reads: list[str] = []
+    original = sitk.ImageFileReader.Execute
+
+    def execute(self, *args, **kwargs):
+        reads.append(self.GetFileName())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(sitk.ImageFileReader, "Execute", execute)
+    return reads
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".nrrd", ".nrrd-gzip", ".mha", ".mha-zlib"])
+def test_huge_header_in_a_small_file_refused_before_any_allocation(tmp_path: Path, suffix: str, no_voxel_reads) -> None:
+    path = huge_header_file(tmp_path, suffix)
+    with pytest.raises(InputError) as e:
+        read_volume(path)
+    msg = str(e.value)
+    assert path.name in msg and "1000 x 1000 x 1000" in msg and "again" in msg, msg
+    assert no_voxel_reads == []  # refused from the header alone
+
+
+def test_huge_header_does_not_allocate_in_a_real_process(tmp_path: Path) -> None:
+    """`airway info` on each hostile file: exit 2, one line, and the process never grows towards 2 GB."""
+    import subprocess
+    import sys
+
+    files = [huge_header_file(tmp_path, s) for s in (".nii", ".nii.gz", ".nrrd", ".mha")]
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import resource, sys\n"
+        "from core.cli import main\n"
+        "codes = [main(['info', f]) for f in sys.argv[1:]]\n"
+        "print(codes, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, *map(str, files)], cwd=root, capture_output=True, text=True, timeout=300
+    )
+    codes, peak_mb = r.stdout.strip().rsplit("]", 1)
+    assert codes + "]" == "[2, 2, 2, 2]", r.stdout + r.stderr
+    assert int(peak_mb) < 1000, f"peak {peak_mb} MB"
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("airway: error:")]
+    assert len(lines) == 4 and "Traceback" not in r.stderr
+
+
+def test_volume_larger_than_free_memory_refused_before_reading(tmp_path: Path, monkeypatch, no_voxel_reads) -> None:
+    import collections
+
+    import psutil
+
+    path = write_volume(_ct(np.random.default_rng(5)), tmp_path / "ct.nii.gz")
+    memory = collections.namedtuple("memory", "available total")
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: memory(1000, 8 << 30))
+    with pytest.raises(InputError) as e:
+        read_ct(path)
+    msg = str(e.value)
+    assert "ct.nii.gz" in msg and "memory is free" in msg and "Close other programs" in msg
+    assert no_voxel_reads == []

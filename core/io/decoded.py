@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import InputError
-from core.volume import Geometry
+from core.volume import Geometry, mat3, vec3
 
 FIX_FORMATS = "Use a NIfTI (.nii/.nii.gz), MetaImage (.mha/.mhd), NRRD (.nrrd/.nhdr) file or a DICOM series folder."
 #: how far ``D^T D`` may be from the identity (cosines written with 4-6 decimals pass; a shear does not)
@@ -77,15 +77,28 @@ def nonfinite_refused(count: int, path: Path | str) -> InputError:
     )
 
 
+def check_spacing(spacing: tuple[float, ...], path: Path | str) -> None:
+    if any(not np.isfinite(s) or s <= 0 for s in spacing):
+        shown = ", ".join(f"{s:g}" for s in spacing)
+        raise InputError(
+            f"The voxel spacing ({shown}) is not positive, so the voxels have no size.",
+            "Fix the voxel size in the header (pixel spacing) with the tool that wrote it, or export the image again.",
+            path=path,
+        )
+
+
 def check_direction(direction: np.ndarray, path: Path | str) -> None:
     """Refuse a direction matrix that is not finite and orthonormal (within ``ORTHONORMAL_TOL``)."""
     d = np.asarray(direction, dtype=float).reshape(3, 3)
     if np.isfinite(d).all() and np.abs(d.T @ d - np.eye(3)).max() <= ORTHONORMAL_TOL:
         return
-    shown = ", ".join(f"{v:.4g}" for v in d.ravel())
-    raise InputError(
-        f"The image's direction matrix ({shown}) is not a rotation (finite, with orthogonal unit axes), "
-        "so its voxels have no place in space.",
+    raise direction_refused(", ".join(f"{v:.4g}" for v in d.ravel()), path)
+
+
+def direction_refused(shown: str, path: Path | str) -> InputError:
+    return InputError(
+        f"The image's orientation is not a rotation ({shown}): a direction matrix must be finite, "
+        "with orthogonal unit axes, or the voxels have no place in space.",
         "Fix the orientation in the header (NIfTI sform/qform, NRRD space directions, MetaImage TransformMatrix) "
         "with the tool that wrote it, or export the image again.",
         path=path,
@@ -106,19 +119,10 @@ def to_volume_parts(image: Decoded, path: Path | str) -> tuple[np.ndarray, Geome
             path=path,
         )
     spacing = tuple(float(s) for s in image.spacing[:3])
-    if any(not np.isfinite(s) or s <= 0 for s in spacing):
-        raise InputError(
-            f"The voxel spacing {spacing} is not positive.",
-            "Fix the voxel size in the header (pixel spacing) with the tool that wrote it, or export the image again.",
-            path=path,
-        )
+    check_spacing(spacing, path)
     direction = np.asarray(image.direction, dtype=float)[:3, :3]
     check_direction(direction, path)
-    d = [float(v) for v in direction.ravel()]
-    o = [float(v) for v in image.origin[:3]]
-    geometry = Geometry(
-        (spacing[0], spacing[1], spacing[2]), (o[0], o[1], o[2]), (d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8])
-    )
+    geometry = Geometry(vec3(spacing), vec3(image.origin[:3]), mat3(direction))
     return np.ascontiguousarray(arr), geometry
 
 

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
 
 from core.errors import InputError
 from core.io import itk
-from core.io.decoded import Decoded, DicomSeries, components_refused, smallest_integers
+from core.io.decoded import Decoded, DicomSeries, check_direction, components_refused, smallest_integers
+from core.io.itk import sitk
 
 _GAP_TOLERANCE = 0.1  # a gap this far (relative) from the mean step means a missing or extra slice
 _POSITION = "0020|0032"  # ImagePositionPatient
@@ -56,7 +57,7 @@ class _Slice:
     pixel_id: int
 
 
-def _floats(reader: sitk.ImageFileReader, key: str) -> np.ndarray | None:
+def _floats(reader: itk.HeaderReader, key: str) -> np.ndarray | None:
     if not reader.HasMetaDataKey(key):
         return None
     try:
@@ -75,7 +76,7 @@ def _no_geometry(path: str) -> InputError:
     )
 
 
-def _header(reader: sitk.ImageFileReader, path: str, uid: str) -> _Slice:
+def _header(reader: Any, path: str, uid: str) -> _Slice:
     reader.SetFileName(path)
     try:
         reader.ReadImageInformation()
@@ -118,6 +119,8 @@ def _normal(orientation: np.ndarray) -> np.ndarray:
 def _check_grid(slices: list[_Slice], uid: str, folder: Path) -> list[_Slice]:
     """The slices in order along the normal, or a refusal naming what breaks the regular grid."""
     first = slices[0]
+    row, col = first.orientation[:3], first.orientation[3:]
+    check_direction(np.column_stack([row, col, np.cross(row, col)]), first.path)
     for s in slices[1:]:
         if s.size[:2] != first.size[:2]:
             raise InputError(
@@ -166,21 +169,21 @@ def _check_grid(slices: list[_Slice], uid: str, folder: Path) -> list[_Slice]:
 
 
 def read_series(series: DicomSeries, folder: Path) -> Decoded:
-    reader = sitk.ImageFileReader()
+    reader: Any = sitk.ImageFileReader()  # an untyped SWIG object (see core.io.itk)
     reader.SetImageIO("GDCMImageIO")
     slices = _check_grid([_header(reader, f, series.uid) for f in series.files], series.uid, folder)
     size = (slices[0].size[0], slices[0].size[1], slices[0].size[2] * len(slices))
     nbytes = int(np.prod(size, dtype=np.int64)) * max(itk.component_bytes(s.pixel_id) for s in slices)
-    itk.check_allocation(nbytes, size, sitk.GetPixelIDValueAsString(slices[0].pixel_id), folder)
+    itk.check_allocation(nbytes, size, itk.pixel_name(slices[0].pixel_id), folder)
     paths = [s.path for s in slices]
     try:
         if slices[0].size[2] > 1:  # one multi-frame file: a 3D image of its own (the series reader adds an axis)
-            file_reader = sitk.ImageFileReader()
+            file_reader: Any = sitk.ImageFileReader()
             file_reader.SetImageIO("GDCMImageIO")
             file_reader.SetFileName(paths[0])
-            image = file_reader.Execute()
+            image: itk.Image = file_reader.Execute()
         else:
-            series_reader = sitk.ImageSeriesReader()
+            series_reader: Any = sitk.ImageSeriesReader()
             series_reader.SetImageIO("GDCMImageIO")
             series_reader.SetFileNames(paths)
             image = series_reader.Execute()

@@ -15,13 +15,51 @@ import gzip
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
-import SimpleITK as sitk
+import SimpleITK
 
 from core.errors import InputError
-from core.io.decoded import Decoded, components_refused, truncated, unreadable
-from core.volume import Geometry
+from core.io.decoded import (
+    Decoded,
+    check_direction,
+    check_spacing,
+    components_refused,
+    direction_refused,
+    truncated,
+    unreadable,
+)
+from core.volume import Geometry, mat3, vec3
+
+#: SimpleITK itself. Its SWIG bindings carry no annotations, so the module is typed ``Any`` here,
+#: the one boundary; the Protocols below say what core.io uses of its objects.
+sitk: Any = SimpleITK
+
+
+class Spatial(Protocol):
+    """What ``sitk.Image`` and a reader after ``ReadImageInformation`` both tell."""
+
+    def GetSpacing(self) -> tuple[float, ...]: ...
+    def GetOrigin(self) -> tuple[float, ...]: ...
+    def GetDirection(self) -> tuple[float, ...]: ...
+    def GetSize(self) -> tuple[int, ...]: ...
+
+
+class Image(Spatial, Protocol):
+    def GetNumberOfComponentsPerPixel(self) -> int: ...
+
+
+class HeaderReader(Spatial, Protocol):
+    """``sitk.ImageFileReader`` once its header is read."""
+
+    def GetNumberOfComponents(self) -> int: ...
+    def GetPixelID(self) -> int: ...
+    def HasMetaDataKey(self, key: str) -> bool: ...
+    def GetMetaData(self, key: str) -> str: ...
+    def GetFileName(self) -> str: ...
+    def Execute(self) -> Image: ...
+
 
 # ITK picks an ImageIO from the file name; naming it stops a .nrrd full of junk
 # from being tried as every other format
@@ -59,6 +97,11 @@ for _name, _size in (
             _BYTES[int(getattr(sitk, _prefix + _name))] = _size
 
 
+def pixel_name(pixel_id: int) -> str:
+    """ITK's name of a pixel type ("16-bit signed integer")."""
+    return str(sitk.GetPixelIDValueAsString(int(pixel_id)))
+
+
 def component_bytes(pixel_id: int) -> int:
     """Bytes of one component of ``pixel_id`` (8, the widest, for a type not listed)."""
     return _BYTES.get(int(pixel_id), 8)
@@ -79,7 +122,7 @@ def short_message(exc: BaseException) -> str:
 # -- geometry ------------------------------------------------------------------
 
 
-def geometry_of(image: sitk.Image | sitk.ImageFileReader) -> tuple[tuple[float, ...], tuple[float, ...], np.ndarray]:
+def geometry_of(image: Spatial) -> tuple[tuple[float, ...], tuple[float, ...], np.ndarray]:
     """Spacing, origin and direction (``d x d``, columns the axis directions) of an image or a read header."""
     dim = len(image.GetSpacing())
     spacing = tuple(float(v) for v in image.GetSpacing())
@@ -88,19 +131,20 @@ def geometry_of(image: sitk.Image | sitk.ImageFileReader) -> tuple[tuple[float, 
     return spacing, origin, direction
 
 
-def to_image(array: np.ndarray, geometry: Geometry) -> sitk.Image:
+def to_image(array: np.ndarray, geometry: Geometry) -> Image:
     """A scalar ``(z, y, x)`` array on ``geometry`` as an ``sitk.Image`` (a copy; bool becomes uint8)."""
     data = array.view(np.uint8) if array.dtype == bool else array
     if data.dtype == np.float16:
         data = data.astype(np.float32)
-    image = sitk.GetImageFromArray(np.ascontiguousarray(data), isVector=False)
+    image: Any = sitk.GetImageFromArray(np.ascontiguousarray(data), isVector=False)
     image.SetSpacing(geometry.spacing)
     image.SetOrigin(geometry.origin)
     image.SetDirection(geometry.direction)
-    return image
+    made: Image = image
+    return made
 
 
-def from_image(image: sitk.Image) -> Decoded:
+def from_image(image: Image) -> Decoded:
     """What a format reader hands back: the voxels (file axes reversed) and the geometry, as ITK read them.
 
     A negative spacing (GDCM gives one for an enhanced multi-frame file stored top down) is
@@ -108,7 +152,7 @@ def from_image(image: sitk.Image) -> Decoded:
     """
     spacing, origin, direction = geometry_of(image)
     components = int(image.GetNumberOfComponentsPerPixel())
-    array = sitk.GetArrayFromImage(image)
+    array: np.ndarray = sitk.GetArrayFromImage(image)
     dim = len(spacing)
     if any(s < 0 for s in spacing):
         sizes = image.GetSize()
@@ -142,7 +186,8 @@ def _text_header(path: Path, limit: int = 1 << 16) -> list[str]:
     return head.decode("latin-1").splitlines()
 
 
-def _nrrd_stored(path: Path) -> _Stored:
+def _nrrd_header(path: Path) -> tuple[dict[str, str], int]:
+    """NRRD's ``key: value`` fields (keys lower case) and the header's length in bytes."""
     header_bytes = 0
     fields: dict[str, str] = {}
     for line in _text_header(path):
@@ -152,6 +197,15 @@ def _nrrd_stored(path: Path) -> _Stored:
         if ":" in line and not line.startswith("#"):
             key, _, value = line.partition(":")
             fields[key.strip().lower()] = value.strip().lstrip("=").strip()
+    return fields, header_bytes
+
+
+def _nrrd_fields(path: Path) -> dict[str, str]:
+    return _nrrd_header(path)[0]
+
+
+def _nrrd_stored(path: Path) -> _Stored:
+    fields, header_bytes = _nrrd_header(path)
     encoding = fields.get("encoding", "raw").lower()
     kind = {"raw": "raw", "gzip": "deflate", "gz": "deflate", "ascii": "text", "text": "text", "txt": "text"}.get(
         encoding, "hex" if encoding == "hex" else "unknown"
@@ -184,7 +238,7 @@ def _metaimage_stored(path: Path) -> _Stored:
     return _Stored(data_path.stat().st_size if data_path.is_file() else 0, kind)
 
 
-def _nifti_stored(path: Path, reader: sitk.ImageFileReader) -> _Stored:
+def _nifti_stored(path: Path, reader: HeaderReader) -> _Stored:
     with open(path, "rb") as f:
         compressed = f.read(2) == b"\x1f\x8b"
     if compressed:
@@ -193,7 +247,7 @@ def _nifti_stored(path: Path, reader: sitk.ImageFileReader) -> _Stored:
     return _Stored(path.stat().st_size - offset, "raw")
 
 
-def _stored(path: Path, suffix: str, reader: sitk.ImageFileReader) -> _Stored:
+def _stored(path: Path, suffix: str, reader: HeaderReader) -> _Stored:
     if suffix in (".nii", ".nii.gz"):
         return _nifti_stored(path, reader)
     if suffix in (".nrrd", ".nhdr"):
@@ -225,7 +279,21 @@ def check_allocation(nbytes: int, size: tuple[int, ...], pixel: str, path: Path 
         )
 
 
-def check_header(reader: sitk.ImageFileReader, path: Path, suffix: str, stored_bytes: int | None = None) -> None:
+def check_header_geometry(reader: HeaderReader, path: Path, suffix: str) -> None:
+    """A spacing that is not positive or a direction that is no rotation, refused before ITK reads voxels onto it."""
+    spacing, _, direction = geometry_of(reader)
+    check_spacing(spacing[:3], path)
+    if suffix in (".nrrd", ".nhdr"):
+        # ITK reads a NaN axis of NRRD's "space directions" as the identity: look at what the header says
+        written = _nrrd_fields(path).get("space directions", "").lower()
+        if "nan" in written or "inf" in written:
+            raise direction_refused(f"space directions: {written[:120]}", path)
+    full = np.eye(max(len(spacing), 3))
+    full[: len(spacing), : len(spacing)] = direction
+    check_direction(full[:3, :3], path)
+
+
+def check_header(reader: HeaderReader, path: Path, suffix: str, stored_bytes: int | None = None) -> None:
     """What a header promises, checked against the file and the memory before a voxel is read.
 
     ``stored_bytes``: bytes per voxel in the file when they differ from what ITK hands back
@@ -234,10 +302,11 @@ def check_header(reader: sitk.ImageFileReader, path: Path, suffix: str, stored_b
     components = int(reader.GetNumberOfComponents())
     if components != 1:
         raise components_refused(components, path)
+    check_header_geometry(reader, path, suffix)
     size = tuple(int(s) for s in reader.GetSize())
     voxels = int(np.prod(size, dtype=np.int64))
     nbytes = voxels * component_bytes(reader.GetPixelID())
-    pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    pixel = pixel_name(reader.GetPixelID())
     stored = _stored(path, suffix, reader)
     on_disk = nbytes if stored_bytes is None else voxels * stored_bytes
     needed = {"raw": on_disk, "hex": 2 * on_disk, "text": voxels, "deflate": -(-on_disk // _DEFLATE_MAX_RATIO)}
@@ -252,20 +321,23 @@ def check_header(reader: sitk.ImageFileReader, path: Path, suffix: str, stored_b
     check_allocation(nbytes, size, pixel, path)
 
 
-def read_header(path: Path, suffix: str) -> sitk.ImageFileReader:
+def read_header(path: Path, suffix: str) -> HeaderReader:
     """A reader with the header of ``path`` read (no voxels yet); unreadable headers raise ``InputError``."""
-    reader = sitk.ImageFileReader()
+    reader: Any = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     if suffix in IMAGE_IO:
         reader.SetImageIO(IMAGE_IO[suffix])
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
+        if "orthonormal" in str(exc):  # ITK's NIfTI reader refuses a degenerate sform/qform itself
+            raise direction_refused("neither the sform nor the qform is a rotation", path) from None
         raise unreadable(path, short_message(exc)) from None
-    return reader
+    header: HeaderReader = reader
+    return header
 
 
-def read_pixels(reader: sitk.ImageFileReader, path: Path) -> Decoded:
+def read_pixels(reader: HeaderReader, path: Path) -> Decoded:
     """The voxels of a header read (and checked) by ``reader``."""
     try:
         image = reader.Execute()
@@ -327,14 +399,9 @@ def write_file(
 
     Raises ``OSError`` when ITK cannot write (a full disk, a read-only folder): the caller names the output.
     """
-    d = [float(v) for v in np.asarray(direction, dtype=float).ravel()]
-    geometry = Geometry(
-        (spacing[0], spacing[1], spacing[2]),
-        (origin[0], origin[1], origin[2]),
-        (d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8]),
-    )
+    geometry = Geometry(vec3(spacing[:3]), vec3(origin[:3]), mat3(direction))
     image = to_image(array, geometry)
-    writer = sitk.ImageFileWriter()
+    writer: Any = sitk.ImageFileWriter()
     writer.SetFileName(str(path))
     writer.SetUseCompression(compress)
     writer.SetCompressionLevel(COMPRESS_LEVEL)

@@ -53,7 +53,7 @@ def _check_finite(path: Path, compressed: bool, offset: int, voxels: int, kind: 
         raise nonfinite_refused(bad, path)
 
 
-def _meta(reader: itk.sitk.ImageFileReader, key: str, default: str) -> str:
+def _meta(reader: itk.HeaderReader, key: str, default: str) -> str:
     return str(reader.GetMetaData(key)) if reader.HasMetaDataKey(key) else default
 
 
