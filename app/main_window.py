@@ -2,7 +2,8 @@
 
 The window owns the QActions of every key in :mod:`app.shortcuts` that acts on
 the case (regions, overlay, window presets), so a key is bound exactly once;
-panels look actions up in ``window.actions`` instead of binding keys again.
+panels look actions up in ``window.action_table`` (named so that it never hides
+``QWidget.actions()``) instead of binding keys again.
 Panels of the other parts are installed by ``app.review.panels.install_panels(window)``
 when that module exists; they put the 3D view into ``window.view3d_slot`` (see
 :meth:`MainWindow.set_view3d`) and add docks.
@@ -134,7 +135,7 @@ class MainWindow(QMainWindow):
         self.ephemeral = getattr(self.settings, "_tmp", None) is not None
         self.display = DisplayState(DisplaySettings(), self)
         self.renderer = SliceRenderer()
-        self.actions: dict[str, QAction] = {}
+        self.action_table: dict[str, QAction] = {}
         self.panels: Any = None  # app.review.panels.Panels once installed (tests may run without)
         self.jobs: list[Job] = []
         self.last_error: BaseException | None = None
@@ -211,13 +212,6 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.review, "Review")
         self.setCentralWidget(self.tabs)
         self.setDockOptions(QMainWindow.DockOption.AnimatedDocks | QMainWindow.DockOption.AllowTabbedDocks)
-
-    def step_review(self, step: int) -> None:
-        """N / Shift+N: the navigator's next item (a review group or a region) when it is there."""
-        if self.panels is not None:
-            self.panels.regions.step(step)
-        else:
-            self.case.step_region(step)
 
     def _reset_view_state(self) -> None:
         """A new case starts unzoomed, and a custom window/level goes back to the default preset
@@ -392,7 +386,7 @@ class MainWindow(QMainWindow):
             a.setChecked(checked)
         a.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
         self.addAction(a)
-        self.actions[name] = a
+        self.action_table[name] = a
         return a
 
     def _build_actions(self) -> None:
@@ -442,21 +436,27 @@ class MainWindow(QMainWindow):
         A("brush_hu_limit", "Brush limited to its HU range", lambda: self.edit_tools.toggle_hu_limit())
         A("edit_target", "Edit reference / prediction", lambda: self.edit_tools.toggle_target())
         A("save_reference", "&Save edited reference", self.save_reference)
+        A("save_reference_as", "Save reference &as...", self.save_reference_as)
+        A("save_prediction_as", "Save &prediction as...", self.save_prediction_as)
+        A("use_prediction_as_reference", "&Use this prediction as the reference", self.use_prediction_as_reference)
         A("segment_demo", "Segment with the &shipped model", self.segment_demo)
         A("cancel_job", "Cancel background jobs", self.cancel_jobs)
         A("help_shortcuts", "&Keyboard shortcuts", self.show_shortcuts)
         self.about_action = QAction(f"&About {APP_NAME}", self)
         self.about_action.triggered.connect(self.show_about)
-        self.actions["segment_demo"].setEnabled(demo_model_path() is not None)
+        self.action_table["segment_demo"].setEnabled(demo_model_path() is not None)
 
     def _build_menus(self) -> None:
         mb = self.menuBar()
-        a = self.actions
+        a = self.action_table
         self.file_menu = mb.addMenu("&File")
         for n in ("open_ct", "open_dicom", "open_reference", "open_prediction"):
             self.file_menu.addAction(a[n])
         self.file_menu.addSeparator()
         for n in ("open_project", "save_project", "save_project_as"):
+            self.file_menu.addAction(a[n])
+        self.file_menu.addSeparator()
+        for n in ("save_reference", "save_reference_as", "save_prediction_as"):
             self.file_menu.addAction(a[n])
         self.recent_menu = self.file_menu.addMenu("Open &recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
@@ -514,7 +514,10 @@ class MainWindow(QMainWindow):
             "brush_hu_limit",
             "edit_target",
             None,
+            "use_prediction_as_reference",
             "save_reference",
+            "save_reference_as",
+            "save_prediction_as",
         ):
             if n is None:
                 self.edit_menu.addSeparator()
@@ -525,7 +528,9 @@ class MainWindow(QMainWindow):
         self.tools_menu.addAction(a["segment_demo"])
         self.tools_menu.addAction(a["cancel_job"])
 
-        self.help_menu = mb.addMenu("&Help")
+        # "He&lp", not "&Help": Alt+H is the brush's HU limit (a menu-bar mnemonic on the same
+        # keys makes Qt report an ambiguous shortcut and run neither)
+        self.help_menu = mb.addMenu("He&lp")
         self.help_menu.addAction(a["help_shortcuts"])
         self.help_menu.addAction(self.about_action)
 
@@ -575,7 +580,7 @@ class MainWindow(QMainWindow):
         tb.addSeparator()
         for n, label in (("toggle_outline", "Outline"), ("toggle_heatmap", "Heat map")):
             btn = QToolButton()
-            btn.setDefaultAction(self.actions[n])
+            btn.setDefaultAction(self.action_table[n])
             btn.setText(label)
             btn.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
             tb.addWidget(btn)
@@ -611,6 +616,9 @@ class MainWindow(QMainWindow):
             c.predictionsChanged,
         ):
             sig.connect(lambda *_: self._show_readout(None))
+        # the readout reads the layers: after A, R, a stroke, undo or a new analysis it says what is there now
+        for sig in (c.labelChanged, c.historyChanged, c.metricsChanged, c.regionsChanged):
+            sig.connect(lambda *_: self._refresh_readout())
         c.ctChanged.connect(self._update_title)
         c.focusBoxRequested.connect(self._fit_views)
         c.ctChanged.connect(self._reset_view_state)
@@ -665,6 +673,8 @@ class MainWindow(QMainWindow):
         return job.start()
 
     def cancel_jobs(self) -> None:
+        if not self.jobs:
+            self.statusBar().showMessage("No background job to cancel.", 3000)
         for job in list(self.jobs):
             job.cancel()
 
@@ -796,7 +806,7 @@ class MainWindow(QMainWindow):
 
     def save_project(self, ask: bool = False) -> Path | None:
         if self.case.is_empty:
-            self.report_error("There is no case to save.")
+            self._say("There is no case to save: open a CT, labels or the demo first.", 5000)
             return None
         path = self.case.project_path
         if ask or not path:
@@ -888,7 +898,8 @@ class MainWindow(QMainWindow):
         from app.review.segment_panel import SegmentationRun
 
         if self.case.ct is None or is_blank_ct(self.case.ct):
-            self.report_error("Open a CT before segmenting: this case has labels only.")
+            what = "this case has labels only" if self.case.ct is not None else "no case is open"
+            self._say(f"Open a CT to segment: {what}.", 6000)
             return None
         run = SegmentationRun(self.case, checkpoint, device, name=name, parent=self, **predictor_options)
         self.jobs.append(run)
@@ -919,12 +930,47 @@ class MainWindow(QMainWindow):
         self.segment_with(path)
 
     # -- review ------------------------------------------------------------------------------
-    def mark_region(self, status: str) -> None:
+    def _say(self, text: str, ms: int = 5000) -> None:
+        self.statusBar().showMessage(text, ms)
+
+    def selected_regions(self) -> list[int]:
+        """The regions the selected navigator item stands for: every part of a review group
+        (navigator in groups mode), or the one selected region."""
         i = self.case.active_region
-        if i < 0 or self.case.active is None:
-            self.statusBar().showMessage("No region selected: press N to go to the next one.", 4000)
+        if not 0 <= i < len(self.case.regions()):
+            return []
+        nav = getattr(self.panels, "regions", None)
+        if nav is not None and getattr(nav, "grouped", False):
+            return self.case.group_of(i)
+        return [i]
+
+    def mark_region(self, status: str) -> None:
+        """Keys 1-4: the status of the selected item (every part of a group)."""
+        sel = self.selected_regions()
+        if not sel or self.case.active is None:
+            self._say("No region selected: press N to go to the next one.", 4000)
             return
-        self.case.set_region_status(i, status)
+        nav = getattr(self.panels, "regions", None)
+        if nav is not None and len(sel) > 1 and hasattr(nav, "mark"):
+            nav.mark(status)  # one table refresh for the group
+        else:
+            for i in sel:
+                self.case.set_region_status(i, status)
+        parts = f" ({len(sel)} parts)" if len(sel) > 1 else ""
+        self._say(f"Marked {STATUS_LABELS[status].lower()}{parts}.", 3000)
+
+    def step_review(self, step: int) -> None:
+        """N / Shift+N: the navigator's next item (a review group or a region) when it is there."""
+        if not self.case.regions():
+            if self.case.reference is None or self.case.active is None:
+                self._say("No error regions: open a reference and a prediction to compare.", 5000)
+            else:
+                self._say("No error regions (yet): the analysis is running or found none.", 5000)
+            return
+        if self.panels is not None:
+            self.panels.regions.step(step)
+        else:
+            self.case.step_region(step)
 
     def _update_review_counter(self) -> None:
         act = self.case.active
@@ -937,24 +983,39 @@ class MainWindow(QMainWindow):
 
     # -- corrections -------------------------------------------------------------------------
     def correct_region(self, kind: str) -> None:
-        """A (FP: add to the reference) / R (FN: remove from it) on the selected region."""
+        """A (FP: add to the reference) / R (FN: remove from it) on the selected item: every part
+        of a review group, as one undo step; the status bar says how many parts and voxels."""
         regs = self.case.regions()
-        i = self.case.active_region
-        if not 0 <= i < len(regs):
-            self.statusBar().showMessage("No region selected: press N to go to the next one.", 4000)
+        sel = self.selected_regions()
+        if not sel:
+            self._say("No region selected: press N to go to the next one.", 4000)
             return
-        if regs[i].kind != kind:
+        if self.case.reference is None:
+            self._say("There is no reference to correct: open one first.", 5000)
+            return
+        first = regs[self.case.active_region]
+        of_kind = [i for i in sel if regs[i].kind == kind]
+        if not of_kind:
             other = "A adds FP regions" if kind == "FN" else "R removes FN regions"
-            self.statusBar().showMessage(f"{regs[i].id} is an {regs[i].kind} region: {other}.", 5000)
+            self._say(f"{first.id} is an {first.kind} region: {other}.", 5000)
             return
-        if not self.case.accept_region(i, kind):
-            self.statusBar().showMessage(f"{regs[i].id}: the reference already holds this correction.", 4000)
+        try:
+            edit = self.case.accept_regions(of_kind, kind)
+        except InputError as exc:
+            self._say(str(exc), 8000)
+            return
+        verb = "Added to" if kind == "FP" else "Removed from"
+        if edit is None:
+            self._say(f"{first.id}: the reference already holds this correction.", 4000)
+            return
+        voxels = edit.added + edit.removed
+        parts = f"{len(of_kind)} parts, " if len(of_kind) > 1 else ""
+        self._say(f"{verb} the reference: {parts}{voxels} voxels (Ctrl+Z undoes it).", 8000)
 
     def _update_edit_actions(self) -> None:
         s = self.case.session
-        self.actions["undo"].setEnabled(s.can_undo())
-        self.actions["redo"].setEnabled(s.can_redo())
-        self.actions["save_reference"].setEnabled(self.case.reference is not None)
+        self.action_table["undo"].setEnabled(s.can_undo())
+        self.action_table["redo"].setEnabled(s.can_redo())
 
     def _update_edit_status(self) -> None:
         self.edit_status.setText(self.edit_tools.describe())
@@ -967,40 +1028,52 @@ class MainWindow(QMainWindow):
 
     # -- crash recovery ----------------------------------------------------------------------
     def offer_recovery(self) -> None:
-        """After a crash: offer to reopen the files of a recovery file and replay its edits."""
+        """After a crash: offer to reopen the files of a recovery file and replay its edits.
+
+        Every recovery file is read one by one: a damaged one (empty, truncated) is set aside
+        as ``*.damaged`` and named in the status bar, and never hides a valid one. Declined
+        (Discard), a recovery file is deleted: it is not offered again."""
         from datetime import datetime
 
-        from core.review import list_recoveries
+        from core.review.persist import scan_recoveries
 
-        found = list_recoveries()
+        try:
+            found, damaged = scan_recoveries()
+        except OSError as exc:
+            self._say(f"The recovery folder cannot be read: {exc}", 10000)
+            return
+        if damaged:
+            names = ", ".join(p.name for p, _ in damaged)
+            self._say(f"Set aside {len(damaged)} damaged recovery file(s) (the edits in them are lost): {names}", 15000)
         if not found:
             return
         path, meta = found[0]
-        ref = next((m for m in meta["layers"] if m["role"] == "reference"), None)
+        ref = next((m for m in meta["layers"] if m.get("role") == "reference"), None)
         name = Path(ref["file"]["path"]).name if ref and ref.get("file") else "a case"
         when = datetime.fromtimestamp(meta.get("written", 0)).strftime("%Y-%m-%d %H:%M")
+        more = (
+            f"\n\n({len(found) - 1} more recovery file(s) will be offered at the next start.)" if len(found) > 1 else ""
+        )
         ans = QMessageBox.question(
             self,
             APP_NAME,
-            f"Airway Studio stopped with unsaved edits of {name} ({when}).\n\nRecover them?",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No | QMessageBox.StandardButton.Discard,
+            f"Airway Studio stopped with unsaved edits of {name} ({when}).\n\nRecover them?{more}",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Discard,
         )
         if ans == QMessageBox.StandardButton.Yes:
             self.recover_edits(path)
-        elif ans == QMessageBox.StandardButton.Discard:
+        else:
             path.unlink(missing_ok=True)
+            self._say(f"Discarded the unsaved edits of {name}.", 6000)
 
-    def recover_edits(self, path: str | os.PathLike) -> Job | None:
-        """Open the recovery file's inputs, then replay its voxels, statuses and edit log."""
+    def recover_edits(self, path: str | os.PathLike[str]) -> Job | None:
+        """Open the recovery file's inputs (a CT case or labels only), then replay its voxels,
+        statuses and edit log; saving afterwards removes the recovery file."""
         from core.review import check_recovery, recovery_inputs
 
         try:
             meta, arrays = check_recovery(path)
             inputs = recovery_inputs(meta)
-            if inputs["ct"] is None:
-                raise InputError(
-                    "The recovery file names no CT.", "Recover it with core.review.Session.recover in a script."
-                )
         except InputError as exc:
             self.report_error(exc)
             return None
@@ -1013,32 +1086,129 @@ class MainWindow(QMainWindow):
             except InputError as exc:
                 self.report_error(exc)
                 return
-            self.statusBar().showMessage("Recovered the unsaved edits; save the reference to keep them.", 8000)
+            self._say("Recovered the unsaved edits; save the reference to keep them.", 8000)
 
         self.caseLoaded.connect(replay)
-        return self.open_files(inputs["ct"], inputs["reference"], inputs["predictions"], inputs["reference_selector"])
+        job = self.open_files(inputs["ct"], inputs["reference"], inputs["predictions"], inputs["reference_selector"])
+        if job is None:
+            self.caseLoaded.disconnect(replay)
+        return job
 
-    def save_reference(self, path: str | os.PathLike | None = None) -> Path | None:
-        """Write the edited reference over its file (the original kept once as *.orig.*)."""
+    # -- saving labels ---------------------------------------------------------------------
+    LABEL_FILTER = "NIfTI (*.nii.gz *.nii);;MetaImage (*.mha);;NRRD (*.nrrd);;All files (*)"
+
+    def _ask_label_path(self, title: str, suggestion: str | None) -> str | None:
+        start = suggestion or os.path.join(self.settings.last_dir(), "label.nii.gz")
+        path, _ = QFileDialog.getSaveFileName(self, title, start, self.LABEL_FILTER)
+        if not path:
+            return None
+        from core.io import volume_suffix
+
+        if not volume_suffix(Path(path)):
+            path += ".nii.gz"
+        return path
+
+    def _save_label(self, what: str, save: Callable[[str | None, str], Path], path: str | None) -> Path | None:
+        """One save with its conflict dialog (another window saved the file meanwhile)."""
+        from app.dialogs import ask_save_conflict
+        from core.review.persist import SaveConflictError
+
+        on_conflict = "raise"
+        while True:
+            try:
+                out = save(path, on_conflict)
+            except SaveConflictError as exc:
+                choice = ask_save_conflict(self, exc)
+                if choice is None:
+                    self._say(f"Not saved: {Path(exc.path or '').name} changed on disk.", 8000)
+                    return None
+                if choice == "new":
+                    path = self._ask_label_path(f"Save {what} as", None)
+                    if path is None:
+                        return None
+                    on_conflict = "raise"
+                else:
+                    on_conflict = choice
+                continue
+            except Exception as exc:  # noqa: BLE001 - one dialog, the app goes on
+                import traceback
+
+                self.report_error(exc, traceback.format_exc())
+                return None
+            self.settings.set_last_dir(str(out))
+            return out
+
+    def save_reference(self, path: str | os.PathLike[str] | None = None) -> Path | None:
+        """Ctrl+Alt+S: write the edited reference over its file (the original kept once as
+        *.orig.*, an edit log beside it); a reference without a file asks for a name."""
         if self.case.reference is None:
+            self._say("There is no reference to save: open one (Ctrl+R) or use a prediction as the reference.", 6000)
             return None
         if path is None and not self.case.reference_path:
-            from PySide6.QtWidgets import QFileDialog
-
-            path, _ = QFileDialog.getSaveFileName(
-                self, "Save reference", self.settings.last_dir(), "NIfTI (*.nii.gz *.nii);;All files (*)"
-            )
-            if not path:
-                return None
-        try:
-            out = self.case.save_reference(path)
-        except Exception as exc:  # noqa: BLE001 - one dialog, the app goes on
-            import traceback
-
-            self.report_error(exc, traceback.format_exc())
-            return None
-        self.statusBar().showMessage(f"Saved the reference to {out} (edit log beside it)", 6000)
+            return self.save_reference_as()
+        out = self._save_label(
+            "the reference",
+            lambda p, c: self.case.save_reference(p, on_conflict=c),
+            None if path is None else str(path),
+        )
+        if out is not None:
+            self._say(f"Saved the reference to {out} (edit log beside it)", 6000)
+            self._update_title()
         return out
+
+    def save_reference_as(self) -> Path | None:
+        """Save the reference to a file the user names; later saves go there."""
+        if self.case.reference is None:
+            self._say("There is no reference to save: open one (Ctrl+R) or use a prediction as the reference.", 6000)
+            return None
+        current = self.case.reference_path
+        path = self._ask_label_path("Save reference as", current)
+        if path is None:
+            return None
+        return self.save_reference(path)
+
+    def save_prediction_as(self) -> Path | None:
+        """Save the active prediction (edited or made in the app) as a 0/1 label file."""
+        act = self.case.active
+        if act is None:
+            self._say("There is no prediction to save: open or make one first.", 6000)
+            return None
+        from core.review.naming import qualified
+
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in act.name)
+        suggestion = os.path.join(self.settings.last_dir(), f"{qualified(safe, None, 0)}.nii.gz")
+        path = self._ask_label_path("Save prediction as", act.path or suggestion)
+        if path is None:
+            return None
+        index = self.case.active_index
+        out = self._save_label("the prediction", lambda p, c: self.case.save_prediction(index, p, on_conflict=c), path)
+        if out is not None:
+            self._say(f"Saved {act.name} to {out}", 6000)
+        return out
+
+    def use_prediction_as_reference(self) -> None:
+        """The active prediction becomes the reference (one undo step; no file changes until saved)."""
+        act = self.case.active
+        if act is None:
+            self._say("There is no prediction to use: open or make one first.", 6000)
+            return
+        had = self.case.reference is not None
+        try:
+            edit = self.case.use_prediction_as_reference()
+        except InputError as exc:
+            self._say(str(exc), 8000)
+            return
+        if had and edit is None:
+            self._say(f"The reference already equals {act.name}.", 5000)
+            return
+        if edit is None:
+            self._say(f"{act.name} is now the reference (no file yet: Ctrl+Alt+S asks for a name).", 8000)
+        else:
+            self._say(
+                f"{act.name} is now the reference: {edit.added} voxels added, {edit.removed} removed "
+                "(Ctrl+Z undoes it; the reference file changes only when you save).",
+                10000,
+            )
 
     # -- display -----------------------------------------------------------------------------
     def _set_visible(self, key: str, on: bool) -> None:
@@ -1061,14 +1231,14 @@ class MainWindow(QMainWindow):
                 box.setChecked(s.visible.get(key, True))
                 box.blockSignals(False)
         for key, name in (("TP", "toggle_tp"), ("FP", "toggle_fp"), ("FN", "toggle_fn")):
-            self.actions[name].setChecked(s.visible.get(key, True))
+            self.action_table[name].setChecked(s.visible.get(key, True))
         for name, value in (
             ("toggle_overlay", s.show_overlay),
             ("toggle_outline", s.outline),
             ("toggle_heatmap", s.heatmap),
             ("toggle_crosshair", s.crosshair),
         ):
-            a = self.actions[name]
+            a = self.action_table[name]
             if a.isChecked() != value:
                 a.blockSignals(True)
                 a.setChecked(value)
@@ -1096,8 +1266,11 @@ class MainWindow(QMainWindow):
 
     def _cycle_prediction(self, step: int) -> None:
         n = len(self.case.predictions)
-        if n:
+        if n > 1:
             self.case.set_active((self.case.active_index + step) % n)
+            self._say(f"Active prediction: {self.case.active.name}", 3000)  # type: ignore[union-attr]
+        else:
+            self._say("Only one prediction is open." if n else "No prediction is open.", 3000)
 
     def _refresh_predictions(self, *_: Any) -> None:
         combo = self.prediction_combo
@@ -1112,7 +1285,7 @@ class MainWindow(QMainWindow):
         combo.setEnabled(bool(self.case.predictions))
         combo.blockSignals(False)
         has_prob = self.case.active is not None and self.case.active.probabilities is not None
-        self.actions["toggle_heatmap"].setEnabled(has_prob)
+        self.action_table["toggle_heatmap"].setEnabled(has_prob)
         self._update_review_counter()
 
     def _on_prediction_combo(self, index: int) -> None:
@@ -1139,7 +1312,11 @@ class MainWindow(QMainWindow):
     def _on_hover(self, zyx: Any) -> None:
         self._show_readout(zyx)
 
+    def _refresh_readout(self) -> None:
+        self._show_readout(getattr(self, "_readout_zyx", None))
+
     def _show_readout(self, zyx: Any) -> None:
+        self._readout_zyx = zyx
         self.readout.setText(
             format_probe(
                 self.case.probe(zyx if zyx is not None else self.case.cursor),
@@ -1248,7 +1425,8 @@ class MainWindow(QMainWindow):
             return
         import json
 
-        self.cancel_jobs()
+        for job in list(self.jobs):
+            job.cancel()
         self.case.cancel_jobs()
         if not any(
             isinstance(w, MainWindow) and w is not self and w.isVisible() for w in QApplication.topLevelWidgets()

@@ -9,8 +9,11 @@ never registered as shortcuts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from PySide6.QtCore import QObject
 from PySide6.QtGui import QAction, QKeySequence
 
 
@@ -24,6 +27,7 @@ class Binding:
 
 
 def _b(action: str, keys: str | tuple[str, ...], description: str, group: str, mouse: bool = False) -> Binding:
+    """One row; ``keys=()`` for an action reached only through its menu entry."""
     return Binding(action, (keys,) if isinstance(keys, str) else tuple(keys), description, group, mouse)
 
 
@@ -85,6 +89,9 @@ KEYMAP: tuple[Binding, ...] = (
     _b("brush_hu_limit", "Alt+H", "Limit the brush to its HU range", "Edit"),
     _b("edit_target", "T", "Edit the reference or the active prediction", "Edit"),
     _b("save_reference", "Ctrl+Alt+S", "Save the edited reference (backup of the original, edit log)", "Edit"),
+    _b("save_reference_as", "Ctrl+Alt+Shift+S", "Save the reference as a new file", "Edit"),
+    _b("save_prediction_as", "Ctrl+Alt+P", "Save the active prediction as a label file", "Edit"),
+    _b("use_prediction_as_reference", (), "Use the active prediction as the reference (undoable)", "Edit"),
     # 3D
     _b("camera_reset", "Ctrl+Alt+0", "3D: reset the camera", "3D view"),
     _b("camera_anterior", "Ctrl+Alt+1", "3D: view from the front", "3D view"),
@@ -145,13 +152,32 @@ def bind(qaction: QAction, action: str) -> QAction:
     return qaction
 
 
-def make_action(parent, action: str, text: str | None = None, slot=None, checkable: bool = False) -> QAction:
-    """A ``QAction`` for ``action`` owned by ``parent`` with its keys and an optional slot."""
+def _without_checked(slot: Callable[..., Any]) -> Callable[[bool], Any]:
+    """``triggered(bool checked)`` calls ``slot()``: a slot with an optional first parameter
+    (``save_reference(path=None)``) would otherwise get ``False`` as that parameter."""
+
+    def call(_checked: bool = False) -> Any:
+        return slot()
+
+    return call
+
+
+def make_action(
+    parent: QObject,
+    action: str,
+    text: str | None = None,
+    slot: Callable[..., Any] | None = None,
+    checkable: bool = False,
+) -> QAction:
+    """A ``QAction`` for ``action`` owned by ``parent`` with its keys and an optional slot.
+
+    A checkable action's slot gets the new state (``slot(on)``); any other slot is called
+    without arguments, never with Qt's ``checked`` flag."""
     qa = QAction(text or binding(action).description, parent)
     qa.setCheckable(checkable)
     bind(qa, action)
     if slot is not None:
-        qa.triggered.connect(slot)
+        qa.triggered.connect(slot if checkable else _without_checked(slot))
     return qa
 
 

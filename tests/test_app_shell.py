@@ -275,7 +275,7 @@ def test_cancelled_segmentation_leaves_the_case_as_it_was(window, qtbot, tiny_ch
         pass
     ended = getattr(job, "ended", None) or job.finished  # a child-process run, or a worker-thread job
     with qtbot.waitSignal(ended, timeout=60000):
-        window.actions["cancel_job"].trigger()
+        window.action_table["cancel_job"].trigger()
     assert job.state == "cancelled"
     assert (len(c.predictions), c.active_index, c.cursor, c.modified) == before
 
@@ -286,7 +286,7 @@ def test_project_save_and_reopen_restores_review_state(window, qtbot, files, tmp
     c = window.case
     c.set_cursor((10, 20, 30))
     window.display.apply_preset("bone")
-    window.actions["toggle_outline"].trigger()
+    window.action_table["toggle_outline"].trigger()
     qtbot.waitUntil(lambda: bool(c.predictions[0].regions), timeout=60000)
     c.set_region_status(0, "flagged")
     key = c.predictions[0].regions[0].key
@@ -300,7 +300,7 @@ def test_project_save_and_reopen_restores_review_state(window, qtbot, files, tmp
     assert w2.case.predictions[0].statuses == {key: "flagged"}  # by content key: survives re-sorting
     s = w2.display.settings
     assert (s.window, s.level, s.outline) == (2000, 300, True)
-    assert w2.actions["toggle_outline"].isChecked()
+    assert w2.action_table["toggle_outline"].isChecked()
     assert str(out) in w2.settings.recent()
     _settle(qtbot, w2)
 
@@ -324,7 +324,7 @@ def test_dropped_files_are_sorted_into_ct_reference_and_prediction(window, qtbot
 
 def test_keymap_is_one_table_without_conflicts(window):
     assert shortcuts.conflicts() == []
-    for name, action in window.actions.items():
+    for name, action in window.action_table.items():
         assert [k.toString() for k in action.shortcuts()] == [k.toString() for k in shortcuts.keys(name)]
     for needed in (
         "next_region",

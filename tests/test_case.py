@@ -137,10 +137,18 @@ def test_probe_reports_values_and_class(qtbot):
     assert case.probe((2, 3, 4))["class"] == "FP"
     assert case.probe((0, 0, 0))["class"] == "TN"
     assert case.probe((9, 0, 0)) == {}
-    case.branch_map = np.zeros((4, 5, 6), np.int32)
-    case.branch_map[1, 1, 1] = 7
-    case.generations = {7: 3}
-    assert case.probe((1, 1, 1))["branch"] == 7 and case.probe((1, 1, 1))["generation"] == 3
+
+
+def test_probe_names_the_branch_and_generation_of_the_analysed_tree(qtbot, tiny_demo):
+    case = Case()
+    case.set_ct(tiny_demo.phantom.ct)
+    case.set_reference(tiny_demo.reference)
+    qtbot.waitUntil(lambda: case.branch_map is not None, timeout=60000)
+    bmap = case.tree.branch_label_map()
+    voxel = tuple(int(v) for v in np.argwhere(bmap > 0)[0])
+    info = case.probe(voxel)
+    branch = case.tree.branch(int(bmap[voxel]))
+    assert info["branch"] == branch.id and info["generation"] == branch.generation
 
 
 def test_cursor_is_clamped_and_signalled(qtbot):
@@ -323,26 +331,28 @@ def test_label_selector_picks_the_airway_of_a_cip_map(shared_data):
 
 
 def test_analysis_in_the_child_process_equals_the_thread_one(tiny_demo):
-    from app.review.case import analyse_prediction, analyse_reference
+    from app.review.analysis_runner import run_review_analysis
+    from core.review import Session
 
-    ref, pred = tiny_demo.reference, tiny_demo.prediction
-    here = analyse_reference(ref, in_process=False)
-    there = analyse_reference(ref, in_process=True)
-    assert there.generations == here.generations and len(here.generations) > 3
-    np.testing.assert_array_equal(there.branch_map, here.branch_map)
-    m1, r1 = analyse_prediction(pred, ref, here.tree, in_process=False)
-    m2, r2 = analyse_prediction(pred, ref, here.tree, in_process=True)
-    assert json.dumps(m1.as_dict(), sort_keys=True, default=str) == json.dumps(
-        m2.as_dict(), sort_keys=True, default=str
+    s = Session(tiny_demo.phantom.ct, tiny_demo.reference, [tiny_demo.prediction])
+    here, tree_here = run_review_analysis(s.analysis_job(copy=True), in_process=False)
+    there, tree_there = run_review_analysis(s.analysis_job(copy=True), in_process=True)
+    assert tree_there.generations == tree_here.generations and len(tree_here.generations) > 3
+    np.testing.assert_array_equal(tree_there.branch_map, tree_here.branch_map)
+    (a,) = here.predictions.values()
+    (b,) = there.predictions.values()
+    assert json.dumps(a.metrics.as_dict(), sort_keys=True, default=str) == json.dumps(
+        b.metrics.as_dict(), sort_keys=True, default=str
     )
-    assert [r.id for r in r1] == [r.id for r in r2] and len(r1) >= 4
+    assert [r.id for r in a.regions] == [r.id for r in b.regions] and len(a.regions) >= 4
 
 
 def test_cancelling_work_in_the_child_process_kills_it_and_the_next_call_works(tiny_demo):
     import time
 
-    from app.review.case import analyse_reference
+    from app.review.analysis_runner import run_review_analysis
     from app.workers import call_in_process
+    from core.review import Session
 
     ev = threading.Event()
     threading.Timer(0.3, ev.set).start()
@@ -350,4 +360,5 @@ def test_cancelling_work_in_the_child_process_kills_it_and_the_next_call_works(t
     with pytest.raises(Cancelled):
         call_in_process(time.sleep, 30, cancel=ev)
     assert time.monotonic() - t0 < 10  # not the 30 s the child was asked to sleep
-    assert analyse_reference(tiny_demo.reference, in_process=True).generations
+    job = Session(None, tiny_demo.reference).analysis_job(copy=True)
+    assert run_review_analysis(job, in_process=True)[1].generations

@@ -54,7 +54,7 @@ def test_window_opens_labels_only_with_metrics_regions_and_navigator(qtbot, labe
     assert case.active.metrics is not None and case.active.metrics.dsc < 100
     nav = w.panels.regions
     qtbot.waitUntil(lambda: nav.proxy.rowCount() > 0, timeout=10000)
-    w.actions["next_region"].trigger()
+    w.action_table["next_region"].trigger()
     assert case.active_region >= 0 and w.views["axial"].zoom > 1.0
     assert "HU" not in format_probe(case.probe(case.cursor))
     img = w.views["axial"].current_rgb()

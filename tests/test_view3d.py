@@ -413,3 +413,111 @@ def test_real_cip_airway_surface_lies_in_the_ct_and_picks_back(shared_data):
     # the trachea is the top of the tree: its highest surface point is superior (+z in LPS)
     top = pts[np.argmax(pts[:, 2])]
     assert world_to_voxel(top, ct.geometry, ct.shape, mask=mask)[0] == int(np.argwhere(mask)[:, 0].max())
+
+
+# -- following an item; superseded rebuilds (issue 22) ---------------------------------------------
+
+
+def _hidden_region_case() -> tuple[Case, np.ndarray]:
+    """An FP blob at y 20..24 behind a reference slab at y 8..12 (seen from the front, -y,
+    the slab hides it); the prediction holds both."""
+    from airway_shapes import error_region
+
+    ref = np.zeros(SHAPE, bool)
+    ref[2:22, 8:12, 2:30] = True  # the slab in front
+    pred = ref.copy()
+    pred[10:14, 20:24, 14:18] = True  # the FP blob behind it
+    case = Case(auto_analyse=False)
+    case.set_ct(IntensityVolume(np.full(SHAPE, -800, np.int16), GEO, name="ct"), name="ct")
+    case.set_reference(LabelVolume(ref, GEO, name="reference"))
+    case.add_prediction(PredictionEntry("model", LabelVolume(pred, GEO, name="model")))
+    coords = np.argwhere(pred & ~ref)
+    r = error_region("FP-0001", "FP", voxels=len(coords), focus=(11, 21, 15), bbox=((10, 14), (20, 24), (14, 18)))
+    r.coords, r.key = coords, "FP:blob"
+    case.active.regions = [r]
+    return case, coords
+
+
+def test_clear_view_direction_avoids_the_branch_in_front():
+    from app.review.view3d import VIEW_DIRECTIONS, clear_view_direction, occluders
+
+    case, _ = _hidden_region_case()
+    region = case.regions()[0]
+    masks = [case.reference.mask, case.active.mask]
+    front = VIEW_DIRECTIONS[0]  # anterior: camera at -y
+    assert occluders(region.focus_zyx, front, masks, GEO, region) == 1
+    d = clear_view_direction(region, masks, GEO, current=front)
+    assert occluders(region.focus_zyx, d, masks, GEO, region) == 0
+    # a clear current direction is kept (the camera does not jump between items)
+    back = -front
+    assert np.allclose(clear_view_direction(region, masks, GEO, current=back), back)
+
+
+def test_following_an_item_in_3d_leaves_it_unhidden(qtbot):
+    """The camera kept its direction when it followed an item, which could leave the item
+    behind another branch; it now looks from a side where nothing hides it."""
+    from app.review.view3d import occluders
+
+    if not three_d_supported():
+        pytest.skip("needs an X display (Xvfb), not the offscreen platform")
+    case, _ = _hidden_region_case()
+    v = View3D(case)
+    qtbot.addWidget(v)
+    v.resize(500, 420)
+    with qtbot.waitSignal(v.sceneReady, timeout=20000):
+        v.show()
+        v.schedule_rebuild()
+    v.camera_preset("anterior")
+    case.go_to_region(0)
+    qtbot.waitUntil(lambda: v._region_actor is not None, timeout=10000)
+    region = case.regions()[0]
+    d = v.view_direction()
+    assert d is not None
+    assert occluders(region.focus_zyx, d, [case.reference.mask, case.active.mask], GEO, region) == 0
+    focal = np.asarray(v.plotter.camera.focal_point)
+    assert np.linalg.norm(focal - GEO.index_to_world((11.5, 21.5, 15.5))) < 1e-6
+
+
+def test_a_superseded_3d_rebuild_is_not_reported_as_cancelled(qtbot):
+    """Edits start a new 3D rebuild and stop the running one: the status bar said "3D surfaces:
+    cancelled" after edits, a cancel nobody asked for."""
+    from app.main_window import MainWindow
+    from app.settings import Settings
+
+    if not three_d_supported():
+        pytest.skip("needs an X display (Xvfb), not the offscreen platform")
+    shape = (80, 128, 128)
+    geo = Geometry((0.7, 0.7, 0.8))
+    ref = np.zeros(shape, bool)
+    yy, xx = np.mgrid[:128, :128]
+    for z in range(5, 75):  # a wavy tube: surfaces take a moment to build
+        ref[z] = (yy - 64 - 20 * np.sin(z / 9)) ** 2 + (xx - 64) ** 2 < 18**2
+    pred = np.roll(ref, 3, axis=2)
+    case = Case(auto_analyse=False)
+    case.set_ct(IntensityVolume(np.full(shape, -800, np.int16), geo, name="ct"), name="ct")
+    case.set_reference(LabelVolume(ref, geo, name="reference"))
+    case.add_prediction(PredictionEntry("model", LabelVolume(pred, geo, name="model")))
+    w = MainWindow(case=case, settings=Settings(ephemeral=True), training_tab=False)
+    qtbot.addWidget(w)
+    messages: list[str] = []
+    w.statusBar().messageChanged.connect(messages.append)
+    w.resize(1280, 800)
+    w.show()
+    v = w.panels.view3d
+    qtbot.waitUntil(lambda: v.scene is not None and not v.busy, timeout=30000)
+    stopped = []
+    for k in range(12):  # an edit while the previous rebuild runs, until one was stopped mid-way
+        case.session.brush("reference", (40, 10 + 8 * k, 112), 3, True, form="sphere")  # beside the tube
+        print("K", k, v._job and v._job.state, v.busy, case.revision("reference"))
+        qtbot.wait(400); print("K2", v._job.state, v._job.exception)
+        qtbot.waitUntil(lambda: v._job is not None and v._job.running, timeout=10000)
+        job = v._job
+        case.session.brush("reference", (10 + 5 * k, 64, 64), 3, False, form="sphere")  # into it
+        qtbot.waitUntil(lambda j=job: not j.running, timeout=30000)
+        qtbot.waitUntil(lambda: not v.busy, timeout=30000)
+        if job.state == "cancelled":
+            stopped.append(job)
+            break
+    qtbot.wait(50)
+    assert stopped, "no rebuild was stopped by a newer one: the test did not test anything"
+    assert not [m for m in messages if "cancelled" in m], messages

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from app.review.analysis_runner import TreeResult, run_review_analysis
+from app.review.analysis_runner import TreeResult, run_review_analysis, tree_result
 from core.errors import InputError
 from core.outputs import refuse_input_as_output
 from core.regions import ErrorRegion
@@ -487,19 +487,41 @@ class Case(QObject):
     def tree(self) -> Any:
         return self.session.tree
 
+    @tree.setter
+    def tree(self, tree: Any) -> None:
+        """A tree parsed elsewhere (a script, a benchmark) becomes the session's."""
+        self.session.put_tree(tree)
+
     def _tree_result(self) -> TreeResult | None:
+        tree = self.session.tree
+        if tree is None:  # a branch map given without a tree (see the setters below), or nothing
+            return self._tree_view if self._tree_view is not None and self._tree_view.tree is None else None
         tv = self._tree_view
-        return tv if tv is not None and tv.tree is self.session.tree and tv.tree is not None else None
+        if tv is None or tv.tree is not tree:
+            # a tree that came without its branch map (Case.tree = ...): made once, here
+            tv = self._tree_view = tree_result(tree)
+        return tv
 
     @property
     def branch_map(self) -> np.ndarray | None:
         tv = self._tree_result()
         return None if tv is None else tv.branch_map
 
+    @branch_map.setter
+    def branch_map(self, value: np.ndarray | None) -> None:
+        """A branch map made elsewhere (a script, a view test), kept with the session's tree."""
+        tv = self._tree_result()
+        self._tree_view = TreeResult(self.session.tree, value, {} if tv is None else tv.generations)
+
     @property
     def generations(self) -> dict[int, int]:
         tv = self._tree_result()
         return {} if tv is None else tv.generations
+
+    @generations.setter
+    def generations(self, value: dict[int, int]) -> None:
+        tv = self._tree_result()
+        self._tree_view = TreeResult(self.session.tree, None if tv is None else tv.branch_map, dict(value))
 
     # -- session events ------------------------------------------------------------
     def _on_session(self, kind: str, payload: Any) -> None:

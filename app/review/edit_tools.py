@@ -18,6 +18,10 @@ from core.resources import load_json_resource
 
 MODES = ("navigate", "brush", "eraser", "fill")
 TARGETS = ("reference", "prediction")
+NO_CT_FILL = (
+    "Flood fill needs a CT: it grows within an HU range of the CT, and this case has none. Open the CT (Ctrl+O)."
+)
+NO_CT_HU = "The brush's HU limit needs a CT, and this case has none: the brush paints without it. Open the CT (Ctrl+O)."
 
 
 class EditTools(QObject):
@@ -38,9 +42,16 @@ class EditTools(QObject):
         self._last: tuple[int, int, int] | None = None
 
     # -- choices -----------------------------------------------------------------
+    def has_ct(self) -> bool:
+        """A real CT under the labels (a label-only case shows a blank one)."""
+        return self.case.session.ct is not None
+
     def set_mode(self, mode: str) -> None:
         if mode not in MODES:
             raise ValueError(mode)
+        if mode == "fill" and self.mode != "fill" and not self.has_ct():
+            self.failed.emit(NO_CT_FILL)
+            return
         # choosing the active tool again goes back to moving the crosshair
         self.mode = "navigate" if mode == self.mode and mode != "navigate" else mode
         self.changed.emit()
@@ -54,6 +65,9 @@ class EditTools(QObject):
         self.changed.emit()
 
     def toggle_hu_limit(self) -> None:
+        if not self.hu_limit and not self.has_ct():
+            self.failed.emit(NO_CT_HU)
+            return
         self.hu_limit = not self.hu_limit
         self.changed.emit()
 
@@ -81,6 +95,9 @@ class EditTools(QObject):
         session = self.case.session
         try:
             layer = self.case.edit_layer_name(self.target)
+            if self.mode == "fill" and session.ct is None:
+                self.failed.emit(NO_CT_FILL)
+                return
             if self.mode == "fill":
                 lo, hi = self.presets["fill_hu_range"]
                 session.flood_fill(
@@ -100,8 +117,15 @@ class EditTools(QObject):
     def drag(self, voxel: Sequence[int], orientation: str) -> None:
         if not self.painting or not self.case.session.stroke_open:
             return
+        try:
+            self._dabs(voxel, orientation)
+        except InputError as exc:  # a mouse move never raises into Qt: the status bar says why
+            self.failed.emit(str(exc))
+            self.release()
+
+    def _dabs(self, voxel: Sequence[int], orientation: str) -> None:
         layer = self.case.edit_layer_name(self.target)
-        hu = tuple(self.presets["brush_hu_range"]) if self.hu_limit else None
+        hu = tuple(self.presets["brush_hu_range"]) if self.hu_limit and self.case.session.ct is not None else None
         end = np.asarray(voxel, dtype=float)
         # dabs every half radius along the drag: fast mouse moves leave no gaps
         start = end if self._last is None else np.asarray(self._last, dtype=float)

@@ -6,7 +6,7 @@ adds three docks, error regions, metrics and segmentation, with their toggles
 in ``window.panels_menu``. It owns the QActions of the 3D keys (``camera_*``,
 ``colour_mode_next``, ``focus_cursor_3d``, ``screenshot_3d``) and of
 ``segment`` and ``export_metrics``; every other key belongs to the window
-(``window.actions``) and is never bound twice.
+(``window.action_table``) and is never bound twice.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class MainWindow(Protocol):
 
     case: Any
     settings: Any
-    actions: dict[str, QAction]
+    action_table: dict[str, QAction]
     jobs: list
     job_status: Any
     panels: Any
@@ -149,7 +149,7 @@ def install_panels(window: MainWindow) -> Panels:
 
     segment.segmentationFinished.connect(window.segmentationFinished.emit)
 
-    existing: dict[str, QAction] = window.actions
+    existing: dict[str, QAction] = window.action_table
     actions: dict[str, QAction] = {}
 
     def act(name: str, text: str, slot: Callable[..., Any]) -> QAction | None:

@@ -260,9 +260,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 print(f"warning: {missing_message(match)}", file=sys.stderr)
             jobs += [(name, pdir.name, refs[name], match.files[name]) for name in names if name in match.files]
     else:
-        names = [case_name(p) for p in pred_paths]
-        if len(set(names)) < len(names):  # same file name in several folders: tell them apart by folder
-            names = [f"{p.parent.name}/{n}" for p, n in zip(pred_paths, names)]
+        from core.review.naming import distinct_names
+
+        # the same file name in several folders (every ATM'22 team's ATM_305_0000): told apart by folder
+        names = distinct_names([(case_name(p), str(p)) for p in pred_paths])
         jobs = [(case_id(ref_path), n, ref_path, p) for n, p in zip(names, pred_paths)]
 
     results: list[CaseResult] = []
@@ -285,7 +286,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
                 plan.write_volume(LabelVolume(tree.branch_label_map(), ref.geometry, name="branches"), args.branch_map)
             for case, method, pp in items:
-                print(f"{case}: evaluating {pp.name}", file=sys.stderr, flush=True)
+                print(f"{case}: evaluating {method}", file=sys.stderr, flush=True)
                 pred = read_label(pp, args.prediction_selector)
                 if args.resample_to_ct and (pred.shape != ref.shape or not pred.geometry.matches(ref.geometry, 1e-3)):
                     pred = resample_label_to(pred, ref)

@@ -137,6 +137,9 @@ class LabelLayer:
         self._subscribers.append(fn)
         return lambda: self._subscribers.remove(fn) if fn in self._subscribers else None
 
+    def unsubscribe_all(self) -> None:
+        self._subscribers.clear()
+
     def _notify(self, box: Box | None, reason: str) -> None:
         self.revision += 1
         change = Change(self.name, box, self.revision, reason)

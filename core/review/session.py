@@ -204,12 +204,18 @@ class Session:
         *,
         reference_selector: str | None = None,
         recovery_dir: PathArg | None = None,
+        grid: IntensityVolume | LabelVolume | None = None,
+        resample_to_ct: bool = False,
         progress: Progress | None = None,
         cancel: Any = None,
         **options: Any,
     ) -> Session:
         """Read the files (canonical orientation; labels must lie on the CT's grid).
 
+        Without a CT the labels are read on their own grid (a label-only case), or on
+        ``grid`` when given (the grid of a case already open, whose layers these join).
+        ``resample_to_ct``: labels on another grid are resampled onto the CT's / ``grid``
+        (nearest neighbour) instead of refused with a GeometryError.
         With a reference file, autosave goes to a recovery file named after it
         in ``recovery_dir`` (default :func:`core.review.persist.default_recovery_dir`)
         unless ``recovery_path`` is given in ``options``."""
@@ -226,34 +232,77 @@ class Session:
 
         ct_vol = None
         ct_source = None
+        reo = None
         if ct is not None:
             step(f"Reading CT {Path(ct).name}")
             ct_vol, reo = load_ct(ct)
             ct_source = str(ct)
+        on: Any = ct_vol if ct_vol is not None else grid
         ref_layer = None
         if reference is not None:
             step(f"Reading reference {Path(reference).name}")
-            vol, src = read_label_canonical(reference, ct_vol, "reference", reference_selector)
+            vol, src = read_label_canonical(reference, on, "reference", reference_selector, resample=resample_to_ct)
             ref_layer = LabelLayer("reference", vol, src, role="reference")
         layers = []
         for p in predictions:
             step(f"Reading prediction {Path(p).name}")
-            vol, probs, src = read_prediction_canonical(p, ct_vol)
-            layers.append(LabelLayer(vol.name or Path(p).name, vol, src, probabilities=probs))
+            pvol, probs, src = read_prediction_canonical(p, on, resample=resample_to_ct)
+            layers.append(LabelLayer(pvol.name or Path(p).name, pvol, src, probabilities=probs))
         if "recovery_path" not in options and reference is not None:
             options["recovery_path"] = Path(recovery_dir or persist.default_recovery_dir()) / persist.recovery_name(
                 reference
             )
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
         s = cls(ct_vol, ref_layer, layers, **options)
         s.ct_path = ct_source
+        s.ct_reorientation = reo
         if progress is not None:
             progress(steps, steps, "Loaded")
         return s
 
+    def release_layers(self) -> list[LabelLayer]:
+        """Hand this session's layers (reference first) to another session: they stop
+        reporting here and this session is left empty."""
+        out = self.layers()
+        for layer in out:
+            layer.unsubscribe_all()
+        self.reference, self.predictions = None, []
+        self._analysis.clear()
+        self._statuses.clear()
+        self.history.clear()
+        return out
+
+    def put_tree(self, tree: Any) -> None:
+        """Take a reference tree parsed elsewhere, as of the reference's current revision."""
+        if self.reference is None:
+            raise InputError("There is no reference the tree could be of.", "Load a reference label first.")
+        self.tree, self.tree_revision = tree, self.reference.revision
+
+    def result(self, index: int) -> PredictionAnalysis | None:
+        """The last analysis of prediction ``index`` (possibly stale), or None."""
+        return self._analysis.get(self.predictions[index].name)
+
+    def put_analysis(self, index: int, metrics: Any = None, regions: list[Any] | None = None) -> None:
+        """Take metrics and/or regions computed elsewhere (a script, a cache) for prediction
+        ``index``, as of the current revisions."""
+        if self.reference is None:
+            raise InputError("There is no reference the results could be against.", "Load a reference label first.")
+        p = self.predictions[index]
+        old = self._analysis.get(p.name)
+        self._analysis[p.name] = PredictionAnalysis(
+            self.reference.revision,
+            p.revision,
+            metrics if metrics is not None else (old.metrics if old else None),
+            regions if regions is not None else (old.regions if old else []),
+        )
+
     ct_path: str | None = None
+    ct_reorientation: Any = None  # core.volume.Reorientation of the CT file (None: no CT read)
 
     def _check_grid(self, volume: LabelVolume) -> None:
-        other = self.ct if self.ct is not None else (self.reference.volume if self.reference is not None else None)
+        layers = self.layers()
+        other = self.ct if self.ct is not None else (layers[0].volume if layers else None)
         if other is not None:
             check_same_grid(other, volume)
 
@@ -275,6 +324,16 @@ class Session:
         self.history.clear()
         self._emit("reference", layer)
         return layer
+
+    def clear_reference(self) -> None:
+        """Close the reference (its edits can no longer be undone; nothing is analysed)."""
+        if self.reference is not None:
+            self.reference.unsubscribe_all()
+        self.reference = None
+        self.tree, self.tree_revision = None, None
+        self._analysis.clear()
+        self.history.clear()
+        self._emit("reference", None)
 
     def add_prediction(self, prediction: LabelVolume | LabelLayer, name: str | None = None) -> int:
         layer = (
