@@ -189,7 +189,8 @@ def bench_event_loop(files: dict[str, Path], timeout_s: float = 300.0) -> None:
     from PySide6.QtCore import QElapsedTimer, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from app.review.case import Case
+    from app.review.case import Case, load_case
+    from app.workers import Job
 
     app = QApplication.instance() or QApplication([])
     clock = QElapsedTimer()
@@ -218,7 +219,10 @@ def bench_event_loop(files: dict[str, Path], timeout_s: float = 300.0) -> None:
     idle = max(gaps[1:])
     gaps.clear()
     case = Case()
-    case.open_files(str(files["ct"]), str(files["ref"]), [str(files["pred"])])
+    # what the window's open_files does: the files read by core in a job, applied on the GUI thread
+    job = Job(load_case, str(files["ct"]), str(files["ref"]), [str(files["pred"])], name="Loading")
+    job.result.connect(case.apply_loaded)
+    job.start()
     spent = spin(
         lambda: (
             case.ct is not None
