@@ -507,10 +507,9 @@ def test_a_superseded_3d_rebuild_is_not_reported_as_cancelled(qtbot):
     qtbot.waitUntil(lambda: v.scene is not None and not v.busy, timeout=30000)
     stopped = []
     for k in range(12):  # an edit while the previous rebuild runs, until one was stopped mid-way
+        prev = v._job
         case.session.brush("reference", (40, 10 + 8 * k, 112), 3, True, form="sphere")  # beside the tube
-        print("K", k, v._job and v._job.state, v.busy, case.revision("reference"))
-        qtbot.wait(400); print("K2", v._job.state, v._job.exception)
-        qtbot.waitUntil(lambda: v._job is not None and v._job.running, timeout=10000)
+        qtbot.waitUntil(lambda p=prev: v._job is not p, timeout=10000)
         job = v._job
         case.session.brush("reference", (10 + 5 * k, 64, 64), 3, False, form="sphere")  # into it
         qtbot.waitUntil(lambda j=job: not j.running, timeout=30000)
