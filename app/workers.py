@@ -13,16 +13,20 @@ anything else as a short message with the traceback under "Show Details".
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 from core.errors import Cancelled
+
+if TYPE_CHECKING:  # imported where used: multiprocessing costs the window's start-up ~25 ms
+    from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 
 ProgressFn = Callable[..., None]
 
@@ -179,26 +183,61 @@ def run_job(
 # cannot hide from the event loop. Those run in one long-lived child process;
 # big arrays travel through shared memory, not pickles.
 
-_POOL: Any = None
+_POOL: ProcessPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+_LAUNCHER: ThreadPoolExecutor | None = None
 
 
-def _process_pool() -> Any:
+def _launcher() -> ThreadPoolExecutor:
+    """The one thread that starts child processes.
+
+    Linux's parent-death signal (:func:`core.child_process.die_with_parent`)
+    fires when the *thread* that started a child ends, and the jobs that need
+    the child run on QThreadPool threads, which retire after 30 s idle. This
+    thread lives as long as the app, so the child ends with the app, not with
+    the job that happened to start it."""
+    global _LAUNCHER
+    with _POOL_LOCK:
+        if _LAUNCHER is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _LAUNCHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="airway-process-launcher")
+        return _LAUNCHER
+
+
+def _process_pool() -> ProcessPoolExecutor:
     global _POOL
-    if _POOL is None:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+    with _POOL_LOCK:
+        if _POOL is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
 
-        _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-    return _POOL
+            from core.child_process import die_with_parent
+
+            _POOL = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                # the child ends with the app however the app ends (a crash or an OOM kill included)
+                initializer=die_with_parent,
+                initargs=(os.getpid(),),
+            )
+        return _POOL
+
+
+def _submit(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+    """``fn`` handed to the pool from the launcher thread (the first submit starts the child)."""
+    return _launcher().submit(lambda: _process_pool().submit(fn, *args, **kwargs)).result()
 
 
 def _kill_pool() -> None:
     """Stop the child at once (a cancelled task cannot be interrupted otherwise)."""
     global _POOL
-    pool, _POOL = _POOL, None
+    with _POOL_LOCK:
+        pool, _POOL = _POOL, None
     if pool is None:
         return
-    for proc in list(getattr(pool, "_processes", {}).values()):
+    processes: dict[int, Any] = getattr(pool, "_processes", None) or {}
+    for proc in list(processes.values()):
         proc.terminate()
     pool.shutdown(wait=False, cancel_futures=True)
 
@@ -206,6 +245,14 @@ def _kill_pool() -> None:
 def shutdown_process_pool() -> None:
     """Stop the analysis child (on quit: a running task would otherwise hold the exit)."""
     _kill_pool()
+
+
+def process_pool_pids() -> list[int]:
+    """Process ids of the analysis children now running (tests, diagnostics)."""
+    with _POOL_LOCK:
+        pool = _POOL
+    processes: dict[int, Any] = getattr(pool, "_processes", None) or {}
+    return sorted(int(pid) for pid in processes)
 
 
 def call_in_process(fn: Callable[..., Any], *args: Any, cancel: Any = None, poll_s: float = 0.05, **kwargs: Any) -> Any:
@@ -216,7 +263,11 @@ def call_in_process(fn: Callable[..., Any], *args: Any, cancel: Any = None, poll
 
     if cancel is not None and cancel.is_set():
         raise Cancelled()
-    future = _process_pool().submit(fn, *args, **kwargs)
+    try:
+        future = _submit(fn, *args, **kwargs)
+    except BrokenProcessPool:  # the child died between two calls (killed, out of memory): start a new one
+        _kill_pool()
+        future = _submit(fn, *args, **kwargs)
     while True:
         try:
             return future.result(timeout=poll_s)

@@ -191,4 +191,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from core.child_process import die_with_parent
+
+    # a crashed or killed app sends no "cancel", and the predictor looks at
+    # stdin only between windows: end with the app, whatever it is doing
+    die_with_parent()
     sys.exit(main())

@@ -28,8 +28,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PySide6.QtCore import QCoreApplication, QObject, QProcess, QProcessEnvironment, QTimer, Signal
@@ -51,6 +52,7 @@ from PySide6.QtWidgets import (
 
 import core.errors as errors
 from app.review.case import PredictionEntry, is_blank_ct
+from core.child_process import PARENT_PID_ENV
 from core.errors import AirwayError, CheckpointError, InputError
 from core.progress import Cancellable, Progress
 from core.volume import IntensityVolume, LabelVolume
@@ -389,6 +391,7 @@ class SegmentationRun(QObject):
         root = str(Path(errors.__file__).resolve().parents[1])
         env.insert("PYTHONPATH", os.pathsep.join(p for p in (root, env.value("PYTHONPATH")) if p))
         env.insert("PYTHONUNBUFFERED", "1")
+        env.insert(PARENT_PID_ENV, str(os.getpid()))  # the child ends with this app (core.child_process)
         proc.setProcessEnvironment(env)
         proc.setProcessChannelMode(QProcess.ProcessChannelMode.SeparateChannels)
         proc.readyReadStandardOutput.connect(self._read)
@@ -515,6 +518,9 @@ class SegmentationRun(QObject):
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
+AnyRun = TypeVar("AnyRun", SegmentationRun, GrowingRun)
+
+
 class SegmentPanel(QWidget):
     """Checkpoint chooser, device, window options, Run with a progress bar and Cancel."""
 
@@ -527,7 +533,7 @@ class SegmentPanel(QWidget):
         self.case = case
         self.settings = settings
         self._show_error = show_error
-        self.run: SegmentationRun | None = None
+        self.run: SegmentationRun | GrowingRun | None = None
         self.backend = "auto"
         self.threads: int | None = None
 
@@ -658,7 +664,9 @@ class SegmentPanel(QWidget):
     def shutdown(self) -> None:
         """Quitting: stop the child now (no grace period) and remove its files."""
         run = self.run
-        if run is not None and run.running:
+        if isinstance(run, GrowingRun):
+            run.cancel()  # a worker thread: it stops at its next cancel check
+        elif run is not None and run.running:
             run._cancel_requested = True
             if run.process is not None:
                 run.process.kill()
@@ -723,8 +731,9 @@ class SegmentPanel(QWidget):
             self.checkpoint_edit.setText(path)
 
     # -- running ------------------------------------------------------------------------------
-    def start(self) -> SegmentationRun | None:
-        """Run the chosen checkpoint over the case's CT; errors are shown, never raised."""
+    def start(self) -> SegmentationRun | GrowingRun | None:
+        """Run the chosen method over the case's CT (the Run button, Tools > Segment); errors are shown,
+        never raised; without a CT nothing starts and the panel says why."""
         if self.run is not None and self.run.running:
             return self.run
         if not self.has_ct():
@@ -762,7 +771,7 @@ class SegmentPanel(QWidget):
         self._update_enabled()
         return run
 
-    def _launch(self, make: Any) -> Any:
+    def _launch(self, make: Callable[[], AnyRun]) -> AnyRun | None:
         """Build a run (SegmentationRun or GrowingRun: the same signals), wire it to the panel and start it;
         an AirwayError is shown in the panel and gives None."""
         try:
