@@ -26,7 +26,7 @@ from core.volume import IntensityVolume
 PRESET = ("presets", "gate.json")
 
 
-def load_gate_params() -> dict:
+def load_gate_params() -> dict[str, Any]:
     from core.resources import load_json_resource
 
     return load_json_resource(*PRESET)
@@ -41,7 +41,7 @@ class GateReport:
     outside_fraction: float | None = None
     voxels: int = 0
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
             "problems": list(self.problems),
@@ -99,7 +99,9 @@ def inner_air(ct: np.ndarray, threshold: float = -350.0, outside_hu: float = -90
     return out
 
 
-def check_mask(ct: IntensityVolume, mask: np.ndarray, trachea: Any = None, params: dict | None = None) -> GateReport:
+def check_mask(
+    ct: IntensityVolume, mask: np.ndarray, trachea: Any = None, params: dict[str, Any] | None = None
+) -> GateReport:
     """Gate ``mask`` (bool, on ``ct``'s grid). ``trachea``: a core.growing.Trachea, found here when None."""
     import cc3d
     import edt

@@ -36,23 +36,23 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from core.errors import Cancelled, ConfigError, InputError
+from core.errors import ConfigError, InputError
+from core.progress import Cancellable, Progress, raise_if_cancelled
 from core.volume import IntensityVolume, LabelVolume, Reorientation, to_canonical
 
-Progress = Callable[[int, int, str], None]
 PRESET = ("presets", "region_growing.json")
 
 
 # -- parameters ----------------------------------------------------------------------
 
 
-def load_params(path: str | Path | None = None, overrides: dict | None = None) -> dict:
+def load_params(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The growing preset (bundled JSON, or ``path``), with ``overrides`` merged one level deep."""
     from core.resources import resource_path
 
     src = Path(path) if path else resource_path(*PRESET)
     try:
-        params = json.loads(Path(src).read_text(encoding="utf-8"))
+        params: dict[str, Any] = json.loads(Path(src).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigError(
             f"Cannot read the region-growing preset {src}: {exc}",
@@ -92,11 +92,11 @@ class Trachea:
 
     @property
     def top_zyx(self) -> np.ndarray:
-        return self.centre_zyx[0]
+        return np.asarray(self.centre_zyx[0])
 
     @property
     def bottom_zyx(self) -> np.ndarray:
-        return self.centre_zyx[-1]
+        return np.asarray(self.centre_zyx[-1])
 
     def describe(self) -> str:
         return f"trachea {self.length_mm:.0f} mm long, mean lumen {self.mean_area_mm2:.0f} mm^2"
@@ -186,7 +186,7 @@ class _Work:
     resampled (no blur, no time).
     """
 
-    def __init__(self, ct: IntensityVolume, params: dict):
+    def __init__(self, ct: IntensityVolume, params: dict[str, Any]):
         canon, reo = to_canonical(ct)
         self.ct = ct
         self.reo: Reorientation = reo
@@ -270,9 +270,7 @@ class _Work:
         return out[:, np.argsort(self.reo.axes)]
 
 
-def _check(cancel: Any) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("Airway extraction cancelled.")
+CANCELLED = "Airway extraction cancelled."
 
 
 def _no_trachea(ct: IntensityVolume, why: str) -> InputError:
@@ -287,7 +285,9 @@ def _no_trachea(ct: IntensityVolume, why: str) -> InputError:
 # -- trachea -------------------------------------------------------------------------
 
 
-def _detect_trachea(work: _Work, ct: IntensityVolume, p: dict) -> tuple[np.ndarray, list[tuple[int, int]], dict]:
+def _detect_trachea(
+    work: _Work, ct: IntensityVolume, p: dict[str, Any]
+) -> tuple[np.ndarray, list[tuple[int, int]], dict[str, Any]]:
     """Working-grid trachea mask, its track ``[(z, label)]`` from top to bottom, and figures."""
     sz, sy, sx = work.spacing
     if min(work.shape[0] * sz, work.shape[1] * sy, work.shape[2] * sx) < p["min_length_mm"]:
@@ -314,7 +314,7 @@ def _detect_trachea(work: _Work, ct: IntensityVolume, p: dict) -> tuple[np.ndarr
     tot = cols.sum(axis=1)
     body_x[tot > 0] = (cols[tot > 0] @ xs) / tot[tot > 0]
     blobs: dict[int, list[tuple[int, float, float, float]]] = {}
-    for lab in np.flatnonzero(ok):
+    for lab in np.flatnonzero(ok).tolist():
         sl = objects[lab - 1]
         if sl is None:
             continue
@@ -379,7 +379,7 @@ def _extend_up(
     labels: np.ndarray,
     counts: np.ndarray,
     pix: float,
-    p: dict,
+    p: dict[str, Any],
     max_gap: int,
 ) -> list[tuple[int, int, float, float, float]]:
     """Follow the trachea's lumen upwards from the track's top, blob by overlapping blob.
@@ -417,7 +417,7 @@ def _extend_up(
     return track
 
 
-def _trachea_result(work: _Work, wmask: np.ndarray, info: dict, threshold: float) -> Trachea:
+def _trachea_result(work: _Work, wmask: np.ndarray, info: dict[str, Any], threshold: float) -> Trachea:
     native = work.to_native(wmask, threshold)
     if not native.any():  # a very thin trachea on a coarse grid: keep its nearest voxels
         native = work.to_native(wmask, 0.01)
@@ -431,7 +431,10 @@ def _trachea_result(work: _Work, wmask: np.ndarray, info: dict, threshold: float
 
 
 def find_trachea(
-    ct: IntensityVolume, params: dict | None = None, progress: Progress | None = None, cancel: Any = None
+    ct: IntensityVolume,
+    params: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+    cancel: Cancellable | None = None,
 ) -> Trachea:
     """Detect the trachea of ``ct`` (any orientation and spacing); InputError "no trachea found in ..." if none."""
     p = params or load_params()
@@ -439,7 +442,7 @@ def find_trachea(
     report = progress or (lambda *_: None)
     report(0, 2, "resampling")
     work = _Work(ct, p)
-    _check(cancel)
+    raise_if_cancelled(cancel, CANCELLED)
     report(1, 2, "finding the trachea")
     wmask, _, info = _detect_trachea(work, ct, p["trachea"])
     report(2, 2, "trachea found")
@@ -464,7 +467,12 @@ def _box(mask: np.ndarray, margin: int) -> tuple[slice, slice, slice]:
 
 
 def _grow(
-    work: _Work, seed: np.ndarray, g: dict, report: Callable[[str], None], cancel: Any, say: Callable[[str], None]
+    work: _Work,
+    seed: np.ndarray,
+    g: dict[str, Any],
+    report: Callable[[str], None],
+    cancel: Cancellable | None,
+    say: Callable[[str], None],
 ) -> tuple[np.ndarray, float, list[tuple[float, float]]]:
     """Grow from ``seed`` with a rising threshold; returns the last region before the explosion.
 
@@ -492,7 +500,7 @@ def _grow(
     steps: list[tuple[float, float]] = []
 
     def region_at(t: float) -> tuple[np.ndarray, float]:
-        _check(cancel)
+        raise_if_cancelled(cancel, CANCELLED)
         cand = hu < t
         cand &= zone_b
         cand |= seed_b
@@ -507,7 +515,7 @@ def _grow(
         return region, ml
 
     def explodes(ml: float, prev: float) -> bool:
-        return ml > g["max_ml"] or (ml > g["explosion_ratio"] * prev and ml - prev > g["explosion_min_ml"])
+        return bool(ml > g["max_ml"] or (ml > g["explosion_ratio"] * prev and ml - prev > g["explosion_min_ml"]))
 
     accepted, prev_ml = region_at(float(g["start_hu"]))
     accepted_t = float(g["start_hu"])
@@ -586,10 +594,10 @@ def _dark_tubeness(
     s2 = (ev**2).sum(1)
     v = (1 - np.exp(-(ra**2) / (2 * alpha**2))) * np.exp(-(rb**2) / (2 * beta**2)) * (1 - np.exp(-s2 / (2 * c_hu**2)))
     v[(l2 <= 0) | (l3 <= 0)] = 0  # bright tubes (vessels) and sheets
-    return v.astype(np.float32)
+    return np.asarray(v, np.float32)
 
 
-def _tubes(work: _Work, tree: np.ndarray, t: dict, cancel: Any) -> np.ndarray:
+def _tubes(work: _Work, tree: np.ndarray, t: dict[str, Any], cancel: Cancellable | None) -> np.ndarray:
     """Small elongated dark tubes that touch ``tree`` (multi-scale Hessian); only the new voxels."""
     import cc3d
     import edt
@@ -613,7 +621,7 @@ def _tubes(work: _Work, tree: np.ndarray, t: dict, cancel: Any) -> np.ndarray:
     points = np.flatnonzero(cand)
     best = np.zeros(len(points), np.float32)
     for s in t["sigmas_mm"]:
-        _check(cancel)
+        raise_if_cancelled(cancel, CANCELLED)
         smooth = ndimage.gaussian_filter(sub, float(s) / work.spacing, output=np.float32, truncate=3.0)
         np.maximum(
             best,
@@ -674,15 +682,15 @@ def _rim(work: _Work, native: np.ndarray, body: np.ndarray, low_hu: float, high_
 
 def grow_airway(
     ct: IntensityVolume,
-    params: dict | None = None,
+    params: dict[str, Any] | None = None,
     progress: Progress | None = None,
-    cancel: Any = None,
+    cancel: Cancellable | None = None,
     tubes: bool | None = None,
     say: Callable[[str], None] | None = None,
 ) -> GrowingResult:
     """Airway mask of ``ct`` without a model (module doc); on the CT's grid, one 26-connected component.
 
-    ``progress(done, total, message)``; ``cancel.is_set()`` -> :class:`Cancelled`;
+    ``progress(done, total, message)`` (core.progress); ``cancel`` set -> :class:`core.errors.Cancelled`;
     ``tubes`` overrides the preset's tube stage. InputError when no trachea is found.
     """
     import cc3d
@@ -715,7 +723,7 @@ def grow_airway(
     work = _Work(ct, p)
     timings["prepare"] = time.perf_counter() - t0
     report("finding the trachea")
-    _check(cancel)
+    raise_if_cancelled(cancel, CANCELLED)
     tmask, _, info = _detect_trachea(work, ct, p["trachea"])
     timings["trachea"] = time.perf_counter() - t0 - sum(timings.values())
     report("trachea found")
@@ -732,7 +740,7 @@ def grow_airway(
         tube_ml = float(extra.sum()) * work.voxel_ml
         tree = grown | extra
         timings["tubes"] = time.perf_counter() - t0 - sum(timings.values())
-    _check(cancel)
+    raise_if_cancelled(cancel, CANCELLED)
     report("mapping back to the CT grid")
     thr_back = float(p.get("map_back_threshold", 0.5))
     native = work.to_native(tree, thr_back)

@@ -358,7 +358,7 @@ def grow_case(
     grown = grow_airway(ct, progress=progress, cancel=cancel)
     with OutputPlan(overwrite=True, inputs=[case.ct, case.reference]) as outputs:
         outputs.write_volume(grown.mask, case.output)
-    result: dict = {
+    result: dict[str, Any] = {
         "case": case.name,
         "mask": str(case.output),
         "probabilities": None,
@@ -375,7 +375,7 @@ def grow_case(
     return result
 
 
-def evaluate_mask(mask: Any, reference: Any, spacing_zyx: Any) -> dict:
+def evaluate_mask(mask: Any, reference: Any, spacing_zyx: Any) -> dict[str, Any]:
     from core.errors import InputError
 
     try:
@@ -421,7 +421,7 @@ class ProgressBar:
                 self.stream.flush()
 
 
-def _print_result(result: dict, as_json: bool) -> None:
+def _print_result(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(result), flush=True)
         return
@@ -443,7 +443,7 @@ def _print_result(result: dict, as_json: bool) -> None:
         print(f"{result['case']}: " + ", ".join(parts), flush=True)
 
 
-def _spacing_arg(values: list[str] | None):
+def _spacing_arg(values: list[str] | None) -> str | list[float] | None:
     if values is None:
         return None
     if values == ["native"]:
@@ -501,7 +501,7 @@ def handle(args: argparse.Namespace) -> int:
     plan = plan_cases(args)
     method = resolve_method(args)
     # the first case's inputs are read and checked before the model is loaded or exported
-    first_inputs = read_case_inputs(plan[0], args.label_selector, args.resample_to_ct)
+    first_inputs: CaseInputs | None = read_case_inputs(plan[0], args.label_selector, args.resample_to_ct)
 
     def say(text: str) -> None:
         print(f"airway segment: {text}", file=sys.stderr, flush=True)

@@ -120,7 +120,7 @@ class CoarseModelRegion:
         stride = (self.factor,) * 3
         coarse = dilate(prob > self.threshold, margin_voxels(self.margin_mm, _spacing_zyx(request.ct), stride))
         full = _upsample_to(coarse, stride, CropBox((0, 0, 0), request.box.shape, request.box.shape))
-        return full | LungRegion(margin_mm=0.0)(request)
+        return np.asarray(full | LungRegion(margin_mm=0.0)(request), bool)
 
 
 @dataclass(frozen=True)
