@@ -304,7 +304,7 @@ class SharedArray:
         self.close()
 
 
-def attach_shared(spec: tuple) -> tuple[Any, np.ndarray]:
+def attach_shared(spec: tuple[Any, ...]) -> tuple[Any, np.ndarray]:
     """Child side: (handle to keep open while the array is used, array view)."""
     from multiprocessing import shared_memory
 

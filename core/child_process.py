@@ -84,7 +84,7 @@ def _parent_watch(parent: int) -> Callable[[], bool]:
 
     def alive() -> bool:
         try:
-            return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+            return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
         except psutil.Error:
             return False
 

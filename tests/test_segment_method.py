@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from jobs import run_job_and_wait
 
 from app.review.case import Case, PredictionEntry
 from app.review.segment_panel import GrowingRun, SegmentPanel
@@ -52,20 +53,34 @@ def test_region_growing_runs_in_a_job_and_adds_a_prediction(qtbot):
     case = _case()
     errors: list = []
     panel = _panel(qtbot, case, errors)
-    progress: list[tuple[int, int, str]] = []
-    run = panel.start()
-    assert isinstance(run, GrowingRun) and run.running and panel.cancel_button.isEnabled()
-    run.progress.connect(lambda d, t, m: progress.append((d, t, m)))
-    with qtbot.waitSignal(run.ended, timeout=120000):
-        pass
-    assert not errors and run.state == "done"
+    # Run is clicked with the panel's and the case's signals already connected: a fast job
+    # reports before a connection made after start() could see it
+    done = run_job_and_wait(
+        qtbot,
+        panel.run_button.click,
+        until=panel.segmentationFinished,
+        record={"predictions": case.predictionsChanged},
+        timeout=120000,
+    )
+    run = panel.run
+    assert isinstance(run, GrowingRun) and run.state == "done" and not errors
+    assert done.recorded["predictions"] and done.args == [len(case.predictions) - 1]
     entry = case.predictions[-1]
     assert entry.source == "region-growing" and entry.probabilities is None and entry.warnings == []
     assert entry.mask.shape == case.ct.shape and entry.mask.any()
-    assert any("growing" in m for _, _, m in progress)
     text = panel.message.text()
     assert "metrics and regions follow" not in text and "no reference" in text
     assert panel.run_button.isEnabled() and not panel.cancel_button.isEnabled()
+
+
+def test_region_growing_reports_its_progress_from_the_first_step(qtbot):
+    case = _case()
+    run = GrowingRun(case)
+    done = run_job_and_wait(qtbot, run.start, until=run.ended, record={"progress": run.progress}, timeout=120000)
+    assert run.state == "done"
+    messages = [m for _, _, m in done.recorded["progress"]]
+    assert messages[0] == "Region growing: resampling" and all(isinstance(m, str) for m in messages)
+    assert all(t == 0 or 0 <= d <= t for d, t, _ in done.recorded["progress"])
 
 
 def test_cancelled_growing_leaves_the_case_unchanged(qtbot):
@@ -73,8 +88,8 @@ def test_cancelled_growing_leaves_the_case_unchanged(qtbot):
     errors: list = []
     panel = _panel(qtbot, case, errors)
     run = panel.start()
-    with qtbot.waitSignal(run.cancelled, timeout=60000):
-        panel.cancel_button.click()
+    assert isinstance(run, GrowingRun) and run.running and panel.cancel_button.isEnabled()
+    run_job_and_wait(qtbot, panel.cancel_button.click, until=run.cancelled)
     assert case.predictions == [] and not errors and "unchanged" in panel.message.text()
 
 
@@ -86,9 +101,8 @@ def test_a_ct_without_a_trachea_shows_one_error(qtbot):
     case.set_ct(IntensityVolume(np.zeros((32, 32, 32), np.int16)), name="flat")
     errors: list = []
     panel = _panel(qtbot, case, errors)
-    run = panel.start()
-    with qtbot.waitSignal(run.ended, timeout=60000):
-        pass
+    panel.run_button.click()
+    qtbot.waitUntil(lambda: panel.run is not None and not panel.run.running, timeout=60000)
     assert len(errors) == 1 and isinstance(errors[0], InputError) and case.predictions == []
 
 
