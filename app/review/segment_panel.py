@@ -52,6 +52,7 @@ from PySide6.QtWidgets import (
 
 import core.errors as errors
 from app.review.case import PredictionEntry, is_blank_ct
+from core.child_process import PARENT_PID_ENV
 from core.errors import AirwayError, CheckpointError, InputError
 from core.progress import Cancellable, Progress
 from core.volume import IntensityVolume, LabelVolume
@@ -390,6 +391,7 @@ class SegmentationRun(QObject):
         root = str(Path(errors.__file__).resolve().parents[1])
         env.insert("PYTHONPATH", os.pathsep.join(p for p in (root, env.value("PYTHONPATH")) if p))
         env.insert("PYTHONUNBUFFERED", "1")
+        env.insert(PARENT_PID_ENV, str(os.getpid()))  # the child ends with this app (core.child_process)
         proc.setProcessEnvironment(env)
         proc.setProcessChannelMode(QProcess.ProcessChannelMode.SeparateChannels)
         proc.readyReadStandardOutput.connect(self._read)
