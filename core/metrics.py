@@ -26,19 +26,20 @@ diameter interval (Zheng et al. 2021, Fig. 6) and a per-branch table.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from core.errors import Cancelled, GeometryError, InputError
+from core.errors import GeometryError, InputError
+from core.progress import Progress
+from core.progress import raise_if_cancelled as _check
 from core.tree import AirwayTree, Box, CancelFlag, IntArray, Mask, bounding_box, checked_connectivity, parse_tree
 
 DEFAULT_DIAMETER_EDGES: tuple[float, ...] = (0.0, 2.0, 4.0, 6.0, 8.0)
 SMOOTH = 1e-5  # ATM'22 evaluation_atm_22.py
-Progress = Callable[[int, int, str], None]
 
 
 @dataclass
@@ -121,11 +122,6 @@ class AirwayMetrics:
         if branches:
             d["branches"] = [asdict(b) for b in self.branches]
         return d
-
-
-def _check(cancel: CancelFlag | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Cancelled()
 
 
 def _as_mask(x: Any, what: str) -> tuple[Mask, tuple[float, float, float] | None]:

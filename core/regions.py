@@ -26,19 +26,20 @@ size (largest first), then position, and carry stable ids (``FN-0001``...) so
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from core.errors import Cancelled, GeometryError, InputError
+from core.errors import GeometryError, InputError
 from core.metrics import _as_mask, _lookup, _prediction_component, _sl, branch_of_voxels
+from core.progress import Progress
+from core.progress import raise_if_cancelled as _check
 from core.tree import AirwayTree, bounding_box, neighbour_pairs, sparse_components
 
 KIND_ORDER = ("FN", "FP")
 FP_CATEGORIES = ("boundary_dilation", "candidate_branch", "leakage")
 FN_CATEGORIES = ("boundary_miss", "missed_branch")
-Progress = Callable[[int, int, str], None]
 
 _OFFSETS26 = np.array(
     [(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1) if (a, b, c) != (0, 0, 0)], dtype=np.int64
@@ -102,11 +103,6 @@ def region_key(kind: str, coords: np.ndarray, shape: Sequence[int]) -> str:
     h.update(np.asarray(shape, dtype=np.int64).tobytes())
     h.update(flat.tobytes())
     return f"{kind}:{h.hexdigest()}"
-
-
-def _check(cancel) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Cancelled()
 
 
 def find_error_regions(

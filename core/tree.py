@@ -33,24 +33,22 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from core.errors import Cancelled, InputError
+from core.errors import InputError
+from core.progress import Cancellable, Progress
+from core.progress import raise_if_cancelled as _check
 
 FORMAT_VERSION = 1
-Progress = Callable[[int, int, str], None]
 Box = tuple[tuple[int, int], ...]  # half-open (lo, hi) index range per axis
 Mask = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
 
-class CancelFlag(Protocol):
-    """What ``cancel=`` takes: a ``threading.Event`` or anything with ``is_set()``."""
-
-    def is_set(self) -> bool: ...
+CancelFlag = Cancellable  # what ``cancel=`` takes (core.progress): a threading.Event or anything with is_set()
 
 
 # 13 "forward" offsets of the 26-neighbourhood (the other 13 are their negatives).
@@ -372,11 +370,6 @@ def nearest_feature(points: np.ndarray, features: np.ndarray, k: int = 8) -> np.
 
 
 # -- the parse -----------------------------------------------------------------
-
-
-def _check(cancel: CancelFlag | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Cancelled()
 
 
 def parse_tree(

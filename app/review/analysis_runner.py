@@ -11,16 +11,14 @@ shared memory. The result goes back to the session on the GUI thread
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from core.progress import Progress
 from core.review import AnalysisJob, AnalysisResult
-
-Progress = Callable[..., None]
 
 # Volumes at least this large are analysed in a child process (see app.workers.call_in_process).
 PROCESS_ANALYSIS_MIN_VOXELS = 32_000_000

@@ -10,7 +10,6 @@ rest go on; ``Cancelled`` stops the whole run.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,7 @@ from core.casenames import expected_names, missing_message, no_match_error
 from core.compare.cache import Cache, mask_key, text_key
 from core.compare.cases import CaseFiles, match_cases, match_models
 from core.errors import AirwayError, Cancelled, InputError
-
-Progress = Callable[[int, int, str], None]
+from core.progress import Progress
 
 # metrics.csv columns: (column, key in AirwayMetrics.summary())
 METRIC_COLUMNS: tuple[tuple[str, str], ...] = (

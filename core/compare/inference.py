@@ -19,8 +19,7 @@ from core.casenames import case_id, mask_name
 from core.compare.batch import Failure
 from core.compare.cache import Cache, atomic_write, text_key
 from core.errors import AirwayError, Cancelled, InputError
-
-Progress = Callable[[int, int, str], None]
+from core.progress import Progress
 
 
 def predict_folders(

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import Cancelled, InputError
+from core.progress import Progress
 from core.review import persist
 from core.review.layers import Box, Change, Edit, History, LabelLayer, box_slices
 from core.review.loading import load_ct, read_label_canonical, read_prediction_canonical
@@ -39,8 +40,6 @@ STATUSES: tuple[tuple[str, str], ...] = (
 )
 STATUS_KEYS = tuple(k for k, _ in STATUSES)
 METRIC_KEYS = ("td", "bd", "dsc", "precision")
-
-Progress = Callable[[int, int, str], None]
 
 
 @dataclass
