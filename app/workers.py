@@ -24,11 +24,10 @@ import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 from core.errors import Cancelled
+from core.progress import CancelToken
 
 if TYPE_CHECKING:  # imported where used: multiprocessing costs the window's start-up ~25 ms
     from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-
-ProgressFn = Callable[..., None]
 
 # Jobs stay referenced until they end: a QObject whose last Python reference
 # goes away while its runnable still emits would be deleted under it.
@@ -69,7 +68,7 @@ class Job(QObject):
         self.args = args
         self.kwargs = kwargs
         self.name = name or getattr(fn, "__name__", "job")
-        self.cancel_event = threading.Event()
+        self.cancel_event = CancelToken()
         self._done = threading.Event()
         self._last_emit = 0.0
         self.value: Any = None

@@ -15,21 +15,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from core.errors import Cancelled, GeometryError, InputError
+from core.progress import Cancellable as CancelLike
 from core.volume import Geometry
 
 # Outcome classes of a prediction voxel against the reference (values of
 # :func:`outcome_labels`); the 3D view and the slice overlay share them.
 BACKGROUND, TP, FP, FN = 0, 1, 2, 3
 OUTCOME_NAMES = {TP: "TP", FP: "FP", FN: "FN"}
-
-
-class CancelLike(Protocol):
-    def is_set(self) -> bool: ...
 
 
 Progress = Callable[[int, int], None]

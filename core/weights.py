@@ -20,21 +20,13 @@ Source notes:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from core.errors import Cancelled, ConfigError, InputError
-
-
-class _Cancel(Protocol):
-    def is_set(self) -> bool: ...
-
-
-def _check(cancel: _Cancel | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Cancelled()
+from core.errors import ConfigError, InputError
+from core.progress import Cancellable as _Cancel
+from core.progress import raise_if_cancelled as _check
 
 
 def label_bbox(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice] | None:

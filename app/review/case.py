@@ -30,6 +30,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from app.review.analysis_runner import TreeResult, run_review_analysis, tree_result
 from core.errors import InputError
 from core.outputs import refuse_input_as_output
+from core.progress import Progress
 from core.regions import ErrorRegion
 from core.review import STATUS_KEYS, STATUSES, AnalysisResult, Edit, LabelLayer, Session
 from core.review.loading import Source, load_ct, read_prediction_canonical
@@ -61,8 +62,6 @@ __all__ = [
 STATUS_LABELS = dict(STATUSES)
 # Edits wait this long for the next stroke before metrics and regions are recomputed.
 REANALYSIS_DELAY_MS = 700
-
-Progress = Callable[..., None]
 
 
 def _noop(*_a: Any, **_k: Any) -> None:

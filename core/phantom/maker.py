@@ -38,10 +38,11 @@ from typing import TYPE_CHECKING, Any, SupportsInt, cast
 
 import numpy as np
 
-from core.errors import Cancelled, ConfigError
+from core.errors import ConfigError
 from core.phantom.body import AIR_HU, LUNG_HU, SOFT_HU, fill_body, finish_ct
 from core.phantom.raster import Grid, centreline_voxels, coverage, segment_distance
 from core.phantom.tree import Branch, Chest, Tree, grow_tree
+from core.progress import raise_if_cancelled
 from core.volume import Geometry, IntensityVolume, LabelVolume
 
 if TYPE_CHECKING:
@@ -227,8 +228,7 @@ def _grid_for(shape: tuple[int, int, int], spacing: tuple[float, float, float], 
 
 
 def _check_cancel(cancel: Any) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("Phantom generation cancelled.")
+    raise_if_cancelled(cancel, "Phantom generation cancelled.")
 
 
 def _vessel_segments(tree: Tree, chest: Chest, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray, float]]:
