@@ -147,7 +147,7 @@ def _window(qtbot, watch, kind, files):
         qtbot.waitUntil(lambda: w.case.active is not None and w.case.active.regions is not None, timeout=120000)
     w.activateWindow()
     w.views["axial"].setFocus()
-    qtbot.wait(10)
+    qtbot.waitUntil(w.isActiveWindow, timeout=5000)
     return w
 
 
