@@ -11,13 +11,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from core.errors import ConfigError, InputError
-from core.volume import IntensityVolume
+from core.volume import Geometry, IntensityVolume
 
 PAPER_WINDOW = (-1000.0, 600.0)
 AUTHORS_CODE_WINDOW = (-1000.0, 400.0)
@@ -56,13 +58,13 @@ class Preprocessing:
                 f"Crop margin {self.margin} is negative.", "Use a margin of 0 or more voxels (default 5)."
             )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["window"] = list(self.window)
         return d
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> Preprocessing:
+    def from_dict(cls, d: dict[str, Any] | None) -> Preprocessing:
         if not d:
             return cls()
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
@@ -80,6 +82,11 @@ def window_hu(array: np.ndarray, window: tuple[float, float] = PAPER_WINDOW, sca
     return out
 
 
+def _int3(values: Sequence[int]) -> tuple[int, int, int]:
+    z, y, x = values
+    return int(z), int(y), int(x)
+
+
 @dataclass(frozen=True)
 class CropBox:
     """A box ``[start, stop)`` per array axis (z, y, x) inside a volume of ``full_shape``."""
@@ -89,9 +96,9 @@ class CropBox:
     full_shape: tuple[int, int, int]
 
     @classmethod
-    def full(cls, shape) -> CropBox:
-        shape = tuple(int(s) for s in shape)
-        return cls((0, 0, 0), shape, shape)  # type: ignore[arg-type]
+    def full(cls, shape: Sequence[int]) -> CropBox:
+        full = _int3(shape)
+        return cls((0, 0, 0), full, full)
 
     @classmethod
     def from_mask(cls, mask: np.ndarray, margin: int = 5) -> CropBox:
@@ -104,22 +111,24 @@ class CropBox:
             hit = np.flatnonzero(mask.any(axis=other))
             start.append(max(int(hit[0]) - margin, 0))
             stop.append(min(int(hit[-1]) + 1 + margin, mask.shape[axis]))
-        return cls(tuple(start), tuple(stop), tuple(int(s) for s in mask.shape))  # type: ignore[arg-type]
+        return cls(_int3(start), _int3(stop), _int3(mask.shape))
 
     @property
     def slices(self) -> tuple[slice, slice, slice]:
-        return tuple(slice(a, b) for a, b in zip(self.start, self.stop))  # type: ignore[return-value]
+        (z0, y0, x0), (z1, y1, x1) = self.start, self.stop
+        return slice(z0, z1), slice(y0, y1), slice(x0, x1)
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(b - a for a, b in zip(self.start, self.stop))  # type: ignore[return-value]
+        (z0, y0, x0), (z1, y1, x1) = self.start, self.stop
+        return z1 - z0, y1 - y0, x1 - x0
 
     def crop(self, array: np.ndarray) -> np.ndarray:
         if array.shape[-3:] != self.full_shape:
             raise InputError(f"Array of shape {array.shape} does not match the crop's volume {self.full_shape}.")
         return array[(..., *self.slices)]
 
-    def uncrop(self, array: np.ndarray, fill=0) -> np.ndarray:
+    def uncrop(self, array: np.ndarray, fill: float = 0) -> np.ndarray:
         """Put a cropped array back into a full-size one filled with ``fill``."""
         if array.shape[-3:] != self.shape:
             raise InputError(f"Array of shape {array.shape} does not match the crop box {self.shape}.")
@@ -127,12 +136,12 @@ class CropBox:
         out[(..., *self.slices)] = array
         return out
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"start": list(self.start), "stop": list(self.stop), "full_shape": list(self.full_shape)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> CropBox:
-        return cls(tuple(d["start"]), tuple(d["stop"]), tuple(d["full_shape"]))  # type: ignore[arg-type]
+    def from_dict(cls, d: dict[str, Any]) -> CropBox:
+        return cls(_int3(d["start"]), _int3(d["stop"]), _int3(d["full_shape"]))
 
 
 def lung_mask(
@@ -178,8 +187,8 @@ def lung_mask(
         # Body touches the border everywhere (tight crop): fall back to plain air minus
         # the largest border component, so a crop still exists.
         return air
-    mask = ndimage.binary_fill_holes(mask)
-    return mask
+    filled: np.ndarray = ndimage.binary_fill_holes(mask)
+    return filled
 
 
 def body_mask(ct: np.ndarray, threshold: float = -500.0) -> np.ndarray:
@@ -227,10 +236,10 @@ def prepare_input(ct: IntensityVolume, prep: Preprocessing | None = None) -> tup
 # -- optional resampling (off in the original method) ----------------------------
 
 
-def resampled_geometry(geometry, shape, spacing_xyz) -> tuple[tuple[int, int, int], object]:
+def resampled_geometry(
+    geometry: Geometry, shape: Sequence[int], spacing_xyz: Sequence[float]
+) -> tuple[tuple[int, int, int], Geometry]:
     """Grid covering the same extent as ``(geometry, shape)`` at ``spacing_xyz`` (x, y, z mm)."""
-    from core.volume import Geometry
-
     old = np.asarray(geometry.spacing, float)
     new = np.asarray(spacing_xyz, float)
     size_xyz = np.maximum(np.rint(np.asarray(shape[::-1], float) * old / new), 1).astype(int)
@@ -238,7 +247,7 @@ def resampled_geometry(geometry, shape, spacing_xyz) -> tuple[tuple[int, int, in
     return (int(size_xyz[2]), int(size_xyz[1]), int(size_xyz[0])), geo
 
 
-def resample_ct(ct: IntensityVolume, spacing_xyz, default: float = -1024.0) -> IntensityVolume:
+def resample_ct(ct: IntensityVolume, spacing_xyz: Sequence[float], default: float = -1024.0) -> IntensityVolume:
     """Linear resampling of a CT to ``spacing_xyz`` over the same extent (float32 HU)."""
     from core.resample import resample_array
 

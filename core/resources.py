@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from core.errors import InputError
 
@@ -31,9 +32,10 @@ def resource_path(*parts: str, must_exist: bool = True) -> Path:
     return p
 
 
-def load_json_resource(*parts: str) -> dict:
+def load_json_resource(*parts: str) -> dict[str, Any]:
     with open(resource_path(*parts), encoding="utf-8") as f:
-        return json.load(f)
+        data: dict[str, Any] = json.load(f)  # every bundled JSON resource is an object
+    return data
 
 
 SHIPPED_MODEL = ("models", "realct_wingsnet.pt")

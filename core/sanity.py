@@ -31,12 +31,12 @@ class Finding:
     def message(self) -> str:
         return str(InputError(self.what, self.fix, path=self.path))
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"level": self.level, "message": self.message, "path": self.path}
 
 
 @lru_cache(maxsize=1)
-def limits() -> dict:
+def limits() -> dict[str, Any]:
     from core.resources import load_json_resource
 
     return {k: v for k, v in load_json_resource("presets", "sanity.json").items() if not k.startswith("_")}
