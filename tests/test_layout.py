@@ -93,3 +93,67 @@ def test_review_docks_hide_on_the_training_tab(qtbot, monkeypatch):
     w.tabs.setCurrentWidget(w.review)
     assert docks["regions"].isVisible() and docks["segment"].isVisible()
     w.close()
+
+
+# -- issue 22: readable navigator, visible controls at three common sizes -----------------------
+
+
+def _fully_visible(widget) -> bool:
+    """Shown and not cut by any parent (scroll areas, docks, the window)."""
+    if not widget.isVisible():
+        return False
+    return widget.visibleRegion().boundingRect().size() == widget.size()
+
+
+@pytest.mark.parametrize("size", [(1024, 700), (1280, 800), (1920, 1080)])
+def test_navigator_columns_buttons_and_toolbar_at_common_sizes(window, qtbot, size, tmp_path):
+    from PySide6.QtWidgets import QToolBar, QToolButton
+
+    screen = QApplication.primaryScreen().availableGeometry()
+    if screen.width() < size[0] or screen.height() < size[1]:
+        pytest.skip(f"virtual screen {screen.width()}x{screen.height()} is smaller than {size}")
+    w = window
+    w.resize(*size)
+    w.show()
+    with qtbot.waitSignal(w.caseLoaded, timeout=60000):
+        w.open_demo(TEST_PARAMS)
+    qtbot.waitUntil(lambda: w.case.active is not None and w.case.active.regions is not None, timeout=120000)
+    qtbot.waitUntil(lambda: not w.panels.view3d.busy and not w.busy, timeout=60000)
+    qtbot.wait(50)
+    w.grab().save(str(tmp_path / f"window_{size[0]}x{size[1]}.png"))  # looked at while writing this test
+    panel = w.panels.regions
+    assert panel.grouped and panel.proxy.rowCount() > 0
+    table, header = panel.table, panel.table.horizontalHeader()
+    fm = table.fontMetrics()
+    cols = panel.source.columns
+    shown = [c for c in range(len(cols)) if not table.isColumnHidden(c)]
+    # kind and id, and the status, are always shown; every shown column reads whole ("FN-0003", not "F...")
+    assert {"Item", "Status"} <= {cols[c] for c in shown}
+    for c in shown:
+        texts = [cols[c]] + [str(panel.proxy.index(r, c).data() or "") for r in range(panel.proxy.rowCount())]
+        widest = max(fm.horizontalAdvance(t) for t in texts)
+        assert header.sectionSize(c) >= widest + 6, (cols[c], header.sectionSize(c), widest, size)
+    item = cols.index("Item")
+    labels = [str(panel.proxy.index(r, item).data()) for r in range(panel.proxy.rowCount())]
+    assert all(lbl.startswith(("FP", "FN")) for lbl in labels)
+    # the columns fit the table: nothing to scroll sideways to
+    assert sum(header.sectionSize(c) for c in shown) <= table.viewport().width() + 1
+    # the status buttons are on screen, whole
+    for b in panel.status_buttons.values():
+        assert _fully_visible(b), (b.text(), size)
+    # every toolbar action is either on the bar or behind its extension button (">>")
+    for bar in w.findChildren(QToolBar):
+        if not bar.isVisible():
+            continue
+        ext = bar.findChild(QToolButton, "qt_toolbar_ext_button")
+        for a in bar.actions():
+            if a.isSeparator() or not a.isVisible():
+                continue
+            on_bar = bar.widgetForAction(a)
+            reachable = (on_bar is not None and _fully_visible(on_bar)) or (ext is not None and _fully_visible(ext))
+            assert reachable, (bar.objectName(), a.text(), size)
+    heat = w.action_table["toggle_heatmap"]
+    buttons = [
+        b for bar in w.findChildren(QToolBar) for b in bar.findChildren(QToolButton) if b.defaultAction() is heat
+    ]
+    assert buttons, "the heat-map button is on no toolbar"

@@ -580,9 +580,7 @@ class RegionsPanel(QWidget):
 
     def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
         super().resizeEvent(event)
-        narrow = self.table.viewport().width() < 480
-        if narrow != getattr(self, "_narrow", None):  # refit only when the caps change
-            self._narrow = narrow
+        if abs(self.table.viewport().width() - getattr(self, "_fitted_width", -100)) >= 8:
             self._fit_columns()
 
     # -- updates -------------------------------------------------------------------------
@@ -649,32 +647,50 @@ class RegionsPanel(QWidget):
             self.case.active_region = index
             self.case.activeRegionChanged.emit(index)
 
-    def _fit_columns(self) -> None:
-        """Columns fit their content (a sample of rows, cheap on thousands); the item title takes the rest."""
-        header = self.table.horizontalHeader()
+    # Columns a row needs to be told apart and acted on; the others show while the table is wide
+    # enough for every shown column to be read whole (issue 22: "F..." for FP and FN alike).
+    REQUIRED = {True: ("Item", "Status"), False: ("ID", "Kind", "Status")}
+    OPTIONAL = ("Size (mm³)", "Category", "Gen.")
+
+    def column_widths(self) -> dict[str, int]:
+        """Width each column needs to show its header and every cell whole (the longest texts measured)."""
         cols = self.source.columns
         fm = self.table.fontMetrics()
-        n = min(self.proxy.rowCount(), 60)
-        # a narrow dock: longer texts elide (the tooltip has them whole); a wide one shows them
-        caps = {"Category": 100, "ID": 90} if self.table.viewport().width() < 480 else {}
+        n = self.proxy.rowCount()
+        out: dict[str, int] = {}
         for c, name in enumerate(cols):
-            if name == "Item":
-                continue
-            texts = [name] + [str(self.proxy.index(r, c).data() or "") for r in range(n)]
-            width = max(fm.horizontalAdvance(t) for t in texts) + 18
-            header.resizeSection(c, min(width, caps.get(name, width)))
+            texts = [str(self.proxy.index(r, c).data() or "") for r in range(n)]
+            longest = sorted(texts, key=len, reverse=True)[:8]  # by characters, then measured
+            out[name] = max(fm.horizontalAdvance(t) for t in [name, *longest]) + 18
+        return out
+
+    def _fit_columns(self) -> None:
+        """Shown columns fit their content whole; optional ones are left out (their values are in
+        the row's tooltip) when the table is too narrow for them."""
+        header = self.table.horizontalHeader()
+        cols = self.source.columns
+        need = self.column_widths()
+        room = self.table.viewport().width() or self.table.width()
+        shown = [c for c in self.REQUIRED[self.grouped] if c in cols]
+        used = sum(need[c] for c in shown)
+        for name in self.OPTIONAL:
+            if name in cols and used + need[name] <= room:
+                shown.append(name)
+                used += need[name]
+        header.setMinimumSectionSize(28)
+        for c, name in enumerate(cols):
+            self.table.setColumnHidden(c, name not in shown)
+            header.setSectionResizeMode(c, QHeaderView.ResizeMode.Interactive)
+            header.resizeSection(c, need[name])
+        # the spare width goes to the item (or the last column): never less than its content
         if "Item" in cols:
+            header.setStretchLastSection(False)
             header.setSectionResizeMode(cols.index("Item"), QHeaderView.ResizeMode.Stretch)
-        for c in range(len(cols)):
-            if cols[c] != "Item":
-                header.setSectionResizeMode(c, QHeaderView.ResizeMode.Interactive)
-        header.setStretchLastSection("Item" not in cols)
-        self.table.setColumnHidden(0, True)
-        self.table.setColumnHidden(5, True)  # voxels / parts: in the tooltip and the item's label
-        self.table.setColumnHidden(2, self.grouped)  # the kind leads the item's label
-        if "Item" in cols:
-            header.setMinimumSectionSize(28)
-            self.table.setMinimumWidth(0)
+            header.setMinimumSectionSize(min(need["Item"], 28))
+        else:
+            header.setStretchLastSection(True)
+        self.table.setMinimumWidth(0)
+        self._fitted_width = room
 
     def _on_status(self, pred: int, region: int, _status: str) -> None:
         if getattr(self, "_batch", False):
