@@ -824,7 +824,7 @@ class SegmentPanel(QWidget):
         name = entry.name if entry is not None else ""
         text = f"Added prediction '{name}'"
         if run is not None and run.wall_seconds:
-            text += f" ({timing_text(run.wall_seconds, run.info)})"
+            text += f" in {timing_text(run.wall_seconds, run.info)}"
         if self.case.reference is not None:
             text += "; metrics and regions follow."
         else:
