@@ -15,12 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from core.errors import Cancelled, GeometryError, InputError
 from core.progress import Cancellable as CancelLike
 from core.volume import Geometry
+
+if TYPE_CHECKING:  # pyvista (VTK) loads on first use: the module imports without it
+    import pyvista as pv
 
 # Outcome classes of a prediction voxel against the reference (values of
 # :func:`outcome_labels`); the 3D view and the slice overlay share them.
@@ -40,11 +44,13 @@ class Box:
 
     @property
     def slices(self) -> tuple[slice, slice, slice]:
-        return tuple(slice(a, b) for a, b in zip(self.start, self.stop))  # type: ignore[return-value]
+        (z0, y0, x0), (z1, y1, x1) = self.start, self.stop
+        return slice(z0, z1), slice(y0, y1), slice(x0, x1)
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(b - a for a, b in zip(self.start, self.stop))  # type: ignore[return-value]
+        (z0, y0, x0), (z1, y1, x1) = self.start, self.stop
+        return z1 - z0, y1 - y0, x1 - x0
 
 
 def bounding_box(array: np.ndarray) -> Box | None:
@@ -65,7 +71,7 @@ def bounding_box(array: np.ndarray) -> Box | None:
             return None
         start.append(int(hit[0]))
         stop.append(int(hit[-1]) + 1)
-    return Box(tuple(start), tuple(stop))  # type: ignore[arg-type]
+    return Box((start[0], start[1], start[2]), (stop[0], stop[1], stop[2]))
 
 
 def outcome_labels(prediction: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -97,7 +103,8 @@ def relabel(labels: np.ndarray, mapping: Mapping[int, int], default: int = 0) ->
         if 0 <= int(k) <= top:
             lut[int(k)] = int(v)
     lut[0] = 0
-    return lut[labels]
+    out: np.ndarray = lut[labels]
+    return out
 
 
 def labels_surface(
@@ -110,7 +117,7 @@ def labels_surface(
     offset: tuple[int, int, int] = (0, 0, 0),
     progress: Progress | None = None,
     cancel: CancelLike | None = None,
-):
+) -> pv.PolyData:
     """Outer surface of every non-zero label, as one ``pyvista.PolyData`` in world mm.
 
     ``labels`` may be a crop of the volume whose first voxel is at index
@@ -195,13 +202,13 @@ def labels_surface(
     return surface
 
 
-def mask_surface(mask: np.ndarray, geometry: Geometry, **kwargs):
+def mask_surface(mask: np.ndarray, geometry: Geometry, **kwargs: Any) -> pv.PolyData:
     """Surface of a binary mask (``label`` 1 on every face)."""
     m = mask if mask.dtype == bool else mask != 0
     return labels_surface(m, geometry, **kwargs)
 
 
-def outcome_surface(prediction: np.ndarray, reference: np.ndarray, geometry: Geometry, **kwargs):
+def outcome_surface(prediction: np.ndarray, reference: np.ndarray, geometry: Geometry, **kwargs: Any) -> pv.PolyData:
     """Skin of prediction ∪ reference, faces labelled TP (1), FP (2) or FN (3)."""
     if prediction.shape != reference.shape:
         outcome_labels(prediction, reference)  # raises the geometry error
@@ -210,9 +217,9 @@ def outcome_surface(prediction: np.ndarray, reference: np.ndarray, geometry: Geo
     boxes = [b for b in (bounding_box(prediction), bounding_box(reference)) if b is not None]
     if not boxes:
         return labels_surface(np.zeros((1, 1, 1), np.uint8), geometry, **kwargs)
-    start = tuple(min(b.start[i] for b in boxes) for i in range(3))
-    stop = tuple(max(b.stop[i] for b in boxes) for i in range(3))
-    union = Box(start, stop)  # type: ignore[arg-type]
+    z0, y0, x0 = (min(b.start[i] for b in boxes) for i in range(3))
+    z1, y1, x1 = (max(b.stop[i] for b in boxes) for i in range(3))
+    union = Box((z0, y0, x0), (z1, y1, x1))
     crop = outcome_labels(prediction[union.slices], reference[union.slices])
     return labels_surface(crop, geometry, offset=union.start, **kwargs)
 
@@ -223,8 +230,8 @@ def components_surface(
     shape: tuple[int, int, int] | None = None,
     component_map: np.ndarray | None = None,
     geometry: Geometry,
-    **kwargs,
-):
+    **kwargs: Any,
+) -> pv.PolyData:
     """One surface for many error components, each face labelled with its component number.
 
     Either ``component_map`` (0 background, k = component k) or a list of
@@ -244,7 +251,10 @@ def components_surface(
 
 def index_xyz_to_world(points_xyz: np.ndarray, geometry: Geometry) -> np.ndarray:
     """Continuous (x, y, z) index points -> world (x, y, z) mm: origin + D @ (spacing * index)."""
-    return np.asarray(geometry.origin) + (points_xyz * np.asarray(geometry.spacing)) @ geometry.direction_matrix.T
+    world: np.ndarray = (
+        np.asarray(geometry.origin) + (points_xyz * np.asarray(geometry.spacing)) @ geometry.direction_matrix.T
+    )
+    return world
 
 
 def world_to_voxel(
@@ -264,19 +274,24 @@ def world_to_voxel(
     idx = geometry.world_to_index(np.asarray(point_xyz, dtype=float))
     voxel = np.clip(np.rint(idx).astype(int), 0, np.asarray(shape) - 1)
     if mask is None:
-        return tuple(int(v) for v in voxel)  # type: ignore[return-value]
+        return _zyx(voxel)
     lo = np.maximum(voxel - radius, 0)
     hi = np.minimum(voxel + radius + 1, np.asarray(shape))
     window = mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
     hits = np.argwhere(window)
     if hits.size == 0:
-        return tuple(int(v) for v in voxel)  # type: ignore[return-value]
+        return _zyx(voxel)
     d = ((hits + lo - idx) * np.asarray(geometry.spacing_zyx)) ** 2
     best = hits[int(np.argmin(d.sum(axis=1)))] + lo
-    return tuple(int(v) for v in best)  # type: ignore[return-value]
+    return _zyx(best)
 
 
-def select_faces(surface, labels: Sequence[int]):
+def _zyx(index: np.ndarray) -> tuple[int, int, int]:
+    z, y, x = (int(v) for v in index)
+    return z, y, x
+
+
+def select_faces(surface: pv.PolyData, labels: Sequence[int]) -> pv.PolyData:
     """The faces of ``surface`` whose ``label`` is in ``labels``, as a new PolyData (points shared, not pruned).
 
     Lets the 3D view draw error components as their own actors (opaque) over
@@ -292,8 +307,9 @@ def select_faces(surface, labels: Sequence[int]):
         return pv.PolyData()
     faces = np.asarray(surface.faces).reshape(-1, 4)
     if faces.shape[0] != surface.n_cells or not np.all(faces[:, 0] == 3):
-        out = surface.extract_cells(np.flatnonzero(keep)).extract_surface()
-        return out
+        # a list of ints: what pyvista's stubs take (this path is for meshes that are not all triangles)
+        extracted: pv.PolyData = surface.extract_cells(np.flatnonzero(keep).tolist()).extract_surface()
+        return extracted
     out = pv.PolyData(np.asarray(surface.points), faces[keep].ravel())
     out.cell_data["label"] = lab[keep]
     for name in surface.point_data.keys():  # same points: per-point arrays (normals) carry over
