@@ -172,7 +172,7 @@ def make_header(model: torch.nn.Module | None = None, header: Mapping[str, Any] 
 
 
 def save_checkpoint(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     model: torch.nn.Module | Mapping[str, torch.Tensor],
     header: Mapping[str, Any] | None = None,
     extra_state: Mapping[str, Any] | None = None,
@@ -230,7 +230,7 @@ def _refuse(path: Path, what: str, fix: str) -> CheckpointError:
     return CheckpointError(what, fix, path=path)
 
 
-def load_checkpoint(path: str | os.PathLike, expect_architecture: str | None = None) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike[str], expect_architecture: str | None = None) -> Checkpoint:
     """Read a checkpoint weights-only; raise :class:`CheckpointError` saying what is wrong with the file.
 
     ``expect_architecture``: if given, a checkpoint of another architecture is refused with both names.
@@ -307,8 +307,41 @@ def load_checkpoint(path: str | os.PathLike, expect_architecture: str | None = N
     return ckpt
 
 
+def weights_fingerprint(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[str, tuple[int, ...], bytes]]:
+    """Name -> (dtype, shape, raw bytes) of every tensor: equal fingerprints are bit-identical weights."""
+    return {
+        k: (str(v.dtype), tuple(v.shape), v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        for k, v in state.items()
+    }
+
+
+def rewrite_header(
+    path: str | os.PathLike[str], update: Mapping[str, Any], out: str | os.PathLike[str] | None = None
+) -> Path:
+    """Write ``path`` again (or to ``out``) with header keys replaced by ``update``; the weights and resume
+    state are carried over unchanged, and the written file is read back and its weights compared bit for bit.
+
+    For metadata added after training (model card, inference settings): no retraining, no change to
+    what the model computes. Raises :class:`CheckpointError` if the weights read back differ.
+    """
+    ckpt = load_checkpoint(path)
+    before = weights_fingerprint(ckpt.state_dict)
+    header = {**ckpt.header, **dict(update)}
+    validate_header(header, path)
+    target = Path(out) if out is not None else Path(path)
+    save_checkpoint(target, ckpt.state_dict, header, ckpt.extra_state)
+    after = load_checkpoint(target)
+    if weights_fingerprint(after.state_dict) != before:
+        raise CheckpointError(
+            "The rewritten checkpoint's weights differ from the original's.",
+            "Keep the original file; report this as a bug.",
+            path=target,
+        )
+    return target
+
+
 def model_from_checkpoint(
-    path_or_ckpt: str | os.PathLike | Checkpoint,
+    path_or_ckpt: str | os.PathLike[str] | Checkpoint,
     device: str | torch.device = "cpu",
     expect_architecture: str | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -380,7 +413,9 @@ def capture_rng_state() -> dict[str, Any]:
     """torch (CPU and CUDA), numpy's global and Python's ``random`` states as weights-only-safe data."""
     import random
 
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)
+    if isinstance(np_state, dict):  # only with legacy=False; the tuple form is what restore_rng_state reads
+        raise TypeError("numpy returned its RNG state as a dict")
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {
