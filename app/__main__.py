@@ -9,6 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from PySide6.QtWidgets import QApplication
+
+    from app.main_window import MainWindow
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from app.dialogs import APP_NAME
     from app.settings import Settings
 
-    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "airway-studio"])
+    existing = QApplication.instance()
+    app = (
+        existing if isinstance(existing, QApplication) else QApplication([sys.argv[0] if sys.argv else "airway-studio"])
+    )
     app.setApplicationName(APP_NAME)
     app.setOrganizationName("AirwayStudio")
     app.setDesktopFileName("airway-studio")  # matches installer/linux/airway-studio.desktop
@@ -79,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.screenshot:
         # no dialog may block a headless run: errors are printed instead
-        def report(_parent, exc, details=None, title=""):
+        def report(_parent: Any, exc: BaseException | str, details: str | None = None, title: str = "") -> None:
             print(f"airway-studio: error: {title + ': ' if title else ''}{exc}", file=sys.stderr)
 
         window.error_handler = report
@@ -97,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return app.exec()
 
 
-def _screenshot(app, window, job, path: str) -> int:
+def _screenshot(app: QApplication, window: MainWindow, job: Any, path: str) -> int:
     """Wait for loading and analysis, let views settle, grab, save, quit."""
     import time
 

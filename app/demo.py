@@ -71,7 +71,7 @@ class DemoCase:
         )
 
 
-def _grid(phantom: Any):
+def _grid(phantom: Any) -> Any:
     from core.phantom.raster import Grid
 
     g = phantom.ct.geometry
@@ -179,6 +179,7 @@ def make_demo(params: DemoParams = DemoParams(), *, progress: Progress | None = 
 
     reference = LabelVolume(ph.label.mask.copy(), ph.label.geometry, name="reference")
     prediction = LabelVolume(pred, ph.label.geometry, name=SIMULATED_NAME)
+    leak_zyx = None if leak_centre is None else (int(leak_centre[0]), int(leak_centre[1]), int(leak_centre[2]))
     return DemoCase(
-        ph, reference, prediction, [b.id for b in missed], None if thick is None else thick.id, leak_branch, leak_centre
-    )  # type: ignore[arg-type]
+        ph, reference, prediction, [b.id for b in missed], None if thick is None else thick.id, leak_branch, leak_zyx
+    )

@@ -122,7 +122,11 @@ def ask_save_conflict(parent: QWidget | None, exc: BaseException, title: str = "
     }
     box.setDefaultButton(QMessageBox.StandardButton.Cancel)
     box.exec()
-    return buttons.get(box.clickedButton())
+    clicked = box.clickedButton()
+    for button, choice in buttons.items():
+        if button is clicked:
+            return choice
+    return None
 
 
 def notices_path() -> Path | None:

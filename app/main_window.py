@@ -137,7 +137,9 @@ class MainWindow(QMainWindow):
         self.renderer = SliceRenderer()
         self.action_table: dict[str, QAction] = {}
         self.panels: Any = None  # app.review.panels.Panels once installed (tests may run without)
-        self.jobs: list[Job] = []
+        self.jobs: list[Any] = []  # Jobs and segmentation runs (both have name, cancel(), progress)
+        self._hidden_docks: list[Any] | None = None  # docks hidden while another tab shows
+        self.training_tab: Any = None
         self.last_error: BaseException | None = None
         # every error the window shows goes through here (one dialog); --screenshot swaps in a printer
         self.error_handler: Callable[..., Any] = show_error
@@ -231,13 +233,16 @@ class MainWindow(QMainWindow):
         that far (e.g. the 3D view's toolbar) leads."""
         top, bottom = self._rows
         if leader is None:  # after a resize: the row with the wider minimum on the right leads
-            leader = (
-                bottom if bottom.widget(1).minimumSizeHint().width() > top.widget(1).minimumSizeHint().width() else top
-            )
+            leader = bottom if self._right_min_width(bottom) > self._right_min_width(top) else top
         other = bottom if leader is top else top
         other.setSizes(leader.sizes())
         if other.sizes() != leader.sizes():
             leader.setSizes(other.sizes())
+
+    @staticmethod
+    def _right_min_width(row: QSplitter) -> int:
+        w = row.widget(1)
+        return 0 if w is None else w.minimumSizeHint().width()
 
     def eventFilter(self, obj: Any, event: Any) -> bool:
         from PySide6.QtCore import QEvent
@@ -305,12 +310,15 @@ class MainWindow(QMainWindow):
     def set_view3d(self, widget: QWidget) -> None:
         """Put the 3D view in the bottom-right cell (replaces the placeholder)."""
         lay = self.view3d_slot.layout()
+        assert lay is not None  # made in _build_views
         self.view3d_placeholder.hide()
         lay.removeWidget(self.view3d_placeholder)
         lay.addWidget(widget)
         self.view3d = widget
         # a pick on an error region selects it, so A / R correct it from the 3D view too
-        widget.picked.connect(self._select_region_at)
+        picked = getattr(widget, "picked", None)
+        if picked is not None:
+            picked.connect(self._select_region_at)
 
     def _select_region_at(self, voxel: Any) -> None:
         i = self.case.region_at(voxel)
@@ -407,7 +415,7 @@ class MainWindow(QMainWindow):
         A("reset_view", "&Fit views", self.reset_views)
         A("zoom_in", "Zoom in", lambda: self._zoom_views(1.25))
         A("zoom_out", "Zoom out", lambda: self._zoom_views(1 / 1.25))
-        A("centre_cursor", "&Centre on crosshair", lambda: [v.centre_on_cursor() for v in self.views.values()])
+        A("centre_cursor", "&Centre on crosshair", self._centre_views)
         A("toggle_crosshair", "Cross&hair", lambda on: self.display.update(crosshair=on), True, True)
         A("toggle_overlay", "&Overlay", lambda on: self.display.update(show_overlay=on), True, True)
         A("toggle_outline", "Overlay as out&lines", lambda on: self.display.update(outline=on), True, False)
@@ -498,7 +506,7 @@ class MainWindow(QMainWindow):
             self.regions_menu.addAction(a[f"status_{key}"])
 
         self.edit_menu = mb.addMenu("&Edit")
-        for n in (
+        for entry in (
             "undo",
             "redo",
             None,
@@ -519,10 +527,10 @@ class MainWindow(QMainWindow):
             "save_reference_as",
             "save_prediction_as",
         ):
-            if n is None:
+            if entry is None:
                 self.edit_menu.addSeparator()
             else:
-                self.edit_menu.addAction(a[n])
+                self.edit_menu.addAction(a[entry])
 
         self.tools_menu = mb.addMenu("&Tools")
         self.tools_menu.addAction(a["segment_demo"])
@@ -645,11 +653,12 @@ class MainWindow(QMainWindow):
         """Show a job's progress and its errors (one dialog each; ``on_error`` returning True handled it)."""
         self.jobs.append(job)
         self.job_status.add(job)
-        job.error.connect(
-            guarded(
-                self, lambda exc, tb, j=job: (on_error is not None and on_error(exc)) or self._job_failed(j, exc, tb)
-            )
-        )
+
+        def failed(exc: BaseException, tb: str, j: Job = job) -> None:
+            if on_error is None or not on_error(exc):
+                self._job_failed(j, exc, tb)
+
+        job.error.connect(guarded(self, failed))
         job.cancelled.connect(guarded(self, lambda j=job: self.statusBar().showMessage(f"{j.name}: cancelled", 5000)))
         job.finished.connect(guarded(self, lambda j=job: self.jobs.remove(j) if j in self.jobs else None))
 
@@ -741,7 +750,7 @@ class MainWindow(QMainWindow):
             on_error=offer_resampling,
         )
 
-    def open_project(self, path: str) -> Job:
+    def open_project(self, path: str) -> Job | None:
         if not self.maybe_save("opening another case"):
             return None
         self.settings.add_recent(str(path))
@@ -756,7 +765,7 @@ class MainWindow(QMainWindow):
 
         return self.start_job(load_project, path, name="Opening project", on_result=apply)
 
-    def open_demo(self, params: Any = None) -> Job:
+    def open_demo(self, params: Any = None) -> Job | None:
         """The phantom demo (``params``: :class:`app.demo.DemoParams`, default full chest)."""
         from app.review.case import load_demo_case
 
@@ -816,7 +825,7 @@ class MainWindow(QMainWindow):
                 return None
         return self.save_project_to(path)
 
-    def save_project_to(self, path: str | os.PathLike) -> Path | None:
+    def save_project_to(self, path: str | os.PathLike[str]) -> Path | None:
         self.case.view_state = self.view_state()
         try:
             out = self.case.save_project(path)
@@ -887,7 +896,11 @@ class MainWindow(QMainWindow):
 
     # -- segmentation ------------------------------------------------------------------------
     def segment_with(
-        self, checkpoint: str | os.PathLike, device: str = "auto", name: str | None = None, **predictor_options: Any
+        self,
+        checkpoint: str | os.PathLike[str],
+        device: str = "auto",
+        name: str | None = None,
+        **predictor_options: Any,
     ) -> Any:
         """Run a checkpoint over the CT; the result becomes a prediction.
 
@@ -916,7 +929,7 @@ class MainWindow(QMainWindow):
             self.report_error(exc)
             return None
 
-    def segment_demo(self) -> Job | None:
+    def segment_demo(self) -> Any:
         path = demo_model_path()
         if path is None:
             from core.resources import SHIPPED_MODEL
@@ -1260,6 +1273,10 @@ class MainWindow(QMainWindow):
         for v in self.views.values():
             v.zoom_by(factor)
 
+    def _centre_views(self) -> None:
+        for v in self.views.values():
+            v.centre_on_cursor()
+
     def reset_views(self) -> None:
         for v in self.views.values():
             v.reset_view()
@@ -1344,7 +1361,7 @@ class MainWindow(QMainWindow):
         if f:
             self.save_screenshot(f)
 
-    def save_screenshot(self, path: str | os.PathLike) -> Path:
+    def save_screenshot(self, path: str | os.PathLike[str]) -> Path:
         """Render every view and save the whole window as PNG (atomic write)."""
         path = Path(path)
         if path.suffix.lower() != ".png":

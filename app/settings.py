@@ -46,7 +46,7 @@ class Settings:
 
     # recent files ---------------------------------------------------------------
     def recent(self) -> list[str]:
-        value = self.q.value("recent/files", [])
+        value: Any = self.q.value("recent/files", [])
         if isinstance(value, str):
             value = [value]
         return [str(v) for v in (value or []) if v]

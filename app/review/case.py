@@ -334,7 +334,7 @@ def load_demo_case(params: Any = None, *, progress: Progress | None = None, canc
 # -- region helpers ----------------------------------------------------------------
 
 
-def mask_box(mask: np.ndarray, *, progress: Progress = _noop, cancel: Any = None) -> tuple | None:
+def mask_box(mask: np.ndarray, *, progress: Progress = _noop, cancel: Any = None) -> tuple[Any, ...] | None:
     """Per-axis half-open (start, stop) of a mask's non-zero voxels, or None when empty."""
     from core.surfaces import bounding_box
 
@@ -351,7 +351,7 @@ def x_major_copy(array: np.ndarray, *, progress: Progress = _noop, cancel: Any =
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
-def union_box(a: tuple | None, b: tuple | None) -> tuple | None:
+def union_box(a: tuple[Any, ...] | None, b: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
     if a is None:
         return b
     if b is None:
