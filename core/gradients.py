@@ -19,13 +19,22 @@ Choices (not fixed by the paper; named here):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
 from core.errors import InputError
+
+if TYPE_CHECKING:  # torch loads on first use: `airway --help` never imports it
+    import torch
+
+
+class _Probed(Protocol):
+    """A registry model: it names the blocks whose outputs are probed."""
+
+    def probe_points(self) -> Iterable[tuple[str, Any, int]]: ...
 
 
 @dataclass
@@ -80,7 +89,7 @@ class GradientReport:
         return "\n".join(lines)
 
 
-def probe_points(model) -> list[tuple[str, Any, int]]:
+def probe_points(model: torch.nn.Module) -> list[tuple[str, Any, int]]:
     """``(name, module, factor)`` of the model's blocks (``model.probe_points()``), wrappers unwrapped."""
     from core.models.checkpoint import unwrap_model
 
@@ -90,14 +99,14 @@ def probe_points(model) -> list[tuple[str, Any, int]]:
             f"{type(net).__name__} does not name its blocks (no probe_points()).",
             "Use a model from core.models.registry.",
         )
-    return list(net.probe_points())
+    return list(cast(_Probed, net).probe_points())
 
 
 def probe_gradients(
-    model,
+    model: torch.nn.Module,
     image: np.ndarray,
     label: np.ndarray,
-    loss: str | Callable = "gul",
+    loss: str | Callable[..., torch.Tensor] = "gul",
     weights: np.ndarray | None = None,
     enc_weight: float = 1.0,
     loss_params: dict[str, Any] | None = None,
@@ -140,8 +149,8 @@ def probe_gradients(
     grads: dict[str, torch.Tensor] = {}
     handles = []
 
-    def make_hook(name: str):
-        def hook(_module, _inputs, output):
+    def make_hook(name: str) -> Callable[[torch.nn.Module, Any, Any], None]:
+        def hook(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
             feat = output[0] if isinstance(output, (tuple, list)) else output
             if feat.requires_grad:
                 feat.register_hook(lambda grad: grads.__setitem__(name, grad.detach()))
@@ -165,7 +174,7 @@ def probe_gradients(
                 enc_weight=enc_weight,
                 names=names if names is not None and len(names) == len(logits) else None,
             )
-            result.total.backward()
+            torch.autograd.backward(result.total)
     finally:
         for h in handles:
             h.remove()
@@ -222,13 +231,16 @@ def patch_around(
         lo = int(min(max(c - s // 2, 0), n - s))
         slices.append(slice(lo, lo + s))
         pads.append((0, 0))
-    return tuple(slices), tuple(pads)  # type: ignore[return-value]
+    sz, sy, sx = slices
+    return (sz, sy, sx), tuple(pads)
 
 
 def airway_centre(label: np.ndarray) -> tuple[int, int, int]:
     """The airway voxel nearest the label's centroid (inside the airway, unlike the centroid itself)."""
     pts = np.argwhere(label)
     if pts.size == 0:
-        return tuple(int(s // 2) for s in label.shape)  # type: ignore[return-value]
+        z, y, x = (int(s // 2) for s in label.shape)
+        return z, y, x
     c = pts.mean(axis=0)
-    return tuple(int(v) for v in pts[np.argmin(((pts - c) ** 2).sum(axis=1))])  # type: ignore[return-value]
+    z, y, x = (int(v) for v in pts[np.argmin(((pts - c) ** 2).sum(axis=1))])
+    return z, y, x

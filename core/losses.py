@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -45,7 +46,9 @@ from core.errors import ConfigError, InputError
 LossFn = Callable[..., torch.Tensor]
 
 
-def _prepare(p: torch.Tensor, g: torch.Tensor, w: torch.Tensor | None = None):
+def _prepare(
+    p: torch.Tensor, g: torch.Tensor, w: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     if p.shape != g.shape:
         raise InputError(f"Probabilities {tuple(p.shape)} and labels {tuple(g.shape)} differ in shape.")
     if w is not None and w.shape != p.shape:
@@ -163,6 +166,8 @@ def weighted_bce_loss(
     """
     p, g, w = _prepare(p, g, w)
     pc = p.clamp(clamp, 1 - clamp)
+    c_f: torch.Tensor | float
+    c_b: torch.Tensor | float
     if pos_weight == "balanced":
         n = g.numel()
         n_f = g.sum().clamp_min(1.0)
@@ -204,7 +209,7 @@ LOSSES: dict[str, tuple[LossFn, bool]] = {
 }
 
 
-def make_loss(name: str, **params) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]:
+def make_loss(name: str, **params: Any) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]:
     """``loss(p, g, w)`` for a loss named in :data:`LOSSES` with fixed parameters.
 
     Only ``gul`` uses the distance weights ``w``; the others ignore it, so one
@@ -265,11 +270,12 @@ def group_loss(
     if len(names) != len(logits):
         raise InputError(f"{len(names)} names for {len(logits)} outputs.")
     parts: dict[str, torch.Tensor] = {}
-    total = None
+    total: torch.Tensor | None = None
     for i, (name, logit) in enumerate(zip(names, logits)):
         p = torch.sigmoid(logit)
         value = loss_fn(p, g) if w is None else loss_fn(p, g, w)
         parts[name] = value
         weight = 1.0 if i == len(logits) - 1 else enc_weight
         total = weight * value if total is None else total + weight * value
+    assert total is not None  # at least one output, checked above
     return GroupLoss(total=total, parts=parts)

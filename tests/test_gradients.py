@@ -198,7 +198,10 @@ def test_gradients_command(case_files, tmp_path, capsys):
 
 def test_models_command(capsys):
     assert main(["models", "--json", "--size", "32"]) == 0
-    rows = {(r["name"], r["variant"]): r for r in json.loads(capsys.readouterr().out)}
+    listed = json.loads(capsys.readouterr().out)
+    # the shipped checkpoints are listed after the architectures (rows without a variant)
+    rows = {(r["name"], r["variant"]): r for r in listed if r["row"] == "architecture"}
+    assert {r["row"] for r in listed} <= {"architecture", "checkpoint"}
     wings = rows[("wingsnet", "width=1")]
     assert wings["parameters"] == 1_473_186 and wings["outputs"] == ["enc", "dec"]
     # FLOPs scale with the voxel count: 614.46 GFLOP at 128^3 -> /64 at 32^3
