@@ -1088,7 +1088,15 @@ class MainWindow(QMainWindow):
             meta, arrays = check_recovery(path)
             inputs = recovery_inputs(meta)
         except InputError as exc:
-            self.report_error(exc)
+            # it can never be replayed (its files changed, or it is damaged): set aside, never offered again
+            from core.review.persist import DAMAGED_SUFFIX
+
+            aside = Path(path).with_name(Path(path).name + DAMAGED_SUFFIX)
+            try:
+                os.replace(path, aside)
+            except OSError:
+                pass
+            self.report_error(InputError(exc.what, f"It was set aside as {aside.name}.", path=exc.path))
             return None
 
         def replay() -> None:

@@ -13,7 +13,6 @@ from app.review.case import (
     PredictionEntry,
     apply_project,
     load_case,
-    load_prediction,
     load_project,
     read_project,
     region_centre,
@@ -95,11 +94,11 @@ def test_labels_on_another_grid_are_refused(files):
 
 def test_probability_maps_and_bad_float_predictions(files, tiny_demo):
     ct = load_case(files["ct"]).ct
-    entry = load_prediction(files["probs"], ct)
+    entry = load_case(None, None, [files["probs"]], current_ct=ct).predictions[0]  # joins the open case
     assert entry.probabilities is not None
     np.testing.assert_array_equal(entry.mask, tiny_demo.prediction.mask)
     with pytest.raises(InputError, match="neither a mask nor probabilities"):
-        load_prediction(files["bad_float"], ct)
+        load_case(None, None, [files["bad_float"]], current_ct=ct)
 
 
 def test_missing_file_is_an_input_error(tmp_path):
@@ -362,3 +361,28 @@ def test_cancelling_work_in_the_child_process_kills_it_and_the_next_call_works(t
     assert time.monotonic() - t0 < 10  # not the 30 s the child was asked to sleep
     job = Session(None, tiny_demo.reference).analysis_job(copy=True)
     assert run_review_analysis(job, in_process=True)[1].generations
+
+
+def test_the_selected_region_stays_selected_when_a_reanalysis_reorders_the_list(qtbot, tiny_demo):
+    case = Case()
+    case.set_ct(tiny_demo.phantom.ct)
+    case.set_reference(tiny_demo.reference)
+    case.add_prediction(PredictionEntry("p", tiny_demo.prediction))
+    qtbot.waitUntil(lambda: bool(case.regions()) and not case.busy, timeout=60000)
+    first_fp = next(i for i, r in enumerate(case.regions()) if r.kind == "FP")  # FN regions are listed first
+    case.go_to_region(first_fp)
+    key = case.active_region_key
+    assert key is not None and case.active_region == first_fp
+    # a large reference blob far from the airway: a new FN region, the largest, listed first
+    free = np.argwhere(~tiny_demo.prediction.mask & ~case.session.reference.array)
+    z, y, x = (int(v) for v in free[0])
+    case.session.paint(
+        "reference",
+        ((z, z + 3), (y, y + 3), (x, x + 3)),
+        ~case.predictions[0].mask[z : z + 3, y : y + 3, x : x + 3],
+        True,
+    )
+    qtbot.waitUntil(lambda: not case.stale and not case.busy, timeout=60000)
+    regs = case.regions()
+    assert case.active_region_key == key and regs[case.active_region].key == key
+    assert case.active_region == first_fp + 1  # the list moved under it; the selection did not

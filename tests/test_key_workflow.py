@@ -209,3 +209,27 @@ def test_declined_recovery_is_deleted_and_damaged_files_are_set_aside(qtbot, fil
         [f"cut{RECOVERY_SUFFIX}.damaged", f"empty{RECOVERY_SUFFIX}.damaged"]
     )
     assert scan_recoveries(rec_dir) == ([], [])
+
+
+def test_a_recovery_whose_files_changed_is_refused_once_and_set_aside(qtbot, files, monkeypatch):
+    from core.review.persist import scan_recoveries
+
+    errors: list[str] = []
+    monkeypatch.setattr(QMessageBox, "exec", lambda box: errors.append(box.text()) or QMessageBox.StandardButton.Ok)
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.StandardButton.Yes))
+    w = _open(qtbot, files, "ct", errors)
+    w.case.session.paint("reference", ((0, 2), (0, 2), (0, 2)), np.ones((2, 2, 2), bool), True)
+    recovery = w.case.autosave()
+    w.hide()
+    with open(files / "ref.nii.gz", "ab") as f:  # someone replaced the reference since
+        f.write(b"\0")
+
+    from app.main_window import MainWindow
+
+    w2 = MainWindow(settings=Settings(ephemeral=True), training_tab=False)
+    qtbot.addWidget(w2)
+    w2.error_handler = lambda _p, exc, *_a, **_k: errors.append(str(exc))
+    w2.offer_recovery()
+    assert len(errors) == 1 and "changed" in errors[0] and "set aside" in errors[0]
+    assert not recovery.exists() and recovery.with_name(recovery.name + ".damaged").exists()
+    assert scan_recoveries(recovery.parent) == ([], [])  # never offered again

@@ -33,7 +33,7 @@ from core.outputs import refuse_input_as_output
 from core.progress import Progress
 from core.regions import ErrorRegion
 from core.review import STATUS_KEYS, STATUSES, AnalysisResult, Edit, LabelLayer, Session
-from core.review.loading import Source, load_ct, read_prediction_canonical
+from core.review.loading import Source, load_ct
 from core.review.project import PROJECT_FORMAT, PROJECT_VERSION, read_project, side_file_targets, write_project
 from core.volume import IntensityVolume, LabelVolume, Reorientation
 
@@ -51,7 +51,6 @@ __all__ = [
     "load_case",
     "load_ct",
     "load_demo_case",
-    "load_prediction",
     "load_project",
     "read_project",
     "region_box",
@@ -303,14 +302,6 @@ def load_case(
     return out
 
 
-def load_prediction(
-    path: str | os.PathLike[str], ct: IntensityVolume | None, resample: bool = False
-) -> PredictionEntry:
-    """A prediction file: a mask, or a probability map (floats in [0, 1], thresholded at 0.5)."""
-    label, probs, src = read_prediction_canonical(path, ct, resample)
-    return PredictionEntry(name=label.name, label=label, probabilities=probs, path=str(path), origin=src)
-
-
 def load_demo_case(params: Any = None, *, progress: Progress | None = None, cancel: Any = None) -> LoadedCase:
     """The demo (app.demo) as a :class:`LoadedCase` (a job function)."""
     from app.demo import DEMO_NAME, SIMULATED_NAME, DemoParams, make_demo
@@ -428,7 +419,9 @@ class Case(QObject):
         self.tree_error: str | None = None
         self.predictions: list[PredictionEntry] = []
         self.active_index = -1
-        self.active_region = -1
+        # the selected region by content key: it stays selected when a re-analysis reorders the list
+        self._active_key: str | None = None
+        self._active_cache: tuple[list[ErrorRegion], str, int] | None = None
         self.cursor: tuple[int, int, int] = (0, 0, 0)
         self.view_state: dict[str, Any] = {}
         self.project_path: str | None = None
@@ -860,9 +853,28 @@ class Case(QObject):
         return -1
 
     @property
-    def active_region_key(self) -> str | None:
+    def active_region(self) -> int:
+        """Index of the selected region in the active prediction's list (-1: none, or corrected away).
+        Held as the region's content key, so a re-analysis never moves the selection to another region."""
+        key = self._active_key
+        if key is None:
+            return -1
         regs = self.regions()
-        return regs[self.active_region].key if 0 <= self.active_region < len(regs) else None
+        cache = self._active_cache
+        if cache is not None and cache[0] is regs and cache[1] == key:
+            return cache[2]
+        index = self.region_index(key)
+        self._active_cache = (regs, key, index)
+        return index
+
+    @active_region.setter
+    def active_region(self, index: int) -> None:
+        regs = self.regions()
+        self._active_key = regs[index].key if 0 <= index < len(regs) else None
+
+    @property
+    def active_region_key(self) -> str | None:
+        return self._active_key if self.active_region >= 0 else None
 
     def group_of(self, region_index: int, prediction_index: int | None = None) -> list[int]:
         """Indices of every region in the review group of ``region_index`` (core.region_groups:
