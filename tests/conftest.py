@@ -18,6 +18,18 @@ def pytest_configure(config):
     os.environ.setdefault("AIRWAY_STUDIO_RECOVERY_DIR", tempfile.mkdtemp(prefix="airway-recovery-"))
 
 
+def pytest_sessionfinish(session, exitstatus):
+    # `-m "not slow"` (the inner loop, docs/testing.md) or `-k` over files whose tests are all
+    # deselected runs nothing, and pytest exits 5, which a CI step reads as a failure: a
+    # selection that matched nothing is not an error. Nothing collected at all still is.
+    option = session.config.option
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and (option.markexpr or option.keyword):
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("no test matched the -m/-k selection: exit status 0, not 5")
+        session.exitstatus = pytest.ExitCode.OK
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` (read-only real CTs); skips when a clone has none."""

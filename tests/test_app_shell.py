@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from jobs import run_job_and_wait
 from PySide6.QtCore import QElapsedTimer, Qt, QTimer
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QMessageBox
@@ -164,8 +165,8 @@ def test_bad_file_shows_one_error_dialog_and_the_app_goes_on(window, qtbot, dial
     bad = tmp_path / "broken.nii.gz"
     bad.write_bytes(b"this is not a nifti file")
     job = window.open_files(str(bad))
-    with qtbot.waitSignal(job.finished, timeout=10000):
-        pass
+    # a condition, not job.finished: a signal connected after start() misses a fast job's
+    qtbot.waitUntil(lambda: not job.running and len(dialogs) >= 1, timeout=10000)
     assert len(dialogs) == 1
     assert "broken.nii.gz" in dialogs[0].text() and not dialogs[0].detailedText()
     assert window.case.is_empty
@@ -271,11 +272,9 @@ def test_cancelled_segmentation_leaves_the_case_as_it_was(window, qtbot, tiny_ch
     c = window.case
     before = (len(c.predictions), c.active_index, c.cursor, c.modified)
     job = window.segment_with(tiny_checkpoint, "cpu", window=16, step=8, backend="torch")
-    with qtbot.waitSignal(job.progress, timeout=60000):
-        pass
+    qtbot.waitUntil(lambda: job.state == "running", timeout=60000)  # the child process segments
     ended = getattr(job, "ended", None) or job.finished  # a child-process run, or a worker-thread job
-    with qtbot.waitSignal(ended, timeout=60000):
-        window.action_table["cancel_job"].trigger()
+    run_job_and_wait(qtbot, window.action_table["cancel_job"].trigger, until=ended, timeout=60000)
     assert job.state == "cancelled"
     assert (len(c.predictions), c.active_index, c.cursor, c.modified) == before
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from jobs import run_job_and_wait
 
 from app.training.launch import TrainSettings, check_settings, entry_command, list_presets, resume_args, train_args
 from app.training.runs import (
@@ -301,10 +302,8 @@ def test_tab_start_stop_resume_finish_and_open_best(qtbot, tab_factory, tmp_path
 
     assert monitor.history.stage == 0
     monkeypatch.setenv("FAKE_DELAY_S", "0.001")
-    assert tab.resume()
-    with qtbot.waitSignal(tab.runEnded, timeout=20000) as ended:
-        pass
-    assert ended.args == [key, FINISHED] and monitor.status == FINISHED
+    ended = run_job_and_wait(qtbot, tab.resume, until=tab.runEnded, timeout=20000)
+    assert ended.value and ended.args == [key, FINISHED] and monitor.status == FINISHED
     h = monitor.history
     assert h.starts == 2 and h.steps.view("x")[-1] > stopped_at
     assert np.all(np.diff(h.steps.view("x")) > 0)  # one curve, even across the resume
@@ -556,12 +555,15 @@ def test_run_with_zero_validation_warns_and_start_waits_for_the_run(qtbot, tab_f
     monkeypatch.setenv("FAKE_ZERO_VALIDATION", "1")
     tab = tab_factory()
     fill_form(tab, tmp_path, "flat")
-    tab.start()
-    monitor = tab.current_monitor()
-    qtbot.waitUntil(lambda: monitor.status == RUNNING, timeout=10000)
-    assert not tab.start_button.isEnabled()
-    with qtbot.waitSignal(tab.runEnded, timeout=30000):
-        pass
+
+    def start():
+        tab.start()
+        monitor = tab.current_monitor()
+        qtbot.waitUntil(lambda: monitor.status == RUNNING, timeout=10000)
+        assert not tab.start_button.isEnabled()
+        return monitor
+
+    monitor = run_job_and_wait(qtbot, start, until=tab.runEnded, timeout=30000).value
     assert monitor.status == FINISHED and tab.start_button.isEnabled()
     assert "never rose above 0" in tab.problems_label.text() and tab.problems_label.property("kind") == "warning"
 
