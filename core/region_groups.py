@@ -68,7 +68,7 @@ class RegionGroup:
             return f"{self.regions[0]} · {where}"
         return f"{self.kind} {where} · {len(self.regions)} part{'s' if len(self.regions) != 1 else ''}"
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "key": self.key,
             "kind": self.kind,
@@ -85,7 +85,7 @@ class RegionGroup:
         }
 
 
-def review_settings() -> dict:
+def review_settings() -> dict[str, Any]:
     from core.resources import load_json_resource
 
     return load_json_resource("presets", "review_groups.json")
@@ -106,9 +106,10 @@ def group_regions(regions: Sequence[Any], boundary_review_min_mm3: float | None 
     """Groups over ``regions`` (core.regions.ErrorRegion or their dicts), in review order."""
     if boundary_review_min_mm3 is None:
         boundary_review_min_mm3 = float(review_settings()["boundary_review_min_mm3"])
-    buckets: dict[tuple, list[int]] = {}
+    buckets: dict[tuple[Any, ...], list[int]] = {}
     for i, r in enumerate(regions):
         cat = str(_attr(r, "category"))
+        k: tuple[Any, ...]
         if cat in BOUNDARY_CATEGORIES:
             k = (str(_attr(r, "kind")), cat, _attr(r, "nearest_branch"))
         else:
@@ -123,9 +124,11 @@ def group_regions(regions: Sequence[Any], boundary_review_min_mm3: float | None 
         vox = np.array([int(_attr(r, "voxels")) for r in rs], dtype=float)
         vol = float(sum(float(_attr(r, "volume_mm3")) for r in rs))
         boxes = np.array([[list(b) for b in _attr(r, "bbox")] for r in rs], dtype=np.int64)
-        box = tuple((int(boxes[:, a, 0].min()), int(boxes[:, a, 1].max())) for a in range(3))
+        lo, hi = boxes[:, :, 0].min(axis=0), boxes[:, :, 1].max(axis=0)
+        box = ((int(lo[0]), int(hi[0])), (int(lo[1]), int(hi[1])), (int(lo[2]), int(hi[2])))
         cents = np.array([list(_attr(r, "centroid_zyx")) for r in rs], dtype=float)
-        centroid = tuple(float(v) for v in (cents * vox[:, None]).sum(axis=0) / max(vox.sum(), 1.0))
+        cz, cy, cx = (float(v) for v in (cents * vox[:, None]).sum(axis=0) / max(vox.sum(), 1.0))
+        centroid = (cz, cy, cx)
         branch = _attr(first, "nearest_branch")
         gens = [g for g in (_attr(r, "nearest_generation") for r in rs) if g is not None]
         single = cat not in BOUNDARY_CATEGORIES  # unknown categories are shown, never merged
@@ -147,7 +150,7 @@ def group_regions(regions: Sequence[Any], boundary_review_min_mm3: float | None 
                 review=single or vol >= boundary_review_min_mm3,
                 bbox=box,
                 centroid_zyx=centroid,
-                indices=members,  # type: ignore[arg-type]
+                indices=members,
             )
         )
     return sort_groups(groups)

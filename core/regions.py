@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +37,10 @@ from core.metrics import _as_mask, _lookup, _prediction_component, _sl, branch_o
 from core.progress import Progress
 from core.progress import raise_if_cancelled as _check
 from core.tree import AirwayTree, bounding_box, neighbour_pairs, sparse_components
+
+if TYPE_CHECKING:
+    from core.progress import Cancellable
+    from core.volume import Geometry
 
 KIND_ORDER = ("FN", "FP")
 FP_CATEGORIES = ("boundary_dilation", "candidate_branch", "leakage")
@@ -79,7 +84,7 @@ class ErrorRegion:
             out[tuple((self.coords.astype(np.int64) - lo).T)] = True
         return out
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         d = asdict(replace_coords(self))
         d.pop("coords", None)
         d["focus_zyx"] = None if self.focus_zyx is None else list(self.focus_zyx)
@@ -106,12 +111,12 @@ def region_key(kind: str, coords: np.ndarray, shape: Sequence[int]) -> str:
 
 
 def find_error_regions(
-    prediction_mask,
-    reference_mask,
+    prediction_mask: Any,
+    reference_mask: Any,
     tree: AirwayTree,
     spacing_zyx: Sequence[float] | None = None,
     *,
-    geometry=None,
+    geometry: Geometry | None = None,
     connectivity: int = 26,
     largest_component: bool = True,
     lcc_connectivity: int = 6,
@@ -121,7 +126,7 @@ def find_error_regions(
     missed_centreline_min: int = 2,
     min_voxels: int = 1,
     progress: Progress | None = None,
-    cancel=None,
+    cancel: Cancellable | None = None,
 ) -> list[ErrorRegion]:
     """FP and FN components of the evaluated prediction against the reference.
 
@@ -162,7 +167,7 @@ def find_error_regions(
     r_lo = np.array([lo for lo, _ in rbox])
     r_local = np.argwhere(ref[_sl(rbox)])
     r_coords = r_local + r_lo
-    if p_sub is not None:
+    if p_sub is not None and p_box is not None:
         p_coords = np.argwhere(p_sub) + np.array([lo for lo, _ in p_box])
         fp = p_coords[~ref[tuple(p_coords.T)]]
     else:
@@ -203,18 +208,18 @@ def _forward_offsets(connectivity: int) -> np.ndarray:
 
 
 def _regions_of(
-    kind,
-    coords,
-    targets,
-    full_shape,
-    tree,
-    sp,
-    geometry,
-    connectivity,
-    shell_mm,
-    elongation_min,
-    candidate_min_length_mm,
-    missed_centreline_min,
+    kind: str,
+    coords: np.ndarray,
+    targets: np.ndarray,
+    full_shape: tuple[int, ...],
+    tree: AirwayTree,
+    sp: np.ndarray,
+    geometry: Geometry,
+    connectivity: int,
+    shell_mm: float,
+    elongation_min: float,
+    candidate_min_length_mm: float,
+    missed_centreline_min: int,
 ) -> list[ErrorRegion]:
     if len(coords) == 0:
         return []
@@ -361,7 +366,7 @@ def _nearest_distance(points: np.ndarray, targets: np.ndarray, sp: np.ndarray) -
     if len(targets) == 0:
         return np.full(len(points), np.inf)
     d, _ = cKDTree(targets * sp).query(points * sp)
-    return d
+    return np.asarray(d, dtype=float)
 
 
 def sort_regions(regions: list[ErrorRegion]) -> list[ErrorRegion]:

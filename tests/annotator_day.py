@@ -202,7 +202,9 @@ def run_day(
     pos = axial.voxel_to_widget(case.cursor)
     rev = case.revision("reference")
     with dog.phase("brush"):
-        QTest.mouseClick(axial, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(int(pos.x()), int(pos.y())))
+        QTest.mouseClick(
+            axial, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(int(pos.x()), int(pos.y()))
+        )
         QApplication.processEvents()
         settle(0.1)
     press(w, Qt.Key.Key_B)

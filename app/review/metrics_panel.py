@@ -216,7 +216,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
-def export_metrics(case: Any, path: str | os.PathLike) -> list[Path]:
+def export_metrics(case: Any, path: str | os.PathLike[str]) -> list[Path]:
     """Write the metrics of every prediction (and per-branch tables) as CSV or JSON, by suffix.
 
     CSV: ``path`` holds the summary (metric per row, prediction per column)

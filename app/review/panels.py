@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QFrame, QScrollArea, QWidget
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QFrame, QMainWindow, QScrollArea, QWidget
 
 from app import shortcuts
 from app.review.metrics_panel import MetricsPanel
@@ -34,7 +34,7 @@ class MainWindow(Protocol):
     case: Any
     settings: Any
     action_table: dict[str, QAction]
-    jobs: list
+    jobs: list[Any]
     job_status: Any
     panels: Any
     panels_menu: Any
@@ -96,8 +96,14 @@ def writable_folder(preferred: str | None) -> str:
     return os.path.expanduser("~")
 
 
+def _qt(window: MainWindow) -> QMainWindow:
+    """The window as the QMainWindow it is (parent of docks, dialogs and actions)."""
+    assert isinstance(window, QMainWindow)
+    return window
+
+
 def _dock(window: MainWindow, name: str, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
-    dock = QDockWidget(title, window)
+    dock = QDockWidget(title, _qt(window))
     dock.setObjectName(name)  # saveState/restoreState key
     # a panel wider than its dock scrolls instead of widening the dock (and squeezing the slice views)
     scroll = QScrollArea(dock)
@@ -155,7 +161,7 @@ def install_panels(window: MainWindow) -> Panels:
     def act(name: str, text: str, slot: Callable[..., Any]) -> QAction | None:
         if name in existing:  # the window already binds it: never two actions on one key
             return None
-        a = shortcuts.make_action(window, name, text, slot)
+        a = shortcuts.make_action(_qt(window), name, text, slot)
         a.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
         window.addAction(a)
         actions[name] = a
@@ -169,7 +175,7 @@ def install_panels(window: MainWindow) -> Panels:
 
     def screenshot_3d() -> None:
         start = os.path.join(writable_folder(window.settings.last_dir()), "airway_3d.png")
-        path, _ = QFileDialog.getSaveFileName(window, "Save the 3D view", start, "PNG image (*.png)")
+        path, _ = QFileDialog.getSaveFileName(_qt(window), "Save the 3D view", start, "PNG image (*.png)")
         if path:
             try:
                 view3d.save_screenshot(path)

@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.review.case import STATUS_KEYS, STATUS_LABELS, region_box, region_centre
-from core.region_groups import StableIds
+from core.region_groups import RegionGroup, StableIds
 from core.regions import ErrorRegion
 
 COLUMNS = ("#", "ID", "Kind", "Category", "Size (mm³)", "Voxels", "Gen.", "Status")
@@ -104,8 +104,8 @@ class RegionsModel(QAbstractTableModel):
     def __init__(self, case: Any, parent: Any = None):
         super().__init__(parent)
         self.case = case
-        self._regions: list[Any] = []
-        self._cache: dict[int, tuple] = {}
+        self._regions: list[ErrorRegion] = []
+        self._cache: dict[int, tuple[Any, ...]] = {}
         self._colours = _kind_colours()
         self.reload()
 
@@ -222,7 +222,7 @@ def voxel_volume(case: Any) -> float:
     return 1.0
 
 
-def _core_view(region: ErrorRegion, index: int, voxel_volume: float) -> dict:
+def _core_view(region: ErrorRegion, index: int, voxel_volume: float) -> dict[str, Any]:
     """What core.region_groups needs of a region."""
     box = region_box(region)
     return {
@@ -247,8 +247,8 @@ class GroupsModel(QAbstractTableModel):
     def __init__(self, case: Any, parent: Any = None):
         super().__init__(parent)
         self.case = case
-        self.groups: list[Any] = []
-        self._cache: dict[int, tuple] = {}
+        self.groups: list[RegionGroup] = []
+        self._cache: dict[int, tuple[Any, ...]] = {}
         self._colours = _kind_colours()
 
     def reload(self) -> None:
@@ -289,7 +289,7 @@ class GroupsModel(QAbstractTableModel):
         act = self.case.active
         if act is None:
             return "unreviewed"
-        st = {act.status(i) for i in self.groups[row].indices}
+        st: set[str] = {str(act.status(i)) for i in self.groups[row].indices}
         if len(st) == 1:
             return st.pop()
         return PARTLY if st != {"unreviewed"} else "unreviewed"
@@ -383,6 +383,7 @@ class _FilterProxy(QSortFilterProxyModel):
 
     def filterAcceptsRow(self, row: int, parent: QModelIndex | QPersistentModelIndex) -> bool:  # noqa: N802
         m = self.sourceModel()
+        assert isinstance(m, (RegionsModel, GroupsModel))
         if not self.all_groups and not m.review(row):
             return False
         vals = m.values(row)
@@ -397,7 +398,7 @@ class _FilterProxy(QSortFilterProxyModel):
         if self.mode == "all":
             return True
         if self.mode in ("FP", "FN"):
-            return vals[2] == self.mode
+            return bool(vals[2] == self.mode)
         reviewed = vals[-1] != "unreviewed"
         return reviewed if self.mode == "reviewed" else not reviewed
 
@@ -538,7 +539,7 @@ class RegionsPanel(QWidget):
         self.hint.setWordWrap(True)
         lay.addWidget(self.hint)
 
-        case.regionsChanged.connect(lambda i: i == case.active_index and self.reload())
+        case.regionsChanged.connect(self._on_regions)
         case.activePredictionChanged.connect(lambda _i: self.reload())
         case.predictionsChanged.connect(self.reload)
         case.ctChanged.connect(self._new_case)
@@ -584,6 +585,10 @@ class RegionsPanel(QWidget):
             self._fit_columns()
 
     # -- updates -------------------------------------------------------------------------
+    def _on_regions(self, index: int) -> None:
+        if index == self.case.active_index:
+            self.reload()
+
     def _new_case(self) -> None:
         self._ids.clear()
         self._item_key = self._region_key = ""

@@ -80,11 +80,11 @@ def slice_index(orientation: str, zyx: Sequence[int]) -> int:
 def extract_slice(array: np.ndarray, orientation: str, index: int) -> np.ndarray:
     """The 2D slice as displayed (rows top->bottom, columns left->right); a view, no copy."""
     if orientation == "axial":
-        return array[index]
+        return np.asarray(array[index])
     if orientation == "coronal":
-        return array[::-1, index, :]
+        return np.asarray(array[::-1, index, :])
     if orientation == "sagittal":
-        return array[::-1, :, index]
+        return np.asarray(array[::-1, :, index])
     raise ValueError(f"unknown orientation {orientation!r}")
 
 
@@ -144,7 +144,7 @@ class DisplaySettings:
     heatmap: bool = False
     crosshair: bool = True
 
-    def key(self) -> tuple:
+    def key(self) -> tuple[Any, ...]:
         return (
             self.window,
             self.level,
@@ -198,7 +198,7 @@ def window_slice(values: np.ndarray, window: float, level: float) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-_LUTS: OrderedDict = OrderedDict()
+_LUTS: OrderedDict[tuple[str, float, float], np.ndarray] = OrderedDict()
 
 
 def _window_lut(dtype: str, lo: float, window: float) -> np.ndarray:
@@ -214,11 +214,11 @@ def _window_lut(dtype: str, lo: float, window: float) -> np.ndarray:
     return lut
 
 
-_LUTS32: OrderedDict = OrderedDict()
+_LUTS32: OrderedDict[tuple[str, float, float], np.ndarray] = OrderedDict()
 _GREY32 = (np.uint32(0xFF000000) | (np.arange(256, dtype=np.uint32) * np.uint32(0x010101))).astype(np.uint32)
 
 
-def _lut32(dtype: np.dtype, lo: float, window: float) -> np.ndarray:
+def _lut32(dtype: np.dtype[Any], lo: float, window: float) -> np.ndarray:
     """Opaque grey ARGB per stored value, indexed by the value's bits read as unsigned."""
     key = (dtype.str, lo, window)
     lut = _LUTS32.get(key)
@@ -242,8 +242,8 @@ def grey_argb(values: np.ndarray, window: float, level: float) -> np.ndarray:
     window = max(float(window), 1e-3)
     if values.dtype.kind in "iu" and values.dtype.itemsize <= 2:
         lut = _lut32(values.dtype, level - window / 2.0, window)
-        return lut[values.view(np.dtype(f"u{values.dtype.itemsize}"))]
-    return _GREY32[window_slice(values, window, level)]
+        return np.asarray(lut[values.view(np.dtype(f"u{values.dtype.itemsize}"))])
+    return np.asarray(_GREY32[window_slice(values, window, level)])
 
 
 def argb_to_rgb(img: np.ndarray) -> np.ndarray:
@@ -271,7 +271,10 @@ def display_rect(orientation: str, box: Any, shape: Sequence[int]) -> tuple[int,
     return nz - z1, nz - z0, y0, y1
 
 
-def overlay_window(orientation: str, index: int, box: Any, shape: Sequence[int]):
+OverlayWindow = tuple[tuple[Any, Any, Any], bool, tuple[int, int]]
+
+
+def overlay_window(orientation: str, index: int, box: Any, shape: Sequence[int]) -> OverlayWindow | None:
     """Where a volume box (per-axis (start, stop), z/y/x) meets slice ``index``.
 
     Returns (array index tuple, flip_rows, (row0, col0) in the displayed slice),
@@ -294,15 +297,13 @@ def overlay_window(orientation: str, index: int, box: Any, shape: Sequence[int])
 
 def class_codes(reference: np.ndarray | None, prediction: np.ndarray | None) -> np.ndarray | None:
     """Per-pixel overlay class: TP/FP/FN with both, else reference-only or prediction-only."""
-    if reference is None and prediction is None:
-        return None
     if reference is None:
-        return prediction.astype(np.uint8) * PRED_ONLY
+        return None if prediction is None else np.asarray(prediction.astype(np.uint8) * PRED_ONLY)
     if prediction is None:
-        return reference.astype(np.uint8) * REF_ONLY
+        return np.asarray(reference.astype(np.uint8) * REF_ONLY)
     # ref + 2*pred: 1 ref only (FN), 2 pred only (FP), 3 both (TP)
     code = reference.astype(np.uint8) + 2 * prediction.astype(np.uint8)
-    return _BOTH_TO_CLASS[code]
+    return np.asarray(_BOTH_TO_CLASS[code])
 
 
 _BOTH_TO_CLASS = np.array([NONE, FN, FP, TP], dtype=np.uint8)
@@ -399,13 +400,18 @@ class SliceRenderer:
         return out
 
 
-def argb_to_qimage(img: np.ndarray) -> QImage:
-    """Wrap an (H, W) uint32 RGB32 array; the QImage keeps a reference to the buffer."""
-    img = np.ascontiguousarray(img)
-    h, w = img.shape
-    q = QImage(img.data, w, h, 4 * w, QImage.Format.Format_RGB32)
-    q._buffer = img  # type: ignore[attr-defined] - keep the numpy memory alive
-    return q
+class ArrayImage(QImage):
+    """A QImage over a numpy (H, W) uint32 RGB32 array it keeps alive (``buffer``)."""
+
+    def __init__(self, buffer: np.ndarray):
+        h, w = buffer.shape
+        super().__init__(buffer.data, w, h, 4 * w, QImage.Format.Format_RGB32)
+        self.buffer = buffer
+
+
+def argb_to_qimage(img: np.ndarray) -> ArrayImage:
+    """Wrap an (H, W) uint32 RGB32 array; the image keeps a reference to the buffer."""
+    return ArrayImage(np.ascontiguousarray(img))
 
 
 # -- the shared display state -----------------------------------------------------------------
@@ -481,8 +487,8 @@ class SliceView(QWidget):
         self.renderer = renderer or SliceRenderer()
         self.zoom = 1.0
         self.pan = QPointF(0.0, 0.0)  # logical pixels
-        self._cache: OrderedDict[tuple, QImage] = OrderedDict()
-        self._last: tuple[tuple, QImage] | None = None  # the image shown last, patched by edits
+        self._cache: OrderedDict[tuple[Any, ...], ArrayImage] = OrderedDict()
+        self._last: tuple[tuple[Any, ...], ArrayImage] | None = None  # the image shown last, patched by edits
         self._drag: tuple[str, QPointF, Any] | None = None
         self._space = False
         self.last_render_ms = 0.0
@@ -529,7 +535,7 @@ class SliceView(QWidget):
         else:
             self._patch(None)  # the shown slice did not change: its image holds for the new revision
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         case = self.case
         act = case.active
         # revisions: labels are edited in place, the arrays' identity alone would show stale slices
@@ -570,7 +576,7 @@ class SliceView(QWidget):
         ref = None if case.reference is None else extract_slice(case.reference.mask, o, i)[win]
         pred = None if act is None else extract_slice(act.mask, o, i)[win]
         sub = self.renderer.render(case.ct_slice(o, i)[win], s, ref, pred)
-        buf = old_img._buffer.copy()  # type: ignore[attr-defined]
+        buf = old_img.buffer.copy()
         buf[pr0:pr1, pc0:pc1] = sub[pr0 - rr0 : pr1 - rr0, pc0 - rc0 : pc1 - rc0]
         img = argb_to_qimage(buf)
         self._cache[key] = img
@@ -610,8 +616,8 @@ class SliceView(QWidget):
             return
         lo, hi = (np.asarray(b, dtype=float) for b in box)
         corners = [
-            voxel_to_display(self.orientation, lo, shape),
-            voxel_to_display(self.orientation, np.maximum(hi - 1, lo), shape),
+            voxel_to_display(self.orientation, lo.tolist(), shape),
+            voxel_to_display(self.orientation, np.maximum(hi - 1, lo).tolist(), shape),
         ]
         rows, cols = sorted(c[0] for c in corners), sorted(c[1] for c in corners)
         pw, ph = pixel_mm(self.orientation, self.case.ct.spacing_zyx)
@@ -620,11 +626,13 @@ class SliceView(QWidget):
         h_mm = max((rows[1] - rows[0] + 1) * ph * (1 + 2 * margin), min_mm)
         self.zoom, self.pan = 1.0, QPointF(0.0, 0.0)
         rect = self.image_rect()
+        assert rect is not None  # a CT is open (shape above)
         dh, dw = display_shape(self.orientation, shape)
         scale = rect.width() / (dw * pw)  # widget pixels per mm at zoom 1
         want = min(self.width() / (w_mm * scale), self.height() / (h_mm * scale))
         self.zoom = float(np.clip(want, 1.0, self.ZOOM_MAX))
         rect = self.image_rect()
+        assert rect is not None
         cx = rect.x() + (cols[0] + cols[1]) / 2.0 / dw * rect.width()
         cy = rect.y() + (rows[0] + rows[1]) / 2.0 / dh * rect.height()
         self.pan = QPointF(self.width() / 2.0 - cx, self.height() / 2.0 - cy)
@@ -642,9 +650,9 @@ class SliceView(QWidget):
     def current_rgb(self) -> np.ndarray | None:
         """The rendered slice (H, W, 3) for the current cursor (cached)."""
         img = self._image()
-        return None if img is None else argb_to_rgb(img._buffer)  # type: ignore[attr-defined]
+        return None if img is None else argb_to_rgb(img.buffer)
 
-    def _image(self) -> QImage | None:
+    def _image(self) -> ArrayImage | None:
         case = self.case
         if case.ct is None:
             return None
@@ -707,20 +715,22 @@ class SliceView(QWidget):
         return QRectF(x0, y0, rw, rh)
 
     def widget_to_voxel(self, pos: QPointF) -> tuple[int, int, int] | None:
-        rect = self.image_rect()
-        if rect is None or rect.width() <= 0:
+        rect, shape = self.image_rect(), self.shape
+        if rect is None or shape is None or rect.width() <= 0:
             return None
-        h, w = display_shape(self.orientation, self.shape)
+        h, w = display_shape(self.orientation, shape)
         col = (pos.x() - rect.x()) / rect.width() * w
         row = (pos.y() - rect.y()) / rect.height() * h
         if not (0 <= col < w and 0 <= row < h):
             return None
-        return display_to_voxel(self.orientation, self.index, row, col, self.shape)
+        return display_to_voxel(self.orientation, self.index, row, col, shape)
 
     def voxel_to_widget(self, zyx: Sequence[float]) -> QPointF:
-        rect = self.image_rect()
-        h, w = display_shape(self.orientation, self.shape)
-        row, col = voxel_to_display(self.orientation, zyx, self.shape)
+        rect, shape = self.image_rect(), self.shape
+        if rect is None or shape is None:
+            return QPointF(-1.0, -1.0)  # no CT: nowhere in the widget
+        h, w = display_shape(self.orientation, shape)
+        row, col = voxel_to_display(self.orientation, zyx, shape)
         return QPointF(rect.x() + col / w * rect.width(), rect.y() + row / h * rect.height())
 
     # -- painting --------------------------------------------------------------------------
@@ -814,6 +824,8 @@ class SliceView(QWidget):
         p.setFont(f)
         fm = p.fontMetrics()
         shape = self.shape
+        if shape is None:
+            return
         left, right, top, bottom = EDGE_LETTERS[self.orientation]
         letter, info = QColor(240, 200, 80), QColor(225, 225, 230)
         W, H = self.width(), self.height()

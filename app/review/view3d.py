@@ -27,12 +27,13 @@ shows a note instead of the scene; everything else in the app keeps working.
 from __future__ import annotations
 
 import colorsys
+import functools
 import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -136,7 +137,7 @@ class Scene:
         lut = np.full((top + 1, 3), 200, np.uint8)
         for k, c in self.colours.items():
             lut[k] = c
-        return lut[labels]
+        return np.asarray(lut[labels])
 
     def face_rgb(self) -> np.ndarray:
         """Colours of every face of the surface."""
@@ -316,7 +317,7 @@ def _view_directions() -> np.ndarray:
         for b in (-1, 1):
             dirs += [(a, b, 0), (a, 0, b), (0, a, b)]
     d = np.asarray(dirs, float)
-    return d / np.linalg.norm(d, axis=1, keepdims=True)
+    return np.asarray(d / np.linalg.norm(d, axis=1, keepdims=True))
 
 
 VIEW_DIRECTIONS = _view_directions()
@@ -373,11 +374,11 @@ def clear_view_direction(
     counts = np.array([occluders(start, d, masks, geometry, region) for d in VIEW_DIRECTIONS])
     best = np.flatnonzero(counts == counts.min())
     if current is None or not np.linalg.norm(current):
-        return VIEW_DIRECTIONS[best[0]]
-    cur = np.asarray(current, float) / np.linalg.norm(current)
+        return np.asarray(VIEW_DIRECTIONS[best[0]])
+    cur = np.asarray(np.asarray(current, float) / np.linalg.norm(current))
     if occluders(start, cur, masks, geometry, region) <= counts.min():
         return cur
-    return VIEW_DIRECTIONS[best[int(np.argmax(VIEW_DIRECTIONS[best] @ cur))]]
+    return np.asarray(VIEW_DIRECTIONS[best[int(np.argmax(VIEW_DIRECTIONS[best] @ cur))]])
 
 
 def region_view(
@@ -403,7 +404,7 @@ def three_d_supported() -> bool:
     if os.environ.get("AIRWAY_NO_3D"):
         return False
     app = QGuiApplication.instance()
-    name = app.platformName() if app is not None else ""
+    name = app.platformName() if isinstance(app, QGuiApplication) else ""
     return name not in ("offscreen", "minimal", "vnc")
 
 
@@ -470,7 +471,7 @@ class View3D(QWidget):
             ("right", "Right"),
             ("superior", "Superior"),
         ):
-            menu.addAction(text, lambda n=name: self.camera_preset(n))
+            menu.addAction(text, functools.partial(self.camera_preset, name))
         menu.addSeparator()
         self.see_through = menu.addAction("TP see-through")
         self.see_through.setObjectName("tpSeeThrough")
@@ -520,11 +521,11 @@ class View3D(QWidget):
         case.ctChanged.connect(self._on_new_case)
         for sig in (case.referenceChanged, case.predictionsChanged, case.activePredictionChanged, case.treeChanged):
             sig.connect(self.schedule_rebuild)
-        case.metricsChanged.connect(lambda _i: self.mode == "detection" and self.schedule_rebuild())
+        case.metricsChanged.connect(self._on_metrics)
         case.labelChanged.connect(self._on_label_changed)
         # a re-analysis: the region list is new; the panel points the active region at the same
         # region again (activeRegionChanged), and a region gone (corrected) loses its outline
-        case.regionsChanged.connect(lambda i: i == case.active_index and self._refocus())
+        case.regionsChanged.connect(self._on_regions)
         case.cursorChanged.connect(self._move_cursor_marker)
         case.activeRegionChanged.connect(self.focus_region)
         if case.ct is not None:  # installed over an open case
@@ -790,7 +791,13 @@ class View3D(QWidget):
         job.result.connect(guarded(self, lambda res, s=serial: self._show_region(res, s)))
         job.start()
 
-    def _refocus(self) -> None:
+    def _on_metrics(self, _index: int) -> None:
+        if self.mode == "detection":
+            self.schedule_rebuild()
+
+    def _on_regions(self, index: int) -> None:
+        if index != self.case.active_index:
+            return
         keys = {r.key for r in self.case.regions()}
         if self._focus_key and self._focus_key not in keys:
             self.focus_region(-1)
@@ -870,7 +877,8 @@ class View3D(QWidget):
         iren.add_observer("LeftButtonReleaseEvent", self._on_release)
 
     def _on_press(self, obj: Any, _event: str) -> None:
-        self._press = tuple(self.plotter.iren.interactor.GetEventPosition())  # type: ignore[assignment]
+        x, y = self.plotter.iren.interactor.GetEventPosition()
+        self._press = (int(x), int(y))
 
     def _on_release(self, obj: Any, _event: str) -> None:
         pos = tuple(self.plotter.iren.interactor.GetEventPosition())
@@ -910,7 +918,8 @@ class View3D(QWidget):
             union = _LazyUnion(masks[0], masks[1])
         elif masks:
             union = masks[0]
-        voxel = world_to_voxel(point_xyz, case.ct.geometry, case.ct.shape, mask=union)
+        # _LazyUnion answers the one thing world_to_voxel does with a mask: index a small window
+        voxel = world_to_voxel(point_xyz, case.ct.geometry, case.ct.shape, mask=cast(np.ndarray, union))
         case.set_cursor(voxel)
         self.picked.emit(voxel)
         return voxel
@@ -928,14 +937,18 @@ class View3D(QWidget):
         """A rebuild is scheduled or running (``--screenshot`` waits for it)."""
         return self._rebuild_timer.isActive() or (self._job is not None and self._job.running)
 
-    def render(self) -> None:
-        """Draw the scene now (the window's screenshot calls this before grabbing)."""
+    def render(self, *args: Any, **kwargs: Any) -> None:
+        """Draw the scene now (the window's screenshot calls this before grabbing); with
+        arguments, QWidget.render (paint the widget into a device)."""
+        if args or kwargs:
+            super().render(*args, **kwargs)
+            return
         self._render_timer.stop()
         if self.plotter is not None:
             self.plotter.render()
 
     # -- screenshot ---------------------------------------------------------------------------
-    def save_screenshot(self, path: str | os.PathLike, scale: int = 2, legend: bool = True) -> Path:
+    def save_screenshot(self, path: str | os.PathLike[str], scale: int = 2, legend: bool = True) -> Path:
         """Write the 3D view as PNG atomically (temp file + rename): ``scale`` times the view's
         device pixels (2: print quality), with the colour legend drawn in."""
         path = Path(path)
@@ -962,7 +975,7 @@ class View3D(QWidget):
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
         os.close(fd)
         try:
-            if not image.save(tmp, "PNG"):
+            if not image.save(tmp, b"PNG"):
                 raise InputError(f"Could not write the screenshot to {path}.", "Choose a writable folder.")
             from core.outputs import apply_umask
 
@@ -1032,4 +1045,4 @@ class _LazyUnion:
         self.a, self.b = a, b
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        return self.a[key] | self.b[key]
+        return np.asarray(self.a[key] | self.b[key])
