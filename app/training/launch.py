@@ -191,11 +191,11 @@ def launch_detached(program: str, arguments: list[str], cwd: str | Path, log_pat
     import subprocess
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    kwargs: dict[str, int | bool] = {}
+    # Windows: a detached process in its own group; elsewhere: its own session
     if sys.platform == "win32":
-        kwargs["creationflags"] = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP
+        flags = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP
     else:
-        kwargs["start_new_session"] = True
+        flags = 0
     try:
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
@@ -206,8 +206,9 @@ def launch_detached(program: str, arguments: list[str], cwd: str | Path, log_pat
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 close_fds=True,
-                **kwargs,
+                creationflags=flags,
+                start_new_session=sys.platform != "win32",
             )
     except OSError as exc:
         return exc.strerror or str(exc)
-    return proc.pid
+    return int(proc.pid)

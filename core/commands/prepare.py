@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.training.cache import CacheSettings
+    from core.training.config import TrainConfig
 
 
-def register(subparsers) -> None:
+def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "prepare",
         help="preprocess a training dataset once into a memory-mappable cache",
@@ -48,7 +54,7 @@ def register(subparsers) -> None:
     q.set_defaults(func=run_phantom_dataset)
 
 
-def _settings_from(args):
+def _settings_from(args: argparse.Namespace) -> tuple[TrainConfig, CacheSettings]:
     from core.preprocess import Preprocessing
     from core.training.cache import CacheSettings
     from core.training.config import load_config
@@ -56,7 +62,8 @@ def _settings_from(args):
     cfg = load_config(args.config, args.preset)
     p = cfg.preprocessing
     alphas = tuple(sorted({s.alpha for _, s in cfg.stages() if s.loss == "gul"}))
-    prep = Preprocessing(window=tuple(p.window), scale=p.scale, crop=p.crop, margin=p.margin)
+    lo, hi = p.window
+    prep = Preprocessing(window=(float(lo), float(hi)), scale=p.scale, crop=p.crop, margin=p.margin)
     return cfg, CacheSettings(
         prep.to_dict(),
         cfg.data.label_selector,
@@ -67,8 +74,6 @@ def _settings_from(args):
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from core.training.cache import default_cache_dir, prepare_cases
     from core.training.dataset import discover_cases
 
@@ -78,8 +83,8 @@ def run_prepare(args: argparse.Namespace) -> int:
     _check_cache_folder(cache, args.data)
     policy = "skip" if args.skip_bad else cfg.data.on_bad_case
 
-    def progress(done: int, total: int, name: str) -> None:
-        print(f"[{done}/{total}] {name}", file=sys.stderr, flush=True)
+    def progress(done: float, total: float, name: str) -> None:
+        print(f"[{done:g}/{total:g}] {name}", file=sys.stderr, flush=True)
 
     report = prepare_cases(cases, cache, settings, on_bad_case=policy, progress=progress, force=args.force)
     for bad in report.bad:
@@ -91,10 +96,8 @@ def run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_cache_folder(cache, data) -> None:
+def _check_cache_folder(cache: Path, data: str | Path) -> None:
     """Before any case is read: the cache folder can be written and is not the dataset's own files."""
-    from pathlib import Path
-
     from core.errors import InputError
     from core.outputs import check_writable_folder, same_file
 
@@ -116,10 +119,8 @@ def run_phantom_dataset(args: argparse.Namespace) -> int:
 
     difficulty = args.difficulty
 
-    def progress(done: int, total: int, name: str) -> None:
-        print(f"[{done}/{total}] {name}", file=sys.stderr, flush=True)
-
-    from pathlib import Path
+    def progress(done: float, total: float, name: str) -> None:
+        print(f"[{done:g}/{total:g}] {name}", file=sys.stderr, flush=True)
 
     from core.errors import InputError
     from core.outputs import check_writable_folder

@@ -195,12 +195,14 @@ def validate_header(header: Mapping[str, Any], path: str | os.PathLike[str] | No
         what = f"The checkpoint's header field {problems[0]}."
     else:
         what = f"{len(problems)} fields of the checkpoint's header are wrong: " + "; ".join(problems) + "."
-    raise CheckpointError(what, _FIX, path=path)
+    raise CheckpointError(what, _FIX, path=None if path is None else os.fspath(path))
 
 
 # -- the model card (core.models.card) ------------------------------------------------
 def _xyz(v: object, low: float = 0.0) -> bool:
-    return isinstance(v, list) and len(v) == 3 and all(is_number(x) and float(x) > low for x in v)  # type: ignore[arg-type]
+    return (
+        isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) and is_number(x) and x > low for x in v)
+    )
 
 
 def _dataset_problems(info: object, where: str) -> list[str]:

@@ -13,9 +13,12 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -26,9 +29,14 @@ class ModelSpec:
     #: Named lighter/heavier variants shown by ``airway models``: label -> arch_args.
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def load_class(self) -> type:
-        module, cls = self.target.split(":")
-        return getattr(importlib.import_module(module), cls)
+    def load_class(self) -> type[torch.nn.Module]:
+        import torch
+
+        module, name = self.target.split(":")
+        cls = getattr(importlib.import_module(module), name)
+        if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+            raise ConfigError(f"Model '{self.name}' names {self.target}, which is not a torch module class.")
+        return cls
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -75,11 +83,11 @@ def get_spec(name: str) -> ModelSpec:
         ) from None
 
 
-def build_model(name: str, **arch_args: Any):
+def build_model(name: str, **arch_args: Any) -> torch.nn.Module:
     """Build architecture ``name`` with ``arch_args``; unknown names or arguments raise :class:`ConfigError`."""
     spec = get_spec(name)
     cls = spec.load_class()
-    params = inspect.signature(cls.__init__).parameters
+    params = inspect.signature(cls).parameters  # the constructor's, without self
     unknown = sorted(set(arch_args) - set(params) - {"self"})
     if unknown:
         allowed = [p for p in params if p != "self"]
@@ -91,6 +99,7 @@ def build_model(name: str, **arch_args: Any):
     # Full arguments (defaults included) so a checkpoint rebuilds the same net even if defaults change.
     full = {k: p.default for k, p in params.items() if k != "self" and p.default is not inspect.Parameter.empty}
     full.update(arch_args)
-    model.arch_name = spec.name
-    model.arch_args = full
+    # what a checkpoint stores to rebuild it (core.models.checkpoint.make_header reads them)
+    model.arch_name = spec.name  # type: ignore[assignment]  # nn.Module.__setattr__ accepts plain values
+    model.arch_args = full  # type: ignore[assignment]
     return model

@@ -116,10 +116,12 @@ def start_containing(
         lo = hi = int(c)
     x = rng.uniform(lo, hi, size=3) if hi > lo else np.full(3, float(lo))
     start = np.asarray(voxel, float) - c - rotation @ (x - c)
-    return np.rint(start).astype(np.int64)
+    out: np.ndarray = np.rint(start).astype(np.int64)
+    return out
 
 
 def position_in_patch(voxel: np.ndarray, start: np.ndarray, size: int, rotation: np.ndarray) -> np.ndarray:
     """Where ``voxel`` of the volume lies in the patch cut at ``start`` with ``rotation`` (continuous zyx)."""
     c = (size - 1) / 2.0
-    return c + rotation.T @ (np.asarray(voxel, float) - np.asarray(start, float) - c)
+    out: np.ndarray = c + rotation.T @ (np.asarray(voxel, float) - np.asarray(start, float) - c)
+    return out

@@ -30,24 +30,29 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.errors import AirwayError, Cancelled, GeometryError, InputError
+from core.errors import AirwayError, GeometryError, InputError
+from core.progress import Cancellable, Progress, raise_if_cancelled
 from core.training.dataset import CaseFiles
 
 CACHE_VERSION = 1
-ProgressFn = Callable[[int, int, str], None]
+#: ``progress(done, total, case name)`` (core.progress)
+ProgressFn = Progress
+
+if TYPE_CHECKING:
+    from core.volume import Geometry, IntensityVolume, LabelVolume
 
 
 @dataclass(frozen=True)
 class CacheSettings:
     """Everything that changes what the cache holds (hashed into each case's meta)."""
 
-    preprocessing: dict
+    preprocessing: dict[str, Any]
     label_selector: str = "nonzero"
     alphas: tuple[float, ...] = (0.1, 0.2)
     small_diameter_mm: float = 2.0
@@ -75,10 +80,11 @@ class CachedCase:
 
     name: str
     folder: Path
-    meta: dict
+    meta: dict[str, Any]
 
     def array(self, what: str) -> np.ndarray:
-        return np.load(self.folder / f"{what}.npy", mmap_mode="r")
+        out: np.ndarray = np.load(self.folder / f"{what}.npy", mmap_mode="r")
+        return out
 
     @property
     def image(self) -> np.ndarray:
@@ -106,23 +112,26 @@ class CachedCase:
 
     @property
     def spacing_zyx(self) -> tuple[float, float, float]:
-        return tuple(self.meta["spacing_zyx"])  # type: ignore[return-value]
+        z, y, x = self.meta["spacing_zyx"]
+        return float(z), float(y), float(x)
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.meta["shape"])  # type: ignore[return-value]
+        z, y, x = self.meta["shape"]
+        return int(z), int(y), int(x)
 
     @property
     def full_shape(self) -> tuple[int, int, int]:
         """The CT's shape before the lung crop (what a user gives the model)."""
-        return tuple(self.meta.get("full_shape") or self.meta["shape"])  # type: ignore[return-value]
+        z, y, x = self.meta.get("full_shape") or self.meta["shape"]
+        return int(z), int(y), int(x)
 
-    def geometry(self):
+    def geometry(self) -> Geometry:
         from core.volume import Geometry
 
         return Geometry.from_dict(self.meta["geometry"])
 
-    def ct_volume(self):
+    def ct_volume(self) -> IntensityVolume:
         """The cropped CT in HU, rebuilt from the windowed image (for whole-case validation).
 
         Values outside the window come back clamped to it, which the same
@@ -165,8 +174,8 @@ def _digest(files: list[Path]) -> str:
     return h.hexdigest()
 
 
-def _source_fingerprint(case: CaseFiles) -> dict:
-    def one(p: Path | None) -> dict | None:
+def _source_fingerprint(case: CaseFiles) -> dict[str, Any]:
+    def one(p: Path | None) -> dict[str, Any] | None:
         if p is None:
             return None
         if p.is_dir():  # DICOM folder: every file counts
@@ -184,7 +193,9 @@ def _source_fingerprint(case: CaseFiles) -> dict:
     return {"image": one(case.image), "label": one(case.label)}
 
 
-def small_airway_mask(label: np.ndarray, skeleton: np.ndarray, spacing_zyx, max_diameter_mm: float) -> np.ndarray:
+def small_airway_mask(
+    label: np.ndarray, skeleton: np.ndarray, spacing_zyx: tuple[float, float, float], max_diameter_mm: float
+) -> np.ndarray:
     """Airway voxels whose nearest centreline voxel has a local diameter below ``max_diameter_mm``.
 
     Local diameter at a centreline voxel = 2 x its Euclidean distance (mm) to the
@@ -209,7 +220,7 @@ def small_airway_mask(label: np.ndarray, skeleton: np.ndarray, spacing_zyx, max_
     return out
 
 
-def _load_case(case: CaseFiles, settings: CacheSettings):
+def _load_case(case: CaseFiles, settings: CacheSettings) -> tuple[IntensityVolume, LabelVolume, np.ndarray | None]:
     from core.io import read_ct, read_label
 
     if case.label is None:
@@ -269,12 +280,13 @@ def build_case(case: CaseFiles, settings: CacheSettings, folder: Path) -> Cached
         mask = box.crop(label.mask)
     image = window_hu(box.crop(ct.array), prep.window, prep.scale)
     spacing = ct.geometry.spacing_zyx
-    skeleton = skeletonize(mask).astype(bool)
+    skeleton = np.asarray(skeletonize(mask)).astype(bool)  # type: ignore[no-untyped-call]  # skimage is untyped
     small = small_airway_mask(mask, skeleton, spacing, settings.small_diameter_mm)
     origin = ct.geometry.index_to_world(np.asarray(box.start, float))
     from core.volume import Geometry
 
-    geo = Geometry(ct.geometry.spacing, tuple(float(v) for v in origin), ct.geometry.direction)
+    ox, oy, oz = (float(v) for v in origin)
+    geo = Geometry(ct.geometry.spacing, (ox, oy, oz), ct.geometry.direction)
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
@@ -348,7 +360,7 @@ def prepare_cases(
     settings: CacheSettings,
     on_bad_case: str = "stop",
     progress: ProgressFn | None = None,
-    cancel=None,
+    cancel: Cancellable | None = None,
     force: bool = False,
 ) -> PrepareReport:
     """Build (or reuse) the cache of every case; bad cases are listed by name.
@@ -360,8 +372,7 @@ def prepare_cases(
     root = Path(cache_root)
     report = PrepareReport()
     for i, case in enumerate(cases):
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("Preparing the dataset was cancelled.")
+        raise_if_cancelled(cancel, "Preparing the dataset was cancelled.")
         folder = root / case.name
         cached = None if force else cached_case_if_fresh(case, settings, folder)
         if cached is not None:

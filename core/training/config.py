@@ -144,11 +144,11 @@ class TrainConfig:
     def stage(self, index: int) -> StageSection:
         return (self.stage0, self.stage1, self.stage2)[index]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         cfg = cls()
         _merge_into(cfg, data, "")
         validate(cfg)
@@ -158,7 +158,7 @@ class TrainConfig:
 # -- reading and merging ---------------------------------------------------------
 
 
-def _merge_into(obj: Any, data: dict, prefix: str) -> None:
+def _merge_into(obj: Any, data: dict[str, Any], prefix: str) -> None:
     if not isinstance(data, dict):
         raise ConfigError(
             f"'{prefix.rstrip('.') or 'config'}' must be a table, got {data!r}.",
@@ -287,7 +287,7 @@ def validate(cfg: TrainConfig) -> None:
             st.name = f"stage{i}"
 
 
-def read_toml(path: str | Path) -> dict:
+def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
@@ -302,7 +302,7 @@ def read_toml(path: str | Path) -> dict:
         ) from exc
 
 
-def preset_dict(name: str) -> dict:
+def preset_dict(name: str) -> dict[str, Any]:
     if name not in PRESETS:
         raise ConfigError(f"Unknown preset '{name}'.", f"Use one of {', '.join(PRESETS)}.")
     from core.resources import resource_path
@@ -311,7 +311,7 @@ def preset_dict(name: str) -> dict:
 
 
 def load_config(
-    path: str | Path | None = None, preset: str | None = None, overrides: dict | None = None
+    path: str | Path | None = None, preset: str | None = None, overrides: dict[str, Any] | None = None
 ) -> TrainConfig:
     """Defaults <- preset <- file <- overrides, validated.
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -93,15 +95,13 @@ def mean_across(value: float, info: DistInfo) -> float:
     return float(t.item()) / info.world_size
 
 
-def shard(indices, info: DistInfo, batch_size: int):
+def shard(indices: np.ndarray, info: DistInfo, batch_size: int) -> np.ndarray:
     """This rank's share of an epoch's items, padded by wrapping so every rank runs as many full batches.
 
     Item ``k`` of global batch ``b`` goes to rank ``(k // batch_size) % world``
     in interleaved order, like DistributedSampler without shuffling (the order
     is already a seeded shuffle).
     """
-    import numpy as np
-
     indices = np.asarray(indices)
     per_step = batch_size * info.world_size
     n_steps = -(-len(indices) // per_step) if len(indices) else 0

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from core.errors import Cancelled, ConfigError
+from core.errors import ConfigError
+from core.progress import Cancellable, Progress, raise_if_cancelled
 
 
 def write_phantom_dataset(
@@ -23,8 +24,8 @@ def write_phantom_dataset(
     spacing: tuple[float, float, float] | None = None,
     difficulty: str | float | None = None,
     generations: int | None = None,
-    progress: Callable[[int, int, str], None] | None = None,
-    cancel=None,
+    progress: Progress | None = None,
+    cancel: Cancellable | None = None,
 ) -> list[str]:
     """Write ``n`` phantoms of ``size^3`` voxels; returns the case names.
 
@@ -40,13 +41,14 @@ def write_phantom_dataset(
     if size < 16:
         raise ConfigError(f"--size {size} is too small for a phantom airway tree.", "Use --size 32 or more.")
     if spacing is not None:
-        spacing = tuple(float(v) for v in spacing)  # type: ignore[assignment]
-        if len(spacing) != 3 or min(spacing) <= 0:
+        values = [float(v) for v in spacing]
+        if len(values) != 3 or min(values) <= 0:
             raise ConfigError(
                 f"--spacing {spacing} must be three positive values (x y z, mm).", "Use e.g. --spacing 2 2 2.5."
             )
+        spacing = (values[0], values[1], values[2])
     out = Path(out)
-    kwargs: dict = {}
+    kwargs: dict[str, Any] = {}
     params = inspect.signature(make_phantom).parameters
     if difficulty is not None and "difficulty" in params:
         kwargs["difficulty"] = difficulty
@@ -54,8 +56,7 @@ def write_phantom_dataset(
         kwargs["generations"] = generations
     names = []
     for i in range(n):
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("Writing phantoms was cancelled.")
+        raise_if_cancelled(cancel, "Writing phantoms was cancelled.")
         name = f"phantom_{i:03d}"
         ph = make_phantom(shape=(size, size, size), spacing=spacing, seed=seed + i, **kwargs)
         write_volume(ph.ct, out / "imagesTr" / f"{name}_0000.nii.gz")

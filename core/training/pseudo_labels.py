@@ -31,19 +31,20 @@ from core.volume import IntensityVolume, LabelVolume
 IGNORE_VALUE = 2
 
 
-def _within_mm(mask: np.ndarray, spacing_zyx, mm: float) -> np.ndarray:
+def _within_mm(mask: np.ndarray, spacing_zyx: tuple[float, float, float], mm: float) -> np.ndarray:
     """Voxels within ``mm`` of ``mask`` (anisotropic Euclidean distance)."""
     import edt
 
     if mm <= 0 or not mask.any():
         return mask.copy()
-    return edt.edt(~mask, anisotropy=tuple(float(s) for s in spacing_zyx), black_border=False) <= mm
+    distance: np.ndarray = edt.edt(~mask, anisotropy=tuple(float(s) for s in spacing_zyx), black_border=False)
+    return distance <= mm
 
 
 TUBE_SIGMAS_MM = (1.5, 2.5, 3.75, 5.0)
 
 
-def dark_tubeness(ct: IntensityVolume, sigmas_mm=TUBE_SIGMAS_MM) -> np.ndarray:
+def dark_tubeness(ct: IntensityVolume, sigmas_mm: tuple[float, ...] = TUBE_SIGMAS_MM) -> np.ndarray:
     """Frangi's vesselness of dark tubes (airway lumen) over the whole CT, float32.
 
     scikit-image's filter works in voxels: meant for a near-isotropic grid (e.g. a CT
@@ -53,14 +54,16 @@ def dark_tubeness(ct: IntensityVolume, sigmas_mm=TUBE_SIGMAS_MM) -> np.ndarray:
 
     mean = float(np.mean(ct.geometry.spacing))
     sigmas = [float(s) / mean for s in sigmas_mm]
-    return frangi(np.asarray(ct.array, np.float32), sigmas=sigmas, black_ridges=True).astype(np.float32)
+    # scikit-image is untyped
+    tubes = frangi(np.asarray(ct.array, np.float32), sigmas=sigmas, black_ridges=True)  # type: ignore[no-untyped-call]
+    return np.asarray(tubes, dtype=np.float32)
 
 
 def tube_threshold(tubeness: np.ndarray, airway: np.ndarray, coverage: float = 0.8) -> float:
     """The tubeness that ``coverage`` of ``airway``'s centreline reaches (its positive part)."""
     from skimage.morphology import skeletonize
 
-    skel = skeletonize(np.asarray(airway, bool))
+    skel = np.asarray(skeletonize(np.asarray(airway, bool))).astype(bool)  # type: ignore[no-untyped-call]
     vals = tubeness[skel]
     vals = vals[vals > 0]
     if not len(vals):

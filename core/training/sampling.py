@@ -19,6 +19,7 @@ and a resumed run therefore see exactly the same patches.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -98,7 +99,7 @@ class CaseSampler:
         sl = tuple(slice(a, b) for a, b in zip(lo, hi))
         return int(np.count_nonzero(np.asarray(self.label[sl]) & ~np.asarray(self.small[sl]).astype(bool)))
 
-    def draw(self, spec: PatchSpec, rng: np.random.Generator) -> dict:
+    def draw(self, spec: PatchSpec, rng: np.random.Generator) -> dict[str, Any]:
         """One training sample: image, label, weights ``(1, P, P, P)`` float32, the draw's kind and target voxel."""
         rot = random_rotation(rng, spec.rotation_degrees, spec.rotation_prob)
         u = rng.random()
@@ -176,7 +177,7 @@ class PatchDataset:
             self._samplers[case_index] = CaseSampler(case, self.hard.get(case.name))
         return self._samplers[case_index]
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, i: int) -> dict[str, Any]:
         item = int(self.indices[i])
         rng = item_rng(self.seed, self.stage, self.epoch, item)
         return self.sampler(int(self.order[item])).draw(self.spec, rng)

@@ -682,13 +682,13 @@ class Trainer:
             with torch.autocast("cuda", dtype=torch.float16):
                 logits = self.net(x)
             loss, enc, dec = group_losses(loss_fn, logits, g, w, stage.enc_weight)
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]  # torch leaves backward unannotated
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             logits = self.net(x)
             loss, enc, dec = group_losses(loss_fn, logits, g, w, stage.enc_weight)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves backward unannotated
             self.optimizer.step()
         return float(loss.detach()), float(enc.detach()), float(dec.detach())
 
