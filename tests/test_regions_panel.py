@@ -326,7 +326,9 @@ def test_ids_and_the_selected_row_survive_a_re_analysis(qtbot):
     assert _selected_item(panel).startswith("FN-0002")
     qtbot.keyClick(w, Qt.Key.Key_R)  # remove it from the reference: the next analysis finds it no more
     qtbot.waitUntil(lambda: case.stale)
+    assert "stale" in panel.counter.text()  # the rows are the last analysis's until the new one lands
     _wait_analysed(qtbot, w)
+    assert "stale" not in panel.counter.text()
     assert _fn_ids(case) == ["FN-0001", "FN-0003"]
     assert _selected_item(panel) == "" and case.active_region == -1  # the corrected item is gone
     qtbot.keyClick(w, Qt.Key.Key_N)  # N goes on with the item after it

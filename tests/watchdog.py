@@ -145,12 +145,24 @@ class Watchdog(QObject):
             late_ms = (time.monotonic() - self._last) * 1000.0 - self.interval_ms
             if late_ms < self.sample_after_ms:
                 continue
-            frame = sys._current_frames().get(self._gui_thread)
+            frames = sys._current_frames()
+            frame = frames.get(self._gui_thread)
             if frame is None:
                 continue
             stack = traceback.extract_stack(frame)
-            # the innermost frames of the project (or the last ones), short enough to read
-            lines = [f"{fs.filename.rsplit('/', 2)[-1]}:{fs.lineno} {fs.name}" for fs in stack[-14:]]
+            # the innermost frames (short enough to read)
+            lines = [f"{fs.filename.rsplit('/', 2)[-1]}:{fs.lineno} {fs.name}" for fs in stack[-10:]]
+            # a GUI thread waiting in the event loop may be waiting for the GIL: who runs Python?
+            names = {t.ident: t.name for t in threading.enumerate()}
+            for ident, other in frames.items():
+                if ident in (self._gui_thread, threading.get_ident()):
+                    continue
+                inner = traceback.extract_stack(other)[-3:]
+                if inner and not any(fs.name in ("wait", "_wait_for_tstate_lock", "select", "poll") for fs in inner):
+                    where = " < ".join(
+                        f"{fs.filename.rsplit('/', 1)[-1]}:{fs.lineno} {fs.name}" for fs in reversed(inner)
+                    )
+                    lines.append(f"  [thread {names.get(ident, ident)}] {where}")
             self.samples[(self.phase_name, "\n    ".join(lines))] += 1
 
     def report(self, top: int = 6, min_ms: float = 100.0) -> str:

@@ -348,7 +348,8 @@ class GroupsModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             g = self.groups[row]
             ids = ", ".join(g.regions[:12]) + (" ..." if len(g.regions) > 12 else "")
-            return f"{g.title()}\n{g.voxels} voxels; regions {ids}"
+            gen = "" if g.generation is None else f"; generation {g.generation}"
+            return f"{g.title()}\n{g.voxels} voxels{gen}; regions {ids}"
         if role == Qt.ItemDataRole.TextAlignmentRole and isinstance(v, (int, float)):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ForegroundRole and name == "Kind" and vals[2] in self._colours:
@@ -544,6 +545,7 @@ class RegionsPanel(QWidget):
         case.predictionsChanged.connect(self.reload)
         case.ctChanged.connect(self._new_case)
         case.regionStatusChanged.connect(self._on_status)
+        case.staleChanged.connect(lambda _stale: self._update_counter())
         case.activeRegionChanged.connect(self._select_region)
         self.reload()
 
@@ -730,6 +732,9 @@ class RegionsPanel(QWidget):
                 f"Reviewed {act.reviewed_count()} / {n} regions ({fp} FP, {n - fp} FN); "
                 f"items {done} / {len(gm.groups)} done, {shown} to review"
             )
+        if self.case.stale:
+            # the rows are those of the last analysis until the re-analysis after the edits lands
+            text += " \u2014 stale: updating after edits..."
         self.counter.setText(text)
 
     def _select_row(self, source_row: int) -> None:
