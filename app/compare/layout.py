@@ -135,10 +135,11 @@ class ComparePane(QWidget):
                 "<span style='color:#e62828'>&#9632;</span> FN"
             )
         else:
-            d = pair_dice(act.mask, self.case.reference.mask) if act is not None else float("nan")
+            against = self.case.reference
+            d = pair_dice(act.mask, against.mask) if act is not None and against is not None else float("nan")
             self.legend.setText(
                 f"<span style='color:#f0e4aa'>&#9632;</span> both  "
-                f"<span style='color:#28c83c'>&#9632;</span> {act.name} only  "
+                f"<span style='color:#28c83c'>&#9632;</span> {act.name if act is not None else ''} only  "
                 f"<span style='color:#e62828'>&#9632;</span> {other} only  (Dice {d:.2f}%)"
             )
 

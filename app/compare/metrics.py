@@ -70,7 +70,7 @@ class CompareMetrics(QWidget):
         super().__init__(parent)
         self.setObjectName("compareMetrics")
         self.result: CompareResult | None = None
-        self.tables: dict[str, list[dict]] = {}
+        self.tables: dict[str, list[dict[str, Any]]] = {}
         self.plots: dict[str, bytes] = {}
         self.stale: set[tuple[str, str]] = set()
         self._case_of_row: list[str] = []
@@ -209,8 +209,8 @@ class CompareMetrics(QWidget):
     # -- exports ------------------------------------------------------------------------
     def export_csv(self, folder: str | Path) -> list[Path]:
         """Every table as CSV into ``folder``."""
-        from core.compare.cache import atomic_write
         from core.compare.output import _csv
+        from core.outputs import atomic_write_bytes as atomic_write
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -222,8 +222,8 @@ class CompareMetrics(QWidget):
         return out
 
     def export_png(self, path: str | Path, which: str = "dsc_by_diameter") -> Path:
-        from core.compare.cache import atomic_write
         from core.errors import InputError
+        from core.outputs import atomic_write_bytes as atomic_write
 
         plots = self.figures_png()
         if which not in plots:
@@ -234,10 +234,10 @@ class CompareMetrics(QWidget):
 
     def export_report(self, path: str | Path, snapshots_dir: str | Path | None = None) -> Path:
         """The HTML report (with the compare folder's 3D snapshots when given)."""
-        from core.compare.cache import atomic_write
         from core.compare.output import snapshot_name
         from core.compare.report import build_report
         from core.errors import InputError
+        from core.outputs import atomic_write_bytes as atomic_write
 
         if self.result is None:
             raise InputError("Nothing to export yet.", "Open a compare output folder first.")

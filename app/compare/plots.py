@@ -62,7 +62,7 @@ class ComparePlots(QtWidgets.QWidget):
         self.bd_plot.setLabel("bottom", "generation (trachea 0)")
         self._stacked: bool | None = None
         self._place()
-        self.series: dict[str, dict[str, np.ndarray]] = {}  # what is drawn, for tests and exports
+        self.series: dict[str, np.ndarray] = {}  # what is drawn, for tests and exports
 
     def _place(self) -> None:
         stacked = self.width() < self.NARROW_PX
@@ -86,7 +86,7 @@ class ComparePlots(QtWidgets.QWidget):
         self.series = {}
         self.key.setText("")
 
-    def set_tables(self, tables: dict[str, list[dict]], models: list[str]) -> None:
+    def set_tables(self, tables: dict[str, list[dict[str, Any]]], models: list[str]) -> None:
         self.clear()
         dia = tables.get("dsc_by_diameter_summary", [])
         labels: list[str] = []

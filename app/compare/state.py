@@ -50,7 +50,7 @@ class SagittalMask(np.ndarray):
     Every other use is the plain array (views and slices of it drop the copy)."""
 
     _by_x: np.ndarray | None = None
-    _box: tuple | None = None
+    _box: tuple[tuple[int, int], ...] | None = None
 
     @classmethod
     def wrap(cls, mask: np.ndarray) -> SagittalMask:
@@ -80,7 +80,7 @@ class SagittalMask(np.ndarray):
         ):
             z0, z1, zs = key[0].indices(self.shape[0])
             y0, y1, ys = key[1].indices(self.shape[1])
-            if zs == 1 and ys == 1:
+            if zs == 1 and ys == 1 and self._box is not None:
                 (bz0, bz1), (by0, by1), (bx0, bx1) = self._box
                 x = int(key[2]) % self.shape[2]
                 out = np.zeros((max(z1 - z0, 0), max(y1 - y0, 0)), bool)
@@ -295,7 +295,9 @@ class PaneCase(QObject):
         if self.against == AGAINST_REFERENCE:
             return "reference"
         ref = self.reference
-        return "" if ref is None else self.state.predictions[int(self.against)].name
+        if ref is None or self.against is None:
+            return ""
+        return self.state.predictions[int(self.against)].name
 
     def set_against(self, key: str) -> None:
         if key != self.against:
@@ -308,10 +310,10 @@ class PaneCase(QObject):
     def ct_slice(self, orientation: str, index: int) -> np.ndarray:
         return self.state.ct_slice(orientation, index)
 
-    def regions(self, index: int | None = None) -> list:
+    def regions(self, index: int | None = None) -> list[Any]:
         return []
 
-    def _box(self, mask: np.ndarray | None):
+    def _box(self, mask: np.ndarray | None) -> Any:
         from core.tree import bounding_box
 
         if mask is None:
@@ -322,7 +324,7 @@ class PaneCase(QObject):
             self._boxes[id(mask)] = hit
         return hit[1]
 
-    def overlay_box(self, index: int | None = None):
+    def overlay_box(self, index: int | None = None) -> Any:
         from app.review.case import union_box
 
         ref, act = self.reference, self.active

@@ -39,10 +39,9 @@ def load_case_masks(
     from core.compare.cache import mask_key
     from core.errors import Cancelled, InputError
     from core.io import read_ct, read_label
-    from core.volume import to_canonical
+    from core.volume import LabelVolume, to_canonical
 
-    rows = [result.row(case, m) for m in models]
-    rows = [r for r in rows if r is not None]
+    rows = [r for r in (result.row(case, m) for m in models) if r is not None]
     if not rows:
         raise InputError(f"No evaluated prediction of case '{case}' for these models.", "Choose other models.")
     s = result.settings
@@ -65,7 +64,9 @@ def load_case_masks(
         if r.prediction_key and mask_key(lab, s.prediction_selector) != r.prediction_key:
             stale.add((case, r.model))
         note = STALE_TEXT if (case, r.model) in stale else ""
-        entries.append(PaneEntry(r.model, to_canonical(lab)[0], path=r.prediction, note=note))
+        canon = to_canonical(lab)[0]
+        assert isinstance(canon, LabelVolume)  # to_canonical keeps the volume's kind
+        entries.append(PaneEntry(r.model, canon, path=r.prediction, note=note))
         if progress:
             progress(2 + k, steps, r.model)
     ct = None
@@ -217,14 +218,15 @@ class CompareTab(QWidget):
             self._job.cancel()
         job = Job(load_case_masks, self.result, case, list(models), name=f"Compare: loading {case}")
         job.result.connect(guarded(self, self._loaded))
-        if self.report_error is not None:
-            job.error.connect(guarded(self, lambda exc, tb: self.report_error(exc, tb)))
+        report = self.report_error
+        if report is not None:
+            job.error.connect(guarded(self, lambda exc, tb: report(exc, tb)))
         self._job = job
         if self.track_job is not None:
             self.track_job(job)
         return job.start()
 
-    def _loaded(self, value: tuple) -> None:
+    def _loaded(self, value: tuple[Any, ...]) -> None:
         case, ref, entries, ct, stale = value
         shown = {(case, e.name) for e in entries}
         self._stale = (self._stale - shown) | stale

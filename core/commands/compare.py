@@ -12,9 +12,13 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.compare.batch import CompareResult, Failure
 
 
-def register(subparsers) -> None:
+def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "compare",
         help="compare models over a folder of cases: metrics, mean/sd, Wilcoxon tests, plots, HTML report",
@@ -131,8 +135,8 @@ def run(args: argparse.Namespace, preds: dict[str, Path], models: dict[str, Path
         if not args.quiet or text.startswith("note:"):
             print(text if text.startswith("note:") else f"airway compare: {text}", file=sys.stderr, flush=True)
 
-    def progress(done: int, total: int, what: str) -> None:
-        say(f"[{done}/{total}] {what}")
+    def progress(done: float, total: float, what: str) -> None:
+        say(f"[{done:g}/{total:g}] {what}")
 
     settings = CompareSettings(
         atm22=args.atm22,
@@ -156,8 +160,8 @@ def run(args: argparse.Namespace, preds: dict[str, Path], models: dict[str, Path
         say=say,
     ) as folder:
         cache_dir = None if args.no_cache else Path(args.cache) if args.cache else folder.staging / ".cache"
-        seg_failures = []
-        gate: dict[str, dict[str, dict]] = {}
+        seg_failures: list[Failure] = []
+        gate: dict[str, dict[str, dict[str, Any]]] = {}
         seg_cache = Cache(cache_dir)
         if models:
             dirs, seg_failures = predict_folders(
@@ -209,7 +213,7 @@ def run(args: argparse.Namespace, preds: dict[str, Path], models: dict[str, Path
     return 0
 
 
-def _print_summary(result) -> None:
+def _print_summary(result: CompareResult) -> None:
     from core.compare.output import gate_text
     from core.compare.report import gate_counts
     from core.compare.stats import summary_rows
@@ -277,7 +281,7 @@ def _agreement(args: argparse.Namespace) -> int:
         )
     )
     if args.json:
-        from core.compare.cache import atomic_write
+        from core.outputs import atomic_write_bytes as atomic_write
 
         atomic_write(Path(args.json), json.dumps(res.as_dict(), indent=1).encode())
     return 0

@@ -16,6 +16,10 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.metrics import AirwayMetrics
 
 COLUMNS = (
     ("td", "TD%"),
@@ -34,7 +38,7 @@ COLUMNS = (
 )
 
 
-def register(subparsers) -> None:
+def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "evaluate",
         help="airway metrics (TD, BD, DSC, precision, ...) of predictions against a reference",
@@ -109,9 +113,9 @@ def register(subparsers) -> None:
 class CaseResult:
     case: str
     method: str
-    metrics: object
-    regions: list = field(default_factory=list)
-    warnings: list = field(default_factory=list)
+    metrics: AirwayMetrics
+    regions: list[Any] = field(default_factory=list)
+    warnings: list[Any] = field(default_factory=list)
 
 
 def match_cases(reference: Path, prediction: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
@@ -125,7 +129,9 @@ def match_cases(reference: Path, prediction: Path) -> tuple[list[tuple[str, Path
     return pairs, [name for name in refs if name not in preds]
 
 
-def _tree_for(ref_volume, tree_path: Path | None, progress, plan=None, overwrite: bool | None = None):
+def _tree_for(
+    ref_volume: Any, tree_path: Path | None, progress: Any, plan: Any = None, overwrite: bool | None = None
+) -> Any:
     """The reference's parsed tree: from the ``--tree`` cache when it was made from this very reference.
 
     The cache is keyed by the reference mask's content and grid (core.outputs.content_key):
@@ -341,7 +347,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _json_default(o):
+def _json_default(o: Any) -> Any:
     import numpy as np
 
     if isinstance(o, np.generic):
@@ -349,7 +355,7 @@ def _json_default(o):
     raise TypeError(type(o).__name__)
 
 
-def _clean(v):
+def _clean(v: Any) -> Any:
     """JSON has no NaN/Infinity: undefined or unbounded values become null."""
     if isinstance(v, float) and not math.isfinite(v):
         return None
@@ -397,7 +403,7 @@ def format_table(results: list[CaseResult], folder_mode: bool) -> str:
     return "\n".join(lines + [f"(percent; {note}; TDmm = detected centreline length in mm; sd = sample sd)"])
 
 
-def _fmt(v) -> str:
+def _fmt(v: Any) -> str:
     if isinstance(v, int):
         return str(v)
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
@@ -462,7 +468,7 @@ def branches_csv(results: list[CaseResult]) -> str:
     return buf.getvalue()
 
 
-def results_json(results: list[CaseResult], args, folder_mode: bool = True) -> dict:
+def results_json(results: list[CaseResult], args: argparse.Namespace, folder_mode: bool = True) -> dict[str, Any]:
     cases = []
     for r in results:
         d = r.metrics.as_dict(branches=False)
@@ -474,7 +480,7 @@ def results_json(results: list[CaseResult], args, folder_mode: bool = True) -> d
             k: {**dict(zip(("mean", "sd"), mean_std([g.metrics.summary()[k] for g in group]))), "n": len(group)}
             for k in keys
         }
-    return _clean(
+    doc: dict[str, Any] = _clean(
         {
             "reference": str(args.reference),
             "mode": "atm22" if args.atm22 else "exact",
@@ -484,3 +490,4 @@ def results_json(results: list[CaseResult], args, folder_mode: bool = True) -> d
             "summary": summary,
         }
     )
+    return doc

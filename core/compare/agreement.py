@@ -38,7 +38,7 @@ class Agreement:
     def b_only_voxels(self) -> int:
         return self.b_voxels - self.both_voxels
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.update(a_only_voxels=self.a_only_voxels, b_only_voxels=self.b_only_voxels)
         return d
@@ -53,8 +53,8 @@ def _mask(x: Any) -> tuple[np.ndarray, Any]:
 
 
 def _missed(
-    pred: np.ndarray, tree: Any, spacing, connectivity: int, threshold: float, cancel
-) -> tuple[list[int], dict]:
+    pred: np.ndarray, tree: Any, spacing: Any, connectivity: int, threshold: float, cancel: Any
+) -> tuple[list[int], dict[int, int]]:
     from core.metrics import evaluate
 
     m = evaluate(

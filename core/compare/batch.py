@@ -10,9 +10,10 @@ rest go on; ``Cancelled`` stops the whole run.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from core.casenames import expected_names, missing_message, no_match_error
 from core.compare.cache import Cache, mask_key, text_key
@@ -61,7 +62,7 @@ class CompareSettings:
     label_selector: str | None = None
     prediction_selector: str | None = None
 
-    def evaluation_key(self) -> dict:
+    def evaluation_key(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("label_selector")  # part of the reference's own key
         d.pop("prediction_selector")
@@ -73,7 +74,7 @@ class CompareSettings:
 class CaseRow:
     case: str
     model: str
-    metrics: dict  # summary scalars + per_generation + dsc_by_diameter + counts
+    metrics: dict[str, Any]  # summary scalars + per_generation + dsc_by_diameter + counts
     reference: str = ""
     prediction: str = ""
     reference_key: str = ""
@@ -99,13 +100,13 @@ class CompareResult:
     rows: list[CaseRow] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     settings: CompareSettings = field(default_factory=CompareSettings)
-    cache_stats: dict = field(default_factory=dict)
+    cache_stats: dict[str, Any] = field(default_factory=dict)
     reference_dir: str = ""
-    sources: dict = field(default_factory=dict)  # model -> folder or checkpoint
+    sources: dict[str, Any] = field(default_factory=dict)  # model -> folder or checkpoint
     ct_dir: str = ""  # CTs of the cases, when known (--cts)
     notes: list[str] = field(default_factory=list)  # e.g. which names a model's folder was missing
     # the output gate (core.gate) of each model run here: model -> case -> GateReport.as_dict()
-    gate: dict[str, dict[str, dict]] = field(default_factory=dict)
+    gate: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def row(self, case: str, model: str) -> CaseRow | None:
         for r in self.rows:
@@ -124,9 +125,9 @@ class CompareResult:
         return out
 
 
-def metrics_record(m: Any) -> dict:
+def metrics_record(m: Any) -> dict[str, Any]:
     """What the compare keeps of an ``AirwayMetrics`` (JSON-able; inf/nan kept as floats)."""
-    d = m.summary()
+    d: dict[str, Any] = dict(m.summary())
     d["mode"] = m.mode
     d["counts"] = dict(m.counts)
     d["per_generation"] = [asdict(g) for g in m.per_generation]
@@ -140,8 +141,8 @@ class _Reference:
 
     def __init__(self, path: Path, settings: CompareSettings, cache: Cache, progress: Progress | None):
         self.path, self.settings, self.cache, self.progress = path, settings, cache, progress
-        self.volume = None
-        self.tree = None
+        self.volume: Any = None  # core.volume.LabelVolume once loaded
+        self.tree: Any = None  # core.tree.AirwayTree once loaded
         self.key = cache.known_key(path, f"label:{settings.label_selector}")
 
     def load(self) -> None:
@@ -161,7 +162,7 @@ class _Reference:
         self.tree = _cached_tree(self.volume, tree_path)
 
 
-def _cached_tree(volume, tree_path: Path | None):
+def _cached_tree(volume: Any, tree_path: Path | None) -> Any:
     """The reference's tree, parsed once: the cache file is named by the mask's content key, and the
     key recorded inside it (core.outputs.content_key) must match too, or it is parsed again."""
     from core.outputs import content_key
@@ -181,7 +182,7 @@ def _cached_tree(volume, tree_path: Path | None):
 
 def compare_folders(
     reference_dir: str | Path,
-    predictions: dict[str, str | Path],
+    predictions: Mapping[str, str | Path],
     *,
     settings: CompareSettings | None = None,
     cache_dir: str | Path | None = None,
@@ -250,6 +251,8 @@ def _run_case(
     done: int,
     total: int,
 ) -> int:
+    if case.reference is None:  # compare_folders lists the reference's cases: never without one
+        raise InputError(f"Case '{case.name}' has no reference file.", "Give a folder of reference labels.")
     ref = _Reference(case.reference, settings, cache, progress)
     ref_error: str | None = None
     eval_key = settings.evaluation_key()
@@ -295,7 +298,9 @@ def _run_case(
     return done
 
 
-def _evaluate(ref: _Reference, path: Path, settings: CompareSettings, cache: Cache, eval_key: dict, cancel: Any):
+def _evaluate(
+    ref: _Reference, path: Path, settings: CompareSettings, cache: Cache, eval_key: dict[str, Any], cancel: Any
+) -> tuple[dict[str, Any], str, bool]:
     from core.compare.pair import evaluate_pair
     from core.io import read_label
 
@@ -330,5 +335,5 @@ def _message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def finite(v: Any) -> bool:
+def finite(v: Any) -> TypeGuard[float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -67,7 +67,7 @@ class Cache:
 
     def __init__(self, root: str | Path | None):
         self.root = None if root is None else Path(root)
-        self.stats: Counter = Counter()
+        self.stats: Counter[str] = Counter()
         self._files: dict[str, str] = {}
         self._digests: dict[Path, str] = {}
         self._dirty = False

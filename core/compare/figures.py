@@ -23,7 +23,7 @@ def available() -> bool:
     return True
 
 
-def _figure(w: float = 6.4, h: float = 3.6):
+def _figure(w: float = 6.4, h: float = 3.6) -> Any:
     os.environ.setdefault("MPLCONFIGDIR", os.path.join(os.path.expanduser("~"), ".cache", "matplotlib"))
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -40,7 +40,7 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def dsc_by_diameter_png(summary: list[dict], models: list[str]) -> bytes:
+def dsc_by_diameter_png(summary: list[dict[str, Any]], models: list[str]) -> bytes:
     """Zheng et al. (2021) Fig. 6: mean DSC per airway diameter interval, one line per model (+- sd)."""
     fig = _figure()
     ax = fig.add_subplot(111)
@@ -67,7 +67,7 @@ def dsc_by_diameter_png(summary: list[dict], models: list[str]) -> bytes:
     return _png(fig)
 
 
-def bd_by_generation_png(summary: list[dict], models: list[str]) -> bytes:
+def bd_by_generation_png(summary: list[dict[str, Any]], models: list[str]) -> bytes:
     """Branches detected per generation: grouped bars (mean over cases, sd as error bars)."""
     fig = _figure()
     ax = fig.add_subplot(111)

@@ -11,20 +11,21 @@ by :mod:`core.casenames` (``CASE_0000.nii.gz`` -> ``CASE.nii.gz``).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from core.casenames import case_id, mask_name
 from core.compare.batch import Failure
-from core.compare.cache import Cache, atomic_write, text_key
+from core.compare.cache import Cache, text_key
 from core.errors import AirwayError, Cancelled, InputError
+from core.outputs import atomic_write_bytes as atomic_write
 from core.progress import Progress
 
 
 def predict_folders(
     ct_dir: str | Path,
-    models: dict[str, str | Path],
+    models: Mapping[str, str | Path],
     out_dir: str | Path,
     *,
     device: str = "auto",
@@ -34,7 +35,7 @@ def predict_folders(
     progress: Progress | None = None,
     cancel: Any = None,
     say: Callable[[str], None] | None = None,
-    gate: dict[str, dict[str, dict]] | None = None,
+    gate: dict[str, dict[str, dict[str, Any]]] | None = None,
 ) -> tuple[dict[str, Path], list[Failure]]:
     """``({model: folder of <case>.nii.gz masks}, failures)``; predictions go to ``out_dir/<model>/``.
     ``gate`` (filled when given): model -> case -> the output gate's ``GateReport.as_dict()``."""
@@ -99,7 +100,7 @@ def predict_folders(
     return dirs, failures
 
 
-def _predictor(ckpt: Path, device: str, backend: str, threads: int | None, say):
+def _predictor(ckpt: Path, device: str, backend: str, threads: int | None, say: Any) -> Any:
     from core.segmentation import PostProcessing, Predictor
 
     # airway segment's defaults: the checkpoint's own window/step, threshold 0.5, largest 26-component
@@ -115,7 +116,7 @@ def _predictor(ckpt: Path, device: str, backend: str, threads: int | None, say):
     )
 
 
-def _segment(predictor: Any, ct_path: Path, target: Path, cancel: Any) -> dict:
+def _segment(predictor: Any, ct_path: Path, target: Path, cancel: Any) -> dict[str, Any]:
     """Segment one CT into ``target``; the output gate's verdict on the mask (as ``airway segment``)."""
     from core.gate import check_mask
     from core.io import read_ct, write_volume

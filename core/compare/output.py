@@ -24,14 +24,15 @@ from typing import Any
 
 from core.compare import stats
 from core.compare.batch import METRIC_COLUMNS, CaseRow, CompareResult, CompareSettings, Failure
-from core.compare.cache import Cache, atomic_write, text_key
+from core.compare.cache import Cache, text_key
 from core.errors import InputError
+from core.outputs import atomic_write_bytes as atomic_write
 
 RESULT_FILE = "compare.json"
 FORMAT_VERSION = 2  # 2: the vocabulary of docs/vocabulary.md (n, n_branches, n_detected), gate, notes
 
 
-def _csv(rows: list[dict], columns: list[str] | None = None) -> bytes:
+def _csv(rows: list[dict[str, Any]], columns: list[str] | None = None) -> bytes:
     buf = io.StringIO()
     columns = columns or (list(rows[0]) if rows else [])
     w = csv.writer(buf)
@@ -47,13 +48,13 @@ def _cell(v: Any) -> Any:
     return v
 
 
-def gate_text(g: dict | None) -> str:
+def gate_text(g: dict[str, Any] | None) -> str:
     if not g:
         return ""
     return "passed" if g.get("passed") else "failed: " + "; ".join(g.get("problems", []))
 
 
-def metrics_rows(result: CompareResult) -> list[dict]:
+def metrics_rows(result: CompareResult) -> list[dict[str, Any]]:
     rows = []
     for r in result.rows:
         d: dict[str, Any] = {"case": r.case, "model": r.model}
@@ -64,7 +65,7 @@ def metrics_rows(result: CompareResult) -> list[dict]:
     return rows
 
 
-def gate_rows(result: CompareResult) -> list[dict]:
+def gate_rows(result: CompareResult) -> list[dict[str, Any]]:
     """The output gate of every case x model the compare ran (``--models``)."""
     out = []
     for model, per in result.gate.items():
@@ -84,7 +85,7 @@ def gate_rows(result: CompareResult) -> list[dict]:
     return out
 
 
-def tables(result: CompareResult) -> dict[str, list[dict]]:
+def tables(result: CompareResult) -> dict[str, list[dict[str, Any]]]:
     """Every table of the output, by file stem."""
     t = {
         "metrics": metrics_rows(result),
@@ -122,7 +123,7 @@ def write_outputs(
     report: bool = True,
     say: Callable[[str], None] | None = None,
     overwrite: bool = True,
-) -> dict:
+) -> dict[str, Any]:
     """Write every file into ``out`` as one set (staged, locked, swapped in: core.compare.outset);
     returns ``{"snapshots_note": str, "figures_note": str, "files": [...]}``.
 
@@ -135,7 +136,7 @@ def write_outputs(
         return write_set(result, folder, snapshots=snapshots, cache_dir=cache_dir, report=report, say=say)
 
 
-def run_identity(result: CompareResult) -> dict:
+def run_identity(result: CompareResult) -> dict[str, Any]:
     from core.compare.outset import identity
 
     return identity(result.reference_dir, result.sources, result.ct_dir, asdict(result.settings))
@@ -149,7 +150,7 @@ def write_set(
     cache_dir: str | Path | None = None,
     report: bool = True,
     say: Callable[[str], None] | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Write the files into ``folder.staging`` and commit it; an unchanged rerun rewrites nothing
     but ``compare.json``'s cache figures (the tests, plots and snapshots cost seconds of imports
     and rendering alone)."""
@@ -181,7 +182,7 @@ def write_files(
     report: bool = True,
     say: Callable[[str], None] | None = None,
     final: PathMap = _same,
-) -> dict:
+) -> dict[str, Any]:
     """Every file of the set into ``target`` (a staging folder)."""
     target.mkdir(parents=True, exist_ok=True)
     t = tables(result)
@@ -286,7 +287,7 @@ def make_snapshots(
     return shots, note
 
 
-def result_json(result: CompareResult, final: PathMap = _same) -> dict:
+def result_json(result: CompareResult, final: PathMap = _same) -> dict[str, Any]:
     rows = []
     for r in result.rows:
         d = asdict(r)

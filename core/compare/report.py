@@ -59,7 +59,9 @@ def mean_sd_text(mean: Any, sd: Any) -> str:
     return f"{_fmt(mean)} &plusmn; {_fmt(sd) if finite(sd) else 'n/a'}"
 
 
-def _table(rows: list[dict], columns: list[tuple[str, str]], digits: int = 2, raw: tuple[str, ...] = ()) -> str:
+def _table(
+    rows: list[dict[str, Any]], columns: list[tuple[str, str]], digits: int = 2, raw: tuple[str, ...] = ()
+) -> str:
     if not rows:
         return "<p class='small'>(none)</p>"
     head = "".join(f"<th>{html.escape(h)}</th>" for _, h in columns)
@@ -85,10 +87,10 @@ def gate_counts(result: CompareResult, model: str) -> tuple[int, int]:
     return sum(1 for g in per.values() if g.get("passed")), len(per)
 
 
-def ranking(result: CompareResult, summary: list[dict]) -> list[dict]:
+def ranking(result: CompareResult, summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Summary rows sorted best first by mean ATM'22 score (then DSC); rows without a score last."""
 
-    def key(r: dict) -> tuple[float, float]:
+    def key(r: dict[str, Any]) -> tuple[float, float]:
         score = r.get("atm_score_mean")
         dsc = r.get("dsc_mean")
         return (-(score if finite(score) else -1e9), -(dsc if finite(dsc) else -1e9))
@@ -96,7 +98,7 @@ def ranking(result: CompareResult, summary: list[dict]) -> list[dict]:
     return sorted(summary, key=key)
 
 
-def verdict(result: CompareResult, summary: list[dict], tests: list[dict]) -> str:
+def verdict(result: CompareResult, summary: list[dict[str, Any]], tests: list[dict[str, Any]]) -> str:
     """One paragraph: the best model and why, in words, with what the statistics allow to say."""
     ranked = [r for r in ranking(result, summary) if finite(r.get("atm_score_mean"))]
     failed_gate = set(result.gate_failed_everywhere())
@@ -112,8 +114,8 @@ def verdict(result: CompareResult, summary: list[dict], tests: list[dict]) -> st
     ]
     if len(ranked) > 1:
         second = ranked[1]
-        lead = best["atm_score_mean"] - second["atm_score_mean"]
-        diffs = []
+        lead = float(best["atm_score_mean"]) - float(second["atm_score_mean"])
+        diffs: list[tuple[float, str, float]] = []
         for k in ("td", "bd", "dsc", "precision"):
             a, b = best.get(f"{k}_mean"), second.get(f"{k}_mean")
             if finite(a) and finite(b) and abs(a - b) >= 0.005:
@@ -147,7 +149,7 @@ def verdict(result: CompareResult, summary: list[dict], tests: list[dict]) -> st
     return " ".join(parts)
 
 
-def _rank_table(result: CompareResult, summary: list[dict]) -> str:
+def _rank_table(result: CompareResult, summary: list[dict[str, Any]]) -> str:
     has_gate = bool(result.gate)
     head = ["#", "model", "n", "ATM score", "TD", "BD", "DSC", "precision"] + (["output gate"] if has_gate else [])
     rows = []
@@ -172,7 +174,7 @@ def _rank_table(result: CompareResult, summary: list[dict]) -> str:
 
 
 def build_report(
-    result: CompareResult, t: dict[str, list[dict]], shots: dict[tuple[str, str], Path], snapshot_note: str
+    result: CompareResult, t: dict[str, list[dict[str, Any]]], shots: dict[tuple[str, str], Path], snapshot_note: str
 ) -> tuple[str, str]:
     """(HTML text, note on the figures: empty when they are in)."""
     s = result.settings
@@ -186,7 +188,7 @@ def build_report(
     ]
     for m in result.gate_failed_everywhere():
         ok, seen = gate_counts(result, m)
-        why = next((g.get("problems") for g in result.gate[m].values() if g.get("problems")), [])
+        why: list[str] = next((list(g["problems"]) for g in result.gate[m].values() if g.get("problems")), [])
         parts.append(
             f"<div class='alert' id='gate-{html.escape(m)}'><b>{html.escape(m)} failed the output gate on every case "
             f"({seen - ok} of {seen})</b>: its masks do not look like these CTs' airway"

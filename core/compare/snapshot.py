@@ -16,11 +16,14 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 SNAPSHOT_SIZE = (360, 360)
 
 
-def render_jobs(jobs: list[dict], size=SNAPSHOT_SIZE, timeout_s: float = 600.0) -> tuple[dict[str, str], str]:
+def render_jobs(
+    jobs: list[dict[str, Any]], size: tuple[int, int] = SNAPSHOT_SIZE, timeout_s: float = 600.0
+) -> tuple[dict[str, str], str]:
     """Render in a child process; ``({out: error message or ""}, note)`` where ``note`` says why
     nothing could be rendered (empty when the renderer ran)."""
     if not jobs:
@@ -60,7 +63,7 @@ def render_jobs(jobs: list[dict], size=SNAPSHOT_SIZE, timeout_s: float = 600.0) 
     return status, ""
 
 
-def _render_one(job: dict, size, colours) -> None:
+def _render_one(job: dict[str, Any], size: tuple[int, int], colours: dict[int, Any]) -> None:
     import numpy as np
     import pyvista as pv
 
@@ -70,7 +73,8 @@ def _render_one(job: dict, size, colours) -> None:
     ref = read_label(job["reference"], job.get("label_selector"))
     pred = read_label(job["prediction"], job.get("prediction_selector"), reference=ref)
     surf = outcome_surface(pred.array, ref.array, ref.geometry)
-    p = pv.Plotter(off_screen=True, window_size=list(size))
+    # Any: pyvista's decorated methods confuse mypy (they look like unbound descriptors)
+    p: Any = pv.Plotter(off_screen=True, window_size=list(size))
     try:
         p.set_background("#1e1f24")
         if surf.n_cells:

@@ -44,7 +44,7 @@ def holm(p_values: list[float]) -> list[float]:
     return out
 
 
-def summary_rows(result: CompareResult, metrics: tuple[str, ...] = STAT_METRICS) -> list[dict]:
+def summary_rows(result: CompareResult, metrics: tuple[str, ...] = STAT_METRICS) -> list[dict[str, Any]]:
     """Per model: ``n`` (cases evaluated), ``<metric>_n`` (cases with a finite value) and
     ``<metric>_mean`` / ``<metric>_sd``."""
     out = []
@@ -58,7 +58,7 @@ def summary_rows(result: CompareResult, metrics: tuple[str, ...] = STAT_METRICS)
     return out
 
 
-def paired_tests(result: CompareResult, metrics: tuple[str, ...] = STAT_METRICS) -> list[dict]:
+def paired_tests(result: CompareResult, metrics: tuple[str, ...] = STAT_METRICS) -> list[dict[str, Any]]:
     """Each pair of models and metric: paired over the cases both have, mean difference (a - b),
     the two-sided Wilcoxon signed-rank p-value (nan with a note where it is undefined or n < 5),
     the Holm-adjusted p over all rows (``p_holm``) and ``significant`` ("yes"/"no"/"" at ALPHA)."""
@@ -74,7 +74,7 @@ def paired_tests(result: CompareResult, metrics: tuple[str, ...] = STAT_METRICS)
             xa = np.array([p[0] for p in pairs], float)
             xb = np.array([p[1] for p in pairs], float)
             d = xa - xb
-            row = {
+            row: dict[str, Any] = {
                 "model_a": a,
                 "model_b": b,
                 "metric": k,
@@ -107,7 +107,7 @@ def paired_tests(result: CompareResult, metrics: tuple[str, ...] = STAT_METRICS)
     return out
 
 
-def diameter_rows(result: CompareResult) -> list[dict]:
+def diameter_rows(result: CompareResult) -> list[dict[str, Any]]:
     """Per case, model and diameter interval: voxel counts and DSC (percent)."""
     out = []
     for r in result.rows:
@@ -129,7 +129,7 @@ def diameter_rows(result: CompareResult) -> list[dict]:
     return out
 
 
-def diameter_summary(result: CompareResult) -> list[dict]:
+def diameter_summary(result: CompareResult) -> list[dict[str, Any]]:
     """Per model and interval: mean and sd of the per-case DSC (cases with voxels there) and the
     pooled DSC (all cases' voxels together)."""
     rows = diameter_rows(result)
@@ -156,7 +156,7 @@ def diameter_summary(result: CompareResult) -> list[dict]:
     return out
 
 
-def generation_rows(result: CompareResult) -> list[dict]:
+def generation_rows(result: CompareResult) -> list[dict[str, Any]]:
     out = []
     for r in result.rows:
         for g in r.metrics.get("per_generation", []):
@@ -174,7 +174,7 @@ def generation_rows(result: CompareResult) -> list[dict]:
     return out
 
 
-def generation_summary(result: CompareResult) -> list[dict]:
+def generation_summary(result: CompareResult) -> list[dict[str, Any]]:
     """Per model and generation: mean and sd of per-case BD, and the pooled BD (detected / branches)."""
     rows = generation_rows(result)
     out = []
