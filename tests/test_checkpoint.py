@@ -335,19 +335,20 @@ def test_all_bad_fields_are_listed_at_once(tmp_path, small, good_header):
         load_checkpoint(path)
 
 
+@pytest.mark.slow  # two CLI processes, each importing torch
 def test_window_x_is_one_clear_line_in_models_and_segment_not_a_traceback(tmp_path, small, good_header):
     """Issue 27 item 8: ``preprocessing.window = "x"`` gave a ValueError traceback in ``segment``
     while ``models --checkpoint`` said nothing; both now refuse it with the same message (exit 2)."""
     import subprocess
     import sys
 
-    import SimpleITK as sitk
+    from core.io import write_volume
+    from core.phantom import make_phantom
 
     root = Path(__file__).resolve().parents[1]
     path = _write_raw(tmp_path / "bad.pt", small, _with_field(good_header, ("preprocessing", "window"), "x"))
     ct = tmp_path / "ct.nii.gz"
-    image = sitk.GetImageFromArray(np.full((16, 16, 16), -1000, np.int16))
-    sitk.WriteImage(image, str(ct))
+    write_volume(make_phantom((32, 32, 32), seed=0).ct, ct)
     for argv in (
         ["models", "--checkpoint", str(path)],
         [
