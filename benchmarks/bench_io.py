@@ -1,38 +1,50 @@
-"""Volume IO and resampling: core.io / core.resample against SimpleITK, which they replaced.
+"""Volume IO and resampling: core.io / core.resample (SimpleITK) against the previous route, in one run.
 
     .venv/bin/python benchmarks/bench_io.py [--slices 600] [--repeats 3] [--formats .nii.gz .nrrd ...]
 
 A 512 x 512 x N int16 CT (the real chest CT's slices repeated to N, so the data
-compress as a CT does) is written and read in every format by both, and the
-real DICOM series (../shared/data/chest_ct_dicom) is read by both. Resampling:
-the shipped model's path on that CT (to 2.5 x 2.5 x 3 mm, linear, and the
-probabilities back, linear) and a nearest-neighbour mask onto a rotated grid.
-Prints the median seconds, ours / SimpleITK, file sizes and the peak memory
-each step adds to the process (tracemalloc does not see C allocations, so the
-figure is the resident set size before and after, measured in a child
-process per step). SimpleITK is the test extra's; without it only ours runs.
+compress as a CT does) is written and read in every format by core.io, which
+goes through SimpleITK. Beside it, in the same run, the route core.io took
+before SimpleITK came back, where it can still run: nibabel for NIfTI (zlib
+level 1, as that code wrote), pynrrd for NRRD, pydicom stacking the real DICOM
+series (../shared/data/chest_ct_dicom), and the own numpy/scipy resampler, loaded
+from git history (``PREVIOUS_RESAMPLER``) when the checkout has it. The own
+MetaImage code has no such stand-in, so .mha has no baseline. nibabel, pynrrd
+and pydicom are the test extra's; without them only core.io runs.
+
+Resampling: the shipped model's path on that CT (to 2.5 x 2.5 x 3 mm, linear,
+and the probabilities back, linear) and a nearest-neighbour mask onto a rotated
+grid. Prints the median seconds, core.io / previous, file sizes and each step's
+peak memory (the resident set size of a child process per step: tracemalloc does
+not see C allocations).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DICOM = ROOT.parent / "shared" / "data" / "chest_ct_dicom"
 FORMATS = [".nii.gz", ".nii", ".nrrd", ".mha"]
+# the last commit with the own resampler (scipy.ndimage + separable numpy passes)
+PREVIOUS_RESAMPLER = "08fc83b:core/resample.py"
+# the library the previous route used per format (None: own code, gone)
+PREVIOUS = {".nii.gz": "nibabel", ".nii": "nibabel", ".nrrd": "nrrd", ".mha": None, ".mhd": None, ".nhdr": "nrrd"}
 
 
 # each step runs in its own interpreter so its peak RSS is its own
-def _child(step: str, args: dict) -> dict:
+def _child(step: str, args: dict[str, Any]) -> dict[str, Any]:
     code = f"""
 import json, resource, sys, time
 sys.path.insert(0, {str(ROOT)!r})
@@ -45,10 +57,11 @@ print(json.dumps(out))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
     if r.returncode != 0:
         raise RuntimeError(f"{step} failed: {r.stderr[-2000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
+    return result
 
 
-def _ct(slices: int):
+def _ct(slices: int) -> Any:
     import numpy as np
 
     from core.io import read_ct
@@ -64,37 +77,101 @@ def _ct(slices: int):
     return IntensityVolume(np.ascontiguousarray(arr), Geometry((0.7, 0.7, 0.8), (-180.0, -180.0, -300.0)), name="ct")
 
 
-def run_step(step: str, args: dict) -> dict:
+def previous_resampler() -> types.ModuleType | None:
+    """core/resample.py as it was before SimpleITK came back (from git), or None outside a checkout."""
+    try:
+        source = subprocess.run(
+            ["git", "show", PREVIOUS_RESAMPLER], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    spec = importlib.util.spec_from_loader("previous_resample", loader=None)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    exec(compile(source, PREVIOUS_RESAMPLER, "exec"), module.__dict__)  # noqa: S102 - our own code, from git
+    return module
+
+
+def _write_previous(array: Any, spacing: Any, origin: Any, direction: Any, path: str) -> None:
+    """What the previous nifti_file / nrrd_file wrote (nibabel with gzip level 1, pynrrd level 1)."""
+    import gzip
+
+    import numpy as np
+
+    if path.endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        ras = np.diag([-1.0, -1.0, 1.0])
+        affine = np.eye(4)
+        affine[:3, :3] = ras @ (np.asarray(direction, float) * np.asarray(spacing, float))
+        affine[:3, 3] = ras @ np.asarray(origin, float)
+        image = nib.Nifti1Image(array.T, affine, dtype=array.dtype)
+        image.set_qform(affine, code=1)
+        image.set_sform(affine, code=1)
+        with open(path, "wb") as raw:
+            if path.endswith(".gz"):
+                with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz:
+                    image.to_file_map({"image": nib.FileHolder(fileobj=gz), "header": nib.FileHolder(fileobj=gz)})
+            else:
+                image.to_file_map({"image": nib.FileHolder(fileobj=raw), "header": nib.FileHolder(fileobj=raw)})
+    else:
+        import nrrd
+
+        header = {
+            "space": "left-posterior-superior",
+            "space directions": (np.asarray(direction, float) * np.asarray(spacing, float)).T,
+            "space origin": np.asarray(origin, float),
+            "kinds": ["domain"] * 3,
+            "encoding": "gzip",
+        }
+        nrrd.write(path, np.ascontiguousarray(array), header, index_order="C", compression_level=1)
+
+
+def _read_previous(path: str) -> Any:
+    import numpy as np
+
+    if Path(path).is_dir():  # pydicom, slice by slice, ordered along the normal, rescaled
+        import pydicom
+
+        slices = [pydicom.dcmread(f) for f in sorted(Path(path).glob("*.dcm"))]
+        normal = np.cross(*np.reshape(np.asarray(slices[0].ImageOrientationPatient, float), (2, 3)))
+        slices.sort(key=lambda ds: float(np.dot(normal, np.asarray(ds.ImagePositionPatient, float))))
+        return np.stack(
+            [
+                (ds.pixel_array.astype(np.int32) * int(ds.RescaleSlope) + int(ds.RescaleIntercept)).astype(np.int16)
+                for ds in slices
+            ]
+        )
+    if path.endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        return np.asanyarray(nib.load(path, mmap=False).dataobj).T
+    import nrrd
+
+    return nrrd.read(path, index_order="C")[0]
+
+
+def run_step(step: str, args: dict[str, Any]) -> dict[str, Any]:
     """One measured step, in a fresh interpreter (see _child)."""
     import numpy as np
 
     t0 = time.perf_counter()
-    if step == "write-ours":
+    if step.startswith("write-"):
         from core.io import read_volume, write_volume
 
         vol = read_volume(args["source"])
+        g = vol.geometry
         t0 = time.perf_counter()
-        write_volume(vol, args["path"])
-    elif step == "write-sitk":
-        import SimpleITK as sitk
-
-        img = sitk.ReadImage(args["source"])
-        t0 = time.perf_counter()
-        sitk.WriteImage(img, args["path"], useCompression=not args["path"].endswith(".nii"))
-    elif step == "read-ours":
+        if step == "write-core.io":
+            write_volume(vol, args["path"])
+        else:
+            _write_previous(vol.array, g.spacing, g.origin, g.direction_matrix, args["path"])
+    elif step == "read-core.io":
         from core.io import read_volume
 
         read_volume(args["path"])
-    elif step == "read-sitk":
-        import SimpleITK as sitk
-
-        if os.path.isdir(args["path"]):
-            reader = sitk.ImageSeriesReader()
-            uid = reader.GetGDCMSeriesIDs(args["path"])[0]
-            reader.SetFileNames(reader.GetGDCMSeriesFileNames(args["path"], uid))
-            sitk.GetArrayFromImage(reader.Execute())
-        else:
-            sitk.GetArrayFromImage(sitk.ReadImage(args["path"]))
+    elif step == "read-previous":
+        _read_previous(args["path"])
     elif step.startswith("resample-"):
         from core.io import read_ct
         from core.preprocess import resampled_geometry
@@ -114,54 +191,39 @@ def run_step(step: str, args: dict) -> dict:
             ("up", prob, small_geo, ct.shape, ct.geometry, True, 0.0),
             ("mask-rotated", mask, ct.geometry, ct.shape, rotated, False, 0.0),
         ]
+        if step == "resample-core.io":
+            from core.resample import resample_array
+        else:
+            previous = previous_resampler()
+            assert previous is not None
+            resample_array = previous.resample_array
         times = {}
         for name, a, g, shape, tg, linear, default in jobs:
             t = time.perf_counter()
-            if step == "resample-ours":
-                from core.resample import resample_array
-
-                resample_array(a, g, shape, tg, linear, default)
-            else:
-                import SimpleITK as sitk
-
-                src = sitk.GetImageFromArray(a.view(np.uint8) if a.dtype == bool else a)
-                src.SetSpacing(g.spacing)
-                src.SetOrigin(g.origin)
-                src.SetDirection(g.direction)
-                ref = sitk.Image([int(s) for s in shape[::-1]], sitk.sitkUInt8)
-                ref.SetSpacing(tg.spacing)
-                ref.SetOrigin(tg.origin)
-                ref.SetDirection(tg.direction)
-                out = sitk.Resample(
-                    src, ref, sitk.Transform(), sitk.sitkLinear if linear else sitk.sitkNearestNeighbor, default
-                )
-                sitk.GetArrayFromImage(out)
+            resample_array(a, g, shape, tg, linear, default)
             times[name] = time.perf_counter() - t
         return {"seconds": times}
     return {"seconds": time.perf_counter() - t0}
 
 
-def _have_sitk() -> bool:
-    try:
-        import SimpleITK  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _have(module: str | None) -> bool:
+    return module is not None and importlib.util.find_spec(module) is not None
+
+
+def _median(runs: list[dict[str, Any]]) -> tuple[float, float]:
+    return statistics.median(r["seconds"] for r in runs), max(r["peak_mb"] for r in runs)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--slices", type=int, default=600)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--formats", nargs="+", default=FORMATS)
     args = ap.parse_args()
-    libs = ["ours"] + (["sitk"] if _have_sitk() else [])
-    if len(libs) == 1:
-        print("SimpleITK not installed: only core.io is timed (pip install -e '.[test]' for the comparison)")
     from core.io import write_volume
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         source = tmp / "source.nii"
         ct = _ct(args.slices)
         write_volume(ct, source, compress=False)
@@ -170,45 +232,55 @@ def main() -> int:
             f"{'slices of the real chest CT' if DICOM.is_dir() else 'random values'}; median of {args.repeats}"
         )
         del ct
-        print(f"{'step':28s} " + " ".join(f"{lib:>16s}" for lib in libs) + "   ratio   file MB")
+        print(f"{'step':30s} {'core.io (SimpleITK)':>18s} {'previous route':>22s}   ratio   file MB")
         for suffix in args.formats:
+            previous = PREVIOUS.get(suffix)
+            libs = ["core.io"] + (["previous"] if _have(previous) else [])
             for verb in ("write", "read"):
-                row = {}
+                row: dict[str, tuple[float, float]] = {}
                 size = ""
                 for lib in libs:
                     path = tmp / f"{lib}{suffix}"
                     runs = []
                     for _ in range(args.repeats):
                         if verb == "write":
-                            out = _child(f"write-{lib}", {"source": str(source), "path": str(path)})
+                            runs.append(_child(f"write-{lib}", {"source": str(source), "path": str(path)}))
                         else:
-                            # each reads what the other wrote too, so a format quirk cannot hide
-                            out = _child(f"read-{lib}", {"path": str(tmp / f"ours{suffix}")})
-                        runs.append(out)
-                    row[lib] = (statistics.median(r["seconds"] for r in runs), max(r["peak_mb"] for r in runs))
-                    if verb == "write" and lib == "ours":
-                        size = f"{path.stat().st_size / 1e6:.0f}"
-                    if verb == "write" and lib == "sitk":
-                        size += f" (ITK {path.stat().st_size / 1e6:.0f})"
-                _print_row(f"{verb} {suffix}", row, libs, size)
+                            # each reads what core.io wrote, so both read the same bytes
+                            runs.append(_child(f"read-{lib}", {"path": str(tmp / f"core.io{suffix}")}))
+                    row[lib] = _median(runs)
+                    if verb == "write":
+                        size += (
+                            f"{path.stat().st_size / 1e6:.0f}"
+                            if lib == "core.io"
+                            else f" ({path.stat().st_size / 1e6:.0f})"
+                        )
+                _print_row(f"{verb} {suffix}", row, f"{previous or 'own code, gone'}", size)
         if DICOM.is_dir():
-            row = {}
-            for lib in libs:
-                runs = [_child(f"read-{lib}", {"path": str(DICOM)}) for _ in range(args.repeats)]
-                row[lib] = (statistics.median(r["seconds"] for r in runs), max(r["peak_mb"] for r in runs))
-            _print_row("read DICOM chest_ct (141)", row, libs, "")
+            libs = ["core.io"] + (["previous"] if _have("pydicom") else [])
+            row = {
+                lib: _median([_child(f"read-{lib}", {"path": str(DICOM)}) for _ in range(args.repeats)]) for lib in libs
+            }
+            _print_row("read DICOM chest_ct (141)", row, "pydicom", "")
+        libs = ["core.io"] + (["previous"] if previous_resampler() is not None else [])
         res = {lib: _child(f"resample-{lib}", {"path": str(source)}) for lib in libs}
         for name in ("down", "up", "mask-rotated"):
             row = {lib: (res[lib]["seconds"][name], res[lib]["peak_mb"]) for lib in libs}
-            _print_row(f"resample {name}", row, libs, "")
-    print("peak = the child process's peak RSS in MB (Python, numpy and the library included)")
+            _print_row(f"resample {name}", row, "own numpy/scipy", "")
+    print(
+        "peak = the child process's peak RSS in MB (Python, numpy and the library included); ratio = core.io / previous"
+    )
     return 0
 
 
-def _print_row(name: str, row: dict, libs: list[str], size: str) -> None:
-    cells = " ".join(f"{row[lib][0]:7.2f} s {row[lib][1]:5.0f}M" for lib in libs)
-    ratio = f"{row['ours'][0] / row['sitk'][0]:7.2f}" if "sitk" in row else "      -"
-    print(f"{name:28s} {cells} {ratio}   {size}", flush=True)
+def _print_row(name: str, row: dict[str, tuple[float, float]], previous: str, size: str) -> None:
+    ours = f"{row['core.io'][0]:7.2f} s {row['core.io'][1]:5.0f}M"
+    if "previous" in row:
+        before = f"{row['previous'][0]:7.2f} s {row['previous'][1]:5.0f}M"
+        ratio = f"{row['core.io'][0] / row['previous'][0]:7.2f}"
+    else:
+        before, ratio = f"{'-':>16s}", "      -"
+    print(f"{name:30s} {ours:>18s} {before:>16s} {previous[:8]:>5s} {ratio}   {size}", flush=True)
 
 
 if __name__ == "__main__":

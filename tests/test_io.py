@@ -308,3 +308,33 @@ def test_volume_larger_than_free_memory_refused_before_reading(tmp_path: Path, m
     msg = str(e.value)
     assert "ct.nii.gz" in msg and "memory is free" in msg and "Close other programs" in msg
     assert no_voxel_reads == []
+
+
+def test_a_write_the_file_system_refuses_is_an_error_in_every_format(tmp_path: Path) -> None:
+    """ITK's NIfTI writer leaves a short file without an error; core.io must say what the system said."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails with EFBIG, like a full disk\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        "import numpy as np\n"
+        "from core.errors import InputError\n"
+        "from core.io import write_volume_file\n"
+        "from core.volume import IntensityVolume\n"
+        "ct = IntensityVolume(np.random.default_rng(0).integers(-1000, 1000, (20, 30, 40)).astype(np.int16))\n"
+        "for path in sys.argv[1:]:\n"
+        "    try:\n"
+        "        write_volume_file(ct, path)\n"
+        "        print('written', path)\n"
+        "    except InputError as exc:\n"
+        "        print(exc)\n"
+    )
+    paths = [str(tmp_path / f"ct{s}") for s in FORMATS]
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", code, *paths], cwd=root, capture_output=True, text=True, timeout=300)
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == len(FORMATS), r.stdout + r.stderr
+    for path, line in zip(paths, lines):
+        assert line.startswith(path) and "Could not write the volume: File too large" in line, line

@@ -397,7 +397,8 @@ def write_file(
 ) -> None:
     """Write a scalar ``(z, y, x)`` array with its geometry; the format follows the suffix of ``path``.
 
-    Raises ``OSError`` when ITK cannot write (a full disk, a read-only folder): the caller names the output.
+    Raises ``OSError`` with the operating system's reason when the write fails (a full disk, a
+    file size limit, a read-only folder): the caller names the output.
     """
     geometry = Geometry(vec3(spacing[:3]), vec3(origin[:3]), mat3(direction))
     image = to_image(array, geometry)
@@ -408,4 +409,54 @@ def write_file(
     try:
         writer.Execute(image)
     except RuntimeError as exc:
-        raise OSError(short_message(exc)) from None
+        raise _write_error(path, short_message(exc)) from None
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")) and not _nifti_complete(path, int(array.nbytes)):
+        # ITK's NIfTI writer reports nothing when the file system refuses a write (it prints to
+        # stderr and leaves a short file): the file is checked here
+        raise _write_error(path, "the file was written only in part")
+
+
+def _nifti_complete(path: Path, nbytes: int) -> bool:
+    """Whether a NIfTI file just written holds its header and all ``nbytes`` of voxels."""
+    try:
+        with open(path, "rb") as f:
+            compressed = f.read(2) == b"\x1f\x8b"
+        with gzip.open(path, "rb") if compressed else open(path, "rb") as f:
+            header = f.read(352)
+        if len(header) < 352:
+            return False
+        order = "<" if int.from_bytes(header[:4], "little") == 348 else ">"
+        expected = int(np.frombuffer(header[108:112], dtype=order + "f4")[0]) + nbytes
+        if not compressed:
+            return path.stat().st_size >= expected
+        check_gzip_length(path, expected)
+    except (OSError, EOFError, InputError):
+        return False
+    return True
+
+
+def _write_error(path: Path, detail: str) -> OSError:
+    """The operating system's reason a write into ``path``'s folder fails, found by a small write of our own.
+
+    ITK's messages seldom carry it ("failed to flush pending data"); a user needs "No space left on
+    device" or "File too large". Without an error from the probe, ITK's own words are the reason.
+    """
+    import os
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+    except OSError as exc:
+        return OSError(exc.errno, exc.strerror) if exc.errno else OSError(detail)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(bytes(1 << 16))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        if exc.errno:
+            return OSError(exc.errno, exc.strerror)
+    finally:
+        os.unlink(probe)
+    return OSError(detail)
