@@ -113,13 +113,13 @@ def test_cache_is_keyed_by_content_not_size_and_date(data, tmp_path):
     # uncompressed NIfTI: same shape, same dtype -> same size on disk
     write_volume(LabelVolume(good, lab0.geometry), pred / "c0.nii", compress=False)
     cache = tmp_path / "cache"
-    first = compare_folders(data / "ref", {"p": pred}, cache_dir=cache, allow_missing=True)
+    first = compare_folders(data / "ref", {"p": pred}, cache_dir=cache)
     st = (pred / "c0.nii").stat()
     write_volume(LabelVolume(worse, lab0.geometry), pred / "c0.nii", compress=False)
     os.utime(pred / "c0.nii", ns=(st.st_atime_ns, st.st_mtime_ns))
     st2 = (pred / "c0.nii").stat()
     assert (st2.st_size, st2.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
-    again = compare_folders(data / "ref", {"p": pred}, cache_dir=cache, allow_missing=True)
+    again = compare_folders(data / "ref", {"p": pred}, cache_dir=cache)
     assert again.cache_stats.get("evaluated") == 1 and not again.row("c0", "p").cached
     assert again.row("c0", "p").metrics["dsc"] < first.row("c0", "p").metrics["dsc"]
 
