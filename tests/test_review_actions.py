@@ -129,3 +129,40 @@ def test_predictions_with_one_file_name_are_told_apart_by_their_folder(qtbot, gr
     assert names == ["preds_YangLab/ATM_305_0000", "preds_timi/ATM_305_0000"]
     assert [p.name for p in w.case.predictions] == names
     assert not errors
+
+
+def test_use_this_prediction_as_the_reference_from_the_edit_menu(qtbot, group_files):
+    errors: list[str] = []
+    ref = group_files / "ref.nii.gz"
+    w = _window(qtbot, errors, ref, [group_files / "pred.nii.gz"])
+    before, on_disk = w.case.session.reference.array.copy(), ref.read_bytes()
+    action = next(a for a in w.edit_menu.actions() if a.objectName() == "action_use_prediction_as_reference")
+    action.trigger()
+    assert np.array_equal(w.case.session.reference.array, w.case.active.mask)
+    assert "is now the reference: 0 voxels added, 40 removed" in w.statusBar().currentMessage()
+    assert ref.read_bytes() == on_disk  # the original stays on disk until a save
+    _key(w, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # one undo step
+    assert np.array_equal(w.case.session.reference.array, before)
+    assert not errors
+
+
+def test_a_prediction_becomes_the_reference_of_a_case_without_one(qtbot, group_files, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    errors: list[str] = []
+    from app.main_window import MainWindow
+
+    w = MainWindow(settings=Settings(ephemeral=True), training_tab=False)
+    qtbot.addWidget(w)
+    w.error_handler = lambda _p, exc, *_a, **_k: errors.append(str(exc))
+    with qtbot.waitSignal(w.caseLoaded, timeout=60000):
+        w.open_files(None, None, [str(group_files / "pred.nii.gz")])
+    w.use_prediction_as_reference()
+    assert w.case.reference is not None and w.case.reference_path is None
+    qtbot.waitUntil(lambda: w.case.active.regions is not None, timeout=60000)
+    assert w.case.active.regions == []  # the same voxels: nothing to review
+    out = group_files / "new_reference.nii.gz"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(out), "")))
+    w.save_reference()  # no file yet: asks for a name
+    assert np.array_equal(read_label_canonical(out, None)[0].array, w.case.active.mask)
+    assert w.case.reference_path == str(out) and not errors

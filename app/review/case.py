@@ -234,8 +234,6 @@ class LoadedCase:
     demo: bool = False
     new_case: bool = True
     prediction_sources: tuple[str, ...] = ()  # per prediction; "file" when not given
-    description: str = ""
-    demo_case: Any = None
 
     @property
     def reference(self) -> LabelVolume | None:
@@ -317,8 +315,6 @@ def load_demo_case(params: Any = None, *, progress: Progress | None = None, canc
         name=DEMO_NAME,
         demo=True,
         prediction_sources=("simulated",),
-        description=demo.describe(),
-        demo_case=demo,
     )
 
 
@@ -1090,11 +1086,15 @@ class Case(QObject):
         i = self.active_index if index is None else index
         if not 0 <= i < len(self.predictions):
             raise InputError("There is no prediction to use.", "Open or make a prediction first.")
-        had = self.session.reference is not None
-        edit = self.session.use_prediction_as_reference(i)
-        if not had:
-            self.set_reference(self.session.reference)
-        return edit
+        if self.session.reference is None:
+            import dataclasses
+
+            layer = self.session.predictions[i]
+            vol = LabelVolume(layer.array.copy(), layer.geometry, name="reference")
+            # saved later on the prediction file's own grid and orientation, under a name the user gives
+            self.set_reference(vol, source=dataclasses.replace(layer.source, path=None, disk_key=None))
+            return None
+        return self.session.use_prediction_as_reference(i)
 
     def autosave(self) -> Path | None:
         return self.session.autosave()

@@ -134,7 +134,8 @@ class LabelLayer:
 
     def subscribe(self, fn: Callable[[Change], None]) -> Callable[[], None]:
         """Call ``fn(Change)`` after every change; returns a function that unsubscribes."""
-        self._subscribers.append(fn)
+        if fn not in self._subscribers:  # a layer handed to a session twice reports once
+            self._subscribers.append(fn)
         return lambda: self._subscribers.remove(fn) if fn in self._subscribers else None
 
     def unsubscribe_all(self) -> None:
