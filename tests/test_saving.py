@@ -162,3 +162,23 @@ def test_predictions_of_one_file_name_are_named_by_their_folder(files, tmp_path)
         "y (2)",
     ]
     assert distinct_names([("reference", "/a/reference.nii")], taken=("reference",)) == ["a/reference"]
+
+
+def test_the_cli_names_predictions_of_one_file_name_by_their_folder(files, capsys):
+    import json
+
+    from core.cli import main
+
+    preds = []
+    for team in ("preds_YangLab", "preds_timi"):
+        (files / team).mkdir()
+        preds.append(files / team / "ATM_305_0000.nii.gz")
+        write_volume(LabelVolume(_on_disk(files / "pred.nii.gz").astype(np.uint8), GEO), preds[-1])
+    out = files / "eval.json"
+    rc = main(
+        ["evaluate", "--reference", str(files / "ref.nii.gz"), "--prediction", *map(str, preds), "--json", str(out)]
+    )
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "evaluating preds_YangLab/ATM_305_0000" in err and "evaluating preds_timi/ATM_305_0000" in err
+    assert "preds_timi/ATM_305_0000" in json.dumps(json.loads(out.read_text()))
