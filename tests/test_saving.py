@@ -182,3 +182,13 @@ def test_the_cli_names_predictions_of_one_file_name_by_their_folder(files, capsy
     err = capsys.readouterr().err
     assert "evaluating preds_YangLab/ATM_305_0000" in err and "evaluating preds_timi/ATM_305_0000" in err
     assert "preds_timi/ATM_305_0000" in json.dumps(json.loads(out.read_text()))
+
+
+def test_a_save_never_writes_over_another_open_file(files, tmp_path):
+    a = _open(files, tmp_path)
+    before = (files / "ref.nii.gz").read_bytes()
+    with pytest.raises(InputError, match="file of the reference"):
+        a.save_prediction(0, files / "ref.nii.gz")
+    with pytest.raises(InputError, match="file of the pred"):
+        a.save_reference(files / "pred.nii.gz")
+    assert (files / "ref.nii.gz").read_bytes() == before

@@ -1076,7 +1076,6 @@ class Case(QObject):
         if not 0 <= i < len(self.predictions):
             raise InputError("There is no prediction to save.", "Open or make a prediction first.")
         out = self.session.save_prediction(i, path, on_conflict=on_conflict)
-        self.predictions[i].source = "file"
         self.predictionsChanged.emit()
         return out
 

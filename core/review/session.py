@@ -826,6 +826,14 @@ class Session:
         target = Path(path) if path is not None else (Path(layer.path) if layer.path else None)
         if target is None:
             raise InputError(f"The layer '{layer.name}' has no file yet.", "Choose a file name to save it to.")
+        others = [(lyr.name, lyr.path) for lyr in self.layers() if lyr is not layer] + [("CT", self.ct_path)]
+        for name, other in others:
+            if other is not None and Path(other).exists() and target.exists() and target.samefile(other):
+                raise InputError(
+                    f"{target.name} is the file of the {name} layer." if name != "CT" else f"{target.name} is the CT.",
+                    "Choose another file name: a save never writes over another open file.",
+                    path=str(target),
+                )
         if self.changed_on_disk(layer, target):
             if on_conflict == "raise":
                 raise persist.SaveConflictError(target, layer.name)
