@@ -34,8 +34,8 @@ def step_event(g: int) -> dict:
         "time": 1e9 + g,
         "run": "bench",
         "stage": 1,
-        "epoch": g // 100,
-        "step": g % 100,
+        "epoch": g // 100 + 1,  # epochs and steps count from 1, as the trainer writes them
+        "step": g % 100 + 1,
         "global_step": g,
         "loss": loss,
         "loss_enc": 0.4 * loss,
