@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterable
+from typing import Any
 
 
-def describe(path: str, label: bool | None = None, selector: str | None = None, series_uid: str | None = None) -> dict:
+def describe(
+    path: str, label: bool | None = None, selector: str | None = None, series_uid: str | None = None
+) -> dict[str, Any]:
     """Facts about a volume as a JSON-able dict (used by the CLI and the GUI)."""
     import numpy as np
 
@@ -16,7 +20,7 @@ def describe(path: str, label: bool | None = None, selector: str | None = None, 
     vol = read_volume(path, series_uid)
     arr = vol.array
     g = vol.geometry
-    info: dict = {
+    info: dict[str, Any] = {
         "path": str(path),
         "shape_zyx": list(vol.shape),
         "spacing_xyz": [round(s, 6) for s in g.spacing],
@@ -58,7 +62,7 @@ def describe(path: str, label: bool | None = None, selector: str | None = None, 
     return info
 
 
-def _fmt(v) -> str:
+def _fmt(v: Iterable[float]) -> str:
     return "(" + ", ".join(f"{x:g}" for x in v) + ")"
 
 
@@ -96,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("info", help="describe a volume file or DICOM folder (shape, geometry, values, components)")
     p.add_argument("path", help="a .nii/.nii.gz/.mha/.mhd/.nrrd/.nhdr file or a DICOM series folder")
     p.add_argument("--label", action="store_true", help="treat it as a label map (default: guessed)")

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "phantom",
         help="write a synthetic chest CT with an exact airway label",
