@@ -68,7 +68,7 @@ DESCRIPTION = """Pulmonary airway segmentation and review for chest CT
  views with the ATM'22 airway metrics, and trains new models. The `airway` command
  runs the same engine from the command line. CPU inference uses ONNX Runtime.
  .
- Bundles its own Python, PyTorch (CPU), Qt for Python, VTK, nibabel and pydicom; the
+ Bundles its own Python, PyTorch (CPU), Qt for Python, VTK and SimpleITK (ITK, GDCM); the
  licences of every bundled component are in /usr/share/doc/airway-studio/copyright."""
 
 POSTINST = """#!/bin/sh
