@@ -142,3 +142,34 @@ def test_shipped_cards_are_complete(path: Path):
     assert card["input"]["spacing_mm"] and len(card["input"]["extent_mm"]) == 2
     assert card["held_out_data"]["cases"] >= 1 and card["held_out_data"]["kind"] in ("phantom", "real")
     assert card["validation_data"]["cases"] >= 1
+
+
+def test_the_panels_card_text_needs_no_torch_and_survives_a_damaged_card(tmp_path):
+    """The Segment panel reads the card on the GUI thread: no torch import, and a damaged card gives a line
+    that names the field (card_summary on {'spacing_mm': 'x'} raised a ValueError before)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import sys; from core.models.card import checkpoint_card_text; "
+        f"s, lines = checkpoint_card_text({str(MODELS / 'realct_wingsnet.pt')!r}); "
+        "assert s.startswith('trained on'), s; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    header = {"card": {"data": "x", "kind": "synthetic", "spacing_mm": "x"}}
+    assert card_summary(header).startswith("damaged model card: 'card.spacing_mm'")
+    assert input_warnings(header, (1, 1, 1), (9, 9, 9)) == []
+
+
+def test_architecture_argument_types_in_the_registry_match_the_constructors():
+    import inspect
+
+    from core.models.registry import get_spec, list_models
+
+    for name in list_models():
+        spec = get_spec(name)
+        params = inspect.signature(spec.load_class()).parameters
+        defaults = {k: type(p.default) for k, p in params.items() if p.default is not inspect.Parameter.empty}
+        assert spec.arg_types == defaults, name

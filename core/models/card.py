@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from core.models.header import DATA_KINDS, KINDS, METRIC_KEYS, header_problems
+from core.models.header import DATA_KINDS, KINDS, METRIC_KEYS, card_problems, header_problems
 from core.models.header import is_number as _number
 
 _METRIC_NAMES = {"td": "TD", "bd": "BD", "dsc": "DSC", "precision": "precision", "sensitivity": "sensitivity"}
@@ -314,9 +314,20 @@ def _expects_text(expects: Mapping[str, Any]) -> str:
     return " and ".join(parts)
 
 
+def _damaged(header: Header | None) -> str | None:
+    """What is wrong with a header's card (None when it can be read): a card read without
+    ``load_checkpoint`` (the Segment panel) must not break the text built from it."""
+    card = (header or {}).get("card")
+    problems = [] if card is None else card_problems(card)
+    return f"damaged model card: {problems[0]}" if problems else None
+
+
 def card_summary(header: Header | None) -> str:
     """One line: what the model was trained on, what it expects, its figures and their data
     (the Segment panel, the gate's warnings)."""
+    damaged = _damaged(header)
+    if damaged:
+        return damaged
     card = get_card(header)
     if card is None:
         return "no model card: what this model was trained on is not recorded"
@@ -344,7 +355,7 @@ def card_summary(header: Header | None) -> str:
 def card_lines(header: Header | None) -> list[str]:
     """The whole card as text lines (``airway models --checkpoint``, tooltips)."""
     card = get_card(header)
-    if card is None:
+    if card is None or _damaged(header):
         return [card_summary(header)]
     cases = card.get("cases") or {}
     sp = card.get("spacing_mm")
@@ -374,8 +385,8 @@ def card_lines(header: Header | None) -> list[str]:
 def short_line(header: Header | None) -> str:
     """A few words for a listing (``airway models``): kind, data size, expected input, held-out figures."""
     card = get_card(header)
-    if card is None:
-        return "no model card"
+    if card is None or _damaged(header):
+        return _damaged(header) or "no model card"
     parts = [str(card.get("kind", "?"))]
     expects = expected_input(header)
     if expects.get("spacing_mm"):
@@ -452,6 +463,8 @@ def input_warnings(
     what differs and what to do. Empty when the card records nothing to compare.
     For ``airway segment``, the Segment panel and any other caller before inference.
     """
+    if header_problems(header or {}):
+        return []  # a damaged header is refused where it is loaded, with its own message
     expects = expected_input(header)
     if not expects:
         return []

@@ -98,17 +98,17 @@ def header_problems(header: Mapping[str, Any]) -> list[str]:
         out.add("architecture", arch, 'it must name the network (e.g. "wingsnet")')
     args = out.dict_or_none(header, "arch_args")
     if args is not None:
-        defaults = _arch_defaults(arch if isinstance(arch, str) else "")
+        types = _arch_types(arch if isinstance(arch, str) else "")
         for key, value in args.items():
             where = f"arch_args.{key}"
-            default = defaults.get(key)
-            if isinstance(default, bool):
+            kind = types.get(key)
+            if kind is bool:
                 if not isinstance(value, bool):
                     out.add(where, value, "it must be true or false")
-            elif isinstance(default, int):
+            elif kind is int:
                 if not _is_int(value):
                     out.add(where, value, "it must be a whole number")
-            elif isinstance(default, float):
+            elif kind is float:
                 if not is_number(value):
                     out.add(where, value, "it must be a finite number")
             elif isinstance(value, float) and not math.isfinite(value):
@@ -167,19 +167,15 @@ def header_problems(header: Mapping[str, Any]) -> list[str]:
     return out.items
 
 
-def _arch_defaults(name: str) -> dict[str, Any]:
-    """The constructor defaults of a registered architecture (their types are the argument types)."""
-    import inspect
-
+def _arch_types(name: str) -> dict[str, type]:
+    """The argument types of a registered architecture, from the registry (no torch import)."""
     from core.errors import ConfigError
     from core.models.registry import get_spec
 
     try:
-        cls = get_spec(name).load_class()
+        return dict(get_spec(name).arg_types)
     except ConfigError:
         return {}
-    params = inspect.signature(cls).parameters
-    return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
 
 
 def validate_header(header: Mapping[str, Any], path: str | os.PathLike[str] | None = None) -> None:

@@ -28,6 +28,9 @@ class ModelSpec:
     description: str
     #: Named lighter/heavier variants shown by ``airway models``: label -> arch_args.
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The constructor's argument types (bool, int or float), so a checkpoint header's ``arch_args`` are
+    #: checked without importing torch (core.models.header; a test keeps them equal to the signature).
+    arg_types: dict[str, type] = field(default_factory=dict)
 
     def load_class(self) -> type[torch.nn.Module]:
         import torch
@@ -56,6 +59,7 @@ register_model(
         "core.models.wingsnet:WingsNet",
         "WingsNet (Zheng et al. 2021): 18 gated dilated blocks, encoder/decoder group supervision",
         {"width=1": {"width": 1.0}, "width=0.5": {"width": 0.5}, "width=0.25": {"width": 0.25}},
+        {"in_channels": int, "width": float, "dropout": float},
     )
 )
 register_model(
@@ -64,6 +68,7 @@ register_model(
         "core.models.unet:UNet3D",
         "plain 3D U-Net baseline (two convs per level, InstanceNorm, deep supervision)",
         {"base=16": {"base_channels": 16}, "base=32": {"base_channels": 32}},
+        {"in_channels": int, "base_channels": int, "levels": int, "deep_supervision": bool},
     )
 )
 
