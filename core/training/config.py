@@ -18,8 +18,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import os
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -337,17 +335,9 @@ def save_config(cfg: TrainConfig, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = tomli_w.dumps(_tomlable(cfg.to_dict()))
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        from core.outputs import apply_umask
+    from core.outputs import atomic_write_text  # pid-tagged temp file, umask modes, errors name the file
 
-        apply_umask(tmp)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
 
 
 def _tomlable(value: Any) -> Any:
