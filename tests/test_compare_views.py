@@ -221,6 +221,11 @@ def test_review_to_compare_shows_the_reviews_metrics_equal_to_evaluate(folders, 
             assert rows[p.name].metrics[k] == pytest.approx(e[k]), (p.name, k)
         dsc_cell = m.per_case.item(list(rows).index(p.name), _column(m.per_case, "dsc")).text()
         assert float(dsc_cell) == pytest.approx(e["dsc"], abs=0.006)
+    # the model list picks panes from the review's own masks (no file is read)
+    errors: list[object] = []
+    monkeypatch.setattr(w, "report_error", lambda *a, **k: errors.append(a))
+    tab.model_list.item(1).setCheckState(Qt.CheckState.Unchecked)
+    assert [p.name for p in tab.layout_view.state.predictions] == [case.predictions[0].name] and not errors
     w.cancel_jobs()
 
 

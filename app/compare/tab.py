@@ -101,6 +101,7 @@ class CompareTab(QWidget):
         self.folder: Path | None = None
         self._job: Any = None
         self._stale: set[tuple[str, str]] = set()
+        self._review: tuple[str, list[PaneEntry], Any, Any] | None = None  # set by set_review
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
@@ -155,6 +156,7 @@ class CompareTab(QWidget):
         from core.compare import read_outputs
 
         result = read_outputs(folder)
+        self._review = None
         self.folder = Path(folder)
         self.set_result(result)
         self.folder_label.setText(str(self.folder))
@@ -194,6 +196,7 @@ class CompareTab(QWidget):
         self.folder = None
         self.folder_label.setText(f"from the review: {name}")
         self.set_result(result, show=False)
+        self._review = (name, list(predictions), reference, ct)
         self.set_case(name, predictions, reference, ct)
 
     def selected_models(self) -> list[str]:
@@ -207,6 +210,12 @@ class CompareTab(QWidget):
     def show_selected(self) -> None:
         case = self.case_combo.currentData()
         models = self.selected_models()
+        if self._review is not None:  # the review's own masks (some are in memory only): no file to read
+            name, entries, reference, ct = self._review
+            chosen = [e for e in entries if e.name in models]
+            if chosen:
+                self.set_case(name, chosen, reference, ct)
+            return
         if self.result is not None and case and models:
             self.show_case(case, models)
 
