@@ -134,6 +134,13 @@ class CompareFolder:
         for _attempt in range(3):
             try:
                 fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except PermissionError:
+                raise InputError(
+                    f"Cannot write beside --out in {self.out.parent} (the results are staged there and renamed "
+                    "into place together).",
+                    "Choose an --out whose parent folder you can write to.",
+                    path=self.out,
+                ) from None
             except FileExistsError:
                 try:
                     held = json.loads(self.lock_path.read_text(encoding="utf-8"))
@@ -235,6 +242,9 @@ class CompareFolder:
 
     # -- the set -----------------------------------------------------------------------------------
     def __enter__(self) -> CompareFolder:
+        from core.outputs import check_writable_folder
+
+        check_writable_folder(self.out, flag="--out")
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self._lock()
         try:
