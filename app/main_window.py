@@ -633,6 +633,7 @@ class MainWindow(QMainWindow):
         c.modifiedChanged.connect(lambda *_: self._update_title())
         for sig in (c.regionsChanged, c.regionStatusChanged, c.activePredictionChanged, c.staleChanged):
             sig.connect(lambda *_: self._update_review_counter())
+        c.lockNotice.connect(lambda text: self._say(text, 20000))
         c.historyChanged.connect(self._update_edit_actions)
         c.referenceChanged.connect(self._update_edit_actions)
         self.edit_tools.changed.connect(self._update_edit_status)
@@ -1453,6 +1454,7 @@ class MainWindow(QMainWindow):
         for job in list(self.jobs):
             job.cancel()
         self.case.cancel_jobs()
+        self.case.session.release_locks()  # another window may now take the files
         if not any(
             isinstance(w, MainWindow) and w is not self and w.isVisible() for w in QApplication.topLevelWidgets()
         ):

@@ -166,3 +166,47 @@ def test_a_prediction_becomes_the_reference_of_a_case_without_one(qtbot, group_f
     w.save_reference()  # no file yet: asks for a name
     assert np.array_equal(read_label_canonical(out, None)[0].array, w.case.active.mask)
     assert w.case.reference_path == str(out) and not errors
+
+
+def test_a_second_window_is_told_who_holds_the_reference(qtbot, group_files):
+    import json
+    import os
+    import socket
+    import time
+
+    from core.review.persist import lock_path
+
+    ref = group_files / "ref.nii.gz"
+    lock_path(ref).write_text(
+        json.dumps({"user": "bea", "host": socket.gethostname(), "pid": os.getppid(), "since": time.time()})
+    )
+    errors: list[str] = []
+    messages: list[str] = []
+    from app.main_window import MainWindow
+
+    w = MainWindow(settings=Settings(ephemeral=True), training_tab=False)
+    qtbot.addWidget(w)
+    w.error_handler = lambda _p, exc, *_a, **_k: errors.append(str(exc))
+    w.statusBar().messageChanged.connect(lambda text: text and messages.append(text))
+    with qtbot.waitSignal(w.caseLoaded, timeout=60000):
+        w.open_files(None, str(ref), [str(group_files / "pred.nii.gz")])
+    assert any("ref.nii.gz is open in another window: bea" in m for m in messages), messages
+    w.close()
+    assert json.loads(lock_path(ref).read_text())["user"] == "bea"  # never removed by another window
+    assert not errors
+
+
+def test_the_first_edit_locks_the_reference_and_closing_frees_it(qtbot, group_files):
+    import os
+
+    from core.review.persist import lock_path, read_lock
+
+    errors: list[str] = []
+    ref = group_files / "ref.nii.gz"
+    w = _window(qtbot, errors, ref, [group_files / "pred.nii.gz"])
+    assert not lock_path(ref).exists()  # opening writes nothing
+    _key(w, Qt.Key.Key_N)
+    _key(w, Qt.Key.Key_R)
+    assert read_lock(ref).pid == os.getpid()
+    w.close()  # a test session asks nothing at close
+    assert not lock_path(ref).exists() and not errors

@@ -192,3 +192,44 @@ def test_a_save_never_writes_over_another_open_file(files, tmp_path):
     with pytest.raises(InputError, match="file of the pred"):
         a.save_reference(files / "pred.nii.gz")
     assert (files / "ref.nii.gz").read_bytes() == before
+
+
+def _write_lock(path, pid):
+    import json
+    import socket
+    import time
+
+    from core.review.persist import lock_path
+
+    lock_path(path).write_text(
+        json.dumps({"user": "bea", "host": socket.gethostname(), "pid": pid, "since": time.time()})
+    )
+
+
+def test_a_lock_file_names_who_edits_a_reference_and_a_dead_holder_is_taken_over(files, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from core.review.persist import lock_path, read_lock
+
+    ref = files / "ref.nii.gz"
+    _write_lock(ref, os.getppid())  # a live process of someone else
+    s = _open(files, tmp_path)
+    (lock,) = [lk for lk in s.lock_files() if lk.path == ref]
+    assert lock.other is not None and "bea" in lock.other.describe() and not lock.held
+    s.release_locks()
+    assert read_lock(ref).user == "bea"  # theirs stays
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    _write_lock(ref, gone.pid)  # its process has ended (a crash)
+    s2 = _open(files, tmp_path, "b")
+    s2.lock_on_edit = True  # as the app does: the first edit takes the file
+    assert read_lock(ref).pid == gone.pid  # opening wrote nothing
+    s2.paint("reference", ((0, 1), (0, 1), (0, 1)), np.ones((1, 1, 1), bool), True)
+    (lock,) = [lk for lk in s2.lock_files(take=False) if lk.path == ref]
+    assert lock.other is None and lock.held and "took over the lock of bea" in lock.note
+    assert read_lock(ref).pid == os.getpid()
+    s2.release_locks()
+    assert not lock_path(ref).exists()

@@ -397,6 +397,8 @@ class Case(QObject):
     labelChanged = Signal(str, object)
     historyChanged = Signal()
     staleChanged = Signal(bool)
+    # a file of the case is open in another live window (or a dead one's lock was taken over): say so
+    lockNotice = Signal(str)
 
     def __init__(self, parent: QObject | None = None, auto_analyse: bool = True):
         super().__init__(parent)
@@ -432,11 +434,15 @@ class Case(QObject):
         self._analysis_again = False
         self._stale = False
         self._pending_index_statuses: dict[str, dict[int, str]] = {}  # v1 projects: by position
+        self._lock_reported: set[tuple[Path, str]] = set()
         self._use_session(Session())
 
     def _use_session(self, session: Session) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
+        old = getattr(self, "session", None)
+        if old is not None and old is not session:
+            old.release_locks()
         self._analysis_timer.stop()
         self.session = session
         self._unsubscribe = session.subscribe(self._on_session)
@@ -520,6 +526,8 @@ class Case(QObject):
                 # grow only: an eraser leaves the box a little loose, never too small
                 self._boxes[id(layer.array)] = (layer.array, union_box(hit[1], payload.box))
             self.labelChanged.emit(payload.layer, payload.box)
+            if self.session.lock_on_edit and layer.path is not None:
+                self.lock_files()  # the first edit took the file's lock (or found another holder)
             self._set_modified()
             self._set_stale(True)
             if self.auto_analyse and self.reference is not None:
@@ -542,6 +550,25 @@ class Case(QObject):
                 if 0 <= i < len(self.predictions):
                     self.metricsChanged.emit(i)
                     self.regionsChanged.emit(i)
+
+    def lock_files(self) -> None:
+        """Look at the lock files beside the case's label files (its own are written at the first edit):
+        another live holder, or a dead one's lock taken over, is told through ``lockNotice``, once."""
+        self.session.lock_on_edit = True
+        for lock in self.session.lock_files(take=False):
+            for what, text in (
+                (
+                    "other",
+                    None
+                    if lock.other is None
+                    else f"{lock.path.name} is open in another window: {lock.other.describe()}. "
+                    "Your saves are checked against theirs (nothing is overwritten without asking).",
+                ),
+                ("note", None if lock.note is None else f"{lock.path.name}: {lock.note}."),
+            ):
+                if text is not None and (lock.path, what) not in self._lock_reported:
+                    self._lock_reported.add((lock.path, what))
+                    self.lockNotice.emit(text)
 
     def _set_stale(self, value: bool) -> None:
         if value != self._stale:
@@ -739,6 +766,7 @@ class Case(QObject):
                 self.predictionsChanged.emit()
                 self.set_active(0)
             self.historyChanged.emit()
+            self.lock_files()
             if self.auto_analyse and session.reference is not None:
                 self.start_analysis()
             self._set_modified(False)
@@ -749,6 +777,7 @@ class Case(QObject):
                 self.set_reference(layer)
             else:
                 self.add_prediction(PredictionEntry.of_layer(layer), make_active=False)
+        self.lock_files()
         self._set_modified(True)
 
     def ct_slice(self, orientation: str, index: int) -> np.ndarray:
@@ -1065,7 +1094,8 @@ class Case(QObject):
         """Write the edited reference (atomic, one backup of the original, edit log beside it);
         :class:`core.review.persist.SaveConflictError` when another save changed the file."""
         out = self.session.save_reference(path, on_conflict=on_conflict)
-        self.referenceChanged.emit()  # its file may be another now (save as)
+        self.lock_files()  # its file may be another now (save as)
+        self.referenceChanged.emit()
         return out
 
     def save_prediction(
@@ -1076,6 +1106,7 @@ class Case(QObject):
         if not 0 <= i < len(self.predictions):
             raise InputError("There is no prediction to save.", "Open or make a prediction first.")
         out = self.session.save_prediction(i, path, on_conflict=on_conflict)
+        self.lock_files()
         self.predictionsChanged.emit()
         return out
 

@@ -130,6 +130,100 @@ def backup_once(path: PathArg) -> Path | None:
     return b
 
 
+LOCK_SUFFIX = ".lock"
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """Who edits a file: written beside it (``.NAME.lock``) while a session has it open."""
+
+    user: str
+    host: str
+    pid: int
+    since: float
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.since))
+        return f"{self.user} on {self.host} (process {self.pid}) since {when}"
+
+    def alive(self) -> bool:
+        """False only when the holder surely ended: its process is gone on this host."""
+        import socket
+
+        if self.host != socket.gethostname():
+            return True  # another machine's process cannot be checked from here
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            return True  # exists, owned by someone else
+        return True
+
+
+def lock_path(path: PathArg) -> Path:
+    p = Path(path)
+    return p.with_name(f".{p.name}{LOCK_SUFFIX}")
+
+
+def read_lock(path: PathArg) -> LockInfo | None:
+    try:
+        d = json.loads(lock_path(path).read_text())
+        return LockInfo(str(d["user"]), str(d["host"]), int(d["pid"]), float(d["since"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class EditLock:
+    """A lock file beside a file being edited: a second window learns who holds it (``other``);
+    a lock whose process is gone is taken over (``note`` says whose it was). Advisory: saves
+    stay safe through the content check (:class:`SaveConflictError`), never through the lock."""
+
+    def __init__(self, path: PathArg):
+        import getpass
+        import socket
+
+        self.path = Path(path)
+        self.other: LockInfo | None = None
+        self.note: str | None = None
+        self.held = False
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = "someone"
+        self.mine = LockInfo(user, socket.gethostname(), os.getpid(), time.time())
+
+    def check(self) -> EditLock:
+        """Only look (an open writes nothing): ``other`` when another live session holds the file."""
+        existing = read_lock(self.path)
+        if existing is not None and existing.pid != self.mine.pid and existing.alive():
+            self.other = existing
+        return self
+
+    def acquire(self) -> EditLock:
+        existing = read_lock(self.path)
+        if existing is not None and existing.pid != self.mine.pid:
+            if existing.alive():
+                self.other = existing
+                return self  # theirs stays: it is released when they close
+            self.note = f"took over the lock of {existing.describe()}: that process has ended"
+        data = {"user": self.mine.user, "host": self.mine.host, "pid": self.mine.pid, "since": self.mine.since}
+        try:
+            atomic_write_bytes(lock_path(self.path), json.dumps(data).encode())
+            self.held = True
+        except OSError:
+            self.held = False  # a read-only folder: editing goes on, unlocked
+        return self
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        now = read_lock(self.path)
+        if now is not None and now.pid == self.mine.pid and now.host == self.mine.host:
+            lock_path(self.path).unlink(missing_ok=True)
+
+
 def append_edit_log(path: PathArg, entries: list[Meta], label_path: PathArg) -> Path:
     """Add ``entries`` to the label's JSON edit log (created on first save)."""
     log = Path(path)

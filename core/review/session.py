@@ -187,6 +187,9 @@ class Session:
         self.tree_revision: int | None = None
         self._analysis: dict[str, PredictionAnalysis] = {}
         self._statuses: dict[str, dict[str, str]] = {}
+        self._locks: dict[str, persist.EditLock] = {}
+        # the app sets it: a layer's file gets a lock file at its first edit (scripts leave none behind)
+        self.lock_on_edit = False
         if reference is not None:
             self.set_reference(reference)
         for p in predictions:
@@ -277,6 +280,27 @@ class Session:
         if self.reference is None:
             raise InputError("There is no reference the tree could be of.", "Load a reference label first.")
         self.tree, self.tree_revision = tree, self.reference.revision
+
+    def lock_files(self, *, take: bool = True) -> list[persist.EditLock]:
+        """Lock files beside this session's layer files (see :class:`core.review.persist.EditLock`),
+        each saying whether another live session holds its file (``other``). ``take=False`` only
+        looks (opening writes nothing); with ``lock_on_edit`` a layer's file is taken at its first edit."""
+        out = []
+        for layer in self.layers():
+            if not layer.path:
+                continue
+            lock = self._locks.get(layer.path)
+            if lock is None or (take and not lock.held and lock.other is None):
+                lock = persist.EditLock(layer.path)
+                lock = lock.acquire() if take else lock.check()
+                self._locks[layer.path] = lock
+            out.append(lock)
+        return out
+
+    def release_locks(self) -> None:
+        for lock in self._locks.values():
+            lock.release()
+        self._locks.clear()
 
     def result(self, index: int) -> PredictionAnalysis | None:
         """The last analysis of prediction ``index`` (possibly stale), or None."""
@@ -417,6 +441,11 @@ class Session:
 
     def _forward(self, change: Change) -> None:
         self._recovery_dirty = True
+        if self.lock_on_edit:
+            path = next((lyr.path for lyr in self.layers() if lyr.name == change.layer), None)
+            held = self._locks.get(path) if path else None
+            if path and (held is None or not (held.held or held.other is not None)):
+                self._locks[path] = persist.EditLock(path).acquire()
         self._emit("change", change)
 
     # -- analysis ------------------------------------------------------------------
