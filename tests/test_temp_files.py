@@ -71,6 +71,17 @@ def test_a_killed_writers_staged_file_carries_its_pid_and_goes_at_the_next_write
     assert read_label(tmp_path / "other.nii.gz").voxel_count() == 27
 
 
+def test_a_command_writing_into_the_folder_removes_a_killed_writers_file(tmp_path):
+    from core.cli import main
+
+    proc, staged = _start_writer(tmp_path / "ct.nii.gz")
+    proc.kill()
+    proc.wait(timeout=60)
+    assert staged.exists()
+    assert main(["phantom", "--size", "24", "--out", str(tmp_path)]) == 0  # stages its files through core.outputs
+    assert _hidden(tmp_path) == [] and (tmp_path / "ct.nii.gz").is_file()
+
+
 def test_a_live_writers_staged_file_is_left_alone(tmp_path):
     from core.io import write_volume
 
