@@ -202,7 +202,7 @@ class CompareFolder:
         return doc if isinstance(doc, dict) else None
 
     def _check(self) -> None:
-        from core.outputs import check_writable_folder, same_file
+        from core.outputs import same_file
 
         out = self.out
         for inp in self.inputs:
@@ -214,7 +214,6 @@ class CompareFolder:
                 )
         if out.exists() and not out.is_dir():
             raise InputError("--out is a file, not a folder.", "Give a folder for --out.", path=out)
-        check_writable_folder(out, flag="--out")
         if not out.is_dir() or not any(out.iterdir()) or self.overwrite:
             return
         earlier = self._earlier()
@@ -244,12 +243,13 @@ class CompareFolder:
     def __enter__(self) -> CompareFolder:
         from core.outputs import check_writable_folder
 
+        self._check()  # before anything is written anywhere: a refused run leaves every folder as it was
         check_writable_folder(self.out, flag="--out")
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self._lock()
         try:
             self._recover()
-            self._check()
+            self._check()  # again under the lock: another run may have finished meanwhile
             if self.staging.exists():
                 shutil.rmtree(self.staging)
             self.staging.mkdir()
