@@ -414,6 +414,8 @@ class Case(QObject):
         self.name = ""
         self._blank: IntensityVolume | None = None  # the background of a label-only case
         self._tree_view: TreeResult | None = None  # the branch map of session.tree, for the views
+        self._announced_tree: Any = None  # the tree treeChanged last announced
+        self._key_index: tuple[list[ErrorRegion], dict[str, int]] | None = None
         self.tree_error: str | None = None
         self.predictions: list[PredictionEntry] = []
         self.active_index = -1
@@ -536,12 +538,14 @@ class Case(QObject):
             self.historyChanged.emit()
         elif kind == "status":
             pred, key, status = payload
-            regs = self.regions(pred)
-            for i, g in enumerate(regs):
-                if g.key == key:
-                    self.regionStatusChanged.emit(pred, i, status)
+            i = self.region_index(key, pred)
+            if i >= 0:
+                self.regionStatusChanged.emit(pred, i, status)
             self._set_modified()
         elif kind == "analysis":
+            if self.session.tree is not self._announced_tree:
+                self._announced_tree = self.session.tree
+                self.treeChanged.emit()
             for i in payload:
                 if 0 <= i < len(self.predictions):
                     self.predictions[i].analysis_error = None
@@ -676,7 +680,7 @@ class Case(QObject):
 
                 self.session.recovery_path = default_recovery_dir() / recovery_name(layer.path)
             self._start_box_job(layer.array)
-        self._tree_view, self.tree_error = None, None
+        self._tree_view, self.tree_error, self._announced_tree = None, None, None
         for p in self.predictions:
             p.analysis_error = None
         self.referenceChanged.emit()
@@ -872,10 +876,12 @@ class Case(QObject):
 
     def region_index(self, key: str, prediction_index: int | None = None) -> int:
         """Position of the region with content key ``key`` in the (active) prediction's list, or -1."""
-        for i, g in enumerate(self.regions(prediction_index)):
-            if g.key == key:
-                return i
-        return -1
+        regs = self.regions(prediction_index)
+        cache = self._key_index
+        if cache is None or cache[0] is not regs:
+            # one dict per regions list (a real pair has thousands; a group's statuses ask hundreds of times)
+            cache = self._key_index = (regs, {g.key: i for i, g in enumerate(regs)})
+        return cache[1].get(key, -1)
 
     @property
     def active_region(self) -> int:
@@ -1009,12 +1015,9 @@ class Case(QObject):
             if self.session is not session:
                 return
             result, tree = res
-            new_tree = tree is not None
             if tree is not None:
                 self._tree_view, self.tree_error = tree, None
-            session.apply_analysis(result)  # -> "analysis": metricsChanged / regionsChanged
-            if new_tree:
-                self.treeChanged.emit()
+            session.apply_analysis(result)  # -> "analysis": treeChanged, metricsChanged, regionsChanged
 
         def failed(exc: BaseException, _tb: str) -> None:
             if self.session is not session:
