@@ -273,3 +273,15 @@ def test_a_side_file_is_never_an_input(qtbot, files, tmp_path):
     with pytest.raises(InputError, match="opened input"):
         case.save_project(tmp_path / "p.json")
     assert ct.read_bytes() == before and not (tmp_path / "p.json").exists()
+
+
+def test_saving_the_project_again_keeps_its_own_side_file(qtbot, files, tmp_path):
+    case = Case(auto_analyse=False)
+    case.apply_loaded(load_case(files["ct"]))
+    _in_app_prediction(case, "seg", True)
+    first = case.save_project(tmp_path / "p.json")
+    side = tmp_path / "p_seg.nii.gz"
+    written = side.read_bytes()
+    assert case.save_project(first) == first  # the side file is the prediction's own file now: no refusal
+    assert side.read_bytes() == written and not (tmp_path / "p_seg.nii.gz.bak").exists()
+    assert read_project(first)["predictions"][0]["path"] == str(side)
