@@ -89,7 +89,18 @@ def test_a_changed_file_withdraws_its_figures(folders, tmp_path, tab, qtbot):
     tab.open_folder(out)
     m = tab.metrics
     qtbot.waitUntil(lambda: tab.layout_view.state.case_name == "case_0", timeout=20000)
-    assert not m.stale and m.banner.isHidden()
+    # every file is hashed on opening: the change is named before its case is shown
+    qtbot.waitUntil(lambda: m.stale == {("case_1", "eroded")}, timeout=20000)
+    assert "rerun" in m.banner.text() and m.banner.isVisible()
+    # a file re-saved with the same voxels (other bytes) keeps its figures once its masks are read
+    lab0 = _phantom(0).label
+    write_volume(LabelVolume(ndimage.binary_erosion(lab0.array), lab0.geometry), work / "case_0.nii", compress=False)
+    (work / "case_0.nii.gz").unlink()
+    (work / "case_0.nii").rename(work / "case_0.nii.gz")
+    tab.check_files()
+    qtbot.waitUntil(lambda: ("case_0", "eroded") in m.stale, timeout=20000)
+    tab.open_case("case_0")
+    qtbot.waitUntil(lambda: ("case_0", "eroded") not in m.stale, timeout=20000)
     tab.open_case("case_1")
     qtbot.waitUntil(lambda: tab.layout_view.state.case_name == "case_1", timeout=20000)
     qtbot.waitUntil(lambda: bool(m.stale), timeout=5000)
@@ -229,7 +240,7 @@ def test_review_to_compare_shows_the_reviews_metrics_equal_to_evaluate(folders, 
     w.cancel_jobs()
 
 
-def test_gate_results_are_shown_and_a_model_failing_everywhere_is_flagged(folders, tmp_path, tab):
+def test_gate_results_are_shown_and_a_model_failing_everywhere_is_flagged(folders, tmp_path, tab, qtbot):
     from core.compare import compare_folders, read_outputs, write_outputs
 
     res = compare_folders(folders / "ref", {"eroded": folders / "eroded", "dilated": folders / "dilated"})
@@ -247,6 +258,9 @@ def test_gate_results_are_shown_and_a_model_failing_everywhere_is_flagged(folder
     cells = {m.summary.item(i, 0).text(): m.summary.item(i, gate).text() for i in range(2)}
     assert cells == {"eroded": "passed 3 of 3", "dilated": "passed 0 of 3"}
     assert "failed: the mask is empty" in {r[_column(m.per_case, "gate")] for r in _row_texts(m.per_case)}
+    qtbot.waitUntil(lambda: len(tab.layout_view.panes) == 2, timeout=20000)
+    titles = {p.case.active.name: p.title.text() for p in tab.layout_view.panes}
+    assert "output gate failed: the mask is empty" in titles["dilated"] and "gate" not in titles["eroded"]
     html = (tmp_path / "out" / "report.html").read_text()
     assert "id='gate-dilated'" in html and "failed the output gate on every case" in html
     assert html.index("gate-dilated") < html.index("<h2>")  # at the top, before any detail

@@ -63,7 +63,11 @@ def load_case_masks(
         lab = read_label(r.prediction, s.prediction_selector)
         if r.prediction_key and mask_key(lab, s.prediction_selector) != r.prediction_key:
             stale.add((case, r.model))
-        note = STALE_TEXT if (case, r.model) in stale else ""
+        gate = result.gate.get(r.model, {}).get(case)
+        notes = [STALE_TEXT] if (case, r.model) in stale else []
+        if gate is not None and not gate.get("passed"):
+            notes.append("output gate failed: " + "; ".join(gate.get("problems", [])))
+        note = " \u2014 ".join(notes)
         canon = to_canonical(lab)[0]
         assert isinstance(canon, LabelVolume)  # to_canonical keeps the volume's kind
         entries.append(PaneEntry(r.model, canon, path=r.prediction, note=note))
@@ -78,6 +82,34 @@ def load_case_masks(
         if ct_path is not None:
             ct = to_canonical(read_ct(ct_path))[0]
     return case, ref, entries, ct, stale
+
+
+def changed_files(result: CompareResult, *, progress: Any = None, cancel: Any = None) -> set[tuple[str, str]]:
+    """Job: the (case, model) pairs whose reference or prediction file no longer has the bytes it was
+    scored with (a missing file counts as changed)."""
+    from core.compare.cache import file_digest
+    from core.errors import Cancelled
+
+    seen: dict[str, str | None] = {}
+
+    def digest(path: str) -> str | None:
+        if path not in seen:
+            try:
+                seen[path] = file_digest(path)
+            except OSError:
+                seen[path] = None
+        return seen[path]
+
+    out: set[tuple[str, str]] = set()
+    for k, r in enumerate(result.rows):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        for path, was in ((r.reference, r.reference_digest), (r.prediction, r.prediction_digest)):
+            if was and path and digest(path) != was:
+                out.add((r.case, r.model))
+        if progress:
+            progress(k + 1, len(result.rows), r.case)
+    return out
 
 
 class CompareTab(QWidget):
@@ -102,6 +134,10 @@ class CompareTab(QWidget):
         self._job: Any = None
         self._stale: set[tuple[str, str]] = set()
         self._review: tuple[str, list[PaneEntry], Any, Any] | None = None  # set by set_review
+        self._check_job: Any = None
+        self._bytes_changed: set[tuple[str, str]] = set()  # file bytes differ (checked on opening)
+        self._key_stale: set[tuple[str, str]] = set()  # decoded mask keys differ (checked on loading a case)
+        self._key_fresh: set[tuple[str, str]] = set()
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
@@ -160,11 +196,38 @@ class CompareTab(QWidget):
         self.folder = Path(folder)
         self.set_result(result)
         self.folder_label.setText(str(self.folder))
+        self.check_files()
         return result
+
+    def check_files(self) -> Any:
+        """Hash every file the figures came from (a job); changed ones withdraw their figures."""
+        from app.workers import Job, guarded
+
+        if self.result is None:
+            return None
+        job = Job(changed_files, self.result, name="Compare: checking the files")
+        result = self.result
+
+        def done(stale: set[tuple[str, str]]) -> None:
+            if self.result is result:
+                self._bytes_changed = set(stale)
+                self._key_fresh -= stale  # checked before the bytes changed: check again when shown
+                self._update_stale()
+
+        job.result.connect(guarded(self, done))
+        if self.track_job is not None:
+            self.track_job(job)
+        self._check_job = job
+        return job.start()
+
+    def _update_stale(self) -> None:
+        self._stale = (self._bytes_changed - self._key_fresh) | self._key_stale
+        self.metrics.set_stale(self._stale)
 
     def set_result(self, result: CompareResult, show: bool = True) -> None:
         self.result = result
         self._stale = set()
+        self._bytes_changed, self._key_stale, self._key_fresh = set(), set(), set()
         self.metrics.set_result(result)
         self.case_combo.clear()
         for c in result.cases:
@@ -238,8 +301,10 @@ class CompareTab(QWidget):
     def _loaded(self, value: tuple[Any, ...]) -> None:
         case, ref, entries, ct, stale = value
         shown = {(case, e.name) for e in entries}
-        self._stale = (self._stale - shown) | stale
-        self.metrics.set_stale(self._stale)
+        # a pair whose decoded mask still has the key its figures came from is fresh, whatever its bytes
+        self._key_fresh = (self._key_fresh - stale) | (shown - stale)
+        self._key_stale = (self._key_stale - shown) | stale
+        self._update_stale()
         self.set_case(case, entries, ref, ct)
 
     def set_case(self, name: str, predictions: list[PaneEntry], reference: Any = None, ct: Any = None) -> None:

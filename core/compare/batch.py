@@ -80,6 +80,9 @@ class CaseRow:
     reference_key: str = ""
     prediction_key: str = ""
     cached: bool = False
+    # SHA-256 of the files' bytes when they were scored: the app tells a changed file by them
+    reference_digest: str = ""
+    prediction_digest: str = ""
 
     def value(self, column: str) -> Any:
         key = dict(METRIC_COLUMNS).get(column, column)
@@ -287,7 +290,18 @@ def _run_case(
                     continue
                 record, pred_key, cached = _evaluate(ref, path, settings, cache, eval_key, cancel)
             result.rows.append(
-                CaseRow(case.name, model, record, str(case.reference), str(path), ref.key or "", pred_key or "", cached)
+                CaseRow(
+                    case.name,
+                    model,
+                    record,
+                    str(case.reference),
+                    str(path),
+                    ref.key or "",
+                    pred_key or "",
+                    cached,
+                    cache.digest(case.reference),
+                    cache.digest(path),
+                )
             )
         except Cancelled:
             raise
