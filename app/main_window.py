@@ -1294,7 +1294,7 @@ class MainWindow(QMainWindow):
         n = len(self.case.predictions)
         if n > 1:
             self.case.set_active((self.case.active_index + step) % n)
-            self._say(f"Active prediction: {self.case.active.name}", 3000)  # type: ignore[union-attr]
+            self._say(f"Active prediction: {self.case.predictions[self.case.active_index].name}", 3000)
         else:
             self._say("Only one prediction is open." if n else "No prediction is open.", 3000)
 

@@ -348,15 +348,18 @@ def union_box(a: tuple[Any, ...] | None, b: tuple[Any, ...] | None) -> tuple[Any
 
 def region_box(region: ErrorRegion) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """Half-open (start, stop) voxel box of a region (``bbox`` is per-axis pairs)."""
-    return tuple(lo for lo, _ in region.bbox), tuple(hi for _, hi in region.bbox)  # type: ignore[return-value]
+    (z0, z1), (y0, y1), (x0, x1) = region.bbox
+    return (int(z0), int(y0), int(x0)), (int(z1), int(y1), int(x1))
 
 
 def region_centre(region: ErrorRegion) -> tuple[int, int, int]:
     """The voxel to jump to: the region's own voxel nearest its centroid (a shell's or
     a curved branch's centroid often lies outside it, where the overlay shows nothing)."""
     if region.focus_zyx is not None:
-        return tuple(int(v) for v in region.focus_zyx)  # type: ignore[return-value]
-    return tuple(int(round(c)) for c in region.centroid_zyx)  # type: ignore[return-value]
+        z, y, x = region.focus_zyx
+        return int(z), int(y), int(x)
+    cz, cy, cx = region.centroid_zyx
+    return int(round(cz)), int(round(cy)), int(round(cx))
 
 
 # -- the case ----------------------------------------------------------------------
@@ -639,7 +642,8 @@ class Case(QObject):
         self._use_session(session)
         self._blank = shown_ct if is_blank_ct(shown_ct) else None
         self.name, self.demo = name, demo
-        self.cursor = tuple(int(s // 2) for s in shown_ct.shape)  # type: ignore[assignment]
+        nz, ny, nx = shown_ct.shape
+        self.cursor = (nz // 2, ny // 2, nx // 2)
         if shown_ct.array.nbytes >= SAGITTAL_COPY_MIN_BYTES and not is_blank_ct(shown_ct):
             from app.workers import Job, guarded
 
@@ -745,9 +749,10 @@ class Case(QObject):
         shape = self.shape
         if shape is None:
             return
-        c = tuple(int(np.clip(round(float(v)), 0, s - 1)) for v, s in zip(zyx, shape))
+        z, y, x = (int(np.clip(round(float(v)), 0, s - 1)) for v, s in zip(zyx, shape))
+        c = (z, y, x)
         if c != self.cursor:
-            self.cursor = c  # type: ignore[assignment]
+            self.cursor = c
             self.cursorChanged.emit(c)
 
     def apply_loaded(self, loaded: LoadedCase) -> None:

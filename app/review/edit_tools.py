@@ -135,7 +135,8 @@ class EditTools(QObject):
             self.case.session.brush(
                 layer, c, self.radius, self.mode == "brush", form=self.form, orientation=orientation, hu_range=hu
             )
-        self._last = tuple(int(v) for v in voxel)  # type: ignore[assignment]
+        z, y, x = (int(v) for v in voxel)
+        self._last = (z, y, x)
 
     def release(self) -> None:
         if self.case.session.stroke_open:

@@ -9,7 +9,7 @@ box; undo swaps the stored values back, so no full-volume copy is ever made.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +24,15 @@ Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # half-open (z, 
 DELTA_OVERHEAD_BYTES = 256
 
 
+def as_box(pairs: Iterable[tuple[int, int]]) -> Box:
+    """Three (start, stop) pairs as a :data:`Box` (ValueError for another count)."""
+    (z0, z1), (y0, y1), (x0, x1) = pairs
+    return (int(z0), int(z1)), (int(y0), int(y1)), (int(x0), int(x1))
+
+
 def box_slices(box: Box) -> tuple[slice, slice, slice]:
-    return tuple(slice(lo, hi) for lo, hi in box)  # type: ignore[return-value]
+    (z0, z1), (y0, y1), (x0, x1) = box
+    return slice(z0, z1), slice(y0, y1), slice(x0, x1)
 
 
 def box_of_coords(coords: np.ndarray) -> Box | None:
@@ -33,7 +40,7 @@ def box_of_coords(coords: np.ndarray) -> Box | None:
         return None
     lo = coords.min(axis=0)
     hi = coords.max(axis=0) + 1
-    return tuple((int(a), int(b)) for a, b in zip(lo, hi))  # type: ignore[return-value]
+    return as_box((int(a), int(b)) for a, b in zip(lo, hi))
 
 
 def union_box(a: Box | None, b: Box | None) -> Box | None:
@@ -41,12 +48,12 @@ def union_box(a: Box | None, b: Box | None) -> Box | None:
         return b
     if b is None:
         return a
-    return tuple((min(p[0], q[0]), max(p[1], q[1])) for p, q in zip(a, b))  # type: ignore[return-value]
+    return as_box((min(p[0], q[0]), max(p[1], q[1])) for p, q in zip(a, b))
 
 
-def clip_box(box: Box, shape: tuple[int, ...]) -> Box | None:
-    out = tuple((max(0, lo), min(int(n), hi)) for (lo, hi), n in zip(box, shape))
-    return None if any(lo >= hi for lo, hi in out) else out  # type: ignore[return-value]
+def clip_box(box: Box, shape: Sequence[int]) -> Box | None:
+    out = as_box((max(0, lo), min(int(n), hi)) for (lo, hi), n in zip(box, shape))
+    return None if any(lo >= hi for lo, hi in out) else out
 
 
 @dataclass

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from core.errors import InputError
-from core.review.layers import Box, box_slices, clip_box
+from core.review.layers import Box, as_box, box_slices, clip_box
 
 AXES = {"axial": 0, "coronal": 1, "sagittal": 2}
 
@@ -41,7 +41,7 @@ def brush(
     if form == "disc":
         reach[AXES[orientation]] = 0
     c = np.asarray(centre, dtype=int)
-    box = clip_box(tuple((int(a - k), int(a + k + 1)) for a, k in zip(c, reach)), shape)  # type: ignore[arg-type]
+    box = clip_box(as_box((int(a - k), int(a + k + 1)) for a, k in zip(c, reach)), shape)
     if box is None:
         return None
     grids = np.ogrid[tuple(slice(lo - a, hi - a) for (lo, hi), a in zip(box, c))]
@@ -70,7 +70,7 @@ def flood_fill(
     import cc3d
 
     c = np.asarray(seed, dtype=int)
-    box = clip_box(tuple((int(a - max_radius), int(a + max_radius + 1)) for a in c), ct.shape)  # type: ignore[arg-type]
+    box = clip_box(as_box((int(a - max_radius), int(a + max_radius + 1)) for a in c), ct.shape)
     if box is None or not all(0 <= a < n for a, n in zip(c, ct.shape)):
         raise InputError("The fill seed lies outside the volume.", "Click inside the image.")
     sub = ct[box_slices(box)]
