@@ -78,14 +78,21 @@ def _writer_gone(pid: int, written: float) -> bool:
 
 def stale_staged(folder: str | Path) -> list[Path]:
     """The staged files and folders in ``folder`` whose writer is gone."""
+    return _scan(folder)[0]
+
+
+def _scan(folder: str | Path) -> tuple[list[Path], int]:
+    """(:func:`stale_staged`, how many entries the folder has)."""
     found: list[Path] = []
     here = _host_tag()
     try:
         entries = list(os.scandir(folder))
     except OSError:
-        return found
+        return found, 0
     now = time.time()
     for entry in entries:
+        if not entry.name.startswith("."):
+            continue
         m = _STAGED_RE.match(entry.name)
         if m is None:
             continue
@@ -99,13 +106,26 @@ def stale_staged(folder: str | Path) -> list[Path]:
         elif now - written < FOREIGN_STALE_S:
             continue
         found.append(Path(entry.path))
-    return found
+    return found, len(entries)
+
+
+# A folder of many files (a cache of thousands of entries) is scanned at most once a minute per process:
+# 10,000 entries take about 20 ms to list, which every write would pay.
+BIG_FOLDER = 512
+BIG_FOLDER_RESCAN_S = 60.0
+_next_scan: dict[str, float] = {}
 
 
 def clean_stale(folder: str | Path) -> list[Path]:
     """Remove what :func:`stale_staged` finds (quietly: two cleaners may race); returns what was removed."""
+    key = os.path.abspath(folder)
+    if time.monotonic() < _next_scan.get(key, 0.0):
+        return []
+    stale, n_entries = _scan(folder)
+    if n_entries >= BIG_FOLDER:
+        _next_scan[key] = time.monotonic() + BIG_FOLDER_RESCAN_S
     removed = []
-    for p in stale_staged(folder):
+    for p in stale:
         try:
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)

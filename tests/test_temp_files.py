@@ -109,6 +109,31 @@ def test_a_reused_pid_does_not_keep_a_stale_file(tmp_path):
     assert _hidden(tmp_path) == []
 
 
+def test_a_folder_of_many_files_is_cleaned_at_the_first_write_and_stays_fast(tmp_path, monkeypatch):
+    from core.outputs import atomic_write_bytes
+    from core.staging import BIG_FOLDER, staged_prefix
+
+    for i in range(BIG_FOLDER + 100):  # a cache folder
+        (tmp_path / f"{i:05d}.json").write_bytes(b"{}")
+    stale = tmp_path / (staged_prefix(tmp_path / "00001.json").replace(f"-{os.getpid()}-", "-1-") + "abcdefgh.partial")
+    stale.write_bytes(b"{")
+    os.utime(stale, (1_000_000, 1_000_000))
+    atomic_write_bytes(tmp_path / "00001.json", b"{}")
+    assert not stale.exists()
+    listed = []
+    scandir = os.scandir
+
+    def counting(path):
+        listed.append(path)
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", counting)
+    for i in range(50):
+        atomic_write_bytes(tmp_path / f"{i:05d}.json", b"{}")
+    # 10,000 entries take ~20 ms to list: not on every write, once a minute at most
+    assert [p for p in listed if os.fspath(p) == os.fspath(tmp_path)] == []
+
+
 def test_another_machines_staged_file_is_kept_until_it_is_a_day_old(tmp_path):
     from core.outputs import atomic_write_text
 
