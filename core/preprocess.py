@@ -6,7 +6,7 @@
   from the border, fill holes) and the crop to its bounding box with a margin
   of 5 voxels, mapped back to full size after inference.
 - The paper's alternative, setting voxels outside the body to the window's top,
-  is :func:`mask_outside_body`.
+  is not implemented (nothing used it; :func:`body_mask` finds the body).
 """
 
 from __future__ import annotations
@@ -210,13 +210,6 @@ def body_mask(ct: np.ndarray, threshold: float = -500.0) -> np.ndarray:
     border = border[border != 0]
     out_air = np.isin(labels, border)
     return ~out_air
-
-
-def mask_outside_body(windowed: np.ndarray, body: np.ndarray, value: float) -> np.ndarray:
-    """The paper's variant: voxels outside the chest set to the maximal intensity."""
-    out = windowed.copy()
-    out[~body] = value
-    return out
 
 
 def crop_box_for(ct: IntensityVolume | np.ndarray, prep: Preprocessing) -> CropBox:
