@@ -207,3 +207,14 @@ def test_kill_9_during_compare_leaves_the_old_set_or_none(data, tmp_path):
     assert "took over a stale lock" in r.stderr
     assert ",b," in (out / "metrics.csv").read_text() and (out / "report.html").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".k.")]
+
+
+def test_results_of_an_earlier_version_are_not_replaced_silently(data, tmp_path, capsys):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "compare.json").write_text(json.dumps({"format_version": 1, "models": ["a"]}))
+    (out / "metrics.csv").write_text("case,model,branches,detected\n")
+    assert _compare(data, out, "a") == 2
+    assert "earlier version" in capsys.readouterr().err
+    assert _compare(data, out, "a", extra=("--overwrite",)) == 0
+    assert (tmp_path / "old.bak" / "metrics.csv").read_text() == "case,model,branches,detected\n"

@@ -25,11 +25,9 @@ from typing import Any
 from core.compare import stats
 from core.compare.batch import METRIC_COLUMNS, CaseRow, CompareResult, CompareSettings, Failure
 from core.compare.cache import Cache, text_key
+from core.compare.outset import FORMAT_VERSION, RESULT_FILE, CompareFolder, identity
 from core.errors import InputError
 from core.outputs import atomic_write_bytes as atomic_write
-
-RESULT_FILE = "compare.json"
-FORMAT_VERSION = 2  # 2: the vocabulary of docs/vocabulary.md (n, n_branches, n_detected), gate, notes
 
 
 def _csv(rows: list[dict[str, Any]], columns: list[str] | None = None) -> bytes:
@@ -130,15 +128,11 @@ def write_outputs(
     ``overwrite=False`` applies the CLI's policy (an ``out`` holding anything but this same
     comparison is refused); the library default replaces it, keeping the first original as ``OUT.bak``.
     """
-    from core.compare.outset import CompareFolder
-
     with CompareFolder(out, overwrite=overwrite, identity=run_identity(result), say=say) as folder:
         return write_set(result, folder, snapshots=snapshots, cache_dir=cache_dir, report=report, say=say)
 
 
 def run_identity(result: CompareResult) -> dict[str, Any]:
-    from core.compare.outset import identity
-
     return identity(result.reference_dir, result.sources, result.ct_dir, asdict(result.settings))
 
 

@@ -34,6 +34,7 @@ from typing import Any
 from core.errors import InputError
 
 RESULT_FILE = "compare.json"
+FORMAT_VERSION = 2  # of compare.json; 2: the vocabulary of docs/vocabulary.md (n, n_branches, n_detected), gate, notes
 MARKER_FILE = ".outputs.json"
 CARRIED = (".cache", "predictions")  # reused by later runs: carried over into the new set
 # what a compare run writes at the top of OUT (a user's other files are left alone)
@@ -221,6 +222,12 @@ class CompareFolder:
             raise InputError(
                 f"--out {out} holds other files, not an earlier airway compare output.",
                 f"Choose a new or empty --out folder, or pass --overwrite (the folder is kept as {self.backup.name}).",
+                path=out,
+            )
+        if earlier.get("format_version") != FORMAT_VERSION:
+            raise InputError(
+                f"--out {out} holds the results of an earlier version of airway compare.",
+                f"Choose another --out, or pass --overwrite (the earlier results are kept as {self.backup.name}).",
                 path=out,
             )
         if self.identity is not None and identity_of_json(earlier) != self.identity:
