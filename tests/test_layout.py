@@ -157,3 +157,54 @@ def test_navigator_columns_buttons_and_toolbar_at_common_sizes(window, qtbot, si
         b for bar in w.findChildren(QToolBar) for b in bar.findChildren(QToolButton) if b.defaultAction() is heat
     ]
     assert buttons, "the heat-map button is on no toolbar"
+
+
+def _segment_on_model(w, qtbot):
+    from PySide6.QtWidgets import QComboBox
+
+    dock = w.panels.docks["segment"]
+    w.action_table["segment"].setEnabled(True)
+    dock.show()
+    dock.raise_()
+    combo = next(c for c in w.panels.segment.findChildren(QComboBox) if c.findText("Model") >= 0)
+    combo.setCurrentIndex(combo.findText("Model"))  # the longest form: checkpoint, model card, device, options
+    qtbot.wait(50)
+    return dock
+
+
+@pytest.mark.parametrize("size", [(1024, 700), (1280, 800), (1920, 1080)])
+def test_segment_panel_gets_the_docks_height(window, qtbot, size):
+    """The Segment dock sat under the navigator with ~150 px of height at 1024 x 700."""
+    screen = QApplication.primaryScreen().availableGeometry()
+    if screen.width() < size[0] or screen.height() < size[1]:
+        pytest.skip(f"virtual screen {screen.width()}x{screen.height()} is smaller than {size}")
+    w = window
+    w.resize(*size)
+    w.show()
+    with qtbot.waitSignal(w.caseLoaded, timeout=60000):
+        w.open_demo(TEST_PARAMS)
+    qtbot.waitUntil(lambda: not w.busy, timeout=120000)
+    dock = _segment_on_model(w, qtbot)
+    scroll = dock.widget()
+    panel = w.panels.segment
+    assert panel.minimumSizeHint().height() <= scroll.viewport().height(), (
+        panel.minimumSizeHint(),
+        scroll.viewport().size(),
+    )
+    assert dock.height() >= 0.6 * w.height()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="app/review/segment_panel.py (another developer's) asks ~385 px of width in model mode; "
+    "the dock column is ~330 px at 1024 x 700, so the model card and options are cut on the right",
+)
+def test_segment_panel_fits_the_dock_width_at_1024(window, qtbot):
+    w = window
+    w.resize(1024, 700)
+    w.show()
+    with qtbot.waitSignal(w.caseLoaded, timeout=60000):
+        w.open_demo(TEST_PARAMS)
+    qtbot.waitUntil(lambda: not w.busy, timeout=120000)
+    dock = _segment_on_model(w, qtbot)
+    assert w.panels.segment.minimumSizeHint().width() <= dock.widget().viewport().width()

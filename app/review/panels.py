@@ -140,7 +140,10 @@ def install_panels(window: MainWindow) -> Panels:
         "metrics": _dock(window, "metricsDock", "Metrics", metrics, right),
         "segment": _dock(window, "segmentDock", "Segment", segment, right),
     }
+    # one column of tabs: a panel stacked under the navigator got 150 px of height at 1024 x 700
+    # and showed its first rows only (issue 22: "the Segment panel is clipped")
     window.tabifyDockWidget(docks["regions"], docks["metrics"])
+    window.tabifyDockWidget(docks["metrics"], docks["segment"])
     docks["regions"].raise_()
 
     def show_run(run: Any) -> None:
