@@ -52,6 +52,12 @@ def _demo_card() -> dict[str, Any]:
         "held_out_data": make_dataset_info(
             10, "phantom", PHANTOM_48["size"], PHANTOM_48["spacing_xyz"], "seeds 1000-1009, difficulty normal"
         ),
+        "held_out_sets": _default_phantoms(
+            {
+                96: {"td": 0.0, "bd": 0.0, "dsc": 0.0, "precision": 0.0},
+                128: {"td": 0.0, "bd": 0.0, "dsc": 0.0, "precision": 0.0},
+            }
+        ),
     }
 
 
@@ -81,7 +87,13 @@ def _realct_card() -> dict[str, Any]:
                     1, "real", [79, 64, 64], [4.172, 4.172, 3.987], "CIP ct-64, never used in training"
                 ),
                 "metrics": {"dsc": 68.7, "precision": 98.0, "sensitivity": 53.0},
-            }
+            },
+            *_default_phantoms(
+                {
+                    96: {"td": 76.1, "bd": 40.0, "dsc": 84.4, "precision": 92.2},
+                    128: {"td": 66.2, "bd": 44.4, "dsc": 83.2, "precision": 91.8},
+                }
+            ),
         ],
     }
 
@@ -102,6 +114,20 @@ def _full_card() -> dict[str, Any]:
             3, "phantom", [160, 192, 192], [0.8, 0.8, 1.0], "seeds 9000-9002, central airways"
         ),
     }
+
+
+def _default_phantoms(figures: dict[int, dict[str, float]]) -> list[dict[str, Any]]:
+    """Held-out figures on the phantoms ``airway phantom`` makes by default (whole chest in the grid):
+    ``--size 96`` (seed 0) and ``--size 128 --seed 4242``, measured through the Predictor with the
+    checkpoint's own settings, as ``airway segment --method model`` runs (README: the table at the top)."""
+    grids = {
+        96: ([96, 96, 96], [3.646, 3.646, 5.208], "airway phantom --size 96, seed 0, whole chest"),
+        128: ([128, 128, 128], [2.734, 2.734, 3.906], "airway phantom --size 128 --seed 4242, whole chest"),
+    }
+    return [
+        {"data": make_dataset_info(1, "phantom", grids[n][0], grids[n][1], grids[n][2]), "metrics": figures[n]}
+        for n in (96, 128)
+    ]
 
 
 CARDS = {

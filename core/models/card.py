@@ -340,7 +340,10 @@ def card_summary(header: Header | None) -> str:
         text += f"; expects {expects}"
     held = _held_out(card)
     if held:
-        text += "; held-out " + "; ".join(f"{figures} on {data}" for figures, data in held)
+        # one line: the first two sets; the rest are in card_lines (airway models --checkpoint, the tooltip)
+        text += "; held-out " + "; ".join(f"{figures} on {data}" for figures, data in held[:2])
+        if len(held) > 2:
+            text += f"; {len(held) - 2} more held-out set(s) in its card"
     else:
         val = _fmt_metrics(card.get("validation"))
         if val:
