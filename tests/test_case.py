@@ -366,7 +366,7 @@ def test_cancelling_work_in_the_child_process_kills_it_and_the_next_call_works(t
 def test_the_selected_region_stays_selected_when_a_reanalysis_reorders_the_list(qtbot, tiny_demo):
     case = Case()
     case.set_ct(tiny_demo.phantom.ct)
-    case.set_reference(tiny_demo.reference)
+    case.set_reference(tiny_demo.reference.with_array(tiny_demo.reference.mask.copy()))  # edited below
     case.add_prediction(PredictionEntry("p", tiny_demo.prediction))
     qtbot.waitUntil(lambda: bool(case.regions()) and not case.busy, timeout=60000)
     first_fp = next(i for i, r in enumerate(case.regions()) if r.kind == "FP")  # FN regions are listed first

@@ -243,3 +243,20 @@ def test_review_analysis_in_a_child_process_equals_in_process(tiny_demo):
     assert here.predictions["p"].metrics.summary() == there.predictions["p"].metrics.summary()
     assert [r.key for r in here.predictions["p"].regions] == [r.key for r in there.predictions["p"].regions]
     assert np.array_equal(tree_here.branch_map, tree_there.branch_map)
+
+
+def test_the_worker_copies_a_live_analysis_job_and_an_edit_meanwhile_leaves_it_stale(tiny_demo):
+    from app.review.analysis_runner import run_review_analysis
+    from core.review import Session
+
+    ref = tiny_demo.reference.with_array(tiny_demo.reference.mask.copy())  # edited below: not the shared one
+    s = Session(tiny_demo.phantom.ct, ref, [tiny_demo.prediction])
+    job = s.analysis_job(copy=False)  # what the window makes: no 100 MB copy on the GUI thread
+    assert not job.detached and job.reference is s.reference.array
+    s.paint("reference", ((0, 2), (0, 2), (0, 2)), np.ones((2, 2, 2), bool), True)  # before the worker ran
+    result, tree = run_review_analysis(job, in_process=False)
+    assert job.detached and job.reference is not s.reference.array and tree is not None
+    s.apply_analysis(result)
+    assert s.is_stale(0)  # tagged with the revision before the edit: it is computed again
+    s.analyse()
+    assert not s.is_stale(0)

@@ -73,8 +73,9 @@ def _job_in_child(job: AnalysisJob, ref_spec: tuple[Any, ...], pred_specs: list[
 def run_review_analysis(
     job: AnalysisJob, *, in_process: bool | None = None, progress: Progress = _noop, cancel: Any = None
 ) -> tuple[AnalysisResult, TreeResult | None]:
-    """A session's analysis job (its arrays are copies: edits may go on meanwhile),
-    in a child process for large volumes; with the branch map when the tree is new."""
+    """A session's analysis job, in a child process for large volumes; with the branch map when the
+    tree is new. A job on the live arrays (``Session.analysis_job(copy=False)``) is copied here, in the
+    worker (into shared memory for a child): edits may go on meanwhile (see ``AnalysisJob.detach``)."""
     from app.workers import SharedArray, call_in_process
 
     if use_process(int(job.reference.size), in_process) and (job.predictions or job.tree is None):
@@ -88,5 +89,5 @@ def run_review_analysis(
             )
             result = call_in_process(_job_in_child, light, ref.spec, [p.spec for p in preds], cancel=cancel)
     else:
-        result = job.run(progress, cancel)
+        result = job.detach().run(progress, cancel)
     return result, (tree_result(result.tree) if job.tree is None else None)

@@ -102,13 +102,25 @@ class PredictionAnalysis:
 
 @dataclass
 class AnalysisJob:
-    """Copies of what an analysis needs; :meth:`run` is safe in any thread or process."""
+    """What an analysis needs; :meth:`run` is safe in any thread or process once the arrays are
+    copies (``detached``; see :meth:`detach`)."""
 
     reference: np.ndarray
     ref_revision: int
     geometry: Any
     tree: Any  # reused when the reference did not change
     predictions: list[tuple[str, np.ndarray, int]]  # (layer name, mask, revision)
+    detached: bool = True  # False: the arrays are the live layers' (Session.analysis_job(copy=False))
+
+    def detach(self) -> AnalysisJob:
+        """Copy the live arrays, in the worker that runs the job: the GUI thread never copies a
+        100 MB volume. An edit made while the copy runs is safe: it raises its layer's revision
+        past the one this job is tagged with, so the result counts as stale and is computed again."""
+        if not self.detached:
+            self.reference = self.reference.copy()
+            self.predictions = [(n, a.copy(), r) for n, a, r in self.predictions]
+            self.detached = True
+        return self
 
     def run(self, progress: Progress | None = None, cancel: Any = None) -> AnalysisResult:
         from core.metrics import evaluate
@@ -451,7 +463,8 @@ class Session:
     # -- analysis ------------------------------------------------------------------
 
     def analysis_job(self, *, copy: bool = True, only_stale: bool = True) -> AnalysisJob:
-        """What a (background) analysis needs; ``copy=False`` shares the live arrays (blocking use only)."""
+        """What a (background) analysis needs. ``copy=False`` shares the live arrays: run it at once,
+        or call ``job.detach()`` first in the worker (app.review.analysis_runner does)."""
         if self.reference is None:
             raise InputError("There is no reference to analyse against.", "Load a reference label first.")
         ref = self.reference
@@ -468,6 +481,7 @@ class Session:
             ref.geometry,
             self.tree if reuse else None,
             preds,
+            detached=copy,
         )
 
     def apply_analysis(self, result: AnalysisResult) -> list[int]:
