@@ -145,10 +145,10 @@ class Scene:
 
 
 # Faces drawn at most, about: a software renderer (llvmpipe, VMs, remote desktops) draws
-# roughly 1 M faces a second, and every frame of the GUI thread counts (issue 22: a
+# 0.4-1 M faces a second (the lower figure on a loaded 2-core machine), and every frame of the GUI thread counts (issue 22: a
 # 251,000-face ATM'22 tree cost 100-250 ms a frame). Larger surfaces are coarsened
 # in the worker; ``scene.surface`` itself (picking, tests) keeps every face.
-RENDER_FACE_BUDGET = 120_000
+RENDER_FACE_BUDGET = 50_000
 
 
 def build_scene(inp: SceneInput, *, progress: Callable[..., None] | None = None, cancel: Any = None) -> Scene:
@@ -161,12 +161,13 @@ def build_scene(inp: SceneInput, *, progress: Callable[..., None] | None = None,
     return prepare_parts(scene, voxel_mm=min(inp.geometry.spacing))
 
 
-def coarsen(mesh: Any, voxel_mm: float, budget: int = RENDER_FACE_BUDGET) -> Any:
+def coarsen(mesh: Any, voxel_mm: float, budget: int | None = None) -> Any:
     """``mesh`` with about ``budget`` faces or fewer: vertices clustered on a grid of 1.5, then
     2, 3... voxels (quadric clustering keeps the shape and the faces' labels)."""
     import pyvista as pv
     from vtkmodules.vtkFiltersCore import vtkQuadricClustering
 
+    budget = RENDER_FACE_BUDGET if budget is None else budget
     if mesh.n_cells <= budget or voxel_mm <= 0:
         return mesh
     b = np.asarray(mesh.bounds, float).reshape(3, 2)
