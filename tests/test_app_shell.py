@@ -224,6 +224,7 @@ def _idle_jitter_ms(qtbot, seconds: float = 1.0) -> int:
     return max(gaps[1:] or [0])
 
 
+@pytest.mark.slow
 def test_segmentation_in_a_worker_adds_a_prediction_and_never_stalls_the_gui(window, qtbot, tiny_checkpoint):
     _open_demo(qtbot, window)
     if _has_engine():

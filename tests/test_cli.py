@@ -75,6 +75,7 @@ def test_info_real_dicom_series() -> None:
     assert info["kind"] == "image"
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_ends_quietly() -> None:
     """Why (issue 24): `airway models --json | head` ended in a BrokenPipeError traceback."""
     p = subprocess.Popen(

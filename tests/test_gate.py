@@ -239,6 +239,7 @@ def test_segment_without_trachea_exits_2(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_chest_wall_air_on_real_ct_is_flagged(shared_data):
     """The demo model's failure on chest_ct_dicom (37 mL of anterior chest-wall air) rebuilt as a mask."""
     from core.gate import check_mask
@@ -315,6 +316,7 @@ def realct_predictor():
     return Predictor(path, device="cpu", backend="torch", threads=2)
 
 
+@pytest.mark.slow
 def test_real_ct_model_finds_the_airway_of_the_real_chest_ct(shared_data, realct_predictor):
     """The case it was trained on (pseudo-labels): trachea and both main bronchi, nothing outside the lungs
     and central airways (the phantom-only model returned chest-wall air there)."""
@@ -346,6 +348,7 @@ def test_real_ct_model_finds_the_airway_of_the_real_chest_ct(shared_data, realct
     assert max(len(tree.branch(c).children) for c in right_children) >= 2, "right middle and lower lobe bronchi"
 
 
+@pytest.mark.slow
 def test_real_ct_model_on_held_out_real_cts(shared_data, realct_predictor):
     """Held out of its training: CIP ct-64 (Dice goal 0.60) and the aorta crop (trachea, main bronchi, no leak)."""
     from core.gate import check_mask

@@ -118,6 +118,7 @@ def chest(shared_data):
     return ct, grow_airway(ct)
 
 
+@pytest.mark.slow
 def test_chest_ct_tree_goals(chest):
     import cc3d
 
@@ -149,6 +150,7 @@ def test_chest_ct_tree_goals(chest):
     assert max(len(tree.branch(c).children) for c in right_children) >= 2, "right middle and lower lobe bronchi"
 
 
+@pytest.mark.slow
 def test_cip_dice(shared_data):
     from core.io import read_ct, read_label
 
@@ -176,6 +178,7 @@ def test_aorta_crop_trachea_and_main_bronchi_without_leak(shared_data):
     assert len(tree.branch(tree.trachea).children) == 2
 
 
+@pytest.mark.slow
 def test_abdomen_and_cropped_chest_have_no_trachea(shared_data, chest):
     from core.io import read_ct
 

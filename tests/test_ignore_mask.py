@@ -153,6 +153,7 @@ def test_pseudo_label_marks_airway_lungs_and_trusted_background():
     assert lab[0, 0, 0] == 0 and (lab == 0).sum() > 0.2 * lab.size
 
 
+@pytest.mark.slow
 def test_pseudo_label_with_tubes_trusts_parenchyma_and_leaves_missed_bronchi_uncertain():
     """lungs="tubes": a model must learn that lung parenchyma is not airway (ignoring the whole lung let one
     leak into it), while bronchi the extraction missed stay out of the loss."""
