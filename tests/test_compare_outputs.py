@@ -218,3 +218,31 @@ def test_results_of_an_earlier_version_are_not_replaced_silently(data, tmp_path,
     assert "earlier version" in capsys.readouterr().err
     assert _compare(data, out, "a", extra=("--overwrite",)) == 0
     assert (tmp_path / "old.bak" / "metrics.csv").read_text() == "case,model,branches,detected\n"
+
+
+@pytest.mark.slow
+def test_two_runs_into_one_out_at_once_leave_one_consistent_set(data, tmp_path):
+    """Why: two runs into one --out at once left a report that disagreed with the CSVs, both exit 0."""
+    out = tmp_path / "both"
+    base = [sys.executable, "main.py", "compare", "--reference", str(data / "ref"), "--out", str(out), "-q"]
+    runs = [
+        subprocess.Popen(
+            base + ["--predictions", f"{m}={data / m}", "--no-snapshots", "--no-cache"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for m in ("a", "b")
+    ]
+    results = [(p.wait(timeout=300), p.stderr.read() if p.stderr else "") for p in runs]
+    codes = sorted(rc for rc, _ in results)
+    assert codes == [0, 2], results
+    refused = next(err for rc, err in results if rc == 2)
+    assert "is writing into" in refused or "another comparison" in refused
+    winner = json.loads((out / "compare.json").read_text())["models"]
+    metrics = (out / "metrics.csv").read_text()
+    html = (out / "report.html").read_text()
+    assert len(winner) == 1 and f",{winner[0]}," in metrics and f"<b>Best: {winner[0]}</b>" in html
+    other = {"a", "b"} - set(winner)
+    assert f",{other.pop()}," not in metrics
