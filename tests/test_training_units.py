@@ -361,6 +361,13 @@ def test_train_command_reports_config_errors_in_one_line(tmp_path, capsys):
     assert "--resume reads the run's own config.toml" in capsys.readouterr().err
     assert main(["train", "--resume", "--out", str(tmp_path / "nothing")]) == 2
     assert "Cannot resume" in capsys.readouterr().err
+    assert (
+        main(
+            ["train", "--preset", "quick", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--more-epochs", "2"]
+        )
+        == 2
+    )
+    assert "Add --resume" in capsys.readouterr().err
 
 
 def test_prepare_command_names_bad_cases(tmp_path, capsys):
