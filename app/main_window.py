@@ -120,6 +120,7 @@ class MainWindow(QMainWindow):
     """Airway Studio's window over one :class:`Case`."""
 
     caseLoaded = Signal()  # a loading job's result was applied
+    labelSaved = Signal(object)  # Path of a reference or prediction file written by a save
     segmentationFinished = Signal(int)  # index of the new prediction
 
     def __init__(
@@ -139,6 +140,7 @@ class MainWindow(QMainWindow):
         self.panels: Any = None  # app.review.panels.Panels once installed (tests may run without)
         self.jobs: list[Any] = []  # Jobs and segmentation runs (both have name, cancel(), progress)
         self._hidden_docks: list[Any] | None = None  # docks hidden while another tab shows
+        self._saving: set[str] = set()  # layers with a save running
         self.training_tab: Any = None
         self.last_error: BaseException | None = None
         # every error the window shows goes through here (one dialog); --screenshot swaps in a printer
@@ -1130,15 +1132,20 @@ class MainWindow(QMainWindow):
             path += ".nii.gz"
         return path
 
-    def _save_label(self, what: str, save: Callable[[str | None, str], Path], path: str | None) -> Path | None:
-        """One save with its conflict dialog (another window saved the file meanwhile)."""
+    def _save_label(self, what: str, which: str | int, path: str | None) -> Job | None:
+        """A save in a job (compressing 100 MB takes seconds): the checks and a snapshot here, with the
+        conflict dialog when another save changed the file; ``labelSaved(path)`` once it is written."""
         from app.dialogs import ask_save_conflict
         from core.review.persist import SaveConflictError
 
+        key = str(which)
+        if key in self._saving:
+            self._say(f"Saving {what} already: wait for it to finish.", 4000)
+            return None
         on_conflict = "raise"
         while True:
             try:
-                out = save(path, on_conflict)
+                pending = self.case.begin_save(which, path, on_conflict)
             except SaveConflictError as exc:
                 choice = ask_save_conflict(self, exc)
                 if choice is None:
@@ -1157,56 +1164,65 @@ class MainWindow(QMainWindow):
 
                 self.report_error(exc, traceback.format_exc())
                 return None
-            self.settings.set_last_dir(str(out))
-            return out
+            break
+        self._saving.add(key)
 
-    def save_reference(self, path: str | os.PathLike[str] | None = None) -> Path | None:
+        def written(done: Any) -> None:
+            out = self.case.finish_save(done)
+            self.settings.set_last_dir(str(out))
+            self._say(f"Saved {what} to {out} (edit log beside it)", 6000)
+            self._update_title()
+            self.labelSaved.emit(out)
+
+        job = self.start_job(_write_pending, pending, name=f"Saving {what}", on_result=written)
+        job.finished.connect(guarded(self, lambda: self._saving.discard(key)))
+        return job
+
+    def wait_for(self, job: Job | None) -> bool:
+        """Run the event loop until ``job`` ends (the window stays live); True when it succeeded."""
+        from PySide6.QtCore import QEventLoop
+
+        if job is None:
+            return False
+        loop = QEventLoop()
+        job.finished.connect(loop.quit)
+        if job.running:
+            loop.exec()
+        QApplication.processEvents()  # its result reaches the window
+        return job.state == "done"
+
+    def save_reference(self, path: str | os.PathLike[str] | None = None) -> Job | None:
         """Ctrl+Alt+S: write the edited reference over its file (the original kept once as
-        *.orig.*, an edit log beside it); a reference without a file asks for a name."""
+        *.orig.*, an edit log beside it) in a job; a reference without a file asks for a name."""
         if self.case.reference is None:
             self._say("There is no reference to save: open one (Ctrl+R) or use a prediction as the reference.", 6000)
             return None
         if path is None and not self.case.reference_path:
             return self.save_reference_as()
-        out = self._save_label(
-            "the reference",
-            lambda p, c: self.case.save_reference(p, on_conflict=c),
-            None if path is None else str(path),
-        )
-        if out is not None:
-            self._say(f"Saved the reference to {out} (edit log beside it)", 6000)
-            self._update_title()
-        return out
+        return self._save_label("the reference", "reference", None if path is None else str(path))
 
-    def save_reference_as(self) -> Path | None:
+    def save_reference_as(self) -> Job | None:
         """Save the reference to a file the user names; later saves go there."""
         if self.case.reference is None:
             self._say("There is no reference to save: open one (Ctrl+R) or use a prediction as the reference.", 6000)
             return None
-        current = self.case.reference_path
-        path = self._ask_label_path("Save reference as", current)
+        path = self._ask_label_path("Save reference as", self.case.reference_path)
         if path is None:
             return None
         return self.save_reference(path)
 
-    def save_prediction_as(self) -> Path | None:
+    def save_prediction_as(self) -> Job | None:
         """Save the active prediction (edited or made in the app) as a 0/1 label file."""
         act = self.case.active
         if act is None:
             self._say("There is no prediction to save: open or make one first.", 6000)
             return None
-        from core.review.naming import qualified
-
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in act.name)
-        suggestion = os.path.join(self.settings.last_dir(), f"{qualified(safe, None, 0)}.nii.gz")
+        suggestion = os.path.join(self.settings.last_dir(), f"{safe}.nii.gz")
         path = self._ask_label_path("Save prediction as", act.path or suggestion)
         if path is None:
             return None
-        index = self.case.active_index
-        out = self._save_label("the prediction", lambda p, c: self.case.save_prediction(index, p, on_conflict=c), path)
-        if out is not None:
-            self._say(f"Saved {act.name} to {out}", 6000)
-        return out
+        return self._save_label(act.name, self.case.active_index, path)
 
     def use_prediction_as_reference(self) -> None:
         """The active prediction becomes the reference (one undo step; no file changes until saved)."""
@@ -1425,7 +1441,7 @@ class MainWindow(QMainWindow):
                 | QMessageBox.StandardButton.Cancel,
             )
             if ans == QMessageBox.StandardButton.Cancel or (
-                ans == QMessageBox.StandardButton.Save and self.save_reference() is None
+                ans == QMessageBox.StandardButton.Save and not self.wait_for(self.save_reference())
             ):
                 return False
             if ans == QMessageBox.StandardButton.Discard:
@@ -1468,6 +1484,11 @@ class MainWindow(QMainWindow):
         self.settings.set("display/settings", json.dumps(self.display.settings.to_dict()))
         self.settings.sync()
         super().closeEvent(event)
+
+
+def _write_pending(pending: Any, *, progress: Any = None, cancel: Any = None) -> Any:
+    """Job function: the slow part of a save (core.review.PendingSave.write), off the GUI thread."""
+    return pending.write()
 
 
 def apply_theme(app: QApplication) -> None:

@@ -263,12 +263,14 @@ def test_ctrl_alt_s_and_the_menu_entry_save_the_reference(qtbot, watch, case_fil
         shutil.copy(f, tmp_path / f.name)
     w = _window(qtbot, watch, "ct_two_predictions", tmp_path)
     w.case.session.paint("reference", ((0, 2), (0, 2), (0, 2)), np.ones((2, 2, 2), bool), True)
-    _press(w, QKeySequence("Ctrl+Alt+S"))
+    with qtbot.waitSignal(w.labelSaved, timeout=60000):
+        _press(w, QKeySequence("Ctrl+Alt+S"))
     assert not watch.errors and not w.case.session.reference.modified
     saved = read_label_canonical(tmp_path / "reference.nii.gz", None)[0].array
     assert np.array_equal(saved, w.case.session.reference.array) and saved[:2, :2, :2].all()
     w.case.session.paint("reference", ((0, 2), (0, 2), (0, 2)), np.ones((2, 2, 2), bool), False)
-    w.action_table["save_reference"].trigger()
+    with qtbot.waitSignal(w.labelSaved, timeout=60000):
+        w.action_table["save_reference"].trigger()
     assert not watch.errors and not w.case.session.reference.modified
     assert not read_label_canonical(tmp_path / "reference.nii.gz", None)[0].array[:2, :2, :2].any()
     assert any("Saved the reference" in m for m in watch.messages)

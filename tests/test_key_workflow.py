@@ -132,7 +132,8 @@ def test_edits_saved_with_ctrl_alt_s_reopen_voxel_for_voxel(qtbot, files, kind, 
     w = _open(qtbot, files, kind, errors)
     _edit_like_a_user(qtbot, w)
     shown = w.case.session.reference.array.copy()
-    _key(w, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
+    with qtbot.waitSignal(w.labelSaved, timeout=60000):  # the save runs in a job
+        _key(w, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
     assert not errors, errors
     assert (files / "ref.orig.nii.gz").exists()  # the original kept once
     w2 = _open(qtbot, files, kind, errors)
@@ -174,7 +175,8 @@ def test_a_crash_is_recovered_at_the_next_start_saved_and_forgotten(qtbot, files
     assert np.array_equal(w2.case.session.reference.array, shown)
     _idle(qtbot, w2)
     _activate(qtbot, w2)
-    _key(w2, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
+    with qtbot.waitSignal(w2.labelSaved, timeout=60000):
+        _key(w2, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
     assert not errors, errors
     assert np.array_equal(read_label_canonical(files / "ref.nii.gz", None)[0].array, shown)
     assert not recovery.exists()

@@ -91,7 +91,7 @@ def test_a_second_window_saving_the_same_reference_asks_and_loses_nothing(qtbot,
     one = np.ones((1, 1, 1), bool)
     a.case.session.paint("reference", tuple((c, c + 1) for c in va), one, True)
     b.case.session.paint("reference", tuple((c, c + 1) for c in vb), one, True)
-    assert b.save_reference() is not None  # B first
+    assert b.wait_for(b.save_reference())  # B first (a save runs in a job)
 
     asked: list[str] = []
 
@@ -110,7 +110,7 @@ def test_a_second_window_saving_the_same_reference_asks_and_loses_nothing(qtbot,
     assert a.save_reference() is None  # cancelled: nothing written
     assert ref.read_bytes() == before and "changed on disk" in asked[-1]
     monkeypatch.setattr(QMessageBox, "exec", answer("Merge"))
-    assert a.save_reference() is not None
+    assert a.wait_for(a.save_reference())
     saved = read_label_canonical(ref, None)[0].array
     assert saved[va] and saved[vb] and np.array_equal(saved, a.case.session.reference.array)
     assert not errors and len(asked) == 2
@@ -163,7 +163,7 @@ def test_a_prediction_becomes_the_reference_of_a_case_without_one(qtbot, group_f
     assert w.case.active.regions == []  # the same voxels: nothing to review
     out = group_files / "new_reference.nii.gz"
     monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(out), "")))
-    w.save_reference()  # no file yet: asks for a name
+    assert w.wait_for(w.save_reference())  # no file yet: asks for a name
     assert np.array_equal(read_label_canonical(out, None)[0].array, w.case.active.mask)
     assert w.case.reference_path == str(out) and not errors
 
@@ -210,3 +210,18 @@ def test_the_first_edit_locks_the_reference_and_closing_frees_it(qtbot, group_fi
     assert read_lock(ref).pid == os.getpid()
     w.close()  # a test session asks nothing at close
     assert not lock_path(ref).exists() and not errors
+
+
+def test_closing_with_an_edited_reference_saves_it_when_asked(qtbot, group_files, monkeypatch):
+    errors: list[str] = []
+    ref = group_files / "ref.nii.gz"
+    w = _window(qtbot, errors, ref, [group_files / "pred.nii.gz"])
+    w.ephemeral = False  # a user's window asks before closing
+    _key(w, Qt.Key.Key_N)
+    _key(w, Qt.Key.Key_R)
+    shown = w.case.session.reference.array.copy()
+    answers = iter([QMessageBox.StandardButton.Save, QMessageBox.StandardButton.Discard])
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: next(answers)))
+    w.close()  # "Save the edited reference?" Save (in a job, waited for); "Save the review?" Discard
+    assert not w.isVisible() and not errors
+    assert np.array_equal(read_label_canonical(ref, None)[0].array, shown)

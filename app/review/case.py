@@ -32,7 +32,7 @@ from core.errors import InputError
 from core.outputs import refuse_input_as_output
 from core.progress import Progress
 from core.regions import ErrorRegion
-from core.review import STATUS_KEYS, STATUSES, AnalysisResult, Edit, LabelLayer, Session
+from core.review import STATUS_KEYS, STATUSES, AnalysisResult, Edit, LabelLayer, PendingSave, Session
 from core.review.loading import Source, load_ct
 from core.review.project import PROJECT_FORMAT, PROJECT_VERSION, read_project, side_file_targets, write_project
 from core.volume import IntensityVolume, LabelVolume, Reorientation
@@ -1099,25 +1099,43 @@ class Case(QObject):
     def redo(self) -> bool:
         return self.session.redo() is not None
 
+    def _layer_of(self, which: str | int) -> LabelLayer:
+        if which == "reference":
+            if self.session.reference is None:
+                raise InputError("There is no reference to save.", "Open a reference label first.")
+            return self.session.reference
+        i = self.active_index if which == "prediction" else int(which)
+        if not 0 <= i < len(self.session.predictions):
+            raise InputError("There is no prediction to save.", "Open or make a prediction first.")
+        return self.session.predictions[i]
+
+    def begin_save(
+        self, which: str | int, path: str | os.PathLike[str] | None = None, on_conflict: str = "raise"
+    ) -> PendingSave:
+        """The checks and snapshot of a save of ``"reference"``, ``"prediction"`` (the active one) or a
+        prediction index (GUI thread, quick); ``pending.write()`` in a job, then :meth:`finish_save`."""
+        return self.session.begin_save(self._layer_of(which), path, on_conflict=on_conflict)
+
+    def finish_save(self, pending: PendingSave) -> Path:
+        out = self.session.end_save(pending)
+        self.lock_files()  # the layer may belong to another file now (save as)
+        if pending.layer.role == "reference":
+            self.referenceChanged.emit()
+        else:
+            self.predictionsChanged.emit()
+        return out
+
     def save_reference(self, path: str | os.PathLike[str] | None = None, on_conflict: str = "raise") -> Path:
         """Write the edited reference (atomic, one backup of the original, edit log beside it);
         :class:`core.review.persist.SaveConflictError` when another save changed the file."""
-        out = self.session.save_reference(path, on_conflict=on_conflict)
-        self.lock_files()  # its file may be another now (save as)
-        self.referenceChanged.emit()
-        return out
+        return self.finish_save(self.begin_save("reference", path, on_conflict).write())
 
     def save_prediction(
         self, index: int | None = None, path: str | os.PathLike[str] | None = None, on_conflict: str = "raise"
     ) -> Path:
         """Write a prediction (default: the active one) as a 0/1 label on its source's grid."""
-        i = self.active_index if index is None else index
-        if not 0 <= i < len(self.predictions):
-            raise InputError("There is no prediction to save.", "Open or make a prediction first.")
-        out = self.session.save_prediction(i, path, on_conflict=on_conflict)
-        self.lock_files()
-        self.predictionsChanged.emit()
-        return out
+        which: str | int = "prediction" if index is None else index
+        return self.finish_save(self.begin_save(which, path, on_conflict).write())
 
     def use_prediction_as_reference(self, index: int | None = None) -> Edit | None:
         """The (active) prediction becomes the reference: one undo step when a reference is

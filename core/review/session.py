@@ -159,6 +159,34 @@ class AnalysisResult:
     predictions: dict[str, PredictionAnalysis] = field(default_factory=dict)
 
 
+@dataclass
+class PendingSave:
+    """A save taken apart (:meth:`Session.begin_save`): the snapshot to write, where, and what to log."""
+
+    layer: LabelLayer
+    target: Path
+    volume: LabelVolume  # on the file's grid and orientation, uint8 0/1
+    revision: int  # the layer's revision the snapshot shows
+    entries: list[dict[str, Any]]  # edit-log entries it saves
+    backup: bool
+    keep_other: bool  # the user chose to overwrite a file changed on disk: keep that version aside first
+    disk_key: persist.FileKey | None = None  # of the written file (set by write)
+
+    def write(self, progress: Progress | None = None, cancel: Any = None) -> PendingSave:
+        """The slow part (compressing, writing): safe in any thread; the file appears atomically."""
+        from core.io import write_volume
+
+        if self.keep_other:
+            persist.keep_other_version(self.target)
+        if self.backup:
+            persist.backup_once(self.target)
+        write_volume(self.volume, self.target)
+        if self.entries:
+            persist.append_edit_log(persist.edit_log_path(self.target), self.entries, self.target)
+        self.disk_key = persist.file_key(self.target)
+        return self
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -861,9 +889,24 @@ class Session:
         ``on_conflict`` decides: ``"raise"`` (:class:`core.review.persist.SaveConflictError`,
         nothing written), ``"overwrite"`` (the other version is first copied aside as
         ``<name>.other-<time><suffix>``) or ``"merge"`` (the file is read again and this
-        session's edited voxels are applied over it, as one undoable edit, then written)."""
-        from core.io import write_volume
+        session's edited voxels are applied over it, as one undoable edit, then written).
+        In three steps for a GUI: :meth:`begin_save` (checks, a snapshot), ``pending.write()``
+        (in a worker: the slow part), :meth:`end_save`."""
+        pending = self.begin_save(layer, path, backup=backup, log=log, on_conflict=on_conflict)
+        pending.write()
+        return self.end_save(pending)
 
+    def begin_save(
+        self,
+        layer: LabelLayer,
+        path: PathArg | None = None,
+        *,
+        backup: bool = True,
+        log: bool = True,
+        on_conflict: str = "raise",
+    ) -> PendingSave:
+        """The checks of a save and a snapshot of the layer on its file's grid, on the thread that
+        edits; ``write()`` the result anywhere, then :meth:`end_save` it here."""
         if on_conflict not in ("raise", "overwrite", "merge"):
             raise ValueError(f"on_conflict must be raise, overwrite or merge, not {on_conflict!r}")
         target = Path(path) if path is not None else (Path(layer.path) if layer.path else None)
@@ -877,29 +920,31 @@ class Session:
                     "Choose another file name: a save never writes over another open file.",
                     path=str(target),
                 )
+        keep_other = False
         if self.changed_on_disk(layer, target):
             if on_conflict == "raise":
                 raise persist.SaveConflictError(target, layer.name)
             if on_conflict == "overwrite":
-                persist.keep_other_version(target)
+                keep_other = True
             else:
                 self.merge_from_disk(layer)
-        if backup:
-            persist.backup_once(target)
         src = layer.source
-        vol = LabelVolume(src.to_file_array(layer.array).astype(np.uint8), src.geometry, name=layer.name)
-        write_volume(vol, target)
-        if log:
-            entries = [e for e in self.edit_log if e["layer"] == layer.name and not e.get("saved")]
-            if entries:
-                persist.append_edit_log(persist.edit_log_path(target), entries, target)
-                for e in entries:
-                    e["saved"] = True
-        layer.source = dataclasses.replace(src, path=str(target), disk_key=persist.file_key(target))
-        layer.saved_revision = layer.revision
+        volume = LabelVolume(src.to_file_array(layer.array).astype(np.uint8), src.geometry, name=layer.name)
+        entries = [e for e in self.edit_log if e["layer"] == layer.name and not e.get("saved")] if log else []
+        return PendingSave(layer, target, volume, layer.revision, entries, backup, keep_other)
+
+    def end_save(self, pending: PendingSave) -> Path:
+        """After ``pending.write()``: the layer belongs to the written file, its edits up to the
+        snapshot count as saved (edits made while it was written stay unsaved), and the recovery
+        file goes when nothing is left unsaved."""
+        layer = pending.layer
+        for e in pending.entries:
+            e["saved"] = True
+        layer.source = dataclasses.replace(layer.source, path=str(pending.target), disk_key=pending.disk_key)
+        layer.saved_revision = pending.revision
         if not any(lyr.modified for lyr in self.layers()):
             self.discard_recovery()
-        return target
+        return pending.target
 
     def merge_from_disk(self, layer: LabelLayer) -> Edit | None:
         """Read ``layer``'s file again and put this session's edited voxels over it: the other
