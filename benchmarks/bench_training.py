@@ -77,8 +77,8 @@ def _held_out(n: int, size: int, spacing, difficulty: str, seed: int):
 def demo_eval(args) -> None:
     import torch
 
-    from core.segmentation import Predictor
     from core.metrics import evaluate
+    from core.segmentation import Predictor
 
     torch.set_num_threads(args.threads)
     predictor = Predictor(args.model, device="cpu", window=args.window, step=args.step, backend="torch")
@@ -112,9 +112,9 @@ def demo_eval(args) -> None:
 def real_ct(args, folder: Path, train_spacing) -> None:
     import cc3d
 
-    from core.segmentation import Predictor
     from core.io import read_ct
     from core.preprocess import resample_ct
+    from core.segmentation import Predictor
     from core.tree import parse_tree
 
     ct = read_ct(folder)
