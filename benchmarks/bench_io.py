@@ -43,15 +43,15 @@ PREVIOUS_RESAMPLER = "08fc83b:core/resample.py"
 PREVIOUS = {".nii.gz": "nibabel", ".nii": "nibabel", ".nrrd": "nrrd", ".mha": None, ".mhd": None, ".nhdr": "nrrd"}
 
 
-# each step runs in its own interpreter so its peak RSS is its own
+# each step runs in its own interpreter so its peak RSS is its own (see peak_rss_mb)
 def _child(step: str, args: dict[str, Any]) -> dict[str, Any]:
     code = f"""
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {str(ROOT)!r})
 sys.path.insert(0, {str(ROOT / "benchmarks")!r})
 import bench_io
 out = bench_io.run_step({step!r}, json.loads({json.dumps(json.dumps(args))}))
-out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+out["peak_mb"] = bench_io.peak_rss_mb()
 print(json.dumps(out))
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
@@ -59,6 +59,17 @@ print(json.dumps(out))
         raise RuntimeError(f"{step} failed: {r.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
     return result
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Not getrusage's ru_maxrss: Linux carries that over
+    from the parent through fork and exec, so every child would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _ct(slices: int) -> Any:
