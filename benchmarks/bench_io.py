@@ -110,8 +110,9 @@ def _write_previous(array: Any, spacing: Any, origin: Any, direction: Any, path:
     import numpy as np
 
     if path.endswith((".nii", ".nii.gz")):
-        import nibabel as nib
+        import nibabel
 
+        nib: Any = nibabel  # nibabel's image classes carry no annotations
         ras = np.diag([-1.0, -1.0, 1.0])
         affine = np.eye(4)
         affine[:3, :3] = ras @ (np.asarray(direction, float) * np.asarray(spacing, float))
@@ -154,9 +155,10 @@ def _read_previous(path: str) -> Any:
             ]
         )
     if path.endswith((".nii", ".nii.gz")):
-        import nibabel as nib
+        import nibabel
 
-        return np.asanyarray(nib.load(path, mmap=False).dataobj).T
+        image: Any = nibabel.load(path, mmap=False)  # a Nifti1Image; load() is typed as its base class
+        return np.asanyarray(image.dataobj).T
     import nrrd
 
     return nrrd.read(path, index_order="C")[0]

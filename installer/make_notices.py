@@ -79,7 +79,7 @@ def project_requirements(
 
 def requirement_closure(roots: list[str]) -> list[metadata.Distribution]:
     """Installed distributions reachable from ``roots`` through Requires-Dist (no extras, markers evaluated)."""
-    env = {**default_environment(), "extra": ""}
+    env: dict[str, str] = {**{k: str(v) for k, v in default_environment().items()}, "extra": ""}
     seen: dict[str, metadata.Distribution] = {}
     todo = list(roots)
     while todo:
@@ -112,12 +112,17 @@ def distributions_for_modules(top_levels: set[str]) -> list[metadata.Distributio
     return [dists[k] for k in sorted(dists)]
 
 
+def _field(dist: metadata.Distribution, name: str) -> str:
+    """One metadata field, "" when absent (PackageMetadata declares no .get)."""
+    return str((dist.metadata.get_all(name) or [""])[0] or "")
+
+
 def licence_of(dist: metadata.Distribution) -> str:
     md = dist.metadata
-    expr = (md.get("License-Expression") or "").strip()
+    expr = _field(dist, "License-Expression").strip()
     if expr:
         return expr
-    lic = (md.get("License") or "").strip()
+    lic = _field(dist, "License").strip()
     if lic and "\n" not in lic and len(lic) <= 120 and lic.upper() not in ("UNKNOWN", "LICENSE", "LICENSE.TXT"):
         return lic
     found = [
@@ -128,7 +133,7 @@ def licence_of(dist: metadata.Distribution) -> str:
     return " AND ".join(found) if found else "not declared (see the text below)"
 
 
-def _licence_files(dist: metadata.Distribution) -> list:
+def _licence_files(dist: metadata.Distribution) -> list[metadata.PackagePath]:
     listed = md_files = dist.metadata.get_all("License-File") or []
     files = list(dist.files or [])
     if listed:
@@ -156,7 +161,7 @@ def notice_for(dist: metadata.Distribution) -> Notice:
             rel = str(f).replace("\\", "/").split(".dist-info/", 1)[-1].removeprefix("licenses/")
             notice.texts.append((rel, text.strip()))
     if not notice.texts:
-        lic = md.get("License") or ""
+        lic = _field(dist, "License")
         if len(lic) > 200:  # some wheels carry the whole text in the License field
             notice.texts.append(("License (metadata)", lic.strip()))
         else:

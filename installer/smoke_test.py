@@ -29,7 +29,9 @@ import sys
 import tempfile
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the bundled model's own spacing: at it the model finds the phantom's tree (DSC ~92; realct_wingsnet.pt, 91.5)
@@ -104,7 +106,7 @@ class Runner:
         timeout: float | None = None,
         expect: int = 0,
         gui: bool = False,
-    ) -> subprocess.CompletedProcess:
+    ) -> subprocess.CompletedProcess[str]:
         cmd = [*(wrap or []), *self.command(args, gui)]
         if self.verbose:
             print("    $", " ".join(cmd), flush=True)
@@ -197,7 +199,7 @@ def image_stats(path: Path) -> tuple[int, float]:
 
 
 def check_version(r: Runner) -> str:
-    out = r.run(["--version"]).stdout.strip()
+    out: str = r.run(["--version"]).stdout.strip()
     if not out.startswith("Airway Studio "):
         raise Failure(f"unexpected --version output: {out!r}")
     return out
@@ -289,7 +291,7 @@ def write_dicom_series(folder: Path) -> tuple[int, int]:
     return min(stored) - 1024, max(stored) - 1024
 
 
-def dicom_expectation(lo: int, hi: int) -> dict:
+def dicom_expectation(lo: int, hi: int) -> dict[str, Any]:
     """What ``info --json`` must report for the series write_dicom_series wrote."""
     return {
         "shape_zyx": list(DICOM_SHAPE),
@@ -329,7 +331,7 @@ def check_dicom_given(r: Runner, folders: list[Path]) -> str:
     return "; ".join(notes)
 
 
-def _segment(r: Runner, extra: list[str], out: str) -> dict:
+def _segment(r: Runner, extra: list[str], out: str) -> dict[str, Any]:
     proc = r.run(
         [
             "segment",
@@ -347,7 +349,7 @@ def _segment(r: Runner, extra: list[str], out: str) -> dict:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if not lines:
         raise Failure(f"segment printed no JSON: {proc.stdout.strip()[-200:]}")
-    result = json.loads(lines[-1])
+    result: dict[str, Any] = json.loads(lines[-1])
     if not (r.work / out).is_file() or not result.get("voxels"):
         raise Failure(f"segment wrote no airway ({result.get('voxels')} voxels)")
     return result
@@ -461,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     work = Path(tempfile.mkdtemp(prefix="airway-smoke-"))
     r = Runner(app, work, args.timeout, args.verbose, cli)
-    checks = [
+    checks: list[tuple[str, Callable[[], str]]] = [
         ("version", lambda: check_version(r)),
         ("phantom", lambda: check_phantom(r)),
         ("info", lambda: check_info(r)),
