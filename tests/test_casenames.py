@@ -66,6 +66,7 @@ def ref_dir(tmp_path) -> Path:
     return d
 
 
+@pytest.mark.slow
 def test_legacy_segment_names_compare_instead_of_nan_rows(ref_dir, tmp_path, capsys):
     """Why (issue 24): a folder of CASE_airway.nii.gz got 0 cases and nan rows, exit 0."""
     pred = tmp_path / "legacy"

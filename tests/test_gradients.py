@@ -88,6 +88,7 @@ def test_coarse_block_uses_the_max_pooled_label():
         assert row.bg_mean == pytest.approx(grad[~fg].mean(), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_wingsnet_table_is_complete_and_deterministic():
     torch.manual_seed(0)
     net = build_model("wingsnet", width=0.25)
@@ -141,6 +142,7 @@ def case_files(tmp_path_factory):
     return d / "ct.nii.gz", d / "label.nii.gz"
 
 
+@pytest.mark.slow
 def test_gradients_command(case_files, tmp_path, capsys):
     ct, label = case_files
     code = main(

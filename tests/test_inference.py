@@ -220,6 +220,7 @@ def test_device_side_accumulation_matches_the_host_loop(gaussian):
     np.testing.assert_allclose(out.numpy(), _sigmoid(arr), atol=2e-6)
 
 
+@pytest.mark.slow
 def test_out_of_memory_handling_on_device_tensors():
     inner = TinyNet().eval()
     flaky = FakeOOM(inner, max_batch=1)
@@ -419,7 +420,7 @@ def test_missing_optional_backend_falls_back_to_pytorch(monkeypatch):
     assert resolve_backend_name("openvino", "cuda") == "torch"
 
 
-@pytest.mark.parametrize("backend", ["openvino-fp32", "onnxruntime"])
+@pytest.mark.parametrize("backend", [pytest.param("openvino-fp32", marks=pytest.mark.slow), "onnxruntime"])
 def test_optional_backends_agree_with_pytorch_and_are_cached(backend, tmp_path):
     pytest.importorskip(backend.split("-")[0])
     model = TinyNet().eval()

@@ -138,6 +138,7 @@ def atm_pair():
     return ref, pred, tree, find_error_regions(pred, ref, tree)
 
 
+@pytest.mark.slow
 def test_atm_pair_review_items_are_few_and_cover_every_error_voxel(atm_pair):
     ref, pred, tree, regions = atm_pair
     groups = group_regions(regions)

@@ -60,6 +60,7 @@ def _key(w, key, mods=Qt.KeyboardModifier.NoModifier):
     QApplication.processEvents()
 
 
+@pytest.mark.slow
 def test_r_on_a_group_removes_every_part_in_one_undo_step(qtbot, group_files):
     errors: list[str] = []
     w = _window(qtbot, errors, group_files / "ref.nii.gz", [group_files / "pred.nii.gz"])

@@ -90,6 +90,7 @@ def _panel(qtbot, case: Case, checkpoint: Path | None, errors: list) -> SegmentP
     return panel
 
 
+@pytest.mark.slow
 def test_segmentation_finishes_adds_a_prediction_and_never_stalls_the_gui(qtbot, tiny_checkpoint):
     case = _phantom_case(48, auto_analyse=True)
     qtbot.waitUntil(lambda: case.tree is not None or case.tree_error is not None, timeout=30000)
@@ -149,6 +150,7 @@ def test_segmentation_finishes_adds_a_prediction_and_never_stalls_the_gui(qtbot,
     assert regions.proxy.rowCount() == len(entry.regions)
 
 
+@pytest.mark.slow
 def test_cancel_leaves_the_case_as_it_was(qtbot, tiny_checkpoint):
     case = _phantom_case(64, auto_analyse=False)
     errors: list = []
@@ -165,6 +167,7 @@ def test_cancel_leaves_the_case_as_it_was(qtbot, tiny_checkpoint):
     assert "unchanged" in panel.message.text()
 
 
+@pytest.mark.slow
 def test_a_bad_checkpoint_shows_an_error_and_the_case_goes_on(qtbot, tmp_path):
     case = _phantom_case(48, auto_analyse=False)
     bad = tmp_path / "broken.pt"

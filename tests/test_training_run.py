@@ -71,6 +71,7 @@ def _same(a: dict, b: dict) -> bool:
 # -- the full quick run -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_quick_run_through_all_stages(phantoms, tmp_path):
     out = io.StringIO()
     run = tmp_path / "run"
@@ -231,6 +232,7 @@ def test_crash_emits_error_and_a_killed_run_resumes_from_the_last_epoch(phantoms
     assert _same(_weights(straight / "checkpoints" / "last.pt"), _weights(run / "checkpoints" / "last.pt"))
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_command_gracefully(phantoms, tmp_path):
     cfg = tmp_path / "c.toml"
     from core.training.config import save_config
@@ -405,6 +407,7 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, run: str, out: str)
     torch.save({"status": status, "state": state, "steps": trainer.state.global_step}, Path(out) / f"rank{rank}.pt")
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes(phantoms, tmp_path):
     import socket
 

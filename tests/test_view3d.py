@@ -478,6 +478,7 @@ def test_following_an_item_in_3d_leaves_it_unhidden(qtbot):
     assert np.linalg.norm(focal - GEO.index_to_world((11.5, 21.5, 15.5))) < 1e-6
 
 
+@pytest.mark.slow
 def test_a_superseded_3d_rebuild_is_not_reported_as_cancelled(qtbot):
     """Edits start a new 3D rebuild and stop the running one: the status bar said "3D surfaces:
     cancelled" after edits, a cancel nobody asked for."""

@@ -295,6 +295,7 @@ def test_selection_disabled_is_bit_for_bit_the_path_before_selection(gaussian):
         assert np.array_equal(old, new)
 
 
+@pytest.mark.slow
 def test_segment_command_fast_by_default_and_exact_on_request(tmp_path, capsys, monkeypatch):
     import json
 
