@@ -55,6 +55,8 @@ def test_panes_are_linked_and_show_differences(tab, qtbot):
     tab.set_case("case", _entries(preds), LabelVolume(ref, GEO, name="reference"), ct)
     lay = tab.layout_view
     assert len(lay.panes) == 3
+    assert lay.orientation == "coronal"  # the default: the whole tree in one slice
+    lay.set_orientation("axial")
     views = lay.slice_views()
     # linked slices and crosshair: one cursor
     lay.state.set_cursor((7, 15, 12))
@@ -64,7 +66,8 @@ def test_panes_are_linked_and_show_differences(tab, qtbot):
     lay.set_orientation("coronal")
     assert {v.orientation for v in views} == {"coronal"} and {v.index for v in views} == {15}
     lay.set_orientation("axial")
-    # linked zoom and pan
+    # linked zoom and pan (from the whole slice: the panes open zoomed to the airway)
+    views[1].reset_view()
     views[0].zoom_by(2.0, QPointF(50, 60))
     assert {v.zoom for v in views} == {2.0} and len({(v.pan.x(), v.pan.y()) for v in views}) == 1
     views[1].reset_view()

@@ -163,7 +163,9 @@ class CompareLayout(QWidget):
         self.renderer = SliceRenderer()
         self.with_3d = with_3d
         self.track_job = track_job
-        self.orientation = "axial"
+        # coronal first: through the airway's middle it shows the trachea and the bronchi of both
+        # lungs in one slice, where an axial slice shows one cross-section of the trachea
+        self.orientation = "coronal"
         self.panes: list[ComparePane] = []
         self._camera_linked = False
         lay = QVBoxLayout(self)
@@ -174,6 +176,7 @@ class CompareLayout(QWidget):
         self.orientation_combo.setObjectName("compareOrientation")
         for o in ORIENTATIONS:
             self.orientation_combo.addItem(o.capitalize(), o)
+        self.orientation_combo.setCurrentIndex(self.orientation_combo.findData(self.orientation))
         self.orientation_combo.currentIndexChanged.connect(
             lambda i: self.set_orientation(self.orientation_combo.itemData(i))
         )

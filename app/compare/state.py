@@ -165,10 +165,13 @@ class CompareState(QObject):
         box_src = reference.mask if reference is not None else predictions[0].mask
         nz = np.argwhere(box_src.any(axis=(1, 2)))
         zc = int(nz[len(nz) // 2, 0]) if len(nz) else shape[0] // 2
-        # y and x through the airway's middle, so coronal and sagittal slices cut it too
-        box = self.airway_box()
-        yc, xc = ((box[0][1] + box[1][1]) // 2, (box[0][2] + box[1][2]) // 2) if box else (shape[1] // 2, shape[2] // 2)
-        self.cursor = (zc, int(yc), int(xc))
+        # the coronal and sagittal slices holding the most airway: they cut the trachea and main bronchi
+        src = np.asarray(box_src)
+        if src.any():
+            yc, xc = int(np.argmax(src.sum(axis=(0, 2)))), int(np.argmax(src.sum(axis=(0, 1))))
+        else:
+            yc, xc = shape[1] // 2, shape[2] // 2
+        self.cursor = (zc, yc, xc)
         self.caseChanged.emit()
 
     def airway_box(self) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
