@@ -70,7 +70,10 @@ def test_r_on_a_group_removes_every_part_in_one_undo_step(qtbot, group_files):
     before = case.session.reference.array.copy()
     _key(w, Qt.Key.Key_N)
     assert w.panels.regions.grouped and len(w.selected_regions()) == 4
+    signalled: list[tuple[int, int, str]] = []
+    case.regionStatusChanged.connect(lambda *a: signalled.append(a))
     _key(w, Qt.Key.Key_R)
+    assert signalled == [(0, -1, "reference_error")]  # one refresh for the group, not one per part
     after = case.session.reference.array
     for r in regs:  # every part, not only the largest
         assert not after[tuple(r.coords.T)].any()

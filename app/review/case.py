@@ -373,7 +373,7 @@ class Case(QObject):
     ``predictionsChanged``, ``activePredictionChanged(int)``,
     ``cursorChanged(object)`` (a (z, y, x) tuple), ``metricsChanged(int)``,
     ``regionsChanged(int)``, ``regionStatusChanged(int, int, str)``
-    (prediction, region, status), ``activeRegionChanged(int)``,
+    (prediction, region (-1: several, e.g. a group corrected whole), status), ``activeRegionChanged(int)``,
     ``jobStarted(object)`` (an :class:`app.workers.Job`, for the window to
     track) and ``modifiedChanged(bool)``.
 
@@ -544,6 +544,11 @@ class Case(QObject):
             i = self.region_index(key, pred)
             if i >= 0:
                 self.regionStatusChanged.emit(pred, i, status)
+            self._set_modified()
+        elif kind == "statuses":
+            # a group's parts: one signal per prediction, region -1 = "several" (views refresh once)
+            for pred in dict.fromkeys(p for p, _, _ in payload):
+                self.regionStatusChanged.emit(pred, -1, next(st for p, _, st in payload if p == pred))
             self._set_modified()
         elif kind == "analysis":
             if self.session.tree is not self._announced_tree:

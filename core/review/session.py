@@ -471,6 +471,7 @@ class Session:
     def subscribe(self, fn: Callable[[str, Any], None]) -> Callable[[], None]:
         """``fn(kind, payload)``: ``("change", Change)`` after every voxel change,
         ``("analysis", [prediction indices])``, ``("status", (pred, key, status))``,
+        ``("statuses", [(pred, key, status), ...])`` (several at once: a group's parts, their undo),
         ``("reference", layer)``, ``("predictions", index)``, ``("history", None)``."""
         self._subscribers.append(fn)
         return lambda: self._subscribers.remove(fn) if fn in self._subscribers else None
@@ -646,8 +647,7 @@ class Session:
         if edit is not None:
             edit.regions = changed
             edit.statuses = [(p, k, b, "reference_error") for p, k, b in before]
-            for p, k, _ in before:
-                self.set_status(p, k, "reference_error")
+            self._set_statuses([(p, k, "reference_error") for p, k, _ in before])
         return edit
 
     def paint(
@@ -810,8 +810,7 @@ class Session:
         edit = self.history.undo_stack.pop()
         self._swap(edit, "undo")
         self.history.redo_stack.append(edit)
-        for pred, key, before, _after in reversed(edit.statuses):
-            self._set_status_quiet(pred, key, before)
+        self._set_statuses([(pred, key, before) for pred, key, before, _after in reversed(edit.statuses)])
         self._log(edit, edit.deltas[0].layer, f"undo {edit.tool}", added=edit.removed, removed=edit.added)
         self._emit("history", None)
         self._maybe_autosave()
@@ -823,16 +822,30 @@ class Session:
         edit = self.history.redo_stack.pop()
         self._swap(edit, "redo")
         self.history.undo_stack.append(edit)
-        for pred, key, _before, after in edit.statuses:
-            self._set_status_quiet(pred, key, after)
+        self._set_statuses([(pred, key, after) for pred, key, _before, after in edit.statuses])
         self._log(edit, edit.deltas[0].layer, f"redo {edit.tool}")
         self._emit("history", None)
         self._maybe_autosave()
         return edit
 
-    def _set_status_quiet(self, prediction: int, key: str, status: str) -> None:
-        if prediction < len(self.predictions):
-            self.set_status(prediction, key, status)
+    def _set_statuses(self, changes: Sequence[tuple[int, str, str]]) -> None:
+        """Several statuses (a group's parts) as ONE ``("statuses", changes)`` event: a listener
+        refreshes once, not once per part (hundreds on a real pair); one change is a plain ``status``."""
+        changes = [c for c in changes if c[0] < len(self.predictions)]
+        if len(changes) == 1:
+            self.set_status(*changes[0])
+            return
+        for prediction, key, status in changes:
+            if status not in STATUS_KEYS:
+                raise InputError(f"Unknown review status '{status}'.", f"Use one of {', '.join(STATUS_KEYS)}.")
+            table = self._statuses.setdefault(self.predictions[prediction].name, {})
+            if status == "unreviewed":
+                table.pop(key, None)
+            else:
+                table[key] = status
+        if changes:
+            self._recovery_dirty = True
+            self._emit("statuses", changes)
 
     def _swap(self, edit: Edit, reason: str) -> None:
         for d in reversed(edit.deltas) if reason == "undo" else edit.deltas:
