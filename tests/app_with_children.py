@@ -18,6 +18,7 @@ def main(argv: list[str]) -> int:
     from app.__main__ import main as gui_main
 
     # a test-size case analysed in the child process, as a real-size case (>= 32 M voxels) is
+    assert hasattr(runner, "PROCESS_ANALYSIS_MIN_VOXELS"), "the threshold moved: update this driver"
     runner.PROCESS_ANALYSIS_MIN_VOXELS = 0
     qapp = QApplication.instance() or QApplication(sys.argv[:1])
 

@@ -60,6 +60,17 @@ def _wait_until(condition: Callable[[], bool], timeout_s: float, what: str, outp
         time.sleep(0.1)
 
 
+def _while_running(app: subprocess.Popen, condition: Callable[[], bool], out: Output) -> Callable[[], bool]:
+    """``condition``, failing at once if the app ended on its own (a crash at start-up)."""
+
+    def check() -> bool:
+        if app.poll() is not None:
+            pytest.fail(f"the app ended by itself (exit status {app.returncode}); output:\n{out.tail()}")
+        return condition()
+
+    return check
+
+
 def _alive(proc: psutil.Process) -> bool:
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
@@ -155,9 +166,8 @@ def test_python_m_app_killed_leaves_no_analysis_process(tmp_path):
     )
     out = Output(app.stdout)
     try:
-        _wait_until(
-            lambda: any("spawn_main" in _cmdline(c) for c in _children(app.pid)), 120, "the analysis process", out
-        )
+        analysing = _while_running(app, lambda: any("spawn_main" in _cmdline(c) for c in _children(app.pid)), out)
+        _wait_until(analysing, 120, "the analysis process", out)
     except BaseException:
         app.kill()
         raise
@@ -208,7 +218,7 @@ def test_app_killed_while_segmenting_leaves_no_segmentation_or_analysis_process(
         return any("spawn_main" in _cmdline(c) for c in kids) and any(_maps_torch(c) for c in segmenting)
 
     try:
-        _wait_until(both_children, 120, "the analysis and segmentation processes", out)
+        _wait_until(_while_running(app, both_children, out), 120, "the analysis and segmentation processes", out)
     except BaseException:
         app.kill()
         raise
