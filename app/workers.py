@@ -246,14 +246,6 @@ def shutdown_process_pool() -> None:
     _kill_pool()
 
 
-def process_pool_pids() -> list[int]:
-    """Process ids of the analysis children now running (tests, diagnostics)."""
-    with _POOL_LOCK:
-        pool = _POOL
-    processes: dict[int, Any] = getattr(pool, "_processes", None) or {}
-    return sorted(int(pid) for pid in processes)
-
-
 def call_in_process(fn: Callable[..., Any], *args: Any, cancel: Any = None, poll_s: float = 0.05, **kwargs: Any) -> Any:
     """``fn(*args, **kwargs)`` in the shared child process; the calling (worker) thread
     waits without the GIL. Setting ``cancel`` kills the child and raises Cancelled."""

@@ -3,7 +3,8 @@
 A crash or an out-of-memory kill (SIGKILL) of the app runs none of its
 clean-up, so a child left to itself would run on as an orphan, using CPU and
 holding the app's output pipe open. Every child the app starts (the analysis
-process pool, the segmentation process) calls :func:`die_with_parent` first:
+process pool, the segmentation process, the 3D snapshot renderer) calls
+:func:`die_with_parent` first:
 
 - on Linux the kernel kills the child when its parent goes
   (``prctl(PR_SET_PDEATHSIG, SIGKILL)``). The kernel means the parent *thread*:
@@ -25,8 +26,9 @@ import threading
 import time
 from collections.abc import Callable
 
-#: the app's pid, for children started through a program that is not the app
-#: itself (e.g. a shell); without it the child's parent at start-up is watched
+#: the app's pid, set by the app in a child's environment: it names the app even
+#: when the app died before the child started, or when a shell stands between
+#: them; without it the child's parent at start-up is watched
 PARENT_PID_ENV = "AIRWAY_STUDIO_PARENT_PID"
 
 #: exit status of a child that ended because its parent was gone
