@@ -966,12 +966,7 @@ class MainWindow(QMainWindow):
         if not sel or self.case.active is None:
             self._say("No region selected: press N to go to the next one.", 4000)
             return
-        nav = getattr(self.panels, "regions", None)
-        if nav is not None and len(sel) > 1 and hasattr(nav, "mark"):
-            nav.mark(status)  # one table refresh for the group
-        else:
-            for i in sel:
-                self.case.set_region_status(i, status)
+        self.case.set_region_statuses(sel, status)  # one change (one table refresh) for a group
         parts = f" ({len(sel)} parts)" if len(sel) > 1 else ""
         self._say(f"Marked {STATUS_LABELS[status].lower()}{parts}.", 3000)
 

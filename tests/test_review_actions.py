@@ -82,6 +82,10 @@ def test_r_on_a_group_removes_every_part_in_one_undo_step(qtbot, group_files):
     assert all(case.active.statuses.get(r.key) == "reference_error" for r in regs)
     _key(w, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # one step undoes the whole group
     assert np.array_equal(case.session.reference.array, before)
+    signalled.clear()
+    _key(w, Qt.Key.Key_2)  # status keys too: every part, one refresh
+    assert all(case.active.statuses.get(r.key) == "confirmed" for r in regs)
+    assert signalled == [(0, -1, "confirmed")] and "(4 parts)" in w.statusBar().currentMessage()
     assert not errors
 
 

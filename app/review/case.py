@@ -938,6 +938,12 @@ class Case(QObject):
             return
         self.session.set_status(i, regs[region_index].key, status)
 
+    def set_region_statuses(self, region_indices: Sequence[int], status: str) -> None:
+        """The status of several regions of the active prediction (a group's parts) as one change."""
+        regs = self.regions()
+        i = self.active_index
+        self.session.set_statuses([(i, regs[k].key, status) for k in region_indices if 0 <= k < len(regs)])
+
     def go_to_region(self, region_index: int, box: Any = None) -> None:
         """Cursor on the region; views zoom to ``box`` (a review group's) or the region's own box."""
         regs = self.regions()

@@ -647,7 +647,7 @@ class Session:
         if edit is not None:
             edit.regions = changed
             edit.statuses = [(p, k, b, "reference_error") for p, k, b in before]
-            self._set_statuses([(p, k, "reference_error") for p, k, _ in before])
+            self.set_statuses([(p, k, "reference_error") for p, k, _ in before])
         return edit
 
     def paint(
@@ -810,7 +810,7 @@ class Session:
         edit = self.history.undo_stack.pop()
         self._swap(edit, "undo")
         self.history.redo_stack.append(edit)
-        self._set_statuses([(pred, key, before) for pred, key, before, _after in reversed(edit.statuses)])
+        self.set_statuses([(pred, key, before) for pred, key, before, _after in reversed(edit.statuses)])
         self._log(edit, edit.deltas[0].layer, f"undo {edit.tool}", added=edit.removed, removed=edit.added)
         self._emit("history", None)
         self._maybe_autosave()
@@ -822,13 +822,13 @@ class Session:
         edit = self.history.redo_stack.pop()
         self._swap(edit, "redo")
         self.history.undo_stack.append(edit)
-        self._set_statuses([(pred, key, after) for pred, key, _before, after in edit.statuses])
+        self.set_statuses([(pred, key, after) for pred, key, _before, after in edit.statuses])
         self._log(edit, edit.deltas[0].layer, f"redo {edit.tool}")
         self._emit("history", None)
         self._maybe_autosave()
         return edit
 
-    def _set_statuses(self, changes: Sequence[tuple[int, str, str]]) -> None:
+    def set_statuses(self, changes: Sequence[tuple[int, str, str]]) -> None:
         """Several statuses (a group's parts) as ONE ``("statuses", changes)`` event: a listener
         refreshes once, not once per part (hundreds on a real pair); one change is a plain ``status``."""
         changes = [c for c in changes if c[0] < len(self.predictions)]
