@@ -540,3 +540,26 @@ def test_large_surfaces_are_drawn_coarsened_with_their_labels():
     b0, b1 = np.asarray(surf.bounds), np.asarray(small.bounds)
     assert np.abs(b0 - b1).max() < 2.0  # the shape stays (within a bin)
     assert coarsen(surf, 0.7, budget=surf.n_cells) is surf  # within budget: untouched
+
+
+def test_scene_threads_yield_the_cpu_to_the_gui_thread():
+    """Meshing a real tree took seconds of CPU from the GUI thread on a two-core machine."""
+    import os
+    import threading
+
+    from app.review.view3d import _yield_cpu_to_the_gui
+
+    if not hasattr(os, "setpriority"):
+        pytest.skip("no per-thread priority here")
+    seen: list[int] = []
+
+    def worker() -> None:
+        _yield_cpu_to_the_gui()
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen and seen[0] >= before + 1  # niced (or already at the floor)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # the GUI thread is not

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QImage
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QMenu, QSizePolicy, QToolButton, QVBoxLayout, QWidget
 
@@ -159,6 +159,39 @@ def build_scene(inp: SceneInput, *, progress: Callable[..., None] | None = None,
 
         raise Cancelled()
     return prepare_parts(scene, voxel_mm=min(inp.geometry.spacing))
+
+
+_SCENE_POOL: QThreadPool | None = None
+
+
+def scene_pool() -> QThreadPool:
+    """Threads that build 3D scenes, and nothing else: they run at a lower CPU priority
+    (:func:`build_scene_in_background`), which no other job should inherit."""
+    global _SCENE_POOL
+    if _SCENE_POOL is None:
+        _SCENE_POOL = QThreadPool()
+        _SCENE_POOL.setMaxThreadCount(2)  # a superseded build may still be finishing its step
+    return _SCENE_POOL
+
+
+def _yield_cpu_to_the_gui() -> None:
+    """Nice this thread (Linux: per thread): meshing a real tree takes seconds of CPU, and on a
+    two-core machine busy with the analysis child it took them from the GUI thread (issue 22:
+    100-700 ms stalls while the 3D view rebuilt after each edit)."""
+    import threading
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # not Linux / not allowed: the scene still builds
+        pass
+
+
+def build_scene_in_background(
+    inp: SceneInput, *, progress: Callable[..., None] | None = None, cancel: Any = None
+) -> Scene:
+    """:func:`build_scene` on a :func:`scene_pool` thread, yielding the CPU to the GUI thread."""
+    _yield_cpu_to_the_gui()
+    return build_scene(inp, progress=progress, cancel=cancel)
 
 
 def coarsen(mesh: Any, voxel_mm: float, budget: int | None = None) -> Any:
@@ -589,7 +622,7 @@ class View3D(QWidget):
             if _same_input(key, inp):
                 self._show_scene(cached, serial)
                 return
-        job = Job(build_scene, inp, name="3D surfaces")
+        job = Job(build_scene_in_background, inp, name="3D surfaces")
         from app.workers import guarded
 
         # guarded: a scene may finish after the view (and its legend) is gone
@@ -597,7 +630,7 @@ class View3D(QWidget):
         self._job = job
         if self.track_job is not None:
             self.track_job(job)
-        job.start()
+        job.start(scene_pool())
 
     @staticmethod
     def _supersede(job: Any) -> None:
@@ -976,7 +1009,7 @@ class View3D(QWidget):
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
         os.close(fd)
         try:
-            if not image.save(tmp, b"PNG"):
+            if not image.save(tmp):  # PNG, from the suffix
                 raise InputError(f"Could not write the screenshot to {path}.", "Choose a writable folder.")
             from core.outputs import apply_umask
 
