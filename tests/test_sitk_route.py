@@ -99,8 +99,12 @@ def test_every_public_read_and_write_goes_through_simpleitk(tmp_path: Path, suff
     write_volume(mask, tmp_path / f"mask{suffix}")
     write_volume_file(ct, tmp_path / f"plain{suffix}")
     writes = [name for what, name in itk_calls if what == "write"]
-    assert len(writes) == 3 and writes[2] == f"plain{suffix}"
-    assert all(name.endswith(suffix) for name in writes)
+    if suffix == ".nii.gz":
+        # ITK writes the NIfTI encoding into a staged .nii beside the target; zlib level 1 packs it
+        assert len(writes) == 3 and writes[2].startswith(".plain.nii.gz.") and writes[2].endswith(".partial.nii")
+    else:
+        assert len(writes) == 3 and writes[2] == f"plain{suffix}"
+        assert all(name.endswith(suffix) for name in writes)
     itk_calls.clear()
     assert read_volume(tmp_path / f"ct{suffix}").array.tolist() == ct.array.tolist()
     assert read_ct(tmp_path / f"ct{suffix}").geometry.matches(GEOMETRY, 1e-6)
