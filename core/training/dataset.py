@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import csv
 import random
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.casenames import case_id
 from core.errors import ConfigError, InputError
-
-_CHANNEL = re.compile(r"_\d{4}$")
 
 
 @dataclass(frozen=True)
@@ -50,8 +48,9 @@ def _from_folders(root: Path) -> list[CaseFiles]:
     cases = []
     for img in images:
         name = case_name(img)
-        label = labels.get(name) or labels.get(_CHANNEL.sub("", name))
-        cases.append(CaseFiles(_CHANNEL.sub("", name), img, label))
+        # the one naming rule of `airway` (core.casenames): CASE_0000 image -> CASE label
+        label = labels.get(name) or labels.get(case_id(name))
+        cases.append(CaseFiles(case_id(name), img, label))
     return cases
 
 
@@ -73,7 +72,7 @@ def _from_csv(path: Path) -> list[CaseFiles]:
             )
         img = (base / row[0].strip()).resolve()
         lab = (base / row[1].strip()).resolve() if row[1].strip() else None
-        cases.append(CaseFiles(_CHANNEL.sub("", case_name(img)), img, lab if lab is None or lab.exists() else None))
+        cases.append(CaseFiles(case_id(case_name(img)), img, lab if lab is None or lab.exists() else None))
     return cases
 
 
