@@ -342,3 +342,36 @@ def test_ids_and_the_selected_row_survive_a_re_analysis(qtbot):
     assert case.regions()[case.active_region].id == "FN-0003"  # and A / R / 1-4 act on it
     w.case.auto_analyse = False
     w.case.modified = False
+
+
+def test_a_group_marked_at_once_shows_in_the_raw_table_too(qtbot):
+    """A group's statuses change in one event (region -1): the raw table must not keep old ones."""
+    case = Case(auto_analyse=False)
+    case.set_ct(IntensityVolume(np.zeros(SHAPE, np.int16), GEO, name="ct"))
+    ref = np.zeros(SHAPE, bool)
+    ref[2:18, 10:14, 10:14] = True
+    case.set_reference(LabelVolume(ref, GEO, name="reference"))
+    case.add_prediction(PredictionEntry("model", LabelVolume(ref.copy(), GEO, name="model")))
+    case.active.regions = [
+        error_region("FN-1", "FN", "boundary_miss", 30, centroid=(5, 6, 7)),
+        error_region("FN-2", "FN", "boundary_miss", 20, centroid=(9, 6, 7)),
+    ]
+    case.regionsChanged.emit(0)
+    panel = RegionsPanel(case)
+    qtbot.addWidget(panel)
+    panel.small_switch.setChecked(True)
+    panel.show()
+    panel.set_grouped(False)
+    assert _column(panel, "Status") == ["Unreviewed", "Unreviewed"]  # the raw rows were read once
+    panel.set_grouped(True)
+    assert panel.proxy.rowCount() == 1  # one boundary group of two parts
+    panel.go_to_group(0)
+    # what key 2 does in the window (MainWindow.mark_region): the whole group in one change
+    case.set_region_statuses(list(panel.groups_model.groups[0].indices), "confirmed")
+    assert _column(panel, "Status") == [STATUS_LABELS["confirmed"]]
+    panel.set_grouped(False)
+    assert _column(panel, "Status") == [STATUS_LABELS["confirmed"]] * 2
+    panel.set_grouped(True)
+    panel.mark("flagged")  # the panel's own buttons: the same one change
+    panel.set_grouped(False)
+    assert _column(panel, "Status") == [STATUS_LABELS["flagged"]] * 2

@@ -132,9 +132,15 @@ class RegionsModel(QAbstractTableModel):
         return -1
 
     def status_changed(self, row: int) -> None:
+        """Row ``row``'s status changed; -1: several rows' (a group's, in one change)."""
+        c = COLUMNS.index("Status")
+        if row < 0:
+            self._cache.clear()
+            if self._regions:
+                self.dataChanged.emit(self.index(0, c), self.index(len(self._regions) - 1, c))
+            return
         self._cache.pop(row, None)
-        if 0 <= row < len(self._regions):
-            c = COLUMNS.index("Status")
+        if row < len(self._regions):
             self.dataChanged.emit(self.index(row, c), self.index(row, c))
 
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802, B008
@@ -700,9 +706,6 @@ class RegionsPanel(QWidget):
         self._fitted_width = room
 
     def _on_status(self, pred: int, region: int, _status: str) -> None:
-        if getattr(self, "_batch", False):
-            self.model.status_changed(region)
-            return
         if pred == self.case.active_index:
             self.model.status_changed(region)
             self.groups_model.status_changed(region)
@@ -814,22 +817,15 @@ class RegionsPanel(QWidget):
         return src
 
     def mark(self, status: str) -> None:
-        """Set the status of the selected item (every region of a group)."""
+        """Set the status of the selected item (every region of a group, as one change)."""
         if self.case.active is None or self.case.active_region < 0:
             return
         if self.grouped and 0 <= self._group_row < len(self.groups_model.groups):
             g = self.groups_model.groups[self._group_row]
             if self.case.active_region in g.indices:
-                # one table refresh for the group, not one per fragment (hundreds on real cases)
-                self._batch = True
-                try:
-                    for i in g.indices:
-                        self.case.set_region_status(i, status)
-                finally:
-                    self._batch = False
-                self._on_status(self.case.active_index, -1, status)
+                self.case.set_region_statuses(list(g.indices), status)
                 return
-        self.case.set_region_status(self.case.active_region, status)
+        self.case.set_region_statuses([self.case.active_region], status)
 
     def region_row(self, index: int) -> int:
         """The raw-regions table row showing region ``index`` (after sorting/filtering), or -1."""
