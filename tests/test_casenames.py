@@ -80,6 +80,7 @@ def test_legacy_segment_names_compare_instead_of_nan_rows(ref_dir, tmp_path, cap
     assert text.count("\n") == 4 and ",nan" not in text and "100.0" in text
 
 
+@pytest.mark.slow
 def test_a_model_matching_no_case_is_an_error_naming_expected_and_found(ref_dir, tmp_path, capsys):
     bad = tmp_path / "bad"
     bad.mkdir()

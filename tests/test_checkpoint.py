@@ -68,6 +68,7 @@ def test_round_trip_weights_and_header(tmp_path, small):
     assert [p.name for p in tmp_path.joinpath("ckpt").iterdir()] == ["best.pt"]  # no temp files left
 
 
+@pytest.mark.slow
 def test_resume_state_round_trip(tmp_path, small):
     opt = torch.optim.SGD(small.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[60, 90], gamma=0.1)
