@@ -70,7 +70,7 @@ def main() -> int:
     for e in day.errors:
         print(f"error shown: {e}")
     if args.stacks:
-        print(dog.report())
+        print(dog.report(top=12))
     return 0
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from annotator_day import atm22_available, copy_pair, make_window, run_day
+from pytestqt.qtbot import QtBot
 from watchdog import Watchdog
 
 STALL_LIMIT_MS = 250.0  # issue 22: the window answers within a quarter second, always
@@ -40,7 +41,7 @@ def _generated_pair(folder: Path) -> tuple[Path, Path]:
     return ref, pred
 
 
-def _day(qtbot, reference: Path, prediction: Path) -> None:
+def _day(qtbot: QtBot, reference: Path, prediction: Path) -> None:
     w = make_window((1280, 800))
     qtbot.addWidget(w)
     dog = Watchdog()
@@ -55,14 +56,14 @@ def _day(qtbot, reference: Path, prediction: Path) -> None:
     assert not worst, f"GUI stalls above {STALL_LIMIT_MS:.0f} ms: {worst}\n{dog.report()}"
 
 
-def test_a_day_on_the_atm22_pair_never_stalls_the_window(qtbot, tmp_path):
+def test_a_day_on_the_atm22_pair_never_stalls_the_window(qtbot: QtBot, tmp_path: Path) -> None:
     if not atm22_available():
         pytest.skip("../shared/data/atm22 is absent (the generated pair test stands in)")
     ref, pred = copy_pair(tmp_path)
     _day(qtbot, ref, pred)
 
 
-def test_a_day_on_a_generated_real_size_pair_never_stalls_the_window(qtbot, tmp_path):
+def test_a_day_on_a_generated_real_size_pair_never_stalls_the_window(qtbot: QtBot, tmp_path: Path) -> None:
     if atm22_available() and not os.environ.get("AIRWAY_TEST_GENERATED_PAIR"):
         pytest.skip("the real ATM'22 pair is here (AIRWAY_TEST_GENERATED_PAIR=1 runs this one too)")
     ref, pred = _generated_pair(tmp_path)
