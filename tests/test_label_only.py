@@ -59,8 +59,9 @@ def test_window_opens_labels_only_with_metrics_regions_and_navigator(qtbot, labe
     assert "HU" not in format_probe(case.probe(case.cursor))
     img = w.views["axial"].current_rgb()
     assert img is not None and img.std() > 0  # overlay drawn over the neutral background
+    running = list(w.jobs)
     w.segment_with("nothing.pt")  # no CT: refused with one status message (not an error dialog), nothing started
-    assert "Open a CT to segment" in w.statusBar().currentMessage() and not w.jobs
+    assert "Open a CT to segment" in w.statusBar().currentMessage() and all(j in running for j in w.jobs)
     qtbot.waitUntil(lambda: not case.busy and not w.busy, timeout=60000)
     case._set_modified(False)
     w.close()
