@@ -563,10 +563,12 @@ class SegmentPanel(QWidget):
         )
         remembered_method = settings.get("segment/method", None) if settings is not None else None
         self.method_combo.setCurrentIndex(max(self.method_combo.findData(remembered_method or "region-growing"), 0))
-        row.addWidget(self.method_combo)
+        # the checkpoint on a row of its own: beside the method it made the panel ~385 px wide, more than
+        # the dock column has at 1024 x 700 (tests/test_layout.py)
+        form.addRow("Method", self.method_combo)
         row.addWidget(self.checkpoint_edit, 1)
         row.addWidget(browse)
-        form.addRow("Method", row)
+        form.addRow("Model", row)
         self.browse_button = browse
         self.card_label = QLabel("", self)
         self.card_label.setObjectName("modelCard")
@@ -611,12 +613,12 @@ class SegmentPanel(QWidget):
         self.gaussian_check = QCheckBox("Gaussian window weighting", self)
         self.gaussian_check.setToolTip("nnU-Net-style weights where windows overlap instead of the paper's mean")
         form.addRow("", self.gaussian_check)
-        self.exact_check = QCheckBox("Exact paper procedure (full overlap, fp32; slower)", self)
+        self.exact_check = QCheckBox("Exact paper procedure", self)
         self.exact_check.setObjectName("exactCheck")
         self.exact_check.setToolTip(
             "Off: only the windows that touch the lungs and trachea, bf16 where the "
             "hardware has it (measured to agree with the paper's procedure). "
-            "On: every window, fp32."
+            "On: every window with full overlap, fp32 (slower)."
         )
         self.exact_check.toggled.connect(lambda on: self.gaussian_check.setEnabled(not on))
         form.addRow("", self.exact_check)
@@ -624,6 +626,7 @@ class SegmentPanel(QWidget):
         self.form = form
         # what only the model method uses: hidden while region growing is chosen
         self._model_rows: list[QWidget | QHBoxLayout] = [
+            row,
             self.card_label,
             self.device_combo,
             wrow,
@@ -691,8 +694,6 @@ class SegmentPanel(QWidget):
 
     def _show_method_options(self) -> None:
         model = self.method == "model"
-        self.checkpoint_edit.setVisible(model)
-        self.browse_button.setVisible(model)
         for row in self._model_rows:
             self.form.setRowVisible(row, model)
 
