@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import AirwayError, Cancelled, InputError
-from core.progress import CancelToken, throttled
+from core.progress import Cancellable, CancelToken, throttled
 from core.segmentation.options import PredictOptions
 from core.volume import Geometry, IntensityVolume
 
@@ -75,7 +75,7 @@ def write_request(
     return path
 
 
-def run_request(request: dict[str, Any], emit: Emit, cancel: threading.Event) -> dict[str, Any]:
+def run_request(request: dict[str, Any], emit: Emit, cancel: Cancellable) -> dict[str, Any]:
     """Carry out one request; emits ``started``/``progress`` and returns the ``done`` event."""
     from core.segmentation import Predictor, segment_and_gate
 
@@ -135,7 +135,7 @@ def run_request(request: dict[str, Any], emit: Emit, cancel: threading.Event) ->
     }
 
 
-def _watch_stdin(cancel: threading.Event) -> None:
+def _watch_stdin(cancel: CancelToken) -> None:
     try:
         for line in sys.stdin:
             if line.strip() == "cancel":
