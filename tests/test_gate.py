@@ -207,6 +207,24 @@ def test_segment_with_a_failing_model_warns_and_strict_exits_3(phantom_file, ran
     assert not strict.exists()
 
 
+def test_segment_and_gate_predicts_gates_and_returns_the_warnings(phantom, random_model):
+    """The one glue the CLI, the app's child process and its thread fallback call (core.segmentation.route)."""
+    from core.segmentation import Predictor, segment_and_gate
+
+    predictor = Predictor(random_model, device="cpu", backend="torch")
+    messages: list[str] = []
+    out = segment_and_gate(predictor, phantom.ct, progress=lambda d, t, m: messages.append(m))
+    assert out.gate is not None and out.gate.passed is False and out.gate_dict() == out.gate.as_dict()
+    assert any(w.startswith("this mask does not look like the CT's airway") for w in out.warnings)
+    assert "no model card" in out.warnings[-1]
+    assert messages[-1] == "Checking the mask (trachea, lungs)" and "windows" in messages[0]
+    with pytest.raises(QualityError):
+        segment_and_gate(predictor, phantom.ct, strict=True)
+    ungated = segment_and_gate(predictor, phantom.ct, gate=False)
+    assert ungated.gate is None and not any("does not look like" in w for w in ungated.warnings)
+    assert np.array_equal(ungated.prediction.mask.array, out.prediction.mask.array)
+
+
 @pytest.mark.parametrize("method", ["region-growing", "model"])
 @pytest.mark.parametrize("value", [0, 1])
 def test_segment_ct_without_air_exits_2_and_writes_nothing(method, value, random_model, tmp_path, capsys):
