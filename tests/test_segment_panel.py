@@ -193,6 +193,9 @@ def test_thread_fallback_runs_the_same_predictor(qtbot, tiny_checkpoint):
     with qtbot.waitSignal(run.finished, timeout=120000) as blocker:
         run.start()
     assert case.predictions[blocker.args[0]].mask.shape == case.ct.shape
+    # what the panel's message is made of, as from the child process
+    assert run.info["device"] == "cpu" and run.info["seconds"] > 0 and run.info["export_seconds"] == 0.0
+    assert run.wall_seconds >= run.info["seconds"]
 
 
 def test_child_errors_come_back_as_the_project_types():

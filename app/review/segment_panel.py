@@ -143,9 +143,9 @@ def run_in_thread(
     *,
     progress: Progress | None = None,
     cancel: Cancellable | None = None,
-) -> tuple[PredictionEntry, float]:
-    """The frozen-build fallback: the one segmentation route in a worker thread; the prediction and the
-    seconds its engine export took."""
+) -> tuple[PredictionEntry, dict[str, Any]]:
+    """The frozen-build fallback: the one segmentation route in a worker thread; the prediction and what the
+    run cost (device, backend, seconds, export_seconds: the keys of the child's ``done`` event)."""
     from core.segmentation import PredictOptions, Predictor, segment_and_gate
 
     # threads (in options): the PyTorch backend leaves its pool at every core, and on a busy CPU a
@@ -161,7 +161,13 @@ def run_in_thread(
         source=f"model:{checkpoint}",
         warnings=result.warnings,
     )
-    return entry, predictor.export_seconds
+    info = {
+        "device": predictor.device,
+        "backend": result.prediction.backend,
+        "seconds": result.prediction.seconds,
+        "export_seconds": predictor.export_seconds,
+    }
+    return entry, info
 
 
 def grow_prediction(
@@ -475,9 +481,9 @@ class SegmentationRun(QObject):
         self.job.start()
 
     # -- endings -----------------------------------------------------------------------------
-    def _thread_done(self, value: tuple[PredictionEntry, float]) -> None:
-        entry, export_seconds = value
-        self.info["export_seconds"] = export_seconds
+    def _thread_done(self, value: tuple[PredictionEntry, dict[str, Any]]) -> None:
+        entry, info = value
+        self.info.update(info)
         self._add(entry)
 
     def _add(self, entry: PredictionEntry) -> None:
