@@ -173,3 +173,23 @@ def test_architecture_argument_types_in_the_registry_match_the_constructors():
         params = inspect.signature(spec.load_class()).parameters
         defaults = {k: type(p.default) for k, p in params.items() if p.default is not inspect.Parameter.empty}
         assert spec.arg_types == defaults, name
+
+
+@pytest.mark.slow  # one phantom and one (small) inference through the command
+def test_airway_segment_says_when_the_ct_is_far_from_the_models_input(tmp_path, capsys):
+    """The card's check reaches the user: `airway phantom --size 96` -> `airway segment --method model`
+    with the demo model warns (stdout and --json) that the CT is far from what the model saw."""
+    from core.cli import main
+
+    demo = MODELS / "demo_wingsnet.pt"
+    if not demo.exists():
+        pytest.skip("demo_wingsnet.pt not installed")
+    assert main(["phantom", "--size", "96", "--seed", "1", "--out", str(tmp_path / "ph")]) == 0
+    ct = next(p for p in (tmp_path / "ph").iterdir() if p.name.startswith("ct"))
+    capsys.readouterr()
+    out = tmp_path / "mask.nii.gz"
+    args = ["segment", "-i", str(ct), "-o", str(out), "--method", "model", "--model", str(demo), "--backend", "torch"]
+    main([*args, "--json"])
+    report = json.loads(capsys.readouterr().out)
+    text = json.dumps(report)
+    assert "coarser along z" in text and "--method growing" in text

@@ -708,22 +708,18 @@ class SegmentPanel(QWidget):
         self.method_combo.setCurrentIndex(self.method_combo.findData("model"))
 
     def _update_card(self) -> None:
-        """One-line model card under the checkpoint, the whole card as tooltip (read without torch)."""
-        from core.models.card import card_lines, card_summary, read_header
+        """One-line model card under the checkpoint, the whole card as tooltip (read without torch,
+        checked as loading checks it, so a damaged header names its field before Run is pressed)."""
+        from core.models.card import checkpoint_card_text
 
         path = self.checkpoint_edit.text().strip()
         if not path or not Path(path).is_file():
             self.card_label.setText("")
             self.card_label.setToolTip("")
             return
-        header = read_header(path)
-        if header is None:
-            self.card_label.setText("Not an Airway Studio checkpoint (no header)")
-            self.card_label.setToolTip("")
-            return
-        summary = card_summary(header)
+        summary, lines = checkpoint_card_text(path)
         self.card_label.setText(summary[0].upper() + summary[1:])
-        self.card_label.setToolTip("\n".join(card_lines(header)))
+        self.card_label.setToolTip("\n".join(lines))
 
     @property
     def method(self) -> str:

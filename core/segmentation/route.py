@@ -48,11 +48,14 @@ def segment_and_gate(
     """Segment ``ct`` with ``predictor``, then check the mask; ``strict``: a failed gate raises
     :class:`core.errors.QualityError` (the caller then writes nothing) instead of becoming a warning."""
     from core.gate import check_mask, enforce
-    from core.models.card import card_summary
+    from core.models.card import card_summary, input_warnings
     from core.sanity import check_label
 
+    # said before the wait, and kept with the mask: a CT far from what the model saw
+    # explains a poor mask better than the gate's symptoms do
+    warnings = input_warnings(predictor.header, ct.geometry.spacing, ct.shape, resampled=predictor.spacing is not None)
     prediction = predictor.predict(ct, progress=progress, cancel=cancel)
-    warnings = [f.message for f in check_label(prediction.mask, "prediction")]
+    warnings += [f.message for f in check_label(prediction.mask, "prediction")]
     report = None
     if gate:
         raise_if_cancelled(cancel, "Segmentation cancelled before the mask was checked.")
