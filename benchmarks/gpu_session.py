@@ -374,9 +374,9 @@ def train(data: Path, cfg: Path, run: Path, deadline_s: float) -> None:
 
 
 def held_out(ckpt: Path, n: int = 3) -> None:
-    from core.segmentation import Predictor
     from core.metrics import evaluate
     from core.phantom import make_phantom
+    from core.segmentation import Predictor
 
     say(f"4. {ckpt.name} on {n} held-out phantoms (seeds 9000+, 160 x 192 x 192, 0.8 mm)")
     predictor = Predictor(ckpt, device=DEVICE)
@@ -397,8 +397,8 @@ def real_cases(real: Path, models: dict[str, Path], out: Path) -> None:
     """Each model on each real CT (``eval_*`` and ``train_*`` in ``real``): time, volume, components, masks kept."""
     import cc3d
 
-    from core.segmentation import Predictor
     from core.preprocess import lung_mask
+    from core.segmentation import Predictor
 
     say(f"5. real CTs: {', '.join(models)}")
     masks, rows = {}, []

@@ -74,8 +74,8 @@ def main() -> int:
         print(f"skipped: {DATA} is absent")
         return 0
     from core.growing import find_trachea, grow_airway
-    from core.segmentation import Predictor
     from core.io import read_ct, read_label
+    from core.segmentation import Predictor
 
     cases = [
         ("chest_ct_dicom", DATA / "chest_ct_dicom", None),
