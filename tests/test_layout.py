@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QMessageBox
@@ -141,17 +143,28 @@ def test_navigator_columns_buttons_and_toolbar_at_common_sizes(window, qtbot, si
     # the status buttons are on screen, whole
     for b in panel.status_buttons.values():
         assert _fully_visible(b), (b.text(), size)
+
     # every toolbar action is either on the bar or behind its extension button (">>")
-    for bar in w.findChildren(QToolBar):
-        if not bar.isVisible():
-            continue
-        ext = bar.findChild(QToolButton, "qt_toolbar_ext_button")
-        for a in bar.actions():
-            if a.isSeparator() or not a.isVisible():
+    def unreachable() -> list[tuple[str, str]]:
+        out = []
+        for bar in w.findChildren(QToolBar):
+            if not bar.isVisible():
                 continue
-            on_bar = bar.widgetForAction(a)
-            reachable = (on_bar is not None and _fully_visible(on_bar)) or (ext is not None and _fully_visible(ext))
-            assert reachable, (bar.objectName(), a.text(), size)
+            ext = bar.findChild(QToolButton, "qt_toolbar_ext_button")
+            for a in bar.actions():
+                if a.isSeparator() or not a.isVisible():
+                    continue
+                on_bar = bar.widgetForAction(a)
+                if not (on_bar is not None and _fully_visible(on_bar)) and not (
+                    ext is not None and _fully_visible(ext)
+                ):
+                    out.append((bar.objectName(), a.text() or type(on_bar).__name__))
+        return out
+
+    # a toolbar lays its overflow out in a later pass (under load, after the navigator's checks)
+    with contextlib.suppress(qtbot.TimeoutError):
+        qtbot.waitUntil(lambda: not unreachable(), timeout=10000)
+    assert not unreachable(), (unreachable(), size)
     heat = w.action_table["toggle_heatmap"]
     buttons = [
         b for bar in w.findChildren(QToolBar) for b in bar.findChildren(QToolButton) if b.defaultAction() is heat
