@@ -29,6 +29,7 @@ from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QKeySequence, QPainter, QPen
 from PySide6.QtWidgets import QAbstractSpinBox, QApplication, QLineEdit, QWidget
 
+from app.review.case_view import CaseView
 from core.resources import load_json_resource
 
 ORIENTATIONS = ("axial", "coronal", "sagittal")
@@ -471,7 +472,7 @@ class SliceView(QWidget):
 
     def __init__(
         self,
-        case: Any,
+        case: CaseView,
         orientation: str,
         display: DisplayState,
         renderer: SliceRenderer | None = None,
@@ -566,6 +567,8 @@ class SliceView(QWidget):
             self._last = (key, old_img)
             return
         case, o, i = self.case, self.orientation, self.index
+        if case.ct is None:
+            return
         h, w = display_shape(o, case.ct.shape)
         r0, r1, c0, c1 = display_rect(o, box, case.ct.shape)
         # outlines depend on the 4-neighbours: paste one pixel around the box, render one more
@@ -611,8 +614,8 @@ class SliceView(QWidget):
     def fit_box(self, box: Any, margin: float = 0.5, min_mm: float = 24.0) -> None:
         """Centre on a (start, stop) voxel box and zoom so it fills the view with ``margin``
         (a share of its size) around it; tiny boxes still show ``min_mm`` of context."""
-        shape = self.shape
-        if shape is None or box is None or self.width() < 2 or self.height() < 2:
+        shape, ct = self.shape, self.case.ct
+        if shape is None or ct is None or box is None or self.width() < 2 or self.height() < 2:
             return
         lo, hi = (np.asarray(b, dtype=float) for b in box)
         corners = [
@@ -620,7 +623,7 @@ class SliceView(QWidget):
             voxel_to_display(self.orientation, np.maximum(hi - 1, lo).tolist(), shape),
         ]
         rows, cols = sorted(c[0] for c in corners), sorted(c[1] for c in corners)
-        pw, ph = pixel_mm(self.orientation, self.case.ct.spacing_zyx)
+        pw, ph = pixel_mm(self.orientation, ct.spacing_zyx)
         # box extent in mm, one voxel added (corners are voxel centres)
         w_mm = max((cols[1] - cols[0] + 1) * pw * (1 + 2 * margin), min_mm)
         h_mm = max((rows[1] - rows[0] + 1) * ph * (1 + 2 * margin), min_mm)
@@ -700,11 +703,11 @@ class SliceView(QWidget):
     # -- mapping between widget and voxels -------------------------------------------------
     def image_rect(self) -> QRectF | None:
         """Where the slice image lies in the widget (logical pixels), spacing-true."""
-        shape = self.shape
-        if shape is None:
+        shape, ct = self.shape, self.case.ct
+        if shape is None or ct is None:
             return None
         h, w = display_shape(self.orientation, shape)
-        pw, ph = pixel_mm(self.orientation, self.case.ct.spacing_zyx)
+        pw, ph = pixel_mm(self.orientation, ct.spacing_zyx)
         mm_w, mm_h = w * pw, h * ph
         margin = 4.0
         fit = min((self.width() - 2 * margin) / mm_w, (self.height() - 2 * margin) / mm_h)

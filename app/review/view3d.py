@@ -40,6 +40,7 @@ from PySide6.QtCore import Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QImage
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QMenu, QSizePolicy, QToolButton, QVBoxLayout, QWidget
 
+from app.review.case_view import CaseView
 from core.errors import InputError
 from core.metrics import AirwayMetrics
 from core.regions import ErrorRegion
@@ -449,7 +450,7 @@ class View3D(QWidget):
     sceneReady = Signal(str)
     picked = Signal(object)
 
-    def __init__(self, case: Any, parent: QWidget | None = None, track_job: Callable[[Any], None] | None = None):
+    def __init__(self, case: CaseView, parent: QWidget | None = None, track_job: Callable[[Any], None] | None = None):
         super().__init__(parent)
         self.setObjectName("view3d")
         self.case = case
@@ -809,10 +810,10 @@ class View3D(QWidget):
         self._focus_key = key
         self._region_serial += 1
         serial = self._region_serial
-        if self.case.ct is None or not key:
+        case, ct = self.case, self.case.ct
+        if ct is None or not key:
             self._show_region(None, serial)
             return
-        case = self.case
         masks = [
             m
             for m in (
@@ -821,7 +822,7 @@ class View3D(QWidget):
             )
             if m is not None
         ]
-        job = Job(region_view, regions[index], case.ct.geometry, masks, self.view_direction(), name="Region view")
+        job = Job(region_view, regions[index], ct.geometry, masks, self.view_direction(), name="Region view")
         job.result.connect(guarded(self, lambda res, s=serial: self._show_region(res, s)))
         job.start()
 
@@ -947,7 +948,7 @@ class View3D(QWidget):
             )
             if m is not None
         ]
-        union = None
+        union: _LazyUnion | np.ndarray | None = None
         if len(masks) == 2:
             union = _LazyUnion(masks[0], masks[1])
         elif masks:
