@@ -227,7 +227,7 @@ class CompareState(QObject):
 
 
 class PaneCase(QObject):
-    """One pane's view of the :class:`CompareState` (duck-types ``app.review.case.Case`` for the views)."""
+    """One pane's view of the :class:`CompareState`, a :class:`app.review.case_view.CaseView` like ``Case``."""
 
     ctChanged = Signal()
     referenceChanged = Signal()
