@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from core.io import itk
 from core.io.decoded import Decoded
 
@@ -18,12 +16,4 @@ def read(path: Path) -> Decoded:
     return itk.read_file(path, ".mhd" if path.name.lower().endswith(".mhd") else ".mha")
 
 
-def write(
-    array: np.ndarray,
-    spacing: tuple[float, ...],
-    origin: tuple[float, ...],
-    direction: np.ndarray,
-    path: Path,
-    compress: bool,
-) -> None:
-    itk.write_file(array, spacing, origin, direction, path, compress)
+write = itk.write_file

@@ -93,13 +93,5 @@ def read(path: Path) -> Decoded:
     return decoded
 
 
-def write(
-    array: np.ndarray,
-    spacing: tuple[float, ...],
-    origin: tuple[float, ...],
-    direction: np.ndarray,
-    path: Path,
-    compress: bool,
-) -> None:
-    # ITK writes both transforms "scanner" (qform and sform codes 1): every reader agrees on them
-    itk.write_file(array, spacing, origin, direction, path, compress)
+# ITK writes both transforms "scanner" (qform and sform codes 1): every reader agrees on them
+write = itk.write_file

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from core.io import itk
 from core.io.decoded import Decoded
 
@@ -19,12 +17,4 @@ def read(path: Path) -> Decoded:
     return itk.read_file(path, ".nhdr" if path.name.lower().endswith(".nhdr") else ".nrrd")
 
 
-def write(
-    array: np.ndarray,
-    spacing: tuple[float, ...],
-    origin: tuple[float, ...],
-    direction: np.ndarray,
-    path: Path,
-    compress: bool,
-) -> None:
-    itk.write_file(array, spacing, origin, direction, path, compress)
+write = itk.write_file
