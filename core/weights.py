@@ -24,21 +24,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from core.box import bounding_box
 from core.errors import ConfigError, InputError
 from core.progress import Cancellable as _Cancel
 from core.progress import raise_if_cancelled as _check
-
-
-def label_bbox(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice] | None:
-    """Bounding box of the nonzero voxels, grown by ``margin`` and clipped to the array; None if empty."""
-    slices = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        idx = np.flatnonzero(mask.any(axis=other))
-        if idx.size == 0:
-            return None
-        slices.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + 1 + margin, mask.shape[axis])))
-    return tuple(slices)  # type: ignore[return-value]
 
 
 def centreline(mask: np.ndarray) -> np.ndarray:
@@ -112,9 +101,10 @@ def distance_weights(
         raise InputError(f"The skeleton's shape {skeleton.shape} differs from the label's {mask.shape}.")
 
     weights = np.ones(mask.shape, dtype=np.float32)
-    box = label_bbox(mask, margin=1)
-    if box is None:
+    found = bounding_box(mask)
+    if found is None:
         return weights
+    box = found.grown(1, mask.shape).slices
     crop = mask[box]
     if progress:
         progress("centreline")

@@ -7,8 +7,9 @@ import threading
 import numpy as np
 import pytest
 
+from core.box import bounding_box
 from core.errors import Cancelled, ConfigError, InputError
-from core.weights import centreline, distance_weights, label_bbox
+from core.weights import centreline, distance_weights
 
 
 def _tube_along_x(shape=(15, 17, 30), centre=(7, 8), radius=4.0, spacing_zy=(1.0, 1.0)):
@@ -87,8 +88,9 @@ def test_crop_to_bbox_gives_the_same_weights_as_the_small_array():
     outside[10:25, 20:37, 15:45] = False
     assert np.all(w_big[outside] == 1.0)
     # tube: z 7 +- 4, y 8 +- 4, x 3..26 inside the pasted block
-    assert label_bbox(big) == (slice(13, 22), slice(24, 33), slice(18, 42))
-    assert label_bbox(big, margin=20) == (slice(0, 40), slice(4, 50), slice(0, 60))
+    box = bounding_box(big)
+    assert box is not None and box.slices == (slice(13, 22), slice(24, 33), slice(18, 42))
+    assert box.grown(20, big.shape).slices == (slice(0, 40), slice(4, 50), slice(0, 60))
 
 
 def test_empty_tiny_and_thin_labels():
