@@ -43,6 +43,7 @@ from app.review.case import STATUS_KEYS, STATUS_LABELS, Case, apply_project, is_
 from app.review.slice_view import ORIENTATIONS, DisplaySettings, DisplayState, SliceRenderer, SliceView
 from app.settings import Settings
 from app.workers import Job, guarded
+from core.box import Box
 from core.errors import InputError
 
 VOLUME_FILTER = "Volumes (*.nii *.nii.gz *.mha *.mhd *.nrrd *.nhdr);;All files (*)"
@@ -226,7 +227,7 @@ class MainWindow(QMainWindow):
             self.display.apply_preset(DisplaySettings().preset)
             self._sync_display_controls()
 
-    def _fit_views(self, box: Any) -> None:
+    def _fit_views(self, box: Box) -> None:
         for v in self.views.values():
             v.fit_box(box)
 

@@ -30,7 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.surfaces import bounding_box, index_xyz_to_world, mask_surface, outcome_surface  # noqa: E402
+from core.box import bounding_box  # noqa: E402
+from core.surfaces import index_xyz_to_world, mask_surface, outcome_surface  # noqa: E402
 from core.volume import Geometry  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "atm22"

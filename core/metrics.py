@@ -33,10 +33,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from core.box import Box, bounding_box
+from core.box import union as union_of
 from core.errors import GeometryError, InputError
 from core.progress import Progress
 from core.progress import raise_if_cancelled as _check
-from core.tree import AirwayTree, Box, CancelFlag, IntArray, Mask, bounding_box, checked_connectivity, parse_tree
+from core.tree import AirwayTree, CancelFlag, IntArray, Mask, checked_connectivity, parse_tree
 
 DEFAULT_DIAMETER_EDGES: tuple[float, ...] = (0.0, 2.0, 4.0, 6.0, 8.0)
 SMOOTH = 1e-5  # ATM'22 evaluation_atm_22.py
@@ -206,7 +208,7 @@ def evaluate(
     report(2, "overlap")
     n_ref = int(np.count_nonzero(ref))
     n_pred = int(np.count_nonzero(p_sub)) if p_sub is not None else 0
-    tp = int(np.count_nonzero(p_sub & ref[_sl(p_box)])) if p_sub is not None and p_box is not None else 0
+    tp = int(np.count_nonzero(p_sub & ref[p_box.slices])) if p_sub is not None and p_box is not None else 0
     fp, fn = n_pred - tp, n_ref - tp
     tn = int(ref.size) - tp - fp - fn
 
@@ -301,10 +303,6 @@ def evaluate(
     )
 
 
-def _sl(box: Box) -> tuple[slice, ...]:
-    return tuple(slice(lo, hi) for lo, hi in box)
-
-
 def _prediction_component(
     pred: Mask, ref: Mask, connectivity: int, largest: bool
 ) -> tuple[Box | None, Mask | None, int, int]:
@@ -315,7 +313,7 @@ def _prediction_component(
     box = bounding_box(pred)
     if box is None:
         return None, None, 0, 0
-    sl = _sl(box)
+    sl = box.slices
     labels, n = cc3d.connected_components(pred[sl], connectivity=conn, return_N=True)
     if not largest:
         return box, labels > 0, 0, int(n)
@@ -332,8 +330,8 @@ def _lookup(sub: Mask | None, box: Box | None, coords: IntArray) -> Mask:
     out = np.zeros(len(coords), dtype=bool)
     if sub is None or box is None or len(coords) == 0:
         return out
-    lo = np.array([a for a, _ in box])
-    hi = np.array([b for _, b in box])
+    lo = np.array(box.start)
+    hi = np.array(box.stop)
     inside = ((coords >= lo) & (coords < hi)).all(axis=1)
     c = coords[inside] - lo
     out[inside] = sub[c[:, 0], c[:, 1], c[:, 2]]
@@ -348,8 +346,8 @@ def branch_of_voxels(tree: AirwayTree, coords: npt.NDArray[np.integer[Any]]) -> 
     out = np.zeros(len(coords), dtype=np.int64)
     if len(coords) == 0:
         return out
-    lo = np.array([a for a, _ in tree.box])
-    hi = np.array([b for _, b in tree.box])
+    lo = np.array(tree.box.start)
+    hi = np.array(tree.box.stop)
     inside = ((coords >= lo) & (coords < hi)).all(axis=1)
     c = coords[inside] - lo
     out[inside] = tree.branch_map[c[:, 0], c[:, 1], c[:, 2]]
@@ -374,21 +372,18 @@ def _dsc_by_diameter(
         [[-1], np.clip(np.searchsorted(edges, np.nan_to_num(diam), side="right") - 1, 0, None)]
     )
     nbins = len(edges)
-    rbox = bounding_box(ref)
-    boxes = [b for b in (rbox, p_box) if b is not None]
+    ubox = union_of(bounding_box(ref), p_box)
     ref_n = np.zeros(nbins, np.int64)
     pred_n = np.zeros(nbins, np.int64)
     both_n = np.zeros(nbins, np.int64)
-    if boxes:
-        ubox = tuple((min(b[k][0] for b in boxes), max(b[k][1] for b in boxes)) for k in range(3))
-        usl = _sl(ubox)
-        r = ref[usl]
+    if ubox is not None:
+        r = ref[ubox.slices]
         p = np.zeros(r.shape, dtype=bool)
         if p_sub is not None and p_box is not None:
-            p[tuple(slice(a - u, b - u) for (a, b), (u, _) in zip(p_box, ubox))] = p_sub
+            p[p_box.shifted([-u for u in ubox.start]).slices] = p_sub
         union = r | p
         idx = np.nonzero(union)
-        coords = np.stack(idx, axis=1) + np.array([u for u, _ in ubox])
+        coords = np.stack(idx, axis=1) + np.array(ubox.start)
         bins = bin_of_branch[branch_of_voxels(tree, coords)]
         rv, pv = r[idx], p[idx]
         ok = bins >= 0

@@ -32,11 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.box import Box, bounding_box
 from core.errors import GeometryError, InputError
-from core.metrics import _as_mask, _lookup, _prediction_component, _sl, branch_of_voxels
+from core.metrics import _as_mask, _lookup, _prediction_component, branch_of_voxels
 from core.progress import Progress
 from core.progress import raise_if_cancelled as _check
-from core.tree import AirwayTree, bounding_box, neighbour_pairs, sparse_components
+from core.tree import AirwayTree, neighbour_pairs, sparse_components
 
 if TYPE_CHECKING:
     from core.progress import Cancellable
@@ -75,13 +76,17 @@ class ErrorRegion:
     key: str = ""
     focus_zyx: tuple[int, int, int] | None = None  # the region's voxel nearest its centroid
 
+    @property
+    def box(self) -> Box:
+        """``bbox`` as a :class:`~core.box.Box` (the field keeps the per-axis pairs region files store)."""
+        return Box.from_ranges(self.bbox)
+
     def mask(self) -> np.ndarray:
         """The region as a bool mask over ``bbox`` (box-local)."""
-        shape = tuple(hi - lo for lo, hi in self.bbox)
-        out = np.zeros(shape, dtype=bool)
+        box = self.box
+        out = np.zeros(box.shape, dtype=bool)
         if self.coords is not None and len(self.coords):
-            lo = np.array([lo for lo, _ in self.bbox])
-            out[tuple((self.coords.astype(np.int64) - lo).T)] = True
+            out[tuple((self.coords.astype(np.int64) - np.array(box.start)).T)] = True
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -164,16 +169,16 @@ def find_error_regions(
     if rbox is None:
         return []
     # Everything below works on voxel coordinates (a few hundred thousand), not on volumes.
-    r_lo = np.array([lo for lo, _ in rbox])
-    r_local = np.argwhere(ref[_sl(rbox)])
+    r_lo = np.array(rbox.start)
+    r_local = np.argwhere(ref[rbox.slices])
     r_coords = r_local + r_lo
     if p_sub is not None and p_box is not None:
-        p_coords = np.argwhere(p_sub) + np.array([lo for lo, _ in p_box])
+        p_coords = np.argwhere(p_sub) + np.array(p_box.start)
         fp = p_coords[~ref[tuple(p_coords.T)]]
     else:
         fp = np.zeros((0, 3), np.int64)
     fn = r_coords[~_lookup(p_sub, p_box, r_coords)]
-    inner, outer = _shells(r_local, [hi - lo for lo, hi in rbox])
+    inner, outer = _shells(r_local, list(rbox.shape))
     inner, outer = inner + r_lo, outer + r_lo
     # beyond the volume's faces counts as airway (tubes cut by the field of view)
     outer = outer[((outer >= 0) & (outer < np.asarray(ref.shape))).all(axis=1)]

@@ -14,11 +14,11 @@ Headless: pyvista/VTK and numpy only, never Qt.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.box import Box, bounding_box
 from core.errors import Cancelled, GeometryError, InputError
 from core.progress import Cancellable as CancelLike
 from core.volume import Geometry
@@ -33,45 +33,6 @@ OUTCOME_NAMES = {TP: "TP", FP: "FP", FN: "FN"}
 
 
 Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class Box:
-    """A half-open index box ``[start, stop)`` per array axis (z, y, x)."""
-
-    start: tuple[int, int, int]
-    stop: tuple[int, int, int]
-
-    @property
-    def slices(self) -> tuple[slice, slice, slice]:
-        (z0, y0, x0), (z1, y1, x1) = self.start, self.stop
-        return slice(z0, z1), slice(y0, y1), slice(x0, x1)
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        (z0, y0, x0), (z1, y1, x1) = self.start, self.stop
-        return z1 - z0, y1 - y0, x1 - x0
-
-
-def bounding_box(array: np.ndarray) -> Box | None:
-    """Tightest box holding every non-zero voxel, or ``None`` when there is none.
-
-    Uses per-axis ``any`` projections (three passes over the array, no index
-    lists), which is what keeps a 512 x 512 x 600 volume under a second.
-    """
-    if array.ndim != 3:
-        raise InputError(f"Expected a 3D array, got shape {array.shape}.")
-    nz = array if array.dtype == bool else array != 0
-    start: list[int] = []
-    stop: list[int] = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        hit = np.flatnonzero(nz.any(axis=other))
-        if hit.size == 0:
-            return None
-        start.append(int(hit[0]))
-        stop.append(int(hit[-1]) + 1)
-    return Box((start[0], start[1], start[2]), (stop[0], stop[1], stop[2]))
 
 
 def outcome_labels(prediction: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -114,7 +75,7 @@ def labels_surface(
     smoothing: bool = True,
     smoothing_iterations: int = 16,
     box: Box | None = None,
-    offset: tuple[int, int, int] = (0, 0, 0),
+    offset: Sequence[int] = (0, 0, 0),
     progress: Progress | None = None,
     cancel: CancelLike | None = None,
 ) -> pv.PolyData:
@@ -217,9 +178,7 @@ def outcome_surface(prediction: np.ndarray, reference: np.ndarray, geometry: Geo
     boxes = [b for b in (bounding_box(prediction), bounding_box(reference)) if b is not None]
     if not boxes:
         return labels_surface(np.zeros((1, 1, 1), np.uint8), geometry, **kwargs)
-    z0, y0, x0 = (min(b.start[i] for b in boxes) for i in range(3))
-    z1, y1, x1 = (max(b.stop[i] for b in boxes) for i in range(3))
-    union = Box((z0, y0, x0), (z1, y1, x1))
+    union = boxes[0].union(boxes[-1])
     crop = outcome_labels(prediction[union.slices], reference[union.slices])
     return labels_surface(crop, geometry, offset=union.start, **kwargs)
 

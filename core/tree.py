@@ -38,12 +38,12 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from core.box import Box, bounding_box
 from core.errors import InputError
 from core.progress import Cancellable, Progress
 from core.progress import raise_if_cancelled as _check
 
 FORMAT_VERSION = 1
-Box = tuple[tuple[int, int], ...]  # half-open (lo, hi) index range per axis
 Mask = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
@@ -95,7 +95,7 @@ class AirwayTree:
 
     shape: tuple[int, int, int]
     spacing_zyx: tuple[float, float, float]
-    box: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+    box: Box
     branch_map: np.ndarray  # box-sized, branch id per voxel of the (largest, filled) label, 0 outside
     centreline_zyx: np.ndarray  # (N, 3) int, full-volume indices of skeleton voxels, C order
     centreline_branch: np.ndarray  # (N,) branch id of each skeleton voxel
@@ -115,9 +115,8 @@ class AirwayTree:
         return b
 
     @property
-    def slices(self) -> tuple[slice, slice, slice]:
-        (z0, z1), (y0, y1), (x0, x1) = self.box
-        return slice(z0, z1), slice(y0, y1), slice(x0, x1)
+    def slices(self) -> tuple[slice, ...]:
+        return self.box.slices
 
     @property
     def max_generation(self) -> int:
@@ -159,7 +158,7 @@ class AirwayTree:
             "format_version": FORMAT_VERSION,
             "shape": list(self.shape),
             "spacing_zyx": list(self.spacing_zyx),
-            "box": [list(b) for b in self.box],
+            "box": self.box.to_json(),
             "trachea": self.trachea,
             "warnings": self.warnings,
             "params": self.params,
@@ -195,13 +194,12 @@ class AirwayTree:
         if meta.get("format_version") != FORMAT_VERSION:
             raise InputError(f"Tree file format {meta.get('format_version')} is not {FORMAT_VERSION}.", fix, path=path)
         branches = [Branch(**{**b, "children": tuple(b["children"])}) for b in meta["branches"]]
-        (z0, z1), (y0, y1), (x0, x1) = meta["box"]
         nz, ny, nx = meta["shape"]
         sz, sy, sx = meta["spacing_zyx"]
         return cls(
             shape=(int(nz), int(ny), int(nx)),
             spacing_zyx=(float(sz), float(sy), float(sx)),
-            box=((int(z0), int(z1)), (int(y0), int(y1)), (int(x0), int(x1))),
+            box=Box.from_ranges(meta["box"]),
             branch_map=branch_map,
             centreline_zyx=cz,
             centreline_branch=cb,
@@ -210,22 +208,6 @@ class AirwayTree:
             warnings=list(meta.get("warnings", [])),
             params=dict(meta.get("params", {})),
         )
-
-
-def bounding_box(mask: npt.NDArray[Any]) -> Box | None:
-    """Half-open index ranges of the True voxels per axis, None when empty."""
-    out = []
-    for ax in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != ax)
-        hit = np.flatnonzero(np.any(mask, axis=other))
-        if hit.size == 0:
-            return None
-        out.append((int(hit[0]), int(hit[-1]) + 1))
-    return tuple(out)
-
-
-def grow_box(box: Box, margin: int, shape: Sequence[int]) -> Box:
-    return tuple((max(0, lo - margin), min(int(n), hi + margin)) for (lo, hi), n in zip(box, shape))
 
 
 def checked_connectivity(connectivity: int) -> Literal[6, 18, 26]:
@@ -251,15 +233,13 @@ def largest_component_in_box(mask: Mask, connectivity: int = 6) -> tuple[Box, Ma
     box = bounding_box(mask)
     if box is None:
         return None
-    sl = tuple(slice(lo, hi) for lo, hi in box)
-    labels = cc3d.connected_components(mask[sl], connectivity=conn)
+    labels = cc3d.connected_components(mask[box.slices], connectivity=conn)
     counts = np.bincount(labels.ravel())
     counts[0] = 0
     sub = labels == int(np.argmax(counts))
     inner = bounding_box(sub)
     assert inner is not None
-    box = tuple((lo + a, lo + b) for (lo, _), (a, b) in zip(box, inner))
-    return box, sub[tuple(slice(a, b) for a, b in inner)]
+    return inner.shifted(box.start), sub[inner.slices]
 
 
 def skeleton(mask: Mask) -> Mask:
@@ -413,9 +393,9 @@ def parse_tree(
             "The reference label is empty (no airway voxel).", "Check the label file and the --label-selector."
         )
     inner, sub = found
-    box = grow_box(inner, 1, mask.shape)  # one empty voxel around keeps hole filling and neighbour counts exact
-    lab = np.zeros(tuple(hi - lo for lo, hi in box), dtype=bool)
-    lab[tuple(slice(a - lo, b - lo) for (a, b), (lo, _) in zip(inner, box))] = sub
+    box = inner.grown(1, mask.shape)  # one empty voxel around keeps hole filling and neighbour counts exact
+    lab = np.zeros(box.shape, dtype=bool)
+    lab[inner.shifted([-a for a in box.start]).slices] = sub
     del sub
     lab = fill_holes(lab)
     warnings: list[str] = []
@@ -501,13 +481,12 @@ def parse_tree(
         spacing,
     )
     report(7, "done")
-    origin = np.array([lo for lo, _ in box], dtype=np.int64)
+    origin = np.array(box.start, dtype=np.int64)
     nz, ny, nx = (int(n) for n in mask.shape)
-    (z0, z1), (y0, y1), (x0, x1) = box
     return AirwayTree(
         shape=(nz, ny, nx),
         spacing_zyx=spacing,
-        box=((z0, z1), (y0, y1), (x0, x1)),
+        box=box,
         branch_map=branch_map,
         centreline_zyx=coords + origin,
         centreline_branch=skel_branch,
@@ -535,7 +514,7 @@ def _reflect_extra(coords: IntArray, box: Box, shape: Sequence[int]) -> IntArray
     extra = np.zeros(len(coords), dtype=np.int64)
     if len(coords) == 0:
         return extra
-    full = coords + np.array([lo for lo, _ in box])
+    full = coords + np.array(box.start)
     on_lo = full == 0
     on_hi = full == np.asarray(shape) - 1
     touching = np.flatnonzero((on_lo | on_hi).any(axis=1))
@@ -753,11 +732,11 @@ def _depth_mm(
     inside[nb] = True
     cand = np.flatnonzero(inside)
     del inside, nb
-    shell = np.stack(np.unravel_index(cand, tuple(padded)), axis=1) - 1 + np.array([lo for lo, _ in box])
+    shell = np.stack(np.unravel_index(cand, tuple(padded)), axis=1) - 1 + np.array(box.start)
     in_volume = ((shell >= 0) & (shell < np.asarray(full_shape))).all(axis=1)
     shell = shell[in_volume]
     if len(shell) == 0:
         return np.full(len(points), np.inf)
     tree = cKDTree(shell * sp)
-    d, _ = tree.query((points + np.array([lo for lo, _ in box])) * sp)
+    d, _ = tree.query((points + np.array(box.start)) * sp)
     return np.asarray(d, dtype=np.float64)

@@ -15,7 +15,6 @@ from PySide6.QtWidgets import QMessageBox
 from app import shortcuts
 from app.demo import TEST_PARAMS
 from app.main_window import MainWindow
-from app.review.case import region_box
 from app.settings import Settings
 from core.volume import LabelVolume
 
@@ -128,7 +127,7 @@ def test_next_previous_region_moves_the_crosshair(window, qtbot):
     def on_region(i):
         # the crosshair sits on a voxel of region i: inside its box and of its kind
         z, y, x = c.cursor
-        (z0, y0, x0), (z1, y1, x1) = region_box(regs[i])
+        (z0, y0, x0), (z1, y1, x1) = regs[i].box.start, regs[i].box.stop
         assert z0 <= z < z1 and y0 <= y < y1 and x0 <= x < x1
         err = pred & ~ref if regs[i].kind == "FP" else ref & ~pred
         assert err[c.cursor]

@@ -134,7 +134,7 @@ def test_per_case_row_opens_its_case_zoomed_to_the_airway(folders, tmp_path, tab
     box = tab.layout_view.state.airway_box()
     assert box is not None
     v = views[0]
-    (z0, y0, x0), (z1, y1, x1) = box
+    (z0, y0, x0), (z1, y1, x1) = box.start, box.stop
     a, b = v.voxel_to_widget((z0, y0, x0)), v.voxel_to_widget((z1 - 1, y1 - 1, x1 - 1))
     share = max(abs(b.x() - a.x()) / v.width(), abs(b.y() - a.y()) / v.height())
     assert share > 0.6, share

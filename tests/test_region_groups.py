@@ -28,7 +28,7 @@ def _evaluated(pred, ref):
 
     p_box, p_sub, _, _ = _prediction_component(pred, ref, 6, True)
     p = np.zeros(ref.shape, bool)
-    p[tuple(slice(lo, hi) for lo, hi in p_box)] = p_sub
+    p[p_box.slices] = p_sub
     return p
 
 

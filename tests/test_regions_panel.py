@@ -9,6 +9,7 @@ from PySide6.QtCore import Qt
 
 from app.review.case import STATUS_LABELS, Case, PredictionEntry
 from app.review.regions_panel import CATEGORY_FILTERS, COLUMNS, FILTERS, RegionsPanel, region_kind, region_volume_mm3
+from core.box import Box
 from core.volume import Geometry, IntensityVolume, LabelVolume
 
 SHAPE = (20, 24, 24)
@@ -223,7 +224,7 @@ def test_step_and_mark_go_through_items_and_mark_every_fragment(qtbot):
     p.step(1)
     g = p.groups_model.groups[p._group_row]
     assert g.category == "boundary_dilation" and case.active_region in g.indices
-    assert boxes[-1] == ((6, 17, 20), (18, 18, 21))  # the whole group's box, not one fragment's
+    assert boxes[-1] == Box((6, 17, 20), (18, 18, 21))  # the whole group's box, not one fragment's
     p.mark("confirmed")
     assert all(case.active.status(i) == "confirmed" for i in g.indices)
     assert _column(p, "Status")[p.group_row(p._group_row)] == STATUS_LABELS["confirmed"]

@@ -34,6 +34,7 @@ from app.review.slice_view import (
     voxel_to_display,
     window_slice,
 )
+from core.box import Box
 from core.volume import Geometry, IntensityVolume, LabelVolume
 
 SHAPE = (10, 12, 14)  # z, y, x: all different so a wrong axis shows
@@ -100,7 +101,7 @@ def test_overlay_window_cuts_the_same_pixels_as_the_full_slice(orientation):
     rng = np.random.default_rng(3)
     mask = np.zeros(SHAPE, bool)
     mask[2:7, 3:9, 4:12] = rng.random((5, 6, 8)) > 0.5
-    box = ((2, 7), (3, 9), (4, 12))
+    box = Box.from_ranges(((2, 7), (3, 9), (4, 12)))
     axis = {"axial": 0, "coronal": 1, "sagittal": 2}[orientation]
     for index in range(SHAPE[axis]):
         full = extract_slice(mask, orientation, index)
@@ -219,7 +220,7 @@ def test_overlay_colour_at_known_fp_and_fn_voxels(view):
 def test_overlay_inside_the_airway_box_equals_the_full_slice(view, qtbot):
     v, case, marks = view
     qtbot.waitUntil(lambda: case.overlay_box() is not None, timeout=5000)
-    assert case.overlay_box() == ((5, 6), (3, 9), (4, 10))  # union of the FP, FN and TP voxels
+    assert case.overlay_box() == Box((5, 3, 4), (6, 9, 10))  # union of the FP, FN and TP voxels
     for o in ("axial", "coronal", "sagittal"):
         v.orientation = o
         for idx in range(SHAPE[{"axial": 0, "coronal": 1, "sagittal": 2}[o]]):

@@ -7,13 +7,12 @@ import threading
 import numpy as np
 import pytest
 
+from core.box import Box, bounding_box
 from core.errors import Cancelled, GeometryError
 from core.surfaces import (
     FN,
     FP,
     TP,
-    Box,
-    bounding_box,
     components_surface,
     labels_surface,
     mask_surface,

@@ -129,7 +129,7 @@ def test_fill_holes_and_largest_component_match_scipy():
     assert found is not None
     box, sub = found
     largest = np.zeros(m.shape, bool)
-    largest[tuple(slice(lo, hi) for lo, hi in box)] = sub
+    largest[box.slices] = sub
     np.testing.assert_array_equal(largest, lab == np.argmax(sizes) + 1)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
+from core.box import Box, bounding_box, union
 from core.volume import Geometry, LabelVolume
 
 MAX_PANES = 4
@@ -50,16 +51,14 @@ class SagittalMask(np.ndarray):
     Every other use is the plain array (views and slices of it drop the copy)."""
 
     _by_x: np.ndarray | None = None
-    _box: tuple[tuple[int, int], ...] | None = None
+    _box: Box | None = None
 
     @classmethod
     def wrap(cls, mask: np.ndarray) -> SagittalMask:
-        from core.tree import bounding_box
-
         out = np.asarray(mask).view(cls)
         box = bounding_box(np.asarray(mask))
         if box is not None:
-            sub = np.asarray(mask)[tuple(slice(a, b) for a, b in box)]
+            sub = np.asarray(mask)[box.slices]
             out._by_x = np.ascontiguousarray(np.moveaxis(sub, 2, 0))
             out._box = box
         return out
@@ -81,7 +80,7 @@ class SagittalMask(np.ndarray):
             z0, z1, zs = key[0].indices(self.shape[0])
             y0, y1, ys = key[1].indices(self.shape[1])
             if zs == 1 and ys == 1 and self._box is not None:
-                (bz0, bz1), (by0, by1), (bx0, bx1) = self._box
+                (bz0, by0, bx0), (bz1, by1, bx1) = self._box.start, self._box.stop
                 x = int(key[2]) % self.shape[2]
                 out = np.zeros((max(z1 - z0, 0), max(y1 - y0, 0)), bool)
                 if bx0 <= x < bx1:
@@ -174,21 +173,13 @@ class CompareState(QObject):
         self.cursor = (zc, yc, xc)
         self.caseChanged.emit()
 
-    def airway_box(self) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
-        """(start, stop) voxel box of the reference and every prediction together; None when all are empty."""
-        from core.tree import bounding_box
-
-        boxes = []
+    def airway_box(self) -> Box | None:
+        """Box of the reference and every prediction together; None when all are empty."""
+        box: Box | None = None
         for m in [None if self.reference is None else self.reference.mask, *(p.mask for p in self.predictions)]:
             if m is not None:
-                b = bounding_box(np.asarray(m))
-                if b is not None:
-                    boxes.append(b)
-        if not boxes:
-            return None
-        lo = tuple(int(min(b[k][0] for b in boxes)) for k in range(3))
-        hi = tuple(int(max(b[k][1] for b in boxes)) for k in range(3))
-        return lo, hi  # type: ignore[return-value]
+                box = union(box, bounding_box(np.asarray(m)))
+        return box
 
     def set_cursor(self, zyx: Sequence[float]) -> None:
         if self.ct is None:
@@ -251,7 +242,7 @@ class PaneCase(QObject):
         self.branch_map = None
         self.generations: dict[int, int] = {}
         self.tree = None
-        self._boxes: dict[int, tuple[Any, Any]] = {}
+        self._boxes: dict[int, tuple[np.ndarray, Box | None]] = {}
         state.cursorChanged.connect(self.cursorChanged)
         state.caseChanged.connect(self._on_case)
 
@@ -316,9 +307,7 @@ class PaneCase(QObject):
     def regions(self, index: int | None = None) -> list[Any]:
         return []
 
-    def _box(self, mask: np.ndarray | None) -> Any:
-        from core.tree import bounding_box
-
+    def _box(self, mask: np.ndarray | None) -> Box | None:
         if mask is None:
             return None
         hit = self._boxes.get(id(mask))
@@ -327,22 +316,17 @@ class PaneCase(QObject):
             self._boxes[id(mask)] = hit
         return hit[1]
 
-    def overlay_box(self, index: int | None = None) -> Any:
-        from app.review.case import union_box
-
+    def overlay_box(self, index: int | None = None) -> Box | None:
         ref, act = self.reference, self.active
-        box = union_box(self._box(None if ref is None else ref.mask), self._box(None if act is None else act.mask))
-        return ((0, 0), (0, 0), (0, 0)) if box is None else box
+        box = union(self._box(None if ref is None else ref.mask), self._box(None if act is None else act.mask))
+        return Box((0, 0, 0), (0, 0, 0)) if box is None else box
 
 
 def pair_dice(a: np.ndarray, b: np.ndarray) -> float:
     """Dice (percent) of two masks, on their joint bounding box only."""
-    from core.tree import bounding_box
-
-    boxes = [x for x in (bounding_box(a), bounding_box(b)) if x is not None]
-    if not boxes:
+    box = union(bounding_box(a), bounding_box(b))
+    if box is None:
         return 100.0
-    sl = tuple(slice(min(bx[k][0] for bx in boxes), max(bx[k][1] for bx in boxes)) for k in range(3))
-    sa, sb = a[sl], b[sl]
+    sa, sb = a[box.slices], b[box.slices]
     na, nb = int(np.count_nonzero(sa)), int(np.count_nonzero(sb))
     return 200.0 * int(np.count_nonzero(sa & sb)) / (na + nb) if na + nb else 100.0

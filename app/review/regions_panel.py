@@ -34,7 +34,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.review.case import STATUS_KEYS, STATUS_LABELS, region_box, region_centre
+from app.review.case import STATUS_KEYS, STATUS_LABELS, region_centre
+from core.box import Box
 from core.region_groups import RegionGroup, StableIds
 from core.regions import ErrorRegion
 
@@ -230,14 +231,13 @@ def voxel_volume(case: Any) -> float:
 
 def _core_view(region: ErrorRegion, index: int, voxel_volume: float) -> dict[str, Any]:
     """What core.region_groups needs of a region."""
-    box = region_box(region)
     return {
         "id": str(region.id or f"region-{index + 1}"),
         "kind": region.kind,
         "category": region.category,
         "voxels": int(region.voxels),
         "volume_mm3": float(region.volume_mm3),
-        "bbox": [list(p) for p in zip(*box)],
+        "bbox": region.box.to_json(),
         "centroid_zyx": list(region_centre(region)),
         "nearest_branch": region.nearest_branch,
         "nearest_generation": region.nearest_generation,
@@ -787,8 +787,7 @@ class RegionsPanel(QWidget):
         g = self.groups_model.groups[row]
         self._group_row = row
         self._item_key = g.key
-        box = tuple(lo for lo, _ in g.bbox), tuple(hi for _, hi in g.bbox)
-        self.case.go_to_region(g.indices[0], box=box)
+        self.case.go_to_region(g.indices[0], box=Box.from_ranges(g.bbox))
 
     def _on_clicked(self, proxy_index: QModelIndex) -> None:
         src = self.proxy.mapToSource(proxy_index)

@@ -30,6 +30,7 @@ from PySide6.QtGui import QColor, QFont, QImage, QKeySequence, QPainter, QPen
 from PySide6.QtWidgets import QAbstractSpinBox, QApplication, QLineEdit, QWidget
 
 from app.review.case_view import CaseView
+from core.box import Box
 from core.resources import load_json_resource
 
 ORIENTATIONS = ("axial", "coronal", "sagittal")
@@ -275,13 +276,13 @@ def display_rect(orientation: str, box: Any, shape: Sequence[int]) -> tuple[int,
 OverlayWindow = tuple[tuple[Any, Any, Any], bool, tuple[int, int]]
 
 
-def overlay_window(orientation: str, index: int, box: Any, shape: Sequence[int]) -> OverlayWindow | None:
-    """Where a volume box (per-axis (start, stop), z/y/x) meets slice ``index``.
+def overlay_window(orientation: str, index: int, box: Box, shape: Sequence[int]) -> OverlayWindow | None:
+    """Where a volume box (z/y/x) meets slice ``index``.
 
     Returns (array index tuple, flip_rows, (row0, col0) in the displayed slice),
     or None when the slice misses the box: overlays then cost nothing.
     """
-    (z0, z1), (y0, y1), (x0, x1) = box
+    (z0, y0, x0), (z1, y1, x1) = box.start, box.stop
     nz = shape[0]
     if orientation == "axial":
         if not z0 <= index < z1:
@@ -611,13 +612,13 @@ class SliceView(QWidget):
         self.zoom = new
         self.update()
 
-    def fit_box(self, box: Any, margin: float = 0.5, min_mm: float = 24.0) -> None:
-        """Centre on a (start, stop) voxel box and zoom so it fills the view with ``margin``
+    def fit_box(self, box: Box | None, margin: float = 0.5, min_mm: float = 24.0) -> None:
+        """Centre on a voxel box and zoom so it fills the view with ``margin``
         (a share of its size) around it; tiny boxes still show ``min_mm`` of context."""
         shape, ct = self.shape, self.case.ct
         if shape is None or ct is None or box is None or self.width() < 2 or self.height() < 2:
             return
-        lo, hi = (np.asarray(b, dtype=float) for b in box)
+        lo, hi = (np.asarray(b, dtype=float) for b in (box.start, box.stop))
         corners = [
             voxel_to_display(self.orientation, lo.tolist(), shape),
             voxel_to_display(self.orientation, np.maximum(hi - 1, lo).tolist(), shape),

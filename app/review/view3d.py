@@ -41,6 +41,7 @@ from PySide6.QtGui import QGuiApplication, QImage
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QMenu, QSizePolicy, QToolButton, QVBoxLayout, QWidget
 
 from app.review.case_view import CaseView
+from core.box import Box, bounding_box
 from core.errors import InputError
 from core.metrics import AirwayMetrics
 from core.regions import ErrorRegion
@@ -48,8 +49,6 @@ from core.surfaces import (
     FN,
     FP,
     TP,
-    Box,
-    bounding_box,
     labels_surface,
     mask_surface,
     outcome_surface,
@@ -317,11 +316,6 @@ def branch_detection(metrics: AirwayMetrics | None) -> dict[int, bool] | None:
     return {int(b.id): bool(b.detected) for b in metrics.branches}
 
 
-def region_box(region: ErrorRegion) -> Box:
-    """A region's half-open index box (core.regions writes per-axis pairs)."""
-    return Box(tuple(lo for lo, _ in region.bbox), tuple(hi for _, hi in region.bbox))  # type: ignore[arg-type]
-
-
 def region_voxels(
     region: ErrorRegion,
     shape: tuple[int, int, int] | None = None,
@@ -329,7 +323,7 @@ def region_voxels(
     reference: np.ndarray | None = None,
 ) -> tuple[Box, np.ndarray]:
     """(box, mask within box) of an error region: the voxels core.regions kept (never recomputed)."""
-    return region_box(region), region.mask()
+    return region.box, region.mask()
 
 
 def region_surface(

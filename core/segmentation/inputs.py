@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from core.box import Box
+from core.box import Box, bounding_box
 from core.errors import InputError
 from core.preprocess import CropBox, Preprocessing, lung_mask, prepare_input, window_hu
 from core.volume import Geometry, IntensityVolume
@@ -64,7 +64,7 @@ def fast_crop_box(ct: np.ndarray, prep: Preprocessing, stride: int = 4, min_side
 
     small = lung_mask(ct[:, ::stride, ::stride], prep.lung_threshold)
     grown = ndimage.binary_dilation(small, structure=np.ones((1, 3, 3), bool))
-    coarse = Box.from_mask(grown)
+    coarse = bounding_box(grown)
     if coarse is None:
         return CropBox.full(ct.shape)
     # full-resolution window of the grown coarse box
@@ -72,7 +72,7 @@ def fast_crop_box(ct: np.ndarray, prep: Preprocessing, stride: int = 4, min_side
     hi = (coarse.stop[0], min(coarse.stop[1] * stride, ct.shape[1]), min(coarse.stop[2] * stride, ct.shape[2]))
     up = np.repeat(np.repeat(grown[coarse.slices], stride, axis=1), stride, axis=2)[:, : hi[1] - lo[1], : hi[2] - lo[2]]
     air = ct[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] < prep.lung_threshold
-    inner = Box.from_mask(up & air)
+    inner = bounding_box(up & air)
     if inner is None:
         return CropBox.full(ct.shape)
     return _crop(inner.shifted(lo).grown(prep.margin, ct.shape), tuple(ct.shape))
