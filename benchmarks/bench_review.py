@@ -65,6 +65,7 @@ def main() -> None:
 
     from app.review.case import Case, PredictionEntry, run_review_analysis
     from app.review.slice_view import DisplayState, SliceView
+    from core.box import Box
     from core.review import LabelLayer, Session
     from core.volume import LabelVolume
 
@@ -156,7 +157,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     for _ in range(100):
         a, b, c = rng.integers(0, 370), rng.integers(0, 480), rng.integers(0, 480)
-        s.paint("reference", ((a, a + 25), (b, b + 20), (c, c + 20)), np.ones((25, 20, 20), bool), True)
+        s.paint("reference", Box((a, b, c), (a + 25, b + 20, c + 20)), np.ones((25, 20, 20), bool), True)
     print(f"undo memory, 100 edits of 10^4 voxels: {s.history.nbytes / 1e6:.2f} MB [target < 50 MB]")
     del app
 

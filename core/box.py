@@ -32,6 +32,13 @@ class Box:
     def from_ranges(cls, ranges: Sequence[tuple[int, int]]) -> Box:
         return cls(tuple(int(lo) for lo, _ in ranges), tuple(int(hi) for _, hi in ranges))
 
+    @classmethod
+    def around(cls, coords: np.ndarray) -> Box | None:
+        """The tightest box holding ``coords`` ((n, ndim) indices), None when there are none."""
+        if len(coords) == 0:
+            return None
+        return cls(tuple(int(v) for v in coords.min(axis=0)), tuple(int(v) + 1 for v in coords.max(axis=0)))
+
     @property
     def slices(self) -> tuple[slice, ...]:
         return tuple(slice(a, b) for a, b in zip(self.start, self.stop))

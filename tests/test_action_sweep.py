@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QApplication, QDialog, QFileDialog, QMenu, QMessag
 
 from app import shortcuts
 from app.settings import Settings
+from core.box import Box
 
 KINDS = ("demo", "ct_only", "label_only", "ct_two_predictions")
 # keys a slice view handles itself (no window action, so no menu entry: the view under the mouse scrolls)
@@ -262,13 +263,13 @@ def test_ctrl_alt_s_and_the_menu_entry_save_the_reference(qtbot, watch, case_fil
     for f in case_files.glob("*.nii.gz"):
         shutil.copy(f, tmp_path / f.name)
     w = _window(qtbot, watch, "ct_two_predictions", tmp_path)
-    w.case.session.paint("reference", ((0, 2), (0, 2), (0, 2)), np.ones((2, 2, 2), bool), True)
+    w.case.session.paint("reference", Box((0, 0, 0), (2, 2, 2)), np.ones((2, 2, 2), bool), True)
     with qtbot.waitSignal(w.labelSaved, timeout=60000):
         _press(w, QKeySequence("Ctrl+Alt+S"))
     assert not watch.errors and not w.case.session.reference.modified
     saved = read_label_canonical(tmp_path / "reference.nii.gz", None)[0].array
     assert np.array_equal(saved, w.case.session.reference.array) and saved[:2, :2, :2].all()
-    w.case.session.paint("reference", ((0, 2), (0, 2), (0, 2)), np.ones((2, 2, 2), bool), False)
+    w.case.session.paint("reference", Box((0, 0, 0), (2, 2, 2)), np.ones((2, 2, 2), bool), False)
     with qtbot.waitSignal(w.labelSaved, timeout=60000):
         w.action_table["save_reference"].trigger()
     assert not watch.errors and not w.case.session.reference.modified

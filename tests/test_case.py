@@ -18,6 +18,7 @@ from app.review.case import (
     region_centre,
 )
 from app.workers import Job, run_sync
+from core.box import Box
 from core.errors import Cancelled, GeometryError, InputError
 from core.regions import ErrorRegion
 from core.volume import Geometry, IntensityVolume, LabelVolume
@@ -378,7 +379,7 @@ def test_the_selected_region_stays_selected_when_a_reanalysis_reorders_the_list(
     z, y, x = (int(v) for v in free[0])
     case.session.paint(
         "reference",
-        ((z, z + 3), (y, y + 3), (x, x + 3)),
+        Box((z, y, x), (z + 3, y + 3, x + 3)),
         ~case.predictions[0].mask[z : z + 3, y : y + 3, x : x + 3],
         True,
     )

@@ -15,6 +15,7 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.settings import Settings
+from core.box import Box
 from core.review.loading import read_label_canonical
 
 KINDS = ("ct", "label_only")
@@ -190,7 +191,7 @@ def test_declined_recovery_is_deleted_and_damaged_files_are_set_aside(qtbot, fil
     monkeypatch.setattr(QMessageBox, "exec", lambda box: errors.append(box.text()) or QMessageBox.StandardButton.Ok)
     monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.StandardButton.Discard))
     w = _open(qtbot, files, "label_only", errors)
-    w.case.session.paint("reference", ((0, 2), (0, 2), (0, 2)), np.ones((2, 2, 2), bool), True)
+    w.case.session.paint("reference", Box((0, 0, 0), (2, 2, 2)), np.ones((2, 2, 2), bool), True)
     recovery = w.case.autosave()
     w.hide()
     rec_dir = recovery.parent
@@ -220,7 +221,7 @@ def test_a_recovery_whose_files_changed_is_refused_once_and_set_aside(qtbot, fil
     monkeypatch.setattr(QMessageBox, "exec", lambda box: errors.append(box.text()) or QMessageBox.StandardButton.Ok)
     monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.StandardButton.Yes))
     w = _open(qtbot, files, "ct", errors)
-    w.case.session.paint("reference", ((0, 2), (0, 2), (0, 2)), np.ones((2, 2, 2), bool), True)
+    w.case.session.paint("reference", Box((0, 0, 0), (2, 2, 2)), np.ones((2, 2, 2), bool), True)
     recovery = w.case.autosave()
     w.hide()
     with open(files / "ref.nii.gz", "ab") as f:  # someone replaced the reference since

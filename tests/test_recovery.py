@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from test_regions import make_case
 
+from core.box import Box
 from core.io import write_volume
 from core.review import Session
 from core.review.persist import DAMAGED_SUFFIX, RECOVERY_SUFFIX, scan_recoveries
@@ -26,7 +27,7 @@ def _edited_label_only(files, rec):
     s = Session.load(reference=files / "ref.nii.gz", predictions=[files / "pred.nii.gz"], recovery_dir=rec)
     s.analyse()
     s.accept(next(g.key for g in s.regions(0) if g.kind == "FP"), 0)
-    s.paint(0, ((0, 2), (0, 2), (0, 2)), np.ones((2, 2, 2), bool), True)
+    s.paint(0, Box((0, 0, 0), (2, 2, 2)), np.ones((2, 2, 2), bool), True)
     assert s.autosave() is not None
     return s
 

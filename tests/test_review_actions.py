@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 from test_regions import make_case, tube
 
 from app.settings import Settings
+from core.box import Box
 from core.io import write_volume
 from core.review.loading import read_label_canonical
 from core.volume import Geometry, LabelVolume
@@ -97,8 +98,8 @@ def test_a_second_window_saving_the_same_reference_asks_and_loses_nothing(qtbot,
     free = np.argwhere(~a.case.session.reference.array)
     va, vb = tuple(int(v) for v in free[0]), tuple(int(v) for v in free[-1])
     one = np.ones((1, 1, 1), bool)
-    a.case.session.paint("reference", tuple((c, c + 1) for c in va), one, True)
-    b.case.session.paint("reference", tuple((c, c + 1) for c in vb), one, True)
+    a.case.session.paint("reference", Box(va, tuple(c + 1 for c in va)), one, True)
+    b.case.session.paint("reference", Box(vb, tuple(c + 1 for c in vb)), one, True)
     assert b.wait_for(b.save_reference())  # B first (a save runs in a job)
 
     asked: list[str] = []

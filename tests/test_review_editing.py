@@ -12,6 +12,7 @@ from PySide6.QtCore import QPointF, Qt
 
 from app.review.case import Case, PredictionEntry
 from app.review.slice_view import DisplayState, SliceView, voxel_to_display
+from core.box import Box
 from core.metrics import evaluate
 from core.volume import LabelVolume
 
@@ -254,7 +255,7 @@ def test_the_worker_copies_a_live_analysis_job_and_an_edit_meanwhile_leaves_it_s
     s = Session(tiny_demo.phantom.ct, ref, [tiny_demo.prediction])
     job = s.analysis_job(copy=False)  # what the window makes: no 100 MB copy on the GUI thread
     assert not job.detached and job.reference is s.reference.array
-    s.paint("reference", ((0, 2), (0, 2), (0, 2)), np.ones((2, 2, 2), bool), True)  # before the worker ran
+    s.paint("reference", Box((0, 0, 0), (2, 2, 2)), np.ones((2, 2, 2), bool), True)  # before the worker ran
     result, tree = run_review_analysis(job, in_process=False)
     assert job.detached and job.reference is not s.reference.array and tree is not None
     s.apply_analysis(result)

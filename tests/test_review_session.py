@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from test_regions import SPACING, make_case
 
+from core.box import Box
 from core.io import read_volume, write_volume
 from core.metrics import evaluate
 from core.regions import find_error_regions
@@ -170,7 +171,7 @@ def test_change_notifications_carry_box_and_revision(files, tmp_path):
     assert len(changes) == 1
     assert changes[0].layer == "reference" and changes[0].revision == rev + 1 == s.reference.revision
     # radius in voxels of the finest axis (z, 0.5 mm): 2 voxels along z, 1 along y and x (0.6 mm)
-    assert changes[0].box == ((28, 33), (39, 42), (39, 42))
+    assert changes[0].box == Box((28, 39, 39), (33, 42, 42))
     s.undo()
     assert [p for k, p in seen if k == "change"][-1].reason == "undo"
     assert s.reference.revision == rev + 2  # undo is a change too: caches keyed by revision refresh
@@ -183,7 +184,7 @@ def test_undo_memory_of_100_edits_of_10k_voxels_stays_under_50_mb():
     rng = np.random.default_rng(0)
     for _k in range(100):
         z, y, x = rng.integers(0, 170), rng.integers(0, 230), rng.integers(0, 230)
-        box = ((z, z + 25), (y, y + 20), (x, x + 20))
+        box = Box((z, y, x), (z + 25, y + 20, x + 20))
         assert s.paint("reference", box, np.ones((25, 20, 20), bool), True, tool="test") is not None
     counts = [e.deltas[0].count for e in s.history.undo_stack]
     assert len(counts) == 100 and sum(counts) > 0.9e6
@@ -196,7 +197,7 @@ def test_history_depth_and_byte_bounds():
     h_layer = LabelLayer("reference", LabelVolume(np.zeros((20, 20, 20), bool)), role="reference")
     s = Session(reference=h_layer, undo_depth=3)
     for k in range(5):
-        s.paint("reference", ((k, k + 1), (0, 20), (0, 20)), np.ones((1, 20, 20), bool), True)
+        s.paint("reference", Box((k, 0, 0), (k + 1, 20, 20)), np.ones((1, 20, 20), bool), True)
     assert len(s.history.undo_stack) == 3
     while s.undo():
         pass
@@ -206,7 +207,7 @@ def test_history_depth_and_byte_bounds():
     from core.review.layers import Edit
 
     for k in range(5):
-        h.push(Edit("t", [layer.write(((k, k + 1), (0, 10), (0, 10)), np.ones((1, 10, 10), bool), True)]))
+        h.push(Edit("t", [layer.write(Box((k, 0, 0), (k + 1, 10, 10)), np.ones((1, 10, 10), bool), True)]))
     assert h.nbytes <= 3000 and len(h.undo_stack) == 3
 
 
@@ -313,7 +314,7 @@ def test_brush_shapes_and_hu_range():
     _, side = brush((20, 20, 20), (10, 10, 10), 3, form="disc", orientation="sagittal")
     assert side.shape == (7, 7, 1)
     box, edge = brush((20, 20, 20), (0, 0, 0), 3, form="sphere")
-    assert box == ((0, 4), (0, 4), (0, 4))
+    assert box == Box((0, 0, 0), (4, 4, 4))
     ct = np.full((20, 20, 20), -900, np.int16)
     ct[:, :, 10:] = 40
     _, lumen = brush((20, 20, 20), (10, 10, 10), 3, form="disc", ct=ct, hu_range=(-1024, -500))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from test_regions import make_case
 
+from core.box import Box
 from core.errors import InputError
 from core.io import write_volume
 from core.review import Session
@@ -42,8 +43,8 @@ def _two_edits(a: Session, b: Session) -> tuple[tuple[int, int, int], tuple[int,
     """A paints one voxel, B another, far apart, both outside the reference."""
     free = np.argwhere(~a.reference.array)
     va, vb = tuple(int(v) for v in free[0]), tuple(int(v) for v in free[-1])
-    box_a = tuple((c, c + 1) for c in va)
-    box_b = tuple((c, c + 1) for c in vb)
+    box_a = Box(va, tuple(c + 1 for c in va))
+    box_b = Box(vb, tuple(c + 1 for c in vb))
     a.paint("reference", box_a, np.ones((1, 1, 1), bool), True)
     b.paint("reference", box_b, np.ones((1, 1, 1), bool), True)
     return va, vb
@@ -84,7 +85,7 @@ def test_merge_keeps_both_edits_and_overwrite_keeps_the_other_version(files, tmp
     assert not a.reference.array[vb] and a.reference.array[va]
 
     # B saves again: it conflicts with A's merge; overwriting keeps A's version aside
-    b.paint("reference", tuple((c, c + 1) for c in va), np.ones((1, 1, 1), bool), False)
+    b.paint("reference", Box(va, tuple(c + 1 for c in va)), np.ones((1, 1, 1), bool), False)
     with pytest.raises(SaveConflictError):
         b.save_reference()
     b.save_reference(on_conflict="overwrite")
@@ -99,14 +100,14 @@ def test_save_as_moves_the_layer_to_the_new_file(files, tmp_path):
     va, _ = _two_edits(a, _open(files, tmp_path, "b"))
     out = a.save_reference(files / "copy.nii.gz")
     assert a.reference.path == str(out) and not a.reference.modified
-    a.paint("reference", tuple((c, c + 1) for c in va), np.ones((1, 1, 1), bool), False)
+    a.paint("reference", Box(va, tuple(c + 1 for c in va)), np.ones((1, 1, 1), bool), False)
     assert a.save_reference() == out  # the next plain save goes to the file saved as
     assert not _on_disk(out)[va]
 
 
 def test_a_prediction_saves_atomically_on_its_own_grid(files, tmp_path):
     a = _open(files, tmp_path)
-    a.paint(0, ((0, 2), (0, 2), (0, 2)), np.ones((2, 2, 2), bool), True)
+    a.paint(0, Box((0, 0, 0), (2, 2, 2)), np.ones((2, 2, 2), bool), True)
     out = a.save_prediction(0, files / "pred_edited.nii.gz")
     assert np.array_equal(_on_disk(out), a.predictions[0].array)
 
@@ -227,7 +228,7 @@ def test_a_lock_file_names_who_edits_a_reference_and_a_dead_holder_is_taken_over
     s2 = _open(files, tmp_path, "b")
     s2.lock_on_edit = True  # as the app does: the first edit takes the file
     assert read_lock(ref).pid == gone.pid  # opening wrote nothing
-    s2.paint("reference", ((0, 1), (0, 1), (0, 1)), np.ones((1, 1, 1), bool), True)
+    s2.paint("reference", Box((0, 0, 0), (1, 1, 1)), np.ones((1, 1, 1), bool), True)
     (lock,) = [lk for lk in s2.lock_files(take=False) if lk.path == ref]
     assert lock.other is None and lock.held and "took over the lock of bea" in lock.note
     assert read_lock(ref).pid == os.getpid()

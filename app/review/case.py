@@ -512,7 +512,7 @@ class Case(QObject):
             hit = self._boxes.get(id(layer.array))
             if hit is not None and hit[0] is layer.array and payload.box is not None:
                 # grow only: an eraser leaves the box a little loose, never too small
-                self._boxes[id(layer.array)] = (layer.array, union(hit[1], Box.from_ranges(payload.box)))
+                self._boxes[id(layer.array)] = (layer.array, union(hit[1], payload.box))
             self.labelChanged.emit(payload.layer, payload.box)
             if self.session.lock_on_edit and layer.path is not None:
                 self.lock_files()  # the first edit took the file's lock (or found another holder)

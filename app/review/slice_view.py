@@ -262,9 +262,9 @@ def _blend(region: np.ndarray, sel: np.ndarray, rgb: np.ndarray, alpha: np.ndarr
     region[sel] = np.uint32(0xFF000000) | (mixed[:, 0] << np.uint32(16)) | (mixed[:, 1] << np.uint32(8)) | mixed[:, 2]
 
 
-def display_rect(orientation: str, box: Any, shape: Sequence[int]) -> tuple[int, int, int, int]:
+def display_rect(orientation: str, box: Box, shape: Sequence[int]) -> tuple[int, int, int, int]:
     """Rows (r0, r1) and columns (c0, c1), half-open, that a volume box covers in a displayed slice."""
-    (z0, z1), (y0, y1), (x0, x1) = box
+    (z0, y0, x0), (z1, y1, x1) = box.start, box.stop
     nz = shape[0]
     if orientation == "axial":
         return y0, y1, x0, x1
@@ -527,10 +527,10 @@ class SliceView(QWidget):
     def _on_cursor(self, *_: Any) -> None:
         self.update()
 
-    def _on_label_changed(self, _layer: str, box: Any) -> None:
+    def _on_label_changed(self, _layer: str, box: Box | None) -> None:
         # slices outside the edited box keep their cached images (keys hold the revisions)
         ax = AXIS_OF[self.orientation]
-        if box is None or box[ax][0] <= self.index < box[ax][1]:
+        if box is None or box.start[ax] <= self.index < box.stop[ax]:
             if box is not None:
                 self._patch(box)
             self.update()
@@ -551,7 +551,7 @@ class SliceView(QWidget):
             self.display.settings.key(),
         )
 
-    def _patch(self, box: Any) -> None:
+    def _patch(self, box: Box | None) -> None:
         """Re-render only the edited box of the image shown last (a brush dab repaints a
         few hundred pixels, not the slice), when that image is exactly one edit old;
         ``box=None``: the edit missed this slice, the image is kept as it is."""

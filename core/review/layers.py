@@ -9,51 +9,19 @@ box; undo swaps the stored values back, so no full-volume copy is ever made.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from core.box import Box
 from core.review.loading import Source, in_memory_source
 from core.volume import Geometry, IntensityVolume, LabelVolume
 
-Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # half-open (z, y, x)
 # Bookkeeping per delta beyond its two arrays (object headers, box, tuple): a
 # fixed, stated figure so that memory accounting stays deterministic.
 DELTA_OVERHEAD_BYTES = 256
-
-
-def as_box(pairs: Iterable[tuple[int, int]]) -> Box:
-    """Three (start, stop) pairs as a :data:`Box` (ValueError for another count)."""
-    (z0, z1), (y0, y1), (x0, x1) = pairs
-    return (int(z0), int(z1)), (int(y0), int(y1)), (int(x0), int(x1))
-
-
-def box_slices(box: Box) -> tuple[slice, slice, slice]:
-    (z0, z1), (y0, y1), (x0, x1) = box
-    return slice(z0, z1), slice(y0, y1), slice(x0, x1)
-
-
-def box_of_coords(coords: np.ndarray) -> Box | None:
-    if len(coords) == 0:
-        return None
-    lo = coords.min(axis=0)
-    hi = coords.max(axis=0) + 1
-    return as_box((int(a), int(b)) for a, b in zip(lo, hi))
-
-
-def union_box(a: Box | None, b: Box | None) -> Box | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return as_box((min(p[0], q[0]), max(p[1], q[1])) for p, q in zip(a, b))
-
-
-def clip_box(box: Box, shape: Sequence[int]) -> Box | None:
-    out = as_box((max(0, lo), min(int(n), hi)) for (lo, hi), n in zip(box, shape))
-    return None if any(lo >= hi for lo, hi in out) else out
 
 
 @dataclass
@@ -76,7 +44,7 @@ class Delta:
 
     def swap(self, array: np.ndarray) -> None:
         """Exchange the stored values with the array's: undo becomes redo and back."""
-        sub = array[box_slices(self.box)]
+        sub = array[self.box.slices]
         # a box view of a C-contiguous volume is not contiguous: index by unravelled coords
         where = np.unravel_index(self.index.astype(np.intp), sub.shape)
         current = sub[where].copy()
@@ -156,7 +124,7 @@ class LabelLayer:
 
     def write(self, box: Box, mask: np.ndarray, value: bool) -> Delta | None:
         """Set the voxels of ``mask`` (box-local bool) to ``value``; the delta, or None if nothing changed."""
-        sub = self.array[box_slices(box)]
+        sub = self.array[box.slices]
         if mask.shape != sub.shape:
             raise ValueError(f"mask {mask.shape} does not fit box {box}")
         change = mask & (sub != value)
@@ -176,8 +144,8 @@ class LabelLayer:
         self._notify(delta.box, reason)
 
     def _touch(self, delta: Delta) -> None:
-        local = np.unravel_index(delta.index.astype(np.intp), tuple(hi - lo for lo, hi in delta.box))
-        full = tuple(c + lo for c, (lo, _) in zip(local, delta.box))
+        local = np.unravel_index(delta.index.astype(np.intp), delta.box.shape)
+        full = tuple(c + lo for c, lo in zip(local, delta.box.start))
         self._touched.append(np.ravel_multi_index(full, self.shape).astype(np.int64))
 
     @property
@@ -197,7 +165,7 @@ class LabelLayer:
         coords = np.unravel_index(flat.astype(np.intp), self.shape)
         self.array[coords] = values.astype(self.array.dtype, copy=False)
         self._touched.append(flat.astype(np.int64))
-        self._notify(box_of_coords(np.stack(coords, axis=1)), "replace")
+        self._notify(Box.around(np.stack(coords, axis=1)), "replace")
 
     def touched_values(self) -> np.ndarray:
         flat = self.touched

@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from core.box import Box, union
 from core.errors import Cancelled, InputError
 from core.progress import Progress
 from core.review import persist
-from core.review.layers import Box, Change, Edit, History, LabelLayer, box_slices
+from core.review.layers import Change, Edit, History, LabelLayer
 from core.review.loading import load_ct, read_label_canonical, read_prediction_canonical
 from core.review.persist import PathArg
 from core.volume import IntensityVolume, LabelVolume, check_same_grid
@@ -79,8 +80,7 @@ class ReviewRegion:
 
     @property
     def box(self) -> Box:
-        (z0, z1), (y0, y1), (x0, x1) = self.error.bbox
-        return (int(z0), int(z1)), (int(y0), int(y1)), (int(x0), int(x1))
+        return Box.from_ranges(self.error.bbox)
 
     @property
     def focus(self) -> tuple[int, int, int]:
@@ -607,8 +607,6 @@ class Session:
         """:meth:`accept` for several regions of one kind (a review group: "FN br. 25, 72 parts")
         as ONE undoable edit; every region's status becomes ``reference_error``.
         ``edit.regions`` counts the regions whose voxels changed. None when nothing changed."""
-        from core.review.layers import union_box
-
         if self.reference is None:
             raise InputError("There is no reference to correct.", "Load a reference label first.")
         regions = [self.find_region(k, prediction) for k in dict.fromkeys(keys)]
@@ -623,13 +621,13 @@ class Session:
         value = regions[0].kind == "FP"
         box: Box | None = None
         for r in regions:
-            box = union_box(box, r.box)
+            box = union(box, r.box)
         assert box is not None
-        mask = np.zeros(tuple(hi - lo for lo, hi in box), dtype=bool)
+        mask = np.zeros(box.shape, dtype=bool)
         changed = 0
-        current = self.reference.array[box_slices(box)]
+        current = self.reference.array[box.slices]
         for r in regions:
-            sl = tuple(slice(lo - blo, hi - blo) for (lo, hi), (blo, _) in zip(r.box, box))
+            sl = r.box.shifted([-a for a in box.start]).slices
             m = r.mask()
             if (m & (current[sl] != value)).any():
                 changed += 1
@@ -990,14 +988,12 @@ class Session:
                 f"A {array.shape} mask cannot replace the {layer.shape} layer '{layer.name}'.",
                 "Use a mask on the same grid.",
             )
-        from core.review.layers import box_of_coords
-
         current = layer.array
         diff = np.argwhere(current != array)
-        box = box_of_coords(diff)
+        box = Box.around(diff)
         if box is None:
             return None
-        sl = box_slices(box)
+        sl = box.slices
         new = np.asarray(array[sl], dtype=bool)
         old = current[sl]
         deltas = []

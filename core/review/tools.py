@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from core.box import Box
 from core.errors import InputError
-from core.review.layers import Box, as_box, box_slices, clip_box
 
 AXES = {"axial": 0, "coronal": 1, "sagittal": 2}
 
@@ -41,14 +41,16 @@ def brush(
     if form == "disc":
         reach[AXES[orientation]] = 0
     c = np.asarray(centre, dtype=int)
-    box = clip_box(as_box((int(a - k), int(a + k + 1)) for a, k in zip(c, reach)), shape)
+    box = Box(tuple(int(a - k) for a, k in zip(c, reach)), tuple(int(a + k + 1) for a, k in zip(c, reach))).clipped(
+        shape
+    )
     if box is None:
         return None
-    grids = np.ogrid[tuple(slice(lo - a, hi - a) for (lo, hi), a in zip(box, c))]
+    grids = np.ogrid[box.shifted([-int(a) for a in c]).slices]
     d2 = sum((g * s) ** 2 for g, s in zip(grids, sp))
     mask = d2 <= r * r
     if hu_range is not None and ct is not None:
-        sub = ct[box_slices(box)]
+        sub = ct[box.slices]
         mask &= (sub >= hu_range[0]) & (sub <= hu_range[1])
     return box, mask
 
@@ -70,12 +72,12 @@ def flood_fill(
     import cc3d
 
     c = np.asarray(seed, dtype=int)
-    box = clip_box(as_box((int(a - max_radius), int(a + max_radius + 1)) for a in c), ct.shape)
+    box = Box(tuple(int(a - max_radius) for a in c), tuple(int(a + max_radius + 1) for a in c)).clipped(ct.shape)
     if box is None or not all(0 <= a < n for a, n in zip(c, ct.shape)):
         raise InputError("The fill seed lies outside the volume.", "Click inside the image.")
-    sub = ct[box_slices(box)]
+    sub = ct[box.slices]
     inside = (sub >= hu_range[0]) & (sub <= hu_range[1])
-    local = tuple(int(a - lo) for a, (lo, _) in zip(c, box))
+    local = tuple(int(a - lo) for a, lo in zip(c, box.start))
     if not inside[local]:
         raise InputError(
             f"The clicked voxel ({int(sub[local])} HU) is outside the fill range {hu_range[0]:g}..{hu_range[1]:g} HU.",
