@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from core.box import Box, bounding_box
 from core.errors import ConfigError, InputError
 from core.volume import Geometry, IntensityVolume
 
@@ -89,7 +90,8 @@ def _int3(values: Sequence[int]) -> tuple[int, int, int]:
 
 @dataclass(frozen=True)
 class CropBox:
-    """A box ``[start, stop)`` per array axis (z, y, x) inside a volume of ``full_shape``."""
+    """A :class:`~core.box.Box` inside a volume of ``full_shape``: more than a box, since it crops and
+    uncrops arrays of that volume (checking their shape) and is stored with it (``to_dict``)."""
 
     start: tuple[int, int, int]
     stop: tuple[int, int, int]
@@ -101,27 +103,29 @@ class CropBox:
         return cls((0, 0, 0), full, full)
 
     @classmethod
+    def from_box(cls, box: Box, full_shape: Sequence[int]) -> CropBox:
+        return cls(_int3(box.start), _int3(box.stop), _int3(full_shape))
+
+    @classmethod
     def from_mask(cls, mask: np.ndarray, margin: int = 5) -> CropBox:
         """Bounding box of ``mask`` grown by ``margin`` voxels; the whole volume if empty."""
-        if not mask.any():
+        box = bounding_box(mask)
+        if box is None:
             return cls.full(mask.shape)
-        start, stop = [], []
-        for axis in range(3):
-            other = tuple(a for a in range(3) if a != axis)
-            hit = np.flatnonzero(mask.any(axis=other))
-            start.append(max(int(hit[0]) - margin, 0))
-            stop.append(min(int(hit[-1]) + 1 + margin, mask.shape[axis]))
-        return cls(_int3(start), _int3(stop), _int3(mask.shape))
+        return cls.from_box(box.grown(margin, mask.shape), mask.shape)
+
+    @property
+    def box(self) -> Box:
+        return Box(self.start, self.stop)
 
     @property
     def slices(self) -> tuple[slice, slice, slice]:
-        (z0, y0, x0), (z1, y1, x1) = self.start, self.stop
-        return slice(z0, z1), slice(y0, y1), slice(x0, x1)
+        z, y, x = self.box.slices  # three named: numpy's stubs index with (..., *slices) only then
+        return z, y, x
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        (z0, y0, x0), (z1, y1, x1) = self.start, self.stop
-        return z1 - z0, y1 - y0, x1 - x0
+        return _int3(self.box.shape)
 
     def crop(self, array: np.ndarray) -> np.ndarray:
         if array.shape[-3:] != self.full_shape:

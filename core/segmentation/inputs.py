@@ -40,12 +40,6 @@ def check_ct(ct: Any) -> IntensityVolume:
     return ct
 
 
-def _crop(box: Box, full_shape: tuple[int, ...]) -> CropBox:
-    """The 3D crop of ``box`` inside a volume of ``full_shape``."""
-    a, b, n = box.start, box.stop, full_shape
-    return CropBox((a[0], a[1], a[2]), (b[0], b[1], b[2]), (n[0], n[1], n[2]))
-
-
 def fast_crop_box(ct: np.ndarray, prep: Preprocessing, stride: int = 4, min_side: int = 256) -> CropBox:
     """The lung crop with the lung mask computed on every ``stride``-th row and column (about 20x faster).
 
@@ -75,7 +69,7 @@ def fast_crop_box(ct: np.ndarray, prep: Preprocessing, stride: int = 4, min_side
     inner = bounding_box(up & air)
     if inner is None:
         return CropBox.full(ct.shape)
-    return _crop(inner.shifted(lo).grown(prep.margin, ct.shape), tuple(ct.shape))
+    return CropBox.from_box(inner.shifted(lo).grown(prep.margin, ct.shape), ct.shape)
 
 
 def prepare(ct: IntensityVolume, prep: Preprocessing, fast_crop: bool = True) -> tuple[np.ndarray, CropBox]:
@@ -100,4 +94,4 @@ def map_box(box: CropBox, geometry: Geometry, ct: IntensityVolume) -> CropBox:
     idx = ct.geometry.world_to_index(geometry.index_to_world(corners))
     lo = np.clip(np.floor(idx.min(axis=0)), 0, np.asarray(ct.shape) - 1).astype(int)
     hi = np.clip(np.ceil(idx.max(axis=0)) + 1, 1, np.asarray(ct.shape)).astype(int)
-    return _crop(Box(tuple(int(v) for v in lo), tuple(int(v) for v in hi)), tuple(ct.shape))
+    return CropBox.from_box(Box(tuple(int(v) for v in lo), tuple(int(v) for v in hi)), ct.shape)

@@ -274,9 +274,7 @@ def build_case(case: CaseFiles, settings: CacheSettings, folder: Path) -> Cached
         from core.preprocess import CropBox
 
         lab_box = CropBox.from_mask(label.mask, prep.margin)
-        start = tuple(min(a, b) for a, b in zip(box.start, lab_box.start))
-        stop = tuple(max(a, b) for a, b in zip(box.stop, lab_box.stop))
-        box = CropBox(start, stop, box.full_shape)  # type: ignore[arg-type]
+        box = CropBox.from_box(box.box.union(lab_box.box), box.full_shape)
         mask = box.crop(label.mask)
     image = window_hu(box.crop(ct.array), prep.window, prep.scale)
     spacing = ct.geometry.spacing_zyx
