@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from core.box import bounding_box
 from core.errors import ConfigError, InputError
 from core.progress import Cancellable, Progress, raise_if_cancelled
 from core.volume import IntensityVolume, LabelVolume, Reorientation, to_canonical
@@ -459,11 +460,11 @@ def _check_input(ct: Any) -> None:
 # -- growing --------------------------------------------------------------------------
 
 
-def _box(mask: np.ndarray, margin: int) -> tuple[slice, slice, slice]:
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(0) - margin, 0)
-    hi = np.minimum(idx.max(0) + 1 + margin, np.asarray(mask.shape))
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))  # type: ignore[return-value]
+def _box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    box = bounding_box(mask)
+    if box is None:  # both callers pass a mask that holds the seed or was checked non-empty
+        raise ValueError("an empty mask has no box")
+    return box.grown(margin, mask.shape).slices
 
 
 def _grow(

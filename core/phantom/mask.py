@@ -17,21 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.box import bounding_box
 from core.errors import InputError
 from core.volume import LabelVolume, to_canonical
 
 if TYPE_CHECKING:  # for annotations; phantom_from_mask imports them where it uses them
     from core.phantom.maker import Phantom
     from core.phantom.tree import Chest
-
-
-def _bbox(mask: np.ndarray, pad: tuple[int, int, int]) -> tuple[slice, slice, slice]:
-    sl = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        idx = np.nonzero(mask.any(axis=other))[0]
-        sl.append(slice(max(0, idx[0] - pad[axis]), min(mask.shape[axis], idx[-1] + 1 + pad[axis])))
-    return tuple(sl)  # type: ignore[return-value]
 
 
 def _chest_around(
@@ -169,7 +161,10 @@ def phantom_from_mask(
 
     sz = spacing[::-1]
     pad = tuple(int(math.ceil(8.0 / s)) + 1 for s in sz)
-    box = _bbox(mask, pad)  # type: ignore[arg-type]
+    found = bounding_box(mask)
+    if found is None:  # phantom_from_mask refused an empty mask before
+        raise ValueError("an empty mask has no box")
+    box = found.grown(pad, mask.shape).slices
     m = mask[box]
     r_in = edt.edt(m, anisotropy=sz).astype(np.float32)
     d_out = edt.edt(~m, anisotropy=sz).astype(np.float32)
