@@ -13,7 +13,7 @@ Headless: pyvista/VTK and numpy only, never Qt.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,6 +21,7 @@ import numpy as np
 from core.box import Box, bounding_box
 from core.errors import Cancelled, GeometryError, InputError
 from core.progress import Cancellable as CancelLike
+from core.progress import Progress
 from core.volume import Geometry
 
 if TYPE_CHECKING:  # pyvista (VTK) loads on first use: the module imports without it
@@ -32,7 +33,7 @@ BACKGROUND, TP, FP, FN = 0, 1, 2, 3
 OUTCOME_NAMES = {TP: "TP", FP: "FP", FN: "FN"}
 
 
-Progress = Callable[[int, int], None]
+_MESSAGE = "Building 3D surfaces"  # what a status bar shows while a mesh is made
 
 
 def outcome_labels(prediction: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -95,11 +96,11 @@ def labels_surface(
     if labels.ndim != 3:
         raise InputError(f"Expected a 3D label map, got shape {labels.shape}.")
     if progress:
-        progress(0, 3)
+        progress(0, 3, _MESSAGE)
     box = box if box is not None else bounding_box(labels)
     if box is None:
         if progress:
-            progress(3, 3)
+            progress(3, 3, _MESSAGE)
         return pv.PolyData()
     if labels.dtype == bool:
         crop = labels[box.slices].astype(np.uint8)
@@ -113,7 +114,7 @@ def labels_surface(
     if cancel is not None and cancel.is_set():
         raise Cancelled()
     if progress:
-        progress(1, 3)
+        progress(1, 3, _MESSAGE)
 
     top = int(crop.max())
     # one voxel of background around the crop closes surfaces that touch it
@@ -143,10 +144,10 @@ def labels_surface(
     if cancel is not None and cancel.is_set():
         raise Cancelled()
     if progress:
-        progress(2, 3)
+        progress(2, 3, _MESSAGE)
     if surface.n_points == 0:
         if progress:
-            progress(3, 3)
+            progress(3, 3, _MESSAGE)
         return pv.PolyData()
     bl = np.asarray(surface.cell_data["BoundaryLabels"]).reshape(surface.n_cells, -1)
     # keep label|background faces only (the skin, not the inner walls between
@@ -159,7 +160,7 @@ def labels_surface(
     surface.cell_data["label"] = face_label
     surface.points = index_xyz_to_world(np.asarray(surface.points, dtype=float), geometry)
     if progress:
-        progress(3, 3)
+        progress(3, 3, _MESSAGE)
     return surface
 
 

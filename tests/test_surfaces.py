@@ -109,9 +109,9 @@ def test_relabel_and_empty_and_cancel():
     ev.set()
     with pytest.raises(Cancelled):
         mask_surface(_box_mask(), Geometry(), cancel=ev)
-    seen: list[tuple[int, int]] = []
-    mask_surface(_box_mask(), Geometry(), progress=lambda d, t: seen.append((d, t)))
-    assert seen[0] == (0, 3) and seen[-1] == (3, 3)
+    seen: list[tuple[float, float, str]] = []
+    mask_surface(_box_mask(), Geometry(), progress=lambda d, t, m: seen.append((d, t, m)))
+    assert seen[0] == (0, 3, "Building 3D surfaces") and seen[-1] == (3, 3, "Building 3D surfaces")
 
 
 def test_world_to_voxel_snaps_to_mask():

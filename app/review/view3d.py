@@ -44,6 +44,7 @@ from app.review.case_view import CaseView
 from core.box import Box, bounding_box
 from core.errors import InputError
 from core.metrics import AirwayMetrics
+from core.progress import Progress
 from core.regions import ErrorRegion
 from core.surfaces import (
     FN,
@@ -151,7 +152,7 @@ class Scene:
 RENDER_FACE_BUDGET = 50_000
 
 
-def build_scene(inp: SceneInput, *, progress: Callable[..., None] | None = None, cancel: Any = None) -> Scene:
+def build_scene(inp: SceneInput, *, progress: Progress | None = None, cancel: Any = None) -> Scene:
     """The surface for one colouring mode, split into actors, normals computed (worker side)."""
     scene = surface_scene(inp, progress=progress, cancel=cancel)
     if cancel is not None and cancel.is_set():
@@ -186,9 +187,7 @@ def _yield_cpu_to_the_gui() -> None:
         pass
 
 
-def build_scene_in_background(
-    inp: SceneInput, *, progress: Callable[..., None] | None = None, cancel: Any = None
-) -> Scene:
+def build_scene_in_background(inp: SceneInput, *, progress: Progress | None = None, cancel: Any = None) -> Scene:
     """:func:`build_scene` on a :func:`scene_pool` thread, yielding the CPU to the GUI thread."""
     _yield_cpu_to_the_gui()
     return build_scene(inp, progress=progress, cancel=cancel)
@@ -246,13 +245,9 @@ def prepare_parts(scene: Scene, voxel_mm: float = 0.0) -> Scene:
     return scene
 
 
-def surface_scene(inp: SceneInput, *, progress: Callable[..., None] | None = None, cancel: Any = None) -> Scene:
+def surface_scene(inp: SceneInput, *, progress: Progress | None = None, cancel: Any = None) -> Scene:
     """The labelled surface for one colouring mode; falls back to what the data allows (and says so)."""
     colours = overlay_colours()
-
-    def step(done: int, total: int) -> None:
-        if progress:
-            progress(done, total, "Building 3D surfaces")
 
     mode, note = inp.mode, ""
     if mode in ("generation", "detection") and (inp.branch_map is None or inp.reference is None):
@@ -262,14 +257,14 @@ def surface_scene(inp: SceneInput, *, progress: Callable[..., None] | None = Non
 
     if mode == "outcome":
         if inp.prediction is not None and inp.reference is not None:
-            surf = outcome_surface(inp.prediction, inp.reference, inp.geometry, progress=step, cancel=cancel)
+            surf = outcome_surface(inp.prediction, inp.reference, inp.geometry, progress=progress, cancel=cancel)
             cmap = {TP: colours["TP"], FP: colours["FP"], FN: colours["FN"]}
             legend = [("TP", colours["TP"]), ("FP", colours["FP"]), ("FN", colours["FN"])]
         elif inp.prediction is not None:
-            surf = mask_surface(inp.prediction, inp.geometry, progress=step, cancel=cancel)
+            surf = mask_surface(inp.prediction, inp.geometry, progress=progress, cancel=cancel)
             cmap, legend = {1: colours["prediction"]}, [("prediction", colours["prediction"])]
         elif inp.reference is not None:
-            surf = mask_surface(inp.reference, inp.geometry, progress=step, cancel=cancel)
+            surf = mask_surface(inp.reference, inp.geometry, progress=progress, cancel=cancel)
             cmap, legend = {1: colours["reference"]}, [("reference", colours["reference"])]
         else:
             import pyvista as pv
@@ -292,7 +287,7 @@ def surface_scene(inp: SceneInput, *, progress: Callable[..., None] | None = Non
         labels = relabel(bmap, {b: g + 1 for b, g in inp.generations.items()}, default=1)
         labels[(labels == 0) & ref] = 1
         labels[~ref] = 0
-        surf = labels_surface(labels, inp.geometry, offset=box.start, progress=step, cancel=cancel)
+        surf = labels_surface(labels, inp.geometry, offset=box.start, progress=progress, cancel=cancel)
         gens = sorted({int(v) - 1 for v in np.unique(np.asarray(surf.cell_data["label"]))}) if surf.n_cells else []
         cmap = {g + 1: generation_colour(g) for g in gens}
         legend = [(f"generation {g}", generation_colour(g)) for g in gens]
@@ -303,7 +298,7 @@ def surface_scene(inp: SceneInput, *, progress: Callable[..., None] | None = Non
     labels = relabel(bmap, {b: 1 if ok else 2 for b, ok in detected.items()}, default=2)
     labels[(labels == 0) & ref] = 2
     labels[~ref] = 0
-    surf = labels_surface(labels, inp.geometry, offset=box.start, progress=step, cancel=cancel)
+    surf = labels_surface(labels, inp.geometry, offset=box.start, progress=progress, cancel=cancel)
     cmap = {1: colours["TP"], 2: colours["FN"]}
     return Scene(surf, cmap, [("detected", colours["TP"]), ("missed", colours["FN"])], "detection", note)
 
