@@ -21,16 +21,13 @@ status bar and tests.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from core.progress import Progress
 from core.volume import LabelVolume
-
-# the phantom maker reports (done, total, eta_s), not core.progress's (done, total, message)
-Progress = Callable[..., None]
 
 DEMO_NAME = "Phantom demo"
 SIMULATED_NAME = "Simulated prediction (not a model)"

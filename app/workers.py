@@ -97,14 +97,12 @@ class Job(QObject):
         return self._done.wait(timeout_s)
 
     # -- worker thread ---------------------------------------------------------
-    def _report(self, done: float, total: float = 0, message: Any = "") -> None:
+    def _report(self, done: float, total: float = 0, message: str = "") -> None:
         now = time.monotonic()
         final = total and done >= total
         if not final and now - self._last_emit < self.PROGRESS_INTERVAL_S:
             return
         self._last_emit = now
-        if not isinstance(message, str):  # e.g. the predictor's ETA in seconds
-            message = f"about {float(message):.0f} s left" if message is not None else ""
         self._emit(self.progress, int(done), int(total), message)
 
     @staticmethod

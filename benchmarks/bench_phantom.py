@@ -46,7 +46,7 @@ def child(shape: tuple[int, int, int], generations: int) -> dict:
     t0 = time.perf_counter()
     c0 = time.process_time()
     p = make_phantom(
-        shape, generations=generations, progress=lambda d, n, e: stages.append((d, time.perf_counter() - t0))
+        shape, generations=generations, progress=lambda d, n, m: stages.append((d, time.perf_counter() - t0))
     )
     total = time.perf_counter() - t0
     cpu = time.process_time() - c0

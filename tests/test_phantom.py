@@ -326,8 +326,9 @@ def test_bad_arguments_raise_config_errors():
 
 def test_progress_and_cancel():
     seen = []
-    make_phantom(progress=lambda done, total, eta: seen.append((done, total)))
-    assert seen[0] == (0, 6) and seen[-1] == (6, 6)
+    make_phantom(progress=lambda done, total, message: seen.append((done, total, message)))
+    assert seen[0] == (0, 6, "Making the phantom") and seen[-1] == (6, 6, "Making the phantom")
+    assert all(m.startswith("Making the phantom, about ") and m.endswith(" s left") for *_, m in seen[1:-1])
     ev = threading.Event()
     ev.set()
     with pytest.raises(Cancelled):

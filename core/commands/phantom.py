@@ -73,8 +73,8 @@ def run_phantom(args: argparse.Namespace) -> int:
         plan.add(path, "--out")
     plan.check()
 
-    def progress(done: int, total: int, eta_s: float | None) -> None:
-        print(f"[{done}/{total}]", file=sys.stderr, flush=True)
+    def progress(done: float, total: float, message: str = "") -> None:
+        print(f"[{done:.0f}/{total:.0f}]", file=sys.stderr, flush=True)
 
     if args.from_mask:
         from core.io import read_label

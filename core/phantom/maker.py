@@ -31,7 +31,7 @@ import io as _io
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, SupportsInt, cast
@@ -42,13 +42,11 @@ from core.errors import ConfigError
 from core.phantom.body import AIR_HU, LUNG_HU, SOFT_HU, fill_body, finish_ct
 from core.phantom.raster import Grid, centreline_voxels, coverage, segment_distance
 from core.phantom.tree import Branch, Chest, Tree, grow_tree
-from core.progress import raise_if_cancelled
+from core.progress import Progress, eta_text, raise_if_cancelled
 from core.volume import Geometry, IntensityVolume, LabelVolume
 
 if TYPE_CHECKING:
     from core.outputs import OutputPlan
-
-Progress = Callable[[int, int, float | None], None]
 
 DEFAULT_SPACING = (0.7, 0.7, 1.0)  # x, y, z mm before scaling to fit the chest
 
@@ -313,8 +311,7 @@ def make_phantom(
     def report(step: int) -> None:
         _check_cancel(cancel)
         if progress is not None:
-            el = time.perf_counter() - t0
-            progress(step, total, el / step * (total - step) if step else None)
+            progress(step, total, "Making the phantom" + eta_text(step, total, time.perf_counter() - t0))
 
     report(0)
     chest = Chest.sample(np.random.default_rng([seed, 0]))

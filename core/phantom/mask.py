@@ -19,6 +19,7 @@ import numpy as np
 
 from core.box import bounding_box
 from core.errors import InputError
+from core.progress import Progress
 from core.volume import LabelVolume, to_canonical
 
 if TYPE_CHECKING:  # for annotations; phantom_from_mask imports them where it uses them
@@ -88,7 +89,7 @@ def phantom_from_mask(
     blur: float | None = None,
     difficulty: Any = "normal",
     vessels: bool = True,
-    progress: Any = None,
+    progress: Progress | None = None,
     cancel: Any = None,
 ) -> Phantom:
     """A phantom CT around ``airway_mask`` (real tree topology), with the mask as its exact label.
@@ -120,7 +121,7 @@ def phantom_from_mask(
     def report(step: int) -> None:
         _check_cancel(cancel)
         if progress is not None:
-            progress(step, total, None)
+            progress(step, total, "Making the phantom")
 
     report(0)
     vol = LabelVolume(mask0, airway_mask.geometry, airway_mask.name)

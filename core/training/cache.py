@@ -41,8 +41,6 @@ from core.progress import Cancellable, Progress, raise_if_cancelled
 from core.training.dataset import CaseFiles
 
 CACHE_VERSION = 1
-#: ``progress(done, total, case name)`` (core.progress)
-ProgressFn = Progress
 
 if TYPE_CHECKING:
     from core.volume import Geometry, IntensityVolume, LabelVolume
@@ -357,7 +355,7 @@ def prepare_cases(
     cache_root: str | Path,
     settings: CacheSettings,
     on_bad_case: str = "stop",
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,  # (done, total, case name)
     cancel: Cancellable | None = None,
     force: bool = False,
 ) -> PrepareReport:
