@@ -951,7 +951,7 @@ class Case(QObject):
         """Index of the active prediction's region holding voxel ``zyx``, or -1."""
         v = np.asarray(zyx, dtype=np.int64)
         for i, g in enumerate(self.regions()):
-            if all(lo <= c < hi for c, (lo, hi) in zip(v, g.bbox)) and g.coords is not None:
+            if g.box.contains(zyx) and g.coords is not None:
                 if (g.coords.astype(np.int64) == v).all(axis=1).any():
                     return i
         return -1

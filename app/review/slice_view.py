@@ -798,8 +798,7 @@ class SliceView(QWidget):
         i = self.case.active_region
         if not 0 <= i < len(regs):
             return
-        start = [lo for lo, _ in regs[i].bbox]
-        stop = [hi for _, hi in regs[i].bbox]
+        start, stop = regs[i].box.start, regs[i].box.stop
         ax = AXIS_OF[self.orientation]
         if not start[ax] <= self.index < stop[ax]:
             return

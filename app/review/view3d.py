@@ -373,8 +373,7 @@ def occluders(
     for m in masks:
         fg |= m[z, y, x]
     if own is not None:
-        lo = np.array([a for a, _ in own.bbox])
-        hi = np.array([b for _, b in own.bbox])
+        lo, hi = np.array(own.box.start), np.array(own.box.stop)
         in_box = np.all((idx >= lo) & (idx < hi), axis=1)
         if in_box.any():
             local = own.mask()
