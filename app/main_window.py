@@ -1514,8 +1514,10 @@ def apply_theme(app: QApplication) -> None:
     for role in (QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText, QPalette.ColorRole.WindowText):
         pal.setColor(QPalette.ColorGroup.Disabled, role, QColor(120, 120, 126))
     app.setPalette(pal)
+    # padding: with none, Qt places a toolbar's overflow button (">>") one pixel past the bar's
+    # right edge, so at 1024 px the hidden heat-map button sat behind a clipped ">>"
     app.setStyleSheet(
-        "QToolBar { spacing: 4px; } QStatusBar QLabel { padding: 0 4px; }QSplitter::handle { background: #1a1b1d; }"
+        "QToolBar { spacing: 4px; padding: 1px; } QStatusBar QLabel { padding: 0 4px; }QSplitter::handle { background: #1a1b1d; }"
     )
 
 

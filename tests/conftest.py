@@ -31,6 +31,17 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture(scope="session")
+def app_look(qapp):
+    """The application as users get it (`airway-studio`): Fusion style and the app's theme, whose
+    style sheet moves toolbar and status-bar geometry. Layout tests measure this, not Qt's default."""
+    from app.main_window import apply_theme
+
+    qapp.setStyle("Fusion")
+    apply_theme(qapp)
+    return qapp
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` (read-only real CTs); skips when a clone has none."""
     if not SHARED_DATA.is_dir():

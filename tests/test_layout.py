@@ -14,7 +14,7 @@ from app.settings import Settings
 
 
 @pytest.fixture
-def window(qtbot, monkeypatch):
+def window(qtbot, monkeypatch, app_look):
     monkeypatch.setattr(QMessageBox, "exec", lambda box: QMessageBox.StandardButton.Discard)
     w = MainWindow(settings=Settings(ephemeral=True), training_tab=False)
     qtbot.addWidget(w)
