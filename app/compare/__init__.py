@@ -7,13 +7,16 @@ exports, and `airway compare` output folders reopened.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.compare.layout import CompareLayout, ComparePane, LinkedSliceView
 from app.compare.metrics import CompareMetrics
 from app.compare.state import BlankCT, CompareState, PaneCase, PaneEntry
 from app.compare.tab import CompareTab
 from core.compare.batch import CompareResult
+
+if TYPE_CHECKING:
+    from app.review.case import Case
 
 __all__ = [
     "BlankCT",
@@ -72,13 +75,12 @@ def review_result(window: Any, case_name: str) -> CompareResult:
     metrics are not computed yet, or are stale after an edit, is named in ``notes``, not shown empty."""
     from core.compare.batch import CaseRow, metrics_record
 
-    case = window.case
+    case: Case = window.case
     preds = case.predictions[:4]
     result = CompareResult(models=[p.name for p in preds], cases=[case_name])
-    ref_path = str(getattr(case, "reference_path", "") or "")
-    session = getattr(case, "session", None)
+    ref_path = case.reference_path or ""
     for i, p in enumerate(preds):
-        stale = bool(session is not None and hasattr(session, "is_stale") and session.is_stale(i))
+        stale = case.session.is_stale(i)
         if p.metrics is None or stale:
             why = p.analysis_error or ("edited since it was analysed" if stale else "not analysed yet")
             result.notes.append(f"{p.name}: no metrics ({why}); the review shows them once the analysis ends.")
@@ -94,14 +96,14 @@ def compare_case_predictions(window: Any) -> bool:
     metrics the review computed (tables, plots, cases and models listed)."""
     from core.errors import InputError
 
-    case = window.case
+    case: Case = window.case
     if case.ct is None or len(case.predictions) < 2 and case.reference is None or not case.predictions:
         window.report_error(
             InputError("Nothing to compare yet.", "Open a CT with two or more predictions (or one and a reference).")
         )
         return False
     entries = [PaneEntry(p.name, p.label, p.probabilities, p.metrics, p.regions, p.path) for p in case.predictions[:4]]
-    name = case.ct.name if getattr(case.ct, "name", "") else "case"
+    name = case.ct.name or "case"
     tab = window.compare_tab
     tab.set_review(name, entries, case.reference, case.ct, review_result(window, name))
     window.tabs.setCurrentWidget(tab)

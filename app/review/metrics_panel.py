@@ -20,7 +20,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PySide6.QtCore import (
@@ -48,6 +48,9 @@ from PySide6.QtWidgets import (
 from core.errors import InputError
 from core.metrics import AirwayMetrics, BranchResult
 from core.tree import AirwayTree
+
+if TYPE_CHECKING:
+    from app.review.case import Case
 
 # Rows shown first, in this order (ATM'22 four, then the paper's extras);
 # any other scalar the engine reports follows alphabetically.
@@ -216,7 +219,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
-def export_metrics(case: Any, path: str | os.PathLike[str]) -> list[Path]:
+def export_metrics(case: Case, path: str | os.PathLike[str]) -> list[Path]:
     """Write the metrics of every prediction (and per-branch tables) as CSV or JSON, by suffix.
 
     CSV: ``path`` holds the summary (metric per row, prediction per column)
@@ -234,12 +237,11 @@ def export_metrics(case: Any, path: str | os.PathLike[str]) -> list[Path]:
             "Open a reference and at least one prediction, and wait for the analysis to finish.",
         )
     keys, cols, values = summary_table(preds)
-    tree = getattr(case, "tree", None)
-    per_branch = {p.name: branch_rows(tree, p.metrics) for p in preds}
+    per_branch = {p.name: branch_rows(case.tree, p.metrics) for p in preds}
     if suffix == ".json":
         data = {
-            "case": getattr(case, "name", ""),
-            "reference": getattr(case, "reference_path", None),
+            "case": case.name,
+            "reference": case.reference_path,
             "predictions": {
                 p.name: {"source": p.source, "path": p.path, "metrics": metrics_dict(p.metrics)} for p in preds
             },
