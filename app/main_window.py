@@ -554,9 +554,14 @@ class MainWindow(QMainWindow):
         tb.addWidget(QLabel(" Prediction "))
         self.prediction_combo = QComboBox()
         self.prediction_combo.setObjectName("predictionCombo")
+        # capped: folder-qualified names (preds_timi/ATM_305_0000) pushed the heat-map button into
+        # the toolbar's overflow at 1024 px; the whole name is in the list and the tooltip
         self.prediction_combo.setMinimumWidth(180)
+        self.prediction_combo.setMaximumWidth(200)
         self.prediction_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.prediction_combo.view().setTextElideMode(Qt.TextElideMode.ElideNone)
         self.prediction_combo.currentIndexChanged.connect(self._on_prediction_combo)
+        self.prediction_combo.currentTextChanged.connect(self.prediction_combo.setToolTip)
         tb.addWidget(self.prediction_combo)
         tb.addSeparator()
         tb.addWidget(QLabel(" Window "))
@@ -1320,6 +1325,7 @@ class MainWindow(QMainWindow):
         if not self.case.predictions:
             combo.addItem("(no prediction)")
         combo.setCurrentIndex(max(0, self.case.active_index))
+        combo.setToolTip(combo.currentText())  # signals are blocked here
         combo.setEnabled(bool(self.case.predictions))
         combo.blockSignals(False)
         has_prob = self.case.active is not None and self.case.active.probabilities is not None
