@@ -30,6 +30,25 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = pytest.ExitCode.OK
 
 
+@pytest.fixture(autouse=True)
+def _no_unanswered_dialog(monkeypatch):
+    """A modal message box that no test answers blocks the event loop until pytest-timeout ends the
+    test (900 s of CI): a test that does not expect a dialog fails at once, naming it. Tests that
+    expect one patch ``QMessageBox.exec`` themselves, which replaces this."""
+    import sys
+
+    widgets = sys.modules.get("PySide6.QtWidgets")  # only where a test module brought Qt in
+    if widgets is not None:
+
+        def unanswered(box) -> None:
+            raise AssertionError(
+                f"unexpected modal dialog: {box.text()!r} {box.informativeText()!r} {box.detailedText()[:3000]}"
+            )
+
+        monkeypatch.setattr(widgets.QMessageBox, "exec", unanswered)
+    yield
+
+
 @pytest.fixture(scope="session")
 def app_look(qapp):
     """The application as users get it (`airway-studio`): Fusion style and the app's theme, whose
