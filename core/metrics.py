@@ -44,6 +44,10 @@ DEFAULT_DIAMETER_EDGES: tuple[float, ...] = (0.0, 2.0, 4.0, 6.0, 8.0)
 SMOOTH = 1e-5  # ATM'22 evaluation_atm_22.py
 
 
+# ATM'22: a branch counts as detected when this share of its centreline is predicted
+DETECTION_THRESHOLD = 0.8
+
+
 @dataclass
 class BranchResult:
     id: int
@@ -102,7 +106,7 @@ class AirwayMetrics:
     branches: list[BranchResult] = field(default_factory=list)
     mode: str = "exact"
     connectivity: int = 6
-    detection_threshold: float = 0.8
+    detection_threshold: float = DETECTION_THRESHOLD
 
     MAIN = ("td", "bd", "dsc", "precision", "sensitivity", "specificity", "atm_score")
     EXTRA = ("td_mm", "tree_length_mm", "leakage", "missing_ratio", "breakages", "n_branches", "n_detected")
@@ -149,7 +153,7 @@ def evaluate(
     atm22: bool = False,
     connectivity: int = 6,
     largest_component: bool = True,
-    detection_threshold: float = 0.8,
+    detection_threshold: float = DETECTION_THRESHOLD,
     diameter_edges: Sequence[float] = DEFAULT_DIAMETER_EDGES,
     progress: Progress | None = None,
     cancel: CancelFlag | None = None,

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: Any) -> None:
+    from core.commands.evaluate import add_scoring_options
+
     p = subparsers.add_parser(
         "compare",
         help="compare models over a folder of cases: metrics, mean/sd, Wilcoxon tests, plots, HTML report",
@@ -39,22 +41,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--atm22", action="store_true", help="ATM'22 organisers' smoothing and rounding")
     p.add_argument("--label-selector", default=None, help="which reference values are airway (default nonzero)")
     p.add_argument("--prediction-selector", default=None, help="same for the predictions")
-    p.add_argument(
-        "--connectivity",
-        type=int,
-        default=6,
-        choices=(6, 18, 26),
-        help="connectivity of the prediction's largest component (default 6, as ATM'22)",
-    )
-    p.add_argument("--threshold", type=float, default=0.8, help="branch detection share (default 0.8)")
-    p.add_argument(
-        "--diameter-edges",
-        type=float,
-        nargs="+",
-        default=None,
-        metavar="MM",
-        help="diameter intervals for DSC per diameter (default 0 2 4 6 8)",
-    )
+    add_scoring_options(p)
     p.add_argument("--device", default="auto", help="for --models: auto, cpu, cuda, cuda:N")
     p.add_argument("--backend", default="auto", help="for --models: CPU engine (see airway segment)")
     p.add_argument("--threads", type=int, default=None, help="for --models: CPU threads")

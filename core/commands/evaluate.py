@@ -63,27 +63,7 @@ def register(subparsers: Any) -> None:
         help="which reference values are airway: nonzero (default), value:N or bits:SHIFT:N",
     )
     p.add_argument("--prediction-selector", default=None, help="same for the predictions (default nonzero)")
-    p.add_argument(
-        "--connectivity",
-        type=int,
-        default=6,
-        choices=(6, 18, 26),
-        help="connectivity of the prediction's largest component (default 6, as ATM'22)",
-    )
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=0.8,
-        help="share of a branch's centreline that must be predicted for it to count (default 0.8)",
-    )
-    p.add_argument(
-        "--diameter-edges",
-        type=float,
-        nargs="+",
-        default=None,
-        metavar="MM",
-        help="diameter intervals for DSC per diameter (default 0 2 4 6 8)",
-    )
+    add_scoring_options(p)
     p.add_argument(
         "--tree",
         metavar="PATH",
@@ -491,3 +471,30 @@ def results_json(results: list[CaseResult], args: argparse.Namespace, folder_mod
         }
     )
     return doc
+
+
+def add_scoring_options(p: argparse.ArgumentParser) -> None:
+    """How a prediction is scored, the same options for `airway evaluate` and `airway compare`."""
+    from core.metrics import DETECTION_THRESHOLD
+
+    p.add_argument(
+        "--connectivity",
+        type=int,
+        default=6,
+        choices=(6, 18, 26),
+        help="connectivity of the prediction's largest component (default 6, as ATM'22)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=DETECTION_THRESHOLD,
+        help=f"share of a branch's centreline that must be predicted for it to count (default {DETECTION_THRESHOLD})",
+    )
+    p.add_argument(
+        "--diameter-edges",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="MM",
+        help="diameter intervals for DSC per diameter (default 0 2 4 6 8)",
+    )
