@@ -1,5 +1,11 @@
 """``airway segment``: airway masks (and probability maps) for one CT, a DICOM folder or a folder of cases.
 
+One CT (a file or a DICOM series) is segmented here, in this process. A folder of cases
+(``--input-dir IN --output-dir OUT``, or ``--input FOLDER --output FOLDER``, the same route) goes
+through the batch runner (:mod:`core.segmentation.batch`): the model loaded once in a worker process,
+reading, inference and writing overlapped, ``--continue``, ``--num-parts/--part-id``, a record per
+case, failed cases reported at the end with exit status 1 (docs/batch.md).
+
 Heavy modules (torch, the volume IO packages, the backends) are imported inside the handler
 so ``airway --help`` stays fast. Outputs are written only after a case is fully
 segmented, atomically (core.io.write_volume), so a cancelled or failed run
@@ -12,7 +18,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -21,10 +26,21 @@ from core.resources import SHIPPED_MODEL as DEMO_MODEL
 
 if TYPE_CHECKING:
     from core.segmentation import PredictOptions, Predictor
-    from core.volume import IntensityVolume, LabelVolume
+    from core.segmentation.batch import CaseRecord
+    from core.segmentation.batch_cases import Case, CaseInputs
 
-#: a case's CT, its reference (or None) and the warnings found reading them
-CaseInputs = tuple["IntensityVolume", "LabelVolume | None", list[str]]
+#: what core.segmentation.batch_cases holds, importable from here as before (loaded on first use, so that
+#: ``airway --help`` does not import the segmentation package)
+_CASE_NAMES = ("Case", "CaseInputs", "find_cases", "read_case_inputs", "evaluate_mask")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CASE_NAMES:
+        from core.segmentation import batch_cases
+
+        return getattr(batch_cases, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 MASK_SUFFIX = "_airway.nii.gz"
 PROB_SUFFIX = "_probabilities.nii.gz"
@@ -61,9 +77,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--input",
         "-i",
-        required=True,
         metavar="CT",
-        help="a CT file (.nii/.nii.gz/.mha/.nrrd), a DICOM series folder, or a folder of cases",
+        help="a CT file (.nii/.nii.gz/.mha/.nrrd), a DICOM series folder, or a folder of cases (= --input-dir)",
     )
     p.add_argument(
         "--output",
@@ -71,6 +86,41 @@ def register(subparsers: Any) -> None:
         metavar="MASK",
         help=f"mask file (one case; default CASE{MASK_SUFFIX} in the current folder) or folder (several: "
         "CASE.nii.gz for the image CASE_0000.nii.gz, as airway compare and evaluate match them)",
+    )
+    batch = p.add_argument_group("folders of cases (docs/batch.md)")
+    batch.add_argument("--input-dir", metavar="IN", help="a folder of CTs (files or DICOM series folders)")
+    batch.add_argument(
+        "--output-dir",
+        metavar="OUT",
+        help="where OUT/CASE.nii.gz and its record OUT/CASE.json go (default: the current folder)",
+    )
+    batch.add_argument(
+        "--continue",
+        dest="resume",
+        action="store_true",
+        help="skip cases whose mask and record exist and whose record names this input (content key), this "
+        "model (checksum) and these mask options; every other case is segmented again",
+    )
+    batch.add_argument(
+        "--num-parts", type=int, default=1, metavar="K", help="split the sorted cases into K parts (default 1)"
+    )
+    batch.add_argument(
+        "--part-id",
+        type=int,
+        default=0,
+        metavar="I",
+        help="segment part I (0..K-1): case i of the sorted list belongs to part i %% K",
+    )
+    batch.add_argument(
+        "--loaders", type=int, default=1, metavar="N", help="threads reading the next cases (default 1; 0: none)"
+    )
+    batch.add_argument(
+        "--exporters", type=int, default=1, metavar="N", help="threads writing masks (default 1; 0: none)"
+    )
+    batch.add_argument(
+        "--status",
+        metavar="FILE",
+        help="keep a JSON status here: counts, the case in flight, the worker's pid (for monitoring)",
     )
     p.add_argument(
         "--probabilities", metavar="F", help="also write the probability map here (file, or folder for several cases)"
@@ -158,65 +208,33 @@ def register(subparsers: Any) -> None:
 # -- cases -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Case:
-    name: str
-    ct: Path
-    output: Path
-    probabilities: Path | None
-    reference: Path | None
+def is_folder_of_cases(path: str | Path) -> bool:
+    """A folder that holds cases (not itself one DICOM series): the batch route."""
+    from core.io import list_dicom_series
 
-
-def find_cases(input_path: str | Path) -> list[tuple[str, Path]]:
-    """``(name, path)`` of each CT: a file, a DICOM folder, or the volumes/DICOM folders inside a folder."""
-    from core.errors import InputError
-    from core.io import VOLUME_SUFFIXES, case_name, list_dicom_series, volume_suffix
-
-    p = Path(input_path)
-    if not p.exists():
-        raise InputError("Input not found.", "Check the path given with --input.", path=p)
-    if p.is_file():
-        return [(case_name(p), p)]
-    if list_dicom_series(p):
-        return [(p.name, p)]
-    found: list[tuple[str, Path]] = []
-    for child in sorted(p.iterdir()):
-        if child.name.startswith("."):
-            continue
-        if child.is_file() and volume_suffix(child) in VOLUME_SUFFIXES:
-            found.append((case_name(child), child))
-        elif child.is_dir() and list_dicom_series(child):
-            found.append((child.name, child))
-    if not found:
-        raise InputError(
-            "No CT found in this folder (no volume files, no DICOM series).",
-            "Give a CT file, a DICOM series folder, or a folder holding such cases.",
-            path=p,
-        )
-    return found
+    p = Path(path)
+    return p.is_dir() and not list_dicom_series(p)
 
 
 def plan_cases(args: argparse.Namespace) -> list[Case]:
-    """Where each case's outputs go; refuses existing outputs unless --overwrite."""
-    from core.casenames import case_id, list_references, mask_name, probabilities_name
+    """The one case of a CT file or DICOM series and where its outputs go; refuses existing outputs
+    unless --overwrite. (A folder of cases goes through :func:`handle_batch`.)"""
     from core.errors import InputError
     from core.io import VOLUME_SUFFIXES, volume_suffix
+    from core.segmentation.batch_cases import Case, find_cases
 
-    cases = find_cases(args.input)
-    several = len(cases) > 1 or (Path(args.input).is_dir() and len(cases) == 1 and cases[0][1] != Path(args.input))
-    plan: list[Case] = []
-    ref_dir = Path(args.reference) if args.reference and Path(args.reference).is_dir() else None
     if args.reference and not Path(args.reference).exists():
         raise InputError("Reference label not found.", "Check the path given with --reference.", path=args.reference)
-    for name, path in cases:
-        if several:
-            # core.casenames: the image CASE_0000 gets the mask CASE.nii.gz, what compare and evaluate match
-            out_dir = Path(args.output) if args.output else Path.cwd()
-            output = out_dir / mask_name(name)
-            prob = Path(args.probabilities) / probabilities_name(name) if args.probabilities else None
-        else:
-            output = Path(args.output) if args.output else Path.cwd() / f"{name}{MASK_SUFFIX}"
-            prob = Path(args.probabilities) if args.probabilities else None
+    if args.reference and Path(args.reference).is_dir():
+        raise InputError(
+            "--reference is a folder but the input is one CT.",
+            "Give the reference label file of this CT, or segment a folder of cases (--input-dir).",
+            path=args.reference,
+        )
+    plan: list[Case] = []
+    for name, path in find_cases(args.input):
+        output = Path(args.output) if args.output else Path.cwd() / f"{name}{MASK_SUFFIX}"
+        prob = Path(args.probabilities) if args.probabilities else None
         for target in (output, prob):
             if target is not None and volume_suffix(target) not in VOLUME_SUFFIXES:
                 raise InputError(
@@ -224,17 +242,7 @@ def plan_cases(args: argparse.Namespace) -> list[Case]:
                     "End output names with .nii.gz, .nii, .mha or .nrrd.",
                     path=target,
                 )
-        reference = None
-        if ref_dir is not None:
-            reference = list_references(ref_dir).get(case_id(name))
-        elif args.reference:
-            if several:
-                raise InputError(
-                    "--reference is a single file but the input holds several cases.",
-                    "Give a folder of labels named like the cases, or segment one case.",
-                )
-            reference = Path(args.reference)
-        plan.append(Case(name, path, output, prob, reference))
+        plan.append(Case(name, path, output, prob, Path(args.reference) if args.reference else None))
     check_outputs(plan, args.overwrite)
     return plan
 
@@ -270,29 +278,6 @@ def model_path(args_model: str | None) -> Path:
 # -- one case ----------------------------------------------------------------------
 
 
-def read_case_inputs(case: Case, selector: str | None = None, resample: bool = False) -> CaseInputs:
-    """The case's CT and reference, checked for sanity (core.sanity) before any segmentation.
-
-    ``resample``: a reference on another grid is resampled onto the CT's (nearest
-    neighbour, --resample-to-ct) instead of refused.
-    """
-    from core.io import read_ct, read_label, resample_label_to
-    from core.sanity import check_ct, check_label, raise_errors
-    from core.volume import check_same_grid
-
-    ct = read_ct(case.ct)
-    warnings = [f.message for f in raise_errors(check_ct(ct, case.ct))]
-    reference = None
-    if case.reference:
-        reference = read_label(case.reference, selector, allow_empty=False)
-        if resample and (reference.shape != ct.shape or not reference.geometry.matches(ct.geometry, 1e-3)):
-            reference = resample_label_to(reference, ct)
-            warnings.append(f"{case.reference}: resampled onto the CT's grid (nearest neighbour, --resample-to-ct).")
-        check_same_grid(ct, reference)
-        raise_errors(check_label(reference, "reference", case.reference, "--label-selector"))
-    return ct, reference, warnings
-
-
 def segment_case(
     predictor: Predictor,
     case: Case,
@@ -312,6 +297,7 @@ def segment_case(
     """
     from core.outputs import OutputPlan
     from core.segmentation import segment_and_gate
+    from core.segmentation.batch_cases import evaluate_mask, read_case_inputs
 
     ct, reference, warnings = inputs if inputs is not None else read_case_inputs(case, selector, resample)
     done = segment_and_gate(predictor, ct, gate=gate, strict=strict, progress=progress, cancel=cancel)
@@ -353,6 +339,7 @@ def grow_case(
     """The training-free method (core.growing) on one case; InputError (nothing written) without a trachea."""
     from core.growing import grow_airway
     from core.outputs import OutputPlan
+    from core.segmentation.batch_cases import evaluate_mask, read_case_inputs
 
     ct, reference, warnings = inputs if inputs is not None else read_case_inputs(case, selector, resample)
     grown = grow_airway(ct, progress=progress, cancel=cancel)
@@ -373,19 +360,6 @@ def grow_case(
     if reference is not None:
         result["metrics"] = evaluate_mask(grown.mask, reference, ct.spacing_zyx)
     return result
-
-
-def evaluate_mask(mask: Any, reference: Any, spacing_zyx: Any) -> dict[str, Any]:
-    from core.errors import InputError
-
-    try:
-        from core.metrics import evaluate
-    except ImportError:
-        raise InputError(
-            "Metrics are not available in this installation (core.metrics is missing).",
-            "Run without --reference, or update Airway Studio.",
-        ) from None
-    return evaluate(mask.mask, reference.mask, spacing_zyx).as_dict(branches=False)
 
 
 # -- progress bar ------------------------------------------------------------------
@@ -421,18 +395,17 @@ class ProgressBar:
                 self.stream.flush()
 
 
-def _print_result(result: dict[str, Any], as_json: bool) -> None:
+def _result_lines(result: dict[str, Any], as_json: bool) -> list[tuple[str, TextIO]]:
+    """What a finished case prints: its line (or JSON object) on stdout, warnings on stderr, metrics."""
     if as_json:
-        print(json.dumps(result), flush=True)
-        return
+        return [(json.dumps(result), sys.stdout)]
     if result.get("method") == "region-growing":
         how = f"region growing, {result['threshold_hu']:.0f} HU, {result['seconds']} s"
     else:
         how = f"{result['windows']} windows, {result['backend']}, {result['seconds']} s"
     line = f"{result['case']}: {result['voxels']} airway voxels ({result['volume_ml']} ml) -> {result['mask']} [{how}]"
-    print(line, flush=True)
-    for w in result.get("warnings") or ():
-        print(f"{result['case']}: warning: {w}", file=sys.stderr, flush=True)
+    lines = [(line, sys.stdout)]
+    lines += [(f"{result['case']}: warning: {w}", sys.stderr) for w in result.get("warnings") or ()]
     metrics = result.get("metrics")
     if metrics:
         parts = [
@@ -440,7 +413,13 @@ def _print_result(result: dict[str, Any], as_json: bool) -> None:
             for k, v in metrics.items()
             if isinstance(v, (int, float))
         ]
-        print(f"{result['case']}: " + ", ".join(parts), flush=True)
+        lines.append((f"{result['case']}: " + ", ".join(parts), sys.stdout))
+    return lines
+
+
+def _print_result(result: dict[str, Any], as_json: bool) -> None:
+    for line, stream in _result_lines(result, as_json):
+        print(line, file=stream, flush=True)
 
 
 def _spacing_arg(values: list[str] | None) -> str | list[float] | None:
@@ -495,16 +474,121 @@ def predict_options(args: argparse.Namespace) -> PredictOptions:
     )
 
 
+def _say(text: str) -> None:
+    print(f"airway segment: {text}", file=sys.stderr, flush=True)
+
+
+#: options that only mean something for a folder of cases, with their defaults
+BATCH_ONLY = {"resume": False, "num_parts": 1, "part_id": 0, "status": None}
+
+
 def handle(args: argparse.Namespace) -> int:
+    from core.errors import ConfigError
+
+    if args.input_dir and args.input:
+        raise ConfigError("Both --input and --input-dir were given.", "Give one: --input-dir for a folder of cases.")
+    if not (args.input_dir or args.input):
+        raise ConfigError("No input given.", "Give --input CT (one case) or --input-dir FOLDER (a folder of cases).")
+    if args.output_dir and args.output:
+        raise ConfigError("Both --output and --output-dir were given.", "Give one: --output-dir for a folder of cases.")
+    if args.input_dir or is_folder_of_cases(args.input):
+        return handle_batch(args)
+    if args.output_dir:
+        raise ConfigError("--output-dir is for a folder of cases.", "Give --output MASK for one CT.")
+    asked = [
+        f"--{k.replace('_', '-').replace('resume', 'continue')}" for k, v in BATCH_ONLY.items() if getattr(args, k) != v
+    ]
+    if asked:
+        raise ConfigError(
+            f"{', '.join(asked)} only apply to a folder of cases; the input is one CT.",
+            "Give a folder with --input-dir, or drop these options.",
+        )
+    return handle_one(args)
+
+
+def handle_batch(args: argparse.Namespace) -> int:
+    """A folder of cases through core.segmentation.batch; exit status 1 when any case failed."""
+    from core.segmentation.batch import BatchOptions, SegmentOptions, run_batch, summary_lines
+    from core.segmentation.batch_progress import CaseBar
+
+    method = resolve_method(args)
+    reference = Path(args.reference) if args.reference else None
+    if reference is not None and not reference.is_dir():
+        from core.errors import InputError
+
+        raise InputError(
+            "--reference is a single file but the input holds several cases."
+            if reference.exists()
+            else "Reference folder not found.",
+            "Give a folder of labels named like the cases, or segment one case.",
+            path=reference,
+        )
+    segment = SegmentOptions(
+        method=method,
+        checkpoint=model_path(args.model) if method == "model" else None,
+        predict=predict_options(args) if method == "model" else SegmentOptions().predict,
+        strict=args.strict,
+        probabilities_dir=Path(args.probabilities) if args.probabilities else None,
+        reference_dir=reference,
+        label_selector=args.label_selector,
+        resample_to_ct=args.resample_to_ct,
+    )
+    options = BatchOptions(
+        workers_load=args.loaders,
+        workers_export=args.exporters,
+        num_parts=args.num_parts,
+        part_id=args.part_id,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        status_file=Path(args.status) if args.status else None,
+    )
+    bar = CaseBar(enabled=not args.quiet)
+
+    def on_case(record: CaseRecord) -> None:
+        if record.status == "done":
+            for line, stream in _result_lines(record.result, args.json):
+                bar.write(line, stream)
+        elif args.json:
+            bar.write(json.dumps(record.result))
+        elif record.status == "failed":
+            bar.write(f"airway segment: {record.case_id}: failed: {record.reason}", sys.stderr)
+
+    def say(text: str) -> None:
+        if not args.quiet:
+            bar.write(f"airway segment: {text}", sys.stderr)
+
+    t0 = time.perf_counter()
+    try:
+        records = run_batch(
+            args.input_dir or args.input,
+            args.output_dir or args.output or Path.cwd(),
+            options,
+            segment,
+            progress=bar,
+            on_case=on_case,
+            say=say,
+        )
+    finally:
+        bar.close()
+    failed = any(r.status == "failed" for r in records)
+    lines = summary_lines(records)
+    if failed or not args.quiet:
+        lines[0] += f" in {time.perf_counter() - t0:.1f} s"
+        for line in lines:
+            _say(line)
+    return 1 if failed else 0
+
+
+def handle_one(args: argparse.Namespace) -> int:
+    """One CT (a file or a DICOM series), in this process."""
     from core.segmentation import Predictor
+    from core.segmentation.batch_cases import read_case_inputs
 
     plan = plan_cases(args)
     method = resolve_method(args)
-    # the first case's inputs are read and checked before the model is loaded or exported
+    # the case's inputs are read and checked before the model is loaded or exported
     first_inputs: CaseInputs | None = read_case_inputs(plan[0], args.label_selector, args.resample_to_ct)
-
-    def say(text: str) -> None:
-        print(f"airway segment: {text}", file=sys.stderr, flush=True)
+    say = _say
 
     if method == "region-growing":
         if args.probabilities:
@@ -538,7 +622,6 @@ def handle(args: argparse.Namespace) -> int:
             f"{len(plan)} case(s), model {ckpt.name}, {predictor.describe()}, "
             f"{'exact (paper) procedure' if args.exact else 'fast mode (--exact for the paper procedure)'}"
         )
-    t0 = time.perf_counter()
     for i, case in enumerate(plan, 1):
         bar = None if args.quiet else ProgressBar(f"[{i}/{len(plan)}] {case.name}")
         result = segment_case(
@@ -552,6 +635,4 @@ def handle(args: argparse.Namespace) -> int:
         )
         first_inputs = None
         _print_result(result, args.json)
-    if not args.quiet and len(plan) > 1:
-        say(f"{len(plan)} cases in {time.perf_counter() - t0:.1f} s")
     return 0
