@@ -1,0 +1,186 @@
+"""The branch labeller (core.anatomy): names on textbook trees of known names, any grid, corrections."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.anatomy import CENTRAL, LOBAR, TreeNames, label_tree, lobe_of_name
+from core.anatomy.textbook import textbook_mask, textbook_tree, tube_rows
+from core.anatomy.truth import truth_names
+from core.box import Box
+from core.errors import InputError
+from core.tree import AirwayTree, parse_tree
+from core.volume import Geometry, LabelVolume
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def textbook() -> tuple[AirwayTree, LabelVolume, list[dict[str, object]]]:
+    tubes = textbook_tree()
+    vol = textbook_mask(tubes, (1.0, 1.0, 1.0))
+    return parse_tree(vol), vol, tube_rows(tubes)
+
+
+def _wrong(tree: AirwayTree, vol: LabelVolume, rows: list[dict[str, object]], names: TreeNames) -> list[tuple]:
+    truth = truth_names(tree, rows, vol.geometry)
+    return [(b, t.name, names.name_of(b)) for b, t in truth.items() if t.name and names.name_of(b) != t.name]
+
+
+def test_lobe_of_name() -> None:
+    assert lobe_of_name("RB6") == "RLL"
+    assert lobe_of_name("Lingula") == "LUL"
+    assert lobe_of_name("LB4") == "LUL"
+    assert lobe_of_name("RB9+10") == "RLL"
+    assert lobe_of_name("LB7+8") == "LLL"
+    assert lobe_of_name("Trachea") is None
+    assert lobe_of_name("RMB") is None
+    assert lobe_of_name(None) is None
+
+
+def test_textbook_tree_every_name_right(textbook) -> None:
+    tree, vol, rows = textbook
+    names = label_tree(tree, geometry=vol.geometry)
+    assert _wrong(tree, vol, rows, names) == []
+    named = names.named()
+    assert set(CENTRAL) | set(LOBAR) <= named
+    assert {f"RB{k}" for k in range(1, 11)} <= named
+    assert {"LB1+2", "LB3", "LB4", "LB5", "LB6", "LB7+8", "LB9", "LB10"} <= named
+    # descendants inherit lobe and segment
+    rb6 = names.branches_named("RB6")[0]
+    for child in tree.branch(rb6).children:
+        assert names.lobe_of(child) == "RLL"
+        assert names.segment_of(child) == "RB6"
+        assert names.label_text(child) == "RB6 (distal)"
+    assert names.label_text(rb6) == "RB6"
+    assert names.segment_of(names.branches_named("RLL")[0]) is None
+
+
+def _flipped(tree: AirwayTree, geo: Geometry, axes: str) -> tuple[AirwayTree, Geometry]:
+    """The same tree on a grid whose index axes ``axes`` run the other way (voxel for voxel)."""
+    cz = tree.centreline_zyx.copy()
+    bm = tree.branch_map
+    start, stop = list(tree.box.start), list(tree.box.stop)
+    direction = geo.direction_matrix.copy()
+    origin = np.asarray(geo.origin, dtype=float)
+    for axis in axes:
+        k = "xyz".index(axis)
+        a = 2 - k
+        n = tree.shape[a]
+        cz[:, a] = n - 1 - cz[:, a]
+        bm = np.flip(bm, axis=a)
+        start[a], stop[a] = n - stop[a], n - start[a]
+        origin = origin + direction[:, k] * geo.spacing[k] * (n - 1)
+        direction[:, k] = -direction[:, k]
+    flipped = dataclasses.replace(
+        tree, centreline_zyx=cz, branch_map=np.ascontiguousarray(bm), box=Box(tuple(start), tuple(stop))
+    )
+    return flipped, Geometry(geo.spacing, tuple(origin), direction)
+
+
+@pytest.mark.parametrize("axes", ["x", "y", "z", "xyz"])
+def test_flipped_grid_same_names(textbook, axes: str) -> None:
+    tree, vol, _ = textbook
+    names = label_tree(tree, geometry=vol.geometry)
+    ftree, fgeo = _flipped(tree, vol.geometry, axes)
+    assert fgeo.orientation_code() != vol.geometry.orientation_code()
+    assert np.allclose(fgeo.index_to_world(ftree.centreline_zyx), vol.geometry.index_to_world(tree.centreline_zyx))
+    fnames = label_tree(ftree, geometry=fgeo)
+    assert fnames.to_json() == names.to_json()
+    # without the geometry the flipped grid reads as a mirrored patient: the sides swap
+    wrong = label_tree(ftree, geometry=Geometry(vol.geometry.spacing)) if "x" in axes else None
+    if wrong is not None:
+        assert wrong.name_of(names.branches_named("RMB")[0]) == "LMB"
+
+
+def test_flipped_and_anisotropic_grid_from_the_mask() -> None:
+    """The mask itself stored flipped on a 0.8 x 0.8 x 2.5 mm grid: the parse differs, the names hold."""
+    tubes = textbook_tree()
+    vol = textbook_mask(tubes, (0.8, 0.8, 2.5), flip="xz")
+    assert vol.geometry.orientation_code() == "RPI"
+    tree = parse_tree(vol)
+    names = label_tree(tree, geometry=vol.geometry)
+    truth = truth_names(tree, tube_rows(tubes), vol.geometry)
+    for b, t in truth.items():
+        if t.name in CENTRAL or t.name in LOBAR:
+            assert names.name_of(b) == t.name, (b, t)
+
+
+def test_correction_descendants_follow(textbook) -> None:
+    tree, vol, _ = textbook
+    names = label_tree(tree, geometry=vol.geometry)
+    rb6 = names.branches_named("RB6")[0]
+    kids = tree.branch(rb6).children
+    fixed = names.corrected(tree, rb6, "RB10")
+    assert fixed.name_of(rb6) == "RB10"
+    assert fixed.names[rb6].source == "user"
+    for child in kids:
+        assert fixed.segment_of(child) == "RB10"
+        assert fixed.lobe_of(child) == "RLL"
+    assert names.name_of(rb6) == "RB6"  # the original is untouched
+    # to another lobe: the lobe follows too
+    lb6 = names.branches_named("LB6")[0]
+    moved = names.corrected(tree, lb6, "LB4")
+    assert all(moved.lobe_of(c) == "LUL" for c in tree.branch(lb6).children)
+    # "not RB6": unnamed, the lobe stays the parent's
+    cleared = names.corrected(tree, rb6, None)
+    assert cleared.name_of(rb6) is None
+    assert cleared.lobe_of(rb6) == "RLL"
+    assert all(cleared.segment_of(c) is None for c in kids)
+    # corrections given to label_tree are the same thing
+    again = label_tree(tree, geometry=vol.geometry, corrections={rb6: "RB10"})
+    assert again.to_json() == fixed.to_json()
+    with pytest.raises(InputError, match="not a bronchus name"):
+        names.corrected(tree, rb6, "RB11")
+
+
+def test_json_round_trip(textbook) -> None:
+    import json
+
+    tree, vol, _ = textbook
+    names = label_tree(tree, geometry=vol.geometry).corrected(tree, 5, "RB3")
+    doc = json.loads(json.dumps(names.to_json()))
+    back = TreeNames.from_json(doc)
+    assert back == names
+    assert back.to_json() == names.to_json()
+    with pytest.raises(InputError, match="branch-name file"):
+        TreeNames.from_json({"nothing": 1})
+    rows = names.table(tree)
+    assert len(rows) == tree.n_branches
+    assert {"branch", "name", "confidence", "lobe", "segment", "generation", "length_mm", "mean_diameter_mm"} <= set(
+        rows[0]
+    )
+
+
+@pytest.mark.parametrize(
+    "variant, present, absent",
+    [
+        ({"rb7": False}, {"RB6", "RB8", "RB9", "RB10"}, {"RB7"}),
+        ({"merged_rb910": True}, {"RB6", "RB7", "RB8", "RB9+10"}, {"RB9", "RB10"}),
+    ],
+)
+def test_variants(variant, present, absent) -> None:
+    tubes = textbook_tree(**variant)
+    vol = textbook_mask(tubes, (1.0, 1.0, 1.0))
+    tree = parse_tree(vol)
+    names = label_tree(tree, geometry=vol.geometry)
+    assert _wrong(tree, vol, tube_rows(tubes), names) == []
+    assert present <= names.named()
+    assert not (absent & names.named())
+
+
+@pytest.mark.slow
+def test_atm22_pair_lobar_names() -> None:
+    from core.io import read_label
+
+    paths = [DATA / "atm22" / team / "ATM_305_0000.nii.gz" for team in ("preds_YangLab", "preds_timi")]
+    if not all(p.is_file() for p in paths):
+        pytest.skip(f"ATM'22 pair absent under {DATA}")
+    for p in paths:
+        lab = read_label(p)
+        names = label_tree(parse_tree(lab), geometry=lab.geometry)
+        assert {"Trachea", "RMB", "LMB", "RUL", "RML", "RLL", "LUL", "LLL"} <= names.named(), p
