@@ -78,12 +78,12 @@ class TreeGeometry:
         self.sub_count = cnt.copy()
         self.sub_sum = sums.copy()
         self.sub_volume = vol.copy()
-        for b in reversed(self.order):
-            p = int(self.parent[b])
+        for k in reversed(self.order):
+            p = int(self.parent[k])
             if p:
-                self.sub_count[p] += self.sub_count[b]
-                self.sub_sum[p] += self.sub_sum[b]
-                self.sub_volume[p] += self.sub_volume[b]
+                self.sub_count[p] += self.sub_count[k]
+                self.sub_sum[p] += self.sub_sum[k]
+                self.sub_volume[p] += self.sub_volume[k]
         self.own_count = cnt
         self.own_sum = sums
         self._proximal: dict[int, FloatArray] = {}

@@ -245,8 +245,8 @@ def label_tree(
     for b in lab.g.order:
         nm, conf = lab.auto.get(b, (None, 0.0))
         names.names[b] = BranchName(nm, round(conf, 4) if nm else 0.0, None, None)
-    for b in tree.branches:  # branches the walk from the trachea does not reach
-        names.names.setdefault(b.id, BranchName(None, 0.0, None, None))
+    for br in tree.branches:  # branches the walk from the trachea does not reach
+        names.names.setdefault(br.id, BranchName(None, 0.0, None, None))
     names._inherit(tree, lab.g.order)
     if lobes is not None:
         _apply_lobe_mask(tree, names, lobes, lobe_values or DEFAULT_LOBE_VALUES, lab.g.order)

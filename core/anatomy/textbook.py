@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from core.volume import Geometry, LabelVolume
+from core.volume import Geometry, LabelVolume, mat3, vec3
 
 P = tuple[float, float, float]
 
@@ -145,5 +145,5 @@ def textbook_mask(
         mask = np.flip(mask, axis=2 - k)
         origin = origin + direction[:, k] * sp[k] * (n[k] - 1)
         direction[:, k] = -direction[:, k]
-    geo = Geometry(spacing=(float(sp[0]), float(sp[1]), float(sp[2])), origin=tuple(origin), direction=direction)
+    geo = Geometry(spacing=vec3(sp), origin=vec3(origin), direction=mat3(direction))
     return LabelVolume(np.ascontiguousarray(mask).astype(np.uint8), geo)
