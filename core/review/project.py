@@ -109,6 +109,26 @@ def _list(v: Any) -> str | None:
     return None if isinstance(v, list) else "a list"
 
 
+def _names(v: Any) -> str | None:
+    """Branch-name corrections (core.review.names.NamesLayer.to_json)."""
+    what = (
+        "an object of 'reference_key' (text) and 'corrections' (a list of objects of 'branch' (a whole number "
+        "from 1), 'name' (text or null) and 'position_mm' (a list of 3 numbers))"
+    )
+    if not isinstance(v, dict) or not (v.get("reference_key") is None or isinstance(v["reference_key"], str)):
+        return what
+    items = v.get("corrections", [])
+    ok = isinstance(items, list) and all(
+        isinstance(c, dict)
+        and _is_int(c.get("branch"))
+        and c["branch"] >= 1
+        and (c.get("name") is None or isinstance(c["name"], str))
+        and _cursor(c.get("position_mm")) is None
+        for c in items
+    )
+    return None if ok else what
+
+
 # Top-level fields (all optional but ``format``): name -> checker. Paths are relative to the project file.
 PROJECT_FIELDS: dict[str, Checker] = {
     "version": _version,
@@ -121,6 +141,7 @@ PROJECT_FIELDS: dict[str, Checker] = {
     "active_prediction": _int,
     "cursor": _optional(_cursor),
     "view": _optional(_object),
+    "names": _optional(_names),
 }
 PREDICTION_FIELDS: dict[str, Checker] = {
     "name": _optional(_text),

@@ -29,6 +29,7 @@ from core.progress import Progress
 from core.review import persist
 from core.review.layers import Change, Edit, History, LabelLayer
 from core.review.loading import load_ct, read_label_canonical, read_prediction_canonical
+from core.review.names import NamedTree, NamesLayer, correction_json, correction_of_json, name_tree, region_branches
 from core.review.persist import PathArg
 from core.volume import IntensityVolume, LabelVolume, check_same_grid
 
@@ -98,6 +99,7 @@ class PredictionAnalysis:
     revision: int
     metrics: Any  # core.metrics.AirwayMetrics
     regions: list[Any]  # core.regions.ErrorRegion
+    branches: dict[str, int] = field(default_factory=dict)  # region key -> reference branch (core.review.names)
 
 
 @dataclass
@@ -128,7 +130,7 @@ class AnalysisJob:
         from core.tree import parse_tree
 
         sp = self.geometry.spacing_zyx
-        steps = 1 + 2 * len(self.predictions)
+        steps = 2 + 2 * len(self.predictions)
 
         def report(k: int, what: str) -> None:
             if cancel is not None and cancel.is_set():
@@ -140,16 +142,20 @@ class AnalysisJob:
         if tree is None:
             report(0, "Parsing the reference tree")
             tree = parse_tree(self.reference, sp, cancel=cancel)
+        named = None
+        if self.tree is None:
+            report(1, "Naming the reference's branches")
+            named = name_tree(tree, self.reference, self.geometry)
         out: dict[str, PredictionAnalysis] = {}
         for n, (name, mask, rev) in enumerate(self.predictions):
-            report(1 + 2 * n, f"Metrics of {name}")
+            report(2 + 2 * n, f"Metrics of {name}")
             metrics = evaluate(mask, self.reference, sp, tree=tree, cancel=cancel)
-            report(2 + 2 * n, f"Error regions of {name}")
+            report(3 + 2 * n, f"Error regions of {name}")
             regions = find_error_regions(mask, self.reference, tree, sp, geometry=self.geometry, cancel=cancel)
-            out[name] = PredictionAnalysis(self.ref_revision, rev, metrics, regions)
+            out[name] = PredictionAnalysis(self.ref_revision, rev, metrics, regions, region_branches(regions, tree))
         if progress is not None:
             progress(steps, steps, "Analysis ready")
-        return AnalysisResult(self.ref_revision, tree, out)
+        return AnalysisResult(self.ref_revision, tree, out, named)
 
 
 @dataclass
@@ -157,6 +163,7 @@ class AnalysisResult:
     ref_revision: int
     tree: Any
     predictions: dict[str, PredictionAnalysis] = field(default_factory=dict)
+    named: NamedTree | None = None  # the names of a newly parsed tree
 
 
 @dataclass
@@ -225,6 +232,7 @@ class Session:
         self.predictions: list[LabelLayer] = []
         self.tree = None
         self.tree_revision: int | None = None
+        self.names = NamesLayer()  # the reference tree's branch names and the user's corrections
         self._analysis: dict[str, PredictionAnalysis] = {}
         self._statuses: dict[str, dict[str, str]] = {}
         self._locks: dict[str, persist.EditLock] = {}
@@ -383,6 +391,7 @@ class Session:
         self.reference = layer
         layer.subscribe(self._forward)
         self.tree, self.tree_revision = None, None
+        self.names.forget_tree()
         self._analysis.clear()
         self.history.clear()
         self._emit("reference", layer)
@@ -394,6 +403,7 @@ class Session:
             self.reference.unsubscribe_all()
         self.reference = None
         self.tree, self.tree_revision = None, None
+        self.names.forget_tree()
         self._analysis.clear()
         self.history.clear()
         self._emit("reference", None)
@@ -472,7 +482,8 @@ class Session:
         """``fn(kind, payload)``: ``("change", Change)`` after every voxel change,
         ``("analysis", [prediction indices])``, ``("status", (pred, key, status))``,
         ``("statuses", [(pred, key, status), ...])`` (several at once: a group's parts, their undo),
-        ``("reference", layer)``, ``("predictions", index)``, ``("history", None)``."""
+        ``("reference", layer)``, ``("predictions", index)``, ``("history", None)``,
+        ``("names", branch id or None)`` (the reference tree's names changed: a new tree or a correction)."""
         self._subscribers.append(fn)
         return lambda: self._subscribers.remove(fn) if fn in self._subscribers else None
 
@@ -518,6 +529,10 @@ class Session:
         if self.reference is None:
             return []
         self.tree, self.tree_revision = result.tree, result.ref_revision
+        if result.named is not None:
+            self.names.set_tree(result.tree, result.named.names, result.named.reference_key)
+            self.names.error = result.named.error
+            self._emit("names", None)
         updated = []
         for i, p in enumerate(self.predictions):
             a = result.predictions.get(p.name)
@@ -562,6 +577,12 @@ class Session:
 
     def regions(self, index: int) -> list[ReviewRegion]:
         return [ReviewRegion(g, index) for g in self._result(index).regions]
+
+    def region_branch(self, index: int, key: str) -> int | None:
+        """The reference branch region ``key`` of prediction ``index`` lies in (0: outside the tree;
+        None: not known)."""
+        a = self._analysis.get(self.predictions[index].name)
+        return None if a is None else a.branches.get(key)
 
     def find_region(self, key: str, prediction: int | None = None) -> ReviewRegion:
         idx = range(len(self.predictions)) if prediction is None else [prediction]
@@ -784,6 +805,32 @@ class Session:
         self._maybe_autosave()
         return edit
 
+    def name_branch(self, branch_id: int, name: str | None, *, automatic: bool = False) -> Edit:
+        """Name a branch of the reference tree (None: "unnamed"; ``automatic``: drop the correction, the
+        labeller's name again); its descendants follow. One undoable step, logged and kept for recovery."""
+        bid = int(branch_id)
+        before = self.names.corrections.get(bid)
+        if automatic:
+            self.names.check_branch(bid)
+            self.names.restore(bid, None)
+            after = None
+        else:
+            before, after = self.names.correct(bid, name)
+        edit = Edit(
+            "name",
+            [],
+            None,
+            time=time.time(),
+            extra={"branch": bid, "name": name, "before": correction_json(before), "after": correction_json(after)},
+        )
+        self.history.push(edit)
+        self._log(edit, "names", "name")
+        self._recovery_dirty = True
+        self._emit("names", bid)
+        self._emit("history", None)
+        self._maybe_autosave()
+        return edit
+
     def _log(self, edit: Edit, layer: str, tool: str, added: int | None = None, removed: int | None = None) -> None:
         entry = {
             "time": _now(),
@@ -809,7 +856,8 @@ class Session:
         self._swap(edit, "undo")
         self.history.redo_stack.append(edit)
         self.set_statuses([(pred, key, before) for pred, key, before, _after in reversed(edit.statuses)])
-        self._log(edit, edit.deltas[0].layer, f"undo {edit.tool}", added=edit.removed, removed=edit.added)
+        layer = edit.deltas[0].layer if edit.deltas else "names"
+        self._log(edit, layer, f"undo {edit.tool}", added=edit.removed, removed=edit.added)
         self._emit("history", None)
         self._maybe_autosave()
         return edit
@@ -821,7 +869,7 @@ class Session:
         self._swap(edit, "redo")
         self.history.undo_stack.append(edit)
         self.set_statuses([(pred, key, after) for pred, key, _before, after in edit.statuses])
-        self._log(edit, edit.deltas[0].layer, f"redo {edit.tool}")
+        self._log(edit, edit.deltas[0].layer if edit.deltas else "names", f"redo {edit.tool}")
         self._emit("history", None)
         self._maybe_autosave()
         return edit
@@ -848,6 +896,11 @@ class Session:
     def _swap(self, edit: Edit, reason: str) -> None:
         for d in reversed(edit.deltas) if reason == "undo" else edit.deltas:
             self.layer(d.layer).apply_swap(d, reason)
+        if edit.tool == "name":
+            after = edit.extra["before" if reason == "undo" else "after"]
+            self.names.restore(int(edit.extra["branch"]), correction_of_json(after))
+            self._recovery_dirty = True
+            self._emit("names", int(edit.extra["branch"]))
 
     # -- saving --------------------------------------------------------------------
 
@@ -1059,6 +1112,7 @@ class Session:
             ],
             "statuses": self._statuses,
             "edit_log": self.edit_log,
+            "names": self.names.to_json(),
         }
         arrays = {}
         for n, lyr in enumerate(self.layers()):
@@ -1112,6 +1166,7 @@ class Session:
             self._statuses.setdefault(name, {}).clear()
             self._statuses[name].update(table)
         self.edit_log = list(meta.get("edit_log", []))
+        self.names.load_json(meta.get("names"))
         self._recovery_dirty = False
 
 
