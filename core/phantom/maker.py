@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, SupportsInt, cast
 import numpy as np
 
 from core.errors import ConfigError
+from core.phantom.anatomy import lineage
 from core.phantom.body import AIR_HU, LUNG_HU, SOFT_HU, fill_body, finish_ct
 from core.phantom.raster import Grid, centreline_voxels, coverage, segment_distance
 from core.phantom.tree import Branch, Chest, Tree, grow_tree
@@ -98,16 +99,28 @@ class Phantom:
     params: dict[str, Any] = field(default_factory=dict)
 
     def to_table(self) -> list[dict[str, Any]]:
-        """One row per branch: ids, generation, side, end points (mm and voxel), length, radius, wall."""
+        """One row per branch: ids, generation, side, true name, lobe and segment, end points (mm and voxel),
+        length, radius, wall.
+
+        ``name`` is the branch's own anatomical name ("" below the segmental
+        bronchi); ``lobe`` and ``segment`` are its own or its nearest named
+        ancestor's ("" where there is none: no lobe above the lobar bronchi, no
+        segment above the segmental ones).
+        """
         geo = self.ct.geometry
         omitted = set(self.omitted)
+        kin = lineage(self.branches)
         rows = []
         for b in self.branches:
+            lobe, segment = kin[b.id]
             row: dict[str, Any] = {
                 "id": b.id,
                 "parent": b.parent,
                 "generation": b.generation,
                 "side": b.side,
+                "name": b.name,
+                "lobe": lobe,
+                "segment": segment,
                 "omitted": b.id in omitted,
                 "length_mm": round(b.length_mm, 4),
                 "radius_mm": round(b.radius_mm, 4),
@@ -404,6 +417,7 @@ def make_phantom(
     for b in tree.branches:
         v = centreline_voxels(grid, np.asarray(b.start), np.asarray(b.end), b.radius_mm)
         centre[v[:, 0], v[:, 1], v[:, 2]] = True
+    _thin_junctions(centre)
 
     report(5)
     out = finish_ct(ct, grid, chest, diff.blur_mm, diff.noise_hu, np.random.default_rng([seed, 5]), cancel=cancel)
@@ -421,6 +435,7 @@ def make_phantom(
         "blur_mm": diff.blur_mm,
         "min_radius_mm": round(r_min, 4),
         "spacing": list(grid.spacing),
+        "anatomy": {"variants": list(tree.variants), "not_grown": dict(tree.not_grown)},
     }
     return Phantom(
         ct=IntensityVolume(out, geo, "phantom CT"),
@@ -433,6 +448,30 @@ def make_phantom(
         lungs=LabelVolume(lungs, geo, "phantom lungs"),
         params=params,
     )
+
+
+def _thin_junctions(centre: np.ndarray) -> None:
+    """Thin, in place, where branch lines meet in a clump (a 2x2x2 cell holding 4+ voxels).
+
+    One digital line puts at most two voxels in any 2x2x2 cell, but where
+    children leave a junction at wide angles (the textbook's near-right-angle
+    take-offs) their first voxels and the parent's last can fill a corner of
+    one; 3D thinning (topology kept, end points kept) makes it one voxel thin
+    again. Most trees have no such cell and are left as drawn.
+    """
+    c = centre.astype(np.uint8)
+    cells = c[:-1, :-1, :-1] + c[1:, :-1, :-1] + c[:-1, 1:, :-1] + c[:-1, :-1, 1:]
+    cells += c[1:, 1:, :-1] + c[1:, :-1, 1:] + c[:-1, 1:, 1:] + c[1:, 1:, 1:]
+    if not np.any(cells >= 4):
+        return
+    from core.box import bounding_box
+    from core.tree import skeleton
+
+    box = bounding_box(centre)
+    if box is None:
+        return
+    sl = box.grown((1, 1, 1), centre.shape).slices
+    centre[sl] = skeleton(centre[sl])
 
 
 def _one_piece(mask: np.ndarray, cc3d: Any) -> bool:

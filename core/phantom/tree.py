@@ -22,9 +22,11 @@ territory left.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+
+from core.phantom.anatomy import Placed, assign_territory, is_segmental, layout
 
 Point = tuple[float, float, float]
 
@@ -41,6 +43,7 @@ class Branch:
     radius_mm: float  # lumen radius
     wall_mm: float  # wall thickness
     side: str = ""  # "R" or "L" (patient side), "" for the trachea
+    name: str = ""  # true anatomical name down to the segmental bronchi (core.phantom.anatomy), "" below
 
     @property
     def length_mm(self) -> float:
@@ -156,12 +159,15 @@ class _Grow:
     branch: Branch
     ref: np.ndarray  # in-plane vector of the bifurcation that made this branch (perpendicular to it)
     points: np.ndarray  # (n, 3) the lung territory this branch supplies
+    key: str = ""  # its key in the anatomical template (core.phantom.anatomy), "" below the segmental bronchi
 
 
 @dataclass
 class Tree:
     branches: list[Branch]
     normals: list[np.ndarray] = field(default_factory=list)  # per branch: normal of its own branching plane
+    variants: list[str] = field(default_factory=list)  # anatomical variants drawn for this seed
+    not_grown: dict[str, str] = field(default_factory=dict)  # named branch -> why it is not in the tree
 
     def children(self) -> dict[int, list[int]]:
         out: dict[int, list[int]] = {b.id: [] for b in self.branches}
@@ -211,19 +217,26 @@ def grow_tree(
     min_radius_mm: float,
     box: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Tree:
-    """Grow the bronchial tree breadth-first (ids increase with generation).
+    """Grow the bronchial tree breadth-first (a parent's id is smaller than its children's).
 
-    Below the main bronchi the tree fills its lung like Tawhai et al.'s
-    space-filling algorithm (J Appl Physiol 2000): each branch supplies a cloud
-    of lung points; at its end the cloud is cut in two through its centroid
-    across its widest spread (perpendicular to the branch), each child heads
-    for its half's centroid (angle kept in 20..70 deg) and covers 40% of the
-    way (kept within 2.5..4 diameters: airway L/D ~ 3), and its radius follows
-    Murray's law from the share of the territory it supplies
-    (r_child = r * share^(1/3), kept within 0.55..0.92 of the parent).
+    Down to the segmental bronchi the tree follows textbook anatomy with
+    per-seed variants and jitter (:mod:`core.phantom.anatomy`), every branch
+    named. Below each segmental bronchus it fills the segment's territory (the
+    lung points nearest its end) like Tawhai et al.'s space-filling algorithm
+    (J Appl Physiol 2000): each branch supplies a cloud of lung points; at its
+    end the cloud is cut in two through its centroid across its widest spread
+    (perpendicular to the branch), each child heads for its half's centroid
+    (angle kept in 20..70 deg) and covers 40% of the way (kept within 2.5..4
+    diameters: airway L/D ~ 3), and its radius follows Murray's law from the
+    share of the territory it supplies (r_child = r * share^(1/3), kept within
+    0.55..0.92 of the parent). These children have no name.
     ``box`` (low, high corners, world mm) is the field of view: the trachea
     starts no higher than its top, and only branches that end inside it get
-    children, so the part of the tree that is imaged stays one piece.
+    children, so the part of the tree that is imaged stays one piece. A named
+    branch that is not grown (thinner than ``min_radius_mm``, below
+    ``generations``, beyond the field of view, or under one of those) is listed
+    in ``Tree.not_grown`` with the reason; its territory is not supplied by
+    another branch, as a bronchus too thin to image is simply not seen.
     """
     carina = np.asarray(chest.carina, dtype=float)
     top = carina[2] + chest.trachea_length
@@ -233,17 +246,55 @@ def grow_tree(
     t_dir = _unit(tilt)
     t_start = carina + t_dir * (top - carina[2]) / t_dir[2]
     r0 = chest.trachea_radius
-    trachea = Branch(0, -1, 0, tuple(t_start), tuple(carina), r0, wall_thickness(r0), "")
+    trachea = Branch(0, -1, 0, tuple(t_start), tuple(carina), r0, wall_thickness(r0), "", "Trachea")
     branches: list[Branch] = [trachea]
-    normals: list[np.ndarray] = []
+    normals: dict[int, np.ndarray] = {}
     queue: list[_Grow] = []
     n_points = int(min(200_000, max(3000, 6 * 2**generations)))
+
+    centres = {side: np.asarray(chest.lungs[i].centre, dtype=float) for i, side in enumerate("RL")}
+    placed, variants = layout(chest.lung_depth, centres, rng, carina, t_dir, r0)
+    kids: dict[str, list[Placed]] = {}
+    for p in placed:
+        kids.setdefault(p.parent, []).append(p)
+    # each segmental bronchus (a leaf of the template) supplies the lung points nearest its end
+    territory: dict[str, np.ndarray] = {}
+    for side in ("R", "L"):
+        pts = lung_points(chest, side, n_points, rng)
+        leaves = [p for p in placed if p.side == side and p.key not in kids]
+        for p, part in zip(leaves, assign_territory(leaves, pts, chest.lung_depth)):
+            territory[p.key] = part
+            if len(part):  # Tawhai: 40 % of the way to the territory's centroid, within 1..1.5 x its textbook length
+                length = float(np.linalg.norm(p.end - p.start))
+                reach = 0.4 * float(np.linalg.norm(part.mean(axis=0) - p.start))
+                for f in (min(max(reach, length), 1.5 * length) / length, 1.0):
+                    end = p.start + p.direction * length * f
+                    if f == 1.0 or float(chest.lung_depth(end, side, p.radius_mm)) > 0:
+                        placed[placed.index(p)] = replace(p, end=end)
+                        break
+    kids = {}
+    for p in placed:
+        kids.setdefault(p.parent, []).append(p)
+    not_grown: dict[str, str] = {}
+
+    def skip(p: Placed, why: str) -> None:
+        not_grown[p.name or p.key] = why
+        for c in kids.get(p.key, []):
+            skip(c, f"under {p.name or p.key}, not grown")
 
     def inside_box(p: np.ndarray) -> bool:
         return box is None or bool(np.all(p >= box[0]) and np.all(p <= box[1]))
 
     def add(
-        parent: Branch, direction: np.ndarray, length: float, radius: float, side: str, ref: np.ndarray, pts: np.ndarray
+        parent: Branch,
+        direction: np.ndarray,
+        length: float,
+        radius: float,
+        side: str,
+        ref: np.ndarray,
+        pts: np.ndarray,
+        name: str = "",
+        key: str = "",
     ) -> None:
         start = np.asarray(parent.end)
         end = start + direction * length
@@ -256,33 +307,50 @@ def grow_tree(
             radius,
             wall_thickness(radius),
             side,
+            name,
         )
         branches.append(b)
-        queue.append(_Grow(b, _perp(ref, direction), pts))
+        queue.append(_Grow(b, _perp(ref, direction), pts, key))
 
-    # Carina: right main bronchus steep and wide, left shallow and narrow (in the x-z plane, slightly tilted).
-    d = -t_dir
-    to_right = _perp(np.array([-1.0, rng.uniform(-0.1, 0.1), 0.0]), d)
-    normals.append(_unit(np.cross(d, to_right)))
-    if generations >= 1:
-        for side, angle, ratio, length in (
-            ("R", math.radians(rng.uniform(22, 30)), rng.uniform(0.84, 0.88), rng.uniform(28, 34)),
-            ("L", math.radians(rng.uniform(40, 48)), rng.uniform(0.72, 0.77), rng.uniform(44, 52)),
-        ):
-            sgn = 1.0 if side == "R" else -1.0
-            direction = _unit(math.cos(angle) * d + math.sin(angle) * sgn * to_right)
-            radius = r0 * ratio
-            pts = lung_points(chest, side, n_points, rng)
-            if radius >= min_radius_mm:
-                add(trachea, direction, length, radius, side, to_right, pts)
-
+    queue.append(_Grow(trachea, _perp(np.array([-1.0, 0.0, 0.0]), t_dir), np.zeros((0, 3)), "Trachea"))
     while queue:
         g = queue.pop(0)
         b, pts = g.branch, g.points
         d = b.direction
         start = np.asarray(b.end)
+        named_kids = kids.get(g.key, []) if g.key else []
+        if named_kids:
+            spread = sum((p.direction for p in named_kids), np.zeros(3)) - len(named_kids) * d
+            normals[b.id] = _unit(
+                np.cross(d, _perp(named_kids[0].direction if np.linalg.norm(spread) < 1e-6 else spread, d))
+            )
+            for p in named_kids:
+                if b.generation >= generations:
+                    skip(p, f"below --generations {generations}")
+                elif not inside_box(start):
+                    skip(p, "outside the field of view")
+                elif p.radius_mm < min_radius_mm:
+                    skip(p, f"thinner ({2 * p.radius_mm:.1f} mm) than the grid resolves")
+                else:
+                    length = float(np.linalg.norm(p.end - p.start))
+                    ref = _perp(d, p.direction)
+                    add(
+                        b,
+                        p.direction,
+                        length,
+                        p.radius_mm,
+                        p.side,
+                        ref,
+                        territory.get(p.key, np.zeros((0, 3))),
+                        p.name,
+                        p.key,
+                    )
+            continue
+        if g.key and not is_segmental(b.name) and g.key not in territory:
+            normals[b.id] = _unit(np.cross(d, g.ref))
+            continue  # a named branch whose named children were all left out: nothing grows in their place
         if b.generation >= generations or len(pts) < 2 or not inside_box(start):
-            normals.append(_unit(np.cross(d, g.ref)))
+            normals[b.id] = _unit(np.cross(d, g.ref))
             continue
         centred = pts - pts.mean(axis=0)
         flat = centred - np.outer(centred @ d, d)
@@ -290,7 +358,7 @@ def grow_tree(
         u = vecs[:, -1]  # widest spread of the territory across the branch
         if abs(np.dot(u, d)) > 0.99:
             u = g.ref
-        normals.append(_unit(np.cross(d, u)))
+        normals[b.id] = _unit(np.cross(d, u))
         side_of = centred @ u >= 0
         for part in (pts[side_of], pts[~side_of]):
             if len(part) == 0:
@@ -309,5 +377,4 @@ def grow_tree(
                 if float(chest.lung_depth(start + direction * length, b.side, margin)) <= 0:
                     continue
             add(b, direction, length, radius, b.side, u, part)
-    # normals were appended in queue order, which is id order (breadth-first)
-    return Tree(branches, normals)
+    return Tree(branches, [normals[b.id] for b in branches], variants, not_grown)
