@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ def write_case(images: Path | None, labels: Path | None, image_name: str, label_
         write_volume(tiny_mask(seed), labels / label_name)
 
 
-def make_nnunet(root: Path, n_train: int = 5, n_test: int = 2, *, labels: dict[str, int] | None = None) -> Path:
+def make_nnunet(root: Path, n_train: int = 5, n_test: int = 2, *, labels: dict[str, Any] | None = None) -> Path:
     """nnU-Net v2: imagesTr/labelsTr (+ imagesTs), dataset.json with an airway label."""
     for i in range(n_train):
         write_case(root / "imagesTr", root / "labelsTr", f"case_{i:03d}_0000.nii.gz", f"case_{i:03d}.nii.gz", i)

@@ -83,3 +83,12 @@ def test_errors_are_one_line_exit_2(tmp_path: Path) -> None:
         [sys.executable, "main.py", "dataset", "split", str(tmp_path)], cwd=ROOT, capture_output=True, text=True
     )
     assert r.returncode == 2 and "--seed" in r.stderr
+
+
+def test_existing_output_needs_overwrite(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "s.csv"
+    out.write_text("mine\n")
+    assert main(["dataset", "summary", str(dataset), "--csv", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and out.read_text() == "mine\n"
+    assert main(["dataset", "summary", str(dataset), "--csv", str(out), "--overwrite"]) == 0
+    assert out.read_text().startswith("case,status") and out.with_name("s.csv.bak").read_text() == "mine\n"

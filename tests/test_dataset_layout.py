@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -196,3 +197,33 @@ def test_real_atm22_files_in_an_atm22_shaped_folder(tmp_path: Path) -> None:
     assert c.image is None and c.reference == root / "labelsTr" / "ATM_305_0000.nii.gz"
     assert c.predictions == {"preds_timi": root / "preds_timi" / "ATM_305_0000.nii.gz"}
     assert ds.unmatched == []
+
+
+def test_nnunet_v1_labels_and_a_second_channel(tmp_path: Path) -> None:
+    root = make_nnunet(tmp_path / "ds", n_train=2, n_test=0, labels={"0": "background", "1": "airway"})
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["channel_names"] = {"0": "CT", "1": "lung mask"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    for i in range(2):
+        write_volume(tiny_mask(i), root / "imagesTr" / f"case_{i:03d}_0001.nii.gz")
+    write_volume(tiny_mask(5), root / "imagesTr" / "case_009_0001.nii.gz")  # a channel without its case
+    ds = open_dataset(root)
+    assert ds.case_ids == ["case_000", "case_001"] and ds.label_selector is None
+    assert ds.channels == {"0": "CT", "1": "lung mask"}
+    assert ds.case("case_000").image == root / "imagesTr" / "case_000_0000.nii.gz"
+    assert ds.unmatched == [root / "imagesTr" / "case_009_0001.nii.gz"]
+
+
+def test_an_image_without_channel_suffix_is_listed(tmp_path: Path) -> None:
+    root = make_nnunet(tmp_path / "ds", n_train=2, n_test=0)
+    write_volume(tiny_ct(0), root / "imagesTr" / "case_007.nii.gz")  # not CASE_0000: the naming rule says no
+    ds = open_dataset(root)
+    assert ds.case_ids == ["case_000", "case_001"]
+    assert ds.unmatched == [root / "imagesTr" / "case_007.nii.gz"]
+
+
+def test_opening_images_tr_itself_points_to_the_parent(tmp_path: Path) -> None:
+    root = make_nnunet(tmp_path / "ds", n_train=2, n_test=0)
+    with pytest.raises(InputError) as err:
+        open_dataset(root / "imagesTr")
+    assert "imagesTr folder of a dataset" in str(err.value) and str(root) in str(err.value)

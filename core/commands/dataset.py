@@ -8,7 +8,10 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.outputs import OutputPlan
 
 UNMATCHED_SHOWN = 20
 
@@ -30,6 +33,9 @@ def register(subparsers: Any) -> None:
     s.add_argument("--csv", metavar="OUT", help="write one row per case and model as CSV ('-' for stdout)")
     s.add_argument(
         "--predictions", nargs="+", default=[], metavar="DIR", help="more prediction folders (one model each, NAME=DIR)"
+    )
+    s.add_argument(
+        "--overwrite", action="store_true", help="replace existing --csv/--json files (the first kept as .bak)"
     )
     s.set_defaults(func=run_summary)
 
@@ -62,13 +68,11 @@ def _warn_unmatched(ds: Any) -> None:
             print(f"  and {len(ds.unmatched) - UNMATCHED_SHOWN} more", file=sys.stderr)
 
 
-def _write_text(out: str, text: str) -> None:
-    from core.staging import atomic_write_text
-
+def _write_text(plan: OutputPlan, out: str, text: str) -> None:
     if out == "-":
         sys.stdout.write(text)
     else:
-        atomic_write_text(out, text)
+        plan.write_text(out, text)
 
 
 def _csv_text(rows: list[dict[str, Any]]) -> str:
@@ -91,7 +95,15 @@ def _minutes(seconds: float) -> str:
 def run_summary(args: argparse.Namespace) -> int:
     from core.dataset import SPLIT_PARTS, open_dataset, read_state
     from core.dataset.summary import model_means, progress_text, status_counts, summary_rows
+    from core.outputs import OutputPlan
 
+    # outputs are checked before the dataset is read: an existing file without --overwrite stops here
+    plan = OutputPlan(args.overwrite, [args.dataset])
+    for flag in ("json", "csv"):
+        out = getattr(args, flag)
+        if out and out != "-":
+            plan.add(out, f"--{flag}")
+    plan.check()
     ds = open_dataset(args.dataset, predictions=args.predictions)
     state = read_state(ds)
     rows = summary_rows(ds, state)
@@ -110,9 +122,10 @@ def run_summary(args: argparse.Namespace) -> int:
             "unmatched": [str(p) for p in ds.unmatched],
             "missing": ds.missing,
         }
-        _write_text(args.json, json.dumps(data, indent=1) + "\n")
+        _write_text(plan, args.json, json.dumps(data, indent=1) + "\n")
     if args.csv:
-        _write_text(args.csv, _csv_text(rows))
+        _write_text(plan, args.csv, _csv_text(rows))
+    plan.commit()
     if args.json != "-" and args.csv != "-":  # the short table, unless stdout carries the data
         seconds = sum(float(state.case(c).seconds_spent) for c in ds.case_ids)
         print(f"{ds.source or ds.root} ({ds.layout}, {len(ds.cases)} cases)")

@@ -192,6 +192,18 @@ def _parse_prediction_arg(arg: str | Path) -> tuple[str, Path]:
 
 
 def _open_folder(root: Path) -> Dataset:
+    parent = root.parent
+    if (
+        root.name in ROLE_FOLDERS
+        and root.name != REVIEWED_DIR
+        and ((parent / "dataset.json").is_file() or root.name in ("imagesTr", "labelsTr"))
+    ):
+        # opened one level too deep: the state file would land among the images
+        raise InputError(
+            f"This is the {root.name} folder of a dataset, not the dataset.",
+            f"Open its parent folder {parent}.",
+            path=root,
+        )
     if (root / "dataset.json").is_file() or any((root / name).is_dir() for pair in NNUNET_FOLDERS for name in pair[:2]):
         return _open_nnunet(root)
     if any((root / name).is_dir() for name in FOLDER_PAIR):
@@ -328,6 +340,8 @@ def _read_dataset_json(ds: Dataset, path: Path) -> None:
     labels = meta.get("labels")
     if not isinstance(labels, dict) or not labels:
         raise InputError("dataset.json has no 'labels' object.", fix, path=path)
+    if all(str(k).isdigit() and isinstance(v, str) for k, v in labels.items()):
+        labels = {v: int(k) for k, v in labels.items()}  # nnU-Net v1 wrote {"0": "background", "1": "airway"}
     ds.label_selector = _airway_selector(labels, path)
 
 

@@ -51,6 +51,7 @@ STATE_VERSION = 1
 STATUSES = ("todo", "in_review", "done", "flagged")
 FIGURES = ("td", "bd", "dsc", "precision")  # docs/vocabulary.md names, percent
 
+HISTORY_KEEP = 100  # status changes kept per case (the oldest go first): the file stays small
 LOCK_WAIT_S = 15.0  # how long an update waits for another process's lock before it gives up
 LOCK_STALE_S = 300.0  # a lock older than this is taken over even when its process seems alive
 _BREAKER_STALE_S = 10.0  # the takeover lock is held for microseconds; older means its holder died
@@ -521,6 +522,7 @@ def set_case(dataset: Dataset, case_id: str, *, who: str | None = None, **values
         if "status" in values and values["status"] != before:
             reviewer = values.get("reviewer") or who or case.reviewer or _user()
             case.history.append({"time": stamp, "from": before, "to": case.status, "reviewer": reviewer})
+            del case.history[:-HISTORY_KEEP]
         case.updated = stamp
         out.append(case)
 
