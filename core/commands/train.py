@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.training.finetune import FinetunePlan
 
 
 def register(subparsers: Any) -> None:
@@ -19,8 +22,37 @@ def register(subparsers: Any) -> None:
         "continue with --resume.",
     )
     p.add_argument("--config", help="run configuration (.toml); overrides the preset's values")
-    p.add_argument("--preset", choices=("paper", "quick", "demo"), help="preset to start from (default: paper)")
+    from core.training.config import PRESETS
+
+    p.add_argument(
+        "--preset",
+        choices=PRESETS,
+        help="preset to start from (default: paper; finetune with --dataset and --init)",
+    )
     p.add_argument("--data", help="dataset folder (imagesTr/ + labelsTr/) or CSV of image,label pairs")
+    p.add_argument(
+        "--dataset",
+        metavar="DIR",
+        help="fine-tune on a reviewed dataset (core.dataset, with a frozen split): its 'train' part is trained "
+        "on, 'validation' picks the best epoch, 'test' is never read and compares the models afterwards "
+        "(RUN/compare/report.html)",
+    )
+    p.add_argument(
+        "--labels",
+        choices=("reviewed", "original", "best"),
+        help="with --dataset: train on the reviewed labels (labelsReviewed/; cases without one are skipped and "
+        "listed), the original ones, or the reviewed one where there is one (best). Default: reviewed",
+    )
+    p.add_argument(
+        "--init",
+        metavar="CKPT",
+        help="start from this checkpoint's weights; its architecture, preprocessing and patch sampling are used",
+    )
+    p.add_argument(
+        "--no-compare",
+        action="store_true",
+        help="with --dataset: do not compare the start and the fine-tuned model on the test part afterwards",
+    )
     p.add_argument("--out", required=True, help="run folder (created)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument(
@@ -49,6 +81,45 @@ def _check_dataset(data: str) -> None:
         )
 
 
+def _check_sources(args: argparse.Namespace) -> None:
+    """One source of cases, and the flags that belong to it, before anything is written."""
+    from core.errors import ConfigError
+
+    if args.dataset and args.data:
+        raise ConfigError(
+            "--dataset and --data both give the cases.",
+            "Use --dataset DIR to fine-tune on a reviewed dataset's split, or --data for a plain training set.",
+        )
+    if not args.dataset and not args.data:
+        raise ConfigError(
+            "No dataset given.", "Pass --data FOLDER (imagesTr/ + labelsTr/) or a CSV of image,label pairs."
+        )
+    if args.labels and not args.dataset:
+        raise ConfigError("--labels chooses a reviewed dataset's label version.", "Use it with --dataset DIR.")
+    if args.dataset and not args.init:
+        raise ConfigError(
+            "Fine-tuning on a dataset starts from a trained model.",
+            "Give its checkpoint with --init CKPT (e.g. the model that made the predictions you reviewed).",
+        )
+    if (args.preset == "finetune" or args.dataset) and not args.init:
+        raise ConfigError("The finetune preset starts from a trained model.", "Give its checkpoint with --init CKPT.")
+
+
+def _say_plan(plan: FinetunePlan) -> None:
+    """What the fine-tuning trains on, and what it leaves out, on stderr before it starts."""
+    import sys
+
+    versions = sorted({c.version for c in plan.train})
+    print(
+        f"airway train: fine-tuning {plan.init} on {len(plan.train)} training case(s) ({'/'.join(versions)} "
+        f"labels), {len(plan.validation)} validation case(s); {len(plan.test)} test case(s) are left for the "
+        "comparison",
+        file=sys.stderr,
+    )
+    if plan.skipped:
+        print(f"airway train: skipped {len(plan.skipped)} case(s): {plan.skipped_text()}", file=sys.stderr)
+
+
 def run_train(args: argparse.Namespace) -> int:
     import sys
 
@@ -60,19 +131,26 @@ def run_train(args: argparse.Namespace) -> int:
         raise ConfigError(
             "--more-epochs trains an earlier run further.", "Add --resume and give that run's folder with --out."
         )
+    from core.training import finetune
+
+    plan = None
     if args.resume:
-        if args.config or args.preset:
+        if args.config or args.preset or args.dataset or args.init or args.labels:
             raise ConfigError(
-                "--resume reads the run's own config.toml; --config/--preset cannot change it.",
-                "Drop --config/--preset, or start a new run in another --out folder.",
+                "--resume reads the run's own config.toml; --config/--preset/--dataset/--init/--labels cannot "
+                "change it.",
+                "Drop them, or start a new run in another --out folder.",
             )
         cfg = None
+        plan = finetune.load_plan(args.out)
     else:
-        if not args.data:
-            raise ConfigError(
-                "No dataset given.", "Pass --data FOLDER (imagesTr/ + labelsTr/) or a CSV of image,label pairs."
-            )
-        cfg = load_config(args.config, args.preset)
+        _check_sources(args)
+        if args.dataset:
+            plan = finetune.plan_finetune(args.dataset, args.labels or "reviewed", args.init)
+            cfg = finetune.finetune_config(plan, args.out, args.preset or "finetune", args.config)
+        else:
+            base = finetune.checkpoint_base(args.init) if args.init else None
+            cfg = load_config(args.config, args.preset, base=base)
         if args.workers is not None:
             cfg.run.num_workers = args.workers
     from core.outputs import check_writable_folder
@@ -80,18 +158,34 @@ def run_train(args: argparse.Namespace) -> int:
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ConfigError(f"The run folder {args.out} is a file.", "Give a folder with --out.")
     check_writable_folder(args.out, flag="--out", what="The run folder")
-    if not args.resume:
+    if not args.resume and not args.dataset:
         _check_dataset(args.data)
+    if plan is not None and not args.resume:
+        from core.training.run_files import LAST, RunFiles
+
+        if RunFiles.of(args.out).checkpoint(LAST).exists():
+            raise ConfigError(
+                f"{args.out} already holds a run.", "Resume it with --resume, or choose another --out folder."
+            )
+        finetune.write_run_files(plan, args.out)
+        _say_plan(plan)
+    hook = None
+    if plan is not None and not args.no_compare:
+        hook = finetune.compare_hook(args.device or (cfg.run.device if cfg is not None else "auto"))
     # stdout given now: the default is bound when the trainer module loads (a replaced stream, in-process)
     trainer = Trainer(
         cfg,
         args.out,
-        data=args.data,
+        data=None if args.dataset else args.data,
         resume=args.resume,
         more_epochs=args.more_epochs,
         device=args.device,
         stdout=sys.stdout,
+        after_training=hook,
     )
+    if plan is not None and plan.skipped and not args.resume:
+        # in the event stream too, so the Training tab lists them with the run
+        trainer.events.emit("warning", message=f"Skipped {len(plan.skipped)} case(s): {plan.skipped_text()}")
     if args.resume and args.workers is not None:
         trainer.cfg.run.num_workers = args.workers
     try:

@@ -25,7 +25,7 @@ from typing import Any
 
 from core.errors import ConfigError
 
-PRESETS = ("paper", "quick", "demo")
+PRESETS = ("paper", "quick", "demo", "finetune")
 LOSSES = ("dice", "gul", "rtl")
 METRICS = ("td", "bd", "dsc", "precision", "score")
 
@@ -69,6 +69,9 @@ class PreprocessingSection:
 class ModelSection:
     architecture: str = "wingsnet"
     arch_args: dict[str, Any] = field(default_factory=dict)
+    # a checkpoint whose weights the first stage starts from (fine-tuning); "" = random initialisation.
+    # Its architecture and arch_args must be the ones above (core.training.finetune copies them from its header).
+    init: str = ""
 
 
 @dataclass
@@ -309,17 +312,25 @@ def preset_dict(name: str) -> dict[str, Any]:
 
 
 def load_config(
-    path: str | Path | None = None, preset: str | None = None, overrides: dict[str, Any] | None = None
+    path: str | Path | None = None,
+    preset: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    base: dict[str, Any] | None = None,
 ) -> TrainConfig:
-    """Defaults <- preset <- file <- overrides, validated.
+    """Defaults <- preset <- base <- file <- overrides, validated.
 
-    With neither a preset nor a file the result is the ``paper`` preset.
+    With neither a preset nor a file the result is the ``paper`` preset. ``base``
+    holds values that are facts rather than choices (fine-tuning: the start
+    checkpoint's architecture and preprocessing), so a user's file still wins.
     """
     cfg = TrainConfig()
     if preset is None and path is None:
         preset = "paper"
     if preset is not None:
         _merge_into(cfg, preset_dict(preset), "")
+    if base:
+        _merge_into(cfg, copy.deepcopy(base), "")
     if path is not None:
         _merge_into(cfg, read_toml(path), "")
     if overrides:

@@ -15,6 +15,9 @@ rename cannot leave one side looking for a file the other no longer writes
     RUN/stop.request         created by the user/GUI: finish the step, save last.pt, stop
     RUN/trainer.pid          written by the app: the pid (and start time) of the process it launched
     RUN/trainer.log          written by the app: that process's stdout and stderr
+    RUN/finetune.json        fine-tuning runs (core.training.finetune): dataset, label version, cases, comparison
+    RUN/cases.csv            fine-tuning runs: the image,label pairs trained and validated on
+    RUN/compare/report.html  fine-tuning runs: the start and the fine-tuned model on the split's test part
 
 This module imports nothing heavy (no torch, no Qt): the tab imports it on the GUI thread.
 """
@@ -32,6 +35,10 @@ LOG_FILE = "trainer.log"
 CHECKPOINTS_DIR = "checkpoints"
 HARD_DIR = "hard"
 TENSORBOARD_DIR = "tensorboard"
+FINETUNE_FILE = "finetune.json"
+CASES_FILE = "cases.csv"
+COMPARE_DIR = "compare"
+REPORT_FILE = "report.html"
 
 #: Checkpoint kinds and their file stems: ``last``, ``best`` and ``stage0`` .. ``stage2``.
 LAST, BEST = "last", "best"
@@ -83,3 +90,19 @@ class RunFiles:
     @property
     def tensorboard(self) -> Path:
         return self.root / TENSORBOARD_DIR
+
+    @property
+    def finetune(self) -> Path:
+        return self.root / FINETUNE_FILE
+
+    @property
+    def cases_csv(self) -> Path:
+        return self.root / CASES_FILE
+
+    @property
+    def compare(self) -> Path:
+        return self.root / COMPARE_DIR
+
+    @property
+    def compare_report(self) -> Path:
+        return self.compare / REPORT_FILE

@@ -162,6 +162,7 @@ class Trainer:
         device: str | None = None,
         stdout: IO[str] | None = sys.stdout,
         on_step: StepHook | None = None,
+        after_training: StepHook | None = None,
     ):
         self.paths = RunFiles(Path(run_dir))
         self.resume = resume
@@ -191,6 +192,9 @@ class Trainer:
         self.cfg = cfg
         self.stdout = stdout
         self.on_step = on_step
+        # called once the run has finished, before its run_end event (fine-tuning compares the models
+        # here), so a watcher that sees the run end also sees what it wrote
+        self.after_training = after_training
         self.state = TrainState()
         self.dist = ddp.env_dist_info()
         self.events = EventLog(self.paths.root, stdout=stdout, enabled=self.dist.is_main)
@@ -278,6 +282,22 @@ class Trainer:
         if self.cfg.run.channels_last:
             model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # torch's stub lacks it
         return model.to(self.device)
+
+    def _load_init(self, path: str) -> None:
+        """Start from a trained model's weights (``model.init``: fine-tuning)."""
+        from core.models.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path, expect_architecture=self.cfg.model.architecture)
+        try:
+            self.model.load_state_dict(ckpt.state_dict)
+        except RuntimeError as exc:  # shapes differ: other arch_args than the header's
+            raise CheckpointError(
+                f"The start checkpoint's weights do not fit a {self.cfg.model.architecture} with "
+                f"{self.cfg.model.arch_args} ({str(exc).splitlines()[0]}).",
+                "Leave [model] out of the --config file: fine-tuning takes the model from the checkpoint.",
+                path=path,
+            ) from None
+        self.events.emit("info", message=f"Starting from the weights of {path}.")
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         if not self.dist.enabled:
@@ -447,6 +467,8 @@ class Trainer:
         self.model = self._build_model(cfg.run.seed)
         if resume is not None:
             self.model.load_state_dict(resume["ckpt"].state_dict)
+        elif cfg.model.init:
+            self._load_init(cfg.model.init)
         self.net = self._wrap(self.model)
         for index, stage in cfg.stages():
             if index < self.state.stage:
@@ -474,6 +496,8 @@ class Trainer:
         self.state.status = "finished"
         if self.dist.is_main:
             self._save(LAST, self.state.stage, self.state.epoch, with_state=True)
+            if self.after_training is not None:
+                self.after_training(self)
         self.events.emit("run_end", status="finished", best_checkpoint=self._best_path())
         return "finished"
 
