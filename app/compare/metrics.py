@@ -74,6 +74,7 @@ class CompareMetrics(QWidget):
         self.plots: dict[str, bytes] = {}
         self.stale: set[tuple[str, str]] = set()
         self._case_of_row: list[str] = []
+        self._pair_of_row: list[tuple[str, str]] = []
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         self.banner = QLabel(self)
@@ -97,6 +98,19 @@ class CompareMetrics(QWidget):
         self.tabs.addTab(self.tests, "Wilcoxon tests")
         self.plot_view = ComparePlots(self)
         self.tabs.addTab(self.plot_view, "Plots")
+        # TD/BD per lobe of the reference's named branches: the means, or the clicked case/model's
+        self.lobes_page = QWidget(self)
+        lobes_lay = QVBoxLayout(self.lobes_page)
+        lobes_lay.setContentsMargins(0, 0, 0, 0)
+        self.lobes_title = QLabel(self.lobes_page)
+        self.lobes_title.setObjectName("compareLobesTitle")
+        self.lobes_title.setWordWrap(True)
+        self.lobes = QTableWidget(self.lobes_page)
+        self.lobes.setObjectName("compareLobes")
+        lobes_lay.addWidget(self.lobes_title)
+        lobes_lay.addWidget(self.lobes, 1)
+        self.tabs.addTab(self.lobes_page, "Per lobe")
+        self.lobes_pair: tuple[str, str] | None = None
         self.note = QLabel(self)
         self.note.setObjectName("compareNote")
         self.note.setWordWrap(True)
@@ -104,8 +118,49 @@ class CompareMetrics(QWidget):
         lay.addWidget(self.note)
 
     def _row_clicked(self, row: int, _col: int) -> None:
+        if 0 <= row < len(self._pair_of_row):
+            self.show_lobes(*self._pair_of_row[row])
         if 0 <= row < len(self._case_of_row):
             self.caseActivated.emit(self._case_of_row[row])
+
+    def show_lobes(self, case: str | None = None, model: str | None = None) -> None:
+        """The per-lobe table: of one case and model, or (None) the mean of each model over cases."""
+        from core.anatomy.metrics import ROWS
+        from core.compare.anatomy import has_anatomy, scores_of
+
+        result = self.result
+        self.lobes_pair = (case, model) if case is not None and model is not None else None
+        if result is None or not has_anatomy(result):
+            self.lobes_title.setText("No per-lobe figures: compared with --no-anatomy, or by an earlier version.")
+            _fill(self.lobes, [], [])
+            return
+        row = result.row(case, model) if case is not None and model is not None else None
+        if row is None:
+            by = {(r["model"], r["lobe"]): r for r in self.tables.get("metrics_lobes_summary", [])}
+            self.lobes_title.setText(
+                "Mean TD / BD (percent) per lobe over cases; n/a: no reference has the lobe. "
+                "Click a row of 'Per case' for one case."
+            )
+            cells: list[list[Any]] = []
+            for lobe in ROWS:
+                line: list[Any] = [lobe]
+                for m in result.models:
+                    r = by.get((m, lobe))
+                    line.append(f"{_fmt(r['td_mean'])} / {_fmt(r['bd_mean'])} (n {r['n']})" if r and r["n"] else "n/a")
+                cells.append(line)
+            _fill(self.lobes, ["lobe"] + [f"{m} TD / BD" for m in result.models], cells)
+            return
+        scores = scores_of(row)
+        if (case, model) in self.stale or scores is None:
+            self.lobes_title.setText(f"{case} / {model}: {STALE_TEXT if scores else 'no per-lobe figures'}")
+            _fill(self.lobes, [], [])
+            return
+        self.lobes_title.setText(f"{case} / {model}: {scores.sentence()}")
+        rows = [
+            [x.lobe, x.td if x.found else "n/a", x.bd if x.found else "n/a", x.branches, x.detected]
+            for x in scores.lobes
+        ]
+        _fill(self.lobes, ["lobe", "TD %", "BD %", "branches", "detected"], rows)
 
     def set_result(self, result: CompareResult) -> None:
         from core.compare.output import tables
@@ -114,6 +169,7 @@ class CompareMetrics(QWidget):
         self.stale = set()
         self.tables = tables(result)
         self.plots = {}
+        self.lobes_pair = None
         self._fill_tables()
         self.plot_view.set_tables(self.tables, result.models)
         self._refresh_banner()
@@ -138,6 +194,7 @@ class CompareMetrics(QWidget):
         gate_col = ["gate"] if result.gate else []
         case_rows = []
         self._case_of_row = []
+        self._pair_of_row = []
         for r in self.tables["metrics"]:
             if (r["case"], r["model"]) in self.stale:
                 values: list[Any] = [STALE_TEXT] + ["" for _ in cols[1:]]
@@ -145,6 +202,7 @@ class CompareMetrics(QWidget):
                 values = [r[c] for c in cols]
             case_rows.append([r["case"], r["model"]] + [r.get(g, "") for g in gate_col] + values)
             self._case_of_row.append(r["case"])
+            self._pair_of_row.append((r["case"], r["model"]))
         _fill(self.per_case, ["case", "model"] + gate_col + cols, case_rows)
         tcols = [
             "model_a",
@@ -160,6 +218,7 @@ class CompareMetrics(QWidget):
             "note",
         ]
         _fill(self.tests, tcols, [[r[c] for c in tcols] for r in self.tables["tests"]])
+        self.show_lobes(*(self.lobes_pair or (None, None)))
 
     def set_stale(self, pairs: set[tuple[str, str]]) -> None:
         """(case, model) pairs whose files changed since the comparison: their figures are withdrawn."""
@@ -209,7 +268,7 @@ class CompareMetrics(QWidget):
     # -- exports ------------------------------------------------------------------------
     def export_csv(self, folder: str | Path) -> list[Path]:
         """Every table as CSV into ``folder``."""
-        from core.compare.output import _csv
+        from core.compare.output import EMPTY_COLUMNS, _csv
         from core.outputs import atomic_write_bytes as atomic_write
 
         folder = Path(folder)
@@ -217,7 +276,7 @@ class CompareMetrics(QWidget):
         out = []
         for stem, rows in self.tables.items():
             p = folder / f"{stem}.csv"
-            atomic_write(p, _csv(rows, ["case", "model", "message"] if stem == "failures" else None))
+            atomic_write(p, _csv(rows, EMPTY_COLUMNS.get(stem)))
             out.append(p)
         return out
 

@@ -19,14 +19,14 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: Any) -> None:
-    from core.commands.evaluate import add_scoring_options
+    from core.commands.evaluate import add_anatomy_option, add_scoring_options
 
     p = subparsers.add_parser(
         "compare",
         help="compare models over a folder of cases: metrics, mean/sd, Wilcoxon tests, plots, HTML report",
         description="Evaluate every case x model (ATM'22 definitions, as `airway evaluate`), cached by content so an "
         "unchanged rerun is near instant; write metrics.csv, summary.csv, tests.csv, DSC per diameter, "
-        "BD per generation and report.html into --out, as one set (staged, then renamed into place). "
+        "BD per generation, TD/BD per lobe and the segmental bronchi detected, and report.html into --out, as one set (staged, then renamed into place). "
         "Cases are matched by name: the image CASE_0000.nii.gz, the label CASE.nii.gz and the prediction "
         "CASE.nii.gz (also CASE_airway.nii.gz or CASE_0000.nii.gz, as earlier versions and ATM'22 teams wrote).",
     )
@@ -42,6 +42,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--label-selector", default=None, help="which reference values are airway (default nonzero)")
     p.add_argument("--prediction-selector", default=None, help="same for the predictions")
     add_scoring_options(p)
+    add_anatomy_option(p)
     p.add_argument("--device", default="auto", help="for --models: auto, cpu, cuda, cuda:N")
     p.add_argument("--backend", default="auto", help="for --models: CPU engine (see airway segment)")
     p.add_argument("--threads", type=int, default=None, help="for --models: CPU threads")
@@ -132,6 +133,7 @@ def run(args: argparse.Namespace, preds: dict[str, Path], models: dict[str, Path
         diameter_edges=tuple(args.diameter_edges or DEFAULT_DIAMETER_EDGES),
         label_selector=args.label_selector,
         prediction_selector=args.prediction_selector,
+        anatomy=args.anatomy,
     )
     ref_dir = str(Path(args.reference).absolute())
     sources = {m: str(p.absolute()) for m, p in preds.items()}
@@ -226,6 +228,13 @@ def _print_summary(result: CompareResult) -> None:
             ok, seen = gate_counts(result, r["model"])
             gate = f"  passed {ok} of {seen}" if seen else "  -"
         print(f"{r['model'][:16].ljust(16)}{r['n']:5d}  {cells}{gate}")
+    if result.settings.anatomy:
+        from core.compare.anatomy import has_anatomy, lobe_summary, misses_text
+
+        if has_anatomy(result):
+            lobes = lobe_summary(result)
+            for m in result.models:
+                print(f"{m}: {misses_text(result, lobes, m)}")
     for model, per in result.gate.items():
         for case, g in per.items():
             if not g.get("passed"):

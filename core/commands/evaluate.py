@@ -19,7 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from core.anatomy import TreeNames
+    from core.anatomy.metrics import AnatomyScores
     from core.metrics import AirwayMetrics
+    from core.tree import AirwayTree
+    from core.volume import Geometry
 
 COLUMNS = (
     ("td", "TD%"),
@@ -49,7 +53,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--reference", required=True, help="reference label file, or a folder of them")
     p.add_argument("--prediction", required=True, nargs="+", help="prediction file(s), or folder(s) of them")
     p.add_argument("--json", metavar="F", help="write all results (summary, per generation, per diameter) as JSON")
-    p.add_argument("--csv", metavar="F", help="write one row per case (plus mean and std rows) as CSV")
+    p.add_argument(
+        "--csv",
+        metavar="F",
+        help="write one row per case (plus mean and std rows) as CSV; with anatomy also F_lobes.csv "
+        "(TD/BD per lobe) and F_segments.csv (each segmental bronchus of the reference: detected or not)",
+    )
     p.add_argument("--branches", metavar="F", help="write the per-branch table as CSV")
     p.add_argument("--regions", metavar="F", help="write the FP/FN error regions and their review groups as JSON")
     p.add_argument(
@@ -64,6 +73,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--prediction-selector", default=None, help="same for the predictions (default nonzero)")
     add_scoring_options(p)
+    add_anatomy_option(p)
     p.add_argument(
         "--tree",
         metavar="PATH",
@@ -96,6 +106,7 @@ class CaseResult:
     metrics: AirwayMetrics
     regions: list[Any] = field(default_factory=list)
     warnings: list[Any] = field(default_factory=list)
+    anatomy: AnatomyScores | None = None  # per lobe and segmental bronchus, by the reference's names
 
 
 def match_cases(reference: Path, prediction: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
@@ -208,6 +219,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     plan = OutputPlan(args.overwrite, inputs)
     for flag in ("json", "csv", "branches", "regions", "branch_map"):
         plan.add(getattr(args, flag), "--" + flag.replace("_", "-"))
+    if args.csv and args.anatomy:
+        for extra in anatomy_csv_paths(Path(args.csv)):
+            plan.add(extra, "--csv")
     if args.tree:
         tree_arg = Path(args.tree)
         if folder_mode:
@@ -267,6 +281,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             tree = _tree_for(ref, tree_path, progress, plan, args.overwrite)
             for w in tree.warnings:
                 print(f"warning: {case_name(rp)}: {w}", file=sys.stderr)
+            ref_names = _names_for(tree, ref.geometry, case_name(rp)) if args.anatomy else None
             if args.branch_map:
                 from core.volume import LabelVolume
 
@@ -298,11 +313,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 regs = []
                 if args.regions:
                     regs = find_error_regions(pred, ref, tree, lcc_connectivity=args.connectivity)
-                results.append(CaseResult(case, method, m, regs, warnings))
+                scores = None
+                if ref_names is not None:
+                    from core.anatomy.metrics import anatomy_scores
+
+                    scores = anatomy_scores(tree, ref_names, m)
+                results.append(CaseResult(case, method, m, regs, warnings, scores))
 
         print(format_table(results, folder_mode))
         if args.csv:
             plan.write_text(args.csv, summary_csv(results, folder_mode))
+            if args.anatomy:
+                lobes_path, segments_path = anatomy_csv_paths(Path(args.csv))
+                plan.write_text(lobes_path, lobes_csv(results))
+                plan.write_text(segments_path, segments_csv(results))
         if args.json:
             plan.write_text(
                 args.json, json.dumps(results_json(results, args, folder_mode), indent=1, default=_json_default)
@@ -325,6 +349,77 @@ def run_evaluate(args: argparse.Namespace) -> int:
             ]
             plan.write_text(args.regions, json.dumps(doc if len(doc) > 1 else doc[0], indent=1, default=_json_default))
     return 0
+
+
+def _names_for(tree: AirwayTree, geometry: Geometry, name: str) -> TreeNames | None:
+    """The reference's branch names (core.anatomy), once per reference; None when the labeller fails
+    (said on stderr: the overall figures stand without them)."""
+    from core.anatomy import label_tree
+    from core.errors import AirwayError
+
+    print(f"{name}: naming the reference's branches", file=sys.stderr, flush=True)
+    try:
+        return label_tree(tree, geometry=geometry)  # directions in the patient frame
+    except (AirwayError, ValueError, IndexError) as exc:
+        print(f"warning: {name}: no per-lobe figures: the reference could not be named ({exc})", file=sys.stderr)
+        return None
+
+
+def anatomy_csv_paths(csv_path: Path) -> tuple[Path, Path]:
+    """``F_lobes.csv`` and ``F_segments.csv`` beside ``--csv F.csv``."""
+    stem = csv_path.name[: -len(".csv")] if csv_path.name.lower().endswith(".csv") else csv_path.name
+    return csv_path.with_name(f"{stem}_lobes.csv"), csv_path.with_name(f"{stem}_segments.csv")
+
+
+def lobes_csv(results: list[CaseResult]) -> str:
+    """One row per case, model and lobe (plus ``central`` and ``unnamed``); a lobe the reference lacks reads n/a."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["case", "model", "lobe", "td", "bd", "branches", "detected", "length_mm"])
+    for r in results:
+        if r.anatomy is None:
+            continue
+        for lobe in r.anatomy.lobes:
+            w.writerow(
+                [
+                    r.case,
+                    r.method,
+                    lobe.lobe,
+                    _na(lobe.td),
+                    _na(lobe.bd),
+                    lobe.branches,
+                    lobe.detected,
+                    f"{lobe.length_mm:.3f}",
+                ]
+            )
+    return buf.getvalue()
+
+
+def segments_csv(results: list[CaseResult]) -> str:
+    from core.anatomy.metrics import segment_order
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["case", "model", "segment", "detected"])
+    for r in results:
+        if r.anatomy is None:
+            continue
+        seg = r.anatomy.segmental
+        flags = {n: 1 for n in seg.detected} | {n: 0 for n in seg.missed}
+        for name in sorted(flags, key=segment_order):
+            w.writerow([r.case, r.method, name, flags[name]])
+    return buf.getvalue()
+
+
+def _na(v: float) -> str:
+    return f"{v:.4f}" if math.isfinite(v) else "n/a"
+
+
+def _segmental_cells(r: CaseResult) -> list[Any]:
+    if r.anatomy is None:
+        return ["", "", ""]
+    seg = r.anatomy.segmental
+    return [len(seg.detected), seg.total, " ".join(seg.missed)]
 
 
 def _json_default(o: Any) -> Any:
@@ -380,7 +475,21 @@ def format_table(results: list[CaseResult], folder_mode: bool) -> str:
     ]
     mode = results[0].metrics.mode if results else "exact"
     note = "ATM'22 rounding" if mode == "atm22" else "exact ratios"
-    return "\n".join(lines + [f"(percent; {note}; TDmm = detected centreline length in mm; sd = sample sd)"])
+    lines.append(f"(percent; {note}; TDmm = detected centreline length in mm; sd = sample sd)")
+    for r in results:
+        if r.anatomy is not None:
+            lines.append(f"{r.case} / {r.method}: {lobes_text(r.anatomy)}; {r.anatomy.sentence()}")
+    return "\n".join(lines)
+
+
+def lobes_text(scores: AnatomyScores) -> str:
+    """ "TD/BD per lobe: RUL 100/100, RML n/a, ..." (percent; n/a = the reference has no branch there)."""
+    cells = []
+    for lobe in scores.lobes:
+        if lobe.lobe == "unnamed" and not lobe.found:
+            continue
+        cells.append(f"{lobe.lobe} {lobe.td:.0f}/{lobe.bd:.0f}" if lobe.found else f"{lobe.lobe} n/a")
+    return "TD/BD per lobe: " + ", ".join(cells)
 
 
 def _fmt(v: Any) -> str:
@@ -394,17 +503,20 @@ def _fmt(v: Any) -> str:
 def summary_csv(results: list[CaseResult], folder_mode: bool = True) -> str:
     buf = io.StringIO()
     keys = [k for k, _ in COLUMNS] + ["tree_length_mm"]
+    anatomy = any(r.anatomy is not None for r in results)
+    seg_keys = ["segmental_detected", "segmental_total", "segmental_missed"] if anatomy else []
     w = csv.writer(buf)
-    w.writerow(["case", "model"] + keys)
+    w.writerow(["case", "model"] + keys + seg_keys)
     for r in results:
         s = r.metrics.summary()
-        w.writerow([r.case, r.method] + [_clean(s[k]) for k in keys])
+        w.writerow([r.case, r.method] + [_clean(s[k]) for k in keys] + (_segmental_cells(r) if anatomy else []))
     for method, group in _groups(results).items():
         if not folder_mode or len(group) < 2:
             continue
         stats = {k: mean_std([g.metrics.summary()[k] for g in group]) for k in keys}
-        w.writerow(["mean", method] + [_clean(stats[k][0]) for k in keys])
-        w.writerow(["sd", method] + [_clean(stats[k][1]) for k in keys])
+        blank = [""] * len(seg_keys)
+        w.writerow(["mean", method] + [_clean(stats[k][0]) for k in keys] + blank)
+        w.writerow(["sd", method] + [_clean(stats[k][1]) for k in keys] + blank)
     return buf.getvalue()
 
 
@@ -452,7 +564,10 @@ def results_json(results: list[CaseResult], args: argparse.Namespace, folder_mod
     cases = []
     for r in results:
         d = r.metrics.as_dict(branches=False)
-        cases.append({"case": r.case, "model": r.method, **_clean(d), "warnings": list(r.warnings)})
+        entry = {"case": r.case, "model": r.method, **_clean(d), "warnings": list(r.warnings)}
+        if r.anatomy is not None:
+            entry["anatomy"] = _clean(r.anatomy.as_dict())
+        cases.append(entry)
     keys = [k for k, _ in COLUMNS] + ["tree_length_mm"]
     summary = {}
     for method, group in _groups(results).items() if folder_mode else ():
@@ -471,6 +586,17 @@ def results_json(results: list[CaseResult], args: argparse.Namespace, folder_mod
         }
     )
     return doc
+
+
+def add_anatomy_option(p: argparse.ArgumentParser) -> None:
+    """``--anatomy/--no-anatomy``, the same for `airway evaluate` and `airway compare`."""
+    p.add_argument(
+        "--anatomy",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="name the reference's branches (lobes, segmental bronchi) and report TD/BD per lobe and the "
+        "segmental bronchi detected (default on; --no-anatomy skips the naming, for speed)",
+    )
 
 
 def add_scoring_options(p: argparse.ArgumentParser) -> None:

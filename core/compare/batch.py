@@ -9,17 +9,37 @@ rest go on; ``Cancelled`` stops the whole run.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from core.anatomy.metrics import branch_counts_record
 from core.casenames import expected_names, missing_message, no_match_error
 from core.compare.cache import Cache, mask_key, text_key
 from core.compare.cases import CaseFiles, match_cases, match_models
 from core.errors import AirwayError, Cancelled, InputError
 from core.progress import Progress
+
+# part of the key of a reference's cached names: bump when the labeller names differently
+NAMES_VERSION = 1
+
+
+@functools.cache
+def labeller_digest() -> str:
+    """Digest of the labeller's source: cached names of an older labeller are never served."""
+    import core.anatomy
+
+    root = Path(core.anatomy.__file__).parent
+    h = hashlib.sha256()
+    for f in sorted(root.glob("*.py")):
+        if f.name != "metrics.py":  # the figures are computed anew every run
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
 
 # metrics.csv columns: (column, key in AirwayMetrics.summary())
 METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -61,11 +81,14 @@ class CompareSettings:
     diameter_edges: tuple[float, ...] = (0.0, 2.0, 4.0, 6.0, 8.0)
     label_selector: str | None = None
     prediction_selector: str | None = None
+    # TD/BD per lobe and the segmental bronchi detected (core.anatomy); off skips naming the references
+    anatomy: bool = True
 
     def evaluation_key(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("label_selector")  # part of the reference's own key
         d.pop("prediction_selector")
+        d.pop("anatomy")  # computed beside the cached record, from the reference's cached names
         d["diameter_edges"] = [float(e) for e in self.diameter_edges]
         return d
 
@@ -136,7 +159,13 @@ def metrics_record(m: Any) -> dict[str, Any]:
     d["per_generation"] = [asdict(g) for g in m.per_generation]
     d["dsc_by_diameter"] = [{**asdict(b), "label": b.label} for b in m.dsc_by_diameter]
     d["branches_detected"] = {str(b.id): bool(b.detected) for b in m.branches}
+    d["branch_counts"] = branch_counts_record(m)  # the per-lobe figures are computed from these
     return d
+
+
+def usable(record: Any, settings: CompareSettings) -> bool:
+    """A cached record serves this run (one cached before the per-lobe figures lacks their counts)."""
+    return record is not None and (not settings.anatomy or "branch_counts" in record)
 
 
 class _Reference:
@@ -147,6 +176,8 @@ class _Reference:
         self.volume: Any = None  # core.volume.LabelVolume once loaded
         self.tree: Any = None  # core.tree.AirwayTree once loaded
         self.key = cache.known_key(path, f"label:{settings.label_selector}")
+        self.names: Any = None  # core.anatomy.TreeNames once named
+        self.names_error: str | None = None
 
     def load(self) -> None:
         if self.volume is not None:
@@ -163,6 +194,38 @@ class _Reference:
         else:
             self.cache.stats["trees_parsed"] += 1
         self.tree = _cached_tree(self.volume, tree_path)
+
+    def named(self, cancel: Any = None) -> Any:
+        """The reference's branch names, labelled once per reference content (cached as ``names``);
+        None (with ``names_error``) when the labeller fails on it."""
+        if self.names is not None or self.names_error is not None:
+            return self.names
+        from core.anatomy import TreeNames
+
+        key = text_key("names", self.key, NAMES_VERSION, labeller_digest()) if self.key is not None else None
+        doc = self.cache.get_json("names", key) if key is not None else None
+        if doc is not None:
+            try:
+                self.names = TreeNames.from_json(doc)
+                return self.names
+            except (AirwayError, KeyError, TypeError, ValueError):
+                pass  # written by another version: label again
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        self.load()
+        key = text_key("names", self.key, NAMES_VERSION, labeller_digest())
+        try:
+            from core.anatomy import label_tree
+
+            self.names = label_tree(self.tree, geometry=self.volume.geometry)  # directions in the patient frame
+        except Cancelled:
+            raise
+        except (AirwayError, ValueError, IndexError, MemoryError) as exc:
+            self.names_error = _message(exc)
+            return None
+        self.cache.put_json("names", key, self.names.to_json())
+        self.cache.stats["names_labelled"] += 1
+        return self.names
 
 
 def _cached_tree(volume: Any, tree_path: Path | None) -> Any:
@@ -278,6 +341,8 @@ def _run_case(
             record = None
             if ref.key is not None and pred_key is not None:
                 record = cache.get_json("metrics", text_key("metrics", ref.key, pred_key, eval_key))
+                if not usable(record, settings):
+                    record = None
             cached = record is not None
             if record is None:
                 try:
@@ -289,6 +354,8 @@ def _run_case(
                     result.failures.append(Failure(case.name, model, f"reference: {ref_error}"))
                     continue
                 record, pred_key, cached = _evaluate(ref, path, settings, cache, eval_key, cancel)
+            if settings.anatomy:
+                record = _with_anatomy(record, ref, settings, result, case.name, cancel)
             result.rows.append(
                 CaseRow(
                     case.name,
@@ -323,7 +390,7 @@ def _evaluate(
     cache.remember_key(path, pred_key, f"label:{settings.prediction_selector}")
     key = text_key("metrics", ref.key, pred_key, eval_key)
     record = cache.get_json("metrics", key)  # same content under another name or date
-    if record is not None:
+    if usable(record, settings):
         return record, pred_key, True
     m = evaluate_pair(
         pred,
@@ -339,6 +406,24 @@ def _evaluate(
     cache.put_json("metrics", key, record)
     cache.stats["evaluated"] += 1
     return record, pred_key, False
+
+
+def _with_anatomy(
+    record: dict[str, Any], ref: _Reference, settings: CompareSettings, result: CompareResult, case: str, cancel: Any
+) -> dict[str, Any]:
+    """The record with ``anatomy`` (core.anatomy.metrics.AnatomyScores.as_dict()) added, from the
+    reference's names and the record's per-branch counts: the same detection as the overall figures."""
+    from core.anatomy.metrics import counts_from_record, scores_from_counts
+
+    names = ref.named(cancel)
+    counts = counts_from_record(record)
+    if names is None or counts is None:
+        note = f"{case}: no per-lobe figures: the reference could not be named ({ref.names_error})"
+        if ref.names_error is not None and note not in result.notes:
+            result.notes.append(note)
+        return record
+    scores = scores_from_counts(counts, names, threshold=settings.detection_threshold)
+    return {**record, "anatomy": scores.as_dict()}
 
 
 def _message(exc: BaseException) -> str:

@@ -5,7 +5,9 @@ Files: ``metrics.csv`` (case x model), ``summary.csv`` (per model mean/sd),
 ``tests.csv`` (paired Wilcoxon per model pair and metric),
 ``dsc_by_diameter.csv`` + ``dsc_by_diameter_summary.csv``,
 ``bd_by_generation.csv`` + ``bd_by_generation_summary.csv``, ``failures.csv``,
-``gate.csv`` (the output gate of models run by the compare), ``snapshots/<case>__<model>.png``,
+``gate.csv`` (the output gate of models run by the compare), ``metrics_lobes.csv`` +
+``metrics_lobes_summary.csv`` (TD/BD per lobe) and ``metrics_segments.csv`` (each segmental
+bronchus of the reference: detected or not; unless ``--no-anatomy``), ``snapshots/<case>__<model>.png``,
 ``report.html``. Column names: docs/vocabulary.md. The set is written as one
 (core.compare.outset): staged beside ``OUT`` and renamed into place.
 """
@@ -59,8 +61,25 @@ def metrics_rows(result: CompareResult) -> list[dict[str, Any]]:
         if result.gate:
             d["gate"] = gate_text(result.gate.get(r.model, {}).get(r.case))
         d.update({c: r.value(c) for c, _ in METRIC_COLUMNS})
+        if result.settings.anatomy:
+            d.update(segmental_columns(r))
         rows.append(d)
     return rows
+
+
+def segmental_columns(r: CaseRow) -> dict[str, Any]:
+    """The segmental bronchi of the case's reference the prediction detects and misses (names space-separated)."""
+    from core.compare.anatomy import scores_of
+
+    s = scores_of(r)
+    if s is None:
+        return {"segmental_detected": None, "segmental_total": None, "segmental_missed": None}
+    seg = s.segmental
+    return {
+        "segmental_detected": len(seg.detected),
+        "segmental_total": seg.total,
+        "segmental_missed": " ".join(seg.missed),
+    }
 
 
 def gate_rows(result: CompareResult) -> list[dict[str, Any]]:
@@ -97,7 +116,22 @@ def tables(result: CompareResult) -> dict[str, list[dict[str, Any]]]:
     }
     if result.gate:
         t["gate"] = gate_rows(result)
+    if result.settings.anatomy:
+        from core.compare import anatomy
+
+        t["metrics_lobes"] = anatomy.lobe_rows(result)
+        t["metrics_lobes_summary"] = anatomy.lobe_summary(result)
+        t["metrics_segments"] = anatomy.segment_rows(result)
     return t
+
+
+# header of each table when it has no row (an empty CSV still says what it would hold)
+EMPTY_COLUMNS = {
+    "failures": ["case", "model", "message"],
+    "metrics_lobes": ["case", "model", "lobe", "td", "bd", "branches", "detected", "length_mm"],
+    "metrics_lobes_summary": ["model", "lobe", "n", "td_mean", "td_sd", "bd_mean", "bd_sd", "branches", "detected"],
+    "metrics_segments": ["case", "model", "segment", "detected"],
+}
 
 
 def snapshot_name(case: str, model: str) -> str:
@@ -182,8 +216,8 @@ def write_files(
     t = tables(result)
     files = []
     for stem, rows in t.items():
-        if stem == "failures":
-            atomic_write(target / "failures.csv", _csv(rows, ["case", "model", "message"]))
+        if stem in EMPTY_COLUMNS:
+            atomic_write(target / f"{stem}.csv", _csv(rows, EMPTY_COLUMNS[stem]))
         else:
             atomic_write(target / f"{stem}.csv", _csv(rows))
         files.append(f"{stem}.csv")
@@ -231,6 +265,7 @@ def outputs_key(result: CompareResult, snapshots: bool, report: bool, final: Pat
         report,
         result.gate,
         result.notes,
+        [r.metrics.get("anatomy") for r in result.rows],  # the names of a reference may change (labeller)
     )
 
 

@@ -53,6 +53,9 @@ OWN_NAMES = frozenset(
         "bd_by_generation_summary.csv",
         "failures.csv",
         "gate.csv",
+        "metrics_lobes.csv",
+        "metrics_lobes_summary.csv",
+        "metrics_segments.csv",
         *CARRIED,
     }
 )
@@ -91,7 +94,8 @@ def identity(reference_dir: str, sources: dict[str, str], ct_dir: str, settings:
         "reference_dir": str(reference_dir),
         "sources": {k: str(v) for k, v in sources.items()},
         "ct_dir": str(ct_dir),
-        "settings": json.loads(json.dumps(settings)),
+        # the per-lobe figures add detail to the same scores: toggling them is a rerun of this comparison
+        "settings": {k: v for k, v in json.loads(json.dumps(settings)).items() if k != "anatomy"},
     }
 
 

@@ -173,6 +173,63 @@ def _rank_table(result: CompareResult, summary: list[dict[str, Any]]) -> str:
     return f"<table class='rank'><tr>{header}</tr>{''.join(rows)}</table>"
 
 
+def _misses_box(result: CompareResult, summary: list[dict[str, Any]]) -> str:
+    """First screen: per model, the lobes and segmental bronchi it misses most."""
+    from core.compare.anatomy import misses_text
+
+    items = "".join(
+        f"<li><b>{html.escape(m)}</b>: {html.escape(misses_text(result, summary, m))}</li>" for m in result.models
+    )
+    return (
+        "<div class='warn' id='lobes-missed'>By the reference's lobes and segmental bronchi "
+        f"(<a href='#per-lobe'>per lobe</a>):<ul style='margin:4px 0'>{items}</ul></div>"
+    )
+
+
+def _lobe_section(result: CompareResult, summary: list[dict[str, Any]]) -> str:
+    """A lobe x model table of mean TD / BD, then each case's segmental bronchi in words."""
+    from core.anatomy.metrics import ROWS
+    from core.compare.anatomy import scores_of
+
+    by = {(r["model"], r["lobe"]): r for r in summary}
+    head = "<tr><th>lobe</th>" + "".join(f"<th>{html.escape(m)}<br>TD / BD (n)</th>" for m in result.models) + "</tr>"
+    body = []
+    for lobe in ROWS:
+        cells = []
+        for m in result.models:
+            r = by.get((m, lobe))
+            if r is None or not r["n"]:
+                cells.append("<td>n/a</td>")
+                continue
+            cells.append(f"<td>{_fmt(r['td_mean'], 1)} / {_fmt(r['bd_mean'], 1)} ({r['n']})</td>")
+        body.append(f"<tr><td class='t'>{lobe}</td>{''.join(cells)}</tr>")
+    parts = [
+        "<h2 id='per-lobe'>Per lobe (mean over cases) and segmental bronchi</h2>",
+        "<p class='small'>TD and BD (percent) of the reference branches in each lobe, named on the reference "
+        "(core.anatomy); <i>central</i> = trachea, main bronchi and bronchus intermedius; <i>unnamed</i> = "
+        "branches whose lobe the labeller did not decide. n = cases whose reference has the lobe; n/a = in none. "
+        "The rows add up to the overall TD and BD.</p>",
+        f"<table class='lobes'>{head}{''.join(body)}</table>",
+    ]
+    lines = []
+    for row in result.rows:
+        sc = scores_of(row)
+        if sc is None:
+            continue
+        missed = sc.missed_lobes()
+        extra = f"; no branch detected in {', '.join(missed)}" if missed else ""
+        lines.append(
+            f"<tr><td class='t'>{html.escape(row.case)}</td><td class='t'>{html.escape(row.model)}</td>"
+            f"<td class='t'>{html.escape(sc.sentence() + extra)}</td></tr>"
+        )
+    if lines:
+        parts.append(
+            "<table class='segmental'><tr><th>case</th><th>model</th><th>segmental bronchi (reference's names)</th>"
+            f"</tr>{''.join(lines)}</table>"
+        )
+    return "".join(parts)
+
+
 def build_report(
     result: CompareResult, t: dict[str, list[dict[str, Any]]], shots: dict[tuple[str, str], Path], snapshot_note: str
 ) -> tuple[str, str]:
@@ -197,6 +254,8 @@ def build_report(
         )
     parts.append(f"<div class='verdict' id='verdict'>{verdict(result, t['summary'], t['tests'])}</div>")
     parts.append(_rank_table(result, t["summary"]))
+    if "metrics_lobes_summary" in t:
+        parts.append(_misses_box(result, t["metrics_lobes_summary"]))
     for note in result.notes:
         parts.append(f"<div class='warn'>{html.escape(note)}</div>")
     if result.failures:
@@ -293,6 +352,9 @@ def build_report(
     )
     if fig_note:
         parts.append(f"<p class='note'>{html.escape(fig_note)}</p>")
+
+    if "metrics_lobes_summary" in t:
+        parts.append(_lobe_section(result, t["metrics_lobes_summary"]))
 
     parts.append("<h2>Per case</h2>")
     case_cols = [("case", "case"), ("model", "model")]

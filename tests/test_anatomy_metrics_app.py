@@ -1,0 +1,77 @@
+"""The Compare tab's per-lobe table: the mean TD / BD per lobe and model of an `airway compare` folder, and,
+after a click on a per-case row, that case and model's lobes and the segmental bronchi it misses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from app.compare import CompareTab
+from app.review.view3d import three_d_supported
+from core.anatomy import label_tree
+from core.anatomy.textbook import textbook_mask, textbook_tree
+from core.cli import main
+from core.io import write_volume
+from core.tree import parse_tree
+from core.volume import LabelVolume
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory) -> Path:
+    """One textbook case; model 'nolll' misses the left lower lobe, model 'full' is the reference."""
+    root = tmp_path_factory.mktemp("anatomy_app")
+    for d in ("ref", "nolll", "full"):
+        (root / d).mkdir()
+    vol = textbook_mask(textbook_tree(), (2.0, 2.0, 2.0))
+    tree = parse_tree(vol)
+    names = label_tree(tree, geometry=vol.geometry)
+    full = tree.branch_label_map()
+    lll = [b.id for b in tree.branches if names.lobe_of(b.id) == "LLL"]
+    write_volume(vol, root / "ref" / "t0.nii.gz")
+    write_volume(vol, root / "full" / "t0.nii.gz")
+    write_volume(
+        LabelVolume(((full > 0) & ~np.isin(full, lll)).astype(np.uint8), vol.geometry), root / "nolll" / "t0.nii.gz"
+    )
+    argv = ["compare", "--reference", str(root / "ref"), "--predictions", f"nolll={root / 'nolll'}"]
+    assert main(argv + [f"full={root / 'full'}", "--out", str(root / "out"), "-q", "--no-snapshots"]) == 0
+    return root / "out"
+
+
+def _cell(table, row: int, col: int) -> str:
+    return table.item(row, col).text()
+
+
+def test_compare_tab_shows_the_lobes_of_the_clicked_case(qtbot, compared):
+    tab = CompareTab(with_3d=three_d_supported())
+    qtbot.addWidget(tab)
+    tab.resize(1200, 800)
+    tab.show()
+    qtbot.waitExposed(tab)
+    tab.open_folder(compared)
+    m = tab.metrics
+    page = m.tabs.indexOf(m.lobes_page)
+    assert m.tabs.tabText(page) == "Per lobe"
+    # the means over cases first: a lobe x model table
+    heads = [m.lobes.horizontalHeaderItem(j).text() for j in range(m.lobes.columnCount())]
+    assert heads == ["lobe", "nolll TD / BD", "full TD / BD"]
+    lobes = [_cell(m.lobes, i, 0) for i in range(m.lobes.rowCount())]
+    assert lobes == ["RUL", "RML", "RLL", "LUL", "LLL", "central", "unnamed"]
+    assert _cell(m.lobes, 4, 1) == "0.00 / 0.00 (n 1)" and _cell(m.lobes, 4, 2) == "100.00 / 100.00 (n 1)"
+
+    # a click on the per-case row of t0 / nolll: that pair's lobes and its missed segmental bronchi
+    m.tabs.setCurrentWidget(m.per_case)
+    row = next(i for i in range(m.per_case.rowCount()) if _cell(m.per_case, i, 1) == "nolll")
+    rect = m.per_case.visualItemRect(m.per_case.item(row, 0))
+    qtbot.mouseClick(m.per_case.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    qtbot.waitUntil(lambda: m.lobes_pair == ("t0", "nolll"), timeout=5000)
+    assert m.lobes_title.text().startswith("t0 / nolll: segmental bronchi detected ")
+    assert "missed LB6" in m.lobes_title.text()
+    heads = [m.lobes.horizontalHeaderItem(j).text() for j in range(m.lobes.columnCount())]
+    assert heads == ["lobe", "TD %", "BD %", "branches", "detected"]
+    by = {_cell(m.lobes, i, 0): i for i in range(m.lobes.rowCount())}
+    assert _cell(m.lobes, by["LLL"], 2) == "0.00" and _cell(m.lobes, by["RUL"], 2) == "100.00"
+    assert _cell(m.lobes, by["unnamed"], 1) == "n/a"  # no branch there: n/a, not 0
+    qtbot.waitUntil(lambda: tab.layout_view.state.case_name == "t0", timeout=20000)
