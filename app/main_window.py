@@ -180,9 +180,12 @@ class MainWindow(QMainWindow):
         from app.review.edit_tools import EditTools
 
         self.edit_tools = EditTools(self.case, self)
+        from app.review.naming_dialog import branch_menu
+
         for v in self.views.values():
             v.hovered.connect(self._on_hover)
             v.tools = self.edit_tools
+            v.branch_menu = lambda parent, zyx: branch_menu(self.case, parent, zyx)
         self.view3d_slot = QWidget()
         self.view3d_slot.setObjectName("view3dSlot")
         slot_lay = QVBoxLayout(self.view3d_slot)
@@ -322,6 +325,14 @@ class MainWindow(QMainWindow):
         picked = getattr(widget, "picked", None)
         if picked is not None:
             picked.connect(self._select_region_at)
+        from app.review.view3d import View3D
+
+        if isinstance(widget, View3D):
+            from app.review.naming_dialog import branch_menu
+
+            widget.names_source = lambda: self.case.session.names
+            widget.branch_menu = lambda parent, zyx: branch_menu(self.case, parent, zyx)
+            self.case.namesChanged.connect(widget.names_changed)
 
     def _select_region_at(self, voxel: Any) -> None:
         i = self.case.region_at(voxel)
@@ -633,7 +644,7 @@ class MainWindow(QMainWindow):
         ):
             sig.connect(lambda *_: self._show_readout(None))
         # the readout reads the layers: after A, R, a stroke, undo or a new analysis it says what is there now
-        for sig in (c.labelChanged, c.historyChanged, c.metricsChanged, c.regionsChanged):
+        for sig in (c.labelChanged, c.historyChanged, c.metricsChanged, c.regionsChanged, c.namesChanged):
             sig.connect(lambda *_: self._refresh_readout())
         c.ctChanged.connect(self._update_title)
         c.focusBoxRequested.connect(self._fit_views)
@@ -1557,4 +1568,7 @@ def format_probe(info: dict[str, Any], under: str = "mouse") -> str:
     if "branch" in info:
         gen = f", generation {info['generation']}" if "generation" in info else ""
         parts.append(f"branch {info['branch']}{gen}")
+    if info.get("name"):
+        how = "yours" if info.get("name_source") == "user" else f"{info.get('name_confidence', 0.0):.2f}"
+        parts.append(f"{info['name']} ({how})")
     return f"{under}: " + "   ".join(parts)

@@ -385,6 +385,8 @@ class Case(QObject):
     staleChanged = Signal(bool)
     # a file of the case is open in another live window (or a dead one's lock was taken over): say so
     lockNotice = Signal(str)
+    # the reference tree's branch names changed (a new tree, a correction, its undo): session.names
+    namesChanged = Signal()
 
     def __init__(self, parent: QObject | None = None, auto_analyse: bool = True):
         super().__init__(parent)
@@ -423,6 +425,8 @@ class Case(QObject):
         self._stale = False
         self._pending_index_statuses: dict[str, dict[int, str]] = {}  # v1 projects: by position
         self._lock_reported: set[tuple[Path, str]] = set()
+        # prediction name -> ((names revision, metrics id), metrics, core.anatomy.metrics.AnatomyScores)
+        self.anatomy: dict[str, tuple[tuple[int, int], Any, Any]] = {}
         self._use_session(Session())
 
     def _use_session(self, session: Session) -> None:
@@ -522,6 +526,10 @@ class Case(QObject):
                 self._analysis_timer.start(REANALYSIS_DELAY_MS)
         elif kind == "history":
             self.historyChanged.emit()
+        elif kind == "names":
+            if payload is not None:  # a correction (or its undo), not a new tree's names
+                self._set_modified()
+            self.namesChanged.emit()
         elif kind == "status":
             pred, key, status = payload
             i = self.region_index(key, pred)
@@ -858,7 +866,64 @@ class Case(QObject):
                 gens = self.generations
                 if bid in gens:
                     out["generation"] = gens[bid]
+                named = self.session.names.name(bid)
+                if named is not None:
+                    out["name"] = self.session.names.label_text(bid)
+                    out["name_confidence"] = float(named.confidence)
+                    out["name_source"] = named.source
         return out
+
+    # -- branch names (session.names: computed in the analysis job, corrected here) --------------
+    def branch_at(self, zyx: Sequence[int]) -> int:
+        """The reference branch holding voxel ``zyx`` (0: none, or no tree yet)."""
+        bmap = self.branch_map
+        if bmap is None:
+            return 0
+        z, y, x = (int(v) for v in zyx)
+        if not all(0 <= v < s for v, s in zip((z, y, x), bmap.shape)):
+            return 0
+        return int(bmap[z, y, x])
+
+    def name_branch(self, branch_id: int, name: str | None, automatic: bool = False) -> Edit:
+        """Name a reference branch (None: unnamed; ``automatic``: the labeller's name again): one undo step."""
+        return self.session.name_branch(branch_id, name, automatic=automatic)
+
+    def region_branch(self, region_index: int, prediction_index: int | None = None) -> int | None:
+        """The reference branch a region lies in (0: outside the tree; None: not known)."""
+        i = self.active_index if prediction_index is None else prediction_index
+        regs = self.regions(i)
+        if not 0 <= region_index < len(regs):
+            return None
+        return self.session.region_branch(i, regs[region_index].key)
+
+    def place_text(self, branch_id: int | None) -> str:
+        """Where an item lies, as the navigator says it: "RB6", "RLL (unnamed)", "outside", "" (unknown)."""
+        from core.review.names import OUTSIDE
+
+        if branch_id is None or self.session.names.names is None:
+            return ""
+        return OUTSIDE if branch_id <= 0 else self.session.names.label_text(branch_id)
+
+    def anatomy_scores(self, index: int | None = None) -> Any:
+        """Per-lobe figures of a prediction (core.anatomy.metrics.AnatomyScores) under the current names,
+        or None before its analysis and the names. Made from the analysis' per-branch metrics (a pass
+        over the branches, no voxels), cached by the names' revision and the metrics object."""
+        i = self.active_index if index is None else index
+        if not 0 <= i < len(self.predictions) or not self.session.analysed(i):
+            return None
+        layer = self.session.names
+        metrics = self.session.metrics_result(i)
+        if layer.names is None or layer.tree is None or layer.tree is not self.session.tree or metrics is None:
+            return None
+        key = (layer.revision, id(metrics))
+        hit = self.anatomy.get(self.predictions[i].name)
+        if hit is not None and hit[0] == key and hit[1] is metrics:
+            return hit[2]
+        from core.anatomy.metrics import anatomy_scores
+
+        scores = anatomy_scores(layer.tree, layer.names, metrics)
+        self.anatomy[self.predictions[i].name] = (key, metrics, scores)
+        return scores
 
     # -- regions (addressed by index in the active list, or by content key) ------------------
     def regions(self, index: int | None = None) -> list[ErrorRegion]:
@@ -1185,6 +1250,7 @@ class Case(QObject):
             "active_prediction": self.active_index,
             "cursor": list(self.cursor),
             "view": self.view_state,
+            "names": self.session.names.to_json(),
         }
 
     def _input_paths(self) -> list[str]:
@@ -1259,5 +1325,6 @@ def apply_project(case: Case, loaded: LoadedCase, data: dict[str, Any], project_
     if cur and len(cur) == 3:
         case.set_cursor(cur)
     case.view_state = dict(data.get("view") or {})
+    case.session.names.load_json(data.get("names"))  # placed on the tree when the analysis names it
     case.project_path = None if project_path is None else str(project_path)
     case._set_modified(False)

@@ -32,6 +32,7 @@ from PySide6.QtCore import (
     Qt,
     QTimer,
 )
+from PySide6.QtGui import QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -451,6 +452,15 @@ class ReadableTableView(QTableView):
         return self._header(row, Qt.Orientation.Vertical)
 
 
+LOBE_HEADERS = ("Lobe", "TD (%)", "BD (%)", "Branches detected")
+
+
+def _lobe_cell(text: str, value: Any = None) -> QStandardItem:
+    item = QStandardItem(text)
+    item.setData(text if value is None else value, VALUE_ROLE)
+    return item
+
+
 class MetricsPanel(QWidget):
     """Summary table (one column per prediction) over the per-branch table of the active one.
 
@@ -492,6 +502,24 @@ class MetricsPanel(QWidget):
         # headers elide too (a centred, clipped name read "ted prediction (not a")
         self.summary.horizontalHeader().setTextElideMode(Qt.TextElideMode.ElideMiddle)
         split.addWidget(self.summary)
+        # per lobe of the active prediction (core.anatomy.metrics), under the reference's branch names
+        lobes = QWidget(self)
+        ll = QVBoxLayout(lobes)
+        ll.setContentsMargins(0, 0, 0, 0)
+        self.anatomy_line = QLabel("", lobes)
+        self.anatomy_line.setObjectName("anatomyLine")
+        self.anatomy_line.setWordWrap(True)
+        ll.addWidget(self.anatomy_line)
+        self.lobe_model = QStandardItemModel(0, len(LOBE_HEADERS), self)
+        self.lobe_model.setHorizontalHeaderLabels(list(LOBE_HEADERS))
+        self.lobe_table = ReadableTableView(lobes)
+        self.lobe_table.setObjectName("lobeTable")
+        self.lobe_table.setModel(self.lobe_model)
+        self.lobe_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.lobe_table.verticalHeader().setVisible(False)
+        self.lobe_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        ll.addWidget(self.lobe_table, 1)
+        split.addWidget(lobes)
         bottom = QWidget(self)
         bl = QVBoxLayout(bottom)
         bl.setContentsMargins(0, 0, 0, 0)
@@ -531,6 +559,10 @@ class MetricsPanel(QWidget):
 
         for sig in (case.metricsChanged, case.activePredictionChanged):
             sig.connect(lambda *_: self.refresh())
+        from app.review.case import Case
+
+        if isinstance(case, Case):
+            case.namesChanged.connect(lambda *_: self._fill_lobes())
         for sig in (
             case.predictionsChanged,
             case.treeChanged,
@@ -553,6 +585,7 @@ class MetricsPanel(QWidget):
         warnings = [f"\u26a0 {name}: {w[0]}" for name, w in warned.items() if w]
         self.status.setText("\n".join(warnings + ([status] if status else [])))
         self.export_button.setEnabled(any(p.metrics is not None for p in preds))
+        self._fill_lobes()
         self._branches_dirty = True
         if self.isVisible():
             self._branch_timer.start()
@@ -577,6 +610,26 @@ class MetricsPanel(QWidget):
             parts.append("Computing: " + ", ".join(pending))
         parts += failed
         return "; ".join(parts)
+
+    def _fill_lobes(self) -> None:
+        """The active prediction's per-lobe rows and its segmental sentence (a pass over the branches)."""
+        from app.review.case import Case
+
+        scores = self.case.anatomy_scores() if isinstance(self.case, Case) else None
+        self.lobe_model.setRowCount(0)
+        if scores is None:
+            self.anatomy_line.setText("")
+            return
+        for r in scores.lobes:
+            cells = [
+                _lobe_cell(r.lobe),
+                _lobe_cell(format_value(r.td), r.td),
+                _lobe_cell(format_value(r.bd), r.bd),
+                _lobe_cell(f"{r.detected} / {r.branches}", r.branches),
+            ]
+            self.lobe_model.appendRow(cells)
+        act = self.case.active
+        self.anatomy_line.setText(f"{act.name if act is not None else ''}: {scores.sentence()}")
 
     def _fill_branches(self) -> None:
         if not self.isVisible():

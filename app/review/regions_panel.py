@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.review.case import STATUS_KEYS, STATUS_LABELS, region_centre
+from app.review.case import STATUS_KEYS, STATUS_LABELS, Case, region_centre
 from core.box import Box
 from core.region_groups import RegionGroup, StableIds
 from core.regions import ErrorRegion
@@ -291,6 +291,36 @@ class GroupsModel(QAbstractTableModel):
             c = self.columns.index("Status")
             self.dataChanged.emit(self.index(0, c), self.index(len(self.groups) - 1, c))
 
+    def names_changed(self) -> None:
+        """The branch names changed: the items' texts follow."""
+        self._cache.clear()
+        if self.groups:
+            c = self.columns.index("Item")
+            self.dataChanged.emit(self.index(0, c), self.index(len(self.groups) - 1, c))
+
+    def item_text(self, row: int) -> str:
+        """ "FN - RB6 - 12 mm": kind, the reference branch the item lies in (most of its voxels), and the
+        length of its longest part; the group's own label while the tree has no names."""
+        g = self.groups[row]
+        case = self.case
+        if not isinstance(case, Case) or case.session.names.names is None:
+            return g.label()
+        regs = case.regions()
+        votes: dict[int, int] = {}
+        length = 0.0
+        for i in g.indices:
+            if not 0 <= i < len(regs):
+                continue
+            b = case.region_branch(i)
+            if b is not None:
+                votes[b] = votes.get(b, 0) + int(regs[i].voxels)
+            length = max(length, float(regs[i].length_mm))
+        if not votes:
+            return g.label()
+        place = case.place_text(max(votes, key=lambda b: (votes[b], -b)))
+        parts = "" if g.is_single else f" ({len(g.regions)} parts)"
+        return f"{g.kind} - {place} - {length:.0f} mm{parts}"
+
     def group_status(self, row: int) -> str:
         act = self.case.active
         if act is None:
@@ -320,7 +350,7 @@ class GroupsModel(QAbstractTableModel):
             g = self.groups[row]
             v = (
                 row + 1,
-                g.label(),
+                self.item_text(row),
                 g.kind,
                 g.category.replace("_", " "),
                 g.volume_mm3,
@@ -547,6 +577,8 @@ class RegionsPanel(QWidget):
         lay.addWidget(self.hint)
 
         case.regionsChanged.connect(self._on_regions)
+        if isinstance(case, Case):
+            case.namesChanged.connect(self.groups_model.names_changed)
         case.activePredictionChanged.connect(lambda _i: self.reload())
         case.predictionsChanged.connect(self.reload)
         case.ctChanged.connect(self._new_case)

@@ -20,14 +20,14 @@ screens; the image itself is drawn at device resolution by Qt.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QKeySequence, QPainter, QPen
-from PySide6.QtWidgets import QAbstractSpinBox, QApplication, QLineEdit, QWidget
+from PySide6.QtWidgets import QAbstractSpinBox, QApplication, QLineEdit, QMenu, QWidget
 
 from app.review.case_view import CaseView
 from core.box import Box
@@ -486,6 +486,9 @@ class SliceView(QWidget):
         self.orientation = orientation
         self.display = display
         self.tools: Any = None  # app.review.edit_tools.EditTools, set by the window
+        # the window's right-click menu at a voxel (app.review.naming_dialog.branch_menu); the last one shown
+        self.branch_menu: Callable[[QWidget, tuple[int, int, int]], QMenu | None] | None = None
+        self.context_menu: QMenu | None = None
         self.renderer = renderer or SliceRenderer()
         self.zoom = 1.0
         self.pan = QPointF(0.0, 0.0)  # logical pixels
@@ -913,8 +916,22 @@ class SliceView(QWidget):
     def mouseReleaseEvent(self, event: Any) -> None:
         if self._drag is not None and self._drag[0] == "paint":
             self.tools.release()
-        self._drag = None
+        drag, self._drag = self._drag, None
+        if drag is not None and drag[0] == "window" and (event.position() - drag[1]).manhattanLength() <= 3:
+            # a right click, not a window drag: the menu of what lies under it
+            self.menu_at(event.position())
         event.accept()
+
+    def menu_at(self, pos: QPointF) -> QMenu | None:
+        """Show the window's right-click menu for the voxel at widget position ``pos`` (kept as ``context_menu``)."""
+        v = self.widget_to_voxel(pos)
+        if v is None or self.branch_menu is None:
+            return None
+        menu = self.branch_menu(self, v)
+        if menu is not None:
+            self.context_menu = menu
+            menu.popup(self.mapToGlobal(pos.toPoint()))
+        return menu
 
     def _move_cursor(self, pos: QPointF) -> None:
         v = self.widget_to_voxel(pos)

@@ -9,7 +9,9 @@ through a lookup table, one scene per colouring:
   overlay colours of ``resources/presets/overlay_colors.json``;
 - ``generation``: the reference tree by branch generation (core.tree);
 - ``detection``: reference branches detected / missed by the active
-  prediction (ATM'22 rule, core.metrics per-branch table).
+  prediction (ATM'22 rule, core.metrics per-branch table);
+- ``lobe`` / ``segment``: the reference tree by the lobe or segmental bronchus each branch
+  belongs to (the session's branch names, corrections included), in core.anatomy's colours.
 
 In TP/FP/FN colouring the FP and FN faces are their own actor, drawn opaque
 over a TP skin that can be made see-through. The active error region is
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-from PySide6.QtCore import Qt, QThreadPool, QTimer, Signal
+from PySide6.QtCore import QPoint, Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QImage
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QMenu, QSizePolicy, QToolButton, QVBoxLayout, QWidget
 
@@ -63,7 +65,12 @@ COLOUR_MODES: tuple[tuple[str, str], ...] = (
     ("outcome", "TP / FP / FN"),
     ("generation", "Branch generation"),
     ("detection", "Detected / missed branches"),
+    ("lobe", "Lobes"),
+    ("segment", "Segments"),
 )
+NAME_MODES = ("lobe", "segment")
+# faces of branches without a lobe / segment (central airways, unnamed)
+UNNAMED_RGB = (150, 150, 155)
 MODE_KEYS = tuple(k for k, _ in COLOUR_MODES)
 CAMERA_PRESETS = ("reset", "anterior", "posterior", "left", "right", "superior")
 
@@ -93,6 +100,40 @@ def overlay_colours() -> dict[str, tuple[int, int, int]]:
         return {**_FALLBACK_COLOURS, "highlight": (255, 0, 255), "crosshair": (0, 190, 255)}
 
 
+def anatomy_colour(name: str) -> tuple[int, int, int]:
+    """The colour of a lobe or bronchus name in core.anatomy's colour table (the one ``airway label``
+    writes for Slicer and ITK-SNAP), so the 3D view and the label files agree."""
+    try:
+        from core.anatomy import name_colour  # type: ignore[attr-defined]
+    except ImportError:  # the colour table not there yet: hues spread by the name's place in the list
+        h = (name_order(name)[0] * 0.618) % 1.0
+        r, g, b = colorsys.hsv_to_rgb(h, 0.6, 0.95)
+        return int(r * 255), int(g * 255), int(b * 255)
+    r, g, b = name_colour(name)
+    return int(r), int(g), int(b)
+
+
+def name_order(name: str) -> tuple[int, str]:
+    """Legend order: lobes as core.anatomy lists them, then bronchi by their label value."""
+    from core.anatomy.names import ALL_NAMES, LOBES
+
+    if name in LOBES:
+        return LOBES.index(name), name
+    return len(LOBES) + (ALL_NAMES.index(name) if name in ALL_NAMES else len(ALL_NAMES)), name
+
+
+def branch_groups(names: Any, mode: str) -> dict[int, str]:
+    """Branch id -> its lobe (``mode`` "lobe") or segmental bronchus ("segment"), where it has one."""
+    if names is None:
+        return {}
+    out = {}
+    for bid, n in names.names.items():
+        group = n.lobe if mode == "lobe" else n.segment
+        if group:
+            out[int(bid)] = str(group)
+    return out
+
+
 def generation_colour(generation: int) -> tuple[int, int, int]:
     h = (generation % _GENERATION_CYCLE) / _GENERATION_CYCLE
     r, g, b = colorsys.hsv_to_rgb(h, 0.65, 0.95)
@@ -113,6 +154,7 @@ class SceneInput:
     branch_map: np.ndarray | None = None
     generations: dict[int, int] = field(default_factory=dict)
     detected: dict[int, bool] | None = None
+    groups: dict[int, str] | None = None  # lobe / segment colouring: branch id -> lobe or segment name
     # (reference, prediction) edit revisions: arrays are edited in place, so the
     # cache tells scenes apart by these, not by the arrays' identity alone
     revisions: tuple[int, int] = (0, 0)
@@ -250,10 +292,12 @@ def surface_scene(inp: SceneInput, *, progress: Progress | None = None, cancel: 
     colours = overlay_colours()
 
     mode, note = inp.mode, ""
-    if mode in ("generation", "detection") and (inp.branch_map is None or inp.reference is None):
+    if mode in ("generation", "detection", *NAME_MODES) and (inp.branch_map is None or inp.reference is None):
         mode, note = "outcome", "branch colours need the reference tree; showing TP/FP/FN"
     if mode == "detection" and not inp.detected:
         mode, note = "generation", "no per-branch detection for this prediction yet; showing generations"
+    if mode in NAME_MODES and inp.branch_map is not None and not inp.groups:
+        mode, note = "generation", "no branch names yet; showing generations"
 
     if mode == "outcome":
         if inp.prediction is not None and inp.reference is not None:
@@ -292,6 +336,20 @@ def surface_scene(inp: SceneInput, *, progress: Progress | None = None, cancel: 
         cmap = {g + 1: generation_colour(g) for g in gens}
         legend = [(f"generation {g}", generation_colour(g)) for g in gens]
         return Scene(surf, cmap, legend, "generation", note)
+    if mode in NAME_MODES:
+        groups = inp.groups or {}
+        order = sorted(set(groups.values()), key=name_order)
+        value = {g: k + 2 for k, g in enumerate(order)}  # 1: no lobe / segment
+        labels = relabel(bmap, {b: value[g] for b, g in groups.items()}, default=1)
+        labels[(labels == 0) & ref] = 1
+        labels[~ref] = 0
+        surf = labels_surface(labels, inp.geometry, offset=box.start, progress=progress, cancel=cancel)
+        shown = {int(v) for v in np.unique(np.asarray(surf.cell_data["label"]))} if surf.n_cells else set()
+        cmap = {1: UNNAMED_RGB, **{value[g]: anatomy_colour(g) for g in order}}
+        legend = [(g, anatomy_colour(g)) for g in order if value[g] in shown]
+        if 1 in shown:
+            legend.append(("central / unnamed" if mode == "lobe" else "no segment", UNNAMED_RGB))
+        return Scene(surf, cmap, legend, mode, note)
 
     # detection: 1 detected, 2 missed
     detected = inp.detected or {}
@@ -458,6 +516,11 @@ class View3D(QWidget):
         self._camera_set = False
         self._press: tuple[int, int] | None = None
         self.colours = overlay_colours()
+        # set by the window: the review's branch names (core.review.names.NamesLayer) and right-click menu
+        self.names_source: Callable[[], Any] | None = None
+        self.branch_menu: Callable[[QWidget, tuple[int, int, int]], QMenu | None] | None = None
+        self.context_menu: QMenu | None = None
+        self._right_press: tuple[int, int] | None = None
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -584,6 +647,9 @@ class View3D(QWidget):
         ref = case.reference
         metrics = active.metrics if active is not None and isinstance(active.metrics, AirwayMetrics) else None
         detected = branch_detection(metrics)
+        groups = None
+        if self.mode in NAME_MODES and self.names_source is not None:
+            groups = branch_groups(self.names_source().names, self.mode)
         return SceneInput(
             geometry=case.ct.geometry,
             mode=self.mode,
@@ -592,6 +658,7 @@ class View3D(QWidget):
             branch_map=case.branch_map,
             generations=dict(case.generations),
             detected=detected,
+            groups=groups,
             revisions=(case.revision("reference"), 0 if active is None else case.revision(active.name)),
         )
 
@@ -674,7 +741,7 @@ class View3D(QWidget):
         if scene is None:
             return ""
         items = " ".join(
-            f"<span style='color:rgb{tuple(c)}'>&#9632;</span>&nbsp;{name}" for name, c in scene.legend[:14]
+            f"<span style='color:rgb{tuple(c)}'>&#9632;</span>&nbsp;{name}" for name, c in scene.legend[:24]
         )
         return items + (f" <i>({scene.note})</i>" if scene.note else "")
 
@@ -814,6 +881,11 @@ class View3D(QWidget):
         job.result.connect(guarded(self, lambda res, s=serial: self._show_region(res, s)))
         job.start()
 
+    def names_changed(self) -> None:
+        """The branch names changed (a new tree, a correction): the name colourings follow."""
+        if self.mode in NAME_MODES:
+            self.schedule_rebuild()
+
     def _on_metrics(self, _index: int) -> None:
         if self.mode == "detection":
             self.schedule_rebuild()
@@ -898,6 +970,34 @@ class View3D(QWidget):
         iren = self.plotter.iren
         iren.add_observer("LeftButtonPressEvent", self._on_press)
         iren.add_observer("LeftButtonReleaseEvent", self._on_release)
+        iren.add_observer("RightButtonPressEvent", self._on_right_press)
+        iren.add_observer("RightButtonReleaseEvent", self._on_right_release)
+
+    def _on_right_press(self, obj: Any, _event: str) -> None:
+        x, y = self.plotter.iren.interactor.GetEventPosition()
+        self._right_press = (int(x), int(y))
+
+    def _on_right_release(self, obj: Any, _event: str) -> None:
+        pos = tuple(self.plotter.iren.interactor.GetEventPosition())
+        press, self._right_press = self._right_press, None
+        if press is None or abs(pos[0] - press[0]) + abs(pos[1] - press[1]) > 3:
+            return  # a drag zoomed the camera: no menu
+        self.menu_at_display(pos[0], pos[1])
+
+    def menu_at_display(self, x: float, y: float) -> QMenu | None:
+        """Right click at display pixel (x, y) (VTK's device pixels, origin bottom-left): pick the surface
+        (the cursor goes there) and show the window's menu for that voxel (kept as ``context_menu``)."""
+        voxel = self.pick_display(x, y)
+        if voxel is None or self.branch_menu is None:
+            return None
+        menu = self.branch_menu(self, voxel)
+        if menu is not None:
+            inter = self.plotter.interactor
+            ratio = inter.devicePixelRatioF() if hasattr(inter, "devicePixelRatioF") else 1.0
+            at = QPoint(int(x / ratio), int(inter.height() - y / ratio))
+            self.context_menu = menu
+            menu.popup(inter.mapToGlobal(at))
+        return menu
 
     def _on_press(self, obj: Any, _event: str) -> None:
         x, y = self.plotter.iren.interactor.GetEventPosition()
@@ -1058,6 +1158,7 @@ def _same_input(a: SceneInput, b: SceneInput) -> bool:
         and a.geometry == b.geometry
         and a.generations == b.generations
         and a.detected == b.detected
+        and a.groups == b.groups
     )
 
 
