@@ -138,6 +138,24 @@ def test_compare_report_says_which_lobes_and_segments_each_model_misses(data, tm
     assert "segmental_missed" not in _rows(out / "metrics.csv")[0]
 
 
+def test_evaluate_and_compare_write_the_same_lobe_rows(data, tmp_path, capsys):
+    """One vocabulary: evaluate's F_lobes.csv of a folder equals compare's metrics_lobes.csv."""
+    ev = tmp_path / "ev.csv"
+    argv = ["evaluate", "--reference", str(data / "ref"), "--prediction", str(data / "norb6"), "--csv", str(ev)]
+    assert main(argv) == 0
+    out = tmp_path / "out"
+    argv = ["compare", "--reference", str(data / "ref"), "--predictions", f"norb6={data / 'norb6'}"]
+    assert main(argv + ["--out", str(out), "-q", "--no-snapshots"]) == 0
+    capsys.readouterr()
+    assert _rows(tmp_path / "ev_lobes.csv") == _rows(out / "metrics_lobes.csv")
+    assert _rows(tmp_path / "ev_segments.csv") == _rows(out / "metrics_segments.csv")
+    compared = {(r["case"], r["model"]): r for r in _rows(out / "metrics.csv")}
+    for r in _rows(ev):
+        if r["case"] not in ("mean", "sd"):
+            for col in ("segmental_detected", "segmental_total", "segmental_missed"):
+                assert r[col] == compared[(r["case"], r["model"])][col]
+
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "report_in_browser.py"
 sys.path.insert(0, str(SCRIPT.parent))

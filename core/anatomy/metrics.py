@@ -232,7 +232,7 @@ def anatomy_scores(
 
 def branch_counts_record(metrics: AirwayMetrics) -> dict[str, list[float]]:
     """Per branch id: [centreline voxels, detected voxels, length mm], JSON-able, for a cached record."""
-    return {str(b.id): [b.centreline_voxels, b.detected_voxels, round(b.length_mm, 4)] for b in metrics.branches}
+    return {str(b.id): [b.centreline_voxels, b.detected_voxels, b.length_mm] for b in metrics.branches}
 
 
 def counts_from_record(record: dict[str, Any]) -> list[BranchCount] | None:

@@ -389,7 +389,7 @@ def lobes_csv(results: list[CaseResult]) -> str:
                     _na(lobe.bd),
                     lobe.branches,
                     lobe.detected,
-                    f"{lobe.length_mm:.3f}",
+                    round(lobe.length_mm, 3),  # as airway compare's metrics_lobes.csv
                 ]
             )
     return buf.getvalue()
@@ -411,8 +411,8 @@ def segments_csv(results: list[CaseResult]) -> str:
     return buf.getvalue()
 
 
-def _na(v: float) -> str:
-    return f"{v:.4f}" if math.isfinite(v) else "n/a"
+def _na(v: float) -> float | str:
+    return v if math.isfinite(v) else "n/a"
 
 
 def _segmental_cells(r: CaseResult) -> list[Any]:
