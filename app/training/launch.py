@@ -83,6 +83,21 @@ def train_args(settings: TrainSettings) -> list[str]:
     return args
 
 
+def finetune_args(
+    dataset: str | Path, init: str | Path, out: str | Path, device: str = "auto", config: str | Path | None = None
+) -> list[str]:
+    """Arguments of ``airway train`` that fine-tune ``init`` on a dataset's reviewed training cases;
+    the trainer compares the start and the fine-tuned model on the split's test part when it ends."""
+    args = ["train", "--dataset", str(Path(dataset).expanduser()), "--labels", "reviewed"]
+    args += ["--init", str(Path(init).expanduser()), "--preset", "finetune"]
+    if config:
+        args += ["--config", str(Path(config).expanduser())]
+    args += ["--out", str(Path(out).expanduser())]
+    if device and device != "auto":
+        args += ["--device", device]
+    return args
+
+
 def resume_args(run_dir: str | Path, device: str | None = None, more_epochs: int | None = None) -> list[str]:
     """Arguments of ``airway train`` that resume a run from its last checkpoint (config from RUN/config.toml);
     ``more_epochs``: train a (finished) run further by that many epochs of its last stage."""
@@ -125,6 +140,11 @@ def check_settings(settings: TrainSettings) -> list[str]:
     config = settings.config.strip()
     if not config:
         problems.append("Choose a configuration preset or a .toml file.")
+    elif config == "finetune":
+        problems.append(
+            "The finetune preset starts from a trained model on a reviewed dataset: open the dataset and use "
+            "'Fine-tune on reviewed cases', or choose another preset to train from scratch."
+        )
     else:
         try:
             from core.training.config import load_config

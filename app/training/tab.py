@@ -23,6 +23,7 @@ from app.training.launch import (
     TrainSettings,
     check_settings,
     entry_command,
+    finetune_args,
     launch_detached,
     list_presets,
     resume_args,
@@ -270,6 +271,8 @@ class TrainingTab(QtWidgets.QWidget):
         self.settings = settings
         self.launcher: Launcher = launcher or entry_command
         self.monitors: dict[str, RunMonitor] = {}
+        self.dataset_path: Path | None = None  # the open dataset (set_dataset), for fine-tuning
+        self._finetune_block: str | None = "Open a dataset (File > Open dataset) to fine-tune on its reviewed cases."
         self._build()
         self._restore()
         self._refresh_buttons()
@@ -299,6 +302,12 @@ class TrainingTab(QtWidgets.QWidget):
         form.addRow("Config", self._with_browse(self.config_combo, self._browse_config))
         form.addRow("Output", self._with_browse(self.out_edit, self._browse_out))
         form.addRow("Device", self.device_combo)
+        self.init_edit = QtWidgets.QLineEdit()
+        self.init_edit.setPlaceholderText("checkpoint to fine-tune (empty: the shipped model)")
+        self.init_edit.setToolTip(
+            "The model 'Fine-tune on reviewed cases' starts from, usually the one whose predictions were reviewed"
+        )
+        form.addRow("Fine-tune from", self._with_browse(self.init_edit, self._browse_init))
 
         self.check_button = QtWidgets.QPushButton("Check")
         self.start_button = QtWidgets.QPushButton("Start")
@@ -330,7 +339,14 @@ class TrainingTab(QtWidgets.QWidget):
             "Segment the CT open in the Review tab with the selected run's best "
             "checkpoint (needs an open CT and a checkpoint)"
         )
+        self.finetune_button = QtWidgets.QPushButton("Fine-tune on reviewed cases")
+        self.report_button = QtWidgets.QPushButton("Open comparison report")
+        self.report_button.setToolTip(
+            "Open the selected fine-tuning run's comparison of the start and the fine-tuned model on the test cases"
+        )
         self.ct_available = False
+        self.finetune_button.clicked.connect(self.fine_tune)
+        self.report_button.clicked.connect(self.open_report)
         self.check_button.clicked.connect(self.check)
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
@@ -352,6 +368,8 @@ class TrainingTab(QtWidgets.QWidget):
             buttons.addWidget(b, i // 3, i % 3)
         buttons.addWidget(self.further_button, 2, 0)
         buttons.addWidget(self.more_epochs_spin, 2, 1)
+        buttons.addWidget(self.finetune_button, 3, 0, 1, 2)
+        buttons.addWidget(self.report_button, 3, 2)
 
         self.problems_label = QtWidgets.QLabel()
         self.problems_label.setWordWrap(True)
@@ -471,6 +489,11 @@ class TrainingTab(QtWidgets.QWidget):
         if path:
             self.out_edit.setText(path)
 
+    def _browse_init(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Model to fine-tune", "", "Checkpoints (*.pt)")
+        if path:
+            self.init_edit.setText(path)
+
     def _browse_runs(self) -> None:
         path = QtWidgets.QFileDialog.getExistingDirectory(self, "Run folder, or a folder of runs")
         if path:
@@ -489,6 +512,107 @@ class TrainingTab(QtWidgets.QWidget):
         """Whether the Review tab has a CT to segment (the best-checkpoint button needs one)."""
         self.ct_available = bool(available)
         self._refresh_buttons()
+
+    # -- fine-tuning on an open dataset ---------------------------------------------------------
+    def set_dataset(self, path: str | Path | None) -> None:
+        """The dataset open in the window (None: none). 'Fine-tune on reviewed cases' needs one with a
+        frozen split and at least one reviewed training case; its tooltip says what is missing."""
+        self.dataset_path = None if path is None else Path(path)
+        self.refresh_dataset()
+
+    def refresh_dataset(self) -> None:
+        """Look at the dataset again (after a review saved a label, or a split was frozen)."""
+        self._finetune_block = self._finetune_problem()
+        self._refresh_buttons()
+
+    def _finetune_problem(self) -> str | None:
+        if self.dataset_path is None:
+            return "Open a dataset (File > Open dataset) to fine-tune on its reviewed cases."
+        from core.errors import AirwayError
+        from core.training.finetune import reviewed_train_cases
+
+        try:
+            reviewed, total = reviewed_train_cases(self.dataset_path)
+        except AirwayError as exc:
+            return str(exc)
+        if reviewed == 0:
+            return (
+                f"None of the {total} training cases of {self.dataset_path.name}'s split has a reviewed label yet: "
+                "review some (their labels go to labelsReviewed/) first."
+            )
+        return None
+
+    def _finetune_tip(self) -> str:
+        if self._finetune_block is not None:
+            return self._finetune_block
+        return (
+            f"Fine-tune the model under 'Fine-tune from' on the reviewed training cases of {self.dataset_path}, "
+            "in its own process; when it ends, the start and the fine-tuned model are compared on the split's "
+            "test cases (Open comparison report)"
+        )
+
+    def _finetune_out(self) -> Path:
+        """The Output field when it names a new folder, else a new folder beside the dataset."""
+        text = self.out_edit.text().strip()
+        if text:
+            run = Path(text).expanduser()
+            if not (RunFiles.of(run).events.exists() or RunFiles.of(run).config.exists()):
+                return run.resolve()
+        assert self.dataset_path is not None
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return (self.dataset_path.parent / f"{self.dataset_path.name}-finetune-{stamp}").resolve()
+
+    def fine_tune(self) -> str | None:
+        """Start fine-tuning on the open dataset's reviewed training cases; returns the run folder, or None."""
+        self.refresh_dataset()
+        if self._finetune_block is not None:
+            self._say(self._finetune_block, "warning")
+            return None
+        if any(m.status == RUNNING for m in self.monitors.values()):
+            self._say("A run is going: stop it or wait for it to end.", "warning")
+            return None
+        assert self.dataset_path is not None
+        init_text = self.init_edit.text().strip()
+        if init_text:
+            init: Path | None = Path(init_text).expanduser()
+        else:
+            from core.resources import shipped_model_path
+
+            init = shipped_model_path()
+        if init is None or not init.is_file():
+            self._say(
+                f"The model to fine-tune ({init_text or 'the shipped model'}) is not there. "
+                "Choose a checkpoint under 'Fine-tune from'.",
+                "error",
+            )
+            return None
+        config = self.config_combo.currentText().strip()
+        user_config = config if config.endswith(".toml") and Path(config).expanduser().is_file() else None
+        device = self.device_combo.currentText().strip() or "auto"
+        run = self._finetune_out()
+        run.mkdir(parents=True, exist_ok=True)
+        monitor = self._monitor_for(run)
+        if not self._launch(monitor, finetune_args(self.dataset_path, init, run, device, user_config)):
+            return None
+        self.runStarted.emit(str(run))
+        return str(run)
+
+    def comparison_report(self) -> Path | None:
+        """The selected run's comparison report, when it has one."""
+        monitor = self.current_monitor()
+        if monitor is None:
+            return None
+        report = RunFiles.of(monitor.run_dir).compare_report
+        return report if report.is_file() else None
+
+    def open_report(self) -> str | None:
+        """Open the selected run's comparison report in the browser; returns its path, or None."""
+        report = self.comparison_report()
+        if report is None:
+            self._say("The selected run has no comparison report (only a finished fine-tuning run has one).")
+            return None
+        QtGui.QDesktopServices.openUrl(QtCore.QUrl.fromLocalFile(str(report)))
+        return str(report)
 
     # -- actions ----------------------------------------------------------------------------
     def start(self) -> str | None:
@@ -757,6 +881,13 @@ class TrainingTab(QtWidgets.QWidget):
         self.further_button.setEnabled(further)
         self.more_epochs_spin.setEnabled(further)
         self.open_best_button.setEnabled(monitor is not None and self.ct_available)
+        self.finetune_button.setEnabled(self._finetune_block is None and not any_running)
+        self.finetune_button.setToolTip(
+            self._finetune_tip()
+            if not (any_running and self._finetune_block is None)
+            else ("A run is going: stop it or wait for it to end")
+        )
+        self.report_button.setEnabled(self.comparison_report() is not None)
         self.remove_run_button.setEnabled(monitor is not None)
 
     # -- remembering runs and the form -------------------------------------------------------------
