@@ -194,3 +194,23 @@ def test_unknown_top_level_fields_survive_an_update(tmp_path: Path) -> None:
     ds.state_path.write_text('{"format": "airway-studio-dataset", "version": 1, "cases": {}, "future": [1]}')
     set_case(ds, "c0", status="done")
     assert json.loads(ds.state_path.read_text())["future"] == [1]
+
+
+def test_a_reader_never_sets_aside_a_good_file_written_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import core.dataset.state as state_module
+
+    ds = open_dataset(make_flat(tmp_path / "d", n=2))
+    set_case(ds, "c0", status="done")  # a good file
+    real = state_module._read_raw
+    calls = []
+
+    def first_damaged(path: Path) -> bytes | None:
+        calls.append(path)
+        # the first read saw a damaged file; another process rewrote it (valid) before the set-aside
+        return b'{"format": "airway-studio-dataset", "version": "x"}' if len(calls) == 1 else real(path)
+
+    monkeypatch.setattr(state_module, "_read_raw", first_damaged)
+    assert read_state(ds).case("c0").status == "done"
+    assert len(calls) == 2 and not list(ds.root.glob("*.damaged*"))

@@ -137,7 +137,7 @@ class DamagedStateError(InputError):
         where = (
             f"it was set aside as {set_aside.name}, and the dataset starts with a new state file"
             if set_aside is not None
-            else "it could not be moved aside"
+            else "another window set it aside meanwhile, or it could not be moved (a read-only folder)"
         )
         super().__init__(
             f"The dataset's state file is damaged ({shown}): {where}.",
@@ -246,21 +246,16 @@ def _set_aside(path: Path) -> Path | None:
     return target
 
 
-def read_state_file(path: Path) -> DatasetState:
-    """Parse and check the state file at ``path`` (a missing file is a new, empty state)."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return DatasetState()
-    except OSError as exc:
-        raise InputError(
-            f"The dataset's state file cannot be read ({exc.strerror or exc}).", "Check its permissions.", path=path
-        ) from None
+class _Damaged(Exception):
+    def __init__(self, reasons: list[str]):
+        self.reasons = reasons
+
+
+def _parse(raw: bytes, path: Path) -> DatasetState:
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        reasons = [f"it is not valid JSON ({exc})" if raw.strip() else "it is empty"]
-        raise DamagedStateError(path, reasons, _set_aside(path)) from None
+        raise _Damaged([f"it is not valid JSON ({exc})" if raw.strip() else "it is empty"]) from None
     if isinstance(data, dict) and _is_int(data.get("version")) and data["version"] > STATE_VERSION:
         raise InputError(
             f"The dataset's state file is of version {data['version']}, newer than this Airway Studio reads "
@@ -270,7 +265,7 @@ def read_state_file(path: Path) -> DatasetState:
         )
     wrong = state_problems(data)
     if wrong:
-        raise DamagedStateError(path, wrong, _set_aside(path))
+        raise _Damaged(wrong)
     known = {"format", "version", "updated", "split", "split_seed", "split_fractions", "split_created", "cases"}
     return DatasetState(
         version=int(data["version"]),
@@ -282,6 +277,49 @@ def read_state_file(path: Path) -> DatasetState:
         updated=str(data.get("updated") or ""),
         extra={k: v for k, v in data.items() if k not in known},
     )
+
+
+def _read_raw(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise InputError(
+            f"The dataset's state file cannot be read ({exc.strerror or exc}).", "Check its permissions.", path=path
+        ) from None
+
+
+def read_state_file(path: Path, *, locked: bool = False) -> DatasetState:
+    """Parse and check the state file at ``path`` (a missing file is a new, empty state).
+
+    A damaged file is renamed under the lock (``locked``: the caller holds it), and only if it still holds
+    the bytes found damaged: a reader never sets aside a good file another process wrote meanwhile."""
+    raw = _read_raw(path)
+    if raw is None:
+        return DatasetState()
+    try:
+        return _parse(raw, path)
+    except _Damaged as damaged:
+        reasons = damaged.reasons
+    if locked:
+        raise DamagedStateError(path, reasons, _set_aside(path))
+    lock = StateLock(path)
+    try:
+        lock.acquire()
+    except InputError:  # a read-only folder, or a lock held by a hung process: the file stays where it is
+        raise DamagedStateError(path, reasons, None) from None
+    try:
+        now = _read_raw(path)
+        if now is not None and now != raw:
+            try:
+                return _parse(now, path)  # rewritten meanwhile: what is there now is judged
+            except _Damaged as damaged:
+                reasons = damaged.reasons
+        aside = _set_aside(path) if now is not None else None
+    finally:
+        lock.release()
+    raise DamagedStateError(path, reasons, aside)
 
 
 def read_state(dataset: Dataset, *, fill: bool = True) -> DatasetState:
@@ -467,7 +505,7 @@ def update_state(
     lock = StateLock(dataset.state_path, wait_s=wait_s)
     with lock:
         dataset.notes.extend(lock.notes)
-        state = read_state(dataset, fill=False)
+        state = read_state_file(dataset.state_path, locked=True)
         change(state)
         state.updated = now_iso()
         problems = state_problems(state.to_json())
