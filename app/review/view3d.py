@@ -224,7 +224,10 @@ def _yield_cpu_to_the_gui() -> None:
     import threading
 
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        # relative to the process (the main thread's id is the pid): an absolute 10 would raise the
+        # priority of an app started under `nice -n 19`
+        target = min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + 10)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), target)
     except (AttributeError, OSError):  # not Linux / not allowed: the scene still builds
         pass
 
