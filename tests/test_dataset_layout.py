@@ -227,3 +227,15 @@ def test_opening_images_tr_itself_points_to_the_parent(tmp_path: Path) -> None:
     with pytest.raises(InputError) as err:
         open_dataset(root / "imagesTr")
     assert "imagesTr folder of a dataset" in str(err.value) and str(root) in str(err.value)
+
+
+def test_a_folder_holding_one_manifest_opens_it(tmp_path: Path) -> None:
+    data = tmp_path / "cohort"
+    write_volume(tiny_ct(0), data / "ct" / "a.nii.gz")
+    (data / "notes.csv").write_text("x,y\n1,2\n")  # not a manifest
+    (data / "list.csv").write_text("case,ct\na,ct/a.nii.gz\n")
+    ds = open_dataset(data)
+    assert ds.layout == "csv" and ds.case_ids == ["a"] and ds.source == data / "list.csv"
+    (data / "other.csv").write_text("case,reference\nb,x.nii.gz\n")
+    with pytest.raises(InputError, match="2 manifests"):
+        open_dataset(data)

@@ -214,3 +214,27 @@ def test_a_reader_never_sets_aside_a_good_file_written_meanwhile(
     monkeypatch.setattr(state_module, "_read_raw", first_damaged)
     assert read_state(ds).case("c0").status == "done"
     assert len(calls) == 2 and not list(ds.root.glob("*.damaged*"))
+
+
+def test_garbage_lock_and_a_breaker_left_by_a_crash_are_cleared(tmp_path: Path) -> None:
+    ds = open_dataset(make_flat(tmp_path / "d", n=1))
+    lock = lock_path(ds.state_path)
+    lock.write_text("")  # a crash between creating the lock and writing who holds it
+    breaker = lock.with_name(lock.name + ".break")
+    breaker.write_text("")  # and a crash in the middle of a takeover
+    old = time.time() - 60
+    os.utime(lock, (old, old))
+    os.utime(breaker, (old, old))
+    t0 = time.monotonic()
+    set_case(ds, "c0", status="done")
+    assert time.monotonic() - t0 < 10
+    assert read_state(ds).case("c0").status == "done"
+    assert any("unreadable lock file" in n for n in ds.notes)
+    assert not lock.exists() and not breaker.exists()
+
+
+def test_a_fresh_unreadable_lock_is_waited_for(tmp_path: Path) -> None:
+    ds = open_dataset(make_flat(tmp_path / "d", n=1))
+    lock_path(ds.state_path).write_text("")  # a live process between create and write
+    with pytest.raises(InputError, match="locked by another process"):
+        update_state(ds, lambda st: None, wait_s=0.2)

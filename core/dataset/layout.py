@@ -175,7 +175,7 @@ def open_dataset(path: str | Path, *, predictions: Sequence[str | Path] = ()) ->
     if not ds.cases:
         found = ", ".join(p.name for p in ds.unmatched[:6]) or "no volume files"
         raise InputError(f"No case found in this dataset (found: {found}).", EXPECTED, path=path)
-    ds.source = path
+    ds.source = ds.source or path
     ds.explicit_predictions = tuple(str(p) for p in predictions)
     _attach_reviewed_and_split(ds)
     return ds
@@ -216,6 +216,15 @@ def _open_folder(root: Path) -> Dataset:
         _flat_folder(ds, root)
         _scan_model_folders(ds, root, skip=set())
         return ds
+    manifests = [p for p in sorted(root.glob("*.csv")) if _is_manifest(p)]
+    if len(manifests) == 1:  # a folder holding its manifest (and the files it names)
+        return _open_csv(manifests[0])
+    if len(manifests) > 1:
+        raise InputError(
+            f"This folder holds {len(manifests)} manifests ({', '.join(p.name for p in manifests[:4])}).",
+            "Open one of them.",
+            path=root,
+        )
     # a folder of prediction folders only is no dataset: say what was expected
     raise InputError("Not a dataset folder: no images, labels or manifest found here.", EXPECTED, path=root)
 
@@ -410,6 +419,17 @@ def _add_predictions(ds: Dataset, folders: Sequence[tuple[str, Path]]) -> None:
     ds.cases = list(known.values())
 
 
+def _is_manifest(path: Path) -> bool:
+    """A CSV whose header has a ``case`` column and a ``ct`` or ``reference`` one."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    low = {h.strip().lower() for h in header}
+    return "case" in low and bool({"ct", "reference"} & low)
+
+
 def _open_csv(path: Path) -> Dataset:
     fix = "A manifest has the header case,ct,reference then one column per model; paths may be relative to it."
     try:
@@ -433,6 +453,7 @@ def _open_csv(path: Path) -> Dataset:
     i_ref = low.index("reference") if "reference" in low else None
     model_cols = [(i, header[i]) for i in range(len(header)) if i not in (i_case, i_ct, i_ref) and header[i]]
     ds = _empty(path.parent, "csv")
+    ds.source = path
     base = path.parent
     cases: dict[str, DatasetCase] = {}
     for line, row in enumerate(rows[1:], start=2):

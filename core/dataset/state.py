@@ -422,23 +422,26 @@ class StateLock:
             return f"the lock of {holder.describe()}: held for {now - holder.since:.0f} s, longer than an update takes"
         return None
 
-    def _break(self, raw: bytes, reason: str) -> None:
+    def _break(self, raw: bytes, reason: str) -> bool:
         """Remove the lock file if it still holds ``raw``; one breaker at a time (so no breaker removes the
-        lock another just took)."""
+        lock another just took). True when the lock is gone (removed here or meanwhile)."""
         breaker = self.path.with_name(self.path.name + ".break")
         try:
             fd = os.open(breaker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
             mtime = _mtime(breaker)
             if mtime is not None and time.time() - mtime > _BREAKER_STALE_S:
-                breaker.unlink(missing_ok=True)
-            return
+                breaker.unlink(missing_ok=True)  # its breaker died between two syscalls
+            return False
+        except OSError:
+            return False  # a folder we cannot write: the wait ends in the error naming the holder
         os.close(fd)
         try:
             now = _read_lock(self.path)
             if now is not None and now[0] == raw:
                 self.path.unlink(missing_ok=True)
                 self.notes.append(f"took over {reason}")
+            return True
         finally:
             breaker.unlink(missing_ok=True)
 
@@ -454,8 +457,7 @@ class StateLock:
                 continue  # released meanwhile
             raw, holder = seen
             reason = self._stale_reason(holder)
-            if reason is not None:
-                self._break(raw, reason)
+            if reason is not None and self._break(raw, reason):
                 continue
             if time.monotonic() - start > self.wait_s:
                 who = holder.describe() if holder is not None else "another process"
