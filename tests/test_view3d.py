@@ -561,5 +561,5 @@ def test_scene_threads_yield_the_cpu_to_the_gui_thread():
     t = threading.Thread(target=worker)
     t.start()
     t.join()
-    assert seen and seen[0] >= before + 1  # niced (or already at the floor)
+    assert seen and seen[0] >= min(19, before + 1)  # niced (or already at the floor)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # the GUI thread is not
