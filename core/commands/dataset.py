@@ -39,6 +39,27 @@ def register(subparsers: Any) -> None:
     )
     s.set_defaults(func=run_summary)
 
+    e = sub.add_parser(
+        "evaluate",
+        help="TD/BD/DSC/precision of every prediction against the case's label, recorded in the state file",
+        description="Evaluates each model's prediction of each case (as airway evaluate) against the case's label "
+        "and records the figures with the content keys of both masks: pairs unchanged since are not evaluated again.",
+    )
+    e.add_argument("dataset", metavar="DIR", help="dataset folder or CSV manifest")
+    e.add_argument(
+        "--labels",
+        choices=("best", "original", "reviewed"),
+        default="best",
+        help="which label: the reviewed one where there is one (best, default), the original, or reviewed only",
+    )
+    e.add_argument("--models", nargs="+", metavar="MODEL", help="only these models (prediction folder names)")
+    e.add_argument("--cases", nargs="+", metavar="CASE", help="only these cases")
+    e.add_argument(
+        "--predictions", nargs="+", default=[], metavar="DIR", help="more prediction folders (one model each, NAME=DIR)"
+    )
+    e.add_argument("--force", action="store_true", help="evaluate again even where the masks are unchanged")
+    e.set_defaults(func=run_evaluate)
+
     t = sub.add_parser("split", help="freeze the train/validation/test split (never reshuffled once frozen)")
     t.add_argument("dataset", metavar="DIR", help="dataset folder or CSV manifest")
     t.add_argument("--seed", type=int, required=True, help="seed of the split (the frozen split keeps its own)")
@@ -175,3 +196,33 @@ def run_split(args: argparse.Namespace) -> int:
         print(f"removed (no longer in the dataset): {', '.join(report.removed)}")
     print(f"stored in {Path(ds.state_path)}")
     return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from core.dataset import open_dataset
+    from core.dataset.figures import evaluate_dataset
+
+    ds = open_dataset(args.dataset, predictions=args.predictions)
+    _warn_unmatched(ds)
+
+    def progress(k: int, n: int, what: str) -> None:
+        if k < n:
+            print(f"[{k + 1}/{n}] {what}", file=sys.stderr, flush=True)
+
+    records = evaluate_dataset(
+        ds, label=args.labels, models=args.models, cases=args.cases, force=args.force, progress=progress
+    )
+    if not records:
+        print(f"nothing to evaluate: no case has both a {args.labels} label and a prediction")
+        return 0
+    print(f"{'case':<16} {'model':<20} {'td':>6} {'bd':>6} {'dsc':>6} {'precision':>9}")
+    for r in records:
+        if r.status == "failed":
+            print(f"{r.case_id:<16} {r.model:<20} failed: {r.reason}")
+            continue
+        vals = ["" if r.figures.get(f) is None else f"{r.figures[f]:.1f}" for f in ("td", "bd", "dsc", "precision")]
+        mark = " (unchanged)" if r.status == "cached" else ""
+        print(f"{r.case_id:<16} {r.model:<20} {vals[0]:>6} {vals[1]:>6} {vals[2]:>6} {vals[3]:>9}{mark}")
+    counts = {s: sum(1 for r in records if r.status == s) for s in ("evaluated", "cached", "failed")}
+    print(f"{counts['evaluated']} evaluated, {counts['cached']} unchanged, {counts['failed']} failed")
+    return 1 if counts["failed"] else 0

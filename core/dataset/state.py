@@ -85,6 +85,8 @@ class CaseState:
     view: dict[str, Any] = field(default_factory=dict)  # the app's view state, opaque to core
     updated: str = ""  # ISO time of the last change
     history: list[dict[str, Any]] = field(default_factory=list)  # status changes: time, from, to, reviewer
+    # model -> {"prediction": key, "label": key, "version": "original"|"reviewed"}: the masks its figures came from
+    figure_keys: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -181,6 +183,13 @@ def _case_problems(cid: str, data: Any) -> list[str]:
         "view": (lambda v: isinstance(v, dict), "an object"),
         "updated": (lambda v: isinstance(v, str), "text"),
         "history": (lambda v: isinstance(v, list) and all(isinstance(h, dict) for h in v), "a list of objects"),
+        "figure_keys": (
+            lambda v: (
+                isinstance(v, dict)
+                and all(isinstance(m, dict) and all(isinstance(x, str) for x in m.values()) for m in v.values())
+            ),
+            "an object of models to {role: key}",
+        ),
     }
     for key, (ok, what) in checks.items():
         if key in data and not ok(data[key]):
@@ -529,7 +538,7 @@ def update_state(
     return state
 
 
-_CASE_FIELDS = {f.name for f in fields(CaseState)} - {"history"}
+_CASE_FIELDS = {f.name for f in fields(CaseState)} - {"history", "figure_keys"}
 
 
 def _check_case(dataset: Dataset, case_id: str) -> None:
@@ -590,10 +599,19 @@ def add_time(dataset: Dataset, case_id: str, seconds: float, *, reviewer: str | 
 
 
 def set_figures(
-    dataset: Dataset, case_id: str, model: str, values: dict[str, float], *, keys: dict[str, str] | None = None
+    dataset: Dataset,
+    case_id: str,
+    model: str,
+    values: dict[str, float],
+    *,
+    keys: dict[str, str] | None = None,
+    label_version: str | None = None,
+    figure_keys: dict[str, str] | None = None,
 ) -> CaseState:
     """Record one model's figures (percent; keys of :data:`FIGURES`, more allowed) for a case, keeping the
-    other models' figures; ``keys``: content keys of the files they came from (role -> key)."""
+    other models' figures; ``keys``: content keys of the files they came from (role -> key);
+    ``label_version``: the label they were measured on ("original" / "reviewed"); ``figure_keys``: the content
+    keys of the very masks measured (``{"prediction", "label", "version"}``), to tell when they are stale."""
     _check_case(dataset, case_id)
     bad = [k for k, v in values.items() if not _is_number(v)]
     if bad:
@@ -604,6 +622,10 @@ def set_figures(
         case = state.case(case_id)
         case.figures[model] = {k: float(v) for k, v in values.items()}
         case.keys.update(keys or {})
+        if label_version is not None:
+            case.label_version = label_version
+        if figure_keys is not None:
+            case.figure_keys[model] = dict(figure_keys)
         case.updated = now_iso()
         out.append(case)
 

@@ -29,7 +29,7 @@ COLUMNS = (
 def summary_rows(dataset: Dataset, state: DatasetState | None = None) -> list[dict[str, Any]]:
     """One row per case and model with figures (one row with an empty ``model`` for a case without figures).
 
-    ``label_version`` is the label the figures were taken on (as recorded), else the version on disk."""
+    ``label_version``: the label a model's figures were measured on (as recorded), else the case's."""
     st = state if state is not None else read_state(dataset)
     rows: list[dict[str, Any]] = []
     for case in dataset.cases:
@@ -51,7 +51,8 @@ def summary_rows(dataset: Dataset, state: DatasetState | None = None) -> list[di
             rows.append({**base, "model": "", **{f: None for f in FIGURES}})
         for model in models:
             figs = cs.figures[model]
-            rows.append({**base, "model": model, **{f: figs.get(f) for f in FIGURES}})
+            measured_on = cs.figure_keys.get(model, {}).get("version") or version
+            rows.append({**base, "label_version": measured_on, "model": model, **{f: figs.get(f) for f in FIGURES}})
     return rows
 
 
