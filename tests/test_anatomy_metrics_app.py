@@ -75,3 +75,58 @@ def test_compare_tab_shows_the_lobes_of_the_clicked_case(qtbot, compared):
     assert _cell(m.lobes, by["LLL"], 2) == "0.00" and _cell(m.lobes, by["RUL"], 2) == "100.00"
     assert _cell(m.lobes, by["unnamed"], 1) == "n/a"  # no branch there: n/a, not 0
     qtbot.waitUntil(lambda: tab.layout_view.state.case_name == "t0", timeout=20000)
+
+
+@pytest.mark.slow
+def test_review_to_compare_carries_the_reviews_per_lobe_figures(qtbot, compared, tmp_path, monkeypatch):
+    """Tools > Compare this case's predictions: the Compare tab's per-lobe table holds the review's own
+    figures (its names and metrics), equal to `airway evaluate`'s for the same files."""
+    import csv
+
+    from PySide6.QtWidgets import QMessageBox
+
+    from app.main_window import MainWindow
+    from app.review.case import Case, load_case
+    from app.settings import Settings
+    from core.io import read_label
+    from core.volume import IntensityVolume
+
+    monkeypatch.setattr(QMessageBox, "exec", lambda box: QMessageBox.StandardButton.Ok)
+    data = compared.parent
+    ref = read_label(data / "ref" / "t0.nii.gz")
+    ct = IntensityVolume(np.where(ref.array > 0, -980, 40).astype(np.int16), ref.geometry, name="ct")
+    write_volume(ct, tmp_path / "t0_0000.nii.gz")
+    preds = [data / "nolll" / "t0.nii.gz", data / "full" / "t0.nii.gz"]
+    case = Case()
+    loaded = load_case(tmp_path / "t0_0000.nii.gz", data / "ref" / "t0.nii.gz", preds)
+    w = MainWindow(case=case, settings=Settings(ephemeral=True), training_tab=False)
+    qtbot.addWidget(w)
+    case.apply_loaded(loaded)
+    qtbot.waitUntil(
+        lambda: len(case.predictions) == 2 and all(case.anatomy_scores(i) is not None for i in range(2)),
+        timeout=60000,
+    )
+    w.compare_actions["case"].trigger()  # the real menu action
+    m = w.compare_tab.metrics
+    first = case.predictions[0].name
+    row = next(i for i in range(m.per_case.rowCount()) if _cell(m.per_case, i, 1) == first)
+    rect = m.per_case.visualItemRect(m.per_case.item(row, 0))
+    qtbot.mouseClick(m.per_case.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    qtbot.waitUntil(lambda: m.lobes_pair is not None and m.lobes_pair[1] == first, timeout=5000)
+
+    ev = tmp_path / "ev.csv"
+    argv = ["evaluate", "--reference", str(data / "ref" / "t0.nii.gz"), "--prediction", str(preds[0])]
+    assert main(argv + ["--csv", str(ev)]) == 0
+    with open(tmp_path / "ev_lobes.csv", newline="") as f:
+        evaluated = {r["lobe"]: r for r in csv.DictReader(f)}
+    by = {_cell(m.lobes, i, 0): i for i in range(m.lobes.rowCount())}
+    for lobe, r in evaluated.items():
+        for col, key in ((1, "td"), (2, "bd")):
+            shown = _cell(m.lobes, by[lobe], col)
+            assert shown == "n/a" if r[key] == "n/a" else float(shown) == pytest.approx(float(r[key]), abs=0.006)
+        assert _cell(m.lobes, by[lobe], 3) == r["branches"] and _cell(m.lobes, by[lobe], 4) == r["detected"]
+    assert float(_cell(m.lobes, by["LLL"], 2)) == 0.0
+    with open(ev, newline="") as f:
+        missed = next(csv.DictReader(f))["segmental_missed"]
+    assert m.lobes_title.text().endswith("missed " + missed.replace(" ", ", "))
+    w.cancel_jobs()

@@ -85,7 +85,11 @@ def review_result(window: Any, case_name: str) -> CompareResult:
             why = p.analysis_error or ("edited since it was analysed" if stale else "not analysed yet")
             result.notes.append(f"{p.name}: no metrics ({why}); the review shows them once the analysis ends.")
             continue
-        result.rows.append(CaseRow(case_name, p.name, metrics_record(p.metrics), ref_path, str(p.path or "")))
+        record = metrics_record(p.metrics)
+        scores = case.anatomy_scores(i)  # under the review's names, corrections included
+        if scores is not None:
+            record["anatomy"] = scores.as_dict()
+        result.rows.append(CaseRow(case_name, p.name, record, ref_path, str(p.path or "")))
     if case.reference is None:
         result.notes.append("No reference: the panes show where the predictions differ; there are no metrics.")
     return result
