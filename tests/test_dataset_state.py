@@ -77,6 +77,7 @@ def _hammer(root: str, cases: list[str], n: int, tag: str) -> None:
         set_case(ds, cid, reviewer=tag)
 
 
+@pytest.mark.slow  # two fresh interpreters: about 4 s
 def test_two_processes_never_lose_an_update(tmp_path: Path) -> None:
     ds = open_dataset(make_flat(tmp_path / "d", n=3))
     ctx = multiprocessing.get_context("spawn")

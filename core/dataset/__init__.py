@@ -4,6 +4,7 @@ summary (:mod:`.summary`). docs/dataset.md describes the layouts and files."""
 
 from __future__ import annotations
 
+from core.dataset.figures import FigureRecord, evaluate_dataset
 from core.dataset.labels import edit_log_path, read_edit_log, write_reviewed_label
 from core.dataset.layout import (
     LAYOUTS,
@@ -44,10 +45,12 @@ __all__ = [
     "Dataset",
     "DatasetCase",
     "DatasetState",
+    "FigureRecord",
     "SplitReport",
     "StateLock",
     "add_time",
     "edit_log_path",
+    "evaluate_dataset",
     "freeze_split",
     "freeze_split_report",
     "natural_key",
