@@ -30,7 +30,7 @@ from typing import Any
 
 from core.errors import AirwayError, Cancelled, ConfigError, InputError
 from core.progress import Cancellable, Progress
-from core.segmentation.batch_cases import Case, CaseInputs, evaluate_mask, find_cases, read_case_inputs
+from core.segmentation.batch_cases import Case, evaluate_mask, find_cases, read_case_inputs
 from core.segmentation.batch_record import (
     ModelInfo,
     build_record,
@@ -42,6 +42,7 @@ from core.segmentation.batch_record import (
     why_redone,
 )
 from core.segmentation.options import PredictOptions
+from core.volume import Geometry, IntensityVolume, LabelVolume
 
 STATUSES = ("done", "skipped", "failed")
 #: options of PredictOptions that change how fast a mask is made, not the mask (--continue ignores them)
@@ -84,7 +85,8 @@ class SegmentOptions:
             return {"method": self.method}
         opts = {k: v for k, v in self.predict.to_json().items() if k not in EXECUTION_OPTIONS}
         opts["probabilities"] = self.probabilities_dir is not None
-        return json.loads(json.dumps(opts))  # tuples -> lists, as a record read back holds them
+        as_read: dict[str, Any] = json.loads(json.dumps(opts))  # tuples -> lists, as a record read back holds them
+        return as_read
 
     def options_json(self) -> dict[str, Any]:
         return {
@@ -179,7 +181,11 @@ class _Item:
 
     case: Case
     expected_content: str | None = None  # --continue: the content key the case's record names
-    inputs: CaseInputs | None = None
+    #: the CT until the worker has it (then only its grid is kept: waiting results hold masks, not CTs)
+    ct: IntensityVolume | None = None
+    geometry: Geometry | None = None
+    reference: LabelVolume | None = None
+    warnings: list[str] = field(default_factory=list)
     file_key: str | None = None
     content_key: str = ""
     error: str | None = None
@@ -330,26 +336,29 @@ class BatchRun:
         t0 = time.perf_counter()
         try:
             item.file_key = input_file_key(item.case.ct)
-            item.inputs = read_case_inputs(item.case, self.segment.label_selector, self.segment.resample_to_ct)
-            item.content_key = content_key(item.inputs[0])
+            ct, item.reference, item.warnings = read_case_inputs(
+                item.case, self.segment.label_selector, self.segment.resample_to_ct
+            )
+            item.ct, item.geometry = ct, ct.geometry
+            item.content_key = content_key(ct)
         except Exception as exc:  # noqa: BLE001 - one case's failure; the run goes on
             item.error = _reason(exc)
-            item.inputs = None
+            item.ct = item.reference = None
             return item
         finally:
             item.timings["read"] = time.perf_counter() - t0
         if item.expected_content is not None and item.content_key == item.expected_content:
             item.skipped = "unchanged (same voxels and grid)"
-            item.inputs = None
+            item.ct = item.reference = None
         return item
 
     def infer(self, item: _Item, worker: Any) -> _Item:
         """Segment the case in the worker (the inference loop's thread)."""
         from core.segmentation.batch_worker import CaseFailed, WorkerDied
 
-        if item.error is not None or item.skipped is not None or item.inputs is None:
+        ct = item.ct
+        if item.error is not None or item.skipped is not None or ct is None:
             return item
-        ct = item.inputs[0]
         with self.lock:
             self.in_flight = _case_id(item.case)
         t0 = time.perf_counter()
@@ -366,6 +375,7 @@ class BatchRun:
             item.error = str(exc)
             self.say(f"{item.case.name}: {exc}; a fresh worker takes the next case")
         finally:
+            item.ct = None  # the worker had it; writing needs only its grid
             item.timings["segment"] = time.perf_counter() - t0
             with self.lock:
                 self.in_flight = None
@@ -377,7 +387,7 @@ class BatchRun:
         if item.skipped is not None:
             self.finish(self.skip_record(case, item.skipped))
             return
-        if item.error is not None or item.result is None or item.inputs is None:
+        if item.error is not None or item.result is None or item.geometry is None:
             reason = item.error or "no result"
             self.finish(
                 CaseRecord(
@@ -409,7 +419,7 @@ class BatchRun:
             )
             return
         finally:
-            item.inputs, item.arrays = None, []
+            item.reference, item.arrays = None, []
             item.timings["write"] = time.perf_counter() - t0
         self.finish(
             CaseRecord(
@@ -425,13 +435,12 @@ class BatchRun:
 
     def write(self, item: _Item) -> dict[str, Any]:
         from core.outputs import OutputPlan
-        from core.volume import IntensityVolume, LabelVolume
 
         case = item.case
-        assert item.inputs is not None and item.result is not None
-        ct, reference, warnings = item.inputs
+        assert item.result is not None and item.geometry is not None
+        reference, warnings, geometry = item.reference, item.warnings, item.geometry
         info = item.result
-        mask = LabelVolume(item.arrays[0], ct.geometry, name=f"{case.name}_airway")
+        mask = LabelVolume(item.arrays[0], geometry, name=f"{case.name}_airway")
         voxels = int(item.arrays[0].sum())
         result: dict[str, Any] = {
             "case": case.name,
@@ -440,12 +449,12 @@ class BatchRun:
             "record": str(record_path(case.output)),
             "probabilities": str(case.probabilities) if case.probabilities else None,
             "voxels": voxels,
-            "volume_ml": round(voxels * ct.geometry.voxel_volume_mm3 / 1000.0, 3),
+            "volume_ml": round(voxels * geometry.voxel_volume_mm3 / 1000.0, 3),
             **{k: v for k, v in info.items() if k not in ("warnings", "volume_ml")},
             "warnings": [*warnings, *info.get("warnings", [])],
         }
         if reference is not None:
-            result["metrics"] = evaluate_mask(mask, reference, ct.spacing_zyx)
+            result["metrics"] = evaluate_mask(mask, reference, mask.spacing_zyx)
         record = build_record(
             case=_case_id(case),
             image=case.ct,
@@ -468,7 +477,7 @@ class BatchRun:
         with OutputPlan(overwrite=True, inputs=[case.ct, case.reference]) as outputs:
             outputs.write_volume(mask, case.output)
             if case.probabilities is not None and len(item.arrays) > 1:
-                outputs.write_volume(IntensityVolume(item.arrays[1], ct.geometry), case.probabilities)
+                outputs.write_volume(IntensityVolume(item.arrays[1], geometry), case.probabilities)
             outputs.write_text(record_path(case.output), json.dumps(record, indent=1) + "\n")
         return result
 
@@ -493,7 +502,11 @@ class BatchRun:
             "strict": self.segment.strict,
             "probabilities": self.segment.probabilities_dir is not None,
         }
+        if self.progress is not None:
+            # the clock of the rate and ETA starts here: loading the model is part of the run's time
+            self.progress(0, self.total, "loading the model" if self.model is not None else "starting")
         worker = Worker(setup)
+        ended_cleanly = False
         try:
             self.worker_info = worker.start(self.cancel)
             self.worker_pid = worker.pid
@@ -509,9 +522,11 @@ class BatchRun:
             )
             self.write_status()
             self._pipeline(todo, worker)
+            ended_cleanly = True
         finally:
             self.stop.set()
-            worker.close(kill=self.cancel is not None and self.cancel.is_set())
+            # interrupted (Ctrl+C, cancel, an error): the case in flight is abandoned at once
+            worker.close(kill=not ended_cleanly)
             self.worker_pid = None
             self.write_status()
         return list(self.records)
@@ -522,6 +537,7 @@ class BatchRun:
     def _pipeline(self, todo: list[_Item], worker: Any) -> None:
         loaders, exporters = max(0, self.options.workers_load), max(0, self.options.workers_export)
         threads: list[threading.Thread] = []
+        errors: list[BaseException] = []
         pending: queue.Queue[_Item | None] = queue.Queue()
         for item in todo:
             pending.put(item)
@@ -553,7 +569,11 @@ class BatchRun:
                 item = written.get()
                 if item is None:
                     return
-                self.export(item)
+                try:
+                    self.export(item)
+                except BaseException as exc:  # noqa: BLE001 - e.g. stdout closed: the main thread re-raises it
+                    errors.append(exc)
+                    self.stop.set()
 
         for i in range(loaders):
             threads.append(threading.Thread(target=load_loop, name=f"batch-loader-{i}", daemon=True))
@@ -566,8 +586,10 @@ class BatchRun:
             for _ in range(len(todo)):
                 if self._cancelled():
                     raise Cancelled("Batch segmentation cancelled.")
+                if errors:
+                    break
                 if loaders:
-                    item = self._get(loaded)
+                    item = self._get(loaded, threads)
                 else:
                     nxt = pending.get_nowait()
                     assert nxt is not None
@@ -586,15 +608,18 @@ class BatchRun:
             self.stop.set()
             for t in threads:
                 t.join(timeout=10)
+        if errors:
+            raise errors[0]
 
-    def _get(self, q: queue.Queue[_Item]) -> _Item:
+    def _get(self, q: queue.Queue[_Item], loaders: list[threading.Thread]) -> _Item:
         while True:
             if self._cancelled():
                 raise Cancelled("Batch segmentation cancelled.")
             try:
                 return q.get(timeout=0.2)
             except queue.Empty:
-                continue
+                if not any(t.is_alive() for t in loaders) and q.empty():
+                    raise RuntimeError("the loader threads ended before every case was read") from None
 
 
 def _ended_text(record: CaseRecord) -> str:

@@ -23,7 +23,7 @@ def _eta(seconds: float) -> str:
 
 class CaseBar:
     """A :data:`core.progress.Progress` over cases: ``bar(done, total, message)``; ``done`` may be fractional
-    while a case runs (the bar then moves within it)."""
+    while a case runs (the message then says how far that case is)."""
 
     def __init__(self, label: str = "airway segment", stream: TextIO | None = None, enabled: bool = True):
         self.stream = stream or sys.stderr
@@ -50,7 +50,8 @@ class CaseBar:
 
             self.bar = tqdm(total=total, unit="case", file=self.stream, desc=self.label, dynamic_ncols=True)
         self.bar.total = total
-        self.bar.n = round(done, 2)
+        # whole cases on the bar (tqdm's rate and ETA count cases); a case's own progress is in the message
+        self.bar.n = int(done)
         if message:
             self.bar.set_postfix_str(message[:60], refresh=False)
         self.bar.refresh()

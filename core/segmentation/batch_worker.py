@@ -174,7 +174,7 @@ def worker_main(conn: Connection, setup: dict[str, Any]) -> None:
         del data, ct, array
         conn.send(("done", info, [(a.dtype.str, a.shape) for a in arrays]))
         for a in arrays:
-            conn.send_bytes(memoryview(a).cast("B"))
+            conn.send_bytes(a.data.cast("B"))
 
 
 # -- the parent's handle ------------------------------------------------------------------------------
@@ -225,8 +225,8 @@ class Worker:
         child.close()
         self.proc, self.conn = proc, parent
         self.starts += 1
-        if self.on_start is not None:
-            self.on_start(int(proc.pid))
+        if self.on_start is not None and proc.pid is not None:
+            self.on_start(proc.pid)
         try:
             msg = self._next(cancel)
         except WorkerDied as exc:
@@ -253,7 +253,7 @@ class Worker:
         array = np.ascontiguousarray(ct.array)
         try:
             conn.send(("case", name, array.dtype.str, array.shape, ct.geometry.to_dict()))
-            conn.send_bytes(memoryview(array).cast("B"))
+            conn.send_bytes(array.data.cast("B"))
         except OSError:
             raise WorkerDied(self._death()) from None
         while True:
