@@ -10,7 +10,7 @@ import pytest
 
 from core.anatomy import CENTRAL, LOBAR, TreeNames, label_tree, lobe_of_name
 from core.anatomy.textbook import textbook_mask, textbook_tree, tube_rows
-from core.anatomy.truth import truth_names
+from core.anatomy.truth import score_names, truth_names
 from core.box import Box
 from core.errors import InputError
 from core.tree import AirwayTree, parse_tree
@@ -92,7 +92,7 @@ def test_flipped_grid_same_names(textbook, axes: str) -> None:
     fnames = label_tree(ftree, geometry=fgeo)
     assert fnames.to_json() == names.to_json()
     # without the geometry the flipped grid reads as a mirrored patient: the sides swap
-    wrong = label_tree(ftree, geometry=Geometry(vol.geometry.spacing)) if "x" in axes else None
+    wrong = label_tree(ftree, geometry=Geometry(vol.geometry.spacing)) if axes == "x" else None
     if wrong is not None:
         assert wrong.name_of(names.branches_named("RMB")[0]) == "LMB"
 
@@ -104,10 +104,11 @@ def test_flipped_and_anisotropic_grid_from_the_mask() -> None:
     assert vol.geometry.orientation_code() == "RPI"
     tree = parse_tree(vol)
     names = label_tree(tree, geometry=vol.geometry)
-    truth = truth_names(tree, tube_rows(tubes), vol.geometry)
-    for b, t in truth.items():
-        if t.name in CENTRAL or t.name in LOBAR:
-            assert names.name_of(b) == t.name, (b, t)
+    score = score_names(tree, names, tube_rows(tubes), vol.geometry)
+    assert score.wrong["central"] == [] and score.wrong["lobar"] == []
+    assert len(score.correct["central"]) >= 3 and len(score.correct["lobar"]) >= 5
+    # the 2.5 mm slices run short bronchi together; what the parse keeps apart is named right
+    assert len(score.correct["segmental"]) >= 16 and score.wrong["segmental"] == []
 
 
 def test_correction_descendants_follow(textbook) -> None:
@@ -183,4 +184,11 @@ def test_atm22_pair_lobar_names() -> None:
     for p in paths:
         lab = read_label(p)
         names = label_tree(parse_tree(lab), geometry=lab.geometry)
-        assert {"Trachea", "RMB", "LMB", "RUL", "RML", "RLL", "LUL", "LLL"} <= names.named(), p
+        assert {"Trachea", "LMB", "BronInt", "RUL", "RML", "RLL", "LUL", "LLL", "Lingula"} <= names.named(), p
+        if "YangLab" in str(p):
+            # this parse has no branch for the right main bronchus (RUL and BronInt leave the
+            # trachea's region together): said, not guessed
+            assert "RMB" not in names.named()
+            assert any("right main bronchus has no branch" in w for w in names.warnings)
+        else:
+            assert "RMB" in names.named()

@@ -59,13 +59,12 @@ class TreeGeometry:
         self.geometry = geometry
         n = tree.n_branches
         self.n = n
-        self.parent = np.zeros(n + 1, dtype=np.int64)
-        self.children: list[list[int]] = [[] for _ in range(n + 1)]
-        for b in tree.branches:
-            self.parent[b.id] = b.parent or 0
-            self.children[b.id] = list(b.children)
         self.points = np.asarray(geometry.index_to_world(tree.centreline_zyx), dtype=np.float64).reshape(-1, 3)
         self.point_branch = np.asarray(tree.centreline_branch, dtype=np.int64)
+        self.root = self._top_branch()
+        self.parent = np.zeros(n + 1, dtype=np.int64)
+        self.children: list[list[int]] = [[] for _ in range(n + 1)]
+        self._reroot()
         cnt = np.bincount(self.point_branch, minlength=n + 1).astype(np.float64)[: n + 1]
         sums = np.stack(
             [np.bincount(self.point_branch, weights=self.points[:, k], minlength=n + 1)[: n + 1] for k in range(3)],
@@ -74,7 +73,6 @@ class TreeGeometry:
         vol = np.zeros(n + 1)
         for b in tree.branches:
             vol[b.id] = b.volume_mm3
-        self.order = self._top_down()
         self.sub_count = cnt.copy()
         self.sub_sum = sums.copy()
         self.sub_volume = vol.copy()
@@ -88,22 +86,61 @@ class TreeGeometry:
         self.own_sum = sums
         self._proximal: dict[int, FloatArray] = {}
 
-    def _top_down(self) -> list[int]:
-        roots = [b.id for b in self.tree.branches if not b.parent]
-        if self.tree.trachea in roots:
-            roots.remove(self.tree.trachea)
-            roots.insert(0, self.tree.trachea)
-        out: list[int] = []
-        queue = list(roots)
-        seen: set[int] = set()
-        while queue:
-            b = queue.pop(0)
-            if b in seen:
+    def _top_branch(self) -> int:
+        """The trachea: the branch with most airway in the top 10 mm of the airway (patient superior).
+
+        The parse calls the largest region the trachea; on coarse grids a blob of the central
+        bronchi can outgrow a short trachea, while the trachea always runs up to the top of the
+        airway in a chest CT. Voxels, not centrelines, decide: thinning shortens the trachea's
+        centreline by about its radius, so an apical bronchus's can reach higher.
+        """
+        bm = self.tree.branch_map
+        idx = np.nonzero(bm)
+        if len(idx[0]) == 0:
+            return self.tree.trachea
+        g = self.geometry
+        # world z of each voxel: row 2 of (direction * spacing) applied to (x, y, z) indices
+        row = g.direction_matrix[2] * np.asarray(g.spacing)
+        start = self.tree.box.start
+        z = g.origin[2] + row[0] * (idx[2] + start[2]) + row[1] * (idx[1] + start[1]) + row[2] * (idx[0] + start[0])
+        top = z >= float(z.max()) - 10.0
+        counts = np.bincount(bm[idx][top].astype(np.int64), minlength=self.n + 1)
+        best = int(np.argmax(counts))
+        if counts[self.tree.trachea] >= 0.5 * counts[best]:
+            return self.tree.trachea
+        return best
+
+    def _reroot(self) -> None:
+        """Parents and children seen from :attr:`root` (the parse's own where its trachea is the root)."""
+        adj: list[list[int]] = [[] for _ in range(self.n + 1)]
+        for b in self.tree.branches:
+            if b.parent:
+                adj[b.id].append(b.parent)
+                adj[b.parent].append(b.id)
+        order: list[int] = []
+        seen = np.zeros(self.n + 1, dtype=bool)
+        roots = [self.root] + [b.id for b in self.tree.branches if not b.parent and b.id != self.root]
+        for r in roots:
+            if seen[r]:
                 continue
-            seen.add(b)
-            out.append(b)
-            queue.extend(self.children[b])
-        return out
+            seen[r] = True
+            queue = [r]
+            k = len(order)
+            order.append(r)
+            while k < len(order):
+                b = order[k]
+                k += 1
+                for c in sorted(adj[b]):
+                    if not seen[c]:
+                        seen[c] = True
+                        self.parent[c] = b
+                        self.children[b].append(c)
+                        order.append(c)
+            del queue
+        self.order = order
+
+    def parents(self) -> dict[int, int | None]:
+        return {b: (int(self.parent[b]) or None) for b in range(1, self.n + 1)}
 
     # -- positions --------------------------------------------------------------
     def branch_points(self, b: int) -> FloatArray:

@@ -45,6 +45,17 @@ def _conf(separation_mm: float, scale_mm: float = 10.0) -> float:
     return float(1.0 - 0.5 * math.exp(-max(separation_mm, 0.0) / scale_mm))
 
 
+def _split(parts: list[Chain], score: list[float]) -> tuple[list[Chain], list[Chain], float]:
+    """Parts in two classes (low scores, high scores) at the largest gap of ``score``; and that gap."""
+    order = np.argsort(score)
+    s = np.asarray(score, dtype=float)[order]
+    gaps = np.diff(s)
+    k = int(np.argmax(gaps))
+    low = [parts[int(i)] for i in order[: k + 1]]
+    high = [parts[int(i)] for i in order[k + 1 :]]
+    return low, high, float(gaps[k])
+
+
 class _Labeller:
     def __init__(self, tree: AirwayTree, geometry: Geometry | None) -> None:
         self.tree = tree
@@ -61,147 +72,108 @@ class _Labeller:
     def c(self, ch: Chain) -> np.ndarray:
         return self.g.centroid(ch.head)
 
+    def up_front(self, ch: Chain) -> float:
+        c = self.c(ch)
+        return float(c[2] - c[1])  # superior + anterior
+
+    def down_front(self, ch: Chain) -> float:
+        c = self.c(ch)
+        return float(-c[2] - 0.3 * c[1])  # inferior, a little anterior
+
     def run(self) -> None:
         g = self.g
-        root = g.chain(self.tree.trachea)
+        if g.root != self.tree.trachea:
+            self.warnings.append(
+                f"The parse's largest region (branch {self.tree.trachea}) is not the trachea; "
+                f"branch {g.root}, at the top of the airway, is."
+            )
+        root = g.chain(g.root)
         self.put(root, "Trachea", 1.0)
-        kids = sorted(root.children, key=g.chain_volume, reverse=True)
+        kids = list(root.children)
         if len(kids) < 2:
             self.warnings.append("The trachea does not divide: no main bronchi named.")
             return
-        if len(kids) > 2:
-            self.warnings.append(f"The carina divides into {len(kids)} bronchi; the two largest are the main bronchi.")
-        a, b = kids[0], kids[1]
-        carina = g.distal(root.end)
-        ax, bx = self.c(a)[0], self.c(b)[0]
-        right, left = (a, b) if ax < bx else (b, a)
-        conf = _conf(abs(ax - bx), 15.0)
-        # the right main bronchus is the steeper: a disagreement lowers the confidence
-        axis = g.distal(root.end) - g.proximal(root.head)
-        axis = axis / max(float(np.linalg.norm(axis)), 1e-9)
-
-        def angle(ch: Chain) -> float:
-            d = self.c(ch) - carina
-            return float(np.degrees(np.arccos(np.clip(np.dot(d, axis) / max(np.linalg.norm(d), 1e-9), -1, 1))))
-
-        if angle(right) > angle(left) + 10.0:
-            conf = min(conf, 0.6)
-        self.put(right, "RMB", conf)
-        self.put(left, "LMB", conf)
+        # the trachea's axis: which side of it each division's subtree lies
+        top = g.branch_points(root.head)
+        mid_x = float(np.median(top[:, 0])) if len(top) else float(g.distal(root.end)[0])
+        right = [k for k in kids if self.c(k)[0] < mid_x]
+        left = [k for k in kids if self.c(k)[0] >= mid_x]
+        if not right or not left:
+            left, right, _ = _split(kids, [-float(self.c(k)[0]) for k in kids])
+        for side, parts in (("right", right), ("left", left)):
+            if len(parts) > 1:
+                self.warnings.append(
+                    f"The {side} main bronchus has no branch of its own in the parse (the carina divides into "
+                    f"{len(kids)}); its divisions are named."
+                )
+        rc = g.centroid_of([k.head for k in right])
+        lc = g.centroid_of([k.head for k in left])
+        conf = _conf(float(lc[0] - rc[0]), 15.0)
+        if len(right) == 1:
+            self.put(right[0], "RMB", conf)
+            right = list(right[0].children)
+        if len(left) == 1:
+            self.put(left[0], "LMB", conf)
+            left = list(left[0].children)
         self.right(right)
         self.left(left)
 
     # -- right lung --------------------------------------------------------------------------
-    def right(self, rmb: Chain) -> None:
-        kids = list(rmb.children)
-        if len(kids) < 2:
+    def right(self, parts: list[Chain]) -> None:
+        if len(parts) < 2:
             self.warnings.append("The right main bronchus does not divide: no right lobar bronchi named.")
             return
-        zs = [self.c(k)[2] for k in kids]
-        order = np.argsort(zs)[::-1]
-        rul = kids[int(order[0])]
-        self.put(rul, "RUL", _conf(zs[int(order[0])] - zs[int(order[1])]))
-        self.forests.append(("RUL", list(rul.children)))
-        rest = [k for k in kids if k is not rul]
-        if len(rest) == 1:
-            self.put(rest[0], "BronInt", _conf(zs[int(order[0])] - zs[int(order[1])]))
-            self.middle_lower(rest[0], list(rest[0].children))
-        else:
-            self.middle_lower(None, rest)
+        lower, upper, gap = _split(parts, [float(self.c(k)[2]) for k in parts])
+        self.lobe("RUL", upper, _conf(gap))
+        if len(lower) == 1:
+            self.put(lower[0], "BronInt", _conf(gap))
+            lower = list(lower[0].children)
+        self.middle_lower(lower)
 
-    def middle_lower(self, bronint: Chain | None, kids: list[Chain]) -> None:
-        if len(kids) < 2:
-            self.warnings.append("The bronchus intermedius does not divide: RML and RLL not named.")
-            return
-        total = sum(self.g.chain_volume(k) for k in kids)
-
-        def score(ch: Chain) -> float:
-            c = self.c(ch)
-            return float(c[2] - c[1])  # superior + anterior
-
-        scores = [score(k) for k in kids]
-        best = int(np.argmax(scores))
-        rml = kids[best]
-        others = [k for i, k in enumerate(kids) if i != best]
-        margin = scores[best] - max(s for i, s in enumerate(scores) if i != best)
-        # the superior segment (RB6) left first: the anterior subtree still holds the middle AND
-        # the basal lower lobe; it is the bronchus intermedius continued, the middle lobe is its
-        # anterior division
-        if len(kids) == 2 and len(rml.children) >= 2 and self.g.chain_volume(rml) > 0.5 * total:
-            inner = rml.children
-            s2 = [score(k) for k in inner]
-            b2 = int(np.argmax(s2))
-            self.put(rml, "BronInt", 0.7)
-            lower_roots = others + [k for i, k in enumerate(inner) if i != b2]
-            rml = inner[b2]
-            margin = s2[b2] - max(s for i, s in enumerate(s2) if i != b2)
-            others = lower_roots
-            basal = [k for k in inner if k is not rml]
-            self.put(rml, "RML", _conf(margin))
-            self.forests.append(("RML", list(rml.children)))
-            if len(basal) == 1:
-                # the lower lobe bronchus proper starts past the middle lobe's origin
-                self.put(basal[0], "RLL", 0.7)
-                others = [k for k in others if k is not basal[0]] + list(basal[0].children)
-            self.forests.append(("RLL", others))
-            return
-        self.put(rml, "RML", _conf(margin))
-        self.forests.append(("RML", list(rml.children)))
-        if len(others) == 1:
-            self.put(others[0], "RLL", _conf(margin))
-            self.forests.append(("RLL", list(others[0].children)))
-        else:
-            # RML, RB6 and the basal trunk from one point: the basal trunk continues the lower lobe bronchus
-            stem = max(others, key=self.g.chain_volume)
-            self.put(stem, "RLL", 0.7)
-            self.forests.append(("RLL", [k for k in others if k is not stem] + list(stem.children)))
+    def middle_lower(self, parts: list[Chain]) -> None:
+        while True:
+            if len(parts) < 2:
+                self.warnings.append("The bronchus intermedius does not divide: RML and RLL not named.")
+                return
+            lower, middle, gap = _split(parts, [self.up_front(k) for k in parts])
+            total = sum(self.g.chain_volume(k) for k in parts)
+            big = middle[0] if len(middle) == 1 else None
+            # the superior segment (RB6) left first: the anterior subtree still holds the middle AND
+            # the basal lower lobe; it continues the bronchus intermedius
+            if big is not None and len(big.children) >= 2 and self.g.chain_volume(big) > 0.5 * total:
+                self.put(big, "BronInt", 0.7)
+                parts = lower + list(big.children)
+                continue
+            break
+        self.lobe("RML", middle, _conf(gap))
+        self.lower_lobe("RLL", lower, _conf(gap))
 
     # -- left lung -------------------------------------------------------------------------
-    def left(self, lmb: Chain) -> None:
-        kids = list(lmb.children)
-        if len(kids) < 2:
+    def left(self, parts: list[Chain]) -> None:
+        if len(parts) < 2:
             self.warnings.append("The left main bronchus does not divide: no left lobar bronchi named.")
             return
-
-        def up(ch: Chain) -> float:
-            c = self.c(ch)
-            return float(c[2] - c[1])  # superior + anterior
-
-        scores = [up(k) for k in kids]
-        order = np.argsort(scores)
-        lll = kids[int(order[0])]
-        margin = scores[int(order[1])] - scores[int(order[0])]
-        self.put(lll, "LLL", _conf(margin))
-        self.forests.append(("LLL", list(lll.children)))
-        rest = [k for k in kids if k is not lll]
-        has_stem = len(rest) == 1
-        if has_stem:
-            lul = rest[0]
-            self.put(lul, "LUL", _conf(margin))
-            parts = list(lul.children)
-        else:
-            parts = rest
-        if len(parts) < 2:
-            return
-
-        def low(ch: Chain) -> float:
-            c = self.c(ch)
-            return float(-c[2] - c[1])  # inferior + anterior
-
-        s2 = [low(k) for k in parts]
-        o2 = np.argsort(s2)[::-1]
-        ling = parts[int(o2[0])]
-        m2 = s2[int(o2[0])] - s2[int(o2[1])]
-        self.put(ling, "Lingula", _conf(m2))
-        self.forests.append(("Lingula", list(ling.children)))
-        upper = [k for k in parts if k is not ling]
+        lower, upper, gap = _split(parts, [self.up_front(k) for k in parts])
+        self.lower_lobe("LLL", lower, _conf(gap))
         if len(upper) == 1:
-            # without an upper lobe stem (lingula and upper division leave the main bronchus
-            # together) the upper division carries the lobe's name
-            self.put(upper[0], "LULupper" if has_stem else "LUL", _conf(m2))
-            self.forests.append(("LULupper", list(upper[0].children)))
+            self.put(upper[0], "LUL", _conf(gap))
+            upper = list(upper[0].children)
+        if len(upper) < 2:
+            return
+        rest, ling, gap2 = _split(upper, [self.down_front(k) for k in upper])
+        self.lobe("Lingula", ling, _conf(gap2))
+        self.lobe("LULupper", rest, _conf(gap2))
+
+    def lobe(self, name: str, parts: list[Chain], conf: float) -> None:
+        """``parts`` make up bronchus ``name``: one part is it, several are its divisions."""
+        if len(parts) == 1:
+            self.put(parts[0], name, conf)
+            self.forests.append((name, list(parts[0].children)))
         else:
-            self.forests.append(("LULupper", upper))
+            self.forests.append((name, parts))
+
+    def lower_lobe(self, name: str, parts: list[Chain], conf: float) -> None:
+        self.lobe(name, parts, conf)
 
     # -- segments ----------------------------------------------------------------------------
     def segments(self) -> None:
@@ -241,7 +213,7 @@ def label_tree(
     lab.run()
     if segments:
         lab.segments()
-    names = TreeNames({}, list(tree.warnings[:0]) + lab.warnings)
+    names = TreeNames({}, list(lab.warnings), lab.g.parents())
     for b in lab.g.order:
         nm, conf = lab.auto.get(b, (None, 0.0))
         names.names[b] = BranchName(nm, round(conf, 4) if nm else 0.0, None, None)
@@ -288,7 +260,7 @@ def _apply_lobe_mask(
         if row.sum() == 0 or row.sum() < 0.5 * counts[b].sum():
             continue
         mask_lobe[b] = values[codes[int(np.argmax(row))]]
-    parent = {b.id: b.parent for b in tree.branches}
+    parent = names.parents or {b.id: b.parent for b in tree.branches}
     for b in order:
         cur = names.names[b]
         if cur.name in above:

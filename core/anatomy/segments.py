@@ -27,11 +27,17 @@ from core.anatomy.branches import Chain, TreeGeometry
 Vec = tuple[float, float, float]  # (lateral, anterior, superior) in the patient frame
 FloatArray = npt.NDArray[np.float64]
 
+DEBUG = False
 MAX_DEPTH = 4  # levels below the lobar stem a segmental bronchus may start (RB9, RB10: 3-4)
 MAX_CUTS = 20000  # cuts per forest before the depth is reduced (speed)
 ABSTAIN_MARGIN = 0.015  # mean (1 - cos) between the best naming and the best other one
-MISSING_COST = 0.12  # a segment the model expects and the tree lacks (not segmented, cut off)
+MISSING_COST = 0.5  # a segment the model expects and the tree lacks (not segmented, cut off)
 CONF_SCALE = 0.05
+# A cut may hold up to MAX_EXTRA bronchi more than the model has segments (an extra division, a
+# parse artefact): they stay unnamed, at a price that grows with the share of the lobe they hold.
+MAX_EXTRA = 1
+EXTRA_COST = 0.15
+EXTRA_SHARE_COST = 2.0
 
 
 @dataclass(frozen=True)
@@ -98,7 +104,7 @@ class SegmentSolver:
         if not variants or not roots:
             return []
         side = "R" if key.startswith("R") else "L"
-        kmax = max(len(v.segments) for v in variants)
+        kmax = max(len(v.segments) for v in variants) + MAX_EXTRA
         depth = MAX_DEPTH
         while True:
             cuts = _forest_cuts(roots, depth, kmax)
@@ -111,26 +117,38 @@ class SegmentSolver:
             (v, np.array([_unit(np.asarray(d, dtype=np.float64)) for _, d in v.segments]), [n for n, _ in v.segments])
             for v in variants
         ]
+        total_volume = max(sum(self.g.chain_volume(r) for r in roots), 1e-9)
+        extra_cost: dict[int, float] = {}
         solutions: list[tuple[float, dict[int, str]]] = []
+        from scipy.optimize import linear_sum_assignment
+
         for cut in cuts:
             for ch in cut:
                 if ch.head not in dirs:
                     dirs[ch.head] = _unit(self._frame(self.g.centroid(ch.head) - centre, side))
+                    share = self.g.chain_volume(ch) / total_volume
+                    extra_cost[ch.head] = EXTRA_COST + EXTRA_SHARE_COST * share
             u = np.array([dirs[ch.head] for ch in cut])
             for variant, d, names in models:
                 full = len(names)
-                if len(cut) > full or len(cut) < full - 1 or len(cut) < 2:
+                extra = len(cut) - full
+                if extra > MAX_EXTRA or extra < -1 or len(cut) < 2:
                     continue
-                from scipy.optimize import linear_sum_assignment
-
                 cost = 1.0 - u @ d.T
+                if extra > 0:
+                    dummy = np.array([[extra_cost[ch.head]] * extra for ch in cut])
+                    cost = np.concatenate([cost, dummy], axis=1)
                 rows, cols = linear_sum_assignment(cost)
-                total = float(cost[rows, cols].sum()) + MISSING_COST * (full - len(cut))
+                total = float(cost[rows, cols].sum()) + MISSING_COST * max(-extra, 0)
                 total = total / full + variant.cost
-                solutions.append((total, {cut[r].head: names[c] for r, c in zip(rows, cols)}))
+                named = {cut[r].head: names[c] for r, c in zip(rows, cols) if c < full}
+                solutions.append((total, named))
         if not solutions:
             return []
         solutions.sort(key=lambda s: s[0])
+        if DEBUG:
+            for c, m in solutions[:8]:
+                print(f"  {c:.4f}", m)
         best_cost, best = solutions[0]
         by_head = {ch.head: ch for ch in _all_chains(roots)}
         out: list[tuple[Chain, str | None, float]] = []

@@ -30,13 +30,16 @@ class BranchName:
         }
 
 
-def _children(tree: AirwayTree) -> dict[int, list[int]]:
-    return {b.id: list(b.children) for b in tree.branches}
+def _parent_map(tree: AirwayTree, parents: dict[int, int | None]) -> dict[int, int | None]:
+    return parents if parents else {b.id: b.parent for b in tree.branches}
 
 
-def _descendants(tree: AirwayTree, branch_id: int) -> list[int]:
+def _descendants(tree: AirwayTree, branch_id: int, parents: dict[int, int | None]) -> list[int]:
     """``branch_id``'s descendants, parents before children."""
-    kids = _children(tree)
+    kids: dict[int, list[int]] = {}
+    for b, p in sorted(_parent_map(tree, parents).items()):
+        if p is not None:
+            kids.setdefault(p, []).append(b)
     out: list[int] = []
     queue = list(kids.get(branch_id, []))
     while queue:
@@ -50,6 +53,9 @@ def _descendants(tree: AirwayTree, branch_id: int) -> list[int]:
 class TreeNames:
     names: dict[int, BranchName] = field(default_factory=dict)  # core.tree.AirwayTree branch id -> its name
     warnings: list[str] = field(default_factory=list)
+    # branch id -> parent as the labeller read the tree: the parse's own, except where the parse's
+    # root (its largest region) is not the trachea and the labeller re-rooted it at the trachea
+    parents: dict[int, int | None] = field(default_factory=dict)
 
     # -- lookups --------------------------------------------------------------------
     def _get(self, branch_id: int) -> BranchName | None:
@@ -111,7 +117,8 @@ class TreeNames:
         old_name = old.name if old else None
         names[branch_id] = BranchName(name, 1.0, None, None, "user")
         new_lobe = lobe_of_name(name)
-        for d in _descendants(tree, branch_id):
+        below = _descendants(tree, branch_id, self.parents)
+        for d in below:
             cur = names.get(d)
             if cur is None or cur.source == "user":
                 continue
@@ -125,13 +132,13 @@ class TreeNames:
                 keep = None
             if keep != cur.name:
                 names[d] = replace(cur, name=keep, source="user" if keep is not None else cur.source)
-        out = TreeNames(names, list(self.warnings))
-        out._inherit(tree, [branch_id, *_descendants(tree, branch_id)])
+        out = TreeNames(names, list(self.warnings), dict(self.parents))
+        out._inherit(tree, [branch_id, *below])
         return out
 
     def _inherit(self, tree: AirwayTree, ids: list[int]) -> None:
         """Recompute lobe and segment of ``ids`` (parents first) from their names and their parents'."""
-        parent = {b.id: b.parent for b in tree.branches}
+        parent = _parent_map(tree, self.parents)
         for b in ids:
             cur = self.names.get(b) or BranchName(None, 0.0, None, None)
             p = parent.get(b)
@@ -151,7 +158,9 @@ class TreeNames:
     def to_json(self) -> dict[str, Any]:
         return {
             "version": JSON_VERSION,
-            "branches": [{"id": b, **self.names[b].to_json()} for b in sorted(self.names)],
+            "branches": [
+                {"id": b, "parent": self.parents.get(b), **self.names[b].to_json()} for b in sorted(self.names)
+            ],
             "warnings": list(self.warnings),
         }
 
@@ -163,11 +172,14 @@ class TreeNames:
         if doc.get("version") != JSON_VERSION:
             raise InputError(f"Branch-name file version {doc.get('version')} is not {JSON_VERSION}.", fix)
         names: dict[int, BranchName] = {}
+        parents: dict[int, int | None] = {}
         try:
             for row in doc["branches"]:
                 name = row.get("name")
                 if name is not None and not is_known_name(str(name)):
                     raise InputError(f"Unknown bronchus name '{name}' in the branch-name file.", fix)
+                p = row.get("parent")
+                parents[int(row["id"])] = None if p is None else int(p)
                 names[int(row["id"])] = BranchName(
                     name=None if name is None else str(name),
                     confidence=float(row.get("confidence", 0.0)),
@@ -177,7 +189,9 @@ class TreeNames:
                 )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"Malformed branch-name file ({exc.__class__.__name__}: {exc}).", fix) from None
-        return cls(names, [str(w) for w in doc.get("warnings", [])])
+        if all(p is None for p in parents.values()):
+            parents = {}
+        return cls(names, [str(w) for w in doc.get("warnings", [])], parents)
 
     def table(self, tree: AirwayTree) -> list[dict[str, Any]]:
         """One row per branch: id, name, confidence, lobe, segment, generation, length, mean diameter."""
@@ -193,7 +207,7 @@ class TreeNames:
                     "lobe": n.lobe or "",
                     "segment": n.segment or "",
                     "source": n.source,
-                    "parent": b.parent if b.parent is not None else "",
+                    "parent": (self.parents.get(b.id) if self.parents else b.parent) or "",
                     "generation": b.generation,
                     "length_mm": round(float(b.length_mm), 2),
                     "mean_diameter_mm": round(float(b.mean_diameter_mm), 2),
