@@ -299,8 +299,9 @@ class GroupsModel(QAbstractTableModel):
             self.dataChanged.emit(self.index(0, c), self.index(len(self.groups) - 1, c))
 
     def item_text(self, row: int) -> str:
-        """ "FN - RB6 - 12 mm": kind, the reference branch the item lies in (most of its voxels), and the
-        length of its longest part; the group's own label while the tree has no names."""
+        """ "FN-0002 - RB6 - 12 mm" (a group: "FN - RB6 - 12 mm (3 parts)"): the item, the reference branch it
+        lies in (most of its voxels), and the length of its longest part; the group's own label while the tree
+        has no names."""
         g = self.groups[row]
         case = self.case
         if not isinstance(case, Case) or case.session.names.names is None:
@@ -318,8 +319,9 @@ class GroupsModel(QAbstractTableModel):
         if not votes:
             return g.label()
         place = case.place_text(max(votes, key=lambda b: (votes[b], -b)))
-        parts = "" if g.is_single else f" ({len(g.regions)} parts)"
-        return f"{g.kind} - {place} - {length:.0f} mm{parts}"
+        if g.is_single:  # its id ("FN-0002", kept across re-analyses) says the kind too
+            return f"{g.regions[0]} - {place} - {length:.0f} mm"
+        return f"{g.kind} - {place} - {length:.0f} mm ({len(g.regions)} parts)"
 
     def group_status(self, row: int) -> str:
         act = self.case.active
