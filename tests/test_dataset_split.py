@@ -91,3 +91,25 @@ def test_nnunet_test_images_stay_in_test(tmp_path: Path) -> None:
     split = freeze_split(ds, 0, (1.0, 0.0, 0.0))
     assert split["test"] == ["case_006", "case_007", "case_008"]
     assert split["train"] == [f"case_{i:03d}" for i in range(6)]
+
+
+def test_a_case_that_comes_back_returns_to_its_part(tmp_path: Path) -> None:
+    root = make_flat(tmp_path / "d", n=12)
+    first = freeze_split(open_dataset(root), 9)
+    test_case = first["test"][0]
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    for name in (f"{test_case}_0000.nii.gz", f"{test_case}.nii.gz"):
+        (root / name).rename(aside / name)
+    gone = freeze_split_report(open_dataset(root), 9)
+    assert gone.removed == [test_case] and test_case not in sum(gone.split.values(), [])
+    # meanwhile a new case fills the test part's gap: by the fractions alone the old case would now go to train
+    write_volume(tiny_ct(50), root / "new_0000.nii.gz")
+    write_volume(tiny_mask(50), root / "new.nii.gz")
+    assert freeze_split_report(open_dataset(root), 9).added == {"test": ["new"]}
+    for name in (f"{test_case}_0000.nii.gz", f"{test_case}.nii.gz"):
+        (aside / name).rename(root / name)
+    back = freeze_split_report(open_dataset(root), 9)
+    assert back.added == {"test": [test_case]}
+    assert {p: [c for c in ids if c != "new"] for p, ids in back.split.items()} == first
+    assert read_state(open_dataset(root)).split_removed == {}

@@ -3,7 +3,8 @@
 Deterministic: the cases are ordered by a hash of (seed, case id), so the same seed and the
 same cases give the same split on any machine and in any listing order. Once frozen it is never
 reshuffled: calling again returns it; cases added since are put, one by one in hash order, into
-the part furthest below its fraction; removed cases are dropped (and reported). A different seed
+the part furthest below its fraction; removed cases are dropped (and reported) but remembered, so a
+case that comes back (an unmounted folder, a file renamed back) returns to its part. A different seed
 is refused unless ``force``. Cases nnU-Net / ATM'22 keep in ``imagesTs``/``imagesVal`` are held
 out by their authors: they always go to ``test``.
 """
@@ -93,8 +94,10 @@ def extend_split(
     case_ids: Sequence[str],
     fractions: Sequence[float],
     held_out: Sequence[str] = (),
+    removed_before: dict[str, str] | None = None,
 ) -> tuple[dict[str, list[str]], dict[str, list[str]], list[str]]:
-    """(the split with new cases added and removed ones dropped, added per part, removed). Frozen cases stay put."""
+    """(the split with new cases added and removed ones dropped, added per part, removed). Frozen cases stay put;
+    a case removed earlier (``removed_before``: case -> part) that is back returns to its part."""
     fr = _check_fractions(fractions)
     present = set(case_ids)
     pinned = set(held_out)
@@ -105,6 +108,11 @@ def extend_split(
     frozen = {c for ids in split.values() for c in ids}
     removed = sorted(frozen - present, key=natural_key)
     added: dict[str, list[str]] = {}
+    for cid, part in sorted((removed_before or {}).items()):
+        if cid in present and cid not in frozen and part in parts:
+            parts[part].append(cid)  # back (a folder that was unmounted, a file renamed back): never moved
+            added.setdefault(part, []).append(cid)
+            frozen.add(cid)
     for cid in hash_order(seed, [c for c in case_ids if c not in frozen]):
         if cid in pinned:
             part = "test"
@@ -148,7 +156,12 @@ def freeze_split_report(
                     "Leave --fractions out to keep the frozen split, or add --force to split again.",
                     path=dataset.state_path,
                 )
-            split, added, removed = extend_split(state.split, frozen_seed, ids, frozen_fr, held)
+            before = dict(state.split_removed)
+            split, added, removed = extend_split(state.split, frozen_seed, ids, frozen_fr, held, before)
+            part_was = {c: p for p, members in state.split.items() for c in members}
+            back = {c for members in added.values() for c in members}
+            state.split_removed = {c: p for c, p in before.items() if c not in back}
+            state.split_removed.update({c: part_was[c] for c in removed})
             state.split = split
             reports.append(SplitReport(split, frozen_seed, frozen_fr, False, added, removed, state.split_created))
             return
@@ -156,6 +169,7 @@ def freeze_split_report(
         split = make_split(seed, ids, fr, held)
         state.split, state.split_seed, state.split_fractions = split, seed, list(fr)
         state.split_created = now_iso()
+        state.split_removed = {}
         reports.append(SplitReport(split, seed, tuple(fr), True, {}, [], state.split_created))
 
     update_state(dataset, change)

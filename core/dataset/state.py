@@ -108,6 +108,7 @@ class DatasetState:
     split_seed: int | None = None
     split_fractions: list[float] | None = None
     split_created: str = ""
+    split_removed: dict[str, str] = field(default_factory=dict)  # case -> its part, for cases gone from the dataset
     updated: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # fields of a newer minor version, kept as they are
 
@@ -125,6 +126,7 @@ class DatasetState:
             "split_seed": self.split_seed,
             "split_fractions": self.split_fractions,
             "split_created": self.split_created,
+            "split_removed": self.split_removed,
             "cases": {cid: c.to_json() for cid, c in self.cases.items()},
         }
 
@@ -234,6 +236,9 @@ def state_problems(data: Any) -> list[str]:
     fr = data.get("split_fractions")
     if fr is not None and not (isinstance(fr, list) and all(_is_number(x) and x >= 0 for x in fr)):
         wrong.append("split_fractions must be null or a list of numbers")
+    removed = data.get("split_removed", {})
+    if not (isinstance(removed, dict) and all(isinstance(v, str) for v in removed.values())):
+        wrong.append("split_removed must be an object of case names to parts")
     return wrong
 
 
@@ -275,7 +280,17 @@ def _parse(raw: bytes, path: Path) -> DatasetState:
     wrong = state_problems(data)
     if wrong:
         raise _Damaged(wrong)
-    known = {"format", "version", "updated", "split", "split_seed", "split_fractions", "split_created", "cases"}
+    known = {
+        "format",
+        "version",
+        "updated",
+        "split",
+        "split_seed",
+        "split_fractions",
+        "split_created",
+        "split_removed",
+        "cases",
+    }
     return DatasetState(
         version=int(data["version"]),
         cases={str(cid): CaseState.from_json(c) for cid, c in data.get("cases", {}).items()},
@@ -283,6 +298,7 @@ def _parse(raw: bytes, path: Path) -> DatasetState:
         split_seed=data.get("split_seed"),
         split_fractions=None if data.get("split_fractions") is None else [float(x) for x in data["split_fractions"]],
         split_created=str(data.get("split_created") or ""),
+        split_removed={str(k): str(v) for k, v in (data.get("split_removed") or {}).items()},
         updated=str(data.get("updated") or ""),
         extra={k: v for k, v in data.items() if k not in known},
     )
