@@ -34,6 +34,7 @@ def test_summary_text(dataset: Path, capsys: pytest.CaptureFixture[str]) -> None
     out, err = capsys.readouterr()
     assert "2 of 6 done, 1 flagged" in out and "nnunet, 6 cases" in out
     assert "unet" in out and "90.0" in out
+    assert "flagged: case_001 (leak)" in out
     assert "1 file(s) match no case" in err and "stray.nii.gz" in err
 
 

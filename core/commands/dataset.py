@@ -156,6 +156,12 @@ def run_summary(args: argparse.Namespace) -> int:
         if any(parts.values()):
             shown = ", ".join(f"{k} {v}" for k, v in parts.items())
             print(f"split (seed {state.split_seed}): {shown}")
+        flagged = [c for c in ds.case_ids if state.case(c).status == "flagged"]
+        for cid in flagged[:UNMATCHED_SHOWN]:
+            note = state.case(cid).note
+            print(f"flagged: {cid}" + (f" ({note})" if note else ""))
+        if len(flagged) > UNMATCHED_SHOWN:
+            print(f"flagged: and {len(flagged) - UNMATCHED_SHOWN} more")
         reviewed = sum(1 for c in ds.cases if c.reviewed is not None)
         if reviewed:
             print(f"reviewed labels: {reviewed} in {ds.reviewed_dir.name}/")
