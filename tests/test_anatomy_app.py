@@ -174,7 +174,8 @@ def test_metrics_panel_has_a_row_per_lobe_and_the_segmental_sentence(window, qtb
 
 @pytest.mark.slow
 def test_3d_view_colours_by_lobe_with_a_legend(window, qtbot):
-    from app.review.view3d import anatomy_colour, three_d_supported
+    from app.review.view3d import three_d_supported
+    from core.anatomy.colours import colour_of
 
     if not three_d_supported():
         pytest.skip("needs an X display (Xvfb)")
@@ -185,10 +186,18 @@ def test_3d_view_colours_by_lobe_with_a_legend(window, qtbot):
         combo.setCurrentIndex(combo.findData("lobe"))  # as a pick in the combo's list does
     legend = dict(view.scene.legend)
     assert {"RUL", "RLL", "LUL", "LLL"} <= set(legend)
-    assert legend["RUL"] == anatomy_colour("RUL")
+    assert legend["RUL"] == colour_of("RUL")  # the colour `airway label`'s tables give it
     assert "RUL" in view.legend.text()
     faces = set(map(tuple, view.scene.face_rgb().tolist()))
-    assert anatomy_colour("LLL") in faces
+    assert colour_of("LLL") in faces
+    # segments: one colour per segmental bronchus the reference has
+    with qtbot.waitSignal(view.sceneReady, timeout=60000, check_params_cb=lambda m: m == "segment"):
+        combo.setCurrentIndex(combo.findData("segment"))
+    segs = dict(view.scene.legend)
+    named = {n for n in w.case.session.names.names.named() if n.startswith(("RB", "LB"))}
+    assert named and named <= set(segs) and all(segs[n] == colour_of(n) for n in named)
+    with qtbot.waitSignal(view.sceneReady, timeout=60000, check_params_cb=lambda m: m == "lobe"):
+        combo.setCurrentIndex(combo.findData("lobe"))
     # a correction recolours the lobes
     with qtbot.waitSignal(view.sceneReady, timeout=60000):
         w.case.name_branch(_named(w, "RUL"), "RLL")

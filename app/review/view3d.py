@@ -69,8 +69,7 @@ COLOUR_MODES: tuple[tuple[str, str], ...] = (
     ("segment", "Segments"),
 )
 NAME_MODES = ("lobe", "segment")
-# faces of branches without a lobe / segment (central airways, unnamed)
-UNNAMED_RGB = (150, 150, 155)
+
 MODE_KEYS = tuple(k for k, _ in COLOUR_MODES)
 CAMERA_PRESETS = ("reset", "anterior", "posterior", "left", "right", "superior")
 
@@ -103,13 +102,9 @@ def overlay_colours() -> dict[str, tuple[int, int, int]]:
 def anatomy_colour(name: str) -> tuple[int, int, int]:
     """The colour of a lobe or bronchus name in core.anatomy's colour table (the one ``airway label``
     writes for Slicer and ITK-SNAP), so the 3D view and the label files agree."""
-    try:
-        from core.anatomy import name_colour  # type: ignore[attr-defined]
-    except ImportError:  # the colour table not there yet: hues spread by the name's place in the list
-        h = (name_order(name)[0] * 0.618) % 1.0
-        r, g, b = colorsys.hsv_to_rgb(h, 0.6, 0.95)
-        return int(r * 255), int(g * 255), int(b * 255)
-    r, g, b = name_colour(name)
+    from core.anatomy.colours import colour_of
+
+    r, g, b = colour_of(name)
     return int(r), int(g), int(b)
 
 
@@ -348,10 +343,12 @@ def surface_scene(inp: SceneInput, *, progress: Progress | None = None, cancel: 
         labels[~ref] = 0
         surf = labels_surface(labels, inp.geometry, offset=box.start, progress=progress, cancel=cancel)
         shown = {int(v) for v in np.unique(np.asarray(surf.cell_data["label"]))} if surf.n_cells else set()
-        cmap = {1: UNNAMED_RGB, **{value[g]: anatomy_colour(g) for g in order}}
+        from core.anatomy.colours import UNNAMED_COLOUR  # faces without a lobe / segment
+
+        cmap = {1: UNNAMED_COLOUR, **{value[g]: anatomy_colour(g) for g in order}}
         legend = [(g, anatomy_colour(g)) for g in order if value[g] in shown]
         if 1 in shown:
-            legend.append(("central / unnamed" if mode == "lobe" else "no segment", UNNAMED_RGB))
+            legend.append(("central / unnamed" if mode == "lobe" else "no segment", UNNAMED_COLOUR))
         return Scene(surf, cmap, legend, mode, note)
 
     # detection: 1 detected, 2 missed
