@@ -244,3 +244,32 @@ def test_readout_names_the_branch_under_the_mouse(window, qtbot):
     QApplication.processEvents()
     qtbot.waitUntil(lambda: "LB10 (yours)" in w.readout.text(), timeout=5000)
     QTest.mouseMove(view, QPoint(2, 2))
+
+
+@pytest.mark.slow
+def test_navigator_names_a_missed_segmental_bronchus_on_an_anatomy_phantom(qtbot, tmp_path):
+    """An anatomy phantom (core.phantom grows named bronchi); the prediction misses one bronchus the labeller
+    names segmental: its navigator item names it."""
+    from core.anatomy.names import is_segmental
+    from core.phantom.maker import make_phantom
+    from core.review import Session
+
+    ph = make_phantom(64, spacing=(2.5, 2.5, 3.0), seed=3)
+    ref_p, pred_p = tmp_path / "ref.nii.gz", tmp_path / "model.nii.gz"
+    write_volume(LabelVolume(ph.label.mask.astype(np.uint8), ph.label.geometry), ref_p)
+    s = Session.load(None, ref_p, recovery_dir=tmp_path)
+    s.analyse()
+    names = s.names.names
+    bmap = s.tree.branch_label_map()
+    # a named segmental bronchus with its subtree: a missed branch of a few mm
+    seg = next(b for b in s.tree.branches if is_segmental(names.name_of(b.id)) and b.length_mm > 6)
+    sub = [b.id for b in s.tree.branches if names.segment_of(b.id) == names.name_of(seg.id)]
+    pred = s.reference.array & ~np.isin(bmap, sub)
+    write_volume(LabelVolume(s.reference.source.to_file_array(pred).astype(np.uint8), ph.label.geometry), pred_p)
+
+    w = _open(qtbot, (ref_p, pred_p))
+    model = w.panels.regions.groups_model
+    texts = [model.values(r)[1] for r in range(model.rowCount())]
+    name = w.case.session.names.names.name_of(seg.id)
+    assert name == names.name_of(seg.id)
+    assert any(re.fullmatch(rf"FN(-\d+)? - {re.escape(name)} - \d+ mm( \(\d+ parts\))?", t) for t in texts), texts
