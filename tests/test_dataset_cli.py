@@ -93,3 +93,23 @@ def test_existing_output_needs_overwrite(dataset: Path, tmp_path: Path, capsys: 
     assert "--overwrite" in capsys.readouterr().err and out.read_text() == "mine\n"
     assert main(["dataset", "summary", str(dataset), "--csv", str(out), "--overwrite"]) == 0
     assert out.read_text().startswith("case,status") and out.with_name("s.csv.bak").read_text() == "mine\n"
+
+
+def test_status_from_the_command_line(dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["dataset", "status", str(dataset), "case_003", "case_004", "--set", "flagged", "--note", "dark"]) == 0
+    assert "2 case(s) set to flagged" in capsys.readouterr().out
+    state = read_state(open_dataset(dataset))
+    assert state.case("case_003").status == "flagged" and state.case("case_004").note == "dark"
+    assert state.case("case_003").history[-1]["to"] == "flagged"
+    assert main(["dataset", "status", str(dataset), "case_000", "nope", "--set", "todo"]) == 2
+    assert "No case 'nope'" in capsys.readouterr().err
+    assert read_state(open_dataset(dataset)).case("case_000").status == "done"  # nothing changed
+    with pytest.raises(SystemExit):
+        main(["dataset", "status", str(dataset), "case_000", "--set", "finished"])
+
+
+def test_status_choices_are_the_statuses() -> None:
+    from core.commands.dataset import STATUS_CHOICES
+    from core.dataset import STATUSES
+
+    assert STATUS_CHOICES == STATUSES

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from core.outputs import OutputPlan
 
 UNMATCHED_SHOWN = 20
+STATUS_CHOICES = ("todo", "in_review", "done", "flagged")  # core.dataset.STATUSES, without importing it for --help
 
 
 def register(subparsers: Any) -> None:
@@ -59,6 +60,19 @@ def register(subparsers: Any) -> None:
     )
     e.add_argument("--force", action="store_true", help="evaluate again even where the masks are unchanged")
     e.set_defaults(func=run_evaluate)
+
+    c = sub.add_parser(
+        "status",
+        help="set the status (and reviewer, note) of cases from a script",
+        description="Sets cases' review status in the dataset's state file (under its lock, recorded in each case's "
+        "history), as the app's worklist does.",
+    )
+    c.add_argument("dataset", metavar="DIR", help="dataset folder or CSV manifest")
+    c.add_argument("cases", nargs="+", metavar="CASE", help="case names")
+    c.add_argument("--set", dest="status", required=True, choices=STATUS_CHOICES, help="the new status")
+    c.add_argument("--reviewer", help="who (default: the login name in the history, the case's reviewer unchanged)")
+    c.add_argument("--note", help="replace the case's note")
+    c.set_defaults(func=run_status)
 
     t = sub.add_parser("split", help="freeze the train/validation/test split (never reshuffled once frozen)")
     t.add_argument("dataset", metavar="DIR", help="dataset folder or CSV manifest")
@@ -139,6 +153,7 @@ def run_summary(args: argparse.Namespace) -> int:
             "progress": progress_text(counts),
             "models": ds.models,
             "split_seed": state.split_seed,
+            "means": model_means(rows),
             "rows": rows,
             "unmatched": [str(p) for p in ds.unmatched],
             "missing": ds.missing,
@@ -232,3 +247,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
     counts = {s: sum(1 for r in records if r.status == s) for s in ("evaluated", "cached", "failed")}
     print(f"{counts['evaluated']} evaluated, {counts['cached']} unchanged, {counts['failed']} failed")
     return 1 if counts["failed"] else 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from core.dataset import open_dataset, set_case
+
+    ds = open_dataset(args.dataset)
+    for cid in args.cases:
+        ds.case(cid)  # every name checked before any is changed
+    fields: dict[str, Any] = {"status": args.status}
+    if args.reviewer:
+        fields["reviewer"] = args.reviewer
+    if args.note is not None:
+        fields["note"] = args.note
+    for cid in args.cases:
+        set_case(ds, cid, **fields)
+    for note in ds.notes:
+        print(f"airway: note: {note}", file=sys.stderr)
+    print(f"{len(args.cases)} case(s) set to {args.status}")
+    return 0
