@@ -177,11 +177,10 @@ def checkpoint_base(init: str | Path) -> dict[str, Any]:
     if isinstance(training, dict) and isinstance(training.get("sampling"), dict):
         base["sampling"] = dict(training["sampling"])
     inference = ckpt.header.get("inference")
-    if isinstance(inference, dict) and "window" in inference:
-        base["validation"] = {
-            "window": int(inference["window"]),
-            "step": int(inference.get("step", inference["window"])),
-        }
+    if isinstance(inference, dict) and isinstance(inference.get("window"), int):
+        window = int(inference["window"])
+        step = inference.get("step")
+        base["validation"] = {"window": window, "step": int(step) if isinstance(step, int) else window}
     return base
 
 
