@@ -239,3 +239,20 @@ def test_a_fresh_unreadable_lock_is_waited_for(tmp_path: Path) -> None:
     lock_path(ds.state_path).write_text("")  # a live process between create and write
     with pytest.raises(InputError, match="locked by another process"):
         update_state(ds, lambda st: None, wait_s=0.2)
+
+
+def test_a_writer_killed_while_holding_the_lock_does_not_block_the_next(tmp_path: Path) -> None:
+    ds = open_dataset(make_flat(tmp_path / "d", n=1))
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from core.dataset.state import StateLock\n"
+        f"StateLock(Path({str(ds.state_path)!r})).acquire()\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"  # killed mid-update: the lock stays behind
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, timeout=120)
+    assert r.returncode == -9 and lock_path(ds.state_path).exists()
+    set_case(ds, "c0", status="done")
+    assert read_state(ds).case("c0").status == "done"
+    assert any("that process has ended" in n for n in ds.notes)
