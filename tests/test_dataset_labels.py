@@ -91,3 +91,17 @@ def test_a_broken_last_log_line_is_skipped(tmp_path: Path) -> None:
     with open(log, "a") as f:
         f.write('{"tool": "bru')  # a crash mid-append
     assert len(read_edit_log(ds, "c0")) == 1
+
+
+def test_a_review_saved_meanwhile_by_someone_else_is_not_overwritten(tmp_path: Path) -> None:
+    from core.review.persist import SaveConflictError
+
+    ds = open_dataset(make_flat(tmp_path / "d", n=1))
+    mine_opened = file_key(ds.reviewed_path("c0"))  # None: no reviewed label when I opened the case
+    theirs = write_reviewed_label(ds, "c0", tiny_mask(1), [], reviewer="bob")
+    their_bytes = theirs.read_bytes()
+    with pytest.raises(SaveConflictError, match="changed on disk"):
+        write_reviewed_label(ds, "c0", tiny_mask(2), [], reviewer="ann", expected=mine_opened)
+    assert theirs.read_bytes() == their_bytes
+    write_reviewed_label(ds, "c0", tiny_mask(2), [], reviewer="ann", expected=file_key(theirs))  # after merging
+    assert {hash(c) for c in open_dataset(ds.root).cases}  # cases can go in sets

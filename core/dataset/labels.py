@@ -20,9 +20,11 @@ import numpy as np
 from core.dataset.layout import Dataset, DatasetCase
 from core.dataset.state import DatasetState, _user, now_iso, update_state
 from core.errors import GeometryError, InputError
+from core.review.persist import FileKey, SaveConflictError, file_key
 from core.volume import Geometry, LabelVolume, mat3, vec3
 
 EDIT_LOG_SUFFIX = ".edits.jsonl"
+ANY_VERSION = "any"  # write_reviewed_label(expected=...): no check of what the reviewed file holds
 
 
 def edit_log_path(dataset: Dataset, case_id: str) -> Path:
@@ -119,19 +121,27 @@ def write_reviewed_label(
     *,
     reviewer: str | None = None,
     tool: str = "save",
+    expected: FileKey | None | str = ANY_VERSION,
 ) -> Path:
     """Write the reviewed label of ``case_id`` (see the module doc); the state's ``label_version`` becomes
     ``reviewed`` and its ``keys["reviewed"]`` the mask's content key. ``edits``: the session's edit entries
-    (each gets ``time`` and ``reviewer`` when it has none). Returns the written path."""
+    (each gets ``time`` and ``reviewer`` when it has none). Returns the written path.
+
+    ``expected``: what the reviewed file held when this reviewer opened the case (its
+    :func:`core.review.persist.file_key`, or None: there was none). When the file on disk is no longer
+    that (another annotator saved a review meanwhile), :class:`core.review.persist.SaveConflictError` is
+    raised and nothing is written. The default writes whatever is there (its first version kept once)."""
     from core.io import write_volume
     from core.outputs import content_key
     from core.review.persist import backup_once
 
     case = dataset.case(case_id)
     check_grid(case, mask)
+    target = dataset.reviewed_path(case_id)
+    if expected != ANY_VERSION and file_key(target) != expected:
+        raise SaveConflictError(target, "reviewed label")
     binary = mask.mask
     previous = _previous_mask(dataset, case, binary.shape)
-    target = dataset.reviewed_path(case_id)
     target.parent.mkdir(parents=True, exist_ok=True)
     backup_once(target)
     out = LabelVolume(np.ascontiguousarray(binary, dtype=np.uint8), mask.geometry, name=case_id)

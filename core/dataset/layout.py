@@ -69,6 +69,9 @@ class DatasetCase:
     split: str | None = None  # "train" | "validation" | "test" | None (not frozen, or not in it)
     subset: str = ""  # "Tr" / "Ts" for nnU-Net and ATM'22 folders ("Ts" cases are held out), "" otherwise
 
+    def __hash__(self) -> int:  # predictions is a dict: hash what identifies the case and its files
+        return hash((self.case_id, self.image, self.reference, self.reviewed, self.split))
+
     def label(self, version: str = "best") -> Path | None:
         """The label file of ``version``: ``best`` (reviewed if there is one, else the original),
         ``reviewed`` or ``original``."""
