@@ -148,6 +148,7 @@ def test_csv_manifest(tmp_path: Path) -> None:
         ("", "empty"),
         ("name,image\nx,y\n", "no 'case'"),
         ("case,ct\na,x.nii.gz\na,y.nii.gz\n", "listed twice"),
+        ("case,ct\n../evil,x.nii.gz\n", "cannot be a file name"),
     ],
 )
 def test_csv_manifest_refusals(tmp_path: Path, text: str, expected: str) -> None:

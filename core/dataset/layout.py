@@ -480,6 +480,13 @@ def _open_csv(path: Path) -> Dataset:
             raise InputError(f"Line {line} of the manifest has no case name.", fix, path=path)
         if cid in cases:
             raise InputError(f"Case '{cid}' is listed twice in the manifest (line {line}).", fix, path=path)
+        if cid.startswith(".") or any(ch in cid for ch in '/\\:*?"<>|') or cid.strip() != cid:
+            # the name becomes labelsReviewed/CASE.nii.gz: it must be one plain file name
+            raise InputError(
+                f"Line {line} of the manifest names the case '{cid}', which cannot be a file name.",
+                "Use letters, digits, '_' and '-' (e.g. ATM_001).",
+                path=path,
+            )
         ref = cell(i_ref, "reference")
         preds = {name: p for i, name in model_cols if (p := cell(i, f"{name} prediction")) is not None}
         cases[cid] = DatasetCase(cid, ct, ref, None, preds)
