@@ -296,3 +296,44 @@ def test_cli_as_typed_fine_tunes_and_compares_on_the_test_part(dataset, tiny_tom
     compare_at = next(i for i, e in enumerate(events) if e.get("kind") == "compare" and e["event"] == "info")
     assert compare_at < kinds.index("run_end")
     assert events[compare_at]["report"] == str(report)
+
+
+def test_label_maps_are_trained_as_their_airway_beside_reviewed_masks(tmp_path):
+    """nnU-Net labels with the airway as value 2 (dataset.json): the run's case list gives the trainer
+    0/1 masks of value 2 for the original labels and the reviewed 0/1 masks as they are."""
+    import csv
+
+    from dataset_fixtures import SHAPE, make_nnunet, tiny_ct
+
+    from core.dataset import freeze_split, open_dataset, write_reviewed_label
+    from core.io import read_label, read_volume, write_volume
+    from core.training.finetune import plan_finetune, write_run_files
+    from core.volume import LabelVolume
+
+    data = make_nnunet(tmp_path / "ds", n_train=4, n_test=0, labels={"background": 0, "lung": 1, "airway": 2})
+    geometry = tiny_ct().geometry
+    for i in range(4):
+        labels = np.zeros(SHAPE, np.uint8)
+        labels[1:7, 1:7, 1:7] = 1  # lung
+        labels[3 : 5 + i % 2, 3:5, 3:5] = 2  # airway
+        write_volume(LabelVolume(labels, geometry), data / "labelsTr" / f"case_{i:03d}.nii.gz")
+    ds = open_dataset(data)
+    assert ds.label_selector == "value:2"
+    split = freeze_split(ds, seed=0, fractions=(3, 1, 0))
+    reviewed = np.zeros(SHAPE, bool)
+    reviewed[2:6, 3:5, 3:5] = True
+    write_reviewed_label(ds, split["train"][0], LabelVolume(reviewed, geometry))
+    plan = plan_finetune(data, "best", DEMO)
+    run = tmp_path / "run"
+    write_run_files(plan, run)
+    with open(run / "cases.csv", newline="") as f:
+        rows = {Path(r["label"]).name.removesuffix(".nii.gz"): Path(r["label"]) for r in csv.DictReader(f)}
+    assert set(rows) == set(split["train"] + split["validation"])
+    for cid, path in rows.items():
+        mask = np.asarray(read_volume(path).array)
+        assert set(np.unique(mask)) <= {0, 1}
+        if cid == split["train"][0]:
+            assert "labelsReviewed" in str(path) and np.array_equal(mask.astype(bool), reviewed)
+        else:
+            expected = read_label(data / "labelsTr" / f"{cid}.nii.gz", "value:2").mask
+            assert path.parent == run / "labels" and np.array_equal(mask.astype(bool), expected)

@@ -64,6 +64,9 @@ class FinetunePlan:
     test: list[str] = field(default_factory=list)  # case ids of the split's test part
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"case", "part", "reason"}
     compare: dict[str, Any] = field(default_factory=dict)  # filled after the comparison
+    # which values of the ORIGINAL labels are airway (nnU-Net dataset.json, e.g. "value:2"); None: nonzero.
+    # Reviewed labels are 0/1 masks, so originals read with a selector are written as 0/1 masks for the run.
+    label_selector: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,6 +79,8 @@ class FinetunePlan:
         plan.test = [str(c) for c in data.get("test", [])]
         plan.skipped = [dict(s) for s in data.get("skipped", [])]
         plan.compare = dict(data.get("compare") or {})
+        selector = data.get("label_selector")
+        plan.label_selector = str(selector) if selector else None
         return plan
 
     def skipped_text(self) -> str:
@@ -116,6 +121,7 @@ def plan_finetune(dataset_dir: str | Path, labels: str = "reviewed", init: str |
     split = _frozen_split(ds)
     by_id = {c.case_id: c for c in ds.cases}
     plan = FinetunePlan(str(Path(ds.root).resolve()), labels, str(init))
+    plan.label_selector = ds.label_selector
     for part, version in (("train", labels), ("validation", "original" if labels == "original" else "best")):
         for cid in split.get(part, []):
             case = by_id.get(cid)
@@ -210,9 +216,21 @@ def write_run_files(plan: FinetunePlan, run_dir: str | Path) -> None:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["image", "label"])
     for c in plan.train + plan.validation:
-        w.writerow([c.image, c.label])
+        label = c.label
+        if c.version == "original" and plan.label_selector:
+            label = str(_binary_label(Path(c.label), plan.label_selector, files.root / "labels" / Path(c.label).name))
+        w.writerow([c.image, label])
     atomic_write_text(files.cases_csv, buf.getvalue())
     save_plan(plan, run_dir)
+
+
+def _binary_label(src: Path, selector: str, dst: Path) -> Path:
+    """The airway of a label map (``selector``) as a 0/1 mask at ``dst``: one label rule for a run's
+    original and reviewed labels alike."""
+    from core.io import read_label, write_volume
+
+    write_volume(read_label(src, selector), dst)
+    return dst
 
 
 def save_plan(plan: FinetunePlan, run_dir: str | Path) -> None:
@@ -276,7 +294,11 @@ def compare_inputs(plan: FinetunePlan, folder: Path) -> tuple[Path, Path, list[s
             continue
         image = Path(case.image)
         _link(image.resolve(), cts / f"{cid}_0000{volume_suffix(image) if image.is_file() else ''}")
-        _link(Path(label).resolve(), refs / f"{cid}{volume_suffix(label)}")
+        target = refs / f"{cid}{volume_suffix(label)}"
+        if plan.label_selector and Path(label) != case.reviewed:
+            _binary_label(Path(label), plan.label_selector, target)
+        else:
+            _link(Path(label).resolve(), target)
         used.append(cid)
     return cts, refs, used
 
