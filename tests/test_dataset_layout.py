@@ -240,3 +240,19 @@ def test_a_folder_holding_one_manifest_opens_it(tmp_path: Path) -> None:
     (data / "other.csv").write_text("case,reference\nb,x.nii.gz\n")
     with pytest.raises(InputError, match="2 manifests"):
         open_dataset(data)
+
+
+def test_atm22_batches_open_as_one_dataset(tmp_path: Path) -> None:
+    """ATM'22's training data came in two archives, TrainBatch1/ and TrainBatch2/, each with imagesTr/labelsTr."""
+    root = tmp_path / "ATM22"
+    make_atm22(root / "TrainBatch1", n=2)
+    for i in (3, 4):
+        name = f"ATM_{i:03d}_0000.nii.gz"
+        write_volume(tiny_ct(i), root / "TrainBatch2" / "imagesTr" / name)
+        write_volume(tiny_mask(i), root / "TrainBatch2" / "labelsTr" / name)
+    make_predictions(root / "preds_team", ["ATM_001", "ATM_004"], suffix="_0000")
+    ds = open_dataset(root)
+    assert ds.layout == "atm22" and ds.case_ids == ["ATM_001", "ATM_002", "ATM_003", "ATM_004"]
+    assert ds.case("ATM_004").reference == root / "TrainBatch2" / "labelsTr" / "ATM_004_0000.nii.gz"
+    assert ds.models == ["preds_team"] and ds.unmatched == []
+    assert any("TrainBatch1, TrainBatch2" in n for n in ds.notes)

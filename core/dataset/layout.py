@@ -207,8 +207,13 @@ def _open_folder(root: Path) -> Dataset:
             f"Open its parent folder {parent}.",
             path=root,
         )
-    if (root / "dataset.json").is_file() or any((root / name).is_dir() for pair in NNUNET_FOLDERS for name in pair[:2]):
+    if (root / "dataset.json").is_file() or _has_nnunet_folders(root):
         return _open_nnunet(root)
+    batches = [
+        d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".") and _has_nnunet_folders(d)
+    ]
+    if batches:
+        return _open_nnunet(root, batches)
     if any((root / name).is_dir() for name in FOLDER_PAIR):
         ds = _empty(root, "folder")
         _pair_folders(ds, root / "images", root / "labels", "", ending=None)
@@ -313,14 +318,22 @@ def _flat_folder(ds: Dataset, root: Path) -> None:
     ds.cases.extend(found.values())
 
 
-def _open_nnunet(root: Path) -> Dataset:
+def _has_nnunet_folders(folder: Path) -> bool:
+    return any((folder / name).is_dir() for pair in NNUNET_FOLDERS for name in pair[:2])
+
+
+def _open_nnunet(root: Path, batches: Sequence[Path] = ()) -> Dataset:
+    """``batches``: subfolders that each hold imagesTr/labelsTr (ATM'22 ships TrainBatch1/, TrainBatch2/)."""
     meta_path = root / "dataset.json"
     has_meta = meta_path.is_file()
     ds = _empty(root, "nnunet")
     if has_meta:
         _read_dataset_json(ds, meta_path)
-    for images, labels, subset in NNUNET_FOLDERS:
-        _pair_folders(ds, root / images, root / labels, subset, ds.file_ending, ds.channels)
+    for folder in batches or [root]:
+        for images, labels, subset in NNUNET_FOLDERS:
+            _pair_folders(ds, folder / images, folder / labels, subset, ds.file_ending, ds.channels)
+    if batches:
+        ds.notes.append(f"read {len(batches)} batch folders as one dataset: {', '.join(b.name for b in batches)}")
     if not has_meta:
         atm = any(c.case_id.upper().startswith("ATM_") for c in ds.cases) or any(
             c.reference is not None and stem(c.reference).endswith("_0000") for c in ds.cases
@@ -329,7 +342,7 @@ def _open_nnunet(root: Path) -> Dataset:
             ds.layout = "atm22"
         else:
             ds.notes.append("no dataset.json: read as nnU-Net v2 with any volume suffix and nonzero labels as airway")
-    _scan_model_folders(ds, root, skip=set())
+    _scan_model_folders(ds, root, skip={b.name for b in batches})
     return ds
 
 
