@@ -882,10 +882,9 @@ class TrainingTab(QtWidgets.QWidget):
         self.more_epochs_spin.setEnabled(further)
         self.open_best_button.setEnabled(monitor is not None and self.ct_available)
         self.finetune_button.setEnabled(self._finetune_block is None and not any_running)
+        busy = any_running and self._finetune_block is None  # what is missing matters more than a busy tab
         self.finetune_button.setToolTip(
-            self._finetune_tip()
-            if not (any_running and self._finetune_block is None)
-            else ("A run is going: stop it or wait for it to end")
+            "A run is going: stop it or wait for it to end" if busy else self._finetune_tip()
         )
         self.report_button.setEnabled(self.comparison_report() is not None)
         self.remove_run_button.setEnabled(monitor is not None)
