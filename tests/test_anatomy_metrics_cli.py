@@ -156,6 +156,28 @@ def test_evaluate_and_compare_write_the_same_lobe_rows(data, tmp_path, capsys):
                 assert r[col] == compared[(r["case"], r["model"])][col]
 
 
+def test_a_cached_record_without_branch_counts_is_scored_again(data, tmp_path):
+    """A metrics record cached by the version before the per-lobe figures lacks their counts: it is
+    evaluated again (not shown without lobes), and the rerun after that is served from the cache."""
+    from core.compare import compare_folders
+
+    cache = tmp_path / "cache"
+    first = compare_folders(data / "ref", {"norb6": data / "norb6"}, cache_dir=cache)
+    assert all("anatomy" in r.metrics for r in first.rows)
+    for f in (cache / "metrics").glob("*.json"):
+        record = json.loads(f.read_text())
+        del record["branch_counts"]
+        f.write_text(json.dumps(record))
+    again = compare_folders(data / "ref", {"norb6": data / "norb6"}, cache_dir=cache)
+    assert again.cache_stats.get("evaluated") == 2
+    same = json.dumps([r.metrics["anatomy"] for r in again.rows]) == json.dumps(
+        [r.metrics["anatomy"] for r in first.rows]
+    )
+    assert same  # nan-safe
+    third = compare_folders(data / "ref", {"norb6": data / "norb6"}, cache_dir=cache)
+    assert third.cache_stats == {"metrics_hits": 2, "names_hits": 2}
+
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "report_in_browser.py"
 sys.path.insert(0, str(SCRIPT.parent))
