@@ -3,6 +3,7 @@ a reviewed label makes them stale, a failing pair does not stop the rest."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,28 @@ def test_figures_recorded_cached_and_made_stale_by_a_review(
     assert after["cutter"].status == "evaluated" and after["cutter"].figures["td"] == pytest.approx(100.0)
     cs = read_state(ds).case("y1")
     assert cs.label_version == "reviewed" and "reviewed" in cs.keys
+
+    # the same figures as airway evaluate gives for the pair (one vocabulary, one definition)
+    ev_csv = tmp_path / "ev.csv"
+    pred = root / "predictions" / "cutter" / "y1.nii.gz"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--reference",
+                str(root / "labels" / "y1.nii.gz"),
+                "--prediction",
+                str(pred),
+                "--csv",
+                str(ev_csv),
+            ]
+        )
+        == 0
+    )
+    ev = next(csv.DictReader(ev_csv.open()))
+    for f in ("td", "bd", "dsc", "precision"):
+        assert float(ev[f]) == pytest.approx(cutter[f], abs=1e-3), f
+    capsys.readouterr()
 
     # the command line: failures make exit status 1 with the reason; unchanged pairs are said so
     assert main(["dataset", "evaluate", str(root)]) == 1
