@@ -256,3 +256,14 @@ def test_a_writer_killed_while_holding_the_lock_does_not_block_the_next(tmp_path
     set_case(ds, "c0", status="done")
     assert read_state(ds).case("c0").status == "done"
     assert any("that process has ended" in n for n in ds.notes)
+
+
+def test_a_value_json_cannot_hold_is_refused_and_nothing_written(tmp_path: Path) -> None:
+    ds = open_dataset(make_flat(tmp_path / "d", n=1))
+    set_case(ds, "c0", status="done")
+    before = ds.state_path.read_bytes()
+    with pytest.raises(InputError, match="cannot be stored"):
+        set_case(ds, "c0", view={"cursor": object()})
+    with pytest.raises(InputError, match="cannot be stored"):
+        set_case(ds, "c0", view={"zoom": float("nan")})
+    assert ds.state_path.read_bytes() == before and not lock_path(ds.state_path).exists()

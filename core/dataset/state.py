@@ -515,7 +515,16 @@ class StateLock:
 
 
 def write_state_file(path: Path, state: DatasetState) -> None:
-    atomic_write_bytes(path, (json.dumps(state.to_json(), indent=1, sort_keys=False) + "\n").encode("utf-8"))
+    try:
+        # allow_nan=False: NaN is no JSON; another tool reading the file would fail on it
+        text = json.dumps(state.to_json(), indent=1, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as exc:
+        raise InputError(
+            f"This change cannot be stored in the dataset's state file ({exc}).",
+            "Store only text, numbers, lists and objects (e.g. in a case's view state); the file was left as it was.",
+            path=path,
+        ) from None
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def update_state(
