@@ -278,9 +278,10 @@ def grow_tree(
     not_grown: dict[str, str] = {}
 
     def skip(p: Placed, why: str) -> None:
-        not_grown[p.name or p.key] = why
+        if p.name:  # an unnamed stem passes its reason on to the named bronchi below it
+            not_grown[p.name] = why
         for c in kids.get(p.key, []):
-            skip(c, f"under {p.name or p.key}, not grown")
+            skip(c, f"under {p.name}, not grown" if p.name else why)
 
     def inside_box(p: np.ndarray) -> bool:
         return box is None or bool(np.all(p >= box[0]) and np.all(p <= box[1]))
