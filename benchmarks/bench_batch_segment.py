@@ -17,6 +17,7 @@ worker, sampled every 50 ms) and the ratios. One warm-up run first fills the eng
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -48,11 +49,12 @@ def tree_rss(pids: list[int]) -> int:
     return total
 
 
-def run(commands: list[list[str]]) -> tuple[float, int, list[int]]:
-    """Start ``commands`` at once; (wall seconds until all exited, peak RSS of their trees, exit codes)."""
+def run(commands: list[list[str]]) -> tuple[float, int, list[int], list[dict]]:
+    """Start ``commands`` at once; (wall seconds until all exited, peak RSS of their trees, exit codes,
+    the cases' JSON results)."""
     t0 = time.perf_counter()
     procs = [
-        subprocess.Popen([sys.executable, "main.py", *c], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        subprocess.Popen([sys.executable, "main.py", *c], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for c in commands
     ]
     peak = [0]
@@ -65,16 +67,17 @@ def run(commands: list[list[str]]) -> tuple[float, int, list[int]]:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    codes = []
+    codes, cases = [], []
     for p in procs:
-        _, err = p.communicate()
+        out, err = p.communicate()
         if p.returncode != 0:
             sys.stderr.write(err.decode(errors="replace")[-2000:])
         codes.append(p.returncode)
+        cases += [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
     wall = time.perf_counter() - t0
     stop.set()
     sampler.join()
-    return wall, peak[0], codes
+    return wall, peak[0], codes, cases
 
 
 def main() -> int:
@@ -100,7 +103,7 @@ def main() -> int:
         seq = ["--loaders", "0", "--exporters", "0"]
 
         def segment(out: str, *extra: str) -> list[str]:
-            return ["segment", "--input-dir", str(images), "--output-dir", str(tmp / out), "-q", *extra]
+            return ["segment", "--input-dir", str(images), "--output-dir", str(tmp / out), "-q", "--json", *extra]
 
         run([segment("warmup", *model)])  # the engine's export cache, the OS file cache
         configs: dict[str, list[list[str]]] = {
@@ -113,16 +116,18 @@ def main() -> int:
             ],
         }
         results: dict[str, tuple[float, int]] = {}
+        stages: dict[str, dict[str, float]] = {}
         for name, commands in configs.items():
             walls, peaks = [], []
             for _ in range(args.repeat):
                 outs = {c[c.index("--output-dir") + 1] for c in commands}
                 for o in outs:
                     shutil.rmtree(o, ignore_errors=True)
-                wall, peak, codes = run(commands)
-                if any(codes):
-                    print(f"{name}: exit {codes}", file=sys.stderr)
+                wall, peak, codes, done = run(commands)
+                if any(codes) or len(done) != args.cases:
+                    print(f"{name}: exit {codes}, {len(done)} cases", file=sys.stderr)
                     return 1
+                stages[name] = {k: statistics.mean(c["timings"][k] for c in done) for k in done[0]["timings"]}
                 walls.append(wall)
                 peaks.append(peak)
             results[name] = (statistics.median(walls), max(peaks))
@@ -136,9 +141,13 @@ def main() -> int:
             f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} logical CPUs, "
             f"load average {os.getloadavg()[0]:.1f}; median of {args.repeat}"
         )
-        print(f"{'configuration':42s} {'seconds':>8s} {'cases/min':>10s} {'peak RSS MB':>12s}")
+        print(
+            f"{'configuration':42s} {'seconds':>8s} {'cases/min':>10s} {'peak RSS MB':>12s}   "
+            "per case: read / segment / write s"
+        )
         for name, (wall, peak) in results.items():
-            print(f"{name:42s} {wall:8.1f} {args.cases / wall * 60:10.1f} {peak / 1e6:12.0f}")
+            st = " / ".join(f"{stages[name].get(k, 0.0):.2f}" for k in ("read", "segment", "write"))
+            print(f"{name:42s} {wall:8.1f} {args.cases / wall * 60:10.1f} {peak / 1e6:12.0f}   {st}")
         m1, m0 = results["model, overlap (1 loader, 1 exporter)"][0], results["model, sequential (0 / 0)"][0]
         r1, r0 = results["region growing, overlap"][0], results["region growing, sequential"][0]
         p2 = results["model, 2 parts side by side"][0]

@@ -302,3 +302,30 @@ def test_a_killed_worker_fails_the_case_in_flight_and_the_run_goes_on(phantom_fi
     assert sorted(p.name for p in out.glob("*.nii.gz")) == ["a.nii.gz", "c.nii.gz"]
     final = json.loads(status.read_text())
     assert final["worker_starts"] == 2 and final["failed"] == 1 and final["done"] == 2
+
+
+@pytest.mark.slow
+def test_cancel_stops_the_run_ends_its_worker_and_leaves_no_partial_file(phantom_files, tmp_path):
+    """run_batch as the app would call it: cancelled once the first case is written."""
+    import multiprocessing
+
+    from core.errors import Cancelled
+    from core.progress import CancelToken
+    from core.segmentation.batch import BatchOptions, SegmentOptions, run_batch
+
+    images, _ = cases(phantom_files, tmp_path, 4)
+    out = tmp_path / "out"
+    cancel = CancelToken()
+    ended = []
+
+    def on_case(record):
+        ended.append(record)
+        cancel.set()
+
+    with pytest.raises(Cancelled):
+        run_batch(images, out, BatchOptions(), SegmentOptions(method="region-growing"), cancel=cancel, on_case=on_case)
+    # the case in flight when the token was set may still have been written; the others never started
+    assert 1 <= len(ended) <= 2 and all(r.status == "done" for r in ended)
+    assert sorted(p.stem for p in out.glob("*.json")) == sorted(r.case_id for r in ended)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert not multiprocessing.active_children()

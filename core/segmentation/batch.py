@@ -136,12 +136,12 @@ def plan_batch(
 ) -> list[Case]:
     """This part's cases with their output, probabilities and reference paths."""
     from core.casenames import case_id, list_references, mask_name, probabilities_name
-    from core.io import list_dicom_series
 
     src = Path(input_dir)
     if not src.is_dir():
         raise InputError("The input is not a folder of cases.", "Give a folder with --input-dir.", path=src)
-    if list_dicom_series(src):
+    found = find_cases(src)
+    if found == [(src.name, src)]:
         raise InputError(
             "The input folder is one DICOM series, not a folder of cases.",
             "Segment it with --input FOLDER --output MASK, or give the folder that holds the series.",
@@ -158,7 +158,7 @@ def plan_batch(
         references = list_references(segment.reference_dir)
     out = Path(output_dir)
     plan = []
-    for name, path in batch_cases(find_cases(src), options.num_parts, options.part_id):
+    for name, path in batch_cases(found, options.num_parts, options.part_id):
         prob = None if segment.probabilities_dir is None else segment.probabilities_dir / probabilities_name(name)
         plan.append(Case(name, path, out / mask_name(name), prob, references.get(case_id(name))))
     ids = [case_id(c.name) for c in plan]
@@ -421,6 +421,8 @@ class BatchRun:
         finally:
             item.reference, item.arrays = None, []
             item.timings["write"] = time.perf_counter() - t0
+        # read / segment / write seconds of this case (the record, written before the write ended, lacks "write")
+        result["timings"] = {k: round(v, 3) for k, v in item.timings.items()}
         self.finish(
             CaseRecord(
                 _case_id(case),
