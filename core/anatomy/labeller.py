@@ -22,7 +22,7 @@ the parse may have cut into pieces at twigs); descendants inherit lobe and segme
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -56,6 +56,17 @@ def _split(parts: list[Chain], score: list[float]) -> tuple[list[Chain], list[Ch
     return low, high, float(gaps[k])
 
 
+def _split_top(parts: list[Chain], score: list[float], most: int) -> tuple[list[Chain], list[Chain], float]:
+    """Like :func:`_split`, the high class holding at most ``most`` parts (a lobe's own divisions)."""
+    order = np.argsort(score)[::-1]
+    s = np.asarray(score, dtype=float)[order]
+    gaps = s[:-1] - s[1:]
+    k = int(np.argmax(gaps[: max(1, min(most, len(gaps)))]))
+    high = [parts[int(i)] for i in order[: k + 1]]
+    low = [parts[int(i)] for i in order[k + 1 :]]
+    return low, high, float(gaps[k])
+
+
 class _Labeller:
     def __init__(self, tree: AirwayTree, geometry: Geometry | None) -> None:
         self.tree = tree
@@ -76,9 +87,15 @@ class _Labeller:
         c = self.c(ch)
         return float(c[2] - c[1])  # superior + anterior
 
+    def front_up(self, ch: Chain) -> float:
+        # the middle lobe is anterior; the lower lobe's superior segment (RB6) can lie as high
+        # as the middle lobe but posterior, its basal segments lower
+        c = self.c(ch)
+        return float(-c[1] + 0.5 * c[2])
+
     def down_front(self, ch: Chain) -> float:
         c = self.c(ch)
-        return float(-c[2] - 0.3 * c[1])  # inferior, a little anterior
+        return float(-c[2])  # inferior (an anterior term would pull LB3 to the lingula)
 
     def run(self) -> None:
         g = self.g
@@ -88,18 +105,41 @@ class _Labeller:
                 f"branch {g.root}, at the top of the airway, is."
             )
         root = g.chain(g.root)
+        top = g.branch_points(root.head)
+        mid_x = float(np.median(top[:, 0])) if len(top) else float(g.distal(root.end)[0])
+        # a branch of the trachea's chain that runs off to one side is a main bronchus the parse
+        # ran together with the lower trachea (coarse slices): the other side's bronchi leave it
+        main_side, main_ids = "", []
+        for i, b in enumerate(root.ids[1:], start=1):
+            side = self.lateral(b, mid_x)
+            if side:
+                main_side, main_ids = side, root.ids[i:]
+                root.ids = root.ids[:i]
+                break
         self.put(root, "Trachea", 1.0)
         kids = list(root.children)
         if len(kids) < 2:
             self.warnings.append("The trachea does not divide: no main bronchi named.")
             return
         # the trachea's axis: which side of it each division's subtree lies
-        top = g.branch_points(root.head)
-        mid_x = float(np.median(top[:, 0])) if len(top) else float(g.distal(root.end)[0])
         right = [k for k in kids if self.c(k)[0] < mid_x]
         left = [k for k in kids if self.c(k)[0] >= mid_x]
         if not right or not left:
             left, right, _ = _split(kids, [-float(self.c(k)[0]) for k in kids])
+        if main_side:
+            self.warnings.append(
+                f"The parse runs the {'right' if main_side == 'R' else 'left'} main bronchus together with the "
+                "lower trachea; the other main bronchus leaves it."
+            )
+            main = Chain(main_ids)
+            self.put(main, "RMB" if main_side == "R" else "LMB", 0.7)
+            if main_side == "R":
+                self.right(right)
+                self.main_or_parts(left, "LMB", self.left)
+            else:
+                self.left(left)
+                self.main_or_parts(right, "RMB", self.right)
+            return
         for side, parts in (("right", right), ("left", left)):
             if len(parts) > 1:
                 self.warnings.append(
@@ -118,12 +158,31 @@ class _Labeller:
         self.right(right)
         self.left(left)
 
+    def lateral(self, b: int, mid_x: float) -> str:
+        """ "R" or "L" where branch ``b`` itself runs off sideways from the trachea's axis, else ""."""
+        pts = self.g.branch_points(b)
+        if len(pts) < 3:
+            return ""
+        start = self.g.proximal(b)
+        far = pts[int(np.argmax(np.linalg.norm(pts - start, axis=1)))]
+        length = float(np.linalg.norm(far - start))
+        # the trachea's own centreline stays within a few mm of its axis; its end at the carina too
+        if length < 15.0 or abs(far[0] - mid_x) < 20.0:
+            return ""
+        return "R" if far[0] < mid_x else "L"
+
+    def main_or_parts(self, parts: list[Chain], name: str, then: Callable[[list[Chain]], None]) -> None:
+        if len(parts) == 1:
+            self.put(parts[0], name, 0.7)
+            parts = list(parts[0].children)
+        then(parts)
+
     # -- right lung --------------------------------------------------------------------------
     def right(self, parts: list[Chain]) -> None:
         if len(parts) < 2:
             self.warnings.append("The right main bronchus does not divide: no right lobar bronchi named.")
             return
-        lower, upper, gap = _split(parts, [float(self.c(k)[2]) for k in parts])
+        lower, upper, gap = _split_top(parts, [float(self.c(k)[2]) for k in parts], 3)
         self.lobe("RUL", upper, _conf(gap))
         if len(lower) == 1:
             self.put(lower[0], "BronInt", _conf(gap))
@@ -135,7 +194,7 @@ class _Labeller:
             if len(parts) < 2:
                 self.warnings.append("The bronchus intermedius does not divide: RML and RLL not named.")
                 return
-            lower, middle, gap = _split(parts, [self.up_front(k) for k in parts])
+            lower, middle, gap = _split_top(parts, [self.front_up(k) for k in parts], 2)
             total = sum(self.g.chain_volume(k) for k in parts)
             big = middle[0] if len(middle) == 1 else None
             # the superior segment (RB6) left first: the anterior subtree still holds the middle AND
@@ -160,7 +219,7 @@ class _Labeller:
             upper = list(upper[0].children)
         if len(upper) < 2:
             return
-        rest, ling, gap2 = _split(upper, [self.down_front(k) for k in upper])
+        rest, ling, gap2 = _split_top(upper, [self.down_front(k) for k in upper], 2)
         self.lobe("Lingula", ling, _conf(gap2))
         self.lobe("LULupper", rest, _conf(gap2))
 
@@ -173,6 +232,19 @@ class _Labeller:
             self.forests.append((name, parts))
 
     def lower_lobe(self, name: str, parts: list[Chain], conf: float) -> None:
+        """As :meth:`lobe`; without a stem of its own, the basal trunk continues the lower lobe bronchus.
+
+        (Boyden: past its superior segmental bronchus the lower lobe bronchus continues as the
+        basal trunk.) So every lower lobe has a named bronchus where the parse has its trunk.
+        """
+        if len(parts) > 1:
+            superior = max(parts, key=lambda k: float(self.c(k)[1] + self.c(k)[2]))  # posterior-superior
+            rest = [k for k in parts if k is not superior]
+            trunk = max(rest, key=self.g.chain_volume)
+            if len(trunk.children) >= 2:
+                self.put(trunk, name, min(conf, 0.7))
+                self.forests.append((name, [k for k in parts if k is not trunk] + list(trunk.children)))
+                return
         self.lobe(name, parts, conf)
 
     # -- segments ----------------------------------------------------------------------------
