@@ -299,12 +299,20 @@ def test_demo_model_finds_the_trachea_of_the_demo_case_with_its_defaults(name):
     ref, _ = to_canonical(demo.reference)
     top = int(np.flatnonzero(ref.mask.any(axis=(1, 2))).max())
     trachea = ref.mask.copy()
-    trachea[: top - 8] = False  # the upper 9 slices of the tree: trachea only (z grows to the head)
+    trachea[: top - 8] = False  # the upper 9 slices of the tree (z grows to the head)...
+    # ...less the right upper lobe's apical branches, which the phantom's anatomy sends up beside it
+    t = next(b for b in demo.phantom.branches if b.name == "Trachea")
+    idx = np.argwhere(trachea)
+    xy = ct.geometry.index_to_world(idx)[:, :2] - np.asarray(t.end)[:2]
+    trachea[tuple(idx[np.hypot(xy[:, 0], xy[:, 1]) > t.radius_mm + 3.0].T)] = False
     predictor = Predictor(path, device="cpu", backend="torch", threads=1)
     assert predictor.spacing == (2.5, 2.5, 3.0)
     mask = predictor.predict(ct).mask.mask
     assert (mask & trachea).sum() / trachea.sum() > 0.8
-    assert 2 * (mask & ref.mask).sum() / (mask.sum() + ref.mask.sum()) > 0.85
+    # 0.85 before the phantom had textbook anatomy (issue 26): the reference now holds thin segmental and
+    # sub-segmental bronchi inside this crop, which models trained at 2.5 mm on the older phantoms miss
+    # (0.80 and 0.81 measured; their trachea and main bronchi figures did not move)
+    assert 2 * (mask & ref.mask).sum() / (mask.sum() + ref.mask.sum()) > 0.78
 
 
 def test_shipped_model_is_the_real_ct_one_and_says_what_it_saw():
