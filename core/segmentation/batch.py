@@ -156,12 +156,8 @@ def plan_batch(
                 path=segment.reference_dir,
             )
         references = list_references(segment.reference_dir)
-    out = Path(output_dir)
-    plan = []
-    for name, path in batch_cases(found, options.num_parts, options.part_id):
-        prob = None if segment.probabilities_dir is None else segment.probabilities_dir / probabilities_name(name)
-        plan.append(Case(name, path, out / mask_name(name), prob, references.get(case_id(name))))
-    ids = [case_id(c.name) for c in plan]
+    # checked over every case, not this part's: two images of one case in two parts would write one mask twice
+    ids = [case_id(name) for name, _ in found]
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:
         raise InputError(
@@ -169,6 +165,11 @@ def plan_batch(
             "Keep one image per case in the input folder (CASE_0000.nii.gz, or CASE.nii.gz).",
             path=src,
         )
+    out = Path(output_dir)
+    plan = []
+    for name, path in batch_cases(found, options.num_parts, options.part_id):
+        prob = None if segment.probabilities_dir is None else segment.probabilities_dir / probabilities_name(name)
+        plan.append(Case(name, path, out / mask_name(name), prob, references.get(case_id(name))))
     return plan
 
 
@@ -297,6 +298,8 @@ class BatchRun:
             if self.options.resume:
                 record = read_record(record_path(case.output))
                 why = why_redone(record, case.output, self.segment.method, self.model, self.mask_options)
+                if case.probabilities is not None and not case.probabilities.is_file():
+                    why = "no probability map"
                 if why is None and record is not None:
                     file_key, content = input_keys(record)
                     if file_key is not None and input_file_key(case.ct) == file_key:
