@@ -11,12 +11,17 @@ millimetres (:mod:`core.phantom.tree`), then renders them on a voxel grid
   a wall, companion arteries and veins (+40 HU) as distractors, textured lung
   parenchyma (-850 HU), mediastinum, fat, spine and air around the body, then a
   Gaussian partial-volume blur and white noise;
-- ``centreline`` is a one-voxel-thin digital line along every branch.
+- ``centreline`` is a one-voxel-thin digital line along every branch;
+- ``branches`` carry their true anatomical names down to the segmental
+  bronchi (core.phantom.anatomy); the branch table adds each branch's lobe and
+  segment, inherited by the unnamed branches below.
 
 Branches thinner than the grid can resolve are not grown (their radius must
 reach half the diagonal of a voxel's two largest sides), so the label is one
 26-connected piece; if a rare layout still splits it, the tree is regrown
-with a slightly larger minimum radius.
+with a slightly larger minimum radius. Named bronchi left out so (or beyond
+``generations`` or the field of view) are listed with the reason in
+``params["anatomy"]["not_grown"]``: the label and the table never show them.
 
 The default spacing is (0.7, 0.7, 1.0) mm scaled so the whole chest fits the
 grid; at 64^3 that is ~5 mm and only the first generations are resolved. Give a

@@ -6,12 +6,16 @@ a voxel grid; :mod:`core.phantom.raster` turns the shapes into voxels.
 
 Numbers are textbook adult anatomy, jittered per seed:
 - trachea 15-18 mm wide, carina about 90 mm below the lung apices;
-- right main bronchus short and steep (~25 deg from the tracheal axis), left
-  main bronchus long and shallow (~45 deg);
-- below that, a space-filling tree (see :func:`grow_tree`): Murray-law radii
-  from each child's share of the lung (mean ratio ~0.79, as Weibel/Horsfield),
-  angles mostly 25-65 deg to the parent axis (median ~40), lengths 2.5-4 x
-  diameter, two children per bifurcation, asymmetric where the territory is;
+- down to the segmental bronchi, named textbook anatomy with per-seed
+  variants (:mod:`core.phantom.anatomy`): right main bronchus short, steep
+  (~25 deg from the tracheal axis) and wide, its RUL 1-2.5 cm below the carina;
+  left main bronchus long and shallow (~45 deg); five lobar bronchi, the
+  lingula and 18-19 segmental bronchi, each branch's name in ``Branch.name``;
+- below each segmental bronchus, a space-filling tree in its territory (see
+  :func:`grow_tree`): Murray-law radii from each child's share of the lung
+  (mean ratio ~0.79, as Weibel/Horsfield), angles mostly 25-65 deg to the
+  parent axis, lengths 2.5-4 x diameter, two children per bifurcation,
+  asymmetric where the territory is; these branches have no name;
 - walls 0.17 x diameter thick, at least 0.5 mm.
 Branches below the trachea's two main bronchi stay inside their lung (an
 ellipsoid with the heart carved out); growth stops at ``generations``, when a
