@@ -132,6 +132,8 @@ def main(argv: list[str]) -> int:
     path = view.save_screenshot(out, scale=1)
     print(f"saved {path}")
     dog.stop()
+    print("what the GUI thread did in stalls of 100 ms or more:")
+    print(dog.report(top=4))
     w.close()
     return 0
 
