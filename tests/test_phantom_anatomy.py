@@ -249,3 +249,16 @@ def test_cli_writes_names_lobes_and_segments(tmp_path: Path):
     jrows = json.loads((fine / "branches.json").read_text())["branches"]
     assert [(r["name"], r["lobe"], r["segment"]) for r in jrows] == [(r["name"], r["lobe"], r["segment"]) for r in rows]
     assert math.isclose(float(by_name["RB6"]["end_y_mm"]), jrows[int(by_name["RB6"]["id"])]["end_y_mm"])
+
+
+def test_phantom_dataset_writes_each_cases_named_branch_table(tmp_path: Path):
+    from core.cli import main
+
+    out = tmp_path / "data"
+    argv = ["phantom-dataset", "--n", "2", "--size", "48", "--spacing", "2.5", "2.5", "3", "--seed", "4", "--out"]
+    assert main([*argv, str(out)]) == 0
+    for i in range(2):
+        doc = json.loads((out / "branchesTr" / f"phantom_{i:03d}.json").read_text())
+        p = make_phantom((48, 48, 48), spacing=(2.5, 2.5, 3.0), seed=4 + i)
+        assert doc["branches"] == p.to_table() and doc["params"]["anatomy"] == p.params["anatomy"]
+        assert {"RUL", "RML", "RLL", "LUL", "LLL", "Lingula"} <= {r["name"] for r in doc["branches"]}

@@ -1,7 +1,8 @@
 """Synthetic training sets: phantoms (core.phantom) written in the ATM'22 / nnU-Net layout.
 
-``DATA/imagesTr/phantom_007_0000.nii.gz`` (CT in HU) and
-``DATA/labelsTr/phantom_007.nii.gz`` (airway mask), case ``i`` made with seed
+``DATA/imagesTr/phantom_007_0000.nii.gz`` (CT in HU),
+``DATA/labelsTr/phantom_007.nii.gz`` (airway mask) and
+``DATA/branchesTr/phantom_007.json`` (branch table with true names, as ``airway phantom``), case ``i`` made with seed
 ``seed + i``, so a dataset is reproduced from (n, size, seed, difficulty).
 """
 
@@ -61,6 +62,9 @@ def write_phantom_dataset(
         ph = make_phantom(shape=(size, size, size), spacing=spacing, seed=seed + i, **kwargs)
         write_volume(ph.ct, out / "imagesTr" / f"{name}_0000.nii.gz")
         write_volume(ph.label, out / "labelsTr" / f"{name}.nii.gz")
+        # the branch table with each branch's true anatomical name: truth for the anatomy labeller
+        (out / "branchesTr").mkdir(parents=True, exist_ok=True)
+        (out / "branchesTr" / f"{name}.json").write_text(ph.to_json())
         names.append(name)
         if progress is not None:
             progress(i + 1, n, name)
