@@ -329,3 +329,38 @@ def test_cancel_stops_the_run_ends_its_worker_and_leaves_no_partial_file(phantom
     assert sorted(p.stem for p in out.glob("*.json")) == sorted(r.case_id for r in ended)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
     assert not multiprocessing.active_children()
+
+
+@pytest.mark.slow
+def test_a_gate_failure_is_a_warning_in_the_record_and_with_strict_fails_the_case(phantom_files, tmp_path):
+    """An untrained network's mask does not look like an airway: recorded as the gate's verdict, or under
+    --strict a failed case with nothing written for it."""
+    import torch
+
+    from core.models.checkpoint import save_checkpoint
+    from core.models.registry import build_model
+    from core.preprocess import Preprocessing
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "untrained.pt"
+    save_checkpoint(
+        ckpt,
+        build_model("unet3d", base_channels=2, levels=2),
+        {"preprocessing": Preprocessing(crop="none").to_dict(), "inference": {"window": 64, "step": 64}},
+    )
+    images, _ = cases(phantom_files, tmp_path, 3)
+    common = ["segment", "--input-dir", str(images), "--model", str(ckpt), "--device", "cpu", "--backend", "torch"]
+    r = airway(*common, "--output-dir", str(tmp_path / "warn"))
+    assert r.returncode == 0, r.stderr
+    warned = records(tmp_path / "warn")
+    failing = sorted(c for c, rec in warned.items() if not rec["gate"]["passed"])
+    assert failing, "the untrained network passed the gate on every phantom"
+    for case in failing:
+        assert any("does not look like the CT's airway" in w for w in warned[case]["warnings"])
+    strict = tmp_path / "strict"
+    r = airway(*common, "--output-dir", str(strict), "--strict")
+    assert r.returncode == 1
+    assert f"failed {len(failing)}" in r.stderr
+    for case in warned:
+        assert (f"failed: {case}: " in r.stderr) == (case in failing)
+        assert (strict / f"{case}.nii.gz").exists() == (strict / f"{case}.json").exists() == (case not in failing)
