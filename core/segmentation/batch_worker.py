@@ -43,7 +43,8 @@ class WorkerDied(Exception):
 def death_reason(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         sig = -exitcode
-        hint = " (out of memory, or killed from outside)" if sig == signal.SIGKILL else ""
+        # SIGKILL is what the kernel's out-of-memory killer sends (Windows has no such signal: 9 is its number)
+        hint = " (out of memory, or killed from outside)" if sig == getattr(signal, "SIGKILL", 9) else ""
         return f"worker killed (signal {sig}){hint}"
     return f"worker exited with status {exitcode} while segmenting"
 
