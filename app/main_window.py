@@ -653,6 +653,7 @@ class MainWindow(QMainWindow):
         for sig in (c.regionsChanged, c.regionStatusChanged, c.activePredictionChanged, c.staleChanged):
             sig.connect(lambda *_: self._update_review_counter())
         c.lockNotice.connect(lambda text: self._say(text, 20000))
+        c.namesNotice.connect(lambda text: self._say(text, 20000))
         c.historyChanged.connect(self._update_edit_actions)
         c.referenceChanged.connect(self._update_edit_actions)
         self.edit_tools.changed.connect(self._update_edit_status)

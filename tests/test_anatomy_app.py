@@ -273,3 +273,17 @@ def test_navigator_names_a_missed_segmental_bronchus_on_an_anatomy_phantom(qtbot
     name = w.case.session.names.names.name_of(seg.id)
     assert name == names.name_of(seg.id)
     assert any(re.fullmatch(rf"FN(-\d+)? - {re.escape(name)} - \d+ mm( \(\d+ parts\))?", t) for t in texts), texts
+
+
+@pytest.mark.slow
+def test_the_status_bar_says_when_a_name_found_no_branch_after_an_edit(window, qtbot):
+    w = window
+    rul = _named(w, "RUL")
+    w.case.name_branch(rul, "RB6")
+    tree = w.case.tree
+    gone = [rul, *tree.branch(rul).children]
+    keep = w.case.session.reference.array & ~np.isin(tree.branch_label_map(), gone)
+    with qtbot.waitSignal(w.case.namesNotice, timeout=120000):
+        w.case.session.replace_voxels(w.case.session.reference, keep, tool="test")  # re-analysed after the edit
+    qtbot.waitUntil(lambda: "found no branch" in w.statusBar().currentMessage(), timeout=5000)
+    assert "RB6" in w.statusBar().currentMessage()

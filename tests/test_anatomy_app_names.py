@@ -166,3 +166,16 @@ def test_regions_lie_in_the_branch_they_touch_and_far_fp_lies_outside() -> None:
     far = _fp("far", (66, 40, 48 + 4 + int(8.0 / sp_x)))  # ~8 mm
     corner = _fp("corner", (1, 1, 1))
     assert region_branches([near, far, corner], s.tree) == {"near": trachea, "far": 0, "corner": 0}
+
+
+def test_a_correction_whose_branch_is_gone_is_reported_lost() -> None:
+    s = _session()
+    rul = _branch(s, "RUL")
+    s.name_branch(rul, "RB6")
+    gone = [rul, *s.tree.branch(rul).children]
+    keep = s.reference.array & ~np.isin(s.tree.branch_label_map(), gone)
+    s.replace_voxels(s.reference, keep, tool="test")
+    s.analyse()
+    assert not s.names.corrections
+    assert [c.name for c in s.names.lost] == ["RB6"]
+    assert s.names.names.branches_named("RB6") == []

@@ -387,6 +387,8 @@ class Case(QObject):
     lockNotice = Signal(str)
     # the reference tree's branch names changed (a new tree, a correction, its undo): session.names
     namesChanged = Signal()
+    # a sentence for the status bar: corrections no branch of a changed tree took
+    namesNotice = Signal(str)
 
     def __init__(self, parent: QObject | None = None, auto_analyse: bool = True):
         super().__init__(parent)
@@ -529,6 +531,13 @@ class Case(QObject):
         elif kind == "names":
             if payload is not None:  # a correction (or its undo), not a new tree's names
                 self._set_modified()
+            lost, self.session.names.lost = self.session.names.lost, []
+            if lost:
+                said = ", ".join(c.name or "unnamed" for c in lost)
+                self.namesNotice.emit(
+                    f"{len(lost)} branch name(s) you gave ({said}) found no branch of the changed reference tree; "
+                    "name them again."
+                )
             self.namesChanged.emit()
         elif kind == "status":
             pred, key, status = payload

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 # An FP voxel farther than this from every reference voxel lies "outside" the tree.
 FP_NEAR_MM = 5.0
 # A corrected branch is found again in a changed tree when the new centreline passes within this.
-REMAP_MM = 10.0
+REMAP_MM = 5.0
 OUTSIDE = "outside"
 
 Position = tuple[float, float, float]
