@@ -165,7 +165,7 @@ def test_continue_skips_unchanged_cases_and_redoes_a_changed_one(phantom_files, 
 
     # without --continue an existing output is refused, as for every command
     r = airway(*args)
-    assert r.returncode == 2 and "--overwrite" in r.stderr
+    assert r.returncode == 2 and "--overwrite" in r.stderr and "Choose another --output-dir" in r.stderr
 
     # one input changes its voxels; another is converted to MetaImage: other bytes, the same voxels and grid
     write_volume(make_phantom(SIZE, spacing=SPACING, seed=40).ct, images / "ph001_0000.nii.gz")
@@ -180,6 +180,7 @@ def test_continue_skips_unchanged_cases_and_redoes_a_changed_one(phantom_files, 
     assert after["ph001"]["input"]["content_key"] != before["ph001"]["input"]["content_key"]
     assert after["ph002"]["input"]["content_key"] == before["ph002"]["input"]["content_key"]
     assert (out / "ph001.nii.gz.bak").exists()  # the replaced mask's first original is kept
+    assert after["ph001"]["redone"] == "the input changed" and "segmented again: the input changed" in r.stdout
 
     # another model (checksum) redoes every case
     other = tmp_path / "other.pt"
@@ -190,6 +191,7 @@ def test_continue_skips_unchanged_cases_and_redoes_a_changed_one(phantom_files, 
                "--device", "cpu", "--backend", "torch", "--continue")  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "done 3, skipped 0, failed 0" in r.stderr
+    assert all(rec["redone"] == "another model or options" for rec in records(out).values())
 
 
 @pytest.mark.slow

@@ -404,6 +404,8 @@ def _result_lines(result: dict[str, Any], as_json: bool) -> list[tuple[str, Text
     else:
         how = f"{result['windows']} windows, {result['backend']}, {result['seconds']} s"
     line = f"{result['case']}: {result['voxels']} airway voxels ({result['volume_ml']} ml) -> {result['mask']} [{how}]"
+    if result.get("redone"):
+        line += f" (segmented again: {result['redone']})"
     lines = [(line, sys.stdout)]
     lines += [(f"{result['case']}: warning: {w}", sys.stderr) for w in result.get("warnings") or ()]
     metrics = result.get("metrics")
@@ -541,6 +543,7 @@ def handle_batch(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         status_file=Path(args.status) if args.status else None,
+        output_flag="--output" if args.output else "--output-dir",
     )
     bar = CaseBar(enabled=not args.quiet)
 

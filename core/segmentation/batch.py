@@ -62,6 +62,8 @@ class BatchOptions:
     overwrite: bool = False
     #: a JSON file the runner keeps current: counts, the case in flight and the worker's pid (monitoring)
     status_file: Path | None = None
+    #: the option that named the output folder, for messages (--output-dir, or --output of the older form)
+    output_flag: str = "--output-dir"
 
 
 @dataclass
@@ -182,6 +184,7 @@ class _Item:
 
     case: Case
     expected_content: str | None = None  # --continue: the content key the case's record names
+    redone: str | None = None  # --continue: why a case that has outputs is segmented again
     #: the CT until the worker has it (then only its grid is kept: waiting results hold masks, not CTs)
     ct: IntensityVolume | None = None
     geometry: Geometry | None = None
@@ -306,6 +309,9 @@ class BatchRun:
                         self.finish(self.skip_record(case, "unchanged"), work=False)
                         continue
                     item.expected_content = content
+                    why = "the input changed"
+                if case.output.exists() or record is not None:
+                    item.redone = why
             todo.append(item)
         # --continue replaces what it redoes (keeping the first original as NAME.bak); else --overwrite decides
         outputs = OutputPlan(self.options.overwrite or self.options.resume, [])
@@ -313,9 +319,9 @@ class BatchRun:
             c = item.case
             outputs.add_input(c.ct)
             outputs.add_input(c.reference)
-            outputs.add(c.output, "--output-dir")
+            outputs.add(c.output, self.options.output_flag)
             outputs.add(c.probabilities, "--probabilities")
-            outputs.add(record_path(c.output), "--output-dir")
+            outputs.add(record_path(c.output), self.options.output_flag)
         outputs.check()
         return todo
 
@@ -458,6 +464,8 @@ class BatchRun:
             **{k: v for k, v in info.items() if k not in ("warnings", "volume_ml")},
             "warnings": [*warnings, *info.get("warnings", [])],
         }
+        if item.redone is not None:
+            result["redone"] = item.redone  # --continue: why the earlier mask was replaced
         if reference is not None:
             result["metrics"] = evaluate_mask(mask, reference, mask.spacing_zyx)
         record = build_record(
@@ -474,8 +482,9 @@ class BatchRun:
             result=result,
             part=(self.options.part_id, self.options.num_parts),
         )
-        if "metrics" in result:
-            record["metrics"] = result["metrics"]
+        for key in ("metrics", "redone"):
+            if key in result:
+                record[key] = result[key]
         # the write's own time is not known before the record is; the record says read and segment
         record["timings"] = {k: round(v, 3) for k, v in item.timings.items()}
         # the record is committed last: a mask without its record is redone by --continue
