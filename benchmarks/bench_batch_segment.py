@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -49,7 +50,7 @@ def tree_rss(pids: list[int]) -> int:
     return total
 
 
-def run(commands: list[list[str]]) -> tuple[float, int, list[int], list[dict]]:
+def run(commands: list[list[str]]) -> tuple[float, int, list[int], list[dict[str, Any]]]:
     """Start ``commands`` at once; (wall seconds until all exited, peak RSS of their trees, exit codes,
     the cases' JSON results)."""
     t0 = time.perf_counter()

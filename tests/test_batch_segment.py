@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,7 +76,7 @@ def model_args() -> list[str]:
     return ["--model", str(DEMO), "--device", "cpu", "--backend", "torch"]
 
 
-def records(out: Path) -> dict[str, dict]:
+def records(out: Path) -> dict[str, dict[str, Any]]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
 
 
