@@ -108,6 +108,19 @@ def test_part_id_out_of_range_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_folder_options_on_one_ct_are_refused(tmp_path):
+    from core.io import write_volume
+    from core.phantom import make_phantom
+
+    ct = tmp_path / "a_0000.nii.gz"
+    write_volume(make_phantom(SIZE, spacing=SPACING, seed=0).ct, ct)
+    r = airway("segment", "-i", str(ct), "-o", str(tmp_path / "m.nii.gz"), "--continue", "--num-parts", "2")
+    assert r.returncode == 2 and "--continue, --num-parts only apply to a folder of cases" in r.stderr
+    r = airway("segment", "--input-dir", str(ct), "--output-dir", str(tmp_path / "out"))
+    assert r.returncode == 2 and "not a folder of cases" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_0000.nii.gz"]
+
+
 # -- a folder, end to end ------------------------------------------------------------------------------
 
 
