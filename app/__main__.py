@@ -1,6 +1,6 @@
 """GUI entry point: ``airway-studio [CT] [--reference R] [--prediction P ...]`` (the CT is optional).
 
-Also ``--demo`` (the phantom demo case), ``--project F`` and ``--screenshot
+Also ``--demo`` (the phantom demo case), ``--project F``, ``--dataset DIR`` (a worklist) and ``--screenshot
 FILE`` (open the case, render every view, save one PNG of the window, exit).
 """
 
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--demo", action="store_true", help="open the phantom demo case (simulated prediction)")
     p.add_argument("--project", metavar="F", help="open a saved project (.json)")
+    p.add_argument("--dataset", metavar="DIR", help="open a dataset folder or CSV manifest as a worklist of its cases")
     p.add_argument("--screenshot", metavar="FILE", help="open the case, save a PNG of the whole window and exit")
     p.add_argument("--size", metavar="WxH", default=None, help="window size, e.g. 1600x1000 (screenshots)")
     p.add_argument("--version", action="version", version=f"Airway Studio {core.__version__}")
@@ -93,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         window.error_handler = report
     job = None
+    if args.dataset:  # the worklist; a case given too opens beside it
+        job = window.dataset.open_dataset(args.dataset)
     if args.project:
         job = window.open_project(args.project)
     elif args.demo:

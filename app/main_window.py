@@ -163,6 +163,9 @@ class MainWindow(QMainWindow):
         if install_panels:
             self._install_panels()
             self._install_compare()
+        from app.dataset import install_dataset
+
+        self.dataset = install_dataset(self)  # File > Open dataset, the worklist dock, Save and next case
         self._restore_settings()
         self._update_title()
         self._refresh_predictions()
@@ -1210,6 +1213,8 @@ class MainWindow(QMainWindow):
         if self.case.reference is None:
             self._say("There is no reference to save: open one (Ctrl+R) or use a prediction as the reference.", 6000)
             return None
+        if path is None and self.dataset.owns_case():  # a dataset case: labelsReviewed/, never the original
+            return self.dataset.save_reviewed()
         if path is None and not self.case.reference_path:
             return self.save_reference_as()
         return self._save_label("the reference", "reference", None if path is None else str(path))

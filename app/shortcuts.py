@@ -43,6 +43,12 @@ KEYMAP: tuple[Binding, ...] = (
     _b("open_demo", "Ctrl+D", "Open the phantom demo case", "File"),
     _b("screenshot", "F12", "Save a screenshot of the window", "File"),
     _b("quit", "Ctrl+Q", "Quit", "File"),
+    # Dataset
+    _b("open_dataset", "Ctrl+Shift+D", "Open a dataset folder as a worklist of its cases", "Dataset"),
+    _b("open_dataset_manifest", (), "Open a dataset from a CSV manifest (case, ct, reference, models...)", "Dataset"),
+    _b("save_next_case", "Ctrl+]", "Save the reviewed label (if edited) and open the next case", "Dataset"),
+    _b("save_previous_case", "Ctrl+[", "Save the reviewed label (if edited) and open the previous case", "Dataset"),
+    _b("case_done", "Ctrl+Alt+D", "Mark the open case done (again: reopen it, in review)", "Dataset"),
     # Slices
     _b("slice_next", ("Up", "Right"), "Next slice in the view under the mouse", "Slices"),
     _b("slice_previous", ("Down", "Left"), "Previous slice", "Slices"),

@@ -1,0 +1,413 @@
+"""A dataset in the app, driven as an annotator drives it: File > Open dataset, the worklist (rows,
+sorting, filters, double-click), an accepted region, Ctrl+] (the reviewed label written voxel for
+voxel, the next case open), Ctrl+[ back (the view as it was left), statuses that survive closing
+the window and that a second window sees, and ``--dataset`` on the command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication, QFileDialog
+
+from app.settings import Settings
+from core.review.loading import read_label_canonical
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = [f"case_{i:02d}" for i in range(1, 7)]
+MODEL = "modelA"
+
+
+@pytest.fixture(scope="module")
+def phantom_files(tmp_path_factory):
+    """Six tiny phantom cases (CT + label) and one prediction folder: the label with a blob added (an FP
+    region to accept) and a few voxels removed (an FN)."""
+    from core.io import write_volume
+    from core.phantom import make_phantom
+    from core.volume import LabelVolume
+
+    src = tmp_path_factory.mktemp("dataset_src")
+    for i, case in enumerate(CASES):
+        ph = make_phantom(shape=(40, 40, 40), seed=i, generations=3)
+        label = ph.label.mask
+        pred = label.copy()
+        z, y, x = np.argwhere(label).mean(axis=0).astype(int)
+        pred[max(z - 8, 0) : max(z - 5, 1), y + 6 : y + 9, x + 6 : x + 9] = True  # a blob beside the airway
+        lz, ly, lx = np.argwhere(label)[0]  # and a missed bit of the lowest branch
+        pred[lz : lz + 3, max(ly - 1, 0) : ly + 2, max(lx - 1, 0) : lx + 2] = False
+        write_volume(ph.ct, src / "imagesTr" / f"{case}_0000.nii.gz")
+        write_volume(LabelVolume(label.astype(np.uint8), ph.ct.geometry), src / "labelsTr" / f"{case}.nii.gz")
+        write_volume(LabelVolume(pred.astype(np.uint8), ph.ct.geometry), src / MODEL / f"{case}.nii.gz")
+    (src / "notes.txt").write_text("not a volume")
+    (src / MODEL / "stray.nii.gz").write_bytes((src / MODEL / f"{CASES[0]}.nii.gz").read_bytes())
+    return src
+
+
+@pytest.fixture
+def dataset_dir(phantom_files, tmp_path, monkeypatch):
+    import shutil
+
+    # windows with settings files offer recoveries at their first show: none from other tests here
+    monkeypatch.setenv("AIRWAY_STUDIO_RECOVERY_DIR", str(tmp_path / "recovery"))
+    d = tmp_path / "ds"
+    shutil.copytree(phantom_files, d)
+    return d
+
+
+@pytest.fixture
+def errors():
+    return []
+
+
+def _window(qtbot, errors, settings_path: Path, reviewer: str = "alice"):
+    from app.main_window import MainWindow
+
+    settings = Settings(path=str(settings_path))
+    settings.set("dataset/reviewer", reviewer)
+    w = MainWindow(settings=settings, training_tab=False)
+    qtbot.addWidget(w)
+    w.error_handler = lambda _p, exc, *_a, **_k: errors.append(str(exc))
+    w.resize(1280, 800)
+    w.show()
+    qtbot.waitExposed(w)
+    return w
+
+
+def _open_dataset(qtbot, w, path: Path, monkeypatch):
+    """File > Open dataset..., the folder chosen in the dialog."""
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(path)))
+    with qtbot.waitSignal(w.dataset.datasetOpened, timeout=60000):
+        w.action_table["open_dataset"].trigger()
+    return w.dataset
+
+
+def _row_rect(w, case_id: str):
+    panel = w.dataset.panel
+    row = panel.ordered_cases().index(case_id)
+    index = panel.proxy.index(row, 0)
+    panel.table.scrollTo(index)
+    return panel.table.visualRect(index)
+
+
+def _double_click(qtbot, w, case_id: str):
+    table = w.dataset.panel.table
+    rect = _row_rect(w, case_id)
+    # a double-click is a click and a second press (Qt's view opens the row the first press chose)
+    QTest.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, rect.center())
+    with qtbot.waitSignal(w.dataset.caseOpened, timeout=60000) as blocker:
+        QTest.mouseDClick(table.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, rect.center())
+    assert blocker.args == [case_id]
+
+
+def _idle(qtbot, w):
+    qtbot.waitUntil(
+        lambda: (
+            w.case.active is not None
+            and w.case.active.regions is not None
+            and not w.case.stale
+            and not w.case.busy
+            and not w.busy
+        ),
+        timeout=120000,
+    )
+
+
+def _key(w, key, mods=Qt.KeyboardModifier.NoModifier):
+    QTest.keyClick(w.views["axial"], key, mods)
+    QApplication.processEvents()
+
+
+def _activate(qtbot, w):
+    w.activateWindow()
+    w.views["axial"].setFocus()
+    qtbot.waitUntil(w.isActiveWindow, timeout=5000)
+
+
+def _accept_an_fp(qtbot, w) -> None:
+    """N until an FP region is selected, then A (as an annotator adds a missed airway)."""
+    for _ in range(3 * len(w.case.regions()) + 2):
+        _key(w, Qt.Key.Key_N)
+        regs = w.case.regions()
+        if 0 <= w.case.active_region < len(regs) and regs[w.case.active_region].kind == "FP":
+            break
+    else:
+        raise AssertionError("no FP region to accept")
+    before = int(w.case.session.reference.array.sum())
+    _key(w, Qt.Key.Key_A)
+    assert int(w.case.session.reference.array.sum()) > before
+    assert w.case.session.reference.modified
+
+
+def _status(w, case_id: str) -> str:
+    return w.dataset.panel.model.case_state(case_id).status
+
+
+# -- the worklist ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_worklist_rows_sorting_filters_and_double_click(qtbot, dataset_dir, errors, monkeypatch, tmp_path):
+    w = _window(qtbot, errors, tmp_path / "s.ini")
+    ctl = _open_dataset(qtbot, w, dataset_dir, monkeypatch)
+    panel = ctl.panel
+    assert ctl.dock.isVisible()
+    assert panel.ordered_cases() == CASES
+    cols = panel.model.columns()
+    assert cols[:6] == ["case", "status", "reviewer", "time spent", "label version", "split"]
+    assert [f"{MODEL} TD", f"{MODEL} BD", f"{MODEL} DSC", f"{MODEL} precision"] == cols[6:10]
+    assert ctl.progress_label.text() == "0 of 6 done"
+    # files that fit no case are listed in a note that does not block the window
+    note = ctl.unmatched_note
+    assert note.isVisible() and not note.isModal() and "stray.nii.gz" in note.detailedText()
+    note.close()
+
+    # Done and Flagged from the buttons, on the selected rows
+    panel.table.setCurrentIndex(panel.proxy.index(2, 0))
+    panel.status_buttons["done"].click()
+    panel.table.setCurrentIndex(panel.proxy.index(4, 0))
+    panel.status_buttons["flagged"].click()
+    assert _status(w, CASES[2]) == "done" and _status(w, CASES[4]) == "flagged"
+    assert panel.model.case_state(CASES[2]).reviewer == "alice"
+    assert ctl.progress_label.text() == "1 of 6 done, 1 flagged"
+
+    # sorted by status (header click), then filtered by status, reviewer and text
+    header = panel.table.horizontalHeader()
+    QTest.mouseClick(header.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(header.sectionViewportPosition(1) + 5, 5))
+    assert panel.ordered_cases()[0] in (CASES[0], CASES[1], CASES[3], CASES[5])  # To do first
+    assert panel.ordered_cases()[-1] == CASES[4]  # flagged last
+    panel.status_filter.setCurrentIndex(panel.status_filter.findData("done"))
+    assert panel.ordered_cases() == [CASES[2]]
+    panel.status_filter.setCurrentIndex(0)
+    panel.reviewer_filter.setCurrentIndex(panel.reviewer_filter.findData("alice"))
+    assert sorted(panel.ordered_cases()) == [CASES[2], CASES[4]]
+    panel.reviewer_filter.setCurrentIndex(0)
+    QTest.keyClicks(panel.search, "05")
+    assert panel.ordered_cases() == [CASES[4]]
+    panel.search.clear()
+    QTest.mouseClick(header.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(header.sectionViewportPosition(0) + 5, 5))
+    if panel.ordered_cases()[0] != CASES[0]:  # the second click sorts descending
+        QTest.mouseClick(
+            header.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(header.sectionViewportPosition(0) + 5, 5)
+        )
+    assert panel.ordered_cases() == CASES
+
+    # the context menu reopens a done case
+    menu = panel._build_menu(panel.proxy.index(2, 0))
+    reopen = [a for a in menu.actions() if a.objectName() == "worklistMenu_in_review"][0]
+    assert reopen.text().startswith("Reopen")
+    reopen.trigger()
+    assert _status(w, CASES[2]) == "in_review"
+
+    # a note
+    panel.table.setCurrentIndex(panel.proxy.index(1, 0))
+    panel.note.setFocus()
+    QTest.keyClicks(panel.note, "check the left lower lobe")
+    QTest.keyClick(panel.note, Qt.Key.Key_Return)
+    assert panel.model.case_state(CASES[1]).note == "check the left lower lobe"
+
+    # a double-click opens the case: CT, best label (the original here) and the prediction
+    _double_click(qtbot, w, CASES[1])
+    assert w.case.name == CASES[1] and w.case.ct_path.endswith(f"{CASES[1]}_0000.nii.gz")
+    assert w.case.reference_path.endswith(f"labelsTr/{CASES[1]}.nii.gz")
+    assert [p.name for p in w.case.predictions] == [MODEL]
+    assert "reference: original (labelsTr/" in ctl.label_label.text()
+    # Enter on a row opens it too
+    _idle(qtbot, w)
+    panel.table.setFocus()
+    panel.table.setCurrentIndex(panel.proxy.index(3, 0))
+    with qtbot.waitSignal(ctl.caseOpened, timeout=60000) as blocker:
+        QTest.keyClick(panel.table, Qt.Key.Key_Return)
+    assert blocker.args == [CASES[3]]
+    _idle(qtbot, w)
+    assert not errors, errors
+
+
+# -- Save and next ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ctrl_bracket_saves_the_reviewed_label_opens_the_next_case_and_the_view_comes_back(
+    qtbot, dataset_dir, errors, monkeypatch, tmp_path
+):
+    w = _window(qtbot, errors, tmp_path / "s.ini")
+    ctl = _open_dataset(qtbot, w, dataset_dir, monkeypatch)
+    _double_click(qtbot, w, CASES[0])
+    _idle(qtbot, w)
+    _activate(qtbot, w)
+    _accept_an_fp(qtbot, w)
+    shown = w.case.session.reference.array.copy()
+    _idle(qtbot, w)  # figures of the edited reference
+    _key(w, Qt.Key.Key_N)  # the accepted region is gone: another one selected
+    region_key = w.case.active_region_key
+    assert region_key is not None
+    td = w.case.active.metrics.td
+    w.case.set_cursor((11, 17, 23))
+    w.views["axial"].zoom_by(2.0)
+    zoom = w.views["axial"].zoom
+    original = (dataset_dir / "labelsTr" / f"{CASES[0]}.nii.gz").read_bytes()
+    ctl.activity.seconds += 7.0  # seven seconds of active work (the clock is the user's, not the test's)
+
+    # Ctrl+]: the label is written, the next case opens (pre-loaded meanwhile)
+    qtbot.waitUntil(lambda: ctl._prefetch is not None and ctl._prefetch.result is not None, timeout=60000)
+    saved = []
+    ctl.reviewSaved.connect(lambda *a: saved.append(a))
+    with qtbot.waitSignals([ctl.caseOpened, ctl.reviewSaved], timeout=60000):
+        _key(w, Qt.Key.Key_BracketRight, Qt.KeyboardModifier.ControlModifier)
+    assert saved[0][0] == CASES[0] and w.case.name == CASES[1]
+    reviewed = dataset_dir / "labelsReviewed" / f"{CASES[0]}.nii.gz"
+    assert np.array_equal(read_label_canonical(reviewed, None)[0].array, shown)
+    assert (dataset_dir / "labelsTr" / f"{CASES[0]}.nii.gz").read_bytes() == original  # never touched
+    assert (dataset_dir / "labelsReviewed" / f"{CASES[0]}.edits.jsonl").read_text().count('"reviewer": "alice"') >= 2
+    cs = ctl.case_state(CASES[0])
+    assert cs.status == "in_review" and cs.reviewer == "alice"
+    assert cs.seconds_spent >= 7.0
+    assert not w.case.modified and not w.case.session.reference.modified
+    assert cs.label_version == "reviewed" and "reviewed" in cs.keys and MODEL in cs.keys
+    assert cs.figures[MODEL]["td"] == pytest.approx(td)
+    assert cs.open_items is not None and cs.open_items >= 0
+    assert w.case.name == CASES[1] and "reference: original" in ctl.label_label.text()
+    assert ctl.panel.model.data(ctl.panel.model.index(0, 4)) == "reviewed"
+
+    # Ctrl+[ (nothing edited): back to the first case, its reviewed label, its view
+    _idle(qtbot, w)
+    _activate(qtbot, w)
+    with qtbot.waitSignal(ctl.caseOpened, timeout=60000) as opened:
+        _key(w, Qt.Key.Key_BracketLeft, Qt.KeyboardModifier.ControlModifier)
+    assert opened.args == [CASES[0]]
+    assert w.case.reference_path == str(reviewed)
+    assert "reference: reviewed (labelsReviewed/" in ctl.label_label.text()
+    assert np.array_equal(w.case.session.reference.array, shown)
+    assert w.case.cursor == (11, 17, 23)
+    assert w.views["axial"].zoom == pytest.approx(zoom)
+    _idle(qtbot, w)
+    assert w.case.active_region_key == region_key
+    assert ctl.case_state(CASES[1]).status == "in_review"  # Save and previous marks it reviewed too
+
+    # Done is the reviewer's call (Ctrl+Alt+D); a later Save and next keeps it
+    _activate(qtbot, w)
+    _key(w, Qt.Key.Key_D, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
+    assert ctl.case_state(CASES[0]).status == "done"
+    with qtbot.waitSignal(ctl.caseOpened, timeout=60000):
+        w.action_table["save_next_case"].trigger()  # the Dataset menu's entry
+    assert ctl.case_state(CASES[0]).status == "done"
+    assert ctl.progress_label.text().startswith("1 of 6 done")
+    assert not errors, errors
+
+
+@pytest.mark.slow
+def test_a_save_that_fails_keeps_the_edits_and_opens_the_case_again(qtbot, dataset_dir, errors, monkeypatch, tmp_path):
+    w = _window(qtbot, errors, tmp_path / "s.ini")
+    ctl = _open_dataset(qtbot, w, dataset_dir, monkeypatch)
+    (dataset_dir / "labelsReviewed").write_text("a file where the folder should be")  # the write fails
+    _double_click(qtbot, w, CASES[0])
+    _idle(qtbot, w)
+    _activate(qtbot, w)
+    _accept_an_fp(qtbot, w)
+    shown = w.case.session.reference.array.copy()
+    opened = []
+    ctl.caseOpened.connect(opened.append)
+    _key(w, Qt.Key.Key_BracketRight, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: opened[-2:] == [CASES[1], CASES[0]], timeout=60000)
+    assert len(errors) == 1 and f"The reviewed label of {CASES[0]} was not written" in errors[0]
+    assert w.case.name == CASES[0] and w.case.session.reference.modified
+    assert np.array_equal(w.case.session.reference.array, shown)
+    assert ctl.case_state(CASES[0]).status == "todo"  # nothing recorded as saved
+    # the folder back: Ctrl+Alt+S writes it (labelsReviewed/, never the original)
+    (dataset_dir / "labelsReviewed").unlink()
+    errors.clear()
+    with qtbot.waitSignal(ctl.reviewSaved, timeout=60000):
+        _key(w, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
+    reviewed = dataset_dir / "labelsReviewed" / f"{CASES[0]}.nii.gz"
+    assert np.array_equal(read_label_canonical(reviewed, None)[0].array, shown)
+    assert not w.case.session.reference.modified and not errors
+
+
+# -- state shared by windows and restarts ---------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_statuses_survive_a_restart_and_a_second_window_sees_them(qtbot, dataset_dir, errors, monkeypatch, tmp_path):
+    a = _window(qtbot, errors, tmp_path / "a.ini", reviewer="alice")
+    b = _window(qtbot, errors, tmp_path / "b.ini", reviewer="bob")
+    ca = _open_dataset(qtbot, a, dataset_dir, monkeypatch)
+    cb = _open_dataset(qtbot, b, dataset_dir, monkeypatch)
+    ca.panel.table.setCurrentIndex(ca.panel.proxy.index(2, 0))
+    ca.panel.status_buttons["done"].click()
+    # b's worklist follows the file (watcher), without a click
+    qtbot.waitUntil(lambda: _status(b, CASES[2]) == "done", timeout=10000)
+    cb.panel.table.setCurrentIndex(cb.panel.proxy.index(3, 0))
+    cb.panel.status_buttons["flagged"].click()
+    qtbot.waitUntil(lambda: _status(a, CASES[3]) == "flagged", timeout=10000)
+    assert _status(a, CASES[2]) == "done" and _status(b, CASES[2]) == "done"  # neither lost the other's
+    assert cb.panel.model.case_state(CASES[3]).reviewer == "bob"
+    a.close()
+    b.close()
+
+    c = _window(qtbot, errors, tmp_path / "c.ini")
+    cc = _open_dataset(qtbot, c, dataset_dir, monkeypatch)
+    assert _status(c, CASES[2]) == "done" and _status(c, CASES[3]) == "flagged"
+    assert cc.progress_label.text() == "1 of 6 done, 1 flagged"
+    assert not errors, errors
+
+
+def test_active_time_counts_input_while_the_window_is_active_not_idle_time(qtbot, tmp_path):
+    from app.dataset.activity import ActiveTime
+
+    now = [100.0]
+    w = _window(qtbot, [], tmp_path / "s.ini")
+    _activate(qtbot, w)
+    t = ActiveTime(w, clock=lambda: now[0], idle_s=60.0)
+    t.start()
+    for _ in range(10):  # ten seconds of work, input every second
+        now[0] += 1.0
+        QTest.mouseMove(w.views["axial"], QPoint(10 + int(now[0]) % 5, 10))
+    now[0] += 600.0  # ten minutes away: only a minute of it counts (the idle limit)
+    t.tick()
+    assert t.take() == pytest.approx(70.0, abs=1.0)
+    now[0] += 5.0
+    t.input()
+    assert t.take() == pytest.approx(0.0, abs=1e-6)  # after an absence, time counts from the first input
+
+
+# -- the command line -------------------------------------------------------------------------------
+
+
+def test_dataset_on_the_command_line(qtbot, dataset_dir, monkeypatch):
+    """`airway-studio --dataset DIR` as main() parses and runs it (the window's exec replaced by a look)."""
+    import app.__main__ as gui
+
+    seen = []
+
+    def look(app, window, job, path):
+        qtbot.addWidget(window)
+        qtbot.waitUntil(lambda: job.state == "done", timeout=60000)
+        QApplication.processEvents()
+        seen.append((window.dataset.dataset, window.dataset.panel.ordered_cases(), window.dataset.dock.isVisible()))
+        window.close()
+        return 0
+
+    monkeypatch.setattr(gui, "_screenshot", look)
+    assert gui.main(["--dataset", str(dataset_dir), "--screenshot", str(dataset_dir / "shot.png")]) == 0
+    ((ds, rows, visible),) = seen
+    assert ds.root == dataset_dir.resolve() and rows == CASES and visible
+    help_text = gui.build_parser().format_help()
+    assert "--dataset DIR" in help_text
+
+
+@pytest.mark.slow
+def test_dataset_on_the_command_line_in_a_process(tmp_path):
+    """The installed entry point with a folder that is no dataset: one line, exit 2, no traceback."""
+    out = subprocess.run(
+        [sys.executable, "-m", "app", "--dataset", str(tmp_path / "nothing"), "--screenshot", str(tmp_path / "x.png")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "No such dataset folder" in out.stderr and "Traceback" not in out.stderr
