@@ -229,7 +229,12 @@ def test_two_parts_side_by_side_are_disjoint_and_cover_all(phantom_files, tmp_pa
                 "--part-id",
                 str(i),
                 "-q",
-            ],  # fmt: skip
+                # part 1 with two loader and two exporter threads: the same masks, however many threads
+                "--loaders",
+                str(i + 1),
+                "--exporters",
+                str(i + 1),
+            ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
