@@ -229,7 +229,7 @@ def test_two_parts_side_by_side_are_disjoint_and_cover_all(phantom_files, tmp_pa
                 "--part-id",
                 str(i),
                 "-q",
-                # part 1 with two loader and two exporter threads: the same masks, however many threads
+                # part 1 with two loader and two exporter threads: several of each share the queues
                 "--loaders",
                 str(i + 1),
                 "--exporters",
