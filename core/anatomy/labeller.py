@@ -61,7 +61,9 @@ def _split_top(parts: list[Chain], score: list[float], most: int) -> tuple[list[
     order = np.argsort(score)[::-1]
     s = np.asarray(score, dtype=float)[order]
     gaps = s[:-1] - s[1:]
-    k = int(np.argmax(gaps[: max(1, min(most, len(gaps)))]))
+    gaps_k = gaps[: max(1, min(most, len(gaps)))]
+    # fewer parts unless more are clearly better separated (a lobe is usually one bronchus)
+    k = int(np.flatnonzero(gaps_k >= gaps_k.max() / 1.5)[0])
     high = [parts[int(i)] for i in order[: k + 1]]
     low = [parts[int(i)] for i in order[k + 1 :]]
     return low, high, float(gaps[k])
@@ -171,6 +173,16 @@ class _Labeller:
             return ""
         return "R" if far[0] < mid_x else "L"
 
+    def runs_posterior(self, ch: Chain) -> bool:
+        """Whether the bronchus's own centreline heads more posterior than inferior (a superior segment's way)."""
+        pts = np.concatenate([self.g.branch_points(b) for b in ch.ids])
+        if len(pts) < 3:
+            return False
+        start = self.g.proximal(ch.head)
+        far = pts[int(np.argmax(np.linalg.norm(pts - start, axis=1)))]
+        d = far - start
+        return bool(d[1] > -d[2] and d[1] > 0)
+
     def main_or_parts(self, parts: list[Chain], name: str, then: Callable[[list[Chain]], None]) -> None:
         if len(parts) == 1:
             self.put(parts[0], name, 0.7)
@@ -237,6 +249,14 @@ class _Labeller:
         (Boyden: past its superior segmental bronchus the lower lobe bronchus continues as the
         basal trunk.) So every lower lobe has a named bronchus where the parse has its trunk.
         """
+        if len(parts) == 1 and len(parts[0].children) >= 2 and self.runs_posterior(parts[0]):
+            # the parse ran a short lower lobe bronchus into its superior segment, which then
+            # holds most of the branch; the basal bronchi leave it
+            superior_name = "RB6" if name == "RLL" else "LB6"
+            self.put(parts[0], superior_name, 0.6)
+            self.warnings.append(f"{name} has no branch of its own: the parse joined it to {superior_name}.")
+            self.forests.append((f"{name}basal", list(parts[0].children)))
+            return
         if len(parts) > 1:
             superior = max(parts, key=lambda k: float(self.c(k)[1] + self.c(k)[2]))  # posterior-superior
             rest = [k for k in parts if k is not superior]

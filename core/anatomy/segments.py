@@ -30,14 +30,17 @@ FloatArray = npt.NDArray[np.float64]
 DEBUG = False
 MAX_DEPTH = 4  # levels below the lobar stem a segmental bronchus may start (RB9, RB10: 3-4)
 MAX_CUTS = 20000  # cuts per forest before the depth is reduced (speed)
-ABSTAIN_MARGIN = 0.015  # mean (1 - cos) between the best naming and the best other one
+ABSTAIN_MARGIN = 0.01  # mean (1 - cos) between the best naming and the best other one
 MISSING_COST = 0.5  # a segment the model expects and the tree lacks (not segmented, cut off)
 CONF_SCALE = 0.05
 # A cut may hold up to MAX_EXTRA bronchi more than the model has segments (an extra division, a
 # parse artefact): they stay unnamed, at a price that grows with the share of the lobe they hold.
-MAX_EXTRA = 1
+MAX_EXTRA = 2
 EXTRA_COST = 0.15
 EXTRA_SHARE_COST = 2.0
+# A member holding more than OVERSIZE x an even share of the lobe's airway pays for the excess.
+OVERSIZE = 1.6
+OVERSIZE_COST = 1.0
 
 
 @dataclass(frozen=True)
@@ -74,11 +77,23 @@ MODELS: dict[str, tuple[Variant, ...]] = {
         Variant((_RB6, _RB7, _RB8, _RB910), 0.04),
         Variant((_RB6, _RB8, _RB910), 0.06),
     ),
+    # the basal trunk alone, where the superior segment is named already
+    "RLLbasal": (
+        Variant((_RB7, _RB8, _RB9, _RB10), 0.0),
+        Variant((_RB8, _RB9, _RB10), 0.02),
+        Variant((_RB7, _RB8, _RB910), 0.04),
+        Variant((_RB8, _RB910), 0.06),
+    ),
+    "LLLbasal": (
+        Variant((_LB78, _LB9, _LB10), 0.0),
+        Variant((_LB7, _LB8, _LB9, _LB10), 0.02),
+        Variant((_LB78, _LB910), 0.05),
+    ),
     "LULupper": (Variant(_LUP, 0.0),),
     "Lingula": (Variant(_LING, 0.0),),
     "LLL": (
         Variant((_LB6, _LB78, _LB9, _LB10), 0.0),
-        Variant((_LB6, _LB7, _LB8, _LB9, _LB10), 0.04),
+        Variant((_LB6, _LB7, _LB8, _LB9, _LB10), 0.02),
         Variant((_LB6, _LB78, _LB910), 0.05),
     ),
 }
@@ -103,7 +118,7 @@ class SegmentSolver:
         variants = MODELS.get(key)
         if not variants or not roots:
             return []
-        side = "R" if key.startswith("R") else "L"
+        side = "R" if key.startswith("R") else "L"  # "Lingula", "LULupper", "LLLbasal": left
         kmax = max(len(v.segments) for v in variants) + MAX_EXTRA
         depth = MAX_DEPTH
         while True:
@@ -129,6 +144,7 @@ class SegmentSolver:
                     share = self.g.chain_volume(ch) / total_volume
                     extra_cost[ch.head] = EXTRA_COST + EXTRA_SHARE_COST * share
             u = np.array([dirs[ch.head] for ch in cut])
+            shares = np.array([self.g.chain_volume(ch) / total_volume for ch in cut])
             for variant, d, names in models:
                 full = len(names)
                 extra = len(cut) - full
@@ -138,6 +154,10 @@ class SegmentSolver:
                 if extra > 0:
                     dummy = np.array([[extra_cost[ch.head]] * extra for ch in cut])
                     cost = np.concatenate([cost, dummy], axis=1)
+                # a segment holding far more of the lobe than its share (a whole basal trunk
+                # named as one segment) is implausible
+                big = np.maximum(0.0, shares - OVERSIZE * (1.0 / full)) * OVERSIZE_COST
+                cost[:, :full] += big[:, None]
                 rows, cols = linear_sum_assignment(cost)
                 total = float(cost[rows, cols].sum()) + MISSING_COST * max(-extra, 0)
                 total = total / full + variant.cost
