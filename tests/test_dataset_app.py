@@ -296,6 +296,11 @@ def test_ctrl_bracket_saves_the_reviewed_label_opens_the_next_case_and_the_view_
         w.action_table["save_next_case"].trigger()  # the Dataset menu's entry
     assert ctl.case_state(CASES[0]).status == "done"
     assert ctl.progress_label.text().startswith("1 of 6 done")
+    # the worklist filters by figures: only the cases with a TD recorded (the two left) match
+    QTest.keyClicks(ctl.panel.search, "td <= 100")
+    assert ctl.panel.ordered_cases() == [CASES[0], CASES[1]]
+    ctl.panel.search.setText("td > 100")
+    assert ctl.panel.ordered_cases() == []
     assert not errors, errors
 
 

@@ -145,6 +145,8 @@ class DatasetController(QObject):
         self.panel.statusRequested.connect(self.set_status)
         self.panel.noteEdited.connect(self.set_note)
         self.panel.focused.connect(self.reload_state)
+        # Ctrl+] follows the table's order: a new sort or filter pre-loads the new neighbour
+        self.panel.proxy.layoutChanged.connect(self._order_changed)
 
         self.progress_label = QLabel("")
         self.progress_label.setObjectName("datasetProgress")
@@ -522,6 +524,10 @@ class DatasetController(QObject):
         self._prefetch_neighbour()
 
     # -- pre-loading ---------------------------------------------------------------------------
+    def _order_changed(self, *_: Any) -> None:
+        if self.owns_case():
+            self._prefetch_neighbour()
+
     def _drop_prefetch(self) -> None:
         pre, self._prefetch = self._prefetch, None
         if pre is not None and pre.job.running:
@@ -529,7 +535,7 @@ class DatasetController(QObject):
 
     def _prefetch_neighbour(self) -> None:
         """Read the next case of the worklist now, so Ctrl+] shows it without waiting for the files."""
-        if not self.prefetch_enabled or self.dataset is None:
+        if not self.prefetch_enabled or self.dataset is None or self._wanted is not None:
             return
         target = self.panel.neighbour(self.current, 1)
         if target is None or (self._prefetch is not None and self._prefetch.case_id == target):

@@ -8,6 +8,8 @@ the controller (:mod:`app.dataset.controller`) writes through ``core.dataset``.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import (
@@ -192,6 +194,24 @@ class WorklistModel(QAbstractTableModel):
         return None
 
 
+_FIGURE_TEST = re.compile(r"^\s*(td|bd|dsc|precision)\s*(<=|>=|<|>)\s*(\d+(?:\.\d*)?)\s*%?\s*$")
+
+
+def figure_test(text: str) -> tuple[str, Callable[[float], bool]] | None:
+    """``"td < 80"`` -> ("td", value < 80); None when the text is not such a test."""
+    m = _FIGURE_TEST.match(text.lower())
+    if m is None:
+        return None
+    key, op, number = m.group(1), m.group(2), float(m.group(3))
+    ops: dict[str, Callable[[float], bool]] = {
+        "<": lambda v: v < number,
+        "<=": lambda v: v <= number,
+        ">": lambda v: v > number,
+        ">=": lambda v: v >= number,
+    }
+    return key, ops[op]
+
+
 class WorklistFilter(QSortFilterProxyModel):
     """Sort by each column's value (numbers as numbers); filter by status, reviewer and a text."""
 
@@ -221,7 +241,13 @@ class WorklistFilter(QSortFilterProxyModel):
             return False
         if self.reviewer is not None and (cs.reviewer or "") != self.reviewer:
             return False
-        return not self.text or self.text in case_id.lower() or self.text in cs.note.lower()
+        if not self.text:
+            return True
+        test = figure_test(self.text)
+        if test is not None:  # "td < 80": a case where some model's TD is below 80 %
+            key, compare = test
+            return any(key in f and compare(float(f[key])) for f in cs.figures.values())
+        return self.text in case_id.lower() or self.text in cs.note.lower()
 
     def lessThan(self, left: Index, right: Index) -> bool:
         a, b = left.data(SORT_ROLE), right.data(SORT_ROLE)
@@ -282,7 +308,7 @@ class WorklistPanel(QWidget):
         self.reviewer_filter.addItem("All reviewers", None)
         self.search = QLineEdit()
         self.search.setObjectName("worklistSearch")
-        self.search.setPlaceholderText("Filter cases / notes")
+        self.search.setPlaceholderText("Filter: case, note, or a figure (td < 80)")
         self.search.setClearButtonEnabled(True)
         filters.addWidget(self.status_filter)
         filters.addWidget(self.reviewer_filter)
