@@ -129,7 +129,7 @@ def main(argv: list[str]) -> int:
     menu.close()
 
     view.camera_preset("anterior")
-    path = view.save_screenshot(out, scale=1)
+    path = view.save_screenshot(out, scale=2)
     print(f"saved {path}")
     dog.stop()
     print("what the GUI thread did in stalls of 100 ms or more:")
