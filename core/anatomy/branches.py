@@ -113,10 +113,10 @@ class TreeGeometry:
     def _reroot(self) -> None:
         """Parents and children seen from :attr:`root` (the parse's own where its trachea is the root)."""
         adj: list[list[int]] = [[] for _ in range(self.n + 1)]
-        for b in self.tree.branches:
-            if b.parent:
-                adj[b.id].append(b.parent)
-                adj[b.parent].append(b.id)
+        for br in self.tree.branches:
+            if br.parent:
+                adj[br.id].append(br.parent)
+                adj[br.parent].append(br.id)
         order: list[int] = []
         seen = np.zeros(self.n + 1, dtype=bool)
         roots = [self.root] + [b.id for b in self.tree.branches if not b.parent and b.id != self.root]
@@ -124,7 +124,6 @@ class TreeGeometry:
             if seen[r]:
                 continue
             seen[r] = True
-            queue = [r]
             k = len(order)
             order.append(r)
             while k < len(order):
@@ -136,7 +135,6 @@ class TreeGeometry:
                         self.parent[c] = b
                         self.children[b].append(c)
                         order.append(c)
-            del queue
         self.order = order
 
     def parents(self) -> dict[int, int | None]:
