@@ -104,6 +104,23 @@ def _score(models: dict[str, Path], seeds: list[int], omit: int) -> dict[str, li
     return out
 
 
+def _reference_quality(data: Path, truth: Path, names: list[str]) -> dict[str, dict[str, float]]:
+    """The references against the whole phantom airway, before and after the review (means over cases)."""
+    from core.io import read_label
+    from core.metrics import evaluate
+
+    out: dict[str, dict[str, float]] = {}
+    for version, folder in (("original", data / "labelsTr"), ("reviewed", data / "labelsReviewed")):
+        rows = []
+        for n in names:
+            whole = read_label(truth / f"{n}.nii.gz")
+            ref = read_label(folder / f"{n}.nii.gz").mask
+            m = evaluate(ref, whole.mask, whole.geometry.spacing_zyx)
+            rows.append({k: float(getattr(m, k)) for k in ("td", "bd", "dsc", "precision")})
+        out[version] = {k: _mean([r[k] for r in rows]) for k in ("td", "bd", "dsc", "precision")}
+    return out
+
+
 def _wilcoxon(a: list[float], b: list[float]) -> float:
     from scipy.stats import wilcoxon
 
@@ -184,6 +201,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "voxels_added": sum(e.voxels_added for e in efforts),
             "omitted_voxels": sum(v["omitted_voxels"] for v in info.values()),
             "seconds": sum(e.seconds for e in efforts),
+            "references_vs_whole_airway": _reference_quality(data, truth, names),
         },
         "held_out": {
             m: {k: _mean([r[k] for r in rows]) for k in ("td", "bd", "dsc", "precision")} for m, rows in scores.items()
@@ -229,6 +247,11 @@ def _print(r: dict[str, Any]) -> None:
         f"airway in the whole phantom), {rv['rejected']} left; "
         f"{rv['voxels_added']} voxels added to the references ({rv['seconds']:.1f} s scripted)"
     )
+    for version, q in rv["references_vs_whole_airway"].items():
+        print(
+            f"  {version} references vs the whole airway: TD {q['td']:.2f}, BD {q['bd']:.2f}, DSC {q['dsc']:.2f}, "
+            f"precision {q['precision']:.2f} %"
+        )
     print(f"fine-tune: {s['epochs']} epochs at lr {s['lr']} from the demo model, same seed, each label version")
     print(
         f"held-out: {len(r['per_case']['init'])} phantoms (seeds {s['held_out_seeds'][0]}-{s['held_out_seeds'][1]}), whole airway as reference"
