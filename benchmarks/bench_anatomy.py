@@ -94,30 +94,9 @@ def print_phantoms(fig: dict[str, Any], n: int) -> None:
         print(f"    wrong: {e}")
 
 
-def segment_agreement(a: Any, ga: Any, na: Any, b: Any, gb: Any, nb: Any) -> tuple[list[str], list[str]]:
-    """Segmental names both trees give, and those whose territories agree (by nearest centreline point)."""
-    from scipy.spatial import cKDTree
-
-    from core.anatomy import SEGMENT_NAMES
-
-    pa = np.asarray(ga.index_to_world(a.centreline_zyx)).reshape(-1, 3)
-    pb = np.asarray(gb.index_to_world(b.centreline_zyx)).reshape(-1, 3)
-    sa = np.array([na.segment_of(int(i)) or "" for i in a.centreline_branch])
-    sb = np.array([nb.segment_of(int(i)) or "" for i in b.centreline_branch])
-    shared = sorted((na.named() & nb.named()) & SEGMENT_NAMES)
-    d, idx = cKDTree(pb).query(pa)
-    agree = []
-    for name in shared:
-        sel = (sa == name) & (d <= 5.0)
-        if sel.any():
-            got, counts = np.unique(sb[idx[sel]], return_counts=True)
-            if got[int(np.argmax(counts))] == name:
-                agree.append(name)
-    return shared, agree
-
-
 def real_figures() -> None:
     from core.anatomy import CENTRAL, LOBAR, label_tree
+    from core.anatomy.truth import segment_agreement
     from core.io import read_label
     from core.tree import parse_tree
 

@@ -3,7 +3,8 @@
 Trachea, main, lobar and the 18-20 segmental bronchi (Boyden) as straight tubes in the LPS world
 (+x patient left, +y posterior, +z superior; carina at the origin), each segmental bronchus ending
 in two subsegmental ones. Variants: ``rb7=False`` drops the medial basal RB7; ``merged_rb910`` grows
-RB9+10 as one segment (its two subsegments then unnamed), and so on. :func:`textbook_mask` draws
+RB9+10 as one segment; ``split_lb78`` grows LB7 and LB8 apart (else LB7+8);
+``rul_bifurcation`` gives the RUL RB3 and a common stem of RB1 and RB2 (else it trifurcates). :func:`textbook_mask` draws
 it on a grid of any spacing, optionally flipped, as a :class:`core.volume.LabelVolume`.
 """
 
@@ -30,7 +31,12 @@ class Tube:
 
 
 def textbook_tree(
-    *, rb7: bool = True, merged_rb910: bool = False, split_lb78: bool = False, subsegments: bool = True
+    *,
+    rb7: bool = True,
+    merged_rb910: bool = False,
+    split_lb78: bool = False,
+    rul_bifurcation: bool = False,
+    subsegments: bool = True,
 ) -> list[Tube]:
     tubes: list[Tube] = []
     ends: dict[str, P] = {}
@@ -45,9 +51,15 @@ def textbook_tree(
     add("RMB", "Trachea", (-20.0, 0.0, -18.0), 6.0)
     add("LMB", "Trachea", (35.0, 5.0, -25.0), 5.0)
     add("RUL", "RMB", (-40.0, 0.0, -8.0), 4.0)
-    add("RB1", "RUL", (-45.0, 2.0, 22.0), 2.6)
-    add("RB2", "RUL", (-62.0, 28.0, 2.0), 2.6)
-    add("RB3", "RUL", (-62.0, -28.0, -10.0), 2.6)
+    if rul_bifurcation:  # RB3 and a common stem of RB1 and RB2 (about a quarter of people)
+        add("RB3", "RUL", (-62.0, -28.0, -10.0), 2.6)
+        add("_rb12", "RUL", (-44.0, 8.0, 2.0), 3.2)
+        add("RB1", "_rb12", (-47.0, 6.0, 28.0), 2.6)
+        add("RB2", "_rb12", (-64.0, 32.0, 6.0), 2.6)
+    else:  # a trifurcation
+        add("RB1", "RUL", (-45.0, 2.0, 22.0), 2.6)
+        add("RB2", "RUL", (-62.0, 28.0, 2.0), 2.6)
+        add("RB3", "RUL", (-62.0, -28.0, -10.0), 2.6)
     add("BronInt", "RMB", (-25.0, 2.0, -42.0), 5.0)
     add("RML", "BronInt", (-35.0, -22.0, -55.0), 3.5)
     add("RB4", "RML", (-62.0, -35.0, -58.0), 2.4)
@@ -78,10 +90,9 @@ def textbook_tree(
     add("LLL", "LMB", (40.0, 10.0, -45.0), 4.5)
     add("LB6", "LLL", (52.0, 45.0, -36.0), 2.8)
     add("LLLbasal", "LLL", (45.0, 10.0, -64.0), 4.2)
-    if split_lb78:
-        add("_b78", "LLLbasal", (44.0, 0.0, -75.0), 3.4)
-        add("LB7", "_b78", (25.0, -5.0, -100.0), 2.4)
-        add("LB8", "_b78", (52.0, -32.0, -100.0), 2.4)
+    if split_lb78:  # LB7 and LB8 each from the basal trunk (a common stem of theirs would be LB7+8)
+        add("LB7", "LLLbasal", (28.0, 2.0, -96.0), 2.4)
+        add("LB8", "LLLbasal", (54.0, -30.0, -94.0), 2.4)
     else:
         add("LB7+8", "LLLbasal", (42.0, -25.0, -96.0), 2.8)
     add("_l910", "LLLbasal", (55.0, 16.0, -80.0), 3.4)

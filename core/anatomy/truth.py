@@ -244,3 +244,42 @@ def score_names(
         else:
             score.wrong[group].append((name, given))
     return score
+
+
+def segment_agreement(
+    tree: AirwayTree,
+    geometry: Geometry,
+    names: Any,
+    other: AirwayTree,
+    other_geometry: Geometry,
+    other_names: Any,
+    max_mm: float = 5.0,
+) -> tuple[list[str], list[str]]:
+    """Segmental names both trees give, and those whose territories agree.
+
+    A name agrees where most centreline points of ``tree`` in that segment (the named branch and
+    its descendants) lie nearest (within ``max_mm``) to a centreline point of ``other`` in the
+    segment of the same name. ``names``, ``other_names``: ``TreeNames``.
+    """
+    from scipy.spatial import cKDTree
+
+    from core.anatomy.names import SEGMENT_NAMES
+
+    pa = np.asarray(geometry.index_to_world(tree.centreline_zyx), dtype=np.float64).reshape(-1, 3)
+    pb = np.asarray(other_geometry.index_to_world(other.centreline_zyx), dtype=np.float64).reshape(-1, 3)
+    seg_a = {br.id: names.segment_of(br.id) or "" for br in tree.branches}
+    seg_b = {br.id: other_names.segment_of(br.id) or "" for br in other.branches}
+    sa = np.array([seg_a.get(int(i), "") for i in tree.centreline_branch])
+    sb = np.array([seg_b.get(int(i), "") for i in other.centreline_branch])
+    shared = sorted((names.named() & other_names.named()) & SEGMENT_NAMES)
+    if len(pa) == 0 or len(pb) == 0:
+        return shared, []
+    d, idx = cKDTree(pb).query(pa)
+    agree = []
+    for name in shared:
+        sel = (sa == name) & (d <= max_mm)
+        if sel.any():
+            got, counts = np.unique(sb[idx[sel]], return_counts=True)
+            if got[int(np.argmax(counts))] == name:
+                agree.append(name)
+    return shared, agree
