@@ -69,6 +69,14 @@ class Settings:
     def set_last_dir(self, path: str) -> None:
         self.q.setValue("paths/last_dir", os.path.dirname(os.path.abspath(path)) if os.path.isfile(path) else path)
 
+    # the reviewer's name, asked once (app.dataset): the dataset's state file and edit log record it
+    def reviewer(self) -> str | None:
+        value = str(self.q.value("dataset/reviewer", "") or "").strip()
+        return value or None
+
+    def set_reviewer(self, name: str) -> None:
+        self.q.setValue("dataset/reviewer", name.strip())
+
     def window_state(self) -> tuple[QByteArray | None, QByteArray | None]:
         return self.q.value("window/geometry"), self.q.value("window/state")
 

@@ -64,7 +64,7 @@ def main() -> int:
         folder = Path(tmp) / "atm22"
         build(folder)
         settings = Settings(ephemeral=True)
-        settings.set("dataset/reviewer", "bench")
+        settings.set_reviewer("bench")
         w = MainWindow(settings=settings, training_tab=False)
         w.error_handler = lambda _p, exc, *a, **k: print(f"ERROR: {exc}", file=sys.stderr)
         w.resize(1440, 900)

@@ -68,7 +68,7 @@ def _window(qtbot, errors, settings_path: Path, reviewer: str = "alice"):
     from app.main_window import MainWindow
 
     settings = Settings(path=str(settings_path))
-    settings.set("dataset/reviewer", reviewer)
+    settings.set_reviewer(reviewer)
     w = MainWindow(settings=settings, training_tab=False)
     qtbot.addWidget(w)
     w.error_handler = lambda _p, exc, *_a, **_k: errors.append(str(exc))
@@ -357,6 +357,29 @@ def test_statuses_survive_a_restart_and_a_second_window_sees_them(qtbot, dataset
     cc = _open_dataset(qtbot, c, dataset_dir, monkeypatch)
     assert _status(c, CASES[2]) == "done" and _status(c, CASES[3]) == "flagged"
     assert cc.progress_label.text() == "1 of 6 done, 1 flagged"
+    assert not errors, errors
+
+
+def test_the_reviewer_is_asked_once_and_kept_in_the_settings(qtbot, dataset_dir, errors, monkeypatch, tmp_path):
+    from PySide6.QtWidgets import QInputDialog
+
+    asked = []
+
+    def answer(dialog):
+        asked.append(dialog.labelText())
+        dialog.setTextValue("  carol ")
+        return 1
+
+    monkeypatch.setattr(QInputDialog, "exec", answer)
+    w = _window(qtbot, errors, tmp_path / "s.ini", reviewer="")
+    ctl = _open_dataset(qtbot, w, dataset_dir, monkeypatch)
+    for row, status in ((0, "in_review"), (1, "done")):
+        ctl.panel.table.setCurrentIndex(ctl.panel.proxy.index(row, 0))
+        ctl.panel.status_buttons[status].click()
+    assert len(asked) == 1 and "name" in asked[0]
+    assert w.settings.reviewer() == "carol"
+    assert Settings(path=str(tmp_path / "s.ini")).reviewer() == "carol"  # kept for the next start
+    assert [ctl.case_state(c).reviewer for c in CASES[:2]] == ["carol", "carol"]
     assert not errors, errors
 
 

@@ -94,7 +94,6 @@ def _qt(window: DatasetWindow) -> QMainWindow:
 
 
 MANIFEST_FILTER = "Dataset manifest (*.csv);;All files (*)"
-REVIEWER_KEY = "dataset/reviewer"
 RELOAD_DELAY_MS = 150
 
 
@@ -341,9 +340,9 @@ class DatasetController(QObject):
     # -- the reviewer ----------------------------------------------------------------------------
     def reviewer(self, ask: bool = True) -> str | None:
         """The reviewer's name, asked once and kept in the app's settings."""
-        name = self.window.settings.get(REVIEWER_KEY)
+        name = self.window.settings.reviewer()
         if name or not ask:
-            return str(name) if name else None
+            return name
         import getpass
 
         dialog = QInputDialog(self.qwin)
@@ -356,7 +355,7 @@ class DatasetController(QObject):
         if not dialog.exec() or not dialog.textValue().strip():
             return None
         name = dialog.textValue().strip()
-        self.window.settings.set(REVIEWER_KEY, name)
+        self.window.settings.set_reviewer(name)
         return name
 
     # -- statuses and notes ----------------------------------------------------------------------
