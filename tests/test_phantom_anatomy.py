@@ -142,13 +142,15 @@ def test_variants_occur_across_seeds():
         seen.update(variants)
         n = named(p)
         counts[sum(name in SEGMENT_NAMES for name in n)] += 1
-        # what the variants say is what the tree has
+        # what the variants say is what the tree has (grown, or recorded as too thin for this grid)
+        n = {**n, **dict.fromkeys(p.params["anatomy"]["not_grown"])}
         assert ("RB7" not in n) == ("RB7 absent" in variants)
         for merged in ("RB9+10", "LB7+8", "LB9+10"):
             assert (merged in n) == (merged in variants)
             a, b = merged.split("+")
             assert (a in n) != (merged in n) and (f"{a[:2]}{b}" in n) != (merged in n)
-        rul_kids = [b.name for b in p.branches if b.parent == n["RUL"].id]
+        rul = next(b for b in p.branches if b.name == "RUL")
+        rul_kids = [b.name for b in p.branches if b.parent == rul.id]
         if "RUL bifurcation" in variants:
             assert sorted(rul_kids) == ["", "RB3"]
         else:
@@ -156,7 +158,7 @@ def test_variants_occur_across_seeds():
     assert seen["RUL bifurcation"] >= 4 and 40 - seen["RUL bifurcation"] >= 20  # trifurcation is the usual
     for variant in ("RB7 absent", "LB7+8", "RB9+10", "LB9+10"):
         assert seen[variant] >= 2, seen
-    assert set(counts) == {18, 19}
+    assert set(counts) <= {17, 18, 19} and counts[17] <= 2  # a thin one may fall below this coarse grid
     assert counts[19] >= 10  # the usual tree has all 19
 
 

@@ -138,11 +138,11 @@ def draw_plan(rng: np.random.Generator) -> tuple[list[Spec], list[str]]:
 
     plan: list[Spec] = [
         # right: RUL ~1-2.5 cm below the carina, lateral and a little up; BronInt on down
-        _s("RUL", "RMB", (0.9, 0.15, 0.4), 12.0, 0.62),
+        _s("RUL", "RMB", (0.9, 0.15, 0.4), 15.0, 0.62),
         _s("BronInt", "RMB", (0.2, 0.15, -1.0), 24.0, 0.82),
         # left: LUL lateral, anterior and up; LLL down and posterior
-        _s("LUL", "LMB", (0.7, -0.3, 0.5), 11.0, 0.75),
-        _s("LLL", "LMB", (0.2, 0.35, -1.0), 9.0, 0.8),
+        _s("LUL", "LMB", (0.7, -0.3, 0.5), 14.0, 0.72),
+        _s("LLL", "LMB", (0.2, 0.35, -1.0), 13.0, 0.78),
     ]
     if bifurcated:
         plan += [
@@ -158,12 +158,12 @@ def draw_plan(rng: np.random.Generator) -> tuple[list[Spec], list[str]]:
             _s("RB3", "RUL", (0.4, -0.9, 0.05), 14.0, 0.65),
         ]
     plan += [
-        _s("RML", "BronInt", (0.45, -0.75, -0.5), 14.0, 0.55),
-        _s("RLL", "BronInt", (0.2, 0.3, -1.0), 9.0, 0.85),
+        _s("RML", "BronInt", (0.45, -0.75, -0.5), 16.0, 0.55),
+        _s("RLL", "BronInt", (0.2, 0.3, -1.0), 11.0, 0.78),
         _s("RB4", "RML", (0.85, -0.35, -0.4), 13.0, 0.78),
         _s("RB5", "RML", (-0.15, -0.85, -0.5), 13.0, 0.78),
         _s("RB6", "RLL", (0.25, 1.0, 0.15), 14.0, 0.6),
-        _s("RLLbasal", "RLL", (0.15, 0.05, -1.0), 12.0, 0.85),
+        _s("RLLbasal", "RLL", (0.15, 0.05, -1.0), 14.0, 0.9),
     ]
     if reducing != "RB7 absent":
         plan.append(_s("RB7", "RLLbasal", (-0.4, 0.0, -1.0), 14.0, 0.6))
@@ -177,14 +177,14 @@ def draw_plan(rng: np.random.Generator) -> tuple[list[Spec], list[str]]:
             _s("RB10", "_RB9+10 stem", (0.2, 0.75, -0.65), 14.0, 0.82),
         ]
     plan += [
-        _s("LULupper", "LUL", (0.3, -0.05, 1.0), 10.0, 0.8),
-        _s("Lingula", "LUL", (0.35, -0.75, -0.55), 14.0, 0.65),
+        _s("LULupper", "LUL", (0.3, -0.05, 1.0), 12.0, 0.8),
+        _s("Lingula", "LUL", (0.35, -0.75, -0.55), 16.0, 0.65),
         _s("LB1+2", "LULupper", (0.25, 0.6, 0.8), 15.0, 0.78),
         _s("LB3", "LULupper", (0.3, -0.95, 0.2), 14.0, 0.75),
         _s("LB4", "Lingula", (0.85, -0.35, -0.35), 13.0, 0.8),
         _s("LB5", "Lingula", (0.05, -0.7, -0.7), 13.0, 0.8),
         _s("LB6", "LLL", (0.2, 1.0, 0.15), 14.0, 0.6),
-        _s("LLLbasal", "LLL", (0.15, 0.1, -1.0), 12.0, 0.85),
+        _s("LLLbasal", "LLL", (0.15, 0.1, -1.0), 14.0, 0.9),
     ]
     if reducing == "LB7+8":
         plan.append(_s("LB7+8", "LLLbasal", (0.05, -0.4, -0.9), 15.0, 0.72))
