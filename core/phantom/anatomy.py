@@ -26,6 +26,10 @@ superior) and mirrored per side; each is turned by up to 12 degrees about a
 random axis, lengths vary +-20 %, radii +-7 %, per seed. Every branch below the
 main bronchi ends inside its lung (the ellipsoid less the heart), shortened and
 turned towards the lung's centre where the drawn one would leave it.
+:func:`core.phantom.tree.grow_tree` then gives each segmental bronchus the
+lung ahead of it as its territory (:func:`assign_territory`) and lengthens it
+up to 1.5 x towards that territory's centroid (Tawhai's 40 % rule, as for the
+unnamed branches below it).
 """
 
 from __future__ import annotations
