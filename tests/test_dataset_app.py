@@ -269,6 +269,23 @@ def test_ctrl_bracket_saves_the_reviewed_label_opens_the_next_case_and_the_view_
     assert not w.case.modified and not w.case.session.reference.modified
     assert cs.label_version == "reviewed" and "reviewed" in cs.keys and MODEL in cs.keys
     assert cs.figures[MODEL]["td"] == pytest.approx(td)
+    # the masks they came from, keyed as core.dataset keys them (airway dataset evaluate takes them as current)
+    from core.io import read_label
+    from core.outputs import content_key
+
+    assert cs.figure_keys[MODEL] == {
+        "prediction": content_key(read_label(dataset_dir / MODEL / f"{CASES[0]}.nii.gz")),
+        "label": content_key(read_label(reviewed)),
+        "version": "reviewed",
+    }
+    from core.dataset import open_dataset
+    from core.dataset.figures import evaluate_dataset
+
+    (cached,) = evaluate_dataset(open_dataset(dataset_dir), cases=[CASES[0]])
+    assert cached.status == "cached"  # the app's figures count as current
+    (measured,) = evaluate_dataset(open_dataset(dataset_dir), cases=[CASES[0]], force=True)
+    for k in ("td", "bd", "dsc", "precision"):  # and are the figures `airway dataset evaluate` measures
+        assert measured.figures[k] == pytest.approx(cs.figures[MODEL][k], abs=0.01), k
     assert cs.open_items is not None and cs.open_items >= 0
     assert w.case.name == CASES[1] and "reference: original" in ctl.label_label.text()
     assert ctl.panel.model.data(ctl.panel.model.index(0, 4)) == "reviewed"

@@ -565,17 +565,24 @@ class DatasetController(QObject):
         job.start()
 
     # -- saving ----------------------------------------------------------------------------------
-    def _figures(self) -> dict[str, dict[str, float]] | None:
-        """The figures the session computed (never recomputed here); None while an analysis lags behind edits."""
+    def _figures(self, saving: bool = False) -> dict[str, dict[str, float]] | None:
+        """The figures the session computed (never recomputed here); None while an analysis lags behind edits,
+        and for edits left unsaved (they were measured on a label no file holds)."""
+        import math
+
+        from core.dataset import FIGURES
+
         case = self.window.case
-        if case.stale or case.session.reference is None:
+        ref = case.session.reference
+        if case.stale or ref is None or (ref.modified and not saving):
             return None
         out: dict[str, dict[str, float]] = {}
         for entry in case.predictions:
             m = entry.metrics
             if m is None:
                 return None
-            out[entry.name] = {k: float(getattr(m, k)) for k in ("td", "bd", "dsc", "precision")}
+            # an undefined figure (no branch to detect) is left out, as core.dataset does
+            out[entry.name] = {k: float(getattr(m, k)) for k in FIGURES if math.isfinite(float(getattr(m, k)))}
         return out
 
     def _open_items(self) -> int | None:
@@ -600,13 +607,15 @@ class DatasetController(QObject):
             "statuses": {e.name: dict(sorted(e.statuses.items())) for e in case.predictions if e.statuses},
         }
 
-    def _record(self, status: str | None) -> CaseRecord:
+    def _record(self, status: str | None, saving: bool = False) -> CaseRecord:
+        """What the state file gets for the open case; ``saving``: its reference is being written as reviewed."""
         info = self.info
-        figures = self._figures()
+        figures = self._figures(saving)
         layer = self.window.case.session.reference
         version = None
         if figures is not None and layer is not None:
-            version = "reviewed" if layer.path and Path(layer.path).parent == self._reviewed_dir() else "original"
+            on_reviewed = layer.path is not None and Path(layer.path).parent == self._reviewed_dir()
+            version = "reviewed" if saving or on_reviewed else "original"
         return CaseRecord(
             status=status,
             reviewer=self.reviewer(ask=False) if status else None,
@@ -657,10 +666,9 @@ class DatasetController(QObject):
                 return None
             break
         who = self.reviewer()
-        record = self._record(status)
+        record = self._record(status, saving=True)
         if who:
             record.reviewer = who
-        record.label_version = record.label_version and "reviewed"
 
         def written(saved: SavedReview, s: Any = session) -> None:
             if self.window.case.session is s:

@@ -145,6 +145,16 @@ class CaseRecord:
         cs.seconds_spent = float(cs.seconds_spent) + max(0.0, self.seconds)
         if self.figures is not None:
             cs.figures = dict(self.figures)
+            if self.label_version is not None:
+                # the masks they were measured on, as core.dataset.figures records them: `airway dataset
+                # evaluate` takes them as current while neither file changes
+                if self.keys:
+                    cs.keys = {**cs.keys, **self.keys}
+                label = cs.keys.get("reviewed" if self.label_version == "reviewed" else "reference")
+                for model in self.figures:
+                    pred = cs.keys.get(model)
+                    if pred and label:
+                        cs.figure_keys[model] = {"prediction": pred, "label": label, "version": self.label_version}
         if self.open_items is not None:
             cs.open_items = self.open_items
         if self.keys:
@@ -196,7 +206,7 @@ def write_review(
     # it records label_version "reviewed" and keys["reviewed"] itself
     out = write_reviewed_label(dataset, case_id, pending.volume, [dict(e) for e in pending.entries], reviewer=reviewer)
     pending.disk_key = file_key(out)
-    record.keys.pop("reference", None)  # the figures now come from the reviewed label
+    record.keys.pop("reviewed", None)  # the key of the label read before: write_reviewed_label set the new one
     state = record_case(dataset, case_id, record, who=reviewer)
     return SavedReview(case_id, pending, Path(out), state)
 
