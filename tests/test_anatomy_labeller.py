@@ -226,3 +226,29 @@ def test_region_growing_tree_of_the_real_chest_ct_has_its_lobar_bronchi() -> Non
     mask = grow_airway(read_ct(dicom)).mask
     names = label_tree(parse_tree(mask), geometry=mask.geometry)
     assert {"Trachea", "RMB", "LMB", "RUL", "RML", "RLL", "LUL", "LLL"} <= names.named()
+
+
+def test_lobe_mask_overrides_the_rules_below_the_lobar_bronchi(textbook) -> None:
+    """A lobe map (LabelVolume, values 1..5 = RUL..LLL) decides the lobe of the branches inside it."""
+    from core.anatomy import LOBES
+
+    tree, vol, _ = textbook
+    names = label_tree(tree, geometry=vol.geometry)
+    full = tree.branch_label_map()
+    lobes = np.zeros(tree.shape, dtype=np.uint8)
+    for b, n in names.names.items():
+        if n.lobe and n.segment:  # segments and below lie in their lobe
+            lobes[full == b] = LOBES.index(n.lobe) + 1
+    same = label_tree(tree, geometry=vol.geometry, lobes=LabelVolume(lobes, vol.geometry))
+    assert same.to_json() == names.to_json()
+    # the map puts RB6's whole territory in the right upper lobe: the map wins, the name goes
+    rb6 = names.branches_named("RB6")[0]
+    below = [rb6, *tree.branch(rb6).children]
+    for b in below:
+        lobes[full == b] = LOBES.index("RUL") + 1
+    moved = label_tree(tree, geometry=vol.geometry, lobes=LabelVolume(lobes, vol.geometry))
+    assert all(moved.lobe_of(b) == "RUL" for b in below)
+    assert moved.name_of(rb6) is None and "RB6" not in moved.named()
+    assert moved.name_of(names.branches_named("RB10")[0]) == "RB10"  # elsewhere nothing changes
+    with pytest.raises(InputError, match="shape"):
+        label_tree(tree, geometry=vol.geometry, lobes=np.zeros((3, 3, 3), np.uint8))
