@@ -252,3 +252,12 @@ def test_lobe_mask_overrides_the_rules_below_the_lobar_bronchi(textbook) -> None
     assert moved.name_of(names.branches_named("RB10")[0]) == "RB10"  # elsewhere nothing changes
     with pytest.raises(InputError, match="shape"):
         label_tree(tree, geometry=vol.geometry, lobes=np.zeros((3, 3, 3), np.uint8))
+
+
+@pytest.mark.parametrize("n_tubes, named", [(1, {"Trachea"}), (3, {"Trachea", "RMB", "LMB"})])
+def test_a_short_tree_names_what_it_has_and_says_what_it_lacks(n_tubes: int, named: set[str]) -> None:
+    tubes = textbook_tree()[:n_tubes]
+    vol = textbook_mask(tubes, (1.5, 1.5, 1.5), flip="y")
+    names = label_tree(parse_tree(vol), geometry=vol.geometry)
+    assert names.named() == named
+    assert names.warnings and all("does not divide" in w for w in names.warnings)
