@@ -464,11 +464,6 @@ def _thin_junctions(centre: np.ndarray) -> None:
     one; 3D thinning (topology kept, end points kept) makes it one voxel thin
     again. Most trees have no such cell and are left as drawn.
     """
-    c = centre.astype(np.uint8)
-    cells = c[:-1, :-1, :-1] + c[1:, :-1, :-1] + c[:-1, 1:, :-1] + c[:-1, :-1, 1:]
-    cells += c[1:, 1:, :-1] + c[1:, :-1, 1:] + c[:-1, 1:, 1:] + c[1:, 1:, 1:]
-    if not np.any(cells >= 4):
-        return
     from core.box import bounding_box
     from core.tree import skeleton
 
@@ -476,7 +471,11 @@ def _thin_junctions(centre: np.ndarray) -> None:
     if box is None:
         return
     sl = box.grown((1, 1, 1), centre.shape).slices
-    centre[sl] = skeleton(centre[sl])
+    c = centre[sl].astype(np.uint8)
+    cells = c[:-1, :-1, :-1] + c[1:, :-1, :-1] + c[:-1, 1:, :-1] + c[:-1, :-1, 1:]
+    cells += c[1:, 1:, :-1] + c[1:, :-1, 1:] + c[:-1, 1:, 1:] + c[1:, 1:, 1:]
+    if np.any(cells >= 4):
+        centre[sl] = skeleton(centre[sl])
 
 
 def _one_piece(mask: np.ndarray, cc3d: Any) -> bool:
