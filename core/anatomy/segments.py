@@ -172,8 +172,15 @@ class SegmentSolver:
         best_cost, best = solutions[0]
         by_head = {ch.head: ch for ch in _all_chains(roots)}
         out: list[tuple[Chain, str | None, float]] = []
+        related = _lineages(roots)
         for head, name in best.items():
-            alt = next((c for c, m in solutions[1:] if m.get(head) != name), best_cost + 1.0)
+            # the best solution that names this bronchus otherwise; one that gives the same name
+            # to a bronchus above or below it (a cut one level deeper or shallower) agrees with it
+            near = related[head]
+            alt = next(
+                (c for c, m in solutions[1:] if not any(h in near and n == name for h, n in m.items())),
+                best_cost + 1.0,
+            )
             margin = alt - best_cost
             conf = 1.0 - math.exp(-margin / CONF_SCALE)
             out.append((by_head[head], name if margin >= ABSTAIN_MARGIN else None, conf))
@@ -200,6 +207,22 @@ def _all_chains(roots: list[Chain]) -> list[Chain]:
         ch = stack.pop()
         out.append(ch)
         stack.extend(ch.children)
+    return out
+
+
+def _lineages(roots: list[Chain]) -> dict[int, set[int]]:
+    """Chain head -> heads of the chain itself, its ancestors and its descendants in the forest."""
+    out: dict[int, set[int]] = {}
+
+    def walk(ch: Chain, above: list[int]) -> set[int]:
+        below: set[int] = set()
+        for c in ch.children:
+            below |= walk(c, [*above, ch.head])
+        out[ch.head] = {ch.head, *above, *below}
+        return {ch.head, *below}
+
+    for r in roots:
+        walk(r, [])
     return out
 
 
