@@ -166,6 +166,9 @@ class MainWindow(QMainWindow):
         from app.dataset import install_dataset
 
         self.dataset = install_dataset(self)  # File > Open dataset, the worklist dock, Save and next case
+        if self.training_tab is not None:  # 'Fine-tune on reviewed cases' works on the open dataset
+            self.dataset.datasetOpened.connect(self._dataset_to_training)
+            self.dataset.reviewSaved.connect(lambda *_: self.training_tab.refresh_dataset())
         self._restore_settings()
         self._update_title()
         self._refresh_predictions()
@@ -342,6 +345,10 @@ class MainWindow(QMainWindow):
         if i >= 0 and i != self.case.active_region:
             self.case.active_region = i
             self.case.activeRegionChanged.emit(i)
+
+    def _dataset_to_training(self) -> None:
+        ds = self.dataset.dataset
+        self.training_tab.set_dataset(None if ds is None else (ds.source or ds.root))
 
     def _add_training_tab(self) -> None:
         try:

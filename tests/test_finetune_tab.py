@@ -134,3 +134,29 @@ def test_finetune_from_the_tab_runs_compares_and_opens_the_report(make_tab, qtbo
     finally:
         QtGui.QDesktopServices.unsetUrlHandler("file")
     assert [u.toLocalFile() for u in catcher.urls] == [str(run.resolve() / "compare" / "report.html")]
+
+
+def test_file_open_dataset_hands_the_dataset_to_the_training_tab(qtbot, tmp_path, monkeypatch):
+    """File > Open dataset in the main window: the Training tab's fine-tune button follows that dataset,
+    and a saved review (reviewSaved) is seen without reopening it."""
+    from dataset_fixtures import make_nnunet, tiny_mask
+    from PySide6.QtWidgets import QFileDialog
+
+    from app.main_window import MainWindow
+    from app.settings import Settings
+    from core.dataset import freeze_split, open_dataset, write_reviewed_label
+
+    data = make_nnunet(tmp_path / "ds", n_train=5, n_test=0)
+    split = freeze_split(open_dataset(data), seed=0)
+    w = MainWindow(settings=Settings(path=str(tmp_path / "settings.ini")))
+    qtbot.addWidget(w)
+    tab = w.training_tab
+    assert tab is not None and not tab.finetune_button.isEnabled()
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(data)))
+    run_job_and_wait(qtbot, w.action_table["open_dataset"].trigger, until=w.dataset.datasetOpened)
+    assert tab.dataset_path == data
+    assert "None of the" in tab.finetune_button.toolTip()
+    case = split["train"][0]
+    path = write_reviewed_label(open_dataset(data), case, tiny_mask(3))
+    w.dataset.reviewSaved.emit(case, path)
+    assert tab.finetune_button.isEnabled()
