@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from core.anatomy.branches import Chain, TreeGeometry
-from core.anatomy.names import LOBES, is_known_name, is_segmental, lobe_of_name
+from core.anatomy.names import LOBES, is_segmental, lobe_of_name
 from core.anatomy.segments import SegmentSolver
 from core.anatomy.tree_names import BranchName, TreeNames
 from core.errors import InputError
@@ -298,6 +298,11 @@ def label_tree(
     array on the tree's grid) with values ``lobe_values`` (default 1..5 = RUL, RML, RLL, LUL, LLL);
     a branch below the lobar bronchi then takes the lobe most of its voxels lie in. ``corrections``:
     branch id -> name (None = unnamed) set by the user; their descendants follow.
+
+    The trachea is the branch at the top of the airway; where the parse's root (its largest
+    region) is another branch, the tree is read from the trachea down (``TreeNames.parents``).
+    Notes on what the parse lacks (a main bronchus without a branch of its own, ...) are in
+    ``TreeNames.warnings``.
     """
     if tree.n_branches == 0:
         raise InputError("The airway tree has no branches.", "Check that the mask holds an airway.")
@@ -365,9 +370,3 @@ def _apply_lobe_mask(
         keep = cur.name if lobe_of_name(cur.name) in (None, lobe) else None
         segment = keep if is_segmental(keep) else (pn.segment if pn and pn.lobe == lobe else None)
         names.names[b] = BranchName(keep, cur.confidence if keep else 0.0, lobe, segment, cur.source)
-
-
-def check_names(names: Mapping[int, str | None]) -> None:
-    for b, n in names.items():
-        if n is not None and not is_known_name(n):
-            raise InputError(f"Branch {b}: '{n}' is not a bronchus name.")

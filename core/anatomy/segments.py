@@ -27,7 +27,6 @@ from core.anatomy.branches import Chain, TreeGeometry
 Vec = tuple[float, float, float]  # (lateral, anterior, superior) in the patient frame
 FloatArray = npt.NDArray[np.float64]
 
-DEBUG = False
 MAX_DEPTH = 4  # levels below the lobar stem a segmental bronchus may start (RB9, RB10: 3-4)
 MAX_CUTS = 20000  # cuts per forest before the depth is reduced (speed)
 ABSTAIN_MARGIN = 0.01  # mean (1 - cos) between the best naming and the best other one
@@ -166,9 +165,6 @@ class SegmentSolver:
         if not solutions:
             return []
         solutions.sort(key=lambda s: s[0])
-        if DEBUG:
-            for c, m in solutions[:8]:
-                print(f"  {c:.4f}", m)
         best_cost, best = solutions[0]
         by_head = {ch.head: ch for ch in _all_chains(roots)}
         out: list[tuple[Chain, str | None, float]] = []
