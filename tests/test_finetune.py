@@ -337,3 +337,26 @@ def test_label_maps_are_trained_as_their_airway_beside_reviewed_masks(tmp_path):
         else:
             expected = read_label(data / "labelsTr" / f"{cid}.nii.gz", "value:2").mask
             assert path.parent == run / "labels" and np.array_equal(mask.astype(bool), expected)
+
+
+@pytest.mark.slow
+def test_a_stopped_fine_tuning_resumes_and_then_compares(dataset, tiny_toml, tmp_path):
+    """Stop after the first step (as the tab's Stop does), then ``airway train --out RUN --resume``: the run
+    reads its own finetune.json, finishes, and compares the models on the test part."""
+    from core.training.finetune import finetune_config, plan_finetune, write_run_files
+    from core.training.trainer import Trainer
+
+    for cid in split_of(dataset)["train"][:2]:
+        write_reviewed(dataset, cid)
+    tiny_toml.write_text(TINY_TOML.replace("epochs = 1", "epochs = 2"))
+    plan = plan_finetune(dataset, "reviewed", DEMO)
+    run = tmp_path / "run"
+    write_run_files(plan, run)
+    cfg = finetune_config(plan, run, "finetune", tiny_toml)
+    status = Trainer(cfg, run, stdout=io.StringIO(), on_step=lambda t: t.paths.stop.touch()).run()
+    assert status == "stopped" and not (run / "compare").exists()
+    code, _, err = train(["--out", str(run), "--resume"])
+    assert code == 0, err
+    assert (run / "compare" / "report.html").is_file()
+    saved = json.loads((run / "finetune.json").read_text())
+    assert saved["compare"]["test_cases"] == split_of(dataset)["test"]
