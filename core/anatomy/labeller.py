@@ -1,22 +1,24 @@
 """Name the branches of an airway tree: trachea, main, lobar and segmental bronchi.
 
 Central and lobar names follow Gu et al. (2012), the rules AirQuant adapts, read in the patient
-frame (world mm, so any grid orientation gives the same names):
+frame (world mm, LPS, so any grid orientation gives the same names). Each step splits the
+divisions at hand in two by the largest gap of a score of their subtrees' centroids, so it works
+whether the parse gives a bronchus a branch of its own or only its divisions:
 
-- trachea = the tree's root; carina = where it divides into its two largest subtrees;
-- right and left main bronchus by the patient-x position of their subtrees (the steeper one, the
-  right, breaks a tie);
-- right: the first division of the right main bronchus whose subtree lies highest is the upper
-  lobe bronchus (RUL), the other is the bronchus intermedius; its division whose subtree lies most
-  anterior-superior (the extreme of z - y in LPS) is the middle lobe bronchus (RML), the rest the
-  lower lobe (RLL); where the superior segment (RB6) leaves before the middle lobe, the trunk that
-  still holds the middle lobe continues the bronchus intermedius;
-- left: the left main bronchus divides into the upper lobe (LUL, the anterior-superior subtree)
-  and the lower lobe (LLL); the upper lobe into its upper division and the lingula (the
-  inferior-anterior subtree).
+- trachea = the branch at the top of the airway (the parse's root where that is it); the carina's
+  divisions go right or left of the trachea's axis; one division on a side is that main bronchus;
+- right: the highest division(s) are the upper lobe (RUL), the rest the bronchus intermedius;
+  of its divisions the most anterior-then-superior (-y + z/2, at most two) are the middle lobe
+  (RML), the rest the lower lobe (RLL); where the superior segment (RB6) leaves before the middle
+  lobe, the trunk that still holds the middle lobe continues the bronchus intermedius;
+- left: upper lobe (LUL) by superior + anterior (z - y), the rest the lower lobe (LLL); the
+  upper lobe's lowest division(s) are the lingula, the rest its upper division (LULupper);
+- a lower lobe without a stem of its own names its basal trunk (the lower lobe bronchus continues
+  as the basal trunk past its superior segment).
 
-Segmental names: :mod:`core.anatomy.segments`. Names are given to :class:`Chain` s (one bronchus
-the parse may have cut into pieces at twigs); descendants inherit lobe and segment.
+Details and the measured figures: docs/anatomy.md. Segmental names: :mod:`core.anatomy.segments`.
+Names are given to :class:`Chain` s (one bronchus the parse may have cut into pieces at twigs);
+descendants inherit lobe and segment.
 """
 
 from __future__ import annotations
