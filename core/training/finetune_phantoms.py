@@ -139,7 +139,7 @@ def review_with_truth(
     reference = session.reference
     assert reference is not None  # loaded above
     mask = LabelVolume(np.asarray(reference.array, dtype=bool), reference.geometry, name=case_id)
-    write_reviewed_label(dataset, case_id, mask, list(session.edit_log))
+    write_reviewed_label(dataset, case_id, mask, list(session.edit_log), reviewer=reviewer)
     seconds = time.perf_counter() - t0
     set_case(
         dataset,
