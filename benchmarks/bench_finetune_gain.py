@@ -146,7 +146,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t_all = time.perf_counter()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench_finetune_"))
     data, truth, preds = work / "dataset", work / "truth", work / "predictions_demo"
-    for p in (data, truth, preds, work / "runs"):
+    data_trim = work / "dataset_trimmed"  # the same cases, reviewed by an annotator who trims to the lumen
+    for p in (data, data_trim, truth, preds, work / "runs"):
         shutil.rmtree(p, ignore_errors=True)
     t0 = time.perf_counter()
     seeds = list(range(TRAIN_SEED, TRAIN_SEED + args.cases))
@@ -155,6 +156,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # every case trains or validates; the held-out phantoms below are the test
     split = freeze_split(ds, seed=0, fractions=(0.8, 0.2, 0.0))
     info = json.loads((truth / "phantoms.json").read_text())["cases"]
+    if args.trimmed:
+        shutil.copytree(data, data_trim)  # split and state included
     t_data = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -166,6 +169,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         review_with_truth(ds, n, preds / f"{n}.nii.gz", truth / f"{n}.nii.gz", min_truth_fraction=args.min_truth)
         for n in names
     ]
+    trimmed_efforts = []
+    if args.trimmed:
+        ds_trim = open_dataset(data_trim)
+        trimmed_efforts = [
+            review_with_truth(
+                ds_trim, n, preds / f"{n}.nii.gz", truth / f"{n}.nii.gz", min_truth_fraction=args.min_truth, trim=True
+            )
+            for n in names
+        ]
     t_review = time.perf_counter() - t0
     _say(f"reviewed {len(efforts)} cases: {sum(e.accepted for e in efforts)} regions accepted ({t_review:.0f} s)")
 
@@ -174,11 +186,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     _say(f"fine-tuned on the original references ({t_orig:.0f} s)")
     ckpt_rev, t_rev = _train(data, "reviewed", work / "runs" / "reviewed", cfg)
     _say(f"fine-tuned on the reviewed references ({t_rev:.0f} s)")
+    models = {"init": DEMO, "original": ckpt_orig, "reviewed": ckpt_rev}
+    seconds = {"train_original": t_orig, "train_reviewed": t_rev}
+    if args.trimmed:
+        models["trimmed"], seconds["train_trimmed"] = _train(data_trim, "reviewed", work / "runs" / "trimmed", cfg)
+        _say(f"fine-tuned on the trimmed reviewed references ({seconds['train_trimmed']:.0f} s)")
 
     t0 = time.perf_counter()
     held = list(range(HELD_OUT_SEED, HELD_OUT_SEED + args.held_out))
-    scores = _score({"init": DEMO, "original": ckpt_orig, "reviewed": ckpt_rev}, held, args.omit)
+    scores = _score(models, held, args.omit)
     t_eval = time.perf_counter() - t0
+    quality = _reference_quality(data, truth, names)
+    if args.trimmed:
+        quality["trimmed"] = _reference_quality(data_trim, truth, names)["reviewed"]
 
     result: dict[str, Any] = {
         "setup": {
@@ -201,32 +221,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "voxels_added": sum(e.voxels_added for e in efforts),
             "omitted_voxels": sum(v["omitted_voxels"] for v in info.values()),
             "seconds": sum(e.seconds for e in efforts),
-            "references_vs_whole_airway": _reference_quality(data, truth, names),
+            "trimmed_voxels": sum(e.voxels_trimmed for e in trimmed_efforts),
+            "references_vs_whole_airway": quality,
         },
         "held_out": {
             m: {k: _mean([r[k] for r in rows]) for k in ("td", "bd", "dsc", "precision")} for m, rows in scores.items()
         },
-        "gain_reviewed_minus_original": {},
+        "gain_minus_original": {},
         "per_case": scores,
         "seconds": {
             "data": t_data,
             "predict_and_review": t_review,
-            "train_original": t_orig,
-            "train_reviewed": t_rev,
+            **seconds,
             "evaluate": t_eval,
             "total": time.perf_counter() - t_all,
         },
         "work": str(work),
     }
-    for k in ("td", "bd", "dsc", "precision"):
-        a = [r[k] for r in scores["reviewed"]]
-        b = [r[k] for r in scores["original"]]
-        result["gain_reviewed_minus_original"][k] = {
-            "mean": _mean([x - y for x, y in zip(a, b)]),
-            "wilcoxon_p": _wilcoxon(a, b),
-            "better": sum(x > y + 1e-9 for x, y in zip(a, b)),
-            "worse": sum(x < y - 1e-9 for x, y in zip(a, b)),
-        }
+    for model in [m for m in ("reviewed", "trimmed") if m in scores]:
+        gains = result["gain_minus_original"][model] = {}
+        for k in ("td", "bd", "dsc", "precision"):
+            a = [r[k] for r in scores[model]]
+            b = [r[k] for r in scores["original"]]
+            gains[k] = {
+                "mean": _mean([x - y for x, y in zip(a, b)]),
+                "wilcoxon_p": _wilcoxon(a, b),
+                "better": sum(x > y + 1e-9 for x, y in zip(a, b)),
+                "worse": sum(x < y - 1e-9 for x, y in zip(a, b)),
+            }
     return result
 
 
@@ -246,6 +268,11 @@ def _print(r: dict[str, Any]) -> None:
         f"review: {rv['fp_regions']} FP regions listed, {rv['accepted']} accepted (>= {s['min_truth_fraction']:.0%} "
         f"airway in the whole phantom), {rv['rejected']} left; "
         f"{rv['voxels_added']} voxels added to the references ({rv['seconds']:.1f} s scripted)"
+        + (
+            f"; the trimming annotator erased {rv['trimmed_voxels']} of them again"
+            if "trimmed" in r["held_out"]
+            else ""
+        )
     )
     for version, q in rv["references_vs_whole_airway"].items():
         print(
@@ -259,12 +286,13 @@ def _print(r: dict[str, Any]) -> None:
     print(f"{'model':<12}{'TD %':>8}{'BD %':>8}{'DSC %':>8}{'prec %':>8}")
     for m, v in r["held_out"].items():
         print(f"{m:<12}{v['td']:8.2f}{v['bd']:8.2f}{v['dsc']:8.2f}{v['precision']:8.2f}")
-    for k in ("td", "bd", "dsc", "precision"):
-        g = r["gain_reviewed_minus_original"][k]
-        print(
-            f"gain {k.upper():<9} reviewed - original: {g['mean']:+.2f} points, Wilcoxon p = {g['wilcoxon_p']:.3g} "
-            f"(better on {g['better']}, worse on {g['worse']} of {len(r['per_case']['init'])})"
-        )
+    for model, gains in r["gain_minus_original"].items():
+        for k in ("td", "bd", "dsc", "precision"):
+            g = gains[k]
+            print(
+                f"gain {k.upper():<9} {model} - original: {g['mean']:+.2f} points, Wilcoxon p = {g['wilcoxon_p']:.3g} "
+                f"(better on {g['better']}, worse on {g['worse']} of {len(r['per_case']['init'])})"
+            )
     secs = ", ".join(f"{k} {v:.0f} s" for k, v in r["seconds"].items())
     print(f"time: {secs}")
 
@@ -284,6 +312,13 @@ def main() -> int:
         help="the annotator accepts an FP region when at least this fraction of it is airway in the whole phantom",
     )
     ap.add_argument("--work", help="working folder (default: a new temporary folder)")
+    ap.add_argument(
+        "--no-trimmed",
+        dest="trimmed",
+        action="store_false",
+        help="skip the third arm: the same review by an annotator who erases what accepted regions hold beyond "
+        "the airway",
+    )
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
     result = run(args)

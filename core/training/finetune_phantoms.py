@@ -38,6 +38,7 @@ class ReviewEffort:
     rejected: int  # regions left as the model's errors
     voxels_added: int  # voxels the accepted regions added to the reference
     seconds: float
+    voxels_trimmed: int = 0  # voxels of accepted regions erased again as not airway (trim=True)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,6 +106,7 @@ def review_with_truth(
     *,
     min_truth_fraction: float = 0.2,
     reviewer: str = "scripted",
+    trim: bool = False,
 ) -> ReviewEffort:
     """Review one case of a core.dataset.Dataset against a model's prediction, accepting the FP
     regions that show a missed airway: at least ``min_truth_fraction`` of their voxels lie in the truth.
@@ -112,7 +114,9 @@ def review_with_truth(
     branch is mostly wall and lung by count; an annotator accepts it for the branch it shows.)
 
     The reviewed label and the session's edit log go to ``labelsReviewed/`` and the case's state
-    becomes done (reviewer, time spent, open items = regions left)."""
+    becomes done (reviewer, time spent, open items = regions left). ``trim``: the annotator also erases
+    what an accepted region holds beyond the airway (the eraser, one edit per region), as a careful
+    annotator trims a prediction-shaped region to the lumen."""
     from core.dataset import set_case, write_reviewed_label
     from core.review.loading import read_label_canonical
     from core.review.session import Session
@@ -132,10 +136,17 @@ def review_with_truth(
         inside = float(truth_mask[v[:, 0], v[:, 1], v[:, 2]].mean()) if len(v) else 0.0
         if inside >= min_truth_fraction:
             confirmed.append(region.key)
-    added = 0
+    added = trimmed = 0
     if confirmed:
+        regions = [session.find_region(k, 0) for k in confirmed]
         edit = session.accept_many(confirmed, 0)
         added = 0 if edit is None else int(edit.added)
+        if trim and session.reference is not None:
+            for region in regions:
+                outside = region.mask() & ~truth_mask[region.box.slices]
+                if outside.any():
+                    erased = session.paint(session.reference, region.box, outside, False, tool="eraser")
+                    trimmed += 0 if erased is None else int(erased.removed)
     reference = session.reference
     assert reference is not None  # loaded above
     mask = LabelVolume(np.asarray(reference.array, dtype=bool), reference.geometry, name=case_id)
@@ -150,4 +161,4 @@ def review_with_truth(
         open_items=len(fp) - len(confirmed),
         label_version="reviewed",
     )
-    return ReviewEffort(case_id, len(fp), len(confirmed), len(fp) - len(confirmed), added, seconds)
+    return ReviewEffort(case_id, len(fp), len(confirmed), len(fp) - len(confirmed), added, seconds, trimmed)
