@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from jobs import run_job_and_wait
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QFileDialog
@@ -60,8 +61,19 @@ def dataset_dir(phantom_files, tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def errors():
-    return []
+def errors(monkeypatch):
+    """Error dialogs and questions the windows showed (a test expects none); a question is answered
+    Discard so that a window closed at teardown never waits for a click."""
+    from PySide6.QtWidgets import QMessageBox
+
+    seen: list[str] = []
+
+    def question(*a, **k):
+        seen.append(f"question: {a[2] if len(a) > 2 else ''}")
+        return QMessageBox.StandardButton.Discard
+
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(question))
+    return seen
 
 
 def _window(qtbot, errors, settings_path: Path, reviewer: str = "alice"):
@@ -81,8 +93,7 @@ def _window(qtbot, errors, settings_path: Path, reviewer: str = "alice"):
 def _open_dataset(qtbot, w, path: Path, monkeypatch):
     """File > Open dataset..., the folder chosen in the dialog."""
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(path)))
-    with qtbot.waitSignal(w.dataset.datasetOpened, timeout=60000):
-        w.action_table["open_dataset"].trigger()
+    run_job_and_wait(qtbot, w.action_table["open_dataset"].trigger, until=w.dataset.datasetOpened)
     return w.dataset
 
 
@@ -99,9 +110,14 @@ def _double_click(qtbot, w, case_id: str):
     rect = _row_rect(w, case_id)
     # a double-click is a click and a second press (Qt's view opens the row the first press chose)
     QTest.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, rect.center())
-    with qtbot.waitSignal(w.dataset.caseOpened, timeout=60000) as blocker:
-        QTest.mouseDClick(table.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, rect.center())
-    assert blocker.args == [case_id]
+    done = run_job_and_wait(
+        qtbot,
+        lambda: QTest.mouseDClick(
+            table.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, rect.center()
+        ),
+        until=w.dataset.caseOpened,
+    )
+    assert done.args == [case_id]
 
 
 def _idle(qtbot, w):
@@ -331,6 +347,7 @@ def test_a_save_that_fails_keeps_the_edits_and_opens_the_case_again(qtbot, datas
     _activate(qtbot, w)
     _accept_an_fp(qtbot, w)
     shown = w.case.session.reference.array.copy()
+    qtbot.waitUntil(lambda: ctl._prefetch is not None and ctl._prefetch.result is not None, timeout=60000)
     opened = []
     ctl.caseOpened.connect(opened.append)
     _key(w, Qt.Key.Key_BracketRight, Qt.KeyboardModifier.ControlModifier)

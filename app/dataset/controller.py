@@ -710,6 +710,14 @@ class DatasetController(QObject):
         opens again with them (now, unless the reviewer edits another case: then when it is opened next)."""
         from app.review.case import LoadedCase
 
+        if self.owns_case() and self.current == case_id and self.window.case.session is session:
+            # the next case was still loading: the switch is called off, the reviewer stays here with the edits
+            self._wanted, self._waiting = None, None
+            self.window.report_error(
+                f"The reviewed label of {case_id} was not written: {exc}\n\nYour edits are kept: {case_id} stays open.",
+                title=f"Airway Studio: saving {case_id}",
+            )
+            return
         if info is not None:
             loaded = LoadedCase(session, ct=shown_ct, name=case_id, new_case=True)
             self._unsaved[case_id] = LoadedDatasetCase(
