@@ -366,6 +366,41 @@ def test_a_save_that_fails_keeps_the_edits_and_opens_the_case_again(qtbot, datas
     assert not w.case.session.reference.modified and not errors
 
 
+@pytest.mark.slow
+def test_a_review_saved_by_another_annotator_meanwhile_is_not_overwritten_unasked(
+    qtbot, dataset_dir, errors, monkeypatch, tmp_path
+):
+    from PySide6.QtWidgets import QMessageBox
+
+    from core.dataset import open_dataset, write_reviewed_label
+    from core.io import read_label
+
+    w = _window(qtbot, errors, tmp_path / "s.ini")
+    ctl = _open_dataset(qtbot, w, dataset_dir, monkeypatch)
+    _double_click(qtbot, w, CASES[0])
+    _idle(qtbot, w)
+    _activate(qtbot, w)
+    _accept_an_fp(qtbot, w)
+    mine = w.case.session.reference.array.copy()
+    # another annotator (another process, through core.dataset) saves their review of the case
+    theirs = read_label(dataset_dir / "labelsTr" / f"{CASES[0]}.nii.gz")
+    theirs.array[0, 0, 0] = 1
+    write_reviewed_label(open_dataset(dataset_dir), CASES[0], theirs, reviewer="dave")
+    reviewed = dataset_dir / "labelsReviewed" / f"{CASES[0]}.nii.gz"
+    before = reviewed.read_bytes()
+    _key(w, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
+    assert len(errors) == 1 and "saved by someone else" in errors[0]  # asked, answered Cancel (Discard)
+    assert reviewed.read_bytes() == before and w.case.session.reference.modified
+    errors.clear()
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.StandardButton.Save))
+    with qtbot.waitSignal(ctl.reviewSaved, timeout=60000):
+        _key(w, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
+    assert np.array_equal(read_label_canonical(reviewed, None)[0].array, mine)
+    (kept,) = (dataset_dir / "labelsReviewed").glob(f"{CASES[0]}.other-*.nii.gz")
+    assert kept.read_bytes() == before  # theirs, kept aside
+    assert not errors, errors
+
+
 # -- state shared by windows and restarts ---------------------------------------------------------
 
 

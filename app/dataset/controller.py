@@ -129,6 +129,7 @@ class DatasetController(QObject):
         self._waiting: Prefetch | None = None  # a pre-load whose case the user asked for
         self._load_after_save: str | None = None  # a case to read once its reviewed label is written
         self._unsaved: dict[str, LoadedDatasetCase] = {}  # cases whose save failed: their edited sessions
+        self._reviewed_keys: dict[str, Any] = {}  # case -> its reviewed file's key as this window last saw it
         self._saving: dict[str, Job] = {}
         self._then: list[Any] = []
         self.prefetch_enabled = True
@@ -507,6 +508,8 @@ class DatasetController(QObject):
         """Put a loaded case in the window (what open_files does with its loading job's result)."""
         w = self.window
         self._wanted = None
+        if res.stamps:  # read from disk now (a reopened unsaved session keeps what it knew)
+            self._reviewed_keys[res.case_id] = res.reviewed_key
         w.case.apply_loaded(res.loaded)
         self._session = w.case.session
         self.current, self.info = res.case_id, res
@@ -634,7 +637,7 @@ class DatasetController(QObject):
         """Write the open case's reference to labelsReviewed/CASE.nii.gz (Ctrl+Alt+S on a dataset case,
         and the first half of Save and next) and record the case; None when nothing was written."""
         from app.dialogs import ask_save_conflict
-        from core.review.persist import SaveConflictError
+        from core.review.persist import SaveConflictError, file_key
 
         if not self.owns_case() or self.dataset is None or self.current is None:
             return None
@@ -665,12 +668,31 @@ class DatasetController(QObject):
                 self.window.report_error(exc, None if _is_ours(exc) else traceback.format_exc())
                 return None
             break
+        # another annotator may have written this case's reviewed label since it was opened here
+        expected = self._reviewed_keys.get(case_id)
+        overwrite = on_conflict == "overwrite"
+        if on_conflict == "merge":
+            expected = file_key(target)  # merged into what is there now
+        elif not overwrite and file_key(target) != expected:
+            ans = QMessageBox.question(
+                self.qwin,
+                "Airway Studio",
+                f"{_rel(target, self.dataset.root)} was saved by someone else after you opened {case_id}.\n\n"
+                "Overwrite it with your review? Their version is kept beside it as "
+                f"{case_id}.other-TIME.nii.gz.",
+                QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Cancel,
+            )
+            if ans != QMessageBox.StandardButton.Save:
+                self._say(f"Not saved: {target.name} was changed by someone else.", 8000)
+                return None
+            overwrite = True
         who = self.reviewer()
         record = self._record(status, saving=True)
         if who:
             record.reviewer = who
 
         def written(saved: SavedReview, s: Any = session) -> None:
+            self._reviewed_keys[saved.case_id] = saved.pending.disk_key
             if self.window.case.session is s:
                 self.window.case.finish_save(saved.pending)
             else:  # the window moved on: the session that made the snapshot learns it is saved
@@ -695,6 +717,8 @@ class DatasetController(QObject):
             pending,
             record,
             who,
+            expected,
+            overwrite,
             name=f"Saving {case_id}",
             on_result=written,
             on_error=failed,

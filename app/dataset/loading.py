@@ -74,6 +74,8 @@ class LoadedDatasetCase:
     models: list[str]  # model name of each prediction layer, in layer order
     stamps: tuple[FileStamp | None, ...] = ()
     keys: dict[str, str] = field(default_factory=dict)  # role -> core.outputs.content_key of what was read
+    # what labelsReviewed/CASE held when the case was read (None: nothing): a save checks nobody wrote it since
+    reviewed_key: Any = None
 
 
 def load_dataset_case(
@@ -105,7 +107,10 @@ def load_dataset_case(
         keys["reference" if version != "reviewed" else "reviewed"] = file_content_key(session.reference)
     for layer, model in zip(session.predictions, models):
         keys[model] = file_content_key(layer)
-    return LoadedDatasetCase(case_id, loaded, label, version, models, stamps, keys)
+    from core.review.persist import file_key
+
+    reviewed_key = file_key(dataset.reviewed_path(case_id))
+    return LoadedDatasetCase(case_id, loaded, label, version, models, stamps, keys, reviewed_key)
 
 
 def file_content_key(layer: Any) -> str:
@@ -192,19 +197,29 @@ def write_review(
     pending: Any,
     record: CaseRecord,
     reviewer: str | None,
+    expected: Any = None,
+    overwrite: bool = False,
     *,
     progress: Progress = _noop,
     cancel: Any = None,
 ) -> SavedReview:
     """Write the reviewed label through core.dataset (atomic, earlier version backed up, edit log with the
     reviewer), then record the case in the state file. ``pending``: the session's snapshot of the
-    reference (:meth:`core.review.Session.begin_save`), taken on the GUI thread."""
+    reference (:meth:`core.review.Session.begin_save`), taken on the GUI thread. ``expected``: the reviewed
+    file's key when the case was opened (None: there was none); a review saved by someone else since raises
+    SaveConflictError. ``overwrite`` (the reviewer chose it): the version on disk is kept aside
+    (CASE.other-TIME.nii.gz), then replaced."""
     from core.dataset import write_reviewed_label
-    from core.review.persist import file_key
+    from core.review.persist import file_key, keep_other_version
 
     progress(0, 0, f"Writing labelsReviewed/{case_id}")
+    if overwrite:
+        keep_other_version(dataset.reviewed_path(case_id))
+        expected = "any"  # core.dataset.labels.ANY_VERSION
     # it records label_version "reviewed" and keys["reviewed"] itself
-    out = write_reviewed_label(dataset, case_id, pending.volume, [dict(e) for e in pending.entries], reviewer=reviewer)
+    out = write_reviewed_label(
+        dataset, case_id, pending.volume, [dict(e) for e in pending.entries], reviewer=reviewer, expected=expected
+    )
     pending.disk_key = file_key(out)
     record.keys.pop("reviewed", None)  # the key of the label read before: write_reviewed_label set the new one
     state = record_case(dataset, case_id, record, who=reviewer)
