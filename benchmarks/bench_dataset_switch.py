@@ -3,7 +3,7 @@
 Builds an ATM'22-shaped dataset in a temporary folder from ../shared/data/atm22 (label-only:
 ``labelsTr/ATM_90x_0000.nii.gz`` -> preds_YangLab's 388 x 512 x 512 mask, ``preds_timi/`` the
 prediction folder; three case names, symlinks), opens it in the real window, and presses the keys
-as a reviewer does (N until an FP item, A, Ctrl+] / Ctrl+[) with the analysis of each case done
+as a reviewer does (pick an FP region, A, Ctrl+] / Ctrl+[) with the analysis of each case done
 before the next key, as after a review.
 
 Prints per switch: key -> case shown (layers in the window, views painted), the GUI thread's longest
@@ -92,7 +92,7 @@ def main() -> int:
 
         def switch(label: str, step: int, edit: bool) -> None:
             idle()
-            if ctl.prefetch_enabled:
+            if ctl.prefetch_enabled and step > 0:
                 spin(lambda: ctl._prefetch is not None and ctl._prefetch.result is not None)
             if edit:  # as a reviewer does: pick an FP region (a click in the 3D view selects it), A
                 regs = w.case.regions()
@@ -115,7 +115,7 @@ def main() -> int:
             idle()
             t_fig = time.perf_counter() - t0
             print(
-                f"{label:<44} {shown[-1]}: shown {t_shown:5.2f} s   longest GUI stall {ph.longest_ms:5.0f} ms   "
+                f"{label:<48} {shown[-1]}: shown {t_shown:5.2f} s   longest GUI stall {ph.longest_ms:5.0f} ms   "
                 f"figures ready {t_fig:5.1f} s"
             )
 
@@ -128,15 +128,17 @@ def main() -> int:
             spin(lambda: bool(shown))
         print(f"dataset {folder.name}: {len(ctl.dataset.cases)} cases of {w.case.shape} voxels (label only)")
         print(
-            f"{'first case (cold)':<44} {shown[-1]}: shown {time.perf_counter() - t0:5.2f} s   "
+            f"{'first case (cold)':<48} {shown[-1]}: shown {time.perf_counter() - t0:5.2f} s   "
             f"longest GUI stall {ph.longest_ms:5.0f} ms"
         )
         switch("Ctrl+] with prefetch, edited (label written)", 1, edit=True)
         switch("Ctrl+] with prefetch, no edit", 1, edit=False)
+        switch("Ctrl+[ back to the case left (in memory)", -1, edit=False)
         ctl.prefetch_enabled = False
         ctl._drop_prefetch()
+        ctl._previous = None
         switch("Ctrl+[ without prefetch, no edit", -1, edit=False)
-        switch("Ctrl+[ without prefetch, edited (label written)", -1, edit=True)
+        switch("Ctrl+] without prefetch, edited (label written)", 1, edit=True)
         dog.stop()
         print("\nwatchdog:\n" + dog.report(top=0, min_ms=150))
         # what the GUI thread did during each switch's stalls (sampled stacks, most often first)

@@ -270,6 +270,7 @@ def test_ctrl_bracket_saves_the_reviewed_label_opens_the_next_case_and_the_view_
 
     # Ctrl+]: the label is written, the next case opens (pre-loaded meanwhile)
     qtbot.waitUntil(lambda: ctl._prefetch is not None and ctl._prefetch.result is not None, timeout=60000)
+    first_session = w.case.session
     saved = []
     ctl.reviewSaved.connect(lambda *a: saved.append(a))
     with qtbot.waitSignals([ctl.caseOpened, ctl.reviewSaved], timeout=60000):
@@ -312,6 +313,7 @@ def test_ctrl_bracket_saves_the_reviewed_label_opens_the_next_case_and_the_view_
     with qtbot.waitSignal(ctl.caseOpened, timeout=60000) as opened:
         _key(w, Qt.Key.Key_BracketLeft, Qt.KeyboardModifier.ControlModifier)
     assert opened.args == [CASES[0]]
+    assert w.case.session is first_session  # the case just left was kept in memory (saved, files unchanged)
     assert w.case.reference_path == str(reviewed)
     assert "reference: reviewed (labelsReviewed/" in ctl.label_label.text()
     assert np.array_equal(w.case.session.reference.array, shown)
@@ -398,6 +400,37 @@ def test_a_review_saved_by_another_annotator_meanwhile_is_not_overwritten_unaske
     assert np.array_equal(read_label_canonical(reviewed, None)[0].array, mine)
     (kept,) = (dataset_dir / "labelsReviewed").glob(f"{CASES[0]}.other-*.nii.gz")
     assert kept.read_bytes() == before  # theirs, kept aside
+    assert not errors, errors
+
+
+@pytest.mark.slow
+def test_ctrl_bracket_back_reads_the_files_again_when_someone_changed_them(
+    qtbot, dataset_dir, errors, monkeypatch, tmp_path
+):
+    from core.dataset import open_dataset, write_reviewed_label
+    from core.io import read_label
+
+    w = _window(qtbot, errors, tmp_path / "s.ini")
+    ctl = _open_dataset(qtbot, w, dataset_dir, monkeypatch)
+    _double_click(qtbot, w, CASES[0])
+    _idle(qtbot, w)
+    left = w.case.session
+    qtbot.waitUntil(lambda: ctl._prefetch is not None and ctl._prefetch.result is not None, timeout=60000)
+    _activate(qtbot, w)
+    with qtbot.waitSignal(ctl.caseOpened, timeout=60000):
+        _key(w, Qt.Key.Key_BracketRight, Qt.KeyboardModifier.ControlModifier)
+    theirs = read_label(dataset_dir / "labelsTr" / f"{CASES[0]}.nii.gz")
+    theirs.array[0, 0, 0] = 1
+    write_reviewed_label(open_dataset(dataset_dir), CASES[0], theirs, reviewer="dave")
+    _idle(qtbot, w)
+    _activate(qtbot, w)
+    with qtbot.waitSignal(ctl.caseOpened, timeout=60000):
+        _key(w, Qt.Key.Key_BracketLeft, Qt.KeyboardModifier.ControlModifier)
+    assert w.case.session is not left  # not the copy in memory: the files, as they are now
+    reviewed = dataset_dir / "labelsReviewed" / f"{CASES[0]}.nii.gz"
+    assert w.case.reference_path == str(reviewed)
+    assert np.array_equal(w.case.session.reference.array, read_label_canonical(reviewed, None)[0].array)
+    assert "reference: reviewed" in ctl.label_label.text()
     assert not errors, errors
 
 

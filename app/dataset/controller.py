@@ -130,6 +130,8 @@ class DatasetController(QObject):
         self._load_after_save: str | None = None  # a case to read once its reviewed label is written
         self._unsaved: dict[str, LoadedDatasetCase] = {}  # cases whose save failed: their edited sessions
         self._reviewed_keys: dict[str, Any] = {}  # case -> its reviewed file's key as this window last saw it
+        self._previous: LoadedDatasetCase | None = None  # the case left last, kept in memory for Ctrl+[
+        self._previous_stamps: tuple[Any, ...] = ()
         self._saving: dict[str, Job] = {}
         self._then: list[Any] = []
         self.prefetch_enabled = True
@@ -234,6 +236,7 @@ class DatasetController(QObject):
         self.leave_case()
         self.activity.stop()
         self._drop_prefetch()
+        self._previous = None
         self.dataset, self.state = opened.dataset, opened.state
         self.current, self.info, self._session = None, None, None
         self.panel.set_data(self.dataset, self.state)
@@ -461,6 +464,9 @@ class DatasetController(QObject):
         if unsaved is not None:  # a save of it failed: its edits, from memory
             self._apply(unsaved)
             return None
+        if self._previous is not None and self._previous.case_id == case_id and self._previous_is_current(ds):
+            self._apply(self._previous)
+            return None
         pre, self._prefetch = self._prefetch, None
         if pre is not None and pre.case_id == case_id:
             if pre.result is not None:
@@ -480,6 +486,22 @@ class DatasetController(QObject):
             self._load_after_save = case_id
             return saving
         return self._start_load(case_id)
+
+    def _previous_is_current(self, ds: Dataset) -> bool:
+        """The case left last, still in memory, shows what its files hold: saved (or never edited), no save of
+        it under way, its reviewed label as this window left it, its CT and predictions unchanged."""
+        from core.review.persist import file_key
+
+        prev = self._previous
+        assert prev is not None
+        case_id = prev.case_id
+        ref = prev.loaded.session.reference
+        if case_id in self._saving or (ref is not None and ref.modified):
+            return False
+        if file_key(ds.reviewed_path(case_id)) != self._reviewed_keys.get(case_id):
+            return False
+        now, then = case_stamps(ds, ds.case(case_id)), self._previous_stamps
+        return len(now) == len(then) and now[0] == then[0] and now[2:] == then[2:]  # all but the label
 
     def _start_load(self, case_id: str) -> Job:
         assert self.dataset is not None
@@ -506,10 +528,23 @@ class DatasetController(QObject):
 
     def _apply(self, res: LoadedDatasetCase) -> None:
         """Put a loaded case in the window (what open_files does with its loading job's result)."""
+        from app.review.case import LoadedCase
+
         w = self.window
         self._wanted = None
         if res.stamps:  # read from disk now (a reopened unsaved session keeps what it knew)
             self._reviewed_keys[res.case_id] = res.reviewed_key
+        left, self._previous = self._previous, None
+        keep = self.prefetch_enabled and self.owns_case() and self.info is not None
+        if keep and self.current is not None and self.info is not None and self.current != res.case_id:
+            # the case being left stays in memory, with its analysis: Ctrl+[ right after Ctrl+] shows it at once
+            info = self.info
+            kept = LoadedCase(w.case.session, ct=w.case.ct, name=self.current, new_case=True)
+            self._previous = LoadedDatasetCase(
+                self.current, kept, info.label_path, info.label_version, info.models, (), dict(info.keys)
+            )
+            self._previous_stamps = info.stamps
+        del left
         w.case.apply_loaded(res.loaded)
         self._session = w.case.session
         self.current, self.info = res.case_id, res
@@ -878,6 +913,7 @@ class DatasetController(QObject):
         self.leave_case()
         self.activity.stop()
         self._drop_prefetch()
+        self._previous = None
 
 
 def _rel(path: Path, root: Path) -> Path:
