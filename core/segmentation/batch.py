@@ -127,7 +127,8 @@ def batch_cases(images: Sequence[tuple[str, Path]], num_parts: int, part_id: int
     if not 0 <= part_id < num_parts:
         raise ConfigError(
             f"--part-id {part_id} is out of range for --num-parts {num_parts}.",
-            f"Give a part id from 0 to {num_parts - 1} (SLURM: #SBATCH --array=0-{num_parts - 1}).",
+            f"Give a part id from 0 to {num_parts - 1} (a SLURM array of {num_parts} tasks numbered from 0: "
+            "--part-id $SLURM_ARRAY_TASK_ID).",
         )
     ordered = sorted(images, key=lambda c: (c[0], str(c[1])))
     return ordered[part_id::num_parts]
