@@ -399,34 +399,14 @@ class BatchRun:
             return
         if item.error is not None or item.result is None or item.geometry is None:
             reason = item.error or "no result"
-            self.finish(
-                CaseRecord(
-                    _case_id(case),
-                    "failed",
-                    reason,
-                    item.seconds,
-                    None,
-                    None,
-                    {"case": case.name, "status": "failed", "reason": reason},
-                )
-            )
+            self.finish(_failed_record(case, reason, item.seconds))
             return
         t0 = time.perf_counter()
         try:
             result = self.write(item)
         except Exception as exc:  # noqa: BLE001 - a full disk fails this case; the run goes on
             reason = _reason(exc)
-            self.finish(
-                CaseRecord(
-                    _case_id(case),
-                    "failed",
-                    reason,
-                    item.seconds,
-                    None,
-                    None,
-                    {"case": case.name, "status": "failed", "reason": reason},
-                )
-            )
+            self.finish(_failed_record(case, reason, item.seconds))
             return
         finally:
             item.reference, item.arrays = None, []
@@ -643,6 +623,13 @@ def _ended_text(record: CaseRecord) -> str:
         how = f"{r['windows']} windows, {r.get('backend')}" if "windows" in r else str(r.get("backend", ""))
         return f"{record.case_id}: done in {record.seconds:.1f} s ({how})"
     return f"{record.case_id}: {record.status} ({record.reason[:80]})"
+
+
+def _failed_record(case: Case, reason: str, seconds: float) -> CaseRecord:
+    """A case that produced no mask: no output, no record file, the reason in the run's summary."""
+    return CaseRecord(
+        _case_id(case), "failed", reason, seconds, None, None, {"case": case.name, "status": "failed", "reason": reason}
+    )
 
 
 def _case_id(case: Case) -> str:
