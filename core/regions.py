@@ -8,8 +8,13 @@ separates errors that barely change the tree from those that do:
   largest extent: a one-voxel dilation across a 2.2 mm slice is still a shell);
 - FP ``candidate_branch``: an elongated component (principal extent at least
   ``candidate_min_length_mm`` and two voxels, elongation at least
-  ``elongation_min``) whose nearest reference branch is terminal: likely an
-  airway the annotation missed;
+  ``elongation_min``) whose nearest reference branch is terminal, or that
+  reaches out of the reference along its own axis (its farthest voxel at least
+  ``protrusion_min`` of its length away): likely an airway the annotation
+  missed. The second test is for a reference that stops a few millimetres into
+  a branch: the parse cannot start a branch on so short a stub, so it gives the
+  stub's voxels to its (non-terminal) parent, and the tube continuing the stub
+  would otherwise read as a leak;
 - FP ``leakage``: any other component (a blob at a bifurcation or into the
   lung parenchyma);
 - FN ``missed_branch``: the missed voxels cover at least
@@ -74,7 +79,9 @@ class ErrorRegion:
     # Content key (kind + voxel set): the same region gets the same key in every
     # analysis, whatever the sort order, so review decisions can be keyed by it.
     key: str = ""
-    focus_zyx: tuple[int, int, int] | None = None  # the region's voxel nearest its centroid
+    # The region's voxel nearest its centroid among those the whole prediction gets wrong too (what
+    # an overlay of prediction against reference draws as this kind); any of its voxels when none is.
+    focus_zyx: tuple[int, int, int] | None = None
 
     @property
     def box(self) -> Box:
@@ -128,6 +135,7 @@ def find_error_regions(
     shell_mm: float = 1.5,
     elongation_min: float = 2.0,
     candidate_min_length_mm: float = 3.0,
+    protrusion_min: float = 0.75,
     missed_centreline_min: int = 2,
     min_voxels: int = 1,
     progress: Progress | None = None,
@@ -178,6 +186,9 @@ def find_error_regions(
     else:
         fp = np.zeros((0, 3), np.int64)
     fn = r_coords[~_lookup(p_sub, p_box, r_coords)]
+    # An FN voxel the prediction has in a piece apart from its largest component is missed by the
+    # metrics, but a view of the whole prediction draws it as found: focus where the miss shows.
+    shown = {"FP": np.ones(len(fp), dtype=bool), "FN": ~pred[tuple(fn.T)]}
     inner, outer = _shells(r_local, list(rbox.shape))
     inner, outer = inner + r_lo, outer + r_lo
     # beyond the volume's faces counts as airway (tubes cut by the field of view)
@@ -188,6 +199,7 @@ def find_error_regions(
         regions += _regions_of(
             kind,
             coords,
+            shown[kind],
             targets,
             ref.shape,
             tree,
@@ -197,6 +209,7 @@ def find_error_regions(
             shell_mm,
             elongation_min,
             candidate_min_length_mm,
+            protrusion_min,
             missed_centreline_min,
         )
     if min_voxels > 1:
@@ -215,6 +228,7 @@ def _forward_offsets(connectivity: int) -> np.ndarray:
 def _regions_of(
     kind: str,
     coords: np.ndarray,
+    shown: np.ndarray,
     targets: np.ndarray,
     full_shape: tuple[int, ...],
     tree: AirwayTree,
@@ -224,6 +238,7 @@ def _regions_of(
     shell_mm: float,
     elongation_min: float,
     candidate_min_length_mm: float,
+    protrusion_min: float,
     missed_centreline_min: int,
 ) -> list[ErrorRegion]:
     if len(coords) == 0:
@@ -298,7 +313,10 @@ def _regions_of(
     for k in range(1, n + 1):
         members = by_label[starts[k - 1] : starts[k]]
         own = coords[members]
-        focus = tuple(int(v) for v in own[int(np.argmin(near[members]))])
+        # shown voxels first: a hidden one's distance counts as larger than any shown one's
+        rank = near[members] + np.where(shown[members], 0.0, np.inf)
+        pick = int(np.argmin(rank)) if np.isfinite(rank).any() else int(np.argmin(near[members]))
+        focus = tuple(int(v) for v in own[pick])
         branch = int(nearest[k]) if pair[k].max() > 0 else None
         gen = tree.branch(branch).generation if branch else None
         if kind == "FP":
@@ -308,7 +326,8 @@ def _regions_of(
                 elong[k] >= elongation_min
                 and length[k] >= candidate_min_length_mm
                 and branch is not None
-                and tree.branch(branch).is_terminal
+                # a streak along a bronchus stays close to it over its whole length; a branch grows away
+                and (tree.branch(branch).is_terminal or maxd[k] >= protrusion_min * length[k])
             ):
                 cat = "candidate_branch"
             else:

@@ -158,3 +158,38 @@ def test_components_match_cc3d(case, connectivity):
         labels, n = cc3d.connected_components(err, connectivity=connectivity, return_N=True)
         sizes = sorted(np.bincount(labels.ravel())[1:].tolist(), reverse=True)
         assert [g.voxels for g in regs if g.kind == kind] == sizes
+
+
+def test_a_tube_continuing_a_stub_the_parse_cannot_see_is_a_candidate_branch():
+    """A reference that stops a millimetre into a side branch: the parse gives the stub to the trachea
+    (not terminal), yet the tube the prediction continues it with is branch-shaped, not a leak; a streak
+    lying along the trachea, as long but staying close to it, is still leakage."""
+    stub_tip = (16, 40, 45)
+    ref = tube(SHAPE, Y_SEGMENTS + [((16, 40, 40), stub_tip, 2.0)])
+    tree = parse_tree(ref, SPACING)
+    assert tree.n_branches == 7  # no branch for the stub
+    cont = tube(SHAPE, [(stub_tip, (16, 40, 55), 1.5)]) & ~ref
+    streak = tube(SHAPE, [((8, 40, 33), (22, 40, 33), 2.0)]) & ~ref
+    regions = find_error_regions(ref | cont | streak, ref, tree, SPACING)
+    branch = _region_at(regions, cont)
+    assert (branch.kind, branch.category) == ("FP", "candidate_branch")
+    assert not tree.branch(branch.nearest_branch).is_terminal
+    side = _region_at(regions, streak)
+    assert (side.kind, side.category) == ("FP", "leakage")
+    assert side.elongation >= 2.0 and side.length_mm >= branch.length_mm
+    assert not tree.branch(side.nearest_branch).is_terminal
+
+
+def test_focus_is_where_the_whole_prediction_shows_the_miss(case):
+    """A missed tip the prediction holds in a piece apart from its largest component is missed by the
+    metrics; N must put the crosshair where a view of the whole prediction shows the miss."""
+    ref, _, tree, _ = case
+    z, y, x = np.indices(SHAPE)
+    tip = (z >= 58) & (y > 40) & (x > 40) & ref
+    band = tip & (z < 61)
+    pred = ref & ~band  # the tip beyond the band is an island
+    regions = find_error_regions(pred, ref, tree, SPACING)
+    g = _region_at(regions, tip)
+    assert (g.kind, g.category) == ("FN", "missed_branch") and g.voxels == tip.sum()
+    assert ref[g.focus_zyx] and not pred[g.focus_zyx]
+    assert any((g.coords == np.array(g.focus_zyx)).all(axis=1))
