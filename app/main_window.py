@@ -243,7 +243,12 @@ class MainWindow(QMainWindow):
     def _align_columns(self, leader: QSplitter | None = None) -> None:
         """Give both rows the same column widths; a row whose widgets cannot shrink
         that far (e.g. the 3D view's toolbar) leads."""
+        import shiboken6
+
         top, bottom = self._rows
+        # a queued call can outlive the splitters (a window closed and deleted meanwhile)
+        if not (shiboken6.isValid(top) and shiboken6.isValid(bottom)):
+            return
         if leader is None:  # after a resize: the row with the wider minimum on the right leads
             leader = bottom if self._right_min_width(bottom) > self._right_min_width(top) else top
         other = bottom if leader is top else top
@@ -260,13 +265,13 @@ class MainWindow(QMainWindow):
         from PySide6.QtCore import QEvent
 
         if event.type() in (QEvent.Type.Resize, QEvent.Type.LayoutRequest) and obj in (*self._rows, self.view3d_slot):
-            QTimer.singleShot(0, self._align_columns)
+            QTimer.singleShot(0, self, self._align_columns)
         return super().eventFilter(obj, event)
 
     def resizeEvent(self, event: Any) -> None:
         super().resizeEvent(event)
-        QTimer.singleShot(0, self._align_columns)
-        QTimer.singleShot(0, self._fit_docks)
+        QTimer.singleShot(0, self, self._align_columns)
+        QTimer.singleShot(0, self, self._fit_docks)
 
     def showEvent(self, event: Any) -> None:
         if not self._recovery_offered and not self.ephemeral:
@@ -274,10 +279,10 @@ class MainWindow(QMainWindow):
             QTimer.singleShot(0, self.offer_recovery)
         super().showEvent(event)
         self._fit_to_screen()
-        QTimer.singleShot(0, self._align_columns)
+        QTimer.singleShot(0, self, self._align_columns)
         first = not getattr(self, "_shown_once", False) and not getattr(self, "_state_restored", False)
         self._shown_once = True
-        QTimer.singleShot(0, lambda: self._fit_docks(first=first))
+        QTimer.singleShot(0, self, lambda: self._fit_docks(first=first))
 
     # side docks: a default share of the width, never so much that the slice views get less than half
     DOCK_SHARE, DOCK_MAX_SHARE, DOCK_MIN_PX = 0.27, 0.4, 330
