@@ -34,7 +34,7 @@ def pytest_sessionfinish(session, exitstatus):
 def _no_unanswered_dialog(monkeypatch):
     """A modal message box that no test answers blocks the event loop until pytest-timeout ends the
     test (900 s of CI): a test that does not expect a dialog fails at once, naming it. Tests that
-    expect one patch ``QMessageBox.exec`` themselves, which replaces this."""
+    expect one patch ``QMessageBox.exec`` (or ``question``, ...) themselves, which replaces this."""
     import sys
 
     widgets = sys.modules.get("PySide6.QtWidgets")  # only where a test module brought Qt in
@@ -46,6 +46,14 @@ def _no_unanswered_dialog(monkeypatch):
             )
 
         monkeypatch.setattr(widgets.QMessageBox, "exec", unanswered)
+
+        # the static helpers (question, warning, ...) run their own C++ loop, not exec above
+        def unanswered_static(*args, **kwargs):
+            texts = [a for a in args if isinstance(a, str)]
+            raise AssertionError(f"unexpected modal dialog: {texts!r}")
+
+        for name in ("question", "warning", "critical", "information"):
+            monkeypatch.setattr(widgets.QMessageBox, name, staticmethod(unanswered_static))
     yield
 
 

@@ -485,11 +485,11 @@ def test_the_reviewer_is_asked_once_and_kept_in_the_settings(qtbot, dataset_dir,
     assert not errors, errors
 
 
-def test_active_time_counts_input_while_the_window_is_active_not_idle_time(qtbot, tmp_path):
+def test_active_time_counts_input_while_the_window_is_active_not_idle_time(qtbot, tmp_path, errors):
     from app.dataset.activity import ActiveTime
 
     now = [100.0]
-    w = _window(qtbot, [], tmp_path / "s.ini")
+    w = _window(qtbot, errors, tmp_path / "s.ini")
     _activate(qtbot, w)
     t = ActiveTime(w, clock=lambda: now[0], idle_s=60.0)
     t.start()
