@@ -247,8 +247,14 @@ class Worker:
 
     def segment(self, name: str, ct: Any, progress: Progress | None, cancel: Cancellable | None) -> WorkerResult:
         """Segment one CT in the child. Raises :class:`CaseFailed` (the child's error for this case),
-        :class:`WorkerDied` (the child is gone; call :meth:`ensure` before the next case) or Cancelled."""
-        self.ensure(cancel)
+        :class:`WorkerDied` (the child is gone; call :meth:`ensure` before the next case) or Cancelled.
+
+        The caller starts the worker (:meth:`ensure`) before it names the case in flight; a worker
+        that dies after that fails this case instead of being replaced unseen."""
+        if self.proc is None or self.conn is None:
+            self.ensure(cancel)
+        elif not self.proc.is_alive():
+            raise WorkerDied(self._death())
         conn = self.conn
         assert conn is not None
         array = np.ascontiguousarray(ct.array)
