@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from core.errors import InputError
 from core.review.persist import FileKey, PathArg, file_key
@@ -38,8 +39,11 @@ class Source:
     # (core.review.persist.SaveConflictError otherwise)
     disk_key: FileKey | None = None
 
-    def to_file_array(self, canonical: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(self.reorientation.invert(canonical))
+    def to_file_array(self, canonical: np.ndarray, dtype: npt.DTypeLike | None = None) -> np.ndarray:
+        """A C-ordered copy in the file's orientation, cast to ``dtype`` in the same pass: a save's
+        snapshot runs on the GUI thread, and copy-then-cast of a flipped 388 x 512 x 512 label took
+        500 ms against 90 ms for one pass."""
+        return np.array(self.reorientation.invert(canonical), dtype=dtype, order="C")
 
 
 def _identity() -> Reorientation:

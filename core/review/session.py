@@ -993,7 +993,7 @@ class Session:
             else:
                 self.merge_from_disk(layer)
         src = layer.source
-        volume = LabelVolume(src.to_file_array(layer.array).astype(np.uint8), src.geometry, name=layer.name)
+        volume = LabelVolume(src.to_file_array(layer.array, np.uint8), src.geometry, name=layer.name)
         entries = [e for e in self.edit_log if e["layer"] == layer.name and not e.get("saved")] if log else []
         return PendingSave(layer, target, volume, layer.revision, entries, backup, keep_other)
 
