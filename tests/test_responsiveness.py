@@ -52,6 +52,7 @@ def _day(qtbot: QtBot, reference: Path, prediction: Path) -> None:
         w.case.auto_analyse = False
     assert not day.errors, day.errors
     assert not [n for n in day.notes if "did not change" in n], day.notes
+    print("longest GUI stall per phase (ms):", {k: round(v) for k, v in day.stalls.items()})  # shown by pytest -s
     worst = {phase: ms for phase, ms in day.stalls.items() if ms > STALL_LIMIT_MS}
     assert not worst, f"GUI stalls above {STALL_LIMIT_MS:.0f} ms: {worst}\n{dog.report()}"
 

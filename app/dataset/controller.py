@@ -8,7 +8,7 @@ while the reviewer works, and records per case: status, reviewer, active time, t
 the session already computed, open review items, content keys and the view state.
 
 Saving a reviewed label takes ONE route: the session's save split in three
-(:meth:`core.review.Session.begin_save` for the checks and the snapshot on the GUI thread,
+(:meth:`core.review.Session.begin_save` for the checks and an O(1) snapshot on the GUI thread,
 :func:`core.dataset.write_reviewed_label` in a job, :meth:`core.review.Session.end_save`), so the
 file lands where the dataset says (``labelsReviewed/CASE.nii.gz``, the earlier version backed
 up, the edit log in the dataset's format with the reviewer) and the session still knows what

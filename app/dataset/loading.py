@@ -205,7 +205,8 @@ def write_review(
 ) -> SavedReview:
     """Write the reviewed label through core.dataset (atomic, earlier version backed up, edit log with the
     reviewer), then record the case in the state file. ``pending``: the session's snapshot of the
-    reference (:meth:`core.review.Session.begin_save`), taken on the GUI thread. ``expected``: the reviewed
+    reference (:meth:`core.review.Session.begin_save`), taken on the GUI thread in O(1) and copied
+    here. ``expected``: the reviewed
     file's key when the case was opened (None: there was none); a review saved by someone else since raises
     SaveConflictError. ``overwrite`` (the reviewer chose it): the version on disk is kept aside
     (CASE.other-TIME.nii.gz), then replaced."""

@@ -27,7 +27,7 @@ from core.box import Box, union
 from core.errors import Cancelled, InputError
 from core.progress import Progress
 from core.review import persist
-from core.review.layers import Change, Edit, History, LabelLayer
+from core.review.layers import Change, Edit, History, LabelLayer, LayerSnapshot
 from core.review.loading import load_ct, read_label_canonical, read_prediction_canonical
 from core.review.names import NamedTree, NamesLayer, correction_json, correction_of_json, name_tree, region_branches
 from core.review.persist import PathArg
@@ -172,12 +172,28 @@ class PendingSave:
 
     layer: LabelLayer
     target: Path
-    volume: LabelVolume  # on the file's grid and orientation, uint8 0/1
+    snapshot: LayerSnapshot  # the layer at begin_save, copied where the write runs
     revision: int  # the layer's revision the snapshot shows
     entries: list[dict[str, Any]]  # edit-log entries it saves
     backup: bool
     keep_other: bool  # the user chose to overwrite a file changed on disk: keep that version aside first
     disk_key: persist.FileKey | None = None  # of the written file (set by write)
+    _volume: LabelVolume | None = None
+
+    @property
+    def volume(self) -> LabelVolume:
+        """The snapshot on the file's grid and orientation, uint8 0/1: copied on first use, on
+        the thread that writes (the GUI thread only took the O(1) snapshot)."""
+        if self._volume is None:
+            src = self.layer.source
+            self._volume = LabelVolume(
+                self.snapshot.take(src.reorientation, np.uint8), src.geometry, name=self.layer.name
+            )
+        return self._volume
+
+    def release(self) -> None:
+        """Give the save up before it wrote: the layer stops recording for it."""
+        self.snapshot.release()
 
     def write(self, progress: Progress | None = None, cancel: Any = None) -> PendingSave:
         """The slow part (compressing, writing): safe in any thread; the file appears atomically."""
@@ -992,10 +1008,8 @@ class Session:
                 keep_other = True
             else:
                 self.merge_from_disk(layer)
-        src = layer.source
-        volume = LabelVolume(src.to_file_array(layer.array, np.uint8), src.geometry, name=layer.name)
         entries = [e for e in self.edit_log if e["layer"] == layer.name and not e.get("saved")] if log else []
-        return PendingSave(layer, target, volume, layer.revision, entries, backup, keep_other)
+        return PendingSave(layer, target, layer.snapshot(), layer.revision, entries, backup, keep_other)
 
     def end_save(self, pending: PendingSave) -> Path:
         """After ``pending.write()``: the layer belongs to the written file, its edits up to the
