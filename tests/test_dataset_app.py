@@ -15,6 +15,7 @@ from jobs import run_job_and_wait
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QFileDialog
+from window_keys import select_row, type_key, wait_analysed
 
 from app.settings import Settings
 from core.review.loading import read_label_canonical
@@ -120,24 +121,6 @@ def _double_click(qtbot, w, case_id: str):
     assert done.args == [case_id]
 
 
-def _idle(qtbot, w):
-    qtbot.waitUntil(
-        lambda: (
-            w.case.active is not None
-            and w.case.active.regions is not None
-            and not w.case.stale
-            and not w.case.busy
-            and not w.busy
-        ),
-        timeout=120000,
-    )
-
-
-def _key(w, key, mods=Qt.KeyboardModifier.NoModifier):
-    QTest.keyClick(w.views["axial"], key, mods)
-    QApplication.processEvents()
-
-
 def _activate(qtbot, w):
     w.activateWindow()
     w.views["axial"].setFocus()
@@ -147,14 +130,14 @@ def _activate(qtbot, w):
 def _accept_an_fp(qtbot, w) -> None:
     """N until an FP region is selected, then A (as an annotator adds a missed airway)."""
     for _ in range(3 * len(w.case.regions()) + 2):
-        _key(w, Qt.Key.Key_N)
+        type_key(w, Qt.Key.Key_N)
         regs = w.case.regions()
         if 0 <= w.case.active_region < len(regs) and regs[w.case.active_region].kind == "FP":
             break
     else:
         raise AssertionError("no FP region to accept")
     before = int(w.case.session.reference.array.sum())
-    _key(w, Qt.Key.Key_A)
+    type_key(w, Qt.Key.Key_A)
     assert int(w.case.session.reference.array.sum()) > before
     assert w.case.session.reference.modified
 
@@ -183,9 +166,9 @@ def test_worklist_rows_sorting_filters_and_double_click(qtbot, dataset_dir, erro
     note.close()
 
     # Done and Flagged from the buttons, on the selected rows
-    panel.table.setCurrentIndex(panel.proxy.index(2, 0))
+    select_row(panel.table, 2)
     panel.status_buttons["done"].click()
-    panel.table.setCurrentIndex(panel.proxy.index(4, 0))
+    select_row(panel.table, 4)
     panel.status_buttons["flagged"].click()
     assert _status(w, CASES[2]) == "done" and _status(w, CASES[4]) == "flagged"
     assert panel.model.case_state(CASES[2]).reviewer == "alice"
@@ -220,7 +203,7 @@ def test_worklist_rows_sorting_filters_and_double_click(qtbot, dataset_dir, erro
     assert _status(w, CASES[2]) == "in_review"
 
     # a note
-    panel.table.setCurrentIndex(panel.proxy.index(1, 0))
+    select_row(panel.table, 1)
     panel.note.setFocus()
     QTest.keyClicks(panel.note, "check the left lower lobe")
     QTest.keyClick(panel.note, Qt.Key.Key_Return)
@@ -233,13 +216,13 @@ def test_worklist_rows_sorting_filters_and_double_click(qtbot, dataset_dir, erro
     assert [p.name for p in w.case.predictions] == [MODEL]
     assert "reference: original (labelsTr/" in ctl.label_label.text()
     # Enter on a row opens it too
-    _idle(qtbot, w)
+    wait_analysed(qtbot, w)
     panel.table.setFocus()
-    panel.table.setCurrentIndex(panel.proxy.index(3, 0))
+    select_row(panel.table, 3)
     with qtbot.waitSignal(ctl.caseOpened, timeout=60000) as blocker:
         QTest.keyClick(panel.table, Qt.Key.Key_Return)
     assert blocker.args == [CASES[3]]
-    _idle(qtbot, w)
+    wait_analysed(qtbot, w)
     assert not errors, errors
 
 
@@ -253,12 +236,12 @@ def test_ctrl_bracket_saves_the_reviewed_label_opens_the_next_case_and_the_view_
     w = _window(qtbot, errors, tmp_path / "s.ini")
     ctl = _open_dataset(qtbot, w, dataset_dir, monkeypatch)
     _double_click(qtbot, w, CASES[0])
-    _idle(qtbot, w)
+    wait_analysed(qtbot, w)
     _activate(qtbot, w)
     _accept_an_fp(qtbot, w)
     shown = w.case.session.reference.array.copy()
-    _idle(qtbot, w)  # figures of the edited reference
-    _key(w, Qt.Key.Key_N)  # the accepted region is gone: another one selected
+    wait_analysed(qtbot, w)  # figures of the edited reference
+    type_key(w, Qt.Key.Key_N)  # the accepted region is gone: another one selected
     region_key = w.case.active_region_key
     assert region_key is not None
     td = w.case.active.metrics.td
@@ -274,7 +257,7 @@ def test_ctrl_bracket_saves_the_reviewed_label_opens_the_next_case_and_the_view_
     saved = []
     ctl.reviewSaved.connect(lambda *a: saved.append(a))
     with qtbot.waitSignals([ctl.caseOpened, ctl.reviewSaved], timeout=60000):
-        _key(w, Qt.Key.Key_BracketRight, Qt.KeyboardModifier.ControlModifier)
+        type_key(w, Qt.Key.Key_BracketRight, Qt.KeyboardModifier.ControlModifier)
     assert saved[0][0] == CASES[0] and w.case.name == CASES[1]
     reviewed = dataset_dir / "labelsReviewed" / f"{CASES[0]}.nii.gz"
     assert np.array_equal(read_label_canonical(reviewed, None)[0].array, shown)
@@ -308,10 +291,10 @@ def test_ctrl_bracket_saves_the_reviewed_label_opens_the_next_case_and_the_view_
     assert ctl.panel.model.data(ctl.panel.model.index(0, 4)) == "reviewed"
 
     # Ctrl+[ (nothing edited): back to the first case, its reviewed label, its view
-    _idle(qtbot, w)
+    wait_analysed(qtbot, w)
     _activate(qtbot, w)
     with qtbot.waitSignal(ctl.caseOpened, timeout=60000) as opened:
-        _key(w, Qt.Key.Key_BracketLeft, Qt.KeyboardModifier.ControlModifier)
+        type_key(w, Qt.Key.Key_BracketLeft, Qt.KeyboardModifier.ControlModifier)
     assert opened.args == [CASES[0]]
     assert w.case.session is first_session  # the case just left was kept in memory (saved, files unchanged)
     assert w.case.reference_path == str(reviewed)
@@ -319,13 +302,13 @@ def test_ctrl_bracket_saves_the_reviewed_label_opens_the_next_case_and_the_view_
     assert np.array_equal(w.case.session.reference.array, shown)
     assert w.case.cursor == (11, 17, 23)
     assert w.views["axial"].zoom == pytest.approx(zoom)
-    _idle(qtbot, w)
+    wait_analysed(qtbot, w)
     assert w.case.active_region_key == region_key
     assert ctl.case_state(CASES[1]).status == "in_review"  # Save and previous marks it reviewed too
 
     # Done is the reviewer's call (Ctrl+Alt+D); a later Save and next keeps it
     _activate(qtbot, w)
-    _key(w, Qt.Key.Key_D, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
+    type_key(w, Qt.Key.Key_D, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
     assert ctl.case_state(CASES[0]).status == "done"
     with qtbot.waitSignal(ctl.caseOpened, timeout=60000):
         w.action_table["save_next_case"].trigger()  # the Dataset menu's entry
@@ -345,14 +328,14 @@ def test_a_save_that_fails_keeps_the_edits_and_opens_the_case_again(qtbot, datas
     ctl = _open_dataset(qtbot, w, dataset_dir, monkeypatch)
     (dataset_dir / "labelsReviewed").write_text("a file where the folder should be")  # the write fails
     _double_click(qtbot, w, CASES[0])
-    _idle(qtbot, w)
+    wait_analysed(qtbot, w)
     _activate(qtbot, w)
     _accept_an_fp(qtbot, w)
     shown = w.case.session.reference.array.copy()
     qtbot.waitUntil(lambda: ctl._prefetch is not None and ctl._prefetch.result is not None, timeout=60000)
     opened = []
     ctl.caseOpened.connect(opened.append)
-    _key(w, Qt.Key.Key_BracketRight, Qt.KeyboardModifier.ControlModifier)
+    type_key(w, Qt.Key.Key_BracketRight, Qt.KeyboardModifier.ControlModifier)
     qtbot.waitUntil(lambda: opened[-2:] == [CASES[1], CASES[0]], timeout=60000)
     assert len(errors) == 1 and f"The reviewed label of {CASES[0]} was not written" in errors[0]
     assert w.case.name == CASES[0] and w.case.session.reference.modified
@@ -362,7 +345,7 @@ def test_a_save_that_fails_keeps_the_edits_and_opens_the_case_again(qtbot, datas
     (dataset_dir / "labelsReviewed").unlink()
     errors.clear()
     with qtbot.waitSignal(ctl.reviewSaved, timeout=60000):
-        _key(w, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
+        type_key(w, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
     reviewed = dataset_dir / "labelsReviewed" / f"{CASES[0]}.nii.gz"
     assert np.array_equal(read_label_canonical(reviewed, None)[0].array, shown)
     assert not w.case.session.reference.modified and not errors
@@ -380,7 +363,7 @@ def test_a_review_saved_by_another_annotator_meanwhile_is_not_overwritten_unaske
     w = _window(qtbot, errors, tmp_path / "s.ini")
     ctl = _open_dataset(qtbot, w, dataset_dir, monkeypatch)
     _double_click(qtbot, w, CASES[0])
-    _idle(qtbot, w)
+    wait_analysed(qtbot, w)
     _activate(qtbot, w)
     _accept_an_fp(qtbot, w)
     mine = w.case.session.reference.array.copy()
@@ -390,13 +373,13 @@ def test_a_review_saved_by_another_annotator_meanwhile_is_not_overwritten_unaske
     write_reviewed_label(open_dataset(dataset_dir), CASES[0], theirs, reviewer="dave")
     reviewed = dataset_dir / "labelsReviewed" / f"{CASES[0]}.nii.gz"
     before = reviewed.read_bytes()
-    _key(w, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
+    type_key(w, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
     assert len(errors) == 1 and "saved by someone else" in errors[0]  # asked, answered Cancel (Discard)
     assert reviewed.read_bytes() == before and w.case.session.reference.modified
     errors.clear()
     monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.StandardButton.Save))
     with qtbot.waitSignal(ctl.reviewSaved, timeout=60000):
-        _key(w, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
+        type_key(w, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
     assert np.array_equal(read_label_canonical(reviewed, None)[0].array, mine)
     (kept,) = (dataset_dir / "labelsReviewed").glob(f"{CASES[0]}.other-*.nii.gz")
     assert kept.read_bytes() == before  # theirs, kept aside
@@ -413,19 +396,19 @@ def test_ctrl_bracket_back_reads_the_files_again_when_someone_changed_them(
     w = _window(qtbot, errors, tmp_path / "s.ini")
     ctl = _open_dataset(qtbot, w, dataset_dir, monkeypatch)
     _double_click(qtbot, w, CASES[0])
-    _idle(qtbot, w)
+    wait_analysed(qtbot, w)
     left = w.case.session
     qtbot.waitUntil(lambda: ctl._prefetch is not None and ctl._prefetch.result is not None, timeout=60000)
     _activate(qtbot, w)
     with qtbot.waitSignal(ctl.caseOpened, timeout=60000):
-        _key(w, Qt.Key.Key_BracketRight, Qt.KeyboardModifier.ControlModifier)
+        type_key(w, Qt.Key.Key_BracketRight, Qt.KeyboardModifier.ControlModifier)
     theirs = read_label(dataset_dir / "labelsTr" / f"{CASES[0]}.nii.gz")
     theirs.array[0, 0, 0] = 1
     write_reviewed_label(open_dataset(dataset_dir), CASES[0], theirs, reviewer="dave")
-    _idle(qtbot, w)
+    wait_analysed(qtbot, w)
     _activate(qtbot, w)
     with qtbot.waitSignal(ctl.caseOpened, timeout=60000):
-        _key(w, Qt.Key.Key_BracketLeft, Qt.KeyboardModifier.ControlModifier)
+        type_key(w, Qt.Key.Key_BracketLeft, Qt.KeyboardModifier.ControlModifier)
     assert w.case.session is not left  # not the copy in memory: the files, as they are now
     reviewed = dataset_dir / "labelsReviewed" / f"{CASES[0]}.nii.gz"
     assert w.case.reference_path == str(reviewed)
@@ -443,11 +426,11 @@ def test_statuses_survive_a_restart_and_a_second_window_sees_them(qtbot, dataset
     b = _window(qtbot, errors, tmp_path / "b.ini", reviewer="bob")
     ca = _open_dataset(qtbot, a, dataset_dir, monkeypatch)
     cb = _open_dataset(qtbot, b, dataset_dir, monkeypatch)
-    ca.panel.table.setCurrentIndex(ca.panel.proxy.index(2, 0))
+    select_row(ca.panel.table, 2)
     ca.panel.status_buttons["done"].click()
     # b's worklist follows the file (watcher), without a click
     qtbot.waitUntil(lambda: _status(b, CASES[2]) == "done", timeout=10000)
-    cb.panel.table.setCurrentIndex(cb.panel.proxy.index(3, 0))
+    select_row(cb.panel.table, 3)
     cb.panel.status_buttons["flagged"].click()
     qtbot.waitUntil(lambda: _status(a, CASES[3]) == "flagged", timeout=10000)
     assert _status(a, CASES[2]) == "done" and _status(b, CASES[2]) == "done"  # neither lost the other's
@@ -476,7 +459,7 @@ def test_the_reviewer_is_asked_once_and_kept_in_the_settings(qtbot, dataset_dir,
     w = _window(qtbot, errors, tmp_path / "s.ini", reviewer="")
     ctl = _open_dataset(qtbot, w, dataset_dir, monkeypatch)
     for row, status in ((0, "in_review"), (1, "done")):
-        ctl.panel.table.setCurrentIndex(ctl.panel.proxy.index(row, 0))
+        select_row(ctl.panel.table, row)
         ctl.panel.status_buttons[status].click()
     assert len(asked) == 1 and "name" in asked[0]
     assert w.settings.reviewer() == "carol"

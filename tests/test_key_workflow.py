@@ -13,6 +13,7 @@ import pytest
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QMessageBox
+from window_keys import type_key, wait_analysed
 
 from app.settings import Settings
 from core.box import Box
@@ -46,7 +47,7 @@ def _open(qtbot, files, kind, errors):
     ct = str(files / "ct.nii.gz") if kind == "ct" else None
     with qtbot.waitSignal(w.caseLoaded, timeout=120000):
         w.open_files(ct, str(files / "ref.nii.gz"), [str(files / "pred.nii.gz")])
-    _idle(qtbot, w)
+    wait_analysed(qtbot, w)
     _activate(qtbot, w)
     return w
 
@@ -58,28 +59,10 @@ def _activate(qtbot, w):
     qtbot.waitUntil(w.isActiveWindow, timeout=5000)
 
 
-def _idle(qtbot, w):
-    qtbot.waitUntil(
-        lambda: (
-            w.case.active is not None
-            and w.case.active.regions is not None
-            and not w.case.stale
-            and not w.case.busy
-            and not w.busy
-        ),
-        timeout=120000,
-    )
-
-
-def _key(w, key, mods=Qt.KeyboardModifier.NoModifier):
-    QTest.keyClick(w.views["axial"], key, mods)
-    QApplication.processEvents()
-
-
 def _select_kind(qtbot, w, kind: str) -> bool:
     """N until the selected item is of ``kind`` (FP for A, FN for R)."""
     for _ in range(3 * len(w.case.regions()) + 2):
-        _key(w, Qt.Key.Key_N)
+        type_key(w, Qt.Key.Key_N)
         regs = w.case.regions()
         if 0 <= w.case.active_region < len(regs) and regs[w.case.active_region].kind == kind:
             return True
@@ -89,7 +72,7 @@ def _select_kind(qtbot, w, kind: str) -> bool:
 def _brush_stroke(qtbot, w):
     """B, then a drag across the crosshair in the axial view, then B back to the crosshair."""
     axial = w.views["axial"]
-    _key(w, Qt.Key.Key_B)
+    type_key(w, Qt.Key.Key_B)
     c = w.case.cursor
     a = axial.voxel_to_widget(c)
     b = axial.voxel_to_widget((c[0], c[1] + 3, c[2] + 3))
@@ -98,30 +81,30 @@ def _brush_stroke(qtbot, w):
     QTest.mouseMove(axial, pb)
     QTest.mouseRelease(axial, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pb)
     QApplication.processEvents()
-    _key(w, Qt.Key.Key_B)
+    type_key(w, Qt.Key.Key_B)
 
 
 def _edit_like_a_user(qtbot, w) -> None:
     case = w.case
     before = case.session.reference.array.copy()
     assert _select_kind(qtbot, w, "FP")
-    _key(w, Qt.Key.Key_A)
+    type_key(w, Qt.Key.Key_A)
     after_a = case.session.reference.array.copy()
     assert (after_a & ~before).any()
     assert "Added to the reference" in w.statusBar().currentMessage()
     parts = w.readout.text().split("   ")
     assert "TP" in parts and "FP" not in parts, parts  # the crosshair readout says what is there now
-    _idle(qtbot, w)
+    wait_analysed(qtbot, w)
     assert _select_kind(qtbot, w, "FN")
-    _key(w, Qt.Key.Key_R)
+    type_key(w, Qt.Key.Key_R)
     after_r = case.session.reference.array.copy()
     assert (after_a & ~after_r).any()
     _brush_stroke(qtbot, w)
     stroked = case.session.reference.array.copy()
     assert (stroked != after_r).any(), "the brush stroke changed nothing"
-    _key(w, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    type_key(w, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert np.array_equal(case.session.reference.array, after_r)
-    _key(w, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    type_key(w, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
     assert np.array_equal(case.session.reference.array, stroked)
 
 
@@ -134,7 +117,7 @@ def test_edits_saved_with_ctrl_alt_s_reopen_voxel_for_voxel(qtbot, files, kind, 
     _edit_like_a_user(qtbot, w)
     shown = w.case.session.reference.array.copy()
     with qtbot.waitSignal(w.labelSaved, timeout=60000):  # the save runs in a job
-        _key(w, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
+        type_key(w, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
     assert not errors, errors
     assert (files / "ref.orig.nii.gz").exists()  # the original kept once
     w2 = _open(qtbot, files, kind, errors)
@@ -174,10 +157,10 @@ def test_a_crash_is_recovered_at_the_next_start_saved_and_forgotten(qtbot, files
     qtbot.waitUntil(lambda: w2.case.session.reference is not None and w2.case.session.reference.modified)
     assert not errors, errors
     assert np.array_equal(w2.case.session.reference.array, shown)
-    _idle(qtbot, w2)
+    wait_analysed(qtbot, w2)
     _activate(qtbot, w2)
     with qtbot.waitSignal(w2.labelSaved, timeout=60000):
-        _key(w2, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
+        type_key(w2, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
     assert not errors, errors
     assert np.array_equal(read_label_canonical(files / "ref.nii.gz", None)[0].array, shown)
     assert not recovery.exists()

@@ -1,0 +1,37 @@
+"""Keys and waits shared by the tests that drive the main window as a user does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QItemSelectionModel, Qt
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication, QTableView
+
+
+def wait_analysed(qtbot: Any, w: Any) -> None:
+    """Until the case is analysed and nothing runs (regions listed, no job, no re-analysis due)."""
+    qtbot.waitUntil(
+        lambda: (
+            w.case.active is not None
+            and w.case.active.regions is not None
+            and not w.case.stale
+            and not w.case.busy
+            and not w.busy
+        ),
+        timeout=120000,
+    )
+
+
+def type_key(w: Any, key: Qt.Key, mods: Qt.KeyboardModifier = Qt.KeyboardModifier.NoModifier) -> None:
+    """A key typed on the axial view (where an annotator's focus is), its handler run."""
+    QTest.keyClick(w.views["axial"], key, mods)
+    QApplication.processEvents()
+
+
+def select_row(table: QTableView, row: int) -> None:
+    """Make ``row`` the one selected row, as a plain click does. ``setCurrentIndex`` asks Qt for
+    the keyboard modifiers held, and a synthetic Ctrl left over from an earlier test's key
+    made it extend the selection instead (a status button then hit two rows)."""
+    flags = QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows
+    table.selectionModel().setCurrentIndex(table.model().index(row, 0), flags)
