@@ -14,6 +14,7 @@ from PySide6.QtCore import QtMsgType, qInstallMessageHandler
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QDialog, QFileDialog, QMenu, QMessageBox
+from window_keys import wait_not_busy
 
 from app import shortcuts
 from app.settings import Settings
@@ -177,7 +178,7 @@ def _settle(qtbot, w) -> None:
     if w.busy:
         for job in list(w.jobs):
             job.cancel()
-    qtbot.waitUntil(lambda: not w.busy and not w.case.busy, timeout=120000)
+    wait_not_busy(qtbot, w, 120000)
     QApplication.processEvents()
 
 

@@ -11,6 +11,7 @@ from jobs import run_job_and_wait
 from PySide6.QtCore import QElapsedTimer, Qt, QTimer
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QMessageBox
+from window_keys import wait_not_busy
 
 from app import shortcuts
 from app.demo import TEST_PARAMS
@@ -49,7 +50,7 @@ def _settle(qtbot, w):
     """Cancel and finish every job before the window goes, so no signal outlives it."""
     w.cancel_jobs()
     w.case.cancel_jobs()
-    qtbot.waitUntil(lambda: not w.busy and not w.case.busy, timeout=30000)
+    wait_not_busy(qtbot, w, 30000)
     w.close()
     w.deleteLater()
     qtbot.wait(20)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from window_keys import wait_not_busy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -471,6 +472,6 @@ def test_window_offers_resampling_when_a_reference_grid_differs(answer, ws, qtbo
     finally:
         w.cancel_jobs()
         w.case.cancel_jobs()
-        qtbot.waitUntil(lambda: not w.busy and not w.case.busy, timeout=30000)
+        wait_not_busy(qtbot, w, 30000)
         w.close()
         w.deleteLater()

@@ -7,6 +7,7 @@ import contextlib
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QMessageBox
+from window_keys import wait_not_busy
 
 from app.demo import TEST_PARAMS
 from app.main_window import MainWindow
@@ -20,7 +21,7 @@ def window(qtbot, monkeypatch, app_look):
     qtbot.addWidget(w)
     yield w
     w.case.cancel_jobs()
-    qtbot.waitUntil(lambda: not w.busy and not w.case.busy, timeout=60000)
+    wait_not_busy(qtbot, w, 60000)
     w.case._set_modified(False)
     w.close()
 

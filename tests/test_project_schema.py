@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PySide6.QtWidgets import QMessageBox
+from window_keys import wait_not_busy
 
 from app.main_window import MainWindow
 from app.review.case import Case, PredictionEntry, load_case
@@ -192,7 +193,7 @@ def window(qtbot, dialogs):
     yield w
     w.cancel_jobs()
     w.case.cancel_jobs()
-    qtbot.waitUntil(lambda: not w.busy and not w.case.busy, timeout=30000)
+    wait_not_busy(qtbot, w, 30000)
     w.close()
     w.deleteLater()
     qtbot.wait(20)

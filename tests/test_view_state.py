@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtWidgets import QMessageBox
+from window_keys import wait_not_busy
 
 from app.demo import TEST_PARAMS
 from app.main_window import MainWindow
@@ -35,7 +36,7 @@ def test_new_case_resets_zoom_and_custom_window_and_edits_ask_to_save(qtbot, tmp
     assert len(asked) == 1 and "Save the review" in asked[0]
     assert all(v.zoom == 1.0 for v in w.views.values())
     assert w.display.settings.preset != "custom"
-    qtbot.waitUntil(lambda: not w.busy and not w.case.busy, timeout=60000)
+    wait_not_busy(qtbot, w, 60000)
     w.case._set_modified(False)
     w.close()
 

@@ -35,3 +35,27 @@ def select_row(table: QTableView, row: int) -> None:
     made it extend the selection instead (a status button then hit two rows)."""
     flags = QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows
     table.selectionModel().setCurrentIndex(table.model().index(row, 0), flags)
+
+
+def jobs_report(w: Any) -> str:
+    """What keeps a window busy: its jobs and its case's, every live job, the pool's threads."""
+    from PySide6.QtCore import QThreadPool
+
+    from app import workers
+
+    def names(jobs: Any) -> list[str]:
+        return [f"{j.name} ({j.state}{', cancel asked' if j.cancel_event.is_set() else ''})" for j in list(jobs)]
+
+    pool = QThreadPool.globalInstance()
+    return (
+        f"window jobs {names(w.jobs)}; case jobs {names(w.case._jobs)}; live jobs {names(workers._ACTIVE)}; "
+        f"global pool {pool.activeThreadCount()}/{pool.maxThreadCount()} threads busy"
+    )
+
+
+def wait_not_busy(qtbot: Any, w: Any, timeout_ms: int = 60000) -> None:
+    """Until neither the window nor its case runs a job; on a timeout, says which jobs ran."""
+    try:
+        qtbot.waitUntil(lambda: not w.busy and not w.case.busy, timeout=timeout_ms)
+    except qtbot.TimeoutError as exc:
+        raise AssertionError(f"still busy after {timeout_ms} ms: {jobs_report(w)}") from exc
