@@ -244,6 +244,7 @@ def test_every_action_through_its_keys_and_its_menu(qtbot, watch, case_files, ki
     assert not watch.errors and not watch.boxes
 
 
+@pytest.mark.slow
 def test_alt_h_limits_the_brush_and_no_shortcut_is_ambiguous(qtbot, watch, case_files):
     """Alt+H used to do nothing: the &Help menu's mnemonic made Qt call it ambiguous."""
     w = _window(qtbot, watch, "ct_only", case_files)
@@ -257,6 +258,7 @@ def test_alt_h_limits_the_brush_and_no_shortcut_is_ambiguous(qtbot, watch, case_
     assert not mnemonics & alt_keys
 
 
+@pytest.mark.slow
 def test_ctrl_alt_s_and_the_menu_entry_save_the_reference(qtbot, watch, case_files, tmp_path):
     """Ctrl+Alt+S used to fail with "expected str, bytes or os.PathLike object, not bool":
     Qt's ``checked`` flag reached ``save_reference(path)``."""

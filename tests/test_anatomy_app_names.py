@@ -34,6 +34,7 @@ def _branch(s: Session, name: str) -> int:
     return ids[0]
 
 
+@pytest.mark.slow
 def test_analysis_names_the_reference_tree() -> None:
     s = _session()
     assert s.names.error is None
@@ -42,6 +43,7 @@ def test_analysis_names_the_reference_tree() -> None:
         _branch(s, name)
 
 
+@pytest.mark.slow
 def test_a_correction_is_undoable_and_descendants_follow() -> None:
     s = _session()
     rul = _branch(s, "RUL")
@@ -69,12 +71,14 @@ def test_a_correction_is_undoable_and_descendants_follow() -> None:
     assert s.names.names.name_of(rul) == "RUL" and not s.names.corrections
 
 
+@pytest.mark.slow
 def test_naming_before_the_tree_is_named_says_what_to_do() -> None:
     s = Session(None, LabelVolume(reference(), GEOMETRY))
     with pytest.raises(InputError, match="no names yet"):
         s.name_branch(3, "RB6")
 
 
+@pytest.mark.slow
 def test_corrections_saved_in_the_project_are_reapplied_on_reopening(tmp_path: Path) -> None:
     s = _session()
     rul = _branch(s, "RUL")
@@ -99,6 +103,7 @@ def test_a_damaged_names_field_is_named_before_anything_opens(tmp_path: Path) ->
         read_project(project)
 
 
+@pytest.mark.slow
 def test_a_changed_tree_gets_the_correction_by_position() -> None:
     s = _session()
     rul = _branch(s, "RUL")
@@ -121,6 +126,7 @@ def test_a_changed_tree_gets_the_correction_by_position() -> None:
     assert all(s.names.names.lobe_of(k) == "RLL" for k in s.tree.branch(moved).children)
 
 
+@pytest.mark.slow
 def test_recovery_keeps_the_corrections(tmp_path: Path) -> None:
     from core.io import write_volume
 
@@ -146,6 +152,7 @@ def _fp(key: str, lo: tuple[int, int, int], size: int = 2):  # noqa: ANN202 - a 
     return dataclasses.replace(error_region(key, "FP"), coords=coords, voxels=len(coords))
 
 
+@pytest.mark.slow
 def test_regions_lie_in_the_branch_they_touch_and_far_fp_lies_outside() -> None:
     ref = reference()
     pred = ref.copy()
@@ -168,6 +175,7 @@ def test_regions_lie_in_the_branch_they_touch_and_far_fp_lies_outside() -> None:
     assert region_branches([near, far, corner], s.tree) == {"near": trachea, "far": 0, "corner": 0}
 
 
+@pytest.mark.slow
 def test_a_correction_whose_branch_is_gone_is_reported_lost() -> None:
     s = _session()
     rul = _branch(s, "RUL")

@@ -42,6 +42,7 @@ def test_lobe_of_name() -> None:
     assert lobe_of_name(None) is None
 
 
+@pytest.mark.slow
 def test_textbook_tree_every_name_right(textbook) -> None:
     tree, vol, rows = textbook
     names = label_tree(tree, geometry=vol.geometry)
@@ -157,6 +158,7 @@ def test_json_round_trip(textbook) -> None:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "variant, present, absent",
     [

@@ -44,6 +44,7 @@ def _cell(table, row: int, col: int) -> str:
     return table.item(row, col).text()
 
 
+@pytest.mark.slow
 def test_compare_tab_shows_the_lobes_of_the_clicked_case(qtbot, compared):
     tab = CompareTab(with_3d=three_d_supported())
     qtbot.addWidget(tab)

@@ -52,6 +52,7 @@ def data(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_evaluate_writes_lobes_and_segments(data, tmp_path, capsys):
     out = tmp_path / "ev.csv"
     argv = ["evaluate", "--reference", str(data / "ref" / "t0.nii.gz"), "--prediction"]
@@ -93,6 +94,7 @@ def test_evaluate_writes_lobes_and_segments(data, tmp_path, capsys):
     assert "segmental_missed" not in _rows(out2)[0]
 
 
+@pytest.mark.slow
 def test_compare_report_says_which_lobes_and_segments_each_model_misses(data, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["compare", "--reference", str(data / "ref"), "--predictions"]
@@ -138,6 +140,7 @@ def test_compare_report_says_which_lobes_and_segments_each_model_misses(data, tm
     assert "segmental_missed" not in _rows(out / "metrics.csv")[0]
 
 
+@pytest.mark.slow
 def test_evaluate_and_compare_write_the_same_lobe_rows(data, tmp_path, capsys):
     """One vocabulary: evaluate's F_lobes.csv of a folder equals compare's metrics_lobes.csv."""
     ev = tmp_path / "ev.csv"

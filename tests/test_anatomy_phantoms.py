@@ -49,6 +49,7 @@ def _check_goals(total: dict[str, list[int]], min_lobar: int, min_segmental: int
     assert abstained / (right + wrong + abstained) <= 0.10, total
 
 
+@pytest.mark.slow
 def test_goals_on_three_phantoms() -> None:
     # 1 x 1 x 1.5 mm twice and 1.2 x 1.2 x 3 mm (fast grids)
     _check_goals(_figures([1001, 1003, 1011]), min_lobar=6, min_segmental=25)

@@ -268,6 +268,7 @@ def _has_engine() -> bool:
     return importlib.util.find_spec("core.metrics") is not None and importlib.util.find_spec("core.regions") is not None
 
 
+@pytest.mark.slow
 def test_cancelled_segmentation_leaves_the_case_as_it_was(window, qtbot, tiny_checkpoint):
     _open_demo(qtbot, window)
     c = window.case
@@ -364,6 +365,7 @@ def test_help_lists_every_binding_and_about_names_licences(window):
     AboutDialog(window).close()
 
 
+@pytest.mark.slow
 def test_screenshot_option_writes_a_png_of_the_window(qtbot, files, tmp_path, dialogs):
     from app.__main__ import main
 
@@ -387,6 +389,7 @@ def test_screenshot_option_writes_a_png_of_the_window(qtbot, files, tmp_path, di
     assert not dialogs
 
 
+@pytest.mark.slow
 def test_screenshot_of_a_missing_file_fails_cleanly(qtbot, tmp_path, capsys, dialogs):
     from app.__main__ import main
 
@@ -427,6 +430,7 @@ def test_overlay_keys_toggle_the_display(window, qtbot):
     assert grey[0] == grey[1] == grey[2]  # FP hidden: plain grey under the crosshair
 
 
+@pytest.mark.slow
 def test_a_dropped_dicom_slice_opens_its_series(window, qtbot, shared_data):
     folder = shared_data / "chest_ct_dicom"
     some = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".dcm")[:3]

@@ -324,6 +324,7 @@ SUBPROCESS_ROWS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row_id", SUBPROCESS_ROWS)
 def test_real_process_exits_2_without_traceback(row_id, ws):
     row = next(r for r in ROWS if r.id == row_id)

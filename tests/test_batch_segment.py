@@ -96,6 +96,7 @@ def test_parts_split_round_robin_disjoint_and_complete():
         assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
+@pytest.mark.slow
 def test_part_id_out_of_range_is_refused(tmp_path):
     from core.io import write_volume
     from core.phantom import make_phantom
@@ -108,6 +109,7 @@ def test_part_id_out_of_range_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_folder_options_on_one_ct_are_refused(tmp_path):
     from core.io import write_volume
     from core.phantom import make_phantom

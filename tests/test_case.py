@@ -330,6 +330,7 @@ def test_label_selector_picks_the_airway_of_a_cip_map(shared_data):
     assert everything.reference.voxel_count() > 555  # nonzero: the whole lung label map
 
 
+@pytest.mark.slow
 def test_analysis_in_the_child_process_equals_the_thread_one(tiny_demo):
     from app.review.analysis_runner import run_review_analysis
     from core.review import Session
@@ -347,6 +348,7 @@ def test_analysis_in_the_child_process_equals_the_thread_one(tiny_demo):
     assert [r.id for r in a.regions] == [r.id for r in b.regions] and len(a.regions) >= 4
 
 
+@pytest.mark.slow
 def test_cancelling_work_in_the_child_process_kills_it_and_the_next_call_works(tiny_demo):
     import time
 
@@ -364,6 +366,7 @@ def test_cancelling_work_in_the_child_process_kills_it_and_the_next_call_works(t
     assert run_review_analysis(job, in_process=True)[1].generations
 
 
+@pytest.mark.slow
 def test_the_selected_region_stays_selected_when_a_reanalysis_reorders_the_list(qtbot, tiny_demo):
     case = Case()
     case.set_ct(tiny_demo.phantom.ct)

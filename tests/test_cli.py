@@ -59,6 +59,7 @@ def test_info_image_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "4 x 50 x 60" in out and "(0.8, 0.8, 1.5)" in out and "LPS" in out
 
 
+@pytest.mark.slow
 @needs_shared
 def test_info_real_dicom_series() -> None:
     r = subprocess.run(

@@ -77,6 +77,7 @@ def test_case_matching_atm22_and_nnunet_names(tmp_path):
     assert cases["other"].predictions == {"a": None, "b": None}
 
 
+@pytest.mark.slow
 def test_metrics_csv_equals_airway_evaluate(folders, tmp_path, capsys):
     out = tmp_path / "out"
     rc = main(

@@ -130,6 +130,7 @@ def _compare_folder(tmp_path):
     return tmp_path / "out"
 
 
+@pytest.mark.slow
 def test_opening_a_compare_folder_restores_it_and_exports(tab, qtbot, tmp_path):
     out = _compare_folder(tmp_path)
     tab.open_folder(out)

@@ -59,6 +59,7 @@ def _compare(data: Path, out: Path, *models: str, extra: tuple[str, ...] = ()) -
     )
 
 
+@pytest.mark.slow
 def test_another_comparison_into_the_same_out_is_refused_then_backed_up(data, tmp_path, capsys):
     """Why: a second run with other inputs exited 0 and replaced metrics.csv and report.html."""
     out = tmp_path / "out"

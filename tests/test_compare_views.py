@@ -75,6 +75,7 @@ def _row_texts(table) -> list[list[str]]:
     ]
 
 
+@pytest.mark.slow
 def test_a_changed_file_withdraws_its_figures(folders, tmp_path, tab, qtbot):
     """Why: panes reloaded the current mask files while the tables came from the earlier run."""
     import shutil
@@ -113,6 +114,7 @@ def test_a_changed_file_withdraws_its_figures(folders, tmp_path, tab, qtbot):
     assert "rerun" in titles["eroded"] and "rerun" not in titles["dilated"]
 
 
+@pytest.mark.slow
 def test_per_case_row_opens_its_case_zoomed_to_the_airway(folders, tmp_path, tab, qtbot):
     """Why: no click from a per-case row to that case; the airway filled a small part of each pane."""
     out = tmp_path / "out"
@@ -140,6 +142,7 @@ def test_per_case_row_opens_its_case_zoomed_to_the_airway(folders, tmp_path, tab
     assert share > 0.6, share
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(1024, 700), (1920, 1080)])
 def test_plots_resize_with_their_panel(folders, tmp_path, qtbot, size):
     """Why: fixed-size plot images in a ~230 px panel were cut off and scrolled both ways."""

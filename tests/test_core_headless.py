@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("PySide6", "PyQt5", "PyQt6", "pyvistaqt", "app", "pyqtgraph", "superqt")
 
@@ -22,6 +24,7 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
+@pytest.mark.slow
 def test_no_module_under_core_imports_qt_or_app() -> None:
     offenders = {}
     for path in sorted((ROOT / "core").rglob("*.py")):
@@ -31,6 +34,7 @@ def test_no_module_under_core_imports_qt_or_app() -> None:
     assert offenders == {}
 
 
+@pytest.mark.slow
 def test_importing_every_core_module_loads_no_qt() -> None:
     code = (
         "import importlib, pkgutil, sys, core\n"

@@ -445,6 +445,7 @@ def test_statuses_survive_a_restart_and_a_second_window_sees_them(qtbot, dataset
     assert not errors, errors
 
 
+@pytest.mark.slow
 def test_the_reviewer_is_asked_once_and_kept_in_the_settings(qtbot, dataset_dir, errors, monkeypatch, tmp_path):
     from PySide6.QtWidgets import QInputDialog
 
@@ -490,6 +491,7 @@ def test_active_time_counts_input_while_the_window_is_active_not_idle_time(qtbot
 # -- the command line -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dataset_on_the_command_line(qtbot, dataset_dir, monkeypatch):
     """`airway-studio --dataset DIR` as main() parses and runs it (the window's exec replaced by a look)."""
     import app.__main__ as gui

@@ -188,6 +188,7 @@ def test_segment_defaults_to_region_growing_without_a_model(phantom_file, tmp_pa
     assert mask.shape == (64, 64, 64) and result["voxels"] == int((mask.array > 0).sum()) > 0
 
 
+@pytest.mark.slow
 def test_segment_with_a_failing_model_warns_and_strict_exits_3(phantom_file, random_model, tmp_path, capsys):
     from core.cli import main
 
@@ -207,6 +208,7 @@ def test_segment_with_a_failing_model_warns_and_strict_exits_3(phantom_file, ran
     assert not strict.exists()
 
 
+@pytest.mark.slow
 def test_segment_and_gate_predicts_gates_and_returns_the_warnings(phantom, random_model):
     """The one glue the CLI, the app's child process and its thread fallback call (core.segmentation.route)."""
     from core.segmentation import Predictor, segment_and_gate
@@ -269,6 +271,7 @@ def test_chest_wall_air_on_real_ct_is_flagged(shared_data):
     assert report.touches_trachea is False and report.outside_fraction > 0.9
 
 
+@pytest.mark.slow
 def test_the_gate_finds_the_trachea_of_a_cropped_15_mm_ct(shared_data):
     """The aorta crop (1.5 mm, lungs cut by the crop): the gate works on the CT's own grid there,
     and a body outline picked at 3 mm once opened the trachea's wall and lost it."""

@@ -198,6 +198,7 @@ def test_gradients_command(case_files, tmp_path, capsys):
     assert "neither a checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_models_command(capsys):
     assert main(["models", "--json", "--size", "32"]) == 0
     listed = json.loads(capsys.readouterr().out)

@@ -168,6 +168,7 @@ def test_cip_dice(shared_data):
     assert (mask & ref).sum() / mask.sum() > 0.7
 
 
+@pytest.mark.slow
 def test_aorta_crop_trachea_and_main_bronchi_without_leak(shared_data):
     from core.io import read_ct
     from core.tree import parse_tree

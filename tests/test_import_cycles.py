@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("core", "app")
 
@@ -101,6 +103,7 @@ def test_the_checker_finds_a_circle():
     assert find_cycles({"a": {"b"}, "b": set()}) == []
 
 
+@pytest.mark.slow
 def test_no_import_circles_in_core_and_app():
     graph = import_graph()
     assert "core.review.session" in graph and "core.review" in graph["core.review.session"] | {"core.review"}

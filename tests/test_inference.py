@@ -498,6 +498,7 @@ def test_segment_command_writes_mask_and_probabilities(checkpoint, tmp_path, cap
     assert "--overwrite" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_segment_command_on_a_folder_of_cases(checkpoint, tmp_path, capsys):
     from core.cli import main
     from core.io import write_volume
@@ -638,6 +639,7 @@ def test_without_model_the_demo_model_is_used_or_named(tmp_path):
             model_path(None)
 
 
+@pytest.mark.slow
 @needs_shared
 def test_fast_lung_crop_on_a_real_ct():
     from core.io import read_ct

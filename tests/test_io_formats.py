@@ -665,6 +665,7 @@ REAL = {
 }
 
 
+@pytest.mark.slow
 @needs_shared
 @pytest.mark.shared_data
 @pytest.mark.parametrize("name", list(REAL))

@@ -167,6 +167,7 @@ def test_a_crash_is_recovered_at_the_next_start_saved_and_forgotten(qtbot, files
     assert not scan_recoveries(set_aside=False)[0]  # not offered again
 
 
+@pytest.mark.slow
 def test_declined_recovery_is_deleted_and_damaged_files_are_set_aside(qtbot, files, monkeypatch):
     from core.review.persist import RECOVERY_SUFFIX, scan_recoveries
 
@@ -197,6 +198,7 @@ def test_declined_recovery_is_deleted_and_damaged_files_are_set_aside(qtbot, fil
     assert scan_recoveries(rec_dir) == ([], [])
 
 
+@pytest.mark.slow
 def test_a_recovery_whose_files_changed_is_refused_once_and_set_aside(qtbot, files, monkeypatch):
     from core.review.persist import scan_recoveries
 

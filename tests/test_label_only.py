@@ -67,6 +67,7 @@ def test_window_opens_labels_only_with_metrics_regions_and_navigator(qtbot, labe
     w.close()
 
 
+@pytest.mark.slow
 def test_screenshot_of_labels_without_ct(qtbot, label_files, tmp_path, monkeypatch, capsys):
     from app.__main__ import main
 

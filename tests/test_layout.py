@@ -30,6 +30,7 @@ def _geometry(w):
     return {o: (v.width(), v.height()) for o, v in w.views.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(1024, 700), (1920, 1080)])
 def test_slice_views_keep_their_share_at_common_sizes(window, qtbot, size):
     screen = QApplication.primaryScreen().availableGeometry()
@@ -108,6 +109,7 @@ def _fully_visible(widget) -> bool:
     return widget.visibleRegion().boundingRect().size() == widget.size()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(1024, 700), (1280, 800), (1920, 1080)])
 def test_navigator_columns_buttons_and_toolbar_at_common_sizes(window, qtbot, size, tmp_path):
     from PySide6.QtWidgets import QToolBar, QToolButton
@@ -186,6 +188,7 @@ def _segment_on_model(w, qtbot):
     return dock
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(1024, 700), (1280, 800), (1920, 1080)])
 def test_segment_panel_gets_the_docks_height(window, qtbot, size):
     """The Segment dock sat under the navigator with ~150 px of height at 1024 x 700."""

@@ -250,6 +250,7 @@ def test_full_and_empty_predictions_are_warned_in_text_and_json(files, phantoms,
     assert "fills 100%" in cases[0]["warnings"][0] and "empty" in cases[1]["warnings"][0]
 
 
+@pytest.mark.slow
 def test_sanity_limits_pass_phantoms_and_real_chest_cts(phantoms, shared_data):
     from core.io import read_ct
     from core.sanity import check_ct, check_label
@@ -340,6 +341,7 @@ def _hint_texts() -> list[tuple[str, str]]:
     return out
 
 
+@pytest.mark.slow
 def test_every_hint_names_a_real_flag():
     flags = _all_flags()
     texts = _hint_texts()

@@ -432,6 +432,7 @@ def test_phantom_from_mask_on_a_flipped_grid(fine):
     assert np.array_equal(b.ct.array[:, :, ::-1][a.label.array], a.ct.array[a.label.array])
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
 def test_phantom_from_a_real_atm22_tree():
     path = DATA / "atm22" / "preds_YangLab" / "ATM_305_0000.nii.gz"

@@ -133,6 +133,7 @@ def test_every_seed_has_the_textbook_airways_on_a_fine_thick_slice_grid():
         assert {b.name: b.end for b in p.branches if b.name} == {b.name: b.end for b in coarse.branches if b.name}
 
 
+@pytest.mark.slow
 def test_variants_occur_across_seeds():
     seen: collections.Counter[str] = collections.Counter()
     counts = collections.Counter()

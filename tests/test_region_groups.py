@@ -62,6 +62,7 @@ def test_boundary_fragments_of_one_branch_group_and_the_rest_stay_single():
     assert len(group_regions(regs)) == len(groups)
 
 
+@pytest.mark.slow
 def test_demo_case_every_planted_error_gets_its_category():
     """The app's --demo case (full size): missed, omitted, thickened and leak keep their planted category."""
     from app.demo import DemoParams, _grid, _tube, make_demo

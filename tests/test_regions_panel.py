@@ -313,6 +313,7 @@ def _selected_item(panel) -> str:
     return str(panel.proxy.index(rows[0].row(), panel.source.columns.index("Item")).data())
 
 
+@pytest.mark.slow
 def test_ids_and_the_selected_row_survive_a_re_analysis(qtbot):
     """After R, FN-0003 stayed FN-0003 (it became FN-0002, and the highlighted row was another item)."""
     from PySide6.QtCore import Qt

@@ -90,6 +90,7 @@ def test_r_on_a_group_removes_every_part_in_one_undo_step(qtbot, group_files):
     assert not errors
 
 
+@pytest.mark.slow
 def test_a_second_window_saving_the_same_reference_asks_and_loses_nothing(qtbot, group_files, monkeypatch):
     errors: list[str] = []
     ref = group_files / "ref.nii.gz"
@@ -125,6 +126,7 @@ def test_a_second_window_saving_the_same_reference_asks_and_loses_nothing(qtbot,
     assert not errors and len(asked) == 2
 
 
+@pytest.mark.slow
 def test_predictions_with_one_file_name_are_told_apart_by_their_folder(qtbot, group_files):
     import shutil
 
@@ -140,6 +142,7 @@ def test_predictions_with_one_file_name_are_told_apart_by_their_folder(qtbot, gr
     assert not errors
 
 
+@pytest.mark.slow
 def test_use_this_prediction_as_the_reference_from_the_edit_menu(qtbot, group_files):
     errors: list[str] = []
     ref = group_files / "ref.nii.gz"
@@ -155,6 +158,7 @@ def test_use_this_prediction_as_the_reference_from_the_edit_menu(qtbot, group_fi
     assert not errors
 
 
+@pytest.mark.slow
 def test_a_prediction_becomes_the_reference_of_a_case_without_one(qtbot, group_files, monkeypatch):
     from PySide6.QtWidgets import QFileDialog
 
@@ -177,6 +181,7 @@ def test_a_prediction_becomes_the_reference_of_a_case_without_one(qtbot, group_f
     assert w.case.reference_path == str(out) and not errors
 
 
+@pytest.mark.slow
 def test_a_second_window_is_told_who_holds_the_reference(qtbot, group_files):
     import json
     import os
@@ -205,6 +210,7 @@ def test_a_second_window_is_told_who_holds_the_reference(qtbot, group_files):
     assert not errors
 
 
+@pytest.mark.slow
 def test_the_first_edit_locks_the_reference_and_closing_frees_it(qtbot, group_files):
     import os
 
@@ -221,6 +227,7 @@ def test_the_first_edit_locks_the_reference_and_closing_frees_it(qtbot, group_fi
     assert not lock_path(ref).exists() and not errors
 
 
+@pytest.mark.slow
 def test_closing_with_an_edited_reference_saves_it_when_asked(qtbot, group_files, monkeypatch):
     errors: list[str] = []
     ref = group_files / "ref.nii.gz"

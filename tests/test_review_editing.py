@@ -37,6 +37,7 @@ def _view(qtbot, case, orientation="axial") -> SliceView:
     return v
 
 
+@pytest.mark.slow
 def test_accepting_a_region_never_shows_a_stale_slice(qtbot, tiny_demo):
     case = _case(qtbot, tiny_demo)
     fp = next(i for i, g in enumerate(case.regions()) if g.kind == "FP")
@@ -133,6 +134,7 @@ def test_brush_stroke_in_a_slice_view_is_one_undo_step(qtbot, tiny_demo):
     assert tools.mode == "navigate"
 
 
+@pytest.mark.slow
 def test_statuses_follow_regions_through_reanalysis(qtbot, tiny_demo):
     case = _case(qtbot, tiny_demo)
     regs = case.regions()
@@ -231,6 +233,7 @@ def test_a_format_1_project_maps_statuses_by_position_once(qtbot, tmp_path, tiny
     assert case.active.statuses == {case.regions()[1].key: "flagged"}
 
 
+@pytest.mark.slow
 def test_review_analysis_in_a_child_process_equals_in_process(tiny_demo):
     from app.review.case import run_review_analysis
     from core.review import Session

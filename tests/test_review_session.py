@@ -262,6 +262,7 @@ _CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_killed_process_recovers_its_edits_from_the_recovery_file(files, tmp_path):
     rec = tmp_path / "recovery"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))

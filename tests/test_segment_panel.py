@@ -185,6 +185,7 @@ def test_a_bad_checkpoint_shows_an_error_and_the_case_goes_on(qtbot, tmp_path):
     assert panel.start() is None and isinstance(errors[-1], CheckpointError)
 
 
+@pytest.mark.slow
 def test_thread_fallback_runs_the_same_predictor(qtbot, tiny_checkpoint):
     case = _phantom_case(48, auto_analyse=False)
     run = SegmentationRun(

@@ -35,6 +35,7 @@ def _top_level_imports(path: Path) -> set[str]:
     return names
 
 
+@pytest.mark.slow
 def test_no_module_in_core_or_app_imports_another_image_io_library() -> None:
     offenders = {}
     for folder in ("core", "app"):

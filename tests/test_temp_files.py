@@ -173,6 +173,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["phantom command", "save a volume"])
 def test_a_failed_write_names_the_output_and_leaves_no_temp_file(tmp_path, how):
     """A write that the file system refuses half-way (file size limit: the same error path as a full disk)."""

@@ -184,6 +184,7 @@ RESUME_CFG = {
 }
 
 
+@pytest.mark.slow
 def test_stopped_and_resumed_run_ends_bit_identical(phantoms, tmp_path):
     straight = tmp_path / "straight"
     assert Trainer(tiny_config(**RESUME_CFG), straight, data=phantoms, stdout=None).run() == "finished"
@@ -213,6 +214,7 @@ def test_stopped_and_resumed_run_ends_bit_identical(phantoms, tmp_path):
     assert all(torch.equal(a["state"][k]["momentum_buffer"], b["state"][k]["momentum_buffer"]) for k in a["state"])
 
 
+@pytest.mark.slow
 def test_crash_emits_error_and_a_killed_run_resumes_from_the_last_epoch(phantoms, tmp_path):
     def crash(trainer):
         if trainer.state.global_step == 5:

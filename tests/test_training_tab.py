@@ -278,6 +278,7 @@ def fill_form(tab, tmp_path: Path, name: str = "run1") -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_tab_start_stop_resume_finish_and_open_best(qtbot, tab_factory, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_DELAY_S", "0.05")
     monkeypatch.setenv("FAKE_EPOCHS", "[30, 2, 2]")  # stage 0 lasts 6 s: the stop lands in it
@@ -409,6 +410,7 @@ def test_several_runs_are_listed_and_drawn_together(qtbot, tab_factory, tmp_path
     assert tab.plots.runs() == [added[1]]
 
 
+@pytest.mark.slow
 def test_redraws_are_throttled(qtbot, tmp_path):
     from app.training.plots import TrainingPlots
 
@@ -549,6 +551,7 @@ def test_messages_are_coloured_by_meaning_and_flat_validation_has_a_sane_axis(qt
     assert quick and "smoke test" in tab.config_combo.itemData(quick[0], Qt.ItemDataRole.ToolTipRole).lower()
 
 
+@pytest.mark.slow
 def test_run_with_zero_validation_warns_and_start_waits_for_the_run(qtbot, tab_factory, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_DELAY_S", "0.02")
     monkeypatch.setenv("FAKE_EPOCHS", "[3, 1, 1]")

@@ -225,6 +225,7 @@ def test_rendered_scene_shows_fp_green_and_fn_red(view, tmp_path):
     assert np.argwhere(green)[:, 1].mean() > np.argwhere(red)[:, 1].mean()
 
 
+@pytest.mark.slow
 def test_panels_install_into_the_main_window(qtbot, tmp_path):
     if not three_d_supported():
         pytest.skip("needs an X display (Xvfb)")
@@ -339,6 +340,7 @@ def _hidpi_child() -> int:
     return 0 if ok else 1
 
 
+@pytest.mark.slow
 def test_picking_is_right_on_a_hidpi_screen(qtbot):
     import os
     import subprocess
