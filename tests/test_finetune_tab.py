@@ -94,6 +94,39 @@ def test_finetune_button_is_enabled_only_for_a_split_dataset_with_a_reviewed_tra
     assert not tab.report_button.isEnabled()  # no run selected
 
 
+def test_ignore_unjudged_regions_box_reaches_the_trainer_command(make_tab, tmp_path):
+    """The box under the button adds --ignore-unreviewed to the command the tab starts (a launcher that
+    records the command and names no program stands in for the trainer)."""
+    from dataset_fixtures import make_nnunet, tiny_mask
+
+    from core.dataset import freeze_split, open_dataset, write_reviewed_label
+
+    commands: list[list[str]] = []
+
+    def launcher(args):
+        commands.append(list(args))
+        return str(tmp_path / "no-such-trainer"), list(args)
+
+    data = make_nnunet(tmp_path / "ds", n_train=5, n_test=0)
+    split = freeze_split(open_dataset(data), seed=0)
+    write_reviewed_label(open_dataset(data), split["train"][0], tiny_mask(7))
+    tab = make_tab(launcher)
+    tab.init_edit.setText(str(DEMO))
+    tab.set_dataset(data)
+    box = tab.ignore_unreviewed_check
+    assert box.isEnabled() and not box.isChecked()
+    tab.set_form(out=str(tmp_path / "run1"), device="cpu")
+    tab.fine_tune()
+    box.setChecked(True)
+    tab.set_form(out=str(tmp_path / "run2"), device="cpu")
+    tab.fine_tune()
+    assert len(commands) == 2
+    assert "--ignore-unreviewed" not in commands[0] and "--ignore-unreviewed" in commands[1]
+    assert commands[1][:2] == ["train", "--dataset"]
+    tab.set_dataset(None)
+    assert not box.isEnabled()
+
+
 @pytest.mark.slow
 def test_finetune_from_the_tab_runs_compares_and_opens_the_report(make_tab, qtbot, tmp_path):
     """The button as a user presses it: the real trainer fine-tunes the demo model on the reviewed

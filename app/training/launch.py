@@ -84,11 +84,19 @@ def train_args(settings: TrainSettings) -> list[str]:
 
 
 def finetune_args(
-    dataset: str | Path, init: str | Path, out: str | Path, device: str = "auto", config: str | Path | None = None
+    dataset: str | Path,
+    init: str | Path,
+    out: str | Path,
+    device: str = "auto",
+    config: str | Path | None = None,
+    ignore_unreviewed: bool = False,
 ) -> list[str]:
     """Arguments of ``airway train`` that fine-tune ``init`` on a dataset's reviewed training cases;
-    the trainer compares the start and the fine-tuned model on the split's test part when it ends."""
+    the trainer compares the start and the fine-tuned model on the split's test part when it ends.
+    ``ignore_unreviewed``: the error regions the reviewer did not judge are left out of the losses."""
     args = ["train", "--dataset", str(Path(dataset).expanduser()), "--labels", "reviewed"]
+    if ignore_unreviewed:
+        args.append("--ignore-unreviewed")
     args += ["--init", str(Path(init).expanduser()), "--preset", "finetune"]
     if config:
         args += ["--config", str(Path(config).expanduser())]

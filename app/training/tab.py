@@ -340,6 +340,12 @@ class TrainingTab(QtWidgets.QWidget):
             "checkpoint (needs an open CT and a checkpoint)"
         )
         self.finetune_button = QtWidgets.QPushButton("Fine-tune on reviewed cases")
+        self.ignore_unreviewed_check = QtWidgets.QCheckBox("Ignore unjudged regions")
+        self.ignore_unreviewed_check.setObjectName("ignoreUnreviewed")
+        self.ignore_unreviewed_check.setToolTip(
+            "Fine-tuning leaves out of the losses the error regions of each reviewed case that the reviewer did "
+            "not judge (no status, unreviewed or flagged): they count neither as airway nor as background"
+        )
         self.report_button = QtWidgets.QPushButton("Open comparison report")
         self.report_button.setToolTip(
             "Open the selected fine-tuning run's comparison of the start and the fine-tuned model on the test cases"
@@ -370,6 +376,7 @@ class TrainingTab(QtWidgets.QWidget):
         buttons.addWidget(self.more_epochs_spin, 2, 1)
         buttons.addWidget(self.finetune_button, 3, 0, 1, 2)
         buttons.addWidget(self.report_button, 3, 2)
+        buttons.addWidget(self.ignore_unreviewed_check, 4, 0, 1, 3)
 
         self.problems_label = QtWidgets.QLabel()
         self.problems_label.setWordWrap(True)
@@ -592,7 +599,8 @@ class TrainingTab(QtWidgets.QWidget):
         run = self._finetune_out()
         run.mkdir(parents=True, exist_ok=True)
         monitor = self._monitor_for(run)
-        if not self._launch(monitor, finetune_args(self.dataset_path, init, run, device, user_config)):
+        ignore = self.ignore_unreviewed_check.isChecked()
+        if not self._launch(monitor, finetune_args(self.dataset_path, init, run, device, user_config, ignore)):
             return None
         self.runStarted.emit(str(run))
         return str(run)
@@ -882,6 +890,7 @@ class TrainingTab(QtWidgets.QWidget):
         self.more_epochs_spin.setEnabled(further)
         self.open_best_button.setEnabled(monitor is not None and self.ct_available)
         self.finetune_button.setEnabled(self._finetune_block is None and not any_running)
+        self.ignore_unreviewed_check.setEnabled(self._finetune_block is None)
         busy = any_running and self._finetune_block is None  # what is missing matters more than a busy tab
         self.finetune_button.setToolTip(
             "A run is going: stop it or wait for it to end" if busy else self._finetune_tip()

@@ -44,6 +44,13 @@ def register(subparsers: Any) -> None:
         "listed), the original ones, or the reviewed one where there is one (best). Default: reviewed",
     )
     p.add_argument(
+        "--ignore-unreviewed",
+        action="store_true",
+        help="with --dataset: in each reviewed training label, the error regions of the case's predictions that "
+        "the reviewer did not judge (no status, unreviewed or flagged in the app) count neither as airway nor as "
+        "background (docs/finetune.md)",
+    )
+    p.add_argument(
         "--init",
         metavar="CKPT",
         help="start from this checkpoint's weights; its architecture, preprocessing and patch sampling are used",
@@ -96,6 +103,8 @@ def _check_sources(args: argparse.Namespace) -> None:
         )
     if args.labels and not args.dataset:
         raise ConfigError("--labels chooses a reviewed dataset's label version.", "Use it with --dataset DIR.")
+    if args.ignore_unreviewed and not args.dataset:
+        raise ConfigError("--ignore-unreviewed works on a reviewed dataset's labels.", "Use it with --dataset DIR.")
     if args.dataset and not args.init:
         raise ConfigError(
             "Fine-tuning on a dataset starts from a trained model.",
@@ -118,6 +127,12 @@ def _say_plan(plan: FinetunePlan) -> None:
     )
     if plan.skipped:
         print(f"airway train: skipped {len(plan.skipped)} case(s): {plan.skipped_text()}", file=sys.stderr)
+    if plan.ignore_unreviewed:
+        print(
+            "airway train: --ignore-unreviewed: unjudged error regions of reviewed training labels are left out "
+            "of the losses",
+            file=sys.stderr,
+        )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -135,10 +150,10 @@ def run_train(args: argparse.Namespace) -> int:
 
     plan = None
     if args.resume:
-        if args.config or args.preset or args.dataset or args.init or args.labels:
+        if args.config or args.preset or args.dataset or args.init or args.labels or args.ignore_unreviewed:
             raise ConfigError(
-                "--resume reads the run's own config.toml; --config/--preset/--dataset/--init/--labels cannot "
-                "change it.",
+                "--resume reads the run's own config.toml; --config/--preset/--dataset/--init/--labels/"
+                "--ignore-unreviewed cannot change it.",
                 "Drop them, or start a new run in another --out folder.",
             )
         cfg = None
@@ -146,7 +161,9 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         _check_sources(args)
         if args.dataset:
-            plan = finetune.plan_finetune(args.dataset, args.labels or "reviewed", args.init)
+            plan = finetune.plan_finetune(
+                args.dataset, args.labels or "reviewed", args.init, ignore_unreviewed=args.ignore_unreviewed
+            )
             cfg = finetune.finetune_config(plan, args.out, args.preset or "finetune", args.config)
         else:
             base = finetune.checkpoint_base(args.init) if args.init else None
@@ -167,8 +184,8 @@ def run_train(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"{args.out} already holds a run.", "Resume it with --resume, or choose another --out folder."
             )
-        finetune.write_run_files(plan, args.out)
         _say_plan(plan)
+        finetune.write_run_files(plan, args.out, say=lambda t: print(f"airway train: {t}", file=sys.stderr))
     hook = None
     if plan is not None and not args.no_compare:
         hook = finetune.compare_hook(args.device or (cfg.run.device if cfg is not None else "auto"))

@@ -67,6 +67,10 @@ class FinetunePlan:
     # which values of the ORIGINAL labels are airway (nnU-Net dataset.json, e.g. "value:2"); None: nonzero.
     # Reviewed labels are 0/1 masks, so originals read with a selector are written as 0/1 masks for the run.
     label_selector: str | None = None
+    # --ignore-unreviewed: reviewed training labels get the ignore value on the error regions nobody
+    # judged (core.training.finetune_ignore); ``ignored`` records what each case left out
+    ignore_unreviewed: bool = False
+    ignored: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +85,8 @@ class FinetunePlan:
         plan.compare = dict(data.get("compare") or {})
         selector = data.get("label_selector")
         plan.label_selector = str(selector) if selector else None
+        plan.ignore_unreviewed = bool(data.get("ignore_unreviewed", False))
+        plan.ignored = [dict(i) for i in data.get("ignored", [])]
         return plan
 
     def skipped_text(self) -> str:
@@ -111,17 +117,26 @@ def _frozen_split(dataset: Any) -> dict[str, list[str]]:
     return {str(k): [str(c) for c in v] for k, v in split.items()}
 
 
-def plan_finetune(dataset_dir: str | Path, labels: str = "reviewed", init: str | Path = "") -> FinetunePlan:
-    """The cases and labels a fine-tuning run uses; raises InputError when nothing is left to train on."""
+def plan_finetune(
+    dataset_dir: str | Path, labels: str = "reviewed", init: str | Path = "", *, ignore_unreviewed: bool = False
+) -> FinetunePlan:
+    """The cases and labels a fine-tuning run uses; raises InputError when nothing is left to train on.
+    ``ignore_unreviewed``: reviewed training labels leave the unjudged error regions out of the losses."""
     from core.dataset import open_dataset
 
     if labels not in LABEL_VERSIONS:
         raise ConfigError(f"--labels {labels} is not a label version.", f"Use one of {', '.join(LABEL_VERSIONS)}.")
+    if ignore_unreviewed and labels == "original":
+        raise ConfigError(
+            "--ignore-unreviewed leaves the unjudged parts of REVIEWED labels out; --labels original has none.",
+            "Use --labels reviewed or --labels best with it.",
+        )
     ds = open_dataset(dataset_dir)
     split = _frozen_split(ds)
     by_id = {c.case_id: c for c in ds.cases}
     plan = FinetunePlan(str(Path(ds.root).resolve()), labels, str(init))
     plan.label_selector = ds.label_selector
+    plan.ignore_unreviewed = ignore_unreviewed
     for part, version in (("train", labels), ("validation", "original" if labels == "original" else "best")):
         for cid in split.get(part, []):
             case = by_id.get(cid)
@@ -202,16 +217,23 @@ def finetune_config(
         data["val_cases"] = [c.case_id for c in plan.validation]
     else:
         data["val_fraction"] = 0.0  # no validation part: never carve one out of the train cases
+    if plan.ignore_unreviewed:
+        from core.training.finetune_ignore import IGNORE_VALUE
+
+        data["ignore_value"] = IGNORE_VALUE
     cfg = load_config(config, preset, {"data": data}, base=base)
     return cfg
 
 
-def write_run_files(plan: FinetunePlan, run_dir: str | Path) -> None:
-    """``RUN/cases.csv`` (train + validation, image,label) and ``RUN/finetune.json``."""
+def write_run_files(plan: FinetunePlan, run_dir: str | Path, say: Say | None = None) -> None:
+    """``RUN/cases.csv`` (train + validation, image,label), the run's own labels where the dataset's
+    cannot be read as they are (label maps, ``--ignore-unreviewed``) and ``RUN/finetune.json``."""
     from core.outputs import atomic_write_text
 
     files = RunFiles.of(run_dir)
     files.root.mkdir(parents=True, exist_ok=True)
+    ignoring = _ignore_inputs(plan) if plan.ignore_unreviewed else {}
+    plan.ignored = []
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["image", "label"])
@@ -219,9 +241,38 @@ def write_run_files(plan: FinetunePlan, run_dir: str | Path) -> None:
         label = c.label
         if c.version == "original" and plan.label_selector:
             label = str(_binary_label(Path(c.label), plan.label_selector, files.root / "labels" / Path(c.label).name))
+        elif c.case_id in ignoring and c in plan.train and c.version == "reviewed":
+            from core.training.finetune_ignore import write_ignore_label
+
+            predictions, statuses = ignoring[c.case_id]
+            done = write_ignore_label(
+                c.case_id, Path(c.label), predictions, statuses, files.root / "labels" / f"{c.case_id}.nii.gz"
+            )
+            plan.ignored.append(done.to_json())
+            label = done.label
+            if say is not None:
+                say(
+                    f"{c.case_id}: {done.regions - done.judged} of {done.regions} error regions unjudged, "
+                    f"{done.ignored_voxels} voxels ignored"
+                )
         w.writerow([c.image, label])
     atomic_write_text(files.cases_csv, buf.getvalue())
     save_plan(plan, run_dir)
+
+
+def _ignore_inputs(plan: FinetunePlan) -> dict[str, tuple[dict[str, Path], dict[str, dict[str, str]]]]:
+    """case -> (its predictions by model, the review statuses the state file keeps for them)."""
+    from core.dataset import open_dataset, read_state
+
+    ds = open_dataset(plan.dataset)
+    state = read_state(ds)
+    out: dict[str, tuple[dict[str, Path], dict[str, dict[str, str]]]] = {}
+    for case in ds.cases:
+        cs = state.cases.get(case.case_id)
+        view = cs.view if cs is not None else {}
+        statuses = view.get("statuses") if isinstance(view, dict) else None
+        out[case.case_id] = (dict(case.predictions), dict(statuses) if isinstance(statuses, dict) else {})
+    return out
 
 
 def _binary_label(src: Path, selector: str, dst: Path) -> Path:
