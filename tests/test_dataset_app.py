@@ -293,10 +293,13 @@ def test_ctrl_bracket_saves_the_reviewed_label_opens_the_next_case_and_the_view_
     # Ctrl+[ (nothing edited): back to the first case, its reviewed label, its view
     wait_analysed(qtbot, w)
     _activate(qtbot, w)
+    kept = ctl._previous.loaded.tree_view
+    assert kept is not None and kept.branch_map is not None and kept.tree is first_session.tree
     with qtbot.waitSignal(ctl.caseOpened, timeout=60000) as opened:
         type_key(w, Qt.Key.Key_BracketLeft, Qt.KeyboardModifier.ControlModifier)
     assert opened.args == [CASES[0]]
     assert w.case.session is first_session  # the case just left was kept in memory (saved, files unchanged)
+    assert w.case.branch_map is kept.branch_map  # came back with it, not made again on the GUI thread
     assert w.case.reference_path == str(reviewed)
     assert "reference: reviewed (labelsReviewed/" in ctl.label_label.text()
     assert np.array_equal(w.case.session.reference.array, shown)

@@ -539,7 +539,9 @@ class DatasetController(QObject):
         if keep and self.current is not None and self.info is not None and self.current != res.case_id:
             # the case being left stays in memory, with its analysis: Ctrl+[ right after Ctrl+] shows it at once
             info = self.info
-            kept = LoadedCase(w.case.session, ct=w.case.ct, name=self.current, new_case=True)
+            kept = LoadedCase(
+                w.case.session, ct=w.case.ct, name=self.current, new_case=True, tree_view=w.case._tree_view
+            )
             self._previous = LoadedDatasetCase(
                 self.current, kept, info.label_path, info.label_version, info.models, (), dict(info.keys)
             )

@@ -234,6 +234,9 @@ class LoadedCase:
     demo: bool = False
     new_case: bool = True
     prediction_sources: tuple[str, ...] = ()  # per prediction; "file" when not given
+    # the views' branch map of the session's tree, when the session comes back from memory with it
+    # (a dataset's previous case): made again on the GUI thread it cost 175-500 ms on a real tree
+    tree_view: TreeResult | None = None
 
     @property
     def reference(self) -> LabelVolume | None:
@@ -641,10 +644,19 @@ class Case(QObject):
         session.ct_path, session.ct_reorientation = path, reorientation
         self._start_case(session, ct, name or ct.name or (Path(path).name if path else "case"))
 
-    def _start_case(self, session: Session, shown_ct: IntensityVolume, name: str, demo: bool = False) -> None:
+    def _start_case(
+        self,
+        session: Session,
+        shown_ct: IntensityVolume,
+        name: str,
+        demo: bool = False,
+        tree_view: TreeResult | None = None,
+    ) -> None:
         self.cancel_jobs()
         self._clear_state()
         self._use_session(session)
+        if tree_view is not None and tree_view.tree is session.tree:
+            self._tree_view = tree_view  # before the signals below: the views ask for the branch map
         self._blank = shown_ct if is_blank_ct(shown_ct) else None
         self.name, self.demo = name, demo
         nz, ny, nx = shown_ct.shape
@@ -765,7 +777,7 @@ class Case(QObject):
         layers that join the open one."""
         if loaded.new_case and loaded.ct is not None:
             session = loaded.session
-            self._start_case(session, loaded.ct, loaded.name, loaded.demo)
+            self._start_case(session, loaded.ct, loaded.name, loaded.demo, loaded.tree_view)
             if session.reference is not None:
                 self._start_box_job(session.reference.array)
             sources = list(loaded.prediction_sources)
