@@ -33,6 +33,20 @@ if TYPE_CHECKING:  # imported where used: multiprocessing costs the window's sta
 # goes away while its runnable still emits would be deleted under it.
 _ACTIVE: set[Job] = set()
 
+# Qt sizes its global pool by cores: 2 threads on a 2-core laptop, where a region growing and a
+# comparison (or a thread segmentation) left a re-analysis after an edit queued until one ended.
+# Most jobs spend their time waiting on a child process or the disk, so a few more threads than
+# cores cost little; the CPU-heavy ones are few and the case runs one analysis at a time.
+MIN_JOB_THREADS = 6
+
+
+def job_pool() -> QThreadPool:
+    """The pool jobs run on: Qt's global one, with at least :data:`MIN_JOB_THREADS` threads."""
+    pool = QThreadPool.globalInstance()
+    if pool.maxThreadCount() < MIN_JOB_THREADS:
+        pool.setMaxThreadCount(MIN_JOB_THREADS)
+    return pool
+
 
 class _Runnable(QRunnable):
     def __init__(self, job: Job):
@@ -82,7 +96,7 @@ class Job(QObject):
         self.state = "running"
         _ACTIVE.add(self)
         self.finished.connect(lambda: _ACTIVE.discard(self))
-        (pool or QThreadPool.globalInstance()).start(_Runnable(self))
+        (pool or job_pool()).start(_Runnable(self))
         return self
 
     def cancel(self) -> None:

@@ -18,12 +18,16 @@ from app.settings import Settings
 def window(qtbot, monkeypatch, app_look):
     monkeypatch.setattr(QMessageBox, "exec", lambda box: QMessageBox.StandardButton.Discard)
     w = MainWindow(settings=Settings(ephemeral=True), training_tab=False)
-    qtbot.addWidget(w)
+
+    def settle(w: MainWindow) -> None:
+        # pytest-qt closes and deletes the window before this fixture's teardown would run, and a
+        # wait there then deleted it under the close ("Internal C++ object already deleted")
+        w.case.cancel_jobs()
+        wait_not_busy(qtbot, w, 60000)
+        w.case._set_modified(False)
+
+    qtbot.addWidget(w, before_close_func=settle)
     yield w
-    w.case.cancel_jobs()
-    wait_not_busy(qtbot, w, 60000)
-    w.case._set_modified(False)
-    w.close()
 
 
 def _geometry(w):
