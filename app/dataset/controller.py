@@ -728,7 +728,10 @@ class DatasetController(QObject):
         if who:
             record.reviewer = who
 
+        # the save is over for the reviewer when its result or error arrives: the job's ``finished``
+        # comes after, and a Ctrl+Alt+S typed in between was refused as "saving already"
         def written(saved: SavedReview, s: Any = session) -> None:
+            self._saving_over(case_id, job)
             self._reviewed_keys[saved.case_id] = saved.pending.disk_key
             if self.window.case.session is s:
                 self.window.case.finish_save(saved.pending)
@@ -744,6 +747,7 @@ class DatasetController(QObject):
         shown_ct, info = self.window.case.ct, self.info
 
         def failed(exc: BaseException, s: Any = session, ct: Any = shown_ct, i: Any = info) -> bool:
+            self._saving_over(case_id, job)
             self._save_failed(case_id, s, ct, i, exc)
             return True
 
@@ -795,9 +799,12 @@ class DatasetController(QObject):
             self._wanted = None
             self._load(case_id)
 
-    def _save_ended(self, case_id: str, job: Job) -> None:
+    def _saving_over(self, case_id: str, job: Job) -> None:
         if self._saving.get(case_id) is job:
             del self._saving[case_id]
+
+    def _save_ended(self, case_id: str, job: Job) -> None:
+        self._saving_over(case_id, job)
         if self._load_after_save == case_id:
             self._load_after_save = None
             self._start_load(case_id)
