@@ -4,7 +4,9 @@ Opens a 388 x 512 x 512 label-only pair in the whole window and goes through it
 as a user does, with keys: N, A (on an FP item), R (on an FN item), a brush dab,
 undo, redo and save (Ctrl+Alt+S). A 20 ms heartbeat (tests/watchdog.py) records
 every gap of the event loop; any gap above 250 ms while opening, navigating,
-editing, undoing or saving fails, with the stacks sampled during the stalls.
+editing, undoing or saving fails, with the stacks sampled during the stalls. A gap
+counts less the time the GUI thread waited for a CPU that other programs held
+(Linux schedstat; tests/watchdog.py), so the test holds on a loaded machine.
 
 The pair is the shared ATM'22 one (211 branches); without ../shared, a generated
 pair of that size and about that many branches (app.demo) stands in.
@@ -52,8 +54,11 @@ def _day(qtbot: QtBot, reference: Path, prediction: Path) -> None:
         w.case.auto_analyse = False
     assert not day.errors, day.errors
     assert not [n for n in day.notes if "did not change" in n], day.notes
-    print("longest GUI stall per phase (ms):", {k: round(v) for k, v in day.stalls.items()})  # shown by pytest -s
-    worst = {phase: ms for phase, ms in day.stalls.items() if ms > STALL_LIMIT_MS}
+    # shown by pytest -s; the limit holds for the stall less the GUI thread's wait for a CPU, which
+    # other programs' load makes (a clean-clone run beside another once saw a 313 ms gap)
+    print("longest GUI stall per phase (ms):", {k: round(v) for k, v in day.stalls.items()})
+    print("less the wait for a CPU (ms):", {k: round(v) for k, v in day.own_stalls.items()})
+    worst = {phase: ms for phase, ms in day.own_stalls.items() if ms > STALL_LIMIT_MS}
     assert not worst, f"GUI stalls above {STALL_LIMIT_MS:.0f} ms: {worst}\n{dog.report()}"
 
 
