@@ -49,6 +49,7 @@ def main() -> int:
     from app.main_window import MainWindow, apply_theme
     from app.settings import Settings
     from tests.watchdog import Watchdog
+    from tests.window_keys import analysed_and_idle
 
     apply_theme(app)
 
@@ -75,15 +76,7 @@ def main() -> int:
         dog = Watchdog().start()
 
         def idle() -> None:
-            spin(
-                lambda: (
-                    w.case.active is not None
-                    and w.case.active.regions is not None
-                    and not w.case.stale
-                    and not w.case.busy
-                    and not w.busy
-                )
-            )
+            spin(lambda: analysed_and_idle(w))
 
         def key(k: Qt.Key, mods: Qt.KeyboardModifier = Qt.KeyboardModifier.NoModifier) -> None:
             w.activateWindow()

@@ -9,18 +9,17 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QTableView
 
 
-def wait_analysed(qtbot: Any, w: Any) -> None:
-    """Until the case is analysed and nothing runs (regions listed, no job, no re-analysis due)."""
-    qtbot.waitUntil(
-        lambda: (
-            w.case.active is not None
-            and w.case.active.regions is not None
-            and not w.case.stale
-            and not w.case.busy
-            and not w.busy
-        ),
-        timeout=120000,
+def analysed_and_idle(w: Any) -> bool:
+    """The case is analysed and nothing runs (regions listed, no job, no re-analysis due)."""
+    case = w.case
+    return (
+        case.active is not None and case.active.regions is not None and not case.stale and not case.busy and not w.busy
     )
+
+
+def wait_analysed(qtbot: Any, w: Any) -> None:
+    """Until :func:`analysed_and_idle`."""
+    qtbot.waitUntil(lambda: analysed_and_idle(w), timeout=120000)
 
 
 def type_key(w: Any, key: Qt.Key, mods: Qt.KeyboardModifier = Qt.KeyboardModifier.NoModifier) -> None:
