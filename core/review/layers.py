@@ -207,13 +207,12 @@ class LayerSnapshot:
 
     The copy races with edits made meanwhile on the editing thread; every such edit first hands
     its voxels' old values here (:meth:`remember`), and :meth:`take` puts the earliest of them
-    back over the copy, so the result is exactly the revision it was made at.
+    back over the copy, so the result is exactly the layer as it was when the snapshot was made.
     """
 
     def __init__(self, layer: LabelLayer):
         # the array itself, not the layer: a layer given a new volume leaves this one as it was
         self._array: np.ndarray | None = layer.array
-        self.revision = layer.revision
         self._lock = threading.Lock()
         self._flat: list[np.ndarray] = []
         self._values: list[np.ndarray] = []
@@ -227,7 +226,7 @@ class LayerSnapshot:
                 self._values.append(np.array(values))
 
     def take(self, reorientation: Reorientation | None = None, dtype: npt.DTypeLike | None = None) -> np.ndarray:
-        """The voxels at :attr:`revision` as a new C-ordered array, once (a second call raises).
+        """The voxels as they were when the snapshot was made, as a new C-ordered array, once (a second call raises).
         ``reorientation``: the layer's canonical -> file move, undone in the same pass (the
         file's orientation); ``dtype``: cast in the same pass too."""
         src = self._array

@@ -191,10 +191,6 @@ class PendingSave:
             )
         return self._volume
 
-    def release(self) -> None:
-        """Give the save up before it wrote: the layer stops recording for it."""
-        self.snapshot.release()
-
     def write(self, progress: Progress | None = None, cancel: Any = None) -> PendingSave:
         """The slow part (compressing, writing): safe in any thread; the file appears atomically."""
         from core.io import write_volume
