@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from core.volume import LabelVolume
+
 #: statuses (core.review.STATUSES) that say a reviewer judged a region
 JUDGED = ("confirmed", "reference_error")
 #: the label value of the unjudged voxels in a run's label
@@ -39,16 +41,18 @@ class IgnoredRegions:
         return asdict(self)
 
 
-def unjudged_mask(
+def ignore_label(
     label: Path,
     predictions: dict[str, Path],
     statuses: dict[str, dict[str, str]],
     *,
+    ignore_value: int = IGNORE_VALUE,
     progress: Any = None,
     cancel: Any = None,
-) -> tuple[np.ndarray, int, int]:
-    """(bool mask on ``label``'s file grid of the voxels of every unjudged error region, regions
-    listed, regions judged). ``statuses``: model -> {region key: status}, as the state file keeps them."""
+) -> tuple[LabelVolume, int, int]:
+    """(``label`` on its file's grid as uint8, 1 airway and ``ignore_value`` on the voxels of every
+    unjudged error region, regions listed, regions judged). ``statuses``: model -> {region key:
+    status}, as the state file keeps them. The label is read once, by the review session."""
     from core.review import Session
 
     models = list(predictions)
@@ -62,7 +66,7 @@ def unjudged_mask(
     session.analyse(progress, cancel)
     reference = session.reference
     assert reference is not None  # loaded from ``label`` above
-    canonical = np.zeros(reference.shape, dtype=bool)
+    out = reference.array.astype(np.uint8)
     listed = judged = 0
     for i, model in enumerate(models):
         table = statuses.get(model) or {}
@@ -71,8 +75,9 @@ def unjudged_mask(
             if table.get(region.key) in JUDGED:
                 judged += 1
                 continue
-            canonical[tuple(np.asarray(region.voxels).T)] = True
-    return reference.source.to_file_array(canonical, bool), listed, judged
+            out[tuple(np.asarray(region.voxels).T)] = ignore_value
+    src = reference.source
+    return LabelVolume(src.to_file_array(out), src.geometry), listed, judged
 
 
 def write_ignore_label(
@@ -85,13 +90,10 @@ def write_ignore_label(
     ignore_value: int = IGNORE_VALUE,
 ) -> IgnoredRegions:
     """``label`` (a 0/1 reviewed mask) with ``ignore_value`` on its unjudged error regions, written to ``dst``."""
-    from core.io import read_volume, write_volume
-    from core.volume import LabelVolume
+    from core.io import write_volume
 
-    src = read_volume(label)
-    open_voxels, listed, judged = unjudged_mask(label, predictions, statuses)
-    out = (np.asarray(src.array) != 0).astype(np.uint8)
-    out[open_voxels] = ignore_value
+    out, listed, judged = ignore_label(label, predictions, statuses, ignore_value=ignore_value)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    write_volume(LabelVolume(out, src.geometry, name=case_id), dst)
-    return IgnoredRegions(case_id, list(predictions), listed, judged, int(open_voxels.sum()), str(dst))
+    write_volume(LabelVolume(out.array, out.geometry, name=case_id), dst)
+    ignored = int(np.count_nonzero(out.array == ignore_value))
+    return IgnoredRegions(case_id, list(predictions), listed, judged, ignored, str(dst))
