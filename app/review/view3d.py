@@ -203,34 +203,21 @@ _SCENE_POOL: QThreadPool | None = None
 
 
 def scene_pool() -> QThreadPool:
-    """Threads that build 3D scenes, and nothing else: they run at a lower CPU priority
-    (:func:`build_scene_in_background`), which no other job should inherit."""
+    """Threads that build 3D scenes, two at most (a superseded build may still be finishing its
+    step), so rebuilds after quick edits never take every thread of the jobs' pool.
+
+    They run at the process's CPU priority, on purpose. They were once niced (+10) to leave
+    the CPU to the GUI thread, but a Python thread holds the GIL while it runs: on a loaded
+    machine the kernel then kept the niced thread off the CPU for 300-450 ms *while it held
+    the GIL*, and the GUI thread waited for it (a priority inversion; per-thread schedstat of
+    the annotator-day test at load 4: GUI thread 5-9 ms on a CPU in a 465 ms stall, the
+    scene thread 427 ms in the run queue). At equal priority the GIL changes hands every
+    5 ms, and the worst stall of the same test fell from 465 to 207 ms."""
     global _SCENE_POOL
     if _SCENE_POOL is None:
         _SCENE_POOL = QThreadPool()
-        _SCENE_POOL.setMaxThreadCount(2)  # a superseded build may still be finishing its step
+        _SCENE_POOL.setMaxThreadCount(2)
     return _SCENE_POOL
-
-
-def _yield_cpu_to_the_gui() -> None:
-    """Nice this thread (Linux: per thread): meshing a real tree takes seconds of CPU, and on a
-    two-core machine busy with the analysis child it took them from the GUI thread (issue 22:
-    100-700 ms stalls while the 3D view rebuilt after each edit)."""
-    import threading
-
-    try:
-        # relative to the process (the main thread's id is the pid): an absolute 10 would raise the
-        # priority of an app started under `nice -n 19`
-        target = min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + 10)
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), target)
-    except (AttributeError, OSError):  # not Linux / not allowed: the scene still builds
-        pass
-
-
-def build_scene_in_background(inp: SceneInput, *, progress: Progress | None = None, cancel: Any = None) -> Scene:
-    """:func:`build_scene` on a :func:`scene_pool` thread, yielding the CPU to the GUI thread."""
-    _yield_cpu_to_the_gui()
-    return build_scene(inp, progress=progress, cancel=cancel)
 
 
 def coarsen(mesh: Any, voxel_mm: float, budget: int | None = None) -> Any:
@@ -678,7 +665,7 @@ class View3D(QWidget):
             if _same_input(key, inp):
                 self._show_scene(cached, serial)
                 return
-        job = Job(build_scene_in_background, inp, name="3D surfaces")
+        job = Job(build_scene, inp, name="3D surfaces")
         from app.workers import guarded
 
         # guarded: a scene may finish after the view (and its legend) is gone
