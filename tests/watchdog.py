@@ -12,7 +12,10 @@ then holds time in which the kernel ran someone else. Each tick reads how
 long the GUI thread has waited on a run queue (Linux ``schedstat``), so a gap
 is also told less that wait (``own_ms``): the time the event loop was busy or
 blocked by this process (its own work, the GIL held by one of its threads),
-which is what the app controls. Tests assert on that; reports give both.
+which is what the app controls. Tests assert on that; reports give both, and
+for each long gap the process's busiest threads in it (time on a CPU and in
+the run queue): a GUI thread blocked on the GIL or on the renderer shows as a
+gap with little CPU of its own beside the thread it waited for.
 
 Usage::
 
@@ -65,12 +68,35 @@ class _RunqueueClock:
             self._fd = None
 
 
+def _threads_cpu_and_wait() -> dict[str, tuple[float, float]]:
+    """Every thread of this process: "name:tid" -> (ms on a CPU, ms waiting for one), from Linux
+    ``schedstat``; empty elsewhere."""
+    out: dict[str, tuple[float, float]] = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                cpu, wait = f.read().split()[:2]
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                name = f.read().strip()
+            out[f"{name}:{tid}"] = (int(cpu) / 1e6, int(wait) / 1e6)
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 @dataclass
 class Gap:
     phase: str
     start_s: float  # monotonic time of the tick before the gap
     ms: float  # time between the two ticks, less the interval
     waited_ms: float = 0.0  # of it, the GUI thread runnable but waiting for a CPU (other programs' load)
+    # for a long gap: the process's busiest threads in it, "name:tid cpu C wait W" (ms), so a
+    # report shows whom the GUI thread waited for (a thread holding the GIL, the renderer...)
+    threads: str = ""
 
     @property
     def own_ms(self) -> float:
@@ -97,6 +123,16 @@ class PhaseResult:
     @property
     def seconds(self) -> float:
         return (self.ended_s or time.monotonic()) - self.started_s
+
+
+def _busiest_threads(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> str:
+    rows = []
+    for key, (cpu, wait) in after.items():
+        c0, w0 = before.get(key, (0.0, 0.0))
+        if cpu - c0 >= 5 or wait - w0 >= 5:
+            rows.append((cpu - c0 + wait - w0, cpu - c0, wait - w0, key))
+    rows.sort(reverse=True)  # busy, or wanting to be: a thread the GUI thread waits for shows either way
+    return ", ".join(f"{key} cpu {c:.0f} wait {w:.0f}" for _, c, w, key in rows[:6])
 
 
 class Watchdog(QObject):
@@ -130,6 +166,8 @@ class Watchdog(QObject):
         self._last_wait = 0.0
         self._runqueue: _RunqueueClock | None = None
         self._gui_thread = threading.get_ident()
+        # per-thread schedstat, taken by the sampler while the heartbeat is on time: (monotonic, snapshot)
+        self._baseline: tuple[float, dict[str, tuple[float, float]]] | None = None
         self._stop = threading.Event()
         self._sampler: threading.Thread | None = None
         # (phase, stack text) -> samples; a sample is ``sample_every_ms`` of stall
@@ -163,6 +201,9 @@ class Watchdog(QObject):
         now, waited = time.monotonic(), (self._runqueue.ms() if self._runqueue is not None else 0.0)
         ms = max(0.0, (now - self._last) * 1000.0 - self.interval_ms)
         gap = Gap(self.phase_name, self._last, ms, min(ms, max(0.0, waited - self._last_wait)))
+        base = self._baseline
+        if gap.ms >= self.sample_after_ms and base is not None and base[0] <= self._last + 0.05:
+            gap.threads = _busiest_threads(base[1], _threads_cpu_and_wait())
         self._last, self._last_wait = now, waited
         self.gaps.append(gap)
         for ph in self._current:
@@ -200,6 +241,8 @@ class Watchdog(QObject):
         every = self.sample_every_ms / 1000.0
         while not self._stop.wait(every):
             late_ms = (time.monotonic() - self._last) * 1000.0 - self.interval_ms
+            if late_ms < self.interval_ms:
+                self._baseline = (time.monotonic(), _threads_cpu_and_wait())
             if late_ms < self.sample_after_ms:
                 continue
             frames = sys._current_frames()
@@ -236,6 +279,9 @@ class Watchdog(QObject):
                 f"{len(long)} gaps >= {min_ms:.0f} ms: "
                 + ", ".join(f"{g.ms:.0f} (own {g.own_ms:.0f})" for g in long[:10])
             )
+        long_gaps = sorted((g for g in self.gaps if g.threads and g.ms >= min_ms), key=lambda g: g.ms, reverse=True)
+        for g in long_gaps[:top]:
+            out.append(f"[{g.phase}] {g.ms:.0f} ms gap (own {g.own_ms:.0f}), busiest threads in it: {g.threads}")
         for (name, stack), n in self.samples.most_common(top):
             out.append(f"[{name}] ~{n * self.sample_every_ms:.0f} ms in\n    {stack}")
         return "\n".join(out)
