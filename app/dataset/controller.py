@@ -528,8 +528,6 @@ class DatasetController(QObject):
 
     def _apply(self, res: LoadedDatasetCase) -> None:
         """Put a loaded case in the window (what open_files does with its loading job's result)."""
-        from app.review.case import LoadedCase
-
         w = self.window
         self._wanted = None
         if res.stamps:  # read from disk now (a reopened unsaved session keeps what it knew)
@@ -539,9 +537,7 @@ class DatasetController(QObject):
         if keep and self.current is not None and self.info is not None and self.current != res.case_id:
             # the case being left stays in memory, with its analysis: Ctrl+[ right after Ctrl+] shows it at once
             info = self.info
-            kept = LoadedCase(
-                w.case.session, ct=w.case.ct, name=self.current, new_case=True, tree_view=w.case._tree_view
-            )
+            kept = w.case.as_loaded(self.current)
             self._previous = LoadedDatasetCase(
                 self.current, kept, info.label_path, info.label_version, info.models, (), dict(info.keys)
             )
