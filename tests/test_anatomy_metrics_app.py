@@ -10,7 +10,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from app.compare import CompareTab
-from app.review.view3d import three_d_supported
+from app.review.view3d import branch_groups, three_d_supported
 from core.anatomy import label_tree
 from core.anatomy.textbook import textbook_mask, textbook_tree
 from core.cli import main
@@ -79,11 +79,8 @@ def test_compare_tab_shows_the_lobes_of_the_clicked_case(qtbot, compared):
 
 
 @pytest.mark.slow
-def test_review_to_compare_carries_the_reviews_per_lobe_figures(qtbot, compared, tmp_path, monkeypatch):
-    """Tools > Compare this case's predictions: the Compare tab's per-lobe table holds the review's own
-    figures (its names and metrics), equal to `airway evaluate`'s for the same files."""
-    import csv
-
+def _review_window(qtbot, compared: Path, tmp_path: Path, monkeypatch):  # type: ignore[no-untyped-def]
+    """The review of case t0 with both models, analysed and named: (window, case, prediction files)."""
     from PySide6.QtWidgets import QMessageBox
 
     from app.main_window import MainWindow
@@ -107,6 +104,16 @@ def test_review_to_compare_carries_the_reviews_per_lobe_figures(qtbot, compared,
         lambda: len(case.predictions) == 2 and all(case.anatomy_scores(i) is not None for i in range(2)),
         timeout=60000,
     )
+    return w, case, preds
+
+
+def test_review_to_compare_carries_the_reviews_per_lobe_figures(qtbot, compared, tmp_path, monkeypatch):
+    """Tools > Compare this case's predictions: the Compare tab's per-lobe table holds the review's own
+    figures (its names and metrics), equal to `airway evaluate`'s for the same files."""
+    import csv
+
+    w, case, preds = _review_window(qtbot, compared, tmp_path, monkeypatch)
+    data = compared.parent
     w.compare_actions["case"].trigger()  # the real menu action
     m = w.compare_tab.metrics
     first = case.predictions[0].name
@@ -130,4 +137,35 @@ def test_review_to_compare_carries_the_reviews_per_lobe_figures(qtbot, compared,
     with open(ev, newline="") as f:
         missed = next(csv.DictReader(f))["segmental_missed"]
     assert m.lobes_title.text().endswith("missed " + missed.replace(" ", ", "))
+    w.cancel_jobs()
+
+
+def test_review_to_compare_panes_colour_the_3d_by_lobe(qtbot, compared, tmp_path, monkeypatch):
+    """The Compare panes' 3D views had no names (nor generations): compared from the review, a pane
+    compared with the reference colours its tree by lobe, segment or generation, as the review does."""
+    if not three_d_supported():
+        pytest.skip("needs an X display (Xvfb), not the offscreen platform")
+    w, case, _ = _review_window(qtbot, compared, tmp_path, monkeypatch)
+    w.compare_actions["case"].trigger()
+    panes = w.compare_tab.layout_view.panes
+    assert len(panes) == 2 and all(p.view3d is not None for p in panes)
+    review_groups = branch_groups(case.session.names.names, "lobe")
+    assert set(review_groups.values()) == {"RUL", "RML", "RLL", "LUL", "LLL"}
+    v = panes[0].view3d
+
+    def choose(mode: str) -> None:  # the pane's "3D:" box, as a user picks
+        v.mode_combo.setCurrentIndex(v.mode_combo.findData(mode))
+
+    for mode in ("lobe", "segment", "generation"):
+        choose(mode)
+        qtbot.waitUntil(lambda m=mode: v.scene is not None and v.scene.mode == m and not v.busy, timeout=60000)
+        assert not v.scene.note, v.scene.note
+    choose("lobe")
+    qtbot.waitUntil(lambda: v.scene is not None and v.scene.mode == "lobe" and not v.busy, timeout=60000)
+    # the review's names, so the review's colours: the legend lists the five lobes
+    assert {"RUL", "RML", "RLL", "LUL", "LLL"} <= {name for name, _ in v.scene.legend}
+    # compared with the other prediction there is no parsed tree to colour: said, not guessed
+    panes[0].case.set_against("1")
+    qtbot.waitUntil(lambda: v.scene is not None and v.scene.mode == "outcome" and not v.busy, timeout=60000)
+    assert "reference tree" in v.scene.note
     w.cancel_jobs()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.compare.layout import CompareLayout, ComparePane, LinkedSliceView
 from app.compare.metrics import CompareMetrics
-from app.compare.state import BlankCT, CompareState, PaneCase, PaneEntry
+from app.compare.state import BlankCT, CompareState, PaneCase, PaneEntry, ReferenceTree
 from app.compare.tab import CompareTab
 from core.compare.batch import CompareResult
 
@@ -28,6 +28,7 @@ __all__ = [
     "LinkedSliceView",
     "PaneCase",
     "PaneEntry",
+    "ReferenceTree",
     "install_compare",
 ]
 
@@ -109,6 +110,10 @@ def compare_case_predictions(window: Any) -> bool:
     entries = [PaneEntry(p.name, p.label, p.probabilities, p.metrics, p.regions, p.path) for p in case.predictions[:4]]
     name = case.ct.name or "case"
     tab = window.compare_tab
-    tab.set_review(name, entries, case.reference, case.ct, review_result(window, name))
+    tree = None
+    if case.reference is not None and case.branch_map is not None:
+        # the branch map is replaced, not edited, when the review parses again: this one stays as shown
+        tree = ReferenceTree(case.branch_map, dict(case.generations), case.session.names.names)
+    tab.set_review(name, entries, case.reference, case.ct, review_result(window, name), tree)
     window.tabs.setCurrentWidget(tab)
     return True

@@ -96,6 +96,8 @@ class ComparePane(QWidget):
             from app.review.view3d import View3D
 
             self.view3d = View3D(self.case, track_job=track_job)
+            # lobe and segment colourings: the reference's names, when the pane is compared with it
+            self.view3d.names_source = lambda: self.case
             split.addWidget(self.view3d)
         lay.addWidget(split, 1)
         self.case.referenceChanged.connect(self.refresh_text)

@@ -103,6 +103,16 @@ def fast_label(label: LabelVolume) -> LabelVolume:
     return dataclasses.replace(label, array=SagittalMask.wrap(label.mask))
 
 
+@dataclass(frozen=True)
+class ReferenceTree:
+    """The reference's parsed tree as the review has it: what the 3D view colours by generation,
+    detection, lobe or segment."""
+
+    branch_map: np.ndarray
+    generations: dict[int, int]
+    names: Any = None  # core.anatomy's names of the branches (NamesLayer.names), or None
+
+
 class BlankCT:
     """Stand-in CT (air everywhere) on the masks' grid when the compare has no CT: no volume-sized memory."""
 
@@ -131,13 +141,24 @@ class CompareState(QObject):
         self.ct: Any = None
         self.reference: LabelVolume | None = None
         self.predictions: list[PaneEntry] = []
+        # the reference's tree, when the compare comes from the review (which parsed and named it):
+        # branch id per voxel, generation per branch, and the names (core.anatomy), for the 3D colourings
+        self.branch_map: np.ndarray | None = None
+        self.generations: dict[int, int] = {}
+        self.names: Any = None
         self.cursor: tuple[int, int, int] = (0, 0, 0)
         self._ct_by_x: np.ndarray | None = None
         self._blank: dict[str, np.ndarray] = {}
 
     def set_case(
-        self, name: str, predictions: list[PaneEntry], reference: LabelVolume | None = None, ct: Any = None
+        self,
+        name: str,
+        predictions: list[PaneEntry],
+        reference: LabelVolume | None = None,
+        ct: Any = None,
+        tree: ReferenceTree | None = None,
     ) -> None:
+        """``tree``: the reference's branch map, generations and names, where known (the review's)."""
         from core.errors import InputError
 
         if not predictions:
@@ -153,6 +174,10 @@ class CompareState(QObject):
         self.case_name = name
         self.ct = ct if ct is not None else BlankCT(shape, grid.geometry)
         self.reference = None if reference is None else fast_label(reference)
+        usable = tree is not None and reference is not None and tuple(tree.branch_map.shape) == shape
+        self.branch_map = tree.branch_map if usable and tree is not None else None
+        self.generations = dict(tree.generations) if usable and tree is not None else {}
+        self.names = tree.names if usable and tree is not None else None
         self.predictions = [
             PaneEntry(p.name, fast_label(p.label), p.probabilities, p.metrics, p.regions, p.path, p.note)
             for p in predictions[:MAX_PANES]
@@ -239,8 +264,6 @@ class PaneCase(QObject):
         self.against: str | None = None  # chosen on the first case; kept across cases while valid
         self.active_index = 0
         self.active_region = -1
-        self.branch_map = None
-        self.generations: dict[int, int] = {}
         self.tree = None
         self._boxes: dict[int, tuple[np.ndarray, Box | None]] = {}
         state.cursorChanged.connect(self.cursorChanged)
@@ -253,6 +276,21 @@ class PaneCase(QObject):
         self.ctChanged.emit()
 
     # -- what the views read ----------------------------------------------------------
+    @property
+    def branch_map(self) -> np.ndarray | None:
+        """The reference's branch map, for a pane compared with the reference (another prediction
+        has no parsed tree)."""
+        return self.state.branch_map if self.against == AGAINST_REFERENCE else None
+
+    @property
+    def generations(self) -> dict[int, int]:
+        return self.state.generations if self.against == AGAINST_REFERENCE else {}
+
+    @property
+    def names(self) -> Any:
+        """What the 3D view's ``names_source`` gives: the reference's names, as ``branch_map``."""
+        return self.state.names if self.against == AGAINST_REFERENCE else None
+
     def revision(self, layer: str = "reference") -> int:
         """Edit counter of a layer (app.review.case.Case): compared labels are read-only, always 0."""
         return 0

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 
 from app.compare.layout import CompareLayout
 from app.compare.metrics import STALE_TEXT, CompareMetrics
-from app.compare.state import MAX_PANES, PaneEntry
+from app.compare.state import MAX_PANES, PaneEntry, ReferenceTree
 from core.compare.batch import CompareResult
 
 
@@ -133,7 +133,7 @@ class CompareTab(QWidget):
         self.folder: Path | None = None
         self._job: Any = None
         self._stale: set[tuple[str, str]] = set()
-        self._review: tuple[str, list[PaneEntry], Any, Any] | None = None  # set by set_review
+        self._review: tuple[str, list[PaneEntry], Any, Any, ReferenceTree | None] | None = None  # set by set_review
         self._check_job: Any = None
         self._bytes_changed: set[tuple[str, str]] = set()  # file bytes differ (checked on opening)
         self._key_stale: set[tuple[str, str]] = set()  # decoded mask keys differ (checked on loading a case)
@@ -253,14 +253,21 @@ class CompareTab(QWidget):
         self.show_selected()
 
     def set_review(
-        self, name: str, predictions: list[PaneEntry], reference: Any, ct: Any, result: CompareResult
+        self,
+        name: str,
+        predictions: list[PaneEntry],
+        reference: Any,
+        ct: Any,
+        result: CompareResult,
+        tree: ReferenceTree | None = None,
     ) -> None:
-        """The review's case: its masks in the panes and its computed metrics in the tables (no reload)."""
+        """The review's case: its masks in the panes, its computed metrics in the tables, and its
+        parsed and named reference tree for the 3D colourings (no reload)."""
         self.folder = None
         self.folder_label.setText(f"from the review: {name}")
         self.set_result(result, show=False)
-        self._review = (name, list(predictions), reference, ct)
-        self.set_case(name, predictions, reference, ct)
+        self._review = (name, list(predictions), reference, ct, tree)
+        self.set_case(name, predictions, reference, ct, tree)
 
     def selected_models(self) -> list[str]:
         out = []
@@ -274,10 +281,10 @@ class CompareTab(QWidget):
         case = self.case_combo.currentData()
         models = self.selected_models()
         if self._review is not None:  # the review's own masks (some are in memory only): no file to read
-            name, entries, reference, ct = self._review
+            name, entries, reference, ct, tree = self._review
             chosen = [e for e in entries if e.name in models]
             if chosen:
-                self.set_case(name, chosen, reference, ct)
+                self.set_case(name, chosen, reference, ct, tree)
             return
         if self.result is not None and case and models:
             self.show_case(case, models)
@@ -307,8 +314,15 @@ class CompareTab(QWidget):
         self._update_stale()
         self.set_case(case, entries, ref, ct)
 
-    def set_case(self, name: str, predictions: list[PaneEntry], reference: Any = None, ct: Any = None) -> None:
-        self.layout_view.state.set_case(name, predictions, reference, ct)
+    def set_case(
+        self,
+        name: str,
+        predictions: list[PaneEntry],
+        reference: Any = None,
+        ct: Any = None,
+        tree: ReferenceTree | None = None,
+    ) -> None:
+        self.layout_view.state.set_case(name, predictions, reference, ct, tree)
         self.layout_view.zoom_to_airway()
         self.caseShown.emit(name)
 
