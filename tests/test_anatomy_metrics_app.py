@@ -169,3 +169,60 @@ def test_review_to_compare_panes_colour_the_3d_by_lobe(qtbot, compared, tmp_path
     qtbot.waitUntil(lambda: v.scene is not None and v.scene.mode == "outcome" and not v.busy, timeout=60000)
     assert "reference tree" in v.scene.note
     w.cancel_jobs()
+
+
+def test_compare_folder_panes_colour_the_3d_by_lobe(qtbot, compared, monkeypatch):
+    """A case opened from an `airway compare` folder: its reference tree is taken from the folder's
+    cache in a job (parsed there when missing), and then the panes colour by lobe as the review's
+    3D view does."""
+    import core.anatomy
+    import core.tree
+
+    if not three_d_supported():
+        pytest.skip("needs an X display (Xvfb), not the offscreen platform")
+
+    def parsed_again(*_a, **_k):
+        raise AssertionError("parsed or labelled again: `airway compare` cached the tree and its names")
+
+    monkeypatch.setattr(core.tree, "parse_tree", parsed_again)
+    monkeypatch.setattr(core.anatomy, "label_tree", parsed_again)
+    tab = CompareTab(with_3d=True)
+    qtbot.addWidget(tab)
+    tab.resize(1200, 800)
+    tab.show()
+    qtbot.waitExposed(tab)
+    tab.open_folder(compared)
+    state = tab.layout_view.state
+    qtbot.waitUntil(lambda: state.case_name == "t0" and state.branch_map is not None, timeout=60000)
+    # on the panes' (canonical) grid: the branch map lies on the reference shown
+    tree_voxels = state.branch_map > 0
+    assert tree_voxels.shape == state.reference.mask.shape
+    assert not (tree_voxels & ~state.reference.mask).any() and tree_voxels.sum() > 0.9 * state.reference.mask.sum()
+    assert set(branch_groups(state.names, "lobe").values()) == {"RUL", "RML", "RLL", "LUL", "LLL"}
+    v = tab.layout_view.panes[0].view3d
+    v.mode_combo.setCurrentIndex(v.mode_combo.findData("lobe"))  # the pane's "3D:" box
+    qtbot.waitUntil(lambda: v.scene is not None and v.scene.mode == "lobe" and not v.busy, timeout=60000)
+    assert not v.scene.note and {"RUL", "RML", "RLL", "LUL", "LLL"} <= {name for name, _ in v.scene.legend}
+
+
+def test_reference_tree_without_a_cache_is_parsed_and_named(tmp_path):
+    """`core.compare.reference_tree` with no cache (a compare run with --no-cache): parsed and named
+    now, the same tree and names a compare makes; with a cache, kept there for the next time."""
+    from core.compare import CompareSettings, reference_tree
+    from core.compare.cache import Cache
+    from core.io import read_label
+
+    vol = textbook_mask(textbook_tree(), (2.0, 2.0, 2.0))
+    write_volume(vol, tmp_path / "ref.nii.gz")
+    raw = read_label(tmp_path / "ref.nii.gz")
+    direct = parse_tree(raw)
+    tree, names = reference_tree(tmp_path / "ref.nii.gz", raw, CompareSettings(), Cache(None))
+    assert len(tree.branches) == len(direct.branches)
+    assert np.array_equal(np.asarray(tree.branch_label_map()), np.asarray(direct.branch_label_map()))
+    assert {names.lobe_of(b.id) for b in tree.branches} >= {"RUL", "RML", "RLL", "LUL", "LLL"}
+    cache = Cache(tmp_path / "cache")
+    reference_tree(tmp_path / "ref.nii.gz", raw, CompareSettings(), cache)
+    assert cache.stats["trees_parsed"] == 1 and (tmp_path / "cache" / "trees").is_dir()
+    again = Cache(tmp_path / "cache")
+    reference_tree(tmp_path / "ref.nii.gz", raw, CompareSettings(), again)
+    assert again.stats["trees_hits"] == 1

@@ -113,6 +113,73 @@ class ReferenceTree:
     names: Any = None  # core.anatomy's names of the branches (NamesLayer.names), or None
 
 
+def mask_box(mask: np.ndarray) -> Box | None:
+    """The mask's bounding box; a :class:`SagittalMask` knows its own (one pass over a 512 x 512 x 400
+    mask costs 30-100 ms, and the layout asks for every pane's)."""
+    if isinstance(mask, SagittalMask) and mask._by_x is not None:
+        return mask._box
+    return bounding_box(np.asarray(mask))
+
+
+@dataclass
+class PreparedCase:
+    """A case ready to show: masks wrapped for fast sagittal reads, the CT's x-major copy and the
+    first cursor, all made where :func:`prepare_case` runs (a loading job, off the GUI thread)."""
+
+    name: str
+    ct: Any
+    reference: LabelVolume | None
+    predictions: list[PaneEntry]
+    ct_by_x: np.ndarray | None
+    cursor: tuple[int, int, int]
+    tree: ReferenceTree | None = None
+
+
+def prepare_case(
+    name: str,
+    predictions: list[PaneEntry],
+    reference: LabelVolume | None = None,
+    ct: Any = None,
+    tree: ReferenceTree | None = None,
+) -> PreparedCase:
+    """Check the case's grids and do the volume-sized work of showing it (a second or more on a real
+    chest CT): run it in the loading job where one exists."""
+    from core.errors import InputError
+
+    if not predictions:
+        raise InputError("No prediction to compare.", "Give 2 to 4 predictions of the case.")
+    grid = ct if ct is not None else (reference if reference is not None else predictions[0].label)
+    shape = tuple(grid.shape)
+    for p in predictions:
+        if tuple(p.label.shape) != shape:
+            raise InputError(
+                f"Prediction '{p.name}' is {p.label.shape}, the case is {shape}.",
+                "Compare predictions made on the same CT grid.",
+            )
+    shown_ct = ct if ct is not None else BlankCT(shape, grid.geometry)
+    ref = None if reference is None else fast_label(reference)
+    preds = [
+        PaneEntry(p.name, fast_label(p.label), p.probabilities, p.metrics, p.regions, p.path, p.note)
+        for p in predictions[:MAX_PANES]
+    ]
+    # sagittal slices of a large CT are strided reads; an x-major copy makes them contiguous
+    arr = getattr(shown_ct, "array", None)
+    by_x = np.ascontiguousarray(np.moveaxis(arr, 2, 0)) if arr is not None and arr.size >= 32e6 else None
+    src = ref.mask if ref is not None else preds[0].mask
+    box = mask_box(src)
+    if box is None:
+        cursor = (shape[0] // 2, shape[1] // 2, shape[2] // 2)
+    else:
+        sub = np.asarray(src)[box.slices]  # the airway's box only: the same answer, a twentieth of the work
+        nz = np.flatnonzero(sub.any(axis=(1, 2)))
+        # the middle airway slice, and the coronal and sagittal slices holding the most airway: they cut
+        # the trachea and main bronchi
+        zc = int(nz[len(nz) // 2])
+        yc, xc = int(np.argmax(sub.sum(axis=(0, 2)))), int(np.argmax(sub.sum(axis=(0, 1))))
+        cursor = (box.start[0] + zc, box.start[1] + yc, box.start[2] + xc)
+    return PreparedCase(name, shown_ct, ref, preds, by_x, cursor, tree)
+
+
 class BlankCT:
     """Stand-in CT (air everywhere) on the masks' grid when the compare has no CT: no volume-sized memory."""
 
@@ -134,6 +201,7 @@ class CompareState(QObject):
 
     caseChanged = Signal()
     cursorChanged = Signal(object)
+    treeChanged = Signal()  # the reference's tree arrived (set_tree) after the case was shown
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
@@ -159,51 +227,38 @@ class CompareState(QObject):
         tree: ReferenceTree | None = None,
     ) -> None:
         """``tree``: the reference's branch map, generations and names, where known (the review's)."""
-        from core.errors import InputError
+        self.show(prepare_case(name, predictions, reference, ct, tree))
 
-        if not predictions:
-            raise InputError("No prediction to compare.", "Give 2 to 4 predictions of the case.")
-        grid = ct if ct is not None else (reference if reference is not None else predictions[0].label)
-        shape = tuple(grid.shape)
-        for p in predictions:
-            if tuple(p.label.shape) != shape:
-                raise InputError(
-                    f"Prediction '{p.name}' is {p.label.shape}, the case is {shape}.",
-                    "Compare predictions made on the same CT grid.",
-                )
-        self.case_name = name
-        self.ct = ct if ct is not None else BlankCT(shape, grid.geometry)
-        self.reference = None if reference is None else fast_label(reference)
-        usable = tree is not None and reference is not None and tuple(tree.branch_map.shape) == shape
-        self.branch_map = tree.branch_map if usable and tree is not None else None
-        self.generations = dict(tree.generations) if usable and tree is not None else {}
-        self.names = tree.names if usable and tree is not None else None
-        self.predictions = [
-            PaneEntry(p.name, fast_label(p.label), p.probabilities, p.metrics, p.regions, p.path, p.note)
-            for p in predictions[:MAX_PANES]
-        ]
+    def show(self, case: PreparedCase) -> None:
+        """Show a case :func:`prepare_case` made (cheap: the volume-sized work is done)."""
+        self.case_name = case.name
+        self.ct = case.ct
+        self.reference = case.reference
+        self._take_tree(case.tree)
+        self.predictions = list(case.predictions)
         self._blank = {}
-        # sagittal slices of a large CT are strided reads; an x-major copy makes them contiguous
-        arr = getattr(self.ct, "array", None)
-        self._ct_by_x = np.ascontiguousarray(np.moveaxis(arr, 2, 0)) if arr is not None and arr.size >= 32e6 else None
-        box_src = reference.mask if reference is not None else predictions[0].mask
-        nz = np.argwhere(box_src.any(axis=(1, 2)))
-        zc = int(nz[len(nz) // 2, 0]) if len(nz) else shape[0] // 2
-        # the coronal and sagittal slices holding the most airway: they cut the trachea and main bronchi
-        src = np.asarray(box_src)
-        if src.any():
-            yc, xc = int(np.argmax(src.sum(axis=(0, 2)))), int(np.argmax(src.sum(axis=(0, 1))))
-        else:
-            yc, xc = shape[1] // 2, shape[2] // 2
-        self.cursor = (zc, yc, xc)
+        self._ct_by_x = case.ct_by_x
+        self.cursor = case.cursor
         self.caseChanged.emit()
+
+    def set_tree(self, tree: ReferenceTree | None) -> None:
+        """The shown reference's tree, parsed after the case was shown (a compare folder's case)."""
+        self._take_tree(tree)
+        self.treeChanged.emit()
+
+    def _take_tree(self, tree: ReferenceTree | None) -> None:
+        """Kept only for a reference on the case's grid: a tree of another grid would colour the wrong voxels."""
+        if tree is None or self.reference is None or tuple(tree.branch_map.shape) != tuple(self.ct.shape):
+            self.branch_map, self.generations, self.names = None, {}, None
+        else:
+            self.branch_map, self.generations, self.names = tree.branch_map, dict(tree.generations), tree.names
 
     def airway_box(self) -> Box | None:
         """Box of the reference and every prediction together; None when all are empty."""
         box: Box | None = None
         for m in [None if self.reference is None else self.reference.mask, *(p.mask for p in self.predictions)]:
             if m is not None:
-                box = union(box, bounding_box(np.asarray(m)))
+                box = union(box, mask_box(m))
         return box
 
     def set_cursor(self, zyx: Sequence[float]) -> None:
@@ -268,6 +323,7 @@ class PaneCase(QObject):
         self._boxes: dict[int, tuple[np.ndarray, Box | None]] = {}
         state.cursorChanged.connect(self.cursorChanged)
         state.caseChanged.connect(self._on_case)
+        state.treeChanged.connect(self.treeChanged)
 
     def _on_case(self) -> None:
         self._boxes.clear()
@@ -350,7 +406,7 @@ class PaneCase(QObject):
             return None
         hit = self._boxes.get(id(mask))
         if hit is None or hit[0] is not mask:
-            hit = (mask, bounding_box(mask))
+            hit = (mask, mask_box(mask))
             self._boxes[id(mask)] = hit
         return hit[1]
 

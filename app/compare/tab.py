@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
@@ -24,15 +25,15 @@ from PySide6.QtWidgets import (
 
 from app.compare.layout import CompareLayout
 from app.compare.metrics import STALE_TEXT, CompareMetrics
-from app.compare.state import MAX_PANES, PaneEntry, ReferenceTree
+from app.compare.state import MAX_PANES, PaneEntry, PreparedCase, ReferenceTree, prepare_case
 from core.compare.batch import CompareResult
 
 
 def load_case_masks(
     result: CompareResult, case: str, models: list[str], *, progress: Any = None, cancel: Any = None
-) -> tuple[str, Any, list[PaneEntry], Any, set[tuple[str, str]]]:
-    """Job: (case, reference LabelVolume|None, entries, CT|None, stale pairs) of one case of a compare
-    result, all in canonical (LPS) orientation like the review's case.
+) -> tuple[str, set[tuple[str, str]], PreparedCase]:
+    """Job: (case, stale pairs, the case ready to show) of one case of a compare result: reference,
+    predictions and CT in canonical (LPS) orientation like the review's case.
 
     Every mask is keyed by its content as the compare keyed it (core.compare.cache.mask_key); a
     file whose key differs from the one its figures came from is a stale (case, model) pair."""
@@ -47,13 +48,15 @@ def load_case_masks(
     s = result.settings
     steps = len(rows) + 2
     ref_path = Path(rows[0].reference) if rows[0].reference else None
-    ref = None
+    ref: LabelVolume | None = None
     stale: set[tuple[str, str]] = set()
     if ref_path is not None and ref_path.exists():
         raw_ref = read_label(ref_path, s.label_selector)
         if rows[0].reference_key and mask_key(raw_ref, s.label_selector) != rows[0].reference_key:
             stale |= {(case, r.model) for r in rows}  # every figure of the case came from the old reference
-        ref = to_canonical(raw_ref)[0]
+        canon_ref = to_canonical(raw_ref)[0]
+        assert isinstance(canon_ref, LabelVolume)  # to_canonical keeps the volume's kind
+        ref = canon_ref
     if progress:
         progress(1, steps, "reference")
     entries = []
@@ -81,7 +84,33 @@ def load_case_masks(
         ct_path = list_cases(ct_dir).get(case)
         if ct_path is not None:
             ct = to_canonical(read_ct(ct_path))[0]
-    return case, ref, entries, ct, stale
+    if progress:
+        progress(steps, steps, "preparing the panes")
+    # here, not on the GUI thread: wrapping the masks for sagittal reads and the CT's x-major copy
+    # stalled the window 450-650 ms on the real ATM'22 pair
+    return case, stale, prepare_case(case, entries, ref, ct)
+
+
+def load_reference_tree(
+    case: str, ref_path: str, settings: Any, cache_root: str | None, *, progress: Any = None, cancel: Any = None
+) -> tuple[str, str, ReferenceTree]:
+    """Job: (case, reference path, the reference's tree) on the panes' canonical grid, from the
+    compare folder's cache when it holds the tree and names (`airway compare` kept them there)."""
+    from core.compare import reference_tree
+    from core.compare.cache import Cache
+    from core.io import read_label
+    from core.volume import to_canonical
+
+    raw = read_label(ref_path, settings.label_selector, allow_empty=False)
+    if progress:
+        progress(1, 3, "reference tree")
+    tree, names = reference_tree(ref_path, raw, settings, Cache(cache_root), cancel=cancel)
+    if progress:
+        progress(2, 3, "branch map")
+    reo = to_canonical(raw)[1]
+    bmap = np.ascontiguousarray(reo.apply(np.asarray(tree.branch_label_map())))
+    generations = {int(b.id): int(b.generation) for b in tree.branches}
+    return case, ref_path, ReferenceTree(bmap, generations, names)
 
 
 def changed_files(result: CompareResult, *, progress: Any = None, cancel: Any = None) -> set[tuple[str, str]]:
@@ -132,6 +161,8 @@ class CompareTab(QWidget):
         self.result: CompareResult | None = None
         self.folder: Path | None = None
         self._job: Any = None
+        self._tree_job: Any = None  # the shown case's reference tree (load_reference_tree)
+        self._tree_for: tuple[str, str] | None = None  # (case, reference path) it is for
         self._stale: set[tuple[str, str]] = set()
         self._review: tuple[str, list[PaneEntry], Any, Any, ReferenceTree | None] | None = None  # set by set_review
         self._check_job: Any = None
@@ -267,6 +298,7 @@ class CompareTab(QWidget):
         self.folder_label.setText(f"from the review: {name}")
         self.set_result(result, show=False)
         self._review = (name, list(predictions), reference, ct, tree)
+        self._tree_for = None  # a folder case's tree still being parsed is not this case's
         self.set_case(name, predictions, reference, ct, tree)
 
     def selected_models(self) -> list[str]:
@@ -305,14 +337,53 @@ class CompareTab(QWidget):
             self.track_job(job)
         return job.start()
 
-    def _loaded(self, value: tuple[Any, ...]) -> None:
-        case, ref, entries, ct, stale = value
-        shown = {(case, e.name) for e in entries}
+    def _loaded(self, value: tuple[str, set[tuple[str, str]], PreparedCase]) -> None:
+        case, stale, prepared = value
+        shown = {(case, e.name) for e in prepared.predictions}
         # a pair whose decoded mask still has the key its figures came from is fresh, whatever its bytes
         self._key_fresh = (self._key_fresh - stale) | (shown - stale)
         self._key_stale = (self._key_stale - shown) | stale
         self._update_stale()
-        self.set_case(case, entries, ref, ct)
+        self.layout_view.state.show(prepared)
+        self._shown(case)
+        self._tree_for = None
+        ref_path = next((r.reference for r in (self.result.rows if self.result else []) if r.case == case), "")
+        if prepared.reference is not None and ref_path:
+            self._start_tree(case, ref_path)
+
+    def _start_tree(self, case: str, ref_path: str) -> None:
+        """Parse (or take from the compare's cache) the shown case's reference tree in a job, so the
+        panes' 3D views colour by generation, lobe or segment as the review's does."""
+        from app.workers import Job, guarded
+
+        if self._tree_job is not None and self._tree_job.running:
+            self._tree_job.cancel()
+        assert self.result is not None
+        cache = self.folder / ".cache" if self.folder is not None and (self.folder / ".cache").is_dir() else None
+        job = Job(
+            load_reference_tree,
+            case,
+            ref_path,
+            self.result.settings,
+            None if cache is None else str(cache),
+            name=f"Compare: reference tree of {case}",
+        )
+        job.result.connect(guarded(self, self._tree_loaded))
+        # a tree that cannot be parsed leaves the panes as they are (TP/FP/FN), said in the status bar
+        report = self.report_error
+        if report is not None:
+            job.error.connect(guarded(self, lambda exc, tb: report(exc, tb)))
+        self._tree_job, self._tree_for = job, (case, ref_path)
+        if self.track_job is not None:
+            self.track_job(job)
+        job.start()
+
+    def _tree_loaded(self, value: tuple[str, str, ReferenceTree]) -> None:
+        case, path, tree = value
+        state = self.layout_view.state
+        # only for the case still shown, from the same file (another folder may have a case of that name)
+        if self._tree_for == (case, path) and state.case_name == case and state.reference is not None:
+            state.set_tree(tree)
 
     def set_case(
         self,
@@ -323,6 +394,9 @@ class CompareTab(QWidget):
         tree: ReferenceTree | None = None,
     ) -> None:
         self.layout_view.state.set_case(name, predictions, reference, ct, tree)
+        self._shown(name)
+
+    def _shown(self, name: str) -> None:
         self.layout_view.zoom_to_airway()
         self.caseShown.emit(name)
 

@@ -7,7 +7,7 @@ Qt-free. Entry points: :func:`compare_folders`, :func:`predict_folders`,
 """
 
 from core.compare.agreement import Agreement, agreement
-from core.compare.batch import CaseRow, CompareResult, CompareSettings, Failure, compare_folders
+from core.compare.batch import CaseRow, CompareResult, CompareSettings, Failure, compare_folders, reference_tree
 from core.compare.cases import case_key, list_cases, match_cases
 from core.compare.inference import predict_folders
 from core.compare.output import read_outputs, write_outputs
@@ -25,5 +25,6 @@ __all__ = [
     "match_cases",
     "predict_folders",
     "read_outputs",
+    "reference_tree",
     "write_outputs",
 ]

@@ -171,9 +171,12 @@ def usable(record: Any, settings: CompareSettings) -> bool:
 class _Reference:
     """A case's reference, read and parsed on first use only."""
 
-    def __init__(self, path: Path, settings: CompareSettings, cache: Cache, progress: Progress | None):
+    def __init__(
+        self, path: Path, settings: CompareSettings, cache: Cache, progress: Progress | None, volume: Any = None
+    ):
         self.path, self.settings, self.cache, self.progress = path, settings, cache, progress
         self.volume: Any = None  # core.volume.LabelVolume once loaded
+        self._given = volume  # already read by the caller (as read_label reads it): not read again
         self.tree: Any = None  # core.tree.AirwayTree once loaded
         self.key = cache.known_key(path, f"label:{settings.label_selector}")
         self.names: Any = None  # core.anatomy.TreeNames once named
@@ -184,7 +187,10 @@ class _Reference:
             return
         from core.io import read_label
 
-        self.volume = read_label(self.path, self.settings.label_selector, allow_empty=False)
+        if self._given is not None:
+            self.volume, self._given = self._given, None
+        else:
+            self.volume = read_label(self.path, self.settings.label_selector, allow_empty=False)
         self.key = mask_key(self.volume, self.settings.label_selector)
         self.cache.remember_key(self.path, self.key, f"label:{self.settings.label_selector}")
         tree_path = self.cache.path("trees", f"{self.key}.npz")
@@ -226,6 +232,18 @@ class _Reference:
         self.cache.put_json("names", key, self.names.to_json())
         self.cache.stats["names_labelled"] += 1
         return self.names
+
+
+def reference_tree(
+    path: str | Path, volume: Any, settings: CompareSettings, cache: Cache, cancel: Any = None
+) -> tuple[Any, Any]:
+    """(tree, names) of a case's reference ``volume`` (read from ``path`` with the settings' label
+    selector), as a compare parses and names it: from ``cache`` when it holds them (an `airway
+    compare` folder's ``.cache``), else parsed and labelled now and kept there. Names are None when
+    the labeller fails on the tree."""
+    ref = _Reference(Path(path), settings, cache, None, volume=volume)
+    ref.load()
+    return ref.tree, ref.named(cancel=cancel)
 
 
 def _cached_tree(volume: Any, tree_path: Path | None) -> Any:
