@@ -147,6 +147,7 @@ def test_review_to_compare_panes_colour_the_3d_by_lobe(qtbot, compared, tmp_path
         pytest.skip("needs an X display (Xvfb), not the offscreen platform")
     w, case, _ = _review_window(qtbot, compared, tmp_path, monkeypatch)
     w.compare_actions["case"].trigger()
+    qtbot.waitUntil(lambda: len(w.compare_tab.layout_view.state.predictions) == 2, timeout=30000)
     panes = w.compare_tab.layout_view.panes
     assert len(panes) == 2 and all(p.view3d is not None for p in panes)
     review_groups = branch_groups(case.session.names.names, "lobe")

@@ -172,7 +172,9 @@ def test_main_window_hook(qtbot, monkeypatch):
     assert "compareCasePredictions" in {a.objectName() for a in w.tools_menu.actions()}
     w.compare_actions["case"].trigger()
     assert w.tabs.currentWidget() is w.compare_tab
-    assert [p.name for p in w.compare_tab.layout_view.state.predictions] == ["A", "B"]
+    state = w.compare_tab.layout_view.state
+    # the panes show the case once it is prepared, in a job
+    qtbot.waitUntil(lambda: [p.name for p in state.predictions] == ["A", "B"], timeout=30000)
     w.cancel_jobs()
 
 

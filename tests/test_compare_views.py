@@ -239,7 +239,9 @@ def test_review_to_compare_shows_the_reviews_metrics_equal_to_evaluate(folders, 
     errors: list[object] = []
     monkeypatch.setattr(w, "report_error", lambda *a, **k: errors.append(a))
     tab.model_list.item(1).setCheckState(Qt.CheckState.Unchecked)
-    assert [p.name for p in tab.layout_view.state.predictions] == [case.predictions[0].name] and not errors
+    state = tab.layout_view.state
+    qtbot.waitUntil(lambda: [p.name for p in state.predictions] == [case.predictions[0].name], timeout=30000)
+    assert not errors
     w.cancel_jobs()
 
 

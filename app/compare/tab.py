@@ -91,6 +91,20 @@ def load_case_masks(
     return case, stale, prepare_case(case, entries, ref, ct)
 
 
+def prepare_review_case(
+    name: str,
+    predictions: list[PaneEntry],
+    reference: Any,
+    ct: Any,
+    tree: ReferenceTree | None,
+    *,
+    progress: Any = None,
+    cancel: Any = None,
+) -> PreparedCase:
+    """Job: :func:`prepare_case` of the review's case (its masks are in memory: nothing to read)."""
+    return prepare_case(name, predictions, reference, ct, tree)
+
+
 def load_reference_tree(
     case: str, ref_path: str, settings: Any, cache_root: str | None, *, progress: Any = None, cancel: Any = None
 ) -> tuple[str, str, ReferenceTree]:
@@ -299,7 +313,31 @@ class CompareTab(QWidget):
         self.set_result(result, show=False)
         self._review = (name, list(predictions), reference, ct, tree)
         self._tree_for = None  # a folder case's tree still being parsed is not this case's
-        self.set_case(name, predictions, reference, ct, tree)
+        self._prepare(name, predictions, reference, ct, tree)
+
+    def _prepare(
+        self, name: str, predictions: list[PaneEntry], reference: Any, ct: Any, tree: ReferenceTree | None
+    ) -> Any:
+        """Prepare the review's case for the panes in a job (a CT's x-major copy and the masks' sagittal
+        copies are a second or more of a real chest CT), then show it; errors are reported."""
+        from app.workers import Job, guarded
+
+        if self._job is not None and self._job.running:
+            self._job.cancel()
+        job = Job(prepare_review_case, name, list(predictions), reference, ct, tree, name=f"Compare: preparing {name}")
+        job.result.connect(guarded(self, self._prepared))
+        report = self.report_error
+        if report is not None:
+            job.error.connect(guarded(self, lambda exc, tb: report(exc, tb)))
+        self._job = job
+        if self.track_job is not None:
+            self.track_job(job)
+        return job.start()
+
+    def _prepared(self, prepared: PreparedCase) -> None:
+        if self._review is not None and self._review[0] == prepared.name:
+            self.layout_view.state.show(prepared)
+            self._shown(prepared.name)
 
     def selected_models(self) -> list[str]:
         out = []
@@ -316,7 +354,7 @@ class CompareTab(QWidget):
             name, entries, reference, ct, tree = self._review
             chosen = [e for e in entries if e.name in models]
             if chosen:
-                self.set_case(name, chosen, reference, ct, tree)
+                self._prepare(name, chosen, reference, ct, tree)
             return
         if self.result is not None and case and models:
             self.show_case(case, models)

@@ -62,8 +62,6 @@ def paired_tests(result: CompareResult, metrics: tuple[str, ...] = STAT_METRICS)
     """Each pair of models and metric: paired over the cases both have, mean difference (a - b),
     the two-sided Wilcoxon signed-rank p-value (nan with a note where it is undefined or n < 5),
     the Holm-adjusted p over all rows (``p_holm``) and ``significant`` ("yes"/"no"/"" at ALPHA)."""
-    from scipy.stats import wilcoxon
-
     by = {m: {r.case: r for r in rows} for m, rows in result.by_model().items()}
     out = []
     for a, b in itertools.combinations(result.models, 2):
@@ -95,6 +93,10 @@ def paired_tests(result: CompareResult, metrics: tuple[str, ...] = STAT_METRICS)
             elif not np.any(d != 0):
                 row["note"] = "all differences are zero"
             else:
+                # imported only here: scipy.stats's first import is 0.5-1 s, and the review's one-case
+                # compare (no test to run) did it on the GUI thread
+                from scipy.stats import wilcoxon
+
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # small-sample notes; the case count is in the row
                     res = wilcoxon(xa, xb, zero_method="wilcox", alternative="two-sided")
