@@ -46,12 +46,9 @@ def install_compare(window: Any) -> CompareTab:
     def open_results() -> None:
         d = QFileDialog.getExistingDirectory(window, "Open an `airway compare` output folder")
         if d:
-            try:
-                tab.open_folder(d)
-            except Exception as exc:  # noqa: BLE001 - one dialog, as every user error
-                window.report_error(exc)
-                return
+            # read in a job: errors reach window.report_error (the tab's), as every user error
             window.tabs.setCurrentWidget(tab)
+            tab.open_folder_in_background(d)
 
     def compare_current() -> None:
         compare_case_predictions(window)

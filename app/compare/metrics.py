@@ -162,12 +162,13 @@ class CompareMetrics(QWidget):
         ]
         _fill(self.lobes, ["lobe", "TD %", "BD %", "branches", "detected"], rows)
 
-    def set_result(self, result: CompareResult) -> None:
-        from core.compare.output import tables
+    def set_result(self, result: CompareResult, tables: dict[str, list[dict[str, Any]]] | None = None) -> None:
+        """``tables``: core.compare.output.tables(result), when a job made them (else made here)."""
+        from core.compare.output import tables as make_tables
 
         self.result = result
         self.stale = set()
-        self.tables = tables(result)
+        self.tables = make_tables(result) if tables is None else tables
         self.plots = {}
         self.lobes_pair = None
         self._fill_tables()
