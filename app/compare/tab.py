@@ -252,6 +252,7 @@ class CompareTab(QWidget):
         Reads and computes on the calling thread (scripts, tests); the menus use
         :meth:`open_folder_in_background`."""
         result, tables = read_folder(folder)
+        self._read_job = None  # one being read in the background is overtaken
         self._apply_folder(folder, result, tables)
         return result
 
@@ -261,7 +262,12 @@ class CompareTab(QWidget):
         from app.workers import Job, guarded
 
         job = Job(read_folder, folder, name="Compare: reading the results")
-        job.result.connect(guarded(self, lambda value, f=folder: self._apply_folder(f, *value)))
+
+        def read(value: tuple[CompareResult, dict[str, list[dict[str, Any]]]]) -> None:
+            if self._read_job is job:  # not overtaken by a later folder or the review's case
+                self._apply_folder(folder, *value)
+
+        job.result.connect(guarded(self, read))
         report = self.report_error
         if report is not None:
             job.error.connect(guarded(self, lambda exc, tb: report(exc, tb)))
@@ -349,7 +355,7 @@ class CompareTab(QWidget):
         self.folder_label.setText(f"from the review: {name}")
         self.set_result(result, show=False)
         self._review = (name, list(predictions), reference, ct, tree)
-        self._tree_for = None  # a folder case's tree still being parsed is not this case's
+        self._tree_for = self._read_job = None  # a folder still being read or parsed is not shown now
         self._prepare(name, predictions, reference, ct, tree)
 
     def _prepare(
@@ -414,6 +420,8 @@ class CompareTab(QWidget):
 
     def _loaded(self, value: tuple[str, set[tuple[str, str]], PreparedCase]) -> None:
         case, stale, prepared = value
+        if self._review is not None:  # the review's case came after this folder case was asked for
+            return
         shown = {(case, e.name) for e in prepared.predictions}
         # a pair whose decoded mask still has the key its figures came from is fresh, whatever its bytes
         self._key_fresh = (self._key_fresh - stale) | (shown - stale)
