@@ -3,9 +3,11 @@ case is shown and its reference tree arrives, and the GUI thread's longest stall
 
 Runs `airway compare` on ../shared/data/atm22 (YangLab's 388 x 512 x 512 mask as the reference,
 timi's as the model) into a temporary folder, opens it in the Compare tab as a user does, then
-switches the first pane's 3D view to lobe colours. The baseline in the same run is the route
-before the change: the same masks handed to the panes unprepared, so the masks' sagittal copies
-and the first cursor are made on the GUI thread.
+switches the first pane's 3D view to lobe colours. The baseline in the same run hands the
+same masks to the panes unprepared (CompareTab.set_case, the direct call scripts use), so their
+preparation (prepare_case: sagittal copies, first cursor) runs on the GUI thread, as every case's
+did before it moved into the loading job. (Before, the cursor also read the whole volume: the
+old route measured 663 ms, 532 ms less the wait for a CPU, on this pair at load 3.5.)
 
     PYTHONPATH=. xvfb-run -a .venv/bin/python benchmarks/bench_compare_open.py
 """
