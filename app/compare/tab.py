@@ -256,10 +256,23 @@ class CompareTab(QWidget):
         self._apply_folder(folder, result, tables)
         return result
 
+    def _run(self, job: Any, on_result: Callable[[Any], None]) -> Any:
+        """Start one of the tab's jobs: its result to ``on_result`` (while the tab lives), its error
+        reported, the job tracked by the window."""
+        from app.workers import guarded
+
+        job.result.connect(guarded(self, on_result))
+        report = self.report_error
+        if report is not None:
+            job.error.connect(guarded(self, lambda exc, tb: report(exc, tb)))
+        if self.track_job is not None:
+            self.track_job(job)
+        return job.start()
+
     def open_folder_in_background(self, folder: str | Path) -> Any:
         """:meth:`open_folder` with the reading and the statistics in a job: a 150-case, 4-model
         compare cost the GUI thread 0.65 s, and 0.7 s more for scipy.stats's first import."""
-        from app.workers import Job, guarded
+        from app.workers import Job
 
         job = Job(read_folder, folder, name="Compare: reading the results")
 
@@ -267,14 +280,8 @@ class CompareTab(QWidget):
             if self._read_job is job:  # not overtaken by a later folder or the review's case
                 self._apply_folder(folder, *value)
 
-        job.result.connect(guarded(self, read))
-        report = self.report_error
-        if report is not None:
-            job.error.connect(guarded(self, lambda exc, tb: report(exc, tb)))
-        if self.track_job is not None:
-            self.track_job(job)
         self._read_job = job
-        return job.start()
+        return self._run(job, read)
 
     def _apply_folder(self, folder: str | Path, result: CompareResult, tables: dict[str, list[dict[str, Any]]]) -> None:
         self._review = None
@@ -363,19 +370,13 @@ class CompareTab(QWidget):
     ) -> Any:
         """Prepare the review's case for the panes in a job (a CT's x-major copy and the masks' sagittal
         copies are a second or more of a real chest CT), then show it; errors are reported."""
-        from app.workers import Job, guarded
+        from app.workers import Job
 
         if self._job is not None and self._job.running:
             self._job.cancel()
         job = Job(prepare_review_case, name, list(predictions), reference, ct, tree, name=f"Compare: preparing {name}")
-        job.result.connect(guarded(self, self._prepared))
-        report = self.report_error
-        if report is not None:
-            job.error.connect(guarded(self, lambda exc, tb: report(exc, tb)))
         self._job = job
-        if self.track_job is not None:
-            self.track_job(job)
-        return job.start()
+        return self._run(job, self._prepared)
 
     def _prepared(self, prepared: PreparedCase) -> None:
         if self._review is not None and self._review[0] == prepared.name:
@@ -404,19 +405,12 @@ class CompareTab(QWidget):
 
     def show_case(self, case: str, models: list[str]) -> Any:
         """Load the masks of ``case`` for ``models`` in a job; the panes update when it ends."""
-        from app.workers import Job, guarded
+        from app.workers import Job
 
         if self._job is not None and self._job.running:
             self._job.cancel()
-        job = Job(load_case_masks, self.result, case, list(models), name=f"Compare: loading {case}")
-        job.result.connect(guarded(self, self._loaded))
-        report = self.report_error
-        if report is not None:
-            job.error.connect(guarded(self, lambda exc, tb: report(exc, tb)))
-        self._job = job
-        if self.track_job is not None:
-            self.track_job(job)
-        return job.start()
+        self._job = job = Job(load_case_masks, self.result, case, list(models), name=f"Compare: loading {case}")
+        return self._run(job, self._loaded)
 
     def _loaded(self, value: tuple[str, set[tuple[str, str]], PreparedCase]) -> None:
         case, stale, prepared = value
@@ -437,7 +431,7 @@ class CompareTab(QWidget):
     def _start_tree(self, case: str, ref_path: str) -> None:
         """Parse (or take from the compare's cache) the shown case's reference tree in a job, so the
         panes' 3D views colour by generation, lobe or segment as the review's does."""
-        from app.workers import Job, guarded
+        from app.workers import Job
 
         if self._tree_job is not None and self._tree_job.running:
             self._tree_job.cancel()
@@ -451,15 +445,9 @@ class CompareTab(QWidget):
             None if cache is None else str(cache),
             name=f"Compare: reference tree of {case}",
         )
-        job.result.connect(guarded(self, self._tree_loaded))
-        # a tree that cannot be parsed leaves the panes as they are (TP/FP/FN), said in the status bar
-        report = self.report_error
-        if report is not None:
-            job.error.connect(guarded(self, lambda exc, tb: report(exc, tb)))
+        # a tree that cannot be parsed leaves the panes as they are (TP/FP/FN), and is reported
         self._tree_job, self._tree_for = job, (case, ref_path)
-        if self.track_job is not None:
-            self.track_job(job)
-        job.start()
+        self._run(job, self._tree_loaded)
 
     def _tree_loaded(self, value: tuple[str, str, ReferenceTree]) -> None:
         case, path, tree = value
