@@ -15,7 +15,9 @@ blocked by this process (its own work, the GIL held by one of its threads),
 which is what the app controls. Tests assert on that; reports give both, and
 for each long gap the process's busiest threads in it (time on a CPU and in
 the run queue): a GUI thread blocked on the GIL or on the renderer shows as a
-gap with little CPU of its own beside the thread it waited for.
+gap with little CPU of its own beside the thread it waited for. Best effort: the
+sampler's snapshot needs the GIL for every thread it reads, so a thread that
+spins Python code from the gap's very start can leave the list empty.
 
 Usage::
 
