@@ -32,6 +32,7 @@ from core.box import Box, bounding_box, union
 from core.errors import InputError
 from core.outputs import refuse_input_as_output
 from core.progress import Progress
+from core.region_groups import RegionGroup
 from core.regions import ErrorRegion
 from core.review import STATUS_KEYS, STATUSES, AnalysisResult, Edit, LabelLayer, PendingSave, Session
 from core.review.loading import Source, load_ct
@@ -992,15 +993,27 @@ class Case(QObject):
     def active_region_key(self) -> str | None:
         return self._active_key if self.active_region >= 0 else None
 
+    def groups(self, prediction_index: int | None = None) -> list[RegionGroup]:
+        """The review groups of the (active) prediction's regions (core.region_groups), made with its
+        analysis; their region ids are the stable ones the navigator shows."""
+        i = self.active_index if prediction_index is None else prediction_index
+        if not 0 <= i < len(self.predictions) or not self.session.analysed(i):
+            return []
+        groups: list[RegionGroup] = self.session.groups(i)
+        regs = self.regions(i)
+        for g in groups:  # ids are given after the analysis (core.region_groups.StableIds), in place
+            g.regions = [str(regs[k].id) for k in g.indices]
+        return groups
+
     def group_of(self, region_index: int, prediction_index: int | None = None) -> list[int]:
         """Indices of every region in the review group of ``region_index`` (core.region_groups:
         boundary fragments of one kind at one branch form a group; other regions stand alone)."""
-        from core.region_groups import group_of_region, group_regions
+        from core.region_groups import group_of_region
 
         regs = self.regions(prediction_index)
         if not 0 <= region_index < len(regs):
             return []
-        groups = group_regions(regs)
+        groups = self.groups(prediction_index)
         gi = group_of_region(groups, region_index)
         return [region_index] if gi is None else list(groups[gi].indices)
 

@@ -109,7 +109,9 @@ def metrics_dict(metrics: Any) -> dict[str, Any]:
     """Scalar metrics as a flat dict (nested dicts become ``outer.inner``; lists are per-row tables, left out)."""
     if metrics is None:
         return {}
-    if hasattr(metrics, "as_dict"):
+    if isinstance(metrics, AirwayMetrics):
+        d = metrics.as_dict(branches=False)  # the per-branch table is no scalar: not copied on every refresh
+    elif hasattr(metrics, "as_dict"):
         d = metrics.as_dict()
     elif isinstance(metrics, dict):
         d = metrics

@@ -265,11 +265,14 @@ class GroupsModel(QAbstractTableModel):
     def reload(self) -> None:
         from core.region_groups import group_regions
 
-        regions = list(self.case.regions())
-        if regions and not all(isinstance(r, ErrorRegion) for r in regions):
-            vv = voxel_volume(self.case)
-            regions = [_core_view(r, i, vv) for i, r in enumerate(regions)]
-        groups = group_regions(regions) if regions else []
+        if isinstance(self.case, Case):
+            groups = self.case.groups()  # made with the analysis, off the GUI thread
+        else:
+            regions = list(self.case.regions())
+            if regions and not all(isinstance(r, ErrorRegion) for r in regions):
+                vv = voxel_volume(self.case)
+                regions = [_core_view(r, i, vv) for i, r in enumerate(regions)]
+            groups = group_regions(regions) if regions else []
         if groups and [g.key for g in groups] == [g.key for g in self.groups]:
             # the same items (a re-analysis that changed nothing here): cells change in place
             self.groups = groups
@@ -311,16 +314,19 @@ class GroupsModel(QAbstractTableModel):
         case = self.case
         if not isinstance(case, Case) or case.session.names.names is None:
             return g.label()
+        # the tables once per row, not per part: every row of a re-analysis comes through here, on the GUI thread
         regs = case.regions()
+        branch_of = case.session.region_branches(case.active_index)
         votes: dict[int, int] = {}
         length = 0.0
         for i in g.indices:
             if not 0 <= i < len(regs):
                 continue
-            b = case.region_branch(i)
+            r = regs[i]
+            b = branch_of.get(r.key)
             if b is not None:
-                votes[b] = votes.get(b, 0) + int(regs[i].voxels)
-            length = max(length, float(regs[i].length_mm))
+                votes[b] = votes.get(b, 0) + int(r.voxels)
+            length = max(length, float(r.length_mm))
         if not votes:
             return g.label()
         place = case.place_text(max(votes, key=lambda b: (votes[b], -b)))
@@ -332,7 +338,11 @@ class GroupsModel(QAbstractTableModel):
         act = self.case.active
         if act is None:
             return "unreviewed"
-        st: set[str] = {str(act.status(i)) for i in self.groups[row].indices}
+        regs, table = act.regions or [], act.statuses
+        st: set[str] = {
+            str(table.get(regs[i].key, "unreviewed")) if 0 <= i < len(regs) else "unreviewed"
+            for i in self.groups[row].indices
+        }
         if len(st) == 1:
             return st.pop()
         return PARTLY if st != {"unreviewed"} else "unreviewed"
