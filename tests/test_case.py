@@ -347,6 +347,43 @@ def test_analysis_in_the_child_process_equals_the_thread_one(tiny_demo):
     )
     assert [r.id for r in a.regions] == [r.id for r in b.regions] and len(a.regions) >= 4
 
+    # a re-analysis against the same reference: the child gets the tree as the bytes it sent, and the
+    # result keeps the session's tree object instead of a copy of it
+    s.apply_analysis(there)
+    job = s.analysis_job(copy=True, only_stale=False)
+    assert job.tree is there.tree
+    again, new_tree = run_review_analysis(job, in_process=True)
+    assert again.tree is there.tree and new_tree is None
+    (c,) = again.predictions.values()
+    assert [(r.key, r.id) for r in c.regions] == [(r.key, r.id) for r in b.regions]
+    assert [g.key for g in c.groups] == [g.key for g in b.groups] and len(c.groups) >= 1
+
+
+def test_a_child_result_comes_back_in_slices_equal_to_the_whole(tiny_demo, monkeypatch):
+    """What crosses from the analysis child is unpickled a slice at a time (the GIL changes hands
+    between slices): put together again, it is the result the child made, regions in order."""
+    import pickle
+
+    from app.review import analysis_runner
+    from core.review import Session
+
+    s = Session(tiny_demo.phantom.ct, tiny_demo.reference, [tiny_demo.prediction])
+    whole = s.analysis_job(copy=True).run()
+    (a,) = whole.predictions.values()
+    assert len(a.regions) >= 4
+    monkeypatch.setattr(analysis_runner, "REGION_SLICE", 2)
+    packed = pickle.loads(pickle.dumps(analysis_runner._pack(whole, tree_reused=False)))
+    (pieces,) = packed.regions.values()
+    assert len(pieces) == (len(a.regions) + 1) // 2 and packed.result.tree is None
+    back = analysis_runner._unpack(packed, job_tree=None)
+    (b,) = back.predictions.values()
+    assert [(r.key, r.id, r.voxels) for r in b.regions] == [(r.key, r.id, r.voxels) for r in a.regions]
+    assert all(np.array_equal(x.coords, y.coords) for x, y in zip(a.regions, b.regions))
+    assert back.tree.branches == whole.tree.branches  # the new tree comes whole
+    # a reused tree does not come back: the caller's object is put in its place
+    reused = analysis_runner._unpack(analysis_runner._pack(whole, tree_reused=True), job_tree=whole.tree)
+    assert reused.tree is whole.tree
+
 
 @pytest.mark.slow
 def test_cancelling_work_in_the_child_process_kills_it_and_the_next_call_works(tiny_demo):
