@@ -5,8 +5,10 @@ as a user does, with keys: N, A (on an FP item), R (on an FN item), a brush dab,
 undo, redo and save (Ctrl+Alt+S). A 20 ms heartbeat (tests/watchdog.py) records
 every gap of the event loop; any gap above 250 ms while opening, navigating,
 editing, undoing or saving fails, with the stacks sampled during the stalls. A gap
-counts less the time the GUI thread waited for a CPU that other programs held
-(Linux schedstat; tests/watchdog.py), so the test holds on a loaded machine.
+counts less the time the GUI thread waited for a CPU that other programs held,
+directly or blocked on one of the app's threads that waited for one (llvmpipe's
+rasterisers in a paint, the GIL's holder; Linux schedstat, tests/watchdog.py),
+so the test holds on a loaded machine; the GUI thread's own work counts whole.
 
 The pair is the shared ATM'22 one (211 branches); without ../shared, a generated
 pair of that size and about that many branches (app.demo) stands in.

@@ -12,7 +12,12 @@ then holds time in which the kernel ran someone else. Each tick reads how
 long the GUI thread has waited on a run queue (Linux ``schedstat``), so a gap
 is also told less that wait (``own_ms``): the time the event loop was busy or
 blocked by this process (its own work, the GIL held by one of its threads),
-which is what the app controls. Tests assert on that; reports give both, and
+which is what the app controls. A GUI thread can also wait for a CPU through
+another thread: blocked in a paint on llvmpipe's rasteriser threads, or on the
+GIL while its holder sits on a run queue. So for a long gap, the time the GUI
+thread was blocked (neither on a CPU nor waiting for one) counts less up to the
+longest run-queue wait of another thread of the process in that gap; its own
+CPU time always counts whole. Tests assert on that; reports give both, and
 for each long gap the process's busiest threads in it (time on a CPU and in
 the run queue): a GUI thread blocked on the GIL or on the renderer shows as a
 gap with little CPU of its own beside the thread it waited for. Best effort: the
@@ -99,11 +104,25 @@ class Gap:
     # for a long gap: the process's busiest threads in it, "name:tid cpu C wait W" (ms), so a
     # report shows whom the GUI thread waited for (a thread holding the GIL, the renderer...)
     threads: str = ""
+    # for a long gap (None otherwise): the GUI thread's time on a CPU in it, and the longest time any
+    # other thread of this process waited for a CPU in it
+    cpu_ms: float | None = None
+    helpers_waited_ms: float = 0.0
+
+    @property
+    def blocked_ms(self) -> float:
+        """Of the gap, the GUI thread neither on a CPU nor waiting for one: waiting for another thread
+        (the GIL's holder, the renderer's threads in a paint); 0 where not known."""
+        return 0.0 if self.cpu_ms is None else max(0.0, self.ms - self.waited_ms - self.cpu_ms)
 
     @property
     def own_ms(self) -> float:
-        """The gap less the wait for a CPU: the event loop busy or blocked by this process."""
-        return max(0.0, self.ms - self.waited_ms)
+        """The gap less the waits for a CPU that other programs' load makes: the GUI thread's own, and
+        while it was blocked, up to the longest wait of another thread of this process. The GUI thread
+        blocked on a thread that waits for a CPU (llvmpipe's rasterisers in a paint, the GIL's holder)
+        waits as long as that thread does; a GUI thread that computes counts whole, however long the
+        others waited."""
+        return max(0.0, self.ms - self.waited_ms - min(self.blocked_ms, self.helpers_waited_ms))
 
 
 @dataclass
@@ -127,12 +146,19 @@ class PhaseResult:
         return (self.ended_s or time.monotonic()) - self.started_s
 
 
-def _busiest_threads(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> str:
-    rows = []
+def _thread_deltas(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, tuple[float, float]]:
+    """Per thread ("name:tid"): (ms on a CPU, ms waiting for one) between two snapshots."""
+    out = {}
     for key, (cpu, wait) in after.items():
         c0, w0 = before.get(key, (0.0, 0.0))
-        if cpu - c0 >= 5 or wait - w0 >= 5:
-            rows.append((cpu - c0 + wait - w0, cpu - c0, wait - w0, key))
+        out[key] = (cpu - c0, wait - w0)
+    return out
+
+
+def _busiest_threads(deltas: dict[str, tuple[float, float]]) -> str:
+    rows = [(c + w, c, w, key) for key, (c, w) in deltas.items() if c >= 5 or w >= 5]
     rows.sort(reverse=True)  # busy, or wanting to be: a thread the GUI thread waits for shows either way
     return ", ".join(f"{key} cpu {c:.0f} wait {w:.0f}" for _, c, w, key in rows[:6])
 
@@ -168,6 +194,7 @@ class Watchdog(QObject):
         self._last_wait = 0.0
         self._runqueue: _RunqueueClock | None = None
         self._gui_thread = threading.get_ident()
+        self._gui_tid = threading.get_native_id()
         # per-thread schedstat, taken by the sampler while the heartbeat is on time: (monotonic, snapshot)
         self._baseline: tuple[float, dict[str, tuple[float, float]]] | None = None
         self._stop = threading.Event()
@@ -178,6 +205,7 @@ class Watchdog(QObject):
     # -- heartbeat (GUI thread) ----------------------------------------------------------
     def start(self) -> Watchdog:
         self._gui_thread = threading.get_ident()
+        self._gui_tid = threading.get_native_id()
         self._last = time.monotonic()
         if self._runqueue is None:
             self._runqueue = _RunqueueClock()  # opened here, on the GUI thread: it reads that thread
@@ -205,7 +233,15 @@ class Watchdog(QObject):
         gap = Gap(self.phase_name, self._last, ms, min(ms, max(0.0, waited - self._last_wait)))
         base = self._baseline
         if gap.ms >= self.sample_after_ms and base is not None and base[0] <= self._last + 0.05:
-            gap.threads = _busiest_threads(base[1], _threads_cpu_and_wait())
+            deltas = _thread_deltas(base[1], _threads_cpu_and_wait())
+            gap.threads = _busiest_threads(deltas)
+            gui = f":{self._gui_tid}"
+            mine = [cw for key, cw in deltas.items() if key.endswith(gui)]
+            if mine:
+                gap.cpu_ms = mine[0][0]
+                gap.helpers_waited_ms = max(
+                    (w for key, (_c, w) in deltas.items() if not key.endswith(gui)), default=0.0
+                )
         self._last, self._last_wait = now, waited
         self.gaps.append(gap)
         for ph in self._current:
