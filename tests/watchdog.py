@@ -15,12 +15,13 @@ blocked by this process (its own work, the GIL held by one of its threads),
 which is what the app controls. A GUI thread can also wait for a CPU through
 another thread: blocked in a paint on llvmpipe's rasteriser threads, or on the
 GIL while its holder sits on a run queue. So for a long gap, the time the GUI
-thread was blocked (neither on a CPU nor waiting for one) counts less up to the
-longest run-queue wait of another thread of the process in that gap; its own
-CPU time always counts whole. Tests assert on that; reports give both, and
-for each long gap the process's busiest threads in it (time on a CPU and in
-the run queue): a GUI thread blocked on the GIL or on the renderer shows as a
-gap with little CPU of its own beside the thread it waited for. Best effort: the
+thread was blocked (neither on a CPU nor waiting for one) counts less the
+run-queue wait of the thread that waited longest in that gap, but never less
+that thread's CPU time: the GUI thread's work and that thread's count whole.
+Tests assert on that; reports give both, and for each long gap the process's
+busiest threads in it (time on a CPU and in the run queue): a GUI thread
+blocked on the GIL or on the renderer shows as a gap with little CPU of its
+own beside the thread it waited for. Best effort: the
 sampler's snapshot needs the GIL for every thread it reads, so a thread that
 spins Python code from the gap's very start can leave the list empty.
 
@@ -107,7 +108,9 @@ class Gap:
     # for a long gap (None otherwise): the GUI thread's time on a CPU in it, and the longest time any
     # other thread of this process waited for a CPU in it
     cpu_ms: float | None = None
-    helpers_waited_ms: float = 0.0
+    # of the other threads of this process, the one that waited longest for a CPU in the gap: (its
+    # time on a CPU, its time waiting for one)
+    helper_ms: tuple[float, float] = (0.0, 0.0)
 
     @property
     def blocked_ms(self) -> float:
@@ -117,12 +120,13 @@ class Gap:
 
     @property
     def own_ms(self) -> float:
-        """The gap less the waits for a CPU that other programs' load makes: the GUI thread's own, and
-        while it was blocked, up to the longest wait of another thread of this process. The GUI thread
-        blocked on a thread that waits for a CPU (llvmpipe's rasterisers in a paint, the GIL's holder)
-        waits as long as that thread does; a GUI thread that computes counts whole, however long the
-        others waited."""
-        return max(0.0, self.ms - self.waited_ms - min(self.blocked_ms, self.helpers_waited_ms))
+        """The gap less the waits for a CPU that other programs' load makes. The GUI thread's own wait
+        comes off; so, while it was blocked, does the wait of the thread it most likely waited for (the
+        one that waited longest: llvmpipe's rasteriser in a paint, the GIL's holder), but never that
+        thread's own CPU time: the blocked time that thread's work explains counts as the app's, like
+        the GUI thread's own work."""
+        cpu, waited = self.helper_ms
+        return max(0.0, self.ms - self.waited_ms - min(waited, max(0.0, self.blocked_ms - cpu)))
 
 
 @dataclass
@@ -239,9 +243,8 @@ class Watchdog(QObject):
             mine = [cw for key, cw in deltas.items() if key.endswith(gui)]
             if mine:
                 gap.cpu_ms = mine[0][0]
-                gap.helpers_waited_ms = max(
-                    (w for key, (_c, w) in deltas.items() if not key.endswith(gui)), default=0.0
-                )
+                others = [cw for key, cw in deltas.items() if not key.endswith(gui)]
+                gap.helper_ms = max(others, key=lambda cw: cw[1], default=(0.0, 0.0))
         self._last, self._last_wait = now, waited
         self.gaps.append(gap)
         for ph in self._current:
