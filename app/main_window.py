@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
 
 from app import shortcuts
 from app.dialogs import APP_NAME, AboutDialog, ShortcutsDialog, ask_resample, show_error
+from app.progress_bar import show_progress
 from app.review.case import STATUS_KEYS, STATUS_LABELS, Case, apply_project, is_blank_ct, load_project
 from app.review.slice_view import ORIENTATIONS, DisplaySettings, DisplayState, SliceRenderer, SliceView
 from app.settings import Settings
@@ -88,17 +89,13 @@ class JobStatus(QWidget):
         (ended or job.finished).connect(guarded(self, lambda *_, j=job: self._finished(j)))
         self.labels[id(job)] = label or job.name
         self.label.setText(self.labels[id(job)])
-        self.bar.setRange(0, 0)
+        show_progress(self.bar, 0, 0)
         self.setVisible(True)
 
     def _progress(self, job: Job, done: int, total: int, message: str) -> None:
         if self.jobs and job is not self.jobs[-1]:
             return
-        if total > 0:
-            self.bar.setRange(0, total)
-            self.bar.setValue(min(done, total))
-        else:
-            self.bar.setRange(0, 0)
+        show_progress(self.bar, done, total)
         name = self.labels.get(id(job), job.name)
         self.label.setText(f"{name}: {message}" if message else name)
 
@@ -108,7 +105,7 @@ class JobStatus(QWidget):
         self.labels.pop(id(job), None)
         if self.jobs:
             self.label.setText(self.labels.get(id(self.jobs[-1]), self.jobs[-1].name))
-            self.bar.setRange(0, 0)
+            show_progress(self.bar, 0, 0)
         else:
             self.setVisible(False)
 

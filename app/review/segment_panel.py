@@ -51,6 +51,7 @@ from PySide6.QtWidgets import (
 )
 
 import core.errors as errors
+from app.progress_bar import show_progress
 from app.review.case import PredictionEntry, is_blank_ct
 from core.child_process import PARENT_PID_ENV
 from core.errors import AirwayError, CheckpointError, InputError
@@ -770,7 +771,7 @@ class SegmentPanel(QWidget):
             self.settings.set("segment/method", "model")
         self.message.setText(f"Segmenting with {Path(checkpoint).name}...")
         self.message.setStyleSheet("")
-        self.progress_bar.setRange(0, 0)  # busy until the first window reports
+        show_progress(self.progress_bar, 0, 0)  # busy until the first window reports
         self._update_enabled()
         return run
 
@@ -802,7 +803,7 @@ class SegmentPanel(QWidget):
             self.settings.set("segment/method", "region-growing")
         self.message.setText("Region growing (no model)...")
         self.message.setStyleSheet("")
-        self.progress_bar.setRange(0, 0)
+        show_progress(self.progress_bar, 0, 0)
         self._update_enabled()
         return run
 
@@ -812,16 +813,11 @@ class SegmentPanel(QWidget):
             self.run.cancel()
 
     def _on_progress(self, done: int, total: int, text: str) -> None:
-        if total > 0:
-            self.progress_bar.setRange(0, total)
-            self.progress_bar.setValue(done)
-        else:
-            self.progress_bar.setRange(0, 0)
+        show_progress(self.progress_bar, done, total)
         self.message.setText(text)
 
     def _on_finished(self, index: int) -> None:
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(1)
+        show_progress(self.progress_bar, 1, 1)
         run = self.run
         entry = self.case.predictions[index] if 0 <= index < len(self.case.predictions) else None
         name = entry.name if entry is not None else ""
