@@ -359,9 +359,11 @@ def test_analysis_in_the_child_process_equals_the_thread_one(tiny_demo):
     assert [g.key for g in c.groups] == [g.key for g in b.groups] and len(c.groups) >= 1
 
 
-def test_a_child_result_comes_back_in_slices_equal_to_the_whole(tiny_demo, monkeypatch):
+@pytest.mark.parametrize("shared_memory", [True, False], ids=["shared-memory", "through-the-pipe"])
+def test_a_child_result_comes_back_in_slices_equal_to_the_whole(tiny_demo, monkeypatch, shared_memory):
     """What crosses from the analysis child is unpickled a slice at a time (the GIL changes hands
     between slices): put together again, it is the result the child made, regions in order."""
+    import os
     import pickle
 
     from app.review import analysis_runner
@@ -372,17 +374,31 @@ def test_a_child_result_comes_back_in_slices_equal_to_the_whole(tiny_demo, monke
     (a,) = whole.predictions.values()
     assert len(a.regions) >= 4
     monkeypatch.setattr(analysis_runner, "REGION_SLICE", 2)
-    packed = pickle.loads(pickle.dumps(analysis_runner._pack(whole, tree_reused=False)))
-    (pieces,) = packed.regions.values()
-    assert len(pieces) == (len(a.regions) + 1) // 2 and packed.result.tree is None
+    packed = pickle.loads(pickle.dumps(analysis_runner._pack(whole, tree_reused=False, shared_memory=shared_memory)))
+    assert list(packed.slices.values()) == [(len(a.regions) + 1) // 2]
+    assert len(packed.regions) == (len(a.regions) + 1) // 2 and packed.result.tree is None
+    assert (packed.regions.name is not None) == shared_memory
+    # the regions' bytes go through the pipe only without shared memory
+    assert (len(pickle.dumps(packed.regions)) < packed.regions.nbytes) == shared_memory
     back = analysis_runner._unpack(packed, job_tree=None)
     (b,) = back.predictions.values()
     assert [(r.key, r.id, r.voxels) for r in b.regions] == [(r.key, r.id, r.voxels) for r in a.regions]
     assert all(np.array_equal(x.coords, y.coords) for x, y in zip(a.regions, b.regions))
     assert back.tree.branches == whole.tree.branches  # the new tree comes whole
-    # a reused tree does not come back: the caller's object is put in its place
-    reused = analysis_runner._unpack(analysis_runner._pack(whole, tree_reused=True), job_tree=whole.tree)
-    assert reused.tree is whole.tree
+    np.testing.assert_array_equal(back.tree.branch_map, whole.tree.branch_map)
+    if shared_memory:
+        assert not os.path.exists(f"/dev/shm/{packed.regions.name}")  # read once, freed
+        assert packed.tree is not None and os.path.exists(f"/dev/shm/{packed.tree.name}")  # kept for the next job
+    # the next job names the block the tree came in, and a new tree frees it
+    assert analysis_runner._block_of_tree(back.tree) is packed.tree
+    reused = analysis_runner._unpack(analysis_runner._pack(whole, tree_reused=True), job_tree=back.tree)
+    assert reused.tree is back.tree  # a reused tree does not come back: the caller's object
+    other = analysis_runner._block_of_tree(whole.tree)
+    assert other is not packed.tree
+    if shared_memory:
+        assert packed.tree is not None and not os.path.exists(f"/dev/shm/{packed.tree.name}")
+    analysis_runner._forget_tree_block()
+    assert other.name is None or not os.path.exists(f"/dev/shm/{other.name}")
 
 
 @pytest.mark.slow

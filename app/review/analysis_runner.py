@@ -10,16 +10,18 @@ shared memory. The result goes back to the session on the GUI thread
 What crosses the process boundary is unpickled in this process by one C call each, and
 a C call holds the GIL from start to end: the GUI thread waits for all of it. On the
 ATM'22 pair a whole result (43 MB: the 42 MB reference tree, 3,514 regions) held it
-for 25-80 ms, more on a loaded machine. So the result comes back in small pieces: a
-reused tree does not come back at all, the regions come in pickled slices unpickled one
-by one (the GIL changes hands between them), and the tree goes to the child as the
-bytes it came in, kept once (pickling bytes is a copy, not a walk over the tree).
+for 25-80 ms, more on a loaded machine. So the result comes back in small pieces, in
+shared memory (:mod:`app.shared_pickles`: arrays copied without the GIL, the rest
+unpickled an object at a time): a reused tree does not come back at all, the regions
+come in slices of ``REGION_SLICE``, and a new tree's block is kept and named in the
+next job, so the tree is never pickled again on the way to the child.
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
-import pickle
+import os
 import sys
 import threading
 import weakref
@@ -29,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from app.shared_pickles import SharedPickles, read_pickles, share_pickles, unlink_pickles
 from core.progress import Progress
 from core.review import AnalysisJob, AnalysisResult
 
@@ -66,69 +69,105 @@ def use_process(voxels: int, in_process: bool | None) -> bool:
 
 @dataclass
 class _Packed:
-    """A child's analysis result in pieces: the result without its tree and regions, the new tree's
-    pickle (None: the job's tree was reused) and each prediction's regions as pickled slices."""
+    """A child's analysis result in pieces: the result without its tree and regions, the new tree
+    in a shared block (None: the job's tree was reused) and the regions in slices in another,
+    ``slices`` of them per prediction, in order."""
 
     result: AnalysisResult
-    tree: bytes | None
-    regions: dict[str, list[bytes]]
+    tree: SharedPickles | None
+    regions: SharedPickles
+    slices: dict[str, int]
 
 
-def _pack(result: AnalysisResult, tree_reused: bool) -> _Packed:
-    slices = {
-        name: [
-            pickle.dumps(a.regions[i : i + REGION_SLICE], protocol=5) for i in range(0, len(a.regions), REGION_SLICE)
-        ]
-        for name, a in result.predictions.items()
-    }
+def _pack(result: AnalysisResult, tree_reused: bool, shared_memory: bool | None = None) -> _Packed:
+    pieces: list[Any] = []
+    counts: dict[str, int] = {}
+    for name, a in result.predictions.items():
+        cut = [a.regions[i : i + REGION_SLICE] for i in range(0, len(a.regions), REGION_SLICE)]
+        pieces.extend(cut)
+        counts[name] = len(cut)
     light = dataclasses.replace(
         result,
         tree=None,
         predictions={name: dataclasses.replace(a, regions=[]) for name, a in result.predictions.items()},
     )
-    return _Packed(light, None if tree_reused else pickle.dumps(result.tree, protocol=5), slices)
+    regions = share_pickles(pieces, shared_memory=shared_memory)
+    try:
+        tree = None if tree_reused else share_pickles([result.tree], shared_memory=shared_memory)
+    except BaseException:
+        unlink_pickles(regions)
+        raise
+    return _Packed(light, tree, regions, counts)
 
 
 def _unpack(packed: _Packed, job_tree: Any) -> AnalysisResult:
-    """The whole result again, a slice at a time (see the module's docstring)."""
+    """The whole result again, a slice at a time (see the module's docstring); frees the regions'
+    block, keeps a new tree's to send back with the next job."""
     result = packed.result
+    try:
+        pieces = read_pickles(packed.regions, unlink=True)
+    except BaseException:
+        unlink_pickles(packed.tree)
+        raise
     if packed.tree is None:
         result.tree = job_tree
     else:
-        result.tree = pickle.loads(packed.tree)
-        _remember_tree_bytes(result.tree, packed.tree)
-    for name, pieces in packed.regions.items():
+        try:
+            (result.tree,) = read_pickles(packed.tree, unlink=False)
+        except BaseException:
+            unlink_pickles(packed.tree)
+            raise
+        _remember_tree_block(result.tree, packed.tree)
+    at = 0
+    for name, n in packed.slices.items():
         regions: list[Any] = []
-        for piece in pieces:
-            regions.extend(pickle.loads(piece))
+        for piece in pieces[at : at + n]:
+            regions.extend(piece)
+        at += n
         result.predictions[name].regions = regions
     return result
 
 
-# The last tree that came from the child, with the bytes it came as: a re-analysis sends them back
-# as they are. One entry: a session re-analyses against one reference tree at a time.
-_tree_bytes_lock = threading.Lock()
-_tree_bytes: tuple[weakref.ref[Any], bytes] | None = None
+# The last tree that came from the child, with the shared block it came in: a re-analysis hands the
+# child that block's name. One entry: a session re-analyses against one reference tree at a time.
+_tree_block_lock = threading.Lock()
+_tree_block: tuple[weakref.ref[Any], SharedPickles] | None = None
 
 
-def _remember_tree_bytes(tree: Any, data: bytes) -> None:
-    global _tree_bytes
-    with _tree_bytes_lock:
-        _tree_bytes = (weakref.ref(tree), data)
+def _remember_tree_block(tree: Any, block: SharedPickles) -> None:
+    global _tree_block
+    with _tree_block_lock:
+        old, _tree_block = _tree_block, (weakref.ref(tree), block)
+    if old is not None and old[1] is not block:
+        unlink_pickles(old[1])
 
 
-def _bytes_of_tree(tree: Any) -> bytes:
-    with _tree_bytes_lock:
-        held = _tree_bytes
-    if held is not None and held[0]() is tree:
+def _block_of_tree(tree: Any) -> SharedPickles:
+    with _tree_block_lock:
+        held = _tree_block
+    if held is not None and held[0]() is tree and _still_there(held[1]):
         return held[1]
-    data = pickle.dumps(tree, protocol=5)
-    _remember_tree_bytes(tree, data)
-    return data
+    block = share_pickles([tree])
+    _remember_tree_block(tree, block)
+    return block
+
+
+def _still_there(block: SharedPickles) -> bool:
+    # a block whose name is gone (freed by hand, /dev/shm cleaned) is made again rather than sent
+    return block.name is None or not os.path.isdir("/dev/shm") or os.path.exists(f"/dev/shm/{block.name}")
+
+
+@atexit.register
+def _forget_tree_block() -> None:
+    global _tree_block
+    with _tree_block_lock:
+        held, _tree_block = _tree_block, None
+    if held is not None:
+        unlink_pickles(held[1])
 
 
 def _job_in_child(
-    job: AnalysisJob, tree: bytes | None, ref_spec: tuple[Any, ...], pred_specs: list[tuple[Any, ...]]
+    job: AnalysisJob, tree: SharedPickles | None, ref_spec: tuple[Any, ...], pred_specs: list[tuple[Any, ...]]
 ) -> _Packed:
     from app.workers import attach_shared
 
@@ -142,7 +181,7 @@ def _job_in_child(
             held.append(shm)
             preds.append((name, arr, rev))
         job.predictions = preds
-        job.tree = None if tree is None else pickle.loads(tree)
+        job.tree = None if tree is None else read_pickles(tree, unlink=False)[0]
         return _pack(job.run(), tree_reused=tree is not None)
     finally:
         job.reference, job.predictions = np.zeros(0, bool), []
@@ -167,7 +206,7 @@ def run_review_analysis(
             light = AnalysisJob(
                 empty, job.ref_revision, job.geometry, None, [(n, empty, r) for n, _, r in job.predictions]
             )
-            tree = None if job.tree is None else _bytes_of_tree(job.tree)
+            tree = None if job.tree is None else _block_of_tree(job.tree)
             packed = call_in_process(_job_in_child, light, tree, ref.spec, [p.spec for p in preds], cancel=cancel)
             result = _unpack(packed, job.tree)
     else:
