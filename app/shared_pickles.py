@@ -2,7 +2,7 @@
 
 Whatever a ``ProcessPoolExecutor`` result carries is read from a pipe and unpickled by
 the executor's manager thread in one C call, and a C call holds the GIL from start to
-end: on the ATM'22 pair, a result that carried the 42 MB reference tree and 43 MB of
+end: on the ATM'22 pair, a result that carried the 42 MB reference tree and 1 MB of
 regions held it for about 50 ms on a quiet machine (py-spy ``--gil``), and the GUI
 thread waited for all of it. Here each object is pickled (protocol 5) with its arrays
 out of band, and everything goes into one block of shared memory; only the small

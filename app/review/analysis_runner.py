@@ -106,17 +106,11 @@ def _unpack(packed: _Packed, job_tree: Any) -> AnalysisResult:
     result = packed.result
     try:
         pieces = read_pickles(packed.regions, unlink=True)
+        result.tree = job_tree if packed.tree is None else read_pickles(packed.tree, unlink=False)[0]
     except BaseException:
         unlink_pickles(packed.tree)
         raise
-    if packed.tree is None:
-        result.tree = job_tree
-    else:
-        try:
-            (result.tree,) = read_pickles(packed.tree, unlink=False)
-        except BaseException:
-            unlink_pickles(packed.tree)
-            raise
+    if packed.tree is not None:
         _remember_tree_block(result.tree, packed.tree)
     at = 0
     for name, n in packed.slices.items():
